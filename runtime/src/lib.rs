@@ -1,0 +1,31 @@
+//! `ggen-runtime`: the library every ggen-generated governor links.
+//!
+//! A generated crate describes its SKU as static data ([`sku::Sku`]) and
+//! implements [`sku::PolicyPack`] with exhaustive matches; this crate does the
+//! rest. A signal flows through it like this:
+//!
+//! ingress → [`tenant`] registry (one governor per tenant) → [`policy`]
+//! evaluates the value into a level → [`fsm::step`] decides the transition and
+//! effects → a [`receipt`] is appended to the hash-chained [`ledger`] → the
+//! caller is acknowledged once the receipt is durable.
+//!
+//! # Layout
+//! - [`sku`]: the static SKU description and the `PolicyPack` trait.
+//! - [`clock`]: injected time (`Timestamp`).
+//! - [`policy`]: levels, thresholds, hysteresis, dwell, cooldown, budget.
+//! - [`fsm`]: the governor state machine, a pure `step`.
+//! - [`entitlement`]: the marketplace entitlement state machine.
+//! - [`receipt`]: what a decision looks like on the ledger.
+//! - [`canonical`]: RFC 8785 canonical JSON.
+//! - [`ledger`]: per-tenant hash chains; `memory` and `file` backends.
+//! - [`tenant`]: tenant ids and the sharded registry of governors.
+
+pub mod canonical;
+pub mod clock;
+pub mod entitlement;
+pub mod fsm;
+pub mod ledger;
+pub mod policy;
+pub mod receipt;
+pub mod sku;
+pub mod tenant;

@@ -1,0 +1,206 @@
+//! The static description of one SKU, as a generated crate supplies it.
+//!
+//! Everything here is `'static` data rendered by ggen from a spec: the
+//! runtime never learns about a SKU any other way.
+
+use std::fmt;
+
+/// Index of a signal in [`Sku::signals`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SignalId(pub u16);
+
+/// Index of an action in [`Sku::actions`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ActionId(pub u16);
+
+/// Index of a profile in [`Sku::profiles`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ProfileId(pub u16);
+
+/// Which side of a threshold is worse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// Higher values are worse (spend, error rate).
+    Above,
+    /// Lower values are worse (availability, free capacity).
+    Below,
+}
+
+impl Direction {
+    /// The spec's spelling (`above` / `below`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Direction::Above => "above",
+            Direction::Below => "below",
+        }
+    }
+}
+
+/// A signal the governor watches.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SignalDef {
+    /// snake_case name, unique within the SKU.
+    pub name: &'static str,
+    /// Free-text unit, shown in docs and metrics.
+    pub unit: &'static str,
+    pub description: &'static str,
+    /// Values below this are rejected at ingress.
+    pub min: Option<f64>,
+    /// Values above this are rejected at ingress.
+    pub max: Option<f64>,
+    pub direction: Direction,
+}
+
+impl SignalDef {
+    /// Whether `value` is finite and inside `[min, max]`.
+    pub fn accepts(&self, value: f64) -> bool {
+        value.is_finite()
+            && self.min.is_none_or(|min| value >= min)
+            && self.max.is_none_or(|max| value <= max)
+    }
+}
+
+/// How an action is carried out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Adapter {
+    /// Records what it would do; always succeeds.
+    Log,
+    /// HTTP POST of the action as JSON.
+    Webhook,
+    /// Runs a program with templated arguments.
+    Command,
+}
+
+impl Adapter {
+    /// The spec's spelling.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Adapter::Log => "log",
+            Adapter::Webhook => "webhook",
+            Adapter::Command => "command",
+        }
+    }
+}
+
+impl fmt::Display for Adapter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An action the governor may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActionDef {
+    /// Unique name.
+    pub name: &'static str,
+    pub adapter: Adapter,
+    /// The action run when the governor steps back to stable.
+    pub undo: Option<ActionId>,
+    /// Adapter parameters as canonical JSON (an object; `{}` when absent).
+    pub params: &'static str,
+    /// Per-attempt timeout.
+    pub timeout_ms: u32,
+    /// Retries after the first attempt.
+    pub retries: u32,
+}
+
+/// One rule of a profile: thresholds for one signal, already resolved.
+///
+/// Invariants (checked by ggen): at least one of `warn`/`intervene`/`refuse`
+/// is set; set thresholds are ordered by `direction` (`warn ≤ intervene ≤
+/// refuse` for `Above`, reversed for `Below`); `clear` is not past `warn`;
+/// `dwell ≥ 1`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rule {
+    pub signal: SignalId,
+    pub direction: Direction,
+    pub warn: Option<f64>,
+    pub intervene: Option<f64>,
+    pub refuse: Option<f64>,
+    /// Hysteresis exit threshold: recovery counts only evaluations on the
+    /// good side of it. Defaults to `warn` (or the mildest threshold set).
+    pub clear: f64,
+    /// Consecutive breaching evaluations before the level escalates.
+    pub dwell: u16,
+    /// Actions dispatched on `intervene`, in spec order.
+    pub actions: &'static [ActionId],
+}
+
+/// A customer profile: a flattened rule set (after `extends`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProfileDef {
+    pub name: &'static str,
+    /// At most one rule per signal, in spec order.
+    pub rules: &'static [Rule],
+    /// An action does not run again for the same tenant within this many seconds (0: no cooldown).
+    pub cooldown_s: u32,
+    /// Cap on dispatches per tenant per rolling hour (`None`: unlimited).
+    pub max_actions_per_hour: Option<u32>,
+}
+
+/// Timing of the governor FSM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GovernorTiming {
+    /// An intervention not confirmed within this many seconds degrades.
+    pub intervention_timeout_s: u32,
+    /// Consecutive cleared evaluations needed to return to stable.
+    pub recovery_evaluations: u16,
+    /// How long `degraded` waits before dispatching again.
+    pub degraded_retry_s: u32,
+}
+
+/// Ingress settings of the SKU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IngressDef {
+    /// OIDC audience expected on Pub/Sub push tokens; `None`: bearer token auth.
+    pub pubsub_audience: Option<&'static str>,
+    pub max_body_bytes: usize,
+}
+
+/// Everything the runtime knows about one SKU.
+#[derive(Debug, Clone, Copy)]
+pub struct Sku {
+    pub id: &'static str,
+    pub name: &'static str,
+    pub version: &'static str,
+    /// SHA-256 (hex) of the spec file the crate was generated from; stamped on every receipt.
+    pub spec_sha256: &'static str,
+    /// Pub/Sub message attribute that names the tenant.
+    pub tenant_attribute: &'static str,
+    pub max_tenants: u32,
+    pub signals: &'static [SignalDef],
+    pub actions: &'static [ActionDef],
+    pub profiles: &'static [ProfileDef],
+    pub default_profile: ProfileId,
+    pub governor: GovernorTiming,
+    /// Whether a tenant needs an active entitlement before its signals are acted upon.
+    pub entitlement_required: bool,
+    pub ingress: IngressDef,
+}
+
+impl Sku {
+    pub fn signal(&self, id: SignalId) -> &'static SignalDef {
+        &self.signals[usize::from(id.0)]
+    }
+
+    pub fn action(&self, id: ActionId) -> &'static ActionDef {
+        &self.actions[usize::from(id.0)]
+    }
+
+    pub fn profile(&self, id: ProfileId) -> &'static ProfileDef {
+        &self.profiles[usize::from(id.0)]
+    }
+}
+
+/// What a generated crate implements: its SKU table and the policy lookups,
+/// written as exhaustive matches over the spec's signals and profiles.
+pub trait PolicyPack: Send + Sync + 'static {
+    /// The SKU's static description.
+    fn sku(&self) -> &'static Sku;
+    /// The rule for `signal` under `profile`, if the profile has one.
+    fn rule(&self, profile: ProfileId, signal: SignalId) -> Option<&'static Rule>;
+    /// Looks up a signal by its spec name.
+    fn signal_by_name(&self, name: &str) -> Option<SignalId>;
+    /// Looks up a profile by its spec name.
+    fn profile_by_name(&self, name: &str) -> Option<ProfileId>;
+}
