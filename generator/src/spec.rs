@@ -146,7 +146,10 @@ pub struct Ingress {
 
 impl Default for Ingress {
     fn default() -> Self {
-        Ingress { pubsub: None, max_body_bytes: default_max_body_bytes() }
+        Ingress {
+            pubsub: None,
+            max_body_bytes: default_max_body_bytes(),
+        }
     }
 }
 

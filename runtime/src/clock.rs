@@ -42,7 +42,9 @@ impl Timestamp {
 
     /// Parses RFC 3339 (any offset; sub-millisecond digits are truncated).
     pub fn parse(text: &str) -> Result<Timestamp, TimestampError> {
-        let err = || TimestampError { text: text.to_owned() };
+        let err = || TimestampError {
+            text: text.to_owned(),
+        };
         let parsed = OffsetDateTime::parse(text, &Rfc3339).map_err(|_| err())?;
         let ms = parsed.unix_timestamp_nanos().div_euclid(1_000_000);
         i64::try_from(ms).map(Timestamp).map_err(|_| err())
@@ -86,7 +88,11 @@ mod tests {
 
     #[test]
     fn round_trips_rfc3339() {
-        for text in ["2026-01-01T00:00:00Z", "1999-12-31T23:59:59.250Z", "1970-01-01T00:00:00Z"] {
+        for text in [
+            "2026-01-01T00:00:00Z",
+            "1999-12-31T23:59:59.250Z",
+            "1970-01-01T00:00:00Z",
+        ] {
             assert_eq!(Timestamp::parse(text).unwrap().to_string(), text);
         }
     }

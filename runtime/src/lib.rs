@@ -11,6 +11,7 @@
 //!
 //! # Layout
 //! - [`sku`]: the static SKU description and the `PolicyPack` trait.
+//! - [`cli`]: the command line of a generated governor binary.
 //! - [`clock`]: injected time (`Timestamp`).
 //! - [`policy`]: levels, thresholds, hysteresis, dwell, cooldown, budget.
 //! - [`fsm`]: the governor state machine, a pure `step`.
@@ -21,6 +22,7 @@
 //! - [`tenant`]: tenant ids and the sharded registry of governors.
 
 pub mod canonical;
+pub mod cli;
 pub mod clock;
 pub mod entitlement;
 pub mod fsm;

@@ -13,7 +13,9 @@ pub struct TenantId(Arc<str>);
 
 /// A string that is not a valid tenant id.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid tenant id {shown}: expected 1-128 characters of `A-Z a-z 0-9 . _ -`, starting with a letter or digit")]
+#[error(
+    "invalid tenant id {shown}: expected 1-128 characters of `A-Z a-z 0-9 . _ -`, starting with a letter or digit"
+)]
 pub struct InvalidTenantId {
     shown: String,
 }
@@ -33,7 +35,9 @@ impl TenantId {
         } else {
             // Show a bounded, escaped prefix: the input may be hostile.
             let shown: String = text.chars().take(64).collect();
-            Err(InvalidTenantId { shown: format!("{shown:?}") })
+            Err(InvalidTenantId {
+                shown: format!("{shown:?}"),
+            })
         }
     }
 
@@ -74,7 +78,17 @@ mod tests {
 
     #[test]
     fn rejects_invalid_ids() {
-        for id in ["", ".hidden", "-x", "a/b", "../etc", "a b", "é", &"x".repeat(129), "a\0"] {
+        for id in [
+            "",
+            ".hidden",
+            "-x",
+            "a/b",
+            "../etc",
+            "a b",
+            "é",
+            &"x".repeat(129),
+            "a\0",
+        ] {
             assert!(TenantId::new(id).is_err(), "{id:?} accepted");
         }
     }
