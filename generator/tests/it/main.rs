@@ -1,0 +1,1 @@
+//! Integration tests of ggen: one binary, one module per concept.
