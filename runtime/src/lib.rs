@@ -17,6 +17,7 @@
 //! - [`fsm`]: the governor state machine, a pure `step`.
 //! - [`entitlement`]: the marketplace entitlement state machine.
 //! - [`receipt`]: what a decision looks like on the ledger.
+//! - [`replay`]: recorded signals (JSON Lines) through the live code path.
 //! - [`canonical`]: RFC 8785 canonical JSON.
 //! - [`ledger`]: per-tenant hash chains; `memory` and `file` backends.
 //! - [`tenant`]: tenant ids and the sharded registry of governors.
@@ -29,5 +30,6 @@ pub mod fsm;
 pub mod ledger;
 pub mod policy;
 pub mod receipt;
+pub mod replay;
 pub mod sku;
 pub mod tenant;
