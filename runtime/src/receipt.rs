@@ -1,1 +1,767 @@
+//! What a decision looks like on the ledger, and how a stored receipt turns
+//! back into the input it records.
+//!
+//! A receipt is canonical JSON (RFC 8785, via [`crate::canonical::to_vec`])
+//! with the fields `v, tenant, seq, kind, at, sku, spec_sha256, from, to,
+//! event, decision, actions, prev` (plus `action` on `action` receipts).
+//! Receipts carry no floats: readings and thresholds are decimal strings
+//! (`f64` `Display`, which round-trips).
+//!
+//! Replay: [`parse`] gives back the [`Input`] a receipt recorded (or that it
+//! was a timer firing, or an `action` effect that replays by itself), so
+//! feeding stored receipts through the same step function rebuilds the
+//! identical state.
 
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+
+use crate::canonical::{self, CanonicalError};
+use crate::clock::Timestamp;
+use crate::entitlement::{EntitlementError, EntitlementEvent, EntitlementState};
+use crate::fsm::{Decision, State};
+use crate::policy::{Block, Level};
+use crate::sku::{ActionId, PolicyPack, ProfileId, SignalId, Sku};
+use crate::tenant::TenantId;
+
+/// The receipt format version, field `v`.
+pub const VERSION: u32 = 1;
+
+/// What kind of thing a receipt records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// An accepted signal and the decision it caused.
+    Signal,
+    /// One dispatched action (an effect of the previous decision receipt).
+    Action,
+    /// The outcome of a dispatched action.
+    ActionResult,
+    /// A marketplace entitlement event (valid or refused).
+    Entitlement,
+    /// A timer-driven transition (intervention timeout, degraded retry).
+    Timeout,
+    /// An operator reset.
+    Reset,
+    /// Input refused after authentication; no transition.
+    Rejected,
+}
+
+impl Kind {
+    /// The snake_case name used in receipts.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Kind::Signal => "signal",
+            Kind::Action => "action",
+            Kind::ActionResult => "action_result",
+            Kind::Entitlement => "entitlement",
+            Kind::Timeout => "timeout",
+            Kind::Reset => "reset",
+            Kind::Rejected => "rejected",
+        }
+    }
+}
+
+/// Something that comes into a tenant's governor from outside.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// A signal reading (`id`: the message id, for dedupe).
+    Signal {
+        /// Which signal.
+        signal: SignalId,
+        /// The reading; finite and inside the signal's range.
+        value: f64,
+        /// Dedupe id (signal id or Pub/Sub `messageId`).
+        id: Option<String>,
+    },
+    /// A marketplace entitlement event.
+    Entitlement {
+        /// The event.
+        event: EntitlementEvent,
+        /// Dedupe id of the marketplace event.
+        id: Option<String>,
+        /// The profile the plan maps to, if the event names one.
+        plan: Option<ProfileId>,
+    },
+    /// The outcome of a dispatched action, after the actuator's retries.
+    ActionResult {
+        /// The action.
+        action: ActionId,
+        /// `{tenant}:{seq}:{action}` as dispatched.
+        idempotency_key: String,
+        /// Whether it succeeded.
+        ok: bool,
+        /// Free-text detail from the adapter (status, error).
+        detail: Option<String>,
+    },
+    /// An operator reset.
+    Reset {
+        /// Why, as the operator said.
+        reason: String,
+    },
+    /// Input refused after authentication (e.g. out-of-range value).
+    Rejected {
+        /// Why it was refused.
+        reason: String,
+        /// What came in (decimals are stored as strings).
+        event: serde_json::Value,
+    },
+}
+
+impl Input {
+    /// The receipt kind this input is recorded as.
+    pub const fn kind(&self) -> Kind {
+        match self {
+            Input::Signal { .. } => Kind::Signal,
+            Input::Entitlement { .. } => Kind::Entitlement,
+            Input::ActionResult { .. } => Kind::ActionResult,
+            Input::Reset { .. } => Kind::Reset,
+            Input::Rejected { .. } => Kind::Rejected,
+        }
+    }
+
+    /// The dedupe id, if the input carries one.
+    pub fn id(&self) -> Option<&str> {
+        match self {
+            Input::Signal { id, .. } | Input::Entitlement { id, .. } => id.as_deref(),
+            Input::ActionResult { .. } | Input::Reset { .. } | Input::Rejected { .. } => None,
+        }
+    }
+}
+
+/// Errors building or parsing receipts.
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiptError {
+    /// The receipt has no canonical form (a bug: receipts carry no floats).
+    #[error("receipt has no canonical form")]
+    Canonical(#[source] CanonicalError),
+    /// Stored bytes are not a receipt.
+    #[error("stored receipt is not valid json")]
+    Json(#[source] serde_json::Error),
+    /// A stored receipt lacks a field its kind needs.
+    #[error("`{kind}` receipt lacks `event.{field}`")]
+    MissingField {
+        /// The receipt's kind.
+        kind: &'static str,
+        /// The missing field.
+        field: &'static str,
+    },
+    /// A stored receipt names a signal, action or profile this SKU lacks.
+    #[error("receipt names unknown {what} `{name}`")]
+    Unknown {
+        /// `signal`, `action` or `profile`.
+        what: &'static str,
+        /// The name.
+        name: String,
+    },
+    /// A stored reading is not a decimal number.
+    #[error("receipt value `{text}` is not a decimal number")]
+    BadValue {
+        /// The stored text.
+        text: String,
+    },
+    /// A stored entitlement event name is unknown.
+    #[error("receipt carries an unknown entitlement event")]
+    Entitlement(#[source] EntitlementError),
+    /// A receipt's tenant or sequence number is not what the ledger says.
+    #[error(
+        "receipt says tenant `{tenant}` seq `{seq}`, stored as `{stored_tenant}` seq `{stored_seq}`"
+    )]
+    Mismatch {
+        /// Tenant in the receipt.
+        tenant: String,
+        /// Seq in the receipt.
+        seq: u64,
+        /// Tenant the ledger stored it under.
+        stored_tenant: String,
+        /// Seq the ledger stored it under.
+        stored_seq: u64,
+    },
+}
+
+/// The idempotency key of an action dispatched by receipt `seq`.
+pub fn idempotency_key(tenant: &TenantId, seq: u64, action: &str) -> String {
+    format!("{tenant}:{seq}:{action}")
+}
+
+/// Splits an idempotency key into `(tenant, seq, action)`.
+pub fn parse_idempotency_key(key: &str) -> Option<(&str, u64, &str)> {
+    let mut parts = key.rsplitn(3, ':');
+    let action = parts.next()?;
+    let seq = parts.next()?.parse().ok()?;
+    let tenant = parts.next()?;
+    Some((tenant, seq, action))
+}
+
+/// A decimal string for a reading or threshold (`f64` `Display` round-trips).
+pub fn decimal(value: f64) -> String {
+    value.to_string()
+}
+
+/// What a receipt records beyond its header.
+#[derive(Debug, Clone, Copy)]
+pub enum Body<'a> {
+    /// An input and the FSM's decision on it (`None` when no step ran:
+    /// rejected input, refused entitlement event).
+    Input {
+        /// The input.
+        input: &'a Input,
+        /// The decision, if a step ran.
+        decision: Option<&'a Decision>,
+        /// Entitlement `(from, to)` for entitlement events.
+        entitlement: Option<(EntitlementState, EntitlementState)>,
+        /// Why an entitlement event was refused.
+        refused: Option<&'a EntitlementError>,
+    },
+    /// A timer fired.
+    Timer {
+        /// The deadline that was due.
+        due: Timestamp,
+        /// The FSM's decision.
+        decision: &'a Decision,
+    },
+    /// One dispatched action.
+    Action {
+        /// The action.
+        action: ActionId,
+        /// Its idempotency key.
+        key: &'a str,
+        /// Whether it undoes an earlier action.
+        undo: bool,
+        /// Seq of the deciding receipt.
+        decided: u64,
+    },
+}
+
+/// One receipt, ready to be encoded.
+#[derive(Debug, Clone, Copy)]
+pub struct Receipt<'a> {
+    /// The tenant whose chain it extends.
+    pub tenant: &'a TenantId,
+    /// Its position in the chain (from 1).
+    pub seq: u64,
+    /// When (the input's time).
+    pub at: Timestamp,
+    /// Hash of the previous receipt (genesis: zeros).
+    pub prev: &'a [u8; 32],
+    /// State before.
+    pub from: State,
+    /// State after (`from` when nothing changed).
+    pub to: State,
+    /// The tenant's level after the step.
+    pub level: Level,
+    /// Actions dispatched by this receipt, with their keys.
+    pub actions: &'a [(ActionId, String)],
+    /// The rest.
+    pub body: Body<'a>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct EventDoc<'a> {
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    signal: Option<Cow<'a, str>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    value: Option<Cow<'a, str>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    entitlement: Option<Cow<'a, str>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    plan: Option<Cow<'a, str>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    action: Option<Cow<'a, str>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    idempotency_key: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ok: Option<bool>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    detail: Option<Cow<'a, str>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    reason: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    input: Option<serde_json::Value>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    timer: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    due: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    decision_seq: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+struct BlockDoc {
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    action: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    until: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    used: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max: Option<u32>,
+}
+
+#[derive(Debug, Serialize)]
+struct TransitionDoc {
+    from: &'static str,
+    to: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+struct DecisionDoc {
+    reason: &'static str,
+    /// The tenant's level after the step (worst rule).
+    level: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rule: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signal_level: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raw_level: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    threshold: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    streak: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dwell: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    clear: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recovery: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recovery_needed: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    block: Option<BlockDoc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deadline: Option<Timestamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    entitlement: Option<TransitionDoc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+impl DecisionDoc {
+    fn new(reason: &'static str, level: Level) -> DecisionDoc {
+        DecisionDoc {
+            reason,
+            level: level.as_str(),
+            rule: None,
+            signal_level: None,
+            raw_level: None,
+            value: None,
+            threshold: None,
+            streak: None,
+            dwell: None,
+            clear: None,
+            recovery: None,
+            recovery_needed: None,
+            block: None,
+            deadline: None,
+            entitlement: None,
+            error: None,
+        }
+    }
+
+    fn fill(&mut self, sku: &Sku, decision: &Decision, to: State, value: Option<f64>) {
+        self.recovery_needed = Some(decision.recovery_needed);
+        if let Some(ev) = decision.evaluation {
+            self.signal_level = Some(ev.level.as_str());
+            self.raw_level = Some(ev.raw.as_str());
+            self.value = value.map(decimal);
+            self.threshold = ev.threshold.map(decimal);
+            self.clear = Some(ev.clear);
+            self.recovery = Some(ev.recovery);
+            if let Some(rule) = ev.rule {
+                self.rule = Some(sku.signal(rule.signal).name);
+                self.streak = Some(ev.streak);
+                self.dwell = Some(rule.dwell);
+            }
+        }
+        self.block = decision.block.map(|block| match block {
+            Block::Cooldown { action, until } => BlockDoc {
+                kind: block.as_str(),
+                action: Some(sku.action(action).name),
+                until: Some(until),
+                used: None,
+                max: None,
+            },
+            Block::Budget { used, max } => BlockDoc {
+                kind: block.as_str(),
+                action: None,
+                until: None,
+                used: Some(used),
+                max: Some(max),
+            },
+            Block::NoActions => BlockDoc {
+                kind: block.as_str(),
+                action: None,
+                until: None,
+                used: None,
+                max: None,
+            },
+        });
+        self.deadline = match to {
+            State::Intervening { deadline } => Some(deadline),
+            State::Degraded { retry_at } => Some(retry_at),
+            State::Boot | State::Stable | State::Warning | State::Refusing => None,
+        };
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct ActionDoc<'a> {
+    name: &'static str,
+    idempotency_key: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    undo: Option<bool>,
+}
+
+#[derive(Debug, Serialize)]
+struct ReceiptDoc<'a> {
+    v: u32,
+    tenant: &'a str,
+    seq: u64,
+    kind: Kind,
+    at: Timestamp,
+    sku: &'static str,
+    spec_sha256: &'static str,
+    from: &'static str,
+    to: &'static str,
+    event: EventDoc<'a>,
+    decision: DecisionDoc,
+    actions: Vec<ActionDoc<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    action: Option<ActionDoc<'a>>,
+    prev: String,
+}
+
+/// Replaces every number that is not a safe integer by its decimal string.
+fn without_floats(value: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) => {
+            let safe = n
+                .as_i64()
+                .is_some_and(|i| i.unsigned_abs() <= canonical::MAX_SAFE_INTEGER);
+            if safe {
+                value.clone()
+            } else {
+                Value::String(n.to_string())
+            }
+        }
+        Value::Array(items) => Value::Array(items.iter().map(without_floats).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), without_floats(v)))
+                .collect(),
+        ),
+        Value::Null | Value::Bool(_) | Value::String(_) => value.clone(),
+    }
+}
+
+impl Receipt<'_> {
+    /// The receipt's kind.
+    pub fn kind(&self) -> Kind {
+        match self.body {
+            Body::Input { input, .. } => input.kind(),
+            Body::Timer { .. } => Kind::Timeout,
+            Body::Action { .. } => Kind::Action,
+        }
+    }
+
+    /// The canonical bytes that go on the ledger.
+    pub fn encode(&self, sku: &'static Sku) -> Result<Vec<u8>, ReceiptError> {
+        let mut event = EventDoc::default();
+        let mut decision;
+        let mut action = None;
+        match self.body {
+            Body::Input {
+                input,
+                decision: step,
+                entitlement,
+                refused,
+            } => {
+                let reason = step.map_or(self.kind().as_str(), |d| d.reason.as_str());
+                decision = DecisionDoc::new(reason, self.level);
+                let mut value = None;
+                match input {
+                    Input::Signal {
+                        signal,
+                        value: v,
+                        id,
+                    } => {
+                        event.id = id.as_deref().map(Cow::Borrowed);
+                        event.signal = Some(Cow::Borrowed(sku.signal(*signal).name));
+                        event.value = Some(Cow::Owned(decimal(*v)));
+                        value = Some(*v);
+                    }
+                    Input::Entitlement { event: e, id, plan } => {
+                        event.id = id.as_deref().map(Cow::Borrowed);
+                        event.entitlement = Some(Cow::Borrowed(e.as_str()));
+                        event.plan = plan.map(|p| Cow::Borrowed(sku.profile(p).name));
+                    }
+                    Input::ActionResult {
+                        action: a,
+                        idempotency_key,
+                        ok,
+                        detail,
+                    } => {
+                        event.action = Some(Cow::Borrowed(sku.action(*a).name));
+                        event.idempotency_key = Some(Cow::Borrowed(idempotency_key));
+                        event.ok = Some(*ok);
+                        event.detail = detail.as_deref().map(Cow::Borrowed);
+                    }
+                    Input::Reset { reason } => event.reason = Some(Cow::Borrowed(reason)),
+                    Input::Rejected { reason, event: e } => {
+                        event.reason = Some(Cow::Borrowed(reason));
+                        event.input = Some(without_floats(e));
+                    }
+                }
+                if let Some(step) = step {
+                    decision.fill(sku, step, self.to, value);
+                }
+                decision.entitlement = entitlement.map(|(from, to)| TransitionDoc {
+                    from: from.as_str(),
+                    to: to.as_str(),
+                });
+                if let Some(err) = refused {
+                    decision.reason = "entitlement_refused";
+                    decision.error = Some(err.to_string());
+                }
+            }
+            Body::Timer { due, decision: d } => {
+                event.timer = Some(Cow::Borrowed(match self.from {
+                    State::Intervening { .. } => "intervention_deadline",
+                    State::Boot
+                    | State::Stable
+                    | State::Warning
+                    | State::Degraded { .. }
+                    | State::Refusing => "degraded_retry",
+                }));
+                event.due = Some(due);
+                decision = DecisionDoc::new(d.reason.as_str(), self.level);
+                decision.fill(sku, d, self.to, None);
+            }
+            Body::Action {
+                action: a,
+                key,
+                undo,
+                decided,
+            } => {
+                event.decision_seq = Some(decided);
+                decision = DecisionDoc::new(if undo { "undo" } else { "dispatch" }, self.level);
+                action = Some(ActionDoc {
+                    name: sku.action(a).name,
+                    idempotency_key: key,
+                    undo: Some(undo),
+                });
+            }
+        }
+        let doc = ReceiptDoc {
+            v: VERSION,
+            tenant: self.tenant.as_str(),
+            seq: self.seq,
+            kind: self.kind(),
+            at: self.at,
+            sku: sku.id,
+            spec_sha256: sku.spec_sha256,
+            from: self.from.name(),
+            to: self.to.name(),
+            event,
+            decision,
+            actions: self
+                .actions
+                .iter()
+                .map(|(a, key)| ActionDoc {
+                    name: sku.action(*a).name,
+                    idempotency_key: key,
+                    undo: None,
+                })
+                .collect(),
+            action,
+            prev: hex::encode(self.prev),
+        };
+        canonical::to_vec(&doc).map_err(ReceiptError::Canonical)
+    }
+}
+
+/// What a stored receipt carries, for replay.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Carried {
+    /// An input to feed through the registry's step again.
+    Input(Input),
+    /// A timer firing at the receipt's `at`.
+    Timer,
+    /// An `action` receipt: an effect of the decision before it; replaying
+    /// that decision reproduces it.
+    Effect,
+}
+
+/// A stored receipt, parsed back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parsed {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// Its sequence number.
+    pub seq: u64,
+    /// Its kind.
+    pub kind: Kind,
+    /// When.
+    pub at: Timestamp,
+    /// The state name after it (`None` if not a known state name).
+    pub to: Option<&'static str>,
+    /// What to replay.
+    pub carried: Carried,
+}
+
+#[derive(Debug, Deserialize)]
+struct StoredDoc<'a> {
+    #[serde(borrow)]
+    tenant: Cow<'a, str>,
+    seq: u64,
+    kind: Kind,
+    at: Timestamp,
+    #[serde(borrow)]
+    to: Cow<'a, str>,
+    #[serde(borrow)]
+    event: EventDoc<'a>,
+}
+
+/// Parses stored receipt bytes back into what they carry.
+pub fn parse(pack: &dyn PolicyPack, bytes: &[u8]) -> Result<Parsed, ReceiptError> {
+    let doc: StoredDoc<'_> = serde_json::from_slice(bytes).map_err(ReceiptError::Json)?;
+    let sku = pack.sku();
+    let kind = doc.kind;
+    let missing = |field: &'static str| ReceiptError::MissingField {
+        kind: kind.as_str(),
+        field,
+    };
+    let event = doc.event;
+    let owned = |s: Option<Cow<'_, str>>| s.map(Cow::into_owned);
+    let carried =
+        match kind {
+            Kind::Signal => {
+                let name = event.signal.ok_or_else(|| missing("signal"))?;
+                let signal = pack
+                    .signal_by_name(&name)
+                    .ok_or_else(|| ReceiptError::Unknown {
+                        what: "signal",
+                        name: name.into_owned(),
+                    })?;
+                let text = event.value.ok_or_else(|| missing("value"))?;
+                let value = text.parse::<f64>().map_err(|_| ReceiptError::BadValue {
+                    text: text.clone().into_owned(),
+                })?;
+                Carried::Input(Input::Signal {
+                    signal,
+                    value,
+                    id: owned(event.id),
+                })
+            }
+            Kind::Entitlement => {
+                let name = event.entitlement.ok_or_else(|| missing("entitlement"))?;
+                let e = name
+                    .parse::<EntitlementEvent>()
+                    .map_err(ReceiptError::Entitlement)?;
+                let plan =
+                    match event.plan {
+                        Some(plan) => Some(pack.profile_by_name(&plan).ok_or_else(|| {
+                            ReceiptError::Unknown {
+                                what: "profile",
+                                name: plan.into_owned(),
+                            }
+                        })?),
+                        None => None,
+                    };
+                Carried::Input(Input::Entitlement {
+                    event: e,
+                    id: owned(event.id),
+                    plan,
+                })
+            }
+            Kind::ActionResult => {
+                let name = event.action.ok_or_else(|| missing("action"))?;
+                let action = sku
+                    .actions
+                    .iter()
+                    .position(|a| a.name == name)
+                    .and_then(|i| u16::try_from(i).ok())
+                    .map(ActionId)
+                    .ok_or_else(|| ReceiptError::Unknown {
+                        what: "action",
+                        name: name.into_owned(),
+                    })?;
+                Carried::Input(Input::ActionResult {
+                    action,
+                    idempotency_key: event
+                        .idempotency_key
+                        .ok_or_else(|| missing("idempotency_key"))?
+                        .into_owned(),
+                    ok: event.ok.ok_or_else(|| missing("ok"))?,
+                    detail: owned(event.detail),
+                })
+            }
+            Kind::Reset => Carried::Input(Input::Reset {
+                reason: event.reason.ok_or_else(|| missing("reason"))?.into_owned(),
+            }),
+            Kind::Rejected => Carried::Input(Input::Rejected {
+                reason: event.reason.ok_or_else(|| missing("reason"))?.into_owned(),
+                event: event.input.unwrap_or(serde_json::Value::Null),
+            }),
+            Kind::Timeout => Carried::Timer,
+            Kind::Action => Carried::Effect,
+        };
+    let tenant = TenantId::new(&doc.tenant).map_err(|_| ReceiptError::Unknown {
+        what: "tenant",
+        name: doc.tenant.clone().into_owned(),
+    })?;
+    let to = State::NAMES.into_iter().find(|n| *n == doc.to);
+    Ok(Parsed {
+        tenant,
+        seq: doc.seq,
+        kind,
+        at: doc.at,
+        to,
+        carried,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idempotency_keys_round_trip() {
+        let tenant = TenantId::new("acme.eu-1").unwrap();
+        let key = idempotency_key(&tenant, 42, "throttle");
+        assert_eq!(key, "acme.eu-1:42:throttle");
+        assert_eq!(
+            parse_idempotency_key(&key),
+            Some(("acme.eu-1", 42, "throttle"))
+        );
+        assert_eq!(parse_idempotency_key("acme:x:throttle"), None);
+        assert_eq!(parse_idempotency_key("throttle"), None);
+    }
+
+    #[test]
+    fn decimals_round_trip() {
+        for v in [120.5, 0.1, 1e21, -3.0, 5e-324, f64::MAX] {
+            assert_eq!(decimal(v).parse::<f64>().unwrap(), v);
+        }
+        assert_eq!(decimal(100.0), "100");
+    }
+
+    #[test]
+    fn rejected_input_loses_its_floats() {
+        let v =
+            serde_json::json!({"value": 1.5, "n": 3, "big": 18446744073709551615u64, "a": [2.25]});
+        let cleaned = without_floats(&v);
+        assert_eq!(
+            cleaned,
+            serde_json::json!({"value": "1.5", "n": 3, "big": "18446744073709551615", "a": ["2.25"]})
+        );
+        assert!(canonical::to_vec(&cleaned).is_ok());
+    }
+}
