@@ -1,0 +1,131 @@
+//! One problem found in an input file, located by line, column and JSON
+//! pointer. Every front-end stage (load, validate, config) reports through
+//! [`Diagnostic`]; the CLI prints them, the library never does.
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// A located problem in an input file.
+///
+/// `line` and `column` are 1-based (the column counts characters, not bytes);
+/// `pointer` is an RFC 6901 JSON pointer (`""` is the document root).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Diagnostic {
+    /// The file as the user named it, `/`-separated.
+    pub file: String,
+    /// 1-based line of the offending value.
+    pub line: usize,
+    /// 1-based column (in characters) of the offending value.
+    pub column: usize,
+    /// JSON pointer of the offending value (`""` for the whole document).
+    pub pointer: String,
+    /// What is wrong: lowercase, values in backticks.
+    pub message: String,
+}
+
+impl Diagnostic {
+    /// A diagnostic at an explicit position.
+    pub fn new(
+        file: impl Into<String>,
+        line: usize,
+        column: usize,
+        pointer: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Diagnostic {
+            file: file.into(),
+            line,
+            column,
+            pointer: pointer.into(),
+            message: message.into(),
+        }
+    }
+
+    /// A diagnostic about a whole file (position 1:1, pointer `""`).
+    pub fn whole_file(file: impl Into<String>, message: impl Into<String>) -> Self {
+        Diagnostic::new(file, 1, 1, "", message)
+    }
+
+    /// The key diagnostics are reported in: position first, then pointer and message.
+    pub fn sort_key(&self) -> (usize, usize, &str, &str) {
+        (self.line, self.column, &self.pointer, &self.message)
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let pointer = if self.pointer.is_empty() {
+            "/"
+        } else {
+            &self.pointer
+        };
+        write!(
+            f,
+            "{}:{}:{}: {}: {}",
+            self.file, self.line, self.column, pointer, self.message
+        )
+    }
+}
+
+impl std::error::Error for Diagnostic {}
+
+/// Sorts diagnostics by (line, column, pointer, message) and drops exact duplicates.
+pub fn sort(diagnostics: &mut Vec<Diagnostic>) {
+    diagnostics.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+    diagnostics.dedup();
+}
+
+/// Renders an error and its `source()` chain as one line: `outer: inner: …`.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Escapes one JSON-pointer reference token (`~` → `~0`, `/` → `~1`).
+pub fn escape_token(token: &str) -> String {
+    token.replace('~', "~0").replace('/', "~1")
+}
+
+/// Appends one reference token to a JSON pointer.
+pub fn join_pointer(pointer: &str, token: &str) -> String {
+    format!("{pointer}/{}", escape_token(token))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_shows_root_pointer_as_slash() {
+        let d = Diagnostic::whole_file("specs/a.json", "bad");
+        assert_eq!(d.to_string(), "specs/a.json:1:1: /: bad");
+        let d = Diagnostic::new("a.json", 3, 7, "/sku/id", "bad id");
+        assert_eq!(d.to_string(), "a.json:3:7: /sku/id: bad id");
+    }
+
+    #[test]
+    fn pointer_tokens_are_escaped() {
+        assert_eq!(join_pointer("/a", "b/c~d"), "/a/b~1c~0d");
+        assert_eq!(join_pointer("", "x"), "/x");
+    }
+
+    #[test]
+    fn sort_orders_by_position_and_dedups() {
+        let mut all = vec![
+            Diagnostic::new("f", 2, 1, "/b", "m"),
+            Diagnostic::new("f", 1, 5, "/a", "m"),
+            Diagnostic::new("f", 2, 1, "/b", "m"),
+            Diagnostic::new("f", 1, 2, "/c", "m"),
+        ];
+        sort(&mut all);
+        let order: Vec<_> = all.iter().map(|d| d.pointer.as_str()).collect();
+        assert_eq!(order, ["/c", "/a", "/b"]);
+    }
+}

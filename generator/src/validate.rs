@@ -1,0 +1,392 @@
+//! Validation of a spec: every violation in one run, each located.
+//!
+//! Three passes over one parsed document, all of which run so a single
+//! `ggen validate` reports everything:
+//! 1. syntax (serde_json) — a syntax error stops here, nothing else is knowable;
+//!    then duplicate object keys (serde_json would silently keep the last);
+//! 2. the JSON Schema `specs/schema/sku.schema.json` (draft 2020-12), with
+//!    messages rewritten for people (`unknown key `thresold``);
+//! 3. semantic rules ([`semantic`]), which read the document defensively and so
+//!    run even where the schema already found problems.
+//!
+//! Only a document with no diagnostic at all is deserialized into a
+//! [`Spec`](crate::spec::Spec).
+
+use std::sync::LazyLock;
+
+use jsonschema::error::{TypeKind, ValidationErrorKind};
+use jsonschema::{ValidationError, Validator};
+use serde_json::Value;
+use thiserror::Error;
+
+use crate::diagnostic::{self, Diagnostic, join_pointer};
+use crate::load::{self, Source};
+use crate::spec::Spec;
+
+mod semantic;
+
+/// The JSON Schema of a spec (draft 2020-12), as printed by `ggen schema spec`.
+pub const SKU_SCHEMA: &str = include_str!("../../specs/schema/sku.schema.json");
+
+/// The `spec_version` this ggen reads.
+pub const SPEC_VERSION: u64 = 1;
+
+/// Problems of the validation machinery itself (not of the spec).
+#[derive(Debug, Error)]
+pub enum ValidateError {
+    /// The embedded schema does not parse as JSON.
+    #[error("internal error: the embedded spec schema is not json")]
+    SchemaJson(#[source] serde_json::Error),
+    /// The embedded schema is not a valid JSON Schema.
+    #[error("internal error: the embedded spec schema is invalid: {0}")]
+    SchemaInvalid(String),
+}
+
+/// The embedded schema, parsed once.
+static SCHEMA: LazyLock<Result<Value, String>> = LazyLock::new(|| {
+    serde_json::from_str(SKU_SCHEMA)
+        .map_err(|e| diagnostic::error_chain(&ValidateError::SchemaJson(e)))
+});
+
+/// The validator, built once.
+static VALIDATOR: LazyLock<Result<Validator, String>> = LazyLock::new(|| {
+    let schema = SCHEMA.as_ref().map_err(Clone::clone)?;
+    jsonschema::draft202012::options()
+        .build(schema)
+        .map_err(|e| ValidateError::SchemaInvalid(e.to_string()).to_string())
+});
+
+/// Checks a spec: the deserialized spec, or ALL violations sorted by
+/// (line, column, pointer).
+pub fn check(source: &Source) -> Result<Spec, Vec<Diagnostic>> {
+    let value: Value = match serde_json::from_str(&source.text) {
+        Ok(value) => value,
+        Err(e) => return Err(vec![json_error(source, &e)]),
+    };
+    let mut found = duplicate_keys(source);
+    found.extend(schema_errors(source, &value));
+    found.extend(semantic::check(source, &value));
+    if found.is_empty() {
+        // The schema mirrors `spec.rs`; this catches what it cannot express
+        // (`2.0` is a JSON Schema integer but not a `u32`), positioned by serde_json.
+        match serde_json::from_str::<Spec>(&source.text) {
+            Ok(spec) => return Ok(spec),
+            Err(e) => found.push(json_error(source, &e)),
+        }
+    }
+    diagnostic::sort(&mut found);
+    Err(found)
+}
+
+/// A diagnostic at `pointer` in `source`.
+pub(crate) fn at(source: &Source, pointer: &str, message: impl Into<String>) -> Diagnostic {
+    let (line, column) = load::position(source, pointer);
+    Diagnostic::new(&source.path, line, column, pointer, message)
+}
+
+/// A serde_json error (syntax or shape) at its own position, pointer `""`.
+fn json_error(source: &Source, error: &serde_json::Error) -> Diagnostic {
+    let (line, column) = load::json_error_position(&source.text, error.line(), error.column());
+    let text = error.to_string();
+    // serde_json appends the position, which the diagnostic already carries.
+    let suffix = format!(" at line {} column {}", error.line(), error.column());
+    let message = text.strip_suffix(&suffix).unwrap_or(&text);
+    Diagnostic::new(&source.path, line, column, "", lowercase_first(message))
+}
+
+fn duplicate_keys(source: &Source) -> Vec<Diagnostic> {
+    load::duplicate_keys(&source.text)
+        .into_iter()
+        .map(|dup| {
+            let (line, column) = load::line_column(&source.text, dup.offset);
+            let (first_line, first_column) = load::line_column(&source.text, dup.first_offset);
+            Diagnostic::new(
+                &source.path,
+                line,
+                column,
+                dup.pointer,
+                format!(
+                    "duplicate key `{}` (first at line {first_line}, column {first_column})",
+                    dup.key
+                ),
+            )
+        })
+        .collect()
+}
+
+fn schema_errors(source: &Source, value: &Value) -> Vec<Diagnostic> {
+    let validator = match VALIDATOR.as_ref() {
+        Ok(validator) => validator,
+        Err(message) => return vec![Diagnostic::whole_file(&source.path, message.clone())],
+    };
+    let schema = SCHEMA.as_ref().ok();
+    validator
+        .iter_errors(value)
+        .flat_map(|error| describe(&error, schema))
+        .map(|(pointer, message)| at(source, &pointer, message))
+        .collect()
+}
+
+/// A schema error as (pointer, readable message) pairs.
+fn describe(error: &ValidationError<'_>, schema: Option<&Value>) -> Vec<(String, String)> {
+    let pointer = error.instance_path().as_str().to_owned();
+    let instance = error.instance();
+    let message = match error.kind() {
+        ValidationErrorKind::AdditionalProperties { unexpected } => {
+            let known = schema
+                .map(|s| known_keys(s, error.schema_path().as_str()))
+                .unwrap_or_default();
+            return unexpected
+                .iter()
+                .map(|key| {
+                    let mut message = format!("unknown key `{key}`");
+                    if let Some(near) = closest(key, known.iter().map(String::as_str)) {
+                        message.push_str(&format!("; did you mean `{near}`?"));
+                    }
+                    (join_pointer(&pointer, key), message)
+                })
+                .collect();
+        }
+        ValidationErrorKind::Required { property } => {
+            format!("missing required key `{}`", plain(property))
+        }
+        ValidationErrorKind::Type { kind } => {
+            let expected = match kind {
+                TypeKind::Single(t) => with_article(&t.to_string()),
+                TypeKind::Multiple(set) => set
+                    .iter()
+                    .map(|t| with_article(&t.to_string()))
+                    .collect::<Vec<_>>()
+                    .join(" or "),
+            };
+            format!("expected {expected}, found {}", found(instance))
+        }
+        ValidationErrorKind::Enum { options } => {
+            let options = match options.as_ref() {
+                Value::Array(items) => items
+                    .iter()
+                    .map(|o| format!("`{}`", plain(o)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                other => format!("`{}`", plain(other)),
+            };
+            format!("expected one of {options}, found {}", found(instance))
+        }
+        ValidationErrorKind::Pattern { pattern } => pattern_message(instance, pattern),
+        ValidationErrorKind::PropertyNames { error: inner } => {
+            let key = plain(inner.instance());
+            let message = match inner.kind() {
+                ValidationErrorKind::Pattern { pattern } => {
+                    pattern_message(inner.instance(), pattern)
+                }
+                _ => format!("invalid key `{key}`"),
+            };
+            return vec![(join_pointer(&pointer, &key), message)];
+        }
+        ValidationErrorKind::Minimum { limit } => {
+            format!("`{}` is less than the minimum `{limit}`", plain(instance))
+        }
+        ValidationErrorKind::Maximum { limit } => {
+            format!(
+                "`{}` is greater than the maximum `{limit}`",
+                plain(instance)
+            )
+        }
+        ValidationErrorKind::ExclusiveMinimum { limit } => {
+            format!("`{}` must be greater than `{limit}`", plain(instance))
+        }
+        ValidationErrorKind::ExclusiveMaximum { limit } => {
+            format!("`{}` must be less than `{limit}`", plain(instance))
+        }
+        ValidationErrorKind::MinItems { limit: 1 } => "must not be empty".to_owned(),
+        ValidationErrorKind::MinItems { limit } => format!("needs at least `{limit}` items"),
+        ValidationErrorKind::MaxItems { limit } => format!("allows at most `{limit}` items"),
+        ValidationErrorKind::MinLength { limit: 1 } => "must not be empty".to_owned(),
+        ValidationErrorKind::MinLength { limit } => {
+            format!("needs at least `{limit}` characters")
+        }
+        ValidationErrorKind::MaxLength { limit } => {
+            format!("allows at most `{limit}` characters")
+        }
+        ValidationErrorKind::MinProperties { limit: 1 } => "must not be empty".to_owned(),
+        ValidationErrorKind::MinProperties { limit } => {
+            format!("needs at least `{limit}` entries")
+        }
+        ValidationErrorKind::UniqueItems => match repeated_item(instance) {
+            Some(item) => format!("`{item}` is listed more than once"),
+            None => "items must be unique".to_owned(),
+        },
+        ValidationErrorKind::Constant { expected_value } => {
+            format!(
+                "expected `{}`, found {}",
+                plain(expected_value),
+                found(instance)
+            )
+        }
+        _ => lowercase_first(&error.to_string()),
+    };
+    vec![(pointer, message)]
+}
+
+/// The property names the schema allows where an `additionalProperties` error arose.
+fn known_keys(schema: &Value, schema_path: &str) -> Vec<String> {
+    let Some(parent) = schema_path.strip_suffix("/additionalProperties") else {
+        return Vec::new();
+    };
+    let mut node = schema.pointer(parent);
+    // A `$ref` at that place names the definition that holds the properties.
+    if let Some(reference) = node
+        .and_then(|n| n.get("$ref"))
+        .and_then(Value::as_str)
+        .and_then(|r| r.strip_prefix('#'))
+    {
+        node = schema.pointer(reference);
+    }
+    node.and_then(|n| n.get("properties"))
+        .and_then(Value::as_object)
+        .map(|props| props.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// Readable explanation of a failed `pattern`, by which pattern it is.
+fn pattern_message(instance: &Value, pattern: &str) -> String {
+    let text = plain(instance);
+    if pattern.starts_with("^[a-z][a-z0-9_]{1,39}") {
+        format!(
+            "`{text}` is not a valid sku id: use 2 to 40 lowercase letters, digits or `_`, starting with a letter"
+        )
+    } else if pattern.starts_with("^[a-z][a-z0-9]*(_") {
+        format!(
+            "`{text}` is not a snake_case name: use lowercase letters and digits, words joined by single `_`, starting with a letter"
+        )
+    } else if pattern.starts_with("^(0|[1-9]") {
+        format!("`{text}` is not a semantic version such as `1.2.0`")
+    } else {
+        format!("`{text}` does not match the pattern `{pattern}`")
+    }
+}
+
+/// A value as text: strings without quotes, long text shortened.
+pub(crate) fn plain(value: &Value) -> String {
+    let text = match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    const MAX: usize = 60;
+    if text.chars().count() > MAX {
+        let cut: String = text.chars().take(MAX).collect();
+        format!("{cut}…")
+    } else {
+        text
+    }
+}
+
+/// "a string `abc`", "an object", … for the value actually found.
+fn found(value: &Value) -> String {
+    match value {
+        Value::Null => "`null`".to_owned(),
+        Value::Bool(b) => format!("a boolean `{b}`"),
+        Value::Number(n) => format!("a number `{n}`"),
+        Value::String(_) => format!("a string `{}`", plain(value)),
+        Value::Array(_) => "an array".to_owned(),
+        Value::Object(_) => "an object".to_owned(),
+    }
+}
+
+fn with_article(kind: &str) -> String {
+    match kind {
+        "null" => "`null`".to_owned(),
+        "integer" | "array" | "object" => format!("an {kind}"),
+        _ => format!("a {kind}"),
+    }
+}
+
+fn repeated_item(value: &Value) -> Option<String> {
+    let items = value.as_array()?;
+    items
+        .iter()
+        .enumerate()
+        .find(|(i, item)| items[..*i].contains(item))
+        .map(|(_, item)| plain(item))
+}
+
+/// Lowercases the first letter of a sentence, leaving acronyms (`EOF`) alone.
+fn lowercase_first(text: &str) -> String {
+    let mut chars = text.chars();
+    match (chars.next(), chars.next()) {
+        (Some(_), Some(second)) if second.is_uppercase() => text.to_owned(),
+        (Some(first), _) => first.to_lowercase().chain(text.chars().skip(1)).collect(),
+        (None, _) => String::new(),
+    }
+}
+
+/// The candidate closest to `word` by edit distance, if it is close enough
+/// to be a likely typo.
+pub(crate) fn closest<'a>(
+    word: &str,
+    candidates: impl Iterator<Item = &'a str>,
+) -> Option<&'a str> {
+    let limit = (word.chars().count() / 3).max(1);
+    candidates
+        .map(|c| (edit_distance(word, c), c))
+        .filter(|(d, _)| *d <= limit)
+        .min()
+        .map(|(_, c)| c)
+}
+
+/// Levenshtein distance in characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_schema_builds() {
+        assert!(VALIDATOR.is_ok(), "{:?}", VALIDATOR.as_ref().err());
+    }
+
+    #[test]
+    fn edit_distance_counts_edits() {
+        assert_eq!(edit_distance("thresold", "threshold"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("same", "same"), 0);
+    }
+
+    #[test]
+    fn closest_suggests_only_near_names() {
+        let names = ["spend_rate", "spend_spike"];
+        assert_eq!(closest("spend_rat", names.into_iter()), Some("spend_rate"));
+        assert_eq!(closest("latency", names.into_iter()), None);
+    }
+
+    #[test]
+    fn sentences_start_lowercase_but_acronyms_stay() {
+        assert_eq!(lowercase_first("Trailing comma"), "trailing comma");
+        assert_eq!(lowercase_first("EOF while parsing"), "EOF while parsing");
+        assert_eq!(lowercase_first(""), "");
+    }
+
+    #[test]
+    fn plain_shortens_long_text() {
+        let long = Value::String("x".repeat(100));
+        assert_eq!(plain(&long).chars().count(), 61);
+        assert_eq!(plain(&Value::from(5)), "5");
+    }
+}

@@ -1,0 +1,544 @@
+//! The semantic layer: rules a JSON Schema cannot express.
+//!
+//! Works on the raw `serde_json::Value` and skips anything of the wrong
+//! shape (the schema layer reports that), so it runs on any document and
+//! one run reports every violation.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Map, Value};
+use thiserror::Error;
+
+use super::{SPEC_VERSION, at, closest, plain};
+use crate::diagnostic::{Diagnostic, join_pointer};
+use crate::load::Source;
+use crate::names;
+
+/// A semantic rule broken by a spec.
+#[derive(Debug, Error, PartialEq)]
+pub enum Violation {
+    /// `spec_version` is not one this ggen reads.
+    #[error("unsupported spec_version `{found}`: this ggen reads spec_version `{SPEC_VERSION}`")]
+    UnsupportedSpecVersion {
+        /// The version in the spec.
+        found: String,
+    },
+    /// Two entries of one list share a name.
+    #[error("duplicate {kind} name `{name}` (first defined at `{first}`)")]
+    DuplicateName {
+        /// `signal` or `action`.
+        kind: &'static str,
+        /// The repeated name.
+        name: String,
+        /// Pointer of the first definition.
+        first: String,
+    },
+    /// Two distinct names become the same Rust identifier.
+    #[error(
+        "{kind} names `{first}` and `{second}` both become the Rust identifier `{ident}`; rename one"
+    )]
+    IdentCollision {
+        /// `signal`, `action` or `profile`.
+        kind: &'static str,
+        /// The name defined first.
+        first: String,
+        /// The name defined later.
+        second: String,
+        /// The shared identifier.
+        ident: String,
+    },
+    /// A reference names nothing.
+    #[error("unknown {kind} `{name}`{hint}")]
+    Unknown {
+        /// `signal`, `action` or `profile`.
+        kind: &'static str,
+        /// The name referenced.
+        name: String,
+        /// A "did you mean" suffix, or empty.
+        hint: String,
+    },
+    /// An action names itself as its undo.
+    #[error("action `{name}` cannot be its own `undo`")]
+    SelfUndo {
+        /// The action.
+        name: String,
+    },
+    /// A chain of `extends` returns to its start.
+    #[error("`extends` cycle: {cycle}")]
+    ExtendsCycle {
+        /// The profiles of the cycle, `a` → `b` → `a`.
+        cycle: String,
+    },
+    /// A profile has two rules for one signal.
+    #[error("second rule for signal `{signal}` in profile `{profile}` (first at `{first}`)")]
+    DuplicateRule {
+        /// The signal.
+        signal: String,
+        /// The profile.
+        profile: String,
+        /// Pointer of the first rule.
+        first: String,
+    },
+    /// A rule has none of `warn`, `intervene`, `refuse`.
+    #[error("rule for signal `{signal}` needs at least one of `warn`, `intervene`, `refuse`")]
+    NoThreshold {
+        /// The signal.
+        signal: String,
+    },
+    /// Two thresholds are in the wrong order for the signal's direction.
+    #[error(
+        "thresholds out of order: `{later}` `{later_value}` is {side} `{earlier}` `{earlier_value}`, but signal `{signal}` has direction `{direction}` ({rule})"
+    )]
+    ThresholdsOutOfOrder {
+        /// The signal.
+        signal: String,
+        /// `above` or `below`.
+        direction: &'static str,
+        /// The milder threshold's key.
+        earlier: &'static str,
+        /// Its value as written.
+        earlier_value: String,
+        /// The more severe threshold's key.
+        later: &'static str,
+        /// Its value as written.
+        later_value: String,
+        /// `below` or `above`: where the severe one wrongly lies.
+        side: &'static str,
+        /// The order the direction requires.
+        rule: &'static str,
+    },
+    /// `clear` lies past the mildest threshold.
+    #[error(
+        "`clear` `{clear}` is past `{threshold}` `{value}`: for direction `{direction}` it must be {side} `{threshold}`"
+    )]
+    ClearPastWarn {
+        /// `clear` as written.
+        clear: String,
+        /// The threshold compared with (`warn`, or the mildest present).
+        threshold: &'static str,
+        /// Its value as written.
+        value: String,
+        /// `above` or `below`.
+        direction: &'static str,
+        /// `at or below` / `at or above`.
+        side: &'static str,
+    },
+    /// A number is not finite.
+    #[error("`{key}` must be a finite number")]
+    NotFinite {
+        /// The key.
+        key: String,
+    },
+    /// A signal's `min` exceeds its `max`.
+    #[error("`min` `{min}` is greater than `max` `{max}`")]
+    MinAboveMax {
+        /// `min` as written.
+        min: String,
+        /// `max` as written.
+        max: String,
+    },
+}
+
+/// Every semantic violation in `value`, located in `source`.
+pub fn check(source: &Source, value: &Value) -> Vec<Diagnostic> {
+    let mut checker = Checker {
+        source,
+        found: Vec::new(),
+    };
+    checker.spec_version(value);
+    let signals = checker.signals(value);
+    let actions = checker.actions(value);
+    checker.policy(value, &signals, &actions);
+    checker.found
+}
+
+/// A declared signal: where, and which direction it runs.
+struct SignalInfo {
+    below: bool,
+}
+
+struct Checker<'a> {
+    source: &'a Source,
+    found: Vec<Diagnostic>,
+}
+
+impl Checker<'_> {
+    fn report(&mut self, pointer: &str, violation: Violation) {
+        self.found
+            .push(at(self.source, pointer, violation.to_string()));
+    }
+
+    fn spec_version(&mut self, value: &Value) {
+        if let Some(version) = value.get("spec_version").filter(|v| v.is_number())
+            && version.as_u64() != Some(SPEC_VERSION)
+        {
+            self.report(
+                "/spec_version",
+                Violation::UnsupportedSpecVersion {
+                    found: plain(version),
+                },
+            );
+        }
+    }
+
+    /// Checks `signals` and returns the declared ones by name.
+    fn signals(&mut self, value: &Value) -> BTreeMap<String, SignalInfo> {
+        let mut declared = BTreeMap::new();
+        let entries = self.named_entries(value, "signals", "signal");
+        for (name, pointer, entry) in entries {
+            if let (Some(min), Some(max)) = (
+                entry.get("min").and_then(Value::as_f64),
+                entry.get("max").and_then(Value::as_f64),
+            ) && min > max
+            {
+                self.report(
+                    &format!("{pointer}/min"),
+                    Violation::MinAboveMax {
+                        min: plain(&entry["min"]),
+                        max: plain(&entry["max"]),
+                    },
+                );
+            }
+            let below = entry.get("direction").and_then(Value::as_str) == Some("below");
+            declared.entry(name).or_insert(SignalInfo { below });
+        }
+        declared
+    }
+
+    /// Checks `actions` and returns the declared names.
+    fn actions(&mut self, value: &Value) -> BTreeSet<String> {
+        let entries = self.named_entries(value, "actions", "action");
+        let names: BTreeSet<String> = entries.iter().map(|(n, _, _)| n.clone()).collect();
+        for (name, pointer, entry) in &entries {
+            let Some(undo) = entry.get("undo").and_then(Value::as_str) else {
+                continue;
+            };
+            let undo_pointer = format!("{pointer}/undo");
+            if undo == name {
+                self.report(&undo_pointer, Violation::SelfUndo { name: name.clone() });
+            } else if !names.contains(undo) {
+                self.unknown(&undo_pointer, "action", undo, &names);
+            }
+        }
+        names
+    }
+
+    /// The `(name, pointer, entry)` of each entry of the list `key` that has a
+    /// string name; reports duplicate names and identifier collisions.
+    fn named_entries<'v>(
+        &mut self,
+        value: &'v Value,
+        key: &str,
+        kind: &'static str,
+    ) -> Vec<(String, String, &'v Map<String, Value>)> {
+        let Some(items) = value.get(key).and_then(Value::as_array) else {
+            return Vec::new();
+        };
+        let mut entries: Vec<(String, String, &Map<String, Value>)> = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let pointer = format!("/{key}/{i}");
+            let Some(entry) = item.as_object() else {
+                continue;
+            };
+            let Some(name) = entry.get("name").and_then(Value::as_str) else {
+                continue;
+            };
+            if let Some((_, first, _)) = entries.iter().find(|(n, _, _)| n == name) {
+                let first = format!("{first}/name");
+                self.report(
+                    &format!("{pointer}/name"),
+                    Violation::DuplicateName {
+                        kind,
+                        name: name.to_owned(),
+                        first,
+                    },
+                );
+                continue;
+            }
+            self.collisions(
+                kind,
+                name,
+                entries.iter().map(|(n, _, _)| n.as_str()),
+                &format!("{pointer}/name"),
+            );
+            entries.push((name.to_owned(), pointer, entry));
+        }
+        entries
+    }
+
+    /// Reports `name` if it collides with an earlier name as a Rust identifier.
+    fn collisions<'n>(
+        &mut self,
+        kind: &'static str,
+        name: &str,
+        earlier: impl Iterator<Item = &'n str>,
+        pointer: &str,
+    ) {
+        let hit = earlier
+            .filter_map(|other| {
+                names::collision(other, name).map(|ident| (other.to_owned(), ident))
+            })
+            .next();
+        if let Some((first, ident)) = hit {
+            self.report(
+                pointer,
+                Violation::IdentCollision {
+                    kind,
+                    first,
+                    second: name.to_owned(),
+                    ident,
+                },
+            );
+        }
+    }
+
+    fn unknown(&mut self, pointer: &str, kind: &'static str, name: &str, known: &BTreeSet<String>) {
+        let hint = closest(name, known.iter().map(String::as_str))
+            .map(|near| format!("; did you mean `{near}`?"))
+            .unwrap_or_default();
+        self.report(
+            pointer,
+            Violation::Unknown {
+                kind,
+                name: name.to_owned(),
+                hint,
+            },
+        );
+    }
+
+    fn policy(
+        &mut self,
+        value: &Value,
+        signals: &BTreeMap<String, SignalInfo>,
+        actions: &BTreeSet<String>,
+    ) {
+        let Some(policy) = value.get("policy").and_then(Value::as_object) else {
+            return;
+        };
+        let profiles = policy.get("profiles").and_then(Value::as_object);
+        let profile_names: BTreeSet<String> = profiles
+            .map(|p| p.keys().cloned().collect())
+            .unwrap_or_default();
+        if let Some(default) = policy.get("default_profile").and_then(Value::as_str)
+            && profiles.is_some()
+            && !profile_names.contains(default)
+        {
+            self.unknown(
+                "/policy/default_profile",
+                "profile",
+                default,
+                &profile_names,
+            );
+        }
+        let Some(profiles) = profiles else {
+            return;
+        };
+        let mut seen: Vec<&str> = Vec::new();
+        for (name, profile) in profiles {
+            let pointer = join_pointer("/policy/profiles", name);
+            self.collisions("profile", name, seen.iter().copied(), &pointer);
+            seen.push(name);
+            let Some(profile) = profile.as_object() else {
+                continue;
+            };
+            if let Some(parent) = profile.get("extends").and_then(Value::as_str)
+                && !profile_names.contains(parent)
+            {
+                self.unknown(
+                    &format!("{pointer}/extends"),
+                    "profile",
+                    parent,
+                    &profile_names,
+                );
+            }
+            self.rules(name, &pointer, profile, signals, actions);
+        }
+        self.extends_cycles(profiles);
+    }
+
+    fn rules(
+        &mut self,
+        profile: &str,
+        profile_pointer: &str,
+        body: &Map<String, Value>,
+        signals: &BTreeMap<String, SignalInfo>,
+        actions: &BTreeSet<String>,
+    ) {
+        let Some(rules) = body.get("rules").and_then(Value::as_array) else {
+            return;
+        };
+        let signal_names: BTreeSet<String> = signals.keys().cloned().collect();
+        let mut first_rule: BTreeMap<&str, String> = BTreeMap::new();
+        for (i, rule) in rules.iter().enumerate() {
+            let pointer = format!("{profile_pointer}/rules/{i}");
+            let Some(rule) = rule.as_object() else {
+                continue;
+            };
+            if let Some(list) = rule.get("actions").and_then(Value::as_array) {
+                for (j, action) in list.iter().enumerate() {
+                    if let Some(action) = action.as_str()
+                        && !actions.contains(action)
+                    {
+                        self.unknown(&format!("{pointer}/actions/{j}"), "action", action, actions);
+                    }
+                }
+            }
+            let signal = rule.get("signal").and_then(Value::as_str);
+            let info = match signal {
+                Some(signal) => {
+                    if let Some(first) = first_rule.get(signal) {
+                        self.report(
+                            &format!("{pointer}/signal"),
+                            Violation::DuplicateRule {
+                                signal: signal.to_owned(),
+                                profile: profile.to_owned(),
+                                first: first.clone(),
+                            },
+                        );
+                    } else {
+                        first_rule.insert(signal, pointer.clone());
+                    }
+                    let info = signals.get(signal);
+                    if info.is_none() && !signal_names.is_empty() {
+                        self.unknown(
+                            &format!("{pointer}/signal"),
+                            "signal",
+                            signal,
+                            &signal_names,
+                        );
+                    }
+                    info
+                }
+                None => None,
+            };
+            self.thresholds(&pointer, rule, signal.unwrap_or("?"), info);
+        }
+    }
+
+    fn thresholds(
+        &mut self,
+        pointer: &str,
+        rule: &Map<String, Value>,
+        signal: &str,
+        info: Option<&SignalInfo>,
+    ) {
+        const LEVELS: [&str; 3] = ["warn", "intervene", "refuse"];
+        if LEVELS.iter().all(|key| !rule.contains_key(*key)) {
+            self.report(
+                pointer,
+                Violation::NoThreshold {
+                    signal: signal.to_owned(),
+                },
+            );
+        }
+        for key in LEVELS.iter().chain(&["clear"]) {
+            if let Some(v) = rule.get(*key).and_then(Value::as_f64)
+                && !v.is_finite()
+            {
+                self.report(
+                    &format!("{pointer}/{key}"),
+                    Violation::NotFinite {
+                        key: (*key).to_owned(),
+                    },
+                );
+            }
+        }
+        // The order depends on the signal's direction: unknown signal, no verdict.
+        let Some(info) = info else {
+            return;
+        };
+        let (direction, worse_side, rule_text) = if info.below {
+            ("below", "above", "each threshold at or below the previous")
+        } else {
+            ("above", "below", "each threshold at or above the previous")
+        };
+        let present: Vec<(&'static str, f64)> = LEVELS
+            .iter()
+            .filter_map(|key| Some((*key, rule.get(*key)?.as_f64()?)))
+            .collect();
+        for pair in present.windows(2) {
+            let ((earlier, a), (later, b)) = (pair[0], pair[1]);
+            let wrong = if info.below { b > a } else { b < a };
+            if wrong {
+                self.report(
+                    &format!("{pointer}/{later}"),
+                    Violation::ThresholdsOutOfOrder {
+                        signal: signal.to_owned(),
+                        direction,
+                        earlier,
+                        earlier_value: plain(&rule[earlier]),
+                        later,
+                        later_value: plain(&rule[later]),
+                        side: worse_side,
+                        rule: rule_text,
+                    },
+                );
+            }
+        }
+        if let (Some(clear), Some(&(mildest, reference))) =
+            (rule.get("clear").and_then(Value::as_f64), present.first())
+        {
+            let past = if info.below {
+                clear < reference
+            } else {
+                clear > reference
+            };
+            if past {
+                self.report(
+                    &format!("{pointer}/clear"),
+                    Violation::ClearPastWarn {
+                        clear: plain(&rule["clear"]),
+                        threshold: mildest,
+                        value: plain(&rule[mildest]),
+                        direction,
+                        side: if info.below {
+                            "at or above"
+                        } else {
+                            "at or below"
+                        },
+                    },
+                );
+            }
+        }
+    }
+
+    /// Reports each `extends` cycle once, at the `extends` of its smallest member.
+    fn extends_cycles(&mut self, profiles: &Map<String, Value>) {
+        let parent = |name: &str| -> Option<&str> { profiles.get(name)?.get("extends")?.as_str() };
+        let mut done: BTreeSet<&str> = BTreeSet::new();
+        for start in profiles.keys() {
+            let mut path: Vec<&str> = Vec::new();
+            let mut current = Some(start.as_str());
+            while let Some(name) = current {
+                if done.contains(name) || !profiles.contains_key(name) {
+                    break;
+                }
+                if let Some(i) = path.iter().position(|p| *p == name) {
+                    let cycle = &path[i..];
+                    let smallest = cycle
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|(_, n)| **n)
+                        .map_or(0, |(k, _)| k);
+                    let mut order: Vec<&str> = cycle[smallest..]
+                        .iter()
+                        .chain(&cycle[..smallest])
+                        .copied()
+                        .collect();
+                    order.push(order[0]);
+                    let text = order
+                        .iter()
+                        .map(|n| format!("`{n}`"))
+                        .collect::<Vec<_>>()
+                        .join(" → ");
+                    let pointer = format!("{}/extends", join_pointer("/policy/profiles", order[0]));
+                    self.report(&pointer, Violation::ExtendsCycle { cycle: text });
+                    break;
+                }
+                path.push(name);
+                current = parent(name);
+            }
+            done.extend(path);
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! Validation end to end: every spec in `specs/` passes, and every invalid
+//! fixture in `tests/fixtures/invalid/` yields exactly its snapshotted
+//! diagnostics (one fixture per rule, plus one with many errors at once).
+
+use std::path::Path;
+
+use ggen::load;
+use ggen::validate;
+
+/// All diagnostics for one file, one per line, as `ggen validate` prints them.
+fn diagnostics(path: &Path) -> String {
+    let lines: Vec<String> = match load::read(path) {
+        Err(diagnostic) => vec![diagnostic.to_string()],
+        Ok(source) => match validate::check(&source) {
+            Ok(_) => vec!["ok".to_owned()],
+            Err(all) => all.iter().map(ToString::to_string).collect(),
+        },
+    };
+    lines.join("\n")
+}
+
+#[test]
+fn every_spec_in_the_repository_is_valid() {
+    let specs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../specs");
+    let mut seen = 0;
+    for entry in fs_err::read_dir(&specs).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "json") {
+            seen += 1;
+            let source = load::read(&path).unwrap();
+            if let Err(all) = validate::check(&source) {
+                let text: Vec<_> = all.iter().map(ToString::to_string).collect();
+                panic!("{} is invalid:\n{}", path.display(), text.join("\n"));
+            }
+        }
+    }
+    assert!(seen >= 1, "no spec found in {}", specs.display());
+}
+
+#[test]
+fn invalid_fixture() {
+    insta::glob!("../fixtures/invalid", "*.json", |path| {
+        // A relative path keeps machine-specific folders out of the snapshots.
+        let name = path.file_name().unwrap();
+        let relative = Path::new("tests/fixtures/invalid").join(name);
+        let text = diagnostics(&relative);
+        assert_ne!(text, "ok", "{} validated", relative.display());
+        insta::assert_snapshot!(text);
+    });
+}
+
+#[test]
+fn diagnostics_are_sorted_by_position() {
+    let source = load::read(Path::new("tests/fixtures/invalid/many_errors.json")).unwrap();
+    let all = validate::check(&source).unwrap_err();
+    assert!(all.len() >= 10, "{all:#?}");
+    let keys: Vec<_> = all.iter().map(|d| (d.line, d.column)).collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(keys, sorted);
+}
+
+#[test]
+fn every_diagnostic_points_at_its_value() {
+    // For pointers that exist, the reported position is where the value starts.
+    let source = load::read(Path::new("tests/fixtures/invalid/many_errors.json")).unwrap();
+    let value: serde_json::Value = serde_json::from_str(&source.text).unwrap();
+    for diagnostic in validate::check(&source).unwrap_err() {
+        if value.pointer(&diagnostic.pointer).is_some() {
+            assert_eq!(
+                load::position(&source, &diagnostic.pointer),
+                (diagnostic.line, diagnostic.column),
+                "{diagnostic}"
+            );
+            let line = source.text.lines().nth(diagnostic.line - 1).unwrap();
+            let rest: String = line.chars().skip(diagnostic.column - 1).collect();
+            let first = rest.chars().next().unwrap();
+            assert!(
+                first == '"'
+                    || first == '{'
+                    || first == '['
+                    || first == '-'
+                    || first.is_ascii_alphanumeric(),
+                "{diagnostic}: `{rest}`"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_schema_is_json_with_an_id() {
+    let schema: serde_json::Value = serde_json::from_str(validate::SKU_SCHEMA).unwrap();
+    assert_eq!(
+        schema["$schema"],
+        "https://json-schema.org/draft/2020-12/schema"
+    );
+    assert!(schema["$id"].is_string());
+}
