@@ -322,4 +322,88 @@ mod tests {
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(errors[0].starts_with("ggen.toml:"), "{errors:?}");
     }
+
+    fn touch(path: &Path) {
+        fs_err::create_dir_all(path.parent().unwrap()).unwrap();
+        fs_err::write(path, "{}").unwrap();
+    }
+
+    fn config(specs: &[&str]) -> Config {
+        Config {
+            version: 1,
+            specs: specs.iter().map(|s| (*s).to_owned()).collect(),
+            out_dir: PathBuf::from("generated"),
+            templates: None,
+        }
+    }
+
+    #[test]
+    fn spec_files_are_expanded_sorted_and_deduplicated() {
+        let root = tempfile::tempdir().unwrap();
+        for file in [
+            "specs/b.json",
+            "specs/a.json",
+            "specs/notes.txt",
+            "more/c.json",
+        ] {
+            touch(&root.path().join(file));
+        }
+        fs_err::create_dir_all(root.path().join("specs/dir.json")).unwrap();
+        let files = config(&["specs/*.json", "more/c.json", "specs/a.json", "none/*.json"])
+            .spec_files(root.path())
+            .unwrap();
+        let relative: Vec<_> = files
+            .iter()
+            .map(|f| f.strip_prefix(root.path()).unwrap().to_path_buf())
+            .collect();
+        assert_eq!(
+            relative,
+            [
+                PathBuf::from("more/c.json"),
+                PathBuf::from("specs/a.json"),
+                PathBuf::from("specs/b.json"),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_listed_file_that_is_missing_is_an_error() {
+        let root = tempfile::tempdir().unwrap();
+        let error = config(&["specs/gone.json"])
+            .spec_files(root.path())
+            .unwrap_err();
+        assert!(error.file.ends_with("specs/gone.json"), "{error}");
+        assert_eq!(
+            error.message,
+            "spec file not found (listed in `specs` as `specs/gone.json`)"
+        );
+    }
+
+    #[test]
+    fn a_root_with_glob_characters_is_taken_literally() {
+        let parent = tempfile::tempdir().unwrap();
+        let root = parent.path().join("odd[1]");
+        touch(&root.join("specs/a.json"));
+        let files = config(&["specs/*.json"]).spec_files(&root).unwrap();
+        assert_eq!(files, [root.join("specs/a.json")]);
+    }
+
+    #[test]
+    fn the_repository_config_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ggen.toml");
+        let config = load(&path).unwrap();
+        assert_eq!(config.version, CONFIG_VERSION);
+        assert!(!config.specs.is_empty());
+    }
+
+    #[test]
+    fn the_config_schema_names_every_key() {
+        let schema: serde_json::Value = serde_json::from_str(CONFIG_SCHEMA).unwrap();
+        let properties = schema["properties"].as_object().unwrap();
+        let mut names: Vec<_> = properties.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        let mut keys = KEYS.to_vec();
+        keys.sort_unstable();
+        assert_eq!(names, keys);
+    }
 }

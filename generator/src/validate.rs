@@ -91,7 +91,19 @@ fn json_error(source: &Source, error: &serde_json::Error) -> Diagnostic {
     // serde_json appends the position, which the diagnostic already carries.
     let suffix = format!(" at line {} column {}", error.line(), error.column());
     let message = text.strip_suffix(&suffix).unwrap_or(&text);
-    Diagnostic::new(&source.path, line, column, "", lowercase_first(message))
+    Diagnostic::new(&source.path, line, column, "", readable_serde(message))
+}
+
+/// serde's type errors in spec terms: `invalid type: floating point `2.0`,
+/// expected u32` becomes `expected an integer, found `2.0``.
+fn readable_serde(message: &str) -> String {
+    if let Some(rest) = message.strip_prefix("invalid type: floating point ")
+        && let Some((found, expected)) = rest.split_once(", expected ")
+        && matches!(expected, "u16" | "u32" | "u64")
+    {
+        return format!("expected an integer, found {found}");
+    }
+    lowercase_first(message)
 }
 
 fn duplicate_keys(source: &Source) -> Vec<Diagnostic> {
@@ -381,6 +393,15 @@ mod tests {
         assert_eq!(lowercase_first("Trailing comma"), "trailing comma");
         assert_eq!(lowercase_first("EOF while parsing"), "EOF while parsing");
         assert_eq!(lowercase_first(""), "");
+    }
+
+    #[test]
+    fn serde_float_for_integer_reads_as_integer_expected() {
+        assert_eq!(
+            readable_serde("invalid type: floating point `2.0`, expected u32"),
+            "expected an integer, found `2.0`"
+        );
+        assert_eq!(readable_serde("Trailing comma"), "trailing comma");
     }
 
     #[test]

@@ -96,3 +96,31 @@ fn the_schema_is_json_with_an_id() {
     );
     assert!(schema["$id"].is_string());
 }
+
+#[test]
+fn rust_keywords_are_valid_names() {
+    // Keywords are escaped when generating code, so specs may use them.
+    let text = include_str!("../../../specs/cost_guard.json")
+        .replace("spend_rate", "type")
+        .replace("spend_spike", "self")
+        .replace("pause_jobs", "match")
+        .replace("\"enterprise\"", "\"crate\"");
+    let source = load::Source::from_text("keywords.json", text);
+    let spec = validate::check(&source).unwrap_or_else(|all| panic!("{all:#?}"));
+    assert_eq!(spec.signals[0].name, "type");
+    assert!(spec.policy.profiles.contains_key("crate"));
+}
+
+#[test]
+fn a_clean_spec_deserializes_with_defaults() {
+    let source = load::read(Path::new("../specs/cost_guard.json")).unwrap();
+    let spec = validate::check(&source).unwrap();
+    assert_eq!(spec.sku.id, "cost_guard");
+    assert_eq!(spec.signals.len(), 2);
+    assert_eq!(
+        spec.policy.profiles["enterprise"].extends.as_deref(),
+        Some("standard")
+    );
+    assert_eq!(source.path, "../specs/cost_guard.json");
+    assert_eq!(source.sha256.len(), 64);
+}
