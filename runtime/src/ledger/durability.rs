@@ -71,11 +71,11 @@ impl SyncPoint {
     }
 
     /// Publishes a failure: every pending and future wait errors.
-    pub(crate) fn fail(&self, path: PathBuf, source: std::io::Error) {
+    pub(crate) fn fail(&self, path: PathBuf, source: Arc<std::io::Error>) {
         let snapshot = {
             let mut state = self.lock();
             if state.failure.is_none() {
-                state.failure = Some((path, Arc::new(source)));
+                state.failure = Some((path, source));
             }
             state.clone()
         };
@@ -176,7 +176,10 @@ mod tests {
         let waiter = std::thread::spawn(move || first.wait());
         sync.publish(1, 10);
         waiter.join().unwrap().unwrap();
-        sync.fail(PathBuf::from("seg"), std::io::Error::other("disk on fire"));
+        sync.fail(
+            PathBuf::from("seg"),
+            Arc::new(std::io::Error::other("disk on fire")),
+        );
         assert!(matches!(second.wait(), Err(LedgerError::Poisoned { .. })));
         // Already durable before the failure: still fine.
         Ticket::pending(1, Arc::clone(&sync)).wait().unwrap();
@@ -197,7 +200,10 @@ mod tests {
         rt.block_on(ticket.durable()).unwrap();
         publisher.join().unwrap();
         let doomed = Ticket::pending(4, Arc::clone(&sync));
-        sync.fail(PathBuf::from("seg"), std::io::Error::other("gone"));
+        sync.fail(
+            PathBuf::from("seg"),
+            Arc::new(std::io::Error::other("gone")),
+        );
         assert!(rt.block_on(doomed.durable()).is_err());
     }
 }

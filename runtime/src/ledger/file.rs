@@ -1,0 +1,887 @@
+//! The file ledger: append-only segment files with group commit.
+//!
+//! Appends are framed (see `segment`) into a shared buffer under a short
+//! mutex; one writer thread takes the whole buffer, writes it and issues one
+//! sync covering every append in it, then publishes the durable position that
+//! [`Ticket`]s wait on. A failed write or sync poisons the ledger for good:
+//! pending and future tickets and appends error, and nothing is retried.
+//!
+//! On open, every segment is scanned: CRCs and hash chains are checked and
+//! tenant heads rebuilt from the frame headers; a torn final record is
+//! truncated; any other damage, or a chain that does not link, refuses the open.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::fmt;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
+use std::thread::JoinHandle;
+
+use super::segment::{self, Checkpoint, Frame, HEADER, MAX_RECORD, Tail};
+use super::{
+    Appended, Entry, Head, Ledger, LedgerError, Record, SyncPoint, Ticket, Verifier, VerifyReport,
+    chain_hash, check_extends,
+};
+use crate::ledger::durability::Progress;
+use crate::tenant::TenantId;
+
+/// The data sync used for segment files: `fdatasync` by default; injectable for tests.
+pub type SyncFn = Arc<dyn Fn(&std::fs::File) -> io::Result<()> + Send + Sync>;
+
+/// Name of the lock file inside a ledger directory.
+pub const LOCK_FILE: &str = "LOCK";
+/// Name of the checkpoint file inside a ledger directory.
+pub const CHECKPOINT_FILE: &str = "CHECKPOINT";
+/// Largest allowed segment size (offsets are 32-bit).
+pub const MAX_SEGMENT_BYTES: u64 = 1 << 31;
+
+/// How a [`FileLedger`] is opened.
+#[derive(Clone)]
+pub struct FileOptions {
+    /// A segment is closed and a new one started once it would grow past this (default 64 MiB).
+    pub segment_bytes: u64,
+    /// Makes a segment file's data durable (default: `File::sync_data`, i.e. `fdatasync`).
+    pub sync: SyncFn,
+}
+
+impl Default for FileOptions {
+    fn default() -> Self {
+        FileOptions {
+            segment_bytes: 64 << 20,
+            sync: Arc::new(std::fs::File::sync_data),
+        }
+    }
+}
+
+impl fmt::Debug for FileOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileOptions")
+            .field("segment_bytes", &self.segment_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A torn final record that [`FileLedger::open`] truncated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Repair {
+    /// The segment that was cut.
+    pub path: PathBuf,
+    /// Its new length: where the torn record began.
+    pub offset: u64,
+    /// How many bytes were dropped.
+    pub dropped: u64,
+}
+
+/// Where one record lives: packed (segment, offset) and frame length.
+#[derive(Debug, Clone, Copy)]
+struct Loc {
+    position: u64,
+    len: u32,
+}
+
+/// One tenant's head and record locations (`locs[i]` holds seq `i + 1`).
+#[derive(Debug)]
+struct Chain {
+    head: Head,
+    locs: Vec<Loc>,
+}
+
+/// Framed bytes for one segment, not yet handed to the writer.
+#[derive(Debug)]
+struct Chunk {
+    segment: u32,
+    offset: u32,
+    bytes: Vec<u8>,
+}
+
+/// Everything appends touch, under one short mutex.
+#[derive(Debug)]
+struct State {
+    chains: HashMap<TenantId, Chain>,
+    /// Appended but not yet taken by the writer.
+    chunks: Vec<Chunk>,
+    /// Empty buffers for reuse.
+    spare: Vec<Vec<u8>>,
+    /// Records appended so far (ever, including before this open).
+    records: u64,
+    /// Segment receiving appends, and its length including pending bytes.
+    segment: u32,
+    segment_len: u64,
+    writer_waiting: bool,
+    closing: bool,
+    /// Set once the writer failed; appends then refuse.
+    failed: Option<(PathBuf, Arc<io::Error>)>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    dir: PathBuf,
+    segment_bytes: u64,
+    state: Mutex<State>,
+    wake: Condvar,
+    sync: Arc<SyncPoint>,
+    /// Read handles of segments, opened on demand.
+    readers: RwLock<HashMap<u32, Arc<std::fs::File>>>,
+    /// Serializes checkpoints.
+    checkpointing: Mutex<()>,
+}
+
+/// The embedded file ledger. Dropping it drains and syncs pending appends.
+#[derive(Debug)]
+pub struct FileLedger {
+    shared: Arc<Shared>,
+    writer: Option<JoinHandle<()>>,
+    /// The torn tail truncated on open, if any.
+    repair: Option<Repair>,
+    /// Held for the ledger's lifetime: the exclusive directory lock.
+    _lock: fs_err::File,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LedgerError + '_ {
+    move |source| LedgerError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Fsyncs a directory so that a file created or renamed in it survives a crash.
+fn sync_dir(dir: &Path) -> Result<(), LedgerError> {
+    fs_err::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+/// The segment ids in `dir`, sorted, checked to be contiguous.
+fn list_segments(dir: &Path) -> Result<Vec<u32>, LedgerError> {
+    let mut ids = Vec::new();
+    for entry in fs_err::read_dir(dir).map_err(io_err(dir))? {
+        let entry = entry.map_err(io_err(dir))?;
+        if let Some(id) = entry
+            .file_name()
+            .to_str()
+            .and_then(segment::parse_segment_name)
+        {
+            ids.push(id);
+        }
+    }
+    ids.sort_unstable();
+    if let Some(w) = ids.windows(2).find(|w| w[1] != w[0] + 1) {
+        return Err(LedgerError::Corrupt {
+            path: dir.join(segment::segment_name(w[0] + 1)),
+            offset: 0,
+            reason: "segment missing between two others".to_owned(),
+        });
+    }
+    Ok(ids)
+}
+
+/// Reads the checkpoint file, if any.
+fn read_checkpoint(dir: &Path) -> Result<Option<Checkpoint>, LedgerError> {
+    let path = dir.join(CHECKPOINT_FILE);
+    let buf = match fs_err::read(&path) {
+        Ok(buf) => buf,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(&path)(e)),
+    };
+    segment::decode_checkpoint(&buf)
+        .map(Some)
+        .map_err(|reason| LedgerError::Corrupt {
+            path,
+            offset: 0,
+            reason: reason.to_owned(),
+        })
+}
+
+fn record_of(frame: &Frame<'_>) -> Record {
+    Record {
+        // `decode` validated the id.
+        tenant: TenantId::new(frame.tenant).unwrap_or_else(|_| unreachable!("decode checks ids")),
+        seq: frame.seq,
+        hash: frame.hash,
+        bytes: Arc::from(frame.bytes),
+    }
+}
+
+impl FileLedger {
+    /// Opens (creating if needed) the ledger in `dir`, locking it exclusively.
+    pub fn open(dir: impl AsRef<Path>, options: FileOptions) -> Result<FileLedger, LedgerError> {
+        let dir = dir.as_ref().to_path_buf();
+        let segment_bytes = options.segment_bytes.clamp(4096, MAX_SEGMENT_BYTES);
+        fs_err::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock_file = fs_err::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err(&lock_path))?;
+        match lock_file.file().try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(LedgerError::Locked { path: lock_path });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io_err(&lock_path)(e)),
+        }
+        sync_dir(&dir)?;
+
+        let ids = list_segments(&dir)?;
+        let checkpoint = read_checkpoint(&dir)?;
+        let mut chains: HashMap<TenantId, Chain> = HashMap::new();
+        let mut records = 0u64;
+        let mut checkpoint_records = None;
+        let mut last_len = 0u64;
+        let mut repair = None;
+        for (i, &id) in ids.iter().enumerate() {
+            let path = dir.join(segment::segment_name(id));
+            let buf = fs_err::read(&path).map_err(io_err(&path))?;
+            let mut tenant_key: Option<TenantId> = None;
+            let tail = segment::walk(&buf, 0, |offset, frame| {
+                if checkpoint.as_ref().map(|c| c.position) == Some(segment::pack(id, offset as u32))
+                {
+                    checkpoint_records = Some(records);
+                }
+                let broken = |reason: String| LedgerError::BrokenChain {
+                    tenant: frame.tenant.to_owned(),
+                    seq: frame.seq,
+                    path: path.clone(),
+                    offset: offset as u64,
+                    reason,
+                };
+                // Reuse the last key when consecutive frames share a tenant.
+                if tenant_key.as_ref().map(TenantId::as_str) != Some(frame.tenant) {
+                    tenant_key =
+                        Some(TenantId::new(frame.tenant).map_err(|e| broken(e.to_string()))?);
+                }
+                let key = tenant_key
+                    .as_ref()
+                    .unwrap_or_else(|| unreachable!("set above"));
+                let chain = match chains.get_mut(key) {
+                    Some(chain) => chain,
+                    None => chains.entry(key.clone()).or_insert(Chain {
+                        head: Head::EMPTY,
+                        locs: Vec::new(),
+                    }),
+                };
+                if frame.seq != chain.head.seq + 1 {
+                    return Err(broken(format!("expected seq `{}`", chain.head.seq + 1)));
+                }
+                if chain_hash(&chain.head.hash, frame.bytes) != frame.hash {
+                    return Err(broken(
+                        "stored hash does not match SHA-256(prev ‖ bytes)".to_owned(),
+                    ));
+                }
+                chain.head = Head {
+                    seq: frame.seq,
+                    hash: frame.hash,
+                };
+                chain.locs.push(Loc {
+                    position: segment::pack(id, offset as u32),
+                    len: frame.len as u32,
+                });
+                records += 1;
+                Ok(())
+            })?;
+            let mut end = buf.len() as u64;
+            if let Tail::Damaged {
+                offset,
+                reason,
+                valid_after,
+            } = tail
+            {
+                let last = i + 1 == ids.len();
+                if !last || valid_after {
+                    return Err(LedgerError::Corrupt {
+                        path,
+                        offset: offset as u64,
+                        reason: format!("{reason}, followed by more data"),
+                    });
+                }
+                // A torn final record was never acknowledged: drop it.
+                let file = fs_err::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(io_err(&path))?;
+                file.set_len(offset as u64).map_err(io_err(&path))?;
+                file.sync_all().map_err(io_err(&path))?;
+                end = offset as u64;
+                repair = Some(Repair {
+                    path: path.clone(),
+                    offset: end,
+                    dropped: buf.len() as u64 - end,
+                });
+            }
+            if checkpoint.as_ref().map(|c| c.position) == Some(segment::pack(id, end as u32)) {
+                checkpoint_records = Some(records);
+            }
+            last_len = end;
+        }
+        if let Some(ck) = &checkpoint {
+            let at_start = ck.records == 0
+                && ck.position == segment::pack(ids.first().copied().unwrap_or(1), 0);
+            if checkpoint_records != Some(ck.records) && !at_start {
+                let (seg, off) = segment::unpack(ck.position);
+                return Err(LedgerError::Corrupt {
+                    path: dir.join(CHECKPOINT_FILE),
+                    offset: 0,
+                    reason: format!(
+                        "checkpoint position `{}:{off}` ({} records) is not a record boundary of the log",
+                        segment::segment_name(seg),
+                        ck.records
+                    ),
+                });
+            }
+        }
+
+        let segment = ids.last().copied().unwrap_or(1);
+        let current = match ids.last() {
+            Some(&id) => {
+                let path = dir.join(segment::segment_name(id));
+                let file = fs_err::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&path)
+                    .map_err(io_err(&path))?;
+                Some((id, file))
+            }
+            None => None,
+        };
+        let sync = Arc::new(SyncPoint::new(Progress {
+            records,
+            position: segment::pack(segment, last_len as u32),
+            failure: None,
+        }));
+        let shared = Arc::new(Shared {
+            dir,
+            segment_bytes,
+            state: Mutex::new(State {
+                chains,
+                chunks: Vec::new(),
+                spare: Vec::new(),
+                records,
+                segment,
+                segment_len: last_len,
+                writer_waiting: false,
+                closing: false,
+                failed: None,
+            }),
+            wake: Condvar::new(),
+            sync,
+            readers: RwLock::new(HashMap::new()),
+            checkpointing: Mutex::new(()),
+        });
+        let writer = {
+            let shared = Arc::clone(&shared);
+            let sync_fn = options.sync;
+            std::thread::Builder::new()
+                .name("ledger-writer".to_owned())
+                .spawn(move || {
+                    Writer {
+                        shared,
+                        sync: sync_fn,
+                        current,
+                    }
+                    .run()
+                })
+                .map_err(io_err(Path::new("ledger-writer thread")))?
+        };
+        Ok(FileLedger {
+            shared,
+            writer: Some(writer),
+            repair,
+            _lock: lock_file,
+        })
+    }
+
+    /// The torn final record that open truncated, if any (worth a warning in the log).
+    pub fn repair(&self) -> Option<&Repair> {
+        self.repair.as_ref()
+    }
+
+    /// The ledger directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    fn poisoned(failed: &(PathBuf, Arc<io::Error>)) -> LedgerError {
+        LedgerError::Poisoned {
+            path: failed.0.clone(),
+            source: Arc::clone(&failed.1),
+        }
+    }
+
+    /// Waits for everything appended so far; returns the durable end position.
+    fn flush_position(&self) -> Result<u64, LedgerError> {
+        let target = {
+            let state = lock(&self.shared.state);
+            if let Some(failed) = &state.failed {
+                return Err(Self::poisoned(failed));
+            }
+            state.records
+        };
+        self.shared.sync.wait_until(|p| p.records >= target)?;
+        Ok(self.shared.sync.progress().position)
+    }
+
+    fn reader(&self, id: u32) -> Result<Arc<std::fs::File>, LedgerError> {
+        if let Some(file) = self
+            .shared
+            .readers
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&id)
+        {
+            return Ok(Arc::clone(file));
+        }
+        let path = self.shared.dir.join(segment::segment_name(id));
+        let file = Arc::new(
+            fs_err::File::open(&path)
+                .map_err(io_err(&path))?
+                .into_file(),
+        );
+        self.shared
+            .readers
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, Arc::clone(&file));
+        Ok(file)
+    }
+
+    /// Visits every durable record from `from` up to `end` (packed positions).
+    fn visit_range(
+        &self,
+        from: u64,
+        end: u64,
+        visit: &mut dyn FnMut(&Record) -> Result<(), LedgerError>,
+    ) -> Result<(), LedgerError> {
+        let (first, mut offset) = segment::unpack(from);
+        let (last, end_offset) = segment::unpack(end);
+        for id in first..=last {
+            let path = self.shared.dir.join(segment::segment_name(id));
+            let mut buf = match fs_err::read(&path) {
+                Ok(buf) => buf,
+                // No segment yet (an empty ledger).
+                Err(e) if e.kind() == io::ErrorKind::NotFound && offset == 0 => Vec::new(),
+                Err(e) => return Err(io_err(&path)(e)),
+            };
+            if id == last {
+                buf.truncate(end_offset as usize);
+            }
+            let tail = segment::walk(&buf, offset as usize, |_, frame| visit(&record_of(&frame)))?;
+            if let Tail::Damaged { offset, reason, .. } = tail {
+                return Err(LedgerError::Corrupt {
+                    path,
+                    offset: offset as u64,
+                    reason: reason.to_owned(),
+                });
+            }
+            offset = 0;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for FileLedger {
+    fn drop(&mut self) {
+        lock(&self.shared.state).closing = true;
+        self.shared.wake.notify_all();
+        if let Some(writer) = self.writer.take() {
+            // A panicked writer has nothing left to drain.
+            let _ = writer.join();
+        }
+    }
+}
+
+impl Ledger for FileLedger {
+    fn append(&self, entry: Entry) -> Result<Appended, LedgerError> {
+        if entry.bytes.len() > MAX_RECORD {
+            return Err(LedgerError::TooLarge {
+                len: entry.bytes.len(),
+                max: MAX_RECORD,
+            });
+        }
+        // Hash and frame outside the lock; the chain check below makes them right.
+        let hash = chain_hash(&entry.prev, &entry.bytes);
+        let (header, used) = segment::encode_header(&entry.tenant, entry.seq, &hash, &entry.bytes);
+        let frame_len = (used + entry.bytes.len()) as u64;
+        let shared = &*self.shared;
+        let mut guard = lock(&shared.state);
+        let state = &mut *guard;
+        if let Some(failed) = &state.failed {
+            return Err(Self::poisoned(failed));
+        }
+        if state.closing {
+            return Err(LedgerError::Closed);
+        }
+        let chain = match state.chains.get_mut(&entry.tenant) {
+            Some(chain) => chain,
+            None => state.chains.entry(entry.tenant.clone()).or_insert(Chain {
+                head: Head::EMPTY,
+                locs: Vec::new(),
+            }),
+        };
+        check_extends(&chain.head, &entry)?;
+        if state.segment_len > 0 && state.segment_len + frame_len > shared.segment_bytes {
+            state.segment += 1;
+            state.segment_len = 0;
+        }
+        let offset = state.segment_len as u32;
+        chain.head = Head {
+            seq: entry.seq,
+            hash,
+        };
+        chain.locs.push(Loc {
+            position: segment::pack(state.segment, offset),
+            len: frame_len as u32,
+        });
+        let chunk = match state.chunks.last_mut() {
+            Some(chunk) if chunk.segment == state.segment => chunk,
+            _ => {
+                let bytes = state.spare.pop().unwrap_or_default();
+                state.chunks.push(Chunk {
+                    segment: state.segment,
+                    offset,
+                    bytes,
+                });
+                state
+                    .chunks
+                    .last_mut()
+                    .unwrap_or_else(|| unreachable!("just pushed"))
+            }
+        };
+        chunk.bytes.extend_from_slice(&header[..used]);
+        chunk.bytes.extend_from_slice(&entry.bytes);
+        state.segment_len += frame_len;
+        state.records += 1;
+        let records = state.records;
+        let wake = std::mem::take(&mut state.writer_waiting);
+        drop(guard);
+        if wake {
+            shared.wake.notify_one();
+        }
+        Ok(Appended {
+            hash,
+            ticket: Ticket::pending(records, Arc::clone(&shared.sync)),
+        })
+    }
+
+    fn head(&self, tenant: &TenantId) -> Head {
+        lock(&self.shared.state)
+            .chains
+            .get(tenant)
+            .map_or(Head::EMPTY, |c| c.head)
+    }
+
+    fn read(
+        &self,
+        tenant: &TenantId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Record>, LedgerError> {
+        let locs: Vec<Loc> = {
+            let state = lock(&self.shared.state);
+            let Some(chain) = state.chains.get(tenant) else {
+                return Ok(Vec::new());
+            };
+            let start = usize::try_from(after).unwrap_or(usize::MAX);
+            chain
+                .locs
+                .get(start..)
+                .unwrap_or_default()
+                .iter()
+                .take(limit)
+                .copied()
+                .collect()
+        };
+        let Some(last) = locs.last() else {
+            return Ok(Vec::new());
+        };
+        // Recent records may still be in the writer's hands: wait until on disk.
+        let end = last.position + u64::from(last.len);
+        self.shared.sync.wait_until(|p| p.position >= end)?;
+        let mut out = Vec::with_capacity(locs.len());
+        let mut buf = Vec::new();
+        for loc in locs {
+            let (id, offset) = segment::unpack(loc.position);
+            let file = self.reader(id)?;
+            buf.resize(loc.len as usize, 0);
+            let path = || self.shared.dir.join(segment::segment_name(id));
+            file.read_exact_at(&mut buf, u64::from(offset))
+                .map_err(|e| io_err(&path())(e))?;
+            let frame = segment::decode(&buf).map_err(|e| LedgerError::Corrupt {
+                path: path(),
+                offset: u64::from(offset),
+                reason: format!("{e:?} while reading an indexed record"),
+            })?;
+            out.push(record_of(&frame));
+        }
+        Ok(out)
+    }
+
+    fn checkpoint(&self, blob: &[u8]) -> Result<(), LedgerError> {
+        let _one_at_a_time = lock(&self.shared.checkpointing);
+        let (records, position) = {
+            let state = lock(&self.shared.state);
+            if let Some(failed) = &state.failed {
+                return Err(Self::poisoned(failed));
+            }
+            (
+                state.records,
+                segment::pack(state.segment, state.segment_len as u32),
+            )
+        };
+        // The checkpoint must never point past the durable log.
+        self.shared.sync.wait_until(|p| p.records >= records)?;
+        let dir = &self.shared.dir;
+        let tmp = dir.join("CHECKPOINT.tmp");
+        let bytes = segment::encode_checkpoint(records, position, blob);
+        let mut file = fs_err::File::create(&tmp).map_err(io_err(&tmp))?;
+        io::Write::write_all(&mut file, &bytes).map_err(io_err(&tmp))?;
+        file.sync_all().map_err(io_err(&tmp))?;
+        drop(file);
+        let path = dir.join(CHECKPOINT_FILE);
+        fs_err::rename(&tmp, &path).map_err(io_err(&path))?;
+        sync_dir(dir)
+    }
+
+    fn recover(
+        &self,
+        visit: &mut dyn FnMut(&Record) -> Result<(), LedgerError>,
+    ) -> Result<Option<Vec<u8>>, LedgerError> {
+        let end = self.flush_position()?;
+        let checkpoint = read_checkpoint(&self.shared.dir)?;
+        let from = checkpoint
+            .as_ref()
+            .map_or(segment::pack(1, 0), |c| c.position);
+        let from = if checkpoint.is_none() {
+            list_segments(&self.shared.dir)?
+                .first()
+                .map_or(from, |&id| segment::pack(id, 0))
+        } else {
+            from
+        };
+        self.visit_range(from, end, visit)?;
+        Ok(checkpoint.map(|c| c.blob))
+    }
+
+    fn scan(
+        &self,
+        visit: &mut dyn FnMut(&Record) -> Result<(), LedgerError>,
+    ) -> Result<(), LedgerError> {
+        let end = self.flush_position()?;
+        let from = list_segments(&self.shared.dir)?
+            .first()
+            .map_or(segment::pack(1, 0), |&id| segment::pack(id, 0));
+        self.visit_range(from, end, visit)
+    }
+
+    fn verify(&self) -> Result<VerifyReport, LedgerError> {
+        // Bounded: frames appended meanwhile must not look like a torn tail.
+        let end = self.flush_position()?;
+        verify_up_to(&self.shared.dir, Some(end))
+    }
+
+    fn flush(&self) -> Result<(), LedgerError> {
+        self.flush_position().map(|_| ())
+    }
+}
+
+/// The writer thread: takes batches, writes them, one sync per batch.
+struct Writer {
+    shared: Arc<Shared>,
+    sync: SyncFn,
+    current: Option<(u32, fs_err::File)>,
+}
+
+impl Writer {
+    fn run(mut self) {
+        let mut batch: Vec<Chunk> = Vec::new();
+        loop {
+            let (records, position) = {
+                let mut state = lock(&self.shared.state);
+                for chunk in batch.drain(..) {
+                    let mut bytes = chunk.bytes;
+                    bytes.clear();
+                    if state.spare.len() < 4 {
+                        state.spare.push(bytes);
+                    }
+                }
+                while state.chunks.is_empty() && !state.closing {
+                    state.writer_waiting = true;
+                    state = self
+                        .shared
+                        .wake
+                        .wait(state)
+                        .unwrap_or_else(PoisonError::into_inner);
+                }
+                state.writer_waiting = false;
+                if state.chunks.is_empty() {
+                    return;
+                }
+                std::mem::swap(&mut batch, &mut state.chunks);
+                (
+                    state.records,
+                    segment::pack(state.segment, state.segment_len as u32),
+                )
+            };
+            if let Err((path, error)) = self.write(&batch) {
+                let mut state = lock(&self.shared.state);
+                let error = Arc::new(error);
+                state.failed = Some((path.clone(), Arc::clone(&error)));
+                state.chunks.clear();
+                drop(state);
+                self.shared.sync.fail(path, error);
+                return;
+            }
+            self.shared.sync.publish(records, position);
+        }
+    }
+
+    /// Writes `batch` and syncs every segment it touched; never retried.
+    fn write(&mut self, batch: &[Chunk]) -> Result<(), (PathBuf, io::Error)> {
+        for chunk in batch {
+            if self.current.as_ref().map(|c| c.0) != Some(chunk.segment) {
+                if let Some((_, file)) = &self.current {
+                    (self.sync)(file.file()).map_err(|e| (file.path().to_path_buf(), e))?;
+                }
+                let path = self.shared.dir.join(segment::segment_name(chunk.segment));
+                let file = fs_err::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)
+                    .map_err(|e| (path.clone(), e))?;
+                fs_err::File::open(&self.shared.dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| (self.shared.dir.clone(), e))?;
+                self.current = Some((chunk.segment, file));
+            }
+            let Some((_, file)) = &self.current else {
+                unreachable!("a segment was opened above")
+            };
+            file.file()
+                .write_all_at(&chunk.bytes, u64::from(chunk.offset))
+                .map_err(|e| (file.path().to_path_buf(), e))?;
+        }
+        if let Some((_, file)) = &self.current {
+            (self.sync)(file.file()).map_err(|e| (file.path().to_path_buf(), e))?;
+        }
+        Ok(())
+    }
+}
+
+/// Verifies a ledger directory read-only, without taking its lock: reports the
+/// first bad (tenant, seq), or the damaged frame's file and offset, instead of failing.
+///
+/// A torn final record is reported too: it may be an unacknowledged write cut
+/// by a crash (which [`FileLedger::open`] truncates) or a damaged last receipt;
+/// from the bytes alone the two cannot be told apart.
+pub fn verify_dir(dir: impl AsRef<Path>) -> Result<VerifyReport, LedgerError> {
+    verify_up_to(dir.as_ref(), None)
+}
+
+/// [`verify_dir`] over the log up to the packed position `end` (all of it if `None`).
+fn verify_up_to(dir: &Path, end: Option<u64>) -> Result<VerifyReport, LedgerError> {
+    let mut verifier = Verifier::new();
+    let ids = match list_segments(dir) {
+        Ok(ids) => ids,
+        Err(LedgerError::Corrupt { path, reason, .. }) => {
+            verifier.bad(String::new(), 0, format!("`{}`: {reason}", path.display()));
+            return Ok(verifier.report());
+        }
+        Err(e) => return Err(e),
+    };
+    let checkpoint = match read_checkpoint(dir) {
+        Ok(ck) => ck,
+        Err(LedgerError::Corrupt { path, reason, .. }) => {
+            verifier.bad(String::new(), 0, format!("`{}`: {reason}", path.display()));
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    let mut checkpoint_seen = checkpoint.as_ref().is_none_or(|c| c.records == 0);
+    let mut records = 0u64;
+    for (i, &id) in ids.iter().enumerate() {
+        let path = dir.join(segment::segment_name(id));
+        let mut buf = fs_err::read(&path).map_err(io_err(&path))?;
+        if let Some((last, end_offset)) = end.map(segment::unpack) {
+            if id > last {
+                break;
+            }
+            if id == last {
+                buf.truncate(end_offset as usize);
+            }
+        }
+        let walked = segment::walk::<Infallible>(&buf, 0, |offset, frame| {
+            if checkpoint.as_ref().map(|c| c.position) == Some(segment::pack(id, offset as u32)) {
+                checkpoint_seen |= checkpoint.as_ref().is_some_and(|c| c.records == records);
+            }
+            verifier.feed(&record_of(&frame));
+            records += 1;
+            Ok(())
+        });
+        let end = match walked.unwrap_or_else(|never| match never {}) {
+            Tail::Clean => buf.len(),
+            Tail::Damaged {
+                offset,
+                reason,
+                valid_after,
+            } => {
+                let (tenant, seq) = claimed(&buf[offset..]);
+                let what = if i + 1 < ids.len() || valid_after {
+                    "corrupt frame"
+                } else {
+                    "torn or damaged final record (open would truncate it)"
+                };
+                verifier.bad(
+                    tenant,
+                    seq,
+                    format!(
+                        "{what} in `{}` at offset `{offset}`: {reason}",
+                        path.display()
+                    ),
+                );
+                return Ok(verifier.report());
+            }
+        };
+        if checkpoint.as_ref().map(|c| c.position) == Some(segment::pack(id, end as u32)) {
+            checkpoint_seen |= checkpoint.as_ref().is_some_and(|c| c.records == records);
+        }
+    }
+    if !checkpoint_seen {
+        verifier.bad(
+            String::new(),
+            0,
+            format!(
+                "checkpoint `{}` points past the end of the log: records were lost",
+                dir.join(CHECKPOINT_FILE).display()
+            ),
+        );
+    }
+    Ok(verifier.report())
+}
+
+/// The (tenant, seq) a damaged frame header claims, when the tenant is a valid id.
+fn claimed(buf: &[u8]) -> (String, u64) {
+    if buf.len() < HEADER {
+        return (String::new(), 0);
+    }
+    let tenant_len = usize::from(buf[52]);
+    let tenant = buf
+        .get(HEADER..HEADER + tenant_len)
+        .and_then(|t| std::str::from_utf8(t).ok())
+        .filter(|t| TenantId::new(t).is_ok());
+    match tenant {
+        Some(t) => {
+            let mut seq = [0u8; 8];
+            seq.copy_from_slice(&buf[12..20]);
+            (t.to_owned(), u64::from_le_bytes(seq))
+        }
+        None => (String::new(), 0),
+    }
+}

@@ -8,8 +8,9 @@
 //!
 //! # Layout
 //! - [`memory`]: everything in memory, for tests.
-//! - `file`: append-only segment files with group commit (the embedded default).
+//! - [`file`]: append-only segment files with group commit (the embedded default).
 //! - `durability`: the [`Ticket`] a caller waits on until its receipt is durable.
+//! - `segment`: the frame and checkpoint formats of the file backend.
 //! - `verify`: chain replay shared by the backends.
 
 use std::path::PathBuf;
@@ -19,14 +20,16 @@ use sha2::{Digest, Sha256};
 
 use crate::tenant::TenantId;
 
-// The file backend (next commit) is the first user of the sync point.
-#[allow(dead_code)]
 mod durability;
+pub mod file;
 
 pub mod memory;
+mod segment;
 mod verify;
 
+pub(crate) use durability::SyncPoint;
 pub use durability::Ticket;
+pub use segment::MAX_RECORD;
 pub use verify::Verifier;
 
 /// A SHA-256 digest.
