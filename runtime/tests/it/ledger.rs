@@ -1,1 +1,661 @@
+//! The receipt ledger: memory and file backends, on real files in temp dirs.
 
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use ggen_runtime::canonical;
+use ggen_runtime::ledger::file::{FileLedger, FileOptions, verify_dir};
+use ggen_runtime::ledger::memory::MemoryLedger;
+use ggen_runtime::ledger::{Entry, GENESIS, Head, Ledger, LedgerError, Record, chain_hash};
+use ggen_runtime::tenant::TenantId;
+use serde_json::json;
+
+mod proptests;
+
+/// Frame header size before the tenant bytes (pinned on-disk format).
+const FRAME_HEADER: usize = 53;
+
+fn tenant(name: &str) -> TenantId {
+    TenantId::new(name).unwrap()
+}
+
+/// Canonical receipt bytes for the next receipt of `t` after `head`.
+fn receipt(t: &TenantId, head: Head, note: &str) -> Vec<u8> {
+    canonical::to_vec(&json!({
+        "v": 1,
+        "tenant": t,
+        "seq": head.seq + 1,
+        "kind": "signal",
+        "prev": hex::encode(head.hash),
+        "decision": { "level": "warn", "value": "120.5", "note": note },
+    }))
+    .unwrap()
+}
+
+/// Appends the next receipt of `t`; returns its bytes.
+fn append_next(ledger: &dyn Ledger, t: &TenantId, note: &str) -> Vec<u8> {
+    let head = ledger.head(t);
+    let bytes = receipt(t, head, note);
+    let appended = ledger
+        .append(Entry {
+            tenant: t.clone(),
+            seq: head.seq + 1,
+            prev: head.hash,
+            bytes: bytes.clone(),
+        })
+        .unwrap();
+    assert_eq!(appended.hash, chain_hash(&head.hash, &bytes));
+    appended.ticket.wait().unwrap();
+    bytes
+}
+
+fn fast_options() -> FileOptions {
+    FileOptions {
+        sync: Arc::new(|_| Ok(())),
+        ..FileOptions::default()
+    }
+}
+
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = fs_err::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Frames of a segment file: (offset, length, tenant, seq).
+fn frames(path: &Path) -> Vec<(usize, usize, String, u64)> {
+    let buf = fs_err::read(path).unwrap();
+    let mut at = 0;
+    let mut out = Vec::new();
+    while at + FRAME_HEADER <= buf.len() {
+        let len = u32::from_le_bytes(buf[at + 8..at + 12].try_into().unwrap()) as usize;
+        let seq = u64::from_le_bytes(buf[at + 12..at + 20].try_into().unwrap());
+        let tl = usize::from(buf[at + 52]);
+        let tenant =
+            String::from_utf8(buf[at + FRAME_HEADER..at + FRAME_HEADER + tl].to_vec()).unwrap();
+        let total = FRAME_HEADER + tl + len;
+        out.push((at, total, tenant, seq));
+        at += total;
+    }
+    out
+}
+
+/// A file ledger in a temp dir with `per_tenant` receipts for each of `tenants`, interleaved.
+fn populated(tenants: &[&str], per_tenant: usize) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = FileLedger::open(dir.path(), fast_options()).unwrap();
+    for i in 0..per_tenant {
+        for t in tenants {
+            append_next(&ledger, &tenant(t), &format!("r{i}"));
+        }
+    }
+    dir
+}
+
+fn copy_dir(from: &Path) -> tempfile::TempDir {
+    let to = tempfile::tempdir().unwrap();
+    for entry in fs_err::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        fs_err::copy(entry.path(), to.path().join(entry.file_name())).unwrap();
+    }
+    to
+}
+
+fn collect_scan(ledger: &dyn Ledger) -> Vec<Record> {
+    let mut out = Vec::new();
+    ledger
+        .scan(&mut |r| {
+            out.push(r.clone());
+            Ok(())
+        })
+        .unwrap();
+    out
+}
+
+fn backends() -> Vec<(Box<dyn Ledger>, Option<tempfile::TempDir>)> {
+    let dir = tempfile::tempdir().unwrap();
+    vec![
+        (Box::new(MemoryLedger::new()), None),
+        (
+            Box::new(FileLedger::open(dir.path(), fast_options()).unwrap()),
+            Some(dir),
+        ),
+    ]
+}
+
+#[test]
+fn chains_append_read_and_verify_on_both_backends() {
+    for (ledger, _dir) in backends() {
+        let (a, b) = (tenant("acme"), tenant("beta"));
+        assert_eq!(ledger.head(&a), Head::EMPTY);
+        for i in 0..5 {
+            append_next(&*ledger, &a, &format!("a{i}"));
+            if i % 2 == 0 {
+                append_next(&*ledger, &b, &format!("b{i}"));
+            }
+        }
+        assert_eq!(ledger.head(&a).seq, 5);
+        assert_eq!(ledger.head(&b).seq, 3);
+        let page = ledger.read(&a, 1, 2).unwrap();
+        assert_eq!(page.iter().map(|r| r.seq).collect::<Vec<_>>(), [2, 3]);
+        assert!(page.iter().all(|r| r.tenant == a));
+        assert_eq!(ledger.read(&a, 4, 10).unwrap().len(), 1);
+        assert!(ledger.read(&a, 5, 10).unwrap().is_empty());
+        assert!(ledger.read(&tenant("nobody"), 0, 10).unwrap().is_empty());
+        let all = ledger.read(&a, 0, usize::MAX).unwrap();
+        assert_eq!(all[0].hash, chain_hash(&GENESIS, &all[0].bytes));
+        assert_eq!(all[4].hash, ledger.head(&a).hash);
+        assert_eq!(collect_scan(&*ledger).len(), 8);
+        let report = ledger.verify().unwrap();
+        assert_eq!(
+            (report.tenants, report.receipts, report.first_bad),
+            (2, 8, None)
+        );
+        ledger.flush().unwrap();
+    }
+}
+
+#[test]
+fn append_with_wrong_seq_or_prev_is_refused() {
+    for (ledger, _dir) in backends() {
+        let t = tenant("acme");
+        append_next(&*ledger, &t, "first");
+        let head = ledger.head(&t);
+        let bytes = receipt(&t, head, "x");
+        for (seq, prev) in [
+            (head.seq, head.hash),
+            (head.seq + 2, head.hash),
+            (head.seq + 1, GENESIS),
+        ] {
+            let err = ledger
+                .append(Entry {
+                    tenant: t.clone(),
+                    seq,
+                    prev,
+                    bytes: bytes.clone(),
+                })
+                .unwrap_err();
+            assert!(
+                matches!(err, LedgerError::ChainMismatch { expected_seq: 2, got_seq, .. } if got_seq == seq),
+                "{err}"
+            );
+        }
+        assert_eq!(
+            ledger.head(&t),
+            head,
+            "a refused append must not move the head"
+        );
+        assert_eq!(ledger.verify().unwrap().first_bad, None);
+    }
+}
+
+#[test]
+fn verify_reports_receipts_whose_fields_lie() {
+    let ledger = MemoryLedger::new();
+    let t = tenant("acme");
+    append_next(&ledger, &t, "ok");
+    let head = ledger.head(&t);
+    // Chain-correct frame, but the bytes claim another seq.
+    let bytes = receipt(&t, Head { seq: 5, ..head }, "lie");
+    ledger
+        .append(Entry {
+            tenant: t.clone(),
+            seq: 2,
+            prev: head.hash,
+            bytes,
+        })
+        .unwrap();
+    let bad = ledger.verify().unwrap().first_bad.unwrap();
+    assert_eq!((bad.tenant.as_str(), bad.seq), ("acme", 2));
+    assert!(bad.reason.contains("names seq `6`"), "{}", bad.reason);
+}
+
+#[test]
+fn reopen_preserves_heads_across_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = FileOptions {
+        segment_bytes: 4096,
+        ..fast_options()
+    };
+    let heads: Vec<(TenantId, Head)> = {
+        let ledger = FileLedger::open(dir.path(), options.clone()).unwrap();
+        for i in 0..60 {
+            append_next(&ledger, &tenant(["a", "b", "c"][i % 3]), &format!("n{i}"));
+        }
+        ["a", "b", "c"]
+            .iter()
+            .map(|t| (tenant(t), ledger.head(&tenant(t))))
+            .collect()
+    };
+    assert!(segments(dir.path()).len() > 2, "segments did not rotate");
+    let ledger = FileLedger::open(dir.path(), options).unwrap();
+    assert!(ledger.repair().is_none());
+    for (t, head) in &heads {
+        assert_eq!(ledger.head(t), *head);
+        assert_eq!(ledger.read(t, 0, usize::MAX).unwrap().len(), 20);
+    }
+    append_next(&ledger, &tenant("a"), "after reopen");
+    assert_eq!(ledger.head(&tenant("a")).seq, 21);
+    assert_eq!(ledger.verify().unwrap().receipts, 61);
+    drop(ledger);
+    assert_eq!(verify_dir(dir.path()).unwrap().first_bad, None);
+}
+
+#[test]
+fn two_opens_of_one_dir_are_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = FileLedger::open(dir.path(), fast_options()).unwrap();
+    let err = FileLedger::open(dir.path(), fast_options()).unwrap_err();
+    assert!(matches!(err, LedgerError::Locked { .. }), "{err}");
+    drop(first);
+    FileLedger::open(dir.path(), fast_options()).unwrap();
+}
+
+#[test]
+fn flipping_any_byte_is_detected() {
+    let original = populated(&["acme", "beta"], 3);
+    let seg = &segments(original.path())[0];
+    let clean = fs_err::read(seg).unwrap();
+    let last = frames(seg).last().unwrap().0;
+    for at in 0..clean.len() {
+        let dir = copy_dir(original.path());
+        let path = dir.path().join(seg.file_name().unwrap());
+        let mut bytes = clean.clone();
+        bytes[at] ^= 0x20;
+        fs_err::write(&path, &bytes).unwrap();
+        let report = verify_dir(dir.path()).unwrap();
+        assert!(
+            report.first_bad.is_some(),
+            "flip at {at} not reported by verify_dir"
+        );
+        match FileLedger::open(dir.path(), fast_options()) {
+            Err(LedgerError::Corrupt { offset, .. }) => assert!(at < last && offset as usize <= at),
+            Err(err) => panic!("unexpected error for flip at {at}: {err}"),
+            // Only the final record can look like a torn write.
+            Ok(ledger) => {
+                assert!(at >= last, "open accepted a flip at {at}");
+                assert_eq!(ledger.repair().map(|r| r.offset as usize), Some(last));
+            }
+        }
+    }
+}
+
+#[test]
+fn dropped_or_reordered_records_are_detected() {
+    let original = populated(&["acme", "beta"], 4);
+    let seg = &segments(original.path())[0];
+    let clean = fs_err::read(seg).unwrap();
+    let fr = frames(seg);
+    // Frame 2 is acme seq 2; frame 4 is acme seq 3.
+    assert_eq!((fr[2].2.as_str(), fr[2].3, fr[4].3), ("acme", 2, 3));
+    let slice = |i: usize| &clean[fr[i].0..fr[i].0 + fr[i].1];
+
+    let mut dropped = clean[..fr[2].0].to_vec();
+    dropped.extend_from_slice(&clean[fr[3].0..]);
+    let mut reordered = clean[..fr[2].0].to_vec();
+    reordered.extend_from_slice(slice(4));
+    reordered.extend_from_slice(slice(3));
+    reordered.extend_from_slice(slice(2));
+    reordered.extend_from_slice(&clean[fr[5].0..]);
+
+    for (name, bytes, bad_seq) in [("dropped", dropped, 3), ("reordered", reordered, 3)] {
+        let dir = copy_dir(original.path());
+        fs_err::write(dir.path().join(seg.file_name().unwrap()), &bytes).unwrap();
+        let bad = verify_dir(dir.path()).unwrap().first_bad.expect(name);
+        assert_eq!(
+            (bad.tenant.as_str(), bad.seq),
+            ("acme", bad_seq),
+            "{name}: {}",
+            bad.reason
+        );
+        let err = FileLedger::open(dir.path(), fast_options()).unwrap_err();
+        assert!(
+            matches!(&err, LedgerError::BrokenChain { tenant, seq, .. } if tenant == "acme" && *seq == bad_seq),
+            "{name}: {err}"
+        );
+    }
+}
+
+#[test]
+fn truncation_before_the_checkpoint_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let ledger = FileLedger::open(dir.path(), fast_options()).unwrap();
+        for i in 0..6 {
+            append_next(&ledger, &tenant("acme"), &format!("{i}"));
+        }
+        ledger.checkpoint(b"state").unwrap();
+    }
+    let seg = &segments(dir.path())[0];
+    let fr = frames(seg);
+    // Cut at a record boundary: the frames are intact, but the checkpoint says more existed.
+    let file = fs_err::OpenOptions::new().write(true).open(seg).unwrap();
+    file.set_len(fr[4].0 as u64).unwrap();
+    drop(file);
+    let bad = verify_dir(dir.path()).unwrap().first_bad.unwrap();
+    assert!(bad.reason.contains("points past the end"), "{}", bad.reason);
+    let err = FileLedger::open(dir.path(), fast_options()).unwrap_err();
+    assert!(matches!(err, LedgerError::Corrupt { .. }), "{err}");
+}
+
+#[test]
+fn truncated_middle_segment_refuses_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = FileOptions {
+        segment_bytes: 4096,
+        ..fast_options()
+    };
+    {
+        let ledger = FileLedger::open(dir.path(), options.clone()).unwrap();
+        for i in 0..60 {
+            append_next(&ledger, &tenant("acme"), &format!("{i}"));
+        }
+    }
+    let first = &segments(dir.path())[0];
+    let len = fs_err::metadata(first).unwrap().len();
+    let file = fs_err::OpenOptions::new().write(true).open(first).unwrap();
+    file.set_len(len - 10).unwrap();
+    drop(file);
+    assert!(verify_dir(dir.path()).unwrap().first_bad.is_some());
+    let err = FileLedger::open(dir.path(), options).unwrap_err();
+    assert!(
+        matches!(err, LedgerError::Corrupt { ref path, .. } if path == first),
+        "{err}"
+    );
+}
+
+#[test]
+fn torn_tail_at_every_offset_is_truncated_and_the_chain_continues() {
+    let original = populated(&["acme", "beta"], 3);
+    let seg = &segments(original.path())[0];
+    let (last_at, last_len, last_tenant, last_seq) = frames(seg).last().cloned().unwrap();
+    let t = tenant(&last_tenant);
+    for cut in last_at + 1..last_at + last_len {
+        let dir = copy_dir(original.path());
+        let path = dir.path().join(seg.file_name().unwrap());
+        let file = fs_err::OpenOptions::new().write(true).open(&path).unwrap();
+        file.set_len(cut as u64).unwrap();
+        drop(file);
+        let ledger = FileLedger::open(dir.path(), fast_options()).unwrap();
+        let repair = ledger.repair().cloned().expect("torn tail not repaired");
+        assert_eq!(
+            (repair.offset as usize, repair.dropped as usize),
+            (last_at, cut - last_at)
+        );
+        assert_eq!(fs_err::metadata(&path).unwrap().len() as usize, last_at);
+        assert_eq!(ledger.head(&t).seq, last_seq - 1);
+        assert_eq!(ledger.verify().unwrap().first_bad, None);
+        append_next(&ledger, &t, "after the tear");
+        assert_eq!(ledger.head(&t).seq, last_seq);
+        drop(ledger);
+        let report = verify_dir(dir.path()).unwrap();
+        assert_eq!(
+            (report.receipts, report.first_bad),
+            (6, None),
+            "cut at {cut}"
+        );
+    }
+}
+
+#[test]
+fn corruption_followed_by_valid_records_refuses_open() {
+    let original = populated(&["acme"], 5);
+    let seg = &segments(original.path())[0];
+    let fr = frames(seg);
+    let mut bytes = fs_err::read(seg).unwrap();
+    bytes[fr[1].0 + fr[1].1 - 3] ^= 0xff; // inside seq 2's receipt bytes
+    fs_err::write(seg, &bytes).unwrap();
+    let err = FileLedger::open(original.path(), fast_options()).unwrap_err();
+    match err {
+        LedgerError::Corrupt {
+            path,
+            offset,
+            reason,
+        } => {
+            assert_eq!((path, offset as usize), (seg.clone(), fr[1].0));
+            assert!(reason.contains("crc"), "{reason}");
+        }
+        other => panic!("expected corruption, got {other}"),
+    }
+    let bad = verify_dir(original.path()).unwrap().first_bad.unwrap();
+    assert!(
+        bad.reason.contains(&format!("offset `{}`", fr[1].0)),
+        "{}",
+        bad.reason
+    );
+}
+
+/// A sync function that counts calls, remembers the synced length, and can be made to fail.
+#[derive(Default)]
+struct SyncProbe {
+    calls: AtomicU64,
+    synced_len: AtomicU64,
+    fail: AtomicBool,
+}
+
+impl SyncProbe {
+    fn options(self: &Arc<Self>, delay: std::time::Duration) -> FileOptions {
+        let probe = Arc::clone(self);
+        FileOptions {
+            sync: Arc::new(move |file| {
+                if probe.fail.load(Ordering::SeqCst) {
+                    return Err(std::io::Error::other("injected fsync failure"));
+                }
+                let len = file.metadata()?.len();
+                std::thread::sleep(delay);
+                probe.calls.fetch_add(1, Ordering::SeqCst);
+                probe.synced_len.fetch_max(len, Ordering::SeqCst);
+                Ok(())
+            }),
+            ..FileOptions::default()
+        }
+    }
+}
+
+#[test]
+fn group_commit_covers_many_appends_with_one_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let probe = Arc::new(SyncProbe::default());
+    let ledger = Arc::new(
+        FileLedger::open(
+            dir.path(),
+            probe.options(std::time::Duration::from_millis(2)),
+        )
+        .unwrap(),
+    );
+    const THREADS: usize = 4;
+    const BURSTS: usize = 10;
+    const BURST: usize = 50;
+    let resolved: Vec<Vec<(u64, u64)>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|i| {
+                let ledger = Arc::clone(&ledger);
+                let probe = Arc::clone(&probe);
+                s.spawn(move || {
+                    let t = tenant(&format!("tenant-{i}"));
+                    let mut seen = Vec::new();
+                    for _ in 0..BURSTS {
+                        let mut tickets = Vec::new();
+                        for _ in 0..BURST {
+                            let head = ledger.head(&t);
+                            let appended = ledger
+                                .append(Entry {
+                                    tenant: t.clone(),
+                                    seq: head.seq + 1,
+                                    prev: head.hash,
+                                    bytes: receipt(&t, head, "burst"),
+                                })
+                                .unwrap();
+                            tickets.push((head.seq + 1, appended.ticket));
+                        }
+                        for (seq, ticket) in tickets {
+                            ticket.wait().unwrap();
+                            // What was synced when this ticket resolved.
+                            seen.push((seq, probe.synced_len.load(Ordering::SeqCst)));
+                        }
+                    }
+                    seen
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let appends = (THREADS * BURSTS * BURST) as u64;
+    let syncs = probe.calls.load(Ordering::SeqCst);
+    assert!(syncs * 10 <= appends, "{syncs} syncs for {appends} appends");
+    // Every ticket resolved only once a sync covered the end of its record.
+    let ends: HashMap<(String, u64), u64> = frames(&segments(dir.path())[0])
+        .into_iter()
+        .map(|(at, len, t, seq)| ((t, seq), (at + len) as u64))
+        .collect();
+    assert_eq!(ends.len() as u64, appends);
+    for (i, seen) in resolved.iter().enumerate() {
+        for (seq, synced) in seen {
+            let end = ends[&(format!("tenant-{i}"), *seq)];
+            assert!(
+                end <= *synced,
+                "tenant-{i} seq {seq} resolved before its sync"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_failed_sync_poisons_the_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let probe = Arc::new(SyncProbe::default());
+    let ledger = FileLedger::open(dir.path(), probe.options(std::time::Duration::ZERO)).unwrap();
+    let t = tenant("acme");
+    append_next(&ledger, &t, "durable");
+    let head = ledger.head(&t);
+    let durable_before = ledger.read(&t, 0, 1).unwrap();
+    probe.fail.store(true, Ordering::SeqCst);
+    let appended = ledger
+        .append(Entry {
+            tenant: t.clone(),
+            seq: 2,
+            prev: head.hash,
+            bytes: receipt(&t, head, "doomed"),
+        })
+        .unwrap();
+    let err = appended.ticket.wait().unwrap_err();
+    assert!(matches!(err, LedgerError::Poisoned { .. }), "{err}");
+    // Stopped for good, even if the disk recovers: no retry.
+    probe.fail.store(false, Ordering::SeqCst);
+    let head = ledger.head(&t);
+    let err = ledger
+        .append(Entry {
+            tenant: t.clone(),
+            seq: head.seq + 1,
+            prev: head.hash,
+            bytes: receipt(&t, head, "later"),
+        })
+        .unwrap_err();
+    assert!(matches!(err, LedgerError::Poisoned { .. }), "{err}");
+    assert!(matches!(ledger.flush(), Err(LedgerError::Poisoned { .. })));
+    assert!(matches!(
+        ledger.checkpoint(b"x"),
+        Err(LedgerError::Poisoned { .. })
+    ));
+    assert_eq!(durable_before.len(), 1);
+}
+
+#[test]
+fn checkpoint_then_recover_visits_only_the_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let mem = MemoryLedger::new();
+    {
+        let file = FileLedger::open(dir.path(), fast_options()).unwrap();
+        for ledger in [&file as &dyn Ledger, &mem] {
+            let mut visited = 0;
+            let blob = ledger
+                .recover(&mut |_| {
+                    visited += 1;
+                    Ok(())
+                })
+                .unwrap();
+            assert_eq!((blob, visited), (None, 0));
+            for i in 0..10 {
+                append_next(ledger, &tenant(["a", "b"][i % 2]), "before");
+            }
+            ledger.checkpoint(b"snapshot-1").unwrap();
+            for i in 0..5 {
+                append_next(ledger, &tenant(["a", "b"][i % 2]), "after");
+            }
+        }
+    }
+    let file = FileLedger::open(dir.path(), fast_options()).unwrap();
+    for ledger in [&file as &dyn Ledger, &mem] {
+        let mut tail = Vec::new();
+        let blob = ledger
+            .recover(&mut |r| {
+                tail.push((r.tenant.to_string(), r.seq));
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(blob.as_deref(), Some(&b"snapshot-1"[..]));
+        let expected: Vec<(String, u64)> = vec![
+            ("a".into(), 6),
+            ("b".into(), 6),
+            ("a".into(), 7),
+            ("b".into(), 7),
+            ("a".into(), 8),
+        ];
+        assert_eq!(tail, expected);
+        assert_eq!(collect_scan(ledger).len(), 15);
+    }
+    // A visitor error stops recovery and is returned.
+    let err = file
+        .recover(&mut |r| {
+            Err(LedgerError::Visitor {
+                tenant: r.tenant.to_string(),
+                seq: r.seq,
+                source: "no".into(),
+            })
+        })
+        .unwrap_err();
+    assert!(matches!(err, LedgerError::Visitor { seq: 6, .. }), "{err}");
+}
+
+#[test]
+fn tickets_resolve_asynchronously() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = FileLedger::open(dir.path(), FileOptions::default()).unwrap();
+    let t = tenant("acme");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let head = ledger.head(&t);
+    let appended = ledger
+        .append(Entry {
+            tenant: t.clone(),
+            seq: 1,
+            prev: head.hash,
+            bytes: receipt(&t, head, "async"),
+        })
+        .unwrap();
+    runtime.block_on(appended.ticket.durable()).unwrap();
+    // Durable means on disk: a fresh read-only verify sees it.
+    assert_eq!(verify_dir(dir.path()).unwrap().receipts, 1);
+}
+
+#[test]
+fn canonical_receipts_are_stable_bytes() {
+    // The bytes the ledger hashes are exactly RFC 8785 output: sorted keys, no spaces.
+    let t = tenant("acme");
+    let bytes = receipt(&t, Head::EMPTY, "n");
+    let text = String::from_utf8(bytes).unwrap();
+    assert_eq!(
+        text,
+        format!(
+            "{{\"decision\":{{\"level\":\"warn\",\"note\":\"n\",\"value\":\"120.5\"}},\"kind\":\"signal\",\"prev\":\"{}\",\"seq\":1,\"tenant\":\"acme\",\"v\":1}}",
+            "0".repeat(64)
+        )
+    );
+}
