@@ -34,11 +34,13 @@ pub enum State {
     /// An action set is in flight; it degrades if not confirmed by `deadline`.
     Intervening {
         /// When the in-flight set times out.
+        #[serde(with = "millis")]
         deadline: Timestamp,
     },
     /// An intervention failed or timed out; dispatch again from `retry_at`.
     Degraded {
         /// The earliest time of the next dispatch.
+        #[serde(with = "millis")]
         retry_at: Timestamp,
     },
     /// The tenant is refused (refuse level or no active entitlement).
@@ -242,6 +244,22 @@ pub struct Governor {
     flight: Vec<InFlight>,
     /// Actions dispatched since the last `stable`, first dispatch first, no repeats.
     applied: Vec<ActionId>,
+}
+
+/// Timestamps in checkpoints as plain milliseconds (any `i64` round-trips,
+/// unlike RFC 3339 text).
+mod millis {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::clock::Timestamp;
+
+    pub fn serialize<S: Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_i64(t.as_millis())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
+        i64::deserialize(d).map(Timestamp)
+    }
 }
 
 /// Serde for the id newtypes, so governors can be checkpointed.

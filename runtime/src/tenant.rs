@@ -1,9 +1,16 @@
-//! Tenants: validated tenant ids and the registry of per-tenant governors.
+//! Tenants: validated tenant ids and the [`Registry`] of per-tenant governors.
 
 use std::fmt;
 use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+mod registry;
+
+pub use registry::{
+    Admission, Applied, Dispatch, InFlightView, RecoveryStats, Registry, RegistryError,
+    TenantState, TenantView,
+};
 
 /// A validated tenant id: `^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`.
 ///
@@ -41,6 +48,7 @@ impl TenantId {
         }
     }
 
+    /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -1,1 +1,6 @@
+//! The governor core: FSM against a reference model, the registry, replay.
 
+mod model;
+mod props;
+mod registry;
+mod sku;

@@ -1,0 +1,523 @@
+//! The registry: limits, dedupe, receipts, concurrency, checkpoint + recover.
+
+use std::sync::Arc;
+
+use ggen_runtime::clock::Timestamp;
+use ggen_runtime::entitlement::{EntitlementError, EntitlementEvent, EntitlementState};
+use ggen_runtime::fsm::State;
+use ggen_runtime::ledger::Ledger;
+use ggen_runtime::ledger::memory::MemoryLedger;
+use ggen_runtime::receipt::Input;
+use ggen_runtime::tenant::{Registry, RegistryError, TenantId};
+use serde_json::Value;
+
+use super::sku::{AVAIL, ENTITLED, LOAD, OPEN, THROTTLE, TINY};
+
+const T0: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+
+fn tenant(name: &str) -> TenantId {
+    TenantId::new(name).unwrap()
+}
+
+fn at(secs: i64) -> Timestamp {
+    Timestamp(T0 + secs * 1000)
+}
+
+fn signal(signal: ggen_runtime::sku::SignalId, value: f64, id: Option<&str>) -> Input {
+    Input::Signal {
+        signal,
+        value,
+        id: id.map(str::to_owned),
+    }
+}
+
+fn receipts(ledger: &MemoryLedger, t: &TenantId) -> Vec<Value> {
+    ledger
+        .read(t, 0, usize::MAX)
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::from_slice(&r.bytes).unwrap())
+        .collect()
+}
+
+fn open() -> (Arc<MemoryLedger>, Registry) {
+    let ledger = Arc::new(MemoryLedger::new());
+    (ledger.clone(), Registry::new(&OPEN, ledger))
+}
+
+#[test]
+fn max_tenants_refuses_the_next_new_tenant() {
+    let ledger = Arc::new(MemoryLedger::new());
+    let registry = Registry::new(&TINY, ledger);
+    for name in ["a", "b", "c"] {
+        registry
+            .apply(&tenant(name), signal(LOAD, 1.0, None), at(0))
+            .unwrap();
+    }
+    let err = registry
+        .apply(&tenant("d"), signal(LOAD, 1.0, None), at(0))
+        .unwrap_err();
+    assert!(
+        matches!(err, RegistryError::TooManyTenants { max: 3, .. }),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "tenant limit `3` reached: new tenant `d` refused"
+    );
+    // Known tenants keep working.
+    registry
+        .apply(&tenant("a"), signal(LOAD, 2.0, None), at(1))
+        .unwrap();
+    assert_eq!(registry.len(), 3);
+    assert!(registry.view(&tenant("d")).is_none());
+}
+
+#[test]
+fn duplicate_ids_are_dropped_before_the_step() {
+    let (ledger, registry) = open();
+    let t = tenant("acme");
+    let first = registry
+        .apply(&t, signal(LOAD, 60.0, Some("m-1")), at(0))
+        .unwrap();
+    assert_eq!(
+        (first.duplicate, first.receipts, first.last_seq),
+        (false, 1, 1)
+    );
+    assert!(first.ticket.is_some());
+    let again = registry
+        .apply(&t, signal(LOAD, 60.0, Some("m-1")), at(1))
+        .unwrap();
+    assert_eq!(
+        (again.duplicate, again.receipts, again.last_seq),
+        (true, 0, 1)
+    );
+    assert!(again.ticket.is_none());
+    // Same id in another namespace (entitlement) or another tenant is new.
+    let ent = Input::Entitlement {
+        event: EntitlementEvent::Created,
+        id: Some("m-1".into()),
+        plan: None,
+    };
+    assert!(!registry.apply(&t, ent, at(2)).unwrap().duplicate);
+    assert!(
+        !registry
+            .apply(&tenant("other"), signal(LOAD, 60.0, Some("m-1")), at(2))
+            .unwrap()
+            .duplicate
+    );
+    assert_eq!(receipts(&ledger, &t).len(), 2);
+    // The window is bounded: 32 later ids push `m-1` out.
+    for i in 0..32 {
+        let id = format!("n-{i}");
+        registry
+            .apply(&t, signal(LOAD, 1.0, Some(&id)), at(3))
+            .unwrap();
+    }
+    assert!(
+        !registry
+            .apply(&t, signal(LOAD, 1.0, Some("m-1")), at(4))
+            .unwrap()
+            .duplicate
+    );
+    assert!(
+        registry
+            .apply(&t, signal(LOAD, 1.0, Some("n-31")), at(4))
+            .unwrap()
+            .duplicate
+    );
+}
+
+#[test]
+fn intervention_writes_decision_and_action_receipts() {
+    let (ledger, registry) = open();
+    let t = tenant("acme");
+    registry
+        .apply(&t, signal(LOAD, 150.0, Some("m-1")), at(0))
+        .unwrap();
+    // Dwell 2: the second breaching reading intervenes.
+    let applied = registry
+        .apply(&t, signal(LOAD, 150.5, Some("m-2")), at(1))
+        .unwrap();
+    assert_eq!(applied.receipts, 2);
+    assert_eq!(applied.dispatches.len(), 1);
+    let dispatch = &applied.dispatches[0];
+    assert_eq!((dispatch.action, dispatch.undo), (THROTTLE, false));
+    assert_eq!(dispatch.idempotency_key, "acme:2:throttle");
+    assert!(matches!(applied.state, State::Intervening { deadline } if deadline == at(31)));
+
+    let all = receipts(&ledger, &t);
+    assert_eq!(all.len(), 3);
+    let decision = &all[1];
+    for key in [
+        "v",
+        "tenant",
+        "seq",
+        "kind",
+        "at",
+        "sku",
+        "spec_sha256",
+        "from",
+        "to",
+        "event",
+        "decision",
+        "actions",
+        "prev",
+    ] {
+        assert!(decision.get(key).is_some(), "missing {key}: {decision}");
+    }
+    assert_eq!(decision["v"], 1);
+    assert_eq!(decision["kind"], "signal");
+    assert_eq!(decision["at"], "2026-01-01T00:00:01Z");
+    assert_eq!(
+        (decision["from"].as_str(), decision["to"].as_str()),
+        (Some("stable"), Some("intervening"))
+    );
+    assert_eq!(
+        decision["event"],
+        serde_json::json!({"id": "m-2", "signal": "load", "value": "150.5"})
+    );
+    assert_eq!(decision["decision"]["signal_level"], "intervene");
+    assert_eq!(decision["decision"]["threshold"], "100");
+    assert_eq!(decision["decision"]["streak"], 2);
+    assert_eq!(decision["decision"]["dwell"], 2);
+    assert_eq!(
+        decision["actions"],
+        serde_json::json!([{"name": "throttle", "idempotency_key": "acme:2:throttle"}])
+    );
+    assert_eq!(decision["prev"].as_str().unwrap().len(), 64);
+    let action = &all[2];
+    assert_eq!(action["kind"], "action");
+    assert_eq!(action["action"]["name"], "throttle");
+    assert_eq!(action["action"]["idempotency_key"], "acme:2:throttle");
+    // The first receipt of a tenant comes from boot.
+    assert_eq!(all[0]["from"], "boot");
+    assert_eq!(all[0]["prev"], "0".repeat(64));
+
+    // Further breaching signals are recorded, never re-dispatched.
+    let storm = registry
+        .apply(&t, signal(LOAD, 400.0, None), at(2))
+        .unwrap();
+    assert_eq!((storm.receipts, storm.dispatches.len()), (1, 0));
+    let view = registry.view(&t).unwrap();
+    assert_eq!(view.in_flight.len(), 1);
+    assert_eq!(view.in_flight[0].idempotency_key, "acme:2:throttle");
+
+    // Confirmation → warning; recovery → stable with the undo dispatched.
+    let ok = Input::ActionResult {
+        action: THROTTLE,
+        idempotency_key: "acme:2:throttle".into(),
+        ok: true,
+        detail: Some("200".into()),
+    };
+    assert_eq!(registry.apply(&t, ok, at(3)).unwrap().state, State::Warning);
+    registry.apply(&t, signal(LOAD, 10.0, None), at(4)).unwrap();
+    let back = registry.apply(&t, signal(LOAD, 10.0, None), at(5)).unwrap();
+    assert_eq!(back.state, State::Stable);
+    assert_eq!(back.dispatches.len(), 1);
+    assert!(back.dispatches[0].undo);
+    assert_eq!(
+        back.dispatches[0].idempotency_key,
+        format!("acme:{}:unthrottle", back.last_seq - 1)
+    );
+}
+
+#[test]
+fn timers_fire_before_input_and_on_tick() {
+    let (ledger, registry) = open();
+    let t = tenant("acme");
+    registry
+        .apply(&t, signal(AVAIL, 90.0, None), at(0))
+        .unwrap();
+    assert!(matches!(
+        registry.view(&t).unwrap().state,
+        State::Intervening { .. }
+    ));
+    assert!(registry.tick(at(29)).unwrap().is_empty());
+    let fired = registry.tick(at(30)).unwrap();
+    assert_eq!(fired.len(), 1);
+    assert_eq!(fired[0].state, State::Degraded { retry_at: at(150) });
+    let all = receipts(&ledger, &t);
+    let timeout = all.last().unwrap();
+    assert_eq!(timeout["kind"], "timeout");
+    assert_eq!(timeout["event"]["timer"], "intervention_deadline");
+    // The retry is due at 150 and the tenant still breaches: an input at 200
+    // first fires the retry (cooldown 60 s has passed), then is handled.
+    let applied = registry
+        .apply(&t, signal(LOAD, 1.0, None), at(200))
+        .unwrap();
+    assert_eq!(applied.dispatches.len(), 2, "throttle and page again");
+    assert!(matches!(applied.state, State::Intervening { .. }));
+    assert_eq!(applied.receipts, 4, "timeout + 2 actions + signal");
+    assert_eq!(receipts(&ledger, &t)[all.len()]["kind"], "timeout");
+}
+
+#[test]
+fn refused_entitlement_events_are_receipted_and_reported() {
+    let ledger = Arc::new(MemoryLedger::new());
+    let registry = Registry::new(&ENTITLED, ledger.clone());
+    let t = tenant("acme");
+    let ev = |event| Input::Entitlement {
+        event,
+        id: None,
+        plan: None,
+    };
+    // Signals before an active entitlement are recorded, not acted upon.
+    let s = registry
+        .apply(&t, signal(AVAIL, 90.0, None), at(0))
+        .unwrap();
+    assert_eq!((s.state, s.dispatches.len()), (State::Refusing, 0));
+    assert!(!registry.admit(&t).allow);
+    let refused = registry
+        .apply(&t, ev(EntitlementEvent::Reinstated), at(1))
+        .unwrap();
+    assert_eq!(refused.receipts, 1);
+    assert_eq!(
+        refused.refused,
+        Some(EntitlementError::InvalidTransition {
+            from: EntitlementState::Pending,
+            event: EntitlementEvent::Reinstated
+        })
+    );
+    let last = receipts(&ledger, &t).pop().unwrap();
+    assert_eq!(last["kind"], "entitlement");
+    assert_eq!(last["decision"]["reason"], "entitlement_refused");
+    assert_eq!(last["from"], last["to"]);
+    // Approval lifts the refusal (the tenant's level is below refuse).
+    let approved = registry
+        .apply(&t, ev(EntitlementEvent::Approved), at(2))
+        .unwrap();
+    assert_eq!((approved.state, approved.refused), (State::Stable, None));
+    let admission = registry.admit(&t);
+    assert!(admission.allow);
+    assert_eq!(admission.state, "stable");
+    // Plan change switches the profile.
+    let plan = Input::Entitlement {
+        event: EntitlementEvent::PlanChanged,
+        id: None,
+        plan: Some(ggen_runtime::sku::ProfileId(1)),
+    };
+    registry.apply(&t, plan, at(3)).unwrap();
+    assert_eq!(registry.view(&t).unwrap().profile, "relaxed");
+    let cancelled = registry
+        .apply(&t, ev(EntitlementEvent::Cancelled), at(4))
+        .unwrap();
+    assert_eq!(cancelled.state, State::Refusing);
+    assert_eq!(registry.admit(&t).reason, "entitlement_inactive");
+    assert!(
+        registry
+            .apply(&t, ev(EntitlementEvent::Approved), at(5))
+            .unwrap()
+            .refused
+            .is_some()
+    );
+    assert_eq!(
+        registry.view(&t).unwrap().entitlement,
+        EntitlementState::Cancelled
+    );
+}
+
+#[test]
+fn rejected_input_and_stale_results_change_no_state() {
+    let (ledger, registry) = open();
+    let t = tenant("acme");
+    registry.apply(&t, signal(LOAD, 60.0, None), at(0)).unwrap();
+    registry.apply(&t, signal(LOAD, 60.0, None), at(1)).unwrap();
+    let before = registry.states();
+    let rejected = Input::Rejected {
+        reason: "value `-1` below min `0`".into(),
+        event: serde_json::json!({"signal": "load", "value": -1.5}),
+    };
+    let applied = registry.apply(&t, rejected, at(2)).unwrap();
+    assert_eq!((applied.receipts, applied.state), (1, State::Warning));
+    let last = receipts(&ledger, &t).pop().unwrap();
+    assert_eq!(last["kind"], "rejected");
+    assert_eq!(last["event"]["input"]["value"], "-1.5");
+    let stale = Input::ActionResult {
+        action: THROTTLE,
+        idempotency_key: "someone-else:1:throttle".into(),
+        ok: false,
+        detail: None,
+    };
+    assert_eq!(
+        registry.apply(&t, stale, at(3)).unwrap().state,
+        State::Warning
+    );
+    let after = registry.states();
+    assert_eq!(before[&t].governor, after[&t].governor);
+    assert_eq!(after[&t].seq, before[&t].seq + 2);
+}
+
+#[test]
+fn operator_reset_returns_to_stable_and_undoes() {
+    let (_ledger, registry) = open();
+    let t = tenant("acme");
+    registry
+        .apply(&t, signal(AVAIL, 90.0, None), at(0))
+        .unwrap();
+    let reset = registry
+        .apply(
+            &t,
+            Input::Reset {
+                reason: "ops".into(),
+            },
+            at(1),
+        )
+        .unwrap();
+    assert_eq!(reset.state, State::Stable);
+    let undo: Vec<_> = reset
+        .dispatches
+        .iter()
+        .map(|d| (d.action, d.undo))
+        .collect();
+    assert_eq!(undo, vec![(super::sku::UNTHROTTLE, true)]);
+    assert!(registry.view(&t).unwrap().in_flight.is_empty());
+    // Cooldown history survives the reset: both actions still cool down.
+    let again = registry
+        .apply(&t, signal(AVAIL, 90.0, None), at(2))
+        .unwrap();
+    assert_eq!((again.state, again.dispatches.len()), (State::Warning, 0));
+    // After the cooldown both run again (4 of the hourly budget of 4).
+    let later = registry
+        .apply(&t, signal(AVAIL, 90.0, None), at(60))
+        .unwrap();
+    assert_eq!(later.dispatches.len(), 2);
+    assert!(matches!(later.state, State::Intervening { .. }));
+    registry
+        .apply(
+            &t,
+            Input::Reset {
+                reason: "ops".into(),
+            },
+            at(61),
+        )
+        .unwrap();
+    // The budget is spent for the rest of the hour.
+    let blocked = registry
+        .apply(&t, signal(AVAIL, 90.0, None), at(200))
+        .unwrap();
+    assert_eq!(
+        (blocked.state, blocked.dispatches.len()),
+        (State::Warning, 0)
+    );
+}
+
+#[test]
+fn concurrent_tenants_keep_their_chains() {
+    let (ledger, registry) = open();
+    let registry = Arc::new(registry);
+    let threads: Vec<_> = (0..4)
+        .map(|worker| {
+            let registry = registry.clone();
+            std::thread::spawn(move || {
+                for i in 0..2000i64 {
+                    let t = tenant(&format!("t{}", (i * 7 + worker) % 50));
+                    let value = [10.0, 60.0, 120.0, 30.0][(i % 4) as usize];
+                    let id = format!("w{worker}-{i}");
+                    registry
+                        .apply(&t, signal(LOAD, value, Some(&id)), at(i))
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    assert_eq!(registry.len(), 50);
+    let report = ledger.verify().unwrap();
+    assert_eq!(report.first_bad, None);
+    assert_eq!(report.tenants, 50);
+    let total: u64 = registry.states().values().map(|s| s.seq).sum();
+    assert_eq!(report.receipts, total);
+    assert!(total >= 8000);
+    let counts: usize = registry.states_count().iter().map(|(_, n)| n).sum();
+    assert_eq!(counts, 50);
+    let fresh = Registry::new(&OPEN, ledger.clone());
+    fresh.recover().unwrap();
+    assert_eq!(fresh.states(), registry.states());
+}
+
+#[test]
+fn checkpoint_and_recover_round_trip() {
+    let (ledger, registry) = open();
+    for i in 0..20i64 {
+        let t = tenant(&format!("t{}", i % 5));
+        registry
+            .apply(
+                &t,
+                signal(LOAD, 60.0 + i as f64, Some(&format!("a{i}"))),
+                at(i),
+            )
+            .unwrap();
+    }
+    assert_eq!(registry.checkpoint().unwrap(), 5);
+    // After the checkpoint: more records, one new tenant.
+    for i in 20..30i64 {
+        let t = tenant(&format!("t{}", i % 6));
+        registry
+            .apply(&t, signal(AVAIL, 90.0, Some(&format!("a{i}"))), at(i))
+            .unwrap();
+    }
+    let fresh = Registry::new(&OPEN, ledger.clone());
+    let stats = fresh.recover().unwrap();
+    assert_eq!(stats.from_checkpoint, 5);
+    assert!(stats.replayed > 0 && stats.replayed == stats.records - stats.skipped);
+    assert_eq!(stats.diverged, 0);
+    assert_eq!(stats.tenants, 6);
+    assert_eq!(fresh.states(), registry.states());
+    // Dedupe survives the round trip.
+    let dup = fresh
+        .apply(&tenant("t1"), signal(LOAD, 1.0, Some("a16")), at(40))
+        .unwrap();
+    assert!(dup.duplicate);
+    // And the recovered registry keeps extending the same chains.
+    fresh
+        .apply(&tenant("t1"), signal(LOAD, 1.0, None), at(41))
+        .unwrap();
+    assert_eq!(ledger.verify().unwrap().first_bad, None);
+    // A checkpoint of another SKU is refused.
+    let other = Registry::new(&ENTITLED, ledger.clone());
+    assert!(matches!(
+        other.recover(),
+        Err(RegistryError::CheckpointSku { .. })
+    ));
+}
+
+#[test]
+fn idle_tenants_stay_small() {
+    let (_ledger, registry) = open();
+    let t = tenant("a-fairly-long-tenant-name.example");
+    registry
+        .apply(
+            &t,
+            Input::Entitlement {
+                event: EntitlementEvent::Created,
+                id: None,
+                plan: None,
+            },
+            at(0),
+        )
+        .unwrap();
+    assert!(
+        registry.tenant_bytes(&t).unwrap() <= 512,
+        "{}",
+        registry.tenant_bytes(&t).unwrap()
+    );
+    // After a busy life: ids, rules, dispatch history.
+    for i in 0..100i64 {
+        let value = if i % 10 < 5 { 90.0 } else { 100.0 };
+        registry
+            .apply(
+                &t,
+                signal(AVAIL, value, Some(&format!("message-id-{i:020}"))),
+                at(i * 100),
+            )
+            .unwrap();
+        registry
+            .apply(&t, signal(LOAD, (i % 7) as f64 * 30.0, None), at(i * 100))
+            .unwrap();
+    }
+    let bytes = registry.tenant_bytes(&t).unwrap();
+    assert!(bytes <= 2500, "{bytes} bytes");
+}
