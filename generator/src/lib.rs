@@ -8,10 +8,33 @@
 //! - [`names`]: Rust identifiers from spec names.
 //! - [`config`]: the project config, `ggen.toml`.
 //! - [`init`]: starter specs.
+//! - [`model`]: the checked, resolved model (`lower`).
+//! - [`render`]: Tera templates (embedded, overridable) → in-memory files.
+//! - [`format`]: syn + prettyplease, `@generated` headers.
+//! - [`manifest`]: the `ggen-manifest.json` of a generated crate.
+//! - [`plan`]: in-memory output vs disk vs previous manifest; diffs.
+//! - [`write`]: atomic writes of changed files only.
+//! - [`workspace`]: cargo workspace membership check.
+//! - [`pipeline`]: the stages chained, one function per command.
+//! - [`explain`]: thresholds tables and the FSM as Mermaid.
+//! - [`escape`], [`canonical`]: text safe for each output language; canonical JSON.
+//! - [`cli`]: the command line (the only module that prints).
+pub mod canonical;
+pub mod cli;
 pub mod config;
 pub mod diagnostic;
+pub mod escape;
+pub mod explain;
+pub mod format;
 pub mod init;
 pub mod load;
+pub mod manifest;
+pub mod model;
 pub mod names;
+pub mod pipeline;
+pub mod plan;
+pub mod render;
 pub mod spec;
 pub mod validate;
+pub mod workspace;
+pub mod write;

@@ -1,0 +1,286 @@
+//! The `ggen` command line: parse arguments, call one library function per
+//! command, print the result and map it to an exit code (0 ok, 1 invalid
+//! input or drift, 2 internal error). The only module that prints.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::json;
+
+use crate::config::CONFIG_SCHEMA;
+use crate::diagnostic;
+use crate::pipeline::{self, BuildError, BuildOptions, BuildReport, Mode, Project};
+use crate::validate::SKU_SCHEMA;
+
+/// Generates governor service crates from SKU specs.
+#[derive(Debug, Parser)]
+#[command(name = "ggen", version, about)]
+pub struct Cli {
+    /// The project config; its folder is the project root.
+    #[arg(long, global = true, default_value = "ggen.toml")]
+    pub config: PathBuf,
+    /// Output format of validate and build.
+    #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// For people.
+    Text,
+    /// One JSON document on stdout, for CI.
+    Json,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate specs (default: those named in ggen.toml).
+    Validate {
+        /// Spec files.
+        specs: Vec<PathBuf>,
+    },
+    /// Generate one crate per spec into the output folder.
+    Build {
+        /// Spec files (default: those named in ggen.toml; only then are removed specs' folders cleaned up).
+        specs: Vec<PathBuf>,
+        /// Output folder instead of ggen.toml's `out_dir`.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Write nothing; exit 1 with a diff if anything would change.
+        #[arg(long, conflicts_with = "dry_run")]
+        check: bool,
+        /// Write nothing; print the plan.
+        #[arg(long)]
+        dry_run: bool,
+        /// Overwrite files edited by hand.
+        #[arg(long)]
+        force: bool,
+        /// Rendering threads (default: available cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+    },
+    /// Print a JSON Schema.
+    Schema {
+        /// Which schema.
+        #[arg(value_enum, default_value_t = SchemaKind::Spec)]
+        kind: SchemaKind,
+    },
+    /// Print a spec's thresholds per profile and its state machine (Mermaid).
+    Explain {
+        /// The spec file.
+        spec: PathBuf,
+    },
+    /// Write a starter spec `specs/<ID>.json` that validates.
+    Init {
+        /// The SKU id (`^[a-z][a-z0-9_]{1,39}$`).
+        id: String,
+    },
+}
+
+/// The schemas `ggen schema` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SchemaKind {
+    /// The SKU spec.
+    Spec,
+    /// ggen.toml.
+    Config,
+}
+
+/// Runs `ggen` with the process arguments.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    ExitCode::from(run(&cli))
+}
+
+fn print_error(format: Format, error: &BuildError) {
+    match (format, error) {
+        (Format::Json, _) => {
+            let diagnostics = match error {
+                BuildError::Invalid(found) => json!(found),
+                _ => json!([]),
+            };
+            let doc = json!({
+                "ok": false,
+                "error": diagnostic::error_chain(error),
+                "diagnostics": diagnostics,
+            });
+            println!("{doc:#}");
+        }
+        (Format::Text, BuildError::Invalid(found)) => {
+            let mut err = std::io::stderr().lock();
+            for d in found {
+                let _ = writeln!(err, "{d}");
+            }
+            let _ = writeln!(err, "error: {} problem(s) found", found.len());
+        }
+        (Format::Text, other) => {
+            eprintln!("error: {}", diagnostic::error_chain(other));
+        }
+    }
+}
+
+/// Runs one parsed command line; returns the exit code.
+pub fn run(cli: &Cli) -> u8 {
+    match execute(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            print_error(cli.format, &error);
+            error.exit_code()
+        }
+    }
+}
+
+fn execute(cli: &Cli) -> Result<u8, BuildError> {
+    match &cli.command {
+        Command::Validate { specs } => {
+            let paths = if specs.is_empty() {
+                Project::open(&cli.config)?.spec_files(&[])?
+            } else {
+                specs.clone()
+            };
+            let sources = pipeline::validate(&paths)?;
+            let names: Vec<&str> = sources.iter().map(|s| s.path.as_str()).collect();
+            match cli.format {
+                Format::Json => println!(
+                    "{:#}",
+                    json!({ "ok": true, "specs": names, "diagnostics": [] })
+                ),
+                Format::Text => {
+                    for name in names {
+                        println!("{name}: ok");
+                    }
+                }
+            }
+            Ok(0)
+        }
+        Command::Build {
+            specs,
+            out,
+            check,
+            dry_run,
+            force,
+            jobs,
+        } => {
+            let project = Project::open(&cli.config)?;
+            let options = BuildOptions {
+                specs: specs.clone(),
+                out_dir: out.clone(),
+                mode: if *check {
+                    Mode::Check
+                } else if *dry_run {
+                    Mode::DryRun
+                } else {
+                    Mode::Write
+                },
+                force: *force,
+                jobs: jobs.unwrap_or_else(|| {
+                    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+                }),
+            };
+            let report = pipeline::build(&project, &options)?;
+            print_report(cli.format, &report);
+            Ok(u8::from(report.mode == Mode::Check && report.has_drift()))
+        }
+        Command::Schema { kind } => {
+            let text = match kind {
+                SchemaKind::Spec => SKU_SCHEMA,
+                SchemaKind::Config => CONFIG_SCHEMA,
+            };
+            print!("{}", text.trim_end());
+            println!();
+            Ok(0)
+        }
+        Command::Explain { spec } => {
+            print!("{}", pipeline::explain(spec)?);
+            Ok(0)
+        }
+        Command::Init { id } => {
+            let root = cli.config.parent().unwrap_or(std::path::Path::new(""));
+            let path = pipeline::init(root, id)?;
+            println!("wrote {}", crate::load::display_path(&path));
+            Ok(0)
+        }
+    }
+}
+
+fn print_report(format: Format, report: &BuildReport) {
+    let mut err = std::io::stderr().lock();
+    for warning in &report.warnings {
+        let _ = writeln!(err, "warning: {warning}");
+    }
+    if format == Format::Json {
+        let drift = report.has_drift();
+        let doc = json!({
+            "ok": report.mode != Mode::Check || !drift,
+            "mode": match report.mode { Mode::Write => "write", Mode::Check => "check", Mode::DryRun => "dry_run" },
+            "drift": drift,
+            "crates": report.plans,
+            "warnings": report.warnings,
+            "diff": if report.mode == Mode::Check { report.diffs() } else { String::new() },
+        });
+        println!("{doc:#}");
+        return;
+    }
+    let mut out = std::io::stdout().lock();
+    match report.mode {
+        Mode::Check => {
+            if report.has_drift() {
+                let _ = write!(out, "{}", report.diffs());
+                for plan in &report.plans {
+                    for change in plan.changes.iter().filter(|c| c.op.is_drift()) {
+                        let _ = writeln!(
+                            err,
+                            "stale: {}/{} ({})",
+                            plan.dir,
+                            change.path,
+                            change.op.as_str()
+                        );
+                    }
+                }
+                let _ = writeln!(
+                    err,
+                    "error: generated files are out of date; run `ggen build`"
+                );
+            } else {
+                let _ = writeln!(err, "{} crate(s) up to date", report.plans.len());
+            }
+        }
+        Mode::DryRun => {
+            for plan in &report.plans {
+                for change in &plan.changes {
+                    let hash = |h: &Option<String>| {
+                        h.as_deref()
+                            .map_or("-", |h| &h[..12.min(h.len())])
+                            .to_owned()
+                    };
+                    let _ = writeln!(
+                        out,
+                        "{:<9} {}/{}  {} -> {}",
+                        change.op.as_str(),
+                        plan.dir,
+                        change.path,
+                        hash(&change.sha256_before),
+                        hash(&change.sha256_after),
+                    );
+                }
+            }
+        }
+        Mode::Write => {
+            let applied = report.applied.unwrap_or_default();
+            let _ = writeln!(
+                err,
+                "{} crate(s): {} file(s) written, {} deleted",
+                report.plans.len(),
+                applied.written,
+                applied.deleted
+            );
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! The manifest of a generated crate, `ggen-manifest.json`: what generated
+//! it (generator version, spec path and hash, template set and overrides)
+//! and every file it owns (path, SHA-256, size). Written as canonical JSON
+//! (sorted keys, two-space indentation). It drives `--check`, safe deletion
+//! and edit detection in [`crate::plan`].
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+
+use crate::canonical;
+
+/// File name of the manifest inside a crate folder.
+pub const FILE_NAME: &str = "ggen-manifest.json";
+
+/// Why a manifest could not be read.
+#[derive(Debug, Error)]
+pub enum ManifestError {
+    /// The text is not a manifest.
+    #[error("`{path}` is not a ggen manifest")]
+    Parse {
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// What produced a generated crate and which files it owns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// The generator that wrote it.
+    pub generator: Generator,
+    /// The SKU the crate implements.
+    pub sku: Sku,
+    /// The spec file it was generated from.
+    pub spec: SpecFile,
+    /// The templates it was rendered with.
+    pub templates: Templates,
+    /// Every owned file except the manifest itself, sorted by path.
+    pub files: Vec<FileEntry>,
+}
+
+/// Generator name and version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Generator {
+    /// Always `ggen`.
+    pub name: String,
+    /// The generator's crate version.
+    pub version: String,
+}
+
+/// SKU id and version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sku {
+    /// `sku.id`.
+    pub id: String,
+    /// `sku.version`.
+    pub version: String,
+}
+
+/// A spec file by path (relative to the project root) and hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpecFile {
+    /// `/`-separated, relative to the folder of `ggen.toml`.
+    pub path: String,
+    /// SHA-256 (hex) of the file's bytes.
+    pub sha256: String,
+}
+
+/// The template set and its overrides.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Templates {
+    /// SHA-256 (hex) of the effective template set.
+    pub sha256: String,
+    /// Templates shadowed by the project's override folder.
+    pub overrides: Vec<TemplateOverride>,
+}
+
+/// One template override.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateOverride {
+    /// Template name (`src/lib.rs.tera`).
+    pub name: String,
+    /// SHA-256 (hex) of the override's bytes.
+    pub sha256: String,
+}
+
+/// One owned file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileEntry {
+    /// Path inside the crate folder, `/`-separated.
+    pub path: String,
+    /// SHA-256 (hex) of its bytes.
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+impl FileEntry {
+    /// The entry describing `bytes` at `path`.
+    pub fn of(path: &str, bytes: &[u8]) -> FileEntry {
+        FileEntry {
+            path: path.to_owned(),
+            sha256: sha256_hex(bytes),
+            size: bytes.len() as u64,
+        }
+    }
+}
+
+/// Lowercase hex SHA-256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+impl Manifest {
+    /// The canonical text: sorted keys, two-space indentation, final newline.
+    pub fn to_json(&self) -> String {
+        let value = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        canonical::to_string_pretty(&value)
+    }
+
+    /// Parses a manifest read from `path` (named in the error).
+    pub fn parse(path: &str, text: &str) -> Result<Manifest, ManifestError> {
+        serde_json::from_str(text).map_err(|source| ManifestError::Parse {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    /// The entry for `path`, if the manifest owns it.
+    pub fn file(&self, path: &str) -> Option<&FileEntry> {
+        self.files.iter().find(|f| f.path == path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_through_canonical_json() {
+        let manifest = Manifest {
+            generator: Generator {
+                name: "ggen".to_owned(),
+                version: "0.1.0".to_owned(),
+            },
+            sku: Sku {
+                id: "a".to_owned(),
+                version: "1.0.0".to_owned(),
+            },
+            spec: SpecFile {
+                path: "specs/a.json".to_owned(),
+                sha256: sha256_hex(b"{}"),
+            },
+            templates: Templates {
+                sha256: sha256_hex(b""),
+                overrides: vec![],
+            },
+            files: vec![FileEntry::of("Cargo.toml", b"[package]\n")],
+        };
+        let text = manifest.to_json();
+        assert!(text.starts_with("{\n  \"files\": [\n"), "{text}");
+        assert_eq!(Manifest::parse("m", &text).expect("parses"), manifest);
+        assert!(Manifest::parse("m", "{}").is_err());
+    }
+}

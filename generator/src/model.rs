@@ -1,0 +1,579 @@
+//! The checked, resolved model of one spec: what the templates need and
+//! nothing more.
+//!
+//! [`lower`] turns a validated [`spec::Spec`](crate::spec::Spec) into a
+//! [`Model`]: profiles flattened through `extends` (a child's rule replaces
+//! the parent's rule for the same signal, other rules are inherited, and so
+//! are `cooldown_s` / `max_actions_per_hour` unless the child sets them),
+//! `clear` and `dwell` defaulted, names converted to Rust identifiers and ids
+//! assigned in spec order (profiles in the spec's map order, which is by
+//! name). Lowering re-checks every reference it follows, so a spec that
+//! skipped validation yields an error, never a panic.
+
+use std::collections::BTreeMap;
+
+use thiserror::Error;
+
+use crate::canonical;
+use crate::names;
+use crate::spec::{self, Adapter, Direction};
+
+/// Per-attempt action timeout when the spec sets none.
+pub const DEFAULT_TIMEOUT_MS: u32 = 5_000;
+
+/// Why a spec could not be lowered (validation normally catches all of these first).
+#[derive(Debug, Error)]
+pub enum LowerError {
+    /// A rule names a signal the spec does not declare.
+    #[error("profile `{profile}` has a rule for unknown signal `{signal}`")]
+    UnknownSignal { profile: String, signal: String },
+    /// A rule or an `undo` names an action the spec does not declare.
+    #[error("unknown action `{action}` referenced by `{by}`")]
+    UnknownAction { action: String, by: String },
+    /// `default_profile` or `extends` names a missing profile.
+    #[error("unknown profile `{profile}` referenced by `{by}`")]
+    UnknownProfile { profile: String, by: String },
+    /// `extends` loops back to a profile already on the chain.
+    #[error("profile `{profile}` extends itself through `{chain}`")]
+    ExtendsCycle { profile: String, chain: String },
+    /// A rule sets none of `warn`, `intervene`, `refuse`.
+    #[error("profile `{profile}`: the rule for `{signal}` sets no threshold")]
+    NoThreshold { profile: String, signal: String },
+    /// A number does not fit the runtime's type.
+    #[error("`{field}` = `{value}` does not fit in {target}")]
+    OutOfRange {
+        field: &'static str,
+        value: u64,
+        target: &'static str,
+    },
+    /// More signals, actions or profiles than ids can number.
+    #[error("too many {what}: `{count}` (at most 65535)")]
+    TooMany { what: &'static str, count: usize },
+}
+
+/// How bad a reading is, mildest first (the generator's own copy of the
+/// runtime's semantics, used to compute the expected levels of generated tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// No threshold reached.
+    Normal,
+    /// `warn` reached.
+    Warn,
+    /// `intervene` reached.
+    Intervene,
+    /// `refuse` reached.
+    Refuse,
+}
+
+impl Level {
+    /// The runtime's variant name (`::ggen_runtime::policy::Level::<this>`).
+    pub const fn variant(self) -> &'static str {
+        match self {
+            Level::Normal => "Normal",
+            Level::Warn => "Warn",
+            Level::Intervene => "Intervene",
+            Level::Refuse => "Refuse",
+        }
+    }
+}
+
+/// One spec, checked and resolved.
+#[derive(Debug, Clone)]
+pub struct Model {
+    /// The spec's path relative to the project root, `/`-separated.
+    pub spec_path: String,
+    /// SHA-256 (hex) of the spec file's bytes.
+    pub spec_sha256: String,
+    /// `sku.id`: snake_case, names the output folder.
+    pub id: String,
+    /// Human name of the product.
+    pub name: String,
+    /// Semver of the SKU (and of the generated crate).
+    pub version: String,
+    /// Who publishes the SKU.
+    pub publisher: String,
+    /// One-paragraph description (may be empty).
+    pub description: String,
+    /// Package and binary name: `<id with ->-governor`.
+    pub crate_name: String,
+    /// The library's Rust name: `<id>_governor`.
+    pub lib_name: String,
+    /// Pub/Sub attribute naming the tenant.
+    pub tenant_attribute: String,
+    /// Upper bound on tenants (≥ 1).
+    pub max_tenants: u32,
+    /// Signals in spec order; `signals[i].id == i`.
+    pub signals: Vec<Signal>,
+    /// Actions in spec order; `actions[i].id == i`.
+    pub actions: Vec<Action>,
+    /// Profiles in map order (by name), flattened; `profiles[i].id == i`.
+    pub profiles: Vec<Profile>,
+    /// Index into `profiles`.
+    pub default_profile: usize,
+    /// Seconds before an unconfirmed intervention degrades.
+    pub intervention_timeout_s: u32,
+    /// Cleared evaluations in a row needed to return to stable.
+    pub recovery_evaluations: u16,
+    /// Seconds `degraded` waits before dispatching again.
+    pub degraded_retry_s: u32,
+    /// Whether signals need an active entitlement.
+    pub entitlement_required: bool,
+    /// OIDC audience of Pub/Sub push tokens, if any.
+    pub pubsub_audience: Option<String>,
+    /// Largest accepted request body.
+    pub max_body_bytes: u64,
+    /// Container and Kubernetes settings.
+    pub deploy: Deploy,
+}
+
+/// A signal, with its Rust names.
+#[derive(Debug, Clone)]
+pub struct Signal {
+    /// Position in spec order.
+    pub id: u16,
+    /// snake_case spec name.
+    pub name: String,
+    /// `enum Signal` variant.
+    pub variant: String,
+    /// Module / function name (keyword-safe).
+    pub module: String,
+    /// Free-text unit.
+    pub unit: String,
+    /// Free-text description (may be empty).
+    pub description: String,
+    /// Smallest accepted value.
+    pub min: Option<f64>,
+    /// Largest accepted value.
+    pub max: Option<f64>,
+    /// Which side is worse.
+    pub direction: Direction,
+}
+
+/// An action, with its Rust name and resolved undo.
+#[derive(Debug, Clone)]
+pub struct Action {
+    /// Position in spec order.
+    pub id: u16,
+    /// Spec name.
+    pub name: String,
+    /// `enum Action` variant.
+    pub variant: String,
+    /// How the action is carried out.
+    pub adapter: Adapter,
+    /// Index of the undo action.
+    pub undo: Option<usize>,
+    /// Adapter parameters as canonical JSON (`{}` when absent).
+    pub params: String,
+    /// Per-attempt timeout.
+    pub timeout_ms: u32,
+    /// Retries after the first attempt.
+    pub retries: u32,
+}
+
+/// A profile after flattening its `extends` chain.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    /// Position in map order.
+    pub id: u16,
+    /// snake_case spec name.
+    pub name: String,
+    /// `enum Profile` variant.
+    pub variant: String,
+    /// Module name (keyword-safe).
+    pub module: String,
+    /// The parent profile's name, if any.
+    pub extends: Option<String>,
+    /// At most one rule per signal, ordered by signal id.
+    pub rules: Vec<Rule>,
+    /// Cooldown in seconds (0: none).
+    pub cooldown_s: u32,
+    /// Dispatch budget per hour (`None`: unlimited).
+    pub max_actions_per_hour: Option<u32>,
+}
+
+impl Profile {
+    /// The rule for signal `signal`, if this profile has one.
+    pub fn rule(&self, signal: usize) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.signal == signal)
+    }
+}
+
+/// One resolved rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    /// Index into [`Model::signals`].
+    pub signal: usize,
+    /// Copied from the signal.
+    pub direction: Direction,
+    /// Warn threshold.
+    pub warn: Option<f64>,
+    /// Intervene threshold.
+    pub intervene: Option<f64>,
+    /// Refuse threshold.
+    pub refuse: Option<f64>,
+    /// Hysteresis exit threshold (defaulted to the mildest threshold set).
+    pub clear: f64,
+    /// Consecutive breaching evaluations before escalating (≥ 1).
+    pub dwell: u16,
+    /// Indices into [`Model::actions`], in spec order.
+    pub actions: Vec<usize>,
+    /// The profile whose spec text defines this rule.
+    pub defined_in: String,
+}
+
+/// A threshold edge a generated test pins: `raw_level(rule, value) == level`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Edge {
+    /// The reading.
+    pub value: f64,
+    /// The level the runtime must assign to it.
+    pub level: Level,
+}
+
+impl Rule {
+    fn breaches(&self, value: f64, threshold: f64) -> bool {
+        match self.direction {
+            Direction::Above => value >= threshold,
+            Direction::Below => value <= threshold,
+        }
+    }
+
+    /// The level of `value` (a threshold is reached *at* its value).
+    pub fn level(&self, value: f64) -> Level {
+        let past = |t: Option<f64>| t.is_some_and(|t| self.breaches(value, t));
+        if past(self.refuse) {
+            Level::Refuse
+        } else if past(self.intervene) {
+            Level::Intervene
+        } else if past(self.warn) {
+            Level::Warn
+        } else {
+            Level::Normal
+        }
+    }
+
+    /// Whether `value` is strictly on the good side of `clear`.
+    pub fn is_clear(&self, value: f64) -> bool {
+        !self.breaches(value, self.clear)
+    }
+
+    /// The nearest representable value on the good side of `value`.
+    pub fn good_side(&self, value: f64) -> f64 {
+        match self.direction {
+            Direction::Above => value.next_down(),
+            Direction::Below => value.next_up(),
+        }
+    }
+
+    /// Every threshold exactly at, and just on the good side, with the expected level.
+    pub fn edges(&self) -> Vec<Edge> {
+        [self.warn, self.intervene, self.refuse]
+            .into_iter()
+            .flatten()
+            .flat_map(|t| [t, self.good_side(t)])
+            .map(|value| Edge {
+                value,
+                level: self.level(value),
+            })
+            .collect()
+    }
+}
+
+/// Container and Kubernetes settings.
+#[derive(Debug, Clone)]
+pub struct Deploy {
+    /// Port the service listens on.
+    pub port: u16,
+    /// Replica count (and the HPA's minimum).
+    pub replicas: u32,
+    /// CPU request/limit (Kubernetes quantity).
+    pub cpu: String,
+    /// Memory request/limit (Kubernetes quantity).
+    pub memory: String,
+    /// Image repository (defaults to the crate name).
+    pub image: String,
+}
+
+fn id_of(index: usize, what: &'static str, count: usize) -> Result<u16, LowerError> {
+    u16::try_from(index).map_err(|_| LowerError::TooMany { what, count })
+}
+
+/// Lowers a validated spec. `spec_path` is relative to the project root,
+/// `/`-separated; `spec_sha256` is the hex digest of the file's bytes.
+pub fn lower(spec: &spec::Spec, spec_path: &str, spec_sha256: &str) -> Result<Model, LowerError> {
+    let signals = spec
+        .signals
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            Ok(Signal {
+                id: id_of(i, "signals", spec.signals.len())?,
+                name: s.name.clone(),
+                variant: names::type_ident(&s.name),
+                module: names::value_ident(&s.name),
+                unit: s.unit.clone(),
+                description: s.description.clone(),
+                min: s.min,
+                max: s.max,
+                direction: s.direction,
+            })
+        })
+        .collect::<Result<Vec<_>, LowerError>>()?;
+    let signal_index: BTreeMap<&str, usize> = spec
+        .signals
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.name.as_str(), i))
+        .collect();
+    let action_index: BTreeMap<&str, usize> = spec
+        .actions
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (a.name.as_str(), i))
+        .collect();
+    let find_action = |name: &str, by: &str| {
+        action_index
+            .get(name)
+            .copied()
+            .ok_or_else(|| LowerError::UnknownAction {
+                action: name.to_owned(),
+                by: by.to_owned(),
+            })
+    };
+
+    let actions = spec
+        .actions
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let params = serde_json::Value::Object(a.params.clone().into_iter().collect());
+            Ok(Action {
+                id: id_of(i, "actions", spec.actions.len())?,
+                name: a.name.clone(),
+                variant: names::type_ident(&a.name),
+                adapter: a.adapter,
+                undo: a
+                    .undo
+                    .as_deref()
+                    .map(|u| find_action(u, &format!("actions/{}", a.name)))
+                    .transpose()?,
+                params: canonical::to_string(&params),
+                timeout_ms: a.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS),
+                retries: a.retries.unwrap_or(0),
+            })
+        })
+        .collect::<Result<Vec<_>, LowerError>>()?;
+
+    let profile_names: Vec<&str> = spec.policy.profiles.keys().map(String::as_str).collect();
+    let mut profiles = Vec::with_capacity(profile_names.len());
+    for (i, name) in profile_names.iter().enumerate() {
+        let flat = flatten(spec, name, &signal_index, &find_action)?;
+        profiles.push(Profile {
+            id: id_of(i, "profiles", profile_names.len())?,
+            name: (*name).to_owned(),
+            variant: names::type_ident(name),
+            module: names::value_ident(name),
+            extends: spec.policy.profiles[*name].extends.clone(),
+            rules: flat.rules.into_values().collect(),
+            cooldown_s: flat.cooldown_s.unwrap_or(0),
+            max_actions_per_hour: flat.max_actions_per_hour,
+        });
+    }
+    let default_profile = profile_names
+        .iter()
+        .position(|p| *p == spec.policy.default_profile)
+        .ok_or_else(|| LowerError::UnknownProfile {
+            profile: spec.policy.default_profile.clone(),
+            by: "policy/default_profile".to_owned(),
+        })?;
+
+    let max_tenants =
+        u32::try_from(spec.tenancy.max_tenants).map_err(|_| LowerError::OutOfRange {
+            field: "tenancy.max_tenants",
+            value: spec.tenancy.max_tenants,
+            target: "u32",
+        })?;
+    let crate_name = format!("{}-governor", spec.sku.id.replace('_', "-"));
+    Ok(Model {
+        spec_path: spec_path.to_owned(),
+        spec_sha256: spec_sha256.to_owned(),
+        id: spec.sku.id.clone(),
+        name: spec.sku.name.clone(),
+        version: spec.sku.version.clone(),
+        publisher: spec.sku.publisher.clone(),
+        description: spec.sku.description.clone(),
+        lib_name: crate_name.replace('-', "_"),
+        deploy: Deploy {
+            port: spec.deploy.port,
+            replicas: spec.deploy.replicas,
+            cpu: spec.deploy.cpu.clone(),
+            memory: spec.deploy.memory.clone(),
+            image: spec
+                .deploy
+                .image
+                .clone()
+                .unwrap_or_else(|| crate_name.clone()),
+        },
+        crate_name,
+        tenant_attribute: spec.tenancy.tenant_attribute.clone(),
+        max_tenants,
+        signals,
+        actions,
+        profiles,
+        default_profile,
+        intervention_timeout_s: spec.governor.intervention_timeout_s,
+        recovery_evaluations: spec.governor.recovery_evaluations,
+        degraded_retry_s: spec.governor.degraded_retry_s,
+        entitlement_required: spec.entitlement.required,
+        pubsub_audience: spec
+            .ingress
+            .pubsub
+            .as_ref()
+            .and_then(|p| p.audience.clone()),
+        max_body_bytes: spec.ingress.max_body_bytes,
+    })
+}
+
+/// A profile's settings after applying its ancestors, rules keyed by signal index.
+struct Flat {
+    rules: BTreeMap<usize, Rule>,
+    cooldown_s: Option<u32>,
+    max_actions_per_hour: Option<u32>,
+}
+
+fn flatten(
+    spec: &spec::Spec,
+    name: &str,
+    signal_index: &BTreeMap<&str, usize>,
+    find_action: &dyn Fn(&str, &str) -> Result<usize, LowerError>,
+) -> Result<Flat, LowerError> {
+    // Walk up to the root first, then apply the chain from the root down.
+    let mut chain: Vec<&str> = vec![name];
+    let mut current = name;
+    loop {
+        let profile =
+            spec.policy
+                .profiles
+                .get(current)
+                .ok_or_else(|| LowerError::UnknownProfile {
+                    profile: current.to_owned(),
+                    by: format!(
+                        "policy/profiles/{}/extends",
+                        chain[chain.len().saturating_sub(2)]
+                    ),
+                })?;
+        let Some(parent) = profile.extends.as_deref() else {
+            break;
+        };
+        if chain.contains(&parent) {
+            chain.push(parent);
+            return Err(LowerError::ExtendsCycle {
+                profile: name.to_owned(),
+                chain: chain.join(" -> "),
+            });
+        }
+        chain.push(parent);
+        current = parent;
+    }
+
+    let mut flat = Flat {
+        rules: BTreeMap::new(),
+        cooldown_s: None,
+        max_actions_per_hour: None,
+    };
+    for profile_name in chain.iter().rev() {
+        let profile = &spec.policy.profiles[*profile_name];
+        flat.cooldown_s = profile.cooldown_s.or(flat.cooldown_s);
+        flat.max_actions_per_hour = profile.max_actions_per_hour.or(flat.max_actions_per_hour);
+        for rule in &profile.rules {
+            let signal = *signal_index.get(rule.signal.as_str()).ok_or_else(|| {
+                LowerError::UnknownSignal {
+                    profile: (*profile_name).to_owned(),
+                    signal: rule.signal.clone(),
+                }
+            })?;
+            let mildest = rule
+                .warn
+                .or(rule.intervene)
+                .or(rule.refuse)
+                .ok_or_else(|| LowerError::NoThreshold {
+                    profile: (*profile_name).to_owned(),
+                    signal: rule.signal.clone(),
+                })?;
+            let by = format!("policy/profiles/{profile_name}/rules/{}", rule.signal);
+            flat.rules.insert(
+                signal,
+                Rule {
+                    signal,
+                    direction: spec.signals[signal].direction,
+                    warn: rule.warn,
+                    intervene: rule.intervene,
+                    refuse: rule.refuse,
+                    clear: rule.clear.unwrap_or(mildest),
+                    dwell: rule.dwell.unwrap_or(1).max(1),
+                    actions: rule
+                        .actions
+                        .iter()
+                        .map(|a| find_action(a, &by))
+                        .collect::<Result<_, _>>()?,
+                    defined_in: (*profile_name).to_owned(),
+                },
+            );
+        }
+    }
+    Ok(flat)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(direction: Direction, warn: f64, intervene: f64, refuse: Option<f64>) -> Rule {
+        Rule {
+            signal: 0,
+            direction,
+            warn: Some(warn),
+            intervene: Some(intervene),
+            refuse,
+            clear: warn,
+            dwell: 1,
+            actions: vec![],
+            defined_in: "p".to_owned(),
+        }
+    }
+
+    #[test]
+    fn levels_are_reached_at_the_threshold() {
+        let r = rule(Direction::Above, 50.0, 100.0, Some(500.0));
+        assert_eq!(r.level(50.0), Level::Warn);
+        assert_eq!(r.level(49.999), Level::Normal);
+        assert_eq!(r.level(100.0), Level::Intervene);
+        assert_eq!(r.level(500.0), Level::Refuse);
+        assert!(!r.is_clear(50.0));
+        assert!(r.is_clear(49.0));
+    }
+
+    #[test]
+    fn below_rules_mirror() {
+        let r = rule(Direction::Below, 99.9, 99.5, None);
+        assert_eq!(r.level(99.9), Level::Warn);
+        assert_eq!(r.level(99.91), Level::Normal);
+        assert_eq!(r.level(99.0), Level::Intervene);
+        assert!(r.is_clear(99.95));
+    }
+
+    #[test]
+    fn edges_step_one_ulp_to_the_good_side() {
+        let r = rule(Direction::Above, 30.0, 80.0, None);
+        let edges = r.edges();
+        assert_eq!(edges.len(), 4);
+        assert_eq!(edges[0].level, Level::Warn);
+        assert_eq!(edges[1].value, 30.0f64.next_down());
+        assert_eq!(edges[1].level, Level::Normal);
+        assert_eq!(edges[3].level, Level::Warn);
+        // Equal thresholds: just below both is the level below both.
+        let r = rule(Direction::Above, 10.0, 10.0, None);
+        assert_eq!(r.edges()[1].level, Level::Normal);
+        assert_eq!(r.edges()[0].level, Level::Intervene);
+    }
+}

@@ -1,0 +1,513 @@
+//! The whole pipeline, one function per command: [`validate`], [`build`]
+//! (also `--check` and `--dry-run`), [`explain`] and [`init`].
+//!
+//! `build` renders every spec in memory first (on up to `jobs` threads; the
+//! result does not depend on the thread count), and writes nothing unless
+//! every stage succeeded for every spec.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+use crate::config::{self, Config};
+use crate::diagnostic::Diagnostic;
+use crate::format::{self, FormatError};
+use crate::load::{self, Source};
+use crate::manifest::{self, FileEntry, Manifest};
+use crate::model::{self, LowerError, Model};
+use crate::plan::{self, CratePlan, Op, PlanError};
+use crate::render::{self, RenderError, TemplateSet};
+use crate::validate;
+use crate::write::{self, Applied, WriteError};
+use crate::{explain as explain_view, init as init_spec, workspace};
+
+/// The generator's version, recorded in every manifest.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Why a command failed.
+#[derive(Debug, Error)]
+pub enum BuildError {
+    /// Input files are invalid: every problem found, located.
+    #[error("{} problem(s) in the input", .0.len())]
+    Invalid(Vec<Diagnostic>),
+    /// Two specs claim the same SKU id (and so the same output folder).
+    #[error("specs `{first}` and `{second}` both have sku id `{id}`")]
+    DuplicateId {
+        id: String,
+        first: String,
+        second: String,
+    },
+    /// A spec lies outside the project root, so no stable path can name it.
+    #[error("spec `{spec}` is outside the project root `{root}`")]
+    OutsideRoot { spec: String, root: String },
+    /// Files were edited by hand; nothing was written.
+    #[error("refusing to overwrite {} hand-edited or unowned file(s) (use `--force`): {}", .0.len(), .0.join(", "))]
+    Refused(Vec<String>),
+    /// `init` would overwrite an existing spec.
+    #[error("`{0}` already exists; not overwriting it")]
+    Exists(String),
+    /// A validated spec could not be lowered (a validator gap).
+    #[error("cannot lower `{spec}`")]
+    Lower {
+        spec: String,
+        #[source]
+        source: LowerError,
+    },
+    /// Templates failed to load or render.
+    #[error(transparent)]
+    Render(#[from] RenderError),
+    /// A rendered file is not valid output.
+    #[error("generating from `{spec}`")]
+    Format {
+        spec: String,
+        #[source]
+        source: Box<FormatError>,
+    },
+    /// The disk could not be compared.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// The disk could not be written.
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    /// Other file system failures.
+    #[error("cannot {action} `{path}`")]
+    Io {
+        action: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl BuildError {
+    /// The process exit code: 1 for rejected input, 2 for internal failures.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            BuildError::Invalid(_)
+            | BuildError::DuplicateId { .. }
+            | BuildError::OutsideRoot { .. }
+            | BuildError::Refused(_)
+            | BuildError::Exists(_) => 1,
+            BuildError::Lower { .. }
+            | BuildError::Render(_)
+            | BuildError::Format { .. }
+            | BuildError::Plan(_)
+            | BuildError::Write(_)
+            | BuildError::Io { .. } => 2,
+        }
+    }
+}
+
+/// A project: a `ggen.toml` and the folder holding it (the root every
+/// project path is relative to).
+#[derive(Debug, Clone)]
+pub struct Project {
+    /// Folder of `ggen.toml` (empty for the current directory).
+    pub root: PathBuf,
+    /// The checked config.
+    pub config: Config,
+}
+
+impl Project {
+    /// Loads the project whose config is `config_path`.
+    pub fn open(config_path: &Path) -> Result<Project, BuildError> {
+        let config = config::load(config_path).map_err(BuildError::Invalid)?;
+        Ok(Project {
+            root: config_path.parent().unwrap_or(Path::new("")).to_owned(),
+            config,
+        })
+    }
+
+    /// The spec files to work on: `specs` if given, else those ggen.toml names.
+    pub fn spec_files(&self, specs: &[PathBuf]) -> Result<Vec<PathBuf>, BuildError> {
+        if specs.is_empty() {
+            self.config
+                .spec_files(&self.root)
+                .map_err(|d| BuildError::Invalid(vec![d]))
+        } else {
+            Ok(specs.to_vec())
+        }
+    }
+
+    /// The template set: embedded, shadowed by the config's override folder.
+    pub fn templates(&self) -> Result<TemplateSet, BuildError> {
+        Ok(match &self.config.templates {
+            Some(dir) => TemplateSet::with_overrides(&self.root.join(dir))?,
+            None => TemplateSet::embedded()?,
+        })
+    }
+
+    /// `path` relative to the project root, `/`-separated (independent of cwd).
+    pub fn relative(&self, path: &Path) -> Result<String, BuildError> {
+        let canonical = |p: &Path| {
+            let p = if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            };
+            fs_err::canonicalize(p).map_err(|source| BuildError::Io {
+                action: "resolve",
+                path: load::display_path(p),
+                source,
+            })
+        };
+        let root = canonical(&self.root)?;
+        let full = canonical(path)?;
+        let relative = full
+            .strip_prefix(&root)
+            .map_err(|_| BuildError::OutsideRoot {
+                spec: load::display_path(path),
+                root: load::display_path(&root),
+            })?;
+        Ok(relative
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy())
+            .collect::<Vec<_>>()
+            .join("/"))
+    }
+}
+
+/// One spec rendered in memory.
+#[derive(Debug, Clone)]
+pub struct Generated {
+    /// The lowered model.
+    pub model: Model,
+    /// Every output file by path inside the crate folder, manifest included.
+    pub files: BTreeMap<String, String>,
+}
+
+/// Validates every spec; `Ok` with the checked sources, or every diagnostic of every spec.
+pub fn validate(paths: &[PathBuf]) -> Result<Vec<Source>, BuildError> {
+    let mut sources = Vec::new();
+    let mut problems = Vec::new();
+    for path in paths {
+        match load::read(path) {
+            Ok(source) => match validate::check(&source) {
+                Ok(_) => sources.push(source),
+                Err(found) => problems.extend(found),
+            },
+            Err(diagnostic) => problems.push(diagnostic),
+        }
+    }
+    if problems.is_empty() {
+        Ok(sources)
+    } else {
+        Err(BuildError::Invalid(problems))
+    }
+}
+
+/// Runs load → validate → lower for one spec file; `spec_path` is its
+/// project-relative name for output.
+pub fn model(path: &Path, spec_path: &str) -> Result<Model, BuildError> {
+    let source = load::read(path).map_err(|d| BuildError::Invalid(vec![d]))?;
+    let spec = validate::check(&source).map_err(BuildError::Invalid)?;
+    model::lower(&spec, spec_path, &source.sha256).map_err(|source| BuildError::Lower {
+        spec: spec_path.to_owned(),
+        source,
+    })
+}
+
+/// Renders and formats `model` with `templates`, and adds the manifest.
+pub fn generate(model: Model, templates: &TemplateSet) -> Result<Generated, BuildError> {
+    let mut files = BTreeMap::new();
+    for file in render::render(&model, templates)? {
+        let text =
+            format::format(&file, &model.spec_path).map_err(|source| BuildError::Format {
+                spec: model.spec_path.clone(),
+                source: Box::new(source),
+            })?;
+        files.insert(file.path, text);
+    }
+    let manifest = Manifest {
+        generator: manifest::Generator {
+            name: "ggen".to_owned(),
+            version: VERSION.to_owned(),
+        },
+        sku: manifest::Sku {
+            id: model.id.clone(),
+            version: model.version.clone(),
+        },
+        spec: manifest::SpecFile {
+            path: model.spec_path.clone(),
+            sha256: model.spec_sha256.clone(),
+        },
+        templates: manifest::Templates {
+            sha256: templates.sha256.clone(),
+            overrides: templates
+                .overrides
+                .iter()
+                .map(|o| manifest::TemplateOverride {
+                    name: o.name.clone(),
+                    sha256: o.sha256.clone(),
+                })
+                .collect(),
+        },
+        files: files
+            .iter()
+            .map(|(path, text)| FileEntry::of(path, text.as_bytes()))
+            .collect(),
+    };
+    files.insert(manifest::FILE_NAME.to_owned(), manifest.to_json());
+    Ok(Generated { model, files })
+}
+
+/// Generates every spec in memory on up to `jobs` threads. The result is in
+/// `paths` order whatever the thread count; all invalid specs are reported together.
+pub fn generate_all(
+    project: &Project,
+    paths: &[PathBuf],
+    jobs: usize,
+) -> Result<Vec<Generated>, BuildError> {
+    let templates = project.templates()?;
+    let jobs = jobs.clamp(1, paths.len().max(1));
+    let one = |path: &PathBuf| -> Result<Generated, BuildError> {
+        let spec_path = project.relative(path)?;
+        generate(model(path, &spec_path)?, &templates)
+    };
+    let mut results: Vec<Option<Result<Generated, BuildError>>> = Vec::new();
+    results.resize_with(paths.len(), || None);
+    if jobs == 1 {
+        for (slot, path) in results.iter_mut().zip(paths) {
+            *slot = Some(one(path));
+        }
+    } else {
+        std::thread::scope(|scope| {
+            let chunk = paths.len().div_ceil(jobs);
+            for (slots, chunk_paths) in results.chunks_mut(chunk).zip(paths.chunks(chunk)) {
+                let one = &one;
+                scope.spawn(move || {
+                    for (slot, path) in slots.iter_mut().zip(chunk_paths) {
+                        *slot = Some(one(path));
+                    }
+                });
+            }
+        });
+    }
+
+    let mut generated = Vec::with_capacity(paths.len());
+    let mut problems = Vec::new();
+    let mut first_error = None;
+    for result in results.into_iter().flatten() {
+        match result {
+            Ok(g) => generated.push(g),
+            Err(BuildError::Invalid(found)) => problems.extend(found),
+            Err(other) => {
+                first_error.get_or_insert(other);
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(BuildError::Invalid(problems));
+    }
+    if let Some(error) = first_error {
+        return Err(error);
+    }
+    let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
+    for g in &generated {
+        if let Some(first) = seen.insert(&g.model.id, &g.model.spec_path) {
+            return Err(BuildError::DuplicateId {
+                id: g.model.id.clone(),
+                first: first.to_owned(),
+                second: g.model.spec_path.clone(),
+            });
+        }
+    }
+    Ok(generated)
+}
+
+/// What `build` does with its plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Write changed files.
+    Write,
+    /// Write nothing; report drift.
+    Check,
+    /// Write nothing; report the plan.
+    DryRun,
+}
+
+/// Options of `ggen build`.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    /// Specs to build (empty: those of ggen.toml). Explicit specs never make other folders stale.
+    pub specs: Vec<PathBuf>,
+    /// Output folder instead of the config's `out_dir` (relative to the cwd).
+    pub out_dir: Option<PathBuf>,
+    /// Write, check or dry-run.
+    pub mode: Mode,
+    /// Overwrite hand-edited files.
+    pub force: bool,
+    /// Worker threads for rendering (≥ 1).
+    pub jobs: usize,
+}
+
+/// The outcome of `ggen build`.
+#[derive(Debug, Clone)]
+pub struct BuildReport {
+    /// The mode it ran in.
+    pub mode: Mode,
+    /// One plan per crate folder (produced ones in spec order, then stale ones).
+    pub plans: Vec<CratePlan>,
+    /// What was written (write mode only).
+    pub applied: Option<Applied>,
+    /// Non-fatal problems, e.g. workspace membership.
+    pub warnings: Vec<String>,
+}
+
+impl BuildReport {
+    /// Whether the disk differs from what the specs produce.
+    pub fn has_drift(&self) -> bool {
+        self.plans.iter().any(CratePlan::has_drift)
+    }
+
+    /// Unified diffs of every drifting file, in plan order.
+    pub fn diffs(&self) -> String {
+        let mut out = String::new();
+        for plan in &self.plans {
+            for change in &plan.changes {
+                out.push_str(&plan::diff(plan, change));
+            }
+        }
+        out
+    }
+}
+
+/// Folders under `out` that hold a ggen manifest, by name.
+fn existing_crates(out: &Path) -> Result<Vec<String>, BuildError> {
+    let entries = match fs_err::read_dir(out) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => {
+            return Err(BuildError::Io {
+                action: "list",
+                path: load::display_path(out),
+                source,
+            });
+        }
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|source| BuildError::Io {
+            action: "list",
+            path: load::display_path(out),
+            source,
+        })?;
+        if entry.path().join(manifest::FILE_NAME).is_file() {
+            names.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// `ggen build`: generate, plan against the disk, then write, check or report.
+pub fn build(project: &Project, options: &BuildOptions) -> Result<BuildReport, BuildError> {
+    let paths = project.spec_files(&options.specs)?;
+    let generated = generate_all(project, &paths, options.jobs)?;
+    let (out, out_display) = match &options.out_dir {
+        Some(dir) => (dir.clone(), load::display_path(dir)),
+        None => (
+            project.root.join(&project.config.out_dir),
+            load::display_path(&project.config.out_dir),
+        ),
+    };
+
+    let mut plans = Vec::new();
+    for g in &generated {
+        plans.push(plan::plan_crate(
+            &g.model.id,
+            &format!("{out_display}/{}", g.model.id),
+            &out.join(&g.model.id),
+            Some(&g.files),
+            options.force,
+        )?);
+    }
+    if options.specs.is_empty() {
+        for name in existing_crates(&out)? {
+            if !generated.iter().any(|g| g.model.id == name) {
+                plans.push(plan::plan_crate(
+                    &name,
+                    &format!("{out_display}/{name}"),
+                    &out.join(&name),
+                    None,
+                    options.force,
+                )?);
+            }
+        }
+    }
+
+    let mut report = BuildReport {
+        mode: options.mode,
+        plans,
+        applied: None,
+        warnings: Vec::new(),
+    };
+    for plan in &report.plans {
+        for change in &plan.changes {
+            if change.op == Op::Keep {
+                report.warnings.push(format!(
+                    "kept `{}/{}`: no longer generated, but edited by hand",
+                    plan.dir, change.path
+                ));
+            }
+        }
+    }
+    if options.mode != Mode::Write {
+        return Ok(report);
+    }
+    let refused: Vec<String> = report
+        .plans
+        .iter()
+        .flat_map(|p| p.refused().map(move |c| format!("`{}/{}`", p.dir, c.path)))
+        .collect();
+    if !refused.is_empty() {
+        return Err(BuildError::Refused(refused));
+    }
+    report.applied = Some(write::apply(&report.plans, &out)?);
+    if options.out_dir.is_none() {
+        let crates: Vec<PathBuf> = generated.iter().map(|g| out.join(&g.model.id)).collect();
+        report
+            .warnings
+            .extend(workspace::check(&project.root, &out_display, &crates));
+    }
+    Ok(report)
+}
+
+/// `ggen explain`: the thresholds and FSM of one spec, as Markdown.
+pub fn explain(path: &Path) -> Result<String, BuildError> {
+    let model = model(path, &load::display_path(path))?;
+    Ok(explain_view::explain(&model))
+}
+
+/// `ggen init`: writes `specs/<id>.json` under `root`; never overwrites. Returns the path.
+pub fn init(root: &Path, id: &str) -> Result<PathBuf, BuildError> {
+    let text = init_spec::starter_spec(id).map_err(|d| BuildError::Invalid(vec![d]))?;
+    let path = root.join("specs").join(format!("{id}.json"));
+    let display = load::display_path(&path);
+    let io = |action| {
+        let display = display.clone();
+        move |source| BuildError::Io {
+            action,
+            path: display,
+            source,
+        }
+    };
+    if let Some(dir) = path.parent() {
+        fs_err::create_dir_all(dir).map_err(io("create the folder of"))?;
+    }
+    let mut file = match fs_err::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&path)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Err(BuildError::Exists(display));
+        }
+        Err(source) => return Err(io("create")(source)),
+    };
+    std::io::Write::write_all(&mut file, text.as_bytes()).map_err(io("write"))?;
+    file.sync_all().map_err(io("sync"))?;
+    Ok(path)
+}

@@ -1,0 +1,396 @@
+//! Plan stage: compare the files a build produced (in memory) with the disk
+//! and with the previous manifest, and decide per file what to do.
+//!
+//! Rules: a file on disk is overwritten only if the previous manifest owns it
+//! and its bytes still hash as recorded (otherwise it was edited by hand and
+//! is refused unless forced); a file is deleted only if the previous manifest
+//! owns it, the build no longer produces it and its hash still matches (an
+//! edited stale file is kept and reported). The manifest itself is always
+//! ggen's to rewrite.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::manifest::{self, Manifest};
+
+/// Why the disk could not be compared.
+#[derive(Debug, Error)]
+pub enum PlanError {
+    /// A file or folder could not be read.
+    #[error("cannot read `{path}`")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What happens to one file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Op {
+    /// Produced, absent on disk: written.
+    Create,
+    /// Produced, differs from an unedited owned file: rewritten.
+    Update,
+    /// Produced, identical on disk: left alone.
+    Unchanged,
+    /// Owned, no longer produced, unedited: removed.
+    Delete,
+    /// Produced, but the file on disk was edited by hand (or is not owned): refused without `--force`.
+    Refuse,
+    /// Produced and edited by hand, overwritten because of `--force`.
+    Overwrite,
+    /// Owned, no longer produced, but edited by hand: kept and reported.
+    Keep,
+}
+
+impl Op {
+    /// The plan's spelling (`create`, `update`, …).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Op::Create => "create",
+            Op::Update => "update",
+            Op::Unchanged => "unchanged",
+            Op::Delete => "delete",
+            Op::Refuse => "refuse",
+            Op::Overwrite => "overwrite",
+            Op::Keep => "keep",
+        }
+    }
+
+    /// Whether the disk differs from what the build wants (drift for `--check`).
+    pub const fn is_drift(self) -> bool {
+        !matches!(self, Op::Unchanged)
+    }
+
+    /// Whether applying the plan writes this file.
+    pub const fn writes(self) -> bool {
+        matches!(self, Op::Create | Op::Update | Op::Overwrite)
+    }
+}
+
+/// The decision for one file.
+#[derive(Debug, Clone, Serialize)]
+pub struct Change {
+    /// Path inside the crate folder, `/`-separated.
+    pub path: String,
+    /// What happens.
+    pub op: Op,
+    /// SHA-256 of the bytes on disk, if the file exists.
+    pub sha256_before: Option<String>,
+    /// SHA-256 of the produced bytes, if the build produces the file.
+    pub sha256_after: Option<String>,
+    /// The bytes on disk (for diffs and deletion checks).
+    #[serde(skip)]
+    pub before: Option<Vec<u8>>,
+    /// The produced text.
+    #[serde(skip)]
+    pub after: Option<String>,
+}
+
+/// The plan for one crate folder.
+#[derive(Debug, Clone, Serialize)]
+pub struct CratePlan {
+    /// SKU id of the crate (`None` when only a stale folder is being cleaned up).
+    pub id: String,
+    /// The folder as shown to users: relative to the project root, `/`-separated.
+    pub dir: String,
+    /// The folder on disk.
+    #[serde(skip)]
+    pub path: PathBuf,
+    /// One change per produced or previously owned file, manifest last.
+    pub changes: Vec<Change>,
+}
+
+impl CratePlan {
+    /// Whether anything differs from the disk.
+    pub fn has_drift(&self) -> bool {
+        self.changes.iter().any(|c| c.op.is_drift())
+    }
+
+    /// The changes refused without `--force`.
+    pub fn refused(&self) -> impl Iterator<Item = &Change> {
+        self.changes.iter().filter(|c| c.op == Op::Refuse)
+    }
+}
+
+fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, PlanError> {
+    match fs_err::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(PlanError::Read {
+            path: path.display().to_string(),
+            source,
+        }),
+    }
+}
+
+/// The previous manifest of a crate folder, if it has a readable one.
+///
+/// An unreadable or foreign manifest counts as none: nothing is then owned,
+/// so every differing file is refused rather than silently replaced.
+pub fn previous_manifest(dir: &Path) -> Result<Option<Manifest>, PlanError> {
+    let path = dir.join(manifest::FILE_NAME);
+    Ok(read_optional(&path)?.and_then(|bytes| {
+        let text = String::from_utf8(bytes).ok()?;
+        Manifest::parse(&path.display().to_string(), &text).ok()
+    }))
+}
+
+/// Plans one crate folder. `produced` maps paths inside the folder to their
+/// final text and includes the manifest; `None` means the spec is gone and
+/// the whole folder is stale.
+pub fn plan_crate(
+    id: &str,
+    dir: &str,
+    path: &Path,
+    produced: Option<&BTreeMap<String, String>>,
+    force: bool,
+) -> Result<CratePlan, PlanError> {
+    let previous = previous_manifest(path)?;
+    let empty = BTreeMap::new();
+    let produced = produced.unwrap_or(&empty);
+    let mut changes = Vec::new();
+
+    for (name, text) in produced {
+        if name == manifest::FILE_NAME {
+            continue;
+        }
+        let before = read_optional(&path.join(name))?;
+        let after_sha = manifest::sha256_hex(text.as_bytes());
+        let before_sha = before.as_deref().map(manifest::sha256_hex);
+        let op = match &before_sha {
+            None => Op::Create,
+            Some(sha) if *sha == after_sha => Op::Unchanged,
+            Some(sha) => {
+                let owned_clean = previous
+                    .as_ref()
+                    .and_then(|m| m.file(name))
+                    .is_some_and(|entry| entry.sha256 == *sha);
+                match (owned_clean, force) {
+                    (true, _) => Op::Update,
+                    (false, true) => Op::Overwrite,
+                    (false, false) => Op::Refuse,
+                }
+            }
+        };
+        changes.push(Change {
+            path: name.clone(),
+            op,
+            sha256_before: before_sha,
+            sha256_after: Some(after_sha),
+            before,
+            after: Some(text.clone()),
+        });
+    }
+
+    let mut kept = false;
+    if let Some(previous) = &previous {
+        for entry in &previous.files {
+            if produced.contains_key(&entry.path) {
+                continue;
+            }
+            let Some(before) = read_optional(&path.join(&entry.path))? else {
+                continue;
+            };
+            let sha = manifest::sha256_hex(&before);
+            let op = if sha == entry.sha256 {
+                Op::Delete
+            } else {
+                kept = true;
+                Op::Keep
+            };
+            changes.push(Change {
+                path: entry.path.clone(),
+                op,
+                sha256_before: Some(sha),
+                sha256_after: None,
+                before: Some(before),
+                after: None,
+            });
+        }
+    }
+
+    // The manifest goes last: applied last, it only ever describes files
+    // that are already in place.
+    let manifest_before = read_optional(&path.join(manifest::FILE_NAME))?;
+    let manifest_before_sha = manifest_before.as_deref().map(manifest::sha256_hex);
+    match produced.get(manifest::FILE_NAME) {
+        Some(text) => {
+            let after_sha = manifest::sha256_hex(text.as_bytes());
+            let op = match &manifest_before_sha {
+                None => Op::Create,
+                Some(sha) if *sha == after_sha => Op::Unchanged,
+                Some(_) => Op::Update,
+            };
+            changes.push(Change {
+                path: manifest::FILE_NAME.to_owned(),
+                op,
+                sha256_before: manifest_before_sha,
+                sha256_after: Some(after_sha),
+                before: manifest_before,
+                after: Some(text.clone()),
+            });
+        }
+        None if manifest_before.is_some() => {
+            // A stale folder keeps its manifest while it still owns edited files.
+            changes.push(Change {
+                path: manifest::FILE_NAME.to_owned(),
+                op: if kept { Op::Keep } else { Op::Delete },
+                sha256_before: manifest_before_sha,
+                sha256_after: None,
+                before: manifest_before,
+                after: None,
+            });
+        }
+        None => {}
+    }
+
+    Ok(CratePlan {
+        id: id.to_owned(),
+        dir: dir.to_owned(),
+        path: path.to_owned(),
+        changes,
+    })
+}
+
+/// A unified diff of one change (`a/` = disk, `b/` = generated); empty when unchanged.
+pub fn diff(plan: &CratePlan, change: &Change) -> String {
+    if !change.op.is_drift() {
+        return String::new();
+    }
+    let before = change
+        .before
+        .as_deref()
+        .map(String::from_utf8_lossy)
+        .unwrap_or_default();
+    let after = change.after.as_deref().unwrap_or_default();
+    let name = format!("{}/{}", plan.dir, change.path);
+    let old = if change.before.is_some() {
+        format!("a/{name}")
+    } else {
+        "/dev/null".to_owned()
+    };
+    let new = if change.after.is_some() {
+        format!("b/{name}")
+    } else {
+        "/dev/null".to_owned()
+    };
+    similar::TextDiff::from_lines(before.as_ref(), after)
+        .unified_diff()
+        .context_radius(3)
+        .header(&old, &new)
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{FileEntry, Generator, Sku, SpecFile, Templates};
+
+    fn manifest_of(files: &[(&str, &str)]) -> String {
+        Manifest {
+            generator: Generator {
+                name: "ggen".to_owned(),
+                version: "0".to_owned(),
+            },
+            sku: Sku {
+                id: "a".to_owned(),
+                version: "1.0.0".to_owned(),
+            },
+            spec: SpecFile {
+                path: "specs/a.json".to_owned(),
+                sha256: String::new(),
+            },
+            templates: Templates {
+                sha256: String::new(),
+                overrides: vec![],
+            },
+            files: files
+                .iter()
+                .map(|(p, t)| FileEntry::of(p, t.as_bytes()))
+                .collect(),
+        }
+        .to_json()
+    }
+
+    fn produced(files: &[(&str, &str)]) -> BTreeMap<String, String> {
+        let mut map: BTreeMap<String, String> = files
+            .iter()
+            .map(|(p, t)| ((*p).to_owned(), (*t).to_owned()))
+            .collect();
+        map.insert(manifest::FILE_NAME.to_owned(), manifest_of(files));
+        map
+    }
+
+    fn ops(plan: &CratePlan) -> Vec<(String, Op)> {
+        plan.changes
+            .iter()
+            .map(|c| (c.path.clone(), c.op))
+            .collect()
+    }
+
+    #[test]
+    fn fresh_edited_and_stale_files() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let old = [("a.rs", "old a\n"), ("b.rs", "b\n"), ("gone.rs", "gone\n")];
+        for (p, t) in old {
+            fs_err::write(dir.path().join(p), t).expect("write");
+        }
+        fs_err::write(dir.path().join(manifest::FILE_NAME), manifest_of(&old)).expect("write");
+
+        let new = produced(&[("a.rs", "new a\n"), ("b.rs", "b\n"), ("c.rs", "c\n")]);
+        let plan = plan_crate("a", "out/a", dir.path(), Some(&new), false).expect("plan");
+        assert_eq!(
+            ops(&plan),
+            vec![
+                ("a.rs".to_owned(), Op::Update),
+                ("b.rs".to_owned(), Op::Unchanged),
+                ("c.rs".to_owned(), Op::Create),
+                ("gone.rs".to_owned(), Op::Delete),
+                (manifest::FILE_NAME.to_owned(), Op::Update),
+            ]
+        );
+        let a = &plan.changes[0];
+        assert!(diff(&plan, a).contains("-old a\n+new a\n"));
+
+        // A hand edit is refused, or overwritten with force; an edited stale file is kept.
+        fs_err::write(dir.path().join("a.rs"), "hand edit\n").expect("write");
+        fs_err::write(dir.path().join("gone.rs"), "edited\n").expect("write");
+        let plan = plan_crate("a", "out/a", dir.path(), Some(&new), false).expect("plan");
+        assert_eq!(plan.changes[0].op, Op::Refuse);
+        assert_eq!(plan.changes[3].op, Op::Keep);
+        let plan = plan_crate("a", "out/a", dir.path(), Some(&new), true).expect("plan");
+        assert_eq!(plan.changes[0].op, Op::Overwrite);
+    }
+
+    #[test]
+    fn a_removed_spec_makes_its_folder_stale() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let old = [("a.rs", "a\n")];
+        fs_err::write(dir.path().join("a.rs"), "a\n").expect("write");
+        fs_err::write(dir.path().join("mine.txt"), "not ggen's\n").expect("write");
+        fs_err::write(dir.path().join(manifest::FILE_NAME), manifest_of(&old)).expect("write");
+        let plan = plan_crate("a", "out/a", dir.path(), None, false).expect("plan");
+        assert_eq!(
+            ops(&plan),
+            vec![
+                ("a.rs".to_owned(), Op::Delete),
+                (manifest::FILE_NAME.to_owned(), Op::Delete),
+            ]
+        );
+    }
+
+    #[test]
+    fn files_not_owned_are_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        fs_err::write(dir.path().join("a.rs"), "someone else's\n").expect("write");
+        let new = produced(&[("a.rs", "a\n")]);
+        let plan = plan_crate("a", "out/a", dir.path(), Some(&new), false).expect("plan");
+        assert_eq!(plan.changes[0].op, Op::Refuse);
+    }
+}

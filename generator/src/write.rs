@@ -1,0 +1,133 @@
+//! Write stage: apply a plan to the disk, touching only files whose bytes
+//! change. Each write goes to a temporary file in the same folder, is synced,
+//! then renamed over the target, so a reader never sees half a file; each
+//! folder that changed is synced once at the end. The manifest is written
+//! last (the plan orders it so).
+
+use std::collections::BTreeSet;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+use crate::plan::{CratePlan, Op};
+
+/// Why a plan could not be applied.
+#[derive(Debug, Error)]
+pub enum WriteError {
+    /// A file system operation failed.
+    #[error("cannot {action} `{path}`")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What applying a plan did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Files created or rewritten.
+    pub written: usize,
+    /// Files removed.
+    pub deleted: usize,
+}
+
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> WriteError {
+    let path = path.to_owned();
+    move |source| WriteError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// Writes `bytes` to `path` atomically: temp file in the same folder, fsync, rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs_err::create_dir_all(dir).map_err(io("create", dir))?;
+    let mut temp = tempfile::Builder::new()
+        .prefix(".ggen-")
+        .tempfile_in(dir)
+        .map_err(io("create a temporary file in", dir))?;
+    temp.write_all(bytes).map_err(io("write", temp.path()))?;
+    temp.as_file().sync_all().map_err(io("sync", temp.path()))?;
+    temp.persist(path)
+        .map_err(|e| io("replace", path)(e.error))?;
+    Ok(())
+}
+
+fn sync_dir(dir: &Path) -> Result<(), WriteError> {
+    let handle = fs_err::File::open(dir).map_err(io("open", dir))?;
+    handle.sync_all().map_err(io("sync", dir))
+}
+
+/// Removes `dir` and its parents up to (not including) `stop` while they are empty.
+fn prune_empty(mut dir: &Path, stop: &Path) {
+    while dir != stop && dir.starts_with(stop) {
+        // Failing means "not empty" (or gone): either way, stop climbing.
+        if fs_err::remove_dir(dir).is_err() {
+            return;
+        }
+        match dir.parent() {
+            Some(parent) => dir = parent,
+            None => return,
+        }
+    }
+}
+
+/// Applies every write and delete of `plans`. Refused and kept files are left
+/// alone; callers refuse to apply a plan with refusals unless forced.
+pub fn apply(plans: &[CratePlan], out_root: &Path) -> Result<Applied, WriteError> {
+    let mut applied = Applied::default();
+    let mut touched: BTreeSet<PathBuf> = BTreeSet::new();
+    for plan in plans {
+        for change in &plan.changes {
+            let target = plan.path.join(&change.path);
+            let dir = target.parent().unwrap_or(&plan.path).to_owned();
+            match change.op {
+                Op::Create | Op::Update | Op::Overwrite => {
+                    let text = change.after.as_deref().unwrap_or_default();
+                    write_atomic(&target, text.as_bytes())?;
+                    applied.written += 1;
+                    touched.insert(dir);
+                }
+                Op::Delete => {
+                    fs_err::remove_file(&target).map_err(io("delete", &target))?;
+                    applied.deleted += 1;
+                    prune_empty(&dir, out_root);
+                    if let Some(existing) = dir.ancestors().find(|d| d.is_dir()) {
+                        touched.insert(existing.to_owned());
+                    }
+                }
+                Op::Unchanged | Op::Refuse | Op::Keep => {}
+            }
+        }
+    }
+    for dir in &touched {
+        if dir.is_dir() {
+            sync_dir(dir)?;
+        }
+    }
+    Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temp_files() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let target = dir.path().join("sub/file.txt");
+        write_atomic(&target, b"one").expect("write");
+        write_atomic(&target, b"two").expect("rewrite");
+        assert_eq!(fs_err::read(&target).expect("read"), b"two");
+        let names: Vec<_> = fs_err::read_dir(dir.path().join("sub"))
+            .expect("list")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("file.txt")]);
+    }
+}
