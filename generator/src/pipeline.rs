@@ -88,7 +88,10 @@ impl BuildError {
             | BuildError::DuplicateId { .. }
             | BuildError::OutsideRoot { .. }
             | BuildError::Refused(_)
-            | BuildError::Exists(_) => 1,
+            | BuildError::Exists(_)
+            | BuildError::Render(
+                RenderError::UnknownOverride { .. } | RenderError::OverrideDir { .. },
+            ) => 1,
             BuildError::Lower { .. }
             | BuildError::Render(_)
             | BuildError::Format { .. }

@@ -1,4 +1,7 @@
 //! Integration tests of ggen: one binary, one module per concept.
 
+mod cli;
+mod determinism;
 mod fuzz;
+mod generate;
 mod validate;

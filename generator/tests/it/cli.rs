@@ -1,0 +1,277 @@
+//! The `ggen` binary: exit codes and output of validate, build (write,
+//! `--check`, `--dry-run`, `--force`), schema, explain and init, on a
+//! project in a temp folder.
+
+use std::path::{Path, PathBuf};
+
+use assert_cmd::cargo::cargo_bin_cmd;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A temp project holding `specs/cost_guard.json` and `specs/queue_valve.json`.
+fn project() -> tempfile::TempDir {
+    let temp = tempfile::tempdir().expect("temp dir");
+    fs_err::create_dir_all(temp.path().join("specs")).expect("specs folder");
+    for spec in ["cost_guard.json", "queue_valve.json"] {
+        fs_err::copy(
+            repo().join("specs").join(spec),
+            temp.path().join("specs").join(spec),
+        )
+        .expect("copy spec");
+    }
+    fs_err::write(
+        temp.path().join("ggen.toml"),
+        "version = 1\nspecs = [\"specs/*.json\"]\nout_dir = \"generated\"\n",
+    )
+    .expect("config");
+    temp
+}
+
+/// Runs `ggen ARGS` in `dir`: exit code, stdout, stderr.
+fn ggen(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let output = cargo_bin_cmd!("ggen")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("ggen runs");
+    (
+        output.status.code().expect("exited normally"),
+        String::from_utf8(output.stdout).expect("utf-8 stdout"),
+        String::from_utf8(output.stderr).expect("utf-8 stderr"),
+    )
+}
+
+/// Asserts the exit code and returns (stdout, stderr).
+fn expect(dir: &Path, args: &[&str], code: i32) -> (String, String) {
+    let (actual, stdout, stderr) = ggen(dir, args);
+    assert_eq!(
+        actual, code,
+        "ggen {args:?}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    (stdout, stderr)
+}
+
+#[test]
+fn build_then_check_is_fresh() {
+    let p = project();
+    let dir = p.path();
+    expect(dir, &["build"], 0);
+    assert!(dir.join("generated/cost_guard/src/policy.rs").is_file());
+    let (stdout, _) = expect(dir, &["build", "--check"], 0);
+    assert_eq!(stdout, "");
+    // A second build writes nothing.
+    let (_, stderr) = expect(dir, &["build"], 0);
+    assert!(stderr.contains("0 file(s) written"), "{stderr}");
+}
+
+#[test]
+fn check_reports_an_edited_file_with_a_diff_and_build_refuses_it() {
+    let p = project();
+    let dir = p.path();
+    expect(dir, &["build"], 0);
+    let policy = dir.join("generated/cost_guard/src/policy.rs");
+    let text = fs_err::read_to_string(&policy).expect("read");
+    fs_err::write(
+        &policy,
+        text.replace("REFUSE: f64 = 500.0", "REFUSE: f64 = 501.0"),
+    )
+    .expect("edit");
+
+    let (stdout, _) = expect(dir, &["build", "--check"], 1);
+    assert!(
+        stdout.contains("--- a/generated/cost_guard/src/policy.rs"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("-        pub const REFUSE: f64 = 501.0;"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("+        pub const REFUSE: f64 = 500.0;"),
+        "{stdout}"
+    );
+
+    let (_, stderr) = expect(dir, &["build"], 1);
+    assert!(stderr.contains("--force"), "{stderr}");
+    assert!(
+        stderr.contains("generated/cost_guard/src/policy.rs"),
+        "{stderr}"
+    );
+    assert!(
+        fs_err::read_to_string(&policy)
+            .expect("read")
+            .contains("501.0"),
+        "nothing written"
+    );
+
+    expect(dir, &["build", "--force"], 0);
+    expect(dir, &["build", "--check"], 0);
+}
+
+#[test]
+fn check_reports_missing_and_stale_files() {
+    let p = project();
+    let dir = p.path();
+    expect(dir, &["build"], 0);
+    fs_err::remove_file(dir.join("generated/cost_guard/README.md")).expect("remove");
+    let (stdout, stderr) = expect(dir, &["build", "--check"], 1);
+    assert!(
+        stderr.contains("generated/cost_guard/README.md (create)"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("+++ b/generated/cost_guard/README.md"),
+        "{stdout}"
+    );
+    expect(dir, &["build"], 0);
+
+    // Dropping a spec makes its whole folder stale; only owned files go.
+    fs_err::remove_file(dir.join("specs/queue_valve.json")).expect("remove spec");
+    fs_err::write(dir.join("generated/queue_valve/NOTES.txt"), "mine\n").expect("write");
+    let (_, stderr) = expect(dir, &["build", "--check"], 1);
+    assert!(
+        stderr.contains("generated/queue_valve/src/lib.rs (delete)"),
+        "{stderr}"
+    );
+    let (_, stderr) = expect(dir, &["build"], 0);
+    assert!(stderr.contains("11 deleted"), "{stderr}");
+    assert!(!dir.join("generated/queue_valve/src").exists());
+    assert!(dir.join("generated/queue_valve/NOTES.txt").is_file());
+    expect(dir, &["build", "--check"], 0);
+}
+
+#[test]
+fn an_edited_stale_file_is_kept() {
+    let p = project();
+    let dir = p.path();
+    expect(dir, &["build"], 0);
+    fs_err::remove_file(dir.join("specs/queue_valve.json")).expect("remove spec");
+    fs_err::write(
+        dir.join("generated/queue_valve/src/lib.rs"),
+        "// mine now\n",
+    )
+    .expect("edit");
+    let (_, stderr) = expect(dir, &["build"], 0);
+    assert!(
+        stderr.contains("kept `generated/queue_valve/src/lib.rs`"),
+        "{stderr}"
+    );
+    assert!(dir.join("generated/queue_valve/src/lib.rs").is_file());
+    assert!(!dir.join("generated/queue_valve/src/policy.rs").exists());
+}
+
+#[test]
+fn dry_run_prints_the_plan_and_writes_nothing() {
+    let p = project();
+    let dir = p.path();
+    let (stdout, _) = expect(dir, &["build", "--dry-run"], 0);
+    assert!(
+        stdout.contains("create    generated/cost_guard/src/policy.rs"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("generated/queue_valve/ggen-manifest.json"),
+        "{stdout}"
+    );
+    assert!(!dir.join("generated").exists());
+    expect(dir, &["build"], 0);
+    let (stdout, _) = expect(dir, &["build", "--dry-run"], 0);
+    assert!(
+        stdout.contains("unchanged generated/cost_guard/src/policy.rs"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn json_output_for_ci() {
+    let p = project();
+    let dir = p.path();
+    let (stdout, _) = expect(dir, &["--format", "json", "build", "--check"], 1);
+    let doc: serde_json::Value = serde_json::from_str(&stdout).expect("json on stdout");
+    assert_eq!(doc["ok"], false);
+    assert_eq!(doc["drift"], true);
+    assert_eq!(doc["crates"][0]["id"], "cost_guard");
+    assert_eq!(doc["crates"][0]["changes"][0]["op"], "create");
+
+    let (stdout, _) = expect(dir, &["--format", "json", "validate"], 0);
+    let doc: serde_json::Value = serde_json::from_str(&stdout).expect("json on stdout");
+    assert_eq!(doc["ok"], true);
+}
+
+#[test]
+fn invalid_specs_exit_1_with_located_diagnostics() {
+    let p = project();
+    let dir = p.path();
+    fs_err::write(dir.join("specs/bad.json"), "{\n  \"spec_version\": 2\n}\n").expect("write");
+    let (_, stderr) = expect(dir, &["validate", "specs/bad.json"], 1);
+    let first = stderr.lines().next().expect("a diagnostic");
+    assert!(first.starts_with("specs/bad.json:"), "{stderr}");
+    assert!(
+        first
+            .split(':')
+            .nth(3)
+            .is_some_and(|p| p.trim_start().starts_with('/')),
+        "{first}"
+    );
+    // A build with one invalid spec writes nothing at all.
+    expect(dir, &["build"], 1);
+    assert!(!dir.join("generated").exists());
+    let (stdout, _) = expect(dir, &["--format", "json", "validate", "specs/bad.json"], 1);
+    let doc: serde_json::Value = serde_json::from_str(&stdout).expect("json on stdout");
+    assert!(doc["diagnostics"][0]["line"].as_u64().is_some(), "{doc}");
+}
+
+#[test]
+fn schema_explain_and_init() {
+    let p = project();
+    let dir = p.path();
+    for kind in ["spec", "config"] {
+        let (stdout, _) = expect(dir, &["schema", kind], 0);
+        serde_json::from_str::<serde_json::Value>(&stdout).expect("the schema is json");
+    }
+    let (stdout, _) = expect(dir, &["explain", "specs/cost_guard.json"], 0);
+    assert!(
+        stdout.contains("### Profile `enterprise` (extends `standard`)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("stateDiagram-v2"), "{stdout}");
+
+    expect(dir, &["init", "disk_guard"], 0);
+    expect(dir, &["validate", "specs/disk_guard.json"], 0);
+    let (_, stderr) = expect(dir, &["init", "disk_guard"], 1);
+    assert!(stderr.contains("already exists"), "{stderr}");
+    expect(dir, &["init", "Bad-Id"], 1);
+}
+
+#[test]
+fn template_overrides_shadow_embedded_templates() {
+    let p = project();
+    let dir = p.path();
+    fs_err::create_dir_all(dir.join("my-templates")).expect("dir");
+    fs_err::write(
+        dir.join("my-templates/README.md.tera"),
+        "# {{ sku.md.name }} (custom)\n",
+    )
+    .expect("write");
+    let config = dir.join("ggen.toml");
+    let text = fs_err::read_to_string(&config).expect("read");
+    fs_err::write(&config, format!("{text}templates = \"my-templates\"\n")).expect("write");
+    expect(dir, &["build"], 0);
+    let readme = fs_err::read_to_string(dir.join("generated/cost_guard/README.md")).expect("read");
+    assert!(
+        readme.ends_with("# Cost Circuit Breaker (custom)\n"),
+        "{readme}"
+    );
+    let manifest =
+        fs_err::read_to_string(dir.join("generated/cost_guard/ggen-manifest.json")).expect("read");
+    assert!(
+        manifest.contains("\"name\": \"README.md.tera\""),
+        "{manifest}"
+    );
+
+    fs_err::write(dir.join("my-templates/typo.rs.tera"), "x").expect("write");
+    let (_, stderr) = expect(dir, &["build"], 1);
+    assert!(stderr.contains("typo.rs.tera"), "{stderr}");
+}
