@@ -3,11 +3,18 @@
 //! A generated `main.rs` is one line: `ggen_runtime::cli::main(&PACK)`.
 
 use std::fmt::Write as _;
+use std::io::{self, BufReader, Write as _};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 
+use crate::ledger::file::{self, FileLedger, FileOptions};
+use crate::ledger::{Ledger, LedgerError, Record};
+use crate::replay;
 use crate::sku::{PolicyPack, Sku};
+use crate::tenant::{Registry, TenantId};
 
 #[derive(Debug, Parser)]
 #[command(about = "A ggen-generated governor service.")]
@@ -20,17 +27,202 @@ struct Cli {
 enum Command {
     /// Print the policy pack: thresholds per profile and the actions.
     Policy,
+    /// Feed recorded signals (JSON Lines) through the governor offline.
+    ///
+    /// The clock is taken from the signals; every action goes through the
+    /// `log` adapter. Prints one JSON line per tenant with its final state.
+    Replay {
+        /// The JSON Lines file of signals and entitlement events.
+        #[arg(long, value_name = "FILE")]
+        signals: PathBuf,
+        /// The ledger directory (created if missing; appended to if not).
+        #[arg(long, value_name = "DIR")]
+        ledger: PathBuf,
+    },
+    /// Inspect a ledger.
+    Ledger {
+        #[command(subcommand)]
+        command: LedgerCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum LedgerCommand {
+    /// Verify every chain; exit 1 naming the first bad tenant and seq.
+    Verify {
+        #[arg(long, value_name = "DIR")]
+        ledger: PathBuf,
+    },
+    /// Print the stored receipts, one JSON object per line.
+    Show {
+        #[arg(long, value_name = "DIR")]
+        ledger: PathBuf,
+        /// Only this tenant's receipts, in seq order.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+}
+
+/// What a command failed with: (exit code, message for stderr).
+struct Failure {
+    code: u8,
+    message: String,
+}
+
+impl Failure {
+    /// Input rejected: a bad file, a tampered ledger (exit 1).
+    fn rejected(message: impl Into<String>) -> Failure {
+        Failure {
+            code: 1,
+            message: message.into(),
+        }
+    }
+
+    /// Something unexpected: I/O, a bug (exit 2).
+    fn internal(error: &dyn std::error::Error) -> Failure {
+        Failure {
+            code: 2,
+            message: chain(error),
+        }
+    }
+}
+
+/// An error and its causes, `: `-separated.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let _ = write!(text, ": {cause}");
+        source = cause.source();
+    }
+    text
+}
+
+fn ledger_failure(error: &LedgerError) -> Failure {
+    match error {
+        LedgerError::Io { .. } => Failure::internal(error),
+        _ => Failure::rejected(chain(error)),
+    }
 }
 
 /// Parses the process arguments and runs the command.
 pub fn main<P: PolicyPack>(pack: &'static P) -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    let result = match cli.command {
         Command::Policy => {
             print!("{}", policy_table(pack.sku()));
-            ExitCode::SUCCESS
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Replay { signals, ledger } => run_replay(pack, &signals, &ledger),
+        Command::Ledger {
+            command: LedgerCommand::Verify { ledger },
+        } => verify(&ledger),
+        Command::Ledger {
+            command: LedgerCommand::Show { ledger, tenant },
+        } => show(&ledger, tenant.as_deref()),
+    };
+    result.unwrap_or_else(|failure| {
+        eprintln!("error: {}", failure.message);
+        ExitCode::from(failure.code)
+    })
+}
+
+fn run_replay<P: PolicyPack>(
+    pack: &'static P,
+    signals: &Path,
+    dir: &Path,
+) -> Result<ExitCode, Failure> {
+    let input = fs_err::File::open(signals).map_err(|e| Failure::rejected(e.to_string()))?;
+    let ledger = FileLedger::open(dir, FileOptions::default()).map_err(|e| ledger_failure(&e))?;
+    let registry = Registry::new(pack, Arc::new(ledger));
+    registry
+        .recover()
+        .map_err(|e| Failure::rejected(chain(&e)))?;
+    let summary =
+        replay::run(&registry, BufReader::new(input)).map_err(|e| Failure::internal(&e))?;
+    // A checkpoint makes the next open of this ledger fast.
+    registry.checkpoint().map_err(|e| Failure::internal(&e))?;
+    for bad in &summary.bad_lines {
+        eprintln!("{}: {bad}", signals.display());
+    }
+    let mut out = io::stdout().lock();
+    for tenant in &summary.tenants {
+        let line = serde_json::to_string(tenant).map_err(|e| Failure::internal(&e))?;
+        writeln!(out, "{line}").map_err(|e| Failure::internal(&e))?;
+    }
+    Ok(if summary.bad_lines.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn verify(dir: &Path) -> Result<ExitCode, Failure> {
+    if !dir.is_dir() {
+        return Err(Failure::rejected(format!(
+            "no ledger at `{}`",
+            dir.display()
+        )));
+    }
+    let report = file::verify_dir(dir).map_err(|e| ledger_failure(&e))?;
+    match report.first_bad {
+        None => {
+            println!(
+                "ok: {} receipts in {} tenant chains verify",
+                report.receipts, report.tenants
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(bad) => {
+            println!(
+                "tampered: tenant `{}` seq {}: {}",
+                bad.tenant, bad.seq, bad.reason
+            );
+            Ok(ExitCode::from(1))
         }
     }
+}
+
+fn show(dir: &Path, tenant: Option<&str>) -> Result<ExitCode, Failure> {
+    if !dir.is_dir() {
+        return Err(Failure::rejected(format!(
+            "no ledger at `{}`",
+            dir.display()
+        )));
+    }
+    let tenant = tenant
+        .map(TenantId::new)
+        .transpose()
+        .map_err(|e| Failure::rejected(e.to_string()))?;
+    let ledger = FileLedger::open(dir, FileOptions::default()).map_err(|e| ledger_failure(&e))?;
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    let mut print = |record: &Record| -> Result<(), LedgerError> {
+        // The stored bytes are canonical JSON: print them as they are.
+        out.write_all(&record.bytes)
+            .and_then(|()| out.write_all(b"\n"))
+            .map_err(|source| LedgerError::Io {
+                path: PathBuf::from("<stdout>"),
+                source,
+            })
+    };
+    match tenant {
+        Some(tenant) => {
+            let mut after = 0;
+            loop {
+                let page = ledger
+                    .read(&tenant, after, 4096)
+                    .map_err(|e| ledger_failure(&e))?;
+                let Some(last) = page.last() else { break };
+                after = last.seq;
+                for record in &page {
+                    print(record).map_err(|e| ledger_failure(&e))?;
+                }
+            }
+        }
+        None => ledger.scan(&mut print).map_err(|e| ledger_failure(&e))?,
+    }
+    out.flush().map_err(|e| Failure::internal(&e))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn threshold(value: Option<f64>) -> String {

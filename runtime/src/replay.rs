@@ -7,9 +7,15 @@
 //! The clock is taken from the lines; a bad line is reported with its line
 //! number and skipped.
 
-use serde::Deserialize;
+use std::collections::{BTreeSet, VecDeque};
+use std::io::BufRead;
+
+use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
+use crate::entitlement::EntitlementEvent;
+use crate::receipt::{Input, decimal};
+use crate::tenant::{Applied, Registry, RegistryError, TenantId};
 
 /// One parsed replay line.
 #[derive(Debug, Clone, PartialEq)]
@@ -112,6 +118,226 @@ pub fn parse_line(number: usize, text: &str) -> Result<Line, LineError> {
             "a line needs `signal` (with `value`) or `entitlement`".to_owned()
         )),
     }
+}
+
+/// Why a replay stopped before the end of its input.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// The replay file could not be read.
+    #[error("reading replay line {line} failed")]
+    Read {
+        /// 1-based line number.
+        line: usize,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The registry (ledger) failed: nothing more can be recorded.
+    #[error("recording replay line {line} failed")]
+    Registry {
+        /// 1-based line number.
+        line: usize,
+        /// The cause.
+        #[source]
+        source: RegistryError,
+    },
+}
+
+/// Final state of one tenant after a replay: one JSON line of `replay`'s output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TenantSummary {
+    pub tenant: String,
+    pub state: &'static str,
+    pub entitlement: &'static str,
+    /// Receipts in the tenant's chain (its head seq).
+    pub receipts: u64,
+}
+
+/// What a replay did.
+#[derive(Debug, Default)]
+pub struct Summary {
+    /// Lines read (blank lines excluded).
+    pub lines: usize,
+    /// Lines skipped, with why; the process exits 1 if there are any.
+    pub bad_lines: Vec<LineError>,
+    /// Every tenant the replay touched, sorted by id.
+    pub tenants: Vec<TenantSummary>,
+}
+
+/// Feeds every line of `input` through `registry`, the same code path as the
+/// live service, with the clock taken from the lines.
+///
+/// Actions go through the `log` adapter: each dispatch is confirmed at once
+/// (at the time of the line that caused it), so no side effect leaves the
+/// process. Returns after the ledger is flushed.
+pub fn run(registry: &Registry, input: impl BufRead) -> Result<Summary, ReplayError> {
+    let mut summary = Summary::default();
+    let mut touched = BTreeSet::new();
+    for (index, text) in input.lines().enumerate() {
+        let number = index + 1;
+        let text = text.map_err(|source| ReplayError::Read {
+            line: number,
+            source,
+        })?;
+        if text.trim().is_empty() {
+            continue;
+        }
+        summary.lines += 1;
+        match feed(registry, number, &text) {
+            Ok(Fed { tenant, bad }) => {
+                touched.insert(tenant);
+                summary.bad_lines.extend(bad);
+            }
+            Err(Failure::Bad(e)) => summary.bad_lines.push(e),
+            Err(Failure::Fatal(source)) => {
+                return Err(ReplayError::Registry {
+                    line: number,
+                    source,
+                });
+            }
+        }
+    }
+    registry
+        .ledger()
+        .flush()
+        .map_err(|e| ReplayError::Registry {
+            line: summary.lines,
+            source: RegistryError::Ledger(e),
+        })?;
+    summary.tenants = touched
+        .into_iter()
+        .filter_map(|tenant| registry.view(&tenant))
+        .map(|view| TenantSummary {
+            tenant: view.tenant.to_string(),
+            state: view.state.name(),
+            entitlement: view.entitlement.as_str(),
+            receipts: view.seq,
+        })
+        .collect();
+    Ok(summary)
+}
+
+struct Fed {
+    tenant: TenantId,
+    /// Set when the line was recorded but refused (as `rejected` or a refused entitlement event).
+    bad: Option<LineError>,
+}
+
+enum Failure {
+    /// The line is skipped and reported.
+    Bad(LineError),
+    /// The registry failed; the replay stops.
+    Fatal(RegistryError),
+}
+
+fn feed(registry: &Registry, number: usize, text: &str) -> Result<Fed, Failure> {
+    let bad = |message: String| LineError {
+        line: number,
+        message,
+    };
+    let line = parse_line(number, text).map_err(Failure::Bad)?;
+    let tenant = TenantId::new(line.tenant()).map_err(|e| Failure::Bad(bad(e.to_string())))?;
+    let at = line.at();
+    let pack = registry.pack();
+    let (input, refusal) = match line {
+        Line::Signal {
+            signal, value, id, ..
+        } => match pack.signal_by_name(&signal) {
+            None => {
+                let reason = format!("unknown signal `{signal}`");
+                (
+                    rejected(&reason, &signal, value, id.as_deref()),
+                    Some(reason),
+                )
+            }
+            Some(sid) if !pack.sku().signal(sid).accepts(value) => {
+                let reason = format!("value `{value}` is out of range for signal `{signal}`");
+                (
+                    rejected(&reason, &signal, value, id.as_deref()),
+                    Some(reason),
+                )
+            }
+            Some(sid) => (
+                Input::Signal {
+                    signal: sid,
+                    value,
+                    id,
+                },
+                None,
+            ),
+        },
+        Line::Entitlement {
+            event, plan, id, ..
+        } => {
+            let Ok(parsed) = event.parse::<EntitlementEvent>() else {
+                return Err(Failure::Bad(bad(format!(
+                    "unknown entitlement event `{event}`"
+                ))));
+            };
+            let profile = match plan.as_deref().map(|p| (p, pack.profile_by_name(p))) {
+                None => None,
+                Some((_, Some(profile))) => Some(profile),
+                Some((name, None)) => {
+                    return Err(Failure::Bad(bad(format!("unknown plan `{name}`"))));
+                }
+            };
+            (
+                Input::Entitlement {
+                    event: parsed,
+                    id,
+                    plan: profile,
+                },
+                None,
+            )
+        }
+    };
+    let applied = match registry.apply(&tenant, input, at) {
+        Ok(applied) => applied,
+        Err(e @ RegistryError::TooManyTenants { .. }) => {
+            return Err(Failure::Bad(bad(e.to_string())));
+        }
+        Err(e) => return Err(Failure::Fatal(e)),
+    };
+    let refused = applied.refused.as_ref().map(|e| e.to_string());
+    confirm_dispatches(registry, applied, at).map_err(Failure::Fatal)?;
+    Ok(Fed {
+        tenant,
+        bad: refusal.or(refused).map(bad),
+    })
+}
+
+fn rejected(reason: &str, signal: &str, value: f64, id: Option<&str>) -> Input {
+    let mut event = serde_json::Map::new();
+    event.insert("signal".into(), signal.into());
+    event.insert("value".into(), decimal(value).into());
+    if let Some(id) = id {
+        event.insert("id".into(), id.into());
+    }
+    Input::Rejected {
+        reason: reason.to_owned(),
+        event: event.into(),
+    }
+}
+
+/// The `log` adapter: every dispatched action succeeds at once. A result can
+/// dispatch more (undo on recovery), so this runs until nothing is left.
+fn confirm_dispatches(
+    registry: &Registry,
+    applied: Applied,
+    at: Timestamp,
+) -> Result<(), RegistryError> {
+    let mut queue: VecDeque<_> = applied.dispatches.into();
+    while let Some(dispatch) = queue.pop_front() {
+        let result = Input::ActionResult {
+            action: dispatch.action,
+            idempotency_key: dispatch.idempotency_key,
+            ok: true,
+            detail: Some("log adapter (replay)".to_owned()),
+        };
+        let next = registry.apply(&dispatch.tenant, result, at)?;
+        queue.extend(next.dispatches);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
