@@ -256,49 +256,52 @@ pub struct Receipt<'a> {
     pub body: Body<'a>,
 }
 
+// The fields of every `*Doc` struct are declared in canonical (sorted) order,
+// so the canonical writer streams them without reordering.
+
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct EventDoc<'a> {
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
-    id: Option<Cow<'a, str>>,
+    action: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    decision_seq: Option<u64>,
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
-    signal: Option<Cow<'a, str>>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
-    value: Option<Cow<'a, str>>,
+    detail: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    due: Option<Timestamp>,
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     entitlement: Option<Cow<'a, str>>,
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
-    plan: Option<Cow<'a, str>>,
-    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
-    action: Option<Cow<'a, str>>,
+    id: Option<Cow<'a, str>>,
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     idempotency_key: Option<Cow<'a, str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    input: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     ok: Option<bool>,
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
-    detail: Option<Cow<'a, str>>,
+    plan: Option<Cow<'a, str>>,
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     reason: Option<Cow<'a, str>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    input: Option<serde_json::Value>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    signal: Option<Cow<'a, str>>,
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     timer: Option<Cow<'a, str>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    due: Option<Timestamp>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    decision_seq: Option<u64>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    value: Option<Cow<'a, str>>,
 }
 
 #[derive(Debug, Serialize)]
 struct BlockDoc {
-    kind: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     action: Option<&'static str>,
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     until: Option<Timestamp>,
     #[serde(skip_serializing_if = "Option::is_none")]
     used: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    max: Option<u32>,
 }
 
 #[derive(Debug, Serialize)]
@@ -309,37 +312,37 @@ struct TransitionDoc {
 
 #[derive(Debug, Serialize)]
 struct DecisionDoc {
-    reason: &'static str,
-    /// The tenant's level after the step (worst rule).
-    level: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    rule: Option<&'static str>,
+    block: Option<BlockDoc>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    signal_level: Option<&'static str>,
+    clear: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    raw_level: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    value: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    threshold: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    streak: Option<u16>,
+    deadline: Option<Timestamp>,
     #[serde(skip_serializing_if = "Option::is_none")]
     dwell: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    clear: Option<bool>,
+    entitlement: Option<TransitionDoc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    /// The tenant's level after the step (worst rule).
+    level: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raw_level: Option<&'static str>,
+    reason: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     recovery: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
     recovery_needed: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    block: Option<BlockDoc>,
+    rule: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    deadline: Option<Timestamp>,
+    signal_level: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    entitlement: Option<TransitionDoc>,
+    streak: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
+    threshold: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<String>,
 }
 
 impl DecisionDoc {
@@ -412,29 +415,29 @@ impl DecisionDoc {
 
 #[derive(Debug, Serialize)]
 struct ActionDoc<'a> {
-    name: &'static str,
     idempotency_key: &'a str,
+    name: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     undo: Option<bool>,
 }
 
 #[derive(Debug, Serialize)]
 struct ReceiptDoc<'a> {
-    v: u32,
-    tenant: &'a str,
-    seq: u64,
-    kind: Kind,
-    at: Timestamp,
-    sku: &'static str,
-    spec_sha256: &'static str,
-    from: &'static str,
-    to: &'static str,
-    event: EventDoc<'a>,
-    decision: DecisionDoc,
-    actions: Vec<ActionDoc<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     action: Option<ActionDoc<'a>>,
+    actions: Vec<ActionDoc<'a>>,
+    at: Timestamp,
+    decision: DecisionDoc,
+    event: EventDoc<'a>,
+    from: &'static str,
+    kind: Kind,
     prev: String,
+    seq: u64,
+    sku: &'static str,
+    spec_sha256: &'static str,
+    tenant: &'a str,
+    to: &'static str,
+    v: u32,
 }
 
 /// Replaces every number that is not a safe integer by its decimal string.

@@ -148,6 +148,14 @@ fn intervention_writes_decision_and_action_receipts() {
 
     let all = receipts(&ledger, &t);
     assert_eq!(all.len(), 3);
+    // Stored bytes are canonical: re-canonicalizing the parsed JSON gives them back.
+    for record in ledger.read(&t, 0, 10).unwrap() {
+        let value: Value = serde_json::from_slice(&record.bytes).unwrap();
+        assert_eq!(
+            ggen_runtime::canonical::to_vec(&value).unwrap(),
+            &record.bytes[..]
+        );
+    }
     let decision = &all[1];
     for key in [
         "v",
