@@ -512,6 +512,25 @@ mod tests {
     }
 
     #[test]
+    fn unreadable_and_non_utf8_files_become_diagnostics() {
+        let missing = read(Path::new("no/such/spec.json")).unwrap_err();
+        assert_eq!(
+            (missing.file.as_str(), missing.line, missing.column),
+            ("no/such/spec.json", 1, 1)
+        );
+        assert!(
+            missing.message.starts_with("cannot read the file: "),
+            "{missing}"
+        );
+
+        let bad = from_bytes("b.json", b"{\n  \"a\": \"\xff\"}".to_vec()).unwrap_err();
+        assert_eq!(
+            bad.to_string(),
+            "b.json:2:9: /: the file is not valid utf-8 (bad byte at offset `10`)"
+        );
+    }
+
+    #[test]
     fn from_text_hashes_the_bytes() {
         let source = Source::from_text("a.json", "abc");
         assert_eq!(

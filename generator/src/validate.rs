@@ -78,6 +78,14 @@ pub fn check(source: &Source) -> Result<Spec, Vec<Diagnostic>> {
     Err(found)
 }
 
+/// Reads and checks one spec file: its source (for hashes and positions) and
+/// the spec, or every diagnostic (an unreadable file gives one).
+pub fn check_file(path: &std::path::Path) -> Result<(Source, Spec), Vec<Diagnostic>> {
+    let source = load::read(path).map_err(|d| vec![d])?;
+    let spec = check(&source)?;
+    Ok((source, spec))
+}
+
 /// A diagnostic at `pointer` in `source`.
 pub(crate) fn at(source: &Source, pointer: &str, message: impl Into<String>) -> Diagnostic {
     let (line, column) = load::position(source, pointer);

@@ -9,12 +9,9 @@ use ggen::validate;
 
 /// All diagnostics for one file, one per line, as `ggen validate` prints them.
 fn diagnostics(path: &Path) -> String {
-    let lines: Vec<String> = match load::read(path) {
-        Err(diagnostic) => vec![diagnostic.to_string()],
-        Ok(source) => match validate::check(&source) {
-            Ok(_) => vec!["ok".to_owned()],
-            Err(all) => all.iter().map(ToString::to_string).collect(),
-        },
+    let lines: Vec<String> = match validate::check_file(path) {
+        Ok(_) => vec!["ok".to_owned()],
+        Err(all) => all.iter().map(ToString::to_string).collect(),
     };
     lines.join("\n")
 }
