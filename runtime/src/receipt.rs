@@ -440,6 +440,17 @@ struct ReceiptDoc<'a> {
     v: u32,
 }
 
+/// Lowercase hex of a hash (the hot path; `hex::encode` goes through an iterator of chars).
+fn lower_hex(bytes: &[u8; 32]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(64);
+    for &b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    out
+}
+
 /// Replaces every number that is not a safe integer by its decimal string.
 fn without_floats(value: &serde_json::Value) -> serde_json::Value {
     use serde_json::Value;
@@ -584,7 +595,7 @@ impl Receipt<'_> {
                 })
                 .collect(),
             action,
-            prev: hex::encode(self.prev),
+            prev: lower_hex(self.prev),
         };
         canonical::to_vec(&doc).map_err(ReceiptError::Canonical)
     }
@@ -746,6 +757,16 @@ mod tests {
         );
         assert_eq!(parse_idempotency_key("acme:x:throttle"), None);
         assert_eq!(parse_idempotency_key("throttle"), None);
+    }
+
+    #[test]
+    fn lower_hex_matches_hex_crate() {
+        let mut bytes = [0u8; 32];
+        for (i, b) in bytes.iter_mut().enumerate() {
+            *b = (i as u8).wrapping_mul(37).wrapping_add(5);
+        }
+        assert_eq!(lower_hex(&bytes), hex::encode(bytes));
+        assert_eq!(lower_hex(&[0; 32]), "0".repeat(64));
     }
 
     #[test]
