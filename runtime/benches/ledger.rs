@@ -10,7 +10,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ggen_runtime::canonical;
 use ggen_runtime::ledger::file::{FileLedger, FileOptions, verify_dir};
 use ggen_runtime::ledger::memory::MemoryLedger;
-use ggen_runtime::ledger::{Entry, Head, Ledger};
+use ggen_runtime::ledger::{Entry, Head, Ledger, chain_hash};
 use ggen_runtime::tenant::TenantId;
 use serde_json::json;
 
@@ -43,25 +43,34 @@ fn receipt(t: &TenantId, head: Head) -> Vec<u8> {
     .unwrap()
 }
 
-/// Appends `n` receipts round-robin over the tenants; returns the last ticket's wait result.
-fn append_n(ledger: &dyn Ledger, tenants: &[TenantId], n: u64) {
-    let mut last = None;
-    for i in 0..n {
-        let t = &tenants[i as usize % tenants.len()];
-        let head = ledger.head(t);
-        let bytes = receipt(t, head);
-        let appended = ledger
-            .append(Entry {
+/// `n` entries round-robin over the tenants, forming valid chains from empty.
+fn entries(tenants: &[TenantId], n: u64) -> Vec<Entry> {
+    let mut heads = vec![Head::EMPTY; tenants.len()];
+    (0..n)
+        .map(|i| {
+            let k = i as usize % tenants.len();
+            let t = &tenants[k];
+            let head = heads[k];
+            let bytes = receipt(t, head);
+            heads[k] = Head {
+                seq: head.seq + 1,
+                hash: chain_hash(&head.hash, &bytes),
+            };
+            Entry {
                 tenant: t.clone(),
                 seq: head.seq + 1,
                 prev: head.hash,
                 bytes,
-            })
-            .unwrap();
-        last = Some(appended.ticket);
-    }
-    if let Some(ticket) = last {
-        ticket.wait().unwrap();
+            }
+        })
+        .collect()
+}
+
+/// Appends every entry, then waits until all are durable.
+fn append_all(ledger: &dyn Ledger, batch: Vec<Entry>) {
+    for entry in batch {
+        // Tickets are dropped: the flush below covers them all.
+        drop(ledger.append(entry).unwrap().ticket);
     }
     ledger.flush().unwrap();
 }
@@ -71,22 +80,31 @@ fn bench_ledger(c: &mut Criterion) {
     let sample = receipt(&tenants[0], Head::EMPTY);
     eprintln!("receipt size: {} bytes", sample.len());
 
+    let mut group = c.benchmark_group("canonical");
+    group.throughput(Throughput::Elements(1));
+    let value = serde_json::from_slice::<serde_json::Value>(&sample).unwrap();
+    group.bench_function("receipt_to_vec", |b| {
+        b.iter(|| canonical::to_vec(black_box(&value)).unwrap());
+    });
+    // Reference point: plain (non-canonical) serde_json of the same value.
+    group.bench_function("receipt_serde_json_to_vec", |b| {
+        b.iter(|| serde_json::to_vec(black_box(&value)).unwrap());
+    });
+    group.finish();
+
+    let batch = entries(&tenants, BATCH);
     let mut group = c.benchmark_group("ledger");
     group.throughput(Throughput::Elements(BATCH));
     group.sample_size(10);
-
-    group.bench_function("canonical_to_vec", |b| {
-        let value = json!({"tenant": "acme", "seq": 1, "event": {"id": "m-1", "value": "1.5"}});
-        b.iter(|| canonical::to_vec(black_box(&value)).unwrap());
-    });
 
     group.bench_function("append_memory", |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 let ledger = MemoryLedger::new();
+                let owned = batch.clone();
                 let start = Instant::now();
-                append_n(&ledger, &tenants, BATCH);
+                append_all(&ledger, owned);
                 total += start.elapsed();
             }
             total
@@ -99,8 +117,9 @@ fn bench_ledger(c: &mut Criterion) {
             for _ in 0..iters {
                 let dir = tempfile::tempdir().unwrap();
                 let ledger = FileLedger::open(dir.path(), FileOptions::default()).unwrap();
+                let owned = batch.clone();
                 let start = Instant::now();
-                append_n(&ledger, &tenants, BATCH);
+                append_all(&ledger, owned);
                 total += start.elapsed();
             }
             total
@@ -117,7 +136,7 @@ fn bench_ledger(c: &mut Criterion) {
             },
         )
         .unwrap();
-        append_n(&ledger, &tenants, BATCH);
+        append_all(&ledger, batch.clone());
     }
     group.bench_function("verify_dir", |b| {
         b.iter(|| {
@@ -143,7 +162,7 @@ fn bench_ledger(c: &mut Criterion) {
             },
         )
         .unwrap();
-        append_n(&ledger, &tenants, OPEN_RECORDS);
+        append_all(&ledger, entries(&tenants, OPEN_RECORDS));
         ledger.checkpoint(b"snapshot").unwrap();
     }
     group.bench_function("open_and_recover", |b| {

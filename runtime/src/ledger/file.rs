@@ -99,7 +99,8 @@ struct Chunk {
 /// Everything appends touch, under one short mutex.
 #[derive(Debug)]
 struct State {
-    chains: HashMap<TenantId, Chain>,
+    /// Keyed by the tenant id's text, so lookups by `&str` need no allocation.
+    chains: HashMap<Box<str>, Chain>,
     /// Appended but not yet taken by the writer.
     chunks: Vec<Chunk>,
     /// Empty buffers for reuse.
@@ -232,7 +233,7 @@ impl FileLedger {
 
         let ids = list_segments(&dir)?;
         let checkpoint = read_checkpoint(&dir)?;
-        let mut chains: HashMap<TenantId, Chain> = HashMap::new();
+        let mut chains: HashMap<Box<str>, Chain> = HashMap::new();
         let mut records = 0u64;
         let mut checkpoint_records = None;
         let mut last_len = 0u64;
@@ -240,7 +241,6 @@ impl FileLedger {
         for (i, &id) in ids.iter().enumerate() {
             let path = dir.join(segment::segment_name(id));
             let buf = fs_err::read(&path).map_err(io_err(&path))?;
-            let mut tenant_key: Option<TenantId> = None;
             let tail = segment::walk(&buf, 0, |offset, frame| {
                 if checkpoint.as_ref().map(|c| c.position) == Some(segment::pack(id, offset as u32))
                 {
@@ -253,17 +253,10 @@ impl FileLedger {
                     offset: offset as u64,
                     reason,
                 };
-                // Reuse the last key when consecutive frames share a tenant.
-                if tenant_key.as_ref().map(TenantId::as_str) != Some(frame.tenant) {
-                    tenant_key =
-                        Some(TenantId::new(frame.tenant).map_err(|e| broken(e.to_string()))?);
-                }
-                let key = tenant_key
-                    .as_ref()
-                    .unwrap_or_else(|| unreachable!("set above"));
-                let chain = match chains.get_mut(key) {
+                // `decode` validated the tenant id.
+                let chain = match chains.get_mut(frame.tenant) {
                     Some(chain) => chain,
-                    None => chains.entry(key.clone()).or_insert(Chain {
+                    None => chains.entry(Box::from(frame.tenant)).or_insert(Chain {
                         head: Head::EMPTY,
                         locs: Vec::new(),
                     }),
@@ -518,12 +511,15 @@ impl Ledger for FileLedger {
         if state.closing {
             return Err(LedgerError::Closed);
         }
-        let chain = match state.chains.get_mut(&entry.tenant) {
+        let chain = match state.chains.get_mut(entry.tenant.as_str()) {
             Some(chain) => chain,
-            None => state.chains.entry(entry.tenant.clone()).or_insert(Chain {
-                head: Head::EMPTY,
-                locs: Vec::new(),
-            }),
+            None => state
+                .chains
+                .entry(Box::from(entry.tenant.as_str()))
+                .or_insert(Chain {
+                    head: Head::EMPTY,
+                    locs: Vec::new(),
+                }),
         };
         check_extends(&chain.head, &entry)?;
         if state.segment_len > 0 && state.segment_len + frame_len > shared.segment_bytes {
@@ -573,7 +569,7 @@ impl Ledger for FileLedger {
     fn head(&self, tenant: &TenantId) -> Head {
         lock(&self.shared.state)
             .chains
-            .get(tenant)
+            .get(tenant.as_str())
             .map_or(Head::EMPTY, |c| c.head)
     }
 
@@ -585,7 +581,7 @@ impl Ledger for FileLedger {
     ) -> Result<Vec<Record>, LedgerError> {
         let locs: Vec<Loc> = {
             let state = lock(&self.shared.state);
-            let Some(chain) = state.chains.get(tenant) else {
+            let Some(chain) = state.chains.get(tenant.as_str()) else {
                 return Ok(Vec::new());
             };
             let start = usize::try_from(after).unwrap_or(usize::MAX);
@@ -821,7 +817,7 @@ fn verify_up_to(dir: &Path, end: Option<u64>) -> Result<VerifyReport, LedgerErro
             if checkpoint.as_ref().map(|c| c.position) == Some(segment::pack(id, offset as u32)) {
                 checkpoint_seen |= checkpoint.as_ref().is_some_and(|c| c.records == records);
             }
-            verifier.feed(&record_of(&frame));
+            verifier.feed_parts(frame.tenant, frame.seq, &frame.hash, frame.bytes);
             records += 1;
             Ok(())
         });

@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use serde::Deserialize;
 
 use super::{BadRecord, GENESIS, Hash, Record, VerifyReport, chain_hash};
-use crate::tenant::TenantId;
 
 /// The chain fields every receipt carries; other fields are skipped.
 #[derive(Deserialize)]
@@ -22,7 +21,7 @@ struct ChainFields<'a> {
 #[derive(Debug, Default)]
 pub struct Verifier {
     /// Per tenant: the last good (seq, hash), or `None` once the chain broke.
-    heads: HashMap<TenantId, Option<(u64, Hash)>>,
+    heads: HashMap<Box<str>, Option<(u64, Hash)>>,
     receipts: u64,
     first_bad: Option<BadRecord>,
 }
@@ -35,21 +34,31 @@ impl Verifier {
 
     /// Checks one record against its tenant's chain so far.
     pub fn feed(&mut self, record: &Record) {
+        self.feed_parts(
+            record.tenant.as_str(),
+            record.seq,
+            &record.hash,
+            &record.bytes,
+        );
+    }
+
+    /// [`Verifier::feed`] without building a [`Record`].
+    pub(crate) fn feed_parts(&mut self, tenant: &str, seq: u64, hash: &Hash, bytes: &[u8]) {
         self.receipts += 1;
-        let slot = match self.heads.get_mut(&record.tenant) {
+        let slot = match self.heads.get_mut(tenant) {
             Some(slot) => slot,
             None => self
                 .heads
-                .entry(record.tenant.clone())
+                .entry(Box::from(tenant))
                 .or_insert(Some((0, GENESIS))),
         };
         // A broken chain reports its first bad record only.
-        let Some((seq, prev)) = *slot else { return };
-        match check(record, seq, &prev) {
-            Ok(()) => *slot = Some((record.seq, record.hash)),
+        let Some((last, prev)) = *slot else { return };
+        match check(tenant, seq, hash, bytes, last, &prev) {
+            Ok(()) => *slot = Some((seq, *hash)),
             Err(reason) => {
                 *slot = None;
-                self.bad(record.tenant.to_string(), record.seq, reason);
+                self.bad(tenant.to_owned(), seq, reason);
             }
         }
     }
@@ -80,30 +89,33 @@ impl Verifier {
     }
 }
 
-/// Checks `record` as the successor of (`seq`, `prev`).
-fn check(record: &Record, seq: u64, prev: &Hash) -> Result<(), String> {
-    if record.seq != seq + 1 {
-        return Err(format!(
-            "expected seq `{}`, found seq `{}`",
-            seq + 1,
-            record.seq
-        ));
+/// Checks a record as the successor of (`last`, `prev`).
+fn check(
+    tenant: &str,
+    seq: u64,
+    hash: &Hash,
+    bytes: &[u8],
+    last: u64,
+    prev: &Hash,
+) -> Result<(), String> {
+    if seq != last + 1 {
+        return Err(format!("expected seq `{}`, found seq `{seq}`", last + 1));
     }
-    if chain_hash(prev, &record.bytes) != record.hash {
+    if chain_hash(prev, bytes) != *hash {
         return Err("stored hash does not match SHA-256(prev ‖ bytes)".to_owned());
     }
-    let fields: ChainFields<'_> = serde_json::from_slice(&record.bytes)
+    let fields: ChainFields<'_> = serde_json::from_slice(bytes)
         .map_err(|e| format!("receipt bytes lack valid `tenant`, `seq`, `prev`: {e}"))?;
-    if fields.tenant != record.tenant.as_str() {
+    if fields.tenant != tenant {
         return Err(format!(
-            "receipt names tenant `{}`, stored under `{}`",
-            fields.tenant, record.tenant
+            "receipt names tenant `{}`, stored under `{tenant}`",
+            fields.tenant
         ));
     }
-    if fields.seq != record.seq {
+    if fields.seq != seq {
         return Err(format!(
-            "receipt names seq `{}`, stored as seq `{}`",
-            fields.seq, record.seq
+            "receipt names seq `{}`, stored as seq `{seq}`",
+            fields.seq
         ));
     }
     let mut expected = [0u8; 64];
@@ -123,6 +135,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::tenant::TenantId;
 
     fn record(tenant: &str, seq: u64, prev: &Hash) -> Record {
         let bytes = format!(
