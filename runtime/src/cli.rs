@@ -7,9 +7,12 @@ use std::io::{self, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use crate::actuator::{Actuators, Clock, Dispatcher, DispatcherOptions};
+use crate::clock::Timestamp;
 use crate::ledger::file::{self, FileLedger, FileOptions};
 use crate::ledger::{Ledger, LedgerError, Record};
 use crate::replay;
@@ -30,7 +33,8 @@ enum Command {
     /// Feed recorded signals (JSON Lines) through the governor offline.
     ///
     /// The clock is taken from the signals; every action goes through the
-    /// `log` adapter. Prints one JSON line per tenant with its final state.
+    /// `log` adapter unless `--live-actions` is given. Prints one JSON line
+    /// per tenant with its final state.
     Replay {
         /// The JSON Lines file of signals and entitlement events.
         #[arg(long, value_name = "FILE")]
@@ -38,6 +42,10 @@ enum Command {
         /// The ledger directory (created if missing; appended to if not).
         #[arg(long, value_name = "DIR")]
         ledger: PathBuf,
+        /// Really run the actions (webhooks, commands) and record their
+        /// results; webhooks use `GOVERNOR_WEBHOOK_URL` / `GOVERNOR_WEBHOOK_SECRET`.
+        #[arg(long)]
+        live_actions: bool,
     },
     /// Inspect a ledger.
     Ledger {
@@ -113,7 +121,11 @@ pub fn main<P: PolicyPack>(pack: &'static P) -> ExitCode {
             print!("{}", policy_table(pack.sku()));
             Ok(ExitCode::SUCCESS)
         }
-        Command::Replay { signals, ledger } => run_replay(pack, &signals, &ledger),
+        Command::Replay {
+            signals,
+            ledger,
+            live_actions,
+        } => run_replay(pack, &signals, &ledger, live_actions),
         Command::Ledger {
             command: LedgerCommand::Verify { ledger },
         } => verify(&ledger),
@@ -131,15 +143,25 @@ fn run_replay<P: PolicyPack>(
     pack: &'static P,
     signals: &Path,
     dir: &Path,
+    live_actions: bool,
 ) -> Result<ExitCode, Failure> {
     let input = fs_err::File::open(signals).map_err(|e| Failure::rejected(e.to_string()))?;
     let ledger = FileLedger::open(dir, FileOptions::default()).map_err(|e| ledger_failure(&e))?;
-    let registry = Registry::new(pack, Arc::new(ledger));
+    let registry = Arc::new(Registry::new(pack, Arc::new(ledger)));
     registry
         .recover()
         .map_err(|e| Failure::rejected(chain(&e)))?;
-    let summary =
-        replay::run(&registry, BufReader::new(input)).map_err(|e| Failure::internal(&e))?;
+    let summary = if live_actions {
+        replay_live(&registry, BufReader::new(input))?
+    } else {
+        replay::run(&registry, BufReader::new(input)).map_err(|e| Failure::internal(&e))?
+    };
+    if summary.unsettled > 0 {
+        eprintln!(
+            "warning: {} actions still running when the replay stopped waiting",
+            summary.unsettled
+        );
+    }
     // A checkpoint makes the next open of this ledger fast.
     registry.checkpoint().map_err(|e| Failure::internal(&e))?;
     for bad in &summary.bad_lines {
@@ -155,6 +177,40 @@ fn run_replay<P: PolicyPack>(
     } else {
         ExitCode::from(1)
     })
+}
+
+/// `replay --live-actions`: a tokio runtime for the dispatcher, whose clock
+/// follows the replayed lines.
+fn replay_live(
+    registry: &Arc<Registry>,
+    input: impl std::io::BufRead,
+) -> Result<replay::Summary, Failure> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::internal(&e))?;
+    let actuators = Actuators::from_env().map_err(|e| Failure::internal(&e))?;
+    let options = DispatcherOptions {
+        clock: Clock::manual(Timestamp(0)),
+        ..DispatcherOptions::default()
+    };
+    // Long enough for any action's attempts and backoffs, and its undo's.
+    let backoff = options.backoff;
+    let wait = registry
+        .pack()
+        .sku()
+        .actions
+        .iter()
+        .map(|action| backoff.worst_case(action))
+        .max()
+        .unwrap_or_default()
+        .saturating_mul(2)
+        + Duration::from_secs(1);
+    let dispatcher = Dispatcher::new(runtime.handle().clone(), actuators, options);
+    runtime
+        .block_on(replay::run_live(registry, input, &dispatcher, wait))
+        .map_err(|e| Failure::internal(&e))
 }
 
 fn verify(dir: &Path) -> Result<ExitCode, Failure> {

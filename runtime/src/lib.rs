@@ -11,6 +11,7 @@
 //!
 //! # Layout
 //! - [`sku`]: the static SKU description and the `PolicyPack` trait.
+//! - [`actuator`]: running dispatched actions (`log`, `webhook`, `command`) and the dispatcher.
 //! - [`cli`]: the command line of a generated governor binary.
 //! - [`clock`]: injected time (`Timestamp`).
 //! - [`policy`]: levels, thresholds, hysteresis, dwell, cooldown, budget.
@@ -22,6 +23,7 @@
 //! - [`ledger`]: per-tenant hash chains; `memory` and `file` backends.
 //! - [`tenant`]: tenant ids and the sharded registry of governors.
 
+pub mod actuator;
 pub mod canonical;
 pub mod cli;
 pub mod clock;

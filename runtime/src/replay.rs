@@ -5,13 +5,19 @@
 //! or an entitlement event
 //! `{"tenant":"acme","entitlement":"approved","at":"…"}` (`plan` optional).
 //! The clock is taken from the lines; a bad line is reported with its line
-//! number and skipped.
+//! number and skipped. Actions go through the `log` adapter ([`run`]) unless
+//! they are to run for real ([`run_live`], `replay --live-actions`).
 
 use std::collections::{BTreeSet, VecDeque};
 use std::io::BufRead;
+use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+#[cfg(doc)]
+use crate::actuator::Clock;
+use crate::actuator::{ActuatorError, Dispatcher};
 use crate::clock::Timestamp;
 use crate::entitlement::EntitlementEvent;
 use crate::receipt::{Input, decimal};
@@ -162,6 +168,8 @@ pub struct Summary {
     pub bad_lines: Vec<LineError>,
     /// Every tenant the replay touched, sorted by id.
     pub tenants: Vec<TenantSummary>,
+    /// Live actions still running when the replay gave up waiting (always 0 for `log`).
+    pub unsettled: usize,
 }
 
 /// Feeds every line of `input` through `registry`, the same code path as the
@@ -171,24 +179,91 @@ pub struct Summary {
 /// (at the time of the line that caused it), so no side effect leaves the
 /// process. Returns after the ledger is flushed.
 pub fn run(registry: &Registry, input: impl BufRead) -> Result<Summary, ReplayError> {
-    let mut summary = Summary::default();
-    let mut touched = BTreeSet::new();
+    let mut replay = Replay::default();
     for (index, text) in input.lines().enumerate() {
         let number = index + 1;
         let text = text.map_err(|source| ReplayError::Read {
             line: number,
             source,
         })?;
-        if text.trim().is_empty() {
-            continue;
+        replay.line(registry, number, &text, &mut confirm_dispatches)?;
+    }
+    replay.finish(registry)
+}
+
+/// Like [`run`], but the actions really run (`replay --live-actions`).
+///
+/// Each line's dispatches go through `dispatcher` (its adapters, retries and
+/// timeouts) and the replay waits for them, and for what their results
+/// dispatch in turn, at most `wait` per line, before reading the next line.
+/// The dispatcher's clock should be a [`Clock::Manual`]: the replay moves it
+/// to each line's time, so results are applied at the time of the line that
+/// caused them, as in the `log` replay. Actions still running at the end
+/// are counted in [`Summary::unsettled`].
+pub async fn run_live(
+    registry: &Arc<Registry>,
+    input: impl BufRead,
+    dispatcher: &Dispatcher,
+    wait: Duration,
+) -> Result<Summary, ReplayError> {
+    let mut replay = Replay::default();
+    let mut spawn = |_: &Registry, applied: Applied, at: Timestamp| {
+        dispatcher.clock().advance_to(at);
+        dispatcher.spawn_all(registry, applied.dispatches);
+        Ok(())
+    };
+    for (index, text) in input.lines().enumerate() {
+        let number = index + 1;
+        let text = text.map_err(|source| ReplayError::Read {
+            line: number,
+            source,
+        })?;
+        replay.line(registry, number, &text, &mut spawn)?;
+        if dispatcher.in_flight() > 0 {
+            // A timeout here is counted below if the actions never finish.
+            let _ = dispatcher.drain(wait).await;
         }
-        summary.lines += 1;
-        match feed(registry, number, &text) {
+    }
+    let unsettled = match dispatcher.drain(wait).await {
+        Ok(()) => 0,
+        Err(ActuatorError::DrainTimeout { pending }) => pending,
+        Err(_) => dispatcher.in_flight(),
+    };
+    let mut summary = replay.finish(registry)?;
+    summary.unsettled = unsettled;
+    Ok(summary)
+}
+
+/// What happens to the dispatches of one line: confirmed by the `log`
+/// adapter, or handed to the live dispatcher.
+type Settle<'a> = dyn FnMut(&Registry, Applied, Timestamp) -> Result<(), RegistryError> + 'a;
+
+/// A replay in progress.
+#[derive(Default)]
+struct Replay {
+    summary: Summary,
+    touched: BTreeSet<TenantId>,
+}
+
+impl Replay {
+    /// Feeds line `number` (blank lines are skipped).
+    fn line(
+        &mut self,
+        registry: &Registry,
+        number: usize,
+        text: &str,
+        settle: &mut Settle<'_>,
+    ) -> Result<(), ReplayError> {
+        if text.trim().is_empty() {
+            return Ok(());
+        }
+        self.summary.lines += 1;
+        match feed(registry, number, text, settle) {
             Ok(Fed { tenant, bad }) => {
-                touched.insert(tenant);
-                summary.bad_lines.extend(bad);
+                self.touched.insert(tenant);
+                self.summary.bad_lines.extend(bad);
             }
-            Err(Failure::Bad(e)) => summary.bad_lines.push(e),
+            Err(Failure::Bad(e)) => self.summary.bad_lines.push(e),
             Err(Failure::Fatal(source)) => {
                 return Err(ReplayError::Registry {
                     line: number,
@@ -196,25 +271,32 @@ pub fn run(registry: &Registry, input: impl BufRead) -> Result<Summary, ReplayEr
                 });
             }
         }
+        Ok(())
     }
-    registry
-        .ledger()
-        .flush()
-        .map_err(|e| ReplayError::Registry {
-            line: summary.lines,
-            source: RegistryError::Ledger(e),
-        })?;
-    summary.tenants = touched
-        .into_iter()
-        .filter_map(|tenant| registry.view(&tenant))
-        .map(|view| TenantSummary {
-            tenant: view.tenant.to_string(),
-            state: view.state.name(),
-            entitlement: view.entitlement.as_str(),
-            receipts: view.seq,
-        })
-        .collect();
-    Ok(summary)
+
+    /// Flushes the ledger and summarizes every touched tenant.
+    fn finish(self, registry: &Registry) -> Result<Summary, ReplayError> {
+        let mut summary = self.summary;
+        registry
+            .ledger()
+            .flush()
+            .map_err(|e| ReplayError::Registry {
+                line: summary.lines,
+                source: RegistryError::Ledger(e),
+            })?;
+        summary.tenants = self
+            .touched
+            .into_iter()
+            .filter_map(|tenant| registry.view(&tenant))
+            .map(|view| TenantSummary {
+                tenant: view.tenant.to_string(),
+                state: view.state.name(),
+                entitlement: view.entitlement.as_str(),
+                receipts: view.seq,
+            })
+            .collect();
+        Ok(summary)
+    }
 }
 
 struct Fed {
@@ -230,7 +312,12 @@ enum Failure {
     Fatal(RegistryError),
 }
 
-fn feed(registry: &Registry, number: usize, text: &str) -> Result<Fed, Failure> {
+fn feed(
+    registry: &Registry,
+    number: usize,
+    text: &str,
+    settle: &mut Settle<'_>,
+) -> Result<Fed, Failure> {
     let bad = |message: String| LineError {
         line: number,
         message,
@@ -299,7 +386,7 @@ fn feed(registry: &Registry, number: usize, text: &str) -> Result<Fed, Failure> 
         Err(e) => return Err(Failure::Fatal(e)),
     };
     let refused = applied.refused.as_ref().map(|e| e.to_string());
-    confirm_dispatches(registry, applied, at).map_err(Failure::Fatal)?;
+    settle(registry, applied, at).map_err(Failure::Fatal)?;
     Ok(Fed {
         tenant,
         bad: refusal.or(refused).map(bad),

@@ -1,4 +1,5 @@
 //! Integration tests of ggen-runtime: one binary, one module per concept.
 
+mod actuator;
 mod governor;
 mod ledger;

@@ -1,0 +1,398 @@
+//! The dispatcher: runs dispatched actions off the request path and feeds
+//! their results back to the registry.
+//!
+//! [`Dispatcher::spawn`] never blocks: it starts a task on the tokio runtime
+//! that waits for one of `concurrency` permits, runs the action through
+//! [`perform`] (bounded attempts, each bounded in time), then applies the
+//! `action_result` to the registry and spawns whatever that returns (the
+//! `undo` actions on recovery). Past `max_queued` actions queued or running,
+//! a new dispatch is failed at once (`actuator queue full`) so the tenant
+//! degrades instead of piling up work. Whatever happens to a target, the
+//! tenant never stays stuck: every attempt is bounded, and the FSM's
+//! intervention timeout (fired by [`Dispatcher::run_timers`]) degrades it.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::runtime::Handle;
+use tokio::sync::{Semaphore, watch};
+use tokio::time::MissedTickBehavior;
+
+use super::command::CommandActuator;
+use super::log::LogActuator;
+use super::webhook::{WebhookActuator, WebhookConfig};
+use super::{ActionCall, Actuator, ActuatorError, Backoff, Report, perform};
+use crate::clock::Timestamp;
+use crate::receipt::Input;
+use crate::sku::Adapter;
+use crate::tenant::{Dispatch, Registry};
+
+/// Whether actions really run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ActuatorMode {
+    /// Each action runs through the adapter its spec names.
+    #[default]
+    Live,
+    /// Every action runs through the `log` adapter (no side effects).
+    LogOnly,
+}
+
+/// The time the dispatcher stamps on actions and their results.
+#[derive(Debug, Clone, Default)]
+pub enum Clock {
+    /// The system clock (a live service).
+    #[default]
+    System,
+    /// A clock moved by its owner (replay takes time from the signals; tests inject it).
+    Manual(Arc<AtomicI64>),
+}
+
+impl Clock {
+    /// A manual clock starting at `at`.
+    pub fn manual(at: Timestamp) -> Clock {
+        Clock::Manual(Arc::new(AtomicI64::new(at.as_millis())))
+    }
+
+    /// The current time.
+    pub fn now(&self) -> Timestamp {
+        match self {
+            Clock::System => Timestamp::now(),
+            Clock::Manual(ms) => Timestamp(ms.load(Ordering::Acquire)),
+        }
+    }
+
+    /// Moves a manual clock forward to `at` (never backwards); no-op for the system clock.
+    pub fn advance_to(&self, at: Timestamp) {
+        if let Clock::Manual(ms) = self {
+            ms.fetch_max(at.as_millis(), Ordering::AcqRel);
+        }
+    }
+}
+
+/// The adapters a dispatcher runs actions through, one per [`Adapter`].
+#[derive(Debug, Clone)]
+pub struct Actuators {
+    /// For `log` actions (and every action in [`ActuatorMode::LogOnly`]).
+    pub log: Arc<dyn Actuator>,
+    /// For `webhook` actions.
+    pub webhook: Arc<dyn Actuator>,
+    /// For `command` actions.
+    pub command: Arc<dyn Actuator>,
+}
+
+impl Actuators {
+    /// The standard adapters, the webhook configured by `config`.
+    pub fn new(config: WebhookConfig) -> Result<Actuators, ActuatorError> {
+        Ok(Actuators {
+            log: Arc::new(LogActuator),
+            webhook: Arc::new(WebhookActuator::new(config)?),
+            command: Arc::new(CommandActuator),
+        })
+    }
+
+    /// The standard adapters, the webhook configured from the environment.
+    pub fn from_env() -> Result<Actuators, ActuatorError> {
+        Actuators::new(WebhookConfig::from_env())
+    }
+
+    /// The adapter for `adapter`.
+    pub fn get(&self, adapter: Adapter) -> &Arc<dyn Actuator> {
+        match adapter {
+            Adapter::Log => &self.log,
+            Adapter::Webhook => &self.webhook,
+            Adapter::Command => &self.command,
+        }
+    }
+}
+
+/// How a [`Dispatcher`] runs.
+#[derive(Debug, Clone)]
+pub struct DispatcherOptions {
+    /// Live adapters or log only.
+    pub mode: ActuatorMode,
+    /// Actions running at once.
+    pub concurrency: usize,
+    /// Actions queued or running past which new dispatches fail at once.
+    pub max_queued: usize,
+    /// Backoff between retries.
+    pub backoff: Backoff,
+    /// Time for action bodies, results and timers.
+    pub clock: Clock,
+    /// How often [`Dispatcher::run_timers`] ticks the registry.
+    pub timer_period: Duration,
+}
+
+impl Default for DispatcherOptions {
+    fn default() -> Self {
+        DispatcherOptions {
+            mode: ActuatorMode::Live,
+            concurrency: 64,
+            max_queued: 10_000,
+            backoff: Backoff::default(),
+            clock: Clock::System,
+            timer_period: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Counters of a dispatcher since it started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DispatchStats {
+    /// Dispatches accepted by [`Dispatcher::spawn`].
+    pub dispatched: u64,
+    /// Actions whose final result was ok.
+    pub succeeded: u64,
+    /// Actions whose final result was a failure (retries exhausted or permanent).
+    pub failed: u64,
+    /// Dispatches failed at once because the queue was full.
+    pub rejected: u64,
+    /// Attempts made over all actions.
+    pub attempts: u64,
+    /// Results the registry could not record (ledger failure).
+    pub unrecorded: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    dispatched: AtomicU64,
+    succeeded: AtomicU64,
+    failed: AtomicU64,
+    rejected: AtomicU64,
+    attempts: AtomicU64,
+    unrecorded: AtomicU64,
+}
+
+#[derive(Debug)]
+struct Inner {
+    handle: Handle,
+    actuators: Actuators,
+    options: DispatcherOptions,
+    permits: Arc<Semaphore>,
+    /// Actions queued or running.
+    pending: watch::Sender<usize>,
+    counters: Counters,
+}
+
+/// Decrements the pending count when an action task ends (even by panic).
+struct PendingGuard(Arc<Inner>);
+
+impl Drop for PendingGuard {
+    fn drop(&mut self) {
+        self.0.pending.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// Runs dispatched actions on a tokio runtime and applies their results.
+///
+/// Cheap to clone; clones share the queue, permits and counters.
+#[derive(Debug, Clone)]
+pub struct Dispatcher {
+    inner: Arc<Inner>,
+}
+
+impl Dispatcher {
+    /// A dispatcher spawning onto `handle`'s runtime.
+    pub fn new(handle: Handle, actuators: Actuators, options: DispatcherOptions) -> Dispatcher {
+        let permits = Arc::new(Semaphore::new(options.concurrency.max(1)));
+        Dispatcher {
+            inner: Arc::new(Inner {
+                handle,
+                actuators,
+                options,
+                permits,
+                pending: watch::Sender::new(0),
+                counters: Counters::default(),
+            }),
+        }
+    }
+
+    /// The options it runs with.
+    pub fn options(&self) -> &DispatcherOptions {
+        &self.inner.options
+    }
+
+    /// Its clock.
+    pub fn clock(&self) -> &Clock {
+        &self.inner.options.clock
+    }
+
+    /// Actions queued or running.
+    pub fn in_flight(&self) -> usize {
+        *self.inner.pending.borrow()
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> DispatchStats {
+        let c = &self.inner.counters;
+        DispatchStats {
+            dispatched: c.dispatched.load(Ordering::Relaxed),
+            succeeded: c.succeeded.load(Ordering::Relaxed),
+            failed: c.failed.load(Ordering::Relaxed),
+            rejected: c.rejected.load(Ordering::Relaxed),
+            attempts: c.attempts.load(Ordering::Relaxed),
+            unrecorded: c.unrecorded.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Runs `dispatch` in the background and applies its result to `registry`.
+    ///
+    /// Never blocks on the action; with the queue full, records the action as
+    /// failed right away (one registry apply) instead.
+    pub fn spawn(&self, registry: &Arc<Registry>, dispatch: Dispatch) {
+        Inner::spawn(&self.inner, registry, dispatch);
+    }
+
+    /// [`Dispatcher::spawn`] for each of `dispatches`, in order.
+    pub fn spawn_all(&self, registry: &Arc<Registry>, dispatches: Vec<Dispatch>) {
+        for dispatch in dispatches {
+            self.spawn(registry, dispatch);
+        }
+    }
+
+    /// Waits until no action is queued or running, at most `timeout`.
+    pub async fn drain(&self, timeout: Duration) -> Result<(), ActuatorError> {
+        let mut pending = self.inner.pending.subscribe();
+        match tokio::time::timeout(timeout, pending.wait_for(|n| *n == 0)).await {
+            // The sender lives in `self`, so `wait_for` cannot see it closed.
+            Ok(_) => Ok(()),
+            Err(_) => Err(ActuatorError::DrainTimeout {
+                pending: self.in_flight(),
+            }),
+        }
+    }
+
+    /// Fires due FSM timers every `timer_period` (`registry.tick` at the
+    /// clock's now) and spawns the dispatches they return, until `shutdown`
+    /// completes.
+    pub async fn run_timers(&self, registry: Arc<Registry>, shutdown: impl Future<Output = ()>) {
+        let mut interval = tokio::time::interval(self.inner.options.timer_period);
+        interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => return,
+                _ = interval.tick() => self.tick(&registry),
+            }
+        }
+    }
+
+    /// One timer pass: `registry.tick(now)` and spawn what it dispatches.
+    pub fn tick(&self, registry: &Arc<Registry>) {
+        match registry.tick(self.inner.options.clock.now()) {
+            Ok(fired) => {
+                for applied in fired {
+                    self.spawn_all(registry, applied.dispatches);
+                }
+            }
+            Err(error) => ::tracing::error!(
+                error = &error as &dyn std::error::Error,
+                "firing governor timers failed"
+            ),
+        }
+    }
+}
+
+impl Inner {
+    fn spawn(this: &Arc<Inner>, registry: &Arc<Registry>, dispatch: Dispatch) {
+        this.counters.dispatched.fetch_add(1, Ordering::Relaxed);
+        let mut admitted = false;
+        this.pending.send_modify(|n| {
+            if *n < this.options.max_queued {
+                *n += 1;
+                admitted = true;
+            }
+        });
+        if !admitted {
+            this.counters.rejected.fetch_add(1, Ordering::Relaxed);
+            ::tracing::warn!(
+                tenant = %dispatch.tenant,
+                key = %dispatch.idempotency_key,
+                "actuator queue full: action failed without running"
+            );
+            let report = Report {
+                ok: false,
+                attempts: 0,
+                detail: "actuator queue full: not run".to_owned(),
+            };
+            // A failure dispatches nothing further, so this cannot recurse.
+            this.record(registry, dispatch, report);
+            return;
+        }
+        let guard = PendingGuard(this.clone());
+        let registry = registry.clone();
+        let at = this.options.clock.now();
+        this.handle.spawn(async move {
+            let inner = &guard.0;
+            let report = inner.run(&registry, &dispatch, at).await;
+            inner.record(&registry, dispatch, report);
+            drop(guard);
+        });
+    }
+
+    /// Runs one dispatch to its final report.
+    async fn run(&self, registry: &Registry, dispatch: &Dispatch, at: Timestamp) -> Report {
+        let call = match ActionCall::new(registry.pack().sku(), dispatch, at) {
+            Ok(call) => call,
+            Err(error) => {
+                return Report {
+                    ok: false,
+                    attempts: 0,
+                    detail: error.to_string(),
+                };
+            }
+        };
+        let adapter = match self.options.mode {
+            ActuatorMode::Live => call.action.adapter,
+            ActuatorMode::LogOnly => Adapter::Log,
+        };
+        // The semaphore is never closed, so acquiring only waits.
+        let _permit = self.permits.clone().acquire_owned().await.ok();
+        perform(
+            self.actuators.get(adapter).as_ref(),
+            &call,
+            self.options.backoff,
+        )
+        .await
+    }
+
+    /// Applies `report` to the registry and spawns the follow-up dispatches.
+    fn record(self: &Arc<Inner>, registry: &Arc<Registry>, dispatch: Dispatch, report: Report) {
+        let c = &self.counters;
+        c.attempts
+            .fetch_add(u64::from(report.attempts), Ordering::Relaxed);
+        if report.ok { &c.succeeded } else { &c.failed }.fetch_add(1, Ordering::Relaxed);
+        let action = registry.pack().sku().action(dispatch.action).name;
+        ::tracing::info!(
+            tenant = %dispatch.tenant,
+            action,
+            key = %dispatch.idempotency_key,
+            ok = report.ok,
+            attempts = report.attempts,
+            detail = %report.detail,
+            "action finished"
+        );
+        let input = Input::ActionResult {
+            action: dispatch.action,
+            idempotency_key: dispatch.idempotency_key,
+            ok: report.ok,
+            detail: Some(report.detail),
+        };
+        match registry.apply(&dispatch.tenant, input, self.options.clock.now()) {
+            Ok(applied) => {
+                for next in applied.dispatches {
+                    Inner::spawn(self, registry, next);
+                }
+            }
+            Err(error) => {
+                c.unrecorded.fetch_add(1, Ordering::Relaxed);
+                ::tracing::error!(
+                    tenant = %dispatch.tenant,
+                    error = &error as &dyn std::error::Error,
+                    "recording an action result failed"
+                );
+            }
+        }
+    }
+}

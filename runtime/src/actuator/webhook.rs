@@ -1,0 +1,230 @@
+//! The `webhook` adapter: an HTTP POST of the action as JSON.
+//!
+//! The body is `{"action","at","idempotency_key","params","sku","tenant","undo"}`
+//! (keys sorted), the same bytes on every attempt. Headers:
+//! `Idempotency-Key: <key>` (the same on every attempt, so the target can
+//! drop repeats) and, when a secret is configured,
+//! `X-Ggen-Signature: sha256=<hex HMAC-SHA256 of the exact body>`.
+//!
+//! Target URL: the action's `params.url` when the spec names one, else
+//! `GOVERNOR_WEBHOOK_URL`. Secret: `GOVERNOR_WEBHOOK_SECRET` (an empty value
+//! counts as unset). Redirects are not followed (a 3xx is a permanent
+//! failure: a POST must not silently turn into a GET elsewhere).
+//!
+//! Status mapping: 2xx ok; 408, 429 and 5xx retryable; any other status
+//! permanent. Connection errors and timeouts are retryable.
+
+use std::sync::Once;
+
+use hmac::{Hmac, KeyInit, Mac};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use sha2::Sha256;
+
+use super::{ActionCall, Actuator, ActuatorError, BoxFuture, Outcome};
+use crate::clock::Timestamp;
+
+/// Environment variable naming the default webhook URL.
+pub const URL_ENV: &str = "GOVERNOR_WEBHOOK_URL";
+/// Environment variable holding the HMAC key for `X-Ggen-Signature`.
+pub const SECRET_ENV: &str = "GOVERNOR_WEBHOOK_SECRET";
+/// The signature header (the same format signs incoming marketplace events).
+pub const SIGNATURE_HEADER: &str = "X-Ggen-Signature";
+/// The idempotency header.
+pub const IDEMPOTENCY_HEADER: &str = "Idempotency-Key";
+
+/// Where webhooks go and how they are signed.
+#[derive(Clone, Default)]
+pub struct WebhookConfig {
+    /// URL used for actions whose params name no `url`.
+    pub default_url: Option<String>,
+    /// HMAC-SHA256 key for the signature header; `None`: no header.
+    pub secret: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the secret.
+        f.debug_struct("WebhookConfig")
+            .field("default_url", &self.default_url)
+            .field("secret", &self.secret.as_ref().map(|_| "<set>"))
+            .finish()
+    }
+}
+
+impl WebhookConfig {
+    /// Reads `GOVERNOR_WEBHOOK_URL` and `GOVERNOR_WEBHOOK_SECRET` (empty = unset).
+    pub fn from_env() -> WebhookConfig {
+        let var = |name| std::env::var(name).ok().filter(|v| !v.is_empty());
+        WebhookConfig {
+            default_url: var(URL_ENV),
+            secret: var(SECRET_ENV).map(String::into_bytes),
+        }
+    }
+}
+
+/// The JSON body of a webhook call (fields in sorted order).
+#[derive(Debug, Serialize)]
+struct Body<'a> {
+    action: &'a str,
+    at: Timestamp,
+    idempotency_key: &'a str,
+    params: &'a Map<String, Value>,
+    sku: &'a str,
+    tenant: &'a str,
+    undo: bool,
+}
+
+/// The exact bytes POSTed for `call`.
+pub fn body(call: &ActionCall) -> Vec<u8> {
+    let body = Body {
+        action: call.action.name,
+        at: call.at,
+        idempotency_key: &call.idempotency_key,
+        params: &call.params,
+        sku: call.sku,
+        tenant: call.tenant.as_str(),
+        undo: call.undo,
+    };
+    // A struct of strings, a bool and a JSON map always serializes.
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
+/// `sha256=<lowercase hex HMAC-SHA256 of body keyed by secret>`.
+pub fn signature(secret: &[u8], body: &[u8]) -> String {
+    let mut mac =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(secret).expect("hmac accepts any key length");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// Whether an HTTP status is worth another attempt.
+pub fn retryable_status(status: u16) -> bool {
+    matches!(status, 408 | 429 | 500..=599)
+}
+
+/// Installs `ring` as the process-wide rustls provider, once (reqwest is
+/// built without a provider so that nothing needs aws-lc-rs or cmake).
+fn install_crypto_provider() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // Fails only if another provider was installed first: that one is used.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// POSTs actions to their webhook over a pooled HTTP client.
+#[derive(Debug, Clone)]
+pub struct WebhookActuator {
+    client: reqwest::Client,
+    config: WebhookConfig,
+}
+
+impl WebhookActuator {
+    /// An actuator with `config`; builds the HTTP client (rustls + ring for https).
+    pub fn new(config: WebhookConfig) -> Result<WebhookActuator, ActuatorError> {
+        install_crypto_provider();
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("ggen-runtime/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(ActuatorError::Client)?;
+        Ok(WebhookActuator { client, config })
+    }
+
+    /// The URL `call` goes to: `params.url`, else the configured default.
+    pub fn url<'a>(&'a self, call: &'a ActionCall) -> Result<&'a str, String> {
+        match call.params.get("url") {
+            Some(Value::String(url)) => Ok(url),
+            Some(_) => Err("`params.url` must be a string".to_owned()),
+            None => self.config.default_url.as_deref().ok_or_else(|| {
+                format!("no webhook url: set `params.url` in the spec or `{URL_ENV}`")
+            }),
+        }
+    }
+
+    async fn post(&self, call: &ActionCall) -> Outcome {
+        let url = match self.url(call) {
+            Ok(url) => url,
+            Err(detail) => return Outcome::permanent(detail),
+        };
+        let body = body(call);
+        let mut request = self
+            .client
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(IDEMPOTENCY_HEADER, &call.idempotency_key);
+        if let Some(secret) = &self.config.secret {
+            request = request.header(SIGNATURE_HEADER, signature(secret, &body));
+        }
+        match request.body(body).send().await {
+            Ok(response) => {
+                let status = response.status();
+                let detail = format!("webhook answered `{}`", status.as_u16());
+                if status.is_success() {
+                    Outcome::Ok { detail }
+                } else if retryable_status(status.as_u16()) {
+                    Outcome::transient(detail)
+                } else {
+                    Outcome::permanent(detail)
+                }
+            }
+            Err(e) if e.is_builder() => Outcome::permanent(format!("invalid webhook request: {e}")),
+            Err(e) if e.is_timeout() => Outcome::TimedOut,
+            Err(e) => Outcome::transient(format!("webhook request failed: {}", error_chain(&e))),
+        }
+    }
+}
+
+/// An error and its causes, `: `-separated (reqwest hides the useful part in sources).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+impl Actuator for WebhookActuator {
+    fn attempt<'a>(&'a self, call: &'a ActionCall, _attempt: u32) -> BoxFuture<'a, Outcome> {
+        Box::pin(self.post(call))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_matches_rfc_4231_case_2() {
+        // RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?".
+        assert_eq!(
+            signature(b"Jefe", b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn statuses_map_to_retry_or_not() {
+        for status in [408, 429, 500, 502, 503, 599] {
+            assert!(retryable_status(status), "{status}");
+        }
+        for status in [200, 301, 400, 401, 403, 404, 409, 422] {
+            assert!(!retryable_status(status), "{status}");
+        }
+    }
+
+    #[test]
+    fn debug_hides_the_secret() {
+        let config = WebhookConfig {
+            default_url: Some("http://127.0.0.1:1/".into()),
+            secret: Some(b"hunter2".to_vec()),
+        };
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("<set>"), "{shown}");
+    }
+}

@@ -1,0 +1,9 @@
+//! Actuators: webhook, command and log adapters, the dispatcher, end to end
+//! through a registry, real HTTP over loopback.
+
+mod command;
+mod dispatcher;
+mod harness;
+mod pack;
+mod target;
+mod webhook;

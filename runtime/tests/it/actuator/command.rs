@@ -1,0 +1,182 @@
+//! The command adapter: exit status, retries, timeout + kill, argument
+//! templating, no shell, environment.
+
+use std::time::Duration;
+
+use ggen_runtime::actuator::command::CommandActuator;
+use ggen_runtime::actuator::{ActionCall, Report, perform};
+use ggen_runtime::fsm::State;
+use ggen_runtime::sku::{ActionId, Adapter};
+use ggen_runtime::tenant::Dispatch;
+use serde_json::json;
+
+use super::harness::{FAST, Harness, at, tenant};
+use super::pack::{PackSpec, TestPack, action};
+
+/// A pack whose only action is `run` with these params.
+fn pack(params: serde_json::Value, timeout_ms: u32, retries: u32) -> &'static TestPack {
+    TestPack::leak(PackSpec {
+        actions: vec![action(
+            "run",
+            Adapter::Command,
+            None,
+            params.to_string(),
+            timeout_ms,
+            retries,
+        )],
+        rule_actions: vec![0],
+        cooldown_s: 0,
+        intervention_timeout_s: 30,
+        recovery_evaluations: 1,
+    })
+}
+
+async fn run(params: serde_json::Value, timeout_ms: u32, retries: u32) -> Report {
+    let sku = ggen_runtime::sku::PolicyPack::sku(pack(params, timeout_ms, retries));
+    let dispatch = Dispatch {
+        tenant: tenant("acme"),
+        action: ActionId(0),
+        idempotency_key: "acme:7:run".into(),
+        undo: false,
+    };
+    let call = ActionCall::new(sku, &dispatch, at(0)).unwrap();
+    perform(&CommandActuator, &call, FAST).await
+}
+
+#[tokio::test]
+async fn exit_status_zero_is_ok() {
+    let report = run(json!({"program": "true"}), 5000, 3).await;
+    assert!(report.ok, "{report:?}");
+    assert_eq!(report.attempts, 1);
+}
+
+#[tokio::test]
+async fn a_non_zero_exit_is_retried_then_fails() {
+    let report = run(json!({"program": "false"}), 5000, 2).await;
+    assert!(!report.ok);
+    assert_eq!(report.attempts, 3);
+    assert!(
+        report.detail.contains("`false` exited 1"),
+        "{}",
+        report.detail
+    );
+}
+
+#[tokio::test]
+async fn a_missing_program_is_a_permanent_failure() {
+    let report = run(
+        json!({"program": "/nonexistent/ggen-no-such-program"}),
+        5000,
+        3,
+    )
+    .await;
+    assert!(!report.ok);
+    assert_eq!(report.attempts, 1);
+    assert!(report.detail.contains("cannot start"), "{}", report.detail);
+}
+
+#[tokio::test]
+async fn stderr_lands_in_the_detail() {
+    let script = "echo 'jobctl: tenant is locked' >&2; exit 3";
+    let report = run(json!({"program": "sh", "args": ["-c", script]}), 5000, 0).await;
+    assert!(!report.ok);
+    assert!(
+        report.detail.contains("exited 3: jobctl: tenant is locked"),
+        "{}",
+        report.detail
+    );
+}
+
+fn process_gone(pid: u32) -> bool {
+    match fs_err::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // A zombie waits for its reaper but no longer runs.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+#[tokio::test]
+async fn a_command_past_its_timeout_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    // `exec` keeps the pid: the recorded process is the sleeping one.
+    let script = "echo $$ > \"$0\"; exec sleep 10";
+    let params = json!({"program": "sh", "args": ["-c", script, pidfile.to_str().unwrap()]});
+    let report = run(params, 300, 0).await;
+    assert!(!report.ok);
+    assert!(
+        report.detail.contains("timed out after 300 ms"),
+        "{}",
+        report.detail
+    );
+    let pid: u32 = fs_err::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let mut gone = false;
+    for _ in 0..200 {
+        if process_gone(pid) {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(gone, "process {pid} still running after the timeout");
+}
+
+#[tokio::test]
+async fn args_are_templated_and_never_interpreted_by_a_shell() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    // If a shell saw the second argument, the file name would differ (and
+    // `id` would run); as one argv entry it is just a strange name.
+    let literal = "$(id -u); `id` | & > * {nope} ~";
+    let params = json!({
+        "program": "touch",
+        "args": [
+            format!("{d}/{{tenant}}-{{action}}-{{sku}}-{{idempotency_key}}"),
+            format!("{d}/{literal}"),
+        ],
+    });
+    let report = run(params, 5000, 0).await;
+    assert!(report.ok, "{report:?}");
+    let mut names: Vec<String> = fs_err::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, [literal, "acme-run-act_guard-acme:7:run"]);
+}
+
+#[tokio::test]
+async fn the_child_sees_the_action_in_its_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("env");
+    let script = "printf '%s|%s|%s|%s|%s' \"$GGEN_TENANT\" \"$GGEN_ACTION\" \
+                  \"$GGEN_IDEMPOTENCY_KEY\" \"$GGEN_SKU\" \"$GGEN_UNDO\" > \"$0\"";
+    let params = json!({"program": "sh", "args": ["-c", script, out.to_str().unwrap()]});
+    let report = run(params, 5000, 0).await;
+    assert!(report.ok, "{report:?}");
+    assert_eq!(
+        fs_err::read_to_string(&out).unwrap(),
+        "acme|run|acme:7:run|act_guard|false"
+    );
+}
+
+#[tokio::test]
+async fn through_the_registry_success_confirms_and_failure_degrades() {
+    let ok = Harness::new(pack(json!({"program": "true"}), 5000, 0), None, None);
+    let t = tenant("acme");
+    ok.signal(&t, 120.0, 0);
+    ok.settle().await;
+    assert_eq!(ok.state(&t), State::Warning);
+
+    let failing = Harness::new(pack(json!({"program": "false"}), 5000, 1), None, None);
+    failing.signal(&t, 120.0, 0);
+    failing.settle().await;
+    assert_eq!(failing.state(&t).name(), "degraded");
+    assert_eq!(failing.dispatcher.stats().attempts, 2);
+}

@@ -1,0 +1,191 @@
+//! The webhook adapter against a real loopback server: retries, idempotency
+//! key, signature, status mapping, timeouts, refused connections.
+
+use ggen_runtime::fsm::State;
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+
+use super::harness::{Harness, tenant};
+use super::pack::webhook_pack;
+use super::target::{Reply, Target, refused_url};
+
+const SECRET: &[u8] = b"webhook-secret";
+
+/// HMAC-SHA256 computed here, independently of the runtime.
+fn expected_signature(body: &[u8]) -> String {
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(SECRET).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+#[tokio::test]
+async fn retries_a_failing_target_with_one_key_and_signed_identical_bodies() {
+    let target = Target::failing(2, 503).await;
+    let h = Harness::new(
+        webhook_pack("{}".into(), 2000, 3, 0),
+        Some(&target.url),
+        Some(SECRET),
+    );
+    let t = tenant("acme");
+    let applied = h.signal(&t, 120.0, 0);
+    assert_eq!(applied.state.name(), "intervening");
+    let key = applied.dispatches[0].idempotency_key.clone();
+    h.settle().await;
+
+    let hits = target.hits();
+    assert_eq!(hits.len(), 3, "two 503s, then 200");
+    for hit in &hits {
+        assert_eq!(hit.header("idempotency-key"), Some(key.as_str()));
+        assert_eq!(hit.header("content-type"), Some("application/json"));
+        assert_eq!(
+            hit.header("x-ggen-signature"),
+            Some(expected_signature(&hit.body).as_str())
+        );
+        assert_eq!(hit.body, hits[0].body, "every attempt sends the same bytes");
+    }
+    assert_eq!(
+        hits[0].json(),
+        serde_json::json!({
+            "action": "throttle",
+            "at": "2026-01-01T00:00:00Z",
+            "idempotency_key": key,
+            "params": {},
+            "sku": "act_guard",
+            "tenant": "acme",
+            "undo": false,
+        })
+    );
+
+    let results = h.receipts_of(&t, "action_result");
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0]["event"]["ok"], true);
+    assert_eq!(results[0]["event"]["idempotency_key"], key.as_str());
+    let detail = results[0]["event"]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("200") && detail.contains("attempt 3/4"),
+        "{detail}"
+    );
+    assert_eq!(h.state(&t), State::Warning);
+    let stats = h.dispatcher.stats();
+    assert_eq!((stats.succeeded, stats.failed, stats.attempts), (1, 0, 3));
+}
+
+#[tokio::test]
+async fn status_408_and_429_are_retried() {
+    let target = Target::start(|n| match n {
+        0 => Reply::Status(408),
+        1 => Reply::Status(429),
+        _ => Reply::Status(204),
+    })
+    .await;
+    let h = Harness::new(
+        webhook_pack("{}".into(), 2000, 2, 0),
+        Some(&target.url),
+        None,
+    );
+    let t = tenant("acme");
+    h.signal(&t, 120.0, 0);
+    h.settle().await;
+    assert_eq!(target.hits().len(), 3);
+    assert_eq!(h.state(&t), State::Warning);
+    // Without a secret there is no signature header.
+    assert!(target.hits()[0].header("x-ggen-signature").is_none());
+}
+
+#[tokio::test]
+async fn a_hanging_target_times_out_every_attempt_and_the_tenant_degrades() {
+    let target = Target::start(|_| Reply::Hang).await;
+    let h = Harness::new(
+        webhook_pack("{}".into(), 150, 2, 0),
+        Some(&target.url),
+        Some(SECRET),
+    );
+    let t = tenant("acme");
+    h.signal(&t, 120.0, 0);
+    h.settle().await;
+
+    assert_eq!(
+        target.hits().len(),
+        3,
+        "one try and two retries, each cut off"
+    );
+    let results = h.receipts_of(&t, "action_result");
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0]["event"]["ok"], false);
+    let detail = results[0]["event"]["detail"].as_str().unwrap();
+    assert!(detail.contains("timed out after 150 ms"), "{detail}");
+    assert_eq!(results[0]["to"], "degraded");
+    assert_eq!(h.state(&t).name(), "degraded");
+}
+
+#[tokio::test]
+async fn a_permanent_client_error_is_not_retried() {
+    let target = Target::always(400).await;
+    let h = Harness::new(
+        webhook_pack("{}".into(), 2000, 5, 0),
+        Some(&target.url),
+        None,
+    );
+    let t = tenant("acme");
+    h.signal(&t, 120.0, 0);
+    h.settle().await;
+
+    assert_eq!(target.hits().len(), 1);
+    let results = h.receipts_of(&t, "action_result");
+    assert_eq!(results[0]["event"]["ok"], false);
+    let detail = results[0]["event"]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("`400`") && detail.contains("attempt 1/6"),
+        "{detail}"
+    );
+    assert_eq!(h.state(&t).name(), "degraded");
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_retried_then_fails() {
+    let url = refused_url().await;
+    let h = Harness::new(webhook_pack("{}".into(), 2000, 2, 0), Some(&url), None);
+    let t = tenant("acme");
+    h.signal(&t, 120.0, 0);
+    h.settle().await;
+
+    let stats = h.dispatcher.stats();
+    assert_eq!((stats.failed, stats.attempts), (1, 3));
+    let results = h.receipts_of(&t, "action_result");
+    let detail = results[0]["event"]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("webhook request failed") && detail.contains("attempt 3/3"),
+        "{detail}"
+    );
+    assert_eq!(h.state(&t).name(), "degraded");
+}
+
+#[tokio::test]
+async fn params_url_wins_over_the_default_url() {
+    let target = Target::always(200).await;
+    let params = serde_json::json!({ "url": target.url, "max_instances": 2 }).to_string();
+    let default = refused_url().await;
+    let h = Harness::new(webhook_pack(params, 2000, 0, 0), Some(&default), None);
+    let t = tenant("acme");
+    h.signal(&t, 120.0, 0);
+    h.settle().await;
+
+    let hits = target.hits();
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].json()["params"]["max_instances"], 2);
+    assert_eq!(h.state(&t), State::Warning);
+}
+
+#[tokio::test]
+async fn no_url_anywhere_is_a_permanent_failure() {
+    let h = Harness::new(webhook_pack("{}".into(), 2000, 3, 0), None, None);
+    let t = tenant("acme");
+    h.signal(&t, 120.0, 0);
+    h.settle().await;
+
+    assert_eq!(h.dispatcher.stats().attempts, 1);
+    let results = h.receipts_of(&t, "action_result");
+    let detail = results[0]["event"]["detail"].as_str().unwrap();
+    assert!(detail.contains("no webhook url"), "{detail}");
+    assert_eq!(h.state(&t).name(), "degraded");
+}
