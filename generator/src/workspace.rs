@@ -72,11 +72,11 @@ pub fn check(root: &Path, out_dir: &str, crates: &[PathBuf]) -> Vec<String> {
             .map(|d| format!("`{}`", crate::load::display_path(d)))
             .collect();
         warnings.push(format!(
-            "{} not a workspace member: add `\"{out_dir}/*\"` to `members` (and `default-members`, if set) under `[workspace]` in `Cargo.toml`",
+            "{}: add `\"{out_dir}/*\"` to `members` (and `default-members`, if set) under `[workspace]` in `Cargo.toml`",
             if names.len() == 1 {
-                format!("{} is", names[0])
+                format!("{} is not a workspace member", names[0])
             } else {
-                format!("{} are", names.join(", "))
+                format!("{} are not workspace members", names.join(", "))
             }
         ));
     }

@@ -1,8 +1,8 @@
 //! Write stage: apply a plan to the disk, touching only files whose bytes
 //! change. Each write goes to a temporary file in the same folder, is synced,
 //! then renamed over the target, so a reader never sees half a file; each
-//! folder that changed is synced once at the end. The manifest is written
-//! last (the plan orders it so).
+//! folder that changed is synced once at the end. Manifests are renamed
+//! last.
 
 use std::collections::BTreeSet;
 use std::io::Write as _;
@@ -77,39 +77,124 @@ fn prune_empty(mut dir: &Path, stop: &Path) {
     }
 }
 
+/// Files and folders synced concurrently: fsync latency, not CPU, bounds a
+/// fresh build, and concurrent syncs share the file system's journal commits.
+const SYNC_THREADS: usize = 16;
+
+/// Runs `f` over `items` on up to [`SYNC_THREADS`] threads; the first error wins.
+fn for_each_parallel<T: Sync>(
+    items: &[T],
+    f: impl Fn(&T) -> Result<(), WriteError> + Sync,
+) -> Result<(), WriteError> {
+    if items.is_empty() {
+        return Ok(());
+    }
+    let chunk = items.len().div_ceil(SYNC_THREADS);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| scope.spawn(|| part.iter().try_for_each(&f)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect::<Result<Vec<()>, WriteError>>()
+    })?;
+    Ok(())
+}
+
+/// A produced file written to a temporary file beside its target, not yet renamed.
+struct Staged {
+    target: PathBuf,
+    temp: tempfile::NamedTempFile,
+    manifest: bool,
+}
+
+fn stage(target: &Path, bytes: &[u8], manifest: bool) -> Result<Staged, WriteError> {
+    let dir = target.parent().unwrap_or(Path::new("."));
+    fs_err::create_dir_all(dir).map_err(io("create", dir))?;
+    let mut temp = tempfile::Builder::new()
+        .prefix(".ggen-")
+        .tempfile_in(dir)
+        .map_err(io("create a temporary file in", dir))?;
+    temp.write_all(bytes).map_err(io("write", temp.path()))?;
+    Ok(Staged {
+        target: target.to_owned(),
+        temp,
+        manifest,
+    })
+}
+
+/// Renames a staged file over its target.
+fn persist(
+    s: Staged,
+    touched: &mut BTreeSet<PathBuf>,
+    applied: &mut Applied,
+) -> Result<(), WriteError> {
+    if let Some(dir) = s.target.parent() {
+        touched.insert(dir.to_owned());
+    }
+    s.temp
+        .persist(&s.target)
+        .map_err(|e| io("replace", &s.target)(e.error))?;
+    applied.written += 1;
+    Ok(())
+}
+
 /// Applies every write and delete of `plans`. Refused and kept files are left
 /// alone; callers refuse to apply a plan with refusals unless forced.
+///
+/// Order: stage every write as a temp file, sync them all (in parallel),
+/// rename the files, delete stale ones, rename the manifests last, then sync
+/// every changed folder. A crash at any point leaves each file either old or
+/// new, and a manifest only ever describes files already in place.
 pub fn apply(plans: &[CratePlan], out_root: &Path) -> Result<Applied, WriteError> {
     let mut applied = Applied::default();
     let mut touched: BTreeSet<PathBuf> = BTreeSet::new();
+    let mut staged = Vec::new();
+    let mut deletes = Vec::new();
     for plan in plans {
         for change in &plan.changes {
             let target = plan.path.join(&change.path);
-            let dir = target.parent().unwrap_or(&plan.path).to_owned();
             match change.op {
                 Op::Create | Op::Update | Op::Overwrite => {
                     let text = change.after.as_deref().unwrap_or_default();
-                    write_atomic(&target, text.as_bytes())?;
-                    applied.written += 1;
-                    touched.insert(dir);
+                    let manifest = change.path == crate::manifest::FILE_NAME;
+                    staged.push(stage(&target, text.as_bytes(), manifest)?);
                 }
-                Op::Delete => {
-                    fs_err::remove_file(&target).map_err(io("delete", &target))?;
-                    applied.deleted += 1;
-                    prune_empty(&dir, out_root);
-                    if let Some(existing) = dir.ancestors().find(|d| d.is_dir()) {
-                        touched.insert(existing.to_owned());
-                    }
-                }
+                Op::Delete => deletes.push(target),
                 Op::Unchanged | Op::Refuse | Op::Keep => {}
             }
         }
     }
-    for dir in &touched {
-        if dir.is_dir() {
-            sync_dir(dir)?;
+    for_each_parallel(&staged, |s| {
+        s.temp
+            .as_file()
+            .sync_all()
+            .map_err(io("sync", s.temp.path()))
+    })?;
+    let (manifests, files): (Vec<Staged>, Vec<Staged>) =
+        staged.into_iter().partition(|s| s.manifest);
+    for s in files {
+        persist(s, &mut touched, &mut applied)?;
+    }
+    for target in &deletes {
+        let dir = target.parent().unwrap_or(out_root);
+        fs_err::remove_file(target).map_err(io("delete", target))?;
+        applied.deleted += 1;
+        prune_empty(dir, out_root);
+        if let Some(existing) = dir.ancestors().find(|d| d.is_dir()) {
+            touched.insert(existing.to_owned());
         }
     }
+    for s in manifests {
+        persist(s, &mut touched, &mut applied)?;
+    }
+    let dirs: Vec<PathBuf> = touched.into_iter().filter(|d| d.is_dir()).collect();
+    for_each_parallel(&dirs, |d| sync_dir(d))?;
     Ok(applied)
 }
 

@@ -275,3 +275,23 @@ fn template_overrides_shadow_embedded_templates() {
     let (_, stderr) = expect(dir, &["build"], 1);
     assert!(stderr.contains("typo.rs.tera"), "{stderr}");
 }
+
+#[test]
+fn build_into_a_workspace_says_what_to_add() {
+    let p = project();
+    let dir = p.path();
+    fs_err::write(
+        dir.join("Cargo.toml"),
+        "[workspace]\nresolver = \"3\"\nmembers = []\n",
+    )
+    .expect("write");
+    let (_, stderr) = expect(dir, &["build", "specs/cost_guard.json"], 0);
+    assert!(
+        stderr.contains("`ggen-runtime` is not a workspace dependency"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("is not a workspace member: add `\"generated/*\"` to `members`"),
+        "{stderr}"
+    );
+}
