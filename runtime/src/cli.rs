@@ -47,6 +47,8 @@ enum Command {
         #[arg(long)]
         live_actions: bool,
     },
+    /// Run the HTTP service (secrets from `GOVERNOR_*` environment variables).
+    Serve(crate::ingress::service::ServeArgs),
     /// Inspect a ledger.
     Ledger {
         #[command(subcommand)]
@@ -126,6 +128,7 @@ pub fn main<P: PolicyPack>(pack: &'static P) -> ExitCode {
             ledger,
             live_actions,
         } => run_replay(pack, &signals, &ledger, live_actions),
+        Command::Serve(args) => Ok(crate::ingress::service::run(pack, args)),
         Command::Ledger {
             command: LedgerCommand::Verify { ledger },
         } => verify(&ledger),

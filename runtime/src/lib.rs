@@ -22,6 +22,7 @@
 //! - [`canonical`]: RFC 8785 canonical JSON.
 //! - [`ledger`]: per-tenant hash chains; `memory` and `file` backends.
 //! - [`tenant`]: tenant ids and the sharded registry of governors.
+//! - [`ingress`]: the HTTP service (axum): routes, auth, metrics, `serve`.
 
 pub mod actuator;
 pub mod canonical;
@@ -29,6 +30,7 @@ pub mod cli;
 pub mod clock;
 pub mod entitlement;
 pub mod fsm;
+pub mod ingress;
 pub mod ledger;
 pub mod policy;
 pub mod receipt;

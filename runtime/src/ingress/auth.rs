@@ -1,0 +1,485 @@
+//! Inbound authentication: bearer tokens, the admin token, marketplace HMAC
+//! signatures and Google-signed Pub/Sub OIDC tokens.
+//!
+//! Secrets come from the environment only, read once at startup
+//! ([`Auth::from_env`]). Every secret comparison is constant-time: tokens are
+//! compared as SHA-256 digests with `subtle`, so neither content nor length
+//! leaks through timing; HMACs use `Mac::verify_slice`.
+
+use std::path::{Path, PathBuf};
+
+use axum::http::HeaderMap;
+use axum::http::header::AUTHORIZATION;
+use hmac::{KeyInit, Mac};
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::error::IngressError;
+
+/// Bearer token for `/v1/*` and `/pubsub/push`.
+pub const ENV_AUTH_TOKEN: &str = "GOVERNOR_AUTH_TOKEN";
+/// Operator token for `POST /v1/tenants/{t}/reset`.
+pub const ENV_ADMIN_TOKEN: &str = "GOVERNOR_ADMIN_TOKEN";
+/// HMAC-SHA256 key of marketplace events.
+pub const ENV_MARKETPLACE_SECRET: &str = "GOVERNOR_MARKETPLACE_SECRET";
+/// A JWKS file of the keys that sign Pub/Sub OIDC tokens.
+pub const ENV_OIDC_JWKS: &str = "GOVERNOR_OIDC_JWKS";
+/// The header carrying a marketplace event's signature.
+pub const SIGNATURE_HEADER: &str = "x-ggen-signature";
+/// Issuers of Google-signed OIDC tokens.
+pub const GOOGLE_ISSUERS: [&str; 2] = ["https://accounts.google.com", "accounts.google.com"];
+
+type HmacSha256 = hmac::Hmac<Sha256>;
+
+/// Why the authentication configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// The JWKS file could not be read.
+    #[error("cannot read jwks file `{path}`")]
+    ReadJwks {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The JWKS file is not a JWK set.
+    #[error("jwks file `{path}` is not a json web key set")]
+    ParseJwks {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A key of the set cannot verify RS256.
+    #[error("jwks key `{kid}` is not a usable rsa key")]
+    BadKey {
+        /// The key's `kid` (or its index).
+        kid: String,
+        /// The cause.
+        #[source]
+        source: jsonwebtoken::errors::Error,
+    },
+    /// OIDC was configured for a SKU without a Pub/Sub audience.
+    #[error("a jwks was given but the sku names no pub/sub oidc audience")]
+    NoAudience,
+    /// An empty secret in the environment.
+    #[error("environment variable `{name}` is set but empty")]
+    EmptySecret {
+        /// The variable.
+        name: &'static str,
+    },
+    /// Neither a bearer token nor OIDC, and `--insecure-no-auth` not given.
+    #[error(
+        "no authentication configured: set `GOVERNOR_AUTH_TOKEN` (or give a jwks for pub/sub oidc), or pass `--insecure-no-auth` for local experiments"
+    )]
+    NoAuth,
+}
+
+/// A secret compared in constant time (kept only as its SHA-256 digest).
+#[derive(Clone)]
+pub struct Secret([u8; 32]);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+impl Secret {
+    /// Wraps `text`.
+    pub fn new(text: &str) -> Secret {
+        Secret(Sha256::digest(text.as_bytes()).into())
+    }
+
+    /// Whether `candidate` is this secret (constant time).
+    pub fn matches(&self, candidate: &str) -> bool {
+        let digest: [u8; 32] = Sha256::digest(candidate.as_bytes()).into();
+        bool::from(self.0.ct_eq(&digest))
+    }
+}
+
+/// The marketplace HMAC key.
+#[derive(Clone)]
+pub struct HmacKey(Vec<u8>);
+
+impl std::fmt::Debug for HmacKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HmacKey(..)")
+    }
+}
+
+impl HmacKey {
+    /// Wraps the raw key bytes.
+    pub fn new(key: &[u8]) -> HmacKey {
+        HmacKey(key.to_vec())
+    }
+
+    /// `sha256=<hex>`: the signature header value of `body` (also used by tests and senders).
+    pub fn sign(&self, body: &[u8]) -> String {
+        let mut mac = <HmacSha256 as KeyInit>::new_from_slice(&self.0)
+            .unwrap_or_else(|_| unreachable!("hmac accepts keys of any length"));
+        mac.update(body);
+        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    }
+
+    /// Whether `header` (`sha256=<hex>`) is the HMAC of `body` (constant time).
+    pub fn verify(&self, header: &str, body: &[u8]) -> bool {
+        let Some(signature) = header
+            .strip_prefix("sha256=")
+            .and_then(|hex_text| hex::decode(hex_text.trim()).ok())
+        else {
+            return false;
+        };
+        let mut mac = <HmacSha256 as KeyInit>::new_from_slice(&self.0)
+            .unwrap_or_else(|_| unreachable!("hmac accepts keys of any length"));
+        mac.update(body);
+        mac.verify_slice(&signature).is_ok()
+    }
+}
+
+/// The claims of a Pub/Sub push token that are checked beyond the standard ones.
+#[derive(Debug, Deserialize)]
+struct Claims {
+    email: Option<String>,
+    email_verified: Option<bool>,
+}
+
+/// Verifies Google-signed OIDC tokens (RS256) against a fixed key set.
+pub struct Oidc {
+    /// `(kid, key)` pairs.
+    keys: Vec<(Option<String>, DecodingKey)>,
+    validation: Validation,
+    email: Option<String>,
+}
+
+impl std::fmt::Debug for Oidc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Oidc")
+            .field("keys", &self.keys.len())
+            .field("audience", &self.validation.aud)
+            .field("email", &self.email)
+            .finish()
+    }
+}
+
+impl Oidc {
+    /// A verifier of tokens for `audience` signed by a key of `jwks`;
+    /// `email`, when given, must be the token's (verified) `email` claim.
+    pub fn new(jwks: &JwkSet, audience: &str, email: Option<String>) -> Result<Oidc, AuthError> {
+        let keys = jwks
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(index, jwk)| {
+                let kid = jwk.common.key_id.clone();
+                DecodingKey::from_jwk(jwk)
+                    .map(|key| (kid.clone(), key))
+                    .map_err(|source| AuthError::BadKey {
+                        kid: kid.unwrap_or_else(|| index.to_string()),
+                        source,
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.set_audience(&[audience]);
+        validation.set_issuer(&GOOGLE_ISSUERS);
+        validation.set_required_spec_claims(&["exp", "aud", "iss"]);
+        validation.leeway = 30;
+        Ok(Oidc {
+            keys,
+            validation,
+            email,
+        })
+    }
+
+    /// Reads a JWKS file and builds the verifier.
+    pub fn from_file(
+        path: &Path,
+        audience: &str,
+        email: Option<String>,
+    ) -> Result<Oidc, AuthError> {
+        let text = fs_err::read(path).map_err(|source| AuthError::ReadJwks {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let jwks: JwkSet =
+            serde_json::from_slice(&text).map_err(|source| AuthError::ParseJwks {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Oidc::new(&jwks, audience, email)
+    }
+
+    /// Verifies `token`: signature, `aud`, `iss`, `exp`, and the email if configured.
+    pub fn verify(&self, token: &str) -> Result<(), IngressError> {
+        let denied = |detail: String| IngressError::Unauthorized { detail };
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| denied(format!("bearer token is not a jwt: {e}")))?;
+        if header.alg != Algorithm::RS256 {
+            return Err(denied(format!(
+                "oidc token algorithm `{:?}` is not `RS256`",
+                header.alg
+            )));
+        }
+        let key = match &header.kid {
+            Some(kid) => self
+                .keys
+                .iter()
+                .find(|(k, _)| k.as_deref() == Some(kid.as_str())),
+            None if self.keys.len() == 1 => self.keys.first(),
+            None => None,
+        }
+        .ok_or_else(|| denied("oidc token is signed by an unknown key".to_owned()))?;
+        let data = jsonwebtoken::decode::<Claims>(token, &key.1, &self.validation)
+            .map_err(|e| denied(format!("oidc token rejected: {e}")))?;
+        if let Some(expected) = &self.email {
+            let claims = data.claims;
+            if claims.email.as_deref() != Some(expected.as_str())
+                || claims.email_verified == Some(false)
+            {
+                return Err(denied(format!(
+                    "oidc token is not for service account `{expected}`"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Everything the service authenticates with.
+#[derive(Debug, Default)]
+pub struct Auth {
+    /// Bearer token for `/v1/*` and `/pubsub/push`.
+    pub token: Option<Secret>,
+    /// Operator token for resets.
+    pub admin: Option<Secret>,
+    /// Marketplace HMAC key.
+    pub marketplace: Option<HmacKey>,
+    /// Pub/Sub OIDC verification.
+    pub oidc: Option<Oidc>,
+    /// No token and no OIDC: `/v1/*` and `/pubsub/push` are open (local experiments only).
+    pub insecure: bool,
+}
+
+/// Reads a secret from the environment (`None` if unset; an error if empty).
+fn env_secret(name: &'static str) -> Result<Option<String>, AuthError> {
+    match std::env::var(name) {
+        Ok(value) if value.is_empty() => Err(AuthError::EmptySecret { name }),
+        Ok(value) => Ok(Some(value)),
+        Err(_) => Ok(None),
+    }
+}
+
+impl Auth {
+    /// Reads the secrets from the environment; `jwks` (or `GOVERNOR_OIDC_JWKS`)
+    /// enables OIDC for `audience`. Refuses to run without any inbound
+    /// authentication unless `insecure`.
+    pub fn from_env(
+        audience: Option<&str>,
+        jwks: Option<&Path>,
+        email: Option<String>,
+        insecure: bool,
+    ) -> Result<Auth, AuthError> {
+        let jwks_env = std::env::var_os(ENV_OIDC_JWKS).map(PathBuf::from);
+        let jwks = jwks.map(Path::to_path_buf).or(jwks_env);
+        let oidc = match (jwks, audience) {
+            (Some(path), Some(audience)) => Some(Oidc::from_file(&path, audience, email)?),
+            (Some(_), None) => return Err(AuthError::NoAudience),
+            (None, _) => None,
+        };
+        let auth = Auth {
+            token: env_secret(ENV_AUTH_TOKEN)?.as_deref().map(Secret::new),
+            admin: env_secret(ENV_ADMIN_TOKEN)?.as_deref().map(Secret::new),
+            marketplace: env_secret(ENV_MARKETPLACE_SECRET)?
+                .map(|key| HmacKey::new(key.as_bytes())),
+            oidc,
+            insecure,
+        };
+        if auth.token.is_none() && auth.oidc.is_none() && !insecure {
+            return Err(AuthError::NoAuth);
+        }
+        Ok(auth)
+    }
+
+    /// Checks the bearer token of a `/v1/*` request.
+    pub fn api(&self, headers: &HeaderMap) -> Result<(), IngressError> {
+        match (&self.token, bearer(headers)?) {
+            (Some(token), Some(given)) if token.matches(given) => Ok(()),
+            (Some(_), Some(_)) => Err(wrong("bearer token")),
+            (Some(_), None) => Err(missing()),
+            // No token configured: only reachable with `--insecure-no-auth`
+            // or with OIDC-only configurations, where `/v1/*` stays closed.
+            (None, _) if self.insecure => Ok(()),
+            (None, _) => Err(IngressError::Forbidden {
+                detail: "`/v1` is disabled: no `GOVERNOR_AUTH_TOKEN` configured".to_owned(),
+            }),
+        }
+    }
+
+    /// Checks a Pub/Sub push: the bearer token, or an OIDC token when configured.
+    pub fn pubsub(&self, headers: &HeaderMap) -> Result<(), IngressError> {
+        let given = bearer(headers)?;
+        if let (Some(token), Some(given)) = (&self.token, given)
+            && token.matches(given)
+        {
+            return Ok(());
+        }
+        match (&self.oidc, given) {
+            (Some(oidc), Some(given)) => oidc.verify(given),
+            (None, Some(_)) => Err(wrong("bearer token")),
+            (_, None) if self.token.is_none() && self.oidc.is_none() && self.insecure => Ok(()),
+            (_, None) => Err(missing()),
+        }
+    }
+
+    /// Checks the operator token of a reset.
+    pub fn admin(&self, headers: &HeaderMap) -> Result<(), IngressError> {
+        let given = bearer(headers)?;
+        match (&self.admin, given) {
+            (Some(admin), Some(given)) if admin.matches(given) => Ok(()),
+            (Some(_), Some(given)) if self.token.as_ref().is_some_and(|t| t.matches(given)) => {
+                Err(IngressError::Forbidden {
+                    detail: "resets need the admin token, not the api token".to_owned(),
+                })
+            }
+            (Some(_), Some(_)) => Err(wrong("admin token")),
+            (Some(_), None) => Err(missing()),
+            (None, _) if self.insecure && self.token.is_none() => Ok(()),
+            (None, _) => Err(IngressError::Forbidden {
+                detail: "resets are disabled: no `GOVERNOR_ADMIN_TOKEN` configured".to_owned(),
+            }),
+        }
+    }
+
+    /// Checks the `X-Ggen-Signature` of a marketplace event over its raw body.
+    pub fn marketplace(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), IngressError> {
+        let given = headers
+            .get(SIGNATURE_HEADER)
+            .map(|v| v.to_str().unwrap_or_default());
+        match (&self.marketplace, given) {
+            (Some(key), Some(given)) if key.verify(given, body) => Ok(()),
+            (Some(_), Some(_)) => Err(wrong("marketplace signature")),
+            (Some(_), None) => Err(IngressError::Unauthorized {
+                detail: "missing `X-Ggen-Signature` header".to_owned(),
+            }),
+            (None, _) if self.insecure && self.token.is_none() => Ok(()),
+            (None, _) => Err(IngressError::Forbidden {
+                detail:
+                    "marketplace events are disabled: no `GOVERNOR_MARKETPLACE_SECRET` configured"
+                        .to_owned(),
+            }),
+        }
+    }
+
+    /// Names the configured mechanisms (for the startup log; never the secrets).
+    pub fn describe(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        let mut push = |on: bool, name| {
+            if on {
+                out.push(name);
+            }
+        };
+        push(self.token.is_some(), "bearer");
+        push(self.oidc.is_some(), "pubsub-oidc");
+        push(self.admin.is_some(), "admin");
+        push(self.marketplace.is_some(), "marketplace-hmac");
+        push(self.insecure, "insecure-no-auth");
+        out
+    }
+}
+
+fn missing() -> IngressError {
+    IngressError::Unauthorized {
+        detail: "missing `Authorization: Bearer` credentials".to_owned(),
+    }
+}
+
+fn wrong(what: &str) -> IngressError {
+    IngressError::Unauthorized {
+        detail: format!("{what} does not verify"),
+    }
+}
+
+/// The bearer credential of `headers`, if any; a malformed header is an error.
+fn bearer(headers: &HeaderMap) -> Result<Option<&str>, IngressError> {
+    let Some(value) = headers.get(AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let text = value.to_str().map_err(|_| IngressError::Unauthorized {
+        detail: "`Authorization` header is not ascii".to_owned(),
+    })?;
+    let (scheme, credential) = text.split_once(' ').unwrap_or((text, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") || credential.trim().is_empty() {
+        return Err(IngressError::Unauthorized {
+            detail: "`Authorization` must be `Bearer <token>`".to_owned(),
+        });
+    }
+    Ok(Some(credential.trim()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (k, v) in pairs {
+            map.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn secrets_compare_by_content() {
+        let secret = Secret::new("s3cret");
+        assert!(secret.matches("s3cret"));
+        assert!(!secret.matches("s3cret "));
+        assert!(!secret.matches(""));
+    }
+
+    #[test]
+    fn hmac_signatures_verify_only_for_the_same_body_and_key() {
+        let key = HmacKey::new(b"key");
+        let signature = key.sign(b"body");
+        assert!(key.verify(&signature, b"body"));
+        assert!(!key.verify(&signature, b"body!"));
+        assert!(!HmacKey::new(b"other").verify(&signature, b"body"));
+        assert!(!key.verify(signature.trim_start_matches("sha256="), b"body"));
+        assert!(!key.verify("sha256=zz", b"body"));
+    }
+
+    #[test]
+    fn api_auth_needs_the_token() {
+        let auth = Auth {
+            token: Some(Secret::new("t")),
+            ..Auth::default()
+        };
+        assert!(auth.api(&headers(&[("authorization", "Bearer t")])).is_ok());
+        assert!(auth.api(&headers(&[("authorization", "bearer t")])).is_ok());
+        for bad in ["Bearer x", "Basic t", "Bearer", "t"] {
+            let err = auth.api(&headers(&[("authorization", bad)])).unwrap_err();
+            assert_eq!(err.code(), "unauthorized", "{bad}");
+        }
+        assert_eq!(
+            auth.api(&HeaderMap::new()).unwrap_err().code(),
+            "unauthorized"
+        );
+    }
+
+    #[test]
+    fn disabled_routes_are_forbidden() {
+        let auth = Auth {
+            token: Some(Secret::new("t")),
+            ..Auth::default()
+        };
+        let h = headers(&[("authorization", "Bearer t")]);
+        assert_eq!(auth.admin(&h).unwrap_err().code(), "forbidden");
+        assert_eq!(auth.marketplace(&h, b"{}").unwrap_err().code(), "forbidden");
+    }
+}

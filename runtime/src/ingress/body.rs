@@ -1,0 +1,84 @@
+//! Request bodies: content type, size limit and JSON parsing, mapped to
+//! [`IngressError`]s (never a panic, never a 5xx).
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, StatusCode, header};
+use serde::de::DeserializeOwned;
+
+use super::error::IngressError;
+
+/// Checks that the request declares `application/json` (parameters such as
+/// `charset=utf-8` are allowed).
+pub(crate) fn require_json(headers: &HeaderMap) -> Result<(), IngressError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Err(IngressError::UnsupportedMediaType {
+            got: "none".to_owned(),
+        });
+    };
+    let text = value.to_str().unwrap_or("(not ascii)");
+    let essence = text.split(';').next().unwrap_or("").trim();
+    if essence.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(IngressError::UnsupportedMediaType {
+            got: text.chars().take(64).collect(),
+        })
+    }
+}
+
+/// The buffered body, or 413 past `max` bytes / 400 for a broken stream.
+pub(crate) fn bytes(
+    body: Result<Bytes, BytesRejection>,
+    max: usize,
+) -> Result<Bytes, IngressError> {
+    body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            IngressError::TooLarge { max }
+        } else {
+            IngressError::bad(format!(
+                "cannot read request body: {}",
+                rejection.body_text()
+            ))
+        }
+    })
+}
+
+/// Parses JSON (serde_json's recursion limit turns hostile nesting into a 400).
+pub(crate) fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, IngressError> {
+    Ok(serde_json::from_slice(bytes)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn json_content_types() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(
+            require_json(&headers).unwrap_err().code(),
+            "unsupported_media_type"
+        );
+        for ok in ["application/json", "Application/JSON; charset=utf-8"] {
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(ok));
+            assert!(require_json(&headers).is_ok(), "{ok}");
+        }
+        for bad in [
+            "text/plain",
+            "application/jsonx",
+            "application/x-www-form-urlencoded",
+        ] {
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(bad));
+            assert!(require_json(&headers).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_a_bad_request() {
+        let deep = "[".repeat(100_000);
+        let error = parse::<serde_json::Value>(deep.as_bytes()).unwrap_err();
+        assert_eq!(error.code(), "bad_json");
+    }
+}

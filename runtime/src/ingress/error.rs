@@ -1,0 +1,255 @@
+//! What an HTTP request can fail with, and how each failure is answered.
+//!
+//! Every error is answered with a JSON body `{"error": CODE, "detail": TEXT}`;
+//! `CODE` is a stable snake_case name scripts can match on, `TEXT` is for
+//! humans. Bad input is always a 4xx; a 5xx means the service itself failed
+//! (the ledger stopped) and `/readyz` reports it too.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// Why a request was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum IngressError {
+    /// The body is not JSON, or not JSON of the expected shape.
+    #[error("request body is not valid: {detail}")]
+    BadJson {
+        /// What serde_json said (with line and column).
+        detail: String,
+    },
+    /// Malformed input other than JSON syntax (base64, UTF-8, a field's format).
+    #[error("{detail}")]
+    BadRequest {
+        /// What is wrong.
+        detail: String,
+    },
+    /// Input for a valid tenant that was refused and receipted as `rejected`.
+    #[error("{reason}")]
+    Rejected {
+        /// Why (also stored in the receipt).
+        reason: String,
+    },
+    /// No credentials, or credentials that do not verify.
+    #[error("{detail}")]
+    Unauthorized {
+        /// Which check failed.
+        detail: String,
+    },
+    /// Valid credentials that do not allow this route, or a route disabled by configuration.
+    #[error("{detail}")]
+    Forbidden {
+        /// Why.
+        detail: String,
+    },
+    /// A new tenant past the SKU's `max_tenants`.
+    #[error("tenant limit `{max}` reached: new tenant `{tenant}` refused")]
+    TenantLimit {
+        /// The SKU's `max_tenants`.
+        max: u32,
+        /// The refused tenant.
+        tenant: String,
+    },
+    /// No such route or tenant.
+    #[error("{detail}")]
+    NotFound {
+        /// What was not found.
+        detail: String,
+    },
+    /// The route exists but not for this method.
+    #[error("method `{method}` is not allowed here")]
+    MethodNotAllowed {
+        /// The method used.
+        method: String,
+    },
+    /// An entitlement event that is not valid in the tenant's current state (receipted).
+    #[error("{detail}")]
+    Conflict {
+        /// The refused transition.
+        detail: String,
+    },
+    /// The body is larger than the SKU's `max_body_bytes`.
+    #[error("request body exceeds `{max}` bytes")]
+    TooLarge {
+        /// The limit.
+        max: usize,
+    },
+    /// The body is not `application/json`.
+    #[error("expected content type `application/json`, got `{got}`")]
+    UnsupportedMediaType {
+        /// The content type sent (or `none`).
+        got: String,
+    },
+    /// Too many requests in flight: shed instead of queueing.
+    #[error("too many requests in flight (limit `{limit}`): retry shortly")]
+    Overloaded {
+        /// The in-flight limit.
+        limit: usize,
+    },
+    /// The ledger failed: nothing more can be acknowledged.
+    #[error("ledger unavailable: {detail}")]
+    Unavailable {
+        /// The ledger's error chain.
+        detail: String,
+    },
+    /// The service is shutting down.
+    #[error("shutting down")]
+    ShuttingDown,
+    /// An unexpected internal failure (a bug).
+    #[error("internal error: {detail}")]
+    Internal {
+        /// What failed.
+        detail: String,
+    },
+}
+
+/// The JSON body of every error response.
+#[derive(Debug, Serialize)]
+struct Body<'a> {
+    error: &'static str,
+    detail: &'a str,
+}
+
+impl IngressError {
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            IngressError::BadJson { .. }
+            | IngressError::BadRequest { .. }
+            | IngressError::Rejected { .. } => StatusCode::BAD_REQUEST,
+            IngressError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            IngressError::Forbidden { .. } | IngressError::TenantLimit { .. } => {
+                StatusCode::FORBIDDEN
+            }
+            IngressError::NotFound { .. } => StatusCode::NOT_FOUND,
+            IngressError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            IngressError::Conflict { .. } => StatusCode::CONFLICT,
+            IngressError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            IngressError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            IngressError::Overloaded { .. }
+            | IngressError::Unavailable { .. }
+            | IngressError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            IngressError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable snake_case code in the body's `error` field.
+    pub fn code(&self) -> &'static str {
+        match self {
+            IngressError::BadJson { .. } => "bad_json",
+            IngressError::BadRequest { .. } => "bad_request",
+            IngressError::Rejected { .. } => "rejected",
+            IngressError::Unauthorized { .. } => "unauthorized",
+            IngressError::Forbidden { .. } => "forbidden",
+            IngressError::TenantLimit { .. } => "tenant_limit",
+            IngressError::NotFound { .. } => "not_found",
+            IngressError::MethodNotAllowed { .. } => "method_not_allowed",
+            IngressError::Conflict { .. } => "conflict",
+            IngressError::TooLarge { .. } => "too_large",
+            IngressError::UnsupportedMediaType { .. } => "unsupported_media_type",
+            IngressError::Overloaded { .. } => "overloaded",
+            IngressError::Unavailable { .. } => "unavailable",
+            IngressError::ShuttingDown => "shutting_down",
+            IngressError::Internal { .. } => "internal",
+        }
+    }
+
+    /// A malformed request with `detail`.
+    pub(crate) fn bad(detail: impl Into<String>) -> IngressError {
+        IngressError::BadRequest {
+            detail: detail.into(),
+        }
+    }
+
+    /// The ledger failed with `error` (its whole cause chain in the detail).
+    pub(crate) fn unavailable(error: &(dyn std::error::Error + 'static)) -> IngressError {
+        IngressError::Unavailable {
+            detail: chain(error),
+        }
+    }
+
+    /// The JSON body `{"error", "detail"}` as a value (batch results embed it).
+    pub(crate) fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({ "error": self.code(), "detail": self.to_string() })
+    }
+}
+
+/// An error and its causes, `: `-separated.
+pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+impl From<serde_json::Error> for IngressError {
+    fn from(error: serde_json::Error) -> IngressError {
+        IngressError::BadJson {
+            detail: error.to_string(),
+        }
+    }
+}
+
+impl IntoResponse for IngressError {
+    fn into_response(self) -> Response {
+        let detail = self.to_string();
+        let body = serde_json::to_vec(&Body {
+            error: self.code(),
+            detail: &detail,
+        })
+        .unwrap_or_else(|_| br#"{"error":"internal","detail":"unserializable error"}"#.to_vec());
+        let mut response = (self.status(), body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        match self {
+            IngressError::Unauthorized { .. } => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            IngressError::Overloaded { .. } | IngressError::ShuttingDown => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_bad_input_is_a_4xx() {
+        let bad = [
+            IngressError::bad("x"),
+            IngressError::Rejected { reason: "x".into() },
+            IngressError::Unauthorized { detail: "x".into() },
+            IngressError::TooLarge { max: 1 },
+            IngressError::UnsupportedMediaType { got: "x".into() },
+            IngressError::TenantLimit {
+                max: 1,
+                tenant: "t".into(),
+            },
+            IngressError::Conflict { detail: "x".into() },
+        ];
+        for error in bad {
+            assert!(error.status().is_client_error(), "{error:?}");
+        }
+    }
+
+    #[test]
+    fn bad_json_names_the_position() {
+        let error: IngressError = serde_json::from_str::<serde_json::Value>("{")
+            .unwrap_err()
+            .into();
+        assert_eq!(error.code(), "bad_json");
+        assert!(error.to_string().contains("line 1"), "{error}");
+    }
+}

@@ -1,0 +1,60 @@
+//! Unauthenticated probes and fallbacks: `GET /healthz`, `GET /readyz`,
+//! `GET /metrics`, and the JSON 404 / 405 answers.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::error::IngressError;
+use super::state::AppState;
+
+/// `GET /healthz`: the process is alive.
+pub(crate) async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// `GET /readyz`: 200 once the ledger is recovered (the state exists only
+/// after recovery) while the ledger works, no request was shed in the last
+/// second and shutdown has not begun; 503 otherwise.
+pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
+    match state.not_ready() {
+        None => {
+            Json(json!({ "status": "ready", "tenants": state.registry().len() })).into_response()
+        }
+        Some(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "error": "not_ready", "detail": why })),
+        )
+            .into_response(),
+    }
+}
+
+/// `GET /metrics`: Prometheus text exposition.
+pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
+    let text = state.metrics().render(state.registry(), state.actuator());
+    let mut response = text.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
+
+/// Any route not listed: 404 JSON.
+pub(crate) async fn not_found(uri: Uri) -> IngressError {
+    IngressError::NotFound {
+        detail: format!(
+            "no route `{}`",
+            uri.path().chars().take(128).collect::<String>()
+        ),
+    }
+}
+
+/// A listed route with another method: 405 JSON.
+pub(crate) async fn method_not_allowed(method: Method) -> IngressError {
+    IngressError::MethodNotAllowed {
+        method: method.as_str().chars().take(32).collect(),
+    }
+}

@@ -1,0 +1,282 @@
+//! The `serve` command: configuration from flags and the environment,
+//! startup (open the ledger, recover, start the actuator and its timers),
+//! serving, and graceful shutdown on SIGTERM/SIGINT (stop accepting, drain
+//! in-flight requests, drain actions within a bound, checkpoint, flush).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use super::auth::{Auth, AuthError};
+use super::error::chain;
+use super::state::{AppState, Options};
+use crate::actuator::{ActuatorError, ActuatorMode, Actuators, Dispatcher, DispatcherOptions};
+use crate::ledger::file::{FileLedger, FileOptions};
+use crate::ledger::{Ledger, LedgerError};
+use crate::sku::PolicyPack;
+use crate::tenant::{Registry, RegistryError};
+
+/// How logs are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Whether actions really run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ActionsMode {
+    /// Through the adapter each action names.
+    #[default]
+    Live,
+    /// Through the `log` adapter only (no side effects).
+    Log,
+}
+
+/// Flags of `serve` (secrets come from the environment, never from flags).
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on, e.g. `0.0.0.0:8080`.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: SocketAddr,
+    /// The ledger directory (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub ledger: PathBuf,
+    /// Serve `/v1/*` and `/pubsub/push` without authentication when no
+    /// `GOVERNOR_AUTH_TOKEN` (and no OIDC) is configured. Local experiments only.
+    #[arg(long)]
+    pub insecure_no_auth: bool,
+    /// Log format on stderr (level from `RUST_LOG`, default `info`).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// JWKS file of the keys signing Pub/Sub OIDC tokens (or `GOVERNOR_OIDC_JWKS`).
+    #[arg(long, value_name = "FILE")]
+    pub jwks: Option<PathBuf>,
+    /// Service account email Pub/Sub OIDC tokens must carry.
+    #[arg(long, value_name = "EMAIL")]
+    pub oidc_email: Option<String>,
+    /// Requests handled at once; more are refused with 503.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub max_in_flight: usize,
+    /// `live` runs webhooks and commands; `log` only records them.
+    #[arg(long, value_enum, default_value_t = ActionsMode::Live)]
+    pub actions: ActionsMode,
+    /// Seconds to wait for running actions at shutdown.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub drain_timeout: u64,
+}
+
+/// Why `serve` stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The authentication configuration is missing or invalid.
+    #[error("authentication is not configured")]
+    Auth(#[source] AuthError),
+    /// The ledger could not be opened or flushed.
+    #[error("ledger failed")]
+    Ledger(#[source] LedgerError),
+    /// Recovery or the final checkpoint failed.
+    #[error("registry failed")]
+    Registry(#[source] RegistryError),
+    /// The actuator could not be built.
+    #[error("actuator failed")]
+    Actuator(#[source] ActuatorError),
+    /// The runtime, the listener or the server failed.
+    #[error("i/o failed: {what}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl ServeError {
+    /// 1 for configuration the operator must fix, 2 for failures.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ServeError::Auth(_) => 1,
+            ServeError::Ledger(LedgerError::Io { .. } | LedgerError::Poisoned { .. }) => 2,
+            ServeError::Ledger(_) => 1,
+            ServeError::Registry(_) | ServeError::Actuator(_) | ServeError::Io { .. } => 2,
+        }
+    }
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
+    let what = what.into();
+    move |source| ServeError::Io { what, source }
+}
+
+/// Installs the global log subscriber (once per process; later calls keep the first).
+pub fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.with_ansi(false).try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn terminated() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(error = %error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = term => tracing::info!("SIGTERM: shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+    }
+}
+
+/// Runs `serve` to completion: exit 0 after a graceful shutdown.
+pub fn run(pack: &'static dyn PolicyPack, args: ServeArgs) -> ExitCode {
+    init_logging(args.log_format);
+    match run_until(pack, args, terminated()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = %chain(&error), "serve failed");
+            eprintln!("error: {}", chain(&error));
+            ExitCode::from(error.exit_code())
+        }
+    }
+}
+
+/// Runs the service until `shutdown` resolves, then shuts down gracefully.
+pub fn run_until(
+    pack: &'static dyn PolicyPack,
+    args: ServeArgs,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let sku = pack.sku();
+    let auth = Auth::from_env(
+        sku.ingress.pubsub_audience,
+        args.jwks.as_deref(),
+        args.oidc_email.clone(),
+        args.insecure_no_auth,
+    )
+    .map_err(ServeError::Auth)?;
+    if args.insecure_no_auth && auth.token.is_none() && auth.oidc.is_none() {
+        tracing::warn!("--insecure-no-auth: `/v1` and `/pubsub/push` accept anyone");
+    }
+    let ledger =
+        FileLedger::open(&args.ledger, FileOptions::default()).map_err(ServeError::Ledger)?;
+    if let Some(repair) = ledger.repair() {
+        tracing::warn!(
+            path = %repair.path.display(),
+            offset = repair.offset,
+            dropped = repair.dropped,
+            "truncated a torn final ledger record (it was never acknowledged)"
+        );
+    }
+    let ledger: Arc<dyn Ledger> = Arc::new(ledger);
+    let registry = Arc::new(Registry::new(pack, Arc::clone(&ledger)));
+    let stats = registry.recover().map_err(ServeError::Registry)?;
+    tracing::info!(
+        tenants = stats.tenants,
+        records = stats.records,
+        from_checkpoint = stats.from_checkpoint,
+        diverged = stats.diverged,
+        "ledger recovered"
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("governor")
+        .build()
+        .map_err(io("starting the tokio runtime"))?;
+    let serving = Arc::clone(&registry);
+    runtime.block_on(async move {
+        let registry = serving;
+        let mode = match args.actions {
+            ActionsMode::Live => ActuatorMode::Live,
+            ActionsMode::Log => ActuatorMode::LogOnly,
+        };
+        let actuator = Dispatcher::new(
+            tokio::runtime::Handle::current(),
+            Actuators::from_env().map_err(ServeError::Actuator)?,
+            DispatcherOptions {
+                mode,
+                ..DispatcherOptions::default()
+            },
+        );
+        let state = AppState::new(
+            Arc::clone(&registry),
+            auth,
+            Options {
+                max_in_flight: args.max_in_flight,
+                actuator: Some(actuator.clone()),
+                ..Options::default()
+            },
+        );
+        let listener = TcpListener::bind(args.listen)
+            .await
+            .map_err(io(format!("binding `{}`", args.listen)))?;
+        let addr = listener
+            .local_addr()
+            .map_err(io("reading the bound address"))?;
+        tracing::info!(
+            %addr,
+            sku = sku.id,
+            version = sku.version,
+            auth = ?state.auth.describe(),
+            actions = ?args.actions,
+            "listening"
+        );
+        let (stop_timers, timers_stopped) = watch::channel(false);
+        let timers = {
+            let actuator = actuator.clone();
+            let registry = Arc::clone(&registry);
+            let mut stopped = timers_stopped;
+            tokio::spawn(async move {
+                actuator
+                    .run_timers(registry, async move {
+                        let _ = stopped.wait_for(|s| *s).await;
+                    })
+                    .await;
+            })
+        };
+        let draining = state.clone();
+        super::serve(listener, state, async move {
+            shutdown.await;
+            // Readiness fails at once; new ingest on open connections gets 503.
+            draining.begin_shutdown();
+        })
+        .await
+        .map_err(io("serving"))?;
+        tracing::info!("requests drained");
+        let _ = stop_timers.send(true);
+        let _ = timers.await;
+        if let Err(error) = actuator
+            .drain(Duration::from_secs(args.drain_timeout))
+            .await
+        {
+            tracing::warn!(error = %error, "actions still running at shutdown; their results are lost and they time out after restart");
+        }
+        Ok::<(), ServeError>(())
+    })?;
+    drop(runtime);
+    let tenants = registry.checkpoint().map_err(ServeError::Registry)?;
+    ledger.flush().map_err(ServeError::Ledger)?;
+    tracing::info!(tenants, "checkpoint written; ledger flushed; bye");
+    Ok(())
+}

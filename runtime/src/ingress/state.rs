@@ -1,0 +1,253 @@
+//! The state every handler shares: the registry, auth, metrics, the
+//! in-flight limit, health flags, and where decided actions go.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::auth::Auth;
+use super::error::IngressError;
+use super::metrics::Metrics;
+use crate::actuator::Dispatcher;
+use crate::clock::Timestamp;
+use crate::ledger::{LedgerError, Ticket};
+use crate::tenant::{Applied, Registry, RegistryError};
+
+/// How long after a shed request `/readyz` keeps failing, in milliseconds.
+const SHED_GRACE_MS: i64 = 1000;
+
+/// Tunables of the ingress.
+#[derive(Clone)]
+pub struct Options {
+    /// Requests handled at once; more are refused with 503 at once (default 1024).
+    pub max_in_flight: usize,
+    /// Items accepted in one `POST /v1/signals` batch (default 1000).
+    pub max_batch: usize,
+    /// Runs decided actions once their deciding receipt is durable (`None`:
+    /// they stay in flight until their timeout, and a warning is logged).
+    pub actuator: Option<Dispatcher>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            max_in_flight: 1024,
+            max_batch: 1000,
+            actuator: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("max_in_flight", &self.max_in_flight)
+            .field("max_batch", &self.max_batch)
+            .field("actuator", &self.actuator.is_some())
+            .finish()
+    }
+}
+
+/// Shared by every handler; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState(Arc<Inner>);
+
+/// What [`AppState`] shares.
+pub struct Inner {
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) auth: Auth,
+    pub(crate) metrics: Metrics,
+    pub(crate) max_batch: usize,
+    max_in_flight: usize,
+    limiter: Arc<Semaphore>,
+    /// Why the ledger stopped, once it has.
+    failed: Mutex<Option<String>>,
+    failed_flag: AtomicBool,
+    /// When a request was last shed (ms since the epoch; 0: never).
+    last_shed: AtomicI64,
+    draining: AtomicBool,
+    actuator: Option<Dispatcher>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("registry", &self.registry)
+            .field("auth", &self.auth)
+            .field("max_in_flight", &self.max_in_flight)
+            .field("actuator", &self.actuator.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    /// The state of a service over `registry` (already recovered).
+    pub fn new(registry: Arc<Registry>, auth: Auth, options: Options) -> AppState {
+        let max_in_flight = options.max_in_flight.max(1);
+        AppState(Arc::new(Inner {
+            metrics: Metrics::new(registry.pack().sku()),
+            registry,
+            auth,
+            max_batch: options.max_batch.max(1),
+            max_in_flight,
+            limiter: Arc::new(Semaphore::new(max_in_flight)),
+            failed: Mutex::new(None),
+            failed_flag: AtomicBool::new(false),
+            last_shed: AtomicI64::new(0),
+            draining: AtomicBool::new(false),
+            actuator: options.actuator,
+        }))
+    }
+
+    /// The registry.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.0.registry
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+
+    /// The actuator's dispatcher, if one is attached.
+    pub fn actuator(&self) -> Option<&Dispatcher> {
+        self.0.actuator.as_ref()
+    }
+
+    /// Marks the service as draining: `/readyz` fails and new ingest is refused.
+    pub fn begin_shutdown(&self) {
+        self.0.draining.store(true, Ordering::Release);
+    }
+
+    /// Why the service is not ready, or `None` when it is.
+    pub fn not_ready(&self) -> Option<String> {
+        if self.0.failed_flag.load(Ordering::Acquire) {
+            let why = self.0.failed.lock().unwrap_or_else(PoisonError::into_inner);
+            return Some(format!(
+                "ledger failed: {}",
+                why.as_deref().unwrap_or("unknown")
+            ));
+        }
+        if self.0.draining.load(Ordering::Acquire) {
+            return Some("shutting down".to_owned());
+        }
+        let shed = self.0.last_shed.load(Ordering::Acquire);
+        if shed != 0 && Timestamp::now().as_millis() - shed < SHED_GRACE_MS {
+            return Some("shedding load".to_owned());
+        }
+        None
+    }
+
+    /// Takes an in-flight slot, or refuses (503) when all are taken.
+    pub(crate) fn admit_request(&self) -> Result<OwnedSemaphorePermit, IngressError> {
+        Arc::clone(&self.0.limiter)
+            .try_acquire_owned()
+            .map_err(|_| {
+                self.0
+                    .last_shed
+                    .store(Timestamp::now().as_millis(), Ordering::Release);
+                self.0.metrics.shed();
+                IngressError::Overloaded {
+                    limit: self.0.max_in_flight,
+                }
+            })
+    }
+
+    /// Refuses ingest once the ledger failed or shutdown began.
+    pub(crate) fn check_writable(&self) -> Result<(), IngressError> {
+        if self.0.failed_flag.load(Ordering::Acquire) {
+            return Err(IngressError::Unavailable {
+                detail: self
+                    .0
+                    .failed
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone()
+                    .unwrap_or_default(),
+            });
+        }
+        if self.0.draining.load(Ordering::Acquire) {
+            return Err(IngressError::ShuttingDown);
+        }
+        Ok(())
+    }
+
+    /// Records that the ledger failed (readyz fails from now on).
+    pub(crate) fn ledger_failed(&self, error: &(dyn std::error::Error + 'static)) -> IngressError {
+        let failure = IngressError::unavailable(error);
+        if let IngressError::Unavailable { detail } = &failure {
+            let mut slot = self.0.failed.lock().unwrap_or_else(PoisonError::into_inner);
+            if slot.is_none() {
+                tracing::error!(error = %detail, "ledger failed: refusing further ingest");
+                *slot = Some(detail.clone());
+            }
+            self.0.failed_flag.store(true, Ordering::Release);
+        }
+        failure
+    }
+
+    /// Maps a registry error: the tenant limit is the caller's problem, anything else the ledger's.
+    pub(crate) fn registry_error(&self, error: RegistryError) -> IngressError {
+        match error {
+            RegistryError::TooManyTenants { max, tenant } => IngressError::TenantLimit {
+                max,
+                tenant: tenant.to_string(),
+            },
+            other => self.ledger_failed(&other),
+        }
+    }
+
+    /// Waits until `ticket`'s receipt is durable (recording the latency).
+    pub(crate) async fn durable(
+        &self,
+        ticket: Option<Ticket>,
+        started: Instant,
+    ) -> Result<(), IngressError> {
+        match ticket {
+            Some(ticket) => {
+                ticket
+                    .durable()
+                    .await
+                    .map_err(|e: LedgerError| self.ledger_failed(&e))?;
+                self.0.metrics.durable(started.elapsed());
+                Ok(())
+            }
+            // A duplicate appends nothing, but the original may still be on
+            // its way to disk: acknowledge only once everything is durable.
+            None => {
+                let registry = Arc::clone(&self.0.registry);
+                tokio::task::spawn_blocking(move || registry.ledger().flush())
+                    .await
+                    .map_err(|e| IngressError::Internal {
+                        detail: e.to_string(),
+                    })?
+                    .map_err(|e| self.ledger_failed(&e))
+            }
+        }
+    }
+
+    /// Hands every dispatch of `applied` to the actuator (its receipt is durable).
+    pub(crate) fn dispatch(&self, applied: &mut Applied) {
+        for dispatch in applied.dispatches.drain(..) {
+            self.0.metrics.dispatched(dispatch.action);
+            match &self.0.actuator {
+                Some(actuator) => actuator.spawn(&self.0.registry, dispatch),
+                None => tracing::warn!(
+                    tenant = %dispatch.tenant,
+                    key = %dispatch.idempotency_key,
+                    "no actuator attached: action stays in flight until its timeout"
+                ),
+            }
+        }
+    }
+}

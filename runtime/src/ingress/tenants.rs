@@ -1,0 +1,237 @@
+//! Operator and client reads of tenants, resets, and ledger verification:
+//! `GET /v1/tenants/{t}`, `GET /v1/tenants/{t}/admit`,
+//! `GET /v1/tenants/{t}/receipts?after=SEQ&limit=N`,
+//! `POST /v1/tenants/{t}/reset`, `GET /v1/ledger/verify`.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::body;
+use super::error::IngressError;
+use super::signals;
+use super::state::AppState;
+use crate::clock::Timestamp;
+use crate::receipt::Input;
+use crate::tenant::{TenantId, TenantView};
+
+/// Receipts returned per page when `limit` is absent.
+pub const DEFAULT_PAGE: usize = 100;
+/// Largest page of receipts.
+pub const MAX_PAGE: usize = 1000;
+
+fn tenant_json(view: &TenantView, receipt: Option<serde_json::Value>) -> serde_json::Value {
+    let in_flight: Vec<_> = view
+        .in_flight
+        .iter()
+        .map(|f| {
+            json!({
+                "action": f.action,
+                "idempotency_key": f.idempotency_key,
+                "confirmed": f.confirmed,
+            })
+        })
+        .collect();
+    json!({
+        "tenant": view.tenant.as_str(),
+        "state": view.state.name(),
+        "entitlement": view.entitlement.as_str(),
+        "profile": view.profile,
+        "level": view.level.as_str(),
+        "in_flight": in_flight,
+        "seq": view.seq,
+        "hash": view.hash,
+        "last_receipt": receipt,
+    })
+}
+
+fn unknown(tenant: &TenantId) -> IngressError {
+    IngressError::NotFound {
+        detail: format!("unknown tenant `{tenant}`"),
+    }
+}
+
+/// `GET /v1/tenants/{t}`: state, entitlement, in-flight actions, last receipt.
+pub(crate) async fn get(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> Result<Json<serde_json::Value>, IngressError> {
+    state.auth.api(&headers)?;
+    let tenant = signals::parse_tenant(&tenant)?;
+    let view = state
+        .registry
+        .view(&tenant)
+        .ok_or_else(|| unknown(&tenant))?;
+    let last = match view.seq {
+        0 => None,
+        seq => state
+            .registry
+            .ledger()
+            .read(&tenant, seq - 1, 1)
+            .map_err(|e| IngressError::unavailable(&e))?
+            .first()
+            .map(|r| serde_json::from_slice(&r.bytes))
+            .transpose()
+            .map_err(|e| IngressError::Internal {
+                detail: format!("stored receipt is not json: {e}"),
+            })?,
+    };
+    Ok(Json(tenant_json(&view, last)))
+}
+
+/// `GET /v1/tenants/{t}/admit`: `{allow, state, reason}`.
+pub(crate) async fn admit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> Result<Json<serde_json::Value>, IngressError> {
+    state.auth.api(&headers)?;
+    let tenant = signals::parse_tenant(&tenant)?;
+    let admission = state.registry.admit(&tenant);
+    Ok(Json(json!({
+        "allow": admission.allow,
+        "state": admission.state,
+        "reason": admission.reason,
+    })))
+}
+
+/// Query of the receipts page.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Page {
+    after: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/tenants/{t}/receipts?after=SEQ&limit=N`: stored receipts in seq
+/// order, as stored (canonical JSON), with `next_after` for the next page.
+pub(crate) async fn receipts(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    query: Result<Query<Page>, QueryRejection>,
+) -> Result<Response, IngressError> {
+    state.auth.api(&headers)?;
+    let tenant = signals::parse_tenant(&tenant)?;
+    let Query(page) = query.map_err(|e| IngressError::bad(e.body_text()))?;
+    let limit = page.limit.unwrap_or(DEFAULT_PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(IngressError::bad(format!(
+            "`limit` must be between 1 and `{MAX_PAGE}`, got `{limit}`"
+        )));
+    }
+    if state.registry.view(&tenant).is_none() {
+        return Err(unknown(&tenant));
+    }
+    let after = page.after.unwrap_or(0);
+    let records = state
+        .registry
+        .ledger()
+        .read(&tenant, after, limit)
+        .map_err(|e| IngressError::unavailable(&e))?;
+    // The stored bytes are canonical JSON: splice them in as they are.
+    let mut out = format!(r#"{{"tenant":"{}","receipts":["#, tenant.as_str());
+    for (i, record) in records.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(
+            out,
+            r#"{{"seq":{},"hash":"{}","receipt":"#,
+            record.seq,
+            hex::encode(record.hash)
+        );
+        out.push_str(&String::from_utf8_lossy(&record.bytes));
+        out.push('}');
+    }
+    let next = records.last().map_or(after, |r| r.seq);
+    let _ = write!(out, r#"],"next_after":{next}}}"#);
+    let mut response = out.into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
+}
+
+/// Body of a reset (optional).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResetBody {
+    reason: Option<String>,
+}
+
+/// `POST /v1/tenants/{t}/reset` (admin token): back to stable, receipted.
+pub(crate) async fn reset(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    raw: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, IngressError> {
+    state.auth.admin(&headers)?;
+    let raw = body::bytes(raw, state.registry.pack().sku().ingress.max_body_bytes)?;
+    let reason = if raw.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        body::require_json(&headers)?;
+        body::parse::<ResetBody>(&raw)?.reason
+    };
+    state.check_writable()?;
+    let tenant = signals::parse_tenant(&tenant)?;
+    if state.registry.view(&tenant).is_none() {
+        return Err(unknown(&tenant));
+    }
+    let started = Instant::now();
+    let reason = reason
+        .unwrap_or_else(|| "operator reset".to_owned())
+        .chars()
+        .take(256)
+        .collect();
+    let mut applied = state
+        .registry
+        .apply(&tenant, Input::Reset { reason }, Timestamp::now())
+        .map_err(|e| state.registry_error(e))?;
+    state.durable(applied.ticket.take(), started).await?;
+    state.dispatch(&mut applied);
+    Ok(Json(json!({
+        "tenant": tenant.as_str(),
+        "state": applied.state.name(),
+        "seq": applied.last_seq,
+    })))
+}
+
+/// `GET /v1/ledger/verify`: replays every chain; `ok` is false (still 200)
+/// when a receipt does not verify, naming the first bad one.
+pub(crate) async fn verify(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, IngressError> {
+    state.auth.api(&headers)?;
+    let registry = Arc::clone(state.registry());
+    let report = tokio::task::spawn_blocking(move || registry.ledger().verify())
+        .await
+        .map_err(|e| IngressError::Internal {
+            detail: e.to_string(),
+        })?
+        .map_err(|e| IngressError::unavailable(&e))?;
+    let first_bad = report
+        .first_bad
+        .as_ref()
+        .map(|bad| json!({ "tenant": bad.tenant, "seq": bad.seq, "reason": bad.reason }));
+    Ok(Json(json!({
+        "ok": first_bad.is_none(),
+        "tenants": report.tenants,
+        "receipts": report.receipts,
+        "first_bad": first_bad,
+    })))
+}
