@@ -5,5 +5,6 @@ mod command;
 mod dispatcher;
 mod harness;
 mod pack;
+mod replay;
 mod target;
 mod webhook;
