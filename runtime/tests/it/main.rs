@@ -2,4 +2,5 @@
 
 mod actuator;
 mod governor;
+mod ingress;
 mod ledger;

@@ -1,0 +1,276 @@
+//! The bad-input corpus: each case gets its documented 4xx and a JSON body,
+//! never a 5xx or a panic, and the ledger still verifies afterwards.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, header};
+use ggen_runtime::ledger::file::FileOptions;
+use serde_json::json;
+
+use super::harness::{
+    ADMIN, Reply, Service, TOKEN, envelope, get, marketplace, post, request, signal,
+};
+use super::sku::{GUARD, MAX_BODY, TINY};
+
+fn raw(
+    method: &str,
+    path: &str,
+    content_type: Option<&str>,
+    body: impl Into<Body>,
+) -> Request<Body> {
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"));
+    if let Some(content_type) = content_type {
+        builder = builder.header(header::CONTENT_TYPE, content_type);
+    }
+    builder.body(body.into()).unwrap()
+}
+
+struct Case {
+    name: &'static str,
+    request: Request<Body>,
+    status: u16,
+    code: &'static str,
+}
+
+fn case(name: &'static str, request: Request<Body>, status: u16, code: &'static str) -> Case {
+    Case {
+        name,
+        request,
+        status,
+        code,
+    }
+}
+
+fn signals(body: impl Into<Body>) -> Request<Body> {
+    post("/v1/signals", body)
+}
+
+fn push(tenant: &str, data: &str) -> Request<Body> {
+    post("/pubsub/push", envelope(tenant, data, "m-1"))
+}
+
+fn corpus() -> Vec<Case> {
+    let deep_array = "[".repeat(MAX_BODY - 10);
+    let deep_value = format!(
+        r#"{{"tenant":"a","signal":"load","value":{}1{}}}"#,
+        "[".repeat(1000),
+        "]".repeat(1000)
+    );
+    let b64 =
+        |bytes: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, bytes);
+    vec![
+        case("bad json", signals("{"), 400, "bad_json"),
+        case("empty body", signals(""), 400, "bad_json"),
+        case("not utf-8", signals(&b"{\"tenant\":\"\xff\"}"[..]), 400, "bad_json"),
+        case("deep array", signals(deep_array), 400, "bad_json"),
+        case("deep value", signals(deep_value), 400, "bad_json"),
+        case("missing tenant", signals(r#"{"signal":"load","value":1}"#), 400, "bad_json"),
+        case("missing value", signals(r#"{"tenant":"a","signal":"load"}"#), 400, "bad_json"),
+        case("unknown field", signals(r#"{"tenant":"a","signal":"load","value":1,"x":1}"#), 400, "bad_json"),
+        case("tenant not a string", signals(r#"{"tenant":7,"signal":"load","value":1}"#), 400, "bad_json"),
+        case("huge number", signals(r#"{"tenant":"a","signal":"load","value":1e400}"#), 400, "bad_json"),
+        case("path traversal tenant", signals(signal("../etc/passwd", 1.0, "x")), 400, "bad_request"),
+        case("empty tenant", signals(signal("", 1.0, "x")), 400, "bad_request"),
+        case("long tenant", signals(signal(&"t".repeat(129), 1.0, "x")), 400, "bad_request"),
+        case("control chars in tenant", signals(signal("a\u{0}b", 1.0, "x")), 400, "bad_request"),
+        case("bad time", signals(r#"{"tenant":"a","signal":"load","value":1,"at":"yesterday"}"#), 400, "bad_request"),
+        case("long id", signals(signal("a", 1.0, &"i".repeat(300))), 400, "bad_request"),
+        case("unknown signal", signals(r#"{"tenant":"r1","signal":"nope","value":1}"#), 400, "rejected"),
+        case("below min", signals(signal("r2", -5.0, "x")), 400, "rejected"),
+        case("above max", signals(signal("r3", 1e9, "x")), 400, "rejected"),
+        case("string value", signals(r#"{"tenant":"r4","signal":"load","value":"12"}"#), 400, "rejected"),
+        case("null value", signals(r#"{"tenant":"r5","signal":"load","value":null}"#), 400, "rejected"),
+        case("nan string", signals(r#"{"tenant":"r6","signal":"load","value":"NaN"}"#), 400, "rejected"),
+        case("too large", signals(vec![b' '; MAX_BODY + 1]), 413, "too_large"),
+        case("text/plain", raw("POST", "/v1/signals", Some("text/plain"), signal("a", 1.0, "x")), 415, "unsupported_media_type"),
+        case("no content type", raw("POST", "/v1/signals", None, signal("a", 1.0, "x")), 415, "unsupported_media_type"),
+        case("batch too large", signals(format!("[{}]", vec!["1"; 1001].join(","))), 400, "bad_request"),
+        case("envelope not json", post("/pubsub/push", "nope"), 400, "bad_json"),
+        case("envelope without message", post("/pubsub/push", "{}"), 400, "bad_json"),
+        case("bad base64", post("/pubsub/push", json!({"message":{"data":"%%%","attributes":{"tenant_id":"a"},"messageId":"1"}}).to_string()), 400, "bad_request"),
+        case("data not utf-8", post("/pubsub/push", json!({"message":{"data":b64(&[0xff, 0xfe]),"attributes":{"tenant_id":"a"},"messageId":"1"}}).to_string()), 400, "bad_request"),
+        case("data not json", push("a", "nope"), 400, "bad_json"),
+        case("data missing value", push("a", r#"{"signal":"load"}"#), 400, "bad_json"),
+        case("missing tenant attribute", post("/pubsub/push", json!({"message":{"data":b64(b"{}"),"attributes":{},"messageId":"1"}}).to_string()), 400, "bad_request"),
+        case("missing message id", post("/pubsub/push", json!({"message":{"data":b64(b"{}"),"attributes":{"tenant_id":"a"}}}).to_string()), 400, "bad_request"),
+        case("hostile tenant attribute", push("a/../../b", r#"{"signal":"load","value":1}"#), 400, "bad_request"),
+        case("pubsub unknown signal", push("p1", r#"{"signal":"nope","value":1}"#), 400, "rejected"),
+        case("pubsub out of range", push("p2", r#"{"signal":"load","value":-1}"#), 400, "rejected"),
+        case("marketplace bad json", marketplace("{"), 400, "bad_json"),
+        case("marketplace unknown event", marketplace(r#"{"tenant":"a","event":"exploded","id":"1"}"#), 400, "bad_request"),
+        case("marketplace unknown plan", marketplace(r#"{"tenant":"a","event":"created","id":"1","plan":"gold"}"#), 400, "bad_request"),
+        case("marketplace missing id", marketplace(r#"{"tenant":"a","event":"created"}"#), 400, "bad_json"),
+        case("receipts limit zero", get("/v1/tenants/r1/receipts?limit=0"), 400, "bad_request"),
+        case("receipts limit huge", get("/v1/tenants/r1/receipts?limit=100000"), 400, "bad_request"),
+        case("receipts limit text", get("/v1/tenants/r1/receipts?limit=ten"), 400, "bad_request"),
+        case("receipts unknown query", get("/v1/tenants/r1/receipts?offset=1"), 400, "bad_request"),
+        case("hostile tenant path", get("/v1/tenants/..%2Fetc"), 400, "bad_request"),
+        case("unknown tenant", get("/v1/tenants/ghost"), 404, "not_found"),
+        case("unknown tenant receipts", get("/v1/tenants/ghost/receipts"), 404, "not_found"),
+        case("reset unknown tenant", request("POST", "/v1/tenants/ghost/reset", Some(ADMIN), Body::empty()), 404, "not_found"),
+        case("reset bad body", request("POST", "/v1/tenants/r1/reset", Some(ADMIN), "{"), 400, "bad_json"),
+        case("unknown route", get("/v2/signals"), 404, "not_found"),
+        case("root", get("/"), 404, "not_found"),
+        case("wrong method on signals", get("/v1/signals"), 405, "method_not_allowed"),
+        case("wrong method on healthz", request("DELETE", "/healthz", None, Body::empty()), 405, "method_not_allowed"),
+        case("wrong method on tenant", post("/v1/tenants/r1", "{}"), 405, "method_not_allowed"),
+    ]
+}
+
+#[tokio::test]
+async fn every_bad_input_gets_its_status_and_a_json_error() {
+    let service = Service::memory(&GUARD);
+    for case in corpus() {
+        let reply = service.send(case.request).await;
+        assert_eq!(
+            reply.status.as_u16(),
+            case.status,
+            "{}: {reply:?}",
+            case.name
+        );
+        assert_eq!(reply.json["error"], case.code, "{}: {reply:?}", case.name);
+        assert!(reply.json["detail"].is_string(), "{}: {reply:?}", case.name);
+        assert_eq!(
+            reply.content_type.as_deref(),
+            Some("application/json"),
+            "{}",
+            case.name
+        );
+    }
+    // Refused input for valid tenants was receipted as `rejected`.
+    for tenant in ["r1", "r2", "r3", "r4", "r5", "r6", "p1", "p2"] {
+        let rejected = service.receipts_of(tenant, "rejected");
+        assert_eq!(
+            rejected.len(),
+            1,
+            "{tenant}: {:#?}",
+            service.receipts(tenant)
+        );
+        let event = &rejected[0]["event"];
+        assert!(event["reason"].is_string(), "{event}");
+        assert!(event["input"]["signal"].is_string(), "{event}");
+        assert!(
+            event["input"]["value"].is_string(),
+            "decimals are strings: {event}"
+        );
+    }
+    // Nothing else was written: malformed input never reaches the ledger.
+    let report = service.assert_verifies();
+    assert_eq!(report.receipts, 8);
+    assert_eq!(service.send(get("/readyz")).await.status, 200);
+}
+
+#[tokio::test]
+async fn tenants_past_max_tenants_are_refused_with_403() {
+    let service = Service::memory(&TINY);
+    for tenant in ["one", "two"] {
+        let reply = service
+            .send(post("/v1/signals", signal(tenant, 1.0, "x")))
+            .await;
+        assert_eq!(reply.status, 204);
+    }
+    let reply = service
+        .send(post("/v1/signals", signal("three", 1.0, "x")))
+        .await;
+    reply.assert_error(403, "tenant_limit");
+    let reply = service
+        .send(post(
+            "/pubsub/push",
+            envelope("four", r#"{"signal":"load","value":1}"#, "m"),
+        ))
+        .await;
+    reply.assert_error(403, "tenant_limit");
+    // Known tenants still work.
+    let reply = service
+        .send(post("/v1/signals", signal("one", 2.0, "y")))
+        .await;
+    assert_eq!(reply.status, 204);
+    assert_eq!(service.assert_verifies().receipts, 3);
+}
+
+/// A file ledger whose every sync sleeps `delay` first.
+fn slow_sync(delay: Duration) -> FileOptions {
+    FileOptions {
+        sync: Arc::new(move |file| {
+            std::thread::sleep(delay);
+            file.sync_data()
+        }),
+        ..FileOptions::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_past_the_in_flight_limit_are_shed_with_503() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = ggen_runtime::ledger::file::FileLedger::open(
+        dir.path(),
+        slow_sync(Duration::from_millis(400)),
+    )
+    .unwrap();
+    let service = Arc::new(Service::over(
+        &GUARD,
+        Arc::new(ledger),
+        super::harness::full_auth(),
+        ggen_runtime::ingress::Options {
+            max_in_flight: 1,
+            ..Default::default()
+        },
+    ));
+    let slow = {
+        let service = Arc::clone(&service);
+        tokio::spawn(async move {
+            service
+                .send(post("/v1/signals", signal("a", 1.0, "1")))
+                .await
+        })
+    };
+    // Wait until the first request holds the only slot (its receipt is appended).
+    for _ in 0..200 {
+        if service.registry.len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let shed: Reply = service
+        .send(post("/v1/signals", signal("b", 1.0, "2")))
+        .await;
+    shed.assert_error(503, "overloaded");
+    let ready = service.send(get("/readyz")).await;
+    ready.assert_error(503, "not_ready");
+    // Probes are never shed.
+    assert_eq!(service.send(get("/healthz")).await.status, 200);
+    assert_eq!(slow.await.unwrap().status, 204);
+    service.assert_verifies();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_ledger_answers_503_and_fails_readiness() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = FileOptions {
+        sync: Arc::new(|_| Err(std::io::Error::other("disk on fire"))),
+        ..FileOptions::default()
+    };
+    let service = Service::file(&GUARD, dir.path(), options);
+    let reply = service
+        .send(post("/v1/signals", signal("a", 1.0, "1")))
+        .await;
+    reply.assert_error(503, "unavailable");
+    let ready = service.send(get("/readyz")).await;
+    ready.assert_error(503, "not_ready");
+    assert!(
+        ready.json["detail"]
+            .as_str()
+            .unwrap()
+            .contains("disk on fire"),
+        "{ready:?}"
+    );
+    let again = service
+        .send(post("/v1/signals", signal("a", 2.0, "2")))
+        .await;
+    again.assert_error(503, "unavailable");
+}

@@ -1,0 +1,235 @@
+//! An acknowledged request is always in the ledger: in-process (drop
+//! everything without a checkpoint, reopen) and across a real `kill -9` of a
+//! serving governor process.
+
+use std::collections::BTreeSet;
+use std::io::BufRead as _;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use ggen_runtime::ingress::service::{self, ActionsMode, LogFormat, ServeArgs};
+use ggen_runtime::ledger::Ledger;
+use ggen_runtime::ledger::file::{self, FileLedger, FileOptions};
+use ggen_runtime::tenant::{Registry, TenantId};
+use tokio::sync::Mutex;
+
+use super::client::Connection;
+use super::harness::{Service, TOKEN, post, signal};
+use super::sku::GUARD;
+
+/// Env var that turns [`governor_child`] into a serving governor.
+const CHILD_LEDGER: &str = "GGEN_IT_GOVERNOR_LEDGER";
+const TENANTS: usize = 10;
+
+fn tenant_of(i: usize) -> String {
+    format!("t{}", i % TENANTS)
+}
+
+/// Every signal id receipted in the ledger at `dir` (opened afresh).
+fn receipted_ids(dir: &Path) -> BTreeSet<String> {
+    let ledger = FileLedger::open(dir, FileOptions::default()).unwrap();
+    let mut ids = BTreeSet::new();
+    for t in 0..TENANTS {
+        let tenant = TenantId::new(&tenant_of(t)).unwrap();
+        for record in ledger.read(&tenant, 0, usize::MAX).unwrap() {
+            let receipt: serde_json::Value = serde_json::from_slice(&record.bytes).unwrap();
+            if receipt["kind"] == "signal"
+                && let Some(id) = receipt["event"]["id"].as_str()
+            {
+                ids.insert(id.to_owned());
+            }
+        }
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_signals_survive_dropping_everything_without_a_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = Arc::new(Service::file(&GUARD, dir.path(), FileOptions::default()));
+    let acked = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for worker in 0..8 {
+        let service = Arc::clone(&service);
+        let acked = Arc::clone(&acked);
+        tasks.push(tokio::spawn(async move {
+            for n in 0..25 {
+                let i = worker * 25 + n;
+                let id = format!("m-{i}");
+                let reply = service
+                    .send(post("/v1/signals", signal(&tenant_of(i), 10.0, &id)))
+                    .await;
+                assert_eq!(reply.status, 204, "{reply:?}");
+                acked.lock().unwrap().push(id);
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    drop(service);
+    let report = file::verify_dir(dir.path()).unwrap();
+    assert_eq!(report.first_bad, None);
+    let stored = receipted_ids(dir.path());
+    let acked = acked.lock().unwrap();
+    assert_eq!(acked.len(), 200);
+    for id in acked.iter() {
+        assert!(
+            stored.contains(id),
+            "acknowledged `{id}` is not in the ledger"
+        );
+    }
+    // A restart recovers every tenant from the ledger alone.
+    let ledger = Arc::new(FileLedger::open(dir.path(), FileOptions::default()).unwrap());
+    let registry = Registry::new(&GUARD, ledger);
+    assert_eq!(registry.recover().unwrap().tenants, TENANTS);
+}
+
+/// Not a test: the governor process [`acknowledged_signals_survive_kill_9`]
+/// runs (this test binary re-executed with `CHILD_LEDGER` set).
+#[test]
+#[ignore = "entry point of a child process"]
+fn governor_child() {
+    let Some(ledger) = std::env::var_os(CHILD_LEDGER) else {
+        return;
+    };
+    let args = ServeArgs {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ledger: ledger.into(),
+        insecure_no_auth: false,
+        log_format: LogFormat::Text,
+        jwks: None,
+        oidc_email: None,
+        max_in_flight: 1024,
+        actions: ActionsMode::Log,
+        drain_timeout: 1,
+    };
+    let code = service::run(&GUARD, args);
+    std::process::exit(if code == std::process::ExitCode::SUCCESS {
+        0
+    } else {
+        1
+    });
+}
+
+/// Kills the child on drop, whatever happens in the test.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the governor child on `dir`; returns it and its address.
+fn spawn_governor(dir: &Path) -> (Child, SocketAddr) {
+    let mut child = Child(
+        Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "ingress::durability::governor_child",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_LEDGER, dir)
+            .env("GOVERNOR_AUTH_TOKEN", TOKEN)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = child.0.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Keeps draining stderr so the child never blocks on a full pipe.
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("listening")
+                && let Some(rest) = line.split("addr=").nth(1)
+            {
+                let addr = rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                let _ = tx.send(addr);
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the governor child did not start listening");
+    (child, addr.parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_signals_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addr) = spawn_governor(dir.path());
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (acked, sent, stop) = (Arc::clone(&acked), Arc::clone(&sent), Arc::clone(&stop));
+        tasks.push(tokio::spawn(async move {
+            let Ok(mut connection) = Connection::open(addr).await else {
+                return;
+            };
+            while !stop.load(Ordering::Acquire) {
+                let i = sent.fetch_add(1, Ordering::AcqRel);
+                if i >= 100_000 {
+                    break;
+                }
+                let id = format!("k-{i}");
+                let body = signal(&tenant_of(i), 20.0, &id);
+                match connection
+                    .request("POST", "/v1/signals", Some(TOKEN), &body)
+                    .await
+                {
+                    Ok((204, _)) => acked.lock().await.push(id),
+                    Ok((status, body)) => panic!("unexpected {status}: {body}"),
+                    // The process died under us: this one was never acknowledged.
+                    Err(_) => break,
+                }
+            }
+        }));
+    }
+    // Kill while requests are in flight, after a good number of acks.
+    let started = Instant::now();
+    while acked.lock().await.len() < 500 && started.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    stop.store(true, Ordering::Release);
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let acked = acked.lock().await;
+    assert!(
+        acked.len() >= 500,
+        "only {} acks before the deadline",
+        acked.len()
+    );
+
+    let report = file::verify_dir(dir.path()).unwrap();
+    assert_eq!(report.first_bad, None, "{report:?}");
+    let stored = receipted_ids(dir.path());
+    for id in acked.iter() {
+        assert!(
+            stored.contains(id),
+            "acknowledged `{id}` is not in the ledger"
+        );
+    }
+    assert!(stored.len() >= acked.len());
+}

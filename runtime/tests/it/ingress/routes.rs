@@ -1,0 +1,217 @@
+//! Every route on its happy path, answered as documented.
+
+use axum::body::Body;
+use serde_json::{Value, json};
+
+use super::harness::{ADMIN, Service, envelope, get, marketplace, post, request, signal};
+use super::sku::GUARD;
+
+#[tokio::test]
+async fn a_signal_is_receipted_and_acknowledged_with_204() {
+    let service = Service::memory(&GUARD);
+    let reply = service
+        .send(post("/v1/signals", signal("acme", 60.0, "m-1")))
+        .await;
+    assert_eq!(reply.status, 204, "{reply:?}");
+    let receipts = service.receipts("acme");
+    assert_eq!(receipts.len(), 1);
+    assert_eq!(receipts[0]["kind"], "signal");
+    assert_eq!(receipts[0]["event"]["id"], "m-1");
+    assert_eq!(receipts[0]["to"], "warning");
+    service.assert_verifies();
+}
+
+#[tokio::test]
+async fn a_batch_answers_per_item() {
+    let service = Service::memory(&GUARD);
+    let body = json!([
+        { "tenant": "a", "signal": "load", "value": 10, "id": "1" },
+        { "tenant": "b", "signal": "nope", "value": 10 },
+        { "tenant": "../x", "signal": "load", "value": 10 },
+        { "tenant": "c", "signal": "load", "value": 10, "at": "2026-01-01T00:00:00Z" },
+    ]);
+    let reply = service.send(post("/v1/signals", body.to_string())).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let results = reply.json["results"].as_array().unwrap();
+    let statuses: Vec<_> = results
+        .iter()
+        .map(|r| r["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses, [204, 400, 400, 204]);
+    assert_eq!(results[1]["error"], "rejected");
+    assert_eq!(results[2]["error"], "bad_request");
+    assert_eq!(service.receipts_of("b", "rejected").len(), 1);
+    assert_eq!(service.receipts("c")[0]["at"], "2026-01-01T00:00:00Z");
+    service.assert_verifies();
+}
+
+#[tokio::test]
+async fn pubsub_push_is_receipted_under_the_message_id_and_deduplicated() {
+    let service = Service::memory(&GUARD);
+    let body = envelope("acme", r#"{"signal":"load","value":120}"#, "msg-42");
+    for _ in 0..3 {
+        let reply = service.send(post("/pubsub/push", body.clone())).await;
+        assert_eq!(reply.status, 204, "{reply:?}");
+    }
+    let receipts = service.receipts("acme");
+    let signals: Vec<&Value> = receipts.iter().filter(|r| r["kind"] == "signal").collect();
+    assert_eq!(signals.len(), 1, "{receipts:#?}");
+    assert_eq!(signals[0]["event"]["id"], "msg-42");
+    // `at` absent: the publish time is used.
+    assert_eq!(signals[0]["at"], "2026-01-01T00:00:00Z");
+    // 120 is past `intervene`: the throttle was dispatched once.
+    assert_eq!(service.receipts_of("acme", "action").len(), 1);
+    service.assert_verifies();
+}
+
+#[tokio::test]
+async fn pubsub_snake_case_envelopes_are_accepted() {
+    let service = Service::memory(&GUARD);
+    let data = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        r#"{"signal":"load","value":1,"at":"2026-02-01T00:00:00Z"}"#,
+    );
+    let body = json!({ "message": { "data": data, "attributes": { "tenant_id": "snake" },
+        "message_id": "s-1", "publish_time": "2026-01-01T00:00:00Z" } });
+    let reply = service.send(post("/pubsub/push", body.to_string())).await;
+    assert_eq!(reply.status, 204, "{reply:?}");
+    assert_eq!(service.receipts("snake")[0]["at"], "2026-02-01T00:00:00Z");
+}
+
+#[tokio::test]
+async fn tenant_view_admit_and_receipts_pages() {
+    let service = Service::memory(&GUARD);
+    for i in 0..5 {
+        let reply = service
+            .send(post(
+                "/v1/signals",
+                signal("acme", 10.0 + f64::from(i), &format!("m-{i}")),
+            ))
+            .await;
+        assert_eq!(reply.status, 204);
+    }
+    let view = service.send(get("/v1/tenants/acme")).await;
+    assert_eq!(view.status, 200, "{view:?}");
+    assert_eq!(view.json["state"], "stable");
+    assert_eq!(view.json["entitlement"], "pending");
+    assert_eq!(view.json["seq"], 5);
+    assert_eq!(view.json["last_receipt"]["seq"], 5);
+    assert_eq!(view.json["in_flight"], json!([]));
+
+    let admit = service.send(get("/v1/tenants/acme/admit")).await;
+    assert_eq!(
+        admit.json,
+        json!({ "allow": true, "state": "stable", "reason": "stable" })
+    );
+
+    let page = service
+        .send(get("/v1/tenants/acme/receipts?after=1&limit=2"))
+        .await;
+    assert_eq!(page.status, 200, "{page:?}");
+    let seqs: Vec<_> = page.json["receipts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["receipt"]["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, [2, 3]);
+    assert_eq!(page.json["next_after"], 3);
+    let rest = service.send(get("/v1/tenants/acme/receipts?after=3")).await;
+    assert_eq!(rest.json["receipts"].as_array().unwrap().len(), 2);
+    assert_eq!(rest.json["next_after"], 5);
+
+    let unknown = service.send(get("/v1/tenants/nobody")).await;
+    unknown.assert_error(404, "not_found");
+}
+
+#[tokio::test]
+async fn reset_with_the_admin_token_returns_to_stable() {
+    let service = Service::memory(&GUARD);
+    service
+        .send(post("/v1/signals", signal("acme", 600.0, "r-1")))
+        .await;
+    assert_eq!(
+        service.send(get("/v1/tenants/acme")).await.json["state"],
+        "refusing"
+    );
+    let reply = service
+        .send(request(
+            "POST",
+            "/v1/tenants/acme/reset",
+            Some(ADMIN),
+            r#"{"reason":"false alarm"}"#,
+        ))
+        .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.json["state"], "stable");
+    let resets = service.receipts_of("acme", "reset");
+    assert_eq!(resets.len(), 1);
+    // An empty body is fine too.
+    let reply = service
+        .send(request(
+            "POST",
+            "/v1/tenants/acme/reset",
+            Some(ADMIN),
+            Body::empty(),
+        ))
+        .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    service.assert_verifies();
+}
+
+#[tokio::test]
+async fn marketplace_events_walk_the_entitlement_and_refuse_invalid_ones_with_409() {
+    let service = Service::memory(&GUARD);
+    let created = r#"{"tenant":"acme","event":"created","id":"e-1"}"#;
+    assert_eq!(service.send(marketplace(created)).await.status, 204);
+    let approved = r#"{"tenant":"acme","event":"approved","id":"e-2","plan":"enterprise"}"#;
+    assert_eq!(service.send(marketplace(approved)).await.status, 204);
+    // A redelivery is a duplicate: 204, no receipt.
+    assert_eq!(service.send(marketplace(approved)).await.status, 204);
+    let view = service.send(get("/v1/tenants/acme")).await;
+    assert_eq!(view.json["entitlement"], "active");
+    assert_eq!(view.json["profile"], "enterprise");
+    let again = r#"{"tenant":"acme","event":"approved","id":"e-3"}"#;
+    let reply = service.send(marketplace(again)).await;
+    reply.assert_error(409, "conflict");
+    let receipts = service.receipts_of("acme", "entitlement");
+    assert_eq!(receipts.len(), 3, "{receipts:#?}");
+    service.assert_verifies();
+}
+
+#[tokio::test]
+async fn ledger_verify_probes_and_metrics() {
+    let service = Service::memory(&GUARD);
+    service
+        .send(post("/v1/signals", signal("acme", 120.0, "v-1")))
+        .await;
+    service
+        .send(post("/v1/signals", signal("acme", -1.0, "v-2")))
+        .await;
+    let verify = service.send(get("/v1/ledger/verify")).await;
+    assert_eq!(verify.status, 200);
+    assert_eq!(verify.json["ok"], true);
+    assert_eq!(verify.json["tenants"], 1);
+    assert_eq!(verify.json["receipts"], 3);
+
+    let unauthenticated = |path: &str| request("GET", path, None, Body::empty());
+    let health = service.send(unauthenticated("/healthz")).await;
+    assert_eq!(health.json["status"], "ok");
+    let ready = service.send(unauthenticated("/readyz")).await;
+    assert_eq!(ready.status, 200, "{ready:?}");
+
+    let metrics = service.send(unauthenticated("/metrics")).await;
+    assert_eq!(metrics.status, 200);
+    let text = metrics.text;
+    for series in [
+        r#"governor_signals_total{signal="load",outcome="accepted"} 1"#,
+        r#"governor_signals_total{signal="load",outcome="rejected"} 1"#,
+        r#"governor_decisions_total{level="intervene"} 1"#,
+        r#"governor_transitions_total{from="boot",to="intervening"} 1"#,
+        r#"governor_actions_total{action="throttle"} 1"#,
+        r#"governor_tenants{state="intervening"} 1"#,
+        "governor_ledger_durable_seconds_bucket",
+    ] {
+        assert!(text.contains(series), "missing {series} in\n{text}");
+    }
+}

@@ -1,0 +1,129 @@
+//! The SKU the ingress tests serve: one signal with all three thresholds,
+//! an action with an undo, a Pub/Sub OIDC audience and a small body limit.
+
+use ggen_runtime::sku::{
+    ActionDef, ActionId, Adapter, Direction, GovernorTiming, IngressDef, PolicyPack, ProfileDef,
+    ProfileId, Rule, SignalDef, SignalId, Sku,
+};
+
+/// The audience Pub/Sub OIDC tokens must name.
+pub const AUDIENCE: &str = "https://governor.test/pubsub/push";
+/// The body limit of the test SKU.
+pub const MAX_BODY: usize = 4096;
+
+static SIGNALS: [SignalDef; 1] = [SignalDef {
+    name: "load",
+    unit: "percent",
+    description: "load",
+    min: Some(0.0),
+    max: Some(1000.0),
+    direction: Direction::Above,
+}];
+
+static ACTIONS: [ActionDef; 2] = [
+    ActionDef {
+        name: "throttle",
+        adapter: Adapter::Log,
+        undo: Some(ActionId(1)),
+        params: "{}",
+        timeout_ms: 1000,
+        retries: 0,
+    },
+    ActionDef {
+        name: "unthrottle",
+        adapter: Adapter::Log,
+        undo: None,
+        params: "{}",
+        timeout_ms: 1000,
+        retries: 0,
+    },
+];
+
+static RULES: [Rule; 1] = [Rule {
+    signal: SignalId(0),
+    direction: Direction::Above,
+    warn: Some(50.0),
+    intervene: Some(100.0),
+    refuse: Some(500.0),
+    clear: 40.0,
+    dwell: 1,
+    actions: &[ActionId(0)],
+}];
+
+static PROFILES: [ProfileDef; 2] = [
+    ProfileDef {
+        name: "standard",
+        rules: &RULES,
+        cooldown_s: 300,
+        max_actions_per_hour: Some(6),
+    },
+    ProfileDef {
+        name: "enterprise",
+        rules: &RULES,
+        cooldown_s: 60,
+        max_actions_per_hour: None,
+    },
+];
+
+const fn sku(id: &'static str, max_tenants: u32) -> Sku {
+    Sku {
+        id,
+        name: "Ingress Test Guard",
+        version: "1.0.0",
+        spec_sha256: "00aa",
+        tenant_attribute: "tenant_id",
+        max_tenants,
+        signals: &SIGNALS,
+        actions: &ACTIONS,
+        profiles: &PROFILES,
+        default_profile: ProfileId(0),
+        governor: GovernorTiming {
+            intervention_timeout_s: 120,
+            recovery_evaluations: 2,
+            degraded_retry_s: 600,
+        },
+        entitlement_required: false,
+        ingress: IngressDef {
+            pubsub_audience: Some(AUDIENCE),
+            max_body_bytes: MAX_BODY,
+        },
+    }
+}
+
+/// The test pack.
+#[derive(Debug)]
+pub struct Pack(&'static Sku);
+
+impl PolicyPack for Pack {
+    fn sku(&self) -> &'static Sku {
+        self.0
+    }
+
+    fn rule(&self, profile: ProfileId, signal: SignalId) -> Option<&'static Rule> {
+        self.0
+            .profile(profile)
+            .rules
+            .iter()
+            .find(|r| r.signal == signal)
+    }
+
+    fn signal_by_name(&self, name: &str) -> Option<SignalId> {
+        (name == "load").then_some(SignalId(0))
+    }
+
+    fn profile_by_name(&self, name: &str) -> Option<ProfileId> {
+        match name {
+            "standard" => Some(ProfileId(0)),
+            "enterprise" => Some(ProfileId(1)),
+            _ => None,
+        }
+    }
+}
+
+static GUARD_SKU: Sku = sku("ingress_guard", 10_000);
+static TINY_SKU: Sku = sku("ingress_guard_tiny", 2);
+
+/// Up to 10 000 tenants.
+pub static GUARD: Pack = Pack(&GUARD_SKU);
+/// At most two tenants.
+pub static TINY: Pack = Pack(&TINY_SKU);
