@@ -207,7 +207,7 @@ impl Backoff {
         let jitter = if nanos == 0 {
             0
         } else {
-            rng.next() % (nanos + 1)
+            rng.next_u64() % (nanos + 1)
         };
         (full - half) + Duration::from_nanos(jitter)
     }
@@ -236,8 +236,7 @@ impl Jitter {
     }
 
     /// The next pseudo-random number.
-    #[allow(clippy::should_implement_trait)]
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -301,7 +300,87 @@ pub async fn perform(actuator: &dyn Actuator, call: &ActionCall, backoff: Backof
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+
     use super::*;
+    use crate::sku::Adapter;
+    use crate::tenant::TenantId;
+
+    /// Answers attempts from a script; `None` hangs.
+    #[derive(Debug)]
+    struct Scripted(Mutex<Vec<Option<Outcome>>>);
+
+    impl Actuator for Scripted {
+        fn attempt<'a>(&'a self, _: &'a ActionCall, _: u32) -> BoxFuture<'a, Outcome> {
+            let next = self.0.lock().unwrap().remove(0);
+            Box::pin(async move {
+                match next {
+                    Some(outcome) => outcome,
+                    None => std::future::pending().await,
+                }
+            })
+        }
+    }
+
+    static ACTION: ActionDef = ActionDef {
+        name: "throttle",
+        adapter: Adapter::Log,
+        undo: None,
+        params: "{}",
+        timeout_ms: 20,
+        retries: 3,
+    };
+
+    async fn perform_script(script: Vec<Option<Outcome>>) -> (Report, usize) {
+        let actuator = Scripted(Mutex::new(script));
+        let call = ActionCall {
+            sku: "s",
+            tenant: TenantId::new("acme").unwrap(),
+            action: &ACTION,
+            idempotency_key: "acme:1:throttle".into(),
+            undo: false,
+            at: Timestamp(0),
+            params: Map::new(),
+        };
+        let backoff = Backoff {
+            base: Duration::from_millis(1),
+            cap: Duration::from_millis(2),
+        };
+        let report = perform(&actuator, &call, backoff).await;
+        let left = actuator.0.lock().unwrap().len();
+        (report, left)
+    }
+
+    #[tokio::test]
+    async fn perform_retries_transient_failures_and_timeouts_until_ok() {
+        let ok = Outcome::Ok {
+            detail: "fine".into(),
+        };
+        let script = vec![Some(Outcome::transient("503")), None, Some(ok), None];
+        let (report, left) = perform_script(script).await;
+        assert!(report.ok);
+        assert_eq!(report.attempts, 3);
+        assert_eq!(report.detail, "fine (attempt 3/4)");
+        assert_eq!(left, 1);
+    }
+
+    #[tokio::test]
+    async fn perform_stops_at_a_permanent_failure() {
+        let script = vec![Some(Outcome::permanent("400")), None];
+        let (report, left) = perform_script(script).await;
+        assert!(!report.ok);
+        assert_eq!(report.detail, "400 (attempt 1/4)");
+        assert_eq!(left, 1);
+    }
+
+    #[tokio::test]
+    async fn perform_gives_up_after_every_retry() {
+        let (report, left) = perform_script(vec![None, None, None, None]).await;
+        assert!(!report.ok);
+        assert_eq!(report.attempts, 4);
+        assert_eq!(report.detail, "timed out after 20 ms (attempt 4/4)");
+        assert_eq!(left, 0);
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap_with_jitter_in_the_upper_half() {
@@ -319,13 +398,13 @@ mod tests {
     #[test]
     fn jitter_is_seeded_by_the_key() {
         let a: Vec<u64> = (0..4)
-            .scan(Jitter::for_key("k1"), |r, _| Some(r.next()))
+            .scan(Jitter::for_key("k1"), |r, _| Some(r.next_u64()))
             .collect();
         let b: Vec<u64> = (0..4)
-            .scan(Jitter::for_key("k1"), |r, _| Some(r.next()))
+            .scan(Jitter::for_key("k1"), |r, _| Some(r.next_u64()))
             .collect();
         let c: Vec<u64> = (0..4)
-            .scan(Jitter::for_key("k2"), |r, _| Some(r.next()))
+            .scan(Jitter::for_key("k2"), |r, _| Some(r.next_u64()))
             .collect();
         assert_eq!(a, b);
         assert_ne!(a, c);
@@ -345,7 +424,7 @@ mod tests {
     fn worst_case_counts_every_attempt_and_backoff() {
         let action = ActionDef {
             name: "a",
-            adapter: crate::sku::Adapter::Log,
+            adapter: Adapter::Log,
             undo: None,
             params: "{}",
             timeout_ms: 1000,
