@@ -78,7 +78,7 @@ pub struct ServeArgs {
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     /// The authentication configuration is missing or invalid.
-    #[error("authentication is not configured")]
+    #[error("cannot configure inbound authentication")]
     Auth(#[source] AuthError),
     /// The ledger could not be opened or flushed.
     #[error("ledger failed")]
@@ -155,8 +155,8 @@ pub fn run(pack: &'static dyn PolicyPack, args: ServeArgs) -> ExitCode {
     match run_until(pack, args, terminated()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
+            // One structured line (JSON with `--log-format json`) on stderr.
             tracing::error!(error = %chain(&error), "serve failed");
-            eprintln!("error: {}", chain(&error));
             ExitCode::from(error.exit_code())
         }
     }

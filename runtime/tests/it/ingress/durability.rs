@@ -233,3 +233,49 @@ async fn acknowledged_signals_survive_kill_9() {
     }
     assert!(stored.len() >= acked.len());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_checkpoints_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addr) = spawn_governor(dir.path());
+    let mut connection = Connection::open(addr).await.unwrap();
+    for i in 0..50 {
+        let body = signal(&tenant_of(i), 120.0, &format!("g-{i}"));
+        let (status, text) = connection
+            .request("POST", "/v1/signals", Some(TOKEN), &body)
+            .await
+            .unwrap();
+        assert_eq!(status, 204, "{text}");
+    }
+    let (status, _) = connection
+        .request("GET", "/readyz", None, "")
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(dir.path().join(file::CHECKPOINT_FILE).exists());
+    let report = file::verify_dir(dir.path()).unwrap();
+    assert_eq!(report.first_bad, None);
+    assert_eq!(receipted_ids(dir.path()).len(), 50);
+    // The restart resumes from the checkpoint: every tenant, nothing replayed twice.
+    let ledger = Arc::new(FileLedger::open(dir.path(), FileOptions::default()).unwrap());
+    let stats = Registry::new(&GUARD, ledger).recover().unwrap();
+    assert_eq!(stats.from_checkpoint, TENANTS);
+    assert_eq!(stats.replayed, 0, "{stats:?}");
+}
