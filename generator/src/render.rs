@@ -495,7 +495,6 @@ fn context(model: &Model) -> Result<Value, RenderError> {
         "default_variant": default_variant,
         "port": model.deploy.port,
         "replicas": model.deploy.replicas,
-        "max_replicas": model.deploy.replicas.saturating_mul(3).max(1),
         "tenant_attribute_md": escape::md(&model.tenant_attribute),
         "doc": {
             "name": escape::doc_line(&model.name, &model.id),

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Decision throughput and restart cost of a generated governor on the file
+# ledger (group commit), release build:
+#   1. `replay` of N recorded signals (default 1,000,000) over T tenants into a
+#      fresh ledger: signals/s end to end (parse, policy + FSM, canonical
+#      receipt, SHA-256 chain, framed append, fdatasync batches);
+#   2. `ledger verify` of the resulting ledger: receipts/s;
+#   3. a second `replay` of a 1-line file against that ledger: the time to open
+#      it and recover every tenant (restart cost), with and without its
+#      checkpoint.
+#
+#   bench/replay.sh [N] [T]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+N="${1:-1000000}"
+T="${2:-1000}"
+cargo build --release --locked -p cost-guard-governor --quiet
+BIN="$CARGO_TARGET_DIR/release/cost-guard-governor"
+
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+
+# Mostly calm readings with periodic spikes, so some tenants warn, intervene
+# (dispatching through the log adapter) and recover.
+python3 - "$N" "$T" >"$work/signals.jsonl" <<'PY'
+import sys
+n, t = int(sys.argv[1]), int(sys.argv[2])
+out = sys.stdout
+# cost_guard requires an active entitlement before signals are acted upon.
+for tenant in range(t):
+    out.write('{"tenant":"t%d","entitlement":"approved","at":"2026-01-01T00:00:00Z"}\n' % tenant)
+for i in range(n):
+    tenant = i % t
+    step = i // t
+    value = 120.5 if step % 50 in (10, 11, 12) else 10 + (i * 7919) % 30
+    secs = step
+    out.write('{"tenant":"t%d","signal":"spend_rate","value":%s,"at":"2026-01-01T%02d:%02d:%02dZ","id":"m-%d"}\n'
+              % (tenant, value, (secs // 3600) % 24, (secs // 60) % 60, secs % 60, i))
+PY
+
+now() { date +%s%N; }
+secs() { awk -v ns="$1" 'BEGIN { printf "%.3f", ns / 1e9 }'; }
+per_s() { awk -v n="$1" -v ns="$2" 'BEGIN { printf "%.0f", n / (ns / 1e9) }'; }
+
+start=$(now); "$BIN" replay --signals "$work/signals.jsonl" --ledger "$work/ledger" >/dev/null; end=$(now)
+replay_ns=$((end - start))
+receipts=$(find "$work/ledger" -name '*.seg' -printf '%s\n' | awk '{ s += $1 } END { print s }')
+echo "replay:   $N signals, $T tenants in $(secs $replay_ns) s = $(per_s "$N" $replay_ns) signals/s (segments: $((receipts / 1048576)) MiB)"
+
+start=$(now); out=$("$BIN" ledger verify --ledger "$work/ledger"); end=$(now)
+verify_ns=$((end - start))
+count=$(echo "$out" | awk '{ print $2 }')
+echo "verify:   $out in $(secs $verify_ns) s = $(per_s "$count" $verify_ns) receipts/s"
+
+echo '{"tenant":"t0","signal":"spend_rate","value":1,"at":"2026-01-02T00:00:00Z"}' >"$work/one.jsonl"
+start=$(now); "$BIN" replay --signals "$work/one.jsonl" --ledger "$work/ledger" >/dev/null; end=$(now)
+echo "restart:  open + recover $count receipts with checkpoint: $(secs $((end - start))) s"
+rm -f "$work/ledger/CHECKPOINT"
+start=$(now); "$BIN" replay --signals "$work/one.jsonl" --ledger "$work/ledger" >/dev/null; end=$(now)
+echo "restart:  open + recover $count receipts without checkpoint (full replay): $(secs $((end - start))) s"
