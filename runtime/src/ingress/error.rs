@@ -92,6 +92,12 @@ pub enum IngressError {
         /// The ledger's error chain.
         detail: String,
     },
+    /// The request took longer than the request timeout (a slow client, or a stalled disk).
+    #[error("request not completed within `{seconds}` s")]
+    Timeout {
+        /// The timeout.
+        seconds: u64,
+    },
     /// The service is shutting down.
     #[error("shutting down")]
     ShuttingDown,
@@ -124,6 +130,7 @@ impl IngressError {
             IngressError::NotFound { .. } => StatusCode::NOT_FOUND,
             IngressError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             IngressError::Conflict { .. } => StatusCode::CONFLICT,
+            IngressError::Timeout { .. } => StatusCode::REQUEST_TIMEOUT,
             IngressError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             IngressError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             IngressError::Overloaded { .. }
@@ -145,6 +152,7 @@ impl IngressError {
             IngressError::NotFound { .. } => "not_found",
             IngressError::MethodNotAllowed { .. } => "method_not_allowed",
             IngressError::Conflict { .. } => "conflict",
+            IngressError::Timeout { .. } => "timeout",
             IngressError::TooLarge { .. } => "too_large",
             IngressError::UnsupportedMediaType { .. } => "unsupported_media_type",
             IngressError::Overloaded { .. } => "overloaded",

@@ -17,7 +17,8 @@
 //! | `GET /healthz`, `/readyz`, `/metrics` | none | probes |
 //!
 //! Every error is JSON `{"error", "detail"}` (see [`error`]); every route but
-//! the probes is behind the in-flight limit (503 when it is full).
+//! the probes is behind the in-flight limit (503 when it is full) and the
+//! request timeout (408).
 //!
 //! # Layout
 //! - [`state`]: shared state, health flags, handing actions to the actuator.
@@ -57,16 +58,23 @@ pub use auth::Auth;
 pub use error::IngressError;
 pub use state::{AppState, Options};
 
-/// Refuses a request at once (503) when every in-flight slot is taken.
+/// Refuses a request at once (503) when every in-flight slot is taken, and
+/// bounds how long one may hold its slot (408), so slow clients cannot
+/// starve the others.
 async fn shed(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    match state.admit_request() {
-        Ok(permit) => {
-            let response = next.run(request).await;
-            drop(permit);
-            response
+    let permit = match state.admit_request() {
+        Ok(permit) => permit,
+        Err(error) => return error.into_response(),
+    };
+    let response = match tokio::time::timeout(state.request_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => IngressError::Timeout {
+            seconds: state.request_timeout.as_secs(),
         }
-        Err(error) => error.into_response(),
-    }
+        .into_response(),
+    };
+    drop(permit);
+    response
 }
 
 /// Every route of the service over `state`.

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -25,6 +25,8 @@ pub struct Options {
     pub max_in_flight: usize,
     /// Items accepted in one `POST /v1/signals` batch (default 1000).
     pub max_batch: usize,
+    /// Longest a request may hold an in-flight slot, body upload included (default 30 s).
+    pub request_timeout: Duration,
     /// Runs decided actions once their deciding receipt is durable (`None`:
     /// they stay in flight until their timeout, and a warning is logged).
     pub actuator: Option<Dispatcher>,
@@ -35,6 +37,7 @@ impl Default for Options {
         Options {
             max_in_flight: 1024,
             max_batch: 1000,
+            request_timeout: Duration::from_secs(30),
             actuator: None,
         }
     }
@@ -45,6 +48,7 @@ impl std::fmt::Debug for Options {
         f.debug_struct("Options")
             .field("max_in_flight", &self.max_in_flight)
             .field("max_batch", &self.max_batch)
+            .field("request_timeout", &self.request_timeout)
             .field("actuator", &self.actuator.is_some())
             .finish()
     }
@@ -60,6 +64,7 @@ pub struct Inner {
     pub(crate) auth: Auth,
     pub(crate) metrics: Metrics,
     pub(crate) max_batch: usize,
+    pub(crate) request_timeout: Duration,
     max_in_flight: usize,
     limiter: Arc<Semaphore>,
     /// Why the ledger stopped, once it has.
@@ -99,6 +104,7 @@ impl AppState {
             registry,
             auth,
             max_batch: options.max_batch.max(1),
+            request_timeout: options.request_timeout,
             max_in_flight,
             limiter: Arc::new(Semaphore::new(max_in_flight)),
             failed: Mutex::new(None),

@@ -274,3 +274,32 @@ async fn a_failed_ledger_answers_503_and_fails_readiness() {
         .await;
     again.assert_error(503, "unavailable");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_past_the_timeout_gets_408_and_frees_its_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = ggen_runtime::ledger::file::FileLedger::open(
+        dir.path(),
+        slow_sync(Duration::from_millis(500)),
+    )
+    .unwrap();
+    let service = Service::over(
+        &GUARD,
+        Arc::new(ledger),
+        super::harness::full_auth(),
+        ggen_runtime::ingress::Options {
+            max_in_flight: 1,
+            request_timeout: Duration::from_millis(100),
+            ..Default::default()
+        },
+    );
+    let reply = service
+        .send(post("/v1/signals", signal("a", 1.0, "1")))
+        .await;
+    reply.assert_error(408, "timeout");
+    // The slot was released: the next request is not shed.
+    let reply = service.send(get("/v1/tenants/a")).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    service.ledger.flush().unwrap();
+    service.assert_verifies();
+}
