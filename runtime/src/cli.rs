@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand};
 use crate::actuator::{Actuators, Clock, Dispatcher, DispatcherOptions};
 use crate::clock::Timestamp;
 use crate::ledger::file::{self, FileLedger, FileOptions};
-use crate::ledger::{Ledger, LedgerError, Record};
+use crate::ledger::{LedgerError, Record};
 use crate::replay;
 use crate::sku::{PolicyPack, Sku};
 use crate::tenant::{Registry, TenantId};
@@ -253,9 +253,13 @@ fn show(dir: &Path, tenant: Option<&str>) -> Result<ExitCode, Failure> {
         .map(TenantId::new)
         .transpose()
         .map_err(|e| Failure::rejected(e.to_string()))?;
-    let ledger = FileLedger::open(dir, FileOptions::default()).map_err(|e| ledger_failure(&e))?;
     let mut out = io::BufWriter::new(io::stdout().lock());
+    // Read-only and lock-free, so it works beside a running governor; a
+    // tenant's records come in seq order because the log is append-only.
     let mut print = |record: &Record| -> Result<(), LedgerError> {
+        if tenant.as_ref().is_some_and(|t| *t != record.tenant) {
+            return Ok(());
+        }
         // The stored bytes are canonical JSON: print them as they are.
         out.write_all(&record.bytes)
             .and_then(|()| out.write_all(b"\n"))
@@ -264,22 +268,7 @@ fn show(dir: &Path, tenant: Option<&str>) -> Result<ExitCode, Failure> {
                 source,
             })
     };
-    match tenant {
-        Some(tenant) => {
-            let mut after = 0;
-            loop {
-                let page = ledger
-                    .read(&tenant, after, 4096)
-                    .map_err(|e| ledger_failure(&e))?;
-                let Some(last) = page.last() else { break };
-                after = last.seq;
-                for record in &page {
-                    print(record).map_err(|e| ledger_failure(&e))?;
-                }
-            }
-        }
-        None => ledger.scan(&mut print).map_err(|e| ledger_failure(&e))?,
-    }
+    file::scan_dir(dir, &mut print).map_err(|e| ledger_failure(&e))?;
     out.flush().map_err(|e| Failure::internal(&e))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -11,7 +11,6 @@
 //! truncated; any other damage, or a chain that does not link, refuses the open.
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::fmt;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -19,13 +18,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 use std::thread::JoinHandle;
 
-use super::segment::{self, Checkpoint, Frame, HEADER, MAX_RECORD, Tail};
+use super::segment::{self, Checkpoint, Frame, MAX_RECORD, Tail};
 use super::{
-    Appended, Entry, Head, Ledger, LedgerError, Record, SyncPoint, Ticket, Verifier, VerifyReport,
+    Appended, Entry, Head, Ledger, LedgerError, Record, SyncPoint, Ticket, VerifyReport,
     chain_hash, check_extends,
 };
 use crate::ledger::durability::Progress;
 use crate::tenant::TenantId;
+
+pub use super::inspect::{scan_dir, verify_dir};
 
 /// The data sync used for segment files: `fdatasync` by default; injectable for tests.
 pub type SyncFn = Arc<dyn Fn(&std::fs::File) -> io::Result<()> + Send + Sync>;
@@ -144,7 +145,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LedgerError + '_ {
+pub(super) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LedgerError + '_ {
     move |source| LedgerError::Io {
         path: path.to_path_buf(),
         source,
@@ -159,7 +160,7 @@ fn sync_dir(dir: &Path) -> Result<(), LedgerError> {
 }
 
 /// The segment ids in `dir`, sorted, checked to be contiguous.
-fn list_segments(dir: &Path) -> Result<Vec<u32>, LedgerError> {
+pub(super) fn list_segments(dir: &Path) -> Result<Vec<u32>, LedgerError> {
     let mut ids = Vec::new();
     for entry in fs_err::read_dir(dir).map_err(io_err(dir))? {
         let entry = entry.map_err(io_err(dir))?;
@@ -183,7 +184,7 @@ fn list_segments(dir: &Path) -> Result<Vec<u32>, LedgerError> {
 }
 
 /// Reads the checkpoint file, if any.
-fn read_checkpoint(dir: &Path) -> Result<Option<Checkpoint>, LedgerError> {
+pub(super) fn read_checkpoint(dir: &Path) -> Result<Option<Checkpoint>, LedgerError> {
     let path = dir.join(CHECKPOINT_FILE);
     let buf = match fs_err::read(&path) {
         Ok(buf) => buf,
@@ -199,7 +200,7 @@ fn read_checkpoint(dir: &Path) -> Result<Option<Checkpoint>, LedgerError> {
         })
 }
 
-fn record_of(frame: &Frame<'_>) -> Record {
+pub(super) fn record_of(frame: &Frame<'_>) -> Record {
     Record {
         // `decode` validated the id.
         tenant: TenantId::new(frame.tenant).unwrap_or_else(|_| unreachable!("decode checks ids")),
@@ -679,7 +680,7 @@ impl Ledger for FileLedger {
     fn verify(&self) -> Result<VerifyReport, LedgerError> {
         // Bounded: frames appended meanwhile must not look like a torn tail.
         let end = self.flush_position()?;
-        verify_up_to(&self.shared.dir, Some(end))
+        super::inspect::verify_up_to(&self.shared.dir, Some(end))
     }
 
     fn flush(&self) -> Result<(), LedgerError> {
@@ -768,116 +769,5 @@ impl Writer {
             (self.sync)(file.file()).map_err(|e| (file.path().to_path_buf(), e))?;
         }
         Ok(())
-    }
-}
-
-/// Verifies a ledger directory read-only, without taking its lock: reports the
-/// first bad (tenant, seq), or the damaged frame's file and offset, instead of failing.
-///
-/// A torn final record is reported too: it may be an unacknowledged write cut
-/// by a crash (which [`FileLedger::open`] truncates) or a damaged last receipt;
-/// from the bytes alone the two cannot be told apart.
-pub fn verify_dir(dir: impl AsRef<Path>) -> Result<VerifyReport, LedgerError> {
-    verify_up_to(dir.as_ref(), None)
-}
-
-/// [`verify_dir`] over the log up to the packed position `end` (all of it if `None`).
-fn verify_up_to(dir: &Path, end: Option<u64>) -> Result<VerifyReport, LedgerError> {
-    let mut verifier = Verifier::new();
-    let ids = match list_segments(dir) {
-        Ok(ids) => ids,
-        Err(LedgerError::Corrupt { path, reason, .. }) => {
-            verifier.bad(String::new(), 0, format!("`{}`: {reason}", path.display()));
-            return Ok(verifier.report());
-        }
-        Err(e) => return Err(e),
-    };
-    let checkpoint = match read_checkpoint(dir) {
-        Ok(ck) => ck,
-        Err(LedgerError::Corrupt { path, reason, .. }) => {
-            verifier.bad(String::new(), 0, format!("`{}`: {reason}", path.display()));
-            None
-        }
-        Err(e) => return Err(e),
-    };
-    let mut checkpoint_seen = checkpoint.as_ref().is_none_or(|c| c.records == 0);
-    let mut records = 0u64;
-    for (i, &id) in ids.iter().enumerate() {
-        let path = dir.join(segment::segment_name(id));
-        let mut buf = fs_err::read(&path).map_err(io_err(&path))?;
-        if let Some((last, end_offset)) = end.map(segment::unpack) {
-            if id > last {
-                break;
-            }
-            if id == last {
-                buf.truncate(end_offset as usize);
-            }
-        }
-        let walked = segment::walk::<Infallible>(&buf, 0, |offset, frame| {
-            if checkpoint.as_ref().map(|c| c.position) == Some(segment::pack(id, offset as u32)) {
-                checkpoint_seen |= checkpoint.as_ref().is_some_and(|c| c.records == records);
-            }
-            verifier.feed_parts(frame.tenant, frame.seq, &frame.hash, frame.bytes);
-            records += 1;
-            Ok(())
-        });
-        let end = match walked.unwrap_or_else(|never| match never {}) {
-            Tail::Clean => buf.len(),
-            Tail::Damaged {
-                offset,
-                reason,
-                valid_after,
-            } => {
-                let (tenant, seq) = claimed(&buf[offset..]);
-                let what = if i + 1 < ids.len() || valid_after {
-                    "corrupt frame"
-                } else {
-                    "torn or damaged final record (open would truncate it)"
-                };
-                verifier.bad(
-                    tenant,
-                    seq,
-                    format!(
-                        "{what} in `{}` at offset `{offset}`: {reason}",
-                        path.display()
-                    ),
-                );
-                return Ok(verifier.report());
-            }
-        };
-        if checkpoint.as_ref().map(|c| c.position) == Some(segment::pack(id, end as u32)) {
-            checkpoint_seen |= checkpoint.as_ref().is_some_and(|c| c.records == records);
-        }
-    }
-    if !checkpoint_seen {
-        verifier.bad(
-            String::new(),
-            0,
-            format!(
-                "checkpoint `{}` points past the end of the log: records were lost",
-                dir.join(CHECKPOINT_FILE).display()
-            ),
-        );
-    }
-    Ok(verifier.report())
-}
-
-/// The (tenant, seq) a damaged frame header claims, when the tenant is a valid id.
-fn claimed(buf: &[u8]) -> (String, u64) {
-    if buf.len() < HEADER {
-        return (String::new(), 0);
-    }
-    let tenant_len = usize::from(buf[52]);
-    let tenant = buf
-        .get(HEADER..HEADER + tenant_len)
-        .and_then(|t| std::str::from_utf8(t).ok())
-        .filter(|t| TenantId::new(t).is_ok());
-    match tenant {
-        Some(t) => {
-            let mut seq = [0u8; 8];
-            seq.copy_from_slice(&buf[12..20]);
-            (t.to_owned(), u64::from_le_bytes(seq))
-        }
-        None => (String::new(), 0),
     }
 }

@@ -22,6 +22,7 @@ use crate::tenant::TenantId;
 
 mod durability;
 pub mod file;
+pub mod inspect;
 
 pub mod memory;
 mod segment;
