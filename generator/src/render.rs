@@ -62,6 +62,10 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../../templates/src/signals.rs.tera"),
     ),
     (
+        "tests/cli.rs.tera",
+        include_str!("../../templates/tests/cli.rs.tera"),
+    ),
+    (
         "tests/policy.rs.tera",
         include_str!("../../templates/tests/policy.rs.tera"),
     ),

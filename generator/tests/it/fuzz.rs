@@ -119,6 +119,9 @@ fn apply(text: &[u8], edit: &Edit) -> Vec<u8> {
         Edit::DuplicateLine(i) => {
             // Repeating a line inside an object repeats its keys.
             let lines: Vec<&[u8]> = text.split_inclusive(|b| *b == b'\n').collect();
+            if lines.is_empty() {
+                return text.to_vec();
+            }
             let k = i % lines.len();
             let mut out = Vec::with_capacity(text.len() * 2);
             for (j, line) in lines.iter().enumerate() {
