@@ -124,7 +124,10 @@ impl Input {
     pub fn id(&self) -> Option<&str> {
         match self {
             Input::Signal { id, .. } | Input::Entitlement { id, .. } => id.as_deref(),
-            Input::ActionResult { .. } | Input::Reset { .. } | Input::Rejected { .. } => None,
+            // A redelivered poison message (Pub/Sub retries every 4xx) must
+            // not write a `rejected` receipt per delivery.
+            Input::Rejected { event, .. } => event.get("id").and_then(|id| id.as_str()),
+            Input::ActionResult { .. } | Input::Reset { .. } => None,
         }
     }
 }

@@ -160,11 +160,9 @@ impl Metrics {
 
     /// Counts a state change from the state at index `from` of
     /// [`State::NAMES`] (nothing when it is `to`'s).
-    pub fn transition(&self, from: usize, to: State) {
-        if from != to.index()
-            && let Some(row) = self.transitions.get(from)
-        {
-            row[to.index()].increment(1);
+    pub fn transition(&self, from: State, to: State) {
+        if from.index() != to.index() {
+            self.transitions[from.index()][to.index()].increment(1);
         }
     }
 

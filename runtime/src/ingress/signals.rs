@@ -26,7 +26,6 @@ use super::error::IngressError;
 use super::metrics::SignalOutcome;
 use super::state::AppState;
 use crate::clock::Timestamp;
-use crate::fsm;
 use crate::receipt::{Input, decimal};
 use crate::sku::SignalId;
 use crate::tenant::{Applied, TenantId};
@@ -157,7 +156,6 @@ pub(crate) fn apply(state: &AppState, reading: Reading) -> Result<Pending, Ingre
             (input, signal, Some(IngressError::Rejected { reason }))
         }
     };
-    let before = registry.admit(&reading.tenant).state;
     let applied = registry
         .apply(&reading.tenant, input, reading.at)
         .map_err(|e| state.registry_error(e))?;
@@ -168,11 +166,8 @@ pub(crate) fn apply(state: &AppState, reading: Reading) -> Result<Pending, Ingre
         metrics.signal(signal, SignalOutcome::Duplicate);
     } else {
         metrics.signal(signal, SignalOutcome::Accepted);
-        if let Some(view) = registry.view(&reading.tenant) {
-            metrics.decision(view.level);
-        }
-        let from = fsm::State::NAMES.iter().position(|n| *n == before);
-        metrics.transition(from.unwrap_or(0), applied.state);
+        metrics.decision(applied.level);
+        metrics.transition(applied.from, applied.state);
     }
     Ok(Pending {
         applied,

@@ -112,8 +112,12 @@ pub struct Dispatch {
 pub struct Applied {
     /// The tenant.
     pub tenant: TenantId,
+    /// Its state before (before a due timer fired, too).
+    pub from: State,
     /// Its state afterwards.
     pub state: State,
+    /// Its level afterwards: the worst effective level over its rules.
+    pub level: Level,
     /// Receipts appended (0 for a duplicate).
     pub receipts: u32,
     /// Seq of the tenant's last receipt afterwards.
@@ -127,6 +131,31 @@ pub struct Applied {
     /// The last append's ticket (durability is monotonic); wait on it before
     /// acknowledging. `None` when nothing was appended.
     pub ticket: Option<Ticket>,
+}
+
+impl Applied {
+    /// Nothing done yet to `t`.
+    fn before(tenant: &TenantId, t: &Tenant) -> Applied {
+        Applied {
+            tenant: tenant.clone(),
+            from: t.governor.state(),
+            state: t.governor.state(),
+            level: t.governor.level(),
+            receipts: 0,
+            last_seq: t.head.seq,
+            dispatches: Vec::new(),
+            duplicate: false,
+            refused: None,
+            ticket: None,
+        }
+    }
+
+    /// Records where `t` ended up.
+    fn settle(&mut self, t: &Tenant) {
+        self.state = t.governor.state();
+        self.level = t.governor.level();
+        self.last_seq = t.head.seq;
+    }
 }
 
 /// What a protected service asks: may this tenant proceed?
@@ -373,23 +402,12 @@ impl Registry {
         at: Timestamp,
     ) -> Result<Applied, RegistryError> {
         let mut shard = self.shard(tenant);
-        let mut applied = Applied {
-            tenant: tenant.clone(),
-            state: State::Boot,
-            receipts: 0,
-            last_seq: 0,
-            dispatches: Vec::new(),
-            duplicate: false,
-            refused: None,
-            ticket: None,
-        };
         let id = input.id().map(|id| id_key(input.kind(), id));
         let entry = match shard.get_mut(tenant) {
             Some(t) => {
                 if id.as_ref().is_some_and(|id| t.seen(id)) {
+                    let mut applied = Applied::before(tenant, t);
                     applied.duplicate = true;
-                    applied.state = t.governor.state();
-                    applied.last_seq = t.head.seq;
                     return Ok(applied);
                 }
                 t
@@ -402,6 +420,7 @@ impl Registry {
                     .or_insert_with(|| Tenant::new(self.pack, head))
             }
         };
+        let mut applied = Applied::before(tenant, entry);
         if let Some(due) = entry.governor.due()
             && at >= due
         {
@@ -436,8 +455,7 @@ impl Registry {
         }
         applied.refused = decided.refused;
         self.append_actions(entry, tenant, at, seq, start, &mut applied)?;
-        applied.state = entry.governor.state();
-        applied.last_seq = entry.head.seq;
+        applied.settle(entry);
         Ok(applied)
     }
 
@@ -645,8 +663,7 @@ impl Registry {
         self.commit(t, receipt, &step.dispatch, applied)?;
         t.governor = governor;
         self.append_actions(t, tenant, now, seq, start, applied)?;
-        applied.state = t.governor.state();
-        applied.last_seq = t.head.seq;
+        applied.settle(t);
         Ok(())
     }
 
@@ -657,16 +674,7 @@ impl Registry {
             let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
             for (tenant, t) in shard.iter_mut() {
                 if t.governor.due().is_some_and(|due| now >= due) {
-                    let mut applied = Applied {
-                        tenant: tenant.clone(),
-                        state: t.governor.state(),
-                        receipts: 0,
-                        last_seq: t.head.seq,
-                        dispatches: Vec::new(),
-                        duplicate: false,
-                        refused: None,
-                        ticket: None,
-                    };
+                    let mut applied = Applied::before(tenant, t);
                     self.fire(tenant, t, now, &mut applied)?;
                     if applied.receipts > 0 {
                         out.push(applied);

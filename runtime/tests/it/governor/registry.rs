@@ -74,6 +74,43 @@ fn max_tenants_refuses_the_next_new_tenant() {
 }
 
 #[test]
+fn a_redelivered_rejected_message_is_receipted_once() {
+    let (ledger, registry) = open();
+    let t = tenant("acme");
+    let rejected = || Input::Rejected {
+        reason: "unknown signal `nope`".into(),
+        event: serde_json::json!({ "id": "m-9", "signal": "nope", "value": "1" }),
+    };
+    let first = registry.apply(&t, rejected(), at(0)).unwrap();
+    assert_eq!((first.duplicate, first.receipts), (false, 1));
+    let again = registry.apply(&t, rejected(), at(1)).unwrap();
+    assert_eq!((again.duplicate, again.receipts), (true, 0));
+    // A signal with the same id is not a duplicate of the rejection.
+    assert!(
+        !registry
+            .apply(&t, signal(LOAD, 1.0, Some("m-9")), at(2))
+            .unwrap()
+            .duplicate
+    );
+    assert_eq!(receipts(&ledger, &t).len(), 2);
+}
+
+#[test]
+fn applied_reports_from_state_and_level() {
+    let (_ledger, registry) = open();
+    let t = tenant("acme");
+    let first = registry
+        .apply(&t, signal(AVAIL, 98.0, None), at(0))
+        .unwrap();
+    assert_eq!((first.from, first.state), (State::Boot, State::Warning));
+    assert_eq!(first.level, ggen_runtime::policy::Level::Warn);
+    let second = registry
+        .apply(&t, signal(AVAIL, 100.0, None), at(1))
+        .unwrap();
+    assert_eq!(second.from, State::Warning);
+}
+
+#[test]
 fn duplicate_ids_are_dropped_before_the_step() {
     let (ledger, registry) = open();
     let t = tenant("acme");
