@@ -10,7 +10,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ggen_runtime::canonical;
 use ggen_runtime::ledger::file::{FileLedger, FileOptions, verify_dir};
 use ggen_runtime::ledger::memory::MemoryLedger;
-use ggen_runtime::ledger::{Entry, Head, Ledger, chain_hash};
+use ggen_runtime::ledger::{Entry, Head, Ledger, Recovered, chain_hash};
 use ggen_runtime::tenant::TenantId;
 use serde_json::json;
 
@@ -163,15 +163,20 @@ fn bench_ledger(c: &mut Criterion) {
         )
         .unwrap();
         append_all(&ledger, entries(&tenants, OPEN_RECORDS));
-        ledger.checkpoint(b"snapshot").unwrap();
+        ledger
+            .checkpoint(ledger.mark().unwrap(), b"snapshot")
+            .unwrap();
     }
     group.bench_function("open_and_recover", |b| {
         b.iter(|| {
             let ledger = FileLedger::open(big.path(), FileOptions::default()).unwrap();
-            let mut tail = 0u64;
-            let blob = ledger
-                .recover(&mut |_| {
-                    tail += 1;
+            let (mut blob, mut tail) = (None, 0u64);
+            ledger
+                .recover(&mut |item| {
+                    match item {
+                        Recovered::Checkpoint(bytes) => blob = Some(bytes.to_vec()),
+                        Recovered::Record(_) => tail += 1,
+                    }
                     Ok(())
                 })
                 .unwrap();

@@ -1,7 +1,9 @@
 //! The `serve` command: configuration from flags and the environment,
 //! startup (open the ledger, recover, start the actuator and its timers),
-//! serving, and graceful shutdown on SIGTERM/SIGINT (stop accepting, drain
-//! in-flight requests, drain actions within a bound, checkpoint, flush).
+//! serving with periodic background checkpoints (so a restart after a crash
+//! replays only the log's tail), and graceful shutdown on SIGTERM/SIGINT
+//! (stop accepting, drain in-flight requests, drain actions within a bound,
+//! checkpoint, flush).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,6 +13,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio::time::MissedTickBehavior;
 
 use super::auth::{Auth, AuthError};
 use super::error::chain;
@@ -20,6 +23,9 @@ use crate::ledger::file::{FileLedger, FileOptions};
 use crate::ledger::{Ledger, LedgerError};
 use crate::sku::PolicyPack;
 use crate::tenant::{Registry, RegistryError};
+
+/// How often the background checkpointer compares the append count with `--checkpoint-every`.
+pub const CHECKPOINT_POLL: Duration = Duration::from_secs(10);
 
 /// How logs are written to stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -72,6 +78,13 @@ pub struct ServeArgs {
     /// Seconds to wait for running actions at shutdown.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     pub drain_timeout: u64,
+    /// Write a checkpoint in the background once this many receipts were
+    /// appended since the last one (checked every 10 s; 0: only at shutdown).
+    #[arg(long, value_name = "N", default_value_t = 200_000)]
+    pub checkpoint_every: u64,
+    /// How often the append count is checked ([`CHECKPOINT_POLL`]; not a flag, tests shorten it).
+    #[arg(skip = CHECKPOINT_POLL)]
+    pub checkpoint_poll: Duration,
 }
 
 /// Why `serve` stopped with an error.
@@ -146,6 +159,54 @@ async fn terminated() {
     tokio::select! {
         () = term => tracing::info!("SIGTERM: shutting down"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+    }
+}
+
+/// Whether `appended` receipts (a running count) call for a checkpoint after
+/// the last one, taken at `last`, given `--checkpoint-every` = `every` (0: never).
+fn checkpoint_due(appended: u64, last: u64, every: u64) -> bool {
+    every > 0 && appended.saturating_sub(last) >= every
+}
+
+/// Every `poll`, checkpoints `registry` on a blocking thread if at least
+/// `every` receipts were appended since the last checkpoint; returns once
+/// `stopped` turns true (never in the middle of a checkpoint).
+async fn checkpoint_periodically(
+    registry: Arc<Registry>,
+    every: u64,
+    poll: Duration,
+    mut stopped: watch::Receiver<bool>,
+) {
+    // Recovery appends nothing: receipts still to be checkpointed are those
+    // appended from here on (a recovered tail waits for the next N).
+    let mut last = registry.appended();
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + poll, poll);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stopped.wait_for(|s| *s) => return,
+            _ = ticks.tick() => {}
+        }
+        let appended = registry.appended();
+        if !checkpoint_due(appended, last, every) {
+            continue;
+        }
+        let started = std::time::Instant::now();
+        let worker = Arc::clone(&registry);
+        match tokio::task::spawn_blocking(move || worker.checkpoint()).await {
+            Ok(Ok(tenants)) => {
+                tracing::info!(
+                    tenants,
+                    receipts = appended - last,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "checkpoint written"
+                );
+                last = appended;
+            }
+            // Retried at the next tick; a failed ledger also fails ingest.
+            Ok(Err(error)) => tracing::error!(error = %chain(&error), "periodic checkpoint failed"),
+            Err(error) => tracing::error!(error = %error, "periodic checkpoint panicked"),
+        }
     }
 }
 
@@ -255,6 +316,15 @@ pub fn run_until(
                     .await;
             })
         };
+        let (stop_checkpoints, checkpoints_stopped) = watch::channel(false);
+        let checkpoints = (args.checkpoint_every > 0).then(|| {
+            tokio::spawn(checkpoint_periodically(
+                Arc::clone(&registry),
+                args.checkpoint_every,
+                args.checkpoint_poll,
+                checkpoints_stopped,
+            ))
+        });
         let draining = state.clone();
         super::serve(listener, state, async move {
             shutdown.await;
@@ -266,6 +336,11 @@ pub fn run_until(
         tracing::info!("requests drained");
         let _ = stop_timers.send(true);
         let _ = timers.await;
+        // A checkpoint in progress completes first; the final one follows below.
+        let _ = stop_checkpoints.send(true);
+        if let Some(checkpoints) = checkpoints {
+            let _ = checkpoints.await;
+        }
         if let Err(error) = actuator
             .drain(Duration::from_secs(args.drain_timeout))
             .await
@@ -275,8 +350,31 @@ pub fn run_until(
         Ok::<(), ServeError>(())
     })?;
     drop(runtime);
+    let started = std::time::Instant::now();
     let tenants = registry.checkpoint().map_err(ServeError::Registry)?;
     ledger.flush().map_err(ServeError::Ledger)?;
-    tracing::info!(tenants, "checkpoint written; ledger flushed; bye");
+    tracing::info!(
+        tenants,
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "checkpoint written; ledger flushed; bye"
+    );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpoints_are_due_after_every_n_receipts() {
+        assert!(!checkpoint_due(0, 0, 100));
+        assert!(!checkpoint_due(99, 0, 100));
+        assert!(checkpoint_due(100, 0, 100));
+        assert!(!checkpoint_due(199, 100, 100));
+        assert!(checkpoint_due(250, 100, 100));
+        // 0 turns periodic checkpoints off.
+        assert!(!checkpoint_due(1_000_000, 0, 0));
+        // A count behind `last` (never expected) is not due.
+        assert!(!checkpoint_due(5, 10, 1));
+    }
 }

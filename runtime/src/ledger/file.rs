@@ -20,8 +20,8 @@ use std::thread::JoinHandle;
 
 use super::segment::{self, Checkpoint, Frame, MAX_RECORD, Tail};
 use super::{
-    Appended, Entry, Head, Ledger, LedgerError, Record, SyncPoint, Ticket, VerifyReport,
-    chain_hash, check_extends,
+    Appended, Entry, Head, Ledger, LedgerError, Mark, Record, Recovered, SyncPoint, Ticket,
+    VerifyReport, chain_hash, check_extends, check_mark,
 };
 use crate::ledger::durability::Progress;
 use crate::tenant::TenantId;
@@ -128,8 +128,8 @@ struct Shared {
     sync: Arc<SyncPoint>,
     /// Read handles of segments, opened on demand.
     readers: RwLock<HashMap<u32, Arc<std::fs::File>>>,
-    /// Serializes checkpoints.
-    checkpointing: Mutex<()>,
+    /// Serializes checkpoints; holds the stored checkpoint's record count.
+    checkpointing: Mutex<u64>,
 }
 
 /// The embedded file ledger. Dropping it drains and syncs pending appends.
@@ -369,7 +369,7 @@ impl FileLedger {
             wake: Condvar::new(),
             sync,
             readers: RwLock::new(HashMap::new()),
-            checkpointing: Mutex::new(()),
+            checkpointing: Mutex::new(checkpoint.as_ref().map_or(0, |c| c.records)),
         });
         let writer = {
             let shared = Arc::clone(&shared);
@@ -622,50 +622,59 @@ impl Ledger for FileLedger {
         Ok(out)
     }
 
-    fn checkpoint(&self, blob: &[u8]) -> Result<(), LedgerError> {
-        let _one_at_a_time = lock(&self.shared.checkpointing);
-        let (records, position) = {
+    fn mark(&self) -> Result<Mark, LedgerError> {
+        let state = lock(&self.shared.state);
+        if let Some(failed) = &state.failed {
+            return Err(Self::poisoned(failed));
+        }
+        Ok(Mark {
+            records: state.records,
+            position: segment::pack(state.segment, state.segment_len as u32),
+        })
+    }
+
+    fn checkpoint(&self, mark: Mark, blob: &[u8]) -> Result<(), LedgerError> {
+        let mut stored = lock(&self.shared.checkpointing);
+        let end = {
             let state = lock(&self.shared.state);
             if let Some(failed) = &state.failed {
                 return Err(Self::poisoned(failed));
             }
-            (
-                state.records,
-                segment::pack(state.segment, state.segment_len as u32),
-            )
+            state.records
         };
+        check_mark(&mark, *stored, end)?;
         // The checkpoint must never point past the durable log.
-        self.shared.sync.wait_until(|p| p.records >= records)?;
+        self.shared.sync.wait_until(|p| p.records >= mark.records)?;
         let dir = &self.shared.dir;
         let tmp = dir.join("CHECKPOINT.tmp");
-        let bytes = segment::encode_checkpoint(records, position, blob);
+        let bytes = segment::encode_checkpoint(mark.records, mark.position, blob);
         let mut file = fs_err::File::create(&tmp).map_err(io_err(&tmp))?;
         io::Write::write_all(&mut file, &bytes).map_err(io_err(&tmp))?;
         file.sync_all().map_err(io_err(&tmp))?;
         drop(file);
         let path = dir.join(CHECKPOINT_FILE);
         fs_err::rename(&tmp, &path).map_err(io_err(&path))?;
-        sync_dir(dir)
+        sync_dir(dir)?;
+        *stored = mark.records;
+        Ok(())
     }
 
     fn recover(
         &self,
-        visit: &mut dyn FnMut(&Record) -> Result<(), LedgerError>,
-    ) -> Result<Option<Vec<u8>>, LedgerError> {
+        visit: &mut dyn FnMut(Recovered<'_>) -> Result<(), LedgerError>,
+    ) -> Result<(), LedgerError> {
         let end = self.flush_position()?;
         let checkpoint = read_checkpoint(&self.shared.dir)?;
-        let from = checkpoint
-            .as_ref()
-            .map_or(segment::pack(1, 0), |c| c.position);
-        let from = if checkpoint.is_none() {
-            list_segments(&self.shared.dir)?
+        let from = match &checkpoint {
+            Some(checkpoint) => {
+                visit(Recovered::Checkpoint(&checkpoint.blob))?;
+                checkpoint.position
+            }
+            None => list_segments(&self.shared.dir)?
                 .first()
-                .map_or(from, |&id| segment::pack(id, 0))
-        } else {
-            from
+                .map_or(segment::pack(1, 0), |&id| segment::pack(id, 0)),
         };
-        self.visit_range(from, end, visit)?;
-        Ok(checkpoint.map(|c| c.blob))
+        self.visit_range(from, end, &mut |record| visit(Recovered::Record(record)))
     }
 
     fn scan(

@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::{
-    Appended, Entry, Head, Ledger, LedgerError, Record, Ticket, Verifier, VerifyReport, chain_hash,
-    check_extends,
+    Appended, Entry, Head, Ledger, LedgerError, Mark, Record, Recovered, Ticket, Verifier,
+    VerifyReport, chain_hash, check_extends, check_mark,
 };
 use crate::tenant::TenantId;
 
@@ -22,8 +22,8 @@ struct State {
     /// Every record in append order.
     log: Vec<Record>,
     chains: HashMap<TenantId, Chain>,
-    /// The latest checkpoint blob and the log length when it was taken.
-    checkpoint: Option<(Vec<u8>, usize)>,
+    /// The latest checkpoint blob and the log length at its mark.
+    checkpoint: Option<(Arc<[u8]>, usize)>,
 }
 
 /// Everything in memory; nothing survives the process.
@@ -105,25 +105,39 @@ impl Ledger for MemoryLedger {
             .collect())
     }
 
-    fn checkpoint(&self, blob: &[u8]) -> Result<(), LedgerError> {
+    fn mark(&self) -> Result<Mark, LedgerError> {
+        let records = self.lock().log.len() as u64;
+        Ok(Mark {
+            records,
+            position: records,
+        })
+    }
+
+    fn checkpoint(&self, mark: Mark, blob: &[u8]) -> Result<(), LedgerError> {
         let mut state = self.lock();
-        let at = state.log.len();
-        state.checkpoint = Some((blob.to_vec(), at));
+        let stored = state.checkpoint.as_ref().map_or(0, |(_, at)| *at as u64);
+        check_mark(&mark, stored, state.log.len() as u64)?;
+        // `check_mark` bounds it by the log length, a `usize`.
+        let at = mark.position as usize;
+        state.checkpoint = Some((Arc::from(blob), at));
         Ok(())
     }
 
     fn recover(
         &self,
-        visit: &mut dyn FnMut(&Record) -> Result<(), LedgerError>,
-    ) -> Result<Option<Vec<u8>>, LedgerError> {
+        visit: &mut dyn FnMut(Recovered<'_>) -> Result<(), LedgerError>,
+    ) -> Result<(), LedgerError> {
         let (blob, at) = match &self.lock().checkpoint {
-            Some((blob, at)) => (Some(blob.clone()), *at),
+            Some((blob, at)) => (Some(Arc::clone(blob)), *at),
             None => (None, 0),
         };
-        for record in &self.records_from(at) {
-            visit(record)?;
+        if let Some(blob) = &blob {
+            visit(Recovered::Checkpoint(blob))?;
         }
-        Ok(blob)
+        for record in &self.records_from(at) {
+            visit(Recovered::Record(record))?;
+        }
+        Ok(())
     }
 
     fn scan(

@@ -100,6 +100,34 @@ pub struct Appended {
     pub ticket: Ticket,
 }
 
+/// Where the log ended when [`Ledger::mark`] was called: a checkpoint taken
+/// at a mark reflects exactly the records before it. Opaque; only meaningful
+/// to the ledger that issued it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mark {
+    /// Records appended before the mark (ever, across restarts).
+    records: u64,
+    /// Backend-specific log position just after the last of those records.
+    position: u64,
+}
+
+impl Mark {
+    /// Number of records appended before the mark.
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+}
+
+/// What [`Ledger::recover`] hands its visitor, in this order.
+#[derive(Clone, Copy, Debug)]
+pub enum Recovered<'a> {
+    /// The latest checkpoint's blob: at most once, before any record.
+    Checkpoint(&'a [u8]),
+    /// A record appended after that checkpoint's mark (every record when
+    /// there is no checkpoint), in append order.
+    Record(&'a Record),
+}
+
 /// The outcome of replaying every chain.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct VerifyReport {
@@ -200,9 +228,30 @@ pub enum LedgerError {
         /// The limit.
         max: usize,
     },
+    /// A checkpoint at a mark older than the stored checkpoint's.
+    #[error(
+        "checkpoint mark at `{mark}` records is older than the stored checkpoint at `{stored}` records"
+    )]
+    StaleMark {
+        /// The refused mark's record count.
+        mark: u64,
+        /// The stored checkpoint's record count.
+        stored: u64,
+    },
+    /// A checkpoint at a mark past the end of the log (not issued by this ledger).
+    #[error("checkpoint mark at `{mark}` records is past the end of the log at `{end}` records")]
+    ForeignMark {
+        /// The refused mark's record count.
+        mark: u64,
+        /// Records in the log.
+        end: u64,
+    },
     /// The ledger has been shut down.
     #[error("ledger is closed")]
     Closed,
+    /// A `recover` visitor stopped recovery; the visitor's owner holds the reason.
+    #[error("recovery stopped by its visitor")]
+    Interrupted,
     /// A `recover`/`scan` visitor refused a record.
     #[error("ledger visitor failed on tenant `{tenant}` seq `{seq}`")]
     Visitor {
@@ -227,14 +276,23 @@ pub trait Ledger: Send + Sync + 'static {
     /// Receipts of one tenant with seq > after, at most limit, in seq order.
     fn read(&self, tenant: &TenantId, after: u64, limit: usize)
     -> Result<Vec<Record>, LedgerError>;
-    /// Stores an opaque snapshot blob that reflects (at least) every record appended before this call.
-    fn checkpoint(&self, blob: &[u8]) -> Result<(), LedgerError>;
-    /// Recovery: the latest checkpoint blob (if any), then `visit` for every
-    /// record appended after that checkpoint's position, in append order.
+    /// Where the log ends now. Cheap and non-blocking: callers take it while
+    /// no append can run (e.g. under every lock appends happen under), then
+    /// build the blob for [`Ledger::checkpoint`] without holding those locks.
+    fn mark(&self) -> Result<Mark, LedgerError>;
+    /// Stores an opaque snapshot `blob` as reflecting exactly the records
+    /// before `mark`; recovery replays the records after it. Blocks until the
+    /// log is durable up to the mark (file backend) and the checkpoint itself
+    /// is stored. Refuses ([`LedgerError::StaleMark`]) a mark older than the
+    /// stored checkpoint's.
+    fn checkpoint(&self, mark: Mark, blob: &[u8]) -> Result<(), LedgerError>;
+    /// Recovery: first [`Recovered::Checkpoint`] with the latest checkpoint's
+    /// blob (if any), then [`Recovered::Record`] for every record appended
+    /// after its mark, in append order. A visitor error stops it and is returned.
     fn recover(
         &self,
-        visit: &mut dyn FnMut(&Record) -> Result<(), LedgerError>,
-    ) -> Result<Option<Vec<u8>>, LedgerError>;
+        visit: &mut dyn FnMut(Recovered<'_>) -> Result<(), LedgerError>,
+    ) -> Result<(), LedgerError>;
     /// Every record in append order (for `ledger show` and full replays).
     fn scan(
         &self,
@@ -245,6 +303,24 @@ pub trait Ledger: Send + Sync + 'static {
     fn verify(&self) -> Result<VerifyReport, LedgerError>;
     /// Waits until everything appended so far is durable.
     fn flush(&self) -> Result<(), LedgerError>;
+}
+
+/// Checks that a checkpoint at `mark` neither goes back before the stored
+/// checkpoint (at `stored` records) nor past the end of the log (`end` records).
+pub(crate) fn check_mark(mark: &Mark, stored: u64, end: u64) -> Result<(), LedgerError> {
+    if mark.records < stored {
+        return Err(LedgerError::StaleMark {
+            mark: mark.records,
+            stored,
+        });
+    }
+    if mark.records > end {
+        return Err(LedgerError::ForeignMark {
+            mark: mark.records,
+            end,
+        });
+    }
+    Ok(())
 }
 
 /// Checks that `entry` extends `head`.
@@ -278,6 +354,24 @@ mod tests {
             hex::encode(chain_hash(&GENESIS, b"")),
             "66687aadf862bd776c8fc18b8e9f8e20089714856ee233b3902a591d0d5f2925"
         );
+    }
+
+    #[test]
+    fn check_mark_refuses_stale_and_foreign_marks() {
+        let mark = Mark {
+            records: 5,
+            position: 0,
+        };
+        assert!(check_mark(&mark, 5, 5).is_ok());
+        assert!(check_mark(&mark, 0, 9).is_ok());
+        assert!(matches!(
+            check_mark(&mark, 6, 9),
+            Err(LedgerError::StaleMark { mark: 5, stored: 6 })
+        ));
+        assert!(matches!(
+            check_mark(&mark, 0, 4),
+            Err(LedgerError::ForeignMark { mark: 5, end: 4 })
+        ));
     }
 
     #[test]

@@ -16,14 +16,18 @@
 //!   the tenant's profile;
 //! - an action result whose key does not name this tenant, the action and
 //!   the in-flight set is receipted as stale (no transition);
-//! - `checkpoint` holds every shard lock while it snapshots and stores the
-//!   blob, because the ledger's checkpoint must reflect everything appended
-//!   before it.
+//! - `checkpoint` holds every shard lock only while it takes the ledger's
+//!   mark and copies the tenants' states (appends happen under shard locks,
+//!   so the copy reflects exactly the records before the mark); serializing
+//!   and storing the blob run with ingest flowing again;
+//! - `recover` streams: the checkpoint's tenants are loaded first, then each
+//!   later record is stepped as the ledger reads it, so memory stays bounded
+//!   by the tenants, not by the log.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde::{Deserialize, Serialize};
@@ -34,7 +38,7 @@ use crate::clock::Timestamp;
 use crate::entitlement::{Entitlement, EntitlementError, EntitlementState};
 use crate::fsm::Dispatched;
 use crate::fsm::{Event, Governor, InFlight, State, Step};
-use crate::ledger::{Entry, Hash, Head, Ledger, LedgerError, Ticket};
+use crate::ledger::{Entry, Hash, Head, Ledger, LedgerError, Record, Recovered, Ticket};
 use crate::policy::Level;
 use crate::receipt::{self, Body, Carried, Input, Kind, Receipt, ReceiptError};
 use crate::sku::{ActionId, PolicyPack};
@@ -351,6 +355,10 @@ pub struct Registry {
     hasher: RandomState,
     /// Tenants across all shards.
     count: AtomicUsize,
+    /// Receipts appended through this registry since it was created.
+    appended: AtomicU64,
+    /// Serializes checkpoints, so marks reach the ledger in order.
+    checkpointing: Mutex<()>,
 }
 
 impl fmt::Debug for Registry {
@@ -371,6 +379,8 @@ impl Registry {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: RandomState::new(),
             count: AtomicUsize::new(0),
+            appended: AtomicU64::new(0),
+            checkpointing: Mutex::new(()),
         }
     }
 
@@ -578,6 +588,7 @@ impl Registry {
             seq,
             hash: appended.hash,
         };
+        self.appended.fetch_add(1, Ordering::Relaxed);
         applied.ticket = Some(appended.ticket);
         applied.receipts += 1;
         for (d, (action, key)) in dispatch.iter().zip(keys) {
@@ -760,6 +771,12 @@ impl Registry {
         }
     }
 
+    /// Receipts appended through this registry since it was created (not
+    /// those recovered); a scheduler compares it to decide when to checkpoint.
+    pub fn appended(&self) -> u64 {
+        self.appended.load(Ordering::Relaxed)
+    }
+
     /// Number of tenants.
     pub fn len(&self) -> usize {
         self.count.load(Ordering::Acquire)
@@ -797,23 +814,33 @@ impl Registry {
         out
     }
 
-    /// Serializes every tenant's state and stores it as the ledger's checkpoint.
+    /// Serializes every tenant's state and stores it as the ledger's
+    /// checkpoint; returns the number of tenants.
     ///
-    /// Holds every shard lock meanwhile (appends wait), so the blob reflects
-    /// everything appended before the ledger records the checkpoint.
+    /// Appends wait only while the ledger's mark is taken and the states are
+    /// copied: every shard is locked for the mark (appends happen under shard
+    /// locks, so the copy reflects exactly the records before it) and each is
+    /// released as soon as its tenants are copied. Sorting, serializing and the
+    /// ledger's write and fsyncs run with ingest flowing.
     pub fn checkpoint(&self) -> Result<usize, RegistryError> {
+        let _one_at_a_time = self
+            .checkpointing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let guards: Vec<MutexGuard<'_, Shard>> = self
             .shards
             .iter()
             .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner))
             .collect();
-        let sku = self.pack.sku();
-        let mut tenants: Vec<(TenantId, TenantState)> = guards
-            .iter()
-            .flat_map(|shard| shard.iter().map(|(id, t)| (id.clone(), t.export())))
-            .collect();
-        tenants.sort_by(|a, b| a.0.cmp(&b.0));
+        let mark = self.ledger.mark().map_err(RegistryError::Ledger)?;
+        let mut tenants: Vec<(TenantId, TenantState)> = Vec::with_capacity(self.len());
+        for shard in guards {
+            // This shard changed nothing since the mark: copy it and let it go.
+            tenants.extend(shard.iter().map(|(id, t)| (id.clone(), t.export())));
+        }
+        tenants.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let count = tenants.len();
+        let sku = self.pack.sku();
         let blob = serde_json::to_vec(&Checkpoint {
             v: CHECKPOINT_VERSION,
             sku: sku.id.to_owned(),
@@ -822,114 +849,124 @@ impl Registry {
         })
         .map_err(RegistryError::Checkpoint)?;
         self.ledger
-            .checkpoint(&blob)
+            .checkpoint(mark, &blob)
             .map_err(RegistryError::Ledger)?;
-        drop(guards);
         Ok(count)
     }
 
     /// Loads the ledger's latest checkpoint, then replays the records after
-    /// it through the same step function (records a tenant's checkpointed
-    /// head already covers are skipped). Recovered tenants resume their
-    /// state; nothing is written.
+    /// it through the same step function as the ledger reads them (records a
+    /// tenant's checkpointed head already covers are skipped). Recovered
+    /// tenants resume their state; nothing is written.
     pub fn recover(&self) -> Result<RecoveryStats, RegistryError> {
         let mut stats = RecoveryStats::default();
-        let mut records = Vec::new();
-        let pack = self.pack;
-        let blob = self
-            .ledger
-            .recover(&mut |record| {
-                let parsed = receipt::parse(pack, &record.bytes)
-                    .and_then(|parsed| {
-                        if parsed.tenant == record.tenant && parsed.seq == record.seq {
-                            Ok(parsed)
-                        } else {
-                            Err(ReceiptError::Mismatch {
-                                tenant: parsed.tenant.to_string(),
-                                seq: parsed.seq,
-                                stored_tenant: record.tenant.to_string(),
-                                stored_seq: record.seq,
-                            })
-                        }
-                    })
-                    .map_err(|source| LedgerError::Visitor {
-                        tenant: record.tenant.to_string(),
-                        seq: record.seq,
-                        source: Box::new(source),
-                    })?;
-                records.push((parsed, record.hash));
-                Ok(())
+        // The ledger's visitor speaks `LedgerError`; keep our own error here.
+        let mut failure = None;
+        let result = self.ledger.recover(&mut |item| {
+            let outcome = match item {
+                Recovered::Checkpoint(blob) => self.load_checkpoint(blob, &mut stats),
+                Recovered::Record(record) => self.replay(record, &mut stats),
+            };
+            outcome.map_err(|error| {
+                failure = Some(error);
+                LedgerError::Interrupted
             })
-            .map_err(RegistryError::Ledger)?;
-        if let Some(blob) = blob {
-            let checkpoint: Checkpoint =
-                serde_json::from_slice(&blob).map_err(RegistryError::Checkpoint)?;
-            let sku = pack.sku();
-            if checkpoint.sku != sku.id || checkpoint.spec_sha256 != sku.spec_sha256 {
-                return Err(RegistryError::CheckpointSku {
-                    expected: format!("{} ({})", sku.id, sku.spec_sha256),
-                    found: format!("{} ({})", checkpoint.sku, checkpoint.spec_sha256),
-                });
-            }
-            stats.from_checkpoint = checkpoint.tenants.len();
-            for (id, state) in checkpoint.tenants {
-                let mut shard = self.shard(&id);
-                if shard.insert(id, Tenant::import(state)).is_none() {
-                    self.count.fetch_add(1, Ordering::AcqRel);
-                }
-            }
+        });
+        if let Some(error) = failure {
+            return Err(error);
         }
-        for (parsed, hash) in records {
-            stats.records += 1;
-            let mut shard = self.shard(&parsed.tenant);
-            let t = match shard.get_mut(&parsed.tenant) {
-                Some(t) => t,
-                None => {
-                    self.count.fetch_add(1, Ordering::AcqRel);
-                    shard
-                        .entry(parsed.tenant.clone())
-                        .or_insert_with(|| Tenant::new(pack, Head::EMPTY))
-                }
-            };
-            if parsed.seq <= t.head.seq {
-                stats.skipped += 1;
-                continue;
-            }
-            if parsed.seq != t.head.seq + 1 {
-                return Err(RegistryError::Gap {
-                    tenant: parsed.tenant,
-                    seq: parsed.seq,
-                    expected: t.head.seq + 1,
-                });
-            }
-            let to = match parsed.carried {
-                Carried::Effect => None,
-                Carried::Timer => {
-                    let mut governor = t.governor.clone();
-                    governor.step(pack, Event::Timer, parsed.at, parsed.seq);
-                    t.governor = governor;
-                    Some(t.governor.state())
-                }
-                Carried::Input(input) => {
-                    let decided = self.decide(t, &parsed.tenant, &input, parsed.at, parsed.seq);
-                    t.governor = decided.governor;
-                    t.entitlement = decided.entitlement;
-                    if let Some(id) = input.id() {
-                        t.remember(id_key(input.kind(), id));
-                    }
-                    Some(t.governor.state())
-                }
-            };
-            if to.is_some_and(|to| Some(to.name()) != parsed.to) {
-                stats.diverged += 1;
-            }
-            stats.replayed += 1;
-            t.head = Head {
-                seq: parsed.seq,
-                hash,
-            };
-        }
+        result.map_err(RegistryError::Ledger)?;
         stats.tenants = self.len();
         Ok(stats)
+    }
+
+    /// Loads the tenants of a checkpoint blob (before any record is replayed).
+    fn load_checkpoint(&self, blob: &[u8], stats: &mut RecoveryStats) -> Result<(), RegistryError> {
+        let checkpoint: Checkpoint =
+            serde_json::from_slice(blob).map_err(RegistryError::Checkpoint)?;
+        let sku = self.pack.sku();
+        if checkpoint.sku != sku.id || checkpoint.spec_sha256 != sku.spec_sha256 {
+            return Err(RegistryError::CheckpointSku {
+                expected: format!("{} ({})", sku.id, sku.spec_sha256),
+                found: format!("{} ({})", checkpoint.sku, checkpoint.spec_sha256),
+            });
+        }
+        stats.from_checkpoint = checkpoint.tenants.len();
+        for (id, state) in checkpoint.tenants {
+            let mut shard = self.shard(&id);
+            if shard.insert(id, Tenant::import(state)).is_none() {
+                self.count.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+        Ok(())
+    }
+
+    /// Steps one recovered record into its tenant (skipped if the
+    /// checkpoint already covers it).
+    fn replay(&self, record: &Record, stats: &mut RecoveryStats) -> Result<(), RegistryError> {
+        let pack = self.pack;
+        let receipt_error = |source| RegistryError::Receipt {
+            tenant: record.tenant.clone(),
+            seq: record.seq,
+            source,
+        };
+        let parsed = receipt::parse(pack, &record.bytes).map_err(receipt_error)?;
+        if parsed.tenant != record.tenant || parsed.seq != record.seq {
+            return Err(receipt_error(ReceiptError::Mismatch {
+                tenant: parsed.tenant.to_string(),
+                seq: parsed.seq,
+                stored_tenant: record.tenant.to_string(),
+                stored_seq: record.seq,
+            }));
+        }
+        stats.records += 1;
+        let mut shard = self.shard(&parsed.tenant);
+        let t = match shard.get_mut(&parsed.tenant) {
+            Some(t) => t,
+            None => {
+                self.count.fetch_add(1, Ordering::AcqRel);
+                shard
+                    .entry(parsed.tenant.clone())
+                    .or_insert_with(|| Tenant::new(pack, Head::EMPTY))
+            }
+        };
+        if parsed.seq <= t.head.seq {
+            stats.skipped += 1;
+            return Ok(());
+        }
+        if parsed.seq != t.head.seq + 1 {
+            return Err(RegistryError::Gap {
+                tenant: parsed.tenant,
+                seq: parsed.seq,
+                expected: t.head.seq + 1,
+            });
+        }
+        let to = match parsed.carried {
+            Carried::Effect => None,
+            Carried::Timer => {
+                let mut governor = t.governor.clone();
+                governor.step(pack, Event::Timer, parsed.at, parsed.seq);
+                t.governor = governor;
+                Some(t.governor.state())
+            }
+            Carried::Input(input) => {
+                let decided = self.decide(t, &parsed.tenant, &input, parsed.at, parsed.seq);
+                t.governor = decided.governor;
+                t.entitlement = decided.entitlement;
+                if let Some(id) = input.id() {
+                    t.remember(id_key(input.kind(), id));
+                }
+                Some(t.governor.state())
+            }
+        };
+        if to.is_some_and(|to| Some(to.name()) != parsed.to) {
+            stats.diverged += 1;
+        }
+        stats.replayed += 1;
+        t.head = Head {
+            seq: parsed.seq,
+            hash: record.hash,
+        };
+        Ok(())
     }
 }

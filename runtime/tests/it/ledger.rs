@@ -12,6 +12,7 @@ use ggen_runtime::ledger::{Entry, GENESIS, Head, Ledger, LedgerError, Record, ch
 use ggen_runtime::tenant::TenantId;
 use serde_json::json;
 
+mod checkpoint;
 mod proptests;
 
 /// Frame header size before the tenant bytes (pinned on-disk format).
@@ -330,7 +331,7 @@ fn truncation_before_the_checkpoint_is_detected() {
         for i in 0..6 {
             append_next(&ledger, &tenant("acme"), &format!("{i}"));
         }
-        ledger.checkpoint(b"state").unwrap();
+        ledger.checkpoint(ledger.mark().unwrap(), b"state").unwrap();
     }
     let seg = &segments(dir.path())[0];
     let fr = frames(seg);
@@ -533,6 +534,7 @@ fn a_failed_sync_poisons_the_ledger() {
     let ledger = FileLedger::open(dir.path(), probe.options(std::time::Duration::ZERO)).unwrap();
     let t = tenant("acme");
     append_next(&ledger, &t, "durable");
+    let early = ledger.mark().unwrap();
     let head = ledger.head(&t);
     let durable_before = ledger.read(&t, 0, 1).unwrap();
     probe.fail.store(true, Ordering::SeqCst);
@@ -559,68 +561,12 @@ fn a_failed_sync_poisons_the_ledger() {
         .unwrap_err();
     assert!(matches!(err, LedgerError::Poisoned { .. }), "{err}");
     assert!(matches!(ledger.flush(), Err(LedgerError::Poisoned { .. })));
+    assert!(matches!(ledger.mark(), Err(LedgerError::Poisoned { .. })));
     assert!(matches!(
-        ledger.checkpoint(b"x"),
+        ledger.checkpoint(early, b"x"),
         Err(LedgerError::Poisoned { .. })
     ));
     assert_eq!(durable_before.len(), 1);
-}
-
-#[test]
-fn checkpoint_then_recover_visits_only_the_tail() {
-    let dir = tempfile::tempdir().unwrap();
-    let mem = MemoryLedger::new();
-    {
-        let file = FileLedger::open(dir.path(), fast_options()).unwrap();
-        for ledger in [&file as &dyn Ledger, &mem] {
-            let mut visited = 0;
-            let blob = ledger
-                .recover(&mut |_| {
-                    visited += 1;
-                    Ok(())
-                })
-                .unwrap();
-            assert_eq!((blob, visited), (None, 0));
-            for i in 0..10 {
-                append_next(ledger, &tenant(["a", "b"][i % 2]), "before");
-            }
-            ledger.checkpoint(b"snapshot-1").unwrap();
-            for i in 0..5 {
-                append_next(ledger, &tenant(["a", "b"][i % 2]), "after");
-            }
-        }
-    }
-    let file = FileLedger::open(dir.path(), fast_options()).unwrap();
-    for ledger in [&file as &dyn Ledger, &mem] {
-        let mut tail = Vec::new();
-        let blob = ledger
-            .recover(&mut |r| {
-                tail.push((r.tenant.to_string(), r.seq));
-                Ok(())
-            })
-            .unwrap();
-        assert_eq!(blob.as_deref(), Some(&b"snapshot-1"[..]));
-        let expected: Vec<(String, u64)> = vec![
-            ("a".into(), 6),
-            ("b".into(), 6),
-            ("a".into(), 7),
-            ("b".into(), 7),
-            ("a".into(), 8),
-        ];
-        assert_eq!(tail, expected);
-        assert_eq!(collect_scan(ledger).len(), 15);
-    }
-    // A visitor error stops recovery and is returned.
-    let err = file
-        .recover(&mut |r| {
-            Err(LedgerError::Visitor {
-                tenant: r.tenant.to_string(),
-                seq: r.seq,
-                source: "no".into(),
-            })
-        })
-        .unwrap_err();
-    assert!(matches!(err, LedgerError::Visitor { seq: 6, .. }), "{err}");
 }
 
 #[test]

@@ -23,6 +23,9 @@ use super::sku::GUARD;
 
 /// Env var that turns [`governor_child`] into a serving governor.
 const CHILD_LEDGER: &str = "GGEN_IT_GOVERNOR_LEDGER";
+/// Env var with the child's `--checkpoint-every`; when set, the child also
+/// checks every 100 ms instead of every 10 s.
+const CHILD_CHECKPOINT_EVERY: &str = "GGEN_IT_GOVERNOR_CHECKPOINT_EVERY";
 const TENANTS: usize = 10;
 
 fn tenant_of(i: usize) -> String {
@@ -97,6 +100,9 @@ fn governor_child() {
     let Some(ledger) = std::env::var_os(CHILD_LEDGER) else {
         return;
     };
+    let every = std::env::var(CHILD_CHECKPOINT_EVERY)
+        .ok()
+        .map(|n| n.parse::<u64>().unwrap());
     let args = ServeArgs {
         listen: "127.0.0.1:0".parse().unwrap(),
         ledger: ledger.into(),
@@ -107,6 +113,12 @@ fn governor_child() {
         max_in_flight: 1024,
         actions: ActionsMode::Log,
         drain_timeout: 1,
+        checkpoint_every: every.unwrap_or(200_000),
+        checkpoint_poll: if every.is_some() {
+            Duration::from_millis(100)
+        } else {
+            service::CHECKPOINT_POLL
+        },
     };
     let code = service::run(&GUARD, args);
     std::process::exit(if code == std::process::ExitCode::SUCCESS {
@@ -128,23 +140,29 @@ impl Drop for Child {
 
 /// Starts the governor child on `dir`; returns it and its address.
 fn spawn_governor(dir: &Path) -> (Child, SocketAddr) {
-    let mut child = Child(
-        Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "ingress::durability::governor_child",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_LEDGER, dir)
-            .env("GOVERNOR_AUTH_TOKEN", TOKEN)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    spawn_governor_with(dir, None)
+}
+
+/// Starts the governor child on `dir`, with `--checkpoint-every` if given.
+fn spawn_governor_with(dir: &Path, checkpoint_every: Option<u64>) -> (Child, SocketAddr) {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
+        .args([
+            "--exact",
+            "ingress::durability::governor_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_LEDGER, dir)
+        .env("GOVERNOR_AUTH_TOKEN", TOKEN)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Some(every) = checkpoint_every {
+        command.env(CHILD_CHECKPOINT_EVERY, every.to_string());
+    }
+    let mut child = Child(command.spawn().unwrap());
     let stderr = child.0.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     // Keeps draining stderr so the child never blocks on a full pipe.
@@ -278,4 +296,45 @@ async fn sigterm_drains_checkpoints_and_exits_0() {
     let stats = Registry::new(&GUARD, ledger).recover().unwrap();
     assert_eq!(stats.from_checkpoint, TENANTS);
     assert_eq!(stats.replayed, 0, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn periodic_checkpoints_bound_the_replay_after_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addr) = spawn_governor_with(dir.path(), Some(20));
+    let mut connection = Connection::open(addr).await.unwrap();
+    let mut send = async |i: usize| {
+        let body = signal(&tenant_of(i), 120.0, &format!("p-{i}"));
+        let (status, text) = connection
+            .request("POST", "/v1/signals", Some(TOKEN), &body)
+            .await
+            .unwrap();
+        assert_eq!(status, 204, "{text}");
+    };
+    for i in 0..100 {
+        send(i).await;
+    }
+    // Written while serving: the final checkpoint never runs after kill -9.
+    let started = Instant::now();
+    while !dir.path().join(file::CHECKPOINT_FILE).exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no periodic checkpoint"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for i in 100..110 {
+        send(i).await;
+    }
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+
+    let report = file::verify_dir(dir.path()).unwrap();
+    assert_eq!(report.first_bad, None, "{report:?}");
+    assert_eq!(receipted_ids(dir.path()).len(), 110);
+    let ledger = Arc::new(FileLedger::open(dir.path(), FileOptions::default()).unwrap());
+    let stats = Registry::new(&GUARD, ledger).recover().unwrap();
+    assert_eq!(stats.from_checkpoint, TENANTS, "{stats:?}");
+    assert!(stats.records < report.receipts, "{stats:?} {report:?}");
+    assert_eq!(stats.tenants, TENANTS);
 }

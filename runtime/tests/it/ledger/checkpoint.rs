@@ -1,0 +1,206 @@
+//! Checkpoints at a mark, and recovery handing the blob over before exactly
+//! the records after that mark, on both backends.
+
+use ggen_runtime::ledger::Recovered;
+
+use super::*;
+
+/// One thing recovery handed over.
+#[derive(Debug, PartialEq, Eq)]
+enum Seen {
+    Blob(Vec<u8>),
+    Record(String, u64),
+}
+
+fn blob(bytes: &[u8]) -> Seen {
+    Seen::Blob(bytes.to_vec())
+}
+
+fn rec(t: &str, seq: u64) -> Seen {
+    Seen::Record(t.to_owned(), seq)
+}
+
+/// Everything `recover` hands over, in order.
+fn recovered(ledger: &dyn Ledger) -> Vec<Seen> {
+    let mut seen = Vec::new();
+    ledger
+        .recover(&mut |item| {
+            seen.push(match item {
+                Recovered::Checkpoint(bytes) => blob(bytes),
+                Recovered::Record(r) => rec(r.tenant.as_str(), r.seq),
+            });
+            Ok(())
+        })
+        .unwrap();
+    seen
+}
+
+#[test]
+fn checkpoint_then_recover_visits_only_the_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let mem = MemoryLedger::new();
+    {
+        let file = FileLedger::open(dir.path(), fast_options()).unwrap();
+        for ledger in [&file as &dyn Ledger, &mem] {
+            assert_eq!(recovered(ledger), []);
+            for i in 0..10 {
+                append_next(ledger, &tenant(["a", "b"][i % 2]), "before");
+            }
+            ledger
+                .checkpoint(ledger.mark().unwrap(), b"snapshot-1")
+                .unwrap();
+            for i in 0..5 {
+                append_next(ledger, &tenant(["a", "b"][i % 2]), "after");
+            }
+        }
+    }
+    let file = FileLedger::open(dir.path(), fast_options()).unwrap();
+    for ledger in [&file as &dyn Ledger, &mem] {
+        assert_eq!(
+            recovered(ledger),
+            [
+                blob(b"snapshot-1"),
+                rec("a", 6),
+                rec("b", 6),
+                rec("a", 7),
+                rec("b", 7),
+                rec("a", 8),
+            ]
+        );
+        assert_eq!(collect_scan(ledger).len(), 15);
+    }
+    // A visitor error stops recovery and is returned: on the blob, or on a record.
+    let err = file
+        .recover(&mut |_| Err(LedgerError::Interrupted))
+        .unwrap_err();
+    assert!(matches!(err, LedgerError::Interrupted), "{err}");
+    let mut records = 0;
+    let err = file
+        .recover(&mut |item| match item {
+            Recovered::Checkpoint(_) => Ok(()),
+            Recovered::Record(r) => {
+                records += 1;
+                Err(LedgerError::Visitor {
+                    tenant: r.tenant.to_string(),
+                    seq: r.seq,
+                    source: "no".into(),
+                })
+            }
+        })
+        .unwrap_err();
+    assert!(matches!(err, LedgerError::Visitor { seq: 6, .. }), "{err}");
+    assert_eq!(records, 1);
+}
+
+#[test]
+fn a_checkpoint_at_an_earlier_mark_replays_every_record_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mem = MemoryLedger::new();
+    let expected = || {
+        vec![
+            blob(b"at-4"),
+            rec("a", 3),
+            rec("b", 3),
+            rec("a", 4),
+            rec("c", 1),
+        ]
+    };
+    {
+        let file = FileLedger::open(dir.path(), fast_options()).unwrap();
+        for ledger in [&file as &dyn Ledger, &mem] {
+            for i in 0..4 {
+                append_next(ledger, &tenant(["a", "b"][i % 2]), "before");
+            }
+            let mark = ledger.mark().unwrap();
+            assert_eq!(mark.records(), 4);
+            for t in ["a", "b", "a", "c"] {
+                append_next(ledger, &tenant(t), "after the mark");
+            }
+            // Stored after the later appends, it still stands for the 4 before the mark.
+            ledger.checkpoint(mark, b"at-4").unwrap();
+            assert_eq!(recovered(ledger), expected());
+        }
+    }
+    // The file checkpoint's position is a record boundary the reopened log agrees with.
+    let file = FileLedger::open(dir.path(), fast_options()).unwrap();
+    assert_eq!(recovered(&file), expected());
+    assert_eq!(verify_dir(dir.path()).unwrap().first_bad, None);
+}
+
+#[test]
+fn a_mark_at_the_end_of_a_segment_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = FileOptions {
+        segment_bytes: 4096,
+        ..fast_options()
+    };
+    let t = tenant("acme");
+    let at = {
+        let ledger = FileLedger::open(dir.path(), options.clone()).unwrap();
+        // The mark taken just before the append that started a new segment.
+        let mut at_end = None;
+        while at_end.is_none() {
+            let mark = ledger.mark().unwrap();
+            assert!(mark.records() < 1000, "no second segment");
+            let before = segments(dir.path()).len();
+            append_next(&ledger, &t, "filling the first segment");
+            if before > 0 && segments(dir.path()).len() > before {
+                at_end = Some(mark);
+            }
+        }
+        let mark = at_end.unwrap();
+        for _ in 0..3 {
+            append_next(&ledger, &t, "after");
+        }
+        ledger.checkpoint(mark, b"segment-end").unwrap();
+        mark.records()
+    };
+    let ledger = FileLedger::open(dir.path(), options).unwrap();
+    let mut expected = vec![blob(b"segment-end")];
+    expected.extend((at + 1..=at + 4).map(|seq| rec("acme", seq)));
+    assert_eq!(recovered(&ledger), expected);
+    assert_eq!(verify_dir(dir.path()).unwrap().first_bad, None);
+}
+
+#[test]
+fn stale_and_foreign_marks_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = tenant("acme");
+    let old = {
+        let file = FileLedger::open(dir.path(), fast_options()).unwrap();
+        let mem = MemoryLedger::new();
+        let mut old = None;
+        for ledger in [&file as &dyn Ledger, &mem] {
+            append_next(ledger, &t, "1");
+            let stale = ledger.mark().unwrap();
+            append_next(ledger, &t, "2");
+            let newer = ledger.mark().unwrap();
+            ledger.checkpoint(newer, b"newer").unwrap();
+            let err = ledger.checkpoint(stale, b"stale").unwrap_err();
+            assert!(
+                matches!(err, LedgerError::StaleMark { mark: 1, stored: 2 }),
+                "{err}"
+            );
+            // The stored checkpoint is untouched; the same mark again is fine.
+            assert_eq!(recovered(ledger), [blob(b"newer")]);
+            ledger.checkpoint(newer, b"newer-2").unwrap();
+            assert_eq!(recovered(ledger), [blob(b"newer-2")]);
+            old = Some(stale);
+        }
+        // A mark past the end of a shorter log was not issued by it.
+        let far = file.mark().unwrap();
+        let short = MemoryLedger::new();
+        append_next(&short, &t, "only one");
+        let err = short.checkpoint(far, b"far").unwrap_err();
+        assert!(
+            matches!(err, LedgerError::ForeignMark { mark: 2, end: 1 }),
+            "{err}"
+        );
+        old.unwrap()
+    };
+    // Reopened, the file ledger still knows how far its checkpoint reaches.
+    let file = FileLedger::open(dir.path(), fast_options()).unwrap();
+    let err = file.checkpoint(old, b"stale").unwrap_err();
+    assert!(matches!(err, LedgerError::StaleMark { .. }), "{err}");
+    assert_eq!(recovered(&file), [blob(b"newer-2")]);
+}
