@@ -183,6 +183,12 @@ impl Metrics {
         self.shed.increment(1);
     }
 
+    /// Folds pending histogram samples into their buckets, so memory stays
+    /// bounded however rarely `/metrics` is scraped.
+    pub fn run_upkeep(&self) {
+        self.handle.run_upkeep();
+    }
+
     /// Samples the tenant gauges from `registry` and the action results
     /// from `actuator`, and renders the text exposition.
     pub fn render(&self, registry: &Registry, actuator: Option<&Dispatcher>) -> String {

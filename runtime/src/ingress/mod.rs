@@ -113,7 +113,24 @@ pub async fn serve(
         // Acks are small and latency-bound: do not wait for Nagle.
         let _ = stream.set_nodelay(true);
     });
-    axum::serve(listener, router(state))
+    // Histogram samples pile up in the recorder until they are folded into
+    // their buckets: do that on a timer, not only when /metrics is scraped.
+    let upkeep = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(METRICS_UPKEEP);
+            loop {
+                every.tick().await;
+                state.metrics().run_upkeep();
+            }
+        })
+    };
+    let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
-        .await
+        .await;
+    upkeep.abort();
+    served
 }
+
+/// How often histogram samples are folded into their buckets.
+const METRICS_UPKEEP: std::time::Duration = std::time::Duration::from_secs(5);
