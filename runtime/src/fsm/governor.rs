@@ -1,0 +1,449 @@
+//! The [`Governor`] of one tenant and its transition function, [`step`].
+
+use serde::{Deserialize, Serialize};
+
+use super::{Decision, Dispatched, Event, InFlight, Reason, State, Step};
+use crate::clock::Timestamp;
+use crate::policy::{Block, Evaluation, Level, PolicyMemory};
+use crate::sku::{ActionId, PolicyPack, ProfileDef, ProfileId, Rule};
+
+/// The governor of one tenant: FSM state plus the memory the FSM needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Governor {
+    state: State,
+    /// The tenant's policy profile.
+    profile: ProfileId,
+    /// Whether the tenant's entitlement is active (as last reported).
+    entitled: bool,
+    policy: PolicyMemory,
+    /// Sequence number of the receipt that dispatched the in-flight set.
+    flight_seq: u64,
+    /// The in-flight set; non-empty only in `intervening`.
+    flight: Vec<InFlight>,
+    /// Actions dispatched since the last `stable`, first dispatch first, no repeats.
+    applied: Vec<ActionId>,
+}
+
+impl Governor {
+    /// A governor in `boot` on the SKU's default profile, not entitled.
+    pub fn new(pack: &dyn PolicyPack) -> Governor {
+        Governor {
+            state: State::Boot,
+            profile: pack.sku().default_profile,
+            entitled: false,
+            policy: PolicyMemory::default(),
+            flight_seq: 0,
+            flight: Vec::new(),
+            applied: Vec::new(),
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// The current profile.
+    pub fn profile(&self) -> ProfileId {
+        self.profile
+    }
+
+    /// Whether the entitlement was last reported active.
+    pub fn entitled(&self) -> bool {
+        self.entitled
+    }
+
+    /// The tenant's level: the worst effective level over its rules.
+    pub fn level(&self) -> Level {
+        self.policy.level()
+    }
+
+    /// The in-flight set and the sequence number that dispatched it.
+    pub fn in_flight(&self) -> (u64, &[InFlight]) {
+        (self.flight_seq, &self.flight)
+    }
+
+    /// Actions applied since the last `stable`.
+    pub fn applied(&self) -> &[ActionId] {
+        &self.applied
+    }
+
+    /// The policy memory (read-only).
+    pub fn policy(&self) -> &PolicyMemory {
+        &self.policy
+    }
+
+    /// Heap bytes held (for the idle-tenant memory budget).
+    pub fn heap_bytes(&self) -> usize {
+        self.policy.heap_bytes()
+            + self.flight.capacity() * size_of::<InFlight>()
+            + self.applied.capacity() * size_of::<ActionId>()
+    }
+
+    /// When a [`Event::Timer`] would do something, if ever.
+    pub fn due(&self) -> Option<Timestamp> {
+        match self.state {
+            State::Intervening { deadline } => Some(deadline),
+            State::Degraded { retry_at } if self.policy.level() >= Level::Intervene => {
+                Some(retry_at)
+            }
+            State::Degraded { .. }
+            | State::Boot
+            | State::Stable
+            | State::Warning
+            | State::Refusing => None,
+        }
+    }
+
+    /// Handles `event` at `now`; `seq` is the sequence number the deciding
+    /// receipt will get (it keys dispatched actions).
+    ///
+    /// Returns `None` only for a [`Event::Timer`] with nothing due (no
+    /// receipt); every other call is one receipt.
+    pub fn step(
+        &mut self,
+        pack: &dyn PolicyPack,
+        event: Event,
+        now: Timestamp,
+        seq: u64,
+    ) -> Option<Step> {
+        let sku = pack.sku();
+        let from = self.state;
+        let timing = sku.governor;
+        let retry_at = now.plus_secs(timing.degraded_retry_s);
+        let mut out = Out {
+            reason: Reason::Evaluated,
+            evaluation: None,
+            block: None,
+            dispatch: Vec::new(),
+        };
+        let evaluation = match event {
+            Event::Signal { signal, value } => {
+                let ev = self.policy.evaluate(self.profile_def(pack), signal, value);
+                out.evaluation = Some(ev);
+                Some(ev)
+            }
+            Event::ActionResult { .. }
+            | Event::Timer
+            | Event::Entitlement { .. }
+            | Event::Reset => None,
+        };
+        // A signal is refused before anything else when the entitlement is
+        // missing or the reading is at the refuse level.
+        let refusal = evaluation.and_then(|ev| {
+            if sku.entitlement_required && !self.entitled {
+                Some(Reason::EntitlementInactive)
+            } else if ev.level == Level::Refuse {
+                Some(Reason::RefuseLevel)
+            } else {
+                None
+            }
+        });
+
+        let to = match (from, event) {
+            (State::Boot | State::Stable | State::Warning, Event::Signal { .. }) => {
+                match (refusal, evaluation) {
+                    (Some(reason), _) => out.refuse(reason),
+                    (None, Some(ev)) => match (ev.level, ev.rule) {
+                        (Level::Intervene | Level::Refuse, Some(rule)) => {
+                            self.intervene(pack, rule, now, seq, &mut out, State::Warning)
+                        }
+                        (Level::Warn | Level::Intervene | Level::Refuse, _) => State::Warning,
+                        (Level::Normal, _) if from == State::Warning => {
+                            self.recover(ev, timing.recovery_evaluations, &mut out, from)
+                        }
+                        (Level::Normal, _) => State::Stable,
+                    },
+                    (None, None) => from,
+                }
+            }
+            (State::Intervening { deadline }, Event::Signal { .. }) => match refusal {
+                Some(reason) => out.refuse(reason),
+                None => {
+                    if evaluation.is_some_and(|ev| ev.level >= Level::Intervene) {
+                        out.reason = Reason::StormGuard;
+                    }
+                    State::Intervening { deadline }
+                }
+            },
+            (State::Degraded { retry_at: due }, Event::Signal { .. }) => {
+                match (refusal, evaluation) {
+                    (Some(reason), _) => out.refuse(reason),
+                    (None, Some(ev)) => match (ev.level, ev.rule) {
+                        (Level::Intervene | Level::Refuse, Some(rule)) if now >= due => {
+                            out.reason = Reason::DegradedRetry;
+                            let blocked = State::Degraded { retry_at };
+                            self.intervene(pack, rule, now, seq, &mut out, blocked)
+                        }
+                        (Level::Intervene | Level::Refuse, _) => {
+                            out.reason = Reason::RetryWait;
+                            State::Degraded { retry_at: due }
+                        }
+                        (Level::Warn, _) => State::Degraded { retry_at: due },
+                        (Level::Normal, _) => {
+                            self.recover(ev, timing.recovery_evaluations, &mut out, from)
+                        }
+                    },
+                    (None, None) => from,
+                }
+            }
+            (State::Refusing, Event::Signal { .. }) => match refusal {
+                Some(reason) => {
+                    out.reason = reason;
+                    State::Refusing
+                }
+                None => self.lift_refusal(&mut out),
+            },
+
+            (
+                State::Intervening { deadline },
+                Event::ActionResult {
+                    decided,
+                    action,
+                    ok,
+                },
+            ) => {
+                let pending = self
+                    .flight
+                    .iter()
+                    .position(|f| f.action == action && !f.ok)
+                    .filter(|_| decided == self.flight_seq);
+                match (pending, ok) {
+                    (None, _) => {
+                        out.reason = Reason::StaleResult;
+                        State::Intervening { deadline }
+                    }
+                    (Some(_), false) => {
+                        out.reason = Reason::ActionFailed;
+                        self.flight.clear();
+                        State::Degraded { retry_at }
+                    }
+                    (Some(index), true) => {
+                        self.flight[index].ok = true;
+                        if self.flight.iter().all(|f| f.ok) {
+                            out.reason = Reason::AllConfirmed;
+                            self.flight.clear();
+                            State::Warning
+                        } else {
+                            out.reason = Reason::Confirmed;
+                            State::Intervening { deadline }
+                        }
+                    }
+                }
+            }
+            (State::Boot, Event::ActionResult { .. }) => {
+                out.reason = Reason::StaleResult;
+                State::Stable
+            }
+            (
+                State::Stable | State::Warning | State::Degraded { .. } | State::Refusing,
+                Event::ActionResult { .. },
+            ) => {
+                out.reason = Reason::StaleResult;
+                from
+            }
+
+            (State::Intervening { deadline }, Event::Timer) => {
+                if now < deadline {
+                    return None;
+                }
+                out.reason = Reason::InterventionTimeout;
+                self.flight.clear();
+                State::Degraded { retry_at }
+            }
+            (State::Degraded { retry_at: due }, Event::Timer) => {
+                let profile = self.profile_def(pack);
+                let trigger = self.policy.trigger(profile);
+                match trigger {
+                    Some(rule) if now >= due => {
+                        out.reason = Reason::DegradedRetry;
+                        let blocked = State::Degraded { retry_at };
+                        self.intervene(pack, rule, now, seq, &mut out, blocked)
+                    }
+                    Some(_) | None => return None,
+                }
+            }
+            (State::Boot | State::Stable | State::Warning | State::Refusing, Event::Timer) => {
+                return None;
+            }
+
+            (
+                State::Boot
+                | State::Stable
+                | State::Warning
+                | State::Intervening { .. }
+                | State::Degraded { .. }
+                | State::Refusing,
+                Event::Entitlement { active, profile },
+            ) => {
+                self.entitled = active;
+                if let Some(profile) = profile
+                    && profile != self.profile
+                {
+                    self.profile = profile;
+                    self.policy.reset_rules();
+                }
+                if sku.entitlement_required && !active {
+                    out.refuse(Reason::EntitlementInactive)
+                } else {
+                    match from {
+                        State::Refusing => self.lift_refusal(&mut out),
+                        State::Boot => {
+                            out.reason = Reason::EntitlementRecorded;
+                            State::Stable
+                        }
+                        State::Stable
+                        | State::Warning
+                        | State::Intervening { .. }
+                        | State::Degraded { .. } => {
+                            out.reason = Reason::EntitlementRecorded;
+                            from
+                        }
+                    }
+                }
+            }
+
+            (
+                State::Boot
+                | State::Stable
+                | State::Warning
+                | State::Intervening { .. }
+                | State::Degraded { .. }
+                | State::Refusing,
+                Event::Reset,
+            ) => {
+                out.reason = Reason::OperatorReset;
+                self.policy.reset_rules();
+                State::Stable
+            }
+        };
+
+        if matches!(to, State::Refusing | State::Stable) {
+            self.flight.clear();
+        }
+        if to == State::Stable && from != State::Stable {
+            self.undo_applied(pack, &mut out.dispatch);
+        }
+        self.state = to;
+        Some(Step {
+            from,
+            to,
+            decision: Decision {
+                reason: out.reason,
+                evaluation: out.evaluation,
+                level: self.policy.level(),
+                recovery_needed: timing.recovery_evaluations,
+                block: out.block,
+            },
+            dispatch: out.dispatch,
+        })
+    }
+
+    fn profile_def(&self, pack: &dyn PolicyPack) -> &'static ProfileDef {
+        pack.sku().profile(self.profile)
+    }
+
+    /// Dispatches `rule`'s actions if cooldown and budget allow, else stays in `blocked`.
+    fn intervene(
+        &mut self,
+        pack: &dyn PolicyPack,
+        rule: &'static Rule,
+        now: Timestamp,
+        seq: u64,
+        out: &mut Out,
+        blocked: State,
+    ) -> State {
+        let profile = self.profile_def(pack);
+        match self.policy.admit(profile, rule.actions, now) {
+            Ok(actions) => {
+                self.policy.record_dispatch(profile, &actions, now);
+                self.flight_seq = seq;
+                self.flight.clear();
+                for &action in &actions {
+                    self.flight.push(InFlight { action, ok: false });
+                    if !self.applied.contains(&action) {
+                        self.applied.push(action);
+                    }
+                    out.dispatch.push(Dispatched {
+                        action,
+                        undo: false,
+                    });
+                }
+                if out.reason != Reason::DegradedRetry {
+                    out.reason = Reason::Dispatched;
+                }
+                State::Intervening {
+                    deadline: now.plus_secs(pack.sku().governor.intervention_timeout_s),
+                }
+            }
+            Err(block) => {
+                out.reason = Reason::Blocked;
+                out.block = Some(block);
+                blocked
+            }
+        }
+    }
+
+    /// Warning/degraded on a normal reading: stable once recovered.
+    fn recover(&self, ev: Evaluation, needed: u16, out: &mut Out, from: State) -> State {
+        if ev.rule.is_some() && ev.recovery >= needed {
+            out.reason = Reason::Recovered;
+            State::Stable
+        } else {
+            from
+        }
+    }
+
+    /// Refusing, with the entitlement fine: stable unless still at refuse level.
+    fn lift_refusal(&self, out: &mut Out) -> State {
+        if self.policy.level() < Level::Refuse {
+            out.reason = Reason::RefusalLifted;
+            State::Stable
+        } else {
+            out.reason = Reason::StillRefusing;
+            State::Refusing
+        }
+    }
+
+    /// Dispatches the undo of every applied action once, and forgets them.
+    fn undo_applied(&mut self, pack: &dyn PolicyPack, dispatch: &mut Vec<Dispatched>) {
+        let sku = pack.sku();
+        for action in self.applied.drain(..) {
+            if let Some(undo) = sku.action(action).undo {
+                let entry = Dispatched {
+                    action: undo,
+                    undo: true,
+                };
+                if !dispatch.contains(&entry) {
+                    dispatch.push(entry);
+                }
+            }
+        }
+    }
+}
+
+/// The transition function as a free function: [`Governor::step`].
+pub fn step(
+    governor: &mut Governor,
+    pack: &dyn PolicyPack,
+    event: Event,
+    now: Timestamp,
+    seq: u64,
+) -> Option<Step> {
+    governor.step(pack, event, now, seq)
+}
+
+/// What a step accumulates besides the next state.
+struct Out {
+    reason: Reason,
+    evaluation: Option<Evaluation>,
+    block: Option<Block>,
+    dispatch: Vec<Dispatched>,
+}
+
+impl Out {
+    fn refuse(&mut self, reason: Reason) -> State {
+        self.reason = reason;
+        State::Refusing
+    }
+}

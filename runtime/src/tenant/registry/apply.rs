@@ -1,0 +1,309 @@
+//! Feeding inputs and timers: [`Registry::apply`] and [`Registry::tick`]
+//! step a tenant and append its receipts; [`Applied`] says what happened.
+
+use std::sync::PoisonError;
+use std::sync::atomic::Ordering;
+
+use super::{Dispatch, Registry, RegistryError, Tenant, id_key};
+use crate::clock::Timestamp;
+use crate::entitlement::EntitlementError;
+use crate::fsm::{Dispatched, Event, State};
+use crate::ledger::{Entry, Head, Ticket};
+use crate::policy::Level;
+use crate::receipt::{self, Body, Input, Receipt};
+use crate::sku::ActionId;
+use crate::tenant::TenantId;
+
+/// What [`Registry::apply`] (or a timer) did.
+#[derive(Debug)]
+pub struct Applied {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// Its state before (before a due timer fired, too).
+    pub from: State,
+    /// Its state afterwards.
+    pub state: State,
+    /// Its level afterwards: the worst effective level over its rules.
+    pub level: Level,
+    /// Receipts appended (0 for a duplicate).
+    pub receipts: u32,
+    /// Seq of the tenant's last receipt afterwards.
+    pub last_seq: u64,
+    /// Actions to run, in order.
+    pub dispatches: Vec<Dispatch>,
+    /// Whether the input was a duplicate (dropped before the step).
+    pub duplicate: bool,
+    /// Why an entitlement event was refused (receipted; HTTP 409).
+    pub refused: Option<EntitlementError>,
+    /// The last append's ticket (durability is monotonic); wait on it before
+    /// acknowledging. `None` when nothing was appended.
+    pub ticket: Option<Ticket>,
+}
+
+impl Applied {
+    /// Nothing done yet to `t`.
+    fn before(tenant: &TenantId, t: &Tenant) -> Applied {
+        Applied {
+            tenant: tenant.clone(),
+            from: t.governor.state(),
+            state: t.governor.state(),
+            level: t.governor.level(),
+            receipts: 0,
+            last_seq: t.head.seq,
+            dispatches: Vec::new(),
+            duplicate: false,
+            refused: None,
+            ticket: None,
+        }
+    }
+
+    /// Records where `t` ended up.
+    fn settle(&mut self, t: &Tenant) {
+        self.state = t.governor.state();
+        self.level = t.governor.level();
+        self.last_seq = t.head.seq;
+    }
+}
+
+impl Registry {
+    /// Feeds `input` for `tenant` at `at`: fires a due timer first, then
+    /// steps, appends the receipts and returns what to dispatch.
+    pub fn apply(
+        &self,
+        tenant: &TenantId,
+        input: Input,
+        at: Timestamp,
+    ) -> Result<Applied, RegistryError> {
+        let mut shard = self.shard(tenant);
+        let id = input.id().map(|id| id_key(input.kind(), id));
+        let entry = match shard.get_mut(tenant) {
+            Some(t) => {
+                if id.as_ref().is_some_and(|id| t.seen(id)) {
+                    let mut applied = Applied::before(tenant, t);
+                    applied.duplicate = true;
+                    return Ok(applied);
+                }
+                t
+            }
+            None => {
+                self.reserve(tenant)?;
+                let head = self.ledger.head(tenant);
+                shard
+                    .entry(tenant.clone())
+                    .or_insert_with(|| Tenant::new(self.pack, head))
+            }
+        };
+        let mut applied = Applied::before(tenant, entry);
+        if let Some(due) = entry.governor.due()
+            && at >= due
+        {
+            self.fire(tenant, entry, at, &mut applied)?;
+        }
+        let seq = entry.head.seq + 1;
+        let decided = self.decide(entry, tenant, &input, at, seq);
+        let prev = entry.head.hash;
+        let start = applied.dispatches.len();
+        let receipt = Receipt {
+            tenant,
+            seq,
+            at,
+            prev: &prev,
+            from: entry.governor.state(),
+            to: decided.governor.state(),
+            level: decided.governor.level(),
+            actions: &[],
+            body: Body::Input {
+                input: &input,
+                decision: decided.step.as_ref().map(|s| &s.decision),
+                entitlement: decided.transition,
+                refused: decided.refused.as_ref(),
+            },
+        };
+        let dispatch = decided.step.as_ref().map_or(&[][..], |s| &s.dispatch[..]);
+        self.commit(entry, receipt, dispatch, &mut applied)?;
+        entry.governor = decided.governor;
+        entry.entitlement = decided.entitlement;
+        if let Some(id) = id {
+            entry.remember(id);
+        }
+        applied.refused = decided.refused;
+        self.append_actions(entry, tenant, at, seq, start, &mut applied)?;
+        applied.settle(entry);
+        Ok(applied)
+    }
+
+    /// Counts a new tenant in, unless that passes `max_tenants`.
+    fn reserve(&self, tenant: &TenantId) -> Result<(), RegistryError> {
+        let max = self.pack.sku().max_tenants;
+        let limit = usize::try_from(max).unwrap_or(usize::MAX);
+        self.count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .map(|_| ())
+            .map_err(|_| RegistryError::TooManyTenants {
+                max,
+                tenant: tenant.clone(),
+            })
+    }
+
+    /// Appends `receipt` (and nothing else); updates the head and `applied`.
+    fn commit(
+        &self,
+        t: &mut Tenant,
+        receipt: Receipt<'_>,
+        dispatch: &[Dispatched],
+        applied: &mut Applied,
+    ) -> Result<(), RegistryError> {
+        let tenant = receipt.tenant;
+        let seq = receipt.seq;
+        let keys: Vec<(ActionId, String)> = dispatch
+            .iter()
+            .map(|d| {
+                let name = self.pack.sku().action(d.action).name;
+                (d.action, receipt::idempotency_key(tenant, seq, name))
+            })
+            .collect();
+        let receipt = Receipt {
+            actions: &keys,
+            ..receipt
+        };
+        let bytes = receipt
+            .encode(self.pack.sku())
+            .map_err(|source| RegistryError::Receipt {
+                tenant: tenant.clone(),
+                seq,
+                source,
+            })?;
+        let appended = self
+            .ledger
+            .append(Entry {
+                tenant: tenant.clone(),
+                seq,
+                prev: t.head.hash,
+                bytes,
+            })
+            .map_err(RegistryError::Ledger)?;
+        t.head = Head {
+            seq,
+            hash: appended.hash,
+        };
+        self.appended.fetch_add(1, Ordering::Relaxed);
+        applied.ticket = Some(appended.ticket);
+        applied.receipts += 1;
+        for (d, (action, key)) in dispatch.iter().zip(keys) {
+            applied.dispatches.push(Dispatch {
+                tenant: tenant.clone(),
+                action,
+                idempotency_key: key,
+                undo: d.undo,
+            });
+        }
+        Ok(())
+    }
+
+    /// Appends one `action` receipt per dispatch from `applied.dispatches[start..]`
+    /// (those decided by receipt `decided`).
+    fn append_actions(
+        &self,
+        t: &mut Tenant,
+        tenant: &TenantId,
+        at: Timestamp,
+        decided: u64,
+        start: usize,
+        applied: &mut Applied,
+    ) -> Result<(), RegistryError> {
+        for index in start..applied.dispatches.len() {
+            let d = &applied.dispatches[index];
+            let (action, undo, key) = (d.action, d.undo, d.idempotency_key.clone());
+            let state = t.governor.state();
+            let prev = t.head.hash;
+            let receipt = Receipt {
+                tenant,
+                seq: t.head.seq + 1,
+                at,
+                prev: &prev,
+                from: state,
+                to: state,
+                level: t.governor.level(),
+                actions: &[],
+                body: Body::Action {
+                    action,
+                    key: &key,
+                    undo,
+                    decided,
+                },
+            };
+            self.commit(t, receipt, &[], applied)?;
+        }
+        Ok(())
+    }
+
+    /// Fires `t`'s timer at `now` if it is due; appends its receipts.
+    fn fire(
+        &self,
+        tenant: &TenantId,
+        t: &mut Tenant,
+        now: Timestamp,
+        applied: &mut Applied,
+    ) -> Result<(), RegistryError> {
+        let Some(due) = t.governor.due() else {
+            return Ok(());
+        };
+        let seq = t.head.seq + 1;
+        let mut governor = t.governor.clone();
+        let Some(step) = governor.step(self.pack, Event::Timer, now, seq) else {
+            return Ok(());
+        };
+        let prev = t.head.hash;
+        let start = applied.dispatches.len();
+        let receipt = Receipt {
+            tenant,
+            seq,
+            at: now,
+            prev: &prev,
+            from: step.from,
+            to: step.to,
+            level: governor.level(),
+            actions: &[],
+            body: Body::Timer {
+                due,
+                decision: &step.decision,
+            },
+        };
+        self.commit(t, receipt, &step.dispatch, applied)?;
+        t.governor = governor;
+        self.append_actions(t, tenant, now, seq, start, applied)?;
+        applied.settle(t);
+        Ok(())
+    }
+
+    /// Fires the due timers of every tenant at `now`.
+    pub fn tick(&self, now: Timestamp) -> Result<Vec<Applied>, RegistryError> {
+        let mut out = Vec::new();
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            for (tenant, t) in shard.iter_mut() {
+                if t.governor.due().is_some_and(|due| now >= due) {
+                    let mut applied = Applied::before(tenant, t);
+                    self.fire(tenant, t, now, &mut applied)?;
+                    if applied.receipts > 0 {
+                        out.push(applied);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The earliest due timer over all tenants (for a scheduler).
+    pub fn next_due(&self) -> Option<Timestamp> {
+        self.shards
+            .iter()
+            .filter_map(|shard| {
+                let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+                shard.values().filter_map(|t| t.governor.due()).min()
+            })
+            .min()
+    }
+}

@@ -1,0 +1,165 @@
+//! What operators and metrics see: tenant views, admission, counts and
+//! exported states.
+
+use std::collections::BTreeMap;
+use std::sync::PoisonError;
+use std::sync::atomic::Ordering;
+
+use super::{Registry, TenantState};
+use crate::entitlement::EntitlementState;
+use crate::fsm::{InFlight, State};
+use crate::policy::Level;
+use crate::receipt;
+use crate::tenant::TenantId;
+
+/// What a protected service asks: may this tenant proceed?
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admission {
+    /// Whether to let the tenant's work through.
+    pub allow: bool,
+    /// The tenant's state name.
+    pub state: &'static str,
+    /// Why, in snake_case.
+    pub reason: &'static str,
+}
+
+/// One in-flight action, as shown to operators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InFlightView {
+    /// Action name.
+    pub action: &'static str,
+    /// Its idempotency key.
+    pub idempotency_key: String,
+    /// Whether its success was confirmed.
+    pub confirmed: bool,
+}
+
+/// A tenant as shown to operators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantView {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// FSM state.
+    pub state: State,
+    /// Entitlement state.
+    pub entitlement: EntitlementState,
+    /// Profile name.
+    pub profile: &'static str,
+    /// The tenant's level (worst rule).
+    pub level: Level,
+    /// The in-flight action set.
+    pub in_flight: Vec<InFlightView>,
+    /// Seq of the last receipt.
+    pub seq: u64,
+    /// Hash of the last receipt, lowercase hex.
+    pub hash: String,
+}
+
+impl Registry {
+    /// A tenant as operators see it.
+    pub fn view(&self, tenant: &TenantId) -> Option<TenantView> {
+        let shard = self.shard(tenant);
+        let t = shard.get(tenant)?;
+        let sku = self.pack.sku();
+        let (seq, flight) = t.governor.in_flight();
+        Some(TenantView {
+            tenant: tenant.clone(),
+            state: t.governor.state(),
+            entitlement: t.entitlement.state(),
+            profile: sku.profile(t.governor.profile()).name,
+            level: t.governor.level(),
+            in_flight: flight
+                .iter()
+                .map(|f: &InFlight| {
+                    let name = sku.action(f.action).name;
+                    InFlightView {
+                        action: name,
+                        idempotency_key: receipt::idempotency_key(tenant, seq, name),
+                        confirmed: f.ok,
+                    }
+                })
+                .collect(),
+            seq: t.head.seq,
+            hash: hex::encode(t.head.hash),
+        })
+    }
+
+    /// Whether a protected service should let `tenant`'s work through.
+    pub fn admit(&self, tenant: &TenantId) -> Admission {
+        let shard = self.shard(tenant);
+        let Some(t) = shard.get(tenant) else {
+            return if self.pack.sku().entitlement_required {
+                Admission {
+                    allow: false,
+                    state: State::Boot.name(),
+                    reason: "unknown_tenant",
+                }
+            } else {
+                Admission {
+                    allow: true,
+                    state: State::Boot.name(),
+                    reason: "unknown_tenant",
+                }
+            };
+        };
+        let state = t.governor.state();
+        let (allow, reason) = match state {
+            State::Refusing if self.pack.sku().entitlement_required && !t.governor.entitled() => {
+                (false, "entitlement_inactive")
+            }
+            State::Refusing => (false, "refusing"),
+            State::Boot | State::Stable => (true, "stable"),
+            State::Warning => (true, "warning"),
+            State::Intervening { .. } => (true, "intervening"),
+            State::Degraded { .. } => (true, "degraded"),
+        };
+        Admission {
+            allow,
+            state: state.name(),
+            reason,
+        }
+    }
+
+    /// Receipts appended through this registry since it was created (not
+    /// those recovered); a scheduler compares it to decide when to checkpoint.
+    pub fn appended(&self) -> u64 {
+        self.appended.load(Ordering::Relaxed)
+    }
+
+    /// Number of tenants.
+    pub fn len(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    /// Whether there are no tenants.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Tenants by state name, in [`State::NAMES`] order.
+    pub fn states_count(&self) -> [(&'static str, usize); 6] {
+        let mut counts = State::NAMES.map(|name| (name, 0));
+        for shard in self.shards.iter() {
+            let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            for t in shard.values() {
+                counts[t.governor.state().index()].1 += 1;
+            }
+        }
+        counts
+    }
+
+    /// Approximate bytes one tenant holds in memory.
+    pub fn tenant_bytes(&self, tenant: &TenantId) -> Option<usize> {
+        self.shard(tenant).get(tenant).map(|t| t.bytes(tenant))
+    }
+
+    /// The complete state of every tenant, ordered by tenant id.
+    pub fn states(&self) -> BTreeMap<TenantId, TenantState> {
+        let mut out = BTreeMap::new();
+        for shard in self.shards.iter() {
+            let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            out.extend(shard.iter().map(|(id, t)| (id.clone(), t.export())));
+        }
+        out
+    }
+}
