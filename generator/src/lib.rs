@@ -10,10 +10,10 @@
 //! - [`init`]: starter specs.
 //! - [`model`]: the checked, resolved model (`lower`).
 //! - [`render`]: Tera templates (embedded, overridable) → in-memory files.
-//! - [`format`]: syn + prettyplease, `@generated` headers.
+//! - [`format`](mod@format): syn + prettyplease, `@generated` headers.
 //! - [`manifest`]: the `ggen-manifest.json` of a generated crate.
 //! - [`plan`]: in-memory output vs disk vs previous manifest; diffs.
-//! - [`write`]: atomic writes of changed files only.
+//! - [`write`](mod@write): atomic writes of changed files only.
 //! - [`workspace`]: cargo workspace membership check.
 //! - [`pipeline`]: the stages chained, one function per command.
 //! - [`explain`]: thresholds tables and the FSM as Mermaid.

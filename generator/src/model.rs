@@ -1,7 +1,7 @@
 //! The checked, resolved model of one spec: what the templates need and
 //! nothing more.
 //!
-//! [`lower`] turns a validated [`spec::Spec`](crate::spec::Spec) into a
+//! [`lower`] turns a validated [`spec::Spec`] into a
 //! [`Model`]: profiles flattened through `extends` (a child's rule replaces
 //! the parent's rule for the same signal, other rules are inherited, and so
 //! are `cooldown_s` / `max_actions_per_hour` unless the child sets them),

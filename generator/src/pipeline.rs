@@ -1,4 +1,4 @@
-//! The whole pipeline, one function per command: [`validate`], [`build`]
+//! The whole pipeline, one function per command: [`validate`](fn@validate), [`build`]
 //! (also `--check` and `--dry-run`), [`explain`] and [`init`].
 //!
 //! `build` renders every spec in memory first (on up to `jobs` threads; the

@@ -6,11 +6,11 @@
 //!    then duplicate object keys (serde_json would silently keep the last);
 //! 2. the JSON Schema `specs/schema/sku.schema.json` (draft 2020-12), with
 //!    messages rewritten for people (`unknown key `thresold``);
-//! 3. semantic rules ([`semantic`]), which read the document defensively and so
+//! 3. semantic rules (`semantic`), which read the document defensively and so
 //!    run even where the schema already found problems.
 //!
 //! Only a document with no diagnostic at all is deserialized into a
-//! [`Spec`](crate::spec::Spec).
+//! [`Spec`].
 
 use std::sync::LazyLock;
 

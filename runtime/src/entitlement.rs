@@ -2,7 +2,7 @@
 //! `→ cancelled` (terminal).
 //!
 //! An event that is not valid in the current state is an
-//! [`InvalidTransition`]: the caller refuses it (HTTP 409) and still writes a
+//! [`EntitlementError::InvalidTransition`]: the caller refuses it (HTTP 409) and still writes a
 //! receipt.
 
 use std::fmt;

@@ -15,7 +15,7 @@ use crate::tenant::TenantId;
 /// first bad (tenant, seq), or the damaged frame's file and offset, instead of failing.
 ///
 /// A torn final record is reported too: it may be an unacknowledged write cut
-/// by a crash (which [`FileLedger::open`] truncates) or a damaged last receipt;
+/// by a crash (which [`FileLedger::open`](super::file::FileLedger::open) truncates) or a damaged last receipt;
 /// from the bytes alone the two cannot be told apart.
 pub fn verify_dir(dir: impl AsRef<Path>) -> Result<VerifyReport, LedgerError> {
     verify_up_to(dir.as_ref(), None)

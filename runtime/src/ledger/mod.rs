@@ -8,7 +8,7 @@
 //!
 //! # Layout
 //! - [`memory`]: everything in memory, for tests.
-//! - [`file`]: append-only segment files with group commit (the embedded default).
+//! - [`file`](mod@file): append-only segment files with group commit (the embedded default).
 //! - `durability`: the [`Ticket`] a caller waits on until its receipt is durable.
 //! - `segment`: the frame and checkpoint formats of the file backend.
 //! - `verify`: chain replay shared by the backends.
