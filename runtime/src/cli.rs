@@ -2,6 +2,7 @@
 //!
 //! A generated `main.rs` is one line: `ggen_runtime::cli::main(&PACK)`.
 
+use crate::report::error_chain;
 use std::fmt::Write as _;
 use std::io::{self, BufReader, Write as _};
 use std::path::{Path, PathBuf};
@@ -92,26 +93,15 @@ impl Failure {
     fn internal(error: &dyn std::error::Error) -> Failure {
         Failure {
             code: 2,
-            message: chain(error),
+            message: error_chain(error),
         }
     }
-}
-
-/// An error and its causes, `: `-separated.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let _ = write!(text, ": {cause}");
-        source = cause.source();
-    }
-    text
 }
 
 fn ledger_failure(error: &LedgerError) -> Failure {
     match error {
         LedgerError::Io { .. } => Failure::internal(error),
-        _ => Failure::rejected(chain(error)),
+        _ => Failure::rejected(error_chain(error)),
     }
 }
 
@@ -153,7 +143,7 @@ fn run_replay<P: PolicyPack>(
     let registry = Arc::new(Registry::new(pack, Arc::new(ledger)));
     registry
         .recover()
-        .map_err(|e| Failure::rejected(chain(&e)))?;
+        .map_err(|e| Failure::rejected(error_chain(&e)))?;
     let summary = if live_actions {
         replay_live(&registry, BufReader::new(input))?
     } else {

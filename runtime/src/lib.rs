@@ -18,6 +18,7 @@
 //! - [`fsm`]: the governor state machine, a pure `step`.
 //! - [`entitlement`]: the marketplace entitlement state machine.
 //! - [`receipt`]: what a decision looks like on the ledger.
+//! - [`report`]: an error and its causes, for logs and messages.
 //! - [`replay`]: recorded signals (JSON Lines) through the live code path.
 //! - [`canonical`]: RFC 8785 canonical JSON.
 //! - [`ledger`]: per-tenant hash chains; `memory` and `file` backends.
@@ -35,6 +36,7 @@ pub mod ledger;
 pub mod policy;
 pub mod receipt;
 pub mod replay;
+pub mod report;
 pub mod sku;
 pub mod tenant;
 

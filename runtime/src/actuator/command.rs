@@ -28,7 +28,7 @@ const STDERR_KEPT: usize = 512;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CommandActuator;
 
-/// `template` with the placeholders of `call` substituted, in one pass.
+/// `template` with `{tenant}`, `{action}`, `{idempotency_key}` and `{sku}` taken from `call`, in one pass.
 pub fn expand(template: &str, call: &ActionCall) -> String {
     let mut out = String::with_capacity(template.len());
     let mut rest = template;

@@ -14,6 +14,7 @@
 //! Status mapping: 2xx ok; 408, 429 and 5xx retryable; any other status
 //! permanent. Connection errors and timeouts are retryable.
 
+use crate::report::error_chain;
 use std::sync::Once;
 
 use hmac::{Hmac, KeyInit, Mac};
@@ -174,18 +175,6 @@ impl WebhookActuator {
             Err(e) => Outcome::transient(format!("webhook request failed: {}", error_chain(&e))),
         }
     }
-}
-
-/// An error and its causes, `: `-separated (reqwest hides the useful part in sources).
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 impl Actuator for WebhookActuator {

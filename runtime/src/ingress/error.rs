@@ -5,6 +5,7 @@
 //! humans. Bad input is always a 4xx; a 5xx means the service itself failed
 //! (the ledger stopped) and `/readyz` reports it too.
 
+use crate::report::error_chain;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -172,7 +173,7 @@ impl IngressError {
     /// The ledger failed with `error` (its whole cause chain in the detail).
     pub(crate) fn unavailable(error: &(dyn std::error::Error + 'static)) -> IngressError {
         IngressError::Unavailable {
-            detail: chain(error),
+            detail: error_chain(error),
         }
     }
 
@@ -180,18 +181,6 @@ impl IngressError {
     pub(crate) fn to_json(&self) -> serde_json::Value {
         serde_json::json!({ "error": self.code(), "detail": self.to_string() })
     }
-}
-
-/// An error and its causes, `: `-separated.
-pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 impl From<serde_json::Error> for IngressError {

@@ -16,11 +16,11 @@ use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
 use super::auth::{Auth, AuthError};
-use super::error::chain;
 use super::state::{AppState, Options};
 use crate::actuator::{ActuatorError, ActuatorMode, Actuators, Dispatcher, DispatcherOptions};
 use crate::ledger::file::{FileLedger, FileOptions};
 use crate::ledger::{Ledger, LedgerError};
+use crate::report::error_chain;
 use crate::sku::PolicyPack;
 use crate::tenant::{Registry, RegistryError};
 
@@ -204,7 +204,9 @@ async fn checkpoint_periodically(
                 last = appended;
             }
             // Retried at the next tick; a failed ledger also fails ingest.
-            Ok(Err(error)) => tracing::error!(error = %chain(&error), "periodic checkpoint failed"),
+            Ok(Err(error)) => {
+                tracing::error!(error = %error_chain(&error), "periodic checkpoint failed")
+            }
             Err(error) => tracing::error!(error = %error, "periodic checkpoint panicked"),
         }
     }
@@ -217,7 +219,7 @@ pub fn run(pack: &'static dyn PolicyPack, args: ServeArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             // One structured line (JSON with `--log-format json`) on stderr.
-            tracing::error!(error = %chain(&error), "serve failed");
+            tracing::error!(error = %error_chain(&error), "serve failed");
             ExitCode::from(error.exit_code())
         }
     }
