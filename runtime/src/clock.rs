@@ -51,9 +51,76 @@ impl Timestamp {
     }
 }
 
+/// RFC 3339 text of a timestamp in years 0000–9999, built on the stack.
+struct Rfc3339Text {
+    buf: [u8; 24],
+    len: usize,
+}
+
+impl Rfc3339Text {
+    fn as_str(&self) -> &str {
+        // Only ASCII digits and separators are ever written.
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
+    }
+}
+
+impl Timestamp {
+    /// Formats years 0000–9999 without the `time` crate (the hot path of
+    /// every receipt); `None` outside that range.
+    fn rfc3339(self) -> Option<Rfc3339Text> {
+        let ms = self.0.rem_euclid(1000);
+        let secs = self.0.div_euclid(1000);
+        let (days, day_secs) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+        let (y, m, d) = civil_from_days(days);
+        if !(0..=9999).contains(&y) {
+            return None;
+        }
+        let mut text = Rfc3339Text {
+            buf: *b"0000-00-00T00:00:00.000Z",
+            len: 20,
+        };
+        let mut put = |at: usize, width: usize, mut v: i64| {
+            for i in (at..at + width).rev() {
+                text.buf[i] = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        };
+        put(0, 4, y);
+        put(5, 2, m);
+        put(8, 2, d);
+        put(11, 2, day_secs / 3600);
+        put(14, 2, day_secs / 60 % 60);
+        put(17, 2, day_secs % 60);
+        if ms != 0 {
+            put(20, 3, ms);
+            text.len = 24;
+        } else {
+            text.buf[19] = b'Z';
+        }
+        Some(text)
+    }
+}
+
+/// Year, month and day of a day count since 1970-01-01 (proleptic
+/// Gregorian; Howard Hinnant's `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
 impl fmt::Display for Timestamp {
     /// RFC 3339 in UTC with a `Z`, milliseconds only when non-zero.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(text) = self.rfc3339() {
+            return f.write_str(text.as_str());
+        }
         let nanos = i128::from(self.0) * 1_000_000;
         let Ok(dt) = OffsetDateTime::from_unix_timestamp_nanos(nanos) else {
             return write!(f, "@{}ms", self.0);
@@ -71,7 +138,10 @@ impl fmt::Display for Timestamp {
 
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
+        match self.rfc3339() {
+            Some(text) => serializer.serialize_str(text.as_str()),
+            None => serializer.collect_str(self),
+        }
     }
 }
 
@@ -112,5 +182,48 @@ mod tests {
     #[test]
     fn before_epoch_formats() {
         assert_eq!(Timestamp(-1).to_string(), "1969-12-31T23:59:59.999Z");
+    }
+
+    /// The `time` crate's formatting, the reference for the fast path.
+    fn reference(ms: i64) -> Option<String> {
+        let dt = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()?;
+        let (y, mo, d) = (dt.year(), u8::from(dt.month()), dt.day());
+        let (h, mi, s) = (dt.hour(), dt.minute(), dt.second());
+        let frac = match ms.rem_euclid(1000) {
+            0 => String::new(),
+            f => format!(".{f:03}"),
+        };
+        Some(format!(
+            "{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}{frac}Z"
+        ))
+    }
+
+    #[test]
+    fn fast_formatting_edges() {
+        for ms in [
+            0,
+            -1,
+            951_782_400_000,
+            4_107_542_400_000,
+            253_402_300_799_999,
+        ] {
+            let fast = Timestamp(ms).rfc3339().map(|t| t.as_str().to_owned());
+            assert_eq!(fast, reference(ms), "{ms}");
+        }
+        // Year 10000 and year -1 fall back.
+        assert!(Timestamp(253_402_300_800_000).rfc3339().is_none());
+        assert!(Timestamp(-62_167_219_200_001).rfc3339().is_none());
+        assert_eq!(
+            Timestamp(-62_167_219_200_000).to_string(),
+            "0000-01-01T00:00:00Z"
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn fast_formatting_matches_the_time_crate(ms in -62_167_219_200_000i64..253_402_300_800_000) {
+            let fast = Timestamp(ms).rfc3339().map(|t| t.as_str().to_owned());
+            proptest::prop_assert_eq!(fast, reference(ms));
+        }
     }
 }

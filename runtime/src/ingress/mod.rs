@@ -31,14 +31,13 @@
 //! - `tenants`: tenant reads, receipts, reset, ledger verify.
 //! - `health`: probes, metrics, fallbacks.
 //! - [`metrics`]: Prometheus series.
+//! - `shed`: the in-flight limit and request deadline.
 //! - [`service`]: the `serve` command: startup, signals, graceful shutdown.
 
 use std::future::Future;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
 
@@ -50,6 +49,7 @@ mod marketplace;
 pub mod metrics;
 mod pubsub;
 pub mod service;
+mod shed;
 mod signals;
 pub mod state;
 mod tenants;
@@ -57,25 +57,6 @@ mod tenants;
 pub use auth::Auth;
 pub use error::IngressError;
 pub use state::{AppState, Options};
-
-/// Refuses a request at once (503) when every in-flight slot is taken, and
-/// bounds how long one may hold its slot (408), so slow clients cannot
-/// starve the others.
-async fn shed(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let permit = match state.admit_request() {
-        Ok(permit) => permit,
-        Err(error) => return error.into_response(),
-    };
-    let response = match tokio::time::timeout(state.request_timeout, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => IngressError::Timeout {
-            seconds: state.request_timeout.as_secs(),
-        }
-        .into_response(),
-    };
-    drop(permit);
-    response
-}
 
 /// Every route of the service over `state`.
 pub fn router(state: AppState) -> Router {
@@ -89,7 +70,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tenants/{tenant}/receipts", get(tenants::receipts))
         .route("/v1/tenants/{tenant}/reset", post(tenants::reset))
         .route("/v1/ledger/verify", get(tenants::verify))
-        .route_layer(middleware::from_fn_with_state(state.clone(), shed));
+        .route_layer(shed::ShedLayer::new(state.clone()));
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

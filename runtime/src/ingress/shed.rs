@@ -1,0 +1,115 @@
+//! Load shedding and the request deadline, as a tower layer over the API
+//! routes: a request takes an in-flight slot or is refused at once (503),
+//! and holds its slot for at most the request timeout (408), body upload
+//! included, so slow clients cannot starve the others.
+//!
+//! Hand-written rather than `middleware::from_fn`: this sits on every
+//! request's path, and a plain future costs no boxing or service clone.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use axum::extract::Request;
+use axum::response::{IntoResponse, Response};
+use pin_project_lite::pin_project;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Timeout;
+use tower::{Layer, Service};
+
+use super::error::IngressError;
+use super::state::AppState;
+
+/// Wraps a service in [`Shed`].
+#[derive(Clone, Debug)]
+pub(crate) struct ShedLayer {
+    state: AppState,
+}
+
+impl ShedLayer {
+    pub(crate) fn new(state: AppState) -> ShedLayer {
+        ShedLayer { state }
+    }
+}
+
+impl<S> Layer<S> for ShedLayer {
+    type Service = Shed<S>;
+
+    fn layer(&self, inner: S) -> Shed<S> {
+        Shed {
+            inner,
+            state: self.state.clone(),
+        }
+    }
+}
+
+/// The in-flight limit and request deadline in front of `inner`.
+#[derive(Clone, Debug)]
+pub(crate) struct Shed<S> {
+    inner: S,
+    state: AppState,
+}
+
+impl<S> Service<Request> for Shed<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = ShedFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        match self.state.admit_request() {
+            Ok(permit) => ShedFuture::Admitted {
+                inner: tokio::time::timeout(self.state.request_timeout, self.inner.call(request)),
+                _permit: permit,
+                seconds: self.state.request_timeout.as_secs(),
+            },
+            Err(refusal) => ShedFuture::Refused {
+                response: std::future::ready(Ok(refusal.into_response())),
+            },
+        }
+    }
+}
+
+pin_project! {
+    /// The response of [`Shed`]: the inner one, a timeout, or a refusal.
+    #[project = Projected]
+    pub(crate) enum ShedFuture<F> {
+        /// Holding a slot (released when the future is dropped).
+        Admitted {
+            #[pin]
+            inner: Timeout<F>,
+            _permit: OwnedSemaphorePermit,
+            seconds: u64,
+        },
+        /// Refused: every slot was taken.
+        Refused {
+            #[pin]
+            response: std::future::Ready<Result<Response, Infallible>>,
+        },
+    }
+}
+
+impl<F> Future for ShedFuture<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            Projected::Admitted { inner, seconds, .. } => {
+                Poll::Ready(ready!(inner.poll(cx)).unwrap_or_else(|_elapsed| {
+                    Ok(IngressError::Timeout { seconds: *seconds }.into_response())
+                }))
+            }
+            Projected::Refused { response } => response.poll(cx),
+        }
+    }
+}
