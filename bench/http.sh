@@ -4,18 +4,25 @@
 # loaded by wrk over loopback in the same run; then the RSS of 100k idle
 # tenants.
 #
-#   bench/http.sh            (DURATION=10s CONNECTIONS=64 THREADS=2 TENANTS=100000)
+#   bench/http.sh   (DURATION=5s ROUNDS=3 CONNECTIONS="64 128 256" THREADS=2 TENANTS=100000)
 #
-# Prints signals/s, p50 and p99 for both, the ratio, and the idle-tenant RSS.
+# This machine's speed drifts by ±15% over minutes, so the two targets are
+# measured alternately (governor, bare, governor, bare, ...) for ROUNDS
+# rounds at every connection count, and each figure is the median of its
+# rounds. Prints, per connection count, signals/s with p50/p99 for both and
+# their ratio; then each target's peak rate over the connection counts at
+# which its median p99 stayed within 10 ms, and the ratio of the peaks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
-DURATION="${DURATION:-10s}"
-CONNECTIONS="${CONNECTIONS:-64}"
+DURATION="${DURATION:-5s}"
+ROUNDS="${ROUNDS:-3}"
+CONNECTIONS="${CONNECTIONS:-64 128 256}"
 THREADS="${THREADS:-2}"
 TENANTS="${TENANTS:-100000}"
 GOV_PORT="${GOV_PORT:-18080}"
 BARE_PORT="${BARE_PORT:-18081}"
+P99_LIMIT_MS=10
 
 if ! command -v wrk >/dev/null; then
   apt-get install -y wrk >/dev/null
@@ -57,18 +64,30 @@ wait_port() {
   exit 2
 }
 
-# load NAME PORT: runs wrk, prints "NAME rps p50 p99 non2xx".
+# to_ms LATENCY: wrk's "812.00us" / "1.21ms" / "1.02s" in milliseconds.
+to_ms() {
+  awk -v t="$1" 'BEGIN {
+    if (t ~ /us$/) { sub(/us$/, "", t); print t / 1000 }
+    else if (t ~ /ms$/) { sub(/ms$/, "", t); print t + 0 }
+    else if (t ~ /s$/) { sub(/s$/, "", t); print t * 1000 }
+    else print "nan" }'
+}
+
+# load PORT CONNECTIONS: runs wrk, prints "rps p50_ms p99_ms non2xx".
 load() {
-  local out
-  out="$(GOVERNOR_AUTH_TOKEN=bench-token wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency \
-    -s "$work/signals.lua" "http://127.0.0.1:$2")"
-  echo "$out" >"$work/$1.wrk"
-  local rps p50 p99 errors
+  local out rps p50 p99 errors
+  out="$(GOVERNOR_AUTH_TOKEN=bench-token wrk -t"$THREADS" -c"$2" -d"$DURATION" --latency \
+    -s "$work/signals.lua" "http://127.0.0.1:$1")"
   rps=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
   p50=$(awk '$1 == "50%" { print $2 }' <<<"$out")
   p99=$(awk '$1 == "99%" { print $2 }' <<<"$out")
   errors=$(awk '/Non-2xx/ { print $NF }' <<<"$out")
-  echo "$1 ${rps:-0} ${p50:-?} ${p99:-?} ${errors:-0}"
+  echo "${rps:-0} $(to_ms "${p50:-?}") $(to_ms "${p99:-?}") ${errors:-0}"
+}
+
+# median: the median of the numbers on stdin.
+median() {
+  sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
 GOVERNOR_AUTH_TOKEN=bench-token RUST_LOG=warn "$BIN/cost-guard-governor" serve \
@@ -79,14 +98,35 @@ pids+=($!)
 wait_port "$GOV_PORT"
 wait_port "$BARE_PORT"
 
-read -r _ gov_rps gov_p50 gov_p99 gov_err < <(load governor "$GOV_PORT")
-read -r _ bare_rps bare_p50 bare_p99 bare_err < <(load bare "$BARE_PORT")
+for c in $CONNECTIONS; do
+  for _ in $(seq "$ROUNDS"); do
+    echo "$(load "$GOV_PORT" "$c")" >>"$work/governor.$c"
+    echo "$(load "$BARE_PORT" "$c")" >>"$work/bare.$c"
+  done
+done
 receipts=$(curl -s -H "Authorization: Bearer bench-token" "http://127.0.0.1:$GOV_PORT/v1/ledger/verify")
 
-printf '%-10s %12s %10s %10s %10s\n' target "signals/s" p50 p99 non-2xx
-printf '%-10s %12.0f %10s %10s %10s\n' governor "$gov_rps" "$gov_p50" "$gov_p99" "$gov_err"
-printf '%-10s %12.0f %10s %10s %10s\n' bare "$bare_rps" "$bare_p50" "$bare_p99" "$bare_err"
-awk -v g="$gov_rps" -v b="$bare_rps" 'BEGIN { printf "ratio      %11.0f%% of the bare handler\n", 100 * g / b }'
+# summary TARGET C: "rps p50 p99 non2xx" as medians over the rounds (errors summed).
+summary() {
+  local f="$work/$1.$2"
+  echo "$(cut -d' ' -f1 "$f" | median) $(cut -d' ' -f2 "$f" | median) $(cut -d' ' -f3 "$f" | median)" \
+    "$(awk '{ s += $4 } END { print s + 0 }' "$f")"
+}
+
+printf '%-6s %-9s %12s %9s %9s %8s %7s\n' conns target "signals/s" "p50 ms" "p99 ms" non-2xx ratio
+gov_peak=0
+bare_peak=0
+for c in $CONNECTIONS; do
+  read -r g_rps g_p50 g_p99 g_err < <(summary governor "$c")
+  read -r b_rps b_p50 b_p99 b_err < <(summary bare "$c")
+  ratio=$(awk -v g="$g_rps" -v b="$b_rps" 'BEGIN { printf "%.0f%%", 100 * g / b }')
+  printf '%-6s %-9s %12.0f %9.2f %9.2f %8s\n' "$c" governor "$g_rps" "$g_p50" "$g_p99" "$g_err"
+  printf '%-6s %-9s %12.0f %9.2f %9.2f %8s %7s\n' "$c" bare "$b_rps" "$b_p50" "$b_p99" "$b_err" "$ratio"
+  gov_peak=$(awk -v p="$gov_peak" -v r="$g_rps" -v l="$g_p99" -v m=$P99_LIMIT_MS 'BEGIN { print (l <= m && r > p) ? r : p }')
+  bare_peak=$(awk -v p="$bare_peak" -v r="$b_rps" -v l="$b_p99" -v m=$P99_LIMIT_MS 'BEGIN { print (l <= m && r > p) ? r : p }')
+done
+awk -v g="$gov_peak" -v b="$bare_peak" -v m=$P99_LIMIT_MS 'BEGIN {
+  printf "peak (p99 <= %d ms): governor %.0f signals/s, bare %.0f req/s: %.0f%% of the bare handler\n", m, g, b, (b > 0 ? 100 * g / b : 0) }'
 echo "ledger     $receipts"
 
 "$BIN/examples/idle_tenants" "$TENANTS"

@@ -10,6 +10,7 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
@@ -78,12 +79,15 @@ impl Inner {
 pub(crate) struct SyncPoint {
     inner: Mutex<Inner>,
     changed: Condvar,
+    /// `progress.records`, readable without the lock (set under it).
+    durable: AtomicU64,
 }
 
 impl SyncPoint {
     /// A sync point at `progress`.
     pub(crate) fn new(progress: Progress) -> SyncPoint {
         SyncPoint {
+            durable: AtomicU64::new(progress.records),
             inner: Mutex::new(Inner {
                 progress,
                 ..Inner::default()
@@ -108,6 +112,8 @@ impl SyncPoint {
             let mut inner = self.lock();
             update(&mut inner.progress);
             inner.take_ready(&mut wakers);
+            self.durable
+                .store(inner.progress.records, Ordering::Release);
             inner.blocked > 0
         };
         if blocked {
@@ -170,6 +176,11 @@ impl Future for Durable {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
+        // Usually durable by the time the task is polled again: no lock then.
+        if this.sync.durable.load(Ordering::Acquire) >= this.records {
+            this.id = None;
+            return Poll::Ready(Ok(()));
+        }
         let mut inner = this.sync.lock();
         if inner.progress.records >= this.records {
             // A publish that satisfied us also removed our waiter.
@@ -258,7 +269,7 @@ impl Ticket {
     pub fn is_durable(&self) -> bool {
         match &self.pending {
             None => true,
-            Some((records, sync)) => sync.progress().records >= *records,
+            Some((records, sync)) => sync.durable.load(Ordering::Acquire) >= *records,
         }
     }
 }
