@@ -5,19 +5,33 @@
 //! ([`Auth::from_env`]). Every secret comparison is constant-time: tokens are
 //! compared as SHA-256 digests with `subtle`, so neither content nor length
 //! leaks through timing; HMACs use `Mac::verify_slice`.
+//!
+//! Pub/Sub OIDC keys come from a JWKS file or URL ([`JwksSource`], module
+//! `jwks`): a URL's keys are refreshed in the background
+//! ([`Oidc::spawn_refresher`]) while [`Oidc::verify`] only reads the current
+//! set, with no I/O on the request path.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use hmac::{KeyInit, Mac};
 use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, Validation};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::error::IngressError;
+use jwks::{Keys, Remote, decode_keys};
+
+mod jwks;
+
+pub use jwks::{
+    DEFAULT_REFRESH, FETCH_TIMEOUT, JwksRefresher, JwksSource, MAX_REFRESH, MIN_FORCED_REFRESH,
+    MIN_REFRESH, RETRY_REFRESH,
+};
 
 /// Bearer token for `/v1/*` and `/pubsub/push`.
 pub const ENV_AUTH_TOKEN: &str = "GOVERNOR_AUTH_TOKEN";
@@ -25,7 +39,7 @@ pub const ENV_AUTH_TOKEN: &str = "GOVERNOR_AUTH_TOKEN";
 pub const ENV_ADMIN_TOKEN: &str = "GOVERNOR_ADMIN_TOKEN";
 /// HMAC-SHA256 key of marketplace events.
 pub const ENV_MARKETPLACE_SECRET: &str = "GOVERNOR_MARKETPLACE_SECRET";
-/// A JWKS file of the keys that sign Pub/Sub OIDC tokens.
+/// The JWKS (a file, or an `https://` URL) of the keys that sign Pub/Sub OIDC tokens.
 pub const ENV_OIDC_JWKS: &str = "GOVERNOR_OIDC_JWKS";
 /// The header carrying a marketplace event's signature.
 pub const SIGNATURE_HEADER: &str = "x-ggen-signature";
@@ -64,6 +78,53 @@ pub enum AuthError {
         #[source]
         source: jsonwebtoken::errors::Error,
     },
+    /// A `--jwks` value that starts like a URL but is not one.
+    #[error("jwks url `{url}` is not a valid url")]
+    JwksUrl {
+        /// The value given.
+        url: String,
+        /// The cause.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The JWKS URL could not be fetched (connection, timeout, non-2xx status).
+    #[error("cannot fetch jwks from `{url}`")]
+    FetchJwks {
+        /// The URL.
+        url: reqwest::Url,
+        /// The cause.
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The JWKS URL answered something that is not a JWK set.
+    #[error("jwks at `{url}` is not a json web key set")]
+    ParseRemoteJwks {
+        /// The URL.
+        url: reqwest::Url,
+        /// The cause.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The JWKS URL answered a set without keys.
+    #[error("jwks at `{url}` has no keys")]
+    EmptyJwks {
+        /// The URL.
+        url: reqwest::Url,
+    },
+    /// A key of the set fetched from a URL cannot verify RS256.
+    #[error("jwks key `{kid}` at `{url}` is not a usable rsa key")]
+    BadRemoteKey {
+        /// The URL.
+        url: reqwest::Url,
+        /// The key's `kid` (or its index).
+        kid: String,
+        /// The cause.
+        #[source]
+        source: jsonwebtoken::errors::Error,
+    },
+    /// The HTTP client for JWKS fetches could not be built.
+    #[error("cannot build the http client for jwks fetches")]
+    Client(#[source] reqwest::Error),
     /// OIDC was configured for a SKU without a Pub/Sub audience.
     #[error("a jwks was given but the sku names no pub/sub oidc audience")]
     NoAudience,
@@ -149,10 +210,14 @@ struct Claims {
     email_verified: Option<bool>,
 }
 
-/// Verifies Google-signed OIDC tokens (RS256) against a fixed key set.
+/// Verifies Google-signed OIDC tokens (RS256) against a JWK set: fixed (a
+/// file) or refreshed from a URL. Clones share the key set.
+#[derive(Clone)]
 pub struct Oidc {
-    /// `(kid, key)` pairs.
-    keys: Vec<(Option<String>, DecodingKey)>,
+    /// The current `(kid, key)` pairs; the refresher swaps the whole set.
+    keys: Arc<RwLock<Arc<Keys>>>,
+    /// Where the keys are refreshed from; `None` for a fixed set.
+    remote: Option<Arc<Remote>>,
     validation: Validation,
     email: Option<String>,
 }
@@ -160,7 +225,8 @@ pub struct Oidc {
 impl std::fmt::Debug for Oidc {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Oidc")
-            .field("keys", &self.keys.len())
+            .field("keys", &self.current().len())
+            .field("url", &self.remote.as_ref().map(|r| r.url.as_str()))
             .field("audience", &self.validation.aud)
             .field("email", &self.email)
             .finish()
@@ -171,30 +237,23 @@ impl Oidc {
     /// A verifier of tokens for `audience` signed by a key of `jwks`;
     /// `email`, when given, must be the token's (verified) `email` claim.
     pub fn new(jwks: &JwkSet, audience: &str, email: Option<String>) -> Result<Oidc, AuthError> {
-        let keys = jwks
-            .keys
-            .iter()
-            .enumerate()
-            .map(|(index, jwk)| {
-                let kid = jwk.common.key_id.clone();
-                DecodingKey::from_jwk(jwk)
-                    .map(|key| (kid.clone(), key))
-                    .map_err(|source| AuthError::BadKey {
-                        kid: kid.unwrap_or_else(|| index.to_string()),
-                        source,
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let keys = decode_keys(jwks).map_err(|(kid, source)| AuthError::BadKey { kid, source })?;
+        Ok(Oidc::over(keys, None, audience, email))
+    }
+
+    /// The verifier over `keys`, refreshed from `remote` if given.
+    fn over(keys: Keys, remote: Option<Remote>, audience: &str, email: Option<String>) -> Oidc {
         let mut validation = Validation::new(Algorithm::RS256);
         validation.set_audience(&[audience]);
         validation.set_issuer(&GOOGLE_ISSUERS);
         validation.set_required_spec_claims(&["exp", "aud", "iss"]);
         validation.leeway = 30;
-        Ok(Oidc {
-            keys,
+        Oidc {
+            keys: Arc::new(RwLock::new(Arc::new(keys))),
+            remote: remote.map(Arc::new),
             validation,
             email,
-        })
+        }
     }
 
     /// Reads a JWKS file and builds the verifier.
@@ -215,6 +274,47 @@ impl Oidc {
         Oidc::new(&jwks, audience, email)
     }
 
+    /// Fetches the JWK set at `url` (an error names the URL) and builds a
+    /// verifier whose keys [`Oidc::spawn_refresher`] keeps fresh.
+    pub async fn from_url(
+        url: &reqwest::Url,
+        audience: &str,
+        email: Option<String>,
+    ) -> Result<Oidc, AuthError> {
+        let (remote, keys) = Remote::connect(url).await?;
+        Ok(Oidc::over(keys, Some(remote), audience, email))
+    }
+
+    /// [`Oidc::from_file`] or [`Oidc::from_url`], as `source` says.
+    pub async fn from_source(
+        source: &JwksSource,
+        audience: &str,
+        email: Option<String>,
+    ) -> Result<Oidc, AuthError> {
+        match source {
+            JwksSource::File(path) => Oidc::from_file(path, audience, email),
+            JwksSource::Url(url) => Oidc::from_url(url, audience, email).await,
+        }
+    }
+
+    /// Starts the background refresh of a URL's keys on the current tokio
+    /// runtime (`None` for a fixed set). Call once; the task stops when the
+    /// returned handle is stopped or dropped.
+    pub fn spawn_refresher(&self) -> Option<JwksRefresher> {
+        let remote = Arc::clone(self.remote.as_ref()?);
+        Some(remote.spawn(Arc::clone(&self.keys)))
+    }
+
+    /// Background refresh attempts completed so far, successful or not (0 for a fixed set).
+    pub fn refresh_attempts(&self) -> u64 {
+        self.remote.as_ref().map_or(0, |remote| remote.attempts())
+    }
+
+    /// The current key set (a cheap snapshot; the refresher may swap it any time).
+    fn current(&self) -> Arc<Keys> {
+        Arc::clone(&self.keys.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
     /// Verifies `token`: signature, `aud`, `iss`, `exp`, and the email if configured.
     pub fn verify(&self, token: &str) -> Result<(), IngressError> {
         let denied = |detail: String| IngressError::Unauthorized { detail };
@@ -226,16 +326,23 @@ impl Oidc {
                 header.alg
             )));
         }
+        let keys = self.current();
         let key = match &header.kid {
-            Some(kid) => self
-                .keys
+            Some(kid) => keys
                 .iter()
                 .find(|(k, _)| k.as_deref() == Some(kid.as_str())),
-            None if self.keys.len() == 1 => self.keys.first(),
+            None if keys.len() == 1 => keys.first(),
             None => None,
-        }
-        .ok_or_else(|| denied("oidc token is signed by an unknown key".to_owned()))?;
-        let data = jsonwebtoken::decode::<Claims>(token, &key.1, &self.validation)
+        };
+        let Some((_, key)) = key else {
+            // Perhaps a key rotated in since the last fetch: wake the refresher
+            // (it rate-limits itself). This token is refused; Pub/Sub retries.
+            if let (Some(remote), Some(_)) = (&self.remote, &header.kid) {
+                remote.wake.notify_one();
+            }
+            return Err(denied("oidc token is signed by an unknown key".to_owned()));
+        };
+        let data = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
             .map_err(|e| denied(format!("oidc token rejected: {e}")))?;
         if let Some(expected) = &self.email {
             let claims = data.claims;
@@ -277,26 +384,37 @@ fn env_secret(name: &'static str) -> Result<Option<String>, AuthError> {
 
 impl Auth {
     /// Reads the secrets from the environment; `jwks` (or `GOVERNOR_OIDC_JWKS`)
-    /// enables OIDC for `audience`. Refuses to run without any inbound
+    /// enables OIDC for `audience` (a JWKS URL is fetched here, once; see
+    /// [`Oidc::spawn_refresher`]). Refuses to run without any inbound
     /// authentication unless `insecure`.
-    pub fn from_env(
+    pub async fn from_env(
         audience: Option<&str>,
-        jwks: Option<&Path>,
+        jwks: Option<&JwksSource>,
         email: Option<String>,
         insecure: bool,
     ) -> Result<Auth, AuthError> {
-        let jwks_env = std::env::var_os(ENV_OIDC_JWKS).map(PathBuf::from);
-        let jwks = jwks.map(Path::to_path_buf).or(jwks_env);
+        let jwks = match jwks {
+            Some(source) => Some(source.clone()),
+            None => std::env::var_os(ENV_OIDC_JWKS)
+                .map(JwksSource::from_os)
+                .transpose()?,
+        };
+        let token = env_secret(ENV_AUTH_TOKEN)?.as_deref().map(Secret::new);
+        let admin = env_secret(ENV_ADMIN_TOKEN)?.as_deref().map(Secret::new);
+        let marketplace =
+            env_secret(ENV_MARKETPLACE_SECRET)?.map(|key| HmacKey::new(key.as_bytes()));
+        // Last: everything that needs no network is checked before the fetch.
         let oidc = match (jwks, audience) {
-            (Some(path), Some(audience)) => Some(Oidc::from_file(&path, audience, email)?),
+            (Some(source), Some(audience)) => {
+                Some(Oidc::from_source(&source, audience, email).await?)
+            }
             (Some(_), None) => return Err(AuthError::NoAudience),
             (None, _) => None,
         };
         let auth = Auth {
-            token: env_secret(ENV_AUTH_TOKEN)?.as_deref().map(Secret::new),
-            admin: env_secret(ENV_ADMIN_TOKEN)?.as_deref().map(Secret::new),
-            marketplace: env_secret(ENV_MARKETPLACE_SECRET)?
-                .map(|key| HmacKey::new(key.as_bytes())),
+            token,
+            admin,
+            marketplace,
             oidc,
             insecure,
         };

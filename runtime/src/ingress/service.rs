@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
-use super::auth::{Auth, AuthError};
+use super::auth::{Auth, AuthError, JwksSource};
 use super::state::{AppState, Options};
 use crate::actuator::{ActuatorError, ActuatorMode, Actuators, Dispatcher, DispatcherOptions};
 use crate::ledger::file::{FileLedger, FileOptions};
@@ -63,9 +63,12 @@ pub struct ServeArgs {
     /// Log format on stderr (level from `RUST_LOG`, default `info`).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-    /// JWKS file of the keys signing Pub/Sub OIDC tokens (or `GOVERNOR_OIDC_JWKS`).
-    #[arg(long, value_name = "FILE")]
-    pub jwks: Option<PathBuf>,
+    /// JWKS of the keys signing Pub/Sub OIDC tokens (or `GOVERNOR_OIDC_JWKS`):
+    /// a file read at startup, or an `https://` URL (such as
+    /// `https://www.googleapis.com/oauth2/v3/certs`) fetched at startup and
+    /// refreshed while serving.
+    #[arg(long, value_name = "FILE|URL")]
+    pub jwks: Option<JwksSource>,
     /// Service account email Pub/Sub OIDC tokens must carry.
     #[arg(long, value_name = "EMAIL")]
     pub oidc_email: Option<String>,
@@ -232,13 +235,20 @@ pub fn run_until(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let sku = pack.sku();
-    let auth = Auth::from_env(
-        sku.ingress.pubsub_audience,
-        args.jwks.as_deref(),
-        args.oidc_email.clone(),
-        args.insecure_no_auth,
-    )
-    .map_err(ServeError::Auth)?;
+    // Built first: fetching a JWKS URL (before the ledger is touched) needs it.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("governor")
+        .build()
+        .map_err(io("starting the tokio runtime"))?;
+    let auth = runtime
+        .block_on(Auth::from_env(
+            sku.ingress.pubsub_audience,
+            args.jwks.as_ref(),
+            args.oidc_email.clone(),
+            args.insecure_no_auth,
+        ))
+        .map_err(ServeError::Auth)?;
     if args.insecure_no_auth && auth.token.is_none() && auth.oidc.is_none() {
         tracing::warn!("--insecure-no-auth: `/v1` and `/pubsub/push` accept anyone");
     }
@@ -262,11 +272,6 @@ pub fn run_until(
         diverged = stats.diverged,
         "ledger recovered"
     );
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("governor")
-        .build()
-        .map_err(io("starting the tokio runtime"))?;
     let serving = Arc::clone(&registry);
     runtime.block_on(async move {
         let registry = serving;
@@ -282,6 +287,8 @@ pub fn run_until(
                 ..DispatcherOptions::default()
             },
         );
+        // Refreshes a JWKS URL's keys until the service stops serving.
+        let jwks_refresher = auth.oidc.as_ref().and_then(|oidc| oidc.spawn_refresher());
         let state = AppState::new(
             Arc::clone(&registry),
             auth,
@@ -336,6 +343,9 @@ pub fn run_until(
         .await
         .map_err(io("serving"))?;
         tracing::info!("requests drained");
+        if let Some(refresher) = jwks_refresher {
+            refresher.stop();
+        }
         let _ = stop_timers.send(true);
         let _ = timers.await;
         // A checkpoint in progress completes first; the final one follows below.

@@ -5,6 +5,7 @@ mod bad_input;
 mod client;
 mod durability;
 mod harness;
+mod jwks;
 mod routes;
 mod sku;
 mod storm;

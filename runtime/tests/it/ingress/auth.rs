@@ -3,7 +3,7 @@
 
 use axum::body::Body;
 use axum::http::{Request, header};
-use ggen_runtime::ingress::auth::{Auth, Oidc, Secret};
+use ggen_runtime::ingress::auth::{Auth, JwksSource, Oidc, Secret};
 use ggen_runtime::ingress::{IngressError, Options};
 use ggen_runtime::ledger::memory::MemoryLedger;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -161,20 +161,33 @@ async fn routes_without_a_configured_secret_are_forbidden() {
     service.send(event).await.assert_error(403, "forbidden");
 }
 
-#[test]
-fn serve_refuses_to_start_without_auth() {
+#[tokio::test]
+async fn serve_refuses_to_start_without_auth() {
     // No GOVERNOR_* variables are set in the test environment.
-    let error = Auth::from_env(Some(AUDIENCE), None, None, false).unwrap_err();
+    let error = Auth::from_env(Some(AUDIENCE), None, None, false)
+        .await
+        .unwrap_err();
     assert!(error.to_string().contains("--insecure-no-auth"), "{error}");
-    let insecure = Auth::from_env(Some(AUDIENCE), None, None, true).unwrap();
+    let insecure = Auth::from_env(Some(AUDIENCE), None, None, true)
+        .await
+        .unwrap();
     assert!(insecure.insecure);
-    let oidc = Auth::from_env(Some(AUDIENCE), Some(&fixture("jwks.json")), None, false).unwrap();
+    let file = JwksSource::File(fixture("jwks.json"));
+    let oidc = Auth::from_env(Some(AUDIENCE), Some(&file), None, false)
+        .await
+        .unwrap();
     assert!(oidc.oidc.is_some());
-    assert!(Auth::from_env(None, Some(&fixture("jwks.json")), None, false).is_err());
+    // A file's keys are fixed: there is nothing to refresh.
+    assert!(oidc.oidc.unwrap().spawn_refresher().is_none());
+    assert!(
+        Auth::from_env(None, Some(&file), None, false)
+            .await
+            .is_err()
+    );
 }
 
 /// Claims of a Pub/Sub push token.
-fn claims(aud: &str, iss: &str, exp_in: i64, email: &str) -> serde_json::Value {
+pub(super) fn claims(aud: &str, iss: &str, exp_in: i64, email: &str) -> serde_json::Value {
     let now = jsonwebtoken::get_current_timestamp() as i64;
     json!({
         "aud": aud,
@@ -187,16 +200,18 @@ fn claims(aud: &str, iss: &str, exp_in: i64, email: &str) -> serde_json::Value {
     })
 }
 
-const EMAIL: &str = "pusher@project.iam.gserviceaccount.com";
+pub(super) const EMAIL: &str = "pusher@project.iam.gserviceaccount.com";
 
-fn token(key: &str, kid: Option<&str>, claims: &serde_json::Value) -> String {
+/// A token signed with the key in fixture `key`, naming `kid`.
+pub(super) fn token(key: &str, kid: Option<&str>, claims: &serde_json::Value) -> String {
     let pem = fs_err::read(fixture(key)).unwrap();
     let mut header = Header::new(Algorithm::RS256);
     header.kid = kid.map(str::to_owned);
     jsonwebtoken::encode(&header, claims, &EncodingKey::from_rsa_pem(&pem).unwrap()).unwrap()
 }
 
-fn good() -> serde_json::Value {
+/// Valid claims for the test SKU's audience.
+pub(super) fn good() -> serde_json::Value {
     claims(AUDIENCE, "https://accounts.google.com", 600, EMAIL)
 }
 
