@@ -127,8 +127,8 @@ impl RuleMemory {
 struct ActionHistory {
     /// Last dispatch time (ms) per action id; at most one entry per action.
     last: Vec<(u16, i64)>,
-    /// Dispatch times (ms) of the last hour, oldest first; only kept while
-    /// the profile has a budget, and never longer than that budget.
+    /// Dispatch times (ms) of the last hour, oldest first, whatever the
+    /// profile was then; never more than the largest budget of any profile.
     recent: VecDeque<i64>,
 }
 
@@ -333,8 +333,11 @@ impl PolicyMemory {
         u32::try_from(count).unwrap_or(u32::MAX)
     }
 
-    /// Records that `actions` were dispatched at `now` (cooldown and budget).
-    pub fn record_dispatch(&mut self, profile: &ProfileDef, actions: &[ActionId], now: Timestamp) {
+    /// Records that `actions` were dispatched at `now` (cooldown and budget),
+    /// keeping at most `keep` dispatch times of the last hour: the SKU's
+    /// [`largest_budget`](crate::sku::Sku::largest_budget), so that a later
+    /// plan change still counts dispatches made under another profile.
+    pub fn record_dispatch(&mut self, keep: Option<u32>, actions: &[ActionId], now: Timestamp) {
         let now_ms = now.as_millis();
         let history = self.history.get_or_insert_with(Box::default);
         for &action in actions {
@@ -347,16 +350,11 @@ impl PolicyMemory {
         while history.recent.front().is_some_and(|&t| t <= since) {
             history.recent.pop_front();
         }
-        match profile.max_actions_per_hour {
-            Some(max) => {
-                history.recent.extend(actions.iter().map(|_| now_ms));
-                // Older entries than the budget can never matter again.
-                let max = usize::try_from(max).unwrap_or(usize::MAX);
-                while history.recent.len() > max {
-                    history.recent.pop_front();
-                }
-            }
-            None => history.recent.clear(),
+        let keep = keep.map_or(0, |max| usize::try_from(max).unwrap_or(usize::MAX));
+        history.recent.extend(actions.iter().map(|_| now_ms));
+        // Older entries than the largest budget can never matter again.
+        while history.recent.len() > keep {
+            history.recent.pop_front();
         }
     }
 
@@ -567,7 +565,7 @@ mod tests {
             memory.admit(&PROFILE, &throttle, ts(0)),
             Ok(vec![ActionId(0)])
         );
-        memory.record_dispatch(&PROFILE, &throttle, ts(0));
+        memory.record_dispatch(PROFILE.max_actions_per_hour, &throttle, ts(0));
         let blocked = Block::Cooldown {
             action: ActionId(0),
             until: ts(300),
@@ -597,7 +595,7 @@ mod tests {
     fn budget_caps_dispatches_per_rolling_hour() {
         let mut memory = PolicyMemory::default();
         let both = [ActionId(0), ActionId(1)];
-        memory.record_dispatch(&PROFILE, &both, ts(0));
+        memory.record_dispatch(PROFILE.max_actions_per_hour, &both, ts(0));
         assert_eq!(memory.used_in_hour(ts(0)), 2);
         // Cooldown passed, but two more would make four of three.
         assert_eq!(
@@ -608,7 +606,7 @@ mod tests {
             memory.admit(&PROFILE, &[ActionId(1)], ts(400)),
             Ok(vec![ActionId(1)])
         );
-        memory.record_dispatch(&PROFILE, &[ActionId(1)], ts(400));
+        memory.record_dispatch(PROFILE.max_actions_per_hour, &[ActionId(1)], ts(400));
         assert_eq!(
             memory.admit(&PROFILE, &[ActionId(0)], ts(3599)),
             Err(Block::Budget { used: 3, max: 3 })
@@ -626,10 +624,35 @@ mod tests {
     }
 
     #[test]
+    fn budget_counts_dispatches_made_under_another_profile() {
+        // A tenant on the unlimited plan acts three times, then moves to the
+        // budgeted plan: those dispatches are still within the hour.
+        let mut memory = PolicyMemory::default();
+        let keep = PROFILE.max_actions_per_hour;
+        for (i, action) in [0, 1, 0].into_iter().enumerate() {
+            let at = ts(i as i64 * 100);
+            assert!(memory.admit(&UNLIMITED, &[ActionId(action)], at).is_ok());
+            memory.record_dispatch(keep, &[ActionId(action)], at);
+        }
+        assert_eq!(
+            memory.admit(&PROFILE, &[ActionId(1)], ts(900)),
+            Err(Block::Budget { used: 3, max: 3 })
+        );
+        // With no budget anywhere in the SKU nothing is kept.
+        let mut free = PolicyMemory::default();
+        free.record_dispatch(None, &[ActionId(0)], ts(0));
+        assert_eq!(free.used_in_hour(ts(0)), 0);
+    }
+
+    #[test]
     fn history_stays_bounded_by_the_budget() {
         let mut memory = PolicyMemory::default();
         for i in 0..100 {
-            memory.record_dispatch(&PROFILE, &[ActionId(0), ActionId(1)], ts(i));
+            memory.record_dispatch(
+                PROFILE.max_actions_per_hour,
+                &[ActionId(0), ActionId(1)],
+                ts(i),
+            );
         }
         let history = memory.history.as_ref().unwrap();
         assert_eq!(history.recent.len(), 3);

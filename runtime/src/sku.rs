@@ -190,6 +190,16 @@ impl Sku {
     pub fn profile(&self, id: ProfileId) -> &'static ProfileDef {
         &self.profiles[usize::from(id.0)]
     }
+
+    /// The largest `max_actions_per_hour` of any profile: how many recent
+    /// dispatch times a tenant must remember so that a plan change never
+    /// forgets one a budget still counts (`None`: no profile has a budget).
+    pub fn largest_budget(&self) -> Option<u32> {
+        self.profiles
+            .iter()
+            .filter_map(|p| p.max_actions_per_hour)
+            .max()
+    }
 }
 
 /// What a generated crate implements: its SKU table and the policy lookups,

@@ -356,7 +356,8 @@ impl Governor {
         let profile = self.profile_def(pack);
         match self.policy.admit(profile, rule.actions, now) {
             Ok(actions) => {
-                self.policy.record_dispatch(profile, &actions, now);
+                let keep = pack.sku().largest_budget();
+                self.policy.record_dispatch(keep, &actions, now);
                 self.flight_seq = seq;
                 self.flight.clear();
                 for &action in &actions {
