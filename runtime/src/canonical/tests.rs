@@ -186,3 +186,20 @@ fn utf16_order() {
     assert_eq!(cmp_utf16("b", "\u{e9}"), Ordering::Less);
     assert_eq!(cmp_utf16("same", "same"), Ordering::Equal);
 }
+
+#[test]
+fn escape_scan_finds_specials_at_every_offset() {
+    for len in [0, 1, 15, 16, 17, 31, 32, 33, 64, 100] {
+        let plain = "a".repeat(len);
+        assert!(!super::needs_escape(plain.as_bytes()), "{len}");
+        for at in 0..len {
+            for special in [b'"', b'\\', b'\n', 0x1f] {
+                let mut bytes = plain.clone().into_bytes();
+                bytes[at] = special;
+                assert!(super::needs_escape(&bytes), "{len} {at} {special}");
+            }
+        }
+    }
+    // Non-ASCII is written as is.
+    assert!(!super::needs_escape("žluťoučký kůň é€𝄞".as_bytes()));
+}
