@@ -37,6 +37,8 @@ pub const LOCK_FILE: &str = "LOCK";
 pub const CHECKPOINT_FILE: &str = "CHECKPOINT";
 /// Largest allowed segment size (offsets are 32-bit).
 pub const MAX_SEGMENT_BYTES: u64 = 1 << 31;
+/// How far ahead of its appends the current segment is zero-filled.
+const PREALLOCATE: u64 = 256 << 10;
 /// How long the writer lets appends accumulate under concurrent load.
 const COMMIT_DELAY: std::time::Duration = std::time::Duration::from_micros(200);
 
@@ -240,6 +242,8 @@ impl FileLedger {
         let mut records = 0u64;
         let mut checkpoint_records = None;
         let mut last_len = 0u64;
+        // The last segment's length on disk (past `last_len` when preallocated).
+        let mut last_file_len = 0u64;
         let mut repair = None;
         for (i, &id) in ids.iter().enumerate() {
             let path = dir.join(segment::segment_name(id));
@@ -284,13 +288,26 @@ impl FileLedger {
                 Ok(())
             })?;
             let mut end = buf.len() as u64;
+            let last = i + 1 == ids.len();
+            if last {
+                last_file_len = buf.len() as u64;
+            }
+            if let Tail::Preallocated { offset } = tail {
+                if !last {
+                    return Err(LedgerError::Corrupt {
+                        path,
+                        offset: offset as u64,
+                        reason: "zero-filled space before the next segment".to_owned(),
+                    });
+                }
+                end = offset as u64;
+            }
             if let Tail::Damaged {
                 offset,
                 reason,
                 valid_after,
             } = tail
             {
-                let last = i + 1 == ids.len();
                 if !last || valid_after {
                     return Err(LedgerError::Corrupt {
                         path,
@@ -306,6 +323,7 @@ impl FileLedger {
                 file.set_len(offset as u64).map_err(io_err(&path))?;
                 file.sync_all().map_err(io_err(&path))?;
                 end = offset as u64;
+                last_file_len = end;
                 repair = Some(Repair {
                     path: path.clone(),
                     offset: end,
@@ -381,6 +399,8 @@ impl FileLedger {
                         shared,
                         sync: sync_fn,
                         current,
+                        allocated: last_file_len,
+                        end: last_len,
                     }
                     .run()
                 })
@@ -700,10 +720,21 @@ impl Ledger for FileLedger {
 }
 
 /// The writer thread: takes batches, writes them, one sync per batch.
+///
+/// The current segment is zero-filled [`PREALLOCATE`] bytes at a time ahead
+/// of its appends, so that most appends overwrite space the file already
+/// has: an `fdatasync` then flushes data only, not a size change (which
+/// costs an inode write, or a journal commit). A segment is cut back to its
+/// last frame before the next one starts; recovery reads a zero tail of the
+/// last segment as its end.
 struct Writer {
     shared: Arc<Shared>,
     sync: SyncFn,
     current: Option<(u32, fs_err::File)>,
+    /// Length of the current segment file (its preallocated end).
+    allocated: u64,
+    /// End of the last frame written to the current segment.
+    end: u64,
 }
 
 impl Writer {
@@ -765,7 +796,10 @@ impl Writer {
         for chunk in batch {
             if self.current.as_ref().map(|c| c.0) != Some(chunk.segment) {
                 if let Some((_, file)) = &self.current {
-                    (self.sync)(file.file()).map_err(|e| (file.path().to_path_buf(), e))?;
+                    let failed = |e| (file.path().to_path_buf(), e);
+                    // Cut the preallocated zeros: only the last segment may end in them.
+                    file.set_len(self.end).map_err(failed)?;
+                    (self.sync)(file.file()).map_err(failed)?;
                 }
                 let path = self.shared.dir.join(segment::segment_name(chunk.segment));
                 let file = fs_err::OpenOptions::new()
@@ -778,17 +812,40 @@ impl Writer {
                     .and_then(|d| d.sync_all())
                     .map_err(|e| (self.shared.dir.clone(), e))?;
                 self.current = Some((chunk.segment, file));
+                self.allocated = 0;
             }
             let Some((_, file)) = &self.current else {
                 unreachable!("a segment was opened above")
             };
+            let failed = |e| (file.path().to_path_buf(), e);
+            let chunk_end = u64::from(chunk.offset) + chunk.bytes.len() as u64;
+            if chunk_end > self.allocated {
+                // Never past the segment's size limit (unless one frame is).
+                let limit = self.shared.segment_bytes.max(chunk_end);
+                let target = (chunk_end.div_ceil(PREALLOCATE) * PREALLOCATE).min(limit);
+                zero_fill(file.file(), self.allocated, target).map_err(failed)?;
+                self.allocated = target;
+            }
             file.file()
                 .write_all_at(&chunk.bytes, u64::from(chunk.offset))
-                .map_err(|e| (file.path().to_path_buf(), e))?;
+                .map_err(failed)?;
+            self.end = chunk_end;
         }
         if let Some((_, file)) = &self.current {
             (self.sync)(file.file()).map_err(|e| (file.path().to_path_buf(), e))?;
         }
         Ok(())
     }
+}
+
+/// Writes zeros to `file` from `from` up to `to`.
+fn zero_fill(file: &std::fs::File, from: u64, to: u64) -> io::Result<()> {
+    static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(ZEROS.len() as u64);
+        file.write_all_at(&ZEROS[..n as usize], at)?;
+        at += n;
+    }
+    Ok(())
 }

@@ -61,15 +61,28 @@ pub(super) fn verify_up_to(dir: &Path, end: Option<u64>) -> Result<VerifyReport,
             records += 1;
             Ok(())
         });
+        let last = i + 1 == ids.len() || end.is_some_and(|e| segment::unpack(e).0 == id);
         let end = match walked.unwrap_or_else(|never| match never {}) {
             Tail::Clean => buf.len(),
+            Tail::Preallocated { offset } if last => offset,
+            Tail::Preallocated { offset } => {
+                verifier.bad(
+                    String::new(),
+                    0,
+                    format!(
+                        "corrupt frame in `{}` at offset `{offset}`: zero-filled space before the next segment",
+                        path.display()
+                    ),
+                );
+                return Ok(verifier.report());
+            }
             Tail::Damaged {
                 offset,
                 reason,
                 valid_after,
             } => {
                 let (tenant, seq) = claimed(&buf[offset..]);
-                let what = if i + 1 < ids.len() || valid_after {
+                let what = if !last || valid_after {
                     "corrupt frame"
                 } else {
                     "torn or damaged final record (open would truncate it)"
@@ -131,17 +144,23 @@ pub fn scan_dir(
     visit: &mut dyn FnMut(&Record) -> Result<(), LedgerError>,
 ) -> Result<(), LedgerError> {
     let dir = dir.as_ref();
-    for id in list_segments(dir)? {
+    let ids = list_segments(dir)?;
+    let last = ids.last().copied().unwrap_or_default();
+    for id in ids {
         let path = dir.join(segment::segment_name(id));
         let buf = fs_err::read(&path).map_err(io_err(&path))?;
         let walked = segment::walk(&buf, 0, |_, frame| visit(&record_of(&frame)))?;
-        if let Tail::Damaged { offset, reason, .. } = walked {
-            return Err(LedgerError::Corrupt {
-                path,
-                offset: offset as u64,
-                reason: reason.to_string(),
-            });
-        }
+        let (offset, reason) = match walked {
+            Tail::Clean => continue,
+            Tail::Preallocated { .. } if id == last => continue,
+            Tail::Preallocated { offset } => (offset, "zero-filled space before the next segment"),
+            Tail::Damaged { offset, reason, .. } => (offset, reason),
+        };
+        return Err(LedgerError::Corrupt {
+            path,
+            offset: offset as u64,
+            reason: reason.to_string(),
+        });
     }
     Ok(())
 }

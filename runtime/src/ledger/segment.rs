@@ -140,6 +140,10 @@ pub(crate) fn decode(buf: &[u8]) -> Result<Frame<'_>, FrameError> {
 pub(crate) enum Tail {
     /// Every byte belongs to a valid frame.
     Clean,
+    /// Valid frames end at `offset` and only zero bytes follow: space the
+    /// writer filled ahead of its appends (legitimate only at the end of the
+    /// last segment; a closed segment is cut to its last frame).
+    Preallocated { offset: usize },
     /// Damage at `offset`; `valid_after` says whether any valid frame follows it.
     Damaged {
         offset: usize,
@@ -161,6 +165,9 @@ pub(crate) fn walk<'a, E>(
             Ok(frame) => {
                 visit(at, frame)?;
                 at += frame.len;
+            }
+            Err(_) if buf[at..].iter().all(|&b| b == 0) => {
+                return Ok(Tail::Preallocated { offset: at });
             }
             Err(err) => {
                 let reason = match err {

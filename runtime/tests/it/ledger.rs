@@ -71,10 +71,19 @@ fn segments(dir: &Path) -> Vec<PathBuf> {
 
 /// Frames of a segment file: (offset, length, tenant, seq).
 fn frames(path: &Path) -> Vec<(usize, usize, String, u64)> {
-    let buf = fs_err::read(path).unwrap();
+    frames_in(&fs_err::read(path).unwrap())
+}
+
+/// Where the frames of a segment end: its preallocated zeros start there.
+fn data_end(path: &Path) -> usize {
+    frames(path).last().map_or(0, |(at, len, ..)| at + len)
+}
+
+/// Frames of a segment's bytes, up to its zero-filled tail.
+fn frames_in(buf: &[u8]) -> Vec<(usize, usize, String, u64)> {
     let mut at = 0;
     let mut out = Vec::new();
-    while at + FRAME_HEADER <= buf.len() {
+    while at + FRAME_HEADER <= buf.len() && buf[at..].iter().any(|&b| b != 0) {
         let len = u32::from_le_bytes(buf[at + 8..at + 12].try_into().unwrap()) as usize;
         let seq = u64::from_le_bytes(buf[at + 12..at + 20].try_into().unwrap());
         let tl = usize::from(buf[at + 52]);
@@ -264,7 +273,10 @@ fn flipping_any_byte_is_detected() {
     let seg = &segments(original.path())[0];
     let clean = fs_err::read(seg).unwrap();
     let last = frames(seg).last().unwrap().0;
-    for at in 0..clean.len() {
+    let end = data_end(seg);
+    assert!(clean.len() > end, "the segment is zero-filled ahead");
+    // Every byte of every frame, and the start of the preallocated zeros.
+    for at in 0..end + 64 {
         let dir = copy_dir(original.path());
         let path = dir.path().join(seg.file_name().unwrap());
         let mut bytes = clean.clone();
@@ -279,9 +291,11 @@ fn flipping_any_byte_is_detected() {
             Err(LedgerError::Corrupt { offset, .. }) => assert!(at < last && offset as usize <= at),
             Err(err) => panic!("unexpected error for flip at {at}: {err}"),
             // Only the final record can look like a torn write.
+            // (A flip past the last frame is garbage after the end: cut too.)
             Ok(ledger) => {
                 assert!(at >= last, "open accepted a flip at {at}");
-                assert_eq!(ledger.repair().map(|r| r.offset as usize), Some(last));
+                let cut = if at < end { last } else { end };
+                assert_eq!(ledger.repair().map(|r| r.offset as usize), Some(cut));
             }
         }
     }
@@ -402,6 +416,73 @@ fn torn_tail_at_every_offset_is_truncated_and_the_chain_continues() {
             "cut at {cut}"
         );
     }
+    // A tear inside preallocated space: the rest of the record reads as zeros.
+    for cut in [last_at + 1, last_at + FRAME_HEADER, last_at + last_len - 1] {
+        let dir = copy_dir(original.path());
+        let path = dir.path().join(seg.file_name().unwrap());
+        let mut bytes = fs_err::read(&path).unwrap();
+        let file_len = bytes.len();
+        bytes[cut..].fill(0);
+        fs_err::write(&path, &bytes).unwrap();
+        let ledger = FileLedger::open(dir.path(), fast_options()).unwrap();
+        let repair = ledger.repair().cloned().expect("torn tail not repaired");
+        assert_eq!(
+            (repair.offset as usize, repair.dropped as usize),
+            (last_at, file_len - last_at)
+        );
+        assert_eq!(ledger.head(&t).seq, last_seq - 1);
+        append_next(&ledger, &t, "after the tear");
+        drop(ledger);
+        assert_eq!(verify_dir(dir.path()).unwrap().receipts, 6, "cut at {cut}");
+    }
+}
+
+#[test]
+fn a_preallocated_tail_is_the_end_of_the_log_not_damage() {
+    let dir = populated(&["acme", "beta"], 3);
+    let seg = &segments(dir.path())[0];
+    let end = data_end(seg);
+    assert!(fs_err::metadata(seg).unwrap().len() as usize > end);
+    let report = verify_dir(dir.path()).unwrap();
+    assert_eq!((report.receipts, report.first_bad), (6, None));
+    let ledger = FileLedger::open(dir.path(), fast_options()).unwrap();
+    assert!(ledger.repair().is_none(), "zeros are not a torn tail");
+    let t = tenant("acme");
+    append_next(&ledger, &t, "after reopening");
+    drop(ledger);
+    // The append went right after the last frame, into the zeros.
+    assert_eq!(frames(seg)[6].0, end);
+    assert_eq!(verify_dir(dir.path()).unwrap().receipts, 7);
+}
+
+#[test]
+fn closed_segments_are_cut_to_their_last_frame() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = FileOptions {
+        segment_bytes: 4096,
+        ..fast_options()
+    };
+    let ledger = FileLedger::open(dir.path(), options.clone()).unwrap();
+    let t = tenant("acme");
+    for i in 0..40 {
+        append_next(&ledger, &t, &format!("r{i}"));
+    }
+    drop(ledger);
+    let segs = segments(dir.path());
+    assert!(segs.len() > 2, "{} segments", segs.len());
+    for seg in &segs[..segs.len() - 1] {
+        assert_eq!(fs_err::metadata(seg).unwrap().len() as usize, data_end(seg));
+    }
+    // Zeros at the end of a closed segment are not preallocation: refused.
+    let first = &segs[0];
+    let mut bytes = fs_err::read(first).unwrap();
+    bytes.extend_from_slice(&[0; 100]);
+    fs_err::write(first, &bytes).unwrap();
+    assert!(matches!(
+        FileLedger::open(dir.path(), options),
+        Err(LedgerError::Corrupt { .. })
+    ));
+    assert!(verify_dir(dir.path()).unwrap().first_bad.is_some());
 }
 
 #[test]
@@ -448,7 +529,10 @@ impl SyncProbe {
                 if probe.fail.load(Ordering::SeqCst) {
                     return Err(std::io::Error::other("injected fsync failure"));
                 }
-                let len = file.metadata()?.len();
+                // What the sync covers: everything written, up to the zero-filled tail.
+                let mut buf = vec![0; usize::try_from(file.metadata()?.len()).unwrap()];
+                std::os::unix::fs::FileExt::read_exact_at(file, &mut buf, 0)?;
+                let len = frames_in(&buf).last().map_or(0, |(at, len, ..)| at + len) as u64;
                 std::thread::sleep(delay);
                 probe.calls.fetch_add(1, Ordering::SeqCst);
                 probe.synced_len.fetch_max(len, Ordering::SeqCst);
