@@ -16,8 +16,8 @@ use ggen_runtime::clock::Timestamp;
 use ggen_runtime::ledger::memory::MemoryLedger;
 use ggen_runtime::receipt::Input;
 use ggen_runtime::sku::{
-    ActionDef, ActionId, Adapter, Direction, GovernorTiming, IngressDef, PolicyPack, ProfileDef,
-    ProfileId, Rule, SignalDef, SignalId, Sku,
+    ActionDef, ActionId, Adapter, Direction, GovernorTiming, IngressDef, ProfileDef, ProfileId,
+    Rule, SignalDef, SignalId, Sku, TablePack,
 };
 use ggen_runtime::tenant::{Registry, TenantId};
 use tokio::runtime::Runtime;
@@ -84,28 +84,7 @@ static SKU: Sku = Sku {
     },
 };
 
-#[derive(Debug)]
-struct Pack;
-
-impl PolicyPack for Pack {
-    fn sku(&self) -> &'static Sku {
-        &SKU
-    }
-
-    fn rule(&self, _: ProfileId, signal: SignalId) -> Option<&'static Rule> {
-        RULES.iter().find(|r| r.signal == signal)
-    }
-
-    fn signal_by_name(&self, name: &str) -> Option<SignalId> {
-        (name == "load").then_some(LOAD)
-    }
-
-    fn profile_by_name(&self, name: &str) -> Option<ProfileId> {
-        (name == "standard").then_some(ProfileId(0))
-    }
-}
-
-static PACK: Pack = Pack;
+static PACK: TablePack = TablePack(&SKU);
 
 /// Dispatches one action per tenant and waits until every result is applied.
 fn run_round(rt: &Runtime, dispatcher: &Dispatcher, tenants: &[TenantId]) {

@@ -13,8 +13,8 @@ use ggen_runtime::ledger::memory::MemoryLedger;
 use ggen_runtime::policy::PolicyMemory;
 use ggen_runtime::receipt::Input;
 use ggen_runtime::sku::{
-    ActionDef, ActionId, Adapter, Direction, GovernorTiming, IngressDef, PolicyPack, ProfileDef,
-    ProfileId, Rule, SignalDef, SignalId, Sku,
+    ActionDef, ActionId, Adapter, Direction, GovernorTiming, IngressDef, ProfileDef, ProfileId,
+    Rule, SignalDef, SignalId, Sku, TablePack,
 };
 use ggen_runtime::tenant::{Registry, TenantId};
 
@@ -120,35 +120,7 @@ static SKU: Sku = Sku {
     },
 };
 
-#[derive(Debug)]
-struct Pack;
-
-impl PolicyPack for Pack {
-    fn sku(&self) -> &'static Sku {
-        &SKU
-    }
-
-    fn rule(&self, profile: ProfileId, signal: SignalId) -> Option<&'static Rule> {
-        SKU.profile(profile)
-            .rules
-            .iter()
-            .find(|r| r.signal == signal)
-    }
-
-    fn signal_by_name(&self, name: &str) -> Option<SignalId> {
-        match name {
-            "spend_rate" => Some(SPEND),
-            "spend_spike" => Some(SPIKE),
-            _ => None,
-        }
-    }
-
-    fn profile_by_name(&self, name: &str) -> Option<ProfileId> {
-        (name == "standard").then_some(ProfileId(0))
-    }
-}
-
-static PACK: Pack = Pack;
+static PACK: TablePack = TablePack(&SKU);
 
 /// A mixed reading pattern: calm, warning, intervening, recovering.
 const VALUES: [f64; 16] = [

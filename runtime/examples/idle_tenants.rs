@@ -11,8 +11,8 @@ use ggen_runtime::ledger::Ledger;
 use ggen_runtime::ledger::file::{FileLedger, FileOptions};
 use ggen_runtime::receipt::Input;
 use ggen_runtime::sku::{
-    ActionDef, ActionId, Adapter, Direction, GovernorTiming, IngressDef, PolicyPack, ProfileDef,
-    ProfileId, Rule, SignalDef, SignalId, Sku,
+    ActionDef, ActionId, Adapter, Direction, GovernorTiming, IngressDef, ProfileDef, ProfileId,
+    Rule, SignalDef, SignalId, Sku, TablePack,
 };
 use ggen_runtime::tenant::{Registry, TenantId};
 
@@ -75,25 +75,7 @@ static SKU: Sku = Sku {
     },
 };
 
-#[derive(Debug)]
-struct Pack;
-
-impl PolicyPack for Pack {
-    fn sku(&self) -> &'static Sku {
-        &SKU
-    }
-    fn rule(&self, _: ProfileId, _: SignalId) -> Option<&'static Rule> {
-        Some(&RULES[0])
-    }
-    fn signal_by_name(&self, name: &str) -> Option<SignalId> {
-        (name == "spend_rate").then_some(SignalId(0))
-    }
-    fn profile_by_name(&self, name: &str) -> Option<ProfileId> {
-        (name == "standard").then_some(ProfileId(0))
-    }
-}
-
-static PACK: Pack = Pack;
+static PACK: TablePack = TablePack(&SKU);
 
 fn rss_kib() -> u64 {
     fs_err::read_to_string("/proc/self/status")

@@ -214,3 +214,33 @@ pub trait PolicyPack: Send + Sync + 'static {
     /// Looks up a profile by its spec name.
     fn profile_by_name(&self, name: &str) -> Option<ProfileId>;
 }
+
+/// A [`PolicyPack`] answered by scanning the [`Sku`] tables, for SKUs
+/// written by hand (tests, benches, examples). Generated crates implement
+/// the trait with exhaustive matches instead.
+#[derive(Debug, Clone, Copy)]
+pub struct TablePack(pub &'static Sku);
+
+impl PolicyPack for TablePack {
+    fn sku(&self) -> &'static Sku {
+        self.0
+    }
+
+    fn rule(&self, profile: ProfileId, signal: SignalId) -> Option<&'static Rule> {
+        self.0
+            .profile(profile)
+            .rules
+            .iter()
+            .find(|r| r.signal == signal)
+    }
+
+    fn signal_by_name(&self, name: &str) -> Option<SignalId> {
+        let index = self.0.signals.iter().position(|s| s.name == name)?;
+        u16::try_from(index).ok().map(SignalId)
+    }
+
+    fn profile_by_name(&self, name: &str) -> Option<ProfileId> {
+        let index = self.0.profiles.iter().position(|p| p.name == name)?;
+        u16::try_from(index).ok().map(ProfileId)
+    }
+}

@@ -2,8 +2,8 @@
 
 use super::*;
 use crate::sku::{
-    ActionDef, Adapter, Direction, GovernorTiming, IngressDef, PolicyPack, ProfileDef, Rule,
-    SignalDef, Sku,
+    ActionDef, Adapter, Direction, GovernorTiming, IngressDef, ProfileDef, Rule, SignalDef, Sku,
+    TablePack,
 };
 
 const LOAD: SignalId = SignalId(0);
@@ -72,22 +72,7 @@ static SKU: Sku = Sku {
     },
 };
 
-struct Pack;
-
-impl PolicyPack for Pack {
-    fn sku(&self) -> &'static Sku {
-        &SKU
-    }
-    fn rule(&self, _: ProfileId, signal: SignalId) -> Option<&'static Rule> {
-        RULES.iter().find(|r| r.signal == signal)
-    }
-    fn signal_by_name(&self, name: &str) -> Option<SignalId> {
-        (name == "load").then_some(LOAD)
-    }
-    fn profile_by_name(&self, name: &str) -> Option<ProfileId> {
-        (name == "standard").then_some(ProfileId(0))
-    }
-}
+static PACK: TablePack = TablePack(&SKU);
 
 fn s(secs: i64) -> Timestamp {
     Timestamp(secs * 1000)
@@ -95,7 +80,7 @@ fn s(secs: i64) -> Timestamp {
 
 fn signal(g: &mut Governor, value: f64, at: i64, seq: u64) -> Step {
     g.step(
-        &Pack,
+        &PACK,
         Event::Signal {
             signal: LOAD,
             value,
@@ -108,17 +93,17 @@ fn signal(g: &mut Governor, value: f64, at: i64, seq: u64) -> Step {
 
 #[test]
 fn first_event_leaves_boot_like_stable() {
-    let mut g = Governor::new(&Pack);
+    let mut g = Governor::new(&PACK);
     let step = signal(&mut g, 60.0, 0, 1);
     assert_eq!((step.from, step.to), (State::Boot, State::Warning));
-    let mut g = Governor::new(&Pack);
-    assert_eq!(g.step(&Pack, Event::Timer, s(0), 1), None, "nothing due");
+    let mut g = Governor::new(&PACK);
+    assert_eq!(g.step(&PACK, Event::Timer, s(0), 1), None, "nothing due");
     assert_eq!(g.state(), State::Boot);
 }
 
 #[test]
 fn intervention_timeout_retry_and_recovery() {
-    let mut g = Governor::new(&Pack);
+    let mut g = Governor::new(&PACK);
     let step = signal(&mut g, 120.0, 0, 1);
     assert_eq!(step.to, State::Intervening { deadline: s(10) });
     assert_eq!(
@@ -134,17 +119,17 @@ fn intervention_timeout_retry_and_recovery() {
         (storm.decision.reason, storm.dispatch.len()),
         (Reason::StormGuard, 0)
     );
-    assert_eq!(g.step(&Pack, Event::Timer, s(9), 3), None);
-    let timeout = g.step(&Pack, Event::Timer, s(10), 3).unwrap();
+    assert_eq!(g.step(&PACK, Event::Timer, s(9), 3), None);
+    let timeout = g.step(&PACK, Event::Timer, s(10), 3).unwrap();
     assert_eq!(timeout.to, State::Degraded { retry_at: s(60) });
     assert_eq!(g.due(), Some(s(60)));
     // Retry at 60 is blocked by the 100 s cooldown: re-armed, named.
-    let blocked = g.step(&Pack, Event::Timer, s(60), 4).unwrap();
+    let blocked = g.step(&PACK, Event::Timer, s(60), 4).unwrap();
     assert_eq!(blocked.to, State::Degraded { retry_at: s(110) });
     assert!(
         matches!(blocked.decision.block, Some(Block::Cooldown { until, .. }) if until == s(100))
     );
-    let retry = g.step(&Pack, Event::Timer, s(110), 5).unwrap();
+    let retry = g.step(&PACK, Event::Timer, s(110), 5).unwrap();
     assert_eq!(retry.decision.reason, Reason::DegradedRetry);
     assert_eq!(retry.to, State::Intervening { deadline: s(120) });
     // A stale result (old decision) changes nothing; the right one confirms.
@@ -154,7 +139,7 @@ fn intervention_timeout_retry_and_recovery() {
         ok: true,
     };
     assert_eq!(
-        g.step(&Pack, stale, s(111), 6).unwrap().decision.reason,
+        g.step(&PACK, stale, s(111), 6).unwrap().decision.reason,
         Reason::StaleResult
     );
     let ok = Event::ActionResult {
@@ -162,7 +147,7 @@ fn intervention_timeout_retry_and_recovery() {
         action: ActionId(0),
         ok: true,
     };
-    assert_eq!(g.step(&Pack, ok, s(112), 7).unwrap().to, State::Warning);
+    assert_eq!(g.step(&PACK, ok, s(112), 7).unwrap().to, State::Warning);
     // Two clear readings: stable, and the undo runs once.
     assert_eq!(signal(&mut g, 10.0, 113, 8).to, State::Warning);
     let back = signal(&mut g, 10.0, 114, 9);
@@ -182,7 +167,7 @@ fn intervention_timeout_retry_and_recovery() {
 
 #[test]
 fn refuse_level_and_failed_actions() {
-    let mut g = Governor::new(&Pack);
+    let mut g = Governor::new(&PACK);
     signal(&mut g, 120.0, 0, 1);
     let failed = Event::ActionResult {
         decided: 1,
@@ -190,7 +175,7 @@ fn refuse_level_and_failed_actions() {
         ok: false,
     };
     assert_eq!(
-        g.step(&Pack, failed, s(1), 2).unwrap().to,
+        g.step(&PACK, failed, s(1), 2).unwrap().to,
         State::Degraded { retry_at: s(51) }
     );
     let refused = signal(&mut g, 600.0, 2, 3);
@@ -204,6 +189,6 @@ fn refuse_level_and_failed_actions() {
         (lifted.to, lifted.decision.reason),
         (State::Stable, Reason::RefusalLifted)
     );
-    let reset = g.step(&Pack, Event::Reset, s(5), 6).unwrap();
+    let reset = g.step(&PACK, Event::Reset, s(5), 6).unwrap();
     assert_eq!((reset.from, reset.to), (State::Stable, State::Stable));
 }

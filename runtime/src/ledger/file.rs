@@ -248,7 +248,8 @@ impl FileLedger {
         for (i, &id) in ids.iter().enumerate() {
             let path = dir.join(segment::segment_name(id));
             let buf = fs_err::read(&path).map_err(io_err(&path))?;
-            let tail = segment::walk(&buf, 0, |offset, frame| {
+            let last = i + 1 == ids.len();
+            let tail = segment::walk(&buf, 0, last, |offset, frame| {
                 if checkpoint.as_ref().map(|c| c.position) == Some(segment::pack(id, offset as u32))
                 {
                     checkpoint_records = Some(records);
@@ -288,18 +289,10 @@ impl FileLedger {
                 Ok(())
             })?;
             let mut end = buf.len() as u64;
-            let last = i + 1 == ids.len();
             if last {
                 last_file_len = buf.len() as u64;
             }
             if let Tail::Preallocated { offset } = tail {
-                if !last {
-                    return Err(LedgerError::Corrupt {
-                        path,
-                        offset: offset as u64,
-                        reason: "zero-filled space before the next segment".to_owned(),
-                    });
-                }
                 end = offset as u64;
             }
             if let Tail::Damaged {
@@ -488,7 +481,9 @@ impl FileLedger {
             if id == last {
                 buf.truncate(end_offset as usize);
             }
-            let tail = segment::walk(&buf, offset as usize, |_, frame| visit(&record_of(&frame)))?;
+            let tail = segment::walk(&buf, offset as usize, id == last, |_, frame| {
+                visit(&record_of(&frame))
+            })?;
             if let Tail::Damaged { offset, reason, .. } = tail {
                 return Err(LedgerError::Corrupt {
                     path,

@@ -53,7 +53,8 @@ pub(super) fn verify_up_to(dir: &Path, end: Option<u64>) -> Result<VerifyReport,
                 buf.truncate(end_offset as usize);
             }
         }
-        let walked = segment::walk::<Infallible>(&buf, 0, |offset, frame| {
+        let last = i + 1 == ids.len() || end.is_some_and(|e| segment::unpack(e).0 == id);
+        let walked = segment::walk::<Infallible>(&buf, 0, last, |offset, frame| {
             if checkpoint.as_ref().map(|c| c.position) == Some(segment::pack(id, offset as u32)) {
                 checkpoint_seen |= checkpoint.as_ref().is_some_and(|c| c.records == records);
             }
@@ -61,21 +62,9 @@ pub(super) fn verify_up_to(dir: &Path, end: Option<u64>) -> Result<VerifyReport,
             records += 1;
             Ok(())
         });
-        let last = i + 1 == ids.len() || end.is_some_and(|e| segment::unpack(e).0 == id);
         let end = match walked.unwrap_or_else(|never| match never {}) {
             Tail::Clean => buf.len(),
-            Tail::Preallocated { offset } if last => offset,
-            Tail::Preallocated { offset } => {
-                verifier.bad(
-                    String::new(),
-                    0,
-                    format!(
-                        "corrupt frame in `{}` at offset `{offset}`: zero-filled space before the next segment",
-                        path.display()
-                    ),
-                );
-                return Ok(verifier.report());
-            }
+            Tail::Preallocated { offset } => offset,
             Tail::Damaged {
                 offset,
                 reason,
@@ -145,22 +134,20 @@ pub fn scan_dir(
 ) -> Result<(), LedgerError> {
     let dir = dir.as_ref();
     let ids = list_segments(dir)?;
-    let last = ids.last().copied().unwrap_or_default();
+    let last = ids.last().copied();
     for id in ids {
         let path = dir.join(segment::segment_name(id));
         let buf = fs_err::read(&path).map_err(io_err(&path))?;
-        let walked = segment::walk(&buf, 0, |_, frame| visit(&record_of(&frame)))?;
-        let (offset, reason) = match walked {
-            Tail::Clean => continue,
-            Tail::Preallocated { .. } if id == last => continue,
-            Tail::Preallocated { offset } => (offset, "zero-filled space before the next segment"),
-            Tail::Damaged { offset, reason, .. } => (offset, reason),
-        };
-        return Err(LedgerError::Corrupt {
-            path,
-            offset: offset as u64,
-            reason: reason.to_string(),
-        });
+        let walked = segment::walk(&buf, 0, Some(id) == last, |_, frame| {
+            visit(&record_of(&frame))
+        })?;
+        if let Tail::Damaged { offset, reason, .. } = walked {
+            return Err(LedgerError::Corrupt {
+                path,
+                offset: offset as u64,
+                reason: reason.to_string(),
+            });
+        }
     }
     Ok(())
 }

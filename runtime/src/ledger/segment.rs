@@ -141,8 +141,8 @@ pub(crate) enum Tail {
     /// Every byte belongs to a valid frame.
     Clean,
     /// Valid frames end at `offset` and only zero bytes follow: space the
-    /// writer filled ahead of its appends (legitimate only at the end of the
-    /// last segment; a closed segment is cut to its last frame).
+    /// writer filled ahead of its appends (only the last segment has any; a
+    /// closed segment is cut to its last frame).
     Preallocated { offset: usize },
     /// Damage at `offset`; `valid_after` says whether any valid frame follows it.
     Damaged {
@@ -154,9 +154,12 @@ pub(crate) enum Tail {
 
 /// Walks the frames of `buf` from `start`, calling `visit(offset, frame)`
 /// until the end or the first damage; a `visit` error stops the walk.
+/// `last`: whether `buf` is the last segment, the only one whose frames may
+/// be followed by preallocated zeros (elsewhere zeros would hide records).
 pub(crate) fn walk<'a, E>(
     buf: &'a [u8],
     start: usize,
+    last: bool,
     mut visit: impl FnMut(usize, Frame<'a>) -> Result<(), E>,
 ) -> Result<Tail, E> {
     let mut at = start;
@@ -167,7 +170,15 @@ pub(crate) fn walk<'a, E>(
                 at += frame.len;
             }
             Err(_) if buf[at..].iter().all(|&b| b == 0) => {
-                return Ok(Tail::Preallocated { offset: at });
+                return Ok(if last {
+                    Tail::Preallocated { offset: at }
+                } else {
+                    Tail::Damaged {
+                        offset: at,
+                        reason: "zero-filled space before the next segment",
+                        valid_after: false,
+                    }
+                });
             }
             Err(err) => {
                 let reason = match err {
@@ -304,7 +315,7 @@ mod tests {
         buf.extend(frame("a", 3, b"three"));
         let count = |buf: &[u8]| {
             let mut n = 0;
-            let tail = walk::<()>(buf, 0, |_, _| {
+            let tail = walk::<()>(buf, 0, true, |_, _| {
                 n += 1;
                 Ok(())
             })

@@ -15,7 +15,7 @@ use super::pack::{PackSpec, TestPack, action};
 
 /// A pack whose only action is `run` with these params.
 fn pack(params: serde_json::Value, timeout_ms: u32, retries: u32) -> &'static TestPack {
-    TestPack::leak(PackSpec {
+    PackSpec {
         actions: vec![action(
             "run",
             Adapter::Command,
@@ -28,7 +28,8 @@ fn pack(params: serde_json::Value, timeout_ms: u32, retries: u32) -> &'static Te
         cooldown_s: 0,
         intervention_timeout_s: 30,
         recovery_evaluations: 1,
-    })
+    }
+    .leak()
 }
 
 async fn run(params: serde_json::Value, timeout_ms: u32, retries: u32) -> Report {

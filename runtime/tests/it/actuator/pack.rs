@@ -2,8 +2,8 @@
 //! name the port of a test server.
 
 use ggen_runtime::sku::{
-    ActionDef, ActionId, Adapter, Direction, GovernorTiming, IngressDef, PolicyPack, ProfileDef,
-    ProfileId, Rule, SignalDef, SignalId, Sku,
+    ActionDef, ActionId, Adapter, Direction, GovernorTiming, IngressDef, ProfileDef, ProfileId,
+    Rule, SignalDef, SignalId, Sku, TablePack,
 };
 
 /// The only signal: `load`, higher is worse (warn 50, intervene 100, clear 40).
@@ -31,14 +31,12 @@ pub struct PackSpec {
 }
 
 /// A leaked policy pack over a run-time SKU.
-#[derive(Debug)]
-pub struct TestPack {
-    sku: &'static Sku,
-}
+pub type TestPack = TablePack;
 
-impl TestPack {
-    /// Builds and leaks the SKU of `spec`.
-    pub fn leak(spec: PackSpec) -> &'static TestPack {
+impl PackSpec {
+    /// Builds and leaks the SKU of this spec.
+    pub fn leak(self) -> &'static TestPack {
+        let spec = self;
         let actions: &'static [ActionDef] = Vec::leak(spec.actions);
         let rule_actions: &'static [ActionId] =
             Vec::leak(spec.rule_actions.into_iter().map(ActionId).collect());
@@ -80,29 +78,7 @@ impl TestPack {
                 max_body_bytes: 1 << 20,
             },
         }));
-        Box::leak(Box::new(TestPack { sku }))
-    }
-}
-
-impl PolicyPack for TestPack {
-    fn sku(&self) -> &'static Sku {
-        self.sku
-    }
-
-    fn rule(&self, profile: ProfileId, signal: SignalId) -> Option<&'static Rule> {
-        self.sku
-            .profile(profile)
-            .rules
-            .iter()
-            .find(|r| r.signal == signal)
-    }
-
-    fn signal_by_name(&self, name: &str) -> Option<SignalId> {
-        (name == "load").then_some(LOAD)
-    }
-
-    fn profile_by_name(&self, name: &str) -> Option<ProfileId> {
-        (name == "standard").then_some(ProfileId(0))
+        Box::leak(Box::new(TablePack(sku)))
     }
 }
 
@@ -132,7 +108,7 @@ pub fn webhook_pack(
     retries: u32,
     cooldown_s: u32,
 ) -> &'static TestPack {
-    TestPack::leak(PackSpec {
+    PackSpec {
         actions: vec![
             action(
                 "throttle",
@@ -155,5 +131,6 @@ pub fn webhook_pack(
         cooldown_s,
         intervention_timeout_s: 30,
         recovery_evaluations: 1,
-    })
+    }
+    .leak()
 }

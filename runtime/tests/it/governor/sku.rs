@@ -1,8 +1,8 @@
 //! A small test SKU as static tables, and its `PolicyPack`.
 
 use ggen_runtime::sku::{
-    ActionDef, ActionId, Adapter, Direction, GovernorTiming, IngressDef, PolicyPack, ProfileDef,
-    ProfileId, Rule, SignalDef, SignalId, Sku,
+    ActionDef, ActionId, Adapter, Direction, GovernorTiming, IngressDef, ProfileDef, ProfileId,
+    Rule, SignalDef, SignalId, Sku, TablePack,
 };
 
 /// `load`: higher is worse.
@@ -137,48 +137,16 @@ const fn sku(id: &'static str, entitlement_required: bool, max_tenants: u32) -> 
 }
 
 /// A policy pack over one of the test SKUs.
-#[derive(Debug)]
-pub struct TestPack {
-    sku: &'static Sku,
-}
-
-impl PolicyPack for TestPack {
-    fn sku(&self) -> &'static Sku {
-        self.sku
-    }
-
-    fn rule(&self, profile: ProfileId, signal: SignalId) -> Option<&'static Rule> {
-        self.sku
-            .profile(profile)
-            .rules
-            .iter()
-            .find(|r| r.signal == signal)
-    }
-
-    fn signal_by_name(&self, name: &str) -> Option<SignalId> {
-        match name {
-            "load" => Some(LOAD),
-            "avail" => Some(AVAIL),
-            _ => None,
-        }
-    }
-
-    fn profile_by_name(&self, name: &str) -> Option<ProfileId> {
-        match name {
-            "standard" => Some(ProfileId(0)),
-            "relaxed" => Some(ProfileId(1)),
-            _ => None,
-        }
-    }
-}
+/// The test SKUs' policy pack.
+pub type TestPack = TablePack;
 
 static OPEN_SKU: Sku = sku("test_guard", false, 1000);
 static ENTITLED_SKU: Sku = sku("test_guard_paid", true, 1000);
 static TINY_SKU: Sku = sku("test_guard_tiny", false, 3);
 
 /// Entitlement not required.
-pub static OPEN: TestPack = TestPack { sku: &OPEN_SKU };
+pub static OPEN: TestPack = TablePack(&OPEN_SKU);
 /// Entitlement required.
-pub static ENTITLED: TestPack = TestPack { sku: &ENTITLED_SKU };
+pub static ENTITLED: TestPack = TablePack(&ENTITLED_SKU);
 /// At most three tenants.
-pub static TINY: TestPack = TestPack { sku: &TINY_SKU };
+pub static TINY: TestPack = TablePack(&TINY_SKU);

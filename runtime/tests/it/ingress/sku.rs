@@ -2,8 +2,8 @@
 //! an action with an undo, a Pub/Sub OIDC audience and a small body limit.
 
 use ggen_runtime::sku::{
-    ActionDef, ActionId, Adapter, Direction, GovernorTiming, IngressDef, PolicyPack, ProfileDef,
-    ProfileId, Rule, SignalDef, SignalId, Sku,
+    ActionDef, ActionId, Adapter, Direction, GovernorTiming, IngressDef, ProfileDef, ProfileId,
+    Rule, SignalDef, SignalId, Sku, TablePack,
 };
 
 /// The audience Pub/Sub OIDC tokens must name.
@@ -90,40 +90,10 @@ const fn sku(id: &'static str, max_tenants: u32) -> Sku {
     }
 }
 
-/// The test pack.
-#[derive(Debug)]
-pub struct Pack(&'static Sku);
-
-impl PolicyPack for Pack {
-    fn sku(&self) -> &'static Sku {
-        self.0
-    }
-
-    fn rule(&self, profile: ProfileId, signal: SignalId) -> Option<&'static Rule> {
-        self.0
-            .profile(profile)
-            .rules
-            .iter()
-            .find(|r| r.signal == signal)
-    }
-
-    fn signal_by_name(&self, name: &str) -> Option<SignalId> {
-        (name == "load").then_some(SignalId(0))
-    }
-
-    fn profile_by_name(&self, name: &str) -> Option<ProfileId> {
-        match name {
-            "standard" => Some(ProfileId(0)),
-            "enterprise" => Some(ProfileId(1)),
-            _ => None,
-        }
-    }
-}
-
 static GUARD_SKU: Sku = sku("ingress_guard", 10_000);
 static TINY_SKU: Sku = sku("ingress_guard_tiny", 2);
 
 /// Up to 10 000 tenants.
-pub static GUARD: Pack = Pack(&GUARD_SKU);
+pub static GUARD: TablePack = TablePack(&GUARD_SKU);
 /// At most two tenants.
-pub static TINY: Pack = Pack(&TINY_SKU);
+pub static TINY: TablePack = TablePack(&TINY_SKU);
