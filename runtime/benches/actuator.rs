@@ -92,6 +92,7 @@ fn run_round(rt: &Runtime, dispatcher: &Dispatcher, tenants: &[TenantId]) {
     rt.block_on(async {
         for tenant in tenants {
             let input = Input::Signal {
+                observed: None,
                 signal: LOAD,
                 value: 150.0,
                 id: None,

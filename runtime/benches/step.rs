@@ -213,6 +213,7 @@ fn registry(c: &mut Criterion) {
                         .apply(
                             tenant,
                             Input::Signal {
+                                observed: None,
                                 signal: SPEND,
                                 value,
                                 id: None,

@@ -1,5 +1,6 @@
 //! Memory of idle tenants: creates N tenants (default 100 000) through the
-//! registry on a file ledger (one signal each, as the service would), then
+//! registry on a file ledger (one signal each with a message id, as Pub/Sub
+//! push would deliver it, so the dedupe window holds one id each), then
 //! prints the process RSS (`VmRSS`) and the registry's own estimate.
 //!
 //! `cargo run --release -p ggen-runtime --example idle_tenants -- 100000`
@@ -106,9 +107,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for i in 0..n {
         let tenant = TenantId::new(&format!("tenant-{i:07}"))?;
         let input = Input::Signal {
+            observed: None,
             signal: SignalId(0),
             value: 10.0,
-            id: None,
+            id: Some(format!("message-{i:016}")),
         };
         last = registry.apply(&tenant, input, at)?.ticket;
     }

@@ -51,6 +51,24 @@ impl Timestamp {
     }
 }
 
+/// Serde for timestamps as plain milliseconds (checkpoints: any `i64`
+/// round-trips, unlike RFC 3339 text): `#[serde(with = "crate::clock::millis")]`.
+pub mod millis {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::Timestamp;
+
+    /// Writes the milliseconds.
+    pub fn serialize<S: Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_i64(t.as_millis())
+    }
+
+    /// Reads the milliseconds.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
+        i64::deserialize(d).map(Timestamp)
+    }
+}
+
 /// RFC 3339 text of a timestamp in years 0000–9999, built on the stack.
 struct Rfc3339Text {
     buf: [u8; 24],

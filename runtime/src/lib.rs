@@ -19,6 +19,7 @@
 //! - [`entitlement`]: the marketplace entitlement state machine.
 //! - [`receipt`]: what a decision looks like on the ledger.
 //! - [`report`]: an error and its causes, for logs and messages.
+//! - [`signature`]: timestamped HMAC signatures (`X-Ggen-Signature`).
 //! - [`replay`]: recorded signals (JSON Lines) through the live code path.
 //! - [`canonical`]: RFC 8785 canonical JSON.
 //! - [`ledger`]: per-tenant hash chains; `memory` and `file` backends.
@@ -37,6 +38,7 @@ pub mod policy;
 pub mod receipt;
 pub mod replay;
 pub mod report;
+pub mod signature;
 pub mod sku;
 pub mod tenant;
 

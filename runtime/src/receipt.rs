@@ -73,6 +73,9 @@ pub enum Input {
         value: f64,
         /// Dedupe id (signal id or Pub/Sub `messageId`).
         id: Option<String>,
+        /// When the sender says it measured the reading (its `at`, or the
+        /// Pub/Sub publish time): recorded, never decided on.
+        observed: Option<Timestamp>,
     },
     /// A marketplace entitlement event.
     Entitlement {
@@ -82,6 +85,8 @@ pub enum Input {
         id: Option<String>,
         /// The profile the plan maps to, if the event names one.
         plan: Option<ProfileId>,
+        /// When the sender says the event happened: recorded, never decided on.
+        observed: Option<Timestamp>,
     },
     /// The outcome of a dispatched action, after the actuator's retries.
     ActionResult {
@@ -243,7 +248,8 @@ pub struct Receipt<'a> {
     pub tenant: &'a TenantId,
     /// Its position in the chain (from 1).
     pub seq: u64,
-    /// When (the input's time).
+    /// When it was decided: the deciding clock (the server's, or the
+    /// replayed line's), never earlier than the tenant's previous receipt.
     pub at: Timestamp,
     /// Hash of the previous receipt (genesis: zeros).
     pub prev: &'a [u8; 32],
@@ -280,6 +286,8 @@ struct EventDoc<'a> {
     idempotency_key: Option<Cow<'a, str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     input: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    observed_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     ok: Option<bool>,
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
@@ -508,14 +516,22 @@ impl Receipt<'_> {
                         signal,
                         value: v,
                         id,
+                        observed,
                     } => {
                         event.id = id.as_deref().map(Cow::Borrowed);
+                        event.observed_at = *observed;
                         event.signal = Some(Cow::Borrowed(sku.signal(*signal).name));
                         event.value = Some(Cow::Owned(decimal(*v)));
                         value = Some(*v);
                     }
-                    Input::Entitlement { event: e, id, plan } => {
+                    Input::Entitlement {
+                        event: e,
+                        id,
+                        plan,
+                        observed,
+                    } => {
                         event.id = id.as_deref().map(Cow::Borrowed);
+                        event.observed_at = *observed;
                         event.entitlement = Some(Cow::Borrowed(e.as_str()));
                         event.plan = plan.map(|p| Cow::Borrowed(sku.profile(p).name));
                     }
@@ -675,6 +691,7 @@ pub fn parse(pack: &dyn PolicyPack, bytes: &[u8]) -> Result<Parsed, ReceiptError
                     signal,
                     value,
                     id: owned(event.id),
+                    observed: event.observed_at,
                 })
             }
             Kind::Entitlement => {
@@ -696,6 +713,7 @@ pub fn parse(pack: &dyn PolicyPack, bytes: &[u8]) -> Result<Parsed, ReceiptError
                     event: e,
                     id: owned(event.id),
                     plan,
+                    observed: event.observed_at,
                 })
             }
             Kind::ActionResult => {

@@ -349,6 +349,8 @@ fn feed(
                     signal: sid,
                     value,
                     id,
+                    // The line's time is the replay's clock, not an observation.
+                    observed: None,
                 },
                 None,
             ),
@@ -373,6 +375,7 @@ fn feed(
                     event: parsed,
                     id,
                     plan: profile,
+                    observed: None,
                 },
                 None,
             )
@@ -380,7 +383,7 @@ fn feed(
     };
     let applied = match registry.apply(&tenant, input, at) {
         Ok(applied) => applied,
-        Err(e @ RegistryError::TooManyTenants { .. }) => {
+        Err(e @ (RegistryError::TooManyTenants { .. } | RegistryError::DedupeFull { .. })) => {
             return Err(Failure::Bad(bad(e.to_string())));
         }
         Err(e) => return Err(Failure::Fatal(e)),

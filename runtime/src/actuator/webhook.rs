@@ -4,7 +4,9 @@
 //! (keys sorted), the same bytes on every attempt. Headers:
 //! `Idempotency-Key: <key>` (the same on every attempt, so the target can
 //! drop repeats) and, when a secret is configured,
-//! `X-Ggen-Signature: sha256=<hex HMAC-SHA256 of the exact body>`.
+//! `X-Ggen-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>." ‖ body>`
+//! (see [`crate::signature`]; `t` is the attempt's wall-clock time, so the
+//! receiver can refuse a captured request replayed later).
 //!
 //! Target URL: the action's `params.url` when the spec names one, else
 //! `GOVERNOR_WEBHOOK_URL`. Secret: `GOVERNOR_WEBHOOK_SECRET` (an empty value
@@ -17,13 +19,12 @@
 use crate::report::error_chain;
 use std::sync::Once;
 
-use hmac::{Hmac, KeyInit, Mac};
 use serde::Serialize;
 use serde_json::{Map, Value};
-use sha2::Sha256;
 
 use super::{ActionCall, Actuator, ActuatorError, BoxFuture, Outcome};
 use crate::clock::Timestamp;
+use crate::signature::SigningKey;
 
 /// Environment variable naming the default webhook URL.
 pub const URL_ENV: &str = "GOVERNOR_WEBHOOK_URL";
@@ -91,14 +92,6 @@ pub fn body(call: &ActionCall) -> Vec<u8> {
     serde_json::to_vec(&body).unwrap_or_default()
 }
 
-/// `sha256=<lowercase hex HMAC-SHA256 of body keyed by secret>`.
-pub fn signature(secret: &[u8], body: &[u8]) -> String {
-    let mut mac =
-        <Hmac<Sha256> as KeyInit>::new_from_slice(secret).expect("hmac accepts any key length");
-    mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
-}
-
 /// Whether an HTTP status is worth another attempt.
 pub fn retryable_status(status: u16) -> bool {
     matches!(status, 408 | 429 | 500..=599)
@@ -156,7 +149,8 @@ impl WebhookActuator {
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(IDEMPOTENCY_HEADER, &call.idempotency_key);
         if let Some(secret) = &self.config.secret {
-            request = request.header(SIGNATURE_HEADER, signature(secret, &body));
+            let signature = SigningKey::new(secret).sign(&body, Timestamp::now());
+            request = request.header(SIGNATURE_HEADER, signature);
         }
         match request.body(body).send().await {
             Ok(response) => {
@@ -186,15 +180,6 @@ impl Actuator for WebhookActuator {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn signature_matches_rfc_4231_case_2() {
-        // RFC 4231 test case 2: key "Jefe", data "what do ya want for nothing?".
-        assert_eq!(
-            signature(b"Jefe", b"what do ya want for nothing?"),
-            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-        );
-    }
 
     #[test]
     fn statuses_map_to_retry_or_not() {

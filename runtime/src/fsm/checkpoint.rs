@@ -5,21 +5,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::sku::{ActionId, ProfileId};
 
-/// Timestamps in checkpoints as plain milliseconds (any `i64` round-trips,
-/// unlike RFC 3339 text).
-pub(super) mod millis {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    use crate::clock::Timestamp;
-
-    pub fn serialize<S: Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_i64(t.as_millis())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
-        i64::deserialize(d).map(Timestamp)
-    }
-}
+/// Timestamps in checkpoints as plain milliseconds.
+pub(super) use crate::clock::millis;
 
 // Serde for the id newtypes, so governors can be checkpointed.
 

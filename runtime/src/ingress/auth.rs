@@ -16,7 +16,6 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
-use hmac::{KeyInit, Mac};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, Validation};
 use serde::Deserialize;
@@ -24,6 +23,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::error::IngressError;
+use crate::clock::Timestamp;
+pub use crate::signature::SigningKey;
 use jwks::{Keys, Remote, decode_keys};
 
 mod jwks;
@@ -42,11 +43,11 @@ pub const ENV_MARKETPLACE_SECRET: &str = "GOVERNOR_MARKETPLACE_SECRET";
 /// The JWKS (a file, or an `https://` URL) of the keys that sign Pub/Sub OIDC tokens.
 pub const ENV_OIDC_JWKS: &str = "GOVERNOR_OIDC_JWKS";
 /// The header carrying a marketplace event's signature.
-pub const SIGNATURE_HEADER: &str = "x-ggen-signature";
+pub const SIGNATURE_HEADER: &str = crate::signature::HEADER;
+/// How far a marketplace signature's timestamp may be from the server's clock.
+pub const SIGNATURE_TOLERANCE_SECS: i64 = crate::signature::DEFAULT_TOLERANCE_SECS;
 /// Issuers of Google-signed OIDC tokens.
 pub const GOOGLE_ISSUERS: [&str; 2] = ["https://accounts.google.com", "accounts.google.com"];
-
-type HmacSha256 = hmac::Hmac<Sha256>;
 
 /// Why the authentication configuration could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -161,45 +162,6 @@ impl Secret {
     pub fn matches(&self, candidate: &str) -> bool {
         let digest: [u8; 32] = Sha256::digest(candidate.as_bytes()).into();
         bool::from(self.0.ct_eq(&digest))
-    }
-}
-
-/// The marketplace HMAC key.
-#[derive(Clone)]
-pub struct HmacKey(Vec<u8>);
-
-impl std::fmt::Debug for HmacKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("HmacKey(..)")
-    }
-}
-
-impl HmacKey {
-    /// Wraps the raw key bytes.
-    pub fn new(key: &[u8]) -> HmacKey {
-        HmacKey(key.to_vec())
-    }
-
-    /// `sha256=<hex>`: the signature header value of `body` (also used by tests and senders).
-    pub fn sign(&self, body: &[u8]) -> String {
-        let mut mac = <HmacSha256 as KeyInit>::new_from_slice(&self.0)
-            .unwrap_or_else(|_| unreachable!("hmac accepts keys of any length"));
-        mac.update(body);
-        format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
-    }
-
-    /// Whether `header` (`sha256=<hex>`) is the HMAC of `body` (constant time).
-    pub fn verify(&self, header: &str, body: &[u8]) -> bool {
-        let Some(signature) = header
-            .strip_prefix("sha256=")
-            .and_then(|hex_text| hex::decode(hex_text.trim()).ok())
-        else {
-            return false;
-        };
-        let mut mac = <HmacSha256 as KeyInit>::new_from_slice(&self.0)
-            .unwrap_or_else(|_| unreachable!("hmac accepts keys of any length"));
-        mac.update(body);
-        mac.verify_slice(&signature).is_ok()
     }
 }
 
@@ -366,7 +328,7 @@ pub struct Auth {
     /// Operator token for resets.
     pub admin: Option<Secret>,
     /// Marketplace HMAC key.
-    pub marketplace: Option<HmacKey>,
+    pub marketplace: Option<SigningKey>,
     /// Pub/Sub OIDC verification.
     pub oidc: Option<Oidc>,
     /// No token and no OIDC: `/v1/*` and `/pubsub/push` are open (local experiments only).
@@ -402,7 +364,7 @@ impl Auth {
         let token = env_secret(ENV_AUTH_TOKEN)?.as_deref().map(Secret::new);
         let admin = env_secret(ENV_ADMIN_TOKEN)?.as_deref().map(Secret::new);
         let marketplace =
-            env_secret(ENV_MARKETPLACE_SECRET)?.map(|key| HmacKey::new(key.as_bytes()));
+            env_secret(ENV_MARKETPLACE_SECRET)?.map(|key| SigningKey::new(key.as_bytes()));
         // Last: everything that needs no network is checked before the fetch.
         let oidc = match (jwks, audience) {
             (Some(source), Some(audience)) => {
@@ -474,14 +436,18 @@ impl Auth {
         }
     }
 
-    /// Checks the `X-Ggen-Signature` of a marketplace event over its raw body.
+    /// Checks the `X-Ggen-Signature` of a marketplace event over its raw
+    /// body, against the server's clock (see [`crate::signature`]).
     pub fn marketplace(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), IngressError> {
         let given = headers
             .get(SIGNATURE_HEADER)
             .map(|v| v.to_str().unwrap_or_default());
         match (&self.marketplace, given) {
-            (Some(key), Some(given)) if key.verify(given, body) => Ok(()),
-            (Some(_), Some(_)) => Err(wrong("marketplace signature")),
+            (Some(key), Some(given)) => key
+                .verify(given, body, Timestamp::now(), SIGNATURE_TOLERANCE_SECS)
+                .map_err(|e| IngressError::Unauthorized {
+                    detail: format!("marketplace signature refused: {e}"),
+                }),
             (Some(_), None) => Err(IngressError::Unauthorized {
                 detail: "missing `X-Ggen-Signature` header".to_owned(),
             }),
@@ -559,17 +525,6 @@ mod tests {
         assert!(secret.matches("s3cret"));
         assert!(!secret.matches("s3cret "));
         assert!(!secret.matches(""));
-    }
-
-    #[test]
-    fn hmac_signatures_verify_only_for_the_same_body_and_key() {
-        let key = HmacKey::new(b"key");
-        let signature = key.sign(b"body");
-        assert!(key.verify(&signature, b"body"));
-        assert!(!key.verify(&signature, b"body!"));
-        assert!(!HmacKey::new(b"other").verify(&signature, b"body"));
-        assert!(!key.verify(signature.trim_start_matches("sha256="), b"body"));
-        assert!(!key.verify("sha256=zz", b"body"));
     }
 
     #[test]

@@ -52,6 +52,14 @@ pub enum IngressError {
         tenant: String,
     },
     /// No such route or tenant.
+    /// A tenant's dedupe window holds as many new ids as it may (429).
+    #[error("{detail}")]
+    DedupeFull {
+        /// What happened, naming the tenant and the bound.
+        detail: String,
+        /// Seconds until room comes back (`Retry-After`).
+        retry_after: u64,
+    },
     #[error("{detail}")]
     NotFound {
         /// What was not found.
@@ -128,6 +136,7 @@ impl IngressError {
             IngressError::Forbidden { .. } | IngressError::TenantLimit { .. } => {
                 StatusCode::FORBIDDEN
             }
+            IngressError::DedupeFull { .. } => StatusCode::TOO_MANY_REQUESTS,
             IngressError::NotFound { .. } => StatusCode::NOT_FOUND,
             IngressError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             IngressError::Conflict { .. } => StatusCode::CONFLICT,
@@ -150,6 +159,7 @@ impl IngressError {
             IngressError::Unauthorized { .. } => "unauthorized",
             IngressError::Forbidden { .. } => "forbidden",
             IngressError::TenantLimit { .. } => "tenant_limit",
+            IngressError::DedupeFull { .. } => "dedupe_full",
             IngressError::NotFound { .. } => "not_found",
             IngressError::MethodNotAllowed { .. } => "method_not_allowed",
             IngressError::Conflict { .. } => "conflict",
@@ -212,6 +222,9 @@ impl IntoResponse for IngressError {
             IngressError::Overloaded { .. } | IngressError::ShuttingDown => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
+            IngressError::DedupeFull { retry_after, .. } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+            }
             _ => {}
         }
         response
@@ -235,6 +248,10 @@ mod tests {
                 tenant: "t".into(),
             },
             IngressError::Conflict { detail: "x".into() },
+            IngressError::DedupeFull {
+                detail: "x".into(),
+                retry_after: 1,
+            },
         ];
         for error in bad {
             assert!(error.status().is_client_error(), "{error:?}");

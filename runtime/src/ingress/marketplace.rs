@@ -49,7 +49,7 @@ pub(crate) async fn post(
     let event: EventBody = body::parse(&raw)?;
     signals::check_id(Some(&event.id))?;
     let tenant = signals::parse_tenant(&event.tenant)?;
-    let at = signals::parse_at(event.at.as_deref(), Timestamp::now())?;
+    let observed = signals::parse_at(event.at.as_deref())?;
     let kind: EntitlementEvent = event
         .event
         .parse()
@@ -68,10 +68,11 @@ pub(crate) async fn post(
         event: kind,
         id: Some(event.id),
         plan,
+        observed,
     };
     let mut applied = state
         .registry
-        .apply(&tenant, input, at)
+        .apply(&tenant, input, Timestamp::now())
         .map_err(|e| state.registry_error(e))?;
     state.durable(applied.ticket.take(), started).await?;
     state.dispatch(&mut applied);

@@ -7,7 +7,9 @@
 //! Series (all prefixed `governor_`):
 //! - `signals_total{signal, outcome}`: `accepted`, `duplicate`, `rejected`;
 //! - `decisions_total{level}`: the tenant's level after each accepted signal;
-//! - `transitions_total{from, to}`: state changes caused by requests;
+//! - `transitions_total{from, to}`: every state change the registry wrote
+//!   (signals, timers, action results, entitlement events, resets), sampled
+//!   from the registry when scraped;
 //! - `actions_total{action}`: actions dispatched;
 //! - `action_results_total{outcome}`: `ok`, `failed`, `rejected` (queue
 //!   full), sampled from the actuator when scraped;
@@ -158,14 +160,6 @@ impl Metrics {
         self.decisions[index].increment(1);
     }
 
-    /// Counts a state change from the state at index `from` of
-    /// [`State::NAMES`] (nothing when it is `to`'s).
-    pub fn transition(&self, from: State, to: State) {
-        if from.index() != to.index() {
-            self.transitions[from.index()][to.index()].increment(1);
-        }
-    }
-
     /// Counts one dispatched action.
     pub fn dispatched(&self, action: ActionId) {
         if let Some(counter) = self.actions.get(usize::from(action.0)) {
@@ -194,6 +188,11 @@ impl Metrics {
     pub fn render(&self, registry: &Registry, actuator: Option<&Dispatcher>) -> String {
         for (gauge, (_, count)) in self.tenants.iter().zip(registry.states_count()) {
             gauge.set(count as f64);
+        }
+        for (row, counts) in self.transitions.iter().zip(registry.transitions()) {
+            for (counter, count) in row.iter().zip(counts) {
+                counter.absolute(count);
+            }
         }
         if let Some(stats) = actuator.map(Dispatcher::stats) {
             let [ok, failed, rejected] = &self.results;

@@ -3,8 +3,9 @@
 //! The envelope is `{"message":{"data":BASE64,"attributes":{…},"messageId":…,
 //! "publishTime":…},"subscription":…}`; Google sends both camelCase and
 //! snake_case spellings of the id and time, either is accepted. `data`
-//! decodes to `{"signal":…,"value":…,"at"?:…}` (`at` defaults to the publish
-//! time); the tenant is the message attribute named by the SKU's
+//! decodes to `{"signal":…,"value":…,"at"?:…}` (`at`, or else the publish
+//! time, is recorded as the observation time; decisions use the server's
+//! clock); the tenant is the message attribute named by the SKU's
 //! `tenant_attribute`; the message id is the dedupe id. Answered 204 once the
 //! receipt is durable: Pub/Sub redelivers anything not acknowledged, and the
 //! redelivery is dropped as a duplicate.
@@ -23,7 +24,6 @@ use super::body;
 use super::error::IngressError;
 use super::signals::{self, Reading};
 use super::state::AppState;
-use crate::clock::Timestamp;
 
 /// The push envelope (`subscription` and unknown fields such as
 /// `deliveryAttempt` are ignored).
@@ -92,10 +92,10 @@ fn reading(state: &AppState, envelope: Envelope) -> Result<Reading, IngressError
             .ok_or_else(|| IngressError::bad("`message.data` is missing"))?,
     )?;
     let published = message.publish_time_camel.or(message.publish_time_snake);
-    let published = signals::parse_at(published.as_deref(), Timestamp::now())?;
+    let published = signals::parse_at(published.as_deref())?;
     Ok(Reading {
         tenant,
-        at: signals::parse_at(data.at.as_deref(), published)?,
+        observed: signals::parse_at(data.at.as_deref())?.or(published),
         signal: data.signal,
         value: data.value,
         id: Some(id),

@@ -15,14 +15,19 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
-use super::auth::{Auth, AuthError, JwksSource};
+use super::auth::{Auth, AuthError, JwksSource, SIGNATURE_TOLERANCE_SECS};
 use super::state::{AppState, Options};
 use crate::actuator::{ActuatorError, ActuatorMode, Actuators, Dispatcher, DispatcherOptions};
 use crate::ledger::file::{FileLedger, FileOptions};
 use crate::ledger::{Ledger, LedgerError};
 use crate::report::error_chain;
 use crate::sku::PolicyPack;
-use crate::tenant::{Registry, RegistryError};
+use crate::tenant::{DEFAULT_CAPACITY, DEFAULT_WINDOW, DedupeOptions, Registry, RegistryError};
+
+/// The shortest `--dedupe-window`: a signed marketplace event is accepted
+/// while its timestamp is within the tolerance either side of the server's
+/// clock, so its id must be remembered for twice that.
+pub const MIN_DEDUPE_WINDOW_SECS: u64 = 2 * SIGNATURE_TOLERANCE_SECS as u64;
 
 /// How often the background checkpointer compares the append count with `--checkpoint-every`.
 pub const CHECKPOINT_POLL: Duration = Duration::from_secs(10);
@@ -85,6 +90,17 @@ pub struct ServeArgs {
     /// appended since the last one (checked every 10 s; 0: only at shutdown).
     #[arg(long, value_name = "N", default_value_t = 200_000)]
     pub checkpoint_every: u64,
+    /// How long event ids (Pub/Sub `messageId`, signal and marketplace
+    /// `id`) are remembered to drop redeliveries, in seconds of the server's
+    /// clock; at least twice the marketplace signature tolerance (600).
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_WINDOW.as_secs(),
+          value_parser = clap::value_parser!(u64).range(MIN_DEDUPE_WINDOW_SECS..))]
+    pub dedupe_window: u64,
+    /// Signal ids one tenant may hold inside the dedupe window; a new id
+    /// past it is answered 429 until the oldest expires.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_CAPACITY,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub dedupe_capacity: usize,
     /// How often the append count is checked ([`CHECKPOINT_POLL`]; not a flag, tests shorten it).
     #[arg(skip = CHECKPOINT_POLL)]
     pub checkpoint_poll: Duration,
@@ -263,7 +279,11 @@ pub fn run_until(
         );
     }
     let ledger: Arc<dyn Ledger> = Arc::new(ledger);
-    let registry = Arc::new(Registry::new(pack, Arc::clone(&ledger)));
+    let dedupe = DedupeOptions {
+        window: Duration::from_secs(args.dedupe_window),
+        capacity: args.dedupe_capacity,
+    };
+    let registry = Arc::new(Registry::with_dedupe(pack, Arc::clone(&ledger), dedupe));
     let stats = registry.recover().map_err(ServeError::Registry)?;
     tracing::info!(
         tenants = stats.tenants,

@@ -55,8 +55,8 @@ pub(crate) struct Reading {
     pub(crate) signal: String,
     /// The value as sent (checked here).
     pub(crate) value: serde_json::Value,
-    /// When it was measured.
-    pub(crate) at: Timestamp,
+    /// When the sender says it was measured (recorded, never decided on).
+    pub(crate) observed: Option<Timestamp>,
     /// Dedupe id.
     pub(crate) id: Option<String>,
 }
@@ -70,12 +70,10 @@ pub(crate) struct Pending {
     refusal: Option<IngressError>,
 }
 
-/// Parses an optional RFC 3339 time; `default` when absent.
-pub(crate) fn parse_at(at: Option<&str>, default: Timestamp) -> Result<Timestamp, IngressError> {
-    match at {
-        None => Ok(default),
-        Some(text) => Timestamp::parse(text).map_err(|e| IngressError::bad(e.to_string())),
-    }
+/// Parses an optional RFC 3339 time.
+pub(crate) fn parse_at(at: Option<&str>) -> Result<Option<Timestamp>, IngressError> {
+    at.map(|text| Timestamp::parse(text).map_err(|e| IngressError::bad(e.to_string())))
+        .transpose()
 }
 
 /// Validates a tenant id from input.
@@ -143,6 +141,7 @@ pub(crate) fn apply(state: &AppState, reading: Reading) -> Result<Pending, Ingre
                 signal,
                 value,
                 id: reading.id.clone(),
+                observed: reading.observed,
             },
             Some(signal),
             None,
@@ -156,8 +155,10 @@ pub(crate) fn apply(state: &AppState, reading: Reading) -> Result<Pending, Ingre
             (input, signal, Some(IngressError::Rejected { reason }))
         }
     };
+    // Decided on the server's clock: a sender's `at` must not move
+    // cooldowns, budgets or timers (it is recorded as `observed_at`).
     let applied = registry
-        .apply(&reading.tenant, input, reading.at)
+        .apply(&reading.tenant, input, Timestamp::now())
         .map_err(|e| state.registry_error(e))?;
     let metrics = &state.metrics;
     if refusal.is_some() {
@@ -167,7 +168,6 @@ pub(crate) fn apply(state: &AppState, reading: Reading) -> Result<Pending, Ingre
     } else {
         metrics.signal(signal, SignalOutcome::Accepted);
         metrics.decision(applied.level);
-        metrics.transition(applied.from, applied.state);
     }
     Ok(Pending {
         applied,
@@ -190,11 +190,11 @@ pub(crate) async fn finish(state: &AppState, pending: Pending) -> Result<(), Ing
 }
 
 /// Turns one `/v1/signals` item into a reading.
-fn reading(item: SignalBody, now: Timestamp) -> Result<Reading, IngressError> {
+fn reading(item: SignalBody) -> Result<Reading, IngressError> {
     check_id(item.id.as_deref())?;
     Ok(Reading {
         tenant: parse_tenant(&item.tenant)?,
-        at: parse_at(item.at.as_deref(), now)?,
+        observed: parse_at(item.at.as_deref())?,
         signal: item.signal,
         value: item.value,
         id: item.id,
@@ -211,7 +211,6 @@ pub(crate) async fn post(
     body::require_json(&headers)?;
     let raw = body::bytes(raw, state.registry.pack().sku().ingress.max_body_bytes)?;
     state.check_writable()?;
-    let now = Timestamp::now();
     let batch = raw.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
     if batch {
         let items: Vec<serde_json::Value> = body::parse(&raw)?;
@@ -227,10 +226,7 @@ pub(crate) async fn post(
             let mut pending = Vec::with_capacity(items.len());
             for item in items {
                 let item = serde_json::from_value(item).map_err(IngressError::from);
-                pending.push(
-                    item.and_then(|i| reading(i, now))
-                        .and_then(|r| apply(&state, r)),
-                );
+                pending.push(item.and_then(reading).and_then(|r| apply(&state, r)));
             }
             let mut results = Vec::with_capacity(pending.len());
             for item in pending {
@@ -253,7 +249,7 @@ pub(crate) async fn post(
             Ok(axum::Json(serde_json::json!({ "results": results })).into_response())
         }
     } else {
-        let pending = apply(&state, reading(body::parse(&raw)?, now)?)?;
+        let pending = apply(&state, reading(body::parse(&raw)?)?)?;
         finish(&state, pending).await?;
         Ok(StatusCode::NO_CONTENT.into_response())
     }

@@ -202,12 +202,17 @@ impl AppState {
         failure
     }
 
-    /// Maps a registry error: the tenant limit is the caller's problem, anything else the ledger's.
+    /// Maps a registry error: the tenant limit and a full dedupe window are
+    /// the caller's problem, anything else the ledger's.
     pub(crate) fn registry_error(&self, error: RegistryError) -> IngressError {
         match error {
             RegistryError::TooManyTenants { max, tenant } => IngressError::TenantLimit {
                 max,
                 tenant: tenant.to_string(),
+            },
+            error @ RegistryError::DedupeFull { retry_after, .. } => IngressError::DedupeFull {
+                detail: error.to_string(),
+                retry_after: retry_after.as_secs().max(1),
             },
             other => self.ledger_failed(&other),
         }

@@ -4,13 +4,13 @@
 use std::sync::PoisonError;
 use std::sync::atomic::Ordering;
 
-use super::{Dispatch, Registry, RegistryError, Tenant, id_key};
+use super::{Dispatch, Registry, RegistryError, Remember, Tenant, id_key};
 use crate::clock::Timestamp;
 use crate::entitlement::EntitlementError;
 use crate::fsm::{Dispatched, Event, State};
 use crate::ledger::{Entry, Head, Ticket};
 use crate::policy::Level;
-use crate::receipt::{self, Body, Input, Receipt};
+use crate::receipt::{self, Body, Input, Kind, Receipt};
 use crate::sku::ActionId;
 use crate::tenant::TenantId;
 
@@ -66,8 +66,14 @@ impl Applied {
 }
 
 impl Registry {
-    /// Feeds `input` for `tenant` at `at`: fires a due timer first, then
+    /// Feeds `input` for `tenant`, deciding at `at` (the caller's clock: the
+    /// server's in the service, the line's in a replay), or at the tenant's
+    /// last decision time if `at` is earlier: fires a due timer first, then
     /// steps, appends the receipts and returns what to dispatch.
+    ///
+    /// A duplicate id (seen inside the dedupe window) appends nothing; a new
+    /// signal id for a tenant whose window is full is refused with
+    /// [`RegistryError::DedupeFull`] before anything is decided.
     pub fn apply(
         &self,
         tenant: &TenantId,
@@ -75,16 +81,8 @@ impl Registry {
         at: Timestamp,
     ) -> Result<Applied, RegistryError> {
         let mut shard = self.shard(tenant);
-        let id = input.id().map(|id| id_key(input.kind(), id));
         let entry = match shard.get_mut(tenant) {
-            Some(t) => {
-                if id.as_ref().is_some_and(|id| t.seen(id)) {
-                    let mut applied = Applied::before(tenant, t);
-                    applied.duplicate = true;
-                    return Ok(applied);
-                }
-                t
-            }
+            Some(t) => t,
             None => {
                 self.reserve(tenant)?;
                 let head = self.ledger.head(tenant);
@@ -93,6 +91,29 @@ impl Registry {
                     .or_insert_with(|| Tenant::new(self.pack, head))
             }
         };
+        let at = at.max(entry.last_at);
+        if let Some(id) = input.id() {
+            let key = id_key(input.kind(), id);
+            let entitlement = input.kind() == Kind::Entitlement;
+            match entry.recent.check(&key, entitlement, at, &self.dedupe) {
+                Remember::New => {}
+                Remember::Duplicate => {
+                    let mut applied = Applied::before(tenant, entry);
+                    applied.duplicate = true;
+                    return Ok(applied);
+                }
+                Remember::Full {
+                    capacity,
+                    retry_after,
+                } => {
+                    return Err(RegistryError::DedupeFull {
+                        tenant: tenant.clone(),
+                        capacity,
+                        retry_after,
+                    });
+                }
+            }
+        }
         let mut applied = Applied::before(tenant, entry);
         if let Some(due) = entry.governor.due()
             && at >= due
@@ -123,9 +144,7 @@ impl Registry {
         self.commit(entry, receipt, dispatch, &mut applied)?;
         entry.governor = decided.governor;
         entry.entitlement = decided.entitlement;
-        if let Some(id) = id {
-            entry.remember(id);
-        }
+        entry.remember(&input, at, &self.dedupe);
         applied.refused = decided.refused;
         self.append_actions(entry, tenant, at, seq, start, &mut applied)?;
         applied.settle(entry);
@@ -188,7 +207,12 @@ impl Registry {
             seq,
             hash: appended.hash,
         };
+        t.last_at = receipt.at;
         self.appended.fetch_add(1, Ordering::Relaxed);
+        let (from, to) = (receipt.from.index(), receipt.to.index());
+        if from != to {
+            self.transitions[from][to].fetch_add(1, Ordering::Relaxed);
+        }
         applied.ticket = Some(appended.ticket);
         applied.receipts += 1;
         for (d, (action, key)) in dispatch.iter().zip(keys) {
@@ -239,7 +263,8 @@ impl Registry {
         Ok(())
     }
 
-    /// Fires `t`'s timer at `now` if it is due; appends its receipts.
+    /// Fires `t`'s timer at `now` (or its last decision time, if later)
+    /// if it is due; appends its receipts.
     fn fire(
         &self,
         tenant: &TenantId,
@@ -247,6 +272,7 @@ impl Registry {
         now: Timestamp,
         applied: &mut Applied,
     ) -> Result<(), RegistryError> {
+        let now = now.max(t.last_at);
         let Some(due) = t.governor.due() else {
             return Ok(());
         };

@@ -8,10 +8,13 @@
 //! - a tenant is created by its first input of any kind; `max_tenants`
 //!   refuses new tenants past the limit (recovery loads every tenant the
 //!   ledger has, even past it);
-//! - dedupe keeps the last 32 event ids per tenant (signal and entitlement
-//!   ids in separate namespaces) as 128-bit SHA-256 prefixes, so the memory
-//!   per tenant stays fixed whatever the ids look like; a duplicate writes no
-//!   receipt and returns no ticket;
+//! - decisions are taken at the registry's clock, made monotonic per tenant
+//!   (an input never decides before the tenant's last receipt), so neither
+//!   a caller's clock nor a server clock stepping back can reorder a chain;
+//! - dedupe remembers event ids for a window of decision time (`dedupe.rs`:
+//!   signal and entitlement ids in separate namespaces, 128-bit SHA-256
+//!   prefixes, a bound per tenant); a duplicate writes no receipt and
+//!   returns no ticket;
 //! - a plan on any valid entitlement event (not only `plan_changed`) sets
 //!   the tenant's profile;
 //! - an action result whose key does not name this tenant, the action and
@@ -28,35 +31,37 @@
 //! `apply.rs` feeds inputs and timers, `views.rs` answers operators and
 //! metrics, `recovery.rs` writes checkpoints and recovers.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::TenantId;
 use crate::clock::Timestamp;
 use crate::entitlement::{Entitlement, EntitlementError, EntitlementState};
-use crate::fsm::{Event, Governor, Step};
+use crate::fsm::{Event, Governor, State, Step};
 use crate::ledger::{Hash, Head, Ledger, LedgerError};
 use crate::receipt::{self, Input, Kind, ReceiptError};
 use crate::sku::{ActionId, PolicyPack};
 
 mod apply;
+mod dedupe;
 mod recovery;
 mod views;
 
 pub use apply::Applied;
+pub use dedupe::{DEFAULT_CAPACITY, DEFAULT_WINDOW, DedupeOptions, Remember, Seen};
+use dedupe::{Recent, id_key};
 pub use recovery::RecoveryStats;
 pub use views::{Admission, InFlightView, TenantView};
 
 /// Number of shards; a power of two.
 const SHARDS: usize = 64;
-/// Event ids remembered per tenant for dedupe.
-const RECENT_IDS: usize = 32;
+/// Number of FSM states.
+const STATES: usize = State::NAMES.len();
 
 /// Errors of the registry.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +91,14 @@ pub enum RegistryError {
     /// The checkpoint blob could not be written or read.
     #[error("checkpoint blob is invalid")]
     Checkpoint(#[source] serde_json::Error),
+    /// The checkpoint blob has another format version.
+    #[error("checkpoint format `{found}` is not this runtime's `{expected}`")]
+    CheckpointVersion {
+        /// The blob's version.
+        found: u32,
+        /// This runtime's.
+        expected: u32,
+    },
     /// The checkpoint was taken by another SKU or spec.
     #[error("checkpoint belongs to sku `{found}`, this is `{expected}`")]
     CheckpointSku {
@@ -93,6 +106,19 @@ pub enum RegistryError {
         expected: String,
         /// The checkpoint's.
         found: String,
+    },
+    /// A new signal id for a tenant whose dedupe window is full.
+    #[error(
+        "tenant `{tenant}` holds `{capacity}` event ids inside its dedupe window; retry in `{}` s",
+        retry_after.as_secs().max(1)
+    )]
+    DedupeFull {
+        /// The tenant.
+        tenant: TenantId,
+        /// The bound.
+        capacity: usize,
+        /// When room comes back.
+        retry_after: std::time::Duration,
     },
     /// A ledger record does not continue its tenant's chain.
     #[error("ledger record of tenant `{tenant}` has seq `{seq}`, expected `{expected}`")]
@@ -130,8 +156,11 @@ pub struct TenantState {
     pub seq: u64,
     /// Hash of the tenant's last receipt.
     pub hash: Hash,
-    /// Recent event ids (hashed), oldest first; at most 32.
-    pub recent: Vec<[u8; 16]>,
+    /// Decision time of the tenant's last receipt (decisions never go back).
+    #[serde(with = "crate::clock::millis")]
+    pub last_at: Timestamp,
+    /// Event ids inside the dedupe window, oldest first.
+    pub recent: Vec<Seen>,
 }
 
 /// One tenant in memory.
@@ -140,8 +169,10 @@ struct Tenant {
     governor: Governor,
     entitlement: Entitlement,
     head: Head,
-    /// Hashed recent event ids, oldest first; allocated on the first id.
-    recent: VecDeque<[u8; 16]>,
+    /// Decision time of the last receipt; later decisions never go before it.
+    last_at: Timestamp,
+    /// Event ids inside the dedupe window.
+    recent: Recent,
 }
 
 impl Tenant {
@@ -150,22 +181,21 @@ impl Tenant {
             governor: Governor::new(pack),
             entitlement: Entitlement::new(),
             head,
-            recent: VecDeque::new(),
+            last_at: Timestamp::from_millis(i64::MIN),
+            recent: Recent::default(),
         }
     }
 
-    fn seen(&self, id: &[u8; 16]) -> bool {
-        self.recent.contains(id)
-    }
-
-    fn remember(&mut self, id: [u8; 16]) {
-        if self.recent.capacity() == 0 {
-            self.recent.reserve_exact(RECENT_IDS);
+    /// Remembers the id of `input`, decided at `at`.
+    fn remember(&mut self, input: &Input, at: Timestamp, options: &DedupeOptions) {
+        if let Some(id) = input.id() {
+            let seen = Seen {
+                key: id_key(input.kind(), id),
+                at: at.as_millis(),
+                entitlement: input.kind() == Kind::Entitlement,
+            };
+            self.recent.insert(seen, options);
         }
-        if self.recent.len() == RECENT_IDS {
-            self.recent.pop_front();
-        }
-        self.recent.push_back(id);
     }
 
     fn export(&self) -> TenantState {
@@ -174,17 +204,12 @@ impl Tenant {
             entitlement: self.entitlement,
             seq: self.head.seq,
             hash: self.head.hash,
-            recent: self.recent.iter().copied().collect(),
+            last_at: self.last_at,
+            recent: self.recent.export(),
         }
     }
 
-    fn import(state: TenantState) -> Tenant {
-        let mut recent = VecDeque::new();
-        if !state.recent.is_empty() {
-            recent.reserve_exact(RECENT_IDS);
-            let skip = state.recent.len().saturating_sub(RECENT_IDS);
-            recent.extend(state.recent.into_iter().skip(skip));
-        }
+    fn import(state: TenantState, options: &DedupeOptions) -> Tenant {
         Tenant {
             governor: state.governor,
             entitlement: state.entitlement,
@@ -192,7 +217,8 @@ impl Tenant {
                 seq: state.seq,
                 hash: state.hash,
             },
-            recent,
+            last_at: state.last_at,
+            recent: Recent::import(state.recent, options),
         }
     }
 
@@ -203,20 +229,8 @@ impl Tenant {
             + id.as_str().len()
             + 16
             + self.governor.heap_bytes()
-            + self.recent.capacity() * 16
+            + self.recent.heap_bytes()
     }
-}
-
-/// The dedupe key of an input id: kind-separated, SHA-256, first 128 bits.
-fn id_key(kind: Kind, id: &str) -> [u8; 16] {
-    let mut hasher = Sha256::new();
-    hasher.update(kind.as_str().as_bytes());
-    hasher.update([0]);
-    hasher.update(id.as_bytes());
-    let digest: [u8; 32] = hasher.finalize().into();
-    let mut key = [0; 16];
-    key.copy_from_slice(&digest[..16]);
-    key
 }
 
 /// What an input decides, before anything is written.
@@ -239,6 +253,9 @@ type Shard = HashMap<TenantId, Tenant>;
 pub struct Registry {
     pack: &'static dyn PolicyPack,
     ledger: Arc<dyn Ledger>,
+    dedupe: DedupeOptions,
+    /// State changes written through this registry, `[from][to]` by [`State::index`].
+    transitions: [[AtomicU64; STATES]; STATES],
     shards: Box<[Mutex<Shard>]>,
     hasher: RandomState,
     /// Tenants across all shards.
@@ -259,11 +276,23 @@ impl fmt::Debug for Registry {
 }
 
 impl Registry {
-    /// An empty registry; call [`Registry::recover`] before serving.
+    /// An empty registry with the default dedupe window; call
+    /// [`Registry::recover`] before serving.
     pub fn new(pack: &'static dyn PolicyPack, ledger: Arc<dyn Ledger>) -> Registry {
+        Registry::with_dedupe(pack, ledger, DedupeOptions::default())
+    }
+
+    /// An empty registry remembering event ids as `dedupe` says.
+    pub fn with_dedupe(
+        pack: &'static dyn PolicyPack,
+        ledger: Arc<dyn Ledger>,
+        dedupe: DedupeOptions,
+    ) -> Registry {
         Registry {
             pack,
             ledger,
+            dedupe,
+            transitions: Default::default(),
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: RandomState::new(),
             count: AtomicUsize::new(0),
@@ -280,6 +309,20 @@ impl Registry {
     /// The ledger.
     pub fn ledger(&self) -> &Arc<dyn Ledger> {
         &self.ledger
+    }
+
+    /// How event ids are deduplicated.
+    pub fn dedupe(&self) -> &DedupeOptions {
+        &self.dedupe
+    }
+
+    /// State changes written through this registry so far, `[from][to]`
+    /// indexed by [`State::index`] (every kind of receipt: signals, timers,
+    /// action results, entitlement events, resets; not recovery).
+    pub fn transitions(&self) -> [[u64; STATES]; STATES] {
+        self.transitions
+            .each_ref()
+            .map(|row| row.each_ref().map(|n| n.load(Ordering::Relaxed)))
     }
 
     fn shard(&self, tenant: &TenantId) -> MutexGuard<'_, Shard> {

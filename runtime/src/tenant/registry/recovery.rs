@@ -6,14 +6,15 @@ use std::sync::{MutexGuard, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Registry, RegistryError, Shard, Tenant, TenantState, id_key};
+use super::{Registry, RegistryError, Shard, Tenant, TenantState};
 use crate::fsm::Event;
 use crate::ledger::{Head, LedgerError, Record, Recovered};
 use crate::receipt::{self, Carried, ReceiptError};
 use crate::tenant::TenantId;
 
-/// Checkpoint blob format version.
-const CHECKPOINT_VERSION: u32 = 1;
+/// Checkpoint blob format version (2: dedupe ids carry their decision
+/// time, tenants their last decision time).
+const CHECKPOINT_VERSION: u32 = 2;
 
 /// Counts from [`Registry::recover`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -110,6 +111,18 @@ impl Registry {
 
     /// Loads the tenants of a checkpoint blob (before any record is replayed).
     fn load_checkpoint(&self, blob: &[u8], stats: &mut RecoveryStats) -> Result<(), RegistryError> {
+        /// The version alone, read before the rest (whose shape depends on it).
+        #[derive(Deserialize)]
+        struct Version {
+            v: u32,
+        }
+        let version: Version = serde_json::from_slice(blob).map_err(RegistryError::Checkpoint)?;
+        if version.v != CHECKPOINT_VERSION {
+            return Err(RegistryError::CheckpointVersion {
+                found: version.v,
+                expected: CHECKPOINT_VERSION,
+            });
+        }
         let checkpoint: Checkpoint =
             serde_json::from_slice(blob).map_err(RegistryError::Checkpoint)?;
         let sku = self.pack.sku();
@@ -122,7 +135,10 @@ impl Registry {
         stats.from_checkpoint = checkpoint.tenants.len();
         for (id, state) in checkpoint.tenants {
             let mut shard = self.shard(&id);
-            if shard.insert(id, Tenant::import(state)).is_none() {
+            if shard
+                .insert(id, Tenant::import(state, &self.dedupe))
+                .is_none()
+            {
                 self.count.fetch_add(1, Ordering::AcqRel);
             }
         }
@@ -181,9 +197,7 @@ impl Registry {
                 let decided = self.decide(t, &parsed.tenant, &input, parsed.at, parsed.seq);
                 t.governor = decided.governor;
                 t.entitlement = decided.entitlement;
-                if let Some(id) = input.id() {
-                    t.remember(id_key(input.kind(), id));
-                }
+                t.remember(&input, parsed.at, &self.dedupe);
                 Some(t.governor.state())
             }
         };
@@ -195,6 +209,7 @@ impl Registry {
             seq: parsed.seq,
             hash: record.hash,
         };
+        t.last_at = t.last_at.max(parsed.at);
         Ok(())
     }
 }

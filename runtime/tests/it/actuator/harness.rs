@@ -79,6 +79,7 @@ impl Harness {
     pub fn signal(&self, tenant: &TenantId, value: f64, secs: i64) -> Applied {
         self.clock.advance_to(at(secs));
         let input = Input::Signal {
+            observed: None,
             signal: LOAD,
             value,
             id: None,

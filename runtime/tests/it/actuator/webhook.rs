@@ -11,11 +11,25 @@ use super::target::{Reply, Target, refused_url};
 
 const SECRET: &[u8] = b"webhook-secret";
 
-/// HMAC-SHA256 computed here, independently of the runtime.
-fn expected_signature(body: &[u8]) -> String {
+/// The signature header a receiver expects for `body`: the header's own
+/// `t` (which must be the wall clock's, within a minute) and the
+/// HMAC-SHA256 of `"<t>." ‖ body`, computed here independently of the runtime.
+fn expected_signature(header: Option<&str>, body: &[u8]) -> String {
+    let header = header.expect("a signature header");
+    let t: i64 = header
+        .strip_prefix("t=")
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("no timestamp in `{header}`"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!((now - t).abs() < 60, "signed at `{t}`, now `{now}`");
     let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(SECRET).unwrap();
+    mac.update(format!("{t}.").as_bytes());
     mac.update(body);
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    format!("t={t},v1={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 #[tokio::test]
@@ -37,9 +51,10 @@ async fn retries_a_failing_target_with_one_key_and_signed_identical_bodies() {
     for hit in &hits {
         assert_eq!(hit.header("idempotency-key"), Some(key.as_str()));
         assert_eq!(hit.header("content-type"), Some("application/json"));
+        let signature = hit.header("x-ggen-signature");
         assert_eq!(
-            hit.header("x-ggen-signature"),
-            Some(expected_signature(&hit.body).as_str())
+            signature,
+            Some(expected_signature(signature, &hit.body).as_str())
         );
         assert_eq!(hit.body, hits[0].body, "every attempt sends the same bytes");
     }

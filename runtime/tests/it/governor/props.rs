@@ -209,13 +209,22 @@ impl Harness {
                         Some((signal, value, id.clone()));
                 }
                 let model_id = id.clone();
-                self.apply(tenant, Input::Signal { signal, value, id }, |m, now| {
-                    let timer = m.timer(now);
-                    (
-                        false,
-                        join(timer, m.signal(signal, value, model_id.as_deref(), now)),
-                    )
-                });
+                self.apply(
+                    tenant,
+                    Input::Signal {
+                        signal,
+                        value,
+                        id,
+                        observed: None,
+                    },
+                    |m, now| {
+                        let timer = m.timer(now);
+                        (
+                            false,
+                            join(timer, m.signal(signal, value, model_id.as_deref(), now)),
+                        )
+                    },
+                );
             }
             Op::Repeat { tenant } => {
                 let Some((signal, value, id)) =
@@ -224,6 +233,7 @@ impl Harness {
                     return;
                 };
                 let input = Input::Signal {
+                    observed: None,
                     signal,
                     value,
                     id: Some(id.clone()),
@@ -301,6 +311,7 @@ impl Harness {
                 let id = self.next_id("e");
                 let model_id = id.clone();
                 let input = Input::Entitlement {
+                    observed: None,
                     event,
                     id: Some(id),
                     plan: plan.map(ProfileId),

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use ggen_runtime::clock::Timestamp;
 use ggen_runtime::entitlement::{EntitlementError, EntitlementEvent, EntitlementState};
@@ -10,7 +11,7 @@ use ggen_runtime::ledger::Ledger;
 use ggen_runtime::ledger::file::{FileLedger, FileOptions};
 use ggen_runtime::ledger::memory::MemoryLedger;
 use ggen_runtime::receipt::Input;
-use ggen_runtime::tenant::{Registry, RegistryError, TenantId};
+use ggen_runtime::tenant::{DedupeOptions, Registry, RegistryError, TenantId};
 use serde_json::Value;
 
 use super::sku::{AVAIL, ENTITLED, LOAD, OPEN, THROTTLE, TINY};
@@ -27,6 +28,7 @@ fn at(secs: i64) -> Timestamp {
 
 fn signal(signal: ggen_runtime::sku::SignalId, value: f64, id: Option<&str>) -> Input {
     Input::Signal {
+        observed: None,
         signal,
         value,
         id: id.map(str::to_owned),
@@ -134,6 +136,7 @@ fn duplicate_ids_are_dropped_before_the_step() {
     assert!(again.ticket.is_none());
     // Same id in another namespace (entitlement) or another tenant is new.
     let ent = Input::Entitlement {
+        observed: None,
         event: EntitlementEvent::Created,
         id: Some("m-1".into()),
         plan: None,
@@ -146,24 +149,101 @@ fn duplicate_ids_are_dropped_before_the_step() {
             .duplicate
     );
     assert_eq!(receipts(&ledger, &t).len(), 2);
-    // The window is bounded: 32 later ids push `m-1` out.
-    for i in 0..32 {
+    // Many later ids do not push `m-1` out (the old ring held 32): ids are
+    // kept for a window of decision time.
+    for i in 0..1_000 {
         let id = format!("n-{i}");
         registry
             .apply(&t, signal(LOAD, 1.0, Some(&id)), at(3))
             .unwrap();
     }
+    let window = i64::try_from(registry.dedupe().window.as_secs()).unwrap();
+    assert!(
+        registry
+            .apply(&t, signal(LOAD, 1.0, Some("m-1")), at(window))
+            .unwrap()
+            .duplicate
+    );
+    // Past the window it is new again.
     assert!(
         !registry
-            .apply(&t, signal(LOAD, 1.0, Some("m-1")), at(4))
+            .apply(&t, signal(LOAD, 1.0, Some("m-1")), at(window + 1))
             .unwrap()
             .duplicate
     );
     assert!(
         registry
-            .apply(&t, signal(LOAD, 1.0, Some("n-31")), at(4))
+            .apply(&t, signal(LOAD, 1.0, Some("m-1")), at(window + 2))
             .unwrap()
             .duplicate
+    );
+}
+
+#[test]
+fn a_full_dedupe_window_refuses_new_ids_without_deciding() {
+    let ledger = Arc::new(MemoryLedger::new());
+    let options = DedupeOptions {
+        window: Duration::from_secs(600),
+        capacity: 3,
+    };
+    let registry = Registry::with_dedupe(&OPEN, ledger.clone(), options);
+    let t = tenant("busy");
+    for i in 0..3 {
+        let id = format!("m-{i}");
+        registry
+            .apply(&t, signal(LOAD, 1.0, Some(&id)), at(i))
+            .unwrap();
+    }
+    let refused = registry
+        .apply(&t, signal(LOAD, 1.0, Some("m-3")), at(10))
+        .unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            RegistryError::DedupeFull { capacity: 3, retry_after, .. }
+                if retry_after == Duration::from_secs(590)
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(receipts(&ledger, &t).len(), 3, "nothing written for it");
+    // Known ids are still duplicates, inputs without ids still decide, and
+    // entitlement ids are not bound by the signal ids' capacity.
+    assert!(
+        registry
+            .apply(&t, signal(LOAD, 1.0, Some("m-1")), at(11))
+            .unwrap()
+            .duplicate
+    );
+    registry.apply(&t, signal(LOAD, 1.0, None), at(12)).unwrap();
+    let ent = Input::Entitlement {
+        observed: None,
+        event: EntitlementEvent::Created,
+        id: Some("evt-1".into()),
+        plan: None,
+    };
+    assert!(!registry.apply(&t, ent, at(13)).unwrap().duplicate);
+    // Once the oldest id leaves the window there is room again.
+    registry
+        .apply(&t, signal(LOAD, 1.0, Some("m-3")), at(601))
+        .unwrap();
+    assert_eq!(receipts(&ledger, &t).len(), 6);
+}
+
+#[test]
+fn decisions_never_go_back_in_time_per_tenant() {
+    let (ledger, registry) = open();
+    let t = tenant("acme");
+    registry
+        .apply(&t, signal(LOAD, 1.0, None), at(100))
+        .unwrap();
+    registry.apply(&t, signal(LOAD, 1.0, None), at(50)).unwrap();
+    let times: Vec<String> = receipts(&ledger, &t)
+        .iter()
+        .map(|r| r["at"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        times[0], times[1],
+        "the earlier clock is raised to the last decision"
     );
 }
 
@@ -305,6 +385,7 @@ fn refused_entitlement_events_are_receipted_and_reported() {
     let registry = Registry::new(&ENTITLED, ledger.clone());
     let t = tenant("acme");
     let ev = |event| Input::Entitlement {
+        observed: None,
         event,
         id: None,
         plan: None,
@@ -340,6 +421,7 @@ fn refused_entitlement_events_are_receipted_and_reported() {
     assert_eq!(admission.state, "stable");
     // Plan change switches the profile.
     let plan = Input::Entitlement {
+        observed: None,
         event: EntitlementEvent::PlanChanged,
         id: None,
         plan: Some(ggen_runtime::sku::ProfileId(1)),
@@ -632,6 +714,7 @@ fn idle_tenants_stay_small() {
         .apply(
             &t,
             Input::Entitlement {
+                observed: None,
                 event: EntitlementEvent::Created,
                 id: None,
                 plan: None,
@@ -660,4 +743,60 @@ fn idle_tenants_stay_small() {
     }
     let bytes = registry.tenant_bytes(&t).unwrap();
     assert!(bytes <= 2500, "{bytes} bytes");
+}
+
+#[test]
+fn every_transition_is_counted_where_it_happens() {
+    let ledger = Arc::new(MemoryLedger::new());
+    let registry = Registry::new(&ENTITLED, ledger.clone());
+    let t = tenant("acme");
+    let apply = |input, secs| registry.apply(&t, input, at(secs)).unwrap();
+    apply(signal(LOAD, 10.0, None), 0);
+    apply(
+        Input::Entitlement {
+            observed: None,
+            event: EntitlementEvent::Approved,
+            id: None,
+            plan: None,
+        },
+        1,
+    );
+    apply(signal(LOAD, 150.0, None), 2);
+    apply(signal(LOAD, 150.0, None), 3);
+    registry.tick(at(100)).unwrap();
+    apply(
+        Input::Reset {
+            reason: "operator".into(),
+        },
+        101,
+    );
+    apply(signal(LOAD, 150.0, None), 102);
+    let dispatched = apply(signal(LOAD, 150.0, None), 103);
+    let dispatch = dispatched.dispatches.first().expect("an action dispatched");
+    apply(
+        Input::ActionResult {
+            action: dispatch.action,
+            idempotency_key: dispatch.idempotency_key.clone(),
+            ok: true,
+            detail: None,
+        },
+        104,
+    );
+
+    // What the chain says happened, counted independently of the registry.
+    let mut expected = [[0u64; 6]; 6];
+    let mut kinds = std::collections::BTreeSet::new();
+    let index = |name: &Value| State::NAMES.iter().position(|n| name == n).unwrap();
+    for receipt in receipts(&ledger, &t) {
+        let (from, to) = (index(&receipt["from"]), index(&receipt["to"]));
+        if from != to {
+            expected[from][to] += 1;
+            kinds.insert(receipt["kind"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(
+        kinds.into_iter().collect::<Vec<_>>(),
+        ["action_result", "entitlement", "reset", "signal", "timeout"]
+    );
+    assert_eq!(registry.transitions(), expected);
 }

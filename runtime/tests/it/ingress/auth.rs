@@ -125,10 +125,15 @@ async fn resets_need_the_admin_token_and_marketplace_events_a_valid_hmac() {
     for (signature, body) in [
         (signature.clone(), tampered),
         (String::from_utf8(flipped).unwrap(), body),
-        (signature.trim_start_matches("sha256=").to_owned(), body),
-        ("sha256=".to_owned(), body),
-        ("sha256=not-hex".to_owned(), body),
-        (format!("sha1={}", &signature[7..]), body),
+        (signature.split_once(",v1=").unwrap().1.to_owned(), body),
+        (signature.replace("v1=", "v0="), body),
+        (signature.split_once(',').unwrap().0.to_owned(), body),
+        ("t=1,v1=".to_owned(), body),
+        ("t=1,v1=not-hex".to_owned(), body),
+        (
+            format!("sha256={}", signature.split_once(",v1=").unwrap().1),
+            body,
+        ),
     ] {
         service
             .send(forged(signature, body))

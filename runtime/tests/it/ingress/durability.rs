@@ -114,6 +114,8 @@ fn governor_child() {
         actions: ActionsMode::Log,
         drain_timeout: 1,
         checkpoint_every: every.unwrap_or(200_000),
+        dedupe_window: 3600,
+        dedupe_capacity: 100_000,
         checkpoint_poll: if every.is_some() {
             Duration::from_millis(100)
         } else {

@@ -9,7 +9,8 @@ use axum::http::{Request, StatusCode, header};
 use base64::Engine as _;
 use ggen_runtime::actuator::webhook::WebhookConfig;
 use ggen_runtime::actuator::{ActuatorMode, Actuators, Dispatcher, DispatcherOptions};
-use ggen_runtime::ingress::auth::{Auth, HmacKey, Oidc, Secret};
+use ggen_runtime::clock::Timestamp;
+use ggen_runtime::ingress::auth::{Auth, Oidc, Secret, SigningKey};
 use ggen_runtime::ingress::{AppState, Options, router};
 use ggen_runtime::ledger::file::{FileLedger, FileOptions};
 use ggen_runtime::ledger::memory::MemoryLedger;
@@ -40,7 +41,7 @@ pub fn full_auth() -> Auth {
     Auth {
         token: Some(Secret::new(TOKEN)),
         admin: Some(Secret::new(ADMIN)),
-        marketplace: Some(HmacKey::new(SECRET)),
+        marketplace: Some(SigningKey::new(SECRET)),
         oidc: Some(Oidc::from_file(&fixture("jwks.json"), AUDIENCE, None).unwrap()),
         insecure: false,
     }
@@ -243,9 +244,15 @@ pub fn envelope(tenant: &str, data: &str, message_id: &str) -> String {
     .to_string()
 }
 
-/// A signed marketplace request.
+/// A marketplace request signed now.
 pub fn marketplace(body: &str) -> Request<Body> {
-    let signature = HmacKey::new(SECRET).sign(body.as_bytes());
+    marketplace_signed_at(body, Timestamp::now())
+}
+
+/// A marketplace request signed at `at` (a captured request replayed later
+/// carries its old signature time).
+pub fn marketplace_signed_at(body: &str, at: Timestamp) -> Request<Body> {
+    let signature = SigningKey::new(SECRET).sign(body.as_bytes(), at);
     Request::builder()
         .method("POST")
         .uri("/v1/marketplace/events")

@@ -243,6 +243,8 @@ fn serve_with_jwks(url: &str, ledger: &std::path::Path) -> service::ServeError {
         actions: ActionsMode::Log,
         drain_timeout: 1,
         checkpoint_every: 0,
+        dedupe_window: 3600,
+        dedupe_capacity: 100_000,
         checkpoint_poll: service::CHECKPOINT_POLL,
     };
     service::run_until(&GUARD, args, std::future::pending()).unwrap_err()

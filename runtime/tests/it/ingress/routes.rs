@@ -1,6 +1,7 @@
 //! Every route on its happy path, answered as documented.
 
 use axum::body::Body;
+use ggen_runtime::clock::Timestamp;
 use serde_json::{Value, json};
 
 use super::harness::{ADMIN, Service, envelope, get, marketplace, post, request, signal};
@@ -41,7 +42,10 @@ async fn a_batch_answers_per_item() {
     assert_eq!(results[1]["error"], "rejected");
     assert_eq!(results[2]["error"], "bad_request");
     assert_eq!(service.receipts_of("b", "rejected").len(), 1);
-    assert_eq!(service.receipts("c")[0]["at"], "2026-01-01T00:00:00Z");
+    // The sender's `at` is recorded as the observation time only.
+    let c = &service.receipts("c")[0];
+    assert_eq!(c["event"]["observed_at"], "2026-01-01T00:00:00Z");
+    assert_server_time(&c["at"]);
     service.assert_verifies();
 }
 
@@ -57,8 +61,10 @@ async fn pubsub_push_is_receipted_under_the_message_id_and_deduplicated() {
     let signals: Vec<&Value> = receipts.iter().filter(|r| r["kind"] == "signal").collect();
     assert_eq!(signals.len(), 1, "{receipts:#?}");
     assert_eq!(signals[0]["event"]["id"], "msg-42");
-    // `at` absent: the publish time is used.
-    assert_eq!(signals[0]["at"], "2026-01-01T00:00:00Z");
+    // `at` absent: the publish time is the observation time; the decision
+    // is taken on the server's clock.
+    assert_eq!(signals[0]["event"]["observed_at"], "2026-01-01T00:00:00Z");
+    assert_server_time(&signals[0]["at"]);
     // 120 is past `intervene`: the throttle was dispatched once.
     assert_eq!(service.receipts_of("acme", "action").len(), 1);
     service.assert_verifies();
@@ -75,7 +81,9 @@ async fn pubsub_snake_case_envelopes_are_accepted() {
         "message_id": "s-1", "publish_time": "2026-01-01T00:00:00Z" } });
     let reply = service.send(post("/pubsub/push", body.to_string())).await;
     assert_eq!(reply.status, 204, "{reply:?}");
-    assert_eq!(service.receipts("snake")[0]["at"], "2026-02-01T00:00:00Z");
+    let receipt = &service.receipts("snake")[0];
+    assert_eq!(receipt["event"]["observed_at"], "2026-02-01T00:00:00Z");
+    assert_server_time(&receipt["at"]);
 }
 
 #[tokio::test]
@@ -194,6 +202,15 @@ async fn ledger_verify_probes_and_metrics() {
     assert_eq!(verify.json["tenants"], 1);
     assert_eq!(verify.json["receipts"], 3);
 
+    // An operator reset is a transition too (not made by a signal).
+    let reset = request(
+        "POST",
+        "/v1/tenants/acme/reset",
+        Some(ADMIN),
+        Body::from(r#"{"reason":"drill"}"#),
+    );
+    assert_eq!(service.send(reset).await.status, 200);
+
     let unauthenticated = |path: &str| request("GET", path, None, Body::empty());
     let health = service.send(unauthenticated("/healthz")).await;
     assert_eq!(health.json["status"], "ok");
@@ -208,10 +225,22 @@ async fn ledger_verify_probes_and_metrics() {
         r#"governor_signals_total{signal="load",outcome="rejected"} 1"#,
         r#"governor_decisions_total{level="intervene"} 1"#,
         r#"governor_transitions_total{from="boot",to="intervening"} 1"#,
+        r#"governor_transitions_total{from="intervening",to="stable"} 1"#,
         r#"governor_actions_total{action="throttle"} 1"#,
-        r#"governor_tenants{state="intervening"} 1"#,
+        r#"governor_tenants{state="stable"} 1"#,
         "governor_ledger_durable_seconds_bucket",
     ] {
         assert!(text.contains(series), "missing {series} in\n{text}");
     }
+}
+
+/// Asserts that a receipt's `at` is the server's clock (within a minute of now).
+#[track_caller]
+fn assert_server_time(at: &Value) {
+    let at = Timestamp::parse(at.as_str().expect("`at` is a string")).unwrap();
+    let skew = (Timestamp::now().as_millis() - at.as_millis()).abs();
+    assert!(
+        skew < 60_000,
+        "receipt decided at {at}, not on the server's clock"
+    );
 }

@@ -1,0 +1,391 @@
+//! Event ids a tenant has seen, kept for a window of time.
+//!
+//! Pub/Sub delivers at least once: a message whose acknowledgement was lost
+//! comes back after the subscription's ack deadline and backoff, and a
+//! signed marketplace event can be replayed while its signature timestamp is
+//! fresh. Both must be dropped as duplicates, however many other ids arrived
+//! in between. So an id is remembered for [`DedupeOptions::window`] of
+//! *decision time* (the server's clock, monotonic per tenant), not for a
+//! fixed count of newer ids.
+//!
+//! Memory per tenant is bounded too: at most [`DedupeOptions::capacity`] ids
+//! inside the window. A signal id past that bound is refused
+//! ([`Remember::Full`]: the ingress answers 429, Pub/Sub redelivers later)
+//! rather than evicting a live id, which could let its redelivery through.
+//! Entitlement ids are exempt from the bound (they are rare, signed by the
+//! marketplace, and must never be refused for a tenant's own signal volume).
+//!
+//! Each id is stored as a 128-bit SHA-256 prefix of `kind ‖ 0 ‖ id` (16
+//! bytes whatever the id looks like) with its decision time. Decision times
+//! only grow per tenant, so the ids are in time order and expiry pops from
+//! the front; past [`LINEAR`] ids a hash index makes look-ups O(1).
+
+use std::collections::{HashSet, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::clock::Timestamp;
+use crate::receipt::Kind;
+
+/// The default window: Pub/Sub's longest ack deadline (600 s) times six
+/// deliveries of a message whose acknowledgements were all lost.
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(3600);
+/// The default bound of ids per tenant inside the window.
+pub const DEFAULT_CAPACITY: usize = 100_000;
+/// Up to this many ids are searched linearly; past it a hash index is kept.
+const LINEAR: usize = 64;
+
+/// How long ids are remembered and how many a tenant may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DedupeOptions {
+    /// How long (in decision time) an id stays remembered.
+    pub window: Duration,
+    /// Signal ids a tenant may hold inside the window.
+    pub capacity: usize,
+}
+
+impl Default for DedupeOptions {
+    fn default() -> DedupeOptions {
+        DedupeOptions {
+            window: DEFAULT_WINDOW,
+            capacity: DEFAULT_CAPACITY,
+        }
+    }
+}
+
+impl DedupeOptions {
+    fn window_ms(&self) -> i64 {
+        i64::try_from(self.window.as_millis()).unwrap_or(i64::MAX)
+    }
+}
+
+/// The dedupe key of an input id: kind-separated, SHA-256, first 128 bits.
+pub(crate) type IdKey = [u8; 16];
+
+/// The key of `id` for inputs of `kind`.
+pub(crate) fn id_key(kind: Kind, id: &str) -> IdKey {
+    let mut hasher = Sha256::new();
+    hasher.update(kind.as_str().as_bytes());
+    hasher.update([0]);
+    hasher.update(id.as_bytes());
+    let digest: [u8; 32] = hasher.finalize().into();
+    let mut key = [0; 16];
+    key.copy_from_slice(&digest[..16]);
+    key
+}
+
+/// Hashes an [`IdKey`] by its first eight bytes: they are already uniform
+/// (SHA-256), and nobody can aim ids at one bucket without breaking it.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8).take(1) {
+            let mut word = [0; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 ^= u64::from_le_bytes(word);
+        }
+    }
+}
+
+type Index = HashSet<IdKey, BuildHasherDefault<KeyHasher>>;
+
+/// One remembered id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Seen {
+    /// [`id_key`] of the id.
+    pub key: IdKey,
+    /// Decision time of its receipt, in milliseconds.
+    pub at: i64,
+    /// Whether it is an entitlement id (exempt from the capacity bound).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub entitlement: bool,
+}
+
+/// Outcome of [`Recent::check`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Remember {
+    /// A new id: remember it once its receipt is appended.
+    New,
+    /// Seen inside the window: drop the input.
+    Duplicate,
+    /// A new signal id, but the tenant holds `capacity` ids inside the
+    /// window; room comes back after `retry_after`.
+    Full {
+        /// The bound.
+        capacity: usize,
+        /// When the oldest id expires, from now.
+        retry_after: Duration,
+    },
+}
+
+/// The ids one tenant saw inside the window, oldest first.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Recent {
+    order: VecDeque<Seen>,
+    /// Present while `order` holds more than [`LINEAR`] ids.
+    index: Option<Box<Index>>,
+    /// Entitlement ids in `order`.
+    entitlements: usize,
+}
+
+impl Recent {
+    /// Forgets ids decided before `now - window`.
+    pub(crate) fn expire(&mut self, now: Timestamp, options: &DedupeOptions) {
+        let horizon = now.as_millis().saturating_sub(options.window_ms());
+        while self.order.front().is_some_and(|s| s.at < horizon) {
+            if let Some(seen) = self.order.pop_front() {
+                self.forget(&seen);
+            }
+        }
+        if self.order.is_empty() {
+            // An idle tenant gives its memory back.
+            self.order = VecDeque::new();
+        } else if self.order.len() < self.order.capacity() / 4 {
+            self.order.shrink_to(self.order.len() * 2);
+        }
+    }
+
+    fn forget(&mut self, seen: &Seen) {
+        if seen.entitlement {
+            self.entitlements -= 1;
+        }
+        if let Some(index) = &mut self.index {
+            index.remove(&seen.key);
+            if self.order.len() <= LINEAR / 2 {
+                self.index = None;
+            }
+        }
+    }
+
+    fn contains(&self, key: &IdKey) -> bool {
+        match &self.index {
+            Some(index) => index.contains(key),
+            None => self.order.iter().any(|s| s.key == *key),
+        }
+    }
+
+    /// Whether `key` (of an entitlement id when `entitlement`) is new, a
+    /// duplicate, or over the bound, at decision time `now`.
+    pub(crate) fn check(
+        &mut self,
+        key: &IdKey,
+        entitlement: bool,
+        now: Timestamp,
+        options: &DedupeOptions,
+    ) -> Remember {
+        self.expire(now, options);
+        if self.contains(key) {
+            return Remember::Duplicate;
+        }
+        let signals = self.order.len() - self.entitlements;
+        if !entitlement && signals >= options.capacity.max(1) {
+            let oldest = self
+                .order
+                .iter()
+                .find(|s| !s.entitlement)
+                .map_or(now.as_millis(), |s| s.at);
+            let expires = oldest.saturating_add(options.window_ms());
+            let wait = u64::try_from(expires.saturating_sub(now.as_millis())).unwrap_or(0);
+            return Remember::Full {
+                capacity: options.capacity,
+                retry_after: Duration::from_millis(wait.max(1)),
+            };
+        }
+        Remember::New
+    }
+
+    /// Remembers `seen` (after its receipt was appended). During recovery
+    /// the bound is kept by forgetting the oldest signal ids (a lowered
+    /// `capacity` must not stop a restart).
+    pub(crate) fn insert(&mut self, seen: Seen, options: &DedupeOptions) {
+        self.expire(Timestamp::from_millis(seen.at), options);
+        if self.contains(&seen.key) {
+            return;
+        }
+        let full = self.order.len() - self.entitlements >= options.capacity.max(1);
+        if !seen.entitlement
+            && full
+            && let Some(position) = self.order.iter().position(|s| !s.entitlement)
+            && let Some(old) = self.order.remove(position)
+        {
+            self.forget(&old);
+        }
+        if seen.entitlement {
+            self.entitlements += 1;
+        }
+        self.order.push_back(seen);
+        match &mut self.index {
+            Some(index) => {
+                index.insert(seen.key);
+            }
+            None if self.order.len() > LINEAR => {
+                self.index = Some(Box::new(self.order.iter().map(|s| s.key).collect()));
+            }
+            None => {}
+        }
+    }
+
+    /// Ids held.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// Approximate heap bytes.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.order.capacity() * size_of::<Seen>()
+            + self.index.as_ref().map_or(0, |index| {
+                size_of::<Index>() + index.capacity() * (size_of::<IdKey>() + 1)
+            })
+    }
+
+    /// The remembered ids, oldest first (for checkpoints).
+    pub(crate) fn export(&self) -> Vec<Seen> {
+        self.order.iter().copied().collect()
+    }
+
+    /// Rebuilds from a checkpoint's ids (oldest first).
+    pub(crate) fn import(seen: Vec<Seen>, options: &DedupeOptions) -> Recent {
+        let mut recent = Recent::default();
+        for s in seen {
+            recent.insert(s, options);
+        }
+        recent
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINUTE: i64 = 60_000;
+
+    fn options(window_min: u64, capacity: usize) -> DedupeOptions {
+        DedupeOptions {
+            window: Duration::from_secs(window_min * 60),
+            capacity,
+        }
+    }
+
+    fn key(n: u32) -> IdKey {
+        id_key(Kind::Signal, &format!("m-{n}"))
+    }
+
+    fn signal(n: u32, at: i64) -> Seen {
+        Seen {
+            key: key(n),
+            at,
+            entitlement: false,
+        }
+    }
+
+    #[test]
+    fn an_id_is_a_duplicate_for_the_whole_window_whatever_came_after() {
+        let options = options(60, 100_000);
+        let mut recent = Recent::default();
+        recent.insert(signal(0, 0), &options);
+        // Thousands of newer ids (the old ring held 32) do not push it out.
+        for n in 1..5_000 {
+            let at = i64::from(n) * 10;
+            assert_eq!(
+                recent.check(&key(n), false, Timestamp(at), &options),
+                Remember::New
+            );
+            recent.insert(signal(n, at), &options);
+        }
+        assert!(recent.index.is_some());
+        let late = Timestamp(59 * MINUTE);
+        assert_eq!(
+            recent.check(&key(0), false, late, &options),
+            Remember::Duplicate
+        );
+        // After the window it is new again, and the memory is given back.
+        let later = Timestamp(60 * MINUTE + 50_001);
+        assert_eq!(recent.check(&key(0), false, later, &options), Remember::New);
+        assert_eq!(recent.len(), 0);
+        assert_eq!(recent.heap_bytes(), 0);
+    }
+
+    #[test]
+    fn the_bound_refuses_new_signal_ids_but_not_entitlement_ids() {
+        let options = options(60, 3);
+        let mut recent = Recent::default();
+        for n in 0..3 {
+            recent.insert(signal(n, i64::from(n) * MINUTE), &options);
+        }
+        let now = Timestamp(10 * MINUTE);
+        assert_eq!(
+            recent.check(&key(9), false, now, &options),
+            Remember::Full {
+                capacity: 3,
+                retry_after: Duration::from_secs(50 * 60),
+            }
+        );
+        // Known ids are still duplicates, and entitlement ids still fit.
+        assert_eq!(
+            recent.check(&key(1), false, now, &options),
+            Remember::Duplicate
+        );
+        let event = id_key(Kind::Entitlement, "evt-1");
+        assert_eq!(recent.check(&event, true, now, &options), Remember::New);
+        recent.insert(
+            Seen {
+                key: event,
+                at: now.as_millis(),
+                entitlement: true,
+            },
+            &options,
+        );
+        assert_eq!(
+            recent.check(&event, true, now, &options),
+            Remember::Duplicate
+        );
+        // Once the oldest signal id expires there is room again.
+        let expired = Timestamp(60 * MINUTE + 1);
+        assert_eq!(
+            recent.check(&key(9), false, expired, &options),
+            Remember::New
+        );
+    }
+
+    #[test]
+    fn recovery_keeps_the_bound_by_forgetting_the_oldest() {
+        let options = options(60, 2);
+        let recent = Recent::import((0..5).map(|n| signal(n, i64::from(n))).collect(), &options);
+        assert_eq!(recent.len(), 2);
+        assert!(recent.contains(&key(4)) && recent.contains(&key(3)));
+        assert!(!recent.contains(&key(0)));
+    }
+
+    #[test]
+    fn the_index_follows_the_ids() {
+        let options = options(60, 1_000);
+        let mut recent = Recent::default();
+        for n in 0..200 {
+            recent.insert(signal(n, i64::from(n)), &options);
+        }
+        for n in 0..200 {
+            assert!(recent.contains(&key(n)), "{n}");
+        }
+        assert!(!recent.contains(&key(200)));
+        // Expire all but the last ten: the index shrinks away with them.
+        recent.expire(Timestamp(60 * MINUTE + 190), &options);
+        assert_eq!(recent.len(), 10);
+        assert!(recent.index.is_none());
+        assert!(recent.contains(&key(195)) && !recent.contains(&key(5)));
+    }
+
+    #[test]
+    fn kinds_are_separate_namespaces() {
+        assert_ne!(id_key(Kind::Signal, "x"), id_key(Kind::Entitlement, "x"));
+        assert_eq!(id_key(Kind::Signal, "x"), id_key(Kind::Signal, "x"));
+    }
+}
