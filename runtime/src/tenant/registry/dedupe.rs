@@ -24,6 +24,8 @@ use std::collections::{HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 
 use crate::clock::Timestamp;
@@ -97,16 +99,61 @@ impl Hasher for KeyHasher {
 
 type Index = HashSet<IdKey, BuildHasherDefault<KeyHasher>>;
 
-/// One remembered id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+/// One remembered id. In checkpoints it is one compact string (base64url of
+/// the key, the time as 8 big-endian bytes and a kind byte: 34 characters),
+/// since a busy service checkpoints millions of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Seen {
     /// [`id_key`] of the id.
     pub key: IdKey,
     /// Decision time of its receipt, in milliseconds.
     pub at: i64,
     /// Whether it is an entitlement id (exempt from the capacity bound).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub entitlement: bool,
+}
+
+impl Seen {
+    const BYTES: usize = 16 + 8 + 1;
+
+    fn to_bytes(self) -> [u8; Seen::BYTES] {
+        let mut bytes = [0; Seen::BYTES];
+        bytes[..16].copy_from_slice(&self.key);
+        bytes[16..24].copy_from_slice(&self.at.to_be_bytes());
+        bytes[24] = u8::from(self.entitlement);
+        bytes
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Option<Seen> {
+        if bytes.len() != Seen::BYTES || bytes[24] > 1 {
+            return None;
+        }
+        let mut key = [0; 16];
+        key.copy_from_slice(&bytes[..16]);
+        let mut at = [0; 8];
+        at.copy_from_slice(&bytes[16..24]);
+        Some(Seen {
+            key,
+            at: i64::from_be_bytes(at),
+            entitlement: bytes[24] == 1,
+        })
+    }
+}
+
+impl serde::Serialize for Seen {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&URL_SAFE_NO_PAD.encode(self.to_bytes()))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Seen {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Seen, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        URL_SAFE_NO_PAD
+            .decode(text.as_bytes())
+            .ok()
+            .and_then(|bytes| Seen::from_bytes(&bytes))
+            .ok_or_else(|| serde::de::Error::custom("invalid dedupe entry"))
+    }
 }
 
 /// Outcome of [`Recent::check`].
@@ -126,23 +173,26 @@ pub enum Remember {
     },
 }
 
-/// The ids one tenant saw inside the window, oldest first.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Recent {
-    order: VecDeque<Seen>,
-    /// Present while `order` holds more than [`LINEAR`] ids.
-    index: Option<Box<Index>>,
-    /// Entitlement ids in `order`.
-    entitlements: usize,
+/// One remembered id as held in memory (24 bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    key: IdKey,
+    at: i64,
 }
 
-impl Recent {
-    /// Forgets ids decided before `now - window`.
-    pub(crate) fn expire(&mut self, now: Timestamp, options: &DedupeOptions) {
-        let horizon = now.as_millis().saturating_sub(options.window_ms());
-        while self.order.front().is_some_and(|s| s.at < horizon) {
-            if let Some(seen) = self.order.pop_front() {
-                self.forget(&seen);
+/// Ids of one namespace, oldest first, with an index once they are many.
+#[derive(Debug, Clone, Default)]
+struct Ids {
+    order: VecDeque<Entry>,
+    /// Present while `order` holds more than [`LINEAR`] ids.
+    index: Option<Box<Index>>,
+}
+
+impl Ids {
+    fn expire(&mut self, horizon: i64) {
+        while self.order.front().is_some_and(|e| e.at < horizon) {
+            if let Some(old) = self.order.pop_front() {
+                self.unindex(&old);
             }
         }
         if self.order.is_empty() {
@@ -153,12 +203,9 @@ impl Recent {
         }
     }
 
-    fn forget(&mut self, seen: &Seen) {
-        if seen.entitlement {
-            self.entitlements -= 1;
-        }
+    fn unindex(&mut self, old: &Entry) {
         if let Some(index) = &mut self.index {
-            index.remove(&seen.key);
+            index.remove(&old.key);
             if self.order.len() <= LINEAR / 2 {
                 self.index = None;
             }
@@ -168,7 +215,58 @@ impl Recent {
     fn contains(&self, key: &IdKey) -> bool {
         match &self.index {
             Some(index) => index.contains(key),
-            None => self.order.iter().any(|s| s.key == *key),
+            None => self.order.iter().any(|e| e.key == *key),
+        }
+    }
+
+    fn push(&mut self, entry: Entry) {
+        self.order.push_back(entry);
+        match &mut self.index {
+            Some(index) => {
+                index.insert(entry.key);
+            }
+            None if self.order.len() > LINEAR => {
+                self.index = Some(Box::new(self.order.iter().map(|e| e.key).collect()));
+            }
+            None => {}
+        }
+    }
+
+    fn pop_oldest(&mut self) {
+        if let Some(old) = self.order.pop_front() {
+            self.unindex(&old);
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.order.capacity() * size_of::<Entry>()
+            + self.index.as_ref().map_or(0, |index| {
+                size_of::<Index>() + index.capacity() * (size_of::<IdKey>() + 1)
+            })
+    }
+}
+
+/// The ids one tenant saw inside the window: signal ids (bounded by
+/// [`DedupeOptions::capacity`]) and entitlement ids, each oldest first.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Recent {
+    signals: Ids,
+    entitlements: Ids,
+}
+
+impl Recent {
+    /// Forgets ids decided before `now - window`.
+    pub(crate) fn expire(&mut self, now: Timestamp, options: &DedupeOptions) {
+        let horizon = now.as_millis().saturating_sub(options.window_ms());
+        self.signals.expire(horizon);
+        self.entitlements.expire(horizon);
+    }
+
+    fn ids(&self, entitlement: bool) -> &Ids {
+        if entitlement {
+            &self.entitlements
+        } else {
+            &self.signals
         }
     }
 
@@ -182,16 +280,11 @@ impl Recent {
         options: &DedupeOptions,
     ) -> Remember {
         self.expire(now, options);
-        if self.contains(key) {
+        if self.ids(entitlement).contains(key) {
             return Remember::Duplicate;
         }
-        let signals = self.order.len() - self.entitlements;
-        if !entitlement && signals >= options.capacity.max(1) {
-            let oldest = self
-                .order
-                .iter()
-                .find(|s| !s.entitlement)
-                .map_or(now.as_millis(), |s| s.at);
+        if !entitlement && self.signals.order.len() >= options.capacity.max(1) {
+            let oldest = self.signals.order.front().map_or(now.as_millis(), |e| e.at);
             let expires = oldest.saturating_add(options.window_ms());
             let wait = u64::try_from(expires.saturating_sub(now.as_millis())).unwrap_or(0);
             return Remember::Full {
@@ -207,52 +300,62 @@ impl Recent {
     /// `capacity` must not stop a restart).
     pub(crate) fn insert(&mut self, seen: Seen, options: &DedupeOptions) {
         self.expire(Timestamp::from_millis(seen.at), options);
-        if self.contains(&seen.key) {
+        let entry = Entry {
+            key: seen.key,
+            at: seen.at,
+        };
+        if seen.entitlement {
+            if !self.entitlements.contains(&entry.key) {
+                self.entitlements.push(entry);
+            }
             return;
         }
-        let full = self.order.len() - self.entitlements >= options.capacity.max(1);
-        if !seen.entitlement
-            && full
-            && let Some(position) = self.order.iter().position(|s| !s.entitlement)
-            && let Some(old) = self.order.remove(position)
-        {
-            self.forget(&old);
+        if self.signals.contains(&entry.key) {
+            return;
         }
-        if seen.entitlement {
-            self.entitlements += 1;
+        if self.signals.order.len() >= options.capacity.max(1) {
+            self.signals.pop_oldest();
         }
-        self.order.push_back(seen);
-        match &mut self.index {
-            Some(index) => {
-                index.insert(seen.key);
-            }
-            None if self.order.len() > LINEAR => {
-                self.index = Some(Box::new(self.order.iter().map(|s| s.key).collect()));
-            }
-            None => {}
-        }
+        self.signals.push(entry);
     }
 
     /// Ids held.
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.order.len()
+        self.signals.order.len() + self.entitlements.order.len()
+    }
+
+    #[cfg(test)]
+    fn contains(&self, key: &IdKey) -> bool {
+        self.signals.contains(key) || self.entitlements.contains(key)
+    }
+
+    #[cfg(test)]
+    fn indexed(&self) -> bool {
+        self.signals.index.is_some()
     }
 
     /// Approximate heap bytes.
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.order.capacity() * size_of::<Seen>()
-            + self.index.as_ref().map_or(0, |index| {
-                size_of::<Index>() + index.capacity() * (size_of::<IdKey>() + 1)
-            })
+        self.signals.heap_bytes() + self.entitlements.heap_bytes()
     }
 
-    /// The remembered ids, oldest first (for checkpoints).
+    /// The remembered ids, signals then entitlements, each oldest first (for checkpoints).
     pub(crate) fn export(&self) -> Vec<Seen> {
-        self.order.iter().copied().collect()
+        let seen = |entitlement| {
+            move |e: &Entry| Seen {
+                key: e.key,
+                at: e.at,
+                entitlement,
+            }
+        };
+        let signals = self.signals.order.iter().map(seen(false));
+        signals
+            .chain(self.entitlements.order.iter().map(seen(true)))
+            .collect()
     }
 
-    /// Rebuilds from a checkpoint's ids (oldest first).
+    /// Rebuilds from a checkpoint's ids.
     pub(crate) fn import(seen: Vec<Seen>, options: &DedupeOptions) -> Recent {
         let mut recent = Recent::default();
         for s in seen {
@@ -301,7 +404,7 @@ mod tests {
             );
             recent.insert(signal(n, at), &options);
         }
-        assert!(recent.index.is_some());
+        assert!(recent.indexed());
         let late = Timestamp(59 * MINUTE);
         assert_eq!(
             recent.check(&key(0), false, late, &options),
@@ -379,8 +482,27 @@ mod tests {
         // Expire all but the last ten: the index shrinks away with them.
         recent.expire(Timestamp(60 * MINUTE + 190), &options);
         assert_eq!(recent.len(), 10);
-        assert!(recent.index.is_none());
+        assert!(!recent.indexed());
         assert!(recent.contains(&key(195)) && !recent.contains(&key(5)));
+    }
+
+    #[test]
+    fn checkpoint_entries_are_compact_and_round_trip() {
+        for seen in [
+            signal(7, 1_767_225_600_123),
+            Seen {
+                key: id_key(Kind::Entitlement, "evt"),
+                at: -5,
+                entitlement: true,
+            },
+        ] {
+            let text = serde_json::to_string(&seen).unwrap();
+            assert_eq!(text.len(), 34 + 2, "{text}");
+            assert_eq!(serde_json::from_str::<Seen>(&text).unwrap(), seen);
+        }
+        for bad in ["\"\"", "\"AAAA\"", "17", "\"!!\""] {
+            assert!(serde_json::from_str::<Seen>(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
