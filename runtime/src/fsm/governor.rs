@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::{Decision, Dispatched, Event, InFlight, Reason, State, Step};
 use crate::clock::Timestamp;
 use crate::policy::{Block, Evaluation, Level, PolicyMemory};
-use crate::sku::{ActionId, PolicyPack, ProfileDef, ProfileId, Rule};
+use crate::sku::{ActionId, PolicyPack, ProfileDef, ProfileId, Rule, SignalId};
 
 /// The governor of one tenant: FSM state plus the memory the FSM needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -99,7 +99,9 @@ impl Governor {
     /// receipt will get (it keys dispatched actions).
     ///
     /// Returns `None` only for a [`Event::Timer`] with nothing due (no
-    /// receipt); every other call is one receipt.
+    /// receipt); every other call is one receipt. One handler per event,
+    /// each an exhaustive match over the state (no wildcard arm), so the
+    /// table of DESIGN.md §5 reads event by event.
     pub fn step(
         &mut self,
         pack: &dyn PolicyPack,
@@ -107,211 +109,31 @@ impl Governor {
         now: Timestamp,
         seq: u64,
     ) -> Option<Step> {
-        let sku = pack.sku();
         let from = self.state;
-        let timing = sku.governor;
-        let retry_at = now.plus_secs(timing.degraded_retry_s);
+        let timing = pack.sku().governor;
         let mut out = Out {
             reason: Reason::Evaluated,
             evaluation: None,
             block: None,
             dispatch: Vec::new(),
         };
-        let evaluation = match event {
-            Event::Signal { signal, value } => {
-                let ev = self.policy.evaluate(self.profile_def(pack), signal, value);
-                out.evaluation = Some(ev);
-                Some(ev)
-            }
-            Event::ActionResult { .. }
-            | Event::Timer
-            | Event::Entitlement { .. }
-            | Event::Reset => None,
+        let at = At {
+            now,
+            seq,
+            retry_at: now.plus_secs(timing.degraded_retry_s),
         };
-        // A signal is refused before anything else when the entitlement is
-        // missing or the reading is at the refuse level.
-        let refusal = evaluation.and_then(|ev| {
-            if sku.entitlement_required && !self.entitled {
-                Some(Reason::EntitlementInactive)
-            } else if ev.level == Level::Refuse {
-                Some(Reason::RefuseLevel)
-            } else {
-                None
+        let to = match event {
+            Event::Signal { signal, value } => self.on_signal(pack, signal, value, at, &mut out),
+            Event::ActionResult {
+                decided,
+                action,
+                ok,
+            } => self.on_action_result(decided, action, ok, at, &mut out),
+            Event::Timer => self.on_timer(pack, at, &mut out)?,
+            Event::Entitlement { active, profile } => {
+                self.on_entitlement(pack, active, profile, &mut out)
             }
-        });
-
-        let to = match (from, event) {
-            (State::Boot | State::Stable | State::Warning, Event::Signal { .. }) => {
-                match (refusal, evaluation) {
-                    (Some(reason), _) => out.refuse(reason),
-                    (None, Some(ev)) => match (ev.level, ev.rule) {
-                        (Level::Intervene | Level::Refuse, Some(rule)) => {
-                            self.intervene(pack, rule, now, seq, &mut out, State::Warning)
-                        }
-                        (Level::Warn | Level::Intervene | Level::Refuse, _) => State::Warning,
-                        (Level::Normal, _) if from == State::Warning => {
-                            self.recover(ev, timing.recovery_evaluations, &mut out, from)
-                        }
-                        (Level::Normal, _) => State::Stable,
-                    },
-                    (None, None) => from,
-                }
-            }
-            (State::Intervening { deadline }, Event::Signal { .. }) => match refusal {
-                Some(reason) => out.refuse(reason),
-                None => {
-                    if evaluation.is_some_and(|ev| ev.level >= Level::Intervene) {
-                        out.reason = Reason::StormGuard;
-                    }
-                    State::Intervening { deadline }
-                }
-            },
-            (State::Degraded { retry_at: due }, Event::Signal { .. }) => {
-                match (refusal, evaluation) {
-                    (Some(reason), _) => out.refuse(reason),
-                    (None, Some(ev)) => match (ev.level, ev.rule) {
-                        (Level::Intervene | Level::Refuse, Some(rule)) if now >= due => {
-                            out.reason = Reason::DegradedRetry;
-                            let blocked = State::Degraded { retry_at };
-                            self.intervene(pack, rule, now, seq, &mut out, blocked)
-                        }
-                        (Level::Intervene | Level::Refuse, _) => {
-                            out.reason = Reason::RetryWait;
-                            State::Degraded { retry_at: due }
-                        }
-                        (Level::Warn, _) => State::Degraded { retry_at: due },
-                        (Level::Normal, _) => {
-                            self.recover(ev, timing.recovery_evaluations, &mut out, from)
-                        }
-                    },
-                    (None, None) => from,
-                }
-            }
-            (State::Refusing, Event::Signal { .. }) => match refusal {
-                Some(reason) => {
-                    out.reason = reason;
-                    State::Refusing
-                }
-                None => self.lift_refusal(&mut out),
-            },
-
-            (
-                State::Intervening { deadline },
-                Event::ActionResult {
-                    decided,
-                    action,
-                    ok,
-                },
-            ) => {
-                let pending = self
-                    .flight
-                    .iter()
-                    .position(|f| f.action == action && !f.ok)
-                    .filter(|_| decided == self.flight_seq);
-                match (pending, ok) {
-                    (None, _) => {
-                        out.reason = Reason::StaleResult;
-                        State::Intervening { deadline }
-                    }
-                    (Some(_), false) => {
-                        out.reason = Reason::ActionFailed;
-                        self.flight.clear();
-                        State::Degraded { retry_at }
-                    }
-                    (Some(index), true) => {
-                        self.flight[index].ok = true;
-                        if self.flight.iter().all(|f| f.ok) {
-                            out.reason = Reason::AllConfirmed;
-                            self.flight.clear();
-                            State::Warning
-                        } else {
-                            out.reason = Reason::Confirmed;
-                            State::Intervening { deadline }
-                        }
-                    }
-                }
-            }
-            (State::Boot, Event::ActionResult { .. }) => {
-                out.reason = Reason::StaleResult;
-                State::Stable
-            }
-            (
-                State::Stable | State::Warning | State::Degraded { .. } | State::Refusing,
-                Event::ActionResult { .. },
-            ) => {
-                out.reason = Reason::StaleResult;
-                from
-            }
-
-            (State::Intervening { deadline }, Event::Timer) => {
-                if now < deadline {
-                    return None;
-                }
-                out.reason = Reason::InterventionTimeout;
-                self.flight.clear();
-                State::Degraded { retry_at }
-            }
-            (State::Degraded { retry_at: due }, Event::Timer) => {
-                let profile = self.profile_def(pack);
-                let trigger = self.policy.trigger(profile);
-                match trigger {
-                    Some(rule) if now >= due => {
-                        out.reason = Reason::DegradedRetry;
-                        let blocked = State::Degraded { retry_at };
-                        self.intervene(pack, rule, now, seq, &mut out, blocked)
-                    }
-                    Some(_) | None => return None,
-                }
-            }
-            (State::Boot | State::Stable | State::Warning | State::Refusing, Event::Timer) => {
-                return None;
-            }
-
-            (
-                State::Boot
-                | State::Stable
-                | State::Warning
-                | State::Intervening { .. }
-                | State::Degraded { .. }
-                | State::Refusing,
-                Event::Entitlement { active, profile },
-            ) => {
-                self.entitled = active;
-                if let Some(profile) = profile
-                    && profile != self.profile
-                {
-                    self.profile = profile;
-                    self.policy.reset_rules();
-                }
-                if sku.entitlement_required && !active {
-                    out.refuse(Reason::EntitlementInactive)
-                } else {
-                    match from {
-                        State::Refusing => self.lift_refusal(&mut out),
-                        State::Boot => {
-                            out.reason = Reason::EntitlementRecorded;
-                            State::Stable
-                        }
-                        State::Stable
-                        | State::Warning
-                        | State::Intervening { .. }
-                        | State::Degraded { .. } => {
-                            out.reason = Reason::EntitlementRecorded;
-                            from
-                        }
-                    }
-                }
-            }
-
-            (
-                State::Boot
-                | State::Stable
-                | State::Warning
-                | State::Intervening { .. }
-                | State::Degraded { .. }
-                | State::Refusing,
-                Event::Reset,
-            ) => {
+            Event::Reset => {
                 out.reason = Reason::OperatorReset;
                 self.policy.reset_rules();
                 State::Stable
@@ -339,6 +161,187 @@ impl Governor {
         })
     }
 
+    /// A reading: evaluated first; refused before anything else when the
+    /// entitlement is missing or the reading is at the refuse level.
+    fn on_signal(
+        &mut self,
+        pack: &dyn PolicyPack,
+        signal: SignalId,
+        value: f64,
+        at: At,
+        out: &mut Out,
+    ) -> State {
+        let sku = pack.sku();
+        let from = self.state;
+        let needed = sku.governor.recovery_evaluations;
+        let ev = self.policy.evaluate(self.profile_def(pack), signal, value);
+        out.evaluation = Some(ev);
+        let refusal = if sku.entitlement_required && !self.entitled {
+            Some(Reason::EntitlementInactive)
+        } else if ev.level == Level::Refuse {
+            Some(Reason::RefuseLevel)
+        } else {
+            None
+        };
+        match (from, refusal) {
+            (State::Refusing, Some(reason)) => {
+                out.reason = reason;
+                State::Refusing
+            }
+            (State::Refusing, None) => self.lift_refusal(out),
+            (
+                State::Boot | State::Stable | State::Warning | State::Intervening { .. },
+                Some(reason),
+            )
+            | (State::Degraded { .. }, Some(reason)) => out.refuse(reason),
+            (State::Boot | State::Stable | State::Warning, None) => match (ev.level, ev.rule) {
+                (Level::Intervene | Level::Refuse, Some(rule)) => {
+                    self.intervene(pack, rule, at, out, State::Warning)
+                }
+                (Level::Warn | Level::Intervene | Level::Refuse, _) => State::Warning,
+                (Level::Normal, _) if from == State::Warning => self.recover(ev, needed, out, from),
+                (Level::Normal, _) => State::Stable,
+            },
+            (State::Intervening { deadline }, None) => {
+                if ev.level >= Level::Intervene {
+                    out.reason = Reason::StormGuard;
+                }
+                State::Intervening { deadline }
+            }
+            (State::Degraded { retry_at: due }, None) => match (ev.level, ev.rule) {
+                (Level::Intervene | Level::Refuse, Some(rule)) if at.now >= due => {
+                    out.reason = Reason::DegradedRetry;
+                    let blocked = State::Degraded {
+                        retry_at: at.retry_at,
+                    };
+                    self.intervene(pack, rule, at, out, blocked)
+                }
+                (Level::Intervene | Level::Refuse, _) => {
+                    out.reason = Reason::RetryWait;
+                    State::Degraded { retry_at: due }
+                }
+                (Level::Warn, _) => State::Degraded { retry_at: due },
+                (Level::Normal, _) => self.recover(ev, needed, out, from),
+            },
+        }
+    }
+
+    /// The outcome of an action dispatched by receipt `decided`.
+    fn on_action_result(
+        &mut self,
+        decided: u64,
+        action: ActionId,
+        ok: bool,
+        at: At,
+        out: &mut Out,
+    ) -> State {
+        match self.state {
+            State::Intervening { deadline } => {
+                let pending = self
+                    .flight
+                    .iter()
+                    .position(|f| f.action == action && !f.ok)
+                    .filter(|_| decided == self.flight_seq);
+                match (pending, ok) {
+                    (None, _) => {
+                        out.reason = Reason::StaleResult;
+                        State::Intervening { deadline }
+                    }
+                    (Some(_), false) => {
+                        out.reason = Reason::ActionFailed;
+                        self.flight.clear();
+                        State::Degraded {
+                            retry_at: at.retry_at,
+                        }
+                    }
+                    (Some(index), true) => {
+                        self.flight[index].ok = true;
+                        if self.flight.iter().all(|f| f.ok) {
+                            out.reason = Reason::AllConfirmed;
+                            self.flight.clear();
+                            State::Warning
+                        } else {
+                            out.reason = Reason::Confirmed;
+                            State::Intervening { deadline }
+                        }
+                    }
+                }
+            }
+            State::Boot => {
+                out.reason = Reason::StaleResult;
+                State::Stable
+            }
+            from @ (State::Stable | State::Warning | State::Degraded { .. } | State::Refusing) => {
+                out.reason = Reason::StaleResult;
+                from
+            }
+        }
+    }
+
+    /// A timer check: `None` when nothing is due (no receipt).
+    fn on_timer(&mut self, pack: &dyn PolicyPack, at: At, out: &mut Out) -> Option<State> {
+        match self.state {
+            State::Intervening { deadline } => {
+                if at.now < deadline {
+                    return None;
+                }
+                out.reason = Reason::InterventionTimeout;
+                self.flight.clear();
+                Some(State::Degraded {
+                    retry_at: at.retry_at,
+                })
+            }
+            State::Degraded { retry_at: due } => {
+                let trigger = self.policy.trigger(self.profile_def(pack));
+                match trigger {
+                    Some(rule) if at.now >= due => {
+                        out.reason = Reason::DegradedRetry;
+                        let blocked = State::Degraded {
+                            retry_at: at.retry_at,
+                        };
+                        Some(self.intervene(pack, rule, at, out, blocked))
+                    }
+                    Some(_) | None => None,
+                }
+            }
+            State::Boot | State::Stable | State::Warning | State::Refusing => None,
+        }
+    }
+
+    /// The entitlement changed (or was re-stated), perhaps with a new profile.
+    fn on_entitlement(
+        &mut self,
+        pack: &dyn PolicyPack,
+        active: bool,
+        profile: Option<ProfileId>,
+        out: &mut Out,
+    ) -> State {
+        self.entitled = active;
+        if let Some(profile) = profile
+            && profile != self.profile
+        {
+            self.profile = profile;
+            self.policy.reset_rules();
+        }
+        if pack.sku().entitlement_required && !active {
+            return out.refuse(Reason::EntitlementInactive);
+        }
+        match self.state {
+            State::Refusing => self.lift_refusal(out),
+            State::Boot => {
+                out.reason = Reason::EntitlementRecorded;
+                State::Stable
+            }
+            from @ (State::Stable
+            | State::Warning
+            | State::Intervening { .. }
+            | State::Degraded { .. }) => {
+                out.reason = Reason::EntitlementRecorded;
+                from
+            }
+        }
+    }
+
     fn profile_def(&self, pack: &dyn PolicyPack) -> &'static ProfileDef {
         pack.sku().profile(self.profile)
     }
@@ -348,11 +351,11 @@ impl Governor {
         &mut self,
         pack: &dyn PolicyPack,
         rule: &'static Rule,
-        now: Timestamp,
-        seq: u64,
+        at: At,
         out: &mut Out,
         blocked: State,
     ) -> State {
+        let At { now, seq, .. } = at;
         let profile = self.profile_def(pack);
         match self.policy.admit(profile, rule.actions, now) {
             Ok(actions) => {
@@ -432,6 +435,17 @@ pub fn step(
     seq: u64,
 ) -> Option<Step> {
     governor.step(pack, event, now, seq)
+}
+
+/// The time of a step and what follows from it.
+#[derive(Clone, Copy)]
+struct At {
+    /// When the step happens.
+    now: Timestamp,
+    /// The deciding receipt's sequence number.
+    seq: u64,
+    /// When a degraded tenant may dispatch again if it degrades now.
+    retry_at: Timestamp,
 }
 
 /// What a step accumulates besides the next state.
