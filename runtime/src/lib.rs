@@ -17,6 +17,7 @@
 //! - [`policy`]: levels, thresholds, hysteresis, dwell, cooldown, budget.
 //! - [`fsm`]: the governor state machine, a pure `step`.
 //! - [`entitlement`]: the marketplace entitlement state machine.
+//! - [`reading`]: one classifier of incoming readings for every path.
 //! - [`receipt`]: what a decision looks like on the ledger.
 //! - [`report`]: an error and its causes, for logs and messages.
 //! - [`signature`]: timestamped HMAC signatures (`X-Ggen-Signature`).
@@ -35,6 +36,7 @@ pub mod fsm;
 pub mod ingress;
 pub mod ledger;
 pub mod policy;
+pub mod reading;
 pub mod receipt;
 pub mod replay;
 pub mod report;

@@ -20,7 +20,8 @@ use crate::actuator::Clock;
 use crate::actuator::{ActuatorError, Dispatcher};
 use crate::clock::Timestamp;
 use crate::entitlement::EntitlementEvent;
-use crate::receipt::{Input, decimal};
+use crate::reading;
+use crate::receipt::Input;
 use crate::tenant::{Applied, Registry, RegistryError, TenantId};
 
 /// One parsed replay line.
@@ -29,7 +30,9 @@ pub enum Line {
     Signal {
         tenant: String,
         signal: String,
-        value: f64,
+        /// The value as written (classified like the service's: a value
+        /// that is not a number is receipted as `rejected`).
+        value: serde_json::Value,
         at: Timestamp,
         id: Option<String>,
     },
@@ -73,10 +76,20 @@ struct RawLine {
     tenant: String,
     at: Timestamp,
     signal: Option<String>,
+    /// Present (even `null`) or absent: a present value is classified
+    /// like the service's, so `null` is receipted as `rejected` there too.
+    #[serde(default, deserialize_with = "present")]
     value: Option<serde_json::Value>,
     entitlement: Option<String>,
     plan: Option<String>,
     id: Option<String>,
+}
+
+/// A field that is present, whatever its value (`null` included).
+fn present<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(deserializer).map(Some)
 }
 
 /// Parses one line of a replay file (`number` is 1-based, for messages).
@@ -92,11 +105,9 @@ pub fn parse_line(number: usize, text: &str) -> Result<Line, LineError> {
             if raw.plan.is_some() {
                 return Err(err("`plan` belongs to entitlement lines".to_owned()));
             }
-            let value = match raw.value {
-                Some(serde_json::Value::Number(n)) => n.as_f64(),
-                _ => None,
-            }
-            .ok_or_else(|| err(format!("signal `{signal}` needs a numeric `value`")))?;
+            let value = raw
+                .value
+                .ok_or_else(|| err(format!("signal `{signal}` needs a `value`")))?;
             Ok(Line::Signal {
                 tenant: raw.tenant,
                 signal,
@@ -329,32 +340,19 @@ fn feed(
     let (input, refusal) = match line {
         Line::Signal {
             signal, value, id, ..
-        } => match pack.signal_by_name(&signal) {
-            None => {
-                let reason = format!("unknown signal `{signal}`");
-                (
-                    rejected(&reason, &signal, value, id.as_deref()),
-                    Some(reason),
-                )
-            }
-            Some(sid) if !pack.sku().signal(sid).accepts(value) => {
-                let reason = format!("value `{value}` is out of range for signal `{signal}`");
-                (
-                    rejected(&reason, &signal, value, id.as_deref()),
-                    Some(reason),
-                )
-            }
-            Some(sid) => (
-                Input::Signal {
-                    signal: sid,
-                    value,
-                    id,
+        } => {
+            let classified = reading::classify(
+                pack,
+                &reading::Reading {
+                    signal: &signal,
+                    value: &value,
+                    id: id.as_deref(),
                     // The line's time is the replay's clock, not an observation.
                     observed: None,
                 },
-                None,
-            ),
-        },
+            );
+            (classified.input, classified.rejected)
+        }
         Line::Entitlement {
             event, plan, id, ..
         } => {
@@ -396,19 +394,6 @@ fn feed(
     })
 }
 
-fn rejected(reason: &str, signal: &str, value: f64, id: Option<&str>) -> Input {
-    let mut event = serde_json::Map::new();
-    event.insert("signal".into(), signal.into());
-    event.insert("value".into(), decimal(value).into());
-    if let Some(id) = id {
-        event.insert("id".into(), id.into());
-    }
-    Input::Rejected {
-        reason: reason.to_owned(),
-        event: event.into(),
-    }
-}
-
 /// The `log` adapter: every dispatched action succeeds at once. A result can
 /// dispatch more (undo on recovery), so this runs until nothing is left.
 fn confirm_dispatches(
@@ -446,7 +431,7 @@ mod tests {
             Line::Signal {
                 tenant: "acme".into(),
                 signal: "spend_rate".into(),
-                value: 120.5,
+                value: serde_json::json!(120.5),
                 at: Timestamp::parse("2026-01-01T00:00:00Z").unwrap(),
                 id: Some("m-1".into()),
             }
@@ -467,7 +452,6 @@ mod tests {
     fn reports_bad_lines_with_their_number() {
         let cases = [
             "not json",
-            r#"{"tenant":"acme","signal":"s","value":"1","at":"2026-01-01T00:00:00Z"}"#,
             r#"{"tenant":"acme","signal":"s","at":"2026-01-01T00:00:00Z"}"#,
             r#"{"tenant":"acme","signal":"s","value":1,"at":"soon"}"#,
             r#"{"tenant":"acme","signal":"s","value":1,"entitlement":"approved","at":"2026-01-01T00:00:00Z"}"#,

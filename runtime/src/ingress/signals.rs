@@ -26,14 +26,11 @@ use super::error::IngressError;
 use super::metrics::SignalOutcome;
 use super::state::AppState;
 use crate::clock::Timestamp;
-use crate::receipt::{Input, decimal};
-use crate::sku::SignalId;
+use crate::reading;
 use crate::tenant::{Applied, TenantId};
 
 /// Longest accepted dedupe id, in bytes.
 pub const MAX_ID_BYTES: usize = 256;
-/// Longest signal name quoted back in receipts and errors, in characters.
-const MAX_QUOTED: usize = 128;
 
 /// One signal as `POST /v1/signals` takes it.
 #[derive(Debug, Deserialize)]
@@ -92,69 +89,24 @@ pub(crate) fn check_id(id: Option<&str>) -> Result<(), IngressError> {
     }
 }
 
-fn quoted(text: &str) -> String {
-    text.chars().take(MAX_QUOTED).collect()
-}
-
-/// What a reading means to the SKU: a signal input, or why it is rejected.
-fn classify(state: &AppState, reading: &Reading) -> Result<(SignalId, f64), String> {
-    let pack = state.registry.pack();
-    let Some(signal) = pack.signal_by_name(&reading.signal) else {
-        return Err(format!("unknown signal `{}`", quoted(&reading.signal)));
-    };
-    let def = pack.sku().signal(signal);
-    let Some(value) = reading.value.as_f64() else {
-        return Err(format!("value of signal `{}` is not a number", def.name));
-    };
-    if !def.accepts(value) {
-        return Err(format!(
-            "value `{}` is out of range for signal `{}`",
-            decimal(value),
-            def.name
-        ));
-    }
-    Ok((signal, value))
-}
-
-/// The `rejected` receipt's record of what came in (no floats: decimals as strings).
-fn rejected_event(reading: &Reading) -> serde_json::Value {
-    let value = match &reading.value {
-        serde_json::Value::Number(n) => n.as_f64().map_or_else(|| n.to_string(), decimal),
-        other => quoted(&other.to_string()),
-    };
-    let mut event = serde_json::Map::new();
-    event.insert("signal".into(), quoted(&reading.signal).into());
-    event.insert("value".into(), value.into());
-    if let Some(id) = &reading.id {
-        event.insert("id".into(), id.clone().into());
-    }
-    event.into()
-}
-
 /// Applies one reading (appending its receipt); does not wait for durability.
 pub(crate) fn apply(state: &AppState, reading: Reading) -> Result<Pending, IngressError> {
     let started = Instant::now();
     let registry = &state.registry;
-    let (input, signal, refusal) = match classify(state, &reading) {
-        Ok((signal, value)) => (
-            Input::Signal {
-                signal,
-                value,
-                id: reading.id.clone(),
-                observed: reading.observed,
-            },
-            Some(signal),
-            None,
-        ),
-        Err(reason) => {
-            let signal = registry.pack().signal_by_name(&reading.signal);
-            let input = Input::Rejected {
-                reason: reason.clone(),
-                event: rejected_event(&reading),
-            };
-            (input, signal, Some(IngressError::Rejected { reason }))
-        }
-    };
+    let classified = reading::classify(
+        registry.pack(),
+        &reading::Reading {
+            signal: &reading.signal,
+            value: &reading.value,
+            id: reading.id.as_deref(),
+            observed: reading.observed,
+        },
+    );
+    let signal = classified.signal;
+    let refusal = classified
+        .rejected
+        .map(|reason| IngressError::Rejected { reason });
+    let input = classified.input;
     // Decided on the server's clock: a sender's `at` must not move
     // cooldowns, budgets or timers (it is recorded as `observed_at`).
     let applied = registry

@@ -6,6 +6,7 @@ mod client;
 mod durability;
 mod harness;
 mod jwks;
+mod paths;
 mod replays;
 mod routes;
 mod sku;
