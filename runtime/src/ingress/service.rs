@@ -56,8 +56,8 @@ pub struct ServeArgs {
     /// The ledger directory (created if missing).
     #[arg(long, value_name = "DIR")]
     pub ledger: PathBuf,
-    /// Serve `/v1/*` and `/pubsub/push` without authentication when no
-    /// `GOVERNOR_AUTH_TOKEN` (and no OIDC) is configured. Local experiments only.
+    /// Serve `/v1/*` and `/pubsub/push` without authentication. Refused
+    /// when `GOVERNOR_AUTH_TOKEN` or OIDC is configured. Local experiments only.
     #[arg(long)]
     pub insecure_no_auth: bool,
     /// Log format on stderr (level from `RUST_LOG`, default `info`).
@@ -69,9 +69,11 @@ pub struct ServeArgs {
     /// refreshed while serving.
     #[arg(long, value_name = "FILE|URL")]
     pub jwks: Option<JwksSource>,
-    /// Service account email Pub/Sub OIDC tokens must carry.
-    #[arg(long, value_name = "EMAIL")]
-    pub oidc_email: Option<String>,
+    /// Service account allowed to push (the verified `email` of its OIDC
+    /// tokens); repeat for several. Required with `--jwks`. Without the flag,
+    /// `GOVERNOR_OIDC_EMAIL` (comma-separated) is read.
+    #[arg(long = "oidc-email", value_name = "EMAIL")]
+    pub oidc_email: Vec<String>,
     /// Requests handled at once; more are refused with 503.
     #[arg(long, value_name = "N", default_value_t = 1024)]
     pub max_in_flight: usize,
@@ -249,8 +251,13 @@ pub fn run_until(
             args.insecure_no_auth,
         ))
         .map_err(ServeError::Auth)?;
-    if args.insecure_no_auth && auth.token.is_none() && auth.oidc.is_none() {
+    if auth.insecure {
         tracing::warn!("--insecure-no-auth: `/v1` and `/pubsub/push` accept anyone");
+    } else if let (Some(audience), None) = (sku.ingress.pubsub_audience, &auth.oidc) {
+        tracing::warn!(
+            audience,
+            "the spec sets a pub/sub audience but no jwks is configured: `/pubsub/push` answers 403 until `--jwks` (or `GOVERNOR_OIDC_JWKS`) and `--oidc-email` (or `GOVERNOR_OIDC_EMAIL`) are given"
+        );
     }
     let ledger =
         FileLedger::open(&args.ledger, FileOptions::default()).map_err(ServeError::Ledger)?;

@@ -109,7 +109,7 @@ fn governor_child() {
         insecure_no_auth: false,
         log_format: LogFormat::Text,
         jwks: None,
-        oidc_email: None,
+        oidc_email: Vec::new(),
         max_in_flight: 1024,
         actions: ActionsMode::Log,
         drain_timeout: 1,

@@ -3,7 +3,7 @@
 use axum::body::Body;
 use serde_json::{Value, json};
 
-use super::harness::{ADMIN, Service, envelope, get, marketplace, post, request, signal};
+use super::harness::{ADMIN, Service, envelope, get, marketplace, post, pubsub, request, signal};
 use super::sku::GUARD;
 
 #[tokio::test]
@@ -50,7 +50,7 @@ async fn pubsub_push_is_receipted_under_the_message_id_and_deduplicated() {
     let service = Service::memory(&GUARD);
     let body = envelope("acme", r#"{"signal":"load","value":120}"#, "msg-42");
     for _ in 0..3 {
-        let reply = service.send(post("/pubsub/push", body.clone())).await;
+        let reply = service.send(pubsub(body.clone())).await;
         assert_eq!(reply.status, 204, "{reply:?}");
     }
     let receipts = service.receipts("acme");
@@ -73,7 +73,7 @@ async fn pubsub_snake_case_envelopes_are_accepted() {
     );
     let body = json!({ "message": { "data": data, "attributes": { "tenant_id": "snake" },
         "message_id": "s-1", "publish_time": "2026-01-01T00:00:00Z" } });
-    let reply = service.send(post("/pubsub/push", body.to_string())).await;
+    let reply = service.send(pubsub(body.to_string())).await;
     assert_eq!(reply.status, 204, "{reply:?}");
     assert_eq!(service.receipts("snake")[0]["at"], "2026-02-01T00:00:00Z");
 }
