@@ -241,8 +241,10 @@ async fn requests_past_the_in_flight_limit_are_shed_with_503() {
         .send(post("/v1/signals", signal("b", 1.0, "2")))
         .await;
     shed.assert_error(503, "overloaded");
+    // Readiness is about serving at all, not a momentary full limit: anyone
+    // able to fill the slots must not pull the replica out of its balancer.
     let ready = service.send(get("/readyz")).await;
-    ready.assert_error(503, "not_ready");
+    assert_eq!(ready.status, 200, "{ready:?}");
     // Probes are never shed.
     assert_eq!(service.send(get("/healthz")).await.status, 200);
     assert_eq!(slow.await.unwrap().status, 204);
