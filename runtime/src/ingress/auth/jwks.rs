@@ -150,7 +150,7 @@ impl Remote {
         check_url(url)?;
         // A redirect must not lead somewhere `check_url` would refuse.
         let redirects = reqwest::redirect::Policy::custom(|attempt| {
-            if attempt.previous().len() >= 5 {
+            if attempt.previous().len() > 5 {
                 attempt.error("too many redirects")
             } else if check_url(attempt.url()).is_err() {
                 attempt.error("redirect to a url that is not `https://`")
