@@ -44,7 +44,8 @@ pub enum JwksSource {
 impl JwksSource {
     /// A value of `--jwks` or `GOVERNOR_OIDC_JWKS`: a URL when it starts with
     /// `https://` or `http://` (any case), else a file path. A plain
-    /// `http://` URL is refused unless its host is loopback ([`check_url`]).
+    /// `http://` URL is refused unless its host is loopback (`127.0.0.0/8`,
+    /// `::1`, `localhost`).
     pub fn parse(text: &str) -> Result<JwksSource, AuthError> {
         let is_url = ["https://", "http://"].iter().any(|scheme| {
             text.get(..scheme.len())
