@@ -49,7 +49,7 @@ enum Command {
         live_actions: bool,
     },
     /// Run the HTTP service (secrets from `GOVERNOR_*` environment variables).
-    Serve(crate::ingress::service::ServeArgs),
+    Serve(Box<crate::ingress::service::ServeArgs>),
     /// Inspect a ledger.
     Ledger {
         #[command(subcommand)]
@@ -118,7 +118,7 @@ pub fn main<P: PolicyPack>(pack: &'static P) -> ExitCode {
             ledger,
             live_actions,
         } => run_replay(pack, &signals, &ledger, live_actions),
-        Command::Serve(args) => Ok(crate::ingress::service::run(pack, args)),
+        Command::Serve(args) => Ok(crate::ingress::service::run(pack, *args)),
         Command::Ledger {
             command: LedgerCommand::Verify { ledger },
         } => verify(&ledger),

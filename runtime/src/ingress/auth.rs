@@ -42,12 +42,33 @@ pub const ENV_ADMIN_TOKEN: &str = "GOVERNOR_ADMIN_TOKEN";
 pub const ENV_MARKETPLACE_SECRET: &str = "GOVERNOR_MARKETPLACE_SECRET";
 /// The JWKS (a file, or an `https://` URL) of the keys that sign Pub/Sub OIDC tokens.
 pub const ENV_OIDC_JWKS: &str = "GOVERNOR_OIDC_JWKS";
+/// The service account emails allowed to push (comma-separated), when `--oidc-email` is not given.
+pub const ENV_OIDC_EMAIL: &str = "GOVERNOR_OIDC_EMAIL";
+/// Clock skew tolerated on an OIDC token's `exp`, `nbf` and `iat`, in seconds.
+pub const OIDC_SKEW_S: u64 = 60;
 /// The header carrying a marketplace event's signature.
 pub const SIGNATURE_HEADER: &str = crate::signature::HEADER;
 /// How far a marketplace signature's timestamp may be from the server's clock.
 pub const SIGNATURE_TOLERANCE_SECS: i64 = crate::signature::DEFAULT_TOLERANCE_SECS;
 /// Issuers of Google-signed OIDC tokens.
 pub const GOOGLE_ISSUERS: [&str; 2] = ["https://accounts.google.com", "accounts.google.com"];
+
+/// The longest `X-Ggen-Signature` value accepted before the body is read.
+pub const MAX_SIGNATURE_BYTES: usize = 1024;
+
+/// Which credential a group of routes needs, checked from the headers alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Guard {
+    /// The bearer token (`/v1/*` reads and signals).
+    Api,
+    /// The admin token (resets).
+    Admin,
+    /// A Pub/Sub push: OIDC when the SKU names an audience, else the bearer token.
+    PubSub,
+    /// A marketplace event: the signature header's presence and shape (the
+    /// HMAC needs the body and is checked by the handler).
+    Marketplace,
+}
 
 /// Why the authentication configuration could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -129,11 +150,45 @@ pub enum AuthError {
     /// OIDC was configured for a SKU without a Pub/Sub audience.
     #[error("a jwks was given but the sku names no pub/sub oidc audience")]
     NoAudience,
+    /// Pub/Sub OIDC without the service accounts allowed to push: any
+    /// Google identity could push with the (public) audience.
+    #[error(
+        "pub/sub oidc needs the service account allowed to push: pass `--oidc-email EMAIL` (repeatable) or set `GOVERNOR_OIDC_EMAIL` (comma-separated)"
+    )]
+    NoOidcEmail,
+    /// A value of `--oidc-email` or `GOVERNOR_OIDC_EMAIL` that is not an email address.
+    #[error("oidc email `{email}` is not an email address")]
+    BadOidcEmail {
+        /// The value given.
+        email: String,
+    },
+    /// Service account emails given without a JWKS to verify tokens with.
+    #[error(
+        "`--oidc-email` (or `GOVERNOR_OIDC_EMAIL`) was given without a jwks: pass `--jwks` (or set `GOVERNOR_OIDC_JWKS`) too"
+    )]
+    EmailWithoutJwks,
     /// An empty secret in the environment.
     #[error("environment variable `{name}` is set but empty")]
     EmptySecret {
         /// The variable.
         name: &'static str,
+    },
+    /// `--insecure-no-auth` with a bearer token or OIDC configured: routes
+    /// the operator believes protected would silently open.
+    #[error(
+        "`--insecure-no-auth` cannot be combined with {configured}: drop the flag, or unset what configures them"
+    )]
+    InsecureWithAuth {
+        /// What is configured (names of variables or flags).
+        configured: String,
+    },
+    /// A JWKS URL over plain http to a host that is not loopback.
+    #[error(
+        "jwks url `{url}` is not `https://`: keys fetched in the clear could be swapped (plain `http://` is allowed for loopback hosts only)"
+    )]
+    InsecureJwksUrl {
+        /// The URL.
+        url: String,
     },
     /// Neither a bearer token nor OIDC, and `--insecure-no-auth` not given.
     #[error(
@@ -165,11 +220,36 @@ impl Secret {
     }
 }
 
-/// The claims of a Pub/Sub push token that are checked beyond the standard ones.
+/// The claims of a Pub/Sub push token that are checked beyond those
+/// `jsonwebtoken` validates (`exp`, `nbf`, `aud`, `iss`).
 #[derive(Debug, Deserialize)]
 struct Claims {
     email: Option<String>,
     email_verified: Option<bool>,
+    /// Issued-at (a JWT NumericDate, which may carry a fraction).
+    iat: Option<f64>,
+}
+
+/// Checks the service account emails allowed to push: at least one, each
+/// an address (`local@domain`, no spaces). Kept lowercase.
+fn check_emails(emails: Vec<String>) -> Result<Vec<String>, AuthError> {
+    if emails.is_empty() {
+        return Err(AuthError::NoOidcEmail);
+    }
+    emails
+        .into_iter()
+        .map(|email| {
+            let trimmed = email.trim();
+            let valid = trimmed.split_once('@').is_some_and(|(local, domain)| {
+                !local.is_empty() && !domain.is_empty() && !domain.contains('@')
+            }) && !trimmed.contains(char::is_whitespace);
+            if valid {
+                Ok(trimmed.to_ascii_lowercase())
+            } else {
+                Err(AuthError::BadOidcEmail { email })
+            }
+        })
+        .collect()
 }
 
 /// Verifies Google-signed OIDC tokens (RS256) against a JWK set: fixed (a
@@ -181,7 +261,8 @@ pub struct Oidc {
     /// Where the keys are refreshed from; `None` for a fixed set.
     remote: Option<Arc<Remote>>,
     validation: Validation,
-    email: Option<String>,
+    /// The service accounts allowed to push (lowercase; never empty).
+    emails: Arc<[String]>,
 }
 
 impl std::fmt::Debug for Oidc {
@@ -190,40 +271,40 @@ impl std::fmt::Debug for Oidc {
             .field("keys", &self.current().len())
             .field("url", &self.remote.as_ref().map(|r| r.url.as_str()))
             .field("audience", &self.validation.aud)
-            .field("email", &self.email)
+            .field("emails", &self.emails)
             .finish()
     }
 }
 
 impl Oidc {
-    /// A verifier of tokens for `audience` signed by a key of `jwks`;
-    /// `email`, when given, must be the token's (verified) `email` claim.
-    pub fn new(jwks: &JwkSet, audience: &str, email: Option<String>) -> Result<Oidc, AuthError> {
+    /// A verifier of tokens for `audience` signed by a key of `jwks` and
+    /// issued to one of `emails` (at least one: the audience is public, so
+    /// without an email any Google identity could push).
+    pub fn new(jwks: &JwkSet, audience: &str, emails: Vec<String>) -> Result<Oidc, AuthError> {
+        let emails = check_emails(emails)?;
         let keys = decode_keys(jwks).map_err(|(kid, source)| AuthError::BadKey { kid, source })?;
-        Ok(Oidc::over(keys, None, audience, email))
+        Ok(Oidc::over(keys, None, audience, emails))
     }
 
-    /// The verifier over `keys`, refreshed from `remote` if given.
-    fn over(keys: Keys, remote: Option<Remote>, audience: &str, email: Option<String>) -> Oidc {
+    /// The verifier over `keys`, refreshed from `remote` if given; `emails` checked.
+    fn over(keys: Keys, remote: Option<Remote>, audience: &str, emails: Vec<String>) -> Oidc {
         let mut validation = Validation::new(Algorithm::RS256);
         validation.set_audience(&[audience]);
         validation.set_issuer(&GOOGLE_ISSUERS);
         validation.set_required_spec_claims(&["exp", "aud", "iss"]);
-        validation.leeway = 30;
+        validation.validate_nbf = true;
+        validation.leeway = OIDC_SKEW_S;
         Oidc {
             keys: Arc::new(RwLock::new(Arc::new(keys))),
             remote: remote.map(Arc::new),
             validation,
-            email,
+            emails: emails.into(),
         }
     }
 
     /// Reads a JWKS file and builds the verifier.
-    pub fn from_file(
-        path: &Path,
-        audience: &str,
-        email: Option<String>,
-    ) -> Result<Oidc, AuthError> {
+    pub fn from_file(path: &Path, audience: &str, emails: Vec<String>) -> Result<Oidc, AuthError> {
+        let emails = check_emails(emails)?;
         let text = fs_err::read(path).map_err(|source| AuthError::ReadJwks {
             path: path.to_path_buf(),
             source,
@@ -233,7 +314,7 @@ impl Oidc {
                 path: path.to_path_buf(),
                 source,
             })?;
-        Oidc::new(&jwks, audience, email)
+        Oidc::new(&jwks, audience, emails)
     }
 
     /// Fetches the JWK set at `url` (an error names the URL) and builds a
@@ -241,21 +322,23 @@ impl Oidc {
     pub async fn from_url(
         url: &reqwest::Url,
         audience: &str,
-        email: Option<String>,
+        emails: Vec<String>,
     ) -> Result<Oidc, AuthError> {
+        // Checked before the fetch: a missing email needs no network to report.
+        let emails = check_emails(emails)?;
         let (remote, keys) = Remote::connect(url).await?;
-        Ok(Oidc::over(keys, Some(remote), audience, email))
+        Ok(Oidc::over(keys, Some(remote), audience, emails))
     }
 
     /// [`Oidc::from_file`] or [`Oidc::from_url`], as `source` says.
     pub async fn from_source(
         source: &JwksSource,
         audience: &str,
-        email: Option<String>,
+        emails: Vec<String>,
     ) -> Result<Oidc, AuthError> {
         match source {
-            JwksSource::File(path) => Oidc::from_file(path, audience, email),
-            JwksSource::Url(url) => Oidc::from_url(url, audience, email).await,
+            JwksSource::File(path) => Oidc::from_file(path, audience, emails),
+            JwksSource::Url(url) => Oidc::from_url(url, audience, emails).await,
         }
     }
 
@@ -277,7 +360,8 @@ impl Oidc {
         Arc::clone(&self.keys.read().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// Verifies `token`: signature, `aud`, `iss`, `exp`, and the email if configured.
+    /// Verifies `token`: signature, `aud`, `iss`, `exp`, `nbf` and `iat`
+    /// (within [`OIDC_SKEW_S`]), and a verified `email` among the allowed ones.
     pub fn verify(&self, token: &str) -> Result<(), IngressError> {
         let denied = |detail: String| IngressError::Unauthorized { detail };
         let header = jsonwebtoken::decode_header(token)
@@ -304,17 +388,36 @@ impl Oidc {
             }
             return Err(denied("oidc token is signed by an unknown key".to_owned()));
         };
-        let data = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
-            .map_err(|e| denied(format!("oidc token rejected: {e}")))?;
-        if let Some(expected) = &self.email {
-            let claims = data.claims;
-            if claims.email.as_deref() != Some(expected.as_str())
-                || claims.email_verified == Some(false)
-            {
-                return Err(denied(format!(
-                    "oidc token is not for service account `{expected}`"
-                )));
+        let claims = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
+            .map_err(|e| denied(format!("oidc token rejected: {e}")))?
+            .claims;
+        // `jsonwebtoken` checks `exp` and `nbf` but not `iat`: a token issued
+        // in the future was minted by a wrong clock or for later replay.
+        let now = jsonwebtoken::get_current_timestamp() as f64;
+        match claims.iat {
+            None => return Err(denied("oidc token has no `iat` claim".to_owned())),
+            Some(iat) if !iat.is_finite() || iat > now + OIDC_SKEW_S as f64 => {
+                return Err(denied(
+                    "oidc token is issued in the future (`iat`)".to_owned(),
+                ));
             }
+            Some(_) => {}
+        }
+        if claims.email_verified != Some(true) {
+            return Err(denied(
+                "oidc token's `email_verified` is not `true`".to_owned(),
+            ));
+        }
+        let email = claims.email.unwrap_or_default();
+        if !self
+            .emails
+            .iter()
+            .any(|allowed| allowed.eq_ignore_ascii_case(&email))
+        {
+            return Err(denied(format!(
+                "oidc token's email `{}` is not an allowed service account",
+                email.chars().take(128).collect::<String>()
+            )));
         }
         Ok(())
     }
@@ -344,15 +447,47 @@ fn env_secret(name: &'static str) -> Result<Option<String>, AuthError> {
     }
 }
 
+/// The inbound authentication as configured, before it is checked and
+/// built into an [`Auth`] ([`Auth::configure`]). Secrets are in the clear
+/// here; `Debug` never shows them.
+#[derive(Clone, Default)]
+pub struct AuthConfig {
+    /// `GOVERNOR_AUTH_TOKEN`.
+    pub token: Option<String>,
+    /// `GOVERNOR_ADMIN_TOKEN`.
+    pub admin: Option<String>,
+    /// `GOVERNOR_MARKETPLACE_SECRET`.
+    pub marketplace: Option<String>,
+    /// `--jwks` or `GOVERNOR_OIDC_JWKS`.
+    pub jwks: Option<JwksSource>,
+    /// `--oidc-email` or `GOVERNOR_OIDC_EMAIL`.
+    pub emails: Vec<String>,
+    /// `--insecure-no-auth`.
+    pub insecure: bool,
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("token", &self.token.is_some())
+            .field("admin", &self.admin.is_some())
+            .field("marketplace", &self.marketplace.is_some())
+            .field("jwks", &self.jwks)
+            .field("emails", &self.emails)
+            .field("insecure", &self.insecure)
+            .finish()
+    }
+}
+
 impl Auth {
-    /// Reads the secrets from the environment; `jwks` (or `GOVERNOR_OIDC_JWKS`)
-    /// enables OIDC for `audience` (a JWKS URL is fetched here, once; see
-    /// [`Oidc::spawn_refresher`]). Refuses to run without any inbound
-    /// authentication unless `insecure`.
+    /// Reads the secrets from the environment and [`Auth::configure`]s them;
+    /// `jwks` (else `GOVERNOR_OIDC_JWKS`) enables OIDC for `audience`,
+    /// accepting tokens of the service accounts `emails` (else
+    /// `GOVERNOR_OIDC_EMAIL`, comma-separated).
     pub async fn from_env(
         audience: Option<&str>,
         jwks: Option<&JwksSource>,
-        email: Option<String>,
+        emails: Vec<String>,
         insecure: bool,
     ) -> Result<Auth, AuthError> {
         let jwks = match jwks {
@@ -361,22 +496,62 @@ impl Auth {
                 .map(JwksSource::from_os)
                 .transpose()?,
         };
-        let token = env_secret(ENV_AUTH_TOKEN)?.as_deref().map(Secret::new);
-        let admin = env_secret(ENV_ADMIN_TOKEN)?.as_deref().map(Secret::new);
-        let marketplace =
-            env_secret(ENV_MARKETPLACE_SECRET)?.map(|key| SigningKey::new(key.as_bytes()));
-        // Last: everything that needs no network is checked before the fetch.
-        let oidc = match (jwks, audience) {
-            (Some(source), Some(audience)) => {
-                Some(Oidc::from_source(&source, audience, email).await?)
-            }
-            (Some(_), None) => return Err(AuthError::NoAudience),
-            (None, _) => None,
+        let emails = match (emails.is_empty(), env_secret(ENV_OIDC_EMAIL)?) {
+            (true, Some(list)) => list.split(',').map(str::to_owned).collect(),
+            _ => emails,
         };
-        let auth = Auth {
+        let config = AuthConfig {
+            token: env_secret(ENV_AUTH_TOKEN)?,
+            admin: env_secret(ENV_ADMIN_TOKEN)?,
+            marketplace: env_secret(ENV_MARKETPLACE_SECRET)?,
+            jwks,
+            emails,
+            insecure,
+        };
+        Auth::configure(audience, config).await
+    }
+
+    /// Checks `config` and builds the verifiers (a JWKS URL is fetched here,
+    /// once; see [`Oidc::spawn_refresher`]). Refuses: no inbound
+    /// authentication unless `insecure`; `insecure` with a token or OIDC;
+    /// OIDC without service account emails; emails without a JWKS; a JWKS
+    /// without a Pub/Sub `audience`.
+    pub async fn configure(audience: Option<&str>, config: AuthConfig) -> Result<Auth, AuthError> {
+        let AuthConfig {
             token,
             admin,
             marketplace,
+            jwks,
+            emails,
+            insecure,
+        } = config;
+        if insecure {
+            let configured: Vec<String> = [
+                (token.is_some(), format!("`{ENV_AUTH_TOKEN}`")),
+                (jwks.is_some(), "pub/sub oidc (`--jwks`)".to_owned()),
+            ]
+            .into_iter()
+            .filter_map(|(on, name)| on.then_some(name))
+            .collect();
+            if !configured.is_empty() {
+                return Err(AuthError::InsecureWithAuth {
+                    configured: configured.join(" and "),
+                });
+            }
+        }
+        // Last: everything that needs no network is checked before the fetch.
+        let oidc = match (jwks, audience) {
+            (Some(source), Some(audience)) => {
+                Some(Oidc::from_source(&source, audience, emails).await?)
+            }
+            (Some(_), None) => return Err(AuthError::NoAudience),
+            (None, _) if !emails.is_empty() => return Err(AuthError::EmailWithoutJwks),
+            (None, _) => None,
+        };
+        let auth = Auth {
+            token: token.as_deref().map(Secret::new),
+            admin: admin.as_deref().map(Secret::new),
+            marketplace: marketplace.map(|key| SigningKey::new(key.as_bytes())),
             oidc,
             insecure,
         };
@@ -384,6 +559,23 @@ impl Auth {
             return Err(AuthError::NoAuth);
         }
         Ok(auth)
+    }
+
+    /// Checks the credential `guard` names from the headers alone: run
+    /// before a request takes an in-flight slot or its body is read.
+    /// `audience` is the SKU's Pub/Sub OIDC audience.
+    pub fn admit(
+        &self,
+        guard: Guard,
+        headers: &HeaderMap,
+        audience: Option<&str>,
+    ) -> Result<(), IngressError> {
+        match guard {
+            Guard::Api => self.api(headers),
+            Guard::Admin => self.admin(headers),
+            Guard::PubSub => self.pubsub(headers, audience),
+            Guard::Marketplace => self.marketplace_headers(headers),
+        }
     }
 
     /// Checks the bearer token of a `/v1/*` request.
@@ -401,19 +593,42 @@ impl Auth {
         }
     }
 
-    /// Checks a Pub/Sub push: the bearer token, or an OIDC token when configured.
-    pub fn pubsub(&self, headers: &HeaderMap) -> Result<(), IngressError> {
+    /// Checks a Pub/Sub push. When the SKU names an `audience`, only a
+    /// verified OIDC token is accepted (403 when no JWKS is configured);
+    /// without one, the bearer token.
+    pub fn pubsub(&self, headers: &HeaderMap, audience: Option<&str>) -> Result<(), IngressError> {
         let given = bearer(headers)?;
-        if let (Some(token), Some(given)) = (&self.token, given)
-            && token.matches(given)
-        {
+        if self.insecure && self.token.is_none() && self.oidc.is_none() {
             return Ok(());
         }
-        match (&self.oidc, given) {
-            (Some(oidc), Some(given)) => oidc.verify(given),
-            (None, Some(_)) => Err(wrong("bearer token")),
-            (_, None) if self.token.is_none() && self.oidc.is_none() && self.insecure => Ok(()),
-            (_, None) => Err(missing()),
+        match (audience, &self.oidc, given) {
+            (Some(audience), None, _) => Err(IngressError::Forbidden {
+                detail: format!(
+                    "`/pubsub/push` is disabled: the spec sets pub/sub audience `{audience}`, so pushes need a google-signed oidc token; configure `--jwks` (or `GOVERNOR_OIDC_JWKS`) and `--oidc-email` (or `GOVERNOR_OIDC_EMAIL`)"
+                ),
+            }),
+            (Some(_), Some(_), Some(given))
+                if self.token.as_ref().is_some_and(|t| t.matches(given)) =>
+            {
+                Err(IngressError::Unauthorized {
+                    detail: "the api token is not accepted on `/pubsub/push`: the spec sets a pub/sub audience, so pushes need a google-signed oidc token".to_owned(),
+                })
+            }
+            (_, Some(oidc), Some(given)) => {
+                if audience.is_none() && self.token.as_ref().is_some_and(|t| t.matches(given)) {
+                    return Ok(());
+                }
+                oidc.verify(given)
+            }
+            (None, None, Some(given)) => match &self.token {
+                Some(token) if token.matches(given) => Ok(()),
+                Some(_) => Err(wrong("bearer token")),
+                None => Err(IngressError::Forbidden {
+                    detail: "`/pubsub/push` is disabled: no `GOVERNOR_AUTH_TOKEN` configured"
+                        .to_owned(),
+                }),
+            },
+            (_, _, None) => Err(missing()),
         }
     }
 
@@ -436,6 +651,30 @@ impl Auth {
         }
     }
 
+    /// The part of a marketplace event's check that needs no body: a secret
+    /// is configured and `X-Ggen-Signature` is present and well-formed
+    /// (`t=…,v1=…`, at most [`MAX_SIGNATURE_BYTES`]). The signature
+    /// itself is verified by [`Auth::marketplace`] once the body is read.
+    pub fn marketplace_headers(&self, headers: &HeaderMap) -> Result<(), IngressError> {
+        let given = headers.get(SIGNATURE_HEADER);
+        match (&self.marketplace, given) {
+            (Some(_), Some(value))
+                if value.len() <= MAX_SIGNATURE_BYTES
+                    && value
+                        .to_str()
+                        .is_ok_and(|text| crate::signature::well_formed(text).is_ok()) =>
+            {
+                Ok(())
+            }
+            (Some(_), Some(_)) => Err(IngressError::Unauthorized {
+                detail: "`X-Ggen-Signature` header is malformed".to_owned(),
+            }),
+            (Some(_), None) => Err(missing_signature()),
+            (None, _) if self.insecure && self.token.is_none() => Ok(()),
+            (None, _) => Err(marketplace_disabled()),
+        }
+    }
+
     /// Checks the `X-Ggen-Signature` of a marketplace event over its raw
     /// body, against the server's clock (see [`crate::signature`]).
     pub fn marketplace(&self, headers: &HeaderMap, body: &[u8]) -> Result<(), IngressError> {
@@ -448,15 +687,9 @@ impl Auth {
                 .map_err(|e| IngressError::Unauthorized {
                     detail: format!("marketplace signature refused: {e}"),
                 }),
-            (Some(_), None) => Err(IngressError::Unauthorized {
-                detail: "missing `X-Ggen-Signature` header".to_owned(),
-            }),
+            (Some(_), None) => Err(missing_signature()),
             (None, _) if self.insecure && self.token.is_none() => Ok(()),
-            (None, _) => Err(IngressError::Forbidden {
-                detail:
-                    "marketplace events are disabled: no `GOVERNOR_MARKETPLACE_SECRET` configured"
-                        .to_owned(),
-            }),
+            (None, _) => Err(marketplace_disabled()),
         }
     }
 
@@ -474,6 +707,19 @@ impl Auth {
         push(self.marketplace.is_some(), "marketplace-hmac");
         push(self.insecure, "insecure-no-auth");
         out
+    }
+}
+
+fn missing_signature() -> IngressError {
+    IngressError::Unauthorized {
+        detail: "missing `X-Ggen-Signature` header".to_owned(),
+    }
+}
+
+fn marketplace_disabled() -> IngressError {
+    IngressError::Forbidden {
+        detail: "marketplace events are disabled: no `GOVERNOR_MARKETPLACE_SECRET` configured"
+            .to_owned(),
     }
 }
 

@@ -16,8 +16,8 @@ pub(crate) async fn healthz() -> Json<serde_json::Value> {
 }
 
 /// `GET /readyz`: 200 once the ledger is recovered (the state exists only
-/// after recovery) while the ledger works, no request was shed in the last
-/// second and shutdown has not begun; 503 otherwise.
+/// after recovery) while the ledger works and shutdown has not begun; 503
+/// otherwise. Shedding (a full in-flight limit) does not fail readiness.
 pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     match state.not_ready() {
         None => {

@@ -1,14 +1,15 @@
-//! The HTTP ingress of a governor service (axum).
+//! The HTTP ingress of a governor service (axum on hyper).
 //!
 //! [`router`] builds the routes over an [`AppState`]; [`serve`] runs them on a
-//! listener until a shutdown future resolves, then drains in-flight requests.
-//! Tests drive [`router`] with `tower::ServiceExt::oneshot` or bind port 0.
+//! listener until a shutdown future resolves, then drains in-flight requests
+//! up to a deadline. Tests drive [`router`] with `tower::ServiceExt::oneshot`
+//! or bind port 0.
 //!
-//! | route | auth | answers |
+//! | route | auth (checked from the headers, before a slot or the body) | answers |
 //! |---|---|---|
-//! | `POST /pubsub/push` | bearer or Pub/Sub OIDC | 204 once durable |
+//! | `POST /pubsub/push` | spec with a Pub/Sub audience: a verified OIDC token only (403 without a JWKS); else bearer | 204 once durable |
 //! | `POST /v1/signals` | bearer | 204 (one) / 200 with per-item results (array) |
-//! | `POST /v1/marketplace/events` | `X-Ggen-Signature` HMAC | 204, 409 invalid transition |
+//! | `POST /v1/marketplace/events` | `X-Ggen-Signature` present and well-formed; its HMAC verified over the body in the handler | 204, 409 invalid transition |
 //! | `GET /v1/tenants/{t}` | bearer | tenant view |
 //! | `GET /v1/tenants/{t}/admit` | bearer | `{allow, state, reason}` |
 //! | `GET /v1/tenants/{t}/receipts` | bearer | a page of receipts |
@@ -16,13 +17,17 @@
 //! | `GET /v1/ledger/verify` | bearer | verify report |
 //! | `GET /healthz`, `/readyz`, `/metrics` | none | probes |
 //!
-//! Every error is JSON `{"error", "detail"}` (see [`error`]); every route but
-//! the probes is behind the in-flight limit (503 when it is full) and the
-//! request timeout (408).
+//! Every error is JSON `{"error", "detail"}` (see [`error`]). Every route but
+//! the probes sits behind one admission layer per auth group (`shed`): the
+//! credential is checked from the headers (401/403 at once, the body never
+//! read), then the request takes an in-flight slot (503 when all are taken)
+//! for at most the request timeout (408). Connections are capped, must send
+//! their headers within the header-read timeout, and are dropped at the
+//! shutdown deadline (`server`).
 //!
 //! # Layout
 //! - [`state`]: shared state, health flags, handing actions to the actuator.
-//! - [`auth`]: tokens, HMAC, OIDC.
+//! - [`auth`]: tokens, HMAC, OIDC, and which routes need which ([`auth::Guard`]).
 //! - [`error`]: errors and their status codes.
 //! - `body`: content type, size limit, JSON parsing.
 //! - `signals`: `/v1/signals` and the signal path Pub/Sub shares.
@@ -31,7 +36,8 @@
 //! - `tenants`: tenant reads, receipts, reset, ledger verify.
 //! - `health`: probes, metrics, fallbacks.
 //! - [`metrics`]: Prometheus series.
-//! - `shed`: the in-flight limit and request deadline.
+//! - `shed`: admission: header auth, the in-flight limit, the request deadline.
+//! - `server`: connections: the cap, the header-read timeout, the shutdown deadline.
 //! - [`service`]: the `serve` command: startup, signals, graceful shutdown.
 
 use std::future::Future;
@@ -48,11 +54,14 @@ mod health;
 mod marketplace;
 pub mod metrics;
 mod pubsub;
+mod server;
 pub mod service;
 mod shed;
 mod signals;
 pub mod state;
 mod tenants;
+
+use auth::Guard;
 
 pub use auth::Auth;
 pub use error::IngressError;
@@ -61,21 +70,33 @@ pub use state::{AppState, Options};
 /// Every route of the service over `state`.
 pub fn router(state: AppState) -> Router {
     let limit = state.registry().pack().sku().ingress.max_body_bytes;
+    // Each group authenticates from the headers before it takes an
+    // in-flight slot or reads a body (see `shed`).
+    let admit = |guard| shed::ShedLayer::new(state.clone(), guard);
     let api = Router::new()
-        .route("/pubsub/push", post(pubsub::push))
         .route("/v1/signals", post(signals::post))
-        .route("/v1/marketplace/events", post(marketplace::post))
         .route("/v1/tenants/{tenant}", get(tenants::get))
         .route("/v1/tenants/{tenant}/admit", get(tenants::admit))
         .route("/v1/tenants/{tenant}/receipts", get(tenants::receipts))
-        .route("/v1/tenants/{tenant}/reset", post(tenants::reset))
         .route("/v1/ledger/verify", get(tenants::verify))
-        .route_layer(shed::ShedLayer::new(state.clone()));
+        .route_layer(admit(Guard::Api));
+    let admin = Router::new()
+        .route("/v1/tenants/{tenant}/reset", post(tenants::reset))
+        .route_layer(admit(Guard::Admin));
+    let pubsub = Router::new()
+        .route("/pubsub/push", post(pubsub::push))
+        .route_layer(admit(Guard::PubSub));
+    let marketplace = Router::new()
+        .route("/v1/marketplace/events", post(marketplace::post))
+        .route_layer(admit(Guard::Marketplace));
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .merge(api)
+        .merge(admin)
+        .merge(pubsub)
+        .merge(marketplace)
         .fallback(health::not_found)
         .method_not_allowed_fallback(health::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
@@ -83,17 +104,14 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Serves [`router`] on `listener` until `shutdown` resolves, then stops
-/// accepting and waits for in-flight requests to finish.
+/// accepting and lets in-flight requests finish, dropping the connections
+/// still open after the state's shutdown timeout (see `server` for the
+/// connection cap and the header-read timeout).
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt as _;
-    let listener = listener.tap_io(|stream| {
-        // Acks are small and latency-bound: do not wait for Nagle.
-        let _ = stream.set_nodelay(true);
-    });
     // Histogram samples pile up in the recorder until they are folded into
     // their buckets: do that on a timer, not only when /metrics is scraped.
     let upkeep = {
@@ -106,11 +124,14 @@ pub async fn serve(
             }
         })
     };
-    let served = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let limits = server::Limits {
+        max_connections: state.max_connections,
+        header_read_timeout: state.header_read_timeout,
+        shutdown_timeout: state.shutdown_timeout,
+    };
+    server::run(listener, router(state), limits, shutdown).await;
     upkeep.abort();
-    served
+    Ok(())
 }
 
 /// How often histogram samples are folded into their buckets.

@@ -108,7 +108,6 @@ pub(crate) async fn push(
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, IngressError> {
-    state.auth.pubsub(&headers)?;
     body::require_json(&headers)?;
     let raw = body::bytes(raw, state.registry.pack().sku().ingress.max_body_bytes)?;
     state.check_writable()?;

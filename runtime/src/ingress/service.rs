@@ -61,8 +61,8 @@ pub struct ServeArgs {
     /// The ledger directory (created if missing).
     #[arg(long, value_name = "DIR")]
     pub ledger: PathBuf,
-    /// Serve `/v1/*` and `/pubsub/push` without authentication when no
-    /// `GOVERNOR_AUTH_TOKEN` (and no OIDC) is configured. Local experiments only.
+    /// Serve `/v1/*` and `/pubsub/push` without authentication. Refused
+    /// when `GOVERNOR_AUTH_TOKEN` or OIDC is configured. Local experiments only.
     #[arg(long)]
     pub insecure_no_auth: bool,
     /// Log format on stderr (level from `RUST_LOG`, default `info`).
@@ -74,16 +74,32 @@ pub struct ServeArgs {
     /// refreshed while serving.
     #[arg(long, value_name = "FILE|URL")]
     pub jwks: Option<JwksSource>,
-    /// Service account email Pub/Sub OIDC tokens must carry.
-    #[arg(long, value_name = "EMAIL")]
-    pub oidc_email: Option<String>,
+    /// Service account allowed to push (the verified `email` of its OIDC
+    /// tokens); repeat for several. Required with `--jwks`. Without the flag,
+    /// `GOVERNOR_OIDC_EMAIL` (comma-separated) is read.
+    #[arg(long = "oidc-email", value_name = "EMAIL")]
+    pub oidc_email: Vec<String>,
     /// Requests handled at once; more are refused with 503.
     #[arg(long, value_name = "N", default_value_t = 1024)]
     pub max_in_flight: usize,
+    /// Connections open at once; past it, new ones wait in the listen
+    /// backlog until one closes (keep it below the open-file limit).
+    #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: u64,
+    /// Seconds a connection may take to send a request's headers; also how
+    /// long an idle keep-alive connection stays open.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_read_timeout: u64,
+    /// Seconds from SIGTERM until open requests are dropped and running
+    /// actions abandoned; the final checkpoint and flush follow. Keep it
+    /// below the pod's `terminationGracePeriodSeconds` (60 in the
+    /// generated manifest).
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub shutdown_timeout: u64,
     /// `live` runs webhooks and commands; `log` only records them.
     #[arg(long, value_enum, default_value_t = ActionsMode::Live)]
     pub actions: ActionsMode,
-    /// Seconds to wait for running actions at shutdown.
+    /// Seconds to wait for running actions at shutdown (within `--shutdown-timeout`).
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     pub drain_timeout: u64,
     /// Write a checkpoint in the background once this many receipts were
@@ -265,8 +281,13 @@ pub fn run_until(
             args.insecure_no_auth,
         ))
         .map_err(ServeError::Auth)?;
-    if args.insecure_no_auth && auth.token.is_none() && auth.oidc.is_none() {
+    if auth.insecure {
         tracing::warn!("--insecure-no-auth: `/v1` and `/pubsub/push` accept anyone");
+    } else if let (Some(audience), None) = (sku.ingress.pubsub_audience, &auth.oidc) {
+        tracing::warn!(
+            audience,
+            "the spec sets a pub/sub audience but no jwks is configured: `/pubsub/push` answers 403 until `--jwks` (or `GOVERNOR_OIDC_JWKS`) and `--oidc-email` (or `GOVERNOR_OIDC_EMAIL`) are given"
+        );
     }
     let ledger =
         FileLedger::open(&args.ledger, FileOptions::default()).map_err(ServeError::Ledger)?;
@@ -293,6 +314,19 @@ pub fn run_until(
         "ledger recovered"
     );
     let serving = Arc::clone(&registry);
+    let shutdown_timeout = Duration::from_secs(args.shutdown_timeout);
+    // When shutdown began: request drain and action drain share one deadline.
+    let began = Arc::new(std::sync::OnceLock::<tokio::time::Instant>::new());
+    let deadline = {
+        let began = Arc::clone(&began);
+        move || {
+            let began = began
+                .get()
+                .copied()
+                .unwrap_or_else(tokio::time::Instant::now);
+            began + shutdown_timeout
+        }
+    };
     runtime.block_on(async move {
         let registry = serving;
         let mode = match args.actions {
@@ -314,6 +348,9 @@ pub fn run_until(
             auth,
             Options {
                 max_in_flight: args.max_in_flight,
+                max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+                header_read_timeout: Duration::from_secs(args.header_read_timeout),
+                shutdown_timeout,
                 actuator: Some(actuator.clone()),
                 ..Options::default()
             },
@@ -357,6 +394,7 @@ pub fn run_until(
         let draining = state.clone();
         super::serve(listener, state, async move {
             shutdown.await;
+            let _ = began.set(tokio::time::Instant::now());
             // Readiness fails at once; new ingest on open connections gets 503.
             draining.begin_shutdown();
         })
@@ -373,15 +411,19 @@ pub fn run_until(
         if let Some(checkpoints) = checkpoints {
             let _ = checkpoints.await;
         }
+        // Whatever is left of the shutdown deadline, at most `--drain-timeout`.
+        let left = deadline().saturating_duration_since(tokio::time::Instant::now());
         if let Err(error) = actuator
-            .drain(Duration::from_secs(args.drain_timeout))
+            .drain(Duration::from_secs(args.drain_timeout).min(left))
             .await
         {
             tracing::warn!(error = %error, "actions still running at shutdown; their results are lost and they time out after restart");
         }
         Ok::<(), ServeError>(())
     })?;
-    drop(runtime);
+    // Blocking tasks still running (a request's flush on a stalled disk)
+    // must not hold the final checkpoint back.
+    runtime.shutdown_timeout(Duration::from_secs(1));
     let started = std::time::Instant::now();
     let tenants = registry.checkpoint().map_err(ServeError::Registry)?;
     ledger.flush().map_err(ServeError::Ledger)?;

@@ -1,7 +1,10 @@
-//! Load shedding and the request deadline, as a tower layer over the API
-//! routes: a request takes an in-flight slot or is refused at once (503),
-//! and holds its slot for at most the request timeout (408), body upload
-//! included, so slow clients cannot starve the others.
+//! Admission, as a tower layer over each group of API routes: a request is
+//! first authenticated from its headers alone ([`Guard`]: 401/403 at once,
+//! before its body is read), then takes an in-flight slot or is refused at
+//! once (503), and holds its slot for at most the request timeout (408),
+//! body upload included. So unauthenticated clients can neither take slots
+//! nor make the service read their bodies, and slow authenticated clients
+//! cannot starve the others for long.
 //!
 //! Hand-written rather than `middleware::from_fn`: this sits on every
 //! request's path, and a plain future costs no boxing or service clone.
@@ -18,6 +21,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Timeout;
 use tower::{Layer, Service};
 
+use super::auth::Guard;
 use super::error::IngressError;
 use super::state::AppState;
 
@@ -25,11 +29,13 @@ use super::state::AppState;
 #[derive(Clone, Debug)]
 pub(crate) struct ShedLayer {
     state: AppState,
+    guard: Guard,
 }
 
 impl ShedLayer {
-    pub(crate) fn new(state: AppState) -> ShedLayer {
-        ShedLayer { state }
+    /// Admission for routes whose credential `guard` names.
+    pub(crate) fn new(state: AppState, guard: Guard) -> ShedLayer {
+        ShedLayer { state, guard }
     }
 }
 
@@ -40,15 +46,17 @@ impl<S> Layer<S> for ShedLayer {
         Shed {
             inner,
             state: self.state.clone(),
+            guard: self.guard,
         }
     }
 }
 
-/// The in-flight limit and request deadline in front of `inner`.
+/// Header authentication, the in-flight limit and the request deadline in front of `inner`.
 #[derive(Clone, Debug)]
 pub(crate) struct Shed<S> {
     inner: S,
     state: AppState,
+    guard: Guard,
 }
 
 impl<S> Service<Request> for Shed<S>
@@ -64,6 +72,17 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
+        let audience = self.state.registry.pack().sku().ingress.pubsub_audience;
+        if let Err(refusal) = self
+            .state
+            .auth
+            .admit(self.guard, request.headers(), audience)
+        {
+            // Dropping the request drops its unread body.
+            return ShedFuture::Refused {
+                response: std::future::ready(Ok(refusal.into_response())),
+            };
+        }
         match self.state.admit_request() {
             Ok(permit) => ShedFuture::Admitted {
                 inner: tokio::time::timeout(self.state.request_timeout, self.inner.call(request)),
@@ -88,7 +107,7 @@ pin_project! {
             _permit: OwnedSemaphorePermit,
             seconds: u64,
         },
-        /// Refused: every slot was taken.
+        /// Refused: unauthenticated, or every slot was taken.
         Refused {
             #[pin]
             response: std::future::Ready<Result<Response, Infallible>>,

@@ -159,7 +159,6 @@ pub(crate) async fn post(
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Response, IngressError> {
-    state.auth.api(&headers)?;
     body::require_json(&headers)?;
     let raw = body::bytes(raw, state.registry.pack().sku().ingress.max_body_bytes)?;
     state.check_writable()?;

@@ -1,7 +1,7 @@
 //! The state every handler shares: the registry, auth, metrics, the
 //! in-flight limit, health flags, and where decided actions go.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -11,12 +11,8 @@ use super::auth::Auth;
 use super::error::IngressError;
 use super::metrics::Metrics;
 use crate::actuator::Dispatcher;
-use crate::clock::Timestamp;
 use crate::ledger::{LedgerError, Ticket};
 use crate::tenant::{Applied, Registry, RegistryError};
-
-/// How long after a shed request `/readyz` keeps failing, in milliseconds.
-const SHED_GRACE_MS: i64 = 1000;
 
 /// Tunables of the ingress.
 #[derive(Clone)]
@@ -27,6 +23,15 @@ pub struct Options {
     pub max_batch: usize,
     /// Longest a request may hold an in-flight slot, body upload included (default 30 s).
     pub request_timeout: Duration,
+    /// Connections served at once; past it, [`serve`](super::serve) stops
+    /// accepting until one closes (default 4096).
+    pub max_connections: usize,
+    /// Longest a connection may take to send a request's headers, and so
+    /// also to stay idle between requests (default 10 s).
+    pub header_read_timeout: Duration,
+    /// Longest [`serve`](super::serve) waits for open requests once
+    /// shutdown begins; then the remaining connections are dropped (default 30 s).
+    pub shutdown_timeout: Duration,
     /// Runs decided actions once their deciding receipt is durable (`None`:
     /// they stay in flight until their timeout, and a warning is logged).
     pub actuator: Option<Dispatcher>,
@@ -38,6 +43,9 @@ impl Default for Options {
             max_in_flight: 1024,
             max_batch: 1000,
             request_timeout: Duration::from_secs(30),
+            max_connections: 4096,
+            header_read_timeout: Duration::from_secs(10),
+            shutdown_timeout: Duration::from_secs(30),
             actuator: None,
         }
     }
@@ -49,6 +57,9 @@ impl std::fmt::Debug for Options {
             .field("max_in_flight", &self.max_in_flight)
             .field("max_batch", &self.max_batch)
             .field("request_timeout", &self.request_timeout)
+            .field("max_connections", &self.max_connections)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("shutdown_timeout", &self.shutdown_timeout)
             .field("actuator", &self.actuator.is_some())
             .finish()
     }
@@ -65,13 +76,14 @@ pub struct Inner {
     pub(crate) metrics: Metrics,
     pub(crate) max_batch: usize,
     pub(crate) request_timeout: Duration,
+    pub(crate) max_connections: usize,
+    pub(crate) header_read_timeout: Duration,
+    pub(crate) shutdown_timeout: Duration,
     max_in_flight: usize,
     limiter: Arc<Semaphore>,
     /// Why the ledger stopped, once it has.
     failed: Mutex<Option<String>>,
     failed_flag: AtomicBool,
-    /// When a request was last shed (ms since the epoch; 0: never).
-    last_shed: AtomicI64,
     draining: AtomicBool,
     actuator: Option<Dispatcher>,
 }
@@ -105,11 +117,13 @@ impl AppState {
             auth,
             max_batch: options.max_batch.max(1),
             request_timeout: options.request_timeout,
+            max_connections: options.max_connections.max(1),
+            header_read_timeout: options.header_read_timeout,
+            shutdown_timeout: options.shutdown_timeout,
             max_in_flight,
             limiter: Arc::new(Semaphore::new(max_in_flight)),
             failed: Mutex::new(None),
             failed_flag: AtomicBool::new(false),
-            last_shed: AtomicI64::new(0),
             draining: AtomicBool::new(false),
             actuator: options.actuator,
         }))
@@ -135,7 +149,11 @@ impl AppState {
         self.0.draining.store(true, Ordering::Release);
     }
 
-    /// Why the service is not ready, or `None` when it is.
+    /// Why the service is not ready to serve, or `None` when it is: the
+    /// ledger failed, or shutdown began. Momentary shedding is not a reason:
+    /// a full in-flight limit answers 503 per request, and failing readiness
+    /// for it would let anyone who fills the slots pull the replica out of
+    /// its load balancer.
     pub fn not_ready(&self) -> Option<String> {
         if self.0.failed_flag.load(Ordering::Acquire) {
             let why = self.0.failed.lock().unwrap_or_else(PoisonError::into_inner);
@@ -147,10 +165,6 @@ impl AppState {
         if self.0.draining.load(Ordering::Acquire) {
             return Some("shutting down".to_owned());
         }
-        let shed = self.0.last_shed.load(Ordering::Acquire);
-        if shed != 0 && Timestamp::now().as_millis() - shed < SHED_GRACE_MS {
-            return Some("shedding load".to_owned());
-        }
         None
     }
 
@@ -159,9 +173,6 @@ impl AppState {
         Arc::clone(&self.0.limiter)
             .try_acquire_owned()
             .map_err(|_| {
-                self.0
-                    .last_shed
-                    .store(Timestamp::now().as_millis(), Ordering::Release);
                 self.0.metrics.shed();
                 IngressError::Overloaded {
                     limit: self.0.max_in_flight,

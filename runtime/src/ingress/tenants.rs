@@ -63,10 +63,8 @@ fn unknown(tenant: &TenantId) -> IngressError {
 /// `GET /v1/tenants/{t}`: state, entitlement, in-flight actions, last receipt.
 pub(crate) async fn get(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(tenant): Path<String>,
 ) -> Result<Json<serde_json::Value>, IngressError> {
-    state.auth.api(&headers)?;
     let tenant = signals::parse_tenant(&tenant)?;
     let view = state
         .registry
@@ -92,10 +90,8 @@ pub(crate) async fn get(
 /// `GET /v1/tenants/{t}/admit`: `{allow, state, reason}`.
 pub(crate) async fn admit(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(tenant): Path<String>,
 ) -> Result<Json<serde_json::Value>, IngressError> {
-    state.auth.api(&headers)?;
     let tenant = signals::parse_tenant(&tenant)?;
     let admission = state.registry.admit(&tenant);
     Ok(Json(json!({
@@ -117,11 +113,9 @@ pub(crate) struct Page {
 /// order, as stored (canonical JSON), with `next_after` for the next page.
 pub(crate) async fn receipts(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(tenant): Path<String>,
     query: Result<Query<Page>, QueryRejection>,
 ) -> Result<Response, IngressError> {
-    state.auth.api(&headers)?;
     let tenant = signals::parse_tenant(&tenant)?;
     let Query(page) = query.map_err(|e| IngressError::bad(e.body_text()))?;
     let limit = page.limit.unwrap_or(DEFAULT_PAGE);
@@ -171,14 +165,14 @@ struct ResetBody {
     reason: Option<String>,
 }
 
-/// `POST /v1/tenants/{t}/reset` (admin token): back to stable, receipted.
+/// `POST /v1/tenants/{t}/reset`: back to stable, receipted (the admin
+/// token is checked by the route's admission layer).
 pub(crate) async fn reset(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(tenant): Path<String>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, IngressError> {
-    state.auth.admin(&headers)?;
     let raw = body::bytes(raw, state.registry.pack().sku().ingress.max_body_bytes)?;
     let reason = if raw.iter().all(u8::is_ascii_whitespace) {
         None
@@ -214,9 +208,7 @@ pub(crate) async fn reset(
 /// when a receipt does not verify, naming the first bad one.
 pub(crate) async fn verify(
     State(state): State<AppState>,
-    headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, IngressError> {
-    state.auth.api(&headers)?;
     let registry = Arc::clone(state.registry());
     let report = tokio::task::spawn_blocking(move || registry.ledger().verify())
         .await

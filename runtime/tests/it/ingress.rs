@@ -1,5 +1,7 @@
-//! The HTTP ingress: routes, bad input, auth, durability of acks, storms.
+//! The HTTP ingress: routes, bad input, auth, transport attacks, durability
+//! of acks, storms.
 
+mod attack;
 mod auth;
 mod bad_input;
 mod client;

@@ -43,7 +43,9 @@ pub enum JwksSource {
 
 impl JwksSource {
     /// A value of `--jwks` or `GOVERNOR_OIDC_JWKS`: a URL when it starts with
-    /// `https://` or `http://` (any case), else a file path.
+    /// `https://` or `http://` (any case), else a file path. A plain
+    /// `http://` URL is refused unless its host is loopback (`127.0.0.0/8`,
+    /// `::1`, `localhost`).
     pub fn parse(text: &str) -> Result<JwksSource, AuthError> {
         let is_url = ["https://", "http://"].iter().any(|scheme| {
             text.get(..scheme.len())
@@ -52,12 +54,12 @@ impl JwksSource {
         if !is_url {
             return Ok(JwksSource::File(PathBuf::from(text)));
         }
-        reqwest::Url::parse(text)
-            .map(JwksSource::Url)
-            .map_err(|source| AuthError::JwksUrl {
-                url: text.to_owned(),
-                source: Box::new(source),
-            })
+        let url = reqwest::Url::parse(text).map_err(|source| AuthError::JwksUrl {
+            url: text.to_owned(),
+            source: Box::new(source),
+        })?;
+        check_url(&url)?;
+        Ok(JwksSource::Url(url))
     }
 
     /// Like [`JwksSource::parse`]; a value that is not UTF-8 is a file path.
@@ -83,6 +85,29 @@ impl std::fmt::Display for JwksSource {
             JwksSource::File(path) => write!(f, "{}", path.display()),
             JwksSource::Url(url) => write!(f, "{url}"),
         }
+    }
+}
+
+/// Whether `url` may serve keys: `https://`, or plain `http://` to a
+/// loopback host (`127.0.0.0/8`, `::1`, `localhost`; for tests and local
+/// sidecars). Keys fetched in the clear from anywhere else could be swapped
+/// by anyone on the path, and with them every token forged.
+pub(crate) fn check_url(url: &reqwest::Url) -> Result<(), AuthError> {
+    // `host_str` brackets IPv6 addresses; the URL parser lowercases names.
+    let loopback = url.host_str().is_some_and(|host| {
+        host == "localhost"
+            || host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    });
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if loopback => Ok(()),
+        _ => Err(AuthError::InsecureJwksUrl {
+            url: url.to_string(),
+        }),
     }
 }
 
@@ -123,8 +148,20 @@ impl Remote {
         // reqwest is built without a rustls provider (nothing needs aws-lc-rs);
         // this fails only if one is installed already, and that one is used.
         let _ = rustls::crypto::ring::default_provider().install_default();
+        check_url(url)?;
+        // A redirect must not lead somewhere `check_url` would refuse.
+        let redirects = reqwest::redirect::Policy::custom(|attempt| {
+            if attempt.previous().len() > 5 {
+                attempt.error("too many redirects")
+            } else if check_url(attempt.url()).is_err() {
+                attempt.error("redirect to a url that is not `https://`")
+            } else {
+                attempt.follow()
+            }
+        });
         let client = reqwest::Client::builder()
             .timeout(FETCH_TIMEOUT)
+            .redirect(redirects)
             .user_agent(concat!("ggen-runtime/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(AuthError::Client)?;
@@ -367,6 +404,30 @@ mod tests {
         let google = "https://www.googleapis.com/oauth2/v3/certs";
         assert_eq!(url(google), google);
         assert_eq!(url("Http://127.0.0.1:9/k"), "http://127.0.0.1:9/k");
+        // Plain http only to loopback hosts.
+        for loopback in [
+            "http://127.0.0.1:9/k",
+            "http://127.8.9.10/k",
+            "http://[::1]:9/k",
+            "http://localhost:9/k",
+            "http://LOCALHOST/k",
+        ] {
+            assert!(url(loopback).starts_with("http://"), "{loopback}");
+        }
+        for remote in [
+            "http://www.googleapis.com/oauth2/v3/certs",
+            "http://10.0.0.1/k",
+            "http://[::2]/k",
+            "http://localhost.evil.example/k",
+            "http://128.0.0.1/k",
+        ] {
+            let error = JwksSource::parse(remote).unwrap_err();
+            assert!(
+                matches!(error, AuthError::InsecureJwksUrl { .. }),
+                "{remote}: {error:?}"
+            );
+            assert!(error.to_string().contains("https://"), "{error}");
+        }
         for path in ["jwks.json", "./https/jwks.json", "ftp://host/jwks", ""] {
             assert_eq!(
                 JwksSource::parse(path).unwrap(),

@@ -1,17 +1,22 @@
 //! Authentication: every route refuses missing or wrong credentials; Pub/Sub
-//! OIDC tokens are verified (signature, audience, issuer, expiry, email).
+//! OIDC tokens are verified (signature, audience, issuer, expiry, not-before,
+//! issued-at, a verified email among the allowed service accounts); with a
+//! Pub/Sub audience only OIDC opens `/pubsub/push`; unsafe configurations
+//! refuse to start.
 
 use axum::body::Body;
 use axum::http::{Request, header};
-use ggen_runtime::ingress::auth::{Auth, JwksSource, Oidc, Secret};
+use ggen_runtime::ingress::auth::{Auth, AuthConfig, AuthError, JwksSource, Oidc, Secret};
 use ggen_runtime::ingress::{IngressError, Options};
 use ggen_runtime::ledger::memory::MemoryLedger;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 use std::sync::Arc;
 
-use super::harness::{ADMIN, Service, TOKEN, envelope, fixture, marketplace, request, signal};
-use super::sku::{AUDIENCE, GUARD};
+use super::harness::{
+    ADMIN, Service, TOKEN, envelope, fixture, marketplace, oidc_token, request, signal,
+};
+use super::sku::{AUDIENCE, GUARD, PLAIN};
 
 /// Every authenticated route with a plausible body.
 fn routes() -> Vec<(&'static str, &'static str, String)> {
@@ -169,26 +174,202 @@ async fn routes_without_a_configured_secret_are_forbidden() {
 #[tokio::test]
 async fn serve_refuses_to_start_without_auth() {
     // No GOVERNOR_* variables are set in the test environment.
-    let error = Auth::from_env(Some(AUDIENCE), None, None, false)
+    let error = Auth::from_env(Some(AUDIENCE), None, Vec::new(), false)
         .await
         .unwrap_err();
     assert!(error.to_string().contains("--insecure-no-auth"), "{error}");
-    let insecure = Auth::from_env(Some(AUDIENCE), None, None, true)
+    let insecure = Auth::from_env(Some(AUDIENCE), None, Vec::new(), true)
         .await
         .unwrap();
     assert!(insecure.insecure);
     let file = JwksSource::File(fixture("jwks.json"));
-    let oidc = Auth::from_env(Some(AUDIENCE), Some(&file), None, false)
+    let oidc = Auth::from_env(Some(AUDIENCE), Some(&file), vec![EMAIL.to_owned()], false)
         .await
         .unwrap();
     assert!(oidc.oidc.is_some());
     // A file's keys are fixed: there is nothing to refresh.
     assert!(oidc.oidc.unwrap().spawn_refresher().is_none());
     assert!(
-        Auth::from_env(None, Some(&file), None, false)
+        Auth::from_env(None, Some(&file), vec![EMAIL.to_owned()], false)
             .await
             .is_err()
     );
+}
+
+/// `config` for the test SKU's audience.
+async fn configure(config: AuthConfig) -> Result<Auth, AuthError> {
+    Auth::configure(Some(AUDIENCE), config).await
+}
+
+fn jwks_file() -> Option<JwksSource> {
+    Some(JwksSource::File(fixture("jwks.json")))
+}
+
+#[tokio::test]
+async fn oidc_without_the_service_account_email_refuses_to_start() {
+    // The audience is public: without an email, any Google identity could push.
+    let error = configure(AuthConfig {
+        jwks: jwks_file(),
+        ..AuthConfig::default()
+    })
+    .await
+    .unwrap_err();
+    assert!(matches!(error, AuthError::NoOidcEmail), "{error:?}");
+    let text = error.to_string();
+    for hint in ["--oidc-email", "GOVERNOR_OIDC_EMAIL"] {
+        assert!(text.contains(hint), "{text}");
+    }
+    for bad in [
+        "",
+        "pusher",
+        "@project.iam.gserviceaccount.com",
+        "a b@c",
+        "a@",
+    ] {
+        let error = configure(AuthConfig {
+            jwks: jwks_file(),
+            emails: vec![EMAIL.to_owned(), bad.to_owned()],
+            ..AuthConfig::default()
+        })
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(error, AuthError::BadOidcEmail { .. }),
+            "{bad}: {error:?}"
+        );
+    }
+    // Emails without a jwks are a half-done configuration.
+    let error = configure(AuthConfig {
+        token: Some(TOKEN.to_owned()),
+        emails: vec![EMAIL.to_owned()],
+        ..AuthConfig::default()
+    })
+    .await
+    .unwrap_err();
+    assert!(matches!(error, AuthError::EmailWithoutJwks), "{error:?}");
+    // Several service accounts may push.
+    let auth = configure(AuthConfig {
+        jwks: jwks_file(),
+        emails: vec![
+            "other@project.iam.gserviceaccount.com".to_owned(),
+            EMAIL.to_owned(),
+        ],
+        ..AuthConfig::default()
+    })
+    .await
+    .unwrap();
+    let oidc = auth.oidc.unwrap();
+    oidc.verify(&token("oidc_key.pem", Some("test-key-1"), &good()))
+        .unwrap();
+}
+
+#[tokio::test]
+async fn insecure_no_auth_with_a_token_or_oidc_refuses_to_start() {
+    let with_token = AuthConfig {
+        token: Some(TOKEN.to_owned()),
+        insecure: true,
+        ..AuthConfig::default()
+    };
+    let with_oidc = AuthConfig {
+        jwks: jwks_file(),
+        emails: vec![EMAIL.to_owned()],
+        insecure: true,
+        ..AuthConfig::default()
+    };
+    let with_both = AuthConfig {
+        token: Some(TOKEN.to_owned()),
+        ..with_oidc.clone()
+    };
+    for (config, names) in [
+        (with_token, &["GOVERNOR_AUTH_TOKEN"][..]),
+        (with_oidc, &["--jwks"][..]),
+        (with_both, &["GOVERNOR_AUTH_TOKEN", "--jwks"][..]),
+    ] {
+        let error = configure(config).await.unwrap_err();
+        assert!(
+            matches!(error, AuthError::InsecureWithAuth { .. }),
+            "{error:?}"
+        );
+        let text = error.to_string();
+        assert!(text.contains("--insecure-no-auth"), "{text}");
+        for name in names {
+            assert!(text.contains(name), "{text}");
+        }
+    }
+    // Alone, or beside the per-route secrets, it still starts (and is open).
+    let insecure = configure(AuthConfig {
+        admin: Some(ADMIN.to_owned()),
+        insecure: true,
+        ..AuthConfig::default()
+    })
+    .await
+    .unwrap();
+    assert!(insecure.insecure);
+}
+
+#[tokio::test]
+async fn with_a_pubsub_audience_the_api_token_does_not_open_pubsub_push() {
+    // Bearer token, no jwks: `/pubsub/push` says what to configure; `/v1` works.
+    let auth = configure(AuthConfig {
+        token: Some(TOKEN.to_owned()),
+        ..AuthConfig::default()
+    })
+    .await
+    .unwrap();
+    let service = Service::over(
+        &GUARD,
+        Arc::new(MemoryLedger::new()),
+        auth,
+        Options::default(),
+    );
+    let body = envelope("acme", r#"{"signal":"load","value":1}"#, "p-1");
+    for token in [Some(TOKEN), Some(oidc_token()), None] {
+        let reply = service
+            .send(request("POST", "/pubsub/push", token, body.clone()))
+            .await;
+        reply.assert_error(403, "forbidden");
+        let detail = reply.json["detail"].as_str().unwrap();
+        for hint in [AUDIENCE, "--jwks", "GOVERNOR_OIDC_JWKS", "--oidc-email"] {
+            assert!(detail.contains(hint), "{detail}");
+        }
+    }
+    let reply = service
+        .send(request(
+            "POST",
+            "/v1/signals",
+            Some(TOKEN),
+            signal("acme", 1.0, "s-1"),
+        ))
+        .await;
+    assert_eq!(reply.status, 204, "{reply:?}");
+    assert_eq!(service.receipts_of("acme", "signal").len(), 1);
+
+    // With a jwks too, the api token is refused there (401) and OIDC accepted.
+    let service = Service::memory(&GUARD);
+    let reply = service
+        .send(request("POST", "/pubsub/push", Some(TOKEN), body.clone()))
+        .await;
+    reply.assert_error(401, "unauthorized");
+    assert!(
+        reply.json["detail"].as_str().unwrap().contains("oidc"),
+        "{reply:?}"
+    );
+    let reply = service
+        .send(request(
+            "POST",
+            "/pubsub/push",
+            Some(oidc_token()),
+            body.clone(),
+        ))
+        .await;
+    assert_eq!(reply.status, 204, "{reply:?}");
+
+    // Without an audience in the spec, the api token is how pushes authenticate.
+    let plain = Service::memory(&PLAIN);
+    let reply = plain
+        .send(request("POST", "/pubsub/push", Some(TOKEN), body))
+        .await;
+    assert_eq!(reply.status, 204, "{reply:?}");
 }
 
 /// Claims of a Pub/Sub push token.
@@ -236,8 +417,24 @@ async fn pubsub_accepts_only_valid_google_oidc_tokens() {
     let short_issuer = claims(AUDIENCE, "accounts.google.com", 600, EMAIL);
     let ok = token("oidc_key.pem", Some("test-key-1"), &short_issuer);
     assert_eq!(service.send(push(&ok, "2")).await.status, 204);
-    // The static bearer token works too.
-    assert_eq!(service.send(push(TOKEN, "3")).await.status, 204);
+    // The spec sets an audience: the static bearer token is not enough.
+    service
+        .send(push(TOKEN, "3"))
+        .await
+        .assert_error(401, "unauthorized");
+
+    let now = jsonwebtoken::get_current_timestamp() as i64;
+    let with = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut claims = good();
+        edit(&mut claims);
+        token("oidc_key.pem", Some("test-key-1"), &claims)
+    };
+    // Within the 60 s skew: accepted.
+    let skewed = with(&|c| {
+        c["nbf"] = json!(now + 30);
+        c["iat"] = json!(now + 30);
+    });
+    assert_eq!(service.send(push(&skewed, "4")).await.status, 204);
 
     let bad = [
         (
@@ -278,6 +475,39 @@ async fn pubsub_accepts_only_valid_google_oidc_tokens() {
             token("oidc_key.pem", Some("other-kid"), &good()),
         ),
         ("not a jwt", "a.b.c".to_owned()),
+        // Any Google identity can get a token for the (public) audience.
+        (
+            "another service account",
+            with(&|c| c["email"] = json!("attacker@evil.iam.gserviceaccount.com")),
+        ),
+        (
+            "no email",
+            with(&|c| {
+                c.as_object_mut().unwrap().remove("email");
+            }),
+        ),
+        (
+            "email_verified missing",
+            with(&|c| {
+                c.as_object_mut().unwrap().remove("email_verified");
+            }),
+        ),
+        (
+            "email_verified false",
+            with(&|c| c["email_verified"] = json!(false)),
+        ),
+        (
+            "email_verified a string",
+            with(&|c| c["email_verified"] = json!("true")),
+        ),
+        ("nbf in the future", with(&|c| c["nbf"] = json!(now + 600))),
+        ("iat in the future", with(&|c| c["iat"] = json!(now + 600))),
+        (
+            "no iat",
+            with(&|c| {
+                c.as_object_mut().unwrap().remove("iat");
+            }),
+        ),
     ];
     for (name, token) in bad {
         let reply = service.send(push(&token, name)).await;
@@ -294,8 +524,13 @@ async fn pubsub_accepts_only_valid_google_oidc_tokens() {
 }
 
 #[test]
-fn oidc_email_must_match_when_configured() {
-    let oidc = Oidc::from_file(&fixture("jwks.json"), AUDIENCE, Some(EMAIL.to_owned())).unwrap();
+fn oidc_email_must_be_one_of_the_allowed_service_accounts() {
+    let allowed = vec![
+        "first@project.iam.gserviceaccount.com".to_owned(),
+        EMAIL.to_uppercase(),
+    ];
+    let oidc = Oidc::from_file(&fixture("jwks.json"), AUDIENCE, allowed).unwrap();
+    // The second of two, compared without regard to ASCII case.
     assert!(
         oidc.verify(&token("oidc_key.pem", Some("test-key-1"), &good()))
             .is_ok()
@@ -310,6 +545,13 @@ fn oidc_email_must_match_when_configured() {
         .verify(&token("oidc_key.pem", Some("test-key-1"), &other))
         .unwrap_err();
     assert_eq!(error.code(), "unauthorized");
+    assert!(
+        error.to_string().contains("someone@else.example"),
+        "{error}"
+    );
     // A token without `kid` is checked against the only key.
     assert!(oidc.verify(&token("oidc_key.pem", None, &good())).is_ok());
+    // No verifier without an allowed email.
+    let error = Oidc::from_file(&fixture("jwks.json"), AUDIENCE, Vec::new()).unwrap_err();
+    assert!(matches!(error, AuthError::NoOidcEmail), "{error:?}");
 }

@@ -26,6 +26,8 @@ const CHILD_LEDGER: &str = "GGEN_IT_GOVERNOR_LEDGER";
 /// Env var with the child's `--checkpoint-every`; when set, the child also
 /// checks every 100 ms instead of every 10 s.
 const CHILD_CHECKPOINT_EVERY: &str = "GGEN_IT_GOVERNOR_CHECKPOINT_EVERY";
+/// Env var with the child's `--shutdown-timeout`.
+const CHILD_SHUTDOWN_TIMEOUT: &str = "GGEN_IT_GOVERNOR_SHUTDOWN_TIMEOUT";
 const TENANTS: usize = 10;
 
 fn tenant_of(i: usize) -> String {
@@ -109,8 +111,13 @@ fn governor_child() {
         insecure_no_auth: false,
         log_format: LogFormat::Text,
         jwks: None,
-        oidc_email: None,
+        oidc_email: Vec::new(),
         max_in_flight: 1024,
+        max_connections: 4096,
+        header_read_timeout: 10,
+        shutdown_timeout: std::env::var(CHILD_SHUTDOWN_TIMEOUT)
+            .ok()
+            .map_or(30, |s| s.parse().unwrap()),
         actions: ActionsMode::Log,
         drain_timeout: 1,
         checkpoint_every: every.unwrap_or(200_000),
@@ -147,6 +154,12 @@ fn spawn_governor(dir: &Path) -> (Child, SocketAddr) {
 
 /// Starts the governor child on `dir`, with `--checkpoint-every` if given.
 fn spawn_governor_with(dir: &Path, checkpoint_every: Option<u64>) -> (Child, SocketAddr) {
+    let every = checkpoint_every.map(|every| (CHILD_CHECKPOINT_EVERY, every.to_string()));
+    spawn_governor_env(dir, every.as_slice())
+}
+
+/// Starts the governor child on `dir` with the extra environment `env`.
+fn spawn_governor_env(dir: &Path, env: &[(&str, String)]) -> (Child, SocketAddr) {
     let mut command = Command::new(std::env::current_exe().unwrap());
     command
         .args([
@@ -161,9 +174,7 @@ fn spawn_governor_with(dir: &Path, checkpoint_every: Option<u64>) -> (Child, Soc
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    if let Some(every) = checkpoint_every {
-        command.env(CHILD_CHECKPOINT_EVERY, every.to_string());
-    }
+    command.envs(env.iter().map(|(name, value)| (name, value)));
     let mut child = Child(command.spawn().unwrap());
     let stderr = child.0.stderr.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -294,6 +305,62 @@ async fn sigterm_drains_checkpoints_and_exits_0() {
     assert_eq!(report.first_bad, None);
     assert_eq!(receipted_ids(dir.path()).len(), 50);
     // The restart resumes from the checkpoint: every tenant, nothing replayed twice.
+    let ledger = Arc::new(FileLedger::open(dir.path(), FileOptions::default()).unwrap());
+    let stats = Registry::new(&GUARD, ledger).recover().unwrap();
+    assert_eq!(stats.from_checkpoint, TENANTS);
+    assert_eq!(stats.replayed, 0, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_a_stalled_upload_still_checkpoints_within_the_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [(CHILD_SHUTDOWN_TIMEOUT, "1".to_owned())];
+    let (mut child, addr) = spawn_governor_env(dir.path(), &env);
+    let mut connection = Connection::open(addr).await.unwrap();
+    for i in 0..20 {
+        let body = signal(&tenant_of(i), 120.0, &format!("d-{i}"));
+        let (status, text) = connection
+            .request("POST", "/v1/signals", Some(TOKEN), &body)
+            .await
+            .unwrap();
+        assert_eq!(status, 204, "{text}");
+    }
+    // An authenticated upload that stalls: it holds its request slot for
+    // the 30 s request timeout, past the pod's grace period once SIGTERM
+    // and a graceful drain without bound meet.
+    let mut stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /v1/signals HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {TOKEN}\r\nContent-Type: application/json\r\nContent-Length: 1024\r\n\r\n{{"
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut stalled, head.as_bytes())
+        .await
+        .unwrap();
+    // Served on a connection of its own: the request reached the server.
+    let (status, _) = connection
+        .request("GET", "/readyz", None, "")
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    // `--shutdown-timeout 1`: out well before the stalled request's 30 s.
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no exit after SIGTERM while an upload stalls"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(dir.path().join(file::CHECKPOINT_FILE).exists());
+    assert_eq!(receipted_ids(dir.path()).len(), 20);
     let ledger = Arc::new(FileLedger::open(dir.path(), FileOptions::default()).unwrap());
     let stats = Registry::new(&GUARD, ledger).recover().unwrap();
     assert_eq!(stats.from_checkpoint, TENANTS);

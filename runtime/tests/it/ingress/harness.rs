@@ -20,6 +20,7 @@ use ggen_runtime::tenant::{Registry, TenantId};
 use serde_json::Value;
 use tower::ServiceExt as _;
 
+use super::auth::{EMAIL, good, token};
 use super::sku::AUDIENCE;
 
 /// The api bearer token.
@@ -42,7 +43,9 @@ pub fn full_auth() -> Auth {
         token: Some(Secret::new(TOKEN)),
         admin: Some(Secret::new(ADMIN)),
         marketplace: Some(SigningKey::new(SECRET)),
-        oidc: Some(Oidc::from_file(&fixture("jwks.json"), AUDIENCE, None).unwrap()),
+        oidc: Some(
+            Oidc::from_file(&fixture("jwks.json"), AUDIENCE, vec![EMAIL.to_owned()]).unwrap(),
+        ),
         insecure: false,
     }
 }
@@ -215,6 +218,18 @@ pub fn request(
 /// `POST path` with `body` and the api token.
 pub fn post(path: &str, body: impl Into<Body>) -> Request<Body> {
     request("POST", path, Some(TOKEN), body)
+}
+
+/// A valid Pub/Sub OIDC token for the test SKU (minted once per process).
+pub fn oidc_token() -> &'static str {
+    static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TOKEN.get_or_init(|| token("oidc_key.pem", Some("test-key-1"), &good()))
+}
+
+/// `POST /pubsub/push` with `body` and a valid OIDC token (the test SKU
+/// sets an audience, so the api token is not accepted there).
+pub fn pubsub(body: impl Into<Body>) -> Request<Body> {
+    request("POST", "/pubsub/push", Some(oidc_token()), body)
 }
 
 /// `GET path` with the api token.

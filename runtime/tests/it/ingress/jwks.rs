@@ -19,7 +19,7 @@ use ggen_runtime::ledger::memory::MemoryLedger;
 use ggen_runtime::report::error_chain;
 use serde_json::{Value, json};
 
-use super::auth::{good, token};
+use super::auth::{EMAIL, good, token};
 use super::harness::{Reply, Service, envelope, fixture, request};
 use super::sku::{AUDIENCE, GUARD};
 
@@ -45,6 +45,15 @@ async fn certs(State(served): State<Arc<Served>>) -> Response {
     (status, cache, body).into_response()
 }
 
+/// A redirect to plain http off loopback (TEST-NET-1: never reached).
+async fn redirect_off_loopback() -> Response {
+    (
+        StatusCode::FOUND,
+        [(header::LOCATION, "http://192.0.2.1/oauth2/v3/certs")],
+    )
+        .into_response()
+}
+
 /// A JWKS endpoint on 127.0.0.1:0, stopped on drop.
 struct JwksServer {
     url: String,
@@ -63,6 +72,7 @@ impl JwksServer {
         });
         let app = Router::new()
             .route("/oauth2/v3/certs", get(certs))
+            .route("/redirect", get(redirect_off_loopback))
             .with_state(Arc::clone(&served));
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
@@ -148,7 +158,7 @@ async fn a_token_verifies_against_keys_fetched_from_a_url() {
     let source = server.source();
     assert!(matches!(source, JwksSource::Url(_)), "{source:?}");
     // No GOVERNOR_* variables are set in the test environment: OIDC only.
-    let auth = Auth::from_env(Some(AUDIENCE), Some(&source), None, false)
+    let auth = Auth::from_env(Some(AUDIENCE), Some(&source), vec![EMAIL.to_owned()], false)
         .await
         .unwrap();
     assert_eq!(auth.describe(), ["pubsub-oidc"]);
@@ -172,7 +182,7 @@ async fn a_token_verifies_against_keys_fetched_from_a_url() {
 #[tokio::test]
 async fn a_rotated_key_is_refused_then_accepted_after_the_forced_refresh() {
     let server = JwksServer::start(StatusCode::OK, jwks(&["jwks.json"])).await;
-    let oidc = Oidc::from_url(&reqwest_url(&server), AUDIENCE, None)
+    let oidc = Oidc::from_url(&reqwest_url(&server), AUDIENCE, vec![EMAIL.to_owned()])
         .await
         .unwrap();
     let refresher = oidc.spawn_refresher().expect("a url's keys are refreshed");
@@ -201,7 +211,7 @@ async fn a_rotated_key_is_refused_then_accepted_after_the_forced_refresh() {
 #[tokio::test]
 async fn a_failed_refresh_keeps_the_previous_keys() {
     let server = JwksServer::start(StatusCode::OK, jwks(&["jwks.json"])).await;
-    let oidc = Oidc::from_url(&reqwest_url(&server), AUDIENCE, None)
+    let oidc = Oidc::from_url(&reqwest_url(&server), AUDIENCE, vec![EMAIL.to_owned()])
         .await
         .unwrap();
     let _refresher = oidc.spawn_refresher().unwrap();
@@ -238,8 +248,11 @@ fn serve_with_jwks(url: &str, ledger: &std::path::Path) -> service::ServeError {
         insecure_no_auth: false,
         log_format: LogFormat::Text,
         jwks: Some(JwksSource::parse(url).unwrap()),
-        oidc_email: None,
+        oidc_email: vec![EMAIL.to_owned()],
         max_in_flight: 16,
+        max_connections: 64,
+        header_read_timeout: 10,
+        shutdown_timeout: 5,
         actions: ActionsMode::Log,
         drain_timeout: 1,
         checkpoint_every: 0,
@@ -339,4 +352,59 @@ fn jwks_values_starting_with_a_scheme_are_urls_and_anything_else_a_file() {
         JwksSource::parse("https://"),
         Err(AuthError::JwksUrl { .. })
     ));
+}
+
+#[tokio::test]
+async fn a_jwks_url_over_plain_http_is_refused_unless_loopback() {
+    // Keys fetched in the clear could be swapped, and every token forged.
+    for url in [
+        "http://www.googleapis.com/oauth2/v3/certs",
+        "http://10.0.0.7/certs",
+        "http://localhost.evil.example/certs",
+    ] {
+        let error = JwksSource::parse(url).unwrap_err();
+        assert!(
+            matches!(error, AuthError::InsecureJwksUrl { .. }),
+            "{url}: {error:?}"
+        );
+        // The library entry point refuses it too, before any connection.
+        let parsed: reqwest::Url = url.parse().unwrap();
+        let error = Oidc::from_url(&parsed, AUDIENCE, vec![EMAIL.to_owned()])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(error, AuthError::InsecureJwksUrl { .. }),
+            "{url}: {error:?}"
+        );
+    }
+    // `serve --jwks http://…` fails at argument parsing, saying why.
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+    let error = Cli::try_parse_from([
+        "governor",
+        "--listen",
+        "127.0.0.1:0",
+        "--ledger",
+        "l",
+        "--jwks",
+        "http://www.googleapis.com/oauth2/v3/certs",
+    ])
+    .unwrap_err();
+    assert!(error.to_string().contains("https://"), "{error}");
+    // A loopback server may redirect, but not off https/loopback.
+    let server = JwksServer::start(StatusCode::OK, jwks(&["jwks.json"])).await;
+    let redirecting: reqwest::Url = server
+        .url
+        .replace("/oauth2/v3/certs", "/redirect")
+        .parse()
+        .unwrap();
+    let error = Oidc::from_url(&redirecting, AUDIENCE, vec![EMAIL.to_owned()])
+        .await
+        .unwrap_err();
+    let text = error_chain(&error);
+    assert!(matches!(error, AuthError::FetchJwks { .. }), "{text}");
+    assert!(text.contains("not `https://`"), "{text}");
 }

@@ -5,7 +5,7 @@
 use ggen_runtime::clock::Timestamp;
 use ggen_runtime::ledger::file::FileOptions;
 
-use super::harness::{Service, envelope, get, marketplace_signed_at, post, signal};
+use super::harness::{Service, envelope, get, marketplace_signed_at, post, pubsub, signal};
 use super::sku::GUARD;
 
 /// The entitlement state `/v1/tenants/{t}` reports.
@@ -78,38 +78,26 @@ async fn a_pubsub_redelivery_after_many_newer_messages_is_still_a_duplicate() {
     let first = envelope("acme", r#"{"signal":"load","value":120}"#, "msg-first");
     {
         let service = Service::file(&GUARD, dir.path(), FileOptions::default());
-        assert_eq!(
-            service
-                .send(post("/pubsub/push", first.clone()))
-                .await
-                .status,
-            204
-        );
+        assert_eq!(service.send(pubsub(first.clone())).await.status, 204);
         for n in 0..500 {
             let body = envelope(
                 "acme",
                 r#"{"signal":"load","value":1}"#,
                 &format!("msg-{n}"),
             );
-            assert_eq!(service.send(post("/pubsub/push", body)).await.status, 204);
+            assert_eq!(service.send(pubsub(body)).await.status, 204);
         }
-        assert_eq!(
-            service
-                .send(post("/pubsub/push", first.clone()))
-                .await
-                .status,
-            204
-        );
+        assert_eq!(service.send(pubsub(first.clone())).await.status, 204);
         assert_eq!(service.receipts_of("acme", "signal").len(), 501);
         // A checkpoint carries the window across the restart below.
         service.registry.checkpoint().unwrap();
         let late = envelope("acme", r#"{"signal":"load","value":1}"#, "msg-late");
-        assert_eq!(service.send(post("/pubsub/push", late)).await.status, 204);
+        assert_eq!(service.send(pubsub(late)).await.status, 204);
     }
     let service = Service::file(&GUARD, dir.path(), FileOptions::default());
     for id in ["msg-first", "msg-0", "msg-499", "msg-late"] {
         let again = envelope("acme", r#"{"signal":"load","value":120}"#, id);
-        assert_eq!(service.send(post("/pubsub/push", again)).await.status, 204);
+        assert_eq!(service.send(pubsub(again)).await.status, 204);
     }
     assert_eq!(
         service.receipts_of("acme", "signal").len(),
@@ -155,10 +143,11 @@ async fn a_full_dedupe_window_is_answered_429_with_retry_after() {
         .await;
     reply.assert_error(429, "dedupe_full");
     let reply = service
-        .send(post(
-            "/pubsub/push",
-            envelope("busy", r#"{"signal":"load","value":1}"#, "m-3"),
-        ))
+        .send(pubsub(envelope(
+            "busy",
+            r#"{"signal":"load","value":1}"#,
+            "m-3",
+        )))
         .await;
     reply.assert_error(429, "dedupe_full");
     assert_eq!(service.receipts("busy").len(), 2, "nothing written");

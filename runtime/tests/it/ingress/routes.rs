@@ -4,7 +4,7 @@ use axum::body::Body;
 use ggen_runtime::clock::Timestamp;
 use serde_json::{Value, json};
 
-use super::harness::{ADMIN, Service, envelope, get, marketplace, post, request, signal};
+use super::harness::{ADMIN, Service, envelope, get, marketplace, post, pubsub, request, signal};
 use super::sku::GUARD;
 
 #[tokio::test]
@@ -54,7 +54,7 @@ async fn pubsub_push_is_receipted_under_the_message_id_and_deduplicated() {
     let service = Service::memory(&GUARD);
     let body = envelope("acme", r#"{"signal":"load","value":120}"#, "msg-42");
     for _ in 0..3 {
-        let reply = service.send(post("/pubsub/push", body.clone())).await;
+        let reply = service.send(pubsub(body.clone())).await;
         assert_eq!(reply.status, 204, "{reply:?}");
     }
     let receipts = service.receipts("acme");
@@ -79,7 +79,7 @@ async fn pubsub_snake_case_envelopes_are_accepted() {
     );
     let body = json!({ "message": { "data": data, "attributes": { "tenant_id": "snake" },
         "message_id": "s-1", "publish_time": "2026-01-01T00:00:00Z" } });
-    let reply = service.send(post("/pubsub/push", body.to_string())).await;
+    let reply = service.send(pubsub(body.to_string())).await;
     assert_eq!(reply.status, 204, "{reply:?}");
     let receipt = &service.receipts("snake")[0];
     assert_eq!(receipt["event"]["observed_at"], "2026-02-01T00:00:00Z");

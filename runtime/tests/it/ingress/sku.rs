@@ -1,5 +1,6 @@
 //! The SKU the ingress tests serve: one signal with all three thresholds,
-//! an action with an undo, a Pub/Sub OIDC audience and a small body limit.
+//! an action with an undo, a Pub/Sub OIDC audience (but in [`PLAIN`]) and a
+//! small body limit.
 
 use ggen_runtime::sku::{
     ActionDef, ActionId, Adapter, Direction, GovernorTiming, IngressDef, ProfileDef, ProfileId,
@@ -65,7 +66,7 @@ static PROFILES: [ProfileDef; 2] = [
     },
 ];
 
-const fn sku(id: &'static str, max_tenants: u32) -> Sku {
+const fn sku(id: &'static str, max_tenants: u32, pubsub_audience: Option<&'static str>) -> Sku {
     Sku {
         id,
         name: "Ingress Test Guard",
@@ -84,16 +85,19 @@ const fn sku(id: &'static str, max_tenants: u32) -> Sku {
         },
         entitlement_required: false,
         ingress: IngressDef {
-            pubsub_audience: Some(AUDIENCE),
+            pubsub_audience,
             max_body_bytes: MAX_BODY,
         },
     }
 }
 
-static GUARD_SKU: Sku = sku("ingress_guard", 10_000);
-static TINY_SKU: Sku = sku("ingress_guard_tiny", 2);
+static GUARD_SKU: Sku = sku("ingress_guard", 10_000, Some(AUDIENCE));
+static TINY_SKU: Sku = sku("ingress_guard_tiny", 2, Some(AUDIENCE));
+static PLAIN_SKU: Sku = sku("ingress_guard_plain", 10_000, None);
 
 /// Up to 10 000 tenants.
 pub static GUARD: TablePack = TablePack(&GUARD_SKU);
 /// At most two tenants.
 pub static TINY: TablePack = TablePack(&TINY_SKU);
+/// Like [`GUARD`], without a Pub/Sub audience (pushes use the bearer token).
+pub static PLAIN: TablePack = TablePack(&PLAIN_SKU);
