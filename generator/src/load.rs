@@ -56,7 +56,7 @@ pub enum LoadError {
 pub fn read(path: &Path) -> Result<Source, Diagnostic> {
     let name = display_path(path);
     let bytes = fs_err::read(path)
-        .map_err(|e| Diagnostic::whole_file(&name, diagnostic::error_chain(&LoadError::Read(e))))?;
+        .map_err(|e| Diagnostic::from_error(&name, 1, 1, "", LoadError::Read(e)))?;
     from_bytes(name, bytes)
 }
 
@@ -72,8 +72,8 @@ pub fn from_bytes(path: impl Into<String>, bytes: Vec<u8>) -> Result<Source, Dia
             // The valid prefix is text, so the bad byte can still be located.
             let prefix = String::from_utf8_lossy(&e.as_bytes()[..offset]);
             let (line, column) = line_column(&prefix, offset);
-            let message = LoadError::NotUtf8 { offset }.to_string();
-            Err(Diagnostic::new(path, line, column, "", message))
+            let error = LoadError::NotUtf8 { offset };
+            Err(Diagnostic::from_error(path, line, column, "", error))
         }
     }
 }

@@ -18,7 +18,7 @@ use crate::manifest::{self, FileEntry, Manifest};
 use crate::model::{self, LowerError, Model};
 use crate::plan::{self, CratePlan, Op, PlanError};
 use crate::render::{self, RenderError, TemplateSet};
-use crate::validate;
+use crate::validate::{self, ValidateError};
 use crate::write::{self, Applied, WriteError};
 use crate::{explain as explain_view, init as init_spec, workspace};
 
@@ -47,7 +47,10 @@ pub enum BuildError {
     /// `init` would overwrite an existing spec.
     #[error("`{0}` already exists; not overwriting it")]
     Exists(String),
-    /// A validated spec could not be lowered (a validator gap).
+    /// The validation machinery failed (e.g. a broken embedded schema).
+    #[error(transparent)]
+    Validate(ValidateError),
+    /// A checked spec could not be lowered (a broken validation guarantee).
     #[error("cannot lower `{spec}`")]
     Lower {
         spec: String,
@@ -92,12 +95,23 @@ impl BuildError {
             | BuildError::Render(
                 RenderError::UnknownOverride { .. } | RenderError::OverrideDir { .. },
             ) => 1,
-            BuildError::Lower { .. }
+            BuildError::Validate(_)
+            | BuildError::Lower { .. }
             | BuildError::Render(_)
             | BuildError::Format { .. }
             | BuildError::Plan(_)
             | BuildError::Write(_)
             | BuildError::Io { .. } => 2,
+        }
+    }
+}
+
+impl From<ValidateError> for BuildError {
+    /// Violations are rejected input; anything else is an internal fault.
+    fn from(error: ValidateError) -> Self {
+        match error {
+            ValidateError::Invalid(found) => BuildError::Invalid(found),
+            internal => BuildError::Validate(internal),
         }
     }
 }
@@ -185,12 +199,10 @@ pub fn validate(paths: &[PathBuf]) -> Result<Vec<Source>, BuildError> {
     let mut sources = Vec::new();
     let mut problems = Vec::new();
     for path in paths {
-        match load::read(path) {
-            Ok(source) => match validate::check(&source) {
-                Ok(_) => sources.push(source),
-                Err(found) => problems.extend(found),
-            },
-            Err(diagnostic) => problems.push(diagnostic),
+        match validate::check_file(path) {
+            Ok((source, _)) => sources.push(source),
+            Err(ValidateError::Invalid(found)) => problems.extend(found),
+            Err(internal) => return Err(BuildError::Validate(internal)),
         }
     }
     if problems.is_empty() {
@@ -203,9 +215,8 @@ pub fn validate(paths: &[PathBuf]) -> Result<Vec<Source>, BuildError> {
 /// Runs load → validate → lower for one spec file; `spec_path` is its
 /// project-relative name for output.
 pub fn model(path: &Path, spec_path: &str) -> Result<Model, BuildError> {
-    let source = load::read(path).map_err(|d| BuildError::Invalid(vec![d]))?;
-    let spec = validate::check(&source).map_err(BuildError::Invalid)?;
-    model::lower(&spec, spec_path, &source.sha256).map_err(|source| BuildError::Lower {
+    let (source, checked) = validate::check_file(path)?;
+    model::lower(&checked, spec_path, &source.sha256).map_err(|source| BuildError::Lower {
         spec: spec_path.to_owned(),
         source,
     })
@@ -513,4 +524,25 @@ pub fn init(root: &Path, id: &str) -> Result<PathBuf, BuildError> {
     std::io::Write::write_all(&mut file, text.as_bytes()).map_err(io("write"))?;
     file.sync_all().map_err(io("sync"))?;
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn violations_exit_1_and_validator_faults_exit_2() {
+        let rejected = BuildError::from(ValidateError::Invalid(vec![Diagnostic::whole_file(
+            "a.json", "bad",
+        )]));
+        assert!(matches!(rejected, BuildError::Invalid(_)), "{rejected:?}");
+        assert_eq!(rejected.exit_code(), 1);
+
+        let broken = serde_json::from_str::<serde_json::Value>("{").unwrap_err();
+        let internal = BuildError::from(ValidateError::SchemaJson(broken));
+        assert!(matches!(internal, BuildError::Validate(_)), "{internal:?}");
+        assert_eq!(internal.exit_code(), 2);
+        // The cause stays reachable as `source()`.
+        assert!(std::error::Error::source(&internal).is_some());
+    }
 }

@@ -46,7 +46,7 @@ pub struct SkuInfo {
 #[serde(deny_unknown_fields)]
 pub struct Tenancy {
     pub tenant_attribute: String,
-    pub max_tenants: u64,
+    pub max_tenants: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
