@@ -14,7 +14,7 @@ use crate::config::{self, Config};
 use crate::diagnostic::Diagnostic;
 use crate::format::{self, FormatError};
 use crate::load::{self, Source};
-use crate::manifest::{self, FileEntry, Manifest};
+use crate::manifest::{self, Manifest};
 use crate::model::{self, LowerError, Model};
 use crate::plan::{self, CratePlan, Op, PlanError};
 use crate::render::{self, RenderError, TemplateSet};
@@ -22,8 +22,7 @@ use crate::validate::{self, ValidateError};
 use crate::write::{self, Applied, WriteError};
 use crate::{explain as explain_view, init as init_spec, workspace};
 
-/// The generator's version, recorded in every manifest.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub use crate::manifest::VERSION;
 
 /// Why a command failed.
 #[derive(Debug, Error)]
@@ -233,35 +232,7 @@ pub fn generate(model: Model, templates: &TemplateSet) -> Result<Generated, Buil
             })?;
         files.insert(file.path, text);
     }
-    let manifest = Manifest {
-        generator: manifest::Generator {
-            name: "ggen".to_owned(),
-            version: VERSION.to_owned(),
-        },
-        sku: manifest::Sku {
-            id: model.id.clone(),
-            version: model.version.clone(),
-        },
-        spec: manifest::SpecFile {
-            path: model.spec_path.clone(),
-            sha256: model.spec_sha256.clone(),
-        },
-        templates: manifest::Templates {
-            sha256: templates.sha256.clone(),
-            overrides: templates
-                .overrides
-                .iter()
-                .map(|o| manifest::TemplateOverride {
-                    name: o.name.clone(),
-                    sha256: o.sha256.clone(),
-                })
-                .collect(),
-        },
-        files: files
-            .iter()
-            .map(|(path, text)| FileEntry::of(path, text.as_bytes()))
-            .collect(),
-    };
+    let manifest = Manifest::new(&model, templates, &files);
     files.insert(manifest::FILE_NAME.to_owned(), manifest.to_json());
     Ok(Generated { model, files })
 }
