@@ -121,7 +121,8 @@ impl FileEntry {
     }
 }
 
-/// Lowercase hex SHA-256 of `bytes`.
+/// Lowercase hex SHA-256 of `bytes`: the one digest format ggen records
+/// (spec files, templates, generated files).
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }

@@ -19,6 +19,7 @@ use thiserror::Error;
 
 use crate::escape;
 use crate::explain;
+use crate::manifest::sha256_hex;
 use crate::model::Model;
 use crate::spec::{Adapter, Direction};
 
@@ -127,10 +128,6 @@ pub struct TemplateSet {
     pub sha256: String,
     /// The overrides in effect, by name.
     pub overrides: Vec<Override>,
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
 }
 
 impl TemplateSet {
