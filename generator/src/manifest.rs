@@ -26,7 +26,9 @@ pub enum ManifestError {
     /// The text is not a manifest.
     #[error("`{path}` is not a ggen manifest")]
     Parse {
+        /// The manifest's path.
         path: String,
+        /// Why it does not parse.
         #[source]
         source: serde_json::Error,
     },

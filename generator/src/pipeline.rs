@@ -33,13 +33,21 @@ pub enum BuildError {
     /// Two specs claim the same SKU id (and so the same output folder).
     #[error("specs `{first}` and `{second}` both have sku id `{id}`")]
     DuplicateId {
+        /// The shared `sku.id`.
         id: String,
+        /// The spec that claimed it first.
         first: String,
+        /// The spec that claimed it again.
         second: String,
     },
     /// A spec lies outside the project root, so no stable path can name it.
     #[error("spec `{spec}` is outside the project root `{root}`")]
-    OutsideRoot { spec: String, root: String },
+    OutsideRoot {
+        /// The spec as named.
+        spec: String,
+        /// The project root (the folder of `ggen.toml`).
+        root: String,
+    },
     /// Files were edited by hand; nothing was written.
     #[error("refusing to overwrite {} hand-edited or unowned file(s) (use `--force`): {}", .0.len(), .0.join(", "))]
     Refused(Vec<String>),
@@ -52,7 +60,9 @@ pub enum BuildError {
     /// A checked spec could not be lowered (a broken validation guarantee).
     #[error("cannot lower `{spec}`")]
     Lower {
+        /// The spec's project-relative path.
         spec: String,
+        /// The broken guarantee.
         #[source]
         source: LowerError,
     },
@@ -62,7 +72,9 @@ pub enum BuildError {
     /// A rendered file is not valid output.
     #[error("generating from `{spec}`")]
     Format {
+        /// The spec's project-relative path.
         spec: String,
+        /// What is wrong with the file.
         #[source]
         source: Box<FormatError>,
     },
@@ -75,8 +87,11 @@ pub enum BuildError {
     /// Other file system failures.
     #[error("cannot {action} `{path}`")]
     Io {
+        /// What was being done (`resolve`, `list`, `create`, …).
         action: &'static str,
+        /// The path it was done to.
         path: String,
+        /// The I/O failure.
         #[source]
         source: std::io::Error,
     },
