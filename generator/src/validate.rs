@@ -10,7 +10,8 @@
 //!    run even where the schema already found problems.
 //!
 //! Only a document with no diagnostic at all is deserialized into a
-//! [`Spec`].
+//! [`Spec`] and handed out as [`Checked`]. These passes are the only home of
+//! spec rules: lowering relies on them and checks nothing again.
 
 use std::sync::OnceLock;
 

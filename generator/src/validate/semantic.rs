@@ -1,4 +1,5 @@
-//! The semantic layer: rules a JSON Schema cannot express.
+//! The semantic layer: rules a JSON Schema cannot express. A new spec rule
+//! belongs here (or in the schema), never in `model::lower`.
 //!
 //! Works on the raw `serde_json::Value` and skips anything of the wrong
 //! shape (the schema layer reports that), so it runs on any document and
