@@ -569,3 +569,31 @@ impl Checker<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn more_entries_than_ids_is_a_violation() {
+        let source = Source::from_text("a.json", "{\"signals\": []}");
+        let mut checker = Checker {
+            source: &source,
+            found: Vec::new(),
+        };
+        checker.count("/signals", "signals", MAX_ENTRIES);
+        assert!(checker.found.is_empty(), "{:?}", checker.found);
+        checker.count("/signals", "signals", MAX_ENTRIES + 1);
+        let [found] = checker.found.as_slice() else {
+            panic!("{:?}", checker.found);
+        };
+        assert_eq!(
+            found.to_string(),
+            "a.json:1:13: /signals: too many signals: `65537` (at most `65536`)"
+        );
+        assert!(matches!(
+            found.cause_as::<Violation>(),
+            Some(Violation::TooMany { count: 65537, .. })
+        ));
+    }
+}

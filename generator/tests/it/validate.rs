@@ -160,3 +160,18 @@ fn a_clean_spec_deserializes_with_defaults() {
     assert_eq!(source.path, "../specs/cost_guard.json");
     assert_eq!(source.sha256.len(), 64);
 }
+
+#[test]
+fn max_tenants_past_u32_is_rejected_where_it_stands() {
+    let text = include_str!("../../../specs/cost_guard.json");
+    let line = text
+        .lines()
+        .position(|l| l.contains("\"max_tenants\""))
+        .expect("cost_guard sets max_tenants")
+        + 1;
+    let text = text.replace("\"max_tenants\": 100000", "\"max_tenants\": 5000000000");
+    let all = rejected(validate::check(&load::Source::from_text("big.json", text)));
+    assert_eq!(all.len(), 1, "{all:#?}");
+    assert_eq!(all[0].line, line, "{}", all[0]);
+    assert!(all[0].message.contains("5000000000"), "{}", all[0]);
+}
