@@ -2,6 +2,11 @@
 //! overrides. Versioned; unknown keys and wrong types are rejected with
 //! their line and column, all of them in one run.
 //!
+//! serde reads the file (`deny_unknown_fields`, every value [`Spanned`]);
+//! values are read leniently so a wrong type is reported rather than ending
+//! the run, and the rules serde cannot express (version, non-empty strings,
+//! glob syntax, required keys) are checked on the result.
+//!
 //! ```toml
 //! version = 1
 //! specs = ["specs/*.json"]
@@ -10,10 +15,13 @@
 //! ```
 
 use std::collections::BTreeSet;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use serde::Deserialize;
 use thiserror::Error;
-use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+use toml::de::DeTable;
 
 use crate::diagnostic::{self, Diagnostic};
 use crate::load::{self, Source};
@@ -97,135 +105,221 @@ pub fn load(path: &Path) -> Result<Config, Vec<Diagnostic>> {
     parse(&source)
 }
 
-/// Checks the text of a `ggen.toml`: the config, or every problem found.
-pub fn parse(source: &Source) -> Result<Config, Vec<Diagnostic>> {
-    let mut found = Vec::new();
-    let report = |found: &mut Vec<Diagnostic>,
-                  span: Option<std::ops::Range<usize>>,
-                  pointer: &str,
-                  error: ConfigError| {
-        let (line, column) = load::line_column(&source.text, span.map_or(0, |s| s.start));
-        found.push(Diagnostic::new(
-            &source.path,
+/// `ggen.toml` as serde reads it: unknown keys are refused by serde, every
+/// value keeps its span, and a value of the wrong type is kept as
+/// [`Lenient::Wrong`] so one run reports every bad key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    version: Option<Field<i64>>,
+    specs: Option<Spanned<Lenient<Vec<Field<String>>>>>,
+    out_dir: Option<Field<String>>,
+    templates: Option<Field<String>>,
+}
+
+/// One value of `ggen.toml`: where it is, and what it is.
+type Field<T> = Spanned<Lenient<T>>;
+
+/// A value as `T`, or the fact that it was something else.
+#[derive(Debug)]
+enum Lenient<T> {
+    /// The value deserialized as `T`.
+    Ok(T),
+    /// The value has another type (reported as [`ConfigError::WrongType`]).
+    Wrong,
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Lenient<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // toml hands each value over already parsed, so a failure inside one
+        // value leaves the rest of the table readable.
+        Ok(T::deserialize(deserializer).map_or(Lenient::Wrong, Lenient::Ok))
+    }
+}
+
+/// Collects the diagnostics of one `ggen.toml`.
+struct Report<'a> {
+    source: &'a Source,
+    found: Vec<Diagnostic>,
+}
+
+impl Report<'_> {
+    fn add(&mut self, span: Option<Range<usize>>, pointer: &str, error: ConfigError) {
+        let (line, column) = load::line_column(&self.source.text, span.map_or(0, |s| s.start));
+        self.found.push(Diagnostic::from_error(
+            &self.source.path,
             line,
             column,
             pointer,
-            diagnostic::error_chain(&error),
+            error,
         ));
-    };
-    let (table, errors) = DeTable::parse_recoverable(&source.text);
-    if !errors.is_empty() {
-        for error in errors {
-            let message = error.message().to_owned();
-            report(&mut found, error.span(), "", ConfigError::Syntax(message));
-        }
-        diagnostic::sort(&mut found);
-        return Err(found);
     }
 
-    let mut version = None;
-    let mut specs = None;
-    let mut out_dir = None;
-    let mut templates = None;
-    for (key, value) in table.get_ref() {
-        let name: &str = key.get_ref();
-        let pointer = diagnostic::join_pointer("", name);
-        let span = Some(value.span());
-        match (name, value.get_ref()) {
-            ("version", DeValue::Integer(int)) => {
-                match u32::from_str_radix(int.as_str(), int.radix()) {
-                    Ok(CONFIG_VERSION) => version = Some(CONFIG_VERSION),
-                    _ => {
-                        let error = ConfigError::UnsupportedVersion(int.to_string());
-                        report(&mut found, span, &pointer, error);
-                        version = Some(0);
-                    }
-                }
-            }
-            ("specs", DeValue::Array(items)) => {
-                let mut patterns = Vec::new();
-                for (i, item) in items.iter().enumerate() {
-                    let item_pointer = format!("{pointer}/{i}");
-                    match item.get_ref() {
-                        DeValue::String(pattern) if !pattern.is_empty() => {
-                            if let Err(e) = glob::Pattern::new(pattern) {
-                                let error = ConfigError::BadPattern {
-                                    pattern: pattern.to_string(),
-                                    source: e,
-                                };
-                                report(&mut found, Some(item.span()), &item_pointer, error);
-                            }
-                            patterns.push(pattern.to_string());
-                        }
-                        _ => {
-                            let error = ConfigError::WrongType {
-                                key: format!("specs[{i}]"),
-                                expected: "a non-empty string (a glob pattern)",
-                            };
-                            report(&mut found, Some(item.span()), &item_pointer, error);
-                        }
-                    }
-                }
-                specs = Some(patterns);
-            }
-            ("out_dir", DeValue::String(dir)) if !dir.is_empty() => {
-                out_dir = Some(PathBuf::from(dir.as_ref()));
-            }
-            ("templates", DeValue::String(dir)) if !dir.is_empty() => {
-                templates = Some(PathBuf::from(dir.as_ref()));
-            }
-            ("version" | "specs" | "out_dir" | "templates", _) => {
-                let expected = match name {
-                    "version" => "the integer `1`",
-                    "specs" => "an array of glob patterns",
-                    _ => "a non-empty string (a path)",
-                };
-                let error = ConfigError::WrongType {
-                    key: name.to_owned(),
-                    expected,
-                };
-                report(&mut found, span, &pointer, error);
-                // Known key, bad value: do not also report it missing.
-                match name {
-                    "version" => version = Some(0),
-                    "specs" => specs = Some(Vec::new()),
-                    "out_dir" => out_dir = Some(PathBuf::new()),
-                    _ => {}
-                }
-            }
+    /// A string value that must be non-empty, or a wrong-type report.
+    fn path(&mut self, key: &str, value: Field<String>) -> Option<PathBuf> {
+        let span = value.span();
+        match value.into_inner() {
+            Lenient::Ok(dir) if !dir.is_empty() => Some(PathBuf::from(dir)),
             _ => {
-                let hint = crate::validate::closest(name, KEYS.into_iter())
-                    .map(|near| format!("; did you mean `{near}`?"))
-                    .unwrap_or_default();
-                let error = ConfigError::UnknownKey {
-                    key: name.to_owned(),
-                    hint,
-                };
-                report(&mut found, Some(key.span()), &pointer, error);
+                self.wrong_type(span, key, "a non-empty string (a path)");
+                None
             }
         }
     }
+
+    fn wrong_type(&mut self, span: Range<usize>, key: &str, expected: &'static str) {
+        let error = ConfigError::WrongType {
+            key: key.to_owned(),
+            expected,
+        };
+        self.add(Some(span), &diagnostic::join_pointer("", key), error);
+    }
+}
+
+/// Checks the text of a `ggen.toml`: the config, or every problem found.
+pub fn parse(source: &Source) -> Result<Config, Vec<Diagnostic>> {
+    let mut report = Report {
+        source,
+        found: Vec::new(),
+    };
+    let (_, errors) = DeTable::parse_recoverable(&source.text);
+    for error in errors {
+        let message = error.message().to_owned();
+        report.add(error.span(), "", ConfigError::Syntax(message));
+    }
+    let raw = if report.found.is_empty() {
+        deserialize(&mut report)
+    } else {
+        None
+    };
+    let config = raw.and_then(|raw| check(&mut report, raw));
+    match config {
+        Some(config) if report.found.is_empty() => Ok(config),
+        _ => {
+            diagnostic::sort(&mut report.found);
+            Err(report.found)
+        }
+    }
+}
+
+/// Deserializes the (syntactically valid) text. serde stops at the first
+/// unknown key; each is reported and left out of the next attempt, so every
+/// unknown key is reported and the known ones are still checked.
+fn deserialize(report: &mut Report<'_>) -> Option<RawConfig> {
+    let mut unknown: Vec<String> = Vec::new();
+    loop {
+        let (mut table, _) = DeTable::parse_recoverable(&report.source.text);
+        let dropped: Vec<_> = (table.get_ref().keys())
+            .filter(|key| unknown.iter().any(|u| u == key.get_ref()))
+            .cloned()
+            .collect();
+        for key in dropped {
+            table.get_mut().remove(&key);
+        }
+        let keys: Vec<(Range<usize>, String)> = table
+            .get_ref()
+            .keys()
+            .map(|key| (key.span(), key.get_ref().to_string()))
+            .collect();
+        let error = match RawConfig::deserialize(toml::de::Deserializer::from(table)) {
+            Ok(raw) => return Some(raw),
+            Err(error) => error,
+        };
+        // Values are `Lenient`, so only a key can fail: find which.
+        let Some((span, key)) = keys
+            .into_iter()
+            .find(|(span, _)| Some(span) == error.span().as_ref())
+        else {
+            report.add(
+                error.span(),
+                "",
+                ConfigError::Syntax(error.message().to_owned()),
+            );
+            return None;
+        };
+        let hint = crate::validate::closest(&key, KEYS.into_iter())
+            .map(|near| format!("; did you mean `{near}`?"))
+            .unwrap_or_default();
+        let pointer = diagnostic::join_pointer("", &key);
+        let error = ConfigError::UnknownKey {
+            key: key.clone(),
+            hint,
+        };
+        report.add(Some(span), &pointer, error);
+        unknown.push(key);
+    }
+}
+
+/// The rules serde cannot express: the version, non-empty strings, glob
+/// syntax and required keys.
+fn check(report: &mut Report<'_>, raw: RawConfig) -> Option<Config> {
+    let version = raw.version.map(|value| {
+        let span = value.span();
+        match value.into_inner() {
+            Lenient::Ok(version) if version == i64::from(CONFIG_VERSION) => CONFIG_VERSION,
+            Lenient::Ok(other) => {
+                let error = ConfigError::UnsupportedVersion(other.to_string());
+                report.add(Some(span), "/version", error);
+                0
+            }
+            Lenient::Wrong => {
+                report.wrong_type(span, "version", "the integer `1`");
+                0
+            }
+        }
+    });
+    let specs = raw.specs.map(|value| {
+        let span = value.span();
+        let Lenient::Ok(items) = value.into_inner() else {
+            report.wrong_type(span, "specs", "an array of glob patterns");
+            return Vec::new();
+        };
+        let mut patterns = Vec::new();
+        for (i, item) in items.into_iter().enumerate() {
+            let span = item.span();
+            let pointer = format!("/specs/{i}");
+            match item.into_inner() {
+                Lenient::Ok(pattern) if !pattern.is_empty() => {
+                    if let Err(source) = glob::Pattern::new(&pattern) {
+                        let error = ConfigError::BadPattern {
+                            pattern: pattern.clone(),
+                            source,
+                        };
+                        report.add(Some(span), &pointer, error);
+                    }
+                    patterns.push(pattern);
+                }
+                _ => {
+                    let error = ConfigError::WrongType {
+                        key: format!("specs[{i}]"),
+                        expected: "a non-empty string (a glob pattern)",
+                    };
+                    report.add(Some(span), &pointer, error);
+                }
+            }
+        }
+        patterns
+    });
+    // A known key with a bad value is reported once, never also as missing.
+    let out_dir = raw.out_dir.map(|value| report.path("out_dir", value));
+    let templates = raw
+        .templates
+        .and_then(|value| report.path("templates", value));
     for (key, present) in [
         ("version", version.is_some()),
         ("specs", specs.is_some()),
         ("out_dir", out_dir.is_some()),
     ] {
         if !present {
-            report(&mut found, None, "", ConfigError::MissingKey(key));
+            report.add(None, "", ConfigError::MissingKey(key));
         }
     }
-    match (version, specs, out_dir) {
-        (Some(version), Some(specs), Some(out_dir)) if found.is_empty() => Ok(Config {
-            version,
-            specs,
-            out_dir,
-            templates,
-        }),
-        _ => {
-            diagnostic::sort(&mut found);
-            Err(found)
-        }
-    }
+    Some(Config {
+        version: version?,
+        specs: specs?,
+        out_dir: out_dir.flatten()?,
+        templates,
+    })
 }
 
 impl Config {
@@ -243,10 +337,7 @@ impl Config {
                 format!("{prefix}/{pattern}")
             };
             let fail = |error: ConfigError| {
-                Diagnostic::whole_file(
-                    load::display_path(&root.join(pattern)),
-                    diagnostic::error_chain(&error),
-                )
+                Diagnostic::from_error(load::display_path(&root.join(pattern)), 1, 1, "", error)
             };
             let matches = glob::glob(&full).map_err(|source| {
                 fail(ConfigError::BadPattern {
@@ -314,6 +405,45 @@ mod tests {
                 "ggen.toml:4:13: /templates: `templates` must be a non-empty string (a path)",
             ]
         );
+    }
+
+    #[test]
+    fn every_unknown_key_is_reported_and_known_keys_still_checked() {
+        let errors =
+            parse_text("verison = 1\nversion = 7\nspecs = 5\nout_dir = \"\"\n[extra]\nx = 1\n")
+                .unwrap_err();
+        assert_eq!(
+            errors,
+            [
+                "ggen.toml:1:1: /verison: unknown key `verison`; did you mean `version`?",
+                "ggen.toml:2:11: /version: unsupported config version `7`: this ggen reads version `1`",
+                "ggen.toml:3:9: /specs: `specs` must be an array of glob patterns",
+                "ggen.toml:4:11: /out_dir: `out_dir` must be a non-empty string (a path)",
+                "ggen.toml:5:2: /extra: unknown key `extra`",
+            ]
+        );
+    }
+
+    #[test]
+    fn diagnostics_keep_the_typed_config_error() {
+        let source = Source::from_text(
+            "ggen.toml",
+            "version = 1\nspecs = [\"[\"]\nout_dir = \"g\"\n",
+        );
+        let all = parse(&source).unwrap_err();
+        let error = all[0].cause_as::<ConfigError>().expect("typed cause");
+        assert!(matches!(error, ConfigError::BadPattern { .. }), "{error:?}");
+        assert!(std::error::Error::source(error).is_some());
+    }
+
+    #[test]
+    fn every_listed_key_is_accepted() {
+        let text = "version = 1\nspecs = []\nout_dir = \"g\"\ntemplates = \"t\"\n";
+        assert_eq!(KEYS.len(), 4);
+        for key in KEYS {
+            assert!(text.contains(&format!("{key} = ")), "{key}");
+        }
+        assert!(parse_text(text).is_ok());
     }
 
     #[test]

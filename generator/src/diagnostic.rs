@@ -2,15 +2,22 @@
 //! pointer. Every front-end stage (load, validate, config) reports through
 //! [`Diagnostic`]; the CLI prints them, the library never does.
 
+use std::error::Error;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::Serialize;
+
+/// The typed error a diagnostic was made from.
+pub type Cause = Arc<dyn Error + Send + Sync + 'static>;
 
 /// A located problem in an input file.
 ///
 /// `line` and `column` are 1-based (the column counts characters, not bytes);
 /// `pointer` is an RFC 6901 JSON pointer (`""` is the document root).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// Equality ignores [`Diagnostic::cause`]: two diagnostics are the same
+/// problem when they say the same thing at the same place.
+#[derive(Debug, Clone, Serialize)]
 pub struct Diagnostic {
     /// The file as the user named it, `/`-separated.
     pub file: String,
@@ -20,9 +27,34 @@ pub struct Diagnostic {
     pub column: usize,
     /// JSON pointer of the offending value (`""` for the whole document).
     pub pointer: String,
-    /// What is wrong: lowercase, values in backticks.
+    /// What is wrong: lowercase, values in backticks; the cause's whole
+    /// `source()` chain when made from a typed error.
     pub message: String,
+    /// The typed error (`semantic::Violation`, `LoadError`, `ConfigError`, …)
+    /// the message renders, with its chain intact; `None` for text-only problems.
+    #[serde(skip)]
+    pub cause: Option<Cause>,
 }
+
+impl PartialEq for Diagnostic {
+    fn eq(&self, other: &Self) -> bool {
+        (
+            &self.file,
+            self.line,
+            self.column,
+            &self.pointer,
+            &self.message,
+        ) == (
+            &other.file,
+            other.line,
+            other.column,
+            &other.pointer,
+            &other.message,
+        )
+    }
+}
+
+impl Eq for Diagnostic {}
 
 impl Diagnostic {
     /// A diagnostic at an explicit position.
@@ -39,7 +71,27 @@ impl Diagnostic {
             column,
             pointer: pointer.into(),
             message: message.into(),
+            cause: None,
         }
+    }
+
+    /// A diagnostic made from a typed error: the message renders its whole
+    /// chain, and the error itself is kept as [`Diagnostic::cause`].
+    pub fn from_error(
+        file: impl Into<String>,
+        line: usize,
+        column: usize,
+        pointer: impl Into<String>,
+        error: impl Error + Send + Sync + 'static,
+    ) -> Self {
+        let mut diagnostic = Diagnostic::new(file, line, column, pointer, error_chain(&error));
+        diagnostic.cause = Some(Arc::new(error));
+        diagnostic
+    }
+
+    /// The typed error behind this diagnostic, if it is an `E`.
+    pub fn cause_as<E: Error + 'static>(&self) -> Option<&E> {
+        self.cause.as_deref()?.downcast_ref::<E>()
     }
 
     /// A diagnostic about a whole file (position 1:1, pointer `""`).
@@ -68,7 +120,9 @@ impl fmt::Display for Diagnostic {
     }
 }
 
-impl std::error::Error for Diagnostic {}
+// No `source()`: the message already renders the cause's chain, so a chain
+// walk over a diagnostic would print it twice; use `cause` for the typed error.
+impl Error for Diagnostic {}
 
 /// Sorts diagnostics by (line, column, pointer, message) and drops exact duplicates.
 pub fn sort(diagnostics: &mut Vec<Diagnostic>) {
@@ -77,7 +131,7 @@ pub fn sort(diagnostics: &mut Vec<Diagnostic>) {
 }
 
 /// Renders an error and its `source()` chain as one line: `outer: inner: …`.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
+pub fn error_chain(error: &dyn Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -20,18 +20,27 @@ pub enum FormatError {
         "template `{template}` produced invalid rust in `{path}` at line {line}, column {column}: {message}\n{snippet}"
     )]
     Rust {
+        /// The template that produced the file.
         template: String,
+        /// The generated file's path inside the crate.
         path: String,
+        /// 1-based line of the error in the generated text.
         line: usize,
+        /// 1-based column of the error in the generated text.
         column: usize,
+        /// syn's description of the error.
         message: String,
+        /// The generated lines around the error.
         snippet: String,
     },
     /// A rendered `.toml` file is not valid TOML.
     #[error("template `{template}` produced invalid toml in `{path}`")]
     Toml {
+        /// The template that produced the file.
         template: String,
+        /// The generated file's path inside the crate.
         path: String,
+        /// Why it does not parse.
         #[source]
         source: Box<toml::de::Error>,
     },

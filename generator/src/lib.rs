@@ -4,11 +4,12 @@
 //! - [`spec`]: the spec as written (serde types).
 //! - [`load`]: reading spec files; JSON pointer → line:column.
 //! - [`diagnostic`]: located problems (`FILE:LINE:COL: /pointer: message`).
-//! - [`validate`]: JSON Schema + semantic rules, every violation in one run.
+//! - [`validate`]: JSON Schema + semantic rules (the only home of spec
+//!   rules), every violation in one run; yields a [`validate::Checked`] spec.
 //! - [`names`]: Rust identifiers from spec names.
 //! - [`config`]: the project config, `ggen.toml`.
 //! - [`init`]: starter specs.
-//! - [`model`]: the checked, resolved model (`lower`).
+//! - [`model`]: the resolved model (`lower`, from a checked spec; no rules of its own).
 //! - [`render`]: Tera templates (embedded, overridable) → in-memory files.
 //! - [`format`](mod@format): syn + prettyplease, `@generated` headers.
 //! - [`manifest`]: the `ggen-manifest.json` of a generated crate.
@@ -19,6 +20,8 @@
 //! - [`explain`]: thresholds tables and the FSM as Mermaid.
 //! - [`escape`], [`canonical`]: text safe for each output language; canonical JSON.
 //! - [`cli`]: the command line (the only module that prints).
+#![warn(missing_docs)]
+
 pub mod canonical;
 pub mod cli;
 pub mod config;

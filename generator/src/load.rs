@@ -10,10 +10,10 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use crate::diagnostic::{self, Diagnostic};
+use crate::manifest::sha256_hex;
 
 /// A spec file as read from disk: its name, text and hash.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,7 +32,7 @@ impl Source {
         let text = text.into();
         Source {
             path: path.into(),
-            sha256: hex::encode(Sha256::digest(text.as_bytes())),
+            sha256: sha256_hex(text.as_bytes()),
             text,
         }
     }
@@ -56,7 +56,7 @@ pub enum LoadError {
 pub fn read(path: &Path) -> Result<Source, Diagnostic> {
     let name = display_path(path);
     let bytes = fs_err::read(path)
-        .map_err(|e| Diagnostic::whole_file(&name, diagnostic::error_chain(&LoadError::Read(e))))?;
+        .map_err(|e| Diagnostic::from_error(&name, 1, 1, "", LoadError::Read(e)))?;
     from_bytes(name, bytes)
 }
 
@@ -64,7 +64,7 @@ pub fn read(path: &Path) -> Result<Source, Diagnostic> {
 /// [`Diagnostic`] at the first bad byte.
 pub fn from_bytes(path: impl Into<String>, bytes: Vec<u8>) -> Result<Source, Diagnostic> {
     let path = path.into();
-    let sha256 = hex::encode(Sha256::digest(&bytes));
+    let sha256 = sha256_hex(&bytes);
     match String::from_utf8(bytes) {
         Ok(text) => Ok(Source { path, text, sha256 }),
         Err(e) => {
@@ -72,8 +72,8 @@ pub fn from_bytes(path: impl Into<String>, bytes: Vec<u8>) -> Result<Source, Dia
             // The valid prefix is text, so the bad byte can still be located.
             let prefix = String::from_utf8_lossy(&e.as_bytes()[..offset]);
             let (line, column) = line_column(&prefix, offset);
-            let message = LoadError::NotUtf8 { offset }.to_string();
-            Err(Diagnostic::new(path, line, column, "", message))
+            let error = LoadError::NotUtf8 { offset };
+            Err(Diagnostic::from_error(path, line, column, "", error))
         }
     }
 }

@@ -4,14 +4,21 @@
 //! (sorted keys, two-space indentation). It drives `--check`, safe deletion
 //! and edit detection in [`crate::plan`].
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use crate::canonical;
+use crate::model::Model;
+use crate::render::TemplateSet;
 
 /// File name of the manifest inside a crate folder.
 pub const FILE_NAME: &str = "ggen-manifest.json";
+
+/// The generator's version, recorded in every manifest.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Why a manifest could not be read.
 #[derive(Debug, Error)]
@@ -19,7 +26,9 @@ pub enum ManifestError {
     /// The text is not a manifest.
     #[error("`{path}` is not a ggen manifest")]
     Parse {
+        /// The manifest's path.
         path: String,
+        /// Why it does not parse.
         #[source]
         source: serde_json::Error,
     },
@@ -114,12 +123,51 @@ impl FileEntry {
     }
 }
 
-/// Lowercase hex SHA-256 of `bytes`.
+/// Lowercase hex SHA-256 of `bytes`: the one digest format ggen records
+/// (spec files, templates, generated files).
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
 impl Manifest {
+    /// The manifest of the crate generated from `model` with `templates`,
+    /// owning `files` (path inside the crate folder → text, manifest excluded).
+    pub fn new(
+        model: &Model,
+        templates: &TemplateSet,
+        files: &BTreeMap<String, String>,
+    ) -> Manifest {
+        Manifest {
+            generator: Generator {
+                name: "ggen".to_owned(),
+                version: VERSION.to_owned(),
+            },
+            sku: Sku {
+                id: model.id.clone(),
+                version: model.version.clone(),
+            },
+            spec: SpecFile {
+                path: model.spec_path.clone(),
+                sha256: model.spec_sha256.clone(),
+            },
+            templates: Templates {
+                sha256: templates.sha256.clone(),
+                overrides: templates
+                    .overrides
+                    .iter()
+                    .map(|o| TemplateOverride {
+                        name: o.name.clone(),
+                        sha256: o.sha256.clone(),
+                    })
+                    .collect(),
+            },
+            files: files
+                .iter()
+                .map(|(path, text)| FileEntry::of(path, text.as_bytes()))
+                .collect(),
+        }
+    }
+
     /// The canonical text: sorted keys, two-space indentation, final newline.
     pub fn to_json(&self) -> String {
         let value = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);

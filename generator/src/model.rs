@@ -1,14 +1,15 @@
 //! The checked, resolved model of one spec: what the templates need and
 //! nothing more.
 //!
-//! [`lower`] turns a validated [`spec::Spec`] into a
+//! [`lower`] turns a [`Checked`] spec into a
 //! [`Model`]: profiles flattened through `extends` (a child's rule replaces
 //! the parent's rule for the same signal, other rules are inherited, and so
 //! are `cooldown_s` / `max_actions_per_hour` unless the child sets them),
 //! `clear` and `dwell` defaulted, names converted to Rust identifiers and ids
 //! assigned in spec order (profiles in the spec's map order, which is by
-//! name). Lowering re-checks every reference it follows, so a spec that
-//! skipped validation yields an error, never a panic.
+//! name). Lowering takes only a [`Checked`] spec and holds no rules of its
+//! own (they all live in [`crate::validate`]); if a guarantee of validation
+//! is ever broken it returns an internal error, never panics.
 
 use std::collections::BTreeMap;
 
@@ -17,38 +18,23 @@ use thiserror::Error;
 use crate::canonical;
 use crate::names;
 use crate::spec::{self, Adapter, Direction};
+use crate::validate::Checked;
 
 /// Per-attempt action timeout when the spec sets none.
 pub const DEFAULT_TIMEOUT_MS: u32 = 5_000;
 
-/// Why a spec could not be lowered (validation normally catches all of these first).
+/// A [`Checked`] spec broke a guarantee of validation: a bug in ggen, never
+/// a problem of the spec (those are all reported by [`crate::validate`]).
 #[derive(Debug, Error)]
 pub enum LowerError {
-    /// A rule names a signal the spec does not declare.
-    #[error("profile `{profile}` has a rule for unknown signal `{signal}`")]
-    UnknownSignal { profile: String, signal: String },
-    /// A rule or an `undo` names an action the spec does not declare.
-    #[error("unknown action `{action}` referenced by `{by}`")]
-    UnknownAction { action: String, by: String },
-    /// `default_profile` or `extends` names a missing profile.
-    #[error("unknown profile `{profile}` referenced by `{by}`")]
-    UnknownProfile { profile: String, by: String },
-    /// `extends` loops back to a profile already on the chain.
-    #[error("profile `{profile}` extends itself through `{chain}`")]
-    ExtendsCycle { profile: String, chain: String },
-    /// A rule sets none of `warn`, `intervene`, `refuse`.
-    #[error("profile `{profile}`: the rule for `{signal}` sets no threshold")]
-    NoThreshold { profile: String, signal: String },
-    /// A number does not fit the runtime's type.
-    #[error("`{field}` = `{value}` does not fit in {target}")]
-    OutOfRange {
-        field: &'static str,
-        value: u64,
-        target: &'static str,
+    /// Something validation guarantees to exist was not found.
+    #[error("internal error: validation let through an unresolved {what} `{name}`")]
+    Unresolved {
+        /// What was looked up (`signal`, `action`, `profile`, …).
+        what: &'static str,
+        /// The name (or index) looked up.
+        name: String,
     },
-    /// More signals, actions or profiles than ids can number.
-    #[error("too many {what}: `{count}` (at most 65535)")]
-    TooMany { what: &'static str, count: usize },
 }
 
 /// How bad a reading is, mildest first (the generator's own copy of the
@@ -294,20 +280,27 @@ pub struct Deploy {
     pub image: String,
 }
 
-fn id_of(index: usize, what: &'static str, count: usize) -> Result<u16, LowerError> {
-    u16::try_from(index).map_err(|_| LowerError::TooMany { what, count })
+fn id_of(index: usize, what: &'static str) -> Result<u16, LowerError> {
+    u16::try_from(index).map_err(|_| LowerError::Unresolved {
+        what,
+        name: index.to_string(),
+    })
 }
 
-/// Lowers a validated spec. `spec_path` is relative to the project root,
+/// Lowers a checked spec. `spec_path` is relative to the project root,
 /// `/`-separated; `spec_sha256` is the hex digest of the file's bytes.
-pub fn lower(spec: &spec::Spec, spec_path: &str, spec_sha256: &str) -> Result<Model, LowerError> {
+///
+/// Every rule lives in [`crate::validate`]; lowering only follows what the
+/// [`Checked`] spec guarantees, and a broken guarantee is an internal error.
+pub fn lower(checked: &Checked, spec_path: &str, spec_sha256: &str) -> Result<Model, LowerError> {
+    let spec = checked.spec();
     let signals = spec
         .signals
         .iter()
         .enumerate()
         .map(|(i, s)| {
             Ok(Signal {
-                id: id_of(i, "signals", spec.signals.len())?,
+                id: id_of(i, "signal id")?,
                 name: s.name.clone(),
                 variant: names::type_ident(&s.name),
                 module: names::value_ident(&s.name),
@@ -319,26 +312,19 @@ pub fn lower(spec: &spec::Spec, spec_path: &str, spec_sha256: &str) -> Result<Mo
             })
         })
         .collect::<Result<Vec<_>, LowerError>>()?;
-    let signal_index: BTreeMap<&str, usize> = spec
-        .signals
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.name.as_str(), i))
-        .collect();
-    let action_index: BTreeMap<&str, usize> = spec
-        .actions
-        .iter()
-        .enumerate()
-        .map(|(i, a)| (a.name.as_str(), i))
-        .collect();
-    let find_action = |name: &str, by: &str| {
-        action_index
-            .get(name)
-            .copied()
-            .ok_or_else(|| LowerError::UnknownAction {
-                action: name.to_owned(),
-                by: by.to_owned(),
-            })
+    let index = Index {
+        signals: spec
+            .signals
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.as_str(), i))
+            .collect(),
+        actions: spec
+            .actions
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.name.as_str(), i))
+            .collect(),
     };
 
     let actions = spec
@@ -348,15 +334,11 @@ pub fn lower(spec: &spec::Spec, spec_path: &str, spec_sha256: &str) -> Result<Mo
         .map(|(i, a)| {
             let params = serde_json::Value::Object(a.params.clone().into_iter().collect());
             Ok(Action {
-                id: id_of(i, "actions", spec.actions.len())?,
+                id: id_of(i, "action id")?,
                 name: a.name.clone(),
                 variant: names::type_ident(&a.name),
                 adapter: a.adapter,
-                undo: a
-                    .undo
-                    .as_deref()
-                    .map(|u| find_action(u, &format!("actions/{}", a.name)))
-                    .transpose()?,
+                undo: a.undo.as_deref().map(|u| index.action(u)).transpose()?,
                 params: canonical::to_string(&params),
                 timeout_ms: a.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS),
                 retries: a.retries.unwrap_or(0),
@@ -364,35 +346,34 @@ pub fn lower(spec: &spec::Spec, spec_path: &str, spec_sha256: &str) -> Result<Mo
         })
         .collect::<Result<Vec<_>, LowerError>>()?;
 
-    let profile_names: Vec<&str> = spec.policy.profiles.keys().map(String::as_str).collect();
-    let mut profiles = Vec::with_capacity(profile_names.len());
-    for (i, name) in profile_names.iter().enumerate() {
-        let flat = flatten(spec, name, &signal_index, &find_action)?;
+    let mut flat = flatten(spec, &index)?;
+    let mut profiles = Vec::with_capacity(spec.policy.profiles.len());
+    for (i, (name, profile)) in spec.policy.profiles.iter().enumerate() {
+        let flat = flat
+            .remove(name.as_str())
+            .ok_or_else(|| LowerError::Unresolved {
+                what: "profile",
+                name: name.clone(),
+            })?;
         profiles.push(Profile {
-            id: id_of(i, "profiles", profile_names.len())?,
-            name: (*name).to_owned(),
+            id: id_of(i, "profile id")?,
+            name: name.clone(),
             variant: names::type_ident(name),
             module: names::value_ident(name),
-            extends: spec.policy.profiles[*name].extends.clone(),
+            extends: profile.extends.clone(),
             rules: flat.rules.into_values().collect(),
             cooldown_s: flat.cooldown_s.unwrap_or(0),
             max_actions_per_hour: flat.max_actions_per_hour,
         });
     }
-    let default_profile = profile_names
+    let default_profile = profiles
         .iter()
-        .position(|p| *p == spec.policy.default_profile)
-        .ok_or_else(|| LowerError::UnknownProfile {
-            profile: spec.policy.default_profile.clone(),
-            by: "policy/default_profile".to_owned(),
+        .position(|p| p.name == spec.policy.default_profile)
+        .ok_or_else(|| LowerError::Unresolved {
+            what: "profile",
+            name: spec.policy.default_profile.clone(),
         })?;
 
-    let max_tenants =
-        u32::try_from(spec.tenancy.max_tenants).map_err(|_| LowerError::OutOfRange {
-            field: "tenancy.max_tenants",
-            value: spec.tenancy.max_tenants,
-            target: "u32",
-        })?;
     let crate_name = format!("{}-governor", spec.sku.id.replace('_', "-"));
     Ok(Model {
         spec_path: spec_path.to_owned(),
@@ -416,7 +397,7 @@ pub fn lower(spec: &spec::Spec, spec_path: &str, spec_sha256: &str) -> Result<Mo
         },
         crate_name,
         tenant_attribute: spec.tenancy.tenant_attribute.clone(),
-        max_tenants,
+        max_tenants: spec.tenancy.max_tenants,
         signals,
         actions,
         profiles,
@@ -434,94 +415,110 @@ pub fn lower(spec: &spec::Spec, spec_path: &str, spec_sha256: &str) -> Result<Mo
     })
 }
 
+/// Signal and action indices by name.
+struct Index<'a> {
+    signals: BTreeMap<&'a str, usize>,
+    actions: BTreeMap<&'a str, usize>,
+}
+
+impl Index<'_> {
+    fn signal(&self, name: &str) -> Result<usize, LowerError> {
+        self.signals
+            .get(name)
+            .copied()
+            .ok_or_else(|| LowerError::Unresolved {
+                what: "signal",
+                name: name.to_owned(),
+            })
+    }
+
+    fn action(&self, name: &str) -> Result<usize, LowerError> {
+        self.actions
+            .get(name)
+            .copied()
+            .ok_or_else(|| LowerError::Unresolved {
+                what: "action",
+                name: name.to_owned(),
+            })
+    }
+}
+
 /// A profile's settings after applying its ancestors, rules keyed by signal index.
+#[derive(Clone, Default)]
 struct Flat {
     rules: BTreeMap<usize, Rule>,
     cooldown_s: Option<u32>,
     max_actions_per_hour: Option<u32>,
 }
 
-fn flatten(
-    spec: &spec::Spec,
-    name: &str,
-    signal_index: &BTreeMap<&str, usize>,
-    find_action: &dyn Fn(&str, &str) -> Result<usize, LowerError>,
-) -> Result<Flat, LowerError> {
-    // Walk up to the root first, then apply the chain from the root down.
-    let mut chain: Vec<&str> = vec![name];
-    let mut current = name;
-    loop {
-        let profile =
-            spec.policy
-                .profiles
-                .get(current)
-                .ok_or_else(|| LowerError::UnknownProfile {
-                    profile: current.to_owned(),
-                    by: format!(
-                        "policy/profiles/{}/extends",
-                        chain[chain.len().saturating_sub(2)]
-                    ),
-                })?;
-        let Some(parent) = profile.extends.as_deref() else {
-            break;
-        };
-        if chain.contains(&parent) {
-            chain.push(parent);
-            return Err(LowerError::ExtendsCycle {
-                profile: name.to_owned(),
-                chain: chain.join(" -> "),
+/// Every profile flattened, parents before children. Validation guarantees
+/// that `extends` chains end; a round that flattens nothing means they do
+/// not, which is reported as an internal error rather than looped on.
+fn flatten<'s>(
+    spec: &'s spec::Spec,
+    index: &Index<'_>,
+) -> Result<BTreeMap<&'s str, Flat>, LowerError> {
+    let profiles = &spec.policy.profiles;
+    let mut done: BTreeMap<&str, Flat> = BTreeMap::new();
+    while done.len() < profiles.len() {
+        let before = done.len();
+        for (name, profile) in profiles {
+            if done.contains_key(name.as_str()) {
+                continue;
+            }
+            let mut flat = match profile.extends.as_deref() {
+                None => Flat::default(),
+                Some(parent) => match done.get(parent) {
+                    Some(base) => base.clone(),
+                    None => continue,
+                },
+            };
+            flat.cooldown_s = profile.cooldown_s.or(flat.cooldown_s);
+            flat.max_actions_per_hour = profile.max_actions_per_hour.or(flat.max_actions_per_hour);
+            for rule in &profile.rules {
+                let signal = index.signal(&rule.signal)?;
+                let mildest = rule
+                    .warn
+                    .or(rule.intervene)
+                    .or(rule.refuse)
+                    .ok_or_else(|| LowerError::Unresolved {
+                        what: "threshold of the rule for signal",
+                        name: rule.signal.clone(),
+                    })?;
+                flat.rules.insert(
+                    signal,
+                    Rule {
+                        signal,
+                        direction: spec.signals[signal].direction,
+                        warn: rule.warn,
+                        intervene: rule.intervene,
+                        refuse: rule.refuse,
+                        clear: rule.clear.unwrap_or(mildest),
+                        dwell: rule.dwell.unwrap_or(1).max(1),
+                        actions: rule
+                            .actions
+                            .iter()
+                            .map(|a| index.action(a))
+                            .collect::<Result<_, _>>()?,
+                        defined_in: name.clone(),
+                    },
+                );
+            }
+            done.insert(name, flat);
+        }
+        if done.len() == before {
+            let stuck = profiles
+                .keys()
+                .find(|name| !done.contains_key(name.as_str()))
+                .cloned()
+                .unwrap_or_default();
+            return Err(LowerError::Unresolved {
+                what: "`extends` chain of profile",
+                name: stuck,
             });
         }
-        chain.push(parent);
-        current = parent;
     }
-
-    let mut flat = Flat {
-        rules: BTreeMap::new(),
-        cooldown_s: None,
-        max_actions_per_hour: None,
-    };
-    for profile_name in chain.iter().rev() {
-        let profile = &spec.policy.profiles[*profile_name];
-        flat.cooldown_s = profile.cooldown_s.or(flat.cooldown_s);
-        flat.max_actions_per_hour = profile.max_actions_per_hour.or(flat.max_actions_per_hour);
-        for rule in &profile.rules {
-            let signal = *signal_index.get(rule.signal.as_str()).ok_or_else(|| {
-                LowerError::UnknownSignal {
-                    profile: (*profile_name).to_owned(),
-                    signal: rule.signal.clone(),
-                }
-            })?;
-            let mildest = rule
-                .warn
-                .or(rule.intervene)
-                .or(rule.refuse)
-                .ok_or_else(|| LowerError::NoThreshold {
-                    profile: (*profile_name).to_owned(),
-                    signal: rule.signal.clone(),
-                })?;
-            let by = format!("policy/profiles/{profile_name}/rules/{}", rule.signal);
-            flat.rules.insert(
-                signal,
-                Rule {
-                    signal,
-                    direction: spec.signals[signal].direction,
-                    warn: rule.warn,
-                    intervene: rule.intervene,
-                    refuse: rule.refuse,
-                    clear: rule.clear.unwrap_or(mildest),
-                    dwell: rule.dwell.unwrap_or(1).max(1),
-                    actions: rule
-                        .actions
-                        .iter()
-                        .map(|a| find_action(a, &by))
-                        .collect::<Result<_, _>>()?,
-                    defined_in: (*profile_name).to_owned(),
-                },
-            );
-        }
-    }
-    Ok(flat)
+    Ok(done)
 }
 
 #[cfg(test)]

@@ -14,16 +14,15 @@ use crate::config::{self, Config};
 use crate::diagnostic::Diagnostic;
 use crate::format::{self, FormatError};
 use crate::load::{self, Source};
-use crate::manifest::{self, FileEntry, Manifest};
+use crate::manifest::{self, Manifest};
 use crate::model::{self, LowerError, Model};
 use crate::plan::{self, CratePlan, Op, PlanError};
 use crate::render::{self, RenderError, TemplateSet};
-use crate::validate;
+use crate::validate::{self, ValidateError};
 use crate::write::{self, Applied, WriteError};
 use crate::{explain as explain_view, init as init_spec, workspace};
 
-/// The generator's version, recorded in every manifest.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub use crate::manifest::VERSION;
 
 /// Why a command failed.
 #[derive(Debug, Error)]
@@ -34,23 +33,36 @@ pub enum BuildError {
     /// Two specs claim the same SKU id (and so the same output folder).
     #[error("specs `{first}` and `{second}` both have sku id `{id}`")]
     DuplicateId {
+        /// The shared `sku.id`.
         id: String,
+        /// The spec that claimed it first.
         first: String,
+        /// The spec that claimed it again.
         second: String,
     },
     /// A spec lies outside the project root, so no stable path can name it.
     #[error("spec `{spec}` is outside the project root `{root}`")]
-    OutsideRoot { spec: String, root: String },
+    OutsideRoot {
+        /// The spec as named.
+        spec: String,
+        /// The project root (the folder of `ggen.toml`).
+        root: String,
+    },
     /// Files were edited by hand; nothing was written.
     #[error("refusing to overwrite {} hand-edited or unowned file(s) (use `--force`): {}", .0.len(), .0.join(", "))]
     Refused(Vec<String>),
     /// `init` would overwrite an existing spec.
     #[error("`{0}` already exists; not overwriting it")]
     Exists(String),
-    /// A validated spec could not be lowered (a validator gap).
+    /// The validation machinery failed (e.g. a broken embedded schema).
+    #[error(transparent)]
+    Validate(ValidateError),
+    /// A checked spec could not be lowered (a broken validation guarantee).
     #[error("cannot lower `{spec}`")]
     Lower {
+        /// The spec's project-relative path.
         spec: String,
+        /// The broken guarantee.
         #[source]
         source: LowerError,
     },
@@ -60,7 +72,9 @@ pub enum BuildError {
     /// A rendered file is not valid output.
     #[error("generating from `{spec}`")]
     Format {
+        /// The spec's project-relative path.
         spec: String,
+        /// What is wrong with the file.
         #[source]
         source: Box<FormatError>,
     },
@@ -73,8 +87,11 @@ pub enum BuildError {
     /// Other file system failures.
     #[error("cannot {action} `{path}`")]
     Io {
+        /// What was being done (`resolve`, `list`, `create`, …).
         action: &'static str,
+        /// The path it was done to.
         path: String,
+        /// The I/O failure.
         #[source]
         source: std::io::Error,
     },
@@ -92,12 +109,23 @@ impl BuildError {
             | BuildError::Render(
                 RenderError::UnknownOverride { .. } | RenderError::OverrideDir { .. },
             ) => 1,
-            BuildError::Lower { .. }
+            BuildError::Validate(_)
+            | BuildError::Lower { .. }
             | BuildError::Render(_)
             | BuildError::Format { .. }
             | BuildError::Plan(_)
             | BuildError::Write(_)
             | BuildError::Io { .. } => 2,
+        }
+    }
+}
+
+impl From<ValidateError> for BuildError {
+    /// Violations are rejected input; anything else is an internal fault.
+    fn from(error: ValidateError) -> Self {
+        match error {
+            ValidateError::Invalid(found) => BuildError::Invalid(found),
+            internal => BuildError::Validate(internal),
         }
     }
 }
@@ -185,12 +213,10 @@ pub fn validate(paths: &[PathBuf]) -> Result<Vec<Source>, BuildError> {
     let mut sources = Vec::new();
     let mut problems = Vec::new();
     for path in paths {
-        match load::read(path) {
-            Ok(source) => match validate::check(&source) {
-                Ok(_) => sources.push(source),
-                Err(found) => problems.extend(found),
-            },
-            Err(diagnostic) => problems.push(diagnostic),
+        match validate::check_file(path) {
+            Ok((source, _)) => sources.push(source),
+            Err(ValidateError::Invalid(found)) => problems.extend(found),
+            Err(internal) => return Err(BuildError::Validate(internal)),
         }
     }
     if problems.is_empty() {
@@ -203,9 +229,8 @@ pub fn validate(paths: &[PathBuf]) -> Result<Vec<Source>, BuildError> {
 /// Runs load → validate → lower for one spec file; `spec_path` is its
 /// project-relative name for output.
 pub fn model(path: &Path, spec_path: &str) -> Result<Model, BuildError> {
-    let source = load::read(path).map_err(|d| BuildError::Invalid(vec![d]))?;
-    let spec = validate::check(&source).map_err(BuildError::Invalid)?;
-    model::lower(&spec, spec_path, &source.sha256).map_err(|source| BuildError::Lower {
+    let (source, checked) = validate::check_file(path)?;
+    model::lower(&checked, spec_path, &source.sha256).map_err(|source| BuildError::Lower {
         spec: spec_path.to_owned(),
         source,
     })
@@ -222,35 +247,7 @@ pub fn generate(model: Model, templates: &TemplateSet) -> Result<Generated, Buil
             })?;
         files.insert(file.path, text);
     }
-    let manifest = Manifest {
-        generator: manifest::Generator {
-            name: "ggen".to_owned(),
-            version: VERSION.to_owned(),
-        },
-        sku: manifest::Sku {
-            id: model.id.clone(),
-            version: model.version.clone(),
-        },
-        spec: manifest::SpecFile {
-            path: model.spec_path.clone(),
-            sha256: model.spec_sha256.clone(),
-        },
-        templates: manifest::Templates {
-            sha256: templates.sha256.clone(),
-            overrides: templates
-                .overrides
-                .iter()
-                .map(|o| manifest::TemplateOverride {
-                    name: o.name.clone(),
-                    sha256: o.sha256.clone(),
-                })
-                .collect(),
-        },
-        files: files
-            .iter()
-            .map(|(path, text)| FileEntry::of(path, text.as_bytes()))
-            .collect(),
-    };
+    let manifest = Manifest::new(&model, templates, &files);
     files.insert(manifest::FILE_NAME.to_owned(), manifest.to_json());
     Ok(Generated { model, files })
 }
@@ -513,4 +510,25 @@ pub fn init(root: &Path, id: &str) -> Result<PathBuf, BuildError> {
     std::io::Write::write_all(&mut file, text.as_bytes()).map_err(io("write"))?;
     file.sync_all().map_err(io("sync"))?;
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn violations_exit_1_and_validator_faults_exit_2() {
+        let rejected = BuildError::from(ValidateError::Invalid(vec![Diagnostic::whole_file(
+            "a.json", "bad",
+        )]));
+        assert!(matches!(rejected, BuildError::Invalid(_)), "{rejected:?}");
+        assert_eq!(rejected.exit_code(), 1);
+
+        let broken = serde_json::from_str::<serde_json::Value>("{").unwrap_err();
+        let internal = BuildError::from(ValidateError::SchemaJson(broken));
+        assert!(matches!(internal, BuildError::Validate(_)), "{internal:?}");
+        assert_eq!(internal.exit_code(), 2);
+        // The cause stays reachable as `source()`.
+        assert!(std::error::Error::source(&internal).is_some());
+    }
 }

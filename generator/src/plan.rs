@@ -22,7 +22,9 @@ pub enum PlanError {
     /// A file or folder could not be read.
     #[error("cannot read `{path}`")]
     Read {
+        /// The path that could not be read.
         path: String,
+        /// The I/O failure.
         #[source]
         source: std::io::Error,
     },

@@ -19,6 +19,7 @@ use thiserror::Error;
 
 use crate::escape;
 use crate::explain;
+use crate::manifest::sha256_hex;
 use crate::model::Model;
 use crate::spec::{Adapter, Direction};
 
@@ -77,7 +78,9 @@ pub enum RenderError {
     /// The override folder could not be read.
     #[error("cannot read template overrides in `{dir}`")]
     OverrideDir {
+        /// The override folder.
         dir: PathBuf,
+        /// The I/O failure.
         #[source]
         source: std::io::Error,
     },
@@ -85,26 +88,38 @@ pub enum RenderError {
     #[error(
         "`{file}` in the template override folder shadows no template (expected one of {expected})"
     )]
-    UnknownOverride { file: String, expected: String },
+    UnknownOverride {
+        /// The override file.
+        file: String,
+        /// The embedded template names, listed.
+        expected: String,
+    },
     /// A template does not parse.
     #[error("template `{name}` does not parse")]
     Parse {
+        /// The template.
         name: String,
+        /// Tera's error.
         #[source]
         source: tera::Error,
     },
     /// A template failed while rendering.
     #[error("template `{name}` failed to render for spec `{spec}`")]
     Render {
+        /// The template.
         name: String,
+        /// The spec rendered.
         spec: String,
+        /// Tera's error.
         #[source]
         source: tera::Error,
     },
     /// A computed identifier is not a Rust identifier (names should have prevented this).
     #[error("`{ident}` is not a rust identifier")]
     Ident {
+        /// The identifier.
         ident: String,
+        /// syn's error.
         #[source]
         source: syn::Error,
     },
@@ -127,10 +142,6 @@ pub struct TemplateSet {
     pub sha256: String,
     /// The overrides in effect, by name.
     pub overrides: Vec<Override>,
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
 }
 
 impl TemplateSet {

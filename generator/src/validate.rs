@@ -10,9 +10,10 @@
 //!    run even where the schema already found problems.
 //!
 //! Only a document with no diagnostic at all is deserialized into a
-//! [`Spec`].
+//! [`Spec`] and handed out as [`Checked`]. These passes are the only home of
+//! spec rules: lowering relies on them and checks nothing again.
 
-use std::sync::LazyLock;
+use std::sync::OnceLock;
 
 use jsonschema::error::{TypeKind, ValidationErrorKind};
 use jsonschema::{ValidationError, Validator};
@@ -25,63 +26,102 @@ use crate::spec::Spec;
 
 mod semantic;
 
+pub use semantic::Violation;
+
 /// The JSON Schema of a spec (draft 2020-12), as printed by `ggen schema spec`.
 pub const SKU_SCHEMA: &str = include_str!("../../specs/schema/sku.schema.json");
 
 /// The `spec_version` this ggen reads.
 pub const SPEC_VERSION: u64 = 1;
 
-/// Problems of the validation machinery itself (not of the spec).
+/// Why a spec was not checked: its violations (input rejected, exit 1), or
+/// a fault of the validation machinery itself (internal, exit 2).
 #[derive(Debug, Error)]
 pub enum ValidateError {
+    /// The spec breaks rules: every violation, located and sorted.
+    #[error("{} problem(s) in the spec", .0.len())]
+    Invalid(Vec<Diagnostic>),
     /// The embedded schema does not parse as JSON.
     #[error("internal error: the embedded spec schema is not json")]
     SchemaJson(#[source] serde_json::Error),
     /// The embedded schema is not a valid JSON Schema.
-    #[error("internal error: the embedded spec schema is invalid: {0}")]
-    SchemaInvalid(String),
+    #[error("internal error: the embedded spec schema is invalid")]
+    SchemaInvalid(#[source] Box<ValidationError<'static>>),
 }
 
-/// The embedded schema, parsed once.
-static SCHEMA: LazyLock<Result<Value, String>> = LazyLock::new(|| {
-    serde_json::from_str(SKU_SCHEMA)
-        .map_err(|e| diagnostic::error_chain(&ValidateError::SchemaJson(e)))
-});
+/// A spec that passed every check: the only input [`crate::model::lower`]
+/// accepts, so lowering can rely on what the rules guarantee instead of
+/// checking it again (ripgrep's low-level → high-level arguments split).
+#[derive(Debug, Clone)]
+pub struct Checked(Spec);
 
-/// The validator, built once.
-static VALIDATOR: LazyLock<Result<Validator, String>> = LazyLock::new(|| {
-    let schema = SCHEMA.as_ref().map_err(Clone::clone)?;
-    jsonschema::draft202012::options()
-        .build(schema)
-        .map_err(|e| ValidateError::SchemaInvalid(e.to_string()).to_string())
-});
+impl Checked {
+    /// The checked spec.
+    pub fn spec(&self) -> &Spec {
+        &self.0
+    }
+}
 
-/// Checks a spec: the deserialized spec, or ALL violations sorted by
-/// (line, column, pointer).
-pub fn check(source: &Source) -> Result<Spec, Vec<Diagnostic>> {
+impl std::ops::Deref for Checked {
+    type Target = Spec;
+
+    fn deref(&self) -> &Spec {
+        &self.0
+    }
+}
+
+/// The parsed schema and its validator.
+type Schema = (Value, Validator);
+
+/// Parses `text` as a draft 2020-12 schema and builds its validator.
+fn build_schema(text: &str) -> Result<Schema, ValidateError> {
+    let schema: Value = serde_json::from_str(text).map_err(ValidateError::SchemaJson)?;
+    let validator = jsonschema::draft202012::options()
+        .build(&schema)
+        .map_err(|e| ValidateError::SchemaInvalid(Box::new(e)))?;
+    Ok((schema, validator))
+}
+
+/// The embedded schema, built on first use.
+static EMBEDDED: OnceLock<Schema> = OnceLock::new();
+
+/// The embedded schema, or why it cannot be used (an internal fault). A
+/// failure is not cached, so the static never holds an error value.
+fn embedded_schema() -> Result<&'static Schema, ValidateError> {
+    if let Some(schema) = EMBEDDED.get() {
+        return Ok(schema);
+    }
+    let schema = build_schema(SKU_SCHEMA)?;
+    Ok(EMBEDDED.get_or_init(|| schema))
+}
+
+/// Checks a spec: the checked spec, [`ValidateError::Invalid`] with ALL
+/// violations sorted by (line, column, pointer), or an internal fault.
+pub fn check(source: &Source) -> Result<Checked, ValidateError> {
+    let (schema, validator) = embedded_schema()?;
     let value: Value = match serde_json::from_str(&source.text) {
         Ok(value) => value,
-        Err(e) => return Err(vec![json_error(source, &e)]),
+        Err(e) => return Err(ValidateError::Invalid(vec![json_error(source, &e)])),
     };
     let mut found = duplicate_keys(source);
-    found.extend(schema_errors(source, &value));
+    found.extend(schema_errors(source, &value, schema, validator));
     found.extend(semantic::check(source, &value));
     if found.is_empty() {
         // The schema mirrors `spec.rs`; this catches what it cannot express
         // (`2.0` is a JSON Schema integer but not a `u32`), positioned by serde_json.
         match serde_json::from_str::<Spec>(&source.text) {
-            Ok(spec) => return Ok(spec),
+            Ok(spec) => return Ok(Checked(spec)),
             Err(e) => found.push(json_error(source, &e)),
         }
     }
     diagnostic::sort(&mut found);
-    Err(found)
+    Err(ValidateError::Invalid(found))
 }
 
 /// Reads and checks one spec file: its source (for hashes and positions) and
-/// the spec, or every diagnostic (an unreadable file gives one).
-pub fn check_file(path: &std::path::Path) -> Result<(Source, Spec), Vec<Diagnostic>> {
-    let source = load::read(path).map_err(|d| vec![d])?;
+/// the checked spec, or every diagnostic (an unreadable file gives one).
+pub fn check_file(path: &std::path::Path) -> Result<(Source, Checked), ValidateError> {
+    let source = load::read(path).map_err(|d| ValidateError::Invalid(vec![d]))?;
     let spec = check(&source)?;
     Ok((source, spec))
 }
@@ -134,15 +174,15 @@ fn duplicate_keys(source: &Source) -> Vec<Diagnostic> {
         .collect()
 }
 
-fn schema_errors(source: &Source, value: &Value) -> Vec<Diagnostic> {
-    let validator = match VALIDATOR.as_ref() {
-        Ok(validator) => validator,
-        Err(message) => return vec![Diagnostic::whole_file(&source.path, message.clone())],
-    };
-    let schema = SCHEMA.as_ref().ok();
+fn schema_errors(
+    source: &Source,
+    value: &Value,
+    schema: &Value,
+    validator: &Validator,
+) -> Vec<Diagnostic> {
     validator
         .iter_errors(value)
-        .flat_map(|error| describe(&error, schema))
+        .flat_map(|error| describe(&error, Some(schema)))
         .map(|(pointer, message)| at(source, &pointer, message))
         .collect()
 }
@@ -378,7 +418,24 @@ mod tests {
 
     #[test]
     fn embedded_schema_builds() {
-        assert!(VALIDATOR.is_ok(), "{:?}", VALIDATOR.as_ref().err());
+        assert!(embedded_schema().is_ok(), "{:?}", embedded_schema().err());
+    }
+
+    #[test]
+    fn a_broken_schema_is_an_internal_fault_not_a_diagnostic() {
+        let not_json = build_schema("{").unwrap_err();
+        assert!(
+            matches!(not_json, ValidateError::SchemaJson(_)),
+            "{not_json:?}"
+        );
+        let invalid = build_schema(r#"{"type": 5}"#).unwrap_err();
+        assert!(
+            matches!(invalid, ValidateError::SchemaInvalid(_)),
+            "{invalid:?}"
+        );
+        // The cause stays a typed `source()`, not text in the message.
+        assert!(std::error::Error::source(&invalid).is_some());
+        assert!(!invalid.to_string().contains("5"), "{invalid}");
     }
 
     #[test]

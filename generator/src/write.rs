@@ -18,8 +18,11 @@ pub enum WriteError {
     /// A file system operation failed.
     #[error("cannot {action} `{path}`")]
     Io {
+        /// What was being done (`create`, `write`, `replace`, `sync`, …).
         action: &'static str,
+        /// The path it was done to.
         path: PathBuf,
+        /// The I/O failure.
         #[source]
         source: std::io::Error,
     },

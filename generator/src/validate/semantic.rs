@@ -1,4 +1,5 @@
-//! The semantic layer: rules a JSON Schema cannot express.
+//! The semantic layer: rules a JSON Schema cannot express. A new spec rule
+//! belongs here (or in the schema), never in `model::lower`.
 //!
 //! Works on the raw `serde_json::Value` and skips anything of the wrong
 //! shape (the schema layer reports that), so it runs on any document and
@@ -9,9 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{Map, Value};
 use thiserror::Error;
 
-use super::{SPEC_VERSION, at, closest, plain};
+use super::{SPEC_VERSION, closest, plain};
 use crate::diagnostic::{Diagnostic, join_pointer};
-use crate::load::Source;
+use crate::load::{self, Source};
 use crate::names;
 
 /// A semantic rule broken by a spec.
@@ -129,6 +130,14 @@ pub enum Violation {
         /// The key.
         key: String,
     },
+    /// More entries than the generated code can number (ids are `u16`).
+    #[error("too many {kind}: `{count}` (at most `{MAX_ENTRIES}`)")]
+    TooMany {
+        /// `signals`, `actions` or `profiles`.
+        kind: &'static str,
+        /// How many the spec has.
+        count: usize,
+    },
     /// A signal's `min` exceeds its `max`.
     #[error("`min` `{min}` is greater than `max` `{max}`")]
     MinAboveMax {
@@ -138,6 +147,9 @@ pub enum Violation {
         max: String,
     },
 }
+
+/// Most signals, actions or profiles one spec may have: their ids are `u16`.
+const MAX_ENTRIES: usize = u16::MAX as usize + 1;
 
 /// Every semantic violation in `value`, located in `source`.
 pub fn check(source: &Source, value: &Value) -> Vec<Diagnostic> {
@@ -164,8 +176,14 @@ struct Checker<'a> {
 
 impl Checker<'_> {
     fn report(&mut self, pointer: &str, violation: Violation) {
-        self.found
-            .push(at(self.source, pointer, violation.to_string()));
+        let (line, column) = load::position(self.source, pointer);
+        self.found.push(Diagnostic::from_error(
+            &self.source.path,
+            line,
+            column,
+            pointer,
+            violation,
+        ));
     }
 
     fn spec_version(&mut self, value: &Value) {
@@ -228,12 +246,13 @@ impl Checker<'_> {
     fn named_entries<'v>(
         &mut self,
         value: &'v Value,
-        key: &str,
+        key: &'static str,
         kind: &'static str,
     ) -> Vec<(String, String, &'v Map<String, Value>)> {
         let Some(items) = value.get(key).and_then(Value::as_array) else {
             return Vec::new();
         };
+        self.count(&format!("/{key}"), key, items.len());
         let mut entries: Vec<(String, String, &Map<String, Value>)> = Vec::new();
         for (i, item) in items.iter().enumerate() {
             let pointer = format!("/{key}/{i}");
@@ -292,6 +311,13 @@ impl Checker<'_> {
         }
     }
 
+    /// Reports a list or map with more entries than ids can number.
+    fn count(&mut self, pointer: &str, kind: &'static str, count: usize) {
+        if count > MAX_ENTRIES {
+            self.report(pointer, Violation::TooMany { kind, count });
+        }
+    }
+
     fn unknown(&mut self, pointer: &str, kind: &'static str, name: &str, known: &BTreeSet<String>) {
         let hint = closest(name, known.iter().map(String::as_str))
             .map(|near| format!("; did you mean `{near}`?"))
@@ -333,6 +359,7 @@ impl Checker<'_> {
         let Some(profiles) = profiles else {
             return;
         };
+        self.count("/policy/profiles", "profiles", profiles.len());
         let mut seen: Vec<&str> = Vec::new();
         for (name, profile) in profiles {
             let pointer = join_pointer("/policy/profiles", name);
@@ -540,5 +567,33 @@ impl Checker<'_> {
             }
             done.extend(path);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn more_entries_than_ids_is_a_violation() {
+        let source = Source::from_text("a.json", "{\"signals\": []}");
+        let mut checker = Checker {
+            source: &source,
+            found: Vec::new(),
+        };
+        checker.count("/signals", "signals", MAX_ENTRIES);
+        assert!(checker.found.is_empty(), "{:?}", checker.found);
+        checker.count("/signals", "signals", MAX_ENTRIES + 1);
+        let [found] = checker.found.as_slice() else {
+            panic!("{:?}", checker.found);
+        };
+        assert_eq!(
+            found.to_string(),
+            "a.json:1:13: /signals: too many signals: `65537` (at most `65536`)"
+        );
+        assert!(matches!(
+            found.cause_as::<Violation>(),
+            Some(Violation::TooMany { count: 65537, .. })
+        ));
     }
 }

@@ -12,7 +12,11 @@ const VALID: &str = include_str!("../../../specs/cost_guard.json");
 /// Validates bytes the way `ggen validate` would, returning the diagnostics.
 fn run(bytes: Vec<u8>) -> Result<(), Vec<Diagnostic>> {
     let source = load::from_bytes("fuzz.json", bytes).map_err(|d| vec![d])?;
-    validate::check(&source).map(|_| ())
+    match validate::check(&source) {
+        Ok(_) => Ok(()),
+        Err(validate::ValidateError::Invalid(all)) => Err(all),
+        Err(internal) => panic!("internal fault: {internal:?}"),
+    }
 }
 
 fn assert_reported(bytes: Vec<u8>) -> Result<(), TestCaseError> {

@@ -4,14 +4,16 @@
 
 use std::path::Path;
 
+use ggen::diagnostic::Diagnostic;
 use ggen::load;
-use ggen::validate;
+use ggen::validate::{self, ValidateError, Violation};
 
 /// All diagnostics for one file, one per line, as `ggen validate` prints them.
 fn diagnostics(path: &Path) -> String {
     let lines: Vec<String> = match validate::check_file(path) {
         Ok(_) => vec!["ok".to_owned()],
-        Err(all) => all.iter().map(ToString::to_string).collect(),
+        Err(ValidateError::Invalid(all)) => all.iter().map(ToString::to_string).collect(),
+        Err(internal) => panic!("internal fault: {internal:?}"),
     };
     lines.join("\n")
 }
@@ -25,7 +27,8 @@ fn every_spec_in_the_repository_is_valid() {
         if path.extension().is_some_and(|e| e == "json") {
             seen += 1;
             let source = load::read(&path).unwrap();
-            if let Err(all) = validate::check(&source) {
+            if let Err(error) = validate::check(&source) {
+                let all = rejected(Err(error));
                 let text: Vec<_> = all.iter().map(ToString::to_string).collect();
                 panic!("{} is invalid:\n{}", path.display(), text.join("\n"));
             }
@@ -46,10 +49,18 @@ fn invalid_fixture() {
     });
 }
 
+/// The violations of a rejected spec (an internal fault fails the test).
+fn rejected(result: Result<validate::Checked, ValidateError>) -> Vec<Diagnostic> {
+    match result {
+        Err(ValidateError::Invalid(all)) => all,
+        other => panic!("expected violations, got {other:?}"),
+    }
+}
+
 #[test]
 fn diagnostics_are_sorted_by_position() {
     let source = load::read(Path::new("tests/fixtures/invalid/many_errors.json")).unwrap();
-    let all = validate::check(&source).unwrap_err();
+    let all = rejected(validate::check(&source));
     assert!(all.len() >= 10, "{all:#?}");
     let keys: Vec<_> = all.iter().map(|d| (d.line, d.column)).collect();
     let mut sorted = keys.clone();
@@ -62,7 +73,7 @@ fn every_diagnostic_points_at_its_value() {
     // For pointers that exist, the reported position is where the value starts.
     let source = load::read(Path::new("tests/fixtures/invalid/many_errors.json")).unwrap();
     let value: serde_json::Value = serde_json::from_str(&source.text).unwrap();
-    for diagnostic in validate::check(&source).unwrap_err() {
+    for diagnostic in rejected(validate::check(&source)) {
         if value.pointer(&diagnostic.pointer).is_some() {
             assert_eq!(
                 load::position(&source, &diagnostic.pointer),
@@ -82,6 +93,34 @@ fn every_diagnostic_points_at_its_value() {
             );
         }
     }
+}
+
+#[test]
+fn semantic_diagnostics_keep_their_typed_violation() {
+    let source = load::read(Path::new("tests/fixtures/invalid/unknown_signal.json")).unwrap();
+    let all = rejected(validate::check(&source));
+    let violation = all
+        .iter()
+        .find_map(|d| d.cause_as::<Violation>())
+        .unwrap_or_else(|| panic!("no typed violation in {all:#?}"));
+    assert!(
+        matches!(violation, Violation::Unknown { kind: "signal", .. }),
+        "{violation:?}"
+    );
+}
+
+#[test]
+fn an_unreadable_spec_keeps_its_io_error() {
+    let error = validate::check_file(Path::new("tests/fixtures/invalid/absent.json"));
+    let all = match error {
+        Err(ValidateError::Invalid(all)) => all,
+        other => panic!("expected a diagnostic, got {other:?}"),
+    };
+    let load_error = all[0]
+        .cause_as::<load::LoadError>()
+        .unwrap_or_else(|| panic!("untyped: {all:#?}"));
+    let io = std::error::Error::source(load_error).expect("the i/o error is kept as source");
+    assert!(io.to_string().contains("absent.json"), "{io}");
 }
 
 #[test]
@@ -120,4 +159,19 @@ fn a_clean_spec_deserializes_with_defaults() {
     );
     assert_eq!(source.path, "../specs/cost_guard.json");
     assert_eq!(source.sha256.len(), 64);
+}
+
+#[test]
+fn max_tenants_past_u32_is_rejected_where_it_stands() {
+    let text = include_str!("../../../specs/cost_guard.json");
+    let line = text
+        .lines()
+        .position(|l| l.contains("\"max_tenants\""))
+        .expect("cost_guard sets max_tenants")
+        + 1;
+    let text = text.replace("\"max_tenants\": 100000", "\"max_tenants\": 5000000000");
+    let all = rejected(validate::check(&load::Source::from_text("big.json", text)));
+    assert_eq!(all.len(), 1, "{all:#?}");
+    assert_eq!(all[0].line, line, "{}", all[0]);
+    assert!(all[0].message.contains("5000000000"), "{}", all[0]);
 }
