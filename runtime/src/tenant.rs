@@ -8,8 +8,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 mod registry;
 
 pub use registry::{
-    Admission, Applied, Dispatch, InFlightView, RecoveryStats, Registry, RegistryError,
-    TenantState, TenantView,
+    Admission, Applied, CheckpointMismatch, Dispatch, InFlightView, RecoveryStats, Registry,
+    RegistryError, TenantState, TenantView, check_checkpoint,
 };
 
 /// A validated tenant id: `^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`.

@@ -50,7 +50,7 @@ mod recovery;
 mod views;
 
 pub use apply::Applied;
-pub use recovery::RecoveryStats;
+pub use recovery::{CheckpointMismatch, RecoveryStats, check_checkpoint};
 pub use views::{Admission, InFlightView, TenantView};
 
 /// Number of shards; a power of two.

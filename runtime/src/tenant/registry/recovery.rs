@@ -1,6 +1,16 @@
 //! Checkpoints and recovery: [`Registry::checkpoint`] stores every tenant's
-//! state; [`Registry::recover`] loads it and replays the records after it.
+//! state; [`Registry::recover`] checks it against the ledger, loads it and
+//! replays the records after it, or replays the whole log when the
+//! checkpoint contradicts the ledger or the pack.
+//!
+//! A checkpoint is a cache, not evidence: anyone who can write the ledger
+//! directory can rewrite it (its CRC only catches accidents). What recovery
+//! can check without replaying is checked: every tenant's (seq, hash)
+//! against the ledger's own record at the mark, the tenant set against the
+//! ledger's, and every id against the pack.
 
+use std::collections::BTreeMap;
+use std::fmt;
 use std::sync::atomic::Ordering;
 use std::sync::{MutexGuard, PoisonError};
 
@@ -8,15 +18,63 @@ use serde::{Deserialize, Serialize};
 
 use super::{Registry, RegistryError, Shard, Tenant, TenantState, id_key};
 use crate::fsm::Event;
-use crate::ledger::{Head, LedgerError, Record, Recovered};
+use crate::ledger::{CheckpointProblem, Head, LedgerError, Record, Recovered, StoredCheckpoint};
 use crate::receipt::{self, Carried, ReceiptError};
+use crate::sku::PolicyPack;
 use crate::tenant::TenantId;
 
 /// Checkpoint blob format version.
 const CHECKPOINT_VERSION: u32 = 1;
 
+/// How a checkpoint contradicts the ledger or the policy pack: the first
+/// contradiction, in tenant id order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointMismatch {
+    /// The tenant it is wrong about (`None`: the blob as a whole, e.g. unreadable).
+    pub tenant: Option<TenantId>,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl fmt::Display for CheckpointMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.tenant {
+            Some(tenant) => write!(f, "tenant `{tenant}`: {}", self.reason),
+            None => f.write_str(&self.reason),
+        }
+    }
+}
+
+impl CheckpointMismatch {
+    fn tenant(tenant: &TenantId, reason: impl Into<String>) -> CheckpointMismatch {
+        CheckpointMismatch {
+            tenant: Some(tenant.clone()),
+            reason: reason.into(),
+        }
+    }
+
+    fn blob(reason: impl Into<String>) -> CheckpointMismatch {
+        CheckpointMismatch {
+            tenant: None,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<CheckpointMismatch> for CheckpointProblem {
+    fn from(mismatch: CheckpointMismatch) -> CheckpointProblem {
+        CheckpointProblem {
+            tenant: mismatch
+                .tenant
+                .as_ref()
+                .map_or_else(String::new, ToString::to_string),
+            reason: mismatch.reason,
+        }
+    }
+}
+
 /// Counts from [`Registry::recover`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecoveryStats {
     /// Tenants loaded from the checkpoint blob.
     pub from_checkpoint: usize,
@@ -31,6 +89,10 @@ pub struct RecoveryStats {
     pub diverged: u64,
     /// Tenants in the registry afterwards.
     pub tenants: usize,
+    /// Why the checkpoint was not used, when it contradicted the ledger or
+    /// the pack (its first mismatch): every record was replayed from the
+    /// start of the log instead. `None` when it was used (or there was none).
+    pub checkpoint_rejected: Option<CheckpointMismatch>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -64,7 +126,14 @@ impl Registry {
         let mut tenants: Vec<(TenantId, TenantState)> = Vec::with_capacity(self.len());
         for shard in guards {
             // This shard changed nothing since the mark: copy it and let it go.
-            tenants.extend(shard.iter().map(|(id, t)| (id.clone(), t.export())));
+            // A tenant whose first append failed has no receipt: nothing to
+            // recover, and the ledger would not vouch for it.
+            tenants.extend(
+                shard
+                    .iter()
+                    .filter(|(_, t)| t.head.seq > 0)
+                    .map(|(id, t)| (id.clone(), t.export())),
+            );
         }
         tenants.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let count = tenants.len();
@@ -86,13 +155,28 @@ impl Registry {
     /// it through the same step function as the ledger reads them (records a
     /// tenant's checkpointed head already covers are skipped). Recovered
     /// tenants resume their state; nothing is written.
+    ///
+    /// The checkpoint is checked first (see [`check_checkpoint`]); if it
+    /// contradicts the ledger or the pack, it is not used: every record is
+    /// replayed from the start of the log, a warning names the first
+    /// mismatch, and [`RecoveryStats::checkpoint_rejected`] holds it. A
+    /// checkpoint of another SKU or spec is refused
+    /// ([`RegistryError::CheckpointSku`]): that is the wrong ledger.
     pub fn recover(&self) -> Result<RecoveryStats, RegistryError> {
         let mut stats = RecoveryStats::default();
         // The ledger's visitor speaks `LedgerError`; keep our own error here.
         let mut failure = None;
+        let mut rejected = None;
         let result = self.ledger.recover(&mut |item| {
             let outcome = match item {
-                Recovered::Checkpoint(blob) => self.load_checkpoint(blob, &mut stats),
+                Recovered::Checkpoint(stored) => match self.load_checkpoint(stored, &mut stats) {
+                    Ok(Err(mismatch)) => {
+                        rejected = Some(mismatch);
+                        return Err(LedgerError::Interrupted);
+                    }
+                    Ok(Ok(())) => Ok(()),
+                    Err(error) => Err(error),
+                },
                 Recovered::Record(record) => self.replay(record, &mut stats),
             };
             outcome.map_err(|error| {
@@ -103,21 +187,46 @@ impl Registry {
         if let Some(error) = failure {
             return Err(error);
         }
-        result.map_err(RegistryError::Ledger)?;
+        if let Some(mismatch) = rejected {
+            tracing::warn!(
+                mismatch = %mismatch,
+                "checkpoint contradicts the ledger: ignoring it and replaying every receipt from the start of the log"
+            );
+            // Nothing was loaded: the blob is checked whole before any tenant is.
+            stats = RecoveryStats {
+                checkpoint_rejected: Some(mismatch),
+                ..RecoveryStats::default()
+            };
+            let result = self.ledger.scan(&mut |record| {
+                self.replay(record, &mut stats).map_err(|error| {
+                    failure = Some(error);
+                    LedgerError::Interrupted
+                })
+            });
+            if let Some(error) = failure {
+                return Err(error);
+            }
+            result.map_err(RegistryError::Ledger)?;
+        } else {
+            result.map_err(RegistryError::Ledger)?;
+        }
         stats.tenants = self.len();
         Ok(stats)
     }
 
-    /// Loads the tenants of a checkpoint blob (before any record is replayed).
-    fn load_checkpoint(&self, blob: &[u8], stats: &mut RecoveryStats) -> Result<(), RegistryError> {
-        let checkpoint: Checkpoint =
-            serde_json::from_slice(blob).map_err(RegistryError::Checkpoint)?;
-        let sku = self.pack.sku();
-        if checkpoint.sku != sku.id || checkpoint.spec_sha256 != sku.spec_sha256 {
-            return Err(RegistryError::CheckpointSku {
-                expected: format!("{} ({})", sku.id, sku.spec_sha256),
-                found: format!("{} ({})", checkpoint.sku, checkpoint.spec_sha256),
-            });
+    /// Checks the checkpoint and, if it holds, loads its tenants (before any
+    /// record is replayed); `Ok(Err(_))`: it does not hold, nothing loaded.
+    fn load_checkpoint(
+        &self,
+        stored: &StoredCheckpoint,
+        stats: &mut RecoveryStats,
+    ) -> Result<Result<(), CheckpointMismatch>, RegistryError> {
+        let checkpoint = match decode(self.pack, &stored.blob)? {
+            Ok(checkpoint) => checkpoint,
+            Err(mismatch) => return Ok(Err(mismatch)),
+        };
+        if let Err(mismatch) = check(self.pack, &checkpoint, &stored.heads) {
+            return Ok(Err(mismatch));
         }
         stats.from_checkpoint = checkpoint.tenants.len();
         for (id, state) in checkpoint.tenants {
@@ -126,7 +235,7 @@ impl Registry {
                 self.count.fetch_add(1, Ordering::AcqRel);
             }
         }
-        Ok(())
+        Ok(Ok(()))
     }
 
     /// Steps one recovered record into its tenant (skipped if the
@@ -197,4 +306,112 @@ impl Registry {
         };
         Ok(())
     }
+}
+
+/// Decodes a checkpoint blob: an error for another SKU or spec (the wrong
+/// ledger), a mismatch for a blob that does not decode.
+fn decode(
+    pack: &dyn PolicyPack,
+    blob: &[u8],
+) -> Result<Result<Checkpoint, CheckpointMismatch>, RegistryError> {
+    let checkpoint: Checkpoint = match serde_json::from_slice(blob) {
+        Ok(checkpoint) => checkpoint,
+        Err(error) => {
+            return Ok(Err(CheckpointMismatch::blob(format!(
+                "checkpoint blob does not decode: {error}"
+            ))));
+        }
+    };
+    let sku = pack.sku();
+    if checkpoint.sku != sku.id || checkpoint.spec_sha256 != sku.spec_sha256 {
+        return Err(RegistryError::CheckpointSku {
+            expected: format!("{} ({})", sku.id, sku.spec_sha256),
+            found: format!("{} ({})", checkpoint.sku, checkpoint.spec_sha256),
+        });
+    }
+    if checkpoint.v != CHECKPOINT_VERSION {
+        return Ok(Err(CheckpointMismatch::blob(format!(
+            "checkpoint blob version `{}` is not `{CHECKPOINT_VERSION}`",
+            checkpoint.v
+        ))));
+    }
+    Ok(Ok(checkpoint))
+}
+
+/// Checks a decoded checkpoint against the ledger's `heads` at its mark and
+/// against the pack: the same tenants, each with the ledger's (seq, hash),
+/// every id in range. Returns the first mismatch in tenant id order.
+fn check(
+    pack: &dyn PolicyPack,
+    checkpoint: &Checkpoint,
+    heads: &BTreeMap<TenantId, Head>,
+) -> Result<(), CheckpointMismatch> {
+    let missing = |tenant: &TenantId, head: &Head| {
+        CheckpointMismatch::tenant(
+            tenant,
+            format!(
+                "the ledger has its receipts up to seq `{}` before the mark, the checkpoint lacks it",
+                head.seq
+            ),
+        )
+    };
+    let mut log = heads.iter().peekable();
+    let mut previous: Option<&TenantId> = None;
+    for (tenant, state) in &checkpoint.tenants {
+        if previous.is_some_and(|p| p >= tenant) {
+            return Err(CheckpointMismatch::tenant(
+                tenant,
+                "listed out of order or twice in the checkpoint",
+            ));
+        }
+        previous = Some(tenant);
+        // Ledger tenants before this one are missing from the checkpoint.
+        if let Some((id, head)) = log.next_if(|(id, _)| *id < tenant) {
+            return Err(missing(id, head));
+        }
+        let Some((_, head)) = log.next_if(|(id, _)| *id == tenant) else {
+            return Err(CheckpointMismatch::tenant(
+                tenant,
+                format!(
+                    "the checkpoint has it at seq `{}`, the ledger has no receipt of it before the mark",
+                    state.seq
+                ),
+            ));
+        };
+        if (state.seq, state.hash) != (head.seq, head.hash) {
+            return Err(CheckpointMismatch::tenant(
+                tenant,
+                format!(
+                    "the checkpoint has its head at seq `{}` hash `{}`, the ledger at seq `{}` hash `{}`",
+                    state.seq,
+                    hex::encode(state.hash),
+                    head.seq,
+                    hex::encode(head.hash)
+                ),
+            ));
+        }
+        state
+            .governor
+            .check(pack, state.seq)
+            .map_err(|reason| CheckpointMismatch::tenant(tenant, reason))?;
+    }
+    match log.next() {
+        Some((id, head)) => Err(missing(id, head)),
+        None => Ok(()),
+    }
+}
+
+/// Checks a stored checkpoint against the ledger's heads at its mark and
+/// against `pack`, as [`Registry::recover`] does before using it (a blob of
+/// another SKU or spec is a mismatch here). For `ledger verify`.
+pub fn check_checkpoint(
+    pack: &dyn PolicyPack,
+    stored: &StoredCheckpoint,
+) -> Result<(), CheckpointMismatch> {
+    let checkpoint = match decode(pack, &stored.blob) {
+        Ok(Ok(checkpoint)) => checkpoint,
+        Ok(Err(mismatch)) => return Err(mismatch),
+        Err(error) => return Err(CheckpointMismatch::blob(error.to_string())),
+    };
+    check(pack, &checkpoint, &stored.heads)
 }

@@ -1,0 +1,254 @@
+//! Rewritten checkpoints: whatever a blob with a valid CRC claims, recovery
+//! ends with the states the ledger's receipts say, on both backends.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use ggen_runtime::ledger::file::{FileLedger, FileOptions};
+use ggen_runtime::ledger::memory::MemoryLedger;
+use ggen_runtime::ledger::{Ledger, Recovered};
+use ggen_runtime::receipt::Input;
+use ggen_runtime::tenant::{Registry, TenantId};
+use serde_json::{Value, json};
+
+use super::sku::{AVAIL, LOAD, OPEN};
+
+const T0: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
+
+fn tenant(name: &str) -> TenantId {
+    TenantId::new(name).unwrap()
+}
+
+fn at(secs: i64) -> ggen_runtime::clock::Timestamp {
+    ggen_runtime::clock::Timestamp(T0 + secs * 1000)
+}
+
+fn signal(signal: ggen_runtime::sku::SignalId, value: f64) -> Input {
+    Input::Signal {
+        signal,
+        value,
+        id: None,
+    }
+}
+
+fn fast() -> FileOptions {
+    FileOptions {
+        sync: Arc::new(|_| Ok(())),
+        ..FileOptions::default()
+    }
+}
+
+/// Tenants `a`, `b` (intervening: an in-flight set and an applied action)
+/// and `c`, checkpointed with a record of `a` after the mark.
+fn populate(ledger: Arc<dyn Ledger>) -> Registry {
+    let registry = Registry::new(&OPEN, ledger);
+    for (i, name) in ["a", "b", "c", "a"].iter().enumerate() {
+        registry
+            .apply(&tenant(name), signal(LOAD, 60.0), at(i as i64))
+            .unwrap();
+    }
+    registry
+        .apply(&tenant("b"), signal(AVAIL, 90.0), at(10))
+        .unwrap();
+    registry.checkpoint().unwrap();
+    registry
+        .apply(&tenant("a"), signal(LOAD, 10.0), at(11))
+        .unwrap();
+    registry
+}
+
+/// The blob's entry for `name`.
+fn entry<'v>(blob: &'v mut Value, name: &str) -> &'v mut Value {
+    blob["tenants"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|e| e[0] == name)
+        .map(|e| &mut e[1])
+        .unwrap()
+}
+
+/// Rewrites the blob inside a `CHECKPOINT` file and recomputes its CRC:
+/// what anyone who can write the ledger directory can do.
+fn rewrite_file(dir: &Path, edit: &dyn Fn(&mut Value)) {
+    let path = dir.join("CHECKPOINT");
+    let buf = fs_err::read(&path).unwrap();
+    let body = &buf[..buf.len() - 4];
+    let mut blob: Value = serde_json::from_slice(&body[32..]).unwrap();
+    edit(&mut blob);
+    let blob = serde_json::to_vec(&blob).unwrap();
+    let mut out = body[..24].to_vec();
+    out.extend_from_slice(&(blob.len() as u64).to_le_bytes());
+    out.extend_from_slice(&blob);
+    let crc = crc32c::crc32c(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    fs_err::write(&path, out).unwrap();
+}
+
+/// The same on the memory backend: a checkpoint stored at the same mark.
+fn rewrite_memory(
+    ledger: &MemoryLedger,
+    mark: ggen_runtime::ledger::Mark,
+    edit: &dyn Fn(&mut Value),
+) {
+    let mut blob = None;
+    ledger
+        .recover(&mut |item| {
+            if let Recovered::Checkpoint(stored) = item {
+                blob = Some(serde_json::from_slice::<Value>(&stored.blob).unwrap());
+            }
+            Ok(())
+        })
+        .unwrap();
+    let mut blob = blob.unwrap();
+    edit(&mut blob);
+    ledger
+        .checkpoint(mark, &serde_json::to_vec(&blob).unwrap())
+        .unwrap();
+}
+
+/// One forgery: its name, the edit, and the tenant recovery must name
+/// (`None`: the blob as a whole).
+type Forgery = (&'static str, Box<dyn Fn(&mut Value)>, Option<&'static str>);
+
+fn forgeries() -> Vec<Forgery> {
+    vec![
+        (
+            "a tenant the ledger never saw, cancelled",
+            Box::new(|blob| {
+                let mut victim = entry(blob, "c").clone();
+                victim["entitlement"] = json!({ "state": "cancelled", "seen": true });
+                blob["tenants"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!(["victim", victim]));
+            }),
+            Some("victim"),
+        ),
+        (
+            "a tenant left out",
+            Box::new(|blob| {
+                blob["tenants"]
+                    .as_array_mut()
+                    .unwrap()
+                    .retain(|e| e[0] != "b");
+            }),
+            Some("b"),
+        ),
+        (
+            "a head shifted back one seq",
+            Box::new(|blob| {
+                let seq = entry(blob, "c")["seq"].as_u64().unwrap();
+                entry(blob, "c")["seq"] = json!(seq - 1);
+            }),
+            Some("c"),
+        ),
+        (
+            "a head hash changed",
+            Box::new(|blob| entry(blob, "a")["hash"][0] = json!(7)),
+            Some("a"),
+        ),
+        (
+            "a profile id out of range",
+            Box::new(|blob| entry(blob, "c")["governor"]["profile"] = json!(99)),
+            Some("c"),
+        ),
+        (
+            "an applied action id out of range",
+            Box::new(|blob| entry(blob, "b")["governor"]["applied"] = json!([7])),
+            Some("b"),
+        ),
+        (
+            "an in-flight action id out of range",
+            Box::new(|blob| entry(blob, "b")["governor"]["flight"][0]["action"] = json!(9)),
+            Some("b"),
+        ),
+        (
+            "a blob that is not a checkpoint",
+            Box::new(|blob| *blob = json!({ "v": 1 })),
+            None,
+        ),
+    ]
+}
+
+/// Recovers over `ledger` and checks that the forgery was caught, that the
+/// states are the ones the receipts say, and that every tenant still works.
+fn recovers_exactly(
+    ledger: Arc<dyn Ledger>,
+    name: &str,
+    expected: Option<&str>,
+    states: &std::collections::BTreeMap<TenantId, ggen_runtime::tenant::TenantState>,
+) {
+    let fresh = Registry::new(&OPEN, Arc::clone(&ledger));
+    let stats = fresh.recover().unwrap();
+    let mismatch = stats
+        .checkpoint_rejected
+        .as_ref()
+        .unwrap_or_else(|| panic!("{name}: forged checkpoint accepted: {stats:?}"));
+    assert_eq!(
+        mismatch.tenant.as_ref().map(TenantId::as_str),
+        expected,
+        "{name}: {mismatch}"
+    );
+    // Everything was replayed from the start of the log.
+    assert_eq!(
+        (stats.from_checkpoint, stats.skipped, stats.records),
+        (0, 0, ledger.verify().unwrap().receipts),
+        "{name}"
+    );
+    assert_eq!(&fresh.states(), states, "{name}");
+    assert!(fresh.view(&tenant("victim")).is_none(), "{name}");
+    // Every tenant extends its chain: no chain mismatch, no panic.
+    for t in ["a", "b", "c"] {
+        fresh
+            .apply(&tenant(t), signal(LOAD, 20.0), at(100))
+            .unwrap_or_else(|e| panic!("{name}: tenant {t}: {e}"));
+    }
+    assert_eq!(ledger.verify().unwrap().first_bad, None, "{name}");
+}
+
+#[test]
+fn forged_memory_checkpoints_fall_back_to_a_full_replay() {
+    for (name, edit, expected) in forgeries() {
+        let ledger = Arc::new(MemoryLedger::new());
+        let registry = populate(ledger.clone());
+        // Checkpointed again at the end (so the forgery can be stored at
+        // the same mark), then one more record after that mark.
+        registry.checkpoint().unwrap();
+        rewrite_memory(&ledger, ledger.mark().unwrap(), &*edit);
+        registry
+            .apply(&tenant("c"), signal(LOAD, 30.0), at(12))
+            .unwrap();
+        let states = registry.states();
+        recovers_exactly(ledger, name, expected, &states);
+    }
+}
+
+#[test]
+fn forged_checkpoint_files_fall_back_to_a_full_replay() {
+    for (name, edit, expected) in forgeries() {
+        let dir = tempfile::tempdir().unwrap();
+        let states = {
+            let ledger = Arc::new(FileLedger::open(dir.path(), fast()).unwrap());
+            populate(ledger).states()
+        };
+        rewrite_file(dir.path(), &*edit);
+        let ledger = Arc::new(FileLedger::open(dir.path(), fast()).unwrap());
+        recovers_exactly(ledger, name, expected, &states);
+    }
+}
+
+#[test]
+fn genuine_checkpoints_are_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let states = {
+        let ledger = Arc::new(FileLedger::open(dir.path(), fast()).unwrap());
+        populate(ledger).states()
+    };
+    let ledger = Arc::new(FileLedger::open(dir.path(), fast()).unwrap());
+    let fresh = Registry::new(&OPEN, ledger);
+    let stats = fresh.recover().unwrap();
+    assert_eq!(stats.checkpoint_rejected, None);
+    assert_eq!((stats.from_checkpoint, stats.records), (3, 1), "{stats:?}");
+    assert_eq!(fresh.states(), states);
+}
