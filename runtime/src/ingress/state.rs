@@ -202,13 +202,20 @@ impl AppState {
         failure
     }
 
-    /// Maps a registry error: the tenant limit is the caller's problem, anything else the ledger's.
+    /// Maps a registry error: the tenant limit is the caller's problem, one
+    /// tenant's inconsistency that tenant's (nothing was written; the rest of
+    /// the service keeps serving), anything else the ledger's.
     pub(crate) fn registry_error(&self, error: RegistryError) -> IngressError {
         match error {
             RegistryError::TooManyTenants { max, tenant } => IngressError::TenantLimit {
                 max,
                 tenant: tenant.to_string(),
             },
+            error @ (RegistryError::ChainMismatch { .. } | RegistryError::Quarantined { .. }) => {
+                let detail = crate::report::error_chain(&error);
+                tracing::error!(error = %detail, "tenant refused: its state disagrees with its ledger chain");
+                IngressError::TenantInconsistent { detail }
+            }
             other => self.ledger_failed(&other),
         }
     }

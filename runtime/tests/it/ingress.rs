@@ -5,6 +5,7 @@ mod bad_input;
 mod client;
 mod durability;
 mod harness;
+mod integrity;
 mod jwks;
 mod routes;
 mod sku;

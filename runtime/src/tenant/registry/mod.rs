@@ -22,16 +22,21 @@
 //!   and storing the blob run with ingest flowing again;
 //! - `recover` streams: the checkpoint's tenants are loaded first, then each
 //!   later record is stepped as the ledger reads it, so memory stays bounded
-//!   by the tenants, not by the log.
+//!   by the tenants, not by the log;
+//! - one tenant's inconsistency is that tenant's problem: an append its
+//!   chain refuses is [`RegistryError::ChainMismatch`] (nothing written),
+//!   and a tenant whose receipts recovery cannot replay is quarantined
+//!   ([`RegistryError::Quarantined`] for its inputs until a restart replays
+//!   it); the other tenants keep working.
 //!
 //! This file holds the registry, its tenants and the shared decision step;
 //! `apply.rs` feeds inputs and timers, `views.rs` answers operators and
 //! metrics, `recovery.rs` writes checkpoints and recovers.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde::{Deserialize, Serialize};
@@ -93,6 +98,26 @@ pub enum RegistryError {
         expected: String,
         /// The checkpoint's.
         found: String,
+    },
+    /// The ledger refused an append because it does not extend the tenant's
+    /// chain there: the tenant's state in memory disagrees with the ledger.
+    /// Nothing was written; only this tenant is affected.
+    #[error("tenant `{tenant}` is out of step with its ledger chain: run `ledger verify`")]
+    ChainMismatch {
+        /// The tenant.
+        tenant: TenantId,
+        /// The ledger's refusal.
+        #[source]
+        source: LedgerError,
+    },
+    /// Recovery could not replay the tenant's receipts: its inputs are
+    /// refused until a restart replays them (the other tenants work).
+    #[error("tenant `{tenant}` is quarantined: recovery could not replay its receipts: {reason}")]
+    Quarantined {
+        /// The tenant.
+        tenant: TenantId,
+        /// The first receipt that could not be replayed, and why.
+        reason: String,
     },
     /// A ledger record does not continue its tenant's chain.
     #[error("ledger record of tenant `{tenant}` has seq `{seq}`, expected `{expected}`")]
@@ -247,6 +272,10 @@ pub struct Registry {
     appended: AtomicU64,
     /// Serializes checkpoints, so marks reach the ledger in order.
     checkpointing: Mutex<()>,
+    /// Tenants whose receipts recovery could not replay, with why.
+    quarantine: Mutex<BTreeMap<TenantId, String>>,
+    /// Whether `quarantine` is non-empty (so inputs rarely lock it).
+    quarantined: AtomicBool,
 }
 
 impl fmt::Debug for Registry {
@@ -269,7 +298,31 @@ impl Registry {
             count: AtomicUsize::new(0),
             appended: AtomicU64::new(0),
             checkpointing: Mutex::new(()),
+            quarantine: Mutex::new(BTreeMap::new()),
+            quarantined: AtomicBool::new(false),
         }
+    }
+
+    /// Why `tenant` is quarantined, if it is.
+    pub fn quarantined(&self, tenant: &TenantId) -> Option<String> {
+        if !self.quarantined.load(Ordering::Acquire) {
+            return None;
+        }
+        self.quarantine
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(tenant)
+            .cloned()
+    }
+
+    /// Quarantines `tenant` (keeping the first reason).
+    fn quarantine(&self, tenant: &TenantId, reason: String) {
+        self.quarantine
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(tenant.clone())
+            .or_insert(reason);
+        self.quarantined.store(true, Ordering::Release);
     }
 
     /// The policy pack.

@@ -20,6 +20,7 @@ use super::{Registry, RegistryError, Shard, Tenant, TenantState, id_key};
 use crate::fsm::Event;
 use crate::ledger::{CheckpointProblem, Head, LedgerError, Record, Recovered, StoredCheckpoint};
 use crate::receipt::{self, Carried, ReceiptError};
+use crate::report::error_chain;
 use crate::sku::PolicyPack;
 use crate::tenant::TenantId;
 
@@ -93,6 +94,12 @@ pub struct RecoveryStats {
     /// the pack (its first mismatch): every record was replayed from the
     /// start of the log instead. `None` when it was used (or there was none).
     pub checkpoint_rejected: Option<CheckpointMismatch>,
+    /// Tenants quarantined because one of their receipts could not be
+    /// replayed (in the order found); see [`Registry::quarantined`].
+    pub quarantined: Vec<TenantId>,
+    /// Records of quarantined tenants that were not replayed, the first
+    /// failing one of each included (never skipped silently).
+    pub unreplayed: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -239,8 +246,36 @@ impl Registry {
     }
 
     /// Steps one recovered record into its tenant (skipped if the
-    /// checkpoint already covers it).
+    /// checkpoint already covers it). A record that cannot be replayed
+    /// quarantines its tenant (the log itself is intact: the ledger checked
+    /// every frame and chain); that tenant's later records are counted as
+    /// unreplayed, and the other tenants recover normally.
     fn replay(&self, record: &Record, stats: &mut RecoveryStats) -> Result<(), RegistryError> {
+        stats.records += 1;
+        if self.quarantined(&record.tenant).is_some() {
+            stats.unreplayed += 1;
+            return Ok(());
+        }
+        match self.step_record(record, stats) {
+            Err(error @ (RegistryError::Receipt { .. } | RegistryError::Gap { .. })) => {
+                let reason = error_chain(&error);
+                tracing::warn!(
+                    tenant = %record.tenant,
+                    seq = record.seq,
+                    error = %reason,
+                    "quarantining a tenant whose receipt cannot be replayed: its inputs are refused until a restart replays it; run `ledger verify`"
+                );
+                self.quarantine(&record.tenant, reason);
+                stats.quarantined.push(record.tenant.clone());
+                stats.unreplayed += 1;
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// [`Registry::replay`] of a record whose tenant is not quarantined.
+    fn step_record(&self, record: &Record, stats: &mut RecoveryStats) -> Result<(), RegistryError> {
         let pack = self.pack;
         let receipt_error = |source| RegistryError::Receipt {
             tenant: record.tenant.clone(),
@@ -256,7 +291,6 @@ impl Registry {
                 stored_seq: record.seq,
             }));
         }
-        stats.records += 1;
         let mut shard = self.shard(&parsed.tenant);
         let t = match shard.get_mut(&parsed.tenant) {
             Some(t) => t,

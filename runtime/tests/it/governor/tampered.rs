@@ -8,7 +8,7 @@ use ggen_runtime::ledger::file::{FileLedger, FileOptions};
 use ggen_runtime::ledger::memory::MemoryLedger;
 use ggen_runtime::ledger::{Ledger, Recovered};
 use ggen_runtime::receipt::Input;
-use ggen_runtime::tenant::{Registry, TenantId};
+use ggen_runtime::tenant::{Registry, RegistryError, TenantId};
 use serde_json::{Value, json};
 
 use super::sku::{AVAIL, LOAD, OPEN};
@@ -251,4 +251,115 @@ fn genuine_checkpoints_are_used() {
     assert_eq!(stats.checkpoint_rejected, None);
     assert_eq!((stats.from_checkpoint, stats.records), (3, 1), "{stats:?}");
     assert_eq!(fresh.states(), states);
+}
+
+#[test]
+fn a_tenant_out_of_step_with_its_chain_fails_alone() {
+    let ledger = Arc::new(MemoryLedger::new());
+    let stale = populate(ledger.clone());
+    // Another writer moves `a`'s chain on: `stale` no longer knows its head.
+    let other = Registry::new(&OPEN, ledger.clone());
+    other.recover().unwrap();
+    other
+        .apply(&tenant("a"), signal(LOAD, 20.0), at(20))
+        .unwrap();
+    let receipts = ledger.verify().unwrap().receipts;
+    let err = stale
+        .apply(&tenant("a"), signal(LOAD, 30.0), at(21))
+        .unwrap_err();
+    assert!(
+        matches!(&err, RegistryError::ChainMismatch { tenant, .. } if tenant.as_str() == "a"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("run `ledger verify`"), "{err}");
+    assert_eq!(
+        ledger.verify().unwrap().receipts,
+        receipts,
+        "nothing written"
+    );
+    // The other tenants keep working, timers included.
+    for t in ["b", "c"] {
+        stale.apply(&tenant(t), signal(LOAD, 30.0), at(22)).unwrap();
+    }
+    assert!(stale.tick(at(10_000)).is_ok());
+    assert_eq!(ledger.verify().unwrap().first_bad, None);
+}
+
+/// Appends raw receipt bytes for `t` (chain-correct, whatever they say).
+fn append_raw(ledger: &dyn Ledger, t: &str, bytes: Vec<u8>) {
+    let t = tenant(t);
+    let head = ledger.head(&t);
+    ledger
+        .append(ggen_runtime::ledger::Entry {
+            tenant: t,
+            seq: head.seq + 1,
+            prev: head.hash,
+            bytes,
+        })
+        .unwrap();
+}
+
+#[test]
+fn a_tenant_whose_receipts_cannot_be_replayed_is_quarantined_alone() {
+    let ledger = Arc::new(MemoryLedger::new());
+    let registry = populate(ledger.clone());
+    let states = registry.states();
+    // Chain-correct receipts `b` cannot replay (a signal this SKU lacks),
+    // then more of `b` and `a`.
+    let head = ledger.head(&tenant("b"));
+    let bad = serde_json::to_vec(&json!({
+        "v": 1, "tenant": "b", "seq": head.seq + 1, "kind": "signal",
+        "at": "2026-01-01T00:01:00Z", "to": "warning",
+        "event": { "signal": "nope", "value": "1" },
+        "prev": hex::encode(head.hash),
+    }))
+    .unwrap();
+    append_raw(&*ledger, "b", bad);
+    let head = ledger.head(&tenant("b"));
+    let next = serde_json::to_vec(&json!({
+        "v": 1, "tenant": "b", "seq": head.seq + 1, "kind": "signal",
+        "at": "2026-01-01T00:01:01Z", "to": "warning",
+        "event": { "signal": "load", "value": "1" },
+        "prev": hex::encode(head.hash),
+    }))
+    .unwrap();
+    append_raw(&*ledger, "b", next);
+    registry
+        .apply(&tenant("a"), signal(LOAD, 40.0), at(31))
+        .unwrap();
+    let a_state = registry.states()[&tenant("a")].clone();
+    let mut checkpointed = 0;
+    ledger
+        .recover(&mut |item| {
+            if let Recovered::Checkpoint(stored) = item {
+                checkpointed = stored.records;
+            }
+            Ok(())
+        })
+        .unwrap();
+
+    let fresh = Registry::new(&OPEN, ledger.clone());
+    let stats = fresh.recover().unwrap();
+    assert_eq!(stats.quarantined, [tenant("b")], "{stats:?}");
+    assert_eq!(stats.unreplayed, 2, "{stats:?}");
+    assert_eq!(
+        checkpointed + stats.records,
+        ledger.verify().unwrap().receipts,
+        "every record after the checkpoint is counted"
+    );
+    // `b` is refused, and says why; nothing is written for it.
+    let err = fresh
+        .apply(&tenant("b"), signal(LOAD, 30.0), at(40))
+        .unwrap_err();
+    assert!(matches!(err, RegistryError::Quarantined { .. }), "{err}");
+    assert!(err.to_string().contains("unknown signal `nope`"), "{err}");
+    assert!(fresh.quarantined(&tenant("b")).is_some());
+    // The others recovered exactly and keep working.
+    assert_eq!(fresh.states()[&tenant("a")], a_state);
+    assert_eq!(fresh.states()[&tenant("c")], states[&tenant("c")]);
+    fresh
+        .apply(&tenant("c"), signal(LOAD, 30.0), at(41))
+        .unwrap();
+    assert!(fresh.tick(at(10_000)).is_ok());
+    assert_eq!(ledger.verify().unwrap().first_bad, None);
 }
