@@ -11,14 +11,17 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{MutexGuard, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
 use super::{Registry, RegistryError, Shard, Tenant, TenantState, id_key};
 use crate::fsm::Event;
-use crate::ledger::{CheckpointProblem, Head, LedgerError, Record, Recovered, StoredCheckpoint};
+use crate::ledger::{
+    CheckpointProblem, Head, LedgerError, Record, Recovered, StoredCheckpoint, VerifyOptions,
+    VerifyReport,
+};
 use crate::receipt::{self, Carried, ReceiptError};
 use crate::report::error_chain;
 use crate::sku::PolicyPack;
@@ -219,6 +222,21 @@ impl Registry {
         }
         stats.tenants = self.len();
         Ok(stats)
+    }
+
+    /// Verifies every chain of the ledger and judges its checkpoint against
+    /// them (see [`check_checkpoint`]); stops early once `cancel` is set.
+    pub fn verify(&self, cancel: Option<&AtomicBool>) -> Result<VerifyReport, LedgerError> {
+        let pack = self.pack;
+        let judge = move |stored: &StoredCheckpoint| {
+            check_checkpoint(pack, stored)
+                .err()
+                .map(CheckpointProblem::from)
+        };
+        self.ledger.verify_with(&VerifyOptions {
+            cancel,
+            checkpoint: Some(&judge),
+        })
     }
 
     /// Checks the checkpoint and, if it holds, loads its tenants (before any

@@ -363,3 +363,33 @@ fn a_tenant_whose_receipts_cannot_be_replayed_is_quarantined_alone() {
     assert!(fresh.tick(at(10_000)).is_ok());
     assert_eq!(ledger.verify().unwrap().first_bad, None);
 }
+
+#[test]
+fn ledger_verify_reports_a_forged_checkpoint_and_still_the_chains() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let ledger = Arc::new(FileLedger::open(dir.path(), fast()).unwrap());
+        populate(ledger);
+    }
+    let (text, ok) = ggen_runtime::cli::verify_report(&OPEN, dir.path()).unwrap();
+    assert!(ok, "{text}");
+    assert_eq!(text.lines().count(), 1, "{text}");
+    for (name, edit, expected) in forgeries() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let ledger = Arc::new(FileLedger::open(dir.path(), fast()).unwrap());
+            populate(ledger);
+        }
+        rewrite_file(dir.path(), &*edit);
+        let (text, ok) = ggen_runtime::cli::verify_report(&OPEN, dir.path()).unwrap();
+        assert!(!ok, "{name}: {text}");
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].starts_with("ok: 8 receipts in 3 tenant chains"),
+            "{name}: {text}"
+        );
+        let named = expected.map_or_else(String::new, |t| format!(" at tenant `{t}`"));
+        let line = format!("checkpoint contradicts the chains{named}: ");
+        assert!(lines[1].starts_with(&line), "{name}: {text}");
+    }
+}

@@ -247,3 +247,66 @@ fn stale_and_foreign_marks_are_refused() {
     assert!(matches!(err, LedgerError::StaleMark { .. }), "{err}");
     assert_eq!(recovered(&file), [blob(b"newer-2")]);
 }
+
+#[test]
+fn verification_stops_at_the_next_record_once_cancelled() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use ggen_runtime::ledger::{CheckpointProblem, StoredCheckpoint, VerifyOptions};
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = FileLedger::open(dir.path(), fast_options()).unwrap();
+    let mem = MemoryLedger::new();
+    for ledger in [&file as &dyn Ledger, &mem] {
+        for i in 0..4 {
+            append_next(ledger, &tenant(["a", "b"][i % 2]), "before");
+        }
+        ledger.checkpoint(ledger.mark().unwrap(), b"at-4").unwrap();
+        for i in 0..6 {
+            append_next(ledger, &tenant(["a", "b"][i % 2]), "after");
+        }
+        // Cancelled before it starts: not one record is read.
+        let cancel = AtomicBool::new(true);
+        let options = VerifyOptions {
+            cancel: Some(&cancel),
+            checkpoint: None,
+        };
+        let err = ledger.verify_with(&options).unwrap_err();
+        assert!(
+            matches!(err, LedgerError::Cancelled { visited: 0 }),
+            "{err}"
+        );
+        // Cancelled midway (by the judge, called at the checkpoint's mark):
+        // it stops there, 4 records in, not at the end of the log.
+        let cancel = AtomicBool::new(false);
+        let judge = |stored: &StoredCheckpoint| -> Option<CheckpointProblem> {
+            assert_eq!((stored.records, &stored.blob[..]), (4, &b"at-4"[..]));
+            cancel.store(true, Ordering::Relaxed);
+            None
+        };
+        let options = VerifyOptions {
+            cancel: Some(&cancel),
+            checkpoint: Some(&judge),
+        };
+        let err = ledger.verify_with(&options).unwrap_err();
+        assert!(
+            matches!(err, LedgerError::Cancelled { visited: 4 }),
+            "{err}"
+        );
+        // Not cancelled: all 10, and the judge's verdict in the report.
+        let judge = |_: &StoredCheckpoint| {
+            Some(CheckpointProblem {
+                tenant: "a".into(),
+                reason: "judged".into(),
+            })
+        };
+        let report = ledger
+            .verify_with(&VerifyOptions {
+                cancel: None,
+                checkpoint: Some(&judge),
+            })
+            .unwrap();
+        assert_eq!((report.receipts, report.first_bad), (10, None));
+        assert_eq!(report.checkpoint.unwrap().reason, "judged");
+    }
+}
