@@ -354,9 +354,11 @@ pub trait Ledger: Send + Sync + 'static {
     /// is stored. Refuses ([`LedgerError::StaleMark`]) a mark older than the
     /// stored checkpoint's.
     fn checkpoint(&self, mark: Mark, blob: &[u8]) -> Result<(), LedgerError>;
-    /// Recovery: first [`Recovered::Checkpoint`] with the latest checkpoint's
-    /// blob (if any), then [`Recovered::Record`] for every record appended
-    /// after its mark, in append order. A visitor error stops it and is returned.
+    /// Recovery: first [`Recovered::Checkpoint`] with the latest checkpoint
+    /// (if any: its blob, and every tenant's head at its mark from the
+    /// ledger's own records, to check the blob against), then
+    /// [`Recovered::Record`] for every record appended after its mark, in
+    /// append order. A visitor error stops it and is returned.
     fn recover(
         &self,
         visit: &mut dyn FnMut(Recovered<'_>) -> Result<(), LedgerError>,
