@@ -393,3 +393,97 @@ fn ledger_verify_reports_a_forged_checkpoint_and_still_the_chains() {
         assert!(lines[1].starts_with(&line), "{name}: {text}");
     }
 }
+
+/// One way to rewrite a tenant's entry in a checkpoint blob.
+#[derive(Debug, Clone)]
+enum Mutation {
+    /// Moves its head's seq by a non-zero amount.
+    Seq(i64),
+    /// Flips bits of one byte of its head's hash.
+    Hash(usize, u8),
+    /// Sets its profile id out of range.
+    Profile(u16),
+    /// Leaves it out.
+    Drop,
+    /// Adds a copy of it under a name the ledger never saw.
+    Clone,
+}
+
+fn mutation() -> impl proptest::strategy::Strategy<Value = Mutation> {
+    use proptest::prelude::*;
+    prop_oneof![
+        (1i64..5).prop_flat_map(|d| prop_oneof![Just(Mutation::Seq(d)), Just(Mutation::Seq(-d))]),
+        (0usize..32, 1u8..=255).prop_map(|(i, x)| Mutation::Hash(i, x)),
+        (2u16..=u16::MAX).prop_map(Mutation::Profile),
+        Just(Mutation::Drop),
+        Just(Mutation::Clone),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// Whatever one tenant's entry is rewritten to, recovery names that
+    /// tenant and ends with the states the receipts say.
+    #[test]
+    fn any_rewritten_tenant_entry_is_caught(
+        inputs in proptest::collection::vec((0usize..5, 0usize..4), 1..40),
+        after in proptest::collection::vec(0usize..5, 0..6),
+        pick in proptest::prelude::any::<proptest::sample::Index>(),
+        mutation in mutation(),
+    ) {
+        let ledger = Arc::new(MemoryLedger::new());
+        let registry = Registry::new(&OPEN, ledger.clone());
+        let values = [10.0, 60.0, 120.0, 30.0];
+        for (i, (t, v)) in inputs.iter().enumerate() {
+            registry
+                .apply(&tenant(&format!("t{t}")), signal(LOAD, values[*v]), at(i as i64))
+                .unwrap();
+        }
+        registry.checkpoint().unwrap();
+        let names: Vec<String> = registry.states().keys().map(ToString::to_string).collect();
+        let name = names[pick.index(names.len())].clone();
+        let edit = |blob: &mut Value| {
+            let entry_of = |blob: &mut Value| entry(blob, &name).clone();
+            match &mutation {
+                Mutation::Seq(d) => {
+                    let seq = entry(blob, &name)["seq"].as_i64().unwrap();
+                    entry(blob, &name)["seq"] = json!((seq + d).max(0));
+                }
+                Mutation::Hash(i, x) => {
+                    let byte = entry(blob, &name)["hash"][*i].as_u64().unwrap();
+                    entry(blob, &name)["hash"][*i] = json!(byte ^ u64::from(*x));
+                }
+                Mutation::Profile(p) => entry(blob, &name)["governor"]["profile"] = json!(p),
+                Mutation::Drop => {
+                    blob["tenants"].as_array_mut().unwrap().retain(|e| e[0] != name.as_str());
+                }
+                Mutation::Clone => {
+                    let copy = entry_of(blob);
+                    let tenants = blob["tenants"].as_array_mut().unwrap();
+                    let at = tenants.iter().position(|e| e[0] == name.as_str()).unwrap();
+                    tenants.insert(at + 1, json!([format!("{name}x"), copy]));
+                }
+            }
+        };
+        rewrite_memory(&ledger, ledger.mark().unwrap(), &edit);
+        for (i, t) in after.iter().enumerate() {
+            registry
+                .apply(&tenant(&format!("t{t}")), signal(LOAD, 30.0), at(1000 + i as i64))
+                .unwrap();
+        }
+        let fresh = Registry::new(&OPEN, ledger.clone());
+        let stats = fresh.recover().unwrap();
+        let expected = match mutation {
+            Mutation::Clone => format!("{name}x"),
+            _ => name.clone(),
+        };
+        let mismatch = stats.checkpoint_rejected.clone();
+        proptest::prop_assert_eq!(
+            mismatch.as_ref().and_then(|m| m.tenant.as_ref()).map(ToString::to_string),
+            Some(expected),
+            "{:?}: {:?}", mutation, mismatch
+        );
+        proptest::prop_assert_eq!(fresh.states(), registry.states());
+    }
+}
