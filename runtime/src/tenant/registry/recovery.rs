@@ -172,6 +172,10 @@ impl Registry {
     /// mismatch, and [`RecoveryStats::checkpoint_rejected`] holds it. A
     /// checkpoint of another SKU or spec is refused
     /// ([`RegistryError::CheckpointSku`]): that is the wrong ledger.
+    ///
+    /// A tenant whose receipt cannot be replayed is quarantined (see
+    /// [`RecoveryStats::quarantined`]); the ledger's own errors (damage it
+    /// found) still fail recovery.
     pub fn recover(&self) -> Result<RecoveryStats, RegistryError> {
         let mut stats = RecoveryStats::default();
         // The ledger's visitor speaks `LedgerError`; keep our own error here.
