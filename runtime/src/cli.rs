@@ -143,9 +143,18 @@ fn run_replay<P: PolicyPack>(
     let input = fs_err::File::open(signals).map_err(|e| Failure::rejected(e.to_string()))?;
     let ledger = FileLedger::open(dir, FileOptions::default()).map_err(|e| ledger_failure(&e))?;
     let registry = Arc::new(Registry::new(pack, Arc::new(ledger)));
-    registry
+    let stats = registry
         .recover()
         .map_err(|e| Failure::rejected(error_chain(&e)))?;
+    if let Some(mismatch) = &stats.checkpoint_rejected {
+        eprintln!(
+            "warning: checkpoint contradicts the ledger ({mismatch}): replayed every receipt instead"
+        );
+    }
+    for tenant in &stats.quarantined {
+        let why = registry.quarantined(tenant).unwrap_or_default();
+        eprintln!("warning: tenant `{tenant}` quarantined, its lines are refused: {why}");
+    }
     let summary = if live_actions {
         replay_live(&registry, BufReader::new(input))?
     } else {
