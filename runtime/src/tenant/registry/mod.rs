@@ -275,7 +275,7 @@ pub struct Registry {
     /// Tenants whose receipts recovery could not replay, with why.
     quarantine: Mutex<BTreeMap<TenantId, String>>,
     /// Whether `quarantine` is non-empty (so inputs rarely lock it).
-    quarantined: AtomicBool,
+    any_quarantined: AtomicBool,
 }
 
 impl fmt::Debug for Registry {
@@ -299,13 +299,13 @@ impl Registry {
             appended: AtomicU64::new(0),
             checkpointing: Mutex::new(()),
             quarantine: Mutex::new(BTreeMap::new()),
-            quarantined: AtomicBool::new(false),
+            any_quarantined: AtomicBool::new(false),
         }
     }
 
     /// Why `tenant` is quarantined, if it is.
     pub fn quarantined(&self, tenant: &TenantId) -> Option<String> {
-        if !self.quarantined.load(Ordering::Acquire) {
+        if !self.any_quarantined.load(Ordering::Acquire) {
             return None;
         }
         self.quarantine
@@ -322,7 +322,7 @@ impl Registry {
             .unwrap_or_else(PoisonError::into_inner)
             .entry(tenant.clone())
             .or_insert(reason);
-        self.quarantined.store(true, Ordering::Release);
+        self.any_quarantined.store(true, Ordering::Release);
     }
 
     /// The policy pack.
