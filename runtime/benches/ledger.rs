@@ -174,7 +174,7 @@ fn bench_ledger(c: &mut Criterion) {
             ledger
                 .recover(&mut |item| {
                     match item {
-                        Recovered::Checkpoint(bytes) => blob = Some(bytes.to_vec()),
+                        Recovered::Checkpoint(stored) => blob = Some(stored.blob.to_vec()),
                         Recovered::Record(_) => tail += 1,
                     }
                     Ok(())

@@ -15,10 +15,10 @@ use clap::{Parser, Subcommand};
 use crate::actuator::{Actuators, Clock, Dispatcher, DispatcherOptions};
 use crate::clock::Timestamp;
 use crate::ledger::file::{self, FileLedger, FileOptions};
-use crate::ledger::{LedgerError, Record};
+use crate::ledger::{CheckpointProblem, LedgerError, Record, StoredCheckpoint, VerifyOptions};
 use crate::replay;
 use crate::sku::{PolicyPack, Sku};
-use crate::tenant::{Registry, TenantId};
+use crate::tenant::{Registry, TenantId, check_checkpoint};
 
 #[derive(Debug, Parser)]
 #[command(about = "A ggen-generated governor service.")]
@@ -59,7 +59,9 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum LedgerCommand {
-    /// Verify every chain; exit 1 naming the first bad tenant and seq.
+    /// Verify every chain and the checkpoint against them; exit 1 naming
+    /// the first bad tenant and seq, or the first tenant the checkpoint
+    /// contradicts.
     Verify {
         #[arg(long, value_name = "DIR")]
         ledger: PathBuf,
@@ -121,7 +123,7 @@ pub fn main<P: PolicyPack>(pack: &'static P) -> ExitCode {
         Command::Serve(args) => Ok(crate::ingress::service::run(pack, *args)),
         Command::Ledger {
             command: LedgerCommand::Verify { ledger },
-        } => verify(&ledger),
+        } => verify(pack, &ledger),
         Command::Ledger {
             command: LedgerCommand::Show { ledger, tenant },
         } => show(&ledger, tenant.as_deref()),
@@ -141,9 +143,18 @@ fn run_replay<P: PolicyPack>(
     let input = fs_err::File::open(signals).map_err(|e| Failure::rejected(e.to_string()))?;
     let ledger = FileLedger::open(dir, FileOptions::default()).map_err(|e| ledger_failure(&e))?;
     let registry = Arc::new(Registry::new(pack, Arc::new(ledger)));
-    registry
+    let stats = registry
         .recover()
         .map_err(|e| Failure::rejected(error_chain(&e)))?;
+    if let Some(mismatch) = &stats.checkpoint_rejected {
+        eprintln!(
+            "warning: checkpoint contradicts the ledger ({mismatch}): replayed every receipt instead"
+        );
+    }
+    for tenant in &stats.quarantined {
+        let why = registry.quarantined(tenant).unwrap_or_default();
+        eprintln!("warning: tenant `{tenant}` quarantined, its lines are refused: {why}");
+    }
     let summary = if live_actions {
         replay_live(&registry, BufReader::new(input))?
     } else {
@@ -206,30 +217,69 @@ fn replay_live(
         .map_err(|e| Failure::internal(&e))
 }
 
-fn verify(dir: &Path) -> Result<ExitCode, Failure> {
+fn verify(pack: &'static dyn PolicyPack, dir: &Path) -> Result<ExitCode, Failure> {
     if !dir.is_dir() {
         return Err(Failure::rejected(format!(
             "no ledger at `{}`",
             dir.display()
         )));
     }
-    let report = file::verify_dir(dir).map_err(|e| ledger_failure(&e))?;
-    match report.first_bad {
+    let (text, ok) = verify_report(pack, dir).map_err(|e| ledger_failure(&e))?;
+    print!("{text}");
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// What `ledger verify` prints for the ledger in `dir` (read-only, without
+/// its lock): one line on the chains, and one more when the checkpoint
+/// contradicts them; and whether everything verified (exit 0, else 1).
+pub fn verify_report(
+    pack: &'static dyn PolicyPack,
+    dir: &Path,
+) -> Result<(String, bool), LedgerError> {
+    let judge = |stored: &StoredCheckpoint| {
+        check_checkpoint(pack, stored)
+            .err()
+            .map(CheckpointProblem::from)
+    };
+    let options = VerifyOptions {
+        cancel: None,
+        checkpoint: Some(&judge),
+    };
+    let report = file::verify_dir_with(dir, &options)?;
+    let mut out = String::new();
+    match &report.first_bad {
         None => {
-            println!(
+            let _ = writeln!(
+                out,
                 "ok: {} receipts in {} tenant chains verify",
                 report.receipts, report.tenants
             );
-            Ok(ExitCode::SUCCESS)
         }
         Some(bad) => {
-            println!(
+            let _ = writeln!(
+                out,
                 "tampered: tenant `{}` seq {}: {}",
                 bad.tenant, bad.seq, bad.reason
             );
-            Ok(ExitCode::from(1))
         }
     }
+    if let Some(problem) = &report.checkpoint {
+        let tenant = match problem.tenant.as_str() {
+            "" => String::new(),
+            tenant => format!(" at tenant `{tenant}`"),
+        };
+        let _ = writeln!(
+            out,
+            "checkpoint contradicts the chains{tenant}: {} (the next start replays the whole log)",
+            problem.reason
+        );
+    }
+    let ok = report.first_bad.is_none() && report.checkpoint.is_none();
+    Ok((out, ok))
 }
 
 fn show(dir: &Path, tenant: Option<&str>) -> Result<ExitCode, Failure> {

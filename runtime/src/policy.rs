@@ -358,6 +358,32 @@ impl PolicyMemory {
         }
     }
 
+    /// Checks memory read from a checkpoint: rule memory shaped like
+    /// `profile`'s rules, cooldown entries naming one of `actions` actions.
+    pub fn check(&self, profile: &ProfileDef, actions: usize) -> Result<(), String> {
+        if let Some(rules) = &self.rules
+            && rules.len() != profile.rules.len()
+        {
+            return Err(format!(
+                "rule memory has `{}` entries, profile `{}` has `{}` rules",
+                rules.len(),
+                profile.name,
+                profile.rules.len()
+            ));
+        }
+        if let Some(history) = &self.history
+            && let Some((action, _)) = history
+                .last
+                .iter()
+                .find(|(a, _)| usize::from(*a) >= actions)
+        {
+            return Err(format!(
+                "cooldown names action id `{action}`, the sku has `{actions}` actions"
+            ));
+        }
+        Ok(())
+    }
+
     /// Heap bytes held by this memory (for the idle-tenant budget).
     pub fn heap_bytes(&self) -> usize {
         let rules = self

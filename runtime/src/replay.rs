@@ -381,8 +381,14 @@ fn feed(
     };
     let applied = match registry.apply(&tenant, input, at) {
         Ok(applied) => applied,
-        Err(e @ (RegistryError::TooManyTenants { .. } | RegistryError::DedupeFull { .. })) => {
-            return Err(Failure::Bad(bad(e.to_string())));
+        // One tenant's refusal is a bad line; the other tenants go on.
+        Err(
+            e @ (RegistryError::TooManyTenants { .. }
+            | RegistryError::DedupeFull { .. }
+            | RegistryError::ChainMismatch { .. }
+            | RegistryError::Quarantined { .. }),
+        ) => {
+            return Err(Failure::Bad(bad(crate::report::error_chain(&e))));
         }
         Err(e) => return Err(Failure::Fatal(e)),
     };

@@ -8,8 +8,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 mod registry;
 
 pub use registry::{
-    Admission, Applied, DEFAULT_CAPACITY, DEFAULT_WINDOW, DedupeOptions, Dispatch, InFlightView,
-    RecoveryStats, Registry, RegistryError, Remember, Seen, TenantState, TenantView,
+    Admission, Applied, CheckpointMismatch, DEFAULT_CAPACITY, DEFAULT_WINDOW, DedupeOptions,
+    Dispatch, InFlightView, RecoveryStats, Registry, RegistryError, Remember, Seen, TenantState,
+    TenantView, check_checkpoint,
 };
 
 /// A validated tenant id: `^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`.

@@ -80,6 +80,40 @@ impl Governor {
             + self.applied.capacity() * size_of::<ActionId>()
     }
 
+    /// Checks a governor read from a checkpoint against `pack` and the
+    /// tenant's head `seq`: every profile and action id in range and the
+    /// rule memory shaped like the profile, so that no later step or view
+    /// can index out of bounds, and the in-flight set decided at or before
+    /// the head.
+    pub fn check(&self, pack: &dyn PolicyPack, seq: u64) -> Result<(), String> {
+        let sku = pack.sku();
+        let Some(profile) = sku.profiles.get(usize::from(self.profile.0)) else {
+            return Err(format!(
+                "profile id `{}` is out of range: the sku has `{}` profiles",
+                self.profile.0,
+                sku.profiles.len()
+            ));
+        };
+        let actions = sku.actions.len();
+        let ids = self.flight.iter().map(|f| ("in-flight", f.action));
+        let ids = ids.chain(self.applied.iter().map(|&a| ("applied", a)));
+        for (list, action) in ids {
+            if usize::from(action.0) >= actions {
+                return Err(format!(
+                    "{list} action id `{}` is out of range: the sku has `{actions}` actions",
+                    action.0
+                ));
+            }
+        }
+        if self.flight_seq > seq {
+            return Err(format!(
+                "in-flight set decided at seq `{}`, after the head at seq `{seq}`",
+                self.flight_seq
+            ));
+        }
+        self.policy.check(profile, actions)
+    }
+
     /// When a [`Event::Timer`] would do something, if ever.
     pub fn due(&self) -> Option<Timestamp> {
         match self.state {

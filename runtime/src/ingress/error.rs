@@ -2,8 +2,9 @@
 //!
 //! Every error is answered with a JSON body `{"error": CODE, "detail": TEXT}`;
 //! `CODE` is a stable snake_case name scripts can match on, `TEXT` is for
-//! humans. Bad input is always a 4xx; a 5xx means the service itself failed
-//! (the ledger stopped) and `/readyz` reports it too.
+//! humans. Bad input is always a 4xx; a 5xx means the service itself failed:
+//! the ledger stopped (503, and `/readyz` reports it too), or one tenant's
+//! state disagrees with its ledger chain (500 for that tenant only).
 
 use crate::report::error_chain;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -95,6 +96,13 @@ pub enum IngressError {
         /// The in-flight limit.
         limit: usize,
     },
+    /// One tenant's state disagrees with its ledger chain (or recovery could
+    /// not replay it): its inputs are refused, the other tenants are served.
+    #[error("{detail}")]
+    TenantInconsistent {
+        /// The registry's error chain, naming the tenant.
+        detail: String,
+    },
     /// The ledger failed: nothing more can be acknowledged.
     #[error("ledger unavailable: {detail}")]
     Unavailable {
@@ -146,7 +154,9 @@ impl IngressError {
             IngressError::Overloaded { .. }
             | IngressError::Unavailable { .. }
             | IngressError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-            IngressError::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            IngressError::Internal { .. } | IngressError::TenantInconsistent { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 
@@ -167,6 +177,7 @@ impl IngressError {
             IngressError::TooLarge { .. } => "too_large",
             IngressError::UnsupportedMediaType { .. } => "unsupported_media_type",
             IngressError::Overloaded { .. } => "overloaded",
+            IngressError::TenantInconsistent { .. } => "tenant_inconsistent",
             IngressError::Unavailable { .. } => "unavailable",
             IngressError::ShuttingDown => "shutting_down",
             IngressError::Internal { .. } => "internal",

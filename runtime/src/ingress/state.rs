@@ -214,7 +214,9 @@ impl AppState {
     }
 
     /// Maps a registry error: the tenant limit and a full dedupe window are
-    /// the caller's problem, anything else the ledger's.
+    /// the caller's problem, one tenant's inconsistency that tenant's
+    /// (nothing was written; the rest of the service keeps serving),
+    /// anything else the ledger's.
     pub(crate) fn registry_error(&self, error: RegistryError) -> IngressError {
         match error {
             RegistryError::TooManyTenants { max, tenant } => IngressError::TenantLimit {
@@ -225,6 +227,11 @@ impl AppState {
                 detail: error.to_string(),
                 retry_after: retry_after.as_secs().max(1),
             },
+            error @ (RegistryError::ChainMismatch { .. } | RegistryError::Quarantined { .. }) => {
+                let detail = crate::report::error_chain(&error);
+                tracing::error!(error = %detail, "tenant refused: its state disagrees with its ledger chain");
+                IngressError::TenantInconsistent { detail }
+            }
             other => self.ledger_failed(&other),
         }
     }

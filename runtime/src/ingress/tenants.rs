@@ -5,6 +5,7 @@
 
 use std::fmt::Write as _;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use axum::Json;
@@ -128,11 +129,16 @@ pub(crate) async fn receipts(
         return Err(unknown(&tenant));
     }
     let after = page.after.unwrap_or(0);
-    let records = state
-        .registry
-        .ledger()
-        .read(&tenant, after, limit)
-        .map_err(|e| IngressError::unavailable(&e))?;
+    // A read may wait for the writer's next sync and reads files: off the async workers.
+    let registry = Arc::clone(state.registry());
+    let reader = tenant.clone();
+    let records =
+        tokio::task::spawn_blocking(move || registry.ledger().read(&reader, after, limit))
+            .await
+            .map_err(|e| IngressError::Internal {
+                detail: e.to_string(),
+            })?
+            .map_err(|e| IngressError::unavailable(&e))?;
     // The stored bytes are canonical JSON: splice them in as they are.
     let mut out = format!(r#"{{"tenant":"{}","receipts":["#, tenant.as_str());
     for (i, record) in records.iter().enumerate() {
@@ -204,13 +210,29 @@ pub(crate) async fn reset(
     })))
 }
 
-/// `GET /v1/ledger/verify`: replays every chain; `ok` is false (still 200)
-/// when a receipt does not verify, naming the first bad one.
+/// Sets its flag when dropped.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// `GET /v1/ledger/verify`: replays every chain and judges the checkpoint
+/// against them; `ok` is false (still 200) when a receipt does not verify
+/// (`first_bad` names the first) or the checkpoint contradicts the chains
+/// (`checkpoint` names the first tenant it is wrong about).
+///
+/// Runs on a blocking thread, and stops at the next record once this
+/// handler is dropped (its request timed out, or the client went away).
 pub(crate) async fn verify(
     State(state): State<AppState>,
 ) -> Result<Json<serde_json::Value>, IngressError> {
     let registry = Arc::clone(state.registry());
-    let report = tokio::task::spawn_blocking(move || registry.ledger().verify())
+    let cancel = Arc::new(AtomicBool::new(false));
+    let _cancel_on_drop = CancelOnDrop(Arc::clone(&cancel));
+    let report = tokio::task::spawn_blocking(move || registry.verify(Some(&cancel)))
         .await
         .map_err(|e| IngressError::Internal {
             detail: e.to_string(),
@@ -220,10 +242,15 @@ pub(crate) async fn verify(
         .first_bad
         .as_ref()
         .map(|bad| json!({ "tenant": bad.tenant, "seq": bad.seq, "reason": bad.reason }));
+    let checkpoint = report
+        .checkpoint
+        .as_ref()
+        .map(|problem| json!({ "tenant": problem.tenant, "reason": problem.reason }));
     Ok(Json(json!({
-        "ok": first_bad.is_none(),
+        "ok": first_bad.is_none() && checkpoint.is_none(),
         "tenants": report.tenants,
         "receipts": report.receipts,
         "first_bad": first_bad,
+        "checkpoint": checkpoint,
     })))
 }

@@ -9,8 +9,10 @@
 //! On open, every segment is scanned: CRCs and hash chains are checked and
 //! tenant heads rebuilt from the frame headers; a torn final record is
 //! truncated; any other damage, or a chain that does not link, refuses the open.
+//! The same scan notes every tenant's head at the stored checkpoint's mark,
+//! which recovery hands over beside the blob so it can be checked.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -20,13 +22,13 @@ use std::thread::JoinHandle;
 
 use super::segment::{self, Checkpoint, Frame, MAX_RECORD, Tail};
 use super::{
-    Appended, Entry, Head, Ledger, LedgerError, Mark, Record, Recovered, SyncPoint, Ticket,
-    VerifyReport, chain_hash, check_extends, check_mark,
+    Appended, Entry, Head, Ledger, LedgerError, Mark, Record, Recovered, StoredCheckpoint,
+    SyncPoint, Ticket, VerifyOptions, VerifyReport, chain_hash, check_extends, check_mark,
 };
 use crate::ledger::durability::Progress;
 use crate::tenant::TenantId;
 
-pub use super::inspect::{scan_dir, verify_dir};
+pub use super::inspect::{scan_dir, verify_dir, verify_dir_with};
 
 /// The data sync used for segment files: `fdatasync` by default; injectable for tests.
 pub type SyncFn = Arc<dyn Fn(&std::fs::File) -> io::Result<()> + Send + Sync>;
@@ -132,6 +134,9 @@ struct Shared {
     readers: RwLock<HashMap<u32, Arc<std::fs::File>>>,
     /// Serializes checkpoints; holds the stored checkpoint's record count.
     checkpointing: Mutex<u64>,
+    /// Every tenant's head at the checkpoint position found by open's scan
+    /// (taken by the first recovery from that checkpoint).
+    open_heads: Mutex<Option<(u64, BTreeMap<TenantId, Head>)>>,
 }
 
 /// The embedded file ledger. Dropping it drains and syncs pending appends.
@@ -241,6 +246,14 @@ impl FileLedger {
         let mut chains: HashMap<Box<str>, Chain> = HashMap::new();
         let mut records = 0u64;
         let mut checkpoint_records = None;
+        // Every tenant's head where the checkpoint's mark is: what its blob must agree with.
+        let mut open_heads = BTreeMap::new();
+        let snapshot = |chains: &HashMap<Box<str>, Chain>| -> BTreeMap<TenantId, Head> {
+            chains
+                .iter()
+                .filter_map(|(tenant, chain)| Some((TenantId::new(tenant).ok()?, chain.head)))
+                .collect()
+        };
         let mut last_len = 0u64;
         // The last segment's length on disk (past `last_len` when preallocated).
         let mut last_file_len = 0u64;
@@ -253,6 +266,7 @@ impl FileLedger {
                 if checkpoint.as_ref().map(|c| c.position) == Some(segment::pack(id, offset as u32))
                 {
                     checkpoint_records = Some(records);
+                    open_heads = snapshot(&chains);
                 }
                 let broken = |reason: String| LedgerError::BrokenChain {
                     tenant: frame.tenant.to_owned(),
@@ -325,6 +339,7 @@ impl FileLedger {
             }
             if checkpoint.as_ref().map(|c| c.position) == Some(segment::pack(id, end as u32)) {
                 checkpoint_records = Some(records);
+                open_heads = snapshot(&chains);
             }
             last_len = end;
         }
@@ -381,6 +396,7 @@ impl FileLedger {
             sync,
             readers: RwLock::new(HashMap::new()),
             checkpointing: Mutex::new(checkpoint.as_ref().map_or(0, |c| c.records)),
+            open_heads: Mutex::new(checkpoint.as_ref().map(|c| (c.position, open_heads))),
         });
         let writer = {
             let shared = Arc::clone(&shared);
@@ -459,6 +475,64 @@ impl FileLedger {
             .unwrap_or_else(PoisonError::into_inner)
             .insert(id, Arc::clone(&file));
         Ok(file)
+    }
+
+    /// Reads the record at `loc` (durable: callers wait for it).
+    fn read_at(&self, loc: Loc, buf: &mut Vec<u8>) -> Result<Record, LedgerError> {
+        let (id, offset) = segment::unpack(loc.position);
+        let file = self.reader(id)?;
+        buf.resize(loc.len as usize, 0);
+        let path = || self.shared.dir.join(segment::segment_name(id));
+        file.read_exact_at(buf, u64::from(offset))
+            .map_err(|e| io_err(&path())(e))?;
+        let frame = segment::decode(buf).map_err(|e| LedgerError::Corrupt {
+            path: path(),
+            offset: u64::from(offset),
+            reason: format!("{e:?} while reading an indexed record"),
+        })?;
+        Ok(record_of(&frame))
+    }
+
+    /// Every tenant's head as of the durable log position `position` (a
+    /// record boundary): noted by open's scan for the checkpoint it found,
+    /// else from the in-memory index, reading the frame of each tenant whose
+    /// chain grew past `position` (the index keeps positions, not hashes).
+    fn heads_at(&self, position: u64) -> Result<BTreeMap<TenantId, Head>, LedgerError> {
+        // Useless for any later checkpoint: dropped either way.
+        let noted = lock(&self.shared.open_heads).take();
+        if let Some((at, heads)) = noted
+            && at == position
+        {
+            return Ok(heads);
+        }
+        let mut heads = BTreeMap::new();
+        let mut unread = Vec::new();
+        {
+            let state = lock(&self.shared.state);
+            for (tenant, chain) in &state.chains {
+                let covered = chain.locs.partition_point(|l| l.position < position);
+                let Ok(tenant) = TenantId::new(tenant) else {
+                    continue;
+                };
+                if covered == chain.locs.len() && covered > 0 {
+                    heads.insert(tenant, chain.head);
+                } else if covered > 0 {
+                    unread.push((tenant, chain.locs[covered - 1]));
+                }
+            }
+        }
+        let mut buf = Vec::new();
+        for (tenant, loc) in unread {
+            let record = self.read_at(loc, &mut buf)?;
+            heads.insert(
+                tenant,
+                Head {
+                    seq: record.seq,
+                    hash: record.hash,
+                },
+            );
+        }
+        Ok(heads)
     }
 
     /// Visits every durable record from `from` up to `end` (packed positions).
@@ -618,23 +692,10 @@ impl Ledger for FileLedger {
         // Recent records may still be in the writer's hands: wait until on disk.
         let end = last.position + u64::from(last.len);
         self.shared.sync.wait_until(|p| p.position >= end)?;
-        let mut out = Vec::with_capacity(locs.len());
         let mut buf = Vec::new();
-        for loc in locs {
-            let (id, offset) = segment::unpack(loc.position);
-            let file = self.reader(id)?;
-            buf.resize(loc.len as usize, 0);
-            let path = || self.shared.dir.join(segment::segment_name(id));
-            file.read_exact_at(&mut buf, u64::from(offset))
-                .map_err(|e| io_err(&path())(e))?;
-            let frame = segment::decode(&buf).map_err(|e| LedgerError::Corrupt {
-                path: path(),
-                offset: u64::from(offset),
-                reason: format!("{e:?} while reading an indexed record"),
-            })?;
-            out.push(record_of(&frame));
-        }
-        Ok(out)
+        locs.into_iter()
+            .map(|loc| self.read_at(loc, &mut buf))
+            .collect()
     }
 
     fn mark(&self) -> Result<Mark, LedgerError> {
@@ -680,9 +741,14 @@ impl Ledger for FileLedger {
     ) -> Result<(), LedgerError> {
         let end = self.flush_position()?;
         let checkpoint = read_checkpoint(&self.shared.dir)?;
-        let from = match &checkpoint {
+        let from = match checkpoint {
             Some(checkpoint) => {
-                visit(Recovered::Checkpoint(&checkpoint.blob))?;
+                let stored = StoredCheckpoint {
+                    records: checkpoint.records,
+                    heads: self.heads_at(checkpoint.position)?,
+                    blob: Arc::from(checkpoint.blob),
+                };
+                visit(Recovered::Checkpoint(&stored))?;
                 checkpoint.position
             }
             None => list_segments(&self.shared.dir)?
@@ -703,10 +769,10 @@ impl Ledger for FileLedger {
         self.visit_range(from, end, visit)
     }
 
-    fn verify(&self) -> Result<VerifyReport, LedgerError> {
+    fn verify_with(&self, options: &VerifyOptions<'_>) -> Result<VerifyReport, LedgerError> {
         // Bounded: frames appended meanwhile must not look like a torn tail.
         let end = self.flush_position()?;
-        super::inspect::verify_up_to(&self.shared.dir, Some(end))
+        super::inspect::verify_up_to(&self.shared.dir, Some(end), options)
     }
 
     fn flush(&self) -> Result<(), LedgerError> {

@@ -2,13 +2,12 @@
 //! without taking its lock or repairing anything, so an operator can look at
 //! the ledger of a running (or crashed) governor.
 
-use std::convert::Infallible;
 use std::path::Path;
 
 use super::file::{CHECKPOINT_FILE, io_err, list_segments, read_checkpoint, record_of};
 use super::segment::{self, HEADER, Tail};
 use super::verify::Verifier;
-use super::{LedgerError, Record, VerifyReport};
+use super::{LedgerError, Record, VerifyOptions, VerifyReport};
 use crate::tenant::TenantId;
 
 /// Verifies a ledger directory read-only, without taking its lock: reports the
@@ -18,11 +17,24 @@ use crate::tenant::TenantId;
 /// by a crash (which [`FileLedger::open`](super::file::FileLedger::open) truncates) or a damaged last receipt;
 /// from the bytes alone the two cannot be told apart.
 pub fn verify_dir(dir: impl AsRef<Path>) -> Result<VerifyReport, LedgerError> {
-    verify_up_to(dir.as_ref(), None)
+    verify_up_to(dir.as_ref(), None, &VerifyOptions::default())
 }
 
-/// [`verify_dir`] over the log up to the packed position `end` (all of it if `None`).
-pub(super) fn verify_up_to(dir: &Path, end: Option<u64>) -> Result<VerifyReport, LedgerError> {
+/// [`verify_dir`], cancellable, and judging the stored checkpoint against
+/// every chain's head at its mark (see [`VerifyOptions`]).
+pub fn verify_dir_with(
+    dir: impl AsRef<Path>,
+    options: &VerifyOptions<'_>,
+) -> Result<VerifyReport, LedgerError> {
+    verify_up_to(dir.as_ref(), None, options)
+}
+
+/// [`verify_dir_with`] over the log up to the packed position `end` (all of it if `None`).
+pub(super) fn verify_up_to(
+    dir: &Path,
+    end: Option<u64>,
+    options: &VerifyOptions<'_>,
+) -> Result<VerifyReport, LedgerError> {
     let mut verifier = Verifier::new();
     let ids = match list_segments(dir) {
         Ok(ids) => ids,
@@ -41,6 +53,9 @@ pub(super) fn verify_up_to(dir: &Path, end: Option<u64>) -> Result<VerifyReport,
         Err(e) => return Err(e),
     };
     let mut checkpoint_seen = checkpoint.as_ref().is_none_or(|c| c.records == 0);
+    if let Some(ck) = checkpoint.as_ref().filter(|c| c.records == 0) {
+        verifier.at_mark(options, 0, &ck.blob);
+    }
     let mut records = 0u64;
     for (i, &id) in ids.iter().enumerate() {
         let path = dir.join(segment::segment_name(id));
@@ -54,15 +69,23 @@ pub(super) fn verify_up_to(dir: &Path, end: Option<u64>) -> Result<VerifyReport,
             }
         }
         let last = i + 1 == ids.len() || end.is_some_and(|e| segment::unpack(e).0 == id);
-        let walked = segment::walk::<Infallible>(&buf, 0, last, |offset, frame| {
-            if checkpoint.as_ref().map(|c| c.position) == Some(segment::pack(id, offset as u32)) {
-                checkpoint_seen |= checkpoint.as_ref().is_some_and(|c| c.records == records);
+        let walked = segment::walk(&buf, 0, last, |offset, frame| {
+            if let Some(ck) = checkpoint.as_ref().filter(|c| {
+                c.records > 0
+                    && c.records == records
+                    && c.position == segment::pack(id, offset as u32)
+            }) {
+                checkpoint_seen = true;
+                verifier.at_mark(options, records, &ck.blob);
+            }
+            if options.cancelled() {
+                return Err(LedgerError::Cancelled { visited: records });
             }
             verifier.feed_parts(frame.tenant, frame.seq, &frame.hash, frame.bytes);
             records += 1;
             Ok(())
         });
-        let end = match walked.unwrap_or_else(|never| match never {}) {
+        let end = match walked? {
             Tail::Clean => buf.len(),
             Tail::Preallocated { offset } => offset,
             Tail::Damaged {
@@ -87,8 +110,11 @@ pub(super) fn verify_up_to(dir: &Path, end: Option<u64>) -> Result<VerifyReport,
                 return Ok(verifier.report());
             }
         };
-        if checkpoint.as_ref().map(|c| c.position) == Some(segment::pack(id, end as u32)) {
-            checkpoint_seen |= checkpoint.as_ref().is_some_and(|c| c.records == records);
+        if let Some(ck) = checkpoint.as_ref().filter(|c| {
+            c.records > 0 && c.records == records && c.position == segment::pack(id, end as u32)
+        }) {
+            checkpoint_seen = true;
+            verifier.at_mark(options, records, &ck.blob);
         }
     }
     if !checkpoint_seen {

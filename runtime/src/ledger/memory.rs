@@ -1,11 +1,11 @@
 //! The in-memory ledger, for tests: every ticket is ready at once.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::{
-    Appended, Entry, Head, Ledger, LedgerError, Mark, Record, Recovered, Ticket, Verifier,
-    VerifyReport, chain_hash, check_extends, check_mark,
+    Appended, Entry, Head, Ledger, LedgerError, Mark, Record, Recovered, StoredCheckpoint, Ticket,
+    Verifier, VerifyOptions, VerifyReport, chain_hash, check_extends, check_mark,
 };
 use crate::tenant::TenantId;
 
@@ -45,6 +45,26 @@ impl MemoryLedger {
     /// A copy of the log, so visitors run without the lock held.
     fn records_from(&self, start: usize) -> Vec<Record> {
         self.lock().log.get(start..).unwrap_or_default().to_vec()
+    }
+}
+
+impl State {
+    /// Every tenant's head as of the first `at` records of the log.
+    fn heads_at(&self, at: usize) -> BTreeMap<TenantId, Head> {
+        self.chains
+            .iter()
+            .filter_map(|(tenant, chain)| {
+                let covered = chain.positions.partition_point(|&i| i < at);
+                let last = &self.log[*chain.positions.get(covered.checked_sub(1)?)?];
+                Some((
+                    tenant.clone(),
+                    Head {
+                        seq: last.seq,
+                        hash: last.hash,
+                    },
+                ))
+            })
+            .collect()
     }
 }
 
@@ -127,12 +147,22 @@ impl Ledger for MemoryLedger {
         &self,
         visit: &mut dyn FnMut(Recovered<'_>) -> Result<(), LedgerError>,
     ) -> Result<(), LedgerError> {
-        let (blob, at) = match &self.lock().checkpoint {
-            Some((blob, at)) => (Some(Arc::clone(blob)), *at),
-            None => (None, 0),
+        let (checkpoint, at) = {
+            let state = self.lock();
+            match &state.checkpoint {
+                Some((blob, at)) => (
+                    Some(StoredCheckpoint {
+                        records: *at as u64,
+                        blob: Arc::clone(blob),
+                        heads: state.heads_at(*at),
+                    }),
+                    *at,
+                ),
+                None => (None, 0),
+            }
         };
-        if let Some(blob) = &blob {
-            visit(Recovered::Checkpoint(blob))?;
+        if let Some(checkpoint) = &checkpoint {
+            visit(Recovered::Checkpoint(checkpoint))?;
         }
         for record in &self.records_from(at) {
             visit(Recovered::Record(record))?;
@@ -150,11 +180,25 @@ impl Ledger for MemoryLedger {
         Ok(())
     }
 
-    fn verify(&self) -> Result<VerifyReport, LedgerError> {
-        let state = self.lock();
+    fn verify_with(&self, options: &VerifyOptions<'_>) -> Result<VerifyReport, LedgerError> {
+        let (log, checkpoint) = {
+            let state = self.lock();
+            (state.log.clone(), state.checkpoint.clone())
+        };
         let mut verifier = Verifier::new();
-        for record in &state.log {
+        for (i, record) in log.iter().enumerate() {
+            if let Some((blob, _)) = checkpoint.as_ref().filter(|(_, at)| *at == i) {
+                verifier.at_mark(options, i as u64, blob);
+            }
+            if options.cancelled() {
+                return Err(LedgerError::Cancelled {
+                    visited: verifier.receipts(),
+                });
+            }
             verifier.feed(record);
+        }
+        if let Some((blob, _)) = checkpoint.as_ref().filter(|(_, at)| *at == log.len()) {
+            verifier.at_mark(options, log.len() as u64, blob);
         }
         Ok(verifier.report())
     }

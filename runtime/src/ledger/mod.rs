@@ -13,8 +13,10 @@
 //! - `segment`: the frame and checkpoint formats of the file backend.
 //! - `verify`: chain replay shared by the backends.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use sha2::{Digest, Sha256};
 
@@ -118,11 +120,27 @@ impl Mark {
     }
 }
 
+/// The latest checkpoint as stored, beside the log's own account of its
+/// mark. The blob is whatever the caller stored (and anyone who can write
+/// the ledger directory may have rewritten); `heads` come from the ledger's
+/// records, which the hash chains vouch for, so a caller can check the blob
+/// against them before trusting it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    /// Records before its mark.
+    pub records: u64,
+    /// The caller's snapshot, unchecked.
+    pub blob: Arc<[u8]>,
+    /// Every tenant with a receipt before the mark, with its head there
+    /// (the last receipt before the mark), from the ledger's own records.
+    pub heads: BTreeMap<TenantId, Head>,
+}
+
 /// What [`Ledger::recover`] hands its visitor, in this order.
 #[derive(Clone, Copy, Debug)]
 pub enum Recovered<'a> {
-    /// The latest checkpoint's blob: at most once, before any record.
-    Checkpoint(&'a [u8]),
+    /// The latest checkpoint: at most once, before any record.
+    Checkpoint(&'a StoredCheckpoint),
     /// A record appended after that checkpoint's mark (every record when
     /// there is no checkpoint), in append order.
     Record(&'a Record),
@@ -137,6 +155,50 @@ pub struct VerifyReport {
     pub receipts: u64,
     /// The first bad receipt in append order, if any.
     pub first_bad: Option<BadRecord>,
+    /// How the stored checkpoint contradicts the chains, if it does (judged
+    /// only with a [`VerifyOptions::checkpoint`] judge, and only when the
+    /// chains verify up to its mark).
+    pub checkpoint: Option<CheckpointProblem>,
+}
+
+/// How a stored checkpoint contradicts the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckpointProblem {
+    /// The first tenant (in id order) it is wrong about; empty when the
+    /// problem is not about one tenant (e.g. an unreadable blob).
+    pub tenant: String,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// Judges a stored checkpoint: `None` when it agrees with the log. The
+/// ledger cannot read the blob; its owner (the tenant registry) can.
+pub type CheckpointJudge<'a> = &'a (dyn Fn(&StoredCheckpoint) -> Option<CheckpointProblem> + Sync);
+
+/// How [`Ledger::verify_with`] runs.
+#[derive(Clone, Copy, Default)]
+pub struct VerifyOptions<'a> {
+    /// Checked before every record: once set, verification stops with
+    /// [`LedgerError::Cancelled`] (e.g. its HTTP request was dropped).
+    pub cancel: Option<&'a AtomicBool>,
+    /// Judges the stored checkpoint against every chain's head at its mark.
+    pub checkpoint: Option<CheckpointJudge<'a>>,
+}
+
+impl std::fmt::Debug for VerifyOptions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyOptions")
+            .field("cancel", &self.cancel)
+            .field("checkpoint", &self.checkpoint.is_some())
+            .finish()
+    }
+}
+
+impl VerifyOptions<'_> {
+    /// Whether the caller gave up.
+    pub(crate) fn cancelled(&self) -> bool {
+        self.cancel.is_some_and(|c| c.load(Ordering::Relaxed))
+    }
 }
 
 /// The first receipt that does not verify.
@@ -249,6 +311,12 @@ pub enum LedgerError {
     /// The ledger has been shut down.
     #[error("ledger is closed")]
     Closed,
+    /// A verification stopped because its caller cancelled it.
+    #[error("verification cancelled after `{visited}` records")]
+    Cancelled {
+        /// Records checked before it stopped.
+        visited: u64,
+    },
     /// A `recover` visitor stopped recovery; the visitor's owner holds the reason.
     #[error("recovery stopped by its visitor")]
     Interrupted,
@@ -286,9 +354,11 @@ pub trait Ledger: Send + Sync + 'static {
     /// is stored. Refuses ([`LedgerError::StaleMark`]) a mark older than the
     /// stored checkpoint's.
     fn checkpoint(&self, mark: Mark, blob: &[u8]) -> Result<(), LedgerError>;
-    /// Recovery: first [`Recovered::Checkpoint`] with the latest checkpoint's
-    /// blob (if any), then [`Recovered::Record`] for every record appended
-    /// after its mark, in append order. A visitor error stops it and is returned.
+    /// Recovery: first [`Recovered::Checkpoint`] with the latest checkpoint
+    /// (if any: its blob, and every tenant's head at its mark from the
+    /// ledger's own records, to check the blob against), then
+    /// [`Recovered::Record`] for every record appended after its mark, in
+    /// append order. A visitor error stops it and is returned.
     fn recover(
         &self,
         visit: &mut dyn FnMut(Recovered<'_>) -> Result<(), LedgerError>,
@@ -300,7 +370,12 @@ pub trait Ledger: Send + Sync + 'static {
     ) -> Result<(), LedgerError>;
     /// Replays every chain: recomputes hashes, checks the `tenant`, `seq`, `prev`
     /// fields inside the bytes; reports the first bad (tenant, seq).
-    fn verify(&self) -> Result<VerifyReport, LedgerError>;
+    fn verify(&self) -> Result<VerifyReport, LedgerError> {
+        self.verify_with(&VerifyOptions::default())
+    }
+    /// [`Ledger::verify`], cancellable, and judging the stored checkpoint
+    /// (see [`VerifyOptions`]).
+    fn verify_with(&self, options: &VerifyOptions<'_>) -> Result<VerifyReport, LedgerError>;
     /// Waits until everything appended so far is durable.
     fn flush(&self) -> Result<(), LedgerError>;
 }

@@ -1,11 +1,16 @@
 //! Chain replay: recomputes every hash and checks the fields inside the bytes.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use serde::Deserialize;
 
-use super::{BadRecord, GENESIS, Hash, Record, VerifyReport, chain_hash};
+use super::{
+    BadRecord, CheckpointProblem, GENESIS, Hash, Head, Record, StoredCheckpoint, VerifyOptions,
+    VerifyReport, chain_hash,
+};
+use crate::tenant::TenantId;
 
 /// The chain fields every receipt carries; other fields are skipped.
 #[derive(Deserialize)]
@@ -24,6 +29,7 @@ pub struct Verifier {
     heads: HashMap<Box<str>, Option<(u64, Hash)>>,
     receipts: u64,
     first_bad: Option<BadRecord>,
+    checkpoint: Option<CheckpointProblem>,
 }
 
 impl Verifier {
@@ -79,12 +85,45 @@ impl Verifier {
         self.first_bad.is_some()
     }
 
+    /// Records fed so far.
+    pub(crate) fn receipts(&self) -> u64 {
+        self.receipts
+    }
+
+    /// Called when the records fed so far are exactly those before the
+    /// stored checkpoint's mark: judges it against every chain's head here,
+    /// unless a chain already broke (then the heads prove nothing).
+    pub(crate) fn at_mark(&mut self, options: &VerifyOptions<'_>, records: u64, blob: &[u8]) {
+        let Some(judge) = options.checkpoint else {
+            return;
+        };
+        if self.has_bad() {
+            return;
+        }
+        let heads: BTreeMap<TenantId, Head> = self
+            .heads
+            .iter()
+            .filter_map(|(tenant, head)| {
+                let (seq, hash) = (*head)?;
+                // Fed tenants are valid ids (frames and records carry valid ids).
+                let tenant = TenantId::new(tenant).ok()?;
+                Some((tenant, Head { seq, hash }))
+            })
+            .collect();
+        self.checkpoint = judge(&StoredCheckpoint {
+            records,
+            blob: Arc::from(blob),
+            heads,
+        });
+    }
+
     /// The report so far.
     pub fn report(self) -> VerifyReport {
         VerifyReport {
             tenants: self.heads.len(),
             receipts: self.receipts,
             first_bad: self.first_bad,
+            checkpoint: self.checkpoint,
         }
     }
 }
@@ -165,7 +204,8 @@ mod tests {
             VerifyReport {
                 tenants: 2,
                 receipts: 3,
-                first_bad: None
+                first_bad: None,
+                checkpoint: None,
             }
         );
     }

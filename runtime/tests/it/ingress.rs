@@ -7,6 +7,7 @@ mod bad_input;
 mod client;
 mod durability;
 mod harness;
+mod integrity;
 mod jwks;
 mod paths;
 mod replays;

@@ -8,7 +8,7 @@ use super::{Dispatch, Registry, RegistryError, Remember, Tenant, id_key};
 use crate::clock::Timestamp;
 use crate::entitlement::EntitlementError;
 use crate::fsm::{Dispatched, Event, State};
-use crate::ledger::{Entry, Head, Ticket};
+use crate::ledger::{Entry, Head, LedgerError, Ticket};
 use crate::policy::Level;
 use crate::receipt::{self, Body, Input, Kind, Receipt};
 use crate::sku::ActionId;
@@ -80,6 +80,12 @@ impl Registry {
         input: Input,
         at: Timestamp,
     ) -> Result<Applied, RegistryError> {
+        if let Some(reason) = self.quarantined(tenant) {
+            return Err(RegistryError::Quarantined {
+                tenant: tenant.clone(),
+                reason,
+            });
+        }
         let mut shard = self.shard(tenant);
         let entry = match shard.get_mut(tenant) {
             Some(t) => t,
@@ -202,7 +208,14 @@ impl Registry {
                 prev: t.head.hash,
                 bytes,
             })
-            .map_err(RegistryError::Ledger)?;
+            .map_err(|error| match error {
+                // Refused before anything was written: this tenant's problem only.
+                LedgerError::ChainMismatch { .. } => RegistryError::ChainMismatch {
+                    tenant: tenant.clone(),
+                    source: error,
+                },
+                other => RegistryError::Ledger(other),
+            })?;
         t.head = Head {
             seq,
             hash: appended.hash,
@@ -304,15 +317,29 @@ impl Registry {
         Ok(())
     }
 
-    /// Fires the due timers of every tenant at `now`.
+    /// Fires the due timers of every tenant at `now`. A tenant that is
+    /// quarantined, or whose chain refuses the timer's receipt, is passed
+    /// over (with a warning for the latter): the others still fire.
     pub fn tick(&self, now: Timestamp) -> Result<Vec<Applied>, RegistryError> {
         let mut out = Vec::new();
         for shard in self.shards.iter() {
             let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
             for (tenant, t) in shard.iter_mut() {
-                if t.governor.due().is_some_and(|due| now >= due) {
+                if t.governor.due().is_some_and(|due| now >= due)
+                    && self.quarantined(tenant).is_none()
+                {
                     let mut applied = Applied::before(tenant, t);
-                    self.fire(tenant, t, now, &mut applied)?;
+                    match self.fire(tenant, t, now, &mut applied) {
+                        Ok(()) => {}
+                        Err(error @ RegistryError::ChainMismatch { .. }) => {
+                            tracing::warn!(
+                                error = &error as &dyn std::error::Error,
+                                "timer not fired"
+                            );
+                            continue;
+                        }
+                        Err(error) => return Err(error),
+                    }
                     if applied.receipts > 0 {
                         out.push(applied);
                     }

@@ -25,16 +25,21 @@
 //!   and storing the blob run with ingest flowing again;
 //! - `recover` streams: the checkpoint's tenants are loaded first, then each
 //!   later record is stepped as the ledger reads it, so memory stays bounded
-//!   by the tenants, not by the log.
+//!   by the tenants, not by the log;
+//! - one tenant's inconsistency is that tenant's problem: an append its
+//!   chain refuses is [`RegistryError::ChainMismatch`] (nothing written),
+//!   and a tenant whose receipts recovery cannot replay is quarantined
+//!   ([`RegistryError::Quarantined`] for its inputs until a restart replays
+//!   it); the other tenants keep working.
 //!
 //! This file holds the registry, its tenants and the shared decision step;
 //! `apply.rs` feeds inputs and timers, `views.rs` answers operators and
 //! metrics, `recovery.rs` writes checkpoints and recovers.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde::{Deserialize, Serialize};
@@ -55,7 +60,7 @@ mod views;
 pub use apply::Applied;
 pub use dedupe::{DEFAULT_CAPACITY, DEFAULT_WINDOW, DedupeOptions, Remember, Seen};
 use dedupe::{Recent, id_key};
-pub use recovery::RecoveryStats;
+pub use recovery::{CheckpointMismatch, RecoveryStats, check_checkpoint};
 pub use views::{Admission, InFlightView, TenantView};
 
 /// Number of shards; a power of two.
@@ -91,14 +96,6 @@ pub enum RegistryError {
     /// The checkpoint blob could not be written or read.
     #[error("checkpoint blob is invalid")]
     Checkpoint(#[source] serde_json::Error),
-    /// The checkpoint blob has another format version.
-    #[error("checkpoint format `{found}` is not this runtime's `{expected}`")]
-    CheckpointVersion {
-        /// The blob's version.
-        found: u32,
-        /// This runtime's.
-        expected: u32,
-    },
     /// The checkpoint was taken by another SKU or spec.
     #[error("checkpoint belongs to sku `{found}`, this is `{expected}`")]
     CheckpointSku {
@@ -119,6 +116,26 @@ pub enum RegistryError {
         capacity: usize,
         /// When room comes back.
         retry_after: std::time::Duration,
+    },
+    /// The ledger refused an append because it does not extend the tenant's
+    /// chain there: the tenant's state in memory disagrees with the ledger.
+    /// Nothing was written; only this tenant is affected.
+    #[error("tenant `{tenant}` is out of step with its ledger chain: run `ledger verify`")]
+    ChainMismatch {
+        /// The tenant.
+        tenant: TenantId,
+        /// The ledger's refusal.
+        #[source]
+        source: LedgerError,
+    },
+    /// Recovery could not replay the tenant's receipts: its inputs are
+    /// refused until a restart replays them (the other tenants work).
+    #[error("tenant `{tenant}` is quarantined: recovery could not replay its receipts: {reason}")]
+    Quarantined {
+        /// The tenant.
+        tenant: TenantId,
+        /// The first receipt that could not be replayed, and why.
+        reason: String,
     },
     /// A ledger record does not continue its tenant's chain.
     #[error("ledger record of tenant `{tenant}` has seq `{seq}`, expected `{expected}`")]
@@ -264,6 +281,10 @@ pub struct Registry {
     appended: AtomicU64,
     /// Serializes checkpoints, so marks reach the ledger in order.
     checkpointing: Mutex<()>,
+    /// Tenants whose receipts recovery could not replay, with why.
+    quarantine: Mutex<BTreeMap<TenantId, String>>,
+    /// Whether `quarantine` is non-empty (so inputs rarely lock it).
+    any_quarantined: AtomicBool,
 }
 
 impl fmt::Debug for Registry {
@@ -298,7 +319,31 @@ impl Registry {
             count: AtomicUsize::new(0),
             appended: AtomicU64::new(0),
             checkpointing: Mutex::new(()),
+            quarantine: Mutex::new(BTreeMap::new()),
+            any_quarantined: AtomicBool::new(false),
         }
+    }
+
+    /// Why `tenant` is quarantined, if it is.
+    pub fn quarantined(&self, tenant: &TenantId) -> Option<String> {
+        if !self.any_quarantined.load(Ordering::Acquire) {
+            return None;
+        }
+        self.quarantine
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(tenant)
+            .cloned()
+    }
+
+    /// Quarantines `tenant` (keeping the first reason).
+    fn quarantine(&self, tenant: &TenantId, reason: String) {
+        self.quarantine
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(tenant.clone())
+            .or_insert(reason);
+        self.any_quarantined.store(true, Ordering::Release);
     }
 
     /// The policy pack.

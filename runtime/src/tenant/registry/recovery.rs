@@ -1,23 +1,85 @@
 //! Checkpoints and recovery: [`Registry::checkpoint`] stores every tenant's
-//! state; [`Registry::recover`] loads it and replays the records after it.
+//! state; [`Registry::recover`] checks it against the ledger, loads it and
+//! replays the records after it, or replays the whole log when the
+//! checkpoint contradicts the ledger or the pack.
+//!
+//! A checkpoint is a cache, not evidence: anyone who can write the ledger
+//! directory can rewrite it (its CRC only catches accidents). What recovery
+//! can check without replaying is checked: every tenant's (seq, hash)
+//! against the ledger's own record at the mark, the tenant set against the
+//! ledger's, and every id against the pack.
 
-use std::sync::atomic::Ordering;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{MutexGuard, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
 use super::{Registry, RegistryError, Shard, Tenant, TenantState};
 use crate::fsm::Event;
-use crate::ledger::{Head, LedgerError, Record, Recovered};
+use crate::ledger::{
+    CheckpointProblem, Head, LedgerError, Record, Recovered, StoredCheckpoint, VerifyOptions,
+    VerifyReport,
+};
 use crate::receipt::{self, Carried, ReceiptError};
+use crate::report::error_chain;
+use crate::sku::PolicyPack;
 use crate::tenant::TenantId;
 
 /// Checkpoint blob format version (2: dedupe ids carry their decision
 /// time, tenants their last decision time).
 const CHECKPOINT_VERSION: u32 = 2;
 
+/// How a checkpoint contradicts the ledger or the policy pack: the first
+/// contradiction, in tenant id order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointMismatch {
+    /// The tenant it is wrong about (`None`: the blob as a whole, e.g. unreadable).
+    pub tenant: Option<TenantId>,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl fmt::Display for CheckpointMismatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.tenant {
+            Some(tenant) => write!(f, "tenant `{tenant}`: {}", self.reason),
+            None => f.write_str(&self.reason),
+        }
+    }
+}
+
+impl CheckpointMismatch {
+    fn tenant(tenant: &TenantId, reason: impl Into<String>) -> CheckpointMismatch {
+        CheckpointMismatch {
+            tenant: Some(tenant.clone()),
+            reason: reason.into(),
+        }
+    }
+
+    fn blob(reason: impl Into<String>) -> CheckpointMismatch {
+        CheckpointMismatch {
+            tenant: None,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<CheckpointMismatch> for CheckpointProblem {
+    fn from(mismatch: CheckpointMismatch) -> CheckpointProblem {
+        CheckpointProblem {
+            tenant: mismatch
+                .tenant
+                .as_ref()
+                .map_or_else(String::new, ToString::to_string),
+            reason: mismatch.reason,
+        }
+    }
+}
+
 /// Counts from [`Registry::recover`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecoveryStats {
     /// Tenants loaded from the checkpoint blob.
     pub from_checkpoint: usize,
@@ -32,6 +94,16 @@ pub struct RecoveryStats {
     pub diverged: u64,
     /// Tenants in the registry afterwards.
     pub tenants: usize,
+    /// Why the checkpoint was not used, when it contradicted the ledger or
+    /// the pack (its first mismatch): every record was replayed from the
+    /// start of the log instead. `None` when it was used (or there was none).
+    pub checkpoint_rejected: Option<CheckpointMismatch>,
+    /// Tenants quarantined because one of their receipts could not be
+    /// replayed (in the order found); see [`Registry::quarantined`].
+    pub quarantined: Vec<TenantId>,
+    /// Records of quarantined tenants that were not replayed, the first
+    /// failing one of each included (never skipped silently).
+    pub unreplayed: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -65,7 +137,14 @@ impl Registry {
         let mut tenants: Vec<(TenantId, TenantState)> = Vec::with_capacity(self.len());
         for shard in guards {
             // This shard changed nothing since the mark: copy it and let it go.
-            tenants.extend(shard.iter().map(|(id, t)| (id.clone(), t.export())));
+            // A tenant whose first append failed has no receipt: nothing to
+            // recover, and the ledger would not vouch for it.
+            tenants.extend(
+                shard
+                    .iter()
+                    .filter(|(_, t)| t.head.seq > 0)
+                    .map(|(id, t)| (id.clone(), t.export())),
+            );
         }
         tenants.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         let count = tenants.len();
@@ -87,13 +166,32 @@ impl Registry {
     /// it through the same step function as the ledger reads them (records a
     /// tenant's checkpointed head already covers are skipped). Recovered
     /// tenants resume their state; nothing is written.
+    ///
+    /// The checkpoint is checked first (see [`check_checkpoint`]); if it
+    /// contradicts the ledger or the pack, it is not used: every record is
+    /// replayed from the start of the log, a warning names the first
+    /// mismatch, and [`RecoveryStats::checkpoint_rejected`] holds it. A
+    /// checkpoint of another SKU or spec is refused
+    /// ([`RegistryError::CheckpointSku`]): that is the wrong ledger.
+    ///
+    /// A tenant whose receipt cannot be replayed is quarantined (see
+    /// [`RecoveryStats::quarantined`]); the ledger's own errors (damage it
+    /// found) still fail recovery.
     pub fn recover(&self) -> Result<RecoveryStats, RegistryError> {
         let mut stats = RecoveryStats::default();
         // The ledger's visitor speaks `LedgerError`; keep our own error here.
         let mut failure = None;
+        let mut rejected = None;
         let result = self.ledger.recover(&mut |item| {
             let outcome = match item {
-                Recovered::Checkpoint(blob) => self.load_checkpoint(blob, &mut stats),
+                Recovered::Checkpoint(stored) => match self.load_checkpoint(stored, &mut stats) {
+                    Ok(Err(mismatch)) => {
+                        rejected = Some(mismatch);
+                        return Err(LedgerError::Interrupted);
+                    }
+                    Ok(Ok(())) => Ok(()),
+                    Err(error) => Err(error),
+                },
                 Recovered::Record(record) => self.replay(record, &mut stats),
             };
             outcome.map_err(|error| {
@@ -104,33 +202,61 @@ impl Registry {
         if let Some(error) = failure {
             return Err(error);
         }
-        result.map_err(RegistryError::Ledger)?;
+        if let Some(mismatch) = rejected {
+            tracing::warn!(
+                mismatch = %mismatch,
+                "checkpoint contradicts the ledger: ignoring it and replaying every receipt from the start of the log"
+            );
+            // Nothing was loaded: the blob is checked whole before any tenant is.
+            stats = RecoveryStats {
+                checkpoint_rejected: Some(mismatch),
+                ..RecoveryStats::default()
+            };
+            let result = self.ledger.scan(&mut |record| {
+                self.replay(record, &mut stats).map_err(|error| {
+                    failure = Some(error);
+                    LedgerError::Interrupted
+                })
+            });
+            if let Some(error) = failure {
+                return Err(error);
+            }
+            result.map_err(RegistryError::Ledger)?;
+        } else {
+            result.map_err(RegistryError::Ledger)?;
+        }
         stats.tenants = self.len();
         Ok(stats)
     }
 
-    /// Loads the tenants of a checkpoint blob (before any record is replayed).
-    fn load_checkpoint(&self, blob: &[u8], stats: &mut RecoveryStats) -> Result<(), RegistryError> {
-        /// The version alone, read before the rest (whose shape depends on it).
-        #[derive(Deserialize)]
-        struct Version {
-            v: u32,
-        }
-        let version: Version = serde_json::from_slice(blob).map_err(RegistryError::Checkpoint)?;
-        if version.v != CHECKPOINT_VERSION {
-            return Err(RegistryError::CheckpointVersion {
-                found: version.v,
-                expected: CHECKPOINT_VERSION,
-            });
-        }
-        let checkpoint: Checkpoint =
-            serde_json::from_slice(blob).map_err(RegistryError::Checkpoint)?;
-        let sku = self.pack.sku();
-        if checkpoint.sku != sku.id || checkpoint.spec_sha256 != sku.spec_sha256 {
-            return Err(RegistryError::CheckpointSku {
-                expected: format!("{} ({})", sku.id, sku.spec_sha256),
-                found: format!("{} ({})", checkpoint.sku, checkpoint.spec_sha256),
-            });
+    /// Verifies every chain of the ledger and judges its checkpoint against
+    /// them (see [`check_checkpoint`]); stops early once `cancel` is set.
+    pub fn verify(&self, cancel: Option<&AtomicBool>) -> Result<VerifyReport, LedgerError> {
+        let pack = self.pack;
+        let judge = move |stored: &StoredCheckpoint| {
+            check_checkpoint(pack, stored)
+                .err()
+                .map(CheckpointProblem::from)
+        };
+        self.ledger.verify_with(&VerifyOptions {
+            cancel,
+            checkpoint: Some(&judge),
+        })
+    }
+
+    /// Checks the checkpoint and, if it holds, loads its tenants (before any
+    /// record is replayed); `Ok(Err(_))`: it does not hold, nothing loaded.
+    fn load_checkpoint(
+        &self,
+        stored: &StoredCheckpoint,
+        stats: &mut RecoveryStats,
+    ) -> Result<Result<(), CheckpointMismatch>, RegistryError> {
+        let checkpoint = match decode(self.pack, &stored.blob)? {
+            Ok(checkpoint) => checkpoint,
+            Err(mismatch) => return Ok(Err(mismatch)),
+        };
+        if let Err(mismatch) = check(self.pack, &checkpoint, &stored.heads) {
+            return Ok(Err(mismatch));
         }
         stats.from_checkpoint = checkpoint.tenants.len();
         for (id, state) in checkpoint.tenants {
@@ -142,12 +268,40 @@ impl Registry {
                 self.count.fetch_add(1, Ordering::AcqRel);
             }
         }
-        Ok(())
+        Ok(Ok(()))
     }
 
     /// Steps one recovered record into its tenant (skipped if the
-    /// checkpoint already covers it).
+    /// checkpoint already covers it). A record that cannot be replayed
+    /// quarantines its tenant (the log itself is intact: the ledger checked
+    /// every frame and chain); that tenant's later records are counted as
+    /// unreplayed, and the other tenants recover normally.
     fn replay(&self, record: &Record, stats: &mut RecoveryStats) -> Result<(), RegistryError> {
+        stats.records += 1;
+        if self.quarantined(&record.tenant).is_some() {
+            stats.unreplayed += 1;
+            return Ok(());
+        }
+        match self.step_record(record, stats) {
+            Err(error @ (RegistryError::Receipt { .. } | RegistryError::Gap { .. })) => {
+                let reason = error_chain(&error);
+                tracing::warn!(
+                    tenant = %record.tenant,
+                    seq = record.seq,
+                    error = %reason,
+                    "quarantining a tenant whose receipt cannot be replayed: its inputs are refused until a restart replays it; run `ledger verify`"
+                );
+                self.quarantine(&record.tenant, reason);
+                stats.quarantined.push(record.tenant.clone());
+                stats.unreplayed += 1;
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// [`Registry::replay`] of a record whose tenant is not quarantined.
+    fn step_record(&self, record: &Record, stats: &mut RecoveryStats) -> Result<(), RegistryError> {
         let pack = self.pack;
         let receipt_error = |source| RegistryError::Receipt {
             tenant: record.tenant.clone(),
@@ -163,7 +317,6 @@ impl Registry {
                 stored_seq: record.seq,
             }));
         }
-        stats.records += 1;
         let mut shard = self.shard(&parsed.tenant);
         let t = match shard.get_mut(&parsed.tenant) {
             Some(t) => t,
@@ -212,4 +365,112 @@ impl Registry {
         t.last_at = t.last_at.max(parsed.at);
         Ok(())
     }
+}
+
+/// Decodes a checkpoint blob: an error for another SKU or spec (the wrong
+/// ledger), a mismatch for a blob that does not decode.
+fn decode(
+    pack: &dyn PolicyPack,
+    blob: &[u8],
+) -> Result<Result<Checkpoint, CheckpointMismatch>, RegistryError> {
+    let checkpoint: Checkpoint = match serde_json::from_slice(blob) {
+        Ok(checkpoint) => checkpoint,
+        Err(error) => {
+            return Ok(Err(CheckpointMismatch::blob(format!(
+                "checkpoint blob does not decode: {error}"
+            ))));
+        }
+    };
+    let sku = pack.sku();
+    if checkpoint.sku != sku.id || checkpoint.spec_sha256 != sku.spec_sha256 {
+        return Err(RegistryError::CheckpointSku {
+            expected: format!("{} ({})", sku.id, sku.spec_sha256),
+            found: format!("{} ({})", checkpoint.sku, checkpoint.spec_sha256),
+        });
+    }
+    if checkpoint.v != CHECKPOINT_VERSION {
+        return Ok(Err(CheckpointMismatch::blob(format!(
+            "checkpoint blob version `{}` is not `{CHECKPOINT_VERSION}`",
+            checkpoint.v
+        ))));
+    }
+    Ok(Ok(checkpoint))
+}
+
+/// Checks a decoded checkpoint against the ledger's `heads` at its mark and
+/// against the pack: the same tenants, each with the ledger's (seq, hash),
+/// every id in range. Returns the first mismatch in tenant id order.
+fn check(
+    pack: &dyn PolicyPack,
+    checkpoint: &Checkpoint,
+    heads: &BTreeMap<TenantId, Head>,
+) -> Result<(), CheckpointMismatch> {
+    let missing = |tenant: &TenantId, head: &Head| {
+        CheckpointMismatch::tenant(
+            tenant,
+            format!(
+                "the ledger has its receipts up to seq `{}` before the mark, the checkpoint lacks it",
+                head.seq
+            ),
+        )
+    };
+    let mut log = heads.iter().peekable();
+    let mut previous: Option<&TenantId> = None;
+    for (tenant, state) in &checkpoint.tenants {
+        if previous.is_some_and(|p| p >= tenant) {
+            return Err(CheckpointMismatch::tenant(
+                tenant,
+                "listed out of order or twice in the checkpoint",
+            ));
+        }
+        previous = Some(tenant);
+        // Ledger tenants before this one are missing from the checkpoint.
+        if let Some((id, head)) = log.next_if(|(id, _)| *id < tenant) {
+            return Err(missing(id, head));
+        }
+        let Some((_, head)) = log.next_if(|(id, _)| *id == tenant) else {
+            return Err(CheckpointMismatch::tenant(
+                tenant,
+                format!(
+                    "the checkpoint has it at seq `{}`, the ledger has no receipt of it before the mark",
+                    state.seq
+                ),
+            ));
+        };
+        if (state.seq, state.hash) != (head.seq, head.hash) {
+            return Err(CheckpointMismatch::tenant(
+                tenant,
+                format!(
+                    "the checkpoint has its head at seq `{}` hash `{}`, the ledger at seq `{}` hash `{}`",
+                    state.seq,
+                    hex::encode(state.hash),
+                    head.seq,
+                    hex::encode(head.hash)
+                ),
+            ));
+        }
+        state
+            .governor
+            .check(pack, state.seq)
+            .map_err(|reason| CheckpointMismatch::tenant(tenant, reason))?;
+    }
+    match log.next() {
+        Some((id, head)) => Err(missing(id, head)),
+        None => Ok(()),
+    }
+}
+
+/// Checks a stored checkpoint against the ledger's heads at its mark and
+/// against `pack`, as [`Registry::recover`] does before using it (a blob of
+/// another SKU or spec is a mismatch here). For `ledger verify`.
+pub fn check_checkpoint(
+    pack: &dyn PolicyPack,
+    stored: &StoredCheckpoint,
+) -> Result<(), CheckpointMismatch> {
+    let checkpoint = match decode(pack, &stored.blob) {
+        Ok(Ok(checkpoint)) => checkpoint,
+        Ok(Err(mismatch)) => return Err(mismatch),
+        Err(error) => return Err(CheckpointMismatch::blob(error.to_string())),
+    };
+    check(pack, &checkpoint, &stored.heads)
 }

@@ -26,7 +26,7 @@ fn recovered(ledger: &dyn Ledger) -> Vec<Seen> {
     ledger
         .recover(&mut |item| {
             seen.push(match item {
-                Recovered::Checkpoint(bytes) => blob(bytes),
+                Recovered::Checkpoint(stored) => blob(&stored.blob),
                 Recovered::Record(r) => rec(r.tenant.as_str(), r.seq),
             });
             Ok(())
@@ -92,6 +92,38 @@ fn checkpoint_then_recover_visits_only_the_tail() {
     assert_eq!(records, 1);
 }
 
+/// The heads recovery hands over beside the blob.
+fn heads_at_mark(ledger: &dyn Ledger) -> Vec<(String, Head)> {
+    let mut heads = None;
+    ledger
+        .recover(&mut |item| {
+            if let Recovered::Checkpoint(stored) = item {
+                heads = Some(
+                    stored
+                        .heads
+                        .iter()
+                        .map(|(t, h)| (t.to_string(), *h))
+                        .collect(),
+                );
+            }
+            Ok(())
+        })
+        .unwrap();
+    heads.expect("no checkpoint")
+}
+
+/// Tenant `t`'s head after its receipt `seq`, read back from the ledger.
+fn head_of(ledger: &dyn Ledger, t: &str, seq: u64) -> (String, Head) {
+    let record = &ledger.read(&tenant(t), seq - 1, 1).unwrap()[0];
+    (
+        t.to_owned(),
+        Head {
+            seq,
+            hash: record.hash,
+        },
+    )
+}
+
 #[test]
 fn a_checkpoint_at_an_earlier_mark_replays_every_record_after_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -119,11 +151,22 @@ fn a_checkpoint_at_an_earlier_mark_replays_every_record_after_it() {
             // Stored after the later appends, it still stands for the 4 before the mark.
             ledger.checkpoint(mark, b"at-4").unwrap();
             assert_eq!(recovered(ledger), expected());
+            // The heads beside the blob are those at the mark, not the current ones
+            // (`c` had no receipt yet).
+            let at_mark = vec![head_of(ledger, "a", 2), head_of(ledger, "b", 2)];
+            assert_eq!(heads_at_mark(ledger), at_mark);
         }
     }
     // The file checkpoint's position is a record boundary the reopened log agrees with.
     let file = FileLedger::open(dir.path(), fast_options()).unwrap();
     assert_eq!(recovered(&file), expected());
+    // Noted by open's scan this time, and the same.
+    drop(file);
+    let file = FileLedger::open(dir.path(), fast_options()).unwrap();
+    let at_mark = vec![head_of(&file, "a", 2), head_of(&file, "b", 2)];
+    assert_eq!(heads_at_mark(&file), at_mark);
+    // A second recovery (open's note is used up) computes them again.
+    assert_eq!(heads_at_mark(&file), at_mark);
     assert_eq!(verify_dir(dir.path()).unwrap().first_bad, None);
 }
 
@@ -203,4 +246,67 @@ fn stale_and_foreign_marks_are_refused() {
     let err = file.checkpoint(old, b"stale").unwrap_err();
     assert!(matches!(err, LedgerError::StaleMark { .. }), "{err}");
     assert_eq!(recovered(&file), [blob(b"newer-2")]);
+}
+
+#[test]
+fn verification_stops_at_the_next_record_once_cancelled() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use ggen_runtime::ledger::{CheckpointProblem, StoredCheckpoint, VerifyOptions};
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = FileLedger::open(dir.path(), fast_options()).unwrap();
+    let mem = MemoryLedger::new();
+    for ledger in [&file as &dyn Ledger, &mem] {
+        for i in 0..4 {
+            append_next(ledger, &tenant(["a", "b"][i % 2]), "before");
+        }
+        ledger.checkpoint(ledger.mark().unwrap(), b"at-4").unwrap();
+        for i in 0..6 {
+            append_next(ledger, &tenant(["a", "b"][i % 2]), "after");
+        }
+        // Cancelled before it starts: not one record is read.
+        let cancel = AtomicBool::new(true);
+        let options = VerifyOptions {
+            cancel: Some(&cancel),
+            checkpoint: None,
+        };
+        let err = ledger.verify_with(&options).unwrap_err();
+        assert!(
+            matches!(err, LedgerError::Cancelled { visited: 0 }),
+            "{err}"
+        );
+        // Cancelled midway (by the judge, called at the checkpoint's mark):
+        // it stops there, 4 records in, not at the end of the log.
+        let cancel = AtomicBool::new(false);
+        let judge = |stored: &StoredCheckpoint| -> Option<CheckpointProblem> {
+            assert_eq!((stored.records, &stored.blob[..]), (4, &b"at-4"[..]));
+            cancel.store(true, Ordering::Relaxed);
+            None
+        };
+        let options = VerifyOptions {
+            cancel: Some(&cancel),
+            checkpoint: Some(&judge),
+        };
+        let err = ledger.verify_with(&options).unwrap_err();
+        assert!(
+            matches!(err, LedgerError::Cancelled { visited: 4 }),
+            "{err}"
+        );
+        // Not cancelled: all 10, and the judge's verdict in the report.
+        let judge = |_: &StoredCheckpoint| {
+            Some(CheckpointProblem {
+                tenant: "a".into(),
+                reason: "judged".into(),
+            })
+        };
+        let report = ledger
+            .verify_with(&VerifyOptions {
+                cancel: None,
+                checkpoint: Some(&judge),
+            })
+            .unwrap();
+        assert_eq!((report.receipts, report.first_bad), (10, None));
+        assert_eq!(report.checkpoint.unwrap().reason, "judged");
+    }
 }
