@@ -154,7 +154,9 @@ async fn a_refused_connection_is_retried_then_fails() {
     let results = h.receipts_of(&t, "action_result");
     let detail = results[0]["event"]["detail"].as_str().unwrap();
     assert!(
-        detail.contains("webhook request failed") && detail.contains("attempt 3/3"),
+        detail.contains("webhook request to `http://127.0.0.1:")
+            && detail.contains("failed")
+            && detail.contains("attempt 3/3"),
         "{detail}"
     );
     assert_eq!(h.state(&t).name(), "degraded");
@@ -188,4 +190,81 @@ async fn no_url_anywhere_is_a_permanent_failure() {
     let detail = results[0]["event"]["detail"].as_str().unwrap();
     assert!(detail.contains("no webhook url"), "{detail}");
     assert_eq!(h.state(&t).name(), "degraded");
+}
+
+/// Log output of this thread's `tracing` events (a current-thread test
+/// runtime runs the dispatcher's tasks on it too).
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// `url` (`http://127.0.0.1:PORT/hook`) with a secret in its userinfo, path and query.
+fn with_secrets(url: &str) -> String {
+    let rest = url.strip_prefix("http://").unwrap();
+    let (authority, _) = rest.split_once('/').unwrap();
+    format!("http://user:s3cret-user@{authority}/hook/s3cret-path?token=s3cret-query")
+}
+
+#[tokio::test]
+async fn secrets_in_a_webhook_url_reach_neither_receipts_nor_logs() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let target = Target::failing(1, 503).await;
+    let answering = with_secrets(&target.url);
+    let refused = with_secrets(&refused_url().await);
+    // A scheme reqwest refuses: its builder error names the whole URL.
+    let unsupported = answering.replacen("http://", "ftp://", 1);
+    for (url, expected) in [
+        (&refused, "failed"),
+        (&unsupported, "invalid webhook request to `ftp://127.0.0.1:"),
+        (&answering, "answered `200` (attempt 2/2)"),
+    ] {
+        let params = serde_json::json!({ "url": url }).to_string();
+        let h = Harness::new(webhook_pack(params, 2000, 1, 0), None, None);
+        let t = tenant("acme");
+        h.signal(&t, 120.0, 0);
+        h.settle().await;
+
+        // Every receipt, not only the result: the action receipt must not
+        // carry the URL either.
+        let receipts = serde_json::to_string(&h.receipts(&t)).unwrap();
+        assert!(!receipts.contains("s3cret"), "{url}: {receipts}");
+        let results = h.receipts_of(&t, "action_result");
+        let detail = results[0]["event"]["detail"].as_str().unwrap();
+        assert!(detail.contains(expected), "{detail}");
+        // The target is still named, by scheme, host and port.
+        let host = url.split_once('@').unwrap().1.split_once('/').unwrap().0;
+        assert!(detail.contains(&format!("://{host}`")), "{detail}");
+    }
+    assert_eq!(
+        target.hits().len(),
+        2,
+        "the redaction must not change the request"
+    );
+    let logs = logs.text();
+    assert!(logs.contains("action finished"), "no log captured: {logs}");
+    assert!(!logs.contains("s3cret"), "{logs}");
 }
