@@ -121,3 +121,29 @@ fn a_clean_spec_deserializes_with_defaults() {
     assert_eq!(source.path, "../specs/cost_guard.json");
     assert_eq!(source.sha256.len(), 64);
 }
+
+/// The published schema on its own, as an editor uses it: every fixture that
+/// differs from a valid spec only by its `spec_version` is flagged.
+#[test]
+fn the_published_schema_pins_spec_version_1() {
+    let schema: serde_json::Value = serde_json::from_str(validate::SKU_SCHEMA).unwrap();
+    let validator = jsonschema::draft202012::new(&schema).unwrap();
+    let specs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../specs");
+    let spec: serde_json::Value =
+        serde_json::from_str(&fs_err::read_to_string(specs.join("cost_guard.json")).unwrap())
+            .unwrap();
+    assert!(validator.is_valid(&spec), "a repository spec must be valid");
+    for version in [
+        serde_json::json!(2),
+        serde_json::json!(0),
+        serde_json::json!("1"),
+        serde_json::json!(1.5),
+    ] {
+        let mut spec = spec.clone();
+        spec["spec_version"] = version.clone();
+        assert!(
+            !validator.is_valid(&spec),
+            "spec_version `{version}` passed the published schema"
+        );
+    }
+}
