@@ -4,3 +4,4 @@ mod model;
 mod props;
 mod registry;
 mod sku;
+mod table;
