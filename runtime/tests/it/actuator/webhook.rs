@@ -192,28 +192,6 @@ async fn no_url_anywhere_is_a_permanent_failure() {
     assert_eq!(h.state(&t).name(), "degraded");
 }
 
-/// Log output of this thread's `tracing` events (a current-thread test
-/// runtime runs the dispatcher's tasks on it too).
-#[derive(Clone, Default)]
-struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
 /// `url` (`http://127.0.0.1:PORT/hook`) with a secret in its userinfo, path and query.
 fn with_secrets(url: &str) -> String {
     let rest = url.strip_prefix("http://").unwrap();
@@ -221,17 +199,12 @@ fn with_secrets(url: &str) -> String {
     format!("http://user:s3cret-user@{authority}/hook/s3cret-path?token=s3cret-query")
 }
 
-#[tokio::test]
-async fn secrets_in_a_webhook_url_reach_neither_receipts_nor_logs() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || writer.clone())
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+/// Env var that makes [`secrets_child`] run.
+const SECRETS_CHILD: &str = "GGEN_IT_WEBHOOK_SECRETS_CHILD";
 
+/// Webhooks to URLs with secrets, through a loopback target: receipts are
+/// checked here, logs (every level, on stderr) by the parent.
+async fn secrets_scenario() {
     let target = Target::failing(1, 503).await;
     let answering = with_secrets(&target.url);
     let refused = with_secrets(&refused_url().await);
@@ -264,7 +237,45 @@ async fn secrets_in_a_webhook_url_reach_neither_receipts_nor_logs() {
         2,
         "the redaction must not change the request"
     );
-    let logs = logs.text();
+}
+
+/// Not a test: the process [`secrets_in_a_webhook_url_reach_neither_receipts_nor_logs`]
+/// runs (this test binary re-executed), so that its global log subscriber
+/// sees every event and no other test's.
+#[test]
+#[ignore = "entry point of a child process"]
+fn secrets_child() {
+    if std::env::var_os(SECRETS_CHILD).is_none() {
+        return;
+    }
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .finish();
+    tracing::subscriber::set_global_default(subscriber).unwrap();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(secrets_scenario());
+}
+
+#[test]
+fn secrets_in_a_webhook_url_reach_neither_receipts_nor_logs() {
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "actuator::webhook::secrets_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(SECRETS_CHILD, "1")
+        .output()
+        .unwrap();
+    let logs = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "the child failed:\n{logs}");
     assert!(logs.contains("action finished"), "no log captured: {logs}");
     assert!(!logs.contains("s3cret"), "{logs}");
 }
