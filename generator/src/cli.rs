@@ -2,7 +2,7 @@
 //! command, print the result and map it to an exit code (0 ok, 1 invalid
 //! input or drift, 2 internal error). The only module that prints.
 //!
-//! Standard output goes through [`Stdout`]: a reader that goes away
+//! Standard output goes through `Stdout`: a reader that goes away
 //! (`ggen build --dry-run | head`) ends the output quietly and the exit code
 //! is the command's own, as with cargo; any other failure to write it is an
 //! internal error (exit 2).

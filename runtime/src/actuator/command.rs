@@ -168,7 +168,8 @@ fn escaped(c: char, into: &mut String) {
 
 /// The end of a child's stderr as it goes into a receipt: trimmed, at most
 /// [`STDERR_KEPT`] bytes, cut on a character boundary (invalid UTF-8 shows as
-/// `U+FFFD`), characters [escaped]; a leading `…` says the start was cut.
+/// `U+FFFD`), control and bidirectional-formatting characters escaped; a
+/// leading `…` says the start was cut.
 /// `dropped` says bytes before `tail` were already thrown away.
 pub fn stderr_tail(tail: &[u8], dropped: bool) -> String {
     // After a drop, leading continuation bytes end a character that was cut.
