@@ -23,7 +23,7 @@ use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::process::Stdio;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 
@@ -98,9 +98,10 @@ pub fn argv(call: &ActionCall) -> Result<(String, Vec<String>), String> {
 }
 
 /// The names `params.env` lists (the variables the child may see besides
-/// `PATH`), or why they are invalid.
-pub fn env_names(call: &ActionCall) -> Result<Vec<String>, String> {
-    let items = match call.params.get("env") {
+/// `PATH`), or why they are invalid. `ggen validate` applies the same check
+/// to specs.
+pub fn env_names(params: &Map<String, Value>) -> Result<Vec<String>, String> {
+    let items = match params.get("env") {
         None => return Ok(Vec::new()),
         Some(Value::Array(items)) => items,
         Some(_) => return Err("`params.env` must be an array of variable names".to_owned()),
@@ -216,7 +217,7 @@ impl CommandActuator {
             Ok(argv) => argv,
             Err(detail) => return Outcome::permanent(detail),
         };
-        let names = match env_names(call) {
+        let names = match env_names(&call.params) {
             Ok(names) => names,
             Err(detail) => return Outcome::permanent(detail),
         };
@@ -291,6 +292,10 @@ mod tests {
         retries: 0,
     };
 
+    fn call_params(params: &str) -> Map<String, Value> {
+        call(params).params
+    }
+
     fn call(params: &str) -> ActionCall {
         let Value::Object(params) = serde_json::from_str(params).unwrap() else {
             panic!("params must be an object");
@@ -354,9 +359,15 @@ mod tests {
 
     #[test]
     fn env_names_are_checked_and_governor_secrets_refused() {
-        let names = env_names(&call(r#"{"program":"x","env":["JOBCTL_TOKEN","HOME"]}"#));
+        let names = env_names(&call_params(
+            r#"{"program":"x","env":["JOBCTL_TOKEN","HOME"]}"#,
+        ));
         assert_eq!(names.unwrap(), ["JOBCTL_TOKEN", "HOME"]);
-        assert!(env_names(&call(r#"{"program":"x"}"#)).unwrap().is_empty());
+        assert!(
+            env_names(&call_params(r#"{"program":"x"}"#))
+                .unwrap()
+                .is_empty()
+        );
         for params in [
             r#"{"program":"x","env":"HOME"}"#,
             r#"{"program":"x","env":[1]}"#,
@@ -364,12 +375,14 @@ mod tests {
             r#"{"program":"x","env":["A=B"]}"#,
         ] {
             assert_eq!(
-                env_names(&call(params)).unwrap_err(),
+                env_names(&call_params(params)).unwrap_err(),
                 "`params.env` must be an array of variable names",
                 "{params}"
             );
         }
-        let error = env_names(&call(r#"{"program":"x","env":["GOVERNOR_AUTH_TOKEN"]}"#));
+        let error = env_names(&call_params(
+            r#"{"program":"x","env":["GOVERNOR_AUTH_TOKEN"]}"#,
+        ));
         assert!(
             error.unwrap_err().contains("`GOVERNOR_AUTH_TOKEN`"),
             "a listed secret must be refused"
