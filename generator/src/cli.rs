@@ -1,8 +1,13 @@
 //! The `ggen` command line: parse arguments, call one library function per
 //! command, print the result and map it to an exit code (0 ok, 1 invalid
 //! input or drift, 2 internal error). The only module that prints.
+//!
+//! Standard output goes through `Stdout`: a reader that goes away
+//! (`ggen build --dry-run | head`) ends the output quietly and the exit code
+//! is the command's own, as with cargo; any other failure to write it is an
+//! internal error (exit 2).
 
-use std::io::Write as _;
+use std::io::{self, StdoutLock, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -99,7 +104,58 @@ pub fn main() -> ExitCode {
     ExitCode::from(run(&cli))
 }
 
-fn print_error(format: Format, error: &BuildError) {
+/// Standard output that stops writing at its first error and keeps it, so
+/// that printing never panics (`println!` does on a closed pipe) and the
+/// command still ends with its own exit code.
+struct Stdout {
+    inner: StdoutLock<'static>,
+    error: Option<io::Error>,
+}
+
+impl Stdout {
+    fn new() -> Stdout {
+        Stdout {
+            inner: io::stdout().lock(),
+            error: None,
+        }
+    }
+
+    /// `code`, or 2 after a write error other than a closed pipe (reported on stderr).
+    fn finish(mut self, code: u8) -> u8 {
+        let _ = self.flush();
+        match self.error {
+            None => code,
+            Some(e) if e.kind() == io::ErrorKind::BrokenPipe => code,
+            Some(e) => {
+                eprintln!("error: writing to stdout failed: {e}");
+                2
+            }
+        }
+    }
+}
+
+impl Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.error.is_none()
+            && let Err(e) = self.inner.write_all(buf)
+        {
+            self.error = Some(e);
+        }
+        // Swallowed: the error is reported once, by `finish`.
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.error.is_none()
+            && let Err(e) = self.inner.flush()
+        {
+            self.error = Some(e);
+        }
+        Ok(())
+    }
+}
+
+fn print_error(out: &mut Stdout, format: Format, error: &BuildError) {
     match (format, error) {
         (Format::Json, _) => {
             let diagnostics = match error {
@@ -111,7 +167,7 @@ fn print_error(format: Format, error: &BuildError) {
                 "error": diagnostic::error_chain(error),
                 "diagnostics": diagnostics,
             });
-            println!("{doc:#}");
+            let _ = writeln!(out, "{doc:#}");
         }
         (Format::Text, BuildError::Invalid(found)) => {
             let mut err = std::io::stderr().lock();
@@ -128,16 +184,18 @@ fn print_error(format: Format, error: &BuildError) {
 
 /// Runs one parsed command line; returns the exit code.
 pub fn run(cli: &Cli) -> u8 {
-    match execute(cli) {
+    let mut out = Stdout::new();
+    let code = match execute(cli, &mut out) {
         Ok(code) => code,
         Err(error) => {
-            print_error(cli.format, &error);
+            print_error(&mut out, cli.format, &error);
             error.exit_code()
         }
-    }
+    };
+    out.finish(code)
 }
 
-fn execute(cli: &Cli) -> Result<u8, BuildError> {
+fn execute(cli: &Cli, out: &mut Stdout) -> Result<u8, BuildError> {
     match &cli.command {
         Command::Validate { specs } => {
             let paths = if specs.is_empty() {
@@ -148,13 +206,13 @@ fn execute(cli: &Cli) -> Result<u8, BuildError> {
             let sources = pipeline::validate(&paths)?;
             let names: Vec<&str> = sources.iter().map(|s| s.path.as_str()).collect();
             match cli.format {
-                Format::Json => println!(
-                    "{:#}",
-                    json!({ "ok": true, "specs": names, "diagnostics": [] })
-                ),
+                Format::Json => {
+                    let doc = json!({ "ok": true, "specs": names, "diagnostics": [] });
+                    let _ = writeln!(out, "{doc:#}");
+                }
                 Format::Text => {
                     for name in names {
-                        println!("{name}: ok");
+                        let _ = writeln!(out, "{name}: ok");
                     }
                 }
             }
@@ -162,7 +220,7 @@ fn execute(cli: &Cli) -> Result<u8, BuildError> {
         }
         Command::Build {
             specs,
-            out,
+            out: out_dir,
             check,
             dry_run,
             force,
@@ -171,7 +229,7 @@ fn execute(cli: &Cli) -> Result<u8, BuildError> {
             let project = Project::open(&cli.config)?;
             let options = BuildOptions {
                 specs: specs.clone(),
-                out_dir: out.clone(),
+                out_dir: out_dir.clone(),
                 mode: if *check {
                     Mode::Check
                 } else if *dry_run {
@@ -185,7 +243,7 @@ fn execute(cli: &Cli) -> Result<u8, BuildError> {
                 }),
             };
             let report = pipeline::build(&project, &options)?;
-            print_report(cli.format, &report);
+            print_report(out, cli.format, &report);
             Ok(u8::from(report.mode == Mode::Check && report.has_drift()))
         }
         Command::Schema { kind } => {
@@ -193,24 +251,23 @@ fn execute(cli: &Cli) -> Result<u8, BuildError> {
                 SchemaKind::Spec => SKU_SCHEMA,
                 SchemaKind::Config => CONFIG_SCHEMA,
             };
-            print!("{}", text.trim_end());
-            println!();
+            let _ = writeln!(out, "{}", text.trim_end());
             Ok(0)
         }
         Command::Explain { spec } => {
-            print!("{}", pipeline::explain(spec)?);
+            let _ = write!(out, "{}", pipeline::explain(spec)?);
             Ok(0)
         }
         Command::Init { id } => {
             let root = cli.config.parent().unwrap_or(std::path::Path::new(""));
             let path = pipeline::init(root, id)?;
-            println!("wrote {}", crate::load::display_path(&path));
+            let _ = writeln!(out, "wrote {}", crate::load::display_path(&path));
             Ok(0)
         }
     }
 }
 
-fn print_report(format: Format, report: &BuildReport) {
+fn print_report(out: &mut Stdout, format: Format, report: &BuildReport) {
     let mut err = std::io::stderr().lock();
     for warning in &report.warnings {
         let _ = writeln!(err, "warning: {warning}");
@@ -225,10 +282,9 @@ fn print_report(format: Format, report: &BuildReport) {
             "warnings": report.warnings,
             "diff": if report.mode == Mode::Check { report.diffs() } else { String::new() },
         });
-        println!("{doc:#}");
+        let _ = writeln!(out, "{doc:#}");
         return;
     }
-    let mut out = std::io::stdout().lock();
     match report.mode {
         Mode::Check => {
             if report.has_drift() {

@@ -4,6 +4,8 @@
 
 use std::fmt::Write as _;
 
+use ggen_runtime::fsm::{self, Reason, Transition};
+
 use crate::escape::md;
 use crate::model::{Model, Profile};
 use crate::spec::Direction;
@@ -85,67 +87,76 @@ pub fn thresholds_markdown(model: &Model) -> String {
     out
 }
 
-/// The governor state machine (DESIGN §5) with this SKU's timings, as a
-/// fenced Mermaid `stateDiagram-v2` block.
-pub fn fsm_mermaid(model: &Model) -> String {
+/// The label of a charted transition, with this SKU's timings.
+///
+/// An exhaustive match: a reason added to the runtime needs a label here.
+fn label(model: &Model, transition: &Transition) -> String {
     let n = model.recovery_evaluations;
-    let mut out = String::from("```mermaid\nstateDiagram-v2\n");
-    let mut edge = |from: &str, to: &str, label: &str| {
-        let _ = writeln!(out, "    {from} --> {to}: {label}");
-    };
-    edge("[*]", "boot", "start");
-    edge("boot", "stable", "ledger recovered");
-    edge("stable", "warning", "warn, dwell met");
-    edge(
-        "stable",
-        "intervening",
-        "intervene, dwell met / dispatch actions",
-    );
-    edge(
-        "warning",
-        "intervening",
-        "intervene, dwell met / dispatch actions",
-    );
-    edge(
-        "warning",
-        "warning",
-        "intervene blocked by cooldown or hourly budget",
-    );
-    edge("intervening", "warning", "all actions confirmed");
-    edge(
-        "intervening",
-        "degraded",
-        &format!(
-            "action failed or no confirmation in {} s",
-            model.intervention_timeout_s
-        ),
-    );
-    edge(
-        "degraded",
-        "intervening",
-        &format!(
+    match transition.reason {
+        Reason::Evaluated if transition.to == "warning" => "warn (dwell met)".to_owned(),
+        Reason::Evaluated => "reading below warn".to_owned(),
+        Reason::EntitlementInactive => "entitlement not active".to_owned(),
+        Reason::RefuseLevel => "refuse level".to_owned(),
+        Reason::Dispatched => "intervene (dwell met) / dispatch actions".to_owned(),
+        Reason::Blocked if transition.from == "degraded" => {
+            "retry due but blocked (cooldown, hourly budget or no action)".to_owned()
+        }
+        Reason::Blocked => {
+            "intervene (dwell met) but blocked (cooldown, hourly budget or no action)".to_owned()
+        }
+        Reason::StormGuard => "further breaching signals / no re-dispatch".to_owned(),
+        Reason::RetryWait => "retry not due yet".to_owned(),
+        Reason::Recovered => format!("{n} evaluations past clear"),
+        Reason::RefusalLifted if model.entitlement_required => {
+            "entitlement active and below refuse".to_owned()
+        }
+        Reason::RefusalLifted => "below refuse".to_owned(),
+        Reason::StillRefusing => "still refusing".to_owned(),
+        Reason::Confirmed => "an action confirmed".to_owned(),
+        Reason::AllConfirmed => "all actions confirmed".to_owned(),
+        Reason::ActionFailed => "an action failed after its retries".to_owned(),
+        Reason::StaleResult => "stale action result".to_owned(),
+        Reason::InterventionTimeout => {
+            format!("no confirmation in {} s", model.intervention_timeout_s)
+        }
+        Reason::DegradedRetry => format!(
             "still breaching after {} s / dispatch again",
             model.degraded_retry_s
         ),
-    );
-    edge(
-        "warning",
-        "stable",
-        &format!("{n} evaluations past clear / undo actions"),
-    );
-    edge(
-        "degraded",
-        "stable",
-        &format!("{n} evaluations past clear / undo actions"),
-    );
-    for state in ["stable", "warning", "intervening", "degraded"] {
-        edge(state, "refusing", "refuse level");
+        Reason::EntitlementRecorded => "entitlement recorded".to_owned(),
+        Reason::OperatorReset => "operator reset".to_owned(),
     }
-    if model.entitlement_required {
-        edge("stable", "refusing", "entitlement not active");
-        edge("refusing", "stable", "entitlement active and below refuse");
-    } else {
-        edge("refusing", "stable", "below refuse");
+}
+
+/// The governor state machine (DESIGN §5) with this SKU's timings, as a
+/// fenced Mermaid `stateDiagram-v2` block.
+///
+/// Drawn from the runtime's transition table (`ggen_runtime::fsm`), which
+/// the runtime's tests prove equal to its transition function; transitions
+/// that cannot happen for this SKU (entitlement refusals without an
+/// entitlement requirement, a new tenant acting before it is entitled) are
+/// left out. One arrow per pair of states, its reasons joined by ` | `
+/// (Mermaid ends a label at `;` or `#`).
+pub fn fsm_mermaid(model: &Model) -> String {
+    let mut arrows: Vec<((&str, &str), Vec<String>)> = Vec::new();
+    for transition in fsm::transitions(model.entitlement_required) {
+        let pair = (transition.from, transition.to);
+        let text = label(model, transition);
+        match arrows.iter_mut().find(|(p, _)| *p == pair) {
+            Some((_, labels)) => labels.push(text),
+            None => arrows.push((pair, vec![text])),
+        }
+    }
+    let mut out = String::from("```mermaid\nstateDiagram-v2\n    [*] --> boot: new tenant\n");
+    for ((from, to), labels) in arrows {
+        // Every move into `stable` from a state that may have applied
+        // actions runs their undo.
+        let undo = if to == "stable" && from != "boot" {
+            " / undo actions"
+        } else {
+            ""
+        };
+        let _ = writeln!(out, "    {from} --> {to}: {}{undo}", labels.join(" | "));
     }
     out.push_str("```\n");
     out

@@ -182,9 +182,19 @@ fn schema_errors(
 ) -> Vec<Diagnostic> {
     validator
         .iter_errors(value)
+        .filter(|error| !explained_by_semantic(error))
         .flat_map(|error| describe(&error, Some(schema)))
         .map(|(pointer, message)| at(source, &pointer, message))
         .collect()
+}
+
+/// Whether the semantic layer reports `error` itself, with a better message:
+/// a numeric `spec_version` other than 1 (the schema pins `const: 1` for
+/// editors; ggen says which versions it reads).
+fn explained_by_semantic(error: &ValidationError<'_>) -> bool {
+    matches!(error.kind(), ValidationErrorKind::Constant { .. })
+        && error.instance_path().as_str() == "/spec_version"
+        && error.instance().is_number()
 }
 
 /// A schema error as (pointer, readable message) pairs.

@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeSet, VecDeque};
 use std::io::BufRead;
+use std::str::Utf8Error;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -191,13 +192,9 @@ pub struct Summary {
 /// process. Returns after the ledger is flushed.
 pub fn run(registry: &Registry, input: impl BufRead) -> Result<Summary, ReplayError> {
     let mut replay = Replay::default();
-    for (index, text) in input.lines().enumerate() {
-        let number = index + 1;
-        let text = text.map_err(|source| ReplayError::Read {
-            line: number,
-            source,
-        })?;
-        replay.line(registry, number, &text, &mut confirm_dispatches)?;
+    let mut lines = Lines::new(input);
+    while let Some((number, text)) = lines.next()? {
+        replay.line(registry, number, text, &mut confirm_dispatches)?;
     }
     replay.finish(registry)
 }
@@ -223,13 +220,9 @@ pub async fn run_live(
         dispatcher.spawn_all(registry, applied.dispatches);
         Ok(())
     };
-    for (index, text) in input.lines().enumerate() {
-        let number = index + 1;
-        let text = text.map_err(|source| ReplayError::Read {
-            line: number,
-            source,
-        })?;
-        replay.line(registry, number, &text, &mut spawn)?;
+    let mut lines = Lines::new(input);
+    while let Some((number, text)) = lines.next()? {
+        replay.line(registry, number, text, &mut spawn)?;
         if dispatcher.in_flight() > 0 {
             // A timeout here is counted below if the actions never finish.
             let _ = dispatcher.drain(wait).await;
@@ -245,6 +238,52 @@ pub async fn run_live(
     Ok(summary)
 }
 
+/// One line of a replay file: its 1-based number and its text (`Err` when
+/// the bytes are not UTF-8).
+type NumberedLine<'a> = (usize, Result<&'a str, Utf8Error>);
+
+/// The lines of a replay file as raw bytes, so that a line that is not UTF-8
+/// is one bad line rather than the end of the replay (`BufRead::lines`
+/// fails the whole read on it).
+struct Lines<R> {
+    input: R,
+    buf: Vec<u8>,
+    number: usize,
+}
+
+impl<R: BufRead> Lines<R> {
+    fn new(input: R) -> Self {
+        Lines {
+            input,
+            buf: Vec::new(),
+            number: 0,
+        }
+    }
+
+    /// The next line's 1-based number and text without its `\n` or `\r\n`
+    /// (`Err` when the text is not UTF-8), or `None` at the end.
+    fn next(&mut self) -> Result<Option<NumberedLine<'_>>, ReplayError> {
+        self.buf.clear();
+        let number = self.number + 1;
+        let read = self
+            .input
+            .read_until(b'\n', &mut self.buf)
+            .map_err(|source| ReplayError::Read {
+                line: number,
+                source,
+            })?;
+        if read == 0 {
+            return Ok(None);
+        }
+        self.number = number;
+        let mut line = self.buf.as_slice();
+        if let Some(rest) = line.strip_suffix(b"\n") {
+            line = rest.strip_suffix(b"\r").unwrap_or(rest);
+        }
+        Ok(Some((number, std::str::from_utf8(line))))
+    }
+}
+
 /// What happens to the dispatches of one line: confirmed by the `log`
 /// adapter, or handed to the live dispatcher.
 type Settle<'a> = dyn FnMut(&Registry, Applied, Timestamp) -> Result<(), RegistryError> + 'a;
@@ -257,17 +296,29 @@ struct Replay {
 }
 
 impl Replay {
-    /// Feeds line `number` (blank lines are skipped).
+    /// Feeds line `number` (blank lines are skipped; one that is not UTF-8 is bad).
     fn line(
         &mut self,
         registry: &Registry,
         number: usize,
-        text: &str,
+        text: Result<&str, Utf8Error>,
         settle: &mut Settle<'_>,
     ) -> Result<(), ReplayError> {
-        if text.trim().is_empty() {
-            return Ok(());
-        }
+        let text = match text {
+            Ok(text) if text.trim().is_empty() => return Ok(()),
+            Ok(text) => text,
+            Err(e) => {
+                self.summary.lines += 1;
+                self.summary.bad_lines.push(LineError {
+                    line: number,
+                    message: format!(
+                        "invalid replay line: not UTF-8 at byte `{}`",
+                        e.valid_up_to() + 1
+                    ),
+                });
+                return Ok(());
+            }
+        };
         self.summary.lines += 1;
         match feed(registry, number, text, settle) {
             Ok(Fed { tenant, bad }) => {

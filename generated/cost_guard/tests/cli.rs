@@ -112,8 +112,10 @@ fn replay_then_verify_show_and_detect_tampering() {
 fn replay_reports_bad_lines_and_exits_1() {
     let dir = scratch("bad-lines");
     let signals = dir.join("signals.jsonl");
-    ::fs_err::write(&signals, "{\"tenant\":\"t-1\"}\nnot json\n")
-        .expect("write signals");
+    let mut lines = b"{\"tenant\":\"t-1\"}\nnot json\n\xff\xfe\n".to_vec();
+    let (good, expected) = breaching_replay();
+    lines.extend_from_slice(good.as_bytes());
+    ::fs_err::write(&signals, lines).expect("write signals");
     let ledger = dir.join("ledger");
     let out = run(
         &[
@@ -126,7 +128,12 @@ fn replay_reports_bad_lines_and_exits_1() {
     );
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(stderr.contains("line 1: ") && stderr.contains("line 2: "), "{stderr}");
+    for bad in ["line 1: ", "line 2: ", "line 3: invalid replay line: not UTF-8"] {
+        assert!(stderr.contains(bad), "{stderr}");
+    }
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let prefix = format!("{{\"tenant\":\"{TENANT}\",\"state\":\"{expected}\",");
+    assert!(stdout.starts_with(& prefix), "{stdout}");
 }
 #[test]
 fn policy_prints_every_profile() {

@@ -138,6 +138,13 @@ pub enum Violation {
         /// How many the spec has.
         count: usize,
     },
+    /// A `command` action's `params.env` is not a list of variable names the
+    /// runtime would pass on (the runtime's own check, run at build time).
+    #[error("{message}")]
+    CommandEnv {
+        /// What the runtime says is wrong.
+        message: String,
+    },
     /// A signal's `min` exceeds its `max`.
     #[error("`min` `{min}` is greater than `max` `{max}`")]
     MinAboveMax {
@@ -228,6 +235,16 @@ impl Checker<'_> {
         let entries = self.named_entries(value, "actions", "action");
         let names: BTreeSet<String> = entries.iter().map(|(n, _, _)| n.clone()).collect();
         for (name, pointer, entry) in &entries {
+            if entry.get("adapter").and_then(Value::as_str) == Some("command")
+                && let Some(params) = entry.get("params").and_then(Value::as_object)
+                && params.contains_key("env")
+                && let Err(message) = ggen_runtime::actuator::command::env_names(params)
+            {
+                self.report(
+                    &format!("{pointer}/params/env"),
+                    Violation::CommandEnv { message },
+                );
+            }
             let Some(undo) = entry.get("undo").and_then(Value::as_str) else {
                 continue;
             };

@@ -305,3 +305,64 @@ fn count_files(dir: &std::path::Path) -> usize {
         .map(|path| if path.is_dir() { count_files(&path) } else { 1 })
         .sum()
 }
+
+/// Runs `ggen ARGS` in `dir` with stdout a pipe whose reader is already
+/// closed, so its first write fails with `EPIPE`: exit code and stderr.
+fn ggen_into_closed_pipe(dir: &Path, args: &[&str]) -> (i32, String) {
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ggen"))
+        .current_dir(dir)
+        .args(args)
+        .stdout(writer)
+        .output()
+        .expect("ggen runs");
+    (
+        output.status.code().expect("exited normally"),
+        String::from_utf8(output.stderr).expect("utf-8 stderr"),
+    )
+}
+
+#[test]
+fn a_closed_stdout_ends_output_quietly_with_the_commands_exit_code() {
+    let p = project();
+    let dir = p.path();
+    let spec = repo().join("specs/cost_guard.json");
+    let spec = spec.to_str().unwrap();
+    for (args, code) in [
+        (&["build", "--check"][..], 1),
+        (&["build", "--dry-run"], 0),
+        (&["build", "--dry-run", "--format", "json"], 0),
+        (&["validate", "--format", "json"], 0),
+        (&["schema"], 0),
+        (&["explain", spec], 0),
+        (&["validate", "specs/missing.json", "--format", "json"], 1),
+    ] {
+        let (actual, stderr) = ggen_into_closed_pipe(dir, args);
+        assert_eq!(actual, code, "ggen {args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "ggen {args:?}: {stderr}");
+        assert!(!stderr.contains("Broken pipe"), "ggen {args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn any_other_stdout_failure_is_an_internal_error() {
+    let p = project();
+    // Every write to /dev/full fails with `ENOSPC`.
+    let full = fs_err::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ggen"))
+        .current_dir(p.path())
+        .arg("schema")
+        .stdout(std::fs::File::from(full))
+        .output()
+        .expect("ggen runs");
+    let stderr = String::from_utf8(output.stderr).expect("utf-8 stderr");
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.starts_with("error: writing to stdout failed: "),
+        "{stderr}"
+    );
+}

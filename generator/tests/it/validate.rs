@@ -175,3 +175,29 @@ fn max_tenants_past_u32_is_rejected_where_it_stands() {
     assert_eq!(all[0].line, line, "{}", all[0]);
     assert!(all[0].message.contains("5000000000"), "{}", all[0]);
 }
+
+/// The published schema on its own, as an editor uses it: every fixture that
+/// differs from a valid spec only by its `spec_version` is flagged.
+#[test]
+fn the_published_schema_pins_spec_version_1() {
+    let schema: serde_json::Value = serde_json::from_str(validate::SKU_SCHEMA).unwrap();
+    let validator = jsonschema::draft202012::new(&schema).unwrap();
+    let specs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../specs");
+    let spec: serde_json::Value =
+        serde_json::from_str(&fs_err::read_to_string(specs.join("cost_guard.json")).unwrap())
+            .unwrap();
+    assert!(validator.is_valid(&spec), "a repository spec must be valid");
+    for version in [
+        serde_json::json!(2),
+        serde_json::json!(0),
+        serde_json::json!("1"),
+        serde_json::json!(1.5),
+    ] {
+        let mut spec = spec.clone();
+        spec["spec_version"] = version.clone();
+        assert!(
+            !validator.is_valid(&spec),
+            "spec_version `{version}` passed the published schema"
+        );
+    }
+}

@@ -4,25 +4,43 @@
 //! argument is passed as one literal `argv` entry after substituting
 //! `{tenant}`, `{action}`, `{idempotency_key}` and `{sku}` (one pass; a
 //! substituted value is never expanded again; other braces stay as written).
-//! The child gets `GGEN_TENANT`, `GGEN_ACTION`, `GGEN_IDEMPOTENCY_KEY`,
-//! `GGEN_SKU` and `GGEN_UNDO` (`true`/`false`) in its environment, no stdin,
-//! and its stdout discarded; the first bytes of its stderr go into the
-//! result's detail.
+//! The child's environment is **cleared**: it gets `PATH` (when the service
+//! has one), the variables the action's `params.env` names (an array of
+//! variable names, copied from the service's environment when set there; a
+//! `GOVERNOR_*` name is refused, those are the service's own secrets) and
+//! `GGEN_TENANT`, `GGEN_ACTION`, `GGEN_IDEMPOTENCY_KEY`, `GGEN_SKU` and
+//! `GGEN_UNDO` (`true`/`false`). It gets no stdin and its stdout is
+//! discarded; the **last** [`STDERR_KEPT`] bytes of its stderr (trimmed, cut
+//! on a character boundary, control characters escaped) go into the result's
+//! detail, which lands in a permanent receipt.
 //!
 //! Exit status 0 is ok; any other exit (or death by signal) is retryable; a
 //! program that cannot be started, or invalid params, is permanent. The child
 //! is killed when the attempt is dropped (per-attempt timeout).
 
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::fmt::Write as _;
 use std::process::Stdio;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 
 use super::{ActionCall, Actuator, BoxFuture, Outcome};
 
-/// Bytes of the child's stderr kept for the result's detail.
-const STDERR_KEPT: usize = 512;
+/// Most bytes of the child's stderr that reach the result's detail (after escaping).
+pub const STDERR_KEPT: usize = 200;
+
+/// Raw bytes of stderr read into memory: the tail that can fill [`STDERR_KEPT`]
+/// (escaping only grows text), plus room to find a character boundary.
+const STDERR_READ: usize = STDERR_KEPT + 4;
+
+/// Variables a child gets from the service's environment whatever the spec says.
+const INHERITED: &[&str] = &["PATH"];
+
+/// Prefix of the service's own secrets (`GOVERNOR_AUTH_TOKEN`, …): never passed on.
+const SECRET_PREFIX: &str = "GOVERNOR_";
 
 /// Runs programs as actions.
 #[derive(Debug, Clone, Copy, Default)]
@@ -79,20 +97,118 @@ pub fn argv(call: &ActionCall) -> Result<(String, Vec<String>), String> {
     Ok((program, args))
 }
 
-/// Reads `reader` to its end, keeping only the first [`STDERR_KEPT`] bytes
-/// (the child must never block on a full pipe).
-async fn read_head(mut reader: impl AsyncRead + Unpin) -> Vec<u8> {
-    let mut kept = Vec::new();
+/// The names `params.env` lists (the variables the child may see besides
+/// `PATH`), or why they are invalid. `ggen validate` applies the same check
+/// to specs.
+pub fn env_names(params: &Map<String, Value>) -> Result<Vec<String>, String> {
+    let items = match params.get("env") {
+        None => return Ok(Vec::new()),
+        Some(Value::Array(items)) => items,
+        Some(_) => return Err("`params.env` must be an array of variable names".to_owned()),
+    };
+    items
+        .iter()
+        .map(|item| match item {
+            Value::String(name) if name.starts_with(SECRET_PREFIX) => Err(format!(
+                "`params.env` names `{name}`: `{SECRET_PREFIX}*` variables are the service's secrets and never reach a command"
+            )),
+            Value::String(name) if !name.is_empty() && !name.contains(['=', '\0']) => {
+                Ok(name.clone())
+            }
+            _ => Err("`params.env` must be an array of variable names".to_owned()),
+        })
+        .collect()
+}
+
+/// The child's inherited variables: `PATH` and `names`, as `lookup` finds them
+/// in the service's environment (unset ones are left out).
+fn inherited_env(
+    names: &[String],
+    lookup: impl Fn(&str) -> Option<OsString>,
+) -> Vec<(String, OsString)> {
+    INHERITED
+        .iter()
+        .map(|name| (*name).to_owned())
+        .chain(names.iter().cloned())
+        .filter_map(|name| lookup(&name).map(|value| (name, value)))
+        .collect()
+}
+
+/// Reads `reader` to its end, keeping only the last [`STDERR_READ`] bytes
+/// (the child must never block on a full pipe), and whether any were dropped.
+async fn read_tail(mut reader: impl AsyncRead + Unpin) -> (Vec<u8>, bool) {
+    let mut kept = VecDeque::with_capacity(STDERR_READ);
+    let mut dropped = false;
     let mut buf = [0u8; 4096];
     loop {
         match reader.read(&mut buf).await {
-            Ok(0) | Err(_) => return kept,
+            Ok(0) | Err(_) => return (kept.into(), dropped),
             Ok(n) => {
-                let room = STDERR_KEPT.saturating_sub(kept.len());
-                kept.extend_from_slice(&buf[..n.min(room)]);
+                let chunk = &buf[n.saturating_sub(STDERR_READ)..n];
+                let overflow = (kept.len() + chunk.len()).saturating_sub(STDERR_READ);
+                dropped |= overflow > 0 || chunk.len() < n;
+                kept.drain(..overflow);
+                kept.extend(chunk);
             }
         }
     }
+}
+
+/// `c` as it may appear in a receipt or a log line: control characters and
+/// bidirectional/zero-width formatting characters escaped (`\n`, `\u{1b}`,
+/// `\u{202e}`), so that a child can neither forge lines nor hide text.
+fn escaped(c: char, into: &mut String) {
+    let format =
+        matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if c.is_control() || format {
+        let _ = write!(into, "{}", c.escape_default());
+    } else {
+        into.push(c);
+    }
+}
+
+/// The end of a child's stderr as it goes into a receipt: trimmed, at most
+/// [`STDERR_KEPT`] bytes, cut on a character boundary (invalid UTF-8 shows as
+/// `U+FFFD`), control and bidirectional-formatting characters escaped; a
+/// leading `…` says the start was cut.
+/// `dropped` says bytes before `tail` were already thrown away.
+pub fn stderr_tail(tail: &[u8], dropped: bool) -> String {
+    // After a drop, leading continuation bytes end a character that was cut.
+    let skip = if dropped {
+        tail.iter()
+            .take(3)
+            .take_while(|b| (0x80..0xc0).contains(*b))
+            .count()
+    } else {
+        0
+    };
+    let text = String::from_utf8_lossy(&tail[skip..]);
+    let text = text.trim();
+    // Escaped characters from the end, as many as fit in `budget` bytes.
+    let fit = |budget: usize| {
+        let mut pieces = Vec::new();
+        let mut len = 0;
+        for c in text.chars().rev() {
+            let mut piece = String::new();
+            escaped(c, &mut piece);
+            if len + piece.len() > budget {
+                return (pieces, false);
+            }
+            len += piece.len();
+            pieces.push(piece);
+        }
+        (pieces, true)
+    };
+    let mut out = String::new();
+    let pieces = match fit(STDERR_KEPT) {
+        (pieces, true) if !dropped => pieces,
+        _ => {
+            out.push('…');
+            fit(STDERR_KEPT - '…'.len_utf8()).0
+        }
+    };
+    out.extend(pieces.into_iter().rev());
+    out
 }
 
 impl CommandActuator {
@@ -101,9 +217,17 @@ impl CommandActuator {
             Ok(argv) => argv,
             Err(detail) => return Outcome::permanent(detail),
         };
+        let names = match env_names(&call.params) {
+            Ok(names) => names,
+            Err(detail) => return Outcome::permanent(detail),
+        };
         let mut command = Command::new(&program);
         command
             .args(&args)
+            // Nothing of the service's environment (its tokens above all)
+            // reaches the child unless listed.
+            .env_clear()
+            .envs(inherited_env(&names, |name| std::env::var_os(name)))
             .env("GGEN_TENANT", call.tenant.as_str())
             .env("GGEN_ACTION", call.action.name)
             .env("GGEN_IDEMPOTENCY_KEY", &call.idempotency_key)
@@ -120,13 +244,12 @@ impl CommandActuator {
         let stderr = child.stderr.take();
         let read = async {
             match stderr {
-                Some(stderr) => read_head(stderr).await,
-                None => Vec::new(),
+                Some(stderr) => read_tail(stderr).await,
+                None => (Vec::new(), false),
             }
         };
-        let (status, stderr) = tokio::join!(child.wait(), read);
-        let stderr = String::from_utf8_lossy(&stderr);
-        let stderr = stderr.trim();
+        let (status, (stderr, dropped)) = tokio::join!(child.wait(), read);
+        let stderr = stderr_tail(&stderr, dropped);
         let with_stderr = |detail: String| {
             if stderr.is_empty() {
                 detail
@@ -168,6 +291,10 @@ mod tests {
         timeout_ms: 1000,
         retries: 0,
     };
+
+    fn call_params(params: &str) -> Map<String, Value> {
+        call(params).params
+    }
 
     fn call(params: &str) -> ActionCall {
         let Value::Object(params) = serde_json::from_str(params).unwrap() else {
@@ -228,5 +355,97 @@ mod tests {
         let mut c = call(r#"{"program":"x"}"#);
         c.idempotency_key = "{tenant}".into();
         assert_eq!(expand("{idempotency_key}", &c), "{tenant}");
+    }
+
+    #[test]
+    fn env_names_are_checked_and_governor_secrets_refused() {
+        let names = env_names(&call_params(
+            r#"{"program":"x","env":["JOBCTL_TOKEN","HOME"]}"#,
+        ));
+        assert_eq!(names.unwrap(), ["JOBCTL_TOKEN", "HOME"]);
+        assert!(
+            env_names(&call_params(r#"{"program":"x"}"#))
+                .unwrap()
+                .is_empty()
+        );
+        for params in [
+            r#"{"program":"x","env":"HOME"}"#,
+            r#"{"program":"x","env":[1]}"#,
+            r#"{"program":"x","env":[""]}"#,
+            r#"{"program":"x","env":["A=B"]}"#,
+        ] {
+            assert_eq!(
+                env_names(&call_params(params)).unwrap_err(),
+                "`params.env` must be an array of variable names",
+                "{params}"
+            );
+        }
+        let error = env_names(&call_params(
+            r#"{"program":"x","env":["GOVERNOR_AUTH_TOKEN"]}"#,
+        ));
+        assert!(
+            error.unwrap_err().contains("`GOVERNOR_AUTH_TOKEN`"),
+            "a listed secret must be refused"
+        );
+    }
+
+    #[test]
+    fn only_path_and_listed_variables_are_inherited() {
+        let parent = |name: &str| match name {
+            "PATH" => Some(OsString::from("/usr/bin")),
+            "JOBCTL_TOKEN" => Some(OsString::from("t")),
+            "GOVERNOR_AUTH_TOKEN" => Some(OsString::from("secret")),
+            _ => None,
+        };
+        let names = ["JOBCTL_TOKEN".to_owned(), "UNSET".to_owned()];
+        assert_eq!(
+            inherited_env(&names, parent),
+            [
+                ("PATH".to_owned(), OsString::from("/usr/bin")),
+                ("JOBCTL_TOKEN".to_owned(), OsString::from("t")),
+            ]
+        );
+    }
+
+    #[test]
+    fn short_stderr_is_kept_whole_but_escaped() {
+        assert_eq!(stderr_tail(b"  locked\n", false), "locked");
+        assert_eq!(
+            stderr_tail(b"line one\nfake: line\x1b[2J\xe2\x80\xae", false),
+            "line one\\nfake: line\\u{1b}[2J\\u{202e}"
+        );
+        assert_eq!(stderr_tail(b"bad \xff byte", false), "bad \u{fffd} byte");
+        assert_eq!(stderr_tail(b"", false), "");
+    }
+
+    #[test]
+    fn long_stderr_keeps_its_last_bytes_on_a_char_boundary() {
+        // 2-byte characters after a 1-byte one: any cut lands inside one.
+        let mut text = String::from("x");
+        text.push_str(&"é".repeat(300));
+        text.push_str("the end");
+        let tail = stderr_tail(text.as_bytes(), false);
+        assert!(tail.len() <= STDERR_KEPT, "{}", tail.len());
+        assert!(tail.len() >= STDERR_KEPT - 4, "{}", tail.len());
+        assert!(
+            tail.starts_with("…é") && tail.ends_with("éthe end"),
+            "{tail}"
+        );
+
+        // A tail whose first bytes end a character cut off by the reader.
+        let bytes = "é".repeat(10).into_bytes();
+        assert_eq!(
+            stderr_tail(&bytes[1..], true),
+            format!("…{}", "é".repeat(9))
+        );
+        assert_eq!(
+            stderr_tail(&bytes[1..], false),
+            format!("\u{fffd}{}", "é".repeat(9))
+        );
+
+        // Escapes are never split: `\u{1b}` is kept whole or not at all.
+        let escapes = "\x1b".repeat(100);
+        let tail = stderr_tail(escapes.as_bytes(), false);
+        assert_eq!(tail, format!("…{}", "\\u{1b}".repeat(32)));
     }
 }

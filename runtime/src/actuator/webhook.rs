@@ -15,6 +15,11 @@
 //!
 //! Status mapping: 2xx ok; 408, 429 and 5xx retryable; any other status
 //! permanent. Connection errors and timeouts are retryable.
+//!
+//! A URL may carry a credential (userinfo, a path segment, a `?token=`), and
+//! the result's detail lands in a permanent receipt and a log line: details
+//! name the target by [`redacted`] `scheme://host[:port]` only, and reqwest
+//! errors are stripped of their URL.
 
 use crate::report::error_chain;
 use std::sync::Once;
@@ -46,9 +51,9 @@ pub struct WebhookConfig {
 
 impl std::fmt::Debug for WebhookConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never print the secret.
+        // Never print the secret, nor a credential in the URL.
         f.debug_struct("WebhookConfig")
-            .field("default_url", &self.default_url)
+            .field("default_url", &self.default_url.as_deref().map(redacted))
             .field("secret", &self.secret.as_ref().map(|_| "<set>"))
             .finish()
     }
@@ -90,6 +95,19 @@ pub fn body(call: &ActionCall) -> Vec<u8> {
     };
     // A struct of strings, a bool and a JSON map always serializes.
     serde_json::to_vec(&body).unwrap_or_default()
+}
+
+/// `url` as receipts and logs may show it: `scheme://host[:port]`, never its
+/// userinfo, path, query or fragment; `<invalid url>` when it does not parse.
+pub fn redacted(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(url) => match (url.host_str(), url.port()) {
+            (Some(host), Some(port)) => format!("{}://{host}:{port}", url.scheme()),
+            (Some(host), None) => format!("{}://{host}", url.scheme()),
+            (None, _) => format!("{}:", url.scheme()),
+        },
+        Err(_) => "<invalid url>".to_owned(),
+    }
 }
 
 /// Whether an HTTP status is worth another attempt.
@@ -142,6 +160,7 @@ impl WebhookActuator {
             Ok(url) => url,
             Err(detail) => return Outcome::permanent(detail),
         };
+        let target = redacted(url);
         let body = body(call);
         let mut request = self
             .client
@@ -155,7 +174,7 @@ impl WebhookActuator {
         match request.body(body).send().await {
             Ok(response) => {
                 let status = response.status();
-                let detail = format!("webhook answered `{}`", status.as_u16());
+                let detail = format!("webhook `{target}` answered `{}`", status.as_u16());
                 if status.is_success() {
                     Outcome::Ok { detail }
                 } else if retryable_status(status.as_u16()) {
@@ -164,9 +183,16 @@ impl WebhookActuator {
                     Outcome::permanent(detail)
                 }
             }
-            Err(e) if e.is_builder() => Outcome::permanent(format!("invalid webhook request: {e}")),
+            // reqwest names the whole URL in its errors: drop it.
+            Err(e) if e.is_builder() => Outcome::permanent(format!(
+                "invalid webhook request to `{target}`: {}",
+                error_chain(&e.without_url())
+            )),
             Err(e) if e.is_timeout() => Outcome::TimedOut,
-            Err(e) => Outcome::transient(format!("webhook request failed: {}", error_chain(&e))),
+            Err(e) => Outcome::transient(format!(
+                "webhook request to `{target}` failed: {}",
+                error_chain(&e.without_url())
+            )),
         }
     }
 }
@@ -182,6 +208,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn redacted_urls_keep_scheme_host_and_port_only() {
+        for (url, shown) in [
+            (
+                "https://hooks.example.com/t/s3cret?token=s3cret#s3cret",
+                "https://hooks.example.com",
+            ),
+            (
+                "http://user:s3cret@127.0.0.1:8080/s3cret",
+                "http://127.0.0.1:8080",
+            ),
+            ("https://[::1]:443/x", "https://[::1]"),
+            ("http://[::1]:9000/x?token=s3cret", "http://[::1]:9000"),
+            ("mailto:s3cret@example.com", "mailto:"),
+            ("not a url s3cret", "<invalid url>"),
+        ] {
+            assert_eq!(redacted(url), shown, "{url}");
+        }
+    }
+
+    #[test]
     fn statuses_map_to_retry_or_not() {
         for status in [408, 429, 500, 502, 503, 599] {
             assert!(retryable_status(status), "{status}");
@@ -194,11 +240,12 @@ mod tests {
     #[test]
     fn debug_hides_the_secret() {
         let config = WebhookConfig {
-            default_url: Some("http://127.0.0.1:1/".into()),
+            default_url: Some("http://127.0.0.1:1/hunter3?token=hunter4".into()),
             secret: Some(b"hunter2".to_vec()),
         };
         let shown = format!("{config:?}");
-        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("hunter"), "{shown}");
+        assert!(shown.contains("http://127.0.0.1:1"), "{shown}");
         assert!(shown.contains("<set>"), "{shown}");
     }
 }

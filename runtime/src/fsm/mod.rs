@@ -17,7 +17,7 @@
 //!
 //! The vocabulary ([`State`], [`Event`], [`Decision`], [`Step`], ...) is
 //! here; [`Governor`] and [`step`] are in `governor.rs`, checkpoint serde in
-//! `checkpoint.rs`.
+//! `checkpoint.rs`, the transitions as data ([`TRANSITIONS`]) in `table.rs`.
 //!
 //! [`PolicyPack`]: crate::sku::PolicyPack
 
@@ -29,8 +29,10 @@ use crate::sku::{ActionId, ProfileId, SignalId};
 
 mod checkpoint;
 mod governor;
+mod table;
 
 pub use governor::{Governor, step};
+pub use table::{Applies, TRANSITIONS, Transition, charted, transitions};
 
 /// A governor state; timers are deadlines inside the state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -4,4 +4,5 @@ mod model;
 mod props;
 mod registry;
 mod sku;
+mod table;
 mod tampered;

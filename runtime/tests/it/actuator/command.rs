@@ -181,3 +181,106 @@ async fn through_the_registry_success_confirms_and_failure_degrades() {
     assert_eq!(failing.state(&t).name(), "degraded");
     assert_eq!(failing.dispatcher.stats().attempts, 2);
 }
+
+/// Env var naming the file [`env_child`] makes its command write `env` into.
+const CHILD_ENV_OUT: &str = "GGEN_IT_COMMAND_ENV_OUT";
+
+/// Not a test: the service process of
+/// [`the_child_gets_path_and_the_allowlist_but_no_service_secret`] (this test
+/// binary re-executed with secrets in its environment).
+#[test]
+#[ignore = "entry point of a child process"]
+fn env_child() {
+    let Some(out) = std::env::var(CHILD_ENV_OUT).ok() else {
+        return;
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let params = json!({
+        "program": "sh",
+        "args": ["-c", "env > \"$0\"", out],
+        "env": ["GGEN_IT_LISTED", "GGEN_IT_LISTED_BUT_UNSET"],
+    });
+    let report = runtime.block_on(run(params, 5000, 0));
+    assert!(report.ok, "{report:?}");
+}
+
+#[test]
+fn the_child_gets_path_and_the_allowlist_but_no_service_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("env");
+    // The service's environment: this test binary re-executed, so that the
+    // secret is really in the parent's environment (and in no other test's).
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "actuator::command::env_child",
+            "--ignored",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV_OUT, &out)
+        .env("GOVERNOR_AUTH_TOKEN", "s3cret-auth")
+        .env("GOVERNOR_WEBHOOK_SECRET", "s3cret-hook")
+        .env("GGEN_IT_LISTED", "visible")
+        .env("GGEN_IT_NOT_LISTED", "hidden")
+        .env_remove("GGEN_IT_LISTED_BUT_UNSET")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "the service process failed: {status}");
+    let env = fs_err::read_to_string(&out).unwrap();
+    let names: Vec<&str> = env
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(n, _)| n)
+        .collect();
+    assert!(
+        !env.contains("s3cret"),
+        "a service secret reached the child:\n{env}"
+    );
+    assert!(env.lines().any(|l| l == "GGEN_IT_LISTED=visible"), "{env}");
+    assert!(env.lines().any(|l| l.starts_with("PATH=")), "{env}");
+    assert!(env.lines().any(|l| l == "GGEN_TENANT=acme"), "{env}");
+    for absent in [
+        "GOVERNOR_AUTH_TOKEN",
+        "GOVERNOR_WEBHOOK_SECRET",
+        "GGEN_IT_NOT_LISTED",
+        "GGEN_IT_LISTED_BUT_UNSET",
+        CHILD_ENV_OUT,
+    ] {
+        assert!(
+            !names.contains(&absent),
+            "`{absent}` reached the child:\n{env}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_listed_governor_secret_is_a_permanent_failure() {
+    let params = json!({"program": "true", "env": ["GOVERNOR_ADMIN_TOKEN"]});
+    let report = run(params, 5000, 3).await;
+    assert!(!report.ok);
+    assert_eq!(report.attempts, 1);
+    assert!(
+        report.detail.contains("`GOVERNOR_ADMIN_TOKEN`"),
+        "{}",
+        report.detail
+    );
+}
+
+#[tokio::test]
+async fn only_the_escaped_tail_of_a_long_stderr_is_kept() {
+    // 5000 bytes of noise, a line break, an escape sequence, then the last words.
+    let script = "head -c 5000 /dev/zero | tr '\\0' 'n' >&2; \
+                  printf 'secret-head\\n\\033[2Jlast words' >&2; exit 4";
+    let report = run(json!({"program": "sh", "args": ["-c", script]}), 5000, 0).await;
+    assert!(!report.ok);
+    let (_, stderr) = report.detail.split_once("exited 4: ").unwrap();
+    let stderr = stderr.trim_end_matches(" (attempt 1/1)");
+    assert!(stderr.len() <= 200, "{} bytes: {stderr}", stderr.len());
+    assert!(stderr.starts_with("…nnn"), "{stderr}");
+    assert!(
+        stderr.ends_with("secret-head\\n\\u{1b}[2Jlast words"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(['\n', '\x1b']), "{stderr:?}");
+}

@@ -115,3 +115,49 @@ async fn a_hung_target_leaves_the_tenants_degraded() {
     assert_eq!(target.hits().len(), 2 + 2 + 2, "two attempts per action");
     assert_eq!(summary.unsettled, 0);
 }
+
+#[test]
+fn a_line_that_is_not_utf8_is_one_bad_line_and_the_rest_is_replayed() {
+    let pack = webhook_pack("{}".into(), 2000, 1, 0);
+    let (ledger, registry) = registry(pack);
+    let mut input = Vec::new();
+    input.extend_from_slice(
+        b"{\"tenant\":\"acme\",\"signal\":\"load\",\"value\":60,\"at\":\"2026-01-01T00:00:00Z\"}\r\n",
+    );
+    input.extend_from_slice(b"{\"tenant\":\"ac\xffme\"}\n");
+    input.extend_from_slice(
+        b"{\"tenant\":\"acme\",\"signal\":\"load\",\"value\":120,\"at\":\"2026-01-01T00:00:01Z\"}",
+    );
+    let summary = replay::run(&registry, input.as_slice()).unwrap();
+
+    assert_eq!(summary.lines, 3);
+    assert_eq!(summary.bad_lines.len(), 1, "{:?}", summary.bad_lines);
+    assert_eq!(
+        summary.bad_lines[0].to_string(),
+        "line 2: invalid replay line: not UTF-8 at byte `14`"
+    );
+    // Lines 1 and 3 (after the bad one, without a final newline) were both fed.
+    let events: Vec<String> = ledger
+        .read(&tenant("acme"), 0, usize::MAX)
+        .unwrap()
+        .iter()
+        .map(|r| serde_json::from_slice::<Value>(&r.bytes).unwrap())
+        .map(|r| {
+            format!(
+                "{}:{}",
+                r["kind"].as_str().unwrap(),
+                r["to"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "signal:warning",
+            "signal:intervening",
+            "action:intervening",
+            "action_result:warning"
+        ]
+    );
+    assert_eq!(summary.tenants.len(), 1);
+}

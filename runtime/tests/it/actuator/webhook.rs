@@ -169,7 +169,9 @@ async fn a_refused_connection_is_retried_then_fails() {
     let results = h.receipts_of(&t, "action_result");
     let detail = results[0]["event"]["detail"].as_str().unwrap();
     assert!(
-        detail.contains("webhook request failed") && detail.contains("attempt 3/3"),
+        detail.contains("webhook request to `http://127.0.0.1:")
+            && detail.contains("failed")
+            && detail.contains("attempt 3/3"),
         "{detail}"
     );
     assert_eq!(h.state(&t).name(), "degraded");
@@ -203,4 +205,92 @@ async fn no_url_anywhere_is_a_permanent_failure() {
     let detail = results[0]["event"]["detail"].as_str().unwrap();
     assert!(detail.contains("no webhook url"), "{detail}");
     assert_eq!(h.state(&t).name(), "degraded");
+}
+
+/// `url` (`http://127.0.0.1:PORT/hook`) with a secret in its userinfo, path and query.
+fn with_secrets(url: &str) -> String {
+    let rest = url.strip_prefix("http://").unwrap();
+    let (authority, _) = rest.split_once('/').unwrap();
+    format!("http://user:s3cret-user@{authority}/hook/s3cret-path?token=s3cret-query")
+}
+
+/// Env var that makes [`secrets_child`] run.
+const SECRETS_CHILD: &str = "GGEN_IT_WEBHOOK_SECRETS_CHILD";
+
+/// Webhooks to URLs with secrets, through a loopback target: receipts are
+/// checked here, logs (every level, on stderr) by the parent.
+async fn secrets_scenario() {
+    let target = Target::failing(1, 503).await;
+    let answering = with_secrets(&target.url);
+    let refused = with_secrets(&refused_url().await);
+    // A scheme reqwest refuses: its builder error names the whole URL.
+    let unsupported = answering.replacen("http://", "ftp://", 1);
+    for (url, expected) in [
+        (&refused, "failed"),
+        (&unsupported, "invalid webhook request to `ftp://127.0.0.1:"),
+        (&answering, "answered `200` (attempt 2/2)"),
+    ] {
+        let params = serde_json::json!({ "url": url }).to_string();
+        let h = Harness::new(webhook_pack(params, 2000, 1, 0), None, None);
+        let t = tenant("acme");
+        h.signal(&t, 120.0, 0);
+        h.settle().await;
+
+        // Every receipt, not only the result: the action receipt must not
+        // carry the URL either.
+        let receipts = serde_json::to_string(&h.receipts(&t)).unwrap();
+        assert!(!receipts.contains("s3cret"), "{url}: {receipts}");
+        let results = h.receipts_of(&t, "action_result");
+        let detail = results[0]["event"]["detail"].as_str().unwrap();
+        assert!(detail.contains(expected), "{detail}");
+        // The target is still named, by scheme, host and port.
+        let host = url.split_once('@').unwrap().1.split_once('/').unwrap().0;
+        assert!(detail.contains(&format!("://{host}`")), "{detail}");
+    }
+    assert_eq!(
+        target.hits().len(),
+        2,
+        "the redaction must not change the request"
+    );
+}
+
+/// Not a test: the process [`secrets_in_a_webhook_url_reach_neither_receipts_nor_logs`]
+/// runs (this test binary re-executed), so that its global log subscriber
+/// sees every event and no other test's.
+#[test]
+#[ignore = "entry point of a child process"]
+fn secrets_child() {
+    if std::env::var_os(SECRETS_CHILD).is_none() {
+        return;
+    }
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .finish();
+    tracing::subscriber::set_global_default(subscriber).unwrap();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(secrets_scenario());
+}
+
+#[test]
+fn secrets_in_a_webhook_url_reach_neither_receipts_nor_logs() {
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "actuator::webhook::secrets_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(SECRETS_CHILD, "1")
+        .output()
+        .unwrap();
+    let logs = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "the child failed:\n{logs}");
+    assert!(logs.contains("action finished"), "no log captured: {logs}");
+    assert!(!logs.contains("s3cret"), "{logs}");
 }
