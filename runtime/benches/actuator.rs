@@ -15,11 +15,12 @@ use ggen_runtime::actuator::{ActuatorMode, Actuators, Dispatcher, DispatcherOpti
 use ggen_runtime::clock::Timestamp;
 use ggen_runtime::ledger::memory::MemoryLedger;
 use ggen_runtime::receipt::Input;
+use ggen_runtime::registry::Registry;
 use ggen_runtime::sku::{
     ActionDef, ActionId, Adapter, Direction, GovernorTiming, IngressDef, ProfileDef, ProfileId,
     Rule, SignalDef, SignalId, Sku, TablePack,
 };
-use ggen_runtime::tenant::{Registry, TenantId};
+use ggen_runtime::tenant::TenantId;
 use tokio::runtime::Runtime;
 
 const LOAD: SignalId = SignalId(0);

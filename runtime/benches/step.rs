@@ -12,11 +12,12 @@ use ggen_runtime::fsm::{Event, Governor};
 use ggen_runtime::ledger::memory::MemoryLedger;
 use ggen_runtime::policy::PolicyMemory;
 use ggen_runtime::receipt::Input;
+use ggen_runtime::registry::Registry;
 use ggen_runtime::sku::{
     ActionDef, ActionId, Adapter, Direction, GovernorTiming, IngressDef, ProfileDef, ProfileId,
     Rule, SignalDef, SignalId, Sku, TablePack,
 };
-use ggen_runtime::tenant::{Registry, TenantId};
+use ggen_runtime::tenant::TenantId;
 
 const SPEND: SignalId = SignalId(0);
 const SPIKE: SignalId = SignalId(1);

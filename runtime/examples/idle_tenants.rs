@@ -11,11 +11,12 @@ use ggen_runtime::clock::Timestamp;
 use ggen_runtime::ledger::Ledger;
 use ggen_runtime::ledger::file::{FileLedger, FileOptions};
 use ggen_runtime::receipt::Input;
+use ggen_runtime::registry::Registry;
 use ggen_runtime::sku::{
     ActionDef, ActionId, Adapter, Direction, GovernorTiming, IngressDef, ProfileDef, ProfileId,
     Rule, SignalDef, SignalId, Sku, TablePack,
 };
-use ggen_runtime::tenant::{Registry, TenantId};
+use ggen_runtime::tenant::TenantId;
 
 static SIGNALS: [SignalDef; 1] = [SignalDef {
     name: "spend_rate",

@@ -16,9 +16,10 @@ use crate::actuator::{Actuators, Clock, Dispatcher, DispatcherOptions};
 use crate::clock::Timestamp;
 use crate::ledger::file::{self, FileLedger, FileOptions};
 use crate::ledger::{CheckpointProblem, LedgerError, Record, StoredCheckpoint, VerifyOptions};
+use crate::registry::{Registry, check_checkpoint};
 use crate::replay;
 use crate::sku::{PolicyPack, Sku};
-use crate::tenant::{Registry, TenantId, check_checkpoint};
+use crate::tenant::TenantId;
 
 #[derive(Debug, Parser)]
 #[command(about = "A ggen-generated governor service.")]

@@ -23,7 +23,7 @@ use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::process::Stdio;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 
@@ -38,9 +38,6 @@ const STDERR_READ: usize = STDERR_KEPT + 4;
 
 /// Variables a child gets from the service's environment whatever the spec says.
 const INHERITED: &[&str] = &["PATH"];
-
-/// Prefix of the service's own secrets (`GOVERNOR_AUTH_TOKEN`, …): never passed on.
-const SECRET_PREFIX: &str = "GOVERNOR_";
 
 /// Runs programs as actions.
 #[derive(Debug, Clone, Copy, Default)]
@@ -97,28 +94,7 @@ pub fn argv(call: &ActionCall) -> Result<(String, Vec<String>), String> {
     Ok((program, args))
 }
 
-/// The names `params.env` lists (the variables the child may see besides
-/// `PATH`), or why they are invalid. `ggen validate` applies the same check
-/// to specs.
-pub fn env_names(params: &Map<String, Value>) -> Result<Vec<String>, String> {
-    let items = match params.get("env") {
-        None => return Ok(Vec::new()),
-        Some(Value::Array(items)) => items,
-        Some(_) => return Err("`params.env` must be an array of variable names".to_owned()),
-    };
-    items
-        .iter()
-        .map(|item| match item {
-            Value::String(name) if name.starts_with(SECRET_PREFIX) => Err(format!(
-                "`params.env` names `{name}`: `{SECRET_PREFIX}*` variables are the service's secrets and never reach a command"
-            )),
-            Value::String(name) if !name.is_empty() && !name.contains(['=', '\0']) => {
-                Ok(name.clone())
-            }
-            _ => Err("`params.env` must be an array of variable names".to_owned()),
-        })
-        .collect()
-}
+pub use crate::sku::command_env_names as env_names;
 
 /// The child's inherited variables: `PATH` and `names`, as `lookup` finds them
 /// in the service's environment (unset ones are left out).
@@ -292,7 +268,7 @@ mod tests {
         retries: 0,
     };
 
-    fn call_params(params: &str) -> Map<String, Value> {
+    fn call_params(params: &str) -> serde_json::Map<String, Value> {
         call(params).params
     }
 

@@ -26,8 +26,8 @@ use super::webhook::{WebhookActuator, WebhookConfig};
 use super::{ActionCall, Actuator, ActuatorError, Backoff, Report, perform};
 use crate::clock::Timestamp;
 use crate::receipt::Input;
+use crate::registry::{Dispatch, Registry};
 use crate::sku::Adapter;
-use crate::tenant::{Dispatch, Registry};
 
 /// Whether actions really run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -30,8 +30,9 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use crate::clock::Timestamp;
+use crate::registry::Dispatch;
 use crate::sku::{ActionDef, Sku};
-use crate::tenant::{Dispatch, TenantId};
+use crate::tenant::TenantId;
 
 pub mod command;
 mod dispatcher;

@@ -61,6 +61,7 @@ pub enum IngressError {
         /// Seconds until room comes back (`Retry-After`).
         retry_after: u64,
     },
+    /// An unknown route or tenant.
     #[error("{detail}")]
     NotFound {
         /// What was not found.

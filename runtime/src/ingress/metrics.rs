@@ -25,8 +25,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use crate::actuator::Dispatcher;
 use crate::fsm::State;
 use crate::policy::Level;
+use crate::registry::Registry;
 use crate::sku::{ActionId, SignalId, Sku};
-use crate::tenant::Registry;
 
 /// Outcomes counted per signal.
 const SIGNAL_OUTCOMES: [&str; 3] = ["accepted", "duplicate", "rejected"];

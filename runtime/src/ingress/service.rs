@@ -20,9 +20,9 @@ use super::state::{AppState, Options};
 use crate::actuator::{ActuatorError, ActuatorMode, Actuators, Dispatcher, DispatcherOptions};
 use crate::ledger::file::{FileLedger, FileOptions};
 use crate::ledger::{Ledger, LedgerError};
+use crate::registry::{DEFAULT_CAPACITY, DEFAULT_WINDOW, DedupeOptions, Registry, RegistryError};
 use crate::report::error_chain;
 use crate::sku::PolicyPack;
-use crate::tenant::{DEFAULT_CAPACITY, DEFAULT_WINDOW, DedupeOptions, Registry, RegistryError};
 
 /// The shortest `--dedupe-window`: a signed marketplace event is accepted
 /// while its timestamp is within the tolerance either side of the server's

@@ -27,7 +27,8 @@ use super::metrics::SignalOutcome;
 use super::state::AppState;
 use crate::clock::Timestamp;
 use crate::reading;
-use crate::tenant::{Applied, TenantId};
+use crate::registry::Applied;
+use crate::tenant::TenantId;
 
 /// Longest accepted dedupe id, in bytes.
 pub const MAX_ID_BYTES: usize = 256;

@@ -12,7 +12,7 @@ use super::error::IngressError;
 use super::metrics::Metrics;
 use crate::actuator::Dispatcher;
 use crate::ledger::{LedgerError, Ticket};
-use crate::tenant::{Applied, Registry, RegistryError};
+use crate::registry::{Applied, Registry, RegistryError};
 
 /// Tunables of the ingress.
 #[derive(Clone)]

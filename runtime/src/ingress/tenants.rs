@@ -23,7 +23,8 @@ use super::signals;
 use super::state::AppState;
 use crate::clock::Timestamp;
 use crate::receipt::Input;
-use crate::tenant::{TenantId, TenantView};
+use crate::registry::TenantView;
+use crate::tenant::TenantId;
 
 /// Receipts returned per page when `limit` is absent.
 pub const DEFAULT_PAGE: usize = 100;

@@ -6,8 +6,8 @@ use std::time::Duration;
 use ggen_runtime::actuator::command::CommandActuator;
 use ggen_runtime::actuator::{ActionCall, Report, perform};
 use ggen_runtime::fsm::State;
+use ggen_runtime::registry::Dispatch;
 use ggen_runtime::sku::{ActionId, Adapter};
-use ggen_runtime::tenant::Dispatch;
 use serde_json::json;
 
 use super::harness::{FAST, Harness, at, tenant};

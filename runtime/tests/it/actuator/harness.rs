@@ -12,7 +12,8 @@ use ggen_runtime::fsm::State;
 use ggen_runtime::ledger::Ledger;
 use ggen_runtime::ledger::memory::MemoryLedger;
 use ggen_runtime::receipt::Input;
-use ggen_runtime::tenant::{Applied, Registry, TenantId};
+use ggen_runtime::registry::{Applied, Registry};
+use ggen_runtime::tenant::TenantId;
 use serde_json::Value;
 
 use super::pack::{LOAD, TestPack};

@@ -8,8 +8,8 @@ use ggen_runtime::actuator::{Actuators, Clock, Dispatcher, DispatcherOptions};
 use ggen_runtime::clock::Timestamp;
 use ggen_runtime::ledger::Ledger;
 use ggen_runtime::ledger::memory::MemoryLedger;
+use ggen_runtime::registry::Registry;
 use ggen_runtime::replay;
-use ggen_runtime::tenant::Registry;
 use serde_json::Value;
 
 use super::harness::{FAST, tenant};

@@ -10,8 +10,9 @@ use ggen_runtime::fsm::State;
 use ggen_runtime::ledger::Ledger;
 use ggen_runtime::ledger::memory::MemoryLedger;
 use ggen_runtime::receipt::Input;
+use ggen_runtime::registry::{Applied, Registry};
 use ggen_runtime::sku::{ActionId, PolicyPack, ProfileId, SignalId};
-use ggen_runtime::tenant::{Applied, Registry, TenantId};
+use ggen_runtime::tenant::TenantId;
 use proptest::prelude::*;
 
 use super::model::{MDispatch, MState, MStep, Model};

@@ -11,7 +11,8 @@ use ggen_runtime::ledger::Ledger;
 use ggen_runtime::ledger::file::{FileLedger, FileOptions};
 use ggen_runtime::ledger::memory::MemoryLedger;
 use ggen_runtime::receipt::Input;
-use ggen_runtime::tenant::{DedupeOptions, Registry, RegistryError, TenantId};
+use ggen_runtime::registry::{DedupeOptions, Registry, RegistryError};
+use ggen_runtime::tenant::TenantId;
 use serde_json::Value;
 
 use super::sku::{AVAIL, ENTITLED, LOAD, OPEN, THROTTLE, TINY};

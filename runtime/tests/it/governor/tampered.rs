@@ -8,7 +8,8 @@ use ggen_runtime::ledger::file::{FileLedger, FileOptions};
 use ggen_runtime::ledger::memory::MemoryLedger;
 use ggen_runtime::ledger::{Ledger, Recovered};
 use ggen_runtime::receipt::Input;
-use ggen_runtime::tenant::{Registry, RegistryError, TenantId};
+use ggen_runtime::registry::{Registry, RegistryError};
+use ggen_runtime::tenant::TenantId;
 use serde_json::{Value, json};
 
 use super::sku::{AVAIL, LOAD, OPEN};
@@ -178,7 +179,7 @@ fn recovers_exactly(
     ledger: Arc<dyn Ledger>,
     name: &str,
     expected: Option<&str>,
-    states: &std::collections::BTreeMap<TenantId, ggen_runtime::tenant::TenantState>,
+    states: &std::collections::BTreeMap<TenantId, ggen_runtime::registry::TenantState>,
 ) {
     let fresh = Registry::new(&OPEN, Arc::clone(&ledger));
     let stats = fresh.recover().unwrap();

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use ggen_runtime::ingress::service::{self, ActionsMode, LogFormat, ServeArgs};
 use ggen_runtime::ledger::Ledger;
 use ggen_runtime::ledger::file::{self, FileLedger, FileOptions};
-use ggen_runtime::tenant::{Registry, TenantId};
+use ggen_runtime::registry::Registry;
+use ggen_runtime::tenant::TenantId;
 use tokio::sync::Mutex;
 
 use super::client::Connection;

@@ -15,8 +15,9 @@ use ggen_runtime::ingress::{AppState, Options, router};
 use ggen_runtime::ledger::file::{FileLedger, FileOptions};
 use ggen_runtime::ledger::memory::MemoryLedger;
 use ggen_runtime::ledger::{Ledger, VerifyReport};
+use ggen_runtime::registry::Registry;
 use ggen_runtime::sku::PolicyPack;
-use ggen_runtime::tenant::{Registry, TenantId};
+use ggen_runtime::tenant::TenantId;
 use serde_json::Value;
 use tower::ServiceExt as _;
 

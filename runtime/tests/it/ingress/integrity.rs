@@ -11,7 +11,8 @@ use ggen_runtime::ledger::{
     Appended, Entry, Head, Ledger, LedgerError, Mark, Record, Recovered, VerifyOptions,
     VerifyReport,
 };
-use ggen_runtime::tenant::{Registry, TenantId};
+use ggen_runtime::registry::Registry;
+use ggen_runtime::tenant::TenantId;
 use serde_json::{Value, json};
 
 use super::harness::{Service, full_auth, get, post, signal};

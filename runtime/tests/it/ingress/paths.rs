@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use ggen_runtime::ledger::Ledger;
 use ggen_runtime::ledger::memory::MemoryLedger;
+use ggen_runtime::registry::Registry;
 use ggen_runtime::replay;
-use ggen_runtime::tenant::{Registry, TenantId};
+use ggen_runtime::tenant::TenantId;
 use serde_json::{Value, json};
 
 use super::harness::{Service, post};

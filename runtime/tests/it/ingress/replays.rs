@@ -117,7 +117,7 @@ async fn a_full_dedupe_window_is_answered_429_with_retry_after() {
     use ggen_runtime::ingress::{AppState, Options};
     use ggen_runtime::ledger::Ledger;
     use ggen_runtime::ledger::memory::MemoryLedger;
-    use ggen_runtime::tenant::{DedupeOptions, Registry};
+    use ggen_runtime::registry::{DedupeOptions, Registry};
 
     use super::harness::full_auth;
 

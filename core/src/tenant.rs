@@ -1,17 +1,10 @@
-//! Tenants: validated tenant ids and the [`Registry`] of per-tenant governors.
+//! Tenant ids: the ground floor every other module names tenants with
+//! (receipts, the ledger, the registry).
 
 use std::fmt;
 use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-mod registry;
-
-pub use registry::{
-    Admission, Applied, CheckpointMismatch, DEFAULT_CAPACITY, DEFAULT_WINDOW, DedupeOptions,
-    Dispatch, InFlightView, RecoveryStats, Registry, RegistryError, Remember, Seen, TenantState,
-    TenantView, check_checkpoint,
-};
 
 /// A validated tenant id: `^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`.
 ///

@@ -44,13 +44,13 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
-use super::TenantId;
 use crate::clock::Timestamp;
 use crate::entitlement::{Entitlement, EntitlementError, EntitlementState};
 use crate::fsm::{Event, Governor, State, Step};
 use crate::ledger::{Hash, Head, Ledger, LedgerError};
 use crate::receipt::{self, Input, Kind, ReceiptError};
 use crate::sku::{ActionId, PolicyPack};
+use crate::tenant::TenantId;
 
 mod apply;
 mod dedupe;

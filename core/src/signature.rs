@@ -3,7 +3,7 @@
 //!
 //! The header is `t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>." ‖ body>`
 //! (the scheme Stripe uses for its webhooks). The signed timestamp lets a
-//! receiver refuse a captured request replayed later: [`verify`] accepts a
+//! receiver refuse a captured request replayed later: [`SigningKey::verify`] accepts a
 //! signature only while `t` is within `tolerance` of the receiver's clock,
 //! and the receiver deduplicates event ids over a window at least twice
 //! that long. A header may carry several `v1=` entries (a sender rotating

@@ -104,7 +104,7 @@ type Index = HashSet<IdKey, BuildHasherDefault<KeyHasher>>;
 /// since a busy service checkpoints millions of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Seen {
-    /// [`id_key`] of the id.
+    /// The 128-bit key of the id (SHA-256 of kind ‖ 0 ‖ id, first 16 bytes).
     pub key: IdKey,
     /// Decision time of its receipt, in milliseconds.
     pub at: i64,
@@ -156,7 +156,7 @@ impl<'de> serde::Deserialize<'de> for Seen {
     }
 }
 
-/// Outcome of [`Recent::check`].
+/// Whether an id is new, a duplicate, or past the bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Remember {
     /// A new id: remember it once its receipt is appended.

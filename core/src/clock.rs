@@ -27,10 +27,12 @@ impl Timestamp {
         Timestamp((now.unix_timestamp_nanos() / 1_000_000) as i64)
     }
 
+    /// The timestamp `ms` milliseconds after the epoch.
     pub const fn from_millis(ms: i64) -> Timestamp {
         Timestamp(ms)
     }
 
+    /// Milliseconds since the epoch.
     pub const fn as_millis(self) -> i64 {
         self.0
     }

@@ -43,11 +43,13 @@ pub struct SignalDef {
     pub name: &'static str,
     /// Free-text unit, shown in docs and metrics.
     pub unit: &'static str,
+    /// What the signal measures, for people.
     pub description: &'static str,
     /// Values below this are rejected at ingress.
     pub min: Option<f64>,
     /// Values above this are rejected at ingress.
     pub max: Option<f64>,
+    /// Which way is worse.
     pub direction: Direction,
 }
 
@@ -93,6 +95,7 @@ impl fmt::Display for Adapter {
 pub struct ActionDef {
     /// Unique name.
     pub name: &'static str,
+    /// Which adapter runs it.
     pub adapter: Adapter,
     /// The action run when the governor steps back to stable.
     pub undo: Option<ActionId>,
@@ -112,10 +115,15 @@ pub struct ActionDef {
 /// `dwell ≥ 1`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Rule {
+    /// The signal the rule watches.
     pub signal: SignalId,
+    /// Which way is worse (copied from the signal).
     pub direction: Direction,
+    /// The warn threshold, if any.
     pub warn: Option<f64>,
+    /// The intervene threshold, if any.
     pub intervene: Option<f64>,
+    /// The refuse threshold, if any.
     pub refuse: Option<f64>,
     /// Hysteresis exit threshold: recovery counts only evaluations on the
     /// good side of it. Defaults to `warn` (or the mildest threshold set).
@@ -129,6 +137,7 @@ pub struct Rule {
 /// A customer profile: a flattened rule set (after `extends`).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ProfileDef {
+    /// The profile's name in the spec.
     pub name: &'static str,
     /// At most one rule per signal, in spec order.
     pub rules: &'static [Rule],
@@ -154,39 +163,53 @@ pub struct GovernorTiming {
 pub struct IngressDef {
     /// OIDC audience expected on Pub/Sub push tokens; `None`: bearer token auth.
     pub pubsub_audience: Option<&'static str>,
+    /// The largest request body accepted, in bytes.
     pub max_body_bytes: usize,
 }
 
 /// Everything the runtime knows about one SKU.
 #[derive(Debug, Clone, Copy)]
 pub struct Sku {
+    /// The SKU id (`^[a-z][a-z0-9_]{1,39}$`).
     pub id: &'static str,
+    /// Its display name.
     pub name: &'static str,
+    /// Its semver version.
     pub version: &'static str,
     /// SHA-256 (hex) of the spec file the crate was generated from; stamped on every receipt.
     pub spec_sha256: &'static str,
     /// Pub/Sub message attribute that names the tenant.
     pub tenant_attribute: &'static str,
+    /// The most tenants one service holds.
     pub max_tenants: u32,
+    /// Signals, indexed by [`SignalId`].
     pub signals: &'static [SignalDef],
+    /// Actions, indexed by [`ActionId`].
     pub actions: &'static [ActionDef],
+    /// Profiles, indexed by [`ProfileId`].
     pub profiles: &'static [ProfileDef],
+    /// The profile of a tenant with no plan.
     pub default_profile: ProfileId,
+    /// FSM timing.
     pub governor: GovernorTiming,
     /// Whether a tenant needs an active entitlement before its signals are acted upon.
     pub entitlement_required: bool,
+    /// Ingress settings.
     pub ingress: IngressDef,
 }
 
 impl Sku {
+    /// The signal `id` names.
     pub fn signal(&self, id: SignalId) -> &'static SignalDef {
         &self.signals[usize::from(id.0)]
     }
 
+    /// The action `id` names.
     pub fn action(&self, id: ActionId) -> &'static ActionDef {
         &self.actions[usize::from(id.0)]
     }
 
+    /// The profile `id` names.
     pub fn profile(&self, id: ProfileId) -> &'static ProfileDef {
         &self.profiles[usize::from(id.0)]
     }
@@ -243,4 +266,33 @@ impl PolicyPack for TablePack {
         let index = self.0.profiles.iter().position(|p| p.name == name)?;
         u16::try_from(index).ok().map(ProfileId)
     }
+}
+
+/// The prefix of the service's own secrets (`GOVERNOR_AUTH_TOKEN`, …): no
+/// command action may be handed one.
+pub const SECRET_ENV_PREFIX: &str = "GOVERNOR_";
+
+/// The names a `command` action's `params.env` lists (the variables the
+/// child may see besides `PATH`), or why they are invalid. The command
+/// adapter and `ggen validate` apply this one check.
+pub fn command_env_names(
+    params: &serde_json::Map<String, serde_json::Value>,
+) -> Result<Vec<String>, String> {
+    let items = match params.get("env") {
+        None => return Ok(Vec::new()),
+        Some(serde_json::Value::Array(items)) => items,
+        Some(_) => return Err("`params.env` must be an array of variable names".to_owned()),
+    };
+    items
+        .iter()
+        .map(|item| match item {
+            serde_json::Value::String(name) if name.starts_with(SECRET_ENV_PREFIX) => Err(format!(
+                "`params.env` names `{name}`: `{SECRET_ENV_PREFIX}*` variables are the service's secrets and never reach a command"
+            )),
+            serde_json::Value::String(name) if !name.is_empty() && !name.contains(['=', '\0']) => {
+                Ok(name.clone())
+            }
+            _ => Err("`params.env` must be an array of variable names".to_owned()),
+        })
+        .collect()
 }
