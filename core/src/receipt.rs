@@ -90,10 +90,8 @@ pub enum Input {
     },
     /// The outcome of a dispatched action, after the actuator's retries.
     ActionResult {
-        /// The action.
-        action: ActionId,
-        /// `{tenant}:{seq}:{action}` as dispatched.
-        idempotency_key: String,
+        /// The dispatch's key (it names the action and the deciding receipt).
+        key: IdempotencyKey,
         /// Whether it succeeded.
         ok: bool,
         /// Free-text detail from the adapter (status, error).
@@ -187,18 +185,59 @@ pub enum ReceiptError {
     },
 }
 
-/// The idempotency key of an action dispatched by receipt `seq`.
-pub fn idempotency_key(tenant: &TenantId, seq: u64, action: &str) -> String {
-    format!("{tenant}:{seq}:{action}")
+/// The idempotency key of a dispatched action: the tenant, the seq of the
+/// receipt that decided the dispatch, and the action. Stable across retries.
+///
+/// Typed everywhere inside the process; its text `{tenant}:{seq}:{action}`
+/// (readable and header-safe: tenant ids are `[A-Za-z0-9._-]`) exists only
+/// at the wire: receipts, the `Idempotency-Key` header, a command's
+/// arguments and environment.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IdempotencyKey {
+    /// The tenant the action acts on.
+    pub tenant: TenantId,
+    /// Seq of the deciding receipt.
+    pub seq: u64,
+    /// The action.
+    pub action: ActionId,
+    /// The action's name in the SKU (for the text form).
+    name: &'static str,
 }
 
-/// Splits an idempotency key into `(tenant, seq, action)`.
-pub fn parse_idempotency_key(key: &str) -> Option<(&str, u64, &str)> {
-    let mut parts = key.rsplitn(3, ':');
-    let action = parts.next()?;
-    let seq = parts.next()?.parse().ok()?;
-    let tenant = parts.next()?;
-    Some((tenant, seq, action))
+impl IdempotencyKey {
+    /// The key of `action`, dispatched for `tenant` by receipt `seq`.
+    pub fn new(sku: &'static Sku, tenant: TenantId, seq: u64, action: ActionId) -> IdempotencyKey {
+        IdempotencyKey {
+            tenant,
+            seq,
+            action,
+            name: sku.action(action).name,
+        }
+    }
+
+    /// Reads the text form back (`None` when it is not a key of `pack`'s
+    /// actions for a valid tenant id).
+    pub fn parse(pack: &dyn PolicyPack, text: &str) -> Option<IdempotencyKey> {
+        let mut parts = text.rsplitn(3, ':');
+        let name = parts.next()?;
+        let seq = parts.next()?.parse().ok()?;
+        let tenant = TenantId::new(parts.next()?).ok()?;
+        let sku = pack.sku();
+        let index = sku.actions.iter().position(|a| a.name == name)?;
+        let action = ActionId(u16::try_from(index).ok()?);
+        Some(IdempotencyKey::new(sku, tenant, seq, action))
+    }
+
+    /// The action's name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+}
+
+impl std::fmt::Display for IdempotencyKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}", self.tenant, self.seq, self.name)
+    }
 }
 
 /// A decimal string for a reading or threshold (`f64` `Display` round-trips).
@@ -230,14 +269,10 @@ pub enum Body<'a> {
     },
     /// One dispatched action.
     Action {
-        /// The action.
-        action: ActionId,
-        /// Its idempotency key.
-        key: &'a str,
+        /// Its idempotency key (the action and the deciding receipt's seq).
+        key: &'a IdempotencyKey,
         /// Whether it undoes an earlier action.
         undo: bool,
-        /// Seq of the deciding receipt.
-        decided: u64,
     },
 }
 
@@ -259,8 +294,8 @@ pub struct Receipt<'a> {
     pub to: State,
     /// The tenant's level after the step.
     pub level: Level,
-    /// Actions dispatched by this receipt, with their keys.
-    pub actions: &'a [(ActionId, String)],
+    /// Actions dispatched by this receipt, by their keys.
+    pub actions: &'a [IdempotencyKey],
     /// The rest.
     pub body: Body<'a>,
 }
@@ -425,8 +460,8 @@ impl DecisionDoc {
 }
 
 #[derive(Debug, Serialize)]
-struct ActionDoc<'a> {
-    idempotency_key: &'a str,
+struct ActionDoc {
+    idempotency_key: String,
     name: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     undo: Option<bool>,
@@ -435,8 +470,8 @@ struct ActionDoc<'a> {
 #[derive(Debug, Serialize)]
 struct ReceiptDoc<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
-    action: Option<ActionDoc<'a>>,
-    actions: Vec<ActionDoc<'a>>,
+    action: Option<ActionDoc>,
+    actions: Vec<ActionDoc>,
     at: Timestamp,
     decision: DecisionDoc,
     event: EventDoc<'a>,
@@ -535,14 +570,9 @@ impl Receipt<'_> {
                         event.entitlement = Some(Cow::Borrowed(e.as_str()));
                         event.plan = plan.map(|p| Cow::Borrowed(sku.profile(p).name));
                     }
-                    Input::ActionResult {
-                        action: a,
-                        idempotency_key,
-                        ok,
-                        detail,
-                    } => {
-                        event.action = Some(Cow::Borrowed(sku.action(*a).name));
-                        event.idempotency_key = Some(Cow::Borrowed(idempotency_key));
+                    Input::ActionResult { key, ok, detail } => {
+                        event.action = Some(Cow::Borrowed(key.name()));
+                        event.idempotency_key = Some(Cow::Owned(key.to_string()));
                         event.ok = Some(*ok);
                         event.detail = detail.as_deref().map(Cow::Borrowed);
                     }
@@ -577,17 +607,12 @@ impl Receipt<'_> {
                 decision = DecisionDoc::new(d.reason.as_str(), self.level);
                 decision.fill(sku, d, self.to, None);
             }
-            Body::Action {
-                action: a,
-                key,
-                undo,
-                decided,
-            } => {
-                event.decision_seq = Some(decided);
+            Body::Action { key, undo } => {
+                event.decision_seq = Some(key.seq);
                 decision = DecisionDoc::new(if undo { "undo" } else { "dispatch" }, self.level);
                 action = Some(ActionDoc {
-                    name: sku.action(a).name,
-                    idempotency_key: key,
+                    name: key.name(),
+                    idempotency_key: key.to_string(),
                     undo: Some(undo),
                 });
             }
@@ -607,9 +632,9 @@ impl Receipt<'_> {
             actions: self
                 .actions
                 .iter()
-                .map(|(a, key)| ActionDoc {
-                    name: sku.action(*a).name,
-                    idempotency_key: key,
+                .map(|key| ActionDoc {
+                    name: key.name(),
+                    idempotency_key: key.to_string(),
                     undo: None,
                 })
                 .collect(),
@@ -665,7 +690,6 @@ struct StoredDoc<'a> {
 /// Parses stored receipt bytes back into what they carry.
 pub fn parse(pack: &dyn PolicyPack, bytes: &[u8]) -> Result<Parsed, ReceiptError> {
     let doc: StoredDoc<'_> = serde_json::from_slice(bytes).map_err(ReceiptError::Json)?;
-    let sku = pack.sku();
     let kind = doc.kind;
     let missing = |field: &'static str| ReceiptError::MissingField {
         kind: kind.as_str(),
@@ -718,22 +742,17 @@ pub fn parse(pack: &dyn PolicyPack, bytes: &[u8]) -> Result<Parsed, ReceiptError
             }
             Kind::ActionResult => {
                 let name = event.action.ok_or_else(|| missing("action"))?;
-                let action = sku
-                    .actions
-                    .iter()
-                    .position(|a| a.name == name)
-                    .and_then(|i| u16::try_from(i).ok())
-                    .map(ActionId)
+                let text = event
+                    .idempotency_key
+                    .ok_or_else(|| missing("idempotency_key"))?;
+                let key = IdempotencyKey::parse(pack, &text)
+                    .filter(|key| key.name() == name)
                     .ok_or_else(|| ReceiptError::Unknown {
-                        what: "action",
-                        name: name.into_owned(),
+                        what: "idempotency key",
+                        name: text.into_owned(),
                     })?;
                 Carried::Input(Input::ActionResult {
-                    action,
-                    idempotency_key: event
-                        .idempotency_key
-                        .ok_or_else(|| missing("idempotency_key"))?
-                        .into_owned(),
+                    key,
                     ok: event.ok.ok_or_else(|| missing("ok"))?,
                     detail: owned(event.detail),
                 })
@@ -768,16 +787,65 @@ mod tests {
     use super::*;
 
     #[test]
-    fn idempotency_keys_round_trip() {
+    fn idempotency_keys_round_trip_through_their_text_only_at_the_wire() {
+        use crate::sku::{ActionDef, Adapter, TablePack};
+        static ACTIONS: [ActionDef; 2] = [
+            ActionDef {
+                name: "throttle",
+                adapter: Adapter::Log,
+                undo: None,
+                params: "{}",
+                timeout_ms: 1,
+                retries: 0,
+            },
+            ActionDef {
+                name: "pause",
+                adapter: Adapter::Log,
+                undo: None,
+                params: "{}",
+                timeout_ms: 1,
+                retries: 0,
+            },
+        ];
+        static SKU: Sku = Sku {
+            id: "keys",
+            name: "Keys",
+            version: "1.0.0",
+            spec_sha256: "00",
+            tenant_attribute: "tenant_id",
+            max_tenants: 1,
+            signals: &[],
+            actions: &ACTIONS,
+            profiles: &[],
+            default_profile: ProfileId(0),
+            governor: crate::sku::GovernorTiming {
+                intervention_timeout_s: 1,
+                recovery_evaluations: 1,
+                degraded_retry_s: 1,
+            },
+            entitlement_required: false,
+            ingress: crate::sku::IngressDef {
+                pubsub_audience: None,
+                max_body_bytes: 1,
+            },
+        };
+        static PACK: TablePack = TablePack(&SKU);
         let tenant = TenantId::new("acme.eu-1").unwrap();
-        let key = idempotency_key(&tenant, 42, "throttle");
-        assert_eq!(key, "acme.eu-1:42:throttle");
+        let key = IdempotencyKey::new(&SKU, tenant, 42, ActionId(1));
+        assert_eq!(key.to_string(), "acme.eu-1:42:pause");
         assert_eq!(
-            parse_idempotency_key(&key),
-            Some(("acme.eu-1", 42, "throttle"))
+            IdempotencyKey::parse(&PACK, "acme.eu-1:42:pause"),
+            Some(key)
         );
-        assert_eq!(parse_idempotency_key("acme:x:throttle"), None);
-        assert_eq!(parse_idempotency_key("throttle"), None);
+        for bad in [
+            "acme:x:throttle",
+            "throttle",
+            "acme:1:unknown",
+            "../x:1:throttle",
+            ":1:throttle",
+        ] {
+            assert_eq!(IdempotencyKey::parse(&PACK, bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -437,12 +437,11 @@ fn confirm_dispatches(
     let mut queue: VecDeque<_> = applied.dispatches.into();
     while let Some(dispatch) = queue.pop_front() {
         let result = Input::ActionResult {
-            action: dispatch.action,
-            idempotency_key: dispatch.idempotency_key,
+            key: dispatch.key.clone(),
             ok: true,
             detail: Some("log adapter (replay)".to_owned()),
         };
-        let next = registry.apply(&dispatch.tenant, result, at)?;
+        let next = registry.apply(&dispatch.key.tenant, result, at)?;
         queue.extend(next.dispatches);
     }
     Ok(())

@@ -130,17 +130,9 @@ pub fn sort(diagnostics: &mut Vec<Diagnostic>) {
     diagnostics.dedup();
 }
 
-/// Renders an error and its `source()` chain as one line: `outer: inner: …`.
-pub fn error_chain(error: &dyn Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+/// Renders an error and its `source()` chain as one line: `outer: inner: …`
+/// (the runtime's own, so both tools word a chain alike).
+pub use ggen_core::report::error_chain;
 
 /// Escapes one JSON-pointer reference token (`~` → `~0`, `/` → `~1`).
 pub fn escape_token(token: &str) -> String {

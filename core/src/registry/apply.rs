@@ -10,8 +10,7 @@ use crate::entitlement::EntitlementError;
 use crate::fsm::{Dispatched, Event, State};
 use crate::ledger::{Entry, Head, LedgerError, Ticket};
 use crate::policy::Level;
-use crate::receipt::{self, Body, Input, Kind, Receipt};
-use crate::sku::ActionId;
+use crate::receipt::{Body, IdempotencyKey, Input, Kind, Receipt};
 use crate::tenant::TenantId;
 
 /// What [`Registry::apply`] (or a timer) did.
@@ -152,7 +151,7 @@ impl Registry {
         entry.entitlement = decided.entitlement;
         entry.remember(&input, at, &self.dedupe);
         applied.refused = decided.refused;
-        self.append_actions(entry, tenant, at, seq, start, &mut applied)?;
+        self.append_actions(entry, tenant, at, start, &mut applied)?;
         applied.settle(entry);
         Ok(applied)
     }
@@ -182,12 +181,10 @@ impl Registry {
     ) -> Result<(), RegistryError> {
         let tenant = receipt.tenant;
         let seq = receipt.seq;
-        let keys: Vec<(ActionId, String)> = dispatch
+        let sku = self.pack.sku();
+        let keys: Vec<IdempotencyKey> = dispatch
             .iter()
-            .map(|d| {
-                let name = self.pack.sku().action(d.action).name;
-                (d.action, receipt::idempotency_key(tenant, seq, name))
-            })
+            .map(|d| IdempotencyKey::new(sku, tenant.clone(), seq, d.action))
             .collect();
         let receipt = Receipt {
             actions: &keys,
@@ -228,31 +225,25 @@ impl Registry {
         }
         applied.ticket = Some(appended.ticket);
         applied.receipts += 1;
-        for (d, (action, key)) in dispatch.iter().zip(keys) {
-            applied.dispatches.push(Dispatch {
-                tenant: tenant.clone(),
-                action,
-                idempotency_key: key,
-                undo: d.undo,
-            });
+        for (d, key) in dispatch.iter().zip(keys) {
+            applied.dispatches.push(Dispatch { key, undo: d.undo });
         }
         Ok(())
     }
 
     /// Appends one `action` receipt per dispatch from `applied.dispatches[start..]`
-    /// (those decided by receipt `decided`).
+    /// (their keys name the deciding receipt).
     fn append_actions(
         &self,
         t: &mut Tenant,
         tenant: &TenantId,
         at: Timestamp,
-        decided: u64,
         start: usize,
         applied: &mut Applied,
     ) -> Result<(), RegistryError> {
         for index in start..applied.dispatches.len() {
             let d = &applied.dispatches[index];
-            let (action, undo, key) = (d.action, d.undo, d.idempotency_key.clone());
+            let (undo, key) = (d.undo, d.key.clone());
             let state = t.governor.state();
             let prev = t.head.hash;
             let receipt = Receipt {
@@ -264,12 +255,7 @@ impl Registry {
                 to: state,
                 level: t.governor.level(),
                 actions: &[],
-                body: Body::Action {
-                    action,
-                    key: &key,
-                    undo,
-                    decided,
-                },
+                body: Body::Action { key: &key, undo },
             };
             self.commit(t, receipt, &[], applied)?;
         }
@@ -312,7 +298,7 @@ impl Registry {
         };
         self.commit(t, receipt, &step.dispatch, applied)?;
         t.governor = governor;
-        self.append_actions(t, tenant, now, seq, start, applied)?;
+        self.append_actions(t, tenant, now, start, applied)?;
         applied.settle(t);
         Ok(())
     }

@@ -48,8 +48,8 @@ use crate::clock::Timestamp;
 use crate::entitlement::{Entitlement, EntitlementError, EntitlementState};
 use crate::fsm::{Event, Governor, State, Step};
 use crate::ledger::{Hash, Head, Ledger, LedgerError};
-use crate::receipt::{self, Input, Kind, ReceiptError};
-use crate::sku::{ActionId, PolicyPack};
+use crate::receipt::{IdempotencyKey, Input, Kind, ReceiptError};
+use crate::sku::PolicyPack;
 use crate::tenant::TenantId;
 
 mod apply;
@@ -152,12 +152,8 @@ pub enum RegistryError {
 /// One action for the actuator to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dispatch {
-    /// The tenant it acts on.
-    pub tenant: TenantId,
-    /// The action.
-    pub action: ActionId,
-    /// `{tenant}:{seq}:{action}` (seq of the deciding receipt): stable across retries.
-    pub idempotency_key: String,
+    /// The tenant, the action and the deciding receipt's seq: stable across retries.
+    pub key: IdempotencyKey,
     /// Whether it undoes an earlier action.
     pub undo: bool,
 }
@@ -400,19 +396,12 @@ impl Registry {
                 signal: *signal,
                 value: *value,
             }),
-            Input::ActionResult {
-                action,
-                idempotency_key,
-                ok,
-                ..
-            } => {
-                let name = self.pack.sku().action(*action).name;
-                let decided = receipt::parse_idempotency_key(idempotency_key)
-                    .filter(|(t, _, a)| *t == tenant.as_str() && *a == name)
-                    .map_or(0, |(_, seq, _)| seq);
+            Input::ActionResult { key, ok, .. } => {
+                // A key of another tenant is stale here (seq 0 matches no flight).
+                let decided = if key.tenant == *tenant { key.seq } else { 0 };
                 Some(Event::ActionResult {
                     decided,
-                    action: *action,
+                    action: key.action,
                     ok: *ok,
                 })
             }

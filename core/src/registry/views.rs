@@ -9,7 +9,7 @@ use super::{Registry, TenantState};
 use crate::entitlement::EntitlementState;
 use crate::fsm::{InFlight, State};
 use crate::policy::Level;
-use crate::receipt;
+use crate::receipt::IdempotencyKey;
 use crate::tenant::TenantId;
 
 /// What a protected service asks: may this tenant proceed?
@@ -70,13 +70,11 @@ impl Registry {
             level: t.governor.level(),
             in_flight: flight
                 .iter()
-                .map(|f: &InFlight| {
-                    let name = sku.action(f.action).name;
-                    InFlightView {
-                        action: name,
-                        idempotency_key: receipt::idempotency_key(tenant, seq, name),
-                        confirmed: f.ok,
-                    }
+                .map(|f: &InFlight| InFlightView {
+                    action: sku.action(f.action).name,
+                    idempotency_key: IdempotencyKey::new(sku, tenant.clone(), seq, f.action)
+                        .to_string(),
+                    confirmed: f.ok,
                 })
                 .collect(),
             seq: t.head.seq,

@@ -307,8 +307,8 @@ impl Inner {
         if !admitted {
             this.counters.rejected.fetch_add(1, Ordering::Relaxed);
             ::tracing::warn!(
-                tenant = %dispatch.tenant,
-                key = %dispatch.idempotency_key,
+                tenant = %dispatch.key.tenant,
+                key = %dispatch.key,
                 "actuator queue full: action failed without running"
             );
             let report = Report {
@@ -363,23 +363,23 @@ impl Inner {
         c.attempts
             .fetch_add(u64::from(report.attempts), Ordering::Relaxed);
         if report.ok { &c.succeeded } else { &c.failed }.fetch_add(1, Ordering::Relaxed);
-        let action = registry.pack().sku().action(dispatch.action).name;
+        let action = registry.pack().sku().action(dispatch.key.action).name;
         ::tracing::info!(
-            tenant = %dispatch.tenant,
+            tenant = %dispatch.key.tenant,
             action,
-            key = %dispatch.idempotency_key,
+            key = %dispatch.key,
             ok = report.ok,
             attempts = report.attempts,
             detail = %report.detail,
             "action finished"
         );
+        let tenant = dispatch.key.tenant.clone();
         let input = Input::ActionResult {
-            action: dispatch.action,
-            idempotency_key: dispatch.idempotency_key,
+            key: dispatch.key,
             ok: report.ok,
             detail: Some(report.detail),
         };
-        match registry.apply(&dispatch.tenant, input, self.options.clock.now()) {
+        match registry.apply(&tenant, input, self.options.clock.now()) {
             Ok(applied) => {
                 for next in applied.dispatches {
                     Inner::spawn(self, registry, next);
@@ -388,7 +388,7 @@ impl Inner {
             Err(error) => {
                 c.unrecorded.fetch_add(1, Ordering::Relaxed);
                 ::tracing::error!(
-                    tenant = %dispatch.tenant,
+                    tenant = %tenant,
                     error = &error as &dyn std::error::Error,
                     "recording an action result failed"
                 );

@@ -101,7 +101,7 @@ impl ActionCall {
         dispatch: &Dispatch,
         at: Timestamp,
     ) -> Result<Self, ActuatorError> {
-        let action = sku.action(dispatch.action);
+        let action = sku.action(dispatch.key.action);
         let params = match serde_json::from_str(action.params) {
             Ok(Value::Object(map)) => map,
             Ok(_) => {
@@ -118,9 +118,9 @@ impl ActionCall {
         };
         Ok(ActionCall {
             sku: sku.id,
-            tenant: dispatch.tenant.clone(),
+            tenant: dispatch.key.tenant.clone(),
             action,
-            idempotency_key: dispatch.idempotency_key.clone(),
+            idempotency_key: dispatch.key.to_string(),
             undo: dispatch.undo,
             at,
             params,

@@ -268,12 +268,12 @@ impl AppState {
     /// Hands every dispatch of `applied` to the actuator (its receipt is durable).
     pub(crate) fn dispatch(&self, applied: &mut Applied) {
         for dispatch in applied.dispatches.drain(..) {
-            self.0.metrics.dispatched(dispatch.action);
+            self.0.metrics.dispatched(dispatch.key.action);
             match &self.0.actuator {
                 Some(actuator) => actuator.spawn(&self.0.registry, dispatch),
                 None => tracing::warn!(
-                    tenant = %dispatch.tenant,
-                    key = %dispatch.idempotency_key,
+                    tenant = %dispatch.key.tenant,
+                    key = %dispatch.key,
                     "no actuator attached: action stays in flight until its timeout"
                 ),
             }

@@ -22,6 +22,7 @@ use super::error::IngressError;
 use super::signals;
 use super::state::AppState;
 use crate::clock::Timestamp;
+use crate::ledger::Record;
 use crate::receipt::Input;
 use crate::registry::TenantView;
 use crate::tenant::TenantId;
@@ -62,6 +63,25 @@ fn unknown(tenant: &TenantId) -> IngressError {
     }
 }
 
+/// Reads `tenant`'s receipts after `after` on a blocking thread: a read may
+/// wait for the writer's next sync and reads files, which must not stall the
+/// async workers.
+async fn read_off_workers(
+    state: &AppState,
+    tenant: &TenantId,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<Record>, IngressError> {
+    let registry = Arc::clone(state.registry());
+    let reader = tenant.clone();
+    tokio::task::spawn_blocking(move || registry.ledger().read(&reader, after, limit))
+        .await
+        .map_err(|e| IngressError::Internal {
+            detail: e.to_string(),
+        })?
+        .map_err(|e| IngressError::unavailable(&e))
+}
+
 /// `GET /v1/tenants/{t}`: state, entitlement, in-flight actions, last receipt.
 pub(crate) async fn get(
     State(state): State<AppState>,
@@ -74,11 +94,8 @@ pub(crate) async fn get(
         .ok_or_else(|| unknown(&tenant))?;
     let last = match view.seq {
         0 => None,
-        seq => state
-            .registry
-            .ledger()
-            .read(&tenant, seq - 1, 1)
-            .map_err(|e| IngressError::unavailable(&e))?
+        seq => read_off_workers(&state, &tenant, seq - 1, 1)
+            .await?
             .first()
             .map(|r| serde_json::from_slice(&r.bytes))
             .transpose()
@@ -130,16 +147,7 @@ pub(crate) async fn receipts(
         return Err(unknown(&tenant));
     }
     let after = page.after.unwrap_or(0);
-    // A read may wait for the writer's next sync and reads files: off the async workers.
-    let registry = Arc::clone(state.registry());
-    let reader = tenant.clone();
-    let records =
-        tokio::task::spawn_blocking(move || registry.ledger().read(&reader, after, limit))
-            .await
-            .map_err(|e| IngressError::Internal {
-                detail: e.to_string(),
-            })?
-            .map_err(|e| IngressError::unavailable(&e))?;
+    let records = read_off_workers(&state, &tenant, after, limit).await?;
     // The stored bytes are canonical JSON: splice them in as they are.
     let mut out = format!(r#"{{"tenant":"{}","receipts":["#, tenant.as_str());
     for (i, record) in records.iter().enumerate() {

@@ -6,6 +6,7 @@ use std::time::Duration;
 use ggen_runtime::actuator::command::CommandActuator;
 use ggen_runtime::actuator::{ActionCall, Report, perform};
 use ggen_runtime::fsm::State;
+use ggen_runtime::receipt::IdempotencyKey;
 use ggen_runtime::registry::Dispatch;
 use ggen_runtime::sku::{ActionId, Adapter};
 use serde_json::json;
@@ -35,9 +36,7 @@ fn pack(params: serde_json::Value, timeout_ms: u32, retries: u32) -> &'static Te
 async fn run(params: serde_json::Value, timeout_ms: u32, retries: u32) -> Report {
     let sku = ggen_runtime::sku::PolicyPack::sku(pack(params, timeout_ms, retries));
     let dispatch = Dispatch {
-        tenant: tenant("acme"),
-        action: ActionId(0),
-        idempotency_key: "acme:7:run".into(),
+        key: IdempotencyKey::new(sku, tenant("acme"), 7, ActionId(0)),
         undo: false,
     };
     let call = ActionCall::new(sku, &dispatch, at(0)).unwrap();

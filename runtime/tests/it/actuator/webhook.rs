@@ -43,7 +43,7 @@ async fn retries_a_failing_target_with_one_key_and_signed_identical_bodies() {
     let t = tenant("acme");
     let applied = h.signal(&t, 120.0, 0);
     assert_eq!(applied.state.name(), "intervening");
-    let key = applied.dispatches[0].idempotency_key.clone();
+    let key = applied.dispatches[0].key.to_string();
     h.settle().await;
 
     let hits = target.hits();

@@ -9,9 +9,9 @@ use ggen_runtime::entitlement::{EntitlementEvent, EntitlementState};
 use ggen_runtime::fsm::State;
 use ggen_runtime::ledger::Ledger;
 use ggen_runtime::ledger::memory::MemoryLedger;
-use ggen_runtime::receipt::Input;
+use ggen_runtime::receipt::{IdempotencyKey, Input};
 use ggen_runtime::registry::{Applied, Registry};
-use ggen_runtime::sku::{ActionId, PolicyPack, ProfileId, SignalId};
+use ggen_runtime::sku::{PolicyPack, ProfileId, SignalId};
 use ggen_runtime::tenant::TenantId;
 use proptest::prelude::*;
 
@@ -79,7 +79,7 @@ fn op() -> impl Strategy<Value = Op> {
 #[derive(Debug, Default)]
 struct Seen {
     /// Every dispatch so far: action and idempotency key.
-    dispatches: Vec<(ActionId, String)>,
+    dispatches: Vec<IdempotencyKey>,
     /// The last signal sent with an id.
     last_signal: Option<(SignalId, f64, String)>,
     /// Whether the entitlement was ever cancelled.
@@ -102,7 +102,7 @@ fn dispatched(pack: &dyn PolicyPack, applied: &Applied) -> Vec<MDispatch> {
     applied
         .dispatches
         .iter()
-        .map(|d| (pack.sku().action(d.action).name, d.undo))
+        .map(|d| (pack.sku().action(d.key.action).name, d.undo))
         .collect()
 }
 
@@ -187,7 +187,7 @@ impl Harness {
     fn record(&mut self, tenant: usize, applied: &Applied) {
         let seen = self.seen.entry(tenant).or_default();
         for d in &applied.dispatches {
-            seen.dispatches.push((d.action, d.idempotency_key.clone()));
+            seen.dispatches.push(d.key.clone());
         }
     }
 
@@ -254,7 +254,7 @@ impl Harness {
                 });
             }
             Op::Result { tenant, pick, ok } => {
-                let Some((action, key)) = self
+                let Some(key) = self
                     .seen
                     .get(&tenant)
                     .filter(|s| !s.dispatches.is_empty())
@@ -262,10 +262,9 @@ impl Harness {
                 else {
                     return;
                 };
-                let decided: u64 = key.split(':').nth(1).unwrap().parse().unwrap();
+                let (decided, action) = (key.seq, key.action);
                 let input = Input::ActionResult {
-                    action,
-                    idempotency_key: key,
+                    key,
                     ok,
                     detail: None,
                 };

@@ -10,7 +10,7 @@ use ggen_runtime::fsm::State;
 use ggen_runtime::ledger::Ledger;
 use ggen_runtime::ledger::file::{FileLedger, FileOptions};
 use ggen_runtime::ledger::memory::MemoryLedger;
-use ggen_runtime::receipt::Input;
+use ggen_runtime::receipt::{IdempotencyKey, Input};
 use ggen_runtime::registry::{DedupeOptions, Registry, RegistryError};
 use ggen_runtime::tenant::TenantId;
 use serde_json::Value;
@@ -262,8 +262,8 @@ fn intervention_writes_decision_and_action_receipts() {
     assert_eq!(applied.receipts, 2);
     assert_eq!(applied.dispatches.len(), 1);
     let dispatch = &applied.dispatches[0];
-    assert_eq!((dispatch.action, dispatch.undo), (THROTTLE, false));
-    assert_eq!(dispatch.idempotency_key, "acme:2:throttle");
+    assert_eq!((dispatch.key.action, dispatch.undo), (THROTTLE, false));
+    assert_eq!(dispatch.key.to_string(), "acme:2:throttle");
     assert!(matches!(applied.state, State::Intervening { deadline } if deadline == at(31)));
 
     let all = receipts(&ledger, &t);
@@ -333,8 +333,7 @@ fn intervention_writes_decision_and_action_receipts() {
 
     // Confirmation → warning; recovery → stable with the undo dispatched.
     let ok = Input::ActionResult {
-        action: THROTTLE,
-        idempotency_key: "acme:2:throttle".into(),
+        key: IdempotencyKey::parse(&OPEN, "acme:2:throttle").unwrap(),
         ok: true,
         detail: Some("200".into()),
     };
@@ -345,7 +344,7 @@ fn intervention_writes_decision_and_action_receipts() {
     assert_eq!(back.dispatches.len(), 1);
     assert!(back.dispatches[0].undo);
     assert_eq!(
-        back.dispatches[0].idempotency_key,
+        back.dispatches[0].key.to_string(),
         format!("acme:{}:unthrottle", back.last_seq - 1)
     );
 }
@@ -464,8 +463,7 @@ fn rejected_input_and_stale_results_change_no_state() {
     assert_eq!(last["kind"], "rejected");
     assert_eq!(last["event"]["input"]["value"], "-1.5");
     let stale = Input::ActionResult {
-        action: THROTTLE,
-        idempotency_key: "someone-else:1:throttle".into(),
+        key: IdempotencyKey::parse(&OPEN, "someone-else:1:throttle").unwrap(),
         ok: false,
         detail: None,
     };
@@ -498,7 +496,7 @@ fn operator_reset_returns_to_stable_and_undoes() {
     let undo: Vec<_> = reset
         .dispatches
         .iter()
-        .map(|d| (d.action, d.undo))
+        .map(|d| (d.key.action, d.undo))
         .collect();
     assert_eq!(undo, vec![(super::sku::UNTHROTTLE, true)]);
     assert!(registry.view(&t).unwrap().in_flight.is_empty());
@@ -776,8 +774,7 @@ fn every_transition_is_counted_where_it_happens() {
     let dispatch = dispatched.dispatches.first().expect("an action dispatched");
     apply(
         Input::ActionResult {
-            action: dispatch.action,
-            idempotency_key: dispatch.idempotency_key.clone(),
+            key: dispatch.key.clone(),
             ok: true,
             detail: None,
         },
