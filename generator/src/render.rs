@@ -67,6 +67,17 @@ pub const EMBEDDED: &[(&str, &str)] = &[
     ),
 ];
 
+/// Templates that other templates import (`{% import "macros.tera" as … %}`):
+/// embedded and overridable like [`EMBEDDED`], part of the template set's
+/// hash, but rendered to no file of their own.
+pub const EMBEDDED_MACROS: &[(&str, &str)] =
+    &[("macros.tera", include_str!("../../templates/macros.tera"))];
+
+/// Every embedded template, rendered or imported, in no particular order.
+fn embedded_all() -> impl Iterator<Item = &'static (&'static str, &'static str)> {
+    EMBEDDED.iter().chain(EMBEDDED_MACROS)
+}
+
 /// Why templates could not be loaded or rendered.
 #[derive(Debug, Error)]
 pub enum RenderError {
@@ -153,7 +164,7 @@ impl TemplateSet {
     }
 
     fn build(overrides: BTreeMap<String, String>) -> Result<TemplateSet, RenderError> {
-        let known: Vec<&str> = EMBEDDED.iter().map(|(name, _)| *name).collect();
+        let known: Vec<&str> = embedded_all().map(|(name, _)| *name).collect();
         if let Some(unknown) = overrides.keys().find(|k| !known.contains(&k.as_str())) {
             return Err(RenderError::UnknownOverride {
                 file: unknown.clone(),
@@ -164,8 +175,7 @@ impl TemplateSet {
                     .join(", "),
             });
         }
-        let effective: BTreeMap<&str, &str> = EMBEDDED
-            .iter()
+        let effective: BTreeMap<&str, &str> = embedded_all()
             .map(|(name, text)| {
                 let text = overrides.get(*name).map_or(*text, String::as_str);
                 (*name, text)
@@ -181,7 +191,17 @@ impl TemplateSet {
         }
         let mut tera = tera::Tera::default();
         tera.autoescape_on(vec![]);
-        for (name, text) in &effective {
+        // Imported templates first: Tera checks on every addition that the
+        // templates a template imports are present.
+        let macros_first = effective
+            .iter()
+            .filter(|(name, _)| EMBEDDED_MACROS.iter().any(|(m, _)| m == *name))
+            .chain(
+                effective
+                    .iter()
+                    .filter(|(name, _)| !EMBEDDED_MACROS.iter().any(|(m, _)| m == *name)),
+            );
+        for (name, text) in macros_first {
             tera.add_raw_template(name, text)
                 .map_err(|source| RenderError::Parse {
                     name: (*name).to_owned(),
