@@ -43,6 +43,7 @@ pub mod report;
 pub mod signature;
 pub mod sku;
 pub mod tenant;
+pub mod testing;
 
 /// The global allocator every generated binary installs: the service
 /// allocates small, short-lived buffers per request (bodies, receipts),
