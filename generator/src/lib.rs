@@ -10,6 +10,7 @@
 //! - [`config`]: the project config, `ggen.toml`.
 //! - [`init`]: starter specs.
 //! - [`model`]: the resolved model (`lower`, from a checked spec; no rules of its own).
+//! - [`view`]: the typed template context built from a model.
 //! - [`render`]: Tera templates (embedded, overridable) → in-memory files.
 //! - [`format`](mod@format): syn + prettyplease, `@generated` headers.
 //! - [`manifest`]: the `ggen-manifest.json` of a generated crate.
@@ -39,5 +40,6 @@ pub mod plan;
 pub mod render;
 pub mod spec;
 pub mod validate;
+pub mod view;
 pub mod workspace;
 pub mod write;

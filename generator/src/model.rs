@@ -207,12 +207,25 @@ pub struct Rule {
     pub defined_in: String,
 }
 
+/// Where an [`Edge`]'s reading sits relative to its threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// Exactly at the threshold (which is reached there).
+    At,
+    /// The nearest representable value on the good side of the threshold.
+    Good,
+}
+
 /// A threshold edge a generated test pins: `raw_level(rule, value) == level`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Edge {
-    /// The reading.
+    /// The threshold this edge probes (one of the rule's `warn`, `intervene`, `refuse`).
+    pub threshold: f64,
+    /// Whether the reading is at the threshold or just on its good side.
+    pub side: Side,
+    /// The reading: `threshold` itself, or [`Rule::good_side`] of it.
     pub value: f64,
-    /// The level the runtime must assign to it.
+    /// The level the runtime must assign to `value`.
     pub level: Level,
 }
 
@@ -251,15 +264,23 @@ impl Rule {
         }
     }
 
-    /// Every threshold exactly at, and just on the good side, with the expected level.
+    /// Every threshold exactly at, and just on the good side, with the
+    /// expected level: two edges per threshold set, mildest threshold first.
     pub fn edges(&self) -> Vec<Edge> {
         [self.warn, self.intervene, self.refuse]
             .into_iter()
             .flatten()
-            .flat_map(|t| [t, self.good_side(t)])
-            .map(|value| Edge {
-                value,
-                level: self.level(value),
+            .flat_map(|threshold| {
+                [
+                    (Side::At, threshold),
+                    (Side::Good, self.good_side(threshold)),
+                ]
+                .map(|(side, value)| Edge {
+                    threshold,
+                    side,
+                    value,
+                    level: self.level(value),
+                })
             })
             .collect()
     }
@@ -568,6 +589,19 @@ mod tests {
         assert_eq!(edges[1].value, 30.0f64.next_down());
         assert_eq!(edges[1].level, Level::Normal);
         assert_eq!(edges[3].level, Level::Warn);
+        // Each edge names its own threshold and side.
+        assert_eq!(
+            edges
+                .iter()
+                .map(|e| (e.threshold, e.side))
+                .collect::<Vec<_>>(),
+            [
+                (30.0, Side::At),
+                (30.0, Side::Good),
+                (80.0, Side::At),
+                (80.0, Side::Good)
+            ]
+        );
         // Equal thresholds: just below both is the level below both.
         let r = rule(Direction::Above, 10.0, 10.0, None);
         assert_eq!(r.edges()[1].level, Level::Normal);

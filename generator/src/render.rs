@@ -3,25 +3,20 @@
 //!
 //! The templates under `templates/` are embedded into the binary
 //! ([`EMBEDDED`]); a project may shadow any of them, file by file, with an
-//! override folder (`templates = "…"` in ggen.toml). Templates receive text
-//! already escaped for their language (see [`crate::escape`]) and pieces of
-//! Rust that are computed rather than templated (the exhaustive
-//! `(Profile, Signal)` match) built with `quote` and handed over as strings.
+//! override folder (`templates = "…"` in ggen.toml). Templates receive a
+//! typed [`Context`] (see [`crate::view`]): text already escaped for their
+//! language and pieces of Rust that are computed rather than templated (the
+//! exhaustive `(Profile, Signal)` match), built with `quote`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use proc_macro2::{Literal, TokenStream};
-use quote::quote;
-use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use crate::escape;
-use crate::explain;
 use crate::manifest::sha256_hex;
 use crate::model::Model;
-use crate::spec::{Adapter, Direction};
+use crate::view::Context;
 
 /// The embedded template set: `(template name, source)`; the output path is
 /// the name without `.tera`.
@@ -71,6 +66,17 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../../templates/tests/policy.rs.tera"),
     ),
 ];
+
+/// Templates that other templates import (`{% import "macros.tera" as … %}`):
+/// embedded and overridable like [`EMBEDDED`], part of the template set's
+/// hash, but rendered to no file of their own.
+pub const EMBEDDED_MACROS: &[(&str, &str)] =
+    &[("macros.tera", include_str!("../../templates/macros.tera"))];
+
+/// Every embedded template, rendered or imported, in no particular order.
+fn embedded_all() -> impl Iterator<Item = &'static (&'static str, &'static str)> {
+    EMBEDDED.iter().chain(EMBEDDED_MACROS)
+}
 
 /// Why templates could not be loaded or rendered.
 #[derive(Debug, Error)]
@@ -158,7 +164,7 @@ impl TemplateSet {
     }
 
     fn build(overrides: BTreeMap<String, String>) -> Result<TemplateSet, RenderError> {
-        let known: Vec<&str> = EMBEDDED.iter().map(|(name, _)| *name).collect();
+        let known: Vec<&str> = embedded_all().map(|(name, _)| *name).collect();
         if let Some(unknown) = overrides.keys().find(|k| !known.contains(&k.as_str())) {
             return Err(RenderError::UnknownOverride {
                 file: unknown.clone(),
@@ -169,8 +175,7 @@ impl TemplateSet {
                     .join(", "),
             });
         }
-        let effective: BTreeMap<&str, &str> = EMBEDDED
-            .iter()
+        let effective: BTreeMap<&str, &str> = embedded_all()
             .map(|(name, text)| {
                 let text = overrides.get(*name).map_or(*text, String::as_str);
                 (*name, text)
@@ -186,7 +191,17 @@ impl TemplateSet {
         }
         let mut tera = tera::Tera::default();
         tera.autoescape_on(vec![]);
-        for (name, text) in &effective {
+        // Imported templates first: Tera checks on every addition that the
+        // templates a template imports are present.
+        let macros_first = effective
+            .iter()
+            .filter(|(name, _)| EMBEDDED_MACROS.iter().any(|(m, _)| m == *name))
+            .chain(
+                effective
+                    .iter()
+                    .filter(|(name, _)| !EMBEDDED_MACROS.iter().any(|(m, _)| m == *name)),
+            );
+        for (name, text) in macros_first {
             tera.add_raw_template(name, text)
                 .map_err(|source| RenderError::Parse {
                     name: (*name).to_owned(),
@@ -247,12 +262,13 @@ pub struct RenderedFile {
 
 /// Renders every template of `templates` for `model`, in template-name order.
 pub fn render(model: &Model, templates: &TemplateSet) -> Result<Vec<RenderedFile>, RenderError> {
-    let context =
-        tera::Context::from_value(context(model)?).map_err(|source| RenderError::Render {
+    let context = tera::Context::from_serialize(Context::new(model)?).map_err(|source| {
+        RenderError::Render {
             name: "<context>".to_owned(),
             spec: model.spec_path.clone(),
             source,
-        })?;
+        }
+    })?;
     EMBEDDED
         .iter()
         .map(|(name, _)| {
@@ -272,285 +288,4 @@ pub fn render(model: &Model, templates: &TemplateSet) -> Result<Vec<RenderedFile
             })
         })
         .collect()
-}
-
-fn ident(text: &str) -> Result<syn::Ident, RenderError> {
-    syn::parse_str::<syn::Ident>(text).map_err(|source| RenderError::Ident {
-        ident: text.to_owned(),
-        source,
-    })
-}
-
-/// The body of `policy::rule`: `match (profile, signal) { … }` with one arm
-/// per pair and no wildcard, so a new signal or profile cannot be forgotten.
-fn rule_match(model: &Model) -> Result<TokenStream, RenderError> {
-    let mut arms = Vec::new();
-    for profile in &model.profiles {
-        let pv = ident(&profile.variant)?;
-        let pm = ident(&profile.module)?;
-        for signal in &model.signals {
-            let sv = ident(&signal.variant)?;
-            let target = match profile
-                .rules
-                .iter()
-                .position(|r| r.signal == usize::from(signal.id))
-            {
-                Some(i) => {
-                    let i = Literal::usize_unsuffixed(i);
-                    quote! { Some(&#pm::RULES[#i]) }
-                }
-                None => quote! { None },
-            };
-            arms.push(quote! {
-                (Profile::#pv, crate::signals::Signal::#sv) => #target
-            });
-        }
-    }
-    Ok(quote! {
-        match (profile, signal) {
-            #(#arms,)*
-        }
-    })
-}
-
-fn direction_variant(direction: Direction) -> &'static str {
-    match direction {
-        Direction::Above => "Above",
-        Direction::Below => "Below",
-    }
-}
-
-fn direction_name(direction: Direction) -> &'static str {
-    match direction {
-        Direction::Above => "above",
-        Direction::Below => "below",
-    }
-}
-
-fn adapter_name(adapter: Adapter) -> &'static str {
-    match adapter {
-        Adapter::Log => "log",
-        Adapter::Webhook => "webhook",
-        Adapter::Command => "command",
-    }
-}
-
-fn adapter_variant(adapter: Adapter) -> &'static str {
-    match adapter {
-        Adapter::Log => "Log",
-        Adapter::Webhook => "Webhook",
-        Adapter::Command => "Command",
-    }
-}
-
-fn range_md(min: Option<f64>, max: Option<f64>) -> String {
-    match (min, max) {
-        (Some(min), Some(max)) => format!("{min} … {max}"),
-        (Some(min), None) => format!("≥ {min}"),
-        (None, Some(max)) => format!("≤ {max}"),
-        (None, None) => "any".to_owned(),
-    }
-}
-
-/// `f64::next_down(v)` / `f64::next_up(v)` as a Rust expression.
-fn good_side_expr(direction: Direction, value: f64) -> String {
-    let step = match direction {
-        Direction::Above => "next_down",
-        Direction::Below => "next_up",
-    };
-    format!("f64::{step}({})", escape::rust_f64(value))
-}
-
-/// The template context: model data plus escaped and computed text.
-fn context(model: &Model) -> Result<Value, RenderError> {
-    let signals: Vec<Value> = model
-        .signals
-        .iter()
-        .map(|s| {
-            json!({
-                "id": s.id,
-                "name": s.name,
-                "variant": s.variant,
-                "module": s.module,
-                "direction": direction_name(s.direction),
-                "direction_variant": direction_variant(s.direction),
-                "doc": {
-                    "unit": escape::doc_line(&s.unit, "no unit"),
-                    "description": escape::doc_line(&s.description, "no description"),
-                },
-                "lit": {
-                    "name": escape::rust_str(&s.name),
-                    "unit": escape::rust_str(&s.unit),
-                    "description": escape::rust_str(&s.description),
-                    "min": escape::rust_opt_f64(s.min),
-                    "max": escape::rust_opt_f64(s.max),
-                },
-                "md": {
-                    "unit": escape::md(&s.unit),
-                    "description": escape::md(&s.description),
-                    "range": range_md(s.min, s.max),
-                },
-            })
-        })
-        .collect();
-    let actions: Vec<Value> = model
-        .actions
-        .iter()
-        .map(|a| {
-            let undo = a.undo.map(|u| &model.actions[u]);
-            json!({
-                "id": a.id,
-                "name": a.name,
-                "variant": a.variant,
-                "adapter": adapter_name(a.adapter),
-                "adapter_variant": adapter_variant(a.adapter),
-                "undo_name": undo.map(|u| u.name.clone()),
-                "undo_variant": undo.map(|u| u.variant.clone()),
-                "timeout_ms": a.timeout_ms,
-                "retries": a.retries,
-                "lit": {
-                    "name": escape::rust_str(&a.name),
-                    "params": escape::rust_str(&a.params),
-                },
-                "md": { "params": format!("<code>{}</code>", escape::md(&a.params)) },
-            })
-        })
-        .collect();
-    let undo_pairs: Vec<Value> = model
-        .actions
-        .iter()
-        .filter_map(|a| a.undo.map(|u| json!([a.variant, model.actions[u].variant])))
-        .collect();
-    let profiles: Vec<Value> = model
-        .profiles
-        .iter()
-        .map(|p| {
-            let rules: Vec<Value> = p
-                .rules
-                .iter()
-                .map(|r| {
-                    let signal = &model.signals[r.signal];
-                    let edges: Vec<Value> = r
-                        .edges()
-                        .into_iter()
-                        .enumerate()
-                        .map(|(i, e)| {
-                            // Even positions are thresholds, odd ones their good side.
-                            let threshold = [r.warn, r.intervene, r.refuse]
-                                .into_iter()
-                                .flatten()
-                                .nth(i / 2)
-                                .unwrap_or(e.value);
-                            let value = if i % 2 == 0 {
-                                escape::rust_f64(e.value)
-                            } else {
-                                good_side_expr(r.direction, threshold)
-                            };
-                            json!({ "value": value, "level": e.level.variant() })
-                        })
-                        .collect();
-                    json!({
-                        "signal_name": signal.name,
-                        "signal_variant": signal.variant,
-                        "signal_module": signal.module,
-                        "direction_variant": direction_variant(r.direction),
-                        "defined_in": r.defined_in,
-                        "dwell": r.dwell,
-                        "doc_unit": escape::doc_line(&signal.unit, "no unit"),
-                        "action_variants": r.actions.iter().map(|a| model.actions[*a].variant.clone()).collect::<Vec<_>>(),
-                        "lit": {
-                            "warn": r.warn.map(escape::rust_f64),
-                            "intervene": r.intervene.map(escape::rust_f64),
-                            "refuse": r.refuse.map(escape::rust_f64),
-                            "clear": escape::rust_f64(r.clear),
-                        },
-                        "edges": edges,
-                        "clear_edge": {
-                            "at": escape::rust_f64(r.clear),
-                            "good": good_side_expr(r.direction, r.clear),
-                        },
-                    })
-                })
-                .collect();
-            json!({
-                "id": p.id,
-                "name": p.name,
-                "variant": p.variant,
-                "module": p.module,
-                "extends": p.extends,
-                "is_default": usize::from(p.id) == model.default_profile,
-                "cooldown_s": p.cooldown_s,
-                "covered": p.rules.iter().map(|r| model.signals[r.signal].variant.clone()).collect::<Vec<_>>(),
-                "rules": rules,
-                "lit": {
-                    "name": escape::rust_str(&p.name),
-                    "max_actions_per_hour": p.max_actions_per_hour.map_or_else(|| "None".to_owned(), |n| format!("Some({n})")),
-                },
-            })
-        })
-        .collect();
-    let default_variant = model
-        .profiles
-        .get(model.default_profile)
-        .map(|p| p.variant.clone())
-        .unwrap_or_default();
-    let sku = json!({
-        "id": model.id,
-        "version": model.version,
-        "crate_name": model.crate_name,
-        "lib_name": model.lib_name,
-        "spec_path": model.spec_path,
-        "spec_sha256": model.spec_sha256,
-        "max_tenants": model.max_tenants,
-        "intervention_timeout_s": model.intervention_timeout_s,
-        "recovery_evaluations": model.recovery_evaluations,
-        "degraded_retry_s": model.degraded_retry_s,
-        "entitlement_required": model.entitlement_required,
-        "max_body_bytes": model.max_body_bytes,
-        "default_variant": default_variant,
-        "port": model.deploy.port,
-        "replicas": model.deploy.replicas,
-        "tenant_attribute_md": escape::md(&model.tenant_attribute),
-        "doc": {
-            "name": escape::doc_line(&model.name, &model.id),
-            "description": escape::doc_line(&model.description, "No description in the spec."),
-        },
-        "lit": {
-            "id": escape::rust_str(&model.id),
-            "name": escape::rust_str(&model.name),
-            "version": escape::rust_str(&model.version),
-            "tenant_attribute": escape::rust_str(&model.tenant_attribute),
-            "pubsub_audience": model.pubsub_audience.as_deref().map_or_else(|| "None".to_owned(), |a| format!("Some({})", escape::rust_str(a))),
-        },
-        "md": {
-            "name": escape::md(&model.name),
-            "description": escape::md(&model.description),
-            "publisher": escape::md(&model.publisher),
-        },
-        "toml": { "description": escape::quoted(&escape::doc_line(&model.description, &model.name)) },
-        "yaml": {
-            "version": escape::quoted(&model.version),
-            "description": escape::quoted(&model.description),
-            "image_ref": escape::quoted(&format!("{}:{}", model.deploy.image, model.version)),
-            "cpu": escape::quoted(&model.deploy.cpu),
-            "memory": escape::quoted(&model.deploy.memory),
-        },
-        "containerfile": {
-            "name": escape::containerfile(&model.name),
-            "description": escape::containerfile(&model.description),
-            "version": escape::containerfile(&model.version),
-        },
-    });
-    Ok(json!({
-        "sku": sku,
-        "signals": signals,
-        "actions": actions,
-        "undo_pairs": undo_pairs,
-        "profiles": profiles,
-        "pieces": { "rule_match": rule_match(model)?.to_string() },
-        "docs": {
-            "thresholds": explain::thresholds_markdown(model),
-            "fsm": explain::fsm_mermaid(model),
-        },
-    }))
 }

@@ -14,6 +14,7 @@
 //! - [`actuator`]: running dispatched actions (`log`, `webhook`, `command`) and the dispatcher.
 //! - [`replay`]: the core's replay, plus replay with live actions.
 //! - [`cli`]: the command line of a generated governor binary.
+//! - [`testing`]: end-to-end checks every generated crate's `tests/cli.rs` runs against its binary.
 //! - re-exported from `ggen-core`: [`sku`], [`clock`], [`tenant`], [`policy`],
 //!   [`fsm`], [`entitlement`], [`reading`], [`receipt`], [`canonical`],
 //!   [`ledger`], [`registry`], [`signature`], [`report`].
@@ -24,6 +25,7 @@ pub mod actuator;
 pub mod cli;
 pub mod ingress;
 pub mod replay;
+pub mod testing;
 
 pub use ggen_core::{
     canonical, clock, entitlement, fsm, ledger, policy, reading, receipt, registry, report,

@@ -278,6 +278,36 @@ fn template_overrides_shadow_embedded_templates() {
 }
 
 #[test]
+fn a_template_override_can_shadow_the_imported_macros() {
+    let p = project();
+    let dir = p.path();
+    fs_err::create_dir_all(dir.join("my-templates")).expect("dir");
+    let (name, text) = ggen::render::EMBEDDED_MACROS
+        .iter()
+        .find(|(name, _)| *name == "macros.tera")
+        .expect("the embedded macros");
+    let custom = text.replace("/// The spec name.", "/// The spec name (custom).");
+    assert_ne!(&custom, text, "the override changes the macro");
+    fs_err::write(dir.join("my-templates").join(name), custom).expect("write");
+    let config = dir.join("ggen.toml");
+    let text = fs_err::read_to_string(&config).expect("read");
+    fs_err::write(&config, format!("{text}templates = \"my-templates\"\n")).expect("write");
+    expect(dir, &["build"], 0);
+    // Every template that imports the macros renders the override.
+    for file in ["signals", "actions", "policy"] {
+        let path = dir.join(format!("generated/cost_guard/src/{file}.rs"));
+        let source = fs_err::read_to_string(path).expect("read");
+        assert!(
+            source.contains("/// The spec name (custom)."),
+            "{file}.rs: {source}"
+        );
+    }
+    let manifest =
+        fs_err::read_to_string(dir.join("generated/cost_guard/ggen-manifest.json")).expect("read");
+    assert!(manifest.contains("\"name\": \"macros.tera\""), "{manifest}");
+}
+
+#[test]
 fn build_into_a_workspace_says_what_to_add() {
     let p = project();
     let dir = p.path();

@@ -1,12 +1,17 @@
 //! Generation end to end: every generated file of every spec in `specs/`
-//! (and of the edge-case fixture) is an insta snapshot, together with the
-//! manifest and the file list; the checked-in `generated/` must equal a fresh
-//! regeneration byte for byte.
+//! and of every valid fixture (`tests/fixtures/valid/`) is an insta
+//! snapshot, together with the manifest and the file list. This is the
+//! review workflow: one `cargo test` leaves a pending snapshot for every
+//! generated file a template or spec change touches (a mismatch does not stop
+//! the others), `cargo insta review` shows them all, and a snapshot no crate
+//! produces any more fails the test. Freshness of the checked-in
+//! `generated/` is `ggen build --check`'s job (CI), not a test's.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
-use ggen::pipeline::{self, BuildOptions, Generated, Mode, Project};
+use ggen::pipeline::{self, Generated, Project};
 use ggen::render::TemplateSet;
 
 fn repo() -> PathBuf {
@@ -17,29 +22,110 @@ fn repo_project() -> Project {
     Project::open(&repo().join("ggen.toml")).expect("the repository's ggen.toml loads")
 }
 
-/// Snapshots every file of one generated crate and its file list.
-fn snapshot_crate(generated: &Generated) {
+/// Insta's prefix for the snapshots of this module.
+const PREFIX: &str = "it__generate__";
+
+/// Snapshot names of one generated crate: its file list, then every file.
+fn snapshots(generated: &Generated) -> Vec<(String, String)> {
     let id = &generated.model.id;
     let list: Vec<String> = generated
         .files
         .iter()
         .map(|(path, text)| format!("{path} ({} bytes)", text.len()))
         .collect();
-    insta::assert_snapshot!(format!("{id}__files"), list.join("\n"));
+    let mut out = vec![(format!("{id}__files"), list.join("\n"))];
     for (path, text) in &generated.files {
-        insta::assert_snapshot!(format!("{id}__{}", path.replace('/', "__")), text);
+        out.push((format!("{id}__{}", path.replace('/', "__")), text.clone()));
     }
+    out
 }
 
-#[test]
-fn every_spec_generates_its_snapshotted_crate() {
+/// Asserts every snapshot of every crate, all of them even when some differ,
+/// and that no other snapshot of this module is left in the folder.
+fn assert_crates(crates: &[Generated]) {
+    let mut differ = Vec::new();
+    let mut expected = BTreeSet::new();
+    for generated in crates {
+        for (name, text) in snapshots(generated) {
+            expected.insert(format!("{PREFIX}{name}.snap"));
+            // insta panics on a mismatch (after writing the pending snapshot);
+            // catching it lets the other files leave theirs too.
+            if catch_unwind(AssertUnwindSafe(|| {
+                insta::assert_snapshot!(name.as_str(), text)
+            }))
+            .is_err()
+            {
+                differ.push(name);
+            }
+        }
+    }
+    let orphans: Vec<String> = fs_err::read_dir(snapshot_dir())
+        .expect("the snapshot folder")
+        .map(|entry| {
+            entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .filter(|name| name.starts_with(PREFIX) && name.ends_with(".snap"))
+        .filter(|name| !expected.contains(name))
+        .collect();
+    let mut problems = Vec::new();
+    if !differ.is_empty() {
+        problems.push(format!(
+            "{} generated file(s) differ from their snapshots (review with `cargo insta review`): {}",
+            differ.len(),
+            differ.join(", ")
+        ));
+    }
+    if !orphans.is_empty() {
+        problems.push(format!(
+            "snapshots of files no spec or fixture generates any more (delete them): {}",
+            orphans.join(", ")
+        ));
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+fn snapshot_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/snapshots")
+}
+
+/// The crates of the shipped specs (`specs/`, through ggen.toml) and of every
+/// valid fixture, each crate id once.
+fn every_crate() -> Vec<Generated> {
     let project = repo_project();
     let paths = project.spec_files(&[]).expect("globs expand");
     assert!(paths.len() >= 3, "expected the three product specs");
-    let generated = pipeline::generate_all(&project, &paths, 1).expect("every spec generates");
-    for g in &generated {
-        snapshot_crate(g);
+    let mut crates = pipeline::generate_all(&project, &paths, 1).expect("every spec generates");
+    let templates = TemplateSet::embedded().expect("embedded templates compile");
+    let fixtures = repo().join("generator/tests/fixtures/valid");
+    let mut fixture_paths: Vec<PathBuf> = fs_err::read_dir(&fixtures)
+        .expect("the valid fixtures")
+        .map(|entry| entry.expect("entry").path())
+        .filter(|path| path.extension().is_some_and(|e| e == "json"))
+        .collect();
+    fixture_paths.sort();
+    assert!(!fixture_paths.is_empty(), "expected valid fixtures");
+    for path in fixture_paths {
+        let name = path.file_name().expect("file name").to_string_lossy();
+        let rel = format!("generator/tests/fixtures/valid/{name}");
+        let model = pipeline::model(&path, &rel).expect("a valid fixture is valid");
+        crates.push(pipeline::generate(model, &templates).expect("a valid fixture generates"));
     }
+    let ids: BTreeSet<&str> = crates.iter().map(|g| g.model.id.as_str()).collect();
+    assert_eq!(
+        ids.len(),
+        crates.len(),
+        "two specs or fixtures share an id, and so their snapshots"
+    );
+    crates
+}
+
+#[test]
+fn every_generated_file_is_snapshotted() {
+    assert_crates(&every_crate());
 }
 
 #[test]
@@ -72,59 +158,5 @@ fn edge_cases_generate_valid_rust() {
         if path.ends_with(".rs") {
             syn::parse_file(text).unwrap_or_else(|e| panic!("{path} does not parse: {e}"));
         }
-    }
-    snapshot_crate(&generated);
-}
-
-/// Every file under `dir`, by `/`-separated relative path.
-fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
-        for entry in fs_err::read_dir(dir).expect("readable folder") {
-            let path = entry.expect("entry").path();
-            if path.is_dir() {
-                walk(root, &path, out);
-            } else {
-                let rel = path.strip_prefix(root).expect("under root");
-                let rel = rel
-                    .components()
-                    .map(|c| c.as_os_str().to_string_lossy())
-                    .collect::<Vec<_>>()
-                    .join("/");
-                out.insert(rel, fs_err::read(&path).expect("readable file"));
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    if dir.exists() {
-        walk(dir, dir, &mut out);
-    }
-    out
-}
-
-#[test]
-fn checked_in_generated_tree_is_fresh() {
-    let project = repo_project();
-    let temp = tempfile::tempdir().expect("temp dir");
-    let options = BuildOptions {
-        specs: vec![],
-        out_dir: Some(temp.path().to_owned()),
-        mode: Mode::Write,
-        force: false,
-        jobs: 2,
-    };
-    pipeline::build(&project, &options).expect("builds into a temp folder");
-    let fresh = tree(temp.path());
-    let checked_in = tree(&repo().join("generated"));
-    let fresh_names: Vec<&String> = fresh.keys().collect();
-    let checked_names: Vec<&String> = checked_in.keys().collect();
-    assert_eq!(
-        checked_names, fresh_names,
-        "generated/ has a different file list: run `cargo run -p ggen -- build`"
-    );
-    for (name, bytes) in &fresh {
-        assert!(
-            checked_in[name] == *bytes,
-            "generated/{name} is stale: run `cargo run -p ggen -- build`"
-        );
     }
 }
