@@ -13,6 +13,7 @@
 //! - [`view`]: the typed template context built from a model.
 //! - [`render`]: Tera templates (embedded, overridable) → in-memory files.
 //! - [`format`](mod@format): syn + prettyplease, `@generated` headers.
+//! - [`digest`]: the SHA-256 hex digests ggen records.
 //! - [`manifest`]: the `ggen-manifest.json` of a generated crate.
 //! - [`plan`]: in-memory output vs disk vs previous manifest; diffs.
 //! - [`write`](mod@write): atomic writes of changed files only.
@@ -27,6 +28,7 @@ pub mod canonical;
 pub mod cli;
 pub mod config;
 pub mod diagnostic;
+pub mod digest;
 pub mod escape;
 pub mod explain;
 pub mod format;

@@ -13,7 +13,7 @@ use std::path::Path;
 use thiserror::Error;
 
 use crate::diagnostic::{self, Diagnostic};
-use crate::manifest::sha256_hex;
+use crate::digest::sha256_hex;
 
 /// A spec file as read from disk: its name, text and hash.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,7 +7,6 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use crate::canonical;
@@ -123,11 +122,7 @@ impl FileEntry {
     }
 }
 
-/// Lowercase hex SHA-256 of `bytes`: the one digest format ggen records
-/// (spec files, templates, generated files).
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
+pub use crate::digest::sha256_hex;
 
 impl Manifest {
     /// The manifest of the crate generated from `model` with `templates`,

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use thiserror::Error;
 
+use crate::digest;
 use crate::manifest::{self, Manifest};
 
 /// Why the disk could not be compared.
@@ -163,8 +164,8 @@ pub fn plan_crate(
             continue;
         }
         let before = read_optional(&path.join(name))?;
-        let after_sha = manifest::sha256_hex(text.as_bytes());
-        let before_sha = before.as_deref().map(manifest::sha256_hex);
+        let after_sha = digest::sha256_hex(text.as_bytes());
+        let before_sha = before.as_deref().map(digest::sha256_hex);
         let op = match &before_sha {
             None => Op::Create,
             Some(sha) if *sha == after_sha => Op::Unchanged,
@@ -199,7 +200,7 @@ pub fn plan_crate(
             let Some(before) = read_optional(&path.join(&entry.path))? else {
                 continue;
             };
-            let sha = manifest::sha256_hex(&before);
+            let sha = digest::sha256_hex(&before);
             let op = if sha == entry.sha256 {
                 Op::Delete
             } else {
@@ -220,10 +221,10 @@ pub fn plan_crate(
     // The manifest goes last: applied last, it only ever describes files
     // that are already in place.
     let manifest_before = read_optional(&path.join(manifest::FILE_NAME))?;
-    let manifest_before_sha = manifest_before.as_deref().map(manifest::sha256_hex);
+    let manifest_before_sha = manifest_before.as_deref().map(digest::sha256_hex);
     match produced.get(manifest::FILE_NAME) {
         Some(text) => {
-            let after_sha = manifest::sha256_hex(text.as_bytes());
+            let after_sha = digest::sha256_hex(text.as_bytes());
             let op = match &manifest_before_sha {
                 None => Op::Create,
                 Some(sha) if *sha == after_sha => Op::Unchanged,

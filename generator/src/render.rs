@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use crate::manifest::sha256_hex;
+use crate::digest::sha256_hex;
 use crate::model::Model;
 use crate::view::Context;
 
@@ -120,15 +120,9 @@ pub enum RenderError {
         #[source]
         source: tera::Error,
     },
-    /// A computed identifier is not a Rust identifier (names should have prevented this).
-    #[error("`{ident}` is not a rust identifier")]
-    Ident {
-        /// The identifier.
-        ident: String,
-        /// syn's error.
-        #[source]
-        source: syn::Error,
-    },
+    /// The template context could not be built from the model.
+    #[error("cannot build the template context")]
+    View(#[from] crate::view::ViewError),
 }
 
 /// A template that a project's override folder supplies instead of the embedded one.

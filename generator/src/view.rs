@@ -15,8 +15,21 @@ use serde::Serialize;
 use crate::escape;
 use crate::explain;
 use crate::model::{self, Model, Side};
-use crate::render::RenderError;
 use crate::spec::{Adapter, Direction};
+
+/// Why the view of a model could not be built (names should have prevented it).
+#[derive(Debug, thiserror::Error)]
+pub enum ViewError {
+    /// A computed identifier is not a Rust identifier.
+    #[error("`{ident}` is not a rust identifier")]
+    Ident {
+        /// The identifier.
+        ident: String,
+        /// syn's error.
+        #[source]
+        source: syn::Error,
+    },
+}
 
 /// Everything a template may read.
 #[derive(Debug, Clone, Serialize)]
@@ -371,7 +384,7 @@ pub struct Docs {
 
 impl Context {
     /// The context of `model`'s templates.
-    pub fn new(model: &Model) -> Result<Context, RenderError> {
+    pub fn new(model: &Model) -> Result<Context, ViewError> {
         Ok(Context {
             sku: SkuView::new(model),
             signals: model.signals.iter().map(SignalView::new).collect(),
@@ -585,8 +598,8 @@ impl RuleView {
     }
 }
 
-fn ident(text: &str) -> Result<syn::Ident, RenderError> {
-    syn::parse_str::<syn::Ident>(text).map_err(|source| RenderError::Ident {
+fn ident(text: &str) -> Result<syn::Ident, ViewError> {
+    syn::parse_str::<syn::Ident>(text).map_err(|source| ViewError::Ident {
         ident: text.to_owned(),
         source,
     })
@@ -594,7 +607,7 @@ fn ident(text: &str) -> Result<syn::Ident, RenderError> {
 
 /// The body of `policy::rule`: `match (profile, signal) { … }` with one arm
 /// per pair and no wildcard, so a new signal or profile cannot be forgotten.
-fn rule_match(model: &Model) -> Result<TokenStream, RenderError> {
+fn rule_match(model: &Model) -> Result<TokenStream, ViewError> {
     let mut arms = Vec::new();
     for profile in &model.profiles {
         let pv = ident(&profile.variant)?;
