@@ -75,6 +75,8 @@ pub struct SkuView {
     pub degraded_retry_s: u32,
     /// Whether signals need an active entitlement.
     pub entitlement_required: bool,
+    /// Whether the spec names a Pub/Sub audience (`/pubsub/push` then takes OIDC only).
+    pub pubsub_oidc: bool,
     /// Largest accepted request body.
     pub max_body_bytes: u64,
     /// `enum Profile` variant of the default profile.
@@ -431,6 +433,7 @@ impl SkuView {
             recovery_evaluations: model.recovery_evaluations,
             degraded_retry_s: model.degraded_retry_s,
             entitlement_required: model.entitlement_required,
+            pubsub_oidc: model.pubsub_audience.is_some(),
             max_body_bytes: model.max_body_bytes,
             default_variant: model
                 .profiles
