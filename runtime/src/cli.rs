@@ -16,7 +16,7 @@ use crate::actuator::{Actuators, Clock, Dispatcher, DispatcherOptions};
 use crate::clock::Timestamp;
 use crate::ledger::file::{self, FileLedger, FileOptions};
 use crate::ledger::{CheckpointProblem, LedgerError, Record, StoredCheckpoint, VerifyOptions};
-use crate::registry::{Registry, check_checkpoint};
+use crate::registry::{CheckpointMismatch, Registry, check_checkpoint, replay_checkpoint};
 use crate::replay;
 use crate::sku::{PolicyPack, Sku};
 use crate::tenant::TenantId;
@@ -241,9 +241,24 @@ pub fn verify_report(
     pack: &'static dyn PolicyPack,
     dir: &Path,
 ) -> Result<(String, bool), LedgerError> {
+    // The heads and ids first; then, since this is the auditor's tool, a
+    // full replay up to the mark, which also catches a blob that keeps every
+    // head but rewrites a tenant's state.
     let judge = |stored: &StoredCheckpoint| {
+        let replayed = || match replay_checkpoint(pack, stored, |visit| file::scan_dir(dir, visit))
+        {
+            Ok(outcome) => outcome.err(),
+            Err(error) => Some(CheckpointMismatch {
+                tenant: None,
+                reason: format!(
+                    "cannot replay the log up to the checkpoint: {}",
+                    error_chain(&error)
+                ),
+            }),
+        };
         check_checkpoint(pack, stored)
             .err()
+            .or_else(replayed)
             .map(CheckpointProblem::from)
     };
     let options = VerifyOptions {

@@ -60,7 +60,7 @@ mod views;
 pub use apply::Applied;
 pub use dedupe::{DEFAULT_CAPACITY, DEFAULT_WINDOW, DedupeOptions, Remember, Seen};
 use dedupe::{Recent, id_key};
-pub use recovery::{CheckpointMismatch, RecoveryStats, check_checkpoint};
+pub use recovery::{CheckpointMismatch, RecoveryStats, check_checkpoint, replay_checkpoint};
 pub use views::{Admission, InFlightView, TenantView};
 
 /// Number of shards; a power of two.

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Registry, RegistryError, Shard, Tenant, TenantState};
 use crate::fsm::Event;
+use crate::ledger::memory::MemoryLedger;
 use crate::ledger::{
     CheckpointProblem, Head, LedgerError, Record, Recovered, StoredCheckpoint, VerifyOptions,
     VerifyReport,
@@ -473,4 +474,79 @@ pub fn check_checkpoint(
         Err(error) => return Err(CheckpointMismatch::blob(error.to_string())),
     };
     check(pack, &checkpoint, &stored.heads)
+}
+
+/// Replays the records before a stored checkpoint's mark through a scratch
+/// registry and compares each tenant's recomputed governor and entitlement
+/// with the checkpoint's: the check [`check_checkpoint`] cannot make, for a
+/// blob that keeps every head and id valid but rewrites a tenant's state
+/// (say, its entitlement to `cancelled`). It costs a full replay of the
+/// log up to the mark, so `ledger verify` runs it and a restart does not.
+///
+/// `scan` visits the ledger's records in append order from the start; the
+/// replay stops at the mark. `Ok(Err(_))` names the first tenant (in id
+/// order) whose state the receipts contradict.
+pub fn replay_checkpoint(
+    pack: &'static dyn PolicyPack,
+    stored: &StoredCheckpoint,
+    scan: impl FnOnce(&mut dyn FnMut(&Record) -> Result<(), LedgerError>) -> Result<(), LedgerError>,
+) -> Result<Result<(), CheckpointMismatch>, RegistryError> {
+    let checkpoint = match decode(pack, &stored.blob)? {
+        Ok(checkpoint) => checkpoint,
+        Err(mismatch) => return Ok(Err(mismatch)),
+    };
+    let scratch = Registry::new(pack, std::sync::Arc::new(MemoryLedger::new()));
+    let mut stats = RecoveryStats::default();
+    let mut seen = 0u64;
+    let mut failure = None;
+    let scanned = scan(&mut |record| {
+        if seen == stored.records {
+            return Err(LedgerError::Interrupted);
+        }
+        seen += 1;
+        scratch.replay(record, &mut stats).map_err(|error| {
+            failure = Some(error);
+            LedgerError::Interrupted
+        })
+    });
+    if let Some(error) = failure {
+        return Err(error);
+    }
+    match scanned {
+        Ok(()) | Err(LedgerError::Interrupted) => {}
+        Err(error) => return Err(RegistryError::Ledger(error)),
+    }
+    let replayed = scratch.states();
+    for (tenant, state) in &checkpoint.tenants {
+        if scratch.quarantined(tenant).is_some() {
+            continue;
+        }
+        let Some(truth) = replayed.get(tenant) else {
+            return Ok(Err(CheckpointMismatch::tenant(
+                tenant,
+                "the receipts before the mark never create it",
+            )));
+        };
+        if truth.governor != state.governor {
+            return Ok(Err(CheckpointMismatch::tenant(
+                tenant,
+                format!(
+                    "its governor (state `{}`) is not what its receipts replay to (state `{}`)",
+                    state.governor.state().name(),
+                    truth.governor.state().name()
+                ),
+            )));
+        }
+        if truth.entitlement != state.entitlement {
+            return Ok(Err(CheckpointMismatch::tenant(
+                tenant,
+                format!(
+                    "its entitlement `{}` is not what its receipts replay to (`{}`)",
+                    state.entitlement.state().as_str(),
+                    truth.entitlement.state().as_str()
+                ),
+            )));
+        }
+    }
+    Ok(Ok(()))
 }

@@ -489,3 +489,59 @@ proptest::proptest! {
         proptest::prop_assert_eq!(fresh.states(), registry.states());
     }
 }
+
+/// A forgery the heads cannot see: every head, tenant and id stays valid,
+/// only a tenant's state is rewritten (cancelled with no receipt saying so,
+/// or moved to another FSM state). `ledger verify` replays the log up to
+/// the mark and names the tenant.
+#[test]
+fn ledger_verify_replays_the_log_to_catch_a_rewritten_state() {
+    type Edit = Box<dyn Fn(&mut Value)>;
+    let edits: [(&str, Edit); 2] = [
+        (
+            "entitlement",
+            Box::new(|blob| {
+                entry(blob, "c")["entitlement"]["state"] = "cancelled".into();
+            }),
+        ),
+        (
+            "governor",
+            Box::new(|blob| entry(blob, "c")["governor"]["state"] = "refusing".into()),
+        ),
+    ];
+    for (what, edit) in edits {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let ledger = Arc::new(FileLedger::open(dir.path(), fast()).unwrap());
+            populate(ledger);
+        }
+        rewrite_file(dir.path(), &*edit);
+        let stored = {
+            let ledger = FileLedger::open(dir.path(), fast()).unwrap();
+            let mut stored = None;
+            ledger
+                .recover(&mut |item| {
+                    if let Recovered::Checkpoint(s) = item {
+                        stored = Some(s.clone());
+                    }
+                    Ok(())
+                })
+                .unwrap();
+            stored.unwrap()
+        };
+        // The heads still hold: only the replay can tell.
+        assert!(
+            ggen_runtime::registry::check_checkpoint(&OPEN, &stored).is_ok(),
+            "{what}"
+        );
+        let (text, ok) = ggen_runtime::cli::verify_report(&OPEN, dir.path()).unwrap();
+        assert!(!ok, "{what}: {text}");
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("ok: "), "{what}: {text}");
+        assert!(
+            lines[1].starts_with("checkpoint contradicts the chains at tenant `c`: "),
+            "{what}: {text}"
+        );
+        assert!(lines[1].contains(what), "{what}: {text}");
+    }
+}
