@@ -1,0 +1,230 @@
+//! The one pass over a file ledger directory, shared by
+//! [`FileLedger::open`](super::file::FileLedger::open) and the read-only
+//! [`inspect`](super::inspect) verify and scan.
+//!
+//! The scan walks every segment in order, validating each frame, and holds
+//! the log's rules: only the last segment may end in (preallocated) zeros;
+//! damage in the last segment with no valid frame after it is a torn tail,
+//! any other damage is mid-log; the stored checkpoint's mark must be a record
+//! boundary, reached with exactly its record count. What to make of a record,
+//! of the checkpoint's mark and of damage (index, replay, cut, report) is the
+//! [`Visitor`]'s.
+
+use std::io;
+use std::path::Path;
+
+use super::segment::{self, CHECKPOINT_FILE, Checkpoint, Frame, Tail};
+use super::{LedgerError, io_err};
+
+/// The segment ids in `dir`, sorted, checked to be contiguous.
+pub(crate) fn list_segments(dir: &Path) -> Result<Vec<u32>, LedgerError> {
+    let mut ids = Vec::new();
+    for entry in fs_err::read_dir(dir).map_err(io_err(dir))? {
+        let entry = entry.map_err(io_err(dir))?;
+        if let Some(id) = entry
+            .file_name()
+            .to_str()
+            .and_then(segment::parse_segment_name)
+        {
+            ids.push(id);
+        }
+    }
+    ids.sort_unstable();
+    if let Some(w) = ids.windows(2).find(|w| w[1] != w[0] + 1) {
+        return Err(LedgerError::Corrupt {
+            path: dir.join(segment::segment_name(w[0] + 1)),
+            offset: 0,
+            reason: "segment missing between two others".to_owned(),
+        });
+    }
+    Ok(ids)
+}
+
+/// Reads the checkpoint file, if any.
+pub(crate) fn read_checkpoint(dir: &Path) -> Result<Option<Checkpoint>, LedgerError> {
+    let path = dir.join(CHECKPOINT_FILE);
+    let buf = match fs_err::read(&path) {
+        Ok(buf) => buf,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(&path)(e)),
+    };
+    segment::decode_checkpoint(&buf)
+        .map(Some)
+        .map_err(|reason| LedgerError::Corrupt {
+            path,
+            offset: 0,
+            reason: reason.to_owned(),
+        })
+}
+
+/// A damaged frame found by [`scan`].
+#[derive(Debug)]
+pub(crate) struct Damage<'a> {
+    /// The segment file.
+    pub(crate) path: &'a Path,
+    /// Where the damaged frame starts (the end of the valid frames before it).
+    pub(crate) offset: u64,
+    /// What is wrong with it.
+    pub(crate) reason: &'static str,
+    /// A torn final record: in the last segment, no valid frame after it.
+    /// It may be an unacknowledged write cut by a crash or a damaged last
+    /// receipt; from the bytes alone the two cannot be told apart.
+    pub(crate) torn: bool,
+    /// The segment's bytes from `offset` on.
+    pub(crate) bytes: &'a [u8],
+}
+
+/// What the scan does after a [`Visitor`] saw damage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum AfterDamage {
+    /// The visitor cut the segment file at a torn tail: the log ends there.
+    Cut,
+    /// The scan stops.
+    Stop,
+}
+
+/// What a [`scan`] tells its caller, in log order.
+pub(crate) trait Visitor {
+    /// A valid frame at the packed log position `position` of the segment file `path`.
+    fn record(&mut self, path: &Path, position: u64, frame: Frame<'_>) -> Result<(), LedgerError>;
+
+    /// The records visited so far are exactly those before `checkpoint`'s
+    /// mark. Called at most once, before the record at the mark.
+    fn at_checkpoint(&mut self, _checkpoint: &Checkpoint) -> Result<(), LedgerError> {
+        Ok(())
+    }
+
+    /// A damaged frame; nothing after it is visited.
+    fn damaged(&mut self, damage: &Damage<'_>) -> Result<AfterDamage, LedgerError>;
+}
+
+/// The last segment a [`scan`] walked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LastSegment {
+    /// Its id.
+    pub(crate) id: u32,
+    /// The end of its frames: where the next append goes.
+    pub(crate) end: u64,
+    /// Its file's length: past `end` by the preallocated zeros, if any.
+    pub(crate) file_len: u64,
+}
+
+/// What a [`scan`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Scanned {
+    /// Records visited.
+    pub(crate) records: u64,
+    /// Whether the checkpoint's mark was reached (true when there is none).
+    pub(crate) checkpoint_found: bool,
+    /// The last segment walked (`None` if there is none, or the scan stopped).
+    pub(crate) last: Option<LastSegment>,
+    /// Whether the visitor stopped the scan at damage.
+    pub(crate) stopped: bool,
+}
+
+/// Where the stored checkpoint's mark is, until the scan reaches it.
+struct Boundary<'a> {
+    checkpoint: Option<&'a Checkpoint>,
+    found: bool,
+}
+
+impl<'a> Boundary<'a> {
+    /// The checkpoint, the first time `records` records ending at the packed
+    /// `position` are exactly those before its mark: the checkpoint-boundary test.
+    fn reached(&mut self, records: u64, position: u64) -> Option<&'a Checkpoint> {
+        let checkpoint = self.checkpoint?;
+        if self.found || checkpoint.records != records || checkpoint.position != position {
+            return None;
+        }
+        self.found = true;
+        Some(checkpoint)
+    }
+}
+
+/// Walks the `segments` of `dir` (sorted, contiguous) in log order up to the
+/// packed position `end` (all of them if `None`), telling `visitor` about
+/// every valid frame, the `checkpoint`'s mark and the first damage.
+pub(crate) fn scan(
+    dir: &Path,
+    segments: &[u32],
+    end: Option<u64>,
+    checkpoint: Option<&Checkpoint>,
+    visitor: &mut impl Visitor,
+) -> Result<Scanned, LedgerError> {
+    let mut mark = Boundary {
+        checkpoint,
+        found: false,
+    };
+    let mut scanned = Scanned {
+        records: 0,
+        checkpoint_found: checkpoint.is_none(),
+        last: None,
+        stopped: false,
+    };
+    // A checkpoint of no records sits at the start of the log, even one
+    // without segments yet.
+    let start = segment::pack(segments.first().copied().unwrap_or(1), 0);
+    if let Some(ck) = mark.reached(0, start) {
+        visitor.at_checkpoint(ck)?;
+    }
+    let end = end.map(segment::unpack);
+    for (i, &id) in segments.iter().enumerate() {
+        let path = dir.join(segment::segment_name(id));
+        let mut buf = fs_err::read(&path).map_err(io_err(&path))?;
+        if let Some((end_id, end_offset)) = end {
+            if id > end_id {
+                break;
+            }
+            if id == end_id {
+                buf.truncate(end_offset as usize);
+            }
+        }
+        let last = i + 1 == segments.len() || end.is_some_and(|(end_id, _)| end_id == id);
+        let records = &mut scanned.records;
+        let tail = segment::walk(&buf, 0, last, |offset, frame| {
+            let position = segment::pack(id, offset as u32);
+            if let Some(ck) = mark.reached(*records, position) {
+                visitor.at_checkpoint(ck)?;
+            }
+            visitor.record(&path, position, frame)?;
+            *records += 1;
+            Ok(())
+        })?;
+        let (frames_end, file_len) = match tail {
+            Tail::Clean => (buf.len(), buf.len()),
+            Tail::Preallocated { offset } => (offset, buf.len()),
+            Tail::Damaged {
+                offset,
+                reason,
+                valid_after,
+            } => {
+                let damage = Damage {
+                    path: &path,
+                    offset: offset as u64,
+                    reason,
+                    torn: last && !valid_after,
+                    bytes: &buf[offset..],
+                };
+                match visitor.damaged(&damage)? {
+                    AfterDamage::Cut => (offset, offset),
+                    AfterDamage::Stop => {
+                        scanned.checkpoint_found |= mark.found;
+                        scanned.last = None;
+                        scanned.stopped = true;
+                        return Ok(scanned);
+                    }
+                }
+            }
+        };
+        if let Some(ck) = mark.reached(scanned.records, segment::pack(id, frames_end as u32)) {
+            visitor.at_checkpoint(ck)?;
+        }
+        scanned.last = Some(LastSegment {
+            id,
+            end: frames_end as u64,
+            file_len: file_len as u64,
+        });
+    }
+    scanned.checkpoint_found |= mark.found;
+    Ok(scanned)
+}
