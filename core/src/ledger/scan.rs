@@ -228,3 +228,58 @@ pub(crate) fn scan(
     scanned.checkpoint_found |= mark.found;
     Ok(scanned)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::file::{FileLedger, FileOptions, verify_dir};
+    use crate::ledger::{Entry, GENESIS, Ledger, chain_hash};
+    use crate::tenant::TenantId;
+
+    /// A ledger of two receipts of tenant `a`; returns the first frame's length.
+    fn two_records(dir: &Path) -> u32 {
+        let ledger = FileLedger::open(dir, FileOptions::default()).unwrap();
+        let mut prev = GENESIS;
+        for seq in 1..=2 {
+            let bytes = format!(
+                r#"{{"prev":"{}","seq":{seq},"tenant":"a"}}"#,
+                hex::encode(prev)
+            )
+            .into_bytes();
+            let entry = Entry {
+                tenant: TenantId::new("a").unwrap(),
+                seq,
+                prev,
+                bytes,
+            };
+            prev = chain_hash(&prev, &entry.bytes);
+            ledger.append(entry).unwrap();
+        }
+        ledger.flush().unwrap();
+        let buf = fs_err::read(dir.join(segment::segment_name(1))).unwrap();
+        segment::decode(&buf).unwrap().len as u32
+    }
+
+    #[test]
+    fn a_checkpoint_of_no_records_belongs_at_the_start_of_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = two_records(dir.path());
+        let write = |position| {
+            let ck = segment::encode_checkpoint(0, position, b"");
+            fs_err::write(dir.path().join(CHECKPOINT_FILE), ck).unwrap();
+        };
+        write(segment::pack(1, 0));
+        assert_eq!(verify_dir(dir.path()).unwrap().first_bad, None);
+        drop(FileLedger::open(dir.path(), FileOptions::default()).unwrap());
+
+        // A record boundary, but one record in: open refuses it, so verify must too.
+        write(segment::pack(1, first));
+        let bad = verify_dir(dir.path()).unwrap().first_bad.unwrap();
+        assert!(bad.reason.contains("points past the end"), "{}", bad.reason);
+        let refused = FileLedger::open(dir.path(), FileOptions::default()).unwrap_err();
+        assert!(
+            matches!(&refused, LedgerError::Corrupt { reason, .. } if reason.contains("not a record boundary")),
+            "{refused}"
+        );
+    }
+}
