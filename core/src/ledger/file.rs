@@ -22,8 +22,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 use std::thread::JoinHandle;
 
 use super::durability::Progress;
-use super::scan::{self, AfterDamage, Damage, Scanned, Visitor, list_segments, read_checkpoint};
-use super::segment::{self, Checkpoint, Frame, MAX_RECORD, Tail};
+use super::scan::{
+    self, AfterDamage, Damage, Records, Scanned, Span, Visitor, list_segments, read_checkpoint,
+};
+use super::segment::{self, Checkpoint, Frame, MAX_RECORD};
 use super::{
     Appended, Entry, Head, Ledger, LedgerError, Mark, Record, Recovered, StoredCheckpoint,
     SyncPoint, Ticket, VerifyOptions, VerifyReport, chain_hash, check_extends, check_mark, io_err,
@@ -205,7 +207,7 @@ fn scan_log(dir: &Path) -> Result<Opened, LedgerError> {
         heads_at_checkpoint: BTreeMap::new(),
         repair: None,
     };
-    let scanned = scan::scan(dir, &ids, None, checkpoint.as_ref(), &mut index)?;
+    let scanned = scan::scan(dir, Span::all(&ids), checkpoint.as_ref(), &mut index)?;
     Ok(Opened {
         index,
         scanned,
@@ -530,31 +532,18 @@ impl FileLedger {
         end: u64,
         visit: &mut dyn FnMut(&Record) -> Result<(), LedgerError>,
     ) -> Result<(), LedgerError> {
-        let (first, mut offset) = segment::unpack(from);
-        let (last, end_offset) = segment::unpack(end);
-        for id in first..=last {
-            let path = self.shared.dir.join(segment::segment_name(id));
-            let mut buf = match fs_err::read(&path) {
-                Ok(buf) => buf,
-                // No segment yet (an empty ledger).
-                Err(e) if e.kind() == io::ErrorKind::NotFound && offset == 0 => Vec::new(),
-                Err(e) => return Err(io_err(&path)(e)),
-            };
-            if id == last {
-                buf.truncate(end_offset as usize);
-            }
-            let tail = segment::walk(&buf, offset as usize, id == last, |_, frame| {
-                visit(&frame.record())
-            })?;
-            if let Tail::Damaged { offset, reason, .. } = tail {
-                return Err(LedgerError::Corrupt {
-                    path,
-                    offset: offset as u64,
-                    reason: reason.to_owned(),
-                });
-            }
-            offset = 0;
+        if from == end {
+            // Nothing to visit (and an empty ledger has no segment yet).
+            return Ok(());
         }
+        let (first, start) = segment::unpack(from);
+        let segments: Vec<u32> = (first..=segment::unpack(end).0).collect();
+        let span = Span {
+            segments: &segments,
+            start,
+            end: Some(end),
+        };
+        scan::scan(&self.shared.dir, span, None, &mut Records(visit))?;
         Ok(())
     }
 }

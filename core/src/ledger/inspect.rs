@@ -4,7 +4,9 @@
 
 use std::path::Path;
 
-use super::scan::{AfterDamage, Damage, Visitor, list_segments, read_checkpoint, scan};
+use super::scan::{
+    AfterDamage, Damage, Records, Span, Visitor, list_segments, read_checkpoint, scan,
+};
 use super::segment::{self, CHECKPOINT_FILE, Checkpoint, Frame};
 use super::verify::Verifier;
 use super::{LedgerError, Record, VerifyOptions, VerifyReport};
@@ -55,7 +57,11 @@ pub(super) fn verify_up_to(
         }
         Err(e) => return Err(e),
     };
-    let scanned = scan(dir, &ids, end, checkpoint.as_ref(), &mut replay)?;
+    let span = Span {
+        end,
+        ..Span::all(&ids)
+    };
+    let scanned = scan(dir, span, checkpoint.as_ref(), &mut replay)?;
     if !scanned.stopped && !scanned.checkpoint_found {
         replay.verifier.bad(
             String::new(),
@@ -144,23 +150,6 @@ pub fn scan_dir(
 ) -> Result<(), LedgerError> {
     let dir = dir.as_ref();
     let ids = list_segments(dir)?;
-    scan(dir, &ids, None, None, &mut Records(visit))?;
+    scan(dir, Span::all(&ids), None, &mut Records(visit))?;
     Ok(())
-}
-
-/// `scan_dir` as a scan visitor: hands on records, fails at damage.
-struct Records<'a, 'v>(&'a mut (dyn FnMut(&Record) -> Result<(), LedgerError> + 'v));
-
-impl Visitor for Records<'_, '_> {
-    fn record(&mut self, _: &Path, _: u64, frame: Frame<'_>) -> Result<(), LedgerError> {
-        (self.0)(&frame.record())
-    }
-
-    fn damaged(&mut self, damage: &Damage<'_>) -> Result<AfterDamage, LedgerError> {
-        Err(LedgerError::Corrupt {
-            path: damage.path.to_path_buf(),
-            offset: damage.offset,
-            reason: damage.reason.to_owned(),
-        })
-    }
 }

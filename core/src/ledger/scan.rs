@@ -14,7 +14,7 @@ use std::io;
 use std::path::Path;
 
 use super::segment::{self, CHECKPOINT_FILE, Checkpoint, Frame, Tail};
-use super::{LedgerError, io_err};
+use super::{LedgerError, Record, io_err};
 
 /// The segment ids in `dir`, sorted, checked to be contiguous.
 pub(crate) fn list_segments(dir: &Path) -> Result<Vec<u32>, LedgerError> {
@@ -98,6 +98,26 @@ pub(crate) trait Visitor {
     fn damaged(&mut self, damage: &Damage<'_>) -> Result<AfterDamage, LedgerError>;
 }
 
+/// A visitor handing every record to a closure and failing at the first
+/// damage with [`LedgerError::Corrupt`] (a torn tail included).
+pub(crate) struct Records<'a, 'v>(
+    pub(crate) &'a mut (dyn FnMut(&Record) -> Result<(), LedgerError> + 'v),
+);
+
+impl Visitor for Records<'_, '_> {
+    fn record(&mut self, _: &Path, _: u64, frame: Frame<'_>) -> Result<(), LedgerError> {
+        (self.0)(&frame.record())
+    }
+
+    fn damaged(&mut self, damage: &Damage<'_>) -> Result<AfterDamage, LedgerError> {
+        Err(LedgerError::Corrupt {
+            path: damage.path.to_path_buf(),
+            offset: damage.offset,
+            reason: damage.reason.to_owned(),
+        })
+    }
+}
+
 /// The last segment a [`scan`] walked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct LastSegment {
@@ -141,16 +161,41 @@ impl<'a> Boundary<'a> {
     }
 }
 
-/// Walks the `segments` of `dir` (sorted, contiguous) in log order up to the
-/// packed position `end` (all of them if `None`), telling `visitor` about
-/// every valid frame, the `checkpoint`'s mark and the first damage.
+/// The part of the log a [`scan`] walks.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Span<'a> {
+    /// The segment ids, sorted and contiguous.
+    pub(crate) segments: &'a [u32],
+    /// Where in the first segment the walk starts.
+    pub(crate) start: u32,
+    /// The packed position where the log is cut off (none: all of it).
+    pub(crate) end: Option<u64>,
+}
+
+impl<'a> Span<'a> {
+    /// All of `segments`.
+    pub(crate) fn all(segments: &'a [u32]) -> Span<'a> {
+        Span {
+            segments,
+            start: 0,
+            end: None,
+        }
+    }
+}
+
+/// Walks `span` of the segments of `dir` in log order, telling `visitor`
+/// about every valid frame, the `checkpoint`'s mark and the first damage.
 pub(crate) fn scan(
     dir: &Path,
-    segments: &[u32],
-    end: Option<u64>,
+    span: Span<'_>,
     checkpoint: Option<&Checkpoint>,
     visitor: &mut impl Visitor,
 ) -> Result<Scanned, LedgerError> {
+    let Span {
+        segments,
+        start,
+        end,
+    } = span;
     let mut mark = Boundary {
         checkpoint,
         found: false,
@@ -163,8 +208,8 @@ pub(crate) fn scan(
     };
     // A checkpoint of no records sits at the start of the log, even one
     // without segments yet.
-    let start = segment::pack(segments.first().copied().unwrap_or(1), 0);
-    if let Some(ck) = mark.reached(0, start) {
+    let first = segment::pack(segments.first().copied().unwrap_or(1), start);
+    if let Some(ck) = mark.reached(0, first) {
         visitor.at_checkpoint(ck)?;
     }
     let end = end.map(segment::unpack);
@@ -181,7 +226,8 @@ pub(crate) fn scan(
         }
         let last = i + 1 == segments.len() || end.is_some_and(|(end_id, _)| end_id == id);
         let records = &mut scanned.records;
-        let tail = segment::walk(&buf, 0, last, |offset, frame| {
+        let from = if i == 0 { start as usize } else { 0 };
+        let tail = segment::walk(&buf, from, last, |offset, frame| {
             let position = segment::pack(id, offset as u32);
             if let Some(ck) = mark.reached(*records, position) {
                 visitor.at_checkpoint(ck)?;
