@@ -328,4 +328,42 @@ mod tests {
             "{refused}"
         );
     }
+
+    #[test]
+    fn damage_is_reported_against_the_frame_its_header_claims() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = two_records(dir.path()) as usize;
+        let seg = dir.path().join(segment::segment_name(1));
+        let clean = fs_err::read(&seg).unwrap();
+        // The writer zero-fills ahead of its appends.
+        let end = first + segment::decode(&clean[first..]).unwrap().len;
+
+        // A flipped receipt byte in the first frame: valid frames follow.
+        let mut flipped = clean.clone();
+        flipped[first - 2] ^= 0x01;
+        fs_err::write(&seg, &flipped).unwrap();
+        let bad = verify_dir(dir.path()).unwrap().first_bad.unwrap();
+        assert_eq!((bad.tenant.as_str(), bad.seq), ("a", 1), "{}", bad.reason);
+        assert!(bad.reason.starts_with("corrupt frame"), "{}", bad.reason);
+        assert!(
+            bad.reason.contains("at offset `0`: crc mismatch"),
+            "{}",
+            bad.reason
+        );
+
+        // The last frame cut short: a torn tail, still named by its header.
+        fs_err::write(&seg, &clean[..end - 3]).unwrap();
+        let bad = verify_dir(dir.path()).unwrap().first_bad.unwrap();
+        assert_eq!((bad.tenant.as_str(), bad.seq), ("a", 2), "{}", bad.reason);
+        assert!(
+            bad.reason.starts_with("torn or damaged final record"),
+            "{}",
+            bad.reason
+        );
+
+        // A header cut inside its tenant bytes claims nothing.
+        fs_err::write(&seg, &clean[..first + segment::HEADER]).unwrap();
+        let bad = verify_dir(dir.path()).unwrap().first_bad.unwrap();
+        assert_eq!((bad.tenant.as_str(), bad.seq), ("", 0), "{}", bad.reason);
+    }
 }
