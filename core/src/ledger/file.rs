@@ -1,12 +1,13 @@
 //! The file ledger: append-only segment files with group commit.
 //!
 //! Appends are framed (see `segment`) into a shared buffer under a short
-//! mutex; one writer thread takes the whole buffer, writes it and issues one
+//! mutex; one writer thread (`writer`) takes the whole buffer, writes it and issues one
 //! sync covering every append in it, then publishes the durable position that
 //! [`Ticket`]s wait on. A failed write or sync poisons the ledger for good:
 //! pending and future tickets and appends error, and nothing is retried.
 //!
-//! On open, every segment is scanned: CRCs and hash chains are checked and
+//! On open (lock, scan, checkpoint check, writer start), every segment is
+//! scanned (see `scan`): CRCs and hash chains are checked and
 //! tenant heads rebuilt from the frame headers; a torn final record is
 //! truncated; any other damage, or a chain that does not link, refuses the open.
 //! The same scan notes every tenant's head at the stored checkpoint's mark,
@@ -20,23 +21,29 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 use std::thread::JoinHandle;
 
-use super::segment::{self, Checkpoint, Frame, MAX_RECORD, Tail};
+use super::durability::Progress;
+use super::scan::{
+    self, AfterDamage, Damage, Records, Scanned, Span, Visitor, list_segments, read_checkpoint,
+};
+use super::segment::{self, Checkpoint, Frame, MAX_RECORD};
 use super::{
     Appended, Entry, Head, Ledger, LedgerError, Mark, Record, Recovered, StoredCheckpoint,
-    SyncPoint, Ticket, VerifyOptions, VerifyReport, chain_hash, check_extends, check_mark,
+    SyncPoint, Ticket, VerifyOptions, VerifyReport, chain_hash, check_extends, check_mark, io_err,
 };
-use crate::ledger::durability::Progress;
 use crate::tenant::TenantId;
 
 pub use super::inspect::{scan_dir, verify_dir, verify_dir_with};
+
+mod writer;
+
+pub use super::segment::CHECKPOINT_FILE;
+use writer::Writer;
 
 /// The data sync used for segment files: `fdatasync` by default; injectable for tests.
 pub type SyncFn = Arc<dyn Fn(&std::fs::File) -> io::Result<()> + Send + Sync>;
 
 /// Name of the lock file inside a ledger directory.
 pub const LOCK_FILE: &str = "LOCK";
-/// Name of the checkpoint file inside a ledger directory.
-pub const CHECKPOINT_FILE: &str = "CHECKPOINT";
 /// Largest allowed segment size (offsets are 32-bit).
 pub const MAX_SEGMENT_BYTES: u64 = 1 << 31;
 /// How far ahead of its appends the current segment is zero-filled.
@@ -154,13 +161,6 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-pub(super) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> LedgerError + '_ {
-    move |source| LedgerError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 /// Fsyncs a directory so that a file created or renamed in it survives a crash.
 fn sync_dir(dir: &Path) -> Result<(), LedgerError> {
     fs_err::File::open(dir)
@@ -168,54 +168,238 @@ fn sync_dir(dir: &Path) -> Result<(), LedgerError> {
         .map_err(io_err(dir))
 }
 
-/// The segment ids in `dir`, sorted, checked to be contiguous.
-pub(super) fn list_segments(dir: &Path) -> Result<Vec<u32>, LedgerError> {
-    let mut ids = Vec::new();
-    for entry in fs_err::read_dir(dir).map_err(io_err(dir))? {
-        let entry = entry.map_err(io_err(dir))?;
-        if let Some(id) = entry
-            .file_name()
-            .to_str()
-            .and_then(segment::parse_segment_name)
-        {
-            ids.push(id);
+/// Open, step 1: creates `dir` if needed and takes its exclusive lock, held
+/// for the ledger's lifetime.
+fn lock_dir(dir: &Path) -> Result<fs_err::File, LedgerError> {
+    fs_err::create_dir_all(dir).map_err(io_err(dir))?;
+    let lock_path = dir.join(LOCK_FILE);
+    let lock_file = fs_err::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io_err(&lock_path))?;
+    match lock_file.file().try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(LedgerError::Locked { path: lock_path });
         }
+        Err(std::fs::TryLockError::Error(e)) => return Err(io_err(&lock_path)(e)),
     }
-    ids.sort_unstable();
-    if let Some(w) = ids.windows(2).find(|w| w[1] != w[0] + 1) {
-        return Err(LedgerError::Corrupt {
-            path: dir.join(segment::segment_name(w[0] + 1)),
-            offset: 0,
-            reason: "segment missing between two others".to_owned(),
-        });
-    }
-    Ok(ids)
+    sync_dir(dir)?;
+    Ok(lock_file)
 }
 
-/// Reads the checkpoint file, if any.
-pub(super) fn read_checkpoint(dir: &Path) -> Result<Option<Checkpoint>, LedgerError> {
-    let path = dir.join(CHECKPOINT_FILE);
-    let buf = match fs_err::read(&path) {
-        Ok(buf) => buf,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_err(&path)(e)),
+/// What open's scan of the log found.
+struct Opened {
+    index: Index,
+    scanned: Scanned,
+    checkpoint: Option<Checkpoint>,
+}
+
+/// Open, step 2: scans every segment, rebuilding the chains and cutting a
+/// torn tail; refuses any other damage and any chain that does not link.
+fn scan_log(dir: &Path) -> Result<Opened, LedgerError> {
+    let ids = list_segments(dir)?;
+    let checkpoint = read_checkpoint(dir)?;
+    let mut index = Index {
+        chains: HashMap::new(),
+        heads_at_checkpoint: BTreeMap::new(),
+        repair: None,
     };
-    segment::decode_checkpoint(&buf)
-        .map(Some)
-        .map_err(|reason| LedgerError::Corrupt {
-            path,
-            offset: 0,
-            reason: reason.to_owned(),
-        })
+    let scanned = scan::scan(dir, Span::all(&ids), checkpoint.as_ref(), &mut index)?;
+    Ok(Opened {
+        index,
+        scanned,
+        checkpoint,
+    })
 }
 
-pub(super) fn record_of(frame: &Frame<'_>) -> Record {
-    Record {
-        // `decode` validated the id.
-        tenant: TenantId::new(frame.tenant).unwrap_or_else(|_| unreachable!("decode checks ids")),
-        seq: frame.seq,
-        hash: frame.hash,
-        bytes: Arc::from(frame.bytes),
+/// Open, step 3: refuses a checkpoint whose mark the scan did not reach (not
+/// a record boundary with its record count).
+fn check_checkpoint(
+    dir: &Path,
+    checkpoint: Option<&Checkpoint>,
+    scanned: &Scanned,
+) -> Result<(), LedgerError> {
+    match checkpoint {
+        Some(ck) if !scanned.checkpoint_found => {
+            let (seg, off) = segment::unpack(ck.position);
+            Err(LedgerError::Corrupt {
+                path: dir.join(CHECKPOINT_FILE),
+                offset: 0,
+                reason: format!(
+                    "checkpoint position `{}:{off}` ({} records) is not a record boundary of the log",
+                    segment::segment_name(seg),
+                    ck.records
+                ),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Open, step 4: opens the last segment for appends and starts the writer thread.
+fn start_writer(
+    dir: PathBuf,
+    options: FileOptions,
+    opened: Opened,
+    lock_file: fs_err::File,
+) -> Result<FileLedger, LedgerError> {
+    let Opened {
+        index,
+        scanned,
+        checkpoint,
+    } = opened;
+    let segment_bytes = options.segment_bytes.clamp(4096, MAX_SEGMENT_BYTES);
+    let last = scanned.last;
+    let segment = last.map_or(1, |l| l.id);
+    let last_len = last.map_or(0, |l| l.end);
+    let current = match last {
+        Some(last) => {
+            let path = dir.join(segment::segment_name(last.id));
+            let file = fs_err::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(io_err(&path))?;
+            Some((last.id, file))
+        }
+        None => None,
+    };
+    let records = scanned.records;
+    let sync = Arc::new(SyncPoint::new(Progress {
+        records,
+        position: segment::pack(segment, last_len as u32),
+        failure: None,
+    }));
+    let shared = Arc::new(Shared {
+        dir,
+        segment_bytes,
+        state: Mutex::new(State {
+            chains: index.chains,
+            chunks: Vec::new(),
+            spare: Vec::new(),
+            records,
+            segment,
+            segment_len: last_len,
+            writer_waiting: false,
+            closing: false,
+            failed: None,
+        }),
+        wake: Condvar::new(),
+        sync,
+        readers: RwLock::new(HashMap::new()),
+        checkpointing: Mutex::new(checkpoint.as_ref().map_or(0, |c| c.records)),
+        open_heads: Mutex::new(
+            checkpoint
+                .as_ref()
+                .map(|c| (c.position, index.heads_at_checkpoint)),
+        ),
+    });
+    let writer = {
+        let shared = Arc::clone(&shared);
+        let sync_fn = options.sync;
+        std::thread::Builder::new()
+            .name("ledger-writer".to_owned())
+            .spawn(move || {
+                Writer {
+                    shared,
+                    sync: sync_fn,
+                    current,
+                    allocated: last.map_or(0, |l| l.file_len),
+                    end: last_len,
+                }
+                .run()
+            })
+            .map_err(io_err(Path::new("ledger-writer thread")))?
+    };
+    Ok(FileLedger {
+        shared,
+        writer: Some(writer),
+        repair: index.repair,
+        _lock: lock_file,
+    })
+}
+
+/// Open's scan visitor: checks every chain links, builds the index of heads
+/// and record locations, notes every head at the checkpoint's mark, cuts a
+/// torn tail.
+struct Index {
+    chains: HashMap<Box<str>, Chain>,
+    /// Every tenant's head where the checkpoint's mark is: what its blob must agree with.
+    heads_at_checkpoint: BTreeMap<TenantId, Head>,
+    /// The torn tail cut, if any.
+    repair: Option<Repair>,
+}
+
+impl Visitor for Index {
+    fn record(&mut self, path: &Path, position: u64, frame: Frame<'_>) -> Result<(), LedgerError> {
+        let broken = |reason: String| LedgerError::BrokenChain {
+            tenant: frame.tenant.to_owned(),
+            seq: frame.seq,
+            path: path.to_path_buf(),
+            offset: u64::from(segment::unpack(position).1),
+            reason,
+        };
+        // `decode` validated the tenant id.
+        let chain = match self.chains.get_mut(frame.tenant) {
+            Some(chain) => chain,
+            None => self.chains.entry(Box::from(frame.tenant)).or_insert(Chain {
+                head: Head::EMPTY,
+                locs: Vec::new(),
+            }),
+        };
+        if frame.seq != chain.head.seq + 1 {
+            return Err(broken(format!("expected seq `{}`", chain.head.seq + 1)));
+        }
+        if chain_hash(&chain.head.hash, frame.bytes) != frame.hash {
+            return Err(broken(
+                "stored hash does not match SHA-256(prev ‖ bytes)".to_owned(),
+            ));
+        }
+        chain.head = Head {
+            seq: frame.seq,
+            hash: frame.hash,
+        };
+        chain.locs.push(Loc {
+            position,
+            len: frame.len as u32,
+        });
+        Ok(())
+    }
+
+    fn at_checkpoint(&mut self, _: &Checkpoint) -> Result<(), LedgerError> {
+        self.heads_at_checkpoint = self
+            .chains
+            .iter()
+            .filter_map(|(tenant, chain)| Some((TenantId::new(tenant).ok()?, chain.head)))
+            .collect();
+        Ok(())
+    }
+
+    fn damaged(&mut self, damage: &Damage<'_>) -> Result<AfterDamage, LedgerError> {
+        if !damage.torn {
+            return Err(LedgerError::Corrupt {
+                path: damage.path.to_path_buf(),
+                offset: damage.offset,
+                reason: format!("{}, followed by more data", damage.reason),
+            });
+        }
+        // A torn final record was never acknowledged: drop it.
+        let path = damage.path;
+        let file = fs_err::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(io_err(path))?;
+        file.set_len(damage.offset).map_err(io_err(path))?;
+        file.sync_all().map_err(io_err(path))?;
+        self.repair = Some(Repair {
+            path: path.to_path_buf(),
+            offset: damage.offset,
+            dropped: damage.bytes.len() as u64,
+        });
+        Ok(AfterDamage::Cut)
     }
 }
 
@@ -223,204 +407,10 @@ impl FileLedger {
     /// Opens (creating if needed) the ledger in `dir`, locking it exclusively.
     pub fn open(dir: impl AsRef<Path>, options: FileOptions) -> Result<FileLedger, LedgerError> {
         let dir = dir.as_ref().to_path_buf();
-        let segment_bytes = options.segment_bytes.clamp(4096, MAX_SEGMENT_BYTES);
-        fs_err::create_dir_all(&dir).map_err(io_err(&dir))?;
-        let lock_path = dir.join(LOCK_FILE);
-        let lock_file = fs_err::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io_err(&lock_path))?;
-        match lock_file.file().try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(LedgerError::Locked { path: lock_path });
-            }
-            Err(std::fs::TryLockError::Error(e)) => return Err(io_err(&lock_path)(e)),
-        }
-        sync_dir(&dir)?;
-
-        let ids = list_segments(&dir)?;
-        let checkpoint = read_checkpoint(&dir)?;
-        let mut chains: HashMap<Box<str>, Chain> = HashMap::new();
-        let mut records = 0u64;
-        let mut checkpoint_records = None;
-        // Every tenant's head where the checkpoint's mark is: what its blob must agree with.
-        let mut open_heads = BTreeMap::new();
-        let snapshot = |chains: &HashMap<Box<str>, Chain>| -> BTreeMap<TenantId, Head> {
-            chains
-                .iter()
-                .filter_map(|(tenant, chain)| Some((TenantId::new(tenant).ok()?, chain.head)))
-                .collect()
-        };
-        let mut last_len = 0u64;
-        // The last segment's length on disk (past `last_len` when preallocated).
-        let mut last_file_len = 0u64;
-        let mut repair = None;
-        for (i, &id) in ids.iter().enumerate() {
-            let path = dir.join(segment::segment_name(id));
-            let buf = fs_err::read(&path).map_err(io_err(&path))?;
-            let last = i + 1 == ids.len();
-            let tail = segment::walk(&buf, 0, last, |offset, frame| {
-                if checkpoint.as_ref().map(|c| c.position) == Some(segment::pack(id, offset as u32))
-                {
-                    checkpoint_records = Some(records);
-                    open_heads = snapshot(&chains);
-                }
-                let broken = |reason: String| LedgerError::BrokenChain {
-                    tenant: frame.tenant.to_owned(),
-                    seq: frame.seq,
-                    path: path.clone(),
-                    offset: offset as u64,
-                    reason,
-                };
-                // `decode` validated the tenant id.
-                let chain = match chains.get_mut(frame.tenant) {
-                    Some(chain) => chain,
-                    None => chains.entry(Box::from(frame.tenant)).or_insert(Chain {
-                        head: Head::EMPTY,
-                        locs: Vec::new(),
-                    }),
-                };
-                if frame.seq != chain.head.seq + 1 {
-                    return Err(broken(format!("expected seq `{}`", chain.head.seq + 1)));
-                }
-                if chain_hash(&chain.head.hash, frame.bytes) != frame.hash {
-                    return Err(broken(
-                        "stored hash does not match SHA-256(prev ‖ bytes)".to_owned(),
-                    ));
-                }
-                chain.head = Head {
-                    seq: frame.seq,
-                    hash: frame.hash,
-                };
-                chain.locs.push(Loc {
-                    position: segment::pack(id, offset as u32),
-                    len: frame.len as u32,
-                });
-                records += 1;
-                Ok(())
-            })?;
-            let mut end = buf.len() as u64;
-            if last {
-                last_file_len = buf.len() as u64;
-            }
-            if let Tail::Preallocated { offset } = tail {
-                end = offset as u64;
-            }
-            if let Tail::Damaged {
-                offset,
-                reason,
-                valid_after,
-            } = tail
-            {
-                if !last || valid_after {
-                    return Err(LedgerError::Corrupt {
-                        path,
-                        offset: offset as u64,
-                        reason: format!("{reason}, followed by more data"),
-                    });
-                }
-                // A torn final record was never acknowledged: drop it.
-                let file = fs_err::OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .map_err(io_err(&path))?;
-                file.set_len(offset as u64).map_err(io_err(&path))?;
-                file.sync_all().map_err(io_err(&path))?;
-                end = offset as u64;
-                last_file_len = end;
-                repair = Some(Repair {
-                    path: path.clone(),
-                    offset: end,
-                    dropped: buf.len() as u64 - end,
-                });
-            }
-            if checkpoint.as_ref().map(|c| c.position) == Some(segment::pack(id, end as u32)) {
-                checkpoint_records = Some(records);
-                open_heads = snapshot(&chains);
-            }
-            last_len = end;
-        }
-        if let Some(ck) = &checkpoint {
-            let at_start = ck.records == 0
-                && ck.position == segment::pack(ids.first().copied().unwrap_or(1), 0);
-            if checkpoint_records != Some(ck.records) && !at_start {
-                let (seg, off) = segment::unpack(ck.position);
-                return Err(LedgerError::Corrupt {
-                    path: dir.join(CHECKPOINT_FILE),
-                    offset: 0,
-                    reason: format!(
-                        "checkpoint position `{}:{off}` ({} records) is not a record boundary of the log",
-                        segment::segment_name(seg),
-                        ck.records
-                    ),
-                });
-            }
-        }
-
-        let segment = ids.last().copied().unwrap_or(1);
-        let current = match ids.last() {
-            Some(&id) => {
-                let path = dir.join(segment::segment_name(id));
-                let file = fs_err::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .open(&path)
-                    .map_err(io_err(&path))?;
-                Some((id, file))
-            }
-            None => None,
-        };
-        let sync = Arc::new(SyncPoint::new(Progress {
-            records,
-            position: segment::pack(segment, last_len as u32),
-            failure: None,
-        }));
-        let shared = Arc::new(Shared {
-            dir,
-            segment_bytes,
-            state: Mutex::new(State {
-                chains,
-                chunks: Vec::new(),
-                spare: Vec::new(),
-                records,
-                segment,
-                segment_len: last_len,
-                writer_waiting: false,
-                closing: false,
-                failed: None,
-            }),
-            wake: Condvar::new(),
-            sync,
-            readers: RwLock::new(HashMap::new()),
-            checkpointing: Mutex::new(checkpoint.as_ref().map_or(0, |c| c.records)),
-            open_heads: Mutex::new(checkpoint.as_ref().map(|c| (c.position, open_heads))),
-        });
-        let writer = {
-            let shared = Arc::clone(&shared);
-            let sync_fn = options.sync;
-            std::thread::Builder::new()
-                .name("ledger-writer".to_owned())
-                .spawn(move || {
-                    Writer {
-                        shared,
-                        sync: sync_fn,
-                        current,
-                        allocated: last_file_len,
-                        end: last_len,
-                    }
-                    .run()
-                })
-                .map_err(io_err(Path::new("ledger-writer thread")))?
-        };
-        Ok(FileLedger {
-            shared,
-            writer: Some(writer),
-            repair,
-            _lock: lock_file,
-        })
+        let lock = lock_dir(&dir)?;
+        let opened = scan_log(&dir)?;
+        check_checkpoint(&dir, opened.checkpoint.as_ref(), &opened.scanned)?;
+        start_writer(dir, options, opened, lock)
     }
 
     /// The torn final record that open truncated, if any (worth a warning in the log).
@@ -490,7 +480,7 @@ impl FileLedger {
             offset: u64::from(offset),
             reason: format!("{e:?} while reading an indexed record"),
         })?;
-        Ok(record_of(&frame))
+        Ok(frame.record())
     }
 
     /// Every tenant's head as of the durable log position `position` (a
@@ -542,31 +532,18 @@ impl FileLedger {
         end: u64,
         visit: &mut dyn FnMut(&Record) -> Result<(), LedgerError>,
     ) -> Result<(), LedgerError> {
-        let (first, mut offset) = segment::unpack(from);
-        let (last, end_offset) = segment::unpack(end);
-        for id in first..=last {
-            let path = self.shared.dir.join(segment::segment_name(id));
-            let mut buf = match fs_err::read(&path) {
-                Ok(buf) => buf,
-                // No segment yet (an empty ledger).
-                Err(e) if e.kind() == io::ErrorKind::NotFound && offset == 0 => Vec::new(),
-                Err(e) => return Err(io_err(&path)(e)),
-            };
-            if id == last {
-                buf.truncate(end_offset as usize);
-            }
-            let tail = segment::walk(&buf, offset as usize, id == last, |_, frame| {
-                visit(&record_of(&frame))
-            })?;
-            if let Tail::Damaged { offset, reason, .. } = tail {
-                return Err(LedgerError::Corrupt {
-                    path,
-                    offset: offset as u64,
-                    reason: reason.to_owned(),
-                });
-            }
-            offset = 0;
+        if from == end {
+            // Nothing to visit (and an empty ledger has no segment yet).
+            return Ok(());
         }
+        let (first, start) = segment::unpack(from);
+        let segments: Vec<u32> = (first..=segment::unpack(end).0).collect();
+        let span = Span {
+            segments: &segments,
+            start,
+            end: Some(end),
+        };
+        scan::scan(&self.shared.dir, span, None, &mut Records(visit))?;
         Ok(())
     }
 }
@@ -778,135 +755,4 @@ impl Ledger for FileLedger {
     fn flush(&self) -> Result<(), LedgerError> {
         self.flush_position().map(|_| ())
     }
-}
-
-/// The writer thread: takes batches, writes them, one sync per batch.
-///
-/// The current segment is zero-filled [`PREALLOCATE`] bytes at a time ahead
-/// of its appends, so that most appends overwrite space the file already
-/// has: an `fdatasync` then flushes data only, not a size change (which
-/// costs an inode write, or a journal commit). A segment is cut back to its
-/// last frame before the next one starts; recovery reads a zero tail of the
-/// last segment as its end.
-struct Writer {
-    shared: Arc<Shared>,
-    sync: SyncFn,
-    current: Option<(u32, fs_err::File)>,
-    /// Length of the current segment file (its preallocated end).
-    allocated: u64,
-    /// End of the last frame written to the current segment.
-    end: u64,
-}
-
-impl Writer {
-    fn run(mut self) {
-        let mut batch: Vec<Chunk> = Vec::new();
-        let mut last_batch = 0u64;
-        let mut synced = 0u64;
-        loop {
-            // Under concurrent load (the last sync covered several appends),
-            // let a few more appends join before writing: one fdatasync then
-            // covers more records, at a cost far below a sync's own latency.
-            if last_batch > 1 {
-                std::thread::sleep(COMMIT_DELAY);
-            }
-            let (records, position) = {
-                let mut state = lock(&self.shared.state);
-                for chunk in batch.drain(..) {
-                    let mut bytes = chunk.bytes;
-                    bytes.clear();
-                    if state.spare.len() < 4 {
-                        state.spare.push(bytes);
-                    }
-                }
-                while state.chunks.is_empty() && !state.closing {
-                    state.writer_waiting = true;
-                    state = self
-                        .shared
-                        .wake
-                        .wait(state)
-                        .unwrap_or_else(PoisonError::into_inner);
-                }
-                state.writer_waiting = false;
-                if state.chunks.is_empty() {
-                    return;
-                }
-                std::mem::swap(&mut batch, &mut state.chunks);
-                (
-                    state.records,
-                    segment::pack(state.segment, state.segment_len as u32),
-                )
-            };
-            if let Err((path, error)) = self.write(&batch) {
-                let mut state = lock(&self.shared.state);
-                let error = Arc::new(error);
-                state.failed = Some((path.clone(), Arc::clone(&error)));
-                state.chunks.clear();
-                drop(state);
-                self.shared.sync.fail(path, error);
-                return;
-            }
-            self.shared.sync.publish(records, position);
-            last_batch = records - synced;
-            synced = records;
-        }
-    }
-
-    /// Writes `batch` and syncs every segment it touched; never retried.
-    fn write(&mut self, batch: &[Chunk]) -> Result<(), (PathBuf, io::Error)> {
-        for chunk in batch {
-            if self.current.as_ref().map(|c| c.0) != Some(chunk.segment) {
-                if let Some((_, file)) = &self.current {
-                    let failed = |e| (file.path().to_path_buf(), e);
-                    // Cut the preallocated zeros: only the last segment may end in them.
-                    file.set_len(self.end).map_err(failed)?;
-                    (self.sync)(file.file()).map_err(failed)?;
-                }
-                let path = self.shared.dir.join(segment::segment_name(chunk.segment));
-                let file = fs_err::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create_new(true)
-                    .open(&path)
-                    .map_err(|e| (path.clone(), e))?;
-                fs_err::File::open(&self.shared.dir)
-                    .and_then(|d| d.sync_all())
-                    .map_err(|e| (self.shared.dir.clone(), e))?;
-                self.current = Some((chunk.segment, file));
-                self.allocated = 0;
-            }
-            let Some((_, file)) = &self.current else {
-                unreachable!("a segment was opened above")
-            };
-            let failed = |e| (file.path().to_path_buf(), e);
-            let chunk_end = u64::from(chunk.offset) + chunk.bytes.len() as u64;
-            if chunk_end > self.allocated {
-                // Never past the segment's size limit (unless one frame is).
-                let limit = self.shared.segment_bytes.max(chunk_end);
-                let target = (chunk_end.div_ceil(PREALLOCATE) * PREALLOCATE).min(limit);
-                zero_fill(file.file(), self.allocated, target).map_err(failed)?;
-                self.allocated = target;
-            }
-            file.file()
-                .write_all_at(&chunk.bytes, u64::from(chunk.offset))
-                .map_err(failed)?;
-            self.end = chunk_end;
-        }
-        if let Some((_, file)) = &self.current {
-            (self.sync)(file.file()).map_err(|e| (file.path().to_path_buf(), e))?;
-        }
-        Ok(())
-    }
-}
-
-/// Writes zeros to `file` from `from` up to `to`.
-fn zero_fill(file: &std::fs::File, from: u64, to: u64) -> io::Result<()> {
-    static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
-    let mut at = from;
-    while at < to {
-        let n = (to - at).min(ZEROS.len() as u64);
-        file.write_all_at(&ZEROS[..n as usize], at)?;
-        at += n;
-    }
-    Ok(())
 }

@@ -4,8 +4,10 @@
 
 use std::path::Path;
 
-use super::file::{CHECKPOINT_FILE, io_err, list_segments, read_checkpoint, record_of};
-use super::segment::{self, HEADER, Tail};
+use super::scan::{
+    AfterDamage, Damage, Records, Span, Visitor, list_segments, read_checkpoint, scan,
+};
+use super::segment::{self, CHECKPOINT_FILE, Checkpoint, Frame};
 use super::verify::Verifier;
 use super::{LedgerError, Record, VerifyOptions, VerifyReport};
 use crate::tenant::TenantId;
@@ -35,90 +37,33 @@ pub(super) fn verify_up_to(
     end: Option<u64>,
     options: &VerifyOptions<'_>,
 ) -> Result<VerifyReport, LedgerError> {
-    let mut verifier = Verifier::new();
+    let mut replay = Replay {
+        verifier: Verifier::new(),
+        options,
+    };
     let ids = match list_segments(dir) {
         Ok(ids) => ids,
         Err(LedgerError::Corrupt { path, reason, .. }) => {
-            verifier.bad(String::new(), 0, format!("`{}`: {reason}", path.display()));
-            return Ok(verifier.report());
+            replay.bad_file(&path, &reason);
+            return Ok(replay.verifier.report());
         }
         Err(e) => return Err(e),
     };
     let checkpoint = match read_checkpoint(dir) {
         Ok(ck) => ck,
         Err(LedgerError::Corrupt { path, reason, .. }) => {
-            verifier.bad(String::new(), 0, format!("`{}`: {reason}", path.display()));
+            replay.bad_file(&path, &reason);
             None
         }
         Err(e) => return Err(e),
     };
-    let mut checkpoint_seen = checkpoint.as_ref().is_none_or(|c| c.records == 0);
-    if let Some(ck) = checkpoint.as_ref().filter(|c| c.records == 0) {
-        verifier.at_mark(options, 0, &ck.blob);
-    }
-    let mut records = 0u64;
-    for (i, &id) in ids.iter().enumerate() {
-        let path = dir.join(segment::segment_name(id));
-        let mut buf = fs_err::read(&path).map_err(io_err(&path))?;
-        if let Some((last, end_offset)) = end.map(segment::unpack) {
-            if id > last {
-                break;
-            }
-            if id == last {
-                buf.truncate(end_offset as usize);
-            }
-        }
-        let last = i + 1 == ids.len() || end.is_some_and(|e| segment::unpack(e).0 == id);
-        let walked = segment::walk(&buf, 0, last, |offset, frame| {
-            if let Some(ck) = checkpoint.as_ref().filter(|c| {
-                c.records > 0
-                    && c.records == records
-                    && c.position == segment::pack(id, offset as u32)
-            }) {
-                checkpoint_seen = true;
-                verifier.at_mark(options, records, &ck.blob);
-            }
-            if options.cancelled() {
-                return Err(LedgerError::Cancelled { visited: records });
-            }
-            verifier.feed_parts(frame.tenant, frame.seq, &frame.hash, frame.bytes);
-            records += 1;
-            Ok(())
-        });
-        let end = match walked? {
-            Tail::Clean => buf.len(),
-            Tail::Preallocated { offset } => offset,
-            Tail::Damaged {
-                offset,
-                reason,
-                valid_after,
-            } => {
-                let (tenant, seq) = claimed(&buf[offset..]);
-                let what = if !last || valid_after {
-                    "corrupt frame"
-                } else {
-                    "torn or damaged final record (open would truncate it)"
-                };
-                verifier.bad(
-                    tenant,
-                    seq,
-                    format!(
-                        "{what} in `{}` at offset `{offset}`: {reason}",
-                        path.display()
-                    ),
-                );
-                return Ok(verifier.report());
-            }
-        };
-        if let Some(ck) = checkpoint.as_ref().filter(|c| {
-            c.records > 0 && c.records == records && c.position == segment::pack(id, end as u32)
-        }) {
-            checkpoint_seen = true;
-            verifier.at_mark(options, records, &ck.blob);
-        }
-    }
-    if !checkpoint_seen {
-        verifier.bad(
+    let span = Span {
+        end,
+        ..Span::all(&ids)
+    };
+    let scanned = scan(dir, span, checkpoint.as_ref(), &mut replay)?;
+    if !scanned.stopped && !scanned.checkpoint_found {
+        replay.verifier.bad(
             String::new(),
             0,
             format!(
@@ -127,27 +72,72 @@ pub(super) fn verify_up_to(
             ),
         );
     }
-    Ok(verifier.report())
+    Ok(replay.verifier.report())
+}
+
+/// Verification as a scan visitor: replays every chain, judges the
+/// checkpoint at its mark, reports damage instead of failing.
+struct Replay<'a, 'o> {
+    verifier: Verifier,
+    options: &'a VerifyOptions<'o>,
+}
+
+impl Replay<'_, '_> {
+    /// Reports an unreadable directory listing or checkpoint file.
+    fn bad_file(&mut self, path: &Path, reason: &str) {
+        self.verifier
+            .bad(String::new(), 0, format!("`{}`: {reason}", path.display()));
+    }
+}
+
+impl Visitor for Replay<'_, '_> {
+    fn record(&mut self, _: &Path, _: u64, frame: Frame<'_>) -> Result<(), LedgerError> {
+        if self.options.cancelled() {
+            return Err(LedgerError::Cancelled {
+                visited: self.verifier.receipts(),
+            });
+        }
+        self.verifier
+            .feed_parts(frame.tenant, frame.seq, &frame.hash, frame.bytes);
+        Ok(())
+    }
+
+    fn at_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<(), LedgerError> {
+        self.verifier
+            .at_mark(self.options, checkpoint.records, &checkpoint.blob);
+        Ok(())
+    }
+
+    fn damaged(&mut self, damage: &Damage<'_>) -> Result<AfterDamage, LedgerError> {
+        let (tenant, seq) = claimed(damage.bytes);
+        let what = if damage.torn {
+            "torn or damaged final record (open would truncate it)"
+        } else {
+            "corrupt frame"
+        };
+        self.verifier.bad(
+            tenant,
+            seq,
+            format!(
+                "{what} in `{}` at offset `{}`: {}",
+                damage.path.display(),
+                damage.offset,
+                damage.reason
+            ),
+        );
+        Ok(AfterDamage::Stop)
+    }
 }
 
 /// The (tenant, seq) a damaged frame header claims, when the tenant is a valid id.
 fn claimed(buf: &[u8]) -> (String, u64) {
-    if buf.len() < HEADER {
-        return (String::new(), 0);
-    }
-    let tenant_len = usize::from(buf[52]);
-    let tenant = buf
-        .get(HEADER..HEADER + tenant_len)
-        .and_then(|t| std::str::from_utf8(t).ok())
-        .filter(|t| TenantId::new(t).is_ok());
-    match tenant {
-        Some(t) => {
-            let mut seq = [0u8; 8];
-            seq.copy_from_slice(&buf[12..20]);
-            (t.to_owned(), u64::from_le_bytes(seq))
-        }
-        None => (String::new(), 0),
-    }
+    segment::peek(buf)
+        .and_then(|header| {
+            let tenant = std::str::from_utf8(header.tenant?).ok()?;
+            TenantId::new(tenant).ok()?;
+            Some((tenant.to_owned(), header.seq))
+        })
+        .unwrap_or_default()
 }
 
 /// Visits every intact record of a ledger directory in append order,
@@ -160,20 +150,6 @@ pub fn scan_dir(
 ) -> Result<(), LedgerError> {
     let dir = dir.as_ref();
     let ids = list_segments(dir)?;
-    let last = ids.last().copied();
-    for id in ids {
-        let path = dir.join(segment::segment_name(id));
-        let buf = fs_err::read(&path).map_err(io_err(&path))?;
-        let walked = segment::walk(&buf, 0, Some(id) == last, |_, frame| {
-            visit(&record_of(&frame))
-        })?;
-        if let Tail::Damaged { offset, reason, .. } = walked {
-            return Err(LedgerError::Corrupt {
-                path,
-                offset: offset as u64,
-                reason: reason.to_string(),
-            });
-        }
-    }
+    scan(dir, Span::all(&ids), None, &mut Records(visit))?;
     Ok(())
 }

@@ -11,10 +11,13 @@
 //! - [`file`](mod@file): append-only segment files with group commit (the embedded default).
 //! - `durability`: the [`Ticket`] a caller waits on until its receipt is durable.
 //! - `segment`: the frame and checkpoint formats of the file backend.
+//! - `scan`: the one pass over a file ledger directory that opening,
+//!   verifying and inspecting it share.
+//! - [`inspect`]: read-only verify and scan of a file ledger directory.
 //! - `verify`: chain replay shared by the backends.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -27,6 +30,7 @@ pub mod file;
 pub mod inspect;
 
 pub mod memory;
+mod scan;
 mod segment;
 mod verify;
 
@@ -331,6 +335,14 @@ pub enum LedgerError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+}
+
+/// Wraps an I/O error on `path` as [`LedgerError::Io`].
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LedgerError + '_ {
+    move |source| LedgerError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// A store of per-tenant hash chains.

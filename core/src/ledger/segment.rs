@@ -11,9 +11,11 @@
 //! tenant, seq and hash so that opening a ledger rebuilds every head without
 //! parsing JSON.
 
+use std::sync::Arc;
+
 use crate::tenant::TenantId;
 
-use super::Hash;
+use super::{Hash, Record};
 
 /// Frame magic, `GRC1`.
 pub(crate) const MAGIC: [u8; 4] = *b"GRC1";
@@ -48,6 +50,13 @@ pub(crate) fn parse_segment_name(name: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
+// Where each field of a frame header starts.
+const AT_CRC: usize = 4;
+const AT_LEN: usize = 8;
+const AT_SEQ: usize = 12;
+const AT_HASH: usize = 20;
+const AT_TENANT_LEN: usize = 52;
+
 /// The header of a frame holding `bytes`, with its CRC filled in; the frame
 /// is this header followed by `bytes`.
 pub(crate) fn encode_header(
@@ -58,17 +67,55 @@ pub(crate) fn encode_header(
 ) -> ([u8; HEADER + MAX_TENANT], usize) {
     let mut header = [0u8; HEADER + MAX_TENANT];
     let tenant = tenant.as_str().as_bytes();
-    header[0..4].copy_from_slice(&MAGIC);
+    header[0..AT_CRC].copy_from_slice(&MAGIC);
     // Callers check MAX_RECORD; tenant ids are at most 128 bytes.
-    header[8..12].copy_from_slice(&(bytes.len() as u32).to_le_bytes());
-    header[12..20].copy_from_slice(&seq.to_le_bytes());
-    header[20..52].copy_from_slice(hash);
-    header[52] = tenant.len() as u8;
+    header[AT_LEN..AT_SEQ].copy_from_slice(&(bytes.len() as u32).to_le_bytes());
+    header[AT_SEQ..AT_HASH].copy_from_slice(&seq.to_le_bytes());
+    header[AT_HASH..AT_TENANT_LEN].copy_from_slice(hash);
+    header[AT_TENANT_LEN] = tenant.len() as u8;
     let used = HEADER + tenant.len();
     header[HEADER..used].copy_from_slice(tenant);
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&header[8..used]), bytes);
-    header[4..8].copy_from_slice(&crc.to_le_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&header[AT_LEN..used]), bytes);
+    header[AT_CRC..AT_LEN].copy_from_slice(&crc.to_le_bytes());
     (header, used)
+}
+
+/// The fields of a frame header as they stand, unchecked.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Header<'a> {
+    pub(crate) magic: [u8; 4],
+    pub(crate) crc: u32,
+    /// Receipt length as claimed.
+    pub(crate) len: u32,
+    pub(crate) seq: u64,
+    pub(crate) hash: Hash,
+    /// The tenant bytes as claimed (`None` when the buffer ends first).
+    pub(crate) tenant: Option<&'a [u8]>,
+    /// Where the tenant bytes end and the receipt starts.
+    pub(crate) body: usize,
+}
+
+/// Reads the header at the start of `buf` without checking it (`None` if
+/// `buf` is shorter than the fixed part): the one place that knows where
+/// each header field lives.
+pub(crate) fn peek(buf: &[u8]) -> Option<Header<'_>> {
+    let fixed = buf.get(..HEADER)?;
+    let word =
+        |at: usize| u32::from_le_bytes([fixed[at], fixed[at + 1], fixed[at + 2], fixed[at + 3]]);
+    let mut seq = [0u8; 8];
+    seq.copy_from_slice(&fixed[AT_SEQ..AT_HASH]);
+    let mut hash = [0u8; 32];
+    hash.copy_from_slice(&fixed[AT_HASH..AT_TENANT_LEN]);
+    let body = HEADER + usize::from(fixed[AT_TENANT_LEN]);
+    Some(Header {
+        magic: [fixed[0], fixed[1], fixed[2], fixed[3]],
+        crc: word(AT_CRC),
+        len: word(AT_LEN),
+        seq: u64::from_le_bytes(seq),
+        hash,
+        tenant: buf.get(HEADER..body),
+        body,
+    })
 }
 
 /// A decoded frame borrowing from the segment buffer.
@@ -82,6 +129,19 @@ pub(crate) struct Frame<'a> {
     pub(crate) len: usize,
 }
 
+impl Frame<'_> {
+    /// The record this frame holds.
+    pub(crate) fn record(&self) -> Record {
+        Record {
+            tenant: TenantId::new(self.tenant)
+                .unwrap_or_else(|_| unreachable!("decode checks ids")),
+            seq: self.seq,
+            hash: self.hash,
+            bytes: Arc::from(self.bytes),
+        }
+    }
+}
+
 /// Why no frame could be decoded at an offset.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum FrameError {
@@ -93,44 +153,37 @@ pub(crate) enum FrameError {
 
 /// Decodes the frame at the start of `buf`.
 pub(crate) fn decode(buf: &[u8]) -> Result<Frame<'_>, FrameError> {
-    if buf.len() < HEADER {
+    let Some(header) = peek(buf) else {
         return Err(FrameError::Short);
-    }
-    if buf[0..4] != MAGIC {
+    };
+    if header.magic != MAGIC {
         return Err(FrameError::Bad("bad frame magic"));
     }
-    let word = |at: usize| u32::from_le_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
-    let crc = word(4);
-    let len = word(8) as usize;
-    let tenant_len = usize::from(buf[52]);
+    let len = header.len as usize;
+    let tenant_len = header.body - HEADER;
     if len > MAX_RECORD {
         return Err(FrameError::Bad("frame length exceeds the record limit"));
     }
     if tenant_len == 0 || tenant_len > MAX_TENANT {
         return Err(FrameError::Bad("bad tenant length"));
     }
-    let total = HEADER + tenant_len + len;
+    let total = header.body + len;
     if buf.len() < total {
         return Err(FrameError::Short);
     }
-    let body = HEADER + tenant_len;
-    if crc32c::crc32c(&buf[8..total]) != crc {
+    if crc32c::crc32c(&buf[AT_LEN..total]) != header.crc {
         return Err(FrameError::Bad("crc mismatch"));
     }
-    let tenant = std::str::from_utf8(&buf[HEADER..body])
+    let tenant = std::str::from_utf8(&buf[HEADER..header.body])
         .map_err(|_| FrameError::Bad("tenant is not utf-8"))?;
     if TenantId::new(tenant).is_err() {
         return Err(FrameError::Bad("invalid tenant id"));
     }
-    let mut seq = [0u8; 8];
-    seq.copy_from_slice(&buf[12..20]);
-    let mut hash = [0u8; 32];
-    hash.copy_from_slice(&buf[20..52]);
     Ok(Frame {
-        seq: u64::from_le_bytes(seq),
-        hash,
+        seq: header.seq,
+        hash: header.hash,
         tenant,
-        bytes: &buf[body..total],
+        bytes: &buf[header.body..total],
         len: total,
     })
 }
@@ -211,6 +264,8 @@ fn valid_frame_after(buf: &[u8], from: usize) -> bool {
     false
 }
 
+/// Name of the checkpoint file inside a ledger directory.
+pub const CHECKPOINT_FILE: &str = "CHECKPOINT";
 /// Checkpoint file magic.
 const CHECKPOINT_MAGIC: [u8; 8] = *b"GGENCKP1";
 

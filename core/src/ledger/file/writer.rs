@@ -1,0 +1,140 @@
+//! The file ledger's writer thread: takes batches, writes them, one sync per batch.
+
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::{Arc, PoisonError};
+
+use super::{COMMIT_DELAY, Chunk, PREALLOCATE, Shared, SyncFn, lock};
+use crate::ledger::segment;
+
+/// The writer thread: takes batches, writes them, one sync per batch.
+///
+/// The current segment is zero-filled [`PREALLOCATE`] bytes at a time ahead
+/// of its appends, so that most appends overwrite space the file already
+/// has: an `fdatasync` then flushes data only, not a size change (which
+/// costs an inode write, or a journal commit). A segment is cut back to its
+/// last frame before the next one starts; recovery reads a zero tail of the
+/// last segment as its end.
+pub(super) struct Writer {
+    pub(super) shared: Arc<Shared>,
+    pub(super) sync: SyncFn,
+    pub(super) current: Option<(u32, fs_err::File)>,
+    /// Length of the current segment file (its preallocated end).
+    pub(super) allocated: u64,
+    /// End of the last frame written to the current segment.
+    pub(super) end: u64,
+}
+
+impl Writer {
+    pub(super) fn run(mut self) {
+        let mut batch: Vec<Chunk> = Vec::new();
+        let mut last_batch = 0u64;
+        let mut synced = 0u64;
+        loop {
+            // Under concurrent load (the last sync covered several appends),
+            // let a few more appends join before writing: one fdatasync then
+            // covers more records, at a cost far below a sync's own latency.
+            if last_batch > 1 {
+                std::thread::sleep(COMMIT_DELAY);
+            }
+            let (records, position) = {
+                let mut state = lock(&self.shared.state);
+                for chunk in batch.drain(..) {
+                    let mut bytes = chunk.bytes;
+                    bytes.clear();
+                    if state.spare.len() < 4 {
+                        state.spare.push(bytes);
+                    }
+                }
+                while state.chunks.is_empty() && !state.closing {
+                    state.writer_waiting = true;
+                    state = self
+                        .shared
+                        .wake
+                        .wait(state)
+                        .unwrap_or_else(PoisonError::into_inner);
+                }
+                state.writer_waiting = false;
+                if state.chunks.is_empty() {
+                    return;
+                }
+                std::mem::swap(&mut batch, &mut state.chunks);
+                (
+                    state.records,
+                    segment::pack(state.segment, state.segment_len as u32),
+                )
+            };
+            if let Err((path, error)) = self.write(&batch) {
+                let mut state = lock(&self.shared.state);
+                let error = Arc::new(error);
+                state.failed = Some((path.clone(), Arc::clone(&error)));
+                state.chunks.clear();
+                drop(state);
+                self.shared.sync.fail(path, error);
+                return;
+            }
+            self.shared.sync.publish(records, position);
+            last_batch = records - synced;
+            synced = records;
+        }
+    }
+
+    /// Writes `batch` and syncs every segment it touched; never retried.
+    fn write(&mut self, batch: &[Chunk]) -> Result<(), (PathBuf, io::Error)> {
+        for chunk in batch {
+            if self.current.as_ref().map(|c| c.0) != Some(chunk.segment) {
+                if let Some((_, file)) = &self.current {
+                    let failed = |e| (file.path().to_path_buf(), e);
+                    // Cut the preallocated zeros: only the last segment may end in them.
+                    file.set_len(self.end).map_err(failed)?;
+                    (self.sync)(file.file()).map_err(failed)?;
+                }
+                let path = self.shared.dir.join(segment::segment_name(chunk.segment));
+                let file = fs_err::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)
+                    .map_err(|e| (path.clone(), e))?;
+                fs_err::File::open(&self.shared.dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| (self.shared.dir.clone(), e))?;
+                self.current = Some((chunk.segment, file));
+                self.allocated = 0;
+            }
+            let Some((_, file)) = &self.current else {
+                unreachable!("a segment was opened above")
+            };
+            let failed = |e| (file.path().to_path_buf(), e);
+            let chunk_end = u64::from(chunk.offset) + chunk.bytes.len() as u64;
+            if chunk_end > self.allocated {
+                // Never past the segment's size limit (unless one frame is).
+                let limit = self.shared.segment_bytes.max(chunk_end);
+                let target = (chunk_end.div_ceil(PREALLOCATE) * PREALLOCATE).min(limit);
+                zero_fill(file.file(), self.allocated, target).map_err(failed)?;
+                self.allocated = target;
+            }
+            file.file()
+                .write_all_at(&chunk.bytes, u64::from(chunk.offset))
+                .map_err(failed)?;
+            self.end = chunk_end;
+        }
+        if let Some((_, file)) = &self.current {
+            (self.sync)(file.file()).map_err(|e| (file.path().to_path_buf(), e))?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes zeros to `file` from `from` up to `to`.
+fn zero_fill(file: &std::fs::File, from: u64, to: u64) -> io::Result<()> {
+    static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(ZEROS.len() as u64);
+        file.write_all_at(&ZEROS[..n as usize], at)?;
+        at += n;
+    }
+    Ok(())
+}
