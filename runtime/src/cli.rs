@@ -112,10 +112,7 @@ fn ledger_failure(error: &LedgerError) -> Failure {
 pub fn main<P: PolicyPack>(pack: &'static P) -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Policy => {
-            print!("{}", policy_table(pack.sku()));
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Policy => emit(&policy_table(pack.sku())).map(|()| ExitCode::SUCCESS),
         Command::Replay {
             signals,
             ledger,
@@ -172,11 +169,12 @@ fn run_replay<P: PolicyPack>(
     for bad in &summary.bad_lines {
         eprintln!("{}: {bad}", signals.display());
     }
-    let mut out = io::stdout().lock();
+    let mut text = String::new();
     for tenant in &summary.tenants {
         let line = serde_json::to_string(tenant).map_err(|e| Failure::internal(&e))?;
-        writeln!(out, "{line}").map_err(|e| Failure::internal(&e))?;
+        let _ = writeln!(text, "{line}");
     }
+    emit(&text)?;
     Ok(if summary.bad_lines.is_empty() {
         ExitCode::SUCCESS
     } else {
@@ -226,7 +224,7 @@ fn verify(pack: &'static dyn PolicyPack, dir: &Path) -> Result<ExitCode, Failure
         )));
     }
     let (text, ok) = verify_report(pack, dir).map_err(|e| ledger_failure(&e))?;
-    print!("{text}");
+    emit(&text)?;
     Ok(if ok {
         ExitCode::SUCCESS
     } else {
@@ -319,14 +317,43 @@ fn show(dir: &Path, tenant: Option<&str>) -> Result<ExitCode, Failure> {
         // The stored bytes are canonical JSON: print them as they are.
         out.write_all(&record.bytes)
             .and_then(|()| out.write_all(b"\n"))
-            .map_err(|source| LedgerError::Io {
-                path: PathBuf::from("<stdout>"),
-                source,
-            })
+            .map_err(stdout_error)
     };
-    file::scan_dir(dir, &mut print).map_err(|e| ledger_failure(&e))?;
-    out.flush().map_err(|e| Failure::internal(&e))?;
-    Ok(ExitCode::SUCCESS)
+    match file::scan_dir(dir, &mut print) {
+        // The reader went away (`ledger show | head`): stop quietly.
+        Err(LedgerError::Interrupted) => return Ok(ExitCode::SUCCESS),
+        result => result.map_err(|e| ledger_failure(&e))?,
+    }
+    match out.flush() {
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        result => result
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(|e| Failure::internal(&e)),
+    }
+}
+
+/// Writes `text` to stdout. A reader that went away (`… | head`) ends the
+/// output quietly, as cargo does: the command keeps its own exit code. Any
+/// other write failure (a full disk) is an internal error.
+fn emit(text: &str) -> Result<(), Failure> {
+    let mut out = io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(Failure::internal(&e)),
+        _ => Ok(()),
+    }
+}
+
+/// A failed write of `ledger show`: a closed pipe stops the scan
+/// ([`LedgerError::Interrupted`]); anything else is an I/O error.
+fn stdout_error(source: io::Error) -> LedgerError {
+    if source.kind() == io::ErrorKind::BrokenPipe {
+        LedgerError::Interrupted
+    } else {
+        LedgerError::Io {
+            path: PathBuf::from("<stdout>"),
+            source,
+        }
+    }
 }
 
 fn threshold(value: Option<f64>) -> String {

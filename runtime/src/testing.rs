@@ -78,8 +78,9 @@ pub fn breaching_replay(pack: &dyn PolicyPack) -> BreachingReplay {
 }
 
 /// `replay` breaches a threshold; `ledger verify` counts what it wrote;
-/// `ledger show` prints those receipts in sequence; a flipped byte in the
-/// segment file makes `ledger verify` exit 1 naming the tenant.
+/// `ledger show` prints those receipts in sequence; `ledger show`, `ledger
+/// verify` and `policy` into a closed pipe end quietly; a flipped byte in
+/// the segment file makes `ledger verify` exit 1 naming the tenant.
 ///
 /// `tmp` is a folder for scratch files; the check works in a fresh
 /// subfolder named for the SKU, the check and the process.
@@ -129,6 +130,21 @@ pub fn replay_verify_show_and_detect_tampering(binary: &Path, pack: &dyn PolicyP
     for (i, line) in shown.lines().enumerate() {
         let seq = format!("\"seq\":{},", i + 1);
         assert!(line.contains(&seq) && line.contains(&tenant), "{line}");
+    }
+
+    // A reader that goes away (`… | head`) ends the output quietly: the
+    // command's own exit code, nothing on stderr, no panic.
+    for args in [
+        &["ledger", "show", "--ledger", ledger][..],
+        &["ledger", "verify", "--ledger", ledger][..],
+        &["policy"][..],
+    ] {
+        let out = run_into_closed_pipe(binary, args);
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "{args:?} into a closed pipe: {}",
+            describe(&out)
+        );
     }
 
     // Flip one byte inside the first receipt's JSON: verification names the tenant.
@@ -219,6 +235,19 @@ pub fn policy_prints_every_profile(binary: &Path, pack: &dyn PolicyPack) {
 fn run(binary: &Path, args: &[&str]) -> Output {
     Command::new(binary)
         .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run `{}`: {e}", binary.display()))
+}
+
+/// Runs `binary` with `args`, its stdout a pipe whose reading end is closed
+/// before it starts (as `… | head` after `head` exits).
+fn run_into_closed_pipe(binary: &Path, args: &[&str]) -> Output {
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    Command::new(binary)
+        .args(args)
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
         .output()
         .unwrap_or_else(|e| panic!("cannot run `{}`: {e}", binary.display()))
 }
