@@ -153,3 +153,20 @@ pub fn scan_dir(
     scan(dir, Span::all(&ids), None, &mut Records(visit))?;
     Ok(())
 }
+
+/// The checkpoint stored in a ledger directory, read-only: its record count
+/// and blob, for a replay up to its mark (such as
+/// [`crate::registry::replay_checkpoint`]) that runs beside [`verify_dir_with`].
+/// Its `heads` are left empty: only a scan of the log can tell them, and
+/// `verify_dir_with` hands its judge the full checkpoint.
+pub fn stored_checkpoint(
+    dir: impl AsRef<Path>,
+) -> Result<Option<super::StoredCheckpoint>, LedgerError> {
+    Ok(
+        read_checkpoint(dir.as_ref())?.map(|checkpoint| super::StoredCheckpoint {
+            records: checkpoint.records,
+            blob: checkpoint.blob.into(),
+            heads: std::collections::BTreeMap::new(),
+        }),
+    )
+}
