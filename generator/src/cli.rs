@@ -23,9 +23,10 @@ use crate::validate::SKU_SCHEMA;
 #[derive(Debug, Parser)]
 #[command(name = "ggen", version, about)]
 pub struct Cli {
-    /// The project config; its folder is the project root.
-    #[arg(long, global = true, default_value = "ggen.toml")]
-    pub config: PathBuf,
+    /// The project config; its folder is the project root (default:
+    /// `ggen.toml` in the current folder or the nearest parent that has one).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
     /// Output format of validate and build.
     #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
     pub format: Format,
@@ -195,11 +196,22 @@ pub fn run(cli: &Cli) -> u8 {
     out.finish(code)
 }
 
+/// The config `--config` names, or the one found from the current folder up.
+fn config_path(cli: &Cli) -> Result<PathBuf, BuildError> {
+    match &cli.config {
+        Some(path) => Ok(path.clone()),
+        None => {
+            let here = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+            pipeline::discover_config(&here)
+        }
+    }
+}
+
 fn execute(cli: &Cli, out: &mut Stdout) -> Result<u8, BuildError> {
     match &cli.command {
         Command::Validate { specs } => {
             let paths = if specs.is_empty() {
-                Project::open(&cli.config)?.spec_files(&[])?
+                Project::open(&config_path(cli)?)?.spec_files(&[])?
             } else {
                 specs.clone()
             };
@@ -226,7 +238,7 @@ fn execute(cli: &Cli, out: &mut Stdout) -> Result<u8, BuildError> {
             force,
             jobs,
         } => {
-            let project = Project::open(&cli.config)?;
+            let project = Project::open(&config_path(cli)?)?;
             let options = BuildOptions {
                 specs: specs.clone(),
                 out_dir: out_dir.clone(),
@@ -259,7 +271,12 @@ fn execute(cli: &Cli, out: &mut Stdout) -> Result<u8, BuildError> {
             Ok(0)
         }
         Command::Init { id } => {
-            let root = cli.config.parent().unwrap_or(std::path::Path::new(""));
+            // A new project starts here (or beside an explicit `--config`).
+            let root = cli
+                .config
+                .as_deref()
+                .and_then(std::path::Path::parent)
+                .unwrap_or(std::path::Path::new(""));
             let path = pipeline::init(root, id)?;
             let _ = writeln!(out, "wrote {}", crate::load::display_path(&path));
             Ok(0)

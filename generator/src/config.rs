@@ -32,6 +32,9 @@ pub const CONFIG_SCHEMA: &str = include_str!("../../specs/schema/ggen.schema.jso
 /// The config `version` this ggen reads.
 pub const CONFIG_VERSION: u32 = 1;
 
+/// The project config's file name, found in a folder or its parents.
+pub const FILE_NAME: &str = "ggen.toml";
+
 /// The keys `ggen.toml` may hold.
 const KEYS: [&str; 4] = ["version", "specs", "out_dir", "templates"];
 

@@ -107,6 +107,10 @@ impl Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Line 0: about the file as a whole (it could not be read), no position.
+        if self.line == 0 {
+            return write!(f, "{}: {}", self.file, self.message);
+        }
         let pointer = if self.pointer.is_empty() {
             "/"
         } else {

@@ -54,6 +54,14 @@ pub enum BuildError {
     /// `init` would overwrite an existing spec.
     #[error("`{0}` already exists; not overwriting it")]
     Exists(String),
+    /// No `ggen.toml` in the folder or any parent, and no `--config`.
+    #[error(
+        "no `ggen.toml` in `{searched}` or any parent folder: create a project with `ggen init <id>`, or pass `--config FILE`"
+    )]
+    NoConfig {
+        /// Where the search started.
+        searched: String,
+    },
     /// The validation machinery failed (e.g. a broken embedded schema).
     #[error(transparent)]
     Validate(ValidateError),
@@ -106,6 +114,7 @@ impl BuildError {
             | BuildError::OutsideRoot { .. }
             | BuildError::Refused(_)
             | BuildError::Exists(_)
+            | BuildError::NoConfig { .. }
             | BuildError::Render(
                 RenderError::UnknownOverride { .. } | RenderError::OverrideDir { .. },
             ) => 1,
@@ -138,6 +147,25 @@ pub struct Project {
     pub root: PathBuf,
     /// The checked config.
     pub config: Config,
+}
+
+/// The project config `ggen` uses when none is named: `ggen.toml` in
+/// `start` or the nearest parent folder that has one, as cargo finds
+/// `Cargo.toml`. The path is relative to `start` (`ggen.toml`,
+/// `../ggen.toml`, …) so messages stay short; paths in the config are
+/// relative to the file's own folder wherever the search started.
+pub fn discover_config(start: &Path) -> Result<PathBuf, BuildError> {
+    let mut relative = PathBuf::new();
+    for folder in start.ancestors() {
+        let candidate = folder.join(config::FILE_NAME);
+        if candidate.is_file() {
+            return Ok(relative.join(config::FILE_NAME));
+        }
+        relative.push("..");
+    }
+    Err(BuildError::NoConfig {
+        searched: crate::load::display_path(start),
+    })
 }
 
 impl Project {

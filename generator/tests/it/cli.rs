@@ -396,3 +396,48 @@ fn any_other_stdout_failure_is_an_internal_error() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_config_is_found_in_the_nearest_parent_as_cargo_does() {
+    let p = project();
+    let dir = p.path();
+    let deep = dir.join("specs").join("nested");
+    fs_err::create_dir_all(&deep).expect("nested folder");
+    // From two folders down, the project's own paths still apply.
+    let (stdout, _) = expect(&deep, &["validate"], 0);
+    assert!(
+        stdout.contains("cost_guard.json: ok") && stdout.contains("queue_valve.json: ok"),
+        "{stdout}"
+    );
+    expect(&deep, &["build"], 0);
+    assert!(dir.join("generated/cost_guard/Cargo.toml").is_file());
+    assert!(
+        !deep.join("generated").exists(),
+        "written beside the config"
+    );
+    // The same bytes as a build from the project root.
+    expect(dir, &["build", "--check"], 0);
+    // `--config` wins over the search.
+    let other = tempfile::tempdir().expect("temp dir");
+    let config = dir.join("ggen.toml");
+    expect(
+        other.path(),
+        &["validate", "--config", config.to_str().unwrap()],
+        0,
+    );
+}
+
+#[test]
+fn without_a_config_anywhere_up_the_tree_ggen_says_how_to_make_one() {
+    let empty = tempfile::tempdir().expect("temp dir");
+    for args in [&["build"][..], &["validate"][..]] {
+        let (_, stderr) = expect(empty.path(), args, 1);
+        assert!(
+            stderr.contains("no `ggen.toml` in") && stderr.contains("ggen init"),
+            "{args:?}: {stderr}"
+        );
+        assert!(!stderr.contains(":1:1:"), "no invented position: {stderr}");
+    }
+    // Commands that need no project work anywhere.
+    expect(empty.path(), &["schema"], 0);
+}
