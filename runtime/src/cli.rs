@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 use crate::actuator::{Actuators, Clock, Dispatcher, DispatcherOptions};
 use crate::clock::Timestamp;
@@ -21,8 +21,9 @@ use crate::replay;
 use crate::sku::{PolicyPack, Sku};
 use crate::tenant::TenantId;
 
+/// The command line; its name, version and about come from the SKU
+/// ([`command`]), not from this crate.
 #[derive(Debug, Parser)]
-#[command(about = "A ggen-generated governor service.")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -108,9 +109,29 @@ fn ledger_failure(error: &LedgerError) -> Failure {
     }
 }
 
+/// The governor's command line, named for its SKU: `--version` prints the
+/// binary name, the SKU's version, its id and the SHA-256 of the spec it was
+/// generated from, so a running binary can be matched to its spec.
+pub fn command(sku: &'static Sku) -> clap::Command {
+    let name = format!("{}-governor", sku.id.replace('_', "-"));
+    let version = format!(
+        "{} (sku {}, spec sha256 {})",
+        sku.version, sku.id, sku.spec_sha256
+    );
+    let about = format!(
+        "{}: a ggen-generated governor service for SKU `{}`.",
+        sku.name, sku.id
+    );
+    Cli::command().name(name).version(version).about(about)
+}
+
 /// Parses the process arguments and runs the command.
 pub fn main<P: PolicyPack>(pack: &'static P) -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match command(pack.sku()).try_get_matches() {
+        Ok(matches) => Cli::from_arg_matches(&matches),
+        Err(error) => Err(error),
+    }
+    .unwrap_or_else(|error| error.exit());
     let result = match cli.command {
         Command::Policy => emit(&policy_table(pack.sku())).map(|()| ExitCode::SUCCESS),
         Command::Replay {

@@ -217,7 +217,8 @@ pub fn replay_reports_bad_lines(binary: &Path, pack: &dyn PolicyPack, tmp: &Path
     );
 }
 
-/// `policy` exits 0 and prints a heading for every profile of `pack`.
+/// `policy` exits 0 and prints a heading for every profile of `pack`;
+/// `--version` names the SKU's version, id and spec hash, `--help` its name.
 ///
 /// # Panics
 /// When it does not.
@@ -229,6 +230,17 @@ pub fn policy_prints_every_profile(binary: &Path, pack: &dyn PolicyPack) {
         let heading = format!("profile {}:", profile.name);
         assert!(text.contains(&heading), "expected `{heading}`: {text}");
     }
+    // `--version` matches the binary to its spec; `--help` names the SKU.
+    let sku = pack.sku();
+    let out = run(binary, &["--version"]);
+    assert!(out.status.success(), "--version: {}", describe(&out));
+    let version = String::from_utf8_lossy(&out.stdout);
+    for part in [sku.version, sku.id, sku.spec_sha256] {
+        assert!(version.contains(part), "`{part}` missing from `{version}`");
+    }
+    let out = run(binary, &["--help"]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains(sku.name), "`{}` missing from {help}", sku.name);
 }
 
 /// Runs `binary` with `args`.
