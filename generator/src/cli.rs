@@ -83,6 +83,14 @@ pub enum Command {
         /// The spec file.
         spec: PathBuf,
     },
+    /// Print a shell completion script for `ggen` (e.g. `ggen completions bash >
+    /// ~/.local/share/bash-completion/completions/ggen`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the `ggen(1)` man page (roff), e.g. `ggen man > ggen.1`.
+    Man,
     /// Write a starter spec `specs/<ID>.json` that validates.
     Init {
         /// The SKU id (`^[a-z][a-z0-9_]{1,39}$`).
@@ -266,8 +274,25 @@ fn execute(cli: &Cli, out: &mut Stdout) -> Result<u8, BuildError> {
             let _ = writeln!(out, "{}", text.trim_end());
             Ok(0)
         }
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut command, "ggen", out);
+            Ok(0)
+        }
+        Command::Man => {
+            // A write error is kept by `out` and decides the exit code.
+            let _ = clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(out);
+            Ok(0)
+        }
         Command::Explain { spec } => {
-            let _ = write!(out, "{}", pipeline::explain(spec)?);
+            match cli.format {
+                Format::Text => {
+                    let _ = write!(out, "{}", pipeline::explain(spec)?);
+                }
+                Format::Json => {
+                    let _ = writeln!(out, "{:#}", pipeline::explain_json(spec)?);
+                }
+            }
             Ok(0)
         }
         Command::Init { id } => {

@@ -508,6 +508,20 @@ pub fn explain(path: &Path) -> Result<String, BuildError> {
     Ok(explain_view::explain(&model))
 }
 
+/// `ggen explain --format json`: the same parts as one JSON object
+/// (`sku`, `version`, `spec`, `thresholds` as Markdown, `state_machine` as
+/// Mermaid), for tools that embed them.
+pub fn explain_json(path: &Path) -> Result<serde_json::Value, BuildError> {
+    let model = model(path, &load::display_path(path))?;
+    Ok(serde_json::json!({
+        "sku": model.id,
+        "version": model.version,
+        "spec": model.spec_path,
+        "thresholds": explain_view::thresholds_markdown(&model),
+        "state_machine": explain_view::fsm_mermaid(&model),
+    }))
+}
+
 /// `ggen init`: writes `specs/<id>.json` under `root`; never overwrites. Returns the path.
 pub fn init(root: &Path, id: &str) -> Result<PathBuf, BuildError> {
     let text = init_spec::starter_spec(id).map_err(|d| BuildError::Invalid(vec![d]))?;

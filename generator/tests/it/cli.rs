@@ -441,3 +441,64 @@ fn without_a_config_anywhere_up_the_tree_ggen_says_how_to_make_one() {
     // Commands that need no project work anywhere.
     expect(empty.path(), &["schema"], 0);
 }
+
+#[test]
+fn completions_and_the_man_page() {
+    let empty = tempfile::tempdir().expect("temp dir");
+    let dir = empty.path();
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let (script, _) = expect(dir, &["completions", shell], 0);
+        for word in ["validate", "build", "explain", "check"] {
+            assert!(script.contains(word), "{shell} completions lack `{word}`");
+        }
+    }
+    // bash itself parses the bash script.
+    let (script, _) = expect(dir, &["completions", "bash"], 0);
+    let path = dir.join("ggen.bash");
+    fs_err::write(&path, script).expect("write the script");
+    let status = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&path)
+        .status()
+        .expect("bash runs");
+    assert!(status.success(), "bash -n rejects the completion script");
+    let (page, _) = expect(dir, &["man"], 0);
+    assert!(page.contains(".TH ggen 1"), "{page}");
+    assert!(
+        page.contains("build") && page.contains("validate"),
+        "{page}"
+    );
+    expect(dir, &["completions", "tcsh"], 2);
+}
+
+#[test]
+fn explain_and_schema_honour_format_json() {
+    let p = project();
+    let dir = p.path();
+    let (stdout, _) = expect(
+        dir,
+        &["--format", "json", "explain", "specs/cost_guard.json"],
+        0,
+    );
+    let doc: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(doc["sku"], "cost_guard");
+    assert_eq!(doc["spec"], "specs/cost_guard.json");
+    assert!(doc["thresholds"].as_str().unwrap().contains("spend_rate"));
+    assert!(
+        doc["state_machine"]
+            .as_str()
+            .unwrap()
+            .contains("stateDiagram-v2")
+    );
+    let (stdout, _) = expect(dir, &["--format", "json", "schema"], 0);
+    serde_json::from_str::<serde_json::Value>(&stdout).expect("the schema is json");
+    // A spec that is not valid: the located diagnostics, as JSON, exit 1.
+    fs_err::write(dir.join("specs/broken.json"), "{").expect("write");
+    let (stdout, _) = expect(
+        dir,
+        &["--format", "json", "explain", "specs/broken.json"],
+        1,
+    );
+    let doc: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(doc["ok"], false, "{doc}");
+}
