@@ -180,8 +180,19 @@ fn print_error(out: &mut Stdout, format: Format, error: &BuildError) {
         }
         (Format::Text, BuildError::Invalid(found)) => {
             let mut err = std::io::stderr().lock();
+            // On a terminal, each problem shows its source line and a caret;
+            // piped (CI logs, scripts), one plain line each.
+            let snippets = std::io::IsTerminal::is_terminal(&err);
+            let mut texts = std::collections::BTreeMap::new();
             for d in found {
-                let _ = writeln!(err, "{d}");
+                if snippets {
+                    let text = texts
+                        .entry(d.file.clone())
+                        .or_insert_with(|| fs_err::read_to_string(&d.file).unwrap_or_default());
+                    let _ = writeln!(err, "{}", diagnostic::with_snippet(d, text));
+                } else {
+                    let _ = writeln!(err, "{d}");
+                }
             }
             let _ = writeln!(err, "error: {} problem(s) found", found.len());
         }

@@ -179,3 +179,48 @@ mod tests {
         assert_eq!(order, ["/c", "/a", "/b"]);
     }
 }
+
+/// `diagnostic` as a terminal shows it: its line, then the offending source
+/// line of `text` (the file it names) with a caret under its column, as
+/// rustc and miette do. Without a position, or past the text's end, only the
+/// line. Columns count characters; tabs are kept so the caret lines up.
+pub fn with_snippet(diagnostic: &Diagnostic, text: &str) -> String {
+    let head = diagnostic.to_string();
+    if diagnostic.line == 0 {
+        return head;
+    }
+    let Some(source) = text.lines().nth(diagnostic.line - 1) else {
+        return head;
+    };
+    let number = diagnostic.line.to_string();
+    let gutter = " ".repeat(number.len());
+    let pad: String = source
+        .chars()
+        .take(diagnostic.column.saturating_sub(1))
+        .map(|c| if c == '\t' { '\t' } else { ' ' })
+        .collect();
+    format!("{head}\n{gutter} |\n{number} | {source}\n{gutter} | {pad}^")
+}
+
+#[cfg(test)]
+mod snippet_tests {
+    use super::*;
+
+    #[test]
+    fn a_caret_under_the_offending_column() {
+        let d = Diagnostic::new("s.json", 2, 14, "/sku/id", "bad id");
+        let text = "{\n  \"sku\": { \"id\": \"Bad\" }\n}\n";
+        assert_eq!(
+            with_snippet(&d, text),
+            "s.json:2:14: /sku/id: bad id\n  |\n2 |   \"sku\": { \"id\": \"Bad\" }\n  |              ^"
+        );
+    }
+
+    #[test]
+    fn no_position_or_no_such_line_is_the_plain_line() {
+        let whole = Diagnostic::new("s.json", 0, 0, "", "cannot read: gone");
+        assert_eq!(with_snippet(&whole, "x"), "s.json: cannot read: gone");
+        let past = Diagnostic::new("s.json", 9, 1, "", "m");
+        assert_eq!(with_snippet(&past, "x"), past.to_string());
+    }
+}

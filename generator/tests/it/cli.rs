@@ -502,3 +502,44 @@ fn explain_and_schema_honour_format_json() {
     let doc: serde_json::Value = serde_json::from_str(&stdout).expect("json");
     assert_eq!(doc["ok"], false, "{doc}");
 }
+
+#[test]
+fn diagnostics_show_a_caret_on_a_terminal_and_plain_lines_otherwise() {
+    let p = project();
+    let dir = p.path();
+    fs_err::write(
+        dir.join("specs/bad.json"),
+        fs_err::read_to_string(dir.join("specs/cost_guard.json"))
+            .unwrap()
+            .replace("\"cost_guard\"", "\"Bad Id\""),
+    )
+    .unwrap();
+    // Piped: one plain line per problem.
+    let (_, stderr) = expect(dir, &["validate", "specs/bad.json"], 1);
+    assert!(stderr.contains("specs/bad.json:"), "{stderr}");
+    assert!(!stderr.contains(" | "), "no snippet when piped: {stderr}");
+    // On a terminal (`script` gives the command a pseudo-terminal): the
+    // source line and a caret under the offending value.
+    let ggen = assert_cmd::cargo::cargo_bin!("ggen");
+    let output = std::process::Command::new("script")
+        .current_dir(dir)
+        .args([
+            "-qec",
+            &format!("{} validate specs/bad.json", ggen.display()),
+            "/dev/null",
+        ])
+        .output()
+        .expect("script runs");
+    let screen = String::from_utf8_lossy(&output.stdout);
+    assert!(screen.contains("\"id\": \"Bad Id\""), "{screen}");
+    let caret = screen
+        .lines()
+        .find(|l| l.trim_end().ends_with('^'))
+        .unwrap_or_else(|| panic!("no caret: {screen}"));
+    let source = screen.lines().find(|l| l.contains("\"Bad Id\"")).unwrap();
+    assert_eq!(
+        caret.trim_end().len() - 1,
+        source.find("\"Bad Id\"").unwrap(),
+        "the caret is under the value:\n{source}\n{caret}"
+    );
+}
