@@ -19,8 +19,9 @@ use crate::model::{self, LowerError, Model};
 use crate::plan::{self, CratePlan, Op, PlanError};
 use crate::render::{self, RenderError, TemplateSet};
 use crate::validate::{self, ValidateError};
+use crate::workspace::{self, CargoError, PackageSettings};
 use crate::write::{self, Applied, WriteError};
-use crate::{explain as explain_view, init as init_spec, workspace};
+use crate::{explain as explain_view, init as init_spec};
 
 pub use crate::manifest::VERSION;
 
@@ -92,6 +93,10 @@ pub enum BuildError {
     /// The disk could not be written.
     #[error(transparent)]
     Write(#[from] WriteError),
+    /// The project's cargo side does not fit: an unreadable `Cargo.toml`, or
+    /// a `path` runtime of another version than ggen generates for.
+    #[error(transparent)]
+    Cargo(#[from] CargoError),
     /// Other file system failures.
     #[error("cannot {action} `{path}`")]
     Io {
@@ -115,6 +120,7 @@ impl BuildError {
             | BuildError::Refused(_)
             | BuildError::Exists(_)
             | BuildError::NoConfig { .. }
+            | BuildError::Cargo(_)
             | BuildError::Render(
                 RenderError::UnknownOverride { .. } | RenderError::OverrideDir { .. },
             ) => 1,
@@ -197,6 +203,16 @@ impl Project {
         })
     }
 
+    /// The package settings of crates written into `out` (relative to the
+    /// project root, or absolute), from the `Cargo.toml` beside ggen.toml.
+    pub fn package_settings(&self, out: &Path) -> Result<PackageSettings, BuildError> {
+        Ok(PackageSettings::detect(
+            &self.root,
+            out,
+            self.config.runtime.as_ref(),
+        )?)
+    }
+
     /// `path` relative to the project root, `/`-separated (independent of cwd).
     pub fn relative(&self, path: &Path) -> Result<String, BuildError> {
         let canonical = |p: &Path| {
@@ -264,10 +280,15 @@ pub fn model(path: &Path, spec_path: &str) -> Result<Model, BuildError> {
     })
 }
 
-/// Renders and formats `model` with `templates`, and adds the manifest.
-pub fn generate(model: Model, templates: &TemplateSet) -> Result<Generated, BuildError> {
+/// Renders and formats `model` with `templates` and the package `settings`
+/// of its `Cargo.toml`, and adds the manifest.
+pub fn generate(
+    model: Model,
+    templates: &TemplateSet,
+    settings: &PackageSettings,
+) -> Result<Generated, BuildError> {
     let mut files = BTreeMap::new();
-    for file in render::render(&model, templates)? {
+    for file in render::render(&model, templates, settings)? {
         let text =
             format::format(&file, &model.spec_path).map_err(|source| BuildError::Format {
                 spec: model.spec_path.clone(),
@@ -280,18 +301,30 @@ pub fn generate(model: Model, templates: &TemplateSet) -> Result<Generated, Buil
     Ok(Generated { model, files })
 }
 
-/// Generates every spec in memory on up to `jobs` threads. The result is in
-/// `paths` order whatever the thread count; all invalid specs are reported together.
+/// Generates every spec in memory on up to `jobs` threads, for the
+/// config's `out_dir`. The result is in `paths` order whatever the thread
+/// count; all invalid specs are reported together.
 pub fn generate_all(
     project: &Project,
     paths: &[PathBuf],
     jobs: usize,
 ) -> Result<Vec<Generated>, BuildError> {
+    let settings = project.package_settings(&project.config.out_dir)?;
+    generate_with(project, paths, jobs, &settings)
+}
+
+/// [`generate_all`] with the given package settings.
+fn generate_with(
+    project: &Project,
+    paths: &[PathBuf],
+    jobs: usize,
+    settings: &PackageSettings,
+) -> Result<Vec<Generated>, BuildError> {
     let templates = project.templates()?;
     let jobs = jobs.clamp(1, paths.len().max(1));
     let one = |path: &PathBuf| -> Result<Generated, BuildError> {
         let spec_path = project.relative(path)?;
-        generate(model(path, &spec_path)?, &templates)
+        generate(model(path, &spec_path)?, &templates, settings)
     };
     let mut results: Vec<Option<Result<Generated, BuildError>>> = Vec::new();
     results.resize_with(paths.len(), || None);
@@ -432,7 +465,7 @@ fn existing_crates(out: &Path) -> Result<Vec<String>, BuildError> {
 /// `ggen build`: generate, plan against the disk, then write, check or report.
 pub fn build(project: &Project, options: &BuildOptions) -> Result<BuildReport, BuildError> {
     let paths = project.spec_files(&options.specs)?;
-    let generated = generate_all(project, &paths, options.jobs)?;
+    workspace::check_runtime(&project.root, project.config.runtime.as_ref())?;
     let (out, out_display) = match &options.out_dir {
         Some(dir) => (dir.clone(), load::display_path(dir)),
         None => (
@@ -440,6 +473,13 @@ pub fn build(project: &Project, options: &BuildOptions) -> Result<BuildReport, B
             load::display_path(&project.config.out_dir),
         ),
     };
+    // `--out` is relative to the cwd: seen from the project root, lexically.
+    let out_from_root = match &options.out_dir {
+        Some(dir) => relative_to_root(&project.root, dir)?,
+        None => project.config.out_dir.clone(),
+    };
+    let settings = project.package_settings(&out_from_root)?;
+    let generated = generate_with(project, &paths, options.jobs, &settings)?;
 
     let mut plans = Vec::new();
     for g in &generated {
@@ -495,11 +535,42 @@ pub fn build(project: &Project, options: &BuildOptions) -> Result<BuildReport, B
     report.applied = Some(write::apply(&report.plans, &out)?);
     if options.out_dir.is_none() {
         let crates: Vec<PathBuf> = generated.iter().map(|g| out.join(&g.model.id)).collect();
-        report
-            .warnings
-            .extend(workspace::check(&project.root, &out_display, &crates));
+        report.warnings.extend(workspace::check(
+            &project.root,
+            &out_display,
+            &crates,
+            project.config.runtime.as_ref(),
+        ));
     }
     Ok(report)
+}
+
+/// `dir` (relative to the cwd) as a path from the project root `root`
+/// (relative to the cwd too); absolute when no relative path is known.
+fn relative_to_root(root: &Path, dir: &Path) -> Result<PathBuf, BuildError> {
+    if dir.is_absolute() || root.is_absolute() {
+        return std::path::absolute(dir).map_err(|source| BuildError::Io {
+            action: "resolve",
+            path: load::display_path(dir),
+            source,
+        });
+    }
+    // Both relative to the cwd: climb out of `root`, then into `dir`.
+    let mut path = PathBuf::new();
+    for c in root.components() {
+        match c {
+            std::path::Component::Normal(_) => path.push(".."),
+            std::path::Component::ParentDir => {
+                return std::path::absolute(dir).map_err(|source| BuildError::Io {
+                    action: "resolve",
+                    path: load::display_path(dir),
+                    source,
+                });
+            }
+            _ => {}
+        }
+    }
+    Ok(path.join(dir))
 }
 
 /// `ggen explain`: the thresholds and FSM of one spec, as Markdown.
