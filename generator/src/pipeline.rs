@@ -12,7 +12,9 @@ use thiserror::Error;
 
 use crate::config::{self, Config};
 use crate::diagnostic::Diagnostic;
+use crate::explain as explain_view;
 use crate::format::{self, FormatError};
+use crate::init::{self as init_project, InitError, InitOptions, Initialized};
 use crate::load::{self, Source};
 use crate::manifest::{self, Manifest};
 use crate::model::{self, LowerError, Model};
@@ -21,7 +23,6 @@ use crate::render::{self, RenderError, TemplateSet};
 use crate::validate::{self, ValidateError};
 use crate::workspace::{self, CargoError, PackageSettings};
 use crate::write::{self, Applied, WriteError};
-use crate::{explain as explain_view, init as init_spec};
 
 pub use crate::manifest::VERSION;
 
@@ -52,9 +53,9 @@ pub enum BuildError {
     /// Files were edited by hand; nothing was written.
     #[error("refusing to overwrite {} hand-edited or unowned file(s) (use `--force`): {}", .0.len(), .0.join(", "))]
     Refused(Vec<String>),
-    /// `init` would overwrite an existing spec.
-    #[error("`{0}` already exists; not overwriting it")]
-    Exists(String),
+    /// `init` refused or failed.
+    #[error(transparent)]
+    Init(#[from] InitError),
     /// No `ggen.toml` in the folder or any parent, and no `--config`.
     #[error(
         "no `ggen.toml` in `{searched}` or any parent folder: create a project with `ggen init <id>`, or pass `--config FILE`"
@@ -114,11 +115,11 @@ impl BuildError {
     /// The process exit code: 1 for rejected input, 2 for internal failures.
     pub fn exit_code(&self) -> u8 {
         match self {
+            BuildError::Init(error) => error.exit_code(),
             BuildError::Invalid(_)
             | BuildError::DuplicateId { .. }
             | BuildError::OutsideRoot { .. }
             | BuildError::Refused(_)
-            | BuildError::Exists(_)
             | BuildError::NoConfig { .. }
             | BuildError::Cargo(_)
             | BuildError::Render(
@@ -579,36 +580,10 @@ pub fn explain(path: &Path) -> Result<String, BuildError> {
     Ok(explain_view::explain(&model))
 }
 
-/// `ggen init`: writes `specs/<id>.json` under `root`; never overwrites. Returns the path.
-pub fn init(root: &Path, id: &str) -> Result<PathBuf, BuildError> {
-    let text = init_spec::starter_spec(id).map_err(|d| BuildError::Invalid(vec![d]))?;
-    let path = root.join("specs").join(format!("{id}.json"));
-    let display = load::display_path(&path);
-    let io = |action| {
-        let display = display.clone();
-        move |source| BuildError::Io {
-            action,
-            path: display,
-            source,
-        }
-    };
-    if let Some(dir) = path.parent() {
-        fs_err::create_dir_all(dir).map_err(io("create the folder of"))?;
-    }
-    let mut file = match fs_err::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&path)
-    {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            return Err(BuildError::Exists(display));
-        }
-        Err(source) => return Err(io("create")(source)),
-    };
-    std::io::Write::write_all(&mut file, text.as_bytes()).map_err(io("write"))?;
-    file.sync_all().map_err(io("sync"))?;
-    Ok(path)
+/// `ggen init`: makes a project in `options.root` (or adds a spec to the
+/// one there); returns what it wrote and what to do next.
+pub fn init(options: &InitOptions) -> Result<Initialized, BuildError> {
+    Ok(init_project::init(options)?)
 }
 
 #[cfg(test)]

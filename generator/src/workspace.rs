@@ -160,6 +160,14 @@ pub enum CargoError {
     /// A `Cargo.toml` that could not be read (fs-err names it).
     #[error("cannot read a cargo manifest")]
     Read(#[source] std::io::Error),
+    /// The `path` runtime's folder holds no `Cargo.toml`.
+    #[error(
+        "`{path}` does not exist: `runtime = {{ path = … }}` in ggen.toml must point at the `ggen-runtime` folder (relative to ggen.toml)"
+    )]
+    NoRuntime {
+        /// The missing `Cargo.toml`.
+        path: String,
+    },
     /// The `path` runtime has no readable version.
     #[error(
         "`{path}` names no package version: `runtime = {{ path = … }}` in ggen.toml must point at the `ggen-runtime` folder"
@@ -199,6 +207,11 @@ pub fn check_runtime(root: &Path, runtime: Option<&Runtime>) -> Result<(), Cargo
             source,
         })
     };
+    if !manifest.is_file() {
+        return Err(CargoError::NoRuntime {
+            path: display_path(&manifest),
+        });
+    }
     let table = read(&manifest)?;
     let version = table.get("package").and_then(|p| p.get("version"));
     let found = match version {
@@ -377,6 +390,11 @@ mod tests {
     fn a_path_runtime_of_another_version_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let runtime = Runtime::Path(PathBuf::from("rt"));
+        let missing = check_runtime(dir.path(), Some(&runtime)).unwrap_err();
+        assert!(
+            matches!(missing, CargoError::NoRuntime { .. }),
+            "{missing:?}"
+        );
         fs_err::create_dir_all(dir.path().join("rt")).unwrap();
         let write = |text: &str| fs_err::write(dir.path().join("rt/Cargo.toml"), text).unwrap();
         write(&format!(
