@@ -591,6 +591,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn out_is_seen_from_the_project_root() {
+        let rel =
+            |root: &str, dir: &str| relative_to_root(Path::new(root), Path::new(dir)).unwrap();
+        assert_eq!(rel("", "out"), Path::new("out"));
+        assert_eq!(rel("proj", "out"), Path::new("../out"));
+        assert_eq!(rel("a/b", "out/x"), Path::new("../../out/x"));
+        // A root above the cwd cannot name the cwd lexically: absolute.
+        assert!(rel("..", "out").is_absolute());
+        assert!(rel("", "/tmp/out").is_absolute());
+    }
+
+    #[test]
     fn violations_exit_1_and_validator_faults_exit_2() {
         let rejected = BuildError::from(ValidateError::Invalid(vec![Diagnostic::whole_file(
             "a.json", "bad",
