@@ -16,6 +16,7 @@ use serde_json::json;
 
 use crate::config::CONFIG_SCHEMA;
 use crate::diagnostic;
+use crate::init::InitOptions;
 use crate::pipeline::{self, BuildError, BuildOptions, BuildReport, Mode, Project};
 use crate::validate::SKU_SCHEMA;
 
@@ -91,10 +92,19 @@ pub enum Command {
     },
     /// Print the `ggen(1)` man page (roff), e.g. `ggen man > ggen.1`.
     Man,
-    /// Write a starter spec `specs/<ID>.json` that validates.
+    /// Make a project here (ggen.toml, a starter spec, schemas, a cargo
+    /// workspace, .gitignore), or add a starter spec to the project here.
     Init {
         /// The SKU id (`^[a-z][a-z0-9_]{1,39}$`).
         id: String,
+        /// Generated crates use the ggen-runtime in this folder (written to
+        /// ggen.toml as given, so relative to the project folder); default:
+        /// ggen-runtime from crates.io, by version.
+        #[arg(long, value_name = "DIR")]
+        runtime_path: Option<PathBuf>,
+        /// Overwrite files init writes (never an existing Cargo.toml or .gitignore).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -306,15 +316,35 @@ fn execute(cli: &Cli, out: &mut Stdout) -> Result<u8, BuildError> {
             }
             Ok(0)
         }
-        Command::Init { id } => {
-            // A new project starts here (or beside an explicit `--config`).
+        Command::Init {
+            id,
+            runtime_path,
+            force,
+        } => {
+            // A project is made here (or beside an explicit `--config`),
+            // never in a parent that has a ggen.toml.
             let root = cli
                 .config
                 .as_deref()
                 .and_then(std::path::Path::parent)
                 .unwrap_or(std::path::Path::new(""));
-            let path = pipeline::init(root, id)?;
-            let _ = writeln!(out, "wrote {}", crate::load::display_path(&path));
+            let done = pipeline::init(&InitOptions {
+                root: root.to_owned(),
+                id: id.clone(),
+                runtime_path: runtime_path.clone(),
+                force: *force,
+            })?;
+            for path in &done.written {
+                let _ = writeln!(out, "wrote {path}");
+            }
+            if !done.new_project {
+                let config = crate::load::display_path(&root.join(crate::config::FILE_NAME));
+                let _ = writeln!(out, "`{config}` exists: added a spec to its project");
+            }
+            let _ = writeln!(out, "\nnext steps:");
+            for step in &done.next_steps {
+                let _ = writeln!(out, "  {step}");
+            }
             Ok(0)
         }
     }

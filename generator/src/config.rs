@@ -12,7 +12,11 @@
 //! specs = ["specs/*.json"]
 //! out_dir = "generated"
 //! # templates = "my-templates"
+//! # runtime = { path = "../ggen/runtime" }   # or { version = "0.1.0" }, or { git = "…", rev = "…" }
 //! ```
+//!
+//! Without `runtime`, generated crates inherit `ggen-runtime` from the cargo
+//! workspace (`ggen-runtime.workspace = true`).
 
 use std::collections::BTreeSet;
 use std::ops::Range;
@@ -36,7 +40,10 @@ pub const CONFIG_VERSION: u32 = 1;
 pub const FILE_NAME: &str = "ggen.toml";
 
 /// The keys `ggen.toml` may hold.
-const KEYS: [&str; 4] = ["version", "specs", "out_dir", "templates"];
+const KEYS: [&str; 5] = ["version", "specs", "out_dir", "templates", "runtime"];
+
+/// What `runtime` must be, as the error says it.
+const RUNTIME_EXPECTED: &str = "a table with exactly one of `version`, `path` or `git` (`git` with `rev`), each a non-empty string";
 
 /// A checked `ggen.toml`. Paths are relative to the folder holding it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +56,34 @@ pub struct Config {
     pub out_dir: PathBuf,
     /// Folder whose files shadow the embedded templates.
     pub templates: Option<PathBuf>,
+    /// Where generated crates get `ggen-runtime` from; `None`: the cargo workspace.
+    pub runtime: Option<Runtime>,
+}
+
+/// The `ggen-runtime` dependency of generated crates (`runtime` in ggen.toml).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Runtime {
+    /// A crates.io version requirement (`{ version = "0.1.0" }`).
+    Version(String),
+    /// A local checkout's runtime folder, relative to ggen.toml unless absolute.
+    Path(PathBuf),
+    /// A git repository at a fixed revision.
+    Git {
+        /// The repository URL.
+        url: String,
+        /// The commit (or tag) to build.
+        rev: String,
+    },
+}
+
+/// `runtime` as serde reads it; which combination is valid is checked after.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRuntime {
+    version: Option<String>,
+    path: Option<String>,
+    git: Option<String>,
+    rev: Option<String>,
 }
 
 /// What is wrong with a `ggen.toml` or its globs.
@@ -118,6 +153,7 @@ struct RawConfig {
     specs: Option<Spanned<Lenient<Vec<Field<String>>>>>,
     out_dir: Option<Field<String>>,
     templates: Option<Field<String>>,
+    runtime: Option<Field<RawRuntime>>,
 }
 
 /// One value of `ggen.toml`: where it is, and what it is.
@@ -308,6 +344,17 @@ fn check(report: &mut Report<'_>, raw: RawConfig) -> Option<Config> {
     let templates = raw
         .templates
         .and_then(|value| report.path("templates", value));
+    let runtime = raw.runtime.and_then(|value| {
+        let span = value.span();
+        let runtime = match value.into_inner() {
+            Lenient::Ok(raw) => runtime(raw),
+            Lenient::Wrong => None,
+        };
+        if runtime.is_none() {
+            report.wrong_type(span, "runtime", RUNTIME_EXPECTED);
+        }
+        runtime
+    });
     for (key, present) in [
         ("version", version.is_some()),
         ("specs", specs.is_some()),
@@ -322,7 +369,24 @@ fn check(report: &mut Report<'_>, raw: RawConfig) -> Option<Config> {
         specs: specs?,
         out_dir: out_dir.flatten()?,
         templates,
+        runtime,
     })
+}
+
+/// The runtime a well-formed `runtime` table names, or `None`.
+fn runtime(raw: RawRuntime) -> Option<Runtime> {
+    let empty = [&raw.version, &raw.path, &raw.git, &raw.rev]
+        .iter()
+        .any(|s| s.as_deref() == Some(""));
+    if empty {
+        return None;
+    }
+    match (raw.version, raw.path, raw.git, raw.rev) {
+        (Some(version), None, None, None) => Some(Runtime::Version(version)),
+        (None, Some(path), None, None) => Some(Runtime::Path(PathBuf::from(path))),
+        (None, None, Some(url), Some(rev)) => Some(Runtime::Git { url, rev }),
+        _ => None,
+    }
 }
 
 impl Config {
@@ -389,6 +453,52 @@ mod tests {
         assert_eq!(config.specs, ["specs/*.json"]);
         assert_eq!(config.out_dir, Path::new("generated"));
         assert_eq!(config.templates, None);
+        assert_eq!(config.runtime, None);
+    }
+
+    #[test]
+    fn runtime_takes_one_source() {
+        let with = |runtime: &str| {
+            parse_text(&format!(
+                "version = 1\nspecs = []\nout_dir = \"g\"\nruntime = {runtime}\n"
+            ))
+        };
+        assert_eq!(
+            with("{ version = \"0.1.0\" }").unwrap().runtime,
+            Some(Runtime::Version("0.1.0".to_owned()))
+        );
+        assert_eq!(
+            with("{ path = \"../runtime\" }").unwrap().runtime,
+            Some(Runtime::Path(PathBuf::from("../runtime")))
+        );
+        assert_eq!(
+            with("{ git = \"https://example.com/ggen\", rev = \"abc123\" }")
+                .unwrap()
+                .runtime,
+            Some(Runtime::Git {
+                url: "https://example.com/ggen".to_owned(),
+                rev: "abc123".to_owned()
+            })
+        );
+        for bad in [
+            "\"0.1.0\"",
+            "{}",
+            "{ version = \"1\", path = \"r\" }",
+            "{ git = \"u\" }",
+            "{ rev = \"r\" }",
+            "{ path = \"\" }",
+            "{ path = 3 }",
+            "{ branch = \"main\" }",
+        ] {
+            let errors = with(bad).unwrap_err();
+            assert_eq!(
+                errors,
+                [format!(
+                    "ggen.toml:4:11: /runtime: `runtime` must be {RUNTIME_EXPECTED}"
+                )],
+                "{bad}"
+            );
+        }
     }
 
     #[test]
@@ -441,8 +551,8 @@ mod tests {
 
     #[test]
     fn every_listed_key_is_accepted() {
-        let text = "version = 1\nspecs = []\nout_dir = \"g\"\ntemplates = \"t\"\n";
-        assert_eq!(KEYS.len(), 4);
+        let text = "version = 1\nspecs = []\nout_dir = \"g\"\ntemplates = \"t\"\nruntime = { version = \"1\" }\n";
+        assert_eq!(KEYS.len(), 5);
         for key in KEYS {
             assert!(text.contains(&format!("{key} = ")), "{key}");
         }
@@ -467,6 +577,7 @@ mod tests {
             specs: specs.iter().map(|s| (*s).to_owned()).collect(),
             out_dir: PathBuf::from("generated"),
             templates: None,
+            runtime: None,
         }
     }
 

@@ -1,13 +1,28 @@
-//! `ggen init ID`: a starter spec that validates as written.
+//! `ggen init ID`: a project that builds, or a spec added to one.
+//!
+//! In a folder without `ggen.toml`, [`init`] makes a project: `ggen.toml`,
+//! a starter spec `specs/<id>.json` that validates as written, the schema
+//! files its `$schema` (and ggen.toml's `#:schema`) point at, a cargo
+//! workspace `Cargo.toml` when the folder has none, and a `.gitignore` when
+//! it has none. In a folder that has a `ggen.toml` it adds the spec (and any
+//! missing schema file) only. It never edits a file it did not write: an
+//! existing `Cargo.toml` or `.gitignore` gets instructions instead, and
+//! other existing files are refused unless `force`.
 //!
 //! JSON has no comments, so the starter explains itself through its
 //! `description` fields; `docs/spec.md` documents every key.
 
+use std::path::PathBuf;
+
 use thiserror::Error;
 
+use crate::config::{self, CONFIG_SCHEMA};
 use crate::diagnostic::Diagnostic;
+use crate::escape;
+use crate::load::display_path;
+use crate::validate::SKU_SCHEMA;
 
-/// Why no starter spec could be made.
+/// Why `init` wrote nothing.
 #[derive(Debug, Error)]
 pub enum InitError {
     /// The id does not match `^[a-z][a-z0-9_]{1,39}$`.
@@ -15,6 +30,193 @@ pub enum InitError {
         "`{0}` is not a valid sku id: use 2 to 40 lowercase letters, digits or `_`, starting with a letter"
     )]
     BadId(String),
+    /// Files `init` would write exist already (paths as displayed).
+    #[error("{} {}; not overwriting without `--force`", .0.join(", "), if .0.len() == 1 { "already exists" } else { "already exist" })]
+    Exists(Vec<String>),
+    /// `--runtime-path` for a project whose ggen.toml exists already.
+    #[error(
+        "`{0}` exists already: set `runtime = {{ path = \"…\" }}` in it instead of passing `--runtime-path`"
+    )]
+    RuntimeForExisting(String),
+    /// A file could not be written (fs-err names it).
+    #[error("cannot write the project")]
+    Io(#[source] std::io::Error),
+}
+
+impl InitError {
+    /// The process exit code: 1 for refused input, 2 for I/O failures.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            InitError::BadId(_) | InitError::Exists(_) | InitError::RuntimeForExisting(_) => 1,
+            InitError::Io(_) => 2,
+        }
+    }
+}
+
+/// Options of `ggen init`.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    /// The project folder (empty: the current folder); created if missing.
+    pub root: PathBuf,
+    /// The SKU id of the starter spec.
+    pub id: String,
+    /// `runtime = { path = … }` for a new project's ggen.toml, written as
+    /// given (so, like every path in ggen.toml, relative to `root`); without
+    /// it a new project takes `ggen-runtime` by version from crates.io.
+    pub runtime_path: Option<PathBuf>,
+    /// Overwrite files `init` writes (never `Cargo.toml` or `.gitignore`).
+    pub force: bool,
+}
+
+/// What `init` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Initialized {
+    /// Whether a new project was made (false: a spec added to an existing one).
+    pub new_project: bool,
+    /// Files written, in the order written, as displayed.
+    pub written: Vec<String>,
+    /// What to do next, one command or instruction per line.
+    pub next_steps: Vec<String>,
+}
+
+/// The `Cargo.toml` a new project gets when its folder has none: a
+/// workspace of the generated crates. It provides no package settings, so
+/// the crates carry their own, and no `ggen-runtime`: ggen.toml's `runtime`
+/// is written into each crate.
+const WORKSPACE: &str = "# Cargo workspace of the crates ggen generates (see ggen.toml).
+[workspace]
+resolver = \"3\"
+members = [\"generated/*\"]
+";
+
+/// The config file a new project gets; `{runtime}` is filled in.
+const CONFIG: &str = "#:schema ./specs/schema/ggen.schema.json
+# ggen project config: which specs to read, where generated crates go and
+# where they get ggen-runtime. Paths are relative to this file's folder.
+# Reference: `ggen schema config`.
+version = 1
+specs = [\"specs/*.json\"]
+out_dir = \"generated\"
+runtime = {runtime}
+";
+
+/// Makes a project in `options.root`, or adds a spec to the one there.
+pub fn init(options: &InitOptions) -> Result<Initialized, InitError> {
+    let spec_text = starter_spec(&options.id).map_err(|_| InitError::BadId(options.id.clone()))?;
+    let root = &options.root;
+    let config_path = root.join(config::FILE_NAME);
+    let new_project = !config_path.exists();
+    if !new_project && options.runtime_path.is_some() {
+        return Err(InitError::RuntimeForExisting(display_path(&config_path)));
+    }
+    let spec_rel = format!("specs/{}.json", options.id);
+    // (path relative to root, text, whether an existing file is refused)
+    let mut files: Vec<(String, String, bool)> = Vec::new();
+    if new_project {
+        let runtime = match &options.runtime_path {
+            Some(path) => format!(
+                "{{ path = {} }}",
+                escape::quoted(&path.to_string_lossy().replace('\\', "/"))
+            ),
+            None => format!("{{ version = {} }}", escape::quoted(ggen_core::VERSION)),
+        };
+        files.push((
+            config::FILE_NAME.to_owned(),
+            CONFIG.replace("{runtime}", &runtime),
+            true,
+        ));
+    }
+    files.push((spec_rel.clone(), spec_text, true));
+    // In an existing project, schema files already there are left alone.
+    for (rel, text) in [
+        ("specs/schema/sku.schema.json", SKU_SCHEMA),
+        ("specs/schema/ggen.schema.json", CONFIG_SCHEMA),
+    ] {
+        files.push((rel.to_owned(), text.to_owned(), new_project));
+    }
+
+    let exists = |rel: &str| root.join(rel).exists();
+    let refused: Vec<String> = files
+        .iter()
+        .filter(|(rel, _, refuse)| *refuse && exists(rel))
+        .map(|(rel, _, _)| format!("`{}`", display_path(&root.join(rel))))
+        .collect();
+    if !refused.is_empty() && !options.force {
+        return Err(InitError::Exists(refused));
+    }
+    files.retain(|(rel, _, refuse)| *refuse || !exists(rel));
+
+    let mut next_steps = Vec::new();
+    let cargo_toml = root.join("Cargo.toml");
+    let gitignore = root.join(".gitignore");
+    if new_project {
+        if cargo_toml.exists() {
+            next_steps.push(format!(
+                "make the generated crates members of your cargo workspace: add `\"generated/*\"` to `members` under `[workspace]` in `{}` (a package manifest needs a `[workspace]` table with `members = [\".\", \"generated/*\"]`)",
+                display_path(&cargo_toml)
+            ));
+        } else {
+            files.push(("Cargo.toml".to_owned(), WORKSPACE.to_owned(), false));
+        }
+        match fs_err::read_to_string(&gitignore) {
+            Ok(text) => {
+                if !text
+                    .lines()
+                    .any(|l| matches!(l.trim(), "/target" | "target" | "target/" | "/target/"))
+                {
+                    next_steps.push(format!("add `/target` to `{}`", display_path(&gitignore)));
+                }
+            }
+            Err(_) => files.push((".gitignore".to_owned(), "/target\n".to_owned(), false)),
+        }
+    } else if let Ok(config) = config::load(&config_path) {
+        // Matched against the globs, not the disk: the spec is not written yet.
+        let options = glob::MatchOptions {
+            require_literal_separator: true,
+            ..glob::MatchOptions::new()
+        };
+        let listed = config.specs.iter().any(|pattern| {
+            glob::Pattern::new(pattern.trim_start_matches("./"))
+                .is_ok_and(|p| p.matches_with(&spec_rel, options))
+        });
+        if !listed {
+            next_steps.push(format!(
+                "add `{spec_rel}` to `specs` in `{}`",
+                display_path(&config_path)
+            ));
+        }
+    }
+
+    let mut written = Vec::new();
+    for (rel, text, _) in &files {
+        let path = root.join(rel);
+        if let Some(dir) = path.parent() {
+            fs_err::create_dir_all(dir).map_err(InitError::Io)?;
+        }
+        fs_err::write(&path, text).map_err(InitError::Io)?;
+        written.push(display_path(&path));
+    }
+
+    let spec_shown = display_path(&root.join(&spec_rel));
+    next_steps.push(format!(
+        "describe your governor in `{spec_shown}` (`docs/spec.md` of ggen, or `ggen schema spec`)"
+    ));
+    if new_project && options.runtime_path.is_none() {
+        next_steps.push(format!(
+            "ggen.toml takes ggen-runtime `{}` from crates.io; to use a local checkout, set `runtime = {{ path = \"…/runtime\" }}` in it (or run `ggen init --runtime-path …`)",
+            ggen_core::VERSION
+        ));
+    }
+    if !root.as_os_str().is_empty() {
+        next_steps.push(format!("cd {}", display_path(root)));
+    }
+    next_steps
+        .extend(["ggen validate", "ggen build", "cargo build", "cargo test"].map(str::to_owned));
+    Ok(Initialized {
+        new_project,
+        written,
+        next_steps,
+    })
 }
 
 /// The starter text; `{id}` and `{name}` are filled in.
@@ -100,8 +302,148 @@ fn display_name(id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
+
     use crate::load::Source;
     use crate::validate;
+
+    fn options(root: &Path, runtime: Option<&str>) -> InitOptions {
+        InitOptions {
+            root: root.to_owned(),
+            id: "my_guard".to_owned(),
+            runtime_path: runtime.map(PathBuf::from),
+            force: false,
+        }
+    }
+
+    #[test]
+    fn an_empty_folder_becomes_a_project() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let done = init(&options(root, Some("../ggen/runtime"))).unwrap();
+        assert!(done.new_project);
+        let names: Vec<String> = done
+            .written
+            .iter()
+            .map(|p| p.strip_prefix(&display_path(root)).unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "/ggen.toml",
+                "/specs/my_guard.json",
+                "/specs/schema/sku.schema.json",
+                "/specs/schema/ggen.schema.json",
+                "/Cargo.toml",
+                "/.gitignore"
+            ]
+        );
+        let config = config::load(&root.join("ggen.toml")).unwrap();
+        assert_eq!(
+            config.runtime,
+            Some(config::Runtime::Path(PathBuf::from("../ggen/runtime")))
+        );
+        validate::check_file(&root.join("specs/my_guard.json")).unwrap();
+        assert_eq!(
+            fs_err::read_to_string(root.join(".gitignore")).unwrap(),
+            "/target\n"
+        );
+        assert!(done.next_steps.ends_with(&[
+            "ggen validate".to_owned(),
+            "ggen build".to_owned(),
+            "cargo build".to_owned(),
+            "cargo test".to_owned()
+        ]));
+
+        // A second run refuses, naming every file, unless forced.
+        let error = init(&options(root, None)).unwrap_err();
+        assert_eq!(error.exit_code(), 1);
+        let InitError::Exists(files) = &error else {
+            panic!("{error:?}")
+        };
+        assert_eq!(files.len(), 1, "ggen.toml exists: only the spec is refused");
+        let forced = InitOptions {
+            force: true,
+            ..options(root, None)
+        };
+        let again = init(&forced).unwrap();
+        assert!(!again.new_project);
+        assert_eq!(again.written.len(), 1, "{again:?}");
+    }
+
+    #[test]
+    fn existing_user_files_are_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs_err::write(root.join("Cargo.toml"), "[workspace]\nmembers = []\n").unwrap();
+        fs_err::write(root.join(".gitignore"), "*.log\n").unwrap();
+        fs_err::create_dir_all(root.join("specs/schema")).unwrap();
+        fs_err::write(root.join("specs/schema/sku.schema.json"), "{}").unwrap();
+        let error = init(&options(root, None)).unwrap_err().to_string();
+        assert!(
+            error.ends_with("sku.schema.json` already exists; not overwriting without `--force`"),
+            "{error}"
+        );
+        let done = init(&InitOptions {
+            force: true,
+            ..options(root, None)
+        })
+        .unwrap();
+        assert_eq!(done.written.len(), 4, "{done:?}");
+        assert_eq!(
+            fs_err::read_to_string(root.join("Cargo.toml")).unwrap(),
+            "[workspace]\nmembers = []\n"
+        );
+        assert_eq!(
+            fs_err::read_to_string(root.join(".gitignore")).unwrap(),
+            "*.log\n"
+        );
+        assert!(
+            done.next_steps[0].contains("add `\"generated/*\"` to `members`"),
+            "{done:?}"
+        );
+        assert!(done.next_steps[1].contains("add `/target` to"), "{done:?}");
+    }
+
+    #[test]
+    fn an_existing_project_gets_a_spec_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs_err::write(
+            root.join("ggen.toml"),
+            "version = 1\nspecs = [\"governors/*.json\"]\nout_dir = \"g\"\n",
+        )
+        .unwrap();
+        assert!(matches!(
+            init(&options(root, Some("rt"))),
+            Err(InitError::RuntimeForExisting(_))
+        ));
+        let done = init(&options(root, None)).unwrap();
+        assert!(!done.new_project);
+        assert_eq!(
+            done.written.len(),
+            3,
+            "spec and the two missing schemas: {done:?}"
+        );
+        assert!(!root.join("Cargo.toml").exists());
+        assert!(
+            done.next_steps[0].starts_with("add `specs/my_guard.json` to `specs`"),
+            "{done:?}"
+        );
+
+        fs_err::write(
+            root.join("ggen.toml"),
+            "version = 1\nspecs = [\"specs/*.json\"]\nout_dir = \"g\"\n",
+        )
+        .unwrap();
+        let other = init(&InitOptions {
+            id: "other_guard".to_owned(),
+            ..options(root, None)
+        })
+        .unwrap();
+        assert_eq!(other.written.len(), 1, "{other:?}");
+        assert!(other.next_steps[0].starts_with("describe"), "{other:?}");
+    }
 
     #[test]
     fn starter_passes_validation() {

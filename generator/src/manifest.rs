@@ -1,5 +1,6 @@
 //! The manifest of a generated crate, `ggen-manifest.json`: what generated
-//! it (generator version, spec path and hash, template set and overrides)
+//! it (generator version, the runtime version and API level it generates
+//! for, spec path and hash, template set and overrides)
 //! and every file it owns (path, SHA-256, size). Written as canonical JSON
 //! (sorted keys, two-space indentation). It drives `--check`, safe deletion
 //! and edit detection in [`crate::plan`].
@@ -39,6 +40,10 @@ pub enum ManifestError {
 pub struct Manifest {
     /// The generator that wrote it.
     pub generator: Generator,
+    /// The runtime the crate was generated for (absent in manifests of
+    /// ggen versions that did not record it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<RuntimeTarget>,
     /// The SKU the crate implements.
     pub sku: Sku,
     /// The spec file it was generated from.
@@ -56,6 +61,17 @@ pub struct Generator {
     /// Always `ggen`.
     pub name: String,
     /// The generator's crate version.
+    pub version: String,
+}
+
+/// The `ggen-runtime` a crate was generated for; the generated `lib.rs`
+/// asserts the same `api_level` at compile time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeTarget {
+    /// `ggen_runtime::API_LEVEL` (from `ggen-core`) that ggen generates for.
+    pub api_level: u32,
+    /// That runtime's crate version.
     pub version: String,
 }
 
@@ -137,6 +153,10 @@ impl Manifest {
                 name: "ggen".to_owned(),
                 version: VERSION.to_owned(),
             },
+            runtime: Some(RuntimeTarget {
+                api_level: ggen_core::API_LEVEL,
+                version: ggen_core::VERSION.to_owned(),
+            }),
             sku: Sku {
                 id: model.id.clone(),
                 version: model.version.clone(),
@@ -194,6 +214,10 @@ mod tests {
                 name: "ggen".to_owned(),
                 version: "0.1.0".to_owned(),
             },
+            runtime: Some(RuntimeTarget {
+                api_level: 1,
+                version: "0.1.0".to_owned(),
+            }),
             sku: Sku {
                 id: "a".to_owned(),
                 version: "1.0.0".to_owned(),
@@ -212,5 +236,12 @@ mod tests {
         assert!(text.starts_with("{\n  \"files\": [\n"), "{text}");
         assert_eq!(Manifest::parse("m", &text).expect("parses"), manifest);
         assert!(Manifest::parse("m", "{}").is_err());
+        // Manifests written before the runtime was recorded still read.
+        let old = text.replace(
+            ",\n  \"runtime\": {\n    \"api_level\": 1,\n    \"version\": \"0.1.0\"\n  }",
+            "",
+        );
+        assert_ne!(old, text);
+        assert_eq!(Manifest::parse("m", &old).expect("parses").runtime, None);
     }
 }

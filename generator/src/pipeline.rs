@@ -12,15 +12,17 @@ use thiserror::Error;
 
 use crate::config::{self, Config};
 use crate::diagnostic::Diagnostic;
+use crate::explain as explain_view;
 use crate::format::{self, FormatError};
+use crate::init::{self as init_project, InitError, InitOptions, Initialized};
 use crate::load::{self, Source};
 use crate::manifest::{self, Manifest};
 use crate::model::{self, LowerError, Model};
 use crate::plan::{self, CratePlan, Op, PlanError};
 use crate::render::{self, RenderError, TemplateSet};
 use crate::validate::{self, ValidateError};
+use crate::workspace::{self, CargoError, PackageSettings};
 use crate::write::{self, Applied, WriteError};
-use crate::{explain as explain_view, init as init_spec, workspace};
 
 pub use crate::manifest::VERSION;
 
@@ -51,9 +53,9 @@ pub enum BuildError {
     /// Files were edited by hand; nothing was written.
     #[error("refusing to overwrite {} hand-edited or unowned file(s) (use `--force`): {}", .0.len(), .0.join(", "))]
     Refused(Vec<String>),
-    /// `init` would overwrite an existing spec.
-    #[error("`{0}` already exists; not overwriting it")]
-    Exists(String),
+    /// `init` refused or failed.
+    #[error(transparent)]
+    Init(#[from] InitError),
     /// No `ggen.toml` in the folder or any parent, and no `--config`.
     #[error(
         "no `ggen.toml` in `{searched}` or any parent folder: create a project with `ggen init <id>`, or pass `--config FILE`"
@@ -92,6 +94,10 @@ pub enum BuildError {
     /// The disk could not be written.
     #[error(transparent)]
     Write(#[from] WriteError),
+    /// The project's cargo side does not fit: an unreadable `Cargo.toml`, or
+    /// a `path` runtime of another version than ggen generates for.
+    #[error(transparent)]
+    Cargo(#[from] CargoError),
     /// Other file system failures.
     #[error("cannot {action} `{path}`")]
     Io {
@@ -109,12 +115,13 @@ impl BuildError {
     /// The process exit code: 1 for rejected input, 2 for internal failures.
     pub fn exit_code(&self) -> u8 {
         match self {
+            BuildError::Init(error) => error.exit_code(),
             BuildError::Invalid(_)
             | BuildError::DuplicateId { .. }
             | BuildError::OutsideRoot { .. }
             | BuildError::Refused(_)
-            | BuildError::Exists(_)
             | BuildError::NoConfig { .. }
+            | BuildError::Cargo(_)
             | BuildError::Render(
                 RenderError::UnknownOverride { .. } | RenderError::OverrideDir { .. },
             ) => 1,
@@ -197,6 +204,16 @@ impl Project {
         })
     }
 
+    /// The package settings of crates written into `out` (relative to the
+    /// project root, or absolute), from the `Cargo.toml` beside ggen.toml.
+    pub fn package_settings(&self, out: &Path) -> Result<PackageSettings, BuildError> {
+        Ok(PackageSettings::detect(
+            &self.root,
+            out,
+            self.config.runtime.as_ref(),
+        )?)
+    }
+
     /// `path` relative to the project root, `/`-separated (independent of cwd).
     pub fn relative(&self, path: &Path) -> Result<String, BuildError> {
         let canonical = |p: &Path| {
@@ -264,10 +281,15 @@ pub fn model(path: &Path, spec_path: &str) -> Result<Model, BuildError> {
     })
 }
 
-/// Renders and formats `model` with `templates`, and adds the manifest.
-pub fn generate(model: Model, templates: &TemplateSet) -> Result<Generated, BuildError> {
+/// Renders and formats `model` with `templates` and the package `settings`
+/// of its `Cargo.toml`, and adds the manifest.
+pub fn generate(
+    model: Model,
+    templates: &TemplateSet,
+    settings: &PackageSettings,
+) -> Result<Generated, BuildError> {
     let mut files = BTreeMap::new();
-    for file in render::render(&model, templates)? {
+    for file in render::render(&model, templates, settings)? {
         let text =
             format::format(&file, &model.spec_path).map_err(|source| BuildError::Format {
                 spec: model.spec_path.clone(),
@@ -280,18 +302,30 @@ pub fn generate(model: Model, templates: &TemplateSet) -> Result<Generated, Buil
     Ok(Generated { model, files })
 }
 
-/// Generates every spec in memory on up to `jobs` threads. The result is in
-/// `paths` order whatever the thread count; all invalid specs are reported together.
+/// Generates every spec in memory on up to `jobs` threads, for the
+/// config's `out_dir`. The result is in `paths` order whatever the thread
+/// count; all invalid specs are reported together.
 pub fn generate_all(
     project: &Project,
     paths: &[PathBuf],
     jobs: usize,
 ) -> Result<Vec<Generated>, BuildError> {
+    let settings = project.package_settings(&project.config.out_dir)?;
+    generate_with(project, paths, jobs, &settings)
+}
+
+/// [`generate_all`] with the given package settings.
+fn generate_with(
+    project: &Project,
+    paths: &[PathBuf],
+    jobs: usize,
+    settings: &PackageSettings,
+) -> Result<Vec<Generated>, BuildError> {
     let templates = project.templates()?;
     let jobs = jobs.clamp(1, paths.len().max(1));
     let one = |path: &PathBuf| -> Result<Generated, BuildError> {
         let spec_path = project.relative(path)?;
-        generate(model(path, &spec_path)?, &templates)
+        generate(model(path, &spec_path)?, &templates, settings)
     };
     let mut results: Vec<Option<Result<Generated, BuildError>>> = Vec::new();
     results.resize_with(paths.len(), || None);
@@ -432,7 +466,7 @@ fn existing_crates(out: &Path) -> Result<Vec<String>, BuildError> {
 /// `ggen build`: generate, plan against the disk, then write, check or report.
 pub fn build(project: &Project, options: &BuildOptions) -> Result<BuildReport, BuildError> {
     let paths = project.spec_files(&options.specs)?;
-    let generated = generate_all(project, &paths, options.jobs)?;
+    workspace::check_runtime(&project.root, project.config.runtime.as_ref())?;
     let (out, out_display) = match &options.out_dir {
         Some(dir) => (dir.clone(), load::display_path(dir)),
         None => (
@@ -440,6 +474,13 @@ pub fn build(project: &Project, options: &BuildOptions) -> Result<BuildReport, B
             load::display_path(&project.config.out_dir),
         ),
     };
+    // `--out` is relative to the cwd: seen from the project root, lexically.
+    let out_from_root = match &options.out_dir {
+        Some(dir) => relative_to_root(&project.root, dir)?,
+        None => project.config.out_dir.clone(),
+    };
+    let settings = project.package_settings(&out_from_root)?;
+    let generated = generate_with(project, &paths, options.jobs, &settings)?;
 
     let mut plans = Vec::new();
     for g in &generated {
@@ -495,11 +536,42 @@ pub fn build(project: &Project, options: &BuildOptions) -> Result<BuildReport, B
     report.applied = Some(write::apply(&report.plans, &out)?);
     if options.out_dir.is_none() {
         let crates: Vec<PathBuf> = generated.iter().map(|g| out.join(&g.model.id)).collect();
-        report
-            .warnings
-            .extend(workspace::check(&project.root, &out_display, &crates));
+        report.warnings.extend(workspace::check(
+            &project.root,
+            &out_display,
+            &crates,
+            project.config.runtime.as_ref(),
+        ));
     }
     Ok(report)
+}
+
+/// `dir` (relative to the cwd) as a path from the project root `root`
+/// (relative to the cwd too); absolute when no relative path is known.
+fn relative_to_root(root: &Path, dir: &Path) -> Result<PathBuf, BuildError> {
+    if dir.is_absolute() || root.is_absolute() {
+        return std::path::absolute(dir).map_err(|source| BuildError::Io {
+            action: "resolve",
+            path: load::display_path(dir),
+            source,
+        });
+    }
+    // Both relative to the cwd: climb out of `root`, then into `dir`.
+    let mut path = PathBuf::new();
+    for c in root.components() {
+        match c {
+            std::path::Component::Normal(_) => path.push(".."),
+            std::path::Component::ParentDir => {
+                return std::path::absolute(dir).map_err(|source| BuildError::Io {
+                    action: "resolve",
+                    path: load::display_path(dir),
+                    source,
+                });
+            }
+            _ => {}
+        }
+    }
+    Ok(path.join(dir))
 }
 
 /// `ggen explain`: the thresholds and FSM of one spec, as Markdown.
@@ -522,41 +594,27 @@ pub fn explain_json(path: &Path) -> Result<serde_json::Value, BuildError> {
     }))
 }
 
-/// `ggen init`: writes `specs/<id>.json` under `root`; never overwrites. Returns the path.
-pub fn init(root: &Path, id: &str) -> Result<PathBuf, BuildError> {
-    let text = init_spec::starter_spec(id).map_err(|d| BuildError::Invalid(vec![d]))?;
-    let path = root.join("specs").join(format!("{id}.json"));
-    let display = load::display_path(&path);
-    let io = |action| {
-        let display = display.clone();
-        move |source| BuildError::Io {
-            action,
-            path: display,
-            source,
-        }
-    };
-    if let Some(dir) = path.parent() {
-        fs_err::create_dir_all(dir).map_err(io("create the folder of"))?;
-    }
-    let mut file = match fs_err::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&path)
-    {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            return Err(BuildError::Exists(display));
-        }
-        Err(source) => return Err(io("create")(source)),
-    };
-    std::io::Write::write_all(&mut file, text.as_bytes()).map_err(io("write"))?;
-    file.sync_all().map_err(io("sync"))?;
-    Ok(path)
+/// `ggen init`: makes a project in `options.root` (or adds a spec to the
+/// one there); returns what it wrote and what to do next.
+pub fn init(options: &InitOptions) -> Result<Initialized, BuildError> {
+    Ok(init_project::init(options)?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn out_is_seen_from_the_project_root() {
+        let rel =
+            |root: &str, dir: &str| relative_to_root(Path::new(root), Path::new(dir)).unwrap();
+        assert_eq!(rel("", "out"), Path::new("out"));
+        assert_eq!(rel("proj", "out"), Path::new("../out"));
+        assert_eq!(rel("a/b", "out/x"), Path::new("../../out/x"));
+        // A root above the cwd cannot name the cwd lexically: absolute.
+        assert!(rel("..", "out").is_absolute());
+        assert!(rel("", "/tmp/out").is_absolute());
+    }
 
     #[test]
     fn violations_exit_1_and_validator_faults_exit_2() {

@@ -301,6 +301,7 @@ mod tests {
                 name: "ggen".to_owned(),
                 version: "0".to_owned(),
             },
+            runtime: None,
             sku: Sku {
                 id: "a".to_owned(),
                 version: "1.0.0".to_owned(),

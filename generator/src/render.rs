@@ -17,6 +17,7 @@ use thiserror::Error;
 use crate::digest::sha256_hex;
 use crate::model::Model;
 use crate::view::Context;
+use crate::workspace::PackageSettings;
 
 /// The embedded template set: `(template name, source)`; the output path is
 /// the name without `.tera`.
@@ -254,15 +255,21 @@ pub struct RenderedFile {
     pub text: String,
 }
 
-/// Renders every template of `templates` for `model`, in template-name order.
-pub fn render(model: &Model, templates: &TemplateSet) -> Result<Vec<RenderedFile>, RenderError> {
-    let context = tera::Context::from_serialize(Context::new(model)?).map_err(|source| {
-        RenderError::Render {
-            name: "<context>".to_owned(),
-            spec: model.spec_path.clone(),
-            source,
-        }
-    })?;
+/// Renders every template of `templates` for `model` with the package
+/// `settings` of its `Cargo.toml`, in template-name order.
+pub fn render(
+    model: &Model,
+    templates: &TemplateSet,
+    settings: &PackageSettings,
+) -> Result<Vec<RenderedFile>, RenderError> {
+    let context =
+        tera::Context::from_serialize(Context::new(model, settings)?).map_err(|source| {
+            RenderError::Render {
+                name: "<context>".to_owned(),
+                spec: model.spec_path.clone(),
+                source,
+            }
+        })?;
     EMBEDDED
         .iter()
         .map(|(name, _)| {

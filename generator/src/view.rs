@@ -16,6 +16,7 @@ use crate::escape;
 use crate::explain;
 use crate::model::{self, Model, Side};
 use crate::spec::{Adapter, Direction};
+use crate::workspace::PackageSettings;
 
 /// Why the view of a model could not be built (names should have prevented it).
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +49,35 @@ pub struct Context {
     pub pieces: Pieces,
     /// Markdown and Mermaid shared with `ggen explain`.
     pub docs: Docs,
+    /// What the crate's `Cargo.toml` writes itself and what it inherits.
+    pub cargo: CargoView,
+    /// The generator and the runtime interface the crate is generated for.
+    pub target: TargetView,
+}
+
+/// The package settings of the generated `Cargo.toml` (see
+/// [`PackageSettings`]): a `None` is inherited from the workspace.
+#[derive(Debug, Clone, Serialize)]
+pub struct CargoView {
+    /// `edition`, quoted for TOML, or `None` to inherit.
+    pub edition: Option<String>,
+    /// `rust-version`, quoted for TOML, or `None` to inherit.
+    pub rust_version: Option<String>,
+    /// Whether to write the crate's own `[lints]` tables.
+    pub own_lints: bool,
+    /// The `ggen-runtime` dependency's inline TOML, or `None` to inherit.
+    pub runtime: Option<String>,
+}
+
+/// Versions named by the generated `API_LEVEL` assertion.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetView {
+    /// This ggen's version.
+    pub ggen_version: &'static str,
+    /// The `ggen_runtime::API_LEVEL` generated for.
+    pub api_level: u32,
+    /// The `ggen-runtime` version generated for.
+    pub runtime_version: &'static str,
 }
 
 /// SKU-wide values.
@@ -386,8 +416,19 @@ pub struct Docs {
 
 impl Context {
     /// The context of `model`'s templates.
-    pub fn new(model: &Model) -> Result<Context, ViewError> {
+    pub fn new(model: &Model, settings: &PackageSettings) -> Result<Context, ViewError> {
         Ok(Context {
+            cargo: CargoView {
+                edition: settings.edition.as_deref().map(escape::quoted),
+                rust_version: settings.rust_version.as_deref().map(escape::quoted),
+                own_lints: settings.own_lints,
+                runtime: settings.runtime.clone(),
+            },
+            target: TargetView {
+                ggen_version: crate::manifest::VERSION,
+                api_level: ggen_core::API_LEVEL,
+                runtime_version: ggen_core::VERSION,
+            },
             sku: SkuView::new(model),
             signals: model.signals.iter().map(SignalView::new).collect(),
             actions: model

@@ -36,3 +36,11 @@ pub use ggen_core::{
 /// allocates small, short-lived buffers per request (bodies, receipts),
 /// where mimalloc is markedly cheaper than the system allocator.
 pub use mimalloc::MiMalloc;
+
+/// This runtime's version (its `Cargo.toml` version; `ggen-core` is released
+/// with the same one).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The interface level generated crates are written against (see
+/// [`ggen_core::API_LEVEL`]); every generated `lib.rs` asserts it.
+pub use ggen_core::API_LEVEL;

@@ -543,3 +543,30 @@ fn diagnostics_show_a_caret_on_a_terminal_and_plain_lines_otherwise() {
         "the caret is under the value:\n{source}\n{caret}"
     );
 }
+
+#[test]
+fn init_makes_a_project_in_an_empty_folder_and_then_refuses() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let dir = temp.path();
+    let (stdout, _) = expect(dir, &["init", "new_guard", "--runtime-path", "rt"], 0);
+    for line in [
+        "wrote ggen.toml",
+        "wrote Cargo.toml",
+        "wrote .gitignore",
+        "next steps:",
+        "  ggen build",
+    ] {
+        assert!(stdout.lines().any(|l| l == line), "{line:?} in\n{stdout}");
+    }
+    let (stdout, _) = expect(dir, &["validate"], 0);
+    assert_eq!(stdout, "specs/new_guard.json: ok\n");
+    // A path runtime that is not there is named before anything is generated.
+    let (_, stderr) = expect(dir, &["build"], 1);
+    assert!(stderr.contains("rt/Cargo.toml"), "{stderr}");
+    let (_, stderr) = expect(dir, &["init", "new_guard"], 1);
+    assert!(
+        stderr.contains("`specs/new_guard.json` already exists"),
+        "{stderr}"
+    );
+    expect(dir, &["init", "new_guard", "--force"], 0);
+}

@@ -26,6 +26,12 @@ fn copy_project() -> tempfile::TempDir {
         temp.path().join("nested/project/ggen.toml"),
     )
     .expect("copy config");
+    // Package settings come from the project's own workspace manifest.
+    fs_err::copy(
+        repo().join("Cargo.toml"),
+        temp.path().join("nested/project/Cargo.toml"),
+    )
+    .expect("copy workspace manifest");
     temp
 }
 
