@@ -70,12 +70,11 @@ pub(crate) async fn post(
         plan,
         observed,
     };
-    let mut applied = state
+    let applied = state
         .registry
         .apply(&tenant, input, Timestamp::now())
         .map_err(|e| state.registry_error(e))?;
-    state.durable(applied.ticket.take(), started).await?;
-    state.dispatch(&mut applied);
+    let applied = state.settle(applied, started).await?;
     match applied.refused {
         Some(refused) => Err(IngressError::Conflict {
             detail: refused.to_string(),

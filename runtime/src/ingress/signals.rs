@@ -133,12 +133,11 @@ pub(crate) fn apply(state: &AppState, reading: Reading) -> Result<Pending, Ingre
 /// the refusal (if the reading was receipted as `rejected`).
 pub(crate) async fn finish(state: &AppState, pending: Pending) -> Result<(), IngressError> {
     let Pending {
-        mut applied,
+        applied,
         started,
         refusal,
     } = pending;
-    state.durable(applied.ticket.take(), started).await?;
-    state.dispatch(&mut applied);
+    state.settle(applied, started).await?;
     refusal.map_or(Ok(()), Err)
 }
 

@@ -265,6 +265,33 @@ impl AppState {
         }
     }
 
+    /// Waits until `applied`'s receipts are durable, then hands its
+    /// dispatches to the actuator. When it decided actions, that runs in a
+    /// task of its own that the request cannot cancel: a client that hangs
+    /// up (or a request that times out) after the decision was appended must
+    /// not leave a receipted dispatch that never runs (the storm guard would
+    /// then block the tenant's next interventions until the timeout).
+    pub(crate) async fn settle(
+        &self,
+        mut applied: Applied,
+        started: Instant,
+    ) -> Result<Applied, IngressError> {
+        if applied.dispatches.is_empty() {
+            self.durable(applied.ticket.take(), started).await?;
+            return Ok(applied);
+        }
+        let state = self.clone();
+        tokio::spawn(async move {
+            state.durable(applied.ticket.take(), started).await?;
+            state.dispatch(&mut applied);
+            Ok(applied)
+        })
+        .await
+        .map_err(|e| IngressError::Internal {
+            detail: e.to_string(),
+        })?
+    }
+
     /// Hands every dispatch of `applied` to the actuator (its receipt is durable).
     pub(crate) fn dispatch(&self, applied: &mut Applied) {
         for dispatch in applied.dispatches.drain(..) {

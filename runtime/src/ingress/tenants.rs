@@ -206,12 +206,11 @@ pub(crate) async fn reset(
         .chars()
         .take(256)
         .collect();
-    let mut applied = state
+    let applied = state
         .registry
         .apply(&tenant, Input::Reset { reason }, Timestamp::now())
         .map_err(|e| state.registry_error(e))?;
-    state.durable(applied.ticket.take(), started).await?;
-    state.dispatch(&mut applied);
+    let applied = state.settle(applied, started).await?;
     Ok(Json(json!({
         "tenant": tenant.as_str(),
         "state": applied.state.name(),

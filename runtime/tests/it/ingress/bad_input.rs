@@ -308,3 +308,56 @@ async fn a_request_past_the_timeout_gets_408_and_frees_its_slot() {
     service.ledger.flush().unwrap();
     service.assert_verifies();
 }
+
+/// A request whose decision dispatched an action, cut off before it was
+/// acknowledged (here by the request timeout; a client hanging up does the
+/// same): the action still runs, so the ledger never records a dispatch that
+/// never happened (which would hold the storm guard for the tenant).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decided_action_runs_even_when_its_request_is_cut_off() {
+    use ggen_runtime::actuator::webhook::WebhookConfig;
+    use ggen_runtime::actuator::{ActuatorMode, Actuators, Dispatcher, DispatcherOptions};
+
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = ggen_runtime::ledger::file::FileLedger::open(
+        dir.path(),
+        slow_sync(Duration::from_millis(400)),
+    )
+    .unwrap();
+    let dispatcher = Dispatcher::new(
+        tokio::runtime::Handle::current(),
+        Actuators::new(WebhookConfig::default()).unwrap(),
+        DispatcherOptions {
+            mode: ActuatorMode::LogOnly,
+            ..DispatcherOptions::default()
+        },
+    );
+    let service = Service::over(
+        &GUARD,
+        Arc::new(ledger),
+        super::harness::full_auth(),
+        ggen_runtime::ingress::Options {
+            request_timeout: Duration::from_millis(50),
+            actuator: Some(dispatcher.clone()),
+            ..Default::default()
+        },
+    );
+    // 150 is past `intervene`: the decision dispatches `throttle`.
+    let reply = service
+        .send(post("/v1/signals", signal("cut", 150.0, "c-1")))
+        .await;
+    reply.assert_error(408, "timeout");
+    // The receipt becomes durable after the 400 ms sync; the action then runs.
+    for _ in 0..50 {
+        if !service.receipts_of("cut", "action_result").is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(service.receipts_of("cut", "action").len(), 1);
+    let results = service.receipts_of("cut", "action_result");
+    assert_eq!(results.len(), 1, "the dispatched action never ran");
+    assert_eq!(results[0]["event"]["ok"], true);
+    service.ledger.flush().unwrap();
+    service.assert_verifies();
+}
