@@ -87,14 +87,7 @@ impl SigningKey {
         tolerance_secs: i64,
     ) -> Result<(), SignatureError> {
         let parsed = Parsed::from_header(header)?;
-        let skew = (now.as_millis().div_euclid(1000) - parsed.t).abs();
-        if skew > tolerance_secs {
-            return Err(SignatureError::Stale {
-                signed: parsed.t,
-                skew,
-                tolerance: tolerance_secs,
-            });
-        }
+        parsed.check_time(now, tolerance_secs)?;
         let verifies = parsed
             .v1
             .iter()
@@ -113,6 +106,14 @@ pub fn well_formed(header: &str) -> Result<(), SignatureError> {
     Parsed::from_header(header).map(|_| ())
 }
 
+/// [`well_formed`], and its timestamp within `tolerance_secs` of `now`: all
+/// that can be checked before the body is read (a stale capture is refused
+/// without reading it).
+pub fn fresh(header: &str, now: Timestamp, tolerance_secs: i64) -> Result<(), SignatureError> {
+    let parsed = Parsed::from_header(header)?;
+    parsed.check_time(now, tolerance_secs)
+}
+
 /// A header split into its timestamp and digests.
 struct Parsed {
     t: i64,
@@ -120,6 +121,22 @@ struct Parsed {
 }
 
 impl Parsed {
+    fn check_time(&self, now: Timestamp, tolerance_secs: i64) -> Result<(), SignatureError> {
+        let skew = now
+            .as_millis()
+            .div_euclid(1000)
+            .saturating_sub(self.t)
+            .saturating_abs();
+        if skew > tolerance_secs {
+            return Err(SignatureError::Stale {
+                signed: self.t,
+                skew,
+                tolerance: tolerance_secs,
+            });
+        }
+        Ok(())
+    }
+
     fn from_header(header: &str) -> Result<Parsed, SignatureError> {
         // A bounded header: a handful of entries, never thousands.
         const MAX_ENTRIES: usize = 8;
@@ -253,5 +270,16 @@ mod tests {
             );
         }
         assert_eq!(well_formed(&format!("t=1,v1={digest},v0=x")), Ok(()));
+        // Fresh: well formed and on time, decided without the body.
+        let on_time = format!("t={},v1={digest}", NOW.as_millis() / 1000 - 10);
+        assert_eq!(fresh(&on_time, NOW, 300), Ok(()));
+        assert!(matches!(
+            fresh(&format!("t=0,v1={digest}"), NOW, 300),
+            Err(SignatureError::Stale { .. })
+        ));
+        assert!(matches!(
+            fresh(&format!("t={},v1={digest}", i64::MAX), NOW, 300),
+            Err(SignatureError::Stale { .. })
+        ));
     }
 }

@@ -240,7 +240,11 @@ pub fn policy_prints_every_profile(binary: &Path, pack: &dyn PolicyPack) {
     }
     let out = run(binary, &["--help"]);
     let help = String::from_utf8_lossy(&out.stdout);
-    assert!(help.contains(sku.name), "`{}` missing from {help}", sku.name);
+    assert!(
+        help.contains(sku.name),
+        "`{}` missing from {help}",
+        sku.name
+    );
 }
 
 /// Runs `binary` with `args`.

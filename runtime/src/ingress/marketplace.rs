@@ -1,8 +1,10 @@
 //! `POST /v1/marketplace/events`: signed entitlement events.
 //!
-//! Body `{"tenant":…,"event":…,"id":…,"at"?:…,"plan"?:…}`, signed with
-//! `X-Ggen-Signature: sha256=<hex HMAC-SHA256 of the raw body>` keyed by
-//! `GOVERNOR_MARKETPLACE_SECRET` (checked before anything is parsed).
+//! Body `{"tenant":…,"event":…,"id":…,"at"?:…,"plan"?:…}` (at most
+//! 16 KiB), signed with `X-Ggen-Signature: t=<unix seconds>,v1=<hex
+//! HMAC-SHA256 of "<t>." ‖ raw body>` keyed by `GOVERNOR_MARKETPLACE_SECRET`
+//! (see [`crate::signature`]): the header's shape and `t` are checked before
+//! the body is read, the HMAC before anything is parsed.
 //! Answered 204 once the receipt is durable; an event that is not valid in
 //! the tenant's entitlement state is receipted and answered 409; a repeated
 //! `id` is a duplicate (204, no receipt).
@@ -18,7 +20,7 @@ use serde::Deserialize;
 use super::body;
 use super::error::IngressError;
 use super::signals;
-use super::state::AppState;
+use super::state::{self, AppState};
 use crate::clock::Timestamp;
 use crate::entitlement::EntitlementEvent;
 use crate::receipt::Input;
@@ -40,7 +42,8 @@ pub(crate) async fn post(
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, IngressError> {
-    let raw = body::bytes(raw, state.registry.pack().sku().ingress.max_body_bytes)?;
+    let max = state::MARKETPLACE_MAX_BODY.min(state.registry.pack().sku().ingress.max_body_bytes);
+    let raw = body::bytes(raw, max)?;
     // The signature covers the raw bytes: check it before parsing anything.
     state.auth.marketplace(&headers, &raw)?;
     body::require_json(&headers)?;

@@ -88,7 +88,8 @@ pub fn router(state: AppState) -> Router {
         .route_layer(admit(Guard::PubSub));
     let marketplace = Router::new()
         .route("/v1/marketplace/events", post(marketplace::post))
-        .route_layer(admit(Guard::Marketplace));
+        .route_layer(admit(Guard::Marketplace))
+        .layer(DefaultBodyLimit::max(state::MARKETPLACE_MAX_BODY));
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

@@ -83,7 +83,7 @@ where
                 response: std::future::ready(Ok(refusal.into_response())),
             };
         }
-        match self.state.admit_request() {
+        match self.state.admit_request(self.guard == Guard::Marketplace) {
             Ok(permit) => ShedFuture::Admitted {
                 inner: tokio::time::timeout(self.state.request_timeout, self.inner.call(request)),
                 _permit: permit,

@@ -14,6 +14,12 @@ use crate::actuator::Dispatcher;
 use crate::ledger::{LedgerError, Ticket};
 use crate::registry::{Applied, Registry, RegistryError};
 
+/// Marketplace events handled at once (their own slots, see [`AppState`]).
+pub const SIGNED_IN_FLIGHT: usize = 16;
+/// The largest marketplace event body: an entitlement event is a few dozen
+/// bytes, so a forger cannot make the service read more than this.
+pub const MARKETPLACE_MAX_BODY: usize = 16 * 1024;
+
 /// Tunables of the ingress.
 #[derive(Clone)]
 pub struct Options {
@@ -81,6 +87,10 @@ pub struct Inner {
     pub(crate) shutdown_timeout: Duration,
     max_in_flight: usize,
     limiter: Arc<Semaphore>,
+    /// Slots of marketplace events: their signature needs the body, so a
+    /// forger holds a slot until the body is read; these slots are apart
+    /// from the ones signals use.
+    signed_limiter: Arc<Semaphore>,
     /// Why the ledger stopped, once it has.
     failed: Mutex<Option<String>>,
     failed_flag: AtomicBool,
@@ -122,6 +132,7 @@ impl AppState {
             shutdown_timeout: options.shutdown_timeout,
             max_in_flight,
             limiter: Arc::new(Semaphore::new(max_in_flight)),
+            signed_limiter: Arc::new(Semaphore::new(SIGNED_IN_FLIGHT)),
             failed: Mutex::new(None),
             failed_flag: AtomicBool::new(false),
             draining: AtomicBool::new(false),
@@ -168,16 +179,19 @@ impl AppState {
         None
     }
 
-    /// Takes an in-flight slot, or refuses (503) when all are taken.
-    pub(crate) fn admit_request(&self) -> Result<OwnedSemaphorePermit, IngressError> {
-        Arc::clone(&self.0.limiter)
-            .try_acquire_owned()
-            .map_err(|_| {
-                self.0.metrics.shed();
-                IngressError::Overloaded {
-                    limit: self.0.max_in_flight,
-                }
-            })
+    /// Takes an in-flight slot, or refuses (503) when all are taken;
+    /// `signed` requests (marketplace events) take one of their own
+    /// [`SIGNED_IN_FLIGHT`] slots instead.
+    pub(crate) fn admit_request(&self, signed: bool) -> Result<OwnedSemaphorePermit, IngressError> {
+        let (limiter, limit) = if signed {
+            (&self.0.signed_limiter, SIGNED_IN_FLIGHT)
+        } else {
+            (&self.0.limiter, self.0.max_in_flight)
+        };
+        Arc::clone(limiter).try_acquire_owned().map_err(|_| {
+            self.0.metrics.shed();
+            IngressError::Overloaded { limit }
+        })
     }
 
     /// Refuses ingest once the ledger failed or shutdown began.

@@ -653,18 +653,22 @@ impl Auth {
 
     /// The part of a marketplace event's check that needs no body: a secret
     /// is configured and `X-Ggen-Signature` is present and well-formed
-    /// (`t=…,v1=…`, at most [`MAX_SIGNATURE_BYTES`]). The signature
+    /// (`t=…,v1=…` with `t` within the tolerance, at most
+    /// [`MAX_SIGNATURE_BYTES`]). The signature
     /// itself is verified by [`Auth::marketplace`] once the body is read.
     pub fn marketplace_headers(&self, headers: &HeaderMap) -> Result<(), IngressError> {
         let given = headers.get(SIGNATURE_HEADER);
         match (&self.marketplace, given) {
-            (Some(_), Some(value))
-                if value.len() <= MAX_SIGNATURE_BYTES
-                    && value
-                        .to_str()
-                        .is_ok_and(|text| crate::signature::well_formed(text).is_ok()) =>
-            {
-                Ok(())
+            (Some(_), Some(value)) if value.len() <= MAX_SIGNATURE_BYTES => {
+                let text = value.to_str().map_err(|_| IngressError::Unauthorized {
+                    detail: "`X-Ggen-Signature` header is malformed".to_owned(),
+                })?;
+                // A stale timestamp is refused here, before the body is read.
+                crate::signature::fresh(text, Timestamp::now(), SIGNATURE_TOLERANCE_SECS).map_err(
+                    |e| IngressError::Unauthorized {
+                        detail: format!("marketplace signature refused: {e}"),
+                    },
+                )
             }
             (Some(_), Some(_)) => Err(IngressError::Unauthorized {
                 detail: "`X-Ggen-Signature` header is malformed".to_owned(),

@@ -354,3 +354,74 @@ async fn shutdown_drops_requests_still_open_at_its_deadline() {
     let closed = tokio::time::timeout(PATIENCE, closed(&mut stalled)).await;
     assert_eq!(closed, Ok(true));
 }
+
+/// Forged marketplace events whose signature looks right (fresh timestamp,
+/// wrong HMAC) are let in to have their body read, but only into the
+/// marketplace's own slots: stalling every one of them leaves signals their
+/// slots. A stale timestamp is refused from the header alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_forged_marketplace_events_cannot_take_the_signals_slots() {
+    use ggen_runtime::ingress::state::SIGNED_IN_FLIGHT;
+
+    let server = Server::start(Options {
+        max_in_flight: 4,
+        ..options()
+    })
+    .await;
+    let fresh = format!(
+        "X-Ggen-Signature: {}\r\n",
+        SigningKey::new(b"wrong").sign(b"{", Timestamp::now())
+    );
+    let mut held = Vec::new();
+    for _ in 0..SIGNED_IN_FLIGHT {
+        held.push(
+            raw(
+                server.addr,
+                &headers_and_one_byte("POST", "/v1/marketplace/events", &fresh),
+            )
+            .await,
+        );
+    }
+    // Let them all be admitted, then one more marketplace event is shed...
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut extra = raw(
+        server.addr,
+        &headers_and_one_byte("POST", "/v1/marketplace/events", &fresh),
+    )
+    .await;
+    let status = tokio::time::timeout(PATIENCE, status_of(&mut extra))
+        .await
+        .unwrap();
+    assert_eq!(status, Some(503));
+    // ...while signals still get every one of their slots.
+    let mut clients = Vec::new();
+    for n in 0..4 {
+        let mut client = Connection::open(server.addr).await.unwrap();
+        let (status, text) = client
+            .request(
+                "POST",
+                "/v1/signals",
+                Some(TOKEN),
+                &signal("a", 1.0, &format!("s-{n}")),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 204, "{text}");
+        clients.push(client);
+    }
+    // A capture signed long ago is refused before its body is read.
+    let stale = format!(
+        "X-Ggen-Signature: {}\r\n",
+        SigningKey::new(b"wrong").sign(b"{", Timestamp::from_millis(0))
+    );
+    let mut old = raw(
+        server.addr,
+        &headers_and_one_byte("POST", "/v1/marketplace/events", &stale),
+    )
+    .await;
+    let status = tokio::time::timeout(PATIENCE, status_of(&mut old))
+        .await
+        .unwrap();
+    assert_eq!(status, Some(401));
+    drop(held);
+}
