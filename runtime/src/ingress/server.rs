@@ -29,7 +29,8 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 pub(crate) struct Limits {
     /// Connections open at once; past it, accepting waits for one to close.
     pub(crate) max_connections: usize,
-    /// Longest a connection may take to send a request's headers (or stay idle).
+    /// Longest a connection may take to send a request's headers (or stay
+    /// idle), and longest a response write may make no progress.
     pub(crate) header_read_timeout: Duration,
     /// Longest open requests may run once `shutdown` resolved.
     pub(crate) shutdown_timeout: Duration,
@@ -79,8 +80,15 @@ pub(crate) async fn run(
         };
         // Acks are small and latency-bound: do not wait for Nagle.
         let _ = stream.set_nodelay(true);
-        let connection =
-            builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+        // A client that stops reading its responses (a zero receive window)
+        // would hold the connection forever once the socket buffer fills:
+        // a write that makes no progress for this long closes it.
+        let mut stream = tokio_io_timeout::TimeoutStream::new(stream);
+        stream.set_write_timeout(Some(limits.header_read_timeout));
+        let connection = builder.serve_connection(
+            TokioIo::new(Box::pin(stream)),
+            TowerToHyperService::new(app.clone()),
+        );
         let mut closing_seen = closing_seen.clone();
         connections.spawn(async move {
             let _permit = permit;

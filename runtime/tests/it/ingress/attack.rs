@@ -425,3 +425,35 @@ async fn stalled_forged_marketplace_events_cannot_take_the_signals_slots() {
     assert_eq!(status, Some(401));
     drop(held);
 }
+
+/// A client that pipelines requests and never reads the answers fills the
+/// socket buffers; the server's write then makes no progress, and after the
+/// write timeout (the header-read timeout) the connection is closed, so such
+/// clients cannot keep the connection cap taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_its_answers_loses_its_connection() {
+    let server = Server::start(Options {
+        max_connections: 1,
+        header_read_timeout: Duration::from_millis(500),
+        ..options()
+    })
+    .await;
+    // A tiny receive window, then ~20k pipelined requests, never read.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut hog = socket.connect(server.addr).await.unwrap();
+    let request = b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n";
+    let pipelined: Vec<u8> = request.repeat(20_000);
+    // The server stops reading once its writes stall: write what it takes.
+    let _ = tokio::time::timeout(Duration::from_secs(3), hog.write_all(&pipelined)).await;
+    // The only connection slot is the hog's; a second client waits...
+    let mut waiting = raw(server.addr, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    // ...until the stalled write times out and the hog's connection closes.
+    let status = tokio::time::timeout(PATIENCE, status_of(&mut waiting))
+        .await
+        .expect("the stalled connection was never closed");
+    assert_eq!(status, Some(200));
+    drop(hog);
+    let (_, task) = server.stop();
+    task.await.unwrap().unwrap();
+}
