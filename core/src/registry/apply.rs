@@ -64,6 +64,29 @@ impl Applied {
     }
 }
 
+/// How far a tenant's last decision may lie ahead of the deciding clock and
+/// still hold it back: a server clock stepping back by less keeps the chain's
+/// times monotonic; a last decision further ahead means that clock jumped
+/// (or a ledger was replayed with future times), and decisions follow the
+/// clock again rather than freeze the tenant at that future time (its
+/// cooldowns, budget and timers would never come due).
+pub const MAX_CLOCK_LEAD_MS: i64 = 5 * 60 * 1000;
+
+/// The time `tenant` decides at, given its last decision and the clock.
+fn decision_time(tenant: &TenantId, last: Timestamp, clock: Timestamp) -> Timestamp {
+    if last.as_millis().saturating_sub(clock.as_millis()) > MAX_CLOCK_LEAD_MS {
+        tracing::error!(
+            %tenant,
+            last = %last,
+            clock = %clock,
+            "the tenant's last decision lies far ahead of the clock: deciding at the clock"
+        );
+        clock
+    } else {
+        clock.max(last)
+    }
+}
+
 impl Registry {
     /// Feeds `input` for `tenant`, deciding at `at` (the caller's clock: the
     /// server's in the service, the line's in a replay), or at the tenant's
@@ -96,7 +119,7 @@ impl Registry {
                     .or_insert_with(|| Tenant::new(self.pack, head))
             }
         };
-        let at = at.max(entry.last_at);
+        let at = decision_time(tenant, entry.last_at, at);
         if let Some(id) = input.id() {
             let key = id_key(input.kind(), id);
             let entitlement = input.kind() == Kind::Entitlement;
@@ -271,7 +294,7 @@ impl Registry {
         now: Timestamp,
         applied: &mut Applied,
     ) -> Result<(), RegistryError> {
-        let now = now.max(t.last_at);
+        let now = decision_time(tenant, t.last_at, now);
         let Some(due) = t.governor.due() else {
             return Ok(());
         };

@@ -363,7 +363,9 @@ impl Registry {
             seq: parsed.seq,
             hash: record.hash,
         };
-        t.last_at = t.last_at.max(parsed.at);
+        // As `commit` does: the last receipt's decision time (after a clock
+        // jump that may be earlier than an older receipt's).
+        t.last_at = parsed.at;
         Ok(())
     }
 }

@@ -798,3 +798,23 @@ fn every_transition_is_counted_where_it_happens() {
     );
     assert_eq!(registry.transitions(), expected);
 }
+
+#[test]
+fn a_clock_that_jumped_ahead_does_not_freeze_the_tenant() {
+    let (ledger, registry) = open();
+    let t = tenant("acme");
+    // A decision while the clock was a day ahead...
+    registry
+        .apply(&t, signal(LOAD, 1.0, None), at(86_400))
+        .unwrap();
+    // ...then the clock is right again: decisions follow it (a freeze at
+    // the future time would hold every cooldown, budget and timer).
+    registry.apply(&t, signal(LOAD, 1.0, None), at(10)).unwrap();
+    // A small step back (inside the lead) still keeps the chain monotonic.
+    registry.apply(&t, signal(LOAD, 1.0, None), at(5)).unwrap();
+    let times: Vec<Timestamp> = receipts(&ledger, &t)
+        .iter()
+        .map(|r| Timestamp::parse(r["at"].as_str().unwrap()).unwrap())
+        .collect();
+    assert_eq!(times, [at(86_400), at(10), at(10)]);
+}
