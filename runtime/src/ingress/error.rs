@@ -61,6 +61,12 @@ pub enum IngressError {
         /// Seconds until room comes back (`Retry-After`).
         retry_after: u64,
     },
+    /// A one-at-a-time operation is already running (429).
+    #[error("{detail}")]
+    Busy {
+        /// What is running.
+        detail: String,
+    },
     /// An unknown route or tenant.
     #[error("{detail}")]
     NotFound {
@@ -145,7 +151,9 @@ impl IngressError {
             IngressError::Forbidden { .. } | IngressError::TenantLimit { .. } => {
                 StatusCode::FORBIDDEN
             }
-            IngressError::DedupeFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+            IngressError::DedupeFull { .. } | IngressError::Busy { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             IngressError::NotFound { .. } => StatusCode::NOT_FOUND,
             IngressError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             IngressError::Conflict { .. } => StatusCode::CONFLICT,
@@ -171,6 +179,7 @@ impl IngressError {
             IngressError::Forbidden { .. } => "forbidden",
             IngressError::TenantLimit { .. } => "tenant_limit",
             IngressError::DedupeFull { .. } => "dedupe_full",
+            IngressError::Busy { .. } => "busy",
             IngressError::NotFound { .. } => "not_found",
             IngressError::MethodNotAllowed { .. } => "method_not_allowed",
             IngressError::Conflict { .. } => "conflict",
@@ -231,7 +240,9 @@ impl IntoResponse for IngressError {
             IngressError::Unauthorized { .. } => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            IngressError::Overloaded { .. } | IngressError::ShuttingDown => {
+            IngressError::Overloaded { .. }
+            | IngressError::ShuttingDown
+            | IngressError::Busy { .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             IngressError::DedupeFull { retry_after, .. } => {

@@ -29,6 +29,10 @@ use crate::sku::PolicyPack;
 /// clock, so its id must be remembered for twice that.
 pub const MIN_DEDUPE_WINDOW_SECS: u64 = 2 * SIGNATURE_TOLERANCE_SECS as u64;
 
+/// The longest timeout a flag takes (one day): larger values would overflow
+/// the clock arithmetic of the server's timers.
+pub const MAX_TIMEOUT_SECS: u64 = 86_400;
+
 /// How often the background checkpointer compares the append count with `--checkpoint-every`.
 pub const CHECKPOINT_POLL: Duration = Duration::from_secs(10);
 
@@ -88,13 +92,13 @@ pub struct ServeArgs {
     pub max_connections: u64,
     /// Seconds a connection may take to send a request's headers; also how
     /// long an idle keep-alive connection stays open.
-    #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_SECS))]
     pub header_read_timeout: u64,
     /// Seconds from SIGTERM until open requests are dropped and running
     /// actions abandoned; the final checkpoint and flush follow. Keep it
     /// below the pod's `terminationGracePeriodSeconds` (60 in the
     /// generated manifest).
-    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=MAX_TIMEOUT_SECS))]
     pub shutdown_timeout: u64,
     /// `live` runs webhooks and commands; `log` only records them.
     #[arg(long, value_enum, default_value_t = ActionsMode::Live)]

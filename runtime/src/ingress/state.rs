@@ -91,6 +91,8 @@ pub struct Inner {
     /// forger holds a slot until the body is read; these slots are apart
     /// from the ones signals use.
     signed_limiter: Arc<Semaphore>,
+    /// Held while `GET /v1/ledger/verify` runs: one at a time.
+    verifying: Arc<Semaphore>,
     /// Why the ledger stopped, once it has.
     failed: Mutex<Option<String>>,
     failed_flag: AtomicBool,
@@ -133,6 +135,7 @@ impl AppState {
             max_in_flight,
             limiter: Arc::new(Semaphore::new(max_in_flight)),
             signed_limiter: Arc::new(Semaphore::new(SIGNED_IN_FLIGHT)),
+            verifying: Arc::new(Semaphore::new(1)),
             failed: Mutex::new(None),
             failed_flag: AtomicBool::new(false),
             draining: AtomicBool::new(false),
@@ -192,6 +195,11 @@ impl AppState {
             self.0.metrics.shed();
             IngressError::Overloaded { limit }
         })
+    }
+
+    /// The one ledger verification slot, or an error if one runs already.
+    pub(crate) fn verifying(&self) -> Result<OwnedSemaphorePermit, tokio::sync::TryAcquireError> {
+        Arc::clone(&self.0.verifying).try_acquire_owned()
     }
 
     /// Refuses ingest once the ledger failed or shutdown began.

@@ -237,6 +237,11 @@ impl Drop for CancelOnDrop {
 pub(crate) async fn verify(
     State(state): State<AppState>,
 ) -> Result<Json<serde_json::Value>, IngressError> {
+    // One verification at a time: each reads the whole ledger, and the
+    // blocking threads it runs on also serve receipt reads and flushes.
+    let _one = state.verifying().map_err(|_| IngressError::Busy {
+        detail: "a ledger verification is already running; retry when it is done".to_owned(),
+    })?;
     let registry = Arc::clone(state.registry());
     let cancel = Arc::new(AtomicBool::new(false));
     let _cancel_on_drop = CancelOnDrop(Arc::clone(&cancel));
