@@ -26,7 +26,7 @@ use super::webhook::{WebhookActuator, WebhookConfig};
 use super::{ActionCall, Actuator, ActuatorError, Backoff, Report, perform};
 use crate::clock::Timestamp;
 use crate::receipt::Input;
-use crate::registry::{Dispatch, Registry};
+use crate::registry::{Applied, Dispatch, Registry};
 use crate::sku::Adapter;
 
 /// Whether actions really run.
@@ -283,7 +283,7 @@ impl Dispatcher {
         match registry.tick(self.inner.options.clock.now()) {
             Ok(fired) => {
                 for applied in fired {
-                    self.spawn_all(registry, applied.dispatches);
+                    Inner::spawn_when_durable(&self.inner, registry, applied);
                 }
             }
             Err(error) => ::tracing::error!(
@@ -295,6 +295,41 @@ impl Dispatcher {
 }
 
 impl Inner {
+    /// Spawns `applied`'s dispatches once the receipts that decided them are
+    /// durable, as the ingress does: an action must never run for a decision
+    /// a crash could still lose (its key would be reused by another one).
+    /// Counted as pending meanwhile, so `drain` waits for it.
+    fn spawn_when_durable(this: &Arc<Inner>, registry: &Arc<Registry>, mut applied: Applied) {
+        if applied.dispatches.is_empty() {
+            return;
+        }
+        let Some(ticket) = applied.ticket.take() else {
+            for dispatch in applied.dispatches {
+                Inner::spawn(this, registry, dispatch);
+            }
+            return;
+        };
+        this.pending.send_modify(|n| *n += 1);
+        let guard = PendingGuard(Arc::clone(this));
+        let registry = Arc::clone(registry);
+        this.handle.spawn(async move {
+            let inner = Arc::clone(&guard.0);
+            match ticket.durable().await {
+                Ok(()) => {
+                    for dispatch in applied.dispatches {
+                        Inner::spawn(&inner, &registry, dispatch);
+                    }
+                }
+                Err(error) => ::tracing::error!(
+                    tenant = %applied.tenant,
+                    error = &error as &dyn std::error::Error,
+                    "the ledger failed before the deciding receipt was durable: actions not run"
+                ),
+            }
+            drop(guard);
+        });
+    }
+
     fn spawn(this: &Arc<Inner>, registry: &Arc<Registry>, dispatch: Dispatch) {
         this.counters.dispatched.fetch_add(1, Ordering::Relaxed);
         let mut admitted = false;
@@ -380,11 +415,7 @@ impl Inner {
             detail: Some(report.detail),
         };
         match registry.apply(&tenant, input, self.options.clock.now()) {
-            Ok(applied) => {
-                for next in applied.dispatches {
-                    Inner::spawn(self, registry, next);
-                }
-            }
+            Ok(applied) => Inner::spawn_when_durable(self, registry, applied),
             Err(error) => {
                 c.unrecorded.fetch_add(1, Ordering::Relaxed);
                 ::tracing::error!(
