@@ -497,7 +497,14 @@ pub fn replay_checkpoint(
         Ok(checkpoint) => checkpoint,
         Err(mismatch) => return Ok(Err(mismatch)),
     };
-    let scratch = Registry::new(pack, std::sync::Arc::new(MemoryLedger::new()));
+    // Every id any receipt carries is kept (whatever window or capacity the
+    // service ran with), so a remembered id the receipts never carried is
+    // a planted one.
+    let keep_all = super::DedupeOptions {
+        window: std::time::Duration::from_secs(100 * 365 * 86_400),
+        capacity: usize::MAX,
+    };
+    let scratch = Registry::with_dedupe(pack, std::sync::Arc::new(MemoryLedger::new()), keep_all);
     let mut stats = RecoveryStats::default();
     let mut seen = 0u64;
     let mut failure = None;
@@ -536,6 +543,24 @@ pub fn replay_checkpoint(
                     "its governor (state `{}`) is not what its receipts replay to (state `{}`)",
                     state.governor.state().name(),
                     truth.governor.state().name()
+                ),
+            )));
+        }
+        let carried: std::collections::HashSet<(super::dedupe::IdKey, bool)> = truth
+            .recent
+            .iter()
+            .map(|seen| (seen.key, seen.entitlement))
+            .collect();
+        if let Some(planted) = state
+            .recent
+            .iter()
+            .find(|seen| !carried.contains(&(seen.key, seen.entitlement)))
+        {
+            return Ok(Err(CheckpointMismatch::tenant(
+                tenant,
+                format!(
+                    "it remembers an event id (decided at `{}`) that none of its receipts carries",
+                    crate::clock::Timestamp::from_millis(planted.at)
                 ),
             )));
         }

@@ -497,7 +497,18 @@ proptest::proptest! {
 #[test]
 fn ledger_verify_replays_the_log_to_catch_a_rewritten_state() {
     type Edit = Box<dyn Fn(&mut Value)>;
-    let edits: [(&str, Edit); 2] = [
+    // An id a future Pub/Sub message will carry, remembered in advance: that
+    // message would be dropped as a duplicate, with no receipt.
+    let planted = {
+        use base64::Engine as _;
+        use sha2::Digest as _;
+        let digest = sha2::Sha256::digest(b"signal\0msg-from-the-future");
+        let mut bytes = digest[..16].to_vec();
+        bytes.extend_from_slice(&at(3).as_millis().to_be_bytes());
+        bytes.push(0);
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    };
+    let edits: [(&str, Edit); 3] = [
         (
             "entitlement",
             Box::new(|blob| {
@@ -507,6 +518,15 @@ fn ledger_verify_replays_the_log_to_catch_a_rewritten_state() {
         (
             "governor",
             Box::new(|blob| entry(blob, "c")["governor"]["state"] = "refusing".into()),
+        ),
+        (
+            "event id",
+            Box::new(move |blob| {
+                entry(blob, "c")["recent"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(planted.clone().into());
+            }),
         ),
     ];
     for (what, edit) in edits {
