@@ -334,6 +334,16 @@ fn execute(cli: &Cli, out: &mut Stdout) -> Result<u8, BuildError> {
                 runtime_path: runtime_path.clone(),
                 force: *force,
             })?;
+            if cli.format == Format::Json {
+                let doc = json!({
+                    "ok": true,
+                    "new_project": done.new_project,
+                    "written": done.written,
+                    "next_steps": done.next_steps,
+                });
+                let _ = writeln!(out, "{doc:#}");
+                return Ok(0);
+            }
             for path in &done.written {
                 let _ = writeln!(out, "wrote {path}");
             }

@@ -570,3 +570,34 @@ fn init_makes_a_project_in_an_empty_folder_and_then_refuses() {
     );
     expect(dir, &["init", "new_guard", "--force"], 0);
 }
+
+#[test]
+fn init_honours_format_json() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let (stdout, _) = expect(
+        temp.path(),
+        &[
+            "--format",
+            "json",
+            "init",
+            "json_guard",
+            "--runtime-path",
+            "rt",
+        ],
+        0,
+    );
+    let doc: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(doc["ok"], true);
+    assert_eq!(doc["new_project"], true);
+    let written: Vec<&str> = doc["written"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert!(
+        written.contains(&"ggen.toml") && written.contains(&"specs/json_guard.json"),
+        "{doc}"
+    );
+    assert!(!doc["next_steps"].as_array().unwrap().is_empty(), "{doc}");
+}
