@@ -161,6 +161,11 @@ fn run_replay<P: PolicyPack>(
 ) -> Result<ExitCode, Failure> {
     let input = fs_err::File::open(signals).map_err(|e| Failure::rejected(e.to_string()))?;
     let ledger = FileLedger::open(dir, FileOptions::default()).map_err(|e| ledger_failure(&e))?;
+    if let Some(why) = ledger.rejected_checkpoint() {
+        eprintln!(
+            "warning: the CHECKPOINT file is unusable ({why}): replayed every receipt instead"
+        );
+    }
     let registry = Arc::new(Registry::new(pack, Arc::new(ledger)));
     let stats = registry
         .recover()

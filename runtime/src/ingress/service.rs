@@ -303,6 +303,12 @@ pub fn run_until(
             "truncated a torn final ledger record (it was never acknowledged)"
         );
     }
+    if let Some(why) = ledger.rejected_checkpoint() {
+        tracing::warn!(
+            reason = why,
+            "the CHECKPOINT file is unusable: replaying the whole ledger (the next checkpoint replaces it)"
+        );
+    }
     let ledger: Arc<dyn Ledger> = Arc::new(ledger);
     let dedupe = DedupeOptions {
         window: Duration::from_secs(args.dedupe_window),

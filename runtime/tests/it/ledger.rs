@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use ggen_runtime::canonical;
 use ggen_runtime::ledger::file::{FileLedger, FileOptions, verify_dir};
 use ggen_runtime::ledger::memory::MemoryLedger;
-use ggen_runtime::ledger::{Entry, GENESIS, Head, Ledger, LedgerError, Record, chain_hash};
+use ggen_runtime::ledger::{
+    Entry, GENESIS, Head, Ledger, LedgerError, Record, Recovered, chain_hash,
+};
 use ggen_runtime::tenant::TenantId;
 use serde_json::json;
 
@@ -688,4 +690,56 @@ fn canonical_receipts_are_stable_bytes() {
             "0".repeat(64)
         )
     );
+}
+
+#[test]
+fn an_unreadable_checkpoint_is_set_aside_and_the_whole_log_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let ledger = FileLedger::open(dir.path(), fast_options()).unwrap();
+        for i in 0..6 {
+            append_next(&ledger, &tenant("acme"), &format!("{i}"));
+        }
+        ledger.checkpoint(ledger.mark().unwrap(), b"state").unwrap();
+    }
+    // A flipped byte in the blob: the CRC no longer matches.
+    let path = dir.path().join("CHECKPOINT");
+    let mut bytes = fs_err::read(&path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    fs_err::write(&path, bytes).unwrap();
+
+    let ledger = FileLedger::open(dir.path(), fast_options()).unwrap();
+    assert!(
+        ledger
+            .rejected_checkpoint()
+            .is_some_and(|why| why.contains("crc") || why.contains("CRC")),
+        "{:?}",
+        ledger.rejected_checkpoint()
+    );
+    // Recovery sees no checkpoint, only every record from the start.
+    let mut checkpoints = 0;
+    let mut records = 0;
+    ledger
+        .recover(&mut |item| {
+            match item {
+                Recovered::Checkpoint(_) => checkpoints += 1,
+                Recovered::Record(_) => records += 1,
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!((checkpoints, records), (0, 6));
+    // A new checkpoint replaces the file and is used again.
+    ledger.checkpoint(ledger.mark().unwrap(), b"fresh").unwrap();
+    let mut blob = None;
+    ledger
+        .recover(&mut |item| {
+            if let Recovered::Checkpoint(stored) = item {
+                blob = Some(stored.blob.to_vec());
+            }
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(blob.as_deref(), Some(&b"fresh"[..]));
 }

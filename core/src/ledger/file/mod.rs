@@ -18,6 +18,7 @@ use std::fmt;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 use std::thread::JoinHandle;
 
@@ -144,6 +145,9 @@ struct Shared {
     /// Every tenant's head at the checkpoint position found by open's scan
     /// (taken by the first recovery from that checkpoint).
     open_heads: Mutex<Option<(u64, BTreeMap<TenantId, Head>)>>,
+    /// False while the `CHECKPOINT` file is one open set aside (until a new
+    /// one is written): recovery then ignores it.
+    checkpoint_usable: AtomicBool,
 }
 
 /// The embedded file ledger. Dropping it drains and syncs pending appends.
@@ -153,6 +157,8 @@ pub struct FileLedger {
     writer: Option<JoinHandle<()>>,
     /// The torn tail truncated on open, if any.
     repair: Option<Repair>,
+    /// Why open set the `CHECKPOINT` file aside, if it did.
+    rejected_checkpoint: Option<String>,
     /// Held for the ledger's lifetime: the exclusive directory lock.
     _lock: fs_err::File,
 }
@@ -195,13 +201,21 @@ struct Opened {
     index: Index,
     scanned: Scanned,
     checkpoint: Option<Checkpoint>,
+    /// Why the `CHECKPOINT` file is not used, when it is unreadable.
+    rejected: Option<String>,
 }
 
 /// Open, step 2: scans every segment, rebuilding the chains and cutting a
 /// torn tail; refuses any other damage and any chain that does not link.
 fn scan_log(dir: &Path) -> Result<Opened, LedgerError> {
     let ids = list_segments(dir)?;
-    let checkpoint = read_checkpoint(dir)?;
+    // The checkpoint only saves replay time: an unreadable one is set
+    // aside (and the whole log replayed), never a reason to stop.
+    let (checkpoint, rejected) = match read_checkpoint(dir) {
+        Ok(checkpoint) => (checkpoint, None),
+        Err(LedgerError::Corrupt { reason, .. }) => (None, Some(reason)),
+        Err(error) => return Err(error),
+    };
     let mut index = Index {
         chains: HashMap::new(),
         heads_at_checkpoint: BTreeMap::new(),
@@ -212,18 +226,17 @@ fn scan_log(dir: &Path) -> Result<Opened, LedgerError> {
         index,
         scanned,
         checkpoint,
+        rejected,
     })
 }
 
 /// Open, step 3: refuses a checkpoint whose mark the scan did not reach (not
-/// a record boundary with its record count).
-fn check_checkpoint(
-    dir: &Path,
-    checkpoint: Option<&Checkpoint>,
-    scanned: &Scanned,
-) -> Result<(), LedgerError> {
-    match checkpoint {
-        Some(ck) if !scanned.checkpoint_found => {
+/// a record boundary with its record count). Unlike an unreadable file (set
+/// aside in step 2), a readable mark past the log's end is evidence that
+/// records were lost, so the open stops.
+fn check_checkpoint(dir: &Path, opened: &Opened) -> Result<(), LedgerError> {
+    match &opened.checkpoint {
+        Some(ck) if !opened.scanned.checkpoint_found => {
             let (seg, off) = segment::unpack(ck.position);
             Err(LedgerError::Corrupt {
                 path: dir.join(CHECKPOINT_FILE),
@@ -250,6 +263,7 @@ fn start_writer(
         index,
         scanned,
         checkpoint,
+        rejected,
     } = opened;
     let segment_bytes = options.segment_bytes.clamp(4096, MAX_SEGMENT_BYTES);
     let last = scanned.last;
@@ -291,6 +305,7 @@ fn start_writer(
         sync,
         readers: RwLock::new(HashMap::new()),
         checkpointing: Mutex::new(checkpoint.as_ref().map_or(0, |c| c.records)),
+        checkpoint_usable: AtomicBool::new(rejected.is_none()),
         open_heads: Mutex::new(
             checkpoint
                 .as_ref()
@@ -318,6 +333,7 @@ fn start_writer(
         shared,
         writer: Some(writer),
         repair: index.repair,
+        rejected_checkpoint: rejected,
         _lock: lock_file,
     })
 }
@@ -409,13 +425,20 @@ impl FileLedger {
         let dir = dir.as_ref().to_path_buf();
         let lock = lock_dir(&dir)?;
         let opened = scan_log(&dir)?;
-        check_checkpoint(&dir, opened.checkpoint.as_ref(), &opened.scanned)?;
+        check_checkpoint(&dir, &opened)?;
         start_writer(dir, options, opened, lock)
     }
 
     /// The torn final record that open truncated, if any (worth a warning in the log).
     pub fn repair(&self) -> Option<&Repair> {
         self.repair.as_ref()
+    }
+
+    /// Why open set the `CHECKPOINT` file aside (unreadable: a bad CRC or
+    /// length), if it did: recovery replays the whole log, and the next
+    /// checkpoint replaces the file. Worth a warning in the log.
+    pub fn rejected_checkpoint(&self) -> Option<&str> {
+        self.rejected_checkpoint.as_deref()
     }
 
     /// The ledger directory.
@@ -709,6 +732,7 @@ impl Ledger for FileLedger {
         fs_err::rename(&tmp, &path).map_err(io_err(&path))?;
         sync_dir(dir)?;
         *stored = mark.records;
+        self.shared.checkpoint_usable.store(true, Ordering::Release);
         Ok(())
     }
 
@@ -717,7 +741,11 @@ impl Ledger for FileLedger {
         visit: &mut dyn FnMut(Recovered<'_>) -> Result<(), LedgerError>,
     ) -> Result<(), LedgerError> {
         let end = self.flush_position()?;
-        let checkpoint = read_checkpoint(&self.shared.dir)?;
+        let checkpoint = if self.shared.checkpoint_usable.load(Ordering::Acquire) {
+            read_checkpoint(&self.shared.dir)?
+        } else {
+            None
+        };
         let from = match checkpoint {
             Some(checkpoint) => {
                 let stored = StoredCheckpoint {
