@@ -36,6 +36,10 @@ pub const STDERR_KEPT: usize = 200;
 /// (escaping only grows text), plus room to find a character boundary.
 const STDERR_READ: usize = STDERR_KEPT + 4;
 
+/// How long stderr is still read after the program exited (a background
+/// process it started may hold the pipe open for good).
+const STDERR_GRACE: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Variables a child gets from the service's environment whatever the spec says.
 const INHERITED: &[&str] = &["PATH"];
 
@@ -224,7 +228,23 @@ impl CommandActuator {
                 None => (Vec::new(), false),
             }
         };
-        let (status, (stderr, dropped)) = tokio::join!(child.wait(), read);
+        // Read stderr while the child runs, but do not wait for its end past
+        // the child's exit: a background process the program started keeps
+        // the pipe open, and the action's outcome is the program's exit.
+        tokio::pin!(read);
+        let mut finished = None;
+        let status = loop {
+            tokio::select! {
+                status = child.wait() => break status,
+                out = &mut read, if finished.is_none() => finished = Some(out),
+            }
+        };
+        let (stderr, dropped) = match finished {
+            Some(out) => out,
+            None => tokio::time::timeout(STDERR_GRACE, &mut read)
+                .await
+                .unwrap_or_else(|_elapsed| (Vec::new(), false)),
+        };
         let stderr = stderr_tail(&stderr, dropped);
         let with_stderr = |detail: String| {
             if stderr.is_empty() {

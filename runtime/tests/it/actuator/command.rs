@@ -283,3 +283,17 @@ async fn only_the_escaped_tail_of_a_long_stderr_is_kept() {
     );
     assert!(!stderr.contains(['\n', '\x1b']), "{stderr:?}");
 }
+
+/// A program that leaves a background process holding its stderr open
+/// succeeds when it exits 0: the pipe's end is not waited for.
+#[tokio::test]
+async fn a_background_grandchild_holding_stderr_does_not_hang_the_action() {
+    let report = run(
+        json!({"program": "sh", "args": ["-c", "sleep 5 & echo started >&2; exit 0"]}),
+        2000,
+        0,
+    )
+    .await;
+    assert!(report.ok, "{report:?}");
+    assert_eq!(report.attempts, 1);
+}
