@@ -120,10 +120,23 @@ impl Registry {
             }
         };
         let at = decision_time(tenant, entry.last_at, at);
+        let ids_before = entry.recent.signal_ids();
         if let Some(id) = input.id() {
             let key = id_key(input.kind(), id);
             let entitlement = input.kind() == Kind::Entitlement;
-            match entry.recent.check(&key, entitlement, at, &self.dedupe) {
+            let remember = entry.recent.check(&key, entitlement, at, &self.dedupe);
+            // `check` forgot the tenant's expired ids.
+            self.track_ids(ids_before, entry.recent.signal_ids());
+            let total = self.dedupe_ids.load(Ordering::Relaxed);
+            let over_total = !entitlement && total >= self.dedupe.max_total;
+            match remember {
+                Remember::New if over_total => {
+                    return Err(RegistryError::DedupeFull {
+                        tenant: tenant.clone(),
+                        capacity: self.dedupe.max_total,
+                        retry_after: std::time::Duration::from_secs(1),
+                    });
+                }
                 Remember::New => {}
                 Remember::Duplicate => {
                     let mut applied = Applied::before(tenant, entry);
@@ -172,7 +185,9 @@ impl Registry {
         self.commit(entry, receipt, dispatch, &mut applied)?;
         entry.governor = decided.governor;
         entry.entitlement = decided.entitlement;
+        let ids_before = entry.recent.signal_ids();
         entry.remember(&input, at, &self.dedupe);
+        self.track_ids(ids_before, entry.recent.signal_ids());
         applied.refused = decided.refused;
         self.append_actions(entry, tenant, at, start, &mut applied)?;
         applied.settle(entry);
@@ -334,6 +349,11 @@ impl Registry {
         for shard in self.shards.iter() {
             let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
             for (tenant, t) in shard.iter_mut() {
+                // Idle tenants give their expired ids back here (and to the
+                // service-wide bound), not only at their next input.
+                let ids_before = t.recent.signal_ids();
+                t.recent.expire(now, &self.dedupe);
+                self.track_ids(ids_before, t.recent.signal_ids());
                 if t.governor.due().is_some_and(|due| now >= due)
                     && self.quarantined(tenant).is_none()
                 {

@@ -36,6 +36,8 @@ use crate::receipt::Kind;
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(3600);
 /// The default bound of ids per tenant inside the window.
 pub const DEFAULT_CAPACITY: usize = 100_000;
+/// The default bound of signal ids over all tenants (about 100 MB).
+pub const DEFAULT_MAX_TOTAL: usize = 2_000_000;
 /// Up to this many ids are searched linearly; past it a hash index is kept.
 const LINEAR: usize = 64;
 
@@ -46,6 +48,9 @@ pub struct DedupeOptions {
     pub window: Duration,
     /// Signal ids a tenant may hold inside the window.
     pub capacity: usize,
+    /// Signal ids all tenants together may hold (memory is about 50 bytes
+    /// each): past it a new id is refused like past a tenant's capacity.
+    pub max_total: usize,
 }
 
 impl Default for DedupeOptions {
@@ -53,6 +58,7 @@ impl Default for DedupeOptions {
         DedupeOptions {
             window: DEFAULT_WINDOW,
             capacity: DEFAULT_CAPACITY,
+            max_total: DEFAULT_MAX_TOTAL,
         }
     }
 }
@@ -319,6 +325,11 @@ impl Recent {
         self.signals.push(entry);
     }
 
+    /// Signal ids held (what the service-wide bound counts).
+    pub(crate) fn signal_ids(&self) -> usize {
+        self.signals.order.len()
+    }
+
     /// Ids held.
     #[cfg(test)]
     fn len(&self) -> usize {
@@ -373,6 +384,7 @@ mod tests {
 
     fn options(window_min: u64, capacity: usize) -> DedupeOptions {
         DedupeOptions {
+            max_total: usize::MAX,
             window: Duration::from_secs(window_min * 60),
             capacity,
         }

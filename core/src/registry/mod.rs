@@ -58,7 +58,9 @@ mod recovery;
 mod views;
 
 pub use apply::Applied;
-pub use dedupe::{DEFAULT_CAPACITY, DEFAULT_WINDOW, DedupeOptions, Remember, Seen};
+pub use dedupe::{
+    DEFAULT_CAPACITY, DEFAULT_MAX_TOTAL, DEFAULT_WINDOW, DedupeOptions, Remember, Seen,
+};
 use dedupe::{Recent, id_key};
 pub use recovery::{CheckpointMismatch, RecoveryStats, check_checkpoint, replay_checkpoint};
 pub use views::{Admission, InFlightView, TenantView};
@@ -267,6 +269,9 @@ pub struct Registry {
     pack: &'static dyn PolicyPack,
     ledger: Arc<dyn Ledger>,
     dedupe: DedupeOptions,
+    /// Signal ids held in every tenant's dedupe window (bounded by
+    /// [`DedupeOptions::max_total`]).
+    dedupe_ids: AtomicUsize,
     /// State changes written through this registry, `[from][to]` by [`State::index`].
     transitions: [[AtomicU64; STATES]; STATES],
     shards: Box<[Mutex<Shard>]>,
@@ -309,6 +314,7 @@ impl Registry {
             pack,
             ledger,
             dedupe,
+            dedupe_ids: AtomicUsize::new(0),
             transitions: Default::default(),
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: RandomState::new(),
@@ -355,6 +361,20 @@ impl Registry {
     /// How event ids are deduplicated.
     pub fn dedupe(&self) -> &DedupeOptions {
         &self.dedupe
+    }
+
+    /// Signal ids held in all tenants' dedupe windows.
+    pub fn dedupe_ids(&self) -> usize {
+        self.dedupe_ids.load(Ordering::Relaxed)
+    }
+
+    /// Follows one tenant's count of signal ids from `before` to `after`.
+    fn track_ids(&self, before: usize, after: usize) {
+        if after > before {
+            self.dedupe_ids.fetch_add(after - before, Ordering::Relaxed);
+        } else if before > after {
+            self.dedupe_ids.fetch_sub(before - after, Ordering::Relaxed);
+        }
     }
 
     /// State changes written through this registry so far, `[from][to]`

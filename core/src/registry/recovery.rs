@@ -263,7 +263,11 @@ impl Registry {
         for (id, state) in checkpoint.tenants {
             let mut shard = self.shard(&id);
             if shard
-                .insert(id, Tenant::import(state, &self.dedupe))
+                .insert(id, {
+                    let tenant = Tenant::import(state, &self.dedupe);
+                    self.track_ids(0, tenant.recent.signal_ids());
+                    tenant
+                })
                 .is_none()
             {
                 self.count.fetch_add(1, Ordering::AcqRel);
@@ -351,7 +355,9 @@ impl Registry {
                 let decided = self.decide(t, &parsed.tenant, &input, parsed.at, parsed.seq);
                 t.governor = decided.governor;
                 t.entitlement = decided.entitlement;
+                let ids_before = t.recent.signal_ids();
                 t.remember(&input, parsed.at, &self.dedupe);
+                self.track_ids(ids_before, t.recent.signal_ids());
                 Some(t.governor.state())
             }
         };
@@ -503,6 +509,7 @@ pub fn replay_checkpoint(
     let keep_all = super::DedupeOptions {
         window: std::time::Duration::from_secs(100 * 365 * 86_400),
         capacity: usize::MAX,
+        max_total: usize::MAX,
     };
     let scratch = Registry::with_dedupe(pack, std::sync::Arc::new(MemoryLedger::new()), keep_all);
     let mut stats = RecoveryStats::default();

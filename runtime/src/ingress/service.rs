@@ -20,7 +20,9 @@ use super::state::{AppState, Options};
 use crate::actuator::{ActuatorError, ActuatorMode, Actuators, Dispatcher, DispatcherOptions};
 use crate::ledger::file::{FileLedger, FileOptions};
 use crate::ledger::{Ledger, LedgerError};
-use crate::registry::{DEFAULT_CAPACITY, DEFAULT_WINDOW, DedupeOptions, Registry, RegistryError};
+use crate::registry::{
+    DEFAULT_CAPACITY, DEFAULT_MAX_TOTAL, DEFAULT_WINDOW, DedupeOptions, Registry, RegistryError,
+};
 use crate::report::error_chain;
 use crate::sku::PolicyPack;
 
@@ -121,6 +123,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = DEFAULT_CAPACITY,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub dedupe_capacity: usize,
+    /// Signal ids all tenants together may hold inside their windows
+    /// (about 50 bytes each); a new id past it is answered 429.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_TOTAL,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub dedupe_max_ids: usize,
     /// How often the append count is checked ([`CHECKPOINT_POLL`]; not a flag, tests shorten it).
     #[arg(skip = CHECKPOINT_POLL)]
     pub checkpoint_poll: Duration,
@@ -313,6 +320,7 @@ pub fn run_until(
     let dedupe = DedupeOptions {
         window: Duration::from_secs(args.dedupe_window),
         capacity: args.dedupe_capacity,
+        max_total: args.dedupe_max_ids,
     };
     let registry = Arc::new(Registry::with_dedupe(pack, Arc::clone(&ledger), dedupe));
     let stats = registry.recover().map_err(ServeError::Registry)?;

@@ -186,6 +186,7 @@ fn a_full_dedupe_window_refuses_new_ids_without_deciding() {
     let options = DedupeOptions {
         window: Duration::from_secs(600),
         capacity: 3,
+        ..DedupeOptions::default()
     };
     let registry = Registry::with_dedupe(&OPEN, ledger.clone(), options);
     let t = tenant("busy");
@@ -817,4 +818,51 @@ fn a_clock_that_jumped_ahead_does_not_freeze_the_tenant() {
         .map(|r| Timestamp::parse(r["at"].as_str().unwrap()).unwrap())
         .collect();
     assert_eq!(times, [at(86_400), at(10), at(10)]);
+}
+
+#[test]
+fn the_service_wide_bound_on_dedupe_ids_refuses_new_ids_until_some_expire() {
+    let ledger = Arc::new(MemoryLedger::new());
+    let options = DedupeOptions {
+        window: Duration::from_secs(600),
+        capacity: 100,
+        max_total: 3,
+    };
+    let registry = Registry::with_dedupe(&OPEN, ledger.clone(), options);
+    let (a, b) = (tenant("a"), tenant("b"));
+    registry
+        .apply(&a, signal(LOAD, 1.0, Some("a-1")), at(0))
+        .unwrap();
+    registry
+        .apply(&a, signal(LOAD, 1.0, Some("a-2")), at(1))
+        .unwrap();
+    registry
+        .apply(&b, signal(LOAD, 1.0, Some("b-1")), at(2))
+        .unwrap();
+    assert_eq!(registry.dedupe_ids(), 3);
+    // Any tenant's next new id is refused; ids already seen are duplicates;
+    // inputs without ids still decide.
+    for t in [&a, &b] {
+        let refused = registry
+            .apply(t, signal(LOAD, 1.0, Some("new")), at(3))
+            .unwrap_err();
+        assert!(
+            matches!(refused, RegistryError::DedupeFull { capacity: 3, .. }),
+            "{refused:?}"
+        );
+    }
+    assert!(
+        registry
+            .apply(&a, signal(LOAD, 1.0, Some("a-1")), at(3))
+            .unwrap()
+            .duplicate
+    );
+    registry.apply(&b, signal(LOAD, 1.0, None), at(3)).unwrap();
+    // The timer pass expires idle tenants' ids, which frees the bound.
+    registry.tick(at(700)).unwrap();
+    assert_eq!(registry.dedupe_ids(), 0);
+    registry
+        .apply(&b, signal(LOAD, 1.0, Some("new")), at(701))
+        .unwrap();
+    assert_eq!(registry.dedupe_ids(), 1);
 }

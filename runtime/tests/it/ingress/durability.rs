@@ -124,6 +124,7 @@ fn governor_child() {
         checkpoint_every: every.unwrap_or(200_000),
         dedupe_window: 3600,
         dedupe_capacity: 100_000,
+        dedupe_max_ids: 2_000_000,
         checkpoint_poll: if every.is_some() {
             Duration::from_millis(100)
         } else {

@@ -258,6 +258,7 @@ fn serve_with_jwks(url: &str, ledger: &std::path::Path) -> service::ServeError {
         checkpoint_every: 0,
         dedupe_window: 3600,
         dedupe_capacity: 100_000,
+        dedupe_max_ids: 2_000_000,
         checkpoint_poll: service::CHECKPOINT_POLL,
     };
     service::run_until(&GUARD, args, std::future::pending()).unwrap_err()

@@ -125,6 +125,7 @@ async fn a_full_dedupe_window_is_answered_429_with_retry_after() {
     let dedupe = DedupeOptions {
         window: Duration::from_secs(600),
         capacity: 2,
+        ..DedupeOptions::default()
     };
     let registry = Arc::new(Registry::with_dedupe(&GUARD, Arc::clone(&ledger), dedupe));
     registry.recover().unwrap();
