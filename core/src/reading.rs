@@ -7,7 +7,7 @@
 //! with a bounded, float-free record of what came in.
 
 use crate::clock::Timestamp;
-use crate::receipt::{Input, decimal};
+use crate::receipt::{Input, Via, decimal};
 use crate::sku::{PolicyPack, SignalId};
 
 /// Longest text quoted back from a rejected reading, in characters.
@@ -24,6 +24,8 @@ pub struct Reading<'a> {
     pub id: Option<&'a str>,
     /// When the sender says it measured the reading (recorded, never decided on).
     pub observed: Option<Timestamp>,
+    /// The door it came in by (its id is deduplicated in that door's space).
+    pub via: Via,
 }
 
 /// What a reading means to the SKU.
@@ -67,6 +69,7 @@ pub fn classify(pack: &dyn PolicyPack, reading: &Reading<'_>) -> Classified {
                 value,
                 id: reading.id.map(str::to_owned),
                 observed: reading.observed,
+                via: reading.via,
             },
             signal,
             rejected: None,
@@ -94,6 +97,9 @@ fn rejected_event(reading: &Reading<'_>) -> serde_json::Value {
     event.insert("value".into(), value.into());
     if let Some(id) = reading.id {
         event.insert("id".into(), id.into());
+    }
+    if let Some(via) = reading.via.receipt_name() {
+        event.insert("via".into(), via.into());
     }
     event.into()
 }
@@ -151,6 +157,7 @@ mod tests {
                 value: &value,
                 id: Some("m-1"),
                 observed: None,
+                via: Via::Api,
             },
         )
     }

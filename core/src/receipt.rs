@@ -62,6 +62,28 @@ impl Kind {
     }
 }
 
+/// Which door a signal came in by. Event ids are deduplicated per door: an
+/// id sent on `/v1/signals` never stands for a Pub/Sub `messageId`, so the
+/// API token cannot pre-empt (or be mistaken for) a Pub/Sub delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Via {
+    /// `POST /v1/signals`, or a replayed line.
+    #[default]
+    Api,
+    /// `POST /pubsub/push` (its id is the `messageId`).
+    PubSub,
+}
+
+impl Via {
+    /// How receipts name it (`None`: the API, the default, is not written).
+    pub const fn receipt_name(self) -> Option<&'static str> {
+        match self {
+            Via::Api => None,
+            Via::PubSub => Some("pubsub"),
+        }
+    }
+}
+
 /// Something that comes into a tenant's governor from outside.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Input {
@@ -76,6 +98,8 @@ pub enum Input {
         /// When the sender says it measured the reading (its `at`, or the
         /// Pub/Sub publish time): recorded, never decided on.
         observed: Option<Timestamp>,
+        /// The door it came in by (ids are deduplicated per door).
+        via: Via,
     },
     /// A marketplace entitlement event.
     Entitlement {
@@ -120,6 +144,22 @@ impl Input {
             Input::ActionResult { .. } => Kind::ActionResult,
             Input::Reset { .. } => Kind::Reset,
             Input::Rejected { .. } => Kind::Rejected,
+        }
+    }
+
+    /// The namespace its dedupe id lives in: the receipt kind, and for
+    /// signals (and their rejections) the door they came in by.
+    pub fn id_space(&self) -> &'static str {
+        match self {
+            Input::Signal {
+                via: Via::PubSub, ..
+            } => "signal/pubsub",
+            Input::Rejected { event, .. }
+                if event.get("via").and_then(|v| v.as_str()) == Some("pubsub") =>
+            {
+                "rejected/pubsub"
+            }
+            other => other.kind().as_str(),
         }
     }
 
@@ -335,6 +375,8 @@ struct EventDoc<'a> {
     timer: Option<Cow<'a, str>>,
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     value: Option<Cow<'a, str>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    via: Option<Cow<'a, str>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -552,9 +594,11 @@ impl Receipt<'_> {
                         value: v,
                         id,
                         observed,
+                        via,
                     } => {
                         event.id = id.as_deref().map(Cow::Borrowed);
                         event.observed_at = *observed;
+                        event.via = via.receipt_name().map(Cow::Borrowed);
                         event.signal = Some(Cow::Borrowed(sku.signal(*signal).name));
                         event.value = Some(Cow::Owned(decimal(*v)));
                         value = Some(*v);
@@ -711,11 +755,22 @@ pub fn parse(pack: &dyn PolicyPack, bytes: &[u8]) -> Result<Parsed, ReceiptError
                 let value = text.parse::<f64>().map_err(|_| ReceiptError::BadValue {
                     text: text.clone().into_owned(),
                 })?;
+                let via = match event.via.as_deref() {
+                    None => Via::Api,
+                    Some("pubsub") => Via::PubSub,
+                    Some(other) => {
+                        return Err(ReceiptError::Unknown {
+                            what: "door",
+                            name: other.to_owned(),
+                        });
+                    }
+                };
                 Carried::Input(Input::Signal {
                     signal,
                     value,
                     id: owned(event.id),
                     observed: event.observed_at,
+                    via,
                 })
             }
             Kind::Entitlement => {

@@ -376,6 +376,7 @@ fn feed(
                     id: id.as_deref(),
                     // The line's time is the replay's clock, not an observation.
                     observed: None,
+                    via: crate::receipt::Via::Api,
                 },
             );
             (classified.input, classified.rejected)

@@ -93,6 +93,7 @@ fn run_round(rt: &Runtime, dispatcher: &Dispatcher, tenants: &[TenantId]) {
     rt.block_on(async {
         for tenant in tenants {
             let input = Input::Signal {
+                via: Default::default(),
                 observed: None,
                 signal: LOAD,
                 value: 150.0,

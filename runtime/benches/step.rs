@@ -214,6 +214,7 @@ fn registry(c: &mut Criterion) {
                         .apply(
                             tenant,
                             Input::Signal {
+                                via: Default::default(),
                                 observed: None,
                                 signal: SPEND,
                                 value,

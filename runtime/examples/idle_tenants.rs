@@ -108,6 +108,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for i in 0..n {
         let tenant = TenantId::new(&format!("tenant-{i:07}"))?;
         let input = Input::Signal {
+            via: Default::default(),
             observed: None,
             signal: SignalId(0),
             value: 10.0,

@@ -122,7 +122,7 @@ impl Registry {
         let at = decision_time(tenant, entry.last_at, at);
         let ids_before = entry.recent.signal_ids();
         if let Some(id) = input.id() {
-            let key = id_key(input.kind(), id);
+            let key = id_key(input.id_space(), id);
             let entitlement = input.kind() == Kind::Entitlement;
             let remember = entry.recent.check(&key, entitlement, at, &self.dedupe);
             // `check` forgot the tenant's expired ids.

@@ -29,7 +29,6 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
 
 use crate::clock::Timestamp;
-use crate::receipt::Kind;
 
 /// The default window: Pub/Sub's longest ack deadline (600 s) times six
 /// deliveries of a message whose acknowledgements were all lost.
@@ -72,10 +71,10 @@ impl DedupeOptions {
 /// The dedupe key of an input id: kind-separated, SHA-256, first 128 bits.
 pub(crate) type IdKey = [u8; 16];
 
-/// The key of `id` for inputs of `kind`.
-pub(crate) fn id_key(kind: Kind, id: &str) -> IdKey {
+/// The key of `id` in the namespace `space` ([`crate::receipt::Input::id_space`]).
+pub(crate) fn id_key(space: &str, id: &str) -> IdKey {
     let mut hasher = Sha256::new();
-    hasher.update(kind.as_str().as_bytes());
+    hasher.update(space.as_bytes());
     hasher.update([0]);
     hasher.update(id.as_bytes());
     let digest: [u8; 32] = hasher.finalize().into();
@@ -391,7 +390,7 @@ mod tests {
     }
 
     fn key(n: u32) -> IdKey {
-        id_key(Kind::Signal, &format!("m-{n}"))
+        id_key("signal", &format!("m-{n}"))
     }
 
     fn signal(n: u32, at: i64) -> Seen {
@@ -449,7 +448,7 @@ mod tests {
             recent.check(&key(1), false, now, &options),
             Remember::Duplicate
         );
-        let event = id_key(Kind::Entitlement, "evt-1");
+        let event = id_key("entitlement", "evt-1");
         assert_eq!(recent.check(&event, true, now, &options), Remember::New);
         recent.insert(
             Seen {
@@ -503,7 +502,7 @@ mod tests {
         for seen in [
             signal(7, 1_767_225_600_123),
             Seen {
-                key: id_key(Kind::Entitlement, "evt"),
+                key: id_key("entitlement", "evt"),
                 at: -5,
                 entitlement: true,
             },
@@ -519,7 +518,8 @@ mod tests {
 
     #[test]
     fn kinds_are_separate_namespaces() {
-        assert_ne!(id_key(Kind::Signal, "x"), id_key(Kind::Entitlement, "x"));
-        assert_eq!(id_key(Kind::Signal, "x"), id_key(Kind::Signal, "x"));
+        assert_ne!(id_key("signal", "x"), id_key("entitlement", "x"));
+        assert_ne!(id_key("signal", "x"), id_key("signal/pubsub", "x"));
+        assert_eq!(id_key("signal", "x"), id_key("signal", "x"));
     }
 }

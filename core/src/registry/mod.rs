@@ -205,7 +205,7 @@ impl Tenant {
     fn remember(&mut self, input: &Input, at: Timestamp, options: &DedupeOptions) {
         if let Some(id) = input.id() {
             let seen = Seen {
-                key: id_key(input.kind(), id),
+                key: id_key(input.id_space(), id),
                 at: at.as_millis(),
                 entitlement: input.kind() == Kind::Entitlement,
             };

@@ -99,6 +99,9 @@ fn reading(state: &AppState, envelope: Envelope) -> Result<Reading, IngressError
         signal: data.signal,
         value: data.value,
         id: Some(id),
+        // The messageId lives in Pub/Sub's own id space: no id sent on
+        // `/v1/signals` can stand for it.
+        via: crate::receipt::Via::PubSub,
     })
 }
 

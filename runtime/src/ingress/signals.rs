@@ -27,6 +27,7 @@ use super::metrics::SignalOutcome;
 use super::state::AppState;
 use crate::clock::Timestamp;
 use crate::reading;
+use crate::receipt::Via;
 use crate::registry::Applied;
 use crate::tenant::TenantId;
 
@@ -57,6 +58,8 @@ pub(crate) struct Reading {
     pub(crate) observed: Option<Timestamp>,
     /// Dedupe id.
     pub(crate) id: Option<String>,
+    /// The door it came in by (ids are deduplicated per door).
+    pub(crate) via: Via,
 }
 
 /// A signal applied to the registry whose receipt may not be durable yet.
@@ -101,6 +104,7 @@ pub(crate) fn apply(state: &AppState, reading: Reading) -> Result<Pending, Ingre
             value: &reading.value,
             id: reading.id.as_deref(),
             observed: reading.observed,
+            via: reading.via,
         },
     );
     let signal = classified.signal;
@@ -150,6 +154,7 @@ fn reading(item: SignalBody) -> Result<Reading, IngressError> {
         signal: item.signal,
         value: item.value,
         id: item.id,
+        via: Via::Api,
     })
 }
 

@@ -80,6 +80,7 @@ impl Harness {
     pub fn signal(&self, tenant: &TenantId, value: f64, secs: i64) -> Applied {
         self.clock.advance_to(at(secs));
         let input = Input::Signal {
+            via: Default::default(),
             observed: None,
             signal: LOAD,
             value,

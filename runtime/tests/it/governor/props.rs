@@ -213,6 +213,7 @@ impl Harness {
                 self.apply(
                     tenant,
                     Input::Signal {
+                        via: Default::default(),
                         signal,
                         value,
                         id,
@@ -234,6 +235,7 @@ impl Harness {
                     return;
                 };
                 let input = Input::Signal {
+                    via: Default::default(),
                     observed: None,
                     signal,
                     value,

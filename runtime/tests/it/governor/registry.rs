@@ -29,6 +29,7 @@ fn at(secs: i64) -> Timestamp {
 
 fn signal(signal: ggen_runtime::sku::SignalId, value: f64, id: Option<&str>) -> Input {
     Input::Signal {
+        via: Default::default(),
         observed: None,
         signal,
         value,

@@ -26,6 +26,7 @@ fn at(secs: i64) -> ggen_runtime::clock::Timestamp {
 
 fn signal(signal: ggen_runtime::sku::SignalId, value: f64) -> Input {
     Input::Signal {
+        via: Default::default(),
         signal,
         value,
         id: None,

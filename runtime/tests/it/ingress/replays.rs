@@ -162,3 +162,37 @@ async fn a_full_dedupe_window_is_answered_429_with_retry_after() {
     );
     assert_eq!(service.send(get("/readyz")).await.status, 200);
 }
+
+/// Ids are deduplicated per door: the API token cannot pre-empt a Pub/Sub
+/// message by sending its (guessable) `messageId` first, and a redelivery
+/// is still a duplicate after it — across a restart too (the receipt records
+/// the door).
+#[tokio::test]
+async fn an_api_id_cannot_pre_empt_a_pubsub_message_id() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let service = Service::file(&GUARD, dir.path(), FileOptions::default());
+        // The token holder guesses the next messageId.
+        let body = signal("acme", 1.0, "msg-next");
+        assert_eq!(service.send(post("/v1/signals", body)).await.status, 204);
+        let push = envelope("acme", r#"{"signal":"load","value":120}"#, "msg-next");
+        assert_eq!(service.send(pubsub(push.clone())).await.status, 204);
+        let signals = service.receipts_of("acme", "signal");
+        assert_eq!(signals.len(), 2, "the Pub/Sub message was applied");
+        assert_eq!(signals[1]["event"]["via"], "pubsub");
+        assert!(signals[0]["event"].get("via").is_none());
+        assert_eq!(service.send(pubsub(push)).await.status, 204);
+        assert_eq!(service.receipts_of("acme", "signal").len(), 2);
+    }
+    let service = Service::file(&GUARD, dir.path(), FileOptions::default());
+    let push = envelope("acme", r#"{"signal":"load","value":120}"#, "msg-next");
+    assert_eq!(service.send(pubsub(push)).await.status, 204);
+    let body = signal("acme", 1.0, "msg-next");
+    assert_eq!(service.send(post("/v1/signals", body)).await.status, 204);
+    assert_eq!(
+        service.receipts_of("acme", "signal").len(),
+        2,
+        "both remembered in their own spaces after a restart"
+    );
+    service.assert_verifies();
+}
