@@ -623,17 +623,7 @@ impl RuleView {
                 refuse: r.refuse.map(escape::rust_f64),
                 clear: escape::rust_f64(r.clear),
             },
-            edges: r
-                .edges()
-                .into_iter()
-                .map(|e| EdgeView {
-                    value: match e.side {
-                        Side::At => escape::rust_f64(e.threshold),
-                        Side::Good => good_side_expr(r.direction, e.threshold),
-                    },
-                    level: e.level.variant(),
-                })
-                .collect(),
+            edges: edge_views(r),
             clear_edge: ClearEdge {
                 at: escape::rust_f64(r.clear),
                 good: good_side_expr(r.direction, r.clear),
@@ -720,6 +710,20 @@ fn range_md(min: Option<f64>, max: Option<f64>) -> String {
     }
 }
 
+/// The threshold edges of `r` as the policy tests write them.
+fn edge_views(r: &model::Rule) -> Vec<EdgeView> {
+    r.edges()
+        .into_iter()
+        .map(|e| EdgeView {
+            value: match e.side {
+                Side::At => escape::rust_f64(e.threshold),
+                Side::Good => good_side_expr(r.direction, e.threshold),
+            },
+            level: e.level.variant(),
+        })
+        .collect()
+}
+
 /// `f64::next_down(v)` / `f64::next_up(v)` as a Rust expression: the
 /// nearest value on the good side of `value`.
 fn good_side_expr(direction: Direction, value: f64) -> String {
@@ -750,48 +754,7 @@ mod tests {
     }
 
     fn edges(r: &Rule) -> Vec<(String, &'static str)> {
-        let model = Model {
-            spec_path: String::new(),
-            spec_sha256: String::new(),
-            id: "x".to_owned(),
-            name: String::new(),
-            version: "1.0.0".to_owned(),
-            publisher: String::new(),
-            description: String::new(),
-            crate_name: "x-governor".to_owned(),
-            lib_name: "x_governor".to_owned(),
-            tenant_attribute: "t".to_owned(),
-            max_tenants: 1,
-            signals: vec![model::Signal {
-                id: 0,
-                name: "s".to_owned(),
-                variant: "S".to_owned(),
-                module: "s".to_owned(),
-                unit: String::new(),
-                description: String::new(),
-                min: None,
-                max: None,
-                direction: r.direction,
-            }],
-            actions: vec![],
-            profiles: vec![],
-            default_profile: 0,
-            intervention_timeout_s: 1,
-            recovery_evaluations: 1,
-            degraded_retry_s: 1,
-            entitlement_required: false,
-            pubsub_audience: None,
-            max_body_bytes: 1,
-            deploy: model::Deploy {
-                port: 1,
-                replicas: 1,
-                cpu: String::new(),
-                memory: String::new(),
-                image: String::new(),
-            },
-        };
-        RuleView::new(&model, r)
-            .edges
+        edge_views(r)
             .into_iter()
             .map(|e| (e.value, e.level))
             .collect()

@@ -32,7 +32,7 @@ pub async fn run_live(
     let mut replay = Replay::default();
     let mut spawn = |_: &Registry, applied: Applied, at: Timestamp| {
         dispatcher.clock().advance_to(at);
-        dispatcher.spawn_all(registry, applied.dispatches);
+        dispatcher.spawn_when_durable(registry, applied.dispatches, applied.ticket);
         Ok(())
     };
     let mut lines = Lines::new(input);

@@ -102,14 +102,7 @@ pub fn replay_verify_show_and_detect_tampering(binary: &Path, pack: &dyn PolicyP
     assert!(out.status.success(), "replay failed: {}", describe(&out));
     let stdout = String::from_utf8(out.stdout).expect("replay prints UTF-8");
     assert_eq!(stdout.lines().count(), 1, "one summary line: {stdout}");
-    let prefix = format!(
-        "{{\"tenant\":\"{TENANT}\",\"state\":\"{}\",",
-        replay.final_state
-    );
-    assert!(
-        stdout.starts_with(&prefix),
-        "expected `{prefix}…`: {stdout}"
-    );
+    assert_summary_state(&stdout, &replay);
     let count = receipts(&stdout);
     assert!(count >= 1, "{stdout}");
 
@@ -206,7 +199,11 @@ pub fn replay_reports_bad_lines(binary: &Path, pack: &dyn PolicyPack, tmp: &Path
     ] {
         assert!(stderr.contains(bad), "expected `{bad}`: {stderr}");
     }
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_summary_state(&String::from_utf8_lossy(&out.stdout), &replay);
+}
+
+/// The replay summary starts with [`TENANT`] in the state `replay` ends in.
+fn assert_summary_state(stdout: &str, replay: &BreachingReplay) {
     let prefix = format!(
         "{{\"tenant\":\"{TENANT}\",\"state\":\"{}\",",
         replay.final_state

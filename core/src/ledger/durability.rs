@@ -222,8 +222,8 @@ impl Drop for Durable {
     }
 }
 
-/// Resolves once the appended receipt is durable (file: after the fdatasync covering it). Cheap to create.
-#[derive(Debug)]
+/// Resolves once the appended receipt is durable (file: after the fdatasync covering it). Cheap to create and to clone.
+#[derive(Debug, Clone)]
 #[must_use = "a receipt is not durable until its ticket resolves"]
 pub struct Ticket {
     pending: Option<(u64, Arc<SyncPoint>)>,

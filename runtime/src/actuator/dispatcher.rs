@@ -25,8 +25,9 @@ use super::log::LogActuator;
 use super::webhook::{WebhookActuator, WebhookConfig};
 use super::{ActionCall, Actuator, ActuatorError, Backoff, Report, perform};
 use crate::clock::Timestamp;
+use crate::ledger::Ticket;
 use crate::receipt::Input;
-use crate::registry::{Applied, Dispatch, Registry};
+use crate::registry::{Dispatch, Registry};
 use crate::sku::Adapter;
 
 /// Whether actions really run.
@@ -244,6 +245,18 @@ impl Dispatcher {
         Inner::spawn(&self.inner, registry, dispatch);
     }
 
+    /// [`Dispatcher::spawn`] for each of `dispatches`, in order, once
+    /// `ticket` (the receipt that decided them, if any) is durable; counted
+    /// as pending meanwhile.
+    pub fn spawn_when_durable(
+        &self,
+        registry: &Arc<Registry>,
+        dispatches: Vec<Dispatch>,
+        ticket: Option<Ticket>,
+    ) {
+        Inner::spawn_when_durable(&self.inner, registry, dispatches, ticket);
+    }
+
     /// [`Dispatcher::spawn`] for each of `dispatches`, in order.
     pub fn spawn_all(&self, registry: &Arc<Registry>, dispatches: Vec<Dispatch>) {
         for dispatch in dispatches {
@@ -283,7 +296,7 @@ impl Dispatcher {
         match registry.tick(self.inner.options.clock.now()) {
             Ok(fired) => {
                 for applied in fired {
-                    Inner::spawn_when_durable(&self.inner, registry, applied);
+                    self.spawn_when_durable(registry, applied.dispatches, applied.ticket);
                 }
             }
             Err(error) => ::tracing::error!(
@@ -295,16 +308,22 @@ impl Dispatcher {
 }
 
 impl Inner {
-    /// Spawns `applied`'s dispatches once the receipts that decided them are
-    /// durable, as the ingress does: an action must never run for a decision
-    /// a crash could still lose (its key would be reused by another one).
-    /// Counted as pending meanwhile, so `drain` waits for it.
-    fn spawn_when_durable(this: &Arc<Inner>, registry: &Arc<Registry>, mut applied: Applied) {
-        if applied.dispatches.is_empty() {
+    /// Spawns `dispatches` once `ticket` (the last receipt that decided
+    /// them) is durable: an action must never run for a decision a crash
+    /// could still lose (its key would be reused by another one). Counted as
+    /// pending meanwhile, so `drain` waits for it; nothing the caller drops
+    /// cancels it.
+    fn spawn_when_durable(
+        this: &Arc<Inner>,
+        registry: &Arc<Registry>,
+        dispatches: Vec<Dispatch>,
+        ticket: Option<Ticket>,
+    ) {
+        if dispatches.is_empty() {
             return;
         }
-        let Some(ticket) = applied.ticket.take() else {
-            for dispatch in applied.dispatches {
+        let Some(ticket) = ticket else {
+            for dispatch in dispatches {
                 Inner::spawn(this, registry, dispatch);
             }
             return;
@@ -316,12 +335,12 @@ impl Inner {
             let inner = Arc::clone(&guard.0);
             match ticket.durable().await {
                 Ok(()) => {
-                    for dispatch in applied.dispatches {
+                    for dispatch in dispatches {
                         Inner::spawn(&inner, &registry, dispatch);
                     }
                 }
                 Err(error) => ::tracing::error!(
-                    tenant = %applied.tenant,
+                    tenant = %dispatches[0].key.tenant,
                     error = &error as &dyn std::error::Error,
                     "the ledger failed before the deciding receipt was durable: actions not run"
                 ),
@@ -415,7 +434,9 @@ impl Inner {
             detail: Some(report.detail),
         };
         match registry.apply(&tenant, input, self.options.clock.now()) {
-            Ok(applied) => Inner::spawn_when_durable(self, registry, applied),
+            Ok(applied) => {
+                Inner::spawn_when_durable(self, registry, applied.dispatches, applied.ticket);
+            }
             Err(error) => {
                 c.unrecorded.fetch_add(1, Ordering::Relaxed);
                 ::tracing::error!(

@@ -287,45 +287,35 @@ impl AppState {
         }
     }
 
-    /// Waits until `applied`'s receipts are durable, then hands its
-    /// dispatches to the actuator. When it decided actions, that runs in a
-    /// task of its own that the request cannot cancel: a client that hangs
-    /// up (or a request that times out) after the decision was appended must
-    /// not leave a receipted dispatch that never runs (the storm guard would
-    /// then block the tenant's next interventions until the timeout).
+    /// Hands `applied`'s dispatches to the actuator, which runs them once
+    /// their deciding receipt is durable (in its own task: a client that
+    /// hangs up, or a request that times out, after the decision was
+    /// appended cannot leave a receipted dispatch that never runs, and
+    /// shutdown's drain waits for it), then waits until the receipts are
+    /// durable to acknowledge.
     pub(crate) async fn settle(
         &self,
         mut applied: Applied,
         started: Instant,
     ) -> Result<Applied, IngressError> {
-        if applied.dispatches.is_empty() {
-            self.durable(applied.ticket.take(), started).await?;
-            return Ok(applied);
-        }
-        let state = self.clone();
-        tokio::spawn(async move {
-            state.durable(applied.ticket.take(), started).await?;
-            state.dispatch(&mut applied);
-            Ok(applied)
-        })
-        .await
-        .map_err(|e| IngressError::Internal {
-            detail: e.to_string(),
-        })?
-    }
-
-    /// Hands every dispatch of `applied` to the actuator (its receipt is durable).
-    pub(crate) fn dispatch(&self, applied: &mut Applied) {
-        for dispatch in applied.dispatches.drain(..) {
+        let ticket = applied.ticket.take();
+        let dispatches = std::mem::take(&mut applied.dispatches);
+        for dispatch in &dispatches {
             self.0.metrics.dispatched(dispatch.key.action);
-            match &self.0.actuator {
-                Some(actuator) => actuator.spawn(&self.0.registry, dispatch),
-                None => tracing::warn!(
-                    tenant = %dispatch.key.tenant,
-                    key = %dispatch.key,
-                    "no actuator attached: action stays in flight until its timeout"
-                ),
-            }
         }
+        match (&self.0.actuator, dispatches.first()) {
+            (_, None) => {}
+            (Some(actuator), Some(_)) => {
+                actuator.spawn_when_durable(&self.0.registry, dispatches, ticket.clone());
+            }
+            (None, Some(first)) => tracing::warn!(
+                tenant = %first.key.tenant,
+                key = %first.key,
+                actions = dispatches.len(),
+                "no actuator attached: actions stay in flight until their timeout"
+            ),
+        }
+        self.durable(ticket, started).await?;
+        Ok(applied)
     }
 }

@@ -142,6 +142,25 @@ fn governor_child() {
 /// Kills the child on drop, whatever happens in the test.
 struct Child(std::process::Child);
 
+impl Child {
+    /// Sends SIGTERM and waits for the exit, failing with `late` past `bound`.
+    async fn terminate(&mut self, bound: Duration, late: &str) -> std::process::ExitStatus {
+        let killed = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return status;
+            }
+            assert!(started.elapsed() < bound, "{late}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
 impl Drop for Child {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -285,22 +304,9 @@ async fn sigterm_drains_checkpoints_and_exits_0() {
         .await
         .unwrap();
     assert_eq!(status, 200);
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "no exit after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let status = child
+        .terminate(Duration::from_secs(30), "no exit after SIGTERM")
+        .await;
     assert!(status.success(), "{status:?}");
     assert!(dir.path().join(file::CHECKPOINT_FILE).exists());
     let report = file::verify_dir(dir.path()).unwrap();
@@ -343,23 +349,13 @@ async fn sigterm_with_a_stalled_upload_still_checkpoints_within_the_deadline() {
         .await
         .unwrap();
     assert_eq!(status, 200);
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
     // `--shutdown-timeout 1`: out well before the stalled request's 30 s.
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "no exit after SIGTERM while an upload stalls"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let status = child
+        .terminate(
+            Duration::from_secs(20),
+            "no exit after SIGTERM while an upload stalls",
+        )
+        .await;
     assert!(status.success(), "{status:?}");
     assert!(dir.path().join(file::CHECKPOINT_FILE).exists());
     assert_eq!(receipted_ids(dir.path()).len(), 20);
