@@ -214,15 +214,16 @@ pub(crate) fn scan(
     }
     let end = end.map(segment::unpack);
     for (i, &id) in segments.iter().enumerate() {
+        // Past the end: stop before reading a segment that is not scanned.
+        if end.is_some_and(|(end_id, _)| id > end_id) {
+            break;
+        }
         let path = dir.join(segment::segment_name(id));
         let mut buf = fs_err::read(&path).map_err(io_err(&path))?;
-        if let Some((end_id, end_offset)) = end {
-            if id > end_id {
-                break;
-            }
-            if id == end_id {
-                buf.truncate(end_offset as usize);
-            }
+        if let Some((end_id, end_offset)) = end
+            && id == end_id
+        {
+            buf.truncate(end_offset as usize);
         }
         let last = i + 1 == segments.len() || end.is_some_and(|(end_id, _)| end_id == id);
         let records = &mut scanned.records;

@@ -4,13 +4,13 @@
 use std::sync::PoisonError;
 use std::sync::atomic::Ordering;
 
-use super::{Dispatch, Registry, RegistryError, Remember, Tenant, id_key};
+use super::{Dispatch, Registry, RegistryError, Remember, Tenant, seen};
 use crate::clock::Timestamp;
 use crate::entitlement::EntitlementError;
 use crate::fsm::{Dispatched, Event, State};
 use crate::ledger::{Entry, Head, LedgerError, Ticket};
 use crate::policy::Level;
-use crate::receipt::{Body, IdempotencyKey, Input, Kind, Receipt};
+use crate::receipt::{Body, IdempotencyKey, Input, Receipt};
 use crate::tenant::TenantId;
 
 /// What [`Registry::apply`] (or a timer) did.
@@ -120,15 +120,14 @@ impl Registry {
             }
         };
         let at = decision_time(tenant, entry.last_at, at);
-        let ids_before = entry.recent.signal_ids();
-        if let Some(id) = input.id() {
-            let key = id_key(input.id_space(), id);
-            let entitlement = input.kind() == Kind::Entitlement;
-            let remember = entry.recent.check(&key, entitlement, at, &self.dedupe);
-            // `check` forgot the tenant's expired ids.
-            self.track_ids(ids_before, entry.recent.signal_ids());
+        let seen = seen(&input, at);
+        if let Some(seen) = &seen {
+            // `check` also forgets the tenant's expired ids.
+            let remember = self.with_recent(entry, |recent| {
+                recent.check(&seen.key, seen.entitlement, at, &self.dedupe)
+            });
             let total = self.dedupe_ids.load(Ordering::Relaxed);
-            let over_total = !entitlement && total >= self.dedupe.max_total;
+            let over_total = !seen.entitlement && total >= self.dedupe.max_total;
             match remember {
                 Remember::New if over_total => {
                     return Err(RegistryError::DedupeFull {
@@ -185,9 +184,9 @@ impl Registry {
         self.commit(entry, receipt, dispatch, &mut applied)?;
         entry.governor = decided.governor;
         entry.entitlement = decided.entitlement;
-        let ids_before = entry.recent.signal_ids();
-        entry.remember(&input, at, &self.dedupe);
-        self.track_ids(ids_before, entry.recent.signal_ids());
+        if let Some(seen) = seen {
+            self.with_recent(entry, |recent| recent.push_checked(seen));
+        }
         applied.refused = decided.refused;
         self.append_actions(entry, tenant, at, start, &mut applied)?;
         applied.settle(entry);
@@ -351,9 +350,7 @@ impl Registry {
             for (tenant, t) in shard.iter_mut() {
                 // Idle tenants give their expired ids back here (and to the
                 // service-wide bound), not only at their next input.
-                let ids_before = t.recent.signal_ids();
-                t.recent.expire(now, &self.dedupe);
-                self.track_ids(ids_before, t.recent.signal_ids());
+                self.with_recent(t, |recent| recent.expire(now, &self.dedupe));
                 if t.governor.due().is_some_and(|due| now >= due)
                     && self.quarantined(tenant).is_none()
                 {

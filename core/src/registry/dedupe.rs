@@ -324,6 +324,20 @@ impl Recent {
         self.signals.push(entry);
     }
 
+    /// Remembers `seen`, whose key [`Recent::check`] just found new at the
+    /// same decision time (so nothing is expired or searched again).
+    pub(crate) fn push_checked(&mut self, seen: Seen) {
+        let entry = Entry {
+            key: seen.key,
+            at: seen.at,
+        };
+        if seen.entitlement {
+            self.entitlements.push(entry);
+        } else {
+            self.signals.push(entry);
+        }
+    }
+
     /// Signal ids held (what the service-wide bound counts).
     pub(crate) fn signal_ids(&self) -> usize {
         self.signals.order.len()

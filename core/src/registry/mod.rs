@@ -178,6 +178,15 @@ pub struct TenantState {
     pub recent: Vec<Seen>,
 }
 
+/// The dedupe entry of `input`'s id, decided at `at` (`None`: no id).
+fn seen(input: &Input, at: Timestamp) -> Option<Seen> {
+    input.id().map(|id| Seen {
+        key: id_key(input.id_space(), id),
+        at: at.as_millis(),
+        entitlement: input.kind() == Kind::Entitlement,
+    })
+}
+
 /// One tenant in memory.
 #[derive(Debug, Clone)]
 struct Tenant {
@@ -198,18 +207,6 @@ impl Tenant {
             head,
             last_at: Timestamp::from_millis(i64::MIN),
             recent: Recent::default(),
-        }
-    }
-
-    /// Remembers the id of `input`, decided at `at`.
-    fn remember(&mut self, input: &Input, at: Timestamp, options: &DedupeOptions) {
-        if let Some(id) = input.id() {
-            let seen = Seen {
-                key: id_key(input.id_space(), id),
-                at: at.as_millis(),
-                entitlement: input.kind() == Kind::Entitlement,
-            };
-            self.recent.insert(seen, options);
         }
     }
 
@@ -368,13 +365,19 @@ impl Registry {
         self.dedupe_ids.load(Ordering::Relaxed)
     }
 
-    /// Follows one tenant's count of signal ids from `before` to `after`.
-    fn track_ids(&self, before: usize, after: usize) {
+    /// Runs `change` on `t`'s dedupe ids and follows the change of its
+    /// signal id count in the service-wide total (every change of a
+    /// tenant's ids goes through here, so the total cannot drift).
+    fn with_recent<R>(&self, t: &mut Tenant, change: impl FnOnce(&mut Recent) -> R) -> R {
+        let before = t.recent.signal_ids();
+        let out = change(&mut t.recent);
+        let after = t.recent.signal_ids();
         if after > before {
             self.dedupe_ids.fetch_add(after - before, Ordering::Relaxed);
         } else if before > after {
             self.dedupe_ids.fetch_sub(before - after, Ordering::Relaxed);
         }
+        out
     }
 
     /// State changes written through this registry so far, `[from][to]`

@@ -16,7 +16,7 @@ use std::sync::{MutexGuard, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Registry, RegistryError, Shard, Tenant, TenantState};
+use super::{Recent, Registry, RegistryError, Shard, Tenant, TenantState};
 use crate::fsm::Event;
 use crate::ledger::memory::MemoryLedger;
 use crate::ledger::{
@@ -260,16 +260,13 @@ impl Registry {
             return Ok(Err(mismatch));
         }
         stats.from_checkpoint = checkpoint.tenants.len();
-        for (id, state) in checkpoint.tenants {
+        for (id, mut state) in checkpoint.tenants {
+            // Imported apart, so the service-wide id count sees them arrive.
+            let recent = std::mem::take(&mut state.recent);
+            let mut tenant = Tenant::import(state, &self.dedupe);
+            self.with_recent(&mut tenant, |r| *r = Recent::import(recent, &self.dedupe));
             let mut shard = self.shard(&id);
-            if shard
-                .insert(id, {
-                    let tenant = Tenant::import(state, &self.dedupe);
-                    self.track_ids(0, tenant.recent.signal_ids());
-                    tenant
-                })
-                .is_none()
-            {
+            if shard.insert(id, tenant).is_none() {
                 self.count.fetch_add(1, Ordering::AcqRel);
             }
         }
@@ -346,18 +343,16 @@ impl Registry {
         let to = match parsed.carried {
             Carried::Effect => None,
             Carried::Timer => {
-                let mut governor = t.governor.clone();
-                governor.step(pack, Event::Timer, parsed.at, parsed.seq);
-                t.governor = governor;
+                t.governor.step(pack, Event::Timer, parsed.at, parsed.seq);
                 Some(t.governor.state())
             }
             Carried::Input(input) => {
                 let decided = self.decide(t, &parsed.tenant, &input, parsed.at, parsed.seq);
                 t.governor = decided.governor;
                 t.entitlement = decided.entitlement;
-                let ids_before = t.recent.signal_ids();
-                t.remember(&input, parsed.at, &self.dedupe);
-                self.track_ids(ids_before, t.recent.signal_ids());
+                if let Some(seen) = super::seen(&input, parsed.at) {
+                    self.with_recent(t, |recent| recent.insert(seen, &self.dedupe));
+                }
                 Some(t.governor.state())
             }
         };

@@ -142,9 +142,10 @@ struct Shared {
     readers: RwLock<HashMap<u32, Arc<std::fs::File>>>,
     /// Serializes checkpoints; holds the stored checkpoint's record count.
     checkpointing: Mutex<u64>,
-    /// Every tenant's head at the checkpoint position found by open's scan
-    /// (taken by the first recovery from that checkpoint).
-    open_heads: Mutex<Option<(u64, BTreeMap<TenantId, Head>)>>,
+    /// The checkpoint open read and every tenant's head at its position
+    /// (noted by open's scan), until the first recovery takes them or a
+    /// newer checkpoint replaces it: start-up reads the file once.
+    open_heads: Mutex<Option<(Checkpoint, BTreeMap<TenantId, Head>)>>,
     /// False while the `CHECKPOINT` file is one open set aside (until a new
     /// one is written): recovery then ignores it.
     checkpoint_usable: AtomicBool,
@@ -304,13 +305,9 @@ fn start_writer(
         wake: Condvar::new(),
         sync,
         readers: RwLock::new(HashMap::new()),
-        checkpointing: Mutex::new(checkpoint.as_ref().map_or(0, |c| c.records)),
         checkpoint_usable: AtomicBool::new(rejected.is_none()),
-        open_heads: Mutex::new(
-            checkpoint
-                .as_ref()
-                .map(|c| (c.position, index.heads_at_checkpoint)),
-        ),
+        checkpointing: Mutex::new(checkpoint.as_ref().map_or(0, |c| c.records)),
+        open_heads: Mutex::new(checkpoint.map(|c| (c, index.heads_at_checkpoint))),
     });
     let writer = {
         let shared = Arc::clone(&shared);
@@ -511,13 +508,6 @@ impl FileLedger {
     /// else from the in-memory index, reading the frame of each tenant whose
     /// chain grew past `position` (the index keeps positions, not hashes).
     fn heads_at(&self, position: u64) -> Result<BTreeMap<TenantId, Head>, LedgerError> {
-        // Useless for any later checkpoint: dropped either way.
-        let noted = lock(&self.shared.open_heads).take();
-        if let Some((at, heads)) = noted
-            && at == position
-        {
-            return Ok(heads);
-        }
         let mut heads = BTreeMap::new();
         let mut unread = Vec::new();
         {
@@ -733,6 +723,8 @@ impl Ledger for FileLedger {
         sync_dir(dir)?;
         *stored = mark.records;
         self.shared.checkpoint_usable.store(true, Ordering::Release);
+        // The checkpoint open read is superseded.
+        lock(&self.shared.open_heads).take();
         Ok(())
     }
 
@@ -741,16 +733,26 @@ impl Ledger for FileLedger {
         visit: &mut dyn FnMut(Recovered<'_>) -> Result<(), LedgerError>,
     ) -> Result<(), LedgerError> {
         let end = self.flush_position()?;
-        let checkpoint = if self.shared.checkpoint_usable.load(Ordering::Acquire) {
-            read_checkpoint(&self.shared.dir)?
-        } else {
-            None
+        // The checkpoint open read, with the heads its scan noted (the first
+        // recovery takes them; a checkpoint written since empties the slot),
+        // else the file as it is now.
+        let opened = lock(&self.shared.open_heads).take();
+        let checkpoint = match opened {
+            Some((checkpoint, heads)) => Some((checkpoint, Some(heads))),
+            None if self.shared.checkpoint_usable.load(Ordering::Acquire) => {
+                read_checkpoint(&self.shared.dir)?.map(|c| (c, None))
+            }
+            None => None,
         };
         let from = match checkpoint {
-            Some(checkpoint) => {
+            Some((checkpoint, heads)) => {
+                let heads = match heads {
+                    Some(heads) => heads,
+                    None => self.heads_at(checkpoint.position)?,
+                };
                 let stored = StoredCheckpoint {
                     records: checkpoint.records,
-                    heads: self.heads_at(checkpoint.position)?,
+                    heads,
                     blob: Arc::from(checkpoint.blob),
                 };
                 visit(Recovered::Checkpoint(&stored))?;
