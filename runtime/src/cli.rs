@@ -15,8 +15,8 @@ use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use crate::actuator::{Actuators, Clock, Dispatcher, DispatcherOptions};
 use crate::clock::Timestamp;
 use crate::ledger::file::{self, FileLedger, FileOptions};
-use crate::ledger::{CheckpointProblem, LedgerError, Record, StoredCheckpoint, VerifyOptions};
-use crate::registry::{CheckpointMismatch, Registry, check_checkpoint, replay_checkpoint};
+use crate::ledger::{CheckpointProblem, LedgerError, Record, VerifyOptions};
+use crate::registry::{CheckpointMismatch, Registry, checkpoint_judge, replay_checkpoint};
 use crate::replay;
 use crate::sku::{PolicyPack, Sku};
 use crate::tenant::TenantId;
@@ -276,11 +276,7 @@ pub fn verify_report(
             replay_checkpoint(pack, &stored, |visit| file::scan_dir(&dir, visit))
         })
     });
-    let judge = |stored: &StoredCheckpoint| {
-        check_checkpoint(pack, stored)
-            .err()
-            .map(CheckpointProblem::from)
-    };
+    let judge = checkpoint_judge(pack);
     let options = VerifyOptions {
         cancel: None,
         checkpoint: Some(&judge),

@@ -62,7 +62,9 @@ pub use dedupe::{
     DEFAULT_CAPACITY, DEFAULT_MAX_TOTAL, DEFAULT_WINDOW, DedupeOptions, Remember, Seen,
 };
 use dedupe::{Recent, id_key};
-pub use recovery::{CheckpointMismatch, RecoveryStats, check_checkpoint, replay_checkpoint};
+pub use recovery::{
+    CheckpointMismatch, RecoveryStats, check_checkpoint, checkpoint_judge, replay_checkpoint,
+};
 pub use views::{Admission, InFlightView, TenantView};
 
 /// Number of shards; a power of two.

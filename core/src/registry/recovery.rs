@@ -234,11 +234,7 @@ impl Registry {
     /// them (see [`check_checkpoint`]); stops early once `cancel` is set.
     pub fn verify(&self, cancel: Option<&AtomicBool>) -> Result<VerifyReport, LedgerError> {
         let pack = self.pack;
-        let judge = move |stored: &StoredCheckpoint| {
-            check_checkpoint(pack, stored)
-                .err()
-                .map(CheckpointProblem::from)
-        };
+        let judge = checkpoint_judge(pack);
         self.ledger.verify_with(&VerifyOptions {
             cancel,
             checkpoint: Some(&judge),
@@ -461,6 +457,18 @@ fn check(
     match log.next() {
         Some((id, head)) => Err(missing(id, head)),
         None => Ok(()),
+    }
+}
+
+/// [`check_checkpoint`] as a judge for [`VerifyOptions::checkpoint`]: the
+/// problem it finds, if any.
+pub fn checkpoint_judge(
+    pack: &dyn PolicyPack,
+) -> impl Fn(&StoredCheckpoint) -> Option<CheckpointProblem> + '_ {
+    move |stored| {
+        check_checkpoint(pack, stored)
+            .err()
+            .map(CheckpointProblem::from)
     }
 }
 

@@ -214,6 +214,15 @@ impl IngressError {
     }
 }
 
+impl From<tokio::task::JoinError> for IngressError {
+    /// A blocking task or spawned settle that panicked or was cancelled.
+    fn from(error: tokio::task::JoinError) -> IngressError {
+        IngressError::Internal {
+            detail: error.to_string(),
+        }
+    }
+}
+
 impl From<serde_json::Error> for IngressError {
     fn from(error: serde_json::Error) -> IngressError {
         IngressError::BadJson {

@@ -20,7 +20,7 @@ use serde::Deserialize;
 use super::body;
 use super::error::IngressError;
 use super::signals;
-use super::state::{self, AppState};
+use super::state::AppState;
 use crate::clock::Timestamp;
 use crate::entitlement::EntitlementEvent;
 use crate::receipt::Input;
@@ -42,8 +42,7 @@ pub(crate) async fn post(
     headers: HeaderMap,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<StatusCode, IngressError> {
-    let max = state::MARKETPLACE_MAX_BODY.min(state.registry.pack().sku().ingress.max_body_bytes);
-    let raw = body::bytes(raw, max)?;
+    let raw = body::bytes(raw, state.marketplace_max_body())?;
     // The signature covers the raw bytes: check it before parsing anything.
     state.auth.marketplace(&headers, &raw)?;
     body::require_json(&headers)?;

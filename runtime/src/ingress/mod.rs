@@ -89,7 +89,7 @@ pub fn router(state: AppState) -> Router {
     let marketplace = Router::new()
         .route("/v1/marketplace/events", post(marketplace::post))
         .route_layer(admit(Guard::Marketplace))
-        .layer(DefaultBodyLimit::max(state::MARKETPLACE_MAX_BODY));
+        .layer(DefaultBodyLimit::max(state.marketplace_max_body()));
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

@@ -30,12 +30,19 @@ use super::state::AppState;
 pub(crate) struct ShedLayer {
     state: AppState,
     guard: Guard,
+    /// The SKU's Pub/Sub audience (fixed for the service's life).
+    audience: Option<&'static str>,
 }
 
 impl ShedLayer {
     /// Admission for routes whose credential `guard` names.
     pub(crate) fn new(state: AppState, guard: Guard) -> ShedLayer {
-        ShedLayer { state, guard }
+        let audience = state.registry.pack().sku().ingress.pubsub_audience;
+        ShedLayer {
+            state,
+            guard,
+            audience,
+        }
     }
 }
 
@@ -47,6 +54,7 @@ impl<S> Layer<S> for ShedLayer {
             inner,
             state: self.state.clone(),
             guard: self.guard,
+            audience: self.audience,
         }
     }
 }
@@ -57,6 +65,7 @@ pub(crate) struct Shed<S> {
     inner: S,
     state: AppState,
     guard: Guard,
+    audience: Option<&'static str>,
 }
 
 impl<S> Service<Request> for Shed<S>
@@ -72,11 +81,10 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        let audience = self.state.registry.pack().sku().ingress.pubsub_audience;
         if let Err(refusal) = self
             .state
             .auth
-            .admit(self.guard, request.headers(), audience)
+            .admit(self.guard, request.headers(), self.audience)
         {
             // Dropping the request drops its unread body.
             return ShedFuture::Refused {

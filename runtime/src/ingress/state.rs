@@ -143,6 +143,13 @@ impl AppState {
         }))
     }
 
+    /// The largest marketplace event body: [`MARKETPLACE_MAX_BODY`], or the
+    /// SKU's own limit if that is smaller (the route's body limit and its 413
+    /// message both use this).
+    pub(crate) fn marketplace_max_body(&self) -> usize {
+        MARKETPLACE_MAX_BODY.min(self.registry.pack().sku().ingress.max_body_bytes)
+    }
+
     /// The registry.
     pub fn registry(&self) -> &Arc<Registry> {
         &self.0.registry
@@ -278,10 +285,7 @@ impl AppState {
             None => {
                 let registry = Arc::clone(&self.0.registry);
                 tokio::task::spawn_blocking(move || registry.ledger().flush())
-                    .await
-                    .map_err(|e| IngressError::Internal {
-                        detail: e.to_string(),
-                    })?
+                    .await?
                     .map_err(|e| self.ledger_failed(&e))
             }
         }

@@ -75,10 +75,7 @@ async fn read_off_workers(
     let registry = Arc::clone(state.registry());
     let reader = tenant.clone();
     tokio::task::spawn_blocking(move || registry.ledger().read(&reader, after, limit))
-        .await
-        .map_err(|e| IngressError::Internal {
-            detail: e.to_string(),
-        })?
+        .await?
         .map_err(|e| IngressError::unavailable(&e))
 }
 
@@ -246,10 +243,7 @@ pub(crate) async fn verify(
     let cancel = Arc::new(AtomicBool::new(false));
     let _cancel_on_drop = CancelOnDrop(Arc::clone(&cancel));
     let report = tokio::task::spawn_blocking(move || registry.verify(Some(&cancel)))
-        .await
-        .map_err(|e| IngressError::Internal {
-            detail: e.to_string(),
-        })?
+        .await?
         .map_err(|e| IngressError::unavailable(&e))?;
     let first_bad = report
         .first_bad
