@@ -216,32 +216,38 @@ impl Project {
 
     /// `path` relative to the project root, `/`-separated (independent of cwd).
     pub fn relative(&self, path: &Path) -> Result<String, BuildError> {
-        let canonical = |p: &Path| {
-            let p = if p.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                p
-            };
-            fs_err::canonicalize(p).map_err(|source| BuildError::Io {
-                action: "resolve",
-                path: load::display_path(p),
-                source,
-            })
-        };
-        let root = canonical(&self.root)?;
-        let full = canonical(path)?;
-        let relative = full
-            .strip_prefix(&root)
-            .map_err(|_| BuildError::OutsideRoot {
-                spec: load::display_path(path),
-                root: load::display_path(&root),
-            })?;
-        Ok(relative
-            .components()
-            .map(|c| c.as_os_str().to_string_lossy())
-            .collect::<Vec<_>>()
-            .join("/"))
+        relative_to(&canonical(&self.root)?, path)
     }
+}
+
+/// `p` made absolute with links resolved (the empty path is the cwd).
+fn canonical(p: &Path) -> Result<PathBuf, BuildError> {
+    let p = if p.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        p
+    };
+    fs_err::canonicalize(p).map_err(|source| BuildError::Io {
+        action: "resolve",
+        path: load::display_path(p),
+        source,
+    })
+}
+
+/// `path` relative to `root` (already [`canonical`]), `/`-separated.
+fn relative_to(root: &Path, path: &Path) -> Result<String, BuildError> {
+    let full = canonical(path)?;
+    let relative = full
+        .strip_prefix(root)
+        .map_err(|_| BuildError::OutsideRoot {
+            spec: load::display_path(path),
+            root: load::display_path(root),
+        })?;
+    Ok(relative
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/"))
 }
 
 /// One spec rendered in memory.
@@ -322,9 +328,10 @@ fn generate_with(
     settings: &PackageSettings,
 ) -> Result<Vec<Generated>, BuildError> {
     let templates = project.templates()?;
+    let root = canonical(&project.root)?;
     let jobs = jobs.clamp(1, paths.len().max(1));
     let one = |path: &PathBuf| -> Result<Generated, BuildError> {
-        let spec_path = project.relative(path)?;
+        let spec_path = relative_to(&root, path)?;
         generate(model(path, &spec_path)?, &templates, settings)
     };
     let mut results: Vec<Option<Result<Generated, BuildError>>> = Vec::new();

@@ -17,6 +17,7 @@ use std::sync::OnceLock;
 
 use jsonschema::error::{TypeKind, ValidationErrorKind};
 use jsonschema::{ValidationError, Validator};
+use serde::Deserialize as _;
 use serde_json::Value;
 use thiserror::Error;
 
@@ -108,10 +109,15 @@ pub fn check(source: &Source) -> Result<Checked, ValidateError> {
     found.extend(semantic::check(source, &value));
     if found.is_empty() {
         // The schema mirrors `spec.rs`; this catches what it cannot express
-        // (`2.0` is a JSON Schema integer but not a `u32`), positioned by serde_json.
-        match serde_json::from_str::<Spec>(&source.text) {
+        // (`2.0` is a JSON Schema integer but not a `u32`). Built from the
+        // value already parsed; only a failure parses the text again, for
+        // serde_json's position of the error.
+        match Spec::deserialize(&value) {
             Ok(spec) => return Ok(Checked(spec)),
-            Err(e) => found.push(json_error(source, &e)),
+            Err(_) => match serde_json::from_str::<Spec>(&source.text) {
+                Ok(spec) => return Ok(Checked(spec)),
+                Err(e) => found.push(json_error(source, &e)),
+            },
         }
     }
     diagnostic::sort(&mut found);
