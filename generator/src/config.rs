@@ -221,13 +221,13 @@ pub fn parse(source: &Source) -> Result<Config, Vec<Diagnostic>> {
         source,
         found: Vec::new(),
     };
-    let (_, errors) = DeTable::parse_recoverable(&source.text);
+    let (table, errors) = DeTable::parse_recoverable(&source.text);
     for error in errors {
         let message = error.message().to_owned();
         report.add(error.span(), "", ConfigError::Syntax(message));
     }
     let raw = if report.found.is_empty() {
-        deserialize(&mut report)
+        deserialize(&mut report, &table)
     } else {
         None
     };
@@ -241,13 +241,13 @@ pub fn parse(source: &Source) -> Result<Config, Vec<Diagnostic>> {
     }
 }
 
-/// Deserializes the (syntactically valid) text. serde stops at the first
-/// unknown key; each is reported and left out of the next attempt, so every
-/// unknown key is reported and the known ones are still checked.
-fn deserialize(report: &mut Report<'_>) -> Option<RawConfig> {
+/// Deserializes the (syntactically valid) `parsed` text. serde stops at the
+/// first unknown key; each is reported and left out of the next attempt, so
+/// every unknown key is reported and the known ones are still checked.
+fn deserialize(report: &mut Report<'_>, parsed: &Spanned<DeTable<'_>>) -> Option<RawConfig> {
     let mut unknown: Vec<String> = Vec::new();
     loop {
-        let (mut table, _) = DeTable::parse_recoverable(&report.source.text);
+        let mut table = parsed.clone();
         let dropped: Vec<_> = (table.get_ref().keys())
             .filter(|key| unknown.iter().any(|u| u == key.get_ref()))
             .cloned()

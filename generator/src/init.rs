@@ -17,7 +17,6 @@ use std::path::PathBuf;
 use thiserror::Error;
 
 use crate::config::{self, CONFIG_SCHEMA};
-use crate::diagnostic::Diagnostic;
 use crate::escape;
 use crate::load::display_path;
 use crate::validate::SKU_SCHEMA;
@@ -102,7 +101,7 @@ runtime = {runtime}
 
 /// Makes a project in `options.root`, or adds a spec to the one there.
 pub fn init(options: &InitOptions) -> Result<Initialized, InitError> {
-    let spec_text = starter_spec(&options.id).map_err(|_| InitError::BadId(options.id.clone()))?;
+    let spec_text = starter_spec(&options.id)?;
     let root = &options.root;
     let config_path = root.join(config::FILE_NAME);
     let new_project = !config_path.exists();
@@ -266,10 +265,9 @@ const STARTER: &str = r#"{
 "#;
 
 /// A starter spec for `id` that passes `validate::check`; rejects a bad id.
-pub fn starter_spec(id: &str) -> Result<String, Diagnostic> {
+pub fn starter_spec(id: &str) -> Result<String, InitError> {
     if !valid_id(id) {
-        let message = InitError::BadId(id.to_owned()).to_string();
-        return Err(Diagnostic::new("<init>", 1, 1, "/sku/id", message));
+        return Err(InitError::BadId(id.to_owned()));
     }
     Ok(STARTER
         .replace("{id}", id)

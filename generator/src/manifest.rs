@@ -138,7 +138,7 @@ impl FileEntry {
     }
 }
 
-pub use crate::digest::sha256_hex;
+use crate::digest::sha256_hex;
 
 impl Manifest {
     /// The manifest of the crate generated from `model` with `templates`,

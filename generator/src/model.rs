@@ -543,10 +543,17 @@ fn flatten<'s>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn rule(direction: Direction, warn: f64, intervene: f64, refuse: Option<f64>) -> Rule {
+    /// A rule on signal 0 with the given thresholds, `clear` at `warn`,
+    /// dwell 1 and no actions.
+    pub(crate) fn rule(
+        direction: Direction,
+        warn: f64,
+        intervene: f64,
+        refuse: Option<f64>,
+    ) -> Rule {
         Rule {
             signal: 0,
             direction,

@@ -24,8 +24,6 @@ use crate::validate::{self, ValidateError};
 use crate::workspace::{self, CargoError, PackageSettings};
 use crate::write::{self, Applied, WriteError};
 
-pub use crate::manifest::VERSION;
-
 /// Why a command failed.
 #[derive(Debug, Error)]
 pub enum BuildError {
@@ -212,11 +210,6 @@ impl Project {
             out,
             self.config.runtime.as_ref(),
         )?)
-    }
-
-    /// `path` relative to the project root, `/`-separated (independent of cwd).
-    pub fn relative(&self, path: &Path) -> Result<String, BuildError> {
-        relative_to(&canonical(&self.root)?, path)
     }
 }
 
@@ -556,25 +549,22 @@ pub fn build(project: &Project, options: &BuildOptions) -> Result<BuildReport, B
 /// `dir` (relative to the cwd) as a path from the project root `root`
 /// (relative to the cwd too); absolute when no relative path is known.
 fn relative_to_root(root: &Path, dir: &Path) -> Result<PathBuf, BuildError> {
-    if dir.is_absolute() || root.is_absolute() {
-        return std::path::absolute(dir).map_err(|source| BuildError::Io {
+    let absolute = || {
+        std::path::absolute(dir).map_err(|source| BuildError::Io {
             action: "resolve",
             path: load::display_path(dir),
             source,
-        });
+        })
+    };
+    if dir.is_absolute() || root.is_absolute() {
+        return absolute();
     }
     // Both relative to the cwd: climb out of `root`, then into `dir`.
     let mut path = PathBuf::new();
     for c in root.components() {
         match c {
             std::path::Component::Normal(_) => path.push(".."),
-            std::path::Component::ParentDir => {
-                return std::path::absolute(dir).map_err(|source| BuildError::Io {
-                    action: "resolve",
-                    path: load::display_path(dir),
-                    source,
-                });
-            }
+            std::path::Component::ParentDir => return absolute(),
             _ => {}
         }
     }

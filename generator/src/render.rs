@@ -188,15 +188,10 @@ impl TemplateSet {
         tera.autoescape_on(vec![]);
         // Imported templates first: Tera checks on every addition that the
         // templates a template imports are present.
-        let macros_first = effective
+        let (macros, rest): (Vec<_>, Vec<_>) = effective
             .iter()
-            .filter(|(name, _)| EMBEDDED_MACROS.iter().any(|(m, _)| m == *name))
-            .chain(
-                effective
-                    .iter()
-                    .filter(|(name, _)| !EMBEDDED_MACROS.iter().any(|(m, _)| m == *name)),
-            );
-        for (name, text) in macros_first {
+            .partition(|(name, _)| EMBEDDED_MACROS.iter().any(|(m, _)| m == *name));
+        for (name, text) in macros.into_iter().chain(rest) {
             tera.add_raw_template(name, text)
                 .map_err(|source| RenderError::Parse {
                     name: (*name).to_owned(),

@@ -738,20 +738,7 @@ fn good_side_expr(direction: Direction, value: f64) -> String {
 mod tests {
     use super::*;
     use crate::model::Rule;
-
-    fn rule(direction: Direction, warn: f64, intervene: f64, refuse: Option<f64>) -> Rule {
-        Rule {
-            signal: 0,
-            direction,
-            warn: Some(warn),
-            intervene: Some(intervene),
-            refuse,
-            clear: warn,
-            dwell: 1,
-            actions: vec![],
-            defined_in: "p".to_owned(),
-        }
-    }
+    use crate::model::tests::rule;
 
     fn edges(r: &Rule) -> Vec<(String, &'static str)> {
         edge_views(r)

@@ -57,16 +57,12 @@ impl PackageSettings {
         runtime: Option<&Runtime>,
     ) -> Result<PackageSettings, CargoError> {
         let manifest = root.join("Cargo.toml");
-        let workspace = match fs_err::read_to_string(&manifest) {
-            Ok(text) => toml::from_str::<toml::Table>(&text)
-                .map_err(|source| CargoError::Parse {
-                    path: display_path(&manifest),
-                    source,
-                })?
+        let workspace = match read_manifest(&manifest) {
+            Ok(mut table) => table
                 .remove("workspace")
                 .and_then(|w| w.as_table().cloned()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(source) => return Err(CargoError::Read(source)),
+            Err(CargoError::Read(e)) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
         };
         let package = workspace
             .as_ref()
@@ -192,6 +188,15 @@ pub enum CargoError {
     },
 }
 
+/// Reads and parses the Cargo manifest `path`.
+fn read_manifest(path: &Path) -> Result<toml::Table, CargoError> {
+    let text = fs_err::read_to_string(path).map_err(CargoError::Read)?;
+    toml::from_str(&text).map_err(|source| CargoError::Parse {
+        path: display_path(path),
+        source,
+    })
+}
+
 /// For a `path` runtime, checks that its `Cargo.toml` version (or the
 /// version its workspace gives it) is [`ggen_core::VERSION`]; other
 /// runtimes are checked when the crate compiles (the `API_LEVEL` assertion).
@@ -200,19 +205,12 @@ pub fn check_runtime(root: &Path, runtime: Option<&Runtime>) -> Result<(), Cargo
         return Ok(());
     };
     let manifest = root.join(path).join("Cargo.toml");
-    let read = |file: &Path| -> Result<toml::Table, CargoError> {
-        let text = fs_err::read_to_string(file).map_err(CargoError::Read)?;
-        toml::from_str(&text).map_err(|source| CargoError::Parse {
-            path: display_path(file),
-            source,
-        })
-    };
     if !manifest.is_file() {
         return Err(CargoError::NoRuntime {
             path: display_path(&manifest),
         });
     }
-    let table = read(&manifest)?;
+    let table = read_manifest(&manifest)?;
     let version = table.get("package").and_then(|p| p.get("version"));
     let found = match version {
         Some(toml::Value::String(v)) => Some(v.clone()),
@@ -225,7 +223,7 @@ pub fn check_runtime(root: &Path, runtime: Option<&Runtime>) -> Result<(), Cargo
                 if !candidate.is_file() {
                     continue;
                 }
-                let parent = read(&candidate)?;
+                let parent = read_manifest(&candidate)?;
                 if let Some(workspace) = parent.get("workspace") {
                     found = workspace
                         .get("package")
@@ -263,13 +261,15 @@ pub fn check(
     runtime: Option<&Runtime>,
 ) -> Vec<String> {
     let manifest = root.join("Cargo.toml");
-    let Ok(text) = fs_err::read_to_string(&manifest) else {
-        return Vec::new();
-    };
-    let Ok(table) = toml::from_str::<toml::Table>(&text) else {
-        return vec![
-            "cannot parse `Cargo.toml` of the workspace; skipped the membership check".to_owned(),
-        ];
+    let table = match read_manifest(&manifest) {
+        Ok(table) => table,
+        Err(CargoError::Parse { .. }) => {
+            return vec![
+                "cannot parse `Cargo.toml` of the workspace; skipped the membership check"
+                    .to_owned(),
+            ];
+        }
+        Err(_) => return Vec::new(),
     };
     let Some(workspace) = table.get("workspace").and_then(toml::Value::as_table) else {
         return Vec::new();

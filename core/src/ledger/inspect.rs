@@ -165,7 +165,7 @@ pub fn stored_checkpoint(
     Ok(
         read_checkpoint(dir.as_ref())?.map(|checkpoint| super::StoredCheckpoint {
             records: checkpoint.records,
-            blob: checkpoint.blob.into(),
+            blob: checkpoint.blob,
             heads: std::collections::BTreeMap::new(),
         }),
     )

@@ -277,7 +277,7 @@ pub(crate) struct Checkpoint {
     /// Packed log position just after the last record it covers.
     pub(crate) position: u64,
     /// The caller's snapshot.
-    pub(crate) blob: Vec<u8>,
+    pub(crate) blob: Arc<[u8]>,
 }
 
 /// Encodes a checkpoint file: magic, records, position, blob length, blob, CRC32C.
@@ -314,7 +314,7 @@ pub(crate) fn decode_checkpoint(buf: &[u8]) -> Result<Checkpoint, &'static str> 
     Ok(Checkpoint {
         records: u64_at(8),
         position: u64_at(16),
-        blob: body[32..].to_vec(),
+        blob: Arc::from(&body[32..]),
     })
 }
 

@@ -93,7 +93,7 @@ impl Verifier {
     /// Called when the records fed so far are exactly those before the
     /// stored checkpoint's mark: judges it against every chain's head here,
     /// unless a chain already broke (then the heads prove nothing).
-    pub(crate) fn at_mark(&mut self, options: &VerifyOptions<'_>, records: u64, blob: &[u8]) {
+    pub(crate) fn at_mark(&mut self, options: &VerifyOptions<'_>, records: u64, blob: &Arc<[u8]>) {
         let Some(judge) = options.checkpoint else {
             return;
         };
@@ -112,7 +112,7 @@ impl Verifier {
             .collect();
         self.checkpoint = judge(&StoredCheckpoint {
             records,
-            blob: Arc::from(blob),
+            blob: Arc::clone(blob),
             heads,
         });
     }

@@ -299,7 +299,7 @@ impl Registry {
         Ok(())
     }
 
-    /// Fires `t`'s timer at `now` (or its last decision time, if later)
+    /// Fires `t`'s timer at `now` (a decision time: see [`decision_time`])
     /// if it is due; appends its receipts.
     fn fire(
         &self,
@@ -308,7 +308,6 @@ impl Registry {
         now: Timestamp,
         applied: &mut Applied,
     ) -> Result<(), RegistryError> {
-        let now = decision_time(tenant, t.last_at, now);
         let Some(due) = t.governor.due() else {
             return Ok(());
         };
@@ -355,7 +354,8 @@ impl Registry {
                     && self.quarantined(tenant).is_none()
                 {
                     let mut applied = Applied::before(tenant, t);
-                    match self.fire(tenant, t, now, &mut applied) {
+                    let at = decision_time(tenant, t.last_at, now);
+                    match self.fire(tenant, t, at, &mut applied) {
                         Ok(()) => {}
                         Err(error @ RegistryError::ChainMismatch { .. }) => {
                             tracing::warn!(

@@ -196,9 +196,7 @@ struct Ids {
 impl Ids {
     fn expire(&mut self, horizon: i64) {
         while self.order.front().is_some_and(|e| e.at < horizon) {
-            if let Some(old) = self.order.pop_front() {
-                self.unindex(&old);
-            }
+            self.pop_oldest();
         }
         if self.order.is_empty() {
             // An idle tenant gives its memory back.

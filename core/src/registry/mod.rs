@@ -223,7 +223,10 @@ impl Tenant {
         }
     }
 
-    fn import(state: TenantState, options: &DedupeOptions) -> Tenant {
+    /// The tenant a checkpoint stored, without its recent ids: the caller
+    /// imports those through [`Registry::with_recent`], so the
+    /// service-wide id count sees them arrive.
+    fn import(state: TenantState) -> Tenant {
         Tenant {
             governor: state.governor,
             entitlement: state.entitlement,
@@ -232,7 +235,7 @@ impl Tenant {
                 hash: state.hash,
             },
             last_at: state.last_at,
-            recent: Recent::import(state.recent, options),
+            recent: Recent::default(),
         }
     }
 

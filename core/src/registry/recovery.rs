@@ -257,9 +257,8 @@ impl Registry {
         }
         stats.from_checkpoint = checkpoint.tenants.len();
         for (id, mut state) in checkpoint.tenants {
-            // Imported apart, so the service-wide id count sees them arrive.
             let recent = std::mem::take(&mut state.recent);
-            let mut tenant = Tenant::import(state, &self.dedupe);
+            let mut tenant = Tenant::import(state);
             self.with_recent(&mut tenant, |r| *r = Recent::import(recent, &self.dedupe));
             let mut shard = self.shard(&id);
             if shard.insert(id, tenant).is_none() {

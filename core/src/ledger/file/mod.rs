@@ -103,6 +103,15 @@ struct Chain {
     locs: Vec<Loc>,
 }
 
+impl Default for Chain {
+    fn default() -> Chain {
+        Chain {
+            head: Head::EMPTY,
+            locs: Vec::new(),
+        }
+    }
+}
+
 /// Framed bytes for one segment, not yet handed to the writer.
 #[derive(Debug)]
 struct Chunk {
@@ -358,10 +367,7 @@ impl Visitor for Index {
         // `decode` validated the tenant id.
         let chain = match self.chains.get_mut(frame.tenant) {
             Some(chain) => chain,
-            None => self.chains.entry(Box::from(frame.tenant)).or_insert(Chain {
-                head: Head::EMPTY,
-                locs: Vec::new(),
-            }),
+            None => self.chains.entry(Box::from(frame.tenant)).or_default(),
         };
         if frame.seq != chain.head.seq + 1 {
             return Err(broken(format!("expected seq `{}`", chain.head.seq + 1)));
@@ -448,6 +454,13 @@ impl FileLedger {
             path: failed.0.clone(),
             source: Arc::clone(&failed.1),
         }
+    }
+
+    /// The position of the log's first record (its oldest segment's start).
+    fn log_start(&self) -> Result<u64, LedgerError> {
+        Ok(list_segments(&self.shared.dir)?
+            .first()
+            .map_or(segment::pack(1, 0), |&id| segment::pack(id, 0)))
     }
 
     /// Waits for everything appended so far; returns the durable end position.
@@ -598,10 +611,7 @@ impl Ledger for FileLedger {
             None => state
                 .chains
                 .entry(Box::from(entry.tenant.as_str()))
-                .or_insert(Chain {
-                    head: Head::EMPTY,
-                    locs: Vec::new(),
-                }),
+                .or_default(),
         };
         check_extends(&chain.head, &entry)?;
         if state.segment_len > 0 && state.segment_len + frame_len > shared.segment_bytes {
@@ -753,14 +763,12 @@ impl Ledger for FileLedger {
                 let stored = StoredCheckpoint {
                     records: checkpoint.records,
                     heads,
-                    blob: Arc::from(checkpoint.blob),
+                    blob: checkpoint.blob,
                 };
                 visit(Recovered::Checkpoint(&stored))?;
                 checkpoint.position
             }
-            None => list_segments(&self.shared.dir)?
-                .first()
-                .map_or(segment::pack(1, 0), |&id| segment::pack(id, 0)),
+            None => self.log_start()?,
         };
         self.visit_range(from, end, &mut |record| visit(Recovered::Record(record)))
     }
@@ -770,10 +778,7 @@ impl Ledger for FileLedger {
         visit: &mut dyn FnMut(&Record) -> Result<(), LedgerError>,
     ) -> Result<(), LedgerError> {
         let end = self.flush_position()?;
-        let from = list_segments(&self.shared.dir)?
-            .first()
-            .map_or(segment::pack(1, 0), |&id| segment::pack(id, 0));
-        self.visit_range(from, end, visit)
+        self.visit_range(self.log_start()?, end, visit)
     }
 
     fn verify_with(&self, options: &VerifyOptions<'_>) -> Result<VerifyReport, LedgerError> {
