@@ -1,5 +1,6 @@
 //! One tenant's inconsistency stays that tenant's; `GET /v1/ledger/verify`
-//! judges the checkpoint and stops when its request is dropped.
+//! judges the checkpoint, runs one at a time and stops when its request is
+//! dropped.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -209,4 +210,47 @@ async fn a_verify_whose_request_timed_out_is_cancelled() {
     let reply = service.send(get("/v1/tenants/acme/receipts")).await;
     assert_eq!(reply.status, 200, "{reply:?}");
     assert_eq!(reply.json["receipts"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_second_verify_while_one_runs_is_refused_and_signals_are_still_served() {
+    let ledger = Arc::new(StallingVerify::default());
+    let service = Service::over(
+        &GUARD,
+        ledger.clone(),
+        full_auth(),
+        Options {
+            request_timeout: Duration::from_millis(500),
+            ..Options::default()
+        },
+    );
+    let first = service.send(get("/v1/ledger/verify"));
+    let meanwhile = async {
+        for _ in 0..10_000 {
+            if ledger.started.load(Ordering::SeqCst) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert!(ledger.started.load(Ordering::SeqCst), "verify never ran");
+        // A tenant looping the route gets 429 while one verification runs;
+        // its signals are not held up by it.
+        let second = service.send(get("/v1/ledger/verify")).await;
+        let signal = service
+            .send(post("/v1/signals", signal("acme", 10.0, "1")))
+            .await;
+        (second, signal)
+    };
+    let (first, (second, signal)) = tokio::join!(first, meanwhile);
+    second.assert_error(429, "busy");
+    assert_eq!(signal.status, 204, "{signal:?}");
+    // The first ran until its request timed out, and then gave its turn back.
+    first.assert_error(408, "timeout");
+    ledger.started.store(false, Ordering::SeqCst);
+    let third = service.send(get("/v1/ledger/verify")).await;
+    third.assert_error(408, "timeout");
+    assert!(
+        ledger.started.load(Ordering::SeqCst),
+        "the turn was not given back"
+    );
 }
