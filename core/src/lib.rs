@@ -1,4 +1,4 @@
-//! `ggen-core`: the decision core of every ggen governor, with no async
+//! `ggen-runtime-core`: the decision core of every ggen governor, with no async
 //! runtime and no network: what a SKU is, how a reading becomes a decision,
 //! and the hash-chained ledger that records it.
 //!

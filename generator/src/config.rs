@@ -31,7 +31,7 @@ use crate::diagnostic::{self, Diagnostic};
 use crate::load::{self, Source};
 
 /// The JSON Schema of `ggen.toml`, as printed by `ggen schema config`.
-pub const CONFIG_SCHEMA: &str = include_str!("../../specs/schema/ggen.schema.json");
+pub const CONFIG_SCHEMA: &str = include_str!("../schema/ggen.schema.json");
 
 /// The config `version` this ggen reads.
 pub const CONFIG_VERSION: u32 = 1;

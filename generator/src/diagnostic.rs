@@ -136,7 +136,7 @@ pub fn sort(diagnostics: &mut Vec<Diagnostic>) {
 
 /// Renders an error and its `source()` chain as one line: `outer: inner: …`
 /// (the runtime's own, so both tools word a chain alike).
-pub use ggen_core::report::error_chain;
+pub use ggen_runtime_core::report::error_chain;
 
 /// Escapes one JSON-pointer reference token (`~` → `~0`, `/` → `~1`).
 pub fn escape_token(token: &str) -> String {

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use ggen_core::fsm::{self, Reason, Transition};
+use ggen_runtime_core::fsm::{self, Reason, Transition};
 
 use crate::escape::md;
 use crate::model::{Model, Profile};
@@ -131,7 +131,7 @@ fn label(model: &Model, transition: &Transition) -> String {
 /// The governor state machine (DESIGN §5) with this SKU's timings, as a
 /// fenced Mermaid `stateDiagram-v2` block.
 ///
-/// Drawn from the runtime's transition table (`ggen_core::fsm`), which
+/// Drawn from the runtime's transition table (`ggen_runtime_core::fsm`), which
 /// the runtime's tests prove equal to its transition function; transitions
 /// that cannot happen for this SKU (entitlement refusals without an
 /// entitlement requirement, a new tenant acting before it is entitled) are

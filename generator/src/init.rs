@@ -117,7 +117,10 @@ pub fn init(options: &InitOptions) -> Result<Initialized, InitError> {
                 "{{ path = {} }}",
                 escape::quoted(&path.to_string_lossy().replace('\\', "/"))
             ),
-            None => format!("{{ version = {} }}", escape::quoted(ggen_core::VERSION)),
+            None => format!(
+                "{{ version = {} }}",
+                escape::quoted(ggen_runtime_core::VERSION)
+            ),
         };
         files.push((
             config::FILE_NAME.to_owned(),
@@ -203,7 +206,7 @@ pub fn init(options: &InitOptions) -> Result<Initialized, InitError> {
     if new_project && options.runtime_path.is_none() {
         next_steps.push(format!(
             "ggen.toml takes ggen-runtime `{}` from crates.io; to use a local checkout, set `runtime = {{ path = \"…/runtime\" }}` in it (or run `ggen init --runtime-path …`)",
-            ggen_core::VERSION
+            ggen_runtime_core::VERSION
         ));
     }
     if !root.as_os_str().is_empty() {

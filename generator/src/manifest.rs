@@ -69,7 +69,7 @@ pub struct Generator {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeTarget {
-    /// `ggen_runtime::API_LEVEL` (from `ggen-core`) that ggen generates for.
+    /// `ggen_runtime::API_LEVEL` (from `ggen-runtime-core`) that ggen generates for.
     pub api_level: u32,
     /// That runtime's crate version.
     pub version: String,
@@ -154,8 +154,8 @@ impl Manifest {
                 version: VERSION.to_owned(),
             },
             runtime: Some(RuntimeTarget {
-                api_level: ggen_core::API_LEVEL,
-                version: ggen_core::VERSION.to_owned(),
+                api_level: ggen_runtime_core::API_LEVEL,
+                version: ggen_runtime_core::VERSION.to_owned(),
             }),
             sku: Sku {
                 id: model.id.clone(),

@@ -24,47 +24,47 @@ use crate::workspace::PackageSettings;
 pub const EMBEDDED: &[(&str, &str)] = &[
     (
         "Cargo.toml.tera",
-        include_str!("../../templates/Cargo.toml.tera"),
+        include_str!("../templates/Cargo.toml.tera"),
     ),
     (
         "README.md.tera",
-        include_str!("../../templates/README.md.tera"),
+        include_str!("../templates/README.md.tera"),
     ),
     (
         "deploy/Containerfile.tera",
-        include_str!("../../templates/deploy/Containerfile.tera"),
+        include_str!("../templates/deploy/Containerfile.tera"),
     ),
     (
         "deploy/kubernetes.yaml.tera",
-        include_str!("../../templates/deploy/kubernetes.yaml.tera"),
+        include_str!("../templates/deploy/kubernetes.yaml.tera"),
     ),
     (
         "src/actions.rs.tera",
-        include_str!("../../templates/src/actions.rs.tera"),
+        include_str!("../templates/src/actions.rs.tera"),
     ),
     (
         "src/lib.rs.tera",
-        include_str!("../../templates/src/lib.rs.tera"),
+        include_str!("../templates/src/lib.rs.tera"),
     ),
     (
         "src/main.rs.tera",
-        include_str!("../../templates/src/main.rs.tera"),
+        include_str!("../templates/src/main.rs.tera"),
     ),
     (
         "src/policy.rs.tera",
-        include_str!("../../templates/src/policy.rs.tera"),
+        include_str!("../templates/src/policy.rs.tera"),
     ),
     (
         "src/signals.rs.tera",
-        include_str!("../../templates/src/signals.rs.tera"),
+        include_str!("../templates/src/signals.rs.tera"),
     ),
     (
         "tests/cli.rs.tera",
-        include_str!("../../templates/tests/cli.rs.tera"),
+        include_str!("../templates/tests/cli.rs.tera"),
     ),
     (
         "tests/policy.rs.tera",
-        include_str!("../../templates/tests/policy.rs.tera"),
+        include_str!("../templates/tests/policy.rs.tera"),
     ),
 ];
 
@@ -72,7 +72,7 @@ pub const EMBEDDED: &[(&str, &str)] = &[
 /// embedded and overridable like [`EMBEDDED`], part of the template set's
 /// hash, but rendered to no file of their own.
 pub const EMBEDDED_MACROS: &[(&str, &str)] =
-    &[("macros.tera", include_str!("../../templates/macros.tera"))];
+    &[("macros.tera", include_str!("../templates/macros.tera"))];
 
 /// Every embedded template, rendered or imported, in no particular order.
 fn embedded_all() -> impl Iterator<Item = &'static (&'static str, &'static str)> {

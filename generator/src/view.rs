@@ -426,8 +426,8 @@ impl Context {
             },
             target: TargetView {
                 ggen_version: crate::manifest::VERSION,
-                api_level: ggen_core::API_LEVEL,
-                runtime_version: ggen_core::VERSION,
+                api_level: ggen_runtime_core::API_LEVEL,
+                runtime_version: ggen_runtime_core::VERSION,
             },
             sku: SkuView::new(model),
             signals: model.signals.iter().map(SignalView::new).collect(),

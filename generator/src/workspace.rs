@@ -198,7 +198,7 @@ fn read_manifest(path: &Path) -> Result<toml::Table, CargoError> {
 }
 
 /// For a `path` runtime, checks that its `Cargo.toml` version (or the
-/// version its workspace gives it) is [`ggen_core::VERSION`]; other
+/// version its workspace gives it) is [`ggen_runtime_core::VERSION`]; other
 /// runtimes are checked when the crate compiles (the `API_LEVEL` assertion).
 pub fn check_runtime(root: &Path, runtime: Option<&Runtime>) -> Result<(), CargoError> {
     let Some(Runtime::Path(path)) = runtime else {
@@ -240,11 +240,11 @@ pub fn check_runtime(root: &Path, runtime: Option<&Runtime>) -> Result<(), Cargo
     let path = display_path(&manifest);
     match found {
         None => Err(CargoError::NoVersion { path }),
-        Some(found) if found == ggen_core::VERSION => Ok(()),
+        Some(found) if found == ggen_runtime_core::VERSION => Ok(()),
         Some(found) => Err(CargoError::Skew {
             path,
             found,
-            expected: ggen_core::VERSION,
+            expected: ggen_runtime_core::VERSION,
             ggen: crate::manifest::VERSION,
         }),
     }
@@ -399,7 +399,7 @@ mod tests {
         let write = |text: &str| fs_err::write(dir.path().join("rt/Cargo.toml"), text).unwrap();
         write(&format!(
             "[package]\nname = \"ggen-runtime\"\nversion = \"{}\"\n",
-            ggen_core::VERSION
+            ggen_runtime_core::VERSION
         ));
         check_runtime(dir.path(), Some(&runtime)).unwrap();
         write("[package]\nname = \"ggen-runtime\"\nversion = \"0.0.1\"\n");
@@ -416,7 +416,7 @@ mod tests {
             dir.path().join("Cargo.toml"),
             format!(
                 "[workspace]\n[workspace.package]\nversion = \"{}\"\n",
-                ggen_core::VERSION
+                ggen_runtime_core::VERSION
             ),
         )
         .unwrap();

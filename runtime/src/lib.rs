@@ -1,6 +1,6 @@
 //! `ggen-runtime`: the service every ggen-generated governor links: the
 //! HTTP ingress, the actuators and the binary's command line, on top of the
-//! decision core `ggen-core` (whose modules it re-exports, so a generated
+//! decision core `ggen-runtime-core` (whose modules it re-exports, so a generated
 //! crate depends on this one crate).
 //!
 //! A request flows like this: [`ingress`] authenticates it from its headers
@@ -15,7 +15,7 @@
 //! - [`replay`]: the core's replay, plus replay with live actions.
 //! - [`cli`]: the command line of a generated governor binary.
 //! - [`testing`]: end-to-end checks every generated crate's `tests/cli.rs` runs against its binary.
-//! - re-exported from `ggen-core`: [`sku`], [`clock`], [`tenant`], [`policy`],
+//! - re-exported from `ggen-runtime-core`: [`sku`], [`clock`], [`tenant`], [`policy`],
 //!   [`fsm`], [`entitlement`], [`reading`], [`receipt`], [`canonical`],
 //!   [`ledger`], [`registry`], [`signature`], [`report`].
 
@@ -27,7 +27,7 @@ pub mod ingress;
 pub mod replay;
 pub mod testing;
 
-pub use ggen_core::{
+pub use ggen_runtime_core::{
     canonical, clock, entitlement, fsm, ledger, policy, reading, receipt, registry, report,
     signature, sku, tenant,
 };
@@ -37,10 +37,10 @@ pub use ggen_core::{
 /// where mimalloc is markedly cheaper than the system allocator.
 pub use mimalloc::MiMalloc;
 
-/// This runtime's version (its `Cargo.toml` version; `ggen-core` is released
+/// This runtime's version (its `Cargo.toml` version; `ggen-runtime-core` is released
 /// with the same one).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The interface level generated crates are written against (see
-/// [`ggen_core::API_LEVEL`]); every generated `lib.rs` asserts it.
-pub use ggen_core::API_LEVEL;
+/// [`ggen_runtime_core::API_LEVEL`]); every generated `lib.rs` asserts it.
+pub use ggen_runtime_core::API_LEVEL;

@@ -1,4 +1,4 @@
-//! Replay (`ggen_core::replay`, re-exported), plus replay with live
+//! Replay (`ggen_runtime_core::replay`, re-exported), plus replay with live
 //! actions: the same lines through the same registry, with each line's
 //! dispatches run by the actuator.
 
@@ -6,7 +6,7 @@ use std::io::BufRead;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use ggen_core::replay::*;
+pub use ggen_runtime_core::replay::*;
 
 #[cfg(doc)]
 use crate::actuator::Clock;

@@ -30,7 +30,7 @@ mod semantic;
 pub use semantic::Violation;
 
 /// The JSON Schema of a spec (draft 2020-12), as printed by `ggen schema spec`.
-pub const SKU_SCHEMA: &str = include_str!("../../../specs/schema/sku.schema.json");
+pub const SKU_SCHEMA: &str = include_str!("../../schema/sku.schema.json");
 
 /// The `spec_version` this ggen reads.
 pub const SPEC_VERSION: u64 = 1;

@@ -238,7 +238,7 @@ impl Checker<'_> {
             if entry.get("adapter").and_then(Value::as_str) == Some("command")
                 && let Some(params) = entry.get("params").and_then(Value::as_object)
                 && params.contains_key("env")
-                && let Err(message) = ggen_core::sku::command_env_names(params)
+                && let Err(message) = ggen_runtime_core::sku::command_env_names(params)
             {
                 self.report(
                     &format!("{pointer}/params/env"),

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use ggen_core::fsm;
+use ggen_runtime_core::fsm;
 
 /// The diagram's arrows as `(from, to, label)`, after the start arrow.
 fn arrows(text: &str) -> Vec<(String, String, String)> {
