@@ -14,11 +14,16 @@ use clap::{CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 
 use crate::actuator::{Actuators, Clock, Dispatcher, DispatcherOptions};
 use crate::clock::Timestamp;
-use crate::ledger::file::{self, FileLedger, FileOptions};
-use crate::ledger::{CheckpointProblem, LedgerError, Record, VerifyOptions};
-use crate::registry::{CheckpointMismatch, Registry, checkpoint_judge, replay_checkpoint};
+use crate::ledger::file;
+use crate::ledger::{CheckpointProblem, Ledger as _, LedgerError, Record, VerifyOptions};
+use crate::pg::PgLedger;
+use crate::pg::copy::CopyError;
+use crate::registry::{
+    CheckpointMismatch, Registry, RegistryError, checkpoint_judge, replay_checkpoint,
+};
 use crate::replay;
 use crate::sku::{PolicyPack, Sku};
+use crate::store::{Location, StoreArgs};
 use crate::tenant::TenantId;
 
 /// The command line; its name, version and about come from the SKU
@@ -42,9 +47,8 @@ enum Command {
         /// The JSON Lines file of signals and entitlement events.
         #[arg(long, value_name = "FILE")]
         signals: PathBuf,
-        /// The ledger directory (created if missing; appended to if not).
-        #[arg(long, value_name = "DIR")]
-        ledger: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         /// Really run the actions (webhooks, commands) and record their
         /// results; webhooks use `GOVERNOR_WEBHOOK_URL` / `GOVERNOR_WEBHOOK_SECRET`.
         #[arg(long)]
@@ -65,16 +69,27 @@ enum LedgerCommand {
     /// the first bad tenant and seq, or the first tenant the checkpoint
     /// contradicts.
     Verify {
-        #[arg(long, value_name = "DIR")]
-        ledger: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Print the stored receipts, one JSON object per line.
     Show {
-        #[arg(long, value_name = "DIR")]
-        ledger: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         /// Only this tenant's receipts, in seq order.
         #[arg(long)]
         tenant: Option<String>,
+    },
+    /// Copy every receipt into an empty ledger, verifying each chain on
+    /// the way and the copy at the end: a directory into PostgreSQL (to
+    /// scale out) or back. Stop the governor writing the destination first.
+    Copy {
+        /// The source: a ledger directory or a `postgres://` URL (read-only).
+        #[arg(long, value_name = "DIR|URL")]
+        from: String,
+        /// The destination, empty: a directory or a `postgres://` URL.
+        #[arg(long, value_name = "DIR|URL")]
+        to: String,
     },
 }
 
@@ -136,16 +151,19 @@ pub fn main<P: PolicyPack>(pack: &'static P) -> ExitCode {
         Command::Policy => emit(&policy_table(pack.sku())).map(|()| ExitCode::SUCCESS),
         Command::Replay {
             signals,
-            ledger,
+            store,
             live_actions,
-        } => run_replay(pack, &signals, &ledger, live_actions),
+        } => run_replay(pack, &signals, &store.location(), live_actions),
         Command::Serve(args) => Ok(crate::ingress::service::run(pack, *args)),
         Command::Ledger {
-            command: LedgerCommand::Verify { ledger },
-        } => verify(pack, &ledger),
+            command: LedgerCommand::Verify { store },
+        } => verify(pack, &store.location()),
         Command::Ledger {
-            command: LedgerCommand::Show { ledger, tenant },
-        } => show(&ledger, tenant.as_deref()),
+            command: LedgerCommand::Show { store, tenant },
+        } => show(&store.location(), tenant.as_deref()),
+        Command::Ledger {
+            command: LedgerCommand::Copy { from, to },
+        } => copy(&Location::parse(&from), &Location::parse(&to)),
     };
     result.unwrap_or_else(|failure| {
         eprintln!("error: {}", failure.message);
@@ -156,17 +174,14 @@ pub fn main<P: PolicyPack>(pack: &'static P) -> ExitCode {
 fn run_replay<P: PolicyPack>(
     pack: &'static P,
     signals: &Path,
-    dir: &Path,
+    location: &Location,
     live_actions: bool,
 ) -> Result<ExitCode, Failure> {
     let input = fs_err::File::open(signals).map_err(|e| Failure::rejected(e.to_string()))?;
-    let ledger = FileLedger::open(dir, FileOptions::default()).map_err(|e| ledger_failure(&e))?;
-    if let Some(why) = ledger.rejected_checkpoint() {
-        eprintln!(
-            "warning: the CHECKPOINT file is unusable ({why}): replayed every receipt instead"
-        );
-    }
-    let registry = Arc::new(Registry::new(pack, Arc::new(ledger)));
+    let ledger = location
+        .open(&mut |warning| eprintln!("warning: {warning}"))
+        .map_err(|e| ledger_failure(&e))?;
+    let registry = Arc::new(Registry::new(pack, ledger));
     let stats = registry
         .recover()
         .map_err(|e| Failure::rejected(error_chain(&e)))?;
@@ -242,14 +257,18 @@ fn replay_live(
         .map_err(|e| Failure::internal(&e))
 }
 
-fn verify(pack: &'static dyn PolicyPack, dir: &Path) -> Result<ExitCode, Failure> {
-    if !dir.is_dir() {
-        return Err(Failure::rejected(format!(
-            "no ledger at `{}`",
-            dir.display()
-        )));
+fn verify(pack: &'static dyn PolicyPack, location: &Location) -> Result<ExitCode, Failure> {
+    let (text, ok) = match location {
+        Location::Dir(dir) if !dir.is_dir() => {
+            return Err(Failure::rejected(format!(
+                "no ledger at `{}`",
+                dir.display()
+            )));
+        }
+        Location::Dir(dir) => verify_report(pack, dir),
+        Location::Database(url) => verify_database_report(pack, url),
     }
-    let (text, ok) = verify_report(pack, dir).map_err(|e| ledger_failure(&e))?;
+    .map_err(|e| ledger_failure(&e))?;
     emit(&text)?;
     Ok(if ok {
         ExitCode::SUCCESS
@@ -281,7 +300,43 @@ pub fn verify_report(
         cancel: None,
         checkpoint: Some(&judge),
     };
-    let mut report = file::verify_dir_with(dir, &options)?;
+    let report = file::verify_dir_with(dir, &options)?;
+    Ok(report_text(report, replay))
+}
+
+/// [`verify_report`] for a PostgreSQL ledger (read-only, beside a running
+/// governor): the same chains, checkpoint judge and replay, over two
+/// connections.
+pub fn verify_database_report(
+    pack: &'static dyn PolicyPack,
+    url: &str,
+) -> Result<(String, bool), LedgerError> {
+    let ledger = PgLedger::open_read_only(url)?;
+    let replay = ledger.stored()?.map(|stored| {
+        let url = url.to_owned();
+        std::thread::spawn(move || {
+            let ledger = PgLedger::open_read_only(&url).map_err(RegistryError::Ledger)?;
+            replay_checkpoint(pack, &stored, |visit| ledger.scan(visit))
+        })
+    });
+    let judge = checkpoint_judge(pack);
+    let options = VerifyOptions {
+        cancel: None,
+        checkpoint: Some(&judge),
+    };
+    let report = ledger.verify_with(&options)?;
+    Ok(report_text(report, replay))
+}
+
+type CheckpointReplay =
+    std::thread::JoinHandle<Result<Result<(), CheckpointMismatch>, RegistryError>>;
+
+/// The text and verdict of `ledger verify`, given the chains' report and
+/// the replay up to the checkpoint (if there is one).
+fn report_text(
+    mut report: crate::ledger::VerifyReport,
+    replay: Option<CheckpointReplay>,
+) -> (String, bool) {
     let replayed = replay.map(|thread| match thread.join() {
         Ok(Ok(outcome)) => outcome.err(),
         Ok(Err(error)) => Some(CheckpointMismatch {
@@ -329,11 +384,13 @@ pub fn verify_report(
         );
     }
     let ok = report.first_bad.is_none() && report.checkpoint.is_none();
-    Ok((out, ok))
+    (out, ok)
 }
 
-fn show(dir: &Path, tenant: Option<&str>) -> Result<ExitCode, Failure> {
-    if !dir.is_dir() {
+fn show(location: &Location, tenant: Option<&str>) -> Result<ExitCode, Failure> {
+    if let Location::Dir(dir) = location
+        && !dir.is_dir()
+    {
         return Err(Failure::rejected(format!(
             "no ledger at `{}`",
             dir.display()
@@ -355,7 +412,13 @@ fn show(dir: &Path, tenant: Option<&str>) -> Result<ExitCode, Failure> {
             .and_then(|()| out.write_all(b"\n"))
             .map_err(stdout_error)
     };
-    match file::scan_dir(dir, &mut print) {
+    let scanned = match location {
+        Location::Dir(dir) => file::scan_dir(dir, &mut print),
+        Location::Database(url) => {
+            PgLedger::open_read_only(url).and_then(|ledger| ledger.scan(&mut print))
+        }
+    };
+    match scanned {
         // The reader went away (`ledger show | head`): stop quietly.
         Err(LedgerError::Interrupted) => return Ok(ExitCode::SUCCESS),
         result => result.map_err(|e| ledger_failure(&e))?,
@@ -366,6 +429,23 @@ fn show(dir: &Path, tenant: Option<&str>) -> Result<ExitCode, Failure> {
             .map(|()| ExitCode::SUCCESS)
             .map_err(|e| Failure::internal(&e)),
     }
+}
+
+/// `ledger copy`: one line saying what was copied; exit 1 when the source
+/// does not verify or the destination is not empty.
+fn copy(from: &Location, to: &Location) -> Result<ExitCode, Failure> {
+    let copied = crate::pg::copy::copy(from, to).map_err(|error| match error {
+        CopyError::Ledger(error) => ledger_failure(&error),
+        other => Failure::rejected(error_chain(&other)),
+    })?;
+    emit(&format!(
+        "copied {} receipts in {} tenant chains from {} to {}; the copy verifies\n",
+        copied.receipts,
+        copied.tenants,
+        from.display(),
+        to.display()
+    ))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Writes `text` to stdout. A reader that went away (`… | head`) ends the

@@ -12,7 +12,9 @@
 //! # Layout
 //! - [`ingress`]: the HTTP service (axum on hyper): routes, auth, metrics, `serve`.
 //! - [`actuator`]: running dispatched actions (`log`, `webhook`, `command`) and the dispatcher.
+//! - [`pg`]: the PostgreSQL ledger, and `ledger copy` between ledgers.
 //! - [`replay`]: the core's replay, plus replay with live actions.
+//! - [`store`]: which ledger a command works on (`--ledger` or `--database-url`).
 //! - [`cli`]: the command line of a generated governor binary.
 //! - [`testing`]: end-to-end checks every generated crate's `tests/cli.rs` runs against its binary.
 //! - re-exported from `ggen-runtime-core`: [`sku`], [`clock`], [`tenant`], [`policy`],
@@ -24,7 +26,9 @@
 pub mod actuator;
 pub mod cli;
 pub mod ingress;
+pub mod pg;
 pub mod replay;
+pub mod store;
 pub mod testing;
 
 pub use ggen_runtime_core::{

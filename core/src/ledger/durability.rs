@@ -18,18 +18,18 @@ use super::LedgerError;
 
 /// How far the log is durable, and whether the writer has stopped.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Progress {
+pub struct Progress {
     /// Number of records (in append order) known durable.
-    pub(crate) records: u64,
+    pub records: u64,
     /// Packed log position (segment, offset) up to which the log is durable.
-    pub(crate) position: u64,
+    pub position: u64,
     /// Set once a write or sync failed: nothing after `records` will ever be durable.
-    pub(crate) failure: Option<(PathBuf, Arc<std::io::Error>)>,
+    pub failure: Option<(PathBuf, Arc<std::io::Error>)>,
 }
 
 impl Progress {
     /// The error every waiter gets after a failure.
-    pub(crate) fn error(&self) -> Option<LedgerError> {
+    pub fn error(&self) -> Option<LedgerError> {
         self.failure
             .as_ref()
             .map(|(path, source)| LedgerError::Poisoned {
@@ -76,7 +76,7 @@ impl Inner {
 
 /// Where the writer publishes [`Progress`]; tickets wait on it.
 #[derive(Debug)]
-pub(crate) struct SyncPoint {
+pub struct SyncPoint {
     inner: Mutex<Inner>,
     changed: Condvar,
     /// `progress.records`, readable without the lock (set under it).
@@ -85,7 +85,7 @@ pub(crate) struct SyncPoint {
 
 impl SyncPoint {
     /// A sync point at `progress`.
-    pub(crate) fn new(progress: Progress) -> SyncPoint {
+    pub fn new(progress: Progress) -> SyncPoint {
         SyncPoint {
             durable: AtomicU64::new(progress.records),
             inner: Mutex::new(Inner {
@@ -101,7 +101,7 @@ impl SyncPoint {
     }
 
     /// A copy of the current progress.
-    pub(crate) fn progress(&self) -> Progress {
+    pub fn progress(&self) -> Progress {
         self.lock().progress.clone()
     }
 
@@ -125,7 +125,7 @@ impl SyncPoint {
     }
 
     /// Publishes that everything up to `records` / `position` is durable.
-    pub(crate) fn publish(&self, records: u64, position: u64) {
+    pub fn publish(&self, records: u64, position: u64) {
         self.advance(|progress| {
             progress.records = progress.records.max(records);
             progress.position = progress.position.max(position);
@@ -133,7 +133,7 @@ impl SyncPoint {
     }
 
     /// Publishes a failure: every pending and future wait errors.
-    pub(crate) fn fail(&self, path: PathBuf, source: Arc<std::io::Error>) {
+    pub fn fail(&self, path: PathBuf, source: Arc<std::io::Error>) {
         self.advance(|progress| {
             if progress.failure.is_none() {
                 progress.failure = Some((path, source));
@@ -142,7 +142,7 @@ impl SyncPoint {
     }
 
     /// Blocks until `done(progress)` or a failure.
-    pub(crate) fn wait_until(&self, done: impl Fn(&Progress) -> bool) -> Result<(), LedgerError> {
+    pub fn wait_until(&self, done: impl Fn(&Progress) -> bool) -> Result<(), LedgerError> {
         let mut inner = self.lock();
         loop {
             if done(&inner.progress) {
@@ -236,7 +236,7 @@ impl Ticket {
     }
 
     /// A ticket that resolves once `records` records are durable at `sync`.
-    pub(crate) fn pending(records: u64, sync: Arc<SyncPoint>) -> Ticket {
+    pub fn pending(records: u64, sync: Arc<SyncPoint>) -> Ticket {
         Ticket {
             pending: Some((records, sync)),
         }

@@ -9,7 +9,10 @@
 //! # Layout
 //! - [`memory`]: everything in memory, for tests.
 //! - [`file`](mod@file): append-only segment files with group commit (the embedded default).
-//! - `durability`: the [`Ticket`] a caller waits on until its receipt is durable.
+//! - `durability`: the [`Ticket`] a caller waits on until its receipt is
+//!   durable, and the [`SyncPoint`] a backend's writer publishes progress to
+//!   (public, with [`check_extends`], [`check_mark`] and [`Verifier`], for
+//!   backends in other crates: `ggen-runtime`'s PostgreSQL ledger).
 //! - `segment`: the frame and checkpoint formats of the file backend.
 //! - `scan`: the one pass over a file ledger directory that opening,
 //!   verifying and inspecting it share.
@@ -34,8 +37,7 @@ mod scan;
 mod segment;
 mod verify;
 
-pub(crate) use durability::SyncPoint;
-pub use durability::Ticket;
+pub use durability::{Progress, SyncPoint, Ticket};
 pub use segment::MAX_RECORD;
 pub use verify::Verifier;
 
@@ -118,6 +120,17 @@ pub struct Mark {
 }
 
 impl Mark {
+    /// A mark after `records` records, at the backend's log `position`
+    /// (for backends outside this crate).
+    pub fn new(records: u64, position: u64) -> Mark {
+        Mark { records, position }
+    }
+
+    /// The backend-specific log position it was taken at.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
     /// Number of records appended before the mark.
     pub fn records(&self) -> u64 {
         self.records
@@ -200,7 +213,7 @@ impl std::fmt::Debug for VerifyOptions<'_> {
 
 impl VerifyOptions<'_> {
     /// Whether the caller gave up.
-    pub(crate) fn cancelled(&self) -> bool {
+    pub fn cancelled(&self) -> bool {
         self.cancel.is_some_and(|c| c.load(Ordering::Relaxed))
     }
 }
@@ -279,6 +292,18 @@ pub enum LedgerError {
         /// The failure.
         #[source]
         source: Arc<std::io::Error>,
+    },
+    /// A ledger database refused or failed an operation (connection,
+    /// schema, a query), or holds rows that cannot be receipts.
+    #[error("ledger database `{target}`: {what}")]
+    Database {
+        /// Where the database is, without credentials (`postgres://host:port/db`).
+        target: String,
+        /// What failed.
+        what: String,
+        /// The driver's error, if there is one.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
     /// Another process holds the ledger directory.
     #[error("ledger directory `{path}` is locked by another process")]
@@ -394,7 +419,7 @@ pub trait Ledger: Send + Sync + 'static {
 
 /// Checks that a checkpoint at `mark` neither goes back before the stored
 /// checkpoint (at `stored` records) nor past the end of the log (`end` records).
-pub(crate) fn check_mark(mark: &Mark, stored: u64, end: u64) -> Result<(), LedgerError> {
+pub fn check_mark(mark: &Mark, stored: u64, end: u64) -> Result<(), LedgerError> {
     if mark.records < stored {
         return Err(LedgerError::StaleMark {
             mark: mark.records,
@@ -411,7 +436,7 @@ pub(crate) fn check_mark(mark: &Mark, stored: u64, end: u64) -> Result<(), Ledge
 }
 
 /// Checks that `entry` extends `head`.
-pub(crate) fn check_extends(head: &Head, entry: &Entry) -> Result<(), LedgerError> {
+pub fn check_extends(head: &Head, entry: &Entry) -> Result<(), LedgerError> {
     if entry.seq == head.seq.wrapping_add(1) && entry.prev == head.hash {
         return Ok(());
     }

@@ -38,6 +38,19 @@ impl Verifier {
         Verifier::default()
     }
 
+    /// A verifier that takes `heads` as verified: the next record of each
+    /// of those tenants must extend its head there (checking a log's tail
+    /// after a checkpoint whose heads the records before it vouched for).
+    pub fn starting_at(heads: &BTreeMap<TenantId, Head>) -> Verifier {
+        Verifier {
+            heads: heads
+                .iter()
+                .map(|(tenant, head)| (Box::from(tenant.as_str()), Some((head.seq, head.hash))))
+                .collect(),
+            ..Verifier::default()
+        }
+    }
+
     /// Checks one record against its tenant's chain so far.
     pub fn feed(&mut self, record: &Record) {
         self.feed_parts(
@@ -49,7 +62,7 @@ impl Verifier {
     }
 
     /// [`Verifier::feed`] without building a [`Record`].
-    pub(crate) fn feed_parts(&mut self, tenant: &str, seq: u64, hash: &Hash, bytes: &[u8]) {
+    pub fn feed_parts(&mut self, tenant: &str, seq: u64, hash: &Hash, bytes: &[u8]) {
         self.receipts += 1;
         let slot = match self.heads.get_mut(tenant) {
             Some(slot) => slot,
@@ -80,20 +93,25 @@ impl Verifier {
         }
     }
 
+    /// The first bad record found so far.
+    pub fn first_bad(&self) -> Option<&BadRecord> {
+        self.first_bad.as_ref()
+    }
+
     /// Whether something bad was found.
     pub fn has_bad(&self) -> bool {
         self.first_bad.is_some()
     }
 
     /// Records fed so far.
-    pub(crate) fn receipts(&self) -> u64 {
+    pub fn receipts(&self) -> u64 {
         self.receipts
     }
 
     /// Called when the records fed so far are exactly those before the
     /// stored checkpoint's mark: judges it against every chain's head here,
     /// unless a chain already broke (then the heads prove nothing).
-    pub(crate) fn at_mark(&mut self, options: &VerifyOptions<'_>, records: u64, blob: &Arc<[u8]>) {
+    pub fn at_mark(&mut self, options: &VerifyOptions<'_>, records: u64, blob: &Arc<[u8]>) {
         let Some(judge) = options.checkpoint else {
             return;
         };

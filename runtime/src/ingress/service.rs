@@ -6,7 +6,6 @@
 //! checkpoint, flush).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,8 +17,7 @@ use tokio::time::MissedTickBehavior;
 use super::auth::{Auth, AuthError, JwksSource, SIGNATURE_TOLERANCE_SECS};
 use super::state::{AppState, Options};
 use crate::actuator::{ActuatorError, ActuatorMode, Actuators, Dispatcher, DispatcherOptions};
-use crate::ledger::file::{FileLedger, FileOptions};
-use crate::ledger::{Ledger, LedgerError};
+use crate::ledger::LedgerError;
 use crate::registry::{
     DEFAULT_CAPACITY, DEFAULT_MAX_TOTAL, DEFAULT_WINDOW, DedupeOptions, Registry, RegistryError,
 };
@@ -64,9 +62,9 @@ pub struct ServeArgs {
     /// Address to listen on, e.g. `0.0.0.0:8080`.
     #[arg(long, value_name = "ADDR")]
     pub listen: SocketAddr,
-    /// The ledger directory (created if missing).
-    #[arg(long, value_name = "DIR")]
-    pub ledger: PathBuf,
+    /// The ledger: `--ledger DIR` or `--database-url URL`.
+    #[command(flatten)]
+    pub store: crate::store::StoreArgs,
     /// Serve `/v1/*` and `/pubsub/push` without authentication. Refused
     /// when `GOVERNOR_AUTH_TOKEN` or OIDC is configured. Local experiments only.
     #[arg(long)]
@@ -300,23 +298,11 @@ pub fn run_until(
             "the spec sets a pub/sub audience but no jwks is configured: `/pubsub/push` answers 403 until `--jwks` (or `GOVERNOR_OIDC_JWKS`) and `--oidc-email` (or `GOVERNOR_OIDC_EMAIL`) are given"
         );
     }
-    let ledger =
-        FileLedger::open(&args.ledger, FileOptions::default()).map_err(ServeError::Ledger)?;
-    if let Some(repair) = ledger.repair() {
-        tracing::warn!(
-            path = %repair.path.display(),
-            offset = repair.offset,
-            dropped = repair.dropped,
-            "truncated a torn final ledger record (it was never acknowledged)"
-        );
-    }
-    if let Some(why) = ledger.rejected_checkpoint() {
-        tracing::warn!(
-            reason = why,
-            "the CHECKPOINT file is unusable: replaying the whole ledger (the next checkpoint replaces it)"
-        );
-    }
-    let ledger: Arc<dyn Ledger> = Arc::new(ledger);
+    let location = args.store.location();
+    let ledger = location
+        .open(&mut |warning| tracing::warn!("{warning}"))
+        .map_err(ServeError::Ledger)?;
+    tracing::info!(ledger = %location.display(), "ledger open");
     let dedupe = DedupeOptions {
         window: Duration::from_secs(args.dedupe_window),
         capacity: args.dedupe_capacity,

@@ -15,6 +15,7 @@ use ggen_runtime::tenant::TenantId;
 use serde_json::json;
 
 mod checkpoint;
+pub(crate) mod postgres;
 mod proptests;
 
 /// Frame header size before the tenant bytes (pinned on-disk format).

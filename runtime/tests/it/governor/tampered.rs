@@ -384,16 +384,58 @@ fn ledger_verify_reports_a_forged_checkpoint_and_still_the_chains() {
             populate(ledger);
         }
         rewrite_file(dir.path(), &*edit);
-        let (text, ok) = ggen_runtime::cli::verify_report(&OPEN, dir.path()).unwrap();
-        assert!(!ok, "{name}: {text}");
-        let lines: Vec<&str> = text.lines().collect();
-        assert!(
-            lines[0].starts_with("ok: 8 receipts in 3 tenant chains"),
-            "{name}: {text}"
-        );
-        let named = expected.map_or_else(String::new, |t| format!(" at tenant `{t}`"));
-        let line = format!("checkpoint contradicts the chains{named}: ");
-        assert!(lines[1].starts_with(&line), "{name}: {text}");
+        let report = ggen_runtime::cli::verify_report(&OPEN, dir.path()).unwrap();
+        assert_forgery_reported(name, expected, report);
+    }
+}
+
+/// `ledger verify` of a forged checkpoint: the chains verify (8 receipts in
+/// 3 chains), the checkpoint is said to contradict them (at `expected`).
+fn assert_forgery_reported(name: &str, expected: Option<&str>, (text, ok): (String, bool)) {
+    assert!(!ok, "{name}: {text}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines[0].starts_with("ok: 8 receipts in 3 tenant chains"),
+        "{name}: {text}"
+    );
+    let named = expected.map_or_else(String::new, |t| format!(" at tenant `{t}`"));
+    let line = format!("checkpoint contradicts the chains{named}: ");
+    assert!(lines[1].starts_with(&line), "{name}: {text}");
+}
+
+#[test]
+fn ledger_verify_on_postgres_reports_a_forged_checkpoint_and_still_the_chains() {
+    use ggen_runtime::pg::{PgLedger, PgOptions};
+    let Some(url) = crate::ledger::postgres::fresh_schema() else {
+        return;
+    };
+    let fresh = || {
+        let mut db = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+        let _ = db.batch_execute("TRUNCATE ggen_receipts, ggen_heads, ggen_checkpoint");
+        populate(Arc::new(
+            PgLedger::open(&url, PgOptions::default()).unwrap(),
+        ));
+        db
+    };
+    drop(fresh());
+    let (text, ok) = ggen_runtime::cli::verify_database_report(&OPEN, &url).unwrap();
+    assert!(ok, "{text}");
+    assert_eq!(text.lines().count(), 1, "{text}");
+    for (name, edit, expected) in forgeries() {
+        let mut db = fresh();
+        let blob: Vec<u8> = db
+            .query_one("SELECT blob FROM ggen_checkpoint", &[])
+            .unwrap()
+            .get(0);
+        let mut value: Value = serde_json::from_slice(&blob).unwrap();
+        edit(&mut value);
+        db.execute(
+            "UPDATE ggen_checkpoint SET blob = $1",
+            &[&serde_json::to_vec(&value).unwrap()],
+        )
+        .unwrap();
+        let report = ggen_runtime::cli::verify_database_report(&OPEN, &url).unwrap();
+        assert_forgery_reported(name, expected, report);
     }
 }
 

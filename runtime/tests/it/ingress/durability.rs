@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use ggen_runtime::ingress::service::{self, ActionsMode, LogFormat, ServeArgs};
 use ggen_runtime::ledger::Ledger;
 use ggen_runtime::ledger::file::{self, FileLedger, FileOptions};
+use ggen_runtime::pg::PgLedger;
 use ggen_runtime::registry::Registry;
 use ggen_runtime::tenant::TenantId;
 use tokio::sync::Mutex;
@@ -37,7 +38,11 @@ fn tenant_of(i: usize) -> String {
 
 /// Every signal id receipted in the ledger at `dir` (opened afresh).
 fn receipted_ids(dir: &Path) -> BTreeSet<String> {
-    let ledger = FileLedger::open(dir, FileOptions::default()).unwrap();
+    ids_in(&FileLedger::open(dir, FileOptions::default()).unwrap())
+}
+
+/// Every signal id receipted in `ledger`.
+fn ids_in(ledger: &dyn Ledger) -> BTreeSet<String> {
     let mut ids = BTreeSet::new();
     for t in 0..TENANTS {
         let tenant = TenantId::new(&tenant_of(t)).unwrap();
@@ -108,7 +113,13 @@ fn governor_child() {
         .map(|n| n.parse::<u64>().unwrap());
     let args = ServeArgs {
         listen: "127.0.0.1:0".parse().unwrap(),
-        ledger: ledger.into(),
+        store: match ledger.to_str() {
+            Some(url) if url.starts_with("postgres://") => ggen_runtime::store::StoreArgs {
+                database_url: Some(url.to_owned()),
+                ledger: None,
+            },
+            _ => ggen_runtime::store::StoreArgs::dir(ledger),
+        },
         insecure_no_auth: false,
         log_format: LogFormat::Text,
         jwks: None,
@@ -223,10 +234,11 @@ fn spawn_governor_env(dir: &Path, env: &[(&str, String)]) -> (Child, SocketAddr)
     (child, addr.parse().unwrap())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acknowledged_signals_survive_kill_9() {
-    let dir = tempfile::tempdir().unwrap();
-    let (mut child, addr) = spawn_governor(dir.path());
+/// Starts a governor on `ledger` (a directory, or a `postgres://` URL as a
+/// path), loads it from 8 connections and `kill -9`s it after 500 acks;
+/// returns the acknowledged signal ids.
+async fn acked_before_kill_9(ledger: &Path) -> Vec<String> {
+    let (mut child, addr) = spawn_governor(ledger);
     let acked = Arc::new(Mutex::new(Vec::new()));
     let sent = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
@@ -267,23 +279,69 @@ async fn acknowledged_signals_survive_kill_9() {
     for task in tasks {
         task.await.unwrap();
     }
-    let acked = acked.lock().await;
+    let acked = std::mem::take(&mut *acked.lock().await);
     assert!(
         acked.len() >= 500,
         "only {} acks before the deadline",
         acked.len()
     );
+    acked
+}
 
-    let report = file::verify_dir(dir.path()).unwrap();
-    assert_eq!(report.first_bad, None, "{report:?}");
-    let stored = receipted_ids(dir.path());
-    for id in acked.iter() {
+/// Every acknowledged id is among the stored ones.
+fn all_stored(acked: &[String], stored: &BTreeSet<String>) {
+    for id in acked {
         assert!(
             stored.contains(id),
             "acknowledged `{id}` is not in the ledger"
         );
     }
     assert!(stored.len() >= acked.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_signals_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let acked = acked_before_kill_9(dir.path()).await;
+    let report = file::verify_dir(dir.path()).unwrap();
+    assert_eq!(report.first_bad, None, "{report:?}");
+    all_stored(&acked, &receipted_ids(dir.path()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_signals_survive_kill_9_on_postgres() {
+    // The synchronous client must not run on a runtime thread.
+    use tokio::task::block_in_place as blocking;
+    let Some(url) = blocking(crate::ledger::postgres::fresh_schema) else {
+        return;
+    };
+    let acked = acked_before_kill_9(Path::new(&url)).await;
+    blocking(|| {
+        let ledger = PgLedger::open_read_only(&url).unwrap();
+        let report = ledger.verify().unwrap();
+        assert_eq!(report.first_bad, None, "{report:?}");
+        all_stored(&acked, &ids_in(&ledger));
+    });
+    // The killed process's writer lock is gone with its connection: a new
+    // governor takes over the ledger, recovers and serves.
+    let (_child, addr) = spawn_governor(Path::new(&url));
+    let mut connection = Connection::open(addr).await.unwrap();
+    let (status, body) = connection
+        .request(
+            "POST",
+            "/v1/signals",
+            Some(TOKEN),
+            &signal("t0", 20.0, "after-restart"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 204, "{body}");
+    drop(_child);
+    blocking(|| {
+        let ledger = PgLedger::open_read_only(&url).unwrap();
+        assert!(ids_in(&ledger).contains("after-restart"));
+        assert_eq!(ledger.verify().unwrap().first_bad, None);
+    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

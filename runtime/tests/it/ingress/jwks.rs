@@ -244,7 +244,7 @@ fn reqwest_url(server: &JwksServer) -> reqwest::Url {
 fn serve_with_jwks(url: &str, ledger: &std::path::Path) -> service::ServeError {
     let args = ServeArgs {
         listen: "127.0.0.1:0".parse().unwrap(),
-        ledger: ledger.to_path_buf(),
+        store: ggen_runtime::store::StoreArgs::dir(ledger),
         insecure_no_auth: false,
         log_format: LogFormat::Text,
         jwks: Some(JwksSource::parse(url).unwrap()),

@@ -1,0 +1,682 @@
+//! The PostgreSQL ledger: the file ledger's hash chains, group commit and
+//! checkpoints, in a database the operators already run (Cloud SQL,
+//! AlloyDB), behind the same [`Ledger`] trait.
+//!
+//! An append is ordered in memory against the tenant's head, exactly as in
+//! the file ledger, and returns a [`Ticket`]; one writer thread commits
+//! whatever is pending in one statement (the receipts and the new heads, a
+//! single implicit transaction with `synchronous_commit = on`) and publishes
+//! progress, so a ticket resolves only once its receipt is committed. A
+//! failed commit stops the ledger (every pending and later ticket errors),
+//! as a failed `fdatasync` stops the file ledger.
+//!
+//! One process writes a database's ledger at a time: the writer connection
+//! holds a session advisory lock named after the schema, released by the
+//! server when the process or its connection dies (so `kill -9` frees it).
+//! Tables live in the connection's `search_path` schema (`?options=-c
+//! search_path=…` in the URL), so one database can hold several governors'
+//! ledgers. Reads (`read`, `scan`, `verify`, `recover`) use a second
+//! connection and see committed receipts; `read` first waits for every
+//! append so far to commit.
+//!
+//! # Layout
+//! - `schema`: versioned migrations.
+//! - `writer`: the group-commit thread.
+//! - [`copy`]: moving every receipt between a file ledger and a database.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::str::FromStr as _;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::thread::JoinHandle;
+
+use postgres::fallible_iterator::FallibleIterator as _;
+use postgres::{Client, Config, NoTls};
+
+use crate::ledger::{
+    Appended, Entry, Hash, Head, Ledger, LedgerError, Mark, Progress, Record, Recovered,
+    StoredCheckpoint, SyncPoint, Ticket, Verifier, VerifyOptions, VerifyReport, chain_hash,
+    check_extends, check_mark,
+};
+use crate::tenant::TenantId;
+
+pub mod copy;
+mod schema;
+mod writer;
+
+/// Advisory-lock namespace of the writer lock (the other key is the schema's hash).
+const WRITER_LOCK_SPACE: i32 = 0x6767_656e; // "ggen"
+
+/// How a [`PgLedger`] runs.
+#[derive(Clone, Copy, Debug)]
+pub struct PgOptions {
+    /// Most receipts committed in one statement.
+    pub max_batch: usize,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        PgOptions { max_batch: 4096 }
+    }
+}
+
+/// A receipt ordered in memory, not yet committed.
+#[derive(Debug)]
+struct Pending {
+    position: u64,
+    tenant: TenantId,
+    seq: u64,
+    hash: Hash,
+    bytes: Vec<u8>,
+}
+
+/// What appends and the writer share, under one lock.
+#[derive(Debug, Default)]
+struct State {
+    heads: HashMap<TenantId, Head>,
+    /// Receipts ordered so far, committed or not (the last position).
+    records: u64,
+    /// Ordered, not yet taken by the writer.
+    pending: Vec<Pending>,
+    /// Set by drop: the writer commits what is pending and ends.
+    closing: bool,
+}
+
+#[derive(Debug)]
+struct Shared {
+    target: String,
+    state: Mutex<State>,
+    /// Signalled when `pending` grows or `closing` is set.
+    work: Condvar,
+    sync: Arc<SyncPoint>,
+}
+
+impl Shared {
+    /// The shared half of a ledger whose `state.records` receipts are all committed.
+    fn new(target: String, state: State) -> Arc<Shared> {
+        let records = state.records;
+        Arc::new(Shared {
+            target,
+            state: Mutex::new(state),
+            work: Condvar::new(),
+            sync: Arc::new(SyncPoint::new(Progress {
+                records,
+                position: records,
+                failure: None,
+            })),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The PostgreSQL ledger (see the module docs).
+pub struct PgLedger {
+    shared: Arc<Shared>,
+    /// For reads, checkpoints and recovery.
+    reader: Mutex<Client>,
+    writer: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for PgLedger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgLedger")
+            .field("target", &self.shared.target)
+            .field("writable", &self.writer.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// `postgres://host:port/db`: where a URL points, without its credentials.
+pub fn redacted(url: &str) -> String {
+    let Ok(config) = Config::from_str(url) else {
+        return "postgres://<unparsable url>".to_owned();
+    };
+    let host = match config.get_hosts().first() {
+        Some(postgres::config::Host::Tcp(host)) => host.clone(),
+        Some(postgres::config::Host::Unix(path)) => path.display().to_string(),
+        None => "localhost".to_owned(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let db = config.get_dbname().unwrap_or("");
+    format!("postgres://{host}:{port}/{db}")
+}
+
+/// A [`LedgerError::Database`] for `target`.
+fn database(
+    target: &str,
+    what: impl Into<String>,
+) -> impl FnOnce(postgres::Error) -> LedgerError + '_ {
+    let what = what.into();
+    move |source| LedgerError::Database {
+        target: target.to_owned(),
+        what,
+        source: Some(Box::new(source)),
+    }
+}
+
+/// Connects to `url` (without TLS: reach a remote database through a local
+/// proxy such as the Cloud SQL Auth Proxy, see docs/operations.md).
+fn connect(url: &str, target: &str) -> Result<Client, LedgerError> {
+    let config = Config::from_str(url).map_err(database(target, "the database URL is invalid"))?;
+    config
+        .connect(NoTls)
+        .map_err(database(target, "cannot connect"))
+}
+
+/// A row's receipt, or why the row cannot be one (a tampered table).
+fn record(tenant: &str, seq: i64, hash: &[u8], bytes: Vec<u8>) -> Result<Record, String> {
+    let tenant = TenantId::new(tenant).map_err(|e| format!("tenant `{tenant}` is invalid: {e}"))?;
+    let seq = u64::try_from(seq).map_err(|_| format!("seq `{seq}` is negative"))?;
+    let hash: Hash = hash
+        .try_into()
+        .map_err(|_| format!("hash of `{}` bytes, not 32", hash.len()))?;
+    Ok(Record {
+        tenant,
+        seq,
+        hash,
+        bytes: Arc::from(bytes),
+    })
+}
+
+impl PgLedger {
+    /// Connects, migrates the schema, takes the writer lock and loads every
+    /// tenant's head (checked against its receipts).
+    pub fn open(url: &str, options: PgOptions) -> Result<PgLedger, LedgerError> {
+        let target = redacted(url);
+        let mut writer_client = connect(url, &target)?;
+        schema::migrate(&mut writer_client).map_err(|source| LedgerError::Database {
+            target: target.clone(),
+            what: "migrating the ledger schema failed".to_owned(),
+            source: Some(Box::new(source)),
+        })?;
+        let locked: bool = writer_client
+            .query_one(
+                "SELECT pg_try_advisory_lock($1, hashtext(current_schema()))",
+                &[&WRITER_LOCK_SPACE],
+            )
+            .map_err(database(&target, "taking the writer lock"))?
+            .get(0);
+        if !locked {
+            return Err(LedgerError::Database {
+                target,
+                what: "another governor process is writing this ledger (one writer per database schema)".to_owned(),
+                source: None,
+            });
+        }
+        // Durable acknowledgements whatever the server's default.
+        writer_client
+            .batch_execute("SET synchronous_commit = on")
+            .map_err(database(&target, "setting synchronous_commit"))?;
+        let mut reader = connect(url, &target)?;
+        let (heads, records) = load_heads(&mut reader, &target)?;
+        let shared = Shared::new(
+            target,
+            State {
+                heads,
+                records,
+                ..State::default()
+            },
+        );
+        let writer = writer::spawn(Arc::clone(&shared), writer_client, options.max_batch).map_err(
+            |source| LedgerError::Io {
+                path: PathBuf::from(&shared.target),
+                source,
+            },
+        )?;
+        Ok(PgLedger {
+            shared,
+            reader: Mutex::new(reader),
+            writer: Some(writer),
+        })
+    }
+
+    /// The ledger without writing it: no migration, no writer lock, so it
+    /// works beside a running governor (`ledger verify`, `ledger show`, the
+    /// source of `ledger copy`). Appends are refused; reads see what is
+    /// committed.
+    pub fn open_read_only(url: &str) -> Result<PgLedger, LedgerError> {
+        let target = redacted(url);
+        let mut reader = connect(url, &target)?;
+        let version: Option<i32> = reader
+            .query_one(
+                "SELECT CASE WHEN to_regclass('ggen_schema_migrations') IS NULL THEN NULL
+                        ELSE (SELECT max(version) FROM ggen_schema_migrations) END",
+                &[],
+            )
+            .map_err(database(&target, "reading the schema version"))?
+            .get(0);
+        match version {
+            None => {
+                return Err(LedgerError::Database {
+                    target,
+                    what: "no ledger here (no ggen tables in the connection's search_path schema)"
+                        .to_owned(),
+                    source: None,
+                });
+            }
+            Some(found) if found > schema::LATEST => {
+                return Err(LedgerError::Database {
+                    target,
+                    what: schema::SchemaError::Newer { found }.to_string(),
+                    source: None,
+                });
+            }
+            Some(_) => {}
+        }
+        let records: i64 = reader
+            .query_one("SELECT coalesce(max(position), 0) FROM ggen_receipts", &[])
+            .map_err(database(&target, "reading the end of the log"))?
+            .get(0);
+        let records = u64::try_from(records).unwrap_or(0);
+        Ok(PgLedger {
+            // Closing from the start: nothing may be appended.
+            shared: Shared::new(
+                target,
+                State {
+                    records,
+                    closing: true,
+                    ..State::default()
+                },
+            ),
+            reader: Mutex::new(reader),
+            writer: None,
+        })
+    }
+
+    /// The stored checkpoint with every tenant's head at its mark, if there is one.
+    pub fn stored(&self) -> Result<Option<StoredCheckpoint>, LedgerError> {
+        let mut client = self.reader();
+        let Some((records, blob)) = self.stored_checkpoint(&mut client)? else {
+            return Ok(None);
+        };
+        Ok(Some(StoredCheckpoint {
+            records,
+            heads: self.heads_at(&mut client, records)?,
+            blob: Arc::from(blob),
+        }))
+    }
+
+    /// Where the database is, without credentials.
+    pub fn target(&self) -> &str {
+        &self.shared.target
+    }
+
+    fn reader(&self) -> MutexGuard<'_, Client> {
+        self.reader.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn err(&self, what: &str) -> impl FnOnce(postgres::Error) -> LedgerError + '_ {
+        database(&self.shared.target, what)
+    }
+
+    fn bad_row(&self, reason: String) -> LedgerError {
+        LedgerError::Database {
+            target: self.shared.target.clone(),
+            what: format!("a stored receipt is not a receipt: {reason}"),
+            source: None,
+        }
+    }
+
+    /// The stored checkpoint row: (records before its mark, blob).
+    fn stored_checkpoint(
+        &self,
+        client: &mut Client,
+    ) -> Result<Option<(u64, Vec<u8>)>, LedgerError> {
+        let row = client
+            .query_opt("SELECT records, blob FROM ggen_checkpoint", &[])
+            .map_err(self.err("reading the checkpoint"))?;
+        row.map(|row| {
+            let records: i64 = row.get(0);
+            let records = u64::try_from(records)
+                .map_err(|_| self.bad_row(format!("checkpoint at `{records}` records")))?;
+            Ok((records, row.get(1)))
+        })
+        .transpose()
+    }
+
+    /// Every tenant's head as of the first `records` receipts.
+    fn heads_at(
+        &self,
+        client: &mut Client,
+        records: u64,
+    ) -> Result<BTreeMap<TenantId, Head>, LedgerError> {
+        let rows = client
+            .query(
+                "SELECT r.tenant, r.seq, r.hash FROM ggen_heads h
+                 CROSS JOIN LATERAL (
+                     SELECT tenant, seq, hash FROM ggen_receipts
+                     WHERE tenant = h.tenant AND position <= $1
+                     ORDER BY seq DESC LIMIT 1
+                 ) r",
+                &[&position(records)],
+            )
+            .map_err(self.err("reading the heads at the checkpoint"))?;
+        rows.into_iter()
+            .map(|row| {
+                let r = record(row.get(0), row.get(1), row.get(2), Vec::new())
+                    .map_err(|reason| self.bad_row(reason))?;
+                Ok((
+                    r.tenant,
+                    Head {
+                        seq: r.seq,
+                        hash: r.hash,
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// Streams the receipts after `after` (a position) in append order.
+    fn stream(
+        &self,
+        client: &mut Client,
+        after: u64,
+        visit: &mut dyn FnMut(u64, Record) -> Result<(), LedgerError>,
+    ) -> Result<(), LedgerError> {
+        let mut rows = client
+            .query_raw(
+                "SELECT position, tenant, seq, hash, bytes FROM ggen_receipts
+                 WHERE position > $1 ORDER BY position",
+                [position(after)],
+            )
+            .map_err(self.err("reading the receipts"))?;
+        while let Some(row) = rows.next().map_err(self.err("reading the receipts"))? {
+            let at: i64 = row.get(0);
+            let r = record(row.get(1), row.get(2), row.get(3), row.get(4))
+                .map_err(|reason| self.bad_row(reason))?;
+            visit(u64::try_from(at).unwrap_or(0), r)?;
+        }
+        Ok(())
+    }
+}
+
+/// A record count or position as PostgreSQL's `bigint`.
+fn position(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Every tenant's head from `ggen_heads`, each checked against the
+/// receipts (the row must name a stored receipt with that hash and no
+/// successor), and the number of receipts (the last position).
+fn load_heads(
+    client: &mut Client,
+    target: &str,
+) -> Result<(HashMap<TenantId, Head>, u64), LedgerError> {
+    let rows = client
+        .query(
+            "SELECT h.tenant, h.seq, h.hash,
+                    r.hash IS NOT DISTINCT FROM h.hash
+                    AND NOT EXISTS (SELECT 1 FROM ggen_receipts n
+                                    WHERE n.tenant = h.tenant AND n.seq = h.seq + 1)
+             FROM ggen_heads h
+             LEFT JOIN ggen_receipts r ON r.tenant = h.tenant AND r.seq = h.seq",
+            &[],
+        )
+        .map_err(database(target, "reading the chain heads"))?;
+    let mut heads = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let tenant: &str = row.get(0);
+        let consistent: bool = row.get(3);
+        let bad = |reason: String| LedgerError::Database {
+            target: target.to_owned(),
+            what: format!(
+                "the head of tenant `{tenant}` {reason}: the ledger tables were altered; refusing to extend them (run `ledger verify`)"
+            ),
+            source: None,
+        };
+        if !consistent {
+            return Err(bad("does not match its last receipt".to_owned()));
+        }
+        let r = record(tenant, row.get(1), row.get(2), Vec::new()).map_err(bad)?;
+        heads.insert(
+            r.tenant,
+            Head {
+                seq: r.seq,
+                hash: r.hash,
+            },
+        );
+    }
+    let (last, orphans): (i64, i64) = {
+        let row = client
+            .query_one(
+                "SELECT coalesce(max(position), 0),
+                        (SELECT count(*) FROM (SELECT DISTINCT tenant FROM ggen_receipts
+                          WHERE position > coalesce((SELECT max(position) FROM ggen_heads), 0)) t)
+                 FROM ggen_receipts",
+                &[],
+            )
+            .map_err(database(target, "reading the end of the log"))?;
+        (row.get(0), row.get(1))
+    };
+    if orphans > 0 {
+        return Err(LedgerError::Database {
+            target: target.to_owned(),
+            what: "receipts were stored after every chain's head: the ledger tables were altered; refusing to extend them (run `ledger verify`)".to_owned(),
+            source: None,
+        });
+    }
+    Ok((heads, u64::try_from(last).unwrap_or(0)))
+}
+
+impl Ledger for PgLedger {
+    fn append(&self, entry: Entry) -> Result<Appended, LedgerError> {
+        let hash = chain_hash(&entry.prev, &entry.bytes);
+        let mut state = self.shared.lock();
+        if let Some(error) = self.shared.sync.progress().error() {
+            return Err(error);
+        }
+        if state.closing {
+            // Only a read-only ledger is closing while someone holds it.
+            return Err(LedgerError::Database {
+                target: self.shared.target.clone(),
+                what: "opened read-only: appends are refused".to_owned(),
+                source: None,
+            });
+        }
+        let head = state
+            .heads
+            .get(&entry.tenant)
+            .copied()
+            .unwrap_or(Head::EMPTY);
+        check_extends(&head, &entry)?;
+        let position = state.records + 1;
+        state.records = position;
+        let seq = entry.seq;
+        match state.heads.get_mut(&entry.tenant) {
+            Some(head) => *head = Head { seq, hash },
+            None => {
+                state.heads.insert(entry.tenant.clone(), Head { seq, hash });
+            }
+        }
+        state.pending.push(Pending {
+            position,
+            tenant: entry.tenant,
+            seq,
+            hash,
+            bytes: entry.bytes,
+        });
+        drop(state);
+        self.shared.work.notify_one();
+        Ok(Appended {
+            hash,
+            ticket: Ticket::pending(position, Arc::clone(&self.shared.sync)),
+        })
+    }
+
+    fn head(&self, tenant: &TenantId) -> Head {
+        self.shared
+            .lock()
+            .heads
+            .get(tenant)
+            .copied()
+            .unwrap_or(Head::EMPTY)
+    }
+
+    fn read(
+        &self,
+        tenant: &TenantId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Record>, LedgerError> {
+        self.flush()?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self
+            .reader()
+            .query(
+                "SELECT tenant, seq, hash, bytes FROM ggen_receipts
+                 WHERE tenant = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                &[&tenant.as_str(), &position(after), &limit],
+            )
+            .map_err(self.err("reading a tenant's receipts"))?;
+        rows.into_iter()
+            .map(|row| {
+                record(row.get(0), row.get(1), row.get(2), row.get(3))
+                    .map_err(|reason| self.bad_row(reason))
+            })
+            .collect()
+    }
+
+    fn mark(&self) -> Result<Mark, LedgerError> {
+        let records = self.shared.lock().records;
+        Ok(Mark::new(records, records))
+    }
+
+    fn checkpoint(&self, mark: Mark, blob: &[u8]) -> Result<(), LedgerError> {
+        self.shared
+            .sync
+            .wait_until(|p| p.records >= mark.records())?;
+        let end = self.shared.lock().records;
+        let mut client = self.reader();
+        let stored = self.stored_checkpoint(&mut client)?.map_or(0, |(r, _)| r);
+        check_mark(&mark, stored, end)?;
+        client
+            .execute(
+                "INSERT INTO ggen_checkpoint (records, blob) VALUES ($1, $2)
+                 ON CONFLICT (singleton) DO UPDATE SET records = excluded.records, blob = excluded.blob
+                 WHERE ggen_checkpoint.records <= excluded.records",
+                &[&position(mark.records()), &blob],
+            )
+            .map_err(self.err("storing the checkpoint"))?;
+        Ok(())
+    }
+
+    fn recover(
+        &self,
+        visit: &mut dyn FnMut(Recovered<'_>) -> Result<(), LedgerError>,
+    ) -> Result<(), LedgerError> {
+        self.flush()?;
+        let (after, mut verifier) = match self.stored()? {
+            Some(stored) => {
+                visit(Recovered::Checkpoint(&stored))?;
+                (stored.records, Verifier::starting_at(&stored.heads))
+            }
+            None => (0, Verifier::new()),
+        };
+        let mut client = self.reader();
+        // The records replayed are checked as they come: a receipt altered
+        // in the table stops recovery instead of becoming tenant state.
+        self.stream(&mut client, after, &mut |_, record| {
+            verifier.feed(&record);
+            if let Some(bad) = verifier.first_bad() {
+                return Err(LedgerError::Database {
+                    target: self.shared.target.clone(),
+                    what: format!(
+                        "hash chain of tenant `{}` breaks at seq `{}`: {}; refusing to extend it (run `ledger verify`)",
+                        bad.tenant, bad.seq, bad.reason
+                    ),
+                    source: None,
+                });
+            }
+            visit(Recovered::Record(&record))
+        })
+    }
+
+    fn scan(
+        &self,
+        visit: &mut dyn FnMut(&Record) -> Result<(), LedgerError>,
+    ) -> Result<(), LedgerError> {
+        self.flush()?;
+        let mut client = self.reader();
+        self.stream(&mut client, 0, &mut |_, record| visit(&record))
+    }
+
+    fn verify_with(&self, options: &VerifyOptions<'_>) -> Result<VerifyReport, LedgerError> {
+        self.flush()?;
+        let mut client = self.reader();
+        let checkpoint = self
+            .stored_checkpoint(&mut client)?
+            .map(|(records, blob)| (records, Arc::<[u8]>::from(blob)));
+        let mut verifier = Verifier::new();
+        let judge_at_mark = |verifier: &mut Verifier| {
+            if let Some((records, blob)) = &checkpoint
+                && verifier.receipts() == *records
+            {
+                verifier.at_mark(options, *records, blob);
+            }
+        };
+        judge_at_mark(&mut verifier);
+        self.stream(&mut client, 0, &mut |at, record| {
+            if options.cancelled() {
+                return Err(LedgerError::Cancelled {
+                    visited: verifier.receipts(),
+                });
+            }
+            // A deleted row leaves a gap in the positions.
+            if at != verifier.receipts() + 1 {
+                verifier.bad(
+                    record.tenant.to_string(),
+                    record.seq,
+                    format!(
+                        "receipts at positions {} to {} are missing",
+                        verifier.receipts() + 1,
+                        at - 1
+                    ),
+                );
+            }
+            verifier.feed(&record);
+            judge_at_mark(&mut verifier);
+            Ok(())
+        })?;
+        // A chain whose last receipts were deleted still links: its head row names them.
+        if !verifier.has_bad() {
+            let rows = client
+                .query(
+                    "SELECT h.tenant, h.seq FROM ggen_heads h
+                     LEFT JOIN ggen_receipts r ON r.tenant = h.tenant AND r.seq = h.seq
+                     WHERE r.hash IS DISTINCT FROM h.hash
+                        OR EXISTS (SELECT 1 FROM ggen_receipts n
+                                   WHERE n.tenant = h.tenant AND n.seq = h.seq + 1)
+                     ORDER BY h.tenant LIMIT 1",
+                    &[],
+                )
+                .map_err(self.err("checking the chain heads"))?;
+            if let Some(row) = rows.first() {
+                let seq: i64 = row.get(1);
+                verifier.bad(
+                    row.get::<_, String>(0),
+                    u64::try_from(seq).unwrap_or(0),
+                    "the recorded head does not match the chain's last receipt (receipts were deleted or the head altered)".to_owned(),
+                );
+            }
+        }
+        Ok(verifier.report())
+    }
+
+    fn flush(&self) -> Result<(), LedgerError> {
+        let target = self.shared.lock().records;
+        self.shared.sync.wait_until(|p| p.records >= target)
+    }
+}
+
+impl Drop for PgLedger {
+    fn drop(&mut self) {
+        self.shared.lock().closing = true;
+        self.shared.work.notify_all();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}

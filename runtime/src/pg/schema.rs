@@ -1,0 +1,123 @@
+//! The ledger's tables, created and upgraded by versioned migrations.
+//!
+//! Every migration runs in one transaction under a transaction-scoped
+//! advisory lock, so two governors starting at once on an empty database
+//! serialize: the second finds the first's versions applied and does
+//! nothing. A database migrated by a newer governor (a version this one
+//! does not know) is refused rather than written with the wrong schema.
+
+use postgres::Client;
+
+/// Key of the advisory lock migrations run under (any fixed number: it only
+/// has to be the same for every governor; "ggen-mig" in ASCII).
+const MIGRATION_LOCK: i64 = 0x6767_656e_2d6d_6967;
+
+/// (version, description, SQL), in order. Never edit a released entry: add one.
+const MIGRATIONS: &[(i32, &str, &str)] = &[(
+    1,
+    "receipts, chain heads and the checkpoint",
+    "
+    -- Every receipt in append order (`position`, from 1, gapless); the
+    -- stored `hash` is SHA-256(prev hash || bytes), `bytes` the canonical
+    -- receipt exactly as hashed.
+    CREATE TABLE ggen_receipts (
+        position bigint PRIMARY KEY CHECK (position > 0),
+        tenant   text   NOT NULL,
+        seq      bigint NOT NULL CHECK (seq > 0),
+        hash     bytea  NOT NULL CHECK (length(hash) = 32),
+        bytes    bytea  NOT NULL,
+        UNIQUE (tenant, seq)
+    );
+    -- Each tenant's last receipt, written in the same statement as the
+    -- receipts, so opening the ledger reads one row per tenant.
+    CREATE TABLE ggen_heads (
+        tenant   text   PRIMARY KEY,
+        seq      bigint NOT NULL,
+        hash     bytea  NOT NULL,
+        position bigint NOT NULL
+    );
+    -- The latest registry snapshot and the number of receipts before it.
+    CREATE TABLE ggen_checkpoint (
+        singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+        records   bigint  NOT NULL CHECK (records >= 0),
+        blob      bytea   NOT NULL
+    );
+    ",
+)];
+
+/// The newest schema version this build knows.
+pub(crate) const LATEST: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
+
+/// Why migrating failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SchemaError {
+    /// A query failed.
+    #[error("{what}")]
+    Query {
+        what: &'static str,
+        #[source]
+        source: postgres::Error,
+    },
+    /// The database was migrated by a newer governor.
+    #[error(
+        "the ledger schema is at version {found}, newer than this governor knows ({LATEST}): run a governor built by a newer ggen"
+    )]
+    Newer { found: i32 },
+}
+
+fn query(what: &'static str) -> impl FnOnce(postgres::Error) -> SchemaError {
+    move |source| SchemaError::Query { what, source }
+}
+
+/// Brings the schema in the connection's `search_path` to [`LATEST`];
+/// returns the versions it applied (none when it was current).
+pub(crate) fn migrate(client: &mut Client) -> Result<Vec<i32>, SchemaError> {
+    let mut tx = client
+        .transaction()
+        .map_err(query("starting the migration transaction"))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .map_err(query("taking the migration lock"))?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS ggen_schema_migrations (
+            version     integer     PRIMARY KEY,
+            description text        NOT NULL,
+            applied_at  timestamptz NOT NULL DEFAULT now()
+        )",
+    )
+    .map_err(query("creating the migrations table"))?;
+    let found: i32 = tx
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM ggen_schema_migrations",
+            &[],
+        )
+        .map_err(query("reading the schema version"))?
+        .get(0);
+    if found > LATEST {
+        return Err(SchemaError::Newer { found });
+    }
+    let mut applied = Vec::new();
+    for &(version, description, sql) in MIGRATIONS.iter().filter(|(v, ..)| *v > found) {
+        tx.batch_execute(sql)
+            .map_err(query("applying a schema migration"))?;
+        tx.execute(
+            "INSERT INTO ggen_schema_migrations (version, description) VALUES ($1, $2)",
+            &[&version, &description],
+        )
+        .map_err(query("recording a schema migration"))?;
+        applied.push(version);
+    }
+    tx.commit().map_err(query("committing the migrations"))?;
+    Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_are_consecutive_from_one() {
+        for (i, (version, ..)) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(*version, i as i32 + 1);
+        }
+    }
+}
