@@ -153,22 +153,30 @@ pub fn main<P: PolicyPack>(pack: &'static P) -> ExitCode {
             signals,
             store,
             live_actions,
-        } => run_replay(pack, &signals, &store.location(), live_actions),
+        } => located(&store).and_then(|ledger| run_replay(pack, &signals, &ledger, live_actions)),
         Command::Serve(args) => Ok(crate::ingress::service::run(pack, *args)),
         Command::Ledger {
             command: LedgerCommand::Verify { store },
-        } => verify(pack, &store.location()),
+        } => located(&store).and_then(|ledger| verify(pack, &ledger)),
         Command::Ledger {
             command: LedgerCommand::Show { store, tenant },
-        } => show(&store.location(), tenant.as_deref()),
+        } => located(&store).and_then(|ledger| show(&ledger, tenant.as_deref())),
         Command::Ledger {
             command: LedgerCommand::Copy { from, to },
-        } => copy(&Location::parse(&from), &Location::parse(&to)),
+        } => Location::parse(&from)
+            .and_then(|from| Ok((from, Location::parse(&to)?)))
+            .map_err(Failure::rejected)
+            .and_then(|(from, to)| copy(&from, &to)),
     };
     result.unwrap_or_else(|failure| {
         eprintln!("error: {}", failure.message);
         ExitCode::from(failure.code)
     })
+}
+
+/// Where the ledger of a command is; a usage error (exit 1) when unnamed.
+fn located(store: &StoreArgs) -> Result<Location, Failure> {
+    store.location().map_err(Failure::rejected)
 }
 
 fn run_replay<P: PolicyPack>(

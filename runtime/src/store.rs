@@ -19,12 +19,21 @@ pub enum Location {
 }
 
 impl Location {
-    /// A `postgres://` or `postgresql://` URL is a database; anything else a directory.
-    pub fn parse(text: &str) -> Location {
-        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
-            Location::Database(text.to_owned())
-        } else {
-            Location::Dir(PathBuf::from(text))
+    /// A `postgres://` or `postgresql://` URL (any case) is a database, a
+    /// plain path a directory; any other `scheme://` is refused rather
+    /// than taken for a folder name (which would also echo a password).
+    pub fn parse(text: &str) -> Result<Location, String> {
+        match text.split_once("://") {
+            Some((scheme, _))
+                if scheme.eq_ignore_ascii_case("postgres")
+                    || scheme.eq_ignore_ascii_case("postgresql") =>
+            {
+                Ok(Location::Database(text.to_owned()))
+            }
+            Some((scheme, _)) => Err(format!(
+                "`{scheme}://…` is neither a ledger directory nor a postgres:// URL"
+            )),
+            None => Ok(Location::Dir(PathBuf::from(text))),
         }
     }
 
@@ -62,9 +71,14 @@ impl Location {
     }
 }
 
-/// `--ledger DIR` or `--database-url URL`: exactly one.
+/// The variable a database URL may come from instead of `--database-url`.
+pub const DATABASE_URL_ENV: &str = "GOVERNOR_DATABASE_URL";
+
+/// `--ledger DIR` or `--database-url URL` (at most one; without either,
+/// `GOVERNOR_DATABASE_URL`). The variable is read only when no flag names
+/// the ledger, so an exported URL never blocks `--ledger DIR`.
 #[derive(Clone, Debug, Default, clap::Args)]
-#[group(required = true, multiple = false)]
+#[group(multiple = false)]
 pub struct StoreArgs {
     /// The ledger directory (created if missing; appended to if not).
     #[arg(long, value_name = "DIR")]
@@ -91,12 +105,66 @@ impl StoreArgs {
         }
     }
 
-    /// Where the ledger is (clap makes sure exactly one is given).
-    pub fn location(&self) -> Location {
-        match (&self.database_url, &self.ledger) {
-            (Some(url), _) => Location::Database(url.clone()),
-            (None, Some(dir)) => Location::Dir(dir.clone()),
-            (None, None) => Location::Dir(PathBuf::from(".")),
+    /// Where the ledger is: the flag given, else `GOVERNOR_DATABASE_URL`.
+    pub fn location(&self) -> Result<Location, String> {
+        self.location_with(std::env::var(DATABASE_URL_ENV).ok())
+    }
+
+    /// [`StoreArgs::location`] with the variable's value given.
+    pub fn location_with(&self, env_url: Option<String>) -> Result<Location, String> {
+        match (&self.ledger, &self.database_url, env_url) {
+            (Some(dir), ..) => Ok(Location::Dir(dir.clone())),
+            (None, Some(url), _) => Location::parse(url),
+            (None, None, Some(url)) if !url.is_empty() => Location::parse(&url),
+            _ => Err(format!(
+                "no ledger given: pass `--ledger DIR` or `--database-url URL`, or set {DATABASE_URL_ENV}"
+            )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flag_wins_over_the_variable_and_the_variable_over_nothing() {
+        let url = || Some("postgres://u:p@h/db".to_owned());
+        let dir = StoreArgs::dir("ledger");
+        assert_eq!(dir.location_with(url()), Ok(Location::Dir("ledger".into())));
+        let flag = StoreArgs {
+            database_url: Some("postgresql://h/other".to_owned()),
+            ledger: None,
+        };
+        assert_eq!(
+            flag.location_with(url()),
+            Ok(Location::Database("postgresql://h/other".to_owned()))
+        );
+        let none = StoreArgs::default();
+        assert_eq!(
+            none.location_with(url()),
+            Ok(Location::Database("postgres://u:p@h/db".to_owned()))
+        );
+        assert!(
+            none.location_with(None)
+                .unwrap_err()
+                .contains("--ledger DIR")
+        );
+        assert!(none.location_with(Some(String::new())).is_err());
+    }
+
+    #[test]
+    fn only_postgres_urls_are_databases_and_other_schemes_are_refused() {
+        assert!(matches!(
+            Location::parse("POSTGRES://u:secret@h/db"),
+            Ok(Location::Database(_))
+        ));
+        assert!(matches!(
+            Location::parse("PostgreSQL://h/db"),
+            Ok(Location::Database(_))
+        ));
+        assert_eq!(Location::parse("a/dir"), Ok(Location::Dir("a/dir".into())));
+        let refused = Location::parse("mysql://u:secret@h/db").unwrap_err();
+        assert!(!refused.contains("secret"), "{refused}");
     }
 }

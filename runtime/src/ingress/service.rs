@@ -137,6 +137,9 @@ pub enum ServeError {
     /// The authentication configuration is missing or invalid.
     #[error("cannot configure inbound authentication")]
     Auth(#[source] AuthError),
+    /// No ledger, or one that cannot be named (`--ledger`/`--database-url`).
+    #[error("{0}")]
+    Store(String),
     /// The ledger could not be opened or flushed.
     #[error("ledger failed")]
     Ledger(#[source] LedgerError),
@@ -161,7 +164,7 @@ impl ServeError {
     /// 1 for configuration the operator must fix, 2 for failures.
     pub fn exit_code(&self) -> u8 {
         match self {
-            ServeError::Auth(_) => 1,
+            ServeError::Auth(_) | ServeError::Store(_) => 1,
             ServeError::Ledger(LedgerError::Io { .. } | LedgerError::Poisoned { .. }) => 2,
             ServeError::Ledger(_) => 1,
             ServeError::Registry(_) | ServeError::Actuator(_) | ServeError::Io { .. } => 2,
@@ -298,7 +301,7 @@ pub fn run_until(
             "the spec sets a pub/sub audience but no jwks is configured: `/pubsub/push` answers 403 until `--jwks` (or `GOVERNOR_OIDC_JWKS`) and `--oidc-email` (or `GOVERNOR_OIDC_EMAIL`) are given"
         );
     }
-    let location = args.store.location();
+    let location = args.store.location().map_err(ServeError::Store)?;
     let ledger = location
         .open(&mut |warning| tracing::warn!("{warning}"))
         .map_err(ServeError::Ledger)?;

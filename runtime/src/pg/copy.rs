@@ -50,6 +50,25 @@ pub enum CopyError {
     /// The destination does not hold what was copied.
     #[error("the copy does not verify: {0}")]
     Mismatch(String),
+    /// No source there.
+    #[error("no ledger at `{0}`")]
+    NoSource(String),
+    /// The source and the destination are one ledger.
+    #[error("`{0}` is both the source and the destination")]
+    SameLedger(String),
+    /// Stopped after writing to the destination.
+    #[error(
+        "copy stopped after {copied} receipts: `{destination}` holds only that prefix; remove it (the directory, or the schema's ggen_ tables) before copying again"
+    )]
+    Partial {
+        /// The destination, without credentials.
+        destination: String,
+        /// Receipts appended to it.
+        copied: u64,
+        /// Why it stopped.
+        #[source]
+        cause: Box<CopyError>,
+    },
 }
 
 /// Receipts appended between two waits for durability: bounds what is held
@@ -58,10 +77,54 @@ const IN_FLIGHT: u64 = 8192;
 
 /// Copies every receipt of `from` into the empty ledger `to`.
 pub fn copy(from: &Location, to: &Location) -> Result<Copied, CopyError> {
+    if from == to {
+        return Err(CopyError::SameLedger(from.display()));
+    }
+    // The source first: nothing is created when it cannot be read. A
+    // database is verified whole before anything is copied, since a chain
+    // whose last receipts were deleted still links as it streams; only its
+    // head rows and positions tell.
+    let source = match from {
+        Location::Dir(dir) if !dir.is_dir() => return Err(CopyError::NoSource(from.display())),
+        Location::Dir(dir) => Source::Dir(dir),
+        Location::Database(url) => {
+            let ledger = PgLedger::open_read_only(url)?;
+            if let Some(bad) = ledger.verify()?.first_bad {
+                return Err(CopyError::Tampered {
+                    tenant: bad.tenant,
+                    seq: bad.seq,
+                    reason: bad.reason,
+                });
+            }
+            Source::Database(Box::new(ledger))
+        }
+    };
     let destination: Arc<dyn Ledger> = to.open(&mut |_| {})?;
     if destination.mark()?.records() > 0 {
         return Err(CopyError::NotEmpty(to.display()));
     }
+    into(&source, &*destination).map_err(|cause| {
+        let copied = destination.mark().map_or(0, |mark| mark.records());
+        match copied {
+            0 => cause,
+            copied => CopyError::Partial {
+                destination: to.display(),
+                copied,
+                cause: Box::new(cause),
+            },
+        }
+    })
+}
+
+/// A source, open (a database) or checked to exist (a directory).
+enum Source<'a> {
+    Dir(&'a std::path::Path),
+    Database(Box<PgLedger>),
+}
+
+/// Appends every receipt of `source` to the empty `destination`, and
+/// checks the result.
+fn into(source: &Source<'_>, destination: &dyn Ledger) -> Result<Copied, CopyError> {
     let mut verifier = Verifier::new();
     let mut heads: HashMap<TenantId, Hash> = HashMap::new();
     let mut waiting: Option<Ticket> = None;
@@ -99,9 +162,9 @@ pub fn copy(from: &Location, to: &Location) -> Result<Copied, CopyError> {
         }
         Ok(())
     };
-    let scanned = match from {
-        Location::Dir(dir) => file::scan_dir(dir, &mut visit),
-        Location::Database(url) => PgLedger::open_read_only(url)?.scan(&mut visit),
+    let scanned = match source {
+        Source::Dir(dir) => file::scan_dir(dir, &mut visit),
+        Source::Database(database) => database.scan(&mut visit),
     };
     if let Some(failure) = failure {
         return Err(failure);

@@ -31,7 +31,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 
 use postgres::fallible_iterator::FallibleIterator as _;
-use postgres::{Client, Config, NoTls};
+use postgres::{Client, Config, NoTls, Row};
 
 use crate::ledger::{
     Appended, Entry, Hash, Head, Ledger, LedgerError, Mark, Progress, Record, Recovered,
@@ -115,7 +115,9 @@ impl Shared {
 /// The PostgreSQL ledger (see the module docs).
 pub struct PgLedger {
     shared: Arc<Shared>,
-    /// For reads, checkpoints and recovery.
+    /// For the connections of long reads (`scan`, `verify`, `recover`).
+    url: String,
+    /// For short reads and checkpoints; reconnected when it was lost.
     reader: Mutex<Client>,
     writer: Option<JoinHandle<()>>,
 }
@@ -181,37 +183,60 @@ fn record(tenant: &str, seq: i64, hash: &[u8], bytes: Vec<u8>) -> Result<Record,
     })
 }
 
+/// Column `i` of `row`, or why it cannot be read (a NULL or another type
+/// in an altered table): never a panic.
+fn column<'a, T: postgres::types::FromSql<'a>>(row: &'a Row, i: usize) -> Result<T, String> {
+    row.try_get(i)
+        .map_err(|e| format!("column {} is unreadable: {e}", row.columns()[i].name()))
+}
+
+/// The receipt in columns `from..from + 4` (tenant, seq, hash, bytes) of
+/// `row`; `bytes` false reads no bytes (an empty receipt).
+fn row_record(row: &Row, from: usize, bytes: bool) -> Result<Record, String> {
+    let body = if bytes {
+        column::<Vec<u8>>(row, from + 3)?
+    } else {
+        Vec::new()
+    };
+    record(
+        column(row, from)?,
+        column(row, from + 1)?,
+        column(row, from + 2)?,
+        body,
+    )
+}
+
+/// The position in column `i`: a positive number.
+fn row_position(row: &Row, i: usize) -> Result<u64, String> {
+    let at: i64 = column(row, i)?;
+    u64::try_from(at)
+        .ok()
+        .filter(|&at| at > 0)
+        .ok_or_else(|| format!("position `{at}` is not positive"))
+}
+
 impl PgLedger {
     /// Connects, migrates the schema, takes the writer lock and loads every
     /// tenant's head (checked against its receipts).
     pub fn open(url: &str, options: PgOptions) -> Result<PgLedger, LedgerError> {
         let target = redacted(url);
         let mut writer_client = connect(url, &target)?;
+        // The lock first: a governor that is not the writer must not touch
+        // the schema (a newer one beside a running older one would migrate
+        // it under the live writer).
+        take_writer_lock(&mut writer_client, &target)?;
         schema::migrate(&mut writer_client).map_err(|source| LedgerError::Database {
             target: target.clone(),
             what: "migrating the ledger schema failed".to_owned(),
             source: Some(Box::new(source)),
         })?;
-        let locked: bool = writer_client
-            .query_one(
-                "SELECT pg_try_advisory_lock($1, hashtext(current_schema()))",
-                &[&WRITER_LOCK_SPACE],
-            )
-            .map_err(database(&target, "taking the writer lock"))?
-            .get(0);
-        if !locked {
-            return Err(LedgerError::Database {
-                target,
-                what: "another governor process is writing this ledger (one writer per database schema)".to_owned(),
-                source: None,
-            });
-        }
         // Durable acknowledgements whatever the server's default.
         writer_client
             .batch_execute("SET synchronous_commit = on")
             .map_err(database(&target, "setting synchronous_commit"))?;
         let mut reader = connect(url, &target)?;
         let (heads, records) = load_heads(&mut reader, &target)?;
+        check_checkpoint_end(&mut reader, &target, records)?;
         let shared = Shared::new(
             target,
             State {
@@ -228,6 +253,7 @@ impl PgLedger {
         )?;
         Ok(PgLedger {
             shared,
+            url: url.to_owned(),
             reader: Mutex::new(reader),
             writer: Some(writer),
         })
@@ -240,14 +266,18 @@ impl PgLedger {
     pub fn open_read_only(url: &str) -> Result<PgLedger, LedgerError> {
         let target = redacted(url);
         let mut reader = connect(url, &target)?;
-        let version: Option<i32> = reader
+        let row = reader
             .query_one(
                 "SELECT CASE WHEN to_regclass('ggen_schema_migrations') IS NULL THEN NULL
                         ELSE (SELECT max(version) FROM ggen_schema_migrations) END",
                 &[],
             )
-            .map_err(database(&target, "reading the schema version"))?
-            .get(0);
+            .map_err(database(&target, "reading the schema version"))?;
+        let version: Option<i32> = column(&row, 0).map_err(|why| LedgerError::Database {
+            target: target.clone(),
+            what: format!("the schema version is unreadable: {why}"),
+            source: None,
+        })?;
         match version {
             None => {
                 return Err(LedgerError::Database {
@@ -266,11 +296,7 @@ impl PgLedger {
             }
             Some(_) => {}
         }
-        let records: i64 = reader
-            .query_one("SELECT coalesce(max(position), 0) FROM ggen_receipts", &[])
-            .map_err(database(&target, "reading the end of the log"))?
-            .get(0);
-        let records = u64::try_from(records).unwrap_or(0);
+        let records = log_end(&mut reader, &target)?;
         Ok(PgLedger {
             // Closing from the start: nothing may be appended.
             shared: Shared::new(
@@ -281,6 +307,7 @@ impl PgLedger {
                     ..State::default()
                 },
             ),
+            url: url.to_owned(),
             reader: Mutex::new(reader),
             writer: None,
         })
@@ -288,7 +315,7 @@ impl PgLedger {
 
     /// The stored checkpoint with every tenant's head at its mark, if there is one.
     pub fn stored(&self) -> Result<Option<StoredCheckpoint>, LedgerError> {
-        let mut client = self.reader();
+        let mut client = self.reader()?;
         let Some((records, blob)) = self.stored_checkpoint(&mut client)? else {
             return Ok(None);
         };
@@ -304,8 +331,20 @@ impl PgLedger {
         &self.shared.target
     }
 
-    fn reader(&self) -> MutexGuard<'_, Client> {
-        self.reader.lock().unwrap_or_else(PoisonError::into_inner)
+    /// The short-read connection, connected again if it was lost (reads
+    /// are idempotent, so a failover costs one failed request, not all).
+    fn reader(&self) -> Result<MutexGuard<'_, Client>, LedgerError> {
+        let mut client = self.reader.lock().unwrap_or_else(PoisonError::into_inner);
+        if client.is_closed() {
+            *client = connect(&self.url, &self.shared.target)?;
+        }
+        Ok(client)
+    }
+
+    /// A connection of its own for a long read, so `verify` and `scan` do
+    /// not hold up tenant reads and checkpoints.
+    fn long_reader(&self) -> Result<Client, LedgerError> {
+        connect(&self.url, &self.shared.target)
     }
 
     fn err(&self, what: &str) -> impl FnOnce(postgres::Error) -> LedgerError + '_ {
@@ -329,10 +368,10 @@ impl PgLedger {
             .query_opt("SELECT records, blob FROM ggen_checkpoint", &[])
             .map_err(self.err("reading the checkpoint"))?;
         row.map(|row| {
-            let records: i64 = row.get(0);
+            let records: i64 = column(&row, 0).map_err(|why| self.bad_row(why))?;
             let records = u64::try_from(records)
                 .map_err(|_| self.bad_row(format!("checkpoint at `{records}` records")))?;
-            Ok((records, row.get(1)))
+            Ok((records, column(&row, 1).map_err(|why| self.bad_row(why))?))
         })
         .transpose()
     }
@@ -356,8 +395,7 @@ impl PgLedger {
             .map_err(self.err("reading the heads at the checkpoint"))?;
         rows.into_iter()
             .map(|row| {
-                let r = record(row.get(0), row.get(1), row.get(2), Vec::new())
-                    .map_err(|reason| self.bad_row(reason))?;
+                let r = row_record(&row, 0, false).map_err(|reason| self.bad_row(reason))?;
                 Ok((
                     r.tenant,
                     Head {
@@ -384,12 +422,38 @@ impl PgLedger {
             )
             .map_err(self.err("reading the receipts"))?;
         while let Some(row) = rows.next().map_err(self.err("reading the receipts"))? {
-            let at: i64 = row.get(0);
-            let r = record(row.get(1), row.get(2), row.get(3), row.get(4))
-                .map_err(|reason| self.bad_row(reason))?;
-            visit(u64::try_from(at).unwrap_or(0), r)?;
+            let at = row_position(&row, 0).map_err(|reason| self.bad_row(reason))?;
+            let r = row_record(&row, 1, true).map_err(|reason| self.bad_row(reason))?;
+            visit(at, r)?;
         }
         Ok(())
+    }
+}
+
+impl PgLedger {
+    /// Streams the receipts after position `after` to `visit`, each fed to
+    /// `verifier` first: the first that does not extend its chain stops
+    /// the stream with an error naming it.
+    fn checked_stream(
+        &self,
+        after: u64,
+        mut verifier: Verifier,
+        visit: &mut dyn FnMut(&Record) -> Result<(), LedgerError>,
+    ) -> Result<(), LedgerError> {
+        let mut client = self.long_reader()?;
+        self.stream(&mut client, after, &mut |_, record| {
+            verifier.feed(&record);
+            if let Some(bad) = verifier.first_bad() {
+                return Err(altered(
+                    &self.shared.target,
+                    format!(
+                        "the hash chain of tenant `{}` breaks at seq `{}`: {}",
+                        bad.tenant, bad.seq, bad.reason
+                    ),
+                ));
+            }
+            visit(&record)
+        })
     }
 }
 
@@ -398,9 +462,84 @@ fn position(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
+/// Takes the writer lock of the connection's schema: a session advisory
+/// lock keyed on the schema's oid (unique, unlike a hash of its name).
+fn take_writer_lock(client: &mut Client, target: &str) -> Result<(), LedgerError> {
+    let refused = |what: &str| LedgerError::Database {
+        target: target.to_owned(),
+        what: what.to_owned(),
+        source: None,
+    };
+    let oid: Option<i64> = client
+        .query_opt(
+            "SELECT oid::bigint FROM pg_namespace WHERE nspname = current_schema()",
+            &[],
+        )
+        .map_err(database(target, "reading the schema"))?
+        .map(|row| row.get(0));
+    let oid = oid.ok_or_else(|| {
+        refused("the connection's search_path names no existing schema: create it first")
+    })?;
+    // Oids of user schemas are far below 2^31; the remainder keeps any oid an int4.
+    let key = i32::try_from(oid % i64::from(i32::MAX)).unwrap_or(0);
+    let locked: bool = client
+        .query_one(
+            "SELECT pg_try_advisory_lock($1, $2)",
+            &[&WRITER_LOCK_SPACE, &key],
+        )
+        .map_err(database(target, "taking the writer lock"))?
+        .get(0);
+    if locked {
+        Ok(())
+    } else {
+        Err(refused(
+            "another governor process is writing this ledger (one writer per database schema)",
+        ))
+    }
+}
+
+/// The number of receipts: the last position.
+fn log_end(client: &mut Client, target: &str) -> Result<u64, LedgerError> {
+    let row = client
+        .query_one("SELECT coalesce(max(position), 0) FROM ggen_receipts", &[])
+        .map_err(database(target, "reading the end of the log"))?;
+    let end: i64 = column(&row, 0).map_err(|why| altered(target, why))?;
+    Ok(u64::try_from(end).unwrap_or(0))
+}
+
+/// Why a writer refuses tables someone altered.
+fn altered(target: &str, why: String) -> LedgerError {
+    LedgerError::Database {
+        target: target.to_owned(),
+        what: format!(
+            "{why}: the ledger tables were altered; refusing to extend them (run `ledger verify`)"
+        ),
+        source: None,
+    }
+}
+
+/// Refuses a stored checkpoint that claims more receipts than the log holds
+/// (receipts after it were deleted, or the row was forged).
+fn check_checkpoint_end(client: &mut Client, target: &str, end: u64) -> Result<(), LedgerError> {
+    let row = client
+        .query_opt("SELECT records FROM ggen_checkpoint", &[])
+        .map_err(database(target, "reading the checkpoint"))?;
+    let Some(row) = row else { return Ok(()) };
+    let records: i64 = column(&row, 0).map_err(|why| altered(target, why))?;
+    if u64::try_from(records).is_ok_and(|records| records <= end) {
+        return Ok(());
+    }
+    Err(altered(
+        target,
+        format!("the checkpoint at {records} receipts points past the end of the log ({end})"),
+    ))
+}
+
 /// Every tenant's head from `ggen_heads`, each checked against the
-/// receipts (the row must name a stored receipt with that hash and no
-/// successor), and the number of receipts (the last position).
+/// receipts (the row must name a stored receipt, at its position, with
+/// that hash and no successor; no receipt may belong to a tenant without a
+/// head row), and the number of receipts (the last position). One index
+/// probe per tenant, never a scan of the log.
 fn load_heads(
     client: &mut Client,
     target: &str,
@@ -409,6 +548,7 @@ fn load_heads(
         .query(
             "SELECT h.tenant, h.seq, h.hash,
                     r.hash IS NOT DISTINCT FROM h.hash
+                    AND r.position IS NOT DISTINCT FROM h.position
                     AND NOT EXISTS (SELECT 1 FROM ggen_receipts n
                                     WHERE n.tenant = h.tenant AND n.seq = h.seq + 1)
              FROM ggen_heads h
@@ -418,19 +558,15 @@ fn load_heads(
         .map_err(database(target, "reading the chain heads"))?;
     let mut heads = HashMap::with_capacity(rows.len());
     for row in rows {
-        let tenant: &str = row.get(0);
-        let consistent: bool = row.get(3);
-        let bad = |reason: String| LedgerError::Database {
-            target: target.to_owned(),
-            what: format!(
-                "the head of tenant `{tenant}` {reason}: the ledger tables were altered; refusing to extend them (run `ledger verify`)"
-            ),
-            source: None,
-        };
-        if !consistent {
-            return Err(bad("does not match its last receipt".to_owned()));
+        let tenant: String = column(&row, 0).map_err(|why| altered(target, why))?;
+        let consistent: Option<bool> = column(&row, 3).map_err(|why| altered(target, why))?;
+        if consistent != Some(true) {
+            return Err(altered(
+                target,
+                format!("the head of tenant `{tenant}` does not match its last receipt"),
+            ));
         }
-        let r = record(tenant, row.get(1), row.get(2), Vec::new()).map_err(bad)?;
+        let r = row_record(&row, 0, false).map_err(|why| altered(target, why))?;
         heads.insert(
             r.tenant,
             Head {
@@ -439,26 +575,32 @@ fn load_heads(
             },
         );
     }
-    let (last, orphans): (i64, i64) = {
-        let row = client
-            .query_one(
-                "SELECT coalesce(max(position), 0),
-                        (SELECT count(*) FROM (SELECT DISTINCT tenant FROM ggen_receipts
-                          WHERE position > coalesce((SELECT max(position) FROM ggen_heads), 0)) t)
-                 FROM ggen_receipts",
-                &[],
-            )
-            .map_err(database(target, "reading the end of the log"))?;
-        (row.get(0), row.get(1))
-    };
-    if orphans > 0 {
-        return Err(LedgerError::Database {
-            target: target.to_owned(),
-            what: "receipts were stored after every chain's head: the ledger tables were altered; refusing to extend them (run `ledger verify`)".to_owned(),
-            source: None,
-        });
+    // Each distinct tenant of the receipts, by a skip scan of the
+    // (tenant, seq) index: one without a head row was written by hand.
+    let headless = client
+        .query_opt(
+            "WITH RECURSIVE t(tenant) AS (
+                 (SELECT tenant FROM ggen_receipts ORDER BY tenant LIMIT 1)
+                 UNION ALL
+                 SELECT (SELECT r.tenant FROM ggen_receipts r WHERE r.tenant > t.tenant
+                         ORDER BY r.tenant LIMIT 1)
+                 FROM t WHERE t.tenant IS NOT NULL
+             )
+             SELECT tenant FROM t
+             WHERE tenant IS NOT NULL
+               AND NOT EXISTS (SELECT 1 FROM ggen_heads h WHERE h.tenant = t.tenant)
+             LIMIT 1",
+            &[],
+        )
+        .map_err(database(target, "reading the chains"))?;
+    if let Some(row) = headless {
+        let tenant: String = column(&row, 0).map_err(|why| altered(target, why))?;
+        return Err(altered(
+            target,
+            format!("tenant `{tenant}` has receipts but no head"),
+        ));
     }
-    Ok((heads, u64::try_from(last).unwrap_or(0)))
+    Ok((heads, log_end(client, target)?))
 }
 
 impl Ledger for PgLedger {
@@ -524,7 +666,7 @@ impl Ledger for PgLedger {
         self.flush()?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = self
-            .reader()
+            .reader()?
             .query(
                 "SELECT tenant, seq, hash, bytes FROM ggen_receipts
                  WHERE tenant = $1 AND seq > $2 ORDER BY seq LIMIT $3",
@@ -532,10 +674,7 @@ impl Ledger for PgLedger {
             )
             .map_err(self.err("reading a tenant's receipts"))?;
         rows.into_iter()
-            .map(|row| {
-                record(row.get(0), row.get(1), row.get(2), row.get(3))
-                    .map_err(|reason| self.bad_row(reason))
-            })
+            .map(|row| row_record(&row, 0, true).map_err(|reason| self.bad_row(reason)))
             .collect()
     }
 
@@ -549,7 +688,7 @@ impl Ledger for PgLedger {
             .sync
             .wait_until(|p| p.records >= mark.records())?;
         let end = self.shared.lock().records;
-        let mut client = self.reader();
+        let mut client = self.reader()?;
         let stored = self.stored_checkpoint(&mut client)?.map_or(0, |(r, _)| r);
         check_mark(&mark, stored, end)?;
         client
@@ -568,47 +707,46 @@ impl Ledger for PgLedger {
         visit: &mut dyn FnMut(Recovered<'_>) -> Result<(), LedgerError>,
     ) -> Result<(), LedgerError> {
         self.flush()?;
-        let (after, mut verifier) = match self.stored()? {
+        let (after, verifier) = match self.stored()? {
             Some(stored) => {
+                if stored.records > self.shared.lock().records {
+                    return Err(altered(
+                        &self.shared.target,
+                        format!(
+                            "the checkpoint at {} receipts points past the end of the log",
+                            stored.records
+                        ),
+                    ));
+                }
                 visit(Recovered::Checkpoint(&stored))?;
                 (stored.records, Verifier::starting_at(&stored.heads))
             }
             None => (0, Verifier::new()),
         };
-        let mut client = self.reader();
-        // The records replayed are checked as they come: a receipt altered
-        // in the table stops recovery instead of becoming tenant state.
-        self.stream(&mut client, after, &mut |_, record| {
-            verifier.feed(&record);
-            if let Some(bad) = verifier.first_bad() {
-                return Err(LedgerError::Database {
-                    target: self.shared.target.clone(),
-                    what: format!(
-                        "hash chain of tenant `{}` breaks at seq `{}`: {}; refusing to extend it (run `ledger verify`)",
-                        bad.tenant, bad.seq, bad.reason
-                    ),
-                    source: None,
-                });
-            }
-            visit(Recovered::Record(&record))
+        self.checked_stream(after, verifier, &mut |record| {
+            visit(Recovered::Record(record))
         })
     }
 
+    /// Every receipt, each chain checked as it streams: a registry that
+    /// set its checkpoint aside replays with this, so an altered receipt
+    /// stops it instead of becoming tenant state (`ledger show` stops there
+    /// too, naming it).
     fn scan(
         &self,
         visit: &mut dyn FnMut(&Record) -> Result<(), LedgerError>,
     ) -> Result<(), LedgerError> {
         self.flush()?;
-        let mut client = self.reader();
-        self.stream(&mut client, 0, &mut |_, record| visit(&record))
+        self.checked_stream(0, Verifier::new(), visit)
     }
 
     fn verify_with(&self, options: &VerifyOptions<'_>) -> Result<VerifyReport, LedgerError> {
         self.flush()?;
-        let mut client = self.reader();
-        let checkpoint = self
-            .stored_checkpoint(&mut client)?
-            .map(|(records, blob)| (records, Arc::<[u8]>::from(blob)));
+        let checkpoint = {
+            let mut client = self.reader()?;
+            self.stored_checkpoint(&mut client)?
+                .map(|(records, blob)| (records, Arc::<[u8]>::from(blob)))
+        };
         let mut verifier = Verifier::new();
         let judge_at_mark = |verifier: &mut Verifier| {
             if let Some((records, blob)) = &checkpoint
@@ -618,6 +756,9 @@ impl Ledger for PgLedger {
             }
         };
         judge_at_mark(&mut verifier);
+        // Each chain's last receipt as streamed: (seq, hash, position).
+        let mut last: HashMap<TenantId, (u64, Hash, u64)> = HashMap::new();
+        let mut client = self.long_reader()?;
         self.stream(&mut client, 0, &mut |at, record| {
             if options.cancelled() {
                 return Err(LedgerError::Cancelled {
@@ -625,40 +766,64 @@ impl Ledger for PgLedger {
                 });
             }
             // A deleted row leaves a gap in the positions.
-            if at != verifier.receipts() + 1 {
+            let expected = verifier.receipts() + 1;
+            if at != expected {
                 verifier.bad(
                     record.tenant.to_string(),
                     record.seq,
                     format!(
-                        "receipts at positions {} to {} are missing",
-                        verifier.receipts() + 1,
-                        at - 1
+                        "receipts at positions {expected} to {} are missing",
+                        at.saturating_sub(1)
                     ),
                 );
             }
             verifier.feed(&record);
             judge_at_mark(&mut verifier);
+            last.insert(record.tenant.clone(), (record.seq, record.hash, at));
             Ok(())
         })?;
-        // A chain whose last receipts were deleted still links: its head row names them.
+        if let Some((records, _)) = &checkpoint
+            && *records > verifier.receipts()
+        {
+            verifier.bad(
+                String::new(),
+                0,
+                format!(
+                    "the checkpoint at {records} receipts points past the end of the log ({}): receipts were deleted",
+                    verifier.receipts()
+                ),
+            );
+        }
+        // A chain whose last receipts were deleted still links: the head
+        // rows name them. Both ways: every chain has its head, every head
+        // its chain.
         if !verifier.has_bad() {
             let rows = client
-                .query(
-                    "SELECT h.tenant, h.seq FROM ggen_heads h
-                     LEFT JOIN ggen_receipts r ON r.tenant = h.tenant AND r.seq = h.seq
-                     WHERE r.hash IS DISTINCT FROM h.hash
-                        OR EXISTS (SELECT 1 FROM ggen_receipts n
-                                   WHERE n.tenant = h.tenant AND n.seq = h.seq + 1)
-                     ORDER BY h.tenant LIMIT 1",
-                    &[],
-                )
+                .query("SELECT tenant, seq, hash, position FROM ggen_heads", &[])
                 .map_err(self.err("checking the chain heads"))?;
-            if let Some(row) = rows.first() {
-                let seq: i64 = row.get(1);
+            let mut headless: std::collections::BTreeSet<&TenantId> = last.keys().collect();
+            for row in &rows {
+                let head = row_record(row, 0, false).and_then(|r| Ok((r, row_position(row, 3)?)));
+                let (tenant, seq, why) = match head {
+                    Err(why) => (String::new(), 0, why),
+                    Ok((r, at)) => {
+                        headless.remove(&r.tenant);
+                        match last.get(&r.tenant) {
+                            Some(&(seq, hash, pos)) if (seq, hash, pos) == (r.seq, r.hash, at) => continue,
+                            Some(_) => (r.tenant.to_string(), r.seq, "the recorded head is not the chain's last receipt (receipts were deleted or the head altered)".to_owned()),
+                            None => (r.tenant.to_string(), r.seq, "a head is recorded for a chain with no receipts (they were deleted)".to_owned()),
+                        }
+                    }
+                };
+                verifier.bad(tenant, seq, why);
+                break;
+            }
+            if let Some(tenant) = headless.first() {
+                let seq = last.get(*tenant).map_or(0, |l| l.0);
                 verifier.bad(
-                    row.get::<_, String>(0),
-                    u64::try_from(seq).unwrap_or(0),
-                    "the recorded head does not match the chain's last receipt (receipts were deleted or the head altered)".to_owned(),
+                    tenant.to_string(),
+                    seq,
+                    "the chain has no recorded head (its head row was deleted)".to_owned(),
                 );
             }
         }

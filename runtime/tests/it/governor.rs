@@ -3,6 +3,6 @@
 mod model;
 mod props;
 mod registry;
-mod sku;
+pub(crate) mod sku;
 mod table;
 mod tampered;

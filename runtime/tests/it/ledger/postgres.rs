@@ -318,7 +318,8 @@ fn a_lost_connection_fails_every_ticket_instead_of_acknowledging() {
             "SELECT count(pg_terminate_backend(pid)) FROM pg_locks
              WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()
                AND classid = 1734829422
-               AND objid::bigint = (hashtext(current_schema())::bigint & 4294967295)",
+               AND objid::bigint = (SELECT oid::bigint FROM pg_namespace
+                                    WHERE nspname = current_schema())",
             &[],
         )
         .unwrap()
@@ -468,8 +469,169 @@ fn copy_refuses_a_tampered_source() {
         &Location::Database(url),
     )
     .unwrap_err();
+    let chain = ggen_runtime::report::error_chain(&err);
     assert!(
-        err.to_string().contains("does not verify at tenant `acme`"),
+        chain.contains("does not verify at tenant `acme`"),
+        "{chain}"
+    );
+    // acme 1 and beta 1 were copied before the break: the error says the
+    // destination holds only that prefix.
+    assert!(chain.contains("copy stopped after 2 receipts"), "{chain}");
+}
+
+/// A schema filled with acme and beta seq 1..=3 and a checkpoint, stopped.
+fn six_receipts() -> Option<String> {
+    let url = fresh_schema()?;
+    let ledger = open(&url);
+    for i in 0..3 {
+        append_next(&ledger, &tenant("acme"), &format!("{i}"));
+        append_next(&ledger, &tenant("beta"), &format!("{i}"));
+    }
+    ledger.checkpoint(ledger.mark().unwrap(), b"state").unwrap();
+    Some(url)
+}
+
+/// What `verify` of the schema says is first bad (it must say something).
+fn first_bad(url: &str) -> ggen_runtime::ledger::BadRecord {
+    PgLedger::open_read_only(url)
+        .unwrap()
+        .verify()
+        .unwrap()
+        .first_bad
+        .expect("the alteration was not reported")
+}
+
+/// A writer's open, then recovery: the error that refuses the tables.
+fn refused(url: &str) -> String {
+    let outcome =
+        PgLedger::open(url, PgOptions::default()).and_then(|l| l.recover(&mut |_| Ok(())));
+    match outcome {
+        Ok(()) => panic!("a writer accepted altered tables"),
+        Err(err) => ggen_runtime::report::error_chain(&err),
+    }
+}
+
+#[test]
+fn altered_heads_and_checkpoints_are_reported_and_refused() {
+    // A head row deleted: the chain has no head.
+    let Some(url) = six_receipts() else { return };
+    client(&url)
+        .execute("DELETE FROM ggen_heads WHERE tenant = 'acme'", &[])
+        .unwrap();
+    let bad = first_bad(&url);
+    assert!(
+        bad.tenant == "acme" && bad.reason.contains("no recorded head"),
+        "{bad:?}"
+    );
+    assert!(refused(&url).contains("tenant `acme` has receipts but no head"));
+
+    // A head's position moved.
+    let Some(url) = six_receipts() else { return };
+    client(&url)
+        .execute(
+            "UPDATE ggen_heads SET position = 999 WHERE tenant = 'beta'",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(first_bad(&url).tenant, "beta");
+    assert!(refused(&url).contains("head of tenant `beta` does not match"));
+
+    // A receipt appended by hand for a new tenant (a valid first receipt).
+    let Some(url) = six_receipts() else { return };
+    let bytes = receipt(&tenant("mallory"), Head::EMPTY, "forged");
+    let hash = chain_hash(&GENESIS, &bytes);
+    client(&url)
+        .execute(
+            "INSERT INTO ggen_receipts (position, tenant, seq, hash, bytes)
+             VALUES (7, 'mallory', 1, $1, $2)",
+            &[&&hash[..], &bytes],
+        )
+        .unwrap();
+    assert_eq!(first_bad(&url).tenant, "mallory");
+    assert!(refused(&url).contains("tenant `mallory` has receipts but no head"));
+
+    // A checkpoint claiming receipts the log does not hold.
+    let Some(url) = six_receipts() else { return };
+    client(&url)
+        .execute("UPDATE ggen_checkpoint SET records = 1000", &[])
+        .unwrap();
+    assert!(
+        first_bad(&url)
+            .reason
+            .contains("points past the end of the log")
+    );
+    assert!(refused(&url).contains("points past the end of the log"));
+}
+
+#[test]
+fn a_set_aside_checkpoint_does_not_let_a_tampered_receipt_through() {
+    use ggen_runtime::registry::Registry;
+    let Some(url) = six_receipts() else { return };
+    let mut db = client(&url);
+    db.execute(
+        "UPDATE ggen_receipts SET bytes = overlay(bytes placing 'X' from length(bytes) - 3 for 1)
+         WHERE tenant = 'acme' AND seq = 2",
+        &[],
+    )
+    .unwrap();
+    db.execute("UPDATE ggen_checkpoint SET blob = 'garbage'", &[])
+        .unwrap();
+    // The registry sets the unreadable checkpoint aside and replays every
+    // receipt through `scan`, which checks each chain as it streams.
+    let registry = Registry::new(&crate::governor::sku::OPEN, Arc::new(open(&url)));
+    let err = registry.recover().unwrap_err();
+    let chain = ggen_runtime::report::error_chain(&err);
+    assert!(chain.contains("tenant `acme` breaks at seq `2`"), "{chain}");
+}
+
+#[test]
+fn unreadable_columns_are_a_tamper_report_not_a_panic() {
+    let Some(url) = six_receipts() else { return };
+    client(&url)
+        .batch_execute(
+            "ALTER TABLE ggen_receipts ALTER COLUMN bytes DROP NOT NULL;
+             UPDATE ggen_receipts SET bytes = NULL WHERE position = 3;
+             DELETE FROM ggen_checkpoint",
+        )
+        .unwrap();
+    let err = PgLedger::open_read_only(&url)
+        .unwrap()
+        .verify()
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("column bytes is unreadable"),
+        "{err}"
+    );
+    // Without a checkpoint a start replays every receipt, and stops there.
+    let err = refused(&url);
+    assert!(err.contains("unreadable"), "{err}");
+}
+
+#[test]
+fn copy_checks_a_database_source_whole_and_creates_nothing_on_refusal() {
+    let Some(url) = six_receipts() else { return };
+    // The last receipt of beta deleted: every chain still links.
+    client(&url)
+        .execute(
+            "DELETE FROM ggen_receipts WHERE tenant = 'beta' AND seq = 3",
+            &[],
+        )
+        .unwrap();
+    let parent = tempfile::tempdir().unwrap();
+    let to = parent.path().join("copy");
+    let err = copy(&Location::Database(url.clone()), &Location::Dir(to.clone())).unwrap_err();
+    assert!(err.to_string().contains("source does not verify"), "{err}");
+    assert!(!to.exists(), "a refused copy created its destination");
+    // A missing source directory creates nothing either.
+    let missing = Location::Dir(parent.path().join("missing"));
+    let err = copy(&missing, &Location::Dir(to.clone())).unwrap_err();
+    assert!(err.to_string().contains("no ledger at"), "{err}");
+    assert!(!to.exists());
+    // Nor may a ledger be copied onto itself.
+    let err = copy(&Location::Database(url.clone()), &Location::Database(url)).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("both the source and the destination"),
         "{err}"
     );
 }
