@@ -161,8 +161,20 @@ fn database(
 
 /// Connects to `url` (without TLS: reach a remote database through a local
 /// proxy such as the Cloud SQL Auth Proxy, see docs/operations.md).
+///
+/// Unless the URL sets them, a connection attempt gives up after 10 s and
+/// a connection whose sent data goes unacknowledged for 30 s (a dead host,
+/// a dropped route) counts as lost, so the writer resumes or stops instead
+/// of hanging on it.
 fn connect(url: &str, target: &str) -> Result<Client, LedgerError> {
-    let config = Config::from_str(url).map_err(database(target, "the database URL is invalid"))?;
+    let mut config =
+        Config::from_str(url).map_err(database(target, "the database URL is invalid"))?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(std::time::Duration::from_secs(10));
+    }
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(std::time::Duration::from_secs(30));
+    }
     config
         .connect(NoTls)
         .map_err(database(target, "cannot connect"))
@@ -245,12 +257,16 @@ impl PgLedger {
                 ..State::default()
             },
         );
-        let writer = writer::spawn(Arc::clone(&shared), writer_client, options.max_batch).map_err(
-            |source| LedgerError::Io {
-                path: PathBuf::from(&shared.target),
-                source,
-            },
-        )?;
+        let writer = writer::spawn(
+            Arc::clone(&shared),
+            url.to_owned(),
+            writer_client,
+            options.max_batch,
+        )
+        .map_err(|source| LedgerError::Io {
+            path: PathBuf::from(&shared.target),
+            source,
+        })?;
         Ok(PgLedger {
             shared,
             url: url.to_owned(),

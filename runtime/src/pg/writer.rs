@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use postgres::Client;
+use std::time::{Duration, Instant};
+
+use postgres::{Client, Statement};
 
 use super::{Pending, Shared, position};
 use crate::ledger::Head;
@@ -27,21 +29,40 @@ const COMMIT: &str = "
     ON CONFLICT (tenant) DO UPDATE
         SET seq = excluded.seq, hash = excluded.hash, position = excluded.position";
 
+/// How long a writer that lost its connection tries to get it back before
+/// the ledger stops (a failover of a managed database takes tens of seconds).
+const RESUME_FOR: Duration = Duration::from_secs(30);
+
 /// Starts the writer on its own connection (which holds the writer lock).
 pub(super) fn spawn(
     shared: Arc<Shared>,
+    url: String,
     client: Client,
     max_batch: usize,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("ledger-pg-writer".to_owned())
-        .spawn(move || run(&shared, client, max_batch.max(1)))
+        .spawn(move || run(&shared, url, client, max_batch.max(1)))
 }
 
-fn run(shared: &Shared, mut client: Client, max_batch: usize) {
+/// The writer's connection and its prepared statement.
+struct Writer<'a> {
+    shared: &'a Shared,
+    url: String,
+    client: Client,
+    statement: Statement,
+}
+
+fn run(shared: &Shared, url: String, mut client: Client, max_batch: usize) {
     let statement = match client.prepare(COMMIT) {
         Ok(statement) => statement,
-        Err(error) => return fail(shared, error),
+        Err(error) => return fail(shared, &error),
+    };
+    let mut writer = Writer {
+        shared,
+        url,
+        client,
+        statement,
     };
     loop {
         let batch = {
@@ -61,8 +82,25 @@ fn run(shared: &Shared, mut client: Client, max_batch: usize) {
         let Some(last) = batch.last().map(|p| p.position) else {
             continue;
         };
+        let committed = match writer.commit(&batch) {
+            Err(error) if writer.client.is_closed() => {
+                tracing::warn!(target = %shared.target, error = %crate::report::error_chain(&error), "ledger connection lost: connecting again");
+                writer.resume(&batch)
+            }
+            outcome => outcome.map_err(|error| crate::report::error_chain(&error)),
+        };
+        match committed {
+            Ok(()) => shared.sync.publish(last, last),
+            Err(why) => return fail(shared, &why),
+        }
+    }
+}
+
+impl Writer<'_> {
+    /// Commits `batch` and its tenants' new heads in one statement.
+    fn commit(&mut self, batch: &[Pending]) -> Result<(), postgres::Error> {
         let mut heads: HashMap<&TenantId, (Head, u64)> = HashMap::new();
-        for p in &batch {
+        for p in batch {
             heads.insert(
                 &p.tenant,
                 (
@@ -83,8 +121,8 @@ fn run(shared: &Shared, mut client: Client, max_batch: usize) {
         let head_seqs: Vec<i64> = heads.values().map(|(h, _)| position(h.seq)).collect();
         let head_hashes: Vec<&[u8]> = heads.values().map(|(h, _)| &h.hash[..]).collect();
         let head_positions: Vec<i64> = heads.values().map(|(_, p)| position(*p)).collect();
-        let committed = client.execute(
-            &statement,
+        self.client.execute(
+            &self.statement,
             &[
                 &positions,
                 &tenants,
@@ -96,19 +134,80 @@ fn run(shared: &Shared, mut client: Client, max_batch: usize) {
                 &head_hashes,
                 &head_positions,
             ],
-        );
-        match committed {
-            Ok(_) => shared.sync.publish(last, last),
-            Err(error) => return fail(shared, error),
+        )?;
+        Ok(())
+    }
+
+    /// After the connection was lost during `batch`'s commit: connects
+    /// again (backing off, for up to [`RESUME_FOR`]), takes the writer lock
+    /// back, and finds out whether the commit happened before the
+    /// connection went: the batch's last receipt is stored with its hash
+    /// (it did), or the log ends just before the batch (it did not: commit
+    /// it again). Anything else means another process wrote the ledger
+    /// meanwhile, and the ledger stops.
+    fn resume(&mut self, batch: &[Pending]) -> Result<(), String> {
+        let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+            return Ok(());
+        };
+        let target = &self.shared.target;
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(100);
+        let mut client = loop {
+            match super::connect(&self.url, target) {
+                Ok(client) => break client,
+                Err(error) if started.elapsed() < RESUME_FOR => {
+                    tracing::warn!(target = %target, error = %crate::report::error_chain(&error), "ledger connection: retrying");
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+                Err(error) => return Err(crate::report::error_chain(&error)),
+            }
+        };
+        super::take_writer_lock(&mut client, target)
+            .map_err(|error| crate::report::error_chain(&error))?;
+        let query = |what: &str| {
+            let what = what.to_owned();
+            move |error: postgres::Error| format!("{what}: {}", crate::report::error_chain(&error))
+        };
+        client
+            .batch_execute("SET synchronous_commit = on")
+            .map_err(query("setting synchronous_commit"))?;
+        let row = client
+            .query_one(
+                "SELECT (SELECT hash FROM ggen_receipts WHERE position = $1),
+                        coalesce(max(position), 0)
+                 FROM ggen_receipts",
+                &[&position(last.position)],
+            )
+            .map_err(query("reading where the log ends"))?;
+        let stored: Option<Vec<u8>> = super::column(&row, 0)?;
+        let end: i64 = super::column(&row, 1)?;
+        self.statement = client
+            .prepare(COMMIT)
+            .map_err(query("preparing the commit"))?;
+        self.client = client;
+        if stored.as_deref() == Some(&last.hash[..]) {
+            tracing::info!(target = %target, "ledger connection back; the interrupted commit had completed");
+            return Ok(());
         }
+        if stored.is_none() && end == position(first.position - 1) {
+            self.commit(batch).map_err(query("committing again"))?;
+            tracing::info!(target = %target, "ledger connection back; the interrupted commit was made again");
+            return Ok(());
+        }
+        Err(format!(
+            "the ledger was written by another process while the connection was lost (the log ends at {end}, this governor's batch is {} to {})",
+            first.position, last.position
+        ))
     }
 }
 
 /// Stops the ledger: every pending and later ticket gets the error.
-fn fail(shared: &Shared, error: postgres::Error) {
-    tracing::error!(target = %shared.target, error = %crate::report::error_chain(&error), "ledger commit failed: the ledger has stopped");
+fn fail(shared: &Shared, why: &dyn std::fmt::Display) {
+    let why = why.to_string();
+    tracing::error!(target = %shared.target, error = %why, "ledger commit failed: the ledger has stopped");
     shared.sync.fail(
         PathBuf::from(&shared.target),
-        Arc::new(std::io::Error::other(error)),
+        Arc::new(std::io::Error::other(why)),
     );
 }

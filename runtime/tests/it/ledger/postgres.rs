@@ -306,14 +306,9 @@ fn tampered_tables_are_reported_and_never_extended() {
     assert!(bad.reason.contains("missing"), "{}", bad.reason);
 }
 
-#[test]
-fn a_lost_connection_fails_every_ticket_instead_of_acknowledging() {
-    let Some(url) = fresh_schema() else { return };
-    let ledger = open(&url);
-    let t = tenant("acme");
-    append_next(&ledger, &t, "committed");
-    // The writer's connection is the one holding the advisory lock.
-    let killed: i64 = client(&url)
+/// Terminates the connection holding `url`'s writer lock; how many there were.
+fn kill_the_writer(url: &str) -> i64 {
+    client(url)
         .query_one(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_locks
              WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid()
@@ -323,8 +318,51 @@ fn a_lost_connection_fails_every_ticket_instead_of_acknowledging() {
             &[],
         )
         .unwrap()
-        .get(0);
-    assert_eq!(killed, 1);
+        .get(0)
+}
+
+#[test]
+fn a_lost_writer_connection_is_resumed_without_loss_or_duplicates() {
+    let Some(url) = fresh_schema() else { return };
+    let ledger = open(&url);
+    let t = tenant("acme");
+    append_next(&ledger, &t, "before");
+    assert_eq!(kill_the_writer(&url), 1);
+    // The next commit finds the connection gone, connects again, takes the
+    // lock back, sees the batch was not committed and commits it.
+    append_next(&ledger, &t, "across the reconnect");
+    append_next(&ledger, &t, "after");
+    drop(ledger);
+    let report = PgLedger::open_read_only(&url).unwrap().verify().unwrap();
+    assert_eq!((report.receipts, report.first_bad), (3, None));
+    assert_eq!(open(&url).head(&t).seq, 3);
+}
+
+#[test]
+fn a_writer_that_cannot_take_its_lock_back_fails_every_ticket() {
+    let Some(url) = fresh_schema() else { return };
+    let ledger = open(&url);
+    let t = tenant("acme");
+    append_next(&ledger, &t, "committed");
+    assert_eq!(kill_the_writer(&url), 1);
+    // Someone else takes the lock as soon as the dead backend lets it go.
+    let mut rival = client(&url);
+    let started = std::time::Instant::now();
+    loop {
+        let taken: bool = rival
+            .query_one(
+                "SELECT pg_try_advisory_lock(1734829422,
+                     (SELECT oid::bigint FROM pg_namespace WHERE nspname = current_schema())::int)",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        if taken {
+            break;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let head = ledger.head(&t);
     let outcome = ledger.append(Entry {
         tenant: t.clone(),
@@ -336,6 +374,8 @@ fn a_lost_connection_fails_every_ticket_instead_of_acknowledging() {
     if let Ok(appended) = outcome {
         let err = appended.ticket.wait().unwrap_err();
         assert!(matches!(err, LedgerError::Poisoned { .. }), "{err}");
+        let chain = ggen_runtime::report::error_chain(&err);
+        assert!(chain.contains("another governor process"), "{chain}");
     }
     assert!(ledger.flush().is_err());
     drop(ledger);
