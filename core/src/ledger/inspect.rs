@@ -12,6 +12,12 @@ use super::verify::Verifier;
 use super::{LedgerError, Record, VerifyOptions, VerifyReport};
 use crate::tenant::TenantId;
 
+/// What `verify` reports for a ledger an interrupted `ledger copy` filled
+/// (after every other check, so it is the first bad only when nothing else
+/// is).
+pub const INCOMPLETE_COPY: &str =
+    "an interrupted `ledger copy` left this ledger holding only part of its source";
+
 /// Verifies a ledger directory read-only, without taking its lock: reports the
 /// first bad (tenant, seq), or the damaged frame's file and offset, instead of failing.
 ///
@@ -71,6 +77,13 @@ pub(super) fn verify_up_to(
                 dir.join(CHECKPOINT_FILE).display()
             ),
         );
+    }
+    // Last, so it is the first bad only when everything else verifies
+    // (which is how `ledger copy` checks its copy before unmarking it).
+    if dir.join(super::file::COPYING_FILE).exists() {
+        replay
+            .verifier
+            .bad(String::new(), 0, INCOMPLETE_COPY.to_owned());
     }
     Ok(replay.verifier.report())
 }

@@ -305,6 +305,14 @@ pub enum LedgerError {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
+    /// An interrupted `ledger copy` left this ledger holding only part of its source.
+    #[error(
+        "ledger `{ledger}` is an unfinished copy (an interrupted `ledger copy` left only part of its source): remove it and copy again"
+    )]
+    IncompleteCopy {
+        /// The directory, or the database without credentials.
+        ledger: String,
+    },
     /// Another process holds the ledger directory.
     #[error("ledger directory `{path}` is locked by another process")]
     Locked {

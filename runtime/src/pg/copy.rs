@@ -10,10 +10,11 @@
 //! replays its log and the governor writes a new one.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
-use super::PgLedger;
-use crate::ledger::file;
+use std::path::Path;
+
+use super::{PgLedger, PgOptions};
+use crate::ledger::file::{self, FileLedger, FileOptions};
 use crate::ledger::{Entry, GENESIS, Hash, Ledger, LedgerError, Ticket, Verifier};
 use crate::store::Location;
 use crate::tenant::TenantId;
@@ -99,13 +100,22 @@ pub fn copy(from: &Location, to: &Location) -> Result<Copied, CopyError> {
             Source::Database(Box::new(ledger))
         }
     };
-    let destination: Arc<dyn Ledger> = to.open(&mut |_| {})?;
-    if destination.mark()?.records() > 0 {
+    let destination = match to {
+        Location::Dir(dir) => Destination::Dir(FileLedger::open(dir, FileOptions::default())?, dir),
+        Location::Database(url) => {
+            Destination::Database(Box::new(PgLedger::open(url, PgOptions::default())?))
+        }
+    };
+    let ledger = destination.ledger();
+    if ledger.mark()?.records() > 0 {
         return Err(CopyError::NotEmpty(to.display()));
     }
-    into(&source, &*destination).map_err(|cause| {
-        let copied = destination.mark().map_or(0, |mark| mark.records());
-        match copied {
+    // Marked unfinished until the copy verifies: a copy cut short (a
+    // failure, or kill -9) is refused by a start and reported by verify,
+    // never taken for the whole history.
+    destination.mark(Some(&from.display()))?;
+    let copied = into(&source, ledger).map_err(|cause| {
+        match ledger.mark().map_or(0, |mark| mark.records()) {
             0 => cause,
             copied => CopyError::Partial {
                 destination: to.display(),
@@ -113,7 +123,52 @@ pub fn copy(from: &Location, to: &Location) -> Result<Copied, CopyError> {
                 cause: Box::new(cause),
             },
         }
-    })
+    })?;
+    destination.mark(None)?;
+    Ok(copied)
+}
+
+/// The destination, open for writing.
+enum Destination<'a> {
+    Dir(FileLedger, &'a Path),
+    Database(Box<PgLedger>),
+}
+
+impl Destination<'_> {
+    fn ledger(&self) -> &dyn Ledger {
+        match self {
+            Destination::Dir(ledger, _) => ledger,
+            Destination::Database(ledger) => &**ledger,
+        }
+    }
+
+    /// Marks it an unfinished copy of `source`, or (`None`) finished; the
+    /// mark is durable before the first receipt is written and after the
+    /// last is verified.
+    fn mark(&self, source: Option<&str>) -> Result<(), LedgerError> {
+        match self {
+            Destination::Database(ledger) => ledger.mark_copy(source),
+            Destination::Dir(_, dir) => {
+                let path = dir.join(file::COPYING_FILE);
+                let io = |source| LedgerError::Io {
+                    path: path.clone(),
+                    source,
+                };
+                match source {
+                    Some(source) => {
+                        let marker = fs_err::File::create(&path).map_err(io)?;
+                        std::io::Write::write_all(&mut &marker, source.as_bytes())
+                            .and_then(|()| marker.sync_all())
+                            .map_err(io)?;
+                    }
+                    None => fs_err::remove_file(&path).map_err(io)?,
+                }
+                fs_err::File::open(dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(io)
+            }
+        }
+    }
 }
 
 /// A source, open (a database) or checked to exist (a directory).
@@ -173,7 +228,11 @@ fn into(source: &Source<'_>, destination: &dyn Ledger) -> Result<Copied, CopyErr
     destination.flush()?;
     let source = verifier.report();
     let copied = destination.verify()?;
-    if let Some(bad) = copied.first_bad {
+    // The copy's own mark is reported last: alone, it means all else verifies.
+    if let Some(bad) = copied
+        .first_bad
+        .filter(|bad| bad.reason != crate::ledger::inspect::INCOMPLETE_COPY)
+    {
         return Err(CopyError::Mismatch(format!(
             "tenant `{}` seq {}: {}",
             bad.tenant, bad.seq, bad.reason

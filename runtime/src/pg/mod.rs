@@ -247,6 +247,9 @@ impl PgLedger {
             .batch_execute("SET synchronous_commit = on")
             .map_err(database(&target, "setting synchronous_commit"))?;
         let mut reader = connect(url, &target)?;
+        if copy_in_progress(&mut reader, &target)? {
+            return Err(LedgerError::IncompleteCopy { ledger: target });
+        }
         let (heads, records) = load_heads(&mut reader, &target)?;
         check_checkpoint_end(&mut reader, &target, records)?;
         let shared = Shared::new(
@@ -340,6 +343,21 @@ impl PgLedger {
             heads: self.heads_at(&mut client, records)?,
             blob: Arc::from(blob),
         }))
+    }
+
+    /// Marks the schema as an unfinished copy of `source` (`true`), or
+    /// finished (`false`); see [`copy`].
+    pub(crate) fn mark_copy(&self, source: Option<&str>) -> Result<(), LedgerError> {
+        let mut client = self.reader()?;
+        match source {
+            Some(source) => client.execute(
+                "INSERT INTO ggen_copy_in_progress (source) VALUES ($1)",
+                &[&source],
+            ),
+            None => client.execute("DELETE FROM ggen_copy_in_progress", &[]),
+        }
+        .map_err(self.err("marking the copy"))?;
+        Ok(())
     }
 
     /// Where the database is, without credentials.
@@ -512,6 +530,24 @@ fn take_writer_lock(client: &mut Client, target: &str) -> Result<(), LedgerError
             "another governor process is writing this ledger (one writer per database schema)",
         ))
     }
+}
+
+/// Whether an unfinished `ledger copy` marked the schema (a schema
+/// migrated before the mark existed has none).
+fn copy_in_progress(client: &mut Client, target: &str) -> Result<bool, LedgerError> {
+    let row = client
+        .query_one(
+            "SELECT to_regclass('ggen_copy_in_progress') IS NOT NULL",
+            &[],
+        )
+        .map_err(database(target, "reading the copy mark"))?;
+    if !row.get::<_, bool>(0) {
+        return Ok(false);
+    }
+    let row = client
+        .query_one("SELECT EXISTS (SELECT 1 FROM ggen_copy_in_progress)", &[])
+        .map_err(database(target, "reading the copy mark"))?;
+    Ok(row.get(0))
 }
 
 /// The number of receipts: the last position.
@@ -842,6 +878,14 @@ impl Ledger for PgLedger {
                     "the chain has no recorded head (its head row was deleted)".to_owned(),
                 );
             }
+        }
+        // Last, as for a directory: the first bad only when all else verifies.
+        if copy_in_progress(&mut client, &self.shared.target)? {
+            verifier.bad(
+                String::new(),
+                0,
+                crate::ledger::inspect::INCOMPLETE_COPY.to_owned(),
+            );
         }
         Ok(verifier.report())
     }

@@ -13,10 +13,11 @@ use postgres::Client;
 const MIGRATION_LOCK: i64 = 0x6767_656e_2d6d_6967;
 
 /// (version, description, SQL), in order. Never edit a released entry: add one.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "receipts, chain heads and the checkpoint",
-    "
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "receipts, chain heads and the checkpoint",
+        "
     -- Every receipt in append order (`position`, from 1, gapless); the
     -- stored `hash` is SHA-256(prev hash || bytes), `bytes` the canonical
     -- receipt exactly as hashed.
@@ -43,7 +44,21 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[(
         blob      bytea   NOT NULL
     );
     ",
-)];
+    ),
+    (
+        2,
+        "the mark of an unfinished ledger copy",
+        "
+    -- Present while `ledger copy` fills the schema: a ledger holding it is
+    -- an unfinished copy, which a start refuses and verify reports.
+    CREATE TABLE ggen_copy_in_progress (
+        singleton  boolean     PRIMARY KEY DEFAULT true CHECK (singleton),
+        source     text        NOT NULL,
+        started_at timestamptz NOT NULL DEFAULT now()
+    );
+    ",
+    ),
+];
 
 /// The newest schema version this build knows.
 pub(crate) const LATEST: i32 = MIGRATIONS[MIGRATIONS.len() - 1].0;

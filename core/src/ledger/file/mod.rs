@@ -45,6 +45,9 @@ pub type SyncFn = Arc<dyn Fn(&std::fs::File) -> io::Result<()> + Send + Sync>;
 
 /// Name of the lock file inside a ledger directory.
 pub const LOCK_FILE: &str = "LOCK";
+/// Present while `ledger copy` fills the directory: a ledger holding it is
+/// an unfinished copy, which open refuses and verify reports.
+pub const COPYING_FILE: &str = "COPYING";
 /// Largest allowed segment size (offsets are 32-bit).
 pub const MAX_SEGMENT_BYTES: u64 = 1 << 31;
 /// How far ahead of its appends the current segment is zero-filled.
@@ -427,6 +430,11 @@ impl FileLedger {
     pub fn open(dir: impl AsRef<Path>, options: FileOptions) -> Result<FileLedger, LedgerError> {
         let dir = dir.as_ref().to_path_buf();
         let lock = lock_dir(&dir)?;
+        if dir.join(COPYING_FILE).exists() {
+            return Err(LedgerError::IncompleteCopy {
+                ledger: dir.display().to_string(),
+            });
+        }
         let opened = scan_log(&dir)?;
         check_checkpoint(&dir, &opened)?;
         start_writer(dir, options, opened, lock)

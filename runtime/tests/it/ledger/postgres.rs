@@ -168,7 +168,7 @@ fn concurrent_first_starts_migrate_once() {
         .iter()
         .map(|row| row.get(0))
         .collect();
-    assert_eq!(versions, [1]);
+    assert_eq!(versions, [1, 2]);
     // Reopening applies nothing and keeps the data.
     let ledger = open(&url);
     append_next(&ledger, &tenant("acme"), "after");
@@ -478,6 +478,9 @@ fn copy_to_postgres_and_back_is_byte_identical() {
         .unwrap();
         out
     };
+    // Finished copies carry no mark: both open for writing.
+    drop(open(&url));
+    drop(FileLedger::open(back.path(), fast_options()).unwrap());
     let (original, returned) = (scan(source.path()), scan(back.path()));
     assert_eq!(original.len(), RECEIPTS);
     assert!(original == returned, "the round trip changed receipts");
@@ -506,7 +509,7 @@ fn copy_refuses_a_tampered_source() {
     fs_err::write(seg, &bytes).unwrap();
     let err = copy(
         &Location::Dir(source.path().to_path_buf()),
-        &Location::Database(url),
+        &Location::Database(url.clone()),
     )
     .unwrap_err();
     let chain = ggen_runtime::report::error_chain(&err);
@@ -515,8 +518,29 @@ fn copy_refuses_a_tampered_source() {
         "{chain}"
     );
     // acme 1 and beta 1 were copied before the break: the error says the
-    // destination holds only that prefix.
+    // destination holds only that prefix, and the destination says so too.
     assert!(chain.contains("copy stopped after 2 receipts"), "{chain}");
+    let err = PgLedger::open(&url, PgOptions::default()).unwrap_err();
+    assert!(matches!(err, LedgerError::IncompleteCopy { .. }), "{err}");
+    let bad = first_bad(&url);
+    assert!(bad.reason.contains("interrupted `ledger copy`"), "{bad:?}");
+
+    // The same into a directory.
+    let into = tempfile::tempdir().unwrap();
+    let dir = into.path().join("copy");
+    let err = copy(
+        &Location::Dir(source.path().to_path_buf()),
+        &Location::Dir(dir.clone()),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("copy stopped after 2 receipts"),
+        "{err}"
+    );
+    let err = FileLedger::open(&dir, fast_options()).unwrap_err();
+    assert!(matches!(err, LedgerError::IncompleteCopy { .. }), "{err}");
+    let bad = verify_dir(&dir).unwrap().first_bad.unwrap();
+    assert!(bad.reason.contains("interrupted `ledger copy`"), "{bad:?}");
 }
 
 /// A schema filled with acme and beta seq 1..=3 and a checkpoint, stopped.
