@@ -10,9 +10,19 @@ use serde_json::json;
 use super::error::IngressError;
 use super::state::AppState;
 
-/// `GET /healthz`: the process is alive.
-pub(crate) async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok" }))
+/// `GET /healthz`: 200 while the process can serve; 503 once its ledger has
+/// stopped (a failed write or sync, a database lost for good), which only a
+/// restart undoes: the liveness probe then restarts the process, which
+/// recovers from the ledger. Overload and shutdown do not fail it.
+pub(crate) async fn healthz(State(state): State<AppState>) -> Response {
+    match state.ledger_failure() {
+        None => Json(json!({ "status": "ok" })).into_response(),
+        Some(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "error": "ledger_failed", "detail": why })),
+        )
+            .into_response(),
+    }
 }
 
 /// `GET /readyz`: 200 once the ledger is recovered (the state exists only

@@ -170,18 +170,26 @@ impl AppState {
         self.0.draining.store(true, Ordering::Release);
     }
 
+    /// Why the ledger stopped, once it has (`None` while it works).
+    pub fn ledger_failure(&self) -> Option<String> {
+        if !self.0.failed_flag.load(Ordering::Acquire) {
+            return None;
+        }
+        let why = self.0.failed.lock().unwrap_or_else(PoisonError::into_inner);
+        Some(format!(
+            "ledger failed: {}",
+            why.as_deref().unwrap_or("unknown")
+        ))
+    }
+
     /// Why the service is not ready to serve, or `None` when it is: the
     /// ledger failed, or shutdown began. Momentary shedding is not a reason:
     /// a full in-flight limit answers 503 per request, and failing readiness
     /// for it would let anyone who fills the slots pull the replica out of
     /// its load balancer.
     pub fn not_ready(&self) -> Option<String> {
-        if self.0.failed_flag.load(Ordering::Acquire) {
-            let why = self.0.failed.lock().unwrap_or_else(PoisonError::into_inner);
-            return Some(format!(
-                "ledger failed: {}",
-                why.as_deref().unwrap_or("unknown")
-            ));
+        if let Some(why) = self.ledger_failure() {
+            return Some(why);
         }
         if self.0.draining.load(Ordering::Acquire) {
             return Some("shutting down".to_owned());

@@ -276,6 +276,17 @@ async fn a_failed_ledger_answers_503_and_fails_readiness() {
         .send(post("/v1/signals", signal("a", 2.0, "2")))
         .await;
     again.assert_error(503, "unavailable");
+    // Only a restart undoes a stopped ledger: liveness fails too, so the
+    // orchestrator restarts the process.
+    let health = service.send(get("/healthz")).await;
+    health.assert_error(503, "ledger_failed");
+    assert!(
+        health.json["detail"]
+            .as_str()
+            .unwrap()
+            .contains("disk on fire"),
+        "{health:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
