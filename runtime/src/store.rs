@@ -85,14 +85,10 @@ pub struct StoreArgs {
     pub ledger: Option<PathBuf>,
     /// A PostgreSQL ledger instead of a directory: its tables live in the
     /// URL's `search_path` schema (`?options=-c%20search_path%3Dname`) and
-    /// are created or migrated at start. Prefer the environment variable:
-    /// a URL with a password is visible to `ps` on the command line.
-    #[arg(
-        long,
-        value_name = "URL",
-        env = "GOVERNOR_DATABASE_URL",
-        hide_env_values = true
-    )]
+    /// are created or migrated at start. Prefer `GOVERNOR_DATABASE_URL`
+    /// (used when neither flag is given): a URL on the command line, with
+    /// its password, is visible to `ps`.
+    #[arg(long, value_name = "URL")]
     pub database_url: Option<String>,
 }
 
@@ -151,6 +147,27 @@ mod tests {
                 .contains("--ledger DIR")
         );
         assert!(none.location_with(Some(String::new())).is_err());
+    }
+
+    /// clap itself never reads the variable (it would then count as given
+    /// and conflict with `--ledger`): only [`StoreArgs::location`] does.
+    /// (The workspace builds clap without its `env` feature, so an `env`
+    /// attribute would not even compile.)
+    #[test]
+    fn clap_leaves_the_variable_to_location() {
+        use clap::Parser;
+        #[derive(Debug, Parser)]
+        struct Cli {
+            #[command(flatten)]
+            store: StoreArgs,
+        }
+        let both = Cli::try_parse_from(["x", "--ledger", "d", "--database-url", "postgres://h/db"]);
+        assert!(both.is_err(), "--ledger and --database-url together");
+        let dir = Cli::try_parse_from(["x", "--ledger", "d"]).unwrap();
+        assert_eq!(
+            dir.store.location_with(Some("postgres://h/db".to_owned())),
+            Ok(Location::Dir("d".into()))
+        );
     }
 
     #[test]
