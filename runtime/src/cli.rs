@@ -142,7 +142,17 @@ pub fn command(sku: &'static Sku) -> clap::Command {
 
 /// Parses the process arguments and runs the command.
 pub fn main<P: PolicyPack>(pack: &'static P) -> ExitCode {
-    let cli = match command(pack.sku()).try_get_matches() {
+    run(pack, std::env::args_os())
+}
+
+/// [`main`] with the arguments given (the first is the program name):
+/// what tests run in-process. A usage error prints clap's message and
+/// exits, as from the command line.
+pub fn run<P: PolicyPack>(
+    pack: &'static P,
+    args: impl IntoIterator<Item = impl Into<std::ffi::OsString> + Clone>,
+) -> ExitCode {
+    let cli = match command(pack.sku()).try_get_matches_from(args) {
         Ok(matches) => Cli::from_arg_matches(&matches),
         Err(error) => Err(error),
     }

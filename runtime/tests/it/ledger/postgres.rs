@@ -759,3 +759,87 @@ mod props {
         }
     }
 }
+
+/// The governor's command line on a database, in-process (`cli::run`):
+/// replay into it, verify, show, copy out and verify the copy, and the
+/// exit codes of a tampered ledger and of a command naming no ledger.
+#[test]
+fn the_command_line_replays_verifies_shows_and_copies_a_database() {
+    use std::process::ExitCode;
+    let Some(url) = fresh_schema() else { return };
+    let pack = &crate::governor::sku::OPEN;
+    let run = |args: &[&str]| ggen_runtime::cli::run(pack, [&["governor"], args].concat());
+    let work = tempfile::tempdir().unwrap();
+    let signals = work.path().join("signals.jsonl");
+    let lines: String = (0..40)
+        .map(|i| {
+            format!(
+                "{{\"tenant\":\"t{}\",\"signal\":\"load\",\"value\":{},\"at\":\"2026-01-01T00:00:{:02}Z\",\"id\":\"m-{i}\"}}\n",
+                i % 4,
+                i * 3,
+                i
+            )
+        })
+        .collect();
+    fs_err::write(&signals, lines).unwrap();
+    let signals = signals.to_str().unwrap();
+    let copy_dir = work.path().join("copy");
+    let copy_dir = copy_dir.to_str().unwrap();
+
+    assert_eq!(
+        run(&["replay", "--signals", signals, "--database-url", &url]),
+        ExitCode::SUCCESS
+    );
+    assert_eq!(
+        run(&["ledger", "verify", "--database-url", &url]),
+        ExitCode::SUCCESS
+    );
+    assert_eq!(
+        run(&["ledger", "show", "--database-url", &url, "--tenant", "t1"]),
+        ExitCode::SUCCESS
+    );
+    assert_eq!(
+        run(&["ledger", "copy", "--from", &url, "--to", copy_dir]),
+        ExitCode::SUCCESS
+    );
+    assert_eq!(
+        run(&["ledger", "verify", "--ledger", copy_dir]),
+        ExitCode::SUCCESS
+    );
+    let copied = verify_dir(copy_dir).unwrap();
+    assert_eq!((copied.tenants, &copied.first_bad), (4, &None));
+    assert!(copied.receipts >= 40, "{copied:?}");
+    // A second copy into the same place is refused (exit 1), as is an
+    // unknown scheme.
+    assert_eq!(
+        run(&["ledger", "copy", "--from", &url, "--to", copy_dir]),
+        ExitCode::from(1)
+    );
+    assert_eq!(
+        run(&[
+            "ledger",
+            "copy",
+            "--from",
+            copy_dir,
+            "--to",
+            "mysql://u:p@h/db"
+        ]),
+        ExitCode::from(1)
+    );
+    // A receipt altered in the table: verify exits 1.
+    client(&url)
+        .execute(
+            "UPDATE ggen_receipts SET bytes = overlay(bytes placing 'X' from length(bytes) - 3 for 1)
+             WHERE position = 5",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(
+        run(&["ledger", "verify", "--database-url", &url]),
+        ExitCode::from(1)
+    );
+    // No ledger named at all (unless the caller exported the variable).
+    if std::env::var_os(ggen_runtime::store::DATABASE_URL_ENV).is_none() {
+        assert_eq!(run(&["ledger", "verify"]), ExitCode::from(1));
+    }
+}
