@@ -45,6 +45,8 @@ pub type SyncFn = Arc<dyn Fn(&std::fs::File) -> io::Result<()> + Send + Sync>;
 
 /// Name of the lock file inside a ledger directory.
 pub const LOCK_FILE: &str = "LOCK";
+/// How long open waits for a held lock before refusing.
+const LOCK_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
 /// Present while `ledger copy` fills the directory: a ledger holding it is
 /// an unfinished copy, which open refuses and verify reports.
 pub const COPYING_FILE: &str = "COPYING";
@@ -198,12 +200,21 @@ fn lock_dir(dir: &Path) -> Result<fs_err::File, LedgerError> {
         .write(true)
         .open(&lock_path)
         .map_err(io_err(&lock_path))?;
-    match lock_file.file().try_lock() {
-        Ok(()) => {}
-        Err(std::fs::TryLockError::WouldBlock) => {
-            return Err(LedgerError::Locked { path: lock_path });
+    // A lock held by another process is refused, after a short grace: a
+    // process that forked while it had this ledger open holds a copy of the
+    // closed descriptor (and so the lock) until its child execs.
+    let started = std::time::Instant::now();
+    loop {
+        match lock_file.file().try_lock() {
+            Ok(()) => break,
+            Err(std::fs::TryLockError::WouldBlock) if started.elapsed() < LOCK_GRACE => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(LedgerError::Locked { path: lock_path });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io_err(&lock_path)(e)),
         }
-        Err(std::fs::TryLockError::Error(e)) => return Err(io_err(&lock_path)(e)),
     }
     sync_dir(dir)?;
     Ok(lock_file)
