@@ -44,8 +44,11 @@ pub mod copy;
 mod schema;
 mod writer;
 
-/// Advisory-lock namespace of the writer lock (the other key is the schema's hash).
+/// Advisory-lock namespace of the writer lock (the other key is the schema's oid).
 const WRITER_LOCK_SPACE: i32 = 0x6767_656e; // "ggen"
+
+/// How long a start (or a writer resuming) waits for a held writer lock.
+const WRITER_LOCK_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How a [`PgLedger`] runs.
 #[derive(Clone, Copy, Debug)]
@@ -516,19 +519,26 @@ fn take_writer_lock(client: &mut Client, target: &str) -> Result<(), LedgerError
     })?;
     // Oids of user schemas are far below 2^31; the remainder keeps any oid an int4.
     let key = i32::try_from(oid % i64::from(i32::MAX)).unwrap_or(0);
-    let locked: bool = client
-        .query_one(
-            "SELECT pg_try_advisory_lock($1, $2)",
-            &[&WRITER_LOCK_SPACE, &key],
-        )
-        .map_err(database(target, "taking the writer lock"))?
-        .get(0);
-    if locked {
-        Ok(())
-    } else {
-        Err(refused(
-            "another governor process is writing this ledger (one writer per database schema)",
-        ))
+    // A writer that just went away (a restart, a lost connection) holds the
+    // lock until its server process notices: wait a moment before refusing.
+    let started = std::time::Instant::now();
+    loop {
+        let locked: bool = client
+            .query_one(
+                "SELECT pg_try_advisory_lock($1, $2)",
+                &[&WRITER_LOCK_SPACE, &key],
+            )
+            .map_err(database(target, "taking the writer lock"))?
+            .get(0);
+        if locked {
+            return Ok(());
+        }
+        if started.elapsed() >= WRITER_LOCK_GRACE {
+            return Err(refused(
+                "another governor process is writing this ledger (one writer per database schema)",
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 

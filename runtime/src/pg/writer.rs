@@ -74,6 +74,12 @@ fn run(shared: &Shared, url: String, mut client: Client, max_batch: usize) {
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
             }
             if state.pending.is_empty() {
+                drop(state);
+                // Released now rather than when the server notices the
+                // closed connection, so the next writer starts at once.
+                let _ = writer
+                    .client
+                    .batch_execute("SELECT pg_advisory_unlock_all()");
                 return;
             }
             let take = state.pending.len().min(max_batch);
