@@ -302,60 +302,64 @@ pub fn verify_report(
     pack: &'static dyn PolicyPack,
     dir: &Path,
 ) -> Result<(String, bool), LedgerError> {
-    // Since this is the auditor's tool, besides the heads and ids (the
-    // judge below) the log is replayed up to the checkpoint's mark and every
-    // tenant's state compared, which catches a blob that keeps every head
-    // but rewrites a state. The replay runs on its own thread beside the
-    // chain verification (it needs the blob, not the heads).
-    let replay = crate::ledger::inspect::stored_checkpoint(dir)?.map(|stored| {
-        let dir = dir.to_path_buf();
-        std::thread::spawn(move || {
-            replay_checkpoint(pack, &stored, |visit| file::scan_dir(&dir, visit))
-        })
-    });
-    let judge = checkpoint_judge(pack);
-    let options = VerifyOptions {
-        cancel: None,
-        checkpoint: Some(&judge),
-    };
-    let report = file::verify_dir_with(dir, &options)?;
-    Ok(report_text(report, replay))
+    verify_text(
+        pack,
+        crate::ledger::inspect::stored_checkpoint(dir)?,
+        |visit| file::scan_dir(dir, visit),
+        |options| file::verify_dir_with(dir, options),
+    )
 }
 
 /// [`verify_report`] for a PostgreSQL ledger (read-only, beside a running
-/// governor): the same chains, checkpoint judge and replay, over two
-/// connections.
+/// governor): the same chains, checkpoint judge and replay.
 pub fn verify_database_report(
     pack: &'static dyn PolicyPack,
     url: &str,
 ) -> Result<(String, bool), LedgerError> {
     let ledger = PgLedger::open_read_only(url)?;
-    let replay = ledger.stored()?.map(|stored| {
-        let url = url.to_owned();
-        std::thread::spawn(move || {
-            let ledger = PgLedger::open_read_only(&url).map_err(RegistryError::Ledger)?;
-            replay_checkpoint(pack, &stored, |visit| ledger.scan(visit))
-        })
-    });
-    let judge = checkpoint_judge(pack);
-    let options = VerifyOptions {
-        cancel: None,
-        checkpoint: Some(&judge),
-    };
-    let report = ledger.verify_with(&options)?;
-    Ok(report_text(report, replay))
+    verify_text(
+        pack,
+        ledger.stored()?,
+        |visit| ledger.scan(visit),
+        |options| ledger.verify_with(options),
+    )
 }
 
-type CheckpointReplay =
-    std::thread::JoinHandle<Result<Result<(), CheckpointMismatch>, RegistryError>>;
+/// The text and verdict of `ledger verify` for a ledger with the `stored`
+/// checkpoint, read by `scan` and verified by `verify`.
+///
+/// Since this is the auditor's tool, besides the heads and ids (the judge)
+/// the log is replayed up to the checkpoint's mark and every tenant's state
+/// compared, which catches a blob that keeps every head but rewrites a
+/// state. The replay runs on its own thread beside the chain verification
+/// (it needs the blob, not the heads).
+fn verify_text(
+    pack: &'static dyn PolicyPack,
+    stored: Option<crate::ledger::StoredCheckpoint>,
+    scan: impl FnOnce(&mut dyn FnMut(&Record) -> Result<(), LedgerError>) -> Result<(), LedgerError>
+    + Send,
+    verify: impl FnOnce(&VerifyOptions<'_>) -> Result<crate::ledger::VerifyReport, LedgerError>,
+) -> Result<(String, bool), LedgerError> {
+    std::thread::scope(|threads| {
+        let replay =
+            stored.map(|stored| threads.spawn(move || replay_checkpoint(pack, &stored, scan)));
+        let judge = checkpoint_judge(pack);
+        let options = VerifyOptions {
+            cancel: None,
+            checkpoint: Some(&judge),
+        };
+        let report = verify(&options)?;
+        Ok(report_text(report, replay.map(|thread| thread.join())))
+    })
+}
 
 /// The text and verdict of `ledger verify`, given the chains' report and
-/// the replay up to the checkpoint (if there is one).
+/// the joined replay up to the checkpoint (if there is one).
 fn report_text(
     mut report: crate::ledger::VerifyReport,
-    replay: Option<CheckpointReplay>,
+    replay: Option<std::thread::Result<Result<Result<(), CheckpointMismatch>, RegistryError>>>,
 ) -> (String, bool) {
-    let replayed = replay.map(|thread| match thread.join() {
+    let replayed = replay.map(|joined| match joined {
         Ok(Ok(outcome)) => outcome.err(),
         Ok(Err(error)) => Some(CheckpointMismatch {
             tenant: None,

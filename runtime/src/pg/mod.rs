@@ -83,6 +83,9 @@ struct State {
     pending: Vec<Pending>,
     /// Set by drop: the writer commits what is pending and ends.
     closing: bool,
+    /// Set when the writer stopped; appends read it under the lock they
+    /// already hold (as the file ledger's do), not from the sync point.
+    failed: Option<(PathBuf, Arc<std::io::Error>)>,
 }
 
 #[derive(Debug)]
@@ -669,8 +672,11 @@ impl Ledger for PgLedger {
     fn append(&self, entry: Entry) -> Result<Appended, LedgerError> {
         let hash = chain_hash(&entry.prev, &entry.bytes);
         let mut state = self.shared.lock();
-        if let Some(error) = self.shared.sync.progress().error() {
-            return Err(error);
+        if let Some((path, source)) = &state.failed {
+            return Err(LedgerError::Poisoned {
+                path: path.clone(),
+                source: Arc::clone(source),
+            });
         }
         if state.closing {
             // Only a read-only ledger is closing while someone holds it.

@@ -212,8 +212,10 @@ impl Writer<'_> {
 fn fail(shared: &Shared, why: &dyn std::fmt::Display) {
     let why = why.to_string();
     tracing::error!(target = %shared.target, error = %why, "ledger commit failed: the ledger has stopped");
-    shared.sync.fail(
+    let failure = (
         PathBuf::from(&shared.target),
         Arc::new(std::io::Error::other(why)),
     );
+    shared.lock().failed = Some(failure.clone());
+    shared.sync.fail(failure.0, failure.1);
 }

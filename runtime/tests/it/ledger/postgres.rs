@@ -46,6 +46,20 @@ fn client(url: &str) -> ::postgres::Client {
     ::postgres::Client::connect(url, ::postgres::NoTls).unwrap()
 }
 
+/// Changes one byte near the end of the receipts `which` selects (an SQL
+/// condition), leaving their stored hashes as they were.
+fn alter_bytes(url: &str, which: &str) {
+    client(url)
+        .execute(
+            &format!(
+                "UPDATE ggen_receipts SET bytes = overlay(bytes placing 'X' from length(bytes) - 3 for 1)
+                 WHERE {which}"
+            ),
+            &[],
+        )
+        .unwrap();
+}
+
 fn open(url: &str) -> PgLedger {
     PgLedger::open(url, PgOptions::default()).unwrap()
 }
@@ -247,12 +261,7 @@ fn tampered_tables_are_reported_and_never_extended() {
     setup();
     let mut db = client(&url);
     // One byte of acme seq 2 changed: its hash no longer matches.
-    db.execute(
-        "UPDATE ggen_receipts SET bytes = overlay(bytes placing 'X' from length(bytes) - 3 for 1)
-         WHERE tenant = 'acme' AND seq = 2",
-        &[],
-    )
-    .unwrap();
+    alter_bytes(&url, "tenant = 'acme' AND seq = 2");
     let report = PgLedger::open_read_only(&url).unwrap().verify().unwrap();
     let bad = report.first_bad.expect("tampered bytes not reported");
     assert_eq!(
@@ -631,14 +640,9 @@ fn altered_heads_and_checkpoints_are_reported_and_refused() {
 fn a_set_aside_checkpoint_does_not_let_a_tampered_receipt_through() {
     use ggen_runtime::registry::Registry;
     let Some(url) = six_receipts() else { return };
-    let mut db = client(&url);
-    db.execute(
-        "UPDATE ggen_receipts SET bytes = overlay(bytes placing 'X' from length(bytes) - 3 for 1)
-         WHERE tenant = 'acme' AND seq = 2",
-        &[],
-    )
-    .unwrap();
-    db.execute("UPDATE ggen_checkpoint SET blob = 'garbage'", &[])
+    alter_bytes(&url, "tenant = 'acme' AND seq = 2");
+    client(&url)
+        .execute("UPDATE ggen_checkpoint SET blob = 'garbage'", &[])
         .unwrap();
     // The registry sets the unreadable checkpoint aside and replays every
     // receipt through `scan`, which checks each chain as it streams.
@@ -827,13 +831,7 @@ fn the_command_line_replays_verifies_shows_and_copies_a_database() {
         ExitCode::from(1)
     );
     // A receipt altered in the table: verify exits 1.
-    client(&url)
-        .execute(
-            "UPDATE ggen_receipts SET bytes = overlay(bytes placing 'X' from length(bytes) - 3 for 1)
-             WHERE position = 5",
-            &[],
-        )
-        .unwrap();
+    alter_bytes(&url, "position = 5");
     assert_eq!(
         run(&["ledger", "verify", "--database-url", &url]),
         ExitCode::from(1)
