@@ -89,7 +89,7 @@ fn run(shared: &Shared, url: String, mut client: Client, max_batch: usize) {
             continue;
         };
         let committed = match writer.commit(&batch) {
-            Err(error) if writer.client.is_closed() => {
+            Err(error) if connection_lost(&error, &writer.client) => {
                 tracing::warn!(target = %shared.target, error = %crate::report::error_chain(&error), "ledger connection lost: connecting again");
                 writer.resume(&batch)
             }
@@ -206,6 +206,18 @@ impl Writer<'_> {
             first.position, last.position
         ))
     }
+}
+
+/// Whether `error` means the session is gone (so the commit's outcome is
+/// unknown and the writer may resume): the socket closed, or the server
+/// ended the session with a FATAL error (a terminated backend, a shutdown)
+/// whose report can arrive before the close.
+fn connection_lost(error: &postgres::Error, client: &Client) -> bool {
+    client.is_closed()
+        || error.is_closed()
+        || error
+            .as_db_error()
+            .is_some_and(|db| db.parsed_severity() == Some(postgres::error::Severity::Fatal))
 }
 
 /// Stops the ledger: every pending and later ticket gets the error.
