@@ -841,3 +841,37 @@ fn the_command_line_replays_verifies_shows_and_copies_a_database() {
         assert_eq!(run(&["ledger", "verify"]), ExitCode::from(1));
     }
 }
+
+/// A URL's password never reaches a message: not when the server cannot be
+/// reached, not when it refuses the login, not from `ledger copy`.
+#[test]
+fn errors_name_the_database_without_its_password() {
+    let Some(url) = fresh_schema() else { return };
+    // The test server on a port nothing listens on, then with a password
+    // for a role that does not exist.
+    let port = url
+        .split(':')
+        .nth(2)
+        .and_then(|p| p.split('/').next())
+        .unwrap();
+    let unreachable = "postgres://ggen:s3cret-pw@127.0.0.1:1/ggen_test".to_owned();
+    let refused = format!("postgres://nobody:s3cret-pw@127.0.0.1:{port}/ggen_test");
+    for url in [&unreachable, &refused] {
+        for err in [
+            PgLedger::open(url, PgOptions::default()).unwrap_err(),
+            PgLedger::open_read_only(url).unwrap_err(),
+        ] {
+            let chain = ggen_runtime::report::error_chain(&err);
+            assert!(!chain.contains("s3cret"), "{chain}");
+            assert!(chain.contains("127.0.0.1"), "{chain}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let err = copy(
+            &Location::Dir(dir.path().to_path_buf()),
+            &Location::Database(url.clone()),
+        )
+        .unwrap_err();
+        let chain = ggen_runtime::report::error_chain(&err);
+        assert!(!chain.contains("s3cret"), "{chain}");
+    }
+}
