@@ -23,7 +23,7 @@ use crate::registry::{
 };
 use crate::replay;
 use crate::sku::{PolicyPack, Sku};
-use crate::store::{Location, StoreArgs};
+use crate::store::{Location, StoreArgs, Writers};
 use crate::tenant::TenantId;
 
 /// The command line; its name, version and about come from the SKU
@@ -197,7 +197,9 @@ fn run_replay<P: PolicyPack>(
 ) -> Result<ExitCode, Failure> {
     let input = fs_err::File::open(signals).map_err(|e| Failure::rejected(e.to_string()))?;
     let ledger = location
-        .open(&mut |warning| eprintln!("warning: {warning}"))
+        .open(Writers::Exclusive, &mut |warning| {
+            eprintln!("warning: {warning}")
+        })
         .map_err(|e| ledger_failure(&e))?;
     let registry = Arc::new(Registry::new(pack, ledger));
     let stats = registry

@@ -7,7 +7,17 @@ use std::sync::Arc;
 
 use crate::ledger::file::{FileLedger, FileOptions};
 use crate::ledger::{Ledger, LedgerError};
+use crate::pg::shared::SharedPgLedger;
 use crate::pg::{PgLedger, PgOptions};
+
+/// Whether other processes may write a database ledger at the same time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Writers {
+    /// This process alone.
+    Exclusive,
+    /// Several replicas at once (each decision committed conditionally).
+    Shared,
+}
 
 /// A ledger's location.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,7 +57,15 @@ impl Location {
 
     /// Opens it for writing (a directory is created if missing, a
     /// database's tables too); `warn` hears what was repaired or set aside.
-    pub fn open(&self, warn: &mut dyn FnMut(String)) -> Result<Arc<dyn Ledger>, LedgerError> {
+    ///
+    /// A database is opened as `writers` says: [`Writers::Shared`] beside
+    /// other replicas (how `serve` runs), [`Writers::Exclusive`] alone (a
+    /// `replay` into it). A directory always has one writer.
+    pub fn open(
+        &self,
+        writers: Writers,
+        warn: &mut dyn FnMut(String),
+    ) -> Result<Arc<dyn Ledger>, LedgerError> {
         Ok(match self {
             Location::Dir(dir) => {
                 let ledger = FileLedger::open(dir, FileOptions::default())?;
@@ -66,7 +84,12 @@ impl Location {
                 }
                 Arc::new(ledger)
             }
-            Location::Database(url) => Arc::new(PgLedger::open(url, PgOptions::default())?),
+            Location::Database(url) => match writers {
+                Writers::Exclusive => Arc::new(PgLedger::open(url, PgOptions::default())?),
+                Writers::Shared => {
+                    Arc::new(SharedPgLedger::open(url, PgOptions::default().max_batch)?)
+                }
+            },
         })
     }
 }

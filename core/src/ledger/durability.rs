@@ -11,10 +11,10 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::task::{Context, Poll, Waker};
 
-use super::LedgerError;
+use super::{LedgerError, Rejection};
 
 /// How far the log is durable, and whether the writer has stopped.
 #[derive(Clone, Debug, Default)]
@@ -223,49 +223,92 @@ impl Drop for Durable {
 }
 
 /// Resolves once the appended receipt is durable (file: after the fdatasync covering it). Cheap to create and to clone.
+///
+/// A shared ledger (several writers on one database) may also refuse the
+/// receipt when it commits: its ticket then resolves to
+/// [`LedgerError::Rejected`] (nothing of it was written).
 #[derive(Debug, Clone)]
 #[must_use = "a receipt is not durable until its ticket resolves"]
 pub struct Ticket {
     pending: Option<(u64, Arc<SyncPoint>)>,
+    /// Set by a shared ledger's writer before it publishes the receipt as
+    /// settled, when the receipt was refused.
+    verdict: Option<Arc<Verdict>>,
+}
+
+/// Where a shared ledger's writer records that it refused an append.
+#[derive(Debug, Default)]
+pub struct Verdict(OnceLock<Rejection>);
+
+impl Verdict {
+    /// Records the refusal (the first one counts).
+    pub fn reject(&self, why: Rejection) {
+        let _ = self.0.set(why);
+    }
+
+    /// The refusal, if there was one.
+    pub fn rejection(&self) -> Option<Rejection> {
+        self.0.get().copied()
+    }
+
+    fn outcome(this: Option<&Arc<Verdict>>) -> Result<(), LedgerError> {
+        match this.and_then(|v| v.rejection()) {
+            Some(why) => Err(LedgerError::Rejected(why)),
+            None => Ok(()),
+        }
+    }
 }
 
 impl Ticket {
     /// A ticket for a record that is already durable.
     pub fn ready() -> Ticket {
-        Ticket { pending: None }
+        Ticket {
+            pending: None,
+            verdict: None,
+        }
     }
 
     /// A ticket that resolves once `records` records are durable at `sync`.
     pub fn pending(records: u64, sync: Arc<SyncPoint>) -> Ticket {
         Ticket {
             pending: Some((records, sync)),
+            verdict: None,
+        }
+    }
+
+    /// A ticket that resolves once `records` records are settled at
+    /// `sync`: committed, unless `verdict` says they were refused (set
+    /// before the publish that settles them).
+    pub fn judged(records: u64, sync: Arc<SyncPoint>, verdict: Arc<Verdict>) -> Ticket {
+        Ticket {
+            pending: Some((records, sync)),
+            verdict: Some(verdict),
         }
     }
 
     /// Blocks until the receipt is durable; errors if the ledger failed first.
     pub fn wait(self) -> Result<(), LedgerError> {
-        match self.pending {
-            None => Ok(()),
-            Some((records, sync)) => sync.wait_until(|p| p.records >= records),
+        if let Some((records, sync)) = &self.pending {
+            sync.wait_until(|p| p.records >= *records)?;
         }
+        Verdict::outcome(self.verdict.as_ref())
     }
 
     /// Waits asynchronously until the receipt is durable; errors if the ledger failed first.
     pub async fn durable(self) -> Result<(), LedgerError> {
-        match self.pending {
-            None => Ok(()),
-            Some((records, sync)) => {
-                Durable {
-                    records,
-                    sync,
-                    id: None,
-                }
-                .await
+        if let Some((records, sync)) = self.pending {
+            Durable {
+                records,
+                sync,
+                id: None,
             }
+            .await?;
         }
+        Verdict::outcome(self.verdict.as_ref())
     }
 
-    /// Whether the receipt is durable right now (never blocks).
+    /// Whether the receipt is durable right now (never blocks; a refused
+    /// receipt counts as settled).
     pub fn is_durable(&self) -> bool {
         match &self.pending {
             None => true,

@@ -37,7 +37,7 @@ mod scan;
 mod segment;
 mod verify;
 
-pub use durability::{Progress, SyncPoint, Ticket};
+pub use durability::{Progress, SyncPoint, Ticket, Verdict};
 pub use segment::MAX_RECORD;
 pub use verify::Verifier;
 
@@ -357,6 +357,10 @@ pub enum LedgerError {
     /// A `recover` visitor stopped recovery; the visitor's owner holds the reason.
     #[error("recovery stopped by its visitor")]
     Interrupted,
+    /// A shared ledger refused an append when it committed (nothing of it
+    /// was written); the decision may be taken again.
+    #[error("{0}")]
+    Rejected(Rejection),
     /// A `recover`/`scan` visitor refused a record.
     #[error("ledger visitor failed on tenant `{tenant}` seq `{seq}`")]
     Visitor {
@@ -368,6 +372,85 @@ pub enum LedgerError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+}
+
+/// Why a shared ledger refused an append.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    /// Another writer extended the tenant's chain first: the decision was
+    /// taken on a state that is no longer the latest.
+    Overtaken,
+    /// The input's event id is already in the tenant's chain (inside the
+    /// dedupe window), recorded by another writer.
+    Duplicate,
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Rejection::Overtaken => {
+                "another replica extended the tenant's chain first: the decision must be taken again"
+            }
+            Rejection::Duplicate => {
+                "another replica already recorded this event id for the tenant"
+            }
+        })
+    }
+}
+
+/// One decision's receipts for a [`SharedLedger`]: committed together, or
+/// refused together.
+#[derive(Clone, Debug)]
+pub struct Decision {
+    /// The tenant.
+    pub tenant: TenantId,
+    /// Consecutive entries of its chain; the first extends the head the
+    /// decision was taken on.
+    pub entries: Vec<Entry>,
+    /// The registry's state of the tenant after the last entry (opaque here).
+    pub state: Vec<u8>,
+    /// When the tenant's next timer is due (ms since the epoch), if it has one.
+    pub due: Option<i64>,
+    /// The event ids the entries carry: (key, decision time in ms).
+    pub ids: Vec<([u8; 16], i64)>,
+    /// How long an event id is remembered (ms): an id recorded less than
+    /// this long before the entry's decision time is a duplicate.
+    pub window_ms: i64,
+}
+
+/// A tenant as a [`SharedLedger`] has it committed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stored {
+    /// The head of its chain ([`Head::EMPTY`] for an unknown tenant).
+    pub head: Head,
+    /// The registry state stored with a receipt, and that receipt's seq
+    /// (behind the head when receipts arrived without one, e.g. copied).
+    pub state: Option<(u64, Vec<u8>)>,
+}
+
+/// A ledger several processes append to at once (replicas on one
+/// database). A decision is taken on a tenant's [`Stored`] state and
+/// committed only if the chain still ends where it was taken (else its
+/// ticket resolves to [`Rejection::Overtaken`]) and none of its event ids
+/// is already recorded ([`Rejection::Duplicate`]).
+pub trait SharedLedger: Send + Sync {
+    /// The tenant's committed head and state.
+    fn load(&self, tenant: &TenantId) -> Result<Stored, LedgerError>;
+    /// Queues `decision` for commit; [`Appended::hash`] is its last entry's.
+    fn append_decision(&self, decision: Decision) -> Result<Appended, LedgerError>;
+    /// Tenants whose timer is due at `now_ms` and that no other process
+    /// claimed in the last `lease_ms`, at most `limit`; each is claimed
+    /// for `lease_ms` (a process that dies leaves its claims to expire).
+    fn claim_due(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<TenantId>, LedgerError>;
+    /// Records that `tenant`'s next timer, as of its receipt `seq`, is
+    /// `due` (when a claimed tenant's timer turned out not to be due); a
+    /// no-op if the chain has moved past `seq`.
+    fn store_due(&self, tenant: &TenantId, seq: u64, due: Option<i64>) -> Result<(), LedgerError>;
 }
 
 /// Wraps an I/O error on `path` as [`LedgerError::Io`].
@@ -423,6 +506,10 @@ pub trait Ledger: Send + Sync + 'static {
     fn verify_with(&self, options: &VerifyOptions<'_>) -> Result<VerifyReport, LedgerError>;
     /// Waits until everything appended so far is durable.
     fn flush(&self) -> Result<(), LedgerError>;
+    /// The shared-ledger interface, when other processes append too.
+    fn shared(&self) -> Option<&dyn SharedLedger> {
+        None
+    }
 }
 
 /// Checks that a checkpoint at `mark` neither goes back before the stored

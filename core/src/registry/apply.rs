@@ -8,7 +8,7 @@ use super::{Dispatch, Registry, RegistryError, Remember, Tenant, seen};
 use crate::clock::Timestamp;
 use crate::entitlement::EntitlementError;
 use crate::fsm::{Dispatched, Event, State};
-use crate::ledger::{Entry, Head, LedgerError, Ticket};
+use crate::ledger::{Entry, Head, LedgerError, Ticket, chain_hash};
 use crate::policy::Level;
 use crate::receipt::{Body, IdempotencyKey, Input, Receipt};
 use crate::tenant::TenantId;
@@ -35,13 +35,22 @@ pub struct Applied {
     /// Why an entitlement event was refused (receipted; HTTP 409).
     pub refused: Option<EntitlementError>,
     /// The last append's ticket (durability is monotonic); wait on it before
-    /// acknowledging. `None` when nothing was appended.
+    /// acknowledging. `None` when nothing was appended. On a shared ledger
+    /// it may resolve to [`LedgerError::Rejected`]: then nothing of the
+    /// decision was written, and [`Registry::apply_again`] takes it again.
     pub ticket: Option<Ticket>,
+    /// Which load of the tenant decided (for [`Registry::apply_again`]).
+    pub epoch: u64,
+    /// On a shared ledger: the receipts decided, not yet handed to the
+    /// ledger (they go together, with the tenant's state, at the end).
+    pub(super) staged: Vec<Entry>,
+    /// On a shared ledger: the input's event id, recorded with the receipts.
+    pub(super) id: Option<super::Seen>,
 }
 
 impl Applied {
     /// Nothing done yet to `t`.
-    fn before(tenant: &TenantId, t: &Tenant) -> Applied {
+    pub(super) fn before(tenant: &TenantId, t: &Tenant) -> Applied {
         Applied {
             tenant: tenant.clone(),
             from: t.governor.state(),
@@ -53,6 +62,9 @@ impl Applied {
             duplicate: false,
             refused: None,
             ticket: None,
+            epoch: t.epoch,
+            staged: Vec::new(),
+            id: None,
         }
     }
 
@@ -73,7 +85,7 @@ impl Applied {
 pub const MAX_CLOCK_LEAD_MS: i64 = 5 * 60 * 1000;
 
 /// The time `tenant` decides at, given its last decision and the clock.
-fn decision_time(tenant: &TenantId, last: Timestamp, clock: Timestamp) -> Timestamp {
+pub(super) fn decision_time(tenant: &TenantId, last: Timestamp, clock: Timestamp) -> Timestamp {
     if last.as_millis().saturating_sub(clock.as_millis()) > MAX_CLOCK_LEAD_MS {
         tracing::error!(
             %tenant,
@@ -108,17 +120,45 @@ impl Registry {
                 reason,
             });
         }
-        let mut shard = self.shard(tenant);
-        let entry = match shard.get_mut(tenant) {
-            Some(t) => t,
-            None => {
-                self.reserve(tenant)?;
-                let head = self.ledger.head(tenant);
-                shard
-                    .entry(tenant.clone())
-                    .or_insert_with(|| Tenant::new(self.pack, head))
-            }
+        let Some(shared) = self.ledger.shared() else {
+            let mut shard = self.shard(tenant);
+            let entry = match shard.get_mut(tenant) {
+                Some(t) => t,
+                None => {
+                    self.reserve(tenant)?;
+                    let head = self.ledger.head(tenant);
+                    shard
+                        .entry(tenant.clone())
+                        .or_insert_with(|| Tenant::new(self.pack, head))
+                }
+            };
+            return self.decide_input(tenant, entry, input, at);
         };
+        let mut shard = self.cached(shared, tenant)?;
+        let t = shard
+            .get_mut(tenant)
+            .expect("`cached` returns the shard holding the tenant");
+        let outcome = self
+            .decide_input(tenant, t, input, at)
+            .and_then(|mut applied| {
+                self.submit(shared, tenant, t, &mut applied)?;
+                Ok(applied)
+            });
+        if outcome.is_err() {
+            // The cache may hold a decision that was never handed over.
+            self.evict(&mut shard, tenant);
+        }
+        outcome
+    }
+
+    /// [`Registry::apply`] on the tenant `entry`.
+    fn decide_input(
+        &self,
+        tenant: &TenantId,
+        entry: &mut Tenant,
+        input: Input,
+        at: Timestamp,
+    ) -> Result<Applied, RegistryError> {
         let at = decision_time(tenant, entry.last_at, at);
         let seen = seen(&input, at);
         if let Some(seen) = &seen {
@@ -186,6 +226,7 @@ impl Registry {
         entry.entitlement = decided.entitlement;
         if let Some(seen) = seen {
             self.with_recent(entry, |recent| recent.push_checked(seen));
+            applied.id = Some(seen);
         }
         applied.refused = decided.refused;
         self.append_actions(entry, tenant, at, start, &mut applied)?;
@@ -194,7 +235,7 @@ impl Registry {
     }
 
     /// Counts a new tenant in, unless that passes `max_tenants`.
-    fn reserve(&self, tenant: &TenantId) -> Result<(), RegistryError> {
+    pub(super) fn reserve(&self, tenant: &TenantId) -> Result<(), RegistryError> {
         let max = self.pack.sku().max_tenants;
         let limit = usize::try_from(max).unwrap_or(usize::MAX);
         self.count
@@ -234,15 +275,19 @@ impl Registry {
                 seq,
                 source,
             })?;
-        let appended = self
-            .ledger
-            .append(Entry {
-                tenant: tenant.clone(),
-                seq,
-                prev: t.head.hash,
-                bytes,
-            })
-            .map_err(|error| match error {
+        let entry = Entry {
+            tenant: tenant.clone(),
+            seq,
+            prev: t.head.hash,
+            bytes,
+        };
+        let hash = if self.ledger.shared().is_some() {
+            // Handed to the ledger with the rest of the decision (`submit`).
+            let hash = chain_hash(&entry.prev, &entry.bytes);
+            applied.staged.push(entry);
+            hash
+        } else {
+            let appended = self.ledger.append(entry).map_err(|error| match error {
                 // Refused before anything was written: this tenant's problem only.
                 LedgerError::ChainMismatch { .. } => RegistryError::ChainMismatch {
                     tenant: tenant.clone(),
@@ -250,17 +295,16 @@ impl Registry {
                 },
                 other => RegistryError::Ledger(other),
             })?;
-        t.head = Head {
-            seq,
-            hash: appended.hash,
+            applied.ticket = Some(appended.ticket);
+            appended.hash
         };
+        t.head = Head { seq, hash };
         t.last_at = receipt.at;
         self.appended.fetch_add(1, Ordering::Relaxed);
         let (from, to) = (receipt.from.index(), receipt.to.index());
         if from != to {
             self.transitions[from][to].fetch_add(1, Ordering::Relaxed);
         }
-        applied.ticket = Some(appended.ticket);
         applied.receipts += 1;
         for (d, key) in dispatch.iter().zip(keys) {
             applied.dispatches.push(Dispatch { key, undo: d.undo });
@@ -301,7 +345,7 @@ impl Registry {
 
     /// Fires `t`'s timer at `now` (a decision time: see [`decision_time`])
     /// if it is due; appends its receipts.
-    fn fire(
+    pub(super) fn fire(
         &self,
         tenant: &TenantId,
         t: &mut Tenant,
@@ -342,7 +386,14 @@ impl Registry {
     /// Fires the due timers of every tenant at `now`. A tenant that is
     /// quarantined, or whose chain refuses the timer's receipt, is passed
     /// over (with a warning for the latter): the others still fire.
+    ///
+    /// On a shared ledger the due tenants come from the ledger instead
+    /// ([`Registry::tick_shared`]), so a timer fires once across replicas
+    /// and whichever replica is alive fires it.
     pub fn tick(&self, now: Timestamp) -> Result<Vec<Applied>, RegistryError> {
+        if let Some(shared) = self.ledger.shared() {
+            return self.tick_shared(shared, now);
+        }
         let mut out = Vec::new();
         for shard in self.shards.iter() {
             let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);

@@ -55,6 +55,7 @@ use crate::tenant::TenantId;
 mod apply;
 mod dedupe;
 mod recovery;
+mod shared;
 mod views;
 
 pub use apply::Applied;
@@ -65,6 +66,7 @@ use dedupe::{Recent, id_key};
 pub use recovery::{
     CheckpointMismatch, RecoveryStats, check_checkpoint, checkpoint_judge, replay_checkpoint,
 };
+pub use shared::{DECISION_ATTEMPTS, TIMER_LEASE_MS};
 pub use views::{Admission, InFlightView, TenantView};
 
 /// Number of shards; a power of two.
@@ -199,6 +201,9 @@ struct Tenant {
     last_at: Timestamp,
     /// Event ids inside the dedupe window.
     recent: Recent,
+    /// Which load of the tenant this is (a shared ledger's conflicts
+    /// forget only the load they were decided on).
+    epoch: u64,
 }
 
 impl Tenant {
@@ -209,6 +214,7 @@ impl Tenant {
             head,
             last_at: Timestamp::from_millis(i64::MIN),
             recent: Recent::default(),
+            epoch: 0,
         }
     }
 
@@ -236,6 +242,7 @@ impl Tenant {
             },
             last_at: state.last_at,
             recent: Recent::default(),
+            epoch: 0,
         }
     }
 
@@ -288,6 +295,8 @@ pub struct Registry {
     quarantine: Mutex<BTreeMap<TenantId, String>>,
     /// Whether `quarantine` is non-empty (so inputs rarely lock it).
     any_quarantined: AtomicBool,
+    /// Loads of tenants so far (each cached tenant's `epoch`).
+    epochs: AtomicU64,
 }
 
 impl fmt::Debug for Registry {
@@ -325,6 +334,7 @@ impl Registry {
             checkpointing: Mutex::new(()),
             quarantine: Mutex::new(BTreeMap::new()),
             any_quarantined: AtomicBool::new(false),
+            epochs: AtomicU64::new(1),
         }
     }
 

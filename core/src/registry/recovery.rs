@@ -124,7 +124,13 @@ impl Registry {
     /// locks, so the copy reflects exactly the records before it) and each is
     /// released as soon as its tenants are copied. Sorting, serializing and the
     /// ledger's write and fsyncs run with ingest flowing.
+    ///
+    /// On a shared ledger every tenant's state is stored with its receipts:
+    /// there is nothing to checkpoint (0).
     pub fn checkpoint(&self) -> Result<usize, RegistryError> {
+        if self.ledger.shared().is_some() {
+            return Ok(0);
+        }
         let _one_at_a_time = self
             .checkpointing
             .lock()
@@ -180,6 +186,10 @@ impl Registry {
     /// found) still fail recovery.
     pub fn recover(&self) -> Result<RecoveryStats, RegistryError> {
         let mut stats = RecoveryStats::default();
+        if self.ledger.shared().is_some() {
+            // Tenants load when first needed, from their stored states.
+            return Ok(stats);
+        }
         // The ledger's visitor speaks `LedgerError`; keep our own error here.
         let mut failure = None;
         let mut rejected = None;
@@ -299,6 +309,26 @@ impl Registry {
 
     /// [`Registry::replay`] of a record whose tenant is not quarantined.
     fn step_record(&self, record: &Record, stats: &mut RecoveryStats) -> Result<(), RegistryError> {
+        let mut shard = self.shard(&record.tenant);
+        let t = match shard.get_mut(&record.tenant) {
+            Some(t) => t,
+            None => {
+                self.count.fetch_add(1, Ordering::AcqRel);
+                shard
+                    .entry(record.tenant.clone())
+                    .or_insert_with(|| Tenant::new(self.pack, Head::EMPTY))
+            }
+        };
+        self.step_into(t, record, stats)
+    }
+
+    /// Steps `record` into its tenant `t` (skipped if `t` is already past it).
+    pub(super) fn step_into(
+        &self,
+        t: &mut Tenant,
+        record: &Record,
+        stats: &mut RecoveryStats,
+    ) -> Result<(), RegistryError> {
         let pack = self.pack;
         let receipt_error = |source| RegistryError::Receipt {
             tenant: record.tenant.clone(),
@@ -314,16 +344,6 @@ impl Registry {
                 stored_seq: record.seq,
             }));
         }
-        let mut shard = self.shard(&parsed.tenant);
-        let t = match shard.get_mut(&parsed.tenant) {
-            Some(t) => t,
-            None => {
-                self.count.fetch_add(1, Ordering::AcqRel);
-                shard
-                    .entry(parsed.tenant.clone())
-                    .or_insert_with(|| Tenant::new(pack, Head::EMPTY))
-            }
-        };
         if parsed.seq <= t.head.seq {
             stats.skipped += 1;
             return Ok(());

@@ -56,8 +56,24 @@ pub struct TenantView {
 }
 
 impl Registry {
+    /// On a shared ledger, brings the cached `tenant` up to what another
+    /// replica committed, so views and admissions show the latest state
+    /// (if the ledger cannot answer, the cache is shown, with a warning).
+    fn refresh_shared(&self, tenant: &TenantId) {
+        if let Some(shared) = self.ledger.shared()
+            && let Err(error) = self.refresh(shared, tenant)
+        {
+            tracing::warn!(
+                %tenant,
+                error = &error as &dyn std::error::Error,
+                "showing the cached tenant: loading its latest state failed"
+            );
+        }
+    }
+
     /// A tenant as operators see it.
     pub fn view(&self, tenant: &TenantId) -> Option<TenantView> {
+        self.refresh_shared(tenant);
         let shard = self.shard(tenant);
         let t = shard.get(tenant)?;
         let sku = self.pack.sku();
@@ -84,6 +100,7 @@ impl Registry {
 
     /// Whether a protected service should let `tenant`'s work through.
     pub fn admit(&self, tenant: &TenantId) -> Admission {
+        self.refresh_shared(tenant);
         let shard = self.shard(tenant);
         let Some(t) = shard.get(tenant) else {
             return if self.pack.sku().entitlement_required {

@@ -25,10 +25,11 @@ use super::log::LogActuator;
 use super::webhook::{WebhookActuator, WebhookConfig};
 use super::{ActionCall, Actuator, ActuatorError, Backoff, Report, perform};
 use crate::clock::Timestamp;
-use crate::ledger::Ticket;
+use crate::ledger::{LedgerError, Ticket};
 use crate::receipt::Input;
-use crate::registry::{Dispatch, Registry};
+use crate::registry::{Applied, DECISION_ATTEMPTS, Dispatch, Registry};
 use crate::sku::Adapter;
+use crate::tenant::TenantId;
 
 /// Whether actions really run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -339,6 +340,13 @@ impl Inner {
                         Inner::spawn(&inner, &registry, dispatch);
                     }
                 }
+                // A timer another replica fired first (or overtook): its
+                // decision stands, this one was never written.
+                Err(LedgerError::Rejected(why)) => ::tracing::debug!(
+                    tenant = %dispatches[0].key.tenant,
+                    %why,
+                    "decision not committed: actions not run"
+                ),
                 Err(error) => ::tracing::error!(
                     tenant = %dispatches[0].key.tenant,
                     error = &error as &dyn std::error::Error,
@@ -411,6 +419,63 @@ impl Inner {
         .await
     }
 
+    /// On a shared ledger: waits until the action result `applied` decided
+    /// on is committed, then spawns its follow-up dispatches; a decision
+    /// another replica overtook is taken again on the tenant's latest
+    /// state (the result's key names the deciding receipt, so any replica
+    /// applies it the same way), at most [`DECISION_ATTEMPTS`] times.
+    fn settle_result(
+        this: &Arc<Inner>,
+        registry: &Arc<Registry>,
+        tenant: TenantId,
+        input: Input,
+        mut applied: Applied,
+    ) {
+        this.pending.send_modify(|n| *n += 1);
+        let guard = PendingGuard(Arc::clone(this));
+        let registry = Arc::clone(registry);
+        this.handle.spawn(async move {
+            let inner = Arc::clone(&guard.0);
+            let mut attempts = 1;
+            loop {
+                let ticket = applied.ticket.take();
+                let durable = match ticket {
+                    Some(ticket) => ticket.durable().await,
+                    None => Ok(()),
+                };
+                let error = match durable {
+                    Ok(()) => {
+                        for dispatch in std::mem::take(&mut applied.dispatches) {
+                            Inner::spawn(&inner, &registry, dispatch);
+                        }
+                        break;
+                    }
+                    Err(LedgerError::Rejected(why)) if attempts < DECISION_ATTEMPTS => {
+                        attempts += 1;
+                        let now = inner.options.clock.now();
+                        match registry.apply_again(&tenant, input.clone(), now, why, applied.epoch)
+                        {
+                            Ok(again) => {
+                                applied = again;
+                                continue;
+                            }
+                            Err(error) => Box::new(error) as Box<dyn std::error::Error + Send>,
+                        }
+                    }
+                    Err(error) => Box::new(error),
+                };
+                inner.counters.unrecorded.fetch_add(1, Ordering::Relaxed);
+                ::tracing::error!(
+                    tenant = %tenant,
+                    error = &*error as &dyn std::error::Error,
+                    "recording an action result failed"
+                );
+                break;
+            }
+            drop(guard);
+        });
+    }
+
     /// Applies `report` to the registry and spawns the follow-up dispatches.
     fn record(self: &Arc<Inner>, registry: &Arc<Registry>, dispatch: Dispatch, report: Report) {
         let c = &self.counters;
@@ -433,7 +498,10 @@ impl Inner {
             ok: report.ok,
             detail: Some(report.detail),
         };
-        match registry.apply(&tenant, input, self.options.clock.now()) {
+        match registry.apply(&tenant, input.clone(), self.options.clock.now()) {
+            Ok(applied) if applied.ticket.is_some() && registry.ledger().shared().is_some() => {
+                Inner::settle_result(self, registry, tenant, input, applied);
+            }
             Ok(applied) => {
                 Inner::spawn_when_durable(self, registry, applied.dispatches, applied.ticket);
             }

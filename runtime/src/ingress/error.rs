@@ -110,6 +110,13 @@ pub enum IngressError {
         /// The registry's error chain, naming the tenant.
         detail: String,
     },
+    /// Other replicas kept overtaking this request's decision on its
+    /// tenant (each retry lost the race): nothing was written; retry.
+    #[error("{detail}")]
+    Contended {
+        /// What happened, naming the tenant.
+        detail: String,
+    },
     /// The ledger failed: nothing more can be acknowledged.
     #[error("ledger unavailable: {detail}")]
     Unavailable {
@@ -161,6 +168,7 @@ impl IngressError {
             IngressError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             IngressError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             IngressError::Overloaded { .. }
+            | IngressError::Contended { .. }
             | IngressError::Unavailable { .. }
             | IngressError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             IngressError::Internal { .. } | IngressError::TenantInconsistent { .. } => {
@@ -188,6 +196,7 @@ impl IngressError {
             IngressError::UnsupportedMediaType { .. } => "unsupported_media_type",
             IngressError::Overloaded { .. } => "overloaded",
             IngressError::TenantInconsistent { .. } => "tenant_inconsistent",
+            IngressError::Contended { .. } => "contended",
             IngressError::Unavailable { .. } => "unavailable",
             IngressError::ShuttingDown => "shutting_down",
             IngressError::Internal { .. } => "internal",
@@ -251,6 +260,7 @@ impl IntoResponse for IngressError {
             }
             IngressError::Overloaded { .. }
             | IngressError::ShuttingDown
+            | IngressError::Contended { .. }
             | IngressError::Busy { .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }

@@ -21,7 +21,6 @@ use super::body;
 use super::error::IngressError;
 use super::signals;
 use super::state::AppState;
-use crate::clock::Timestamp;
 use crate::entitlement::EntitlementEvent;
 use crate::receipt::Input;
 
@@ -72,11 +71,7 @@ pub(crate) async fn post(
         plan,
         observed,
     };
-    let applied = state
-        .registry
-        .apply(&tenant, input, Timestamp::now())
-        .map_err(|e| state.registry_error(e))?;
-    let applied = state.settle(applied, started).await?;
+    let applied = state.decide(&tenant, input, started).await?;
     match applied.refused {
         Some(refused) => Err(IngressError::Conflict {
             detail: refused.to_string(),

@@ -303,7 +303,9 @@ pub fn run_until(
     }
     let location = args.store.location().map_err(ServeError::Store)?;
     let ledger = location
-        .open(&mut |warning| tracing::warn!("{warning}"))
+        .open(crate::store::Writers::Shared, &mut |warning| {
+            tracing::warn!("{warning}")
+        })
         .map_err(ServeError::Ledger)?;
     tracing::info!(ledger = %location.display(), "ledger open");
     let dedupe = DedupeOptions {

@@ -27,7 +27,7 @@ use super::metrics::SignalOutcome;
 use super::state::AppState;
 use crate::clock::Timestamp;
 use crate::reading;
-use crate::receipt::Via;
+use crate::receipt::{Input, Via};
 use crate::registry::Applied;
 use crate::tenant::TenantId;
 
@@ -65,6 +65,9 @@ pub(crate) struct Reading {
 /// A signal applied to the registry whose receipt may not be durable yet.
 #[derive(Debug)]
 pub(crate) struct Pending {
+    tenant: TenantId,
+    /// Kept to decide again if a shared ledger refuses the decision.
+    input: Input,
     applied: Applied,
     started: Instant,
     /// Set when the signal was receipted as `rejected`.
@@ -115,7 +118,7 @@ pub(crate) fn apply(state: &AppState, reading: Reading) -> Result<Pending, Ingre
     // Decided on the server's clock: a sender's `at` must not move
     // cooldowns, budgets or timers (it is recorded as `observed_at`).
     let applied = registry
-        .apply(&reading.tenant, input, Timestamp::now())
+        .apply(&reading.tenant, input.clone(), Timestamp::now())
         .map_err(|e| state.registry_error(e))?;
     let metrics = &state.metrics;
     if refusal.is_some() {
@@ -127,6 +130,8 @@ pub(crate) fn apply(state: &AppState, reading: Reading) -> Result<Pending, Ingre
         metrics.decision(applied.level);
     }
     Ok(Pending {
+        tenant: reading.tenant,
+        input,
         applied,
         started,
         refusal,
@@ -137,11 +142,13 @@ pub(crate) fn apply(state: &AppState, reading: Reading) -> Result<Pending, Ingre
 /// the refusal (if the reading was receipted as `rejected`).
 pub(crate) async fn finish(state: &AppState, pending: Pending) -> Result<(), IngressError> {
     let Pending {
+        tenant,
+        input,
         applied,
         started,
         refusal,
     } = pending;
-    state.settle(applied, started).await?;
+    state.settle_input(&tenant, input, applied, started).await?;
     refusal.map_or(Ok(()), Err)
 }
 

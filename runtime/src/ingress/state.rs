@@ -11,8 +11,20 @@ use super::auth::Auth;
 use super::error::IngressError;
 use super::metrics::Metrics;
 use crate::actuator::Dispatcher;
-use crate::ledger::{LedgerError, Ticket};
-use crate::registry::{Applied, Registry, RegistryError};
+use crate::clock::Timestamp;
+use crate::ledger::{LedgerError, Rejection, Ticket};
+use crate::receipt::Input;
+use crate::registry::{Applied, DECISION_ATTEMPTS, Registry, RegistryError};
+use crate::tenant::TenantId;
+
+/// How waiting for a decision's receipts ended, when not durable.
+#[derive(Debug)]
+pub(crate) enum Settled {
+    /// A shared ledger refused the decision: nothing of it was written.
+    Rejected(Rejection),
+    /// The ledger failed (or the wait did).
+    Failed(IngressError),
+}
 
 /// Marketplace events handled at once (their own slots, see [`AppState`]).
 pub const SIGNED_IN_FLIGHT: usize = 16;
@@ -269,7 +281,65 @@ impl AppState {
                 tracing::error!(error = %detail, "tenant refused: its state disagrees with its ledger chain");
                 IngressError::TenantInconsistent { detail }
             }
+            // A shared ledger that could not load a tenant (a read that
+            // failed) has not stopped: this request fails, the next may not.
+            error @ RegistryError::Ledger(LedgerError::Database { .. }) => {
+                IngressError::unavailable(&error)
+            }
             other => self.ledger_failed(&other),
+        }
+    }
+
+    /// Applies `input` for `tenant` at the server's clock, dispatches what
+    /// it decided once durable, and waits until its receipts are durable.
+    /// On a shared ledger, a decision another replica overtook (nothing of
+    /// it written) is taken again on the tenant's latest state, up to
+    /// [`DECISION_ATTEMPTS`] times; then the request is answered `contended`.
+    pub(crate) async fn decide(
+        &self,
+        tenant: &TenantId,
+        input: Input,
+        started: Instant,
+    ) -> Result<Applied, IngressError> {
+        let applied = self
+            .0
+            .registry
+            .apply(tenant, input.clone(), Timestamp::now())
+            .map_err(|e| self.registry_error(e))?;
+        self.settle_input(tenant, input, applied, started).await
+    }
+
+    /// The settling of an `applied` decision on `input`, taking it
+    /// again while a shared ledger refuses it (see [`AppState::decide`]).
+    pub(crate) async fn settle_input(
+        &self,
+        tenant: &TenantId,
+        input: Input,
+        mut applied: Applied,
+        started: Instant,
+    ) -> Result<Applied, IngressError> {
+        let mut attempts = 1;
+        loop {
+            let epoch = applied.epoch;
+            match self.settle(applied, started).await {
+                Err(Settled::Rejected(why)) if attempts < DECISION_ATTEMPTS => {
+                    attempts += 1;
+                    applied = self
+                        .0
+                        .registry
+                        .apply_again(tenant, input.clone(), Timestamp::now(), why, epoch)
+                        .map_err(|e| self.registry_error(e))?;
+                }
+                Err(Settled::Rejected(why)) => {
+                    return Err(IngressError::Contended {
+                        detail: format!(
+                            "tenant `{tenant}`: {why} ({attempts} attempts); nothing was written: retry"
+                        ),
+                    });
+                }
+                Err(Settled::Failed(error)) => return Err(error),
+                Ok(applied) => return Ok(applied),
+            }
         }
     }
 
@@ -278,13 +348,13 @@ impl AppState {
         &self,
         ticket: Option<Ticket>,
         started: Instant,
-    ) -> Result<(), IngressError> {
+    ) -> Result<(), Settled> {
         match ticket {
             Some(ticket) => {
-                ticket
-                    .durable()
-                    .await
-                    .map_err(|e: LedgerError| self.ledger_failed(&e))?;
+                ticket.durable().await.map_err(|e: LedgerError| match e {
+                    LedgerError::Rejected(why) => Settled::Rejected(why),
+                    e => Settled::Failed(self.ledger_failed(&e)),
+                })?;
                 self.0.metrics.durable(started.elapsed());
                 Ok(())
             }
@@ -293,8 +363,9 @@ impl AppState {
             None => {
                 let registry = Arc::clone(&self.0.registry);
                 tokio::task::spawn_blocking(move || registry.ledger().flush())
-                    .await?
-                    .map_err(|e| self.ledger_failed(&e))
+                    .await
+                    .map_err(|e| Settled::Failed(e.into()))?
+                    .map_err(|e| Settled::Failed(self.ledger_failed(&e)))
             }
         }
     }
@@ -305,11 +376,7 @@ impl AppState {
     /// appended cannot leave a receipted dispatch that never runs, and
     /// shutdown's drain waits for it), then waits until the receipts are
     /// durable to acknowledge.
-    pub(crate) async fn settle(
-        &self,
-        mut applied: Applied,
-        started: Instant,
-    ) -> Result<Applied, IngressError> {
+    async fn settle(&self, mut applied: Applied, started: Instant) -> Result<Applied, Settled> {
         let ticket = applied.ticket.take();
         let dispatches = std::mem::take(&mut applied.dispatches);
         for dispatch in &dispatches {

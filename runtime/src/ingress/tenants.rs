@@ -21,7 +21,6 @@ use super::body;
 use super::error::IngressError;
 use super::signals;
 use super::state::AppState;
-use crate::clock::Timestamp;
 use crate::ledger::Record;
 use crate::receipt::Input;
 use crate::registry::TenantView;
@@ -204,10 +203,8 @@ pub(crate) async fn reset(
         .take(256)
         .collect();
     let applied = state
-        .registry
-        .apply(&tenant, Input::Reset { reason }, Timestamp::now())
-        .map_err(|e| state.registry_error(e))?;
-    let applied = state.settle(applied, started).await?;
+        .decide(&tenant, Input::Reset { reason }, started)
+        .await?;
     Ok(Json(json!({
         "tenant": tenant.as_str(),
         "state": applied.state.name(),

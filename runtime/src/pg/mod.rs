@@ -42,6 +42,7 @@ use crate::tenant::TenantId;
 
 pub mod copy;
 mod schema;
+pub mod shared;
 mod writer;
 
 /// Advisory-lock namespace of the writer lock (the other key is the schema's oid).
@@ -242,7 +243,7 @@ impl PgLedger {
         // The lock first: a governor that is not the writer must not touch
         // the schema (a newer one beside a running older one would migrate
         // it under the live writer).
-        take_writer_lock(&mut writer_client, &target)?;
+        take_writer_lock(&mut writer_client, &target, LockMode::Exclusive)?;
         schema::migrate(&mut writer_client).map_err(|source| LedgerError::Database {
             target: target.clone(),
             what: "migrating the ledger schema failed".to_owned(),
@@ -502,9 +503,19 @@ fn position(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
+/// How a process holds the writer lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LockMode {
+    /// The only writer (one governor, `ledger copy`).
+    Exclusive,
+    /// One of several replicas, each committing conditionally.
+    Shared,
+}
+
 /// Takes the writer lock of the connection's schema: a session advisory
-/// lock keyed on the schema's oid (unique, unlike a hash of its name).
-fn take_writer_lock(client: &mut Client, target: &str) -> Result<(), LedgerError> {
+/// lock keyed on the schema's oid (unique, unlike a hash of its name),
+/// exclusive or shared; returns the oid.
+fn take_writer_lock(client: &mut Client, target: &str, mode: LockMode) -> Result<i64, LedgerError> {
     let refused = |what: &str| LedgerError::Database {
         target: target.to_owned(),
         what: what.to_owned(),
@@ -526,20 +537,26 @@ fn take_writer_lock(client: &mut Client, target: &str) -> Result<(), LedgerError
     // lock until its server process notices: wait a moment before refusing.
     let started = std::time::Instant::now();
     loop {
+        let take = match mode {
+            LockMode::Exclusive => "SELECT pg_try_advisory_lock($1, $2)",
+            LockMode::Shared => "SELECT pg_try_advisory_lock_shared($1, $2)",
+        };
         let locked: bool = client
-            .query_one(
-                "SELECT pg_try_advisory_lock($1, $2)",
-                &[&WRITER_LOCK_SPACE, &key],
-            )
+            .query_one(take, &[&WRITER_LOCK_SPACE, &key])
             .map_err(database(target, "taking the writer lock"))?
             .get(0);
         if locked {
-            return Ok(());
+            return Ok(oid);
         }
         if started.elapsed() >= WRITER_LOCK_GRACE {
-            return Err(refused(
-                "another governor process is writing this ledger (one writer per database schema)",
-            ));
+            return Err(refused(match mode {
+                LockMode::Exclusive => {
+                    "another governor process is writing this ledger (one exclusive writer per database schema; replicas serving it hold it shared)"
+                }
+                LockMode::Shared => {
+                    "a single exclusive writer (another governor without replicas, or `ledger copy`) is writing this ledger"
+                }
+            }));
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }

@@ -58,6 +58,37 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     );
     ",
     ),
+    (
+        3,
+        "replicas sharing the schema: tenant states, timers, event ids, the receipt count",
+        "
+    -- Each tenant's registry state as of receipt `state_seq` (written with
+    -- its receipts by replicas sharing the schema), when its next timer is
+    -- due (ms since the epoch) and until when a replica claimed it.
+    ALTER TABLE ggen_heads
+        ADD COLUMN state         bytea,
+        ADD COLUMN state_seq     bigint,
+        ADD COLUMN due_at        bigint,
+        ADD COLUMN claimed_until bigint;
+    CREATE INDEX ggen_heads_due ON ggen_heads (due_at) WHERE due_at IS NOT NULL;
+    -- Event ids inside the dedupe window, per tenant: a replica's decision
+    -- carrying one already here is refused as a duplicate.
+    CREATE TABLE ggen_event_ids (
+        tenant text   NOT NULL,
+        key    bytea  NOT NULL CHECK (length(key) = 16),
+        at     bigint NOT NULL,
+        PRIMARY KEY (tenant, key)
+    );
+    CREATE INDEX ggen_event_ids_at ON ggen_event_ids (at);
+    -- The number of receipts: replicas take positions from it under its
+    -- row lock, so positions stay gapless and commit in order.
+    CREATE TABLE ggen_log (
+        singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+        records   bigint  NOT NULL CHECK (records >= 0)
+    );
+    INSERT INTO ggen_log (records) SELECT coalesce(max(position), 0) FROM ggen_receipts;
+    ",
+    ),
 ];
 
 /// The newest schema version this build knows.

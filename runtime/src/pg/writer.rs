@@ -17,12 +17,16 @@ use super::{Pending, Shared, position};
 use crate::ledger::Head;
 use crate::tenant::TenantId;
 
-/// The receipts, then each touched tenant's last (seq, hash, position),
-/// from parallel arrays: one statement, one implicit transaction.
+/// The receipts, the receipt count (which replicas sharing the schema
+/// take positions from), then each touched tenant's last (seq, hash,
+/// position), from parallel arrays: one statement, one implicit
+/// transaction.
 const COMMIT: &str = "
     WITH receipts AS (
         INSERT INTO ggen_receipts (position, tenant, seq, hash, bytes)
         SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bytea[], $5::bytea[])
+    ), log AS (
+        UPDATE ggen_log SET records = (SELECT max(p) FROM unnest($1::bigint[]) AS p)
     )
     INSERT INTO ggen_heads (tenant, seq, hash, position)
     SELECT * FROM unnest($6::text[], $7::bigint[], $8::bytea[], $9::bigint[])
@@ -169,7 +173,7 @@ impl Writer<'_> {
                 Err(error) => return Err(crate::report::error_chain(&error)),
             }
         };
-        super::take_writer_lock(&mut client, target)
+        super::take_writer_lock(&mut client, target, super::LockMode::Exclusive)
             .map_err(|error| crate::report::error_chain(&error))?;
         let query = |what: &str| {
             let what = what.to_owned();
@@ -212,7 +216,7 @@ impl Writer<'_> {
 /// unknown and the writer may resume): the socket closed, or the server
 /// ended the session with a FATAL error (a terminated backend, a shutdown)
 /// whose report can arrive before the close.
-fn connection_lost(error: &postgres::Error, client: &Client) -> bool {
+pub(super) fn connection_lost(error: &postgres::Error, client: &Client) -> bool {
     client.is_closed()
         || error.is_closed()
         || error

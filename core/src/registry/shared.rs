@@ -1,0 +1,351 @@
+//! The registry over a [`SharedLedger`]: several replicas decide for the
+//! same tenants, and the ledger, not a cache, says what is committed.
+//!
+//! - A tenant is loaded when first needed: its committed state (stored
+//!   with its receipts) and the receipts the state is behind, replayed.
+//! - A decision is taken on the cached state, which another replica may
+//!   have overtaken: its receipts, the tenant's new state and its event id
+//!   go to the ledger together ([`Registry::submit`]), which commits them
+//!   only if the chain still ends where the decision started. A refused
+//!   decision's ticket says so; the caller forgets that load of the tenant
+//!   and decides again ([`Registry::apply_again`]) on the latest state.
+//!   A decision on a stale state can be taken, never committed.
+//! - Timers come from the ledger: [`Registry::tick_shared`] claims due
+//!   tenants for a lease, reloads them and fires; a second firing of the
+//!   same timer loses the conditional append, and a dead replica's claims
+//!   expire.
+//! - Checkpoints and start-up recovery are not used: the per-tenant states
+//!   in the ledger are the snapshot, and a start loads nothing.
+
+use std::sync::MutexGuard;
+use std::sync::atomic::Ordering;
+
+use serde::{Deserialize, Serialize};
+
+use super::apply::{Applied, decision_time};
+use super::{Recent, RecoveryStats, Registry, RegistryError, Shard, Tenant, TenantState, seen};
+use crate::clock::Timestamp;
+use crate::ledger::{Decision, Head, LedgerError, Rejection, SharedLedger};
+use crate::receipt::Input;
+use crate::tenant::TenantId;
+
+/// How long a replica's claim on a due timer keeps the others away: a
+/// replica that dies with a claim delays that timer by at most this.
+pub const TIMER_LEASE_MS: i64 = 5_000;
+/// How many times a caller takes a decision a shared ledger keeps
+/// refusing before giving up (each refusal means another decision on the
+/// tenant was committed meanwhile).
+pub const DECISION_ATTEMPTS: u32 = 16;
+/// Most due tenants one tick claims.
+const CLAIM_LIMIT: usize = 256;
+/// Receipts read per query while a loaded state catches up with its chain.
+const CATCH_UP_CHUNK: u64 = 4_096;
+/// Version of the stored state format.
+const STATE_VERSION: u32 = 1;
+
+/// A tenant's state as a shared ledger stores it with its receipts.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredState {
+    v: u32,
+    /// The SKU and spec that wrote it: another's state is not this one's.
+    sku: String,
+    spec_sha256: String,
+    /// The state, without its dedupe ids (the ledger checks those).
+    state: TenantState,
+}
+
+impl Registry {
+    /// Locks the shard holding `tenant`, loading the tenant first if it is
+    /// not cached (a new tenant counts against `max_tenants`).
+    pub(super) fn cached(
+        &self,
+        shared: &dyn SharedLedger,
+        tenant: &TenantId,
+    ) -> Result<MutexGuard<'_, Shard>, RegistryError> {
+        {
+            let shard = self.shard(tenant);
+            if shard.contains_key(tenant) {
+                return Ok(shard);
+            }
+        }
+        // Loaded without the shard lock: other tenants keep deciding.
+        let loaded = self.load(shared, tenant)?;
+        let mut shard = self.shard(tenant);
+        if !shard.contains_key(tenant) {
+            self.install(&mut shard, tenant, loaded)?;
+        }
+        Ok(shard)
+    }
+
+    /// Puts a loaded tenant into `shard` as a new load (a new epoch).
+    fn install(
+        &self,
+        shard: &mut Shard,
+        tenant: &TenantId,
+        mut loaded: Tenant,
+    ) -> Result<(), RegistryError> {
+        if loaded.head.seq == 0 {
+            self.reserve(tenant)?;
+        } else {
+            // A tenant the ledger has is never refused (as in recovery).
+            self.count.fetch_add(1, Ordering::AcqRel);
+        }
+        loaded.epoch = self.epochs.fetch_add(1, Ordering::Relaxed);
+        shard.insert(tenant.clone(), loaded);
+        Ok(())
+    }
+
+    /// Drops `tenant` from the cache (its next input loads it again).
+    pub(super) fn evict(&self, shard: &mut Shard, tenant: &TenantId) {
+        if let Some(mut t) = shard.remove(tenant) {
+            self.with_recent(&mut t, |recent| *recent = Recent::default());
+            self.count.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Forgets the cached `tenant` if it is still the load `epoch` (a
+    /// newer load already reflects the ledger).
+    pub fn forget(&self, tenant: &TenantId, epoch: u64) {
+        let mut shard = self.shard(tenant);
+        if shard.get(tenant).is_some_and(|t| t.epoch == epoch) {
+            self.evict(&mut shard, tenant);
+        }
+    }
+
+    /// After a shared ledger refused the decision an [`Applied`] of load
+    /// `epoch` reported (its ticket's [`Rejection`]): forgets that load and
+    /// takes the decision again on the tenant's latest committed state, or,
+    /// for a duplicate event id, reports the input as a duplicate.
+    pub fn apply_again(
+        &self,
+        tenant: &TenantId,
+        input: Input,
+        at: Timestamp,
+        why: Rejection,
+        epoch: u64,
+    ) -> Result<Applied, RegistryError> {
+        self.forget(tenant, epoch);
+        let Some(shared) = self.ledger.shared() else {
+            return self.apply(tenant, input, at);
+        };
+        match why {
+            Rejection::Overtaken => self.apply(tenant, input, at),
+            Rejection::Duplicate => {
+                let mut shard = self.cached(shared, tenant)?;
+                let t = shard
+                    .get_mut(tenant)
+                    .expect("`cached` returns the shard holding the tenant");
+                if let Some(seen) = seen(&input, decision_time(tenant, t.last_at, at)) {
+                    self.with_recent(t, |recent| recent.insert(seen, &self.dedupe));
+                }
+                let mut applied = Applied::before(tenant, t);
+                applied.duplicate = true;
+                Ok(applied)
+            }
+        }
+    }
+
+    /// Hands the decision `applied` staged for `t` to the ledger with the
+    /// tenant's new state, next timer and event id; sets its ticket.
+    pub(super) fn submit(
+        &self,
+        shared: &dyn SharedLedger,
+        tenant: &TenantId,
+        t: &Tenant,
+        applied: &mut Applied,
+    ) -> Result<(), RegistryError> {
+        if applied.staged.is_empty() {
+            return Ok(());
+        }
+        let sku = self.pack.sku();
+        let mut state = t.export();
+        state.recent = Vec::new();
+        let state = serde_json::to_vec(&StoredState {
+            v: STATE_VERSION,
+            sku: sku.id.to_owned(),
+            spec_sha256: sku.spec_sha256.to_owned(),
+            state,
+        })
+        .map_err(RegistryError::Checkpoint)?;
+        let window_ms = i64::try_from(self.dedupe.window.as_millis()).unwrap_or(i64::MAX);
+        let appended = shared
+            .append_decision(Decision {
+                tenant: tenant.clone(),
+                entries: std::mem::take(&mut applied.staged),
+                state,
+                due: t.governor.due().map(Timestamp::as_millis),
+                ids: applied.id.iter().map(|seen| (seen.key, seen.at)).collect(),
+                window_ms,
+            })
+            .map_err(RegistryError::Ledger)?;
+        applied.ticket = Some(appended.ticket);
+        Ok(())
+    }
+
+    /// Loads `tenant` as the ledger has it committed: its stored state,
+    /// then the receipts that state is behind, replayed. Checked: the
+    /// state's head must be a receipt of the chain's, and its ids in range.
+    fn load(&self, shared: &dyn SharedLedger, tenant: &TenantId) -> Result<Tenant, RegistryError> {
+        let stored = shared.load(tenant).map_err(RegistryError::Ledger)?;
+        let mut t = match stored.state {
+            None => Tenant::new(self.pack, Head::EMPTY),
+            Some((seq, blob)) => {
+                let decoded: StoredState =
+                    serde_json::from_slice(&blob).map_err(RegistryError::Checkpoint)?;
+                let sku = self.pack.sku();
+                if decoded.sku != sku.id || decoded.spec_sha256 != sku.spec_sha256 {
+                    return Err(RegistryError::CheckpointSku {
+                        expected: format!("{} ({})", sku.id, sku.spec_sha256),
+                        found: format!("{} ({})", decoded.sku, decoded.spec_sha256),
+                    });
+                }
+                let state = decoded.state;
+                let inconsistent = |reason: String| RegistryError::Quarantined {
+                    tenant: tenant.clone(),
+                    reason,
+                };
+                if decoded.v != STATE_VERSION || state.seq != seq || seq > stored.head.seq {
+                    return Err(inconsistent(format!(
+                        "its stored state (version {}, seq {}) does not belong to receipt {seq} of a chain at seq {}",
+                        decoded.v, state.seq, stored.head.seq
+                    )));
+                }
+                state
+                    .governor
+                    .check(self.pack, state.seq)
+                    .map_err(inconsistent)?;
+                Tenant::import(state)
+            }
+        };
+        let mut stats = RecoveryStats::default();
+        while t.head.seq < stored.head.seq {
+            let wanted = (stored.head.seq - t.head.seq).min(CATCH_UP_CHUNK);
+            let records = self
+                .ledger
+                .read(
+                    tenant,
+                    t.head.seq,
+                    usize::try_from(wanted).unwrap_or(usize::MAX),
+                )
+                .map_err(RegistryError::Ledger)?;
+            if records.is_empty() {
+                break;
+            }
+            for record in &records {
+                self.step_into(&mut t, record, &mut stats)?;
+            }
+        }
+        if t.head != stored.head {
+            return Err(RegistryError::ChainMismatch {
+                tenant: tenant.clone(),
+                source: LedgerError::ChainMismatch {
+                    tenant: tenant.to_string(),
+                    expected_seq: stored.head.seq,
+                    got_seq: t.head.seq,
+                    expected_prev: hex::encode(stored.head.hash),
+                    got_prev: hex::encode(t.head.hash),
+                },
+            });
+        }
+        // Ids the catch-up replayed are remembered; the service-wide
+        // count learns of them when the tenant is installed.
+        let recent = std::mem::take(&mut t.recent);
+        self.with_recent(&mut t, |r| *r = recent);
+        Ok(t)
+    }
+
+    /// Brings the cached `tenant` up to the ledger's committed state when
+    /// the ledger is ahead of it (a cache ahead of the ledger holds this
+    /// replica's decisions on their way, and stays). An unknown tenant is
+    /// not created.
+    pub(super) fn refresh(
+        &self,
+        shared: &dyn SharedLedger,
+        tenant: &TenantId,
+    ) -> Result<(), RegistryError> {
+        let loaded = self.load(shared, tenant)?;
+        let mut shard = self.shard(tenant);
+        let stale = match shard.get(tenant) {
+            None => loaded.head.seq > 0,
+            Some(t) => {
+                t.head.seq < loaded.head.seq
+                    || (t.head.seq == loaded.head.seq && t.head.hash != loaded.head.hash)
+            }
+        };
+        if stale {
+            self.evict(&mut shard, tenant);
+            self.install(&mut shard, tenant, loaded)?;
+        }
+        Ok(())
+    }
+
+    /// [`Registry::tick`] on a shared ledger: claims the tenants whose
+    /// timer is due (across every replica), brings each up to date and
+    /// fires its timer. A tenant that fails is passed over with a warning
+    /// (its claim expires and another pass takes it again).
+    pub(super) fn tick_shared(
+        &self,
+        shared: &dyn SharedLedger,
+        now: Timestamp,
+    ) -> Result<Vec<Applied>, RegistryError> {
+        for shard in self.shards.iter() {
+            let mut shard = shard
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for t in shard.values_mut() {
+                self.with_recent(t, |recent| recent.expire(now, &self.dedupe));
+            }
+        }
+        let due = shared
+            .claim_due(now.as_millis(), TIMER_LEASE_MS, CLAIM_LIMIT)
+            .map_err(RegistryError::Ledger)?;
+        let mut out = Vec::new();
+        for tenant in due {
+            if self.quarantined(&tenant).is_some() {
+                continue;
+            }
+            match self.fire_shared(shared, &tenant, now) {
+                Ok(Some(applied)) => out.push(applied),
+                Ok(None) => {}
+                Err(error) => tracing::warn!(
+                    %tenant,
+                    error = &error as &dyn std::error::Error,
+                    "due timer not fired"
+                ),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Fires `tenant`'s timer on its latest committed state, if it is due.
+    fn fire_shared(
+        &self,
+        shared: &dyn SharedLedger,
+        tenant: &TenantId,
+        now: Timestamp,
+    ) -> Result<Option<Applied>, RegistryError> {
+        self.refresh(shared, tenant)?;
+        let mut shard = self.cached(shared, tenant)?;
+        let t = shard
+            .get_mut(tenant)
+            .expect("`cached` returns the shard holding the tenant");
+        if t.governor.due().is_none_or(|due| now < due) {
+            // The ledger's record of the timer was stale: set it right.
+            let due = t.governor.due().map(Timestamp::as_millis);
+            shared
+                .store_due(tenant, t.head.seq, due)
+                .map_err(RegistryError::Ledger)?;
+            return Ok(None);
+        }
+        let mut applied = Applied::before(tenant, t);
+        let at = decision_time(tenant, t.last_at, now);
+        let fired = self
+            .fire(tenant, t, at, &mut applied)
+            .and_then(|()| self.submit(shared, tenant, t, &mut applied));
+        if let Err(error) = fired {
+            self.evict(&mut shard, tenant);
+            return Err(error);
+        }
+        Ok((applied.receipts > 0).then_some(applied))
+    }
+}

@@ -1,0 +1,877 @@
+//! The PostgreSQL ledger shared by several governor replicas.
+//!
+//! Every replica appends; none holds the schema alone (each holds the
+//! writer lock in shared mode, so an exclusive writer such as `ledger
+//! copy` cannot write beside them). A replica's writer thread takes every
+//! pending decision (up to a batch) and commits them in one transaction:
+//!
+//! 1. transaction-scoped advisory locks on the batch's tenants, taken in
+//!    key order (so two batches never deadlock): one tenant's receipts are
+//!    committed by one transaction at a time;
+//! 2. each tenant's head as committed: a decision whose first receipt does
+//!    not extend it was taken on a state another replica overtook, and is
+//!    refused ([`Rejection::Overtaken`]); so are the tenant's later
+//!    decisions in the batch, which extend it;
+//! 3. the event ids the accepted decisions carry: one already recorded for
+//!    the tenant inside the dedupe window refuses its decision
+//!    ([`Rejection::Duplicate`]);
+//! 4. positions from the receipt counter row (`ggen_log`), locked until
+//!    commit, so commits happen in position order and positions stay
+//!    gapless, as one writer's are;
+//! 5. one statement inserting the receipts and the event ids and setting
+//!    each tenant's head, state, state seq and next timer.
+//!
+//! A ticket resolves when its batch has committed: to `Ok` if its decision
+//! was written, to [`LedgerError::Rejected`] if not (nothing of it was).
+//! `synchronous_commit` is on. Timers are claimed with `FOR UPDATE SKIP
+//! LOCKED` and a lease ([`SharedPgLedger::claim_due`]).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use postgres::Client;
+use sha2::{Digest, Sha256};
+
+use super::{PgLedger, column, connect, database, position};
+use crate::ledger::{
+    Appended, Decision, Entry, GENESIS, Hash, Head, Ledger, LedgerError, Mark, Progress, Record,
+    Recovered, Rejection, SharedLedger, Stored, SyncPoint, Ticket, Verdict, VerifyOptions,
+    VerifyReport, chain_hash,
+};
+use crate::tenant::TenantId;
+
+/// Threads, each with its connection, loading tenants and claiming timers
+/// (the synchronous client cannot run on an async runtime's threads,
+/// where requests load tenants: they hand the query over and wait).
+const READERS: usize = 4;
+/// How often the writer removes event ids past their window.
+const PRUNE_EVERY: Duration = Duration::from_secs(30);
+/// Most expired event ids one pass removes.
+const PRUNE_LIMIT: i64 = 50_000;
+/// How long a writer that lost its connection tries to get it back.
+const RESUME_FOR: Duration = Duration::from_secs(30);
+
+/// One decision on its way: its receipts with their hashes, its verdict.
+#[derive(Debug)]
+struct Pending {
+    /// Local order of the decision (what its ticket waits for).
+    local: u64,
+    decision: Decision,
+    hashes: Vec<Hash>,
+    verdict: Arc<Verdict>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Decisions queued so far (the last local number).
+    queued: u64,
+    pending: Vec<Pending>,
+    closing: bool,
+    failed: Option<(PathBuf, Arc<std::io::Error>)>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    target: String,
+    state: Mutex<State>,
+    work: Condvar,
+    sync: Arc<SyncPoint>,
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A PostgreSQL ledger several replicas write at once (see the module docs).
+pub struct SharedPgLedger {
+    inner: Arc<Inner>,
+    /// Scans and verification, as a read-only ledger does them.
+    reads: PgLedger,
+    /// Queries for the reader threads (closed on drop, which ends them).
+    jobs: Option<mpsc::Sender<Job>>,
+    readers: Vec<JoinHandle<()>>,
+    writer: Option<JoinHandle<()>>,
+}
+
+/// A query for a reader thread, on its connection.
+type Job = Box<dyn FnOnce(&mut Client) + Send>;
+
+/// A reader thread: connects, then runs queries as they come (connecting
+/// again when its connection was lost: the queries are idempotent).
+fn reader(url: String, target: String, jobs: Arc<Mutex<mpsc::Receiver<Job>>>) {
+    let mut client: Option<Client> = None;
+    loop {
+        let job = jobs.lock().unwrap_or_else(PoisonError::into_inner).recv();
+        let Ok(job) = job else { return };
+        if client.as_ref().is_none_or(Client::is_closed) {
+            match connect(&url, &target) {
+                Ok(connected) => client = Some(connected),
+                Err(error) => {
+                    // The job's caller hears of it as a closed channel.
+                    tracing::warn!(target = %target, error = %crate::report::error_chain(&error), "ledger reader cannot connect");
+                    drop(job);
+                    continue;
+                }
+            }
+        }
+        if let Some(client) = client.as_mut() {
+            job(client);
+        }
+    }
+}
+
+impl std::fmt::Debug for SharedPgLedger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedPgLedger")
+            .field("target", &self.inner.target)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The advisory-lock key of `tenant` in the schema `oid`: transactions
+/// appending to one tenant exclude each other (another tenant sharing the
+/// key only waits).
+fn tenant_key(oid: i64, tenant: &TenantId) -> i64 {
+    let mut hasher = Sha256::new();
+    hasher.update(oid.to_be_bytes());
+    hasher.update(tenant.as_str().as_bytes());
+    let digest: [u8; 32] = hasher.finalize().into();
+    let mut key = [0u8; 8];
+    key.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(key)
+}
+
+impl SharedPgLedger {
+    /// Connects, takes the writer lock in shared mode, migrates the schema
+    /// (safe when replicas start at once), checks the heads against their
+    /// receipts and starts the writer. Loads no tenant.
+    pub fn open(url: &str, max_batch: usize) -> Result<SharedPgLedger, LedgerError> {
+        let target = super::redacted(url);
+        let mut client = connect(url, &target)?;
+        let oid = super::take_writer_lock(&mut client, &target, super::LockMode::Shared)?;
+        super::schema::migrate(&mut client).map_err(|source| LedgerError::Database {
+            target: target.clone(),
+            what: "migrating the ledger schema failed".to_owned(),
+            source: Some(Box::new(source)),
+        })?;
+        client
+            .batch_execute("SET synchronous_commit = on")
+            .map_err(database(&target, "setting synchronous_commit"))?;
+        let reads = PgLedger::open_read_only(url)?;
+        {
+            let mut reader = reads.reader()?;
+            if super::copy_in_progress(&mut reader, &target)? {
+                return Err(LedgerError::IncompleteCopy { ledger: target });
+            }
+            // The same checks a single writer makes at start (the heads
+            // are not kept: tenants load when first needed).
+            super::load_heads(&mut reader, &target)?;
+            // A tenant whose state is behind its chain (receipts copied in,
+            // or written by a single writer) may have a timer due that no
+            // row says: have the next tick look at it.
+            reader
+                .execute(
+                    "UPDATE ggen_heads SET due_at = 0
+                     WHERE state_seq IS DISTINCT FROM seq AND due_at IS DISTINCT FROM 0",
+                    &[],
+                )
+                .map_err(database(&target, "marking tenants to check for timers"))?;
+        }
+        let inner = Arc::new(Inner {
+            target: target.clone(),
+            state: Mutex::new(State::default()),
+            work: Condvar::new(),
+            sync: Arc::new(SyncPoint::new(Progress::default())),
+        });
+        let writer = Writer {
+            inner: Arc::clone(&inner),
+            url: url.to_owned(),
+            oid,
+            client,
+            window_ms: 0,
+            pruned: Instant::now(),
+        };
+        let max_batch = max_batch.max(1);
+        let writer = std::thread::Builder::new()
+            .name("ledger-pg-shared".to_owned())
+            .spawn(move || writer.run(max_batch))
+            .map_err(|source| LedgerError::Io {
+                path: PathBuf::from(&target),
+                source,
+            })?;
+        let (jobs, queue) = mpsc::channel::<Job>();
+        let queue = Arc::new(Mutex::new(queue));
+        let readers = (0..READERS)
+            .map(|i| {
+                let (url, target, queue) = (url.to_owned(), target.clone(), Arc::clone(&queue));
+                std::thread::Builder::new()
+                    .name(format!("ledger-pg-read-{i}"))
+                    .spawn(move || reader(url, target, queue))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| LedgerError::Io {
+                path: PathBuf::from(&target),
+                source,
+            })?;
+        Ok(SharedPgLedger {
+            inner,
+            reads,
+            jobs: Some(jobs),
+            readers,
+            writer: Some(writer),
+        })
+    }
+
+    /// Where the database is, without credentials.
+    pub fn target(&self) -> &str {
+        &self.inner.target
+    }
+
+    /// Runs `query` on a reader thread's connection and waits for it.
+    fn with_reader<T: Send + 'static>(
+        &self,
+        query: impl FnOnce(&mut Client) -> Result<T, LedgerError> + Send + 'static,
+    ) -> Result<T, LedgerError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let job: Job = Box::new(move |client| {
+            let _ = tx.send(query(client));
+        });
+        let sent = self
+            .jobs
+            .as_ref()
+            .is_some_and(|jobs| jobs.send(job).is_ok());
+        let answer = if sent { rx.recv().ok() } else { None };
+        answer.unwrap_or_else(|| {
+            Err(LedgerError::Database {
+                target: self.inner.target.clone(),
+                what: "cannot connect to read".to_owned(),
+                source: None,
+            })
+        })
+    }
+
+    fn altered(&self, why: String) -> LedgerError {
+        super::altered(&self.inner.target, why)
+    }
+}
+
+impl SharedLedger for SharedPgLedger {
+    fn load(&self, tenant: &TenantId) -> Result<Stored, LedgerError> {
+        let (name, target) = (tenant.to_string(), self.inner.target.clone());
+        let row = self.with_reader(move |client| {
+            client
+                .query_opt(
+                    "SELECT seq, hash, state_seq, state FROM ggen_heads WHERE tenant = $1",
+                    &[&name],
+                )
+                .map_err(database(&target, "loading a tenant"))
+        })?;
+        let Some(row) = row else {
+            return Ok(Stored {
+                head: Head::EMPTY,
+                state: None,
+            });
+        };
+        let bad = |why: String| self.altered(format!("the head of tenant `{tenant}`: {why}"));
+        let seq: i64 = column(&row, 0).map_err(bad)?;
+        let hash: Vec<u8> = column(&row, 1).map_err(bad)?;
+        let state_seq: Option<i64> = column(&row, 2).map_err(bad)?;
+        let state: Option<Vec<u8>> = column(&row, 3).map_err(bad)?;
+        let seq = u64::try_from(seq).map_err(|_| bad(format!("seq `{seq}` is negative")))?;
+        let hash: Hash = hash
+            .as_slice()
+            .try_into()
+            .map_err(|_| bad(format!("a hash of `{}` bytes", hash.len())))?;
+        let state = match (state_seq, state) {
+            (Some(at), Some(blob)) => Some((
+                u64::try_from(at).map_err(|_| bad(format!("state seq `{at}` is negative")))?,
+                blob,
+            )),
+            _ => None,
+        };
+        Ok(Stored {
+            head: Head { seq, hash },
+            state,
+        })
+    }
+
+    fn append_decision(&self, decision: Decision) -> Result<Appended, LedgerError> {
+        let (Some(first), Some(_)) = (decision.entries.first(), decision.entries.last()) else {
+            return Err(LedgerError::Database {
+                target: self.inner.target.clone(),
+                what: "a decision without receipts".to_owned(),
+                source: None,
+            });
+        };
+        // The entries must chain among themselves; the first is checked
+        // against the committed head when the batch commits.
+        let mut hashes = Vec::with_capacity(decision.entries.len());
+        let mut head = Head {
+            seq: first.seq.wrapping_sub(1),
+            hash: first.prev,
+        };
+        for entry in &decision.entries {
+            crate::ledger::check_extends(&head, entry)?;
+            if entry.tenant != decision.tenant {
+                return Err(LedgerError::Database {
+                    target: self.inner.target.clone(),
+                    what: format!(
+                        "a decision for `{}` holds a receipt of `{}`",
+                        decision.tenant, entry.tenant
+                    ),
+                    source: None,
+                });
+            }
+            if entry.bytes.len() > crate::ledger::MAX_RECORD {
+                return Err(LedgerError::TooLarge {
+                    len: entry.bytes.len(),
+                    max: crate::ledger::MAX_RECORD,
+                });
+            }
+            let hash = chain_hash(&entry.prev, &entry.bytes);
+            hashes.push(hash);
+            head = Head {
+                seq: entry.seq,
+                hash,
+            };
+        }
+        let verdict = Arc::new(Verdict::default());
+        let mut state = self.inner.lock();
+        if let Some((path, source)) = &state.failed {
+            return Err(LedgerError::Poisoned {
+                path: path.clone(),
+                source: Arc::clone(source),
+            });
+        }
+        if state.closing {
+            return Err(LedgerError::Closed);
+        }
+        state.queued += 1;
+        let local = state.queued;
+        state.pending.push(Pending {
+            local,
+            decision,
+            hashes,
+            verdict: Arc::clone(&verdict),
+        });
+        drop(state);
+        self.inner.work.notify_one();
+        Ok(Appended {
+            hash: head.hash,
+            ticket: Ticket::judged(local, Arc::clone(&self.inner.sync), verdict),
+        })
+    }
+
+    fn claim_due(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<TenantId>, LedgerError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let target = self.inner.target.clone();
+        let rows = self.with_reader(move |client| {
+            client
+                .query(
+                    "UPDATE ggen_heads SET claimed_until = $1 + $2
+                     WHERE tenant IN (
+                         SELECT tenant FROM ggen_heads
+                         WHERE due_at <= $1 AND (claimed_until IS NULL OR claimed_until <= $1)
+                         ORDER BY due_at LIMIT $3
+                         FOR UPDATE SKIP LOCKED)
+                     RETURNING tenant",
+                    &[&now_ms, &lease_ms, &limit],
+                )
+                .map_err(database(&target, "claiming due timers"))
+        })?;
+        rows.iter()
+            .map(|row| {
+                let tenant: String = column(row, 0).map_err(|why| self.altered(why))?;
+                TenantId::new(&tenant)
+                    .map_err(|e| self.altered(format!("tenant `{tenant}` is invalid: {e}")))
+            })
+            .collect()
+    }
+
+    fn store_due(&self, tenant: &TenantId, seq: u64, due: Option<i64>) -> Result<(), LedgerError> {
+        let (name, target) = (tenant.to_string(), self.inner.target.clone());
+        self.with_reader(move |client| {
+            client
+                .execute(
+                    "UPDATE ggen_heads SET due_at = $3, claimed_until = NULL
+                     WHERE tenant = $1 AND seq = $2",
+                    &[&name, &position(seq), &due],
+                )
+                .map_err(database(&target, "storing a tenant's next timer"))
+        })?;
+        Ok(())
+    }
+}
+
+impl Ledger for SharedPgLedger {
+    /// Refused: receipts reach a shared ledger as whole decisions, with
+    /// the tenant's state ([`SharedLedger::append_decision`]).
+    fn append(&self, _entry: Entry) -> Result<Appended, LedgerError> {
+        Err(LedgerError::Database {
+            target: self.inner.target.clone(),
+            what: "a shared ledger takes whole decisions, not single receipts".to_owned(),
+            source: None,
+        })
+    }
+
+    fn head(&self, tenant: &TenantId) -> Head {
+        self.load(tenant).map_or(Head::EMPTY, |stored| stored.head)
+    }
+
+    /// The tenant's committed receipts (this replica's on their way are
+    /// waited for first).
+    fn read(
+        &self,
+        tenant: &TenantId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Record>, LedgerError> {
+        self.flush()?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let (name, target) = (tenant.to_string(), self.inner.target.clone());
+        self.with_reader(move |client| {
+            let rows = client
+                .query(
+                    "SELECT tenant, seq, hash, bytes FROM ggen_receipts
+                     WHERE tenant = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                    &[&name, &position(after), &limit],
+                )
+                .map_err(database(&target, "reading a tenant's receipts"))?;
+            rows.iter()
+                .map(|row| {
+                    super::row_record(row, 0, true).map_err(|why| {
+                        super::altered(&target, format!("a stored receipt is not a receipt: {why}"))
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// Nothing to mark: a shared ledger stores no checkpoint.
+    fn mark(&self) -> Result<Mark, LedgerError> {
+        Ok(Mark::new(0, 0))
+    }
+
+    /// Nothing to store: every tenant's state is committed with its receipts.
+    fn checkpoint(&self, _mark: Mark, _blob: &[u8]) -> Result<(), LedgerError> {
+        Ok(())
+    }
+
+    /// Nothing to recover: tenants load when first needed.
+    fn recover(
+        &self,
+        _visit: &mut dyn FnMut(Recovered<'_>) -> Result<(), LedgerError>,
+    ) -> Result<(), LedgerError> {
+        Ok(())
+    }
+
+    fn scan(
+        &self,
+        visit: &mut dyn FnMut(&Record) -> Result<(), LedgerError>,
+    ) -> Result<(), LedgerError> {
+        self.flush()?;
+        self.reads.scan(visit)
+    }
+
+    fn verify_with(&self, options: &VerifyOptions<'_>) -> Result<VerifyReport, LedgerError> {
+        self.flush()?;
+        self.reads.verify_with(options)
+    }
+
+    fn flush(&self) -> Result<(), LedgerError> {
+        let queued = self.inner.lock().queued;
+        self.inner.sync.wait_until(|p| p.records >= queued)
+    }
+
+    fn shared(&self) -> Option<&dyn SharedLedger> {
+        Some(self)
+    }
+}
+
+impl Drop for SharedPgLedger {
+    fn drop(&mut self) {
+        self.inner.lock().closing = true;
+        self.inner.work.notify_all();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+        self.jobs = None;
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+    }
+}
+
+/// The writer thread's connection and what it remembers.
+struct Writer {
+    inner: Arc<Inner>,
+    url: String,
+    /// The schema's oid (tenant lock keys).
+    oid: i64,
+    client: Client,
+    /// The longest dedupe window decisions named (for pruning ids).
+    window_ms: i64,
+    pruned: Instant,
+}
+
+/// A tenant's head row as a batch leaves it.
+struct HeadRow<'a> {
+    seq: i64,
+    position: i64,
+    hash: &'a [u8],
+    state: &'a [u8],
+    due: Option<i64>,
+}
+
+/// What one batch decided for each of its decisions.
+type Outcomes = Vec<Option<Rejection>>;
+
+impl Writer {
+    fn run(mut self, max_batch: usize) {
+        loop {
+            let batch = {
+                let mut state = self.inner.lock();
+                while state.pending.is_empty() && !state.closing {
+                    let (next, _) = self
+                        .inner
+                        .work
+                        .wait_timeout(state, PRUNE_EVERY)
+                        .unwrap_or_else(PoisonError::into_inner);
+                    state = next;
+                    if state.pending.is_empty() && self.pruned.elapsed() >= PRUNE_EVERY {
+                        break;
+                    }
+                }
+                if state.pending.is_empty() && state.closing {
+                    drop(state);
+                    let _ = self.client.batch_execute("SELECT pg_advisory_unlock_all()");
+                    return;
+                }
+                let mut receipts = 0;
+                let take = state
+                    .pending
+                    .iter()
+                    .take_while(|p| {
+                        receipts += p.decision.entries.len();
+                        receipts <= max_batch
+                    })
+                    .count()
+                    .max(1)
+                    .min(state.pending.len());
+                state.pending.drain(..take).collect::<Vec<Pending>>()
+            };
+            if self.pruned.elapsed() >= PRUNE_EVERY {
+                self.prune();
+            }
+            let Some(last) = batch.last().map(|p| p.local) else {
+                continue;
+            };
+            for p in &batch {
+                self.window_ms = self.window_ms.max(p.decision.window_ms);
+            }
+            let outcome = match self.commit(&batch) {
+                Err(error) if super::writer::connection_lost(&error, &self.client) => {
+                    tracing::warn!(target = %self.inner.target, error = %crate::report::error_chain(&error), "ledger connection lost: connecting again");
+                    self.resume(&batch)
+                }
+                other => other.map_err(|error| crate::report::error_chain(&error)),
+            };
+            match outcome {
+                Ok(outcomes) => {
+                    for (p, outcome) in batch.iter().zip(outcomes) {
+                        if let Some(why) = outcome {
+                            p.verdict.reject(why);
+                        }
+                    }
+                    self.inner.sync.publish(last, last);
+                }
+                Err(why) => return self.fail(&why),
+            }
+        }
+    }
+
+    /// Commits what of `batch` still extends the committed chains (see the
+    /// module docs); returns each decision's refusal, if it was refused.
+    fn commit(&mut self, batch: &[Pending]) -> Result<Outcomes, postgres::Error> {
+        let tenants: BTreeMap<i64, &TenantId> = batch
+            .iter()
+            .map(|p| (tenant_key(self.oid, &p.decision.tenant), &p.decision.tenant))
+            .collect();
+        let keys: Vec<i64> = tenants.keys().copied().collect();
+        let names: Vec<&str> = tenants.values().map(|t| t.as_str()).collect();
+        let mut tx = self.client.transaction()?;
+        // Keys sorted in Rust: unnest keeps the array's order.
+        tx.execute(
+            "SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::bigint[]) AS k",
+            &[&keys],
+        )?;
+        let mut heads: HashMap<String, Head> = HashMap::new();
+        for row in tx.query(
+            "SELECT tenant, seq, hash FROM ggen_heads WHERE tenant = ANY($1)",
+            &[&names],
+        )? {
+            let tenant: String = row.try_get(0)?;
+            let seq: i64 = row.try_get(1)?;
+            let hash: Vec<u8> = row.try_get(2)?;
+            let hash: Hash = hash.as_slice().try_into().unwrap_or(GENESIS);
+            heads.insert(
+                tenant,
+                Head {
+                    seq: u64::try_from(seq).unwrap_or(0),
+                    hash,
+                },
+            );
+        }
+        // Event ids already recorded inside their decision's window.
+        let (id_tenants, id_keys, id_cutoffs): (Vec<&str>, Vec<&[u8]>, Vec<i64>) = batch
+            .iter()
+            .flat_map(|p| {
+                p.decision.ids.iter().map(|(key, at)| {
+                    (
+                        p.decision.tenant.as_str(),
+                        &key[..],
+                        at.saturating_sub(p.decision.window_ms),
+                    )
+                })
+            })
+            .fold(
+                (vec![], vec![], vec![]),
+                |(mut a, mut b, mut c), (x, y, z)| {
+                    a.push(x);
+                    b.push(y);
+                    c.push(z);
+                    (a, b, c)
+                },
+            );
+        let mut recorded: HashSet<(String, Vec<u8>)> = HashSet::new();
+        if !id_keys.is_empty() {
+            for row in tx.query(
+                "SELECT e.tenant, e.key FROM ggen_event_ids e
+                 JOIN unnest($1::text[], $2::bytea[], $3::bigint[]) AS c(tenant, key, cutoff)
+                   ON e.tenant = c.tenant AND e.key = c.key
+                 WHERE e.at > c.cutoff",
+                &[&id_tenants, &id_keys, &id_cutoffs],
+            )? {
+                recorded.insert((row.try_get(0)?, row.try_get(1)?));
+            }
+        }
+        // Judge each decision in order against the heads as they advance.
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut accepted: Vec<&Pending> = Vec::new();
+        for p in batch {
+            let d = &p.decision;
+            let head = heads.get(d.tenant.as_str()).copied().unwrap_or(Head::EMPTY);
+            let first = &d.entries[0];
+            let outcome = if first.seq != head.seq + 1 || first.prev != head.hash {
+                Some(Rejection::Overtaken)
+            } else if d
+                .ids
+                .iter()
+                .any(|(key, _)| recorded.contains(&(d.tenant.to_string(), key.to_vec())))
+            {
+                Some(Rejection::Duplicate)
+            } else {
+                None
+            };
+            if outcome.is_none() {
+                let last = d.entries.len() - 1;
+                heads.insert(
+                    d.tenant.to_string(),
+                    Head {
+                        seq: d.entries[last].seq,
+                        hash: p.hashes[last],
+                    },
+                );
+                for (key, _) in &d.ids {
+                    recorded.insert((d.tenant.to_string(), key.to_vec()));
+                }
+                accepted.push(p);
+            }
+            outcomes.push(outcome);
+        }
+        if accepted.is_empty() {
+            tx.rollback()?;
+            return Ok(outcomes);
+        }
+        let count: usize = accepted.iter().map(|p| p.decision.entries.len()).sum();
+        let end: i64 = tx
+            .query_one(
+                "UPDATE ggen_log SET records = records + $1 RETURNING records",
+                &[&position(count as u64)],
+            )?
+            .try_get(0)?;
+        let mut next = end - position(count as u64) + 1;
+        let mut r_pos = Vec::with_capacity(count);
+        let mut r_tenant = Vec::with_capacity(count);
+        let mut r_seq = Vec::with_capacity(count);
+        let mut r_hash: Vec<&[u8]> = Vec::with_capacity(count);
+        let mut r_bytes: Vec<&[u8]> = Vec::with_capacity(count);
+        // The last decision of each tenant sets its head row.
+        let mut last: BTreeMap<&str, HeadRow<'_>> = BTreeMap::new();
+        let (mut i_tenant, mut i_key, mut i_at) = (vec![], vec![], vec![]);
+        for p in &accepted {
+            let d = &p.decision;
+            for (entry, hash) in d.entries.iter().zip(&p.hashes) {
+                r_pos.push(next);
+                r_tenant.push(d.tenant.as_str());
+                r_seq.push(position(entry.seq));
+                r_hash.push(&hash[..]);
+                r_bytes.push(&entry.bytes[..]);
+                next += 1;
+            }
+            let seq = position(d.entries[d.entries.len() - 1].seq);
+            let hash = &p.hashes[p.hashes.len() - 1][..];
+            last.insert(
+                d.tenant.as_str(),
+                HeadRow {
+                    seq,
+                    position: next - 1,
+                    hash,
+                    state: &d.state,
+                    due: d.due,
+                },
+            );
+            for (key, at) in &d.ids {
+                i_tenant.push(d.tenant.as_str());
+                i_key.push(&key[..]);
+                i_at.push(*at);
+            }
+        }
+        let h_tenant: Vec<&str> = last.keys().copied().collect();
+        let h_seq: Vec<i64> = last.values().map(|h| h.seq).collect();
+        let h_pos: Vec<i64> = last.values().map(|h| h.position).collect();
+        let h_hash: Vec<&[u8]> = last.values().map(|h| h.hash).collect();
+        let h_state: Vec<&[u8]> = last.values().map(|h| h.state).collect();
+        let h_due: Vec<Option<i64>> = last.values().map(|h| h.due).collect();
+        tx.execute(
+            "WITH receipts AS (
+                 INSERT INTO ggen_receipts (position, tenant, seq, hash, bytes)
+                 SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bytea[], $5::bytea[])
+             ), ids AS (
+                 INSERT INTO ggen_event_ids (tenant, key, at)
+                 SELECT * FROM unnest($12::text[], $13::bytea[], $14::bigint[])
+                 ON CONFLICT (tenant, key) DO UPDATE SET at = excluded.at
+             )
+             INSERT INTO ggen_heads (tenant, seq, position, hash, state, state_seq, due_at)
+             SELECT t, s, p, h, st, s, d
+             FROM unnest($6::text[], $7::bigint[], $8::bigint[], $9::bytea[], $10::bytea[], $11::bigint[])
+                 AS u(t, s, p, h, st, d)
+             ON CONFLICT (tenant) DO UPDATE SET
+                 seq = excluded.seq, position = excluded.position, hash = excluded.hash,
+                 state = excluded.state, state_seq = excluded.state_seq,
+                 due_at = excluded.due_at, claimed_until = NULL",
+            &[
+                &r_pos, &r_tenant, &r_seq, &r_hash, &r_bytes, &h_tenant, &h_seq, &h_pos, &h_hash,
+                &h_state, &h_due, &i_tenant, &i_key, &i_at,
+            ],
+        )?;
+        tx.commit()?;
+        Ok(outcomes)
+    }
+
+    /// After the connection was lost during `batch`'s commit: connects
+    /// again (backing off, for up to [`RESUME_FOR`]) and finds out whether
+    /// the transaction committed: if one of its decisions' last receipt is
+    /// stored with its hash, it did (the decisions not stored were
+    /// refused in it); if none is, it did not, and the batch is judged and
+    /// committed again.
+    fn resume(&mut self, batch: &[Pending]) -> Result<Outcomes, String> {
+        let target = self.inner.target.clone();
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(100);
+        let mut client = loop {
+            match connect(&self.url, &target) {
+                Ok(client) => break client,
+                Err(error) if started.elapsed() < RESUME_FOR => {
+                    tracing::warn!(target = %target, error = %crate::report::error_chain(&error), "ledger connection: retrying");
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+                Err(error) => return Err(crate::report::error_chain(&error)),
+            }
+        };
+        let query = |what: &str| {
+            let what = what.to_owned();
+            move |error: postgres::Error| format!("{what}: {}", crate::report::error_chain(&error))
+        };
+        super::take_writer_lock(&mut client, &target, super::LockMode::Shared)
+            .map_err(|error| crate::report::error_chain(&error))?;
+        client
+            .batch_execute("SET synchronous_commit = on")
+            .map_err(query("setting synchronous_commit"))?;
+        let tenants: Vec<&str> = batch.iter().map(|p| p.decision.tenant.as_str()).collect();
+        let seqs: Vec<i64> = batch
+            .iter()
+            .map(|p| position(p.decision.entries[p.decision.entries.len() - 1].seq))
+            .collect();
+        let stored: HashSet<(String, i64, Vec<u8>)> = client
+            .query(
+                "SELECT r.tenant, r.seq, r.hash FROM ggen_receipts r
+                 JOIN unnest($1::text[], $2::bigint[]) AS c(tenant, seq)
+                   ON r.tenant = c.tenant AND r.seq = c.seq",
+                &[&tenants, &seqs],
+            )
+            .map_err(query("reading what the interrupted commit wrote"))?
+            .into_iter()
+            .map(|row| (row.get(0), row.get(1), row.get(2)))
+            .collect();
+        self.client = client;
+        let written: Vec<bool> = batch
+            .iter()
+            .zip(&seqs)
+            .map(|(p, seq)| {
+                let hash = p.hashes[p.hashes.len() - 1].to_vec();
+                stored.contains(&(p.decision.tenant.to_string(), *seq, hash))
+            })
+            .collect();
+        if written.iter().any(|w| *w) {
+            tracing::info!(target = %target, "ledger connection back; the interrupted commit had completed");
+            return Ok(written
+                .into_iter()
+                .map(|w| (!w).then_some(Rejection::Overtaken))
+                .collect());
+        }
+        let outcomes = self.commit(batch).map_err(query("committing again"))?;
+        tracing::info!(target = %target, "ledger connection back; the interrupted commit was made again");
+        Ok(outcomes)
+    }
+
+    /// Removes event ids older than the longest window decisions named.
+    fn prune(&mut self) {
+        self.pruned = Instant::now();
+        if self.window_ms == 0 {
+            return;
+        }
+        let now = crate::clock::Timestamp::now().as_millis();
+        let cutoff = now.saturating_sub(self.window_ms);
+        if let Err(error) = self.client.execute(
+            "DELETE FROM ggen_event_ids WHERE ctid = ANY (ARRAY(
+                 SELECT ctid FROM ggen_event_ids WHERE at < $1 LIMIT $2))",
+            &[&cutoff, &PRUNE_LIMIT],
+        ) {
+            tracing::warn!(target = %self.inner.target, error = %crate::report::error_chain(&error), "removing expired event ids failed");
+        }
+    }
+
+    /// Stops the ledger: every pending and later ticket gets the error.
+    fn fail(&self, why: &dyn std::fmt::Display) {
+        let why = why.to_string();
+        tracing::error!(target = %self.inner.target, error = %why, "ledger commit failed: the ledger has stopped");
+        let failure = (
+            PathBuf::from(&self.inner.target),
+            Arc::new(std::io::Error::other(why)),
+        );
+        self.inner.lock().failed = Some(failure.clone());
+        self.inner.sync.fail(failure.0, failure.1);
+    }
+}
