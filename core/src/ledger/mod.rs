@@ -451,6 +451,21 @@ pub trait SharedLedger: Send + Sync {
     /// `due` (when a claimed tenant's timer turned out not to be due); a
     /// no-op if the chain has moved past `seq`.
     fn store_due(&self, tenant: &TenantId, seq: u64, due: Option<i64>) -> Result<(), LedgerError>;
+    /// Takes `tenant`'s lock (after any commit for it in progress) and
+    /// loads it: a decision taken on [`LockedTenant::stored`] is on the
+    /// latest state and cannot be overtaken. The way to decide when
+    /// optimism keeps losing to other replicas; dropping the lock writes
+    /// nothing.
+    fn lock_tenant(&self, tenant: &TenantId) -> Result<Box<dyn LockedTenant>, LedgerError>;
+}
+
+/// A tenant's chain held for one decision ([`SharedLedger::lock_tenant`]).
+pub trait LockedTenant: Send {
+    /// The tenant as committed (nothing can commit for it while held).
+    fn stored(&self) -> &Stored;
+    /// Commits `decision` (durably) and releases the lock; the only
+    /// refusal left is [`Rejection::Duplicate`].
+    fn commit(self: Box<Self>, decision: Decision) -> Result<(), LedgerError>;
 }
 
 /// Wraps an I/O error on `path` as [`LedgerError::Io`].

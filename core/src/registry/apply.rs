@@ -152,7 +152,7 @@ impl Registry {
     }
 
     /// [`Registry::apply`] on the tenant `entry`.
-    fn decide_input(
+    pub(super) fn decide_input(
         &self,
         tenant: &TenantId,
         entry: &mut Tenant,

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use super::apply::{Applied, decision_time};
 use super::{Recent, RecoveryStats, Registry, RegistryError, Shard, Tenant, TenantState, seen};
 use crate::clock::Timestamp;
-use crate::ledger::{Decision, Head, LedgerError, Rejection, SharedLedger};
+use crate::ledger::{Decision, Head, LedgerError, Rejection, SharedLedger, Stored};
 use crate::receipt::Input;
 use crate::tenant::TenantId;
 
@@ -71,28 +71,35 @@ impl Registry {
         // Loaded without the shard lock: other tenants keep deciding.
         let loaded = self.load(shared, tenant)?;
         let mut shard = self.shard(tenant);
-        if !shard.contains_key(tenant) {
-            self.install(&mut shard, tenant, loaded)?;
+        if shard.contains_key(tenant) {
+            self.discard(loaded);
+        } else {
+            self.install(&mut shard, tenant, loaded, false)?;
         }
         Ok(shard)
     }
 
-    /// Puts a loaded tenant into `shard` as a new load (a new epoch).
+    /// Puts a loaded tenant into `shard` as a new load (a new epoch),
+    /// replacing the cached one; returns the epoch. A new tenant counts
+    /// against `max_tenants` unless `reserved` says it already did.
     fn install(
         &self,
         shard: &mut Shard,
         tenant: &TenantId,
         mut loaded: Tenant,
-    ) -> Result<(), RegistryError> {
-        if loaded.head.seq == 0 {
+        reserved: bool,
+    ) -> Result<u64, RegistryError> {
+        self.evict(shard, tenant);
+        if loaded.head.seq == 0 && !reserved {
             self.reserve(tenant)?;
         } else {
             // A tenant the ledger has is never refused (as in recovery).
             self.count.fetch_add(1, Ordering::AcqRel);
         }
-        loaded.epoch = self.epochs.fetch_add(1, Ordering::Relaxed);
+        let epoch = self.epochs.fetch_add(1, Ordering::Relaxed);
+        loaded.epoch = epoch;
         shard.insert(tenant.clone(), loaded);
-        Ok(())
+        Ok(epoch)
     }
 
     /// Drops `tenant` from the cache (its next input loads it again).
@@ -114,8 +121,9 @@ impl Registry {
 
     /// After a shared ledger refused the decision an [`Applied`] of load
     /// `epoch` reported (its ticket's [`Rejection`]): forgets that load and
-    /// takes the decision again on the tenant's latest committed state, or,
-    /// for a duplicate event id, reports the input as a duplicate.
+    /// takes the decision again under the tenant's lock, on its latest
+    /// committed state (so it cannot be overtaken again), or, for a
+    /// duplicate event id, reports the input as a duplicate.
     pub fn apply_again(
         &self,
         tenant: &TenantId,
@@ -129,7 +137,7 @@ impl Registry {
             return self.apply(tenant, input, at);
         };
         match why {
-            Rejection::Overtaken => self.apply(tenant, input, at),
+            Rejection::Overtaken => self.apply_locked(shared, tenant, input, at),
             Rejection::Duplicate => {
                 let mut shard = self.cached(shared, tenant)?;
                 let t = shard
@@ -157,6 +165,22 @@ impl Registry {
         if applied.staged.is_empty() {
             return Ok(());
         }
+        let decision = self.decision(tenant, t, applied)?;
+        let appended = shared
+            .append_decision(decision)
+            .map_err(RegistryError::Ledger)?;
+        applied.ticket = Some(appended.ticket);
+        Ok(())
+    }
+
+    /// The staged receipts of `applied` as one [`Decision`], with `t`'s
+    /// state after them, its next timer and the input's event id.
+    fn decision(
+        &self,
+        tenant: &TenantId,
+        t: &Tenant,
+        applied: &mut Applied,
+    ) -> Result<Decision, RegistryError> {
         let sku = self.pack.sku();
         let mut state = t.export();
         state.recent = Vec::new();
@@ -167,19 +191,75 @@ impl Registry {
             state,
         })
         .map_err(RegistryError::Checkpoint)?;
-        let window_ms = i64::try_from(self.dedupe.window.as_millis()).unwrap_or(i64::MAX);
-        let appended = shared
-            .append_decision(Decision {
-                tenant: tenant.clone(),
-                entries: std::mem::take(&mut applied.staged),
-                state,
-                due: t.governor.due().map(Timestamp::as_millis),
-                ids: applied.id.iter().map(|seen| (seen.key, seen.at)).collect(),
-                window_ms,
-            })
-            .map_err(RegistryError::Ledger)?;
-        applied.ticket = Some(appended.ticket);
-        Ok(())
+        Ok(Decision {
+            tenant: tenant.clone(),
+            entries: std::mem::take(&mut applied.staged),
+            state,
+            due: t.governor.due().map(Timestamp::as_millis),
+            ids: applied.id.iter().map(|seen| (seen.key, seen.at)).collect(),
+            window_ms: i64::try_from(self.dedupe.window.as_millis()).unwrap_or(i64::MAX),
+        })
+    }
+
+    /// Decides `input` under the tenant's lock, on its latest committed
+    /// state, and commits it before returning (its ticket is ready). The
+    /// tenant's cache is replaced by the result.
+    fn apply_locked(
+        &self,
+        shared: &dyn SharedLedger,
+        tenant: &TenantId,
+        input: Input,
+        at: Timestamp,
+    ) -> Result<Applied, RegistryError> {
+        let lock = shared.lock_tenant(tenant).map_err(RegistryError::Ledger)?;
+        let new = lock.stored().head.seq == 0;
+        if new {
+            self.reserve(tenant)?;
+        }
+        let unreserve = |registry: &Registry| {
+            if new {
+                registry.count.fetch_sub(1, Ordering::AcqRel);
+            }
+        };
+        let mut t = match self.tenant_of(tenant, lock.stored().clone()) {
+            Ok(t) => t,
+            Err(error) => {
+                unreserve(self);
+                return Err(error);
+            }
+        };
+        let decided = self
+            .decide_input(tenant, &mut t, input.clone(), at)
+            .and_then(|mut applied| {
+                if !applied.staged.is_empty() {
+                    let decision = self.decision(tenant, &t, &mut applied)?;
+                    lock.commit(decision).map_err(RegistryError::Ledger)?;
+                    applied.ticket = Some(crate::ledger::Ticket::ready());
+                }
+                Ok(applied)
+            });
+        let mut applied = match decided {
+            Ok(applied) => applied,
+            Err(error) => {
+                self.discard(t);
+                unreserve(self);
+                return match error {
+                    RegistryError::Ledger(LedgerError::Rejected(Rejection::Duplicate)) => {
+                        self.apply_again(tenant, input, at, Rejection::Duplicate, 0)
+                    }
+                    other => Err(other),
+                };
+            }
+        };
+        let mut shard = self.shard(tenant);
+        applied.epoch = self.install(&mut shard, tenant, t, true)?;
+        Ok(applied)
+    }
+
+    /// Lets go of a loaded tenant that is not installed (its ids leave the
+    /// service-wide count).
+    fn discard(&self, mut t: Tenant) {
+        self.with_recent(&mut t, |recent| *recent = Recent::default());
     }
 
     /// Loads `tenant` as the ledger has it committed: its stored state,
@@ -187,6 +267,11 @@ impl Registry {
     /// state's head must be a receipt of the chain's, and its ids in range.
     fn load(&self, shared: &dyn SharedLedger, tenant: &TenantId) -> Result<Tenant, RegistryError> {
         let stored = shared.load(tenant).map_err(RegistryError::Ledger)?;
+        self.tenant_of(tenant, stored)
+    }
+
+    /// The tenant `stored` describes (see [`Registry::load`]).
+    fn tenant_of(&self, tenant: &TenantId, stored: Stored) -> Result<Tenant, RegistryError> {
         let mut t = match stored.state {
             None => Tenant::new(self.pack, Head::EMPTY),
             Some((seq, blob)) => {
@@ -273,8 +358,9 @@ impl Registry {
             }
         };
         if stale {
-            self.evict(&mut shard, tenant);
-            self.install(&mut shard, tenant, loaded)?;
+            self.install(&mut shard, tenant, loaded, false)?;
+        } else {
+            self.discard(loaded);
         }
         Ok(())
     }

@@ -37,9 +37,9 @@ use sha2::{Digest, Sha256};
 
 use super::{PgLedger, column, connect, database, position};
 use crate::ledger::{
-    Appended, Decision, Entry, GENESIS, Hash, Head, Ledger, LedgerError, Mark, Progress, Record,
-    Recovered, Rejection, SharedLedger, Stored, SyncPoint, Ticket, Verdict, VerifyOptions,
-    VerifyReport, chain_hash,
+    Appended, Decision, Entry, GENESIS, Hash, Head, Ledger, LedgerError, LockedTenant, Mark,
+    Progress, Record, Recovered, Rejection, SharedLedger, Stored, SyncPoint, Ticket, Verdict,
+    VerifyOptions, VerifyReport, chain_hash,
 };
 use crate::tenant::TenantId;
 
@@ -47,6 +47,11 @@ use crate::tenant::TenantId;
 /// (the synchronous client cannot run on an async runtime's threads,
 /// where requests load tenants: they hand the query over and wait).
 const READERS: usize = 4;
+/// Threads (each with its connection) holding tenants' locks for the
+/// decisions taken again under them.
+const LOCKERS: usize = 2;
+/// Longest a locked tenant waits for its decision before letting go.
+const LOCK_HOLD: Duration = Duration::from_secs(10);
 /// How often the writer removes event ids past their window.
 const PRUNE_EVERY: Duration = Duration::from_secs(30);
 /// Most expired event ids one pass removes.
@@ -92,8 +97,13 @@ pub struct SharedPgLedger {
     inner: Arc<Inner>,
     /// Scans and verification, as a read-only ledger does them.
     reads: PgLedger,
+    /// The schema's oid (tenant lock keys).
+    oid: i64,
     /// Queries for the reader threads (closed on drop, which ends them).
     jobs: Option<mpsc::Sender<Job>>,
+    /// Locked decisions for the locker threads (likewise).
+    locks: Option<mpsc::Sender<Job>>,
+    /// The reader and locker threads.
     readers: Vec<JoinHandle<()>>,
     writer: Option<JoinHandle<()>>,
 }
@@ -103,13 +113,18 @@ type Job = Box<dyn FnOnce(&mut Client) + Send>;
 
 /// A reader thread: connects, then runs queries as they come (connecting
 /// again when its connection was lost: the queries are idempotent).
-fn reader(url: String, target: String, jobs: Arc<Mutex<mpsc::Receiver<Job>>>) {
+fn reader(url: String, target: String, setup: &'static str, jobs: Arc<Mutex<mpsc::Receiver<Job>>>) {
     let mut client: Option<Client> = None;
     loop {
         let job = jobs.lock().unwrap_or_else(PoisonError::into_inner).recv();
         let Ok(job) = job else { return };
         if client.as_ref().is_none_or(Client::is_closed) {
-            match connect(&url, &target) {
+            let connected = connect(&url, &target).and_then(|mut c| {
+                c.batch_execute(setup)
+                    .map_err(database(&target, "setting up a connection"))?;
+                Ok(c)
+            });
+            match connected {
                 Ok(connected) => client = Some(connected),
                 Err(error) => {
                     // The job's caller hears of it as a closed channel.
@@ -131,6 +146,84 @@ impl std::fmt::Debug for SharedPgLedger {
             .field("target", &self.inner.target)
             .finish_non_exhaustive()
     }
+}
+
+/// A tenant's head, state seq and state.
+const LOAD: &str = "SELECT seq, hash, state_seq, state FROM ggen_heads WHERE tenant = $1";
+
+/// The tenant [`LOAD`] read (`None`: no row, a tenant without receipts).
+fn stored(
+    row: Option<&postgres::Row>,
+    tenant: &TenantId,
+    target: &str,
+) -> Result<Stored, LedgerError> {
+    let Some(row) = row else {
+        return Ok(Stored {
+            head: Head::EMPTY,
+            state: None,
+        });
+    };
+    let bad = |why: String| super::altered(target, format!("the head of tenant `{tenant}`: {why}"));
+    let seq: i64 = column(row, 0).map_err(bad)?;
+    let hash: Vec<u8> = column(row, 1).map_err(bad)?;
+    let state_seq: Option<i64> = column(row, 2).map_err(bad)?;
+    let state: Option<Vec<u8>> = column(row, 3).map_err(bad)?;
+    let seq = u64::try_from(seq).map_err(|_| bad(format!("seq `{seq}` is negative")))?;
+    let hash: Hash = hash
+        .as_slice()
+        .try_into()
+        .map_err(|_| bad(format!("a hash of `{}` bytes", hash.len())))?;
+    let state = match (state_seq, state) {
+        (Some(at), Some(blob)) => Some((
+            u64::try_from(at).map_err(|_| bad(format!("state seq `{at}` is negative")))?,
+            blob,
+        )),
+        _ => None,
+    };
+    Ok(Stored {
+        head: Head { seq, hash },
+        state,
+    })
+}
+
+/// The hashes of `decision`'s receipts, which must chain among themselves
+/// (the first is checked against the committed head when it commits).
+fn chained(decision: &Decision, target: &str) -> Result<Vec<Hash>, LedgerError> {
+    let refused = |what: String| LedgerError::Database {
+        target: target.to_owned(),
+        what,
+        source: None,
+    };
+    let Some(first) = decision.entries.first() else {
+        return Err(refused("a decision without receipts".to_owned()));
+    };
+    let mut hashes = Vec::with_capacity(decision.entries.len());
+    let mut head = Head {
+        seq: first.seq.wrapping_sub(1),
+        hash: first.prev,
+    };
+    for entry in &decision.entries {
+        crate::ledger::check_extends(&head, entry)?;
+        if entry.tenant != decision.tenant {
+            return Err(refused(format!(
+                "a decision for `{}` holds a receipt of `{}`",
+                decision.tenant, entry.tenant
+            )));
+        }
+        if entry.bytes.len() > crate::ledger::MAX_RECORD {
+            return Err(LedgerError::TooLarge {
+                len: entry.bytes.len(),
+                max: crate::ledger::MAX_RECORD,
+            });
+        }
+        let hash = chain_hash(&entry.prev, &entry.bytes);
+        hashes.push(hash);
+        head = Head {
+            seq: entry.seq,
+            hash,
+        };
+    }
+    Ok(hashes)
 }
 
 /// The advisory-lock key of `tenant` in the schema `oid`: transactions
@@ -206,12 +299,20 @@ impl SharedPgLedger {
             })?;
         let (jobs, queue) = mpsc::channel::<Job>();
         let queue = Arc::new(Mutex::new(queue));
-        let readers = (0..READERS)
-            .map(|i| {
-                let (url, target, queue) = (url.to_owned(), target.clone(), Arc::clone(&queue));
+        let (locks, locked) = mpsc::channel::<Job>();
+        let locked = Arc::new(Mutex::new(locked));
+        let pools = [
+            ("read", READERS, "", &queue),
+            ("lock", LOCKERS, "SET synchronous_commit = on", &locked),
+        ];
+        let readers = pools
+            .into_iter()
+            .flat_map(|(name, n, setup, queue)| (0..n).map(move |i| (name, i, setup, queue)))
+            .map(|(name, i, setup, queue)| {
+                let (url, target, queue) = (url.to_owned(), target.clone(), Arc::clone(queue));
                 std::thread::Builder::new()
-                    .name(format!("ledger-pg-read-{i}"))
-                    .spawn(move || reader(url, target, queue))
+                    .name(format!("ledger-pg-{name}-{i}"))
+                    .spawn(move || reader(url, target, setup, queue))
             })
             .collect::<Result<Vec<_>, _>>()
             .map_err(|source| LedgerError::Io {
@@ -221,7 +322,9 @@ impl SharedPgLedger {
         Ok(SharedPgLedger {
             inner,
             reads,
+            oid,
             jobs: Some(jobs),
+            locks: Some(locks),
             readers,
             writer: Some(writer),
         })
@@ -262,84 +365,18 @@ impl SharedPgLedger {
 
 impl SharedLedger for SharedPgLedger {
     fn load(&self, tenant: &TenantId) -> Result<Stored, LedgerError> {
-        let (name, target) = (tenant.to_string(), self.inner.target.clone());
-        let row = self.with_reader(move |client| {
-            client
-                .query_opt(
-                    "SELECT seq, hash, state_seq, state FROM ggen_heads WHERE tenant = $1",
-                    &[&name],
-                )
-                .map_err(database(&target, "loading a tenant"))
-        })?;
-        let Some(row) = row else {
-            return Ok(Stored {
-                head: Head::EMPTY,
-                state: None,
-            });
-        };
-        let bad = |why: String| self.altered(format!("the head of tenant `{tenant}`: {why}"));
-        let seq: i64 = column(&row, 0).map_err(bad)?;
-        let hash: Vec<u8> = column(&row, 1).map_err(bad)?;
-        let state_seq: Option<i64> = column(&row, 2).map_err(bad)?;
-        let state: Option<Vec<u8>> = column(&row, 3).map_err(bad)?;
-        let seq = u64::try_from(seq).map_err(|_| bad(format!("seq `{seq}` is negative")))?;
-        let hash: Hash = hash
-            .as_slice()
-            .try_into()
-            .map_err(|_| bad(format!("a hash of `{}` bytes", hash.len())))?;
-        let state = match (state_seq, state) {
-            (Some(at), Some(blob)) => Some((
-                u64::try_from(at).map_err(|_| bad(format!("state seq `{at}` is negative")))?,
-                blob,
-            )),
-            _ => None,
-        };
-        Ok(Stored {
-            head: Head { seq, hash },
-            state,
+        let (name, target) = (tenant.clone(), self.inner.target.clone());
+        self.with_reader(move |client| {
+            let row = client
+                .query_opt(LOAD, &[&name.as_str()])
+                .map_err(database(&target, "loading a tenant"))?;
+            stored(row.as_ref(), &name, &target)
         })
     }
 
     fn append_decision(&self, decision: Decision) -> Result<Appended, LedgerError> {
-        let (Some(first), Some(_)) = (decision.entries.first(), decision.entries.last()) else {
-            return Err(LedgerError::Database {
-                target: self.inner.target.clone(),
-                what: "a decision without receipts".to_owned(),
-                source: None,
-            });
-        };
-        // The entries must chain among themselves; the first is checked
-        // against the committed head when the batch commits.
-        let mut hashes = Vec::with_capacity(decision.entries.len());
-        let mut head = Head {
-            seq: first.seq.wrapping_sub(1),
-            hash: first.prev,
-        };
-        for entry in &decision.entries {
-            crate::ledger::check_extends(&head, entry)?;
-            if entry.tenant != decision.tenant {
-                return Err(LedgerError::Database {
-                    target: self.inner.target.clone(),
-                    what: format!(
-                        "a decision for `{}` holds a receipt of `{}`",
-                        decision.tenant, entry.tenant
-                    ),
-                    source: None,
-                });
-            }
-            if entry.bytes.len() > crate::ledger::MAX_RECORD {
-                return Err(LedgerError::TooLarge {
-                    len: entry.bytes.len(),
-                    max: crate::ledger::MAX_RECORD,
-                });
-            }
-            let hash = chain_hash(&entry.prev, &entry.bytes);
-            hashes.push(hash);
-            head = Head {
-                seq: entry.seq,
-                hash,
-            };
-        }
+        let hashes = chained(&decision, &self.inner.target)?;
+        let hash = hashes[hashes.len() - 1];
         let verdict = Arc::new(Verdict::default());
         let mut state = self.inner.lock();
         if let Some((path, source)) = &state.failed {
@@ -362,7 +399,7 @@ impl SharedLedger for SharedPgLedger {
         drop(state);
         self.inner.work.notify_one();
         Ok(Appended {
-            hash: head.hash,
+            hash,
             ticket: Ticket::judged(local, Arc::clone(&self.inner.sync), verdict),
         })
     }
@@ -411,6 +448,102 @@ impl SharedLedger for SharedPgLedger {
         })?;
         Ok(())
     }
+
+    fn lock_tenant(&self, tenant: &TenantId) -> Result<Box<dyn LockedTenant>, LedgerError> {
+        let (stored_tx, stored_rx) = mpsc::sync_channel::<Result<Stored, LedgerError>>(1);
+        let (decision_tx, decision_rx) = mpsc::sync_channel::<Decision>(1);
+        let (done_tx, done_rx) = mpsc::sync_channel::<Result<(), LedgerError>>(1);
+        let (name, target, oid) = (tenant.clone(), self.inner.target.clone(), self.oid);
+        let job: Job = Box::new(move |client| {
+            let failed = |what: &'static str| database(&target, what);
+            let mut tx = match client.transaction() {
+                Ok(tx) => tx,
+                Err(error) => {
+                    let _ = stored_tx.send(Err(failed("locking a tenant")(error)));
+                    return;
+                }
+            };
+            let loaded = tx
+                .execute(
+                    "SELECT pg_advisory_xact_lock($1)",
+                    &[&tenant_key(oid, &name)],
+                )
+                .and_then(|_| tx.query_opt(LOAD, &[&name.as_str()]))
+                .map_err(failed("locking a tenant"))
+                .and_then(|row| stored(row.as_ref(), &name, &target));
+            let ok = loaded.is_ok();
+            if stored_tx.send(loaded).is_err() || !ok {
+                return;
+            }
+            // Dropping the transaction without a decision rolls it back.
+            let Ok(decision) = decision_rx.recv_timeout(LOCK_HOLD) else {
+                return;
+            };
+            let outcome = chained(&decision, &target).and_then(|hashes| {
+                let pending = Pending {
+                    local: 0,
+                    decision,
+                    hashes,
+                    verdict: Arc::default(),
+                };
+                let (outcomes, wrote) =
+                    write_batch(&mut tx, oid, std::slice::from_ref(&pending))
+                        .map_err(failed("committing a decision under its tenant's lock"))?;
+                match outcomes.first().copied().flatten() {
+                    Some(why) => Err(LedgerError::Rejected(why)),
+                    None if wrote => tx
+                        .commit()
+                        .map_err(failed("committing a decision under its tenant's lock")),
+                    None => Ok(()),
+                }
+            });
+            let _ = done_tx.send(outcome);
+        });
+        let sent = self
+            .locks
+            .as_ref()
+            .is_some_and(|locks| locks.send(job).is_ok());
+        let stored = match sent.then(|| stored_rx.recv().ok()).flatten() {
+            Some(stored) => stored?,
+            None => {
+                return Err(LedgerError::Database {
+                    target: self.inner.target.clone(),
+                    what: "cannot connect to lock a tenant".to_owned(),
+                    source: None,
+                });
+            }
+        };
+        Ok(Box::new(Locked {
+            stored,
+            decision: decision_tx,
+            done: done_rx,
+            target: self.inner.target.clone(),
+        }))
+    }
+}
+
+/// A tenant held by a locker thread's open transaction.
+struct Locked {
+    stored: Stored,
+    decision: mpsc::SyncSender<Decision>,
+    done: mpsc::Receiver<Result<(), LedgerError>>,
+    target: String,
+}
+
+impl LockedTenant for Locked {
+    fn stored(&self) -> &Stored {
+        &self.stored
+    }
+
+    fn commit(self: Box<Self>, decision: Decision) -> Result<(), LedgerError> {
+        let lost = || LedgerError::Database {
+            target: self.target.clone(),
+            what: "the tenant's lock was lost before its decision committed".to_owned(),
+            source: None,
+        };
+        self.decision.send(decision).map_err(|_| lost())?;
+        self.done.recv().map_err(|_| lost())?
+    }
 }
 
 impl Ledger for SharedPgLedger {
@@ -428,15 +561,15 @@ impl Ledger for SharedPgLedger {
         self.load(tenant).map_or(Head::EMPTY, |stored| stored.head)
     }
 
-    /// The tenant's committed receipts (this replica's on their way are
-    /// waited for first).
+    /// The tenant's committed receipts (an acknowledged decision is
+    /// committed; one on its way is not waited for, as a locked decision
+    /// catching up must not wait for this replica's batch on its tenant).
     fn read(
         &self,
         tenant: &TenantId,
         after: u64,
         limit: usize,
     ) -> Result<Vec<Record>, LedgerError> {
-        self.flush()?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let (name, target) = (tenant.to_string(), self.inner.target.clone());
         self.with_reader(move |client| {
@@ -506,6 +639,7 @@ impl Drop for SharedPgLedger {
             let _ = writer.join();
         }
         self.jobs = None;
+        self.locks = None;
         for reader in self.readers.drain(..) {
             let _ = reader.join();
         }
@@ -603,179 +737,13 @@ impl Writer {
     /// Commits what of `batch` still extends the committed chains (see the
     /// module docs); returns each decision's refusal, if it was refused.
     fn commit(&mut self, batch: &[Pending]) -> Result<Outcomes, postgres::Error> {
-        let tenants: BTreeMap<i64, &TenantId> = batch
-            .iter()
-            .map(|p| (tenant_key(self.oid, &p.decision.tenant), &p.decision.tenant))
-            .collect();
-        let keys: Vec<i64> = tenants.keys().copied().collect();
-        let names: Vec<&str> = tenants.values().map(|t| t.as_str()).collect();
         let mut tx = self.client.transaction()?;
-        // Keys sorted in Rust: unnest keeps the array's order.
-        tx.execute(
-            "SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::bigint[]) AS k",
-            &[&keys],
-        )?;
-        let mut heads: HashMap<String, Head> = HashMap::new();
-        for row in tx.query(
-            "SELECT tenant, seq, hash FROM ggen_heads WHERE tenant = ANY($1)",
-            &[&names],
-        )? {
-            let tenant: String = row.try_get(0)?;
-            let seq: i64 = row.try_get(1)?;
-            let hash: Vec<u8> = row.try_get(2)?;
-            let hash: Hash = hash.as_slice().try_into().unwrap_or(GENESIS);
-            heads.insert(
-                tenant,
-                Head {
-                    seq: u64::try_from(seq).unwrap_or(0),
-                    hash,
-                },
-            );
-        }
-        // Event ids already recorded inside their decision's window.
-        let (id_tenants, id_keys, id_cutoffs): (Vec<&str>, Vec<&[u8]>, Vec<i64>) = batch
-            .iter()
-            .flat_map(|p| {
-                p.decision.ids.iter().map(|(key, at)| {
-                    (
-                        p.decision.tenant.as_str(),
-                        &key[..],
-                        at.saturating_sub(p.decision.window_ms),
-                    )
-                })
-            })
-            .fold(
-                (vec![], vec![], vec![]),
-                |(mut a, mut b, mut c), (x, y, z)| {
-                    a.push(x);
-                    b.push(y);
-                    c.push(z);
-                    (a, b, c)
-                },
-            );
-        let mut recorded: HashSet<(String, Vec<u8>)> = HashSet::new();
-        if !id_keys.is_empty() {
-            for row in tx.query(
-                "SELECT e.tenant, e.key FROM ggen_event_ids e
-                 JOIN unnest($1::text[], $2::bytea[], $3::bigint[]) AS c(tenant, key, cutoff)
-                   ON e.tenant = c.tenant AND e.key = c.key
-                 WHERE e.at > c.cutoff",
-                &[&id_tenants, &id_keys, &id_cutoffs],
-            )? {
-                recorded.insert((row.try_get(0)?, row.try_get(1)?));
-            }
-        }
-        // Judge each decision in order against the heads as they advance.
-        let mut outcomes = Vec::with_capacity(batch.len());
-        let mut accepted: Vec<&Pending> = Vec::new();
-        for p in batch {
-            let d = &p.decision;
-            let head = heads.get(d.tenant.as_str()).copied().unwrap_or(Head::EMPTY);
-            let first = &d.entries[0];
-            let outcome = if first.seq != head.seq + 1 || first.prev != head.hash {
-                Some(Rejection::Overtaken)
-            } else if d
-                .ids
-                .iter()
-                .any(|(key, _)| recorded.contains(&(d.tenant.to_string(), key.to_vec())))
-            {
-                Some(Rejection::Duplicate)
-            } else {
-                None
-            };
-            if outcome.is_none() {
-                let last = d.entries.len() - 1;
-                heads.insert(
-                    d.tenant.to_string(),
-                    Head {
-                        seq: d.entries[last].seq,
-                        hash: p.hashes[last],
-                    },
-                );
-                for (key, _) in &d.ids {
-                    recorded.insert((d.tenant.to_string(), key.to_vec()));
-                }
-                accepted.push(p);
-            }
-            outcomes.push(outcome);
-        }
-        if accepted.is_empty() {
+        let (outcomes, wrote) = write_batch(&mut tx, self.oid, batch)?;
+        if wrote {
+            tx.commit()?;
+        } else {
             tx.rollback()?;
-            return Ok(outcomes);
         }
-        let count: usize = accepted.iter().map(|p| p.decision.entries.len()).sum();
-        let end: i64 = tx
-            .query_one(
-                "UPDATE ggen_log SET records = records + $1 RETURNING records",
-                &[&position(count as u64)],
-            )?
-            .try_get(0)?;
-        let mut next = end - position(count as u64) + 1;
-        let mut r_pos = Vec::with_capacity(count);
-        let mut r_tenant = Vec::with_capacity(count);
-        let mut r_seq = Vec::with_capacity(count);
-        let mut r_hash: Vec<&[u8]> = Vec::with_capacity(count);
-        let mut r_bytes: Vec<&[u8]> = Vec::with_capacity(count);
-        // The last decision of each tenant sets its head row.
-        let mut last: BTreeMap<&str, HeadRow<'_>> = BTreeMap::new();
-        let (mut i_tenant, mut i_key, mut i_at) = (vec![], vec![], vec![]);
-        for p in &accepted {
-            let d = &p.decision;
-            for (entry, hash) in d.entries.iter().zip(&p.hashes) {
-                r_pos.push(next);
-                r_tenant.push(d.tenant.as_str());
-                r_seq.push(position(entry.seq));
-                r_hash.push(&hash[..]);
-                r_bytes.push(&entry.bytes[..]);
-                next += 1;
-            }
-            let seq = position(d.entries[d.entries.len() - 1].seq);
-            let hash = &p.hashes[p.hashes.len() - 1][..];
-            last.insert(
-                d.tenant.as_str(),
-                HeadRow {
-                    seq,
-                    position: next - 1,
-                    hash,
-                    state: &d.state,
-                    due: d.due,
-                },
-            );
-            for (key, at) in &d.ids {
-                i_tenant.push(d.tenant.as_str());
-                i_key.push(&key[..]);
-                i_at.push(*at);
-            }
-        }
-        let h_tenant: Vec<&str> = last.keys().copied().collect();
-        let h_seq: Vec<i64> = last.values().map(|h| h.seq).collect();
-        let h_pos: Vec<i64> = last.values().map(|h| h.position).collect();
-        let h_hash: Vec<&[u8]> = last.values().map(|h| h.hash).collect();
-        let h_state: Vec<&[u8]> = last.values().map(|h| h.state).collect();
-        let h_due: Vec<Option<i64>> = last.values().map(|h| h.due).collect();
-        tx.execute(
-            "WITH receipts AS (
-                 INSERT INTO ggen_receipts (position, tenant, seq, hash, bytes)
-                 SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bytea[], $5::bytea[])
-             ), ids AS (
-                 INSERT INTO ggen_event_ids (tenant, key, at)
-                 SELECT * FROM unnest($12::text[], $13::bytea[], $14::bigint[])
-                 ON CONFLICT (tenant, key) DO UPDATE SET at = excluded.at
-             )
-             INSERT INTO ggen_heads (tenant, seq, position, hash, state, state_seq, due_at)
-             SELECT t, s, p, h, st, s, d
-             FROM unnest($6::text[], $7::bigint[], $8::bigint[], $9::bytea[], $10::bytea[], $11::bigint[])
-                 AS u(t, s, p, h, st, d)
-             ON CONFLICT (tenant) DO UPDATE SET
-                 seq = excluded.seq, position = excluded.position, hash = excluded.hash,
-                 state = excluded.state, state_seq = excluded.state_seq,
-                 due_at = excluded.due_at, claimed_until = NULL",
-            &[
-                &r_pos, &r_tenant, &r_seq, &r_hash, &r_bytes, &h_tenant, &h_seq, &h_pos, &h_hash,
-                &h_state, &h_due, &i_tenant, &i_key, &i_at,
-            ],
-        )?;
-        tx.commit()?;
         Ok(outcomes)
     }
 
@@ -874,4 +842,186 @@ impl Writer {
         self.inner.lock().failed = Some(failure.clone());
         self.inner.sync.fail(failure.0, failure.1);
     }
+}
+
+/// Judges `batch` in the transaction `tx` and writes what of it still
+/// extends the committed chains (see the module docs): each decision's
+/// refusal, if it was refused, and whether anything was written (else
+/// the caller rolls back).
+fn write_batch(
+    tx: &mut postgres::Transaction<'_>,
+    oid: i64,
+    batch: &[Pending],
+) -> Result<(Outcomes, bool), postgres::Error> {
+    let tenants: BTreeMap<i64, &TenantId> = batch
+        .iter()
+        .map(|p| (tenant_key(oid, &p.decision.tenant), &p.decision.tenant))
+        .collect();
+    let keys: Vec<i64> = tenants.keys().copied().collect();
+    let names: Vec<&str> = tenants.values().map(|t| t.as_str()).collect();
+    // Keys sorted in Rust: unnest keeps the array's order.
+    tx.execute(
+        "SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::bigint[]) AS k",
+        &[&keys],
+    )?;
+    let mut heads: HashMap<String, Head> = HashMap::new();
+    for row in tx.query(
+        "SELECT tenant, seq, hash FROM ggen_heads WHERE tenant = ANY($1)",
+        &[&names],
+    )? {
+        let tenant: String = row.try_get(0)?;
+        let seq: i64 = row.try_get(1)?;
+        let hash: Vec<u8> = row.try_get(2)?;
+        let hash: Hash = hash.as_slice().try_into().unwrap_or(GENESIS);
+        heads.insert(
+            tenant,
+            Head {
+                seq: u64::try_from(seq).unwrap_or(0),
+                hash,
+            },
+        );
+    }
+    // Event ids already recorded inside their decision's window.
+    let (id_tenants, id_keys, id_cutoffs): (Vec<&str>, Vec<&[u8]>, Vec<i64>) = batch
+        .iter()
+        .flat_map(|p| {
+            p.decision.ids.iter().map(|(key, at)| {
+                (
+                    p.decision.tenant.as_str(),
+                    &key[..],
+                    at.saturating_sub(p.decision.window_ms),
+                )
+            })
+        })
+        .fold(
+            (vec![], vec![], vec![]),
+            |(mut a, mut b, mut c), (x, y, z)| {
+                a.push(x);
+                b.push(y);
+                c.push(z);
+                (a, b, c)
+            },
+        );
+    let mut recorded: HashSet<(String, Vec<u8>)> = HashSet::new();
+    if !id_keys.is_empty() {
+        for row in tx.query(
+            "SELECT e.tenant, e.key FROM ggen_event_ids e
+             JOIN unnest($1::text[], $2::bytea[], $3::bigint[]) AS c(tenant, key, cutoff)
+               ON e.tenant = c.tenant AND e.key = c.key
+             WHERE e.at > c.cutoff",
+            &[&id_tenants, &id_keys, &id_cutoffs],
+        )? {
+            recorded.insert((row.try_get(0)?, row.try_get(1)?));
+        }
+    }
+    // Judge each decision in order against the heads as they advance.
+    let mut outcomes = Vec::with_capacity(batch.len());
+    let mut accepted: Vec<&Pending> = Vec::new();
+    for p in batch {
+        let d = &p.decision;
+        let head = heads.get(d.tenant.as_str()).copied().unwrap_or(Head::EMPTY);
+        let first = &d.entries[0];
+        let outcome = if first.seq != head.seq + 1 || first.prev != head.hash {
+            Some(Rejection::Overtaken)
+        } else if d
+            .ids
+            .iter()
+            .any(|(key, _)| recorded.contains(&(d.tenant.to_string(), key.to_vec())))
+        {
+            Some(Rejection::Duplicate)
+        } else {
+            None
+        };
+        if outcome.is_none() {
+            let last = d.entries.len() - 1;
+            heads.insert(
+                d.tenant.to_string(),
+                Head {
+                    seq: d.entries[last].seq,
+                    hash: p.hashes[last],
+                },
+            );
+            for (key, _) in &d.ids {
+                recorded.insert((d.tenant.to_string(), key.to_vec()));
+            }
+            accepted.push(p);
+        }
+        outcomes.push(outcome);
+    }
+    if accepted.is_empty() {
+        return Ok((outcomes, false));
+    }
+    let count: usize = accepted.iter().map(|p| p.decision.entries.len()).sum();
+    let end: i64 = tx
+        .query_one(
+            "UPDATE ggen_log SET records = records + $1 RETURNING records",
+            &[&position(count as u64)],
+        )?
+        .try_get(0)?;
+    let mut next = end - position(count as u64) + 1;
+    let mut r_pos = Vec::with_capacity(count);
+    let mut r_tenant = Vec::with_capacity(count);
+    let mut r_seq = Vec::with_capacity(count);
+    let mut r_hash: Vec<&[u8]> = Vec::with_capacity(count);
+    let mut r_bytes: Vec<&[u8]> = Vec::with_capacity(count);
+    // The last decision of each tenant sets its head row.
+    let mut last: BTreeMap<&str, HeadRow<'_>> = BTreeMap::new();
+    let (mut i_tenant, mut i_key, mut i_at) = (vec![], vec![], vec![]);
+    for p in &accepted {
+        let d = &p.decision;
+        for (entry, hash) in d.entries.iter().zip(&p.hashes) {
+            r_pos.push(next);
+            r_tenant.push(d.tenant.as_str());
+            r_seq.push(position(entry.seq));
+            r_hash.push(&hash[..]);
+            r_bytes.push(&entry.bytes[..]);
+            next += 1;
+        }
+        let seq = position(d.entries[d.entries.len() - 1].seq);
+        let hash = &p.hashes[p.hashes.len() - 1][..];
+        last.insert(
+            d.tenant.as_str(),
+            HeadRow {
+                seq,
+                position: next - 1,
+                hash,
+                state: &d.state,
+                due: d.due,
+            },
+        );
+        for (key, at) in &d.ids {
+            i_tenant.push(d.tenant.as_str());
+            i_key.push(&key[..]);
+            i_at.push(*at);
+        }
+    }
+    let h_tenant: Vec<&str> = last.keys().copied().collect();
+    let h_seq: Vec<i64> = last.values().map(|h| h.seq).collect();
+    let h_pos: Vec<i64> = last.values().map(|h| h.position).collect();
+    let h_hash: Vec<&[u8]> = last.values().map(|h| h.hash).collect();
+    let h_state: Vec<&[u8]> = last.values().map(|h| h.state).collect();
+    let h_due: Vec<Option<i64>> = last.values().map(|h| h.due).collect();
+    tx.execute(
+        "WITH receipts AS (
+             INSERT INTO ggen_receipts (position, tenant, seq, hash, bytes)
+             SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bytea[], $5::bytea[])
+         ), ids AS (
+             INSERT INTO ggen_event_ids (tenant, key, at)
+             SELECT * FROM unnest($12::text[], $13::bytea[], $14::bigint[])
+             ON CONFLICT (tenant, key) DO UPDATE SET at = excluded.at
+         )
+         INSERT INTO ggen_heads (tenant, seq, position, hash, state, state_seq, due_at)
+         SELECT t, s, p, h, st, s, d
+         FROM unnest($6::text[], $7::bigint[], $8::bigint[], $9::bytea[], $10::bytea[], $11::bigint[])
+             AS u(t, s, p, h, st, d)
+         ON CONFLICT (tenant) DO UPDATE SET
+             seq = excluded.seq, position = excluded.position, hash = excluded.hash,
+             state = excluded.state, state_seq = excluded.state_seq,
+             due_at = excluded.due_at, claimed_until = NULL",
+        &[
+            &r_pos, &r_tenant, &r_seq, &r_hash, &r_bytes, &h_tenant, &h_seq, &h_pos, &h_hash,
+            &h_state, &h_due, &i_tenant, &i_key, &i_at,
+        ],
+    )?;
+    Ok((outcomes, true))
 }

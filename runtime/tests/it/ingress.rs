@@ -11,6 +11,7 @@ mod integrity;
 mod jwks;
 mod paths;
 mod replays;
+mod replicas;
 mod routes;
 mod sku;
 mod storm;

@@ -1,0 +1,355 @@
+//! Several replicas on one PostgreSQL schema, in one process: registries
+//! over their own `SharedPgLedger`s, decided at explicit times, so races,
+//! timers and leases are exercised deterministically. (The same with real
+//! governor processes, HTTP and `kill -9` is in `durability.rs`.)
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use ggen_runtime::clock::Timestamp;
+use ggen_runtime::entitlement::EntitlementEvent;
+use ggen_runtime::ledger::{Ledger, LedgerError, SharedLedger};
+use ggen_runtime::pg::PgLedger;
+use ggen_runtime::pg::shared::SharedPgLedger;
+use ggen_runtime::receipt::{Input, Via};
+use ggen_runtime::registry::{Applied, DECISION_ATTEMPTS, Registry, TIMER_LEASE_MS};
+use ggen_runtime::sku::SignalId;
+use ggen_runtime::tenant::TenantId;
+use serde_json::Value;
+
+use super::sku::GUARD;
+use crate::ledger::postgres::fresh_schema;
+
+/// The intervention timeout of [`GUARD`], in ms.
+const TIMEOUT_MS: i64 = 120_000;
+
+fn replica(url: &str) -> Arc<Registry> {
+    let ledger = SharedPgLedger::open(url, 4096).unwrap();
+    Arc::new(Registry::new(&GUARD, Arc::new(ledger)))
+}
+
+fn tenant(name: &str) -> TenantId {
+    TenantId::new(name).unwrap()
+}
+
+fn at(ms: i64) -> Timestamp {
+    Timestamp::from_millis(1_800_000_000_000 + ms)
+}
+
+fn load(value: f64, id: &str) -> Input {
+    Input::Signal {
+        signal: SignalId(0),
+        value,
+        id: Some(id.to_owned()),
+        observed: None,
+        via: Via::Api,
+    }
+}
+
+/// Decides `input` as the service does: waits until committed, and takes
+/// the decision again while another replica's overtakes it.
+fn decide(registry: &Registry, tenant: &TenantId, input: Input, now: Timestamp) -> Applied {
+    let mut applied = registry.apply(tenant, input.clone(), now).unwrap();
+    for _ in 0..DECISION_ATTEMPTS {
+        match applied.ticket.take().map(|ticket| ticket.wait()) {
+            None | Some(Ok(())) => return applied,
+            Some(Err(LedgerError::Rejected(why))) => {
+                applied = registry
+                    .apply_again(tenant, input.clone(), now, why, applied.epoch)
+                    .unwrap();
+            }
+            Some(Err(error)) => panic!("{error}"),
+        }
+    }
+    panic!("still overtaken after {DECISION_ATTEMPTS} attempts");
+}
+
+/// Every receipt of `tenant`, parsed, in seq order (checked consecutive).
+fn receipts(url: &str, tenant: &TenantId) -> Vec<Value> {
+    let ledger = PgLedger::open_read_only(url).unwrap();
+    let records = ledger.read(tenant, 0, usize::MAX).unwrap();
+    for (i, record) in records.iter().enumerate() {
+        assert_eq!(
+            record.seq,
+            i as u64 + 1,
+            "{tenant}: seqs are not consecutive"
+        );
+    }
+    records
+        .iter()
+        .map(|r| serde_json::from_slice(&r.bytes).unwrap())
+        .collect()
+}
+
+fn verifies(url: &str) {
+    let report = PgLedger::open_read_only(url).unwrap().verify().unwrap();
+    assert_eq!(report.first_bad, None, "{report:?}");
+}
+
+#[test]
+fn two_replicas_on_the_same_tenants_never_fork_and_record_each_input_once() {
+    let Some(url) = fresh_schema() else { return };
+    let replicas = [replica(&url), replica(&url)];
+    const TENANTS: usize = 20;
+    const PER_THREAD: usize = 150;
+    // Four threads, two per replica, on the same tenants at the same time;
+    // every input is also sent to the other replica (a redelivery).
+    std::thread::scope(|s| {
+        for thread in 0..4 {
+            let replicas = &replicas;
+            s.spawn(move || {
+                for i in 0..PER_THREAD {
+                    let t = tenant(&format!("t{}", (i + thread) % TENANTS));
+                    let now = at(i as i64 * 10);
+                    let (first, second) = (&replicas[thread % 2], &replicas[1 - thread % 2]);
+                    let id = format!("s-{thread}-{i}");
+                    let input = match i % 25 {
+                        7 => Input::Entitlement {
+                            event: EntitlementEvent::Created,
+                            id: Some(format!("e-{thread}-{i}")),
+                            plan: None,
+                            observed: None,
+                        },
+                        13 => Input::Reset {
+                            reason: "test".to_owned(),
+                        },
+                        _ => load(if i % 3 == 0 { 150.0 } else { 20.0 }, &id),
+                    };
+                    let applied = decide(first, &t, input.clone(), now);
+                    assert!(!applied.duplicate, "{id}: a first delivery is no duplicate");
+                    if !matches!(input, Input::Reset { .. }) {
+                        let again = decide(second, &t, input, now);
+                        assert!(again.duplicate, "{id}: the redelivery was recorded again");
+                        assert_eq!(again.receipts, 0);
+                    }
+                }
+            });
+        }
+    });
+    verifies(&url);
+    let mut signals = BTreeMap::<String, usize>::new();
+    for t in 0..TENANTS {
+        let t = tenant(&format!("t{t}"));
+        let records = PgLedger::open_read_only(&url)
+            .unwrap()
+            .read(&t, 0, usize::MAX)
+            .unwrap();
+        let receipts = receipts(&url, &t);
+        for r in &receipts {
+            if r["kind"] == "signal" {
+                *signals
+                    .entry(r["event"]["id"].as_str().unwrap().to_owned())
+                    .or_default() += 1;
+            }
+        }
+        // Both replicas, brought up to date, agree with the chain's head.
+        for registry in &replicas {
+            let view = registry.view(&t).unwrap();
+            assert_eq!(view.seq, receipts.len() as u64, "{t}");
+            assert_eq!(view.hash, hex::encode(records.last().unwrap().hash));
+        }
+    }
+    let expected = 4 * PER_THREAD - 4 * PER_THREAD.div_ceil(25) * 2;
+    assert_eq!(signals.len(), expected, "every signal id is in the ledger");
+    assert!(signals.values().all(|n| *n == 1), "a signal recorded twice");
+}
+
+#[test]
+fn a_decision_on_a_stale_state_is_taken_again_on_the_latest() {
+    let Some(url) = fresh_schema() else { return };
+    let (a, b) = (replica(&url), replica(&url));
+    let t = tenant("acme");
+    // B caches the tenant, then A moves it on twice.
+    decide(&b, &t, load(20.0, "first"), at(0));
+    decide(&a, &t, load(150.0, "breach"), at(10));
+    let after_a = a.view(&t).unwrap();
+    assert_eq!(after_a.state.name(), "intervening");
+    // B's cache still says stable: its decision is refused, then retaken
+    // on A's state (intervening, with A's action in flight).
+    let mut applied = b.apply(&t, load(20.0, "calm"), at(20)).unwrap();
+    let refused = applied.ticket.take().unwrap().wait().unwrap_err();
+    assert!(matches!(refused, LedgerError::Rejected(_)), "{refused}");
+    let again = b
+        .apply_again(
+            &t,
+            load(20.0, "calm"),
+            at(20),
+            rejection(&refused),
+            applied.epoch,
+        )
+        .unwrap();
+    assert_eq!(again.from.name(), "intervening");
+    again.ticket.unwrap().wait().unwrap();
+    let receipts = receipts(&url, &t);
+    assert_eq!(receipts.last().unwrap()["event"]["id"], "calm");
+    assert_eq!(receipts.last().unwrap()["from"], "intervening");
+    verifies(&url);
+}
+
+fn rejection(error: &LedgerError) -> ggen_runtime::ledger::Rejection {
+    match error {
+        LedgerError::Rejected(why) => *why,
+        other => panic!("not a rejection: {other}"),
+    }
+}
+
+#[test]
+fn an_action_result_at_the_other_replica_confirms_the_action() {
+    let Some(url) = fresh_schema() else { return };
+    let (a, b) = (replica(&url), replica(&url));
+    let t = tenant("acme");
+    let decided = decide(&a, &t, load(150.0, "breach"), at(0));
+    let key = decided.dispatches[0].key.clone();
+    // The result reaches B, which never saw the tenant.
+    let applied = decide(
+        &b,
+        &t,
+        Input::ActionResult {
+            key,
+            ok: true,
+            detail: Some("200".to_owned()),
+        },
+        at(50),
+    );
+    let receipts = receipts(&url, &t);
+    let last = receipts.last().unwrap();
+    assert_eq!(last["kind"], "action_result");
+    assert_ne!(last["decision"]["reason"], "stale_result", "{last}");
+    let view = b.view(&t).unwrap();
+    assert!(view.in_flight.iter().all(|f| f.confirmed), "{view:?}");
+    assert_eq!(applied.state, view.state);
+    assert_eq!(a.view(&t).unwrap(), view, "A sees what B committed");
+}
+
+#[test]
+fn a_due_timer_fires_once_across_replicas_and_a_dead_claimer_s_timer_still_fires() {
+    let Some(url) = fresh_schema() else { return };
+    let (a, b) = (replica(&url), replica(&url));
+    let (t, u) = (tenant("acme"), tenant("beta"));
+    decide(&a, &t, load(150.0, "t-breach"), at(0));
+    decide(&a, &u, load(150.0, "u-breach"), at(0));
+    // Not due yet: nothing claimed, nothing fired.
+    assert!(b.tick(at(TIMEOUT_MS - 1)).unwrap().is_empty());
+    // Both replicas tick at once after the deadline: each timer fires once.
+    let due = at(TIMEOUT_MS + 1);
+    let fired: Vec<Vec<Applied>> = std::thread::scope(|s| {
+        let ticks: Vec<_> = [&a, &b]
+            .into_iter()
+            .map(|r| s.spawn(move || r.tick(due).unwrap()))
+            .collect();
+        ticks.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for applied in fired.into_iter().flatten() {
+        if let Some(ticket) = applied.ticket {
+            // A second firing of one timer could only be refused.
+            match ticket.wait() {
+                Ok(()) | Err(LedgerError::Rejected(_)) => {}
+                Err(error) => panic!("{error}"),
+            }
+        }
+    }
+    for tenant in [&t, &u] {
+        let timers = receipts(&url, tenant)
+            .into_iter()
+            .filter(|r| r["kind"] == "timeout")
+            .count();
+        assert_eq!(timers, 1, "{tenant}: one timer receipt");
+    }
+    // A replica that claims a due timer and dies: the claim keeps the
+    // others away for the lease, then they fire it.
+    let v = tenant("gamma");
+    decide(&a, &v, load(150.0, "v-breach"), at(0));
+    let later = TIMEOUT_MS + 10_000;
+    {
+        let dying = SharedPgLedger::open(&url, 16).unwrap();
+        let claimed = dying
+            .claim_due(at(later).as_millis(), TIMER_LEASE_MS, 16)
+            .unwrap();
+        assert_eq!(claimed, std::slice::from_ref(&v));
+    }
+    assert!(
+        b.tick(at(later + 1)).unwrap().is_empty(),
+        "claimed elsewhere"
+    );
+    let fired = b.tick(at(later + TIMER_LEASE_MS)).unwrap();
+    assert_eq!(fired.len(), 1);
+    fired
+        .into_iter()
+        .next()
+        .unwrap()
+        .ticket
+        .unwrap()
+        .wait()
+        .unwrap();
+    let timers: Vec<Value> = receipts(&url, &v)
+        .into_iter()
+        .filter(|r| r["kind"] == "timeout")
+        .collect();
+    assert_eq!(timers.len(), 1);
+    verifies(&url);
+}
+
+#[test]
+fn a_storm_over_both_replicas_dispatches_once_per_cooldown_within_the_budget() {
+    let Some(url) = fresh_schema() else { return };
+    let replicas = [replica(&url), replica(&url)];
+    let t = tenant("storm");
+    // Two hours of breaching readings every 10 s, spread over both
+    // replicas from four threads; every dispatch is confirmed at once.
+    const STEP_MS: i64 = 10_000;
+    const STEPS: i64 = 720;
+    std::thread::scope(|s| {
+        for thread in 0..4i64 {
+            let (replicas, t) = (&replicas, &t);
+            s.spawn(move || {
+                for step in (thread..STEPS).step_by(4) {
+                    let registry = &replicas[usize::try_from(step % 2).unwrap()];
+                    let now = at(step * STEP_MS);
+                    let applied = decide(registry, t, load(150.0, &format!("storm-{step}")), now);
+                    for dispatch in applied.dispatches {
+                        decide(
+                            registry,
+                            t,
+                            Input::ActionResult {
+                                key: dispatch.key,
+                                ok: true,
+                                detail: None,
+                            },
+                            now,
+                        );
+                    }
+                }
+            });
+        }
+    });
+    verifies(&url);
+    let actions: Vec<i64> = receipts(&url, &t)
+        .into_iter()
+        .filter(|r| r["kind"] == "action" && r["undo"] != true)
+        .map(|r| {
+            Timestamp::parse(r["at"].as_str().unwrap())
+                .unwrap()
+                .as_millis()
+        })
+        .collect();
+    assert!(!actions.is_empty(), "the storm dispatched nothing");
+    // No two dispatches within the 300 s cooldown, at most 6 in any hour.
+    for pair in actions.windows(2) {
+        assert!(
+            pair[1] - pair[0] >= 300_000,
+            "two actions within the cooldown: {actions:?}"
+        );
+    }
+    for (i, first) in actions.iter().enumerate() {
+        let in_hour = actions[i..]
+            .iter()
+            .take_while(|a| **a < first + 3_600_000)
+            .count();
+        assert!(
+            in_hour <= 6,
+            "{in_hour} actions within an hour: {actions:?}"
+        );
+    }
+    let distinct: BTreeSet<i64> = actions.iter().copied().collect();
+    assert_eq!(distinct.len(), actions.len());
+}
