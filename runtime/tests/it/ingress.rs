@@ -6,6 +6,7 @@ mod auth;
 mod bad_input;
 mod client;
 mod durability;
+mod fleet;
 mod harness;
 mod integrity;
 mod jwks;

@@ -30,6 +30,9 @@ const CHILD_LEDGER: &str = "GGEN_IT_GOVERNOR_LEDGER";
 const CHILD_CHECKPOINT_EVERY: &str = "GGEN_IT_GOVERNOR_CHECKPOINT_EVERY";
 /// Env var with the child's `--shutdown-timeout`.
 const CHILD_SHUTDOWN_TIMEOUT: &str = "GGEN_IT_GOVERNOR_SHUTDOWN_TIMEOUT";
+/// Env var that makes the child serve [`super::sku::REPLICA`] with live
+/// actions instead of [`GUARD`] with logged ones.
+pub(super) const CHILD_REPLICA: &str = "GGEN_IT_GOVERNOR_REPLICA";
 const TENANTS: usize = 10;
 
 fn tenant_of(i: usize) -> String {
@@ -127,7 +130,11 @@ fn governor_child() {
         shutdown_timeout: std::env::var(CHILD_SHUTDOWN_TIMEOUT)
             .ok()
             .map_or(30, |s| s.parse().unwrap()),
-        actions: ActionsMode::Log,
+        actions: if std::env::var_os(CHILD_REPLICA).is_some() {
+            ActionsMode::Live
+        } else {
+            ActionsMode::Log
+        },
         drain_timeout: 1,
         checkpoint_every: every.unwrap_or(200_000),
         dedupe_window: 3600,
@@ -139,7 +146,11 @@ fn governor_child() {
             service::CHECKPOINT_POLL
         },
     };
-    let code = service::run(&GUARD, args);
+    let code = if std::env::var_os(CHILD_REPLICA).is_some() {
+        service::run(&super::sku::REPLICA, args)
+    } else {
+        service::run(&GUARD, args)
+    };
     std::process::exit(if code == std::process::ExitCode::SUCCESS {
         0
     } else {
@@ -148,7 +159,7 @@ fn governor_child() {
 }
 
 /// Kills the child on drop, whatever happens in the test.
-struct Child(std::process::Child);
+pub(super) struct Child(pub(super) std::process::Child);
 
 impl Child {
     /// Sends SIGTERM and waits for the exit, failing with `late` past `bound`.
@@ -188,7 +199,7 @@ fn spawn_governor_with(dir: &Path, checkpoint_every: Option<u64>) -> (Child, Soc
 }
 
 /// Starts the governor child on `dir` with the extra environment `env`.
-fn spawn_governor_env(dir: &Path, env: &[(&str, String)]) -> (Child, SocketAddr) {
+pub(super) fn spawn_governor_env(dir: &Path, env: &[(&str, String)]) -> (Child, SocketAddr) {
     let mut command = Command::new(std::env::current_exe().unwrap());
     command
         .args([

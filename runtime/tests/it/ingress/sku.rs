@@ -101,3 +101,39 @@ pub static GUARD: TablePack = TablePack(&GUARD_SKU);
 pub static TINY: TablePack = TablePack(&TINY_SKU);
 /// Like [`GUARD`], without a Pub/Sub audience (pushes use the bearer token).
 pub static PLAIN: TablePack = TablePack(&PLAIN_SKU);
+
+/// The [`REPLICA`] actions: programs that cannot start, so every dispatch
+/// fails at once and the tenant keeps a degraded-retry timer.
+static FAILING_ACTIONS: [ActionDef; 2] = [
+    ActionDef {
+        name: "throttle",
+        adapter: Adapter::Command,
+        undo: Some(ActionId(1)),
+        params: r#"{"program":"/nonexistent/ggen-test-action","args":[]}"#,
+        timeout_ms: 1000,
+        retries: 0,
+    },
+    ActionDef {
+        name: "unthrottle",
+        adapter: Adapter::Command,
+        undo: None,
+        params: r#"{"program":"/nonexistent/ggen-test-action","args":[]}"#,
+        timeout_ms: 1000,
+        retries: 0,
+    },
+];
+
+static REPLICA_SKU: Sku = Sku {
+    id: "ingress_guard_replica",
+    actions: &FAILING_ACTIONS,
+    governor: GovernorTiming {
+        intervention_timeout_s: 2,
+        recovery_evaluations: 2,
+        degraded_retry_s: 2,
+    },
+    ..GUARD_SKU
+};
+
+/// Like [`GUARD`] with 2 s timers and actions that always fail: its
+/// breaching tenants fire a timer every 2 s (fleet tests of timers).
+pub static REPLICA: TablePack = TablePack(&REPLICA_SKU);
