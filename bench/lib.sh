@@ -38,16 +38,18 @@ to_ms() {
     else print "nan" }'
 }
 
-# load PORT CONNECTIONS: runs wrk, prints "rps p50_ms p99_ms non2xx".
+# load PORT CONNECTIONS [WRK_THREADS [SCRIPT]]: runs wrk (THREADS threads
+# and signals.lua unless given), prints "rps p50_ms p99_ms non2xx requests".
 load() {
-  local out rps p50 p99 errors
-  out="$(GOVERNOR_AUTH_TOKEN=bench-token wrk -t"$THREADS" -c"$2" -d"$DURATION" --latency \
-    -s "$work/signals.lua" "http://127.0.0.1:$1")"
+  local out rps p50 p99 errors requests
+  out="$(GOVERNOR_AUTH_TOKEN=bench-token wrk -t"${3:-$THREADS}" -c"$2" -d"$DURATION" --latency \
+    -s "${4:-$work/signals.lua}" "http://127.0.0.1:$1")"
   rps=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
   p50=$(awk '$1 == "50%" { print $2 }' <<<"$out")
   p99=$(awk '$1 == "99%" { print $2 }' <<<"$out")
   errors=$(awk '/Non-2xx/ { print $NF }' <<<"$out")
-  echo "${rps:-0} $(to_ms "${p50:-?}") $(to_ms "${p99:-?}") ${errors:-0}"
+  requests=$(awk '/requests in/ { print $1 }' <<<"$out")
+  echo "${rps:-0} $(to_ms "${p50:-?}") $(to_ms "${p99:-?}") ${errors:-0} ${requests:-0}"
 }
 
 # median: the median of the numbers on stdin.

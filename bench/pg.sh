@@ -76,8 +76,8 @@ awk -v f="$file_peak" -v p="$pg_peak" -v m=$P99_LIMIT_MS 'BEGIN {
   printf "peak (p99 <= %d ms): postgres %.0f signals/s, file %.0f signals/s: postgres at %.0f%% of the file ledger\n", m, p, f, (f > 0 ? 100 * p / f : 0) }'
 
 # Restart on the database the load filled: ready (GET /readyz 200) after a
-# SIGTERM (which writes a checkpoint), then after a kill -9 (which replays
-# the receipts after the last periodic checkpoint).
+# SIGTERM, then after a kill -9 (a replica loads no tenant at start: each
+# is loaded, one row, on its first input).
 # restart: starts the governor on the database and sets `ready` to the
 # milliseconds until it answers /readyz (called in this shell, not in $(…),
 # so its pid is kept).

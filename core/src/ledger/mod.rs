@@ -457,6 +457,14 @@ pub trait SharedLedger: Send + Sync {
     /// optimism keeps losing to other replicas; dropping the lock writes
     /// nothing.
     fn lock_tenant(&self, tenant: &TenantId) -> Result<Box<dyn LockedTenant>, LedgerError>;
+    /// Whether `tenant`'s event id `key` is recorded with a decision time
+    /// after `since_ms`.
+    fn recorded(
+        &self,
+        tenant: &TenantId,
+        key: [u8; 16],
+        since_ms: i64,
+    ) -> Result<bool, LedgerError>;
 }
 
 /// A tenant's chain held for one decision ([`SharedLedger::lock_tenant`]).

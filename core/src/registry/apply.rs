@@ -388,8 +388,8 @@ impl Registry {
     /// over (with a warning for the latter): the others still fire.
     ///
     /// On a shared ledger the due tenants come from the ledger instead
-    /// ([`Registry::tick_shared`]), so a timer fires once across replicas
-    /// and whichever replica is alive fires it.
+    /// (claimed for a lease), so a timer fires once across replicas and
+    /// whichever replica is alive fires it.
     pub fn tick(&self, now: Timestamp) -> Result<Vec<Applied>, RegistryError> {
         if let Some(shared) = self.ledger.shared() {
             return self.tick_shared(shared, now);

@@ -90,7 +90,9 @@ impl Registry {
         reserved: bool,
     ) -> Result<u64, RegistryError> {
         self.evict(shard, tenant);
-        if loaded.head.seq == 0 && !reserved {
+        if reserved {
+            // Counted by the caller's `reserve`.
+        } else if loaded.head.seq == 0 {
             self.reserve(tenant)?;
         } else {
             // A tenant the ledger has is never refused (as in recovery).
@@ -151,6 +153,29 @@ impl Registry {
                 Ok(applied)
             }
         }
+    }
+
+    /// Whether the event id of `input` (a duplicate this replica's window
+    /// found) is recorded in the ledger inside the dedupe window before
+    /// `now`; always true without a shared ledger or an id. A duplicate
+    /// whose original was refused and never taken again is not.
+    pub fn duplicate_recorded(
+        &self,
+        tenant: &TenantId,
+        input: &Input,
+        now: Timestamp,
+    ) -> Result<bool, RegistryError> {
+        let (Some(shared), Some(id)) = (self.ledger.shared(), input.id()) else {
+            return Ok(true);
+        };
+        let window = i64::try_from(self.dedupe.window.as_millis()).unwrap_or(i64::MAX);
+        shared
+            .recorded(
+                tenant,
+                super::dedupe::id_key(input.id_space(), id),
+                now.as_millis().saturating_sub(window),
+            )
+            .map_err(RegistryError::Ledger)
     }
 
     /// Hands the decision `applied` staged for `t` to the ledger with the
@@ -302,9 +327,21 @@ impl Registry {
                 Tenant::import(state)
             }
         };
+        let caught_up = self.catch_up(tenant, &mut t, stored.head);
+        if let Err(error) = caught_up {
+            // Ids the replay counted in leave with the tenant.
+            self.discard(t);
+            return Err(error);
+        }
+        Ok(t)
+    }
+
+    /// Replays the receipts `t` is behind `head` (ids they carry are
+    /// remembered and counted); checks it ends at `head`.
+    fn catch_up(&self, tenant: &TenantId, t: &mut Tenant, head: Head) -> Result<(), RegistryError> {
         let mut stats = RecoveryStats::default();
-        while t.head.seq < stored.head.seq {
-            let wanted = (stored.head.seq - t.head.seq).min(CATCH_UP_CHUNK);
+        while t.head.seq < head.seq {
+            let wanted = (head.seq - t.head.seq).min(CATCH_UP_CHUNK);
             let records = self
                 .ledger
                 .read(
@@ -317,32 +354,28 @@ impl Registry {
                 break;
             }
             for record in &records {
-                self.step_into(&mut t, record, &mut stats)?;
+                self.step_into(t, record, &mut stats)?;
             }
         }
-        if t.head != stored.head {
+        if t.head != head {
             return Err(RegistryError::ChainMismatch {
                 tenant: tenant.clone(),
                 source: LedgerError::ChainMismatch {
                     tenant: tenant.to_string(),
-                    expected_seq: stored.head.seq,
+                    expected_seq: head.seq,
                     got_seq: t.head.seq,
-                    expected_prev: hex::encode(stored.head.hash),
+                    expected_prev: hex::encode(head.hash),
                     got_prev: hex::encode(t.head.hash),
                 },
             });
         }
-        // Ids the catch-up replayed are remembered; the service-wide
-        // count learns of them when the tenant is installed.
-        let recent = std::mem::take(&mut t.recent);
-        self.with_recent(&mut t, |r| *r = recent);
-        Ok(t)
+        Ok(())
     }
 
-    /// Brings the cached `tenant` up to the ledger's committed state when
-    /// the ledger is ahead of it (a cache ahead of the ledger holds this
-    /// replica's decisions on their way, and stays). An unknown tenant is
-    /// not created.
+    /// Replaces the cached `tenant` by the ledger's committed state when
+    /// they differ (a cache ahead of the ledger holds decisions that are on
+    /// their way or were refused: what is shown, and what timers fire on,
+    /// is what was committed). An unknown tenant is not created.
     pub(super) fn refresh(
         &self,
         shared: &dyn SharedLedger,
@@ -352,10 +385,7 @@ impl Registry {
         let mut shard = self.shard(tenant);
         let stale = match shard.get(tenant) {
             None => loaded.head.seq > 0,
-            Some(t) => {
-                t.head.seq < loaded.head.seq
-                    || (t.head.seq == loaded.head.seq && t.head.hash != loaded.head.hash)
-            }
+            Some(t) => t.head != loaded.head,
         };
         if stale {
             self.install(&mut shard, tenant, loaded, false)?;

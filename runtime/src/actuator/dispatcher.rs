@@ -465,6 +465,8 @@ impl Inner {
                     Err(error) => Box::new(error),
                 };
                 inner.counters.unrecorded.fetch_add(1, Ordering::Relaxed);
+                // The cache may hold the refused decision: drop it.
+                registry.forget(&tenant, applied.epoch);
                 ::tracing::error!(
                     tenant = %tenant,
                     error = &*error as &dyn std::error::Error,

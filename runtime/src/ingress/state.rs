@@ -276,7 +276,15 @@ impl AppState {
                 detail: error.to_string(),
                 retry_after: retry_after.as_secs().max(1),
             },
-            error @ (RegistryError::ChainMismatch { .. } | RegistryError::Quarantined { .. }) => {
+            // One tenant's problem (on a shared ledger also: its stored
+            // state or receipts cannot be loaded, or another spec wrote
+            // them): that tenant is refused, the service keeps serving.
+            error @ (RegistryError::ChainMismatch { .. }
+            | RegistryError::Quarantined { .. }
+            | RegistryError::Checkpoint(_)
+            | RegistryError::CheckpointSku { .. }
+            | RegistryError::Receipt { .. }
+            | RegistryError::Gap { .. }) => {
                 let detail = crate::report::error_chain(&error);
                 tracing::error!(error = %detail, "tenant refused: its state disagrees with its ledger chain");
                 IngressError::TenantInconsistent { detail }
@@ -286,6 +294,9 @@ impl AppState {
             error @ RegistryError::Ledger(LedgerError::Database { .. }) => {
                 IngressError::unavailable(&error)
             }
+            error @ RegistryError::Ledger(LedgerError::Rejected(_)) => IngressError::Contended {
+                detail: crate::report::error_chain(&error),
+            },
             other => self.ledger_failed(&other),
         }
     }
@@ -331,6 +342,8 @@ impl AppState {
                         .map_err(|e| self.registry_error(e))?;
                 }
                 Err(Settled::Rejected(why)) => {
+                    // The cache holds the refused decision: drop it.
+                    self.0.registry.forget(tenant, epoch);
                     return Err(IngressError::Contended {
                         detail: format!(
                             "tenant `{tenant}`: {why} ({attempts} attempts); nothing was written: retry"
@@ -338,6 +351,23 @@ impl AppState {
                     });
                 }
                 Err(Settled::Failed(error)) => return Err(error),
+                // A duplicate found in this replica's window: its original
+                // may have been refused and never taken again (its request
+                // gone). Acknowledge only one the ledger holds.
+                Ok(duplicate) if duplicate.duplicate && attempts < DECISION_ATTEMPTS => {
+                    let registry = &self.0.registry;
+                    let recorded = registry
+                        .duplicate_recorded(tenant, &input, Timestamp::now())
+                        .map_err(|e| self.registry_error(e))?;
+                    if recorded {
+                        return Ok(duplicate);
+                    }
+                    attempts += 1;
+                    registry.forget(tenant, epoch);
+                    applied = registry
+                        .apply(tenant, input.clone(), Timestamp::now())
+                        .map_err(|e| self.registry_error(e))?;
+                }
                 Ok(applied) => return Ok(applied),
             }
         }

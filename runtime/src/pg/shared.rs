@@ -52,6 +52,16 @@ const READERS: usize = 4;
 const LOCKERS: usize = 2;
 /// Longest a locked tenant waits for its decision before letting go.
 const LOCK_HOLD: Duration = Duration::from_secs(10);
+/// Every writing session: durable commits, the isolation the checks
+/// assume whatever the server's default, and a server-side bound on a
+/// transaction left open by a vanished replica (its locks, tenants' and the
+/// receipt counter's, would otherwise stall every other replica).
+const WRITING_SESSION: &str = "SET synchronous_commit = on;
+     SET default_transaction_isolation = 'read committed';
+     SET idle_in_transaction_session_timeout = '20s'";
+/// How many times a batch the server aborted for a deadlock or a lock
+/// conflict (with another replica's pruning, say) is tried again.
+const BATCH_TRIES: u32 = 5;
 /// How often the writer removes event ids past their window.
 const PRUNE_EVERY: Duration = Duration::from_secs(30);
 /// Most expired event ids one pass removes.
@@ -253,8 +263,8 @@ impl SharedPgLedger {
             source: Some(Box::new(source)),
         })?;
         client
-            .batch_execute("SET synchronous_commit = on")
-            .map_err(database(&target, "setting synchronous_commit"))?;
+            .batch_execute(WRITING_SESSION)
+            .map_err(database(&target, "setting up the writer's session"))?;
         let reads = PgLedger::open_read_only(url)?;
         {
             let mut reader = reads.reader()?;
@@ -287,6 +297,7 @@ impl SharedPgLedger {
             oid,
             client,
             window_ms: 0,
+            txid: None,
             pruned: Instant::now(),
         };
         let max_batch = max_batch.max(1);
@@ -303,7 +314,7 @@ impl SharedPgLedger {
         let locked = Arc::new(Mutex::new(locked));
         let pools = [
             ("read", READERS, "", &queue),
-            ("lock", LOCKERS, "SET synchronous_commit = on", &locked),
+            ("lock", LOCKERS, WRITING_SESSION, &locked),
         ];
         let readers = pools
             .into_iter()
@@ -426,13 +437,22 @@ impl SharedLedger for SharedPgLedger {
                 )
                 .map_err(database(&target, "claiming due timers"))
         })?;
-        rows.iter()
-            .map(|row| {
-                let tenant: String = column(row, 0).map_err(|why| self.altered(why))?;
-                TenantId::new(&tenant)
-                    .map_err(|e| self.altered(format!("tenant `{tenant}` is invalid: {e}")))
+        // A row that names no valid tenant (an altered table) is passed
+        // over, not allowed to keep the others' timers from firing.
+        Ok(rows
+            .iter()
+            .filter_map(|row| {
+                let tenant = column::<String>(row, 0)
+                    .map_err(|why| self.altered(why))
+                    .and_then(|name| {
+                        TenantId::new(&name)
+                            .map_err(|e| self.altered(format!("tenant `{name}` is invalid: {e}")))
+                    });
+                tenant
+                    .map_err(|error| tracing::warn!(error = %error, "due timer row skipped"))
+                    .ok()
             })
-            .collect()
+            .collect())
     }
 
     fn store_due(&self, tenant: &TenantId, seq: u64, due: Option<i64>) -> Result<(), LedgerError> {
@@ -447,6 +467,25 @@ impl SharedLedger for SharedPgLedger {
                 .map_err(database(&target, "storing a tenant's next timer"))
         })?;
         Ok(())
+    }
+
+    fn recorded(
+        &self,
+        tenant: &TenantId,
+        key: [u8; 16],
+        since_ms: i64,
+    ) -> Result<bool, LedgerError> {
+        let (name, target) = (tenant.to_string(), self.inner.target.clone());
+        self.with_reader(move |client| {
+            client
+                .query_one(
+                    "SELECT EXISTS (SELECT 1 FROM ggen_event_ids
+                                    WHERE tenant = $1 AND key = $2 AND at > $3)",
+                    &[&name, &&key[..], &since_ms],
+                )
+                .and_then(|row| row.try_get(0))
+                .map_err(database(&target, "looking up an event id"))
+        })
     }
 
     fn lock_tenant(&self, tenant: &TenantId) -> Result<Box<dyn LockedTenant>, LedgerError> {
@@ -487,7 +526,7 @@ impl SharedLedger for SharedPgLedger {
                     verdict: Arc::default(),
                 };
                 let (outcomes, wrote) =
-                    write_batch(&mut tx, oid, std::slice::from_ref(&pending))
+                    write_batch(&mut tx, oid, std::slice::from_ref(&pending), &mut None)
                         .map_err(failed("committing a decision under its tenant's lock"))?;
                 match outcomes.first().copied().flatten() {
                     Some(why) => Err(LedgerError::Rejected(why)),
@@ -655,7 +694,23 @@ struct Writer {
     client: Client,
     /// The longest dedupe window decisions named (for pruning ids).
     window_ms: i64,
+    /// The transaction id of the last commit attempted, once known.
+    txid: Option<i64>,
     pruned: Instant,
+}
+
+/// Whether the server aborted the transaction in a way that wrote nothing
+/// and may pass on a second try.
+fn retryable(error: &postgres::Error) -> bool {
+    use postgres::error::SqlState;
+    error.code().is_some_and(|code| {
+        [
+            SqlState::T_R_DEADLOCK_DETECTED,
+            SqlState::T_R_SERIALIZATION_FAILURE,
+            SqlState::LOCK_NOT_AVAILABLE,
+        ]
+        .contains(code)
+    })
 }
 
 /// A tenant's head row as a batch leaves it.
@@ -736,15 +791,36 @@ impl Writer {
 
     /// Commits what of `batch` still extends the committed chains (see the
     /// module docs); returns each decision's refusal, if it was refused.
+    /// A transaction the server aborted for a deadlock, a serialization
+    /// failure or a lock it could not take wrote nothing: it is tried again.
     fn commit(&mut self, batch: &[Pending]) -> Result<Outcomes, postgres::Error> {
-        let mut tx = self.client.transaction()?;
-        let (outcomes, wrote) = write_batch(&mut tx, self.oid, batch)?;
-        if wrote {
-            tx.commit()?;
-        } else {
-            tx.rollback()?;
+        let mut tries = 1;
+        loop {
+            match self.commit_once(batch) {
+                Err(error) if tries < BATCH_TRIES && retryable(&error) => {
+                    tracing::warn!(target = %self.inner.target, error = %crate::report::error_chain(&error), "ledger commit aborted by the server: trying again");
+                    tries += 1;
+                }
+                other => return other,
+            }
         }
-        Ok(outcomes)
+    }
+
+    fn commit_once(&mut self, batch: &[Pending]) -> Result<Outcomes, postgres::Error> {
+        let mut txid = None;
+        let outcome = (|| {
+            let mut tx = self.client.transaction()?;
+            let (outcomes, wrote) = write_batch(&mut tx, self.oid, batch, &mut txid)?;
+            if wrote {
+                tx.commit()?;
+            } else {
+                tx.rollback()?;
+            }
+            Ok(outcomes)
+        })();
+        // Kept for `resume`: how an interrupted commit ended.
+        self.txid = txid;
+        outcome
     }
 
     /// After the connection was lost during `batch`'s commit: connects
@@ -775,8 +851,27 @@ impl Writer {
         super::take_writer_lock(&mut client, &target, super::LockMode::Shared)
             .map_err(|error| crate::report::error_chain(&error))?;
         client
-            .batch_execute("SET synchronous_commit = on")
-            .map_err(query("setting synchronous_commit"))?;
+            .batch_execute(WRITING_SESSION)
+            .map_err(query("setting up the writer's session"))?;
+        // The interrupted transaction may still be running in its old
+        // session: wait until the server says how it ended.
+        if let Some(txid) = self.txid {
+            loop {
+                let status: Option<String> = client
+                    .query_one("SELECT txid_status($1)", &[&txid])
+                    .and_then(|row| row.try_get(0))
+                    .map_err(query("reading how the interrupted commit ended"))?;
+                match status.as_deref() {
+                    Some("in progress") if started.elapsed() < RESUME_FOR * 2 => {
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    Some("in progress") => {
+                        return Err("the interrupted commit is still in progress".to_owned());
+                    }
+                    _ => break,
+                }
+            }
+        }
         let tenants: Vec<&str> = batch.iter().map(|p| p.decision.tenant.as_str()).collect();
         let seqs: Vec<i64> = batch
             .iter()
@@ -791,8 +886,9 @@ impl Writer {
             )
             .map_err(query("reading what the interrupted commit wrote"))?
             .into_iter()
-            .map(|row| (row.get(0), row.get(1), row.get(2)))
-            .collect();
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
+            .collect::<Result<_, postgres::Error>>()
+            .map_err(query("reading what the interrupted commit wrote"))?;
         self.client = client;
         let written: Vec<bool> = batch
             .iter()
@@ -852,6 +948,7 @@ fn write_batch(
     tx: &mut postgres::Transaction<'_>,
     oid: i64,
     batch: &[Pending],
+    txid: &mut Option<i64>,
 ) -> Result<(Outcomes, bool), postgres::Error> {
     let tenants: BTreeMap<i64, &TenantId> = batch
         .iter()
@@ -860,10 +957,12 @@ fn write_batch(
     let keys: Vec<i64> = tenants.keys().copied().collect();
     let names: Vec<&str> = tenants.values().map(|t| t.as_str()).collect();
     // Keys sorted in Rust: unnest keeps the array's order.
-    tx.execute(
-        "SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::bigint[]) AS k",
+    let locked = tx.query_one(
+        "SELECT (SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::bigint[]) AS k),
+                txid_current()",
         &[&keys],
     )?;
+    *txid = Some(locked.try_get(1)?);
     let mut heads: HashMap<String, Head> = HashMap::new();
     for row in tx.query(
         "SELECT tenant, seq, hash FROM ggen_heads WHERE tenant = ANY($1)",

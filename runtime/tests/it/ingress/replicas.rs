@@ -353,3 +353,59 @@ fn a_storm_over_both_replicas_dispatches_once_per_cooldown_within_the_budget() {
     let distinct: BTreeSet<i64> = actions.iter().copied().collect();
     assert_eq!(distinct.len(), actions.len());
 }
+
+#[test]
+fn a_copied_ledger_is_replayed_on_load_and_its_timers_found() {
+    let Some(url) = fresh_schema() else { return };
+    // A file ledger with a breaching tenant (a timer due) and ids.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let ledger = ggen_runtime::ledger::file::FileLedger::open(
+            dir.path(),
+            ggen_runtime::ledger::file::FileOptions::default(),
+        )
+        .unwrap();
+        let registry = Registry::new(&GUARD, Arc::new(ledger));
+        for i in 0..5 {
+            let applied = registry
+                .apply(&tenant("acme"), load(20.0, &format!("c{i}")), at(i))
+                .unwrap();
+            applied.ticket.unwrap().wait().unwrap();
+        }
+        let applied = registry
+            .apply(&tenant("acme"), load(150.0, "c-breach"), at(10))
+            .unwrap();
+        applied.ticket.unwrap().wait().unwrap();
+    }
+    use ggen_runtime::store::Location;
+    ggen_runtime::pg::copy::copy(
+        &Location::Dir(dir.path().to_path_buf()),
+        &Location::Database(url.clone()),
+    )
+    .unwrap();
+    let replica = replica(&url);
+    let t = tenant("acme");
+    // Loading replays the copied receipts (no stored state); doing it
+    // again counts the ids once, not once per load.
+    for _ in 0..3 {
+        let view = replica.view(&t).unwrap();
+        assert_eq!(view.state.name(), "intervening");
+        assert_eq!(replica.dedupe_ids(), 6);
+    }
+    // A copied id is a duplicate here too.
+    let again = decide(&replica, &t, load(20.0, "c3"), at(20));
+    assert!(again.duplicate);
+    // The copied tenant's timer was found and fires.
+    let fired = replica.tick(at(TIMEOUT_MS + 100)).unwrap();
+    assert_eq!(fired.len(), 1);
+    fired
+        .into_iter()
+        .next()
+        .unwrap()
+        .ticket
+        .unwrap()
+        .wait()
+        .unwrap();
+    assert_eq!(replica.view(&t).unwrap().state.name(), "degraded");
+    verifies(&url);
+}

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Several replicas on one PostgreSQL schema: HTTP ingest with durable acks
+# on the same 100 tenants, one cost-guard-governor alone against two
+# sharing the schema, in the same run (a throwaway server started by
+# scripts/postgres, synchronous_commit on); server, governors and wrk
+# share this machine's cores.
+#
+#   bench/replicas.sh   (DURATION=5s ROUNDS=3 CONNECTIONS="64 128 256")
+#
+# At every connection count C, alternately for ROUNDS rounds: "one" is
+# one wrk (2 threads, C connections) on replica A alone; "two" is two wrk
+# processes at once (1 thread, C/2 connections each), one on A and one on
+# B. Each figure is the median of its rounds (for "two": the sum of the two
+# wrk processes per round). Then it checks the ledger: `ledger verify`
+# (no fork, no gap), and every acknowledged signal is a receipt (0 lost).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+DURATION="${DURATION:-5s}"
+ROUNDS="${ROUNDS:-3}"
+CONNECTIONS="${CONNECTIONS:-64 128 256}"
+THREADS=2
+A_PORT="${A_PORT:-18092}"
+B_PORT="${B_PORT:-18093}"
+
+if ! command -v wrk >/dev/null; then
+  apt-get install -y wrk >/dev/null
+fi
+cargo build --release --locked -p cost-guard-governor --quiet
+BIN="$CARGO_TARGET_DIR/release"
+
+work="$(mktemp -d)"
+chmod 755 "$work"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  scripts/postgres stop "$work/pg" >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+url="$(scripts/postgres start "$work/pg" 2>/dev/null)"
+
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+# The same load on 100 tenants, so the replicas contend for every tenant.
+sed 's/n % 1000/n % 100/' "$work/signals.lua" >"$work/hundred.lua"
+
+for port in "$A_PORT" "$B_PORT"; do
+  GOVERNOR_AUTH_TOKEN=bench-token GOVERNOR_DATABASE_URL="$url" RUST_LOG=warn "$BIN/cost-guard-governor" serve \
+    --listen "127.0.0.1:$port" --actions log 2>>"$work/governors.log" &
+  pids+=($!)
+  wait_port "$port"
+done
+
+for c in $CONNECTIONS; do
+  half=$((c / 2))
+  for _ in $(seq "$ROUNDS"); do
+    load "$A_PORT" "$c" 2 "$work/hundred.lua" >>"$work/one.$c"
+    load "$A_PORT" "$half" 1 "$work/hundred.lua" >"$work/a" &
+    a=$!
+    load "$B_PORT" "$half" 1 "$work/hundred.lua" >"$work/b"
+    wait "$a"
+    # Sum of the two: rps, the worse p50/p99, errors and requests summed.
+    paste -d' ' "$work/a" "$work/b" |
+      awk '{ printf "%f %f %f %d %d\n", $1 + $6, ($2 > $7 ? $2 : $7), ($3 > $8 ? $3 : $8), $4 + $9, $5 + $10 }' \
+        >>"$work/two.$c"
+  done
+done
+
+printf '%-6s %-9s %12s %9s %9s %8s\n' conns replicas "signals/s" "p50 ms" "p99 ms" non-2xx
+acked=0
+for c in $CONNECTIONS; do
+  for target in one two; do
+    read -r rps p50 p99 err < <(summary "$target" "$c")
+    printf '%-6s %-9s %12.0f %9.2f %9.2f %8s\n' "$c" "$target" "$rps" "$p50" "$p99" "$err"
+  done
+  acked=$((acked + $(awk '{ s += $5 - $4 } END { print s + 0 }' "$work/one.$c" "$work/two.$c")))
+done
+
+receipts=$("$BIN/cost-guard-governor" ledger show --database-url "$url" | grep -c '"kind":"signal"')
+echo "acknowledged signals (2xx): $acked; signal receipts: $receipts"
+if [ "$receipts" -lt "$acked" ]; then
+  echo "LOST: $((acked - receipts)) acknowledged signals are not in the ledger" >&2
+  exit 1
+fi
+echo "postgres ledger: $("$BIN/cost-guard-governor" ledger verify --database-url "$url")"
