@@ -236,19 +236,33 @@ pub struct Ticket {
     verdict: Option<Arc<Verdict>>,
 }
 
-/// Where a shared ledger's writer records that it refused an append.
+/// Where a shared ledger's writer records that it refused an append, or
+/// committed another decision in its place (taken again on the latest
+/// state: what the caller gets back is its taker's, opaque here).
 #[derive(Debug, Default)]
-pub struct Verdict(OnceLock<Rejection>);
+pub struct Verdict {
+    rejection: OnceLock<Rejection>,
+    retaken: OnceLock<Retaken>,
+}
+
+/// What a decision taken again in the writer hands its caller.
+pub type Retaken = Arc<dyn std::any::Any + Send + Sync>;
 
 impl Verdict {
     /// Records the refusal (the first one counts).
     pub fn reject(&self, why: Rejection) {
-        let _ = self.0.set(why);
+        let _ = self.rejection.set(why);
     }
 
     /// The refusal, if there was one.
     pub fn rejection(&self) -> Option<Rejection> {
-        self.0.get().copied()
+        self.rejection.get().copied()
+    }
+
+    /// Records that another decision was committed in the appended one's
+    /// place, and what its taker reported.
+    pub fn retake(&self, outcome: Retaken) {
+        let _ = self.retaken.set(outcome);
     }
 
     fn outcome(this: Option<&Arc<Verdict>>) -> Result<(), LedgerError> {
@@ -305,6 +319,12 @@ impl Ticket {
             .await?;
         }
         Verdict::outcome(self.verdict.as_ref())
+    }
+
+    /// After the ticket resolved: what the decision taken in its place
+    /// reported, if the ledger took it again (see [`Verdict`]).
+    pub fn retaken(&self) -> Option<Retaken> {
+        self.verdict.as_ref().and_then(|v| v.retaken.get().cloned())
     }
 
     /// Whether the receipt is durable right now (never blocks; a refused

@@ -37,7 +37,7 @@ mod scan;
 mod segment;
 mod verify;
 
-pub use durability::{Progress, SyncPoint, Ticket, Verdict};
+pub use durability::{Progress, Retaken, SyncPoint, Ticket, Verdict};
 pub use segment::MAX_RECORD;
 pub use verify::Verifier;
 
@@ -416,6 +416,33 @@ pub struct Decision {
     /// How long an event id is remembered (ms): an id recorded less than
     /// this long before the entry's decision time is a duplicate.
     pub window_ms: i64,
+    /// What was decided on, so the writer can take the decision again
+    /// under the tenant's lock when another writer overtook it (`None`:
+    /// refuse it instead, e.g. a timer).
+    pub redo: Option<Redo>,
+}
+
+/// The input of a [`Decision`] and its decision time.
+#[derive(Clone, Debug)]
+pub struct Redo {
+    /// The input.
+    pub input: crate::receipt::Input,
+    /// When it was decided.
+    pub at: crate::clock::Timestamp,
+}
+
+/// Takes an overtaken decision again, for a [`SharedLedger`]'s writer
+/// (the tenant registry).
+pub trait Redecide: Send + Sync {
+    /// Decides `redo` for `tenant` on `stored` (the tenant as committed,
+    /// under its lock): the decision to commit in its place (`None`:
+    /// nothing to write) and what to hand the waiting caller.
+    fn redecide(
+        &self,
+        tenant: &TenantId,
+        stored: Stored,
+        redo: &Redo,
+    ) -> Result<(Option<Decision>, Retaken), String>;
 }
 
 /// A tenant as a [`SharedLedger`] has it committed.
@@ -457,6 +484,9 @@ pub trait SharedLedger: Send + Sync {
     /// optimism keeps losing to other replicas; dropping the lock writes
     /// nothing.
     fn lock_tenant(&self, tenant: &TenantId) -> Result<Box<dyn LockedTenant>, LedgerError>;
+    /// Lets the writer take overtaken decisions again through `taker`
+    /// (without one, they are refused as [`Rejection::Overtaken`]).
+    fn set_redecider(&self, taker: std::sync::Weak<dyn Redecide>);
     /// Whether `tenant`'s event id `key` is recorded with a decision time
     /// after `since_ms`.
     fn recorded(

@@ -14,7 +14,7 @@ use crate::receipt::{Body, IdempotencyKey, Input, Receipt};
 use crate::tenant::TenantId;
 
 /// What [`Registry::apply`] (or a timer) did.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Applied {
     /// The tenant.
     pub tenant: TenantId,
@@ -138,10 +138,14 @@ impl Registry {
         let t = shard
             .get_mut(tenant)
             .expect("`cached` returns the shard holding the tenant");
+        let redo = crate::ledger::Redo {
+            input: input.clone(),
+            at,
+        };
         let outcome = self
             .decide_input(tenant, t, input, at)
             .and_then(|mut applied| {
-                self.submit(shared, tenant, t, &mut applied)?;
+                self.submit(shared, tenant, t, &mut applied, Some(redo))?;
                 Ok(applied)
             });
         if outcome.is_err() {

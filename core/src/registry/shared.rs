@@ -25,9 +25,12 @@ use serde::{Deserialize, Serialize};
 use super::apply::{Applied, decision_time};
 use super::{Recent, RecoveryStats, Registry, RegistryError, Shard, Tenant, TenantState, seen};
 use crate::clock::Timestamp;
-use crate::ledger::{Decision, Head, LedgerError, Rejection, SharedLedger, Stored};
+use crate::ledger::{
+    Decision, Head, LedgerError, Redecide, Redo, Rejection, Retaken, SharedLedger, Stored, Ticket,
+};
 use crate::receipt::Input;
 use crate::tenant::TenantId;
+use std::sync::Arc;
 
 /// How long a replica's claim on a due timer keeps the others away: a
 /// replica that dies with a claim delays that timer by at most this.
@@ -186,11 +189,12 @@ impl Registry {
         tenant: &TenantId,
         t: &Tenant,
         applied: &mut Applied,
+        redo: Option<Redo>,
     ) -> Result<(), RegistryError> {
         if applied.staged.is_empty() {
             return Ok(());
         }
-        let decision = self.decision(tenant, t, applied)?;
+        let decision = self.decision(tenant, t, applied, redo)?;
         let appended = shared
             .append_decision(decision)
             .map_err(RegistryError::Ledger)?;
@@ -205,6 +209,7 @@ impl Registry {
         tenant: &TenantId,
         t: &Tenant,
         applied: &mut Applied,
+        redo: Option<Redo>,
     ) -> Result<Decision, RegistryError> {
         let sku = self.pack.sku();
         let mut state = t.export();
@@ -223,6 +228,7 @@ impl Registry {
             due: t.governor.due().map(Timestamp::as_millis),
             ids: applied.id.iter().map(|seen| (seen.key, seen.at)).collect(),
             window_ms: i64::try_from(self.dedupe.window.as_millis()).unwrap_or(i64::MAX),
+            redo,
         })
     }
 
@@ -257,7 +263,7 @@ impl Registry {
             .decide_input(tenant, &mut t, input.clone(), at)
             .and_then(|mut applied| {
                 if !applied.staged.is_empty() {
-                    let decision = self.decision(tenant, &t, &mut applied)?;
+                    let decision = self.decision(tenant, &t, &mut applied, None)?;
                     lock.commit(decision).map_err(RegistryError::Ledger)?;
                     applied.ticket = Some(crate::ledger::Ticket::ready());
                 }
@@ -457,11 +463,66 @@ impl Registry {
         let at = decision_time(tenant, t.last_at, now);
         let fired = self
             .fire(tenant, t, at, &mut applied)
-            .and_then(|()| self.submit(shared, tenant, t, &mut applied));
+            .and_then(|()| self.submit(shared, tenant, t, &mut applied, None));
         if let Err(error) = fired {
             self.evict(&mut shard, tenant);
             return Err(error);
         }
         Ok((applied.receipts > 0).then_some(applied))
+    }
+}
+
+impl Registry {
+    /// Lets a shared ledger's writer take this registry's overtaken
+    /// decisions again under the tenant's lock (see [`Redecide`]), instead
+    /// of refusing them back to their callers; call once the registry is
+    /// in its `Arc`. A no-op on other ledgers.
+    pub fn attach(self: &Arc<Self>) {
+        if let Some(shared) = self.ledger.shared() {
+            let taker: Arc<dyn Redecide> = Arc::clone(self) as Arc<dyn Redecide>;
+            shared.set_redecider(Arc::downgrade(&taker));
+        }
+    }
+
+    /// What the decision the ledger took in place of `ticket`'s reported,
+    /// once `ticket` resolved (see [`Registry::attach`]).
+    pub fn retaken(ticket: &Ticket) -> Option<Applied> {
+        ticket
+            .retaken()
+            .and_then(|outcome| outcome.downcast_ref::<Applied>().cloned())
+    }
+}
+
+impl Redecide for Registry {
+    fn redecide(
+        &self,
+        tenant: &TenantId,
+        stored: Stored,
+        redo: &Redo,
+    ) -> Result<(Option<Decision>, Retaken), String> {
+        let error = |e: RegistryError| crate::report::error_chain(&e);
+        let mut t = self.tenant_of(tenant, stored).map_err(error)?;
+        let decided = self
+            .decide_input(tenant, &mut t, redo.input.clone(), redo.at)
+            .and_then(|mut applied| {
+                let decision = if applied.staged.is_empty() {
+                    None
+                } else {
+                    Some(self.decision(tenant, &t, &mut applied, None)?)
+                };
+                Ok((decision, applied))
+            });
+        let (decision, mut applied) = match decided {
+            Ok(decided) => decided,
+            Err(e) => {
+                self.discard(t);
+                return Err(error(e));
+            }
+        };
+        // The cache follows the decision about to be committed (a failed
+        // commit leaves it ahead: the next decision on it is taken again).
+        let mut shard = self.shard(tenant);
+        applied.epoch = self.install(&mut shard, tenant, t, false).map_err(error)?;
+        Ok((decision, Arc::new(applied)))
     }
 }

@@ -320,7 +320,7 @@ impl Inner {
         dispatches: Vec<Dispatch>,
         ticket: Option<Ticket>,
     ) {
-        if dispatches.is_empty() {
+        if dispatches.is_empty() && registry.ledger().shared().is_none() {
             return;
         }
         let Some(ticket) = ticket else {
@@ -334,8 +334,12 @@ impl Inner {
         let registry = Arc::clone(registry);
         this.handle.spawn(async move {
             let inner = Arc::clone(&guard.0);
+            let kept = ticket.clone();
             match ticket.durable().await {
                 Ok(()) => {
+                    // A shared ledger may have committed another decision
+                    // in this one's place: its dispatches run instead.
+                    let dispatches = Registry::retaken(&kept).map_or(dispatches, |a| a.dispatches);
                     for dispatch in dispatches {
                         Inner::spawn(&inner, &registry, dispatch);
                     }
@@ -343,12 +347,10 @@ impl Inner {
                 // A timer another replica fired first (or overtook): its
                 // decision stands, this one was never written.
                 Err(LedgerError::Rejected(why)) => ::tracing::debug!(
-                    tenant = %dispatches[0].key.tenant,
                     %why,
                     "decision not committed: actions not run"
                 ),
                 Err(error) => ::tracing::error!(
-                    tenant = %dispatches[0].key.tenant,
                     error = &error as &dyn std::error::Error,
                     "the ledger failed before the deciding receipt was durable: actions not run"
                 ),
@@ -439,12 +441,16 @@ impl Inner {
             let mut attempts = 1;
             loop {
                 let ticket = applied.ticket.take();
+                let kept = ticket.clone();
                 let durable = match ticket {
                     Some(ticket) => ticket.durable().await,
                     None => Ok(()),
                 };
                 let error = match durable {
                     Ok(()) => {
+                        if let Some(retaken) = kept.as_ref().and_then(Registry::retaken) {
+                            applied = retaken;
+                        }
                         for dispatch in std::mem::take(&mut applied.dispatches) {
                             Inner::spawn(&inner, &registry, dispatch);
                         }

@@ -314,6 +314,9 @@ pub fn run_until(
         max_total: args.dedupe_max_ids,
     };
     let registry = Arc::new(Registry::with_dedupe(pack, Arc::clone(&ledger), dedupe));
+    // Replicas sharing a database take overtaken decisions again in the
+    // ledger's writer rather than refusing them back to each request.
+    registry.attach();
     let stats = registry.recover().map_err(ServeError::Registry)?;
     tracing::info!(
         tenants = stats.tenants,

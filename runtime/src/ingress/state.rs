@@ -409,13 +409,16 @@ impl AppState {
     async fn settle(&self, mut applied: Applied, started: Instant) -> Result<Applied, Settled> {
         let ticket = applied.ticket.take();
         let dispatches = std::mem::take(&mut applied.dispatches);
-        for dispatch in &dispatches {
-            self.0.metrics.dispatched(dispatch.key.action);
-        }
+        // On a shared ledger the writer may commit another decision in
+        // this one's place, with dispatches of its own: the actuator waits
+        // for the ticket whatever this one decided.
+        let retakable = ticket.is_some() && self.0.registry.ledger().shared().is_some();
         match (&self.0.actuator, dispatches.first()) {
-            (_, None) => {}
             (Some(actuator), Some(_)) => {
-                actuator.spawn_when_durable(&self.0.registry, dispatches, ticket.clone());
+                actuator.spawn_when_durable(&self.0.registry, dispatches.clone(), ticket.clone());
+            }
+            (Some(actuator), None) if retakable => {
+                actuator.spawn_when_durable(&self.0.registry, Vec::new(), ticket.clone());
             }
             (None, Some(first)) => tracing::warn!(
                 tenant = %first.key.tenant,
@@ -423,8 +426,19 @@ impl AppState {
                 actions = dispatches.len(),
                 "no actuator attached: actions stay in flight until their timeout"
             ),
+            _ => {}
         }
+        let kept = ticket.clone();
         self.durable(ticket, started).await?;
+        applied.dispatches = dispatches;
+        // The ledger took the decision again on the latest state (another
+        // replica had moved the tenant on): report that one.
+        if let Some(retaken) = kept.as_ref().and_then(Registry::retaken) {
+            applied = retaken;
+        }
+        for dispatch in &applied.dispatches {
+            self.0.metrics.dispatched(dispatch.key.action);
+        }
         Ok(applied)
     }
 }

@@ -32,14 +32,15 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use postgres::Client;
+use postgres::types::Type;
+use postgres::{Client, GenericClient};
 use sha2::{Digest, Sha256};
 
 use super::{PgLedger, column, connect, database, position};
 use crate::ledger::{
     Appended, Decision, Entry, GENESIS, Hash, Head, Ledger, LedgerError, LockedTenant, Mark,
-    Progress, Record, Recovered, Rejection, SharedLedger, Stored, SyncPoint, Ticket, Verdict,
-    VerifyOptions, VerifyReport, chain_hash,
+    Progress, Record, Recovered, Redecide, Rejection, Retaken, SharedLedger, Stored, SyncPoint,
+    Ticket, Verdict, VerifyOptions, VerifyReport, chain_hash,
 };
 use crate::tenant::TenantId;
 
@@ -88,12 +89,21 @@ struct State {
     failed: Option<(PathBuf, Arc<std::io::Error>)>,
 }
 
-#[derive(Debug)]
 struct Inner {
     target: String,
+    /// Takes overtaken decisions again (the registry), once attached.
+    taker: Mutex<Option<std::sync::Weak<dyn Redecide>>>,
     state: Mutex<State>,
     work: Condvar,
     sync: Arc<SyncPoint>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Inner {
@@ -287,6 +297,7 @@ impl SharedPgLedger {
         }
         let inner = Arc::new(Inner {
             target: target.clone(),
+            taker: Mutex::new(None),
             state: Mutex::new(State::default()),
             work: Condvar::new(),
             sync: Arc::new(SyncPoint::new(Progress::default())),
@@ -375,11 +386,19 @@ impl SharedPgLedger {
 }
 
 impl SharedLedger for SharedPgLedger {
+    fn set_redecider(&self, taker: std::sync::Weak<dyn Redecide>) {
+        *self
+            .inner
+            .taker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(taker);
+    }
+
     fn load(&self, tenant: &TenantId) -> Result<Stored, LedgerError> {
         let (name, target) = (tenant.clone(), self.inner.target.clone());
         self.with_reader(move |client| {
             let row = client
-                .query_opt(LOAD, &[&name.as_str()])
+                .query_typed_opt(LOAD, &[(&name.as_str(), Type::TEXT)])
                 .map_err(database(&target, "loading a tenant"))?;
             stored(row.as_ref(), &name, &target)
         })
@@ -425,7 +444,7 @@ impl SharedLedger for SharedPgLedger {
         let target = self.inner.target.clone();
         let rows = self.with_reader(move |client| {
             client
-                .query(
+                .query_typed(
                     "UPDATE ggen_heads SET claimed_until = $1 + $2
                      WHERE tenant IN (
                          SELECT tenant FROM ggen_heads
@@ -433,7 +452,11 @@ impl SharedLedger for SharedPgLedger {
                          ORDER BY due_at LIMIT $3
                          FOR UPDATE SKIP LOCKED)
                      RETURNING tenant",
-                    &[&now_ms, &lease_ms, &limit],
+                    &[
+                        (&now_ms, Type::INT8),
+                        (&lease_ms, Type::INT8),
+                        (&limit, Type::INT8),
+                    ],
                 )
                 .map_err(database(&target, "claiming due timers"))
         })?;
@@ -459,10 +482,14 @@ impl SharedLedger for SharedPgLedger {
         let (name, target) = (tenant.to_string(), self.inner.target.clone());
         self.with_reader(move |client| {
             client
-                .execute(
+                .query_typed(
                     "UPDATE ggen_heads SET due_at = $3, claimed_until = NULL
                      WHERE tenant = $1 AND seq = $2",
-                    &[&name, &position(seq), &due],
+                    &[
+                        (&name, Type::TEXT),
+                        (&position(seq), Type::INT8),
+                        (&due, Type::INT8),
+                    ],
                 )
                 .map_err(database(&target, "storing a tenant's next timer"))
         })?;
@@ -478,10 +505,14 @@ impl SharedLedger for SharedPgLedger {
         let (name, target) = (tenant.to_string(), self.inner.target.clone());
         self.with_reader(move |client| {
             client
-                .query_one(
+                .query_typed_one(
                     "SELECT EXISTS (SELECT 1 FROM ggen_event_ids
                                     WHERE tenant = $1 AND key = $2 AND at > $3)",
-                    &[&name, &&key[..], &since_ms],
+                    &[
+                        (&name, Type::TEXT),
+                        (&&key[..], Type::BYTEA),
+                        (&since_ms, Type::INT8),
+                    ],
                 )
                 .and_then(|row| row.try_get(0))
                 .map_err(database(&target, "looking up an event id"))
@@ -503,11 +534,11 @@ impl SharedLedger for SharedPgLedger {
                 }
             };
             let loaded = tx
-                .execute(
+                .query_typed(
                     "SELECT pg_advisory_xact_lock($1)",
-                    &[&tenant_key(oid, &name)],
+                    &[(&tenant_key(oid, &name), Type::INT8)],
                 )
-                .and_then(|_| tx.query_opt(LOAD, &[&name.as_str()]))
+                .and_then(|_| tx.query_typed_opt(LOAD, &[(&name.as_str(), Type::TEXT)]))
                 .map_err(failed("locking a tenant"))
                 .and_then(|row| stored(row.as_ref(), &name, &target));
             let ok = loaded.is_ok();
@@ -525,15 +556,21 @@ impl SharedLedger for SharedPgLedger {
                     hashes,
                     verdict: Arc::default(),
                 };
-                let (outcomes, wrote) =
-                    write_batch(&mut tx, oid, std::slice::from_ref(&pending), &mut None)
-                        .map_err(failed("committing a decision under its tenant's lock"))?;
-                match outcomes.first().copied().flatten() {
-                    Some(why) => Err(LedgerError::Rejected(why)),
-                    None if wrote => tx
+                let (outcomes, wrote) = write_batch(
+                    &mut tx,
+                    oid,
+                    std::slice::from_ref(&pending),
+                    None,
+                    false,
+                    &mut None,
+                )
+                .map_err(failed("committing a decision under its tenant's lock"))?;
+                match outcomes.first() {
+                    Some(Outcome::Rejected(why)) => Err(LedgerError::Rejected(*why)),
+                    _ if wrote => tx
                         .commit()
                         .map_err(failed("committing a decision under its tenant's lock")),
-                    None => Ok(()),
+                    _ => Ok(()),
                 }
             });
             let _ = done_tx.send(outcome);
@@ -613,10 +650,14 @@ impl Ledger for SharedPgLedger {
         let (name, target) = (tenant.to_string(), self.inner.target.clone());
         self.with_reader(move |client| {
             let rows = client
-                .query(
+                .query_typed(
                     "SELECT tenant, seq, hash, bytes FROM ggen_receipts
                      WHERE tenant = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-                    &[&name, &position(after), &limit],
+                    &[
+                        (&name, Type::TEXT),
+                        (&position(after), Type::INT8),
+                        (&limit, Type::INT8),
+                    ],
                 )
                 .map_err(database(&target, "reading a tenant's receipts"))?;
             rows.iter()
@@ -699,6 +740,11 @@ struct Writer {
     pruned: Instant,
 }
 
+/// `text` as an SQL string literal (quotes doubled).
+fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
 /// Whether the server aborted the transaction in a way that wrote nothing
 /// and may pass on a second try.
 fn retryable(error: &postgres::Error) -> bool {
@@ -722,8 +768,26 @@ struct HeadRow<'a> {
     due: Option<i64>,
 }
 
+/// What became of one decision of a batch.
+#[derive(Clone)]
+enum Outcome {
+    /// Written as decided.
+    Committed,
+    /// Nothing of it written.
+    Rejected(Rejection),
+    /// Taken again on the latest state; that decision was written (if it
+    /// wrote anything), and this is what its taker reported.
+    Retaken(Retaken),
+}
+
 /// What one batch decided for each of its decisions.
-type Outcomes = Vec<Option<Rejection>>;
+type Outcomes = Vec<Outcome>;
+
+/// A decision a batch writes: one as queued, or one taken again.
+enum Choice {
+    Original(usize),
+    Retaken(usize),
+}
 
 impl Writer {
     fn run(mut self, max_batch: usize) {
@@ -778,8 +842,10 @@ impl Writer {
             match outcome {
                 Ok(outcomes) => {
                     for (p, outcome) in batch.iter().zip(outcomes) {
-                        if let Some(why) = outcome {
-                            p.verdict.reject(why);
+                        match outcome {
+                            Outcome::Committed => {}
+                            Outcome::Rejected(why) => p.verdict.reject(why),
+                            Outcome::Retaken(report) => p.verdict.retake(report),
                         }
                     }
                     self.inner.sync.publish(last, last);
@@ -808,16 +874,23 @@ impl Writer {
 
     fn commit_once(&mut self, batch: &[Pending]) -> Result<Outcomes, postgres::Error> {
         let mut txid = None;
-        let outcome = (|| {
-            let mut tx = self.client.transaction()?;
-            let (outcomes, wrote) = write_batch(&mut tx, self.oid, batch, &mut txid)?;
-            if wrote {
-                tx.commit()?;
-            } else {
-                tx.rollback()?;
-            }
-            Ok(outcomes)
-        })();
+        let taker = self
+            .inner
+            .taker
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .and_then(std::sync::Weak::upgrade);
+        let client = &mut self.client;
+        let outcome = write_batch(client, self.oid, batch, taker.as_deref(), true, &mut txid)
+            .and_then(|(outcomes, wrote)| {
+                client.batch_execute(if wrote { "COMMIT" } else { "ROLLBACK" })?;
+                Ok(outcomes)
+            });
+        if outcome.is_err() && !client.is_closed() {
+            // Whatever failed, the transaction must not stay open.
+            let _ = client.batch_execute("ROLLBACK");
+        }
         // Kept for `resume`: how an interrupted commit ended.
         self.txid = txid;
         outcome
@@ -902,7 +975,13 @@ impl Writer {
             tracing::info!(target = %target, "ledger connection back; the interrupted commit had completed");
             return Ok(written
                 .into_iter()
-                .map(|w| (!w).then_some(Rejection::Overtaken))
+                .map(|w| {
+                    if w {
+                        Outcome::Committed
+                    } else {
+                        Outcome::Rejected(Rejection::Overtaken)
+                    }
+                })
                 .collect());
         }
         let outcomes = self.commit(batch).map_err(query("committing again"))?;
@@ -940,125 +1019,259 @@ impl Writer {
     }
 }
 
-/// Judges `batch` in the transaction `tx` and writes what of it still
+/// Judges `batch` in a transaction on `client` and writes what of it still
 /// extends the committed chains (see the module docs): each decision's
-/// refusal, if it was refused, and whether anything was written (else
-/// the caller rolls back).
+/// refusal, if it was refused, and whether anything was written (the
+/// caller commits, or rolls back). `begin` opens the transaction (else the
+/// caller has); `txid` learns its id as soon as it is known.
+///
+/// Four round trips for a batch of any size, none of them a prepare
+/// (statements are sent typed): open and lock, read the heads and the ids
+/// already recorded, write, and the caller's commit.
 fn write_batch(
-    tx: &mut postgres::Transaction<'_>,
+    client: &mut impl GenericClient,
     oid: i64,
     batch: &[Pending],
+    taker: Option<&dyn Redecide>,
+    begin: bool,
     txid: &mut Option<i64>,
 ) -> Result<(Outcomes, bool), postgres::Error> {
     let tenants: BTreeMap<i64, &TenantId> = batch
         .iter()
         .map(|p| (tenant_key(oid, &p.decision.tenant), &p.decision.tenant))
         .collect();
-    let keys: Vec<i64> = tenants.keys().copied().collect();
-    let names: Vec<&str> = tenants.values().map(|t| t.as_str()).collect();
-    // Keys sorted in Rust: unnest keeps the array's order.
-    let locked = tx.query_one(
-        "SELECT (SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::bigint[]) AS k),
-                txid_current()",
-        &[&keys],
-    )?;
-    *txid = Some(locked.try_get(1)?);
-    let mut heads: HashMap<String, Head> = HashMap::new();
-    for row in tx.query(
-        "SELECT tenant, seq, hash FROM ggen_heads WHERE tenant = ANY($1)",
-        &[&names],
-    )? {
-        let tenant: String = row.try_get(0)?;
-        let seq: i64 = row.try_get(1)?;
-        let hash: Vec<u8> = row.try_get(2)?;
-        let hash: Hash = hash.as_slice().try_into().unwrap_or(GENESIS);
-        heads.insert(
-            tenant,
-            Head {
-                seq: u64::try_from(seq).unwrap_or(0),
-                hash,
-            },
-        );
+    // One round trip: open, lock (keys sorted in Rust; unnest keeps the
+    // array's order), then read the heads and the event ids already
+    // recorded inside their decision's window. Each statement of a simple
+    // query takes its own snapshot, so the reads see every commit the
+    // locks waited for. Literals only: numbers, tenant ids (letters,
+    // digits, `.`, `_`, `-`, quoted anyway) and hex.
+    let keys = tenants
+        .keys()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut sql = String::with_capacity(256 + 40 * tenants.len());
+    if begin {
+        sql.push_str("BEGIN; ");
     }
-    // Event ids already recorded inside their decision's window.
-    let (id_tenants, id_keys, id_cutoffs): (Vec<&str>, Vec<&[u8]>, Vec<i64>) = batch
+    // Each tenant's head, and its stored state when the head is not where
+    // the batch's first decision for it expects (an overtaken decision is
+    // taken again on it, so no second round trip is needed).
+    let mut expected = BTreeMap::new();
+    for p in batch {
+        let first = &p.decision.entries[0];
+        expected
+            .entry(p.decision.tenant.as_str())
+            .or_insert((first.seq.wrapping_sub(1), first.prev));
+    }
+    let expected_rows = expected
+        .iter()
+        .map(|(tenant, (seq, prev))| {
+            format!(
+                "({}, {}, '\\x{}'::bytea)",
+                literal(tenant),
+                position(*seq),
+                hex::encode(prev)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",");
+    let with_state = if taker.is_some() { "" } else { "AND false" };
+    sql.push_str(&format!(
+        "SELECT txid_current(), (SELECT count(pg_advisory_xact_lock(k)) FROM unnest(ARRAY[{keys}]::bigint[]) AS k);
+         SELECT 'h', h.tenant, h.seq::text, encode(h.hash, 'hex'), s.stale::text,
+                CASE WHEN s.stale {with_state} THEN h.state_seq::text END,
+                CASE WHEN s.stale {with_state} THEN encode(h.state, 'hex') END
+         FROM ggen_heads h
+         JOIN (VALUES {expected_rows}) AS e(tenant, seq, hash) ON h.tenant = e.tenant
+         CROSS JOIN LATERAL (SELECT (h.seq, h.hash) IS DISTINCT FROM (e.seq, e.hash) AS stale) s"
+    ));
+    let ids: Vec<String> = batch
         .iter()
         .flat_map(|p| {
             p.decision.ids.iter().map(|(key, at)| {
-                (
-                    p.decision.tenant.as_str(),
-                    &key[..],
-                    at.saturating_sub(p.decision.window_ms),
+                format!(
+                    "({}, '\\x{}'::bytea, {})",
+                    literal(p.decision.tenant.as_str()),
+                    hex::encode(key),
+                    at.saturating_sub(p.decision.window_ms)
                 )
             })
         })
-        .fold(
-            (vec![], vec![], vec![]),
-            |(mut a, mut b, mut c), (x, y, z)| {
-                a.push(x);
-                b.push(y);
-                c.push(z);
-                (a, b, c)
-            },
-        );
-    let mut recorded: HashSet<(String, Vec<u8>)> = HashSet::new();
-    if !id_keys.is_empty() {
-        for row in tx.query(
-            "SELECT e.tenant, e.key FROM ggen_event_ids e
-             JOIN unnest($1::text[], $2::bytea[], $3::bigint[]) AS c(tenant, key, cutoff)
-               ON e.tenant = c.tenant AND e.key = c.key
+        .collect();
+    if !ids.is_empty() {
+        sql.push_str(&format!(
+            " UNION ALL
+             SELECT 'i', e.tenant, NULL, encode(e.key, 'hex'), NULL, NULL, NULL FROM ggen_event_ids e
+             JOIN (VALUES {}) AS c(tenant, key, cutoff) ON e.tenant = c.tenant AND e.key = c.key
              WHERE e.at > c.cutoff",
-            &[&id_tenants, &id_keys, &id_cutoffs],
-        )? {
-            recorded.insert((row.try_get(0)?, row.try_get(1)?));
+            ids.join(",")
+        ));
+    }
+    let mut heads: HashMap<String, Head> = HashMap::new();
+    let mut recorded: HashSet<(String, Vec<u8>)> = HashSet::new();
+    // Each tenant's state where its chain now ends in this batch, once
+    // known (`None` inside: no stored state).
+    let mut states: HashMap<String, Option<(u64, Vec<u8>)>> = HashMap::new();
+    for message in client.simple_query(&sql)? {
+        let postgres::SimpleQueryMessage::Row(row) = message else {
+            continue;
+        };
+        match row.get(0) {
+            Some("h") => {
+                let (Some(tenant), Some(seq), Some(hash)) = (row.get(1), row.get(2), row.get(3))
+                else {
+                    continue;
+                };
+                let hash: Hash = hex::decode(hash)
+                    .ok()
+                    .and_then(|h| h.try_into().ok())
+                    .unwrap_or(GENESIS);
+                heads.insert(
+                    tenant.to_owned(),
+                    Head {
+                        seq: seq.parse().unwrap_or(0),
+                        hash,
+                    },
+                );
+                if taker.is_some() && row.get(4) == Some("true") {
+                    let state = match (row.get(5), row.get(6)) {
+                        (Some(at), Some(blob)) => at.parse().ok().zip(hex::decode(blob).ok()),
+                        _ => None,
+                    };
+                    states.insert(tenant.to_owned(), state);
+                }
+            }
+            Some("i") => {
+                if let (Some(tenant), Some(key)) =
+                    (row.get(1), row.get(3).and_then(|k| hex::decode(k).ok()))
+                {
+                    recorded.insert((tenant.to_owned(), key));
+                }
+            }
+            // The first statement's row: the transaction's id.
+            _ => *txid = row.get(0).and_then(|id| id.parse().ok()),
         }
     }
-    // Judge each decision in order against the heads as they advance.
-    let mut outcomes = Vec::with_capacity(batch.len());
-    let mut accepted: Vec<&Pending> = Vec::new();
-    for p in batch {
+    // Judge each decision in order against the heads as they advance; one
+    // another writer overtook is taken again on the tenant as committed
+    // (under its lock) when the batch's owner can (`taker`).
+    let mut outcomes: Outcomes = Vec::with_capacity(batch.len());
+    let mut choices: Vec<Choice> = Vec::new();
+    let mut retaken: Vec<(Decision, Vec<Hash>)> = Vec::new();
+    // A tenant expected to exist that has no head row has no state.
+    if taker.is_some() {
+        for tenant in expected.keys() {
+            if !heads.contains_key(*tenant) {
+                states.insert((*tenant).to_owned(), None);
+            }
+        }
+    }
+    for (index, p) in batch.iter().enumerate() {
         let d = &p.decision;
-        let head = heads.get(d.tenant.as_str()).copied().unwrap_or(Head::EMPTY);
+        let name = d.tenant.as_str();
+        let head = heads.get(name).copied().unwrap_or(Head::EMPTY);
         let first = &d.entries[0];
-        let outcome = if first.seq != head.seq + 1 || first.prev != head.hash {
-            Some(Rejection::Overtaken)
-        } else if d
-            .ids
-            .iter()
-            .any(|(key, _)| recorded.contains(&(d.tenant.to_string(), key.to_vec())))
-        {
-            Some(Rejection::Duplicate)
-        } else {
-            None
+        let duplicate = |d: &Decision| {
+            d.ids
+                .iter()
+                .any(|(key, _)| recorded.contains(&(d.tenant.to_string(), key.to_vec())))
         };
-        if outcome.is_none() {
-            let last = d.entries.len() - 1;
+        let overtaken = first.seq != head.seq + 1 || first.prev != head.hash;
+        let mut chosen: Option<(&Decision, &[Hash])> = None;
+        let outcome = match (overtaken, taker, &d.redo) {
+            (false, ..) if duplicate(d) => Outcome::Rejected(Rejection::Duplicate),
+            (false, ..) => {
+                chosen = Some((d, &p.hashes[..]));
+                choices.push(Choice::Original(index));
+                Outcome::Committed
+            }
+            (true, Some(taker), Some(redo)) => {
+                if !states.contains_key(name) {
+                    let row = client.query_typed_opt(
+                        "SELECT state_seq, state FROM ggen_heads WHERE tenant = $1",
+                        &[(&name, Type::TEXT)],
+                    )?;
+                    let state = match row {
+                        Some(row) => match (
+                            row.try_get::<_, Option<i64>>(0)?,
+                            row.try_get::<_, Option<Vec<u8>>>(1)?,
+                        ) {
+                            (Some(at), Some(blob)) => u64::try_from(at).ok().map(|at| (at, blob)),
+                            _ => None,
+                        },
+                        None => None,
+                    };
+                    states.insert(name.to_owned(), state);
+                }
+                let stored = Stored {
+                    head,
+                    state: states.get(name).cloned().flatten(),
+                };
+                match taker.redecide(&d.tenant, stored, redo) {
+                    Ok((Some(decision), report)) => {
+                        let extends = decision.entries.first().is_some_and(|e| {
+                            e.seq == head.seq + 1 && e.prev == head.hash && e.tenant == d.tenant
+                        });
+                        match chained(&decision, "") {
+                            Ok(_) if extends && duplicate(&decision) => {
+                                Outcome::Rejected(Rejection::Duplicate)
+                            }
+                            Ok(hashes) if extends => {
+                                retaken.push((decision, hashes));
+                                choices.push(Choice::Retaken(retaken.len() - 1));
+                                let (decision, hashes) = &retaken[retaken.len() - 1];
+                                chosen = Some((decision, &hashes[..]));
+                                Outcome::Retaken(report)
+                            }
+                            _ => Outcome::Rejected(Rejection::Overtaken),
+                        }
+                    }
+                    // Decided again, nothing to write (a duplicate).
+                    Ok((None, report)) => Outcome::Retaken(report),
+                    Err(why) => {
+                        tracing::warn!(tenant = %d.tenant, error = %why, "taking an overtaken decision again failed");
+                        Outcome::Rejected(Rejection::Overtaken)
+                    }
+                }
+            }
+            (true, ..) => Outcome::Rejected(Rejection::Overtaken),
+        };
+        if let Some((decision, hashes)) = chosen {
+            let last = decision.entries.len() - 1;
             heads.insert(
-                d.tenant.to_string(),
+                name.to_owned(),
                 Head {
-                    seq: d.entries[last].seq,
-                    hash: p.hashes[last],
+                    seq: decision.entries[last].seq,
+                    hash: hashes[last],
                 },
             );
-            for (key, _) in &d.ids {
-                recorded.insert((d.tenant.to_string(), key.to_vec()));
+            states.insert(
+                name.to_owned(),
+                Some((decision.entries[last].seq, decision.state.clone())),
+            );
+            for (key, _) in &decision.ids {
+                recorded.insert((name.to_owned(), key.to_vec()));
             }
-            accepted.push(p);
         }
         outcomes.push(outcome);
     }
+    let accepted: Vec<(&Decision, &[Hash])> = choices
+        .iter()
+        .map(|choice| match *choice {
+            Choice::Original(i) => (&batch[i].decision, &batch[i].hashes[..]),
+            Choice::Retaken(j) => (&retaken[j].0, &retaken[j].1[..]),
+        })
+        .collect();
     if accepted.is_empty() {
         return Ok((outcomes, false));
     }
-    let count: usize = accepted.iter().map(|p| p.decision.entries.len()).sum();
-    let end: i64 = tx
-        .query_one(
-            "UPDATE ggen_log SET records = records + $1 RETURNING records",
-            &[&position(count as u64)],
-        )?
-        .try_get(0)?;
-    let mut next = end - position(count as u64) + 1;
-    let mut r_pos = Vec::with_capacity(count);
+    let count: usize = accepted.iter().map(|(d, _)| d.entries.len()).sum();
+    // Positions are the receipt counter's value before this batch plus
+    // these offsets, 1…count, in batch order.
+    let mut offset = 0i64;
+    let mut r_offset = Vec::with_capacity(count);
     let mut r_tenant = Vec::with_capacity(count);
     let mut r_seq = Vec::with_capacity(count);
     let mut r_hash: Vec<&[u8]> = Vec::with_capacity(count);
@@ -1066,23 +1279,22 @@ fn write_batch(
     // The last decision of each tenant sets its head row.
     let mut last: BTreeMap<&str, HeadRow<'_>> = BTreeMap::new();
     let (mut i_tenant, mut i_key, mut i_at) = (vec![], vec![], vec![]);
-    for p in &accepted {
-        let d = &p.decision;
-        for (entry, hash) in d.entries.iter().zip(&p.hashes) {
-            r_pos.push(next);
+    for &(d, hashes) in &accepted {
+        for (entry, hash) in d.entries.iter().zip(hashes) {
+            offset += 1;
+            r_offset.push(offset);
             r_tenant.push(d.tenant.as_str());
             r_seq.push(position(entry.seq));
             r_hash.push(&hash[..]);
             r_bytes.push(&entry.bytes[..]);
-            next += 1;
         }
         let seq = position(d.entries[d.entries.len() - 1].seq);
-        let hash = &p.hashes[p.hashes.len() - 1][..];
+        let hash = &hashes[hashes.len() - 1][..];
         last.insert(
             d.tenant.as_str(),
             HeadRow {
                 seq,
-                position: next - 1,
+                position: offset,
                 hash,
                 state: &d.state,
                 due: d.due,
@@ -1096,30 +1308,47 @@ fn write_batch(
     }
     let h_tenant: Vec<&str> = last.keys().copied().collect();
     let h_seq: Vec<i64> = last.values().map(|h| h.seq).collect();
-    let h_pos: Vec<i64> = last.values().map(|h| h.position).collect();
+    let h_offset: Vec<i64> = last.values().map(|h| h.position).collect();
     let h_hash: Vec<&[u8]> = last.values().map(|h| h.hash).collect();
     let h_state: Vec<&[u8]> = last.values().map(|h| h.state).collect();
     let h_due: Vec<Option<i64>> = last.values().map(|h| h.due).collect();
-    tx.execute(
-        "WITH receipts AS (
+    client.query_typed(
+        "WITH log AS (
+             UPDATE ggen_log SET records = records + $15 RETURNING records - $15 AS base
+         ), receipts AS (
              INSERT INTO ggen_receipts (position, tenant, seq, hash, bytes)
-             SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bytea[], $5::bytea[])
+             SELECT log.base + r.o, r.t, r.s, r.h, r.b
+             FROM log, unnest($1::bigint[], $2::text[], $3::bigint[], $4::bytea[], $5::bytea[])
+                 AS r(o, t, s, h, b)
          ), ids AS (
              INSERT INTO ggen_event_ids (tenant, key, at)
              SELECT * FROM unnest($12::text[], $13::bytea[], $14::bigint[])
              ON CONFLICT (tenant, key) DO UPDATE SET at = excluded.at
          )
          INSERT INTO ggen_heads (tenant, seq, position, hash, state, state_seq, due_at)
-         SELECT t, s, p, h, st, s, d
-         FROM unnest($6::text[], $7::bigint[], $8::bigint[], $9::bytea[], $10::bytea[], $11::bigint[])
-             AS u(t, s, p, h, st, d)
+         SELECT u.t, u.s, log.base + u.o, u.h, u.st, u.s, u.d
+         FROM log, unnest($6::text[], $7::bigint[], $8::bigint[], $9::bytea[], $10::bytea[], $11::bigint[])
+             AS u(t, s, o, h, st, d)
          ON CONFLICT (tenant) DO UPDATE SET
              seq = excluded.seq, position = excluded.position, hash = excluded.hash,
              state = excluded.state, state_seq = excluded.state_seq,
              due_at = excluded.due_at, claimed_until = NULL",
         &[
-            &r_pos, &r_tenant, &r_seq, &r_hash, &r_bytes, &h_tenant, &h_seq, &h_pos, &h_hash,
-            &h_state, &h_due, &i_tenant, &i_key, &i_at,
+            (&r_offset, Type::INT8_ARRAY),
+            (&r_tenant, Type::TEXT_ARRAY),
+            (&r_seq, Type::INT8_ARRAY),
+            (&r_hash, Type::BYTEA_ARRAY),
+            (&r_bytes, Type::BYTEA_ARRAY),
+            (&h_tenant, Type::TEXT_ARRAY),
+            (&h_seq, Type::INT8_ARRAY),
+            (&h_offset, Type::INT8_ARRAY),
+            (&h_hash, Type::BYTEA_ARRAY),
+            (&h_state, Type::BYTEA_ARRAY),
+            (&h_due, Type::INT8_ARRAY),
+            (&i_tenant, Type::TEXT_ARRAY),
+            (&i_key, Type::BYTEA_ARRAY),
+            (&i_at, Type::INT8_ARRAY),
+            (&position(count as u64), Type::INT8),
         ],
     )?;
     Ok((outcomes, true))

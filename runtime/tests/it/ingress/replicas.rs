@@ -23,7 +23,16 @@ use crate::ledger::postgres::fresh_schema;
 /// The intervention timeout of [`GUARD`], in ms.
 const TIMEOUT_MS: i64 = 120_000;
 
+/// A replica as `serve` runs one: overtaken decisions are taken again
+/// in its ledger's writer.
 fn replica(url: &str) -> Arc<Registry> {
+    let registry = unattached(url);
+    registry.attach();
+    registry
+}
+
+/// A replica whose overtaken decisions are refused back to the caller.
+fn unattached(url: &str) -> Arc<Registry> {
     let ledger = SharedPgLedger::open(url, 4096).unwrap();
     Arc::new(Registry::new(&GUARD, Arc::new(ledger)))
 }
@@ -51,8 +60,14 @@ fn load(value: f64, id: &str) -> Input {
 fn decide(registry: &Registry, tenant: &TenantId, input: Input, now: Timestamp) -> Applied {
     let mut applied = registry.apply(tenant, input.clone(), now).unwrap();
     for _ in 0..DECISION_ATTEMPTS {
-        match applied.ticket.take().map(|ticket| ticket.wait()) {
-            None | Some(Ok(())) => return applied,
+        let ticket = applied.ticket.take();
+        match ticket.clone().map(|ticket| ticket.wait()) {
+            None | Some(Ok(())) => {
+                return ticket
+                    .as_ref()
+                    .and_then(Registry::retaken)
+                    .unwrap_or(applied);
+            }
             Some(Err(LedgerError::Rejected(why))) => {
                 applied = registry
                     .apply_again(tenant, input.clone(), now, why, applied.epoch)
@@ -155,9 +170,9 @@ fn two_replicas_on_the_same_tenants_never_fork_and_record_each_input_once() {
 }
 
 #[test]
-fn a_decision_on_a_stale_state_is_taken_again_on_the_latest() {
+fn a_decision_on_a_stale_state_is_refused_then_taken_again_under_the_lock() {
     let Some(url) = fresh_schema() else { return };
-    let (a, b) = (replica(&url), replica(&url));
+    let (a, b) = (unattached(&url), unattached(&url));
     let t = tenant("acme");
     // B caches the tenant, then A moves it on twice.
     decide(&b, &t, load(20.0, "first"), at(0));
@@ -183,6 +198,28 @@ fn a_decision_on_a_stale_state_is_taken_again_on_the_latest() {
     let receipts = receipts(&url, &t);
     assert_eq!(receipts.last().unwrap()["event"]["id"], "calm");
     assert_eq!(receipts.last().unwrap()["from"], "intervening");
+    verifies(&url);
+}
+
+#[test]
+fn a_decision_on_a_stale_state_is_taken_again_in_the_writer() {
+    let Some(url) = fresh_schema() else { return };
+    let (a, b) = (replica(&url), replica(&url));
+    let t = tenant("acme");
+    decide(&b, &t, load(20.0, "first"), at(0));
+    decide(&a, &t, load(150.0, "breach"), at(10));
+    // B's cache still says stable; its writer decides again on A's state
+    // and commits that: the ticket resolves, reporting the new decision.
+    let mut applied = b.apply(&t, load(20.0, "calm"), at(20)).unwrap();
+    assert_eq!(applied.from.name(), "stable", "decided on the stale cache");
+    let ticket = applied.ticket.take().unwrap();
+    ticket.clone().wait().unwrap();
+    let retaken = Registry::retaken(&ticket).expect("taken again");
+    assert_eq!(retaken.from.name(), "intervening");
+    let receipts = receipts(&url, &t);
+    assert_eq!(receipts.last().unwrap()["event"]["id"], "calm");
+    assert_eq!(receipts.last().unwrap()["from"], "intervening");
+    assert_eq!(b.view(&t).unwrap().seq, receipts.len() as u64);
     verifies(&url);
 }
 
