@@ -319,12 +319,34 @@ pub fn verify_database_report(
     url: &str,
 ) -> Result<(String, bool), LedgerError> {
     let ledger = PgLedger::open_read_only(url)?;
-    verify_text(
+    let (mut text, mut ok) = verify_text(
         pack,
         ledger.stored()?,
         |visit| ledger.scan(visit),
         |options| ledger.verify_with(options),
-    )
+    )?;
+    // The states replicas stored beside the heads, against what each
+    // tenant's receipts replay to (only where the chains hold).
+    let states = ledger.stored_states()?;
+    if ok && !states.is_empty() {
+        let judged = crate::registry::replay_states(pack, &states, |visit| ledger.scan(visit));
+        let problem = match judged {
+            Ok(Ok(())) => None,
+            Ok(Err(mismatch)) => Some(mismatch.to_string()),
+            Err(error) => Some(format!(
+                "cannot replay the receipts: {}",
+                error_chain(&error)
+            )),
+        };
+        if let Some(problem) = problem {
+            let _ = writeln!(
+                text,
+                "a stored tenant state contradicts the chains: {problem} (replicas refuse that tenant until it is repaired)"
+            );
+            ok = false;
+        }
+    }
+    Ok((text, ok))
 }
 
 /// The text and verdict of `ledger verify` for a ledger with the `stored`

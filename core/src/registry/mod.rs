@@ -66,7 +66,7 @@ use dedupe::{Recent, id_key};
 pub use recovery::{
     CheckpointMismatch, RecoveryStats, check_checkpoint, checkpoint_judge, replay_checkpoint,
 };
-pub use shared::{DECISION_ATTEMPTS, TIMER_LEASE_MS};
+pub use shared::{DECISION_ATTEMPTS, TIMER_LEASE_MS, replay_states};
 pub use views::{Admission, InFlightView, TenantView};
 
 /// Number of shards; a power of two.

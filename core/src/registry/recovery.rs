@@ -283,7 +283,11 @@ impl Registry {
     /// quarantines its tenant (the log itself is intact: the ledger checked
     /// every frame and chain); that tenant's later records are counted as
     /// unreplayed, and the other tenants recover normally.
-    fn replay(&self, record: &Record, stats: &mut RecoveryStats) -> Result<(), RegistryError> {
+    pub(super) fn replay(
+        &self,
+        record: &Record,
+        stats: &mut RecoveryStats,
+    ) -> Result<(), RegistryError> {
         stats.records += 1;
         if self.quarantined(&record.tenant).is_some() {
             stats.unreplayed += 1;

@@ -526,3 +526,75 @@ impl Redecide for Registry {
         Ok((decision, Arc::new(applied)))
     }
 }
+
+/// Replays a shared ledger's receipts (`scan`, in append order) and
+/// compares each tenant's stored state (`states`: its seq and blob, as
+/// stored beside its head) with what its receipts replay to at that seq:
+/// the check a load cannot make, for a state that keeps the head but
+/// rewrites the governor or the entitlement. For `ledger verify`.
+/// `Ok(Err(_))` names the first tenant, in id order, whose state the
+/// receipts contradict.
+pub fn replay_states(
+    pack: &'static dyn crate::sku::PolicyPack,
+    states: &std::collections::BTreeMap<TenantId, (u64, Vec<u8>)>,
+    scan: impl FnOnce(
+        &mut dyn FnMut(&crate::ledger::Record) -> Result<(), LedgerError>,
+    ) -> Result<(), LedgerError>,
+) -> Result<Result<(), super::CheckpointMismatch>, RegistryError> {
+    let scratch = Registry::new(pack, Arc::new(crate::ledger::memory::MemoryLedger::new()));
+    let sku = pack.sku();
+    let mut stats = RecoveryStats::default();
+    let mut failure = None;
+    let mut wrong = std::collections::BTreeMap::<TenantId, String>::new();
+    let scanned = scan(&mut |record| {
+        if let Err(error) = scratch.replay(record, &mut stats) {
+            failure = Some(error);
+            return Err(LedgerError::Interrupted);
+        }
+        let Some((seq, blob)) = states.get(&record.tenant) else {
+            return Ok(());
+        };
+        if *seq != record.seq || scratch.quarantined(&record.tenant).is_some() {
+            return Ok(());
+        }
+        let shard = scratch.shard(&record.tenant);
+        let Some(truth) = shard.get(&record.tenant) else {
+            return Ok(());
+        };
+        let problem = match serde_json::from_slice::<StoredState>(blob) {
+            Err(error) => Some(format!("its stored state does not decode: {error}")),
+            Ok(stored) if stored.sku != sku.id || stored.spec_sha256 != sku.spec_sha256 => {
+                Some(format!(
+                    "its stored state was written by `{}` ({})",
+                    stored.sku, stored.spec_sha256
+                ))
+            }
+            Ok(stored) if stored.state.governor != truth.governor => Some(format!(
+                "its stored governor (state `{}`) is not what its receipts replay to (state `{}`)",
+                stored.state.governor.state().name(),
+                truth.governor.state().name()
+            )),
+            Ok(stored) if stored.state.entitlement != truth.entitlement => Some(format!(
+                "its stored entitlement `{}` is not what its receipts replay to (`{}`)",
+                stored.state.entitlement.state().as_str(),
+                truth.entitlement.state().as_str()
+            )),
+            Ok(_) => None,
+        };
+        if let Some(problem) = problem {
+            wrong.entry(record.tenant.clone()).or_insert(problem);
+        }
+        Ok(())
+    });
+    if let Some(error) = failure {
+        return Err(error);
+    }
+    scanned.map_err(RegistryError::Ledger)?;
+    Ok(match wrong.into_iter().next() {
+        Some((tenant, reason)) => Err(super::CheckpointMismatch {
+            tenant: Some(tenant),
+            reason,
+        }),
+        None => Ok(()),
+    })
+}

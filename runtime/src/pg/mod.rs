@@ -352,6 +352,44 @@ impl PgLedger {
         }))
     }
 
+    /// Every tenant's stored state with the seq it reflects (written by
+    /// replicas sharing the schema; none before migration 3).
+    pub fn stored_states(&self) -> Result<BTreeMap<TenantId, (u64, Vec<u8>)>, LedgerError> {
+        let mut client = self.reader()?;
+        let present = client
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM information_schema.columns
+                                WHERE table_schema = current_schema()
+                                  AND table_name = 'ggen_heads' AND column_name = 'state')",
+                &[],
+            )
+            .map_err(self.err("reading the stored states"))?;
+        if !present.get::<_, bool>(0) {
+            return Ok(BTreeMap::new());
+        }
+        let rows = client
+            .query(
+                "SELECT tenant, state_seq, state FROM ggen_heads
+                 WHERE state IS NOT NULL AND state_seq IS NOT NULL",
+                &[],
+            )
+            .map_err(self.err("reading the stored states"))?;
+        rows.iter()
+            .map(|row| {
+                let tenant: String = column(row, 0).map_err(|why| self.bad_row(why))?;
+                let tenant = TenantId::new(&tenant)
+                    .map_err(|e| self.bad_row(format!("tenant `{tenant}` is invalid: {e}")))?;
+                let seq: i64 = column(row, 1).map_err(|why| self.bad_row(why))?;
+                let seq = u64::try_from(seq)
+                    .map_err(|_| self.bad_row(format!("state seq `{seq}` is negative")))?;
+                Ok((
+                    tenant,
+                    (seq, column(row, 2).map_err(|why| self.bad_row(why))?),
+                ))
+            })
+            .collect()
+    }
+
     /// Marks the schema as an unfinished copy of `source` (`true`), or
     /// finished (`false`); see [`copy`].
     pub(crate) fn mark_copy(&self, source: Option<&str>) -> Result<(), LedgerError> {

@@ -45,10 +45,23 @@ fn governor(url: &str, extra: &[(&str, String)]) -> (Child, SocketAddr) {
 
 /// Every receipt of every tenant named `f0`…, parsed, checking that each
 /// chain's seqs run 1, 2, 3… without a gap.
-fn all_receipts(url: &str, tenants: impl Iterator<Item = String>) -> BTreeMap<String, Vec<Value>> {
+fn all_receipts(
+    url: &str,
+    replica_sku: bool,
+    tenants: impl Iterator<Item = String>,
+) -> BTreeMap<String, Vec<Value>> {
     let ledger = PgLedger::open_read_only(url).unwrap();
     let report = ledger.verify().unwrap();
     assert_eq!(report.first_bad, None, "{report:?}");
+    // And the auditor's `ledger verify`: every stored tenant state is what
+    // its receipts replay to.
+    let pack: &'static dyn ggen_runtime::sku::PolicyPack = if replica_sku {
+        &super::sku::REPLICA
+    } else {
+        &super::sku::GUARD
+    };
+    let (text, ok) = ggen_runtime::cli::verify_database_report(pack, url).unwrap();
+    assert!(ok, "{text}");
     tenants
         .map(|t| {
             let records = ledger
@@ -207,7 +220,7 @@ async fn two_governors_share_100_tenants_and_one_serves_on_when_the_other_is_kil
     }
     let acked = std::mem::take(&mut *acked.lock().await);
     blocking(|| {
-        let receipts = all_receipts(&url, (0..TENANTS).map(tenant_of));
+        let receipts = all_receipts(&url, false, (0..TENANTS).map(tenant_of));
         let mut recorded = BTreeMap::<String, usize>::new();
         let mut kinds = BTreeSet::new();
         for r in receipts.values().flatten() {
@@ -271,7 +284,7 @@ async fn timers_a_killed_governor_held_fire_at_the_other() {
     // Timers are running (fired by either replica) before the kill.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let receipts = blocking(|| all_receipts(&url, tenants.iter().cloned()));
+        let receipts = blocking(|| all_receipts(&url, true, tenants.iter().cloned()));
         if timeouts(&receipts, 0) == tenants.len() {
             break;
         }
@@ -288,7 +301,7 @@ async fn timers_a_killed_governor_held_fire_at_the_other() {
     // their lease runs out.
     let deadline = Instant::now() + Duration::from_secs(40);
     let receipts = loop {
-        let receipts = blocking(|| all_receipts(&url, tenants.iter().cloned()));
+        let receipts = blocking(|| all_receipts(&url, true, tenants.iter().cloned()));
         if timeouts(&receipts, killed_at + 3_000) == tenants.len() {
             break receipts;
         }
@@ -345,7 +358,7 @@ async fn a_storm_over_two_governors_dispatches_one_action_per_cooldown() {
         task.await.unwrap();
     }
     blocking(|| {
-        let receipts = all_receipts(&url, std::iter::once("storm".to_owned()));
+        let receipts = all_receipts(&url, false, std::iter::once("storm".to_owned()));
         let storm = &receipts["storm"];
         let signals = storm.iter().filter(|r| r["kind"] == "signal").count();
         assert_eq!(signals, 480);

@@ -96,9 +96,11 @@ fn receipts(url: &str, tenant: &TenantId) -> Vec<Value> {
         .collect()
 }
 
+/// `ledger verify` passes: chains, heads, and every stored tenant state
+/// against what its receipts replay to.
 fn verifies(url: &str) {
-    let report = PgLedger::open_read_only(url).unwrap().verify().unwrap();
-    assert_eq!(report.first_bad, None, "{report:?}");
+    let (text, ok) = ggen_runtime::cli::verify_database_report(&GUARD, url).unwrap();
+    assert!(ok, "{text}");
 }
 
 #[test]
@@ -389,6 +391,29 @@ fn a_storm_over_both_replicas_dispatches_once_per_cooldown_within_the_budget() {
     }
     let distinct: BTreeSet<i64> = actions.iter().copied().collect();
     assert_eq!(distinct.len(), actions.len());
+}
+
+#[test]
+fn a_rewritten_stored_state_is_reported_by_verify() {
+    let Some(url) = fresh_schema() else { return };
+    let a = replica(&url);
+    decide(&a, &tenant("acme"), load(150.0, "breach"), at(0));
+    decide(&a, &tenant("beta"), load(20.0, "calm"), at(0));
+    verifies(&url);
+    // Keep every head, rewrite acme's state to stable (as if its
+    // intervention never happened).
+    let mut client = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+    client
+        .execute(
+            "UPDATE ggen_heads SET state = convert_to(
+                 replace(convert_from(state, 'UTF8'), '\"intervening\"', '\"stable\"'), 'UTF8')
+             WHERE tenant = 'acme'",
+            &[],
+        )
+        .unwrap();
+    let (text, ok) = ggen_runtime::cli::verify_database_report(&GUARD, &url).unwrap();
+    assert!(!ok, "{text}");
+    assert!(text.contains("tenant `acme`"), "{text}");
 }
 
 #[test]
