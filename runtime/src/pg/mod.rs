@@ -187,6 +187,68 @@ fn connect(url: &str, target: &str) -> Result<Client, LedgerError> {
         .map_err(database(target, "cannot connect"))
 }
 
+/// How long a writer that lost its connection tries to get it back before
+/// the ledger stops (a failover of a managed database takes tens of seconds).
+const RESUME_FOR: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A writer's way back after its connection was lost: connects again
+/// (backing off, for up to [`RESUME_FOR`]) and takes the writer lock in
+/// `mode`; the error is the last failure's chain.
+fn reconnect(url: &str, target: &str, mode: LockMode) -> Result<Client, String> {
+    let started = std::time::Instant::now();
+    let mut pause = std::time::Duration::from_millis(100);
+    let mut client = loop {
+        match connect(url, target) {
+            Ok(client) => break client,
+            Err(error) if started.elapsed() < RESUME_FOR => {
+                tracing::warn!(target = %target, error = %crate::report::error_chain(&error), "ledger connection: retrying");
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_secs(2));
+            }
+            Err(error) => return Err(crate::report::error_chain(&error)),
+        }
+    };
+    take_writer_lock(&mut client, target, mode)
+        .map_err(|error| crate::report::error_chain(&error))?;
+    Ok(client)
+}
+
+/// Turns a failed query of a resuming writer into its message.
+fn failed(what: &str) -> impl FnOnce(postgres::Error) -> String + '_ {
+    move |error| format!("{what}: {}", crate::report::error_chain(&error))
+}
+
+/// One tenant's receipts with seq > `after`, at most `limit`, in seq order.
+fn read_tenant(
+    client: &mut Client,
+    target: &str,
+    tenant: &TenantId,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<Record>, LedgerError> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = client
+        .query_typed(
+            "SELECT tenant, seq, hash, bytes FROM ggen_receipts
+             WHERE tenant = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+            &[
+                (&tenant.as_str(), postgres::types::Type::TEXT),
+                (&position(after), postgres::types::Type::INT8),
+                (&limit, postgres::types::Type::INT8),
+            ],
+        )
+        .map_err(database(target, "reading a tenant's receipts"))?;
+    rows.iter()
+        .map(|row| {
+            row_record(row, 0, true).map_err(|why| LedgerError::Database {
+                target: target.to_owned(),
+                what: format!("a stored receipt is not a receipt: {why}"),
+                source: None,
+            })
+        })
+        .collect()
+}
+
 /// A row's receipt, or why the row cannot be one (a tampered table).
 fn record(tenant: &str, seq: i64, hash: &[u8], bytes: Vec<u8>) -> Result<Record, String> {
     let tenant = TenantId::new(tenant).map_err(|e| format!("tenant `{tenant}` is invalid: {e}"))?;
@@ -787,18 +849,13 @@ impl Ledger for PgLedger {
         limit: usize,
     ) -> Result<Vec<Record>, LedgerError> {
         self.flush()?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = self
-            .reader()?
-            .query(
-                "SELECT tenant, seq, hash, bytes FROM ggen_receipts
-                 WHERE tenant = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-                &[&tenant.as_str(), &position(after), &limit],
-            )
-            .map_err(self.err("reading a tenant's receipts"))?;
-        rows.into_iter()
-            .map(|row| row_record(&row, 0, true).map_err(|reason| self.bad_row(reason)))
-            .collect()
+        read_tenant(
+            &mut *self.reader()?,
+            &self.shared.target,
+            tenant,
+            after,
+            limit,
+        )
     }
 
     fn mark(&self) -> Result<Mark, LedgerError> {

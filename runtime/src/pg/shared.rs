@@ -67,8 +67,6 @@ const BATCH_TRIES: u32 = 5;
 const PRUNE_EVERY: Duration = Duration::from_secs(30);
 /// Most expired event ids one pass removes.
 const PRUNE_LIMIT: i64 = 50_000;
-/// How long a writer that lost its connection tries to get it back.
-const RESUME_FOR: Duration = Duration::from_secs(30);
 
 /// One decision on its way: its receipts with their hashes, its verdict.
 #[derive(Debug)]
@@ -646,28 +644,8 @@ impl Ledger for SharedPgLedger {
         after: u64,
         limit: usize,
     ) -> Result<Vec<Record>, LedgerError> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let (name, target) = (tenant.to_string(), self.inner.target.clone());
-        self.with_reader(move |client| {
-            let rows = client
-                .query_typed(
-                    "SELECT tenant, seq, hash, bytes FROM ggen_receipts
-                     WHERE tenant = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-                    &[
-                        (&name, Type::TEXT),
-                        (&position(after), Type::INT8),
-                        (&limit, Type::INT8),
-                    ],
-                )
-                .map_err(database(&target, "reading a tenant's receipts"))?;
-            rows.iter()
-                .map(|row| {
-                    super::row_record(row, 0, true).map_err(|why| {
-                        super::altered(&target, format!("a stored receipt is not a receipt: {why}"))
-                    })
-                })
-                .collect()
-        })
+        let (tenant, target) = (tenant.clone(), self.inner.target.clone());
+        self.with_reader(move |client| super::read_tenant(client, &target, &tenant, after, limit))
     }
 
     /// Nothing to mark: a shared ledger stores no checkpoint.
@@ -897,7 +875,7 @@ impl Writer {
     }
 
     /// After the connection was lost during `batch`'s commit: connects
-    /// again (backing off, for up to [`RESUME_FOR`]) and finds out whether
+    /// again (backing off, for up to [`super::RESUME_FOR`]) and finds out whether
     /// the transaction committed: if one of its decisions' last receipt is
     /// stored with its hash, it did (the decisions not stored were
     /// refused in it); if none is, it did not, and the batch is judged and
@@ -905,24 +883,8 @@ impl Writer {
     fn resume(&mut self, batch: &[Pending]) -> Result<Outcomes, String> {
         let target = self.inner.target.clone();
         let started = Instant::now();
-        let mut pause = Duration::from_millis(100);
-        let mut client = loop {
-            match connect(&self.url, &target) {
-                Ok(client) => break client,
-                Err(error) if started.elapsed() < RESUME_FOR => {
-                    tracing::warn!(target = %target, error = %crate::report::error_chain(&error), "ledger connection: retrying");
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_secs(2));
-                }
-                Err(error) => return Err(crate::report::error_chain(&error)),
-            }
-        };
-        let query = |what: &str| {
-            let what = what.to_owned();
-            move |error: postgres::Error| format!("{what}: {}", crate::report::error_chain(&error))
-        };
-        super::take_writer_lock(&mut client, &target, super::LockMode::Shared)
-            .map_err(|error| crate::report::error_chain(&error))?;
+        let mut client = super::reconnect(&self.url, &target, super::LockMode::Shared)?;
+        let query = super::failed;
         client
             .batch_execute(WRITING_SESSION)
             .map_err(query("setting up the writer's session"))?;
@@ -935,7 +897,7 @@ impl Writer {
                     .and_then(|row| row.try_get(0))
                     .map_err(query("reading how the interrupted commit ended"))?;
                 match status.as_deref() {
-                    Some("in progress") if started.elapsed() < RESUME_FOR * 2 => {
+                    Some("in progress") if started.elapsed() < super::RESUME_FOR * 2 => {
                         std::thread::sleep(Duration::from_millis(100));
                     }
                     Some("in progress") => {

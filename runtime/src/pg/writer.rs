@@ -9,8 +9,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use std::time::{Duration, Instant};
-
 use postgres::{Client, Statement};
 
 use super::{Pending, Shared, position};
@@ -32,10 +30,6 @@ const COMMIT: &str = "
     SELECT * FROM unnest($6::text[], $7::bigint[], $8::bytea[], $9::bigint[])
     ON CONFLICT (tenant) DO UPDATE
         SET seq = excluded.seq, hash = excluded.hash, position = excluded.position";
-
-/// How long a writer that lost its connection tries to get it back before
-/// the ledger stops (a failover of a managed database takes tens of seconds).
-const RESUME_FOR: Duration = Duration::from_secs(30);
 
 /// Starts the writer on its own connection (which holds the writer lock).
 pub(super) fn spawn(
@@ -149,7 +143,7 @@ impl Writer<'_> {
     }
 
     /// After the connection was lost during `batch`'s commit: connects
-    /// again (backing off, for up to [`RESUME_FOR`]), takes the writer lock
+    /// again (backing off, for up to [`super::RESUME_FOR`]), takes the writer lock
     /// back, and finds out whether the commit happened before the
     /// connection went: the batch's last receipt is stored with its hash
     /// (it did), or the log ends just before the batch (it did not: commit
@@ -160,25 +154,8 @@ impl Writer<'_> {
             return Ok(());
         };
         let target = &self.shared.target;
-        let started = Instant::now();
-        let mut pause = Duration::from_millis(100);
-        let mut client = loop {
-            match super::connect(&self.url, target) {
-                Ok(client) => break client,
-                Err(error) if started.elapsed() < RESUME_FOR => {
-                    tracing::warn!(target = %target, error = %crate::report::error_chain(&error), "ledger connection: retrying");
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_secs(2));
-                }
-                Err(error) => return Err(crate::report::error_chain(&error)),
-            }
-        };
-        super::take_writer_lock(&mut client, target, super::LockMode::Exclusive)
-            .map_err(|error| crate::report::error_chain(&error))?;
-        let query = |what: &str| {
-            let what = what.to_owned();
-            move |error: postgres::Error| format!("{what}: {}", crate::report::error_chain(&error))
-        };
+        let mut client = super::reconnect(&self.url, target, super::LockMode::Exclusive)?;
+        let query = super::failed;
         client
             .batch_execute("SET synchronous_commit = on")
             .map_err(query("setting synchronous_commit"))?;
