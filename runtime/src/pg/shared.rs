@@ -63,13 +63,19 @@ const WRITING_SESSION: &str = "SET synchronous_commit = on;
 /// How many times a batch the server aborted for a deadlock or a lock
 /// conflict (with another replica's pruning, say) is tried again.
 const BATCH_TRIES: u32 = 5;
+/// A batch is let fill (see `Writer::run`) once the last one held this many.
+const GATHER_FROM: usize = 8;
+/// How long a batch waits for each further decision while it fills.
+const GATHER_STEP: Duration = Duration::from_micros(150);
+/// Longest a batch waits to fill.
+const GATHER_FOR: Duration = Duration::from_millis(1);
 /// How often the writer removes event ids past their window.
 const PRUNE_EVERY: Duration = Duration::from_secs(30);
 /// Most expired event ids one pass removes.
 const PRUNE_LIMIT: i64 = 50_000;
 
 /// One decision on its way: its receipts with their hashes, its verdict.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Pending {
     /// Local order of the decision (what its ticket waits for).
     local: u64,
@@ -307,6 +313,8 @@ impl SharedPgLedger {
             client,
             window_ms: 0,
             txid: None,
+            last_batch: 0,
+            contended: false,
             pruned: Instant::now(),
         };
         let max_batch = max_batch.max(1);
@@ -557,7 +565,8 @@ impl SharedLedger for SharedPgLedger {
                 let (outcomes, wrote) = write_batch(
                     &mut tx,
                     oid,
-                    std::slice::from_ref(&pending),
+                    &mut vec![pending],
+                    None,
                     None,
                     false,
                     &mut None,
@@ -715,6 +724,10 @@ struct Writer {
     window_ms: i64,
     /// The transaction id of the last commit attempted, once known.
     txid: Option<i64>,
+    /// Decisions in the last batch taken.
+    last_batch: usize,
+    /// Whether the last batch had decisions another replica overtook.
+    contended: bool,
     pruned: Instant,
 }
 
@@ -761,6 +774,13 @@ enum Outcome {
 /// What one batch decided for each of its decisions.
 type Outcomes = Vec<Outcome>;
 
+/// Where a writer's transaction takes decisions that joined it late.
+struct Joining<'a> {
+    queue: &'a Inner,
+    /// Most receipts in one transaction.
+    max_batch: usize,
+}
+
 /// A decision a batch writes: one as queued, or one taken again.
 enum Choice {
     Original(usize),
@@ -770,7 +790,7 @@ enum Choice {
 impl Writer {
     fn run(mut self, max_batch: usize) {
         loop {
-            let batch = {
+            let mut batch = {
                 let mut state = self.inner.lock();
                 while state.pending.is_empty() && !state.closing {
                     let (next, _) = self
@@ -788,6 +808,28 @@ impl Writer {
                     let _ = self.client.batch_execute("SELECT pg_advisory_unlock_all()");
                     return;
                 }
+                // When another replica contends for the same tenants (the
+                // last batch had decisions it overtook), let the batch fill
+                // while decisions keep arriving (the answers of the last
+                // commit bring the next requests a moment later): the
+                // replicas' transactions serialize on those tenants, so
+                // fewer, larger ones carry more. At most GATHER_FOR, and
+                // only while it grows; a replica alone never waits.
+                if self.contended && self.last_batch >= GATHER_FROM {
+                    let started = Instant::now();
+                    while started.elapsed() < GATHER_FOR && !state.closing {
+                        let before = state.pending.len();
+                        let (next, _) = self
+                            .inner
+                            .work
+                            .wait_timeout(state, GATHER_STEP)
+                            .unwrap_or_else(PoisonError::into_inner);
+                        state = next;
+                        if state.pending.len() == before {
+                            break;
+                        }
+                    }
+                }
                 let mut receipts = 0;
                 let take = state
                     .pending
@@ -804,21 +846,29 @@ impl Writer {
             if self.pruned.elapsed() >= PRUNE_EVERY {
                 self.prune();
             }
-            let Some(last) = batch.last().map(|p| p.local) else {
+            self.last_batch = batch.len();
+            if batch.is_empty() {
                 continue;
-            };
-            for p in &batch {
-                self.window_ms = self.window_ms.max(p.decision.window_ms);
             }
-            let outcome = match self.commit(&batch) {
+            let outcome = match self.commit(&mut batch, max_batch) {
                 Err(error) if super::writer::connection_lost(&error, &self.client) => {
                     tracing::warn!(target = %self.inner.target, error = %crate::report::error_chain(&error), "ledger connection lost: connecting again");
                     self.resume(&batch)
                 }
                 other => other.map_err(|error| crate::report::error_chain(&error)),
             };
+            for p in &batch {
+                self.window_ms = self.window_ms.max(p.decision.window_ms);
+            }
+            let last = batch.last().map_or(0, |p| p.local);
             match outcome {
                 Ok(outcomes) => {
+                    self.contended = outcomes.iter().any(|o| {
+                        matches!(
+                            o,
+                            Outcome::Retaken(_) | Outcome::Rejected(Rejection::Overtaken)
+                        )
+                    });
                     for (p, outcome) in batch.iter().zip(outcomes) {
                         match outcome {
                             Outcome::Committed => {}
@@ -835,12 +885,25 @@ impl Writer {
 
     /// Commits what of `batch` still extends the committed chains (see the
     /// module docs); returns each decision's refusal, if it was refused.
+    /// [`Writer::commit`] of exactly `batch` (no decision joins it).
+    fn commit_fixed(&mut self, batch: &mut Vec<Pending>) -> Result<Outcomes, postgres::Error> {
+        let len = batch.len();
+        let receipts = batch.iter().map(|p| p.decision.entries.len()).sum();
+        let outcomes = self.commit(batch, receipts)?;
+        debug_assert_eq!(batch.len(), len);
+        Ok(outcomes)
+    }
+
     /// A transaction the server aborted for a deadlock, a serialization
     /// failure or a lock it could not take wrote nothing: it is tried again.
-    fn commit(&mut self, batch: &[Pending]) -> Result<Outcomes, postgres::Error> {
+    fn commit(
+        &mut self,
+        batch: &mut Vec<Pending>,
+        max_batch: usize,
+    ) -> Result<Outcomes, postgres::Error> {
         let mut tries = 1;
         loop {
-            match self.commit_once(batch) {
+            match self.commit_once(batch, max_batch) {
                 Err(error) if tries < BATCH_TRIES && retryable(&error) => {
                     tracing::warn!(target = %self.inner.target, error = %crate::report::error_chain(&error), "ledger commit aborted by the server: trying again");
                     tries += 1;
@@ -850,7 +913,11 @@ impl Writer {
         }
     }
 
-    fn commit_once(&mut self, batch: &[Pending]) -> Result<Outcomes, postgres::Error> {
+    fn commit_once(
+        &mut self,
+        batch: &mut Vec<Pending>,
+        max_batch: usize,
+    ) -> Result<Outcomes, postgres::Error> {
         let mut txid = None;
         let taker = self
             .inner
@@ -860,11 +927,23 @@ impl Writer {
             .as_ref()
             .and_then(std::sync::Weak::upgrade);
         let client = &mut self.client;
-        let outcome = write_batch(client, self.oid, batch, taker.as_deref(), true, &mut txid)
-            .and_then(|(outcomes, wrote)| {
-                client.batch_execute(if wrote { "COMMIT" } else { "ROLLBACK" })?;
-                Ok(outcomes)
-            });
+        let joining = Joining {
+            queue: &self.inner,
+            max_batch,
+        };
+        let outcome = write_batch(
+            client,
+            self.oid,
+            batch,
+            Some(&joining),
+            taker.as_deref(),
+            true,
+            &mut txid,
+        )
+        .and_then(|(outcomes, wrote)| {
+            client.batch_execute(if wrote { "COMMIT" } else { "ROLLBACK" })?;
+            Ok(outcomes)
+        });
         if outcome.is_err() && !client.is_closed() {
             // Whatever failed, the transaction must not stay open.
             let _ = client.batch_execute("ROLLBACK");
@@ -946,7 +1025,10 @@ impl Writer {
                 })
                 .collect());
         }
-        let outcomes = self.commit(batch).map_err(query("committing again"))?;
+        let mut again = batch.to_vec();
+        let outcomes = self
+            .commit_fixed(&mut again)
+            .map_err(query("committing again"))?;
         tracing::info!(target = %target, "ledger connection back; the interrupted commit was made again");
         Ok(outcomes)
     }
@@ -993,7 +1075,8 @@ impl Writer {
 fn write_batch(
     client: &mut impl GenericClient,
     oid: i64,
-    batch: &[Pending],
+    batch: &mut Vec<Pending>,
+    joining: Option<&Joining<'_>>,
     taker: Option<&dyn Redecide>,
     begin: bool,
     txid: &mut Option<i64>,
@@ -1021,10 +1104,10 @@ fn write_batch(
     // the batch's first decision for it expects (an overtaken decision is
     // taken again on it, so no second round trip is needed).
     let mut expected = BTreeMap::new();
-    for p in batch {
+    for p in batch.iter() {
         let first = &p.decision.entries[0];
         expected
-            .entry(p.decision.tenant.as_str())
+            .entry(p.decision.tenant.clone())
             .or_insert((first.seq.wrapping_sub(1), first.prev));
     }
     let expected_rows = expected
@@ -1032,7 +1115,7 @@ fn write_batch(
         .map(|(tenant, (seq, prev))| {
             format!(
                 "({}, {}, '\\x{}'::bytea)",
-                literal(tenant),
+                literal(tenant.as_str()),
                 position(*seq),
                 hex::encode(prev)
             )
@@ -1122,11 +1205,55 @@ fn write_batch(
     let mut outcomes: Outcomes = Vec::with_capacity(batch.len());
     let mut choices: Vec<Choice> = Vec::new();
     let mut retaken: Vec<(Decision, Vec<Hash>)> = Vec::new();
+    // Decisions queued meanwhile (while the locks were awaited, say) on
+    // tenants this transaction already holds join it, as a prefix of the
+    // queue (tickets settle in queue order): under contention a batch
+    // grows instead of the transactions multiplying.
+    if let Some(joining) = joining {
+        let mut receipts: usize = batch.iter().map(|p| p.decision.entries.len()).sum();
+        let start = batch.len();
+        {
+            let mut state = joining.queue.lock();
+            let take = state
+                .pending
+                .iter()
+                .take_while(|p| {
+                    receipts += p.decision.entries.len();
+                    receipts <= joining.max_batch && expected.contains_key(&p.decision.tenant)
+                })
+                .count();
+            batch.extend(state.pending.drain(..take));
+        }
+        // Their event ids, checked like the others'.
+        let (mut id_tenants, mut id_keys, mut id_cutoffs) = (vec![], vec![], vec![]);
+        for p in &batch[start..] {
+            for (key, at) in &p.decision.ids {
+                id_tenants.push(p.decision.tenant.as_str());
+                id_keys.push(&key[..]);
+                id_cutoffs.push(at.saturating_sub(p.decision.window_ms));
+            }
+        }
+        if !id_keys.is_empty() {
+            for row in client.query_typed(
+                "SELECT e.tenant, e.key FROM ggen_event_ids e
+                 JOIN unnest($1::text[], $2::bytea[], $3::bigint[]) AS c(tenant, key, cutoff)
+                   ON e.tenant = c.tenant AND e.key = c.key
+                 WHERE e.at > c.cutoff",
+                &[
+                    (&id_tenants, Type::TEXT_ARRAY),
+                    (&id_keys, Type::BYTEA_ARRAY),
+                    (&id_cutoffs, Type::INT8_ARRAY),
+                ],
+            )? {
+                recorded.insert((row.try_get(0)?, row.try_get(1)?));
+            }
+        }
+    }
     // A tenant expected to exist that has no head row has no state.
     if taker.is_some() {
         for tenant in expected.keys() {
-            if !heads.contains_key(*tenant) {
-                states.insert((*tenant).to_owned(), None);
+            if !heads.contains_key(tenant.as_str()) {
+                states.insert(tenant.to_string(), None);
             }
         }
     }
