@@ -404,7 +404,7 @@ impl PgLedger {
     /// The stored checkpoint with every tenant's head at its mark, if there is one.
     pub fn stored(&self) -> Result<Option<StoredCheckpoint>, LedgerError> {
         let mut client = self.reader()?;
-        let Some((records, blob)) = self.stored_checkpoint(&mut client)? else {
+        let Some((records, blob)) = self.stored_checkpoint(&mut *client)? else {
             return Ok(None);
         };
         Ok(Some(StoredCheckpoint {
@@ -503,7 +503,7 @@ impl PgLedger {
     /// The stored checkpoint row: (records before its mark, blob).
     fn stored_checkpoint(
         &self,
-        client: &mut Client,
+        client: &mut impl postgres::GenericClient,
     ) -> Result<Option<(u64, Vec<u8>)>, LedgerError> {
         let row = client
             .query_opt("SELECT records, blob FROM ggen_checkpoint", &[])
@@ -551,7 +551,7 @@ impl PgLedger {
     /// Streams the receipts after `after` (a position) in append order.
     fn stream(
         &self,
-        client: &mut Client,
+        client: &mut impl postgres::GenericClient,
         after: u64,
         visit: &mut dyn FnMut(u64, Record) -> Result<(), LedgerError>,
     ) -> Result<(), LedgerError> {
@@ -664,7 +664,10 @@ fn take_writer_lock(client: &mut Client, target: &str, mode: LockMode) -> Result
 
 /// Whether an unfinished `ledger copy` marked the schema (a schema
 /// migrated before the mark existed has none).
-fn copy_in_progress(client: &mut Client, target: &str) -> Result<bool, LedgerError> {
+fn copy_in_progress(
+    client: &mut impl postgres::GenericClient,
+    target: &str,
+) -> Result<bool, LedgerError> {
     let row = client
         .query_one(
             "SELECT to_regclass('ggen_copy_in_progress') IS NOT NULL",
@@ -869,7 +872,7 @@ impl Ledger for PgLedger {
             .wait_until(|p| p.records >= mark.records())?;
         let end = self.shared.lock().records;
         let mut client = self.reader()?;
-        let stored = self.stored_checkpoint(&mut client)?.map_or(0, |(r, _)| r);
+        let stored = self.stored_checkpoint(&mut *client)?.map_or(0, |(r, _)| r);
         check_mark(&mark, stored, end)?;
         client
             .execute(
@@ -922,11 +925,19 @@ impl Ledger for PgLedger {
 
     fn verify_with(&self, options: &VerifyOptions<'_>) -> Result<VerifyReport, LedgerError> {
         self.flush()?;
-        let checkpoint = {
-            let mut client = self.reader()?;
-            self.stored_checkpoint(&mut client)?
-                .map(|(records, blob)| (records, Arc::<[u8]>::from(blob)))
-        };
+        // One snapshot for the checkpoint, the receipts and the heads, so
+        // writers committing meanwhile (replicas beside `ledger verify`)
+        // cannot make a head look newer than its chain.
+        let mut connection = self.long_reader()?;
+        let mut client = connection
+            .build_transaction()
+            .isolation_level(postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .map_err(self.err("starting a consistent read"))?;
+        let checkpoint = self
+            .stored_checkpoint(&mut client)?
+            .map(|(records, blob)| (records, Arc::<[u8]>::from(blob)));
         let mut verifier = Verifier::new();
         let judge_at_mark = |verifier: &mut Verifier| {
             if let Some((records, blob)) = &checkpoint
@@ -938,7 +949,6 @@ impl Ledger for PgLedger {
         judge_at_mark(&mut verifier);
         // Each chain's last receipt as streamed: (seq, hash, position).
         let mut last: HashMap<TenantId, (u64, Hash, u64)> = HashMap::new();
-        let mut client = self.long_reader()?;
         self.stream(&mut client, 0, &mut |at, record| {
             if options.cancelled() {
                 return Err(LedgerError::Cancelled {

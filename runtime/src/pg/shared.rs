@@ -282,7 +282,7 @@ impl SharedPgLedger {
         let reads = PgLedger::open_read_only(url)?;
         {
             let mut reader = reads.reader()?;
-            if super::copy_in_progress(&mut reader, &target)? {
+            if super::copy_in_progress(&mut *reader, &target)? {
                 return Err(LedgerError::IncompleteCopy { ledger: target });
             }
             // The same checks a single writer makes at start (the heads

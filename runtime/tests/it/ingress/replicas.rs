@@ -471,3 +471,30 @@ fn a_copied_ledger_is_replayed_on_load_and_its_timers_found() {
     assert_eq!(replica.view(&t).unwrap().state.name(), "degraded");
     verifies(&url);
 }
+
+#[test]
+fn verify_beside_committing_replicas_sees_one_consistent_snapshot() {
+    let Some(url) = fresh_schema() else { return };
+    let replicas = [replica(&url), replica(&url)];
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for (n, registry) in replicas.iter().enumerate() {
+            let stop = &stop;
+            s.spawn(move || {
+                for i in 0..2_000i64 {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    let t = tenant(&format!("v{}", i % 4));
+                    decide(registry, &t, load(20.0, &format!("v-{n}-{i}")), at(i));
+                }
+            });
+        }
+        // Heads move on while each verify streams the chains.
+        for _ in 0..10 {
+            verifies(&url);
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    verifies(&url);
+}
