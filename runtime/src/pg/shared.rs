@@ -779,6 +779,24 @@ struct Joining<'a> {
     queue: &'a Inner,
     /// Most receipts in one transaction.
     max_batch: usize,
+    /// The schema's turn lock, to wait for first when replicas contend:
+    /// the queue fills while another replica's transaction runs, and all of
+    /// it joins (see [`turn_key`]).
+    turn: Option<i64>,
+}
+
+/// The key of the advisory lock a contended writer waits on before it
+/// takes its batch: replicas contending for the same tenants take turns
+/// with whole queues instead of half-filled batches. Only an
+/// optimization: correctness rests on the tenant locks, taken after it.
+fn turn_key(oid: i64) -> i64 {
+    let mut hasher = Sha256::new();
+    hasher.update(oid.to_be_bytes());
+    hasher.update(b"\0ggen-turn");
+    let digest: [u8; 32] = hasher.finalize().into();
+    let mut key = [0u8; 8];
+    key.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(key)
 }
 
 /// A decision a batch writes: one as queued, or one taken again.
@@ -815,7 +833,7 @@ impl Writer {
                 // replicas' transactions serialize on those tenants, so
                 // fewer, larger ones carry more. At most GATHER_FOR, and
                 // only while it grows; a replica alone never waits.
-                if self.contended && self.last_batch >= GATHER_FROM {
+                if self.contended && self.last_batch >= GATHER_FROM && GATHER_FOR > Duration::ZERO {
                     let started = Instant::now();
                     while started.elapsed() < GATHER_FOR && !state.closing {
                         let before = state.pending.len();
@@ -930,6 +948,7 @@ impl Writer {
         let joining = Joining {
             queue: &self.inner,
             max_batch,
+            turn: self.contended.then(|| turn_key(self.oid)),
         };
         let outcome = write_batch(
             client,
@@ -1081,6 +1100,29 @@ fn write_batch(
     begin: bool,
     txid: &mut Option<i64>,
 ) -> Result<(Outcomes, bool), postgres::Error> {
+    let mut begin = begin;
+    if let Some(joining) = joining
+        && let Some(turn) = joining.turn
+    {
+        // Wait for the other replicas' transactions, then take everything
+        // that queued meanwhile (a prefix: tickets settle in queue order).
+        client.simple_query(&format!(
+            "{}SELECT pg_advisory_xact_lock({turn})",
+            if begin { "BEGIN; " } else { "" }
+        ))?;
+        begin = false;
+        let mut receipts: usize = batch.iter().map(|p| p.decision.entries.len()).sum();
+        let mut state = joining.queue.lock();
+        let take = state
+            .pending
+            .iter()
+            .take_while(|p| {
+                receipts += p.decision.entries.len();
+                receipts <= joining.max_batch
+            })
+            .count();
+        batch.extend(state.pending.drain(..take));
+    }
     let tenants: BTreeMap<i64, &TenantId> = batch
         .iter()
         .map(|p| (tenant_key(oid, &p.decision.tenant), &p.decision.tenant))
