@@ -23,26 +23,8 @@ FILE_PORT="${FILE_PORT:-18090}"
 PG_PORT="${PG_PORT:-18091}"
 P99_LIMIT_MS=20
 
-if ! command -v wrk >/dev/null; then
-  apt-get install -y wrk >/dev/null
-fi
-cargo build --release --locked -p cost-guard-governor --quiet
-BIN="$CARGO_TARGET_DIR/release"
-
-work="$(mktemp -d)"
-chmod 755 "$work"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  scripts/postgres stop "$work/pg" >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-url="$(scripts/postgres start "$work/pg" 2>/dev/null)"
-
-# shellcheck source=bench/lib.sh
-source bench/lib.sh
+# shellcheck source=bench/postgres.sh
+source bench/postgres.sh
 
 GOVERNOR_AUTH_TOKEN=bench-token RUST_LOG=warn "$BIN/cost-guard-governor" serve \
   --listen "127.0.0.1:$FILE_PORT" --ledger "$work/ledger" --actions log 2>"$work/file.log" &

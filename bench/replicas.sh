@@ -23,26 +23,8 @@ THREADS=2
 A_PORT="${A_PORT:-18092}"
 B_PORT="${B_PORT:-18093}"
 
-if ! command -v wrk >/dev/null; then
-  apt-get install -y wrk >/dev/null
-fi
-cargo build --release --locked -p cost-guard-governor --quiet
-BIN="$CARGO_TARGET_DIR/release"
-
-work="$(mktemp -d)"
-chmod 755 "$work"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  scripts/postgres stop "$work/pg" >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-url="$(scripts/postgres start "$work/pg" 2>/dev/null)"
-
-# shellcheck source=bench/lib.sh
-source bench/lib.sh
+# shellcheck source=bench/postgres.sh
+source bench/postgres.sh
 # The same load on 100 tenants, so the replicas contend for every tenant.
 sed 's/n % 1000/n % 100/' "$work/signals.lua" >"$work/hundred.lua"
 

@@ -30,12 +30,16 @@ pub struct Progress {
 impl Progress {
     /// The error every waiter gets after a failure.
     pub fn error(&self) -> Option<LedgerError> {
-        self.failure
-            .as_ref()
-            .map(|(path, source)| LedgerError::Poisoned {
-                path: path.clone(),
-                source: Arc::clone(source),
-            })
+        self.failure.as_ref().map(poisoned)
+    }
+}
+
+/// The error of a ledger stopped by `failed` (the file, or database, whose
+/// write failed, and why): what every later operation gets.
+pub fn poisoned(failed: &(PathBuf, Arc<std::io::Error>)) -> LedgerError {
+    LedgerError::Poisoned {
+        path: failed.0.clone(),
+        source: Arc::clone(&failed.1),
     }
 }
 

@@ -387,16 +387,16 @@ impl Registry {
         shared: &dyn SharedLedger,
         tenant: &TenantId,
     ) -> Result<(), RegistryError> {
-        let loaded = self.load(shared, tenant)?;
-        let mut shard = self.shard(tenant);
-        let stale = match shard.get(tenant) {
-            None => loaded.head.seq > 0,
-            Some(t) => t.head != loaded.head,
+        // The head first: a cache that is current (the usual case, for a
+        // view or an admission) costs no decoding of the stored state.
+        let stored = shared.load(tenant).map_err(RegistryError::Ledger)?;
+        let current = match self.shard(tenant).get(tenant) {
+            None => stored.head.seq == 0,
+            Some(t) => t.head == stored.head,
         };
-        if stale {
-            self.install(&mut shard, tenant, loaded, false)?;
-        } else {
-            self.discard(loaded);
+        if !current {
+            let loaded = self.tenant_of(tenant, stored)?;
+            self.install(&mut self.shard(tenant), tenant, loaded, false)?;
         }
         Ok(())
     }

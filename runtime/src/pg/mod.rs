@@ -792,11 +792,8 @@ impl Ledger for PgLedger {
     fn append(&self, entry: Entry) -> Result<Appended, LedgerError> {
         let hash = chain_hash(&entry.prev, &entry.bytes);
         let mut state = self.shared.lock();
-        if let Some((path, source)) = &state.failed {
-            return Err(LedgerError::Poisoned {
-                path: path.clone(),
-                source: Arc::clone(source),
-            });
+        if let Some(failed) = &state.failed {
+            return Err(crate::ledger::poisoned(failed));
         }
         if state.closing {
             // Only a read-only ledger is closing while someone holds it.

@@ -254,13 +254,57 @@ fn chained(decision: &Decision, target: &str) -> Result<Vec<Hash>, LedgerError> 
 /// appending to one tenant exclude each other (another tenant sharing the
 /// key only waits).
 fn tenant_key(oid: i64, tenant: &TenantId) -> i64 {
+    lock_key(oid, tenant.as_str().as_bytes())
+}
+
+/// An advisory-lock key for `name` in the schema `oid`: the first 8 bytes
+/// of SHA-256(oid ‖ name).
+fn lock_key(oid: i64, name: &[u8]) -> i64 {
     let mut hasher = Sha256::new();
     hasher.update(oid.to_be_bytes());
-    hasher.update(tenant.as_str().as_bytes());
+    hasher.update(name);
     let digest: [u8; 32] = hasher.finalize().into();
     let mut key = [0u8; 8];
     key.copy_from_slice(&digest[..8]);
     i64::from_be_bytes(key)
+}
+
+/// Takes from the front of `pending` the decisions that `fit` while the
+/// receipts (counting the `receipts` already taken) stay within `max`: a
+/// prefix, since tickets settle in queue order.
+fn take_queued(
+    pending: &mut Vec<Pending>,
+    mut receipts: usize,
+    max: usize,
+    fits: impl Fn(&Pending) -> bool,
+) -> Vec<Pending> {
+    let take = pending
+        .iter()
+        .take_while(|p| {
+            receipts += p.decision.entries.len();
+            receipts <= max && fits(p)
+        })
+        .count();
+    pending.drain(..take).collect()
+}
+
+/// Receipts in `batch`.
+fn receipts_of(batch: &[Pending]) -> usize {
+    batch.iter().map(|p| p.decision.entries.len()).sum()
+}
+
+/// The event ids `batch` carries, each with its tenant and the decision
+/// time before which a recorded one has expired.
+fn ids_of(batch: &[Pending]) -> impl Iterator<Item = (&str, &[u8; 16], i64)> {
+    batch.iter().flat_map(|p| {
+        p.decision.ids.iter().map(|(key, at)| {
+            (
+                p.decision.tenant.as_str(),
+                key,
+                at.saturating_sub(p.decision.window_ms),
+            )
+        })
+    })
 }
 
 impl SharedPgLedger {
@@ -415,11 +459,8 @@ impl SharedLedger for SharedPgLedger {
         let hash = hashes[hashes.len() - 1];
         let verdict = Arc::new(Verdict::default());
         let mut state = self.inner.lock();
-        if let Some((path, source)) = &state.failed {
-            return Err(LedgerError::Poisoned {
-                path: path.clone(),
-                source: Arc::clone(source),
-            });
+        if let Some(failed) = &state.failed {
+            return Err(crate::ledger::poisoned(failed));
         }
         if state.closing {
             return Err(LedgerError::Closed);
@@ -790,13 +831,8 @@ struct Joining<'a> {
 /// with whole queues instead of half-filled batches. Only an
 /// optimization: correctness rests on the tenant locks, taken after it.
 fn turn_key(oid: i64) -> i64 {
-    let mut hasher = Sha256::new();
-    hasher.update(oid.to_be_bytes());
-    hasher.update(b"\0ggen-turn");
-    let digest: [u8; 32] = hasher.finalize().into();
-    let mut key = [0u8; 8];
-    key.copy_from_slice(&digest[..8]);
-    i64::from_be_bytes(key)
+    // No tenant id starts with a NUL.
+    lock_key(oid, b"\0ggen-turn")
 }
 
 /// A decision a batch writes: one as queued, or one taken again.
@@ -833,7 +869,7 @@ impl Writer {
                 // replicas' transactions serialize on those tenants, so
                 // fewer, larger ones carry more. At most GATHER_FOR, and
                 // only while it grows; a replica alone never waits.
-                if self.contended && self.last_batch >= GATHER_FROM && GATHER_FOR > Duration::ZERO {
+                if self.contended && self.last_batch >= GATHER_FROM {
                     let started = Instant::now();
                     while started.elapsed() < GATHER_FOR && !state.closing {
                         let before = state.pending.len();
@@ -848,18 +884,12 @@ impl Writer {
                         }
                     }
                 }
-                let mut receipts = 0;
-                let take = state
-                    .pending
-                    .iter()
-                    .take_while(|p| {
-                        receipts += p.decision.entries.len();
-                        receipts <= max_batch
-                    })
-                    .count()
-                    .max(1)
-                    .min(state.pending.len());
-                state.pending.drain(..take).collect::<Vec<Pending>>()
+                let mut batch = take_queued(&mut state.pending, 0, max_batch, |_| true);
+                if batch.is_empty() && !state.pending.is_empty() {
+                    // One decision larger than a batch goes alone.
+                    batch.push(state.pending.remove(0));
+                }
+                batch
             };
             if self.pruned.elapsed() >= PRUNE_EVERY {
                 self.prune();
@@ -906,7 +936,7 @@ impl Writer {
     /// [`Writer::commit`] of exactly `batch` (no decision joins it).
     fn commit_fixed(&mut self, batch: &mut Vec<Pending>) -> Result<Outcomes, postgres::Error> {
         let len = batch.len();
-        let receipts = batch.iter().map(|p| p.decision.entries.len()).sum();
+        let receipts = receipts_of(batch);
         let outcomes = self.commit(batch, receipts)?;
         debug_assert_eq!(batch.len(), len);
         Ok(outcomes)
@@ -1111,17 +1141,14 @@ fn write_batch(
             if begin { "BEGIN; " } else { "" }
         ))?;
         begin = false;
-        let mut receipts: usize = batch.iter().map(|p| p.decision.entries.len()).sum();
+        let taken = receipts_of(batch);
         let mut state = joining.queue.lock();
-        let take = state
-            .pending
-            .iter()
-            .take_while(|p| {
-                receipts += p.decision.entries.len();
-                receipts <= joining.max_batch
-            })
-            .count();
-        batch.extend(state.pending.drain(..take));
+        batch.extend(take_queued(
+            &mut state.pending,
+            taken,
+            joining.max_batch,
+            |_| true,
+        ));
     }
     let tenants: BTreeMap<i64, &TenantId> = batch
         .iter()
@@ -1174,17 +1201,13 @@ fn write_batch(
          JOIN (VALUES {expected_rows}) AS e(tenant, seq, hash) ON h.tenant = e.tenant
          CROSS JOIN LATERAL (SELECT (h.seq, h.hash) IS DISTINCT FROM (e.seq, e.hash) AS stale) s"
     ));
-    let ids: Vec<String> = batch
-        .iter()
-        .flat_map(|p| {
-            p.decision.ids.iter().map(|(key, at)| {
-                format!(
-                    "({}, '\\x{}'::bytea, {})",
-                    literal(p.decision.tenant.as_str()),
-                    hex::encode(key),
-                    at.saturating_sub(p.decision.window_ms)
-                )
-            })
+    let ids: Vec<String> = ids_of(batch)
+        .map(|(tenant, key, cutoff)| {
+            format!(
+                "({}, '\\x{}'::bytea, {cutoff})",
+                literal(tenant),
+                hex::encode(key)
+            )
         })
         .collect();
     if !ids.is_empty() {
@@ -1252,28 +1275,23 @@ fn write_batch(
     // queue (tickets settle in queue order): under contention a batch
     // grows instead of the transactions multiplying.
     if let Some(joining) = joining {
-        let mut receipts: usize = batch.iter().map(|p| p.decision.entries.len()).sum();
         let start = batch.len();
-        {
+        let joined = {
             let mut state = joining.queue.lock();
-            let take = state
-                .pending
-                .iter()
-                .take_while(|p| {
-                    receipts += p.decision.entries.len();
-                    receipts <= joining.max_batch && expected.contains_key(&p.decision.tenant)
-                })
-                .count();
-            batch.extend(state.pending.drain(..take));
-        }
+            take_queued(
+                &mut state.pending,
+                receipts_of(batch),
+                joining.max_batch,
+                |p| expected.contains_key(&p.decision.tenant),
+            )
+        };
+        batch.extend(joined);
         // Their event ids, checked like the others'.
         let (mut id_tenants, mut id_keys, mut id_cutoffs) = (vec![], vec![], vec![]);
-        for p in &batch[start..] {
-            for (key, at) in &p.decision.ids {
-                id_tenants.push(p.decision.tenant.as_str());
-                id_keys.push(&key[..]);
-                id_cutoffs.push(at.saturating_sub(p.decision.window_ms));
-            }
+        for (tenant, key, cutoff) in ids_of(&batch[start..]) {
+            id_tenants.push(tenant);
+            id_keys.push(&key[..]);
+            id_cutoffs.push(cutoff);
         }
         if !id_keys.is_empty() {
             for row in client.query_typed(

@@ -468,13 +468,6 @@ impl FileLedger {
         &self.shared.dir
     }
 
-    fn poisoned(failed: &(PathBuf, Arc<io::Error>)) -> LedgerError {
-        LedgerError::Poisoned {
-            path: failed.0.clone(),
-            source: Arc::clone(&failed.1),
-        }
-    }
-
     /// The position of the log's first record (its oldest segment's start).
     fn log_start(&self) -> Result<u64, LedgerError> {
         Ok(list_segments(&self.shared.dir)?
@@ -487,7 +480,7 @@ impl FileLedger {
         let target = {
             let state = lock(&self.shared.state);
             if let Some(failed) = &state.failed {
-                return Err(Self::poisoned(failed));
+                return Err(super::poisoned(failed));
             }
             state.records
         };
@@ -620,7 +613,7 @@ impl Ledger for FileLedger {
         let mut guard = lock(&shared.state);
         let state = &mut *guard;
         if let Some(failed) = &state.failed {
-            return Err(Self::poisoned(failed));
+            return Err(super::poisoned(failed));
         }
         if state.closing {
             return Err(LedgerError::Closed);
@@ -720,7 +713,7 @@ impl Ledger for FileLedger {
     fn mark(&self) -> Result<Mark, LedgerError> {
         let state = lock(&self.shared.state);
         if let Some(failed) = &state.failed {
-            return Err(Self::poisoned(failed));
+            return Err(super::poisoned(failed));
         }
         Ok(Mark {
             records: state.records,
@@ -733,7 +726,7 @@ impl Ledger for FileLedger {
         let end = {
             let state = lock(&self.shared.state);
             if let Some(failed) = &state.failed {
-                return Err(Self::poisoned(failed));
+                return Err(super::poisoned(failed));
             }
             state.records
         };

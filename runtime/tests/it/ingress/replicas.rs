@@ -79,6 +79,14 @@ fn decide(registry: &Registry, tenant: &TenantId, input: Input, now: Timestamp) 
     panic!("still overtaken after {DECISION_ATTEMPTS} attempts");
 }
 
+/// Ticks `registry` at `now`: exactly one timer fires, and commits.
+fn fire_one(registry: &Registry, now: Timestamp) {
+    let fired = registry.tick(now).unwrap();
+    assert_eq!(fired.len(), 1);
+    let ticket = fired.into_iter().next().unwrap().ticket.unwrap();
+    ticket.wait().unwrap();
+}
+
 /// Every receipt of `tenant`, parsed, in seq order (checked consecutive).
 fn receipts(url: &str, tenant: &TenantId) -> Vec<Value> {
     let ledger = PgLedger::open_read_only(url).unwrap();
@@ -310,16 +318,7 @@ fn a_due_timer_fires_once_across_replicas_and_a_dead_claimer_s_timer_still_fires
         b.tick(at(later + 1)).unwrap().is_empty(),
         "claimed elsewhere"
     );
-    let fired = b.tick(at(later + TIMER_LEASE_MS)).unwrap();
-    assert_eq!(fired.len(), 1);
-    fired
-        .into_iter()
-        .next()
-        .unwrap()
-        .ticket
-        .unwrap()
-        .wait()
-        .unwrap();
+    fire_one(&b, at(later + TIMER_LEASE_MS));
     let timers: Vec<Value> = receipts(&url, &v)
         .into_iter()
         .filter(|r| r["kind"] == "timeout")
@@ -458,16 +457,7 @@ fn a_copied_ledger_is_replayed_on_load_and_its_timers_found() {
     let again = decide(&replica, &t, load(20.0, "c3"), at(20));
     assert!(again.duplicate);
     // The copied tenant's timer was found and fires.
-    let fired = replica.tick(at(TIMEOUT_MS + 100)).unwrap();
-    assert_eq!(fired.len(), 1);
-    fired
-        .into_iter()
-        .next()
-        .unwrap()
-        .ticket
-        .unwrap()
-        .wait()
-        .unwrap();
+    fire_one(&replica, at(TIMEOUT_MS + 100));
     assert_eq!(replica.view(&t).unwrap().state.name(), "degraded");
     verifies(&url);
 }
