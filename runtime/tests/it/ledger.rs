@@ -15,6 +15,7 @@ use ggen_runtime::tenant::TenantId;
 use serde_json::json;
 
 mod checkpoint;
+mod index;
 pub(crate) mod postgres;
 mod proptests;
 
@@ -63,10 +64,15 @@ fn fast_options() -> FileOptions {
 }
 
 fn segments(dir: &Path) -> Vec<PathBuf> {
+    files_ending(dir, "seg")
+}
+
+/// The files of `dir` with extension `ext`, sorted.
+fn files_ending(dir: &Path, ext: &str) -> Vec<PathBuf> {
     let mut out: Vec<PathBuf> = fs_err::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .filter(|p| p.extension().is_some_and(|e| e == ext))
         .collect();
     out.sort();
     out

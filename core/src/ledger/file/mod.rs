@@ -35,9 +35,11 @@ use crate::tenant::TenantId;
 
 pub use super::inspect::{scan_dir, verify_dir, verify_dir_with};
 
+mod index;
 mod writer;
 
 pub use super::segment::CHECKPOINT_FILE;
+use index::{Chain, Indexes};
 use writer::Writer;
 
 /// The data sync used for segment files: `fdatasync` by default; injectable for tests.
@@ -101,22 +103,6 @@ struct Loc {
     len: u32,
 }
 
-/// One tenant's head and record locations (`locs[i]` holds seq `i + 1`).
-#[derive(Debug)]
-struct Chain {
-    head: Head,
-    locs: Vec<Loc>,
-}
-
-impl Default for Chain {
-    fn default() -> Chain {
-        Chain {
-            head: Head::EMPTY,
-            locs: Vec::new(),
-        }
-    }
-}
-
 /// Framed bytes for one segment, not yet handed to the writer.
 #[derive(Debug)]
 struct Chunk {
@@ -154,6 +140,8 @@ struct Shared {
     sync: Arc<SyncPoint>,
     /// Read handles of segments, opened on demand.
     readers: RwLock<HashMap<u32, Arc<std::fs::File>>>,
+    /// Where sealed segments' records are (see [`index`]).
+    indexes: Indexes,
     /// Serializes checkpoints; holds the stored checkpoint's record count.
     checkpointing: Mutex<u64>,
     /// The checkpoint open read and every tenant's head at its position
@@ -241,11 +229,18 @@ fn scan_log(dir: &Path) -> Result<Opened, LedgerError> {
         Err(error) => return Err(error),
     };
     let mut index = Index {
+        dir: dir.to_path_buf(),
         chains: HashMap::new(),
+        segment: 0,
+        sealed: Vec::new(),
+        unwritten: BTreeMap::new(),
         heads_at_checkpoint: BTreeMap::new(),
         repair: None,
     };
     let scanned = scan::scan(dir, Span::all(&ids), checkpoint.as_ref(), &mut index)?;
+    // Only the segments sealed above keep an index file.
+    let sealed: std::collections::HashSet<u32> = index.sealed.iter().copied().collect();
+    index::remove_others(dir, &|id| sealed.contains(&id))?;
     Ok(Opened {
         index,
         scanned,
@@ -290,6 +285,8 @@ fn start_writer(
         rejected,
     } = opened;
     let segment_bytes = options.segment_bytes.clamp(4096, MAX_SEGMENT_BYTES);
+    let dir_for_indexes = dir.clone();
+    let sealed_below = index.segment;
     let last = scanned.last;
     let segment = last.map_or(1, |l| l.id);
     let last_len = last.map_or(0, |l| l.end);
@@ -328,6 +325,11 @@ fn start_writer(
         wake: Condvar::new(),
         sync,
         readers: RwLock::new(HashMap::new()),
+        indexes: {
+            let indexes = Indexes::new(dir_for_indexes);
+            indexes.hold(index.unwritten);
+            indexes
+        },
         checkpoint_usable: AtomicBool::new(rejected.is_none()),
         checkpointing: Mutex::new(checkpoint.as_ref().map_or(0, |c| c.records)),
         open_heads: Mutex::new(checkpoint.map(|c| (c, index.heads_at_checkpoint))),
@@ -344,6 +346,7 @@ fn start_writer(
                     current,
                     allocated: last.map_or(0, |l| l.file_len),
                     end: last_len,
+                    sealed_below,
                 }
                 .run()
             })
@@ -362,11 +365,31 @@ fn start_writer(
 /// and record locations, notes every head at the checkpoint's mark, cuts a
 /// torn tail.
 struct Index {
+    dir: PathBuf,
     chains: HashMap<Box<str>, Chain>,
+    /// The segment whose records the scan is visiting.
+    segment: u32,
+    /// Segments sealed (their locations moved to index files).
+    sealed: Vec<u32>,
+    /// Sealed segments whose index file could not be written: held in memory.
+    unwritten: BTreeMap<u32, index::SegmentIndex>,
     /// Every tenant's head where the checkpoint's mark is: what its blob must agree with.
     heads_at_checkpoint: BTreeMap<TenantId, Head>,
     /// The torn tail cut, if any.
     repair: Option<Repair>,
+}
+
+impl Index {
+    /// Moves the locations of records in segments before `below` to their
+    /// index files (written now, or held in memory if that fails).
+    fn seal_below(&mut self, below: u32) {
+        for (id, sealed) in index::seal(&mut self.chains, below) {
+            self.sealed.push(id);
+            if let Some(unwritten) = index::ensure(&self.dir, sealed) {
+                self.unwritten.insert(id, unwritten);
+            }
+        }
+    }
 }
 
 impl Visitor for Index {
@@ -378,6 +401,11 @@ impl Visitor for Index {
             offset: u64::from(segment::unpack(position).1),
             reason,
         };
+        let id = segment::unpack(position).0;
+        if id != self.segment {
+            self.seal_below(id);
+            self.segment = id;
+        }
         // `decode` validated the tenant id.
         let chain = match self.chains.get_mut(frame.tenant) {
             Some(chain) => chain,
@@ -395,7 +423,7 @@ impl Visitor for Index {
             seq: frame.seq,
             hash: frame.hash,
         };
-        chain.locs.push(Loc {
+        chain.recent.push(Loc {
             position,
             len: frame.len as u32,
         });
@@ -534,24 +562,37 @@ impl FileLedger {
     /// chain grew past `position` (the index keeps positions, not hashes).
     fn heads_at(&self, position: u64) -> Result<BTreeMap<TenantId, Head>, LedgerError> {
         let mut heads = BTreeMap::new();
+        // Tenants whose record there is to be read: by location, or
+        // somewhere in their sealed runs.
         let mut unread = Vec::new();
+        let mut sealed = Vec::new();
         {
             let state = lock(&self.shared.state);
             for (tenant, chain) in &state.chains {
-                let covered = chain.locs.partition_point(|l| l.position < position);
+                let covered = chain.recent.partition_point(|l| l.position < position);
                 let Ok(tenant) = TenantId::new(tenant) else {
                     continue;
                 };
-                if covered == chain.locs.len() && covered > 0 {
+                if covered == chain.recent.len() && covered > 0 {
                     heads.insert(tenant, chain.head);
                 } else if covered > 0 {
-                    unread.push((tenant, chain.locs[covered - 1]));
+                    let seq = chain.recent_first() + covered as u64 - 1;
+                    unread.push((tenant, seq, chain.recent[covered - 1]));
+                } else if chain.sealed.is_some() {
+                    sealed.push((tenant, chain.sealed, chain.recent_first()));
                 }
             }
         }
+        for (tenant, start, end) in sealed {
+            if let Some((seq, loc)) =
+                index::last_before(&self.shared.indexes, tenant.as_str(), position, start, end)?
+            {
+                unread.push((tenant, seq, loc));
+            }
+        }
         let mut buf = Vec::new();
-        for (tenant, loc) in unread {
-            let record = self.read_at(loc, &mut buf)?;
+        for (tenant, seq, loc) in unread {
+            let record = self.read_checked(&tenant, seq, loc, &mut buf)?;
             heads.insert(
                 tenant,
                 Head {
@@ -561,6 +602,30 @@ impl FileLedger {
             );
         }
         Ok(heads)
+    }
+
+    /// [`FileLedger::read_at`], checked to be `tenant`'s record `seq`: an
+    /// index file pointing elsewhere is refused, not believed.
+    fn read_checked(
+        &self,
+        tenant: &TenantId,
+        seq: u64,
+        loc: Loc,
+        buf: &mut Vec<u8>,
+    ) -> Result<Record, LedgerError> {
+        let record = self.read_at(loc, buf)?;
+        if record.tenant != *tenant || record.seq != seq {
+            let (id, offset) = segment::unpack(loc.position);
+            return Err(LedgerError::Corrupt {
+                path: self.shared.dir.join(index::index_name(id)),
+                offset: 0,
+                reason: format!(
+                    "the index puts `{tenant}` seq {seq} at offset {offset} of segment {id}, which holds `{}` seq {}",
+                    record.tenant, record.seq
+                ),
+            });
+        }
+        Ok(record)
     }
 
     /// Visits every durable record from `from` up to `end` (packed positions).
@@ -635,7 +700,7 @@ impl Ledger for FileLedger {
             seq: entry.seq,
             hash,
         };
-        chain.locs.push(Loc {
+        chain.recent.push(Loc {
             position: segment::pack(state.segment, offset),
             len: frame_len as u32,
         });
@@ -683,22 +748,36 @@ impl Ledger for FileLedger {
         after: u64,
         limit: usize,
     ) -> Result<Vec<Record>, LedgerError> {
-        let locs: Vec<Loc> = {
+        let from = after.saturating_add(1);
+        let (sealed, recent_first, recent) = {
             let state = lock(&self.shared.state);
             let Some(chain) = state.chains.get(tenant.as_str()) else {
                 return Ok(Vec::new());
             };
-            let start = usize::try_from(after).unwrap_or(usize::MAX);
-            chain
-                .locs
-                .get(start..)
-                .unwrap_or_default()
+            if from > chain.head.seq || limit == 0 {
+                return Ok(Vec::new());
+            }
+            let recent_first = chain.recent_first();
+            let skip = usize::try_from(from.saturating_sub(recent_first)).unwrap_or(usize::MAX);
+            let recent: Vec<Loc> = chain
+                .recent
                 .iter()
+                .skip(skip)
                 .take(limit)
                 .copied()
-                .collect()
+                .collect();
+            (chain.sealed, recent_first.max(from), recent)
         };
-        let Some(last) = locs.last() else {
+        let locs = index::locate(
+            &self.shared.indexes,
+            tenant.as_str(),
+            from,
+            limit,
+            sealed,
+            recent_first,
+            &recent,
+        )?;
+        let Some((_, last)) = locs.last() else {
             return Ok(Vec::new());
         };
         // Recent records may still be in the writer's hands: wait until on disk.
@@ -706,7 +785,7 @@ impl Ledger for FileLedger {
         self.shared.sync.wait_until(|p| p.position >= end)?;
         let mut buf = Vec::new();
         locs.into_iter()
-            .map(|loc| self.read_at(loc, &mut buf))
+            .map(|(seq, loc)| self.read_checked(tenant, seq, loc, &mut buf))
             .collect()
     }
 

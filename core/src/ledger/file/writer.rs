@@ -5,7 +5,7 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::{Arc, PoisonError};
 
-use super::{COMMIT_DELAY, Chunk, PREALLOCATE, Shared, SyncFn, lock};
+use super::{COMMIT_DELAY, Chunk, PREALLOCATE, Shared, SyncFn, index, lock};
 use crate::ledger::segment;
 
 /// The writer thread: takes batches, writes them, one sync per batch.
@@ -24,6 +24,8 @@ pub(super) struct Writer {
     pub(super) allocated: u64,
     /// End of the last frame written to the current segment.
     pub(super) end: u64,
+    /// Records in segments before this one are sealed (see [`super::index`]).
+    pub(super) sealed_below: u32,
 }
 
 impl Writer {
@@ -77,7 +79,27 @@ impl Writer {
             self.shared.sync.publish(records, position);
             last_batch = records - synced;
             synced = records;
+            self.seal();
         }
+    }
+
+    /// Once the log moved on to a new segment (the old one closed and
+    /// synced), moves the closed segments' record locations out of memory
+    /// into their index files.
+    fn seal(&mut self) {
+        let Some((id, _)) = &self.current else { return };
+        if *id <= self.sealed_below {
+            return;
+        }
+        {
+            let mut state = lock(&self.shared.state);
+            let sealed = index::seal(&mut state.chains, *id);
+            // Held before the lock is let go: a read that finds a tenant's
+            // run sealed finds its index.
+            self.shared.indexes.hold(sealed);
+        }
+        self.sealed_below = *id;
+        self.shared.indexes.write_out();
     }
 
     /// Writes `batch` and syncs every segment it touched; never retried.
