@@ -25,12 +25,23 @@ pub struct Progress {
     pub position: u64,
     /// Set once a write or sync failed: nothing after `records` will ever be durable.
     pub failure: Option<(PathBuf, Arc<std::io::Error>)>,
+    /// Set while writes wait for disk space: waiters not yet satisfied are
+    /// refused ([`LedgerError::Full`]); cleared when a write succeeds again.
+    pub stalled: Option<(PathBuf, Arc<std::io::Error>)>,
 }
 
 impl Progress {
-    /// The error every waiter gets after a failure.
+    /// The error every waiter not yet satisfied gets: after a failure, or
+    /// while writes wait for space.
     pub fn error(&self) -> Option<LedgerError> {
-        self.failure.as_ref().map(poisoned)
+        match (&self.failure, &self.stalled) {
+            (Some(failure), _) => Some(poisoned(failure)),
+            (None, Some((path, source))) => Some(LedgerError::Full {
+                path: path.clone(),
+                source: Arc::clone(source),
+            }),
+            (None, None) => None,
+        }
     }
 }
 
@@ -66,7 +77,7 @@ impl Inner {
     /// (all of them after a failure).
     fn take_ready(&mut self, wakers: &mut Vec<Waker>) {
         let records = self.progress.records;
-        let all = self.progress.failure.is_some();
+        let all = self.progress.failure.is_some() || self.progress.stalled.is_some();
         let mut i = 0;
         while i < self.waiters.len() {
             if all || self.waiters[i].records <= records {
@@ -143,6 +154,12 @@ impl SyncPoint {
                 progress.failure = Some((path, source));
             }
         });
+    }
+
+    /// Publishes that writes wait for disk space (`Some`), or no longer do
+    /// (`None`): meanwhile every wait not yet satisfied is refused.
+    pub fn stall(&self, stalled: Option<(PathBuf, Arc<std::io::Error>)>) {
+        self.advance(|progress| progress.stalled = stalled);
     }
 
     /// Blocks until `done(progress)` or a failure.

@@ -284,6 +284,16 @@ pub enum LedgerError {
         #[source]
         source: std::io::Error,
     },
+    /// The ledger's disk is full: writes wait for space (and resume on
+    /// their own once there is some); what waited for them is refused.
+    #[error("ledger disk full at `{path}`: writes resume once space is freed")]
+    Full {
+        /// The file whose write or sync found no space.
+        path: PathBuf,
+        /// The failure.
+        #[source]
+        source: Arc<std::io::Error>,
+    },
     /// A previous write or fsync failed: the ledger has stopped and accepts nothing.
     #[error("ledger stopped after a failed write or sync of `{path}`")]
     Poisoned {
@@ -563,6 +573,38 @@ pub trait Ledger: Send + Sync + 'static {
     fn shared(&self) -> Option<&dyn SharedLedger> {
         None
     }
+    /// Refuses ([`LedgerError::Full`]) while writes wait for disk space:
+    /// callers check before deciding, so no decision is cut in half.
+    fn check_writable(&self) -> Result<(), LedgerError> {
+        Ok(())
+    }
+    /// The ledger's disk use and the free space beside it, for a ledger on
+    /// a local file system (`None` for others).
+    fn space(&self) -> Option<Result<Space, LedgerError>> {
+        None
+    }
+}
+
+/// A local ledger's disk use (see [`Ledger::space`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Space {
+    /// Bytes of the ledger's files.
+    pub bytes: u64,
+    /// Bytes an unprivileged writer may still use on its file system.
+    pub free: u64,
+    /// The file system's size in bytes.
+    pub total: u64,
+    /// Whether writes are waiting for space now.
+    pub full: bool,
+}
+
+/// Whether `error` says the disk (or the writer's quota) is full: a
+/// condition that passes, unlike other write errors.
+pub fn is_out_of_space(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
 }
 
 /// Checks that a checkpoint at `mark` neither goes back before the stored

@@ -114,6 +114,10 @@ impl Registry {
         input: Input,
         at: Timestamp,
     ) -> Result<Applied, RegistryError> {
+        // A disk that is full refuses the decision before it starts.
+        self.ledger
+            .check_writable()
+            .map_err(RegistryError::Ledger)?;
         if let Some(reason) = self.quarantined(tenant) {
             return Err(RegistryError::Quarantined {
                 tenant: tenant.clone(),
@@ -395,6 +399,10 @@ impl Registry {
     /// (claimed for a lease), so a timer fires once across replicas and
     /// whichever replica is alive fires it.
     pub fn tick(&self, now: Timestamp) -> Result<Vec<Applied>, RegistryError> {
+        // Due timers wait while the disk is full (they fire once it is not).
+        self.ledger
+            .check_writable()
+            .map_err(RegistryError::Ledger)?;
         if let Some(shared) = self.ledger.shared() {
             return self.tick_shared(shared, now);
         }

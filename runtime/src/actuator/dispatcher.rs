@@ -300,6 +300,10 @@ impl Dispatcher {
                     self.spawn_when_durable(registry, applied.dispatches, applied.ticket);
                 }
             }
+            // A full disk: the timers fire once it has space again.
+            Err(crate::registry::RegistryError::Ledger(crate::ledger::LedgerError::Full {
+                ..
+            })) => {}
             Err(error) => ::tracing::error!(
                 error = &error as &dyn std::error::Error,
                 "firing governor timers failed"

@@ -117,6 +117,13 @@ pub enum IngressError {
         /// What happened, naming the tenant.
         detail: String,
     },
+    /// The ledger's disk is full: nothing is acknowledged until space is
+    /// freed, then ingest resumes by itself.
+    #[error("{detail}")]
+    LedgerFull {
+        /// The ledger's error chain.
+        detail: String,
+    },
     /// The ledger failed: nothing more can be acknowledged.
     #[error("ledger unavailable: {detail}")]
     Unavailable {
@@ -170,6 +177,7 @@ impl IngressError {
             IngressError::Overloaded { .. }
             | IngressError::Contended { .. }
             | IngressError::Unavailable { .. }
+            | IngressError::LedgerFull { .. }
             | IngressError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             IngressError::Internal { .. } | IngressError::TenantInconsistent { .. } => {
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -198,6 +206,7 @@ impl IngressError {
             IngressError::TenantInconsistent { .. } => "tenant_inconsistent",
             IngressError::Contended { .. } => "contended",
             IngressError::Unavailable { .. } => "unavailable",
+            IngressError::LedgerFull { .. } => "ledger_full",
             IngressError::ShuttingDown => "shutting_down",
             IngressError::Internal { .. } => "internal",
         }
@@ -213,6 +222,13 @@ impl IngressError {
     /// The ledger failed with `error` (its whole cause chain in the detail).
     pub(crate) fn unavailable(error: &(dyn std::error::Error + 'static)) -> IngressError {
         IngressError::Unavailable {
+            detail: error_chain(error),
+        }
+    }
+
+    /// The ledger's disk is full (`error` says where).
+    pub(crate) fn ledger_full(error: &(dyn std::error::Error + 'static)) -> IngressError {
+        IngressError::LedgerFull {
             detail: error_chain(error),
         }
     }

@@ -13,7 +13,8 @@ use super::state::AppState;
 /// `GET /healthz`: 200 while the process can serve; 503 once its ledger has
 /// stopped (a failed write or sync, a database lost for good), which only a
 /// restart undoes: the liveness probe then restarts the process, which
-/// recovers from the ledger. Overload and shutdown do not fail it.
+/// recovers from the ledger. Overload, a full disk (which passes once space
+/// is freed) and shutdown do not fail it.
 pub(crate) async fn healthz(State(state): State<AppState>) -> Response {
     match state.ledger_failure() {
         None => Json(json!({ "status": "ok" })).into_response(),
@@ -26,8 +27,9 @@ pub(crate) async fn healthz(State(state): State<AppState>) -> Response {
 }
 
 /// `GET /readyz`: 200 once the ledger is recovered (the state exists only
-/// after recovery) while the ledger works and shutdown has not begun; 503
-/// otherwise. Shedding (a full in-flight limit) does not fail readiness.
+/// after recovery) while the ledger works, its disk is neither full nor
+/// under `--min-free`, and shutdown has not begun; 503 otherwise. Shedding
+/// (a full in-flight limit) does not fail readiness.
 pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     match state.not_ready() {
         None => {
@@ -43,7 +45,9 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
 
 /// `GET /metrics`: Prometheus text exposition.
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
-    let text = state.metrics().render(state.registry(), state.actuator());
+    let text = state
+        .metrics()
+        .render(state.registry(), state.actuator(), state.disk_status());
     let mut response = text.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

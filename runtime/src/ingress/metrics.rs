@@ -15,13 +15,18 @@
 //!   full), sampled from the actuator when scraped;
 //! - `ledger_durable_seconds`: append → durable latency (histogram);
 //! - `tenants{state}`: tenants by FSM state (sampled when scraped);
-//! - `requests_shed_total`: requests refused by the in-flight limit.
+//! - `requests_shed_total`: requests refused by the in-flight limit;
+//! - `ledger_bytes`, `ledger_disk_free_bytes`, `ledger_disk_size_bytes`:
+//!   the ledger's files and its file system (file ledger only), sampled
+//!   when scraped; `ledger_disk_low` (free space under `--min-free`) and
+//!   `ledger_disk_full` (writes waiting for space), 0 or 1.
 
 use std::time::Duration;
 
 use metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+use super::disk::DiskStatus;
 use crate::actuator::Dispatcher;
 use crate::fsm::State;
 use crate::policy::Level;
@@ -68,6 +73,8 @@ pub struct Metrics {
     durable: Histogram,
     tenants: [Gauge; 6],
     shed: Counter,
+    /// Bytes, free, size, low, full.
+    disk: [Gauge; 5],
 }
 
 impl std::fmt::Debug for Metrics {
@@ -131,6 +138,14 @@ impl Metrics {
             recorder.register_gauge(&key("governor_tenants", &[("state", state)]), &meta)
         });
         let shed = counter("governor_requests_shed_total", &[]);
+        let disk = [
+            "governor_ledger_bytes",
+            "governor_ledger_disk_free_bytes",
+            "governor_ledger_disk_size_bytes",
+            "governor_ledger_disk_low",
+            "governor_ledger_disk_full",
+        ]
+        .map(|name| recorder.register_gauge(&key(name, &[]), &meta));
         Metrics {
             handle: recorder.handle(),
             signals,
@@ -142,6 +157,7 @@ impl Metrics {
             durable,
             tenants,
             shed,
+            disk,
         }
     }
 
@@ -185,7 +201,25 @@ impl Metrics {
 
     /// Samples the tenant gauges from `registry` and the action results
     /// from `actuator`, and renders the text exposition.
-    pub fn render(&self, registry: &Registry, actuator: Option<&Dispatcher>) -> String {
+    pub fn render(
+        &self,
+        registry: &Registry,
+        actuator: Option<&Dispatcher>,
+        disk: Option<DiskStatus>,
+    ) -> String {
+        if let Some(status) = disk {
+            let space = status.space;
+            let values = [
+                space.bytes as f64,
+                space.free as f64,
+                space.total as f64,
+                f64::from(u8::from(status.low())),
+                f64::from(u8::from(space.full)),
+            ];
+            for (gauge, value) in self.disk.iter().zip(values) {
+                gauge.set(value);
+            }
+        }
         for (gauge, (_, count)) in self.tenants.iter().zip(registry.states_count()) {
             gauge.set(count as f64);
         }

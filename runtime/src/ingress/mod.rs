@@ -49,6 +49,7 @@ use tokio::net::TcpListener;
 
 pub mod auth;
 mod body;
+pub mod disk;
 pub mod error;
 mod health;
 mod marketplace;
@@ -64,6 +65,7 @@ mod tenants;
 use auth::Guard;
 
 pub use auth::Auth;
+pub use disk::MinFree;
 pub use error::IngressError;
 pub use state::{AppState, Options};
 
@@ -122,6 +124,8 @@ pub async fn serve(
             loop {
                 every.tick().await;
                 state.metrics().run_upkeep();
+                // Logs a change of the disk's readiness even unprobed.
+                let _ = state.disk_status();
             }
         })
     };

@@ -86,6 +86,11 @@ pub struct ServeArgs {
     /// Requests handled at once; more are refused with 503.
     #[arg(long, value_name = "N", default_value_t = 1024)]
     pub max_in_flight: usize,
+    /// Free space on the file ledger's disk under which `/readyz` answers
+    /// 503 and a warning is logged, before writes fail: a percentage of
+    /// the file system (`5%`) or bytes (`512MiB`, `2GiB`).
+    #[arg(long, value_name = "SIZE", default_value = "5%")]
+    pub min_free: crate::ingress::MinFree,
     /// Connections open at once; past it, new ones wait in the listen
     /// backlog until one closes (keep it below the open-file limit).
     #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..))]
@@ -259,6 +264,15 @@ async fn checkpoint_periodically(
     }
 }
 
+/// Whether `error` is a full disk (waiting writes, or a write that found none).
+fn out_of_space(error: &LedgerError) -> bool {
+    match error {
+        LedgerError::Full { .. } => true,
+        LedgerError::Io { source, .. } => crate::ledger::is_out_of_space(source),
+        _ => false,
+    }
+}
+
 /// Runs `serve` to completion: exit 0 after a graceful shutdown.
 pub fn run(pack: &'static dyn PolicyPack, args: ServeArgs) -> ExitCode {
     init_logging(args.log_format);
@@ -360,6 +374,7 @@ pub fn run_until(
             auth,
             Options {
                 max_in_flight: args.max_in_flight,
+                min_free: args.min_free,
                 max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
                 header_read_timeout: Duration::from_secs(args.header_read_timeout),
                 shutdown_timeout,
@@ -437,7 +452,16 @@ pub fn run_until(
     // must not hold the final checkpoint back.
     runtime.shutdown_timeout(Duration::from_secs(1));
     let started = std::time::Instant::now();
-    let tenants = registry.checkpoint().map_err(ServeError::Registry)?;
+    let tenants = match registry.checkpoint() {
+        Ok(tenants) => tenants,
+        // A checkpoint only saves replay time: a full disk costs the next
+        // start a longer replay, not this shutdown its exit status.
+        Err(RegistryError::Ledger(error)) if out_of_space(&error) => {
+            tracing::warn!(error = %error_chain(&error), "final checkpoint not written: the disk is full; the next start replays from the previous one");
+            0
+        }
+        Err(error) => return Err(ServeError::Registry(error)),
+    };
     ledger.flush().map_err(ServeError::Ledger)?;
     tracing::info!(
         tenants,

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::auth::Auth;
+use super::disk::{Disk, DiskStatus, MinFree};
 use super::error::IngressError;
 use super::metrics::Metrics;
 use crate::actuator::Dispatcher;
@@ -53,6 +54,8 @@ pub struct Options {
     /// Runs decided actions once their deciding receipt is durable (`None`:
     /// they stay in flight until their timeout, and a warning is logged).
     pub actuator: Option<Dispatcher>,
+    /// Free space on the ledger's disk under which `/readyz` fails (default 5%).
+    pub min_free: MinFree,
 }
 
 impl Default for Options {
@@ -65,6 +68,7 @@ impl Default for Options {
             header_read_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(30),
             actuator: None,
+            min_free: MinFree::default(),
         }
     }
 }
@@ -79,6 +83,7 @@ impl std::fmt::Debug for Options {
             .field("header_read_timeout", &self.header_read_timeout)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("actuator", &self.actuator.is_some())
+            .field("min_free", &self.min_free)
             .finish()
     }
 }
@@ -110,6 +115,7 @@ pub struct Inner {
     failed_flag: AtomicBool,
     draining: AtomicBool,
     actuator: Option<Dispatcher>,
+    disk: Disk,
 }
 
 impl std::fmt::Debug for Inner {
@@ -129,6 +135,21 @@ impl std::ops::Deref for AppState {
     fn deref(&self) -> &Inner {
         &self.0
     }
+}
+
+/// Whether `error` (or one of its causes) is a ledger's full disk.
+fn is_full(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if let Some(ledger) = error.downcast_ref::<LedgerError>() {
+            return matches!(ledger, LedgerError::Full { .. });
+        }
+        if let Some(RegistryError::Ledger(ledger)) = error.downcast_ref::<RegistryError>() {
+            return matches!(ledger, LedgerError::Full { .. });
+        }
+        cause = error.source();
+    }
+    false
 }
 
 impl AppState {
@@ -152,6 +173,7 @@ impl AppState {
             failed_flag: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             actuator: options.actuator,
+            disk: Disk::new(options.min_free),
         }))
     }
 
@@ -206,7 +228,17 @@ impl AppState {
         if self.0.draining.load(Ordering::Acquire) {
             return Some("shutting down".to_owned());
         }
-        None
+        // Live, not from the (up to a second old) disk sample.
+        if let Err(full) = self.0.registry.ledger().check_writable() {
+            return Some(crate::report::error_chain(&full));
+        }
+        self.disk_status().and_then(|status| status.not_ready())
+    }
+
+    /// The ledger's disk (for a ledger on a local file system), sampled at
+    /// most once a second; a change of readiness is logged.
+    pub fn disk_status(&self) -> Option<DiskStatus> {
+        self.0.disk.status(self.0.registry.ledger().as_ref())
     }
 
     /// Takes an in-flight slot, or refuses (503) when all are taken;
@@ -245,11 +277,20 @@ impl AppState {
         if self.0.draining.load(Ordering::Acquire) {
             return Err(IngressError::ShuttingDown);
         }
-        Ok(())
+        self.0
+            .registry
+            .ledger()
+            .check_writable()
+            .map_err(|e| self.ledger_failed(&e))
     }
 
     /// Records that the ledger failed (readyz fails from now on).
+    /// A full disk is not a failure: it is answered `ledger_full` and
+    /// passes once space is freed.
     pub(crate) fn ledger_failed(&self, error: &(dyn std::error::Error + 'static)) -> IngressError {
+        if is_full(error) {
+            return IngressError::ledger_full(error);
+        }
         let failure = IngressError::unavailable(error);
         if let IngressError::Unavailable { detail } = &failure {
             let mut slot = self.0.failed.lock().unwrap_or_else(PoisonError::into_inner);

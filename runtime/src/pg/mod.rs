@@ -109,7 +109,7 @@ impl Shared {
             sync: Arc::new(SyncPoint::new(Progress {
                 records,
                 position: records,
-                failure: None,
+                ..Progress::default()
             })),
         })
     }

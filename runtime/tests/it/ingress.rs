@@ -5,6 +5,7 @@ mod attack;
 mod auth;
 mod bad_input;
 mod client;
+mod disk;
 mod durability;
 mod fleet;
 mod harness;

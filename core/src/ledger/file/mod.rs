@@ -28,7 +28,7 @@ use super::scan::{
 };
 use super::segment::{self, Checkpoint, Frame, MAX_RECORD};
 use super::{
-    Appended, Entry, Head, Ledger, LedgerError, Mark, Record, Recovered, StoredCheckpoint,
+    Appended, Entry, Head, Ledger, LedgerError, Mark, Record, Recovered, Space, StoredCheckpoint,
     SyncPoint, Ticket, VerifyOptions, VerifyReport, chain_hash, check_extends, check_mark, io_err,
 };
 use crate::tenant::TenantId;
@@ -129,6 +129,8 @@ struct State {
     closing: bool,
     /// Set once the writer failed; appends then refuse.
     failed: Option<(PathBuf, Arc<io::Error>)>,
+    /// Set while the writer waits for disk space (see [`Ledger::check_writable`]).
+    full: Option<(PathBuf, Arc<io::Error>)>,
 }
 
 #[derive(Debug)]
@@ -151,6 +153,8 @@ struct Shared {
     /// False while the `CHECKPOINT` file is one open set aside (until a new
     /// one is written): recovery then ignores it.
     checkpoint_usable: AtomicBool,
+    /// `state.full.is_some()`, readable without the lock.
+    full: AtomicBool,
 }
 
 /// The embedded file ledger. Dropping it drains and syncs pending appends.
@@ -306,7 +310,7 @@ fn start_writer(
     let sync = Arc::new(SyncPoint::new(Progress {
         records,
         position: segment::pack(segment, last_len as u32),
-        failure: None,
+        ..Progress::default()
     }));
     let shared = Arc::new(Shared {
         dir,
@@ -321,6 +325,7 @@ fn start_writer(
             writer_waiting: false,
             closing: false,
             failed: None,
+            full: None,
         }),
         wake: Condvar::new(),
         sync,
@@ -331,6 +336,7 @@ fn start_writer(
             indexes
         },
         checkpoint_usable: AtomicBool::new(rejected.is_none()),
+        full: AtomicBool::new(false),
         checkpointing: Mutex::new(checkpoint.as_ref().map_or(0, |c| c.records)),
         open_heads: Mutex::new(checkpoint.map(|c| (c, index.heads_at_checkpoint))),
     });
@@ -815,10 +821,15 @@ impl Ledger for FileLedger {
         let dir = &self.shared.dir;
         let tmp = dir.join("CHECKPOINT.tmp");
         let bytes = segment::encode_checkpoint(mark.records, mark.position, blob);
-        let mut file = fs_err::File::create(&tmp).map_err(io_err(&tmp))?;
-        io::Write::write_all(&mut file, &bytes).map_err(io_err(&tmp))?;
-        file.sync_all().map_err(io_err(&tmp))?;
-        drop(file);
+        let written = fs_err::File::create(&tmp).and_then(|mut file| {
+            io::Write::write_all(&mut file, &bytes)?;
+            file.sync_all()
+        });
+        if let Err(error) = written {
+            // A full disk keeps no half-written temporary.
+            let _ = fs_err::remove_file(&tmp);
+            return Err(io_err(&tmp)(error));
+        }
         let path = dir.join(CHECKPOINT_FILE);
         fs_err::rename(&tmp, &path).map_err(io_err(&path))?;
         sync_dir(dir)?;
@@ -880,5 +891,39 @@ impl Ledger for FileLedger {
 
     fn flush(&self) -> Result<(), LedgerError> {
         self.flush_position().map(|_| ())
+    }
+
+    fn check_writable(&self) -> Result<(), LedgerError> {
+        if !self.shared.full.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        match &lock(&self.shared.state).full {
+            Some((path, source)) => Err(LedgerError::Full {
+                path: path.clone(),
+                source: Arc::clone(source),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn space(&self) -> Option<Result<Space, LedgerError>> {
+        let dir = &self.shared.dir;
+        let measure = || -> Result<Space, LedgerError> {
+            let mut bytes = 0;
+            for entry in fs_err::read_dir(dir).map_err(io_err(dir))? {
+                let entry = entry.map_err(io_err(dir))?;
+                // A file removed meanwhile (a temporary) counts nothing.
+                bytes += entry.metadata().map_or(0, |m| m.len());
+            }
+            let fs =
+                rustix::fs::statvfs(dir.as_path()).map_err(|e| io_err(dir)(io::Error::from(e)))?;
+            Ok(Space {
+                bytes,
+                free: fs.f_bavail.saturating_mul(fs.f_frsize),
+                total: fs.f_blocks.saturating_mul(fs.f_frsize),
+                full: lock(&self.shared.state).full.is_some(),
+            })
+        };
+        Some(measure())
     }
 }

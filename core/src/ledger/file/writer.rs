@@ -3,10 +3,14 @@
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 
 use super::{COMMIT_DELAY, Chunk, PREALLOCATE, Shared, SyncFn, index, lock};
-use crate::ledger::segment;
+use crate::ledger::{is_out_of_space, segment};
+
+/// How often a writer waiting for disk space tries again.
+const SPACE_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The writer thread: takes batches, writes them, one sync per batch.
 ///
@@ -67,7 +71,13 @@ impl Writer {
                     segment::pack(state.segment, state.segment_len as u32),
                 )
             };
-            if let Err((path, error)) = self.write(&batch) {
+            let mut written = self.write(&batch);
+            if let Err((path, error)) = &written
+                && is_out_of_space(error)
+            {
+                written = self.wait_for_space(&batch, path.clone(), error);
+            }
+            if let Err((path, error)) = written {
                 let mut state = lock(&self.shared.state);
                 let error = Arc::new(error);
                 state.failed = Some((path.clone(), Arc::clone(&error)));
@@ -102,9 +112,66 @@ impl Writer {
         self.shared.indexes.write_out();
     }
 
-    /// Writes `batch` and syncs every segment it touched; never retried.
+    /// After `batch`'s write found the disk full: refuses what waits for it
+    /// and new writes ([`Ledger::check_writable`](crate::ledger::Ledger::check_writable)),
+    /// then writes it again every [`SPACE_RETRY`] until it fits (`Ok`), or
+    /// until another error, or a close (the batch was never acknowledged).
+    fn wait_for_space(
+        &mut self,
+        batch: &[Chunk],
+        path: PathBuf,
+        error: &io::Error,
+    ) -> Result<(), (PathBuf, io::Error)> {
+        tracing::error!(path = %path.display(), error = %error, "ledger disk full: ingest refused until space is freed");
+        let stalled = (
+            path,
+            Arc::new(io::Error::new(error.kind(), error.to_string())),
+        );
+        lock(&self.shared.state).full = Some(stalled.clone());
+        self.shared.full.store(true, Ordering::Release);
+        self.shared.sync.stall(Some(stalled));
+        loop {
+            {
+                let state = lock(&self.shared.state);
+                let (state, _) = self
+                    .shared
+                    .wake
+                    .wait_timeout_while(state, SPACE_RETRY, |s| !s.closing)
+                    .unwrap_or_else(PoisonError::into_inner);
+                if state.closing {
+                    return Err((
+                        self.shared.dir.clone(),
+                        io::Error::new(
+                            io::ErrorKind::StorageFull,
+                            "closed while the disk was full",
+                        ),
+                    ));
+                }
+            }
+            match self.write(batch) {
+                Err((_, error)) if is_out_of_space(&error) => continue,
+                Err(other) => return Err(other),
+                Ok(()) => {
+                    lock(&self.shared.state).full = None;
+                    self.shared.full.store(false, Ordering::Release);
+                    self.shared.sync.stall(None);
+                    tracing::info!("ledger disk has space again: ingest resumed");
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Writes `batch` and syncs every segment it touched. Written again
+    /// after a full disk: chunks of segments already closed (and synced)
+    /// are skipped, those of the current segment rewritten (a failed sync
+    /// leaves their pages in doubt), a segment file that attempt created
+    /// reused.
     fn write(&mut self, batch: &[Chunk]) -> Result<(), (PathBuf, io::Error)> {
         for chunk in batch {
+            if self.current.as_ref().is_some_and(|c| chunk.segment < c.0) {
+                continue;
+            }
             if self.current.as_ref().map(|c| c.0) != Some(chunk.segment) {
                 if let Some((_, file)) = &self.current {
                     let failed = |e| (file.path().to_path_buf(), e);
@@ -113,10 +180,14 @@ impl Writer {
                     (self.sync)(file.file()).map_err(failed)?;
                 }
                 let path = self.shared.dir.join(segment::segment_name(chunk.segment));
+                // Only an earlier attempt of this batch (on a full disk) can
+                // have created a segment past the current one: open read it
+                // otherwise. What it holds is written again.
                 let file = fs_err::OpenOptions::new()
                     .read(true)
                     .write(true)
-                    .create_new(true)
+                    .create(true)
+                    .truncate(true)
                     .open(&path)
                     .map_err(|e| (path.clone(), e))?;
                 fs_err::File::open(&self.shared.dir)

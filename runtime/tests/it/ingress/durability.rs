@@ -125,6 +125,7 @@ fn governor_child() {
         jwks: None,
         oidc_email: Vec::new(),
         max_in_flight: 1024,
+        min_free: Default::default(),
         max_connections: 4096,
         header_read_timeout: 10,
         shutdown_timeout: std::env::var(CHILD_SHUTDOWN_TIMEOUT)

@@ -250,6 +250,7 @@ fn serve_with_jwks(url: &str, ledger: &std::path::Path) -> service::ServeError {
         jwks: Some(JwksSource::parse(url).unwrap()),
         oidc_email: vec![EMAIL.to_owned()],
         max_in_flight: 16,
+        min_free: Default::default(),
         max_connections: 64,
         header_read_timeout: 10,
         shutdown_timeout: 5,
