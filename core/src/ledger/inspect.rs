@@ -43,8 +43,21 @@ pub(super) fn verify_up_to(
     end: Option<u64>,
     options: &VerifyOptions<'_>,
 ) -> Result<VerifyReport, LedgerError> {
+    // Chains continue from the anchor's heads (the archived segments
+    // before it are `ledger verify --archive`'s).
+    let anchor = match super::file::read_anchor(dir) {
+        Ok(anchor) => anchor,
+        Err(LedgerError::Corrupt { path, reason, .. }) => {
+            let mut verifier = Verifier::new();
+            verifier.bad(String::new(), 0, format!("`{}`: {reason}", path.display()));
+            return Ok(verifier.report());
+        }
+        Err(e) => return Err(e),
+    };
     let mut replay = Replay {
-        verifier: Verifier::new(),
+        verifier: anchor
+            .as_ref()
+            .map_or_else(Verifier::new, |a| Verifier::starting_at(&a.heads)),
         options,
     };
     let ids = match list_segments(dir) {
@@ -63,8 +76,27 @@ pub(super) fn verify_up_to(
         }
         Err(e) => return Err(e),
     };
+    // Leftovers of a cut interrupted after its anchor (open removes them).
+    let ids: Vec<u32> = match &anchor {
+        Some(anchor) => ids.into_iter().filter(|&id| id >= anchor.segment).collect(),
+        None => ids,
+    };
+    if let (Some(anchor), Some(&first)) = (&anchor, ids.first())
+        && first != anchor.segment
+    {
+        replay.verifier.bad(
+            String::new(),
+            0,
+            format!(
+                "the anchor says the local log starts at segment {}, but it starts at {first}",
+                anchor.segment
+            ),
+        );
+        return Ok(replay.verifier.report());
+    }
     let span = Span {
         end,
+        records: anchor.as_ref().map_or(0, |a| a.records),
         ..Span::all(&ids)
     };
     let scanned = scan(dir, span, checkpoint.as_ref(), &mut replay)?;

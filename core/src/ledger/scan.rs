@@ -170,6 +170,8 @@ pub(crate) struct Span<'a> {
     pub(crate) start: u32,
     /// The packed position where the log is cut off (none: all of it).
     pub(crate) end: Option<u64>,
+    /// Records before the span (in archived segments, say).
+    pub(crate) records: u64,
 }
 
 impl<'a> Span<'a> {
@@ -179,6 +181,7 @@ impl<'a> Span<'a> {
             segments,
             start: 0,
             end: None,
+            records: 0,
         }
     }
 }
@@ -195,13 +198,14 @@ pub(crate) fn scan(
         segments,
         start,
         end,
+        records,
     } = span;
     let mut mark = Boundary {
         checkpoint,
         found: false,
     };
     let mut scanned = Scanned {
-        records: 0,
+        records,
         checkpoint_found: checkpoint.is_none(),
         last: None,
         stopped: false,
@@ -209,7 +213,7 @@ pub(crate) fn scan(
     // A checkpoint of no records sits at the start of the log, even one
     // without segments yet.
     let first = segment::pack(segments.first().copied().unwrap_or(1), start);
-    if let Some(ck) = mark.reached(0, first) {
+    if let Some(ck) = mark.reached(records, first) {
         visitor.at_checkpoint(ck)?;
     }
     let end = end.map(segment::unpack);

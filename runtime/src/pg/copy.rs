@@ -57,6 +57,11 @@ pub enum CopyError {
     /// The source and the destination are one ledger.
     #[error("`{0}` is both the source and the destination")]
     SameLedger(String),
+    /// The source's oldest segments are archived: only its local tail is here.
+    #[error(
+        "`{0}` holds only the receipts after its archived segments (it has an ANCHOR): copy a ledger whose whole history is local"
+    )]
+    Archived(String),
     /// Stopped after writing to the destination.
     #[error(
         "copy stopped after {copied} receipts: `{destination}` holds only that prefix; remove it (the directory, or the schema's ggen_ tables) before copying again"
@@ -87,6 +92,9 @@ pub fn copy(from: &Location, to: &Location) -> Result<Copied, CopyError> {
     // head rows and positions tell.
     let source = match from {
         Location::Dir(dir) if !dir.is_dir() => return Err(CopyError::NoSource(from.display())),
+        Location::Dir(dir) if file::read_anchor(dir)?.is_some() => {
+            return Err(CopyError::Archived(from.display()));
+        }
         Location::Dir(dir) => Source::Dir(dir),
         Location::Database(url) => {
             let ledger = PgLedger::open_read_only(url)?;

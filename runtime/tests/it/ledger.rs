@@ -18,6 +18,7 @@ mod checkpoint;
 mod index;
 pub(crate) mod postgres;
 mod proptests;
+mod retention;
 
 /// Frame header size before the tenant bytes (pinned on-disk format).
 const FRAME_HEADER: usize = 53;

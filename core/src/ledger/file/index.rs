@@ -68,6 +68,8 @@ pub(super) struct Chain {
     /// Locations of its records not yet sealed (the newest `recent.len()`
     /// records, ending at `head.seq`), in log order.
     pub(super) recent: Vec<Loc>,
+    /// Its records up to this seq are archived (see [`super::anchor`]).
+    pub(super) base: u64,
 }
 
 impl Default for Chain {
@@ -76,6 +78,7 @@ impl Default for Chain {
             head: Head::EMPTY,
             sealed: None,
             recent: Vec::new(),
+            base: 0,
         }
     }
 }
@@ -372,6 +375,12 @@ impl Indexes {
         }
     }
 
+    /// Drops what is held or cached of segment `id` (cut from the log).
+    pub(super) fn forget(&self, id: u32) {
+        lock(&self.unwritten).remove(&id);
+        lock(&self.cache).retain(|i| i.segment != id);
+    }
+
     /// Segment `id`'s index: held, cached, or read and checked.
     pub(super) fn get(&self, id: u32) -> Result<Arc<SegmentIndex>, LedgerError> {
         if let Some(index) = lock(&self.unwritten).get(&id) {
@@ -552,11 +561,13 @@ pub(super) fn last_before(
     position: u64,
     sealed: Option<RunStart>,
     end: u64,
+    floor: u32,
 ) -> Result<Option<(u64, Loc)>, LedgerError> {
     let (at_segment, at_offset) = segment::unpack(position);
     let mut next = sealed;
     let mut end = end;
-    while let Some(start) = next {
+    // Runs in archived segments (before `floor`) are not local.
+    while let Some(start) = next.filter(|s| s.segment >= floor) {
         let index = indexes.get(start.segment)?;
         let run = linked(indexes, &index, tenant, start, end)?;
         let covered = match start.segment.cmp(&at_segment) {
@@ -614,6 +625,7 @@ mod tests {
                 },
                 sealed: None,
                 recent: vec![loc(1, 0), loc(1, 20), loc(2, 0)],
+                base: 0,
             },
         );
         let sealed = seal(&mut chains, 2);

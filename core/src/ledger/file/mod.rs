@@ -35,8 +35,11 @@ use crate::tenant::TenantId;
 
 pub use super::inspect::{scan_dir, verify_dir, verify_dir_with};
 
+mod anchor;
 mod index;
 mod writer;
+
+pub use anchor::{ANCHOR_FILE, Anchor, read_anchor};
 
 pub use super::segment::CHECKPOINT_FILE;
 use index::{Chain, Indexes};
@@ -155,6 +158,8 @@ struct Shared {
     checkpoint_usable: AtomicBool,
     /// `state.full.is_some()`, readable without the lock.
     full: AtomicBool,
+    /// Where the local log starts, once segments were archived.
+    anchor: Mutex<Option<Anchor>>,
 }
 
 /// The embedded file ledger. Dropping it drains and syncs pending appends.
@@ -219,12 +224,57 @@ struct Opened {
     checkpoint: Option<Checkpoint>,
     /// Why the `CHECKPOINT` file is not used, when it is unreadable.
     rejected: Option<String>,
+    /// Where the local log starts, if segments were archived.
+    anchor: Option<Anchor>,
+}
+
+/// Open's part with an anchor: removes the segments (and index files) it
+/// let go that are still here (a cut interrupted after its anchor was
+/// written; their archived copies were verified before), and refuses a log
+/// that does not start where the anchor says.
+fn drop_cut_segments(dir: &Path, anchor: &Anchor) -> Result<Vec<u32>, LedgerError> {
+    let mut removed = false;
+    for entry in fs_err::read_dir(dir).map_err(io_err(dir))? {
+        let entry = entry.map_err(io_err(dir))?;
+        let name = entry.file_name();
+        let Some(id) = name.to_str().and_then(segment::parse_segment_name) else {
+            continue;
+        };
+        if id < anchor.segment {
+            for path in [entry.path(), dir.join(index::index_name(id))] {
+                match fs_err::remove_file(&path) {
+                    Ok(()) => removed = true,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_err(&path)(e)),
+                }
+            }
+        }
+    }
+    if removed {
+        sync_dir(dir)?;
+    }
+    let ids = list_segments(dir)?;
+    if ids.first().is_some_and(|&first| first != anchor.segment) {
+        return Err(LedgerError::Corrupt {
+            path: dir.join(segment::segment_name(anchor.segment)),
+            offset: 0,
+            reason: format!(
+                "the anchor says the local log starts at segment {}, but it starts at {}",
+                anchor.segment, ids[0]
+            ),
+        });
+    }
+    Ok(ids)
 }
 
 /// Open, step 2: scans every segment, rebuilding the chains and cutting a
 /// torn tail; refuses any other damage and any chain that does not link.
 fn scan_log(dir: &Path) -> Result<Opened, LedgerError> {
-    let ids = list_segments(dir)?;
+    let anchor = read_anchor(dir)?;
+    let ids = match &anchor {
+        Some(anchor) => drop_cut_segments(dir, anchor)?,
+        None => list_segments(dir)?,
+    };
     // The checkpoint only saves replay time: an unreadable one is set
     // aside (and the whole log replayed), never a reason to stop.
     let (checkpoint, rejected) = match read_checkpoint(dir) {
@@ -232,16 +282,33 @@ fn scan_log(dir: &Path) -> Result<Opened, LedgerError> {
         Err(LedgerError::Corrupt { reason, .. }) => (None, Some(reason)),
         Err(error) => return Err(error),
     };
+    // Chains continue from the anchor's heads.
+    let chains = anchor
+        .iter()
+        .flat_map(|a| &a.heads)
+        .map(|(tenant, head)| {
+            let chain = Chain {
+                head: *head,
+                base: head.seq,
+                ..Chain::default()
+            };
+            (Box::from(tenant.as_str()), chain)
+        })
+        .collect();
     let mut index = Index {
         dir: dir.to_path_buf(),
-        chains: HashMap::new(),
+        chains,
         segment: 0,
         sealed: Vec::new(),
         unwritten: BTreeMap::new(),
         heads_at_checkpoint: BTreeMap::new(),
         repair: None,
     };
-    let scanned = scan::scan(dir, Span::all(&ids), checkpoint.as_ref(), &mut index)?;
+    let span = Span {
+        records: anchor.as_ref().map_or(0, |a| a.records),
+        ..Span::all(&ids)
+    };
+    let scanned = scan::scan(dir, span, checkpoint.as_ref(), &mut index)?;
     // Only the segments sealed above keep an index file.
     let sealed: std::collections::HashSet<u32> = index.sealed.iter().copied().collect();
     index::remove_others(dir, &|id| sealed.contains(&id))?;
@@ -250,6 +317,7 @@ fn scan_log(dir: &Path) -> Result<Opened, LedgerError> {
         scanned,
         checkpoint,
         rejected,
+        anchor,
     })
 }
 
@@ -287,6 +355,7 @@ fn start_writer(
         scanned,
         checkpoint,
         rejected,
+        anchor,
     } = opened;
     let segment_bytes = options.segment_bytes.clamp(4096, MAX_SEGMENT_BYTES);
     let dir_for_indexes = dir.clone();
@@ -337,6 +406,7 @@ fn start_writer(
         },
         checkpoint_usable: AtomicBool::new(rejected.is_none()),
         full: AtomicBool::new(false),
+        anchor: Mutex::new(anchor),
         checkpointing: Mutex::new(checkpoint.as_ref().map_or(0, |c| c.records)),
         open_heads: Mutex::new(checkpoint.map(|c| (c, index.heads_at_checkpoint))),
     });
@@ -485,6 +555,96 @@ impl FileLedger {
         start_writer(dir, options, opened, lock)
     }
 
+    /// Where the local log starts, once segments were cut (see [`anchor`]).
+    pub fn anchor(&self) -> Option<Anchor> {
+        lock(&self.shared.anchor).clone()
+    }
+
+    /// The local segments' ids and the one being written: every id before
+    /// it is closed, its file complete once [`Ledger::flush`] returned.
+    pub fn segments(&self) -> Result<(Vec<u32>, u32), LedgerError> {
+        let current = lock(&self.shared.state).segment;
+        Ok((list_segments(&self.shared.dir)?, current))
+    }
+
+    /// The file of segment `id`.
+    pub fn segment_path(&self, id: u32) -> PathBuf {
+        self.shared.dir.join(segment::segment_name(id))
+    }
+
+    /// Lets the oldest local segment, `id`, go: records the new start of the
+    /// local log in the anchor (every tenant's head after `id`, and a copy
+    /// of the current checkpoint), durably, then removes the segment and
+    /// its index file. Reads start after the tenants' heads at the cut.
+    ///
+    /// **The caller must first have a verified copy of the segment in its
+    /// archive**: after this, the segment exists nowhere else. Returns
+    /// `false`, changing nothing, while the checkpoint does not yet cover
+    /// the whole segment (recovery must not need it) or `id` is not a
+    /// closed segment at the front of the log.
+    pub fn cut(&self, id: u32) -> Result<bool, LedgerError> {
+        self.cut_steps(id, true)
+    }
+
+    /// [`FileLedger::cut`] stopped right after its anchor is written, as a
+    /// crash there would leave it (for tests of what open makes of that).
+    #[doc(hidden)]
+    pub fn cut_anchor_only(&self, id: u32) -> Result<bool, LedgerError> {
+        self.cut_steps(id, false)
+    }
+
+    fn cut_steps(&self, id: u32, finish: bool) -> Result<bool, LedgerError> {
+        let dir = &self.shared.dir;
+        let (ids, current) = self.segments()?;
+        if ids.first() != Some(&id) || id >= current {
+            return Ok(false);
+        }
+        // Every record of `id` is on disk.
+        self.flush()?;
+        let ck_path = dir.join(CHECKPOINT_FILE);
+        let ck_bytes = match fs_err::read(&ck_path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(io_err(&ck_path)(e)),
+        };
+        match segment::decode_checkpoint(&ck_bytes) {
+            Ok(ck) if ck.position >= segment::pack(id + 1, 0) => {}
+            // Not covering it yet, or unreadable (the next checkpoint replaces it).
+            _ => return Ok(false),
+        }
+        let path = self.segment_path(id);
+        let bytes = fs_err::read(&path).map_err(io_err(&path))?;
+        let before = self.anchor();
+        let anchor = anchor::advance(before.as_ref(), id, &bytes, ck_bytes, &path)?;
+        anchor::write_anchor(dir, &anchor)?;
+        if !finish {
+            return Ok(true);
+        }
+        {
+            let mut state = lock(&self.shared.state);
+            for (tenant, head) in &anchor.heads {
+                if let Some(chain) = state.chains.get_mut(tenant.as_str()) {
+                    chain.base = chain.base.max(head.seq);
+                }
+            }
+        }
+        *lock(&self.shared.anchor) = Some(anchor);
+        self.shared
+            .readers
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&id);
+        self.shared.indexes.forget(id);
+        for path in [path, dir.join(index::index_name(id))] {
+            match fs_err::remove_file(&path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err(&path)(e)),
+                _ => {}
+            }
+        }
+        sync_dir(dir)?;
+        Ok(true)
+    }
+
     /// The torn final record that open truncated, if any (worth a warning in the log).
     pub fn repair(&self) -> Option<&Repair> {
         self.repair.as_ref()
@@ -584,16 +744,35 @@ impl FileLedger {
                 } else if covered > 0 {
                     let seq = chain.recent_first() + covered as u64 - 1;
                     unread.push((tenant, seq, chain.recent[covered - 1]));
-                } else if chain.sealed.is_some() {
+                } else {
                     sealed.push((tenant, chain.sealed, chain.recent_first()));
                 }
             }
         }
+        let anchor = lock(&self.shared.anchor).clone();
+        let floor = anchor.as_ref().map_or(0, |a| a.segment);
         for (tenant, start, end) in sealed {
-            if let Some((seq, loc)) =
-                index::last_before(&self.shared.indexes, tenant.as_str(), position, start, end)?
-            {
-                unread.push((tenant, seq, loc));
+            match index::last_before(
+                &self.shared.indexes,
+                tenant.as_str(),
+                position,
+                start,
+                end,
+                floor,
+            )? {
+                Some((seq, loc)) => unread.push((tenant, seq, loc)),
+                // None local before `position`: its head at the cut, if any.
+                None => {
+                    if let Some(head) = anchor.as_ref().and_then(|a| a.heads.get(&tenant)) {
+                        heads.insert(tenant, *head);
+                    }
+                }
+            }
+        }
+        // Tenants with no local record before `position` at all.
+        for (tenant, head) in anchor.iter().flat_map(|a| &a.heads) {
+            if !heads.contains_key(tenant) && !unread.iter().any(|(t, ..)| t == tenant) {
+                heads.insert(tenant.clone(), *head);
             }
         }
         let mut buf = Vec::new();
@@ -651,6 +830,7 @@ impl FileLedger {
             segments: &segments,
             start,
             end: Some(end),
+            records: 0,
         };
         scan::scan(&self.shared.dir, span, None, &mut Records(visit))?;
         Ok(())
@@ -754,12 +934,14 @@ impl Ledger for FileLedger {
         after: u64,
         limit: usize,
     ) -> Result<Vec<Record>, LedgerError> {
-        let from = after.saturating_add(1);
-        let (sealed, recent_first, recent) = {
+        let (from, sealed, recent_first, recent) = {
             let state = lock(&self.shared.state);
             let Some(chain) = state.chains.get(tenant.as_str()) else {
                 return Ok(Vec::new());
             };
+            // Archived receipts are not read here (`ledger verify --archive`
+            // reads them): a page starts at the first local one.
+            let from = after.saturating_add(1).max(chain.base + 1);
             if from > chain.head.seq || limit == 0 {
                 return Ok(Vec::new());
             }
@@ -772,7 +954,7 @@ impl Ledger for FileLedger {
                 .take(limit)
                 .copied()
                 .collect();
-            (chain.sealed, recent_first.max(from), recent)
+            (from, chain.sealed, recent_first.max(from), recent)
         };
         let locs = index::locate(
             &self.shared.indexes,
@@ -855,6 +1037,19 @@ impl Ledger for FileLedger {
                 read_checkpoint(&self.shared.dir)?.map(|c| (c, None))
             }
             None => None,
+        };
+        // The log before the cut cannot be replayed: without a usable
+        // checkpoint, the copy the anchor keeps stands in.
+        let checkpoint = match (checkpoint, lock(&self.shared.anchor).as_ref()) {
+            (None, Some(anchor)) => Some((
+                anchor.checkpoint().map_err(|reason| LedgerError::Corrupt {
+                    path: self.shared.dir.join(ANCHOR_FILE),
+                    offset: 0,
+                    reason: format!("the checkpoint the anchor keeps: {reason}"),
+                })?,
+                None,
+            )),
+            (checkpoint, _) => checkpoint,
         };
         let from = match checkpoint {
             Some((checkpoint, heads)) => {
