@@ -71,6 +71,12 @@ enum LedgerCommand {
     Verify {
         #[command(flatten)]
         store: StoreArgs,
+        /// The archive retention moved the oldest segments to (a directory
+        /// or `file:///dir`): the archived segments and the local log are
+        /// verified as one log from genesis, and the checkpoint's states
+        /// replayed from it.
+        #[arg(long, value_name = "URL")]
+        archive: Option<String>,
     },
     /// Print the stored receipts, one JSON object per line.
     Show {
@@ -166,8 +172,8 @@ pub fn run<P: PolicyPack>(
         } => located(&store).and_then(|ledger| run_replay(pack, &signals, &ledger, live_actions)),
         Command::Serve(args) => Ok(crate::ingress::service::run(pack, *args)),
         Command::Ledger {
-            command: LedgerCommand::Verify { store },
-        } => located(&store).and_then(|ledger| verify(pack, &ledger)),
+            command: LedgerCommand::Verify { store, archive },
+        } => located(&store).and_then(|ledger| verify(pack, &ledger, archive.as_deref())),
         Command::Ledger {
             command: LedgerCommand::Show { store, tenant },
         } => located(&store).and_then(|ledger| show(&ledger, tenant.as_deref())),
@@ -277,24 +283,43 @@ fn replay_live(
         .map_err(|e| Failure::internal(&e))
 }
 
-fn verify(pack: &'static dyn PolicyPack, location: &Location) -> Result<ExitCode, Failure> {
-    let (text, ok) = match location {
-        Location::Dir(dir) if !dir.is_dir() => {
+fn verify(
+    pack: &'static dyn PolicyPack,
+    location: &Location,
+    archive: Option<&str>,
+) -> Result<ExitCode, Failure> {
+    let (text, ok) = match (location, archive) {
+        (Location::Dir(dir), _) if !dir.is_dir() => {
             return Err(Failure::rejected(format!(
                 "no ledger at `{}`",
                 dir.display()
             )));
         }
-        Location::Dir(dir) => verify_report(pack, dir),
-        Location::Database(url) => verify_database_report(pack, url),
+        (Location::Dir(dir), Some(url)) => {
+            let archive = crate::archive::Archive::open(url)
+                .map_err(|e| Failure::rejected(error_chain(&e)))?;
+            return verify_archived(pack, dir, &archive);
+        }
+        (Location::Dir(dir), None) => verify_report(pack, dir),
+        (Location::Database(_), Some(_)) => {
+            return Err(Failure::rejected(
+                "--archive is for a file ledger's archived segments".to_owned(),
+            ));
+        }
+        (Location::Database(url), None) => verify_database_report(pack, url),
     }
     .map_err(|e| ledger_failure(&e))?;
     emit(&text)?;
-    Ok(if ok {
+    Ok(verdict(ok))
+}
+
+/// `ledger verify`'s exit: 0 when everything verified, else 1.
+fn verdict(ok: bool) -> ExitCode {
+    if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
-    })
+    }
 }
 
 /// What `ledger verify` prints for the ledger in `dir` (read-only, without
@@ -304,12 +329,49 @@ pub fn verify_report(
     pack: &'static dyn PolicyPack,
     dir: &Path,
 ) -> Result<(String, bool), LedgerError> {
-    verify_text(
+    // After retention the log before the anchor is archived: the chains
+    // verify from the anchor's heads, the checkpoint's states cannot be
+    // replayed without the archive.
+    let anchor = file::read_anchor(dir)?;
+    let stored = match &anchor {
+        Some(_) => None,
+        None => crate::ledger::inspect::stored_checkpoint(dir)?,
+    };
+    let (mut text, ok) = verify_text(
         pack,
-        crate::ledger::inspect::stored_checkpoint(dir)?,
+        stored,
         |visit| file::scan_dir(dir, visit),
         |options| file::verify_dir_with(dir, options),
+    )?;
+    if let Some(anchor) = anchor {
+        text.push_str(&format!(
+            "note: segments before {} ({} receipts) are archived: chains verified from the anchor's heads, checkpoint states not replayed (give --archive URL to verify from genesis)\n",
+            anchor.segment, anchor.records
+        ));
+    }
+    Ok((text, ok))
+}
+
+/// `ledger verify --archive`: the archived segments and the local log of
+/// the ledger in `dir` as one log from genesis, and the checkpoint's
+/// states replayed from it.
+fn verify_archived(
+    pack: &'static dyn PolicyPack,
+    dir: &Path,
+    archive: &crate::archive::Archive,
+) -> Result<ExitCode, Failure> {
+    let failed = |e: crate::archive::ArchiveError| Failure::internal(&e);
+    let mut scan_fetch = archive.fetcher().map_err(failed)?;
+    let mut verify_fetch = archive.fetcher().map_err(failed)?;
+    let (text, ok) = verify_text(
+        pack,
+        crate::ledger::inspect::stored_checkpoint(dir).map_err(|e| ledger_failure(&e))?,
+        |visit| file::scan_with_archive(dir, &mut scan_fetch, visit),
+        |options| file::verify_with_archive(dir, options, &mut verify_fetch),
     )
+    .map_err(|e| ledger_failure(&e))?;
+    emit(&text)?;
+    Ok(verdict(ok))
 }
 
 /// [`verify_report`] for a PostgreSQL ledger (read-only, beside a running

@@ -24,6 +24,7 @@
 #![warn(missing_docs)]
 
 pub mod actuator;
+pub mod archive;
 pub mod cli;
 pub mod ingress;
 pub mod pg;

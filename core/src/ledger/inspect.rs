@@ -38,10 +38,136 @@ pub fn verify_dir_with(
 }
 
 /// [`verify_dir_with`] over the log up to the packed position `end` (all of it if `None`).
+/// The segments an archive holds, by id (`None`: not there).
+pub type Archived<'a> = dyn FnMut(u32) -> Result<Option<Vec<u8>>, LedgerError> + 'a;
+
+/// Visits every record of a ledger whose oldest segments were archived,
+/// from genesis: the archived segments before the anchor (`archived`
+/// fetches each; a missing one is an error), then the local log.
+pub fn scan_with_archive(
+    dir: impl AsRef<Path>,
+    archived: &mut Archived<'_>,
+    visit: &mut dyn FnMut(&Record) -> Result<(), LedgerError>,
+) -> Result<(), LedgerError> {
+    let dir = dir.as_ref();
+    if let Some(anchor) = super::file::read_anchor(dir)? {
+        for id in 1..anchor.segment {
+            let name = segment::segment_name(id);
+            let bytes = archived(id)?.ok_or_else(|| LedgerError::Corrupt {
+                path: dir.join(&name),
+                offset: 0,
+                reason: "archived segment missing from the archive".to_owned(),
+            })?;
+            let tail = segment::walk(&bytes, 0, false, |_, frame| visit(&frame.record()))?;
+            if let segment::Tail::Damaged { offset, reason, .. } = tail {
+                return Err(LedgerError::Corrupt {
+                    path: dir.join(&name),
+                    offset: offset as u64,
+                    reason: format!("archived copy: {reason}"),
+                });
+            }
+        }
+        // Leftovers of an interrupted cut are not visited twice.
+        let ids: Vec<u32> = list_segments(dir)?
+            .into_iter()
+            .filter(|&id| id >= anchor.segment)
+            .collect();
+        let span = Span {
+            records: anchor.records,
+            ..Span::all(&ids)
+        };
+        scan(dir, span, None, &mut Records(visit))?;
+        return Ok(());
+    }
+    scan_dir(dir, visit)
+}
+
+/// Verifies a ledger whose oldest segments were archived as one log from
+/// genesis: the archived segments (`archived` fetches each) up to the
+/// anchor, checked to end exactly at the anchor's heads and record count,
+/// then the local segments (as [`verify_dir_with`]). Without an anchor,
+/// the whole log is local and the archive is not read.
+pub fn verify_with_archive(
+    dir: impl AsRef<Path>,
+    options: &VerifyOptions<'_>,
+    archived: &mut Archived<'_>,
+) -> Result<VerifyReport, LedgerError> {
+    verify_from(dir.as_ref(), None, options, Some(archived))
+}
+
 pub(super) fn verify_up_to(
     dir: &Path,
     end: Option<u64>,
     options: &VerifyOptions<'_>,
+) -> Result<VerifyReport, LedgerError> {
+    verify_from(dir, end, options, None)
+}
+
+/// Feeds the archived segments before `anchor` to `verifier`; `false` once
+/// it found a problem (reported in it).
+fn verify_archived(
+    verifier: &mut Verifier,
+    anchor: &super::file::Anchor,
+    archived: &mut Archived<'_>,
+) -> Result<bool, LedgerError> {
+    let mut records = 0u64;
+    for id in 1..anchor.segment {
+        let name = segment::segment_name(id);
+        let Some(bytes) = archived(id)? else {
+            verifier.bad(
+                String::new(),
+                0,
+                format!("archived segment `{name}` is missing from the archive"),
+            );
+            return Ok(false);
+        };
+        let tail = segment::walk(&bytes, 0, false, |_, frame| {
+            verifier.feed_parts(frame.tenant, frame.seq, &frame.hash, frame.bytes);
+            records += 1;
+            Ok::<(), LedgerError>(())
+        })?;
+        if let segment::Tail::Damaged { offset, reason, .. } = tail {
+            let (tenant, seq) = claimed(&bytes[offset..]);
+            verifier.bad(
+                tenant,
+                seq,
+                format!("archived segment `{name}` at offset `{offset}`: {reason}"),
+            );
+            return Ok(false);
+        }
+        if verifier.has_bad() {
+            return Ok(false);
+        }
+    }
+    if records != anchor.records {
+        verifier.bad(
+            String::new(),
+            0,
+            format!(
+                "the archive holds {records} receipts before the anchor, which counts {}",
+                anchor.records
+            ),
+        );
+        return Ok(false);
+    }
+    for (tenant, head) in &anchor.heads {
+        if verifier.head(tenant.as_str()) != Some(*head) {
+            verifier.bad(
+                tenant.to_string(),
+                head.seq,
+                "the archive does not end at this tenant's head in the anchor".to_owned(),
+            );
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+fn verify_from(
+    dir: &Path,
+    end: Option<u64>,
+    options: &VerifyOptions<'_>,
+    archived: Option<&mut Archived<'_>>,
 ) -> Result<VerifyReport, LedgerError> {
     // Chains continue from the anchor's heads (the archived segments
     // before it are `ledger verify --archive`'s).
@@ -54,12 +180,18 @@ pub(super) fn verify_up_to(
         }
         Err(e) => return Err(e),
     };
-    let mut replay = Replay {
-        verifier: anchor
-            .as_ref()
-            .map_or_else(Verifier::new, |a| Verifier::starting_at(&a.heads)),
-        options,
+    let verifier = match (&anchor, archived) {
+        (Some(anchor), Some(archived)) => {
+            let mut verifier = Verifier::new();
+            if !verify_archived(&mut verifier, anchor, archived)? {
+                return Ok(verifier.report());
+            }
+            verifier
+        }
+        (Some(anchor), None) => Verifier::starting_at(&anchor.heads),
+        (None, _) => Verifier::new(),
     };
+    let mut replay = Replay { verifier, options };
     let ids = match list_segments(dir) {
         Ok(ids) => ids,
         Err(LedgerError::Corrupt { path, reason, .. }) => {

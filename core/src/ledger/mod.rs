@@ -583,6 +583,10 @@ pub trait Ledger: Send + Sync + 'static {
     fn space(&self) -> Option<Result<Space, LedgerError>> {
         None
     }
+    /// The file ledger behind this one, if it is one (retention cuts its segments).
+    fn as_file(&self) -> Option<&file::FileLedger> {
+        None
+    }
 }
 
 /// A local ledger's disk use (see [`Ledger::space`]).

@@ -103,6 +103,12 @@ impl Verifier {
         self.first_bad.is_some()
     }
 
+    /// `tenant`'s head as fed so far (`None`: not fed, or its chain broke).
+    pub fn head(&self, tenant: &str) -> Option<Head> {
+        let (seq, hash) = (*self.heads.get(tenant)?)?;
+        Some(Head { seq, hash })
+    }
+
     /// Records fed so far.
     pub fn receipts(&self) -> u64 {
         self.receipts

@@ -13,19 +13,16 @@ use crate::ledger::{Ledger, Space};
 const SAMPLE_FOR: Duration = Duration::from_secs(1);
 
 /// Free space under which a service reports not ready (`--min-free`).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub enum MinFree {
     /// An amount of bytes.
     Bytes(u64),
     /// A share of the file system, in percent.
     Percent(f64),
-}
-
-impl Default for MinFree {
-    /// 5% of the ledger's file system.
-    fn default() -> MinFree {
-        MinFree::Percent(5.0)
-    }
+    /// 5% of the file system, at most 1 GiB (`auto`, the default): a
+    /// share on a volume of the ledger's own, a bound on a large shared disk.
+    #[default]
+    Auto,
 }
 
 impl MinFree {
@@ -34,6 +31,7 @@ impl MinFree {
         match self {
             MinFree::Bytes(bytes) => bytes,
             MinFree::Percent(percent) => (total as f64 * percent / 100.0) as u64,
+            MinFree::Auto => MinFree::Percent(5.0).bytes(total).min(1 << 30),
         }
     }
 }
@@ -41,9 +39,12 @@ impl MinFree {
 impl std::str::FromStr for MinFree {
     type Err = String;
 
-    /// `5%`, `0.5%`, `512MiB`, `2GiB`, `100MB`, `4096` (bytes).
+    /// `auto`, `5%`, `0.5%`, `512MiB`, `2GiB`, `100MB`, `4096` (bytes).
     fn from_str(text: &str) -> Result<MinFree, String> {
         let text = text.trim();
+        if text == "auto" {
+            return Ok(MinFree::Auto);
+        }
         let bad = || {
             format!(
                 "`{text}` is not a size: give a percentage (`5%`) or bytes (`512MiB`, `2GiB`, `100MB`, `4096`)"
@@ -195,6 +196,9 @@ mod tests {
         }
         assert_eq!(MinFree::Percent(5.0).bytes(1000), 50);
         assert_eq!(MinFree::Bytes(7).bytes(1000), 7);
+        assert_eq!("auto".parse(), Ok(MinFree::Auto));
+        assert_eq!(MinFree::Auto.bytes(10 << 30), 512 << 20);
+        assert_eq!(MinFree::Auto.bytes(250 << 30), 1 << 30);
     }
 
     #[test]

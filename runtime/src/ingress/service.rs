@@ -88,8 +88,9 @@ pub struct ServeArgs {
     pub max_in_flight: usize,
     /// Free space on the file ledger's disk under which `/readyz` answers
     /// 503 and a warning is logged, before writes fail: a percentage of
-    /// the file system (`5%`) or bytes (`512MiB`, `2GiB`).
-    #[arg(long, value_name = "SIZE", default_value = "5%")]
+    /// the file system (`5%`), bytes (`512MiB`, `2GiB`), or `auto` (5%, at
+    /// most 1 GiB).
+    #[arg(long, value_name = "SIZE", default_value = "auto")]
     pub min_free: crate::ingress::MinFree,
     /// Connections open at once; past it, new ones wait in the listen
     /// backlog until one closes (keep it below the open-file limit).
@@ -115,6 +116,17 @@ pub struct ServeArgs {
     /// appended since the last one (checked every 10 s; 0: only at shutdown).
     #[arg(long, value_name = "N", default_value_t = 200_000)]
     pub checkpoint_every: u64,
+    /// Keep this much of the file ledger locally: an age (`7d`, `12h`) or a
+    /// size (`20GiB`). Older closed segments are copied to `--archive`,
+    /// the copy checked, then removed here. Needs `--archive`.
+    #[arg(long, value_name = "AGE|SIZE", requires = "archive")]
+    pub retain: Option<crate::archive::Retain>,
+    /// Where retention archives segments: a directory or `file:///dir`.
+    #[arg(long, value_name = "URL", requires = "retain")]
+    pub archive: Option<String>,
+    /// How often retention looks for segments to archive, in seconds.
+    #[arg(long, value_name = "S", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub archive_every: u64,
     /// How long event ids (Pub/Sub `messageId`, signal and marketplace
     /// `id`) are remembered to drop redeliveries, in seconds of the server's
     /// clock; at least twice the marketplace signature tolerance (600).
@@ -322,6 +334,21 @@ pub fn run_until(
         })
         .map_err(ServeError::Ledger)?;
     tracing::info!(ledger = %location.display(), "ledger open");
+    let archive = match (&args.retain, &args.archive) {
+        (Some(retain), Some(url)) => {
+            if ledger.as_file().is_none() {
+                return Err(ServeError::Store(
+                    "--retain and --archive need a file ledger (`--ledger DIR`); a PostgreSQL ledger's retention is the database's"
+                        .to_owned(),
+                ));
+            }
+            let archive = crate::archive::Archive::open(url)
+                .map_err(|e| ServeError::Store(error_chain(&e)))?;
+            tracing::info!(archive = %url, retain = ?retain, "retention on: old segments are archived, then removed");
+            Some((archive, *retain))
+        }
+        _ => None,
+    };
     let dedupe = DedupeOptions {
         window: Duration::from_secs(args.dedupe_window),
         capacity: args.dedupe_capacity,
@@ -418,6 +445,15 @@ pub fn run_until(
                 checkpoints_stopped,
             ))
         });
+        let archiver = archive.map(|(archive, retain)| {
+            tokio::spawn(crate::archive::run(
+                Arc::clone(registry.ledger()),
+                archive,
+                retain,
+                Duration::from_secs(args.archive_every),
+                stop_checkpoints.subscribe(),
+            ))
+        });
         let draining = state.clone();
         super::serve(listener, state, async move {
             shutdown.await;
@@ -437,6 +473,10 @@ pub fn run_until(
         let _ = stop_checkpoints.send(true);
         if let Some(checkpoints) = checkpoints {
             let _ = checkpoints.await;
+        }
+        // An archiving round in progress finishes its current step first.
+        if let Some(archiver) = archiver {
+            let _ = archiver.await;
         }
         // Whatever is left of the shutdown deadline, at most `--drain-timeout`.
         let left = deadline().saturating_duration_since(tokio::time::Instant::now());

@@ -54,7 +54,8 @@ pub struct Options {
     /// Runs decided actions once their deciding receipt is durable (`None`:
     /// they stay in flight until their timeout, and a warning is logged).
     pub actuator: Option<Dispatcher>,
-    /// Free space on the ledger's disk under which `/readyz` fails (default 5%).
+    /// Free space on the ledger's disk under which `/readyz` fails (default
+    /// 5% of the file system, at most 1 GiB).
     pub min_free: MinFree,
 }
 

@@ -14,6 +14,7 @@ use ggen_runtime::ledger::{
 use ggen_runtime::tenant::TenantId;
 use serde_json::json;
 
+mod archive;
 mod checkpoint;
 mod index;
 pub(crate) mod postgres;

@@ -33,7 +33,9 @@ use super::{
 };
 use crate::tenant::TenantId;
 
-pub use super::inspect::{scan_dir, verify_dir, verify_dir_with};
+pub use super::inspect::{
+    Archived, scan_dir, scan_with_archive, verify_dir, verify_dir_with, verify_with_archive,
+};
 
 mod anchor;
 mod index;
@@ -555,7 +557,7 @@ impl FileLedger {
         start_writer(dir, options, opened, lock)
     }
 
-    /// Where the local log starts, once segments were cut (see [`anchor`]).
+    /// Where the local log starts, once segments were cut (see [`Anchor`]).
     pub fn anchor(&self) -> Option<Anchor> {
         lock(&self.shared.anchor).clone()
     }
@@ -1086,6 +1088,10 @@ impl Ledger for FileLedger {
 
     fn flush(&self) -> Result<(), LedgerError> {
         self.flush_position().map(|_| ())
+    }
+
+    fn as_file(&self) -> Option<&FileLedger> {
+        Some(self)
     }
 
     fn check_writable(&self) -> Result<(), LedgerError> {

@@ -126,6 +126,9 @@ fn governor_child() {
         oidc_email: Vec::new(),
         max_in_flight: 1024,
         min_free: Default::default(),
+        retain: None,
+        archive: None,
+        archive_every: 60,
         max_connections: 4096,
         header_read_timeout: 10,
         shutdown_timeout: std::env::var(CHILD_SHUTDOWN_TIMEOUT)
