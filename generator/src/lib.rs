@@ -40,6 +40,7 @@ pub mod names;
 pub mod pipeline;
 pub mod plan;
 pub mod render;
+pub mod sizing;
 pub mod spec;
 pub mod validate;
 pub mod view;

@@ -295,10 +295,17 @@ pub struct Deploy {
     pub replicas: u32,
     /// CPU request/limit (Kubernetes quantity).
     pub cpu: String,
-    /// Memory request/limit (Kubernetes quantity).
+    /// Memory request/limit (Kubernetes quantity): the spec's, raised to
+    /// what its tenants need (see [`crate::sizing::memory`]).
     pub memory: String,
     /// Image repository (defaults to the crate name).
     pub image: String,
+    /// The retention bound as the spec gives it (`--retain`), if any.
+    pub retain: Option<String>,
+    /// The ledger volume, in GiB (see [`crate::sizing`]).
+    pub volume_gi: u64,
+    /// The archive volume (Kubernetes quantity), used with `retain`.
+    pub archive_storage: String,
 }
 
 fn id_of(index: usize, what: &'static str) -> Result<u16, LowerError> {
@@ -409,12 +416,21 @@ pub fn lower(checked: &Checked, spec_path: &str, spec_sha256: &str) -> Result<Mo
             port: spec.deploy.port,
             replicas: spec.deploy.replicas,
             cpu: spec.deploy.cpu.clone(),
-            memory: spec.deploy.memory.clone(),
+            memory: crate::sizing::memory(spec.tenancy.max_tenants, &spec.deploy.memory),
             image: spec
                 .deploy
                 .image
                 .clone()
                 .unwrap_or_else(|| crate_name.clone()),
+            retain: spec.deploy.retain.clone(),
+            volume_gi: crate::sizing::volume_gi(
+                spec.deploy
+                    .retain
+                    .as_deref()
+                    .and_then(crate::sizing::Retain::parse),
+                spec.deploy.signals_per_second,
+            ),
+            archive_storage: spec.deploy.archive_storage.clone(),
         },
         crate_name,
         tenant_attribute: spec.tenancy.tenant_attribute.clone(),

@@ -247,6 +247,15 @@ pub struct Deploy {
     pub memory: String,
     /// Image repository (default: the crate name).
     pub image: Option<String>,
+    /// Expected steady load, for sizing the volume (default 1000).
+    #[serde(default = "default_signals_per_second")]
+    pub signals_per_second: u64,
+    /// How much of the ledger stays local (`7d`, `20GiB`); older segments
+    /// go to the archive volume. None: the ledger is never trimmed.
+    pub retain: Option<String>,
+    /// The archive volume's size, a Kubernetes quantity (default `100Gi`).
+    #[serde(default = "default_archive_storage")]
+    pub archive_storage: String,
 }
 
 impl Default for Deploy {
@@ -257,8 +266,18 @@ impl Default for Deploy {
             cpu: default_cpu(),
             memory: default_memory(),
             image: None,
+            signals_per_second: default_signals_per_second(),
+            retain: None,
+            archive_storage: default_archive_storage(),
         }
     }
+}
+
+fn default_signals_per_second() -> u64 {
+    1000
+}
+fn default_archive_storage() -> String {
+    "100Gi".to_owned()
 }
 
 fn default_port() -> u16 {

@@ -186,6 +186,12 @@ pub struct SkuYaml {
     pub cpu: String,
     /// Memory quantity.
     pub memory: String,
+    /// The ledger volume's size, e.g. `10Gi`.
+    pub volume: String,
+    /// The retention bound (`--retain`), when the spec sets one.
+    pub retain: Option<String>,
+    /// The archive volume's size (with `retain`).
+    pub archive_storage: String,
 }
 
 /// SKU text as Containerfile label values.
@@ -512,6 +518,9 @@ impl SkuView {
                 image_ref: escape::quoted(&format!("{}:{}", model.deploy.image, model.version)),
                 cpu: escape::quoted(&model.deploy.cpu),
                 memory: escape::quoted(&model.deploy.memory),
+                volume: escape::quoted(&format!("{}Gi", model.deploy.volume_gi)),
+                retain: model.deploy.retain.as_deref().map(escape::quoted),
+                archive_storage: escape::quoted(&model.deploy.archive_storage),
             },
             containerfile: SkuContainerfile {
                 name: escape::containerfile(&model.name),

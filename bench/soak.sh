@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# A soak with retention: a release cost-guard-governor on a file ledger with
+# `--retain SIZE --archive DIR` under a steady, rate-limited load for
+# MINUTES minutes; RSS and the ledger's local size sampled every minute.
+# At the end: SIGTERM, `ledger verify --archive` (archive + local from
+# genesis), and every acknowledged signal counted against the receipts.
+#
+#   bench/soak.sh   (MINUTES=30 CONNECTIONS=50 DELAY_MS=5 RETAIN=256MiB TENANTS=1000)
+#
+# The load: wrk with CONNECTIONS connections, each waiting DELAY_MS before
+# every request (50 × 1000/5 = 10k requests/s at most), in one-minute runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+MINUTES="${MINUTES:-30}"
+CONNECTIONS="${CONNECTIONS:-50}"
+DELAY_MS="${DELAY_MS:-5}"
+RETAIN="${RETAIN:-256MiB}"
+TENANTS="${TENANTS:-1000}"
+PORT="${PORT:-18095}"
+THREADS=2
+DURATION=60s
+
+if ! command -v wrk >/dev/null; then
+  apt-get install -y wrk >/dev/null
+fi
+cargo build --release --locked -p cost-guard-governor --quiet
+BIN="$CARGO_TARGET_DIR/release"
+work="$(mktemp -d)"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+sed -e "s/n % 1000/n % $TENANTS/" "$work/signals.lua" >"$work/soak.lua"
+printf 'delay = function()\n  return %s\nend\n' "$DELAY_MS" >>"$work/soak.lua"
+
+GOVERNOR_AUTH_TOKEN=bench-token RUST_LOG=warn "$BIN/cost-guard-governor" serve \
+  --listen "127.0.0.1:$PORT" --ledger "$work/ledger" --actions log \
+  --retain "$RETAIN" --archive "$work/archive" --archive-every 10 2>"$work/governor.log" &
+gov=$!
+pids+=("$gov")
+wait_port "$PORT"
+
+rss_mb() { awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$gov/status"; }
+local_mb() { du -sm "$work/ledger" | cut -f1; }
+acked=0
+printf '%-6s %12s %9s %9s %9s %11s\n' minute "signals/s" "p99 ms" "RSS MiB" "local MiB" "archive MiB"
+for minute in $(seq "$MINUTES"); do
+  read -r rps _ p99 errors requests < <(load "$PORT" "$CONNECTIONS" "$THREADS" "$work/soak.lua")
+  acked=$((acked + requests - errors))
+  printf '%-6s %12.0f %9.2f %9s %9s %11s\n' "$minute" "$rps" "$p99" "$(rss_mb)" "$(local_mb)" \
+    "$(du -sm "$work/archive" | cut -f1)"
+done
+kill -TERM "$gov"
+wait "$gov" || true
+echo "acknowledged signals: $acked"
+echo "verify --archive: $("$BIN/cost-guard-governor" ledger verify --ledger "$work/ledger" --archive "$work/archive" | tr '\n' ' ')"
+receipts=$("$BIN/cost-guard-governor" ledger verify --ledger "$work/ledger" --archive "$work/archive" |
+  sed -n 's/^ok: \([0-9]*\) receipts.*/\1/p')
+echo "receipts (archive + local): ${receipts:-?}"
+if [ -n "$receipts" ] && [ "$receipts" -lt "$acked" ]; then
+  echo "LOST: $((acked - receipts)) acknowledged signals are not in the ledger" >&2
+  exit 1
+fi
+echo "segments archived: $(find "$work/archive" -name '*.seg' | wc -l); local segments: $(find "$work/ledger" -name '*.seg' | wc -l)"
