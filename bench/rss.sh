@@ -23,21 +23,8 @@ PORT="${PORT:-18094}"
 THREADS=2
 DURATION="$CHUNK"
 
-if ! command -v wrk >/dev/null; then
-  apt-get install -y wrk >/dev/null
-fi
-cargo build --release --locked -p cost-guard-governor --quiet
-BIN="$CARGO_TARGET_DIR/release"
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-# shellcheck source=bench/lib.sh
-source bench/lib.sh
+# shellcheck source=bench/governor.sh
+source bench/governor.sh
 sed "s/n % 1000/n % $TENANTS/" "$work/signals.lua" >"$work/load.lua"
 
 GOVERNOR_AUTH_TOKEN=bench-token RUST_LOG=warn "$BIN/cost-guard-governor" serve \

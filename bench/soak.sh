@@ -21,21 +21,8 @@ PORT="${PORT:-18095}"
 THREADS=2
 DURATION=60s
 
-if ! command -v wrk >/dev/null; then
-  apt-get install -y wrk >/dev/null
-fi
-cargo build --release --locked -p cost-guard-governor --quiet
-BIN="$CARGO_TARGET_DIR/release"
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-# shellcheck source=bench/lib.sh
-source bench/lib.sh
+# shellcheck source=bench/governor.sh
+source bench/governor.sh
 sed -e "s/n % 1000/n % $TENANTS/" "$work/signals.lua" >"$work/soak.lua"
 printf 'delay = function()\n  return %s\nend\n' "$DELAY_MS" >>"$work/soak.lua"
 

@@ -180,16 +180,52 @@ impl Archive {
         }
     }
 
-    /// Stores segment `id` and reads it back: `Ok` only once the archived
-    /// copy is durable and equal to `bytes`.
-    pub async fn put_verified(&self, id: u32, bytes: Vec<u8>) -> Result<(), ArchiveError> {
-        let digest = Sha256::digest(&bytes);
-        self.store
-            .put(&object(id), PutPayload::from(bytes))
-            .await
-            .map_err(|e| self.store_error(e))?;
-        let back = self.get(id).await?;
-        if back.as_deref().map(Sha256::digest) != Some(digest) {
+    /// The SHA-256 of segment `id`'s archived copy, read as a stream
+    /// (`None`: not archived).
+    async fn digest(&self, id: u32) -> Result<Option<[u8; 32]>, ArchiveError> {
+        use futures_util::StreamExt as _;
+        let got = match self.store.get(&object(id)).await {
+            Ok(got) => got,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(error) => return Err(self.store_error(error)),
+        };
+        let mut hasher = Sha256::new();
+        let mut stream = got.into_stream();
+        while let Some(chunk) = stream.next().await {
+            hasher.update(chunk.map_err(|e| self.store_error(e))?);
+        }
+        Ok(Some(hasher.finalize().into()))
+    }
+
+    /// Stores the segment file `path` as segment `id`, streamed a few MiB
+    /// at a time, and reads it back: `Ok` only once the archived copy is
+    /// durable and equal to the file.
+    pub async fn put_verified(&self, id: u32, path: &std::path::Path) -> Result<(), ArchiveError> {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let io = |source: std::io::Error| {
+            ArchiveError::Ledger(LedgerError::Io {
+                path: path.to_path_buf(),
+                source,
+            })
+        };
+        let mut file = tokio::fs::File::open(path).await.map_err(io)?;
+        let mut writer =
+            object_store::buffered::BufWriter::new(Arc::clone(&self.store), object(id));
+        let mut hasher = Sha256::new();
+        let mut chunk = vec![0u8; 4 << 20];
+        loop {
+            let n = file.read(&mut chunk).await.map_err(io)?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&chunk[..n]);
+            writer
+                .write_all(&chunk[..n])
+                .await
+                .map_err(|e| self.stream_error(e))?;
+        }
+        writer.shutdown().await.map_err(|e| self.stream_error(e))?;
+        if self.digest(id).await? != Some(hasher.finalize().into()) {
             return Err(ArchiveError::Mismatch {
                 url: self.url.clone(),
                 segment: id,
@@ -204,14 +240,17 @@ impl Archive {
             })
             .await
             .map_err(|e| ArchiveError::Join(e.to_string()))?;
-            synced.map_err(|e| {
-                self.store_error(object_store::Error::Generic {
-                    store: "LocalFileSystem",
-                    source: Box::new(e),
-                })
-            })?;
+            synced.map_err(|e| self.stream_error(e))?;
         }
         Ok(())
+    }
+
+    /// An I/O error of a stream into the store.
+    fn stream_error(&self, error: std::io::Error) -> ArchiveError {
+        self.store_error(object_store::Error::Generic {
+            store: "archive",
+            source: Box::new(error),
+        })
     }
 }
 
@@ -236,14 +275,14 @@ pub async fn archive_segment(
     stop: Option<Step>,
 ) -> Result<bool, ArchiveError> {
     let path = file_of(ledger.as_ref())?.segment_path(id);
-    let bytes = blocking(move || {
-        fs_err::read(&path).map_err(|source| LedgerError::Io {
-            path: path.clone(),
-            source,
-        })
-    })
-    .await?;
     if stop == Some(Step::Uploaded) {
+        let bytes = blocking(move || {
+            fs_err::read(&path).map_err(|source| LedgerError::Io {
+                path: path.clone(),
+                source,
+            })
+        })
+        .await?;
         archive
             .store
             .put(&object(id), PutPayload::from(bytes))
@@ -251,7 +290,7 @@ pub async fn archive_segment(
             .map_err(|e| archive.store_error(e))?;
         return Ok(false);
     }
-    archive.put_verified(id, bytes).await?;
+    archive.put_verified(id, &path).await?;
     if stop == Some(Step::Verified) {
         return Ok(false);
     }

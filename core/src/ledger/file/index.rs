@@ -252,6 +252,15 @@ impl SegmentIndex {
         (&self.bytes[at + 1..at + 1 + id_len], at + 1 + id_len)
     }
 
+    /// Every tenant's run in this segment, by tenant id.
+    pub(super) fn runs(&self) -> impl Iterator<Item = (&str, RunView<'_>)> {
+        (0..self.tenants).filter_map(|i| {
+            let (id, _) = self.id_at(i);
+            let tenant = std::str::from_utf8(id).ok()?;
+            Some((tenant, self.run(tenant)?))
+        })
+    }
+
     /// `tenant`'s run in this segment, if it has one.
     pub(super) fn run(&self, tenant: &str) -> Option<RunView<'_>> {
         let (mut lo, mut hi) = (0, self.tenants);

@@ -595,6 +595,48 @@ impl FileLedger {
         self.cut_steps(id, false)
     }
 
+    /// The anchor after segment `id` is cut, from its index: each tenant's
+    /// last record there (read and checked) is its new head.
+    fn heads_after(
+        &self,
+        id: u32,
+        before: Option<&Anchor>,
+        checkpoint: &[u8],
+    ) -> Result<Anchor, LedgerError> {
+        let index = self.shared.indexes.get(id)?;
+        let mut heads = before.map(|a| a.heads.clone()).unwrap_or_default();
+        let mut records = before.map_or(0, |a| a.records);
+        let mut buf = Vec::new();
+        for (tenant, run) in index.runs() {
+            let tenant = TenantId::new(tenant).map_err(|e| LedgerError::Corrupt {
+                path: self.shared.dir.join(index::index_name(id)),
+                offset: 0,
+                reason: e.to_string(),
+            })?;
+            let last = run.len() - 1;
+            let (offset, len) = run.loc(last);
+            let loc = Loc {
+                position: segment::pack(id, offset),
+                len,
+            };
+            let record = self.read_checked(&tenant, run.first + last as u64, loc, &mut buf)?;
+            heads.insert(
+                tenant,
+                Head {
+                    seq: record.seq,
+                    hash: record.hash,
+                },
+            );
+            records += run.len() as u64;
+        }
+        Ok(Anchor {
+            segment: id + 1,
+            records,
+            heads,
+            checkpoint: checkpoint.to_vec(),
+        })
+    }
+
     fn cut_steps(&self, id: u32, finish: bool) -> Result<bool, LedgerError> {
         let dir = &self.shared.dir;
         let (ids, current) = self.segments()?;
@@ -615,9 +657,16 @@ impl FileLedger {
             _ => return Ok(false),
         }
         let path = self.segment_path(id);
-        let bytes = fs_err::read(&path).map_err(io_err(&path))?;
         let before = self.anchor();
-        let anchor = anchor::advance(before.as_ref(), id, &bytes, ck_bytes, &path)?;
+        let anchor = match self.heads_after(id, before.as_ref(), &ck_bytes) {
+            Ok(anchor) => anchor,
+            // Not sealed yet (the writer seals right after it publishes):
+            // the whole segment is read instead.
+            Err(_) => {
+                let bytes = fs_err::read(&path).map_err(io_err(&path))?;
+                anchor::advance(before.as_ref(), id, &bytes, ck_bytes, &path)?
+            }
+        };
         anchor::write_anchor(dir, &anchor)?;
         if !finish {
             return Ok(true);
@@ -772,11 +821,15 @@ impl FileLedger {
             }
         }
         // Tenants with no local record before `position` at all.
+        let to_read: std::collections::HashSet<&TenantId> =
+            unread.iter().map(|(t, ..)| t).collect();
+        let mut cut: Vec<(TenantId, Head)> = Vec::new();
         for (tenant, head) in anchor.iter().flat_map(|a| &a.heads) {
-            if !heads.contains_key(tenant) && !unread.iter().any(|(t, ..)| t == tenant) {
-                heads.insert(tenant.clone(), *head);
+            if !heads.contains_key(tenant) && !to_read.contains(tenant) {
+                cut.push((tenant.clone(), *head));
             }
         }
+        heads.extend(cut);
         let mut buf = Vec::new();
         for (tenant, seq, loc) in unread {
             let record = self.read_checked(&tenant, seq, loc, &mut buf)?;
