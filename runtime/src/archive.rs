@@ -121,6 +121,9 @@ pub struct Archive {
     local: Option<PathBuf>,
 }
 
+/// Bytes read and uploaded at a time.
+const UPLOAD_PART: usize = 1 << 20;
+
 /// The object name of segment `id`.
 fn object(id: u32) -> ObjectPath {
     ObjectPath::from(format!("{id:010}.seg"))
@@ -197,8 +200,8 @@ impl Archive {
         Ok(Some(hasher.finalize().into()))
     }
 
-    /// Stores the segment file `path` as segment `id`, streamed a few MiB
-    /// at a time, and reads it back: `Ok` only once the archived copy is
+    /// Stores the segment file `path` as segment `id`, streamed a MiB at
+    /// a time, and reads it back: `Ok` only once the archived copy is
     /// durable and equal to the file.
     pub async fn put_verified(&self, id: u32, path: &std::path::Path) -> Result<(), ArchiveError> {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -209,10 +212,16 @@ impl Archive {
             })
         };
         let mut file = tokio::fs::File::open(path).await.map_err(io)?;
-        let mut writer =
-            object_store::buffered::BufWriter::new(Arc::clone(&self.store), object(id));
+        // At most two 1 MiB parts in flight: archiving must not add a
+        // segment's size to the governor's memory.
+        let mut writer = object_store::buffered::BufWriter::with_capacity(
+            Arc::clone(&self.store),
+            object(id),
+            UPLOAD_PART,
+        )
+        .with_max_concurrency(2);
         let mut hasher = Sha256::new();
-        let mut chunk = vec![0u8; 4 << 20];
+        let mut chunk = vec![0u8; UPLOAD_PART];
         loop {
             let n = file.read(&mut chunk).await.map_err(io)?;
             if n == 0 {
@@ -371,6 +380,27 @@ pub async fn archive_due(
         tracing::info!(segment = id, archive = %archive.url, "segment archived and removed locally");
         cut += 1;
     }
+}
+
+/// Runs [`run`] on a thread of its own, with a small runtime whose blocking
+/// work (file reads, the store's writes, cuts) stays on one more thread:
+/// archiving's buffers then come and go in the same two threads' memory
+/// instead of spreading over the service's blocking pool.
+pub fn spawn(
+    ledger: Arc<dyn Ledger>,
+    archive: Archive,
+    retain: Retain,
+    every: Duration,
+    stopped: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(1)
+        .thread_name("ledger-archive-io")
+        .build()?;
+    std::thread::Builder::new()
+        .name("ledger-archiver".to_owned())
+        .spawn(move || runtime.block_on(run(ledger, archive, retain, every, stopped)))
 }
 
 /// Runs [`archive_due`] every `every` until `stopped` turns true; failures

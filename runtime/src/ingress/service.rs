@@ -445,15 +445,19 @@ pub fn run_until(
                 checkpoints_stopped,
             ))
         });
-        let archiver = archive.map(|(archive, retain)| {
-            tokio::spawn(crate::archive::run(
-                Arc::clone(registry.ledger()),
-                archive,
-                retain,
-                Duration::from_secs(args.archive_every),
-                stop_checkpoints.subscribe(),
-            ))
-        });
+        let archiver = match archive {
+            Some((archive, retain)) => Some(
+                crate::archive::spawn(
+                    Arc::clone(registry.ledger()),
+                    archive,
+                    retain,
+                    Duration::from_secs(args.archive_every),
+                    stop_checkpoints.subscribe(),
+                )
+                .map_err(io("starting the archiver thread".to_owned()))?,
+            ),
+            None => None,
+        };
         let draining = state.clone();
         super::serve(listener, state, async move {
             shutdown.await;
@@ -476,7 +480,7 @@ pub fn run_until(
         }
         // An archiving round in progress finishes its current step first.
         if let Some(archiver) = archiver {
-            let _ = archiver.await;
+            let _ = tokio::task::spawn_blocking(move || archiver.join()).await;
         }
         // Whatever is left of the shutdown deadline, at most `--drain-timeout`.
         let left = deadline().saturating_duration_since(tokio::time::Instant::now());
