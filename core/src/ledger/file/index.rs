@@ -483,8 +483,10 @@ pub(super) fn locate(
     recent_first: u64,
     recent: &[Loc],
 ) -> Result<Vec<(u64, Loc)>, LedgerError> {
-    // The runs from the one holding `from` on, newest first.
-    let mut runs: Vec<Arc<SegmentIndex>> = Vec::new();
+    // The runs from the one holding `from` on, newest first: where each
+    // is (its index is read again below, one at a time, so a walk through
+    // many segments holds one index file, not all of them).
+    let mut runs: Vec<(u32, u64)> = Vec::new();
     let mut next = sealed;
     let mut end = recent_first;
     while from < end {
@@ -502,12 +504,20 @@ pub(super) fn locate(
         let run = linked(indexes, &index, tenant, start, end)?;
         end = run.first;
         next = run.prev;
-        runs.push(index);
+        runs.push((start.segment, run.first));
     }
     let mut out = Vec::with_capacity(limit.min(1024));
-    for index in runs.iter().rev() {
-        let Some(run) = index.run(tenant) else {
-            continue;
+    for &(segment, first) in runs.iter().rev() {
+        if out.len() == limit {
+            return Ok(out);
+        }
+        let index = indexes.get(segment)?;
+        let Some(run) = index.run(tenant).filter(|r| r.first == first) else {
+            return Err(LedgerError::Corrupt {
+                path: indexes.dir.join(index_name(segment)),
+                offset: 0,
+                reason: format!("tenant `{tenant}`: its run changed while it was read"),
+            });
         };
         let skip = usize::try_from(from.saturating_sub(run.first)).unwrap_or(usize::MAX);
         for i in skip..run.len() {
@@ -553,7 +563,7 @@ fn linked<'a>(
         .run(tenant)
         .ok_or_else(|| broken("no run where the newer one says"))?;
     if run.first != start.first
-        || run.first + run.len() as u64 != end
+        || run.first.checked_add(run.len() as u64) != Some(end)
         || run.prev.is_some_and(|p| p.segment >= start.segment)
     {
         return Err(broken("run does not link to the newer one"));

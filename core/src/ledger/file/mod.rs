@@ -562,11 +562,12 @@ impl FileLedger {
         lock(&self.shared.anchor).clone()
     }
 
-    /// The local segments' ids and the one being written: every id before
-    /// it is closed, its file complete once [`Ledger::flush`] returned.
+    /// The local segments' ids, and the first one not yet complete on
+    /// disk: every segment before it is closed, cut to its last frame and
+    /// synced (the durable position has moved past it).
     pub fn segments(&self) -> Result<(Vec<u32>, u32), LedgerError> {
-        let current = lock(&self.shared.state).segment;
-        Ok((list_segments(&self.shared.dir)?, current))
+        let durable = segment::unpack(self.shared.sync.progress().position).0;
+        Ok((list_segments(&self.shared.dir)?, durable))
     }
 
     /// The file of segment `id`.
@@ -639,12 +640,23 @@ impl FileLedger {
 
     fn cut_steps(&self, id: u32, finish: bool) -> Result<bool, LedgerError> {
         let dir = &self.shared.dir;
-        let (ids, current) = self.segments()?;
-        if ids.first() != Some(&id) || id >= current {
+        // The anchor on disk is the authority. A cut whose anchor is
+        // written but whose removal did not happen: only the removal is
+        // left (counting the segment again would be wrong).
+        let before = anchor::read_anchor(dir)?;
+        if let Some(written) = before.as_ref().filter(|a| a.segment > id) {
+            if finish {
+                self.adopt(written.clone());
+                self.remove_cut(id)?;
+            }
+            return Ok(true);
+        }
+        // Only a segment already complete on disk (not waiting for the
+        // writer, which may be stalled on a full disk).
+        let (ids, complete) = self.segments()?;
+        if ids.first() != Some(&id) || id >= complete {
             return Ok(false);
         }
-        // Every record of `id` is on disk.
-        self.flush()?;
         let ck_path = dir.join(CHECKPOINT_FILE);
         let ck_bytes = match fs_err::read(&ck_path) {
             Ok(bytes) => bytes,
@@ -657,7 +669,6 @@ impl FileLedger {
             _ => return Ok(false),
         }
         let path = self.segment_path(id);
-        let before = self.anchor();
         let anchor = match self.heads_after(id, before.as_ref(), &ck_bytes) {
             Ok(anchor) => anchor,
             // Not sealed yet (the writer seals right after it publishes):
@@ -671,6 +682,14 @@ impl FileLedger {
         if !finish {
             return Ok(true);
         }
+        self.adopt(anchor);
+        self.remove_cut(id)?;
+        Ok(true)
+    }
+
+    /// Makes `anchor` (written) the in-memory start of the log: reads of
+    /// its tenants start after their heads there.
+    fn adopt(&self, anchor: Anchor) {
         {
             let mut state = lock(&self.shared.state);
             for (tenant, head) in &anchor.heads {
@@ -680,20 +699,24 @@ impl FileLedger {
             }
         }
         *lock(&self.shared.anchor) = Some(anchor);
+    }
+
+    /// Removes segment `id` (cut: the anchor lets it go) and its index.
+    fn remove_cut(&self, id: u32) -> Result<(), LedgerError> {
+        let dir = &self.shared.dir;
         self.shared
             .readers
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&id);
         self.shared.indexes.forget(id);
-        for path in [path, dir.join(index::index_name(id))] {
+        for path in [self.segment_path(id), dir.join(index::index_name(id))] {
             match fs_err::remove_file(&path) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err(&path)(e)),
                 _ => {}
             }
         }
-        sync_dir(dir)?;
-        Ok(true)
+        sync_dir(dir)
     }
 
     /// The torn final record that open truncated, if any (worth a warning in the log).

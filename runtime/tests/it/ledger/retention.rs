@@ -104,11 +104,24 @@ fn a_cut_interrupted_after_its_anchor_is_finished_by_the_next_open() {
     };
     // The anchor is written, the segment still here: verify skips it...
     assert!(dir.path().join(format!("{first:010}.seg")).exists());
+    // A second cut of it in the same process only finishes the removal
+    // (the segment is counted once).
+    {
+        let ledger = FileLedger::open(dir.path(), small()).unwrap();
+        assert!(ledger.cut(first).unwrap());
+        let again = read_anchor(dir.path()).unwrap().unwrap();
+        assert_eq!(again.segment, first + 1);
+        assert_eq!(ledger.verify().unwrap().first_bad, None);
+    }
+    let anchor = read_anchor(dir.path()).unwrap().unwrap();
+    let records = anchor.records;
+    drop(anchor);
     assert_eq!(verify_dir(dir.path()).unwrap().first_bad, None);
     // ...and open removes it.
     let ledger = FileLedger::open(dir.path(), small()).unwrap();
     assert!(!dir.path().join(format!("{first:010}.seg")).exists());
     assert_eq!(ledger.anchor().unwrap().segment, first + 1);
+    assert_eq!(ledger.anchor().unwrap().records, records);
     check_local(&ledger, &model);
     assert_eq!(ledger.verify().unwrap().first_bad, None);
 }
