@@ -772,11 +772,19 @@ impl FileLedger {
                 .map_err(io_err(&path))?
                 .into_file(),
         );
-        self.shared
+        let mut readers = self
+            .shared
             .readers
             .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(id, Arc::clone(&file));
+            .unwrap_or_else(PoisonError::into_inner);
+        // Not kept for a segment a cut let go meanwhile (its removal took
+        // the handles it found; this one would outlive the file).
+        if lock(&self.shared.anchor)
+            .as_ref()
+            .is_none_or(|anchor| id >= anchor.segment)
+        {
+            readers.insert(id, Arc::clone(&file));
+        }
         Ok(file)
     }
 
