@@ -95,10 +95,8 @@ pub fn memory_mi(max_tenants: u32, spec_mi: Option<u64>) -> u64 {
 /// `max_tenants` needs when it is in `Mi` or `Gi` (any other form is kept
 /// as written).
 pub fn memory(max_tenants: u32, quantity: &str) -> String {
-    match quantity_mi(quantity) {
-        Some(mi) if memory_mi(max_tenants, Some(mi)) > mi => {
-            format!("{}Mi", memory_mi(max_tenants, Some(mi)))
-        }
+    match quantity_mi(quantity).map(|mi| (mi, memory_mi(max_tenants, Some(mi)))) {
+        Some((mi, needed)) if needed > mi => format!("{needed}Mi"),
         _ => quantity.to_owned(),
     }
 }

@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime};
 
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt as _, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt as _};
 use sha2::{Digest, Sha256};
 
 use crate::ledger::file::FileLedger;
@@ -97,14 +97,7 @@ impl std::str::FromStr for Retain {
             "m" => seconds(60),
             "h" => seconds(3600),
             "d" => seconds(86_400),
-            "KiB" => bytes(1 << 10),
-            "MiB" => bytes(1 << 20),
-            "GiB" => bytes(1 << 30),
-            "TiB" => bytes(1 << 40),
-            "MB" => bytes(1_000_000),
-            "GB" => bytes(1_000_000_000),
-            "TB" => bytes(1_000_000_000_000),
-            _ => None,
+            unit => crate::ingress::disk::byte_unit(unit).and_then(bytes),
         };
         retain
             .filter(|r| *r != Retain::Age(Duration::ZERO) && *r != Retain::Bytes(0))
@@ -204,6 +197,30 @@ impl Archive {
     /// a time, and reads it back: `Ok` only once the archived copy is
     /// durable and equal to the file.
     pub async fn put_verified(&self, id: u32, path: &std::path::Path) -> Result<(), ArchiveError> {
+        let digest = self.upload(id, path).await?;
+        if self.digest(id).await? != Some(digest) {
+            return Err(ArchiveError::Mismatch {
+                url: self.url.clone(),
+                segment: id,
+            });
+        }
+        if let Some(dir) = &self.local {
+            // The local store renames a temporary into place but does not sync.
+            let path = dir.join(format!("{id:010}.seg"));
+            let synced = tokio::task::spawn_blocking(move || {
+                fs_err::File::open(&path)?.sync_all()?;
+                fs_err::File::open(path.parent().unwrap_or(&path))?.sync_all()
+            })
+            .await
+            .map_err(|e| ArchiveError::Join(e.to_string()))?;
+            synced.map_err(|e| self.stream_error(e))?;
+        }
+        Ok(())
+    }
+
+    /// Streams the file `path` into the store as segment `id`, a MiB at a
+    /// time; returns the SHA-256 of what it read.
+    async fn upload(&self, id: u32, path: &std::path::Path) -> Result<[u8; 32], ArchiveError> {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
         let io = |source: std::io::Error| {
             ArchiveError::Ledger(LedgerError::Io {
@@ -234,24 +251,7 @@ impl Archive {
                 .map_err(|e| self.stream_error(e))?;
         }
         writer.shutdown().await.map_err(|e| self.stream_error(e))?;
-        if self.digest(id).await? != Some(hasher.finalize().into()) {
-            return Err(ArchiveError::Mismatch {
-                url: self.url.clone(),
-                segment: id,
-            });
-        }
-        if let Some(dir) = &self.local {
-            // The local store renames a temporary into place but does not sync.
-            let path = dir.join(format!("{id:010}.seg"));
-            let synced = tokio::task::spawn_blocking(move || {
-                fs_err::File::open(&path)?.sync_all()?;
-                fs_err::File::open(path.parent().unwrap_or(&path))?.sync_all()
-            })
-            .await
-            .map_err(|e| ArchiveError::Join(e.to_string()))?;
-            synced.map_err(|e| self.stream_error(e))?;
-        }
-        Ok(())
+        Ok(hasher.finalize().into())
     }
 
     /// An I/O error of a stream into the store.
@@ -285,18 +285,7 @@ pub async fn archive_segment(
 ) -> Result<bool, ArchiveError> {
     let path = file_of(ledger.as_ref())?.segment_path(id);
     if stop == Some(Step::Uploaded) {
-        let bytes = blocking(move || {
-            fs_err::read(&path).map_err(|source| LedgerError::Io {
-                path: path.clone(),
-                source,
-            })
-        })
-        .await?;
-        archive
-            .store
-            .put(&object(id), PutPayload::from(bytes))
-            .await
-            .map_err(|e| archive.store_error(e))?;
+        archive.upload(id, &path).await?;
         return Ok(false);
     }
     archive.put_verified(id, &path).await?;

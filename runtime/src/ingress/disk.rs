@@ -62,23 +62,31 @@ impl std::str::FromStr for MinFree {
             .unwrap_or(text.len());
         let (number, unit) = text.split_at(digits);
         let number: u64 = number.parse().map_err(|_| bad())?;
-        let scale: u64 = match unit.trim() {
-            "" | "B" => 1,
-            "KiB" => 1 << 10,
-            "MiB" => 1 << 20,
-            "GiB" => 1 << 30,
-            "TiB" => 1 << 40,
-            "kB" | "KB" => 1_000,
-            "MB" => 1_000_000,
-            "GB" => 1_000_000_000,
-            "TB" => 1_000_000_000_000,
-            _ => return Err(bad()),
+        let scale = match unit.trim() {
+            "" => 1,
+            unit => byte_unit(unit).ok_or_else(bad)?,
         };
         number
             .checked_mul(scale)
             .map(MinFree::Bytes)
             .ok_or_else(bad)
     }
+}
+
+/// Bytes per `unit` of a size (`B`, `KiB` … `TiB`, `kB` … `TB`).
+pub(crate) fn byte_unit(unit: &str) -> Option<u64> {
+    Some(match unit {
+        "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        "kB" | "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        _ => return None,
+    })
 }
 
 /// One sample, judged against the threshold.

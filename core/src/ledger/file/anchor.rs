@@ -22,7 +22,6 @@ use std::path::Path;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-use super::sync_dir;
 use crate::ledger::segment::{self, Checkpoint};
 use crate::ledger::{Head, LedgerError, io_err};
 use crate::tenant::TenantId;
@@ -143,18 +142,7 @@ pub fn read_anchor(dir: &Path) -> Result<Option<Anchor>, LedgerError> {
 
 /// Replaces `dir`'s anchor with `anchor`, durably.
 pub(super) fn write_anchor(dir: &Path, anchor: &Anchor) -> Result<(), LedgerError> {
-    let tmp = dir.join("ANCHOR.tmp");
-    let written = fs_err::File::create(&tmp).and_then(|mut file| {
-        io::Write::write_all(&mut file, &anchor.encode())?;
-        file.sync_all()
-    });
-    if let Err(error) = written {
-        let _ = fs_err::remove_file(&tmp);
-        return Err(io_err(&tmp)(error));
-    }
-    let path = dir.join(ANCHOR_FILE);
-    fs_err::rename(&tmp, &path).map_err(io_err(&path))?;
-    sync_dir(dir)
+    super::replace_durably(dir, ANCHOR_FILE, &anchor.encode())
 }
 
 /// The anchor after segment `id` (whose bytes are `bytes`) is cut too:

@@ -429,8 +429,12 @@ impl Indexes {
 fn write(dir: &Path, index: &SegmentIndex) -> io::Result<()> {
     let path = dir.join(index_name(index.segment));
     let tmp = dir.join(format!("{}.tmp", index_name(index.segment)));
-    fs_err::write(&tmp, index.encoded())?;
-    fs_err::rename(&tmp, &path)
+    let written = fs_err::write(&tmp, index.encoded()).and_then(|()| fs_err::rename(&tmp, &path));
+    if written.is_err() {
+        // A full disk keeps no half-written temporary.
+        let _ = fs_err::remove_file(&tmp);
+    }
+    written
 }
 
 /// Open's part: makes segment `index.segment`'s file hold exactly `index`
@@ -438,13 +442,10 @@ fn write(dir: &Path, index: &SegmentIndex) -> io::Result<()> {
 /// failed, to be held in memory instead.
 pub(super) fn ensure(dir: &Path, index: SegmentIndex) -> Option<SegmentIndex> {
     let path = dir.join(index_name(index.segment));
-    let bytes = index.encoded();
-    if fs_err::read(&path).is_ok_and(|stored| stored == bytes) {
+    if fs_err::read(&path).is_ok_and(|stored| stored == index.encoded()) {
         return None;
     }
-    match fs_err::write(path.with_extension("idx.tmp"), bytes)
-        .and_then(|()| fs_err::rename(path.with_extension("idx.tmp"), &path))
-    {
+    match write(dir, &index) {
         Ok(()) => None,
         Err(error) => {
             tracing::warn!(error = %error, "writing a ledger index file failed: kept in memory");

@@ -188,6 +188,41 @@ fn sync_dir(dir: &Path) -> Result<(), LedgerError> {
         .map_err(io_err(dir))
 }
 
+/// Replaces `dir/name` with `bytes`, durably: a synced temporary renamed
+/// over it, then the directory synced. A failed write (a full disk) leaves
+/// no temporary behind.
+fn replace_durably(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), LedgerError> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let written = fs_err::File::create(&tmp).and_then(|mut file| {
+        io::Write::write_all(&mut file, bytes)?;
+        file.sync_all()
+    });
+    if let Err(error) = written {
+        let _ = fs_err::remove_file(&tmp);
+        return Err(io_err(&tmp)(error));
+    }
+    let path = dir.join(name);
+    fs_err::rename(&tmp, &path).map_err(io_err(&path))?;
+    sync_dir(dir)
+}
+
+/// Removes segment `id`'s file and its index file, whichever exist;
+/// whether anything was removed (the caller syncs the directory).
+fn remove_segment_files(dir: &Path, id: u32) -> Result<bool, LedgerError> {
+    let mut removed = false;
+    for path in [
+        dir.join(segment::segment_name(id)),
+        dir.join(index::index_name(id)),
+    ] {
+        match fs_err::remove_file(&path) {
+            Ok(()) => removed = true,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&path)(e)),
+        }
+    }
+    Ok(removed)
+}
+
 /// Open, step 1: creates `dir` if needed and takes its exclusive lock, held
 /// for the ledger's lifetime.
 fn lock_dir(dir: &Path) -> Result<fs_err::File, LedgerError> {
@@ -243,13 +278,7 @@ fn drop_cut_segments(dir: &Path, anchor: &Anchor) -> Result<Vec<u32>, LedgerErro
             continue;
         };
         if id < anchor.segment {
-            for path in [entry.path(), dir.join(index::index_name(id))] {
-                match fs_err::remove_file(&path) {
-                    Ok(()) => removed = true,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(io_err(&path)(e)),
-                }
-            }
+            removed |= remove_segment_files(dir, id)?;
         }
     }
     if removed {
@@ -710,12 +739,7 @@ impl FileLedger {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&id);
         self.shared.indexes.forget(id);
-        for path in [self.segment_path(id), dir.join(index::index_name(id))] {
-            match fs_err::remove_file(&path) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err(&path)(e)),
-                _ => {}
-            }
-        }
+        remove_segment_files(dir, id)?;
         sync_dir(dir)
     }
 
@@ -1086,21 +1110,8 @@ impl Ledger for FileLedger {
         check_mark(&mark, *stored, end)?;
         // The checkpoint must never point past the durable log.
         self.shared.sync.wait_until(|p| p.records >= mark.records)?;
-        let dir = &self.shared.dir;
-        let tmp = dir.join("CHECKPOINT.tmp");
         let bytes = segment::encode_checkpoint(mark.records, mark.position, blob);
-        let written = fs_err::File::create(&tmp).and_then(|mut file| {
-            io::Write::write_all(&mut file, &bytes)?;
-            file.sync_all()
-        });
-        if let Err(error) = written {
-            // A full disk keeps no half-written temporary.
-            let _ = fs_err::remove_file(&tmp);
-            return Err(io_err(&tmp)(error));
-        }
-        let path = dir.join(CHECKPOINT_FILE);
-        fs_err::rename(&tmp, &path).map_err(io_err(&path))?;
-        sync_dir(dir)?;
+        replace_durably(&self.shared.dir, CHECKPOINT_FILE, &bytes)?;
         *stored = mark.records;
         self.shared.checkpoint_usable.store(true, Ordering::Release);
         // The checkpoint open read is superseded.

@@ -112,6 +112,15 @@ impl Writer {
         self.shared.indexes.write_out();
     }
 
+    /// Publishes that writes wait for space (`Some`), or no longer do, to
+    /// appenders ([`Ledger::check_writable`](crate::ledger::Ledger::check_writable))
+    /// and to waiters (the sync point).
+    fn set_full(&self, full: Option<(PathBuf, Arc<io::Error>)>) {
+        self.shared.full.store(full.is_some(), Ordering::Release);
+        lock(&self.shared.state).full = full.clone();
+        self.shared.sync.stall(full);
+    }
+
     /// After `batch`'s write found the disk full: refuses what waits for it
     /// and new writes ([`Ledger::check_writable`](crate::ledger::Ledger::check_writable)),
     /// then writes it again every [`SPACE_RETRY`] until it fits (`Ok`), or
@@ -127,9 +136,7 @@ impl Writer {
             path,
             Arc::new(io::Error::new(error.kind(), error.to_string())),
         );
-        lock(&self.shared.state).full = Some(stalled.clone());
-        self.shared.full.store(true, Ordering::Release);
-        self.shared.sync.stall(Some(stalled));
+        self.set_full(Some(stalled));
         loop {
             {
                 let state = lock(&self.shared.state);
@@ -152,9 +159,7 @@ impl Writer {
                 Err((_, error)) if is_out_of_space(&error) => continue,
                 Err(other) => return Err(other),
                 Ok(()) => {
-                    lock(&self.shared.state).full = None;
-                    self.shared.full.store(false, Ordering::Release);
-                    self.shared.sync.stall(None);
+                    self.set_full(None);
                     tracing::info!("ledger disk has space again: ingest resumed");
                     return Ok(());
                 }

@@ -94,6 +94,17 @@ fn cli_verify(dir: &Path, archive: Option<&Path>) -> ExitCode {
     ggen_runtime::cli::run(&OPEN, args)
 }
 
+/// A retention round that keeps 8 KiB locally; how many segments it cut.
+fn keep_8_kib(rt: &tokio::runtime::Runtime, ledger: &Arc<dyn Ledger>, archive: &Archive) -> usize {
+    rt.block_on(archive::archive_due(
+        ledger,
+        archive,
+        Retain::Bytes(8 << 10),
+        SystemTime::now(),
+    ))
+    .unwrap()
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -132,14 +143,7 @@ fn a_long_run_interrupted_at_every_step_of_archiving_loses_nothing() {
         drop(ledger);
         // The next start, and a retention round that keeps 8 KiB locally.
         let (ledger, registry) = open(&dir);
-        let cut = rt
-            .block_on(archive::archive_due(
-                &ledger,
-                &archive,
-                Retain::Bytes(8 << 10),
-                SystemTime::now(),
-            ))
-            .unwrap();
+        let cut = keep_8_kib(&rt, &ledger, &archive);
         assert!(round < 2 || cut > 0 || ledger.as_file().unwrap().segments().unwrap().0.len() <= 3);
         assert_eq!(ledger.verify().unwrap().first_bad, None, "round {round}");
         drop(registry);
@@ -178,14 +182,7 @@ fn a_damaged_or_missing_archived_segment_is_reported() {
     {
         let (ledger, registry) = open(&dir);
         load(&registry, 0, 200);
-        let cut = runtime()
-            .block_on(archive::archive_due(
-                &ledger,
-                &archive,
-                Retain::Bytes(8 << 10),
-                SystemTime::now(),
-            ))
-            .unwrap();
+        let cut = keep_8_kib(&runtime(), &ledger, &archive);
         assert!(cut >= 3, "{cut}");
     }
     assert_eq!(verify_all(&dir, &archive).first_bad, None);

@@ -28,6 +28,16 @@ fn filled(dir: &Path) -> HashMap<String, Vec<Vec<u8>>> {
     model
 }
 
+/// [`filled`], then its first segment cut.
+fn filled_and_cut_once() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    filled(dir.path());
+    let ledger = FileLedger::open(dir.path(), small()).unwrap();
+    let first = ledger.segments().unwrap().0[0];
+    assert!(ledger.cut(first).unwrap());
+    dir
+}
+
 /// Every local receipt reads back as appended, archived ones are skipped.
 fn check_local(ledger: &FileLedger, model: &HashMap<String, Vec<Vec<u8>>>) {
     let anchor = ledger.anchor();
@@ -128,13 +138,7 @@ fn a_cut_interrupted_after_its_anchor_is_finished_by_the_next_open() {
 
 #[test]
 fn recovery_falls_back_to_the_checkpoint_the_anchor_keeps() {
-    let dir = tempfile::tempdir().unwrap();
-    filled(dir.path());
-    {
-        let ledger = FileLedger::open(dir.path(), small()).unwrap();
-        let first = ledger.segments().unwrap().0[0];
-        assert!(ledger.cut(first).unwrap());
-    }
+    let dir = filled_and_cut_once();
     // An unreadable CHECKPOINT: the log before the cut cannot be replayed.
     let ck = dir.path().join("CHECKPOINT");
     let mut bytes = fs_err::read(&ck).unwrap();
@@ -159,13 +163,7 @@ fn recovery_falls_back_to_the_checkpoint_the_anchor_keeps() {
 
 #[test]
 fn an_altered_or_missing_anchor_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    filled(dir.path());
-    {
-        let ledger = FileLedger::open(dir.path(), small()).unwrap();
-        let first = ledger.segments().unwrap().0[0];
-        assert!(ledger.cut(first).unwrap());
-    }
+    let dir = filled_and_cut_once();
     let clean = fs_err::read(dir.path().join(ANCHOR_FILE)).unwrap();
     assert!(read_anchor(dir.path()).unwrap().is_some());
     // A flipped byte: the CRC.
