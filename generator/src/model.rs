@@ -11,12 +11,13 @@
 //! own (they all live in [`crate::validate`]); if a guarantee of validation
 //! is ever broken it returns an internal error, never panics.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use thiserror::Error;
 
 use crate::canonical;
 use crate::names;
+pub use crate::spec::LedgerKind;
 use crate::spec::{self, Adapter, Direction};
 use crate::validate::Checked;
 
@@ -286,6 +287,75 @@ impl Rule {
     }
 }
 
+/// What a deployment must provide for the spec's actions to work.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Wiring {
+    /// Some action is a webhook (the Secret's `webhook-url` and `webhook-secret` apply).
+    pub webhook: bool,
+    /// Some webhook action names no `params.url`: `GOVERNOR_WEBHOOK_URL` is required.
+    pub webhook_default_url: bool,
+    /// TCP ports the webhook URLs of the spec name (443 for the default URL).
+    pub webhook_ports: BTreeSet<u16>,
+    /// The programs `command` actions run, which the image must contain.
+    pub programs: BTreeSet<String>,
+}
+
+impl Wiring {
+    /// Reads the actions' adapters and parameters.
+    fn of(actions: &[spec::Action]) -> Wiring {
+        let mut wiring = Wiring::default();
+        for action in actions {
+            match action.adapter {
+                Adapter::Log => {}
+                Adapter::Webhook => {
+                    wiring.webhook = true;
+                    match action.params.get("url").and_then(serde_json::Value::as_str) {
+                        Some(url) => {
+                            wiring.webhook_ports.extend(url_port(url));
+                        }
+                        None => {
+                            wiring.webhook_default_url = true;
+                            wiring.webhook_ports.insert(443);
+                        }
+                    }
+                }
+                Adapter::Command => {
+                    if let Some(program) = action
+                        .params
+                        .get("program")
+                        .and_then(serde_json::Value::as_str)
+                    {
+                        wiring.programs.insert(program.to_owned());
+                    }
+                }
+            }
+        }
+        wiring
+    }
+}
+
+/// The TCP port an `http(s)://` URL connects to, if it names one the
+/// scheme implies or spells out.
+fn url_port(url: &str) -> Option<u16> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let port = match host.strip_prefix('[') {
+        Some(bracketed) => bracketed.split_once("]:").map(|(_, port)| port),
+        None => host.rsplit_once(':').map(|(_, port)| port),
+    };
+    if let Some(port) = port {
+        return port.parse().ok();
+    }
+    match scheme.to_ascii_lowercase().as_str() {
+        "https" => Some(443),
+        "http" => Some(80),
+        _ => None,
+    }
+}
+
 /// Container and Kubernetes settings.
 #[derive(Debug, Clone)]
 pub struct Deploy {
@@ -293,6 +363,12 @@ pub struct Deploy {
     pub port: u16,
     /// Replica count (and the HPA's minimum).
     pub replicas: u32,
+    /// Where the ledger lives.
+    pub ledger: LedgerKind,
+    /// The HPA's maximum (PostgreSQL ledger).
+    pub max_replicas: u32,
+    /// What the actions need from the deployment.
+    pub wiring: Wiring,
     /// CPU request/limit (Kubernetes quantity).
     pub cpu: String,
     /// Memory request/limit (Kubernetes quantity): the spec's, raised to
@@ -319,6 +395,19 @@ fn id_of(index: usize, what: &'static str) -> Result<u16, LowerError> {
 /// `/`-separated; `spec_sha256` is the hex digest of the file's bytes.
 ///
 /// Every rule lives in [`crate::validate`]; lowering only follows what the
+/// An image tag for a semantic version (tags admit `[A-Za-z0-9_.-]`).
+fn image_tag(version: &str) -> String {
+    version.replace('+', "_")
+}
+
+impl Model {
+    /// The image tag: the version, with semver's `+` (not allowed in tags)
+    /// written `_`, as Helm does for OCI tags.
+    pub fn image_tag(&self) -> String {
+        image_tag(&self.version)
+    }
+}
+
 /// [`Checked`] spec guarantees, and a broken guarantee is an internal error.
 pub fn lower(checked: &Checked, spec_path: &str, spec_sha256: &str) -> Result<Model, LowerError> {
     let spec = checked.spec();
@@ -415,6 +504,16 @@ pub fn lower(checked: &Checked, spec_path: &str, spec_sha256: &str) -> Result<Mo
         deploy: Deploy {
             port: spec.deploy.port,
             replicas: spec.deploy.replicas,
+            ledger: spec.deploy.ledger.unwrap_or(if spec.deploy.replicas > 1 {
+                LedgerKind::Postgres
+            } else {
+                LedgerKind::File
+            }),
+            max_replicas: spec
+                .deploy
+                .max_replicas
+                .unwrap_or(spec.deploy.replicas.saturating_mul(2)),
+            wiring: Wiring::of(&spec.actions),
             cpu: spec.deploy.cpu.clone(),
             memory: crate::sizing::memory(spec.tenancy.max_tenants, &spec.deploy.memory),
             image: spec
@@ -629,5 +728,25 @@ pub(crate) mod tests {
         let r = rule(Direction::Above, 10.0, 10.0, None);
         assert_eq!(r.edges()[1].level, Level::Normal);
         assert_eq!(r.edges()[0].level, Level::Intervene);
+    }
+
+    #[test]
+    fn build_metadata_becomes_a_valid_tag() {
+        assert_eq!(image_tag("1.2.0"), "1.2.0");
+        assert_eq!(image_tag("1.2.0-rc.1+build.7"), "1.2.0-rc.1_build.7");
+    }
+
+    #[test]
+    fn url_ports_follow_the_scheme_or_the_authority() {
+        assert_eq!(url_port("https://hooks.example.com/x"), Some(443));
+        assert_eq!(url_port("http://hooks.example.com"), Some(80));
+        assert_eq!(
+            url_port("HTTP://user:pw@hooks.example.com:8081/a?b"),
+            Some(8081)
+        );
+        assert_eq!(url_port("https://[::1]:9443/x"), Some(9443));
+        assert_eq!(url_port("https://[::1]/x"), Some(443));
+        assert_eq!(url_port("ftp://x"), None);
+        assert_eq!(url_port("not a url"), None);
     }
 }

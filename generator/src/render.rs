@@ -35,8 +35,16 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../templates/deploy/Containerfile.tera"),
     ),
     (
+        "deploy/Containerfile.dockerignore.tera",
+        include_str!("../templates/deploy/Containerfile.dockerignore.tera"),
+    ),
+    (
         "deploy/kubernetes.yaml.tera",
         include_str!("../templates/deploy/kubernetes.yaml.tera"),
+    ),
+    (
+        "deploy/secret.yaml.tera",
+        include_str!("../templates/deploy/secret.yaml.tera"),
     ),
     (
         "src/actions.rs.tera",

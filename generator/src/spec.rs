@@ -239,6 +239,11 @@ pub struct Deploy {
     /// Replica count (default 1).
     #[serde(default = "default_replicas")]
     pub replicas: u32,
+    /// Where the ledger lives: `file` (one replica) or `postgres`
+    /// (default: `file` for one replica, `postgres` for more).
+    pub ledger: Option<LedgerKind>,
+    /// The autoscaler's ceiling with the PostgreSQL ledger (default twice `replicas`).
+    pub max_replicas: Option<u32>,
     /// CPU request/limit as a Kubernetes quantity (default `500m`).
     #[serde(default = "default_cpu")]
     pub cpu: String,
@@ -263,12 +268,34 @@ impl Default for Deploy {
         Deploy {
             port: default_port(),
             replicas: default_replicas(),
+            ledger: None,
+            max_replicas: None,
             cpu: default_cpu(),
             memory: default_memory(),
             image: None,
             signals_per_second: default_signals_per_second(),
             retain: None,
             archive_storage: default_archive_storage(),
+        }
+    }
+}
+
+/// The ledger backend a deployment uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LedgerKind {
+    /// The embedded file ledger on the pod's volume: one writer, one replica.
+    File,
+    /// A PostgreSQL database shared by every replica (`DATABASE_URL`).
+    Postgres,
+}
+
+impl LedgerKind {
+    /// The spec's spelling.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            LedgerKind::File => "file",
+            LedgerKind::Postgres => "postgres",
         }
     }
 }

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::escape;
 use crate::explain;
-use crate::model::{self, Model, Side};
+use crate::model::{self, LedgerKind, Model, Side};
 use crate::spec::{Adapter, Direction};
 use crate::workspace::PackageSettings;
 
@@ -129,6 +129,31 @@ pub struct SkuView {
     pub yaml: SkuYaml,
     /// Containerfile label values.
     pub containerfile: SkuContainerfile,
+    /// The deployment's shape and wiring.
+    pub deploy: DeployView,
+}
+
+/// How the deploy assets run the governor (`sku.deploy`).
+#[derive(Debug, Clone, Serialize)]
+pub struct DeployView {
+    /// The ledger backend, `file` or `postgres`.
+    pub ledger: &'static str,
+    /// Whether the ledger is PostgreSQL (a Deployment with an autoscaler).
+    pub postgres: bool,
+    /// The autoscaler's maximum (PostgreSQL ledger).
+    pub max_replicas: u32,
+    /// Numeric user and group the image and the pod run as.
+    pub uid: u32,
+    /// Some action is a webhook.
+    pub webhook: bool,
+    /// Some webhook action relies on `GOVERNOR_WEBHOOK_URL`.
+    pub webhook_default_url: bool,
+    /// TCP ports the pod connects out to over HTTPS/HTTP (webhooks, JWKS).
+    pub egress_ports: Vec<u16>,
+    /// The programs `command` actions run, as one Containerfile label value.
+    pub programs_label: Option<String>,
+    /// The same programs, as Markdown text.
+    pub programs_md: Vec<String>,
 }
 
 /// SKU text as doc-comment lines.
@@ -515,18 +540,47 @@ impl SkuView {
             yaml: SkuYaml {
                 version: escape::quoted(&model.version),
                 description: escape::quoted(&model.description),
-                image_ref: escape::quoted(&format!("{}:{}", model.deploy.image, model.version)),
+                image_ref: escape::quoted(&format!("{}:{}", model.deploy.image, model.image_tag())),
                 cpu: escape::quoted(&model.deploy.cpu),
                 memory: escape::quoted(&model.deploy.memory),
                 volume: escape::quoted(&format!("{}Gi", model.deploy.volume_gi)),
                 retain: model.deploy.retain.as_deref().map(escape::quoted),
                 archive_storage: escape::quoted(&model.deploy.archive_storage),
             },
+            deploy: DeployView::new(model),
             containerfile: SkuContainerfile {
                 name: escape::containerfile(&model.name),
                 description: escape::containerfile(&model.description),
                 version: escape::containerfile(&model.version),
             },
+        }
+    }
+}
+
+/// The user the image declares and the pod runs as (distroless `nonroot`).
+const NONROOT_UID: u32 = 65_532;
+
+impl DeployView {
+    fn new(model: &Model) -> DeployView {
+        let deploy = &model.deploy;
+        let wiring = &deploy.wiring;
+        let mut egress_ports = wiring.webhook_ports.clone();
+        if model.pubsub_audience.is_some() {
+            // The JWKS of Google's OIDC keys, fetched over HTTPS.
+            egress_ports.insert(443);
+        }
+        let programs: Vec<&str> = wiring.programs.iter().map(String::as_str).collect();
+        DeployView {
+            ledger: deploy.ledger.as_str(),
+            postgres: deploy.ledger == LedgerKind::Postgres,
+            max_replicas: deploy.max_replicas,
+            uid: NONROOT_UID,
+            webhook: wiring.webhook,
+            webhook_default_url: wiring.webhook_default_url,
+            egress_ports: egress_ports.into_iter().collect(),
+            programs_label: (!programs.is_empty())
+                .then(|| escape::containerfile(&programs.join(" "))),
+            programs_md: programs.iter().map(|p| escape::md(p)).collect(),
         }
     }
 }

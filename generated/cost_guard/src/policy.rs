@@ -187,7 +187,7 @@ pub static PROFILES: [::ggen_runtime::sku::ProfileDef; 2] = [
     },
 ];
 /// SHA-256 of `specs/cost_guard.json`, stamped on every receipt.
-pub const SPEC_SHA256: &str = "9edcd4fb2ff7ab43e6b62ad852a76225254ab1922d9d31714030733fd257c8c2";
+pub const SPEC_SHA256: &str = "1768860af1f4b99f30fdff9ccefcfa514c22fc2872c76cfe2dce655534c4535b";
 /// The SKU as the runtime sees it.
 pub static SKU: ::ggen_runtime::sku::Sku = ::ggen_runtime::sku::Sku {
     id: "cost_guard",

@@ -89,7 +89,7 @@ pub static ACTIONS: [::ggen_runtime::sku::ActionDef; 4] = [
         name: "rollback_revision",
         adapter: ::ggen_runtime::sku::Adapter::Webhook,
         undo: None,
-        params: "{\"endpoint\":\"https://deploy.example.com/hooks/rollback\",\"strategy\":\"previous_healthy\"}",
+        params: "{\"strategy\":\"previous_healthy\",\"url\":\"https://deploy.example.com/hooks/rollback\"}",
         timeout_ms: 10000,
         retries: 2,
     },

@@ -358,7 +358,7 @@ pub static PROFILES: [::ggen_runtime::sku::ProfileDef; 3] = [
     },
 ];
 /// SHA-256 of `specs/rollback_guard.json`, stamped on every receipt.
-pub const SPEC_SHA256: &str = "739395349ff9d8242ab975e6525ad13d119952e015277a397458cac565e0c1c0";
+pub const SPEC_SHA256: &str = "2d15884bb9038cc3195bd374449e295500b5eb78058114afdd7994c7aea345d6";
 /// The SKU as the runtime sees it.
 pub static SKU: ::ggen_runtime::sku::Sku = ::ggen_runtime::sku::Sku {
     id: "rollback_guard",

@@ -337,6 +337,14 @@ fn pattern_message(instance: &Value, pattern: &str) -> String {
         )
     } else if pattern.starts_with("^(0|[1-9]") {
         format!("`{text}` is not a semantic version such as `1.2.0`")
+    } else if pattern.starts_with("^((([a-zA-Z0-9]") {
+        format!(
+            "`{text}` is not an image repository such as `registry.example.com/team/governor`: an optional registry host (and `:port`), then lowercase path components separated by `/`, no tag"
+        )
+    } else if pattern.starts_with("^[1-9][0-9]{0,8}(s|m") {
+        format!(
+            "`{text}` is not a retention bound: a number with `s`, `m`, `h`, `d` (age) or `MiB`, `GiB`, `TiB` (size), such as `7d` or `20GiB`"
+        )
     } else {
         format!("`{text}` does not match the pattern `{pattern}`")
     }

@@ -145,6 +145,25 @@ pub enum Violation {
         /// What the runtime says is wrong.
         message: String,
     },
+    /// The file ledger asked for with several replicas.
+    #[error(
+        "`replicas` `{replicas}` needs the PostgreSQL ledger: the file ledger has one writer (set `ledger` to `postgres`, or `replicas` to 1)"
+    )]
+    FileLedgerReplicas {
+        /// The replica count.
+        replicas: u64,
+    },
+    /// `max_replicas` without the autoscaled (PostgreSQL) deployment, or below `replicas`.
+    #[error("{message}")]
+    MaxReplicas {
+        /// What is wrong.
+        message: String,
+    },
+    /// `retain` with the PostgreSQL ledger.
+    #[error(
+        "`retain` archives the file ledger's segments; with the `postgres` ledger keep the receipts in the database (its retention is not built yet), so remove `retain` or use `ledger` `file` with one replica"
+    )]
+    RetainWithPostgres,
     /// A signal's `min` exceeds its `max`.
     #[error("`min` `{min}` is greater than `max` `{max}`")]
     MinAboveMax {
@@ -168,6 +187,7 @@ pub fn check(source: &Source, value: &Value) -> Vec<Diagnostic> {
     let signals = checker.signals(value);
     let actions = checker.actions(value);
     checker.policy(value, &signals, &actions);
+    checker.deploy(value);
     checker.found
 }
 
@@ -256,6 +276,44 @@ impl Checker<'_> {
             }
         }
         names
+    }
+
+    /// The ledger backend against the replica count, the autoscaler and retention.
+    fn deploy(&mut self, value: &Value) {
+        let Some(deploy) = value.get("deploy").and_then(Value::as_object) else {
+            return;
+        };
+        let replicas = deploy.get("replicas").and_then(Value::as_u64).unwrap_or(1);
+        let postgres = match deploy.get("ledger").and_then(Value::as_str) {
+            Some("file") => {
+                if replicas > 1 {
+                    self.report(
+                        "/deploy/replicas",
+                        Violation::FileLedgerReplicas { replicas },
+                    );
+                }
+                false
+            }
+            Some(_) => true,
+            None => replicas > 1,
+        };
+        if let Some(max) = deploy.get("max_replicas").and_then(Value::as_u64) {
+            let message = if !postgres {
+                Some("`max_replicas` sizes the autoscaler of the `postgres` ledger; the file ledger runs one replica".to_owned())
+            } else if max < replicas {
+                Some(format!(
+                    "`max_replicas` `{max}` is below `replicas` `{replicas}`"
+                ))
+            } else {
+                None
+            };
+            if let Some(message) = message {
+                self.report("/deploy/max_replicas", Violation::MaxReplicas { message });
+            }
+        }
+        if postgres && deploy.contains_key("retain") {
+            self.report("/deploy/retain", Violation::RetainWithPostgres);
+        }
     }
 
     /// The `(name, pointer, entry)` of each entry of the list `key` that has a

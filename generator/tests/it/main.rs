@@ -1,6 +1,7 @@
 //! Integration tests of ggen: one binary, one module per concept.
 
 mod cli;
+mod deploy;
 mod determinism;
 mod explain;
 mod fuzz;
