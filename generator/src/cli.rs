@@ -14,10 +14,14 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
 
+use crate::bundle::Verdict;
 use crate::config::CONFIG_SCHEMA;
 use crate::diagnostic;
 use crate::init::InitOptions;
-use crate::pipeline::{self, BuildError, BuildOptions, BuildReport, Mode, Project};
+use crate::pipeline::{
+    self, BuildError, BuildOptions, BuildReport, BundleOptions, BundleOutcome, BundleStep, Mode,
+    Project,
+};
 use crate::validate::SKU_SCHEMA;
 
 /// Generates governor service crates from SKU specs.
@@ -69,6 +73,34 @@ pub enum Command {
         /// Overwrite files edited by hand.
         #[arg(long)]
         force: bool,
+        /// Rendering threads (default: available cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+    },
+    /// Write one reproducible bundle per spec (`<id>-<version>.tar.gz` and
+    /// `.bundle.json`): the generated crate with deploy/ and monitoring/,
+    /// the spec and a manifest of every file's SHA-256.
+    Bundle {
+        /// Spec files (default: those named in ggen.toml).
+        specs: Vec<PathBuf>,
+        /// Folder to write the bundles to.
+        #[arg(
+            long,
+            value_name = "DIR",
+            required_unless_present = "check",
+            conflicts_with = "check"
+        )]
+        out: Option<PathBuf>,
+        /// Write nothing: re-derive every bundle and compare it with the
+        /// one in DIR; exit 1 if any is missing, differs or was tampered with.
+        #[arg(long, value_name = "DIR")]
+        check: Option<PathBuf>,
+        /// Build each crate and run its tests in a temporary workspace first.
+        #[arg(long, conflicts_with = "check")]
+        verify: bool,
+        /// Add the release binary (`bin/<crate>`, recorded by hash; not reproducible).
+        #[arg(long, conflicts_with = "check")]
+        with_binary: bool,
         /// Rendering threads (default: available cores).
         #[arg(long)]
         jobs: Option<usize>,
@@ -287,6 +319,34 @@ fn execute(cli: &Cli, out: &mut Stdout) -> Result<u8, BuildError> {
             print_report(out, cli.format, &report);
             Ok(u8::from(report.mode == Mode::Check && report.has_drift()))
         }
+        Command::Bundle {
+            specs,
+            out: out_dir,
+            check,
+            verify,
+            with_binary,
+            jobs,
+        } => {
+            let project = Project::open(&config_path(cli)?)?;
+            let options = BundleOptions {
+                specs: specs.clone(),
+                dir: check
+                    .clone()
+                    .or_else(|| out_dir.clone())
+                    .unwrap_or_default(),
+                check: check.is_some(),
+                verify: *verify,
+                with_binary: *with_binary,
+                jobs: jobs.unwrap_or_else(|| {
+                    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+                }),
+            };
+            let mut progress = Progress::new();
+            let outcomes = pipeline::bundle(&project, &options, &mut |done, total, id, step| {
+                progress.show(done, total, id, step);
+            })?;
+            Ok(print_bundles(out, cli.format, &outcomes))
+        }
         Command::Schema { kind } => {
             let text = match kind {
                 SchemaKind::Spec => SKU_SCHEMA,
@@ -432,4 +492,111 @@ fn print_report(out: &mut Stdout, format: Format, report: &BuildReport) {
             );
         }
     }
+}
+
+/// Progress of `bundle` on stderr: a bar redrawn in place on a terminal
+/// when there are several specs, else one line per long step.
+struct Progress {
+    terminal: bool,
+    drawn: bool,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        use std::io::IsTerminal;
+        Progress {
+            terminal: std::io::stderr().is_terminal(),
+            drawn: false,
+        }
+    }
+
+    fn show(&mut self, done: usize, total: usize, id: &str, step: BundleStep) {
+        let mut err = std::io::stderr().lock();
+        if self.terminal && total > 1 {
+            const WIDTH: usize = 24;
+            let filled = WIDTH * done / total.max(1);
+            let bar = format!("{}{}", "#".repeat(filled), "-".repeat(WIDTH - filled));
+            // `\r` and erase-line: the bar replaces itself.
+            let id = if id.is_empty() {
+                String::new()
+            } else {
+                format!(" {id}")
+            };
+            let _ = write!(err, "\r\x1b[2K[{bar}] {done}/{total}{id} {}", step.as_str());
+            if step == BundleStep::Done {
+                let _ = writeln!(err);
+            }
+            let _ = err.flush();
+            self.drawn = true;
+        } else if matches!(step, BundleStep::Testing | BundleStep::BuildingBinary) {
+            let _ = writeln!(
+                err,
+                "bundle: {id}: {} ({}/{total})",
+                step.as_str(),
+                done + 1
+            );
+        }
+    }
+}
+
+/// Prints what `bundle` did; the exit code (1 when a check found a difference).
+fn print_bundles(out: &mut Stdout, format: Format, outcomes: &[BundleOutcome]) -> u8 {
+    let verdict = |v: &Verdict| match v {
+        Verdict::Same => ("same", String::new()),
+        Verdict::Missing(detail) => ("missing", detail.clone()),
+        Verdict::Tampered(detail) => ("tampered", detail.clone()),
+        Verdict::Differs(detail) => ("differs", detail.clone()),
+    };
+    let failed = outcomes
+        .iter()
+        .any(|o| o.verdict.as_ref().is_some_and(|v| *v != Verdict::Same));
+    if format == Format::Json {
+        let bundles: Vec<serde_json::Value> = outcomes
+            .iter()
+            .map(|o| {
+                let mut doc = json!({
+                    "id": o.id, "name": o.name, "spec": o.spec,
+                    "verified": o.verified, "binary": o.binary,
+                });
+                if let Some(w) = &o.written {
+                    doc["tarball"] = json!(crate::load::display_path(&w.tarball));
+                    doc["manifest"] = json!(crate::load::display_path(&w.manifest));
+                    doc["sha256"] = json!(w.sha256);
+                    doc["size"] = json!(w.size);
+                }
+                if let Some(v) = &o.verdict {
+                    let (status, detail) = verdict(v);
+                    doc["status"] = json!(status);
+                    doc["detail"] = json!(detail);
+                }
+                doc
+            })
+            .collect();
+        let _ = writeln!(out, "{:#}", json!({ "ok": !failed, "bundles": bundles }));
+    } else {
+        for o in outcomes {
+            if let Some(w) = &o.written {
+                let _ = writeln!(
+                    out,
+                    "{}  {} ({} bytes{})",
+                    w.sha256,
+                    crate::load::display_path(&w.tarball),
+                    w.size,
+                    if o.verified { ", tested" } else { "" }
+                );
+            }
+            if let Some(v) = &o.verdict {
+                let (status, detail) = verdict(v);
+                let sep = if detail.is_empty() { "" } else { ": " };
+                let _ = writeln!(out, "{status}: {}{sep}{detail}", o.name);
+            }
+        }
+        if failed {
+            let _ = writeln!(
+                std::io::stderr(),
+                "error: bundles differ from the specs; run `ggen bundle --out DIR` again"
+            );
+        }
+    }
+    u8::from(failed)
 }

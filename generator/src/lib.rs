@@ -24,6 +24,7 @@
 //! - [`cli`]: the command line (the only module that prints).
 #![warn(missing_docs)]
 
+pub mod bundle;
 pub mod canonical;
 pub mod cli;
 pub mod config;
@@ -43,6 +44,7 @@ pub mod render;
 pub mod sizing;
 pub mod spec;
 pub mod validate;
+pub mod verify;
 pub mod view;
 pub mod workspace;
 pub mod write;

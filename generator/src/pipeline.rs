@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
+use crate::bundle::{self, Bundle, BundleError, Verdict, Written};
 use crate::config::{self, Config};
 use crate::diagnostic::Diagnostic;
 use crate::explain as explain_view;
@@ -21,6 +22,7 @@ use crate::model::{self, LowerError, Model};
 use crate::plan::{self, CratePlan, Op, PlanError};
 use crate::render::{self, RenderError, TemplateSet};
 use crate::validate::{self, ValidateError};
+use crate::verify::{self, VerifyError};
 use crate::workspace::{self, CargoError, PackageSettings};
 use crate::write::{self, Applied, WriteError};
 
@@ -96,6 +98,12 @@ pub enum BuildError {
     /// a `path` runtime of another version than ggen generates for.
     #[error(transparent)]
     Cargo(#[from] CargoError),
+    /// A bundle could not be made, written or read.
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    /// A crate could not be verified, or failed to build or test.
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
     /// Other file system failures.
     #[error("cannot {action} `{path}`")]
     Io {
@@ -120,6 +128,8 @@ impl BuildError {
             | BuildError::Refused(_)
             | BuildError::NoConfig { .. }
             | BuildError::Cargo(_)
+            | BuildError::Bundle(BundleError::Epoch(_) | BundleError::SpecChanged { .. })
+            | BuildError::Verify(VerifyError::Cargo { .. } | VerifyError::NoWorkspace { .. })
             | BuildError::Render(
                 RenderError::UnknownOverride { .. } | RenderError::OverrideDir { .. },
             ) => 1,
@@ -129,6 +139,8 @@ impl BuildError {
             | BuildError::Format { .. }
             | BuildError::Plan(_)
             | BuildError::Write(_)
+            | BuildError::Bundle(_)
+            | BuildError::Verify(_)
             | BuildError::Io { .. } => 2,
         }
     }
@@ -324,7 +336,14 @@ fn generate_with(
     let root = canonical(&project.root)?;
     let jobs = jobs.clamp(1, paths.len().max(1));
     let one = |path: &PathBuf| -> Result<Generated, BuildError> {
-        let spec_path = relative_to(&root, path)?;
+        let spec_path = match relative_to(&root, path) {
+            // Not there: the validator's located `cannot read` (rejected input).
+            Err(BuildError::Io { .. }) if fs_err::metadata(path).is_err() => {
+                validate::check_file(path)?;
+                relative_to(&root, path)?
+            }
+            other => other?,
+        };
         generate(model(path, &spec_path)?, &templates, settings)
     };
     let mut results: Vec<Option<Result<Generated, BuildError>>> = Vec::new();
@@ -569,6 +588,171 @@ fn relative_to_root(root: &Path, dir: &Path) -> Result<PathBuf, BuildError> {
         }
     }
     Ok(path.join(dir))
+}
+
+/// Options of `ggen bundle`.
+#[derive(Debug, Clone)]
+pub struct BundleOptions {
+    /// Specs to bundle (empty: those of ggen.toml).
+    pub specs: Vec<PathBuf>,
+    /// Write bundles here, or with `check`, compare with the bundles here.
+    pub dir: PathBuf,
+    /// Compare instead of write.
+    pub check: bool,
+    /// Build and test each crate in a temporary workspace first.
+    pub verify: bool,
+    /// Add the release binary.
+    pub with_binary: bool,
+    /// Rendering threads (≥ 1).
+    pub jobs: usize,
+}
+
+/// A stage of one spec's bundle, for progress reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BundleStep {
+    /// `cargo test` in a temporary workspace.
+    Testing,
+    /// `cargo build --release`.
+    BuildingBinary,
+    /// Packing and writing.
+    Writing,
+    /// Comparing with the folder's bundle.
+    Checking,
+    /// Finished.
+    Done,
+}
+
+impl BundleStep {
+    /// How the step is shown.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            BundleStep::Testing => "building and testing",
+            BundleStep::BuildingBinary => "building the release binary",
+            BundleStep::Writing => "writing",
+            BundleStep::Checking => "checking",
+            BundleStep::Done => "done",
+        }
+    }
+}
+
+/// What `bundle` did for one spec.
+#[derive(Debug, Clone)]
+pub struct BundleOutcome {
+    /// The SKU id.
+    pub id: String,
+    /// `<id>-<version>`.
+    pub name: String,
+    /// The spec's project-relative path.
+    pub spec: String,
+    /// Where it went (write mode).
+    pub written: Option<Written>,
+    /// What the comparison found (check mode).
+    pub verdict: Option<Verdict>,
+    /// Whether the crate was built and tested first.
+    pub verified: bool,
+    /// Whether the release binary is inside.
+    pub binary: bool,
+}
+
+/// `ggen bundle`: one bundle per spec, written to `options.dir` or (with
+/// `check`) compared with the bundles there. `progress` hears
+/// `(done, total, id, step)` as each spec moves on. With `verify`, every
+/// crate is built and tested before anything is written.
+pub fn bundle(
+    project: &Project,
+    options: &BundleOptions,
+    progress: &mut dyn FnMut(usize, usize, &str, BundleStep),
+) -> Result<Vec<BundleOutcome>, BuildError> {
+    let paths = project.spec_files(&options.specs)?;
+    workspace::check_runtime(&project.root, project.config.runtime.as_ref())?;
+    let settings = project.package_settings(&project.config.out_dir)?;
+    let generated = generate_with(project, &paths, options.jobs, &settings)?;
+    let root = canonical(&project.root)?;
+    let spec_file = |g: &Generated| root.join(&g.model.spec_path);
+    let total = generated.len();
+
+    if options.check {
+        let mut outcomes = Vec::with_capacity(total);
+        for (i, g) in generated.iter().enumerate() {
+            progress(i, total, &g.model.id, BundleStep::Checking);
+            let name = format!("{}-{}", g.model.id, g.model.version);
+            let verdict = bundle::check(
+                |epoch| Bundle::new(g, &spec_file(g), None, epoch),
+                &name,
+                &options.dir,
+            )?;
+            outcomes.push(outcome(g, name, None, Some(verdict), false, false));
+        }
+        progress(total, total, "", BundleStep::Done);
+        return Ok(outcomes);
+    }
+
+    let epoch = bundle::source_date_epoch()?;
+    let mut binaries = Vec::with_capacity(total);
+    if options.verify || options.with_binary {
+        let templates = project.templates()?;
+        for (i, g) in generated.iter().enumerate() {
+            let ws = verify::Workspace::new(&project.root, &g.model.id, &g.model.crate_name)?;
+            // Rendered for the temporary location, so a `path` runtime resolves.
+            let local =
+                PackageSettings::detect(&project.root, ws.path(), project.config.runtime.as_ref())?;
+            let files = generate(g.model.clone(), &templates, &local)?.files;
+            ws.write(&g.model.id, &files)?;
+            if options.verify {
+                progress(i, total, &g.model.id, BundleStep::Testing);
+                ws.test()?;
+            }
+            let binary = if options.with_binary {
+                progress(i, total, &g.model.id, BundleStep::BuildingBinary);
+                Some(bundle::Binary {
+                    name: format!("{}{}", g.model.crate_name, std::env::consts::EXE_SUFFIX),
+                    bytes: ws.release_binary()?,
+                })
+            } else {
+                None
+            };
+            binaries.push(binary);
+        }
+    } else {
+        binaries.resize(total, None);
+    }
+
+    let mut outcomes = Vec::with_capacity(total);
+    for (i, (g, binary)) in generated.iter().zip(binaries).enumerate() {
+        progress(i, total, &g.model.id, BundleStep::Writing);
+        let has_binary = binary.is_some();
+        let made = Bundle::new(g, &spec_file(g), binary, epoch)?;
+        let written = made.write(&options.dir)?;
+        outcomes.push(outcome(
+            g,
+            made.name,
+            Some(written),
+            None,
+            options.verify,
+            has_binary,
+        ));
+    }
+    progress(total, total, "", BundleStep::Done);
+    Ok(outcomes)
+}
+
+fn outcome(
+    g: &Generated,
+    name: String,
+    written: Option<Written>,
+    verdict: Option<Verdict>,
+    verified: bool,
+    binary: bool,
+) -> BundleOutcome {
+    BundleOutcome {
+        id: g.model.id.clone(),
+        name,
+        spec: g.model.spec_path.clone(),
+        written,
+        verdict,
+        verified,
+        binary,
+    }
 }
 
 /// `ggen explain`: the thresholds and FSM of one spec, as Markdown.

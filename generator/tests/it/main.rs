@@ -1,5 +1,6 @@
 //! Integration tests of ggen: one binary, one module per concept.
 
+mod bundle;
 mod cli;
 mod deploy;
 mod determinism;

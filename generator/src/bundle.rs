@@ -1,0 +1,503 @@
+//! `ggen bundle`: one byte-reproducible `.tar.gz` per spec, for release
+//! pipelines, with a manifest beside it.
+//!
+//! A bundle `<id>-<version>.tar.gz` holds, under the folder
+//! `<id>-<version>/`: the generated crate exactly as `ggen build` writes it
+//! (sources, tests, README, `deploy/`, `monitoring/`, `ggen-manifest.json`),
+//! the spec as `spec/<file>`, `bundle.json` (what made it and every other
+//! entry's path, mode, size and SHA-256) and, with `--with-binary`, the
+//! release binary as `bin/<crate>` (recorded by hash, not reproducible).
+//! Beside it, `<id>-<version>.bundle.json` is the same manifest plus the
+//! tarball's own size and SHA-256.
+//!
+//! The bytes depend on the spec, the templates and ggen only: entries
+//! sorted, every mtime [`source_date_epoch`], uid/gid 0 with no names, modes
+//! 0644/0755, a GNU tar stream, and a gzip header with no name, time 0 and
+//! OS "unknown", compressed by miniz_oxide at a fixed level.
+//! [`check`] re-derives bundles and compares them with a folder's.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use flate2::Compression;
+use serde_json::{Value, json};
+use thiserror::Error;
+
+use crate::canonical;
+use crate::digest::sha256_hex;
+use crate::manifest;
+use crate::pipeline::Generated;
+
+/// The mtime of every entry when `SOURCE_DATE_EPOCH` is unset: 1980-01-01,
+/// the earliest time every archive format can store.
+pub const DEFAULT_EPOCH: u64 = 315_532_800;
+/// The bundle format, recorded in `bundle.json`.
+pub const FORMAT: u32 = 1;
+/// The manifest inside the tarball.
+const INNER_MANIFEST: &str = "bundle.json";
+/// Where `--with-binary` puts the binary inside the bundle.
+const BIN_DIR: &str = "bin";
+
+/// Why a bundle could not be made or read.
+#[derive(Debug, Error)]
+pub enum BundleError {
+    /// `SOURCE_DATE_EPOCH` is not a number of seconds.
+    #[error("SOURCE_DATE_EPOCH `{0}` is not a whole number of seconds since 1970")]
+    Epoch(String),
+    /// A file could not be read or written.
+    #[error("cannot {action} `{path}`")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The path.
+        path: String,
+        /// The failure.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The spec changed between validation and bundling.
+    #[error("`{path}` changed while it was being bundled; run again")]
+    SpecChanged {
+        /// The spec.
+        path: String,
+    },
+}
+
+fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> BundleError {
+    let path = crate::load::display_path(path);
+    move |source| BundleError::Io {
+        action,
+        path,
+        source,
+    }
+}
+
+/// `SOURCE_DATE_EPOCH` if set (reproducible-builds.org), else [`DEFAULT_EPOCH`].
+pub fn source_date_epoch() -> Result<u64, BundleError> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(text) if !text.trim().is_empty() => {
+            text.trim().parse().map_err(|_| BundleError::Epoch(text))
+        }
+        _ => Ok(DEFAULT_EPOCH),
+    }
+}
+
+/// One file of a bundle, by its path inside `<id>-<version>/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Unix permission bits: 0o644, or 0o755 for the binary.
+    pub mode: u32,
+    /// The content.
+    pub bytes: Vec<u8>,
+}
+
+/// A bundle in memory.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    /// `<id>-<version>`: the tarball's stem and its top folder.
+    pub name: String,
+    /// Every entry but `bundle.json`, by path.
+    pub entries: BTreeMap<String, Entry>,
+    /// The manifest (`bundle.json`), as a JSON value.
+    pub manifest: Value,
+    /// The mtime of every entry.
+    pub epoch: u64,
+}
+
+/// A release binary to add to a bundle.
+#[derive(Debug, Clone)]
+pub struct Binary {
+    /// Its file name inside `bin/`.
+    pub name: String,
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+}
+
+impl Bundle {
+    /// The bundle of `generated`, whose spec is the file `spec` (its bytes
+    /// must still hash as the model recorded), with `binary` if given.
+    pub fn new(
+        generated: &Generated,
+        spec: &Path,
+        binary: Option<Binary>,
+        epoch: u64,
+    ) -> Result<Bundle, BundleError> {
+        let model = &generated.model;
+        let spec_bytes = fs_err::read(spec).map_err(io("read", spec))?;
+        if sha256_hex(&spec_bytes) != model.spec_sha256 {
+            return Err(BundleError::SpecChanged {
+                path: crate::load::display_path(spec),
+            });
+        }
+        let spec_name = model
+            .spec_path
+            .rsplit('/')
+            .next()
+            .unwrap_or(&model.spec_path);
+        let mut entries: BTreeMap<String, Entry> = generated
+            .files
+            .iter()
+            .map(|(path, text)| {
+                let entry = Entry {
+                    mode: 0o644,
+                    bytes: text.clone().into_bytes(),
+                };
+                (path.clone(), entry)
+            })
+            .collect();
+        let spec_entry = format!("spec/{spec_name}");
+        entries.insert(
+            spec_entry.clone(),
+            Entry {
+                mode: 0o644,
+                bytes: spec_bytes,
+            },
+        );
+        let binary_entry = binary.map(|binary| {
+            let path = format!("{BIN_DIR}/{}", binary.name);
+            entries.insert(
+                path.clone(),
+                Entry {
+                    mode: 0o755,
+                    bytes: binary.bytes,
+                },
+            );
+            path
+        });
+        let files: Vec<Value> = entries
+            .iter()
+            .map(|(path, entry)| file_json(path, entry))
+            .collect();
+        let mut manifest = json!({
+            "format": FORMAT,
+            "generator": { "name": "ggen", "version": manifest::VERSION },
+            "runtime": {
+                "api_level": ggen_runtime_core::API_LEVEL,
+                "version": ggen_runtime_core::VERSION,
+            },
+            "sku": { "id": model.id, "version": model.version },
+            "crate": model.crate_name,
+            "spec": { "path": spec_entry, "source": model.spec_path, "sha256": model.spec_sha256 },
+            "source_date_epoch": epoch,
+            "files": files,
+        });
+        if let Some(path) = binary_entry {
+            manifest["binary"] = json!({ "path": path, "reproducible": false });
+        }
+        Ok(Bundle {
+            name: format!("{}-{}", model.id, model.version),
+            entries,
+            manifest,
+            epoch,
+        })
+    }
+
+    /// The tarball's file name.
+    pub fn tarball_name(&self) -> String {
+        format!("{}.tar.gz", self.name)
+    }
+
+    /// The outer manifest's file name.
+    pub fn manifest_name(&self) -> String {
+        format!("{}.bundle.json", self.name)
+    }
+
+    /// The `.tar.gz` bytes.
+    pub fn tarball(&self) -> Result<Vec<u8>, BundleError> {
+        let inner = canonical::to_string(&self.manifest);
+        let mut files: Vec<(&str, u32, &[u8])> = self
+            .entries
+            .iter()
+            .map(|(path, e)| (path.as_str(), e.mode, e.bytes.as_slice()))
+            .collect();
+        files.push((INNER_MANIFEST, 0o644, inner.as_bytes()));
+        let tar =
+            tar_bytes(&self.name, &files, self.epoch).map_err(io("write", Path::new("tar")))?;
+        let mut gz = flate2::GzBuilder::new()
+            .mtime(0)
+            .operating_system(255)
+            .write(Vec::new(), Compression::new(6));
+        gz.write_all(&tar)
+            .and_then(|()| gz.finish())
+            .map_err(io("compress", Path::new(&self.tarball_name())))
+    }
+
+    /// The outer manifest for a tarball of these bytes.
+    pub fn outer_manifest(&self, tarball: &[u8]) -> String {
+        let mut outer = self.manifest.clone();
+        outer["bundle"] = json!({
+            "file": self.tarball_name(),
+            "size": tarball.len(),
+            "sha256": sha256_hex(tarball),
+        });
+        canonical::to_string(&outer)
+    }
+
+    /// Writes the tarball and its manifest into `dir` (created if missing),
+    /// each through a temporary file renamed into place: an error leaves
+    /// neither half written. Returns the tarball's bytes.
+    pub fn write(&self, dir: &Path) -> Result<Written, BundleError> {
+        let tarball = self.tarball()?;
+        let outer = self.outer_manifest(&tarball);
+        fs_err::create_dir_all(dir).map_err(io("create", dir))?;
+        let tar_path = dir.join(self.tarball_name());
+        let json_path = dir.join(self.manifest_name());
+        let tar_tmp = durable_temp(dir, &tarball)?;
+        let json_tmp = durable_temp(dir, outer.as_bytes())?;
+        tar_tmp
+            .persist(&tar_path)
+            .map_err(|e| io("write", &tar_path)(e.error))?;
+        if let Err(e) = json_tmp.persist(&json_path) {
+            let _ = fs_err::remove_file(&tar_path);
+            return Err(io("write", &json_path)(e.error));
+        }
+        sync_dir(dir)?;
+        Ok(Written {
+            tarball: tar_path,
+            manifest: json_path,
+            sha256: sha256_hex(&tarball),
+            size: tarball.len() as u64,
+        })
+    }
+}
+
+/// Where a bundle went.
+#[derive(Debug, Clone)]
+pub struct Written {
+    /// The `.tar.gz`.
+    pub tarball: PathBuf,
+    /// The `.bundle.json`.
+    pub manifest: PathBuf,
+    /// The tarball's SHA-256.
+    pub sha256: String,
+    /// The tarball's size.
+    pub size: u64,
+}
+
+fn file_json(path: &str, entry: &Entry) -> Value {
+    json!({
+        "path": path,
+        "mode": format!("{:04o}", entry.mode),
+        "size": entry.bytes.len(),
+        "sha256": sha256_hex(&entry.bytes),
+    })
+}
+
+/// A temporary file in `dir` holding `bytes`, synced.
+fn durable_temp(dir: &Path, bytes: &[u8]) -> Result<tempfile::NamedTempFile, BundleError> {
+    let mut file = tempfile::Builder::new()
+        .prefix(".ggen-bundle-")
+        .tempfile_in(dir)
+        .map_err(io("create a file in", dir))?;
+    file.write_all(bytes)
+        .and_then(|()| file.as_file().sync_all())
+        .map_err(io("write a file in", dir))?;
+    Ok(file)
+}
+
+fn sync_dir(dir: &Path) -> Result<(), BundleError> {
+    fs_err::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("sync", dir))
+}
+
+/// A tar entry's content: `None` for a folder, else the mode and bytes of a file.
+type Content<'a> = Option<(u32, &'a [u8])>;
+
+/// A GNU tar stream of `files` under the folder `top`, sorted by path, with
+/// every parent folder as its own entry before its contents.
+fn tar_bytes(top: &str, files: &[(&str, u32, &[u8])], epoch: u64) -> std::io::Result<Vec<u8>> {
+    let mut entries: BTreeMap<String, Content<'_>> = BTreeMap::new();
+    entries.insert(format!("{top}/"), None);
+    for &(path, mode, bytes) in files {
+        for (at, _) in path.match_indices('/') {
+            entries.insert(format!("{top}/{}", &path[..=at]), None);
+        }
+        entries.insert(format!("{top}/{path}"), Some((mode, bytes)));
+    }
+    let mut builder = tar::Builder::new(Vec::new());
+    for (path, content) in entries {
+        let mut header = tar::Header::new_gnu();
+        header.set_mtime(epoch);
+        header.set_uid(0);
+        header.set_gid(0);
+        let (kind, mode, bytes) = match content {
+            None => (tar::EntryType::Directory, 0o755, &[][..]),
+            Some((mode, bytes)) => (tar::EntryType::Regular, mode, bytes),
+        };
+        header.set_entry_type(kind);
+        header.set_mode(mode);
+        header.set_size(bytes.len() as u64);
+        builder.append_data(&mut header, &path, bytes)?;
+    }
+    builder.into_inner()
+}
+
+/// The regular files of a `.tar.gz`, by path inside its top folder `top`,
+/// with their modes; anything else (links, devices, paths outside `top`)
+/// is an error.
+pub fn read_tarball(bytes: &[u8], top: &str) -> std::io::Result<BTreeMap<String, Entry>> {
+    let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes));
+    let mut files = BTreeMap::new();
+    let prefix = format!("{top}/");
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let path = String::from_utf8(entry.path_bytes().into_owned())
+            .map_err(|_| invalid("an entry's path is not UTF-8".to_owned()))?;
+        let Some(inner) = path.strip_prefix(&prefix) else {
+            return Err(invalid(format!("entry `{path}` is outside `{prefix}`")));
+        };
+        match entry.header().entry_type() {
+            tar::EntryType::Directory => continue,
+            tar::EntryType::Regular => {}
+            other => {
+                return Err(invalid(format!(
+                    "entry `{path}` is a {other:?}, not a file"
+                )));
+            }
+        }
+        let mode = entry.header().mode()?;
+        let mut content = Vec::new();
+        entry.read_to_end(&mut content)?;
+        files.insert(
+            inner.to_owned(),
+            Entry {
+                mode,
+                bytes: content,
+            },
+        );
+    }
+    Ok(files)
+}
+
+/// What `bundle --check` found for one bundle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// The folder's bundle is what the spec gives.
+    Same,
+    /// No tarball or no manifest in the folder.
+    Missing(String),
+    /// The tarball does not match its own manifest (size, hash, content).
+    Tampered(String),
+    /// A sound bundle, of other content than the spec now gives.
+    Differs(String),
+}
+
+/// Compares the bundle `expected` (made without a binary, at the epoch the
+/// found bundle records) with the one in `dir`. A binary in the found bundle
+/// is checked against the hash its manifest records.
+pub fn check(
+    expected_for: impl Fn(u64) -> Result<Bundle, BundleError>,
+    name: &str,
+    dir: &Path,
+) -> Result<Verdict, BundleError> {
+    let tar_path = dir.join(format!("{name}.tar.gz"));
+    let json_path = dir.join(format!("{name}.bundle.json"));
+    let read = |path: &Path| match fs_err::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io("read", path)(e)),
+    };
+    let (Some(tarball), Some(outer)) = (read(&tar_path)?, read(&json_path)?) else {
+        return Ok(Verdict::Missing(format!(
+            "`{}` or `{}` is missing",
+            crate::load::display_path(&tar_path),
+            crate::load::display_path(&json_path)
+        )));
+    };
+    let Ok(mut outer) = serde_json::from_slice::<Value>(&outer) else {
+        return Ok(Verdict::Tampered(format!(
+            "`{}` is not JSON",
+            crate::load::display_path(&json_path)
+        )));
+    };
+    let recorded = outer.get("bundle").cloned().unwrap_or(Value::Null);
+    if recorded["sha256"] != json!(sha256_hex(&tarball)) || recorded["size"] != json!(tarball.len())
+    {
+        return Ok(Verdict::Tampered(format!(
+            "`{}` does not hash as its `.bundle.json` records",
+            crate::load::display_path(&tar_path)
+        )));
+    }
+    if let Some(object) = outer.as_object_mut() {
+        object.remove("bundle");
+    }
+    let found = match read_tarball(&tarball, name) {
+        Ok(found) => found,
+        Err(e) => {
+            return Ok(Verdict::Tampered(format!(
+                "`{}`: {e}",
+                crate::load::display_path(&tar_path)
+            )));
+        }
+    };
+    let inner: Option<Value> = found
+        .get(INNER_MANIFEST)
+        .and_then(|e| serde_json::from_slice(&e.bytes).ok());
+    if inner.as_ref() != Some(&outer) {
+        return Ok(Verdict::Tampered(format!(
+            "the `{INNER_MANIFEST}` inside `{}` differs from `{}`",
+            crate::load::display_path(&tar_path),
+            crate::load::display_path(&json_path)
+        )));
+    }
+    // Every entry as the manifest lists it, nothing more.
+    let listed: BTreeMap<String, Value> = outer["files"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| Some((f["path"].as_str()?.to_owned(), f.clone())))
+        .collect();
+    let actual: BTreeMap<String, Value> = found
+        .iter()
+        .filter(|(path, _)| path.as_str() != INNER_MANIFEST)
+        .map(|(path, entry)| (path.clone(), file_json(path, entry)))
+        .collect();
+    if listed != actual {
+        return Ok(Verdict::Tampered(format!(
+            "the files inside `{}` are not the ones its manifest lists",
+            crate::load::display_path(&tar_path)
+        )));
+    }
+
+    let epoch = outer["source_date_epoch"].as_u64().unwrap_or(DEFAULT_EPOCH);
+    let expected = expected_for(epoch)?;
+    let binary = outer
+        .get("binary")
+        .and_then(|b| b["path"].as_str())
+        .map(str::to_owned);
+    let mut differences = Vec::new();
+    let paths: std::collections::BTreeSet<&String> =
+        expected.entries.keys().chain(actual.keys()).collect();
+    for path in paths {
+        if binary.as_deref() == Some(path.as_str()) {
+            continue;
+        }
+        match (expected.entries.get(path), found.get(path)) {
+            (Some(want), Some(have)) if want == have => {}
+            (Some(_), Some(_)) => differences.push(format!("{path} differs")),
+            (Some(_), None) => differences.push(format!("{path} is missing")),
+            (None, _) => differences.push(format!("{path} is not generated")),
+        }
+    }
+    let mut expected_manifest = expected.manifest.clone();
+    let mut found_manifest = outer;
+    for manifest in [&mut expected_manifest, &mut found_manifest] {
+        if let Some(object) = manifest.as_object_mut() {
+            object.remove("binary");
+        }
+        if let Some(files) = manifest["files"].as_array_mut() {
+            files.retain(|f| f["path"].as_str() != binary.as_deref());
+        }
+    }
+    if differences.is_empty() && expected_manifest != found_manifest {
+        differences.push(format!("{INNER_MANIFEST} differs"));
+    }
+    Ok(if differences.is_empty() {
+        Verdict::Same
+    } else {
+        Verdict::Differs(differences.join(", "))
+    })
+}

@@ -1,0 +1,475 @@
+//! `ggen bundle`: byte-reproducible bundles, `--check` against changed
+//! specs and tampered bundles, `--verify`/`--with-binary` in a temporary
+//! workspace, and bad input that leaves nothing behind.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use assert_cmd::cargo::cargo_bin_cmd;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// A project in a temp folder (nested, so no path matches the repo's):
+/// the repository's specs, config and workspace manifest, the latter's
+/// `path` dependencies pointing back at this checkout.
+fn copy_project() -> (tempfile::TempDir, PathBuf) {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let root = temp.path().join("elsewhere/project");
+    fs_err::create_dir_all(root.join("specs")).expect("specs");
+    for entry in fs_err::read_dir(repo().join("specs")).expect("specs") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "json") {
+            fs_err::copy(
+                &path,
+                root.join("specs").join(path.file_name().expect("name")),
+            )
+            .expect("copy");
+        }
+    }
+    fs_err::copy(repo().join("ggen.toml"), root.join("ggen.toml")).expect("config");
+    let manifest = fs_err::read_to_string(repo().join("Cargo.toml")).expect("Cargo.toml");
+    let repo = repo().to_string_lossy().into_owned();
+    let manifest = manifest
+        .replace("path = \"core\"", &format!("path = \"{repo}/core\""))
+        .replace("path = \"runtime\"", &format!("path = \"{repo}/runtime\""));
+    fs_err::write(root.join("Cargo.toml"), manifest).expect("Cargo.toml");
+    fs_err::copy(repo_path("Cargo.lock"), root.join("Cargo.lock")).expect("Cargo.lock");
+    (temp, root)
+}
+
+fn repo_path(name: &str) -> PathBuf {
+    repo().join(name)
+}
+
+/// Runs `ggen ARGS` in `dir` with `env`: exit code, stdout, stderr.
+fn ggen(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut command = cargo_bin_cmd!("ggen");
+    command
+        .current_dir(dir)
+        .args(args)
+        .env_remove("SOURCE_DATE_EPOCH");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let output = command.output().expect("ggen runs");
+    (
+        output.status.code().expect("exited normally"),
+        String::from_utf8(output.stdout).expect("utf-8 stdout"),
+        String::from_utf8(output.stderr).expect("utf-8 stderr"),
+    )
+}
+
+fn expect(dir: &Path, args: &[&str], env: &[(&str, &str)], code: i32) -> (String, String) {
+    let (actual, stdout, stderr) = ggen(dir, args, env);
+    assert_eq!(
+        actual, code,
+        "ggen {args:?}\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    (stdout, stderr)
+}
+
+/// Every file of a folder, by name.
+fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    fs_err::read_dir(dir)
+        .expect("bundle folder")
+        .map(|e| {
+            let path = e.expect("entry").path();
+            let name = path
+                .file_name()
+                .expect("name")
+                .to_string_lossy()
+                .into_owned();
+            (name, fs_err::read(&path).expect("read"))
+        })
+        .collect()
+}
+
+/// `(path, mode, uid, gid, mtime, type)` of every tar entry, in order.
+fn listing(tarball: &[u8]) -> Vec<(String, u32, u64, u64, u64, u8)> {
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(tarball));
+    archive
+        .entries()
+        .expect("entries")
+        .map(|e| {
+            let e = e.expect("entry");
+            let h = e.header();
+            (
+                String::from_utf8(e.path_bytes().into_owned()).expect("utf-8 path"),
+                h.mode().expect("mode"),
+                h.uid().expect("uid"),
+                h.gid().expect("gid"),
+                h.mtime().expect("mtime"),
+                h.entry_type().as_byte(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn bundles_are_byte_identical_across_runs_folders_and_threads() {
+    let out = tempfile::tempdir().expect("out");
+    let a = out.path().join("a");
+    let b = out.path().join("b");
+    expect(
+        &repo(),
+        &["bundle", "--jobs", "1", "--out", a.to_str().unwrap()],
+        &[],
+        0,
+    );
+    let (_t, copy) = copy_project();
+    // Another folder, thread count, working directory and time zone.
+    expect(
+        &copy.join("specs"),
+        &["bundle", "--jobs", "3", "--out", b.to_str().unwrap()],
+        &[("TZ", "Asia/Kolkata")],
+        0,
+    );
+    let (first, second) = (files(&a), files(&b));
+    assert_eq!(
+        first.keys().collect::<Vec<_>>(),
+        [
+            "cost_guard-1.2.0.bundle.json",
+            "cost_guard-1.2.0.tar.gz",
+            "queue_valve-1.0.0.bundle.json",
+            "queue_valve-1.0.0.tar.gz",
+            "rollback_guard-0.4.0.bundle.json",
+            "rollback_guard-0.4.0.tar.gz",
+        ]
+    );
+    assert_eq!(first, second, "bundles differ between two folders");
+
+    let tarball = &first["queue_valve-1.0.0.tar.gz"];
+    // gzip header: no name, mtime 0, OS unknown.
+    assert_eq!(
+        &tarball[..4],
+        &[0x1f, 0x8b, 8, 0],
+        "FLG must be 0 (no name)"
+    );
+    assert_eq!(&tarball[4..8], &[0, 0, 0, 0], "gzip mtime");
+    assert_eq!(tarball[9], 255, "gzip OS byte");
+    let entries = listing(tarball);
+    let paths: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
+    let mut sorted = paths.clone();
+    sorted.sort_unstable();
+    assert_eq!(paths, sorted, "entries sorted");
+    for (path, mode, uid, gid, mtime, _) in &entries {
+        assert!(path.starts_with("queue_valve-1.0.0/"), "{path}");
+        assert_eq!((*uid, *gid, *mtime), (0, 0, 315_532_800), "{path}");
+        let want = if path.ends_with('/') { 0o755 } else { 0o644 };
+        assert_eq!(*mode, want, "{path}");
+    }
+    for needed in [
+        "queue_valve-1.0.0/bundle.json",
+        "queue_valve-1.0.0/spec/queue_valve.json",
+        "queue_valve-1.0.0/src/lib.rs",
+        "queue_valve-1.0.0/deploy/kubernetes.yaml",
+        "queue_valve-1.0.0/ggen-manifest.json",
+    ] {
+        assert!(paths.contains(&needed), "{needed} missing from {paths:?}");
+    }
+
+    // The outer manifest records the tarball's hash; the crate's files are
+    // the bytes `ggen build` wrote to generated/.
+    let outer: serde_json::Value =
+        serde_json::from_slice(&first["queue_valve-1.0.0.bundle.json"]).expect("json");
+    assert_eq!(outer["bundle"]["sha256"], ggen::digest::sha256_hex(tarball));
+    assert_eq!(outer["sku"]["id"], "queue_valve");
+    assert_eq!(outer["generator"]["version"], env!("CARGO_PKG_VERSION"));
+    let lib = outer["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .find(|f| f["path"] == "src/lib.rs")
+        .expect("src/lib.rs listed");
+    let on_disk = fs_err::read(repo().join("generated/queue_valve/src/lib.rs")).expect("lib.rs");
+    assert_eq!(lib["sha256"], ggen::digest::sha256_hex(&on_disk));
+}
+
+#[test]
+fn source_date_epoch_sets_every_mtime_and_check_follows_it() {
+    let out = tempfile::tempdir().expect("out");
+    let dir = out.path().to_str().unwrap();
+    let env = [("SOURCE_DATE_EPOCH", "1700000000")];
+    expect(
+        &repo(),
+        &["bundle", "specs/cost_guard.json", "--out", dir],
+        &env,
+        0,
+    );
+    let tarball = fs_err::read(out.path().join("cost_guard-1.2.0.tar.gz")).expect("tarball");
+    assert!(listing(&tarball).iter().all(|e| e.4 == 1_700_000_000));
+    // `--check` re-derives at the epoch the bundle records, whatever the env says.
+    let (stdout, _) = expect(
+        &repo(),
+        &["bundle", "specs/cost_guard.json", "--check", dir],
+        &[],
+        0,
+    );
+    assert_eq!(stdout, "same: cost_guard-1.2.0\n");
+    let (_, stderr) = expect(
+        &repo(),
+        &["bundle", "--out", dir],
+        &[("SOURCE_DATE_EPOCH", "soon")],
+        1,
+    );
+    assert!(
+        stderr.contains("SOURCE_DATE_EPOCH `soon` is not a whole number"),
+        "{stderr}"
+    );
+}
+
+/// Rewrites the tar.gz at `path`, changing `file`'s bytes with `edit`, and
+/// (if `rehash`) records the new tarball's hash in its `.bundle.json`.
+fn repack(dir: &Path, name: &str, file: &str, edit: impl Fn(&mut Vec<u8>), rehash: bool) {
+    let path = dir.join(format!("{name}.tar.gz"));
+    let bytes = fs_err::read(&path).expect("tarball");
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes.as_slice()));
+    let mut builder = tar::Builder::new(Vec::new());
+    for entry in archive.entries().expect("entries") {
+        let mut entry = entry.expect("entry");
+        let mut header = entry.header().clone();
+        let mut content = Vec::new();
+        entry.read_to_end(&mut content).expect("read");
+        let entry_path = String::from_utf8(entry.path_bytes().into_owned()).expect("path");
+        if entry_path == format!("{name}/{file}") {
+            edit(&mut content);
+            header.set_size(content.len() as u64);
+        }
+        builder
+            .append_data(&mut header, &entry_path, content.as_slice())
+            .expect("append");
+    }
+    let tar = builder.into_inner().expect("tar");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, &tar).expect("gzip");
+    let tarball = gz.finish().expect("gzip");
+    fs_err::write(&path, &tarball).expect("write");
+    if rehash {
+        let json = dir.join(format!("{name}.bundle.json"));
+        let mut outer: serde_json::Value =
+            serde_json::from_slice(&fs_err::read(&json).expect("json")).expect("json");
+        outer["bundle"]["sha256"] = ggen::digest::sha256_hex(&tarball).into();
+        outer["bundle"]["size"] = tarball.len().into();
+        fs_err::write(&json, serde_json::to_vec(&outer).expect("json")).expect("write");
+    }
+}
+
+#[test]
+fn check_catches_a_changed_spec_a_tampered_bundle_and_a_missing_one() {
+    let (_t, root) = copy_project();
+    let out = root.join("dist");
+    let dir = out.to_str().unwrap();
+    expect(&root, &["bundle", "--out", dir], &[], 0);
+    let (stdout, _) = expect(&root, &["bundle", "--check", dir], &[], 0);
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("same: ")).count(),
+        3,
+        "{stdout}"
+    );
+    let pristine = files(&out);
+
+    // A description changed, version kept: the bundle no longer matches.
+    let spec = root.join("specs/queue_valve.json");
+    let original = fs_err::read_to_string(&spec).expect("spec");
+    let changed = original.replacen("\"description\": \"", "\"description\": \"Now: ", 1);
+    assert_ne!(changed, original);
+    fs_err::write(&spec, &changed).expect("edit spec");
+    let (stdout, stderr) = expect(&root, &["bundle", "--check", dir], &[], 1);
+    assert!(stdout.contains("differs: queue_valve-1.0.0: "), "{stdout}");
+    assert!(stdout.contains("spec/queue_valve.json differs"), "{stdout}");
+    assert!(stdout.contains("same: cost_guard-1.2.0"), "{stdout}");
+    assert!(stderr.contains("bundles differ from the specs"), "{stderr}");
+    let (json, _) = expect(
+        &root,
+        &["--format", "json", "bundle", "--check", dir],
+        &[],
+        1,
+    );
+    let doc: serde_json::Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(doc["ok"], false);
+    fs_err::write(&spec, &original).expect("restore spec");
+
+    // A flipped byte: the tarball no longer hashes as recorded.
+    let tar_path = out.join("rollback_guard-0.4.0.tar.gz");
+    let mut bytes = pristine["rollback_guard-0.4.0.tar.gz"].clone();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 1;
+    fs_err::write(&tar_path, &bytes).expect("tamper");
+    let (stdout, _) = expect(&root, &["bundle", "--check", dir], &[], 1);
+    assert!(
+        stdout.contains("tampered: rollback_guard-0.4.0: ")
+            && stdout.contains("does not hash as its `.bundle.json` records"),
+        "{stdout}"
+    );
+
+    // A file edited and the outer hash forged: the inner manifest catches it.
+    fs_err::write(&tar_path, &pristine["rollback_guard-0.4.0.tar.gz"]).expect("restore");
+    repack(
+        &out,
+        "rollback_guard-0.4.0",
+        "src/policy.rs",
+        |b| b.extend_from_slice(b"// edited\n"),
+        true,
+    );
+    let (stdout, _) = expect(&root, &["bundle", "--check", dir], &[], 1);
+    assert!(
+        stdout.contains("tampered: rollback_guard-0.4.0: the files inside"),
+        "{stdout}"
+    );
+
+    // Gone.
+    fs_err::remove_file(out.join("cost_guard-1.2.0.bundle.json")).expect("remove");
+    let (stdout, _) = expect(&root, &["bundle", "--check", dir], &[], 1);
+    assert!(stdout.contains("missing: cost_guard-1.2.0: "), "{stdout}");
+}
+
+#[test]
+fn bad_input_leaves_no_partial_bundle() {
+    let (_t, root) = copy_project();
+    // An invalid spec: located diagnostics, exit 1, no folder made.
+    let spec = root.join("specs/cost_guard.json");
+    let text = fs_err::read_to_string(&spec).expect("spec");
+    fs_err::write(&spec, text.replace("\"replicas\": 1", "\"replicas\": 0")).expect("edit");
+    let (stdout, stderr) = expect(&root, &["bundle", "--out", "dist"], &[], 1);
+    let all = format!("{stdout}{stderr}");
+    assert!(
+        all.contains("specs/cost_guard.json:") && all.contains("/deploy/replicas"),
+        "{all}"
+    );
+    assert!(
+        !root.join("dist").exists(),
+        "a bundle folder was made for invalid input"
+    );
+    fs_err::write(&spec, text).expect("restore");
+
+    // An output folder that cannot be made: exit 2, named, nothing left.
+    fs_err::write(root.join("blocker"), "a file").expect("file");
+    let (_, stderr) = expect(&root, &["bundle", "--out", "blocker/dist"], &[], 2);
+    assert!(stderr.contains("cannot create `blocker/dist`"), "{stderr}");
+
+    // A missing spec.
+    let (_, stderr) = expect(
+        &root,
+        &["bundle", "specs/nope.json", "--out", "dist"],
+        &[],
+        1,
+    );
+    assert!(stderr.contains("specs/nope.json"), "{stderr}");
+    assert!(!root.join("dist").exists());
+
+    // Neither --out nor --check.
+    let (_, stderr) = expect(&root, &["bundle"], &[], 2);
+    assert!(stderr.contains("--out"), "{stderr}");
+}
+
+#[test]
+fn verify_tests_the_crate_and_with_binary_adds_it_by_hash() {
+    let out = tempfile::tempdir().expect("out");
+    let dir = out.path().to_str().unwrap();
+    // An unoptimised "release" keeps the test's compile time down; what is
+    // tested is that the binary is built and bundled, not its speed.
+    let fast_release = [
+        ("CARGO_PROFILE_RELEASE_OPT_LEVEL", "0"),
+        ("CARGO_PROFILE_RELEASE_DEBUG", "0"),
+    ];
+    let (_, stderr) = expect(
+        &repo(),
+        &[
+            "bundle",
+            "specs/queue_valve.json",
+            "--verify",
+            "--with-binary",
+            "--out",
+            dir,
+        ],
+        &fast_release,
+        0,
+    );
+    // Not a terminal: plain progress lines.
+    assert!(
+        stderr.contains("bundle: queue_valve: building and testing (1/1)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains('\r'), "{stderr}");
+    let tarball = fs_err::read(out.path().join("queue_valve-1.0.0.tar.gz")).expect("tarball");
+    let entries = listing(&tarball);
+    let binary = entries
+        .iter()
+        .find(|e| e.0 == "queue_valve-1.0.0/bin/queue-valve-governor")
+        .expect("the binary is bundled");
+    assert_eq!(binary.1, 0o755);
+    let outer: serde_json::Value = serde_json::from_slice(
+        &fs_err::read(out.path().join("queue_valve-1.0.0.bundle.json")).expect("json"),
+    )
+    .expect("json");
+    assert_eq!(outer["binary"]["path"], "bin/queue-valve-governor");
+    assert_eq!(outer["binary"]["reproducible"], false);
+    // The binary is not reproducible, but `--check` accepts it by its recorded hash.
+    let (stdout, _) = expect(
+        &repo(),
+        &["bundle", "specs/queue_valve.json", "--check", dir],
+        &[],
+        0,
+    );
+    assert_eq!(stdout, "same: queue_valve-1.0.0\n");
+    repack(
+        out.path(),
+        "queue_valve-1.0.0",
+        "bin/queue-valve-governor",
+        |b| b.push(0),
+        true,
+    );
+    let (stdout, _) = expect(
+        &repo(),
+        &["bundle", "specs/queue_valve.json", "--check", dir],
+        &[],
+        1,
+    );
+    assert!(stdout.contains("tampered: queue_valve-1.0.0"), "{stdout}");
+}
+
+#[test]
+fn verify_refuses_a_crate_whose_tests_fail_and_writes_nothing() {
+    let (_t, root) = copy_project();
+    // A template override whose generated test fails.
+    fs_err::create_dir_all(root.join("tpl/tests")).expect("tpl");
+    fs_err::write(
+        root.join("tpl/tests/cli.rs.tera"),
+        "#[test]\nfn the_override_fails() {\n    assert_eq!(1 + 1, 3, \"planted failure\");\n}\n",
+    )
+    .expect("override");
+    let config = fs_err::read_to_string(root.join("ggen.toml")).expect("config");
+    fs_err::write(
+        root.join("ggen.toml"),
+        format!("{config}templates = \"tpl\"\n"),
+    )
+    .expect("config");
+    let (stdout, stderr) = expect(
+        &root,
+        &[
+            "bundle",
+            "specs/rollback_guard.json",
+            "--verify",
+            "--out",
+            "dist",
+        ],
+        &[],
+        1,
+    );
+    let all = format!("{stdout}{stderr}");
+    assert!(
+        all.contains("`cargo test --quiet -p rollback-guard-governor` failed"),
+        "{all}"
+    );
+    assert!(all.contains("planted failure"), "{all}");
+    assert!(
+        !root.join("dist").exists(),
+        "bundles were written for a failing crate"
+    );
+}
