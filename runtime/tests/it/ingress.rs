@@ -11,6 +11,7 @@ mod fleet;
 mod harness;
 mod integrity;
 mod jwks;
+mod metrics;
 mod paths;
 mod replays;
 mod replicas;
