@@ -11,6 +11,7 @@
 //!
 //! # Layout
 //! - [`ingress`]: the HTTP service (axum on hyper): routes, auth, metrics, `serve`.
+//! - [`logging`]: log lines on stderr, text or JSON as Cloud Logging reads it.
 //! - [`actuator`]: running dispatched actions (`log`, `webhook`, `command`) and the dispatcher.
 //! - [`pg`]: the PostgreSQL ledger, and `ledger copy` between ledgers.
 //! - [`replay`]: the core's replay, plus replay with live actions.
@@ -27,6 +28,7 @@ pub mod actuator;
 pub mod archive;
 pub mod cli;
 pub mod ingress;
+pub mod logging;
 pub mod pg;
 pub mod replay;
 pub mod store;

@@ -18,6 +18,7 @@ use super::auth::{Auth, AuthError, JwksSource, SIGNATURE_TOLERANCE_SECS};
 use super::state::{AppState, Options};
 use crate::actuator::{ActuatorError, ActuatorMode, Actuators, Dispatcher, DispatcherOptions};
 use crate::ledger::LedgerError;
+pub use crate::logging::{LogFormat, init as init_logging};
 use crate::registry::{
     DEFAULT_CAPACITY, DEFAULT_MAX_TOTAL, DEFAULT_WINDOW, DedupeOptions, Registry, RegistryError,
 };
@@ -35,16 +36,6 @@ pub const MAX_TIMEOUT_SECS: u64 = 86_400;
 
 /// How often the background checkpointer compares the append count with `--checkpoint-every`.
 pub const CHECKPOINT_POLL: Duration = Duration::from_secs(10);
-
-/// How logs are written to stderr.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Text,
-    /// One JSON object per line.
-    Json,
-}
 
 /// Whether actions really run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -192,19 +183,6 @@ impl ServeError {
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
     let what = what.into();
     move |source| ServeError::Io { what, source }
-}
-
-/// Installs the global log subscriber (once per process; later calls keep the first).
-pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.with_ansi(false).try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -11,6 +11,7 @@ mod fleet;
 mod harness;
 mod integrity;
 mod jwks;
+mod logs;
 mod metrics;
 mod paths;
 mod replays;
