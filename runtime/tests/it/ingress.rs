@@ -14,6 +14,7 @@ mod jwks;
 mod logs;
 mod metrics;
 mod paths;
+mod preflight;
 mod replays;
 mod replicas;
 mod routes;

@@ -65,7 +65,7 @@ async fn scenario() {
     assert_eq!(status("/pubsub/push", Some(WRONG), "{}".into()).await, 401);
     tokio::time::sleep(INTERVAL + Duration::from_millis(100)).await;
     assert_eq!(status("/v1/signals", Some(WRONG), body).await, 401);
-    // REPLICA's actions are programs that cannot start: the throttle fails.
+    // REPLICA's actions run `false`: the throttle fails.
     let breach = signal("acme", 120.0, "2");
     assert_eq!(status("/v1/signals", Some(TOKEN), breach).await, 204);
     actuator.drain(Duration::from_secs(10)).await.unwrap();

@@ -252,7 +252,7 @@ async fn requests_are_counted_by_route_template_and_status_class_refusals_includ
     server.service.assert_verifies();
 }
 
-/// A live dispatcher on the current runtime (REPLICA's commands cannot start).
+/// A live dispatcher on the current runtime (REPLICA's commands fail).
 fn live_dispatcher() -> Dispatcher {
     let actuators = Actuators::new(WebhookConfig::default()).unwrap();
     Dispatcher::new(
