@@ -504,8 +504,11 @@ pub fn run_until(
             %addr,
             sku = sku.id,
             version = sku.version,
-            auth = ?state.auth.describe(),
-            actions = ?args.actions,
+            auth = %state.auth.describe().join(","),
+            actions = match args.actions {
+                ActionsMode::Live => "live",
+                ActionsMode::Log => "log",
+            },
             "listening"
         );
         let (stop_timers, timers_stopped) = watch::channel(false);
