@@ -44,7 +44,7 @@ trap cleanup EXIT
 source bench/lib.sh
 
 GOVERNOR_AUTH_TOKEN=bench-token RUST_LOG=warn "$BIN/cost-guard-governor" serve \
-  --listen "127.0.0.1:$GOV_PORT" --ledger "$work/ledger" --actions log 2>"$work/governor.log" &
+  --listen "127.0.0.1:$GOV_PORT" --ledger "$work/ledger" --actions log --no-pubsub 2>"$work/governor.log" &
 pids+=($!)
 "$BIN/examples/bare" "127.0.0.1:$BARE_PORT" 2>/dev/null &
 pids+=($!)

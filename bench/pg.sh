@@ -27,10 +27,10 @@ P99_LIMIT_MS=20
 source bench/postgres.sh
 
 GOVERNOR_AUTH_TOKEN=bench-token RUST_LOG=warn "$BIN/cost-guard-governor" serve \
-  --listen "127.0.0.1:$FILE_PORT" --ledger "$work/ledger" --actions log 2>"$work/file.log" &
+  --listen "127.0.0.1:$FILE_PORT" --ledger "$work/ledger" --actions log --no-pubsub 2>"$work/file.log" &
 pids+=($!)
 GOVERNOR_AUTH_TOKEN=bench-token GOVERNOR_DATABASE_URL="$url" RUST_LOG=warn "$BIN/cost-guard-governor" serve \
-  --listen "127.0.0.1:$PG_PORT" --actions log 2>"$work/postgres.log" &
+  --listen "127.0.0.1:$PG_PORT" --actions log --no-pubsub 2>"$work/postgres.log" &
 pids+=($!)
 wait_port "$FILE_PORT"
 wait_port "$PG_PORT"
@@ -67,7 +67,7 @@ restart() {
   local started
   started=$(date +%s%N)
   GOVERNOR_AUTH_TOKEN=bench-token GOVERNOR_DATABASE_URL="$url" RUST_LOG=warn "$BIN/cost-guard-governor" serve \
-    --listen "127.0.0.1:$PG_PORT" --actions log >/dev/null 2>>"$work/postgres.log" &
+    --listen "127.0.0.1:$PG_PORT" --actions log --no-pubsub >/dev/null 2>>"$work/postgres.log" &
   pids+=($!)
   for _ in $(seq 3000); do
     if curl -sf -o /dev/null "http://127.0.0.1:$PG_PORT/readyz"; then

@@ -30,7 +30,7 @@ sed 's/n % 1000/n % 100/' "$work/signals.lua" >"$work/hundred.lua"
 
 for port in "$A_PORT" "$B_PORT"; do
   GOVERNOR_AUTH_TOKEN=bench-token GOVERNOR_DATABASE_URL="$url" RUST_LOG=warn "$BIN/cost-guard-governor" serve \
-    --listen "127.0.0.1:$port" --actions log 2>>"$work/governors.log" &
+    --listen "127.0.0.1:$port" --actions log --no-pubsub 2>>"$work/governors.log" &
   pids+=($!)
   wait_port "$port"
 done

@@ -28,7 +28,7 @@ source bench/governor.sh
 sed "s/n % 1000/n % $TENANTS/" "$work/signals.lua" >"$work/load.lua"
 
 GOVERNOR_AUTH_TOKEN=bench-token RUST_LOG=warn "$BIN/cost-guard-governor" serve \
-  --listen "127.0.0.1:$PORT" --ledger "$work/ledger" --actions log 2>"$work/governor.log" &
+  --listen "127.0.0.1:$PORT" --ledger "$work/ledger" --actions log --no-pubsub 2>"$work/governor.log" &
 gov=$!
 pids+=("$gov")
 wait_port "$PORT"

@@ -27,7 +27,7 @@ sed -e "s/n % 1000/n % $TENANTS/" "$work/signals.lua" >"$work/soak.lua"
 printf 'delay = function()\n  return %s\nend\n' "$DELAY_MS" >>"$work/soak.lua"
 
 GOVERNOR_AUTH_TOKEN=bench-token RUST_LOG=warn "$BIN/cost-guard-governor" serve \
-  --listen "127.0.0.1:$PORT" --ledger "$work/ledger" --actions log \
+  --listen "127.0.0.1:$PORT" --ledger "$work/ledger" --actions log --no-pubsub \
   --retain "$RETAIN" --archive "$work/archive" --archive-every 10 2>"$work/governor.log" &
 gov=$!
 pids+=("$gov")

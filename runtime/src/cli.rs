@@ -170,6 +170,7 @@ pub fn run<P: PolicyPack>(
             store,
             live_actions,
         } => located(&store).and_then(|ledger| run_replay(pack, &signals, &ledger, live_actions)),
+        Command::Serve(args) if args.check => serve_check(pack, &args),
         Command::Serve(args) => Ok(crate::ingress::service::run(pack, *args)),
         Command::Ledger {
             command: LedgerCommand::Verify { store, archive },
@@ -188,6 +189,34 @@ pub fn run<P: PolicyPack>(
         eprintln!("error: {}", failure.message);
         ExitCode::from(failure.code)
     })
+}
+
+/// `serve --check`: what `serve` would start with on stdout (exit 0), or
+/// every problem on stderr, one a line (exit 1). Opens nothing.
+fn serve_check(
+    pack: &'static dyn PolicyPack,
+    args: &crate::ingress::service::ServeArgs,
+) -> Result<ExitCode, Failure> {
+    use crate::ingress::service::{ServeError, check};
+    match check(pack, args) {
+        Ok(text) => emit(&text).map(|()| ExitCode::SUCCESS),
+        Err(ServeError::Preflight(problems)) => {
+            let mut text = format!(
+                "error: `serve` would refuse to start: {} problem{}\n",
+                problems.0.len(),
+                if problems.0.len() == 1 { "" } else { "s" }
+            );
+            for problem in &problems.0 {
+                let _ = writeln!(text, "  - {problem}");
+            }
+            eprint!("{text}");
+            Ok(ExitCode::from(1))
+        }
+        Err(error) => Err(Failure {
+            code: error.exit_code(),
+            message: error_chain(&error),
+        }),
+    }
 }
 
 /// Where the ledger of a command is; a usage error (exit 1) when unnamed.

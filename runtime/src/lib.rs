@@ -11,7 +11,9 @@
 //!
 //! # Layout
 //! - [`ingress`]: the HTTP service (axum on hyper): routes, auth, metrics, `serve`.
+//! - [`logging`]: log lines on stderr, text or JSON as Cloud Logging reads it.
 //! - [`actuator`]: running dispatched actions (`log`, `webhook`, `command`) and the dispatcher.
+//! - [`preflight`]: what `serve` checks before it starts (actions, Pub/Sub), and `serve --check`.
 //! - [`pg`]: the PostgreSQL ledger, and `ledger copy` between ledgers.
 //! - [`replay`]: the core's replay, plus replay with live actions.
 //! - [`store`]: which ledger a command works on (`--ledger` or `--database-url`).
@@ -27,7 +29,9 @@ pub mod actuator;
 pub mod archive;
 pub mod cli;
 pub mod ingress;
+pub mod logging;
 pub mod pg;
+pub mod preflight;
 pub mod replay;
 pub mod store;
 pub mod testing;

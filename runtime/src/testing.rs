@@ -13,15 +13,23 @@
 //! - [`replay_reports_bad_lines`]: incomplete, non-JSON and non-UTF-8 lines
 //!   are reported with their line numbers, skipped, and make `replay` exit 1.
 //! - [`policy_prints_every_profile`]: `policy` names every profile.
+//! - [`serve_preflight`]: `serve --check` exits 0 once the spec's actions,
+//!   Pub/Sub audience and authentication are provided for, and 1 listing
+//!   every missing piece otherwise; `serve` itself refuses to start with
+//!   the same list, the ledger untouched.
 //!
 //! Each check panics (with the binary's output) when the binary misbehaves;
 //! it is meant to be the body of a `#[test]`.
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 use crate::policy::{Level, raw_level, threshold};
-use crate::sku::PolicyPack;
+use crate::sku::{Adapter, PolicyPack};
 
 /// The tenant every check's replay file speaks for.
 pub const TENANT: &str = "t-1";
@@ -242,6 +250,246 @@ pub fn policy_prints_every_profile(binary: &Path, pack: &dyn PolicyPack) {
         "`{}` missing from {help}",
         sku.name
     );
+}
+
+/// A JWK set with one RSA key (public, from the runtime's test fixtures):
+/// what `serve` needs for a spec's Pub/Sub audience.
+const JWKS: &str = r#"{"keys":[{"kty":"RSA","alg":"RS256","use":"sig","kid":"test-key-1","n":"spB9Nx0_7M8gun9tGeOfl0ZXnl-NHOpI2oMhBDH-DYPflLooAOxiwJOesQtfuwTAHwMKoDJB5OqWKu-0TEm13Yhp-mpdr3apXMjurctnPOV_DBGefa6yQjdO-s7IcmEZBam1-Ixr4ypKQu7CPNk0h6-8BBK4fobNxrOenzs4x3TDf9FJlciArn7Jjnr_WsJ8SyULVB4YNSeXMw-KA5e_Xi5sgnnow3wKf4xvmnXpWQk9pND_8heXzyVlqGGJXniAP-WpGAWr4zYLzzbfDVM3R4QQ-zRN0jSerJI3LHu3vJ8n0Wl-DIDuPODnYBmVqzEw3PtaIDSPE6_QUH3_i0qp2Q","e":"AQAB"}]}"#;
+
+/// The longest a `serve` that must refuse to start may run before the
+/// check gives up on it (it would otherwise serve until killed).
+const REFUSAL_PATIENCE: Duration = Duration::from_secs(30);
+
+/// `serve --check` and `serve` against what `pack`'s spec needs to start:
+///
+/// - with everything provided (`GOVERNOR_AUTH_TOKEN`; a stub program on
+///   `PATH` for each `command` action; `GOVERNOR_WEBHOOK_URL` when a
+///   `webhook` action has no `params.url`; a JWKS and an email when the
+///   spec sets a Pub/Sub audience), `serve --check` exits 0, names every
+///   action's target and does not create the ledger;
+/// - with nothing provided, it exits 1 listing every problem, one a line:
+///   authentication, each command's program, each webhook without a URL;
+/// - with a spec's audience but no JWKS it exits 1 naming `--jwks` and
+///   `--no-pubsub`, and 0 with `--no-pubsub`;
+/// - a program on `PATH` without execute permission is named as such;
+/// - `serve` (no `--check`) with nothing provided exits 1 with the same
+///   problems, the ledger never created.
+///
+/// Programs the spec names by absolute path are not stubbed: where they do
+/// not exist, only the refusals are checked.
+///
+/// # Panics
+/// When any of those does not hold (that is the test failing).
+pub fn serve_preflight(binary: &Path, pack: &dyn PolicyPack, tmp: &Path) {
+    let sku = pack.sku();
+    let dir = scratch(tmp, pack, "preflight");
+    let ledger = dir.join("ledger");
+    let bin = dir.join("bin");
+    let empty = dir.join("empty");
+    fs_err::create_dir_all(&bin).expect("create the stub folder");
+    fs_err::create_dir_all(&empty).expect("create the empty folder");
+    let params = |params: &str| serde_json::from_str::<Value>(params).unwrap_or_default();
+    let mut bare_programs = Vec::new();
+    let mut absolute_missing = false;
+    let mut commands = Vec::new();
+    let mut urlless_webhooks = Vec::new();
+    for action in sku.actions {
+        let params = params(action.params);
+        match action.adapter {
+            Adapter::Command => {
+                commands.push(action.name);
+                match params["program"].as_str() {
+                    Some(program) if !program.contains('/') => {
+                        bare_programs.push(program.to_owned());
+                    }
+                    Some(program) => absolute_missing |= !Path::new(program).is_file(),
+                    None => absolute_missing = true,
+                }
+            }
+            Adapter::Webhook if params.get("url").is_none() => urlless_webhooks.push(action.name),
+            Adapter::Webhook | Adapter::Log => {}
+        }
+    }
+    for program in &bare_programs {
+        let stub = bin.join(program);
+        fs_err::write(&stub, "#!/bin/sh\nexit 0\n").expect("write a stub program");
+        fs_err::set_permissions(&stub, std::fs::Permissions::from_mode(0o755))
+            .expect("make the stub executable");
+    }
+    let jwks = dir.join("jwks.json");
+    fs_err::write(&jwks, JWKS).expect("write the jwks");
+    let base = [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--ledger",
+        path_arg(&ledger),
+    ];
+    let oidc = [
+        "--jwks",
+        path_arg(&jwks),
+        "--oidc-email",
+        "pusher@project.iam.gserviceaccount.com",
+    ];
+    let audience = sku.ingress.pubsub_audience.is_some();
+    let provided: Vec<(&str, &str)> = [
+        ("PATH", path_arg(&bin)),
+        ("GOVERNOR_AUTH_TOKEN", "preflight-token"),
+        ("GOVERNOR_WEBHOOK_URL", "http://127.0.0.1:9/hook"),
+    ]
+    .into_iter()
+    .filter(|(name, _)| *name != "GOVERNOR_WEBHOOK_URL" || !urlless_webhooks.is_empty())
+    .collect();
+    let check = |extra: &[&str], env: &[(&str, &str)]| {
+        let mut args = base.to_vec();
+        args.push("--check");
+        args.extend_from_slice(extra);
+        run_in(binary, &args, env)
+    };
+
+    if !absolute_missing {
+        let extra: &[&str] = if audience { &oidc } else { &[] };
+        let out = check(extra, &provided);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "serve --check: {}",
+            describe(&out)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.starts_with("ok: "), "{stdout}");
+        for action in sku.actions {
+            assert!(
+                stdout.contains(&format!("action {}: ", action.name)),
+                "{stdout}"
+            );
+        }
+        for program in &bare_programs {
+            let stub = bin.join(program);
+            assert!(
+                stdout.contains(path_arg(&stub)),
+                "`{program}` not found in {stdout}"
+            );
+        }
+        if audience {
+            let out = check(&[], &provided);
+            assert_eq!(out.status.code(), Some(1), "no jwks: {}", describe(&out));
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            for fix in ["pub/sub", "--jwks", "--oidc-email", "--no-pubsub"] {
+                assert!(stderr.contains(fix), "`{fix}` missing: {stderr}");
+            }
+            let out = check(&["--no-pubsub"], &provided);
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "--no-pubsub: {}",
+                describe(&out)
+            );
+        }
+        if let Some(program) = bare_programs.first() {
+            let stub = bin.join(program);
+            fs_err::set_permissions(&stub, std::fs::Permissions::from_mode(0o644))
+                .expect("drop the stub's execute bit");
+            let out = check(extra, &provided);
+            assert_eq!(
+                out.status.code(),
+                Some(1),
+                "not executable: {}",
+                describe(&out)
+            );
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(stderr.contains("is not executable"), "{stderr}");
+            fs_err::set_permissions(&stub, std::fs::Permissions::from_mode(0o755))
+                .expect("restore the stub's execute bit");
+        }
+    }
+
+    // Nothing provided: every problem listed, one a line.
+    let nothing = [("PATH", path_arg(&empty))];
+    let out = check(&[], &nothing);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "serve --check: {}",
+        describe(&out)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let expected = 1 + commands.len() + urlless_webhooks.len();
+    assert!(
+        stderr.starts_with(&format!(
+            "error: `serve` would refuse to start: {expected} problem"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.lines().filter(|l| l.starts_with("  - ")).count(),
+        expected,
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("  - auth: no authentication configured"),
+        "{stderr}"
+    );
+    for name in &commands {
+        assert!(
+            stderr.contains(&format!("  - action `{name}`: program")),
+            "{stderr}"
+        );
+    }
+    for name in &urlless_webhooks {
+        assert!(
+            stderr.contains(&format!(
+                "  - action `{name}`: a webhook with no `params.url`"
+            )),
+            "{stderr}"
+        );
+    }
+    assert!(!ledger.exists(), "serve --check created the ledger");
+
+    // `serve` itself refuses with the same problems.
+    let out = run_bounded(binary, &base, &nothing);
+    assert_eq!(out.status.code(), Some(1), "serve: {}", describe(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{expected} configuration problem")),
+        "{stderr}"
+    );
+    assert!(!ledger.exists(), "serve opened the ledger before refusing");
+}
+
+/// Runs `binary` with `args` in exactly the environment `env`.
+fn run_in(binary: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(binary)
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run `{}`: {e}", binary.display()))
+}
+
+/// [`run_in`] for a command that must exit by itself: killed (and the
+/// check failed) after [`REFUSAL_PATIENCE`].
+fn run_bounded(binary: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut child = Command::new(binary)
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run `{}`: {e}", binary.display()));
+    let started = Instant::now();
+    while child.try_wait().ok().flatten().is_none() {
+        if started.elapsed() > REFUSAL_PATIENCE {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("collect the killed child");
+            panic!("`{args:?}` did not exit: {}", describe(&out));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+        .wait_with_output()
+        .expect("collect the child's output")
 }
 
 /// Runs `binary` with `args`.

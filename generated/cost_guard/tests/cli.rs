@@ -4,7 +4,9 @@
 //! [`ggen_runtime::testing`] driven by this crate's policy pack: `replay`
 //! past the default profile's first threshold, then `ledger verify`,
 //! `ledger show` and a flipped byte caught; bad replay lines (one not UTF-8)
-//! reported with exit 1; `policy` naming every profile.
+//! reported with exit 1; `policy` naming every profile; `serve --check`
+//! and `serve` refusing to start, listing every problem, until the spec's
+//! actions, Pub/Sub audience and authentication are provided for.
 use ::std::path::Path;
 /// The binary under test.
 fn binary() -> &'static Path {
@@ -35,5 +37,13 @@ fn policy_prints_every_profile() {
     ::ggen_runtime::testing::policy_prints_every_profile(
         binary(),
         &::cost_guard_governor::PACK,
+    );
+}
+#[test]
+fn serve_checks_its_configuration_against_the_spec_before_starting() {
+    ::ggen_runtime::testing::serve_preflight(
+        binary(),
+        &::cost_guard_governor::PACK,
+        tmp(),
     );
 }

@@ -12,8 +12,8 @@
 //! intervention timeout (fired by [`Dispatcher::run_timers`]) degrades it.
 
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::runtime::Handle;
@@ -28,7 +28,7 @@ use crate::clock::Timestamp;
 use crate::ledger::{LedgerError, Ticket};
 use crate::receipt::Input;
 use crate::registry::{Applied, DECISION_ATTEMPTS, Dispatch, Registry};
-use crate::sku::Adapter;
+use crate::sku::{ActionId, Adapter};
 use crate::tenant::TenantId;
 
 /// Whether actions really run.
@@ -156,6 +156,18 @@ pub struct DispatchStats {
     pub unrecorded: u64,
 }
 
+/// Final results of one action since the dispatcher started; each
+/// dispatch is counted under exactly one outcome.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ActionResults {
+    /// The final result was ok.
+    pub ok: u64,
+    /// The final result was a failure (retries exhausted, or permanent).
+    pub failed: u64,
+    /// Failed without running: the queue was full.
+    pub rejected: u64,
+}
+
 #[derive(Debug, Default)]
 struct Counters {
     dispatched: AtomicU64,
@@ -164,6 +176,9 @@ struct Counters {
     rejected: AtomicU64,
     attempts: AtomicU64,
     unrecorded: AtomicU64,
+    /// Indexed by [`ActionId`]; grown on the first result of an action
+    /// (results are rare next to requests: a lock is cheap enough).
+    by_action: Mutex<Vec<ActionResults>>,
 }
 
 #[derive(Debug)]
@@ -236,6 +251,17 @@ impl Dispatcher {
             attempts: c.attempts.load(Ordering::Relaxed),
             unrecorded: c.unrecorded.load(Ordering::Relaxed),
         }
+    }
+
+    /// Final results per action, indexed by [`ActionId`] (actions with no
+    /// result yet past the end of the list, or zero).
+    pub fn results_by_action(&self) -> Vec<ActionResults> {
+        self.inner
+            .counters
+            .by_action
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Runs `dispatch` in the background and applies its result to `registry`.
@@ -385,7 +411,7 @@ impl Inner {
                 detail: "actuator queue full: not run".to_owned(),
             };
             // A failure dispatches nothing further, so this cannot recurse.
-            this.record(registry, dispatch, report);
+            this.record(registry, dispatch, report, true);
             return;
         }
         let guard = PendingGuard(this.clone());
@@ -394,7 +420,7 @@ impl Inner {
         this.handle.spawn(async move {
             let inner = &guard.0;
             let report = inner.run(&registry, &dispatch, at).await;
-            inner.record(&registry, dispatch, report);
+            inner.record(&registry, dispatch, report, false);
             drop(guard);
         });
     }
@@ -488,22 +514,60 @@ impl Inner {
         });
     }
 
-    /// Applies `report` to the registry and spawns the follow-up dispatches.
-    fn record(self: &Arc<Inner>, registry: &Arc<Registry>, dispatch: Dispatch, report: Report) {
+    /// Counts one final result of `action` (`rejected`: never run, the
+    /// queue was full).
+    fn count(&self, action: ActionId, ok: bool, rejected: bool) {
+        let c = &self.counters;
+        if ok { &c.succeeded } else { &c.failed }.fetch_add(1, Ordering::Relaxed);
+        let mut by_action = c.by_action.lock().unwrap_or_else(PoisonError::into_inner);
+        let index = usize::from(action.0);
+        if by_action.len() <= index {
+            by_action.resize(index + 1, ActionResults::default());
+        }
+        let results = &mut by_action[index];
+        match (ok, rejected) {
+            (true, _) => results.ok += 1,
+            (false, true) => results.rejected += 1,
+            (false, false) => results.failed += 1,
+        }
+    }
+
+    /// Applies `report` to the registry and spawns the follow-up dispatches
+    /// (`rejected`: the action never ran, the queue was full).
+    fn record(
+        self: &Arc<Inner>,
+        registry: &Arc<Registry>,
+        dispatch: Dispatch,
+        report: Report,
+        rejected: bool,
+    ) {
         let c = &self.counters;
         c.attempts
             .fetch_add(u64::from(report.attempts), Ordering::Relaxed);
-        if report.ok { &c.succeeded } else { &c.failed }.fetch_add(1, Ordering::Relaxed);
+        self.count(dispatch.key.action, report.ok, rejected);
         let action = registry.pack().sku().action(dispatch.key.action).name;
-        ::tracing::info!(
-            tenant = %dispatch.key.tenant,
-            action,
-            key = %dispatch.key,
-            ok = report.ok,
-            attempts = report.attempts,
-            detail = %report.detail,
-            "action finished"
-        );
+        // A failure is what an operator acts on: a warning, not info.
+        if report.ok {
+            ::tracing::info!(
+                tenant = %dispatch.key.tenant,
+                action,
+                key = %dispatch.key,
+                ok = true,
+                attempts = report.attempts,
+                detail = %report.detail,
+                "action finished"
+            );
+        } else {
+            ::tracing::warn!(
+                tenant = %dispatch.key.tenant,
+                action,
+                key = %dispatch.key,
+                ok = false,
+                attempts = report.attempts,
+                detail = %report.detail,
+                "action failed"
+            );
+        }
         let tenant = dispatch.key.tenant.clone();
         let input = Input::ActionResult {
             key: dispatch.key,

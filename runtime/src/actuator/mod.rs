@@ -40,7 +40,7 @@ pub mod log;
 pub mod webhook;
 
 pub use dispatcher::{
-    ActuatorMode, Actuators, Clock, DispatchStats, Dispatcher, DispatcherOptions,
+    ActionResults, ActuatorMode, Actuators, Clock, DispatchStats, Dispatcher, DispatcherOptions,
 };
 
 /// Errors of the actuator module.

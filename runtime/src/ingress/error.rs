@@ -35,12 +35,16 @@ pub enum IngressError {
     /// No credentials, or credentials that do not verify.
     #[error("{detail}")]
     Unauthorized {
+        /// Which kind of check failed (for logs).
+        reason: AuthReason,
         /// Which check failed.
         detail: String,
     },
     /// Valid credentials that do not allow this route, or a route disabled by configuration.
     #[error("{detail}")]
     Forbidden {
+        /// Which kind of refusal (for logs).
+        reason: AuthReason,
         /// Why.
         detail: String,
     },
@@ -145,6 +149,70 @@ pub enum IngressError {
         /// What failed.
         detail: String,
     },
+}
+
+/// Why authentication refused a request: a small, stable set, so that
+/// refusals can be logged per route and reason without the credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuthReason {
+    /// No credential was sent.
+    Missing,
+    /// A credential header that cannot be read: not ASCII, not
+    /// `Bearer <token>`, a malformed `X-Ggen-Signature`.
+    Malformed,
+    /// A bearer or admin token that does not match.
+    WrongToken,
+    /// A valid credential of the wrong kind for the route: the api token
+    /// where an OIDC token or the admin token is required.
+    WrongCredential,
+    /// A Pub/Sub OIDC token that does not verify (not a JWT, an unknown
+    /// key, its signature or a claim, an email not allowed).
+    OidcRejected,
+    /// A marketplace signature that is stale or does not verify.
+    BadSignature,
+    /// The route is disabled: the secret it needs is not configured.
+    Disabled,
+}
+
+impl AuthReason {
+    /// Every reason, in [`AuthReason::index`] order.
+    pub const ALL: [AuthReason; 7] = [
+        AuthReason::Missing,
+        AuthReason::Malformed,
+        AuthReason::WrongToken,
+        AuthReason::WrongCredential,
+        AuthReason::OidcRejected,
+        AuthReason::BadSignature,
+        AuthReason::Disabled,
+    ];
+
+    /// The snake_case name logs use.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AuthReason::Missing => "missing_credentials",
+            AuthReason::Malformed => "malformed_credentials",
+            AuthReason::WrongToken => "wrong_token",
+            AuthReason::WrongCredential => "wrong_credential_kind",
+            AuthReason::OidcRejected => "oidc_rejected",
+            AuthReason::BadSignature => "bad_signature",
+            AuthReason::Disabled => "route_disabled",
+        }
+    }
+
+    /// Its position in [`AuthReason::ALL`].
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Put on the response of a request authentication refused, for the
+/// outermost layer to log (it knows the route; the handler does not).
+#[derive(Debug, Clone)]
+pub struct AuthRefused {
+    /// Why.
+    pub reason: AuthReason,
+    /// The detail the client was answered (never the credential).
+    pub detail: String,
 }
 
 /// The JSON body of every error response.
@@ -259,6 +327,15 @@ impl From<serde_json::Error> for IngressError {
 impl IntoResponse for IngressError {
     fn into_response(self) -> Response {
         let detail = self.to_string();
+        let refused = match &self {
+            IngressError::Unauthorized { reason, .. } | IngressError::Forbidden { reason, .. } => {
+                Some(AuthRefused {
+                    reason: *reason,
+                    detail: detail.clone(),
+                })
+            }
+            _ => None,
+        };
         let body = serde_json::to_vec(&Body {
             error: self.code(),
             detail: &detail,
@@ -285,6 +362,9 @@ impl IntoResponse for IngressError {
             }
             _ => {}
         }
+        if let Some(refused) = refused {
+            response.extensions_mut().insert(refused);
+        }
         response
     }
 }
@@ -298,7 +378,10 @@ mod tests {
         let bad = [
             IngressError::bad("x"),
             IngressError::Rejected { reason: "x".into() },
-            IngressError::Unauthorized { detail: "x".into() },
+            IngressError::Unauthorized {
+                reason: AuthReason::Missing,
+                detail: "x".into(),
+            },
             IngressError::TooLarge { max: 1 },
             IngressError::UnsupportedMediaType { got: "x".into() },
             IngressError::TenantLimit {

@@ -3,16 +3,26 @@
 //! The recorder is not installed globally: each [`Metrics`] owns its own
 //! `PrometheusRecorder` and pre-registers every series as a handle, so the hot
 //! path only bumps atomics and several services (tests) can share a process.
+//! Every family carries a `# HELP` line ([`FAMILIES`]).
 //!
 //! Series (all prefixed `governor_`):
+//! - `build_info{sku, version, spec_sha256, runtime}`: always 1; the SKU's
+//!   id and version, the SHA-256 of the spec the crate was generated from,
+//!   and the `ggen-runtime` version;
+//! - `http_requests_total{route, status}`: every answer, by route template
+//!   ([`ROUTES`], `other` when none matched) and status class (`2xx`,
+//!   `3xx`, `4xx`, `5xx`), admission's refusals included;
 //! - `signals_total{signal, outcome}`: `accepted`, `duplicate`, `rejected`;
 //! - `decisions_total{level}`: the tenant's level after each accepted signal;
 //! - `transitions_total{from, to}`: every state change the registry wrote
 //!   (signals, timers, action results, entitlement events, resets), sampled
-//!   from the registry when scraped;
+//!   from the registry when scraped; only the pairs the FSM's transition
+//!   table ([`crate::fsm::transitions`]) allows for this SKU are exported
+//!   before they happen;
 //! - `actions_total{action}`: actions dispatched;
-//! - `action_results_total{outcome}`: `ok`, `failed`, `rejected` (queue
-//!   full), sampled from the actuator when scraped;
+//! - `action_results_total{action, outcome}`: `ok`, `failed`, `rejected`
+//!   (the actuator's queue was full: never run), one outcome per dispatch,
+//!   sampled from the actuator when scraped;
 //! - `ledger_durable_seconds`: append → durable latency (histogram);
 //! - `tenants{state}`: tenants by FSM state (sampled when scraped);
 //! - `requests_shed_total`: requests refused by the in-flight limit;
@@ -23,9 +33,13 @@
 
 use std::time::Duration;
 
-use metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use axum::http::StatusCode;
+use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
 
+use super::ROUTES;
 use super::disk::DiskStatus;
 use crate::actuator::Dispatcher;
 use crate::fsm::State;
@@ -33,9 +47,107 @@ use crate::policy::Level;
 use crate::registry::Registry;
 use crate::sku::{ActionId, SignalId, Sku};
 
+/// The kind of a metric family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Only goes up.
+    Counter,
+    /// A value sampled or set.
+    Gauge,
+    /// Buckets of observations.
+    Histogram,
+}
+
+/// Every family this module exports: name, kind, help text.
+pub const FAMILIES: [(&str, Kind, &str); 15] = [
+    (
+        BUILD_INFO,
+        Kind::Gauge,
+        "Always 1: the SKU id and version, the SHA-256 of the spec the crate was generated from, the ggen-runtime version.",
+    ),
+    (
+        HTTP_REQUESTS,
+        Kind::Counter,
+        "HTTP answers by route template (other: no route matched) and status class, refusals by authentication, body limits and shedding included.",
+    ),
+    (
+        "governor_signals_total",
+        Kind::Counter,
+        "Signals received, by signal (_unknown: a name the spec lacks) and outcome (accepted, duplicate, rejected).",
+    ),
+    (
+        "governor_decisions_total",
+        Kind::Counter,
+        "Accepted signals by the level the policy evaluated them to.",
+    ),
+    (
+        TRANSITIONS,
+        Kind::Counter,
+        "Governor state changes written to the ledger, by from and to state (signals, timers, action results, entitlement events, resets).",
+    ),
+    (
+        "governor_actions_total",
+        Kind::Counter,
+        "Actions dispatched, by action.",
+    ),
+    (
+        ACTION_RESULTS,
+        Kind::Counter,
+        "Final results of dispatched actions, by action and outcome (ok, failed, rejected: never run because the actuator's queue was full).",
+    ),
+    (
+        DURABLE,
+        Kind::Histogram,
+        "Seconds from a request's ledger append until its receipt is durable.",
+    ),
+    (
+        "governor_tenants",
+        Kind::Gauge,
+        "Tenants held in memory, by governor state.",
+    ),
+    (
+        "governor_requests_shed_total",
+        Kind::Counter,
+        "Requests refused with 503 because every in-flight slot was taken.",
+    ),
+    (
+        "governor_ledger_bytes",
+        Kind::Gauge,
+        "Bytes of the file ledger's files (segments, index files, checkpoint).",
+    ),
+    (
+        "governor_ledger_disk_free_bytes",
+        Kind::Gauge,
+        "Free bytes (for an unprivileged writer) on the file ledger's file system.",
+    ),
+    (
+        "governor_ledger_disk_size_bytes",
+        Kind::Gauge,
+        "Size in bytes of the file ledger's file system.",
+    ),
+    (
+        "governor_ledger_disk_low",
+        Kind::Gauge,
+        "1 while free space on the ledger's disk is under --min-free (readiness fails), else 0.",
+    ),
+    (
+        "governor_ledger_disk_full",
+        Kind::Gauge,
+        "1 while ledger writes wait for disk space (ingest answers 503 ledger_full), else 0.",
+    ),
+];
+
+const BUILD_INFO: &str = "governor_build_info";
+const HTTP_REQUESTS: &str = "governor_http_requests_total";
+const TRANSITIONS: &str = "governor_transitions_total";
+const ACTION_RESULTS: &str = "governor_action_results_total";
+/// The `route` label of requests no route matched.
+const OTHER_ROUTE: &str = "other";
+/// Status classes, indexed by `status / 100 - 2` (1xx counts as 2xx).
+const STATUS_CLASSES: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
 /// Outcomes counted per signal.
 const SIGNAL_OUTCOMES: [&str; 3] = ["accepted", "duplicate", "rejected"];
-/// Final outcomes of actions.
+/// Final outcomes of actions, in [`ActionResults`](crate::actuator::ActionResults) order.
 const ACTION_OUTCOMES: [&str; 3] = ["ok", "failed", "rejected"];
 /// Every level, in order.
 const LEVELS: [Level; 4] = [Level::Normal, Level::Warn, Level::Intervene, Level::Refuse];
@@ -58,18 +170,23 @@ pub enum SignalOutcome {
 
 /// The series of one service, pre-registered.
 pub struct Metrics {
+    /// Kept to register a transition the table does not chart, should one happen.
+    recorder: PrometheusRecorder,
     handle: PrometheusHandle,
+    /// `[route][status class]`, indexed like [`ROUTES`], then `other`.
+    http: Vec<[Counter; 4]>,
     /// `[signal][outcome]`.
     signals: Vec<[Counter; 3]>,
     /// Signals whose name the SKU does not know (rejected).
     unknown_signals: Counter,
     decisions: [Counter; 4],
-    /// `[from][to]`, indexed by [`State::index`].
-    transitions: Vec<Vec<Counter>>,
+    /// `[from][to]`, indexed by [`State::index`]: the pairs the FSM can
+    /// make for this SKU (the rest are registered if they ever happen).
+    transitions: [[Option<Counter>; 6]; 6],
     /// Dispatches per action.
     actions: Vec<Counter>,
-    /// Final outcomes, set from the actuator's stats.
-    results: [Counter; 3],
+    /// `[action][outcome]`, set from the actuator's stats.
+    results: Vec<[Counter; 3]>,
     durable: Histogram,
     tenants: [Gauge; 6],
     shed: Counter,
@@ -81,6 +198,11 @@ impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Metrics").finish_non_exhaustive()
     }
+}
+
+/// The index in [`State::NAMES`] of the state `name`.
+fn state_index(name: &str) -> Option<usize> {
+    State::NAMES.iter().position(|n| *n == name)
 }
 
 fn key(name: &'static str, labels: &[(&'static str, &'static str)]) -> Key {
@@ -95,10 +217,40 @@ impl Metrics {
             .set_buckets_for_metric(Matcher::Full(DURABLE.to_owned()), &DURABLE_BUCKETS)
             .unwrap_or_else(|_| PrometheusBuilder::new())
             .build_recorder();
+        for (name, kind, help) in FAMILIES {
+            let name = KeyName::from_const_str(name);
+            match kind {
+                Kind::Counter => recorder.describe_counter(name, None, help.into()),
+                Kind::Gauge => recorder.describe_gauge(name, None, help.into()),
+                Kind::Histogram => recorder.describe_histogram(name, None, help.into()),
+            }
+        }
         let meta = Metadata::new(module_path!(), metrics::Level::INFO, None);
         let counter = |name, labels: &[(&'static str, &'static str)]| {
             recorder.register_counter(&key(name, labels), &meta)
         };
+        recorder
+            .register_gauge(
+                &key(
+                    BUILD_INFO,
+                    &[
+                        ("sku", sku.id),
+                        ("version", sku.version),
+                        ("spec_sha256", sku.spec_sha256),
+                        ("runtime", crate::VERSION),
+                    ],
+                ),
+                &meta,
+            )
+            .set(1.0);
+        let http = ROUTES
+            .iter()
+            .chain([&OTHER_ROUTE])
+            .map(|route| {
+                STATUS_CLASSES
+                    .map(|status| counter(HTTP_REQUESTS, &[("route", *route), ("status", status)]))
+            })
+            .collect();
         let signals = sku
             .signals
             .iter()
@@ -117,22 +269,34 @@ impl Metrics {
         );
         let decisions =
             LEVELS.map(|level| counter("governor_decisions_total", &[("level", level.as_str())]));
-        let transitions = State::NAMES
-            .iter()
-            .map(|from| {
-                State::NAMES
-                    .iter()
-                    .map(|to| counter("governor_transitions_total", &[("from", from), ("to", to)]))
-                    .collect()
-            })
-            .collect();
+        let mut transitions: [[Option<Counter>; 6]; 6] = Default::default();
+        for transition in crate::fsm::transitions(sku.entitlement_required) {
+            let (Some(from), Some(to)) = (state_index(transition.from), state_index(transition.to))
+            else {
+                continue;
+            };
+            // Steps that stay put are charted but change no state.
+            if from != to && transitions[from][to].is_none() {
+                transitions[from][to] = Some(counter(
+                    TRANSITIONS,
+                    &[("from", transition.from), ("to", transition.to)],
+                ));
+            }
+        }
         let actions = sku
             .actions
             .iter()
             .map(|a| counter("governor_actions_total", &[("action", a.name)]))
             .collect();
-        let results = ACTION_OUTCOMES
-            .map(|outcome| counter("governor_action_results_total", &[("outcome", outcome)]));
+        let results = sku
+            .actions
+            .iter()
+            .map(|a| {
+                ACTION_OUTCOMES.map(|outcome| {
+                    counter(ACTION_RESULTS, &[("action", a.name), ("outcome", outcome)])
+                })
+            })
+            .collect();
         let durable = recorder.register_histogram(&key(DURABLE, &[]), &meta);
         let tenants = State::NAMES.map(|state| {
             recorder.register_gauge(&key("governor_tenants", &[("state", state)]), &meta)
@@ -148,6 +312,8 @@ impl Metrics {
         .map(|name| recorder.register_gauge(&key(name, &[]), &meta));
         Metrics {
             handle: recorder.handle(),
+            recorder,
+            http,
             signals,
             unknown_signals,
             decisions,
@@ -188,6 +354,15 @@ impl Metrics {
         self.durable.record(elapsed.as_secs_f64());
     }
 
+    /// Counts one HTTP answer on the route at `route` in [`ROUTES`] (`None`: no route matched).
+    pub fn http(&self, route: Option<usize>, status: StatusCode) {
+        let row = route.map_or(ROUTES.len(), |r| r.min(ROUTES.len()));
+        let class = usize::from(status.as_u16() / 100).clamp(2, 5) - 2;
+        if let Some(counters) = self.http.get(row) {
+            counters[class].increment(1);
+        }
+    }
+
     /// Counts one shed request.
     pub fn shed(&self) {
         self.shed.increment(1);
@@ -223,16 +398,34 @@ impl Metrics {
         for (gauge, (_, count)) in self.tenants.iter().zip(registry.states_count()) {
             gauge.set(count as f64);
         }
-        for (row, counts) in self.transitions.iter().zip(registry.transitions()) {
-            for (counter, count) in row.iter().zip(counts) {
-                counter.absolute(count);
+        for (from, (row, counts)) in self
+            .transitions
+            .iter()
+            .zip(registry.transitions())
+            .enumerate()
+        {
+            for (to, (counter, count)) in row.iter().zip(counts).enumerate() {
+                match counter {
+                    Some(counter) => counter.absolute(count),
+                    // Not in the table, yet it happened: export it rather than lose it.
+                    None if count > 0 => {
+                        let labels = [("from", State::NAMES[from]), ("to", State::NAMES[to])];
+                        let meta = Metadata::new(module_path!(), metrics::Level::INFO, None);
+                        self.recorder
+                            .register_counter(&key(TRANSITIONS, &labels), &meta)
+                            .absolute(count);
+                    }
+                    None => {}
+                }
             }
         }
-        if let Some(stats) = actuator.map(Dispatcher::stats) {
-            let [ok, failed, rejected] = &self.results;
-            ok.absolute(stats.succeeded);
-            failed.absolute(stats.failed);
-            rejected.absolute(stats.rejected);
+        if let Some(actuator) = actuator {
+            for (counters, results) in self.results.iter().zip(actuator.results_by_action()) {
+                let [ok, failed, rejected] = counters;
+                ok.absolute(results.ok);
+                failed.absolute(results.failed);
+                rejected.absolute(results.rejected);
+            }
         }
         self.handle.render()
     }

@@ -36,6 +36,8 @@
 //! - `tenants`: tenant reads, receipts, reset, ledger verify.
 //! - `health`: probes, metrics, fallbacks.
 //! - [`metrics`]: Prometheus series.
+//! - `observe`: the outermost layer: requests counted by route and status
+//!   class, authentication failures logged (rate-limited).
 //! - `shed`: admission: header auth, the in-flight limit, the request deadline.
 //! - `server`: connections: the cap, the header-read timeout, the shutdown deadline.
 //! - [`service`]: the `serve` command: startup, signals, graceful shutdown.
@@ -54,6 +56,7 @@ pub mod error;
 mod health;
 mod marketplace;
 pub mod metrics;
+mod observe;
 mod pubsub;
 mod server;
 pub mod service;
@@ -69,6 +72,45 @@ pub use disk::MinFree;
 pub use error::IngressError;
 pub use state::{AppState, Options};
 
+/// `GET /healthz`.
+pub const HEALTHZ: &str = "/healthz";
+/// `GET /readyz`.
+pub const READYZ: &str = "/readyz";
+/// `GET /metrics`.
+pub const METRICS: &str = "/metrics";
+/// `POST /v1/signals`.
+pub const SIGNALS: &str = "/v1/signals";
+/// `GET /v1/tenants/{tenant}`.
+pub const TENANT: &str = "/v1/tenants/{tenant}";
+/// `GET /v1/tenants/{tenant}/admit`.
+pub const ADMIT: &str = "/v1/tenants/{tenant}/admit";
+/// `GET /v1/tenants/{tenant}/receipts`.
+pub const RECEIPTS: &str = "/v1/tenants/{tenant}/receipts";
+/// `GET /v1/ledger/verify`.
+pub const VERIFY: &str = "/v1/ledger/verify";
+/// `POST /v1/tenants/{tenant}/reset`.
+pub const RESET: &str = "/v1/tenants/{tenant}/reset";
+/// `POST /pubsub/push`.
+pub const PUSH: &str = "/pubsub/push";
+/// `POST /v1/marketplace/events`.
+pub const MARKETPLACE: &str = "/v1/marketplace/events";
+
+/// Every route template [`router`] serves, as metrics and logs name them
+/// (a request no route matches is named `other`).
+pub const ROUTES: [&str; 11] = [
+    HEALTHZ,
+    READYZ,
+    METRICS,
+    SIGNALS,
+    TENANT,
+    ADMIT,
+    RECEIPTS,
+    VERIFY,
+    RESET,
+    PUSH,
+    MARKETPLACE,
+];
+
 /// Every route of the service over `state`.
 pub fn router(state: AppState) -> Router {
     let limit = state.registry().pack().sku().ingress.max_body_bytes;
@@ -76,26 +118,26 @@ pub fn router(state: AppState) -> Router {
     // in-flight slot or reads a body (see `shed`).
     let admit = |guard| shed::ShedLayer::new(state.clone(), guard);
     let api = Router::new()
-        .route("/v1/signals", post(signals::post))
-        .route("/v1/tenants/{tenant}", get(tenants::get))
-        .route("/v1/tenants/{tenant}/admit", get(tenants::admit))
-        .route("/v1/tenants/{tenant}/receipts", get(tenants::receipts))
-        .route("/v1/ledger/verify", get(tenants::verify))
+        .route(SIGNALS, post(signals::post))
+        .route(TENANT, get(tenants::get))
+        .route(ADMIT, get(tenants::admit))
+        .route(RECEIPTS, get(tenants::receipts))
+        .route(VERIFY, get(tenants::verify))
         .route_layer(admit(Guard::Api));
     let admin = Router::new()
-        .route("/v1/tenants/{tenant}/reset", post(tenants::reset))
+        .route(RESET, post(tenants::reset))
         .route_layer(admit(Guard::Admin));
     let pubsub = Router::new()
-        .route("/pubsub/push", post(pubsub::push))
+        .route(PUSH, post(pubsub::push))
         .route_layer(admit(Guard::PubSub));
     let marketplace = Router::new()
-        .route("/v1/marketplace/events", post(marketplace::post))
+        .route(MARKETPLACE, post(marketplace::post))
         .route_layer(admit(Guard::Marketplace))
         .layer(DefaultBodyLimit::max(state.marketplace_max_body()));
     Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
+        .route(HEALTHZ, get(health::healthz))
+        .route(READYZ, get(health::readyz))
+        .route(METRICS, get(health::metrics))
         .merge(api)
         .merge(admin)
         .merge(pubsub)
@@ -103,6 +145,9 @@ pub fn router(state: AppState) -> Router {
         .fallback(health::not_found)
         .method_not_allowed_fallback(health::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        // Last, so outermost: it sees every answer, admission's refusals
+        // (401/403/503/408) and the fallbacks' included.
+        .layer(observe::ObserveLayer::new(state.clone()))
         .with_state(state)
 }
 

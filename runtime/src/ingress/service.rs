@@ -1,4 +1,6 @@
 //! The `serve` command: configuration from flags and the environment,
+//! checked before anything is opened ([`configure`], the same checks
+//! `serve --check` runs and reports, see [`crate::preflight`]),
 //! startup (open the ledger, recover, start the actuator and its timers),
 //! serving with periodic background checkpoints (so a restart after a crash
 //! replays only the log's tail), and graceful shutdown on SIGTERM/SIGINT
@@ -14,15 +16,18 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
-use super::auth::{Auth, AuthError, JwksSource, SIGNATURE_TOLERANCE_SECS};
+use super::auth::{Auth, JwksSource, SIGNATURE_TOLERANCE_SECS};
 use super::state::{AppState, Options};
 use crate::actuator::{ActuatorError, ActuatorMode, Actuators, Dispatcher, DispatcherOptions};
 use crate::ledger::LedgerError;
+pub use crate::logging::{LogFormat, init as init_logging};
+use crate::preflight::{self, Environment, Problem, Problems};
 use crate::registry::{
     DEFAULT_CAPACITY, DEFAULT_MAX_TOTAL, DEFAULT_WINDOW, DedupeOptions, Registry, RegistryError,
 };
 use crate::report::error_chain;
 use crate::sku::PolicyPack;
+use crate::store::Location;
 
 /// The shortest `--dedupe-window`: a signed marketplace event is accepted
 /// while its timestamp is within the tolerance either side of the server's
@@ -35,16 +40,6 @@ pub const MAX_TIMEOUT_SECS: u64 = 86_400;
 
 /// How often the background checkpointer compares the append count with `--checkpoint-every`.
 pub const CHECKPOINT_POLL: Duration = Duration::from_secs(10);
-
-/// How logs are written to stderr.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Text,
-    /// One JSON object per line.
-    Json,
-}
 
 /// Whether actions really run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -69,6 +64,14 @@ pub struct ServeArgs {
     /// when `GOVERNOR_AUTH_TOKEN` or OIDC is configured. Local experiments only.
     #[arg(long)]
     pub insecure_no_auth: bool,
+    /// Check the configuration against the spec and exit, opening nothing:
+    /// 0 when `serve` would start, 1 listing every problem otherwise.
+    #[arg(long)]
+    pub check: bool,
+    /// This instance takes no Pub/Sub pushes: `/pubsub/push` answers 403,
+    /// and a spec's Pub/Sub audience needs no `--jwks`.
+    #[arg(long)]
+    pub no_pubsub: bool,
     /// Log format on stderr (level from `RUST_LOG`, default `info`).
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -151,9 +154,10 @@ pub struct ServeArgs {
 /// Why `serve` stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    /// The authentication configuration is missing or invalid.
-    #[error("cannot configure inbound authentication")]
-    Auth(#[source] AuthError),
+    /// The configuration cannot work (authentication, actions, Pub/Sub,
+    /// the ledger's flags): nothing was opened.
+    #[error("`serve` refuses to start")]
+    Preflight(#[source] Problems),
     /// No ledger, or one that cannot be named (`--ledger`/`--database-url`).
     #[error("{0}")]
     Store(String),
@@ -181,7 +185,7 @@ impl ServeError {
     /// 1 for configuration the operator must fix, 2 for failures.
     pub fn exit_code(&self) -> u8 {
         match self {
-            ServeError::Auth(_) | ServeError::Store(_) => 1,
+            ServeError::Preflight(_) | ServeError::Store(_) => 1,
             ServeError::Ledger(LedgerError::Io { .. } | LedgerError::Poisoned { .. }) => 2,
             ServeError::Ledger(_) => 1,
             ServeError::Registry(_) | ServeError::Actuator(_) | ServeError::Io { .. } => 2,
@@ -192,19 +196,6 @@ impl ServeError {
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServeError {
     let what = what.into();
     move |source| ServeError::Io { what, source }
-}
-
-/// Installs the global log subscriber (once per process; later calls keep the first).
-pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.with_ansi(false).try_init(),
-        LogFormat::Json => builder.json().try_init(),
-    };
 }
 
 /// Resolves on SIGTERM or SIGINT.
@@ -285,6 +276,105 @@ fn out_of_space(error: &LedgerError) -> bool {
     }
 }
 
+/// Checks `args` against `pack`'s spec before anything is opened, and
+/// builds the inbound authentication (fetching a JWKS URL once): every
+/// problem of authentication, Pub/Sub, live actions (see
+/// [`crate::preflight`]) and the ledger's flags, or the [`Auth`] to serve
+/// with. Reads the environment (`env` for what the actions need).
+pub async fn configure(
+    pack: &'static dyn PolicyPack,
+    args: &ServeArgs,
+    env: &Environment,
+) -> Result<Auth, Problems> {
+    let sku = pack.sku();
+    let mut problems = Vec::new();
+    let auth = match Auth::from_env(
+        sku.ingress.pubsub_audience,
+        args.jwks.as_ref(),
+        args.oidc_email.clone(),
+        args.insecure_no_auth,
+    )
+    .await
+    {
+        Ok(auth) => Some(auth),
+        Err(error) => {
+            problems.push(Problem::new("auth", error_chain(&error)));
+            None
+        }
+    };
+    if let Some(auth) = &auth {
+        problems.extend(preflight::pubsub(sku, auth, args.no_pubsub));
+    }
+    if args.actions == ActionsMode::Live {
+        problems.extend(preflight::actions(sku, env));
+    }
+    match args.store.location() {
+        Err(why) => problems.push(Problem::new("ledger", why)),
+        Ok(Location::Database(_)) if args.retain.is_some() => problems.push(Problem::new(
+            "ledger",
+            "--retain and --archive need a file ledger (`--ledger DIR`); a PostgreSQL ledger's retention is the database's",
+        )),
+        Ok(_) => {}
+    }
+    match auth {
+        Some(auth) if problems.is_empty() => Ok(auth),
+        _ => Err(Problems(problems)),
+    }
+}
+
+/// `serve --check`: runs [`configure`] (nothing opened, nothing written)
+/// and describes what `serve` would start with, one fact per line; a
+/// [`ServeError::Preflight`] lists every problem otherwise.
+pub fn check(pack: &'static dyn PolicyPack, args: &ServeArgs) -> Result<String, ServeError> {
+    let sku = pack.sku();
+    // A JWKS URL is fetched as `serve` would: that needs a runtime.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(io("starting the tokio runtime"))?;
+    let env = Environment::from_env();
+    let auth = runtime
+        .block_on(configure(pack, args, &env))
+        .map_err(ServeError::Preflight)?;
+    let location = args.store.location().map_err(ServeError::Store)?;
+    let mut text = format!(
+        "ok: `serve` can start: sku `{}` {} (spec sha256 {})
+",
+        sku.id, sku.version, sku.spec_sha256
+    );
+    text.push_str(&format!(
+        "  auth: {}
+",
+        auth.describe().join(", ")
+    ));
+    if sku.ingress.pubsub_audience.is_some() && args.no_pubsub {
+        text.push_str(
+            "  pub/sub: off (`--no-pubsub`)
+",
+        );
+    }
+    match args.actions {
+        ActionsMode::Live => {
+            for target in preflight::targets(sku, &env) {
+                text.push_str(&format!(
+                    "  action {target}
+"
+                ));
+            }
+        }
+        ActionsMode::Log => text.push_str(
+            "  actions: log only (`--actions log`), not checked
+",
+        ),
+    }
+    text.push_str(&format!(
+        "  ledger: {} (not opened)
+",
+        location.display()
+    ));
+    Ok(text)
+}
+
 /// Runs `serve` to completion: exit 0 after a graceful shutdown.
 pub fn run(pack: &'static dyn PolicyPack, args: ServeArgs) -> ExitCode {
     init_logging(args.log_format);
@@ -312,20 +402,13 @@ pub fn run_until(
         .build()
         .map_err(io("starting the tokio runtime"))?;
     let auth = runtime
-        .block_on(Auth::from_env(
-            sku.ingress.pubsub_audience,
-            args.jwks.as_ref(),
-            args.oidc_email.clone(),
-            args.insecure_no_auth,
-        ))
-        .map_err(ServeError::Auth)?;
+        .block_on(configure(pack, &args, &Environment::from_env()))
+        .map_err(ServeError::Preflight)?;
     if auth.insecure {
         tracing::warn!("--insecure-no-auth: `/v1` and `/pubsub/push` accept anyone");
-    } else if let (Some(audience), None) = (sku.ingress.pubsub_audience, &auth.oidc) {
-        tracing::warn!(
-            audience,
-            "the spec sets a pub/sub audience but no jwks is configured: `/pubsub/push` answers 403 until `--jwks` (or `GOVERNOR_OIDC_JWKS`) and `--oidc-email` (or `GOVERNOR_OIDC_EMAIL`) are given"
-        );
+    }
+    if args.no_pubsub {
+        tracing::info!("--no-pubsub: `/pubsub/push` refuses every push");
     }
     let location = args.store.location().map_err(ServeError::Store)?;
     let ledger = location
@@ -336,6 +419,7 @@ pub fn run_until(
     tracing::info!(ledger = %location.display(), "ledger open");
     let archive = match (&args.retain, &args.archive) {
         (Some(retain), Some(url)) => {
+            // Checked by `configure` from the flags; this is the ledger itself.
             if ledger.as_file().is_none() {
                 return Err(ServeError::Store(
                     "--retain and --archive need a file ledger (`--ledger DIR`); a PostgreSQL ledger's retention is the database's"
@@ -406,6 +490,7 @@ pub fn run_until(
                 header_read_timeout: Duration::from_secs(args.header_read_timeout),
                 shutdown_timeout,
                 actuator: Some(actuator.clone()),
+                no_pubsub: args.no_pubsub,
                 ..Options::default()
             },
         );
@@ -419,8 +504,11 @@ pub fn run_until(
             %addr,
             sku = sku.id,
             version = sku.version,
-            auth = ?state.auth.describe(),
-            actions = ?args.actions,
+            auth = %state.auth.describe().join(","),
+            actions = match args.actions {
+                ActionsMode::Live => "live",
+                ActionsMode::Log => "log",
+            },
             "listening"
         );
         let (stop_timers, timers_stopped) = watch::channel(false);

@@ -22,7 +22,7 @@ use tokio::time::Timeout;
 use tower::{Layer, Service};
 
 use super::auth::Guard;
-use super::error::IngressError;
+use super::error::{AuthReason, IngressError};
 use super::state::AppState;
 
 /// Wraps a service in [`Shed`].
@@ -81,11 +81,18 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        if let Err(refusal) = self
-            .state
-            .auth
-            .admit(self.guard, request.headers(), self.audience)
-        {
+        let admitted = if self.guard == Guard::PubSub && self.state.no_pubsub {
+            Err(IngressError::Forbidden {
+                reason: AuthReason::Disabled,
+                detail: "`/pubsub/push` is disabled: the service runs with `--no-pubsub`"
+                    .to_owned(),
+            })
+        } else {
+            self.state
+                .auth
+                .admit(self.guard, request.headers(), self.audience)
+        };
+        if let Err(refusal) = admitted {
             // Dropping the request drops its unread body.
             return ShedFuture::Refused {
                 response: std::future::ready(Ok(refusal.into_response())),

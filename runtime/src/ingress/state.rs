@@ -11,6 +11,7 @@ use super::auth::Auth;
 use super::disk::{Disk, DiskStatus, MinFree};
 use super::error::IngressError;
 use super::metrics::Metrics;
+use super::observe::RefusalLog;
 use crate::actuator::Dispatcher;
 use crate::clock::Timestamp;
 use crate::ledger::{LedgerError, Rejection, Ticket};
@@ -57,6 +58,11 @@ pub struct Options {
     /// Free space on the ledger's disk under which `/readyz` fails (default
     /// 5% of the file system, at most 1 GiB).
     pub min_free: MinFree,
+    /// Authentication refusals are logged at most once per route and reason
+    /// per this interval, with the count suppressed meanwhile (default 10 s).
+    pub auth_log_interval: Duration,
+    /// `/pubsub/push` refuses every push with 403 (`--no-pubsub`).
+    pub no_pubsub: bool,
 }
 
 impl Default for Options {
@@ -70,6 +76,8 @@ impl Default for Options {
             shutdown_timeout: Duration::from_secs(30),
             actuator: None,
             min_free: MinFree::default(),
+            auth_log_interval: Duration::from_secs(10),
+            no_pubsub: false,
         }
     }
 }
@@ -85,6 +93,8 @@ impl std::fmt::Debug for Options {
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("actuator", &self.actuator.is_some())
             .field("min_free", &self.min_free)
+            .field("auth_log_interval", &self.auth_log_interval)
+            .field("no_pubsub", &self.no_pubsub)
             .finish()
     }
 }
@@ -103,6 +113,9 @@ pub struct Inner {
     pub(crate) max_connections: usize,
     pub(crate) header_read_timeout: Duration,
     pub(crate) shutdown_timeout: Duration,
+    /// `--no-pubsub`: every push is refused.
+    pub(crate) no_pubsub: bool,
+    refusals: RefusalLog,
     max_in_flight: usize,
     limiter: Arc<Semaphore>,
     /// Slots of marketplace events: their signature needs the body, so a
@@ -166,6 +179,8 @@ impl AppState {
             max_connections: options.max_connections.max(1),
             header_read_timeout: options.header_read_timeout,
             shutdown_timeout: options.shutdown_timeout,
+            no_pubsub: options.no_pubsub,
+            refusals: RefusalLog::new(options.auth_log_interval),
             max_in_flight,
             limiter: Arc::new(Semaphore::new(max_in_flight)),
             signed_limiter: Arc::new(Semaphore::new(SIGNED_IN_FLIGHT)),
@@ -193,6 +208,11 @@ impl AppState {
     /// The metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.0.metrics
+    }
+
+    /// Where authentication refusals are logged.
+    pub(crate) fn refusals(&self) -> &RefusalLog {
+        &self.0.refusals
     }
 
     /// The actuator's dispatcher, if one is attached.

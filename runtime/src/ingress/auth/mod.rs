@@ -22,7 +22,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::error::IngressError;
+use super::error::{AuthReason, IngressError};
 use crate::clock::Timestamp;
 pub use crate::signature::SigningKey;
 use jwks::{Keys, Remote, decode_keys};
@@ -363,7 +363,10 @@ impl Oidc {
     /// Verifies `token`: signature, `aud`, `iss`, `exp`, `nbf` and `iat`
     /// (within [`OIDC_SKEW_S`]), and a verified `email` among the allowed ones.
     pub fn verify(&self, token: &str) -> Result<(), IngressError> {
-        let denied = |detail: String| IngressError::Unauthorized { detail };
+        let denied = |detail: String| IngressError::Unauthorized {
+            reason: AuthReason::OidcRejected,
+            detail,
+        };
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| denied(format!("bearer token is not a jwt: {e}")))?;
         if header.alg != Algorithm::RS256 {
@@ -588,6 +591,7 @@ impl Auth {
             // or with OIDC-only configurations, where `/v1/*` stays closed.
             (None, _) if self.insecure => Ok(()),
             (None, _) => Err(IngressError::Forbidden {
+                reason: AuthReason::Disabled,
                 detail: "`/v1` is disabled: no `GOVERNOR_AUTH_TOKEN` configured".to_owned(),
             }),
         }
@@ -603,6 +607,7 @@ impl Auth {
         }
         match (audience, &self.oidc, given) {
             (Some(audience), None, _) => Err(IngressError::Forbidden {
+                reason: AuthReason::Disabled,
                 detail: format!(
                     "`/pubsub/push` is disabled: the spec sets pub/sub audience `{audience}`, so pushes need a google-signed oidc token; configure `--jwks` (or `GOVERNOR_OIDC_JWKS`) and `--oidc-email` (or `GOVERNOR_OIDC_EMAIL`)"
                 ),
@@ -611,6 +616,7 @@ impl Auth {
                 if self.token.as_ref().is_some_and(|t| t.matches(given)) =>
             {
                 Err(IngressError::Unauthorized {
+                    reason: AuthReason::WrongCredential,
                     detail: "the api token is not accepted on `/pubsub/push`: the spec sets a pub/sub audience, so pushes need a google-signed oidc token".to_owned(),
                 })
             }
@@ -624,6 +630,7 @@ impl Auth {
                 Some(token) if token.matches(given) => Ok(()),
                 Some(_) => Err(wrong("bearer token")),
                 None => Err(IngressError::Forbidden {
+                    reason: AuthReason::Disabled,
                     detail: "`/pubsub/push` is disabled: no `GOVERNOR_AUTH_TOKEN` configured"
                         .to_owned(),
                 }),
@@ -639,6 +646,7 @@ impl Auth {
             (Some(admin), Some(given)) if admin.matches(given) => Ok(()),
             (Some(_), Some(given)) if self.token.as_ref().is_some_and(|t| t.matches(given)) => {
                 Err(IngressError::Forbidden {
+                    reason: AuthReason::WrongCredential,
                     detail: "resets need the admin token, not the api token".to_owned(),
                 })
             }
@@ -646,6 +654,7 @@ impl Auth {
             (Some(_), None) => Err(missing()),
             (None, _) if self.insecure && self.token.is_none() => Ok(()),
             (None, _) => Err(IngressError::Forbidden {
+                reason: AuthReason::Disabled,
                 detail: "resets are disabled: no `GOVERNOR_ADMIN_TOKEN` configured".to_owned(),
             }),
         }
@@ -661,16 +670,19 @@ impl Auth {
         match (&self.marketplace, given) {
             (Some(_), Some(value)) if value.len() <= MAX_SIGNATURE_BYTES => {
                 let text = value.to_str().map_err(|_| IngressError::Unauthorized {
+                    reason: AuthReason::Malformed,
                     detail: "`X-Ggen-Signature` header is malformed".to_owned(),
                 })?;
                 // A stale timestamp is refused here, before the body is read.
                 crate::signature::fresh(text, Timestamp::now(), SIGNATURE_TOLERANCE_SECS).map_err(
                     |e| IngressError::Unauthorized {
+                        reason: AuthReason::BadSignature,
                         detail: format!("marketplace signature refused: {e}"),
                     },
                 )
             }
             (Some(_), Some(_)) => Err(IngressError::Unauthorized {
+                reason: AuthReason::Malformed,
                 detail: "`X-Ggen-Signature` header is malformed".to_owned(),
             }),
             (Some(_), None) => Err(missing_signature()),
@@ -689,6 +701,7 @@ impl Auth {
             (Some(key), Some(given)) => key
                 .verify(given, body, Timestamp::now(), SIGNATURE_TOLERANCE_SECS)
                 .map_err(|e| IngressError::Unauthorized {
+                    reason: AuthReason::BadSignature,
                     detail: format!("marketplace signature refused: {e}"),
                 }),
             (Some(_), None) => Err(missing_signature()),
@@ -716,12 +729,14 @@ impl Auth {
 
 fn missing_signature() -> IngressError {
     IngressError::Unauthorized {
+        reason: AuthReason::Missing,
         detail: "missing `X-Ggen-Signature` header".to_owned(),
     }
 }
 
 fn marketplace_disabled() -> IngressError {
     IngressError::Forbidden {
+        reason: AuthReason::Disabled,
         detail: "marketplace events are disabled: no `GOVERNOR_MARKETPLACE_SECRET` configured"
             .to_owned(),
     }
@@ -729,12 +744,14 @@ fn marketplace_disabled() -> IngressError {
 
 fn missing() -> IngressError {
     IngressError::Unauthorized {
+        reason: AuthReason::Missing,
         detail: "missing `Authorization: Bearer` credentials".to_owned(),
     }
 }
 
 fn wrong(what: &str) -> IngressError {
     IngressError::Unauthorized {
+        reason: AuthReason::WrongToken,
         detail: format!("{what} does not verify"),
     }
 }
@@ -745,11 +762,13 @@ fn bearer(headers: &HeaderMap) -> Result<Option<&str>, IngressError> {
         return Ok(None);
     };
     let text = value.to_str().map_err(|_| IngressError::Unauthorized {
+        reason: AuthReason::Malformed,
         detail: "`Authorization` header is not ascii".to_owned(),
     })?;
     let (scheme, credential) = text.split_once(' ').unwrap_or((text, ""));
     if !scheme.eq_ignore_ascii_case("bearer") || credential.trim().is_empty() {
         return Err(IngressError::Unauthorized {
+            reason: AuthReason::Malformed,
             detail: "`Authorization` must be `Bearer <token>`".to_owned(),
         });
     }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use ggen_runtime::ingress::auth::JwksSource;
 use ggen_runtime::ingress::service::{self, ActionsMode, LogFormat, ServeArgs};
 use ggen_runtime::ledger::Ledger;
 use ggen_runtime::ledger::file::{self, FileLedger, FileOptions};
@@ -121,9 +122,12 @@ fn governor_child() {
             _ => ggen_runtime::store::StoreArgs::dir(ledger),
         },
         insecure_no_auth: false,
+        check: false,
+        no_pubsub: false,
         log_format: LogFormat::Text,
-        jwks: None,
-        oidc_email: Vec::new(),
+        // The test SKUs name a Pub/Sub audience: `serve` needs its keys.
+        jwks: Some(JwksSource::File(super::harness::fixture("jwks.json"))),
+        oidc_email: vec![super::auth::EMAIL.to_owned()],
         max_in_flight: 1024,
         min_free: Default::default(),
         retain: None,

@@ -246,6 +246,8 @@ fn serve_with_jwks(url: &str, ledger: &std::path::Path) -> service::ServeError {
         listen: "127.0.0.1:0".parse().unwrap(),
         store: ggen_runtime::store::StoreArgs::dir(ledger),
         insecure_no_auth: false,
+        check: false,
+        no_pubsub: false,
         log_format: LogFormat::Text,
         jwks: Some(JwksSource::parse(url).unwrap()),
         oidc_email: vec![EMAIL.to_owned()],

@@ -102,14 +102,15 @@ pub static TINY: TablePack = TablePack(&TINY_SKU);
 /// Like [`GUARD`], without a Pub/Sub audience (pushes use the bearer token).
 pub static PLAIN: TablePack = TablePack(&PLAIN_SKU);
 
-/// The [`REPLICA`] actions: programs that cannot start, so every dispatch
-/// fails at once and the tenant keeps a degraded-retry timer.
+/// The [`REPLICA`] actions: `false`, so every dispatch fails at once and
+/// the tenant keeps a degraded-retry timer (a program that exists: `serve`
+/// refuses to start with one that does not).
 static FAILING_ACTIONS: [ActionDef; 2] = [
     ActionDef {
         name: "throttle",
         adapter: Adapter::Command,
         undo: Some(ActionId(1)),
-        params: r#"{"program":"/nonexistent/ggen-test-action","args":[]}"#,
+        params: r#"{"program":"false","args":[]}"#,
         timeout_ms: 1000,
         retries: 0,
     },
@@ -117,7 +118,7 @@ static FAILING_ACTIONS: [ActionDef; 2] = [
         name: "unthrottle",
         adapter: Adapter::Command,
         undo: None,
-        params: r#"{"program":"/nonexistent/ggen-test-action","args":[]}"#,
+        params: r#"{"program":"false","args":[]}"#,
         timeout_ms: 1000,
         retries: 0,
     },
@@ -137,3 +138,39 @@ static REPLICA_SKU: Sku = Sku {
 /// Like [`GUARD`] with 2 s timers and actions that always fail: its
 /// breaching tenants fire a timer every 2 s (fleet tests of timers).
 pub static REPLICA: TablePack = TablePack(&REPLICA_SKU);
+
+/// A SKU like [`GUARD`] with `actions` instead and the Pub/Sub `audience`
+/// given (what `serve`'s preflight checks are run against).
+pub const fn with_actions(actions: &'static [ActionDef], audience: Option<&'static str>) -> Sku {
+    Sku {
+        id: "ingress_guard_preflight",
+        actions,
+        ..sku("ingress_guard_preflight", 10_000, audience)
+    }
+}
+
+/// [`BROKEN`]'s actions: a webhook with no `params.url` (nowhere to go
+/// without `GOVERNOR_WEBHOOK_URL`) and a program that does not exist.
+static BROKEN_ACTIONS: [ActionDef; 2] = [
+    ActionDef {
+        name: "throttle",
+        adapter: Adapter::Command,
+        undo: Some(ActionId(1)),
+        params: r#"{"program":"/nonexistent/ggen-test-action","args":[]}"#,
+        timeout_ms: 1000,
+        retries: 0,
+    },
+    ActionDef {
+        name: "unthrottle",
+        adapter: Adapter::Webhook,
+        undo: None,
+        params: "{}",
+        timeout_ms: 1000,
+        retries: 0,
+    },
+];
+
+static BROKEN_SKU: Sku = with_actions(&BROKEN_ACTIONS, Some(AUDIENCE));
+
+/// A SKU whose live actions cannot work: `serve` refuses to start it.
+pub static BROKEN: TablePack = TablePack(&BROKEN_SKU);
