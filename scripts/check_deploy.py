@@ -346,6 +346,11 @@ def start(crate: Path, workload: dict, bin_dir: Path, found: Findings) -> None:
                 env[name] = "http://127.0.0.1:9/hooks"
             else:
                 env[name] = secrets.token_hex(16)
+        # The preflight, as `serve` runs it first: every problem named.
+        check = subprocess.run([str(binary), *args, "--check"], env=env, capture_output=True, text=True, timeout=60)
+        if check.returncode != 0:
+            found.add(where, f"`serve --check` exits {check.returncode}: {check.stderr.strip()[-2000:]}")
+            return
         log = (work / "serve.log").open("w+")
         process = subprocess.Popen([str(binary), *args], env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
