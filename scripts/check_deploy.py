@@ -57,6 +57,17 @@ class Findings:
     def add(self, where: str, message: str) -> None:
         self.lines.append(f"{where}: {message}")
 
+    def report(self, tool: str, crates: list[Path]) -> int:
+        """Prints the findings, then a summary on stderr; the exit code."""
+        for line in self.lines:
+            print(line)
+        checked = ", ".join(str(c) for c in crates)
+        if self.lines:
+            print(f"{tool}: {len(self.lines)} finding(s) in {checked}", file=sys.stderr)
+            return 1
+        print(f"{tool}: {checked}: ok", file=sys.stderr)
+        return 0
+
 
 def load_documents(path: Path) -> list[dict]:
     with path.open(encoding="utf-8") as f:
@@ -83,8 +94,12 @@ def matches(selector: dict | None, labels: dict) -> bool:
 
 def spec_of(crate: Path) -> dict:
     manifest = json.loads((crate / "ggen-manifest.json").read_text(encoding="utf-8"))
-    spec_path = REPO / manifest["spec"]["path"]
-    return json.loads(spec_path.read_text(encoding="utf-8"))
+    # The project root is the crate's grandparent (generated/<id>), else this repository.
+    for root in (crate.resolve().parent.parent, REPO):
+        spec_path = root / manifest["spec"]["path"]
+        if spec_path.is_file():
+            return json.loads(spec_path.read_text(encoding="utf-8"))
+    raise FileNotFoundError(f"{crate}: spec {manifest['spec']['path']} not found")
 
 
 def container_user(containerfile: Path) -> int | None:
@@ -414,14 +429,7 @@ def main() -> int:
         workload = cross_check(crate, manifests["kubernetes.yaml"], manifests["secret.yaml"], found)
         if workload is not None and options.bin is not None:
             start(crate, workload, options.bin, found)
-    for line in found.lines:
-        print(line)
-    checked = ", ".join(str(c) for c in options.crates)
-    if found.lines:
-        print(f"check-deploy: {len(found.lines)} finding(s) in {checked}", file=sys.stderr)
-        return 1
-    print(f"check-deploy: {checked}: ok", file=sys.stderr)
-    return 0
+    return found.report("check-deploy", options.crates)
 
 
 if __name__ == "__main__":

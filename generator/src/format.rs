@@ -33,6 +33,17 @@ pub enum FormatError {
         /// The generated lines around the error.
         snippet: String,
     },
+    /// A rendered `.json` file is not valid JSON.
+    #[error("template `{template}` produced invalid json in `{path}`")]
+    Json {
+        /// The template that produced the file.
+        template: String,
+        /// The generated file's path inside the crate.
+        path: String,
+        /// Why it does not parse.
+        #[source]
+        source: serde_json::Error,
+    },
     /// A rendered `.toml` file is not valid TOML.
     #[error("template `{template}` produced invalid toml in `{path}`")]
     Toml {
@@ -115,6 +126,15 @@ pub fn format(file: &RenderedFile, spec_path: &str) -> Result<String, FormatErro
                 template: file.template.clone(),
                 path: file.path.clone(),
                 source: Box::new(source),
+            })?;
+        }
+        if file.path.ends_with(".json") {
+            serde_json::from_str::<serde_json::Value>(&file.text).map_err(|source| {
+                FormatError::Json {
+                    template: file.template.clone(),
+                    path: file.path.clone(),
+                    source,
+                }
             })?;
         }
         file.text.trim_start_matches('\n').to_owned()

@@ -47,6 +47,22 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../templates/deploy/secret.yaml.tera"),
     ),
     (
+        "monitoring/dashboard.json.tera",
+        include_str!("../templates/monitoring/dashboard.json.tera"),
+    ),
+    (
+        "monitoring/prometheus-rule.yaml.tera",
+        include_str!("../templates/monitoring/prometheus-rule.yaml.tera"),
+    ),
+    (
+        "monitoring/rules.test.yaml.tera",
+        include_str!("../templates/monitoring/rules.test.yaml.tera"),
+    ),
+    (
+        "monitoring/rules.yaml.tera",
+        include_str!("../templates/monitoring/rules.yaml.tera"),
+    ),
+    (
         "src/actions.rs.tera",
         include_str!("../templates/src/actions.rs.tera"),
     ),
@@ -79,8 +95,17 @@ pub const EMBEDDED: &[(&str, &str)] = &[
 /// Templates that other templates import (`{% import "macros.tera" as … %}`):
 /// embedded and overridable like [`EMBEDDED`], part of the template set's
 /// hash, but rendered to no file of their own.
-pub const EMBEDDED_MACROS: &[(&str, &str)] =
-    &[("macros.tera", include_str!("../templates/macros.tera"))];
+pub const EMBEDDED_MACROS: &[(&str, &str)] = &[
+    ("macros.tera", include_str!("../templates/macros.tera")),
+    (
+        "monitoring/dashboard.tera",
+        include_str!("../templates/monitoring/dashboard.tera"),
+    ),
+    (
+        "monitoring/groups.tera",
+        include_str!("../templates/monitoring/groups.tera"),
+    ),
+];
 
 /// Every embedded template, rendered or imported, in no particular order.
 fn embedded_all() -> impl Iterator<Item = &'static (&'static str, &'static str)> {

@@ -1,8 +1,8 @@
 //! Integration tests of ggen: one binary, one module per concept.
 
+mod assets;
 mod bundle;
 mod cli;
-mod deploy;
 mod determinism;
 mod explain;
 mod fuzz;

@@ -6,12 +6,21 @@
 //! Every family carries a `# HELP` line ([`FAMILIES`]).
 //!
 //! Series (all prefixed `governor_`):
+//! Every series carries `sku="<id>"` (a global label), so one Prometheus
+//! can tell the SKUs it scrapes apart.
+//!
 //! - `build_info{sku, version, spec_sha256, runtime}`: always 1; the SKU's
 //!   id and version, the SHA-256 of the spec the crate was generated from,
 //!   and the `ggen-runtime` version;
+//! - `ready`: 1 while `/readyz` would answer 200, else 0 (sampled when scraped);
 //! - `http_requests_total{route, status}`: every answer, by route template
 //!   ([`ROUTES`], `other` when none matched) and status class (`2xx`,
 //!   `3xx`, `4xx`, `5xx`), admission's refusals included;
+//! - `http_request_duration_seconds{route}`: from routing until the answer
+//!   is ready (for ingest: the receipt is durable), by route template;
+//! - `ledger_verifications_total`, `ledger_verify_failures_total`: runs of
+//!   `GET /v1/ledger/verify`, and those that found a receipt that does not
+//!   verify or a checkpoint that contradicts the chains;
 //! - `signals_total{signal, outcome}`: `accepted`, `duplicate`, `rejected`;
 //! - `decisions_total{level}`: the tenant's level after each accepted signal;
 //! - `transitions_total{from, to}`: every state change the registry wrote
@@ -59,7 +68,7 @@ pub enum Kind {
 }
 
 /// Every family this module exports: name, kind, help text.
-pub const FAMILIES: [(&str, Kind, &str); 15] = [
+pub const FAMILIES: [(&str, Kind, &str); 19] = [
     (
         BUILD_INFO,
         Kind::Gauge,
@@ -69,6 +78,26 @@ pub const FAMILIES: [(&str, Kind, &str); 15] = [
         HTTP_REQUESTS,
         Kind::Counter,
         "HTTP answers by route template (other: no route matched) and status class, refusals by authentication, body limits and shedding included.",
+    ),
+    (
+        HTTP_DURATION,
+        Kind::Histogram,
+        "Seconds from routing a request until its answer is ready (for signals and pushes: until the receipt is durable), by route template.",
+    ),
+    (
+        READY,
+        Kind::Gauge,
+        "1 while /readyz answers 200 (recovered, ledger working, disk neither full nor under --min-free, not shutting down), else 0.",
+    ),
+    (
+        VERIFICATIONS,
+        Kind::Counter,
+        "Runs of GET /v1/ledger/verify that finished.",
+    ),
+    (
+        VERIFY_FAILURES,
+        Kind::Counter,
+        "Ledger verifications that found a receipt that does not verify or a checkpoint that contradicts the chains.",
     ),
     (
         "governor_signals_total",
@@ -138,6 +167,15 @@ pub const FAMILIES: [(&str, Kind, &str); 15] = [
 ];
 
 const BUILD_INFO: &str = "governor_build_info";
+const HTTP_DURATION: &str = "governor_http_request_duration_seconds";
+const READY: &str = "governor_ready";
+const VERIFICATIONS: &str = "governor_ledger_verifications_total";
+const VERIFY_FAILURES: &str = "governor_ledger_verify_failures_total";
+/// Histogram buckets of request durations, in seconds (the ingest latency
+/// objective, 250 ms, is one of them).
+const HTTP_BUCKETS: [f64; 14] = [
+    0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
 const HTTP_REQUESTS: &str = "governor_http_requests_total";
 const TRANSITIONS: &str = "governor_transitions_total";
 const ACTION_RESULTS: &str = "governor_action_results_total";
@@ -175,6 +213,11 @@ pub struct Metrics {
     handle: PrometheusHandle,
     /// `[route][status class]`, indexed like [`ROUTES`], then `other`.
     http: Vec<[Counter; 4]>,
+    /// Request durations, indexed like `http`.
+    http_seconds: Vec<Histogram>,
+    ready: Gauge,
+    /// Finished verifications, and those that failed.
+    verifications: [Counter; 2],
     /// `[signal][outcome]`.
     signals: Vec<[Counter; 3]>,
     /// Signals whose name the SKU does not know (rejected).
@@ -214,8 +257,12 @@ impl Metrics {
     /// Registers every series of `sku` with a fresh recorder.
     pub fn new(sku: &'static Sku) -> Metrics {
         let recorder = PrometheusBuilder::new()
+            .add_global_label("sku", sku.id)
             .set_buckets_for_metric(Matcher::Full(DURABLE.to_owned()), &DURABLE_BUCKETS)
-            .unwrap_or_else(|_| PrometheusBuilder::new())
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full(HTTP_DURATION.to_owned()), &HTTP_BUCKETS)
+            })
+            .unwrap_or_else(|_| PrometheusBuilder::new().add_global_label("sku", sku.id))
             .build_recorder();
         for (name, kind, help) in FAMILIES {
             let name = KeyName::from_const_str(name);
@@ -231,10 +278,10 @@ impl Metrics {
         };
         recorder
             .register_gauge(
+                // `sku` is the global label.
                 &key(
                     BUILD_INFO,
                     &[
-                        ("sku", sku.id),
                         ("version", sku.version),
                         ("spec_sha256", sku.spec_sha256),
                         ("runtime", crate::VERSION),
@@ -251,6 +298,15 @@ impl Metrics {
                     .map(|status| counter(HTTP_REQUESTS, &[("route", *route), ("status", status)]))
             })
             .collect();
+        let http_seconds = ROUTES
+            .iter()
+            .chain([&OTHER_ROUTE])
+            .map(|route| {
+                recorder.register_histogram(&key(HTTP_DURATION, &[("route", *route)]), &meta)
+            })
+            .collect();
+        let ready = recorder.register_gauge(&key(READY, &[]), &meta);
+        let verifications = [VERIFICATIONS, VERIFY_FAILURES].map(|name| counter(name, &[]));
         let signals = sku
             .signals
             .iter()
@@ -314,6 +370,9 @@ impl Metrics {
             handle: recorder.handle(),
             recorder,
             http,
+            http_seconds,
+            ready,
+            verifications,
             signals,
             unknown_signals,
             decisions,
@@ -354,12 +413,25 @@ impl Metrics {
         self.durable.record(elapsed.as_secs_f64());
     }
 
-    /// Counts one HTTP answer on the route at `route` in [`ROUTES`] (`None`: no route matched).
-    pub fn http(&self, route: Option<usize>, status: StatusCode) {
+    /// Counts one HTTP answer on the route at `route` in [`ROUTES`] (`None`:
+    /// no route matched), ready `elapsed` after routing.
+    pub fn http(&self, route: Option<usize>, status: StatusCode, elapsed: Duration) {
         let row = route.map_or(ROUTES.len(), |r| r.min(ROUTES.len()));
         let class = usize::from(status.as_u16() / 100).clamp(2, 5) - 2;
         if let Some(counters) = self.http.get(row) {
             counters[class].increment(1);
+        }
+        if let Some(histogram) = self.http_seconds.get(row) {
+            histogram.record(elapsed.as_secs_f64());
+        }
+    }
+
+    /// Counts one finished ledger verification, and whether it found a problem.
+    pub fn verified(&self, ok: bool) {
+        let [runs, failures] = &self.verifications;
+        runs.increment(1);
+        if !ok {
+            failures.increment(1);
         }
     }
 
@@ -381,7 +453,9 @@ impl Metrics {
         registry: &Registry,
         actuator: Option<&Dispatcher>,
         disk: Option<DiskStatus>,
+        ready: bool,
     ) -> String {
+        self.ready.set(f64::from(u8::from(ready)));
         if let Some(status) = disk {
             let space = status.space;
             let values = [

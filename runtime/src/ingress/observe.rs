@@ -95,6 +95,7 @@ where
             inner: self.inner.call(request),
             state: self.state.clone(),
             route,
+            started: Instant::now(),
         }
     }
 }
@@ -106,6 +107,7 @@ pin_project! {
         inner: F,
         state: AppState,
         route: Option<usize>,
+        started: Instant,
     }
 }
 
@@ -118,7 +120,9 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let Ok(response) = ready!(this.inner.poll(cx));
-        this.state.metrics().http(*this.route, response.status());
+        this.state
+            .metrics()
+            .http(*this.route, response.status(), this.started.elapsed());
         if let Some(refused) = response.extensions().get::<AuthRefused>() {
             this.state
                 .refusals()

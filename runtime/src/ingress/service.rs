@@ -119,6 +119,12 @@ pub struct ServeArgs {
     /// appended since the last one (checked every 10 s; 0: only at shutdown).
     #[arg(long, value_name = "N", default_value_t = 200_000)]
     pub checkpoint_every: u64,
+    /// Verify the whole ledger in the background every this many seconds
+    /// (0: never; `GET /v1/ledger/verify` runs one on demand). A problem
+    /// found is logged at ERROR and counted in
+    /// `governor_ledger_verify_failures_total`, which an alert watches.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    pub verify_every: u64,
     /// Keep this much of the file ledger locally: an age (`7d`, `12h`) or a
     /// size (`20GiB`). Older closed segments are copied to `--archive`,
     /// the copy checked, then removed here. Needs `--archive`.
@@ -263,6 +269,36 @@ async fn checkpoint_periodically(
                 tracing::error!(error = %error_chain(&error), "periodic checkpoint failed")
             }
             Err(error) => tracing::error!(error = %error, "periodic checkpoint panicked"),
+        }
+    }
+}
+
+/// Every `every`, verifies the whole ledger (skipped while a requested
+/// verification runs); returns once `stopped` turns true, cancelling a
+/// verification in progress.
+async fn verify_periodically(state: AppState, every: Duration, mut stopped: watch::Receiver<bool>) {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stopped.wait_for(|s| *s) => return,
+            _ = ticks.tick() => {}
+        }
+        let Ok(_one) = state.verifying() else {
+            continue;
+        };
+        let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let run = super::tenants::verify_ledger(&state, Arc::clone(&cancel));
+        tokio::select! {
+            result = run => {
+                if let Err(error) = result {
+                    tracing::error!(error = %error, "periodic ledger verification could not run");
+                }
+            }
+            _ = stopped.wait_for(|s| *s) => {
+                cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+                return;
+            }
         }
     }
 }
@@ -533,6 +569,13 @@ pub fn run_until(
                 checkpoints_stopped,
             ))
         });
+        let verifications = (args.verify_every > 0).then(|| {
+            tokio::spawn(verify_periodically(
+                state.clone(),
+                Duration::from_secs(args.verify_every),
+                stop_checkpoints.subscribe(),
+            ))
+        });
         let archiver = match archive {
             Some((archive, retain)) => Some(
                 crate::archive::spawn(
@@ -565,6 +608,9 @@ pub fn run_until(
         let _ = stop_checkpoints.send(true);
         if let Some(checkpoints) = checkpoints {
             let _ = checkpoints.await;
+        }
+        if let Some(verifications) = verifications {
+            let _ = verifications.await;
         }
         // An archiving round in progress finishes its current step first.
         if let Some(archiver) = archiver {

@@ -21,7 +21,7 @@ use super::body;
 use super::error::IngressError;
 use super::signals;
 use super::state::AppState;
-use crate::ledger::Record;
+use crate::ledger::{Record, VerifyReport};
 use crate::receipt::Input;
 use crate::registry::TenantView;
 use crate::tenant::TenantId;
@@ -236,12 +236,9 @@ pub(crate) async fn verify(
     let _one = state.verifying().map_err(|_| IngressError::Busy {
         detail: "a ledger verification is already running; retry when it is done".to_owned(),
     })?;
-    let registry = Arc::clone(state.registry());
     let cancel = Arc::new(AtomicBool::new(false));
     let _cancel_on_drop = CancelOnDrop(Arc::clone(&cancel));
-    let report = tokio::task::spawn_blocking(move || registry.verify(Some(&cancel)))
-        .await?
-        .map_err(|e| IngressError::unavailable(&e))?;
+    let report = verify_ledger(&state, cancel).await?;
     let first_bad = report
         .first_bad
         .as_ref()
@@ -250,11 +247,43 @@ pub(crate) async fn verify(
         .checkpoint
         .as_ref()
         .map(|problem| json!({ "tenant": problem.tenant, "reason": problem.reason }));
+    let ok = first_bad.is_none() && checkpoint.is_none();
     Ok(Json(json!({
-        "ok": first_bad.is_none() && checkpoint.is_none(),
+        "ok": ok,
         "tenants": report.tenants,
         "receipts": report.receipts,
         "first_bad": first_bad,
         "checkpoint": checkpoint,
     })))
+}
+
+/// Verifies the whole ledger on a blocking thread (the caller holds the
+/// verification slot, [`AppState::verifying`]); stops at the next record
+/// once `cancel` is set. The run is counted in the metrics, and a problem
+/// found is logged at ERROR.
+pub(crate) async fn verify_ledger(
+    state: &AppState,
+    cancel: Arc<AtomicBool>,
+) -> Result<VerifyReport, IngressError> {
+    let registry = Arc::clone(state.registry());
+    let report = tokio::task::spawn_blocking(move || registry.verify(Some(&cancel)))
+        .await?
+        .map_err(|e| IngressError::unavailable(&e))?;
+    let ok = report.first_bad.is_none() && report.checkpoint.is_none();
+    state.metrics().verified(ok);
+    if ok {
+        tracing::info!(
+            tenants = report.tenants,
+            receipts = report.receipts,
+            "ledger verified"
+        );
+    } else {
+        tracing::error!(
+            first_bad_tenant = report.first_bad.as_ref().map(|bad| bad.tenant.as_str()),
+            first_bad_seq = report.first_bad.as_ref().map(|bad| bad.seq),
+            checkpoint_tenant = report.checkpoint.as_ref().map(|p| p.tenant.as_str()),
+            "ledger verification failed"
+        );
+    }
+    Ok(report)
 }

@@ -31,6 +31,8 @@ const CHILD_LEDGER: &str = "GGEN_IT_GOVERNOR_LEDGER";
 const CHILD_CHECKPOINT_EVERY: &str = "GGEN_IT_GOVERNOR_CHECKPOINT_EVERY";
 /// Env var with the child's `--shutdown-timeout`.
 const CHILD_SHUTDOWN_TIMEOUT: &str = "GGEN_IT_GOVERNOR_SHUTDOWN_TIMEOUT";
+/// `--verify-every` of the child, in seconds (default 0: never).
+const CHILD_VERIFY_EVERY: &str = "GGEN_IT_GOVERNOR_VERIFY_EVERY";
 /// Env var that makes the child serve [`super::sku::REPLICA`] with live
 /// actions instead of [`GUARD`] with logged ones.
 pub(super) const CHILD_REPLICA: &str = "GGEN_IT_GOVERNOR_REPLICA";
@@ -145,6 +147,9 @@ fn governor_child() {
         },
         drain_timeout: 1,
         checkpoint_every: every.unwrap_or(200_000),
+        verify_every: std::env::var(CHILD_VERIFY_EVERY)
+            .ok()
+            .map_or(0, |s| s.parse().unwrap()),
         dedupe_window: 3600,
         dedupe_capacity: 100_000,
         dedupe_max_ids: 2_000_000,
@@ -392,6 +397,52 @@ async fn sigterm_drains_checkpoints_and_exits_0() {
     let stats = Registry::new(&GUARD, ledger).recover().unwrap();
     assert_eq!(stats.from_checkpoint, TENANTS);
     assert_eq!(stats.replayed, 0, "{stats:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_every_verifies_the_ledger_in_the_background_and_counts_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [(CHILD_VERIFY_EVERY, "1".to_owned())];
+    let (mut child, addr) = spawn_governor_env(dir.path(), &env);
+    let mut connection = Connection::open(addr).await.unwrap();
+    for i in 0..5 {
+        let body = signal(&tenant_of(i), 120.0, &format!("v-{i}"));
+        let (status, text) = connection
+            .request("POST", "/v1/signals", Some(TOKEN), &body)
+            .await
+            .unwrap();
+        assert_eq!(status, 204, "{text}");
+    }
+    let runs = |text: &str| -> u64 {
+        super::harness::without_sku(text)
+            .lines()
+            .find_map(|l| l.strip_prefix("governor_ledger_verifications_total "))
+            .map_or(0, |n| n.parse().unwrap())
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let text = loop {
+        let (status, text) = connection
+            .request("GET", "/metrics", None, "")
+            .await
+            .unwrap();
+        assert_eq!(status, 200);
+        if runs(&text) >= 2 || tokio::time::Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        runs(&text) >= 2,
+        "no background verification within 30 s:\n{text}"
+    );
+    assert!(
+        super::harness::without_sku(&text).contains("governor_ledger_verify_failures_total 0\n"),
+        "{text}"
+    );
+    let status = child
+        .terminate(Duration::from_secs(20), "no exit after SIGTERM")
+        .await;
+    assert!(status.success(), "{status:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -277,3 +277,31 @@ pub fn marketplace_signed_at(body: &str, at: Timestamp) -> Request<Body> {
         .body(Body::from(body.to_owned()))
         .unwrap()
 }
+
+/// The `/metrics` text with the global `sku="<id>"` label taken out of every
+/// series (after checking every series has it), so tests name series by
+/// their own labels.
+pub fn without_sku(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        if line.starts_with('#') || line.is_empty() {
+            out.push_str(line);
+        } else {
+            let open = line
+                .find("{sku=\"")
+                .unwrap_or_else(|| panic!("no sku label: {line}"));
+            let value_end = line[open + 6..].find('"').expect("a closed sku value") + open + 7;
+            let rest = &line[value_end..];
+            out.push_str(&line[..open]);
+            match rest.strip_prefix(',') {
+                Some(labels) => {
+                    out.push('{');
+                    out.push_str(labels);
+                }
+                None => out.push_str(rest.strip_prefix('}').expect("sku ends the labels")),
+            }
+        }
+        out.push('\n');
+    }
+    out
+}

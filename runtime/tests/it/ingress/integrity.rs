@@ -16,7 +16,7 @@ use ggen_runtime::registry::Registry;
 use ggen_runtime::tenant::TenantId;
 use serde_json::{Value, json};
 
-use super::harness::{Service, full_auth, get, post, signal};
+use super::harness::{Service, full_auth, get, post, signal, without_sku};
 use super::sku::GUARD;
 
 #[tokio::test]
@@ -106,6 +106,16 @@ async fn ledger_verify_reports_a_checkpoint_that_contradicts_the_chains() {
     assert_eq!(reply.json["checkpoint"]["tenant"], "beta", "{reply:?}");
     let reason = reply.json["checkpoint"]["reason"].as_str().unwrap();
     assert!(reason.contains("seq `2`"), "{reason}");
+    // Counted, for the alert on a failed verification.
+    let metrics = without_sku(&service.send(get("/metrics")).await.text);
+    assert!(
+        metrics.contains("governor_ledger_verifications_total 2\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("governor_ledger_verify_failures_total 1\n"),
+        "{metrics}"
+    );
     // The chains are still reported, and they are fine.
     assert_eq!(reply.json["first_bad"], Value::Null, "{reply:?}");
     assert_eq!(

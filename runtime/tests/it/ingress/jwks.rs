@@ -262,6 +262,7 @@ fn serve_with_jwks(url: &str, ledger: &std::path::Path) -> service::ServeError {
         actions: ActionsMode::Log,
         drain_timeout: 1,
         checkpoint_every: 0,
+        verify_every: 0,
         dedupe_window: 3600,
         dedupe_capacity: 100_000,
         dedupe_max_ids: 2_000_000,

@@ -18,7 +18,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 use super::client::Connection;
-use super::harness::{Service, TOKEN, full_auth, signal};
+use super::harness::{Service, TOKEN, full_auth, signal, without_sku};
 use super::sku::{GUARD, MAX_BODY, REPLICA};
 
 /// Bound on every wait for something that must happen (never a timing claim).
@@ -66,9 +66,10 @@ impl Server {
     }
 }
 
-/// The samples of `text`: series (name with labels) → value.
+/// The samples of `text`: series (name with labels but the global `sku`) → value.
 fn samples(text: &str) -> BTreeMap<String, f64> {
-    text.lines()
+    without_sku(text)
+        .lines()
         .filter(|line| !line.starts_with('#') && !line.is_empty())
         .map(|line| {
             let (series, value) = line.rsplit_once(' ').unwrap();
@@ -115,6 +116,10 @@ async fn every_family_has_help_and_the_build_info_names_sku_spec_and_runtime() {
         "ledger_disk_size_bytes",
         "ledger_disk_low",
         "ledger_disk_full",
+        "http_request_duration_seconds",
+        "ready",
+        "ledger_verifications_total",
+        "ledger_verify_failures_total",
     ]
     .iter()
     .map(|name| format!("governor_{name}"))
@@ -128,10 +133,18 @@ async fn every_family_has_help_and_the_build_info_names_sku_spec_and_runtime() {
         assert!(help.len() > 10, "empty help: {line}");
     }
     let build = format!(
-        r#"governor_build_info{{sku="ingress_guard",version="1.0.0",spec_sha256="00aa",runtime="{}"}}"#,
+        r#"governor_build_info{{version="1.0.0",spec_sha256="00aa",runtime="{}"}}"#,
         ggen_runtime::VERSION
     );
     assert_eq!(value(&text, &build), Some(1.0), "{text}");
+    // Every series names its SKU.
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        assert!(line.contains(r#"{sku="ingress_guard""#), "{line}");
+    }
+    assert_eq!(value(&text, "governor_ready"), Some(1.0), "{text}");
 }
 
 #[tokio::test]

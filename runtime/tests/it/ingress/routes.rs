@@ -4,7 +4,9 @@ use axum::body::Body;
 use ggen_runtime::clock::Timestamp;
 use serde_json::{Value, json};
 
-use super::harness::{ADMIN, Service, envelope, get, marketplace, post, pubsub, request, signal};
+use super::harness::{
+    ADMIN, Service, envelope, get, marketplace, post, pubsub, request, signal, without_sku,
+};
 use super::sku::GUARD;
 
 #[tokio::test]
@@ -219,7 +221,7 @@ async fn ledger_verify_probes_and_metrics() {
 
     let metrics = service.send(unauthenticated("/metrics")).await;
     assert_eq!(metrics.status, 200);
-    let text = metrics.text;
+    let text = without_sku(&metrics.text);
     for series in [
         r#"governor_signals_total{signal="load",outcome="accepted"} 1"#,
         r#"governor_signals_total{signal="load",outcome="rejected"} 1"#,
@@ -229,6 +231,10 @@ async fn ledger_verify_probes_and_metrics() {
         r#"governor_actions_total{action="throttle"} 1"#,
         r#"governor_tenants{state="stable"} 1"#,
         "governor_ledger_durable_seconds_bucket",
+        r#"governor_http_request_duration_seconds_bucket{route="/v1/signals",le="0.25"}"#,
+        "governor_ledger_verifications_total 1\n",
+        "governor_ledger_verify_failures_total 0\n",
+        "governor_ready 1\n",
     ] {
         assert!(text.contains(series), "missing {series} in\n{text}");
     }
