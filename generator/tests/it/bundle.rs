@@ -1,4 +1,4 @@
-//! `ggen bundle`: byte-reproducible bundles, `--check` against changed
+//! `ggen bundle` and the CI recipe: byte-reproducible bundles, `--check` against changed
 //! specs and tampered bundles, `--verify`/`--with-binary` in a temporary
 //! workspace, and bad input that leaves nothing behind.
 
@@ -472,4 +472,72 @@ fn verify_refuses_a_crate_whose_tests_fail_and_writes_nothing() {
         !root.join("dist").exists(),
         "bundles were written for a failing crate"
     );
+}
+
+/// Copies the folder `from` to `to`, recursively.
+fn copy_tree(from: &Path, to: &Path) {
+    fs_err::create_dir_all(to).expect("mkdir");
+    for entry in fs_err::read_dir(from).expect("read_dir") {
+        let path = entry.expect("entry").path();
+        let target = to.join(path.file_name().expect("name"));
+        if path.is_dir() {
+            copy_tree(&path, &target);
+        } else {
+            fs_err::copy(&path, &target).expect("copy");
+        }
+    }
+}
+
+#[test]
+fn the_ci_recipe_runs_on_the_repositorys_specs() {
+    let (_t, root) = copy_project();
+    copy_tree(&repo().join("generated"), &root.join("generated"));
+    // A repository, as the workflow's checkout gives (SOURCE_DATE_EPOCH comes from it).
+    for args in [
+        &["init", "-q"][..],
+        &["add", "-A"],
+        &[
+            "-c",
+            "user.name=ci",
+            "-c",
+            "user.email=ci@example.com",
+            "commit",
+            "-q",
+            "-m",
+            "specs",
+        ],
+    ] {
+        let status = std::process::Command::new("git")
+            .args(args)
+            .current_dir(&root)
+            .status()
+            .expect("git runs");
+        assert!(status.success(), "git {args:?}");
+    }
+    let ggen = assert_cmd::cargo::cargo_bin!("ggen");
+    let output = std::process::Command::new(repo().join("scripts/check-ci-recipe"))
+        .arg(repo().join("docs/examples/github-workflow.yml"))
+        .arg("--project")
+        .arg(&root)
+        .arg("--ggen")
+        .arg(ggen)
+        .env_remove("SOURCE_DATE_EPOCH")
+        .output()
+        .expect("scripts/check-ci-recipe runs");
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{report}");
+    assert!(
+        report.contains("check-ci-recipe: 5 step(s) ran"),
+        "{report}"
+    );
+    // The bundles carry the commit's time, and `--check` accepted them.
+    let outer: serde_json::Value = serde_json::from_slice(
+        &fs_err::read(root.join("dist/cost_guard-1.2.0.bundle.json")).expect("a bundle"),
+    )
+    .expect("json");
+    assert_ne!(outer["source_date_epoch"], 315_532_800);
 }
