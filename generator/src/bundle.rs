@@ -276,12 +276,17 @@ pub struct Written {
 }
 
 fn file_json(path: &str, entry: &Entry) -> Value {
-    json!({
-        "path": path,
-        "mode": format!("{:04o}", entry.mode),
-        "size": entry.bytes.len(),
-        "sha256": sha256_hex(&entry.bytes),
-    })
+    listing(
+        path,
+        entry.mode,
+        entry.bytes.len() as u64,
+        &sha256_hex(&entry.bytes),
+    )
+}
+
+/// One file as `bundle.json` lists it.
+fn listing(path: &str, mode: u32, size: u64, sha256: &str) -> Value {
+    json!({ "path": path, "mode": format!("{mode:04o}"), "size": size, "sha256": sha256 })
 }
 
 /// A temporary file in `dir` holding `bytes`, synced.
@@ -334,19 +339,50 @@ fn tar_bytes(top: &str, files: &[(&str, u32, &[u8])], epoch: u64) -> std::io::Re
     builder.into_inner()
 }
 
-/// The regular files of a `.tar.gz`, by path inside its top folder `top`,
-/// with their modes; anything else (links, devices, paths outside `top`)
-/// is an error.
-pub fn read_tarball(bytes: &[u8], top: &str) -> std::io::Result<BTreeMap<String, Entry>> {
+/// Largest `bundle.json` (inner or outer) `--check` reads into memory.
+const MAX_MANIFEST: u64 = 16 << 20;
+
+/// The SHA-256 and length of everything `reader` yields, read in pieces.
+fn hash_stream(mut reader: impl Read) -> std::io::Result<(String, u64)> {
+    use sha2::Digest as _;
+    let mut hasher = sha2::Sha256::new();
+    let mut buffer = vec![0; 64 << 10];
+    let mut size = 0u64;
+    loop {
+        let n = reader.read(&mut buffer)?;
+        if n == 0 {
+            return Ok((hex::encode(hasher.finalize()), size));
+        }
+        hasher.update(&buffer[..n]);
+        size += n as u64;
+    }
+}
+
+/// What a bundle's tarball holds ([`read_tarball`]).
+#[derive(Debug, Clone, Default)]
+pub struct Contents {
+    /// Every regular file's listing, by path inside the top folder.
+    pub files: BTreeMap<String, Value>,
+    /// The inner `bundle.json`, if there is one.
+    pub manifest: Option<Vec<u8>>,
+}
+
+/// What a bundle's tarball holds, read as a stream (never a whole entry in
+/// memory but the manifest's): every regular file's listing (path, mode,
+/// size, SHA-256, as in `bundle.json`) by path inside the top folder `top`,
+/// and the bytes of the inner `bundle.json`. Links, devices, paths outside
+/// `top`, a path twice and an oversized manifest are errors.
+pub fn read_tarball(reader: impl Read, top: &str) -> std::io::Result<Contents> {
     let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes));
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(reader));
     let mut files = BTreeMap::new();
+    let mut manifest = None;
     let prefix = format!("{top}/");
     for entry in archive.entries()? {
         let mut entry = entry?;
         let path = String::from_utf8(entry.path_bytes().into_owned())
             .map_err(|_| invalid("an entry's path is not UTF-8".to_owned()))?;
-        let Some(inner) = path.strip_prefix(&prefix) else {
+        let Some(inner) = path.strip_prefix(&prefix).map(str::to_owned) else {
             return Err(invalid(format!("entry `{path}` is outside `{prefix}`")));
         };
         match entry.header().entry_type() {
@@ -359,17 +395,25 @@ pub fn read_tarball(bytes: &[u8], top: &str) -> std::io::Result<BTreeMap<String,
             }
         }
         let mode = entry.header().mode()?;
-        let mut content = Vec::new();
-        entry.read_to_end(&mut content)?;
-        files.insert(
-            inner.to_owned(),
-            Entry {
-                mode,
-                bytes: content,
-            },
-        );
+        let listing = if inner == INNER_MANIFEST {
+            if entry.size() > MAX_MANIFEST {
+                return Err(invalid(format!("`{path}` is over {MAX_MANIFEST} bytes")));
+            }
+            // Kept whole: it is compared, not just hashed.
+            let mut bytes = Vec::new();
+            entry.read_to_end(&mut bytes)?;
+            let listing = listing(&inner, mode, bytes.len() as u64, &sha256_hex(&bytes));
+            manifest = Some(bytes);
+            listing
+        } else {
+            let (sha256, size) = hash_stream(&mut entry)?;
+            listing(&inner, mode, size, &sha256)
+        };
+        if files.insert(inner, listing).is_some() {
+            return Err(invalid(format!("entry `{path}` appears twice")));
+        }
     }
-    Ok(files)
+    Ok(Contents { files, manifest })
 }
 
 /// What `bundle --check` found for one bundle.
@@ -395,54 +439,57 @@ pub fn check(
 ) -> Result<Verdict, BundleError> {
     let tar_path = dir.join(format!("{name}.tar.gz"));
     let json_path = dir.join(format!("{name}.bundle.json"));
-    let read = |path: &Path| match fs_err::read(path) {
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io("read", path)(e)),
-    };
-    let (Some(tarball), Some(outer)) = (read(&tar_path)?, read(&json_path)?) else {
-        return Ok(Verdict::Missing(format!(
+    let missing = || {
+        Verdict::Missing(format!(
             "`{}` or `{}` is missing",
             crate::load::display_path(&tar_path),
             crate::load::display_path(&json_path)
-        )));
+        ))
     };
-    let Ok(mut outer) = serde_json::from_slice::<Value>(&outer) else {
-        return Ok(Verdict::Tampered(format!(
-            "`{}` is not JSON",
-            crate::load::display_path(&json_path)
-        )));
+    let tampered = |what: String| Verdict::Tampered(what);
+    let tar_shown = crate::load::display_path(&tar_path);
+    let json_shown = crate::load::display_path(&json_path);
+    let open = |path: &Path| match fs_err::File::open(path) {
+        Ok(file) => Ok(Some(file)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io("read", path)(e)),
     };
+    let (Some(tarball), Some(outer_file)) = (open(&tar_path)?, open(&json_path)?) else {
+        return Ok(missing());
+    };
+    let mut outer_bytes = Vec::new();
+    outer_file
+        .take(MAX_MANIFEST + 1)
+        .read_to_end(&mut outer_bytes)
+        .map_err(io("read", &json_path))?;
+    let Ok(mut outer) = serde_json::from_slice::<Value>(&outer_bytes) else {
+        return Ok(tampered(format!("`{json_shown}` is not a bundle manifest")));
+    };
+    let (sha256, size) = hash_stream(tarball).map_err(io("read", &tar_path))?;
     let recorded = outer.get("bundle").cloned().unwrap_or(Value::Null);
-    if recorded["sha256"] != json!(sha256_hex(&tarball)) || recorded["size"] != json!(tarball.len())
-    {
-        return Ok(Verdict::Tampered(format!(
-            "`{}` does not hash as its `.bundle.json` records",
-            crate::load::display_path(&tar_path)
+    if recorded["sha256"] != json!(sha256) || recorded["size"] != json!(size) {
+        return Ok(tampered(format!(
+            "`{tar_shown}` does not hash as its `.bundle.json` records"
         )));
     }
     if let Some(object) = outer.as_object_mut() {
         object.remove("bundle");
     }
-    let found = match read_tarball(&tarball, name) {
-        Ok(found) => found,
-        Err(e) => {
-            return Ok(Verdict::Tampered(format!(
-                "`{}`: {e}",
-                crate::load::display_path(&tar_path)
-            )));
-        }
+    let reader = fs_err::File::open(&tar_path).map_err(io("read", &tar_path))?;
+    let Contents {
+        files: mut found,
+        manifest: inner,
+    } = match read_tarball(std::io::BufReader::new(reader), name) {
+        Ok(contents) => contents,
+        Err(e) => return Ok(tampered(format!("`{tar_shown}`: {e}"))),
     };
-    let inner: Option<Value> = found
-        .get(INNER_MANIFEST)
-        .and_then(|e| serde_json::from_slice(&e.bytes).ok());
+    let inner: Option<Value> = inner.and_then(|bytes| serde_json::from_slice(&bytes).ok());
     if inner.as_ref() != Some(&outer) {
-        return Ok(Verdict::Tampered(format!(
-            "the `{INNER_MANIFEST}` inside `{}` differs from `{}`",
-            crate::load::display_path(&tar_path),
-            crate::load::display_path(&json_path)
+        return Ok(tampered(format!(
+            "the `{INNER_MANIFEST}` inside `{tar_shown}` differs from `{json_shown}`"
         )));
     }
+    found.remove(INNER_MANIFEST);
     // Every entry as the manifest lists it, nothing more.
     let listed: BTreeMap<String, Value> = outer["files"]
         .as_array()
@@ -450,15 +497,9 @@ pub fn check(
         .flatten()
         .filter_map(|f| Some((f["path"].as_str()?.to_owned(), f.clone())))
         .collect();
-    let actual: BTreeMap<String, Value> = found
-        .iter()
-        .filter(|(path, _)| path.as_str() != INNER_MANIFEST)
-        .map(|(path, entry)| (path.clone(), file_json(path, entry)))
-        .collect();
-    if listed != actual {
-        return Ok(Verdict::Tampered(format!(
-            "the files inside `{}` are not the ones its manifest lists",
-            crate::load::display_path(&tar_path)
+    if listed != found {
+        return Ok(tampered(format!(
+            "the files inside `{tar_shown}` are not the ones its manifest lists"
         )));
     }
 
@@ -470,13 +511,14 @@ pub fn check(
         .map(str::to_owned);
     let mut differences = Vec::new();
     let paths: std::collections::BTreeSet<&String> =
-        expected.entries.keys().chain(actual.keys()).collect();
+        expected.entries.keys().chain(found.keys()).collect();
     for path in paths {
         if binary.as_deref() == Some(path.as_str()) {
             continue;
         }
-        match (expected.entries.get(path), found.get(path)) {
-            (Some(want), Some(have)) if want == have => {}
+        let want = expected.entries.get(path).map(|e| file_json(path, e));
+        match (want, found.get(path)) {
+            (Some(want), Some(have)) if want == *have => {}
             (Some(_), Some(_)) => differences.push(format!("{path} differs")),
             (Some(_), None) => differences.push(format!("{path} is missing")),
             (None, _) => differences.push(format!("{path} is not generated")),
@@ -500,4 +542,56 @@ pub fn check(
     } else {
         Verdict::Differs(differences.join(", "))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `.tar.gz` of `entries`: (path, type, content).
+    fn tarball(entries: &[(&str, tar::EntryType, &[u8])]) -> Vec<u8> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (path, kind, bytes) in entries {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(*kind);
+            header.set_mode(0o644);
+            header.set_size(bytes.len() as u64);
+            if *kind == tar::EntryType::Symlink {
+                header.set_link_name("/etc/passwd").unwrap();
+            }
+            builder.append_data(&mut header, path, *bytes).unwrap();
+        }
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), Compression::fast());
+        gz.write_all(&builder.into_inner().unwrap()).unwrap();
+        gz.finish().unwrap()
+    }
+
+    #[test]
+    fn a_tarball_is_listed_by_streaming_and_odd_entries_are_refused() {
+        let file = tar::EntryType::Regular;
+        let good = tarball(&[
+            ("b-1/x.txt", file, b"hello"),
+            ("b-1/bundle.json", file, b"{}"),
+        ]);
+        let contents = read_tarball(good.as_slice(), "b-1").unwrap();
+        assert_eq!(contents.manifest.as_deref(), Some(&b"{}"[..]));
+        assert_eq!(
+            contents.files["x.txt"],
+            json!({ "path": "x.txt", "mode": "0644", "size": 5, "sha256": sha256_hex(b"hello") })
+        );
+        for (entries, why) in [
+            (
+                vec![("b-1/x", file, &b"1"[..]), ("b-1/x", file, b"2")],
+                "appears twice",
+            ),
+            (
+                vec![("b-1/link", tar::EntryType::Symlink, &b""[..])],
+                "not a file",
+            ),
+            (vec![("other/x", file, &b""[..])], "is outside `b-1/`"),
+        ] {
+            let error = read_tarball(tarball(&entries).as_slice(), "b-1").unwrap_err();
+            assert!(error.to_string().contains(why), "{error}");
+        }
+    }
 }
