@@ -2,11 +2,12 @@
 
 For each crate folder given (generated/<id>):
 
-1. every manifest in deploy/*.yaml validates against the Kubernetes API
+1. every manifest in deploy/*.yaml (and the Secret template,
+   deploy/secret.yaml.example) validates against the Kubernetes API
    schemas (the `kubernetes-validate` package, strict: unknown fields fail);
 2. the cross-checks no schema can make: selectors match the pod labels,
    ports agree with the spec's `deploy.port`, every Secret key a container
-   reads exists in deploy/secret.yaml (optional ones at least documented
+   reads exists in deploy/secret.yaml.example (optional ones at least documented
    there), the pod runs as the Containerfile's numeric non-root user, the
    autoscaler targets the Deployment, the grace period outlasts the drain;
 3. with --bin DIR: the governor binary from DIR starts locally with the
@@ -217,7 +218,7 @@ def cross_check(crate: Path, docs: list[dict], secret_docs: list[dict], found: F
         found.add(where, "seccompProfile is not RuntimeDefault")
 
     secret_names = {d["metadata"]["name"]: d for d in secret_docs if d.get("kind") == "Secret"}
-    optional_documented = documented_keys(crate / "deploy/secret.yaml")
+    optional_documented = documented_keys(crate / "deploy/secret.yaml.example")
     grace = pod_spec.get("terminationGracePeriodSeconds", 30)
     for container in pod_spec["containers"]:
         cwhere = f"{where}: container {container['name']}"
@@ -255,17 +256,17 @@ def cross_check(crate: Path, docs: list[dict], secret_docs: list[dict], found: F
                 continue
             secret = secret_names.get(ref["name"])
             if secret is None:
-                found.add(cwhere, f"{env['name']} reads Secret `{ref['name']}`, which deploy/secret.yaml does not define")
+                found.add(cwhere, f"{env['name']} reads Secret `{ref['name']}`, which deploy/secret.yaml.example does not define")
                 continue
             keys = set(secret.get("stringData", {})) | set(secret.get("data", {}))
             if ref.get("optional"):
                 if ref["key"] not in keys and ref["key"] not in optional_documented:
-                    found.add(cwhere, f"{env['name']} reads optional key `{ref['key']}`, which deploy/secret.yaml neither defines nor documents")
+                    found.add(cwhere, f"{env['name']} reads optional key `{ref['key']}`, which deploy/secret.yaml.example neither defines nor documents")
             elif ref["key"] not in keys:
-                found.add(cwhere, f"{env['name']} reads key `{ref['key']}`, which deploy/secret.yaml does not define")
+                found.add(cwhere, f"{env['name']} reads key `{ref['key']}`, which deploy/secret.yaml.example does not define")
         for key, value in ((k, v) for s in secret_names.values() for k, v in s.get("stringData", {}).items()):
             if value != "":
-                found.add(str(crate / "deploy/secret.yaml"), f"key `{key}` holds a literal; the template must leave values empty")
+                found.add(str(crate / "deploy/secret.yaml.example"), f"key `{key}` holds a literal; the template must leave values empty")
     return workload
 
 
@@ -420,13 +421,14 @@ def main() -> int:
     options = parser.parse_args()
     found = Findings()
     for crate in options.crates:
-        manifests = {p.name: load_documents(p) for p in sorted((crate / "deploy").glob("*.yaml"))}
+        paths = sorted((crate / "deploy").glob("*.yaml")) + sorted((crate / "deploy").glob("*.yaml.example"))
+        manifests = {p.name: load_documents(p) for p in paths}
         for name, docs in manifests.items():
             validate_schemas(crate / "deploy" / name, docs, found)
-        if "kubernetes.yaml" not in manifests or "secret.yaml" not in manifests:
-            found.add(str(crate / "deploy"), "kubernetes.yaml or secret.yaml is missing")
+        if "kubernetes.yaml" not in manifests or "secret.yaml.example" not in manifests:
+            found.add(str(crate / "deploy"), "kubernetes.yaml or secret.yaml.example is missing")
             continue
-        workload = cross_check(crate, manifests["kubernetes.yaml"], manifests["secret.yaml"], found)
+        workload = cross_check(crate, manifests["kubernetes.yaml"], manifests["secret.yaml.example"], found)
         if workload is not None and options.bin is not None:
             start(crate, workload, options.bin, found)
     return found.report("check-deploy", options.crates)

@@ -291,10 +291,8 @@ fn listing(path: &str, mode: u32, size: u64, sha256: &str) -> Value {
 
 /// A temporary file in `dir` holding `bytes`, synced.
 fn durable_temp(dir: &Path, bytes: &[u8]) -> Result<tempfile::NamedTempFile, BundleError> {
-    let mut file = tempfile::Builder::new()
-        .prefix(".ggen-bundle-")
-        .tempfile_in(dir)
-        .map_err(io("create a file in", dir))?;
+    let mut file =
+        crate::write::temp_in(dir, ".ggen-bundle-").map_err(io("create a file in", dir))?;
     file.write_all(bytes)
         .and_then(|()| file.as_file().sync_all())
         .map_err(io("write a file in", dir))?;
@@ -363,20 +361,24 @@ fn hash_stream(mut reader: impl Read) -> std::io::Result<(String, u64)> {
 pub struct Contents {
     /// Every regular file's listing, by path inside the top folder.
     pub files: BTreeMap<String, Value>,
-    /// The inner `bundle.json`, if there is one.
-    pub manifest: Option<Vec<u8>>,
+    /// The bytes of the entries asked for that are present, by path.
+    pub kept: BTreeMap<String, Vec<u8>>,
 }
 
-/// What a bundle's tarball holds, read as a stream (never a whole entry in
-/// memory but the manifest's): every regular file's listing (path, mode,
-/// size, SHA-256, as in `bundle.json`) by path inside the top folder `top`,
-/// and the bytes of the inner `bundle.json`. Links, devices, paths outside
-/// `top`, a path twice and an oversized manifest are errors.
-pub fn read_tarball(reader: impl Read, top: &str) -> std::io::Result<Contents> {
+/// What a bundle's tarball holds, read as a stream: every regular file's
+/// listing (path, mode, size, SHA-256, as in `bundle.json`) by path inside
+/// the top folder `top`, and the bytes of the entries `keep` names (each
+/// with the most bytes it may have); nothing else is held in memory. Links,
+/// devices, paths outside `top`, a path twice and an oversized kept entry
+/// are errors.
+pub fn read_tarball(
+    reader: impl Read,
+    top: &str,
+    keep: &[(&str, u64)],
+) -> std::io::Result<Contents> {
     let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(reader));
-    let mut files = BTreeMap::new();
-    let mut manifest = None;
+    let mut contents = Contents::default();
     let prefix = format!("{top}/");
     for entry in archive.entries()? {
         let mut entry = entry?;
@@ -395,67 +397,70 @@ pub fn read_tarball(reader: impl Read, top: &str) -> std::io::Result<Contents> {
             }
         }
         let mode = entry.header().mode()?;
-        let listing = if inner == INNER_MANIFEST {
-            if entry.size() > MAX_MANIFEST {
-                return Err(invalid(format!("`{path}` is over {MAX_MANIFEST} bytes")));
+        let listing = match keep.iter().find(|(kept, _)| *kept == inner) {
+            Some(&(_, max)) => {
+                if entry.size() > max {
+                    return Err(invalid(format!("`{path}` is over {max} bytes")));
+                }
+                let mut bytes = Vec::new();
+                entry.read_to_end(&mut bytes)?;
+                let listing = listing(&inner, mode, bytes.len() as u64, &sha256_hex(&bytes));
+                contents.kept.insert(inner.clone(), bytes);
+                listing
             }
-            // Kept whole: it is compared, not just hashed.
-            let mut bytes = Vec::new();
-            entry.read_to_end(&mut bytes)?;
-            let listing = listing(&inner, mode, bytes.len() as u64, &sha256_hex(&bytes));
-            manifest = Some(bytes);
-            listing
-        } else {
-            let (sha256, size) = hash_stream(&mut entry)?;
-            listing(&inner, mode, size, &sha256)
+            None => {
+                let (sha256, size) = hash_stream(&mut entry)?;
+                listing(&inner, mode, size, &sha256)
+            }
         };
-        if files.insert(inner, listing).is_some() {
+        if contents.files.insert(inner, listing).is_some() {
             return Err(invalid(format!("entry `{path}` appears twice")));
         }
     }
-    Ok(Contents { files, manifest })
+    Ok(contents)
 }
 
 /// What `bundle --check` found for one bundle.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    /// The folder's bundle is what the spec gives.
+    /// The folder's bundle is byte for byte what the spec gives.
     Same,
     /// No tarball or no manifest in the folder.
     Missing(String),
-    /// The tarball does not match its own manifest (size, hash, content).
+    /// The bundle does not match itself (hashes, manifests, listing), or
+    /// holds the right files in bytes ggen does not write.
     Tampered(String),
     /// A sound bundle, of other content than the spec now gives.
     Differs(String),
 }
 
-/// Compares the bundle `expected` (made without a binary, at the epoch the
-/// found bundle records) with the one in `dir`. A binary in the found bundle
-/// is checked against the hash its manifest records.
+/// Largest binary `--check` reads back to rebuild a bundle with it.
+const MAX_BINARY: u64 = 1 << 30;
+
+/// Compares, byte for byte, the bundle `name` in `dir` with the one
+/// `expected_for(epoch, binary)` makes: at the epoch the found bundle
+/// records, with the binary it holds (only as `bin/<binary_name>`, and
+/// only if its manifest lists it there).
 pub fn check(
-    expected_for: impl Fn(u64) -> Result<Bundle, BundleError>,
+    expected_for: impl Fn(u64, Option<Binary>) -> Result<Bundle, BundleError>,
     name: &str,
+    binary_name: &str,
     dir: &Path,
 ) -> Result<Verdict, BundleError> {
     let tar_path = dir.join(format!("{name}.tar.gz"));
     let json_path = dir.join(format!("{name}.bundle.json"));
-    let missing = || {
-        Verdict::Missing(format!(
-            "`{}` or `{}` is missing",
-            crate::load::display_path(&tar_path),
-            crate::load::display_path(&json_path)
-        ))
-    };
-    let tampered = |what: String| Verdict::Tampered(what);
     let tar_shown = crate::load::display_path(&tar_path);
     let json_shown = crate::load::display_path(&json_path);
+    let tampered = |what: String| Ok(Verdict::Tampered(what));
     let open = |path: &Path| match fs_err::File::open(path) {
         Ok(file) => Ok(Some(file)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io("read", path)(e)),
     };
     let (Some(tarball), Some(outer_file)) = (open(&tar_path)?, open(&json_path)?) else {
-        return Ok(missing());
+        return Ok(Verdict::Missing(format!(
+            "`{tar_shown}` or `{json_shown}` is missing"
+        )));
     };
     let mut outer_bytes = Vec::new();
     outer_file
@@ -463,34 +468,50 @@ pub fn check(
         .read_to_end(&mut outer_bytes)
         .map_err(io("read", &json_path))?;
     let Ok(mut outer) = serde_json::from_slice::<Value>(&outer_bytes) else {
-        return Ok(tampered(format!("`{json_shown}` is not a bundle manifest")));
+        return tampered(format!("`{json_shown}` is not a bundle manifest"));
     };
     let (sha256, size) = hash_stream(tarball).map_err(io("read", &tar_path))?;
     let recorded = outer.get("bundle").cloned().unwrap_or(Value::Null);
     if recorded["sha256"] != json!(sha256) || recorded["size"] != json!(size) {
-        return Ok(tampered(format!(
+        return tampered(format!(
             "`{tar_shown}` does not hash as its `.bundle.json` records"
-        )));
+        ));
     }
+    let binary_path = format!("{BIN_DIR}/{binary_name}");
+    let binary = match outer.get("binary") {
+        None => None,
+        Some(b) if b["path"] == json!(binary_path) => Some(binary_path.as_str()),
+        Some(b) => {
+            return tampered(format!(
+                "`{json_shown}` names `{}` as the binary; only `{binary_path}` can be",
+                b["path"]
+            ));
+        }
+    };
     if let Some(object) = outer.as_object_mut() {
         object.remove("bundle");
     }
+
+    // The bundle against itself: inner and outer manifests, listing.
     let reader = fs_err::File::open(&tar_path).map_err(io("read", &tar_path))?;
+    let mut keep = vec![(INNER_MANIFEST, MAX_MANIFEST)];
+    keep.extend(binary.map(|path| (path, MAX_BINARY)));
     let Contents {
         files: mut found,
-        manifest: inner,
-    } = match read_tarball(std::io::BufReader::new(reader), name) {
+        mut kept,
+    } = match read_tarball(std::io::BufReader::new(reader), name, &keep) {
         Ok(contents) => contents,
-        Err(e) => return Ok(tampered(format!("`{tar_shown}`: {e}"))),
+        Err(e) => return tampered(format!("`{tar_shown}`: {e}")),
     };
-    let inner: Option<Value> = inner.and_then(|bytes| serde_json::from_slice(&bytes).ok());
+    let inner: Option<Value> = kept
+        .remove(INNER_MANIFEST)
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok());
     if inner.as_ref() != Some(&outer) {
-        return Ok(tampered(format!(
+        return tampered(format!(
             "the `{INNER_MANIFEST}` inside `{tar_shown}` differs from `{json_shown}`"
-        )));
+        ));
     }
     found.remove(INNER_MANIFEST);
-    // Every entry as the manifest lists it, nothing more.
     let listed: BTreeMap<String, Value> = outer["files"]
         .as_array()
         .into_iter()
@@ -498,24 +519,30 @@ pub fn check(
         .filter_map(|f| Some((f["path"].as_str()?.to_owned(), f.clone())))
         .collect();
     if listed != found {
-        return Ok(tampered(format!(
+        return tampered(format!(
             "the files inside `{tar_shown}` are not the ones its manifest lists"
-        )));
+        ));
     }
 
+    // The bundle against the spec: rebuilt, with the binary it holds.
     let epoch = outer["source_date_epoch"].as_u64().unwrap_or(DEFAULT_EPOCH);
-    let expected = expected_for(epoch)?;
-    let binary = outer
-        .get("binary")
-        .and_then(|b| b["path"].as_str())
-        .map(str::to_owned);
+    let binary = binary
+        .and_then(|path| kept.remove(path))
+        .map(|bytes| Binary {
+            name: binary_name.to_owned(),
+            bytes,
+        });
+    let expected = expected_for(epoch, binary)?;
+    let expected_tarball = expected.tarball()?;
+    if sha256_hex(&expected_tarball) == sha256
+        && expected.outer_manifest(&expected_tarball).as_bytes() == outer_bytes.as_slice()
+    {
+        return Ok(Verdict::Same);
+    }
     let mut differences = Vec::new();
     let paths: std::collections::BTreeSet<&String> =
         expected.entries.keys().chain(found.keys()).collect();
     for path in paths {
-        if binary.as_deref() == Some(path.as_str()) {
-            continue;
-        }
         let want = expected.entries.get(path).map(|e| file_json(path, e));
         match (want, found.get(path)) {
             (Some(want), Some(have)) if want == *have => {}
@@ -524,24 +551,15 @@ pub fn check(
             (None, _) => differences.push(format!("{path} is not generated")),
         }
     }
-    let mut expected_manifest = expected.manifest.clone();
-    let mut found_manifest = outer;
-    for manifest in [&mut expected_manifest, &mut found_manifest] {
-        if let Some(object) = manifest.as_object_mut() {
-            object.remove("binary");
-        }
-        if let Some(files) = manifest["files"].as_array_mut() {
-            files.retain(|f| f["path"].as_str() != binary.as_deref());
-        }
-    }
-    if differences.is_empty() && expected_manifest != found_manifest {
+    if differences.is_empty() && expected.manifest != outer {
         differences.push(format!("{INNER_MANIFEST} differs"));
     }
-    Ok(if differences.is_empty() {
-        Verdict::Same
-    } else {
-        Verdict::Differs(differences.join(", "))
-    })
+    if differences.is_empty() {
+        return tampered(format!(
+            "`{tar_shown}` holds the right files, but not in the bytes ggen writes (entry order, ownership, times, modes, compression or trailing data), or `{json_shown}` is not as ggen writes it"
+        ));
+    }
+    Ok(Verdict::Differs(differences.join(", ")))
 }
 
 #[cfg(test)]
@@ -573,8 +591,8 @@ mod tests {
             ("b-1/x.txt", file, b"hello"),
             ("b-1/bundle.json", file, b"{}"),
         ]);
-        let contents = read_tarball(good.as_slice(), "b-1").unwrap();
-        assert_eq!(contents.manifest.as_deref(), Some(&b"{}"[..]));
+        let contents = read_tarball(good.as_slice(), "b-1", &[("bundle.json", 2)]).unwrap();
+        assert_eq!(contents.kept["bundle.json"], b"{}");
         assert_eq!(
             contents.files["x.txt"],
             json!({ "path": "x.txt", "mode": "0644", "size": 5, "sha256": sha256_hex(b"hello") })
@@ -589,8 +607,13 @@ mod tests {
                 "not a file",
             ),
             (vec![("other/x", file, &b""[..])], "is outside `b-1/`"),
+            (
+                vec![("b-1/bundle.json", file, &b"{ }"[..])],
+                "is over 2 bytes",
+            ),
         ] {
-            let error = read_tarball(tarball(&entries).as_slice(), "b-1").unwrap_err();
+            let error = read_tarball(tarball(&entries).as_slice(), "b-1", &[("bundle.json", 2)])
+                .unwrap_err();
             assert!(error.to_string().contains(why), "{error}");
         }
     }

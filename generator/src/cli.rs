@@ -19,7 +19,7 @@ use crate::config::CONFIG_SCHEMA;
 use crate::diagnostic;
 use crate::init::InitOptions;
 use crate::pipeline::{
-    self, BuildError, BuildOptions, BuildReport, BundleOptions, BundleOutcome, BundleStep, Mode,
+    self, BuildError, BuildOptions, BuildReport, BundleOptions, BundleReport, BundleStep, Mode,
     Project,
 };
 use crate::validate::SKU_SCHEMA;
@@ -342,10 +342,10 @@ fn execute(cli: &Cli, out: &mut Stdout) -> Result<u8, BuildError> {
                 }),
             };
             let mut progress = Progress::new();
-            let outcomes = pipeline::bundle(&project, &options, &mut |done, total, id, step| {
+            let report = pipeline::bundle(&project, &options, &mut |done, total, id, step| {
                 progress.show(done, total, id, step);
             })?;
-            Ok(print_bundles(out, cli.format, &outcomes))
+            Ok(print_bundles(out, cli.format, &report))
         }
         Command::Schema { kind } => {
             let text = match kind {
@@ -540,16 +540,18 @@ impl Progress {
 }
 
 /// Prints what `bundle` did; the exit code (1 when a check found a difference).
-fn print_bundles(out: &mut Stdout, format: Format, outcomes: &[BundleOutcome]) -> u8 {
+fn print_bundles(out: &mut Stdout, format: Format, report: &BundleReport) -> u8 {
+    let outcomes = &report.outcomes;
     let verdict = |v: &Verdict| match v {
         Verdict::Same => ("same", String::new()),
         Verdict::Missing(detail) => ("missing", detail.clone()),
         Verdict::Tampered(detail) => ("tampered", detail.clone()),
         Verdict::Differs(detail) => ("differs", detail.clone()),
     };
-    let failed = outcomes
-        .iter()
-        .any(|o| o.verdict.as_ref().is_some_and(|v| *v != Verdict::Same));
+    let failed = !report.extra.is_empty()
+        || outcomes
+            .iter()
+            .any(|o| o.verdict.as_ref().is_some_and(|v| *v != Verdict::Same));
     if format == Format::Json {
         let bundles: Vec<serde_json::Value> = outcomes
             .iter()
@@ -572,7 +574,8 @@ fn print_bundles(out: &mut Stdout, format: Format, outcomes: &[BundleOutcome]) -
                 doc
             })
             .collect();
-        let _ = writeln!(out, "{:#}", json!({ "ok": !failed, "bundles": bundles }));
+        let doc = json!({ "ok": !failed, "bundles": bundles, "extra": report.extra });
+        let _ = writeln!(out, "{doc:#}");
     } else {
         for o in outcomes {
             if let Some(w) = &o.written {
@@ -590,6 +593,9 @@ fn print_bundles(out: &mut Stdout, format: Format, outcomes: &[BundleOutcome]) -
                 let sep = if detail.is_empty() { "" } else { ": " };
                 let _ = writeln!(out, "{status}: {}{sep}{detail}", o.name);
             }
+        }
+        for name in &report.extra {
+            let _ = writeln!(out, "extra: {name}: no spec makes this file");
         }
         if failed {
             let _ = writeln!(

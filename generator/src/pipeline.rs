@@ -654,6 +654,16 @@ pub struct BundleOutcome {
     pub binary: bool,
 }
 
+/// What `bundle` did.
+#[derive(Debug, Clone)]
+pub struct BundleReport {
+    /// One per spec, in spec order.
+    pub outcomes: Vec<BundleOutcome>,
+    /// With `check` and no explicit specs: files in the folder that are no
+    /// spec's bundle (a stale version, a leftover, an injected file).
+    pub extra: Vec<String>,
+}
+
 /// `ggen bundle`: one bundle per spec, written to `options.dir` or (with
 /// `check`) compared with the bundles there. `progress` hears
 /// `(done, total, id, step)` as each spec moves on. With `verify`, every
@@ -662,7 +672,7 @@ pub fn bundle(
     project: &Project,
     options: &BundleOptions,
     progress: &mut dyn FnMut(usize, usize, &str, BundleStep),
-) -> Result<Vec<BundleOutcome>, BuildError> {
+) -> Result<BundleReport, BuildError> {
     let paths = project.spec_files(&options.specs)?;
     workspace::check_runtime(&project.root, project.config.runtime.as_ref())?;
     let settings = project.package_settings(&project.config.out_dir)?;
@@ -676,15 +686,23 @@ pub fn bundle(
         for (i, g) in generated.iter().enumerate() {
             progress(i, total, &g.model.id, BundleStep::Checking);
             let name = format!("{}-{}", g.model.id, g.model.version);
+            let binary_name = format!("{}{}", g.model.crate_name, std::env::consts::EXE_SUFFIX);
             let verdict = bundle::check(
-                |epoch| Bundle::new(g, &spec_file(g), None, epoch),
+                |epoch, binary| Bundle::new(g, &spec_file(g), binary, epoch),
                 &name,
+                &binary_name,
                 &options.dir,
             )?;
             outcomes.push(outcome(g, name, None, Some(verdict), false, false));
         }
         progress(total, total, "", BundleStep::Done);
-        return Ok(outcomes);
+        // Without explicit specs, the folder should hold these bundles and nothing else.
+        let extra = if options.specs.is_empty() {
+            extra_files(&options.dir, &outcomes)?
+        } else {
+            Vec::new()
+        };
+        return Ok(BundleReport { outcomes, extra });
     }
 
     let epoch = bundle::source_date_epoch()?;
@@ -733,7 +751,47 @@ pub fn bundle(
         ));
     }
     progress(total, total, "", BundleStep::Done);
-    Ok(outcomes)
+    Ok(BundleReport {
+        outcomes,
+        extra: Vec::new(),
+    })
+}
+
+/// The files in `dir` that none of `outcomes`' bundles is, sorted.
+fn extra_files(dir: &Path, outcomes: &[BundleOutcome]) -> Result<Vec<String>, BuildError> {
+    let expected: std::collections::BTreeSet<String> = outcomes
+        .iter()
+        .flat_map(|o| {
+            [
+                format!("{}.tar.gz", o.name),
+                format!("{}.bundle.json", o.name),
+            ]
+        })
+        .collect();
+    let list = |source| BuildError::Io {
+        action: "list",
+        path: load::display_path(dir),
+        source,
+    };
+    let mut extra = Vec::new();
+    match fs_err::read_dir(dir) {
+        Ok(entries) => {
+            for entry in entries {
+                let name = entry
+                    .map_err(list)?
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned();
+                if !expected.contains(&name) {
+                    extra.push(name);
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(list(e)),
+    }
+    extra.sort();
+    Ok(extra)
 }
 
 fn outcome(

@@ -43,8 +43,8 @@ pub const EMBEDDED: &[(&str, &str)] = &[
         include_str!("../templates/deploy/kubernetes.yaml.tera"),
     ),
     (
-        "deploy/secret.yaml.tera",
-        include_str!("../templates/deploy/secret.yaml.tera"),
+        "deploy/secret.yaml.example.tera",
+        include_str!("../templates/deploy/secret.yaml.example.tera"),
     ),
     (
         "monitoring/dashboard.json.tera",

@@ -1,7 +1,8 @@
 //! `bundle --verify` and `--with-binary`: a generated crate built and tested
 //! in a temporary cargo workspace of its own, before it is bundled.
 //!
-//! The workspace is a temporary folder holding the crate (rendered for that
+//! The workspace is a folder of the target directory
+//! (`target/ggen-verify/<project>/`, the same at every run) holding the crate (rendered for that
 //! location, so a `path` runtime still resolves), a root `Cargo.toml` made
 //! from the project's `[workspace]` (its `package`, `dependencies`, `lints`
 //! and profiles, with every dependency `path` made absolute) and a copy of
@@ -73,7 +74,7 @@ fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Verif
 /// A temporary workspace holding one crate.
 #[derive(Debug)]
 pub struct Workspace {
-    dir: tempfile::TempDir,
+    dir: PathBuf,
     krate: String,
     target: PathBuf,
 }
@@ -100,10 +101,21 @@ impl Workspace {
             });
         };
         let root = std::path::absolute(root).map_err(io("resolve", root))?;
-        let dir = tempfile::Builder::new()
-            .prefix("ggen-verify-")
-            .tempdir()
-            .map_err(io("create", Path::new("a temporary folder")))?;
+        let target = match std::env::var_os("CARGO_TARGET_DIR") {
+            // Relative to where ggen runs, as cargo reads it.
+            Some(dir) => {
+                std::path::absolute(PathBuf::from(&dir)).map_err(io("resolve", Path::new(&dir)))?
+            }
+            None => root.join("target"),
+        };
+        // One folder per project, the same at every run: cargo then reuses
+        // what it built for the crate last time instead of piling up copies.
+        let project = crate::digest::sha256_hex(root.to_string_lossy().as_bytes());
+        let dir = target.join("ggen-verify").join(&project[..16]);
+        if dir.exists() {
+            fs_err::remove_dir_all(&dir).map_err(io("clear", &dir))?;
+        }
+        fs_err::create_dir_all(&dir).map_err(io("create", &dir))?;
 
         let mut ws = toml::Table::new();
         ws.insert("members".into(), toml::Value::Array(vec![id.into()]));
@@ -132,21 +144,19 @@ impl Workspace {
         if let Some(profile) = manifest.get("profile") {
             out.insert("profile".into(), profile.clone());
         }
-        let cargo_toml = dir.path().join("Cargo.toml");
+        let cargo_toml = dir.as_path().join("Cargo.toml");
         fs_err::write(&cargo_toml, toml::to_string(&out).unwrap_or_default())
             .map_err(io("write", &cargo_toml))?;
         let lock = root.join("Cargo.lock");
         if lock.is_file() {
-            fs_err::copy(&lock, dir.path().join("Cargo.lock")).map_err(io("copy", &lock))?;
+            fs_err::copy(&lock, dir.as_path().join("Cargo.lock")).map_err(io("copy", &lock))?;
         }
         for file in ["clippy.toml", "rustfmt.toml", ".rustfmt.toml"] {
             if root.join(file).is_file() {
-                fs_err::copy(root.join(file), dir.path().join(file))
+                fs_err::copy(root.join(file), dir.as_path().join(file))
                     .map_err(io("copy", &root.join(file)))?;
             }
         }
-        let target =
-            std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
         Ok(Workspace {
             dir,
             krate: krate.to_owned(),
@@ -156,7 +166,7 @@ impl Workspace {
 
     /// The folder the crate goes in (absolute): `<workspace>/<id>`'s parent.
     pub fn path(&self) -> &Path {
-        self.dir.path()
+        self.dir.as_path()
     }
 
     /// Writes the crate's files (paths relative to its folder `id`).
@@ -166,7 +176,7 @@ impl Workspace {
         files: impl IntoIterator<Item = (&'a String, &'a String)>,
     ) -> Result<(), VerifyError> {
         for (path, text) in files {
-            let full = self.dir.path().join(id).join(path);
+            let full = self.dir.as_path().join(id).join(path);
             if let Some(parent) = full.parent() {
                 fs_err::create_dir_all(parent).map_err(io("create", parent))?;
             }
@@ -195,7 +205,7 @@ impl Workspace {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let output: Output = Command::new(cargo)
             .args(args)
-            .current_dir(self.dir.path())
+            .current_dir(self.dir.as_path())
             .env("CARGO_TARGET_DIR", &self.target)
             .output()
             .map_err(io("run", Path::new("cargo")))?;

@@ -144,6 +144,8 @@ pub struct DeployView {
     pub max_replicas: u32,
     /// Numeric user and group the image and the pod run as.
     pub uid: u32,
+    /// `image:tag` as the manifest pulls it (the spec's image grammar makes it safe as is).
+    pub image_ref: String,
     /// Some action is a webhook.
     pub webhook: bool,
     /// Some webhook action relies on `GOVERNOR_WEBHOOK_URL`.
@@ -575,6 +577,7 @@ impl DeployView {
             postgres: deploy.ledger == LedgerKind::Postgres,
             max_replicas: deploy.max_replicas,
             uid: NONROOT_UID,
+            image_ref: format!("{}:{}", deploy.image, model.image_tag()),
             webhook: wiring.webhook,
             webhook_default_url: wiring.webhook_default_url,
             egress_ports: egress_ports.into_iter().collect(),

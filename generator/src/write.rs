@@ -46,14 +46,22 @@ fn io(action: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Write
     }
 }
 
+/// A temporary file in `dir` that becomes an ordinary file when persisted:
+/// readable by all, writable by its owner (0644; tempfile's own default,
+/// 0600, would leave generated files unreadable to others).
+pub fn temp_in(dir: &Path, prefix: &str) -> std::io::Result<tempfile::NamedTempFile> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(prefix);
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644));
+    builder.tempfile_in(dir)
+}
+
 /// Writes `bytes` to `path` atomically: temp file in the same folder, fsync, rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     fs_err::create_dir_all(dir).map_err(io("create", dir))?;
-    let mut temp = tempfile::Builder::new()
-        .prefix(".ggen-")
-        .tempfile_in(dir)
-        .map_err(io("create a temporary file in", dir))?;
+    let mut temp = temp_in(dir, ".ggen-").map_err(io("create a temporary file in", dir))?;
     temp.write_all(bytes).map_err(io("write", temp.path()))?;
     temp.as_file().sync_all().map_err(io("sync", temp.path()))?;
     temp.persist(path)
@@ -119,10 +127,7 @@ struct Staged {
 fn stage(target: &Path, bytes: &[u8], manifest: bool) -> Result<Staged, WriteError> {
     let dir = target.parent().unwrap_or(Path::new("."));
     fs_err::create_dir_all(dir).map_err(io("create", dir))?;
-    let mut temp = tempfile::Builder::new()
-        .prefix(".ggen-")
-        .tempfile_in(dir)
-        .map_err(io("create a temporary file in", dir))?;
+    let mut temp = temp_in(dir, ".ggen-").map_err(io("create a temporary file in", dir))?;
     temp.write_all(bytes).map_err(io("write", temp.path()))?;
     Ok(Staged {
         target: target.to_owned(),
@@ -217,5 +222,19 @@ mod tests {
             .map(|e| e.expect("entry").file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("file.txt")]);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn written_files_are_readable_by_all() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("out.txt");
+        write_atomic(&path, b"x").expect("written");
+        let mode = fs_err::metadata(&path)
+            .expect("metadata")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o644);
     }
 }

@@ -123,8 +123,8 @@ fn check_deploy_catches_a_broken_manifest() {
     )
     .expect("write");
     fs_err::copy(
-        source.join("deploy/secret.yaml"),
-        copy.join("deploy/secret.yaml"),
+        source.join("deploy/secret.yaml.example"),
+        copy.join("deploy/secret.yaml.example"),
     )
     .expect("copy");
 
@@ -136,7 +136,7 @@ fn check_deploy_catches_a_broken_manifest() {
         "container ports [9090] are not deploy.port 8080",
         "invalid against Kubernetes 1.30.0: 'nonroot' is not of type 'integer'",
         "USER is not numeric",
-        "reads key `db-url`, which deploy/secret.yaml does not define",
+        "reads key `db-url`, which deploy/secret.yaml.example does not define",
     ] {
         assert!(
             report.contains(expected),

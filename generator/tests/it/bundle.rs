@@ -47,13 +47,25 @@ fn repo_path(name: &str) -> PathBuf {
     repo().join(name)
 }
 
+/// The target folder this test binary was built in (`target/`): crates
+/// `--verify` builds go there too, so the runtime's dependencies compile
+/// once, whatever folder the project under test is in.
+fn target_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary");
+    exe.ancestors()
+        .nth(3)
+        .expect("target/<profile>/deps/<test>")
+        .to_path_buf()
+}
+
 /// Runs `ggen ARGS` in `dir` with `env`: exit code, stdout, stderr.
 fn ggen(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let mut command = cargo_bin_cmd!("ggen");
     command
         .current_dir(dir)
         .args(args)
-        .env_remove("SOURCE_DATE_EPOCH");
+        .env_remove("SOURCE_DATE_EPOCH")
+        .env("CARGO_TARGET_DIR", target_dir());
     for (key, value) in env {
         command.env(key, value);
     }
@@ -227,6 +239,18 @@ fn source_date_epoch_sets_every_mtime_and_check_follows_it() {
 /// Rewrites the tar.gz at `path`, changing `file`'s bytes with `edit`, and
 /// (if `rehash`) records the new tarball's hash in its `.bundle.json`.
 fn repack(dir: &Path, name: &str, file: &str, edit: impl Fn(&mut Vec<u8>), rehash: bool) {
+    repack_at(dir, name, file, edit, rehash, 6);
+}
+
+/// [`repack`], gzip at `level`.
+fn repack_at(
+    dir: &Path,
+    name: &str,
+    file: &str,
+    edit: impl Fn(&mut Vec<u8>),
+    rehash: bool,
+    level: u32,
+) {
     let path = dir.join(format!("{name}.tar.gz"));
     let bytes = fs_err::read(&path).expect("tarball");
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(bytes.as_slice()));
@@ -246,7 +270,7 @@ fn repack(dir: &Path, name: &str, file: &str, edit: impl Fn(&mut Vec<u8>), rehas
             .expect("append");
     }
     let tar = builder.into_inner().expect("tar");
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(level));
     std::io::Write::write_all(&mut gz, &tar).expect("gzip");
     let tarball = gz.finish().expect("gzip");
     fs_err::write(&path, &tarball).expect("write");
@@ -322,6 +346,64 @@ fn check_catches_a_changed_spec_a_tampered_bundle_and_a_missing_one() {
         stdout.contains("tampered: rollback_guard-0.4.0: the files inside"),
         "{stdout}"
     );
+
+    // The same files, recompressed (or re-owned, re-timed, reordered): not ggen's bytes.
+    fs_err::write(&tar_path, &pristine["rollback_guard-0.4.0.tar.gz"]).expect("restore");
+    fs_err::write(
+        out.join("rollback_guard-0.4.0.bundle.json"),
+        &pristine["rollback_guard-0.4.0.bundle.json"],
+    )
+    .expect("restore");
+    repack_at(
+        &out,
+        "rollback_guard-0.4.0",
+        "src/policy.rs",
+        |_| {},
+        true,
+        9,
+    );
+    let (stdout, _) = expect(&root, &["bundle", "--check", dir], &[], 1);
+    assert!(
+        stdout.contains("holds the right files, but not in the bytes ggen writes"),
+        "{stdout}"
+    );
+
+    // A manifest that calls another file "the binary", to exempt it from the comparison.
+    fs_err::write(&tar_path, &pristine["rollback_guard-0.4.0.tar.gz"]).expect("restore");
+    let claim = |doc: &mut serde_json::Value| {
+        doc["binary"] =
+            serde_json::json!({ "path": "deploy/kubernetes.yaml", "reproducible": false });
+    };
+    repack(
+        &out,
+        "rollback_guard-0.4.0",
+        "bundle.json",
+        |bytes| {
+            let mut doc: serde_json::Value = serde_json::from_slice(bytes).expect("json");
+            claim(&mut doc);
+            *bytes = serde_json::to_vec(&doc).expect("json");
+        },
+        true,
+    );
+    let json = out.join("rollback_guard-0.4.0.bundle.json");
+    let mut outer: serde_json::Value =
+        serde_json::from_slice(&fs_err::read(&json).expect("json")).expect("json");
+    claim(&mut outer);
+    fs_err::write(&json, serde_json::to_vec(&outer).expect("json")).expect("write");
+    let (stdout, _) = expect(&root, &["bundle", "--check", dir], &[], 1);
+    assert!(
+        stdout.contains("names `\"deploy/kubernetes.yaml\"` as the binary"),
+        "{stdout}"
+    );
+    fs_err::write(&tar_path, &pristine["rollback_guard-0.4.0.tar.gz"]).expect("restore");
+    fs_err::write(&json, &pristine["rollback_guard-0.4.0.bundle.json"]).expect("restore");
+
+    // A file no spec makes, in a folder the release uploads whole.
+    fs_err::write(out.join("zz-extra.tar.gz"), b"not ours").expect("write");
+    let (stdout, _) = expect(&root, &["bundle", "--check", dir], &[], 1);
+    assert!(stdout.contains("extra: zz-extra.tar.gz"), "{stdout}");
+    fs_err::remove_file(out.join("zz-extra.tar.gz")).expect("remove");
+    expect(&root, &["bundle", "--check", dir], &[], 0);
 
     // Gone.
     fs_err::remove_file(out.join("cost_guard-1.2.0.bundle.json")).expect("remove");
@@ -522,6 +604,7 @@ fn the_ci_recipe_runs_on_the_repositorys_specs() {
         .arg("--ggen")
         .arg(ggen)
         .env_remove("SOURCE_DATE_EPOCH")
+        .env("CARGO_TARGET_DIR", target_dir())
         .output()
         .expect("scripts/check-ci-recipe runs");
     let report = format!(

@@ -17,10 +17,14 @@
 //!   ([`ROUTES`], `other` when none matched) and status class (`2xx`,
 //!   `3xx`, `4xx`, `5xx`), admission's refusals included;
 //! - `http_request_duration_seconds{route}`: from routing until the answer
-//!   is ready (for ingest: the receipt is durable), by route template;
-//! - `ledger_verifications_total`, `ledger_verify_failures_total`: runs of
-//!   `GET /v1/ledger/verify`, and those that found a receipt that does not
-//!   verify or a checkpoint that contradicts the chains;
+//!   is ready (for ingest: the receipt is durable), by route template, for
+//!   every answer but a 4xx;
+//! - `ledger_verifications_total`, `ledger_verify_failures_total`: whole-
+//!   ledger verifications (`GET /v1/ledger/verify`, `--verify-every`), and
+//!   those that found a receipt that does not verify or a checkpoint that
+//!   contradicts the chains, or could not complete;
+//!   `ledger_last_verify_ok` (1 unless the last one failed) and
+//!   `ledger_last_verify_timestamp_seconds` (when the last one finished);
 //! - `signals_total{signal, outcome}`: `accepted`, `duplicate`, `rejected`;
 //! - `decisions_total{level}`: the tenant's level after each accepted signal;
 //! - `transitions_total{from, to}`: every state change the registry wrote
@@ -68,7 +72,7 @@ pub enum Kind {
 }
 
 /// Every family this module exports: name, kind, help text.
-pub const FAMILIES: [(&str, Kind, &str); 19] = [
+pub const FAMILIES: [(&str, Kind, &str); 21] = [
     (
         BUILD_INFO,
         Kind::Gauge,
@@ -82,7 +86,7 @@ pub const FAMILIES: [(&str, Kind, &str); 19] = [
     (
         HTTP_DURATION,
         Kind::Histogram,
-        "Seconds from routing a request until its answer is ready (for signals and pushes: until the receipt is durable), by route template.",
+        "Seconds from routing a request until its answer is ready (for signals and pushes: until the receipt is durable), by route template; 4xx answers are not timed.",
     ),
     (
         READY,
@@ -92,12 +96,22 @@ pub const FAMILIES: [(&str, Kind, &str); 19] = [
     (
         VERIFICATIONS,
         Kind::Counter,
-        "Runs of GET /v1/ledger/verify that finished.",
+        "Whole-ledger verifications run (GET /v1/ledger/verify and --verify-every).",
     ),
     (
         VERIFY_FAILURES,
         Kind::Counter,
-        "Ledger verifications that found a receipt that does not verify or a checkpoint that contradicts the chains.",
+        "Ledger verifications that found a receipt that does not verify or a checkpoint that contradicts the chains, or could not complete.",
+    ),
+    (
+        VERIFY_OK,
+        Kind::Gauge,
+        "1 unless the last ledger verification failed (found a problem or could not complete): stays 0 until one passes.",
+    ),
+    (
+        VERIFY_TIME,
+        Kind::Gauge,
+        "Unix time of the last ledger verification that ran to its end (0: none since start).",
     ),
     (
         "governor_signals_total",
@@ -171,6 +185,8 @@ const HTTP_DURATION: &str = "governor_http_request_duration_seconds";
 const READY: &str = "governor_ready";
 const VERIFICATIONS: &str = "governor_ledger_verifications_total";
 const VERIFY_FAILURES: &str = "governor_ledger_verify_failures_total";
+const VERIFY_OK: &str = "governor_ledger_last_verify_ok";
+const VERIFY_TIME: &str = "governor_ledger_last_verify_timestamp_seconds";
 /// Histogram buckets of request durations, in seconds (the ingest latency
 /// objective, 250 ms, is one of them).
 const HTTP_BUCKETS: [f64; 14] = [
@@ -218,6 +234,8 @@ pub struct Metrics {
     ready: Gauge,
     /// Finished verifications, and those that failed.
     verifications: [Counter; 2],
+    /// The last verification's result (1 ok) and its Unix time.
+    last_verify: [Gauge; 2],
     /// `[signal][outcome]`.
     signals: Vec<[Counter; 3]>,
     /// Signals whose name the SKU does not know (rejected).
@@ -307,6 +325,9 @@ impl Metrics {
             .collect();
         let ready = recorder.register_gauge(&key(READY, &[]), &meta);
         let verifications = [VERIFICATIONS, VERIFY_FAILURES].map(|name| counter(name, &[]));
+        let last_verify =
+            [VERIFY_OK, VERIFY_TIME].map(|name| recorder.register_gauge(&key(name, &[]), &meta));
+        last_verify[0].set(1.0);
         let signals = sku
             .signals
             .iter()
@@ -373,6 +394,7 @@ impl Metrics {
             http_seconds,
             ready,
             verifications,
+            last_verify,
             signals,
             unknown_signals,
             decisions,
@@ -421,17 +443,27 @@ impl Metrics {
         if let Some(counters) = self.http.get(row) {
             counters[class].increment(1);
         }
-        if let Some(histogram) = self.http_seconds.get(row) {
+        // A client's mistakes (401s, 400s) say nothing of the service's
+        // speed, and a flood of them must not dilute the latency objective.
+        if class != 2
+            && let Some(histogram) = self.http_seconds.get(row)
+        {
             histogram.record(elapsed.as_secs_f64());
         }
     }
 
-    /// Counts one finished ledger verification, and whether it found a problem.
-    pub fn verified(&self, ok: bool) {
+    /// Counts one ledger verification: `ok` false when it found a problem
+    /// or could not complete; `finished` is when it ran to its end, if it did.
+    pub fn verified(&self, ok: bool, finished: Option<std::time::SystemTime>) {
         let [runs, failures] = &self.verifications;
         runs.increment(1);
         if !ok {
             failures.increment(1);
+        }
+        let [last_ok, last_time] = &self.last_verify;
+        last_ok.set(f64::from(u8::from(ok)));
+        if let Some(at) = finished.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()) {
+            last_time.set(at.as_secs_f64().floor());
         }
     }
 

@@ -273,11 +273,16 @@ async fn checkpoint_periodically(
     }
 }
 
-/// Every `every`, verifies the whole ledger (skipped while a requested
-/// verification runs); returns once `stopped` turns true, cancelling a
-/// verification in progress.
+/// How long after start `--verify-every` runs its first verification.
+const FIRST_VERIFICATION: Duration = Duration::from_secs(60);
+
+/// Verifies the whole ledger a minute after start, then every `every`
+/// (skipped while a requested verification runs), so a replica restarted
+/// more often than `every` still verifies; returns once `stopped` turns
+/// true, cancelling a verification in progress.
 async fn verify_periodically(state: AppState, every: Duration, mut stopped: watch::Receiver<bool>) {
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    let first = tokio::time::Instant::now() + every.min(FIRST_VERIFICATION);
+    let mut ticks = tokio::time::interval_at(first, every);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tokio::select! {

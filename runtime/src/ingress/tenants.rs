@@ -21,7 +21,7 @@ use super::body;
 use super::error::IngressError;
 use super::signals;
 use super::state::AppState;
-use crate::ledger::{Record, VerifyReport};
+use crate::ledger::{LedgerError, Record, VerifyReport};
 use crate::receipt::Input;
 use crate::registry::TenantView;
 use crate::tenant::TenantId;
@@ -266,11 +266,23 @@ pub(crate) async fn verify_ledger(
     cancel: Arc<AtomicBool>,
 ) -> Result<VerifyReport, IngressError> {
     let registry = Arc::clone(state.registry());
-    let report = tokio::task::spawn_blocking(move || registry.verify(Some(&cancel)))
-        .await?
-        .map_err(|e| IngressError::unavailable(&e))?;
+    let result = tokio::task::spawn_blocking(move || registry.verify(Some(&cancel))).await?;
+    let report = match result {
+        Ok(report) => report,
+        // Stopped on purpose: neither a pass nor a failure.
+        Err(error @ LedgerError::Cancelled { .. }) => {
+            return Err(IngressError::unavailable(&error));
+        }
+        Err(error) => {
+            state.metrics().verified(false, None);
+            tracing::error!(error = %error, "ledger verification could not complete");
+            return Err(IngressError::unavailable(&error));
+        }
+    };
     let ok = report.first_bad.is_none() && report.checkpoint.is_none();
-    state.metrics().verified(ok);
+    state
+        .metrics()
+        .verified(ok, Some(std::time::SystemTime::now()));
     if ok {
         tracing::info!(
             tenants = report.tenants,

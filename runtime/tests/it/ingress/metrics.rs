@@ -120,6 +120,8 @@ async fn every_family_has_help_and_the_build_info_names_sku_spec_and_runtime() {
         "ready",
         "ledger_verifications_total",
         "ledger_verify_failures_total",
+        "ledger_last_verify_ok",
+        "ledger_last_verify_timestamp_seconds",
     ]
     .iter()
     .map(|name| format!("governor_{name}"))
@@ -261,6 +263,15 @@ async fn requests_are_counted_by_route_template_and_status_class_refusals_includ
         value(&text, "governor_requests_shed_total"),
         value(&text, &http("/v1/tenants/{tenant}/admit", "5xx"))
     );
+    // Timed: every answer but the client's mistakes (the five 4xx on /v1/signals).
+    let timed = |route: &str| {
+        value(
+            &text,
+            &format!(r#"governor_http_request_duration_seconds_count{{route="{route}"}}"#),
+        )
+    };
+    assert_eq!(timed("/v1/signals"), Some(1.0), "{text}");
+    assert_eq!(timed("/v1/tenants/{tenant}"), Some(1.0), "{text}");
     drop(held);
     server.service.assert_verifies();
 }

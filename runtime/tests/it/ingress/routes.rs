@@ -234,6 +234,7 @@ async fn ledger_verify_probes_and_metrics() {
         r#"governor_http_request_duration_seconds_bucket{route="/v1/signals",le="0.25"}"#,
         "governor_ledger_verifications_total 1\n",
         "governor_ledger_verify_failures_total 0\n",
+        "governor_ledger_last_verify_ok 1\n",
         "governor_ready 1\n",
     ] {
         assert!(text.contains(series), "missing {series} in\n{text}");
