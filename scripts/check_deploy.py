@@ -237,8 +237,9 @@ def cross_check(crate: Path, docs: list[dict], secret_docs: list[dict], found: F
         if not listen.endswith(f":{port}"):
             found.add(cwhere, f"--listen {listen!r} is not on deploy.port {port}")
         shutdown = int(flag(args, "--shutdown-timeout") or 30)
-        if grace <= shutdown + CHECKPOINT_MARGIN_S - 1:
-            found.add(cwhere, f"terminationGracePeriodSeconds {grace} does not outlast --shutdown-timeout {shutdown} and the checkpoint")
+        pause = container.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
+        if grace < pause + shutdown + CHECKPOINT_MARGIN_S:
+            found.add(cwhere, f"terminationGracePeriodSeconds {grace} does not outlast the preStop pause {pause}, --shutdown-timeout {shutdown} and the checkpoint")
         for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
             get = container.get(probe, {}).get("httpGet")
             if not get:
