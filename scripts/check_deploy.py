@@ -306,16 +306,25 @@ def fresh_schema(url: str, name: str) -> str:
     return f"{url}{separator}options=-c%20search_path%3D{name}"
 
 
+def governor_binary(crate: Path, bin_dir: Path, what: str, found: Findings) -> tuple[Path, str] | None:
+    """The crate's binary in `bin_dir` and a `where` for findings about
+    `what` is done with it; None (with a finding) if it is not built."""
+    cargo = (crate / "Cargo.toml").read_text(encoding="utf-8")
+    binary = bin_dir / re.search(r'^name = "([^"]+)"', cargo, re.M).group(1)
+    where = f"{crate}: {what} of {binary.name}"
+    if not binary.exists():
+        found.add(where, f"no binary at {binary} (build it first)")
+        return None
+    return binary, where
+
+
 def start(crate: Path, workload: dict, bin_dir: Path, found: Findings) -> None:
     """Starts the governor with the container's own args and environment."""
     container = workload["spec"]["template"]["spec"]["containers"][0]
-    cargo = (crate / "Cargo.toml").read_text(encoding="utf-8")
-    crate_name = re.search(r'^name = "([^"]+)"', cargo, re.M).group(1)
-    binary = bin_dir / crate_name
-    where = f"{crate}: local start of {binary.name}"
-    if not binary.exists():
-        found.add(where, f"no binary at {binary} (build it first)")
+    located = governor_binary(crate, bin_dir, "local start", found)
+    if located is None:
         return
+    binary, where = located
     work = Path(tempfile.mkdtemp(prefix="ggen-deploy-"))
     try:
         mounts = {m["mountPath"]: work / m["name"] for m in container.get("volumeMounts", [])}

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import yaml
 
-from check_deploy import Findings, free_port, get
+from check_deploy import Findings, free_port, get, governor_binary
 
 METRIC = re.compile(r"\bgovernor_[a-z0-9_]+")
 # Grafana's variables, as a query sees them once filled in.
@@ -118,13 +118,10 @@ def check_queries(crate: Path, tool: str, queries: list[tuple[str, str]], found:
 
 
 def scrape(crate: Path, bin_dir: Path, found: Findings) -> str | None:
-    cargo = (crate / "Cargo.toml").read_text(encoding="utf-8")
-    name = re.search(r'^name = "([^"]+)"', cargo, re.M).group(1)
-    binary = bin_dir / name
-    where = f"{crate}: scrape of {name}"
-    if not binary.exists():
-        found.add(where, f"no binary at {binary} (build it first)")
+    located = governor_binary(crate, bin_dir, "scrape", found)
+    if located is None:
         return None
+    binary, where = located
     work = Path(tempfile.mkdtemp(prefix="ggen-monitoring-"))
     port = free_port()
     args = ["serve", "--listen", f"127.0.0.1:{port}", "--ledger", str(work / "ledger"),
