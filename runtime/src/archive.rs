@@ -198,6 +198,49 @@ impl Archive {
     /// durable and equal to the file.
     pub async fn put_verified(&self, id: u32, path: &std::path::Path) -> Result<(), ArchiveError> {
         let digest = self.upload(id, path).await?;
+        self.check_durable(id, digest).await
+    }
+
+    /// Starts storing segment `id` from bytes written to the [`Upload`] in
+    /// order (finished by [`Archive::finish_verified`]).
+    pub fn begin(&self, id: u32) -> Upload {
+        Upload {
+            // At most two 1 MiB parts in flight: archiving must not add a
+            // segment's size to the governor's memory.
+            writer: object_store::buffered::BufWriter::with_capacity(
+                Arc::clone(&self.store),
+                object(id),
+                UPLOAD_PART,
+            )
+            .with_max_concurrency(2),
+            hasher: Sha256::new(),
+            id,
+        }
+    }
+
+    /// Completes `upload` and reads the copy back: `Ok` with its SHA-256
+    /// only once the archived copy is durable and equal to what was written.
+    pub async fn finish_verified(&self, upload: Upload) -> Result<[u8; 32], ArchiveError> {
+        let id = upload.id;
+        let digest = self.finish(upload).await?;
+        self.check_durable(id, digest).await?;
+        Ok(digest)
+    }
+
+    /// Completes `upload` (the object appears whole, or not at all);
+    /// returns the SHA-256 of what was written. Not read back.
+    pub async fn finish(&self, upload: Upload) -> Result<[u8; 32], ArchiveError> {
+        use tokio::io::AsyncWriteExt as _;
+        let Upload {
+            mut writer, hasher, ..
+        } = upload;
+        writer.shutdown().await.map_err(|e| self.stream_error(e))?;
+        Ok(hasher.finalize().into())
+    }
+
+    /// Reads segment `id`'s archived copy back and compares its SHA-256
+    /// with `digest`; syncs it in a local directory.
+    async fn check_durable(&self, id: u32, digest: [u8; 32]) -> Result<(), ArchiveError> {
         if self.digest(id).await? != Some(digest) {
             return Err(ArchiveError::Mismatch {
                 url: self.url.clone(),
@@ -221,7 +264,7 @@ impl Archive {
     /// Streams the file `path` into the store as segment `id`, a MiB at a
     /// time; returns the SHA-256 of what it read.
     async fn upload(&self, id: u32, path: &std::path::Path) -> Result<[u8; 32], ArchiveError> {
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        use tokio::io::AsyncReadExt as _;
         let io = |source: std::io::Error| {
             ArchiveError::Ledger(LedgerError::Io {
                 path: path.to_path_buf(),
@@ -229,29 +272,16 @@ impl Archive {
             })
         };
         let mut file = tokio::fs::File::open(path).await.map_err(io)?;
-        // At most two 1 MiB parts in flight: archiving must not add a
-        // segment's size to the governor's memory.
-        let mut writer = object_store::buffered::BufWriter::with_capacity(
-            Arc::clone(&self.store),
-            object(id),
-            UPLOAD_PART,
-        )
-        .with_max_concurrency(2);
-        let mut hasher = Sha256::new();
+        let mut upload = self.begin(id);
         let mut chunk = vec![0u8; UPLOAD_PART];
         loop {
             let n = file.read(&mut chunk).await.map_err(io)?;
             if n == 0 {
                 break;
             }
-            hasher.update(&chunk[..n]);
-            writer
-                .write_all(&chunk[..n])
-                .await
-                .map_err(|e| self.stream_error(e))?;
+            upload.write(self, &chunk[..n]).await?;
         }
-        writer.shutdown().await.map_err(|e| self.stream_error(e))?;
-        Ok(hasher.finalize().into())
+        self.finish(upload).await
     }
 
     /// An I/O error of a stream into the store.
@@ -260,6 +290,33 @@ impl Archive {
             store: "archive",
             source: Box::new(error),
         })
+    }
+}
+
+/// An archived copy being written (see [`Archive::begin`]).
+pub struct Upload {
+    writer: object_store::buffered::BufWriter,
+    hasher: Sha256,
+    id: u32,
+}
+
+impl std::fmt::Debug for Upload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upload")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Upload {
+    /// Appends `bytes` to the copy.
+    pub async fn write(&mut self, archive: &Archive, bytes: &[u8]) -> Result<(), ArchiveError> {
+        use tokio::io::AsyncWriteExt as _;
+        self.hasher.update(bytes);
+        self.writer
+            .write_all(bytes)
+            .await
+            .map_err(|e| archive.stream_error(e))
     }
 }
 

@@ -71,10 +71,10 @@ enum LedgerCommand {
     Verify {
         #[command(flatten)]
         store: StoreArgs,
-        /// The archive retention moved the oldest segments to (a directory
-        /// or `file:///dir`): the archived segments and the local log are
-        /// verified as one log from genesis, and the checkpoint's states
-        /// replayed from it.
+        /// The archive retention moved the oldest segments (a PostgreSQL
+        /// ledger: partitions) to (a directory or `file:///dir`): the
+        /// archived ones and the local log are verified as one log from
+        /// genesis, and the checkpoint's states replayed from it.
         #[arg(long, value_name = "URL")]
         archive: Option<String>,
     },
@@ -330,12 +330,12 @@ fn verify(
             return verify_archived(pack, dir, &archive);
         }
         (Location::Dir(dir), None) => verify_report(pack, dir),
-        (Location::Database(_), Some(_)) => {
-            return Err(Failure::rejected(
-                "--archive is for a file ledger's archived segments".to_owned(),
-            ));
+        (Location::Database(url), Some(archive)) => {
+            let archive = crate::archive::Archive::open(archive)
+                .map_err(|e| Failure::rejected(error_chain(&e)))?;
+            verify_database_report(pack, url, Some(&archive))
         }
-        (Location::Database(url), None) => verify_database_report(pack, url),
+        (Location::Database(url), None) => verify_database_report(pack, url, None),
     }
     .map_err(|e| ledger_failure(&e))?;
     emit(&text)?;
@@ -408,19 +408,56 @@ fn verify_archived(
 pub fn verify_database_report(
     pack: &'static dyn PolicyPack,
     url: &str,
+    archive: Option<&crate::archive::Archive>,
 ) -> Result<(String, bool), LedgerError> {
     let ledger = PgLedger::open_read_only(url)?;
+    let anchor = ledger.anchor()?;
+    let fetcher = || {
+        archive
+            .map(crate::archive::Archive::fetcher)
+            .transpose()
+            .map_err(|e| LedgerError::Io {
+                path: PathBuf::from("archive"),
+                source: std::io::Error::other(error_chain(&e)),
+            })
+    };
+    let (mut scan_fetch, mut verify_fetch, mut states_fetch) = (fetcher()?, fetcher()?, fetcher()?);
+    // From genesis: the archived partitions (when given) and the local log.
+    let scan = |fetch: &mut Option<_>,
+                visit: &mut dyn FnMut(&Record) -> Result<(), LedgerError>| {
+        match fetch {
+            Some(fetch) => ledger.scan_with_archive(fetch, visit),
+            None => ledger.scan(visit),
+        }
+    };
+    // After retention without the archive: the chains verify from the
+    // anchor's heads, states cannot be replayed.
+    let replayable = anchor.is_none() || archive.is_some();
     let (mut text, mut ok) = verify_text(
         pack,
-        ledger.stored()?,
-        |visit| ledger.scan(visit),
-        |options| ledger.verify_with(options),
+        if replayable { ledger.stored()? } else { None },
+        |visit| scan(&mut scan_fetch, visit),
+        |options| match &mut verify_fetch {
+            Some(fetch) => ledger.verify_with_archive(options, fetch),
+            None => ledger.verify_with(options),
+        },
     )?;
+    if let Some(anchor) = anchor.as_ref().filter(|_| !replayable) {
+        text.push_str(&format!(
+            "note: partitions before {} ({} receipts) are archived: chains verified from the anchor's heads, checkpoint and tenant states not replayed (give --archive URL to verify from genesis)\n",
+            anchor.partition, anchor.records
+        ));
+    }
     // The states replicas stored beside the heads, against what each
     // tenant's receipts replay to (only where the chains hold).
-    let states = ledger.stored_states()?;
+    let states = if replayable {
+        ledger.stored_states()?
+    } else {
+        Default::default()
+    };
     if ok && !states.is_empty() {
-        let judged = crate::registry::replay_states(pack, &states, |visit| ledger.scan(visit));
+        let judged =
+            crate::registry::replay_states(pack, &states, |visit| scan(&mut states_fetch, visit));
         let problem = match judged {
             Ok(Ok(())) => None,
             Ok(Err(mismatch)) => Some(mismatch.to_string()),

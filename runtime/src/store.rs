@@ -66,6 +66,17 @@ impl Location {
         writers: Writers,
         warn: &mut dyn FnMut(String),
     ) -> Result<Arc<dyn Ledger>, LedgerError> {
+        self.open_with(writers, crate::pg::DEFAULT_PARTITION_RECEIPTS, warn)
+    }
+
+    /// [`Location::open`], a database's receipts table partitioned every
+    /// `partition_receipts` positions.
+    pub fn open_with(
+        &self,
+        writers: Writers,
+        partition_receipts: u64,
+        warn: &mut dyn FnMut(String),
+    ) -> Result<Arc<dyn Ledger>, LedgerError> {
         Ok(match self {
             Location::Dir(dir) => {
                 let ledger = FileLedger::open(dir, FileOptions::default())?;
@@ -84,12 +95,16 @@ impl Location {
                 }
                 Arc::new(ledger)
             }
-            Location::Database(url) => match writers {
-                Writers::Exclusive => Arc::new(PgLedger::open(url, PgOptions::default())?),
-                Writers::Shared => {
-                    Arc::new(SharedPgLedger::open(url, PgOptions::default().max_batch)?)
+            Location::Database(url) => {
+                let options = PgOptions {
+                    partition_receipts,
+                    ..PgOptions::default()
+                };
+                match writers {
+                    Writers::Exclusive => Arc::new(PgLedger::open(url, options)?),
+                    Writers::Shared => Arc::new(SharedPgLedger::open(url, options)?),
                 }
-            },
+            }
         })
     }
 }

@@ -58,14 +58,7 @@ pub fn scan_with_archive(
                 offset: 0,
                 reason: "archived segment missing from the archive".to_owned(),
             })?;
-            let tail = segment::walk(&bytes, 0, false, |_, frame| visit(&frame.record()))?;
-            if let segment::Tail::Damaged { offset, reason, .. } = tail {
-                return Err(LedgerError::Corrupt {
-                    path: dir.join(&name),
-                    offset: offset as u64,
-                    reason: format!("archived copy: {reason}"),
-                });
-            }
+            visit_archived(&dir.join(&name).to_string_lossy(), &bytes, visit)?;
         }
         // Leftovers of an interrupted cut are not visited twice.
         let ids: Vec<u32> = list_segments(dir)?
@@ -121,46 +114,91 @@ fn verify_archived(
             );
             return Ok(false);
         };
-        let tail = segment::walk(&bytes, 0, false, |_, frame| {
-            verifier.feed_parts(frame.tenant, frame.seq, &frame.hash, frame.bytes);
-            records += 1;
-            Ok::<(), LedgerError>(())
-        })?;
-        if let segment::Tail::Damaged { offset, reason, .. } = tail {
-            let (tenant, seq) = claimed(&bytes[offset..]);
-            verifier.bad(
-                tenant,
-                seq,
-                format!("archived segment `{name}` at offset `{offset}`: {reason}"),
-            );
-            return Ok(false);
-        }
-        if verifier.has_bad() {
-            return Ok(false);
+        match feed_archived(verifier, &name, &bytes) {
+            Some(fed) if !verifier.has_bad() => records += fed,
+            _ => return Ok(false),
         }
     }
-    if records != anchor.records {
+    Ok(ends_at_anchor(
+        verifier,
+        records,
+        anchor.records,
+        &anchor.heads,
+    ))
+}
+
+/// Whether an archive whose `records` receipts were fed to `verifier` ends
+/// exactly where an anchor (`anchor_records` receipts, `heads`) says the
+/// local log starts; reported in `verifier` when not.
+pub fn ends_at_anchor(
+    verifier: &mut Verifier,
+    records: u64,
+    anchor_records: u64,
+    heads: &std::collections::BTreeMap<TenantId, super::Head>,
+) -> bool {
+    if records != anchor_records {
         verifier.bad(
             String::new(),
             0,
             format!(
-                "the archive holds {records} receipts before the anchor, which counts {}",
-                anchor.records
+                "the archive holds {records} receipts before the anchor, which counts {anchor_records}"
             ),
         );
-        return Ok(false);
+        return false;
     }
-    for (tenant, head) in &anchor.heads {
+    for (tenant, head) in heads {
         if verifier.head(tenant.as_str()) != Some(*head) {
             verifier.bad(
                 tenant.to_string(),
                 head.seq,
                 "the archive does not end at this tenant's head in the anchor".to_owned(),
             );
-            return Ok(false);
+            return false;
         }
     }
-    Ok(true)
+    true
+}
+
+/// Feeds the receipts of the archived segment `bytes` (named `name` in
+/// reports) to `verifier`; returns how many, or `None` when a frame is
+/// damaged (reported in `verifier`).
+pub fn feed_archived(verifier: &mut Verifier, name: &str, bytes: &[u8]) -> Option<u64> {
+    let mut records = 0u64;
+    let tail = segment::walk(bytes, 0, false, |_, frame| {
+        verifier.feed_parts(frame.tenant, frame.seq, &frame.hash, frame.bytes);
+        records += 1;
+        Ok::<(), std::convert::Infallible>(())
+    });
+    match tail {
+        Ok(segment::Tail::Damaged { offset, reason, .. }) => {
+            let (tenant, seq) = claimed(&bytes[offset..]);
+            verifier.bad(
+                tenant,
+                seq,
+                format!("archived segment `{name}` at offset `{offset}`: {reason}"),
+            );
+            None
+        }
+        _ => Some(records),
+    }
+}
+
+/// Visits the receipts of the archived segment `bytes` (named `name` in
+/// errors) in order; a damaged frame is an error.
+pub fn visit_archived(
+    name: &str,
+    bytes: &[u8],
+    visit: &mut dyn FnMut(&Record) -> Result<(), LedgerError>,
+) -> Result<(), LedgerError> {
+    let tail = segment::walk(bytes, 0, false, |_, frame| visit(&frame.record()))?;
+    if let segment::Tail::Damaged { offset, reason, .. } = tail {
+        return Err(LedgerError::Corrupt {
+            path: std::path::PathBuf::from(name),
+            offset: offset as u64,
+            reason: format!("archived copy: {reason}"),
+        });
+    }
+    Ok(())
 }
 
 fn verify_from(

@@ -38,7 +38,7 @@ mod segment;
 mod verify;
 
 pub use durability::{Progress, Retaken, SyncPoint, Ticket, Verdict, poisoned};
-pub use segment::MAX_RECORD;
+pub use segment::{MAX_RECORD, encode_frame};
 pub use verify::Verifier;
 
 /// A SHA-256 digest.

@@ -80,6 +80,15 @@ pub(crate) fn encode_header(
     (header, used)
 }
 
+/// Appends to `out` the frame of a receipt: the bytes a segment holds for
+/// it (how a PostgreSQL ledger's archived partitions are written, so that
+/// every archive reads the same way).
+pub fn encode_frame(out: &mut Vec<u8>, tenant: &TenantId, seq: u64, hash: &Hash, bytes: &[u8]) {
+    let (header, used) = encode_header(tenant, seq, hash, bytes);
+    out.extend_from_slice(&header[..used]);
+    out.extend_from_slice(bytes);
+}
+
 /// The fields of a frame header as they stand, unchecked.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Header<'a> {

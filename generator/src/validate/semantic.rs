@@ -161,7 +161,7 @@ pub enum Violation {
     },
     /// `retain` with the PostgreSQL ledger.
     #[error(
-        "`retain` archives the file ledger's segments; with the `postgres` ledger keep the receipts in the database (its retention is not built yet), so remove `retain` or use `ledger` `file` with one replica"
+        "`retain` in the manifest archives the file ledger's segments to a pod volume; replicas on the `postgres` ledger share no volume, so the generated Deployment cannot archive yet: remove `retain` and run the replicas with `--retain` and an `--archive` every replica reaches (docs/operations.md, \"Retention of a PostgreSQL ledger\"), or use `ledger` `file` with one replica"
     )]
     RetainWithPostgres,
     /// A signal's `min` exceeds its `max`.

@@ -125,17 +125,24 @@ pub struct ServeArgs {
     /// `governor_ledger_verify_failures_total`, which an alert watches.
     #[arg(long, value_name = "SECONDS", default_value_t = 0)]
     pub verify_every: u64,
-    /// Keep this much of the file ledger locally: an age (`7d`, `12h`) or a
-    /// size (`20GiB`). Older closed segments are copied to `--archive`,
-    /// the copy checked, then removed here. Needs `--archive`.
+    /// Keep this much of the ledger locally: an age (`7d`, `12h`) or a size
+    /// (`20GiB`). Older closed segments (a PostgreSQL ledger: full
+    /// partitions) are copied to `--archive`, the copy checked, then
+    /// removed here. Needs `--archive`.
     #[arg(long, value_name = "AGE|SIZE", requires = "archive")]
     pub retain: Option<crate::archive::Retain>,
-    /// Where retention archives segments: a directory or `file:///dir`.
+    /// Where retention archives segments or partitions: a directory or `file:///dir`.
     #[arg(long, value_name = "URL", requires = "retain")]
     pub archive: Option<String>,
     /// How often retention looks for segments to archive, in seconds.
     #[arg(long, value_name = "S", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     pub archive_every: u64,
+    /// A PostgreSQL ledger's receipts per partition of its receipts table,
+    /// the unit retention archives and drops (about 600 MB of calm signal
+    /// receipts at the default).
+    #[arg(long, value_name = "N", default_value_t = crate::pg::DEFAULT_PARTITION_RECEIPTS,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub partition_receipts: u64,
     /// How long event ids (Pub/Sub `messageId`, signal and marketplace
     /// `id`) are remembered to drop redeliveries, in seconds of the server's
     /// clock; at least twice the marketplace signature tolerance (600).
@@ -349,13 +356,8 @@ pub async fn configure(
     if args.actions == ActionsMode::Live {
         problems.extend(preflight::actions(sku, env));
     }
-    match args.store.location() {
-        Err(why) => problems.push(Problem::new("ledger", why)),
-        Ok(Location::Database(_)) if args.retain.is_some() => problems.push(Problem::new(
-            "ledger",
-            "--retain and --archive need a file ledger (`--ledger DIR`); a PostgreSQL ledger's retention is the database's",
-        )),
-        Ok(_) => {}
+    if let Err(why) = args.store.location() {
+        problems.push(Problem::new("ledger", why));
     }
     match auth {
         Some(auth) if problems.is_empty() => Ok(auth),
@@ -453,23 +455,18 @@ pub fn run_until(
     }
     let location = args.store.location().map_err(ServeError::Store)?;
     let ledger = location
-        .open(crate::store::Writers::Shared, &mut |warning| {
-            tracing::warn!("{warning}")
-        })
+        .open_with(
+            crate::store::Writers::Shared,
+            args.partition_receipts,
+            &mut |warning| tracing::warn!("{warning}"),
+        )
         .map_err(ServeError::Ledger)?;
     tracing::info!(ledger = %location.display(), "ledger open");
     let archive = match (&args.retain, &args.archive) {
         (Some(retain), Some(url)) => {
-            // Checked by `configure` from the flags; this is the ledger itself.
-            if ledger.as_file().is_none() {
-                return Err(ServeError::Store(
-                    "--retain and --archive need a file ledger (`--ledger DIR`); a PostgreSQL ledger's retention is the database's"
-                        .to_owned(),
-                ));
-            }
             let archive = crate::archive::Archive::open(url)
                 .map_err(|e| ServeError::Store(error_chain(&e)))?;
-            tracing::info!(archive = %url, retain = ?retain, "retention on: old segments are archived, then removed");
+            tracing::info!(archive = %url, retain = ?retain, "retention on: old segments or partitions are archived, then removed");
             Some((archive, *retain))
         }
         _ => None,
@@ -581,18 +578,37 @@ pub fn run_until(
                 stop_checkpoints.subscribe(),
             ))
         });
-        let archiver = match archive {
-            Some((archive, retain)) => Some(
+        let archive_every = Duration::from_secs(args.archive_every);
+        let archiver = match (archive, &location) {
+            (Some((archive, retain)), Location::Database(url)) => {
+                // Replicas: each tenant's state is in its head row.
+                let retention = crate::pg::retention::PgRetention::new(
+                    url,
+                    archive,
+                    retain,
+                    crate::pg::retention::Recovery::TenantStates,
+                )
+                .map_err(|e| ServeError::Store(error_chain(&e)))?;
+                Some(
+                    crate::pg::retention::spawn(
+                        retention,
+                        archive_every,
+                        stop_checkpoints.subscribe(),
+                    )
+                    .map_err(io("starting the archiver thread".to_owned()))?,
+                )
+            }
+            (Some((archive, retain)), Location::Dir(_)) => Some(
                 crate::archive::spawn(
                     Arc::clone(registry.ledger()),
                     archive,
                     retain,
-                    Duration::from_secs(args.archive_every),
+                    archive_every,
                     stop_checkpoints.subscribe(),
                 )
                 .map_err(io("starting the archiver thread".to_owned()))?,
             ),
-            None => None,
+            (None, _) => None,
         };
         let draining = state.clone();
         super::serve(listener, state, async move {

@@ -57,9 +57,10 @@ pub enum CopyError {
     /// The source and the destination are one ledger.
     #[error("`{0}` is both the source and the destination")]
     SameLedger(String),
-    /// The source's oldest segments are archived: only its local tail is here.
+    /// The source's oldest segments (or partitions) are archived: only its
+    /// local tail is here.
     #[error(
-        "`{0}` holds only the receipts after its archived segments (it has an ANCHOR): copy a ledger whose whole history is local"
+        "`{0}` holds only the receipts after its archived segments or partitions (it has an anchor): copy a ledger whose whole history is local"
     )]
     Archived(String),
     /// Stopped after writing to the destination.
@@ -98,6 +99,9 @@ pub fn copy(from: &Location, to: &Location) -> Result<Copied, CopyError> {
         Location::Dir(dir) => Source::Dir(dir),
         Location::Database(url) => {
             let ledger = PgLedger::open_read_only(url)?;
+            if ledger.anchor()?.is_some() {
+                return Err(CopyError::Archived(from.display()));
+            }
             if let Some(bad) = ledger.verify()?.first_bad {
                 return Err(CopyError::Tampered {
                     tenant: bad.tenant,

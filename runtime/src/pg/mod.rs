@@ -33,17 +33,23 @@ use std::thread::JoinHandle;
 use postgres::fallible_iterator::FallibleIterator as _;
 use postgres::{Client, Config, NoTls, Row};
 
+use crate::ledger::inspect::Archived;
 use crate::ledger::{
     Appended, Entry, Hash, Head, Ledger, LedgerError, Mark, Progress, Record, Recovered,
     StoredCheckpoint, SyncPoint, Ticket, Verifier, VerifyOptions, VerifyReport, chain_hash,
     check_extends, check_mark,
 };
 use crate::tenant::TenantId;
+use sha2::Digest as _;
 
 pub mod copy;
+mod partitions;
+pub mod retention;
 mod schema;
 pub mod shared;
 mod writer;
+
+pub use partitions::{Anchor, DEFAULT_PARTITION_RECEIPTS, Partition};
 
 /// Advisory-lock namespace of the writer lock (the other key is the schema's oid).
 const WRITER_LOCK_SPACE: i32 = 0x6767_656e; // "ggen"
@@ -56,11 +62,17 @@ const WRITER_LOCK_GRACE: std::time::Duration = std::time::Duration::from_secs(2)
 pub struct PgOptions {
     /// Most receipts committed in one statement.
     pub max_batch: usize,
+    /// Positions per partition of the receipts table (what retention
+    /// archives and drops at a time).
+    pub partition_receipts: u64,
 }
 
 impl Default for PgOptions {
     fn default() -> Self {
-        PgOptions { max_batch: 4096 }
+        PgOptions {
+            max_batch: 4096,
+            partition_receipts: DEFAULT_PARTITION_RECEIPTS,
+        }
     }
 }
 
@@ -321,6 +333,13 @@ impl PgLedger {
         }
         let (heads, records) = load_heads(&mut reader, &target)?;
         check_checkpoint_end(&mut reader, &target, records)?;
+        check_anchor_covered(&mut reader, &target)?;
+        let partition_end = partitions::ensure(
+            &mut writer_client,
+            records + options.partition_receipts,
+            options.partition_receipts,
+        )
+        .map_err(database(&target, "making the receipts' next partition"))?;
         let shared = Shared::new(
             target,
             State {
@@ -333,7 +352,8 @@ impl PgLedger {
             Arc::clone(&shared),
             url.to_owned(),
             writer_client,
-            options.max_batch,
+            options,
+            partition_end,
         )
         .map_err(|source| LedgerError::Io {
             path: PathBuf::from(&shared.target),
@@ -534,7 +554,8 @@ impl PgLedger {
                 &[&position(records)],
             )
             .map_err(self.err("reading the heads at the checkpoint"))?;
-        rows.into_iter()
+        let mut heads = rows
+            .into_iter()
             .map(|row| {
                 let r = row_record(&row, 0, false).map_err(|reason| self.bad_row(reason))?;
                 Ok((
@@ -545,7 +566,26 @@ impl PgLedger {
                     },
                 ))
             })
-            .collect()
+            .collect::<Result<BTreeMap<_, _>, LedgerError>>()?;
+        // A chain with no local receipt up to the mark ends in the archive.
+        if let Some(anchor) = partitions::read_anchor(client, &self.shared.target)?
+            && anchor.records <= records
+        {
+            for (tenant, head) in anchor.heads {
+                heads.entry(tenant).or_insert(head);
+            }
+        }
+        Ok(heads)
+    }
+
+    /// Where the local log starts, if partitions were archived.
+    pub fn anchor(&self) -> Result<Option<Anchor>, LedgerError> {
+        partitions::read_anchor(&mut *self.reader()?, &self.shared.target)
+    }
+
+    /// Every partition of the receipts, archived ones included, in order.
+    pub fn partitions(&self) -> Result<Vec<Partition>, LedgerError> {
+        partitions::list(&mut *self.reader()?, &self.shared.target)
     }
 
     /// Streams the receipts after `after` (a position) in append order.
@@ -568,6 +608,254 @@ impl PgLedger {
             visit(at, r)?;
         }
         Ok(())
+    }
+}
+
+impl PgLedger {
+    /// `ledger verify --archive`: the archived partitions (`archived`
+    /// fetches each by id) and the local log as one log from genesis.
+    pub fn verify_with_archive(
+        &self,
+        options: &VerifyOptions<'_>,
+        archived: &mut Archived<'_>,
+    ) -> Result<VerifyReport, LedgerError> {
+        self.verify_from(options, Some(archived))
+    }
+
+    /// Every receipt from genesis: the archived partitions' (fetched by
+    /// `archived`; a missing one is an error), then the local log's.
+    pub fn scan_with_archive(
+        &self,
+        archived: &mut Archived<'_>,
+        visit: &mut dyn FnMut(&Record) -> Result<(), LedgerError>,
+    ) -> Result<(), LedgerError> {
+        self.flush()?;
+        let Some(anchor) = self.anchor()? else {
+            return self.checked_stream(0, Verifier::new(), visit);
+        };
+        for partition in self.partitions()? {
+            if partition.id >= anchor.partition {
+                break;
+            }
+            let name = partitions::object_name(partition.id);
+            let id = u32::try_from(partition.id).unwrap_or_default();
+            let bytes = archived(id)?.ok_or_else(|| {
+                altered(
+                    &self.shared.target,
+                    format!("archived partition `{name}` is missing from the archive"),
+                )
+            })?;
+            crate::ledger::inspect::visit_archived(&name, &bytes, visit)?;
+        }
+        self.checked_stream(anchor.records, Verifier::starting_at(&anchor.heads), visit)
+    }
+
+    fn verify_from(
+        &self,
+        options: &VerifyOptions<'_>,
+        archived: Option<&mut Archived<'_>>,
+    ) -> Result<VerifyReport, LedgerError> {
+        self.flush()?;
+        // One snapshot for the checkpoint, the receipts and the heads, so
+        // writers committing meanwhile (replicas beside `ledger verify`)
+        // cannot make a head look newer than its chain.
+        let mut connection = self.long_reader()?;
+        let mut client = connection
+            .build_transaction()
+            .isolation_level(postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .map_err(self.err("starting a consistent read"))?;
+        let checkpoint = self
+            .stored_checkpoint(&mut client)?
+            .map(|(records, blob)| (records, Arc::<[u8]>::from(blob)));
+        // After retention the local log starts at the anchor: its chains
+        // continue from the anchor's heads, or from the archived
+        // partitions, verified first, when they are given.
+        let anchor = partitions::read_anchor(&mut client, &self.shared.target)?;
+        let (mut verifier, before) = match (&anchor, archived) {
+            (Some(anchor), Some(archived)) => {
+                let mut verifier = Verifier::new();
+                if !self.verify_archived(&mut client, &mut verifier, anchor, archived)? {
+                    return Ok(verifier.report());
+                }
+                (verifier, 0)
+            }
+            (Some(anchor), None) => (Verifier::starting_at(&anchor.heads), anchor.records),
+            (None, _) => (Verifier::new(), 0),
+        };
+        let judge_at_mark = |verifier: &mut Verifier| {
+            if let Some((records, blob)) = &checkpoint
+                && before + verifier.receipts() == *records
+            {
+                verifier.at_mark(options, *records, blob);
+            }
+        };
+        judge_at_mark(&mut verifier);
+        // Each chain's last receipt as streamed: (seq, hash, position; `None`
+        // for a chain ending in the archive).
+        let mut last: HashMap<TenantId, (u64, Hash, Option<u64>)> = anchor
+            .iter()
+            .flat_map(|a| &a.heads)
+            .map(|(tenant, head)| (tenant.clone(), (head.seq, head.hash, None)))
+            .collect();
+        let archived_records = anchor.as_ref().map_or(0, |a| a.records);
+        self.stream(&mut client, archived_records, &mut |at, record| {
+            if options.cancelled() {
+                return Err(LedgerError::Cancelled {
+                    visited: verifier.receipts(),
+                });
+            }
+            // A deleted row leaves a gap in the positions.
+            let expected = before + verifier.receipts() + 1;
+            if at != expected {
+                verifier.bad(
+                    record.tenant.to_string(),
+                    record.seq,
+                    format!(
+                        "receipts at positions {expected} to {} are missing",
+                        at.saturating_sub(1)
+                    ),
+                );
+            }
+            verifier.feed(&record);
+            judge_at_mark(&mut verifier);
+            last.insert(record.tenant.clone(), (record.seq, record.hash, Some(at)));
+            Ok(())
+        })?;
+        if let Some((records, _)) = &checkpoint
+            && *records > before + verifier.receipts()
+        {
+            verifier.bad(
+                String::new(),
+                0,
+                format!(
+                    "the checkpoint at {records} receipts points past the end of the log ({}): receipts were deleted",
+                    before + verifier.receipts()
+                ),
+            );
+        }
+        // A chain whose last receipts were deleted still links: the head
+        // rows name them. Both ways: every chain has its head, every head
+        // its chain.
+        if !verifier.has_bad() {
+            let rows = client
+                .query("SELECT tenant, seq, hash, position FROM ggen_heads", &[])
+                .map_err(self.err("checking the chain heads"))?;
+            let mut headless: std::collections::BTreeSet<&TenantId> = last.keys().collect();
+            for row in &rows {
+                let head = row_record(row, 0, false).and_then(|r| Ok((r, row_position(row, 3)?)));
+                let (tenant, seq, why) = match head {
+                    Err(why) => (String::new(), 0, why),
+                    Ok((r, at)) => {
+                        headless.remove(&r.tenant);
+                        match last.get(&r.tenant) {
+                            Some(&(seq, hash, Some(pos))) if (seq, hash, pos) == (r.seq, r.hash, at) => continue,
+                            Some(&(seq, hash, None)) if (seq, hash) == (r.seq, r.hash) && at <= archived_records => continue,
+                            Some(_) => (r.tenant.to_string(), r.seq, "the recorded head is not the chain's last receipt (receipts were deleted or the head altered)".to_owned()),
+                            None => (r.tenant.to_string(), r.seq, "a head is recorded for a chain with no receipts (they were deleted)".to_owned()),
+                        }
+                    }
+                };
+                verifier.bad(tenant, seq, why);
+                break;
+            }
+            if let Some(tenant) = headless.first() {
+                let seq = last.get(*tenant).map_or(0, |l| l.0);
+                verifier.bad(
+                    tenant.to_string(),
+                    seq,
+                    "the chain has no recorded head (its head row was deleted)".to_owned(),
+                );
+            }
+        }
+        // Last, as for a directory: the first bad only when all else verifies.
+        if copy_in_progress(&mut client, &self.shared.target)? {
+            verifier.bad(
+                String::new(),
+                0,
+                crate::ledger::inspect::INCOMPLETE_COPY.to_owned(),
+            );
+        }
+        Ok(verifier.report())
+    }
+
+    /// Feeds the archived partitions before `anchor` to `verifier`, each
+    /// checked against the digest recorded when it was archived and the
+    /// positions it held; `false` once it found a problem (reported in it).
+    fn verify_archived(
+        &self,
+        client: &mut impl postgres::GenericClient,
+        verifier: &mut Verifier,
+        anchor: &Anchor,
+        archived: &mut Archived<'_>,
+    ) -> Result<bool, LedgerError> {
+        let bad = |verifier: &mut Verifier, why: String| {
+            verifier.bad(String::new(), 0, why);
+            Ok(false)
+        };
+        let mut expected = 1;
+        for partition in partitions::list(client, &self.shared.target)? {
+            if partition.id >= anchor.partition {
+                break;
+            }
+            let name = partitions::object_name(partition.id);
+            let Some(digest) = partition.archived else {
+                return bad(
+                    verifier,
+                    format!(
+                        "partition {} is before the anchor but not recorded as archived",
+                        partition.id
+                    ),
+                );
+            };
+            if partition.first != expected {
+                return bad(
+                    verifier,
+                    format!(
+                        "archived partition {} starts at position {}, not {expected}: the archived partitions do not follow each other",
+                        partition.id, partition.first
+                    ),
+                );
+            }
+            let id = u32::try_from(partition.id).unwrap_or_default();
+            let Some(bytes) = archived(id)? else {
+                return bad(
+                    verifier,
+                    format!("archived partition `{name}` is missing from the archive"),
+                );
+            };
+            if <[u8; 32]>::from(sha2::Sha256::digest(&bytes)) != digest {
+                return bad(
+                    verifier,
+                    format!(
+                        "archived partition `{name}` is not the copy recorded when it was archived (its SHA-256 differs)"
+                    ),
+                );
+            }
+            match crate::ledger::inspect::feed_archived(verifier, &name, &bytes) {
+                Some(n) if !verifier.has_bad() && n == partition.next - partition.first => {}
+                Some(n) if !verifier.has_bad() => {
+                    return bad(
+                        verifier,
+                        format!(
+                            "archived partition `{name}` holds {n} receipts, not the {} of positions {} to {}",
+                            partition.next - partition.first,
+                            partition.first,
+                            partition.next - 1
+                        ),
+                    );
+                }
+                _ => return Ok(false),
+            }
+            expected = partition.next;
+        }
+        Ok(crate::ledger::inspect::ends_at_anchor(
+            verifier,
+            expected - 1,
+            anchor.records,
+            &anchor.heads,
+        ))
     }
 }
 
@@ -689,7 +977,36 @@ fn log_end(client: &mut Client, target: &str) -> Result<u64, LedgerError> {
         .query_one("SELECT coalesce(max(position), 0) FROM ggen_receipts", &[])
         .map_err(database(target, "reading the end of the log"))?;
     let end: i64 = column(&row, 0).map_err(|why| altered(target, why))?;
-    Ok(u64::try_from(end).unwrap_or(0))
+    // Every local receipt may be archived (a log ending where a partition does).
+    let archived = partitions::read_anchor(client, target)?.map_or(0, |a| a.records);
+    Ok(u64::try_from(end).unwrap_or(0).max(archived))
+}
+
+/// Refuses, for a single writer, a ledger whose archived receipts its
+/// checkpoint does not cover (replicas archived them: each tenant's state
+/// is in its head row, which only replicas read).
+fn check_anchor_covered(client: &mut Client, target: &str) -> Result<(), LedgerError> {
+    let Some(anchor) = partitions::read_anchor(client, target)? else {
+        return Ok(());
+    };
+    let row = client
+        .query_opt("SELECT records FROM ggen_checkpoint", &[])
+        .map_err(database(target, "reading the checkpoint"))?;
+    let covered: i64 = match row {
+        Some(row) => column(&row, 0).map_err(|why| altered(target, why))?,
+        None => 0,
+    };
+    if u64::try_from(covered).unwrap_or(0) >= anchor.records {
+        return Ok(());
+    }
+    Err(LedgerError::Database {
+        target: target.to_owned(),
+        what: format!(
+            "the first {} receipts were archived, but the checkpoint covers only {covered}: replicas archived them (their tenants' states are in the head rows): serve this ledger with replicas (`deploy.replicas` above 1), not a single writer",
+            anchor.records
+        ),
+        source: None,
+    })
 }
 
 /// Why a writer refuses tables someone altered.
@@ -732,12 +1049,16 @@ fn load_heads(
     let rows = client
         .query(
             "SELECT h.tenant, h.seq, h.hash,
-                    r.hash IS NOT DISTINCT FROM h.hash
-                    AND r.position IS NOT DISTINCT FROM h.position
+                    (r.hash IS NOT DISTINCT FROM h.hash
+                     AND r.position IS NOT DISTINCT FROM h.position
+                     -- or its chain ends in an archived partition
+                     OR r.position IS NULL AND a.seq = h.seq AND a.hash = h.hash
+                        AND h.position <= (SELECT records FROM ggen_anchor))
                     AND NOT EXISTS (SELECT 1 FROM ggen_receipts n
                                     WHERE n.tenant = h.tenant AND n.seq = h.seq + 1)
              FROM ggen_heads h
-             LEFT JOIN ggen_receipts r ON r.tenant = h.tenant AND r.seq = h.seq",
+             LEFT JOIN ggen_receipts r ON r.tenant = h.tenant AND r.seq = h.seq
+             LEFT JOIN ggen_anchor_heads a ON a.tenant = h.tenant",
             &[],
         )
         .map_err(database(target, "reading the chain heads"))?;
@@ -917,112 +1238,17 @@ impl Ledger for PgLedger {
         visit: &mut dyn FnMut(&Record) -> Result<(), LedgerError>,
     ) -> Result<(), LedgerError> {
         self.flush()?;
-        self.checked_stream(0, Verifier::new(), visit)
+        match self.anchor()? {
+            // Archived receipts are `ledger verify --archive`'s.
+            Some(anchor) => {
+                self.checked_stream(anchor.records, Verifier::starting_at(&anchor.heads), visit)
+            }
+            None => self.checked_stream(0, Verifier::new(), visit),
+        }
     }
 
     fn verify_with(&self, options: &VerifyOptions<'_>) -> Result<VerifyReport, LedgerError> {
-        self.flush()?;
-        // One snapshot for the checkpoint, the receipts and the heads, so
-        // writers committing meanwhile (replicas beside `ledger verify`)
-        // cannot make a head look newer than its chain.
-        let mut connection = self.long_reader()?;
-        let mut client = connection
-            .build_transaction()
-            .isolation_level(postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .map_err(self.err("starting a consistent read"))?;
-        let checkpoint = self
-            .stored_checkpoint(&mut client)?
-            .map(|(records, blob)| (records, Arc::<[u8]>::from(blob)));
-        let mut verifier = Verifier::new();
-        let judge_at_mark = |verifier: &mut Verifier| {
-            if let Some((records, blob)) = &checkpoint
-                && verifier.receipts() == *records
-            {
-                verifier.at_mark(options, *records, blob);
-            }
-        };
-        judge_at_mark(&mut verifier);
-        // Each chain's last receipt as streamed: (seq, hash, position).
-        let mut last: HashMap<TenantId, (u64, Hash, u64)> = HashMap::new();
-        self.stream(&mut client, 0, &mut |at, record| {
-            if options.cancelled() {
-                return Err(LedgerError::Cancelled {
-                    visited: verifier.receipts(),
-                });
-            }
-            // A deleted row leaves a gap in the positions.
-            let expected = verifier.receipts() + 1;
-            if at != expected {
-                verifier.bad(
-                    record.tenant.to_string(),
-                    record.seq,
-                    format!(
-                        "receipts at positions {expected} to {} are missing",
-                        at.saturating_sub(1)
-                    ),
-                );
-            }
-            verifier.feed(&record);
-            judge_at_mark(&mut verifier);
-            last.insert(record.tenant.clone(), (record.seq, record.hash, at));
-            Ok(())
-        })?;
-        if let Some((records, _)) = &checkpoint
-            && *records > verifier.receipts()
-        {
-            verifier.bad(
-                String::new(),
-                0,
-                format!(
-                    "the checkpoint at {records} receipts points past the end of the log ({}): receipts were deleted",
-                    verifier.receipts()
-                ),
-            );
-        }
-        // A chain whose last receipts were deleted still links: the head
-        // rows name them. Both ways: every chain has its head, every head
-        // its chain.
-        if !verifier.has_bad() {
-            let rows = client
-                .query("SELECT tenant, seq, hash, position FROM ggen_heads", &[])
-                .map_err(self.err("checking the chain heads"))?;
-            let mut headless: std::collections::BTreeSet<&TenantId> = last.keys().collect();
-            for row in &rows {
-                let head = row_record(row, 0, false).and_then(|r| Ok((r, row_position(row, 3)?)));
-                let (tenant, seq, why) = match head {
-                    Err(why) => (String::new(), 0, why),
-                    Ok((r, at)) => {
-                        headless.remove(&r.tenant);
-                        match last.get(&r.tenant) {
-                            Some(&(seq, hash, pos)) if (seq, hash, pos) == (r.seq, r.hash, at) => continue,
-                            Some(_) => (r.tenant.to_string(), r.seq, "the recorded head is not the chain's last receipt (receipts were deleted or the head altered)".to_owned()),
-                            None => (r.tenant.to_string(), r.seq, "a head is recorded for a chain with no receipts (they were deleted)".to_owned()),
-                        }
-                    }
-                };
-                verifier.bad(tenant, seq, why);
-                break;
-            }
-            if let Some(tenant) = headless.first() {
-                let seq = last.get(*tenant).map_or(0, |l| l.0);
-                verifier.bad(
-                    tenant.to_string(),
-                    seq,
-                    "the chain has no recorded head (its head row was deleted)".to_owned(),
-                );
-            }
-        }
-        // Last, as for a directory: the first bad only when all else verifies.
-        if copy_in_progress(&mut client, &self.shared.target)? {
-            verifier.bad(
-                String::new(),
-                0,
-                crate::ledger::inspect::INCOMPLETE_COPY.to_owned(),
-            );
-        }
-        Ok(verifier.report())
+        self.verify_from(options, None)
     }
 
     fn flush(&self) -> Result<(), LedgerError> {

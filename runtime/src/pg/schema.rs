@@ -89,6 +89,67 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     INSERT INTO ggen_log (records) SELECT coalesce(max(position), 0) FROM ggen_receipts;
     ",
     ),
+    (
+        4,
+        "receipts in partitions by position, archived ones recorded, the anchor",
+        "
+    -- The receipts become a table partitioned by position ranges (each
+    -- partition a run of the log, as a segment is in a file ledger), so
+    -- retention drops whole partitions instead of deleting rows. The
+    -- receipts so far stay where they are: their table becomes partition 1.
+    ALTER TABLE ggen_receipts RENAME TO ggen_receipts_0000000001;
+    ALTER TABLE ggen_receipts_0000000001
+        RENAME CONSTRAINT ggen_receipts_pkey TO ggen_receipts_0000000001_pkey;
+    ALTER TABLE ggen_receipts_0000000001
+        RENAME CONSTRAINT ggen_receipts_tenant_seq_key TO ggen_receipts_0000000001_tenant_seq_key;
+    CREATE TABLE ggen_receipts (
+        position bigint NOT NULL CHECK (position > 0),
+        tenant   text   NOT NULL,
+        seq      bigint NOT NULL CHECK (seq > 0),
+        hash     bytea  NOT NULL CHECK (length(hash) = 32),
+        bytes    bytea  NOT NULL,
+        PRIMARY KEY (position)
+    ) PARTITION BY RANGE (position);
+    -- Every partition ever made: positions `first` to `next - 1`; `full_since`
+    -- is when a retention round first saw it full, `archived` the SHA-256
+    -- of its archived copy once that copy was verified (the partition is
+    -- then dropped: the row stays, naming the archive's objects in order).
+    CREATE TABLE ggen_partitions (
+        id         integer     PRIMARY KEY CHECK (id > 0),
+        first      bigint      NOT NULL CHECK (first > 0),
+        next       bigint      NOT NULL,
+        full_since timestamptz,
+        archived   bytea       CHECK (length(archived) = 32),
+        CHECK (next > first)
+    );
+    -- Where the local log starts once partitions were archived: the first
+    -- local partition and the receipts before it, and every tenant's head
+    -- there (its last archived receipt), from which the local chains verify.
+    CREATE TABLE ggen_anchor (
+        singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+        partition integer NOT NULL CHECK (partition > 1),
+        records   bigint  NOT NULL CHECK (records > 0)
+    );
+    CREATE TABLE ggen_anchor_heads (
+        tenant text   PRIMARY KEY,
+        seq    bigint NOT NULL CHECK (seq > 0),
+        hash   bytea  NOT NULL CHECK (length(hash) = 32)
+    );
+    DO $$
+    DECLARE last bigint;
+    BEGIN
+        SELECT max(position) INTO last FROM ggen_receipts_0000000001;
+        IF last IS NULL THEN
+            DROP TABLE ggen_receipts_0000000001;
+        ELSE
+            EXECUTE format(
+                'ALTER TABLE ggen_receipts ATTACH PARTITION ggen_receipts_0000000001 FOR VALUES FROM (1) TO (%s)',
+                last + 1);
+            INSERT INTO ggen_partitions (id, first, next) VALUES (1, 1, last + 1);
+        END IF;
+    END $$;
+    ",
+    ),
 ];
 
 /// The newest schema version this build knows.

@@ -36,7 +36,7 @@ use postgres::types::Type;
 use postgres::{Client, GenericClient};
 use sha2::{Digest, Sha256};
 
-use super::{PgLedger, column, connect, database, position};
+use super::{PgLedger, PgOptions, column, connect, database, partitions, position};
 use crate::ledger::{
     Appended, Decision, Entry, GENESIS, Hash, Head, Ledger, LedgerError, LockedTenant, Mark,
     Progress, Record, Recovered, Redecide, Rejection, Retaken, SharedLedger, Stored, SyncPoint,
@@ -71,6 +71,8 @@ const GATHER_STEP: Duration = Duration::from_micros(150);
 const GATHER_FOR: Duration = Duration::from_millis(1);
 /// How often the writer removes event ids past their window.
 const PRUNE_EVERY: Duration = Duration::from_secs(30);
+/// How often the writer makes sure the receipts have a partition ahead.
+const PARTITION_EVERY: Duration = Duration::from_secs(1);
 /// Most expired event ids one pass removes.
 const PRUNE_LIMIT: i64 = 50_000;
 
@@ -311,7 +313,7 @@ impl SharedPgLedger {
     /// Connects, takes the writer lock in shared mode, migrates the schema
     /// (safe when replicas start at once), checks the heads against their
     /// receipts and starts the writer. Loads no tenant.
-    pub fn open(url: &str, max_batch: usize) -> Result<SharedPgLedger, LedgerError> {
+    pub fn open(url: &str, options: PgOptions) -> Result<SharedPgLedger, LedgerError> {
         let target = super::redacted(url);
         let mut client = connect(url, &target)?;
         let oid = super::take_writer_lock(&mut client, &target, super::LockMode::Shared)?;
@@ -324,6 +326,13 @@ impl SharedPgLedger {
             .batch_execute(WRITING_SESSION)
             .map_err(database(&target, "setting up the writer's session"))?;
         let reads = PgLedger::open_read_only(url)?;
+        let records = super::log_end(&mut *reads.reader()?, &target)?;
+        let partition_end = partitions::ensure(
+            &mut client,
+            records + options.partition_receipts,
+            options.partition_receipts,
+        )
+        .map_err(database(&target, "making the receipts' next partition"))?;
         {
             let mut reader = reads.reader()?;
             if super::copy_in_progress(&mut *reader, &target)? {
@@ -360,8 +369,11 @@ impl SharedPgLedger {
             last_batch: 0,
             contended: false,
             pruned: Instant::now(),
+            partition_receipts: options.partition_receipts,
+            partition_end,
+            partitioned: Instant::now(),
         };
-        let max_batch = max_batch.max(1);
+        let max_batch = options.max_batch.max(1);
         let writer = std::thread::Builder::new()
             .name("ledger-pg-shared".to_owned())
             .spawn(move || writer.run(max_batch))
@@ -770,6 +782,12 @@ struct Writer {
     /// Whether the last batch had decisions another replica overtook.
     contended: bool,
     pruned: Instant,
+    /// Positions per partition the writer makes.
+    partition_receipts: u64,
+    /// The first position without a partition, as last known.
+    partition_end: u64,
+    /// When the writer last made sure of a partition ahead.
+    partitioned: Instant,
 }
 
 /// `text` as an SQL string literal (quotes doubled).
@@ -894,6 +912,12 @@ impl Writer {
             if self.pruned.elapsed() >= PRUNE_EVERY {
                 self.prune();
             }
+            if self.partitioned.elapsed() >= PARTITION_EVERY {
+                self.partitioned = Instant::now();
+                if let Err(error) = self.partition_ahead(0) {
+                    tracing::warn!(target = %self.inner.target, error = %crate::report::error_chain(&error), "making the receipts' next partition failed: trying again");
+                }
+            }
             self.last_batch = batch.len();
             if batch.is_empty() {
                 continue;
@@ -952,6 +976,12 @@ impl Writer {
         let mut tries = 1;
         loop {
             match self.commit_once(batch, max_batch) {
+                Err(error) if tries < BATCH_TRIES && partitions::is_past_partitions(&error) => {
+                    // Written past the partitions by replicas faster than
+                    // this one looked ahead: make them, and try again.
+                    self.partition_ahead(receipts_of(batch) * 2)?;
+                    tries += 1;
+                }
                 Err(error) if tries < BATCH_TRIES && retryable(&error) => {
                     tracing::warn!(target = %self.inner.target, error = %crate::report::error_chain(&error), "ledger commit aborted by the server: trying again");
                     tries += 1;
@@ -959,6 +989,21 @@ impl Writer {
                 other => return other,
             }
         }
+    }
+
+    /// Makes sure a partition's worth of positions (and `more`) past the
+    /// log's end has partitions.
+    fn partition_ahead(&mut self, more: usize) -> Result<(), postgres::Error> {
+        let records: i64 = self
+            .client
+            .query_one("SELECT records FROM ggen_log", &[])?
+            .try_get(0)?;
+        let through = u64::try_from(records).unwrap_or(0) + self.partition_receipts + more as u64;
+        if through >= self.partition_end {
+            self.partition_end =
+                partitions::ensure(&mut self.client, through, self.partition_receipts)?;
+        }
+        Ok(())
     }
 
     fn commit_once(

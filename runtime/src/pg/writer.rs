@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 
 use postgres::{Client, Statement};
 
-use super::{Pending, Shared, position};
+use super::{Pending, PgOptions, Shared, partitions, position};
 use crate::ledger::Head;
 use crate::tenant::TenantId;
 
@@ -36,11 +36,12 @@ pub(super) fn spawn(
     shared: Arc<Shared>,
     url: String,
     client: Client,
-    max_batch: usize,
+    options: PgOptions,
+    partition_end: u64,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("ledger-pg-writer".to_owned())
-        .spawn(move || run(&shared, url, client, max_batch.max(1)))
+        .spawn(move || run(&shared, url, client, options, partition_end))
 }
 
 /// The writer's connection and its prepared statement.
@@ -49,9 +50,14 @@ struct Writer<'a> {
     url: String,
     client: Client,
     statement: Statement,
+    /// Positions per partition the writer makes.
+    partition_receipts: u64,
+    /// The first position without a partition, as last known.
+    partition_end: u64,
 }
 
-fn run(shared: &Shared, url: String, mut client: Client, max_batch: usize) {
+fn run(shared: &Shared, url: String, mut client: Client, options: PgOptions, partition_end: u64) {
+    let max_batch = options.max_batch.max(1);
     let statement = match client.prepare(COMMIT) {
         Ok(statement) => statement,
         Err(error) => return fail(shared, &error),
@@ -61,6 +67,8 @@ fn run(shared: &Shared, url: String, mut client: Client, max_batch: usize) {
         url,
         client,
         statement,
+        partition_receipts: options.partition_receipts,
+        partition_end,
     };
     loop {
         let batch = {
@@ -101,8 +109,32 @@ fn run(shared: &Shared, url: String, mut client: Client, max_batch: usize) {
 }
 
 impl Writer<'_> {
-    /// Commits `batch` and its tenants' new heads in one statement.
+    /// Commits `batch` and its tenants' new heads in one statement, after
+    /// making the partitions it needs (a partition ahead, so this is rare;
+    /// and again if another process dropped or never made them).
     fn commit(&mut self, batch: &[Pending]) -> Result<(), postgres::Error> {
+        let last = batch.last().map_or(0, |p| p.position);
+        if last >= self.partition_end {
+            self.partition_end = partitions::ensure(
+                &mut self.client,
+                last + self.partition_receipts,
+                self.partition_receipts,
+            )?;
+        }
+        match self.insert(batch) {
+            Err(error) if partitions::is_past_partitions(&error) => {
+                self.partition_end = partitions::ensure(
+                    &mut self.client,
+                    last + self.partition_receipts,
+                    self.partition_receipts,
+                )?;
+                self.insert(batch)
+            }
+            outcome => outcome,
+        }
+    }
+
+    fn insert(&mut self, batch: &[Pending]) -> Result<(), postgres::Error> {
         let mut heads: HashMap<&TenantId, (Head, u64)> = HashMap::new();
         for p in batch {
             heads.insert(

@@ -18,6 +18,7 @@ mod archive;
 mod checkpoint;
 mod index;
 pub(crate) mod postgres;
+mod postgres_retention;
 mod proptests;
 mod retention;
 

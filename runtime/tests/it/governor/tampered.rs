@@ -418,7 +418,7 @@ fn ledger_verify_on_postgres_reports_a_forged_checkpoint_and_still_the_chains() 
         db
     };
     drop(fresh());
-    let (text, ok) = ggen_runtime::cli::verify_database_report(&OPEN, &url).unwrap();
+    let (text, ok) = ggen_runtime::cli::verify_database_report(&OPEN, &url, None).unwrap();
     assert!(ok, "{text}");
     assert_eq!(text.lines().count(), 1, "{text}");
     for (name, edit, expected) in forgeries() {
@@ -434,7 +434,7 @@ fn ledger_verify_on_postgres_reports_a_forged_checkpoint_and_still_the_chains() 
             &[&serde_json::to_vec(&value).unwrap()],
         )
         .unwrap();
-        let report = ggen_runtime::cli::verify_database_report(&OPEN, &url).unwrap();
+        let report = ggen_runtime::cli::verify_database_report(&OPEN, &url, None).unwrap();
         assert_forgery_reported(name, expected, report);
     }
 }

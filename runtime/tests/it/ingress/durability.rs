@@ -36,6 +36,12 @@ const CHILD_VERIFY_EVERY: &str = "GGEN_IT_GOVERNOR_VERIFY_EVERY";
 /// Env var that makes the child serve [`super::sku::REPLICA`] with live
 /// actions instead of [`GUARD`] with logged ones.
 pub(super) const CHILD_REPLICA: &str = "GGEN_IT_GOVERNOR_REPLICA";
+/// Retention for the child: `--retain` (with `--archive-every 1`).
+pub(super) const CHILD_RETAIN: &str = "GGEN_IT_GOVERNOR_RETAIN";
+/// Retention for the child: `--archive`.
+pub(super) const CHILD_ARCHIVE: &str = "GGEN_IT_GOVERNOR_ARCHIVE";
+/// The child's `--partition-receipts`.
+pub(super) const CHILD_PARTITION: &str = "GGEN_IT_GOVERNOR_PARTITION";
 const TENANTS: usize = 10;
 
 fn tenant_of(i: usize) -> String {
@@ -132,9 +138,18 @@ fn governor_child() {
         oidc_email: vec![super::auth::EMAIL.to_owned()],
         max_in_flight: 1024,
         min_free: Default::default(),
-        retain: None,
-        archive: None,
-        archive_every: 60,
+        retain: std::env::var(CHILD_RETAIN).ok().map(|r| r.parse().unwrap()),
+        archive: std::env::var(CHILD_ARCHIVE).ok(),
+        archive_every: if std::env::var_os(CHILD_RETAIN).is_some() {
+            1
+        } else {
+            60
+        },
+        partition_receipts: std::env::var(CHILD_PARTITION)
+            .ok()
+            .map_or(ggen_runtime::pg::DEFAULT_PARTITION_RECEIPTS, |n| {
+                n.parse().unwrap()
+            }),
         max_connections: 4096,
         header_read_timeout: 10,
         shutdown_timeout: std::env::var(CHILD_SHUTDOWN_TIMEOUT)

@@ -20,7 +20,9 @@ use tokio::sync::Mutex;
 use tokio::task::block_in_place as blocking;
 
 use super::client::Connection;
-use super::durability::{CHILD_REPLICA, Child, spawn_governor_env};
+use super::durability::{
+    CHILD_ARCHIVE, CHILD_PARTITION, CHILD_REPLICA, CHILD_RETAIN, Child, spawn_governor_env,
+};
 use super::harness::{ADMIN, SECRET, TOKEN, signal};
 use crate::ledger::postgres::fresh_schema;
 
@@ -60,7 +62,7 @@ fn all_receipts(
     } else {
         &super::sku::GUARD
     };
-    let (text, ok) = ggen_runtime::cli::verify_database_report(pack, url).unwrap();
+    let (text, ok) = ggen_runtime::cli::verify_database_report(pack, url, None).unwrap();
     assert!(ok, "{text}");
     tenants
         .map(|t| {
@@ -370,4 +372,93 @@ async fn a_storm_over_two_governors_dispatches_one_action_per_cooldown() {
             .count();
         assert_eq!(actions, 1, "{storm:?}");
     });
+}
+
+/// Replicas running retention (partitions of 40 receipts, everything full
+/// and past every state archived each second) under load, one of them
+/// `kill -9`ed, so mid-way through an archiving round at some step: every
+/// acknowledged signal is local or archived, once, and `ledger verify
+/// --archive` passes from genesis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_archive_under_load_and_a_kill_9_loses_nothing() {
+    let Some(url) = blocking(fresh_schema) else {
+        return;
+    };
+    let archive_dir = tempfile::tempdir().unwrap();
+    let retention = [
+        (CHILD_RETAIN, "1B".to_owned()),
+        (
+            CHILD_ARCHIVE,
+            archive_dir.path().to_str().unwrap().to_owned(),
+        ),
+        (CHILD_PARTITION, "40".to_owned()),
+    ];
+    let (mut a, addr_a) = governor(&url, &retention);
+    let (b, addr_b) = governor(&url, &retention);
+    let mut acked = Vec::new();
+    let mut connections = [
+        Connection::open(addr_a).await.unwrap(),
+        Connection::open(addr_b).await.unwrap(),
+    ];
+    for i in 0..900usize {
+        // Paced over a few seconds, so retention rounds run in between.
+        if i % 100 == 99 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        if i == 450 {
+            a.0.kill().unwrap();
+            let _ = a.0.wait();
+        }
+        let side = if i < 450 { i % 2 } else { 1 };
+        let id = format!("r-{i}");
+        let (status, text) = connections[side]
+            .request(
+                "POST",
+                "/v1/signals",
+                Some(TOKEN),
+                &signal(&tenant_of(i), 20.0, &id),
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 204, "{i}: {text}");
+        acked.push(id);
+    }
+    // B's next rounds archive what is due, then it stops.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    drop(b);
+    let archive =
+        ggen_runtime::archive::Archive::open(archive_dir.path().to_str().unwrap()).unwrap();
+    let (ids, anchor) = blocking(|| {
+        let ledger = PgLedger::open_read_only(&url).unwrap();
+        let mut fetch = archive.fetcher().unwrap();
+        let mut ids = Vec::new();
+        ledger
+            .scan_with_archive(&mut fetch, &mut |record| {
+                let receipt: Value = serde_json::from_slice(&record.bytes).unwrap();
+                if receipt["kind"] == "signal"
+                    && let Some(id) = receipt["event"]["id"].as_str()
+                {
+                    ids.push(id.to_owned());
+                }
+                Ok(())
+            })
+            .unwrap();
+        (ids, ledger.anchor().unwrap())
+    });
+    let anchor = anchor.expect("nothing was archived");
+    assert!(
+        anchor.partition > 5,
+        "archived only {} partitions",
+        anchor.partition - 1
+    );
+    let unique: BTreeSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "a signal recorded twice");
+    for id in &acked {
+        assert!(unique.contains(id), "acknowledged signal {id} is lost");
+    }
+    let (text, ok) = blocking(|| {
+        ggen_runtime::cli::verify_database_report(&super::sku::GUARD, &url, Some(&archive))
+    })
+    .unwrap();
+    assert!(ok, "{text}");
 }

@@ -300,30 +300,6 @@ fn serve_refuses_to_start_listing_every_problem_before_it_opens_the_ledger() {
     let (text, _) = refused(&BROKEN, args(&ledger, &["--actions", "log"]));
     assert!(text.contains("1 configuration problem: auth:"), "{text}");
     assert!(!ledger.exists(), "the ledger was touched: {text}");
-    // Retention needs a file ledger: known from the flags, before connecting.
-    let archive = dir.path().join("archive");
-    let database = Cli::try_parse_from([
-        "governor",
-        "--listen",
-        "127.0.0.1:0",
-        "--database-url",
-        "postgres://127.0.0.1:9/none",
-        "--retain",
-        "1d",
-        "--archive",
-        archive.to_str().unwrap(),
-        "--insecure-no-auth",
-        "--actions",
-        "log",
-    ])
-    .unwrap()
-    .serve;
-    let (text, _) = refused(&GUARD, database);
-    assert!(
-        text.contains("1 configuration problem: ledger: --retain and --archive need a file ledger"),
-        "{text}"
-    );
-    assert!(!archive.exists());
 }
 
 #[test]

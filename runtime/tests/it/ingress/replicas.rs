@@ -9,8 +9,8 @@ use std::sync::Arc;
 use ggen_runtime::clock::Timestamp;
 use ggen_runtime::entitlement::EntitlementEvent;
 use ggen_runtime::ledger::{Ledger, LedgerError, SharedLedger};
-use ggen_runtime::pg::PgLedger;
 use ggen_runtime::pg::shared::SharedPgLedger;
+use ggen_runtime::pg::{PgLedger, PgOptions};
 use ggen_runtime::receipt::{Input, Via};
 use ggen_runtime::registry::{Applied, DECISION_ATTEMPTS, Registry, TIMER_LEASE_MS};
 use ggen_runtime::sku::SignalId;
@@ -33,7 +33,7 @@ fn replica(url: &str) -> Arc<Registry> {
 
 /// A replica whose overtaken decisions are refused back to the caller.
 fn unattached(url: &str) -> Arc<Registry> {
-    let ledger = SharedPgLedger::open(url, 4096).unwrap();
+    let ledger = SharedPgLedger::open(url, PgOptions::default()).unwrap();
     Arc::new(Registry::new(&GUARD, Arc::new(ledger)))
 }
 
@@ -107,7 +107,7 @@ fn receipts(url: &str, tenant: &TenantId) -> Vec<Value> {
 /// `ledger verify` passes: chains, heads, and every stored tenant state
 /// against what its receipts replay to.
 fn verifies(url: &str) {
-    let (text, ok) = ggen_runtime::cli::verify_database_report(&GUARD, url).unwrap();
+    let (text, ok) = ggen_runtime::cli::verify_database_report(&GUARD, url, None).unwrap();
     assert!(ok, "{text}");
 }
 
@@ -308,7 +308,14 @@ fn a_due_timer_fires_once_across_replicas_and_a_dead_claimer_s_timer_still_fires
     decide(&a, &v, load(150.0, "v-breach"), at(0));
     let later = TIMEOUT_MS + 10_000;
     {
-        let dying = SharedPgLedger::open(&url, 16).unwrap();
+        let dying = SharedPgLedger::open(
+            &url,
+            PgOptions {
+                max_batch: 16,
+                ..PgOptions::default()
+            },
+        )
+        .unwrap();
         let claimed = dying
             .claim_due(at(later).as_millis(), TIMER_LEASE_MS, 16)
             .unwrap();
@@ -410,7 +417,7 @@ fn a_rewritten_stored_state_is_reported_by_verify() {
             &[],
         )
         .unwrap();
-    let (text, ok) = ggen_runtime::cli::verify_database_report(&GUARD, &url).unwrap();
+    let (text, ok) = ggen_runtime::cli::verify_database_report(&GUARD, &url, None).unwrap();
     assert!(!ok, "{text}");
     assert!(text.contains("tenant `acme`"), "{text}");
 }

@@ -34,7 +34,13 @@ fn open(dir: &Path) -> (Arc<dyn Ledger>, Registry) {
 }
 
 /// Applies `n` signals (ids `from..from + n`) over five tenants; checkpoints.
-fn load(registry: &Registry, from: usize, n: usize) {
+pub(super) fn load(registry: &Registry, from: usize, n: usize) {
+    signals(registry, from, n);
+    registry.checkpoint().unwrap();
+}
+
+/// [`load`] without the checkpoint.
+pub(super) fn signals(registry: &Registry, from: usize, n: usize) {
     for i in from..from + n {
         let input = Input::Signal {
             via: Default::default(),
@@ -51,7 +57,6 @@ fn load(registry: &Registry, from: usize, n: usize) {
             ticket.wait().unwrap();
         }
     }
-    registry.checkpoint().unwrap();
 }
 
 fn verify_all(dir: &Path, archive: &Archive) -> VerifyReport {
@@ -72,7 +77,7 @@ fn everything(dir: &Path, archive: &Archive) -> Vec<(String, u64)> {
 }
 
 /// A work folder, its ledger and archive directories, the archive.
-fn places() -> (tempfile::TempDir, PathBuf, PathBuf, Archive) {
+pub(super) fn places() -> (tempfile::TempDir, PathBuf, PathBuf, Archive) {
     let work = tempfile::tempdir().unwrap();
     let (dir, archive_dir) = (work.path().join("ledger"), work.path().join("archive"));
     let archive = Archive::open(archive_dir.to_str().unwrap()).unwrap();

@@ -1,0 +1,280 @@
+//! Retention of a PostgreSQL ledger on a real server: full partitions are
+//! archived, checked, recorded in the anchor, then detached and dropped.
+//! Runs interrupted at every step lose nothing (every receipt is local or
+//! archived) and `ledger verify --archive` passes from genesis, for a
+//! single writer and for replicas; a damaged or missing archived partition
+//! is reported; what recovery still needs is never cut.
+
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use ggen_runtime::archive::{Archive, Retain, Step};
+use ggen_runtime::ledger::VerifyOptions;
+use ggen_runtime::pg::retention::{PgRetention, Recovery};
+use ggen_runtime::pg::shared::SharedPgLedger;
+use ggen_runtime::pg::{PgLedger, PgOptions};
+use ggen_runtime::registry::Registry;
+
+use super::archive::{load, places, signals};
+use super::postgres::fresh_schema;
+use super::*;
+use crate::governor::sku::OPEN;
+
+/// Receipts per partition: small, so a test makes and drops many.
+const PARTITION: u64 = 20;
+
+fn options() -> PgOptions {
+    PgOptions {
+        partition_receipts: PARTITION,
+        ..PgOptions::default()
+    }
+}
+
+/// A single writer's ledger and registry, recovered.
+fn single(url: &str) -> (Arc<dyn Ledger>, Registry) {
+    let ledger: Arc<dyn Ledger> = Arc::new(PgLedger::open(url, options()).unwrap());
+    let registry = Registry::new(&OPEN, Arc::clone(&ledger));
+    registry.recover().unwrap();
+    (ledger, registry)
+}
+
+/// A replica's ledger and registry.
+fn replica(url: &str) -> Arc<Registry> {
+    let ledger = SharedPgLedger::open(url, options()).unwrap();
+    let registry = Arc::new(Registry::new(&OPEN, Arc::new(ledger)));
+    registry.attach();
+    registry
+}
+
+/// Retention keeping nothing it may let go.
+fn retention(url: &str, archive: &Archive, recovery: Recovery) -> PgRetention {
+    PgRetention::new(url, archive.clone(), Retain::Bytes(1), recovery).unwrap()
+}
+
+/// Every receipt from genesis, archived then local: (tenant, seq).
+fn everything(url: &str, archive: &Archive) -> Vec<(String, u64)> {
+    let ledger = PgLedger::open_read_only(url).unwrap();
+    let mut fetch = archive.fetcher().unwrap();
+    let mut out = Vec::new();
+    ledger
+        .scan_with_archive(&mut fetch, &mut |r| {
+            out.push((r.tenant.to_string(), r.seq));
+            Ok(())
+        })
+        .unwrap();
+    out
+}
+
+/// Each tenant's seqs run 1, 2, 3, … with no gap or repeat.
+fn assert_gapless(all: &[(String, u64)]) {
+    let mut next: HashMap<&str, u64> = HashMap::new();
+    for (tenant, seq) in all {
+        let n = next.entry(tenant).or_insert(0);
+        *n += 1;
+        assert_eq!(*seq, *n, "tenant {tenant}");
+    }
+}
+
+fn verify_all(url: &str, archive: &Archive) -> Option<String> {
+    let ledger = PgLedger::open_read_only(url).unwrap();
+    let mut fetch = archive.fetcher().unwrap();
+    ledger
+        .verify_with_archive(&VerifyOptions::default(), &mut fetch)
+        .unwrap()
+        .first_bad
+        .map(|bad| bad.reason)
+}
+
+/// `ledger verify --database-url URL [--archive DIR]` on the command line.
+fn cli_verify(url: &str, archive: Option<&Path>) -> ExitCode {
+    let mut args = vec!["governor", "ledger", "verify", "--database-url", url];
+    if let Some(archive) = archive {
+        args.extend(["--archive", archive.to_str().unwrap()]);
+    }
+    ggen_runtime::cli::run(&OPEN, args)
+}
+
+/// The partitions still attached to the receipts table.
+fn attached(url: &str) -> i64 {
+    ::postgres::Client::connect(url, ::postgres::NoTls)
+        .unwrap()
+        .query_one(
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'ggen_receipts'::regclass",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+}
+
+#[test]
+fn a_single_writer_interrupted_at_every_step_of_archiving_loses_nothing() {
+    let Some(url) = fresh_schema() else { return };
+    let (_work, _dir, archive_dir, archive) = places();
+    let steps = [
+        None,
+        Some(Step::Uploaded),
+        Some(Step::Verified),
+        Some(Step::Anchored),
+    ];
+    let mut appended = 0;
+    for round in 0..12 {
+        // A start, a run, and a retention round interrupted at one step
+        // (a crash there) or not at all; then the process "dies".
+        {
+            let (ledger, registry) = single(&url);
+            load(&registry, appended, 30);
+            appended += 30;
+            retention(&url, &archive, Recovery::Checkpoint)
+                .round(SystemTime::now(), steps[round % 4])
+                .unwrap();
+            assert_eq!(ledger.verify().unwrap().first_bad, None, "round {round}");
+        }
+        assert_eq!(verify_all(&url, &archive), None, "round {round}");
+    }
+    // A round after the last start finishes whatever was interrupted.
+    retention(&url, &archive, Recovery::Checkpoint)
+        .round(SystemTime::now(), None)
+        .unwrap();
+    let anchor = PgLedger::open_read_only(&url)
+        .unwrap()
+        .anchor()
+        .unwrap()
+        .unwrap();
+    assert!(
+        anchor.partition > 10,
+        "archived only {} partitions",
+        anchor.partition - 1
+    );
+    // Only the partitions not yet full or not yet covered stay.
+    assert!(
+        attached(&url) <= 4,
+        "{} partitions attached",
+        attached(&url)
+    );
+    let all = everything(&url, &archive);
+    assert_eq!(all.len(), appended);
+    assert_gapless(&all);
+    // The command line agrees, from genesis and from the anchor.
+    assert_eq!(cli_verify(&url, Some(&archive_dir)), ExitCode::SUCCESS);
+    assert_eq!(cli_verify(&url, None), ExitCode::SUCCESS);
+    // The governor goes on with what is left.
+    let (_ledger, registry) = single(&url);
+    load(&registry, appended, 10);
+}
+
+#[test]
+fn a_partition_the_checkpoint_does_not_cover_is_not_cut() {
+    let Some(url) = fresh_schema() else { return };
+    let (_work, _dir, _archive_dir, archive) = places();
+    let (_ledger, registry) = single(&url);
+    // A checkpoint at 30 receipts, then 60 more: of the four full
+    // partitions only the first is covered.
+    load(&registry, 0, 30);
+    signals(&registry, 30, 60);
+    let cut = retention(&url, &archive, Recovery::Checkpoint)
+        .round(SystemTime::now(), None)
+        .unwrap();
+    assert_eq!(cut, 1);
+    // Age retention waits until a partition was full for that long.
+    let mut by_age = PgRetention::new(
+        &url,
+        archive.clone(),
+        Retain::Age(Duration::from_secs(3600)),
+        Recovery::Checkpoint,
+    )
+    .unwrap();
+    let later = SystemTime::now() + Duration::from_secs(7200);
+    assert_eq!(by_age.round(later, None).unwrap(), 0);
+    registry.checkpoint().unwrap();
+    assert_eq!(by_age.round(SystemTime::now(), None).unwrap(), 0);
+    // Positions 21 to 80: three partitions; the fifth is not full.
+    assert_eq!(by_age.round(later, None).unwrap(), 3);
+    assert_eq!(verify_all(&url, &archive), None);
+}
+
+#[test]
+fn a_damaged_or_missing_archived_partition_is_reported() {
+    let Some(url) = fresh_schema() else { return };
+    let (_work, _dir, archive_dir, archive) = places();
+    {
+        let (_ledger, registry) = single(&url);
+        load(&registry, 0, 100);
+        let cut = retention(&url, &archive, Recovery::Checkpoint)
+            .round(SystemTime::now(), None)
+            .unwrap();
+        assert!(cut >= 3, "{cut}");
+        signals(&registry, 100, 10);
+    }
+    assert_eq!(verify_all(&url, &archive), None);
+    let second = archive_dir.join("0000000002.seg");
+    let clean = fs_err::read(&second).unwrap();
+    // A frame rewritten whole (its CRC made to match) is still caught: the
+    // copy is not the one recorded when the partition was archived.
+    let mut flipped = clean.clone();
+    flipped[100] ^= 1;
+    fs_err::write(&second, &flipped).unwrap();
+    let bad = verify_all(&url, &archive).unwrap();
+    assert!(bad.contains("0000000002.seg"), "{bad}");
+    assert_eq!(cli_verify(&url, Some(&archive_dir)), ExitCode::from(1));
+    fs_err::remove_file(&second).unwrap();
+    let bad = verify_all(&url, &archive).unwrap();
+    assert!(bad.contains("missing"), "{bad}");
+    fs_err::write(&second, &clean).unwrap();
+    assert_eq!(verify_all(&url, &archive), None);
+    // A local receipt altered after the cut is still caught without the archive.
+    ::postgres::Client::connect(&url, ::postgres::NoTls)
+        .unwrap()
+        .execute(
+            "UPDATE ggen_receipts SET bytes = overlay(bytes placing 'X' from 5 for 1)
+             WHERE position = (SELECT max(position) FROM ggen_receipts)",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(cli_verify(&url, None), ExitCode::from(1));
+}
+
+#[test]
+fn replicas_archive_what_every_tenant_state_is_past_and_keep_serving() {
+    let Some(url) = fresh_schema() else { return };
+    let (_work, _dir, archive_dir, archive) = places();
+    let steps = [
+        None,
+        Some(Step::Uploaded),
+        Some(Step::Verified),
+        Some(Step::Anchored),
+    ];
+    let mut appended = 0;
+    for round in 0..8 {
+        {
+            let (a, b) = (replica(&url), replica(&url));
+            load(&a, appended, 15);
+            load(&b, appended + 15, 15);
+            appended += 30;
+            // Both replicas run retention; one archives at a time.
+            let mut first = retention(&url, &archive, Recovery::TenantStates);
+            let mut second = retention(&url, &archive, Recovery::TenantStates);
+            first.round(SystemTime::now(), steps[round % 4]).unwrap();
+            assert_eq!(second.round(SystemTime::now(), None).unwrap(), 0);
+        }
+        assert_eq!(verify_all(&url, &archive), None, "round {round}");
+    }
+    retention(&url, &archive, Recovery::TenantStates)
+        .round(SystemTime::now(), None)
+        .unwrap();
+    let all = everything(&url, &archive);
+    assert_eq!(all.len(), appended);
+    assert_gapless(&all);
+    assert!(
+        attached(&url) <= 4,
+        "{} partitions attached",
+        attached(&url)
+    );
+    assert_eq!(cli_verify(&url, Some(&archive_dir)), ExitCode::SUCCESS);
+    // A fresh replica loads every tenant from its stored state and goes on.
+    let again = replica(&url);
+    load(&again, appended, 10);
+    // A single writer cannot: its checkpoint does not cover what was cut.
+    drop(again);
+    let refused = PgLedger::open(&url, options()).unwrap_err().to_string();
+    assert!(refused.contains("with replicas"), "{refused}");
+}
