@@ -3,10 +3,11 @@
 //! archive, the copy read back and compared, and only then cut from the
 //! local log (see [`FileLedger::cut`]).
 //!
-//! The archive goes through the `object_store` crate (one interface over a
-//! local directory, GCS and S3); this build has its local-directory store,
-//! which is what the tests use. Objects are named `NNNNNNNNNN.seg` after
-//! the segment, under the URL's path.
+//! The archive goes through the `object_store` crate, one interface over a
+//! local directory, an S3 bucket (`s3://bucket/prefix`) and a GCS bucket
+//! (`gs://bucket/prefix`); credentials and endpoints come from the usual
+//! `AWS_*` / `GOOGLE_*` environment variables. Objects are named
+//! `NNNNNNNNNN.seg` after the segment, under the URL's path.
 //!
 //! Every step can be interrupted (a crash, a kill) and the sequence run
 //! again: an upload is atomic and is simply made again, a segment is cut
@@ -18,8 +19,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
+use object_store::prefix::PrefixStore;
 use object_store::{ObjectStore, ObjectStoreExt as _};
 use sha2::{Digest, Sha256};
 
@@ -38,13 +42,24 @@ pub enum ArchiveError {
         reason: String,
     },
     /// The store refused or failed an operation.
-    #[error("archive `{url}`: {source}")]
+    #[error("archive `{url}`")]
     Store {
         /// The archive.
         url: String,
         /// The store's error.
         #[source]
-        source: object_store::Error,
+        source: StoreFailure,
+    },
+    /// A bucket did not answer the check made before `serve` starts.
+    #[error("archive `{url}` cannot be listed{hint}")]
+    Unreachable {
+        /// The archive.
+        url: String,
+        /// Where the credentials came from, when none were given.
+        hint: &'static str,
+        /// The store's error.
+        #[source]
+        source: StoreFailure,
     },
     /// The copy read back differs from the segment.
     #[error(
@@ -63,6 +78,19 @@ pub enum ArchiveError {
     #[error("archiving stopped: {0}")]
     Join(String),
 }
+
+/// An error of the `object_store` crate, shown once: its message already
+/// carries its causes (an error chain would repeat them).
+#[derive(Debug)]
+pub struct StoreFailure(pub object_store::Error);
+
+impl std::fmt::Display for StoreFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for StoreFailure {}
 
 /// How much of the log stays local.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,16 +134,134 @@ impl std::str::FromStr for Retain {
 }
 
 /// An archive of ledger segments.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Archive {
     store: Arc<dyn ObjectStore>,
     url: String,
     /// The directory, for a local archive (its copies are synced).
     local: Option<PathBuf>,
+    /// Builds another client of the same store (a bucket's HTTP
+    /// connections belong to the runtime that opened them).
+    connect: Connect,
+    /// Said when [`Archive::check`] fails: where the credentials were
+    /// looked for when no variable gave them (empty: they were given).
+    hint: &'static str,
+    /// Bytes per part of a multipart upload.
+    part: usize,
+}
+
+type Connect = Arc<dyn Fn() -> Result<Arc<dyn ObjectStore>, ArchiveError> + Send + Sync>;
+
+impl std::fmt::Debug for Archive {
+    // The store's settings may hold credentials: only the URL is shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Archive")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where an archive URL points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Target {
+    /// A local directory (a mounted bucket included).
+    Dir(PathBuf),
+    /// An S3 bucket and the prefix of the objects in it.
+    S3 { bucket: String, prefix: String },
+    /// A GCS bucket and the prefix of the objects in it.
+    Gcs { bucket: String, prefix: String },
+}
+
+impl Target {
+    /// `file:///dir` or a path; `s3://bucket[/prefix]`, `gs://bucket[/prefix]`.
+    fn parse(url: &str) -> Result<Target, String> {
+        let (scheme, rest) = match url.split_once("://") {
+            None => return Ok(Target::Dir(PathBuf::from(url))),
+            Some(("file", path)) => return Ok(Target::Dir(PathBuf::from(path))),
+            Some(split) => split,
+        };
+        if !matches!(scheme, "s3" | "gs") {
+            return Err(match scheme {
+                "az" | "azure" | "abfs" | "abfss" | "adl" => {
+                    "Azure archives are not supported: give `s3://bucket/prefix`, `gs://bucket/prefix` or a directory".to_owned()
+                }
+                "http" | "https" => "HTTP archives are not supported (an S3-compatible endpoint is `s3://bucket/prefix` with `AWS_ENDPOINT`): give `s3://`, `gs://` or a directory".to_owned(),
+                _ => format!(
+                    "unknown scheme `{scheme}`: give `s3://bucket/prefix`, `gs://bucket/prefix`, `file:///dir` or a directory"
+                ),
+            });
+        }
+        if rest.contains(['?', '#']) {
+            return Err("a query or fragment is not part of an archive URL".to_owned());
+        }
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(format!("no bucket: give `{scheme}://bucket/prefix`"));
+        }
+        let prefix = prefix.trim_end_matches('/');
+        ObjectPath::parse(prefix)
+            .map_err(|e| format!("the prefix `{prefix}` is not an object path: {e}"))?;
+        let (bucket, prefix) = (bucket.to_owned(), prefix.to_owned());
+        Ok(match scheme {
+            "s3" => Target::S3 { bucket, prefix },
+            _ => Target::Gcs { bucket, prefix },
+        })
+    }
+}
+
+/// Puts `store` under `prefix` (none when empty).
+fn under(store: impl ObjectStore, prefix: &str) -> Arc<dyn ObjectStore> {
+    if prefix.is_empty() {
+        Arc::new(store)
+    } else {
+        Arc::new(PrefixStore::new(store, prefix))
+    }
+}
+
+/// The client of a bucket, configured from `settings` (the `AWS_*` or
+/// `GOOGLE_*` variables, as object_store's `from_env` reads them).
+fn bucket_store(
+    target: &Target,
+    settings: &[(String, String)],
+) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
+    // reqwest is built without a rustls provider (nothing needs aws-lc-rs):
+    // ring is installed once for the process (an error: one already was).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let keys = settings
+        .iter()
+        .map(|(name, value)| (name.to_ascii_lowercase(), value));
+    match target {
+        Target::S3 { bucket, prefix } => {
+            let mut builder = AmazonS3Builder::new();
+            for (key, value) in keys {
+                if let Ok(key) = key.parse::<AmazonS3ConfigKey>() {
+                    builder = builder.with_config(key, value);
+                }
+            }
+            Ok(under(builder.with_bucket_name(bucket).build()?, prefix))
+        }
+        Target::Gcs { bucket, prefix } => {
+            let mut builder = GoogleCloudStorageBuilder::new();
+            for (key, value) in keys {
+                if let Ok(key) = key.parse::<GoogleConfigKey>() {
+                    builder = builder.with_config(key, value);
+                }
+            }
+            Ok(under(builder.with_bucket_name(bucket).build()?, prefix))
+        }
+        Target::Dir(_) => unreachable!("a directory is not a bucket"),
+    }
 }
 
 /// Bytes read and uploaded at a time.
 const UPLOAD_PART: usize = 1 << 20;
+
+/// Bytes per part of an upload to a bucket: S3 and GCS refuse smaller
+/// parts (but the last).
+const BUCKET_PART: usize = 5 << 20;
+
+/// How long [`Archive::check`] waits for a bucket (and its credentials).
+const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The object name of segment `id`.
 fn object(id: u32) -> ObjectPath {
@@ -123,34 +269,133 @@ fn object(id: u32) -> ObjectPath {
 }
 
 impl Archive {
-    /// The archive at `url`: `file:///abs/dir`, or a directory path
-    /// (created if missing). `gs://` and `s3://` are refused by this build.
+    /// The archive at `url`: `s3://bucket/prefix` or `gs://bucket/prefix`
+    /// (configured from the `AWS_*` / `GOOGLE_*` environment variables), or
+    /// a directory: `file:///abs/dir` or a path (created if missing).
+    /// Opening a bucket reaches nothing yet: see [`Archive::check`].
     pub fn open(url: &str) -> Result<Archive, ArchiveError> {
-        let refuse = |reason: &str| ArchiveError::Url {
+        Archive::open_with_env(url, std::env::vars())
+    }
+
+    /// [`Archive::open`] with `env` in place of the process's environment.
+    pub fn open_with_env(
+        url: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Archive, ArchiveError> {
+        let refuse = |reason: String| ArchiveError::Url {
             url: url.to_owned(),
-            reason: reason.to_owned(),
+            reason,
         };
-        let dir = match url.split_once("://") {
-            None => PathBuf::from(url),
-            Some(("file", path)) => PathBuf::from(path),
-            Some((scheme @ ("gs" | "s3" | "az" | "azure" | "http" | "https"), _)) => {
-                return Err(refuse(&format!(
-                    "`{scheme}://` archives need object_store's cloud features, which this build leaves out: archive to a directory (a mounted bucket works)"
-                )));
-            }
-            Some(_) => return Err(refuse("unknown scheme: give `file:///dir` or a directory")),
+        let failed = |source| ArchiveError::Store {
+            url: url.to_owned(),
+            source: StoreFailure(source),
         };
-        fs_err::create_dir_all(&dir).map_err(|e| refuse(&e.to_string()))?;
-        let store =
-            LocalFileSystem::new_with_prefix(&dir).map_err(|source| ArchiveError::Store {
+        let target = Target::parse(url).map_err(refuse)?;
+        if let Target::Dir(dir) = target {
+            fs_err::create_dir_all(&dir).map_err(|e| refuse(e.to_string()))?;
+            let store: Arc<dyn ObjectStore> =
+                Arc::new(LocalFileSystem::new_with_prefix(&dir).map_err(failed)?);
+            let shared = Arc::clone(&store);
+            return Ok(Archive {
+                store,
                 url: url.to_owned(),
-                source,
-            })?;
+                local: Some(dir),
+                connect: Arc::new(move || Ok(Arc::clone(&shared))),
+                hint: "",
+                part: UPLOAD_PART,
+            });
+        }
+        // `SERVICE_ACCOUNT` is read by GCS's `from_env` as well.
+        let settings: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(name, _)| {
+                name.starts_with("AWS_") || name.starts_with("GOOGLE_") || name == "SERVICE_ACCOUNT"
+            })
+            .collect();
+        let given = |names: &[&str]| {
+            settings
+                .iter()
+                .any(|(name, _)| names.contains(&name.as_str()))
+        };
+        let hint = match target {
+            Target::S3 { .. }
+                if !given(&[
+                    "AWS_ACCESS_KEY_ID",
+                    "AWS_WEB_IDENTITY_TOKEN_FILE",
+                    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+                    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                    "AWS_SKIP_SIGNATURE",
+                ]) =>
+            {
+                " (no `AWS_ACCESS_KEY_ID`, web identity or container credentials are set: they were asked of the instance metadata server)"
+            }
+            Target::Gcs { .. }
+                if !given(&[
+                    "GOOGLE_SERVICE_ACCOUNT",
+                    "GOOGLE_SERVICE_ACCOUNT_PATH",
+                    "GOOGLE_SERVICE_ACCOUNT_KEY",
+                    "GOOGLE_APPLICATION_CREDENTIALS",
+                    "SERVICE_ACCOUNT",
+                    "GOOGLE_BEARER_TOKEN",
+                    "GOOGLE_SKIP_SIGNATURE",
+                ]) =>
+            {
+                " (neither `GOOGLE_APPLICATION_CREDENTIALS` nor `GOOGLE_SERVICE_ACCOUNT` is set: credentials were asked of the metadata server, as workload identity does)"
+            }
+            _ => "",
+        };
+        let store = bucket_store(&target, &settings).map_err(failed)?;
+        let owned = url.to_owned();
         Ok(Archive {
-            store: Arc::new(store),
+            store,
             url: url.to_owned(),
-            local: Some(dir),
+            local: None,
+            connect: Arc::new(move || {
+                bucket_store(&target, &settings).map_err(|source| ArchiveError::Store {
+                    url: owned.clone(),
+                    source: StoreFailure(source),
+                })
+            }),
+            hint,
+            part: BUCKET_PART,
         })
+    }
+
+    /// What `serve` checks before it opens anything: the URL, and that a
+    /// bucket answers with the credentials the environment gives (see
+    /// [`Archive::check`]). A directory is not created here.
+    pub async fn preflight(url: &str) -> Result<(), ArchiveError> {
+        match Target::parse(url) {
+            Err(reason) => Err(ArchiveError::Url {
+                url: url.to_owned(),
+                reason,
+            }),
+            Ok(Target::Dir(_)) => Ok(()),
+            Ok(_) => Archive::open(url)?.check().await,
+        }
+    }
+
+    /// Checks a bucket answers with these credentials by listing (at most
+    /// one page of) the objects under the prefix; a directory passes.
+    /// Needs a runtime with I/O and timers.
+    pub async fn check(&self) -> Result<(), ArchiveError> {
+        use futures_util::StreamExt as _;
+        if self.local.is_some() {
+            return Ok(());
+        }
+        let unreachable = |source| ArchiveError::Unreachable {
+            url: self.url.clone(),
+            hint: self.hint,
+            source: StoreFailure(source),
+        };
+        match tokio::time::timeout(CHECK_TIMEOUT, self.store.list(None).next()).await {
+            Ok(None | Some(Ok(_))) => Ok(()),
+            Ok(Some(Err(error))) => Err(unreachable(error)),
+            Err(_) => Err(unreachable(object_store::Error::Generic {
+                store: "archive",
+                source: format!("no answer within {} s", CHECK_TIMEOUT.as_secs()).into(),
+            })),
+        }
     }
 
     /// The URL it was opened with.
@@ -161,7 +406,7 @@ impl Archive {
     fn store_error(&self, source: object_store::Error) -> ArchiveError {
         ArchiveError::Store {
             url: self.url.clone(),
-            source,
+            source: StoreFailure(source),
         }
     }
 
@@ -205,12 +450,12 @@ impl Archive {
     /// order (finished by [`Archive::finish_verified`]).
     pub fn begin(&self, id: u32) -> Upload {
         Upload {
-            // At most two 1 MiB parts in flight: archiving must not add a
-            // segment's size to the governor's memory.
+            // At most two parts in flight (1 MiB, 5 MiB to a bucket):
+            // archiving must not add a segment's size to the governor's memory.
             writer: object_store::buffered::BufWriter::with_capacity(
                 Arc::clone(&self.store),
                 object(id),
-                UPLOAD_PART,
+                self.part,
             )
             .with_max_concurrency(2),
             hasher: Sha256::new(),
@@ -479,10 +724,17 @@ impl Archive {
         &self,
     ) -> Result<impl FnMut(u32) -> Result<Option<Vec<u8>>, LedgerError> + Send + use<>, ArchiveError>
     {
+        // A bucket's client needs I/O and timers, and a client of its own:
+        // connections another fetcher's runtime opened would be driven
+        // only while that runtime runs.
         let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
             .build()
             .map_err(|e| ArchiveError::Join(e.to_string()))?;
-        let archive = self.clone();
+        let archive = Archive {
+            store: (self.connect)()?,
+            ..self.clone()
+        };
         Ok(move |id| {
             runtime
                 .block_on(archive.get(id))
@@ -521,9 +773,80 @@ mod tests {
     }
 
     #[test]
-    fn cloud_urls_are_refused_by_this_build_with_a_reason() {
-        let error = Archive::open("gs://bucket/ledger").unwrap_err();
-        assert!(error.to_string().contains("cloud features"), "{error}");
-        assert!(Archive::open("ftp://x/y").is_err());
+    fn archive_urls_parse_into_a_directory_or_a_bucket_and_prefix() {
+        let bucket = |bucket: &str, prefix: &str| (bucket.to_owned(), prefix.to_owned());
+        let s3 = |url| match Target::parse(url) {
+            Ok(Target::S3 { bucket, prefix }) => (bucket, prefix),
+            other => panic!("{url}: {other:?}"),
+        };
+        assert_eq!(
+            s3("s3://ledgers/eu/governor-1"),
+            bucket("ledgers", "eu/governor-1")
+        );
+        assert_eq!(s3("s3://ledgers/eu/"), bucket("ledgers", "eu"));
+        assert_eq!(s3("s3://ledgers"), bucket("ledgers", ""));
+        assert_eq!(
+            Target::parse("gs://ledgers/eu"),
+            Ok(Target::Gcs {
+                bucket: "ledgers".to_owned(),
+                prefix: "eu".to_owned()
+            })
+        );
+        assert_eq!(
+            Target::parse("file:///var/archive"),
+            Ok(Target::Dir(PathBuf::from("/var/archive")))
+        );
+        assert_eq!(
+            Target::parse("relative/dir"),
+            Ok(Target::Dir(PathBuf::from("relative/dir")))
+        );
+        for (bad, why) in [
+            ("az://container/x", "Azure"),
+            ("https://example.com/x", "HTTP archives"),
+            ("ftp://x/y", "unknown scheme `ftp`"),
+            ("s3:///prefix", "no bucket"),
+            ("gs://", "no bucket"),
+            ("s3://b/a//c", "not an object path"),
+            ("s3://b/p?versionId=1", "query"),
+        ] {
+            let error = Target::parse(bad).unwrap_err();
+            assert!(error.contains(why), "{bad}: {error}");
+            let error = Archive::open_with_env(bad, []).unwrap_err();
+            assert!(error.to_string().contains(bad), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_credentials_file_that_cannot_be_read_is_refused_at_open() {
+        let missing = "/nonexistent/ggen-archive-key.json".to_owned();
+        for name in ["GOOGLE_APPLICATION_CREDENTIALS", "GOOGLE_SERVICE_ACCOUNT"] {
+            let error =
+                Archive::open_with_env("gs://bucket/ledger", [(name.to_owned(), missing.clone())])
+                    .unwrap_err();
+            let text = crate::report::error_chain(&error);
+            assert!(text.contains("gs://bucket/ledger"), "{text}");
+            assert!(matches!(error, ArchiveError::Store { .. }), "{text}");
+        }
+    }
+
+    #[test]
+    fn opening_a_bucket_reads_only_its_own_variables() {
+        // Settings of the other cloud are ignored; a bad value of its own is not.
+        let env = [("GOOGLE_BASE_URL".to_owned(), "x".to_owned())];
+        assert!(Archive::open_with_env("s3://bucket/p", env).is_ok());
+        let env = [("AWS_ALLOW_HTTP".to_owned(), "maybe".to_owned())];
+        let error = Archive::open_with_env("s3://bucket/p", env).unwrap_err();
+        assert!(matches!(error, ArchiveError::Store { .. }), "{error}");
+        let env = [
+            ("AWS_ACCESS_KEY_ID".to_owned(), "AKIDEXAMPLE".to_owned()),
+            (
+                "AWS_SECRET_ACCESS_KEY".to_owned(),
+                "s3cret-never-shown".to_owned(),
+            ),
+        ];
+        let archive = Archive::open_with_env("s3://bucket/p", env).unwrap();
+        let shown = format!("{archive:?}");
+        assert!(shown.contains("s3://bucket/p"), "{shown}");
+        assert!(!shown.contains("s3cret"), "{shown}");
     }
 }

@@ -72,9 +72,10 @@ enum LedgerCommand {
         #[command(flatten)]
         store: StoreArgs,
         /// The archive retention moved the oldest segments (a PostgreSQL
-        /// ledger: partitions) to (a directory or `file:///dir`): the
-        /// archived ones and the local log are verified as one log from
-        /// genesis, and the checkpoint's states replayed from it.
+        /// ledger: partitions) to (`s3://bucket/prefix`, `gs://bucket/prefix`,
+        /// a directory or `file:///dir`): the archived ones and the local
+        /// log are verified as one log from genesis, and the checkpoint's
+        /// states replayed from it.
         #[arg(long, value_name = "URL")]
         archive: Option<String>,
     },

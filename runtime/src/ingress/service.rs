@@ -131,7 +131,9 @@ pub struct ServeArgs {
     /// removed here. Needs `--archive`.
     #[arg(long, value_name = "AGE|SIZE", requires = "archive")]
     pub retain: Option<crate::archive::Retain>,
-    /// Where retention archives segments or partitions: a directory or `file:///dir`.
+    /// Where retention archives segments or partitions: `s3://bucket/prefix`,
+    /// `gs://bucket/prefix` (credentials from `AWS_*` / `GOOGLE_*`), a
+    /// directory or `file:///dir`.
     #[arg(long, value_name = "URL", requires = "retain")]
     pub archive: Option<String>,
     /// How often retention looks for segments to archive, in seconds.
@@ -358,6 +360,11 @@ pub async fn configure(
     }
     if let Err(why) = args.store.location() {
         problems.push(Problem::new("ledger", why));
+    }
+    if let Some(url) = &args.archive
+        && let Err(error) = crate::archive::Archive::preflight(url).await
+    {
+        problems.push(Problem::new("archive", error_chain(&error)));
     }
     match auth {
         Some(auth) if problems.is_empty() => Ok(auth),

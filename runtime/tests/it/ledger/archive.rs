@@ -17,6 +17,8 @@ use ggen_runtime::registry::Registry;
 use super::*;
 use crate::governor::sku::{LOAD, OPEN};
 
+mod bucket;
+
 const T0: i64 = 1_767_225_600_000;
 
 fn small() -> FileOptions {

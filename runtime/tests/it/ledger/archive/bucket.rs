@@ -1,0 +1,348 @@
+//! Archiving to an S3 bucket, on a real S3 protocol server: moto's
+//! (`scripts/tools moto` installs it), started by each test on a free
+//! loopback port and killed at its end. Segments go to
+//! `s3://bucket/prefix` through the same retention round `serve` runs,
+//! `ledger verify --archive s3://…` passes from genesis and reports a
+//! tampered object, and an unknown bucket or missing credentials stop
+//! `serve` at its preflight with a message that says so.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use futures_util::TryStreamExt as _;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::{ObjectStore as _, ObjectStoreExt as _};
+
+use super::*;
+
+/// A moto S3 server on loopback, killed when dropped.
+struct Moto {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Moto {
+    fn start() -> Moto {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let tools = Command::new(root.join("scripts/tools"))
+            .arg("moto")
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("scripts/tools runs");
+        assert!(tools.status.success(), "scripts/tools moto failed");
+        let server = String::from_utf8(tools.stdout).unwrap().trim().to_owned();
+        // A port taken between our probe and moto's bind: another port.
+        for _ in 0..5 {
+            let addr = TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap();
+            let child = Command::new(&server)
+                .args(["-H", "127.0.0.1", "-p", &addr.port().to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("moto_server starts");
+            let mut moto = Moto { child, addr };
+            // Ready once it accepts connections: at most 600 tries, 50 ms apart.
+            for _ in 0..600 {
+                if moto.child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                if TcpStream::connect(addr).is_ok() {
+                    return moto;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = moto.child.kill();
+        }
+        panic!("moto_server did not start");
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The variables a governor reaching this server would have.
+    fn env(&self) -> Vec<(String, String)> {
+        [
+            ("AWS_ENDPOINT", self.endpoint()),
+            ("AWS_ALLOW_HTTP", "true".to_owned()),
+            ("AWS_ACCESS_KEY_ID", "testing".to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".to_owned()),
+            ("AWS_REGION", "us-east-1".to_owned()),
+        ]
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value))
+        .collect()
+    }
+
+    /// Makes bucket `name` (S3's `CreateBucket`, a bare `PUT /name`).
+    fn create_bucket(&self, name: &str) {
+        use std::io::{Read as _, Write as _};
+        let mut stream = TcpStream::connect(self.addr).unwrap();
+        write!(
+            stream,
+            "PUT /{name} HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.addr
+        )
+        .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+
+    /// A client of `bucket` of our own, not the archive's: reads and
+    /// writes objects the way another tool (or an attacker) would.
+    fn client(&self, bucket: &str) -> AmazonS3 {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut builder = AmazonS3Builder::new().with_bucket_name(bucket);
+        for (name, value) in self.env() {
+            builder = builder.with_config(name.to_ascii_lowercase().parse().unwrap(), value);
+        }
+        builder.build().unwrap()
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Where the child process finds its arguments (one a line).
+const CHILD_ARGS: &str = "GGEN_IT_ARCHIVE_CLI_ARGS";
+
+/// Not a test: the command line [`cli`] runs in a process of its own,
+/// whose environment carries the archive's variables.
+#[test]
+#[ignore = "entry point of a child process"]
+fn cli_child() {
+    let Ok(args) = std::env::var(CHILD_ARGS) else {
+        return;
+    };
+    let code = ggen_runtime::cli::run(&OPEN, args.lines());
+    let code = [0, 1, 2]
+        .into_iter()
+        .find(|&n| code == ExitCode::from(n))
+        .unwrap_or(3);
+    std::process::exit(code.into());
+}
+
+/// `governor ARGS…` in a child process with `env` (and nothing of ours
+/// from `AWS_*`): its exit code and what it wrote.
+fn cli(args: &[&str], env: &[(String, String)]) -> (i32, String) {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
+        .args([
+            "--exact",
+            "ledger::archive::bucket::cli_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(
+            CHILD_ARGS,
+            ["governor"]
+                .iter()
+                .chain(args)
+                .copied()
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+        .env_remove("GOVERNOR_AUTH_TOKEN");
+    for (name, _) in std::env::vars() {
+        if name.starts_with("AWS_") {
+            command.env_remove(name);
+        }
+    }
+    let output = command.envs(env.iter().cloned()).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code().unwrap_or(-1), text)
+}
+
+/// The object names under `prefix` in `bucket`, sorted.
+fn names(rt: &tokio::runtime::Runtime, client: &AmazonS3, prefix: &str) -> Vec<String> {
+    let prefix = object_store::path::Path::from(prefix);
+    let mut names: Vec<String> = rt
+        .block_on(
+            client
+                .list(Some(&prefix))
+                .map_ok(|o| o.location.to_string())
+                .try_collect(),
+        )
+        .unwrap();
+    names.sort();
+    names
+}
+
+#[test]
+fn segments_archived_to_an_s3_prefix_verify_from_genesis_and_a_tampered_one_is_reported() {
+    let moto = Moto::start();
+    moto.create_bucket("ledgers");
+    let url = "s3://ledgers/eu/governor-1";
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("ledger");
+    let archive = Archive::open_with_env(url, moto.env()).unwrap();
+    let rt = runtime();
+    rt.block_on(archive.check()).unwrap();
+    let cut = {
+        let (ledger, registry) = open(&dir);
+        load(&registry, 0, 200);
+        let cut = keep_8_kib(&rt, &ledger, &archive);
+        drop(registry);
+        cut
+    };
+    assert!(cut >= 3, "{cut}");
+    // The objects are the segments, by name, under the prefix and only there.
+    let client = moto.client("ledgers");
+    let expected: Vec<String> = (1..=cut)
+        .map(|id| format!("eu/governor-1/{id:010}.seg"))
+        .collect();
+    assert_eq!(names(&rt, &client, ""), expected);
+    assert!(!dir.join("0000000001.seg").exists());
+    assert_eq!(verify_all(&dir, &archive).first_bad, None);
+    let ledger_arg = dir.to_str().unwrap();
+    let verify = ["ledger", "verify", "--ledger", ledger_arg, "--archive", url];
+    let (code, text) = cli(&verify, &moto.env());
+    assert_eq!(code, 0, "{text}");
+    // Another client rewrites segment 2 with one bit flipped.
+    let second = object_store::path::Path::from("eu/governor-1/0000000002.seg");
+    let clean = rt
+        .block_on(async { client.get(&second).await?.bytes().await })
+        .unwrap();
+    let mut flipped = clean.to_vec();
+    flipped[100] ^= 1;
+    rt.block_on(client.put(&second, flipped.into())).unwrap();
+    let bad = verify_all(&dir, &archive).first_bad.unwrap();
+    assert!(
+        bad.reason.contains("0000000002.seg") || bad.reason.contains("hash"),
+        "{}",
+        bad.reason
+    );
+    let (code, text) = cli(&verify, &moto.env());
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("archived segment `0000000002.seg`"), "{text}");
+    // The same copy put back verifies again.
+    rt.block_on(client.put(&second, clean.into())).unwrap();
+    let (code, text) = cli(&verify, &moto.env());
+    assert_eq!(code, 0, "{text}");
+}
+
+#[test]
+fn serve_checks_the_bucket_before_it_starts() {
+    let moto = Moto::start();
+    moto.create_bucket("ledgers");
+    let work = tempfile::tempdir().unwrap();
+    let ledger = work.path().join("ledger");
+    let serve = |check: bool, url: &str, env: &[(String, String)]| {
+        let mut args = vec!["serve"];
+        if check {
+            args.push("--check");
+        }
+        args.extend([
+            "--insecure-no-auth",
+            "--actions",
+            "log",
+            "--listen",
+            "127.0.0.1:0",
+            "--ledger",
+            ledger.to_str().unwrap(),
+            "--retain",
+            "7d",
+            "--archive",
+            url,
+        ]);
+        cli(&args, env)
+    };
+    let (code, text) = serve(true, "s3://ledgers/governor", &moto.env());
+    assert_eq!(code, 0, "{text}");
+    // A bucket that does not exist: refused at start, naming it.
+    for check in [true, false] {
+        let (code, text) = serve(check, "s3://no-such-bucket/governor", &moto.env());
+        assert_eq!(code, 1, "{text}");
+        assert!(
+            text.contains("archive `s3://no-such-bucket/governor` cannot be listed"),
+            "{text}"
+        );
+        assert!(text.contains("NoSuchBucket"), "{text}");
+        assert!(!text.contains("listening"), "{text}");
+    }
+    // No credentials, and no metadata server to get them from (a closed
+    // loopback port stands for one that is not there).
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let env: Vec<(String, String)> = moto
+        .env()
+        .into_iter()
+        .filter(|(name, _)| !name.contains("_KEY"))
+        .chain([(
+            "AWS_METADATA_ENDPOINT".to_owned(),
+            format!("http://{closed}"),
+        )])
+        .collect();
+    let (code, text) = serve(false, "s3://ledgers/governor", &env);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("archive `s3://ledgers/governor` cannot be listed (no `AWS_ACCESS_KEY_ID`"),
+        "{text}"
+    );
+    // A secret without its key id is refused before anything is reached.
+    let env: Vec<(String, String)> = moto
+        .env()
+        .into_iter()
+        .filter(|(name, _)| name != "AWS_ACCESS_KEY_ID")
+        .collect();
+    let (code, text) = serve(true, "s3://ledgers/governor", &env);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("AccessKeyId"), "{text}");
+    assert!(!ledger.exists(), "a refused start opened the ledger");
+}
+
+#[test]
+fn a_segment_larger_than_an_upload_part_is_archived_whole() {
+    // S3 (and GCS's XML API) refuse multipart uploads whose parts but the
+    // last are under 5 MiB; a 12 MiB segment goes up in parts.
+    let moto = Moto::start();
+    moto.create_bucket("ledgers");
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("ledger");
+    let options = FileOptions {
+        segment_bytes: 12 << 20,
+        ..fast_options()
+    };
+    let ledger: Arc<dyn Ledger> = Arc::new(FileLedger::open(&dir, options).unwrap());
+    let note = "x".repeat(60_000);
+    while ledger.as_file().unwrap().segments().unwrap().1 < 2 {
+        append_next(ledger.as_ref(), &tenant("big"), &note);
+    }
+    ledger.checkpoint(ledger.mark().unwrap(), b"all").unwrap();
+    let local = fs_err::read(ledger.as_file().unwrap().segment_path(1)).unwrap();
+    assert!(local.len() > 10 << 20, "{}", local.len());
+    let archive = Archive::open_with_env("s3://ledgers/big", moto.env()).unwrap();
+    let rt = runtime();
+    let cut = rt
+        .block_on(archive::archive_due(
+            &ledger,
+            &archive,
+            Retain::Bytes(1),
+            SystemTime::now(),
+        ))
+        .unwrap();
+    assert_eq!(cut, 1);
+    let copy = rt
+        .block_on(async {
+            let path = object_store::path::Path::from("big/0000000001.seg");
+            moto.client("ledgers").get(&path).await?.bytes().await
+        })
+        .unwrap();
+    assert!(copy == local, "the archived copy differs from the segment");
+}
