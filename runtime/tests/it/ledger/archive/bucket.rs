@@ -5,6 +5,16 @@
 //! `ledger verify --archive s3://…` passes from genesis and reports a
 //! tampered object, and an unknown bucket or missing credentials stop
 //! `serve` at its preflight with a message that says so.
+//!
+//! `gs://` runs on the same server. object_store's GCS client speaks GCS's
+//! XML API for everything (upload, multipart, read, list), which is the S3
+//! protocol; no GCS emulator on PyPI answers it (`gcp-storage-emulator`
+//! 2026.7.19 has no XML listing or multipart and sends no `ETag` or
+//! `Last-Modified`, which the client requires). So moto stands in for
+//! GCS's endpoint (`GOOGLE_BASE_URL`), taking the client's OAuth bearer
+//! token (`GOOGLE_BEARER_TOKEN`) without checking it: this checks our
+//! `gs://` wiring, bucket, prefix and `GOOGLE_*` settings, and the GCS
+//! client's calls; not Google's authentication.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -78,19 +88,37 @@ impl Moto {
         .collect()
     }
 
-    /// Makes bucket `name` (S3's `CreateBucket`, a bare `PUT /name`).
-    fn create_bucket(&self, name: &str) {
+    /// An unsigned `PUT` of `body` to `target`; panics unless answered 200.
+    fn put(&self, target: &str, body: &str) {
         use std::io::{Read as _, Write as _};
         let mut stream = TcpStream::connect(self.addr).unwrap();
         write!(
             stream,
-            "PUT /{name} HTTP/1.1\r\nHost: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-            self.addr
+            "PUT {target} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            self.addr,
+            body.len()
         )
         .unwrap();
         let mut answer = String::new();
         stream.read_to_string(&mut answer).unwrap();
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+
+    /// Makes bucket `name` (S3's `CreateBucket`, a bare `PUT /name`).
+    fn create_bucket(&self, name: &str) {
+        self.put(&format!("/{name}"), "");
+    }
+
+    /// The variables of a `gs://` archive on this server.
+    fn gcs_env(&self) -> Vec<(String, String)> {
+        [
+            ("GOOGLE_BASE_URL", self.endpoint()),
+            ("GOOGLE_ALLOW_HTTP", "true".to_owned()),
+            ("GOOGLE_BEARER_TOKEN", "ya29.not-checked".to_owned()),
+        ]
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value))
+        .collect()
     }
 
     /// A client of `bucket` of our own, not the archive's: reads and
@@ -154,7 +182,10 @@ fn cli(args: &[&str], env: &[(String, String)]) -> (i32, String) {
         )
         .env_remove("GOVERNOR_AUTH_TOKEN");
     for (name, _) in std::env::vars() {
-        if name.starts_with("AWS_") {
+        if ["AWS_", "GOOGLE_", "GCE_"]
+            .iter()
+            .any(|p| name.starts_with(p))
+        {
             command.env_remove(name);
         }
     }
@@ -309,10 +340,15 @@ fn serve_checks_the_bucket_before_it_starts() {
 
 #[test]
 fn a_segment_larger_than_an_upload_part_is_archived_whole() {
-    // S3 (and GCS's XML API) refuse multipart uploads whose parts but the
-    // last are under 5 MiB; a 12 MiB segment goes up in parts.
     let moto = Moto::start();
     moto.create_bucket("ledgers");
+    archive_12_mib_segment(&moto, "s3://ledgers/big", moto.env());
+    archive_12_mib_segment(&moto, "gs://ledgers/big-gs", moto.gcs_env());
+}
+
+/// S3 and GCS's XML API refuse multipart uploads whose parts but the last
+/// are under 5 MiB: a 12 MiB segment goes up in parts.
+fn archive_12_mib_segment(moto: &Moto, url: &str, env: Vec<(String, String)>) {
     let work = tempfile::tempdir().unwrap();
     let dir = work.path().join("ledger");
     let options = FileOptions {
@@ -327,7 +363,7 @@ fn a_segment_larger_than_an_upload_part_is_archived_whole() {
     ledger.checkpoint(ledger.mark().unwrap(), b"all").unwrap();
     let local = fs_err::read(ledger.as_file().unwrap().segment_path(1)).unwrap();
     assert!(local.len() > 10 << 20, "{}", local.len());
-    let archive = Archive::open_with_env("s3://ledgers/big", moto.env()).unwrap();
+    let archive = Archive::open_with_env(url, env).unwrap();
     let rt = runtime();
     let cut = rt
         .block_on(archive::archive_due(
@@ -340,9 +376,80 @@ fn a_segment_larger_than_an_upload_part_is_archived_whole() {
     assert_eq!(cut, 1);
     let copy = rt
         .block_on(async {
-            let path = object_store::path::Path::from("big/0000000001.seg");
+            let prefix = url.rsplit('/').next().unwrap();
+            let path = object_store::path::Path::from(format!("{prefix}/0000000001.seg"));
             moto.client("ledgers").get(&path).await?.bytes().await
         })
         .unwrap();
     assert!(copy == local, "the archived copy differs from the segment");
+}
+
+#[test]
+fn segments_archived_to_a_gs_prefix_verify_from_genesis() {
+    let moto = Moto::start();
+    moto.create_bucket("ledgers");
+    let url = "gs://ledgers/eu/governor-2";
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("ledger");
+    let archive = Archive::open_with_env(url, moto.gcs_env()).unwrap();
+    let rt = runtime();
+    rt.block_on(archive.check()).unwrap();
+    let cut = {
+        let (ledger, registry) = open(&dir);
+        load(&registry, 0, 200);
+        keep_8_kib(&rt, &ledger, &archive)
+    };
+    assert!(cut >= 3, "{cut}");
+    let expected: Vec<String> = (1..=cut)
+        .map(|id| format!("eu/governor-2/{id:010}.seg"))
+        .collect();
+    assert_eq!(names(&rt, &moto.client("ledgers"), ""), expected);
+    assert_eq!(verify_all(&dir, &archive).first_bad, None);
+    let verify = [
+        "ledger",
+        "verify",
+        "--ledger",
+        dir.to_str().unwrap(),
+        "--archive",
+        url,
+    ];
+    let (code, text) = cli(&verify, &moto.gcs_env());
+    assert_eq!(code, 0, "{text}");
+    // No credentials, and no metadata server to get them from (closed
+    // loopback ports stand for one that is not there).
+    let closed = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let env: Vec<(String, String)> = moto
+        .gcs_env()
+        .into_iter()
+        .filter(|(name, _)| name != "GOOGLE_BEARER_TOKEN")
+        .chain([
+            ("GCE_METADATA_HOST".to_owned(), closed.clone()),
+            ("GCE_METADATA_IP".to_owned(), closed),
+        ])
+        .collect();
+    let serve = [
+        "serve",
+        "--check",
+        "--insecure-no-auth",
+        "--actions",
+        "log",
+        "--listen",
+        "127.0.0.1:0",
+        "--ledger",
+        dir.to_str().unwrap(),
+        "--retain",
+        "7d",
+        "--archive",
+        url,
+    ];
+    let (code, text) = cli(&serve, &env);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("archive `gs://ledgers/eu/governor-2` cannot be listed (neither `GOOGLE_APPLICATION_CREDENTIALS`"),
+        "{text}"
+    );
 }
