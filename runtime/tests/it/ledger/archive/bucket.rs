@@ -159,8 +159,8 @@ fn cli_child() {
     std::process::exit(code.into());
 }
 
-/// `governor ARGS…` in a child process with `env` (and nothing of ours
-/// from `AWS_*`): its exit code and what it wrote.
+/// `governor ARGS…` in a child process with `env` (and none of this
+/// process's `AWS_*`, `GOOGLE_*`, `GCE_*`): its exit code and what it wrote.
 fn cli(args: &[&str], env: &[(String, String)]) -> (i32, String) {
     let mut command = Command::new(std::env::current_exe().unwrap());
     command
