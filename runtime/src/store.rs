@@ -66,20 +66,25 @@ impl Location {
         writers: Writers,
         warn: &mut dyn FnMut(String),
     ) -> Result<Arc<dyn Ledger>, LedgerError> {
-        self.open_with(writers, crate::pg::DEFAULT_PARTITION_RECEIPTS, warn)
+        self.open_with(writers, OpenOptions::default(), warn)
     }
 
-    /// [`Location::open`], a database's receipts table partitioned every
-    /// `partition_receipts` positions.
+    /// [`Location::open`] with the sizes in `options`.
     pub fn open_with(
         &self,
         writers: Writers,
-        partition_receipts: u64,
+        options: OpenOptions,
         warn: &mut dyn FnMut(String),
     ) -> Result<Arc<dyn Ledger>, LedgerError> {
         Ok(match self {
             Location::Dir(dir) => {
-                let ledger = FileLedger::open(dir, FileOptions::default())?;
+                let ledger = FileLedger::open(
+                    dir,
+                    FileOptions {
+                        segment_bytes: options.segment_bytes,
+                        ..FileOptions::default()
+                    },
+                )?;
                 if let Some(repair) = ledger.repair() {
                     warn(format!(
                         "truncated a torn final ledger record (it was never acknowledged): {} bytes at offset {} of `{}`",
@@ -97,7 +102,7 @@ impl Location {
             }
             Location::Database(url) => {
                 let options = PgOptions {
-                    partition_receipts,
+                    partition_receipts: options.partition_receipts,
                     ..PgOptions::default()
                 };
                 match writers {
@@ -106,6 +111,25 @@ impl Location {
                 }
             }
         })
+    }
+}
+
+/// The sizes a ledger is opened with (`serve --segment-size`,
+/// `--partition-receipts`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpenOptions {
+    /// A file ledger's segment size in bytes.
+    pub segment_bytes: u64,
+    /// A PostgreSQL ledger's positions per partition.
+    pub partition_receipts: u64,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            segment_bytes: FileOptions::default().segment_bytes,
+            partition_receipts: crate::pg::DEFAULT_PARTITION_RECEIPTS,
+        }
     }
 }
 

@@ -145,6 +145,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = crate::pg::DEFAULT_PARTITION_RECEIPTS,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub partition_receipts: u64,
+    /// A file ledger's segment size (`64MiB`, `512KiB`; 4 KiB to 2 GiB):
+    /// the unit retention archives and removes.
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = segment_size)]
+    pub segment_size: u64,
     /// How long event ids (Pub/Sub `messageId`, signal and marketplace
     /// `id`) are remembered to drop redeliveries, in seconds of the server's
     /// clock; at least twice the marketplace signature tolerance (600).
@@ -205,6 +209,16 @@ impl ServeError {
             ServeError::Ledger(_) => 1,
             ServeError::Registry(_) | ServeError::Actuator(_) | ServeError::Io { .. } => 2,
         }
+    }
+}
+
+/// A `--segment-size`: bytes with a unit, 4 KiB to 2 GiB.
+fn segment_size(text: &str) -> Result<u64, String> {
+    match text.parse::<crate::archive::Retain>() {
+        Ok(crate::archive::Retain::Bytes(bytes)) if (4096..=2 << 30).contains(&bytes) => Ok(bytes),
+        _ => Err(format!(
+            "`{text}` is not a size from 4KiB to 2GiB (e.g. `64MiB`)"
+        )),
     }
 }
 
@@ -464,7 +478,10 @@ pub fn run_until(
     let ledger = location
         .open_with(
             crate::store::Writers::Shared,
-            args.partition_receipts,
+            crate::store::OpenOptions {
+                segment_bytes: args.segment_size,
+                partition_receipts: args.partition_receipts,
+            },
             &mut |warning| tracing::warn!("{warning}"),
         )
         .map_err(ServeError::Ledger)?;
