@@ -7,6 +7,10 @@
 #
 #   bench/soak.sh   (MINUTES=30 CONNECTIONS=50 DELAY_MS=5 RETAIN=256MiB TENANTS=1000)
 #
+# LEDGER=postgres soaks a PostgreSQL ledger instead (a throwaway server in
+# the work folder, partitions of PARTITION=100000 receipts): "local" is then
+# the size of the receipts' partitions still in the database.
+#
 # The load: wrk with CONNECTIONS connections, each waiting DELAY_MS before
 # every request (50 × 1000/5 = 10k requests/s at most), in one-minute runs.
 set -euo pipefail
@@ -21,20 +25,37 @@ PORT="${PORT:-18095}"
 THREADS=2
 DURATION=60s
 
-# shellcheck source=bench/governor.sh
-source bench/governor.sh
+LEDGER="${LEDGER:-file}"
+PARTITION="${PARTITION:-100000}"
+
+if [ "$LEDGER" = postgres ]; then
+  # shellcheck source=bench/postgres.sh
+  source bench/postgres.sh
+  store=(--database-url "$url" --partition-receipts "$PARTITION")
+else
+  # shellcheck source=bench/governor.sh
+  source bench/governor.sh
+  store=(--ledger "$work/ledger")
+fi
 sed -e "s/n % 1000/n % $TENANTS/" "$work/signals.lua" >"$work/soak.lua"
 printf 'delay = function()\n  return %s\nend\n' "$DELAY_MS" >>"$work/soak.lua"
 
 GOVERNOR_AUTH_TOKEN=bench-token RUST_LOG=warn "$BIN/cost-guard-governor" serve \
-  --listen "127.0.0.1:$PORT" --ledger "$work/ledger" --actions log --no-pubsub \
+  --listen "127.0.0.1:$PORT" "${store[@]}" --actions log --no-pubsub \
   --retain "$RETAIN" --archive "$work/archive" --archive-every 10 2>"$work/governor.log" &
 gov=$!
 pids+=("$gov")
 wait_port "$PORT"
 
 rss_mb() { awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$gov/status"; }
-local_mb() { du -sm "$work/ledger" | cut -f1; }
+local_mb() {
+  if [ "$LEDGER" = postgres ]; then
+    psql "$url" -Atc "SELECT coalesce(sum(pg_total_relation_size(inhrelid)), 0) / 1048576
+                      FROM pg_inherits WHERE inhparent = 'ggen_receipts'::regclass"
+  else
+    du -sm "$work/ledger" | cut -f1
+  fi
+}
 acked=0
 printf '%-6s %12s %9s %9s %9s %11s\n' minute "signals/s" "p99 ms" "RSS MiB" "local MiB" "archive MiB"
 for minute in $(seq "$MINUTES"); do
@@ -46,12 +67,17 @@ done
 kill -TERM "$gov"
 wait "$gov" || true
 echo "acknowledged signals: $acked"
-echo "verify --archive: $("$BIN/cost-guard-governor" ledger verify --ledger "$work/ledger" --archive "$work/archive" | tr '\n' ' ')"
-receipts=$("$BIN/cost-guard-governor" ledger verify --ledger "$work/ledger" --archive "$work/archive" |
+[ "$LEDGER" = postgres ] && store=(--database-url "$url")
+echo "verify --archive: $("$BIN/cost-guard-governor" ledger verify "${store[@]}" --archive "$work/archive" | tr '\n' ' ')"
+receipts=$("$BIN/cost-guard-governor" ledger verify "${store[@]}" --archive "$work/archive" |
   sed -n 's/^ok: \([0-9]*\) receipts.*/\1/p')
 echo "receipts (archive + local): ${receipts:-?}"
 if [ -n "$receipts" ] && [ "$receipts" -lt "$acked" ]; then
   echo "LOST: $((acked - receipts)) acknowledged signals are not in the ledger" >&2
   exit 1
 fi
-echo "segments archived: $(find "$work/archive" -name '*.seg' | wc -l); local segments: $(find "$work/ledger" -name '*.seg' | wc -l)"
+if [ "$LEDGER" = postgres ]; then
+  echo "partitions archived: $(find "$work/archive" -name '*.seg' | wc -l); local partitions: $(psql "$url" -Atc "SELECT count(*) FROM pg_inherits WHERE inhparent = 'ggen_receipts'::regclass")"
+else
+  echo "segments archived: $(find "$work/archive" -name '*.seg' | wc -l); local segments: $(find "$work/ledger" -name '*.seg' | wc -l)"
+fi

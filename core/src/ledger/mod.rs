@@ -587,6 +587,12 @@ pub trait Ledger: Send + Sync + 'static {
     fn as_file(&self) -> Option<&file::FileLedger> {
         None
     }
+    /// Bytes a ledger that is not on a local file system holds where it
+    /// is (a database's tables); `None` for others. May block for a
+    /// round trip: not for an async runtime's threads.
+    fn stored_bytes(&self) -> Option<Result<u64, LedgerError>> {
+        None
+    }
 }
 
 /// A local ledger's disk use (see [`Ledger::space`]).

@@ -45,10 +45,12 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
 
 /// `GET /metrics`: Prometheus text exposition.
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
+    let stored = state.stored_bytes().await;
     let text = state.metrics().render(
         state.registry(),
         state.actuator(),
         state.disk_status(),
+        stored,
         state.not_ready().is_none(),
     );
     let mut response = text.into_response();

@@ -40,8 +40,9 @@
 //! - `tenants{state}`: tenants by FSM state (sampled when scraped);
 //! - `requests_shed_total`: requests refused by the in-flight limit;
 //! - `ledger_bytes`, `ledger_disk_free_bytes`, `ledger_disk_size_bytes`:
-//!   the ledger's files and its file system (file ledger only), sampled
-//!   when scraped; `ledger_disk_low` (free space under `--min-free`) and
+//!   the ledger's files and its file system, sampled when scraped (a
+//!   PostgreSQL ledger: `ledger_bytes` is its tables' size, read at most
+//!   every 30 s; its disk is the database's to watch); `ledger_disk_low` (free space under `--min-free`) and
 //!   `ledger_disk_full` (writes waiting for space), 0 or 1.
 
 use std::time::Duration;
@@ -156,7 +157,7 @@ pub const FAMILIES: [(&str, Kind, &str); 21] = [
     (
         "governor_ledger_bytes",
         Kind::Gauge,
-        "Bytes of the file ledger's files (segments, index files, checkpoint).",
+        "Bytes of the ledger: a file ledger's files (segments, index files, checkpoint), or a PostgreSQL ledger's tables.",
     ),
     (
         "governor_ledger_disk_free_bytes",
@@ -485,9 +486,14 @@ impl Metrics {
         registry: &Registry,
         actuator: Option<&Dispatcher>,
         disk: Option<DiskStatus>,
+        stored: Option<u64>,
         ready: bool,
     ) -> String {
         self.ready.set(f64::from(u8::from(ready)));
+        // A database ledger: its tables' size (its disk is the database's).
+        if let (None, Some(bytes)) = (disk, stored) {
+            self.disk[0].set(bytes as f64);
+        }
         if let Some(status) = disk {
             let space = status.space;
             let values = [

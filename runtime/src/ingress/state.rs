@@ -19,6 +19,8 @@ use crate::receipt::Input;
 use crate::registry::{Applied, DECISION_ATTEMPTS, Registry, RegistryError};
 use crate::tenant::TenantId;
 
+/// How long a database ledger's size is reused (`governor_ledger_bytes`).
+const STORED_SAMPLE_FOR: std::time::Duration = std::time::Duration::from_secs(30);
 /// How waiting for a decision's receipts ended, when not durable.
 #[derive(Debug)]
 pub(crate) enum Settled {
@@ -130,6 +132,8 @@ pub struct Inner {
     draining: AtomicBool,
     actuator: Option<Dispatcher>,
     disk: Disk,
+    /// The last size of a database ledger's tables, and when it was read.
+    stored: tokio::sync::Mutex<Option<(std::time::Instant, Option<u64>)>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -190,6 +194,7 @@ impl AppState {
             draining: AtomicBool::new(false),
             actuator: options.actuator,
             disk: Disk::new(options.min_free),
+            stored: tokio::sync::Mutex::new(None),
         }))
     }
 
@@ -254,6 +259,30 @@ impl AppState {
             return Some(crate::report::error_chain(&full));
         }
         self.disk_status().and_then(|status| status.not_ready())
+    }
+
+    /// The bytes a database ledger's tables hold, read at most every
+    /// [`STORED_SAMPLE_FOR`] (off the async threads); `None` for a file
+    /// ledger or when the database cannot say (logged).
+    pub async fn stored_bytes(&self) -> Option<u64> {
+        let mut sample = self.0.stored.lock().await;
+        if let Some((at, bytes)) = *sample
+            && at.elapsed() < STORED_SAMPLE_FOR
+        {
+            return bytes;
+        }
+        let ledger = std::sync::Arc::clone(self.0.registry.ledger());
+        let read = tokio::task::spawn_blocking(move || ledger.stored_bytes()).await;
+        let bytes = match read {
+            Ok(Some(Ok(bytes))) => Some(bytes),
+            Ok(Some(Err(error))) => {
+                tracing::warn!(error = %crate::report::error_chain(&error), "sizing the ledger's tables failed");
+                None
+            }
+            Ok(None) | Err(_) => None,
+        };
+        *sample = Some((std::time::Instant::now(), bytes));
+        bytes
     }
 
     /// The ledger's disk (for a ledger on a local file system), sampled at

@@ -683,6 +683,21 @@ impl LockedTenant for Locked {
 }
 
 impl Ledger for SharedPgLedger {
+    fn stored_bytes(&self) -> Option<Result<u64, LedgerError>> {
+        let target = self.inner.target.clone();
+        Some(self.with_reader(move |client| {
+            let row = client
+                .query_one(
+                    "SELECT coalesce(sum(pg_total_relation_size(oid)), 0)::bigint FROM pg_class
+                     WHERE relnamespace = current_schema()::regnamespace
+                       AND relkind = 'r' AND relname LIKE 'ggen\\_%'",
+                    &[],
+                )
+                .map_err(database(&target, "sizing the ledger's tables"))?;
+            Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+        }))
+    }
+
     /// Refused: receipts reach a shared ledger as whole decisions, with
     /// the tenant's state ([`SharedLedger::append_decision`]).
     fn append(&self, _entry: Entry) -> Result<Appended, LedgerError> {

@@ -423,8 +423,21 @@ async fn replicas_archive_under_load_and_a_kill_9_loses_nothing() {
         assert_eq!(status, 204, "{i}: {text}");
         acked.push(id);
     }
-    // B's next rounds archive what is due, then it stops.
+    // B's next rounds archive what is due, then it stops; its tables' size
+    // is a metric (what is left locally: partitions of ~40 receipts).
     tokio::time::sleep(Duration::from_secs(3)).await;
+    let (status, metrics) = connections[1]
+        .request("GET", "/metrics", None, "")
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{metrics}");
+    let bytes: f64 = metrics
+        .lines()
+        .find(|line| line.starts_with("governor_ledger_bytes{"))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no governor_ledger_bytes: {metrics}"));
+    assert!(bytes > 8192.0, "{bytes}");
     drop(b);
     let archive =
         ggen_runtime::archive::Archive::open(archive_dir.path().to_str().unwrap()).unwrap();
