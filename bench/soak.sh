@@ -50,7 +50,7 @@ wait_port "$PORT"
 rss_mb() { awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$gov/status"; }
 local_mb() {
   if [ "$LEDGER" = postgres ]; then
-    psql "$url" -Atc "SELECT coalesce(sum(pg_total_relation_size(inhrelid)), 0) / 1048576
+    psql "$url" -Atc "SELECT (coalesce(sum(pg_total_relation_size(inhrelid)), 0) / 1048576)::bigint
                       FROM pg_inherits WHERE inhparent = 'ggen_receipts'::regclass"
   else
     du -sm "$work/ledger" | cut -f1
