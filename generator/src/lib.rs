@@ -38,6 +38,7 @@ pub mod load;
 pub mod manifest;
 pub mod model;
 pub mod names;
+pub mod pack;
 pub mod pipeline;
 pub mod plan;
 pub mod render;

@@ -7,4 +7,5 @@ mod determinism;
 mod explain;
 mod fuzz;
 mod generate;
+mod pack;
 mod validate;
