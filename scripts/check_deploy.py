@@ -9,7 +9,9 @@ For each crate folder given (generated/<id>):
    ports agree with the spec's `deploy.port`, every Secret key a container
    reads exists in deploy/secret.yaml.example (optional ones at least documented
    there), the pod runs as the Containerfile's numeric non-root user, the
-   autoscaler targets the Deployment, the grace period outlasts the drain;
+   autoscaler targets the Deployment, the grace period outlasts the drain,
+   `--retain`/`--archive` follow deploy.retain/deploy.archive (a bucket:
+   no archive volume, HTTPS egress; else a mounted claim);
 3. with --bin DIR: the governor binary from DIR starts locally with the
    container's own args and environment (Secret values filled with test
    values, volumes mapped to temp folders, the OIDC key set read from a
@@ -217,6 +219,8 @@ def cross_check(crate: Path, docs: list[dict], secret_docs: list[dict], found: F
     if security.get("seccompProfile", {}).get("type") != "RuntimeDefault":
         found.add(where, "seccompProfile is not RuntimeDefault")
 
+    archive_check(deploy, postgres, workload, policies, where, found)
+
     secret_names = {d["metadata"]["name"]: d for d in secret_docs if d.get("kind") == "Secret"}
     optional_documented = documented_keys(crate / "deploy/secret.yaml.example")
     grace = pod_spec.get("terminationGracePeriodSeconds", 30)
@@ -269,6 +273,36 @@ def cross_check(crate: Path, docs: list[dict], secret_docs: list[dict], found: F
             if value != "":
                 found.add(str(crate / "deploy/secret.yaml.example"), f"key `{key}` holds a literal; the template must leave values empty")
     return workload
+
+
+def archive_check(deploy: dict, postgres: bool, workload: dict, policies: list[dict], where: str, found: Findings) -> None:
+    """`deploy.retain` and `deploy.archive` against the container's flags,
+    the volumes and the NetworkPolicy's egress."""
+    pod_spec = workload["spec"]["template"]["spec"]
+    container = pod_spec["containers"][0]
+    args = container.get("args", [])
+    retain, bucket = deploy.get("retain"), deploy.get("archive")
+    if flag(args, "--retain") != retain:
+        found.add(where, f"--retain {flag(args, '--retain')!r} is not deploy.retain {retain!r}")
+    archive = flag(args, "--archive")
+    claims = {t["metadata"]["name"] for t in workload["spec"].get("volumeClaimTemplates", [])}
+    volumes = claims | {v["name"] for v in pod_spec.get("volumes", [])}
+    if bucket is not None:
+        if archive != bucket:
+            found.add(where, f"--archive {archive!r} is not deploy.archive {bucket!r}")
+        if volumes - {"ledger"}:
+            found.add(where, f"a bucket archive needs no volume, but the pod has {sorted(volumes - {'ledger'})}")
+        egress = {p.get("port") for policy in policies for rule in policy["spec"].get("egress", []) for p in rule.get("ports", [])}
+        if 443 not in egress:
+            found.add(where, "NetworkPolicy egress does not admit HTTPS (443), which the archive bucket needs")
+    elif retain is not None:
+        mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+        if postgres:
+            found.add(where, "a PostgreSQL-ledger governor with deploy.retain needs deploy.archive")
+        elif mounts.get(archive) not in claims:
+            found.add(where, f"--archive {archive!r} is no mounted volume claim")
+    elif archive is not None:
+        found.add(where, "--archive without deploy.retain")
 
 
 def free_port() -> int:

@@ -378,9 +378,14 @@ pub struct Deploy {
     pub image: String,
     /// The retention bound as the spec gives it (`--retain`), if any.
     pub retain: Option<String>,
+    /// The bucket `retain` archives to (`gs://…` or `s3://…`, as the schema
+    /// admits), if any; set only with `retain`. None with `retain`: the
+    /// file ledger's archive volume.
+    pub archive: Option<String>,
     /// The ledger volume, in GiB (see [`crate::sizing`]).
     pub volume_gi: u64,
-    /// The archive volume (Kubernetes quantity), used with `retain`.
+    /// The archive volume (Kubernetes quantity), used with `retain` and no
+    /// `archive`.
     pub archive_storage: String,
 }
 
@@ -522,6 +527,7 @@ pub fn lower(checked: &Checked, spec_path: &str, spec_sha256: &str) -> Result<Mo
                 .clone()
                 .unwrap_or_else(|| crate_name.clone()),
             retain: spec.deploy.retain.clone(),
+            archive: spec.deploy.archive.clone(),
             volume_gi: crate::sizing::volume_gi(
                 spec.deploy
                     .retain

@@ -256,9 +256,15 @@ pub struct Deploy {
     #[serde(default = "default_signals_per_second")]
     pub signals_per_second: u64,
     /// How much of the ledger stays local (`7d`, `20GiB`); older segments
-    /// go to the archive volume. None: the ledger is never trimmed.
+    /// (a PostgreSQL ledger: full partitions) go to the archive. None: the
+    /// ledger is never trimmed.
     pub retain: Option<String>,
-    /// The archive volume's size, a Kubernetes quantity (default `100Gi`).
+    /// The bucket the archive goes to (`gs://bucket/prefix`,
+    /// `s3://bucket/prefix`; only with `retain`). None: the file ledger's
+    /// archive volume.
+    pub archive: Option<String>,
+    /// The archive volume's size, a Kubernetes quantity (default `100Gi`;
+    /// set only without `archive`).
     #[serde(default = "default_archive_storage")]
     pub archive_storage: String,
 }
@@ -275,6 +281,7 @@ impl Default for Deploy {
             image: None,
             signals_per_second: default_signals_per_second(),
             retain: None,
+            archive: None,
             archive_storage: default_archive_storage(),
         }
     }

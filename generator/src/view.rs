@@ -150,8 +150,15 @@ pub struct DeployView {
     pub webhook: bool,
     /// Some webhook action relies on `GOVERNOR_WEBHOOK_URL`.
     pub webhook_default_url: bool,
-    /// TCP ports the pod connects out to over HTTPS/HTTP (webhooks, JWKS).
+    /// TCP ports the pod connects out to over HTTPS/HTTP (webhooks, JWKS,
+    /// the archive bucket).
     pub egress_ports: Vec<u16>,
+    /// The archive is a bucket (`deploy.archive`): no archive volume.
+    pub bucket_archive: bool,
+    /// The bucket is GCS (`gs://`): its token comes from the metadata server.
+    pub archive_gcs: bool,
+    /// The bucket is S3 (`s3://`): optional `AWS_*` keys from the Secret.
+    pub archive_s3: bool,
     /// The programs `command` actions run, as one Containerfile label value.
     pub programs_label: Option<String>,
     /// The same programs, as Markdown text.
@@ -217,7 +224,9 @@ pub struct SkuYaml {
     pub volume: String,
     /// The retention bound (`--retain`), when the spec sets one.
     pub retain: Option<String>,
-    /// The archive volume's size (with `retain`).
+    /// The bucket URL (`--archive`), when the spec sets one.
+    pub archive: Option<String>,
+    /// The archive volume's size (with `retain` and no `archive`).
     pub archive_storage: String,
 }
 
@@ -547,6 +556,7 @@ impl SkuView {
                 memory: escape::quoted(&model.deploy.memory),
                 volume: escape::quoted(&format!("{}Gi", model.deploy.volume_gi)),
                 retain: model.deploy.retain.as_deref().map(escape::quoted),
+                archive: model.deploy.archive.as_deref().map(escape::quoted),
                 archive_storage: escape::quoted(&model.deploy.archive_storage),
             },
             deploy: DeployView::new(model),
@@ -571,6 +581,11 @@ impl DeployView {
             // The JWKS of Google's OIDC keys, fetched over HTTPS.
             egress_ports.insert(443);
         }
+        let archive = deploy.archive.as_deref();
+        if archive.is_some() {
+            // GCS and S3 (and the S3 token service of IRSA) answer on HTTPS.
+            egress_ports.insert(443);
+        }
         let programs: Vec<&str> = wiring.programs.iter().map(String::as_str).collect();
         DeployView {
             ledger: deploy.ledger.as_str(),
@@ -581,6 +596,9 @@ impl DeployView {
             webhook: wiring.webhook,
             webhook_default_url: wiring.webhook_default_url,
             egress_ports: egress_ports.into_iter().collect(),
+            bucket_archive: archive.is_some(),
+            archive_gcs: archive.is_some_and(|url| url.starts_with("gs://")),
+            archive_s3: archive.is_some_and(|url| url.starts_with("s3://")),
             programs_label: (!programs.is_empty())
                 .then(|| escape::containerfile(&programs.join(" "))),
             programs_md: programs.iter().map(|p| escape::md(p)).collect(),

@@ -159,11 +159,27 @@ pub enum Violation {
         /// What is wrong.
         message: String,
     },
-    /// `retain` with the PostgreSQL ledger.
+    /// `retain` with the PostgreSQL ledger but no bucket to archive to.
     #[error(
-        "`retain` in the manifest archives the file ledger's segments to a pod volume; replicas on the `postgres` ledger share no volume, so the generated Deployment cannot archive yet: remove `retain` and run the replicas with `--retain` and an `--archive` every replica reaches (docs/operations.md, \"Retention of a PostgreSQL ledger\"), or use `ledger` `file` with one replica"
+        "`retain` with the `postgres` ledger needs `archive`: its replicas share no volume, so set `deploy.archive` to a bucket every replica reaches (`gs://bucket/prefix` or `s3://bucket/prefix`; one replica archives at a time), or remove `retain`"
     )]
-    RetainWithPostgres,
+    PostgresRetainWithoutArchive,
+    /// `archive` without `retain`: nothing would be archived.
+    #[error(
+        "`archive` `{archive}` is where `retain` moves old ledger data, but `retain` is not set: add `retain` (such as `7d` or `20GiB`) or remove `archive`"
+    )]
+    ArchiveWithoutRetain {
+        /// The bucket URL as written.
+        archive: String,
+    },
+    /// `archive_storage` sizes a volume a bucket archive does not have.
+    #[error(
+        "`archive_storage` sizes the archive volume, but `archive` `{archive}` is a bucket, which has no volume to size: remove `archive_storage`"
+    )]
+    ArchiveStorageWithBucket {
+        /// The bucket URL as written.
+        archive: String,
+    },
     /// A signal's `min` exceeds its `max`.
     #[error("`min` `{min}` is greater than `max` `{max}`")]
     MinAboveMax {
@@ -278,7 +294,8 @@ impl Checker<'_> {
         names
     }
 
-    /// The ledger backend against the replica count, the autoscaler and retention.
+    /// The ledger backend against the replica count, the autoscaler,
+    /// retention and its archive.
     fn deploy(&mut self, value: &Value) {
         let Some(deploy) = value.get("deploy").and_then(Value::as_object) else {
             return;
@@ -311,8 +328,30 @@ impl Checker<'_> {
                 self.report("/deploy/max_replicas", Violation::MaxReplicas { message });
             }
         }
-        if postgres && deploy.contains_key("retain") {
-            self.report("/deploy/retain", Violation::RetainWithPostgres);
+        let retain = deploy.contains_key("retain");
+        // Any `archive` counts as given here: a malformed URL is the schema's finding.
+        match deploy.get("archive") {
+            None if postgres && retain => {
+                self.report("/deploy/retain", Violation::PostgresRetainWithoutArchive);
+            }
+            None => {}
+            Some(archive) => {
+                let archive = plain(archive);
+                if !retain {
+                    self.report(
+                        "/deploy/archive",
+                        Violation::ArchiveWithoutRetain {
+                            archive: archive.clone(),
+                        },
+                    );
+                }
+                if deploy.contains_key("archive_storage") {
+                    self.report(
+                        "/deploy/archive_storage",
+                        Violation::ArchiveStorageWithBucket { archive },
+                    );
+                }
+            }
         }
     }
 

@@ -9,6 +9,10 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use ggen::pipeline;
+use ggen::render::TemplateSet;
+use ggen::workspace::PackageSettings;
+
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -137,6 +141,108 @@ fn check_deploy_catches_a_broken_manifest() {
         "invalid against Kubernetes 1.30.0: 'nonroot' is not of type 'integer'",
         "USER is not numeric",
         "reads key `db-url`, which deploy/secret.yaml.example does not define",
+    ] {
+        assert!(
+            report.contains(expected),
+            "missing `{expected}` in:\n{report}"
+        );
+    }
+}
+
+/// The valid fixtures whose `deploy.archive` is a bucket, generated as
+/// `<tmp>/<id>/` (their spec is found in this repository by its path).
+fn bucket_archive_crates(tmp: &Path) -> Vec<PathBuf> {
+    let templates = TemplateSet::embedded().expect("embedded templates compile");
+    ["postgres_archive_to_gcs.json", "file_archive_to_s3.json"]
+        .into_iter()
+        .map(|name| {
+            let rel = format!("generator/tests/fixtures/valid/{name}");
+            let model = pipeline::model(&root().join(&rel), &rel).expect("a valid fixture");
+            let generated = pipeline::generate(model, &templates, &PackageSettings::inherited())
+                .expect("a valid fixture generates");
+            let dir = tmp.join(&generated.model.id);
+            for (path, text) in &generated.files {
+                let file = dir.join(path);
+                fs_err::create_dir_all(file.parent().expect("a folder")).expect("mkdir");
+                fs_err::write(file, text).expect("write");
+            }
+            dir
+        })
+        .collect()
+}
+
+/// A bucket archive on either ledger: the manifests validate against the
+/// Kubernetes schemas and pass the cross-checks (`--archive` is the bucket,
+/// no archive volume, HTTPS egress, the optional `aws-*` keys documented).
+/// Not started: the preflight would list a bucket this machine cannot reach.
+#[test]
+fn bucket_archive_manifests_validate() {
+    let tmp = tempfile::tempdir().expect("a temp dir");
+    let crates = bucket_archive_crates(tmp.path());
+    let manifest = fs_err::read_to_string(crates[1].join("deploy/kubernetes.yaml")).expect("read");
+    assert!(
+        manifest.contains("- \"s3://governor-ledgers.example/eu/archive_s3/\"")
+            && !manifest.contains("governor-archive"),
+        "{manifest}"
+    );
+    let args: Vec<&Path> = crates.iter().map(PathBuf::as_path).collect();
+    let output = check_deploy(&args);
+    assert!(
+        output.status.success(),
+        "the bucket-archive deploy assets fail their checks"
+    );
+}
+
+#[test]
+fn check_deploy_catches_a_bucket_archive_out_of_step() {
+    let tmp = tempfile::tempdir().expect("a temp dir");
+    let crates = bucket_archive_crates(tmp.path());
+    let (gcs, s3) = (&crates[0], &crates[1]);
+    let edit = |dir: &Path, edits: &[(&str, &str)]| {
+        let path = dir.join("deploy/kubernetes.yaml");
+        let mut manifest = fs_err::read_to_string(&path).expect("read");
+        for (from, to) in edits {
+            assert!(manifest.contains(from), "{from}");
+            manifest = manifest.replacen(from, to, 1);
+        }
+        fs_err::write(path, manifest).expect("write");
+    };
+    edit(
+        gcs,
+        &[
+            // Another bucket than the spec's.
+            (
+                "- \"gs://governor-ledgers/archive_gcs\"",
+                "- \"gs://other-ledgers/archive_gcs\"",
+            ),
+            // HTTPS egress gone.
+            ("        - port: 443\n", "        - port: 8443\n"),
+        ],
+    );
+    edit(
+        s3,
+        &[
+            // An archive volume after all.
+            (
+                "          volumeMounts:\n            - name: ledger\n              mountPath: /var/lib/governor\n",
+                "          volumeMounts:\n            - name: ledger\n              mountPath: /var/lib/governor\n            - name: archive\n              mountPath: /var/lib/governor-archive\n",
+            ),
+            (
+                "  volumeClaimTemplates:\n",
+                "  volumeClaimTemplates:\n    - metadata:\n        name: archive\n      spec:\n        accessModes: [ReadWriteOnce]\n        resources:\n          requests: { storage: \"100Gi\" }\n",
+            ),
+            // A key the Secret template neither defines nor documents.
+            ("key: aws-region,", "key: aws-default-region,"),
+        ],
+    );
+    let output = check_deploy(&[gcs, s3]);
+    assert_eq!(output.status.code(), Some(1));
+    let report = String::from_utf8_lossy(&output.stdout);
+    for expected in [
+        "--archive 'gs://other-ledgers/archive_gcs' is not deploy.archive 'gs://governor-ledgers/archive_gcs'",
+        "NetworkPolicy egress does not admit HTTPS (443), which the archive bucket needs",
+        "a bucket archive needs no volume, but the pod has ['archive']",
+        "AWS_REGION reads optional key `aws-default-region`, which deploy/secret.yaml.example neither defines nor documents",
     ] {
         assert!(
             report.contains(expected),
