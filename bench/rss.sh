@@ -12,6 +12,9 @@
 # Then `GET /v1/tenants/{t}/receipts` is timed with wrk (1 thread, 8
 # connections, 5 s): the 20 newest receipts of a tenant, and 20 from its
 # first segment (a walk back through every segment's index).
+#
+# LEDGER=postgres measures the PostgreSQL ledger instead (a throwaway
+# server in the work folder; partitions of the default 1M receipts).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
@@ -23,12 +26,20 @@ PORT="${PORT:-18094}"
 THREADS=2
 DURATION="$CHUNK"
 
-# shellcheck source=bench/governor.sh
-source bench/governor.sh
+LEDGER="${LEDGER:-file}"
+if [ "$LEDGER" = postgres ]; then
+  # shellcheck source=bench/postgres.sh
+  source bench/postgres.sh
+  store=(--database-url "$url")
+else
+  # shellcheck source=bench/governor.sh
+  source bench/governor.sh
+  store=(--ledger "$work/ledger")
+fi
 sed "s/n % 1000/n % $TENANTS/" "$work/signals.lua" >"$work/load.lua"
 
 GOVERNOR_AUTH_TOKEN=bench-token RUST_LOG=warn "$BIN/cost-guard-governor" serve \
-  --listen "127.0.0.1:$PORT" --ledger "$work/ledger" --actions log --no-pubsub 2>"$work/governor.log" &
+  --listen "127.0.0.1:$PORT" "${store[@]}" --actions log --no-pubsub 2>"$work/governor.log" &
 gov=$!
 pids+=("$gov")
 wait_port "$PORT"
@@ -55,7 +66,12 @@ echo "warm-up: $warm receipts, RSS $((rss_warm / 1024)) MiB"
 echo "load: $done_receipts receipts in ${elapsed} s ($((done_receipts / (elapsed > 0 ? elapsed : 1))) signals/s), RSS $((rss_after / 1024)) MiB"
 awk -v a="$rss_after" -v w="$rss_warm" -v n="$done_receipts" \
   'BEGIN { printf "RSS growth: %.3f bytes per receipt\n", (a - w) * 1024 / n }'
-echo "ledger: $(du -sh "$work/ledger" | cut -f1) in $(find "$work/ledger" -name '*.seg' | wc -l) segments, $(find "$work/ledger" -name '*.idx' | wc -l) index files"
+if [ "$LEDGER" = postgres ]; then
+  echo "ledger: $(psql "$url" -Atc "SELECT pg_size_pretty(sum(pg_total_relation_size(oid))) FROM pg_class
+    WHERE relnamespace = current_schema()::regnamespace AND relkind = 'r' AND relname LIKE 'ggen%'") in $(psql "$url" -Atc "SELECT count(*) FROM pg_inherits WHERE inhparent = 'ggen_receipts'::regclass") partitions, $(psql "$url" -Atc "SELECT records FROM ggen_log") receipts"
+else
+  echo "ledger: $(du -sh "$work/ledger" | cut -f1) in $(find "$work/ledger" -name '*.seg' | wc -l) segments, $(find "$work/ledger" -name '*.idx' | wc -l) index files"
+fi
 
 # Read latency, newest and oldest pages of tenant t7.
 head=$(curl -s -H "Authorization: Bearer bench-token" "http://127.0.0.1:$PORT/v1/tenants/t7" |
