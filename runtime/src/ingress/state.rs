@@ -262,7 +262,7 @@ impl AppState {
     }
 
     /// The bytes a database ledger's tables hold, read at most every
-    /// [`STORED_SAMPLE_FOR`] (off the async threads); `None` for a file
+    /// `STORED_SAMPLE_FOR` (off the async threads); `None` for a file
     /// ledger or when the database cannot say (logged).
     pub async fn stored_bytes(&self) -> Option<u64> {
         let mut sample = self.0.stored.lock().await;
