@@ -55,7 +55,8 @@ pub struct PgRetention {
     archive: Archive,
     retain: Retain,
     recovery: Recovery,
-    /// Connected when first needed, again after it was lost.
+    /// Connected (holding the archiver lock) when first needed, again after
+    /// it was lost.
     client: Option<Client>,
     /// For the archive's calls (the synchronous client runs outside it).
     runtime: tokio::runtime::Runtime,
@@ -69,10 +70,6 @@ impl std::fmt::Debug for PgRetention {
             .field("retain", &self.retain)
             .finish_non_exhaustive()
     }
-}
-
-fn ledger_error(error: LedgerError) -> ArchiveError {
-    ArchiveError::Ledger(error)
 }
 
 impl PgRetention {
@@ -100,193 +97,183 @@ impl PgRetention {
         })
     }
 
-    /// The archiver's connection, holding the archiver lock; `None` while
-    /// another process archives this schema.
-    fn client(&mut self) -> Result<Option<&mut Client>, ArchiveError> {
-        if self.client.as_ref().is_none_or(Client::is_closed) {
-            self.client = None;
-            let mut client = connect(&self.url, &self.target).map_err(ledger_error)?;
-            // Keyed on the schema: governors of other schemas archive too.
-            let locked: bool = client
-                .query_one(
-                    "SELECT pg_try_advisory_lock($1, (oid::bigint % 2147483647)::int4)
-                     FROM pg_namespace WHERE nspname = current_schema()",
-                    &[&ARCHIVER_LOCK_SPACE],
-                )
-                .map_err(database(&self.target, "taking the archiver lock"))?
-                .get(0);
-            if !locked {
-                return Ok(None);
-            }
-            self.client = Some(client);
-        }
-        Ok(self.client.as_mut())
+    /// A connection holding the archiver lock; `None` while another
+    /// process archives this schema.
+    fn connect(&self) -> Result<Option<Client>, ArchiveError> {
+        let mut client = connect(&self.url, &self.target)?;
+        // Keyed on the schema: governors of other schemas archive too.
+        let locked: bool = client
+            .query_one(
+                "SELECT pg_try_advisory_lock($1, (oid::bigint % 2147483647)::int4)
+                 FROM pg_namespace WHERE nspname = current_schema()",
+                &[&ARCHIVER_LOCK_SPACE],
+            )
+            .map_err(database(&self.target, "taking the archiver lock"))?
+            .get(0);
+        Ok(locked.then_some(client))
     }
 
     /// Archives and drops, oldest first, every full partition past the
     /// bound at `now` that recovery no longer needs; returns how many.
     /// `stop` ends the sequence early at that step, as a crash would.
     pub fn round(&mut self, now: SystemTime, stop: Option<Step>) -> Result<usize, ArchiveError> {
-        let target = self.target.clone();
-        let Some(client) = self.client()? else {
+        if self.client.as_ref().is_none_or(Client::is_closed) {
+            self.client = self.connect()?;
+        }
+        let Some(client) = self.client.as_mut() else {
             return Ok(0);
         };
-        drop_cut(client, &target).map_err(ledger_error)?;
+        let target = &self.target;
+        drop_cut(client, target)?;
         client
             .execute(
                 "UPDATE ggen_partitions SET full_since = now()
                  WHERE full_since IS NULL AND next - 1 <= (SELECT records FROM ggen_log)",
                 &[],
             )
-            .map_err(database(&target, "marking full partitions"))
-            .map_err(ledger_error)?;
+            .map_err(database(target, "marking full partitions"))?;
         let mut cut = 0;
-        loop {
-            let Some(partition) = self.due(now)? else {
-                return Ok(cut);
+        while let Some(partition) = due(client, target, self.retain, self.recovery, now)? {
+            let archiver = Archiver {
+                client: &mut *client,
+                target,
+                archive: &self.archive,
+                runtime: &self.runtime,
             };
-            if !self.archive_partition(&partition, stop)? {
-                return Ok(cut);
+            if !archiver.archive(&partition, stop)? {
+                break;
             }
             tracing::info!(partition = partition.id, archive = %self.archive.url(), "ledger partition archived and dropped");
             cut += 1;
         }
+        Ok(cut)
     }
+}
 
-    /// The oldest partition not archived, if it is full, past the bound
-    /// and not needed by recovery.
-    fn due(&mut self, now: SystemTime) -> Result<Option<Partition>, ArchiveError> {
-        let (target, retain, recovery) = (self.target.clone(), self.retain, self.recovery);
-        let client = self
-            .client
-            .as_mut()
-            .ok_or_else(|| ArchiveError::Join("the archiver's connection is gone".to_owned()))?;
-        let all = partitions::list(client, &target).map_err(ledger_error)?;
-        let Some(oldest) = all.iter().find(|p| p.archived.is_none()).cloned() else {
-            return Ok(None);
-        };
-        let Some(full_since) = oldest.full_since else {
-            return Ok(None);
-        };
-        let past = match retain {
-            Retain::Age(age) => now.duration_since(full_since).is_ok_and(|old| old > age),
-            Retain::Bytes(limit) => {
-                let row = client
-                    .query_one(
-                        "SELECT coalesce(sum(pg_total_relation_size(inhrelid)), 0)::bigint
-                         FROM pg_inherits WHERE inhparent = 'ggen_receipts'::regclass",
-                        &[],
-                    )
-                    .map_err(database(&target, "sizing the partitions"))?;
-                let bytes: i64 = row.get(0);
-                u64::try_from(bytes).unwrap_or(0) > limit
-            }
-        };
-        if !past {
-            return Ok(None);
+/// The oldest partition not archived, if it is full, past `retain` at
+/// `now` and not needed by `recovery`.
+fn due(
+    client: &mut Client,
+    target: &str,
+    retain: Retain,
+    recovery: Recovery,
+    now: SystemTime,
+) -> Result<Option<Partition>, LedgerError> {
+    let all = partitions::list(client, target)?;
+    let Some(oldest) = all.into_iter().find(|p| p.archived.is_none()) else {
+        return Ok(None);
+    };
+    let Some(full_since) = oldest.full_since else {
+        return Ok(None);
+    };
+    let past = match retain {
+        Retain::Age(age) => now.duration_since(full_since).is_ok_and(|old| old > age),
+        Retain::Bytes(limit) => {
+            let row = client
+                .query_one(
+                    "SELECT coalesce(sum(pg_total_relation_size(inhrelid)), 0)::bigint
+                     FROM pg_inherits WHERE inhparent = 'ggen_receipts'::regclass",
+                    &[],
+                )
+                .map_err(database(target, "sizing the partitions"))?;
+            let bytes: i64 = row.get(0);
+            u64::try_from(bytes).unwrap_or(0) > limit
         }
-        let needed = match recovery {
-            Recovery::Checkpoint => {
-                "SELECT coalesce((SELECT records FROM ggen_checkpoint), 0) < $1::bigint - 1"
-            }
-            Recovery::TenantStates => {
-                "SELECT EXISTS (
-                     SELECT 1 FROM ggen_heads h
-                     WHERE h.state_seq IS DISTINCT FROM h.seq
-                       AND EXISTS (SELECT 1 FROM ggen_receipts r
-                                   WHERE r.tenant = h.tenant
-                                     AND r.seq = coalesce(h.state_seq, 0) + 1
-                                     AND r.position < $1::bigint))"
-            }
-        };
-        let needed: bool = client
-            .query_one(needed, &[&position(oldest.next)])
-            .map_err(database(&target, "checking what recovery needs"))?
-            .get(0);
-        Ok((!needed).then_some(oldest))
+    };
+    if !past {
+        return Ok(None);
     }
+    let needed = match recovery {
+        Recovery::Checkpoint => {
+            "SELECT coalesce((SELECT records FROM ggen_checkpoint), 0) < $1::bigint - 1"
+        }
+        Recovery::TenantStates => {
+            "SELECT EXISTS (
+                 SELECT 1 FROM ggen_heads h
+                 WHERE h.state_seq IS DISTINCT FROM h.seq
+                   AND EXISTS (SELECT 1 FROM ggen_receipts r
+                               WHERE r.tenant = h.tenant
+                                 AND r.seq = coalesce(h.state_seq, 0) + 1
+                                 AND r.position < $1::bigint))"
+        }
+    };
+    let needed: bool = client
+        .query_one(needed, &[&position(oldest.next)])
+        .map_err(database(target, "checking what recovery needs"))?
+        .get(0);
+    Ok((!needed).then_some(oldest))
+}
 
+/// What archiving one partition works with.
+struct Archiver<'a> {
+    client: &'a mut Client,
+    target: &'a str,
+    archive: &'a Archive,
+    /// For the archive's calls (the synchronous client runs outside it).
+    runtime: &'a tokio::runtime::Runtime,
+}
+
+impl Archiver<'_> {
     /// Steps 1–3 for `partition`; `false` when stopped early or when
     /// another process had cut it.
-    fn archive_partition(
-        &mut self,
-        partition: &Partition,
-        stop: Option<Step>,
-    ) -> Result<bool, ArchiveError> {
-        let target = self.target.clone();
-        let id = u32::try_from(partition.id).map_err(|_| {
-            ledger_error(super::altered(
-                &target,
-                format!("partition id `{}`", partition.id),
-            ))
-        })?;
-        let Some(client) = self.client.as_mut() else {
-            return Ok(false);
-        };
+    fn archive(self, partition: &Partition, stop: Option<Step>) -> Result<bool, ArchiveError> {
+        let target = self.target;
+        let bad =
+            |why: String| super::altered(target, format!("partition {}: {why}", partition.id));
+        let id = u32::try_from(partition.id).map_err(|_| bad("its id is negative".to_owned()))?;
         let mut upload = self.archive.begin(id);
         let mut chunk = Vec::with_capacity(CHUNK + 4096);
         let mut heads: BTreeMap<TenantId, Head> = BTreeMap::new();
         let mut expected = partition.first;
-        {
-            let mut rows = client
-                .query_raw(
-                    format!(
-                        "SELECT position, tenant, seq, hash, bytes FROM {}
-                         WHERE position >= $1 ORDER BY position",
-                        partitions::table(partition.id)
-                    )
-                    .as_str(),
-                    [position(partition.first)],
+        let reading = || database(target, "reading a partition");
+        let mut rows = self
+            .client
+            .query_raw(
+                format!(
+                    "SELECT position, tenant, seq, hash, bytes FROM {}
+                     WHERE position >= $1 ORDER BY position",
+                    partitions::table(partition.id)
                 )
-                .map_err(|e| ledger_error(database(&target, "reading a partition")(e)))?;
-            while let Some(row) = rows
-                .next()
-                .map_err(|e| ledger_error(database(&target, "reading a partition")(e)))?
-            {
-                let bad = |why: String| {
-                    ledger_error(super::altered(
-                        &target,
-                        format!("partition {}: {why}", partition.id),
-                    ))
-                };
-                let at = row_position(&row, 0).map_err(bad)?;
-                if at != expected {
-                    return Err(bad(format!("position {expected} is missing")));
-                }
-                let record = row_record(&row, 1, true).map_err(bad)?;
-                encode_frame(
-                    &mut chunk,
-                    &record.tenant,
-                    record.seq,
-                    &record.hash,
-                    &record.bytes,
-                );
-                heads.insert(
-                    record.tenant,
-                    Head {
-                        seq: record.seq,
-                        hash: record.hash,
-                    },
-                );
-                expected += 1;
-                if chunk.len() >= CHUNK {
-                    self.runtime.block_on(upload.write(&self.archive, &chunk))?;
-                    chunk.clear();
-                }
+                .as_str(),
+                [position(partition.first)],
+            )
+            .map_err(reading())?;
+        while let Some(row) = rows.next().map_err(reading())? {
+            let at = row_position(&row, 0).map_err(bad)?;
+            if at != expected {
+                return Err(bad(format!("position {expected} is missing")).into());
+            }
+            let record = row_record(&row, 1, true).map_err(bad)?;
+            encode_frame(
+                &mut chunk,
+                &record.tenant,
+                record.seq,
+                &record.hash,
+                &record.bytes,
+            );
+            heads.insert(
+                record.tenant,
+                Head {
+                    seq: record.seq,
+                    hash: record.hash,
+                },
+            );
+            expected += 1;
+            if chunk.len() >= CHUNK {
+                self.runtime.block_on(upload.write(self.archive, &chunk))?;
+                chunk.clear();
             }
         }
+        drop(rows);
         if expected != partition.next {
-            return Err(ledger_error(super::altered(
-                &target,
-                format!(
-                    "partition {} ends at position {}, not {}: it is not full",
-                    partition.id,
-                    expected - 1,
-                    partition.next - 1
-                ),
-            )));
+            return Err(bad(format!(
+                "it ends at position {}, not {}: it is not full",
+                expected - 1,
+                partition.next - 1
+            ))
+            .into());
         }
-        self.runtime.block_on(upload.write(&self.archive, &chunk))?;
+        self.runtime.block_on(upload.write(self.archive, &chunk))?;
         if stop == Some(Step::Uploaded) {
             // Stored, never read back: a crash before the check.
             self.runtime.block_on(self.archive.finish(upload))?;
@@ -295,19 +282,15 @@ impl PgRetention {
         let digest = self
             .runtime
             .block_on(self.archive.finish_verified(upload))?;
-        if stop == Some(Step::Verified) {
-            return Ok(false);
-        }
-        let Some(client) = self.client.as_mut() else {
-            return Ok(false);
-        };
-        if !record_cut(client, &target, partition, &heads, &digest).map_err(ledger_error)? {
+        if stop == Some(Step::Verified)
+            || !record_cut(self.client, target, partition, &heads, &digest)?
+        {
             return Ok(false);
         }
         if stop == Some(Step::Anchored) {
             return Ok(false);
         }
-        drop_cut(client, &target).map_err(ledger_error)?;
+        drop_cut(self.client, target)?;
         Ok(true)
     }
 }

@@ -56,17 +56,20 @@ fn receipted_ids(dir: &Path) -> BTreeSet<String> {
 }
 
 /// Every signal id receipted in `ledger`.
+/// The event id of a signal receipt (`None` for other receipts).
+pub(super) fn signal_id(bytes: &[u8]) -> Option<String> {
+    let receipt: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+    (receipt["kind"] == "signal")
+        .then(|| receipt["event"]["id"].as_str().map(str::to_owned))
+        .flatten()
+}
+
 fn ids_in(ledger: &dyn Ledger) -> BTreeSet<String> {
     let mut ids = BTreeSet::new();
     for t in 0..TENANTS {
         let tenant = TenantId::new(&tenant_of(t)).unwrap();
         for record in ledger.read(&tenant, 0, usize::MAX).unwrap() {
-            let receipt: serde_json::Value = serde_json::from_slice(&record.bytes).unwrap();
-            if receipt["kind"] == "signal"
-                && let Some(id) = receipt["event"]["id"].as_str()
-            {
-                ids.insert(id.to_owned());
-            }
+            ids.extend(signal_id(&record.bytes));
         }
     }
     ids
@@ -627,12 +630,7 @@ async fn retention_survives_repeated_kill_9_under_load() {
         let mut fetch = archive.fetcher().unwrap();
         let mut ids = Vec::new();
         file::scan_with_archive(dir.path(), &mut fetch, &mut |record| {
-            let receipt: serde_json::Value = serde_json::from_slice(&record.bytes).unwrap();
-            if receipt["kind"] == "signal"
-                && let Some(id) = receipt["event"]["id"].as_str()
-            {
-                ids.push(id.to_owned());
-            }
+            ids.extend(signal_id(&record.bytes));
             Ok(())
         })
         .unwrap();

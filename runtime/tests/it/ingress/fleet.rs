@@ -21,7 +21,8 @@ use tokio::task::block_in_place as blocking;
 
 use super::client::Connection;
 use super::durability::{
-    CHILD_ARCHIVE, CHILD_PARTITION, CHILD_REPLICA, CHILD_RETAIN, Child, spawn_governor_env,
+    CHILD_ARCHIVE, CHILD_PARTITION, CHILD_REPLICA, CHILD_RETAIN, Child, signal_id,
+    spawn_governor_env,
 };
 use super::harness::{ADMIN, SECRET, TOKEN, signal};
 use crate::ledger::postgres::fresh_schema;
@@ -447,12 +448,7 @@ async fn replicas_archive_under_load_and_a_kill_9_loses_nothing() {
         let mut ids = Vec::new();
         ledger
             .scan_with_archive(&mut fetch, &mut |record| {
-                let receipt: Value = serde_json::from_slice(&record.bytes).unwrap();
-                if receipt["kind"] == "signal"
-                    && let Some(id) = receipt["event"]["id"].as_str()
-                {
-                    ids.push(id.to_owned());
-                }
+                ids.extend(signal_id(&record.bytes));
                 Ok(())
             })
             .unwrap();

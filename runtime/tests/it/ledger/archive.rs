@@ -78,6 +78,16 @@ fn everything(dir: &Path, archive: &Archive) -> Vec<(String, u64)> {
     out
 }
 
+/// Each tenant's seqs run 1, 2, 3, … with no gap or repeat.
+pub(super) fn assert_gapless(all: &[(String, u64)]) {
+    let mut next: HashMap<&str, u64> = HashMap::new();
+    for (tenant, seq) in all {
+        let n = next.entry(tenant).or_insert(0);
+        *n += 1;
+        assert_eq!(*seq, *n, "tenant {tenant}");
+    }
+}
+
 /// A work folder, its ledger and archive directories, the archive.
 pub(super) fn places() -> (tempfile::TempDir, PathBuf, PathBuf, Archive) {
     let work = tempfile::tempdir().unwrap();
@@ -168,12 +178,7 @@ fn a_long_run_interrupted_at_every_step_of_archiving_loses_nothing() {
     // Every receipt, once, in order: per tenant 1, 2, 3, …
     let all = everything(&dir, &archive);
     assert_eq!(all.len(), appended);
-    let mut next: HashMap<String, u64> = HashMap::new();
-    for (tenant, seq) in all {
-        let n = next.entry(tenant).or_insert(0);
-        *n += 1;
-        assert_eq!(seq, *n);
-    }
+    assert_gapless(&all);
     // The command line agrees, and replays the checkpoint's states.
     assert_eq!(cli_verify(&dir, Some(&archive_dir)), ExitCode::SUCCESS);
     // Without the archive: the local log from the anchor.

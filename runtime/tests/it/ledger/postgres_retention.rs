@@ -15,7 +15,7 @@ use ggen_runtime::pg::shared::SharedPgLedger;
 use ggen_runtime::pg::{PgLedger, PgOptions};
 use ggen_runtime::registry::Registry;
 
-use super::archive::{load, places, signals};
+use super::archive::{assert_gapless, load, places, signals};
 use super::postgres::fresh_schema;
 use super::*;
 use crate::governor::sku::OPEN;
@@ -63,16 +63,6 @@ fn everything(url: &str, archive: &Archive) -> Vec<(String, u64)> {
         })
         .unwrap();
     out
-}
-
-/// Each tenant's seqs run 1, 2, 3, … with no gap or repeat.
-fn assert_gapless(all: &[(String, u64)]) {
-    let mut next: HashMap<&str, u64> = HashMap::new();
-    for (tenant, seq) in all {
-        let n = next.entry(tenant).or_insert(0);
-        *n += 1;
-        assert_eq!(*seq, *n, "tenant {tenant}");
-    }
 }
 
 fn verify_all(url: &str, archive: &Archive) -> Option<String> {

@@ -213,24 +213,34 @@ fn names(rt: &tokio::runtime::Runtime, client: &AmazonS3, prefix: &str) -> Vec<S
     names
 }
 
+/// A file ledger in a work folder (its `ledger` folder) with 200 signals
+/// applied and retention keeping 8 KiB, archiving to `url` (checked
+/// first) with `env`: the folder, the archive, the runtime, and how many
+/// segments were cut (at least 3).
+fn archived_200(
+    url: &str,
+    env: Vec<(String, String)>,
+) -> (tempfile::TempDir, Archive, tokio::runtime::Runtime, usize) {
+    let work = tempfile::tempdir().unwrap();
+    let archive = Archive::open_with_env(url, env).unwrap();
+    let rt = runtime();
+    rt.block_on(archive.check()).unwrap();
+    let cut = {
+        let (ledger, registry) = open(&work.path().join("ledger"));
+        load(&registry, 0, 200);
+        keep_8_kib(&rt, &ledger, &archive)
+    };
+    assert!(cut >= 3, "{cut}");
+    (work, archive, rt, cut)
+}
+
 #[test]
 fn segments_archived_to_an_s3_prefix_verify_from_genesis_and_a_tampered_one_is_reported() {
     let moto = Moto::start();
     moto.create_bucket("ledgers");
     let url = "s3://ledgers/eu/governor-1";
-    let work = tempfile::tempdir().unwrap();
+    let (work, archive, rt, cut) = archived_200(url, moto.env());
     let dir = work.path().join("ledger");
-    let archive = Archive::open_with_env(url, moto.env()).unwrap();
-    let rt = runtime();
-    rt.block_on(archive.check()).unwrap();
-    let cut = {
-        let (ledger, registry) = open(&dir);
-        load(&registry, 0, 200);
-        let cut = keep_8_kib(&rt, &ledger, &archive);
-        drop(registry);
-        cut
-    };
-    assert!(cut >= 3, "{cut}");
     // The objects are the segments, by name, under the prefix and only there.
     let client = moto.client("ledgers");
     let expected: Vec<String> = (1..=cut)
@@ -389,17 +399,8 @@ fn segments_archived_to_a_gs_prefix_verify_from_genesis() {
     let moto = Moto::start();
     moto.create_bucket("ledgers");
     let url = "gs://ledgers/eu/governor-2";
-    let work = tempfile::tempdir().unwrap();
+    let (work, archive, rt, cut) = archived_200(url, moto.gcs_env());
     let dir = work.path().join("ledger");
-    let archive = Archive::open_with_env(url, moto.gcs_env()).unwrap();
-    let rt = runtime();
-    rt.block_on(archive.check()).unwrap();
-    let cut = {
-        let (ledger, registry) = open(&dir);
-        load(&registry, 0, 200);
-        keep_8_kib(&rt, &ledger, &archive)
-    };
-    assert!(cut >= 3, "{cut}");
     let expected: Vec<String> = (1..=cut)
         .map(|id| format!("eu/governor-2/{id:010}.seg"))
         .collect();
