@@ -710,4 +710,14 @@ mod tests {
         // A count behind `last` (never expected) is not due.
         assert!(!checkpoint_due(5, 10, 1));
     }
+
+    #[test]
+    fn a_segment_size_is_bytes_from_4_kib_to_2_gib() {
+        assert_eq!(segment_size("64MiB"), Ok(64 << 20));
+        assert_eq!(segment_size("4KiB"), Ok(4096));
+        assert_eq!(segment_size("2GiB"), Ok(2 << 30));
+        for bad in ["4095B", "3GiB", "0B", "7d", "", "-1MiB", "64"] {
+            assert!(segment_size(bad).is_err(), "{bad}");
+        }
+    }
 }
