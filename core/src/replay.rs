@@ -19,6 +19,7 @@ use crate::entitlement::EntitlementEvent;
 use crate::reading;
 use crate::receipt::Input;
 use crate::registry::{Applied, Registry, RegistryError};
+use crate::sku::PolicyPack;
 use crate::tenant::TenantId;
 
 /// One parsed replay line.
@@ -350,21 +351,29 @@ enum Failure {
     Fatal(RegistryError),
 }
 
-fn feed(
-    registry: &Registry,
-    number: usize,
-    text: &str,
-    settle: &mut Settle<'_>,
-) -> Result<Fed, Failure> {
-    let bad = |message: String| LineError {
-        line: number,
-        message,
-    };
-    let line = parse_line(number, text).map_err(Failure::Bad)?;
-    let tenant = TenantId::new(line.tenant()).map_err(|e| Failure::Bad(bad(e.to_string())))?;
+/// A parsed line made ready for [`Registry::apply`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prepared {
+    /// The tenant, validated.
+    pub tenant: TenantId,
+    /// The line's time.
+    pub at: Timestamp,
+    /// What to apply: the signal or entitlement event, or the `rejected`
+    /// receipt of a reading the service would refuse.
+    pub input: Input,
+    /// Why the reading was rejected, if it was (it is still applied, so
+    /// the refusal is receipted as the service would).
+    pub rejected: Option<String>,
+}
+
+/// Turns `line` into the registry's input the way the service classifies a
+/// request: an unknown signal or a value that is not a number becomes a
+/// `rejected` input; an unknown tenant id, entitlement event or plan is an
+/// error (`Err` says why), since the service refuses those before deciding.
+pub fn prepare(pack: &dyn PolicyPack, line: Line) -> Result<Prepared, String> {
+    let tenant = TenantId::new(line.tenant()).map_err(|e| e.to_string())?;
     let at = line.at();
-    let pack = registry.pack();
-    let (input, refusal) = match line {
+    let (input, rejected) = match line {
         Line::Signal {
             signal, value, id, ..
         } => {
@@ -385,16 +394,12 @@ fn feed(
             event, plan, id, ..
         } => {
             let Ok(parsed) = event.parse::<EntitlementEvent>() else {
-                return Err(Failure::Bad(bad(format!(
-                    "unknown entitlement event `{event}`"
-                ))));
+                return Err(format!("unknown entitlement event `{event}`"));
             };
             let profile = match plan.as_deref().map(|p| (p, pack.profile_by_name(p))) {
                 None => None,
                 Some((_, Some(profile))) => Some(profile),
-                Some((name, None)) => {
-                    return Err(Failure::Bad(bad(format!("unknown plan `{name}`"))));
-                }
+                Some((name, None)) => return Err(format!("unknown plan `{name}`")),
             };
             (
                 Input::Entitlement {
@@ -407,6 +412,31 @@ fn feed(
             )
         }
     };
+    Ok(Prepared {
+        tenant,
+        at,
+        input,
+        rejected,
+    })
+}
+
+fn feed(
+    registry: &Registry,
+    number: usize,
+    text: &str,
+    settle: &mut Settle<'_>,
+) -> Result<Fed, Failure> {
+    let bad = |message: String| LineError {
+        line: number,
+        message,
+    };
+    let line = parse_line(number, text).map_err(Failure::Bad)?;
+    let Prepared {
+        tenant,
+        at,
+        input,
+        rejected: refusal,
+    } = prepare(registry.pack(), line).map_err(|e| Failure::Bad(bad(e)))?;
     let applied = match registry.apply(&tenant, input, at) {
         Ok(applied) => applied,
         // One tenant's refusal is a bad line; the other tenants go on.

@@ -18,6 +18,7 @@ use crate::bundle::Verdict;
 use crate::config::CONFIG_SCHEMA;
 use crate::diagnostic;
 use crate::init::InitOptions;
+use crate::lab::scenario::SCENARIOS_SCHEMA;
 use crate::pipeline::{
     self, BuildError, BuildOptions, BuildReport, BundleOptions, BundleReport, BundleStep, Mode,
     Project,
@@ -105,6 +106,14 @@ pub enum Command {
         #[arg(long)]
         jobs: Option<usize>,
     },
+    /// Run the scenario file beside each spec (`x.test.json` beside
+    /// `x.json`) on the spec's interpreted policy: no crate is built. Exit 1
+    /// if an expectation fails.
+    Test {
+        /// Spec files, or their scenario files (default: the specs ggen.toml
+        /// names; those without a scenario file are listed as untested).
+        specs: Vec<PathBuf>,
+    },
     /// Print a JSON Schema.
     Schema {
         /// Which schema.
@@ -147,6 +156,8 @@ pub enum SchemaKind {
     Spec,
     /// ggen.toml.
     Config,
+    /// A scenario file of `ggen test`.
+    Test,
 }
 
 /// Runs `ggen` with the process arguments.
@@ -204,6 +215,53 @@ impl Write for Stdout {
         }
         Ok(())
     }
+}
+
+/// Prints what `ggen test` did; returns the exit code (1 if a scenario failed).
+fn print_tests(out: &mut Stdout, format: Format, report: &pipeline::TestReport) -> u8 {
+    let (passed, failed) = report.counts();
+    if format == Format::Json {
+        let doc = json!({
+            "ok": failed == 0,
+            "passed": passed,
+            "failed": failed,
+            "specs": report.specs,
+        });
+        let _ = writeln!(out, "{doc:#}");
+        return u8::from(failed > 0);
+    }
+    for spec in &report.specs {
+        if !spec.found {
+            let _ = writeln!(out, "{}: untested (no {})", spec.spec, spec.file);
+            continue;
+        }
+        for scenario in spec.scenarios.iter().filter(|s| !s.passed()) {
+            for failure in &scenario.failures {
+                let _ = writeln!(out, "{failure}");
+            }
+            let _ = writeln!(out, "  decision trail of scenario \"{}\":", scenario.name);
+            let _ = write!(out, "{}", scenario.trail_text());
+        }
+        let ok = spec.scenarios.iter().filter(|s| s.passed()).count();
+        let checks: usize = spec.scenarios.iter().map(|s| s.checks).sum();
+        let verdict = if ok == spec.scenarios.len() {
+            "ok"
+        } else {
+            "FAILED"
+        };
+        let _ = writeln!(
+            out,
+            "{}: {ok} of {} scenario(s) passed, {checks} check(s): {verdict}",
+            spec.file,
+            spec.scenarios.len()
+        );
+    }
+    let verdict = if failed == 0 { "ok" } else { "FAILED" };
+    let _ = writeln!(
+        out,
+        "test result: {verdict}. {passed} passed; {failed} failed"
+    );
+    u8::from(failed > 0)
 }
 
 fn print_error(out: &mut Stdout, format: Format, error: &BuildError) {
@@ -347,10 +405,20 @@ fn execute(cli: &Cli, out: &mut Stdout) -> Result<u8, BuildError> {
             })?;
             Ok(print_bundles(out, cli.format, &report))
         }
+        Command::Test { specs } => {
+            let paths = if specs.is_empty() {
+                Project::open(&config_path(cli)?)?.spec_files(&[])?
+            } else {
+                specs.clone()
+            };
+            let report = pipeline::test(&paths, !specs.is_empty())?;
+            Ok(print_tests(out, cli.format, &report))
+        }
         Command::Schema { kind } => {
             let text = match kind {
                 SchemaKind::Spec => SKU_SCHEMA,
                 SchemaKind::Config => CONFIG_SCHEMA,
+                SchemaKind::Test => SCENARIOS_SCHEMA,
             };
             let _ = writeln!(out, "{}", text.trim_end());
             Ok(0)

@@ -28,6 +28,7 @@ use toml::Spanned;
 use toml::de::DeTable;
 
 use crate::diagnostic::{self, Diagnostic};
+use crate::lab;
 use crate::load::{self, Source};
 
 /// The JSON Schema of `ggen.toml`, as printed by `ggen schema config`.
@@ -412,6 +413,7 @@ impl Config {
                     source,
                 })
             })?;
+            let literal = glob::Pattern::escape(pattern) == *pattern;
             let mut any = false;
             for entry in matches {
                 let path = entry.map_err(|source| {
@@ -420,12 +422,13 @@ impl Config {
                         source,
                     })
                 })?;
-                if path.is_file() {
+                // A glob never picks up a scenario file (`x.test.json`
+                // beside `x.json`); a literal path is taken as given.
+                if path.is_file() && (literal || !lab::scenario::is_scenario_file(&path)) {
                     any = true;
                     files.insert(path);
                 }
             }
-            let literal = glob::Pattern::escape(pattern) == *pattern;
             if literal && !any {
                 return Err(fail(ConfigError::MissingSpec(pattern.clone())));
             }

@@ -18,6 +18,7 @@ use thiserror::Error;
 
 use crate::config::{self, CONFIG_SCHEMA};
 use crate::escape;
+use crate::lab::scenario::SCENARIOS_SCHEMA;
 use crate::load::display_path;
 use crate::validate::SKU_SCHEMA;
 
@@ -129,10 +130,16 @@ pub fn init(options: &InitOptions) -> Result<Initialized, InitError> {
         ));
     }
     files.push((spec_rel.clone(), spec_text, true));
+    files.push((
+        format!("specs/{}.test.json", options.id),
+        STARTER_SCENARIOS.to_owned(),
+        true,
+    ));
     // In an existing project, schema files already there are left alone.
     for (rel, text) in [
         ("specs/schema/sku.schema.json", SKU_SCHEMA),
         ("specs/schema/ggen.schema.json", CONFIG_SCHEMA),
+        ("specs/schema/scenarios.schema.json", SCENARIOS_SCHEMA),
     ] {
         files.push((rel.to_owned(), text.to_owned(), new_project));
     }
@@ -212,8 +219,16 @@ pub fn init(options: &InitOptions) -> Result<Initialized, InitError> {
     if !root.as_os_str().is_empty() {
         next_steps.push(format!("cd {}", display_path(root)));
     }
-    next_steps
-        .extend(["ggen validate", "ggen build", "cargo build", "cargo test"].map(str::to_owned));
+    next_steps.extend(
+        [
+            "ggen validate",
+            "ggen test",
+            "ggen build",
+            "cargo build",
+            "cargo test",
+        ]
+        .map(str::to_owned),
+    );
     Ok(Initialized {
         new_project,
         written,
@@ -264,6 +279,49 @@ const STARTER: &str = r#"{
   "governor": { "intervention_timeout_s": 120, "recovery_evaluations": 3, "degraded_retry_s": 600 },
   "entitlement": { "required": false },
   "deploy": { "port": 8080, "replicas": 1 }
+}
+"#;
+
+/// The starter spec's scenarios (`ggen test`): they pass as written and
+/// show each kind of input and expectation.
+const STARTER_SCENARIOS: &str = r#"{
+  "$schema": "./schema/scenarios.schema.json",
+  "scenarios": [
+    {
+      "name": "error_rate below warn stays stable",
+      "inputs": [
+        { "signal": "error_rate", "value": 1.9, "at": "+1m", "expect": { "state": "stable", "level": "normal" } },
+        { "signal": "error_rate", "value": 1.9, "at": "+1m", "expect": { "state": "stable", "dispatched": [] } }
+      ]
+    },
+    {
+      "name": "two readings at intervene notify, and three clear readings recover",
+      "inputs": [
+        { "signal": "error_rate", "value": 5, "at": "+1m", "note": "dwell 2: one reading is not enough", "expect": { "state": "stable", "dispatched": [] } },
+        { "signal": "error_rate", "value": 5, "at": "+1m", "expect": { "dispatched": ["notify"], "reason": "dispatched" } },
+        { "signal": "error_rate", "value": 0.5, "at": "+1m" },
+        { "signal": "error_rate", "value": 0.5, "at": "+1m" },
+        { "signal": "error_rate", "value": 0.5, "at": "+1m", "note": "recovery_evaluations 3", "expect": { "state": "stable", "level": "normal" } }
+      ]
+    },
+    {
+      "name": "a notify that fails degrades, and is retried after degraded_retry_s",
+      "actions": "manual",
+      "inputs": [
+        { "signal": "error_rate", "value": 5, "at": "+1m" },
+        { "signal": "error_rate", "value": 5, "at": "+1m", "expect": { "state": "intervening", "in_flight": ["notify"] } },
+        { "result": "notify", "ok": false, "at": "+5s", "expect": { "state": "degraded", "reason": "action_failed" } },
+        { "at": "+10m", "expect": { "state": "intervening", "dispatched": ["notify"], "receipts": { "timeout": 1 } } }
+      ]
+    },
+    {
+      "name": "the refuse level refuses the tenant",
+      "inputs": [
+        { "signal": "error_rate", "value": 20, "at": "+1m" },
+        { "signal": "error_rate", "value": 20, "at": "+1m", "expect": { "state": "refusing", "level": "refuse" } }
+      ]
+    }
+  ]
 }
 "#;
 
@@ -333,8 +391,10 @@ mod tests {
             [
                 "/ggen.toml",
                 "/specs/my_guard.json",
+                "/specs/my_guard.test.json",
                 "/specs/schema/sku.schema.json",
                 "/specs/schema/ggen.schema.json",
+                "/specs/schema/scenarios.schema.json",
                 "/Cargo.toml",
                 "/.gitignore"
             ]
@@ -345,12 +405,16 @@ mod tests {
             Some(config::Runtime::Path(PathBuf::from("../ggen/runtime")))
         );
         validate::check_file(&root.join("specs/my_guard.json")).unwrap();
+        // The starter scenarios pass on the starter spec.
+        let tested = crate::pipeline::test(&[root.join("specs/my_guard.json")], true).unwrap();
+        assert_eq!(tested.counts(), (4, 0), "{tested:?}");
         assert_eq!(
             fs_err::read_to_string(root.join(".gitignore")).unwrap(),
             "/target\n"
         );
         assert!(done.next_steps.ends_with(&[
             "ggen validate".to_owned(),
+            "ggen test".to_owned(),
             "ggen build".to_owned(),
             "cargo build".to_owned(),
             "cargo test".to_owned()
@@ -362,14 +426,18 @@ mod tests {
         let InitError::Exists(files) = &error else {
             panic!("{error:?}")
         };
-        assert_eq!(files.len(), 1, "ggen.toml exists: only the spec is refused");
+        assert_eq!(
+            files.len(),
+            2,
+            "ggen.toml exists: only the spec and its scenarios are refused"
+        );
         let forced = InitOptions {
             force: true,
             ..options(root, None)
         };
         let again = init(&forced).unwrap();
         assert!(!again.new_project);
-        assert_eq!(again.written.len(), 1, "{again:?}");
+        assert_eq!(again.written.len(), 2, "{again:?}");
     }
 
     #[test]
@@ -390,7 +458,7 @@ mod tests {
             ..options(root, None)
         })
         .unwrap();
-        assert_eq!(done.written.len(), 4, "{done:?}");
+        assert_eq!(done.written.len(), 6, "{done:?}");
         assert_eq!(
             fs_err::read_to_string(root.join("Cargo.toml")).unwrap(),
             "[workspace]\nmembers = []\n"
@@ -423,8 +491,8 @@ mod tests {
         assert!(!done.new_project);
         assert_eq!(
             done.written.len(),
-            3,
-            "spec and the two missing schemas: {done:?}"
+            5,
+            "spec, scenarios and the three missing schemas: {done:?}"
         );
         assert!(!root.join("Cargo.toml").exists());
         assert!(
@@ -442,7 +510,11 @@ mod tests {
             ..options(root, None)
         })
         .unwrap();
-        assert_eq!(other.written.len(), 1, "{other:?}");
+        assert_eq!(
+            other.written.len(),
+            2,
+            "the spec and its scenarios: {other:?}"
+        );
         assert!(other.next_steps[0].starts_with("describe"), "{other:?}");
     }
 

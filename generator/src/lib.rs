@@ -34,6 +34,7 @@ pub mod escape;
 pub mod explain;
 pub mod format;
 pub mod init;
+pub mod lab;
 pub mod load;
 pub mod manifest;
 pub mod model;

@@ -16,6 +16,7 @@ use crate::diagnostic::Diagnostic;
 use crate::explain as explain_view;
 use crate::format::{self, FormatError};
 use crate::init::{self as init_project, InitError, InitOptions, Initialized};
+use crate::lab::scenario::{self, RunError, ScenarioReport};
 use crate::load::{self, Source};
 use crate::manifest::{self, Manifest};
 use crate::model::{self, LowerError, Model};
@@ -104,6 +105,9 @@ pub enum BuildError {
     /// A crate could not be verified, or failed to build or test.
     #[error(transparent)]
     Verify(#[from] VerifyError),
+    /// A scenario could not run to its end.
+    #[error(transparent)]
+    Test(#[from] RunError),
     /// Other file system failures.
     #[error("cannot {action} `{path}`")]
     Io {
@@ -141,6 +145,7 @@ impl BuildError {
             | BuildError::Write(_)
             | BuildError::Bundle(_)
             | BuildError::Verify(_)
+            | BuildError::Test(_)
             | BuildError::Io { .. } => 2,
         }
     }
@@ -811,6 +816,101 @@ fn outcome(
         verified,
         binary,
     }
+}
+
+/// The scenarios of one spec and what they did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SpecTests {
+    /// The spec, as named.
+    pub spec: String,
+    /// Its scenario file, as named.
+    pub file: String,
+    /// Whether the scenario file exists (a spec taken from ggen.toml may have none).
+    pub found: bool,
+    /// Every scenario, in file order.
+    pub scenarios: Vec<ScenarioReport>,
+}
+
+/// What `ggen test` did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct TestReport {
+    /// Per spec, in the order given.
+    pub specs: Vec<SpecTests>,
+}
+
+impl TestReport {
+    /// Scenarios that passed and that failed.
+    pub fn counts(&self) -> (usize, usize) {
+        let all = self.specs.iter().flat_map(|s| &s.scenarios);
+        let passed = all.clone().filter(|s| s.passed()).count();
+        (passed, all.count() - passed)
+    }
+}
+
+/// `ggen test`: the scenario file beside each spec (or named instead of
+/// it), run on the spec's interpreted pack. Specs and scenario files are
+/// all checked before anything runs; a spec without a scenario file is an
+/// error when `required` (it was named), else it is reported as untested.
+pub fn test(paths: &[PathBuf], required: bool) -> Result<TestReport, BuildError> {
+    let mut problems = Vec::new();
+    let mut ready = Vec::new();
+    let mut report = TestReport::default();
+    for path in paths {
+        let spec = if scenario::is_scenario_file(path) {
+            scenario::spec_path(path).unwrap_or_else(|| path.clone())
+        } else {
+            path.clone()
+        };
+        let file = scenario::scenario_path(&spec);
+        let shown = load::display_path(&spec);
+        let model = match model(&spec, &shown) {
+            Ok(model) => model,
+            Err(BuildError::Invalid(found)) => {
+                problems.extend(found);
+                continue;
+            }
+            Err(other) => return Err(other),
+        };
+        let pack = crate::pack::interpreted(&model);
+        if !file.exists() {
+            if required || scenario::is_scenario_file(path) {
+                problems.push(Diagnostic::new(
+                    load::display_path(&file),
+                    0,
+                    0,
+                    "",
+                    format!(
+                        "no scenario file beside `{shown}` (`ggen init` writes a starter; `ggen schema test` is its schema)"
+                    ),
+                ));
+            }
+            report.specs.push(SpecTests {
+                spec: shown,
+                file: load::display_path(&file),
+                found: false,
+                scenarios: Vec::new(),
+            });
+            continue;
+        }
+        match scenario::load(&file, pack) {
+            Ok(scenarios) => ready.push((report.specs.len(), scenarios, pack)),
+            Err(ValidateError::Invalid(found)) => problems.extend(found),
+            Err(internal) => return Err(BuildError::Validate(internal)),
+        }
+        report.specs.push(SpecTests {
+            spec: shown,
+            file: load::display_path(&file),
+            found: true,
+            scenarios: Vec::new(),
+        });
+    }
+    if !problems.is_empty() {
+        return Err(BuildError::Invalid(problems));
+    }
+    for (index, scenarios, pack) in ready {
+        report.specs[index].scenarios = scenario::run(&scenarios, pack)?;
+    }
+    Ok(report)
 }
 
 /// `ggen explain`: the thresholds and FSM of one spec, as Markdown.

@@ -438,6 +438,44 @@ impl Registry {
         Ok(out)
     }
 
+    /// When `tenant`'s timer falls due (`None`: it has none, or the tenant
+    /// is unknown). For a caller that keeps its own schedule, as a
+    /// simulation over many tenants does, instead of scanning them all with
+    /// [`Registry::next_due`].
+    pub fn due(&self, tenant: &TenantId) -> Option<Timestamp> {
+        self.shard(tenant).get(tenant)?.governor.due()
+    }
+
+    /// Fires `tenant`'s timer if it is due at `now`: one tenant's part of
+    /// [`Registry::tick`] (`None` when nothing was due). Local ledgers only:
+    /// on a shared ledger due timers are claimed through [`Registry::tick`].
+    pub fn tick_tenant(
+        &self,
+        tenant: &TenantId,
+        now: Timestamp,
+    ) -> Result<Option<Applied>, RegistryError> {
+        if self.ledger.shared().is_some() {
+            return Ok(None);
+        }
+        self.ledger
+            .check_writable()
+            .map_err(RegistryError::Ledger)?;
+        if self.quarantined(tenant).is_some() {
+            return Ok(None);
+        }
+        let mut shard = self.shard(tenant);
+        let Some(t) = shard.get_mut(tenant) else {
+            return Ok(None);
+        };
+        if t.governor.due().is_none_or(|due| now < due) {
+            return Ok(None);
+        }
+        let mut applied = Applied::before(tenant, t);
+        let at = decision_time(tenant, t.last_at, now);
+        self.fire(tenant, t, at, &mut applied)?;
+        Ok((applied.receipts > 0).then_some(applied))
+    }
+
     /// The earliest due timer over all tenants (for a scheduler).
     pub fn next_due(&self) -> Option<Timestamp> {
         self.shards

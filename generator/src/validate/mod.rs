@@ -43,10 +43,10 @@ pub enum ValidateError {
     #[error("{} problem(s) in the spec", .0.len())]
     Invalid(Vec<Diagnostic>),
     /// The embedded schema does not parse as JSON.
-    #[error("internal error: the embedded spec schema is not json")]
+    #[error("internal error: an embedded schema is not json")]
     SchemaJson(#[source] serde_json::Error),
     /// The embedded schema is not a valid JSON Schema.
-    #[error("internal error: the embedded spec schema is invalid")]
+    #[error("internal error: an embedded schema is invalid")]
     SchemaInvalid(#[source] Box<ValidationError<'static>>),
 }
 
@@ -83,29 +83,55 @@ fn build_schema(text: &str) -> Result<Schema, ValidateError> {
     Ok((schema, validator))
 }
 
-/// The embedded schema, built on first use.
-static EMBEDDED: OnceLock<Schema> = OnceLock::new();
-
-/// The embedded schema, or why it cannot be used (an internal fault). A
-/// failure is not cached, so the static never holds an error value.
-fn embedded_schema() -> Result<&'static Schema, ValidateError> {
-    if let Some(schema) = EMBEDDED.get() {
-        return Ok(schema);
-    }
-    let schema = build_schema(SKU_SCHEMA)?;
-    Ok(EMBEDDED.get_or_init(|| schema))
+/// A schema embedded in ggen, built on first use.
+pub(crate) struct EmbeddedSchema {
+    text: &'static str,
+    built: OnceLock<Schema>,
 }
 
-/// Checks a spec: the checked spec, [`ValidateError::Invalid`] with ALL
-/// violations sorted by (line, column, pointer), or an internal fault.
-pub fn check(source: &Source) -> Result<Checked, ValidateError> {
-    let (schema, validator) = embedded_schema()?;
+impl EmbeddedSchema {
+    /// The schema `text` (draft 2020-12), not built yet.
+    pub(crate) const fn new(text: &'static str) -> EmbeddedSchema {
+        EmbeddedSchema {
+            text,
+            built: OnceLock::new(),
+        }
+    }
+
+    /// The built schema, or why it cannot be used (an internal fault). A
+    /// failure is not cached, so the cell never holds an error value.
+    fn get(&self) -> Result<&Schema, ValidateError> {
+        if let Some(schema) = self.built.get() {
+            return Ok(schema);
+        }
+        let schema = build_schema(self.text)?;
+        Ok(self.built.get_or_init(|| schema))
+    }
+}
+
+static EMBEDDED: EmbeddedSchema = EmbeddedSchema::new(SKU_SCHEMA);
+
+/// The first passes for any of ggen's JSON inputs: syntax (an error there
+/// is the only problem reported), then duplicate keys and `schema`. Returns
+/// the document and every problem those passes found.
+pub(crate) fn check_document(
+    source: &Source,
+    schema: &EmbeddedSchema,
+) -> Result<(Value, Vec<Diagnostic>), ValidateError> {
+    let (schema, validator) = schema.get()?;
     let value: Value = match serde_json::from_str(&source.text) {
         Ok(value) => value,
         Err(e) => return Err(ValidateError::Invalid(vec![json_error(source, &e)])),
     };
     let mut found = duplicate_keys(source);
     found.extend(schema_errors(source, &value, schema, validator));
+    Ok((value, found))
+}
+
+/// Checks a spec: the checked spec, [`ValidateError::Invalid`] with ALL
+/// violations sorted by (line, column, pointer), or an internal fault.
+pub fn check(source: &Source) -> Result<Checked, ValidateError> {
+    let (value, mut found) = check_document(source, &EMBEDDED)?;
     found.extend(semantic::check(source, &value));
     if found.is_empty() {
         // The schema mirrors `spec.rs`; this catches what it cannot express
@@ -139,7 +165,7 @@ pub(crate) fn at(source: &Source, pointer: &str, message: impl Into<String>) -> 
 }
 
 /// A serde_json error (syntax or shape) at its own position, pointer `""`.
-fn json_error(source: &Source, error: &serde_json::Error) -> Diagnostic {
+pub(crate) fn json_error(source: &Source, error: &serde_json::Error) -> Diagnostic {
     let (line, column) = load::json_error_position(&source.text, error.line(), error.column());
     let text = error.to_string();
     // serde_json appends the position, which the diagnostic already carries.
@@ -446,7 +472,7 @@ mod tests {
 
     #[test]
     fn embedded_schema_builds() {
-        assert!(embedded_schema().is_ok(), "{:?}", embedded_schema().err());
+        assert!(EMBEDDED.get().is_ok(), "{:?}", EMBEDDED.get().err());
     }
 
     #[test]

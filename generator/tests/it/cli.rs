@@ -228,7 +228,7 @@ fn invalid_specs_exit_1_with_located_diagnostics() {
 fn schema_explain_and_init() {
     let p = project();
     let dir = p.path();
-    for kind in ["spec", "config"] {
+    for kind in ["spec", "config", "test"] {
         let (stdout, _) = expect(dir, &["schema", kind], 0);
         serde_json::from_str::<serde_json::Value>(&stdout).expect("the schema is json");
     }
@@ -242,7 +242,7 @@ fn schema_explain_and_init() {
     expect(dir, &["init", "disk_guard"], 0);
     expect(dir, &["validate", "specs/disk_guard.json"], 0);
     let (_, stderr) = expect(dir, &["init", "disk_guard"], 1);
-    assert!(stderr.contains("already exists"), "{stderr}");
+    assert!(stderr.contains("already exist"), "{stderr}");
     expect(dir, &["init", "Bad-Id"], 1);
 }
 
@@ -553,19 +553,26 @@ fn init_makes_a_project_in_an_empty_folder_and_then_refuses() {
         "wrote ggen.toml",
         "wrote Cargo.toml",
         "wrote .gitignore",
+        "wrote specs/new_guard.test.json",
         "next steps:",
+        "  ggen test",
         "  ggen build",
     ] {
         assert!(stdout.lines().any(|l| l == line), "{line:?} in\n{stdout}");
     }
     let (stdout, _) = expect(dir, &["validate"], 0);
     assert_eq!(stdout, "specs/new_guard.json: ok\n");
+    let (stdout, _) = expect(dir, &["test"], 0);
+    assert!(
+        stdout.ends_with("test result: ok. 4 passed; 0 failed\n"),
+        "{stdout}"
+    );
     // A path runtime that is not there is named before anything is generated.
     let (_, stderr) = expect(dir, &["build"], 1);
     assert!(stderr.contains("rt/Cargo.toml"), "{stderr}");
     let (_, stderr) = expect(dir, &["init", "new_guard"], 1);
     assert!(
-        stderr.contains("`specs/new_guard.json` already exists"),
+        stderr.contains("`specs/new_guard.json`, `specs/new_guard.test.json` already exist"),
         "{stderr}"
     );
     expect(dir, &["init", "new_guard", "--force"], 0);

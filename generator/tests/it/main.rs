@@ -7,5 +7,6 @@ mod determinism;
 mod explain;
 mod fuzz;
 mod generate;
+mod lab;
 mod pack;
 mod validate;

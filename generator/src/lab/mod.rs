@@ -1,0 +1,200 @@
+//! The policy lab: a spec's interpreted pack ([`crate::pack`]) driven by
+//! written or recorded inputs, with no crate compiled. `ggen test` runs the
+//! scenario files beside the specs ([`scenario`]).
+//!
+//! [`Sim`] is the clock the lab runs on: inputs in time order, each timer
+//! (intervention timeout, degraded retry) fired at the moment it falls due
+//! in between, and dispatched actions settled as the run says ([`Settle`]).
+//! Everything goes through the runtime's own [`Registry`], so a decision in
+//! the lab is the decision the service takes.
+
+pub mod scenario;
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+
+use ggen_runtime_core::clock::Timestamp;
+use ggen_runtime_core::ledger::Ledger;
+use ggen_runtime_core::receipt::Input;
+use ggen_runtime_core::registry::{Applied, Dispatch, Registry, RegistryError};
+use ggen_runtime_core::sku::{ActionId, PolicyPack};
+use ggen_runtime_core::tenant::TenantId;
+use serde::{Deserialize, Serialize};
+
+/// How dispatched actions end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Settle {
+    /// Every action succeeds the moment it is dispatched (as `replay`'s
+    /// `log` adapter).
+    #[default]
+    Succeed,
+    /// Every action fails the moment it is dispatched.
+    Fail,
+    /// Actions wait for a result input, or for the intervention timeout.
+    Manual,
+}
+
+/// A registry on a clock that moves only forward, with its timers.
+pub struct Sim {
+    registry: Registry,
+    settle: Settle,
+    /// Tenants with a timer, by when it falls due.
+    schedule: BTreeSet<(Timestamp, TenantId)>,
+    /// Each scheduled tenant's entry in `schedule`.
+    due: HashMap<TenantId, Timestamp>,
+    /// Dispatches waiting for a result ([`Settle::Manual`]), oldest first.
+    waiting: HashMap<TenantId, VecDeque<Dispatch>>,
+}
+
+impl std::fmt::Debug for Sim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sim")
+            .field("settle", &self.settle)
+            .field("timers", &self.schedule.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sim {
+    /// A simulation of `pack` writing to `ledger`.
+    pub fn new(pack: &'static dyn PolicyPack, ledger: Arc<dyn Ledger>, settle: Settle) -> Sim {
+        Sim {
+            registry: Registry::new(pack, ledger),
+            settle,
+            schedule: BTreeSet::new(),
+            due: HashMap::new(),
+            waiting: HashMap::new(),
+        }
+    }
+
+    /// The registry: tenants' views, the pack, the ledger.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Fires every timer due at or before `to`, each at its own due time,
+    /// earliest first; what happened is pushed to `out`.
+    pub fn advance(&mut self, to: Timestamp, out: &mut Vec<Applied>) -> Result<(), RegistryError> {
+        while let Some((due, tenant)) = self.schedule.first().cloned()
+            && due <= to
+        {
+            self.schedule.pop_first();
+            self.due.remove(&tenant);
+            if let Some(applied) = self.registry.tick_tenant(&tenant, due)? {
+                self.settle(applied, due, out)?;
+            }
+            self.reschedule(&tenant);
+        }
+        Ok(())
+    }
+
+    /// Applies `input` for `tenant` at `at`, after the timers due by then.
+    /// What happened is pushed to `out`, the input's own step first among
+    /// its consequences; returns why an entitlement event was refused.
+    pub fn apply(
+        &mut self,
+        tenant: &TenantId,
+        input: Input,
+        at: Timestamp,
+        out: &mut Vec<Applied>,
+    ) -> Result<Option<String>, RegistryError> {
+        self.advance(at, out)?;
+        let applied = self.registry.apply(tenant, input, at)?;
+        let refused = applied.refused.as_ref().map(ToString::to_string);
+        self.settle(applied, at, out)?;
+        self.reschedule(tenant);
+        Ok(refused)
+    }
+
+    /// Applies the result of `tenant`'s dispatch of `action` that is in
+    /// flight, or else of the oldest one still waiting for a result (a late
+    /// result, receipted as stale) ([`Settle::Manual`]); `false` when none waits.
+    pub fn result(
+        &mut self,
+        tenant: &TenantId,
+        action: ActionId,
+        ok: bool,
+        at: Timestamp,
+        out: &mut Vec<Applied>,
+    ) -> Result<bool, RegistryError> {
+        self.advance(at, out)?;
+        let in_flight: Vec<String> = self
+            .registry
+            .view(tenant)
+            .map(|v| v.in_flight.into_iter().map(|f| f.idempotency_key).collect())
+            .unwrap_or_default();
+        let Some(queue) = self.waiting.get_mut(tenant) else {
+            return Ok(false);
+        };
+        let of_action = |d: &Dispatch| d.key.action == action;
+        let Some(dispatch) = queue
+            .iter()
+            .position(|d| of_action(d) && in_flight.contains(&d.key.to_string()))
+            .or_else(|| queue.iter().position(of_action))
+            .and_then(|i| queue.remove(i))
+        else {
+            return Ok(false);
+        };
+        let input = Input::ActionResult {
+            key: dispatch.key,
+            ok,
+            detail: None,
+        };
+        let applied = self.registry.apply(tenant, input, at)?;
+        self.settle(applied, at, out)?;
+        self.reschedule(tenant);
+        Ok(true)
+    }
+
+    /// Settles the dispatches of `applied` as the run says: at once (and
+    /// whatever those results dispatch in turn), or later by a result input.
+    fn settle(
+        &mut self,
+        applied: Applied,
+        at: Timestamp,
+        out: &mut Vec<Applied>,
+    ) -> Result<(), RegistryError> {
+        let ok = match self.settle {
+            Settle::Succeed => true,
+            Settle::Fail => false,
+            Settle::Manual => {
+                self.waiting
+                    .entry(applied.tenant.clone())
+                    .or_default()
+                    .extend(applied.dispatches.iter().cloned());
+                out.push(applied);
+                return Ok(());
+            }
+        };
+        let mut queue: VecDeque<Dispatch> = applied.dispatches.iter().cloned().collect();
+        out.push(applied);
+        while let Some(dispatch) = queue.pop_front() {
+            let tenant = dispatch.key.tenant.clone();
+            let result = Input::ActionResult {
+                key: dispatch.key,
+                ok,
+                detail: None,
+            };
+            let next = self.registry.apply(&tenant, result, at)?;
+            queue.extend(next.dispatches.iter().cloned());
+            out.push(next);
+        }
+        Ok(())
+    }
+
+    /// Puts `tenant`'s timer where it now falls due (or nowhere).
+    fn reschedule(&mut self, tenant: &TenantId) {
+        let due = self.registry.due(tenant);
+        if self.due.get(tenant) == due.as_ref() {
+            return;
+        }
+        if let Some(old) = self.due.remove(tenant) {
+            self.schedule.remove(&(old, tenant.clone()));
+        }
+        if let Some(due) = due {
+            self.due.insert(tenant.clone(), due);
+            self.schedule.insert((due, tenant.clone()));
+        }
+    }
+}
