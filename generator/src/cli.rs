@@ -18,6 +18,9 @@ use crate::bundle::Verdict;
 use crate::config::CONFIG_SCHEMA;
 use crate::diagnostic;
 use crate::init::InitOptions;
+use crate::lab::Settle;
+use crate::lab::backtest::{Gates, Report as Backtest, Totals};
+use crate::lab::recorded::Recorded;
 use crate::lab::scenario::SCENARIOS_SCHEMA;
 use crate::pipeline::{
     self, BuildError, BuildOptions, BuildReport, BundleOptions, BundleReport, BundleStep, Mode,
@@ -114,6 +117,41 @@ pub enum Command {
         /// names; those without a scenario file are listed as untested).
         specs: Vec<PathBuf>,
     },
+    /// Replay recorded inputs through two versions of a spec and report
+    /// what the change does (interventions, refusals, actions, time in each
+    /// state, each tenant's first divergence); exit 1 if a gate is crossed.
+    Backtest {
+        /// The spec before the change: a file, or `REV:PATH` read from git
+        /// (`HEAD:specs/cost_guard.json`).
+        #[arg(long, value_name = "SPEC")]
+        old: String,
+        /// The spec after the change (a file, or `REV:PATH`).
+        #[arg(long, value_name = "SPEC")]
+        new: String,
+        /// Recorded inputs: a JSON Lines file in the replay format.
+        #[arg(long, value_name = "FILE", group = "recorded")]
+        signals: Option<PathBuf>,
+        /// Recorded inputs: a governor's ledger directory (its signal and
+        /// entitlement receipts), read-only and verified.
+        #[arg(long, value_name = "DIR", group = "recorded")]
+        ledger: Option<PathBuf>,
+        /// Recorded inputs: a governor's PostgreSQL ledger (prefer
+        /// `GOVERNOR_DATABASE_URL`: a URL on the command line is visible to `ps`).
+        #[arg(long, value_name = "URL", group = "recorded")]
+        database_url: Option<String>,
+        /// How dispatched actions end in both runs.
+        #[arg(long, value_enum, default_value_t = SettleArg::Succeed)]
+        actions: SettleArg,
+        /// Gate: exit 1 if the new spec refuses more than N more times in total.
+        #[arg(long, value_name = "N")]
+        max_new_refusals: Option<u64>,
+        /// Gate: exit 1 if the new spec intervenes more than N more times in total.
+        #[arg(long, value_name = "N")]
+        max_new_interventions: Option<u64>,
+        /// Gate: exit 1 if the new spec dispatches more than PCT percent more actions.
+        #[arg(long, value_name = "PCT")]
+        max_action_increase: Option<f64>,
+    },
     /// Print a JSON Schema.
     Schema {
         /// Which schema.
@@ -147,6 +185,15 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+}
+
+/// How dispatched actions end in a backtest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SettleArg {
+    /// Every action succeeds at once (as `replay`'s `log` adapter).
+    Succeed,
+    /// Every action fails at once.
+    Fail,
 }
 
 /// The schemas `ggen schema` prints.
@@ -214,6 +261,154 @@ impl Write for Stdout {
             self.error = Some(e);
         }
         Ok(())
+    }
+}
+
+/// Divergences a terminal shows (JSON has them all).
+const DIVERGENCES_SHOWN: usize = 20;
+
+/// Prints a backtest report: a table on a terminal, one JSON document for machines.
+fn print_backtest(out: &mut Stdout, format: Format, report: &Backtest) {
+    if format == Format::Json {
+        let mut doc = serde_json::to_value(report).unwrap_or_default();
+        doc["ok"] = json!(!report.crossed());
+        let _ = writeln!(out, "{doc:#}");
+        return;
+    }
+    let span = match (report.from, report.to) {
+        (Some(from), Some(to)) => format!(", {from} … {to}"),
+        _ => String::new(),
+    };
+    let _ = writeln!(out, "backtest: {} → {}", report.old, report.new);
+    let _ = writeln!(
+        out,
+        "inputs: {} {}(s) from {}, {} tenant(s){span}",
+        report.inputs, report.unit, report.recorded, report.tenants
+    );
+    if report.bad_inputs > 0 {
+        let _ = writeln!(
+            out,
+            "{} {}(s) could not be replayed under one spec or both; the first:",
+            report.bad_inputs, report.unit
+        );
+        for bad in &report.bad {
+            let _ = writeln!(out, "  {} {}: {}", report.unit, bad.input, bad.message);
+        }
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "{:<24}{:>12}{:>12}{:>10}{:>10}{:>10}",
+        "", "old", "new", "change", "added", "removed"
+    );
+    for (name, change) in [
+        ("interventions", report.interventions),
+        ("refusals", report.refusals),
+        ("actions", report.actions),
+    ] {
+        let _ = writeln!(
+            out,
+            "{name:<24}{:>12}{:>12}{:>+10}{:>10}{:>10}",
+            change.old,
+            change.new,
+            change.new as i128 - change.old as i128,
+            change.added,
+            change.removed
+        );
+    }
+    let actions: std::collections::BTreeSet<&String> = report
+        .old_totals
+        .by_action
+        .keys()
+        .chain(report.new_totals.by_action.keys())
+        .collect();
+    for action in actions {
+        let count = |t: &Totals| t.by_action.get(action).copied().unwrap_or(0);
+        let (a, b) = (count(&report.old_totals), count(&report.new_totals));
+        let _ = writeln!(
+            out,
+            "  {action:<22}{a:>12}{b:>12}{:>+10}",
+            b as i128 - a as i128
+        );
+    }
+    let _ = writeln!(out, "time in state (tenant-hours)");
+    let hours = |ms: u64| ms as f64 / 3_600_000.0;
+    for state in ggen_runtime_core::fsm::State::NAMES {
+        let ms = |t: &Totals| t.state_ms.get(state).copied().unwrap_or(0);
+        let (a, b) = (hours(ms(&report.old_totals)), hours(ms(&report.new_totals)));
+        let _ = writeln!(out, "  {state:<22}{a:>12.1}{b:>12.1}{:>+10.1}", b - a);
+    }
+    let _ = writeln!(
+        out,
+        "per profile (interventions, refusals, actions: old → new)"
+    );
+    for (name, p) in &report.profiles {
+        let _ = writeln!(
+            out,
+            "  {name:<22}{} → {}, {} → {}, {} → {}",
+            p.old.interventions,
+            p.new.interventions,
+            p.old.refusals,
+            p.new.refusals,
+            p.old.actions,
+            p.new.actions
+        );
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "tenants whose state diverged: {} of {}",
+        report.diverged, report.tenants
+    );
+    for d in report.divergences.iter().take(DIVERGENCES_SHOWN) {
+        let _ = writeln!(
+            out,
+            "  {:<24}{} {:<8} {}  {} → {}",
+            d.tenant, report.unit, d.input, d.at, d.old, d.new
+        );
+    }
+    if report.diverged > DIVERGENCES_SHOWN {
+        let _ = writeln!(
+            out,
+            "  … {} more (all with --format json)",
+            report.diverged - DIVERGENCES_SHOWN
+        );
+    }
+    for gate in &report.gates {
+        let percent = gate.name == "max-action-increase";
+        let unit = if percent { "%" } else { "" };
+        let value = gate.value.map_or_else(
+            || "from none".to_owned(),
+            |v| {
+                if percent {
+                    format!("{v:+.1}")
+                } else {
+                    format!("{v:+.0}")
+                }
+            },
+        );
+        if gate.crossed {
+            let shown: Vec<&str> = gate.tenants.iter().take(10).map(String::as_str).collect();
+            let more = gate.tenants.len().saturating_sub(shown.len());
+            let _ = writeln!(
+                out,
+                "gate --{} {}{unit}: CROSSED ({value}{unit}) by {}{}",
+                gate.name,
+                gate.limit,
+                shown.join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "gate --{} {}{unit}: ok ({value}{unit})",
+                gate.name, gate.limit
+            );
+        }
     }
 }
 
@@ -413,6 +608,48 @@ fn execute(cli: &Cli, out: &mut Stdout) -> Result<u8, BuildError> {
             };
             let report = pipeline::test(&paths, !specs.is_empty())?;
             Ok(print_tests(out, cli.format, &report))
+        }
+        Command::Backtest {
+            old,
+            new,
+            signals,
+            ledger,
+            database_url,
+            actions,
+            max_new_refusals,
+            max_new_interventions,
+            max_action_increase,
+        } => {
+            let recorded = match (signals, ledger, database_url) {
+                (Some(file), ..) => Recorded::Signals(file.clone()),
+                (_, Some(dir), _) => Recorded::Ledger(dir.clone()),
+                (.., Some(url)) => Recorded::Database(url.clone()),
+                (None, None, None) => match std::env::var("GOVERNOR_DATABASE_URL") {
+                    Ok(url) if !url.is_empty() => Recorded::Database(url),
+                    _ => {
+                        eprintln!(
+                            "error: name the recorded inputs: --signals FILE, --ledger DIR or --database-url URL (or GOVERNOR_DATABASE_URL)"
+                        );
+                        return Ok(2);
+                    }
+                },
+            };
+            if max_action_increase.is_some_and(|pct| !pct.is_finite() || pct < 0.0) {
+                eprintln!("error: --max-action-increase takes a percentage of 0 or more");
+                return Ok(2);
+            }
+            let settle = match actions {
+                SettleArg::Succeed => Settle::Succeed,
+                SettleArg::Fail => Settle::Fail,
+            };
+            let gates = Gates {
+                max_new_refusals: *max_new_refusals,
+                max_new_interventions: *max_new_interventions,
+                max_action_increase: *max_action_increase,
+            };
+            let report = pipeline::backtest(old, new, &recorded, settle, &gates)?;
+            print_backtest(out, cli.format, &report);
+            Ok(u8::from(report.crossed()))
         }
         Command::Schema { kind } => {
             let text = match kind {

@@ -16,6 +16,9 @@ use crate::diagnostic::Diagnostic;
 use crate::explain as explain_view;
 use crate::format::{self, FormatError};
 use crate::init::{self as init_project, InitError, InitOptions, Initialized};
+use crate::lab::Settle;
+use crate::lab::backtest::{self, BacktestError, Gates, Side};
+use crate::lab::recorded::Recorded;
 use crate::lab::scenario::{self, RunError, ScenarioReport};
 use crate::load::{self, Source};
 use crate::manifest::{self, Manifest};
@@ -108,6 +111,17 @@ pub enum BuildError {
     /// A scenario could not run to its end.
     #[error(transparent)]
     Test(#[from] RunError),
+    /// A spec named as `REV:PATH` could not be read from git.
+    #[error("cannot read `{spec}` from git: {message}")]
+    Git {
+        /// The spec as named.
+        spec: String,
+        /// What git said.
+        message: String,
+    },
+    /// A backtest could not run to its end.
+    #[error(transparent)]
+    Backtest(#[from] BacktestError),
     /// Other file system failures.
     #[error("cannot {action} `{path}`")]
     Io {
@@ -131,6 +145,8 @@ impl BuildError {
             | BuildError::OutsideRoot { .. }
             | BuildError::Refused(_)
             | BuildError::NoConfig { .. }
+            | BuildError::Git { .. }
+            | BuildError::Backtest(BacktestError::Recorded(_))
             | BuildError::Cargo(_)
             | BuildError::Bundle(BundleError::Epoch(_) | BundleError::SpecChanged { .. })
             | BuildError::Verify(VerifyError::Cargo { .. } | VerifyError::NoWorkspace { .. })
@@ -146,6 +162,7 @@ impl BuildError {
             | BuildError::Bundle(_)
             | BuildError::Verify(_)
             | BuildError::Test(_)
+            | BuildError::Backtest(_)
             | BuildError::Io { .. } => 2,
         }
     }
@@ -911,6 +928,64 @@ pub fn test(paths: &[PathBuf], required: bool) -> Result<TestReport, BuildError>
         report.specs[index].scenarios = scenario::run(&scenarios, pack)?;
     }
     Ok(report)
+}
+
+/// A spec named as a file, or as `REV:PATH` (read with `git show` in the
+/// current folder's repository, the common case in a pull request:
+/// `HEAD:specs/cost_guard.json`): checked and lowered.
+pub fn spec_at(spec: &str) -> Result<Model, BuildError> {
+    let path = Path::new(spec);
+    if path.exists() || !spec.contains(':') {
+        return model(path, &load::display_path(path));
+    }
+    let output = std::process::Command::new("git")
+        .args(["show", "--no-textconv", spec])
+        .output()
+        .map_err(|e| BuildError::Git {
+            spec: spec.to_owned(),
+            message: e.to_string(),
+        })?;
+    if !output.status.success() {
+        return Err(BuildError::Git {
+            spec: spec.to_owned(),
+            message: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        });
+    }
+    let source = load::from_bytes(spec.to_owned(), output.stdout)
+        .map_err(|d| BuildError::Invalid(vec![d]))?;
+    let checked = validate::check(&source)?;
+    model::lower(&checked, spec, &source.sha256).map_err(|source| BuildError::Lower {
+        spec: spec.to_owned(),
+        source,
+    })
+}
+
+/// `ggen backtest`: `recorded` through the specs `old` and `new` (files or
+/// `REV:PATH`), judged by `gates`.
+pub fn backtest(
+    old: &str,
+    new: &str,
+    recorded: &Recorded,
+    settle: Settle,
+    gates: &Gates,
+) -> Result<backtest::Report, BuildError> {
+    let (old_model, new_model) = match (spec_at(old), spec_at(new)) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(BuildError::Invalid(mut a)), Err(BuildError::Invalid(b))) => {
+            a.extend(b);
+            return Err(BuildError::Invalid(a));
+        }
+        (Err(e), _) | (_, Err(e)) => return Err(e),
+    };
+    let old_side = Side {
+        name: old,
+        pack: crate::pack::interpreted(&old_model),
+    };
+    let new_side = Side {
+        name: new,
+        pack: crate::pack::interpreted(&new_model),
+    };
+    Ok(backtest::run(old_side, new_side, recorded, settle, gates)?)
 }
 
 /// `ggen explain`: the thresholds and FSM of one spec, as Markdown.

@@ -75,6 +75,52 @@ pub fn scan_with_archive(
     scan_dir(dir, visit)
 }
 
+/// Visits every record of the local log in append order, read-only, and
+/// verifies each chain as it goes: from genesis, or from the anchor's heads
+/// when the oldest segments were archived (their records are not visited).
+/// A record that does not link stops the scan with
+/// [`LedgerError::BrokenChain`]; damage stops it as [`scan_dir`] does.
+pub fn scan_local(
+    dir: impl AsRef<Path>,
+    visit: &mut dyn FnMut(&Record) -> Result<(), LedgerError>,
+) -> Result<(), LedgerError> {
+    let dir = dir.as_ref();
+    let anchor = super::file::read_anchor(dir)?;
+    let (mut verifier, ids, span_records) = match &anchor {
+        Some(anchor) => {
+            let ids: Vec<u32> = list_segments(dir)?
+                .into_iter()
+                .filter(|&id| id >= anchor.segment)
+                .collect();
+            (
+                Verifier::starting_at(&anchor.heads),
+                ids,
+                Some(anchor.records),
+            )
+        }
+        None => (Verifier::new(), list_segments(dir)?, None),
+    };
+    let mut checked = |record: &Record| {
+        verifier.feed(record);
+        if let Some(bad) = verifier.first_bad() {
+            return Err(LedgerError::BrokenChain {
+                tenant: bad.tenant.clone(),
+                seq: bad.seq,
+                path: dir.to_owned(),
+                offset: 0,
+                reason: bad.reason.clone(),
+            });
+        }
+        visit(record)
+    };
+    let mut span = Span::all(&ids);
+    if let Some(records) = span_records {
+        span.records = records;
+    }
+    scan(dir, span, None, &mut Records(&mut checked))?;
+    Ok(())
+}
+
 /// Verifies a ledger whose oldest segments were archived as one log from
 /// genesis: the archived segments (`archived` fetches each) up to the
 /// anchor, checked to end exactly at the anchor's heads and record count,

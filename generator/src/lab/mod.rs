@@ -8,6 +8,8 @@
 //! Everything goes through the runtime's own [`Registry`], so a decision in
 //! the lab is the decision the service takes.
 
+pub mod backtest;
+pub mod recorded;
 pub mod scenario;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -15,6 +17,10 @@ use std::sync::Arc;
 
 use ggen_runtime_core::clock::Timestamp;
 use ggen_runtime_core::ledger::Ledger;
+use ggen_runtime_core::ledger::{
+    Appended, Entry, GENESIS, Head, LedgerError, Mark, Record, Recovered, Ticket, VerifyOptions,
+    VerifyReport,
+};
 use ggen_runtime_core::receipt::Input;
 use ggen_runtime_core::registry::{Applied, Dispatch, Registry, RegistryError};
 use ggen_runtime_core::sku::{ActionId, PolicyPack};
@@ -33,6 +39,15 @@ pub enum Settle {
     Fail,
     /// Actions wait for a result input, or for the intervention timeout.
     Manual,
+}
+
+/// One step the registry took, and when.
+#[derive(Debug)]
+pub struct Stepped {
+    /// The time it was decided at.
+    pub at: Timestamp,
+    /// What it did.
+    pub applied: Applied,
 }
 
 /// A registry on a clock that moves only forward, with its timers.
@@ -75,7 +90,7 @@ impl Sim {
 
     /// Fires every timer due at or before `to`, each at its own due time,
     /// earliest first; what happened is pushed to `out`.
-    pub fn advance(&mut self, to: Timestamp, out: &mut Vec<Applied>) -> Result<(), RegistryError> {
+    pub fn advance(&mut self, to: Timestamp, out: &mut Vec<Stepped>) -> Result<(), RegistryError> {
         while let Some((due, tenant)) = self.schedule.first().cloned()
             && due <= to
         {
@@ -97,7 +112,7 @@ impl Sim {
         tenant: &TenantId,
         input: Input,
         at: Timestamp,
-        out: &mut Vec<Applied>,
+        out: &mut Vec<Stepped>,
     ) -> Result<Option<String>, RegistryError> {
         self.advance(at, out)?;
         let applied = self.registry.apply(tenant, input, at)?;
@@ -116,7 +131,7 @@ impl Sim {
         action: ActionId,
         ok: bool,
         at: Timestamp,
-        out: &mut Vec<Applied>,
+        out: &mut Vec<Stepped>,
     ) -> Result<bool, RegistryError> {
         self.advance(at, out)?;
         let in_flight: Vec<String> = self
@@ -153,7 +168,7 @@ impl Sim {
         &mut self,
         applied: Applied,
         at: Timestamp,
-        out: &mut Vec<Applied>,
+        out: &mut Vec<Stepped>,
     ) -> Result<(), RegistryError> {
         let ok = match self.settle {
             Settle::Succeed => true,
@@ -163,12 +178,12 @@ impl Sim {
                     .entry(applied.tenant.clone())
                     .or_default()
                     .extend(applied.dispatches.iter().cloned());
-                out.push(applied);
+                out.push(Stepped { at, applied });
                 return Ok(());
             }
         };
         let mut queue: VecDeque<Dispatch> = applied.dispatches.iter().cloned().collect();
-        out.push(applied);
+        out.push(Stepped { at, applied });
         while let Some(dispatch) = queue.pop_front() {
             let tenant = dispatch.key.tenant.clone();
             let result = Input::ActionResult {
@@ -178,7 +193,7 @@ impl Sim {
             };
             let next = self.registry.apply(&tenant, result, at)?;
             queue.extend(next.dispatches.iter().cloned());
-            out.push(next);
+            out.push(Stepped { at, applied: next });
         }
         Ok(())
     }
@@ -196,5 +211,76 @@ impl Sim {
             self.due.insert(tenant.clone(), due);
             self.schedule.insert((due, tenant.clone()));
         }
+    }
+}
+
+/// A ledger that keeps each tenant's head and drops the receipts: what a
+/// simulation that only counts needs, with memory bounded by its tenants.
+/// Nothing is hashed (every head hash is [`GENESIS`]): no receipt is kept to
+/// be verified, and the chain rules (`seq` in order) still hold.
+#[derive(Debug, Default)]
+pub struct Discard {
+    heads: std::sync::Mutex<HashMap<TenantId, u64>>,
+}
+
+impl Discard {
+    fn heads(&self) -> std::sync::MutexGuard<'_, HashMap<TenantId, u64>> {
+        self.heads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Ledger for Discard {
+    fn append(&self, entry: Entry) -> Result<Appended, LedgerError> {
+        let mut heads = self.heads();
+        let seq = heads.get(&entry.tenant).copied().unwrap_or(0);
+        ggen_runtime_core::ledger::check_extends(&Head { seq, hash: GENESIS }, &entry)?;
+        heads.insert(entry.tenant, entry.seq);
+        Ok(Appended {
+            hash: GENESIS,
+            ticket: Ticket::ready(),
+        })
+    }
+
+    fn head(&self, tenant: &TenantId) -> Head {
+        Head {
+            seq: self.heads().get(tenant).copied().unwrap_or(0),
+            hash: GENESIS,
+        }
+    }
+
+    fn read(&self, _: &TenantId, _: u64, _: usize) -> Result<Vec<Record>, LedgerError> {
+        Ok(Vec::new())
+    }
+
+    fn mark(&self) -> Result<Mark, LedgerError> {
+        Ok(Mark::new(0, 0))
+    }
+
+    fn checkpoint(&self, _: Mark, _: &[u8]) -> Result<(), LedgerError> {
+        Ok(())
+    }
+
+    fn recover(
+        &self,
+        _: &mut dyn FnMut(Recovered<'_>) -> Result<(), LedgerError>,
+    ) -> Result<(), LedgerError> {
+        Ok(())
+    }
+
+    fn scan(
+        &self,
+        _: &mut dyn FnMut(&Record) -> Result<(), LedgerError>,
+    ) -> Result<(), LedgerError> {
+        Ok(())
+    }
+
+    fn verify_with(&self, _: &VerifyOptions<'_>) -> Result<VerifyReport, LedgerError> {
+        Ok(VerifyReport::default())
+    }
+
+    fn flush(&self) -> Result<(), LedgerError> {
+        Ok(())
     }
 }

@@ -704,7 +704,7 @@ impl ScenarioReport {
     }
 
     /// The failed scenario's decision trail, one receipt per line (the last
-    /// [`TRAIL_SHOWN`] receipts).
+    /// 40 receipts).
     pub fn trail_text(&self) -> String {
         let mut text = String::new();
         let skipped = self.trail.len().saturating_sub(TRAIL_SHOWN);

@@ -1,0 +1,573 @@
+//! `ggen backtest`: the same recorded inputs through two versions of a
+//! spec, and what the change does — per tenant the first input after which
+//! the two disagree on its state, and in total the interventions, refusals
+//! and actions added and removed and the time spent in each state, overall
+//! and per profile. Gates turn the report into a CI verdict.
+//!
+//! Both specs run in lock step on the lab's clock ([`Sim`]), each on a
+//! [`Discard`] ledger, so memory is bounded by tenants, not by inputs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use ggen_runtime_core::clock::Timestamp;
+use ggen_runtime_core::fsm::State;
+use ggen_runtime_core::receipt::Input;
+use ggen_runtime_core::registry::RegistryError;
+use ggen_runtime_core::replay::{self, Line};
+use ggen_runtime_core::sku::PolicyPack;
+use ggen_runtime_core::tenant::TenantId;
+use serde::Serialize;
+
+use super::recorded::{self, Recorded, RecordedError};
+use super::{Discard, Settle, Sim, Stepped};
+
+/// Inputs that could not be replayed, listed in a report (all are counted).
+const BAD_LISTED: usize = 20;
+
+const INTERVENING: usize = 3;
+const REFUSING: usize = 5;
+
+/// One side of the comparison: a spec's name and its interpreted pack.
+#[derive(Clone, Copy)]
+#[allow(
+    missing_debug_implementations,
+    reason = "a pack is tables; the name says which"
+)]
+pub struct Side<'a> {
+    /// The spec as named (`specs/x.json`, `HEAD:specs/x.json`).
+    pub name: &'a str,
+    /// Its pack.
+    pub pack: &'static dyn PolicyPack,
+}
+
+/// The limits a change must stay within.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Gates {
+    /// Refusals the new spec may add in total.
+    pub max_new_refusals: Option<u64>,
+    /// Interventions the new spec may add in total.
+    pub max_new_interventions: Option<u64>,
+    /// Percent more actions the new spec may dispatch in total.
+    pub max_action_increase: Option<f64>,
+}
+
+/// What happened to tenants under one spec.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Totals {
+    /// Entries into `intervening` (a degraded retry included).
+    pub interventions: u64,
+    /// Entries into `refusing`.
+    pub refusals: u64,
+    /// Actions dispatched (undos included).
+    pub actions: u64,
+    /// Actions dispatched, by action.
+    pub by_action: BTreeMap<String, u64>,
+    /// Milliseconds tenants spent in each state (from each tenant's first input).
+    pub state_ms: BTreeMap<&'static str, u64>,
+}
+
+/// One count under both specs, with what the change added and removed
+/// summed per tenant (a change can add refusals to some tenants and remove
+/// them from others while the totals stay level).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Change {
+    /// Under the old spec.
+    pub old: u64,
+    /// Under the new spec.
+    pub new: u64,
+    /// Summed over tenants with more under the new spec.
+    pub added: u64,
+    /// Summed over tenants with fewer under the new spec.
+    pub removed: u64,
+}
+
+/// Both specs' totals for one profile.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ProfileTotals {
+    /// Under the old spec (empty if it has no such profile).
+    pub old: Totals,
+    /// Under the new spec.
+    pub new: Totals,
+}
+
+/// The first input after which the two specs disagree on a tenant's state.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Divergence {
+    /// The tenant.
+    pub tenant: String,
+    /// The input (line or receipt number).
+    pub input: usize,
+    /// Its time.
+    pub at: Timestamp,
+    /// The tenant's state under the old spec.
+    pub old: &'static str,
+    /// Under the new spec.
+    pub new: &'static str,
+}
+
+/// An input that could not be replayed (under one spec or both).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BadInput {
+    /// Its number.
+    pub input: usize,
+    /// Why.
+    pub message: String,
+}
+
+/// One gate's verdict.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Gate {
+    /// The option that set it (`max-new-refusals`).
+    pub name: &'static str,
+    /// Its limit.
+    pub limit: f64,
+    /// The measured value (`null`: an increase from none, for percentages).
+    pub value: Option<f64>,
+    /// Whether the change crossed it.
+    pub crossed: bool,
+    /// The tenants that contributed (more under the new spec), by id.
+    pub tenants: Vec<String>,
+}
+
+/// What a backtest found.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    /// The old spec, as named.
+    pub old: String,
+    /// The new spec, as named.
+    pub new: String,
+    /// Where the inputs came from.
+    pub recorded: String,
+    /// What one input is called (`line`, `receipt`).
+    pub unit: &'static str,
+    /// Inputs read.
+    pub inputs: usize,
+    /// Inputs that could not be replayed under one spec or both.
+    pub bad_inputs: usize,
+    /// The first of them.
+    pub bad: Vec<BadInput>,
+    /// Tenants seen.
+    pub tenants: usize,
+    /// The first input's time.
+    pub from: Option<Timestamp>,
+    /// The last input's time: the end of every tenant's last interval.
+    pub to: Option<Timestamp>,
+    /// Interventions under both specs.
+    pub interventions: Change,
+    /// Refusals under both specs.
+    pub refusals: Change,
+    /// Actions under both specs.
+    pub actions: Change,
+    /// Everything under the old spec.
+    pub old_totals: Totals,
+    /// Everything under the new spec.
+    pub new_totals: Totals,
+    /// Per profile (a tenant counts under the profile it was on at the time).
+    pub profiles: BTreeMap<String, ProfileTotals>,
+    /// Tenants whose state differed after some input.
+    pub diverged: usize,
+    /// Each such tenant's first divergence, by tenant.
+    pub divergences: Vec<Divergence>,
+    /// The gates asked for, in the order of the options.
+    pub gates: Vec<Gate>,
+}
+
+impl Report {
+    /// Whether a gate was crossed.
+    pub fn crossed(&self) -> bool {
+        self.gates.iter().any(|g| g.crossed)
+    }
+}
+
+/// Why a backtest stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum BacktestError {
+    /// The recorded inputs could not be read.
+    #[error("reading the recorded inputs")]
+    Recorded(#[from] RecordedError),
+    /// The simulated registry failed (an internal fault: its ledger keeps no data).
+    #[error("input {input}")]
+    Registry {
+        /// The input.
+        input: usize,
+        /// The cause.
+        #[source]
+        source: Box<RegistryError>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Counts {
+    interventions: u64,
+    refusals: u64,
+    actions: u64,
+}
+
+struct Track {
+    state: usize,
+    since: i64,
+    profile: usize,
+    counts: Counts,
+}
+
+/// One spec's simulation and its bookkeeping.
+struct Run {
+    sim: Sim,
+    pack: &'static dyn PolicyPack,
+    tracks: HashMap<TenantId, Track>,
+    /// Per profile of this spec, by id.
+    profiles: Vec<Totals>,
+    out: Vec<Stepped>,
+}
+
+impl Run {
+    fn new(pack: &'static dyn PolicyPack, settle: Settle) -> Run {
+        Run {
+            sim: Sim::new(pack, Arc::new(Discard::default()), settle),
+            pack,
+            tracks: HashMap::new(),
+            profiles: vec![Totals::default(); pack.sku().profiles.len()],
+            out: Vec::new(),
+        }
+    }
+
+    /// Feeds `line`: `Err` says why this spec cannot take it.
+    fn feed(&mut self, number: usize, line: &Line) -> Result<Result<(), String>, BacktestError> {
+        let prepared = match replay::prepare(self.pack, line.clone()) {
+            Ok(prepared) => prepared,
+            Err(why) => return Ok(Err(why)),
+        };
+        let entitlement = matches!(prepared.input, Input::Entitlement { .. });
+        self.out.clear();
+        let result = self
+            .sim
+            .apply(&prepared.tenant, prepared.input, prepared.at, &mut self.out);
+        let outcome = match result {
+            Ok(_) => Ok(()),
+            // One tenant's refusal is a bad input; the others go on.
+            Err(
+                e @ (RegistryError::TooManyTenants { .. }
+                | RegistryError::DedupeFull { .. }
+                | RegistryError::Quarantined { .. }),
+            ) => Err(e.to_string()),
+            Err(source) => {
+                return Err(BacktestError::Registry {
+                    input: number,
+                    source: Box::new(source),
+                });
+            }
+        };
+        let mut out = std::mem::take(&mut self.out);
+        for stepped in out.drain(..) {
+            self.account(&stepped);
+        }
+        self.out = out;
+        if entitlement {
+            self.follow_profile(&prepared.tenant, prepared.at);
+        }
+        Ok(outcome)
+    }
+
+    fn track(&mut self, tenant: &TenantId, at: i64) -> &mut Track {
+        let default = usize::from(self.pack.sku().default_profile.0);
+        self.tracks.entry(tenant.clone()).or_insert(Track {
+            state: State::Boot.index(),
+            since: at,
+            profile: default,
+            counts: Counts::default(),
+        })
+    }
+
+    fn account(&mut self, stepped: &Stepped) {
+        let at = stepped.at.as_millis();
+        let applied = &stepped.applied;
+        let sku = self.pack.sku();
+        let track = self.track(&applied.tenant, at);
+        let (profile, from) = (track.profile, track.state);
+        let to = applied.state.index();
+        let mut counts = Counts::default();
+        if to != from {
+            let spent = u64::try_from(at - track.since).unwrap_or(0);
+            track.state = to;
+            track.since = at;
+            counts.interventions = u64::from(to == INTERVENING);
+            counts.refusals = u64::from(to == REFUSING);
+            *self.profiles[profile]
+                .state_ms
+                .entry(State::NAMES[from])
+                .or_default() += spent;
+        }
+        counts.actions = applied.dispatches.len() as u64;
+        let track = self.tracks.get_mut(&applied.tenant).expect("tracked above");
+        track.counts.interventions += counts.interventions;
+        track.counts.refusals += counts.refusals;
+        track.counts.actions += counts.actions;
+        let totals = &mut self.profiles[profile];
+        totals.interventions += counts.interventions;
+        totals.refusals += counts.refusals;
+        totals.actions += counts.actions;
+        for dispatch in &applied.dispatches {
+            *totals
+                .by_action
+                .entry(sku.action(dispatch.key.action).name.to_owned())
+                .or_default() += 1;
+        }
+    }
+
+    /// After an entitlement event: the tenant's profile now (time so far
+    /// counts under the one it was on).
+    fn follow_profile(&mut self, tenant: &TenantId, at: Timestamp) {
+        let Some(view) = self.sim.registry().view(tenant) else {
+            return;
+        };
+        let Some(profile) = self.pack.profile_by_name(view.profile) else {
+            return;
+        };
+        let at = at.as_millis();
+        let track = self.track(tenant, at);
+        let profile = usize::from(profile.0);
+        if track.profile == profile {
+            return;
+        }
+        let (old, state, since) = (track.profile, track.state, track.since);
+        track.profile = profile;
+        track.since = at.max(since);
+        *self.profiles[old]
+            .state_ms
+            .entry(State::NAMES[state])
+            .or_default() += u64::try_from(at - since).unwrap_or(0);
+    }
+
+    /// Fires the timers due by `end`, closes every tenant's interval there,
+    /// and returns the totals per profile name.
+    fn finish(&mut self, end: Timestamp) -> Result<BTreeMap<String, Totals>, BacktestError> {
+        self.out.clear();
+        let mut out = std::mem::take(&mut self.out);
+        self.sim
+            .advance(end, &mut out)
+            .map_err(|source| BacktestError::Registry {
+                input: 0,
+                source: Box::new(source),
+            })?;
+        for stepped in out.drain(..) {
+            self.account(&stepped);
+        }
+        let end = end.as_millis();
+        for track in self.tracks.values_mut() {
+            let spent = u64::try_from(end - track.since).unwrap_or(0);
+            track.since = end;
+            *self.profiles[track.profile]
+                .state_ms
+                .entry(State::NAMES[track.state])
+                .or_default() += spent;
+        }
+        let sku = self.pack.sku();
+        Ok(self
+            .profiles
+            .iter_mut()
+            .enumerate()
+            .map(|(i, totals)| {
+                for name in State::NAMES {
+                    totals.state_ms.entry(name).or_default();
+                }
+                (sku.profiles[i].name.to_owned(), std::mem::take(totals))
+            })
+            .collect())
+    }
+
+    fn state(&self, tenant: &TenantId) -> usize {
+        self.tracks.get(tenant).map_or(0, |t| t.state)
+    }
+}
+
+/// Sums per-profile totals.
+fn sum<'a>(all: impl Iterator<Item = &'a Totals>) -> Totals {
+    let mut total = Totals::default();
+    for name in State::NAMES {
+        total.state_ms.insert(name, 0);
+    }
+    for t in all {
+        total.interventions += t.interventions;
+        total.refusals += t.refusals;
+        total.actions += t.actions;
+        for (action, n) in &t.by_action {
+            *total.by_action.entry(action.clone()).or_default() += n;
+        }
+        for (state, ms) in &t.state_ms {
+            *total.state_ms.entry(state).or_default() += ms;
+        }
+    }
+    total
+}
+
+/// Replays `recorded` through `old` and `new`, dispatched actions settled
+/// as `settle` says, and judges the change by `gates`.
+pub fn run(
+    old: Side<'_>,
+    new: Side<'_>,
+    recorded: &Recorded,
+    settle: Settle,
+    gates: &Gates,
+) -> Result<Report, BacktestError> {
+    let mut runs = [Run::new(old.pack, settle), Run::new(new.pack, settle)];
+    let mut inputs = 0;
+    let mut bad_inputs = 0;
+    let mut bad = Vec::new();
+    let mut from: Option<Timestamp> = None;
+    let mut to: Option<Timestamp> = None;
+    let mut divergences: HashMap<TenantId, Divergence> = HashMap::new();
+    let mut failure = None;
+    recorded::each(recorded, &mut |number, line| {
+        if failure.is_some() {
+            return;
+        }
+        inputs += 1;
+        let mut problems = Vec::new();
+        match line {
+            Err(message) => problems.push(message),
+            Ok(line) => {
+                let at = line.at();
+                from = Some(from.map_or(at, |f| f.min(at)));
+                to = Some(to.map_or(at, |t| t.max(at)));
+                for (run, side) in runs.iter_mut().zip(["old", "new"]) {
+                    match run.feed(number, &line) {
+                        Ok(Ok(())) => {}
+                        Ok(Err(why)) => problems.push(format!("{side} spec: {why}")),
+                        Err(error) => {
+                            failure = Some(error);
+                            return;
+                        }
+                    }
+                }
+                if let Ok(tenant) = TenantId::new(line.tenant()) {
+                    let (a, b) = (runs[0].state(&tenant), runs[1].state(&tenant));
+                    if a != b && !divergences.contains_key(&tenant) {
+                        divergences.insert(
+                            tenant.clone(),
+                            Divergence {
+                                tenant: tenant.to_string(),
+                                input: number,
+                                at,
+                                old: State::NAMES[a],
+                                new: State::NAMES[b],
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        if !problems.is_empty() {
+            bad_inputs += 1;
+            if bad.len() < BAD_LISTED {
+                bad.push(BadInput {
+                    input: number,
+                    message: problems.join("; "),
+                });
+            }
+        }
+    })?;
+    if let Some(error) = failure {
+        return Err(error);
+    }
+    let end = to.unwrap_or_default();
+    let [old_run, new_run] = &mut runs;
+    let old_profiles = old_run.finish(end)?;
+    let new_profiles = new_run.finish(end)?;
+
+    // Per tenant: what the change added and removed.
+    let mut tenants: Vec<&TenantId> = old_run.tracks.keys().collect();
+    tenants.extend(
+        new_run
+            .tracks
+            .keys()
+            .filter(|t| !old_run.tracks.contains_key(*t)),
+    );
+    tenants.sort();
+    let counts = |run: &Run, t: &TenantId| run.tracks.get(t).map(|t| t.counts).unwrap_or_default();
+    let mut changes = [Change::default(); 3];
+    let mut more: [Vec<String>; 3] = Default::default();
+    for tenant in &tenants {
+        let (a, b) = (counts(old_run, tenant), counts(new_run, tenant));
+        for (i, (x, y)) in [
+            (a.interventions, b.interventions),
+            (a.refusals, b.refusals),
+            (a.actions, b.actions),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            changes[i].old += x;
+            changes[i].new += y;
+            changes[i].added += y.saturating_sub(x);
+            changes[i].removed += x.saturating_sub(y);
+            if y > x {
+                more[i].push(tenant.to_string());
+            }
+        }
+    }
+    let [interventions, refusals, actions] = changes;
+    let [more_interventions, more_refusals, more_actions] = more;
+
+    let mut report_gates = Vec::new();
+    let increase = |c: &Change| c.new as f64 - c.old as f64;
+    if let Some(limit) = gates.max_new_refusals {
+        report_gates.push(Gate {
+            name: "max-new-refusals",
+            limit: limit as f64,
+            value: Some(increase(&refusals)),
+            crossed: increase(&refusals) > limit as f64,
+            tenants: more_refusals,
+        });
+    }
+    if let Some(limit) = gates.max_new_interventions {
+        report_gates.push(Gate {
+            name: "max-new-interventions",
+            limit: limit as f64,
+            value: Some(increase(&interventions)),
+            crossed: increase(&interventions) > limit as f64,
+            tenants: more_interventions,
+        });
+    }
+    if let Some(limit) = gates.max_action_increase {
+        let value = (actions.old > 0).then(|| increase(&actions) / actions.old as f64 * 100.0);
+        report_gates.push(Gate {
+            name: "max-action-increase",
+            limit,
+            value,
+            crossed: value.map_or(actions.new > 0, |v| v > limit),
+            tenants: more_actions,
+        });
+    }
+
+    let mut profiles: BTreeMap<String, ProfileTotals> = BTreeMap::new();
+    for (name, totals) in &old_profiles {
+        profiles.entry(name.clone()).or_default().old = totals.clone();
+    }
+    for (name, totals) in &new_profiles {
+        profiles.entry(name.clone()).or_default().new = totals.clone();
+    }
+    let mut divergences: Vec<Divergence> = divergences.into_values().collect();
+    divergences.sort_by(|a, b| a.tenant.cmp(&b.tenant));
+    Ok(Report {
+        old: old.name.to_owned(),
+        new: new.name.to_owned(),
+        recorded: recorded.describe(),
+        unit: recorded.unit(),
+        inputs,
+        bad_inputs,
+        bad,
+        tenants: tenants.len(),
+        from,
+        to,
+        interventions,
+        refusals,
+        actions,
+        old_totals: sum(old_profiles.values()),
+        new_totals: sum(new_profiles.values()),
+        profiles,
+        diverged: divergences.len(),
+        divergences,
+        gates: report_gates,
+    })
+}
