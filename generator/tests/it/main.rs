@@ -10,4 +10,5 @@ mod fuzz;
 mod generate;
 mod lab;
 mod pack;
+mod pack_proof;
 mod validate;
