@@ -348,7 +348,7 @@ pub static PROFILES: [::ggen_runtime::sku::ProfileDef; 3] = [
         name: "critical_path",
         rules: &critical_path::RULES,
         cooldown_s: 1800,
-        max_actions_per_hour: Some(2),
+        max_actions_per_hour: Some(3),
     },
     ::ggen_runtime::sku::ProfileDef {
         name: "standard",
@@ -358,7 +358,7 @@ pub static PROFILES: [::ggen_runtime::sku::ProfileDef; 3] = [
     },
 ];
 /// SHA-256 of `specs/rollback_guard.json`, stamped on every receipt.
-pub const SPEC_SHA256: &str = "2d15884bb9038cc3195bd374449e295500b5eb78058114afdd7994c7aea345d6";
+pub const SPEC_SHA256: &str = "28b6a0ce2b94ec7de4630396afaeec22d7dde024e82c4feb623da79a934f8a15";
 /// The SKU as the runtime sees it.
 pub static SKU: ::ggen_runtime::sku::Sku = ::ggen_runtime::sku::Sku {
     id: "rollback_guard",

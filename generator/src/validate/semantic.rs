@@ -180,6 +180,21 @@ pub enum Violation {
         /// The bucket URL as written.
         archive: String,
     },
+    /// A rule dispatches more actions at once than its profile's hourly
+    /// budget admits: the budget admits a rule's set whole or not at all.
+    #[error(
+        "rule for signal `{signal}` dispatches `{actions}` actions at once, but profile `{profile}` allows `{budget}` per hour (`max_actions_per_hour`): a set is admitted whole or not at all, so this one never is; raise the budget to at least `{actions}` or give the rule fewer actions"
+    )]
+    ActionsOverBudget {
+        /// The rule's signal.
+        signal: String,
+        /// The profile whose budget it is.
+        profile: String,
+        /// Distinct actions in the rule.
+        actions: usize,
+        /// The profile's `max_actions_per_hour`.
+        budget: u64,
+    },
     /// A signal's `min` exceeds its `max`.
     #[error("`min` `{min}` is greater than `max` `{max}`")]
     MinAboveMax {
@@ -494,7 +509,9 @@ impl Checker<'_> {
             }
             self.rules(name, &pointer, profile, signals, actions);
         }
-        self.extends_cycles(profiles);
+        if self.extends_cycles(profiles) {
+            self.budgets(profiles);
+        }
     }
 
     fn rules(
@@ -644,7 +661,78 @@ impl Checker<'_> {
     }
 
     /// Reports each `extends` cycle once, at the `extends` of its smallest member.
-    fn extends_cycles(&mut self, profiles: &Map<String, Value>) {
+    /// Reports every rule, own or inherited, whose distinct actions outnumber
+    /// its profile's budget (own or inherited). Each is reported once, in
+    /// the profile that defines the rule or the budget, at that place.
+    fn budgets(&mut self, profiles: &Map<String, Value>) {
+        for name in profiles.keys() {
+            // The profile, then its parents (no cycle: checked first).
+            let mut chain: Vec<(&str, &Map<String, Value>)> = Vec::new();
+            let mut current = Some(name.as_str());
+            while let Some(profile) = current {
+                let Some(body) = profiles.get(profile).and_then(Value::as_object) else {
+                    break;
+                };
+                chain.push((profile, body));
+                current = body.get("extends").and_then(Value::as_str);
+            }
+            let Some((budget, budget_home)) = chain.iter().find_map(|(profile, body)| {
+                Some((body.get("max_actions_per_hour")?.as_u64()?, *profile))
+            }) else {
+                continue;
+            };
+            let mut seen: BTreeSet<&str> = BTreeSet::new();
+            for (home, body) in &chain {
+                let rules = body.get("rules").and_then(Value::as_array);
+                for (i, rule) in rules.into_iter().flatten().enumerate() {
+                    let Some(signal) = rule.get("signal").and_then(Value::as_str) else {
+                        continue;
+                    };
+                    if !seen.insert(signal) {
+                        continue;
+                    }
+                    let actions: BTreeSet<&str> = rule
+                        .get("actions")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .collect();
+                    if actions.len() as u64 <= budget {
+                        continue;
+                    }
+                    // A rule and a budget both inherited were reported in
+                    // the parent that has them.
+                    let pointer = if home == name {
+                        format!(
+                            "{}/rules/{i}/actions",
+                            join_pointer("/policy/profiles", home)
+                        )
+                    } else if budget_home == name {
+                        format!(
+                            "{}/max_actions_per_hour",
+                            join_pointer("/policy/profiles", name)
+                        )
+                    } else {
+                        continue;
+                    };
+                    self.report(
+                        &pointer,
+                        Violation::ActionsOverBudget {
+                            signal: signal.to_owned(),
+                            profile: name.clone(),
+                            actions: actions.len(),
+                            budget,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    /// Reports every `extends` cycle; `true` when there is none.
+    fn extends_cycles(&mut self, profiles: &Map<String, Value>) -> bool {
+        let before = self.found.len();
         let parent = |name: &str| -> Option<&str> { profiles.get(name)?.get("extends")?.as_str() };
         let mut done: BTreeSet<&str> = BTreeSet::new();
         for start in profiles.keys() {
@@ -681,6 +769,7 @@ impl Checker<'_> {
             }
             done.extend(path);
         }
+        self.found.len() == before
     }
 }
 

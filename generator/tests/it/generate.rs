@@ -152,7 +152,7 @@ fn edge_cases_generate_valid_rust() {
     );
     assert_eq!(
         top.max_actions_per_hour,
-        Some(1),
+        Some(3),
         "budget inherited from `impl`"
     );
 
