@@ -36,7 +36,7 @@ pub struct Cli {
     /// `ggen.toml` in the current folder or the nearest parent that has one).
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Output format of validate and build.
+    /// Output format (text for people, json for machines).
     #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
     pub format: Format,
     /// What to do.
@@ -434,7 +434,11 @@ fn print_tests(out: &mut Stdout, format: Format, report: &pipeline::TestReport) 
             for failure in &scenario.failures {
                 let _ = writeln!(out, "{failure}");
             }
-            let _ = writeln!(out, "  decision trail of scenario \"{}\":", scenario.name);
+            let _ = writeln!(
+                out,
+                "  decision trail of scenario \"{}\":",
+                scenario.name.escape_debug()
+            );
             let _ = write!(out, "{}", scenario.trail_text());
         }
         let ok = spec.scenarios.iter().filter(|s| s.passed()).count();

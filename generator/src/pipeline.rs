@@ -146,7 +146,7 @@ impl BuildError {
             | BuildError::Refused(_)
             | BuildError::NoConfig { .. }
             | BuildError::Git { .. }
-            | BuildError::Backtest(BacktestError::Recorded(_))
+            | BuildError::Backtest(BacktestError::Recorded(_) | BacktestError::NoInputs { .. })
             | BuildError::Cargo(_)
             | BuildError::Bundle(BundleError::Epoch(_) | BundleError::SpecChanged { .. })
             | BuildError::Verify(VerifyError::Cargo { .. } | VerifyError::NoWorkspace { .. })
@@ -872,7 +872,12 @@ pub fn test(paths: &[PathBuf], required: bool) -> Result<TestReport, BuildError>
     let mut problems = Vec::new();
     let mut ready = Vec::new();
     let mut report = TestReport::default();
+    let mut seen = std::collections::BTreeSet::new();
     for path in paths {
+        // A spec named twice (or with its scenario file) runs once.
+        if !seen.insert(scenario::spec_path(path).unwrap_or_else(|| path.clone())) {
+            continue;
+        }
         let spec = if scenario::is_scenario_file(path) {
             scenario::spec_path(path).unwrap_or_else(|| path.clone())
         } else {
@@ -938,8 +943,15 @@ pub fn spec_at(spec: &str) -> Result<Model, BuildError> {
     if path.exists() || !spec.contains(':') {
         return model(path, &load::display_path(path));
     }
+    // `REV:PATH` is data, never an option of git's.
+    if spec.starts_with('-') {
+        return Err(BuildError::Git {
+            spec: spec.to_owned(),
+            message: "a revision does not start with `-`".to_owned(),
+        });
+    }
     let output = std::process::Command::new("git")
-        .args(["show", "--no-textconv", spec])
+        .args(["show", "--no-textconv", "--end-of-options", spec])
         .output()
         .map_err(|e| BuildError::Git {
             spec: spec.to_owned(),

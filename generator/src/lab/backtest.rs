@@ -20,7 +20,7 @@ use ggen_runtime_core::tenant::TenantId;
 use serde::Serialize;
 
 use super::recorded::{self, Recorded, RecordedError};
-use super::{Discard, Settle, Sim, Stepped};
+use super::{Discard, Settle, Sim, SimError, Stepped};
 
 /// Inputs that could not be replayed, listed in a report (all are counted).
 const BAD_LISTED: usize = 20;
@@ -193,7 +193,16 @@ pub enum BacktestError {
         input: usize,
         /// The cause.
         #[source]
-        source: Box<RegistryError>,
+        source: Box<SimError>,
+    },
+    /// Not one recorded input could be replayed: there is nothing to judge
+    /// a change by (an empty file, a folder that is not a ledger).
+    #[error("no input from {recorded} could be replayed ({inputs} read)")]
+    NoInputs {
+        /// Where the inputs came from.
+        recorded: String,
+        /// How many were read.
+        inputs: usize,
     },
 }
 
@@ -206,51 +215,122 @@ struct Counts {
 
 struct Track {
     state: usize,
+    /// When the current interval began.
     since: i64,
+    /// The tenant's last decision time: the registry never decides a
+    /// tenant's step earlier than its previous one, so neither does this.
+    last: i64,
     profile: usize,
     counts: Counts,
+}
+
+/// What happened under one spec, as its steps are taken.
+struct Book {
+    pack: &'static dyn PolicyPack,
+    tracks: HashMap<TenantId, Track>,
+    /// Per profile of this spec, by id.
+    profiles: Vec<Totals>,
+}
+
+impl Book {
+    fn track(&mut self, tenant: &TenantId, at: i64) -> &mut Track {
+        let default = usize::from(self.pack.sku().default_profile.0);
+        self.tracks.entry(tenant.clone()).or_insert(Track {
+            state: State::Boot.index(),
+            since: at,
+            last: at,
+            profile: default,
+            counts: Counts::default(),
+        })
+    }
+
+    /// Closes `tenant`'s current interval at `at` into its profile's totals.
+    fn close(&mut self, tenant: &TenantId, at: i64) {
+        let track = self.track(tenant, at);
+        let spent = u64::try_from(at - track.since).unwrap_or(0);
+        let (profile, state) = (track.profile, track.state);
+        track.since = at;
+        *self.profiles[profile]
+            .state_ms
+            .entry(State::NAMES[state])
+            .or_default() += spent;
+    }
+
+    fn account(&mut self, stepped: &Stepped) {
+        let tenant = &stepped.applied.tenant;
+        let track = self.track(tenant, stepped.at.as_millis());
+        let at = stepped.at.as_millis().max(track.last);
+        track.last = at;
+        let (profile, from) = (track.profile, track.state);
+        let to = stepped.applied.state.index();
+        let dispatches = &stepped.applied.dispatches;
+        let counts = Counts {
+            interventions: u64::from(to != from && to == INTERVENING),
+            refusals: u64::from(to != from && to == REFUSING),
+            actions: dispatches.len() as u64,
+        };
+        if to != from {
+            self.close(tenant, at);
+        }
+        let track = self.track(tenant, at);
+        track.state = to;
+        track.counts.interventions += counts.interventions;
+        track.counts.refusals += counts.refusals;
+        track.counts.actions += counts.actions;
+        let sku = self.pack.sku();
+        let totals = &mut self.profiles[profile];
+        totals.interventions += counts.interventions;
+        totals.refusals += counts.refusals;
+        totals.actions += counts.actions;
+        for dispatch in dispatches {
+            *totals
+                .by_action
+                .entry(sku.action(dispatch.key.action).name.to_owned())
+                .or_default() += 1;
+        }
+    }
 }
 
 /// One spec's simulation and its bookkeeping.
 struct Run {
     sim: Sim,
-    pack: &'static dyn PolicyPack,
-    tracks: HashMap<TenantId, Track>,
-    /// Per profile of this spec, by id.
-    profiles: Vec<Totals>,
-    out: Vec<Stepped>,
+    book: Book,
 }
 
 impl Run {
     fn new(pack: &'static dyn PolicyPack, settle: Settle) -> Run {
         Run {
             sim: Sim::new(pack, Arc::new(Discard::default()), settle),
-            pack,
-            tracks: HashMap::new(),
-            profiles: vec![Totals::default(); pack.sku().profiles.len()],
-            out: Vec::new(),
+            book: Book {
+                pack,
+                tracks: HashMap::new(),
+                profiles: vec![Totals::default(); pack.sku().profiles.len()],
+            },
         }
     }
 
     /// Feeds `line`: `Err` says why this spec cannot take it.
     fn feed(&mut self, number: usize, line: &Line) -> Result<Result<(), String>, BacktestError> {
-        let prepared = match replay::prepare(self.pack, line.clone()) {
+        let prepared = match replay::prepare(self.book.pack, line.clone()) {
             Ok(prepared) => prepared,
             Err(why) => return Ok(Err(why)),
         };
         let entitlement = matches!(prepared.input, Input::Entitlement { .. });
-        self.out.clear();
-        let result = self
-            .sim
-            .apply(&prepared.tenant, prepared.input, prepared.at, &mut self.out);
+        let book = &mut self.book;
+        let result = self.sim.apply(
+            &prepared.tenant,
+            prepared.input,
+            prepared.at,
+            &mut |stepped| book.account(&stepped),
+        );
         let outcome = match result {
             Ok(_) => Ok(()),
             // One tenant's refusal is a bad input; the others go on.
-            Err(
+            Err(SimError::Registry(
                 e @ (RegistryError::TooManyTenants { .. }
                 | RegistryError::DedupeFull { .. }
                 | RegistryError::Quarantined { .. }),
-            ) => Err(e.to_string()),
+            )) => Err(e.to_string()),
             Err(source) => {
                 return Err(BacktestError::Registry {
                     input: number,
@@ -258,61 +338,10 @@ impl Run {
                 });
             }
         };
-        let mut out = std::mem::take(&mut self.out);
-        for stepped in out.drain(..) {
-            self.account(&stepped);
-        }
-        self.out = out;
         if entitlement {
             self.follow_profile(&prepared.tenant, prepared.at);
         }
         Ok(outcome)
-    }
-
-    fn track(&mut self, tenant: &TenantId, at: i64) -> &mut Track {
-        let default = usize::from(self.pack.sku().default_profile.0);
-        self.tracks.entry(tenant.clone()).or_insert(Track {
-            state: State::Boot.index(),
-            since: at,
-            profile: default,
-            counts: Counts::default(),
-        })
-    }
-
-    fn account(&mut self, stepped: &Stepped) {
-        let at = stepped.at.as_millis();
-        let applied = &stepped.applied;
-        let sku = self.pack.sku();
-        let track = self.track(&applied.tenant, at);
-        let (profile, from) = (track.profile, track.state);
-        let to = applied.state.index();
-        let mut counts = Counts::default();
-        if to != from {
-            let spent = u64::try_from(at - track.since).unwrap_or(0);
-            track.state = to;
-            track.since = at;
-            counts.interventions = u64::from(to == INTERVENING);
-            counts.refusals = u64::from(to == REFUSING);
-            *self.profiles[profile]
-                .state_ms
-                .entry(State::NAMES[from])
-                .or_default() += spent;
-        }
-        counts.actions = applied.dispatches.len() as u64;
-        let track = self.tracks.get_mut(&applied.tenant).expect("tracked above");
-        track.counts.interventions += counts.interventions;
-        track.counts.refusals += counts.refusals;
-        track.counts.actions += counts.actions;
-        let totals = &mut self.profiles[profile];
-        totals.interventions += counts.interventions;
-        totals.refusals += counts.refusals;
-        totals.actions += counts.actions;
-        for dispatch in &applied.dispatches {
-            *totals
-                .by_action
-                .entry(sku.action(dispatch.key.action).name.to_owned())
-                .or_default() += 1;
-        }
     }
 
     /// After an entitlement event: the tenant's profile now (time so far
@@ -321,49 +350,40 @@ impl Run {
         let Some(view) = self.sim.registry().view(tenant) else {
             return;
         };
-        let Some(profile) = self.pack.profile_by_name(view.profile) else {
+        let Some(profile) = self.book.pack.profile_by_name(view.profile) else {
             return;
         };
-        let at = at.as_millis();
-        let track = self.track(tenant, at);
         let profile = usize::from(profile.0);
+        let track = self.book.track(tenant, at.as_millis());
         if track.profile == profile {
             return;
         }
-        let (old, state, since) = (track.profile, track.state, track.since);
-        track.profile = profile;
-        track.since = at.max(since);
-        *self.profiles[old]
-            .state_ms
-            .entry(State::NAMES[state])
-            .or_default() += u64::try_from(at - since).unwrap_or(0);
+        let at = at.as_millis().max(track.last);
+        self.book.close(tenant, at);
+        self.book.track(tenant, at).profile = profile;
     }
 
-    /// Fires the timers due by `end`, closes every tenant's interval there,
-    /// and returns the totals per profile name.
+    /// Fires the timers due by `end`, closes every tenant's interval there
+    /// (or at its last decision, if later), and returns the totals per
+    /// profile name.
     fn finish(&mut self, end: Timestamp) -> Result<BTreeMap<String, Totals>, BacktestError> {
-        self.out.clear();
-        let mut out = std::mem::take(&mut self.out);
+        let book = &mut self.book;
         self.sim
-            .advance(end, &mut out)
+            .advance(end, &mut |stepped| book.account(&stepped))
             .map_err(|source| BacktestError::Registry {
                 input: 0,
                 source: Box::new(source),
             })?;
-        for stepped in out.drain(..) {
-            self.account(&stepped);
+        let tenants: Vec<(TenantId, i64)> = book
+            .tracks
+            .iter()
+            .map(|(t, track)| (t.clone(), end.as_millis().max(track.last)))
+            .collect();
+        for (tenant, at) in tenants {
+            book.close(&tenant, at);
         }
-        let end = end.as_millis();
-        for track in self.tracks.values_mut() {
-            let spent = u64::try_from(end - track.since).unwrap_or(0);
-            track.since = end;
-            *self.profiles[track.profile]
-                .state_ms
-                .entry(State::NAMES[track.state])
-                .or_default() += spent;
-        }
-        let sku = self.pack.sku();
-        Ok(self
+        let sku = book.pack.sku();
+        Ok(book
             .profiles
             .iter_mut()
             .enumerate()
@@ -377,7 +397,7 @@ impl Run {
     }
 
     fn state(&self, tenant: &TenantId) -> usize {
-        self.tracks.get(tenant).map_or(0, |t| t.state)
+        self.book.tracks.get(tenant).map_or(0, |t| t.state)
     }
 }
 
@@ -414,6 +434,8 @@ pub fn run(
     let mut inputs = 0;
     let mut bad_inputs = 0;
     let mut bad = Vec::new();
+    // Inputs at least one spec took.
+    let mut replayed = 0usize;
     let mut from: Option<Timestamp> = None;
     let mut to: Option<Timestamp> = None;
     let mut divergences: HashMap<TenantId, Divergence> = HashMap::new();
@@ -430,9 +452,10 @@ pub fn run(
                 let at = line.at();
                 from = Some(from.map_or(at, |f| f.min(at)));
                 to = Some(to.map_or(at, |t| t.max(at)));
+                let mut took = false;
                 for (run, side) in runs.iter_mut().zip(["old", "new"]) {
                     match run.feed(number, &line) {
-                        Ok(Ok(())) => {}
+                        Ok(Ok(())) => took = true,
                         Ok(Err(why)) => problems.push(format!("{side} spec: {why}")),
                         Err(error) => {
                             failure = Some(error);
@@ -440,6 +463,7 @@ pub fn run(
                         }
                     }
                 }
+                replayed += usize::from(took);
                 if let Ok(tenant) = TenantId::new(line.tenant()) {
                     let (a, b) = (runs[0].state(&tenant), runs[1].state(&tenant));
                     if a != b && !divergences.contains_key(&tenant) {
@@ -460,9 +484,17 @@ pub fn run(
         if !problems.is_empty() {
             bad_inputs += 1;
             if bad.len() < BAD_LISTED {
+                let message = match problems.as_slice() {
+                    [old, new]
+                        if old.strip_prefix("old spec: ") == new.strip_prefix("new spec: ") =>
+                    {
+                        format!("both specs: {}", &old["old spec: ".len()..])
+                    }
+                    _ => problems.join("; "),
+                };
                 bad.push(BadInput {
                     input: number,
-                    message: problems.join("; "),
+                    message,
                 });
             }
         }
@@ -470,21 +502,29 @@ pub fn run(
     if let Some(error) = failure {
         return Err(error);
     }
+    if replayed == 0 {
+        return Err(BacktestError::NoInputs {
+            recorded: recorded.describe(),
+            inputs,
+        });
+    }
     let end = to.unwrap_or_default();
     let [old_run, new_run] = &mut runs;
     let old_profiles = old_run.finish(end)?;
     let new_profiles = new_run.finish(end)?;
 
     // Per tenant: what the change added and removed.
-    let mut tenants: Vec<&TenantId> = old_run.tracks.keys().collect();
+    let mut tenants: Vec<&TenantId> = old_run.book.tracks.keys().collect();
     tenants.extend(
         new_run
+            .book
             .tracks
             .keys()
-            .filter(|t| !old_run.tracks.contains_key(*t)),
+            .filter(|t| !old_run.book.tracks.contains_key(*t)),
     );
     tenants.sort();
-    let counts = |run: &Run, t: &TenantId| run.tracks.get(t).map(|t| t.counts).unwrap_or_default();
+    let counts =
+        |run: &Run, t: &TenantId| run.book.tracks.get(t).map(|t| t.counts).unwrap_or_default();
     let mut changes = [Change::default(); 3];
     let mut more: [Vec<String>; 3] = Default::default();
     for tenant in &tenants {
@@ -530,7 +570,11 @@ pub fn run(
         });
     }
     if let Some(limit) = gates.max_action_increase {
-        let value = (actions.old > 0).then(|| increase(&actions) / actions.old as f64 * 100.0);
+        let value = match (actions.old, actions.new) {
+            (0, 0) => Some(0.0),
+            (0, _) => None,
+            (old, _) => Some(increase(&actions) / old as f64 * 100.0),
+        };
         report_gates.push(Gate {
             name: "max-action-increase",
             limit,

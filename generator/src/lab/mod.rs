@@ -41,6 +41,29 @@ pub enum Settle {
     Manual,
 }
 
+/// Where a [`Sim`] hands each step it takes, as it takes it (so a long
+/// run of timers costs no memory).
+pub type Sink<'a> = dyn FnMut(Stepped) + 'a;
+
+/// Why a [`Sim`] stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// The registry failed or refused.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// More timers fell due before `to` than the simulation allows
+    /// ([`Sim::limit_timers`]).
+    #[error(
+        "more than {limit} timers fall due before {to} (a tenant retrying every few minutes for months?): move the clock in smaller steps"
+    )]
+    Timers {
+        /// The limit.
+        limit: usize,
+        /// Where the clock was going.
+        to: Timestamp,
+    },
+}
+
 /// One step the registry took, and when.
 #[derive(Debug)]
 pub struct Stepped {
@@ -60,6 +83,8 @@ pub struct Sim {
     due: HashMap<TenantId, Timestamp>,
     /// Dispatches waiting for a result ([`Settle::Manual`]), oldest first.
     waiting: HashMap<TenantId, VecDeque<Dispatch>>,
+    /// Most timers one move of the clock may fire.
+    max_timers: usize,
 }
 
 impl std::fmt::Debug for Sim {
@@ -80,7 +105,14 @@ impl Sim {
             schedule: BTreeSet::new(),
             due: HashMap::new(),
             waiting: HashMap::new(),
+            max_timers: usize::MAX,
         }
+    }
+
+    /// Refuses ([`SimError::Timers`]) a move of the clock that would fire
+    /// more than `limit` timers.
+    pub fn limit_timers(&mut self, limit: usize) {
+        self.max_timers = limit;
     }
 
     /// The registry: tenants' views, the pack, the ledger.
@@ -89,11 +121,19 @@ impl Sim {
     }
 
     /// Fires every timer due at or before `to`, each at its own due time,
-    /// earliest first; what happened is pushed to `out`.
-    pub fn advance(&mut self, to: Timestamp, out: &mut Vec<Stepped>) -> Result<(), RegistryError> {
+    /// earliest first; each step is handed to `out`.
+    pub fn advance(&mut self, to: Timestamp, out: &mut Sink<'_>) -> Result<(), SimError> {
+        let mut fired = 0usize;
         while let Some((due, tenant)) = self.schedule.first().cloned()
             && due <= to
         {
+            fired += 1;
+            if fired > self.max_timers {
+                return Err(SimError::Timers {
+                    limit: self.max_timers,
+                    to,
+                });
+            }
             self.schedule.pop_first();
             self.due.remove(&tenant);
             if let Some(applied) = self.registry.tick_tenant(&tenant, due)? {
@@ -105,15 +145,15 @@ impl Sim {
     }
 
     /// Applies `input` for `tenant` at `at`, after the timers due by then.
-    /// What happened is pushed to `out`, the input's own step first among
+    /// Each step is handed to `out`, the input's own step first among
     /// its consequences; returns why an entitlement event was refused.
     pub fn apply(
         &mut self,
         tenant: &TenantId,
         input: Input,
         at: Timestamp,
-        out: &mut Vec<Stepped>,
-    ) -> Result<Option<String>, RegistryError> {
+        out: &mut Sink<'_>,
+    ) -> Result<Option<String>, SimError> {
         self.advance(at, out)?;
         let applied = self.registry.apply(tenant, input, at)?;
         let refused = applied.refused.as_ref().map(ToString::to_string);
@@ -131,8 +171,8 @@ impl Sim {
         action: ActionId,
         ok: bool,
         at: Timestamp,
-        out: &mut Vec<Stepped>,
-    ) -> Result<bool, RegistryError> {
+        out: &mut Sink<'_>,
+    ) -> Result<bool, SimError> {
         self.advance(at, out)?;
         let in_flight: Vec<String> = self
             .registry
@@ -168,8 +208,8 @@ impl Sim {
         &mut self,
         applied: Applied,
         at: Timestamp,
-        out: &mut Vec<Stepped>,
-    ) -> Result<(), RegistryError> {
+        out: &mut Sink<'_>,
+    ) -> Result<(), SimError> {
         let ok = match self.settle {
             Settle::Succeed => true,
             Settle::Fail => false,
@@ -178,12 +218,12 @@ impl Sim {
                     .entry(applied.tenant.clone())
                     .or_default()
                     .extend(applied.dispatches.iter().cloned());
-                out.push(Stepped { at, applied });
+                out(Stepped { at, applied });
                 return Ok(());
             }
         };
         let mut queue: VecDeque<Dispatch> = applied.dispatches.iter().cloned().collect();
-        out.push(Stepped { at, applied });
+        out(Stepped { at, applied });
         while let Some(dispatch) = queue.pop_front() {
             let tenant = dispatch.key.tenant.clone();
             let result = Input::ActionResult {
@@ -193,7 +233,7 @@ impl Sim {
             };
             let next = self.registry.apply(&tenant, result, at)?;
             queue.extend(next.dispatches.iter().cloned());
-            out.push(Stepped { at, applied: next });
+            out(Stepped { at, applied: next });
         }
         Ok(())
     }

@@ -4,9 +4,12 @@
 //! would this spec have done last week" is answered from the audit trail.
 //!
 //! A ledger is read as `ledger show` reads it: read-only, beside a running
-//! governor, each chain verified as it is read (a tampered ledger stops the
-//! backtest rather than feeding it altered inputs). After retention only the
-//! local part is read: the archived receipts are `ledger verify --archive`'s.
+//! governor, each chain verified as it is read (a receipt that does not link
+//! stops the backtest rather than feeding it altered inputs). The checks
+//! that need the rest of the ledger — the checkpoint against the chains'
+//! ends, PostgreSQL's heads and positions — are `ledger verify`'s. After
+//! retention only the local part is read: the archived receipts are
+//! `ledger verify --archive`'s.
 
 use std::io::BufReader;
 use std::path::PathBuf;

@@ -25,7 +25,7 @@ use ggen_runtime_core::tenant::TenantId;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{Settle, Sim};
+use super::{Settle, Sim, SimError};
 use crate::diagnostic::{self, Diagnostic};
 use crate::load::{self, Source};
 use crate::validate::{self, EmbeddedSchema, ValidateError};
@@ -389,7 +389,11 @@ impl Checker<'_> {
             Some(Ok(at)) => {
                 self.problem(
                     &format!("{pointer}/at"),
-                    format!("`{at}` is before the previous input's time `{now}`"),
+                    if number == 1 {
+                        format!("`{at}` is before the scenario's start `{now}`")
+                    } else {
+                        format!("`{at}` is before the previous input's time `{now}`")
+                    },
                 );
                 ok = false;
                 *now
@@ -633,7 +637,7 @@ pub struct Failure {
     pub scenario: String,
     /// The input (1-based) after which it was checked.
     pub input: usize,
-    /// What was checked (`state`, `dispatched`, `receipts.timeout`, …).
+    /// What was checked (`state`, `dispatched`, `timeout receipts`, …).
     pub what: String,
     /// What the file expects.
     pub expected: Value,
@@ -649,7 +653,7 @@ impl std::fmt::Display for Failure {
             self.file,
             self.line,
             self.column,
-            self.scenario,
+            self.scenario.escape_debug(),
             self.input,
             self.what,
             shown(&self.expected),
@@ -836,6 +840,17 @@ struct Observed {
     refused: bool,
 }
 
+/// Most timers one input may fire (a scenario is about a few hours or days).
+const MAX_TIMERS: usize = 10_000;
+
+/// What the lab refused in a step, reported as a failure of the scenario.
+enum Refusal {
+    /// The clock moved too far for the timers due.
+    Timers(String),
+    /// The registry refused the input (a bound of the service).
+    Input(String),
+}
+
 fn run_one(
     file: &Scenarios,
     scenario: &Scenario,
@@ -847,29 +862,26 @@ fn run_one(
         Arc::clone(&ledger) as Arc<dyn Ledger>,
         scenario.settle,
     );
+    sim.limit_timers(MAX_TIMERS);
     let tenant = &scenario.tenant;
-    let registry_error = |input: usize| {
-        move |source| RunError::Registry {
+    // A refusal is the scenario's failure; anything else is internal.
+    let refusal = |input: usize, error: SimError| match error {
+        SimError::Timers { .. } => Ok(Refusal::Timers(error.to_string())),
+        SimError::Registry(
+            e @ (RegistryError::TooManyTenants { .. }
+            | RegistryError::DedupeFull { .. }
+            | RegistryError::Quarantined { .. }),
+        ) => Ok(Refusal::Input(crate::diagnostic::error_chain(&e))),
+        SimError::Registry(source) => Err(RunError::Registry {
             scenario: scenario.name.clone(),
             input,
             source: Box::new(source),
-        }
+        }),
     };
-    let mut out = Vec::new();
+    let mut ignore = |_| {};
     // Which input wrote each receipt (index seq - 1).
     let mut writers: Vec<usize> = Vec::new();
     let head = |ledger: &MemoryLedger| ledger.head(tenant).seq;
-    if let Some(plan) = scenario.approval {
-        let input = Input::Entitlement {
-            event: EntitlementEvent::Approved,
-            id: None,
-            plan,
-            observed: None,
-        };
-        sim.apply(tenant, input, scenario.start, &mut out)
-            .map_err(registry_error(0))?;
-    }
-    writers.resize(usize::try_from(head(&ledger)).unwrap_or(usize::MAX), 0);
     let mut report = ScenarioReport {
         name: scenario.name.clone(),
         inputs: scenario.steps.len(),
@@ -877,16 +889,33 @@ fn run_one(
         failures: Vec::new(),
         trail: Vec::new(),
     };
+    if let Some(plan) = scenario.approval {
+        let input = Input::Entitlement {
+            event: EntitlementEvent::Approved,
+            id: None,
+            plan,
+            observed: None,
+        };
+        if let Err(error) = sim.apply(tenant, input, scenario.start, &mut ignore) {
+            refusal(0, error)?;
+        }
+    }
+    writers.resize(usize::try_from(head(&ledger)).unwrap_or(usize::MAX), 0);
     let mut last_failed_seq = None;
     for step in &scenario.steps {
-        out.clear();
         let before = head(&ledger);
-        sim.advance(step.at, &mut out)
-            .map_err(registry_error(step.number))?;
-        let timers = head(&ledger);
         let mut refused = false;
-        match &step.what {
-            What::Line(line) => {
+        let mut stopped = None;
+        let timers = match sim.advance(step.at, &mut ignore) {
+            Ok(()) => head(&ledger),
+            Err(error) => {
+                stopped = Some(refusal(step.number, error)?);
+                head(&ledger)
+            }
+        };
+        match (&step.what, &stopped) {
+            (_, Some(_)) | (What::Clock, None) => {}
+            (What::Line(line), None) => {
                 // Checked against the pack when the file was loaded.
                 let prepared =
                     replay::prepare(pack, line.clone()).map_err(|message| RunError::Input {
@@ -895,32 +924,68 @@ fn run_one(
                         message,
                     })?;
                 refused |= prepared.rejected.is_some();
-                refused |= sim
-                    .apply(tenant, prepared.input, step.at, &mut out)
-                    .map_err(registry_error(step.number))?
-                    .is_some();
-            }
-            What::Result { action, ok } => {
-                if !sim
-                    .result(tenant, *action, *ok, step.at, &mut out)
-                    .map_err(registry_error(step.number))?
-                {
-                    // Nothing waits for this result: a failure of the
-                    // scenario, reported like an expectation.
-                    let name = pack.sku().action(*action).name;
-                    report.failures.push(failure(
-                        file,
-                        scenario,
-                        step,
-                        &format!("{}/result", step.pointer),
-                        "a dispatch of",
-                        Value::String(name.to_owned()),
-                        Value::String("none waiting for a result".to_owned()),
-                    ));
-                    last_failed_seq = Some(head(&ledger));
+                match sim.apply(tenant, prepared.input, step.at, &mut ignore) {
+                    Ok(entitlement) => refused |= entitlement.is_some(),
+                    Err(error) => stopped = Some(refusal(step.number, error)?),
                 }
             }
-            What::Clock => {}
+            (What::Result { action, ok }, None) => {
+                report.checks += 1;
+                match sim.result(tenant, *action, *ok, step.at, &mut ignore) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        // Nothing waits for this result: a failure of the
+                        // scenario, reported like an expectation.
+                        let name = pack.sku().action(*action).name;
+                        report.failures.push(failure(
+                            file,
+                            scenario,
+                            step,
+                            &format!("{}/result", step.pointer),
+                            "a dispatch of",
+                            Value::String(name.to_owned()),
+                            Value::String("none waiting for a result".to_owned()),
+                        ));
+                        last_failed_seq = Some(head(&ledger));
+                    }
+                    Err(error) => stopped = Some(refusal(step.number, error)?),
+                }
+            }
+        }
+        match stopped {
+            Some(Refusal::Timers(message)) => {
+                // The rest of the scenario would run on a clock it never reached.
+                report.checks += 1;
+                report.failures.push(failure(
+                    file,
+                    scenario,
+                    step,
+                    &format!("{}/at", step.pointer),
+                    "a clock move that fires at most",
+                    Value::from(MAX_TIMERS),
+                    Value::String(message),
+                ));
+                last_failed_seq = Some(head(&ledger));
+                writers.resize(
+                    usize::try_from(head(&ledger)).unwrap_or(usize::MAX),
+                    step.number,
+                );
+                break;
+            }
+            Some(Refusal::Input(message)) => {
+                report.checks += 1;
+                report.failures.push(failure(
+                    file,
+                    scenario,
+                    step,
+                    &step.pointer,
+                    "the input",
+                    Value::String("accepted".to_owned()),
+                    Value::String(format!("refused: {message}")),
+                ));
+                last_failed_seq = Some(head(&ledger));
+            }
+            None => {}
         }
         let after = head(&ledger);
         let receipts: Vec<Value> = ledger
@@ -949,6 +1014,8 @@ fn run_one(
             check_step(file, scenario, step, expect, &observed, &sim, &mut report);
             if report.failures.len() > failed_before {
                 last_failed_seq = Some(after);
+                // In file order, whatever order the keys were checked in.
+                report.failures[failed_before..].sort_by_key(|f| (f.line, f.column));
             }
         }
     }

@@ -502,3 +502,116 @@ fn inputs_one_spec_cannot_take_are_counted_and_named() {
         "{stderr}"
     );
 }
+
+#[test]
+fn out_of_order_inputs_count_time_as_the_registry_decides_it() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let dir = temp.path();
+    // Readings of 01:00 arrive after those of 11:00: the registry decides
+    // them at 11:00 (never before the tenant's last decision), and the
+    // report counts time the same way, whatever the actions do.
+    let line = |value: u32, at: &str| {
+        format!(
+            r#"{{"tenant":"a","signal":"spend_rate","value":{value},"at":"2026-11-01T{at}:00Z"}}"#
+        )
+    };
+    let lines = [
+        r#"{"tenant":"a","entitlement":"approved","at":"2026-11-01T10:00:00Z"}"#.to_owned(),
+        line(60, "10:00"),
+        line(60, "11:00"),
+        line(10, "01:00"),
+        line(10, "01:00"),
+        line(10, "01:00"),
+        line(10, "12:00"),
+    ];
+    fs_err::write(dir.join("late.jsonl"), lines.join("\n")).expect("signals");
+    let recorded = Recorded::Signals(dir.join("late.jsonl"));
+    for settle in [Settle::Succeed, Settle::Fail] {
+        let report = ggen::pipeline::backtest(
+            &cost_guard(),
+            &cost_guard(),
+            &recorded,
+            settle,
+            &Gates::default(),
+        )
+        .expect("backtest");
+        let ms: u64 = report.old_totals.state_ms.values().sum();
+        assert_eq!(
+            ms,
+            2 * 3_600_000,
+            "{settle:?}: {:?}",
+            report.old_totals.state_ms
+        );
+        assert_eq!(report.old_totals, report.new_totals);
+    }
+}
+
+#[test]
+fn a_source_with_nothing_to_replay_is_an_error_not_a_pass() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let dir = temp.path();
+    fs_err::write(dir.join("empty.jsonl"), "").expect("file");
+    fs_err::write(dir.join("garbage.jsonl"), "a,b\nc,d\n").expect("file");
+    fs_err::create_dir_all(dir.join("not-a-ledger")).expect("dir");
+    let old = cost_guard();
+    for (flag, source, said) in [
+        (
+            "--signals",
+            "empty.jsonl",
+            "no input from signals `empty.jsonl` could be replayed (0 read)",
+        ),
+        (
+            "--signals",
+            "garbage.jsonl",
+            "no input from signals `garbage.jsonl` could be replayed (2 read)",
+        ),
+        (
+            "--ledger",
+            "not-a-ledger",
+            "no input from ledger `not-a-ledger` could be replayed (0 read)",
+        ),
+    ] {
+        let (_, stderr) = ggen(
+            dir,
+            &[
+                "backtest",
+                "--old",
+                &old,
+                "--new",
+                &old,
+                flag,
+                source,
+                "--max-new-refusals",
+                "0",
+            ],
+            1,
+        );
+        assert!(stderr.contains(said), "{stderr}");
+    }
+}
+
+#[test]
+fn a_revision_cannot_smuggle_options_into_git() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let dir = temp.path();
+    fs_err::write(dir.join("week.jsonl"), week(2)).expect("signals");
+    let target = dir.join("written:x");
+    let old = format!("--output={}", target.display());
+    let (_, stderr) = ggen(
+        dir,
+        &[
+            "backtest",
+            &format!("--old={old}"),
+            "--new",
+            &cost_guard(),
+            "--signals",
+            "week.jsonl",
+        ],
+        1,
+    );
+    assert!(
+        stderr.contains("a revision does not start with `-`"),
+        "{stderr}"
+    );
+    assert!(!target.exists());
+}

@@ -570,37 +570,24 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-#[test]
-fn the_ci_recipe_runs_on_the_repositorys_specs() {
-    let (_t, root) = copy_project();
-    copy_tree(&repo().join("generated"), &root.join("generated"));
-    // A repository, as the workflow's checkout gives (SOURCE_DATE_EPOCH comes from it).
-    for args in [
-        &["init", "-q"][..],
-        &["add", "-A"],
-        &[
-            "-c",
-            "user.name=ci",
-            "-c",
-            "user.email=ci@example.com",
-            "commit",
-            "-q",
-            "-m",
-            "specs",
-        ],
-    ] {
-        let status = std::process::Command::new("git")
-            .args(args)
-            .current_dir(&root)
-            .status()
-            .expect("git runs");
-        assert!(status.success(), "git {args:?}");
-    }
+/// Runs `git ARGS` in `dir` as the user `ci`.
+fn git(dir: &Path, args: &[&str]) {
+    let status = std::process::Command::new("git")
+        .args(["-c", "user.name=ci", "-c", "user.email=ci@example.com"])
+        .args(args)
+        .current_dir(dir)
+        .status()
+        .expect("git runs");
+    assert!(status.success(), "git {args:?}");
+}
+
+/// Runs the CI recipe's ggen steps in `root`: (success, report).
+fn run_recipe(root: &Path) -> (bool, String) {
     let ggen = assert_cmd::cargo::cargo_bin!("ggen");
     let output = std::process::Command::new(repo().join("scripts/check-ci-recipe"))
         .arg(repo().join("docs/examples/github-workflow.yml"))
         .arg("--project")
-        .arg(&root)
+        .arg(root)
         .arg("--ggen")
         .arg(ggen)
         .env_remove("SOURCE_DATE_EPOCH")
@@ -612,9 +599,56 @@ fn the_ci_recipe_runs_on_the_repositorys_specs() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(output.status.success(), "{report}");
+    (output.status.success(), report)
+}
+
+/// Rewrites `specs/cost_guard.json` in `root` with `from` → `to`, regenerates
+/// and commits it, as a pull request's merge commit would hold it.
+fn change_spec(root: &Path, from: &str, to: &str, message: &str) {
+    let path = root.join("specs/cost_guard.json");
+    let spec = fs_err::read_to_string(&path).expect("spec");
+    assert_eq!(spec.matches(from).count(), 1, "{from}");
+    fs_err::write(&path, spec.replace(from, to)).expect("spec");
+    let build = std::process::Command::new(assert_cmd::cargo::cargo_bin!("ggen"))
+        .arg("build")
+        .current_dir(root)
+        .status()
+        .expect("ggen runs");
+    assert!(build.success());
+    git(root, &["add", "-A"]);
+    git(root, &["commit", "-q", "-m", message]);
+}
+
+#[test]
+fn the_ci_recipe_runs_on_the_repositorys_specs() {
+    let (_t, root) = copy_project();
+    copy_tree(&repo().join("generated"), &root.join("generated"));
+    // A repository, as the workflow's checkout of a pull request gives
+    // (SOURCE_DATE_EPOCH comes from it): the base commit, then the change,
+    // with recorded signals for the backtest step.
+    git(&root, &["init", "-q"]);
+    git(&root, &["add", "-A"]);
+    git(&root, &["commit", "-q", "-m", "specs"]);
+    let mut recorded = String::from(
+        "{\"tenant\":\"a\",\"entitlement\":\"approved\",\"at\":\"2026-11-01T00:00:00Z\"}\n",
+    );
+    for (minute, value) in [10, 400, 400, 400, 30, 30, 30, 30].iter().enumerate() {
+        recorded.push_str(&format!(
+            "{{\"tenant\":\"a\",\"signal\":\"spend_rate\",\"value\":{value},\"at\":\"2026-11-01T00:{minute:02}:30Z\"}}\n"
+        ));
+    }
+    fs_err::create_dir_all(root.join("recorded")).expect("recorded");
+    fs_err::write(root.join("recorded/cost_guard.jsonl"), recorded).expect("recorded");
+    change_spec(
+        &root,
+        "Throttles and pauses workloads whose spend runs away.",
+        "Throttles and pauses workloads whose spend runs away, per tenant.",
+        "a change the backtest passes",
+    );
+    let (ok, report) = run_recipe(&root);
+    assert!(ok, "{report}");
     assert!(
-        report.contains("check-ci-recipe: 5 step(s) ran"),
+        report.contains("check-ci-recipe: 7 step(s) ran"),
         "{report}"
     );
     // The bundles carry the commit's time, and `--check` accepted them.
@@ -623,4 +657,24 @@ fn the_ci_recipe_runs_on_the_repositorys_specs() {
     )
     .expect("json");
     assert_ne!(outer["source_date_epoch"], 315_532_800);
+
+    // A change that refuses on the recorded signals fails the pull request
+    // at the backtest (its scenarios, which would fail first, removed).
+    fs_err::remove_file(root.join("specs/cost_guard.test.json")).expect("scenarios");
+    change_spec(
+        &root,
+        r#""refuse": 500,"#,
+        r#""refuse": 300,"#,
+        "a change the backtest refuses",
+    );
+    let (ok, report) = run_recipe(&root);
+    assert!(!ok, "{report}");
+    assert!(
+        report.contains("Backtest each changed spec on recorded signals): exit 1"),
+        "{report}"
+    );
+    assert!(
+        report.contains("gate --max-new-refusals 0: CROSSED (+1) by a"),
+        "{report}"
+    );
 }

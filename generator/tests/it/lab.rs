@@ -322,3 +322,53 @@ fn the_shipped_scenarios_notice_a_moved_edge() {
         assert!(stdout.contains("test result: FAILED."), "{to}: {stdout}");
     }
 }
+
+#[test]
+fn a_clock_move_that_fires_too_many_timers_fails_the_scenario_not_the_machine() {
+    // Failing actions degrade and retry every 10 minutes: ten years of
+    // retries is half a million timers, refused at the input that asks.
+    let scenarios = r#"{
+  "scenarios": [
+    {
+      "name": "ten years of retries",
+      "actions": "fail",
+      "inputs": [
+        { "signal": "spend_rate", "value": 120, "at": "+1m" },
+        { "signal": "spend_rate", "value": 120, "at": "+1m", "expect": { "state": "degraded" } },
+        { "at": "+3650d", "expect": { "state": "degraded" } },
+        { "signal": "spend_rate", "value": 1, "at": "+1m" }
+      ]
+    }
+  ]
+}
+"#;
+    let p = project(scenarios);
+    let (stdout, _) = ggen(p.path(), &["test"], 1);
+    assert!(
+        stdout.starts_with("specs/cost_guard.test.json:9:17: scenario \"ten years of retries\": after input 3 expected a clock move that fires at most 10000, got more than 10000 timers fall due before 2035-12-30T00:02:00Z"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn an_input_the_service_would_refuse_fails_where_it_stands() {
+    // A tenant's dedupe window holds 100,000 event ids: the next new id is
+    // refused before anything is decided, as the service refuses it.
+    let mut inputs = String::new();
+    for i in 0..100_001 {
+        inputs.push_str(&format!(
+            "{{ \"signal\": \"spend_rate\", \"value\": 1, \"id\": \"m{i}\" }},\n"
+        ));
+    }
+    let scenarios = format!(
+        "{{ \"scenarios\": [ {{ \"name\": \"many ids\", \"inputs\": [\n{}\n] }} ] }}\n",
+        inputs.trim_end().trim_end_matches(',')
+    );
+    let p = project(&scenarios);
+    let (stdout, _) = ggen(p.path(), &["test"], 1);
+    assert!(
+        stdout.starts_with("specs/cost_guard.test.json:100002:1: scenario \"many ids\": after input 100001 expected the input accepted, got refused: "),
+        "{}",
+        &stdout[..stdout.len().min(2000)]
+    );
+}
