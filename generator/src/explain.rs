@@ -107,10 +107,18 @@ fn label(model: &Model, transition: &Transition) -> String {
         Reason::StormGuard => "further breaching signals / no re-dispatch".to_owned(),
         Reason::RetryWait => "retry not due yet".to_owned(),
         Reason::Recovered => format!("{n} evaluations past clear"),
-        Reason::RefusalLifted if model.entitlement_required => {
-            "entitlement active and below refuse".to_owned()
+        Reason::RefusalLifted => {
+            let entitled = if model.entitlement_required {
+                "entitlement active, "
+            } else {
+                ""
+            };
+            if transition.to == "warning" {
+                format!("{entitled}below refuse, a rule still past warn")
+            } else {
+                format!("{entitled}below refuse, every rule normal")
+            }
         }
-        Reason::RefusalLifted => "below refuse".to_owned(),
         Reason::StillRefusing => "still refusing".to_owned(),
         Reason::Confirmed => "an action confirmed".to_owned(),
         Reason::AllConfirmed => "all actions confirmed".to_owned(),

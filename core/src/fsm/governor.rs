@@ -432,14 +432,22 @@ impl Governor {
         }
     }
 
-    /// Refusing, with the entitlement fine: stable unless still at refuse level.
+    /// Refusing, with the entitlement fine: still refusing at refuse level;
+    /// `warning` while a rule is still at `warn` or `intervene` (what was
+    /// applied stays, and is undone on recovery, so lifting a refusal never
+    /// undoes an action the readings still call for); `stable` (undoing what
+    /// was applied) when every rule is normal.
     fn lift_refusal(&self, out: &mut Out) -> State {
-        if self.policy.level() < Level::Refuse {
-            out.reason = Reason::RefusalLifted;
-            State::Stable
-        } else {
+        let level = self.policy.level();
+        if level >= Level::Refuse {
             out.reason = Reason::StillRefusing;
-            State::Refusing
+            return State::Refusing;
+        }
+        out.reason = Reason::RefusalLifted;
+        if level >= Level::Warn {
+            State::Warning
+        } else {
+            State::Stable
         }
     }
 

@@ -113,6 +113,7 @@ pub const TRANSITIONS: &[Transition] = &[
     t("degraded", "refusing", Reason::RefuseLevel),
     t("degraded", "refusing", Reason::EntitlementInactive),
     t("refusing", "stable", Reason::RefusalLifted),
+    t("refusing", "warning", Reason::RefusalLifted),
     t("refusing", "stable", Reason::OperatorReset),
 ];
 

@@ -184,11 +184,21 @@ fn refuse_level_and_failed_actions() {
         (State::Refusing, Reason::RefuseLevel)
     );
     assert_eq!(signal(&mut g, 550.0, 3, 4).to, State::Refusing);
+    // Below refuse but still past warn: out of refusing into warning, and
+    // nothing is undone while the readings still call for it.
     let lifted = signal(&mut g, 60.0, 4, 5);
+    assert_eq!(
+        (lifted.to, lifted.decision.reason),
+        (State::Warning, Reason::RefusalLifted)
+    );
+    assert!(lifted.dispatch.is_empty());
+    assert_eq!(signal(&mut g, 600.0, 5, 6).to, State::Refusing);
+    // Every rule normal: stable.
+    let lifted = signal(&mut g, 10.0, 6, 7);
     assert_eq!(
         (lifted.to, lifted.decision.reason),
         (State::Stable, Reason::RefusalLifted)
     );
-    let reset = g.step(&PACK, Event::Reset, s(5), 6).unwrap();
+    let reset = g.step(&PACK, Event::Reset, s(7), 8).unwrap();
     assert_eq!((reset.from, reset.to), (State::Stable, State::Stable));
 }

@@ -341,7 +341,14 @@ impl Model {
                     Lv::Normal if recovered => plain("stable"),
                     _ => state,
                 },
-                "refusing" if self.tenant_level() < Lv::Refuse => plain("stable"),
+                // Lifted: warning while a rule is still past warn, else stable.
+                "refusing" if self.tenant_level() < Lv::Refuse => {
+                    if self.tenant_level() >= Lv::Warn {
+                        plain("warning")
+                    } else {
+                        plain("stable")
+                    }
+                }
                 "refusing" => state,
                 other => panic!("model has no state {other}"),
             }
@@ -417,7 +424,14 @@ impl Model {
             plain("refusing")
         } else {
             match self.state.name {
-                "refusing" if self.tenant_level() < Lv::Refuse => plain("stable"),
+                // Lifted: warning while a rule is still past warn, else stable.
+                "refusing" if self.tenant_level() < Lv::Refuse => {
+                    if self.tenant_level() >= Lv::Warn {
+                        plain("warning")
+                    } else {
+                        plain("stable")
+                    }
+                }
                 "boot" => plain("stable"),
                 _ => self.state,
             }

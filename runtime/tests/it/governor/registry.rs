@@ -413,14 +413,15 @@ fn refused_entitlement_events_are_receipted_and_reported() {
     assert_eq!(last["kind"], "entitlement");
     assert_eq!(last["decision"]["reason"], "entitlement_refused");
     assert_eq!(last["from"], last["to"]);
-    // Approval lifts the refusal (the tenant's level is below refuse).
+    // Approval lifts the refusal (the tenant's level is below refuse, but
+    // the reading recorded while pending is past warn: warning).
     let approved = registry
         .apply(&t, ev(EntitlementEvent::Approved), at(2))
         .unwrap();
-    assert_eq!((approved.state, approved.refused), (State::Stable, None));
+    assert_eq!((approved.state, approved.refused), (State::Warning, None));
     let admission = registry.admit(&t);
     assert!(admission.allow);
-    assert_eq!(admission.state, "stable");
+    assert_eq!(admission.state, "warning");
     // Plan change switches the profile.
     let plan = Input::Entitlement {
         observed: None,

@@ -358,6 +358,7 @@ async fn only_transitions_the_fsm_can_make_are_exported() {
         ("degraded", "intervening"),
         ("degraded", "refusing"),
         ("refusing", "stable"),
+        ("refusing", "warning"),
     ]
     .iter()
     .map(|(from, to)| ((*from).to_owned(), (*to).to_owned()))
