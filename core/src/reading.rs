@@ -142,6 +142,7 @@ mod tests {
             degraded_retry_s: 60,
         },
         entitlement_required: false,
+        marketplace: None,
         ingress: IngressDef {
             pubsub_audience: None,
             max_body_bytes: 1024,

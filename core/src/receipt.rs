@@ -879,6 +879,7 @@ mod tests {
                 degraded_retry_s: 1,
             },
             entitlement_required: false,
+            marketplace: None,
             ingress: crate::sku::IngressDef {
                 pubsub_audience: None,
                 max_body_bytes: 1,

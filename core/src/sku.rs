@@ -167,6 +167,36 @@ pub struct IngressDef {
     pub max_body_bytes: usize,
 }
 
+/// One Marketplace plan and the profile its tenants get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MarketplacePlan {
+    /// The Marketplace plan id.
+    pub name: &'static str,
+    /// Its profile.
+    pub profile: ProfileId,
+}
+
+/// The SKU's product on Google Cloud Marketplace (`entitlement.marketplace`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MarketplaceDef {
+    /// The provider (partner) id.
+    pub provider_id: &'static str,
+    /// Whether entitlement requests and plan changes are approved as they arrive.
+    pub auto_approve: bool,
+    /// Every mapped plan, sorted by name.
+    pub plans: &'static [MarketplacePlan],
+}
+
+impl MarketplaceDef {
+    /// The profile of Marketplace plan `name`, if it is mapped.
+    pub fn profile(&self, name: &str) -> Option<ProfileId> {
+        self.plans
+            .binary_search_by(|p| p.name.cmp(name))
+            .ok()
+            .map(|i| self.plans[i].profile)
+    }
+}
+
 /// Everything the runtime knows about one SKU.
 #[derive(Debug, Clone, Copy)]
 pub struct Sku {
@@ -194,6 +224,8 @@ pub struct Sku {
     pub governor: GovernorTiming,
     /// Whether a tenant needs an active entitlement before its signals are acted upon.
     pub entitlement_required: bool,
+    /// The product on Google Cloud Marketplace, if it is sold there.
+    pub marketplace: Option<MarketplaceDef>,
     /// Ingress settings.
     pub ingress: IngressDef,
 }
@@ -295,4 +327,38 @@ pub fn command_env_names(
             _ => Err("`params.env` must be an array of variable names".to_owned()),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marketplace_plans_are_found_by_name_and_only_by_name() {
+        static PLANS: [MarketplacePlan; 3] = [
+            MarketplacePlan {
+                name: "Zeta.9",
+                profile: ProfileId(2),
+            },
+            MarketplacePlan {
+                name: "basic",
+                profile: ProfileId(0),
+            },
+            MarketplacePlan {
+                name: "plan-9.x_y",
+                profile: ProfileId(1),
+            },
+        ];
+        let marketplace = MarketplaceDef {
+            provider_id: "p",
+            auto_approve: false,
+            plans: &PLANS,
+        };
+        for plan in &PLANS {
+            assert_eq!(marketplace.profile(plan.name), Some(plan.profile));
+        }
+        for other in ["", "Basic", "basic ", "zeta.9", "plan"] {
+            assert_eq!(marketplace.profile(other), None, "{other}");
+        }
+    }
 }

@@ -105,12 +105,25 @@ pub struct Model {
     pub degraded_retry_s: u32,
     /// Whether signals need an active entitlement.
     pub entitlement_required: bool,
+    /// The product on Google Cloud Marketplace, if it is sold there.
+    pub marketplace: Option<Marketplace>,
     /// OIDC audience of Pub/Sub push tokens, if any.
     pub pubsub_audience: Option<String>,
     /// Largest accepted request body.
     pub max_body_bytes: u64,
     /// Container and Kubernetes settings.
     pub deploy: Deploy,
+}
+
+/// `entitlement.marketplace`, lowered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Marketplace {
+    /// The provider (partner) id.
+    pub provider_id: String,
+    /// Whether requests and plan changes are approved as they arrive.
+    pub auto_approve: bool,
+    /// Marketplace plan → profile index, by plan name.
+    pub plans: Vec<(String, usize)>,
 }
 
 /// A signal, with its Rust names.
@@ -496,6 +509,28 @@ pub fn lower(checked: &Checked, spec_path: &str, spec_sha256: &str) -> Result<Mo
             name: spec.policy.default_profile.clone(),
         })?;
 
+    let marketplace = match &spec.entitlement.marketplace {
+        None => None,
+        Some(m) => Some(Marketplace {
+            provider_id: m.provider_id.clone(),
+            auto_approve: m.auto_approve,
+            plans: m
+                .plans
+                .iter()
+                .map(|(plan, profile)| {
+                    profiles
+                        .iter()
+                        .position(|p| p.name == *profile)
+                        .map(|id| (plan.clone(), id))
+                        .ok_or_else(|| LowerError::Unresolved {
+                            what: "profile",
+                            name: profile.clone(),
+                        })
+                })
+                .collect::<Result<_, _>>()?,
+        }),
+    };
+
     let crate_name = format!("{}-governor", spec.sku.id.replace('_', "-"));
     Ok(Model {
         spec_path: spec_path.to_owned(),
@@ -548,6 +583,7 @@ pub fn lower(checked: &Checked, spec_path: &str, spec_sha256: &str) -> Result<Mo
         recovery_evaluations: spec.governor.recovery_evaluations,
         degraded_retry_s: spec.governor.degraded_retry_s,
         entitlement_required: spec.entitlement.required,
+        marketplace,
         pubsub_audience: spec
             .ingress
             .pubsub

@@ -12,8 +12,8 @@
 //! (one per spec a command reads, so the memory is bounded by the specs).
 
 use ggen_runtime_core::sku::{
-    ActionDef, ActionId, Adapter, Direction, GovernorTiming, IngressDef, ProfileDef, ProfileId,
-    Rule, SignalDef, SignalId, Sku, TablePack,
+    ActionDef, ActionId, Adapter, Direction, GovernorTiming, IngressDef, MarketplaceDef,
+    MarketplacePlan, ProfileDef, ProfileId, Rule, SignalDef, SignalId, Sku, TablePack,
 };
 
 use crate::model::{self, Model};
@@ -115,6 +115,19 @@ pub fn sku(model: &Model) -> &'static Sku {
             degraded_retry_s: model.degraded_retry_s,
         },
         entitlement_required: model.entitlement_required,
+        marketplace: model.marketplace.as_ref().map(|m| MarketplaceDef {
+            provider_id: text(&m.provider_id),
+            auto_approve: m.auto_approve,
+            plans: slice(
+                m.plans
+                    .iter()
+                    .map(|(plan, profile)| MarketplacePlan {
+                        name: text(plan),
+                        profile: ProfileId(id(*profile)),
+                    })
+                    .collect(),
+            ),
+        }),
         ingress: IngressDef {
             pubsub_audience: model.pubsub_audience.as_deref().map(text),
             max_body_bytes: usize::try_from(model.max_body_bytes).unwrap_or(usize::MAX),

@@ -195,6 +195,24 @@ pub struct Entitlement {
     /// Whether a tenant needs an active entitlement before signals count.
     #[serde(default)]
     pub required: bool,
+    /// Google Cloud Marketplace: where entitlements come from, if there.
+    pub marketplace: Option<Marketplace>,
+}
+
+/// The `entitlement.marketplace` section: the governor's product on
+/// Google Cloud Marketplace.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Marketplace {
+    /// The provider (partner) id: `providers/{provider_id}/…` in the
+    /// Procurement API, `providerId` in its notifications.
+    pub provider_id: String,
+    /// Whether entitlement requests and plan changes are approved as they
+    /// arrive (default false: the provider approves them itself).
+    #[serde(default)]
+    pub auto_approve: bool,
+    /// Marketplace plan → the profile its tenants get.
+    pub plans: std::collections::BTreeMap<String, String>,
 }
 
 /// The `ingress` section.

@@ -105,6 +105,8 @@ pub struct SkuView {
     pub degraded_retry_s: u32,
     /// Whether signals need an active entitlement.
     pub entitlement_required: bool,
+    /// The product on Google Cloud Marketplace, as Rust literals.
+    pub marketplace: Option<MarketplaceView>,
     /// Whether the spec names a Pub/Sub audience (`/pubsub/push` then takes OIDC only).
     pub pubsub_oidc: bool,
     /// Largest accepted request body.
@@ -187,6 +189,26 @@ pub struct SkuLit {
     pub tenant_attribute: String,
     /// `Some("…")` or `None`.
     pub pubsub_audience: String,
+}
+
+/// `entitlement.marketplace` for the `SKU` static.
+#[derive(Debug, Clone, Serialize)]
+pub struct MarketplaceView {
+    /// The provider id, as a Rust string literal.
+    pub provider_id: String,
+    /// Whether requests are approved as they arrive.
+    pub auto_approve: bool,
+    /// Every plan, sorted by name.
+    pub plans: Vec<MarketplacePlanView>,
+}
+
+/// One Marketplace plan for the `SKU` static.
+#[derive(Debug, Clone, Serialize)]
+pub struct MarketplacePlanView {
+    /// The plan id, as a Rust string literal.
+    pub name: String,
+    /// The `enum Profile` variant its tenants get.
+    pub variant: String,
 }
 
 /// SKU text as Markdown.
@@ -516,6 +538,18 @@ impl SkuView {
             recovery_evaluations: model.recovery_evaluations,
             degraded_retry_s: model.degraded_retry_s,
             entitlement_required: model.entitlement_required,
+            marketplace: model.marketplace.as_ref().map(|m| MarketplaceView {
+                provider_id: escape::rust_str(&m.provider_id),
+                auto_approve: m.auto_approve,
+                plans: m
+                    .plans
+                    .iter()
+                    .map(|(plan, profile)| MarketplacePlanView {
+                        name: escape::rust_str(plan),
+                        variant: model.profiles[*profile].variant.clone(),
+                    })
+                    .collect(),
+            }),
             pubsub_oidc: model.pubsub_audience.is_some(),
             max_body_bytes: model.max_body_bytes,
             default_variant: model

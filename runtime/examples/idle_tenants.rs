@@ -71,6 +71,7 @@ static SKU: Sku = Sku {
         degraded_retry_s: 600,
     },
     entitlement_required: false,
+    marketplace: None,
     ingress: IngressDef {
         pubsub_audience: None,
         max_body_bytes: 1 << 20,

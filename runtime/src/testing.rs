@@ -595,6 +595,7 @@ mod tests {
             degraded_retry_s: 60,
         },
         entitlement_required: true,
+        marketplace: None,
         ingress: IngressDef {
             pubsub_audience: None,
             max_body_bytes: 1024,

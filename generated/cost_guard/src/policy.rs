@@ -206,6 +206,7 @@ pub static SKU: ::ggen_runtime::sku::Sku = ::ggen_runtime::sku::Sku {
         degraded_retry_s: 600,
     },
     entitlement_required: true,
+    marketplace: None,
     ingress: ::ggen_runtime::sku::IngressDef {
         pubsub_audience: Some("https://cost-guard.example.com/pubsub/push"),
         max_body_bytes: 1048576,

@@ -251,6 +251,7 @@ pub static SKU: ::ggen_runtime::sku::Sku = ::ggen_runtime::sku::Sku {
         degraded_retry_s: 600,
     },
     entitlement_required: true,
+    marketplace: None,
     ingress: ::ggen_runtime::sku::IngressDef {
         pubsub_audience: Some("https://queue-valve.example.com/pubsub/push"),
         max_body_bytes: 1048576,

@@ -377,6 +377,7 @@ pub static SKU: ::ggen_runtime::sku::Sku = ::ggen_runtime::sku::Sku {
         degraded_retry_s: 900,
     },
     entitlement_required: false,
+    marketplace: None,
     ingress: ::ggen_runtime::sku::IngressDef {
         pubsub_audience: None,
         max_body_bytes: 262144,

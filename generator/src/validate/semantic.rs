@@ -195,6 +195,11 @@ pub enum Violation {
         /// The profile's `max_actions_per_hour`.
         budget: u64,
     },
+    /// Marketplace entitlements configured for a SKU that does not require one.
+    #[error(
+        "`marketplace` entitlements gate tenants only when `required` is `true`: set `entitlement.required` to `true`, or remove `marketplace`"
+    )]
+    MarketplaceNotRequired,
     /// A signal's `min` exceeds its `max`.
     #[error("`min` `{min}` is greater than `max` `{max}`")]
     MinAboveMax {
@@ -218,6 +223,7 @@ pub fn check(source: &Source, value: &Value) -> Vec<Diagnostic> {
     let signals = checker.signals(value);
     let actions = checker.actions(value);
     checker.policy(value, &signals, &actions);
+    checker.marketplace(value);
     checker.deploy(value);
     checker.found
 }
@@ -459,6 +465,44 @@ impl Checker<'_> {
                 hint,
             },
         );
+    }
+
+    /// `entitlement.marketplace`: every plan names a profile, and the
+    /// entitlement is required.
+    fn marketplace(&mut self, value: &Value) {
+        let Some(entitlement) = value.get("entitlement") else {
+            return;
+        };
+        let Some(marketplace) = entitlement.get("marketplace").and_then(Value::as_object) else {
+            return;
+        };
+        if entitlement.get("required").and_then(Value::as_bool) != Some(true) {
+            self.report(
+                "/entitlement/marketplace",
+                Violation::MarketplaceNotRequired,
+            );
+        }
+        let profiles: BTreeSet<String> = value
+            .pointer("/policy/profiles")
+            .and_then(Value::as_object)
+            .map(|p| p.keys().cloned().collect())
+            .unwrap_or_default();
+        let Some(plans) = marketplace.get("plans").and_then(Value::as_object) else {
+            return;
+        };
+        for (plan, profile) in plans {
+            if let Some(profile) = profile.as_str()
+                && !profiles.is_empty()
+                && !profiles.contains(profile)
+            {
+                self.unknown(
+                    &join_pointer("/entitlement/marketplace/plans", plan),
+                    "profile",
+                    profile,
+                    &profiles,
+                );
+            }
+        }
     }
 
     fn policy(

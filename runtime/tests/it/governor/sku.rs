@@ -129,6 +129,7 @@ const fn sku(id: &'static str, entitlement_required: bool, max_tenants: u32) -> 
             degraded_retry_s: 120,
         },
         entitlement_required,
+        marketplace: None,
         ingress: IngressDef {
             pubsub_audience: None,
             max_body_bytes: 1 << 20,

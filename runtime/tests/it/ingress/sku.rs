@@ -84,6 +84,7 @@ const fn sku(id: &'static str, max_tenants: u32, pubsub_audience: Option<&'stati
             degraded_retry_s: 600,
         },
         entitlement_required: false,
+        marketplace: None,
         ingress: IngressDef {
             pubsub_audience,
             max_body_bytes: MAX_BODY,
