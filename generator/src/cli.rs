@@ -280,6 +280,9 @@ fn print_backtest(out: &mut Stdout, format: Format, report: &Backtest) {
         _ => String::new(),
     };
     let _ = writeln!(out, "backtest: {} → {}", report.old, report.new);
+    for warning in &report.warnings {
+        let _ = writeln!(out, "warning: {warning}");
+    }
     let _ = writeln!(
         out,
         "inputs: {} {}(s) from {}, {} tenant(s){span}",

@@ -958,9 +958,13 @@ pub fn spec_at(spec: &str) -> Result<Model, BuildError> {
             message: e.to_string(),
         })?;
     if !output.status.success() {
+        // Neither a file nor a revision: say both, the file first.
         return Err(BuildError::Git {
             spec: spec.to_owned(),
-            message: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+            message: format!(
+                "no such file, and as `REV:PATH`: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            ),
         });
     }
     let source = load::from_bytes(spec.to_owned(), output.stdout)

@@ -171,6 +171,8 @@ pub struct Report {
     pub divergences: Vec<Divergence>,
     /// The gates asked for, in the order of the options.
     pub gates: Vec<Gate>,
+    /// What may make the comparison meaningless (two different SKUs).
+    pub warnings: Vec<String>,
 }
 
 impl Report {
@@ -591,6 +593,13 @@ pub fn run(
     for (name, totals) in &new_profiles {
         profiles.entry(name.clone()).or_default().new = totals.clone();
     }
+    let mut warnings = Vec::new();
+    let (old_id, new_id) = (old.pack.sku().id, new.pack.sku().id);
+    if old_id != new_id {
+        warnings.push(format!(
+            "the specs are different SKUs (`{old_id}`, `{new_id}`): a backtest compares two versions of one"
+        ));
+    }
     let mut divergences: Vec<Divergence> = divergences.into_values().collect();
     divergences.sort_by(|a, b| a.tenant.cmp(&b.tenant));
     Ok(Report {
@@ -613,5 +622,6 @@ pub fn run(
         diverged: divergences.len(),
         divergences,
         gates: report_gates,
+        warnings,
     })
 }

@@ -491,6 +491,26 @@ fn inputs_one_spec_cannot_take_are_counted_and_named() {
         "new spec: unknown plan `enterprise`"
     );
     assert_eq!(doc["bad"][1]["input"], 2);
+    assert_eq!(doc["warnings"], serde_json::json!([]));
+    // Two different SKUs: the report says the comparison is not one.
+    let other = repo().join("specs/queue_valve.json").display().to_string();
+    let (text, _) = ggen(
+        dir,
+        &[
+            "backtest",
+            "--old",
+            &cost_guard(),
+            "--new",
+            &other,
+            "--signals",
+            "signals.jsonl",
+        ],
+        0,
+    );
+    assert!(
+        text.contains("warning: the specs are different SKUs (`cost_guard`, `queue_valve`)"),
+        "{text}"
+    );
     // No recorded inputs named: a usage error.
     let (_, stderr) = ggen(
         dir,
