@@ -30,6 +30,7 @@ pub mod archive;
 pub mod cli;
 pub mod ingress;
 pub mod logging;
+pub mod marketplace;
 pub mod pg;
 pub mod preflight;
 pub mod replay;

@@ -117,7 +117,7 @@ pub fn retryable_status(status: u16) -> bool {
 
 /// Installs `ring` as the process-wide rustls provider, once (reqwest is
 /// built without a provider so that nothing needs aws-lc-rs or cmake).
-fn install_crypto_provider() {
+pub(crate) fn install_crypto_provider() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
         // Fails only if another provider was installed first: that one is used.

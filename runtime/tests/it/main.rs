@@ -4,3 +4,4 @@ mod actuator;
 mod governor;
 mod ingress;
 mod ledger;
+mod marketplace;
