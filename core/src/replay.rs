@@ -255,6 +255,10 @@ impl<R: BufRead> Lines<R> {
         if let Some(rest) = line.strip_suffix(b"\n") {
             line = rest.strip_suffix(b"\r").unwrap_or(rest);
         }
+        // A UTF-8 byte order mark (some editors write one) is not text.
+        if number == 1 {
+            line = line.strip_prefix("\u{feff}".as_bytes()).unwrap_or(line);
+        }
         Ok(Some((number, std::str::from_utf8(line))))
     }
 }
@@ -509,6 +513,17 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(line, Line::Entitlement { ref event, .. } if event == "approved"));
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_not_part_of_the_first_line() {
+        let text = "\u{feff}{\"a\":1}\r\n\u{feff}x\n";
+        let mut lines = Lines::new(text.as_bytes());
+        let (n, first) = lines.next_line().unwrap().unwrap();
+        assert_eq!((n, first.unwrap()), (1, "{\"a\":1}"));
+        // Only at the start of the file.
+        let (n, second) = lines.next_line().unwrap().unwrap();
+        assert_eq!((n, second.unwrap()), (2, "\u{feff}x"));
     }
 
     #[test]

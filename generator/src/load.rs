@@ -76,12 +76,20 @@ pub fn read(path: &Path) -> Result<Source, Diagnostic> {
 }
 
 /// A [`Source`] from raw bytes named `path`; invalid UTF-8 becomes a
-/// [`Diagnostic`] at the first bad byte.
+/// [`Diagnostic`] at the first bad byte. A UTF-8 byte order mark (some
+/// editors write one) is not part of the text; the hash covers the bytes
+/// as they are.
 pub fn from_bytes(path: impl Into<String>, bytes: Vec<u8>) -> Result<Source, Diagnostic> {
     let path = path.into();
     let sha256 = sha256_hex(&bytes);
     match String::from_utf8(bytes) {
-        Ok(text) => Ok(Source { path, text, sha256 }),
+        Ok(text) => {
+            let text = match text.strip_prefix('\u{feff}') {
+                Some(rest) => rest.to_owned(),
+                None => text,
+            };
+            Ok(Source { path, text, sha256 })
+        }
         Err(e) => {
             let offset = e.utf8_error().valid_up_to();
             // The valid prefix is text, so the bad byte can still be located.
@@ -442,6 +450,15 @@ mod tests {
 
     fn pos(text: &str, pointer: &str) -> (usize, usize) {
         line_column(text, offset(text, pointer))
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_dropped_from_the_text_not_the_hash() {
+        let with = from_bytes("a.json", "\u{feff}{\"k\": 1}".as_bytes().to_vec()).unwrap();
+        let without = from_bytes("a.json", b"{\"k\": 1}".to_vec()).unwrap();
+        assert_eq!(with.text, without.text);
+        assert_ne!(with.sha256, without.sha256);
+        assert_eq!(position(&with, "/k"), (1, 7));
     }
 
     #[test]
