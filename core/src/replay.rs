@@ -374,7 +374,7 @@ pub struct Prepared {
 /// request: an unknown signal or a value that is not a number becomes a
 /// `rejected` input; an unknown tenant id, entitlement event or plan is an
 /// error (`Err` says why), since the service refuses those before deciding.
-pub fn prepare(pack: &dyn PolicyPack, line: Line) -> Result<Prepared, String> {
+pub fn prepare(pack: &dyn PolicyPack, line: &Line) -> Result<Prepared, String> {
     let tenant = TenantId::new(line.tenant()).map_err(|e| e.to_string())?;
     let at = line.at();
     let (input, rejected) = match line {
@@ -384,8 +384,8 @@ pub fn prepare(pack: &dyn PolicyPack, line: Line) -> Result<Prepared, String> {
             let classified = reading::classify(
                 pack,
                 &reading::Reading {
-                    signal: &signal,
-                    value: &value,
+                    signal,
+                    value,
                     id: id.as_deref(),
                     // The line's time is the replay's clock, not an observation.
                     observed: None,
@@ -408,7 +408,7 @@ pub fn prepare(pack: &dyn PolicyPack, line: Line) -> Result<Prepared, String> {
             (
                 Input::Entitlement {
                     event: parsed,
-                    id,
+                    id: id.clone(),
                     plan: profile,
                     observed: None,
                 },
@@ -440,7 +440,7 @@ fn feed(
         at,
         input,
         rejected: refusal,
-    } = prepare(registry.pack(), line).map_err(|e| Failure::Bad(bad(e)))?;
+    } = prepare(registry.pack(), &line).map_err(|e| Failure::Bad(bad(e)))?;
     let applied = match registry.apply(&tenant, input, at) {
         Ok(applied) => applied,
         // One tenant's refusal is a bad line; the other tenants go on.

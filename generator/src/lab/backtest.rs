@@ -313,7 +313,7 @@ impl Run {
 
     /// Feeds `line`: `Err` says why this spec cannot take it.
     fn feed(&mut self, number: usize, line: &Line) -> Result<Result<(), String>, BacktestError> {
-        let prepared = match replay::prepare(self.book.pack, line.clone()) {
+        let prepared = match replay::prepare(self.book.pack, line) {
             Ok(prepared) => prepared,
             Err(why) => return Ok(Err(why)),
         };
@@ -551,26 +551,34 @@ pub fn run(
     let [interventions, refusals, actions] = changes;
     let [more_interventions, more_refusals, more_actions] = more;
 
-    let mut report_gates = Vec::new();
     let increase = |c: &Change| c.new as f64 - c.old as f64;
-    if let Some(limit) = gates.max_new_refusals {
-        report_gates.push(Gate {
-            name: "max-new-refusals",
+    // A gate on a total's increase, with the tenants that had more.
+    let total_gate = |name, limit: Option<u64>, change: &Change, tenants| {
+        limit.map(|limit| Gate {
+            name,
             limit: limit as f64,
-            value: Some(increase(&refusals)),
-            crossed: increase(&refusals) > limit as f64,
-            tenants: more_refusals,
-        });
-    }
-    if let Some(limit) = gates.max_new_interventions {
-        report_gates.push(Gate {
-            name: "max-new-interventions",
-            limit: limit as f64,
-            value: Some(increase(&interventions)),
-            crossed: increase(&interventions) > limit as f64,
-            tenants: more_interventions,
-        });
-    }
+            value: Some(increase(change)),
+            crossed: increase(change) > limit as f64,
+            tenants,
+        })
+    };
+    let mut report_gates: Vec<Gate> = [
+        total_gate(
+            "max-new-refusals",
+            gates.max_new_refusals,
+            &refusals,
+            more_refusals,
+        ),
+        total_gate(
+            "max-new-interventions",
+            gates.max_new_interventions,
+            &interventions,
+            more_interventions,
+        ),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     if let Some(limit) = gates.max_action_increase {
         let value = match (actions.old, actions.new) {
             (0, 0) => Some(0.0),

@@ -99,29 +99,26 @@ pub fn each(
             }
             Ok(())
         }
-        Recorded::Ledger(dir) => {
-            let mut number = 0;
-            inspect::scan_local(dir, &mut |record| {
-                number += 1;
-                if let Some(line) = receipt_line(record) {
-                    visit(number, line);
-                }
-                Ok(())
-            })?;
-            Ok(())
-        }
+        Recorded::Ledger(dir) => Ok(inspect::scan_local(dir, &mut receipts(visit))?),
         Recorded::Database(url) => {
             let ledger = ggen_runtime::pg::PgLedger::open_read_only(url)?;
-            let mut number = 0;
-            ledger.scan(&mut |record| {
-                number += 1;
-                if let Some(line) = receipt_line(record) {
-                    visit(number, line);
-                }
-                Ok(())
-            })?;
-            Ok(())
+            Ok(ledger.scan(&mut receipts(visit))?)
         }
+    }
+}
+
+/// A ledger scan's visitor: each receipt that carries an input, numbered by
+/// its place in the log, handed to `visit`.
+fn receipts(
+    visit: &mut dyn FnMut(usize, Result<Line, String>),
+) -> impl FnMut(&Record) -> Result<(), LedgerError> + '_ {
+    let mut number = 0;
+    move |record| {
+        number += 1;
+        if let Some(line) = receipt_line(record) {
+            visit(number, line);
+        }
+        Ok(())
     }
 }
 

@@ -904,6 +904,7 @@ fn run_one(
     let mut last_failed_seq = None;
     for step in &scenario.steps {
         let before = head(&ledger);
+        let failed_before = report.failures.len();
         let mut refused = false;
         let mut stopped = None;
         let timers = match sim.advance(step.at, &mut ignore) {
@@ -917,12 +918,11 @@ fn run_one(
             (_, Some(_)) | (What::Clock, None) => {}
             (What::Line(line), None) => {
                 // Checked against the pack when the file was loaded.
-                let prepared =
-                    replay::prepare(pack, line.clone()).map_err(|message| RunError::Input {
-                        scenario: scenario.name.clone(),
-                        input: step.number,
-                        message,
-                    })?;
+                let prepared = replay::prepare(pack, line).map_err(|message| RunError::Input {
+                    scenario: scenario.name.clone(),
+                    input: step.number,
+                    message,
+                })?;
                 refused |= prepared.rejected.is_some();
                 match sim.apply(tenant, prepared.input, step.at, &mut ignore) {
                     Ok(entitlement) => refused |= entitlement.is_some(),
@@ -946,48 +946,39 @@ fn run_one(
                             Value::String(name.to_owned()),
                             Value::String("none waiting for a result".to_owned()),
                         ));
-                        last_failed_seq = Some(head(&ledger));
                     }
                     Err(error) => stopped = Some(refusal(step.number, error)?),
                 }
             }
         }
-        match stopped {
-            Some(Refusal::Timers(message)) => {
-                // The rest of the scenario would run on a clock it never reached.
-                report.checks += 1;
-                report.failures.push(failure(
-                    file,
-                    scenario,
-                    step,
-                    &format!("{}/at", step.pointer),
+        let after = head(&ledger);
+        writers.resize(usize::try_from(after).unwrap_or(usize::MAX), step.number);
+        let timed_out = matches!(stopped, Some(Refusal::Timers(_)));
+        if let Some(stopped) = stopped {
+            let (pointer, what, expected, got) = match stopped {
+                Refusal::Timers(message) => (
+                    format!("{}/at", step.pointer),
                     "a clock move that fires at most",
                     Value::from(MAX_TIMERS),
                     Value::String(message),
-                ));
-                last_failed_seq = Some(head(&ledger));
-                writers.resize(
-                    usize::try_from(head(&ledger)).unwrap_or(usize::MAX),
-                    step.number,
-                );
-                break;
-            }
-            Some(Refusal::Input(message)) => {
-                report.checks += 1;
-                report.failures.push(failure(
-                    file,
-                    scenario,
-                    step,
-                    &step.pointer,
+                ),
+                Refusal::Input(message) => (
+                    step.pointer.clone(),
                     "the input",
                     Value::String("accepted".to_owned()),
                     Value::String(format!("refused: {message}")),
-                ));
-                last_failed_seq = Some(head(&ledger));
-            }
-            None => {}
+                ),
+            };
+            report.checks += 1;
+            report
+                .failures
+                .push(failure(file, scenario, step, &pointer, what, expected, got));
         }
-        let after = head(&ledger);
+        if timed_out {
+            // The rest of the scenario would run on a clock it never reached.
+            last_failed_seq = Some(after);
+            break;
+        }
         let receipts: Vec<Value> = ledger
             .read(tenant, before, usize::MAX)
             .map_err(|source| RunError::Ledger {
@@ -997,7 +988,6 @@ fn run_one(
             .iter()
             .map(|r| serde_json::from_slice(&r.bytes).unwrap_or(Value::Null))
             .collect();
-        writers.resize(usize::try_from(after).unwrap_or(usize::MAX), step.number);
         let own = match step.what {
             // A clock move's own decision is its last timer's.
             What::Clock => receipts.iter().rposition(|r| r["kind"] == "timeout"),
@@ -1010,13 +1000,13 @@ fn run_one(
             refused,
         };
         if let Some(expect) = &step.expect {
-            let failed_before = report.failures.len();
+            let expected_from = report.failures.len();
             check_step(file, scenario, step, expect, &observed, &sim, &mut report);
-            if report.failures.len() > failed_before {
-                last_failed_seq = Some(after);
-                // In file order, whatever order the keys were checked in.
-                report.failures[failed_before..].sort_by_key(|f| (f.line, f.column));
-            }
+            // In file order, whatever order the keys were checked in.
+            report.failures[expected_from..].sort_by_key(|f| (f.line, f.column));
+        }
+        if report.failures.len() > failed_before {
+            last_failed_seq = Some(after);
         }
     }
     if let Some(through) = last_failed_seq {

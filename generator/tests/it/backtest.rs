@@ -3,7 +3,7 @@
 //! ledger and a git revision — with its gates, and a tampered ledger refused.
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use assert_cmd::cargo::cargo_bin_cmd;
@@ -15,9 +15,7 @@ use ggen_runtime_core::ledger::file::{FileLedger, FileOptions};
 use ggen_runtime_core::registry::Registry;
 use serde_json::Value;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use super::support::{ggen, repo};
 
 fn cost_guard() -> String {
     repo().join("specs/cost_guard.json").display().to_string()
@@ -90,23 +88,6 @@ fn stricter(dir: &Path) -> String {
     let path = dir.join("stricter.json");
     fs_err::write(&path, spec.replace(from, r#""refuse": 300,"#)).expect("write");
     path.display().to_string()
-}
-
-/// Runs `ggen ARGS` in `dir` and asserts the exit code: (stdout, stderr).
-fn ggen(dir: &Path, args: &[&str], code: i32) -> (String, String) {
-    let output = cargo_bin_cmd!("ggen")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("ggen runs");
-    let stdout = String::from_utf8(output.stdout).expect("utf-8 stdout");
-    let stderr = String::from_utf8(output.stderr).expect("utf-8 stderr");
-    assert_eq!(
-        output.status.code(),
-        Some(code),
-        "ggen {args:?}\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    );
-    (stdout, stderr)
 }
 
 fn backtest(old: &str, new: &str, recorded: &Recorded) -> Report {

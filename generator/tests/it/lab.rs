@@ -2,14 +2,9 @@
 //! failing (located, with the trail), invalid (located before anything
 //! runs), and the timers and action results the lab drives.
 
-use std::path::{Path, PathBuf};
-
-use assert_cmd::cargo::cargo_bin_cmd;
 use serde_json::Value;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use super::support::{ggen, repo};
 
 /// A temp project with `specs/cost_guard.json` and the scenario file `scenarios`.
 fn project(scenarios: &str) -> tempfile::TempDir {
@@ -33,23 +28,6 @@ fn project(scenarios: &str) -> tempfile::TempDir {
     )
     .expect("config");
     temp
-}
-
-/// Runs `ggen ARGS` in `dir` and asserts the exit code: (stdout, stderr).
-fn ggen(dir: &Path, args: &[&str], code: i32) -> (String, String) {
-    let output = cargo_bin_cmd!("ggen")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("ggen runs");
-    let stdout = String::from_utf8(output.stdout).expect("utf-8 stdout");
-    let stderr = String::from_utf8(output.stderr).expect("utf-8 stderr");
-    assert_eq!(
-        output.status.code(),
-        Some(code),
-        "ggen {args:?}\nstdout:\n{stdout}\nstderr:\n{stderr}"
-    );
-    (stdout, stderr)
 }
 
 /// Passes on cost_guard: two readings at `intervene` dispatch `throttle`.

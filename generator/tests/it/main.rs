@@ -11,4 +11,5 @@ mod generate;
 mod lab;
 mod pack;
 mod pack_proof;
+mod support;
 mod validate;
