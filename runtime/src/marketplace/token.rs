@@ -182,3 +182,20 @@ impl Tokens {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_names_the_endpoint_by_host_only() {
+        let tokens =
+            Tokens::new("http://user:secret@metadata.example:8080/computeMetadata/v1/token?x=1")
+                .unwrap();
+        let shown = format!("{tokens:?}");
+        assert!(shown.contains("http://metadata.example:8080"), "{shown}");
+        for hidden in ["secret", "user", "computeMetadata", "x=1"] {
+            assert!(!shown.contains(hidden), "{shown}");
+        }
+    }
+}
