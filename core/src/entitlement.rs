@@ -1,5 +1,12 @@
-//! The marketplace entitlement of one tenant: `pending → active ⇄ suspended`,
-//! `→ cancelled` (terminal).
+//! The marketplace entitlement of one tenant.
+//!
+//! `pending → active ⇄ suspended`, `active ⇄ plan_change_pending`,
+//! `active → pending_cancellation → active | cancelled`, and `→ cancelled`
+//! from anywhere; a new `created` starts a cancelled tenant over. The states
+//! beyond `pending`, `active`, `suspended` and `cancelled` are those of
+//! Google Cloud Marketplace's entitlements (a plan change awaiting approval
+//! or the end of the billing cycle; a cancellation that takes effect at the
+//! end of the cycle): the tenant stays admitted in both.
 //!
 //! An event that is not valid in the current state is an
 //! [`EntitlementError::InvalidTransition`]: the caller refuses it (HTTP 409) and still writes a
@@ -14,25 +21,58 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EntitlementState {
-    /// Created (or not heard of yet) but not approved.
+    /// Created (or not heard of yet) but not approved: activation requested.
     Pending,
     /// Approved: signals are acted upon.
     Active,
+    /// Active, with a change of plan waiting (for approval, or for the end
+    /// of the billing cycle).
+    PlanChangePending,
+    /// Active until the end of the billing cycle, then cancelled.
+    PendingCancellation,
     /// Temporarily withdrawn.
     Suspended,
-    /// Gone for good; every further event is invalid.
+    /// Gone; only a new `created` starts the tenant over.
     Cancelled,
 }
 
 impl EntitlementState {
+    /// Every state, in lifecycle order.
+    pub const ALL: [EntitlementState; 6] = [
+        EntitlementState::Pending,
+        EntitlementState::Active,
+        EntitlementState::PlanChangePending,
+        EntitlementState::PendingCancellation,
+        EntitlementState::Suspended,
+        EntitlementState::Cancelled,
+    ];
+
+    /// Its position in [`EntitlementState::ALL`].
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+
     /// The lowercase name used in receipts and views.
     pub const fn as_str(self) -> &'static str {
         match self {
             EntitlementState::Pending => "pending",
             EntitlementState::Active => "active",
+            EntitlementState::PlanChangePending => "plan_change_pending",
+            EntitlementState::PendingCancellation => "pending_cancellation",
             EntitlementState::Suspended => "suspended",
             EntitlementState::Cancelled => "cancelled",
         }
+    }
+
+    /// Whether signals are acted upon in this state: active, and the two
+    /// states that are still active at the marketplace.
+    pub const fn is_active(self) -> bool {
+        matches!(
+            self,
+            EntitlementState::Active
+                | EntitlementState::PlanChangePending
+                | EntitlementState::PendingCancellation
+        )
     }
 }
 
@@ -46,29 +86,48 @@ impl fmt::Display for EntitlementState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EntitlementEvent {
-    /// The entitlement exists; only valid as the tenant's first event.
+    /// The entitlement exists (activation requested); valid as the tenant's
+    /// first event, or after a cancellation (a new purchase).
     Created,
     /// Pending → active.
     Approved,
-    /// The plan (and with it possibly the profile) changed; active or suspended.
+    /// Active → plan_change_pending: a new plan waits.
+    PlanChangeRequested,
+    /// The plan (and with it possibly the profile) changed: active (also
+    /// from plan_change_pending) or suspended.
     PlanChanged,
+    /// Plan_change_pending → active, on the old plan.
+    PlanChangeCancelled,
     /// Active → suspended.
     Suspended,
     /// Suspended → active.
     Reinstated,
+    /// Active or plan_change_pending → pending_cancellation.
+    CancellationRequested,
+    /// Pending_cancellation → active.
+    CancellationReverted,
     /// Any state but cancelled → cancelled.
     Cancelled,
+    /// Recorded without a change (a notification that re-states the
+    /// current state); valid in every state, and not the tenant's "first
+    /// event" (`created` stays valid after it).
+    Noted,
 }
 
 impl EntitlementEvent {
     /// Every event, in lifecycle order.
-    pub const ALL: [EntitlementEvent; 6] = [
+    pub const ALL: [EntitlementEvent; 11] = [
         EntitlementEvent::Created,
         EntitlementEvent::Approved,
+        EntitlementEvent::PlanChangeRequested,
         EntitlementEvent::PlanChanged,
+        EntitlementEvent::PlanChangeCancelled,
         EntitlementEvent::Suspended,
         EntitlementEvent::Reinstated,
+        EntitlementEvent::CancellationRequested,
+        EntitlementEvent::CancellationReverted,
         EntitlementEvent::Cancelled,
+        EntitlementEvent::Noted,
     ];
 
     /// The marketplace spelling (`plan_changed`, …).
@@ -76,10 +135,15 @@ impl EntitlementEvent {
         match self {
             EntitlementEvent::Created => "created",
             EntitlementEvent::Approved => "approved",
+            EntitlementEvent::PlanChangeRequested => "plan_change_requested",
             EntitlementEvent::PlanChanged => "plan_changed",
+            EntitlementEvent::PlanChangeCancelled => "plan_change_cancelled",
             EntitlementEvent::Suspended => "suspended",
             EntitlementEvent::Reinstated => "reinstated",
+            EntitlementEvent::CancellationRequested => "cancellation_requested",
+            EntitlementEvent::CancellationReverted => "cancellation_reverted",
             EntitlementEvent::Cancelled => "cancelled",
+            EntitlementEvent::Noted => "noted",
         }
     }
 }
@@ -103,7 +167,7 @@ pub enum EntitlementError {
     },
     /// The event name is not one of the marketplace events.
     #[error(
-        "unknown entitlement event `{name}`: expected created, approved, plan_changed, suspended, reinstated or cancelled"
+        "unknown entitlement event `{name}`: expected created, approved, plan_change_requested, plan_changed, plan_change_cancelled, suspended, reinstated, cancellation_requested, cancellation_reverted, cancelled or noted"
     )]
     UnknownEvent {
         /// The name as received (truncated to 64 characters).
@@ -153,9 +217,9 @@ impl Entitlement {
         self.state
     }
 
-    /// Whether the entitlement is active.
+    /// Whether the entitlement is active (see [`EntitlementState::is_active`]).
     pub const fn is_active(&self) -> bool {
-        matches!(self.state, EntitlementState::Active)
+        self.state.is_active()
     }
 
     /// The state `event` leads to, without applying it.
@@ -163,20 +227,23 @@ impl Entitlement {
         use EntitlementEvent as E;
         use EntitlementState as S;
         let to = match (self.state, event) {
+            (_, E::Noted) => Some(self.state),
             (S::Pending, E::Created) if !self.seen => Some(S::Pending),
-            (S::Pending, E::Created) => None,
-            (S::Active | S::Suspended | S::Cancelled, E::Created) => None,
+            (S::Cancelled, E::Created) => Some(S::Pending),
             (S::Pending, E::Approved) => Some(S::Active),
-            (S::Active | S::Suspended | S::Cancelled, E::Approved) => None,
-            (S::Active, E::PlanChanged) => Some(S::Active),
+            (S::Active, E::PlanChangeRequested) => Some(S::PlanChangePending),
+            (S::Active | S::PlanChangePending, E::PlanChanged) => Some(S::Active),
             (S::Suspended, E::PlanChanged) => Some(S::Suspended),
-            (S::Pending | S::Cancelled, E::PlanChanged) => None,
+            (S::PlanChangePending, E::PlanChangeCancelled) => Some(S::Active),
             (S::Active, E::Suspended) => Some(S::Suspended),
-            (S::Pending | S::Suspended | S::Cancelled, E::Suspended) => None,
             (S::Suspended, E::Reinstated) => Some(S::Active),
-            (S::Pending | S::Active | S::Cancelled, E::Reinstated) => None,
-            (S::Pending | S::Active | S::Suspended, E::Cancelled) => Some(S::Cancelled),
+            (S::Active | S::PlanChangePending, E::CancellationRequested) => {
+                Some(S::PendingCancellation)
+            }
+            (S::PendingCancellation, E::CancellationReverted) => Some(S::Active),
             (S::Cancelled, E::Cancelled) => None,
+            (_, E::Cancelled) => Some(S::Cancelled),
+            _ => None,
         };
         to.ok_or(EntitlementError::InvalidTransition {
             from: self.state,
@@ -184,17 +251,51 @@ impl Entitlement {
         })
     }
 
+    /// The event that brings this entitlement to `target` (a state the
+    /// marketplace reports), `plan_differs` telling whether the reported
+    /// plan is another than the tenant's: the marketplace's notifications
+    /// are hints, its current state is the truth, so a late or repeated
+    /// notification converges instead of replaying history. The event may
+    /// still be invalid (an activation request for an active tenant, say):
+    /// [`Entitlement::next`] refuses it then.
+    pub fn toward(&self, target: EntitlementState, plan_differs: bool) -> EntitlementEvent {
+        use EntitlementEvent as E;
+        use EntitlementState as S;
+        match (self.state, target) {
+            (S::Pending, S::Pending) if self.seen => E::Noted,
+            (_, S::Pending) => E::Created,
+            (S::Pending, S::Active) => E::Approved,
+            (S::Active | S::PlanChangePending, S::Active) if plan_differs => E::PlanChanged,
+            (S::PlanChangePending, S::Active) => E::PlanChangeCancelled,
+            (S::Active, S::Active) => E::Noted,
+            (S::PendingCancellation, S::Active) => E::CancellationReverted,
+            (S::Suspended, S::Active) => E::Reinstated,
+            (S::Cancelled, S::Active) => E::Approved,
+            (S::PlanChangePending, S::PlanChangePending) => E::Noted,
+            (_, S::PlanChangePending) => E::PlanChangeRequested,
+            (S::PendingCancellation, S::PendingCancellation) => E::Noted,
+            (_, S::PendingCancellation) => E::CancellationRequested,
+            (S::Suspended, S::Suspended) if plan_differs => E::PlanChanged,
+            (S::Suspended, S::Suspended) => E::Noted,
+            (_, S::Suspended) => E::Suspended,
+            (S::Cancelled, S::Cancelled) => E::Noted,
+            (_, S::Cancelled) => E::Cancelled,
+        }
+    }
+
     /// Applies `event`; on error the entitlement is unchanged.
     pub fn apply(&mut self, event: EntitlementEvent) -> Result<EntitlementState, EntitlementError> {
         let to = self.next(event)?;
         self.state = to;
-        self.seen = true;
+        self.seen |= event != EntitlementEvent::Noted;
         Ok(to)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
     use EntitlementEvent as E;
     use EntitlementState as S;
@@ -205,6 +306,8 @@ mod tests {
         let path: &[E] = match state {
             S::Pending => &[E::Created],
             S::Active => &[E::Approved],
+            S::PlanChangePending => &[E::Approved, E::PlanChangeRequested],
+            S::PendingCancellation => &[E::Approved, E::CancellationRequested],
             S::Suspended => &[E::Approved, E::Suspended],
             S::Cancelled => &[E::Cancelled],
         };
@@ -215,70 +318,93 @@ mod tests {
         e
     }
 
+    /// The valid events of each start (`None`: the fresh, never-seen
+    /// tenant) and where they lead; every other pair is refused.
+    fn valid(start: Option<S>) -> Vec<(E, S)> {
+        let mut out = match start {
+            None => vec![
+                (E::Created, S::Pending),
+                (E::Approved, S::Active),
+                (E::Cancelled, S::Cancelled),
+            ],
+            Some(S::Pending) => vec![(E::Approved, S::Active), (E::Cancelled, S::Cancelled)],
+            Some(S::Active) => vec![
+                (E::PlanChangeRequested, S::PlanChangePending),
+                (E::PlanChanged, S::Active),
+                (E::Suspended, S::Suspended),
+                (E::CancellationRequested, S::PendingCancellation),
+                (E::Cancelled, S::Cancelled),
+            ],
+            Some(S::PlanChangePending) => vec![
+                (E::PlanChanged, S::Active),
+                (E::PlanChangeCancelled, S::Active),
+                (E::CancellationRequested, S::PendingCancellation),
+                (E::Cancelled, S::Cancelled),
+            ],
+            Some(S::PendingCancellation) => vec![
+                (E::CancellationReverted, S::Active),
+                (E::Cancelled, S::Cancelled),
+            ],
+            Some(S::Suspended) => vec![
+                (E::PlanChanged, S::Suspended),
+                (E::Reinstated, S::Active),
+                (E::Cancelled, S::Cancelled),
+            ],
+            Some(S::Cancelled) => vec![(E::Created, S::Pending)],
+        };
+        out.push((E::Noted, start.unwrap_or(S::Pending)));
+        out
+    }
+
     #[test]
     fn every_state_event_pair() {
-        // (start, event, expected): `None` start is the fresh, never-seen tenant.
-        let table: [(Option<S>, E, Option<S>); 30] = [
-            (None, E::Created, Some(S::Pending)),
-            (None, E::Approved, Some(S::Active)),
-            (None, E::PlanChanged, None),
-            (None, E::Suspended, None),
-            (None, E::Reinstated, None),
-            (None, E::Cancelled, Some(S::Cancelled)),
-            (Some(S::Pending), E::Created, None),
-            (Some(S::Pending), E::Approved, Some(S::Active)),
-            (Some(S::Pending), E::PlanChanged, None),
-            (Some(S::Pending), E::Suspended, None),
-            (Some(S::Pending), E::Reinstated, None),
-            (Some(S::Pending), E::Cancelled, Some(S::Cancelled)),
-            (Some(S::Active), E::Created, None),
-            (Some(S::Active), E::Approved, None),
-            (Some(S::Active), E::PlanChanged, Some(S::Active)),
-            (Some(S::Active), E::Suspended, Some(S::Suspended)),
-            (Some(S::Active), E::Reinstated, None),
-            (Some(S::Active), E::Cancelled, Some(S::Cancelled)),
-            (Some(S::Suspended), E::Created, None),
-            (Some(S::Suspended), E::Approved, None),
-            (Some(S::Suspended), E::PlanChanged, Some(S::Suspended)),
-            (Some(S::Suspended), E::Suspended, None),
-            (Some(S::Suspended), E::Reinstated, Some(S::Active)),
-            (Some(S::Suspended), E::Cancelled, Some(S::Cancelled)),
-            (Some(S::Cancelled), E::Created, None),
-            (Some(S::Cancelled), E::Approved, None),
-            (Some(S::Cancelled), E::PlanChanged, None),
-            (Some(S::Cancelled), E::Suspended, None),
-            (Some(S::Cancelled), E::Reinstated, None),
-            (Some(S::Cancelled), E::Cancelled, None),
-        ];
-        for (start, event, expected) in table {
-            let mut e = start.map_or_else(Entitlement::new, at);
-            let before = e;
-            match (e.apply(event), expected) {
-                (Ok(to), Some(want)) => {
-                    assert_eq!(to, want, "{start:?} + {event}");
-                    assert_eq!(e.state(), want);
-                    assert!(e.seen);
+        let starts = std::iter::once(None).chain(S::ALL.map(Some));
+        for start in starts {
+            let valid = valid(start);
+            for event in E::ALL {
+                let mut e = start.map_or_else(Entitlement::new, at);
+                let before = e;
+                let expected = valid.iter().find(|(v, _)| *v == event).map(|(_, to)| *to);
+                match (e.apply(event), expected) {
+                    (Ok(to), Some(want)) => {
+                        assert_eq!(to, want, "{start:?} + {event}");
+                        assert_eq!(e.state(), want);
+                        assert_eq!(e.seen, before.seen || event != E::Noted);
+                    }
+                    (Err(err), None) => {
+                        assert_eq!(
+                            err,
+                            EntitlementError::InvalidTransition {
+                                from: before.state(),
+                                event
+                            }
+                        );
+                        assert_eq!(e, before, "a refused event changes nothing");
+                    }
+                    (got, want) => panic!("{start:?} + {event}: got {got:?}, want {want:?}"),
                 }
-                (Err(err), None) => {
-                    assert_eq!(
-                        err,
-                        EntitlementError::InvalidTransition {
-                            from: before.state(),
-                            event
-                        }
-                    );
-                    assert_eq!(e, before, "a refused event changes nothing");
-                }
-                (got, want) => panic!("{start:?} + {event}: got {got:?}, want {want:?}"),
             }
         }
     }
 
     #[test]
-    fn only_active_is_active() {
-        assert!(at(S::Active).is_active());
-        for s in [S::Pending, S::Suspended, S::Cancelled] {
-            assert!(!at(s).is_active());
+    fn noted_keeps_created_valid() {
+        let mut e = Entitlement::new();
+        e.apply(E::Noted).unwrap();
+        assert_eq!(e.apply(E::Created), Ok(S::Pending));
+        assert_eq!(
+            e.apply(E::Created).unwrap_err().to_string(),
+            "entitlement event `created` is not valid in state `pending`"
+        );
+    }
+
+    #[test]
+    fn active_means_admitted() {
+        for s in S::ALL {
+            let want = matches!(s, S::Active | S::PlanChangePending | S::PendingCancellation);
+            assert_eq!(at(s).is_active(), want, "{s}");
+            assert_eq!(s.is_active(), want, "{s}");
+            assert_eq!(S::ALL[s.index()], s);
         }
     }
 
@@ -298,5 +424,45 @@ mod tests {
             err.to_string(),
             "entitlement event `approved` is not valid in state `cancelled`"
         );
+    }
+
+    /// Any start, reachable by a path of valid events.
+    fn any_entitlement() -> impl Strategy<Value = Entitlement> {
+        proptest::collection::vec(0..E::ALL.len(), 0..12).prop_map(|events| {
+            let mut e = Entitlement::new();
+            for i in events {
+                let _ = e.apply(E::ALL[i]);
+            }
+            e
+        })
+    }
+
+    proptest! {
+        /// Following the marketplace: the event `toward` picks either
+        /// reaches the reported state, or is refused and changes nothing;
+        /// it is refused only where no single valid event reaches it.
+        #[test]
+        fn toward_reaches_the_target_or_is_refused(
+            start in any_entitlement(),
+            target in 0..S::ALL.len(),
+            plan_differs in any::<bool>(),
+        ) {
+            let target = S::ALL[target];
+            let mut e = start;
+            let event = start.toward(target, plan_differs);
+            match e.apply(event) {
+                Ok(to) => prop_assert_eq!(to, target, "{:?} toward {} by {}", start, target, event),
+                Err(_) => {
+                    prop_assert_eq!(e, start);
+                    let reachable = E::ALL.iter().any(|&other| start.next(other) == Ok(target));
+                    prop_assert!(!reachable, "{:?} toward {}: {} refused, yet reachable", start, target, event);
+                }
+            }
+            // Re-stating the state reached is a no-op.
+            if e.state() == target {
+                let want = if target == S::Pending && !e.seen { E::Created } else { E::Noted };
+                prop_assert_eq!(e.toward(target, false), want);
+            }
+        }
     }
 }

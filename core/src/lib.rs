@@ -20,6 +20,7 @@
 //! - [`policy`]: levels, thresholds, hysteresis, dwell, cooldown, budget.
 //! - [`fsm`]: the governor state machine, a pure `step`, and its transition table.
 //! - [`entitlement`]: the marketplace entitlement state machine.
+//! - [`marketplace`]: Google Cloud Marketplace notices and Procurement calls.
 //! - [`reading`]: one classifier of incoming readings for every path.
 //! - [`receipt`]: what a decision looks like on the ledger.
 //! - [`canonical`]: RFC 8785 canonical JSON.
@@ -48,6 +49,7 @@ pub mod clock;
 pub mod entitlement;
 pub mod fsm;
 pub mod ledger;
+pub mod marketplace;
 pub mod policy;
 pub mod reading;
 pub mod receipt;

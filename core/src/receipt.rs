@@ -20,6 +20,7 @@ use crate::canonical::{self, CanonicalError};
 use crate::clock::Timestamp;
 use crate::entitlement::{EntitlementError, EntitlementEvent, EntitlementState};
 use crate::fsm::{Decision, State};
+use crate::marketplace::{Call, Notice};
 use crate::policy::{Block, Level};
 use crate::sku::{ActionId, PolicyPack, ProfileId, SignalId, Sku};
 use crate::tenant::TenantId;
@@ -39,6 +40,8 @@ pub enum Kind {
     ActionResult,
     /// A marketplace entitlement event (valid or refused).
     Entitlement,
+    /// The outcome of a Procurement API call (Google Cloud Marketplace).
+    Procurement,
     /// A timer-driven transition (intervention timeout, degraded retry).
     Timeout,
     /// An operator reset.
@@ -55,6 +58,7 @@ impl Kind {
             Kind::Action => "action",
             Kind::ActionResult => "action_result",
             Kind::Entitlement => "entitlement",
+            Kind::Procurement => "procurement",
             Kind::Timeout => "timeout",
             Kind::Reset => "reset",
             Kind::Rejected => "rejected",
@@ -111,6 +115,22 @@ pub enum Input {
         plan: Option<ProfileId>,
         /// When the sender says the event happened: recorded, never decided on.
         observed: Option<Timestamp>,
+        /// The Google Cloud Marketplace notification it follows, if any.
+        marketplace: Option<Box<Notice>>,
+    },
+    /// The outcome of a Procurement API call, after its retries: recorded,
+    /// never a transition (Google's next notification says what changed).
+    Procurement {
+        /// The call.
+        call: Call,
+        /// The entitlement or account id it acted on.
+        target: String,
+        /// `{tenant}:{seq}:{call}`: the deciding receipt and the call.
+        key: String,
+        /// Whether it succeeded.
+        ok: bool,
+        /// What the API said (status, error), with the attempt count.
+        detail: Option<String>,
     },
     /// The outcome of a dispatched action, after the actuator's retries.
     ActionResult {
@@ -141,6 +161,7 @@ impl Input {
         match self {
             Input::Signal { .. } => Kind::Signal,
             Input::Entitlement { .. } => Kind::Entitlement,
+            Input::Procurement { .. } => Kind::Procurement,
             Input::ActionResult { .. } => Kind::ActionResult,
             Input::Reset { .. } => Kind::Reset,
             Input::Rejected { .. } => Kind::Rejected,
@@ -154,11 +175,15 @@ impl Input {
             Input::Signal {
                 via: Via::PubSub, ..
             } => "signal/pubsub",
-            Input::Rejected { event, .. }
-                if event.get("via").and_then(|v| v.as_str()) == Some("pubsub") =>
-            {
-                "rejected/pubsub"
-            }
+            Input::Entitlement {
+                marketplace: Some(_),
+                ..
+            } => "entitlement/marketplace",
+            Input::Rejected { event, .. } => match event.get("via").and_then(|v| v.as_str()) {
+                Some("pubsub") => "rejected/pubsub",
+                Some("marketplace") => "rejected/marketplace",
+                _ => "rejected",
+            },
             other => other.kind().as_str(),
         }
     }
@@ -170,7 +195,7 @@ impl Input {
             // A redelivered poison message (Pub/Sub retries every 4xx) must
             // not write a `rejected` receipt per delivery.
             Input::Rejected { event, .. } => event.get("id").and_then(|id| id.as_str()),
-            Input::ActionResult { .. } | Input::Reset { .. } => None,
+            Input::ActionResult { .. } | Input::Procurement { .. } | Input::Reset { .. } => None,
         }
     }
 }
@@ -347,6 +372,8 @@ pub struct Receipt<'a> {
 struct EventDoc<'a> {
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     action: Option<Cow<'a, str>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    call: Option<Cow<'a, str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     decision_seq: Option<u64>,
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
@@ -361,6 +388,8 @@ struct EventDoc<'a> {
     idempotency_key: Option<Cow<'a, str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     input: Option<serde_json::Value>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    marketplace: Option<MarketplaceDoc<'a>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     observed_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -377,6 +406,45 @@ struct EventDoc<'a> {
     value: Option<Cow<'a, str>>,
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     via: Option<Cow<'a, str>>,
+}
+
+/// `event.marketplace`: a notification's facts, or a Procurement call's target.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct MarketplaceDoc<'a> {
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    account: Option<Cow<'a, str>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    entitlement: Option<Cow<'a, str>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    event_type: Option<Cow<'a, str>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    plan: Option<Cow<'a, str>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    state: Option<Cow<'a, str>>,
+}
+
+impl<'a> MarketplaceDoc<'a> {
+    fn of(notice: &'a Notice) -> MarketplaceDoc<'a> {
+        let text = |s: &'a Option<String>| s.as_deref().map(Cow::Borrowed);
+        MarketplaceDoc {
+            account: text(&notice.account),
+            entitlement: text(&notice.entitlement),
+            event_type: Some(Cow::Borrowed(&notice.event_type)),
+            plan: text(&notice.plan),
+            state: text(&notice.state),
+        }
+    }
+
+    fn notice(self) -> Notice {
+        let owned = |s: Option<Cow<'_, str>>| s.map(Cow::into_owned);
+        Notice {
+            event_type: owned(self.event_type).unwrap_or_default(),
+            entitlement: owned(self.entitlement),
+            account: owned(self.account),
+            state: owned(self.state),
+            plan: owned(self.plan),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -608,11 +676,37 @@ impl Receipt<'_> {
                         id,
                         plan,
                         observed,
+                        marketplace,
                     } => {
                         event.id = id.as_deref().map(Cow::Borrowed);
                         event.observed_at = *observed;
                         event.entitlement = Some(Cow::Borrowed(e.as_str()));
                         event.plan = plan.map(|p| Cow::Borrowed(sku.profile(p).name));
+                        event.marketplace = marketplace.as_deref().map(MarketplaceDoc::of);
+                    }
+                    Input::Procurement {
+                        call,
+                        target,
+                        key,
+                        ok,
+                        detail,
+                    } => {
+                        event.call = Some(Cow::Borrowed(call.as_str()));
+                        let target = Some(Cow::Borrowed(target.as_str()));
+                        event.marketplace = Some(if *call == Call::ApproveAccount {
+                            MarketplaceDoc {
+                                account: target,
+                                ..MarketplaceDoc::default()
+                            }
+                        } else {
+                            MarketplaceDoc {
+                                entitlement: target,
+                                ..MarketplaceDoc::default()
+                            }
+                        });
+                        event.idempotency_key = Some(Cow::Borrowed(key));
+                        event.ok = Some(*ok);
+                        event.detail = detail.as_deref().map(Cow::Borrowed);
                     }
                     Input::ActionResult { key, ok, detail } => {
                         event.action = Some(Cow::Borrowed(key.name()));
@@ -793,6 +887,26 @@ pub fn parse(pack: &dyn PolicyPack, bytes: &[u8]) -> Result<Parsed, ReceiptError
                     id: owned(event.id),
                     plan,
                     observed: event.observed_at,
+                    marketplace: event.marketplace.map(|m| Box::new(m.notice())),
+                })
+            }
+            Kind::Procurement => {
+                let name = event.call.ok_or_else(|| missing("call"))?;
+                let call = name.parse::<Call>().map_err(|_| ReceiptError::Unknown {
+                    what: "procurement call",
+                    name: name.into_owned(),
+                })?;
+                let doc = event.marketplace.ok_or_else(|| missing("marketplace"))?;
+                let target = doc
+                    .entitlement
+                    .or(doc.account)
+                    .ok_or_else(|| missing("marketplace.entitlement"))?;
+                Carried::Input(Input::Procurement {
+                    call,
+                    target: target.into_owned(),
+                    key: owned(event.idempotency_key).ok_or_else(|| missing("idempotency_key"))?,
+                    ok: event.ok.ok_or_else(|| missing("ok"))?,
+                    detail: owned(event.detail),
                 })
             }
             Kind::ActionResult => {

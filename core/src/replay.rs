@@ -411,6 +411,7 @@ pub fn prepare(pack: &dyn PolicyPack, line: &Line) -> Result<Prepared, String> {
                     id: id.clone(),
                     plan: profile,
                     observed: None,
+                    marketplace: None,
                 },
                 None,
             )

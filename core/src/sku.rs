@@ -181,6 +181,9 @@ pub struct MarketplacePlan {
 pub struct MarketplaceDef {
     /// The provider (partner) id.
     pub provider_id: &'static str,
+    /// The product's `productExternalName`: entitlements of the provider's
+    /// other products are left alone (`None`: every entitlement is this product's).
+    pub product: Option<&'static str>,
     /// Whether entitlement requests and plan changes are approved as they arrive.
     pub auto_approve: bool,
     /// Every mapped plan, sorted by name.
@@ -351,6 +354,7 @@ mod tests {
         ];
         let marketplace = MarketplaceDef {
             provider_id: "p",
+            product: None,
             auto_approve: false,
             plans: &PLANS,
         };

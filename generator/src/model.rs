@@ -120,6 +120,8 @@ pub struct Model {
 pub struct Marketplace {
     /// The provider (partner) id.
     pub provider_id: String,
+    /// The product's `productExternalName`, if the spec names it.
+    pub product: Option<String>,
     /// Whether requests and plan changes are approved as they arrive.
     pub auto_approve: bool,
     /// Marketplace plan → profile index, by plan name.
@@ -513,6 +515,7 @@ pub fn lower(checked: &Checked, spec_path: &str, spec_sha256: &str) -> Result<Mo
         None => None,
         Some(m) => Some(Marketplace {
             provider_id: m.provider_id.clone(),
+            product: m.product.clone(),
             auto_approve: m.auto_approve,
             plans: m
                 .plans

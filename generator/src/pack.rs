@@ -117,6 +117,7 @@ pub fn sku(model: &Model) -> &'static Sku {
         entitlement_required: model.entitlement_required,
         marketplace: model.marketplace.as_ref().map(|m| MarketplaceDef {
             provider_id: text(&m.provider_id),
+            product: m.product.as_deref().map(text),
             auto_approve: m.auto_approve,
             plans: slice(
                 m.plans

@@ -207,6 +207,10 @@ pub struct Marketplace {
     /// The provider (partner) id: `providers/{provider_id}/…` in the
     /// Procurement API, `providerId` in its notifications.
     pub provider_id: String,
+    /// The product's `productExternalName`: entitlements of the provider's
+    /// other products are left alone (none: every entitlement is this
+    /// product's).
+    pub product: Option<String>,
     /// Whether entitlement requests and plan changes are approved as they
     /// arrive (default false: the provider approves them itself).
     #[serde(default)]

@@ -159,6 +159,12 @@ pub struct DeployView {
     pub bucket_archive: bool,
     /// The bucket is GCS (`gs://`): its token comes from the metadata server.
     pub archive_gcs: bool,
+    /// The spec is sold on Google Cloud Marketplace (`entitlement.marketplace`):
+    /// `/marketplace/pubsub` and the Procurement API's settings.
+    pub marketplace: bool,
+    /// The pod gets Google access tokens from GKE's metadata server (a GCS
+    /// archive, the Procurement API).
+    pub metadata_server: bool,
     /// The bucket is S3 (`s3://`): optional `AWS_*` keys from the Secret.
     pub archive_s3: bool,
     /// The programs `command` actions run, as one Containerfile label value.
@@ -196,6 +202,8 @@ pub struct SkuLit {
 pub struct MarketplaceView {
     /// The provider id, as a Rust string literal.
     pub provider_id: String,
+    /// The product, as `Some("…")` or `None`.
+    pub product: String,
     /// Whether requests are approved as they arrive.
     pub auto_approve: bool,
     /// Every plan, sorted by name.
@@ -540,6 +548,10 @@ impl SkuView {
             entitlement_required: model.entitlement_required,
             marketplace: model.marketplace.as_ref().map(|m| MarketplaceView {
                 provider_id: escape::rust_str(&m.provider_id),
+                product: m.product.as_deref().map_or_else(
+                    || "None".to_owned(),
+                    |p| format!("Some({})", escape::rust_str(p)),
+                ),
                 auto_approve: m.auto_approve,
                 plans: m
                     .plans
@@ -615,6 +627,11 @@ impl DeployView {
             // The JWKS of Google's OIDC keys, fetched over HTTPS.
             egress_ports.insert(443);
         }
+        let marketplace = model.marketplace.is_some();
+        if marketplace {
+            // The Procurement API and the JWKS of Google's OIDC keys.
+            egress_ports.insert(443);
+        }
         let archive = deploy.archive.as_deref();
         if archive.is_some() {
             // GCS and S3 (and the S3 token service of IRSA) answer on HTTPS.
@@ -632,6 +649,8 @@ impl DeployView {
             egress_ports: egress_ports.into_iter().collect(),
             bucket_archive: archive.is_some(),
             archive_gcs: archive.is_some_and(|url| url.starts_with("gs://")),
+            marketplace,
+            metadata_server: marketplace || archive.is_some_and(|url| url.starts_with("gs://")),
             archive_s3: archive.is_some_and(|url| url.starts_with("s3://")),
             programs_label: (!programs.is_empty())
                 .then(|| escape::containerfile(&programs.join(" "))),

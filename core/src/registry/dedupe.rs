@@ -273,6 +273,12 @@ impl Recent {
         }
     }
 
+    /// Whether `key` (of an entitlement id when `entitlement`) is held,
+    /// expired or not (read-only: [`Recent::check`] decides).
+    pub(crate) fn holds(&self, key: &IdKey, entitlement: bool) -> bool {
+        self.ids(entitlement).contains(key)
+    }
+
     /// Whether `key` (of an entitlement id when `entitlement`) is new, a
     /// duplicate, or over the bound, at decision time `now`.
     pub(crate) fn check(

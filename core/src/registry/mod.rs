@@ -461,7 +461,7 @@ impl Registry {
                     }
                 }
             }
-            Input::Rejected { .. } => None,
+            Input::Rejected { .. } | Input::Procurement { .. } => None,
         };
         if let Some(event) = event {
             decided.step = decided.governor.step(self.pack, event, at, seq);

@@ -5,11 +5,13 @@ use std::collections::BTreeMap;
 use std::sync::PoisonError;
 use std::sync::atomic::Ordering;
 
+use super::dedupe::id_key;
 use super::{Registry, TenantState};
-use crate::entitlement::EntitlementState;
+use crate::entitlement::{Entitlement, EntitlementState};
 use crate::fsm::{InFlight, State};
 use crate::policy::Level;
-use crate::receipt::IdempotencyKey;
+use crate::receipt::{IdempotencyKey, Input, Kind};
+use crate::sku::ProfileId;
 use crate::tenant::TenantId;
 
 /// What a protected service asks: may this tenant proceed?
@@ -69,6 +71,29 @@ impl Registry {
                 "showing the cached tenant: loading its latest state failed"
             );
         }
+    }
+
+    /// What a Marketplace notification for `tenant` is decided on: the
+    /// tenant's entitlement and profile (a tenant never heard of: a fresh
+    /// entitlement, the default profile), and whether `input`'s id is
+    /// already inside its dedupe window (then the notification had its
+    /// effect). The registry's answer before `input` is applied: a racing
+    /// input may still change it.
+    pub fn entitlement_of(
+        &self,
+        tenant: &TenantId,
+        input: &Input,
+    ) -> (Entitlement, ProfileId, bool) {
+        self.refresh_shared(tenant);
+        let shard = self.shard(tenant);
+        let Some(t) = shard.get(tenant) else {
+            return (Entitlement::new(), self.pack.sku().default_profile, false);
+        };
+        let seen = input.id().is_some_and(|id| {
+            let key = id_key(input.id_space(), id);
+            t.recent.holds(&key, input.kind() == Kind::Entitlement)
+        });
+        (t.entitlement, t.governor.profile(), seen)
     }
 
     /// A tenant as operators see it.
@@ -149,6 +174,18 @@ impl Registry {
     /// Whether there are no tenants.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Tenants by entitlement state, in [`EntitlementState::ALL`] order.
+    pub fn entitlements_count(&self) -> [(&'static str, usize); 6] {
+        let mut counts = EntitlementState::ALL.map(|s| (s.as_str(), 0));
+        for shard in self.shards.iter() {
+            let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            for t in shard.values() {
+                counts[t.entitlement.state().index()].1 += 1;
+            }
+        }
+        counts
     }
 
     /// Tenants by state name, in [`State::NAMES`] order.

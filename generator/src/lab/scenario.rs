@@ -895,6 +895,7 @@ fn run_one(
             id: None,
             plan,
             observed: None,
+            marketplace: None,
         };
         if let Err(error) = sim.apply(tenant, input, scenario.start, &mut ignore) {
             refusal(0, error)?;

@@ -152,9 +152,17 @@ fn check_deploy_catches_a_broken_manifest() {
 /// The valid fixtures whose `deploy.archive` is a bucket, generated as
 /// `<tmp>/<id>/` (their spec is found in this repository by its path).
 fn bucket_archive_crates(tmp: &Path) -> Vec<PathBuf> {
+    fixture_crates(
+        tmp,
+        &["postgres_archive_to_gcs.json", "file_archive_to_s3.json"],
+    )
+}
+
+/// The valid fixtures `names`, generated as `<tmp>/<id>/`.
+fn fixture_crates(tmp: &Path, names: &[&str]) -> Vec<PathBuf> {
     let templates = TemplateSet::embedded().expect("embedded templates compile");
-    ["postgres_archive_to_gcs.json", "file_archive_to_s3.json"]
-        .into_iter()
+    names
+        .iter()
         .map(|name| {
             let rel = format!("generator/tests/fixtures/valid/{name}");
             let model = pipeline::model(&root().join(&rel), &rel).expect("a valid fixture");
@@ -190,6 +198,30 @@ fn bucket_archive_manifests_validate() {
     assert!(
         output.status.success(),
         "the bucket-archive deploy assets fail their checks"
+    );
+}
+
+/// A spec sold on Google Cloud Marketplace (the edge-case fixture): the
+/// manifests validate, read the Marketplace push settings from the Secret
+/// (documented there), and reach the metadata server and HTTPS.
+#[test]
+fn marketplace_manifests_validate() {
+    let tmp = tempfile::tempdir().expect("a temp dir");
+    let crates = fixture_crates(tmp.path(), &["edge_cases.json"]);
+    let manifest = fs_err::read_to_string(crates[0].join("deploy/kubernetes.yaml")).expect("read");
+    for expected in [
+        "key: marketplace-audience",
+        "key: marketplace-oidc-email",
+        "cidr: 169.254.169.254/32",
+        "port: 443",
+    ] {
+        assert!(manifest.contains(expected), "{expected}\n{manifest}");
+    }
+    let args: Vec<&Path> = crates.iter().map(PathBuf::as_path).collect();
+    let output = check_deploy(&args);
+    assert!(
+        output.status.success(),
+        "the marketplace deploy assets fail their checks"
     );
 }
 

@@ -174,6 +174,7 @@ pub fn receipts(pack: &'static dyn PolicyPack, steps: &[Step]) -> BTreeMap<Strin
                     id: Some(format!("e{i}")),
                     plan: profile,
                     observed: None,
+                    marketplace: None,
                 };
                 vec![registry.apply(
                     &tenants[usize::from(*tenant)],

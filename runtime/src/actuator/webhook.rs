@@ -110,6 +110,29 @@ pub fn redacted(url: &str) -> String {
     }
 }
 
+/// Whether `url` may carry a credential (a token, an assertion, or keys
+/// that verify tokens): `https://`, or plain `http://` to a loopback host
+/// (`127.0.0.0/8`, `::1`, `localhost`; tests and local sidecars) or to one
+/// of `plain_hosts`. Anything sent in the clear elsewhere could be read,
+/// replayed or swapped by anyone on the path.
+pub fn secure_url(url: &reqwest::Url, plain_hosts: &[&str]) -> bool {
+    // `host_str` brackets IPv6 addresses; the URL parser lowercases names.
+    let plain_ok = url.host_str().is_some_and(|host| {
+        host == "localhost"
+            || plain_hosts.contains(&host)
+            || host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    });
+    match url.scheme() {
+        "https" => true,
+        "http" => plain_ok,
+        _ => false,
+    }
+}
+
 /// Whether an HTTP status is worth another attempt.
 pub fn retryable_status(status: u16) -> bool {
     matches!(status, 408 | 429 | 500..=599)

@@ -134,6 +134,14 @@ pub enum IngressError {
         /// The ledger's error chain.
         detail: String,
     },
+    /// A service this request depends on (the Procurement API, the token
+    /// endpoint) failed for now: nothing was written; retry (Pub/Sub
+    /// redelivers by itself).
+    #[error("upstream unavailable: {detail}")]
+    Upstream {
+        /// What failed, with its attempts.
+        detail: String,
+    },
     /// The request took longer than the request timeout (a slow client, or a stalled disk).
     #[error("request not completed within `{seconds}` s")]
     Timeout {
@@ -246,6 +254,7 @@ impl IngressError {
             | IngressError::Contended { .. }
             | IngressError::Unavailable { .. }
             | IngressError::LedgerFull { .. }
+            | IngressError::Upstream { .. }
             | IngressError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             IngressError::Internal { .. } | IngressError::TenantInconsistent { .. } => {
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -275,6 +284,7 @@ impl IngressError {
             IngressError::Contended { .. } => "contended",
             IngressError::Unavailable { .. } => "unavailable",
             IngressError::LedgerFull { .. } => "ledger_full",
+            IngressError::Upstream { .. } => "upstream_unavailable",
             IngressError::ShuttingDown => "shutting_down",
             IngressError::Internal { .. } => "internal",
         }

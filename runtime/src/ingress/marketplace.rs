@@ -70,6 +70,7 @@ pub(crate) async fn post(
         id: Some(event.id),
         plan,
         observed,
+        marketplace: None,
     };
     let applied = state.decide(&tenant, input, started).await?;
     match applied.refused {

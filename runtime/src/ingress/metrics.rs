@@ -38,6 +38,13 @@
 //!   sampled from the actuator when scraped;
 //! - `ledger_durable_seconds`: append → durable latency (histogram);
 //! - `tenants{state}`: tenants by FSM state (sampled when scraped);
+//! - SKUs sold on Google Cloud Marketplace only: `entitlements{state}`,
+//!   tenants by entitlement state (sampled when scraped);
+//!   `marketplace_notifications_total{outcome}`: `applied`, `duplicate`,
+//!   `rejected` (receipted on the `marketplace` chain), `unavailable`
+//!   (answered 503 for Pub/Sub to redeliver); and
+//!   `procurement_calls_total{call, outcome}`: `ok`, `failed` (a permanent
+//!   error, receipted), `unavailable` (transient errors to the last attempt);
 //! - `requests_shed_total`: requests refused by the in-flight limit;
 //! - `ledger_bytes`, `ledger_disk_free_bytes`, `ledger_disk_size_bytes`:
 //!   the ledger's files and its file system, sampled when scraped (a
@@ -56,7 +63,9 @@ use metrics_exporter_prometheus::{
 use super::ROUTES;
 use super::disk::DiskStatus;
 use crate::actuator::Dispatcher;
+use crate::entitlement::EntitlementState;
 use crate::fsm::State;
+use crate::marketplace::Call;
 use crate::policy::Level;
 use crate::registry::Registry;
 use crate::sku::{ActionId, SignalId, Sku};
@@ -73,7 +82,7 @@ pub enum Kind {
 }
 
 /// Every family this module exports: name, kind, help text.
-pub const FAMILIES: [(&str, Kind, &str); 21] = [
+pub const FAMILIES: [(&str, Kind, &str); 24] = [
     (
         BUILD_INFO,
         Kind::Gauge,
@@ -150,6 +159,21 @@ pub const FAMILIES: [(&str, Kind, &str); 21] = [
         "Tenants held in memory, by governor state.",
     ),
     (
+        ENTITLEMENTS,
+        Kind::Gauge,
+        "Tenants held in memory, by entitlement state (SKUs sold on Google Cloud Marketplace).",
+    ),
+    (
+        NOTIFICATIONS,
+        Kind::Counter,
+        "Marketplace notifications by outcome (applied, duplicate, rejected: receipted on the marketplace chain, unavailable: answered 503 for Pub/Sub to redeliver).",
+    ),
+    (
+        PROCUREMENT,
+        Kind::Counter,
+        "Procurement API calls by call and outcome (ok, failed: a permanent error, unavailable: transient errors to the last attempt).",
+    ),
+    (
         "governor_requests_shed_total",
         Kind::Counter,
         "Requests refused with 503 because every in-flight slot was taken.",
@@ -211,6 +235,47 @@ const DURABLE_BUCKETS: [f64; 12] = [
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 1.0,
 ];
 const DURABLE: &str = "governor_ledger_durable_seconds";
+const ENTITLEMENTS: &str = "governor_entitlements";
+const NOTIFICATIONS: &str = "governor_marketplace_notifications_total";
+const PROCUREMENT: &str = "governor_procurement_calls_total";
+/// Outcomes of Marketplace notifications.
+const NOTIFICATION_OUTCOMES: [&str; 4] = ["applied", "duplicate", "rejected", "unavailable"];
+/// Outcomes of Procurement API calls.
+const CALL_OUTCOMES: [&str; 3] = ["ok", "failed", "unavailable"];
+
+/// What became of a Marketplace notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotificationOutcome {
+    /// Receipted on its tenant's chain.
+    Applied,
+    /// A redelivered `eventId`: acknowledged, nothing more.
+    Duplicate,
+    /// Receipted as rejected on the `marketplace` chain.
+    Rejected,
+    /// Answered 503 (the Procurement API or the token endpoint failed for now).
+    Unavailable,
+}
+
+/// What became of a Procurement API call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallOutcome {
+    /// It succeeded.
+    Ok,
+    /// A permanent error (receipted).
+    Failed,
+    /// Transient errors to its last attempt (the notification answered 503).
+    Unavailable,
+}
+
+/// The Marketplace series of a SKU sold there.
+struct MarketplaceSeries {
+    /// Tenants by entitlement state, in [`EntitlementState::ALL`] order.
+    entitlements: [Gauge; 6],
+    /// By [`NotificationOutcome`].
+    notifications: [Counter; 4],
+    /// `[call][outcome]`, in [`Call::ALL`] order.
+    calls: [[Counter; 3]; 5],
+}
 
 /// Which outcome of a signal to count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -254,6 +319,8 @@ pub struct Metrics {
     shed: Counter,
     /// Bytes, free, size, low, full.
     disk: [Gauge; 5],
+    /// Only for SKUs sold on Google Cloud Marketplace.
+    marketplace: Option<MarketplaceSeries>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -388,6 +455,21 @@ impl Metrics {
             "governor_ledger_disk_full",
         ]
         .map(|name| recorder.register_gauge(&key(name, &[]), &meta));
+        let marketplace = sku.marketplace.is_some().then(|| MarketplaceSeries {
+            entitlements: EntitlementState::ALL.map(|state| {
+                recorder.register_gauge(&key(ENTITLEMENTS, &[("state", state.as_str())]), &meta)
+            }),
+            notifications: NOTIFICATION_OUTCOMES
+                .map(|outcome| counter(NOTIFICATIONS, &[("outcome", outcome)])),
+            calls: Call::ALL.map(|call| {
+                CALL_OUTCOMES.map(|outcome| {
+                    counter(
+                        PROCUREMENT,
+                        &[("call", call.as_str()), ("outcome", outcome)],
+                    )
+                })
+            }),
+        });
         Metrics {
             handle: recorder.handle(),
             recorder,
@@ -406,6 +488,22 @@ impl Metrics {
             tenants,
             shed,
             disk,
+            marketplace,
+        }
+    }
+
+    /// Counts one Marketplace notification.
+    pub fn notification(&self, outcome: NotificationOutcome) {
+        if let Some(m) = &self.marketplace {
+            m.notifications[outcome as usize].increment(1);
+        }
+    }
+
+    /// Counts one Procurement API call.
+    pub fn procurement(&self, call: Call, outcome: CallOutcome) {
+        if let Some(m) = &self.marketplace {
+            let index = Call::ALL.iter().position(|c| *c == call).unwrap_or(0);
+            m.calls[index][outcome as usize].increment(1);
         }
     }
 
@@ -509,6 +607,11 @@ impl Metrics {
         }
         for (gauge, (_, count)) in self.tenants.iter().zip(registry.states_count()) {
             gauge.set(count as f64);
+        }
+        if let Some(m) = &self.marketplace {
+            for (gauge, (_, count)) in m.entitlements.iter().zip(registry.entitlements_count()) {
+                gauge.set(count as f64);
+            }
         }
         for (from, (row, counts)) in self
             .transitions

@@ -56,6 +56,7 @@ pub mod error;
 mod health;
 mod marketplace;
 pub mod metrics;
+pub mod notifications;
 mod observe;
 mod pubsub;
 mod server;
@@ -94,10 +95,12 @@ pub const RESET: &str = "/v1/tenants/{tenant}/reset";
 pub const PUSH: &str = "/pubsub/push";
 /// `POST /v1/marketplace/events`.
 pub const MARKETPLACE: &str = "/v1/marketplace/events";
+/// `POST /marketplace/pubsub`.
+pub const MARKETPLACE_PUSH: &str = "/marketplace/pubsub";
 
 /// Every route template [`router`] serves, as metrics and logs name them
 /// (a request no route matches is named `other`).
-pub const ROUTES: [&str; 11] = [
+pub const ROUTES: [&str; 12] = [
     HEALTHZ,
     READYZ,
     METRICS,
@@ -109,6 +112,7 @@ pub const ROUTES: [&str; 11] = [
     RESET,
     PUSH,
     MARKETPLACE,
+    MARKETPLACE_PUSH,
 ];
 
 /// Every route of the service over `state`.
@@ -134,6 +138,10 @@ pub fn router(state: AppState) -> Router {
         .route(MARKETPLACE, post(marketplace::post))
         .route_layer(admit(Guard::Marketplace))
         .layer(DefaultBodyLimit::max(state.marketplace_max_body()));
+    let notifications = Router::new()
+        .route(MARKETPLACE_PUSH, post(notifications::push))
+        .route_layer(admit(Guard::MarketplacePush))
+        .layer(DefaultBodyLimit::max(notifications::MAX_BODY));
     Router::new()
         .route(HEALTHZ, get(health::healthz))
         .route(READYZ, get(health::readyz))
@@ -142,6 +150,7 @@ pub fn router(state: AppState) -> Router {
         .merge(admin)
         .merge(pubsub)
         .merge(marketplace)
+        .merge(notifications)
         .fallback(health::not_found)
         .method_not_allowed_fallback(health::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))

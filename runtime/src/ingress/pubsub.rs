@@ -28,14 +28,14 @@ use super::state::AppState;
 /// The push envelope (`subscription` and unknown fields such as
 /// `deliveryAttempt` are ignored).
 #[derive(Debug, Deserialize)]
-struct Envelope {
-    message: Message,
+pub(super) struct Envelope {
+    pub(super) message: Message,
 }
 
 /// A Pub/Sub message.
 #[derive(Debug, Deserialize)]
-struct Message {
-    data: Option<String>,
+pub(super) struct Message {
+    pub(super) data: Option<String>,
     #[serde(default)]
     attributes: BTreeMap<String, String>,
     #[serde(rename = "messageId")]
@@ -46,6 +46,24 @@ struct Message {
     publish_time_camel: Option<String>,
     #[serde(rename = "publish_time")]
     publish_time_snake: Option<String>,
+}
+
+impl Message {
+    /// The publish time, in either spelling.
+    pub(super) fn publish_time(&self) -> Option<&str> {
+        self.publish_time_camel
+            .as_deref()
+            .or(self.publish_time_snake.as_deref())
+    }
+}
+
+/// Decodes a message's `data` (standard base64; URL-safe accepted too) to
+/// its bytes.
+pub(super) fn decode_bytes(data: &str) -> Result<Vec<u8>, IngressError> {
+    STANDARD
+        .decode(data.trim())
+        .or_else(|_| URL_SAFE.decode(data.trim()))
+        .map_err(|e| IngressError::bad(format!("`message.data` is not base64: {e}")))
 }
 
 /// The decoded `message.data`.
@@ -59,10 +77,7 @@ struct Data {
 
 /// Decodes `message.data` (standard base64; URL-safe accepted too).
 fn decode_data(data: &str) -> Result<Data, IngressError> {
-    let bytes = STANDARD
-        .decode(data.trim())
-        .or_else(|_| URL_SAFE.decode(data.trim()))
-        .map_err(|e| IngressError::bad(format!("`message.data` is not base64: {e}")))?;
+    let bytes = decode_bytes(data)?;
     let text = std::str::from_utf8(&bytes)
         .map_err(|e| IngressError::bad(format!("`message.data` is not utf-8: {e}")))?;
     serde_json::from_str(text).map_err(|e| IngressError::BadJson {

@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
-use super::auth::{Auth, JwksSource, SIGNATURE_TOLERANCE_SECS};
+use super::auth::{Auth, JwksSource, MarketplaceFlags, SIGNATURE_TOLERANCE_SECS};
 use super::state::{AppState, Options};
 use crate::actuator::{ActuatorError, ActuatorMode, Actuators, Dispatcher, DispatcherOptions};
 use crate::ledger::LedgerError;
@@ -86,6 +86,30 @@ pub struct ServeArgs {
     /// `GOVERNOR_OIDC_EMAIL` (comma-separated) is read.
     #[arg(long = "oidc-email", value_name = "EMAIL")]
     pub oidc_email: Vec<String>,
+    /// The audience of the OIDC tokens Pub/Sub pushes Marketplace
+    /// notifications with (`/marketplace/pubsub`; or
+    /// `GOVERNOR_MARKETPLACE_AUDIENCE`). Needs `--jwks`, an
+    /// `entitlement.marketplace` section in the spec and `--marketplace-oidc-email`.
+    #[arg(long, value_name = "AUDIENCE")]
+    pub marketplace_audience: Option<String>,
+    /// Service account allowed to push Marketplace notifications; repeat
+    /// for several. Without the flag, `GOVERNOR_MARKETPLACE_OIDC_EMAIL`
+    /// (comma-separated) is read.
+    #[arg(long = "marketplace-oidc-email", value_name = "EMAIL")]
+    pub marketplace_oidc_email: Vec<String>,
+    /// Base URL of the Partner Procurement API (or `GOVERNOR_PROCUREMENT_URL`).
+    #[arg(long, value_name = "URL")]
+    pub procurement_url: Option<String>,
+    /// Where Google access tokens for the Procurement API come from: a
+    /// metadata-server style endpoint (or `GOVERNOR_GCP_TOKEN_URL`; default
+    /// the GKE metadata server's, for Workload Identity).
+    #[arg(long, value_name = "URL")]
+    pub gcp_token_url: Option<String>,
+    /// A service-account key file to get Google access tokens with instead
+    /// (the JWT-bearer grant at the key's `token_uri`; or
+    /// `GOOGLE_APPLICATION_CREDENTIALS`). Workload Identity needs none.
+    #[arg(long, value_name = "FILE", conflicts_with = "gcp_token_url")]
+    pub gcp_key_file: Option<std::path::PathBuf>,
     /// Requests handled at once; more are refused with 503.
     #[arg(long, value_name = "N", default_value_t = 1024)]
     pub max_in_flight: usize,
@@ -189,6 +213,9 @@ pub enum ServeError {
     /// The actuator could not be built.
     #[error("actuator failed")]
     Actuator(#[source] ActuatorError),
+    /// The Procurement API client could not be built.
+    #[error("marketplace client failed: {0}")]
+    Marketplace(String),
     /// The runtime, the listener or the server failed.
     #[error("i/o failed: {what}")]
     Io {
@@ -204,7 +231,7 @@ impl ServeError {
     /// 1 for configuration the operator must fix, 2 for failures.
     pub fn exit_code(&self) -> u8 {
         match self {
-            ServeError::Preflight(_) | ServeError::Store(_) => 1,
+            ServeError::Preflight(_) | ServeError::Store(_) | ServeError::Marketplace(_) => 1,
             ServeError::Ledger(LedgerError::Io { .. } | LedgerError::Poisoned { .. }) => 2,
             ServeError::Ledger(_) => 1,
             ServeError::Registry(_) | ServeError::Actuator(_) | ServeError::Io { .. } => 2,
@@ -340,6 +367,106 @@ fn out_of_space(error: &LedgerError) -> bool {
     }
 }
 
+/// `GOVERNOR_PROCUREMENT_URL`, when `--procurement-url` is not given.
+pub const ENV_PROCUREMENT_URL: &str = "GOVERNOR_PROCUREMENT_URL";
+/// `GOVERNOR_GCP_TOKEN_URL`, when `--gcp-token-url` is not given.
+pub const ENV_GCP_TOKEN_URL: &str = "GOVERNOR_GCP_TOKEN_URL";
+
+/// A flag's value, else the environment variable `env`'s, else `default`.
+fn setting(flag: Option<&String>, env: &str, default: &str) -> String {
+    flag.cloned()
+        .or_else(|| std::env::var(env).ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| default.to_owned())
+}
+
+/// `GOOGLE_APPLICATION_CREDENTIALS`: a service-account key file, when
+/// `--gcp-key-file` is not given (and no token URL is).
+pub const ENV_GOOGLE_CREDENTIALS: &str = "GOOGLE_APPLICATION_CREDENTIALS";
+
+/// The key file `serve` gets tokens with, if any: `--gcp-key-file`, else
+/// `GOOGLE_APPLICATION_CREDENTIALS` unless a token URL is set.
+fn key_file(args: &ServeArgs) -> Option<std::path::PathBuf> {
+    let token_url_set = args.gcp_token_url.is_some()
+        || std::env::var_os(ENV_GCP_TOKEN_URL).is_some_and(|v| !v.is_empty());
+    args.gcp_key_file.clone().or_else(|| {
+        (!token_url_set)
+            .then(|| std::env::var_os(ENV_GOOGLE_CREDENTIALS))
+            .flatten()
+            .filter(|v| !v.is_empty())
+            .map(std::path::PathBuf::from)
+    })
+}
+
+/// The Procurement API's and the token endpoint's URLs `serve` uses.
+fn marketplace_urls(args: &ServeArgs) -> (String, String) {
+    (
+        setting(
+            args.procurement_url.as_ref(),
+            ENV_PROCUREMENT_URL,
+            crate::marketplace::PROCUREMENT_URL,
+        ),
+        setting(
+            args.gcp_token_url.as_ref(),
+            ENV_GCP_TOKEN_URL,
+            crate::marketplace::METADATA_TOKEN_URL,
+        ),
+    )
+}
+
+/// Why `url` may not carry Google access tokens: not `http(s)://`, or
+/// plain `http://` to a host that is neither loopback nor (for the token
+/// endpoint, `metadata`) the metadata server.
+fn token_url_problem(url: &str, metadata: bool) -> Option<String> {
+    let Ok(parsed) = reqwest::Url::parse(url) else {
+        return Some(format!("`{url}` is not a url"));
+    };
+    let metadata_hosts: &[&str] = if metadata {
+        &["metadata.google.internal", "169.254.169.254"]
+    } else {
+        &[]
+    };
+    if crate::actuator::webhook::secure_url(&parsed, metadata_hosts) {
+        return None;
+    }
+    match parsed.scheme() {
+        "http" => Some(format!(
+            "`{}` is plain `http://`: access tokens would travel in the clear (allowed for loopback{})",
+            crate::actuator::webhook::redacted(url),
+            if metadata {
+                " and the metadata server"
+            } else {
+                ""
+            }
+        )),
+        other => Some(format!("`{other}://` is not `https://`")),
+    }
+}
+
+/// The Procurement API client of a SKU sold on Google Cloud Marketplace
+/// (`None` for others), from `args` and the environment.
+pub fn marketplace_client(
+    pack: &'static dyn PolicyPack,
+    args: &ServeArgs,
+) -> Result<Option<crate::marketplace::Marketplace>, ServeError> {
+    let Some(def) = pack.sku().marketplace.as_ref() else {
+        return Ok(None);
+    };
+    let (procurement_url, token_url) = marketplace_urls(args);
+    let tokens = match key_file(args) {
+        Some(path) => crate::marketplace::Tokens::from_key_file(&path)
+            .map_err(|e| ServeError::Marketplace(error_chain(&e)))?,
+        None => crate::marketplace::Tokens::new(token_url)
+            .map_err(|e| ServeError::Marketplace(error_chain(&e)))?,
+    };
+    let procurement =
+        crate::marketplace::Procurement::new(&procurement_url, def.provider_id, Arc::new(tokens))
+            .map_err(|e| ServeError::Marketplace(e.to_string()))?;
+    Ok(Some(crate::marketplace::Marketplace {
+        procurement,
+        retry: crate::marketplace::Retry::default(),
+    }))
+}
+
 /// Checks `args` against `pack`'s spec before anything is opened, and
 /// builds the inbound authentication (fetching a JWKS URL once): every
 /// problem of authentication, Pub/Sub, live actions (see
@@ -357,6 +484,11 @@ pub async fn configure(
         args.jwks.as_ref(),
         args.oidc_email.clone(),
         args.insecure_no_auth,
+        MarketplaceFlags {
+            audience: args.marketplace_audience.clone(),
+            emails: args.marketplace_oidc_email.clone(),
+            spec: sku.marketplace.is_some(),
+        },
     )
     .await
     {
@@ -371,6 +503,27 @@ pub async fn configure(
     }
     if args.actions == ActionsMode::Live {
         problems.extend(preflight::actions(sku, env));
+    }
+    if sku.marketplace.is_some() {
+        let (procurement_url, token_url) = marketplace_urls(args);
+        if let Some(why) = token_url_problem(&procurement_url, false) {
+            problems.push(Problem::new(
+                "marketplace",
+                format!("procurement url {why}"),
+            ));
+        }
+        match key_file(args) {
+            Some(path) => {
+                if let Err(error) = crate::marketplace::Tokens::from_key_file(&path) {
+                    problems.push(Problem::new("marketplace", error_chain(&error)));
+                }
+            }
+            None => {
+                if let Some(why) = token_url_problem(&token_url, true) {
+                    problems.push(Problem::new("marketplace", format!("gcp token url {why}")));
+                }
+            }
+        }
     }
     if let Err(why) = args.store.location() {
         problems.push(Problem::new("ledger", why));
@@ -416,6 +569,24 @@ pub fn check(pack: &'static dyn PolicyPack, args: &ServeArgs) -> Result<String, 
             "  pub/sub: off (`--no-pubsub`)
 ",
         );
+    }
+    if let Some(def) = &sku.marketplace {
+        let (procurement_url, token_url) = marketplace_urls(args);
+        let tokens = match key_file(args) {
+            Some(path) => format!("key file `{}`", path.display()),
+            None => format!("`{}`", crate::actuator::webhook::redacted(&token_url)),
+        };
+        let route = if auth.marketplace_push.is_some() {
+            "on"
+        } else {
+            "off (no `--marketplace-audience`)"
+        };
+        text.push_str(&format!(
+            "  marketplace: provider `{}`{}, `/marketplace/pubsub` {route}, procurement api `{}`, tokens from {tokens}\n",
+            def.provider_id,
+            if def.auto_approve { ", auto-approve" } else { "" },
+            crate::actuator::webhook::redacted(&procurement_url),
+        ));
     }
     match args.actions {
         ActionsMode::Live => {
@@ -540,8 +711,17 @@ pub fn run_until(
                 ..DispatcherOptions::default()
             },
         );
-        // Refreshes a JWKS URL's keys until the service stops serving.
-        let jwks_refresher = auth.oidc.as_ref().and_then(|oidc| oidc.spawn_refresher());
+        // Refreshes a JWKS URL's keys until the service stops serving (the
+        // Marketplace verifier shares the Pub/Sub one's keys when both exist).
+        let jwks_refresher = auth
+            .oidc
+            .as_ref()
+            .or(auth.marketplace_push.as_ref())
+            .and_then(|oidc| oidc.spawn_refresher());
+        let marketplace = marketplace_client(pack, &args)?;
+        if let Some(client) = &marketplace {
+            client.check_token().await;
+        }
         let state = AppState::new(
             Arc::clone(&registry),
             auth,
@@ -553,6 +733,7 @@ pub fn run_until(
                 shutdown_timeout,
                 actuator: Some(actuator.clone()),
                 no_pubsub: args.no_pubsub,
+                marketplace,
                 ..Options::default()
             },
         );

@@ -98,7 +98,9 @@ where
                 response: std::future::ready(Ok(refusal.into_response())),
             };
         }
-        match self.state.admit_request(self.guard == Guard::Marketplace) {
+        // Marketplace events and notifications have slots of their own.
+        let signed = matches!(self.guard, Guard::Marketplace | Guard::MarketplacePush);
+        match self.state.admit_request(signed) {
             Ok(permit) => ShedFuture::Admitted {
                 inner: tokio::time::timeout(self.state.request_timeout, self.inner.call(request)),
                 _permit: permit,

@@ -15,6 +15,7 @@ use super::observe::RefusalLog;
 use crate::actuator::Dispatcher;
 use crate::clock::Timestamp;
 use crate::ledger::{LedgerError, Rejection, Ticket};
+use crate::marketplace::Marketplace;
 use crate::receipt::Input;
 use crate::registry::{Applied, DECISION_ATTEMPTS, Registry, RegistryError};
 use crate::tenant::TenantId;
@@ -65,6 +66,9 @@ pub struct Options {
     pub auth_log_interval: Duration,
     /// `/pubsub/push` refuses every push with 403 (`--no-pubsub`).
     pub no_pubsub: bool,
+    /// The Procurement API `/marketplace/pubsub` reads and calls (`None`:
+    /// notifications are answered 503).
+    pub marketplace: Option<Marketplace>,
 }
 
 impl Default for Options {
@@ -80,6 +84,7 @@ impl Default for Options {
             min_free: MinFree::default(),
             auth_log_interval: Duration::from_secs(10),
             no_pubsub: false,
+            marketplace: None,
         }
     }
 }
@@ -97,6 +102,7 @@ impl std::fmt::Debug for Options {
             .field("min_free", &self.min_free)
             .field("auth_log_interval", &self.auth_log_interval)
             .field("no_pubsub", &self.no_pubsub)
+            .field("marketplace", &self.marketplace.is_some())
             .finish()
     }
 }
@@ -131,6 +137,7 @@ pub struct Inner {
     failed_flag: AtomicBool,
     draining: AtomicBool,
     actuator: Option<Dispatcher>,
+    marketplace: Option<Marketplace>,
     disk: Disk,
     /// The last size of a database ledger's tables, and when it was read.
     stored: tokio::sync::Mutex<Option<(std::time::Instant, Option<u64>)>>,
@@ -193,6 +200,7 @@ impl AppState {
             failed_flag: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             actuator: options.actuator,
+            marketplace: options.marketplace,
             disk: Disk::new(options.min_free),
             stored: tokio::sync::Mutex::new(None),
         }))
@@ -218,6 +226,11 @@ impl AppState {
     /// Where authentication refusals are logged.
     pub(crate) fn refusals(&self) -> &RefusalLog {
         &self.0.refusals
+    }
+
+    /// The Procurement API client of `/marketplace/pubsub`, if configured.
+    pub fn marketplace(&self) -> Option<&Marketplace> {
+        self.0.marketplace.as_ref()
     }
 
     /// The actuator's dispatcher, if one is attached.

@@ -1,14 +1,20 @@
-//! Google Cloud Marketplace: the Partner Procurement API client and the
-//! Google access tokens it authenticates with.
+//! Google Cloud Marketplace: the Partner Procurement API client, the Google
+//! access tokens it authenticates with, and the retries its calls run under.
 //!
-//! Issue 15 in progress: the spec's `entitlement.marketplace` is compiled
-//! into [`Sku::marketplace`](crate::sku::Sku::marketplace) and this client
-//! is tested against a Procurement API and a token endpoint on loopback; the
-//! `POST /marketplace/pubsub` route that will drive it from Marketplace
-//! notifications is not built yet, so nothing in the service calls it.
+//! `POST /marketplace/pubsub` ([`crate::ingress`]) drives them from
+//! Marketplace notifications; what a notification decides is pure and
+//! lives in the core ([`ggen_runtime_core::marketplace`], re-exported here).
 
 pub mod procurement;
+pub mod retry;
 pub mod token;
 
-pub use procurement::{Account, Approval, CallError, Entitlement, PROCUREMENT_URL, Procurement};
-pub use token::{METADATA_TOKEN_URL, TokenError, Tokens};
+pub use ggen_runtime_core::marketplace::{
+    Call, EVENT_TYPES, MAX_FIELD, Notice, Planned, Read, bounded, decide, decide_account,
+    known_event_type, state_of,
+};
+pub use procurement::{
+    Account, Approval, CallError, Entitlement, PROCUREMENT_URL, Procurement, plain_id,
+};
+pub use retry::{Marketplace, Retry};
+pub use token::{KeyFileError, METADATA_TOKEN_URL, TokenError, Tokens};

@@ -20,6 +20,7 @@ use super::token::{TokenError, Tokens};
 use crate::actuator::Outcome;
 use crate::actuator::webhook::{redacted, retryable_status};
 use crate::report::error_chain;
+use ggen_runtime_core::marketplace::{Call, Planned};
 
 /// Google's endpoint of the API.
 pub const PROCUREMENT_URL: &str = "https://cloudcommerceprocurement.googleapis.com/";
@@ -43,6 +44,12 @@ pub struct Entitlement {
     /// The provider.
     #[serde(default)]
     pub provider: Option<String>,
+    /// The product's external name (`guard.endpoints.provider.cloud.goog`).
+    #[serde(default)]
+    pub product_external_name: Option<String>,
+    /// The product (deprecated by Google in favour of `productExternalName`).
+    #[serde(default)]
+    pub product: Option<String>,
     /// The plan.
     #[serde(default)]
     pub plan: Option<String>,
@@ -57,6 +64,13 @@ pub struct Entitlement {
 }
 
 impl Entitlement {
+    /// The product: `productExternalName`, else the deprecated `product`.
+    pub fn product_name(&self) -> Option<&str> {
+        self.product_external_name
+            .as_deref()
+            .or(self.product.as_deref())
+    }
+
     /// The account id: the last segment of [`Entitlement::account`].
     pub fn account_id(&self) -> Option<&str> {
         self.account
@@ -126,13 +140,22 @@ pub struct Procurement {
 }
 
 /// Whether `id` may stand in a URL path as one segment.
-fn plain_id(id: &str) -> bool {
+pub fn plain_id(id: &str) -> bool {
     (1..=128).contains(&id.len())
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
         && id != "."
         && id != ".."
+}
+
+/// `text`, cut to at most `max` bytes on a character boundary.
+fn cut(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
 }
 
 fn checked<'a>(what: &str, id: &'a str) -> Result<&'a str, CallError> {
@@ -181,7 +204,16 @@ impl Procurement {
 
     /// One call: the body of a 2xx answer, or why not.
     async fn call(&self, url: String, body: Option<Value>) -> Result<Vec<u8>, CallError> {
-        let token = self.tokens.token().await?;
+        self.call_status(url, body).await.map_err(|(_, e)| e)
+    }
+
+    /// [`Procurement::call`], an error answer's status kept apart.
+    async fn call_status(
+        &self,
+        url: String,
+        body: Option<Value>,
+    ) -> Result<Vec<u8>, (Option<u16>, CallError)> {
+        let token = self.tokens.token().await.map_err(|e| (None, e.into()))?;
         let target = redacted(&self.base);
         let request = match body {
             Some(body) => self
@@ -192,17 +224,19 @@ impl Procurement {
             None => self.client.get(&url),
         };
         let response = request.bearer_auth(token).send().await.map_err(|e| {
-            CallError::Transient(format!(
+            let detail = format!(
                 "the Procurement API at `{target}` could not be reached: {}",
                 error_chain(&e.without_url())
-            ))
+            );
+            (None, CallError::Transient(detail))
         })?;
         let status = response.status().as_u16();
         let bytes = response.bytes().await.map_err(|e| {
-            CallError::Transient(format!(
+            let detail = format!(
                 "the Procurement API's answer could not be read: {}",
                 error_chain(&e.without_url())
-            ))
+            );
+            (Some(status), CallError::Transient(detail))
         })?;
         if (200..300).contains(&status) {
             return Ok(bytes.to_vec());
@@ -210,20 +244,57 @@ impl Procurement {
         let path = url.strip_prefix(&self.base).unwrap_or(&url);
         let body = String::from_utf8_lossy(&bytes[..bytes.len().min(DETAIL_BYTES)]);
         let detail = format!("the Procurement API answered `{status}` to `{path}`: {body}");
-        Err(if retryable_status(status) {
+        let error = if retryable_status(status) {
             CallError::Transient(detail)
         } else {
             CallError::Permanent(detail)
-        })
+        };
+        Err((Some(status), error))
     }
 
     async fn get<T: for<'de> Deserialize<'de>>(&self, url: String) -> Result<T, CallError> {
-        let bytes = self.call(url, None).await?;
-        serde_json::from_slice(&bytes).map_err(|e| {
+        self.find(url).await?.ok_or_else(|| {
+            CallError::Permanent("the Procurement API answered `404`: not found".to_owned())
+        })
+    }
+
+    /// A GET whose `404` is `None`.
+    async fn find<T: for<'de> Deserialize<'de>>(
+        &self,
+        url: String,
+    ) -> Result<Option<T>, CallError> {
+        let bytes = match self.call_status(url, None).await {
+            Ok(bytes) => bytes,
+            Err((Some(404), _)) => return Ok(None),
+            Err((_, error)) => return Err(error),
+        };
+        serde_json::from_slice(&bytes).map(Some).map_err(|e| {
             CallError::Permanent(format!(
                 "the Procurement API answered what is not the documented resource: {e}"
             ))
         })
+    }
+
+    /// Where its access tokens come from.
+    pub fn tokens(&self) -> &Tokens {
+        &self.tokens
+    }
+
+    /// The provider id the calls are made for.
+    pub fn provider(&self) -> &str {
+        &self.provider
+    }
+
+    /// [`Procurement::entitlement`], a `404` (deleted, or never ours) being `None`.
+    pub async fn find_entitlement(&self, id: &str) -> Result<Option<Entitlement>, CallError> {
+        let id = checked("entitlement", id)?;
+        self.find(self.url("entitlements", id, None)).await
+    }
+
+    /// [`Procurement::account`], a `404` being `None`.
+    pub async fn find_account(&self, id: &str) -> Result<Option<Account>, CallError> {
+        let id = checked("account", id)?;
+        self.find(self.url("accounts", id, None)).await
     }
 
     /// `GET v1/providers/{p}/entitlements/{id}`.
@@ -253,11 +324,7 @@ impl Procurement {
     /// are kept, as the API does).
     pub async fn reject(&self, id: &str, reason: &str) -> Result<(), CallError> {
         let id = checked("entitlement", id)?;
-        let mut end = reason.len().min(256);
-        while !reason.is_char_boundary(end) {
-            end -= 1;
-        }
-        let body = json!({ "reason": &reason[..end] });
+        let body = json!({ "reason": cut(reason, 256) });
         self.call(self.url("entitlements", id, Some("reject")), Some(body))
             .await
             .map(drop)
@@ -273,6 +340,40 @@ impl Procurement {
         )
         .await
         .map(drop)
+    }
+
+    /// `POST …/entitlements/{id}:rejectPlanChange` of `pending_plan`, with
+    /// `reason` (at most 256 bytes kept).
+    pub async fn reject_plan_change(
+        &self,
+        id: &str,
+        pending_plan: &str,
+        reason: &str,
+    ) -> Result<(), CallError> {
+        let id = checked("entitlement", id)?;
+        let body = json!({ "pendingPlanName": pending_plan, "reason": cut(reason, 256) });
+        self.call(
+            self.url("entitlements", id, Some("rejectPlanChange")),
+            Some(body),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Runs the call `planned` says (see [`ggen_runtime_core::marketplace::decide`]).
+    pub async fn execute(&self, planned: &Planned) -> Result<(), CallError> {
+        let target = planned.target.as_str();
+        let argument = planned.argument.as_deref().unwrap_or("");
+        match planned.call {
+            Call::Approve => self.approve(target).await,
+            Call::Reject => self.reject(target, argument).await,
+            Call::ApprovePlanChange => self.approve_plan_change(target, argument).await,
+            Call::RejectPlanChange => {
+                let reason = format!("plan `{argument}` is not offered by this product's governor");
+                self.reject_plan_change(target, argument, &reason).await
+            }
+            Call::ApproveAccount => self.approve_account(target, argument).await,
+        }
     }
 
     /// `POST …/accounts/{id}:approve` for the approval `approval` (`signup`).
@@ -317,6 +418,8 @@ mod tests {
             name: "providers/p/entitlements/e".to_owned(),
             account: Some("providers/p/accounts/acct-1".to_owned()),
             provider: None,
+            product_external_name: None,
+            product: None,
             plan: None,
             new_pending_plan: None,
             state: "ENTITLEMENT_ACTIVE".to_owned(),

@@ -12,6 +12,7 @@ mod harness;
 mod integrity;
 mod jwks;
 mod logs;
+mod marketplace_push;
 mod metrics;
 mod paths;
 mod preflight;

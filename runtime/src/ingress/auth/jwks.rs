@@ -93,21 +93,12 @@ impl std::fmt::Display for JwksSource {
 /// sidecars). Keys fetched in the clear from anywhere else could be swapped
 /// by anyone on the path, and with them every token forged.
 pub(crate) fn check_url(url: &reqwest::Url) -> Result<(), AuthError> {
-    // `host_str` brackets IPv6 addresses; the URL parser lowercases names.
-    let loopback = url.host_str().is_some_and(|host| {
-        host == "localhost"
-            || host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse::<std::net::IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback())
-    });
-    match url.scheme() {
-        "https" => Ok(()),
-        "http" if loopback => Ok(()),
-        _ => Err(AuthError::InsecureJwksUrl {
+    if crate::actuator::webhook::secure_url(url, &[]) {
+        Ok(())
+    } else {
+        Err(AuthError::InsecureJwksUrl {
             url: url.to_string(),
-        }),
+        })
     }
 }
 

@@ -44,6 +44,11 @@ pub const ENV_MARKETPLACE_SECRET: &str = "GOVERNOR_MARKETPLACE_SECRET";
 pub const ENV_OIDC_JWKS: &str = "GOVERNOR_OIDC_JWKS";
 /// The service account emails allowed to push (comma-separated), when `--oidc-email` is not given.
 pub const ENV_OIDC_EMAIL: &str = "GOVERNOR_OIDC_EMAIL";
+/// The audience of Marketplace push tokens, when `--marketplace-audience` is not given.
+pub const ENV_MARKETPLACE_AUDIENCE: &str = "GOVERNOR_MARKETPLACE_AUDIENCE";
+/// The service accounts allowed to push Marketplace notifications
+/// (comma-separated), when `--marketplace-oidc-email` is not given.
+pub const ENV_MARKETPLACE_OIDC_EMAIL: &str = "GOVERNOR_MARKETPLACE_OIDC_EMAIL";
 /// Clock skew tolerated on an OIDC token's `exp`, `nbf` and `iat`, in seconds.
 pub const OIDC_SKEW_S: u64 = 60;
 /// The header carrying a marketplace event's signature.
@@ -68,6 +73,9 @@ pub enum Guard {
     /// A marketplace event: the signature header's presence and shape (the
     /// HMAC needs the body and is checked by the handler).
     Marketplace,
+    /// A Google Cloud Marketplace notification pushed by Pub/Sub: an OIDC
+    /// token for the Marketplace audience and service accounts.
+    MarketplacePush,
 }
 
 /// Why the authentication configuration could not be built.
@@ -147,9 +155,26 @@ pub enum AuthError {
     /// The HTTP client for JWKS fetches could not be built.
     #[error("cannot build the http client for jwks fetches")]
     Client(#[source] reqwest::Error),
-    /// OIDC was configured for a SKU without a Pub/Sub audience.
-    #[error("a jwks was given but the sku names no pub/sub oidc audience")]
+    /// OIDC was configured for a SKU without a Pub/Sub audience (and no
+    /// Marketplace audience either).
+    #[error(
+        "a jwks was given but the sku names no pub/sub oidc audience and no `--marketplace-audience` is set"
+    )]
     NoAudience,
+    /// Marketplace push settings without a JWKS, or half of them.
+    #[error(
+        "marketplace notifications need all three of `--jwks`, `--marketplace-audience` and `--marketplace-oidc-email` (or `GOVERNOR_OIDC_JWKS`, `GOVERNOR_MARKETPLACE_AUDIENCE`, `GOVERNOR_MARKETPLACE_OIDC_EMAIL`); missing: {missing}"
+    )]
+    MarketplacePush {
+        /// What is missing.
+        missing: String,
+    },
+    /// Marketplace push settings for a SKU whose spec has no
+    /// `entitlement.marketplace` section.
+    #[error(
+        "`--marketplace-audience` was given but the spec has no `entitlement.marketplace` section"
+    )]
+    NoMarketplace,
     /// Pub/Sub OIDC without the service accounts allowed to push: any
     /// Google identity could push with the (public) audience.
     #[error(
@@ -330,6 +355,20 @@ impl Oidc {
         Ok(Oidc::over(keys, Some(remote), audience, emails))
     }
 
+    /// A verifier over the same keys (and refresher) for another
+    /// `audience` and service accounts `emails`.
+    pub fn for_audience(&self, audience: &str, emails: Vec<String>) -> Result<Oidc, AuthError> {
+        let emails = check_emails(emails)?;
+        let mut validation = self.validation.clone();
+        validation.set_audience(&[audience]);
+        Ok(Oidc {
+            keys: Arc::clone(&self.keys),
+            remote: self.remote.clone(),
+            validation,
+            emails: emails.into(),
+        })
+    }
+
     /// [`Oidc::from_file`] or [`Oidc::from_url`], as `source` says.
     pub async fn from_source(
         source: &JwksSource,
@@ -437,6 +476,8 @@ pub struct Auth {
     pub marketplace: Option<SigningKey>,
     /// Pub/Sub OIDC verification.
     pub oidc: Option<Oidc>,
+    /// OIDC verification of Marketplace notifications (`/marketplace/pubsub`).
+    pub marketplace_push: Option<Oidc>,
     /// No token and no OIDC: `/v1/*` and `/pubsub/push` are open (local experiments only).
     pub insecure: bool,
 }
@@ -467,6 +508,24 @@ pub struct AuthConfig {
     pub emails: Vec<String>,
     /// `--insecure-no-auth`.
     pub insecure: bool,
+    /// `--marketplace-audience` or `GOVERNOR_MARKETPLACE_AUDIENCE`.
+    pub marketplace_audience: Option<String>,
+    /// `--marketplace-oidc-email` or `GOVERNOR_MARKETPLACE_OIDC_EMAIL`.
+    pub marketplace_emails: Vec<String>,
+    /// Whether the spec has an `entitlement.marketplace` section.
+    pub marketplace_spec: bool,
+}
+
+/// The Marketplace push flags of `serve`, before the environment fills
+/// what they leave out.
+#[derive(Debug, Clone, Default)]
+pub struct MarketplaceFlags {
+    /// `--marketplace-audience`.
+    pub audience: Option<String>,
+    /// `--marketplace-oidc-email`.
+    pub emails: Vec<String>,
+    /// Whether the spec has an `entitlement.marketplace` section.
+    pub spec: bool,
 }
 
 impl std::fmt::Debug for AuthConfig {
@@ -478,6 +537,9 @@ impl std::fmt::Debug for AuthConfig {
             .field("jwks", &self.jwks)
             .field("emails", &self.emails)
             .field("insecure", &self.insecure)
+            .field("marketplace_audience", &self.marketplace_audience)
+            .field("marketplace_emails", &self.marketplace_emails)
+            .field("marketplace_spec", &self.marketplace_spec)
             .finish()
     }
 }
@@ -492,6 +554,7 @@ impl Auth {
         jwks: Option<&JwksSource>,
         emails: Vec<String>,
         insecure: bool,
+        marketplace: MarketplaceFlags,
     ) -> Result<Auth, AuthError> {
         let jwks = match jwks {
             Some(source) => Some(source.clone()),
@@ -503,6 +566,17 @@ impl Auth {
             (true, Some(list)) => list.split(',').map(str::to_owned).collect(),
             _ => emails,
         };
+        let marketplace_audience = match marketplace.audience {
+            Some(audience) => Some(audience),
+            None => env_secret(ENV_MARKETPLACE_AUDIENCE)?,
+        };
+        let marketplace_emails = match (
+            marketplace.emails.is_empty(),
+            env_secret(ENV_MARKETPLACE_OIDC_EMAIL)?,
+        ) {
+            (true, Some(list)) => list.split(',').map(str::to_owned).collect(),
+            _ => marketplace.emails,
+        };
         let config = AuthConfig {
             token: env_secret(ENV_AUTH_TOKEN)?,
             admin: env_secret(ENV_ADMIN_TOKEN)?,
@@ -510,6 +584,9 @@ impl Auth {
             jwks,
             emails,
             insecure,
+            marketplace_audience,
+            marketplace_emails,
+            marketplace_spec: marketplace.spec,
         };
         Auth::configure(audience, config).await
     }
@@ -527,7 +604,28 @@ impl Auth {
             jwks,
             emails,
             insecure,
+            marketplace_audience,
+            marketplace_emails,
+            marketplace_spec,
         } = config;
+        if marketplace_audience.is_some() && !marketplace_spec {
+            return Err(AuthError::NoMarketplace);
+        }
+        if marketplace_audience.is_some() || !marketplace_emails.is_empty() {
+            let missing: Vec<&str> = [
+                (jwks.is_none(), "`--jwks`"),
+                (marketplace_audience.is_none(), "`--marketplace-audience`"),
+                (marketplace_emails.is_empty(), "`--marketplace-oidc-email`"),
+            ]
+            .into_iter()
+            .filter_map(|(absent, name)| absent.then_some(name))
+            .collect();
+            if !missing.is_empty() {
+                return Err(AuthError::MarketplacePush {
+                    missing: missing.join(", "),
+                });
+            }
+        }
         if insecure {
             let configured: Vec<String> = [
                 (token.is_some(), format!("`{ENV_AUTH_TOKEN}`")),
@@ -543,22 +641,40 @@ impl Auth {
             }
         }
         // Last: everything that needs no network is checked before the fetch.
-        let oidc = match (jwks, audience) {
+        let oidc = match (&jwks, audience) {
             (Some(source), Some(audience)) => {
-                Some(Oidc::from_source(&source, audience, emails).await?)
+                Some(Oidc::from_source(source, audience, emails).await?)
             }
-            (Some(_), None) => return Err(AuthError::NoAudience),
+            (Some(_), None) if marketplace_audience.is_none() => {
+                return Err(AuthError::NoAudience);
+            }
+            (Some(_), None) if !emails.is_empty() => return Err(AuthError::NoAudience),
+            (Some(_), None) => None,
             (None, _) if !emails.is_empty() => return Err(AuthError::EmailWithoutJwks),
             (None, _) => None,
+        };
+        // The Marketplace verifier shares the Pub/Sub one's keys (one fetch,
+        // one refresher) when there is one.
+        let marketplace_push = match (&jwks, &marketplace_audience, &oidc) {
+            (Some(_), Some(aud), Some(oidc)) => Some(oidc.for_audience(aud, marketplace_emails)?),
+            (Some(source), Some(aud), None) => {
+                Some(Oidc::from_source(source, aud, marketplace_emails).await?)
+            }
+            _ => None,
         };
         let auth = Auth {
             token: token.as_deref().map(Secret::new),
             admin: admin.as_deref().map(Secret::new),
             marketplace: marketplace.map(|key| SigningKey::new(key.as_bytes())),
             oidc,
+            marketplace_push,
             insecure,
         };
-        if auth.token.is_none() && auth.oidc.is_none() && !insecure {
+        if auth.token.is_none()
+            && auth.oidc.is_none()
+            && auth.marketplace_push.is_none()
+            && !insecure
+        {
             return Err(AuthError::NoAuth);
         }
         Ok(auth)
@@ -578,6 +694,23 @@ impl Auth {
             Guard::Admin => self.admin(headers),
             Guard::PubSub => self.pubsub(headers, audience),
             Guard::Marketplace => self.marketplace_headers(headers),
+            Guard::MarketplacePush => self.marketplace_push(headers),
+        }
+    }
+
+    /// Checks a Marketplace notification push: a verified OIDC token for
+    /// the Marketplace audience and service accounts; open only with
+    /// `--insecure-no-auth` and nothing else configured.
+    pub fn marketplace_push(&self, headers: &HeaderMap) -> Result<(), IngressError> {
+        let given = bearer(headers)?;
+        match (&self.marketplace_push, given) {
+            (Some(oidc), Some(given)) => oidc.verify(given),
+            (Some(_), None) => Err(missing()),
+            (None, _) if self.insecure && self.token.is_none() && self.oidc.is_none() => Ok(()),
+            (None, _) => Err(IngressError::Forbidden {
+                reason: AuthReason::Disabled,
+                detail: "`/marketplace/pubsub` is disabled: configure `--jwks`, `--marketplace-audience` and `--marketplace-oidc-email` (or `GOVERNOR_OIDC_JWKS`, `GOVERNOR_MARKETPLACE_AUDIENCE`, `GOVERNOR_MARKETPLACE_OIDC_EMAIL`)".to_owned(),
+            }),
         }
     }
 
@@ -720,6 +853,7 @@ impl Auth {
         };
         push(self.token.is_some(), "bearer");
         push(self.oidc.is_some(), "pubsub-oidc");
+        push(self.marketplace_push.is_some(), "marketplace-oidc");
         push(self.admin.is_some(), "admin");
         push(self.marketplace.is_some(), "marketplace-hmac");
         push(self.insecure, "insecure-no-auth");

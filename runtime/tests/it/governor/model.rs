@@ -319,7 +319,7 @@ impl Model {
             rule_hit.is_some() && self.recovery >= u32::from(sku.governor.recovery_evaluations);
         let mut run = Vec::new();
         let state = self.state;
-        let not_entitled = sku.entitlement_required && self.ent != "active";
+        let not_entitled = sku.entitlement_required && !admitted(self.ent);
         let to = if not_entitled || level == Lv::Refuse {
             plain("refusing")
         } else {
@@ -391,13 +391,22 @@ impl Model {
     /// An entitlement event (by name) with an optional profile index.
     pub fn entitlement(&mut self, event: &str, plan: Option<usize>, id: Option<&str>) -> MStep {
         let to_ent = match (self.ent, event) {
+            (state, "noted") => Some(state),
             ("pending", "created") if !self.ent_seen => Some("pending"),
+            ("cancelled", "created") => Some("pending"),
             ("pending", "approved") => Some("active"),
-            ("active", "plan_changed") => Some("active"),
+            ("active", "plan_change_requested") => Some("plan_change_pending"),
+            ("active" | "plan_change_pending", "plan_changed") => Some("active"),
             ("suspended", "plan_changed") => Some("suspended"),
+            ("plan_change_pending", "plan_change_cancelled") => Some("active"),
             ("active", "suspended") => Some("suspended"),
             ("suspended", "reinstated") => Some("active"),
-            ("pending" | "active" | "suspended", "cancelled") => Some("cancelled"),
+            ("active" | "plan_change_pending", "cancellation_requested") => {
+                Some("pending_cancellation")
+            }
+            ("pending_cancellation", "cancellation_reverted") => Some("active"),
+            ("cancelled", "cancelled") => None,
+            (_, "cancelled") => Some("cancelled"),
             _ => None,
         };
         if let Some(id) = id {
@@ -412,7 +421,7 @@ impl Model {
             };
         };
         self.ent = ent;
-        self.ent_seen = true;
+        self.ent_seen |= event != "noted";
         if let Some(plan) = plan
             && plan != self.profile
         {
@@ -420,7 +429,7 @@ impl Model {
             self.forget_rules();
         }
         let required = self.pack.sku().entitlement_required;
-        let to = if required && ent != "active" {
+        let to = if required && !admitted(ent) {
             plain("refusing")
         } else {
             match self.state.name {
@@ -444,4 +453,12 @@ impl Model {
         self.forget_rules();
         self.finish(plain("stable"), Vec::new())
     }
+}
+
+/// Whether signals of a tenant whose entitlement is in `state` are acted on.
+fn admitted(state: &str) -> bool {
+    matches!(
+        state,
+        "active" | "plan_change_pending" | "pending_cancellation"
+    )
 }

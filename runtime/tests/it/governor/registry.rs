@@ -139,6 +139,7 @@ fn duplicate_ids_are_dropped_before_the_step() {
     // Same id in another namespace (entitlement) or another tenant is new.
     let ent = Input::Entitlement {
         observed: None,
+        marketplace: None,
         event: EntitlementEvent::Created,
         id: Some("m-1".into()),
         plan: None,
@@ -220,6 +221,7 @@ fn a_full_dedupe_window_refuses_new_ids_without_deciding() {
     registry.apply(&t, signal(LOAD, 1.0, None), at(12)).unwrap();
     let ent = Input::Entitlement {
         observed: None,
+        marketplace: None,
         event: EntitlementEvent::Created,
         id: Some("evt-1".into()),
         plan: None,
@@ -388,6 +390,7 @@ fn refused_entitlement_events_are_receipted_and_reported() {
     let t = tenant("acme");
     let ev = |event| Input::Entitlement {
         observed: None,
+        marketplace: None,
         event,
         id: None,
         plan: None,
@@ -425,6 +428,7 @@ fn refused_entitlement_events_are_receipted_and_reported() {
     // Plan change switches the profile.
     let plan = Input::Entitlement {
         observed: None,
+        marketplace: None,
         event: EntitlementEvent::PlanChanged,
         id: None,
         plan: Some(ggen_runtime::sku::ProfileId(1)),
@@ -717,6 +721,7 @@ fn idle_tenants_stay_small() {
             &t,
             Input::Entitlement {
                 observed: None,
+                marketplace: None,
                 event: EntitlementEvent::Created,
                 id: None,
                 plan: None,
@@ -757,6 +762,7 @@ fn every_transition_is_counted_where_it_happens() {
     apply(
         Input::Entitlement {
             observed: None,
+            marketplace: None,
             event: EntitlementEvent::Approved,
             id: None,
             plan: None,

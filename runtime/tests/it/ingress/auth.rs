@@ -174,25 +174,37 @@ async fn routes_without_a_configured_secret_are_forbidden() {
 #[tokio::test]
 async fn serve_refuses_to_start_without_auth() {
     // No GOVERNOR_* variables are set in the test environment.
-    let error = Auth::from_env(Some(AUDIENCE), None, Vec::new(), false)
+    let error = Auth::from_env(Some(AUDIENCE), None, Vec::new(), false, Default::default())
         .await
         .unwrap_err();
     assert!(error.to_string().contains("--insecure-no-auth"), "{error}");
-    let insecure = Auth::from_env(Some(AUDIENCE), None, Vec::new(), true)
+    let insecure = Auth::from_env(Some(AUDIENCE), None, Vec::new(), true, Default::default())
         .await
         .unwrap();
     assert!(insecure.insecure);
     let file = JwksSource::File(fixture("jwks.json"));
-    let oidc = Auth::from_env(Some(AUDIENCE), Some(&file), vec![EMAIL.to_owned()], false)
-        .await
-        .unwrap();
+    let oidc = Auth::from_env(
+        Some(AUDIENCE),
+        Some(&file),
+        vec![EMAIL.to_owned()],
+        false,
+        Default::default(),
+    )
+    .await
+    .unwrap();
     assert!(oidc.oidc.is_some());
     // A file's keys are fixed: there is nothing to refresh.
     assert!(oidc.oidc.unwrap().spawn_refresher().is_none());
     assert!(
-        Auth::from_env(None, Some(&file), vec![EMAIL.to_owned()], false)
-            .await
-            .is_err()
+        Auth::from_env(
+            None,
+            Some(&file),
+            vec![EMAIL.to_owned()],
+            false,
+            Default::default()
+        )
+        .await
+        .is_err()
     );
 }
 

@@ -141,6 +141,11 @@ fn governor_child() {
         // The test SKUs name a Pub/Sub audience: `serve` needs its keys.
         jwks: Some(JwksSource::File(super::harness::fixture("jwks.json"))),
         oidc_email: vec![super::auth::EMAIL.to_owned()],
+        marketplace_audience: None,
+        marketplace_oidc_email: Vec::new(),
+        procurement_url: None,
+        gcp_token_url: None,
+        gcp_key_file: None,
         max_in_flight: 1024,
         min_free: Default::default(),
         retain: std::env::var(CHILD_RETAIN).ok().map(|r| r.parse().unwrap()),

@@ -47,6 +47,7 @@ pub fn full_auth() -> Auth {
         oidc: Some(
             Oidc::from_file(&fixture("jwks.json"), AUDIENCE, vec![EMAIL.to_owned()]).unwrap(),
         ),
+        marketplace_push: None,
         insecure: false,
     }
 }

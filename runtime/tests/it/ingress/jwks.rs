@@ -158,9 +158,15 @@ async fn a_token_verifies_against_keys_fetched_from_a_url() {
     let source = server.source();
     assert!(matches!(source, JwksSource::Url(_)), "{source:?}");
     // No GOVERNOR_* variables are set in the test environment: OIDC only.
-    let auth = Auth::from_env(Some(AUDIENCE), Some(&source), vec![EMAIL.to_owned()], false)
-        .await
-        .unwrap();
+    let auth = Auth::from_env(
+        Some(AUDIENCE),
+        Some(&source),
+        vec![EMAIL.to_owned()],
+        false,
+        Default::default(),
+    )
+    .await
+    .unwrap();
     assert_eq!(auth.describe(), ["pubsub-oidc"]);
     assert_eq!(server.hits(), 1);
     let service = Service::over(
@@ -251,6 +257,11 @@ fn serve_with_jwks(url: &str, ledger: &std::path::Path) -> service::ServeError {
         log_format: LogFormat::Text,
         jwks: Some(JwksSource::parse(url).unwrap()),
         oidc_email: vec![EMAIL.to_owned()],
+        marketplace_audience: None,
+        marketplace_oidc_email: Vec::new(),
+        procurement_url: None,
+        gcp_token_url: None,
+        gcp_key_file: None,
         max_in_flight: 16,
         min_free: Default::default(),
         retain: None,

@@ -346,3 +346,99 @@ fn serve_check_reports_what_serve_would_start_with_and_opens_nothing() {
     }
     assert!(!ledger.exists(), "--check created the ledger");
 }
+
+#[test]
+fn marketplace_settings_are_checked_before_anything_opens() {
+    use super::sku::SOLD;
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("ledger");
+    let jwks = fixture("jwks.json");
+    let jwks = jwks.to_str().unwrap();
+    // Half the push settings; plain http to a remote API; a missing key file.
+    let (text, code) = refused(
+        &SOLD,
+        args(
+            &ledger,
+            &[
+                "--insecure-no-auth",
+                "--marketplace-audience",
+                "https://governor.test/marketplace/pubsub",
+                "--procurement-url",
+                "http://procurement.example/",
+                "--gcp-key-file",
+                "/nonexistent/key.json",
+            ],
+        ),
+    );
+    assert_eq!(code, 1, "{text}");
+    for expected in [
+        "missing: `--jwks`, `--marketplace-oidc-email`",
+        "procurement url `http://procurement.example` is plain `http://`",
+        "/nonexistent/key.json",
+    ] {
+        assert!(text.contains(expected), "{expected}: {text}");
+    }
+    // A plain-http token endpoint off loopback and off the metadata server.
+    let (text, _) = refused(
+        &SOLD,
+        args(
+            &ledger,
+            &[
+                "--insecure-no-auth",
+                "--gcp-token-url",
+                "http://tokens.example/token",
+            ],
+        ),
+    );
+    assert!(
+        text.contains("gcp token url `http://tokens.example` is plain `http://`"),
+        "{text}"
+    );
+    // Push settings for a spec that is not sold on the Marketplace.
+    let (text, _) = refused(
+        &GUARD,
+        args(
+            &ledger,
+            &[
+                "--jwks",
+                jwks,
+                "--oidc-email",
+                EMAIL,
+                "--marketplace-audience",
+                "https://governor.test/marketplace/pubsub",
+                "--marketplace-oidc-email",
+                "push@provider.iam.gserviceaccount.com",
+            ],
+        ),
+    );
+    assert!(
+        text.contains("no `entitlement.marketplace` section"),
+        "{text}"
+    );
+    assert!(!ledger.exists(), "the ledger was touched: {text}");
+
+    // Complete: `serve --check` says what the route and client will use.
+    let ok = args(
+        &ledger,
+        &[
+            "--jwks",
+            jwks,
+            "--oidc-email",
+            EMAIL,
+            "--marketplace-audience",
+            "https://governor.test/marketplace/pubsub",
+            "--marketplace-oidc-email",
+            "push@provider.iam.gserviceaccount.com",
+            "--gcp-token-url",
+            "http://127.0.0.1:9/token",
+            "--actions",
+            "log",
+        ],
+    );
+    let text = service::check(&SOLD, &ok).unwrap();
+    assert!(
+        text.contains("marketplace: provider `acme-partner`, auto-approve, `/marketplace/pubsub` on, procurement api `https://cloudcommerceprocurement.googleapis.com`, tokens from `http://127.0.0.1:9`"),
+        "{text}"
+    );
+    assert!(text.contains("marketplace-oidc"), "{text}");
+}

@@ -134,6 +134,7 @@ fn two_replicas_on_the_same_tenants_never_fork_and_record_each_input_once() {
                             id: Some(format!("e-{thread}-{i}")),
                             plan: None,
                             observed: None,
+                            marketplace: None,
                         },
                         13 => Input::Reset {
                             reason: "test".to_owned(),

@@ -3,8 +3,8 @@
 //! small body limit.
 
 use ggen_runtime::sku::{
-    ActionDef, ActionId, Adapter, Direction, GovernorTiming, IngressDef, ProfileDef, ProfileId,
-    Rule, SignalDef, SignalId, Sku, TablePack,
+    ActionDef, ActionId, Adapter, Direction, GovernorTiming, IngressDef, MarketplaceDef,
+    MarketplacePlan, ProfileDef, ProfileId, Rule, SignalDef, SignalId, Sku, TablePack,
 };
 
 /// The audience Pub/Sub OIDC tokens must name.
@@ -175,3 +175,50 @@ static BROKEN_SKU: Sku = with_actions(&BROKEN_ACTIONS, Some(AUDIENCE));
 
 /// A SKU whose live actions cannot work: `serve` refuses to start it.
 pub static BROKEN: TablePack = TablePack(&BROKEN_SKU);
+
+/// The Marketplace provider id of [`SOLD`].
+pub const PROVIDER: &str = "acme-partner";
+/// The product (`productExternalName`) [`SOLD`] governs.
+pub const PRODUCT: &str = "guard.endpoints.provider.cloud.goog";
+
+/// [`SOLD`]'s plans: `basic-monthly` → `standard`, `pro-monthly` → `enterprise`.
+static SOLD_PLANS: [MarketplacePlan; 2] = [
+    MarketplacePlan {
+        name: "basic-monthly",
+        profile: ProfileId(0),
+    },
+    MarketplacePlan {
+        name: "pro-monthly",
+        profile: ProfileId(1),
+    },
+];
+
+static SOLD_SKU: Sku = Sku {
+    id: "ingress_guard_sold",
+    entitlement_required: true,
+    marketplace: Some(MarketplaceDef {
+        provider_id: PROVIDER,
+        product: Some(PRODUCT),
+        auto_approve: true,
+        plans: &SOLD_PLANS,
+    }),
+    ..GUARD_SKU
+};
+
+static WATCHED_SKU: Sku = Sku {
+    id: "ingress_guard_watched",
+    entitlement_required: true,
+    marketplace: Some(MarketplaceDef {
+        provider_id: PROVIDER,
+        product: None,
+        auto_approve: false,
+        plans: &SOLD_PLANS,
+    }),
+    ..GUARD_SKU
+};
+
+/// Like [`GUARD`], sold on Google Cloud Marketplace with `auto_approve`
+/// (entitlement required).
+pub static SOLD: TablePack = TablePack(&SOLD_SKU);
+/// Like [`SOLD`] without `auto_approve`: the governor only follows.
+pub static WATCHED: TablePack = TablePack(&WATCHED_SKU);
