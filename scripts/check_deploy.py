@@ -402,6 +402,10 @@ def start(crate: Path, workload: dict, bin_dir: Path, found: Findings) -> None:
                 env[name] = fresh_schema(url, f"deploy_{crate.name}")
             elif key == "oidc-email":
                 env[name] = "pusher@example-project.iam.gserviceaccount.com"
+            elif key == "marketplace-oidc-email":
+                env[name] = "marketplace-push@example-project.iam.gserviceaccount.com"
+            elif key == "marketplace-audience":
+                env[name] = "https://governor.example/marketplace/pubsub"
             elif key == "webhook-url":
                 env[name] = "http://127.0.0.1:9/hooks"
             else:

@@ -165,6 +165,20 @@ pub enum EntitlementError {
         /// The refused event.
         event: EntitlementEvent,
     },
+    /// A Marketplace notification about another entitlement than the one
+    /// the tenant follows (the tenant is the account; it holds one live
+    /// entitlement at a time).
+    #[error(
+        "entitlement `{got}` is not the one this tenant follows (`{follows}`, {state}): an account holds one live entitlement"
+    )]
+    OtherEntitlement {
+        /// The entitlement the tenant follows.
+        follows: String,
+        /// The tenant's state (not cancelled).
+        state: EntitlementState,
+        /// The entitlement the notification is about (at most 128 characters).
+        got: String,
+    },
     /// The event name is not one of the marketplace events.
     #[error(
         "unknown entitlement event `{name}`: expected created, approved, plan_change_requested, plan_changed, plan_change_cancelled, suspended, reinstated, cancellation_requested, cancellation_reverted, cancelled or noted"
@@ -188,13 +202,18 @@ impl FromStr for EntitlementEvent {
     }
 }
 
-/// One tenant's entitlement: its state and whether any event was seen yet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// One tenant's entitlement: its state, whether any event was seen yet,
+/// and the Google Cloud Marketplace entitlement it follows, if any.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entitlement {
     /// Current state.
     state: EntitlementState,
     /// Whether an event was accepted already (`created` is only valid before).
     seen: bool,
+    /// The Marketplace entitlement id the tenant follows (written only once
+    /// a Marketplace notification moved it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    follows: Option<Box<str>>,
 }
 
 impl Default for Entitlement {
@@ -209,6 +228,7 @@ impl Entitlement {
         Entitlement {
             state: EntitlementState::Pending,
             seen: false,
+            follows: None,
         }
     }
 
@@ -281,6 +301,52 @@ impl Entitlement {
             (S::Cancelled, S::Cancelled) => E::Noted,
             (_, S::Cancelled) => E::Cancelled,
         }
+    }
+
+    /// The Marketplace entitlement id the tenant follows, once one moved it.
+    pub fn follows(&self) -> Option<&str> {
+        self.follows.as_deref()
+    }
+
+    /// Whether a notification about Marketplace entitlement `id` may move
+    /// this tenant: it follows no entitlement yet, or this one, or it is
+    /// cancelled (a new purchase starts over).
+    pub fn check_follow(&self, id: &str) -> Result<(), EntitlementError> {
+        match self.follows.as_deref() {
+            Some(follows) if follows != id && self.state != EntitlementState::Cancelled => {
+                Err(EntitlementError::OtherEntitlement {
+                    follows: follows.to_owned(),
+                    state: self.state,
+                    got: id.chars().take(128).collect(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Follows Google Cloud Marketplace: entitlement `id` (none for an
+    /// account notification) is in `target` as the Procurement API reads
+    /// it (none: a state the tenant does not track; nothing changes), and
+    /// `event` names the move ([`Entitlement::toward`]). The read state is
+    /// the truth, so any state may follow any other (Pub/Sub reorders and
+    /// redelivers, and a notification may be the first one heard of an
+    /// entitlement); only another entitlement than the one followed is
+    /// refused ([`Entitlement::check_follow`]). On error nothing changes.
+    pub fn sync(
+        &mut self,
+        id: Option<&str>,
+        target: Option<EntitlementState>,
+        event: EntitlementEvent,
+    ) -> Result<EntitlementState, EntitlementError> {
+        if let Some(id) = id {
+            self.check_follow(id)?;
+            self.follows = Some(id.into());
+        }
+        if let Some(target) = target {
+            self.state = target;
+        }
+        self.seen |= event != EntitlementEvent::Noted;
+        Ok(self.state)
     }
 
     /// Applies `event`; on error the entitlement is unchanged.
@@ -363,7 +429,7 @@ mod tests {
             let valid = valid(start);
             for event in E::ALL {
                 let mut e = start.map_or_else(Entitlement::new, at);
-                let before = e;
+                let before = e.clone();
                 let expected = valid.iter().find(|(v, _)| *v == event).map(|(_, to)| *to);
                 match (e.apply(event), expected) {
                     (Ok(to), Some(want)) => {
@@ -426,6 +492,66 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_tenant_follows_one_marketplace_entitlement_at_a_time() {
+        let mut e = Entitlement::new();
+        assert_eq!(
+            e.sync(Some("e1"), Some(S::Pending), E::Created),
+            Ok(S::Pending)
+        );
+        assert_eq!(e.follows(), Some("e1"));
+        // Any state follows any other for the followed entitlement (even
+        // one step "skipped": Pub/Sub reorders).
+        assert_eq!(
+            e.sync(
+                Some("e1"),
+                Some(S::PendingCancellation),
+                E::CancellationRequested
+            ),
+            Ok(S::PendingCancellation)
+        );
+        assert_eq!(
+            e.sync(Some("e1"), Some(S::Active), E::CancellationReverted),
+            Ok(S::Active)
+        );
+        // Another entitlement of the account while this one lives: refused, nothing changes.
+        let before = e.clone();
+        let err = e
+            .sync(Some("e2"), Some(S::Cancelled), E::Cancelled)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "entitlement `e2` is not the one this tenant follows (`e1`, active): an account holds one live entitlement"
+        );
+        assert_eq!(e, before);
+        assert!(e.check_follow("e2").is_err() && e.check_follow("e1").is_ok());
+        // Account notifications (no entitlement) and unknown states change nothing.
+        assert_eq!(e.sync(None, None, E::Noted), Ok(S::Active));
+        assert_eq!(e.sync(Some("e1"), None, E::Noted), Ok(S::Active));
+        // Once cancelled, a new purchase is followed.
+        assert_eq!(
+            e.sync(Some("e1"), Some(S::Cancelled), E::Cancelled),
+            Ok(S::Cancelled)
+        );
+        assert_eq!(
+            e.sync(Some("e2"), Some(S::Active), E::Approved),
+            Ok(S::Active)
+        );
+        assert_eq!(e.follows(), Some("e2"));
+        assert!(e.check_follow("e1").is_err(), "the old one is stale now");
+    }
+
+    #[test]
+    fn follows_is_left_out_of_the_serialized_form_until_set() {
+        let fresh = serde_json::to_string(&Entitlement::new()).unwrap();
+        assert_eq!(fresh, r#"{"state":"pending","seen":false}"#);
+        let mut e = Entitlement::new();
+        e.sync(Some("e1"), Some(S::Active), E::Approved).unwrap();
+        let text = serde_json::to_string(&e).unwrap();
+        assert_eq!(serde_json::from_str::<Entitlement>(&text).unwrap(), e);
+        assert!(text.contains(r#""follows":"e1""#), "{text}");
+    }
+
     /// Any start, reachable by a path of valid events.
     fn any_entitlement() -> impl Strategy<Value = Entitlement> {
         proptest::collection::vec(0..E::ALL.len(), 0..12).prop_map(|events| {
@@ -448,12 +574,12 @@ mod tests {
             plan_differs in any::<bool>(),
         ) {
             let target = S::ALL[target];
-            let mut e = start;
+            let mut e = start.clone();
             let event = start.toward(target, plan_differs);
             match e.apply(event) {
                 Ok(to) => prop_assert_eq!(to, target, "{:?} toward {} by {}", start, target, event),
                 Err(_) => {
-                    prop_assert_eq!(e, start);
+                    prop_assert_eq!(&e, &start);
                     let reachable = E::ALL.iter().any(|&other| start.next(other) == Ok(target));
                     prop_assert!(!reachable, "{:?} toward {}: {} refused, yet reachable", start, target, event);
                 }

@@ -231,7 +231,9 @@ impl Registry {
         let dispatch = decided.step.as_ref().map_or(&[][..], |s| &s.dispatch[..]);
         self.commit(entry, receipt, dispatch, &mut applied)?;
         entry.governor = decided.governor;
-        entry.entitlement = decided.entitlement;
+        if let Some(entitlement) = decided.entitlement {
+            entry.entitlement = entitlement;
+        }
         if let Some(seen) = seen {
             self.with_recent(entry, |recent| recent.push_checked(seen));
             applied.id = Some(seen);

@@ -48,6 +48,7 @@ use crate::clock::Timestamp;
 use crate::entitlement::{Entitlement, EntitlementError, EntitlementState};
 use crate::fsm::{Event, Governor, State, Step};
 use crate::ledger::{Hash, Head, Ledger, LedgerError};
+use crate::marketplace;
 use crate::receipt::{IdempotencyKey, Input, Kind, ReceiptError};
 use crate::sku::PolicyPack;
 use crate::tenant::TenantId;
@@ -221,7 +222,7 @@ impl Tenant {
     fn export(&self) -> TenantState {
         TenantState {
             governor: self.governor.clone(),
-            entitlement: self.entitlement,
+            entitlement: self.entitlement.clone(),
             seq: self.head.seq,
             hash: self.head.hash,
             last_at: self.last_at,
@@ -261,8 +262,9 @@ impl Tenant {
 struct Decided {
     /// The governor after the step (unchanged if no step ran).
     governor: Governor,
-    /// The entitlement after a valid entitlement event.
-    entitlement: Entitlement,
+    /// The entitlement after a valid entitlement event (`None`: unchanged;
+    /// only entitlement inputs clone it).
+    entitlement: Option<Entitlement>,
     /// Entitlement `(from, to)` for entitlement events.
     transition: Option<(EntitlementState, EntitlementState)>,
     /// The step, if one ran.
@@ -424,7 +426,7 @@ impl Registry {
     ) -> Decided {
         let mut decided = Decided {
             governor: t.governor.clone(),
-            entitlement: t.entitlement,
+            entitlement: None,
             transition: None,
             step: None,
             refused: None,
@@ -444,13 +446,30 @@ impl Registry {
                 })
             }
             Input::Reset { .. } => Some(Event::Reset),
-            Input::Entitlement { event, plan, .. } => {
+            Input::Entitlement {
+                event,
+                plan,
+                marketplace,
+                ..
+            } => {
                 let from = t.entitlement.state();
-                match decided.entitlement.apply(*event) {
+                let mut entitlement = t.entitlement.clone();
+                let moved = match marketplace.as_deref() {
+                    // Google Cloud Marketplace: follow the state as read.
+                    Some(notice) => entitlement.sync(
+                        notice.entitlement.as_deref(),
+                        notice.state.as_deref().and_then(marketplace::state_of),
+                        *event,
+                    ),
+                    None => entitlement.apply(*event),
+                };
+                let active = entitlement.is_active();
+                decided.entitlement = Some(entitlement);
+                match moved {
                     Ok(to) => {
                         decided.transition = Some((from, to));
                         Some(Event::Entitlement {
-                            active: decided.entitlement.is_active(),
+                            active,
                             profile: *plan,
                         })
                     }

@@ -368,7 +368,9 @@ impl Registry {
             Carried::Input(input) => {
                 let decided = self.decide(t, &parsed.tenant, &input, parsed.at, parsed.seq);
                 t.governor = decided.governor;
-                t.entitlement = decided.entitlement;
+                if let Some(entitlement) = decided.entitlement {
+                    t.entitlement = entitlement;
+                }
                 if let Some(seen) = super::seen(&input, parsed.at) {
                     self.with_recent(t, |recent| recent.insert(seen, &self.dedupe));
                 }

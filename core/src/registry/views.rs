@@ -93,7 +93,7 @@ impl Registry {
             let key = id_key(input.id_space(), id);
             t.recent.holds(&key, input.kind() == Kind::Entitlement)
         });
-        (t.entitlement, t.governor.profile(), seen)
+        (t.entitlement.clone(), t.governor.profile(), seen)
     }
 
     /// A tenant as operators see it.

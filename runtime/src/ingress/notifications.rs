@@ -44,6 +44,7 @@ use super::metrics::{CallOutcome, NotificationOutcome};
 use super::pubsub::{Envelope, decode_bytes};
 use super::signals;
 use super::state::AppState;
+use crate::actuator::Jitter;
 use crate::entitlement::EntitlementEvent;
 use crate::marketplace::{
     CallError, Marketplace, Notice, Planned, Read, bounded, decide, decide_account,
@@ -133,6 +134,9 @@ async fn handle(
             detail: format!("`message.data` is not a marketplace notification: {e}"),
         })?;
     signals::check_id(Some(&notification.event_id))?;
+    if notification.event_id.is_empty() {
+        return Err(IngressError::bad("`eventId` is empty"));
+    }
     let Some(client) = state.marketplace() else {
         return Err(IngressError::Upstream {
             detail: "no Procurement API client is configured".to_owned(),
@@ -261,6 +265,10 @@ async fn entitlement(n: Notified<'_>) -> Handled {
             );
             return reject(state, notification, reason, started).await;
         }
+        Err((CallError::Permanent(detail), _)) => {
+            let reason = format!("entitlement `{}` cannot be read: {detail}", bounded(id));
+            return reject(state, notification, reason, started).await;
+        }
         Err((error, attempts)) => {
             return Err(upstream("reading the entitlement", error, attempts));
         }
@@ -275,7 +283,11 @@ async fn entitlement(n: Notified<'_>) -> Handled {
         );
         return reject(state, notification, reason, started).await;
     }
-    let Some(tenant) = read.account_id().and_then(|a| TenantId::new(a).ok()) else {
+    let tenant = read
+        .account_id()
+        .filter(|account| *account != CHAIN)
+        .and_then(|account| TenantId::new(account).ok());
+    let Some(tenant) = tenant else {
         let reason = format!(
             "entitlement `{}` names no account usable as a tenant id",
             bounded(id)
@@ -298,9 +310,6 @@ async fn entitlement(n: Notified<'_>) -> Handled {
         marketplace: Some(Box::new(notice)),
     };
     let (current, current_profile, seen) = state.registry.entitlement_of(&tenant, &input);
-    if seen {
-        return Ok(NotificationOutcome::Duplicate);
-    }
     let plan_differs = profile.is_some_and(|p| p != current_profile);
     let event = state_of(&read.state).map_or(EntitlementEvent::Noted, |target| {
         current.toward(target, plan_differs)
@@ -308,18 +317,21 @@ async fn entitlement(n: Notified<'_>) -> Handled {
     if let Input::Entitlement { event: e, .. } = &mut input {
         *e = event;
     }
-    let accepted = current.next(event).is_ok();
-    let planned = decide(
-        def,
-        &Read {
-            id,
-            state: &read.state,
-            plan: read.plan.as_deref(),
-            new_pending_plan: read.new_pending_plan.as_deref(),
-        },
-        accepted,
-    );
-    settle(state, client, tenant, input, planned, started).await
+    // Another entitlement of an account whose tenant follows a live one is
+    // refused by the registry too (and, activation requested, rejected).
+    let accepted = current.check_follow(id).is_ok();
+    let read = Read {
+        id,
+        state: &read.state,
+        plan: read.plan.as_deref(),
+        new_pending_plan: read.new_pending_plan.as_deref(),
+    };
+    let planned = decide(def, &read, accepted);
+    let recheck = Recheck::Entitlement { def, id, accepted };
+    settle(
+        state, client, tenant, input, planned, seen, recheck, started,
+    )
+    .await
 }
 
 /// An account notification: read the account, maybe approve its sign-up.
@@ -334,7 +346,7 @@ async fn account(n: Notified<'_>) -> Handled {
         started,
     } = n;
     let id = subject.id.as_str();
-    let Ok(tenant) = TenantId::new(id) else {
+    let Some(tenant) = TenantId::new(id).ok().filter(|t| t.as_str() != CHAIN) else {
         let reason = format!("account `{}` is not usable as a tenant id", bounded(id));
         return reject(state, notification, reason, started).await;
     };
@@ -344,6 +356,10 @@ async fn account(n: Notified<'_>) -> Handled {
         .await;
     let read = match found {
         Ok((read, _)) => read,
+        Err((CallError::Permanent(detail), _)) => {
+            let reason = format!("account `{}` cannot be read: {detail}", bounded(id));
+            return reject(state, notification, reason, started).await;
+        }
         Err((error, attempts)) => return Err(upstream("reading the account", error, attempts)),
     };
     let signup = read.as_ref().and_then(|a| {
@@ -370,58 +386,40 @@ async fn account(n: Notified<'_>) -> Handled {
         marketplace: Some(Box::new(notice)),
     };
     let (_, _, seen) = state.registry.entitlement_of(&tenant, &input);
-    if seen {
-        return Ok(NotificationOutcome::Duplicate);
-    }
     let planned = decide_account(def, id, signup);
-    settle(state, client, tenant, input, planned, started).await
+    let recheck = Recheck::Account { def, id };
+    settle(
+        state, client, tenant, input, planned, seen, recheck, started,
+    )
+    .await
 }
 
-/// Runs `planned` (if any), then receipts the notification and the call's
-/// outcome on `tenant`'s chain.
+/// Runs `planned` (if any; not for a notification already `seen`), then
+/// receipts the notification and the call's outcome on `tenant`'s chain.
+/// A notification seen before goes through the registry all the same: if
+/// the first delivery's receipt turns out not to be on record (it failed
+/// after its id was noted), this one takes its place and makes the call.
+#[allow(clippy::too_many_arguments)]
 async fn settle(
     state: &AppState,
     client: &Marketplace,
     tenant: TenantId,
     input: Input,
     planned: Option<Planned>,
+    seen: bool,
+    recheck: Recheck<'_>,
     started: Instant,
 ) -> Handled {
-    let outcome = match &planned {
-        None => None,
-        Some(planned) => {
-            let seed = format!("{tenant}:{}", planned.call);
-            match client
-                .retry
-                .run(&seed, || client.procurement.execute(planned))
-                .await
-            {
-                Ok(((), attempts)) => {
-                    state.metrics().procurement(planned.call, CallOutcome::Ok);
-                    Some((true, format!("ok (attempt {attempts}/{attempts})")))
-                }
-                Err((CallError::Permanent(detail), attempts)) => {
-                    state
-                        .metrics()
-                        .procurement(planned.call, CallOutcome::Failed);
-                    Some((false, format!("{detail} (attempt {attempts})")))
-                }
-                Err((error, attempts)) => {
-                    state
-                        .metrics()
-                        .procurement(planned.call, CallOutcome::Unavailable);
-                    return Err(upstream(
-                        &format!("procurement call `{}`", planned.call),
-                        error,
-                        attempts,
-                    ));
-                }
-            }
-        }
+    let mut outcome = match (&planned, seen) {
+        (Some(planned), false) => Some(call(state, client, planned, &recheck).await?),
+        _ => None,
     };
     let applied = state.decide(&tenant, input, started).await?;
     if applied.duplicate {
         return Ok(NotificationOutcome::Duplicate);
+    }
+    if let (Some(planned), None) = (&planned, &outcome) {
+        outcome = Some(call(state, client, planned, &recheck).await?);
     }
     if let (Some(planned), Some((ok, detail))) = (planned, outcome) {
         let key = format!("{tenant}:{}:{}", applied.last_seq, planned.call);
@@ -436,4 +434,121 @@ async fn settle(
         state.decide(&tenant, result, started).await?;
     }
     Ok(NotificationOutcome::Applied)
+}
+
+/// How to read again whether a call is still called for.
+enum Recheck<'a> {
+    /// Read the entitlement and decide again.
+    Entitlement {
+        def: &'a MarketplaceDef,
+        id: &'a str,
+        accepted: bool,
+    },
+    /// Read the account and decide again.
+    Account {
+        def: &'a MarketplaceDef,
+        id: &'a str,
+    },
+}
+
+impl Recheck<'_> {
+    /// Whether `planned` is still what a fresh read calls for (a failed
+    /// read says yes: the call is tried again).
+    async fn still_needed(&self, client: &Marketplace, planned: &Planned) -> bool {
+        let again = match *self {
+            Recheck::Entitlement { def, id, accepted } => {
+                match client.procurement.find_entitlement(id).await {
+                    Ok(Some(read)) => {
+                        let read = Read {
+                            id,
+                            state: &read.state,
+                            plan: read.plan.as_deref(),
+                            new_pending_plan: read.new_pending_plan.as_deref(),
+                        };
+                        decide(def, &read, accepted)
+                    }
+                    Ok(None) => None,
+                    Err(_) => return true,
+                }
+            }
+            Recheck::Account { def, id } => match client.procurement.find_account(id).await {
+                Ok(Some(read)) => {
+                    let signup = read
+                        .approvals
+                        .iter()
+                        .find(|approval| approval.name == "signup")
+                        .map(|approval| approval.state.as_str());
+                    decide_account(def, id, signup)
+                }
+                Ok(None) => None,
+                Err(_) => return true,
+            },
+        };
+        again.as_ref() == Some(planned)
+    }
+}
+
+/// Makes `planned`'s call: up to the retry's attempts, each bounded in
+/// time, with backoff between transient failures; before another attempt,
+/// `recheck` reads again whether the call is still called for (a
+/// timed-out attempt may have taken effect, and is not made twice). Its
+/// success and what the API said, or 503 when every attempt failed
+/// transiently.
+async fn call(
+    state: &AppState,
+    client: &Marketplace,
+    planned: &Planned,
+    recheck: &Recheck<'_>,
+) -> Result<(bool, String), IngressError> {
+    let retry = &client.retry;
+    let attempts = retry.attempts.max(1);
+    let mut jitter = Jitter::for_key(&format!("{}:{}", planned.target, planned.call));
+    let mut attempt = 1;
+    let last = loop {
+        let result = tokio::time::timeout(retry.timeout, client.procurement.execute(planned))
+            .await
+            .unwrap_or_else(|_| {
+                Err(CallError::Transient(format!(
+                    "the Procurement API did not answer within {} ms",
+                    retry.timeout.as_millis()
+                )))
+            });
+        match result {
+            Ok(()) => {
+                state.metrics().procurement(planned.call, CallOutcome::Ok);
+                return Ok((true, format!("ok (attempt {attempt}/{attempts})")));
+            }
+            Err(CallError::Permanent(detail)) => {
+                state
+                    .metrics()
+                    .procurement(planned.call, CallOutcome::Failed);
+                return Ok((false, format!("{detail} (attempt {attempt}/{attempts})")));
+            }
+            Err(error) if attempt >= attempts => break error,
+            Err(error) => {
+                tracing::debug!(call = %planned.call, attempt, error = %error, "procurement call failed; retrying");
+                tokio::time::sleep(retry.backoff.delay(attempt, &mut jitter)).await;
+                attempt += 1;
+                let needed =
+                    tokio::time::timeout(retry.timeout, recheck.still_needed(client, planned));
+                if !needed.await.unwrap_or(true) {
+                    state.metrics().procurement(planned.call, CallOutcome::Ok);
+                    return Ok((
+                        true,
+                        format!(
+                            "ok: an earlier attempt took effect, the read no longer calls for it (attempt {attempt}/{attempts})"
+                        ),
+                    ));
+                }
+            }
+        }
+    };
+    state
+        .metrics()
+        .procurement(planned.call, CallOutcome::Unavailable);
+    Err(upstream(
+        &format!("procurement call `{}`", planned.call),
+        last,
+        attempts,
+    ))
 }

@@ -578,6 +578,8 @@ pub fn check(pack: &'static dyn PolicyPack, args: &ServeArgs) -> Result<String, 
         };
         let route = if auth.marketplace_push.is_some() {
             "on"
+        } else if auth.insecure && auth.token.is_none() && auth.oidc.is_none() {
+            "open to anyone (`--insecure-no-auth`)"
         } else {
             "off (no `--marketplace-audience`)"
         };
@@ -640,7 +642,9 @@ pub fn run_until(
         .block_on(configure(pack, &args, &Environment::from_env()))
         .map_err(ServeError::Preflight)?;
     if auth.insecure {
-        tracing::warn!("--insecure-no-auth: `/v1` and `/pubsub/push` accept anyone");
+        tracing::warn!(
+            "--insecure-no-auth: `/v1`, `/pubsub/push` and `/marketplace/pubsub` accept anyone"
+        );
     }
     if args.no_pubsub {
         tracing::info!("--no-pubsub: `/pubsub/push` refuses every push");
@@ -720,7 +724,8 @@ pub fn run_until(
             .and_then(|oidc| oidc.spawn_refresher());
         let marketplace = marketplace_client(pack, &args)?;
         if let Some(client) = &marketplace {
-            client.check_token().await;
+            // Logged either way; a missing token costs redeliveries, not the start.
+            let _ = client.check_token().await;
         }
         let state = AppState::new(
             Arc::clone(&registry),

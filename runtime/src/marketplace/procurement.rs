@@ -149,6 +149,32 @@ pub fn plain_id(id: &str) -> bool {
         && id != ".."
 }
 
+/// Whether an error answer may well succeed later, though its status is
+/// not one retried by default: 401 (a token that expired or was revoked:
+/// a fresh one is fetched), 403 (the provider's access or the service
+/// account's link is not in place yet: fixed by the operator, after which
+/// Pub/Sub's redelivery succeeds), and Google's `FAILED_PRECONDITION` and
+/// `ABORTED` (say, an entitlement approved before its account's sign-up
+/// was, as Pub/Sub does not keep order).
+fn later(status: u16, body: &[u8]) -> bool {
+    #[derive(Deserialize)]
+    struct Answer {
+        error: Status,
+    }
+    #[derive(Deserialize)]
+    struct Status {
+        status: Option<String>,
+    }
+    let google_status = serde_json::from_slice::<Answer>(body)
+        .ok()
+        .and_then(|a| a.error.status);
+    matches!(status, 401 | 403)
+        || matches!(
+            google_status.as_deref(),
+            Some("FAILED_PRECONDITION" | "ABORTED")
+        )
+}
+
 /// `text`, cut to at most `max` bytes on a character boundary.
 fn cut(text: &str, max: usize) -> &str {
     let mut end = text.len().min(max);
@@ -244,7 +270,11 @@ impl Procurement {
         let path = url.strip_prefix(&self.base).unwrap_or(&url);
         let body = String::from_utf8_lossy(&bytes[..bytes.len().min(DETAIL_BYTES)]);
         let detail = format!("the Procurement API answered `{status}` to `{path}`: {body}");
-        let error = if retryable_status(status) {
+        if status == 401 {
+            // The token was refused: the next attempt gets a fresh one.
+            self.tokens.invalidate().await;
+        }
+        let error = if retryable_status(status) || later(status, &bytes) {
             CallError::Transient(detail)
         } else {
             CallError::Permanent(detail)

@@ -23,16 +23,17 @@ pub struct Retry {
 }
 
 impl Default for Retry {
-    /// Three attempts of at most 4 s with 250 ms … 2 s between them: about
-    /// 15 s at worst, inside a push subscription's 60 s acknowledgement
+    /// Three attempts of at most 4 s with 100 … 400 ms between them:
+    /// under 13 s for a read and as much for a write, inside the request
+    /// timeout (30 s) and a push subscription's 60 s acknowledgement
     /// deadline (docs/marketplace.md), so the answer is ours, not a timeout.
     fn default() -> Self {
         Retry {
             attempts: 3,
             timeout: Duration::from_secs(4),
             backoff: Backoff {
-                base: Duration::from_millis(250),
-                cap: Duration::from_secs(2),
+                base: Duration::from_millis(200),
+                cap: Duration::from_secs(1),
             },
         }
     }
@@ -85,19 +86,21 @@ pub struct Marketplace {
 }
 
 impl Marketplace {
-    /// Asks for one access token at startup and says how that went: an
+    /// Asks for one access token at startup and logs how that went: an
     /// error names the endpoint (the service still starts; notifications
     /// are answered 503 until a token comes, and Pub/Sub redelivers them).
-    pub async fn check_token(&self) {
-        match self.procurement.tokens().token().await {
-            Ok(_) => tracing::info!(
+    pub async fn check_token(&self) -> Result<(), super::TokenError> {
+        let checked = self.procurement.tokens().token().await.map(drop);
+        match &checked {
+            Ok(()) => tracing::info!(
                 provider = self.procurement.provider(),
                 "marketplace: a Google access token was obtained"
             ),
             Err(error) => tracing::error!(
-                error = &error as &dyn std::error::Error,
+                error = error as &dyn std::error::Error,
                 "marketplace: no Google access token at startup; `/marketplace/pubsub` answers 503 until one can be had"
             ),
         }
+        checked
     }
 }

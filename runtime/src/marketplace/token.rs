@@ -34,8 +34,10 @@ pub const METADATA_TOKEN_URL: &str =
 /// How long before its expiry a token is replaced.
 pub const EARLY: Duration = Duration::from_secs(300);
 
-/// How long one request to the endpoint may take.
-const TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one request to the endpoint may take: well under one
+/// Procurement call's attempt ([`super::Retry`]), so that a stalled endpoint
+/// leaves the call time to go on with the cached token while it is valid.
+const TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// The scope asked for with a key file's assertion: the one the
 /// Procurement API documents.
@@ -332,6 +334,12 @@ impl Tokens {
             client,
             cached: Mutex::new(None),
         })
+    }
+
+    /// Forgets the cached token (the API refused it): the next
+    /// [`Tokens::token`] fetches a fresh one.
+    pub async fn invalidate(&self) {
+        *self.cached.lock().await = None;
     }
 
     /// A bearer token: the cached one until [`EARLY`] before it expires,

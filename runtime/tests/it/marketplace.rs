@@ -594,8 +594,9 @@ async fn every_call_is_the_documented_request() {
 #[tokio::test]
 async fn failures_are_sorted_into_retry_or_not() {
     let answer = token("t", 3600);
-    // One token for `procurement`, one for `down` below.
-    let tokens = Fake::start(vec![(200, &answer), (200, &answer)]).await;
+    // Two tokens for `procurement` (the first is refused with 401), one
+    // for `down` below.
+    let tokens = Fake::start(vec![(200, &answer), (200, &answer), (200, &answer)]).await;
     let api = Fake::start(vec![
         (
             429,
@@ -604,6 +605,16 @@ async fn failures_are_sorted_into_retry_or_not() {
         (503, "unavailable"),
         (404, r#"{"error":{"code":404,"status":"NOT_FOUND"}}"#),
         (400, r#"{"error":{"code":400,"status":"INVALID_ARGUMENT"}}"#),
+        (
+            403,
+            r#"{"error":{"code":403,"status":"PERMISSION_DENIED"}}"#,
+        ),
+        (
+            400,
+            r#"{"error":{"code":400,"status":"FAILED_PRECONDITION"}}"#,
+        ),
+        (401, r#"{"error":{"code":401,"status":"UNAUTHENTICATED"}}"#),
+        (200, "{}"),
         (200, "not an entitlement"),
     ])
     .await;
@@ -618,6 +629,18 @@ async fn failures_are_sorted_into_retry_or_not() {
         "{not_found:?}"
     );
     assert!(permanent(procurement.approve("E-1").await));
+    // Fixed later, by the operator or by Google: worth Pub/Sub's redelivery.
+    for status in ["`403`", "`400`", "`401`"] {
+        let later = procurement.approve("E-1").await;
+        assert!(
+            matches!(&later, Err(CallError::Transient(d)) if d.contains(status)),
+            "{status}: {later:?}"
+        );
+    }
+    // The refused token is not used again.
+    let used = tokens.calls().len();
+    procurement.approve("E-1").await.unwrap();
+    assert_eq!(tokens.calls().len(), used + 1, "a fresh token after a 401");
     assert!(matches!(
         procurement.entitlement("E-1").await,
         Err(CallError::Permanent(_))

@@ -169,6 +169,15 @@ pub enum AuthError {
         /// What is missing.
         missing: String,
     },
+    /// The Marketplace audience is the spec's Pub/Sub audience: a token
+    /// minted for one route would pass the other's audience check.
+    #[error(
+        "`--marketplace-audience` is the spec's pub/sub audience `{audience}`: give the marketplace subscription an audience of its own (such as its push endpoint's url)"
+    )]
+    SameAudience {
+        /// The audience.
+        audience: String,
+    },
     /// Marketplace push settings for a SKU whose spec has no
     /// `entitlement.marketplace` section.
     #[error(
@@ -610,6 +619,13 @@ impl Auth {
         } = config;
         if marketplace_audience.is_some() && !marketplace_spec {
             return Err(AuthError::NoMarketplace);
+        }
+        if let (Some(ours), Some(theirs)) = (&marketplace_audience, audience)
+            && ours == theirs
+        {
+            return Err(AuthError::SameAudience {
+                audience: ours.clone(),
+            });
         }
         if marketplace_audience.is_some() || !marketplace_emails.is_empty() {
             let missing: Vec<&str> = [

@@ -34,6 +34,10 @@ use super::sku::{AUDIENCE, GUARD, PRODUCT, PROVIDER, SOLD, WATCHED};
 const MKT_AUDIENCE: &str = "https://governor.test/marketplace/pubsub";
 /// The service account the Marketplace subscription pushes as.
 const MKT_EMAIL: &str = "marketplace-push@provider.iam.gserviceaccount.com";
+/// A fault that makes an approval take effect and answer after 2 s.
+const SLOW_APPROVAL: u16 = 0;
+/// A fault answered 400 `FAILED_PRECONDITION`.
+const PRECONDITION: u16 = 4000;
 /// The access token the fake metadata server hands out.
 const ACCESS_TOKEN: &str = "ya29.test-access-token";
 
@@ -81,48 +85,82 @@ impl Fake {
                 let state = Arc::clone(&state);
                 let prefix = prefix.clone();
                 async move {
-                    let mut google = state.lock().unwrap();
-                    let path = uri.path().to_owned();
-                    google.calls.push(Call {
-                        method: method.to_string(),
-                        path: path.clone(),
-                        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
-                        bearer: headers
-                            .get(header::AUTHORIZATION)
-                            .and_then(|v| v.to_str().ok())
-                            .map(str::to_owned),
-                    });
-                    let fault = google
-                        .faults
-                        .front()
-                        .filter(|(part, _)| path.contains(part.as_str()))
-                        .map(|(_, status)| *status);
-                    if let Some(status) = fault {
-                        google.faults.pop_front();
-                        let body = json!({"error": {"code": status, "message": "injected", "status": "INJECTED"}});
-                        return (StatusCode::from_u16(status).unwrap(), body.to_string());
+                    let (status, body, hang) = answer(&state, &prefix, method, uri, headers, body);
+                    if hang {
+                        tokio::time::sleep(Duration::from_secs(2)).await;
                     }
-                    let Some(rest) = path.strip_prefix(&prefix) else {
-                        return (StatusCode::NOT_FOUND, "{}".to_owned());
-                    };
-                    if method == Method::POST {
-                        return (StatusCode::OK, "{}".to_owned());
-                    }
-                    let found = match rest.split_once('/') {
-                        Some(("entitlements", id)) => google.entitlements.get(id),
-                        Some(("accounts", id)) => google.accounts.get(id),
-                        _ => None,
-                    };
-                    match found {
-                        Some(resource) => (StatusCode::OK, resource.to_string()),
-                        None => (
-                            StatusCode::NOT_FOUND,
-                            json!({"error": {"code": 404, "status": "NOT_FOUND"}}).to_string(),
-                        ),
-                    }
+                    (status, body)
                 }
             },
         );
+        fn answer(
+            state: &Mutex<Google>,
+            prefix: &str,
+            method: Method,
+            uri: Uri,
+            headers: HeaderMap,
+            body: Bytes,
+        ) -> (StatusCode, String, bool) {
+            let mut google = state.lock().unwrap();
+            let path = uri.path().to_owned();
+            google.calls.push(Call {
+                method: method.to_string(),
+                path: path.clone(),
+                body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+                bearer: headers
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned),
+            });
+            let fault = google
+                .faults
+                .front()
+                .filter(|(part, _)| path.contains(part.as_str()))
+                .map(|(_, status)| *status);
+            if let Some(status) = fault {
+                google.faults.pop_front();
+                if status == SLOW_APPROVAL {
+                    // Takes effect, then answers too late.
+                    let id = path
+                        .rsplit('/')
+                        .next()
+                        .unwrap()
+                        .trim_end_matches(":approve");
+                    google.entitlements.get_mut(id).unwrap()["state"] = json!("ENTITLEMENT_ACTIVE");
+                    return (StatusCode::OK, "{}".to_owned(), true);
+                }
+                let (status, google_status) = match status {
+                    PRECONDITION => (400, "FAILED_PRECONDITION"),
+                    400 => (400, "INVALID_ARGUMENT"),
+                    other => (other, "INJECTED"),
+                };
+                let body = json!({"error": {"code": status, "message": "injected", "status": google_status}});
+                return (
+                    StatusCode::from_u16(status).unwrap(),
+                    body.to_string(),
+                    false,
+                );
+            }
+            let Some(rest) = path.strip_prefix(prefix) else {
+                return (StatusCode::NOT_FOUND, "{}".to_owned(), false);
+            };
+            if method == Method::POST {
+                return (StatusCode::OK, "{}".to_owned(), false);
+            }
+            let found = match rest.split_once('/') {
+                Some(("entitlements", id)) => google.entitlements.get(id),
+                Some(("accounts", id)) => google.accounts.get(id),
+                _ => None,
+            };
+            match found {
+                Some(resource) => (StatusCode::OK, resource.to_string(), false),
+                None => (
+                    StatusCode::NOT_FOUND,
+                    json!({"error": {"code": 404, "status": "NOT_FOUND"}}).to_string(),
+                    false,
+                ),
+            }
+        }
         let token_calls = Arc::new(Mutex::new(0));
         let counted = Arc::clone(&token_calls);
         let tokens = Router::new().fallback(move |headers: HeaderMap| {
@@ -150,6 +188,11 @@ impl Fake {
 
     /// The client `serve` would build, pointed at the fakes, retrying fast.
     fn client(&self, token_url: &str) -> Marketplace {
+        self.client_with(token_url, Duration::from_secs(5))
+    }
+
+    /// [`Fake::client`] whose attempts time out after `timeout`.
+    fn client_with(&self, token_url: &str, timeout: Duration) -> Marketplace {
         let tokens = Arc::new(Tokens::new(token_url).unwrap());
         Marketplace {
             procurement: Procurement::new(
@@ -160,7 +203,7 @@ impl Fake {
             .unwrap(),
             retry: Retry {
                 attempts: 3,
-                timeout: Duration::from_secs(5),
+                timeout,
                 backoff: Backoff {
                     base: Duration::from_millis(1),
                     cap: Duration::from_millis(4),
@@ -640,7 +683,8 @@ async fn transient_failures_are_retried_and_nothing_is_lost() {
         None,
     );
 
-    // The approval answers 503, then 429, then succeeds: one notification, three attempts.
+    // The approval answers 503, then 429, then succeeds: one notification,
+    // three attempts, each after a read that shows it still called for.
     fake.fail(":approve", 503);
     fake.fail(":approve", 429);
     let created = entitlement_event("ev-1", "ENTITLEMENT_CREATION_REQUESTED", "ent-2");
@@ -650,7 +694,9 @@ async fn transient_failures_are_retried_and_nothing_is_lost() {
         [
             "GET entitlements/ent-2",
             "POST entitlements/ent-2:approve {}",
+            "GET entitlements/ent-2",
             "POST entitlements/ent-2:approve {}",
+            "GET entitlements/ent-2",
             "POST entitlements/ent-2:approve {}"
         ]
     );
@@ -679,7 +725,7 @@ async fn transient_failures_are_retried_and_nothing_is_lost() {
     assert_eq!(push(&service, &active).await, 204);
     assert_eq!(tenant(&service, t).await.0["entitlement"], "active");
 
-    // A duplicate eventId: one effect, no read, no call.
+    // A duplicate eventId: one effect (read again, no call, no receipt).
     let after = service.receipts(t).len();
     fake.take_calls();
     assert_eq!(push(&service, &active).await, 204);
@@ -764,7 +810,7 @@ async fn a_refused_call_is_receipted_and_changes_nothing() {
     assert_eq!(failed["event"]["ok"], false);
     let detail = failed["event"]["detail"].as_str().unwrap();
     assert!(
-        detail.contains("`400`") && detail.contains("(attempt 1)"),
+        detail.contains("`400`") && detail.contains("(attempt 1/3)"),
         "{detail}"
     );
     assert_eq!(
@@ -775,6 +821,242 @@ async fn a_refused_call_is_receipted_and_changes_nothing() {
     assert_eq!(
         (view["entitlement"].as_str(), allow),
         (Some("pending"), false)
+    );
+
+    // Active, then a plan change whose approval is refused: the tenant
+    // follows Google (a change waits, the old profile stays), the failure
+    // is receipted, and Google's next word decides.
+    fake.entitlement(
+        "ent-1",
+        "acct-1",
+        "basic-monthly",
+        "ENTITLEMENT_ACTIVE",
+        None,
+    );
+    assert_eq!(
+        push(
+            &service,
+            &entitlement_event("ev-2", "ENTITLEMENT_ACTIVE", "ent-1")
+        )
+        .await,
+        204
+    );
+    fake.entitlement(
+        "ent-1",
+        "acct-1",
+        "basic-monthly",
+        "ENTITLEMENT_PENDING_PLAN_CHANGE_APPROVAL",
+        Some("pro-monthly"),
+    );
+    fake.fail(":approvePlanChange", 400);
+    let requested = entitlement_event("ev-3", "ENTITLEMENT_PLAN_CHANGE_REQUESTED", "ent-1");
+    assert_eq!(push(&service, &requested).await, 204);
+    let failed = last(&service, "acct-1", "procurement");
+    assert_eq!(
+        (
+            failed["event"]["call"].as_str(),
+            failed["event"]["ok"].as_bool()
+        ),
+        (Some("approve_plan_change"), Some(false))
+    );
+    let (view, allow) = tenant(&service, "acct-1").await;
+    assert_eq!(
+        (
+            view["entitlement"].as_str(),
+            view["profile"].as_str(),
+            allow
+        ),
+        (Some("plan_change_pending"), Some("standard"), true)
+    );
+    fake.entitlement(
+        "ent-1",
+        "acct-1",
+        "basic-monthly",
+        "ENTITLEMENT_ACTIVE",
+        None,
+    );
+    let cancelled = entitlement_event("ev-4", "ENTITLEMENT_PLAN_CHANGE_CANCELLED", "ent-1");
+    assert_eq!(push(&service, &cancelled).await, 204);
+    let last_event = last(&service, "acct-1", "entitlement");
+    assert_eq!(last_event["event"]["entitlement"], "plan_change_cancelled");
+    assert_eq!(tenant(&service, "acct-1").await.0["entitlement"], "active");
+}
+
+#[tokio::test]
+async fn notifications_out_of_order_converge_on_googles_state() {
+    let fake = Fake::start().await;
+    let service = service(
+        &SOLD,
+        Arc::new(MemoryLedger::new()),
+        fake.client(&fake.token_url),
+    );
+    // ENTITLEMENT_ACTIVE arrives first: active at once; the creation
+    // request arriving later reads ACTIVE too and calls nothing.
+    fake.entitlement(
+        "ent-1",
+        "acct-1",
+        "basic-monthly",
+        "ENTITLEMENT_ACTIVE",
+        None,
+    );
+    assert_eq!(
+        push(
+            &service,
+            &entitlement_event("ev-2", "ENTITLEMENT_ACTIVE", "ent-1")
+        )
+        .await,
+        204
+    );
+    let late = entitlement_event("ev-1", "ENTITLEMENT_CREATION_REQUESTED", "ent-1");
+    assert_eq!(push(&service, &late).await, 204);
+    assert_eq!(
+        fake.take_calls(),
+        ["GET entitlements/ent-1", "GET entitlements/ent-1"]
+    );
+    assert!(tenant(&service, "acct-1").await.1);
+    // Skipped steps are followed (a pending cancellation straight into
+    // suspension, and back).
+    for (n, google) in [
+        ("ev-3", "ENTITLEMENT_PENDING_CANCELLATION"),
+        ("ev-4", "ENTITLEMENT_SUSPENDED"),
+        ("ev-5", "ENTITLEMENT_ACTIVE"),
+    ] {
+        fake.entitlement("ent-1", "acct-1", "basic-monthly", google, None);
+        let renewed = entitlement_event(n, "ENTITLEMENT_RENEWED", "ent-1");
+        assert_eq!(push(&service, &renewed).await, 204);
+    }
+    let states: Vec<String> = service
+        .receipts_of("acct-1", "entitlement")
+        .iter()
+        .map(|r| {
+            r["decision"]["entitlement"]["to"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [
+            "active",
+            "active",
+            "pending_cancellation",
+            "suspended",
+            "active"
+        ]
+    );
+
+    // A late word about another entitlement of the account (one rejected
+    // earlier, now cancelled) cannot cancel the live one.
+    fake.entitlement(
+        "ent-2",
+        "acct-1",
+        "pro-monthly",
+        "ENTITLEMENT_CANCELLED",
+        None,
+    );
+    let other = entitlement_event("ev-6", "ENTITLEMENT_CANCELLED", "ent-2");
+    assert_eq!(push(&service, &other).await, 204);
+    let refused = last(&service, "acct-1", "entitlement");
+    assert_eq!(refused["decision"]["reason"], "entitlement_refused");
+    let error = refused["decision"]["error"].as_str().unwrap();
+    assert!(error.contains("follows (`ent-1`"), "{refused}");
+    assert!(tenant(&service, "acct-1").await.1);
+
+    // Cancelled, then bought again with automatic approval (no creation
+    // request): the new entitlement is followed, the old one no longer.
+    fake.entitlement(
+        "ent-1",
+        "acct-1",
+        "basic-monthly",
+        "ENTITLEMENT_CANCELLED",
+        None,
+    );
+    let gone = entitlement_event("ev-7", "ENTITLEMENT_CANCELLED", "ent-1");
+    assert_eq!(push(&service, &gone).await, 204);
+    assert!(!tenant(&service, "acct-1").await.1);
+    fake.entitlement("ent-3", "acct-1", "pro-monthly", "ENTITLEMENT_ACTIVE", None);
+    let again = entitlement_event("ev-8", "ENTITLEMENT_OFFER_ACCEPTED", "ent-3");
+    assert_eq!(push(&service, &again).await, 204);
+    let (view, allow) = tenant(&service, "acct-1").await;
+    assert_eq!(
+        (
+            view["entitlement"].as_str(),
+            view["profile"].as_str(),
+            allow
+        ),
+        (Some("active"), Some("enterprise"), true)
+    );
+    let stale = entitlement_event("ev-9", "ENTITLEMENT_CANCELLED", "ent-1");
+    assert_eq!(push(&service, &stale).await, 204);
+    assert!(
+        tenant(&service, "acct-1").await.1,
+        "the old entitlement's word is stale"
+    );
+    service.assert_verifies();
+}
+
+#[tokio::test]
+async fn a_write_that_must_wait_is_redelivered_and_one_that_took_effect_is_not_repeated() {
+    let fake = Fake::start().await;
+    // Attempts time out after 500 ms: the slow approval answers after 2 s.
+    let service = service(
+        &SOLD,
+        Arc::new(MemoryLedger::new()),
+        fake.client_with(&fake.token_url, Duration::from_millis(500)),
+    );
+    // The account's sign-up is not approved yet: Google refuses the
+    // entitlement's approval (FAILED_PRECONDITION) on every attempt: 503,
+    // nothing written; the redelivery, once it can, approves.
+    fake.entitlement(
+        "ent-1",
+        "acct-1",
+        "basic-monthly",
+        "ENTITLEMENT_ACTIVATION_REQUESTED",
+        None,
+    );
+    for _ in 0..3 {
+        fake.fail(":approve", PRECONDITION);
+    }
+    let created = entitlement_event("ev-1", "ENTITLEMENT_CREATION_REQUESTED", "ent-1");
+    let reply = service
+        .send(push_as(Some(&push_token()), &created, "m-1"))
+        .await;
+    reply.assert_error(503, "upstream_unavailable");
+    let detail = reply.json["detail"].as_str().unwrap();
+    assert!(detail.contains("FAILED_PRECONDITION"), "{reply:?}");
+    assert!(service.receipts("acct-1").is_empty());
+    fake.take_calls();
+    assert_eq!(push(&service, &created).await, 204);
+    assert_eq!(last(&service, "acct-1", "procurement")["event"]["ok"], true);
+
+    // An approval that takes effect but answers too late is not made
+    // again: the read before the next attempt shows it done.
+    fake.entitlement(
+        "ent-2",
+        "acct-2",
+        "basic-monthly",
+        "ENTITLEMENT_ACTIVATION_REQUESTED",
+        None,
+    );
+    fake.fail(":approve", SLOW_APPROVAL);
+    fake.take_calls();
+    let second = entitlement_event("ev-2", "ENTITLEMENT_CREATION_REQUESTED", "ent-2");
+    assert_eq!(push(&service, &second).await, 204);
+    assert_eq!(
+        fake.take_calls(),
+        [
+            "GET entitlements/ent-2",
+            "POST entitlements/ent-2:approve {}",
+            "GET entitlements/ent-2"
+        ]
+    );
+    let approve = last(&service, "acct-2", "procurement");
+    assert_eq!(approve["event"]["ok"], true);
+    let detail = approve["event"]["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("an earlier attempt took effect"),
+        "{approve}"
     );
 }
 
@@ -992,11 +1274,14 @@ async fn the_token_endpoint_being_down_costs_a_redelivery() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap()
     };
-    let service = service(
-        &SOLD,
-        Arc::new(MemoryLedger::new()),
-        fake.client(&format!("http://{closed}/token")),
+    let client = fake.client(&format!("http://{closed}/token"));
+    // What `serve` logs at startup names the endpoint.
+    let error = client.check_token().await.unwrap_err();
+    assert!(
+        error.to_string().contains(&format!("`http://{closed}`")),
+        "{error}"
     );
+    let service = service(&SOLD, Arc::new(MemoryLedger::new()), client);
     fake.entitlement(
         "ent-1",
         "acct-1",

@@ -415,6 +415,24 @@ fn marketplace_settings_are_checked_before_anything_opens() {
         text.contains("no `entitlement.marketplace` section"),
         "{text}"
     );
+    // The signals subscription's audience: tokens would pass either route's check.
+    let (text, _) = refused(
+        &SOLD,
+        args(
+            &ledger,
+            &[
+                "--jwks",
+                jwks,
+                "--oidc-email",
+                EMAIL,
+                "--marketplace-audience",
+                AUDIENCE,
+                "--marketplace-oidc-email",
+                "push@provider.iam.gserviceaccount.com",
+            ],
+        ),
+    );
+    assert!(text.contains("is the spec's pub/sub audience"), "{text}");
     assert!(!ledger.exists(), "the ledger was touched: {text}");
 
     // Complete: `serve --check` says what the route and client will use.
