@@ -21,6 +21,7 @@
 //! - [`fsm`]: the governor state machine, a pure `step`, and its transition table.
 //! - [`entitlement`]: the marketplace entitlement state machine.
 //! - [`marketplace`]: Google Cloud Marketplace notices and Procurement calls.
+//! - [`merkle`]: the RFC 9162 Merkle tree over the ledger, its proofs and their verifiers.
 //! - [`reading`]: one classifier of incoming readings for every path.
 //! - [`receipt`]: what a decision looks like on the ledger.
 //! - [`canonical`]: RFC 8785 canonical JSON.
@@ -50,6 +51,7 @@ pub mod entitlement;
 pub mod fsm;
 pub mod ledger;
 pub mod marketplace;
+pub mod merkle;
 pub mod policy;
 pub mod reading;
 pub mod receipt;

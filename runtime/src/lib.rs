@@ -38,7 +38,7 @@ pub mod store;
 pub mod testing;
 
 pub use ggen_runtime_core::{
-    canonical, clock, entitlement, fsm, ledger, policy, reading, receipt, registry, report,
+    canonical, clock, entitlement, fsm, ledger, merkle, policy, reading, receipt, registry, report,
     signature, sku, tenant,
 };
 
