@@ -22,6 +22,8 @@
 //! - [`entitlement`]: the marketplace entitlement state machine.
 //! - [`marketplace`]: Google Cloud Marketplace notices and Procurement calls.
 //! - [`merkle`]: the RFC 9162 Merkle tree over the ledger, its proofs and their verifiers.
+//! - [`note`]: signed notes and checkpoints (C2SP `signed-note`, `tlog-checkpoint`).
+//! - [`audit`]: a receipt or a newer checkpoint checked with files alone.
 //! - [`reading`]: one classifier of incoming readings for every path.
 //! - [`receipt`]: what a decision looks like on the ledger.
 //! - [`canonical`]: RFC 8785 canonical JSON.
@@ -45,6 +47,7 @@ pub const API_LEVEL: u32 = 1;
 /// it is also the runtime version ggen generates for.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+pub mod audit;
 pub mod canonical;
 pub mod clock;
 pub mod entitlement;
@@ -52,6 +55,7 @@ pub mod fsm;
 pub mod ledger;
 pub mod marketplace;
 pub mod merkle;
+pub mod note;
 pub mod policy;
 pub mod reading;
 pub mod receipt;

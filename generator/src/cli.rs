@@ -171,6 +171,37 @@ pub enum Command {
     },
     /// Print the `ggen(1)` man page (roff), e.g. `ggen man > ggen.1`.
     Man,
+    /// Check a receipt against a governor's signed checkpoint, with its
+    /// inclusion proof and the governor's public key: no service, no ledger.
+    /// Exit 1 naming the input at fault.
+    VerifyReceipt {
+        /// The receipt, its bytes exactly as the ledger stores them.
+        #[arg(long, value_name = "FILE")]
+        receipt: PathBuf,
+        /// The inclusion proof (`{"leaf_index","tree_size","hashes"}`).
+        #[arg(long, value_name = "FILE")]
+        proof: PathBuf,
+        /// The signed checkpoint (a C2SP signed note).
+        #[arg(long, value_name = "FILE")]
+        checkpoint: PathBuf,
+        /// The governor's public key (`<name>+<key id>+<key>`).
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+    },
+    /// Check that a newer signed checkpoint extends an older one (nothing
+    /// recorded was changed, removed or reordered), with the consistency
+    /// proof between them. Exit 1 naming the input at fault.
+    VerifyConsistency {
+        /// The older signed checkpoint.
+        old: PathBuf,
+        /// The newer signed checkpoint.
+        new: PathBuf,
+        /// The consistency proof (`{"first","second","hashes"}`).
+        proof: PathBuf,
+        /// The governor's public key (`<name>+<key id>+<key>`).
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+    },
     /// Make a project here (ggen.toml, a starter spec, schemas, a cargo
     /// workspace, .gitignore), or add a starter spec to the project here.
     Init {
@@ -504,6 +535,42 @@ fn print_error(out: &mut Stdout, format: Format, error: &BuildError) {
     }
 }
 
+/// A verifier input's bytes, or a message naming the file.
+fn read_input(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    fs_err::read(path).map_err(|e| e.to_string())
+}
+
+/// A verifier input's text, or a message naming the file.
+fn read_text(path: &std::path::Path) -> Result<String, String> {
+    fs_err::read_to_string(path).map_err(|e| e.to_string())
+}
+
+/// Prints a verification's result: exit 0 when it holds, 1 otherwise.
+fn print_audit(
+    out: &mut Stdout,
+    format: Format,
+    result: Result<(String, serde_json::Value), String>,
+) -> u8 {
+    match (result, format) {
+        (Ok((text, _)), Format::Text) => {
+            let _ = writeln!(out, "{text}");
+            0
+        }
+        (Ok((_, doc)), Format::Json) => {
+            let _ = writeln!(out, "{doc:#}");
+            0
+        }
+        (Err(why), Format::Text) => {
+            eprintln!("error: {why}");
+            1
+        }
+        (Err(why), Format::Json) => {
+            let _ = writeln!(out, "{:#}", json!({ "ok": false, "error": why }));
+            1
+        }
+    }
+}
+
 /// Runs one parsed command line; returns the exit code.
 pub fn run(cli: &Cli) -> u8 {
     let mut out = Stdout::new();
@@ -671,6 +738,51 @@ fn execute(cli: &Cli, out: &mut Stdout) -> Result<u8, BuildError> {
             let mut command = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(*shell, &mut command, "ggen", out);
             Ok(0)
+        }
+        Command::VerifyReceipt {
+            receipt,
+            proof,
+            checkpoint,
+            key,
+        } => {
+            let result = (|| {
+                let receipt = read_input(receipt)?;
+                let (proof, checkpoint, key) =
+                    (read_text(proof)?, read_text(checkpoint)?, read_text(key)?);
+                ggen_runtime_core::audit::verify_receipt(&receipt, &proof, &checkpoint, &key)
+                    .map_err(|e| e.to_string())
+            })();
+            Ok(print_audit(out, cli.format, result.map(|(checkpoint, index)| {
+                (
+                    format!(
+                        "ok: the receipt is entry {index} of `{}`, as its signed checkpoint of {} entries commits",
+                        checkpoint.origin, checkpoint.size
+                    ),
+                    json!({ "ok": true, "origin": checkpoint.origin, "tree_size": checkpoint.size, "leaf_index": index }),
+                )
+            })))
+        }
+        Command::VerifyConsistency {
+            old,
+            new,
+            proof,
+            key,
+        } => {
+            let result = (|| {
+                let (old, new) = (read_text(old)?, read_text(new)?);
+                let (proof, key) = (read_text(proof)?, read_text(key)?);
+                ggen_runtime_core::audit::verify_consistency(&old, &new, &proof, &key)
+                    .map_err(|e| e.to_string())
+            })();
+            Ok(print_audit(out, cli.format, result.map(|(old, new)| {
+                (
+                    format!(
+                        "ok: `{}` at {} entries extends itself at {} entries: nothing recorded was changed, removed or reordered",
+                        new.origin, new.size, old.size
+                    ),
+                    json!({ "ok": true, "origin": new.origin, "first": old.size, "second": new.size }),
+                )
+            })))
         }
         Command::Man => {
             // A write error is kept by `out` and decides the exit code.

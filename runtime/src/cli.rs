@@ -61,6 +61,17 @@ enum Command {
         #[command(subcommand)]
         command: LedgerCommand,
     },
+    /// Make an Ed25519 key for signing ledger checkpoints: the private key
+    /// to FILE (mode 0600, never overwritten), the public key, for
+    /// auditors, to FILE.pub.
+    Keygen {
+        /// Where to write the private key.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// The key's name, which verifiers see (default: the SKU's id).
+        #[arg(long)]
+        name: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -179,6 +190,7 @@ pub fn run<P: PolicyPack>(
         Command::Ledger {
             command: LedgerCommand::Show { store, tenant },
         } => located(&store).and_then(|ledger| show(&ledger, tenant.as_deref())),
+        Command::Keygen { out, name } => keygen(&out, name.as_deref().unwrap_or(pack.sku().id)),
         Command::Ledger {
             command: LedgerCommand::Copy { from, to },
         } => Location::parse(&from)
@@ -190,6 +202,45 @@ pub fn run<P: PolicyPack>(
         eprintln!("error: {}", failure.message);
         ExitCode::from(failure.code)
     })
+}
+
+/// `keygen`: a fresh Ed25519 key named `name`, its private half to `out`
+/// (0600, created, fsynced), its public half to `out.pub`.
+fn keygen(out: &std::path::Path, name: &str) -> Result<ExitCode, Failure> {
+    use fs_err::os::unix::fs::OpenOptionsExt as _;
+    use std::io::{Read as _, Write as _};
+    let mut seed = [0u8; 32];
+    fs_err::File::open("/dev/urandom")
+        .and_then(|mut random| random.read_exact(&mut seed))
+        .map_err(|e| Failure::internal(&e))?;
+    let signer = crate::note::NoteSigner::from_seed(name, seed)
+        .map_err(|e| Failure::rejected(format!("key name `{name}`: {e}")))?;
+    seed.fill(0);
+    let public = {
+        let mut path = out.as_os_str().to_owned();
+        path.push(".pub");
+        PathBuf::from(path)
+    };
+    let write = |path: &std::path::Path, text: String, mode: u32| -> Result<(), Failure> {
+        let mut file = fs_err::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(path)
+            .map_err(|e| Failure::rejected(format!("{e} (keygen never overwrites a key)")))?;
+        file.write_all(format!("{text}\n").as_bytes())
+            .and_then(|()| file.sync_all())
+            .map_err(|e| Failure::internal(&e))
+    };
+    write(out, signer.to_text(), 0o600)?;
+    write(&public, signer.verifier().to_text(), 0o644)?;
+    emit(&format!(
+        "wrote {} (the private key: keep it secret) and {} (the public key, for auditors):\n{}\n",
+        out.display(),
+        public.display(),
+        signer.verifier().to_text()
+    ))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `serve --check`: what `serve` would start with on stdout (exit 0), or

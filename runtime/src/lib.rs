@@ -38,8 +38,8 @@ pub mod store;
 pub mod testing;
 
 pub use ggen_runtime_core::{
-    canonical, clock, entitlement, fsm, ledger, merkle, policy, reading, receipt, registry, report,
-    signature, sku, tenant,
+    audit, canonical, clock, entitlement, fsm, ledger, merkle, note, policy, reading, receipt,
+    registry, report, signature, sku, tenant,
 };
 
 /// The global allocator every generated binary installs: the service

@@ -1,6 +1,7 @@
 //! Integration tests of ggen: one binary, one module per concept.
 
 mod assets;
+mod audit;
 mod backtest;
 mod bundle;
 mod cli;

@@ -310,3 +310,46 @@ fn verification_stops_at_the_next_record_once_cancelled() {
         assert_eq!(report.checkpoint.unwrap().reason, "judged");
     }
 }
+
+/// `keygen` writes a private key only its owner reads and a public key
+/// that verifies what the private one signs; it never overwrites a key.
+#[test]
+fn keygen_makes_a_signing_key_and_its_public_half() {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use ggen_runtime::note::{Checkpoint, NoteSigner, NoteVerifier};
+
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("checkpoint.key");
+    let run = |name: Option<&str>| {
+        let mut args = vec!["governor", "keygen", "--out", key.to_str().unwrap()];
+        if let Some(name) = name {
+            args.extend(["--name", name]);
+        }
+        ggen_runtime::cli::run(&crate::governor::sku::OPEN, args)
+    };
+    assert_eq!(
+        run(Some("governor.test/ledger")),
+        std::process::ExitCode::SUCCESS
+    );
+    let private = fs_err::read_to_string(&key).unwrap();
+    let public = fs_err::read_to_string(dir.path().join("checkpoint.key.pub")).unwrap();
+    let mode = fs_err::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the private key is its owner's alone");
+    assert!(
+        private.starts_with("PRIVATE+KEY+governor.test/ledger+"),
+        "{private}"
+    );
+    let signer = NoteSigner::from_text(&private).unwrap();
+    let verifier = NoteVerifier::from_text(&public).unwrap();
+    let checkpoint = Checkpoint {
+        origin: "governor.test/ledger".to_owned(),
+        size: 3,
+        root: [7; 32],
+    };
+    let note = checkpoint.sign(&signer).unwrap();
+    assert_eq!(Checkpoint::open(&note, &verifier), Ok(checkpoint));
+    // Run again: refused, the key is kept.
+    assert_ne!(run(None), std::process::ExitCode::SUCCESS);
+    assert_eq!(fs_err::read_to_string(&key).unwrap(), private);
+}
