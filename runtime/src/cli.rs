@@ -89,6 +89,56 @@ enum LedgerCommand {
         /// states replayed from it.
         #[arg(long, value_name = "URL")]
         archive: Option<String>,
+        /// Also check the ledger against every signed checkpoint file in
+        /// DIR (published earlier, see `ledger checkpoint`): exit 1 naming
+        /// the first one it contradicts (truncated, restored from an older
+        /// copy, or receipts changed, removed or reordered). Needs `--key`.
+        #[arg(long, value_name = "DIR", requires = "key")]
+        checkpoints: Option<PathBuf>,
+        /// The public key the checkpoints are signed with (`keygen`'s FILE.pub).
+        #[arg(long, value_name = "FILE", requires = "checkpoints")]
+        key: Option<PathBuf>,
+    },
+    /// Print the ledger's signed checkpoint (C2SP signed note: origin, tree
+    /// size, Merkle root), to publish where the ledger's operator cannot
+    /// change it.
+    Checkpoint {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The private key (`keygen`); its name is the checkpoint's origin.
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+    },
+    /// Print the inclusion proof (JSON) of one receipt in the ledger's
+    /// Merkle tree, for `ggen verify-receipt`.
+    Prove {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The receipt's tenant.
+        #[arg(long)]
+        tenant: String,
+        /// The receipt's seq.
+        #[arg(long)]
+        seq: u64,
+        /// The tree size to prove against (a published checkpoint's;
+        /// default: the whole ledger).
+        #[arg(long, value_name = "N")]
+        size: Option<u64>,
+        /// Also write the receipt's stored bytes to FILE.
+        #[arg(long, value_name = "FILE")]
+        receipt_out: Option<PathBuf>,
+    },
+    /// Print the consistency proof (JSON) between two tree sizes, for
+    /// `ggen verify-consistency`.
+    Consistency {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The older tree size.
+        #[arg(long, value_name = "N")]
+        from: u64,
+        /// The newer tree size.
+        #[arg(long, value_name = "N")]
+        to: u64,
     },
     /// Print the stored receipts, one JSON object per line.
     Show {
@@ -185,8 +235,57 @@ pub fn run<P: PolicyPack>(
         Command::Serve(args) if args.check => serve_check(pack, &args),
         Command::Serve(args) => Ok(crate::ingress::service::run(pack, *args)),
         Command::Ledger {
-            command: LedgerCommand::Verify { store, archive },
-        } => located(&store).and_then(|ledger| verify(pack, &ledger, archive.as_deref())),
+            command:
+                LedgerCommand::Verify {
+                    store,
+                    archive,
+                    checkpoints,
+                    key,
+                },
+        } => located(&store).and_then(|ledger| {
+            let verified = verify(pack, &ledger, archive.as_deref())?;
+            match (checkpoints, key) {
+                (Some(dir), Some(key)) if verified == ExitCode::SUCCESS => {
+                    check_checkpoints(&ledger, &dir, &key)
+                }
+                _ => Ok(verified),
+            }
+        }),
+        Command::Ledger {
+            command: LedgerCommand::Checkpoint { store, key },
+        } => located(&store).and_then(|ledger| {
+            let signer = crate::transparency::signer(&key).map_err(|e| rejected_chain(&e))?;
+            let (_, note) = crate::transparency::checkpoint(&ledger, &signer)
+                .map_err(|e| rejected_chain(&e))?;
+            emit(&note).map(|()| ExitCode::SUCCESS)
+        }),
+        Command::Ledger {
+            command:
+                LedgerCommand::Prove {
+                    store,
+                    tenant,
+                    seq,
+                    size,
+                    receipt_out,
+                },
+        } => located(&store).and_then(|ledger| {
+            let tenant = TenantId::new(&tenant).map_err(|e| Failure::rejected(e.to_string()))?;
+            let (proof, bytes) = crate::transparency::prove(&ledger, &tenant, seq, size)
+                .map_err(|e| rejected_chain(&e))?;
+            if let Some(path) = receipt_out {
+                fs_err::write(&path, &bytes).map_err(|e| Failure::rejected(e.to_string()))?;
+            }
+            let text = serde_json::to_string_pretty(&proof).map_err(|e| Failure::internal(&e))?;
+            emit(&format!("{text}\n")).map(|()| ExitCode::SUCCESS)
+        }),
+        Command::Ledger {
+            command: LedgerCommand::Consistency { store, from, to },
+        } => located(&store).and_then(|ledger| {
+            let proof = crate::transparency::consistency(&ledger, from, to)
+                .map_err(|e| rejected_chain(&e))?;
+            let text = serde_json::to_string_pretty(&proof).map_err(|e| Failure::internal(&e))?;
+            emit(&format!("{text}\n")).map(|()| ExitCode::SUCCESS)
+        }),
         Command::Ledger {
             command: LedgerCommand::Show { store, tenant },
         } => located(&store).and_then(|ledger| show(&ledger, tenant.as_deref())),
@@ -202,6 +301,27 @@ pub fn run<P: PolicyPack>(
         eprintln!("error: {}", failure.message);
         ExitCode::from(failure.code)
     })
+}
+
+/// A refusal with `error`'s whole cause chain (exit 1).
+fn rejected_chain(error: &(dyn std::error::Error + 'static)) -> Failure {
+    Failure::rejected(error_chain(error))
+}
+
+/// `ledger verify --checkpoints DIR --key FILE`: after the chains, the
+/// ledger against every published checkpoint.
+fn check_checkpoints(location: &Location, dir: &Path, key: &Path) -> Result<ExitCode, Failure> {
+    let verifier = crate::transparency::verifier(key).map_err(|e| rejected_chain(&e))?;
+    match crate::transparency::check(location, dir, &verifier) {
+        Ok(count) => {
+            emit(&format!(
+                "ok: the ledger extends every one of the {count} checkpoint(s) in `{}`\n",
+                dir.display()
+            ))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(error) => Err(rejected_chain(&error)),
+    }
 }
 
 /// `keygen`: a fresh Ed25519 key named `name`, its private half to `out`

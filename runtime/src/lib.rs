@@ -36,6 +36,7 @@ pub mod preflight;
 pub mod replay;
 pub mod store;
 pub mod testing;
+pub mod transparency;
 
 pub use ggen_runtime_core::{
     audit, canonical, clock, entitlement, fsm, ledger, merkle, note, policy, reading, receipt,

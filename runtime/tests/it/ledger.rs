@@ -21,6 +21,7 @@ pub(crate) mod postgres;
 mod postgres_retention;
 mod proptests;
 mod retention;
+mod transparency;
 
 /// Frame header size before the tenant bytes (pinned on-disk format).
 const FRAME_HEADER: usize = 53;

@@ -1,0 +1,245 @@
+//! The ledger as a transparency log, offline: its RFC 9162 tree (every
+//! receipt a leaf, in append order, across tenants) built by one scan of a
+//! ledger directory or database, signed checkpoints of it, inclusion and
+//! consistency proofs, and the check of a ledger against the checkpoints
+//! published earlier (`ledger verify --checkpoints`).
+//!
+//! A scan costs O(n): these are the operator's and auditor's tools. A
+//! running service keeping the tree as it appends (and proving in O(log n)
+//! from stored nodes) is the next step of issue 16.
+
+use std::path::{Path, PathBuf};
+
+use crate::audit::{ConsistencyProof, InclusionProof};
+use crate::ledger::file;
+use crate::ledger::{Ledger as _, LedgerError, Record};
+use crate::merkle::{MemoryTree, Nodes, ProofError, leaf_hash};
+use crate::note::{Checkpoint, NoteError, NoteSigner, NoteVerifier};
+use crate::pg::PgLedger;
+use crate::store::Location;
+use crate::tenant::TenantId;
+
+/// Why a transparency command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TransparencyError {
+    /// The ledger could not be read.
+    #[error("the ledger cannot be read")]
+    Ledger(#[source] LedgerError),
+    /// A proof cannot be made for these sizes or that receipt.
+    #[error(transparent)]
+    Proof(#[from] ProofError),
+    /// The tenant has no receipt with that seq.
+    #[error("tenant `{tenant}` has no receipt {seq}")]
+    NoReceipt {
+        /// The tenant.
+        tenant: TenantId,
+        /// The seq asked for.
+        seq: u64,
+    },
+    /// A key or checkpoint file could not be read.
+    #[error("cannot read `{path}`")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A key or checkpoint is not what it should be.
+    #[error("`{path}`: {error}")]
+    Note {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        error: NoteError,
+    },
+    /// The ledger contradicts a published checkpoint.
+    #[error("the ledger contradicts checkpoint `{path}` ({size} receipts): {why}")]
+    Contradicts {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// Its tree size.
+        size: u64,
+        /// How.
+        why: String,
+    },
+}
+
+fn read(path: &Path) -> Result<String, TransparencyError> {
+    fs_err::read_to_string(path).map_err(|source| TransparencyError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Every record of the ledger at `location`, in append order (read-only).
+fn scan(
+    location: &Location,
+    visit: &mut dyn FnMut(&Record) -> Result<(), LedgerError>,
+) -> Result<(), TransparencyError> {
+    match location {
+        Location::Dir(dir) => file::scan_dir(dir, visit),
+        Location::Database(url) => {
+            PgLedger::open_read_only(url).and_then(|ledger| ledger.scan(visit))
+        }
+    }
+    .map_err(TransparencyError::Ledger)
+}
+
+/// The tree of the ledger at `location`; `visit` sees each record with its
+/// leaf index.
+pub fn tree(
+    location: &Location,
+    visit: &mut dyn FnMut(u64, &Record),
+) -> Result<MemoryTree, TransparencyError> {
+    let mut tree = MemoryTree::new();
+    scan(location, &mut |record| {
+        visit(tree.size(), record);
+        tree.push(leaf_hash(&record.bytes));
+        Ok(())
+    })?;
+    Ok(tree)
+}
+
+/// Reads the signing key at `path` (`PRIVATE+KEY+…`, from `keygen`).
+pub fn signer(path: &Path) -> Result<NoteSigner, TransparencyError> {
+    NoteSigner::from_text(&read(path)?).map_err(|error| TransparencyError::Note {
+        path: path.to_path_buf(),
+        error,
+    })
+}
+
+/// Reads the public key at `path` (`<name>+<id>+<key>`).
+pub fn verifier(path: &Path) -> Result<NoteVerifier, TransparencyError> {
+    NoteVerifier::from_text(&read(path)?).map_err(|error| TransparencyError::Note {
+        path: path.to_path_buf(),
+        error,
+    })
+}
+
+/// The ledger's checkpoint now, signed by `signer` (its origin is the
+/// key's name): `(size, note)`.
+pub fn checkpoint(
+    location: &Location,
+    signer: &NoteSigner,
+) -> Result<(u64, String), TransparencyError> {
+    let tree = tree(location, &mut |_, _| {})?;
+    let checkpoint = Checkpoint {
+        origin: signer.name().to_owned(),
+        size: tree.size(),
+        root: tree.root(),
+    };
+    let note = checkpoint
+        .sign(signer)
+        .map_err(|error| TransparencyError::Note {
+            path: PathBuf::from("(checkpoint)"),
+            error,
+        })?;
+    Ok((checkpoint.size, note))
+}
+
+/// The inclusion proof of `tenant`'s receipt `seq` in the tree of `size`
+/// receipts (default: all), with the receipt's stored bytes.
+pub fn prove(
+    location: &Location,
+    tenant: &TenantId,
+    seq: u64,
+    size: Option<u64>,
+) -> Result<(InclusionProof, Vec<u8>), TransparencyError> {
+    let mut found = None;
+    let tree = tree(location, &mut |index, record| {
+        if found.is_none() && record.tenant == *tenant && record.seq == seq {
+            found = Some((index, record.bytes.to_vec()));
+        }
+    })?;
+    let (index, bytes) = found.ok_or_else(|| TransparencyError::NoReceipt {
+        tenant: tenant.clone(),
+        seq,
+    })?;
+    let size = size.unwrap_or(tree.size());
+    let hashes = tree.inclusion_proof(index, size)?;
+    Ok((
+        InclusionProof {
+            leaf_index: index,
+            tree_size: size,
+            hashes: hashes.iter().map(hex::encode).collect(),
+        },
+        bytes,
+    ))
+}
+
+/// The consistency proof between the trees of `first` and `second` receipts.
+pub fn consistency(
+    location: &Location,
+    first: u64,
+    second: u64,
+) -> Result<ConsistencyProof, TransparencyError> {
+    let tree = tree(location, &mut |_, _| {})?;
+    let hashes = tree.consistency_proof(first, second)?;
+    Ok(ConsistencyProof {
+        first,
+        second,
+        hashes: hashes.iter().map(hex::encode).collect(),
+    })
+}
+
+/// Checks the ledger at `location` against every checkpoint file in `dir`
+/// signed by `verifier`, smallest first: each must be a prefix of the
+/// ledger as it is now (same root at its size). The number checked, or the
+/// first checkpoint the ledger contradicts.
+pub fn check(
+    location: &Location,
+    dir: &Path,
+    verifier: &NoteVerifier,
+) -> Result<usize, TransparencyError> {
+    let mut checkpoints = Vec::new();
+    let entries = fs_err::read_dir(dir).map_err(|source| TransparencyError::Read {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    for entry in entries {
+        let path = entry
+            .map_err(|source| TransparencyError::Read {
+                path: dir.to_path_buf(),
+                source,
+            })?
+            .path();
+        if !path.is_file() {
+            continue;
+        }
+        let checkpoint =
+            Checkpoint::open(&read(&path)?, verifier).map_err(|error| TransparencyError::Note {
+                path: path.clone(),
+                error,
+            })?;
+        if checkpoint.origin != verifier.name() {
+            return Err(TransparencyError::Note {
+                path,
+                error: NoteError::BadCheckpoint("its origin is another log's"),
+            });
+        }
+        checkpoints.push((checkpoint, path));
+    }
+    checkpoints.sort_by(|(a, pa), (b, pb)| a.size.cmp(&b.size).then(pa.cmp(pb)));
+    let tree = tree(location, &mut |_, _| {})?;
+    for (checkpoint, path) in &checkpoints {
+        if checkpoint.size > tree.size() {
+            return Err(TransparencyError::Contradicts {
+                path: path.clone(),
+                size: checkpoint.size,
+                why: format!(
+                    "the ledger holds only {} receipts: it was truncated, or restored from an older copy",
+                    tree.size()
+                ),
+            });
+        }
+        if tree.root_at(checkpoint.size)? != checkpoint.root {
+            return Err(TransparencyError::Contradicts {
+                path: path.clone(),
+                size: checkpoint.size,
+                why: "its first receipts are not the ones the checkpoint committed to: receipts were changed, removed or reordered".to_owned(),
+            });
+        }
+    }
+    Ok(checkpoints.len())
+}

@@ -1,0 +1,261 @@
+//! The operator attacks a hash chain alone cannot see, each caught by
+//! `ledger verify --checkpoints` against checkpoints published before it:
+//! a tail truncated at a frame boundary (checkpoint file deleted), one
+//! tenant's frames deleted, a tenant's chain rewritten and re-hashed, two
+//! segments swapped, an older backup restored.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use ggen_runtime::ledger::file::{CHECKPOINT_FILE, FileLedger, FileOptions, verify_dir};
+use ggen_runtime::note::NoteSigner;
+use ggen_runtime::store::Location;
+use ggen_runtime::transparency;
+
+use super::{append_next, copy_dir, fast_options, frames, populated, segments, tenant};
+use crate::governor::sku::OPEN;
+
+const ORIGIN: &str = "governor.test/ledger";
+
+/// Publishes the checkpoint of the ledger in `dir` now into `published`.
+fn publish(dir: &Path, published: &Path, signer: &NoteSigner) -> u64 {
+    let (size, note) = transparency::checkpoint(&Location::Dir(dir.to_path_buf()), signer).unwrap();
+    fs_err::write(published.join(format!("{size:08}.checkpoint")), note).unwrap();
+    size
+}
+
+/// `ledger verify --ledger DIR --checkpoints PUBLISHED --key KEY`.
+fn cli(dir: &Path, published: &Path, key: &Path) -> ExitCode {
+    ggen_runtime::cli::run(
+        &OPEN,
+        [
+            "governor",
+            "ledger",
+            "verify",
+            "--ledger",
+            dir.to_str().unwrap(),
+            "--checkpoints",
+            published.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ],
+    )
+}
+
+/// The check's verdict on `dir`: `Ok(count)` or the error text.
+fn check(dir: &Path, published: &Path, signer: &NoteSigner) -> Result<usize, String> {
+    transparency::check(
+        &Location::Dir(dir.to_path_buf()),
+        published,
+        &signer.verifier(),
+    )
+    .map_err(|e| ggen_runtime::report::error_chain(&e))
+}
+
+struct Setup {
+    ledger: tempfile::TempDir,
+    published: tempfile::TempDir,
+    key: tempfile::TempDir,
+    signer: NoteSigner,
+}
+
+/// acme and beta, 4 receipts each, interleaved; checkpoints published at
+/// 8 receipts and, after 2 more of acme, at 10.
+fn setup() -> Setup {
+    let ledger = populated(&["acme", "beta"], 4);
+    let published = tempfile::tempdir().unwrap();
+    let key = tempfile::tempdir().unwrap();
+    let signer = NoteSigner::from_seed(ORIGIN, [11; 32]).unwrap();
+    fs_err::write(key.path().join("key.pub"), signer.verifier().to_text()).unwrap();
+    assert_eq!(publish(ledger.path(), published.path(), &signer), 8);
+    {
+        let file = FileLedger::open(ledger.path(), fast_options()).unwrap();
+        append_next(&file, &tenant("acme"), "r4");
+        append_next(&file, &tenant("acme"), "r5");
+    }
+    assert_eq!(publish(ledger.path(), published.path(), &signer), 10);
+    Setup {
+        ledger,
+        published,
+        key,
+        signer,
+    }
+}
+
+#[test]
+fn an_untouched_ledger_extends_every_published_checkpoint() {
+    let s = setup();
+    assert_eq!(check(s.ledger.path(), s.published.path(), &s.signer), Ok(2));
+    assert_eq!(
+        cli(
+            s.ledger.path(),
+            s.published.path(),
+            &s.key.path().join("key.pub")
+        ),
+        ExitCode::SUCCESS
+    );
+    // Growing further is fine.
+    {
+        let file = FileLedger::open(s.ledger.path(), fast_options()).unwrap();
+        append_next(&file, &tenant("beta"), "r4");
+    }
+    assert_eq!(check(s.ledger.path(), s.published.path(), &s.signer), Ok(2));
+}
+
+#[test]
+fn a_truncated_tail_without_its_checkpoint_file_is_caught() {
+    let s = setup();
+    let seg = &segments(s.ledger.path())[0];
+    let cut = frames(seg)[7].0;
+    let file = fs_err::OpenOptions::new().write(true).open(seg).unwrap();
+    file.set_len(cut as u64).unwrap();
+    drop(file);
+    let _ = fs_err::remove_file(s.ledger.path().join(CHECKPOINT_FILE));
+    // The chains alone say nothing is wrong...
+    assert_eq!(verify_dir(s.ledger.path()).unwrap().first_bad, None);
+    // ...the published checkpoints do.
+    let err = check(s.ledger.path(), s.published.path(), &s.signer).unwrap_err();
+    assert!(
+        err.contains("00000008.checkpoint") && err.contains("holds only 7"),
+        "{err}"
+    );
+    assert_ne!(
+        cli(
+            s.ledger.path(),
+            s.published.path(),
+            &s.key.path().join("key.pub")
+        ),
+        ExitCode::SUCCESS
+    );
+}
+
+#[test]
+fn a_deleted_tenant_is_caught() {
+    let s = setup();
+    let seg = &segments(s.ledger.path())[0];
+    let bytes = fs_err::read(seg).unwrap();
+    let mut kept = Vec::new();
+    for (at, len, t, _) in frames(seg) {
+        if t != "beta" {
+            kept.extend_from_slice(&bytes[at..at + len]);
+        }
+    }
+    kept.resize(bytes.len(), 0);
+    fs_err::write(seg, kept).unwrap();
+    let _ = fs_err::remove_file(s.ledger.path().join(CHECKPOINT_FILE));
+    assert_eq!(verify_dir(s.ledger.path()).unwrap().first_bad, None);
+    let err = check(s.ledger.path(), s.published.path(), &s.signer).unwrap_err();
+    assert!(err.contains("00000008.checkpoint"), "{err}");
+}
+
+#[test]
+fn a_rewritten_and_rehashed_chain_is_caught() {
+    let s = setup();
+    // The operator rebuilds the whole ledger from scratch with acme's
+    // receipts changed: every chain verifies, the counts are the same.
+    let forged = tempfile::tempdir().unwrap();
+    {
+        let file = FileLedger::open(forged.path(), fast_options()).unwrap();
+        for i in 0..4 {
+            append_next(&file, &tenant("acme"), &format!("forged{i}"));
+            append_next(&file, &tenant("beta"), &format!("r{i}"));
+        }
+        append_next(&file, &tenant("acme"), "r4");
+        append_next(&file, &tenant("acme"), "r5");
+    }
+    assert_eq!(verify_dir(forged.path()).unwrap().first_bad, None);
+    let err = check(forged.path(), s.published.path(), &s.signer).unwrap_err();
+    assert!(
+        err.contains("00000008.checkpoint") && err.contains("changed, removed or reordered"),
+        "{err}"
+    );
+}
+
+#[test]
+fn swapped_segments_are_caught() {
+    let s = setup();
+    // The same receipts in small segments, then two segments swapped.
+    let small = tempfile::tempdir().unwrap();
+    let options = FileOptions {
+        segment_bytes: 4096,
+        ..fast_options()
+    };
+    {
+        let file = FileLedger::open(small.path(), options).unwrap();
+        for i in 0..4 {
+            append_next(&file, &tenant("acme"), &format!("r{i}"));
+            append_next(&file, &tenant("beta"), &format!("r{i}"));
+        }
+        append_next(&file, &tenant("acme"), "r4");
+        append_next(&file, &tenant("acme"), "r5");
+        // More receipts after them: several segments.
+        for i in 6..60 {
+            append_next(&file, &tenant("acme"), &format!("r{i}"));
+        }
+    }
+    // Same receipts, same order: the published checkpoints hold.
+    assert_eq!(check(small.path(), s.published.path(), &s.signer), Ok(2));
+    let segs = segments(small.path());
+    assert!(segs.len() >= 3, "{segs:?}");
+    let (a, b) = (
+        fs_err::read(&segs[0]).unwrap(),
+        fs_err::read(&segs[1]).unwrap(),
+    );
+    fs_err::write(&segs[0], b).unwrap();
+    fs_err::write(&segs[1], a).unwrap();
+    let _ = fs_err::remove_file(small.path().join(CHECKPOINT_FILE));
+    let verdict = check(small.path(), s.published.path(), &s.signer);
+    assert!(verdict.is_err(), "{verdict:?}");
+}
+
+#[test]
+fn an_older_backup_restored_is_caught() {
+    let s = setup();
+    let backup = copy_dir(s.ledger.path());
+    {
+        let file = FileLedger::open(s.ledger.path(), fast_options()).unwrap();
+        append_next(&file, &tenant("beta"), "r4");
+    }
+    assert_eq!(publish(s.ledger.path(), s.published.path(), &s.signer), 11);
+    // The backup taken at 10 receipts is put back.
+    let err = check(backup.path(), s.published.path(), &s.signer).unwrap_err();
+    assert!(
+        err.contains("00000011.checkpoint") && err.contains("holds only 10"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_checkpoint_signed_by_another_key_is_refused() {
+    let s = setup();
+    let stranger = NoteSigner::from_seed(ORIGIN, [12; 32]).unwrap();
+    publish(s.ledger.path(), s.published.path(), &stranger);
+    let err = check(s.ledger.path(), s.published.path(), &s.signer).unwrap_err();
+    assert!(err.contains("no valid signature"), "{err}");
+}
+
+#[test]
+fn a_receipt_proves_against_a_published_checkpoint_and_a_later_one_extends_it() {
+    let s = setup();
+    let location = Location::Dir(s.ledger.path().to_path_buf());
+    let old = fs_err::read_to_string(s.published.path().join("00000008.checkpoint")).unwrap();
+    let new = fs_err::read_to_string(s.published.path().join("00000010.checkpoint")).unwrap();
+    let key = s.signer.verifier().to_text();
+    // beta's receipt 3, against the checkpoint of 8 receipts.
+    let (proof, bytes) = transparency::prove(&location, &tenant("beta"), 3, Some(8)).unwrap();
+    assert_eq!(
+        proof.leaf_index, 5,
+        "interleaved: acme 1, beta 1, acme 2, beta 2, acme 3, beta 3"
+    );
+    let proof = serde_json::to_string(&proof).unwrap();
+    let (checkpoint, index) =
+        ggen_runtime::audit::verify_receipt(&bytes, &proof, &old, &key).unwrap();
+    assert_eq!((checkpoint.size, index), (8, 5));
+    // The later checkpoint extends the earlier one.
+    let consistency =
+        serde_json::to_string(&transparency::consistency(&location, 8, 10).unwrap()).unwrap();
+    assert!(ggen_runtime::audit::verify_consistency(&old, &new, &consistency, &key).is_ok());
+    // A receipt that does not exist.
+    let err = transparency::prove(&location, &tenant("beta"), 9, None).unwrap_err();
+    assert!(err.to_string().contains("no receipt 9"), "{err}");
+}
