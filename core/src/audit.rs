@@ -71,12 +71,22 @@ fn hashes(texts: &[String]) -> Result<Vec<Hash>, AuditError> {
         .collect()
 }
 
+/// The checkpoint of `note`, signed by `key` and naming `key`'s log as its
+/// origin (one key signs one ledger).
 fn checkpoint(
     which: &'static str,
     note: &str,
     key: &NoteVerifier,
 ) -> Result<Checkpoint, AuditError> {
-    Checkpoint::open(note, key).map_err(|error| AuditError::Checkpoint { which, error })
+    let checkpoint =
+        Checkpoint::open(note, key).map_err(|error| AuditError::Checkpoint { which, error })?;
+    if checkpoint.origin != key.name() {
+        return Err(AuditError::Checkpoint {
+            which,
+            error: NoteError::BadCheckpoint("its origin is not the key's log"),
+        });
+    }
+    Ok(checkpoint)
 }
 
 /// Checks that `receipt` (its bytes exactly as the ledger stores them) is

@@ -97,6 +97,12 @@ pub trait Nodes {
     /// one the RFC's recursion reaches (`start` a multiple of the largest
     /// power of two not above `end - start`): O(log n) stored nodes.
     fn range(&self, start: u64, end: u64) -> Result<Hash, ProofError> {
+        if start >= end || end > self.size() {
+            return Err(ProofError::TooLarge {
+                asked: end,
+                size: self.size(),
+            });
+        }
         let width = end - start;
         if width.is_power_of_two() && start.is_multiple_of(width) {
             let level = width.trailing_zeros();
@@ -156,6 +162,10 @@ pub trait Nodes {
     /// The consistency proof between the tree of its first `first` leaves
     /// and that of its first `second` (RFC 9162 `PROOF`).
     fn consistency_proof(&self, first: u64, second: u64) -> Result<Vec<Hash>, ProofError> {
+        if first == 0 && second <= self.size() {
+            // The empty tree is a prefix of every tree: nothing to prove.
+            return Ok(Vec::new());
+        }
         if first == 0 || first > second || second > self.size() {
             return Err(ProofError::BadSizes {
                 first,
@@ -330,7 +340,18 @@ pub fn verify_consistency(
     first_root: &Hash,
     second_root: &Hash,
 ) -> Result<(), VerifyError> {
-    if first == 0 || first > second {
+    if first == 0 {
+        // The empty tree: a prefix of any tree, with an empty proof.
+        if !proof.is_empty() {
+            return Err(VerifyError::WrongLength);
+        }
+        return if *first_root == empty_root() {
+            Ok(())
+        } else {
+            Err(VerifyError::FirstRootMismatch)
+        };
+    }
+    if first > second {
         return Err(VerifyError::BadSizes { first, second });
     }
     if first == second {
@@ -579,14 +600,20 @@ mod tests {
         let tree = reference();
         assert!(tree.inclusion_proof(8, 8).is_err());
         assert!(tree.inclusion_proof(0, 9).is_err());
-        assert!(tree.consistency_proof(0, 4).is_err());
+        assert_eq!(tree.consistency_proof(0, 4), Ok(Vec::new()));
+        assert_eq!(
+            verify_consistency(0, 4, &[], &h(ROOTS[0]), &h(ROOTS[4])),
+            Ok(())
+        );
+        assert!(verify_consistency(0, 4, &[], &h(ROOTS[1]), &h(ROOTS[4])).is_err());
+        assert!(tree.range(3, 3).is_err() && tree.range(0, 9).is_err());
         assert!(tree.consistency_proof(5, 4).is_err());
         assert!(tree.consistency_proof(4, 9).is_err());
         assert!(tree.root_at(9).is_err());
         assert_eq!(
-            verify_consistency(0, 3, &[], &h(ROOTS[0]), &h(ROOTS[3])),
+            verify_consistency(4, 3, &[], &h(ROOTS[4]), &h(ROOTS[3])),
             Err(VerifyError::BadSizes {
-                first: 0,
+                first: 4,
                 second: 3
             })
         );

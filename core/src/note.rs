@@ -68,7 +68,8 @@ fn key_id(name: &str, public: &[u8; 32]) -> [u8; 4] {
     [digest[0], digest[1], digest[2], digest[3]]
 }
 
-fn check_name(name: &str) -> Result<(), NoteError> {
+/// Checks a key name: non-empty, no spaces, `+` or control characters.
+pub fn check_name(name: &str) -> Result<(), NoteError> {
     let bad = name.is_empty()
         || name
             .chars()
@@ -240,6 +241,12 @@ impl NoteVerifier {
     /// The text of `note` if a signature line of this key verifies over
     /// it (lines of other keys are ignored).
     pub fn open<'a>(&self, note: &'a str) -> Result<&'a str, NoteError> {
+        // As Go's `note.Open`: no control character but newlines anywhere.
+        if note.chars().any(|c| c != '\n' && c.is_control()) {
+            return Err(NoteError::Malformed(
+                "a control character other than a newline",
+            ));
+        }
         let split = note
             .rfind("\n\n")
             .ok_or(NoteError::Malformed("no blank line before the signatures"))?;
@@ -261,15 +268,29 @@ impl NoteVerifier {
             let (name, blob) = rest.split_once(' ').ok_or(NoteError::Malformed(
                 "a signature line is `— <name> <signature>`",
             ))?;
+            check_name(name)
+                .map_err(|_| NoteError::Malformed("a signature's key name is not one"))?;
             let blob = STANDARD
                 .decode(blob)
                 .map_err(|_| NoteError::Malformed("a signature is not base64"))?;
-            if name != self.name || blob.len() != 4 + 64 || blob[..4] != self.id {
+            if blob.len() < 5 {
+                return Err(NoteError::Malformed(
+                    "a signature is shorter than a key id and one byte",
+                ));
+            }
+            if name != self.name || blob[..4] != self.id {
                 continue;
             }
-            let signature = Signature::from_slice(&blob[4..])
-                .map_err(|_| NoteError::Malformed("a signature is not 64 bytes"))?;
-            verified |= self.key.verify(text.as_bytes(), &signature).is_ok();
+            // This key's signature must verify (Go refuses the whole note
+            // otherwise).
+            let valid = Signature::from_slice(&blob[4..])
+                .is_ok_and(|signature| self.key.verify(text.as_bytes(), &signature).is_ok());
+            if !valid {
+                return Err(NoteError::NotSigned {
+                    name: self.name.clone(),
+                });
+            }
+            verified = true;
         }
         if verified {
             Ok(text)
@@ -312,7 +333,11 @@ impl Checkpoint {
             .ok_or(NoteError::BadCheckpoint("no origin line"))?;
         let size = lines
             .next()
-            .filter(|s| !s.is_empty() && (s == &"0" || !s.starts_with('0')))
+            .filter(|s| {
+                !s.is_empty()
+                    && s.bytes().all(|b| b.is_ascii_digit())
+                    && (s == &"0" || !s.starts_with('0'))
+            })
             .and_then(|s| s.parse::<u64>().ok())
             .ok_or(NoteError::BadCheckpoint(
                 "the size line is not a decimal number",
@@ -404,6 +429,24 @@ mod tests {
             );
         }
         assert!(verifier.open(TEXT).is_err(), "no signatures");
+        // A bad signature of the expected key spoils the note, even beside a good one.
+        let spoiled = NOTE.replace("SffcvIAQ", "SffcvIAR");
+        let doubled = format!("{NOTE}{}", spoiled.split("\n\n").nth(1).unwrap());
+        assert!(matches!(
+            verifier.open(&doubled),
+            Err(NoteError::NotSigned { .. })
+        ));
+        // Control characters are refused anywhere.
+        assert!(
+            verifier
+                .open(&NOTE.replace("answer", "ans\u{1b}wer"))
+                .is_err()
+        );
+        let short = format!("{TEXT}\n\u{2014} PeterNeumann AAAA\n");
+        assert!(matches!(
+            verifier.open(&short),
+            Err(NoteError::Malformed(_))
+        ));
     }
 
     #[test]
@@ -420,7 +463,13 @@ mod tests {
         // A checkpoint claiming another size (or root) is not the signed one.
         let resized = note.replacen("\n8\n", "\n9\n", 1);
         assert!(Checkpoint::open(&resized, &verifier).is_err());
-        for bad in ["\n8\nAAAA\n", "o\n08\nAAAA\n", "o\n8\n", "o\nx\n"] {
+        for bad in [
+            "\n8\nAAAA\n",
+            "o\n08\nAAAA\n",
+            "o\n8\n",
+            "o\nx\n",
+            "o\n+8\nAAAA\n",
+        ] {
             assert!(Checkpoint::parse(bad).is_err(), "{bad:?}");
         }
     }

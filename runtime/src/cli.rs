@@ -329,6 +329,21 @@ fn check_checkpoints(location: &Location, dir: &Path, key: &Path) -> Result<Exit
 fn keygen(out: &std::path::Path, name: &str) -> Result<ExitCode, Failure> {
     use fs_err::os::unix::fs::OpenOptionsExt as _;
     use std::io::{Read as _, Write as _};
+    crate::note::check_name(name)
+        .map_err(|e| Failure::rejected(format!("key name `{name}`: {e}")))?;
+    let public = {
+        let mut path = out.as_os_str().to_owned();
+        path.push(".pub");
+        PathBuf::from(path)
+    };
+    for path in [out, public.as_path()] {
+        if fs_err::symlink_metadata(path).is_ok() {
+            return Err(Failure::rejected(format!(
+                "`{}` already exists: keygen never overwrites a key",
+                path.display()
+            )));
+        }
+    }
     let mut seed = [0u8; 32];
     fs_err::File::open("/dev/urandom")
         .and_then(|mut random| random.read_exact(&mut seed))
@@ -336,18 +351,13 @@ fn keygen(out: &std::path::Path, name: &str) -> Result<ExitCode, Failure> {
     let signer = crate::note::NoteSigner::from_seed(name, seed)
         .map_err(|e| Failure::rejected(format!("key name `{name}`: {e}")))?;
     seed.fill(0);
-    let public = {
-        let mut path = out.as_os_str().to_owned();
-        path.push(".pub");
-        PathBuf::from(path)
-    };
     let write = |path: &std::path::Path, text: String, mode: u32| -> Result<(), Failure> {
         let mut file = fs_err::OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(mode)
             .open(path)
-            .map_err(|e| Failure::rejected(format!("{e} (keygen never overwrites a key)")))?;
+            .map_err(|e| Failure::rejected(e.to_string()))?;
         file.write_all(format!("{text}\n").as_bytes())
             .and_then(|()| file.sync_all())
             .map_err(|e| Failure::internal(&e))

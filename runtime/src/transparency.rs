@@ -53,6 +53,24 @@ pub enum TransparencyError {
         /// What is wrong.
         error: NoteError,
     },
+    /// The ledger does not start at genesis: its oldest receipts were
+    /// archived by retention (or removed), so its tree would not be the
+    /// one earlier checkpoints committed to.
+    #[error(
+        "the ledger does not start at its genesis: tenant `{tenant}` begins at receipt {seq} (its oldest receipts were archived or removed); the tree needs every receipt from the first"
+    )]
+    NotFromGenesis {
+        /// The first tenant found without its first receipt.
+        tenant: TenantId,
+        /// The seq its chain starts at here.
+        seq: u64,
+    },
+    /// No checkpoint file to check against.
+    #[error("`{path}` holds no checkpoint file: nothing to check the ledger against")]
+    NoCheckpoints {
+        /// The directory.
+        path: PathBuf,
+    },
     /// The ledger contradicts a published checkpoint.
     #[error("the ledger contradicts checkpoint `{path}` ({size} receipts): {why}")]
     Contradicts {
@@ -93,11 +111,22 @@ pub fn tree(
     visit: &mut dyn FnMut(u64, &Record),
 ) -> Result<MemoryTree, TransparencyError> {
     let mut tree = MemoryTree::new();
+    let mut started = std::collections::HashSet::new();
+    let mut gap = None;
     scan(location, &mut |record| {
+        if gap.is_none() && !started.contains(&record.tenant) {
+            if record.seq != 1 {
+                gap = Some((record.tenant.clone(), record.seq));
+            }
+            started.insert(record.tenant.clone());
+        }
         visit(tree.size(), record);
         tree.push(leaf_hash(&record.bytes));
         Ok(())
     })?;
+    if let Some((tenant, seq)) = gap {
+        return Err(TransparencyError::NotFromGenesis { tenant, seq });
+    }
     Ok(tree)
 }
 
@@ -204,9 +233,8 @@ pub fn check(
                 source,
             })?
             .path();
-        if !path.is_file() {
-            continue;
-        }
+        // Every entry is a checkpoint: a stray file or folder is refused
+        // by `open` below rather than skipped unread.
         let checkpoint =
             Checkpoint::open(&read(&path)?, verifier).map_err(|error| TransparencyError::Note {
                 path: path.clone(),
@@ -219,6 +247,11 @@ pub fn check(
             });
         }
         checkpoints.push((checkpoint, path));
+    }
+    if checkpoints.is_empty() {
+        return Err(TransparencyError::NoCheckpoints {
+            path: dir.to_path_buf(),
+        });
     }
     checkpoints.sort_by(|(a, pa), (b, pb)| a.size.cmp(&b.size).then(pa.cmp(pb)));
     let tree = tree(location, &mut |_, _| {})?;

@@ -259,3 +259,29 @@ fn a_receipt_proves_against_a_published_checkpoint_and_a_later_one_extends_it() 
     let err = transparency::prove(&location, &tenant("beta"), 9, None).unwrap_err();
     assert!(err.to_string().contains("no receipt 9"), "{err}");
 }
+
+#[test]
+fn nothing_to_check_against_and_a_ledger_not_from_genesis_are_errors() {
+    let s = setup();
+    let empty = tempfile::tempdir().unwrap();
+    let err = check(s.ledger.path(), empty.path(), &s.signer).unwrap_err();
+    assert!(err.contains("holds no checkpoint file"), "{err}");
+    // A stray file among the checkpoints is refused, not skipped.
+    fs_err::write(s.published.path().join("README"), "notes\n").unwrap();
+    assert!(check(s.ledger.path(), s.published.path(), &s.signer).is_err());
+    fs_err::remove_file(s.published.path().join("README")).unwrap();
+    // The oldest frames gone (as after archiving, or deleted): refused
+    // before any checkpoint is compared.
+    let seg = &segments(s.ledger.path())[0];
+    let bytes = fs_err::read(seg).unwrap();
+    let first = frames(seg)[0].1;
+    let mut rest = bytes[first..].to_vec();
+    rest.resize(bytes.len(), 0);
+    fs_err::write(seg, rest).unwrap();
+    let _ = fs_err::remove_file(s.ledger.path().join(CHECKPOINT_FILE));
+    let err = check(s.ledger.path(), s.published.path(), &s.signer).unwrap_err();
+    assert!(
+        err.contains("does not start at its genesis") && err.contains("`acme` begins at receipt 2"),
+        "{err}"
+    );
+}
