@@ -206,6 +206,51 @@ fn split(n: u64) -> u64 {
     1 << (63 - (n - 1).leading_zeros())
 }
 
+/// The right edge of a tree being built: the root of each perfect subtree
+/// its size is made of, O(log n) hashes. Enough for the root at every
+/// size it passes (what a checkpoint needs), not for proofs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Frontier {
+    size: u64,
+    /// Perfect subtree roots, largest (leftmost) first.
+    peaks: Vec<Hash>,
+}
+
+impl Frontier {
+    /// An empty tree.
+    pub fn new() -> Frontier {
+        Frontier::default()
+    }
+
+    /// Leaves appended.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Appends a leaf by its hash ([`leaf_hash`]).
+    pub fn push(&mut self, leaf: Hash) {
+        let mut hash = leaf;
+        let mut size = self.size;
+        // Each trailing one bit of the size is a peak this leaf completes.
+        while size & 1 == 1 {
+            let left = self.peaks.pop().expect("one peak per one bit of the size");
+            hash = node_hash(&left, &hash);
+            size >>= 1;
+        }
+        self.peaks.push(hash);
+        self.size += 1;
+    }
+
+    /// The root of the leaves appended so far (RFC 9162 `MTH`).
+    pub fn root(&self) -> Hash {
+        let mut peaks = self.peaks.iter().rev();
+        let Some(&last) = peaks.next() else {
+            return empty_root();
+        };
+        peaks.fold(last, |right, left| node_hash(left, &right))
+    }
+}
+
 /// A tree whose nodes are held in memory: 2n hashes for n leaves.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MemoryTree {
@@ -291,6 +336,16 @@ pub enum VerifyError {
     FirstRootMismatch,
 }
 
+/// After hashing in a left sibling: skip the levels where the node is a
+/// left child on the tree's right edge (RFC 9162: "right-shift both fn and
+/// sn equally until either LSB(fn) is set or fn is 0").
+fn climb(fn_: &mut u64, sn: &mut u64) {
+    while *fn_ & 1 == 0 && *fn_ != 0 {
+        *fn_ >>= 1;
+        *sn >>= 1;
+    }
+}
+
 /// Checks that `leaf` (a [`leaf_hash`]) is leaf `index` of the tree of
 /// `size` leaves whose root is `root`, by `proof` (RFC 9162 §2.1.3.2).
 pub fn verify_inclusion(
@@ -311,10 +366,7 @@ pub fn verify_inclusion(
         }
         if fn_ & 1 == 1 || fn_ == sn {
             r = node_hash(p, &r);
-            while fn_ & 1 == 0 && fn_ != 0 {
-                fn_ >>= 1;
-                sn >>= 1;
-            }
+            climb(&mut fn_, &mut sn);
         } else {
             r = node_hash(&r, p);
         }
@@ -386,10 +438,7 @@ pub fn verify_consistency(
         if fn_ & 1 == 1 || fn_ == sn {
             fr = node_hash(c, &fr);
             sr = node_hash(c, &sr);
-            while fn_ & 1 == 0 && fn_ != 0 {
-                fn_ >>= 1;
-                sn >>= 1;
-            }
+            climb(&mut fn_, &mut sn);
         } else {
             sr = node_hash(&sr, c);
         }
@@ -640,9 +689,12 @@ mod tests {
                 tree.push(*leaf);
             }
             let n = leaves.len() as u64;
+            let mut frontier = Frontier::new();
             for size in 1..=n {
                 let root = mth(&leaves[..size as usize]);
                 prop_assert_eq!(tree.root_at(size).unwrap(), root);
+                frontier.push(leaves[size as usize - 1]);
+                prop_assert_eq!(frontier.root(), root);
                 for index in 0..size {
                     let proof = tree.inclusion_proof(index, size).unwrap();
                     prop_assert_eq!(verify_inclusion(index, size, &leaves[index as usize], &proof, &root), Ok(()));

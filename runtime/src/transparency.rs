@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use crate::audit::{ConsistencyProof, InclusionProof};
 use crate::ledger::file;
 use crate::ledger::{Ledger as _, LedgerError, Record};
-use crate::merkle::{MemoryTree, Nodes, ProofError, leaf_hash};
+use crate::merkle::{Frontier, Hash, MemoryTree, Nodes, ProofError, leaf_hash};
 use crate::note::{Checkpoint, NoteError, NoteSigner, NoteVerifier};
 use crate::pg::PgLedger;
 use crate::store::Location;
@@ -104,13 +104,13 @@ fn scan(
     .map_err(TransparencyError::Ledger)
 }
 
-/// The tree of the ledger at `location`; `visit` sees each record with its
-/// leaf index.
-pub fn tree(
+/// Every record of the ledger at `location` in append order, with its
+/// leaf index and hash; an error if the ledger does not start at genesis.
+fn leaves(
     location: &Location,
-    visit: &mut dyn FnMut(u64, &Record),
-) -> Result<MemoryTree, TransparencyError> {
-    let mut tree = MemoryTree::new();
+    visit: &mut dyn FnMut(u64, &Record, Hash),
+) -> Result<(), TransparencyError> {
+    let mut index = 0;
     let mut started = std::collections::HashSet::new();
     let mut gap = None;
     scan(location, &mut |record| {
@@ -120,13 +120,27 @@ pub fn tree(
             }
             started.insert(record.tenant.clone());
         }
-        visit(tree.size(), record);
-        tree.push(leaf_hash(&record.bytes));
+        visit(index, record, leaf_hash(&record.bytes));
+        index += 1;
         Ok(())
     })?;
-    if let Some((tenant, seq)) = gap {
-        return Err(TransparencyError::NotFromGenesis { tenant, seq });
+    match gap {
+        Some((tenant, seq)) => Err(TransparencyError::NotFromGenesis { tenant, seq }),
+        None => Ok(()),
     }
+}
+
+/// The tree of the ledger at `location`, every node kept (for proofs);
+/// `visit` sees each record with its leaf index.
+pub fn tree(
+    location: &Location,
+    visit: &mut dyn FnMut(u64, &Record),
+) -> Result<MemoryTree, TransparencyError> {
+    let mut tree = MemoryTree::new();
+    leaves(location, &mut |index, record, leaf| {
+        visit(index, record);
+        tree.push(leaf);
+    })?;
     Ok(tree)
 }
 
@@ -152,11 +166,13 @@ pub fn checkpoint(
     location: &Location,
     signer: &NoteSigner,
 ) -> Result<(u64, String), TransparencyError> {
-    let tree = tree(location, &mut |_, _| {})?;
+    // Only the root: the tree's right edge, not every node.
+    let mut frontier = Frontier::new();
+    leaves(location, &mut |_, _, leaf| frontier.push(leaf))?;
     let checkpoint = Checkpoint {
         origin: signer.name().to_owned(),
-        size: tree.size(),
-        root: tree.root(),
+        size: frontier.size(),
+        root: frontier.root(),
     };
     let note = checkpoint
         .sign(signer)
@@ -254,25 +270,42 @@ pub fn check(
         });
     }
     checkpoints.sort_by(|(a, pa), (b, pb)| a.size.cmp(&b.size).then(pa.cmp(pb)));
-    let tree = tree(location, &mut |_, _| {})?;
-    for (checkpoint, path) in &checkpoints {
-        if checkpoint.size > tree.size() {
-            return Err(TransparencyError::Contradicts {
-                path: path.clone(),
-                size: checkpoint.size,
-                why: format!(
-                    "the ledger holds only {} receipts: it was truncated, or restored from an older copy",
-                    tree.size()
-                ),
-            });
+    // The roots at the checkpoints' sizes, smallest first, as the scan
+    // passes them: the tree's right edge is all it keeps.
+    let mut frontier = Frontier::new();
+    let mut next = 0;
+    let mut contradicted = None;
+    let mut compare = |frontier: &Frontier, next: &mut usize| {
+        while let Some((checkpoint, path)) = checkpoints.get(*next)
+            && checkpoint.size == frontier.size()
+        {
+            if contradicted.is_none() && frontier.root() != checkpoint.root {
+                contradicted = Some((path.clone(), checkpoint.size));
+            }
+            *next += 1;
         }
-        if tree.root_at(checkpoint.size)? != checkpoint.root {
-            return Err(TransparencyError::Contradicts {
-                path: path.clone(),
-                size: checkpoint.size,
-                why: "its first receipts are not the ones the checkpoint committed to: receipts were changed, removed or reordered".to_owned(),
-            });
-        }
+    };
+    compare(&frontier, &mut next);
+    leaves(location, &mut |_, _, leaf| {
+        frontier.push(leaf);
+        compare(&frontier, &mut next);
+    })?;
+    if let Some((path, size)) = contradicted {
+        return Err(TransparencyError::Contradicts {
+            path,
+            size,
+            why: "its first receipts are not the ones the checkpoint committed to: receipts were changed, removed or reordered".to_owned(),
+        });
+    }
+    if let Some((checkpoint, path)) = checkpoints.get(next) {
+        return Err(TransparencyError::Contradicts {
+            path: path.clone(),
+            size: checkpoint.size,
+            why: format!(
+                "the ledger holds only {} receipts: it was truncated, or restored from an older copy",
+                frontier.size()
+            ),
+        });
     }
     Ok(checkpoints.len())
 }

@@ -44,10 +44,9 @@ use super::metrics::{CallOutcome, NotificationOutcome};
 use super::pubsub::{Envelope, decode_bytes};
 use super::signals;
 use super::state::AppState;
-use crate::actuator::Jitter;
 use crate::entitlement::EntitlementEvent;
 use crate::marketplace::{
-    CallError, Marketplace, Notice, Planned, Read, bounded, decide, decide_account,
+    Account, CallError, Marketplace, Notice, Planned, bounded, decide, decide_account,
     known_event_type, plain_id, state_of,
 };
 use crate::receipt::Input;
@@ -233,10 +232,26 @@ async fn reject(
     })
 }
 
-/// A read that failed for now: 503, nothing written.
+/// A call that failed for now on every attempt: 503, nothing written.
 fn upstream(what: &str, error: CallError, attempts: u32) -> IngressError {
     IngressError::Upstream {
         detail: format!("{what}: {error} (attempt {attempts}/{attempts})"),
+    }
+}
+
+/// A failed read of the `what` `id`: the reason to receipt it as rejected
+/// (a permanent failure: redelivering changes nothing), or 503.
+fn unreadable(
+    what: &str,
+    id: &str,
+    error: CallError,
+    attempts: u32,
+) -> Result<String, IngressError> {
+    match error {
+        CallError::Permanent(detail) => {
+            Ok(format!("{what} `{}` cannot be read: {detail}", bounded(id)))
+        }
+        error => Err(upstream(&format!("reading the {what}"), error, attempts)),
     }
 }
 
@@ -254,7 +269,7 @@ async fn entitlement(n: Notified<'_>) -> Handled {
     let id = subject.id.as_str();
     let found = client
         .retry
-        .run(id, || client.procurement.find_entitlement(id))
+        .run(id, |_| client.procurement.find_entitlement(id))
         .await;
     let read = match found {
         Ok((Some(read), _)) => read,
@@ -265,12 +280,9 @@ async fn entitlement(n: Notified<'_>) -> Handled {
             );
             return reject(state, notification, reason, started).await;
         }
-        Err((CallError::Permanent(detail), _)) => {
-            let reason = format!("entitlement `{}` cannot be read: {detail}", bounded(id));
-            return reject(state, notification, reason, started).await;
-        }
         Err((error, attempts)) => {
-            return Err(upstream("reading the entitlement", error, attempts));
+            let reason = unreadable("entitlement", id, error, attempts)?;
+            return reject(state, notification, reason, started).await;
         }
     };
     if let Some(product) = def.product
@@ -320,13 +332,7 @@ async fn entitlement(n: Notified<'_>) -> Handled {
     // Another entitlement of an account whose tenant follows a live one is
     // refused by the registry too (and, activation requested, rejected).
     let accepted = current.check_follow(id).is_ok();
-    let read = Read {
-        id,
-        state: &read.state,
-        plan: read.plan.as_deref(),
-        new_pending_plan: read.new_pending_plan.as_deref(),
-    };
-    let planned = decide(def, &read, accepted);
+    let planned = decide(def, &read.read(id), accepted);
     let recheck = Recheck::Entitlement { def, id, accepted };
     settle(
         state, client, tenant, input, planned, seen, recheck, started,
@@ -352,22 +358,16 @@ async fn account(n: Notified<'_>) -> Handled {
     };
     let found = client
         .retry
-        .run(id, || client.procurement.find_account(id))
+        .run(id, |_| client.procurement.find_account(id))
         .await;
     let read = match found {
         Ok((read, _)) => read,
-        Err((CallError::Permanent(detail), _)) => {
-            let reason = format!("account `{}` cannot be read: {detail}", bounded(id));
+        Err((error, attempts)) => {
+            let reason = unreadable("account", id, error, attempts)?;
             return reject(state, notification, reason, started).await;
         }
-        Err((error, attempts)) => return Err(upstream("reading the account", error, attempts)),
     };
-    let signup = read.as_ref().and_then(|a| {
-        a.approvals
-            .iter()
-            .find(|approval| approval.name == "signup")
-            .map(|approval| approval.state.as_str())
-    });
+    let signup = read.as_ref().and_then(Account::signup);
     let notice = Notice {
         event_type: bounded(notification.event_type.as_deref().unwrap_or("")),
         entitlement: None,
@@ -458,28 +458,13 @@ impl Recheck<'_> {
         let again = match *self {
             Recheck::Entitlement { def, id, accepted } => {
                 match client.procurement.find_entitlement(id).await {
-                    Ok(Some(read)) => {
-                        let read = Read {
-                            id,
-                            state: &read.state,
-                            plan: read.plan.as_deref(),
-                            new_pending_plan: read.new_pending_plan.as_deref(),
-                        };
-                        decide(def, &read, accepted)
-                    }
+                    Ok(Some(read)) => decide(def, &read.read(id), accepted),
                     Ok(None) => None,
                     Err(_) => return true,
                 }
             }
             Recheck::Account { def, id } => match client.procurement.find_account(id).await {
-                Ok(Some(read)) => {
-                    let signup = read
-                        .approvals
-                        .iter()
-                        .find(|approval| approval.name == "signup")
-                        .map(|approval| approval.state.as_str());
-                    decide_account(def, id, signup)
-                }
+                Ok(Some(read)) => decide_account(def, id, read.signup()),
                 Ok(None) => None,
                 Err(_) => return true,
             },
@@ -488,67 +473,55 @@ impl Recheck<'_> {
     }
 }
 
-/// Makes `planned`'s call: up to the retry's attempts, each bounded in
-/// time, with backoff between transient failures; before another attempt,
-/// `recheck` reads again whether the call is still called for (a
-/// timed-out attempt may have taken effect, and is not made twice). Its
-/// success and what the API said, or 503 when every attempt failed
-/// transiently.
+/// Makes `planned`'s call under the retry (attempts bounded in time,
+/// backoff between transient failures); before another attempt, `recheck`
+/// reads again whether the call is still called for (a timed-out attempt
+/// may have taken effect, and is not made twice). Its success and what the
+/// API said, or 503 when every attempt failed transiently.
 async fn call(
     state: &AppState,
     client: &Marketplace,
     planned: &Planned,
     recheck: &Recheck<'_>,
 ) -> Result<(bool, String), IngressError> {
-    let retry = &client.retry;
-    let attempts = retry.attempts.max(1);
-    let mut jitter = Jitter::for_key(&format!("{}:{}", planned.target, planned.call));
-    let mut attempt = 1;
-    let last = loop {
-        let result = tokio::time::timeout(retry.timeout, client.procurement.execute(planned))
-            .await
-            .unwrap_or_else(|_| {
-                Err(CallError::Transient(format!(
-                    "the Procurement API did not answer within {} ms",
-                    retry.timeout.as_millis()
-                )))
-            });
-        match result {
-            Ok(()) => {
-                state.metrics().procurement(planned.call, CallOutcome::Ok);
-                return Ok((true, format!("ok (attempt {attempt}/{attempts})")));
-            }
-            Err(CallError::Permanent(detail)) => {
-                state
-                    .metrics()
-                    .procurement(planned.call, CallOutcome::Failed);
-                return Ok((false, format!("{detail} (attempt {attempt}/{attempts})")));
-            }
-            Err(error) if attempt >= attempts => break error,
-            Err(error) => {
-                tracing::debug!(call = %planned.call, attempt, error = %error, "procurement call failed; retrying");
-                tokio::time::sleep(retry.backoff.delay(attempt, &mut jitter)).await;
-                attempt += 1;
-                let needed =
-                    tokio::time::timeout(retry.timeout, recheck.still_needed(client, planned));
-                if !needed.await.unwrap_or(true) {
-                    state.metrics().procurement(planned.call, CallOutcome::Ok);
-                    return Ok((
-                        true,
-                        format!(
-                            "ok: an earlier attempt took effect, the read no longer calls for it (attempt {attempt}/{attempts})"
-                        ),
-                    ));
-                }
-            }
+    let total = client.retry.attempts.max(1);
+    let key = format!("{}:{}", planned.target, planned.call);
+    // `Ok(false)`: the read no longer calls for it, an earlier attempt did it.
+    let attempt = |attempt: u32| async move {
+        if attempt > 1 && !recheck.still_needed(client, planned).await {
+            return Ok(false);
+        }
+        client.procurement.execute(planned).await.map(|()| true)
+    };
+    let (ok, outcome, detail) = match client.retry.run(&key, attempt).await {
+        Ok((true, made)) => (
+            true,
+            CallOutcome::Ok,
+            format!("ok (attempt {made}/{total})"),
+        ),
+        Ok((false, made)) => (
+            true,
+            CallOutcome::Ok,
+            format!(
+                "ok: an earlier attempt took effect, the read no longer calls for it (attempt {made}/{total})"
+            ),
+        ),
+        Err((CallError::Permanent(detail), made)) => (
+            false,
+            CallOutcome::Failed,
+            format!("{detail} (attempt {made}/{total})"),
+        ),
+        Err((error, made)) => {
+            state
+                .metrics()
+                .procurement(planned.call, CallOutcome::Unavailable);
+            return Err(upstream(
+                &format!("procurement call `{}`", planned.call),
+                error,
+                made,
+            ));
         }
     };
-    state
-        .metrics()
-        .procurement(planned.call, CallOutcome::Unavailable);
-    Err(upstream(
-        &format!("procurement call `{}`", planned.call),
-        last,
-        attempts,
-    ))
+    state.metrics().procurement(planned.call, outcome);
+    Ok((ok, detail))
 }

@@ -20,7 +20,7 @@ use super::token::{TokenError, Tokens};
 use crate::actuator::Outcome;
 use crate::actuator::webhook::{redacted, retryable_status};
 use crate::report::error_chain;
-use ggen_runtime_core::marketplace::{Call, Planned};
+use ggen_runtime_core::marketplace::{Call, Planned, Read};
 
 /// Google's endpoint of the API.
 pub const PROCUREMENT_URL: &str = "https://cloudcommerceprocurement.googleapis.com/";
@@ -71,6 +71,17 @@ impl Entitlement {
             .or(self.product.as_deref())
     }
 
+    /// What [`decide`](ggen_runtime_core::marketplace::decide) reads of it,
+    /// `id` being the entitlement's id.
+    pub fn read<'a>(&'a self, id: &'a str) -> Read<'a> {
+        Read {
+            id,
+            state: &self.state,
+            plan: self.plan.as_deref(),
+            new_pending_plan: self.new_pending_plan.as_deref(),
+        }
+    }
+
     /// The account id: the last segment of [`Entitlement::account`].
     pub fn account_id(&self) -> Option<&str> {
         self.account
@@ -93,6 +104,16 @@ pub struct Account {
     /// Its approvals (`signup`).
     #[serde(default)]
     pub approvals: Vec<Approval>,
+}
+
+impl Account {
+    /// The state of its `signup` approval (`PENDING`, `APPROVED`, `REJECTED`).
+    pub fn signup(&self) -> Option<&str> {
+        self.approvals
+            .iter()
+            .find(|approval| approval.name == "signup")
+            .map(|approval| approval.state.as_str())
+    }
 }
 
 /// One approval of an account.

@@ -40,18 +40,19 @@ impl Default for Retry {
 }
 
 impl Retry {
-    /// Runs `op` until it succeeds, fails permanently, or the attempts are
-    /// spent; `key` seeds the jitter. Gives the last error and the attempts made.
+    /// Runs `op(attempt)` (attempts from 1) until it succeeds, fails
+    /// permanently, or the attempts are spent; `key` seeds the jitter.
+    /// Gives the value or the last error, with the attempts made.
     pub async fn run<T, F, Fut>(&self, key: &str, mut op: F) -> Result<(T, u32), (CallError, u32)>
     where
-        F: FnMut() -> Fut,
+        F: FnMut(u32) -> Fut,
         Fut: Future<Output = Result<T, CallError>>,
     {
         let attempts = self.attempts.max(1);
         let mut jitter = Jitter::for_key(key);
         let mut attempt = 1;
         loop {
-            let result = tokio::time::timeout(self.timeout, op())
+            let result = tokio::time::timeout(self.timeout, op(attempt))
                 .await
                 .unwrap_or_else(|_| {
                     Err(CallError::Transient(format!(
