@@ -53,6 +53,9 @@ enum Command {
         /// results; webhooks use `GOVERNOR_WEBHOOK_URL` / `GOVERNOR_WEBHOOK_SECRET`.
         #[arg(long)]
         live_actions: bool,
+        /// Signed checkpoints: one is published at the end of the replay.
+        #[command(flatten)]
+        transparency: crate::transparency::publish::PublishArgs,
     },
     /// Run the HTTP service (secrets from `GOVERNOR_*` environment variables).
     Serve(Box<crate::ingress::service::ServeArgs>),
@@ -231,7 +234,13 @@ pub fn run<P: PolicyPack>(
             signals,
             store,
             live_actions,
-        } => located(&store).and_then(|ledger| run_replay(pack, &signals, &ledger, live_actions)),
+            transparency,
+        } => located(&store).and_then(|ledger| {
+            let publisher = transparency
+                .publisher(std::env::var(crate::transparency::publish::KEY_ENV).ok())
+                .map_err(Failure::rejected)?;
+            run_replay(pack, &signals, &ledger, live_actions, publisher)
+        }),
         Command::Serve(args) if args.check => serve_check(pack, &args),
         Command::Serve(args) => Ok(crate::ingress::service::run(pack, *args)),
         Command::Ledger {
@@ -411,6 +420,7 @@ fn run_replay<P: PolicyPack>(
     signals: &Path,
     location: &Location,
     live_actions: bool,
+    publisher: Option<crate::transparency::publish::Publisher>,
 ) -> Result<ExitCode, Failure> {
     let input = fs_err::File::open(signals).map_err(|e| Failure::rejected(e.to_string()))?;
     let ledger = location
@@ -418,6 +428,12 @@ fn run_replay<P: PolicyPack>(
             eprintln!("warning: {warning}")
         })
         .map_err(|e| ledger_failure(&e))?;
+    if publisher.is_some() && ledger.tree().is_none() {
+        return Err(Failure::rejected(format!(
+            "signed checkpoints need a ledger that keeps its Merkle tree: `{}` does not (a database ledger, or a file ledger whose first receipts were archived before it kept one)",
+            location.display()
+        )));
+    }
     let registry = Arc::new(Registry::new(pack, ledger));
     let stats = registry
         .recover()
@@ -444,6 +460,20 @@ fn run_replay<P: PolicyPack>(
     }
     // A checkpoint makes the next open of this ledger fast.
     registry.checkpoint().map_err(|e| Failure::internal(&e))?;
+    if let Some(publisher) = publisher {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Failure::internal(&e))?;
+        let published = runtime
+            .block_on(publisher.publish(registry.ledger()))
+            .map_err(|e| Failure::internal(&e))?;
+        eprintln!(
+            "signed checkpoint of {} receipts published to {}",
+            published.size,
+            publisher.sinks().join(", ")
+        );
+    }
     for bad in &summary.bad_lines {
         eprintln!("{}: {bad}", signals.display());
     }

@@ -587,12 +587,29 @@ pub trait Ledger: Send + Sync + 'static {
     fn as_file(&self) -> Option<&file::FileLedger> {
         None
     }
+    /// The ledger's Merkle tree, when it keeps one.
+    fn tree(&self) -> Option<&dyn LogTree> {
+        None
+    }
     /// Bytes a ledger that is not on a local file system holds where it
     /// is (a database's tables); `None` for others. May block for a
     /// round trip: not for an async runtime's threads.
     fn stored_bytes(&self) -> Option<Result<u64, LedgerError>> {
         None
     }
+}
+
+/// A ledger's Merkle tree (RFC 9162): every durable receipt a leaf, in
+/// append order across tenants, kept as the ledger appends; what signed
+/// checkpoints and proofs are made of.
+pub trait LogTree: crate::merkle::Nodes + Send + Sync {
+    /// The size and root of the tree of every durable receipt.
+    fn latest(&self) -> Result<(u64, Hash), LedgerError>;
+    /// The leaf index of `tenant`'s receipt `seq`, if the ledger holds it
+    /// (archived receipts are not found).
+    fn leaf_index(&self, tenant: &TenantId, seq: u64) -> Result<Option<u64>, LedgerError>;
+    /// Makes the tree durable as far as it goes.
+    fn sync(&self) -> Result<(), LedgerError>;
 }
 
 /// A local ledger's disk use (see [`Ledger::space`]).

@@ -87,6 +87,8 @@ pub const TENANT: &str = "/v1/tenants/{tenant}";
 pub const ADMIT: &str = "/v1/tenants/{tenant}/admit";
 /// `GET /v1/tenants/{tenant}/receipts`.
 pub const RECEIPTS: &str = "/v1/tenants/{tenant}/receipts";
+/// `GET /v1/tenants/{tenant}/receipts/{seq}/proof`.
+pub const PROOF: &str = "/v1/tenants/{tenant}/receipts/{seq}/proof";
 /// `GET /v1/ledger/verify`.
 pub const VERIFY: &str = "/v1/ledger/verify";
 /// `POST /v1/tenants/{tenant}/reset`.
@@ -100,7 +102,7 @@ pub const MARKETPLACE_PUSH: &str = "/marketplace/pubsub";
 
 /// Every route template [`router`] serves, as metrics and logs name them
 /// (a request no route matches is named `other`).
-pub const ROUTES: [&str; 12] = [
+pub const ROUTES: [&str; 13] = [
     HEALTHZ,
     READYZ,
     METRICS,
@@ -108,6 +110,7 @@ pub const ROUTES: [&str; 12] = [
     TENANT,
     ADMIT,
     RECEIPTS,
+    PROOF,
     VERIFY,
     RESET,
     PUSH,
@@ -126,6 +129,7 @@ pub fn router(state: AppState) -> Router {
         .route(TENANT, get(tenants::get))
         .route(ADMIT, get(tenants::admit))
         .route(RECEIPTS, get(tenants::receipts))
+        .route(PROOF, get(tenants::proof))
         .route(VERIFY, get(tenants::verify))
         .route_layer(admit(Guard::Api));
     let admin = Router::new()

@@ -28,6 +28,7 @@ use crate::registry::{
 use crate::report::error_chain;
 use crate::sku::PolicyPack;
 use crate::store::Location;
+use crate::transparency::publish::Publisher;
 
 /// The shortest `--dedupe-window`: a signed marketplace event is accepted
 /// while its timestamp is within the tolerance either side of the server's
@@ -192,7 +193,16 @@ pub struct ServeArgs {
     /// How often the append count is checked ([`CHECKPOINT_POLL`]; not a flag, tests shorten it).
     #[arg(skip = CHECKPOINT_POLL)]
     pub checkpoint_poll: Duration,
+    /// Signed checkpoints of the ledger's Merkle tree, and where they are published.
+    #[command(flatten)]
+    pub transparency: crate::transparency::publish::PublishArgs,
+    /// How often the tree's size is compared with `--publish-receipts` ([`PUBLISH_POLL`]).
+    #[arg(skip = PUBLISH_POLL)]
+    pub publish_poll: Duration,
 }
+
+/// How often the background publisher looks at the tree's size.
+pub const PUBLISH_POLL: Duration = Duration::from_secs(1);
 
 /// Why `serve` stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -216,6 +226,9 @@ pub enum ServeError {
     /// The Procurement API client could not be built.
     #[error("marketplace client failed: {0}")]
     Marketplace(String),
+    /// Signed checkpoints cannot work as configured.
+    #[error("signed checkpoints: {0}")]
+    Transparency(String),
     /// The runtime, the listener or the server failed.
     #[error("i/o failed: {what}")]
     Io {
@@ -231,7 +244,10 @@ impl ServeError {
     /// 1 for configuration the operator must fix, 2 for failures.
     pub fn exit_code(&self) -> u8 {
         match self {
-            ServeError::Preflight(_) | ServeError::Store(_) | ServeError::Marketplace(_) => 1,
+            ServeError::Preflight(_)
+            | ServeError::Store(_)
+            | ServeError::Marketplace(_)
+            | ServeError::Transparency(_) => 1,
             ServeError::Ledger(LedgerError::Io { .. } | LedgerError::Poisoned { .. }) => 2,
             ServeError::Ledger(_) => 1,
             ServeError::Registry(_) | ServeError::Actuator(_) | ServeError::Io { .. } => 2,
@@ -554,6 +570,7 @@ pub fn check(pack: &'static dyn PolicyPack, args: &ServeArgs) -> Result<String, 
         .block_on(configure(pack, args, &env))
         .map_err(ServeError::Preflight)?;
     let location = args.store.location().map_err(ServeError::Store)?;
+    let publisher = publisher(args)?;
     let mut text = format!(
         "ok: `serve` can start: sku `{}` {} (spec sha256 {})
 ",
@@ -604,12 +621,27 @@ pub fn check(pack: &'static dyn PolicyPack, args: &ServeArgs) -> Result<String, 
 ",
         ),
     }
+    if let Some(publisher) = &publisher {
+        text.push_str(&format!(
+            "  checkpoints: signed as `{}`, published to {}\n",
+            publisher.origin(),
+            publisher.sinks().join(", ")
+        ));
+    }
     text.push_str(&format!(
         "  ledger: {} (not opened)
 ",
         location.display()
     ));
     Ok(text)
+}
+
+/// The checkpoint publisher `args` ask for.
+fn publisher(args: &ServeArgs) -> Result<Option<Arc<Publisher>>, ServeError> {
+    args.transparency
+        .publisher(std::env::var(crate::transparency::publish::KEY_ENV).ok())
+        .map(|p| p.map(Arc::new))
+        .map_err(ServeError::Transparency)
 }
 
 /// Runs `serve` to completion: exit 0 after a graceful shutdown.
@@ -650,6 +682,7 @@ pub fn run_until(
         tracing::info!("--no-pubsub: `/pubsub/push` refuses every push");
     }
     let location = args.store.location().map_err(ServeError::Store)?;
+    let publisher = publisher(&args)?;
     let ledger = location
         .open_with(
             crate::store::Writers::Shared,
@@ -661,6 +694,14 @@ pub fn run_until(
         )
         .map_err(ServeError::Ledger)?;
     tracing::info!(ledger = %location.display(), "ledger open");
+    if publisher.is_some() && ledger.tree().is_none() {
+        return Err(ServeError::Transparency(format!(
+            "the ledger `{}` keeps no Merkle tree (a database ledger, or a file ledger whose first receipts were archived before it kept one)",
+            location.display()
+        )));
+    }
+    let published_ledger = Arc::clone(&ledger);
+    let final_publisher = publisher.clone();
     let archive = match (&args.retain, &args.archive) {
         (Some(retain), Some(url)) => {
             let archive = crate::archive::Archive::open(url)
@@ -739,6 +780,7 @@ pub fn run_until(
                 actuator: Some(actuator.clone()),
                 no_pubsub: args.no_pubsub,
                 marketplace,
+                transparency: publisher.clone(),
                 ..Options::default()
             },
         );
@@ -785,6 +827,17 @@ pub fn run_until(
             tokio::spawn(verify_periodically(
                 state.clone(),
                 Duration::from_secs(args.verify_every),
+                stop_checkpoints.subscribe(),
+            ))
+        });
+        let publishing = publisher.map(|publisher| {
+            tracing::info!(origin = publisher.origin(), sinks = %publisher.sinks().join(", "), "signed checkpoints on");
+            tokio::spawn(crate::transparency::publish::publish_periodically(
+                publisher,
+                published_ledger,
+                Duration::from_secs(args.transparency.publish_every),
+                args.transparency.publish_receipts,
+                args.publish_poll,
                 stop_checkpoints.subscribe(),
             ))
         });
@@ -843,6 +896,9 @@ pub fn run_until(
         if let Some(verifications) = verifications {
             let _ = verifications.await;
         }
+        if let Some(publishing) = publishing {
+            let _ = publishing.await;
+        }
         // An archiving round in progress finishes its current step first.
         if let Some(archiver) = archiver {
             let _ = tokio::task::spawn_blocking(move || archiver.join()).await;
@@ -872,6 +928,23 @@ pub fn run_until(
         Err(error) => return Err(ServeError::Registry(error)),
     };
     ledger.flush().map_err(ServeError::Ledger)?;
+    if let Some(publisher) = final_publisher {
+        // The last receipts' checkpoint; a failure here is the next
+        // start's to make up for.
+        let published = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(io("starting the tokio runtime"))?
+            .block_on(publisher.publish(&ledger));
+        match published {
+            Ok(published) => {
+                tracing::info!(size = published.size, "final signed checkpoint published")
+            }
+            Err(error) => {
+                tracing::error!(error = %error_chain(&error), "final signed checkpoint not published")
+            }
+        }
+    }
     tracing::info!(
         tenants,
         elapsed_ms = started.elapsed().as_millis() as u64,

@@ -69,6 +69,9 @@ pub struct Options {
     /// The Procurement API `/marketplace/pubsub` reads and calls (`None`:
     /// notifications are answered 503).
     pub marketplace: Option<Marketplace>,
+    /// Signs and publishes checkpoints of the ledger's tree; inclusion
+    /// proofs are made against its latest (`None`: no proofs).
+    pub transparency: Option<Arc<crate::transparency::publish::Publisher>>,
 }
 
 impl Default for Options {
@@ -85,6 +88,7 @@ impl Default for Options {
             auth_log_interval: Duration::from_secs(10),
             no_pubsub: false,
             marketplace: None,
+            transparency: None,
         }
     }
 }
@@ -138,6 +142,7 @@ pub struct Inner {
     draining: AtomicBool,
     actuator: Option<Dispatcher>,
     marketplace: Option<Marketplace>,
+    pub(crate) transparency: Option<Arc<crate::transparency::publish::Publisher>>,
     disk: Disk,
     /// The last size of a database ledger's tables, and when it was read.
     stored: tokio::sync::Mutex<Option<(std::time::Instant, Option<u64>)>>,
@@ -201,6 +206,7 @@ impl AppState {
             draining: AtomicBool::new(false),
             actuator: options.actuator,
             marketplace: options.marketplace,
+            transparency: options.transparency,
             disk: Disk::new(options.min_free),
             stored: tokio::sync::Mutex::new(None),
         }))

@@ -1,6 +1,7 @@
 //! Operator and client reads of tenants, resets, and ledger verification:
 //! `GET /v1/tenants/{t}`, `GET /v1/tenants/{t}/admit`,
 //! `GET /v1/tenants/{t}/receipts?after=SEQ&limit=N`,
+//! `GET /v1/tenants/{t}/receipts/{seq}/proof?size=N`,
 //! `POST /v1/tenants/{t}/reset`, `GET /v1/ledger/verify`.
 
 use std::fmt::Write as _;
@@ -298,4 +299,100 @@ pub(crate) async fn verify_ledger(
         );
     }
     Ok(report)
+}
+
+/// Query of `GET /v1/tenants/{t}/receipts/{seq}/proof`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ProofQuery {
+    /// The tree size to prove against (a checkpoint the client holds);
+    /// default the latest signed checkpoint's.
+    size: Option<u64>,
+}
+
+/// `GET /v1/tenants/{t}/receipts/{seq}/proof[?size=N]`: the receipt's
+/// exact bytes, its inclusion proof (RFC 9162) and the signed checkpoint
+/// it is proved against, for `ggen verify-receipt`.
+pub(crate) async fn proof(
+    State(state): State<AppState>,
+    Path((tenant, seq)): Path<(String, String)>,
+    query: Result<Query<ProofQuery>, QueryRejection>,
+) -> Result<Response, IngressError> {
+    let tenant = signals::parse_tenant(&tenant)?;
+    let seq = Some(seq.as_str())
+        .filter(|s| s.bytes().all(|b| b.is_ascii_digit()) && !s.starts_with('0'))
+        .and_then(|s| s.parse::<u64>().ok())
+        .ok_or_else(|| IngressError::bad("the receipt's seq must be a whole number from 1"))?;
+    let Query(query) = query.map_err(|e| IngressError::bad(e.body_text()))?;
+    let Some(publisher) = state.transparency.clone() else {
+        return Err(IngressError::Conflict {
+            detail: "this governor signs no checkpoints (start it with `--checkpoint-key` and `--publish-checkpoints`): no proofs".to_owned(),
+        });
+    };
+    let latest = publisher.latest();
+    let ledger = Arc::clone(state.registry().ledger());
+    let reader = tenant.clone();
+    let found = tokio::task::spawn_blocking(move || -> Result<_, LedgerError> {
+        let Some(tree) = ledger.tree() else {
+            return Ok(None);
+        };
+        let Some(index) = tree.leaf_index(&reader, seq)? else {
+            return Ok(None);
+        };
+        let record = ledger.read(&reader, seq - 1, 1)?.pop();
+        Ok(record.map(|record| (index, tree.size(), record)))
+    })
+    .await?
+    .map_err(|e| IngressError::unavailable(&e))?;
+    let Some((index, tree_size, record)) = found else {
+        return Err(IngressError::NotFound {
+            detail: format!(
+                "tenant `{tenant}` has no receipt {seq} here (archived receipts have no proof over HTTP)"
+            ),
+        });
+    };
+    let size = match (query.size, &latest) {
+        (Some(size), _) => size,
+        (None, Some(latest)) => latest.size,
+        (None, None) => {
+            return Err(IngressError::Conflict {
+                detail: "no checkpoint has been signed yet: retry shortly".to_owned(),
+            });
+        }
+    };
+    if size > tree_size {
+        return Err(IngressError::bad(format!(
+            "`size` {size} is past the tree's {tree_size} receipts"
+        )));
+    }
+    if index >= size {
+        return Err(IngressError::Conflict {
+            detail: format!(
+                "receipt {seq} is leaf {index}, after the checkpoint of {size} receipts: retry once the next checkpoint is signed"
+            ),
+        });
+    }
+    let ledger = Arc::clone(state.registry().ledger());
+    let hashes = tokio::task::spawn_blocking(move || {
+        ledger.tree().map(|tree| tree.inclusion_proof(index, size))
+    })
+    .await?
+    .ok_or_else(|| IngressError::Conflict {
+        detail: "the ledger keeps no Merkle tree".to_owned(),
+    })?
+    .map_err(|e| IngressError::unavailable(&e))?;
+    let checkpoint = latest.filter(|l| l.size == size).map(|l| l.note);
+    let body = json!({
+        "tenant": tenant.as_str(),
+        "seq": seq,
+        // The exact bytes the leaf hashes, as a string: `jq -j .receipt`.
+        "receipt": String::from_utf8_lossy(&record.bytes),
+        "proof": {
+            "leaf_index": index,
+            "tree_size": size,
+            "hashes": hashes.iter().map(hex::encode).collect::<Vec<_>>(),
+        },
+        "checkpoint": checkpoint,
+    });
+    Ok(Json(body).into_response())
 }

@@ -21,3 +21,4 @@ mod replicas;
 mod routes;
 mod sku;
 mod storm;
+mod transparency;

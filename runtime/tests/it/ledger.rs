@@ -123,11 +123,22 @@ fn populated(tenants: &[&str], per_tenant: usize) -> tempfile::TempDir {
 
 fn copy_dir(from: &Path) -> tempfile::TempDir {
     let to = tempfile::tempdir().unwrap();
+    copy_into(from, to.path());
+    to
+}
+
+/// Copies `from`'s files and folders (the Merkle tree's) into `to`.
+fn copy_into(from: &Path, to: &Path) {
     for entry in fs_err::read_dir(from).unwrap() {
         let entry = entry.unwrap();
-        fs_err::copy(entry.path(), to.path().join(entry.file_name())).unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            fs_err::create_dir(&target).unwrap();
+            copy_into(&entry.path(), &target);
+        } else {
+            fs_err::copy(entry.path(), target).unwrap();
+        }
     }
-    to
 }
 
 fn collect_scan(ledger: &dyn Ledger) -> Vec<Record> {

@@ -28,8 +28,9 @@ use super::scan::{
 };
 use super::segment::{self, Checkpoint, Frame, MAX_RECORD};
 use super::{
-    Appended, Entry, Head, Ledger, LedgerError, Mark, Record, Recovered, Space, StoredCheckpoint,
-    SyncPoint, Ticket, VerifyOptions, VerifyReport, chain_hash, check_extends, check_mark, io_err,
+    Appended, Entry, Hash, Head, Ledger, LedgerError, LogTree, Mark, Record, Recovered, Space,
+    StoredCheckpoint, SyncPoint, Ticket, VerifyOptions, VerifyReport, chain_hash, check_extends,
+    check_mark, io_err,
 };
 use crate::tenant::TenantId;
 
@@ -39,12 +40,14 @@ pub use super::inspect::{
 
 mod anchor;
 mod index;
+mod tree;
 mod writer;
 
 pub use anchor::{ANCHOR_FILE, Anchor, read_anchor};
 
 pub use super::segment::CHECKPOINT_FILE;
 use index::{Chain, Indexes};
+pub use tree::{FileTree, TREE_DIR};
 use writer::Writer;
 
 /// The data sync used for segment files: `fdatasync` by default; injectable for tests.
@@ -71,6 +74,8 @@ pub struct FileOptions {
     pub segment_bytes: u64,
     /// Makes a segment file's data durable (default: `File::sync_data`, i.e. `fdatasync`).
     pub sync: SyncFn,
+    /// Keeps the ledger's Merkle tree in [`TREE_DIR`] (default: yes).
+    pub tree: bool,
 }
 
 impl Default for FileOptions {
@@ -78,6 +83,7 @@ impl Default for FileOptions {
         FileOptions {
             segment_bytes: 64 << 20,
             sync: Arc::new(std::fs::File::sync_data),
+            tree: true,
         }
     }
 }
@@ -86,6 +92,7 @@ impl fmt::Debug for FileOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("FileOptions")
             .field("segment_bytes", &self.segment_bytes)
+            .field("tree", &self.tree)
             .finish_non_exhaustive()
     }
 }
@@ -116,6 +123,16 @@ struct Chunk {
     bytes: Vec<u8>,
 }
 
+/// A record waiting for the writer to hash its Merkle leaf.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    /// The record's packed log position (its frame's start).
+    position: u64,
+    /// Where its receipt bytes start in its segment, and their length.
+    start: u32,
+    len: u32,
+}
+
 /// Everything appends touch, under one short mutex.
 #[derive(Debug)]
 struct State {
@@ -123,6 +140,9 @@ struct State {
     chains: HashMap<Box<str>, Chain>,
     /// Appended but not yet taken by the writer.
     chunks: Vec<Chunk>,
+    /// Where the records in `chunks` are, when the ledger keeps its tree:
+    /// the writer hashes their leaves (off the appending threads).
+    leaves: Vec<Pending>,
     /// Empty buffers for reuse.
     spare: Vec<Vec<u8>>,
     /// Records appended so far (ever, including before this open).
@@ -162,6 +182,8 @@ struct Shared {
     full: AtomicBool,
     /// Where the local log starts, once segments were archived.
     anchor: Mutex<Option<Anchor>>,
+    /// The Merkle tree of the durable records, when the ledger keeps one.
+    tree: Option<Arc<FileTree>>,
 }
 
 /// The embedded file ledger. Dropping it drains and syncs pending appends.
@@ -263,6 +285,8 @@ struct Opened {
     rejected: Option<String>,
     /// Where the local log starts, if segments were archived.
     anchor: Option<Anchor>,
+    /// The Merkle tree, continued to the log's end.
+    tree: Option<Arc<FileTree>>,
 }
 
 /// Open's part with an anchor: removes the segments (and index files) it
@@ -300,7 +324,7 @@ fn drop_cut_segments(dir: &Path, anchor: &Anchor) -> Result<Vec<u32>, LedgerErro
 
 /// Open, step 2: scans every segment, rebuilding the chains and cutting a
 /// torn tail; refuses any other damage and any chain that does not link.
-fn scan_log(dir: &Path) -> Result<Opened, LedgerError> {
+fn scan_log(dir: &Path, tree: Option<(Arc<FileTree>, u64)>) -> Result<Opened, LedgerError> {
     let anchor = read_anchor(dir)?;
     let ids = match &anchor {
         Some(anchor) => drop_cut_segments(dir, anchor)?,
@@ -334,12 +358,32 @@ fn scan_log(dir: &Path) -> Result<Opened, LedgerError> {
         unwritten: BTreeMap::new(),
         heads_at_checkpoint: BTreeMap::new(),
         repair: None,
+        fill: None,
     };
+    let first = anchor.as_ref().map_or(0, |a| a.records);
+    let mut kept = None;
+    if let Some((tree, trusted)) = tree {
+        index.fill = tree::Fill::new(Arc::clone(&tree), trusted, first)?;
+        if index.fill.is_none() {
+            tracing::warn!(ledger = %dir.display(), "the ledger has no Merkle tree of its archived receipts: it keeps none (no transparency checkpoints or proofs)");
+        }
+        kept = Some(tree);
+    }
     let span = Span {
-        records: anchor.as_ref().map_or(0, |a| a.records),
+        records: first,
         ..Span::all(&ids)
     };
     let scanned = scan::scan(dir, span, checkpoint.as_ref(), &mut index)?;
+    let tree = match index.fill.take().map(tree::Fill::finish) {
+        None => None,
+        Some(Ok(tree)) => Some(tree),
+        Some(Err(why)) => {
+            let tree = kept
+                .take()
+                .unwrap_or_else(|| unreachable!("a fill has a tree"));
+            rebuild_tree(dir, &ids, first, tree, &why)?
+        }
+    };
     // Only the segments sealed above keep an index file.
     let sealed: std::collections::HashSet<u32> = index.sealed.iter().copied().collect();
     index::remove_others(dir, &|id| sealed.contains(&id))?;
@@ -349,7 +393,47 @@ fn scan_log(dir: &Path) -> Result<Opened, LedgerError> {
         checkpoint,
         rejected,
         anchor,
+        tree,
     })
+}
+
+/// Open's part when the stored tree is not this log's (`why`): builds it
+/// again from every record, if the log still starts at its first record.
+fn rebuild_tree(
+    dir: &Path,
+    ids: &[u32],
+    first: u64,
+    tree: Arc<FileTree>,
+    why: &str,
+) -> Result<Option<Arc<FileTree>>, LedgerError> {
+    tree.reset()?;
+    if first > 0 {
+        tracing::warn!(ledger = %dir.display(), %why, "the ledger's Merkle tree does not match its log, whose first receipts were archived: it keeps none");
+        return Ok(None);
+    }
+    tracing::warn!(ledger = %dir.display(), %why, "the ledger's Merkle tree does not match its log: it is built again");
+    let mut fill = tree::Fill::new(tree, 0, 0)?.unwrap_or_else(|| unreachable!("nothing archived"));
+    struct Rebuild<'a>(&'a mut tree::Fill);
+    impl Visitor for Rebuild<'_> {
+        fn record(&mut self, _: &Path, position: u64, frame: Frame<'_>) -> Result<(), LedgerError> {
+            self.0.record(position, frame.bytes);
+            Ok(())
+        }
+        fn damaged(&mut self, damage: &Damage<'_>) -> Result<AfterDamage, LedgerError> {
+            Err(LedgerError::Corrupt {
+                path: damage.path.to_path_buf(),
+                offset: damage.offset,
+                reason: damage.reason.to_owned(),
+            })
+        }
+    }
+    scan::scan(dir, Span::all(ids), None, &mut Rebuild(&mut fill))?;
+    let tree = fill.finish().map_err(|reason| LedgerError::Corrupt {
+        path: dir.join(TREE_DIR),
+        offset: 0,
+        reason,
+    })?;
+    Ok(Some(tree))
 }
 
 /// Open, step 3: refuses a checkpoint whose mark the scan did not reach (not
@@ -387,6 +471,7 @@ fn start_writer(
         checkpoint,
         rejected,
         anchor,
+        tree,
     } = opened;
     let segment_bytes = options.segment_bytes.clamp(4096, MAX_SEGMENT_BYTES);
     let dir_for_indexes = dir.clone();
@@ -418,6 +503,7 @@ fn start_writer(
         state: Mutex::new(State {
             chains: index.chains,
             chunks: Vec::new(),
+            leaves: Vec::new(),
             spare: Vec::new(),
             records,
             segment,
@@ -438,6 +524,7 @@ fn start_writer(
         checkpoint_usable: AtomicBool::new(rejected.is_none()),
         full: AtomicBool::new(false),
         anchor: Mutex::new(anchor),
+        tree,
         checkpointing: Mutex::new(checkpoint.as_ref().map_or(0, |c| c.records)),
         open_heads: Mutex::new(checkpoint.map(|c| (c, index.heads_at_checkpoint))),
     });
@@ -484,6 +571,8 @@ struct Index {
     heads_at_checkpoint: BTreeMap<TenantId, Head>,
     /// The torn tail cut, if any.
     repair: Option<Repair>,
+    /// The Merkle tree's side of the scan.
+    fill: Option<tree::Fill>,
 }
 
 impl Index {
@@ -534,6 +623,9 @@ impl Visitor for Index {
             position,
             len: frame.len as u32,
         });
+        if let Some(fill) = &mut self.fill {
+            fill.record(position, frame.bytes);
+        }
         Ok(())
     }
 
@@ -581,7 +673,13 @@ impl FileLedger {
                 ledger: dir.display().to_string(),
             });
         }
-        let opened = scan_log(&dir)?;
+        let tree = if options.tree {
+            let (tree, trusted) = FileTree::open(&dir)?;
+            Some((Arc::new(tree), trusted))
+        } else {
+            None
+        };
+        let opened = scan_log(&dir, tree)?;
         check_checkpoint(&dir, &opened)?;
         start_writer(dir, options, opened, lock)
     }
@@ -923,6 +1021,47 @@ impl FileLedger {
         Ok(record)
     }
 
+    /// Where `tenant`'s local receipts with seq > `after` are, at most
+    /// `limit`, in seq order.
+    fn locate(
+        &self,
+        tenant: &TenantId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Loc)>, LedgerError> {
+        let (from, sealed, recent_first, recent) = {
+            let state = lock(&self.shared.state);
+            let Some(chain) = state.chains.get(tenant.as_str()) else {
+                return Ok(Vec::new());
+            };
+            // Archived receipts are not read here (`ledger verify --archive`
+            // reads them): a page starts at the first local one.
+            let from = after.saturating_add(1).max(chain.base + 1);
+            if from > chain.head.seq || limit == 0 {
+                return Ok(Vec::new());
+            }
+            let recent_first = chain.recent_first();
+            let skip = usize::try_from(from.saturating_sub(recent_first)).unwrap_or(usize::MAX);
+            let recent: Vec<Loc> = chain
+                .recent
+                .iter()
+                .skip(skip)
+                .take(limit)
+                .copied()
+                .collect();
+            (from, chain.sealed, recent_first.max(from), recent)
+        };
+        index::locate(
+            &self.shared.indexes,
+            tenant.as_str(),
+            from,
+            limit,
+            sealed,
+            recent_first,
+            &recent,
+        )
+    }
+
     /// Visits every durable record from `from` up to `end` (packed positions).
     fn visit_range(
         &self,
@@ -954,6 +1093,11 @@ impl Drop for FileLedger {
         if let Some(writer) = self.writer.take() {
             // A panicked writer has nothing left to drain.
             let _ = writer.join();
+        }
+        if let Some(tree) = &self.shared.tree
+            && let Err(error) = tree.sync()
+        {
+            tracing::warn!(%error, "the ledger's Merkle tree could not be synced");
         }
     }
 }
@@ -1017,6 +1161,13 @@ impl Ledger for FileLedger {
         };
         chunk.bytes.extend_from_slice(&header[..used]);
         chunk.bytes.extend_from_slice(&entry.bytes);
+        if self.shared.tree.is_some() {
+            state.leaves.push(Pending {
+                position: segment::pack(state.segment, offset),
+                start: offset + used as u32,
+                len: entry.bytes.len() as u32,
+            });
+        }
         state.segment_len += frame_len;
         state.records += 1;
         let records = state.records;
@@ -1044,37 +1195,7 @@ impl Ledger for FileLedger {
         after: u64,
         limit: usize,
     ) -> Result<Vec<Record>, LedgerError> {
-        let (from, sealed, recent_first, recent) = {
-            let state = lock(&self.shared.state);
-            let Some(chain) = state.chains.get(tenant.as_str()) else {
-                return Ok(Vec::new());
-            };
-            // Archived receipts are not read here (`ledger verify --archive`
-            // reads them): a page starts at the first local one.
-            let from = after.saturating_add(1).max(chain.base + 1);
-            if from > chain.head.seq || limit == 0 {
-                return Ok(Vec::new());
-            }
-            let recent_first = chain.recent_first();
-            let skip = usize::try_from(from.saturating_sub(recent_first)).unwrap_or(usize::MAX);
-            let recent: Vec<Loc> = chain
-                .recent
-                .iter()
-                .skip(skip)
-                .take(limit)
-                .copied()
-                .collect();
-            (from, chain.sealed, recent_first.max(from), recent)
-        };
-        let locs = index::locate(
-            &self.shared.indexes,
-            tenant.as_str(),
-            from,
-            limit,
-            sealed,
-            recent_first,
-            &recent,
-        )?;
+        let locs = self.locate(tenant, after, limit)?;
         let Some((_, last)) = locs.last() else {
             return Ok(Vec::new());
         };
@@ -1113,6 +1234,13 @@ impl Ledger for FileLedger {
         let bytes = segment::encode_checkpoint(mark.records, mark.position, blob);
         replace_durably(&self.shared.dir, CHECKPOINT_FILE, &bytes)?;
         *stored = mark.records;
+        // The tree is derived from the log: a failed sync costs only the
+        // time to hash its records again at the next open.
+        if let Some(tree) = &self.shared.tree
+            && let Err(error) = tree.sync()
+        {
+            tracing::warn!(%error, "the ledger's Merkle tree could not be synced");
+        }
         self.shared.checkpoint_usable.store(true, Ordering::Release);
         // The checkpoint open read is superseded.
         lock(&self.shared.open_heads).take();
@@ -1189,6 +1317,10 @@ impl Ledger for FileLedger {
         Some(self)
     }
 
+    fn tree(&self) -> Option<&dyn LogTree> {
+        self.shared.tree.as_ref().map(|_| self as &dyn LogTree)
+    }
+
     fn check_writable(&self) -> Result<(), LedgerError> {
         if !self.shared.full.load(Ordering::Acquire) {
             return Ok(());
@@ -1221,5 +1353,57 @@ impl Ledger for FileLedger {
             })
         };
         Some(measure())
+    }
+}
+
+impl crate::merkle::Nodes for FileLedger {
+    fn size(&self) -> u64 {
+        self.shared.tree.as_ref().map_or(0, |tree| tree.size())
+    }
+
+    fn node(&self, level: u32, index: u64) -> Result<Hash, crate::merkle::ProofError> {
+        match &self.shared.tree {
+            Some(tree) => tree.node(level, index),
+            None => Err(crate::merkle::ProofError::Store {
+                level,
+                index,
+                detail: "the ledger keeps no tree".to_owned(),
+            }),
+        }
+    }
+}
+
+impl LogTree for FileLedger {
+    fn latest(&self) -> Result<(u64, Hash), LedgerError> {
+        self.tree_or_err()?.head()
+    }
+
+    fn leaf_index(&self, tenant: &TenantId, seq: u64) -> Result<Option<u64>, LedgerError> {
+        let tree = self.tree_or_err()?;
+        let Some((_, loc)) = self
+            .locate(tenant, seq.saturating_sub(1), 1)?
+            .into_iter()
+            .find(|(found, _)| *found == seq)
+        else {
+            return Ok(None);
+        };
+        tree.leaf_at(loc.position)
+    }
+
+    fn sync(&self) -> Result<(), LedgerError> {
+        self.tree_or_err()?.sync()
+    }
+}
+
+impl FileLedger {
+    fn tree_or_err(&self) -> Result<&FileTree, LedgerError> {
+        self.shared
+            .tree
+            .as_deref()
+            .ok_or_else(|| LedgerError::Corrupt {
+                path: self.shared.dir.join(TREE_DIR),
+                offset: 0,
+                reason: "the ledger keeps no Merkle tree".to_owned(),
+            })
     }
 }

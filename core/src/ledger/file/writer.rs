@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 
-use super::{COMMIT_DELAY, Chunk, PREALLOCATE, Shared, SyncFn, index, lock};
+use super::{COMMIT_DELAY, Chunk, PREALLOCATE, Pending, Shared, SyncFn, index, lock};
+use crate::ledger::Hash;
 use crate::ledger::{is_out_of_space, segment};
 
 /// How often a writer waiting for disk space tries again.
@@ -35,6 +36,8 @@ pub(super) struct Writer {
 impl Writer {
     pub(super) fn run(mut self) {
         let mut batch: Vec<Chunk> = Vec::new();
+        let mut pending = Vec::new();
+        let mut leaves = Vec::new();
         let mut last_batch = 0u64;
         let mut synced = 0u64;
         loop {
@@ -66,11 +69,17 @@ impl Writer {
                     return;
                 }
                 std::mem::swap(&mut batch, &mut state.chunks);
+                pending.clear();
+                std::mem::swap(&mut pending, &mut state.leaves);
                 (
                     state.records,
                     segment::pack(state.segment, state.segment_len as u32),
                 )
             };
+            // Hashed here, beside the appending threads rather than on them.
+            if self.shared.tree.is_some() {
+                hash_leaves(&batch, &pending, &mut leaves);
+            }
             let mut written = self.write(&batch);
             if let Err((path, error)) = &written
                 && is_out_of_space(error)
@@ -82,9 +91,17 @@ impl Writer {
                 let error = Arc::new(error);
                 state.failed = Some((path.clone(), Arc::clone(&error)));
                 state.chunks.clear();
+                state.leaves.clear();
                 drop(state);
                 self.shared.sync.fail(path, error);
                 return;
+            }
+            // Leaves join the tree once durable (and before waiters learn
+            // they are): a checkpoint never commits to a record a crash
+            // could take back.
+            if let Some(tree) = &self.shared.tree {
+                tree.push(&leaves);
+                leaves.clear();
             }
             self.shared.sync.publish(records, position);
             last_batch = records - synced;
@@ -222,6 +239,28 @@ impl Writer {
             (self.sync)(file.file()).map_err(|e| (file.path().to_path_buf(), e))?;
         }
         Ok(())
+    }
+}
+
+/// The Merkle leaves of the `pending` records, found in `batch`'s framed
+/// bytes (both in log order), into `leaves` with their positions.
+fn hash_leaves(batch: &[Chunk], pending: &[Pending], leaves: &mut Vec<(Hash, u64)>) {
+    let mut chunks = batch.iter();
+    let mut chunk = chunks.next();
+    for record in pending {
+        let segment_of = segment::unpack(record.position).0;
+        while let Some(c) = chunk
+            && (c.segment != segment_of
+                || u64::from(record.start) >= u64::from(c.offset) + c.bytes.len() as u64)
+        {
+            chunk = chunks.next();
+        }
+        let Some(c) = chunk else {
+            unreachable!("every pending record is in the batch's chunks")
+        };
+        let from = (record.start - c.offset) as usize;
+        let bytes = &c.bytes[from..from + record.len as usize];
+        leaves.push((crate::merkle::leaf_hash(bytes), record.position));
     }
 }
 

@@ -18,6 +18,7 @@ use ggen_runtime::ledger::file::{self, FileLedger, FileOptions};
 use ggen_runtime::pg::PgLedger;
 use ggen_runtime::registry::Registry;
 use ggen_runtime::tenant::TenantId;
+use ggen_runtime::transparency::publish::{PublishArgs, Sink};
 use tokio::sync::Mutex;
 
 use super::client::Connection;
@@ -44,6 +45,9 @@ pub(super) const CHILD_ARCHIVE: &str = "GGEN_IT_GOVERNOR_ARCHIVE";
 pub(super) const CHILD_SEGMENT: &str = "GGEN_IT_GOVERNOR_SEGMENT";
 /// The child's `--partition-receipts`.
 pub(super) const CHILD_PARTITION: &str = "GGEN_IT_GOVERNOR_PARTITION";
+/// A directory the child publishes signed checkpoints to (every second
+/// or 100 receipts), with the key in `GOVERNOR_CHECKPOINT_KEY`.
+pub(super) const CHILD_PUBLISH: &str = "GGEN_IT_GOVERNOR_PUBLISH";
 const TENANTS: usize = 10;
 
 fn tenant_of(i: usize) -> String {
@@ -186,6 +190,16 @@ fn governor_child() {
         } else {
             service::CHECKPOINT_POLL
         },
+        // The key, when publishing, comes from `GOVERNOR_CHECKPOINT_KEY`.
+        transparency: PublishArgs {
+            checkpoint_key: None,
+            publish: std::env::var_os(CHILD_PUBLISH)
+                .map(|dir| vec![Sink::Dir(dir.into())])
+                .unwrap_or_default(),
+            publish_every: 1,
+            publish_receipts: 100,
+        },
+        publish_poll: Duration::from_millis(100),
     };
     let code = if std::env::var_os(CHILD_REPLICA).is_some() {
         service::run(&super::sku::REPLICA, args)
@@ -204,7 +218,11 @@ pub(super) struct Child(pub(super) std::process::Child);
 
 impl Child {
     /// Sends SIGTERM and waits for the exit, failing with `late` past `bound`.
-    async fn terminate(&mut self, bound: Duration, late: &str) -> std::process::ExitStatus {
+    pub(super) async fn terminate(
+        &mut self,
+        bound: Duration,
+        late: &str,
+    ) -> std::process::ExitStatus {
         let killed = Command::new("kill")
             .args(["-TERM", &self.0.id().to_string()])
             .status()

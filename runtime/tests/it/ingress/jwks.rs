@@ -280,6 +280,8 @@ fn serve_with_jwks(url: &str, ledger: &std::path::Path) -> service::ServeError {
         dedupe_capacity: 100_000,
         dedupe_max_ids: 2_000_000,
         checkpoint_poll: service::CHECKPOINT_POLL,
+        transparency: Default::default(),
+        publish_poll: service::PUBLISH_POLL,
     };
     service::run_until(&GUARD, args, std::future::pending()).unwrap_err()
 }

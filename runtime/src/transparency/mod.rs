@@ -5,10 +5,13 @@
 //! published earlier (`ledger verify --checkpoints`).
 //!
 //! A scan costs O(n): these are the operator's and auditor's tools. A
-//! running service keeping the tree as it appends (and proving in O(log n)
-//! from stored nodes) is the next step of issue 16.
+//! running service proves from the tree its file ledger keeps as it
+//! appends (`ggen_runtime_core::ledger::LogTree`), and publishes signed
+//! checkpoints of it ([`publish`]).
 
 use std::path::{Path, PathBuf};
+
+pub mod publish;
 
 use crate::audit::{ConsistencyProof, InclusionProof};
 use crate::ledger::file;
@@ -249,8 +252,16 @@ pub fn check(
                 source,
             })?
             .path();
-        // Every entry is a checkpoint: a stray file or folder is refused
-        // by `open` below rather than skipped unread.
+        // A publisher's temporary (`.NAME.tmp`, renamed once complete) is
+        // not a checkpoint yet.
+        if path
+            .file_name()
+            .is_some_and(|name| name.to_string_lossy().starts_with('.'))
+        {
+            continue;
+        }
+        // Every other entry is a checkpoint: a stray file or folder is
+        // refused by `open` below rather than skipped unread.
         let checkpoint =
             Checkpoint::open(&read(&path)?, verifier).map_err(|error| TransparencyError::Note {
                 path: path.clone(),
