@@ -48,6 +48,8 @@ pub enum Kind {
     Reset,
     /// Input refused after authentication; no transition.
     Rejected,
+    /// A tenant-scoped read token issued or revoked; no transition.
+    Access,
 }
 
 impl Kind {
@@ -62,6 +64,7 @@ impl Kind {
             Kind::Timeout => "timeout",
             Kind::Reset => "reset",
             Kind::Rejected => "rejected",
+            Kind::Access => "access",
         }
     }
 }
@@ -153,6 +156,41 @@ pub enum Input {
         /// What came in (decimals are stored as strings).
         event: serde_json::Value,
     },
+    /// A tenant-scoped read token issued or revoked by the operator: only
+    /// its id and the SHA-256 of its secret are recorded, never the secret.
+    Access {
+        /// Issued or revoked.
+        change: AccessChange,
+        /// The token's id (16 lowercase hex digits).
+        token: String,
+        /// SHA-256 of the token's secret, lowercase hex (issued tokens).
+        digest: Option<String>,
+    },
+}
+
+/// What an [`Input::Access`] does to a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AccessChange {
+    /// The token may read the tenant's receipts and proofs from now on.
+    Issue,
+    /// The token no longer may.
+    Revoke,
+}
+
+impl AccessChange {
+    /// The name in receipts (`event.access`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AccessChange::Issue => "token_issued",
+            AccessChange::Revoke => "token_revoked",
+        }
+    }
+
+    fn parse(name: &str) -> Option<AccessChange> {
+        [AccessChange::Issue, AccessChange::Revoke]
+            .into_iter()
+            .find(|c| c.as_str() == name)
+    }
 }
 
 impl Input {
@@ -165,6 +203,7 @@ impl Input {
             Input::ActionResult { .. } => Kind::ActionResult,
             Input::Reset { .. } => Kind::Reset,
             Input::Rejected { .. } => Kind::Rejected,
+            Input::Access { .. } => Kind::Access,
         }
     }
 
@@ -195,7 +234,10 @@ impl Input {
             // A redelivered poison message (Pub/Sub retries every 4xx) must
             // not write a `rejected` receipt per delivery.
             Input::Rejected { event, .. } => event.get("id").and_then(|id| id.as_str()),
-            Input::ActionResult { .. } | Input::Procurement { .. } | Input::Reset { .. } => None,
+            Input::ActionResult { .. }
+            | Input::Procurement { .. }
+            | Input::Reset { .. }
+            | Input::Access { .. } => None,
         }
     }
 }
@@ -371,6 +413,8 @@ pub struct Receipt<'a> {
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct EventDoc<'a> {
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    access: Option<Cow<'a, str>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     action: Option<Cow<'a, str>>,
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     call: Option<Cow<'a, str>>,
@@ -378,6 +422,8 @@ struct EventDoc<'a> {
     decision_seq: Option<u64>,
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     detail: Option<Cow<'a, str>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    digest: Option<Cow<'a, str>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     due: Option<Timestamp>,
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
@@ -402,6 +448,8 @@ struct EventDoc<'a> {
     signal: Option<Cow<'a, str>>,
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     timer: Option<Cow<'a, str>>,
+    #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
+    token: Option<Cow<'a, str>>,
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     value: Option<Cow<'a, str>>,
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
@@ -719,6 +767,15 @@ impl Receipt<'_> {
                         event.reason = Some(Cow::Borrowed(reason));
                         event.input = Some(without_floats(e));
                     }
+                    Input::Access {
+                        change,
+                        token,
+                        digest,
+                    } => {
+                        event.access = Some(Cow::Borrowed(change.as_str()));
+                        event.token = Some(Cow::Borrowed(token));
+                        event.digest = digest.as_deref().map(Cow::Borrowed);
+                    }
                 }
                 if let Some(step) = step {
                     decision.fill(sku, step, self.to, value);
@@ -933,6 +990,22 @@ pub fn parse(pack: &dyn PolicyPack, bytes: &[u8]) -> Result<Parsed, ReceiptError
                 reason: event.reason.ok_or_else(|| missing("reason"))?.into_owned(),
                 event: event.input.unwrap_or(serde_json::Value::Null),
             }),
+            Kind::Access => {
+                let name = event.access.ok_or_else(|| missing("access"))?;
+                let change = AccessChange::parse(&name).ok_or_else(|| ReceiptError::Unknown {
+                    what: "access change",
+                    name: name.into_owned(),
+                })?;
+                let digest = owned(event.digest);
+                if change == AccessChange::Issue && digest.is_none() {
+                    return Err(missing("digest"));
+                }
+                Carried::Input(Input::Access {
+                    change,
+                    token: owned(event.token).ok_or_else(|| missing("token"))?,
+                    digest,
+                })
+            }
             Kind::Timeout => Carried::Timer,
             Kind::Action => Carried::Effect,
         };

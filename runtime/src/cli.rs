@@ -466,7 +466,17 @@ fn run_replay<P: PolicyPack>(
             .build()
             .map_err(|e| Failure::internal(&e))?;
         let published = runtime
-            .block_on(publisher.publish(registry.ledger()))
+            .block_on(async {
+                tokio::time::timeout(
+                    Duration::from_secs(30),
+                    publisher.publish(registry.ledger()),
+                )
+                .await
+            })
+            .map_err(|_| Failure {
+                code: 2,
+                message: "the signed checkpoint was not published within 30 s".to_owned(),
+            })?
             .map_err(|e| Failure::internal(&e))?;
         eprintln!(
             "signed checkpoint of {} receipts published to {}",

@@ -234,6 +234,7 @@ impl Registry {
         if let Some(entitlement) = decided.entitlement {
             entry.entitlement = entitlement;
         }
+        entry.note_access(&input);
         if let Some(seen) = seen {
             self.with_recent(entry, |recent| recent.push_checked(seen));
             applied.id = Some(seen);

@@ -49,7 +49,7 @@ use crate::entitlement::{Entitlement, EntitlementError, EntitlementState};
 use crate::fsm::{Event, Governor, State, Step};
 use crate::ledger::{Hash, Head, Ledger, LedgerError};
 use crate::marketplace;
-use crate::receipt::{IdempotencyKey, Input, Kind, ReceiptError};
+use crate::receipt::{AccessChange, IdempotencyKey, Input, Kind, ReceiptError};
 use crate::sku::PolicyPack;
 use crate::tenant::TenantId;
 
@@ -181,6 +181,9 @@ pub struct TenantState {
     pub last_at: Timestamp,
     /// Event ids inside the dedupe window, oldest first.
     pub recent: Vec<Seen>,
+    /// The tenant's read tokens: id → SHA-256 of the secret, lowercase hex.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tokens: BTreeMap<String, String>,
 }
 
 /// The dedupe entry of `input`'s id, decided at `at` (`None`: no id).
@@ -205,6 +208,8 @@ struct Tenant {
     /// Which load of the tenant this is (a shared ledger's conflicts
     /// forget only the load they were decided on).
     epoch: u64,
+    /// Read tokens: id → SHA-256 of the secret, lowercase hex.
+    tokens: BTreeMap<String, String>,
 }
 
 impl Tenant {
@@ -216,6 +221,7 @@ impl Tenant {
             last_at: Timestamp::from_millis(i64::MIN),
             recent: Recent::default(),
             epoch: 0,
+            tokens: BTreeMap::new(),
         }
     }
 
@@ -227,6 +233,7 @@ impl Tenant {
             hash: self.head.hash,
             last_at: self.last_at,
             recent: self.recent.export(),
+            tokens: self.tokens.clone(),
         }
     }
 
@@ -244,6 +251,7 @@ impl Tenant {
             last_at: state.last_at,
             recent: Recent::default(),
             epoch: 0,
+            tokens: state.tokens,
         }
     }
 
@@ -255,6 +263,26 @@ impl Tenant {
             + 16
             + self.governor.heap_bytes()
             + self.recent.heap_bytes()
+            + self.tokens.len() * 128
+    }
+
+    /// Takes an access receipt's change to the tenant's read tokens.
+    fn note_access(&mut self, input: &Input) {
+        if let Input::Access {
+            change,
+            token,
+            digest,
+        } = input
+        {
+            match (change, digest) {
+                (AccessChange::Issue, Some(digest)) => {
+                    self.tokens.insert(token.clone(), digest.clone());
+                }
+                _ => {
+                    self.tokens.remove(token);
+                }
+            }
+        }
     }
 }
 
@@ -480,7 +508,7 @@ impl Registry {
                     }
                 }
             }
-            Input::Rejected { .. } | Input::Procurement { .. } => None,
+            Input::Rejected { .. } | Input::Procurement { .. } | Input::Access { .. } => None,
         };
         if let Some(event) = event {
             decided.step = decided.governor.step(self.pack, event, at, seq);

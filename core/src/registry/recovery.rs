@@ -371,6 +371,7 @@ impl Registry {
                 if let Some(entitlement) = decided.entitlement {
                     t.entitlement = entitlement;
                 }
+                t.note_access(&input);
                 if let Some(seen) = super::seen(&input, parsed.at) {
                     self.with_recent(t, |recent| recent.insert(seen, &self.dedupe));
                 }

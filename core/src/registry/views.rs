@@ -200,6 +200,20 @@ impl Registry {
         counts
     }
 
+    /// The ids of `tenant`'s read tokens, in order (`None`: no such tenant).
+    pub fn tokens(&self, tenant: &TenantId) -> Option<Vec<String>> {
+        self.refresh_shared(tenant);
+        let shard = self.shard(tenant);
+        Some(shard.get(tenant)?.tokens.keys().cloned().collect())
+    }
+
+    /// The SHA-256 (lowercase hex) of the secret of `tenant`'s read token
+    /// `id`, as committed (a shared ledger's latest).
+    pub fn token_digest(&self, tenant: &TenantId, id: &str) -> Option<String> {
+        self.refresh_shared(tenant);
+        self.shard(tenant).get(tenant)?.tokens.get(id).cloned()
+    }
+
     /// Approximate bytes one tenant holds in memory.
     pub fn tenant_bytes(&self, tenant: &TenantId) -> Option<usize> {
         self.shard(tenant).get(tenant).map(|t| t.bytes(tenant))

@@ -46,9 +46,10 @@ use std::future::Future;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use tokio::net::TcpListener;
 
+pub mod access;
 pub mod auth;
 mod body;
 pub mod disk;
@@ -89,6 +90,10 @@ pub const ADMIT: &str = "/v1/tenants/{tenant}/admit";
 pub const RECEIPTS: &str = "/v1/tenants/{tenant}/receipts";
 /// `GET /v1/tenants/{tenant}/receipts/{seq}/proof`.
 pub const PROOF: &str = "/v1/tenants/{tenant}/receipts/{seq}/proof";
+/// `POST` (issue) and `GET` (list) `/v1/tenants/{tenant}/tokens`.
+pub const TOKENS: &str = "/v1/tenants/{tenant}/tokens";
+/// `DELETE /v1/tenants/{tenant}/tokens/{id}`.
+pub const TOKEN: &str = "/v1/tenants/{tenant}/tokens/{id}";
 /// `GET /v1/ledger/verify`.
 pub const VERIFY: &str = "/v1/ledger/verify";
 /// `POST /v1/tenants/{tenant}/reset`.
@@ -102,7 +107,7 @@ pub const MARKETPLACE_PUSH: &str = "/marketplace/pubsub";
 
 /// Every route template [`router`] serves, as metrics and logs name them
 /// (a request no route matches is named `other`).
-pub const ROUTES: [&str; 13] = [
+pub const ROUTES: [&str; 15] = [
     HEALTHZ,
     READYZ,
     METRICS,
@@ -113,6 +118,8 @@ pub const ROUTES: [&str; 13] = [
     PROOF,
     VERIFY,
     RESET,
+    TOKENS,
+    TOKEN,
     PUSH,
     MARKETPLACE,
     MARKETPLACE_PUSH,
@@ -128,12 +135,17 @@ pub fn router(state: AppState) -> Router {
         .route(SIGNALS, post(signals::post))
         .route(TENANT, get(tenants::get))
         .route(ADMIT, get(tenants::admit))
-        .route(RECEIPTS, get(tenants::receipts))
-        .route(PROOF, get(tenants::proof))
         .route(VERIFY, get(tenants::verify))
         .route_layer(admit(Guard::Api));
+    // A customer's read token opens these two, for its own tenant only.
+    let reads = Router::new()
+        .route(RECEIPTS, get(tenants::receipts))
+        .route(PROOF, get(tenants::proof))
+        .route_layer(admit(Guard::TenantRead));
     let admin = Router::new()
         .route(RESET, post(tenants::reset))
+        .route(TOKENS, post(access::issue).get(access::list))
+        .route(TOKEN, delete(access::revoke))
         .route_layer(admit(Guard::Admin));
     let pubsub = Router::new()
         .route(PUSH, post(pubsub::push))
@@ -151,6 +163,7 @@ pub fn router(state: AppState) -> Router {
         .route(READYZ, get(health::readyz))
         .route(METRICS, get(health::metrics))
         .merge(api)
+        .merge(reads)
         .merge(admin)
         .merge(pubsub)
         .merge(marketplace)

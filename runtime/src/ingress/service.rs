@@ -204,6 +204,9 @@ pub struct ServeArgs {
 /// How often the background publisher looks at the tree's size.
 pub const PUBLISH_POLL: Duration = Duration::from_secs(1);
 
+/// How long the checkpoint published at shutdown may take.
+const FINAL_PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Why `serve` stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -931,16 +934,26 @@ pub fn run_until(
     if let Some(publisher) = final_publisher {
         // The last receipts' checkpoint; a failure here is the next
         // start's to make up for.
-        let published = tokio::runtime::Builder::new_current_thread()
+        let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(io("starting the tokio runtime"))?
-            .block_on(publisher.publish(&ledger));
+            .map_err(io("starting the tokio runtime"))?;
+        // Bounded: a hung sink (a stalled mount, a silent webhook) must not
+        // keep the process from exiting.
+        // (The timer is made inside the runtime it needs.)
+        let published = runtime.block_on(async {
+            tokio::time::timeout(FINAL_PUBLISH_TIMEOUT, publisher.publish(&ledger)).await
+        });
+        runtime.shutdown_timeout(Duration::from_secs(1));
         match published {
-            Ok(published) => {
+            Ok(Ok(published)) => {
                 tracing::info!(size = published.size, "final signed checkpoint published")
             }
-            Err(error) => {
+            Err(_) => tracing::error!(
+                "final signed checkpoint not published within {} s",
+                FINAL_PUBLISH_TIMEOUT.as_secs()
+            ),
+            Ok(Err(error)) => {
                 tracing::error!(error = %error_chain(&error), "final signed checkpoint not published")
             }
         }

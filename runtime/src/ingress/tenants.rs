@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::access::Reader;
 use super::body;
 use super::error::IngressError;
 use super::signals;
@@ -128,6 +129,7 @@ pub(crate) struct Page {
 /// `GET /v1/tenants/{t}/receipts?after=SEQ&limit=N`: stored receipts in seq
 /// order, as stored (canonical JSON), with `next_after` for the next page.
 pub(crate) async fn receipts(
+    _reader: Reader,
     State(state): State<AppState>,
     Path(tenant): Path<String>,
     query: Result<Query<Page>, QueryRejection>,
@@ -314,6 +316,7 @@ pub(crate) struct ProofQuery {
 /// exact bytes, its inclusion proof (RFC 9162) and the signed checkpoint
 /// it is proved against, for `ggen verify-receipt`.
 pub(crate) async fn proof(
+    _reader: Reader,
     State(state): State<AppState>,
     Path((tenant, seq)): Path<(String, String)>,
     query: Result<Query<ProofQuery>, QueryRejection>,
@@ -336,11 +339,13 @@ pub(crate) async fn proof(
         let Some(tree) = ledger.tree() else {
             return Ok(None);
         };
+        // A tree that failed answers here (503), not as an empty one.
+        let (tree_size, _) = tree.latest()?;
         let Some(index) = tree.leaf_index(&reader, seq)? else {
             return Ok(None);
         };
         let record = ledger.read(&reader, seq - 1, 1)?.pop();
-        Ok(record.map(|record| (index, tree.size(), record)))
+        Ok(record.map(|record| (index, tree_size, record)))
     })
     .await?
     .map_err(|e| IngressError::unavailable(&e))?;
@@ -360,6 +365,9 @@ pub(crate) async fn proof(
             });
         }
     };
+    if size == 0 {
+        return Err(IngressError::bad("`size` must be a tree size from 1"));
+    }
     if size > tree_size {
         return Err(IngressError::bad(format!(
             "`size` {size} is past the tree's {tree_size} receipts"

@@ -120,6 +120,16 @@ impl PublishArgs {
                 ));
             }
         };
+        for sink in &self.publish {
+            if let Sink::Dir(dir) = sink
+                && !dir.is_dir()
+            {
+                return Err(format!(
+                    "`--publish-checkpoints {}`: not a directory",
+                    dir.display()
+                ));
+            }
+        }
         if self.publish.is_empty() {
             return Err("signed checkpoints must be published somewhere the ledger's operator does not control: give `--publish-checkpoints DIR|URL|-`".to_owned());
         }
@@ -206,6 +216,12 @@ impl Publisher {
     /// The log's origin (the key's name).
     pub fn origin(&self) -> &str {
         self.signer.name()
+    }
+
+    /// Whether a sink still lacks the latest checkpoint.
+    pub fn undelivered(&self) -> bool {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.latest.is_some() && state.delivered.iter().any(|done| !done)
     }
 
     /// The latest checkpoint signed.
@@ -344,46 +360,106 @@ async fn deliver(sink: &Sink, published: &Published) -> Result<(), String> {
                     "note": published.note,
                 }
             });
-            let mut out = std::io::stdout().lock();
-            writeln!(out, "{line}")
-                .and_then(|()| out.flush())
-                .map_err(|e| e.to_string())
+            // A stalled log pipe blocks a blocking thread, not a worker.
+            tokio::task::spawn_blocking(move || {
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "{line}").and_then(|()| out.flush())
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())
         }
     }
 }
 
-/// Writes `published` to `dir/<size>.checkpoint`, durably: a hidden
-/// temporary (which `ledger verify --checkpoints` skips) synced and
-/// renamed. A different checkpoint already there for that size is kept and
+/// Writes `published` to `dir/<size>.checkpoint`, durably: a temporary
+/// of its own (hidden, so `ledger verify --checkpoints` skips it; a fresh
+/// random name, created new and never through a link) is synced, then
+/// linked to its name, which fails rather than replace a file already
+/// there. A different checkpoint already there for that size is kept and
 /// reported: two roots for one size is the evidence an auditor needs.
 fn write_file(dir: &std::path::Path, published: &Published) -> Result<(), String> {
+    use fs_err::os::unix::fs::OpenOptionsExt as _;
     let name = file_name(published.size);
     let path = dir.join(&name);
-    match fs_err::read_to_string(&path) {
-        Ok(existing) if existing == published.note => return Ok(()),
-        Ok(_) => {
-            return Err(format!(
-                "`{}` already holds another checkpoint of {} receipts: the ledger no longer matches what was published (restored from a backup, or rewritten); the file is kept",
-                path.display(),
-                published.size
-            ));
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e.to_string()),
+    if let Some(existing) = read_existing(&path)? {
+        return same(&path, &existing, published);
     }
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let written = fs_err::File::create(&tmp).and_then(|mut file| {
-        file.write_all(published.note.as_bytes())?;
-        file.sync_all()
-    });
+    let mut random = [0u8; 8];
+    getrandom::fill(&mut random).map_err(|e| format!("no random bytes: {e}"))?;
+    let tmp = dir.join(format!(".{name}.{}.tmp", hex::encode(random)));
+    let written = fs_err::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(&tmp)
+        .and_then(|mut file| {
+            file.write_all(published.note.as_bytes())?;
+            file.sync_all()
+        });
     if let Err(e) = written {
         let _ = fs_err::remove_file(&tmp);
         return Err(e.to_string());
     }
-    fs_err::rename(&tmp, &path).map_err(|e| e.to_string())?;
+    let linked = fs_err::hard_link(&tmp, &path);
+    let _ = fs_err::remove_file(&tmp);
+    match linked {
+        Ok(()) => {}
+        // Another publisher's file appeared meanwhile: kept, and compared.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let existing = read_existing(&path)?.unwrap_or_default();
+            return same(&path, &existing, published);
+        }
+        Err(e) => return Err(e.to_string()),
+    }
     fs_err::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| e.to_string())
+}
+
+/// The checkpoint file at `path`, if there is one: read without following
+/// a link or waiting on a FIFO, and only if it is a regular file of a
+/// checkpoint's size.
+fn read_existing(path: &std::path::Path) -> Result<Option<String>, String> {
+    use fs_err::os::unix::fs::OpenOptionsExt as _;
+    use std::io::Read as _;
+    let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
+    let file = match fs_err::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits() as i32)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(format!(
+                "{e}: the entry is kept and nothing is written over it"
+            ));
+        }
+    };
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() || meta.len() > 64 << 10 {
+        return Err(format!(
+            "`{}` is there but is not a checkpoint file: kept, nothing written",
+            path.display()
+        ));
+    }
+    let mut text = String::new();
+    file.take(64 << 10)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("`{}`: {e}", path.display()))?;
+    Ok(Some(text))
+}
+
+fn same(path: &std::path::Path, existing: &str, published: &Published) -> Result<(), String> {
+    if existing == published.note {
+        return Ok(());
+    }
+    Err(format!(
+        "`{}` already holds another checkpoint of {} receipts: the ledger no longer matches what was published (restored from a backup, or rewritten); the file is kept",
+        path.display(),
+        published.size
+    ))
 }
 
 /// Publishes `publisher`'s checkpoints of `ledger` until `stopped` turns
@@ -406,11 +482,16 @@ pub async fn publish_periodically(
             _ = ticks.tick() => {}
         }
         let size = ledger.tree().map_or(0, crate::merkle::Nodes::size);
-        let published = publisher.latest().map(|p| p.size);
-        let grown = size.saturating_sub(published.unwrap_or(0));
-        let due = match (published, last) {
-            (None, _) | (_, None) => true,
-            (Some(p), Some(at)) => size != p && (grown >= receipts || at.elapsed() >= every),
+        let due = match (publisher.latest(), last) {
+            // At start.
+            (_, None) => true,
+            // Nothing signed yet (the tree or the key failed): every `every`.
+            (None, Some(at)) => at.elapsed() >= every,
+            (Some(published), Some(at)) => {
+                let grown = size.saturating_sub(published.size);
+                let waited = at.elapsed() >= every;
+                (grown > 0 && (grown >= receipts || waited)) || (publisher.undelivered() && waited)
+            }
         };
         if !due {
             continue;
@@ -422,7 +503,7 @@ pub async fn publish_periodically(
             }
             Err(error) => {
                 tracing::error!(error = %crate::report::error_chain(&error), "signed checkpoint not published");
-                // Tried again at the next tick that finds it due.
+                // Tried again once due (after `every` at the latest).
                 last = Some(std::time::Instant::now());
             }
         }
@@ -450,6 +531,69 @@ mod tests {
         let plain = "http://audit.example/x".parse::<Sink>().unwrap_err();
         assert!(plain.contains("loopback"), "{plain}");
         assert!("".parse::<Sink>().is_err());
+    }
+
+    fn published(size: u64, root: u8) -> Published {
+        let signer = NoteSigner::from_seed("example.com/log", [7; 32]).unwrap();
+        let checkpoint = Checkpoint {
+            origin: signer.name().to_owned(),
+            size,
+            root: [root; 32],
+        };
+        Published {
+            size,
+            root: [root; 32],
+            note: checkpoint.sign(&signer).unwrap(),
+        }
+    }
+
+    /// Names in `dir`, sorted.
+    fn names(dir: &std::path::Path) -> Vec<String> {
+        let mut names: Vec<String> = fs_err::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_directory_sink_never_replaces_or_follows_what_is_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = published(5, 1);
+        write_file(dir.path(), &first).unwrap();
+        // Again: the same note is already there.
+        write_file(dir.path(), &first).unwrap();
+        assert_eq!(names(dir.path()), vec![file_name(5)]);
+        // Another root for the same size: refused, the first kept.
+        let other = published(5, 2);
+        let error = write_file(dir.path(), &other).unwrap_err();
+        assert!(error.contains("another checkpoint of 5"), "{error}");
+        let kept = fs_err::read_to_string(dir.path().join(file_name(5))).unwrap();
+        assert_eq!(kept, first.note);
+        // A link planted at the next name is not followed: its target
+        // keeps its bytes.
+        let victim = dir.path().join("victim");
+        fs_err::write(&victim, "precious").unwrap();
+        std::os::unix::fs::symlink(&victim, dir.path().join(file_name(6))).unwrap();
+        assert!(write_file(dir.path(), &published(6, 3)).is_err());
+        assert_eq!(fs_err::read_to_string(&victim).unwrap(), "precious");
+        // A FIFO there does not hang the publisher.
+        let fifo = dir.path().join(file_name(7));
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
+        assert!(write_file(dir.path(), &published(7, 4)).is_err());
+        // No temporary is left behind.
+        assert!(
+            names(dir.path()).iter().all(|n| !n.starts_with('.')),
+            "{:?}",
+            names(dir.path())
+        );
     }
 
     #[test]
@@ -482,6 +626,19 @@ mod tests {
             ..PublishArgs::default()
         };
         assert!(both.publisher(Some(key)).unwrap_err().contains("not both"));
+        let missing = PublishArgs {
+            publish: vec![Sink::Dir(PathBuf::from("/nonexistent/checkpoints"))],
+            ..PublishArgs::default()
+        };
+        let key = NoteSigner::from_seed("example.com/log", [7; 32])
+            .unwrap()
+            .to_text();
+        assert!(
+            missing
+                .publisher(Some(key))
+                .unwrap_err()
+                .contains("not a directory")
+        );
         assert!(
             sink_only
                 .publisher(Some("PRIVATE+KEY+nonsense".to_owned()))

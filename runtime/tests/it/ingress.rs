@@ -1,6 +1,7 @@
 //! The HTTP ingress: routes, bad input, auth, transport attacks, durability
 //! of acks, storms.
 
+mod access;
 mod attack;
 mod auth;
 mod bad_input;

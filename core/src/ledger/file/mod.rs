@@ -487,6 +487,11 @@ fn start_writer(
                 .write(true)
                 .open(&path)
                 .map_err(io_err(&path))?;
+            // What the scan found may be in the page cache only (a process
+            // killed before its sync): made durable before anything, a
+            // signed checkpoint above all, is built on it.
+            file.sync_data().map_err(io_err(&path))?;
+            sync_dir(&dir)?;
             Some((last.id, file))
         }
         None => None,
@@ -805,6 +810,14 @@ impl FileLedger {
                 anchor::advance(before.as_ref(), id, &bytes, ck_bytes, &path)?
             }
         };
+        // The Merkle tree keeps the leaves of what is cut: it must hold
+        // them durably first, or it could never be rebuilt (a failed tree
+        // refuses here, and the cut waits for a reopen to rebuild it).
+        if let Some(tree) = &self.shared.tree
+            && tree.sync_size()? < anchor.records
+        {
+            return Ok(false);
+        }
         anchor::write_anchor(dir, &anchor)?;
         if !finish {
             return Ok(true);

@@ -58,6 +58,8 @@ pub struct FileTree {
     positions: File,
     held: RwLock<Held>,
     builder: Mutex<Builder>,
+    /// Held by one `sync` at a time.
+    syncing: Mutex<()>,
     /// Set once a write failed: the files no longer match the log, so the
     /// tree answers nothing until the ledger is opened again (which
     /// rebuilds it from the last synced size).
@@ -130,6 +132,7 @@ impl FileTree {
             positions,
             held: RwLock::new(Held::default()),
             builder: Mutex::new(Builder::default()),
+            syncing: Mutex::new(()),
             failed: AtomicBool::new(false),
         };
         let adopted = match read_synced(&dir) {
@@ -318,8 +321,19 @@ impl FileTree {
 
     /// Syncs every file, then records durably the size and root they hold.
     pub fn sync(&self) -> Result<(), LedgerError> {
+        self.sync_size().map(|_| ())
+    }
+
+    /// [`FileTree::sync`], returning the size it made durable.
+    pub(super) fn sync_size(&self) -> Result<u64, LedgerError> {
         self.check()?;
-        let builder = lock(&self.builder);
+        // One sync at a time (they share `SYNCED`'s temporary); appends go
+        // on meanwhile: the files hold at least the size taken here.
+        let _one = lock(&self.syncing);
+        let (size, root) = {
+            let builder = lock(&self.builder);
+            (builder.size, builder.root())
+        };
         let levels = self
             .levels
             .read()
@@ -332,11 +346,12 @@ impl FileTree {
         self.positions
             .sync_data()
             .map_err(io_err(&self.dir.join(POSITIONS_FILE)))?;
-        let text = format!(
-            "{SYNCED_HEADER}\n{}\n{}\n",
-            builder.size,
-            hex::encode(builder.root())
-        );
+        self.write_synced(size, root)?;
+        Ok(size)
+    }
+
+    fn write_synced(&self, size: u64, root: Hash) -> Result<(), LedgerError> {
+        let text = format!("{SYNCED_HEADER}\n{size}\n{}\n", hex::encode(root));
         replace_durably(&self.dir, SYNCED_FILE, text.as_bytes())
     }
 
@@ -464,6 +479,9 @@ fn read_synced(dir: &Path) -> Result<(u64, Hash), LedgerError> {
 impl FileTree {
     /// Empties the tree (before it is built again from the whole log).
     pub(super) fn reset(&self) -> Result<(), LedgerError> {
+        // First: a crash during the rebuild must not find the old size
+        // vouching for files cut short.
+        self.write_synced(0, empty_root())?;
         let open = |name: &str| {
             let path = self.dir.join(name);
             std::fs::OpenOptions::new()
@@ -483,8 +501,10 @@ impl FileTree {
     }
 }
 
-/// Records handed to the fill's worker at a time.
+/// Records handed to the fill's worker at a time, at most…
 const FILL_BATCH: usize = 4096;
+/// …and at most about this many bytes of them (records may be large).
+const FILL_BYTES: usize = 8 << 20;
 
 /// Records of the log, copied for the fill's worker.
 #[derive(Debug, Default)]
@@ -558,7 +578,7 @@ impl Fill {
         self.next += 1;
         self.batch.bytes.extend_from_slice(bytes);
         self.batch.records.push((position, self.batch.bytes.len()));
-        if self.batch.records.len() >= FILL_BATCH {
+        if self.batch.records.len() >= FILL_BATCH || self.batch.bytes.len() >= FILL_BYTES {
             self.send();
         }
     }
@@ -609,6 +629,13 @@ fn fill(
 ) -> Result<(), String> {
     let mut index = first;
     let mut pending = Vec::with_capacity(FILL_BATCH);
+    // Interior nodes are checked only from the first leaf: with archived
+    // records, the nodes over them cannot be recomputed.
+    let mut inner = (first == 0).then(|| Inner {
+        dir: &tree.dir,
+        edge: Vec::new(),
+        readers: Vec::new(),
+    });
     for batch in batches {
         let mut start = 0;
         for &(position, end) in &batch.records {
@@ -632,6 +659,9 @@ fn fill(
                         "leaf {index} is not at the log position of record {index}"
                     ));
                 }
+                if let Some(inner) = &mut inner {
+                    inner.check(index, leaf)?;
+                }
             }
             index += 1;
         }
@@ -639,6 +669,50 @@ fn fill(
         pending.clear();
     }
     Ok(())
+}
+
+/// The interior nodes of a stored tree, recomputed from its checked leaves
+/// and compared with the level files as they complete (each level's in
+/// order, so each file is read once, front to back).
+struct Inner<'a> {
+    dir: &'a Path,
+    /// The left node waiting for its sibling, per level.
+    edge: Vec<Hash>,
+    readers: Vec<io::BufReader<File>>,
+}
+
+impl Inner<'_> {
+    /// Leaf `index` (checked), and every node it completes.
+    fn check(&mut self, index: u64, leaf: Hash) -> Result<(), String> {
+        let (mut node, mut level, mut at) = (leaf, 0, index);
+        loop {
+            if self.edge.len() <= level {
+                self.edge.resize(level + 1, [0; 32]);
+            }
+            if at & 1 == 0 {
+                self.edge[level] = node;
+                return Ok(());
+            }
+            node = node_hash(&self.edge[level], &node);
+            level += 1;
+            at >>= 1;
+            while self.readers.len() < level {
+                let path = self.dir.join(level_name(self.readers.len() + 1));
+                let file = fs_err::File::open(&path)
+                    .map(fs_err::File::into_parts)
+                    .map(|(file, _)| file)
+                    .map_err(|e| e.to_string())?;
+                self.readers
+                    .push(io::BufReader::with_capacity(16 << 10, file));
+            }
+            let mut stored = [0; 32];
+            io::Read::read_exact(&mut self.readers[level - 1], &mut stored)
+                .map_err(|e| format!("node {level}/{at} cannot be read: {e}"))?;
+            if stored != node {
+                return Err(format!("node {level}/{at} is not the hash of its children"));
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -771,6 +845,15 @@ mod tests {
         }
         let forged = synced.replace(synced.lines().nth(2).unwrap(), &hex::encode(peaks.root()));
         fs_err::write(tree_dir.join(SYNCED_FILE), forged).unwrap();
+        let ledger = FileLedger::open(dir.path(), small()).unwrap();
+        assert_same(&ledger, &records);
+        drop(ledger);
+        // An interior node rewritten (not on the right edge, so the root in
+        // SYNCED still holds): recomputed from the leaves on open.
+        let level1 = tree_dir.join(level_name(1));
+        let mut nodes = fs_err::read(&level1).unwrap();
+        nodes[32 * 3 + 7] ^= 1;
+        fs_err::write(&level1, &nodes).unwrap();
         let ledger = FileLedger::open(dir.path(), small()).unwrap();
         assert_same(&ledger, &records);
         drop(ledger);

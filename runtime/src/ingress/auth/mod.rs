@@ -66,7 +66,11 @@ pub const MAX_SIGNATURE_BYTES: usize = 1024;
 pub enum Guard {
     /// The bearer token (`/v1/*` reads and signals).
     Api,
-    /// The admin token (resets).
+    /// A tenant's receipts and proofs: the bearer token, or anything shaped
+    /// like a read token, which the routes' `Reader` extractor checks
+    /// against the tenant in the path.
+    TenantRead,
+    /// The admin token (resets, read tokens).
     Admin,
     /// A Pub/Sub push: OIDC when the SKU names an audience, else the bearer token.
     PubSub,
@@ -707,6 +711,7 @@ impl Auth {
     ) -> Result<(), IngressError> {
         match guard {
             Guard::Api => self.api(headers),
+            Guard::TenantRead => self.tenant_read(headers),
             Guard::Admin => self.admin(headers),
             Guard::PubSub => self.pubsub(headers, audience),
             Guard::Marketplace => self.marketplace_headers(headers),
@@ -743,6 +748,18 @@ impl Auth {
                 reason: AuthReason::Disabled,
                 detail: "`/v1` is disabled: no `GOVERNOR_AUTH_TOKEN` configured".to_owned(),
             }),
+        }
+    }
+
+    /// Checks the headers of a tenant read: the bearer token, or anything
+    /// shaped like a read token (checked against the tenant by the route).
+    pub fn tenant_read(&self, headers: &HeaderMap) -> Result<(), IngressError> {
+        let api = self.api(headers);
+        match bearer(headers)? {
+            Some(given) if api.is_err() && super::access::ReadToken::parse(given).is_some() => {
+                Ok(())
+            }
+            _ => api,
         }
     }
 
@@ -788,7 +805,7 @@ impl Auth {
         }
     }
 
-    /// Checks the operator token of a reset.
+    /// Checks the operator token of a reset or a read token's issue or revocation.
     pub fn admin(&self, headers: &HeaderMap) -> Result<(), IngressError> {
         let given = bearer(headers)?;
         match (&self.admin, given) {
@@ -796,7 +813,8 @@ impl Auth {
             (Some(_), Some(given)) if self.token.as_ref().is_some_and(|t| t.matches(given)) => {
                 Err(IngressError::Forbidden {
                     reason: AuthReason::WrongCredential,
-                    detail: "resets need the admin token, not the api token".to_owned(),
+                    detail: "resets and read tokens need the admin token, not the api token"
+                        .to_owned(),
                 })
             }
             (Some(_), Some(_)) => Err(wrong("admin token")),
@@ -804,7 +822,8 @@ impl Auth {
             (None, _) if self.insecure && self.token.is_none() => Ok(()),
             (None, _) => Err(IngressError::Forbidden {
                 reason: AuthReason::Disabled,
-                detail: "resets are disabled: no `GOVERNOR_ADMIN_TOKEN` configured".to_owned(),
+                detail: "resets and read tokens are disabled: no `GOVERNOR_ADMIN_TOKEN` configured"
+                    .to_owned(),
             }),
         }
     }

@@ -496,3 +496,36 @@ fn verify_beside_committing_replicas_sees_one_consistent_snapshot() {
     });
     verifies(&url);
 }
+
+/// A read token issued through one replica opens the tenant's receipts on
+/// the other at once, and a revocation through the other closes it on the
+/// first: the tokens are part of the committed state every replica loads.
+#[test]
+fn a_read_token_issued_on_one_replica_is_honoured_and_revoked_on_the_other() {
+    use ggen_runtime::receipt::AccessChange;
+    let Some(url) = fresh_schema() else { return };
+    let (a, b) = (replica(&url), replica(&url));
+    let t = tenant("acme");
+    decide(&a, &t, load(20.0, "first"), at(0));
+    // B has the tenant cached before the token exists.
+    assert_eq!(b.token_digest(&t, "0123456789abcdef"), None);
+    let issue = Input::Access {
+        change: AccessChange::Issue,
+        token: "0123456789abcdef".to_owned(),
+        digest: Some("ab".repeat(32)),
+    };
+    decide(&a, &t, issue, at(1));
+    assert_eq!(
+        b.token_digest(&t, "0123456789abcdef"),
+        Some("ab".repeat(32))
+    );
+    assert_eq!(b.tokens(&t), Some(vec!["0123456789abcdef".to_owned()]));
+    let revoke = Input::Access {
+        change: AccessChange::Revoke,
+        token: "0123456789abcdef".to_owned(),
+        digest: None,
+    };
+    decide(&b, &t, revoke, at(2));
+    assert_eq!(a.token_digest(&t, "0123456789abcdef"), None);
+    assert_eq!(a.tokens(&t), Some(Vec::new()));
+}

@@ -200,7 +200,9 @@ async fn proof_requests_that_cannot_be_answered_get_a_4xx() {
             400,
             "bad_request",
         ),
-        ("/v1/tenants/t1/receipts/1/proof?size=0", 409, "conflict"),
+        ("/v1/tenants/t1/receipts/1/proof?size=0", 400, "bad_request"),
+        // Receipt 2 of t1 is leaf 3 or later: not in a tree of 1.
+        ("/v1/tenants/t1/receipts/2/proof?size=1", 409, "conflict"),
         ("/v1/tenants/t1/receipts/1/proof?size=x", 400, "bad_request"),
         ("/v1/tenants/t1/receipts/1/proof?root=1", 400, "bad_request"),
     ] {

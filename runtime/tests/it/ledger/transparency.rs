@@ -285,3 +285,83 @@ fn nothing_to_check_against_and_a_ledger_not_from_genesis_are_errors() {
         "{err}"
     );
 }
+
+/// `replay --checkpoint-key --publish-checkpoints` publishes the
+/// checkpoint of the whole ledger at its end; a second replay publishes
+/// the next one, and the ledger extends both. Without a sink, or with a
+/// sink that is not a directory, it refuses before writing anything.
+#[test]
+fn replay_publishes_a_checkpoint_at_its_end() {
+    let work = tempfile::tempdir().unwrap();
+    let ledger = work.path().join("ledger");
+    let published = work.path().join("published");
+    fs_err::create_dir(&published).unwrap();
+    let signer = NoteSigner::from_seed(ORIGIN, [12; 32]).unwrap();
+    let key = work.path().join("key");
+    fs_err::write(&key, signer.to_text()).unwrap();
+    fs_err::write(work.path().join("key.pub"), signer.verifier().to_text()).unwrap();
+    let signals = |name: &str, from: usize| {
+        let path = work.path().join(name);
+        let lines: String = (from..from + 12)
+            .map(|i| {
+                format!(
+                    "{{\"tenant\":\"t{}\",\"signal\":\"load\",\"value\":{},\"at\":\"2026-01-01T00:00:{:02}Z\",\"id\":\"m-{i}\"}}\n",
+                    i % 3,
+                    i * 3,
+                    i
+                )
+            })
+            .collect();
+        fs_err::write(&path, lines).unwrap();
+        path
+    };
+    let run = |args: &[&str]| ggen_runtime::cli::run(&OPEN, [&["governor"], args].concat());
+    let replay = |signals: &Path, extra: &[&str]| {
+        let base = [
+            "replay",
+            "--signals",
+            signals.to_str().unwrap(),
+            "--ledger",
+            ledger.to_str().unwrap(),
+        ];
+        run(&[&base[..], extra].concat())
+    };
+    let key_arg = ["--checkpoint-key", key.to_str().unwrap()];
+    // Refused before anything is written: a key and no sink, a sink that
+    // is not a directory.
+    let first = signals("first.jsonl", 0);
+    assert_ne!(replay(&first, &key_arg), ExitCode::SUCCESS);
+    let file_sink = work.path().join("key.pub");
+    let not_a_dir = [
+        &key_arg[..],
+        &["--publish-checkpoints", file_sink.to_str().unwrap()],
+    ]
+    .concat();
+    assert_ne!(replay(&first, &not_a_dir), ExitCode::SUCCESS);
+    assert!(!ledger.exists());
+
+    let with_sink = [
+        &key_arg[..],
+        &["--publish-checkpoints", published.to_str().unwrap()],
+    ]
+    .concat();
+    assert_eq!(replay(&first, &with_sink), ExitCode::SUCCESS);
+    let second = signals("second.jsonl", 12);
+    assert_eq!(replay(&second, &with_sink), ExitCode::SUCCESS);
+    let mut names: Vec<String> = fs_err::read_dir(&published)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let receipts = verify_dir(&ledger).unwrap().receipts;
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert_eq!(
+        names.last().unwrap(),
+        &ggen_runtime::transparency::publish::file_name(receipts)
+    );
+    assert_eq!(check(&ledger, &published, &signer), Ok(2));
+    assert_eq!(
+        cli(&ledger, &published, &work.path().join("key.pub")),
+        ExitCode::SUCCESS
+    );
+}

@@ -1,0 +1,280 @@
+//! Tenant-scoped read tokens: a credential a customer can be handed to read
+//! their own receipts and proofs, and nothing else.
+//!
+//! The operator issues one with `POST /v1/tenants/{t}/tokens` and revokes
+//! it with `DELETE /v1/tenants/{t}/tokens/{id}` (both with the admin
+//! token); `GET /v1/tenants/{t}/tokens` lists the ids. Each change is an
+//! `access` receipt on the tenant's chain carrying the token's id and the
+//! SHA-256 of its secret, never the secret, so the tokens are part of the
+//! tenant's state (rebuilt by recovery, shared by replicas) and every
+//! grant is on the audit trail it opens.
+//!
+//! A token is `ggt_` followed by 16 hex digits of id and 64 of secret. The
+//! admission layer lets a well-formed one through to the two read routes
+//! only (`GET /v1/tenants/{t}/receipts`, `…/receipts/{seq}/proof`), where
+//! the `Reader` extractor checks it against the tenant in the path before
+//! the handler runs.
+
+use axum::Json;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq as _;
+
+use super::error::{AuthReason, IngressError};
+use super::signals;
+use super::state::AppState;
+use crate::receipt::{AccessChange, Input};
+use crate::tenant::TenantId;
+
+/// What every read token starts with.
+pub const PREFIX: &str = "ggt_";
+
+/// A read token: its id and its secret.
+pub struct ReadToken {
+    id: String,
+    secret: [u8; 32],
+}
+
+impl std::fmt::Debug for ReadToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadToken")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReadToken {
+    /// A new token from the operating system's random source.
+    pub fn generate() -> Result<ReadToken, String> {
+        let mut bytes = [0u8; 40];
+        getrandom::fill(&mut bytes).map_err(|e| format!("no random bytes: {e}"))?;
+        let mut secret = [0u8; 32];
+        secret.copy_from_slice(&bytes[8..]);
+        let token = ReadToken {
+            id: hex::encode(&bytes[..8]),
+            secret,
+        };
+        bytes.fill(0);
+        Ok(token)
+    }
+
+    /// Reads `ggt_<16 hex id><64 hex secret>`; `None` for anything else.
+    pub fn parse(text: &str) -> Option<ReadToken> {
+        let rest = text.strip_prefix(PREFIX)?;
+        if rest.len() != 80
+            || !rest
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return None;
+        }
+        let mut secret = [0u8; 32];
+        hex::decode_to_slice(&rest[16..], &mut secret).ok()?;
+        Some(ReadToken {
+            id: rest[..16].to_owned(),
+            secret,
+        })
+    }
+
+    /// The token as handed to its holder.
+    pub fn text(&self) -> String {
+        format!("{PREFIX}{}{}", self.id, hex::encode(self.secret))
+    }
+
+    /// Its id (public: it names the token in receipts and listings).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// SHA-256 of its secret, lowercase hex: all the ledger keeps.
+    pub fn digest(&self) -> String {
+        hex::encode(Sha256::digest(self.secret))
+    }
+}
+
+/// Whether `id` has a read token id's shape (16 lowercase hex digits).
+fn is_id(id: &str) -> bool {
+    id.len() == 16
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Proof that the request may read the tenant its path names: it carries
+/// the API token, or a read token of that tenant. The two read routes take
+/// it as an argument, so neither runs without the check.
+#[derive(Debug)]
+pub(crate) struct Reader;
+
+impl FromRequestParts<AppState> for Reader {
+    type Rejection = IngressError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Reader, IngressError> {
+        let api = state.auth.api(&parts.headers);
+        if api.is_ok() {
+            return Ok(Reader);
+        }
+        let refused = || IngressError::Unauthorized {
+            reason: AuthReason::WrongToken,
+            detail: "the read token does not verify for this tenant".to_owned(),
+        };
+        let token = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .and_then(|(_, token)| ReadToken::parse(token.trim()));
+        // Not a read token: the API token's refusal says what is wrong.
+        let Some(token) = token else {
+            return Err(api.err().unwrap_or_else(refused));
+        };
+        // `/v1/tenants/{tenant}/…`: a path whose tenant is not a valid id
+        // names no tenant the token could be for.
+        let tenant = parts
+            .uri
+            .path()
+            .strip_prefix("/v1/tenants/")
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|tenant| TenantId::new(tenant).ok())
+            .ok_or_else(refused)?;
+        let registry = std::sync::Arc::clone(state.registry());
+        let id = token.id.clone();
+        // A shared ledger reads the tenant's latest state: off the workers.
+        let stored = tokio::task::spawn_blocking(move || registry.token_digest(&tenant, &id))
+            .await
+            .map_err(|_| refused())?;
+        match stored {
+            Some(stored) if bool::from(stored.as_bytes().ct_eq(token.digest().as_bytes())) => {
+                Ok(Reader)
+            }
+            _ => Err(refused()),
+        }
+    }
+}
+
+/// `POST /v1/tenants/{t}/tokens`: issues a read token (admin token, by the
+/// route's admission layer); the answer is the only place its secret appears.
+pub(crate) async fn issue(
+    State(state): State<AppState>,
+    Path(tenant): Path<String>,
+) -> Result<Response, IngressError> {
+    state.check_writable()?;
+    let tenant = signals::parse_tenant(&tenant)?;
+    known(&state, &tenant)?;
+    let token = ReadToken::generate().map_err(|detail| IngressError::Internal { detail })?;
+    let input = Input::Access {
+        change: AccessChange::Issue,
+        token: token.id.clone(),
+        digest: Some(token.digest()),
+    };
+    let applied = state
+        .decide(&tenant, input, std::time::Instant::now())
+        .await?;
+    let body = json!({
+        "tenant": tenant.as_str(),
+        "id": token.id,
+        "token": token.text(),
+        "seq": applied.last_seq,
+    });
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// `DELETE /v1/tenants/{t}/tokens/{id}`: revokes a read token (admin).
+pub(crate) async fn revoke(
+    State(state): State<AppState>,
+    Path((tenant, id)): Path<(String, String)>,
+) -> Result<Response, IngressError> {
+    state.check_writable()?;
+    let tenant = signals::parse_tenant(&tenant)?;
+    known(&state, &tenant)?;
+    let held = is_id(&id)
+        && state
+            .registry
+            .tokens(&tenant)
+            .is_some_and(|ids| ids.contains(&id));
+    if !held {
+        return Err(IngressError::NotFound {
+            detail: format!(
+                "tenant `{tenant}` has no read token `{}`",
+                id.escape_debug()
+            ),
+        });
+    }
+    let input = Input::Access {
+        change: AccessChange::Revoke,
+        token: id,
+        digest: None,
+    };
+    state
+        .decide(&tenant, input, std::time::Instant::now())
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `GET /v1/tenants/{t}/tokens`: the ids of the tenant's read tokens (admin).
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    Path(tenant): Path<String>,
+) -> Result<Json<serde_json::Value>, IngressError> {
+    let tenant = signals::parse_tenant(&tenant)?;
+    let ids = state
+        .registry
+        .tokens(&tenant)
+        .ok_or_else(|| unknown(&tenant))?;
+    Ok(Json(json!({ "tenant": tenant.as_str(), "tokens": ids })))
+}
+
+fn unknown(tenant: &TenantId) -> IngressError {
+    IngressError::NotFound {
+        detail: format!("unknown tenant `{tenant}`"),
+    }
+}
+
+fn known(state: &AppState, tenant: &TenantId) -> Result<(), IngressError> {
+    match state.registry.view(tenant) {
+        Some(_) => Ok(()),
+        None => Err(unknown(tenant)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_read_back_and_only_their_own_shape_parses() {
+        let token = ReadToken::generate().unwrap();
+        let text = token.text();
+        assert!(text.starts_with(PREFIX) && text.len() == 84, "{text}");
+        let back = ReadToken::parse(&text).unwrap();
+        assert_eq!((back.id(), back.digest()), (token.id(), token.digest()));
+        assert_ne!(ReadToken::generate().unwrap().text(), text);
+        for bad in [
+            "",
+            "ggt_",
+            &text[..83],
+            &format!("{text}0"),
+            &text.to_uppercase(),
+            &text.replacen("ggt_", "ggx_", 1),
+            &format!("{}g", &text[..83]),
+        ] {
+            assert!(ReadToken::parse(bad).is_none(), "{bad}");
+        }
+        // The digest is SHA-256 of the 32 secret bytes, not of the text.
+        let fixed =
+            ReadToken::parse(&format!("{PREFIX}{}{}", "0".repeat(16), "00".repeat(32))).unwrap();
+        assert_eq!(
+            fixed.digest(),
+            "66687aadf862bd776c8fc18b8e9f8e20089714856ee233b3902a591d0d5f2925"
+        );
+        assert!(!format!("{token:?}").contains(&hex::encode(token.secret)));
+    }
+}
