@@ -430,7 +430,7 @@ fn run_replay<P: PolicyPack>(
         .map_err(|e| ledger_failure(&e))?;
     if publisher.is_some() && ledger.tree().is_none() {
         return Err(Failure::rejected(format!(
-            "signed checkpoints need a ledger that keeps its Merkle tree: `{}` does not (a database ledger, or a file ledger whose first receipts were archived before it kept one)",
+            "signed checkpoints need a ledger that keeps its Merkle tree: `{}` does not (its first receipts were archived before it kept one)",
             location.display()
         )));
     }

@@ -699,7 +699,7 @@ pub fn run_until(
     tracing::info!(ledger = %location.display(), "ledger open");
     if publisher.is_some() && ledger.tree().is_none() {
         return Err(ServeError::Transparency(format!(
-            "the ledger `{}` keeps no Merkle tree (a database ledger, or a file ledger whose first receipts were archived before it kept one)",
+            "the ledger `{}` keeps no Merkle tree (its first receipts were archived before it kept one)",
             location.display()
         )));
     }

@@ -47,6 +47,7 @@ mod partitions;
 pub mod retention;
 mod schema;
 pub mod shared;
+pub mod tree;
 mod writer;
 
 pub use partitions::{Anchor, DEFAULT_PARTITION_RECEIPTS, Partition};
@@ -139,6 +140,8 @@ pub struct PgLedger {
     /// For short reads and checkpoints; reconnected when it was lost.
     reader: Mutex<Client>,
     writer: Option<JoinHandle<()>>,
+    /// The Merkle tree, for a ledger opened to write.
+    tree: Option<tree::PgTree>,
 }
 
 impl std::fmt::Debug for PgLedger {
@@ -359,11 +362,13 @@ impl PgLedger {
             path: PathBuf::from(&shared.target),
             source,
         })?;
+        let tree = Some(tree::PgTree::new(url, &shared.target));
         Ok(PgLedger {
             shared,
             url: url.to_owned(),
             reader: Mutex::new(reader),
             writer: Some(writer),
+            tree,
         })
     }
 
@@ -418,6 +423,7 @@ impl PgLedger {
             url: url.to_owned(),
             reader: Mutex::new(reader),
             writer: None,
+            tree: None,
         })
     }
 
@@ -1110,6 +1116,12 @@ fn load_heads(
 }
 
 impl Ledger for PgLedger {
+    fn tree(&self) -> Option<&dyn crate::ledger::LogTree> {
+        self.tree
+            .as_ref()
+            .map(|tree| tree as &dyn crate::ledger::LogTree)
+    }
+
     fn append(&self, entry: Entry) -> Result<Appended, LedgerError> {
         let hash = chain_hash(&entry.prev, &entry.bytes);
         let mut state = self.shared.lock();

@@ -60,6 +60,8 @@ pub struct PgRetention {
     client: Option<Client>,
     /// For the archive's calls (the synchronous client runs outside it).
     runtime: tokio::runtime::Runtime,
+    /// The Merkle tree, extended over a partition before it is dropped.
+    tree: super::tree::PgTree,
 }
 
 impl std::fmt::Debug for PgRetention {
@@ -86,9 +88,11 @@ impl PgRetention {
             .thread_name("ledger-archive-io")
             .build()
             .map_err(|e| ArchiveError::Join(e.to_string()))?;
+        let target = super::redacted(url);
         Ok(PgRetention {
+            tree: super::tree::PgTree::new(url, &target),
             url: url.to_owned(),
-            target: super::redacted(url),
+            target,
             archive,
             retain,
             recovery,
@@ -134,6 +138,11 @@ impl PgRetention {
             .map_err(database(target, "marking full partitions"))?;
         let mut cut = 0;
         while let Some(partition) = due(client, target, self.retain, self.recovery, now)? {
+            // The tree keeps the leaves of what is dropped: it must hold them
+            // first (a tree that was never built over them is not waited for).
+            if !self.tree.extend_over(partition.next - 1)? {
+                break;
+            }
             let archiver = Archiver {
                 client: &mut *client,
                 target,

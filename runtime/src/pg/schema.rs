@@ -150,6 +150,27 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     END $$;
     ",
     ),
+    (
+        5,
+        "the Merkle tree over the receipts",
+        "
+    -- The RFC 9162 tree of the receipts in position order (leaf index =
+    -- position - 1): the hash of every perfect subtree of 2^level leaves,
+    -- by level and index, and the number of leaves it holds. Derived from
+    -- the receipts, extended by whichever governor needs it (under an
+    -- advisory lock); kept when partitions are archived.
+    CREATE TABLE ggen_tree (
+        level smallint NOT NULL CHECK (level >= 0 AND level < 64),
+        idx   bigint   NOT NULL CHECK (idx >= 0),
+        hash  bytea    NOT NULL CHECK (length(hash) = 32),
+        PRIMARY KEY (level, idx)
+    );
+    CREATE TABLE ggen_tree_size (
+        singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+        size      bigint  NOT NULL CHECK (size >= 0)
+    );
+    ",
+    ),
 ];
 
 /// The newest schema version this build knows.

@@ -123,6 +123,8 @@ pub struct SharedPgLedger {
     inner: Arc<Inner>,
     /// Scans and verification, as a read-only ledger does them.
     reads: PgLedger,
+    /// The Merkle tree every replica extends.
+    tree: super::tree::PgTree,
     /// The schema's oid (tenant lock keys).
     oid: i64,
     /// Queries for the reader threads (closed on drop, which ends them).
@@ -403,9 +405,11 @@ impl SharedPgLedger {
                 path: PathBuf::from(&target),
                 source,
             })?;
+        let tree = super::tree::PgTree::new(url, &target);
         Ok(SharedPgLedger {
             inner,
             reads,
+            tree,
             oid,
             jobs: Some(jobs),
             locks: Some(locks),
@@ -683,6 +687,10 @@ impl LockedTenant for Locked {
 }
 
 impl Ledger for SharedPgLedger {
+    fn tree(&self) -> Option<&dyn crate::ledger::LogTree> {
+        Some(&self.tree)
+    }
+
     fn stored_bytes(&self) -> Option<Result<u64, LedgerError>> {
         let target = self.inner.target.clone();
         Some(self.with_reader(move |client| {

@@ -19,6 +19,7 @@ mod checkpoint;
 mod index;
 pub(crate) mod postgres;
 mod postgres_retention;
+mod postgres_tree;
 mod proptests;
 mod retention;
 mod transparency;

@@ -313,3 +313,52 @@ async fn published_checkpoints_survive_kill_9_and_a_restart() {
     .unwrap();
     assert!(count >= 3, "{count}");
 }
+
+/// The same on a PostgreSQL ledger: the service signs the tree stored in
+/// the schema, and a proof over HTTP verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proof_from_a_database_ledger_verifies() {
+    use tokio::task::block_in_place as blocking;
+    let Some(url) = blocking(crate::ledger::postgres::fresh_schema) else {
+        return;
+    };
+    let published = tempfile::tempdir().unwrap();
+    let publisher = Arc::new(publish::Publisher::new(
+        signer(),
+        vec![publish::Sink::Dir(published.path().to_path_buf())],
+    ));
+    let ledger = blocking(|| {
+        ggen_runtime::pg::PgLedger::open(&url, ggen_runtime::pg::PgOptions::default()).unwrap()
+    });
+    let service = blocking(|| {
+        Service::over(
+            &GUARD,
+            Arc::new(ledger),
+            full_auth(),
+            Options {
+                transparency: Some(Arc::clone(&publisher)),
+                ..Options::default()
+            },
+        )
+    });
+    signals(&service, 0, 20).await;
+    let checkpoint = publisher.publish(&service.ledger).await.unwrap();
+    assert_eq!(checkpoint.size, 20);
+    let reply = service.send(get("/v1/tenants/t2/receipts/5/proof")).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let (receipt, proof, note) = parts(&reply.json);
+    let key = signer().verifier().to_text();
+    verify_receipt(&receipt, &proof, &note.unwrap(), &key).unwrap();
+    // The offline check of the database agrees with what the service signed.
+    let count = blocking(|| {
+        transparency::check(
+            &Location::Database(url.clone()),
+            published.path(),
+            &signer().verifier(),
+        )
+    })
+    .unwrap();
+    assert_eq!(count, 1);
+    // The synchronous database client closes off the runtime's threads.
+    blocking(move || drop(service));
+}
