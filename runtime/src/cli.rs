@@ -108,6 +108,10 @@ enum LedgerCommand {
     Checkpoint {
         #[command(flatten)]
         store: StoreArgs,
+        /// The archive retention moved the oldest segments (partitions) to:
+        /// the tree is built from genesis over the archived ones and the local log.
+        #[arg(long, value_name = "URL")]
+        archive: Option<String>,
         /// The private key (`keygen`); its name is the checkpoint's origin.
         #[arg(long, value_name = "FILE")]
         key: PathBuf,
@@ -117,6 +121,10 @@ enum LedgerCommand {
     Prove {
         #[command(flatten)]
         store: StoreArgs,
+        /// The archive retention moved the oldest segments (partitions) to:
+        /// the tree is built from genesis over the archived ones and the local log.
+        #[arg(long, value_name = "URL")]
+        archive: Option<String>,
         /// The receipt's tenant.
         #[arg(long)]
         tenant: String,
@@ -136,6 +144,10 @@ enum LedgerCommand {
     Consistency {
         #[command(flatten)]
         store: StoreArgs,
+        /// The archive retention moved the oldest segments (partitions) to:
+        /// the tree is built from genesis over the archived ones and the local log.
+        #[arg(long, value_name = "URL")]
+        archive: Option<String>,
         /// The older tree size.
         #[arg(long, value_name = "N")]
         from: u64,
@@ -255,16 +267,22 @@ pub fn run<P: PolicyPack>(
             let verified = verify(pack, &ledger, archive.as_deref())?;
             match (checkpoints, key) {
                 (Some(dir), Some(key)) if verified == ExitCode::SUCCESS => {
-                    check_checkpoints(&ledger, &dir, &key)
+                    check_checkpoints(&ledger, archive.as_deref(), &dir, &key)
                 }
                 _ => Ok(verified),
             }
         }),
         Command::Ledger {
-            command: LedgerCommand::Checkpoint { store, key },
+            command:
+                LedgerCommand::Checkpoint {
+                    store,
+                    archive,
+                    key,
+                },
         } => located(&store).and_then(|ledger| {
             let signer = crate::transparency::signer(&key).map_err(|e| rejected_chain(&e))?;
-            let (_, note) = crate::transparency::checkpoint(&ledger, &signer)
+            let archive = open_archive(archive.as_deref())?;
+            let (_, note) = crate::transparency::checkpoint(source(&ledger, &archive), &signer)
                 .map_err(|e| rejected_chain(&e))?;
             emit(&note).map(|()| ExitCode::SUCCESS)
         }),
@@ -272,6 +290,7 @@ pub fn run<P: PolicyPack>(
             command:
                 LedgerCommand::Prove {
                     store,
+                    archive,
                     tenant,
                     seq,
                     size,
@@ -279,8 +298,10 @@ pub fn run<P: PolicyPack>(
                 },
         } => located(&store).and_then(|ledger| {
             let tenant = TenantId::new(&tenant).map_err(|e| Failure::rejected(e.to_string()))?;
-            let (proof, bytes) = crate::transparency::prove(&ledger, &tenant, seq, size)
-                .map_err(|e| rejected_chain(&e))?;
+            let archive = open_archive(archive.as_deref())?;
+            let (proof, bytes) =
+                crate::transparency::prove(source(&ledger, &archive), &tenant, seq, size)
+                    .map_err(|e| rejected_chain(&e))?;
             if let Some(path) = receipt_out {
                 fs_err::write(&path, &bytes).map_err(|e| Failure::rejected(e.to_string()))?;
             }
@@ -288,9 +309,16 @@ pub fn run<P: PolicyPack>(
             emit(&format!("{text}\n")).map(|()| ExitCode::SUCCESS)
         }),
         Command::Ledger {
-            command: LedgerCommand::Consistency { store, from, to },
+            command:
+                LedgerCommand::Consistency {
+                    store,
+                    archive,
+                    from,
+                    to,
+                },
         } => located(&store).and_then(|ledger| {
-            let proof = crate::transparency::consistency(&ledger, from, to)
+            let archive = open_archive(archive.as_deref())?;
+            let proof = crate::transparency::consistency(source(&ledger, &archive), from, to)
                 .map_err(|e| rejected_chain(&e))?;
             let text = serde_json::to_string_pretty(&proof).map_err(|e| Failure::internal(&e))?;
             emit(&format!("{text}\n")).map(|()| ExitCode::SUCCESS)
@@ -312,6 +340,24 @@ pub fn run<P: PolicyPack>(
     })
 }
 
+/// The archive at `url`, if one is given.
+fn open_archive(url: Option<&str>) -> Result<Option<crate::archive::Archive>, Failure> {
+    url.map(crate::archive::Archive::open)
+        .transpose()
+        .map_err(|e| rejected_chain(&e))
+}
+
+/// The ledger at `location` read from genesis, with its `archive`.
+fn source<'a>(
+    location: &'a Location,
+    archive: &'a Option<crate::archive::Archive>,
+) -> crate::transparency::Source<'a> {
+    crate::transparency::Source {
+        location,
+        archive: archive.as_ref(),
+    }
+}
+
 /// A refusal with `error`'s whole cause chain (exit 1).
 fn rejected_chain(error: &(dyn std::error::Error + 'static)) -> Failure {
     Failure::rejected(error_chain(error))
@@ -319,9 +365,15 @@ fn rejected_chain(error: &(dyn std::error::Error + 'static)) -> Failure {
 
 /// `ledger verify --checkpoints DIR --key FILE`: after the chains, the
 /// ledger against every published checkpoint.
-fn check_checkpoints(location: &Location, dir: &Path, key: &Path) -> Result<ExitCode, Failure> {
+fn check_checkpoints(
+    location: &Location,
+    archive: Option<&str>,
+    dir: &Path,
+    key: &Path,
+) -> Result<ExitCode, Failure> {
     let verifier = crate::transparency::verifier(key).map_err(|e| rejected_chain(&e))?;
-    match crate::transparency::check(location, dir, &verifier) {
+    let archive = open_archive(archive)?;
+    match crate::transparency::check(source(location, &archive), dir, &verifier) {
         Ok(count) => {
             emit(&format!(
                 "ok: the ledger extends every one of the {count} checkpoint(s) in `{}`\n",

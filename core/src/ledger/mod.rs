@@ -603,8 +603,16 @@ pub trait Ledger: Send + Sync + 'static {
 /// append order across tenants, kept as the ledger appends; what signed
 /// checkpoints and proofs are made of.
 pub trait LogTree: crate::merkle::Nodes + Send + Sync {
-    /// The size and root of the tree of every durable receipt.
+    /// The size and root of the tree of every durable receipt (a tree
+    /// built on demand is extended first).
     fn latest(&self) -> Result<(u64, Hash), LedgerError>;
+    /// The leaves the tree holds now, without extending it.
+    fn stored_size(&self) -> Result<u64, LedgerError>;
+    /// Refuses a tree that can never cover the ledger (its oldest
+    /// receipts were archived before it was built).
+    fn check_buildable(&self) -> Result<(), LedgerError> {
+        Ok(())
+    }
     /// The leaf index of `tenant`'s receipt `seq`, if the ledger holds it
     /// (archived receipts are not found).
     fn leaf_index(&self, tenant: &TenantId, seq: u64) -> Result<Option<u64>, LedgerError>;

@@ -210,7 +210,14 @@ impl Registry {
     /// The SHA-256 (lowercase hex) of the secret of `tenant`'s read token
     /// `id`, as committed (a shared ledger's latest).
     pub fn token_digest(&self, tenant: &TenantId, id: &str) -> Option<String> {
-        self.refresh_shared(tenant);
+        // Fails closed: a revocation another replica committed must hold
+        // even when this one cannot load the tenant's latest state.
+        if let Some(shared) = self.ledger.shared()
+            && let Err(error) = self.refresh(shared, tenant)
+        {
+            tracing::warn!(%tenant, error = &error as &dyn std::error::Error, "read token refused: the tenant's latest state cannot be loaded");
+            return None;
+        }
         self.shard(tenant).get(tenant)?.tokens.get(id).cloned()
     }
 

@@ -17,8 +17,8 @@
 
 use axum::Json;
 use axum::extract::{FromRequestParts, Path, State};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -117,46 +117,88 @@ impl FromRequestParts<AppState> for Reader {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Reader, IngressError> {
-        let api = state.auth.api(&parts.headers);
-        if api.is_ok() {
+        let Some((token, tenant)) = presented(state, &parts.headers, parts.uri.path())? else {
             return Ok(Reader);
-        }
-        let refused = || IngressError::Unauthorized {
-            reason: AuthReason::WrongToken,
-            detail: "the read token does not verify for this tenant".to_owned(),
         };
-        let token = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .and_then(|(_, token)| ReadToken::parse(token.trim()));
-        // Not a read token: the API token's refusal says what is wrong.
-        let Some(token) = token else {
-            return Err(api.err().unwrap_or_else(refused));
-        };
-        // `/v1/tenants/{tenant}/…`: a path whose tenant is not a valid id
-        // names no tenant the token could be for.
-        let tenant = parts
-            .uri
-            .path()
-            .strip_prefix("/v1/tenants/")
-            .and_then(|rest| rest.split('/').next())
-            .and_then(|tenant| TenantId::new(tenant).ok())
-            .ok_or_else(refused)?;
         let registry = std::sync::Arc::clone(state.registry());
         let id = token.id.clone();
         // A shared ledger reads the tenant's latest state: off the workers.
         let stored = tokio::task::spawn_blocking(move || registry.token_digest(&tenant, &id))
             .await
             .map_err(|_| refused())?;
-        match stored {
-            Some(stored) if bool::from(stored.as_bytes().ct_eq(token.digest().as_bytes())) => {
-                Ok(Reader)
-            }
-            _ => Err(refused()),
+        matches(&token, stored)
+    }
+}
+
+/// Before a read takes a slot: the whole read-token check when this
+/// process alone writes the ledger (every tenant's tokens are in memory,
+/// so it costs nothing), so a forged token never holds a slot; with
+/// replicas, only the token's shape (the `Reader` checks it against the
+/// tenant's latest state, which takes a database query).
+pub(crate) fn admit(state: &AppState, headers: &HeaderMap, path: &str) -> Result<(), IngressError> {
+    if state.registry().ledger().shared().is_some() {
+        return Ok(());
+    }
+    match presented(state, headers, path)? {
+        None => Ok(()),
+        Some((token, tenant)) => {
+            matches(&token, state.registry().token_digest(&tenant, &token.id)).map(|_| ())
         }
+    }
+}
+
+fn refused() -> IngressError {
+    IngressError::Unauthorized {
+        reason: AuthReason::WrongToken,
+        detail: "the read token does not verify for this tenant".to_owned(),
+    }
+}
+
+/// `None` when the request carries the API token; else the read token it
+/// carries and the tenant of its path (`/v1/tenants/{tenant}/…`), or the
+/// refusal.
+fn presented(
+    state: &AppState,
+    headers: &HeaderMap,
+    path: &str,
+) -> Result<Option<(ReadToken, TenantId)>, IngressError> {
+    let api = state.auth.api(headers);
+    if api.is_ok() {
+        return Ok(None);
+    }
+    let token = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .and_then(|(_, token)| ReadToken::parse(token.trim()));
+    // Not a read token: the API token's refusal says what is wrong.
+    let Some(token) = token else {
+        return Err(api.err().unwrap_or_else(refused));
+    };
+    // A path whose tenant is not a valid id names no tenant the token
+    // could be for.
+    let tenant = path
+        .strip_prefix("/v1/tenants/")
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|tenant| TenantId::new(tenant).ok())
+        .ok_or_else(refused)?;
+    // A quarantined tenant's state stopped at its first bad receipt: a
+    // revocation after it would be unknown here.
+    if state.registry().quarantined(&tenant).is_some() {
+        return Err(refused());
+    }
+    Ok(Some((token, tenant)))
+}
+
+/// Whether `token`'s secret is the one whose digest is `stored`, in
+/// constant time.
+fn matches(token: &ReadToken, stored: Option<String>) -> Result<Reader, IngressError> {
+    match stored {
+        Some(stored) if bool::from(stored.as_bytes().ct_eq(token.digest().as_bytes())) => {
+            Ok(Reader)
+        }
+        _ => Err(refused()),
     }
 }
 

@@ -697,6 +697,12 @@ pub fn run_until(
         )
         .map_err(ServeError::Ledger)?;
     tracing::info!(ledger = %location.display(), "ledger open");
+    if publisher.is_some()
+        && let Some(tree) = ledger.tree()
+    {
+        tree.check_buildable()
+            .map_err(|e| ServeError::Transparency(error_chain(&e)))?;
+    }
     if publisher.is_some() && ledger.tree().is_none() {
         return Err(ServeError::Transparency(format!(
             "the ledger `{}` keeps no Merkle tree (its first receipts were archived before it kept one)",

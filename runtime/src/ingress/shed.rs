@@ -92,6 +92,13 @@ where
                 .auth
                 .admit(self.guard, request.headers(), self.audience)
         };
+        // A read token is checked here when that needs no database query.
+        let admitted = admitted.and_then(|()| match self.guard {
+            Guard::TenantRead => {
+                super::access::admit(&self.state, request.headers(), request.uri().path())
+            }
+            _ => Ok(()),
+        });
         if let Err(refusal) = admitted {
             // Dropping the request drops its unread body.
             return ShedFuture::Refused {

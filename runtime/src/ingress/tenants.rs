@@ -339,8 +339,9 @@ pub(crate) async fn proof(
         let Some(tree) = ledger.tree() else {
             return Ok(None);
         };
-        // A tree that failed answers here (503), not as an empty one.
-        let (tree_size, _) = tree.latest()?;
+        // What the tree holds now (never extended by a request); a tree
+        // that failed answers here (503), not as an empty one.
+        let tree_size = tree.stored_size()?;
         let Some(index) = tree.leaf_index(&reader, seq)? else {
             return Ok(None);
         };

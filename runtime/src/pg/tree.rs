@@ -66,7 +66,13 @@ impl PgTree {
     fn client(&self) -> Result<MutexGuard<'_, Option<Client>>, LedgerError> {
         let mut client = self.client.lock().unwrap_or_else(PoisonError::into_inner);
         if client.as_ref().is_none_or(Client::is_closed) {
-            *client = Some(connect(&self.url, &self.target)?);
+            let mut fresh = connect(&self.url, &self.target)?;
+            // An extension reads the size after it holds the lock: each
+            // statement's own snapshot, whatever the server's default.
+            fresh
+                .batch_execute("SET default_transaction_isolation = 'read committed'")
+                .map_err(database(&self.target, "setting the isolation level"))?;
+            *client = Some(fresh);
         }
         Ok(client)
     }
@@ -95,7 +101,8 @@ impl PgTree {
     pub fn extend(&self) -> Result<(u64, Hash), LedgerError> {
         loop {
             let (size, root, added) = self.with(|client| self.extend_batch(client))?;
-            self.size.store(size, Ordering::Release);
+            // Another thread's extension may have gone further meanwhile.
+            self.size.fetch_max(size, Ordering::AcqRel);
             if added < BATCH as u64 {
                 return Ok((size, root));
             }
@@ -365,6 +372,41 @@ impl Nodes for PgTree {
 impl LogTree for PgTree {
     fn latest(&self) -> Result<(u64, Hash), LedgerError> {
         self.extend()
+    }
+
+    fn stored_size(&self) -> Result<u64, LedgerError> {
+        let row = self.with(|client| {
+            client
+                .query_opt("SELECT size FROM ggen_tree_size", &[])
+                .map_err(database(&self.target, "reading the tree size"))
+        })?;
+        let size: i64 = match row {
+            Some(row) => column(&row, 0).map_err(|why| self.unavailable(why))?,
+            None => 0,
+        };
+        let size = u64::try_from(size).unwrap_or(0);
+        self.size.fetch_max(size, Ordering::AcqRel);
+        Ok(size)
+    }
+
+    fn check_buildable(&self) -> Result<(), LedgerError> {
+        let row = self.with(|client| {
+            client
+                .query_one(
+                    "SELECT coalesce((SELECT size FROM ggen_tree_size), 0),
+                            (SELECT min(position) FROM ggen_receipts)",
+                    &[],
+                )
+                .map_err(database(&self.target, "reading the tree size"))
+        })?;
+        let size: i64 = column(&row, 0).map_err(|why| self.unavailable(why))?;
+        let first: Option<i64> = column(&row, 1).map_err(|why| self.unavailable(why))?;
+        match first {
+            Some(first) if first > size + 1 => Err(self.unavailable(format!(
+                "the Merkle tree holds {size} receipts but the oldest one here is at position {first}: the receipts between were archived before the tree was built, so it can never be"
+            ))),
+            _ => Ok(()),
+        }
     }
 
     fn leaf_index(&self, tenant: &TenantId, seq: u64) -> Result<Option<u64>, LedgerError> {

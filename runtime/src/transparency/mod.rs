@@ -60,7 +60,7 @@ pub enum TransparencyError {
     /// archived by retention (or removed), so its tree would not be the
     /// one earlier checkpoints committed to.
     #[error(
-        "the ledger does not start at its genesis: tenant `{tenant}` begins at receipt {seq} (its oldest receipts were archived or removed); the tree needs every receipt from the first"
+        "the ledger does not start at its genesis: tenant `{tenant}` begins at receipt {seq} (its oldest receipts were archived or removed); the tree needs every receipt from the first: give `--archive URL` for archived ones"
     )]
     NotFromGenesis {
         /// The first tenant found without its first receipt.
@@ -93,15 +93,50 @@ fn read(path: &Path) -> Result<String, TransparencyError> {
     })
 }
 
-/// Every record of the ledger at `location`, in append order (read-only).
+/// A ledger read from its genesis: where it is, and the archive retention
+/// moved its oldest segments (a PostgreSQL ledger: partitions) to, if any.
+#[derive(Clone, Copy, Debug)]
+pub struct Source<'a> {
+    /// The ledger.
+    pub location: &'a Location,
+    /// Its archive (`ledger … --archive URL`).
+    pub archive: Option<&'a crate::archive::Archive>,
+}
+
+impl<'a> From<&'a Location> for Source<'a> {
+    fn from(location: &'a Location) -> Source<'a> {
+        Source {
+            location,
+            archive: None,
+        }
+    }
+}
+
+/// Every record of the ledger `source` names, in append order, the
+/// archived ones first (read-only).
 fn scan(
-    location: &Location,
+    source: Source<'_>,
     visit: &mut dyn FnMut(&Record) -> Result<(), LedgerError>,
 ) -> Result<(), TransparencyError> {
-    match location {
-        Location::Dir(dir) => file::scan_dir(dir, visit),
-        Location::Database(url) => {
+    let fetcher = |archive: &crate::archive::Archive| {
+        archive.fetcher().map_err(|e| LedgerError::Io {
+            path: PathBuf::from(archive.url()),
+            source: std::io::Error::other(crate::report::error_chain(&e)),
+        })
+    };
+    match (source.location, source.archive) {
+        (Location::Dir(dir), None) => file::scan_dir(dir, visit),
+        (Location::Dir(dir), Some(archive)) => {
+            fetcher(archive).and_then(|mut fetch| file::scan_with_archive(dir, &mut fetch, visit))
+        }
+        (Location::Database(url), None) => {
             PgLedger::open_read_only(url).and_then(|ledger| ledger.scan(visit))
+        }
+        (Location::Database(url), Some(archive)) => {
+            PgLedger::open_read_only(url).and_then(|ledger| {
+                let mut fetch = fetcher(archive)?;
+                ledger.scan_with_archive(&mut fetch, visit)
+            })
         }
     }
     .map_err(TransparencyError::Ledger)
@@ -110,13 +145,13 @@ fn scan(
 /// Every record of the ledger at `location` in append order, with its
 /// leaf index and hash; an error if the ledger does not start at genesis.
 fn leaves(
-    location: &Location,
+    source: Source<'_>,
     visit: &mut dyn FnMut(u64, &Record, Hash),
 ) -> Result<(), TransparencyError> {
     let mut index = 0;
     let mut started = std::collections::HashSet::new();
     let mut gap = None;
-    scan(location, &mut |record| {
+    scan(source, &mut |record| {
         if gap.is_none() && !started.contains(&record.tenant) {
             if record.seq != 1 {
                 gap = Some((record.tenant.clone(), record.seq));
@@ -135,12 +170,12 @@ fn leaves(
 
 /// The tree of the ledger at `location`, every node kept (for proofs);
 /// `visit` sees each record with its leaf index.
-pub fn tree(
-    location: &Location,
+pub fn tree<'a>(
+    source: impl Into<Source<'a>>,
     visit: &mut dyn FnMut(u64, &Record),
 ) -> Result<MemoryTree, TransparencyError> {
     let mut tree = MemoryTree::new();
-    leaves(location, &mut |index, record, leaf| {
+    leaves(source.into(), &mut |index, record, leaf| {
         visit(index, record);
         tree.push(leaf);
     })?;
@@ -165,13 +200,13 @@ pub fn verifier(path: &Path) -> Result<NoteVerifier, TransparencyError> {
 
 /// The ledger's checkpoint now, signed by `signer` (its origin is the
 /// key's name): `(size, note)`.
-pub fn checkpoint(
-    location: &Location,
+pub fn checkpoint<'a>(
+    source: impl Into<Source<'a>>,
     signer: &NoteSigner,
 ) -> Result<(u64, String), TransparencyError> {
     // Only the root: the tree's right edge, not every node.
     let mut frontier = Frontier::new();
-    leaves(location, &mut |_, _, leaf| frontier.push(leaf))?;
+    leaves(source.into(), &mut |_, _, leaf| frontier.push(leaf))?;
     let checkpoint = Checkpoint {
         origin: signer.name().to_owned(),
         size: frontier.size(),
@@ -188,14 +223,14 @@ pub fn checkpoint(
 
 /// The inclusion proof of `tenant`'s receipt `seq` in the tree of `size`
 /// receipts (default: all), with the receipt's stored bytes.
-pub fn prove(
-    location: &Location,
+pub fn prove<'a>(
+    source: impl Into<Source<'a>>,
     tenant: &TenantId,
     seq: u64,
     size: Option<u64>,
 ) -> Result<(InclusionProof, Vec<u8>), TransparencyError> {
     let mut found = None;
-    let tree = tree(location, &mut |index, record| {
+    let tree = tree(source, &mut |index, record| {
         if found.is_none() && record.tenant == *tenant && record.seq == seq {
             found = Some((index, record.bytes.to_vec()));
         }
@@ -217,12 +252,12 @@ pub fn prove(
 }
 
 /// The consistency proof between the trees of `first` and `second` receipts.
-pub fn consistency(
-    location: &Location,
+pub fn consistency<'a>(
+    source: impl Into<Source<'a>>,
     first: u64,
     second: u64,
 ) -> Result<ConsistencyProof, TransparencyError> {
-    let tree = tree(location, &mut |_, _| {})?;
+    let tree = tree(source, &mut |_, _| {})?;
     let hashes = tree.consistency_proof(first, second)?;
     Ok(ConsistencyProof {
         first,
@@ -235,11 +270,12 @@ pub fn consistency(
 /// signed by `verifier`, smallest first: each must be a prefix of the
 /// ledger as it is now (same root at its size). The number checked, or the
 /// first checkpoint the ledger contradicts.
-pub fn check(
-    location: &Location,
+pub fn check<'a>(
+    source: impl Into<Source<'a>>,
     dir: &Path,
     verifier: &NoteVerifier,
 ) -> Result<usize, TransparencyError> {
+    let source = source.into();
     let mut checkpoints = Vec::new();
     let entries = fs_err::read_dir(dir).map_err(|source| TransparencyError::Read {
         path: dir.to_path_buf(),
@@ -297,7 +333,7 @@ pub fn check(
         }
     };
     compare(&frontier, &mut next);
-    leaves(location, &mut |_, _, leaf| {
+    leaves(source, &mut |_, _, leaf| {
         frontier.push(leaf);
         compare(&frontier, &mut next);
     })?;

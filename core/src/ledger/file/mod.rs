@@ -1391,6 +1391,10 @@ impl LogTree for FileLedger {
         self.tree_or_err()?.head()
     }
 
+    fn stored_size(&self) -> Result<u64, LedgerError> {
+        self.tree_or_err()?.head().map(|(size, _)| size)
+    }
+
     fn leaf_index(&self, tenant: &TenantId, seq: u64) -> Result<Option<u64>, LedgerError> {
         let tree = self.tree_or_err()?;
         let Some((_, loc)) = self

@@ -359,6 +359,28 @@ async fn a_proof_from_a_database_ledger_verifies() {
     })
     .unwrap();
     assert_eq!(count, 1);
+    // The publisher's own cadence keeps up with a database tree, which
+    // only an extension shows growing: a later checkpoint follows.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let cadence = tokio::spawn(publish::publish_periodically(
+        Arc::clone(&publisher),
+        Arc::clone(&service.ledger),
+        std::time::Duration::from_millis(300),
+        1_000_000,
+        std::time::Duration::from_millis(50),
+        stopped,
+    ));
+    signals(&service, 20, 30).await;
+    let started = Instant::now();
+    while publisher.latest().unwrap().size < 30 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no later checkpoint"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.send(true).unwrap();
+    cadence.await.unwrap();
     // The synchronous database client closes off the runtime's threads.
     blocking(move || drop(service));
 }

@@ -240,3 +240,95 @@ fn a_segment_whose_copy_cannot_be_stored_stays_local() {
     assert!(ledger.as_file().unwrap().anchor().is_none());
     assert_eq!(ledger.verify().unwrap().first_bad, None);
 }
+
+/// Signed checkpoints across retention: the ledger keeps the leaves of
+/// the segments it archives, so the checkpoint it signs after a cut still
+/// extends the one before; `ledger verify --checkpoints` and `ledger
+/// prove` read the archived segments with `--archive` (and say to give it
+/// without).
+#[test]
+fn checkpoints_published_before_and_after_archiving_verify_with_the_archive() {
+    use ggen_runtime::audit::verify_receipt;
+    use ggen_runtime::note::{Checkpoint, NoteSigner};
+    use ggen_runtime::store::Location;
+    let (work, dir, archive_dir, archive) = places();
+    let published = work.path().join("published");
+    fs_err::create_dir(&published).unwrap();
+    let signer = NoteSigner::from_seed("governor.test/archive", [5; 32]).unwrap();
+    let key = work.path().join("key.pub");
+    fs_err::write(&key, signer.verifier().to_text()).unwrap();
+    let rt = runtime();
+    let publish = |ledger: &Arc<dyn Ledger>| {
+        let (size, root) = ledger.tree().unwrap().latest().unwrap();
+        let note = Checkpoint {
+            origin: signer.name().to_owned(),
+            size,
+            root,
+        }
+        .sign(&signer)
+        .unwrap();
+        fs_err::write(
+            published.join(ggen_runtime::transparency::publish::file_name(size)),
+            &note,
+        )
+        .unwrap();
+        (size, note)
+    };
+    let (first_size, _) = {
+        let (ledger, registry) = open(&dir);
+        load(&registry, 0, 60);
+        let first = publish(&ledger);
+        assert!(keep_8_kib(&rt, &ledger, &archive) > 0, "nothing archived");
+        load(&registry, 60, 40);
+        publish(&ledger);
+        first
+    };
+    let (ledger, registry) = open(&dir);
+    load(&registry, 100, 5);
+    let (size, note) = publish(&ledger);
+    drop((ledger, registry));
+    let run = |args: &[&str]| ggen_runtime::cli::run(&OPEN, [&["governor"], args].concat());
+    let (ledger_arg, archive_arg) = (dir.to_str().unwrap(), archive_dir.to_str().unwrap());
+    let checks = [
+        "ledger",
+        "verify",
+        "--ledger",
+        ledger_arg,
+        "--checkpoints",
+        published.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ];
+    // Without the archive the tree cannot be rebuilt from genesis...
+    assert_ne!(run(&checks), ExitCode::SUCCESS);
+    // ...with it, every published checkpoint is a prefix of the ledger.
+    assert_eq!(
+        run(&[&checks[..], &["--archive", archive_arg]].concat()),
+        ExitCode::SUCCESS
+    );
+    let count = ggen_runtime::transparency::check(
+        ggen_runtime::transparency::Source {
+            location: &Location::Dir(dir.clone()),
+            archive: Some(&archive),
+        },
+        &published,
+        &signer.verifier(),
+    )
+    .unwrap();
+    assert_eq!(count, 3);
+    // An archived receipt (t0's first, in the first segment) proved offline
+    // against the latest checkpoint.
+    let (proof, receipt) = ggen_runtime::transparency::prove(
+        ggen_runtime::transparency::Source {
+            location: &Location::Dir(dir.clone()),
+            archive: Some(&archive),
+        },
+        &tenant("t0"),
+        1,
+        Some(size),
+    )
+    .unwrap();
+    assert!(proof.leaf_index < first_size);
+    let proof = serde_json::to_string(&proof).unwrap();
+    verify_receipt(&receipt, &proof, &note, &signer.verifier().to_text()).unwrap();
+}

@@ -154,6 +154,15 @@ fn a_single_writer_interrupted_at_every_step_of_archiving_loses_nothing() {
     // dropped it: the tree still covers every receipt, archived or not.
     let (size, _) = ledger.tree().unwrap().latest().unwrap();
     assert_eq!(size, appended as u64 + 10);
+    ledger.tree().unwrap().check_buildable().unwrap();
+    // A tree lost after partitions were dropped can never be built again:
+    // said at once (`serve --checkpoint-key` refuses to start on it).
+    super::postgres_tree::forget_tree(&url);
+    let error = ledger.tree().unwrap().check_buildable().unwrap_err();
+    assert!(
+        error.to_string().contains("can never be") || format!("{error:?}").contains("can never be"),
+        "{error:?}"
+    );
 }
 
 #[test]

@@ -122,3 +122,11 @@ fn replicas_extending_at_once_build_one_tree() {
         assert_matches(replica.tree().unwrap(), &url);
     }
 }
+
+/// Deletes the stored tree of the schema at `url` (a test's damage).
+pub(super) fn forget_tree(url: &str) {
+    let mut client = ::postgres::Client::connect(url, ::postgres::NoTls).unwrap();
+    client
+        .batch_execute("DELETE FROM ggen_tree; DELETE FROM ggen_tree_size")
+        .unwrap();
+}
