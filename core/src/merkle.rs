@@ -227,15 +227,40 @@ impl Frontier {
         self.size
     }
 
+    /// The right edge of a stored tree of `size` leaves, its peaks read
+    /// by `node(level, index)`.
+    pub fn load<E>(
+        size: u64,
+        mut node: impl FnMut(u32, u64) -> Result<Hash, E>,
+    ) -> Result<Frontier, E> {
+        let mut peaks = Vec::new();
+        for level in (0..64u32).rev() {
+            if size >> level & 1 == 1 {
+                peaks.push(node(level, (size >> level) - 1)?);
+            }
+        }
+        Ok(Frontier { size, peaks })
+    }
+
     /// Appends a leaf by its hash ([`leaf_hash`]).
     pub fn push(&mut self, leaf: Hash) {
+        self.push_with(leaf, |_, _, _| {});
+    }
+
+    /// Appends a leaf, handing `emit(level, index, hash)` the leaf (level
+    /// 0) and every perfect subtree it completes, bottom up: what a tree
+    /// that stores its nodes writes.
+    pub fn push_with(&mut self, leaf: Hash, mut emit: impl FnMut(u32, u64, &Hash)) {
+        let index = self.size;
         let mut hash = leaf;
-        let mut size = self.size;
+        let mut level = 0;
+        emit(0, index, &hash);
         // Each trailing one bit of the size is a peak this leaf completes.
-        while size & 1 == 1 {
+        while index >> level & 1 == 1 {
             let left = self.peaks.pop().expect("one peak per one bit of the size");
             hash = node_hash(&left, &hash);
-            size >>= 1;
+            level += 1;
+            emit(level, index >> level, &hash);
         }
         self.peaks.push(hash);
         self.size += 1;
@@ -693,7 +718,18 @@ mod tests {
             for size in 1..=n {
                 let root = mth(&leaves[..size as usize]);
                 prop_assert_eq!(tree.root_at(size).unwrap(), root);
-                frontier.push(leaves[size as usize - 1]);
+                // Every node a leaf completes is the stored tree's, and a
+                // frontier loaded from the stored peaks is the same.
+                let mut emitted = Vec::new();
+                frontier.push_with(leaves[size as usize - 1], |level, index, hash| {
+                    emitted.push((level, index, *hash));
+                });
+                prop_assert_eq!(emitted[0], (0, size - 1, leaves[size as usize - 1]));
+                prop_assert_eq!(emitted.len() as u32, (size - 1).trailing_ones() + 1);
+                for (level, index, hash) in emitted {
+                    prop_assert_eq!(tree.node(level, index).unwrap(), hash);
+                }
+                prop_assert_eq!(&Frontier::load(size, |l, i| tree.node(l, i)).unwrap(), &frontier);
                 prop_assert_eq!(frontier.root(), root);
                 for index in 0..size {
                     let proof = tree.inclusion_proof(index, size).unwrap();

@@ -20,7 +20,7 @@ use postgres::Client;
 
 use super::{column, connect, database};
 use crate::ledger::{LedgerError, LogTree};
-use crate::merkle::{Hash, Nodes, ProofError, empty_root, leaf_hash, node_hash};
+use crate::merkle::{Frontier, Hash, Nodes, ProofError, leaf_hash};
 use crate::tenant::TenantId;
 
 /// Serializes extensions across governors on one schema.
@@ -142,8 +142,8 @@ impl PgTree {
             )
             .map_err(database(target, "reading receipts for the tree"))?;
         let (mut levels, mut indexes, mut hashes) = (Vec::new(), Vec::new(), Vec::new());
-        let mut grown = size;
         for row in &rows {
+            let grown = edge.size();
             let position: i64 = column(row, 0).map_err(|why| self.unavailable(why))?;
             if u64::try_from(position).ok() != Some(grown + 1) {
                 self.lost.store(true, Ordering::Release);
@@ -152,24 +152,13 @@ impl PgTree {
                 )));
             }
             let bytes: Vec<u8> = column(row, 1).map_err(|why| self.unavailable(why))?;
-            let (mut node, mut level, mut index) = (leaf_hash(&bytes), 0usize, grown);
-            loop {
+            edge.push_with(leaf_hash(&bytes), |level, index, node| {
                 levels.push(level as i16);
                 indexes.push(index as i64);
                 hashes.push(node.to_vec());
-                if edge.len() <= level {
-                    edge.resize(level + 1, [0; 32]);
-                }
-                if index & 1 == 0 {
-                    edge[level] = node;
-                    break;
-                }
-                node = node_hash(&edge[level], &node);
-                level += 1;
-                index >>= 1;
-            }
-            grown += 1;
+            });
         }
+        let grown = edge.size();
         if grown > size {
             tx.execute(
                 "INSERT INTO ggen_tree (level, idx, hash)
@@ -186,7 +175,7 @@ impl PgTree {
         }
         tx.commit()
             .map_err(database(target, "committing tree nodes"))?;
-        Ok((grown, root(&edge, grown), grown - size))
+        Ok((grown, edge.root(), grown - size))
     }
 
     /// The stored nodes at `wanted` (level, index), in one query.
@@ -238,59 +227,42 @@ impl PgTree {
     }
 }
 
-/// The right edge of a stored tree of `size` leaves (the peak at each level
-/// whose bit is set in `size`).
+/// The right edge of the stored tree of `size` leaves (its peaks, in one
+/// query).
 fn load_edge(
     tx: &mut postgres::Transaction<'_>,
     target: &str,
     size: u64,
-) -> Result<Vec<Hash>, LedgerError> {
-    let height = (64 - size.leading_zeros()) as usize;
-    let mut edge = vec![[0; 32]; height];
-    let (levels, indexes): (Vec<i16>, Vec<i64>) = (0..height)
+) -> Result<Frontier, LedgerError> {
+    let (levels, indexes): (Vec<i16>, Vec<i64>) = (0..64u32)
         .filter(|level| size >> level & 1 == 1)
         .map(|level| (level as i16, ((size >> level) - 1) as i64))
         .unzip();
     let rows = tx
         .query(
-            "SELECT t.level, t.hash FROM ggen_tree t
+            "SELECT t.level, t.idx, t.hash FROM ggen_tree t
              JOIN unnest($1::smallint[], $2::bigint[]) AS w(level, idx)
                ON t.level = w.level AND t.idx = w.idx",
             &[&levels, &indexes],
         )
         .map_err(database(target, "reading the tree's right edge"))?;
-    if rows.len() != levels.len() {
-        return Err(LedgerError::Database {
-            target: target.to_owned(),
-            what: format!("the Merkle tree of {size} receipts lacks nodes of its right edge"),
-            source: None,
-        });
-    }
+    let mut peaks = HashMap::new();
     for row in &rows {
-        let level: i16 = row.get(0);
-        let hash: Vec<u8> = row.get(1);
-        if let (Some(slot), Ok(hash)) = (
-            edge.get_mut(level as usize),
-            Hash::try_from(hash.as_slice()),
-        ) {
-            *slot = hash;
+        let (level, index, hash): (i16, i64, Vec<u8>) = (row.get(0), row.get(1), row.get(2));
+        if let Ok(hash) = Hash::try_from(hash.as_slice()) {
+            peaks.insert((level as u32, index as u64), hash);
         }
     }
-    Ok(edge)
-}
-
-/// The root of a tree whose peaks are `edge` (see [`load_edge`]).
-fn root(edge: &[Hash], size: u64) -> Hash {
-    let mut root: Option<Hash> = None;
-    for (level, peak) in edge.iter().enumerate() {
-        if size >> level & 1 == 1 {
-            root = Some(match root {
-                None => *peak,
-                Some(right) => node_hash(peak, &right),
-            });
-        }
-    }
-    root.unwrap_or_else(empty_root)
+    Frontier::load(size, |level, index| {
+        peaks
+            .get(&(level, index))
+            .copied()
+            .ok_or_else(|| LedgerError::Database {
+                target: target.to_owned(),
+                what: format!("the Merkle tree of {size} receipts lacks its node {level}/{index}"),
+                source: None,
+            })
+    })
 }
 
 /// A tree that records the nodes asked of it (and answers zeros).

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use super::{io_err, lock, replace_durably};
 use crate::ledger::LedgerError;
-use crate::merkle::{Hash, Nodes, ProofError, empty_root, node_hash};
+use crate::merkle::{Frontier, Hash, Nodes, ProofError, empty_root};
 
 /// The tree's directory inside the ledger directory.
 pub const TREE_DIR: &str = "tree";
@@ -78,28 +78,10 @@ struct Held {
 /// The appending side: the right edge and what a batch writes.
 #[derive(Debug, Default)]
 struct Builder {
-    size: u64,
-    /// `edge[l]`: the left node at level `l` waiting for its sibling (the
-    /// peak at `l` when bit `l` of the size is set).
-    edge: Vec<Hash>,
+    edge: Frontier,
     /// New nodes per level, written at the end of a batch.
     pending: Vec<Vec<u8>>,
     positions: Vec<u8>,
-}
-
-impl Builder {
-    fn root(&self) -> Hash {
-        let mut root: Option<Hash> = None;
-        for level in 0..self.edge.len() {
-            if self.size >> level & 1 == 1 {
-                root = Some(match root {
-                    None => self.edge[level],
-                    Some(right) => node_hash(&self.edge[level], &right),
-                });
-            }
-        }
-        root.unwrap_or_else(empty_root)
-    }
 }
 
 impl FileTree {
@@ -215,19 +197,12 @@ impl FileTree {
         *self.held.write().unwrap_or_else(|e| e.into_inner()) = held;
         *self.levels.write().unwrap_or_else(|e| e.into_inner()) = levels;
         self.size.store(size, Ordering::Release);
-        let mut builder = Builder {
-            size,
-            edge: vec![[0; 32]; height],
+        let builder = Builder {
+            edge: Frontier::load(size, |level, index| self.node(level, index))
+                .map_err(|e| e.to_string())?,
             ..Builder::default()
         };
-        for level in 0..height {
-            if size >> level & 1 == 1 {
-                builder.edge[level] = self
-                    .node(level as u32, (size >> level) - 1)
-                    .map_err(|e| e.to_string())?;
-            }
-        }
-        if builder.root() != root {
+        if builder.edge.root() != root {
             return Err(format!(
                 "its nodes do not give the root `{}` it was synced with",
                 hex::encode(root)
@@ -245,35 +220,29 @@ impl FileTree {
             return;
         }
         let mut builder = lock(&self.builder);
-        let start = builder.size;
-        let b = &mut *builder;
+        let start = builder.edge.size();
+        let Builder {
+            edge,
+            pending,
+            positions,
+        } = &mut *builder;
         for (leaf, position) in leaves {
-            b.positions.extend_from_slice(&position.to_le_bytes());
-            let (mut node, mut level, mut index) = (*leaf, 0, b.size);
-            loop {
-                if b.pending.len() <= level {
-                    b.pending.resize_with(level + 1, Vec::new);
+            positions.extend_from_slice(&position.to_le_bytes());
+            edge.push_with(*leaf, |level, _, node| {
+                let level = level as usize;
+                if pending.len() <= level {
+                    pending.resize_with(level + 1, Vec::new);
                 }
-                if b.edge.len() <= level {
-                    b.edge.resize(level + 1, [0; 32]);
-                }
-                b.pending[level].extend_from_slice(&node);
-                if index & 1 == 0 {
-                    b.edge[level] = node;
-                    break;
-                }
-                node = node_hash(&b.edge[level], &node);
-                level += 1;
-                index >>= 1;
-            }
-            b.size += 1;
+                pending[level].extend_from_slice(node);
+            });
         }
+        let b = &mut *builder;
         if let Err(error) = self.write(b, start) {
             tracing::error!(tree = %self.dir.display(), %error, "the ledger's Merkle tree cannot be written: no checkpoints or proofs until the ledger is opened again");
             self.failed.store(true, Ordering::Release);
             return;
         }
-        self.size.store(b.size, Ordering::Release);
+        self.size.store(b.edge.size(), Ordering::Release);
     }
 
     fn write(&self, b: &mut Builder, start: u64) -> io::Result<()> {
@@ -281,7 +250,7 @@ impl FileTree {
         let mut held = self.held.write().unwrap_or_else(|e| e.into_inner());
         // Leaf `start + i`'s position is at `8 i` of the batch's bytes.
         let first_page = start.div_ceil(PAGE) * PAGE;
-        for index in (first_page..b.size).step_by(PAGE as usize) {
+        for index in (first_page..b.edge.size()).step_by(PAGE as usize) {
             let at = ((index - start) * 8) as usize;
             let bytes: [u8; 8] = b.positions[at..at + 8].try_into().unwrap_or([0; 8]);
             held.pages.push(u64::from_le_bytes(bytes));
@@ -332,7 +301,7 @@ impl FileTree {
         let _one = lock(&self.syncing);
         let (size, root) = {
             let builder = lock(&self.builder);
-            (builder.size, builder.root())
+            (builder.edge.size(), builder.edge.root())
         };
         let levels = self
             .levels
@@ -370,7 +339,7 @@ impl FileTree {
     pub fn head(&self) -> Result<(u64, Hash), LedgerError> {
         self.check()?;
         let builder = lock(&self.builder);
-        Ok((builder.size, builder.root()))
+        Ok((builder.edge.size(), builder.edge.root()))
     }
 
     /// The leaf index of the record at packed log `position`, if it is one.
@@ -633,7 +602,7 @@ fn fill(
     // records, the nodes over them cannot be recomputed.
     let mut inner = (first == 0).then(|| Inner {
         dir: &tree.dir,
-        edge: Vec::new(),
+        edge: Frontier::new(),
         readers: Vec::new(),
     });
     for batch in batches {
@@ -660,7 +629,7 @@ fn fill(
                     ));
                 }
                 if let Some(inner) = &mut inner {
-                    inner.check(index, leaf)?;
+                    inner.check(leaf)?;
                 }
             }
             index += 1;
@@ -676,43 +645,50 @@ fn fill(
 /// order, so each file is read once, front to back).
 struct Inner<'a> {
     dir: &'a Path,
-    /// The left node waiting for its sibling, per level.
-    edge: Vec<Hash>,
+    edge: Frontier,
     readers: Vec<io::BufReader<File>>,
 }
 
 impl Inner<'_> {
-    /// Leaf `index` (checked), and every node it completes.
-    fn check(&mut self, index: u64, leaf: Hash) -> Result<(), String> {
-        let (mut node, mut level, mut at) = (leaf, 0, index);
-        loop {
-            if self.edge.len() <= level {
-                self.edge.resize(level + 1, [0; 32]);
+    /// The next leaf (checked), and every node it completes.
+    fn check(&mut self, leaf: Hash) -> Result<(), String> {
+        let Inner { dir, edge, readers } = self;
+        let mut bad = Ok(());
+        edge.push_with(leaf, |level, index, node| {
+            if level == 0 || bad.is_err() {
+                return;
             }
-            if at & 1 == 0 {
-                self.edge[level] = node;
-                return Ok(());
-            }
-            node = node_hash(&self.edge[level], &node);
-            level += 1;
-            at >>= 1;
-            while self.readers.len() < level {
-                let path = self.dir.join(level_name(self.readers.len() + 1));
-                let file = fs_err::File::open(&path)
-                    .map(fs_err::File::into_parts)
-                    .map(|(file, _)| file)
-                    .map_err(|e| e.to_string())?;
-                self.readers
-                    .push(io::BufReader::with_capacity(16 << 10, file));
-            }
-            let mut stored = [0; 32];
-            io::Read::read_exact(&mut self.readers[level - 1], &mut stored)
-                .map_err(|e| format!("node {level}/{at} cannot be read: {e}"))?;
-            if stored != node {
-                return Err(format!("node {level}/{at} is not the hash of its children"));
-            }
-        }
+            bad = compare(dir, readers, level as usize, index, node);
+        });
+        bad
     }
+}
+
+/// Compares `node`, the next of `level`, with the level file's next hash.
+fn compare(
+    dir: &Path,
+    readers: &mut Vec<io::BufReader<File>>,
+    level: usize,
+    index: u64,
+    node: &Hash,
+) -> Result<(), String> {
+    while readers.len() < level {
+        let path = dir.join(level_name(readers.len() + 1));
+        let file = fs_err::File::open(&path)
+            .map(fs_err::File::into_parts)
+            .map(|(file, _)| file)
+            .map_err(|e| e.to_string())?;
+        readers.push(io::BufReader::with_capacity(16 << 10, file));
+    }
+    let mut stored = [0; 32];
+    io::Read::read_exact(&mut readers[level - 1], &mut stored)
+        .map_err(|e| format!("node {level}/{index} cannot be read: {e}"))?;
+    if stored != *node {
+        return Err(format!(
+            "node {level}/{index} is not the hash of its children"
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
