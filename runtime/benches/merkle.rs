@@ -2,6 +2,8 @@
 //! and proofs made from stored nodes on a 10M-leaf tree (`GGEN_MERKLE_LEAVES`
 //! to change), and their verification as the standalone verifier runs it.
 
+mod common;
+
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -13,15 +15,6 @@ fn leaves() -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000_000)
-}
-
-/// A SplitMix64 step: reproducible pseudo-random indexes.
-fn next(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 fn bench(c: &mut Criterion) {
@@ -45,13 +38,13 @@ fn bench(c: &mut Criterion) {
     let mut state = 7;
     group.bench_function("inclusion_proof", |b| {
         b.iter(|| {
-            let index = next(&mut state) % size;
+            let index = common::next(&mut state) % size;
             black_box(tree.inclusion_proof(index, size).unwrap())
         });
     });
     group.bench_function("consistency_proof", |b| {
         b.iter(|| {
-            let first = 1 + next(&mut state) % size;
+            let first = 1 + common::next(&mut state) % size;
             black_box(tree.consistency_proof(first, size).unwrap())
         });
     });

@@ -5,6 +5,8 @@
 //! written straight into a fresh schema's receipts table (the tree reads
 //! only positions and bytes).
 
+mod common;
+
 use std::hint::black_box;
 use std::time::Instant;
 
@@ -13,14 +15,6 @@ use ggen_runtime::ledger::LogTree;
 use ggen_runtime::merkle::Nodes;
 use ggen_runtime::pg::tree::PgTree;
 use ggen_runtime::pg::{PgLedger, PgOptions};
-
-fn next(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
 
 fn bench(c: &mut Criterion) {
     let Ok(base) = std::env::var("GGEN_BENCH_DATABASE_URL") else {
@@ -70,13 +64,13 @@ fn bench(c: &mut Criterion) {
     let mut state = 3;
     group.bench_function("inclusion_proof", |b| {
         b.iter(|| {
-            let index = next(&mut state) % size;
+            let index = common::next(&mut state) % size;
             black_box(tree.inclusion_proof(index, size).unwrap())
         });
     });
     group.bench_function("leaf_index", |b| {
         b.iter(|| {
-            let p = 1 + next(&mut state) % size;
+            let p = 1 + common::next(&mut state) % size;
             let tenant = ggen_runtime::tenant::TenantId::new(&format!("t{}", p % 1000)).unwrap();
             black_box(tree.leaf_index(&tenant, p / 1000 + 1).unwrap())
         });

@@ -4,6 +4,8 @@
 //! (default `target/bench-tree`; about 7.2 GB at 100M leaves) and reused
 //! by later runs.
 
+mod common;
+
 use std::hint::black_box;
 use std::path::PathBuf;
 
@@ -26,15 +28,6 @@ fn dir() -> PathBuf {
         },
         PathBuf::from,
     )
-}
-
-/// A SplitMix64 step: reproducible pseudo-random indexes.
-fn next(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 /// Leaf `i` and its (made up, ascending) log position.
@@ -76,19 +69,19 @@ fn bench(c: &mut Criterion) {
     let mut state = 11;
     group.bench_function("inclusion_proof", |b| {
         b.iter(|| {
-            let index = next(&mut state) % size;
+            let index = common::next(&mut state) % size;
             black_box(tree.inclusion_proof(index, size).unwrap())
         });
     });
     group.bench_function("consistency_proof", |b| {
         b.iter(|| {
-            let first = 1 + next(&mut state) % size;
+            let first = 1 + common::next(&mut state) % size;
             black_box(tree.consistency_proof(first, size).unwrap())
         });
     });
     group.bench_function("leaf_index", |b| {
         b.iter(|| {
-            let i = next(&mut state) % n;
+            let i = common::next(&mut state) % n;
             assert_eq!(tree.leaf_at(leaf(i).1).unwrap(), Some(i));
         });
     });
@@ -121,7 +114,7 @@ fn cold(tree: &FileTree, size: u64) {
             eprintln!("cold proofs skipped: cannot drop the page cache ({error})");
             return;
         }
-        let index = next(&mut state) % size;
+        let index = common::next(&mut state) % size;
         let started = std::time::Instant::now();
         black_box(tree.inclusion_proof(index, size).unwrap());
         times.push(started.elapsed());

@@ -34,6 +34,22 @@ fn ledger(n: u64) -> (Vec<Vec<u8>>, MemoryTree, NoteSigner) {
     )
 }
 
+/// The consistency proof of `tree` from `first` to `second` leaves, as
+/// the file `name` in `dir`; its path.
+fn consistency_file(dir: &Path, name: &str, tree: &MemoryTree, first: u64, second: u64) -> String {
+    let proof = ConsistencyProof {
+        first,
+        second,
+        hashes: tree
+            .consistency_proof(first, second)
+            .unwrap()
+            .iter()
+            .map(hex::encode)
+            .collect(),
+    };
+    write(dir, name, serde_json::to_string(&proof).unwrap().as_bytes())
+}
+
 fn checkpoint(tree: &MemoryTree, signer: &NoteSigner, size: u64) -> String {
     let root = tree.root_at(size).unwrap();
     Checkpoint {
@@ -129,21 +145,7 @@ fn an_auditor_checks_a_receipt_and_a_later_checkpoint_with_files_alone() {
     assert!(stderr.contains("error: checkpoint:"), "{stderr}");
 
     // The later checkpoint extends the earlier one.
-    let consistency = ConsistencyProof {
-        first: 6,
-        second: 11,
-        hashes: tree
-            .consistency_proof(6, 11)
-            .unwrap()
-            .iter()
-            .map(hex::encode)
-            .collect(),
-    };
-    let cproof = write(
-        d,
-        "consistency.json",
-        serde_json::to_string(&consistency).unwrap().as_bytes(),
-    );
+    let cproof = consistency_file(d, "consistency.json", &tree, 6, 11);
     let (stdout, _) = ggen(
         d,
         &[
@@ -180,21 +182,7 @@ fn an_auditor_checks_a_receipt_and_a_later_checkpoint_with_files_alone() {
         "forged.checkpoint",
         checkpoint(&tree2, &signer, 11).as_bytes(),
     );
-    let forged_proof = ConsistencyProof {
-        first: 6,
-        second: 11,
-        hashes: tree2
-            .consistency_proof(6, 11)
-            .unwrap()
-            .iter()
-            .map(hex::encode)
-            .collect(),
-    };
-    let fproof = write(
-        d,
-        "forged-consistency.json",
-        serde_json::to_string(&forged_proof).unwrap().as_bytes(),
-    );
+    let fproof = consistency_file(d, "forged-consistency.json", &tree2, 6, 11);
     let (_, stderr) = ggen(
         d,
         &[

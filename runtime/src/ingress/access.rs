@@ -27,6 +27,7 @@ use subtle::ConstantTimeEq as _;
 use super::error::{AuthReason, IngressError};
 use super::signals;
 use super::state::AppState;
+use super::tenants::unknown;
 use crate::receipt::{AccessChange, Input};
 use crate::tenant::TenantId;
 
@@ -65,11 +66,7 @@ impl ReadToken {
     /// Reads `ggt_<16 hex id><64 hex secret>`; `None` for anything else.
     pub fn parse(text: &str) -> Option<ReadToken> {
         let rest = text.strip_prefix(PREFIX)?;
-        if rest.len() != 80
-            || !rest
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
+        if !is_lower_hex(rest, 80) {
             return None;
         }
         let mut secret = [0u8; 32];
@@ -96,10 +93,11 @@ impl ReadToken {
     }
 }
 
-/// Whether `id` has a read token id's shape (16 lowercase hex digits).
-fn is_id(id: &str) -> bool {
-    id.len() == 16
-        && id
+/// Whether `text` is `len` lowercase hex digits (a token's id, or its id
+/// and secret).
+fn is_lower_hex(text: &str, len: usize) -> bool {
+    text.len() == len
+        && text
             .bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
@@ -107,7 +105,7 @@ fn is_id(id: &str) -> bool {
 /// Proof that the request may read the tenant its path names: it carries
 /// the API token, or a read token of that tenant. The two read routes take
 /// it as an argument, so neither runs without the check.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Reader;
 
 impl FromRequestParts<AppState> for Reader {
@@ -117,6 +115,10 @@ impl FromRequestParts<AppState> for Reader {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Reader, IngressError> {
+        // Checked in full by the admission layer (only it adds one).
+        if let Some(reader) = parts.extensions.remove::<Reader>() {
+            return Ok(reader);
+        }
         let Some((token, tenant)) = presented(state, &parts.headers, parts.uri.path())? else {
             return Ok(Reader);
         };
@@ -135,16 +137,23 @@ impl FromRequestParts<AppState> for Reader {
 /// so it costs nothing), so a forged token never holds a slot; with
 /// replicas, only the token's shape (the `Reader` checks it against the
 /// tenant's latest state, which takes a database query).
-pub(crate) fn admit(state: &AppState, headers: &HeaderMap, path: &str) -> Result<(), IngressError> {
+/// A request it checked fully carries the [`Reader`] for the route's
+/// extractor, which then checks nothing again.
+pub(crate) fn admit(
+    state: &AppState,
+    request: &mut axum::extract::Request,
+) -> Result<(), IngressError> {
     if state.registry().ledger().shared().is_some() {
         return Ok(());
     }
-    match presented(state, headers, path)? {
-        None => Ok(()),
+    let reader = match presented(state, request.headers(), request.uri().path())? {
+        None => Reader,
         Some((token, tenant)) => {
-            matches(&token, state.registry().token_digest(&tenant, &token.id)).map(|_| ())
+            matches(&token, state.registry().token_digest(&tenant, &token.id))?
         }
-    }
+    };
+    request.extensions_mut().insert(reader);
+    Ok(())
 }
 
 fn refused() -> IngressError {
@@ -210,7 +219,11 @@ pub(crate) async fn issue(
 ) -> Result<Response, IngressError> {
     state.check_writable()?;
     let tenant = signals::parse_tenant(&tenant)?;
-    known(&state, &tenant)?;
+    // Only for a tenant that exists: issuing must not create one.
+    state
+        .registry
+        .tokens(&tenant)
+        .ok_or_else(|| unknown(&tenant))?;
     let token = ReadToken::generate().map_err(|detail| IngressError::Internal { detail })?;
     let input = Input::Access {
         change: AccessChange::Issue,
@@ -236,13 +249,11 @@ pub(crate) async fn revoke(
 ) -> Result<Response, IngressError> {
     state.check_writable()?;
     let tenant = signals::parse_tenant(&tenant)?;
-    known(&state, &tenant)?;
-    let held = is_id(&id)
-        && state
-            .registry
-            .tokens(&tenant)
-            .is_some_and(|ids| ids.contains(&id));
-    if !held {
+    let ids = state
+        .registry
+        .tokens(&tenant)
+        .ok_or_else(|| unknown(&tenant))?;
+    if !is_lower_hex(&id, 16) || !ids.contains(&id) {
         return Err(IngressError::NotFound {
             detail: format!(
                 "tenant `{tenant}` has no read token `{}`",
@@ -272,19 +283,6 @@ pub(crate) async fn list(
         .tokens(&tenant)
         .ok_or_else(|| unknown(&tenant))?;
     Ok(Json(json!({ "tenant": tenant.as_str(), "tokens": ids })))
-}
-
-fn unknown(tenant: &TenantId) -> IngressError {
-    IngressError::NotFound {
-        detail: format!("unknown tenant `{tenant}`"),
-    }
-}
-
-fn known(state: &AppState, tenant: &TenantId) -> Result<(), IngressError> {
-    match state.registry.view(tenant) {
-        Some(_) => Ok(()),
-        None => Err(unknown(tenant)),
-    }
 }
 
 #[cfg(test)]

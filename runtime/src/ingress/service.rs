@@ -697,17 +697,15 @@ pub fn run_until(
         )
         .map_err(ServeError::Ledger)?;
     tracing::info!(ledger = %location.display(), "ledger open");
-    if publisher.is_some()
-        && let Some(tree) = ledger.tree()
-    {
+    if publisher.is_some() {
+        let tree = ledger.tree().ok_or_else(|| {
+            ServeError::Transparency(format!(
+                "the ledger `{}` keeps no Merkle tree (its first receipts were archived before it kept one)",
+                location.display()
+            ))
+        })?;
         tree.check_buildable()
             .map_err(|e| ServeError::Transparency(error_chain(&e)))?;
-    }
-    if publisher.is_some() && ledger.tree().is_none() {
-        return Err(ServeError::Transparency(format!(
-            "the ledger `{}` keeps no Merkle tree (its first receipts were archived before it kept one)",
-            location.display()
-        )));
     }
     let published_ledger = Arc::clone(&ledger);
     let final_publisher = publisher.clone();

@@ -80,7 +80,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request) -> Self::Future {
+    fn call(&mut self, mut request: Request) -> Self::Future {
         let admitted = if self.guard == Guard::PubSub && self.state.no_pubsub {
             Err(IngressError::Forbidden {
                 reason: AuthReason::Disabled,
@@ -94,9 +94,7 @@ where
         };
         // A read token is checked here when that needs no database query.
         let admitted = admitted.and_then(|()| match self.guard {
-            Guard::TenantRead => {
-                super::access::admit(&self.state, request.headers(), request.uri().path())
-            }
+            Guard::TenantRead => super::access::admit(&self.state, &mut request),
             _ => Ok(()),
         });
         if let Err(refusal) = admitted {

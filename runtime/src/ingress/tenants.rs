@@ -58,7 +58,7 @@ fn tenant_json(view: &TenantView, receipt: Option<serde_json::Value>) -> serde_j
     })
 }
 
-fn unknown(tenant: &TenantId) -> IngressError {
+pub(super) fn unknown(tenant: &TenantId) -> IngressError {
     IngressError::NotFound {
         detail: format!("unknown tenant `{tenant}`"),
     }
@@ -333,63 +333,52 @@ pub(crate) async fn proof(
         });
     };
     let latest = publisher.latest();
+    let signed = latest.as_ref().map(|l| l.size);
     let ledger = Arc::clone(state.registry().ledger());
     let reader = tenant.clone();
-    let found = tokio::task::spawn_blocking(move || -> Result<_, LedgerError> {
-        let Some(tree) = ledger.tree() else {
-            return Ok(None);
+    // One trip to a blocking thread: the lookups and the proof read files
+    // or the database.
+    let (index, size, record, hashes) = tokio::task::spawn_blocking(move || {
+        let unavailable = |e: LedgerError| IngressError::unavailable(&e);
+        let missing = || IngressError::NotFound {
+            detail: format!(
+                "tenant `{reader}` has no receipt {seq} here (archived receipts have no proof over HTTP)"
+            ),
         };
+        let tree = ledger.tree().ok_or_else(missing)?;
         // What the tree holds now (never extended by a request); a tree
         // that failed answers here (503), not as an empty one.
-        let tree_size = tree.stored_size()?;
-        let Some(index) = tree.leaf_index(&reader, seq)? else {
-            return Ok(None);
-        };
-        let record = ledger.read(&reader, seq - 1, 1)?.pop();
-        Ok(record.map(|record| (index, tree_size, record)))
-    })
-    .await?
-    .map_err(|e| IngressError::unavailable(&e))?;
-    let Some((index, tree_size, record)) = found else {
-        return Err(IngressError::NotFound {
-            detail: format!(
-                "tenant `{tenant}` has no receipt {seq} here (archived receipts have no proof over HTTP)"
-            ),
-        });
-    };
-    let size = match (query.size, &latest) {
-        (Some(size), _) => size,
-        (None, Some(latest)) => latest.size,
-        (None, None) => {
+        let tree_size = tree.stored_size().map_err(unavailable)?;
+        let index = tree.leaf_index(&reader, seq).map_err(unavailable)?.ok_or_else(missing)?;
+        let record = ledger
+            .read(&reader, seq - 1, 1)
+            .map_err(unavailable)?
+            .pop()
+            .ok_or_else(missing)?;
+        let size = query.size.or(signed).ok_or_else(|| IngressError::Conflict {
+            detail: "no checkpoint has been signed yet: retry shortly".to_owned(),
+        })?;
+        if size == 0 {
+            return Err(IngressError::bad("`size` must be a tree size from 1"));
+        }
+        if size > tree_size {
+            return Err(IngressError::bad(format!(
+                "`size` {size} is past the tree's {tree_size} receipts"
+            )));
+        }
+        if index >= size {
             return Err(IngressError::Conflict {
-                detail: "no checkpoint has been signed yet: retry shortly".to_owned(),
+                detail: format!(
+                    "receipt {seq} is leaf {index}, after the checkpoint of {size} receipts: retry once the next checkpoint is signed"
+                ),
             });
         }
-    };
-    if size == 0 {
-        return Err(IngressError::bad("`size` must be a tree size from 1"));
-    }
-    if size > tree_size {
-        return Err(IngressError::bad(format!(
-            "`size` {size} is past the tree's {tree_size} receipts"
-        )));
-    }
-    if index >= size {
-        return Err(IngressError::Conflict {
-            detail: format!(
-                "receipt {seq} is leaf {index}, after the checkpoint of {size} receipts: retry once the next checkpoint is signed"
-            ),
-        });
-    }
-    let ledger = Arc::clone(state.registry().ledger());
-    let hashes = tokio::task::spawn_blocking(move || {
-        ledger.tree().map(|tree| tree.inclusion_proof(index, size))
+        let hashes = tree
+            .inclusion_proof(index, size)
+            .map_err(|e| IngressError::unavailable(&e))?;
+        Ok((index, size, record, hashes))
     })
-    .await?
-    .ok_or_else(|| IngressError::Conflict {
-        detail: "the ledger keeps no Merkle tree".to_owned(),
-    })?
-    .map_err(|e| IngressError::unavailable(&e))?;
+    .await??;
     let checkpoint = latest.filter(|l| l.size == size).map(|l| l.note);
     let body = json!({
         "tenant": tenant.as_str(),

@@ -180,28 +180,7 @@ impl PgTree {
 
     /// The stored nodes at `wanted` (level, index), in one query.
     fn fetch(&self, wanted: &[(u32, u64)]) -> Result<HashMap<(u32, u64), Hash>, LedgerError> {
-        let levels: Vec<i16> = wanted.iter().map(|(l, _)| *l as i16).collect();
-        let indexes: Vec<i64> = wanted.iter().map(|(_, i)| *i as i64).collect();
-        let rows = self.with(|client| {
-            client
-                .query(
-                    "SELECT t.level, t.idx, t.hash FROM ggen_tree t
-                     JOIN unnest($1::smallint[], $2::bigint[]) AS w(level, idx)
-                       ON t.level = w.level AND t.idx = w.idx",
-                    &[&levels, &indexes],
-                )
-                .map_err(database(&self.target, "reading tree nodes"))
-        })?;
-        let mut found = HashMap::with_capacity(rows.len());
-        for row in &rows {
-            let level: i16 = column(row, 0).map_err(|why| self.unavailable(why))?;
-            let index: i64 = column(row, 1).map_err(|why| self.unavailable(why))?;
-            let hash: Vec<u8> = column(row, 2).map_err(|why| self.unavailable(why))?;
-            let hash = Hash::try_from(hash.as_slice())
-                .map_err(|_| self.unavailable("a tree node is not 32 bytes".to_owned()))?;
-            found.insert((level as u32, index as u64), hash);
-        }
-        Ok(found)
+        self.with(|client| nodes(client, &self.target, wanted))
     }
 
     /// Runs `prove` on the tree of its current size with every node it
@@ -227,32 +206,50 @@ impl PgTree {
     }
 }
 
-/// The right edge of the stored tree of `size` leaves (its peaks, in one
-/// query).
-fn load_edge(
-    tx: &mut postgres::Transaction<'_>,
+/// The stored nodes at `wanted` (level, index) that exist, in one query.
+fn nodes(
+    client: &mut impl postgres::GenericClient,
     target: &str,
-    size: u64,
-) -> Result<Frontier, LedgerError> {
-    let (levels, indexes): (Vec<i16>, Vec<i64>) = (0..64u32)
-        .filter(|level| size >> level & 1 == 1)
-        .map(|level| (level as i16, ((size >> level) - 1) as i64))
-        .unzip();
-    let rows = tx
+    wanted: &[(u32, u64)],
+) -> Result<HashMap<(u32, u64), Hash>, LedgerError> {
+    let (levels, indexes): (Vec<i16>, Vec<i64>) =
+        wanted.iter().map(|&(l, i)| (l as i16, i as i64)).unzip();
+    let rows = client
         .query(
             "SELECT t.level, t.idx, t.hash FROM ggen_tree t
              JOIN unnest($1::smallint[], $2::bigint[]) AS w(level, idx)
                ON t.level = w.level AND t.idx = w.idx",
             &[&levels, &indexes],
         )
-        .map_err(database(target, "reading the tree's right edge"))?;
-    let mut peaks = HashMap::new();
+        .map_err(database(target, "reading tree nodes"))?;
+    let bad = |why: String| LedgerError::Database {
+        target: target.to_owned(),
+        what: why,
+        source: None,
+    };
+    let mut found = HashMap::with_capacity(rows.len());
     for row in &rows {
-        let (level, index, hash): (i16, i64, Vec<u8>) = (row.get(0), row.get(1), row.get(2));
-        if let Ok(hash) = Hash::try_from(hash.as_slice()) {
-            peaks.insert((level as u32, index as u64), hash);
-        }
+        let level: i16 = column(row, 0).map_err(bad)?;
+        let index: i64 = column(row, 1).map_err(bad)?;
+        let hash: Vec<u8> = column(row, 2).map_err(bad)?;
+        let hash = Hash::try_from(hash.as_slice())
+            .map_err(|_| bad("a tree node is not 32 bytes".to_owned()))?;
+        found.insert((level as u32, index as u64), hash);
     }
+    Ok(found)
+}
+
+/// The right edge of the stored tree of `size` leaves (its peaks).
+fn load_edge(
+    tx: &mut postgres::Transaction<'_>,
+    target: &str,
+    size: u64,
+) -> Result<Frontier, LedgerError> {
+    let wanted: Vec<(u32, u64)> = (0..64u32)
+        .filter(|level| size >> level & 1 == 1)
+        .map(|level| (level, (size >> level) - 1))
+        .collect();
+    let peaks = nodes(tx, target, &wanted)?;
     Frontier::load(size, |level, index| {
         peaks
             .get(&(level, index))

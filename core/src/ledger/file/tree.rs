@@ -43,6 +43,25 @@ const HELD_FROM: usize = 8;
 /// held in memory: finding a leaf reads one page.
 const PAGE: u64 = 512;
 
+/// `dir/name` to read and write, created if missing (its length is the
+/// caller's to cut).
+fn open_rw(dir: &Path, name: &str) -> Result<File, LedgerError> {
+    let path = dir.join(name);
+    fs_err::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map(|file| file.into_parts().0)
+        .map_err(io_err(&path))
+}
+
+/// `path` to read (errors name it).
+fn open_read(path: &Path) -> io::Result<File> {
+    fs_err::File::open(path).map(|file| file.into_parts().0)
+}
+
 fn level_name(level: usize) -> String {
     format!("level-{level:02}")
 }
@@ -94,19 +113,7 @@ impl FileTree {
     pub fn open(ledger: &Path) -> Result<(FileTree, u64), LedgerError> {
         let dir = ledger.join(TREE_DIR);
         fs_err::create_dir_all(&dir).map_err(io_err(&dir))?;
-        let open = |name: &str| {
-            let path = dir.join(name);
-            fs_err::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)
-                .map(fs_err::File::into_parts)
-                .map(|(file, _)| file)
-                .map_err(io_err(&path))
-        };
-        let positions = open(POSITIONS_FILE)?;
+        let positions = open_rw(&dir, POSITIONS_FILE)?;
         let tree = FileTree {
             dir: dir.clone(),
             size: AtomicU64::new(0),
@@ -118,7 +125,7 @@ impl FileTree {
             failed: AtomicBool::new(false),
         };
         let adopted = match read_synced(&dir) {
-            Ok((size, root)) => tree.adopt(size, root, &open).map(|()| size),
+            Ok((size, root)) => tree.adopt(size, root).map(|()| size),
             Err(LedgerError::Corrupt { reason, .. }) => Err(reason),
             Err(error) => return Err(error),
         };
@@ -126,7 +133,7 @@ impl FileTree {
             Ok(size) => size,
             Err(why) => {
                 tracing::warn!(tree = %dir.display(), %why, "the ledger's Merkle tree is rebuilt from the log");
-                tree.adopt(0, empty_root(), &open)
+                tree.adopt(0, empty_root())
                     .map_err(|why| LedgerError::Corrupt {
                         path: dir.clone(),
                         offset: 0,
@@ -140,12 +147,7 @@ impl FileTree {
 
     /// Cuts every file to the tree of `size` leaves and loads its right
     /// edge, checking it gives `root`.
-    fn adopt(
-        &self,
-        size: u64,
-        root: Hash,
-        open: &dyn Fn(&str) -> Result<File, LedgerError>,
-    ) -> Result<(), String> {
+    fn adopt(&self, size: u64, root: Hash) -> Result<(), String> {
         let cut = |file: &File, len: u64, name: &str| -> Result<(), String> {
             let have = file.metadata().map_err(|e| format!("{name}: {e}"))?.len();
             if have < len {
@@ -161,7 +163,7 @@ impl FileTree {
         };
         let mut levels = Vec::with_capacity(height);
         for level in 0..height {
-            let file = open(&level_name(level)).map_err(|e| e.to_string())?;
+            let file = open_rw(&self.dir, &level_name(level)).map_err(|e| e.to_string())?;
             cut(&file, (size >> level) * 32, &level_name(level))?;
             levels.push(Arc::new(file));
         }
@@ -451,17 +453,7 @@ impl FileTree {
         // First: a crash during the rebuild must not find the old size
         // vouching for files cut short.
         self.write_synced(0, empty_root())?;
-        let open = |name: &str| {
-            let path = self.dir.join(name);
-            std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)
-                .map_err(io_err(&path))
-        };
-        self.adopt(0, empty_root(), &open)
+        self.adopt(0, empty_root())
             .map_err(|reason| LedgerError::Corrupt {
                 path: self.dir.clone(),
                 offset: 0,
@@ -512,10 +504,7 @@ impl Fill {
         }
         let reader = |name: &str, at: u64| -> Result<io::BufReader<File>, LedgerError> {
             let path = tree.dir.join(name);
-            let file = fs_err::File::open(&path)
-                .map(fs_err::File::into_parts)
-                .map(|(file, _)| file)
-                .map_err(io_err(&path))?;
+            let file = open_read(&path).map_err(io_err(&path))?;
             let mut reader = io::BufReader::with_capacity(64 << 10, file);
             io::Seek::seek(&mut reader, io::SeekFrom::Start(at)).map_err(io_err(&path))?;
             Ok(reader)
@@ -673,11 +662,8 @@ fn compare(
     node: &Hash,
 ) -> Result<(), String> {
     while readers.len() < level {
-        let path = dir.join(level_name(readers.len() + 1));
-        let file = fs_err::File::open(&path)
-            .map(fs_err::File::into_parts)
-            .map(|(file, _)| file)
-            .map_err(|e| e.to_string())?;
+        let file =
+            open_read(&dir.join(level_name(readers.len() + 1))).map_err(|e| e.to_string())?;
         readers.push(io::BufReader::with_capacity(16 << 10, file));
     }
     let mut stored = [0; 32];
