@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A soak with retention: a release cost-guard-governor on a file ledger with
 # `--retain SIZE --archive DIR` under a steady, rate-limited load for
-# MINUTES minutes; RSS and the ledger's local size sampled every minute.
+# MINUTES minutes; RSS sampled every second (each minute's mean, lowest
+# and highest) and the ledger's local size every minute.
 # At the end: SIGTERM, `ledger verify --archive` (archive + local from
 # genesis), and every acknowledged signal counted against the receipts.
 #
@@ -56,12 +57,23 @@ local_mb() {
     du -sm "$work/ledger" | cut -f1
   fi
 }
+# rss_sampler FILE: the governor's RSS in MiB, once a second, until killed.
+rss_sampler() {
+  while sleep 1; do rss_mb >>"$1"; echo >>"$1"; done
+}
 acked=0
-printf '%-6s %12s %9s %9s %9s %11s\n' minute "signals/s" "p99 ms" "RSS MiB" "local MiB" "archive MiB"
+printf '%-6s %12s %9s %19s %9s %11s\n' minute "signals/s" "p99 ms" "RSS MiB mean (min-max)" "local MiB" "archive MiB"
 for minute in $(seq "$MINUTES"); do
+  : >"$work/rss.$minute"
+  rss_sampler "$work/rss.$minute" &
+  sampler=$!
   read -r rps _ p99 errors requests < <(load "$PORT" "$CONNECTIONS" "$THREADS" "$work/soak.lua")
+  kill "$sampler" 2>/dev/null || true
+  wait "$sampler" 2>/dev/null || true
   acked=$((acked + requests - errors))
-  printf '%-6s %12.0f %9.2f %9s %9s %11s\n' "$minute" "$rps" "$p99" "$(rss_mb)" "$(local_mb)" \
+  rss=$(awk 'NF { n++; s += $1; if (n == 1 || $1 < lo) lo = $1; if ($1 > hi) hi = $1 }
+             END { if (n) printf "%.1f (%.1f-%.1f)", s / n, lo, hi; else print "?" }' "$work/rss.$minute")
+  printf '%-6s %12.0f %9.2f %22s %9s %11s\n' "$minute" "$rps" "$p99" "$rss" "$(local_mb)" \
     "$(du -sm "$work/archive" | cut -f1)"
 done
 kill -TERM "$gov"

@@ -554,6 +554,18 @@ pub trait Ledger: Send + Sync + 'static {
         &self,
         visit: &mut dyn FnMut(Recovered<'_>) -> Result<(), LedgerError>,
     ) -> Result<(), LedgerError>;
+    /// Recovery once the caller set aside the checkpoint [`Ledger::recover`]
+    /// visited (its states contradict the records): the same visits from
+    /// the older checkpoint a ledger that lost the start of its log keeps
+    /// for this (the file ledger's anchor keeps the one current at its
+    /// cut), else every record from the start of the log as
+    /// [`Recovered::Record`]s. A ledger that can do neither refuses.
+    fn recover_past_checkpoint(
+        &self,
+        visit: &mut dyn FnMut(Recovered<'_>) -> Result<(), LedgerError>,
+    ) -> Result<(), LedgerError> {
+        self.scan(&mut |record| visit(Recovered::Record(record)))
+    }
     /// Every record in append order (for `ledger show` and full replays).
     fn scan(
         &self,

@@ -144,6 +144,18 @@ pub enum RegistryError {
         /// The first receipt that could not be replayed, and why.
         reason: String,
     },
+    /// The checkpoint contradicts the ledger, and so does the older one
+    /// the ledger keeps in its place; the log no longer starts at genesis
+    /// (its oldest receipts were archived), so no replay can stand in.
+    #[error(
+        "the checkpoint contradicts the ledger ({rejected}), and so does the one kept at the retention cut ({fallback}): the receipts before the cut are archived, so the states cannot be replayed here; run `ledger verify --archive` to find the damage"
+    )]
+    NoUsableCheckpoint {
+        /// How the latest checkpoint contradicts the ledger.
+        rejected: CheckpointMismatch,
+        /// How the one kept at the cut does.
+        fallback: CheckpointMismatch,
+    },
     /// A ledger record does not continue its tenant's chain.
     #[error("ledger record of tenant `{tenant}` has seq `{seq}`, expected `{expected}`")]
     Gap {

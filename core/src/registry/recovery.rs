@@ -97,7 +97,10 @@ pub struct RecoveryStats {
     pub tenants: usize,
     /// Why the checkpoint was not used, when it contradicted the ledger or
     /// the pack (its first mismatch): every record was replayed from the
-    /// start of the log instead. `None` when it was used (or there was none).
+    /// start of the log instead, or, when the oldest receipts were
+    /// archived, from the checkpoint kept at the retention cut (then
+    /// `from_checkpoint` counts its tenants). `None` when it was used (or
+    /// there was none).
     pub checkpoint_rejected: Option<CheckpointMismatch>,
     /// Tenants quarantined because one of their receipts could not be
     /// replayed (in the order found); see [`Registry::quarantined`].
@@ -176,10 +179,15 @@ impl Registry {
     ///
     /// The checkpoint is checked first (see [`check_checkpoint`]); if it
     /// contradicts the ledger or the pack, it is not used: every record is
-    /// replayed from the start of the log, a warning names the first
-    /// mismatch, and [`RecoveryStats::checkpoint_rejected`] holds it. A
-    /// checkpoint of another SKU or spec is refused
-    /// ([`RegistryError::CheckpointSku`]): that is the wrong ledger.
+    /// replayed from the start of the log (or, when the oldest receipts
+    /// were archived, from the checkpoint kept at the retention cut, see
+    /// [`crate::ledger::Ledger::recover_past_checkpoint`]), a warning names the first
+    /// mismatch, and [`RecoveryStats::checkpoint_rejected`] holds it. When
+    /// the kept checkpoint contradicts the ledger too, recovery refuses
+    /// ([`RegistryError::NoUsableCheckpoint`]) instead of replaying a
+    /// history that lacks its start. A checkpoint of another SKU or spec
+    /// is refused ([`RegistryError::CheckpointSku`]): that is the wrong
+    /// ledger.
     ///
     /// A tenant whose receipt cannot be replayed is quarantined (see
     /// [`RecoveryStats::quarantined`]); the ledger's own errors (damage it
@@ -190,12 +198,43 @@ impl Registry {
             // Tenants load when first needed, from their stored states.
             return Ok(stats);
         }
+        if let Some(mismatch) = self.recover_with(&mut stats, false)? {
+            tracing::warn!(
+                mismatch = %mismatch,
+                "checkpoint contradicts the ledger: ignoring it and replaying from an older checkpoint or from the start of the log"
+            );
+            // Nothing was loaded: the blob is checked whole before any tenant is.
+            stats = RecoveryStats {
+                checkpoint_rejected: Some(mismatch.clone()),
+                ..RecoveryStats::default()
+            };
+            if let Some(fallback) = self.recover_with(&mut stats, true)? {
+                return Err(RegistryError::NoUsableCheckpoint {
+                    rejected: mismatch,
+                    fallback,
+                });
+            }
+        }
+        stats.tenants = self.len();
+        Ok(stats)
+    }
+
+    /// One pass of [`Registry::recover`]: the ledger's recovery (`past`:
+    /// the one that sets the latest checkpoint aside), loading a
+    /// checkpoint that holds and replaying the records after it.
+    /// `Ok(Some(_))`: the checkpoint visited contradicts the ledger, and
+    /// nothing was loaded.
+    fn recover_with(
+        &self,
+        stats: &mut RecoveryStats,
+        past: bool,
+    ) -> Result<Option<CheckpointMismatch>, RegistryError> {
         // The ledger's visitor speaks `LedgerError`; keep our own error here.
         let mut failure = None;
         let mut rejected = None;
-        let result = self.ledger.recover(&mut |item| {
+        let mut visit = |item: Recovered<'_>| {
             let outcome = match item {
-                Recovered::Checkpoint(stored) => match self.load_checkpoint(stored, &mut stats) {
+                Recovered::Checkpoint(stored) => match self.load_checkpoint(stored, stats) {
                     Ok(Err(mismatch)) => {
                         rejected = Some(mismatch);
                         return Err(LedgerError::Interrupted);
@@ -203,41 +242,26 @@ impl Registry {
                     Ok(Ok(())) => Ok(()),
                     Err(error) => Err(error),
                 },
-                Recovered::Record(record) => self.replay(record, &mut stats),
+                Recovered::Record(record) => self.replay(record, stats),
             };
             outcome.map_err(|error| {
                 failure = Some(error);
                 LedgerError::Interrupted
             })
-        });
+        };
+        let result = if past {
+            self.ledger.recover_past_checkpoint(&mut visit)
+        } else {
+            self.ledger.recover(&mut visit)
+        };
         if let Some(error) = failure {
             return Err(error);
         }
-        if let Some(mismatch) = rejected {
-            tracing::warn!(
-                mismatch = %mismatch,
-                "checkpoint contradicts the ledger: ignoring it and replaying every receipt from the start of the log"
-            );
-            // Nothing was loaded: the blob is checked whole before any tenant is.
-            stats = RecoveryStats {
-                checkpoint_rejected: Some(mismatch),
-                ..RecoveryStats::default()
-            };
-            let result = self.ledger.scan(&mut |record| {
-                self.replay(record, &mut stats).map_err(|error| {
-                    failure = Some(error);
-                    LedgerError::Interrupted
-                })
-            });
-            if let Some(error) = failure {
-                return Err(error);
-            }
-            result.map_err(RegistryError::Ledger)?;
-        } else {
-            result.map_err(RegistryError::Ledger)?;
+        if rejected.is_some() {
+            return Ok(rejected);
         }
-        stats.tenants = self.len();
-        Ok(stats)
+        result.map_err(RegistryError::Ledger)?;
+        Ok(None)
     }
 
     /// Verifies every chain of the ledger and judges its checkpoint against

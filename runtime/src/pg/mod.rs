@@ -1241,6 +1241,26 @@ impl Ledger for PgLedger {
         })
     }
 
+    /// Replays every receipt when the checkpoint was set aside; refused
+    /// once partitions were archived (their tenants' states can no longer
+    /// be replayed from genesis).
+    fn recover_past_checkpoint(
+        &self,
+        visit: &mut dyn FnMut(Recovered<'_>) -> Result<(), LedgerError>,
+    ) -> Result<(), LedgerError> {
+        if let Some(anchor) = self.anchor()? {
+            return Err(LedgerError::Database {
+                target: self.shared.target.clone(),
+                what: format!(
+                    "the checkpoint contradicts the receipts, and the first {} receipts were archived, so the states cannot be replayed from the start instead: serve this ledger with replicas (each tenant loads from its head row), or run `ledger verify --archive` to find the damage",
+                    anchor.records
+                ),
+                source: None,
+            });
+        }
+        self.scan(&mut |record| visit(Recovered::Record(record)))
+    }
+
     /// Every receipt, each chain checked as it streams: a registry that
     /// set its checkpoint aside replays with this, so an altered receipt
     /// stops it instead of becoming tenant state (`ledger show` stops there

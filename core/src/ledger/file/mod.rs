@@ -878,6 +878,50 @@ impl FileLedger {
             .map_or(segment::pack(1, 0), |&id| segment::pack(id, 0)))
     }
 
+    /// The checkpoint the anchor keeps (`None` when nothing was cut).
+    fn anchor_checkpoint(&self) -> Result<Option<Checkpoint>, LedgerError> {
+        let anchor = lock(&self.shared.anchor);
+        let Some(anchor) = anchor.as_ref() else {
+            return Ok(None);
+        };
+        anchor
+            .checkpoint()
+            .map(Some)
+            .map_err(|reason| LedgerError::Corrupt {
+                path: self.shared.dir.join(ANCHOR_FILE),
+                offset: 0,
+                reason: format!("the checkpoint the anchor keeps: {reason}"),
+            })
+    }
+
+    /// [`Ledger::recover`]'s visits from `checkpoint` (with the heads at its
+    /// position, when already known), else from the start of the log, up to
+    /// the durable position `end`.
+    fn recover_from(
+        &self,
+        checkpoint: Option<(Checkpoint, Option<BTreeMap<TenantId, Head>>)>,
+        end: u64,
+        visit: &mut dyn FnMut(Recovered<'_>) -> Result<(), LedgerError>,
+    ) -> Result<(), LedgerError> {
+        let from = match checkpoint {
+            Some((checkpoint, heads)) => {
+                let heads = match heads {
+                    Some(heads) => heads,
+                    None => self.heads_at(checkpoint.position)?,
+                };
+                let stored = StoredCheckpoint {
+                    records: checkpoint.records,
+                    heads,
+                    blob: checkpoint.blob,
+                };
+                visit(Recovered::Checkpoint(&stored))?;
+                checkpoint.position
+            }
+            None => self.log_start()?,
+        };
+        self.visit_range(from, end, &mut |record| visit(Recovered::Record(record)))
+    }
+
     /// Waits for everything appended so far; returns the durable end position.
     fn flush_position(&self) -> Result<u64, LedgerError> {
         let target = {
@@ -1278,34 +1322,20 @@ impl Ledger for FileLedger {
         };
         // The log before the cut cannot be replayed: without a usable
         // checkpoint, the copy the anchor keeps stands in.
-        let checkpoint = match (checkpoint, lock(&self.shared.anchor).as_ref()) {
-            (None, Some(anchor)) => Some((
-                anchor.checkpoint().map_err(|reason| LedgerError::Corrupt {
-                    path: self.shared.dir.join(ANCHOR_FILE),
-                    offset: 0,
-                    reason: format!("the checkpoint the anchor keeps: {reason}"),
-                })?,
-                None,
-            )),
-            (checkpoint, _) => checkpoint,
+        let checkpoint = match checkpoint {
+            None => self.anchor_checkpoint()?.map(|c| (c, None)),
+            checkpoint => checkpoint,
         };
-        let from = match checkpoint {
-            Some((checkpoint, heads)) => {
-                let heads = match heads {
-                    Some(heads) => heads,
-                    None => self.heads_at(checkpoint.position)?,
-                };
-                let stored = StoredCheckpoint {
-                    records: checkpoint.records,
-                    heads,
-                    blob: checkpoint.blob,
-                };
-                visit(Recovered::Checkpoint(&stored))?;
-                checkpoint.position
-            }
-            None => self.log_start()?,
-        };
-        self.visit_range(from, end, &mut |record| visit(Recovered::Record(record)))
+        self.recover_from(checkpoint, end, visit)
+    }
+
+    fn recover_past_checkpoint(
+        &self,
+        visit: &mut dyn FnMut(Recovered<'_>) -> Result<(), LedgerError>,
+    ) -> Result<(), LedgerError> {
+        let end = self.flush_position()?;
+        let checkpoint = self.anchor_checkpoint()?.map(|c| (c, None));
+        self.recover_from(checkpoint, end, visit)
     }
 
     fn scan(

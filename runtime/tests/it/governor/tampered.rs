@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use ggen_runtime::ledger::file::{FileLedger, FileOptions};
+use ggen_runtime::ledger::file::{ANCHOR_FILE, FileLedger, FileOptions};
 use ggen_runtime::ledger::memory::MemoryLedger;
 use ggen_runtime::ledger::{Ledger, Recovered};
 use ggen_runtime::receipt::Input;
@@ -76,6 +76,11 @@ fn entry<'v>(blob: &'v mut Value, name: &str) -> &'v mut Value {
 fn rewrite_file(dir: &Path, edit: &dyn Fn(&mut Value)) {
     let path = dir.join("CHECKPOINT");
     let buf = fs_err::read(&path).unwrap();
+    fs_err::write(&path, rewrite_checkpoint(&buf, edit)).unwrap();
+}
+
+/// A checkpoint file's bytes with its blob edited and its CRC recomputed.
+fn rewrite_checkpoint(buf: &[u8], edit: &dyn Fn(&mut Value)) -> Vec<u8> {
     let body = &buf[..buf.len() - 4];
     let mut blob: Value = serde_json::from_slice(&body[32..]).unwrap();
     edit(&mut blob);
@@ -83,6 +88,27 @@ fn rewrite_file(dir: &Path, edit: &dyn Fn(&mut Value)) {
     let mut out = body[..24].to_vec();
     out.extend_from_slice(&(blob.len() as u64).to_le_bytes());
     out.extend_from_slice(&blob);
+    let crc = crc32c::crc32c(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// The same inside the copy of a checkpoint an `ANCHOR` keeps (the
+/// anchor's own CRC recomputed too).
+fn rewrite_anchor(dir: &Path, edit: &dyn Fn(&mut Value)) {
+    use base64::Engine as _;
+    let engine = base64::engine::general_purpose::STANDARD;
+    let path = dir.join(ANCHOR_FILE);
+    let buf = fs_err::read(&path).unwrap();
+    let mut anchor: Value = serde_json::from_slice(&buf[12..buf.len() - 4]).unwrap();
+    let kept = engine
+        .decode(anchor["checkpoint"].as_str().unwrap())
+        .unwrap();
+    anchor["checkpoint"] = json!(engine.encode(rewrite_checkpoint(&kept, edit)));
+    let json = serde_json::to_vec(&anchor).unwrap();
+    let mut out = buf[..8].to_vec();
+    out.extend_from_slice(&(json.len() as u32).to_le_bytes());
+    out.extend_from_slice(&json);
     let crc = crc32c::crc32c(&out);
     out.extend_from_slice(&crc.to_le_bytes());
     fs_err::write(&path, out).unwrap();
@@ -239,6 +265,113 @@ fn forged_checkpoint_files_fall_back_to_a_full_replay() {
         let ledger = Arc::new(FileLedger::open(dir.path(), fast()).unwrap());
         recovers_exactly(ledger, name, expected, &states);
     }
+}
+
+/// [`populate`] on 4 KiB segments, more receipts of `a` and `c` over
+/// several segments, checkpointed; the first segment (all of `b`'s
+/// receipts among them) archived and cut behind the anchor; then a newer
+/// checkpoint and a receipt after it. Returns the states.
+fn populate_and_cut(
+    dir: &Path,
+) -> std::collections::BTreeMap<TenantId, ggen_runtime::registry::TenantState> {
+    let options = || FileOptions {
+        segment_bytes: 4096,
+        ..fast()
+    };
+    let ledger = Arc::new(FileLedger::open(dir, options()).unwrap());
+    let registry = populate(ledger.clone());
+    let mut now = 20;
+    let mut more = |registry: &Registry, n: usize| {
+        for i in 0..n {
+            let t = ["a", "c"][i % 2];
+            let value = [10.0, 60.0, 30.0][i % 3];
+            registry
+                .apply(&tenant(t), signal(LOAD, value), at(now))
+                .unwrap();
+            now += 1;
+        }
+    };
+    more(&registry, 40);
+    registry.checkpoint().unwrap();
+    let (segments, _) = ledger.segments().unwrap();
+    assert!(segments.len() > 3, "{segments:?}");
+    assert!(ledger.cut(segments[0]).unwrap());
+    assert_eq!(
+        ledger.read(&tenant("b"), 0, 10).unwrap().len(),
+        0,
+        "b is all archived"
+    );
+    more(&registry, 10);
+    registry.checkpoint().unwrap();
+    more(&registry, 1);
+    let states = registry.states();
+    drop(registry);
+    drop(ledger);
+    states
+}
+
+#[test]
+fn a_forged_checkpoint_on_a_cut_ledger_falls_back_to_the_one_the_anchor_keeps() {
+    for (name, edit, expected) in forgeries().into_iter().filter(|(name, ..)| {
+        // Those that need `b` in flight: the receipts after populate's
+        // settle it.
+        !name.contains("action id")
+    }) {
+        let dir = tempfile::tempdir().unwrap();
+        let states = populate_and_cut(dir.path());
+        rewrite_file(dir.path(), &*edit);
+        let ledger = Arc::new(FileLedger::open(dir.path(), fast()).unwrap());
+        let fresh = Registry::new(&OPEN, ledger.clone());
+        let stats = fresh.recover().unwrap();
+        let mismatch = stats
+            .checkpoint_rejected
+            .as_ref()
+            .unwrap_or_else(|| panic!("{name}: forged checkpoint accepted: {stats:?}"));
+        assert_eq!(
+            mismatch.tenant.as_ref().map(TenantId::as_str),
+            expected,
+            "{name}: {mismatch}"
+        );
+        // From the anchor's copy (every tenant, `b` included, whose
+        // receipts are all archived), then the 11 receipts after it.
+        assert_eq!(stats.from_checkpoint, 3, "{name}: {stats:?}");
+        assert_eq!(stats.records, 11, "{name}: {stats:?}");
+        assert!(stats.quarantined.is_empty(), "{name}: {stats:?}");
+        assert_eq!(fresh.states(), states, "{name}");
+        for t in ["a", "b", "c"] {
+            fresh
+                .apply(&tenant(t), signal(LOAD, 20.0), at(1_000))
+                .unwrap_or_else(|e| panic!("{name}: tenant {t}: {e}"));
+        }
+        assert_eq!(ledger.verify().unwrap().first_bad, None, "{name}");
+    }
+}
+
+#[test]
+fn a_cut_ledger_whose_kept_checkpoint_is_forged_too_refuses_to_recover() {
+    let dir = tempfile::tempdir().unwrap();
+    populate_and_cut(dir.path());
+    let edit = |blob: &mut Value| entry(blob, "b")["hash"][0] = json!(7);
+    rewrite_file(dir.path(), &edit);
+    rewrite_anchor(dir.path(), &edit);
+    let ledger = Arc::new(FileLedger::open(dir.path(), fast()).unwrap());
+    let receipts = ledger.verify().unwrap().receipts;
+    let fresh = Registry::new(&OPEN, ledger.clone());
+    let err = fresh.recover().unwrap_err();
+    assert!(
+        matches!(&err, RegistryError::NoUsableCheckpoint { rejected, fallback }
+            if rejected.tenant.as_ref().map(TenantId::as_str) == Some("b")
+                && fallback.tenant.as_ref().map(TenantId::as_str) == Some("b")),
+        "{err:?}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("retention cut") && text.contains("ledger verify --archive"),
+        "{text}"
+    );
+    // Nothing was half-loaded, nothing written.
+    assert_eq!(fresh.len(), 0);
+    assert_eq!(ledger.verify().unwrap().receipts, receipts);
 }
 
 #[test]

@@ -196,6 +196,37 @@ fn a_partition_the_checkpoint_does_not_cover_is_not_cut() {
 }
 
 #[test]
+fn a_single_writer_refuses_a_forged_checkpoint_once_partitions_were_archived() {
+    let Some(url) = fresh_schema() else { return };
+    let (_work, _dir, _archive_dir, archive) = places();
+    {
+        let (_ledger, registry) = single(&url);
+        load(&registry, 0, 90);
+    }
+    let cut = retention(&url, &archive, Recovery::Checkpoint)
+        .round(SystemTime::now(), None)
+        .unwrap();
+    assert!(cut > 0);
+    // A checkpoint row whose blob contradicts the receipts: the receipts
+    // before the anchor are gone, so no replay from genesis can replace it.
+    let mut db = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+    db.execute(
+        "UPDATE ggen_checkpoint SET blob = $1",
+        &[&b"{\"v\": 1}".to_vec()],
+    )
+    .unwrap();
+    let ledger: Arc<dyn Ledger> = Arc::new(PgLedger::open(&url, options()).unwrap());
+    let registry = Registry::new(&OPEN, Arc::clone(&ledger));
+    let error = registry.recover().unwrap_err();
+    let text = ggen_runtime::report::error_chain(&error);
+    assert!(
+        text.contains("receipts were archived") && text.contains("serve this ledger with replicas"),
+        "{text}"
+    );
+    assert_eq!(registry.len(), 0, "nothing half-loaded");
+}
+
+#[test]
 fn a_damaged_or_missing_archived_partition_is_reported() {
     let Some(url) = fresh_schema() else { return };
     let (_work, _dir, archive_dir, archive) = places();
