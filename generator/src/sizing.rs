@@ -7,6 +7,10 @@
 /// Ledger bytes per receipt (measured 583 for a calm signal receipt of the
 /// cost-guard spec, frame and index entry included: 600 with headroom).
 pub const BYTES_PER_RECEIPT: u64 = 600;
+/// Bytes per receipt of the Merkle tree the file ledger keeps beside its
+/// segments, for the receipts it keeps locally (retention prunes the rest):
+/// 32 for the leaf, 32 for the nodes above it, 8 for its log position.
+pub const TREE_BYTES_PER_RECEIPT: u64 = 72;
 /// A segment (the writer's default size).
 pub const SEGMENT_BYTES: u64 = 64 << 20;
 /// Receipts between background checkpoints (serve's default): a segment is
@@ -58,14 +62,17 @@ impl Retain {
         }
     }
 
-    /// The bytes of receipts it keeps at `rate` signals per second.
+    /// The bytes it keeps locally at `rate` signals per second: the
+    /// receipts' segments (what a size bound counts) and the tree over
+    /// them.
     pub fn bytes(self, rate: u64) -> u64 {
-        match self {
+        let segments = match self {
             Retain::Seconds(seconds) => seconds
                 .saturating_mul(rate)
                 .saturating_mul(BYTES_PER_RECEIPT),
             Retain::Bytes(bytes) => bytes,
-        }
+        };
+        segments.saturating_add(segments / BYTES_PER_RECEIPT * TREE_BYTES_PER_RECEIPT)
     }
 }
 
@@ -79,7 +86,7 @@ pub fn volume_gi(retain: Option<Retain>, rate: u64) -> u64 {
     let local = retain
         .bytes(rate)
         .saturating_add(2 * SEGMENT_BYTES)
-        .saturating_add(CHECKPOINT_EVERY * BYTES_PER_RECEIPT);
+        .saturating_add(CHECKPOINT_EVERY * (BYTES_PER_RECEIPT + TREE_BYTES_PER_RECEIPT));
     (local / 95).saturating_mul(100).div_ceil(GI).max(1)
 }
 
@@ -128,9 +135,10 @@ mod tests {
 
     #[test]
     fn the_volume_follows_rate_and_retention() {
-        // 1,000 signals/s for a day: 51.8 GB, plus 128 MiB and 120 MB, over 95%.
-        assert_eq!(volume_gi(Some(Retain::Seconds(86_400)), 1000), 52);
-        assert_eq!(volume_gi(Some(Retain::Bytes(20 * GI)), 1000), 22);
+        // 1,000 signals/s for a day: 51.8 GB of segments and 6.2 GB of
+        // tree, plus 128 MiB and 134 MB, over 95%.
+        assert_eq!(volume_gi(Some(Retain::Seconds(86_400)), 1000), 58);
+        assert_eq!(volume_gi(Some(Retain::Bytes(20 * GI)), 1000), 24);
         assert_eq!(volume_gi(Some(Retain::Seconds(60)), 1), 1);
         assert_eq!(volume_gi(None, 1000), UNBOUNDED_VOLUME_GI);
         // Saturates instead of overflowing.

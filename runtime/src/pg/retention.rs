@@ -155,8 +155,28 @@ impl PgRetention {
             tracing::info!(partition = partition.id, archive = %self.archive.url(), "ledger partition archived and dropped");
             cut += 1;
         }
+        // Every round, so a prune a crash interrupted is finished.
+        prune_tree(client, target)?;
         Ok(cut)
     }
+}
+
+/// Deletes the Merkle tree's nodes that only proofs of archived receipts
+/// needed: per level, every node before the left neighbour of the first
+/// local receipt's ancestor (which proofs of local receipts, and
+/// consistency proofs from sizes past the anchor, still use), as the file
+/// ledger's tree keeps. The table then stays the size of the local
+/// receipts' tree (its space is reused once vacuumed).
+fn prune_tree(client: &mut Client, target: &str) -> Result<u64, LedgerError> {
+    client
+        .execute(
+            "DELETE FROM ggen_tree t
+             USING (SELECT l::smallint AS level, greatest((a.records >> l) - 1, 0) AS kept
+                    FROM ggen_anchor a, generate_series(0, 63) AS l) k
+             WHERE t.level = k.level AND t.idx < k.kept",
+            &[],
+        )
+        .map_err(database(target, "pruning the Merkle tree's archived nodes"))
 }
 
 /// The oldest partition not archived, if it is full, past `retain` at

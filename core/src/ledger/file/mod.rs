@@ -679,7 +679,9 @@ impl FileLedger {
             });
         }
         let tree = if options.tree {
-            let (tree, trusted) = FileTree::open(&dir)?;
+            // What retention archived, the tree keeps no more of.
+            let archived = read_anchor(&dir)?.map_or(0, |anchor| anchor.records);
+            let (tree, trusted) = FileTree::open_pruned(&dir, archived)?;
             Some((Arc::new(tree), trusted))
         } else {
             None
@@ -780,6 +782,9 @@ impl FileLedger {
             if finish {
                 self.adopt(written.clone());
                 self.remove_cut(id)?;
+                if let Some(tree) = &self.shared.tree {
+                    tree.prune(written.records);
+                }
             }
             return Ok(true);
         }
@@ -822,8 +827,13 @@ impl FileLedger {
         if !finish {
             return Ok(true);
         }
+        let archived = anchor.records;
         self.adopt(anchor);
         self.remove_cut(id)?;
+        // What only the cut receipts' proofs needed goes too.
+        if let Some(tree) = &self.shared.tree {
+            tree.prune(archived);
+        }
         Ok(true)
     }
 
@@ -1385,6 +1395,14 @@ impl Ledger for FileLedger {
                 let entry = entry.map_err(io_err(dir))?;
                 // A file removed meanwhile (a temporary) counts nothing.
                 bytes += entry.metadata().map_or(0, |m| m.len());
+            }
+            // The tree's files are sparse once pruned: their blocks count.
+            let tree = dir.join(TREE_DIR);
+            if let Ok(entries) = fs_err::read_dir(&tree) {
+                use std::os::unix::fs::MetadataExt;
+                for entry in entries.flatten() {
+                    bytes += entry.metadata().map_or(0, |m| m.blocks() * 512);
+                }
             }
             let fs =
                 rustix::fs::statvfs(dir.as_path()).map_err(|e| io_err(dir)(io::Error::from(e)))?;

@@ -9,6 +9,16 @@
 //! is rebuilt. Appending a leaf writes it and the nodes it completes
 //! (amortized two hashes), without a sync.
 //!
+//! Retention cuts the log's oldest segments; the tree then lets go of
+//! what no proof can use any more ([`FileTree::prune`]): of the nodes over
+//! archived receipts it keeps, per level, only the one just left of the
+//! first local receipt's ancestor, which inclusion proofs of local
+//! receipts and consistency proofs from sizes past the cut need. The
+//! level files' and `positions`' archived parts are punched out (the files
+//! become sparse: their offsets stay, their blocks are freed) and the
+//! nodes and pages held in memory for them dropped, so disk and memory
+//! follow the retention, not the ledger's whole history.
+//!
 //! The tree is derived data: the writer appends the leaves of records
 //! only once they are durable, and `SYNCED` (written durably after every
 //! level file is synced) names the size and root up to which the files are
@@ -83,15 +93,71 @@ pub struct FileTree {
     /// tree answers nothing until the ledger is opened again (which
     /// rebuilds it from the last synced size).
     failed: AtomicBool,
+    /// Leaves before this one are archived: only the nodes [`kept_from`]
+    /// on are kept.
+    pruned: AtomicU64,
+    /// Set once punching holes failed (said once: the file system cannot,
+    /// and archived nodes keep their disk blocks).
+    unpunched: AtomicBool,
 }
 
 /// What the tree holds in memory besides its files.
 #[derive(Debug, Default)]
 struct Held {
-    /// `upper[l]`: every node of level `HELD_FROM + l`.
-    upper: Vec<Vec<Hash>>,
-    /// The positions of leaves 0, `PAGE`, 2·`PAGE`, …
+    /// `upper[l]`: the nodes of level `HELD_FROM + l`, from those kept on.
+    upper: Vec<HeldLevel>,
+    /// The positions of leaves `page_base`·`PAGE`, (`page_base` + 1)·`PAGE`, …
     pages: Vec<u64>,
+    page_base: u64,
+}
+
+/// One level's nodes held in memory: those of index `base` on.
+#[derive(Debug, Default)]
+struct HeldLevel {
+    base: u64,
+    nodes: Vec<Hash>,
+}
+
+impl HeldLevel {
+    fn get(&self, index: u64) -> Option<Hash> {
+        let at = index.checked_sub(self.base)?;
+        self.nodes.get(usize::try_from(at).ok()?).copied()
+    }
+}
+
+/// The first node of `level` a tree whose leaves before `pruned` were
+/// archived keeps: the left sibling of the first local leaf's ancestor
+/// there, which its proofs (and those of every later leaf) may need.
+fn kept_from(level: usize, pruned: u64) -> u64 {
+    (pruned >> level).saturating_sub(1)
+}
+
+/// Drops the first `n` of `items` (all, if fewer), freeing the memory
+/// once most of it is unused; returns how many went.
+fn drop_front<T>(items: &mut Vec<T>, n: u64) -> u64 {
+    let n = usize::try_from(n).unwrap_or(usize::MAX).min(items.len());
+    items.drain(..n);
+    if items.capacity() > 4 * items.len().max(64) {
+        items.shrink_to_fit();
+    }
+    n as u64
+}
+
+/// Frees the blocks of `file`'s first `len` bytes (rounded down to whole
+/// 4 KiB blocks), keeping its size and offsets.
+fn punch(file: &File, len: u64) -> io::Result<()> {
+    let len = len / 4096 * 4096;
+    if len == 0 {
+        return Ok(());
+    }
+    use rustix::fs::FallocateFlags;
+    rustix::fs::fallocate(
+        file,
+        FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
+        0,
+        len,
+    )
+    .map_err(io::Error::from)
 }
 
 /// The appending side: the right edge and what a batch writes.
@@ -111,6 +177,14 @@ impl FileTree {
     /// over from empty. A [`FileLedger`](super::FileLedger) opens and keeps
     /// its own: this is for tools and benchmarks.
     pub fn open(ledger: &Path) -> Result<(FileTree, u64), LedgerError> {
+        FileTree::open_pruned(ledger, 0)
+    }
+
+    /// [`FileTree::open`] of a ledger whose first `pruned` receipts were
+    /// archived: nothing over them is read but what [`kept_from`] keeps,
+    /// and their blocks are freed (again, should a crash have come between
+    /// the cut and the last prune).
+    pub(super) fn open_pruned(ledger: &Path, pruned: u64) -> Result<(FileTree, u64), LedgerError> {
         let dir = ledger.join(TREE_DIR);
         fs_err::create_dir_all(&dir).map_err(io_err(&dir))?;
         let positions = open_rw(&dir, POSITIONS_FILE)?;
@@ -123,6 +197,8 @@ impl FileTree {
             builder: Mutex::new(Builder::default()),
             syncing: Mutex::new(()),
             failed: AtomicBool::new(false),
+            pruned: AtomicU64::new(pruned),
+            unpunched: AtomicBool::new(false),
         };
         let adopted = match read_synced(&dir) {
             Ok((size, root)) => tree.adopt(size, root).map(|()| size),
@@ -142,7 +218,53 @@ impl FileTree {
                 0
             }
         };
+        tree.punch_archived(pruned);
         Ok((tree, trusted))
+    }
+
+    /// Lets go of what the leaves before `first` needed (archived: see the
+    /// module documentation); a tree already pruned further keeps its
+    /// prune. Nodes over them are no longer answered.
+    pub fn prune(&self, first: u64) {
+        let pruned = self.pruned.fetch_max(first, Ordering::AcqRel).max(first);
+        {
+            let mut guard = self.held.write().unwrap_or_else(|e| e.into_inner());
+            let held = &mut *guard;
+            for (l, level) in held.upper.iter_mut().enumerate() {
+                let keep = kept_from(HELD_FROM + l, pruned);
+                level.base += drop_front(&mut level.nodes, keep.saturating_sub(level.base));
+            }
+            let page_base = pruned / PAGE;
+            let dropped = drop_front(&mut held.pages, page_base.saturating_sub(held.page_base));
+            held.page_base += dropped;
+        }
+        self.punch_archived(pruned);
+    }
+
+    /// Frees the blocks of every file's part that only archived leaves
+    /// needed (whole pages of `positions`, each level's nodes before its
+    /// kept one). A file system that cannot punch holes keeps them: said
+    /// once.
+    fn punch_archived(&self, pruned: u64) {
+        if pruned == 0 || self.unpunched.load(Ordering::Acquire) {
+            return;
+        }
+        let levels = self
+            .levels
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let punched = punch(&self.positions, pruned / PAGE * PAGE * 8).and_then(|()| {
+            levels
+                .iter()
+                .enumerate()
+                .try_for_each(|(level, file)| punch(file, kept_from(level, pruned) * 32))
+        });
+        if let Err(error) = punched
+            && !self.unpunched.swap(true, Ordering::AcqRel)
+        {
+            tracing::warn!(tree = %self.dir.display(), %error, "cannot free the blocks of the Merkle tree's archived nodes: the tree keeps about 72 bytes per archived receipt on disk");
+        }
     }
 
     /// Cuts every file to the tree of `size` leaves and loads its right
@@ -177,19 +299,25 @@ impl FileTree {
                 _ => {}
             }
         }
-        let mut held = Held::default();
+        let pruned = self.pruned.load(Ordering::Acquire);
+        let mut held = Held {
+            page_base: pruned / PAGE,
+            ..Held::default()
+        };
         for (level, file) in levels.iter().enumerate().skip(HELD_FROM) {
-            let mut bytes = vec![0; ((size >> level) * 32) as usize];
-            file.read_exact_at(&mut bytes, 0)
+            let base = kept_from(level, pruned).min(size >> level);
+            let mut bytes = vec![0; (((size >> level) - base) * 32) as usize];
+            file.read_exact_at(&mut bytes, base * 32)
                 .map_err(|e| format!("{}: {e}", level_name(level)))?;
-            held.upper.push(
-                bytes
+            held.upper.push(HeldLevel {
+                base,
+                nodes: bytes
                     .chunks_exact(32)
                     .map(|h| h.try_into().unwrap_or([0; 32]))
                     .collect(),
-            );
+            });
         }
-        for index in (0..size).step_by(PAGE as usize) {
+        for index in (held.page_base * PAGE..size).step_by(PAGE as usize) {
             let mut position = [0; 8];
             self.positions
                 .read_exact_at(&mut position, index * 8)
@@ -258,11 +386,17 @@ impl FileTree {
             held.pages.push(u64::from_le_bytes(bytes));
         }
         b.positions.clear();
+        let pruned = self.pruned.load(Ordering::Acquire);
         for (level, bytes) in b.pending.iter().enumerate().skip(HELD_FROM) {
-            if held.upper.len() <= level - HELD_FROM {
-                held.upper.resize_with(level - HELD_FROM + 1, Vec::new);
+            while held.upper.len() <= level - HELD_FROM {
+                // A new top level: its first node is this batch's.
+                let base = kept_from(HELD_FROM + held.upper.len(), pruned);
+                held.upper.push(HeldLevel {
+                    base,
+                    nodes: Vec::new(),
+                });
             }
-            held.upper[level - HELD_FROM].extend(
+            held.upper[level - HELD_FROM].nodes.extend(
                 bytes
                     .chunks_exact(32)
                     .map(|h| h.try_into().unwrap_or([0; 32])),
@@ -353,8 +487,9 @@ impl FileTree {
         let page = {
             let held = self.held.read().unwrap_or_else(|e| e.into_inner());
             match held.pages.partition_point(|first| *first <= position) {
+                // Before the first page kept: archived, or no leaf at all.
                 0 => return Ok(None),
-                after => (after - 1) as u64,
+                after => held.page_base + (after - 1) as u64,
             }
         };
         let start = page * PAGE;
@@ -392,6 +527,12 @@ impl Nodes for FileTree {
         if level >= 64 || index >= self.size.load(Ordering::Acquire) >> level {
             return Err(fail("not in the tree".to_owned()));
         }
+        if index < kept_from(level as usize, self.pruned.load(Ordering::Acquire)) {
+            return Err(fail(
+                "over archived receipts only: not kept (`--archive` proves them offline)"
+                    .to_owned(),
+            ));
+        }
         if let Some(upper) = (level as usize).checked_sub(HELD_FROM) {
             return self
                 .held
@@ -399,8 +540,7 @@ impl Nodes for FileTree {
                 .unwrap_or_else(|e| e.into_inner())
                 .upper
                 .get(upper)
-                .and_then(|nodes| nodes.get(index as usize))
-                .copied()
+                .and_then(|nodes| nodes.get(index))
                 .ok_or_else(|| fail("not held".to_owned()));
         }
         let file = self
@@ -924,6 +1064,156 @@ mod tests {
         assert_eq!(tree.leaf_at(leaf(n - 1).1).unwrap(), Some(n - 1));
         assert_eq!(tree.leaf_at(0).unwrap(), None);
         assert_eq!(tree.leaf_at(u64::MAX).unwrap(), None);
+    }
+
+    /// After retention archived the first `first` leaves: every node a
+    /// proof of a later leaf (or a consistency proof from a later size)
+    /// needs is kept and read the same from memory and disk; the others
+    /// are refused (never read from a punched hole as zeros), and the
+    /// archived part of the files no longer holds disk blocks.
+    #[test]
+    fn a_pruned_tree_keeps_what_later_proofs_need_and_frees_the_rest() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let n = 9 * PAGE + 17;
+        let first = 5 * PAGE + 100;
+        let leaf = |i: u64| (leaf_hash(&i.to_le_bytes()), 10 + i * 7);
+        let mut expected = MemoryTree::new();
+        let (tree, _) = FileTree::open(dir.path()).unwrap();
+        let leaves: Vec<_> = (0..n).map(leaf).collect();
+        tree.push(&leaves);
+        for (hash, _) in &leaves {
+            expected.push(*hash);
+        }
+        tree.sync().unwrap();
+        let files = dir.path().join(TREE_DIR);
+        let allocated = |name: &str| fs_err::metadata(files.join(name)).unwrap().blocks() * 512;
+        let level0 = level_name(0);
+        let before = (allocated(&level0), allocated(POSITIONS_FILE));
+        tree.prune(first);
+        check_pruned(&tree, &expected, first, n, &leaf);
+        // The whole 4 KiB blocks before the kept nodes are freed.
+        let freed0 = kept_from(0, first) * 32 / 4096 * 4096;
+        assert!(freed0 >= 4 * 4096);
+        assert!(allocated(&level0) <= before.0 - freed0, "{before:?}");
+        assert!(allocated(POSITIONS_FILE) <= before.1 - first / PAGE * 4096);
+        // A later prune to an earlier point keeps the later one.
+        tree.prune(10);
+        check_pruned(&tree, &expected, first, n, &leaf);
+        // More leaves, a sync and a reopen told of the cut: the same, with
+        // only the kept nodes and pages read into memory.
+        let more: Vec<_> = (n..n + 300).map(leaf).collect();
+        tree.push(&more);
+        for (hash, _) in &more {
+            expected.push(*hash);
+        }
+        tree.sync().unwrap();
+        drop(tree);
+        let (tree, trusted) = FileTree::open_pruned(dir.path(), first).unwrap();
+        assert_eq!(trusted, n + 300);
+        check_pruned(&tree, &expected, first, n + 300, &leaf);
+        let held = tree.held.read().unwrap();
+        assert_eq!(held.upper[0].base, kept_from(HELD_FROM, first));
+        assert_eq!(
+            held.upper[0].nodes.len() as u64,
+            ((n + 300) >> HELD_FROM) - kept_from(HELD_FROM, first)
+        );
+        assert_eq!(held.page_base, first / PAGE);
+    }
+
+    fn check_pruned(
+        tree: &FileTree,
+        expected: &MemoryTree,
+        first: u64,
+        n: u64,
+        leaf: &dyn Fn(u64) -> (Hash, u64),
+    ) {
+        assert_eq!(tree.head().unwrap(), (n, expected.root()));
+        for level in 0..13u32 {
+            let kept = kept_from(level as usize, first);
+            for index in 0..(n >> level) {
+                let got = tree.node(level, index);
+                if index < kept {
+                    assert!(got.is_err(), "node {level}/{index} answered");
+                } else {
+                    assert_eq!(got, expected.node(level, index), "node {level}/{index}");
+                }
+            }
+        }
+        for index in (first..n).step_by(29).chain([first, n - 1]) {
+            for size in [index + 1, (index + n) / 2 + 1, n] {
+                assert_eq!(
+                    tree.inclusion_proof(index, size).unwrap(),
+                    expected.inclusion_proof(index, size).unwrap(),
+                    "leaf {index} at {size}"
+                );
+            }
+            assert_eq!(tree.leaf_at(leaf(index).1).unwrap(), Some(index));
+        }
+        for from in [first + 1, first + 7, (first + n) / 2, n] {
+            assert_eq!(
+                tree.consistency_proof(from, n).unwrap(),
+                expected.consistency_proof(from, n).unwrap()
+            );
+        }
+        // Archived leaves are no longer found.
+        assert_eq!(tree.leaf_at(leaf(0).1).unwrap(), None);
+        assert_eq!(tree.leaf_at(leaf(first / PAGE * PAGE - 1).1).unwrap(), None);
+    }
+
+    /// Retention on a ledger: cutting segments prunes its tree, whose
+    /// proofs of every local receipt still match the whole log's tree, on
+    /// disk only about the local receipts' share, before and after a
+    /// reopen and as the log grows.
+    #[test]
+    fn cutting_segments_prunes_the_tree_and_local_proofs_still_hold() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = FileLedger::open(dir.path(), small()).unwrap();
+        let mut records = append(&ledger, 3000, "a");
+        ledger.checkpoint(ledger.mark().unwrap(), b"all").unwrap();
+        let (ids, _) = ledger.segments().unwrap();
+        for &id in &ids[..ids.len() * 3 / 4] {
+            assert!(ledger.cut(id).unwrap());
+        }
+        let first = ledger.anchor().unwrap().records;
+        assert!(first > 2 * PAGE, "{first}");
+        let level0 = dir.path().join(TREE_DIR).join(level_name(0));
+        let kept = |n: u64| (n - kept_from(0, first)) * 32 + 2 * 4096;
+        let allocated = || fs_err::metadata(&level0).unwrap().blocks() * 512;
+        assert!(allocated() <= kept(3000), "{} bytes", allocated());
+        assert_local_same(&ledger, &records, first);
+        drop(ledger);
+        let ledger = FileLedger::open(dir.path(), small()).unwrap();
+        assert_local_same(&ledger, &records, first);
+        records.extend(append(&ledger, 200, "b"));
+        assert_local_same(&ledger, &records, first);
+        assert!(allocated() <= kept(3200), "{} bytes", allocated());
+    }
+
+    /// [`assert_same`] for the receipts from `first` on (those before it
+    /// archived: no leaf found, no proof).
+    fn assert_local_same(ledger: &FileLedger, records: &[(TenantId, u64, Vec<u8>)], first: u64) {
+        let expected = memory(records);
+        let tree = ledger.tree().expect("a tree");
+        let size = expected.size();
+        assert_eq!(tree.latest().unwrap(), (size, expected.root()));
+        for (index, (tenant, seq, _)) in records.iter().enumerate() {
+            let index = index as u64;
+            if index < first {
+                assert_eq!(tree.leaf_index(tenant, *seq).unwrap(), None);
+                continue;
+            }
+            assert_eq!(tree.leaf_index(tenant, *seq).unwrap(), Some(index));
+            assert_eq!(
+                tree.inclusion_proof(index, size).unwrap(),
+                expected.inclusion_proof(index, size).unwrap()
+            );
+        }
+        assert_eq!(
+            tree.consistency_proof(first + 1, size).unwrap(),
+            expected.consistency_proof(first + 1, size).unwrap()
+        );
     }
 
     fn copy_dir(from: &Path, to: &Path) {

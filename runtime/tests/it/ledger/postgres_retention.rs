@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use ggen_runtime::archive::{Archive, Retain, Step};
 use ggen_runtime::ledger::VerifyOptions;
+use ggen_runtime::merkle::Nodes as _;
 use ggen_runtime::pg::retention::{PgRetention, Recovery};
 use ggen_runtime::pg::shared::SharedPgLedger;
 use ggen_runtime::pg::{PgLedger, PgOptions};
@@ -155,6 +156,60 @@ fn a_single_writer_interrupted_at_every_step_of_archiving_loses_nothing() {
     let (size, _) = ledger.tree().unwrap().latest().unwrap();
     assert_eq!(size, appended as u64 + 10);
     ledger.tree().unwrap().check_buildable().unwrap();
+    // Retention pruned it: of the nodes over archived receipts only the one
+    // left of the first local receipt's ancestor per level is kept, and
+    // every local receipt's proof is still the whole log's.
+    retention(&url, &archive, Recovery::Checkpoint)
+        .round(SystemTime::now(), None)
+        .unwrap();
+    let first = PgLedger::open_read_only(&url)
+        .unwrap()
+        .anchor()
+        .unwrap()
+        .unwrap()
+        .records;
+    let db = || ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+    let before_kept: i64 = db()
+        .query_one(
+            "SELECT count(*) FROM ggen_tree WHERE idx < greatest(($1::bigint >> level) - 1, 0)",
+            &[&(first as i64)],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(before_kept, 0);
+    let rows: i64 = db()
+        .query_one("SELECT count(*) FROM ggen_tree", &[])
+        .unwrap()
+        .get(0);
+    assert!(
+        (rows as u64) < 2 * (size - first) + 2 * 64,
+        "{rows} nodes for {} local receipts",
+        size - first
+    );
+    let location = ggen_runtime::store::Location::Database(url.clone());
+    let mut at = Vec::new();
+    let expected = ggen_runtime::transparency::tree(
+        ggen_runtime::transparency::Source {
+            location: &location,
+            archive: Some(&archive),
+        },
+        &mut |_, record| at.push((record.tenant.clone(), record.seq)),
+    )
+    .unwrap();
+    let tree = ledger.tree().unwrap();
+    assert_eq!(tree.latest().unwrap(), (expected.size(), expected.root()));
+    for index in first..size {
+        let (tenant, seq) = &at[index as usize];
+        assert_eq!(tree.leaf_index(tenant, *seq).unwrap(), Some(index));
+        assert_eq!(
+            tree.inclusion_proof(index, size).unwrap(),
+            expected.inclusion_proof(index, size).unwrap()
+        );
+    }
+    assert_eq!(
+        tree.consistency_proof(first + 1, size).unwrap(),
+        expected.consistency_proof(first + 1, size).unwrap()
+    );
     // A tree lost after partitions were dropped can never be built again:
     // said at once (`serve --checkpoint-key` refuses to start on it).
     super::postgres_tree::forget_tree(&url);
