@@ -650,6 +650,13 @@ fn publisher(args: &ServeArgs) -> Result<Option<Arc<Publisher>>, ServeError> {
 /// Runs `serve` to completion: exit 0 after a graceful shutdown.
 pub fn run(pack: &'static dyn PolicyPack, args: ServeArgs) -> ExitCode {
     init_logging(args.log_format);
+    // Memory its limit can count on: no transparent huge pages for this
+    // process. The allocator marks its regions for them, and khugepaged
+    // collapsing those into 2 MiB pages raised a soak's RSS by a quarter at
+    // an unforeseeable minute (docs/decisions.md).
+    if let Err(error) = rustix::thread::disable_transparent_huge_pages(true) {
+        tracing::debug!(%error, "transparent huge pages stay as the system sets them");
+    }
     match run_until(pack, args, terminated()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
