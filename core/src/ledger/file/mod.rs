@@ -324,8 +324,11 @@ fn drop_cut_segments(dir: &Path, anchor: &Anchor) -> Result<Vec<u32>, LedgerErro
 
 /// Open, step 2: scans every segment, rebuilding the chains and cutting a
 /// torn tail; refuses any other damage and any chain that does not link.
-fn scan_log(dir: &Path, tree: Option<(Arc<FileTree>, u64)>) -> Result<Opened, LedgerError> {
-    let anchor = read_anchor(dir)?;
+fn scan_log(
+    dir: &Path,
+    anchor: Option<Anchor>,
+    tree: Option<(Arc<FileTree>, u64)>,
+) -> Result<Opened, LedgerError> {
     let ids = match &anchor {
         Some(anchor) => drop_cut_segments(dir, anchor)?,
         None => list_segments(dir)?,
@@ -678,15 +681,16 @@ impl FileLedger {
                 ledger: dir.display().to_string(),
             });
         }
+        let anchor = read_anchor(&dir)?;
         let tree = if options.tree {
             // What retention archived, the tree keeps no more of.
-            let archived = read_anchor(&dir)?.map_or(0, |anchor| anchor.records);
+            let archived = anchor.as_ref().map_or(0, |anchor| anchor.records);
             let (tree, trusted) = FileTree::open_pruned(&dir, archived)?;
             Some((Arc::new(tree), trusted))
         } else {
             None
         };
-        let opened = scan_log(&dir, tree)?;
+        let opened = scan_log(&dir, anchor, tree)?;
         check_checkpoint(&dir, &opened)?;
         start_writer(dir, options, opened, lock)
     }
@@ -780,11 +784,7 @@ impl FileLedger {
         let before = anchor::read_anchor(dir)?;
         if let Some(written) = before.as_ref().filter(|a| a.segment > id) {
             if finish {
-                self.adopt(written.clone());
-                self.remove_cut(id)?;
-                if let Some(tree) = &self.shared.tree {
-                    tree.prune(written.records);
-                }
+                self.finish_cut(written.clone(), id)?;
             }
             return Ok(true);
         }
@@ -827,14 +827,21 @@ impl FileLedger {
         if !finish {
             return Ok(true);
         }
+        self.finish_cut(anchor, id)?;
+        Ok(true)
+    }
+
+    /// A cut's steps after its anchor is written: the anchor becomes the
+    /// start of the log, segment `id` goes, and so does what only the cut
+    /// receipts' proofs needed of the tree.
+    fn finish_cut(&self, anchor: Anchor, id: u32) -> Result<(), LedgerError> {
         let archived = anchor.records;
         self.adopt(anchor);
         self.remove_cut(id)?;
-        // What only the cut receipts' proofs needed goes too.
         if let Some(tree) = &self.shared.tree {
             tree.prune(archived);
         }
-        Ok(true)
+        Ok(())
     }
 
     /// Makes `anchor` (written) the in-memory start of the log: reads of
