@@ -1,6 +1,7 @@
 //! Tenant ids: the ground floor every other module names tenants with
 //! (receipts, the ledger, the registry).
 
+use std::borrow::Borrow;
 use std::fmt;
 use std::sync::Arc;
 
@@ -44,6 +45,14 @@ impl TenantId {
 
     /// The id as text.
     pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Maps keyed by tenant id are looked up by `&str` (the derived `Hash`, `Eq`
+/// and `Ord` are those of the text).
+impl Borrow<str> for TenantId {
+    fn borrow(&self) -> &str {
         &self.0
     }
 }

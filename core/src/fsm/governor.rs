@@ -1,6 +1,7 @@
 //! The [`Governor`] of one tenant and its transition function, [`step`].
 
 use serde::{Deserialize, Serialize};
+use thin_vec::ThinVec;
 
 use super::{Decision, Dispatched, Event, InFlight, Reason, State, Step};
 use crate::clock::Timestamp;
@@ -18,10 +19,11 @@ pub struct Governor {
     policy: PolicyMemory,
     /// Sequence number of the receipt that dispatched the in-flight set.
     flight_seq: u64,
-    /// The in-flight set; non-empty only in `intervening`.
-    flight: Vec<InFlight>,
+    /// The in-flight set; non-empty only in `intervening`. (Both lists are
+    /// thin: a pointer, not three words, in every tenant's state.)
+    flight: ThinVec<InFlight>,
     /// Actions dispatched since the last `stable`, first dispatch first, no repeats.
-    applied: Vec<ActionId>,
+    applied: ThinVec<ActionId>,
 }
 
 impl Governor {
@@ -33,8 +35,8 @@ impl Governor {
             entitled: false,
             policy: PolicyMemory::default(),
             flight_seq: 0,
-            flight: Vec::new(),
-            applied: Vec::new(),
+            flight: ThinVec::new(),
+            applied: ThinVec::new(),
         }
     }
 

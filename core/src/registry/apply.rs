@@ -133,7 +133,7 @@ impl Registry {
                     let head = self.ledger.head(tenant);
                     shard
                         .entry(tenant.clone())
-                        .or_insert_with(|| Tenant::new(self.pack, head))
+                        .or_insert_with(|| Box::new(Tenant::new(self.pack, head)))
                 }
             };
             return self.decide_input(tenant, entry, input, at);

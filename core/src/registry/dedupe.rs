@@ -223,6 +223,11 @@ impl Ids {
     }
 
     fn push(&mut self, entry: Entry) {
+        if self.order.capacity() == 0 {
+            // Most tenants hold one id or a few: the first takes room for
+            // itself alone, later ones grow as a `VecDeque` does.
+            self.order.reserve_exact(1);
+        }
         self.order.push_back(entry);
         match &mut self.index {
             Some(index) => {
@@ -251,10 +256,12 @@ impl Ids {
 
 /// The ids one tenant saw inside the window: signal ids (bounded by
 /// [`DedupeOptions::capacity`]) and entitlement ids, each oldest first.
+/// Entitlement ids are rare (a few events in a tenant's life), so they live
+/// behind a box that exists only while one is held.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Recent {
     signals: Ids,
-    entitlements: Ids,
+    entitlements: Option<Box<Ids>>,
 }
 
 impl Recent {
@@ -262,21 +269,26 @@ impl Recent {
     pub(crate) fn expire(&mut self, now: Timestamp, options: &DedupeOptions) {
         let horizon = now.as_millis().saturating_sub(options.window_ms());
         self.signals.expire(horizon);
-        self.entitlements.expire(horizon);
+        if let Some(ids) = &mut self.entitlements {
+            ids.expire(horizon);
+            if ids.order.is_empty() {
+                self.entitlements = None;
+            }
+        }
     }
 
-    fn ids(&self, entitlement: bool) -> &Ids {
+    fn ids(&self, entitlement: bool) -> Option<&Ids> {
         if entitlement {
-            &self.entitlements
+            self.entitlements.as_deref()
         } else {
-            &self.signals
+            Some(&self.signals)
         }
     }
 
     /// Whether `key` (of an entitlement id when `entitlement`) is held,
     /// expired or not (read-only: [`Recent::check`] decides).
     pub(crate) fn holds(&self, key: &IdKey, entitlement: bool) -> bool {
-        self.ids(entitlement).contains(key)
+        self.ids(entitlement).is_some_and(|ids| ids.contains(key))
     }
 
     /// Whether `key` (of an entitlement id when `entitlement`) is new, a
@@ -289,7 +301,7 @@ impl Recent {
         options: &DedupeOptions,
     ) -> Remember {
         self.expire(now, options);
-        if self.ids(entitlement).contains(key) {
+        if self.ids(entitlement).is_some_and(|ids| ids.contains(key)) {
             return Remember::Duplicate;
         }
         if !entitlement && self.signals.order.len() >= options.capacity.max(1) {
@@ -314,8 +326,9 @@ impl Recent {
             at: seen.at,
         };
         if seen.entitlement {
-            if !self.entitlements.contains(&entry.key) {
-                self.entitlements.push(entry);
+            let ids = self.entitlements.get_or_insert_default();
+            if !ids.contains(&entry.key) {
+                ids.push(entry);
             }
             return;
         }
@@ -336,7 +349,7 @@ impl Recent {
             at: seen.at,
         };
         if seen.entitlement {
-            self.entitlements.push(entry);
+            self.entitlements.get_or_insert_default().push(entry);
         } else {
             self.signals.push(entry);
         }
@@ -350,12 +363,12 @@ impl Recent {
     /// Ids held.
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.signals.order.len() + self.entitlements.order.len()
+        self.signals.order.len() + self.entitlements.as_ref().map_or(0, |ids| ids.order.len())
     }
 
     #[cfg(test)]
     fn contains(&self, key: &IdKey) -> bool {
-        self.signals.contains(key) || self.entitlements.contains(key)
+        self.signals.contains(key) || self.holds(key, true)
     }
 
     #[cfg(test)]
@@ -365,7 +378,11 @@ impl Recent {
 
     /// Approximate heap bytes.
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.signals.heap_bytes() + self.entitlements.heap_bytes()
+        self.signals.heap_bytes()
+            + self
+                .entitlements
+                .as_ref()
+                .map_or(0, |ids| size_of::<Ids>() + ids.heap_bytes())
     }
 
     /// The remembered ids, signals then entitlements, each oldest first (for checkpoints).
@@ -378,9 +395,8 @@ impl Recent {
             }
         };
         let signals = self.signals.order.iter().map(seen(false));
-        signals
-            .chain(self.entitlements.order.iter().map(seen(true)))
-            .collect()
+        let entitlements = self.entitlements.iter().flat_map(|ids| ids.order.iter());
+        signals.chain(entitlements.map(seen(true))).collect()
     }
 
     /// Rebuilds from a checkpoint's ids.
@@ -444,6 +460,42 @@ mod tests {
         assert_eq!(recent.check(&key(0), false, later, &options), Remember::New);
         assert_eq!(recent.len(), 0);
         assert_eq!(recent.heap_bytes(), 0);
+    }
+
+    #[test]
+    fn an_idle_tenant_holds_its_one_id_in_the_room_of_one() {
+        let options = options(60, 100_000);
+        let mut recent = Recent::default();
+        assert_eq!(
+            size_of::<Recent>(),
+            48,
+            "signal ids inline, entitlement ids boxed"
+        );
+        recent.insert(signal(0, 0), &options);
+        assert_eq!(recent.heap_bytes(), size_of::<Entry>());
+        // An entitlement id boxes its list; the box goes once the id expires.
+        let event = Seen {
+            entitlement: true,
+            ..signal(1, MINUTE)
+        };
+        recent.insert(event, &options);
+        assert!(recent.holds(&event.key, true));
+        assert!(!recent.holds(&event.key, false));
+        assert_eq!(
+            recent.heap_bytes(),
+            2 * size_of::<Entry>() + size_of::<Ids>()
+        );
+        assert_eq!(
+            recent.check(&key(2), false, Timestamp(62 * MINUTE), &options),
+            Remember::New
+        );
+        assert!(recent.entitlements.is_none());
+        assert_eq!(recent.heap_bytes(), 0);
+        // Later ids grow the list as usual.
+        for n in 0..3 {
+            recent.insert(signal(n, 70 * MINUTE), &options);
+        }
+        assert_eq!(recent.len(), 3);
     }
 
     #[test]

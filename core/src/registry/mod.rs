@@ -220,8 +220,13 @@ struct Tenant {
     /// Which load of the tenant this is (a shared ledger's conflicts
     /// forget only the load they were decided on).
     epoch: u64,
-    /// Read tokens: id → SHA-256 of the secret, lowercase hex.
-    tokens: BTreeMap<String, String>,
+    /// Read tokens: id → SHA-256 of the secret, lowercase hex (boxed, and
+    /// only while the tenant has one: few tenants do).
+    #[expect(
+        clippy::box_collection,
+        reason = "the extra allocation is what takes 16 bytes off every tenant without tokens"
+    )]
+    tokens: Option<Box<BTreeMap<String, String>>>,
 }
 
 impl Tenant {
@@ -233,7 +238,7 @@ impl Tenant {
             last_at: Timestamp::from_millis(i64::MIN),
             recent: Recent::default(),
             epoch: 0,
-            tokens: BTreeMap::new(),
+            tokens: None,
         }
     }
 
@@ -245,7 +250,7 @@ impl Tenant {
             hash: self.head.hash,
             last_at: self.last_at,
             recent: self.recent.export(),
-            tokens: self.tokens.clone(),
+            tokens: self.tokens.as_deref().cloned().unwrap_or_default(),
         }
     }
 
@@ -263,19 +268,23 @@ impl Tenant {
             last_at: state.last_at,
             recent: Recent::default(),
             epoch: 0,
-            tokens: state.tokens,
+            tokens: (!state.tokens.is_empty()).then(|| Box::new(state.tokens)),
         }
     }
 
-    /// Approximate bytes held (struct, id, heap).
+    /// Approximate bytes held (struct, its box's pointer, id, heap).
     fn bytes(&self, id: &TenantId) -> usize {
         size_of::<Tenant>()
+            + size_of::<Box<Tenant>>()
             + size_of::<TenantId>()
             + id.as_str().len()
             + 16
             + self.governor.heap_bytes()
             + self.recent.heap_bytes()
-            + self.tokens.len() * 128
+            + self
+                .tokens
+                .as_ref()
+                .map_or(0, |t| size_of::<BTreeMap<String, String>>() + t.len() * 128)
     }
 
     /// Takes an access receipt's change to the tenant's read tokens.
@@ -288,10 +297,16 @@ impl Tenant {
         {
             match (change, digest) {
                 (AccessChange::Issue, Some(digest)) => {
-                    self.tokens.insert(token.clone(), digest.clone());
+                    let tokens = self.tokens.get_or_insert_default();
+                    tokens.insert(token.clone(), digest.clone());
                 }
                 _ => {
-                    self.tokens.remove(token);
+                    if let Some(tokens) = &mut self.tokens {
+                        tokens.remove(token);
+                        if tokens.is_empty() {
+                            self.tokens = None;
+                        }
+                    }
                 }
             }
         }
@@ -313,7 +328,9 @@ struct Decided {
     refused: Option<EntitlementError>,
 }
 
-type Shard = HashMap<TenantId, Tenant>;
+/// A shard's tenants. Boxed: the map's slots (a quarter or more of them
+/// empty at any size) then hold a pointer, not a whole tenant.
+type Shard = HashMap<TenantId, Box<Tenant>>;
 
 /// The per-tenant governors of one SKU, over one ledger.
 pub struct Registry {
@@ -526,5 +543,23 @@ impl Registry {
             decided.step = decided.governor.step(self.pack, event, at, seq);
         }
         decided
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every tenant in memory is one of these (boxed, in its shard's map):
+    /// the 100k-idle-tenant figure of docs/BENCHMARKS.md holds only while
+    /// it stays this small. Rare parts (entitlement ids, read tokens, the
+    /// in-flight and applied lists) live behind one pointer each.
+    #[test]
+    fn a_tenant_in_memory_stays_small() {
+        assert!(
+            size_of::<Tenant>() <= 216,
+            "a tenant grew to {} bytes",
+            size_of::<Tenant>()
+        );
     }
 }

@@ -295,7 +295,7 @@ impl Registry {
             let mut tenant = Tenant::import(state);
             self.with_recent(&mut tenant, |r| *r = Recent::import(recent, &self.dedupe));
             let mut shard = self.shard(&id);
-            if shard.insert(id, tenant).is_none() {
+            if shard.insert(id, Box::new(tenant)).is_none() {
                 self.count.fetch_add(1, Ordering::AcqRel);
             }
         }
@@ -344,7 +344,7 @@ impl Registry {
                 self.count.fetch_add(1, Ordering::AcqRel);
                 shard
                     .entry(record.tenant.clone())
-                    .or_insert_with(|| Tenant::new(self.pack, Head::EMPTY))
+                    .or_insert_with(|| Box::new(Tenant::new(self.pack, Head::EMPTY)))
             }
         };
         self.step_into(t, record, stats)

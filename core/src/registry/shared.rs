@@ -103,7 +103,7 @@ impl Registry {
         }
         let epoch = self.epochs.fetch_add(1, Ordering::Relaxed);
         loaded.epoch = epoch;
-        shard.insert(tenant.clone(), loaded);
+        shard.insert(tenant.clone(), Box::new(loaded));
         Ok(epoch)
     }
 

@@ -204,7 +204,8 @@ impl Registry {
     pub fn tokens(&self, tenant: &TenantId) -> Option<Vec<String>> {
         self.refresh_shared(tenant);
         let shard = self.shard(tenant);
-        Some(shard.get(tenant)?.tokens.keys().cloned().collect())
+        let tokens = &shard.get(tenant)?.tokens;
+        Some(tokens.iter().flat_map(|t| t.keys()).cloned().collect())
     }
 
     /// The SHA-256 (lowercase hex) of the secret of `tenant`'s read token
@@ -218,7 +219,12 @@ impl Registry {
             tracing::warn!(%tenant, error = &error as &dyn std::error::Error, "read token refused: the tenant's latest state cannot be loaded");
             return None;
         }
-        self.shard(tenant).get(tenant)?.tokens.get(id).cloned()
+        self.shard(tenant)
+            .get(tenant)?
+            .tokens
+            .as_ref()?
+            .get(id)
+            .cloned()
     }
 
     /// Approximate bytes one tenant holds in memory.

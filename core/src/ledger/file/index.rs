@@ -34,6 +34,7 @@ use std::sync::{Arc, Mutex};
 use super::{Loc, lock};
 use crate::ledger::segment;
 use crate::ledger::{Head, LedgerError, io_err};
+use crate::tenant::TenantId;
 
 const MAGIC: [u8; 8] = *b"GGENIDX1";
 /// How many index files reads keep parsed.
@@ -84,6 +85,16 @@ impl Default for Chain {
 }
 
 impl Chain {
+    /// Adds the location of its newest record. The first one since a seal
+    /// takes room for itself alone (most tenants of a large fleet append
+    /// one record or a few per segment), later ones grow as a `Vec` does.
+    pub(super) fn push_recent(&mut self, loc: Loc) {
+        if self.recent.capacity() == 0 {
+            self.recent.reserve_exact(1);
+        }
+        self.recent.push(loc);
+    }
+
     /// The seq of `recent[0]`.
     pub(super) fn recent_first(&self) -> u64 {
         self.head.seq + 1 - self.recent.len() as u64
@@ -295,7 +306,7 @@ impl SegmentIndex {
 /// Moves every chain's locations in segments before `below` out of
 /// memory: returns the index of each segment they were in.
 pub(super) fn seal(
-    chains: &mut HashMap<Box<str>, Chain>,
+    chains: &mut HashMap<TenantId, Chain>,
     below: u32,
 ) -> BTreeMap<u32, SegmentIndex> {
     // Per segment: its length and every tenant's run, by tenant id.
@@ -325,7 +336,7 @@ pub(super) fn seal(
                 *len = (*len).max(u64::from(offset) + u64::from(frame));
             }
             runs.insert(
-                tenant.clone(),
+                Box::from(tenant.as_str()),
                 Run {
                     first,
                     prev: chain.sealed,
@@ -635,9 +646,9 @@ mod tests {
 
     #[test]
     fn encode_decode_round_trip_and_damage_is_refused() {
-        let mut chains: HashMap<Box<str>, Chain> = HashMap::new();
+        let mut chains: HashMap<TenantId, Chain> = HashMap::new();
         chains.insert(
-            Box::from("a"),
+            TenantId::new("a").unwrap(),
             Chain {
                 head: Head {
                     seq: 3,

@@ -136,8 +136,9 @@ struct Pending {
 /// Everything appends touch, under one short mutex.
 #[derive(Debug)]
 struct State {
-    /// Keyed by the tenant id's text, so lookups by `&str` need no allocation.
-    chains: HashMap<Box<str>, Chain>,
+    /// Keyed by the id the registry holds too (one allocation per tenant,
+    /// shared); looked up by `&str` as well.
+    chains: HashMap<TenantId, Chain>,
     /// Appended but not yet taken by the writer.
     chunks: Vec<Chunk>,
     /// Where the records in `chunks` are, when the ledger keeps its tree:
@@ -350,7 +351,7 @@ fn scan_log(
                 base: head.seq,
                 ..Chain::default()
             };
-            (Box::from(tenant.as_str()), chain)
+            (tenant.clone(), chain)
         })
         .collect();
     let mut index = Index {
@@ -568,7 +569,7 @@ fn start_writer(
 /// torn tail.
 struct Index {
     dir: PathBuf,
-    chains: HashMap<Box<str>, Chain>,
+    chains: HashMap<TenantId, Chain>,
     /// The segment whose records the scan is visiting.
     segment: u32,
     /// Segments sealed (their locations moved to index files).
@@ -613,7 +614,10 @@ impl Visitor for Index {
         // `decode` validated the tenant id.
         let chain = match self.chains.get_mut(frame.tenant) {
             Some(chain) => chain,
-            None => self.chains.entry(Box::from(frame.tenant)).or_default(),
+            None => {
+                let tenant = TenantId::new(frame.tenant).map_err(|e| broken(e.to_string()))?;
+                self.chains.entry(tenant).or_default()
+            }
         };
         if frame.seq != chain.head.seq + 1 {
             return Err(broken(format!("expected seq `{}`", chain.head.seq + 1)));
@@ -627,7 +631,7 @@ impl Visitor for Index {
             seq: frame.seq,
             hash: frame.hash,
         };
-        chain.recent.push(Loc {
+        chain.push_recent(Loc {
             position,
             len: frame.len as u32,
         });
@@ -641,7 +645,7 @@ impl Visitor for Index {
         self.heads_at_checkpoint = self
             .chains
             .iter()
-            .filter_map(|(tenant, chain)| Some((TenantId::new(tenant).ok()?, chain.head)))
+            .map(|(tenant, chain)| (tenant.clone(), chain.head))
             .collect();
         Ok(())
     }
@@ -1014,9 +1018,7 @@ impl FileLedger {
             let state = lock(&self.shared.state);
             for (tenant, chain) in &state.chains {
                 let covered = chain.recent.partition_point(|l| l.position < position);
-                let Ok(tenant) = TenantId::new(tenant) else {
-                    continue;
-                };
+                let tenant = tenant.clone();
                 if covered == chain.recent.len() && covered > 0 {
                     heads.insert(tenant, chain.head);
                 } else if covered > 0 {
@@ -1199,10 +1201,7 @@ impl Ledger for FileLedger {
         }
         let chain = match state.chains.get_mut(entry.tenant.as_str()) {
             Some(chain) => chain,
-            None => state
-                .chains
-                .entry(Box::from(entry.tenant.as_str()))
-                .or_default(),
+            None => state.chains.entry(entry.tenant.clone()).or_default(),
         };
         check_extends(&chain.head, &entry)?;
         if state.segment_len > 0 && state.segment_len + frame_len > shared.segment_bytes {
@@ -1214,7 +1213,7 @@ impl Ledger for FileLedger {
             seq: entry.seq,
             hash,
         };
-        chain.recent.push(Loc {
+        chain.push_recent(Loc {
             position: segment::pack(state.segment, offset),
             len: frame_len as u32,
         });
