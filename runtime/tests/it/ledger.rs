@@ -678,6 +678,64 @@ fn a_failed_sync_poisons_the_ledger() {
     assert_eq!(durable_before.len(), 1);
 }
 
+/// A bug that panics the writer thread (here: inside the sync) fails the
+/// ledger as a write error does: waiters get an error, not a hang, and
+/// later appends are refused.
+#[test]
+fn a_panicking_writer_fails_the_ledger_instead_of_hanging_its_waiters() {
+    let dir = tempfile::tempdir().unwrap();
+    let panics = Arc::new(AtomicBool::new(false));
+    let options = FileOptions {
+        sync: {
+            let panics = Arc::clone(&panics);
+            Arc::new(move |_| {
+                assert!(!panics.load(Ordering::SeqCst), "injected writer bug");
+                Ok(())
+            })
+        },
+        ..FileOptions::default()
+    };
+    let ledger = Arc::new(FileLedger::open(dir.path(), options).unwrap());
+    let t = tenant("acme");
+    append_next(&*ledger, &t, "durable");
+    panics.store(true, Ordering::SeqCst);
+    let (sender, waited) = std::sync::mpsc::channel();
+    {
+        let ledger = Arc::clone(&ledger);
+        let t = t.clone();
+        std::thread::spawn(move || {
+            let head = ledger.head(&t);
+            let appended = ledger.append(Entry {
+                tenant: t.clone(),
+                seq: head.seq + 1,
+                prev: head.hash,
+                bytes: receipt(&t, head, "doomed"),
+            });
+            let _ = sender.send(appended.and_then(|a| a.ticket.wait()));
+        });
+    }
+    let err = waited
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the wait hung after the writer panicked")
+        .unwrap_err();
+    assert!(matches!(err, LedgerError::Poisoned { .. }), "{err}");
+    assert!(
+        format!("{err:?}").contains("writer thread stopped"),
+        "{err:?}"
+    );
+    let head = ledger.head(&t);
+    let refused = ledger.append(Entry {
+        tenant: t.clone(),
+        seq: head.seq + 1,
+        prev: head.hash,
+        bytes: receipt(&t, head, "later"),
+    });
+    assert!(
+        matches!(refused, Err(LedgerError::Poisoned { .. })),
+        "{refused:?}"
+    );
+}
+
 #[test]
 fn tickets_resolve_asynchronously() {
     let dir = tempfile::tempdir().unwrap();

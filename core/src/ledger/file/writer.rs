@@ -10,6 +10,33 @@ use super::{COMMIT_DELAY, Chunk, PREALLOCATE, Pending, Shared, SyncFn, index, lo
 use crate::ledger::Hash;
 use crate::ledger::{is_out_of_space, segment};
 
+/// Stops the ledger: appends refuse, and every wait for durability (pending
+/// or future) errors with `error`.
+fn fail(shared: &Shared, path: PathBuf, error: io::Error) {
+    let mut state = lock(&shared.state);
+    let error = Arc::new(error);
+    state.failed = Some((path.clone(), Arc::clone(&error)));
+    state.chunks.clear();
+    state.leaves.clear();
+    drop(state);
+    shared.sync.fail(path, error);
+}
+
+/// Held by the writer thread: should it panic (a bug), the ledger fails as
+/// on a write error, rather than leaving every request waiting for a sync
+/// that never comes.
+struct FailOnPanic(Arc<Shared>);
+
+impl Drop for FailOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let error = io::Error::other(
+                "the ledger's writer thread stopped on a bug; open the ledger again (it recovers from the log)",
+            );
+            fail(&self.0, self.0.dir.clone(), error);
+        }
+    }
+}
 /// How often a writer waiting for disk space tries again.
 const SPACE_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -35,6 +62,7 @@ pub(super) struct Writer {
 
 impl Writer {
     pub(super) fn run(mut self) {
+        let _stopping = FailOnPanic(Arc::clone(&self.shared));
         let mut batch: Vec<Chunk> = Vec::new();
         let mut pending = Vec::new();
         let mut leaves = Vec::new();
@@ -87,13 +115,7 @@ impl Writer {
                 written = self.wait_for_space(&batch, path.clone(), error);
             }
             if let Err((path, error)) = written {
-                let mut state = lock(&self.shared.state);
-                let error = Arc::new(error);
-                state.failed = Some((path.clone(), Arc::clone(&error)));
-                state.chunks.clear();
-                state.leaves.clear();
-                drop(state);
-                self.shared.sync.fail(path, error);
+                fail(&self.shared, path, error);
                 return;
             }
             // Leaves join the tree once durable (and before waiters learn
