@@ -44,19 +44,23 @@ fn receipt(t: &TenantId, head: Head, note: &str) -> Vec<u8> {
     .unwrap()
 }
 
+/// The entry that extends `t`'s chain at its current head.
+fn next_entry(ledger: &dyn Ledger, t: &TenantId, note: &str) -> Entry {
+    let head = ledger.head(t);
+    Entry {
+        tenant: t.clone(),
+        seq: head.seq + 1,
+        prev: head.hash,
+        bytes: receipt(t, head, note),
+    }
+}
+
 /// Appends the next receipt of `t`; returns its bytes.
 fn append_next(ledger: &dyn Ledger, t: &TenantId, note: &str) -> Vec<u8> {
-    let head = ledger.head(t);
-    let bytes = receipt(t, head, note);
-    let appended = ledger
-        .append(Entry {
-            tenant: t.clone(),
-            seq: head.seq + 1,
-            prev: head.hash,
-            bytes: bytes.clone(),
-        })
-        .unwrap();
-    assert_eq!(appended.hash, chain_hash(&head.hash, &bytes));
+    let entry = next_entry(ledger, t, note);
+    let (prev, bytes) = (entry.prev, entry.bytes.clone());
+    let appended = ledger.append(entry).unwrap();
+    assert_eq!(appended.hash, chain_hash(&prev, &bytes));
     appended.ticket.wait().unwrap();
     bytes
 }
@@ -704,13 +708,7 @@ fn a_panicking_writer_fails_the_ledger_instead_of_hanging_its_waiters() {
         let ledger = Arc::clone(&ledger);
         let t = t.clone();
         std::thread::spawn(move || {
-            let head = ledger.head(&t);
-            let appended = ledger.append(Entry {
-                tenant: t.clone(),
-                seq: head.seq + 1,
-                prev: head.hash,
-                bytes: receipt(&t, head, "doomed"),
-            });
+            let appended = ledger.append(next_entry(&*ledger, &t, "doomed"));
             let _ = sender.send(appended.and_then(|a| a.ticket.wait()));
         });
     }
@@ -723,13 +721,7 @@ fn a_panicking_writer_fails_the_ledger_instead_of_hanging_its_waiters() {
         format!("{err:?}").contains("writer thread stopped"),
         "{err:?}"
     );
-    let head = ledger.head(&t);
-    let refused = ledger.append(Entry {
-        tenant: t.clone(),
-        seq: head.seq + 1,
-        prev: head.hash,
-        bytes: receipt(&t, head, "later"),
-    });
+    let refused = ledger.append(next_entry(&*ledger, &t, "later"));
     assert!(
         matches!(refused, Err(LedgerError::Poisoned { .. })),
         "{refused:?}"

@@ -37,6 +37,7 @@ impl Drop for FailOnPanic {
         }
     }
 }
+
 /// How often a writer waiting for disk space tries again.
 const SPACE_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
