@@ -55,6 +55,30 @@ pub use partitions::{Anchor, DEFAULT_PARTITION_RECEIPTS, Partition};
 /// Advisory-lock namespace of the writer lock (the other key is the schema's oid).
 const WRITER_LOCK_SPACE: i32 = 0x6767_656e; // "ggen"
 
+/// What every waiter of a ledger whose writer thread panicked (a bug) gets.
+const WRITER_PANICKED: &str = "the ledger's writer thread stopped on a bug; start again (every committed receipt is in the database)";
+
+/// Logs why a writer stopped its ledger; the failure every pending and
+/// later ticket gets.
+fn stopped(target: &str, why: &dyn std::fmt::Display) -> (PathBuf, Arc<std::io::Error>) {
+    let why = why.to_string();
+    tracing::error!(target = %target, error = %why, "ledger commit failed: the ledger has stopped");
+    (PathBuf::from(target), Arc::new(std::io::Error::other(why)))
+}
+
+/// Held by a writer thread: should it panic (a bug), `fail` stops the
+/// ledger as a failed commit does, rather than leaving every waiting
+/// request without an answer.
+struct FailOnPanic<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for FailOnPanic<F> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            (self.0)();
+        }
+    }
+}
+
 /// How long a start (or a writer resuming) waits for a held writer lock.
 const WRITER_LOCK_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 

@@ -376,9 +376,13 @@ impl SharedPgLedger {
             partitioned: Instant::now(),
         };
         let max_batch = options.max_batch.max(1);
+        let failing = Arc::clone(&inner);
         let writer = std::thread::Builder::new()
             .name("ledger-pg-shared".to_owned())
-            .spawn(move || writer.run(max_batch))
+            .spawn(move || {
+                let _failing = super::FailOnPanic(|| fail(&failing, &super::WRITER_PANICKED));
+                writer.run(max_batch);
+            })
             .map_err(|source| LedgerError::Io {
                 path: PathBuf::from(&target),
                 source,
@@ -1169,15 +1173,15 @@ impl Writer {
 
     /// Stops the ledger: every pending and later ticket gets the error.
     fn fail(&self, why: &dyn std::fmt::Display) {
-        let why = why.to_string();
-        tracing::error!(target = %self.inner.target, error = %why, "ledger commit failed: the ledger has stopped");
-        let failure = (
-            PathBuf::from(&self.inner.target),
-            Arc::new(std::io::Error::other(why)),
-        );
-        self.inner.lock().failed = Some(failure.clone());
-        self.inner.sync.fail(failure.0, failure.1);
+        fail(&self.inner, why);
     }
+}
+
+/// Stops the ledger: every pending and later ticket gets the error.
+fn fail(inner: &Inner, why: &dyn std::fmt::Display) {
+    let failure = super::stopped(&inner.target, why);
+    inner.lock().failed = Some(failure.clone());
+    inner.sync.fail(failure.0, failure.1);
 }
 
 /// Judges `batch` in a transaction on `client` and writes what of it still

@@ -5,7 +5,6 @@
 //! bounded by the round trip.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -41,7 +40,10 @@ pub(super) fn spawn(
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("ledger-pg-writer".to_owned())
-        .spawn(move || run(&shared, url, client, options, partition_end))
+        .spawn(move || {
+            let _failing = super::FailOnPanic(|| fail(&shared, &super::WRITER_PANICKED));
+            run(&shared, url, client, options, partition_end);
+        })
 }
 
 /// The writer's connection and its prepared statement.
@@ -235,12 +237,7 @@ pub(super) fn connection_lost(error: &postgres::Error, client: &Client) -> bool 
 
 /// Stops the ledger: every pending and later ticket gets the error.
 fn fail(shared: &Shared, why: &dyn std::fmt::Display) {
-    let why = why.to_string();
-    tracing::error!(target = %shared.target, error = %why, "ledger commit failed: the ledger has stopped");
-    let failure = (
-        PathBuf::from(&shared.target),
-        Arc::new(std::io::Error::other(why)),
-    );
+    let failure = super::stopped(&shared.target, why);
     shared.lock().failed = Some(failure.clone());
     shared.sync.fail(failure.0, failure.1);
 }

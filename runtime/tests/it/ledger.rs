@@ -685,6 +685,30 @@ fn a_failed_sync_poisons_the_ledger() {
 /// A bug that panics the writer thread (here: inside the sync) fails the
 /// ledger as a write error does: waiters get an error, not a hang, and
 /// later appends are refused.
+/// What `wait` returns, waited for on its own thread; panics if it has not
+/// returned within 30 s (a wait that hangs).
+fn answered<T: Send + 'static>(wait: impl FnOnce() -> T + Send + 'static) -> T {
+    let (sender, waited) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = sender.send(wait());
+    });
+    waited
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the wait hung after the writer panicked")
+}
+
+/// `answer` is the error of a ledger whose writer thread panicked.
+fn assert_writer_stopped(answer: &Result<(), LedgerError>) {
+    assert!(
+        matches!(answer, Err(LedgerError::Poisoned { .. })),
+        "{answer:?}"
+    );
+    assert!(
+        format!("{answer:?}").contains("writer thread stopped"),
+        "{answer:?}"
+    );
+}
+
 #[test]
 fn a_panicking_writer_fails_the_ledger_instead_of_hanging_its_waiters() {
     let dir = tempfile::tempdir().unwrap();
@@ -703,24 +727,14 @@ fn a_panicking_writer_fails_the_ledger_instead_of_hanging_its_waiters() {
     let t = tenant("acme");
     append_next(&*ledger, &t, "durable");
     panics.store(true, Ordering::SeqCst);
-    let (sender, waited) = std::sync::mpsc::channel();
-    {
-        let ledger = Arc::clone(&ledger);
-        let t = t.clone();
-        std::thread::spawn(move || {
+    let err = answered({
+        let (ledger, t) = (Arc::clone(&ledger), t.clone());
+        move || {
             let appended = ledger.append(next_entry(&*ledger, &t, "doomed"));
-            let _ = sender.send(appended.and_then(|a| a.ticket.wait()));
-        });
-    }
-    let err = waited
-        .recv_timeout(std::time::Duration::from_secs(30))
-        .expect("the wait hung after the writer panicked")
-        .unwrap_err();
-    assert!(matches!(err, LedgerError::Poisoned { .. }), "{err}");
-    assert!(
-        format!("{err:?}").contains("writer thread stopped"),
-        "{err:?}"
-    );
+            appended.and_then(|a| a.ticket.wait())
+        }
+    });
+    assert_writer_stopped(&err);
     let refused = ledger.append(next_entry(&*ledger, &t, "later"));
     assert!(
         matches!(refused, Err(LedgerError::Poisoned { .. })),

@@ -9,7 +9,7 @@ use ggen_runtime::pg::copy::copy;
 use ggen_runtime::pg::{PgLedger, PgOptions};
 use ggen_runtime::store::Location;
 
-use ggen_runtime::ledger::Mark;
+use ggen_runtime::ledger::{Decision, Mark, Redecide, Redo, Retaken, SharedLedger as _, Stored};
 
 use super::*;
 
@@ -874,4 +874,77 @@ fn errors_name_the_database_without_its_password() {
         let chain = ggen_runtime::report::error_chain(&err);
         assert!(!chain.contains("s3cret"), "{chain}");
     }
+}
+
+/// Takes every overtaken decision again by panicking: a bug on the
+/// shared writer's thread, where decisions are taken again.
+struct PanickingTaker;
+
+impl Redecide for PanickingTaker {
+    fn redecide(
+        &self,
+        _tenant: &TenantId,
+        _stored: Stored,
+        _redo: &Redo,
+    ) -> Result<(Option<Decision>, Retaken), String> {
+        panic!("injected bug in a taker");
+    }
+}
+
+/// `t`'s first receipt as a decision a replica took on an empty chain.
+fn first_decision(t: &TenantId, note: &str) -> Decision {
+    Decision {
+        tenant: t.clone(),
+        entries: vec![Entry {
+            tenant: t.clone(),
+            seq: 1,
+            prev: GENESIS,
+            bytes: receipt(t, Head::EMPTY, note),
+        }],
+        state: Vec::new(),
+        due: None,
+        ids: Vec::new(),
+        window_ms: 0,
+        redo: Some(Redo {
+            input: ggen_runtime::receipt::Input::Reset {
+                reason: note.to_owned(),
+            },
+            at: ggen_runtime::clock::Timestamp::now(),
+        }),
+    }
+}
+
+#[test]
+fn a_panicking_shared_writer_fails_the_ledger_instead_of_hanging_its_waiters() {
+    use ggen_runtime::pg::shared::SharedPgLedger;
+    let Some(url) = fresh_schema() else { return };
+    let first = SharedPgLedger::open(&url, PgOptions::default()).unwrap();
+    let second = Arc::new(SharedPgLedger::open(&url, PgOptions::default()).unwrap());
+    let taker: Arc<dyn Redecide> = Arc::new(PanickingTaker);
+    second.set_redecider(Arc::downgrade(&taker));
+    let t = tenant("acme");
+    first
+        .append_decision(first_decision(&t, "first"))
+        .unwrap()
+        .ticket
+        .wait()
+        .unwrap();
+    // The second replica decided on the empty chain the first overtook:
+    // its writer takes the decision again, and the taker panics.
+    let err = answered({
+        let (second, t) = (Arc::clone(&second), t.clone());
+        move || {
+            let appended = second.append_decision(first_decision(&t, "overtaken"));
+            appended.and_then(|a| a.ticket.wait())
+        }
+    });
+    assert_writer_stopped(&err);
+    let refused = second.append_decision(first_decision(&t, "later"));
+    assert!(
+        matches!(refused, Err(LedgerError::Poisoned { .. })),
+        "{refused:?}"
+    );
+    // The other replica is untouched, and so is the chain.
+    assert_eq!(first.load(&t).unwrap().head.seq, 1);
+    drop(taker);
 }
