@@ -3,10 +3,28 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::de::DeserializeOwned;
 
 use super::error::IngressError;
+use super::state::AppState;
+
+/// A JSON request's buffered body: 415 unless it declares
+/// `application/json`, then 413 past the SKU's body limit or 400 for a
+/// broken stream. The headers are read in place (axum's `HeaderMap`
+/// extractor copies them all, on every request).
+pub(crate) struct JsonBytes(pub(crate) Bytes);
+
+impl FromRequest<AppState> for JsonBytes {
+    type Rejection = IngressError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, IngressError> {
+        require_json(request.headers())?;
+        let max = state.registry.pack().sku().ingress.max_body_bytes;
+        bytes(Bytes::from_request(request, state).await, max).map(JsonBytes)
+    }
+}
 
 /// Checks that the request declares `application/json` (parameters such as
 /// `charset=utf-8` are allowed).

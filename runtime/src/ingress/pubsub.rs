@@ -12,10 +12,8 @@
 
 use std::collections::BTreeMap;
 
-use axum::body::Bytes;
 use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use serde::Deserialize;
@@ -123,11 +121,8 @@ fn reading(state: &AppState, envelope: Envelope) -> Result<Reading, IngressError
 /// `POST /pubsub/push`.
 pub(crate) async fn push(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    raw: Result<Bytes, BytesRejection>,
+    body::JsonBytes(raw): body::JsonBytes,
 ) -> Result<StatusCode, IngressError> {
-    body::require_json(&headers)?;
-    let raw = body::bytes(raw, state.registry.pack().sku().ingress.max_body_bytes)?;
     state.check_writable()?;
     let envelope: Envelope = body::parse(&raw)?;
     let pending = signals::apply(&state, reading(&state, envelope)?)?;

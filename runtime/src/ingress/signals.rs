@@ -14,10 +14,8 @@
 
 use std::time::Instant;
 
-use axum::body::Bytes;
 use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
@@ -168,11 +166,8 @@ fn reading(item: SignalBody) -> Result<Reading, IngressError> {
 /// `POST /v1/signals`.
 pub(crate) async fn post(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    raw: Result<Bytes, BytesRejection>,
+    body::JsonBytes(raw): body::JsonBytes,
 ) -> Result<Response, IngressError> {
-    body::require_json(&headers)?;
-    let raw = body::bytes(raw, state.registry.pack().sku().ingress.max_body_bytes)?;
     state.check_writable()?;
     let batch = raw.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
     if batch {

@@ -30,6 +30,15 @@ fn raw(
     builder.body(body.into()).unwrap()
 }
 
+/// `request` declaring `content_type` instead.
+fn typed(mut request: Request<Body>, content_type: &'static str) -> Request<Body> {
+    request.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    request
+}
+
 struct Case {
     name: &'static str,
     request: Request<Body>,
@@ -89,6 +98,10 @@ fn corpus() -> Vec<Case> {
         case("too large", signals(vec![b' '; MAX_BODY + 1]), 413, "too_large"),
         case("text/plain", raw("POST", "/v1/signals", Some("text/plain"), signal("a", 1.0, "x")), 415, "unsupported_media_type"),
         case("no content type", raw("POST", "/v1/signals", None, signal("a", 1.0, "x")), 415, "unsupported_media_type"),
+        // The content type is judged first, then the size.
+        case("text/plain, too large", raw("POST", "/v1/signals", Some("text/plain"), vec![b' '; MAX_BODY + 1]), 415, "unsupported_media_type"),
+        case("pubsub text/plain", typed(push("a", "{}"), "text/plain"), 415, "unsupported_media_type"),
+        case("pubsub too large", pubsub(vec![b' '; MAX_BODY + 1]), 413, "too_large"),
         case("batch too large", signals(format!("[{}]", vec!["1"; 1001].join(","))), 400, "bad_request"),
         case("envelope not json", pubsub("nope"), 400, "bad_json"),
         case("envelope without message", pubsub("{}"), 400, "bad_json"),
