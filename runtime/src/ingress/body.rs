@@ -11,9 +11,11 @@ use super::error::IngressError;
 use super::state::AppState;
 
 /// A JSON request's buffered body: 415 unless it declares
-/// `application/json`, then 413 past the SKU's body limit or 400 for a
-/// broken stream. The headers are read in place (axum's `HeaderMap`
-/// extractor copies them all, on every request).
+/// `application/json` (judged before any of the body is read), then 413
+/// past the route's `DefaultBodyLimit` (the SKU's `max_body_bytes` on the
+/// routes that use this, which the error names) or 400 for a broken
+/// stream. The headers are read in place (axum's `HeaderMap` extractor
+/// copies them all, on every request).
 pub(crate) struct JsonBytes(pub(crate) Bytes);
 
 impl FromRequest<AppState> for JsonBytes {

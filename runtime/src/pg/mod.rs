@@ -58,17 +58,17 @@ const WRITER_LOCK_SPACE: i32 = 0x6767_656e; // "ggen"
 /// What every waiter of a ledger whose writer thread panicked (a bug) gets.
 const WRITER_PANICKED: &str = "the ledger's writer thread stopped on a bug; start again (every committed receipt is in the database)";
 
-/// Logs why a writer stopped its ledger; the failure every pending and
-/// later ticket gets.
+/// Logs why a writer stopped its ledger (a failed commit, or a panic);
+/// the failure every pending and later ticket gets.
 fn stopped(target: &str, why: &dyn std::fmt::Display) -> (PathBuf, Arc<std::io::Error>) {
     let why = why.to_string();
-    tracing::error!(target = %target, error = %why, "ledger commit failed: the ledger has stopped");
+    tracing::error!(target = %target, error = %why, "ledger writer failed: the ledger has stopped");
     (PathBuf::from(target), Arc::new(std::io::Error::other(why)))
 }
 
-/// Held by a writer thread: should it panic (a bug), `fail` stops the
-/// ledger as a failed commit does, rather than leaving every waiting
-/// request without an answer.
+/// Held by a writer thread: should it panic (a bug), the closure it holds
+/// stops the ledger as a failed commit does, rather than leaving every
+/// waiting request without an answer.
 struct FailOnPanic<F: FnMut()>(F);
 
 impl<F: FnMut()> Drop for FailOnPanic<F> {

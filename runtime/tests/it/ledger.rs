@@ -682,9 +682,6 @@ fn a_failed_sync_poisons_the_ledger() {
     assert_eq!(durable_before.len(), 1);
 }
 
-/// A bug that panics the writer thread (here: inside the sync) fails the
-/// ledger as a write error does: waiters get an error, not a hang, and
-/// later appends are refused.
 /// What `wait` returns, waited for on its own thread; panics if it has not
 /// returned within 30 s (a wait that hangs).
 fn answered<T: Send + 'static>(wait: impl FnOnce() -> T + Send + 'static) -> T {
@@ -709,6 +706,9 @@ fn assert_writer_stopped(answer: &Result<(), LedgerError>) {
     );
 }
 
+/// A bug that panics the writer thread (here: inside the sync) fails the
+/// ledger as a write error does: waiters get an error, not a hang, and
+/// later appends are refused.
 #[test]
 fn a_panicking_writer_fails_the_ledger_instead_of_hanging_its_waiters() {
     let dir = tempfile::tempdir().unwrap();

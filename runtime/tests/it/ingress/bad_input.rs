@@ -135,6 +135,28 @@ fn corpus() -> Vec<Case> {
     ]
 }
 
+/// A body that never ends.
+fn endless() -> Body {
+    Body::from_stream(futures_util::stream::pending::<
+        Result<axum::body::Bytes, std::io::Error>,
+    >())
+}
+
+#[tokio::test]
+async fn a_wrong_content_type_is_refused_before_the_body_is_read() {
+    let service = Service::memory(&GUARD);
+    for (name, request) in [
+        ("signals", typed(signals(endless()), "text/plain")),
+        ("pubsub", typed(pubsub(endless()), "text/plain")),
+    ] {
+        let reply = tokio::time::timeout(Duration::from_secs(10), service.send(request))
+            .await
+            .unwrap_or_else(|_| panic!("{name}: the handler waited for a body it would refuse"));
+        assert_eq!(reply.status.as_u16(), 415, "{name}: {reply:?}");
+        assert_eq!(reply.json["error"], "unsupported_media_type", "{name}");
+    }
+}
+
 #[tokio::test]
 async fn every_bad_input_gets_its_status_and_a_json_error() {
     let service = Service::memory(&GUARD);

@@ -944,7 +944,26 @@ fn a_panicking_shared_writer_fails_the_ledger_instead_of_hanging_its_waiters() {
         matches!(refused, Err(LedgerError::Poisoned { .. })),
         "{refused:?}"
     );
-    // The other replica is untouched, and so is the chain.
-    assert_eq!(first.load(&t).unwrap().head.seq, 1);
+    // The other replica is untouched, and so is the chain; the panicked
+    // transaction let go of the tenant's lock (its connection closed), or
+    // this append would wait for it.
+    let head = first.load(&t).unwrap().head;
+    assert_eq!(head.seq, 1);
+    let next = Decision {
+        entries: vec![Entry {
+            tenant: t.clone(),
+            seq: 2,
+            prev: head.hash,
+            bytes: receipt(&t, head, "after"),
+        }],
+        ..first_decision(&t, "after")
+    };
+    let first = Arc::new(first);
+    let appended = answered({
+        let first = Arc::clone(&first);
+        move || first.append_decision(next).and_then(|a| a.ticket.wait())
+    });
+    appended.unwrap();
+    assert_eq!(first.load(&t).unwrap().head.seq, 2);
     drop(taker);
 }
