@@ -55,12 +55,17 @@ impl Moto {
                 .spawn()
                 .expect("moto_server starts");
             let mut moto = Moto { child, addr };
-            // Ready once it accepts connections: at most 600 tries, 50 ms apart.
+            // Ready once it answers HTTP (a connection alone can be a
+            // socket still starting, or loopback connecting to itself on
+            // a port nothing listens on yet): at most 600 tries, 50 ms apart.
             for _ in 0..600 {
                 if moto.child.try_wait().unwrap().is_some() {
                     break;
                 }
-                if TcpStream::connect(addr).is_ok() {
+                if moto
+                    .answer("GET / HTTP/1.1", "")
+                    .is_ok_and(|a| a.starts_with("HTTP/1.1 200"))
+                {
                     return moto;
                 }
                 std::thread::sleep(Duration::from_millis(50));
@@ -88,19 +93,35 @@ impl Moto {
         .collect()
     }
 
-    /// An unsigned `PUT` of `body` to `target`; panics unless answered 200.
-    fn put(&self, target: &str, body: &str) {
+    /// The whole answer to `request_line` with `body`, on a connection of its own.
+    fn answer(&self, request_line: &str, body: &str) -> std::io::Result<String> {
         use std::io::{Read as _, Write as _};
-        let mut stream = TcpStream::connect(self.addr).unwrap();
+        let mut stream = TcpStream::connect(self.addr)?;
         write!(
             stream,
-            "PUT {target} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "{request_line}\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             self.addr,
             body.len()
-        )
-        .unwrap();
+        )?;
         let mut answer = String::new();
-        stream.read_to_string(&mut answer).unwrap();
+        stream.read_to_string(&mut answer)?;
+        Ok(answer)
+    }
+
+    /// An unsigned `PUT` of `body` to `target` (sent again, up to three
+    /// times, if the connection breaks: a `PUT` may be repeated); panics
+    /// unless answered 200.
+    fn put(&self, target: &str, body: &str) {
+        let request_line = format!("PUT {target} HTTP/1.1");
+        let mut answer = self.answer(&request_line, body);
+        for _ in 0..2 {
+            if answer.is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            answer = self.answer(&request_line, body);
+        }
+        let answer = answer.unwrap();
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     }
 
