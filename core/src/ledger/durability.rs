@@ -45,6 +45,25 @@ impl Progress {
     }
 }
 
+/// Held by a ledger's writer thread: should the thread panic (a bug), the
+/// closure it holds stops the ledger as a failed write does, rather than
+/// leaving every waiter without an answer.
+pub struct FailOnPanic<F: FnMut()>(pub F);
+
+impl<F: FnMut()> std::fmt::Debug for FailOnPanic<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FailOnPanic")
+    }
+}
+
+impl<F: FnMut()> Drop for FailOnPanic<F> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            (self.0)();
+        }
+    }
+}
+
 /// The error of a ledger stopped by `failed` (the file, or database, whose
 /// write failed, and why): what every later operation gets.
 pub fn poisoned(failed: &(PathBuf, Arc<std::io::Error>)) -> LedgerError {

@@ -37,7 +37,7 @@ mod scan;
 mod segment;
 mod verify;
 
-pub use durability::{Progress, Retaken, SyncPoint, Ticket, Verdict, poisoned};
+pub use durability::{FailOnPanic, Progress, Retaken, SyncPoint, Ticket, Verdict, poisoned};
 pub use segment::{MAX_RECORD, encode_frame};
 pub use verify::Verifier;
 

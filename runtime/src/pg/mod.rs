@@ -66,19 +66,6 @@ fn stopped(target: &str, why: &dyn std::fmt::Display) -> (PathBuf, Arc<std::io::
     (PathBuf::from(target), Arc::new(std::io::Error::other(why)))
 }
 
-/// Held by a writer thread: should it panic (a bug), the closure it holds
-/// stops the ledger as a failed commit does, rather than leaving every
-/// waiting request without an answer.
-struct FailOnPanic<F: FnMut()>(F);
-
-impl<F: FnMut()> Drop for FailOnPanic<F> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            (self.0)();
-        }
-    }
-}
-
 /// How long a start (or a writer resuming) waits for a held writer lock.
 const WRITER_LOCK_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 

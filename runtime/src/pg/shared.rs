@@ -38,9 +38,9 @@ use sha2::{Digest, Sha256};
 
 use super::{PgLedger, PgOptions, column, connect, database, partitions, position};
 use crate::ledger::{
-    Appended, Decision, Entry, GENESIS, Hash, Head, Ledger, LedgerError, LockedTenant, Mark,
-    Progress, Record, Recovered, Redecide, Rejection, Retaken, SharedLedger, Stored, SyncPoint,
-    Ticket, Verdict, VerifyOptions, VerifyReport, chain_hash,
+    Appended, Decision, Entry, FailOnPanic, GENESIS, Hash, Head, Ledger, LedgerError, LockedTenant,
+    Mark, Progress, Record, Recovered, Redecide, Rejection, Retaken, SharedLedger, Stored,
+    SyncPoint, Ticket, Verdict, VerifyOptions, VerifyReport, chain_hash,
 };
 use crate::tenant::TenantId;
 
@@ -380,7 +380,7 @@ impl SharedPgLedger {
         let writer = std::thread::Builder::new()
             .name("ledger-pg-shared".to_owned())
             .spawn(move || {
-                let _failing = super::FailOnPanic(|| fail(&failing, &super::WRITER_PANICKED));
+                let _failing = FailOnPanic(|| fail(&failing, &super::WRITER_PANICKED));
                 writer.run(max_batch);
             })
             .map_err(|source| LedgerError::Io {
@@ -977,7 +977,7 @@ impl Writer {
                     }
                     self.inner.sync.publish(last, last);
                 }
-                Err(why) => return self.fail(&why),
+                Err(why) => return fail(&self.inner, &why),
             }
         }
     }
@@ -1169,11 +1169,6 @@ impl Writer {
         ) {
             tracing::warn!(target = %self.inner.target, error = %crate::report::error_chain(&error), "removing expired event ids failed");
         }
-    }
-
-    /// Stops the ledger: every pending and later ticket gets the error.
-    fn fail(&self, why: &dyn std::fmt::Display) {
-        fail(&self.inner, why);
     }
 }
 

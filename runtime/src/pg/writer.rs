@@ -41,7 +41,7 @@ pub(super) fn spawn(
     std::thread::Builder::new()
         .name("ledger-pg-writer".to_owned())
         .spawn(move || {
-            let _failing = super::FailOnPanic(|| fail(&shared, &super::WRITER_PANICKED));
+            let _failing = crate::ledger::FailOnPanic(|| fail(&shared, &super::WRITER_PANICKED));
             run(&shared, url, client, options, partition_end);
         })
 }

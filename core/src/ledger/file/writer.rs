@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError};
 
 use super::{COMMIT_DELAY, Chunk, PREALLOCATE, Pending, Shared, SyncFn, index, lock};
-use crate::ledger::Hash;
+use crate::ledger::{FailOnPanic, Hash};
 use crate::ledger::{is_out_of_space, segment};
 
 /// Stops the ledger: appends refuse, and every wait for durability (pending
@@ -20,22 +20,6 @@ fn fail(shared: &Shared, path: PathBuf, error: io::Error) {
     state.leaves.clear();
     drop(state);
     shared.sync.fail(path, error);
-}
-
-/// Held by the writer thread: should it panic (a bug), the ledger fails as
-/// on a write error, rather than leaving every request waiting for a sync
-/// that never comes.
-struct FailOnPanic(Arc<Shared>);
-
-impl Drop for FailOnPanic {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let error = io::Error::other(
-                "the ledger's writer thread stopped on a bug; open the ledger again (it recovers from the log)",
-            );
-            fail(&self.0, self.0.dir.clone(), error);
-        }
-    }
 }
 
 /// How often a writer waiting for disk space tries again.
@@ -63,7 +47,13 @@ pub(super) struct Writer {
 
 impl Writer {
     pub(super) fn run(mut self) {
-        let _stopping = FailOnPanic(Arc::clone(&self.shared));
+        let shared = Arc::clone(&self.shared);
+        let _stopping = FailOnPanic(move || {
+            let error = io::Error::other(
+                "the ledger's writer thread stopped on a bug; open the ledger again (it recovers from the log)",
+            );
+            fail(&shared, shared.dir.clone(), error);
+        });
         let mut batch: Vec<Chunk> = Vec::new();
         let mut pending = Vec::new();
         let mut leaves = Vec::new();

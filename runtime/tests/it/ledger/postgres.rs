@@ -891,15 +891,16 @@ impl Redecide for PanickingTaker {
     }
 }
 
-/// `t`'s first receipt as a decision a replica took on an empty chain.
-fn first_decision(t: &TenantId, note: &str) -> Decision {
+/// The receipt after `head` as a decision a replica took on `t`'s chain
+/// ending there.
+fn decision_after(t: &TenantId, head: Head, note: &str) -> Decision {
     Decision {
         tenant: t.clone(),
         entries: vec![Entry {
             tenant: t.clone(),
-            seq: 1,
-            prev: GENESIS,
-            bytes: receipt(t, Head::EMPTY, note),
+            seq: head.seq + 1,
+            prev: head.hash,
+            bytes: receipt(t, head, note),
         }],
         state: Vec::new(),
         due: None,
@@ -918,13 +919,13 @@ fn first_decision(t: &TenantId, note: &str) -> Decision {
 fn a_panicking_shared_writer_fails_the_ledger_instead_of_hanging_its_waiters() {
     use ggen_runtime::pg::shared::SharedPgLedger;
     let Some(url) = fresh_schema() else { return };
-    let first = SharedPgLedger::open(&url, PgOptions::default()).unwrap();
+    let first = Arc::new(SharedPgLedger::open(&url, PgOptions::default()).unwrap());
     let second = Arc::new(SharedPgLedger::open(&url, PgOptions::default()).unwrap());
     let taker: Arc<dyn Redecide> = Arc::new(PanickingTaker);
     second.set_redecider(Arc::downgrade(&taker));
     let t = tenant("acme");
     first
-        .append_decision(first_decision(&t, "first"))
+        .append_decision(decision_after(&t, Head::EMPTY, "first"))
         .unwrap()
         .ticket
         .wait()
@@ -934,12 +935,12 @@ fn a_panicking_shared_writer_fails_the_ledger_instead_of_hanging_its_waiters() {
     let err = answered({
         let (second, t) = (Arc::clone(&second), t.clone());
         move || {
-            let appended = second.append_decision(first_decision(&t, "overtaken"));
+            let appended = second.append_decision(decision_after(&t, Head::EMPTY, "overtaken"));
             appended.and_then(|a| a.ticket.wait())
         }
     });
     assert_writer_stopped(&err);
-    let refused = second.append_decision(first_decision(&t, "later"));
+    let refused = second.append_decision(decision_after(&t, Head::EMPTY, "later"));
     assert!(
         matches!(refused, Err(LedgerError::Poisoned { .. })),
         "{refused:?}"
@@ -949,16 +950,7 @@ fn a_panicking_shared_writer_fails_the_ledger_instead_of_hanging_its_waiters() {
     // this append would wait for it.
     let head = first.load(&t).unwrap().head;
     assert_eq!(head.seq, 1);
-    let next = Decision {
-        entries: vec![Entry {
-            tenant: t.clone(),
-            seq: 2,
-            prev: head.hash,
-            bytes: receipt(&t, head, "after"),
-        }],
-        ..first_decision(&t, "after")
-    };
-    let first = Arc::new(first);
+    let next = decision_after(&t, head, "after");
     let appended = answered({
         let first = Arc::clone(&first);
         move || first.append_decision(next).and_then(|a| a.ticket.wait())
