@@ -368,6 +368,7 @@ impl SharedPgLedger {
             client,
             window_ms: 0,
             txid: None,
+            unconfirmed: None,
             last_batch: 0,
             contended: false,
             pruned: Instant::now(),
@@ -623,7 +624,7 @@ impl SharedLedger for SharedPgLedger {
                     hashes,
                     verdict: Arc::default(),
                 };
-                let (outcomes, wrote) = write_batch(
+                let (outcomes, written) = write_batch(
                     &mut tx,
                     oid,
                     &mut vec![pending],
@@ -635,7 +636,7 @@ impl SharedLedger for SharedPgLedger {
                 .map_err(failed("committing a decision under its tenant's lock"))?;
                 match outcomes.first() {
                     Some(Outcome::Rejected(why)) => Err(LedgerError::Rejected(*why)),
-                    _ if wrote => tx
+                    _ if !written.is_empty() => tx
                         .commit()
                         .map_err(failed("committing a decision under its tenant's lock")),
                     _ => Ok(()),
@@ -804,6 +805,11 @@ struct Writer {
     window_ms: i64,
     /// The transaction id of the last commit attempted, once known.
     txid: Option<i64>,
+    /// What the last transaction decided and wrote, kept from the moment its
+    /// `COMMIT` is sent until the answer comes back: if the connection is
+    /// lost in between, [`Writer::resume`] reports these outcomes when the
+    /// decisions it wrote are stored.
+    unconfirmed: Option<(Outcomes, Vec<Written>)>,
     /// Decisions in the last batch taken.
     last_batch: usize,
     /// Whether the last batch had decisions another replica overtook.
@@ -869,6 +875,9 @@ enum Outcome {
 
 /// What one batch decided for each of its decisions.
 type Outcomes = Vec<Outcome>;
+
+/// A decision a transaction wrote, by its last receipt: tenant, seq, hash.
+type Written = (String, i64, Hash);
 
 /// Where a writer's transaction takes decisions that joined it late.
 struct Joining<'a> {
@@ -1057,6 +1066,8 @@ impl Writer {
             .as_ref()
             .and_then(std::sync::Weak::upgrade);
         let client = &mut self.client;
+        let unconfirmed = &mut self.unconfirmed;
+        *unconfirmed = None;
         let joining = Joining {
             queue: &self.inner,
             max_batch,
@@ -1071,8 +1082,14 @@ impl Writer {
             true,
             &mut txid,
         )
-        .and_then(|(outcomes, wrote)| {
-            client.batch_execute(if wrote { "COMMIT" } else { "ROLLBACK" })?;
+        .and_then(|(outcomes, written)| {
+            if written.is_empty() {
+                client.batch_execute("ROLLBACK")?;
+                return Ok(outcomes);
+            }
+            *unconfirmed = Some((outcomes.clone(), written));
+            client.batch_execute("COMMIT")?;
+            *unconfirmed = None;
             Ok(outcomes)
         });
         if outcome.is_err() && !client.is_closed() {
@@ -1085,10 +1102,11 @@ impl Writer {
     }
 
     /// After the connection was lost during `batch`'s commit: connects
-    /// again (backing off, for up to [`super::RESUME_FOR`]) and finds out whether
-    /// the transaction committed: if one of its decisions' last receipt is
-    /// stored with its hash, it did (the decisions not stored were
-    /// refused in it); if none is, it did not, and the batch is judged and
+    /// again (backing off, for up to [`super::RESUME_FOR`]) and finds out
+    /// whether the transaction committed: it did if its `COMMIT` was sent
+    /// and a decision it wrote (as queued, or as taken again) is stored with
+    /// its last receipt's hash, and then the batch's outcomes are the ones
+    /// it decided; otherwise it did not, and the batch is judged and
     /// committed again.
     fn resume(&mut self, batch: &[Pending]) -> Result<Outcomes, String> {
         let target = self.inner.target.clone();
@@ -1117,45 +1135,37 @@ impl Writer {
                 }
             }
         }
-        let tenants: Vec<&str> = batch.iter().map(|p| p.decision.tenant.as_str()).collect();
-        let seqs: Vec<i64> = batch
-            .iter()
-            .map(|p| position(p.decision.entries[p.decision.entries.len() - 1].seq))
-            .collect();
-        let stored: HashSet<(String, i64, Vec<u8>)> = client
-            .query(
-                "SELECT r.tenant, r.seq, r.hash FROM ggen_receipts r
-                 JOIN unnest($1::text[], $2::bigint[]) AS c(tenant, seq)
-                   ON r.tenant = c.tenant AND r.seq = c.seq",
-                &[&tenants, &seqs],
-            )
-            .map_err(query("reading what the interrupted commit wrote"))?
-            .into_iter()
-            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
-            .collect::<Result<_, postgres::Error>>()
-            .map_err(query("reading what the interrupted commit wrote"))?;
-        self.client = client;
-        let written: Vec<bool> = batch
-            .iter()
-            .zip(&seqs)
-            .map(|(p, seq)| {
-                let hash = p.hashes[p.hashes.len() - 1].to_vec();
-                stored.contains(&(p.decision.tenant.to_string(), *seq, hash))
-            })
-            .collect();
-        if written.iter().any(|w| *w) {
-            tracing::info!(target = %target, "ledger connection back; the interrupted commit had completed");
-            return Ok(written
+        // If its `COMMIT` was sent, the transaction committed exactly when
+        // the decisions it wrote are stored (all of them or none), and then
+        // its outcomes are the ones it decided, decisions taken again
+        // included. If the `COMMIT` was not sent, nothing of it is stored.
+        if let Some((outcomes, written)) = self.unconfirmed.take() {
+            let (tenants, seqs): (Vec<&str>, Vec<i64>) = written
+                .iter()
+                .map(|(tenant, seq, _)| (tenant.as_str(), *seq))
+                .unzip();
+            let stored: HashSet<(String, i64, Vec<u8>)> = client
+                .query(
+                    "SELECT r.tenant, r.seq, r.hash FROM ggen_receipts r
+                     JOIN unnest($1::text[], $2::bigint[]) AS c(tenant, seq)
+                       ON r.tenant = c.tenant AND r.seq = c.seq",
+                    &[&tenants, &seqs],
+                )
+                .map_err(query("reading what the interrupted commit wrote"))?
                 .into_iter()
-                .map(|w| {
-                    if w {
-                        Outcome::Committed
-                    } else {
-                        Outcome::Rejected(Rejection::Overtaken)
-                    }
-                })
-                .collect());
+                .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
+                .collect::<Result<_, postgres::Error>>()
+                .map_err(query("reading what the interrupted commit wrote"))?;
+            let committed = written
+                .into_iter()
+                .any(|(tenant, seq, hash)| stored.contains(&(tenant, seq, hash.to_vec())));
+            if committed {
+                self.client = client;
+                tracing::info!(target = %target, "ledger connection back; the interrupted commit had completed");
+                return Ok(outcomes);
+            }
         }
+        self.client = client;
         let mut again = batch.to_vec();
         let outcomes = self
             .commit_fixed(&mut again)
@@ -1191,9 +1201,10 @@ fn fail(inner: &Inner, why: &dyn std::fmt::Display) {
 
 /// Judges `batch` in a transaction on `client` and writes what of it still
 /// extends the committed chains (see the module docs): each decision's
-/// refusal, if it was refused, and whether anything was written (the
-/// caller commits, or rolls back). `begin` opens the transaction (else the
-/// caller has); `txid` learns its id as soon as it is known.
+/// refusal, if it was refused, and the decisions it wrote, by their last
+/// receipts (the caller commits them, or rolls back when there are none).
+/// `begin` opens the transaction (else the caller has); `txid` learns its
+/// id as soon as it is known.
 ///
 /// Four round trips for a batch of any size, none of them a prepare
 /// (statements are sent typed): open and lock, read the heads and the ids
@@ -1206,7 +1217,7 @@ fn write_batch(
     taker: Option<&dyn Redecide>,
     begin: bool,
     txid: &mut Option<i64>,
-) -> Result<(Outcomes, bool), postgres::Error> {
+) -> Result<(Outcomes, Vec<Written>), postgres::Error> {
     let mut begin = begin;
     if let Some(joining) = joining
         && let Some(turn) = joining.turn
@@ -1490,7 +1501,7 @@ fn write_batch(
         })
         .collect();
     if accepted.is_empty() {
-        return Ok((outcomes, false));
+        return Ok((outcomes, Vec::new()));
     }
     let count: usize = accepted.iter().map(|(d, _)| d.entries.len()).sum();
     // Positions are the receipt counter's value before this batch plus
@@ -1576,7 +1587,18 @@ fn write_batch(
             (&position(count as u64), Type::INT8),
         ],
     )?;
-    Ok((outcomes, true))
+    let written = accepted
+        .iter()
+        .map(|(d, hashes)| {
+            let last = d.entries.len() - 1;
+            (
+                d.tenant.to_string(),
+                position(d.entries[last].seq),
+                hashes[last],
+            )
+        })
+        .collect();
+    Ok((outcomes, written))
 }
 
 #[cfg(test)]

@@ -691,7 +691,7 @@ fn answered<T: Send + 'static>(wait: impl FnOnce() -> T + Send + 'static) -> T {
     });
     waited
         .recv_timeout(std::time::Duration::from_secs(30))
-        .expect("the wait hung after the writer panicked")
+        .expect("the wait did not end within 30 s")
 }
 
 /// `answer` is the error of a ledger whose writer thread panicked.

@@ -3,7 +3,9 @@
 //! commit and checkpoint behaviour, migrations, the writer lock, tampering
 //! in the tables, and `ledger copy` both ways.
 
-use std::sync::atomic::AtomicUsize;
+use std::io::{Read as _, Write as _};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 
 use ggen_runtime::pg::copy::copy;
 use ggen_runtime::pg::{PgLedger, PgOptions};
@@ -958,4 +960,177 @@ fn a_panicking_shared_writer_fails_the_ledger_instead_of_hanging_its_waiters() {
     appended.unwrap();
     assert_eq!(first.load(&t).unwrap().head.seq, 2);
     drop(taker);
+}
+
+/// Takes every overtaken decision again on the stored head (one receipt
+/// saying so), counting how often it was asked.
+#[derive(Default)]
+struct RetakingTaker(AtomicUsize);
+
+impl Redecide for RetakingTaker {
+    fn redecide(
+        &self,
+        tenant: &TenantId,
+        stored: Stored,
+        _redo: &Redo,
+    ) -> Result<(Option<Decision>, Retaken), String> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        let report: Retaken = Arc::new("taken again");
+        Ok((
+            Some(decision_after(tenant, stored.head, "taken again")),
+            report,
+        ))
+    }
+}
+
+/// A TCP proxy in front of the test server. Once armed, it cuts the first
+/// connection that sends a `COMMIT` after writing receipts (a writer's):
+/// the `COMMIT` reaches the server, but its answer never reaches the
+/// client. Every other byte passes through.
+struct CommitCutter {
+    port: u16,
+    armed: Arc<AtomicBool>,
+    cuts: Arc<AtomicUsize>,
+}
+
+impl CommitCutter {
+    /// A cutter in front of the server `url` names.
+    fn start(url: &str) -> CommitCutter {
+        let upstream = authority(url).to_owned();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let cutter = CommitCutter {
+            port: listener.local_addr().unwrap().port(),
+            armed: Arc::default(),
+            cuts: Arc::default(),
+        };
+        let (armed, cuts) = (Arc::clone(&cutter.armed), Arc::clone(&cutter.cuts));
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let (Ok(client), Ok(server)) = (client, TcpStream::connect(&upstream)) else {
+                    return;
+                };
+                relay(client, server, Arc::clone(&armed), Arc::clone(&cuts));
+            }
+        });
+        cutter
+    }
+
+    /// `url` through the cutter.
+    fn url(&self, url: &str) -> String {
+        url.replacen(authority(url), &format!("127.0.0.1:{}", self.port), 1)
+    }
+
+    fn arm(&self) {
+        self.armed.store(true, Ordering::SeqCst);
+    }
+
+    /// Connections cut so far.
+    fn cuts(&self) -> usize {
+        self.cuts.load(Ordering::SeqCst)
+    }
+}
+
+/// The `host:port` of a `postgres://user@host:port/db…` URL.
+fn authority(url: &str) -> &str {
+    let rest = &url[url.find('@').expect("a user in the test URL") + 1..];
+    &rest[..rest.find('/').expect("a database in the test URL")]
+}
+
+/// Relays one connection both ways (see [`CommitCutter`]).
+fn relay(client: TcpStream, server: TcpStream, armed: Arc<AtomicBool>, cuts: Arc<AtomicUsize>) {
+    // Set once the armed `COMMIT` went to the server: its answer is dropped.
+    let hold = Arc::new(AtomicBool::new(false));
+    let (mut from_server, mut to_client) =
+        (server.try_clone().unwrap(), client.try_clone().unwrap());
+    let holding = Arc::clone(&hold);
+    std::thread::spawn(move || {
+        let mut buf = vec![0; 1 << 16];
+        while let Ok(n @ 1..) = from_server.read(&mut buf) {
+            if holding.load(Ordering::SeqCst) {
+                cuts.fetch_add(1, Ordering::SeqCst);
+                break;
+            }
+            if to_client.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = to_client.shutdown(Shutdown::Both);
+        let _ = from_server.shutdown(Shutdown::Both);
+    });
+    let (mut from_client, mut to_server) = (client, server);
+    std::thread::spawn(move || {
+        let mut buf = vec![0; 1 << 16];
+        // The end of the last read, so a marker split between reads is found.
+        let mut seen: Vec<u8> = Vec::new();
+        let mut writer = false;
+        while let Ok(n @ 1..) = from_client.read(&mut buf) {
+            seen.drain(..seen.len().saturating_sub(16));
+            let tail = seen.len();
+            seen.extend_from_slice(&buf[..n]);
+            // A marker ending in this read's bytes (one wholly in the kept
+            // tail was seen last time).
+            let has = |marker: &[u8]| {
+                let first = tail.saturating_sub(marker.len() - 1);
+                seen.len() >= marker.len()
+                    && (first..=seen.len() - marker.len()).any(|at| seen[at..].starts_with(marker))
+            };
+            writer |= has(b"UPDATE ggen_log");
+            if writer && has(b"COMMIT\0") && armed.swap(false, Ordering::SeqCst) {
+                hold.store(true, Ordering::SeqCst);
+            }
+            if to_server.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = to_server.shutdown(Shutdown::Both);
+    });
+}
+
+#[test]
+fn a_commit_whose_answer_is_lost_counts_the_decisions_it_took_again_once() {
+    use ggen_runtime::pg::shared::SharedPgLedger;
+    let Some(url) = fresh_schema() else { return };
+    let cutter = CommitCutter::start(&url);
+    let first = Arc::new(SharedPgLedger::open(&cutter.url(&url), PgOptions::default()).unwrap());
+    let second = SharedPgLedger::open(&url, PgOptions::default()).unwrap();
+    let taker = Arc::new(RetakingTaker::default());
+    let attached: Arc<dyn Redecide> = Arc::clone(&taker) as Arc<dyn Redecide>;
+    first.set_redecider(Arc::downgrade(&attached));
+    let t = tenant("acme");
+    let committed = |ledger: &SharedPgLedger, decision| {
+        ledger
+            .append_decision(decision)
+            .unwrap()
+            .ticket
+            .wait()
+            .unwrap();
+    };
+    committed(&first, decision_after(&t, Head::EMPTY, "first"));
+    let one = first.load(&t).unwrap().head;
+    committed(&second, decision_after(&t, one, "second"));
+    // The first replica decides on the head the second overtook: its writer
+    // takes the decision again and commits it, and the answer to that
+    // `COMMIT` is lost with the connection.
+    cutter.arm();
+    let ticket = first
+        .append_decision(decision_after(&t, one, "overtaken"))
+        .unwrap()
+        .ticket;
+    let waiting = ticket.clone();
+    answered(move || waiting.wait()).unwrap();
+    assert_eq!(cutter.cuts(), 1, "no connection was cut after its COMMIT");
+    let report = ticket.retaken().expect("the decision was not taken again");
+    assert_eq!(report.downcast_ref::<&str>(), Some(&"taken again"));
+    // Written once: the resumed writer saw its decision stored, and did not
+    // take the input again on top of it.
+    assert_eq!(taker.0.load(Ordering::SeqCst), 1, "taken again twice");
+    let head = second.load(&t).unwrap().head;
+    assert_eq!(head.seq, 3);
+    let third = second.read(&t, 2, 10).unwrap();
+    assert_eq!(third.len(), 1);
+    assert!(String::from_utf8_lossy(&third[0].bytes).contains("taken again"));
+    drop((first, second));
+    let report = PgLedger::open_read_only(&url).unwrap().verify().unwrap();
+    assert_eq!((report.receipts, report.first_bad), (3, None));
+    drop(attached);
 }
