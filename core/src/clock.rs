@@ -15,7 +15,9 @@ pub struct Timestamp(pub i64);
 
 /// A timestamp that is not RFC 3339 or out of range.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid timestamp `{text}`: expected RFC 3339, e.g. `2026-01-01T00:00:00Z`")]
+#[error(
+    "invalid timestamp `{text}`: expected RFC 3339 in the years 0000 to 9999 once in UTC, e.g. `2026-01-01T00:00:00Z`"
+)]
 pub struct TimestampError {
     text: String,
 }
@@ -42,14 +44,28 @@ impl Timestamp {
         Timestamp(self.0.saturating_add(s as i64 * 1000))
     }
 
+    /// The first millisecond of the year 0000 in UTC.
+    pub const FIRST: Timestamp = Timestamp(-62_167_219_200_000);
+    /// The last millisecond of the year 9999 in UTC.
+    pub const LAST: Timestamp = Timestamp(253_402_300_799_999);
+
     /// Parses RFC 3339 (any offset; sub-millisecond digits are truncated).
+    /// The time in UTC must lie in the years 0000 to 9999
+    /// ([`Timestamp::FIRST`] to [`Timestamp::LAST`]), the times RFC 3339
+    /// text in UTC can spell: a receipt records times that way and reads
+    /// them back, and a time an offset pushes past either end (such as
+    /// `9999-12-31T23:59:59-23:59`) could not be read back.
     pub fn parse(text: &str) -> Result<Timestamp, TimestampError> {
         let err = || TimestampError {
             text: text.to_owned(),
         };
         let parsed = OffsetDateTime::parse(text, &Rfc3339).map_err(|_| err())?;
         let ms = parsed.unix_timestamp_nanos().div_euclid(1_000_000);
-        i64::try_from(ms).map(Timestamp).map_err(|_| err())
+        i64::try_from(ms)
+            .ok()
+            .map(Timestamp)
+            .filter(|t| (Timestamp::FIRST..=Timestamp::LAST).contains(t))
+            .ok_or_else(err)
     }
 }
 
@@ -200,6 +216,22 @@ mod tests {
     }
 
     #[test]
+    fn refuses_times_an_offset_pushes_out_of_the_years_0000_to_9999() {
+        for text in ["9999-12-31T23:59:59-23:59", "0000-01-01T00:00:00+00:01"] {
+            let err = Timestamp::parse(text).unwrap_err();
+            assert!(err.to_string().contains("0000 to 9999"), "{err}");
+        }
+        let last = Timestamp::parse("9999-12-31T23:59:59.999Z").unwrap();
+        assert_eq!(last, Timestamp::LAST);
+        let first = Timestamp::parse("0000-01-01T00:00:00Z").unwrap();
+        assert_eq!(first, Timestamp::FIRST);
+        assert_eq!(
+            Timestamp::parse("0000-01-01T00:00:00-00:01").unwrap(),
+            Timestamp(Timestamp::FIRST.0 + 60_000)
+        );
+    }
+
+    #[test]
     fn before_epoch_formats() {
         assert_eq!(Timestamp(-1).to_string(), "1969-12-31T23:59:59.999Z");
     }
@@ -240,6 +272,25 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// Whatever is accepted is written the fast way and reads back as itself.
+        #[test]
+        fn an_accepted_time_reads_back_as_itself(
+            // The first and the last day of the range, often: an offset
+            // can push a time there across either end.
+            y in proptest::prop_oneof![proptest::strategy::Just(0), proptest::strategy::Just(9999), 0..=9999i32],
+            mo in proptest::prop_oneof![proptest::strategy::Just(1), proptest::strategy::Just(12), 1..=12u8],
+            d in proptest::prop_oneof![proptest::strategy::Just(1), proptest::strategy::Just(31), 1..=31u8],
+            h in 0..24u8, mi in 0..60u8,
+            s in 0..60u8, ms in 0..1000u16, east in proptest::bool::ANY, oh in 0..24u8, om in 0..60u8,
+        ) {
+            let sign = if east { '+' } else { '-' };
+            let text = format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}{sign}{oh:02}:{om:02}");
+            if let Ok(t) = Timestamp::parse(&text) {
+                proptest::prop_assert!(t.rfc3339().is_some(), "{}", text);
+                proptest::prop_assert_eq!(Timestamp::parse(&t.to_string()).ok(), Some(t));
+            }
+        }
+
         #[test]
         fn fast_formatting_matches_the_time_crate(ms in -62_167_219_200_000i64..253_402_300_800_000) {
             let fast = Timestamp(ms).rfc3339().map(|t| t.as_str().to_owned());

@@ -88,6 +88,12 @@ fn corpus() -> Vec<Case> {
         case("long tenant", signals(signal(&"t".repeat(129), 1.0, "x")), 400, "bad_request"),
         case("control chars in tenant", signals(signal("a\u{0}b", 1.0, "x")), 400, "bad_request"),
         case("bad time", signals(r#"{"tenant":"a","signal":"load","value":1,"at":"yesterday"}"#), 400, "bad_request"),
+        // Times an offset pushes out of the years 0000 to 9999 in UTC: a
+        // receipt could record them but not read them back.
+        case("time past the year 9999", signals(r#"{"tenant":"a","signal":"load","value":1,"at":"9999-12-31T23:59:59-23:59"}"#), 400, "bad_request"),
+        case("time before the year 0000", signals(r#"{"tenant":"a","signal":"load","value":1,"at":"0000-01-01T00:00:00+00:01"}"#), 400, "bad_request"),
+        case("publish time past the year 9999", pubsub(json!({"message":{"data":b64(br#"{"signal":"load","value":1}"#),"attributes":{"tenant_id":"a"},"messageId":"1","publishTime":"9999-12-31T23:59:59-23:59"}}).to_string()), 400, "bad_request"),
+        case("marketplace time past the year 9999", marketplace(r#"{"tenant":"a","event":"created","id":"1","at":"9999-12-31T23:59:59-23:59"}"#), 400, "bad_request"),
         case("long id", signals(signal("a", 1.0, &"i".repeat(300))), 400, "bad_request"),
         case("unknown signal", signals(r#"{"tenant":"r1","signal":"nope","value":1}"#), 400, "rejected"),
         case("below min", signals(signal("r2", -5.0, "x")), 400, "rejected"),
