@@ -16,7 +16,7 @@
 //! the handler runs.
 
 use axum::Json;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -25,6 +25,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq as _;
 
 use super::error::{AuthReason, IngressError};
+use super::path::Params;
 use super::signals;
 use super::state::AppState;
 use super::tenants::unknown;
@@ -215,7 +216,7 @@ fn matches(token: &ReadToken, stored: Option<String>) -> Result<Reader, IngressE
 /// route's admission layer); the answer is the only place its secret appears.
 pub(crate) async fn issue(
     State(state): State<AppState>,
-    Path(tenant): Path<String>,
+    Params(tenant): Params<String>,
 ) -> Result<Response, IngressError> {
     state.check_writable()?;
     let tenant = signals::parse_tenant(&tenant)?;
@@ -245,7 +246,7 @@ pub(crate) async fn issue(
 /// `DELETE /v1/tenants/{t}/tokens/{id}`: revokes a read token (admin).
 pub(crate) async fn revoke(
     State(state): State<AppState>,
-    Path((tenant, id)): Path<(String, String)>,
+    Params((tenant, id)): Params<(String, String)>,
 ) -> Result<Response, IngressError> {
     state.check_writable()?;
     let tenant = signals::parse_tenant(&tenant)?;
@@ -275,7 +276,7 @@ pub(crate) async fn revoke(
 /// `GET /v1/tenants/{t}/tokens`: the ids of the tenant's read tokens (admin).
 pub(crate) async fn list(
     State(state): State<AppState>,
-    Path(tenant): Path<String>,
+    Params(tenant): Params<String>,
 ) -> Result<Json<serde_json::Value>, IngressError> {
     let tenant = signals::parse_tenant(&tenant)?;
     let ids = state

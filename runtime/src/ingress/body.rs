@@ -12,7 +12,8 @@ use super::state::AppState;
 
 /// A JSON request's buffered body: 415 unless it declares
 /// `application/json` (judged before any of the body is read), then 413
-/// past the route's `DefaultBodyLimit` (the SKU's `max_body_bytes` on the
+/// for a declared `Content-Length` past the limit (likewise) or a body that
+/// runs past the route's `DefaultBodyLimit` (the SKU's `max_body_bytes` on the
 /// routes that use this, which the error names) or 400 for a broken
 /// stream. The headers are read in place (axum's `HeaderMap` extractor
 /// copies them all, on every request).
@@ -24,6 +25,12 @@ impl FromRequest<AppState> for JsonBytes {
     async fn from_request(request: Request, state: &AppState) -> Result<Self, IngressError> {
         require_json(request.headers())?;
         let max = state.registry.pack().sku().ingress.max_body_bytes;
+        // A declared length past the limit is refused before any of the
+        // body is read: a client declaring a large body and sending little
+        // would otherwise hold its slot until the body timeout.
+        if declared_length(request.headers()).is_some_and(|len| len > max as u64) {
+            return Err(IngressError::TooLarge { max });
+        }
         bytes(Bytes::from_request(request, state).await, max).map(JsonBytes)
     }
 }
@@ -45,6 +52,16 @@ pub(crate) fn require_json(headers: &HeaderMap) -> Result<(), IngressError> {
             got: text.chars().take(64).collect(),
         })
     }
+}
+
+/// The body length the request declares (`Content-Length`), if it is a number.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
 }
 
 /// The buffered body, or 413 past `max` bytes / 400 for a broken stream.

@@ -59,6 +59,7 @@ mod marketplace;
 pub mod metrics;
 pub mod notifications;
 mod observe;
+mod path;
 mod pubsub;
 mod server;
 pub mod service;

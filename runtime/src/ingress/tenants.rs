@@ -12,7 +12,7 @@ use std::time::Instant;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -21,6 +21,7 @@ use serde_json::json;
 use super::access::Reader;
 use super::body;
 use super::error::IngressError;
+use super::path::Params;
 use super::signals;
 use super::state::AppState;
 use crate::ledger::{LedgerError, Record, VerifyReport};
@@ -83,7 +84,7 @@ async fn read_off_workers(
 /// `GET /v1/tenants/{t}`: state, entitlement, in-flight actions, last receipt.
 pub(crate) async fn get(
     State(state): State<AppState>,
-    Path(tenant): Path<String>,
+    Params(tenant): Params<String>,
 ) -> Result<Json<serde_json::Value>, IngressError> {
     let tenant = signals::parse_tenant(&tenant)?;
     let view = state
@@ -107,7 +108,7 @@ pub(crate) async fn get(
 /// `GET /v1/tenants/{t}/admit`: `{allow, state, reason}`.
 pub(crate) async fn admit(
     State(state): State<AppState>,
-    Path(tenant): Path<String>,
+    Params(tenant): Params<String>,
 ) -> Result<Json<serde_json::Value>, IngressError> {
     let tenant = signals::parse_tenant(&tenant)?;
     let admission = state.registry.admit(&tenant);
@@ -131,7 +132,7 @@ pub(crate) struct Page {
 pub(crate) async fn receipts(
     _reader: Reader,
     State(state): State<AppState>,
-    Path(tenant): Path<String>,
+    Params(tenant): Params<String>,
     query: Result<Query<Page>, QueryRejection>,
 ) -> Result<Response, IngressError> {
     let tenant = signals::parse_tenant(&tenant)?;
@@ -184,7 +185,7 @@ struct ResetBody {
 pub(crate) async fn reset(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path(tenant): Path<String>,
+    Params(tenant): Params<String>,
     raw: Result<Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, IngressError> {
     let raw = body::bytes(raw, state.registry.pack().sku().ingress.max_body_bytes)?;
@@ -318,7 +319,7 @@ pub(crate) struct ProofQuery {
 pub(crate) async fn proof(
     _reader: Reader,
     State(state): State<AppState>,
-    Path((tenant, seq)): Path<(String, String)>,
+    Params((tenant, seq)): Params<(String, String)>,
     query: Result<Query<ProofQuery>, QueryRejection>,
 ) -> Result<Response, IngressError> {
     let tenant = signals::parse_tenant(&tenant)?;

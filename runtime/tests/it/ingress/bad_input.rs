@@ -55,6 +55,14 @@ fn case(name: &'static str, request: Request<Body>, status: u16, code: &'static 
     }
 }
 
+/// `request` declaring a body of `len` bytes, whatever it sends.
+fn declared(mut request: Request<Body>, len: usize) -> Request<Body> {
+    request
+        .headers_mut()
+        .insert(header::CONTENT_LENGTH, header::HeaderValue::from(len));
+    request
+}
+
 fn signals(body: impl Into<Body>) -> Request<Body> {
     post("/v1/signals", body)
 }
@@ -106,6 +114,9 @@ fn corpus() -> Vec<Case> {
         case("no content type", raw("POST", "/v1/signals", None, signal("a", 1.0, "x")), 415, "unsupported_media_type"),
         // The content type is judged first, then the size.
         case("text/plain, too large", raw("POST", "/v1/signals", Some("text/plain"), vec![b' '; MAX_BODY + 1]), 415, "unsupported_media_type"),
+        // Judged from the header, before a body that may never come.
+        case("declared too large", declared(signals("{}"), MAX_BODY + 1), 413, "too_large"),
+        case("pubsub declared too large", declared(push("a", "{}"), MAX_BODY + 1), 413, "too_large"),
         case("pubsub text/plain", typed(push("a", "{}"), "text/plain"), 415, "unsupported_media_type"),
         case("pubsub too large", pubsub(vec![b' '; MAX_BODY + 1]), 413, "too_large"),
         case("batch too large", signals(format!("[{}]", vec!["1"; 1001].join(","))), 400, "bad_request"),
@@ -129,6 +140,12 @@ fn corpus() -> Vec<Case> {
         case("receipts limit text", get("/v1/tenants/r1/receipts?limit=ten"), 400, "bad_request"),
         case("receipts unknown query", get("/v1/tenants/r1/receipts?offset=1"), 400, "bad_request"),
         case("hostile tenant path", get("/v1/tenants/..%2Fetc"), 400, "bad_request"),
+        // Escapes that are not UTF-8, in every kind of path parameter.
+        case("tenant path not utf-8", get("/v1/tenants/%ff"), 400, "bad_request"),
+        case("admit path not utf-8", get("/v1/tenants/%ff/admit"), 400, "bad_request"),
+        case("proof path not utf-8", get("/v1/tenants/r1/receipts/%ff/proof"), 400, "bad_request"),
+        case("reset path not utf-8", request("POST", "/v1/tenants/%ff/reset", Some(ADMIN), Body::empty()), 400, "bad_request"),
+        case("token path not utf-8", request("DELETE", "/v1/tenants/r1/tokens/%c3%28", Some(ADMIN), Body::empty()), 400, "bad_request"),
         case("unknown tenant", get("/v1/tenants/ghost"), 404, "not_found"),
         case("unknown tenant receipts", get("/v1/tenants/ghost/receipts"), 404, "not_found"),
         case("reset unknown tenant", request("POST", "/v1/tenants/ghost/reset", Some(ADMIN), Body::empty()), 404, "not_found"),
