@@ -448,6 +448,7 @@ fn feed(
         Err(
             e @ (RegistryError::TooManyTenants { .. }
             | RegistryError::DedupeFull { .. }
+            | RegistryError::DedupeTotalFull { .. }
             | RegistryError::ChainMismatch { .. }
             | RegistryError::Quarantined { .. }),
         ) => {

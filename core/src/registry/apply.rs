@@ -178,8 +178,7 @@ impl Registry {
             let over_total = !seen.entitlement && total >= self.dedupe.max_total;
             match remember {
                 Remember::New if over_total => {
-                    return Err(RegistryError::DedupeFull {
-                        tenant: tenant.clone(),
+                    return Err(RegistryError::DedupeTotalFull {
                         capacity: self.dedupe.max_total,
                         retry_after: std::time::Duration::from_secs(1),
                     });

@@ -124,6 +124,19 @@ pub enum RegistryError {
         /// When room comes back.
         retry_after: std::time::Duration,
     },
+    /// A new signal id while the service holds as many ids as it may in all
+    /// tenants' windows (`--dedupe-max-ids`). Room comes back as ids expire
+    /// anywhere, which is not tracked: the retry is a short one.
+    #[error(
+        "the service holds `{capacity}` event ids in all (its dedupe limit); a new one is refused until some expire; retry in `{}` s",
+        retry_after.as_secs().max(1)
+    )]
+    DedupeTotalFull {
+        /// The bound.
+        capacity: usize,
+        /// When to try again.
+        retry_after: std::time::Duration,
+    },
     /// The ledger refused an append because it does not extend the tenant's
     /// chain there: the tenant's state in memory disagrees with the ledger.
     /// Nothing was written; only this tenant is affected.

@@ -57,10 +57,11 @@ pub enum IngressError {
         tenant: String,
     },
     /// No such route or tenant.
-    /// A tenant's dedupe window holds as many new ids as it may (429).
+    /// A tenant's dedupe window, or the service's, holds as many new ids
+    /// as it may (429).
     #[error("{detail}")]
     DedupeFull {
-        /// What happened, naming the tenant and the bound.
+        /// What happened, naming the bound (and the tenant, for its own).
         detail: String,
         /// Seconds until room comes back (`Retry-After`).
         retry_after: u64,

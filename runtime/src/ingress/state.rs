@@ -382,7 +382,8 @@ impl AppState {
                 max,
                 tenant: tenant.to_string(),
             },
-            error @ RegistryError::DedupeFull { retry_after, .. } => IngressError::DedupeFull {
+            error @ (RegistryError::DedupeFull { retry_after, .. }
+            | RegistryError::DedupeTotalFull { retry_after, .. }) => IngressError::DedupeFull {
                 detail: error.to_string(),
                 retry_after: retry_after.as_secs().max(1),
             },

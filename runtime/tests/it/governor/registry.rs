@@ -855,9 +855,12 @@ fn the_service_wide_bound_on_dedupe_ids_refuses_new_ids_until_some_expire() {
             .apply(t, signal(LOAD, 1.0, Some("new")), at(3))
             .unwrap_err();
         assert!(
-            matches!(refused, RegistryError::DedupeFull { capacity: 3, .. }),
+            matches!(refused, RegistryError::DedupeTotalFull { capacity: 3, .. }),
             "{refused:?}"
         );
+        // It names the service's bound, not a tenant that holds no such ids.
+        let message = refused.to_string();
+        assert!(message.contains("the service holds `3`"), "{message}");
     }
     assert!(
         registry
