@@ -1117,22 +1117,27 @@ impl Writer {
             .batch_execute(WRITING_SESSION)
             .map_err(query("setting up the writer's session"))?;
         // The interrupted transaction may still be running in its old
-        // session: wait until the server says how it ended.
+        // session: wait until the server says how it ended, and until a new
+        // snapshot sees it ended. A commit waiting for a synchronous standby
+        // is already `committed` in the commit log, but its rows stay
+        // invisible (and its locks held) until the standby answers: judged
+        // then, it would look unwritten and be written again.
         if let Some(txid) = self.txid {
             loop {
-                let status: Option<String> = client
-                    .query_one("SELECT txid_status($1)", &[&txid])
-                    .and_then(|row| row.try_get(0))
+                let (status, ended): (Option<String>, bool) = client
+                    .query_one(
+                        "SELECT txid_status($1), txid_visible_in_snapshot($1, txid_current_snapshot())",
+                        &[&txid],
+                    )
+                    .and_then(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
                     .map_err(query("reading how the interrupted commit ended"))?;
-                match status.as_deref() {
-                    Some("in progress") if started.elapsed() < super::RESUME_FOR * 2 => {
-                        std::thread::sleep(Duration::from_millis(100));
-                    }
-                    Some("in progress") => {
-                        return Err("the interrupted commit is still in progress".to_owned());
-                    }
-                    _ => break,
+                if status.as_deref() != Some("in progress") && ended {
+                    break;
                 }
+                if started.elapsed() >= super::RESUME_FOR * 2 {
+                    return Err("the interrupted commit is still in progress".to_owned());
+                }
+                std::thread::sleep(Duration::from_millis(100));
             }
         }
         // If its `COMMIT` was sent, the transaction committed exactly when
