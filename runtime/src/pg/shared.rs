@@ -590,7 +590,7 @@ impl SharedLedger for SharedPgLedger {
     fn lock_tenant(&self, tenant: &TenantId) -> Result<Box<dyn LockedTenant>, LedgerError> {
         let (stored_tx, stored_rx) = mpsc::sync_channel::<Result<Stored, LedgerError>>(1);
         let (decision_tx, decision_rx) = mpsc::sync_channel::<Decision>(1);
-        let (done_tx, done_rx) = mpsc::sync_channel::<Result<(), LedgerError>>(1);
+        let (done_tx, done_rx) = mpsc::sync_channel::<LockedEnd>(1);
         let (name, target, oid) = (tenant.clone(), self.inner.target.clone(), self.oid);
         let job: Job = Box::new(move |client| {
             let failed = |what: &'static str| database(&target, what);
@@ -617,31 +617,51 @@ impl SharedLedger for SharedPgLedger {
             let Ok(decision) = decision_rx.recv_timeout(LOCK_HOLD) else {
                 return;
             };
-            let outcome = chained(&decision, &target).and_then(|hashes| {
+            let mut txid = None;
+            let judged = chained(&decision, &target).and_then(|hashes| {
                 let pending = Pending {
                     local: 0,
                     decision,
                     hashes,
                     verdict: Arc::default(),
                 };
-                let (outcomes, written) = write_batch(
+                write_batch(
                     &mut tx,
                     oid,
                     &mut vec![pending],
                     None,
                     None,
                     false,
-                    &mut None,
+                    &mut txid,
                 )
-                .map_err(failed("committing a decision under its tenant's lock"))?;
-                match outcomes.first() {
-                    Some(Outcome::Rejected(why)) => Err(LedgerError::Rejected(*why)),
-                    _ if !written.is_empty() => tx
-                        .commit()
-                        .map_err(failed("committing a decision under its tenant's lock")),
-                    _ => Ok(()),
-                }
+                .map_err(failed("committing a decision under its tenant's lock"))
             });
+            let outcome = match judged {
+                Err(error) => LockedEnd::Known(Err(error)),
+                Ok((outcomes, written)) => match outcomes.first() {
+                    Some(Outcome::Rejected(why)) => {
+                        LockedEnd::Known(Err(LedgerError::Rejected(*why)))
+                    }
+                    _ if written.is_empty() => LockedEnd::Known(Ok(())),
+                    _ => match tx.commit() {
+                        Ok(()) => LockedEnd::Known(Ok(())),
+                        Err(error) => {
+                            let lost = super::writer::connection_lost(&error, client);
+                            let error =
+                                failed("committing a decision under its tenant's lock")(error);
+                            if lost {
+                                LockedEnd::Unknown {
+                                    error,
+                                    txid,
+                                    written,
+                                }
+                            } else {
+                                LockedEnd::Known(Err(error))
+                            }
+                        }
+                    },
+                },
+            };
             let _ = done_tx.send(outcome);
         });
         let sent = self
@@ -663,16 +683,32 @@ impl SharedLedger for SharedPgLedger {
             decision: decision_tx,
             done: done_rx,
             target: self.inner.target.clone(),
+            reads: self.jobs.clone(),
         }))
     }
+}
+
+/// How a decision under a tenant's lock ended, as its locker thread saw it.
+enum LockedEnd {
+    /// Written (`Ok`), or not (the error).
+    Known(Result<(), LedgerError>),
+    /// The connection was lost once `COMMIT` was sent: whether the
+    /// decision was written is for a reader to find out.
+    Unknown {
+        error: LedgerError,
+        txid: Option<i64>,
+        written: Vec<Written>,
+    },
 }
 
 /// A tenant held by a locker thread's open transaction.
 struct Locked {
     stored: Stored,
     decision: mpsc::SyncSender<Decision>,
-    done: mpsc::Receiver<Result<(), LedgerError>>,
+    done: mpsc::Receiver<LockedEnd>,
     target: String,
+    /// The reader threads' queue, to settle a commit whose answer was lost.
+    reads: Option<mpsc::Sender<Job>>,
 }
 
 impl LockedTenant for Locked {
@@ -687,7 +723,32 @@ impl LockedTenant for Locked {
             source: None,
         };
         self.decision.send(decision).map_err(|_| lost())?;
-        self.done.recv().map_err(|_| lost())?
+        match self.done.recv().map_err(|_| lost())? {
+            LockedEnd::Known(outcome) => outcome,
+            LockedEnd::Unknown {
+                error,
+                txid,
+                written,
+            } => {
+                // Answered as the server has it: a lost answer to a
+                // `COMMIT` that went through is a success (refused, the
+                // caller would take the input again on top of it).
+                let (answer, answered) = mpsc::sync_channel(1);
+                let job: Job = Box::new(move |client| {
+                    let stored = ended(client, txid, Instant::now())
+                        .and_then(|()| any_stored(client, &written));
+                    let _ = answer.send(stored);
+                });
+                let asked = self
+                    .reads
+                    .as_ref()
+                    .is_some_and(|reads| reads.send(job).is_ok());
+                match asked.then(|| answered.recv().ok()).flatten() {
+                    Some(Ok(true)) => Ok(()),
+                    _ => Err(error),
+                }
+            }
+        }
     }
 }
 
@@ -1117,58 +1178,18 @@ impl Writer {
             .batch_execute(WRITING_SESSION)
             .map_err(query("setting up the writer's session"))?;
         // The interrupted transaction may still be running in its old
-        // session: wait until the server says how it ended, and until a new
-        // snapshot sees it ended. A commit waiting for a synchronous standby
-        // is already `committed` in the commit log, but its rows stay
-        // invisible (and its locks held) until the standby answers: judged
-        // then, it would look unwritten and be written again.
-        if let Some(txid) = self.txid {
-            loop {
-                let (status, ended): (Option<String>, bool) = client
-                    .query_one(
-                        "SELECT txid_status($1), txid_visible_in_snapshot($1, txid_current_snapshot())",
-                        &[&txid],
-                    )
-                    .and_then(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
-                    .map_err(query("reading how the interrupted commit ended"))?;
-                if status.as_deref() != Some("in progress") && ended {
-                    break;
-                }
-                if started.elapsed() >= super::RESUME_FOR * 2 {
-                    return Err("the interrupted commit is still in progress".to_owned());
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
+        // session (holding its tenants' locks): wait until it ended.
+        ended(&mut client, self.txid, started)?;
         // If its `COMMIT` was sent, the transaction committed exactly when
         // the decisions it wrote are stored (all of them or none), and then
         // its outcomes are the ones it decided, decisions taken again
         // included. If the `COMMIT` was not sent, nothing of it is stored.
-        if let Some((outcomes, written)) = self.unconfirmed.take() {
-            let (tenants, seqs): (Vec<&str>, Vec<i64>) = written
-                .iter()
-                .map(|(tenant, seq, _)| (tenant.as_str(), *seq))
-                .unzip();
-            let stored: HashSet<(String, i64, Vec<u8>)> = client
-                .query(
-                    "SELECT r.tenant, r.seq, r.hash FROM ggen_receipts r
-                     JOIN unnest($1::text[], $2::bigint[]) AS c(tenant, seq)
-                       ON r.tenant = c.tenant AND r.seq = c.seq",
-                    &[&tenants, &seqs],
-                )
-                .map_err(query("reading what the interrupted commit wrote"))?
-                .into_iter()
-                .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
-                .collect::<Result<_, postgres::Error>>()
-                .map_err(query("reading what the interrupted commit wrote"))?;
-            let committed = written
-                .into_iter()
-                .any(|(tenant, seq, hash)| stored.contains(&(tenant, seq, hash.to_vec())));
-            if committed {
-                self.client = client;
-                tracing::info!(target = %target, "ledger connection back; the interrupted commit had completed");
-                return Ok(outcomes);
-            }
+        if let Some((outcomes, written)) = self.unconfirmed.take()
+            && any_stored(&mut client, &written)?
+        {
+            self.client = client;
+            tracing::info!(target = %target, "ledger connection back; the interrupted commit had completed");
+            return Ok(outcomes);
         }
         self.client = client;
         let mut again = batch.to_vec();
@@ -1195,6 +1216,57 @@ impl Writer {
             tracing::warn!(target = %self.inner.target, error = %crate::report::error_chain(&error), "removing expired event ids failed");
         }
     }
+}
+
+/// Waits until the transaction `txid` (of a session that was lost) has
+/// ended as a new snapshot sees it, for up to twice [`super::RESUME_FOR`]
+/// from `started`. `txid_status` alone is not enough: a `COMMIT` waiting
+/// for a synchronous standby is already `committed` in the commit log while
+/// its rows stay invisible and its locks held until the standby answers.
+fn ended(client: &mut Client, txid: Option<i64>, started: Instant) -> Result<(), String> {
+    let Some(txid) = txid else { return Ok(()) };
+    loop {
+        let (status, visible): (Option<String>, bool) = client
+            .query_one(
+                "SELECT txid_status($1), txid_visible_in_snapshot($1, txid_current_snapshot())",
+                &[&txid],
+            )
+            .and_then(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .map_err(super::failed("reading how the interrupted commit ended"))?;
+        if status.as_deref() != Some("in progress") && visible {
+            return Ok(());
+        }
+        if started.elapsed() >= super::RESUME_FOR * 2 {
+            return Err("the interrupted commit is still in progress".to_owned());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Whether any of the `written` decisions is stored, with its last
+/// receipt's hash (a transaction that ended wrote all of them or none).
+fn any_stored(client: &mut Client, written: &[Written]) -> Result<bool, String> {
+    let (tenants, seqs): (Vec<&str>, Vec<i64>) = written
+        .iter()
+        .map(|(tenant, seq, _)| (tenant.as_str(), *seq))
+        .unzip();
+    let query = super::failed("reading what the interrupted commit wrote");
+    let rows = client
+        .query(
+            "SELECT r.tenant, r.seq, r.hash FROM ggen_receipts r
+             JOIN unnest($1::text[], $2::bigint[]) AS c(tenant, seq)
+               ON r.tenant = c.tenant AND r.seq = c.seq",
+            &[&tenants, &seqs],
+        )
+        .map_err(query)?;
+    let stored: HashSet<(String, i64, Vec<u8>)> = rows
+        .into_iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
+        .collect::<Result<_, postgres::Error>>()
+        .map_err(super::failed("reading what the interrupted commit wrote"))?;
+    Ok(written
+        .iter()
+        .any(|(tenant, seq, hash)| stored.contains(&(tenant.clone(), *seq, hash.to_vec()))))
 }
 
 /// Stops the ledger: every pending and later ticket gets the error.

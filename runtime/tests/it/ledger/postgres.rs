@@ -1134,3 +1134,26 @@ fn a_commit_whose_answer_is_lost_counts_the_decisions_it_took_again_once() {
     assert_eq!((report.receipts, report.first_bad), (3, None));
     drop(attached);
 }
+
+#[test]
+fn a_decision_under_a_lock_whose_commit_answer_is_lost_is_reported_as_written() {
+    use ggen_runtime::pg::shared::SharedPgLedger;
+    let Some(url) = fresh_schema() else { return };
+    let cutter = CommitCutter::start(&url);
+    let ledger = SharedPgLedger::open(&cutter.url(&url), PgOptions::default()).unwrap();
+    let t = tenant("acme");
+    let locked = ledger.lock_tenant(&t).unwrap();
+    let head = locked.stored().head;
+    // The `COMMIT` goes through; its answer is lost with the connection.
+    cutter.arm();
+    let decision = decision_after(&t, head, "under the lock");
+    let committed = locked.commit(decision);
+    assert_eq!(cutter.cuts(), 1, "no connection was cut after its COMMIT");
+    // Reported as the server has it: written. Refused, the caller would
+    // take the input again on top of it.
+    committed.unwrap();
+    assert_eq!(ledger.load(&t).unwrap().head.seq, 1);
+    drop(ledger);
+    let report = PgLedger::open_read_only(&url).unwrap().verify().unwrap();
+    assert_eq!((report.receipts, report.first_bad), (1, None));
+}
