@@ -258,7 +258,8 @@ pub(crate) async fn revoke(
         return Err(IngressError::NotFound {
             detail: format!(
                 "tenant `{tenant}` has no read token `{}`",
-                id.escape_debug()
+                // Cut, as other echoed input is: the path may be long.
+                id.chars().take(64).collect::<String>().escape_debug()
             ),
         });
     }

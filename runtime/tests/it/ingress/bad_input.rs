@@ -145,6 +145,7 @@ fn corpus() -> Vec<Case> {
         case("admit path not utf-8", get("/v1/tenants/%ff/admit"), 400, "bad_request"),
         case("proof path not utf-8", get("/v1/tenants/r1/receipts/%ff/proof"), 400, "bad_request"),
         case("reset path not utf-8", request("POST", "/v1/tenants/%ff/reset", Some(ADMIN), Body::empty()), 400, "bad_request"),
+        case("long token id", request("DELETE", &format!("/v1/tenants/r1/tokens/{}", "a".repeat(4000)), Some(ADMIN), Body::empty()), 404, "not_found"),
         case("token path not utf-8", request("DELETE", "/v1/tenants/r1/tokens/%c3%28", Some(ADMIN), Body::empty()), 400, "bad_request"),
         case("unknown tenant", get("/v1/tenants/ghost"), 404, "not_found"),
         case("unknown tenant receipts", get("/v1/tenants/ghost/receipts"), 404, "not_found"),
@@ -193,6 +194,14 @@ async fn every_bad_input_gets_its_status_and_a_json_error() {
         );
         assert_eq!(reply.json["error"], case.code, "{}: {reply:?}", case.name);
         assert!(reply.json["detail"].is_string(), "{}: {reply:?}", case.name);
+        // Echoed input is cut: a refusal is never much larger than a request.
+        let detail = reply.json["detail"].as_str().unwrap_or_default();
+        assert!(
+            detail.len() <= 512,
+            "{}: {} bytes of detail",
+            case.name,
+            detail.len()
+        );
         assert_eq!(
             reply.content_type.as_deref(),
             Some("application/json"),
