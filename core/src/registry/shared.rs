@@ -144,6 +144,10 @@ impl Registry {
         match why {
             Rejection::Overtaken => self.apply_locked(shared, tenant, input, at),
             Rejection::Duplicate => {
+                // The cache may hold a decision never written (one taken
+                // again in the writer, then refused there as the duplicate
+                // it was): answer with the tenant as committed.
+                self.refresh(shared, tenant)?;
                 let mut shard = self.cached(shared, tenant)?;
                 let t = shard
                     .get_mut(tenant)

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use ggen_runtime::clock::Timestamp;
 use ggen_runtime::entitlement::EntitlementEvent;
-use ggen_runtime::ledger::{Ledger, LedgerError, SharedLedger};
+use ggen_runtime::ledger::{Ledger, LedgerError, Rejection, SharedLedger};
 use ggen_runtime::pg::shared::SharedPgLedger;
 use ggen_runtime::pg::{PgLedger, PgOptions};
 use ggen_runtime::receipt::{Input, Via};
@@ -528,4 +528,41 @@ fn a_read_token_issued_on_one_replica_is_honoured_and_revoked_on_the_other() {
     decide(&b, &t, revoke, at(2));
     assert_eq!(a.token_digest(&t, "0123456789abcdef"), None);
     assert_eq!(a.tokens(&t), Some(Vec::new()));
+}
+
+#[test]
+fn a_duplicate_found_when_taken_again_answers_with_the_committed_tenant() {
+    let Some(url) = fresh_schema() else { return };
+    let (one, two) = (replica(&url), replica(&url));
+    let t = tenant("acme");
+    decide(&one, &t, load(1.0, "first"), at(0));
+    // The other replica records the event first, on top of the first.
+    decide(&two, &t, load(2.0, "twice"), at(1));
+    // The same event reaches the first replica, which has not seen its id:
+    // decided on its stale cache, overtaken, taken again in the writer on
+    // the committed tenant, and refused there as the duplicate it is.
+    let applied = one.apply(&t, load(2.0, "twice"), at(2)).unwrap();
+    let refused = applied.ticket.clone().unwrap().wait().unwrap_err();
+    assert!(
+        matches!(refused, LedgerError::Rejected(Rejection::Duplicate)),
+        "{refused}"
+    );
+    let again = one
+        .apply_again(
+            &t,
+            load(2.0, "twice"),
+            at(2),
+            Rejection::Duplicate,
+            applied.epoch,
+        )
+        .unwrap();
+    assert!(again.duplicate);
+    // The answer is the tenant as committed (2 receipts), not the decision
+    // taken again that was never written.
+    assert_eq!(receipts(&url, &t).len(), 2);
+    assert_eq!(again.last_seq, 2);
+    // And the next decision on that replica extends the committed chain.
+    decide(&one, &t, load(3.0, "after"), at(3));
+    assert_eq!(receipts(&url, &t).len(), 3);
+    verifies(&url);
 }
