@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 /// Characters that must never appear raw in generated text: controls, the
 /// Unicode line/paragraph separators, bidi overrides (rustc denies them in
 /// comments and literals) and the byte-order mark.
-fn is_hazard(c: char) -> bool {
+pub(crate) fn is_hazard(c: char) -> bool {
     c.is_control()
         || matches!(
             c,
@@ -53,9 +53,18 @@ pub fn rust_opt_f64(value: Option<f64>) -> String {
     value.map_or_else(|| "None".to_owned(), |v| format!("Some({})", rust_f64(v)))
 }
 
-/// One line of doc-comment text: never empty, no line breaks, hazards shown as `\u{..}`.
+/// One line of doc-comment text: never empty, no line breaks, hazards shown
+/// as `\u{..}`, and never the start of a code fence (rustdoc would compile
+/// the rest of the comment as a doctest): a leading ```` ``` ```` or `~~~`
+/// gets a backslash.
 pub fn doc_line(s: &str, fallback: &str) -> String {
-    let mut out = String::with_capacity(s.len());
+    let mut out = String::with_capacity(s.len() + 1);
+    if ["```", "~~~"]
+        .iter()
+        .any(|fence| s.trim().starts_with(fence))
+    {
+        out.push('\\');
+    }
     for c in s.trim().chars() {
         match c {
             '\n' | '\r' | '\t' => out.push(' '),
@@ -163,6 +172,10 @@ mod tests {
     fn docs_are_one_non_empty_line() {
         assert_eq!(doc_line("  a\nb ", "x"), "a b");
         assert_eq!(doc_line(" \n", "fallback"), "fallback");
+        // A fence would open a doctest of the rest of the comment.
+        assert_eq!(doc_line(" ```", "x"), "\\```");
+        assert_eq!(doc_line("~~~ rust", "x"), "\\~~~ rust");
+        assert_eq!(doc_line("a ``` b", "x"), "a ``` b");
     }
 
     #[test]

@@ -270,11 +270,33 @@ fn relative_to(root: &Path, path: &Path) -> Result<String, BuildError> {
             spec: load::display_path(path),
             root: load::display_path(root),
         })?;
-    Ok(relative
+    let name = relative
         .components()
         .map(|c| c.as_os_str().to_string_lossy())
         .collect::<Vec<_>>()
-        .join("/"))
+        .join("/");
+    match name_problem(&name, &load::display_path(path)) {
+        Some(problem) => Err(BuildError::Invalid(vec![problem])),
+        None => Ok(name),
+    }
+}
+
+/// What is wrong with a spec's file name `name`, if anything: ggen writes
+/// it into generated comments, strings and docs, where a control or bidi
+/// character, a quote, a backslash or a backtick would need escaping in
+/// every language (rustc refuses bidi controls even in comments), and a
+/// name that is not UTF-8 would be written altered.
+fn name_problem(name: &str, file: &str) -> Option<Diagnostic> {
+    let found = name.chars().find(|&c| {
+        crate::escape::is_hazard(c) || matches!(c, '"' | '\\' | '`' | char::REPLACEMENT_CHARACTER)
+    })?;
+    Some(Diagnostic::whole_file(
+        file,
+        format!(
+            "the file name holds `{}`, which ggen would have to write into generated comments, strings and docs: rename the file (letters, digits, spaces, `.`, `_`, `-`)",
+            found.escape_unicode()
+        ),
+    ))
 }
 
 /// One spec rendered in memory.
@@ -291,6 +313,11 @@ pub fn validate(paths: &[PathBuf]) -> Result<Vec<Source>, BuildError> {
     let mut sources = Vec::new();
     let mut problems = Vec::new();
     for path in paths {
+        let file = load::display_path(path);
+        if let Some(problem) = name_problem(&file, &file) {
+            problems.push(problem);
+            continue;
+        }
         match validate::check_file(path) {
             Ok((source, _)) => sources.push(source),
             Err(ValidateError::Invalid(found)) => problems.extend(found),

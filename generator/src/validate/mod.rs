@@ -17,8 +17,8 @@ use std::sync::OnceLock;
 
 use jsonschema::error::{TypeKind, ValidationErrorKind};
 use jsonschema::{ValidationError, Validator};
-use serde::Deserialize as _;
 use serde_json::Value;
+use serde_path_to_error::Segment;
 use thiserror::Error;
 
 use crate::diagnostic::{self, Diagnostic, join_pointer};
@@ -135,15 +135,26 @@ pub fn check(source: &Source) -> Result<Checked, ValidateError> {
     found.extend(semantic::check(source, &value));
     if found.is_empty() {
         // The schema mirrors `spec.rs`; this catches what it cannot express
-        // (`2.0` is a JSON Schema integer but not a `u32`). Built from the
-        // value already parsed; only a failure parses the text again, for
-        // serde_json's position of the error.
-        match Spec::deserialize(&value) {
+        // (`2.0` is a JSON Schema integer but not a `u32`, and the schema
+        // bounds no integer by its Rust type). Built from the value already
+        // parsed, which locates a failure by the path to the value.
+        match serde_path_to_error::deserialize::<_, Spec>(&value) {
             Ok(spec) => return Ok(Checked(spec)),
-            Err(_) => match serde_json::from_str::<Spec>(&source.text) {
-                Ok(spec) => return Ok(Checked(spec)),
-                Err(e) => found.push(json_error(source, &e)),
-            },
+            Err(error) => {
+                let pointer = error
+                    .path()
+                    .iter()
+                    .map_while(|segment| match segment {
+                        Segment::Seq { index } => Some(index.to_string()),
+                        Segment::Map { key } | Segment::Enum { variant: key } => Some(key.clone()),
+                        Segment::Unknown => None,
+                    })
+                    .fold(String::new(), |pointer, token| {
+                        join_pointer(&pointer, &token)
+                    });
+                let message = readable_serde(&error.inner().to_string());
+                found.push(at(source, &pointer, message));
+            }
         }
     }
     diagnostic::sort(&mut found);

@@ -608,3 +608,29 @@ fn init_honours_format_json() {
     );
     assert!(!doc["next_steps"].as_array().unwrap().is_empty(), "{doc}");
 }
+
+#[test]
+fn a_spec_whose_file_name_cannot_be_written_into_generated_files_is_refused() {
+    // A quote, a backslash, a backtick, a bidi override, a line break:
+    // characters the spec's name would carry into comments, strings and docs.
+    for name in ["a\"b", "a\\b", "a`b", "a\u{202E}b", "a\nb"] {
+        let p = project();
+        let dir = p.path();
+        fs_err::rename(
+            dir.join("specs/queue_valve.json"),
+            dir.join(format!("specs/{name}.json")),
+        )
+        .expect("rename");
+        for command in ["validate", "build"] {
+            let (_, stderr) = expect(dir, &[command], 1);
+            assert!(
+                stderr.contains("the file name holds"),
+                "{name:?} {command}: {stderr}"
+            );
+        }
+        assert!(
+            !dir.join("generated").exists(),
+            "{name:?}: something was written"
+        );
+    }
+}
