@@ -124,6 +124,39 @@ pub enum Violation {
         /// `at or below` / `at or above`.
         side: &'static str,
     },
+    /// A threshold no accepted reading of its signal can reach.
+    #[error(
+        "`{key}` `{value}` can never be reached: signal `{signal}` accepts no reading past its `{bound}` `{bound_value}`"
+    )]
+    ThresholdUnreachable {
+        /// `warn`, `intervene` or `refuse`.
+        key: &'static str,
+        /// Its value as written.
+        value: String,
+        /// The rule's signal.
+        signal: String,
+        /// `max` (direction `above`) or `min` (direction `below`).
+        bound: &'static str,
+        /// The bound as written.
+        bound_value: String,
+    },
+    /// A `clear` no accepted reading of its signal can meet, so a tenant
+    /// past a threshold of the rule would never recover.
+    #[error(
+        "{clear} can never be met: a reading clears only {side} `clear`, and signal `{signal}` accepts no reading {side} its `{bound}` `{bound_value}`"
+    )]
+    ClearUnreachable {
+        /// `clear` as written, or the threshold it defaults to.
+        clear: String,
+        /// `below` (direction `above`) or `above` (direction `below`).
+        side: &'static str,
+        /// The rule's signal.
+        signal: String,
+        /// `min` (direction `above`) or `max` (direction `below`).
+        bound: &'static str,
+        /// The bound as written.
+        bound_value: String,
+    },
     /// A number is not finite.
     #[error("`{key}` must be a finite number")]
     NotFinite {
@@ -228,9 +261,12 @@ pub fn check(source: &Source, value: &Value) -> Vec<Diagnostic> {
     checker.found
 }
 
-/// A declared signal: where, and which direction it runs.
+/// A declared signal: which direction it runs, and the readings it accepts.
 struct SignalInfo {
     below: bool,
+    /// `min` and `max`, the number and the text as written.
+    min: Option<(f64, String)>,
+    max: Option<(f64, String)>,
 }
 
 struct Checker<'a> {
@@ -282,7 +318,12 @@ impl Checker<'_> {
                 );
             }
             let below = entry.get("direction").and_then(Value::as_str) == Some("below");
-            declared.entry(name).or_insert(SignalInfo { below });
+            let bound = |key: &str| Some((entry.get(key)?.as_f64()?, plain(&entry[key])));
+            declared.entry(name).or_insert(SignalInfo {
+                below,
+                min: bound("min"),
+                max: bound("max"),
+            });
         }
         declared
     }
@@ -677,6 +718,7 @@ impl Checker<'_> {
                 );
             }
         }
+        self.reachable(pointer, rule, signal, info, &present);
         if let (Some(clear), Some(&(mildest, reference))) =
             (rule.get("clear").and_then(Value::as_f64), present.first())
         {
@@ -698,6 +740,94 @@ impl Checker<'_> {
                         } else {
                             "at or below"
                         },
+                    },
+                );
+            }
+        }
+    }
+
+    /// Reports thresholds and a `clear` that no reading the signal accepts
+    /// can reach (see the comment inside).
+    fn reachable(
+        &mut self,
+        pointer: &str,
+        rule: &Map<String, Value>,
+        signal: &str,
+        info: &SignalInfo,
+        present: &[(&'static str, f64)],
+    ) {
+        // Readings past `max` (or short of `min`) are refused at ingress: a
+        // threshold beyond that bound never fires, and a `clear` that only
+        // readings beyond the other bound could meet never lets a tenant
+        // recover. (A reading reaches a threshold at its value; it clears
+        // only strictly on the good side of `clear`.)
+        // (Not judged when `min` > `max`, which is reported already.)
+        if let (Some((min, _)), Some((max, _))) = (&info.min, &info.max)
+            && min > max
+        {
+            return;
+        }
+        let (far, near) = if info.below {
+            (&info.min, &info.max)
+        } else {
+            (&info.max, &info.min)
+        };
+        let (far_name, near_name) = if info.below {
+            ("min", "max")
+        } else {
+            ("max", "min")
+        };
+        if let Some((bound, bound_text)) = far {
+            for &(key, value) in present {
+                let unreachable = if info.below {
+                    value < *bound
+                } else {
+                    value > *bound
+                };
+                if unreachable {
+                    self.report(
+                        &format!("{pointer}/{key}"),
+                        Violation::ThresholdUnreachable {
+                            key,
+                            value: plain(&rule[key]),
+                            signal: signal.to_owned(),
+                            bound: far_name,
+                            bound_value: bound_text.clone(),
+                        },
+                    );
+                }
+            }
+        }
+        // Without `clear`, the mildest threshold present is the clear line.
+        let clear = match rule.get("clear").and_then(Value::as_f64) {
+            Some(clear) => Some((
+                clear,
+                "clear",
+                format!("`clear` `{}`", plain(&rule["clear"])),
+            )),
+            None => present.first().map(|&(key, value)| {
+                (
+                    value,
+                    key,
+                    format!("`clear` (by default `{key}` `{}`)", plain(&rule[key])),
+                )
+            }),
+        };
+        if let (Some((clear, key, text)), Some((bound, bound_text))) = (clear, near) {
+            let unreachable = if info.below {
+                clear >= *bound
+            } else {
+                clear <= *bound
+            };
+            if unreachable {
+                self.report(
+                    &format!("{pointer}/{key}"),
+                    Violation::ClearUnreachable {
+                        clear: text,
+                        side: if info.below { "above" } else { "below" },
+                        signal: signal.to_owned(),
+                        bound: near_name,
+                        bound_value: bound_text.clone(),
                     },
                 );
             }
