@@ -112,6 +112,11 @@ pub enum ConfigError {
         /// What it must be.
         expected: &'static str,
     },
+    /// An `out_dir` that leaves the project folder.
+    #[error(
+        "`out_dir` `{0}` leaves the project folder: ggen writes (and deletes stale files) only inside it; give a relative path without `..`"
+    )]
+    OutDirOutside(String),
     /// A version this ggen does not read.
     #[error("unsupported config version `{0}`: this ggen reads version `{CONFIG_VERSION}`")]
     UnsupportedVersion(String),
@@ -341,7 +346,24 @@ fn check(report: &mut Report<'_>, raw: RawConfig) -> Option<Config> {
         patterns
     });
     // A known key with a bad value is reported once, never also as missing.
-    let out_dir = raw.out_dir.map(|value| report.path("out_dir", value));
+    let out_dir = raw.out_dir.map(|value| {
+        let span = value.span();
+        let dir = report.path("out_dir", value)?;
+        // Generated folders are replaced and their stale files deleted:
+        // never outside the project.
+        let leaves = dir.components().any(|c| {
+            !matches!(
+                c,
+                std::path::Component::Normal(_) | std::path::Component::CurDir
+            )
+        });
+        if leaves {
+            let error = ConfigError::OutDirOutside(dir.display().to_string());
+            report.add(Some(span), "/out_dir", error);
+            return None;
+        }
+        Some(dir)
+    });
     let templates = raw
         .templates
         .and_then(|value| report.path("templates", value));
@@ -501,6 +523,26 @@ mod tests {
                 )],
                 "{bad}"
             );
+        }
+    }
+
+    #[test]
+    fn an_out_dir_that_leaves_the_project_is_refused() {
+        for dir in ["../escape", "/tmp/abs", "generated/../../x"] {
+            let errors = parse_text(&format!(
+                "version = 1\nspecs = [\"specs/*.json\"]\nout_dir = \"{dir}\"\n"
+            ))
+            .unwrap_err();
+            assert_eq!(errors.len(), 1, "{dir}: {errors:?}");
+            assert!(
+                errors[0].starts_with("ggen.toml:3:11: /out_dir: `out_dir`")
+                    && errors[0].contains("leaves the project folder"),
+                "{dir}: {errors:?}"
+            );
+        }
+        for dir in ["generated", "./out", "out/crates"] {
+            let text = format!("version = 1\nspecs = [\"specs/*.json\"]\nout_dir = \"{dir}\"\n");
+            assert!(parse_text(&text).is_ok(), "{dir}");
         }
     }
 

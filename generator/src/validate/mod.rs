@@ -382,6 +382,10 @@ fn pattern_message(instance: &Value, pattern: &str) -> String {
         format!(
             "`{text}` is not a retention bound: a number with `s`, `m`, `h`, `d` (age) or `MiB`, `GiB`, `TiB` (size), such as `7d` or `20GiB`"
         )
+    } else if pattern.starts_with("^[0-9]+(\\.[0-9]+)?([eE]") {
+        format!(
+            "`{text}` is not a Kubernetes quantity: a number with an optional suffix (`m`, `k`, `M`, `G`, `Ki`, `Mi`, `Gi`, …), such as `500m`, `2` or `256Mi`"
+        )
     } else if pattern.starts_with("^(gs://") {
         format!(
             "`{text}` is not a bucket URL: `gs://<bucket>[/prefix]` or `s3://<bucket>[/prefix]`, the bucket 3 to 63 lowercase letters, digits, `-` or `.` (and `_` for `gs`), starting and ending with a letter or digit, the prefix names of letters, digits, `.`, `_`, `=` or `-` separated by single `/`"
