@@ -421,6 +421,13 @@ impl Oidc {
         };
         let header = jsonwebtoken::decode_header(token)
             .map_err(|e| denied(format!("bearer token is not a jwt: {e}")))?;
+        // RFC 7515 §4.1.11: extensions listed as critical must be
+        // understood, and this service understands none.
+        if header.crit.is_some() {
+            return Err(denied(
+                "oidc token's header lists critical extensions (`crit`), which this service does not support".to_owned(),
+            ));
+        }
         if header.alg != Algorithm::RS256 {
             return Err(denied(format!(
                 "oidc token algorithm `{:?}` is not `RS256`",

@@ -520,6 +520,17 @@ async fn pubsub_accepts_only_valid_google_oidc_tokens() {
                 c.as_object_mut().unwrap().remove("iat");
             }),
         ),
+        // RFC 7515 §4.1.11: a critical extension the service does not
+        // understand makes the token invalid, however well signed.
+        ("critical extension", {
+            let pem = fs_err::read(fixture("oidc_key.pem")).unwrap();
+            let mut header = Header::new(Algorithm::RS256);
+            header.kid = Some("test-key-1".to_owned());
+            header.crit = Some(vec!["exp-unknown".to_owned()]);
+            header.extras.insert("exp-unknown", "1");
+            jsonwebtoken::encode(&header, &good(), &EncodingKey::from_rsa_pem(&pem).unwrap())
+                .unwrap()
+        }),
     ];
     for (name, token) in bad {
         let reply = service.send(push(&token, name)).await;
