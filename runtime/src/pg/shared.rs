@@ -433,16 +433,7 @@ impl SharedPgLedger {
         &self,
         query: impl FnOnce(&mut Client) -> Result<T, LedgerError> + Send + 'static,
     ) -> Result<T, LedgerError> {
-        let (tx, rx) = mpsc::sync_channel(1);
-        let job: Job = Box::new(move |client| {
-            let _ = tx.send(query(client));
-        });
-        let sent = self
-            .jobs
-            .as_ref()
-            .is_some_and(|jobs| jobs.send(job).is_ok());
-        let answer = if sent { rx.recv().ok() } else { None };
-        answer.unwrap_or_else(|| {
+        on_reader(self.jobs.as_ref(), query).unwrap_or_else(|| {
             Err(LedgerError::Database {
                 target: self.inner.target.clone(),
                 what: "cannot connect to read".to_owned(),
@@ -701,6 +692,20 @@ enum LockedEnd {
     },
 }
 
+/// Runs `query` on a reader thread's connection (`jobs`) and waits for its
+/// answer; `None` when no reader took it (the ledger is closing).
+fn on_reader<T: Send + 'static>(
+    jobs: Option<&mpsc::Sender<Job>>,
+    query: impl FnOnce(&mut Client) -> T + Send + 'static,
+) -> Option<T> {
+    let (tx, rx) = mpsc::sync_channel(1);
+    let job: Job = Box::new(move |client| {
+        let _ = tx.send(query(client));
+    });
+    let sent = jobs.is_some_and(|jobs| jobs.send(job).is_ok());
+    if sent { rx.recv().ok() } else { None }
+}
+
 /// A tenant held by a locker thread's open transaction.
 struct Locked {
     stored: Stored,
@@ -733,17 +738,10 @@ impl LockedTenant for Locked {
                 // Answered as the server has it: a lost answer to a
                 // `COMMIT` that went through is a success (refused, the
                 // caller would take the input again on top of it).
-                let (answer, answered) = mpsc::sync_channel(1);
-                let job: Job = Box::new(move |client| {
-                    let stored = ended(client, txid, Instant::now())
-                        .and_then(|()| any_stored(client, &written));
-                    let _ = answer.send(stored);
+                let stored = on_reader(self.reads.as_ref(), move |client| {
+                    ended(client, txid, Instant::now()).and_then(|()| any_stored(client, &written))
                 });
-                let asked = self
-                    .reads
-                    .as_ref()
-                    .is_some_and(|reads| reads.send(job).is_ok());
-                match asked.then(|| answered.recv().ok()).flatten() {
+                match stored {
                     Some(Ok(true)) => Ok(()),
                     _ => Err(error),
                 }
@@ -938,7 +936,7 @@ enum Outcome {
 type Outcomes = Vec<Outcome>;
 
 /// A decision a transaction wrote, by its last receipt: tenant, seq, hash.
-type Written = (String, i64, Hash);
+type Written = (TenantId, i64, Hash);
 
 /// Where a writer's transaction takes decisions that joined it late.
 struct Joining<'a> {
@@ -1246,27 +1244,18 @@ fn ended(client: &mut Client, txid: Option<i64>, started: Instant) -> Result<(),
 /// Whether any of the `written` decisions is stored, with its last
 /// receipt's hash (a transaction that ended wrote all of them or none).
 fn any_stored(client: &mut Client, written: &[Written]) -> Result<bool, String> {
-    let (tenants, seqs): (Vec<&str>, Vec<i64>) = written
-        .iter()
-        .map(|(tenant, seq, _)| (tenant.as_str(), *seq))
-        .unzip();
-    let query = super::failed("reading what the interrupted commit wrote");
-    let rows = client
-        .query(
-            "SELECT r.tenant, r.seq, r.hash FROM ggen_receipts r
-             JOIN unnest($1::text[], $2::bigint[]) AS c(tenant, seq)
-               ON r.tenant = c.tenant AND r.seq = c.seq",
-            &[&tenants, &seqs],
+    let tenants: Vec<&str> = written.iter().map(|(t, _, _)| t.as_str()).collect();
+    let seqs: Vec<i64> = written.iter().map(|(_, seq, _)| *seq).collect();
+    let hashes: Vec<&[u8]> = written.iter().map(|(_, _, hash)| &hash[..]).collect();
+    client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM ggen_receipts r
+                 JOIN unnest($1::text[], $2::bigint[], $3::bytea[]) AS c(tenant, seq, hash)
+                   ON r.tenant = c.tenant AND r.seq = c.seq AND r.hash = c.hash)",
+            &[&tenants, &seqs, &hashes],
         )
-        .map_err(query)?;
-    let stored: HashSet<(String, i64, Vec<u8>)> = rows
-        .into_iter()
-        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
-        .collect::<Result<_, postgres::Error>>()
-        .map_err(super::failed("reading what the interrupted commit wrote"))?;
-    Ok(written
-        .iter()
-        .any(|(tenant, seq, hash)| stored.contains(&(tenant.clone(), *seq, hash.to_vec()))))
+        .and_then(|row| row.try_get(0))
+        .map_err(super::failed("reading what the interrupted commit wrote"))
 }
 
 /// Stops the ledger: every pending and later ticket gets the error.
@@ -1669,7 +1658,7 @@ fn write_batch(
         .map(|(d, hashes)| {
             let last = d.entries.len() - 1;
             (
-                d.tenant.to_string(),
+                d.tenant.clone(),
                 position(d.entries[last].seq),
                 hashes[last],
             )
