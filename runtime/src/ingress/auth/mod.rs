@@ -51,6 +51,11 @@ pub const ENV_MARKETPLACE_AUDIENCE: &str = "GOVERNOR_MARKETPLACE_AUDIENCE";
 pub const ENV_MARKETPLACE_OIDC_EMAIL: &str = "GOVERNOR_MARKETPLACE_OIDC_EMAIL";
 /// Clock skew tolerated on an OIDC token's `exp`, `nbf` and `iat`, in seconds.
 pub const OIDC_SKEW_S: u64 = 60;
+/// The longest life (`exp` − `iat`) of an accepted OIDC token, in seconds:
+/// Google signs ID tokens for one hour, so a longer-lived one was not minted
+/// by Google's token service for a push (and would stay a replayable key
+/// for as long as it says).
+pub const OIDC_MAX_LIFETIME_S: u64 = 3600;
 /// The header carrying a marketplace event's signature.
 pub const SIGNATURE_HEADER: &str = crate::signature::HEADER;
 /// How far a marketplace signature's timestamp may be from the server's clock.
@@ -266,6 +271,8 @@ struct Claims {
     email_verified: Option<bool>,
     /// Issued-at (a JWT NumericDate, which may carry a fraction).
     iat: Option<f64>,
+    /// Expiry (required and checked against the clock by `jsonwebtoken`).
+    exp: Option<f64>,
 }
 
 /// Checks the service account emails allowed to push: at least one, each
@@ -463,7 +470,14 @@ impl Oidc {
                     "oidc token is issued in the future (`iat`)".to_owned(),
                 ));
             }
-            Some(_) => {}
+            Some(iat) => {
+                let lifetime = claims.exp.unwrap_or(f64::INFINITY) - iat;
+                if lifetime.is_nan() || lifetime > (OIDC_MAX_LIFETIME_S + OIDC_SKEW_S) as f64 {
+                    return Err(denied(format!(
+                        "oidc token lives longer than `{OIDC_MAX_LIFETIME_S}` s (`exp` − `iat`)"
+                    )));
+                }
+            }
         }
         if claims.email_verified != Some(true) {
             return Err(denied(

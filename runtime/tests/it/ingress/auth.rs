@@ -447,6 +447,12 @@ async fn pubsub_accepts_only_valid_google_oidc_tokens() {
         c["iat"] = json!(now + 30);
     });
     assert_eq!(service.send(push(&skewed, "4")).await.status, 204);
+    // Exactly as long as Google's (an hour) and the skew: accepted.
+    let hour = with(&|c| {
+        c["iat"] = json!(now - 10);
+        c["exp"] = json!(now - 10 + 3600 + 60);
+    });
+    assert_eq!(service.send(push(&hour, "5")).await.status, 204);
 
     let bad = [
         (
@@ -514,6 +520,19 @@ async fn pubsub_accepts_only_valid_google_oidc_tokens() {
         ),
         ("nbf in the future", with(&|c| c["nbf"] = json!(now + 600))),
         ("iat in the future", with(&|c| c["iat"] = json!(now + 600))),
+        // Google signs ID tokens for an hour: one valid for a year is a
+        // key that whoever holds it can replay all year.
+        (
+            "lives a year",
+            with(&|c| c["exp"] = json!(now + 365 * 86_400)),
+        ),
+        (
+            "lives just over an hour and the skew",
+            with(&|c| {
+                c["iat"] = json!(now - 10);
+                c["exp"] = json!(now - 10 + 3600 + 61);
+            }),
+        ),
         (
             "no iat",
             with(&|c| {
@@ -543,7 +562,7 @@ async fn pubsub_accepts_only_valid_google_oidc_tokens() {
         .send(request("GET", "/v1/tenants/acme", Some(&ok), Body::empty()))
         .await;
     reply.assert_error(401, "unauthorized");
-    assert_eq!(service.receipts_of("acme", "signal").len(), 3);
+    assert_eq!(service.receipts_of("acme", "signal").len(), 4);
 }
 
 #[test]
