@@ -21,9 +21,10 @@ use tokio::sync::{Semaphore, watch};
 use tokio::time::MissedTickBehavior;
 
 use super::command::CommandActuator;
+use super::lanes::{self, Lanes, Turn};
 use super::log::LogActuator;
 use super::webhook::{WebhookActuator, WebhookConfig};
-use super::{ActionCall, Actuator, ActuatorError, Backoff, Report, perform};
+use super::{ActionCall, Actuator, ActuatorError, Backoff, Report, perform_until};
 use crate::clock::Timestamp;
 use crate::ledger::{LedgerError, Ticket};
 use crate::receipt::Input;
@@ -190,6 +191,9 @@ struct Inner {
     /// Actions queued or running.
     pending: watch::Sender<usize>,
     counters: Counters,
+    /// Each tenant's actions queued or running, so that an action and its
+    /// undo never overtake each other.
+    lanes: Arc<Lanes>,
 }
 
 /// Decrements the pending count when an action task ends (even by panic).
@@ -221,6 +225,7 @@ impl Dispatcher {
                 permits,
                 pending: watch::Sender::new(0),
                 counters: Counters::default(),
+                lanes: Arc::default(),
             }),
         }
     }
@@ -417,16 +422,44 @@ impl Inner {
         let guard = PendingGuard(this.clone());
         let registry = registry.clone();
         let at = this.options.clock.now();
+        // Joined here, in the order the tenant's decisions are spawned.
+        let turn = this.lanes.join(registry.pack().sku(), &dispatch);
         this.handle.spawn(async move {
             let inner = &guard.0;
-            let report = inner.run(&registry, &dispatch, at).await;
+            let report = match turn {
+                Turn::Run {
+                    after,
+                    mut stop,
+                    place,
+                } => {
+                    for earlier in after {
+                        lanes::ended(earlier).await;
+                    }
+                    let report = inner.run(&registry, &dispatch, at, &mut stop).await;
+                    // Those waiting on this one may run now.
+                    drop(place);
+                    report
+                }
+                Turn::Superseded(why) => Report {
+                    ok: false,
+                    attempts: 0,
+                    detail: format!("{why}: not run"),
+                },
+            };
             inner.record(&registry, dispatch, report, false);
             drop(guard);
         });
     }
 
-    /// Runs one dispatch to its final report.
-    async fn run(&self, registry: &Registry, dispatch: &Dispatch, at: Timestamp) -> Report {
+    /// Runs one dispatch to its final report (no further attempt once
+    /// `stop` says why).
+    async fn run(
+        &self,
+        registry: &Registry,
+        dispatch: &Dispatch,
+        at: Timestamp,
+        stop: &mut watch::Receiver<lanes::StopReason>,
+    ) -> Report {
         let call = match ActionCall::new(registry.pack().sku(), dispatch, at) {
             Ok(call) => call,
             Err(error) => {
@@ -443,10 +476,11 @@ impl Inner {
         };
         // The semaphore is never closed, so acquiring only waits.
         let _permit = self.permits.clone().acquire_owned().await.ok();
-        perform(
+        perform_until(
             self.actuators.get(adapter).as_ref(),
             &call,
             self.options.backoff,
+            stop,
         )
         .await
     }

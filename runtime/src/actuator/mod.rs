@@ -36,6 +36,7 @@ use crate::tenant::TenantId;
 
 pub mod command;
 mod dispatcher;
+mod lanes;
 pub mod log;
 pub mod webhook;
 
@@ -260,11 +261,36 @@ pub struct Report {
 /// Runs `call` through `actuator`: up to `1 + retries` attempts, each bounded
 /// by `timeout_ms`, with `backoff` between retryable failures.
 pub async fn perform(actuator: &dyn Actuator, call: &ActionCall, backoff: Backoff) -> Report {
+    // The sender is dropped at once: nothing ever stops these attempts.
+    let (_, mut never) = tokio::sync::watch::channel(None);
+    perform_until(actuator, call, backoff, &mut never).await
+}
+
+/// [`perform`], making no further attempt once `stop` holds a reason (an
+/// attempt under way runs to its end: the target may already act on it).
+pub(crate) async fn perform_until(
+    actuator: &dyn Actuator,
+    call: &ActionCall,
+    backoff: Backoff,
+    stop: &mut tokio::sync::watch::Receiver<lanes::StopReason>,
+) -> Report {
     let attempts = call.action.retries.saturating_add(1);
     let mut rng = Jitter::for_key(&call.idempotency_key);
     let timeout = call.timeout();
     let mut attempt = 1;
     loop {
+        if let Some(why) = stop.borrow().clone() {
+            let made = attempt - 1;
+            return Report {
+                ok: false,
+                attempts: made,
+                detail: if made == 0 {
+                    format!("{why}: not run")
+                } else {
+                    format!("{why}: not tried again after attempt {made}/{attempts}")
+                },
+            };
+        }
         let outcome = tokio::time::timeout(timeout, actuator.attempt(call, attempt))
             .await
             .unwrap_or(Outcome::TimedOut);
@@ -294,7 +320,10 @@ pub async fn perform(actuator: &dyn Actuator, call: &ActionCall, backoff: Backof
                 detail: format!("{detail} (attempt {attempt}/{attempts})"),
             };
         }
-        tokio::time::sleep(backoff.delay(attempt, &mut rng)).await;
+        tokio::select! {
+            () = tokio::time::sleep(backoff.delay(attempt, &mut rng)) => {}
+            () = lanes::stopped(stop) => {}
+        }
         attempt += 1;
     }
 }

@@ -6,6 +6,9 @@ use std::time::Duration;
 
 use ggen_runtime::actuator::{ActuatorError, ActuatorMode, DispatcherOptions};
 use ggen_runtime::fsm::State;
+use ggen_runtime::receipt::{IdempotencyKey, Input};
+use ggen_runtime::registry::Dispatch;
+use ggen_runtime::sku::ActionId;
 
 use super::harness::{Harness, at, tenant};
 use super::pack::webhook_pack;
@@ -258,4 +261,134 @@ async fn many_tenants_run_concurrently_within_the_permit_bound() {
     h.settle().await;
     assert_eq!(target.hits().len(), 40);
     assert!(tenants.iter().all(|t| h.state(t) == State::Warning));
+}
+
+/// Waits until `target` has `n` requests (a few seconds at most).
+async fn hits_reach(target: &Target, n: usize) {
+    for _ in 0..500 {
+        if target.hits().len() >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the target got {} requests, not {n}", target.hits().len());
+}
+
+/// The actions named by the target's requests, in arrival order.
+fn called(target: &Target) -> Vec<String> {
+    target
+        .hits()
+        .iter()
+        .map(|hit| hit.json()["action"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn an_undo_waits_for_the_action_it_undoes_and_stops_its_retries() {
+    // The throttle's first attempt is slow and fails: without an order
+    // between the two, its retry would land after the unthrottle and
+    // leave the tenant throttled while the governor says `stable`.
+    let target = Target::start(|n| {
+        if n == 0 {
+            Reply::After(300, 500)
+        } else {
+            Reply::Status(200)
+        }
+    })
+    .await;
+    let h = Harness::new(
+        webhook_pack("{}".into(), 2000, 3, 0),
+        Some(&target.url),
+        None,
+    );
+    let t = tenant("acme");
+    assert_eq!(h.signal(&t, 120.0, 0).state.name(), "intervening");
+    hits_reach(&target, 1).await;
+    let reset = Input::Reset {
+        reason: "operator".to_owned(),
+    };
+    let applied = h.registry.apply(&t, reset, at(1)).unwrap();
+    assert_eq!(applied.state, State::Stable);
+    assert_eq!(applied.dispatches.len(), 1, "the unthrottle");
+    h.dispatcher.spawn_all(&h.registry, applied.dispatches);
+    h.settle().await;
+
+    assert_eq!(called(&target), ["throttle", "unthrottle"]);
+    let hits = target.hits();
+    assert!(
+        hits[1].at >= hits[0].answered.unwrap(),
+        "the unthrottle was sent while the throttle's attempt was under way"
+    );
+    let results = h.receipts_of(&t, "action_result");
+    let detail = |i: usize| results[i]["event"]["detail"].as_str().unwrap().to_owned();
+    assert_eq!(results.len(), 2);
+    assert_eq!(results[0]["event"]["ok"], false);
+    assert!(
+        detail(0).starts_with("superseded by the undo `unthrottle` decided at seq")
+            && detail(0).ends_with("not tried again after attempt 1/4"),
+        "{}",
+        detail(0)
+    );
+    assert_eq!(results[1]["event"]["ok"], true, "{}", detail(1));
+    assert_eq!(h.state(&t), State::Stable);
+}
+
+#[tokio::test]
+async fn an_action_and_its_undo_run_in_the_order_they_were_decided() {
+    // The first throttle's attempt is slow and fails.
+    let target = Target::start(|n| {
+        if n == 0 {
+            Reply::After(200, 500)
+        } else {
+            Reply::Status(200)
+        }
+    })
+    .await;
+    let h = Harness::new(
+        webhook_pack("{}".into(), 2000, 3, 0),
+        Some(&target.url),
+        None,
+    );
+    let t = tenant("acme");
+    let sku = h.registry.pack().sku();
+    let dispatch = |seq: u64, action: u16, undo: bool| Dispatch {
+        key: IdempotencyKey::new(sku, t.clone(), seq, ActionId(action)),
+        undo,
+    };
+    // Throttle (3), its undo (6), throttle again (9): the undo waits for
+    // the first throttle, then the second stops it before it runs.
+    h.dispatcher.spawn(&h.registry, dispatch(3, 0, false));
+    hits_reach(&target, 1).await;
+    h.dispatcher.spawn(&h.registry, dispatch(6, 1, true));
+    h.dispatcher.spawn(&h.registry, dispatch(9, 0, false));
+    h.settle().await;
+    assert_eq!(called(&target), ["throttle", "throttle"]);
+    let hits = target.hits();
+    assert!(hits[1].at >= hits[0].answered.unwrap());
+
+    // Spawned in the wrong order (two decisions' durability waits can
+    // wake either way round): an undo decided later is already there,
+    // so the earlier throttle does not run at all.
+    let u = tenant("other");
+    let dispatch = |seq: u64, action: u16, undo: bool| Dispatch {
+        key: IdempotencyKey::new(sku, u.clone(), seq, ActionId(action)),
+        undo,
+    };
+    let slow = Target::start(|_| Reply::After(100, 200)).await;
+    let h = Harness::new(webhook_pack("{}".into(), 2000, 3, 0), Some(&slow.url), None);
+    h.dispatcher.spawn(&h.registry, dispatch(6, 1, true));
+    h.dispatcher.spawn(&h.registry, dispatch(3, 0, false));
+    h.settle().await;
+    assert_eq!(called(&slow), ["unthrottle"]);
+    let details: Vec<String> = h
+        .receipts_of(&u, "action_result")
+        .iter()
+        .map(|r| r["event"]["detail"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        details
+            .iter()
+            .any(|d| d == "superseded by the undo `unthrottle` decided at seq 6: not run"),
+        "{details:?}"
+    );
 }

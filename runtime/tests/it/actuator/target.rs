@@ -2,6 +2,7 @@
 //! as its script says.
 
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -15,6 +16,8 @@ use tokio::task::JoinHandle;
 pub enum Reply {
     /// Answer with this status.
     Status(u16),
+    /// Answer with this status after this many milliseconds.
+    After(u64, u16),
     /// Never answer.
     Hang,
 }
@@ -24,6 +27,10 @@ pub enum Reply {
 pub struct Hit {
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// When it arrived.
+    pub at: Instant,
+    /// When it was answered (`None`: not yet).
+    pub answered: Option<Instant>,
 }
 
 impl Hit {
@@ -63,13 +70,24 @@ impl Drop for Target {
 async fn handle(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -> StatusCode {
     let n = {
         let mut hits = shared.hits.lock().unwrap();
-        hits.push(Hit { headers, body });
+        hits.push(Hit {
+            headers,
+            body,
+            at: Instant::now(),
+            answered: None,
+        });
         hits.len() - 1
     };
-    match (shared.script)(n) {
-        Reply::Status(code) => StatusCode::from_u16(code).unwrap(),
+    let code = match (shared.script)(n) {
+        Reply::Status(code) => code,
+        Reply::After(ms, code) => {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            code
+        }
         Reply::Hang => std::future::pending().await,
-    }
+    };
+    shared.hits.lock().unwrap()[n].answered = Some(Instant::now());
+    StatusCode::from_u16(code).unwrap()
 }
 
 impl Target {
