@@ -16,7 +16,11 @@
 //!
 //! Exit status 0 is ok; any other exit (or death by signal) is retryable; a
 //! program that cannot be started, or invalid params, is permanent. The child
-//! is killed when the attempt is dropped (per-attempt timeout).
+//! runs in a process group of its own, and the whole group is killed when
+//! the attempt is dropped before the child exited (per-attempt timeout): a
+//! program that forked (`jobctl` running `sleep`, a shell script's
+//! commands) must not go on acting after its result says it timed out. What
+//! a program leaves behind when it exits by itself is its own business.
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -216,11 +220,14 @@ impl CommandActuator {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
+            // Its own group (id = its pid), so a timeout kills what it forked.
+            .process_group(0)
             .kill_on_drop(true);
         let mut child = match command.spawn() {
             Ok(child) => child,
             Err(e) => return Outcome::permanent(format!("cannot start `{program}`: {e}")),
         };
+        let group = GroupKiller(child.id());
         let stderr = child.stderr.take();
         let read = async {
             match stderr {
@@ -239,6 +246,8 @@ impl CommandActuator {
                 out = &mut read, if finished.is_none() => finished = Some(out),
             }
         };
+        // Exited (and reaped): its group is no longer the attempt's to kill.
+        group.disarm();
         let (stderr, dropped) = match finished {
             Some(out) => out,
             None => tokio::time::timeout(STDERR_GRACE, &mut read)
@@ -262,6 +271,31 @@ impl CommandActuator {
                 None => Outcome::transient(with_stderr(format!("`{program}` killed by a signal"))),
             },
             Err(e) => Outcome::transient(format!("waiting for `{program}` failed: {e}")),
+        }
+    }
+}
+
+/// Kills a child's process group when dropped, unless disarmed once the
+/// child exited (its id may then be reused).
+struct GroupKiller(Option<u32>);
+
+impl GroupKiller {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for GroupKiller {
+    fn drop(&mut self) {
+        let group = self
+            .0
+            .and_then(|id| i32::try_from(id).ok())
+            // Never 0 or 1: `kill(-1)` would signal every process.
+            .filter(|&id| id > 1)
+            .and_then(rustix::process::Pid::from_raw);
+        if let Some(group) = group {
+            // Already gone (ESRCH) is fine.
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
         }
     }
 }

@@ -297,3 +297,32 @@ async fn a_background_grandchild_holding_stderr_does_not_hang_the_action() {
     assert!(report.ok, "{report:?}");
     assert_eq!(report.attempts, 1);
 }
+
+/// A program that forked and is killed at its timeout takes what it forked
+/// with it: a real `jobctl` that forks must not pause jobs after the
+/// receipt says the action timed out.
+#[tokio::test]
+async fn a_command_past_its_timeout_is_killed_with_what_it_forked() {
+    let dir = tempfile::tempdir().unwrap();
+    let pidfile = dir.path().join("pid");
+    // The shell stays the parent and waits; `sleep` is its child.
+    let script = "sleep 10 & echo $! > \"$0\"; wait";
+    let params = json!({"program": "sh", "args": ["-c", script, pidfile.to_str().unwrap()]});
+    let report = run(params, 300, 0).await;
+    assert!(!report.ok);
+    assert!(report.detail.contains("timed out"), "{}", report.detail);
+    let pid: u32 = fs_err::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let mut gone = false;
+    for _ in 0..200 {
+        if process_gone(pid) {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(gone, "forked process {pid} still running after the timeout");
+}
