@@ -172,7 +172,13 @@ impl Governor {
             Event::Reset => {
                 out.reason = Reason::OperatorReset;
                 self.policy.reset_rules();
-                State::Stable
+                // A reset forgets the readings; it cannot grant an
+                // entitlement the SKU requires.
+                if pack.sku().entitlement_required && !self.entitled {
+                    State::Refusing
+                } else {
+                    State::Stable
+                }
             }
         };
 

@@ -51,6 +51,16 @@ pub fn charted(from: State, to: State, reason: Reason) -> bool {
     from.name() != to.name() || matches!(reason, Reason::Blocked | Reason::StormGuard)
 }
 
+/// A transition only SKUs that require an entitlement make.
+const fn entitled_only(from: &'static str, to: &'static str, reason: Reason) -> Transition {
+    Transition {
+        from,
+        to,
+        reason,
+        applies: Applies::WithEntitlement,
+    }
+}
+
 const fn t(from: &'static str, to: &'static str, reason: Reason) -> Transition {
     let applies = match reason {
         Reason::EntitlementInactive => Applies::WithEntitlement,
@@ -64,9 +74,9 @@ const fn t(from: &'static str, to: &'static str, reason: Reason) -> Transition {
     }
 }
 
-/// A new tenant's first signal, which only SKUs without an entitlement
-/// requirement act upon.
-const fn first_signal(to: &'static str, reason: Reason) -> Transition {
+/// A new tenant's first input (a signal, a reset), which only SKUs without
+/// an entitlement requirement act upon: a new tenant is never entitled.
+const fn first_input(to: &'static str, reason: Reason) -> Transition {
     Transition {
         from: "boot",
         to,
@@ -79,20 +89,23 @@ const fn first_signal(to: &'static str, reason: Reason) -> Transition {
 /// lifecycle order.
 pub const TRANSITIONS: &[Transition] = &[
     // A new tenant's first input is handled as in `stable`.
-    first_signal("stable", Reason::Evaluated),
+    first_input("stable", Reason::Evaluated),
     t("boot", "stable", Reason::EntitlementRecorded),
     t("boot", "stable", Reason::StaleResult),
-    t("boot", "stable", Reason::OperatorReset),
-    first_signal("warning", Reason::Evaluated),
-    first_signal("warning", Reason::Blocked),
-    first_signal("intervening", Reason::Dispatched),
-    first_signal("refusing", Reason::RefuseLevel),
+    first_input("stable", Reason::OperatorReset),
+    first_input("warning", Reason::Evaluated),
+    first_input("warning", Reason::Blocked),
+    first_input("intervening", Reason::Dispatched),
+    first_input("refusing", Reason::RefuseLevel),
     t("boot", "refusing", Reason::EntitlementInactive),
+    entitled_only("boot", "refusing", Reason::OperatorReset),
     t("stable", "warning", Reason::Evaluated),
     t("stable", "warning", Reason::Blocked),
     t("stable", "intervening", Reason::Dispatched),
     t("stable", "refusing", Reason::RefuseLevel),
     t("stable", "refusing", Reason::EntitlementInactive),
+    // A stale action result moves a new tenant to stable unentitled.
+    entitled_only("stable", "refusing", Reason::OperatorReset),
     t("warning", "stable", Reason::Recovered),
     t("warning", "stable", Reason::OperatorReset),
     t("warning", "warning", Reason::Blocked),

@@ -144,7 +144,9 @@ impl Registry {
         };
         let state = t.governor.state();
         let (allow, reason) = match state {
-            State::Refusing if self.pack.sku().entitlement_required && !t.governor.entitled() => {
+            // Whatever the state: only an entitlement admits, where the
+            // SKU requires one.
+            _ if self.pack.sku().entitlement_required && !t.governor.entitled() => {
                 (false, "entitlement_inactive")
             }
             State::Refusing => (false, "refusing"),

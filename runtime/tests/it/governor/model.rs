@@ -451,7 +451,13 @@ impl Model {
     /// An operator reset.
     pub fn reset(&mut self) -> MStep {
         self.forget_rules();
-        self.finish(plain("stable"), Vec::new())
+        // It cannot grant an entitlement the SKU requires.
+        let to = if self.pack.sku().entitlement_required && !admitted(self.ent) {
+            plain("refusing")
+        } else {
+            plain("stable")
+        };
+        self.finish(to, Vec::new())
     }
 }
 

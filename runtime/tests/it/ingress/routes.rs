@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use super::harness::{
     ADMIN, Service, envelope, get, marketplace, post, pubsub, request, signal, without_sku,
 };
-use super::sku::GUARD;
+use super::sku::{GUARD, WATCHED};
 
 #[tokio::test]
 async fn a_signal_is_receipted_and_acknowledged_with_204() {
@@ -166,6 +166,43 @@ async fn reset_with_the_admin_token_returns_to_stable() {
         ))
         .await;
     assert_eq!(reply.status, 200, "{reply:?}");
+    service.assert_verifies();
+}
+
+/// A reset forgets a tenant's readings; where the SKU requires an
+/// entitlement, it cannot admit a tenant that has none.
+#[tokio::test]
+async fn a_reset_leaves_a_tenant_without_its_required_entitlement_refused() {
+    let service = Service::memory(&WATCHED);
+    let reply = service
+        .send(post("/v1/signals", signal("nx", 10.0, "n-1")))
+        .await;
+    assert_eq!(reply.status, 204, "{reply:?}");
+    let refused = json!({ "allow": false, "state": "refusing", "reason": "entitlement_inactive" });
+    assert_eq!(
+        service.send(get("/v1/tenants/nx/admit")).await.json,
+        refused
+    );
+    let reply = service
+        .send(request(
+            "POST",
+            "/v1/tenants/nx/reset",
+            Some(ADMIN),
+            Body::empty(),
+        ))
+        .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(reply.json["state"], "refusing");
+    assert_eq!(
+        service.send(get("/v1/tenants/nx/admit")).await.json,
+        refused
+    );
+    let resets = service.receipts_of("nx", "reset");
+    assert_eq!(resets[0]["decision"]["reason"], "operator_reset");
+    assert_eq!(
+        (resets[0]["from"].as_str(), resets[0]["to"].as_str()),
+        (Some("refusing"), Some("refusing"))
+    );
     service.assert_verifies();
 }
 
