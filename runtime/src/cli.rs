@@ -652,7 +652,26 @@ pub fn verify_report(
             anchor.segment, anchor.records
         ));
     }
+    leftovers_note(dir, &mut text)?;
     Ok((text, ok))
+}
+
+/// Names the segment files older than the anchor left in `dir`: not part
+/// of the log, so neither verified nor shown (the next open removes them).
+fn leftovers_note(dir: &Path, text: &mut String) -> Result<(), LedgerError> {
+    let leftovers = crate::ledger::inspect::leftovers(dir)?;
+    if !leftovers.is_empty() {
+        let names: Vec<String> = leftovers
+            .iter()
+            .map(|path| format!("`{}`", path.display()))
+            .collect();
+        let _ = writeln!(
+            text,
+            "note: {} older than the anchor's first local segment: not part of the log (left by an interrupted retention cut, or planted), not verified nor shown; the next start removes it",
+            names.join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// `ledger verify --archive`: the archived segments and the local log of
@@ -673,6 +692,8 @@ fn verify_archived(
         |options| file::verify_with_archive(dir, options, &mut verify_fetch),
     )
     .map_err(|e| ledger_failure(&e))?;
+    let mut text = text;
+    leftovers_note(dir, &mut text).map_err(|e| ledger_failure(&e))?;
     emit(&text)?;
     Ok(verdict(ok))
 }

@@ -9,7 +9,7 @@ use ggen_runtime::canonical;
 use ggen_runtime::ledger::file::{FileLedger, FileOptions, verify_dir};
 use ggen_runtime::ledger::memory::MemoryLedger;
 use ggen_runtime::ledger::{
-    Entry, GENESIS, Head, Ledger, LedgerError, Record, Recovered, chain_hash,
+    Entry, GENESIS, Hash, Head, Ledger, LedgerError, Record, Recovered, chain_hash,
 };
 use ggen_runtime::tenant::TenantId;
 use serde_json::json;
@@ -112,6 +112,27 @@ fn frames_in(buf: &[u8]) -> Vec<(usize, usize, String, u64)> {
         at += total;
     }
     out
+}
+
+/// Rewrites the receipt of the frame at `at` (`len` bytes) in `buf`:
+/// `from` replaced by `to` (of the same length), the frame's CRC recomputed,
+/// and with `prev` also its header hash (SHA-256(prev ‖ bytes)): what anyone
+/// who can write the ledger folder can do.
+fn forge_frame(buf: &mut [u8], at: usize, len: usize, from: &str, to: &str, prev: Option<Hash>) {
+    assert_eq!(from.len(), to.len());
+    let frame = &mut buf[at..at + len];
+    let body = FRAME_HEADER + usize::from(frame[52]);
+    let found = frame[body..]
+        .windows(from.len())
+        .position(|w| w == from.as_bytes())
+        .expect("text to forge not in the receipt");
+    frame[body + found..body + found + to.len()].copy_from_slice(to.as_bytes());
+    if let Some(prev) = prev {
+        let hash = chain_hash(&prev, &frame[body..]);
+        frame[20..52].copy_from_slice(&hash);
+    }
+    let crc = crc32c::crc32c(&frame[8..]);
+    frame[4..8].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// A file ledger in a temp dir with `per_tenant` receipts for each of `tenants`, interleaved.
