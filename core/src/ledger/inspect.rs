@@ -420,6 +420,23 @@ fn verify_from(
             ),
         );
     }
+    // The tree's leaves are appended only once their records are durable:
+    // a synced size past the log's end means durable receipts are gone.
+    if end.is_none()
+        && !scanned.stopped
+        && let Some(synced) = super::file::synced_size(dir)
+        && synced > scanned.records
+    {
+        replay.verifier.bad(
+            String::new(),
+            0,
+            format!(
+                "`{}` says {synced} receipts were durable when the Merkle tree was synced, but the log holds {}: receipts were lost (the log cut short, or restored from an older copy)",
+                dir.join(super::file::TREE_DIR).join("SYNCED").display(),
+                scanned.records
+            ),
+        );
+    }
     // Last, so it is the first bad only when everything else verifies
     // (which is how `ledger copy` checks its copy before unmarking it).
     if dir.join(super::file::COPYING_FILE).exists() {
@@ -485,7 +502,7 @@ impl Visitor for Replay<'_, '_> {
 }
 
 /// The (tenant, seq) a damaged frame header claims, when the tenant is a valid id.
-fn claimed(buf: &[u8]) -> (String, u64) {
+pub(super) fn claimed(buf: &[u8]) -> (String, u64) {
     segment::peek(buf)
         .and_then(|header| {
             let tenant = std::str::from_utf8(header.tenant?).ok()?;

@@ -338,14 +338,21 @@ fn flipping_any_byte_is_detected() {
             "flip at {at} not reported by verify_dir"
         );
         match FileLedger::open(dir.path(), fast_options()) {
-            Err(LedgerError::Corrupt { offset, .. }) => assert!(at < last && offset as usize <= at),
+            Err(LedgerError::Corrupt { offset, .. }) if at < last => {
+                assert!(offset as usize <= at);
+            }
+            // The final record looks like a torn write, but the tree was
+            // synced with it: acknowledged, so refused and left as it is.
+            Err(LedgerError::Corrupt { offset, reason, .. }) => {
+                assert!(at < end && offset as usize == last, "flip at {at}");
+                assert!(reason.contains("acknowledged"), "{reason}");
+                assert_eq!(fs_err::read(&path).unwrap(), bytes, "flip at {at}");
+            }
             Err(err) => panic!("unexpected error for flip at {at}: {err}"),
-            // Only the final record can look like a torn write.
-            // (A flip past the last frame is garbage after the end: cut too.)
+            // A flip past the last frame is garbage after the end: cut.
             Ok(ledger) => {
-                assert!(at >= last, "open accepted a flip at {at}");
-                let cut = if at < end { last } else { end };
-                assert_eq!(ledger.repair().map(|r| r.offset as usize), Some(cut));
+                assert!(at >= end, "open accepted a flip at {at}");
+                assert_eq!(ledger.repair().map(|r| r.offset as usize), Some(end));
             }
         }
     }
@@ -441,6 +448,9 @@ fn torn_tail_at_every_offset_is_truncated_and_the_chain_continues() {
     let seg = &segments(original.path())[0];
     let (last_at, last_len, last_tenant, last_seq) = frames(seg).last().cloned().unwrap();
     let t = tenant(&last_tenant);
+    // A crash tears only a record that was never durable, so never in the
+    // Merkle tree either: the tree synced when the ledger closed goes.
+    fs_err::remove_dir_all(original.path().join("tree")).unwrap();
     for cut in last_at + 1..last_at + last_len {
         let dir = copy_dir(original.path());
         let path = dir.path().join(seg.file_name().unwrap());
@@ -485,6 +495,64 @@ fn torn_tail_at_every_offset_is_truncated_and_the_chain_continues() {
         drop(ledger);
         assert_eq!(verify_dir(dir.path()).unwrap().receipts, 6, "cut at {cut}");
     }
+}
+
+/// A damaged last record that durable evidence covers (the checkpoint's
+/// mark, or the tree's synced size) was acknowledged: open refuses it and
+/// changes nothing, instead of cutting it as a torn write; verify says
+/// receipts were lost when the log is shorter than the synced tree.
+#[test]
+fn a_damaged_acknowledged_last_record_is_refused_not_cut() {
+    let original = populated(&["acme", "beta"], 3);
+    let seg = &segments(original.path())[0];
+    let (last_at, last_len, ..) = frames(seg).last().cloned().unwrap();
+    let damaged = |dir: &Path| {
+        let path = dir.join(seg.file_name().unwrap());
+        let mut bytes = fs_err::read(&path).unwrap();
+        bytes[last_at + last_len - 2] ^= 0x20;
+        fs_err::write(&path, &bytes).unwrap();
+        bytes
+    };
+    // The tree synced with all six (the ledger closed cleanly).
+    let synced = copy_dir(original.path());
+    // The checkpoint covering all six, and no tree.
+    let checkpointed = copy_dir(original.path());
+    fs_err::remove_dir_all(checkpointed.path().join("tree")).unwrap();
+    {
+        let options = FileOptions {
+            tree: false,
+            ..fast_options()
+        };
+        let ledger = FileLedger::open(checkpointed.path(), options).unwrap();
+        ledger.checkpoint(ledger.mark().unwrap(), b"six").unwrap();
+    }
+    for (dir, evidence) in [(&synced, "SYNCED"), (&checkpointed, "CHECKPOINT")] {
+        let bytes = damaged(dir.path());
+        let err = FileLedger::open(dir.path(), fast_options()).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("acknowledged") && text.contains(evidence) && text.contains("beta"),
+            "{text}"
+        );
+        let path = dir.path().join(seg.file_name().unwrap());
+        assert_eq!(
+            fs_err::read(&path).unwrap(),
+            bytes,
+            "{evidence}: the segment was changed"
+        );
+    }
+    // Cut short at a frame boundary: the chains link, the tree says six.
+    let cut = copy_dir(original.path());
+    let path = cut.path().join(seg.file_name().unwrap());
+    let file = fs_err::OpenOptions::new().write(true).open(&path).unwrap();
+    file.set_len(last_at as u64).unwrap();
+    drop(file);
+    let bad = verify_dir(cut.path()).unwrap().first_bad.unwrap();
+    assert!(
+        bad.reason.contains("says 6 receipts were durable") && bad.reason.contains("holds 5"),
+        "{}",
+        bad.reason
+    );
 }
 
 #[test]

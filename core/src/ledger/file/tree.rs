@@ -558,6 +558,17 @@ impl Nodes for FileTree {
 }
 
 /// `SYNCED`'s size and root; the empty tree when there is none.
+/// The size `tree/SYNCED` in the ledger folder `ledger` names: how many
+/// records were durable when the tree was last synced (`None`: no tree,
+/// or an unreadable file, which open rebuilds from the log).
+pub(crate) fn synced_size(ledger: &Path) -> Option<u64> {
+    let dir = ledger.join(TREE_DIR);
+    if !dir.join(SYNCED_FILE).exists() {
+        return None;
+    }
+    read_synced(&dir).ok().map(|(size, _)| size)
+}
+
 fn read_synced(dir: &Path) -> Result<(u64, Hash), LedgerError> {
     let path = dir.join(SYNCED_FILE);
     let text = match fs_err::read_to_string(&path) {

@@ -113,7 +113,11 @@ fn a_truncated_tail_without_its_checkpoint_file_is_caught() {
     file.set_len(cut as u64).unwrap();
     drop(file);
     let _ = fs_err::remove_file(s.ledger.path().join(CHECKPOINT_FILE));
-    // The chains alone say nothing is wrong...
+    // The Merkle tree, synced with 10 leaves, says receipts were lost...
+    let bad = verify_dir(s.ledger.path()).unwrap().first_bad.unwrap();
+    assert!(bad.reason.contains("receipts were lost"), "{}", bad.reason);
+    // ...the chains alone, once it is removed too, say nothing is wrong...
+    fs_err::remove_dir_all(s.ledger.path().join("tree")).unwrap();
     assert_eq!(verify_dir(s.ledger.path()).unwrap().first_bad, None);
     // ...the published checkpoints do.
     let err = check(s.ledger.path(), s.published.path(), &s.signer).unwrap_err();
@@ -145,6 +149,8 @@ fn a_deleted_tenant_is_caught() {
     kept.resize(bytes.len(), 0);
     fs_err::write(seg, kept).unwrap();
     let _ = fs_err::remove_file(s.ledger.path().join(CHECKPOINT_FILE));
+    // (The Merkle tree would say receipts were lost: removed too.)
+    fs_err::remove_dir_all(s.ledger.path().join("tree")).unwrap();
     assert_eq!(verify_dir(s.ledger.path()).unwrap().first_bad, None);
     let err = check(s.ledger.path(), s.published.path(), &s.signer).unwrap_err();
     assert!(err.contains("00000008.checkpoint"), "{err}");
