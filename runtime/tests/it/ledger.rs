@@ -555,6 +555,50 @@ fn a_damaged_acknowledged_last_record_is_refused_not_cut() {
     );
 }
 
+/// A receipt whose own `prev` no longer names its predecessor, its header
+/// hash recomputed so the header chain links: verify reports it, so open
+/// refuses to extend it, past the checkpoint's mark (replayed) and as the
+/// head of a tenant whose last receipt is before the mark.
+#[test]
+fn open_checks_the_fields_of_the_receipts_it_replays_and_extends() {
+    for checkpointed in [false, true] {
+        let dir = populated(&["acme", "beta"], 3);
+        if checkpointed {
+            let ledger = FileLedger::open(dir.path(), fast_options()).unwrap();
+            ledger.checkpoint(ledger.mark().unwrap(), b"all").unwrap();
+        }
+        let seg = &segments(dir.path())[0];
+        let mut bytes = fs_err::read(seg).unwrap();
+        let all = frames(seg);
+        let (at, len, ..) = all[4].clone();
+        assert_eq!((all[4].2.as_str(), all[4].3), ("acme", 3));
+        let prev: Hash = bytes[all[2].0 + 20..all[2].0 + 52].try_into().unwrap();
+        let text = hex::encode(prev);
+        let other = format!(
+            "{}{}",
+            if text.starts_with('0') { "1" } else { "0" },
+            &text[1..]
+        );
+        forge_frame(&mut bytes, at, len, &text, &other, Some(prev));
+        fs_err::write(seg, &bytes).unwrap();
+        let bad = verify_dir(dir.path()).unwrap().first_bad.unwrap();
+        assert_eq!((bad.tenant.as_str(), bad.seq), ("acme", 3));
+        match FileLedger::open(dir.path(), fast_options()) {
+            Err(LedgerError::BrokenChain {
+                tenant,
+                seq,
+                reason,
+                ..
+            }) => {
+                assert_eq!((tenant.as_str(), seq), ("acme", 3), "{reason}");
+                assert!(reason.contains("receipt names prev"), "{reason}");
+            }
+            Err(other) => panic!("checkpointed {checkpointed}: {other}"),
+            Ok(_) => panic!("checkpointed {checkpointed}: open extends a chain verify reports"),
+        }
+    }
+}
+
 #[test]
 fn a_preallocated_tail_is_the_end_of_the_log_not_damage() {
     let dir = populated(&["acme", "beta"], 3);

@@ -365,6 +365,8 @@ fn scan_log(
         repair: None,
         fill: None,
         visited: 0,
+        fields_checked: checkpoint.is_none(),
+        unchecked: HashMap::new(),
         durable: Durable {
             checkpoint: checkpoint.as_ref().map(|c| (c.records, c.position)),
             synced: tree.as_ref().map(|(_, trusted)| *trusted),
@@ -591,8 +593,27 @@ struct Index {
     fill: Option<tree::Fill>,
     /// Records visited, counting those before the local log (archived).
     visited: u64,
+    /// Whether each record's own `tenant`, `seq` and `prev` are checked as
+    /// it is visited: past the checkpoint's mark (recovery replays those
+    /// records), or everywhere without a checkpoint. Before the mark only
+    /// each tenant's last record is, at the mark (see `unchecked`): the
+    /// head a start extends must say what verify says of it, and parsing
+    /// every receipt would cost a large ledger's restart too much.
+    fields_checked: bool,
+    /// Per tenant, its last record before the checkpoint's mark so far:
+    /// where it is, its predecessor's hash, and its bytes.
+    unchecked: HashMap<Box<str>, Unchecked>,
     /// What survived a crash says of how many records were durable.
     durable: Durable,
+}
+
+/// A record whose own fields open checks later (see `Index::unchecked`).
+#[derive(Debug, Default)]
+struct Unchecked {
+    position: u64,
+    seq: u64,
+    prev: Hash,
+    bytes: Vec<u8>,
 }
 
 /// Durable evidence of how many records the log held: a torn tail is cut
@@ -663,13 +684,30 @@ impl Visitor for Index {
                 self.chains.entry(tenant).or_default()
             }
         };
-        if frame.seq != chain.head.seq + 1 {
-            return Err(broken(format!("expected seq `{}`", chain.head.seq + 1)));
+        let Some(next) = chain.head.seq.checked_add(1) else {
+            return Err(broken("its chain's seq is at its largest".to_owned()));
+        };
+        if frame.seq != next {
+            return Err(broken(format!("expected seq `{next}`")));
         }
         if chain_hash(&chain.head.hash, frame.bytes) != frame.hash {
             return Err(broken(
                 "stored hash does not match SHA-256(prev ‖ bytes)".to_owned(),
             ));
+        }
+        if self.fields_checked {
+            super::verify::check_fields(frame.tenant, frame.seq, frame.bytes, &chain.head.hash)
+                .map_err(broken)?;
+        } else {
+            let slot = match self.unchecked.get_mut(frame.tenant) {
+                Some(slot) => slot,
+                None => self.unchecked.entry(Box::from(frame.tenant)).or_default(),
+            };
+            slot.position = position;
+            slot.seq = frame.seq;
+            slot.prev = chain.head.hash;
+            slot.bytes.clear();
+            slot.bytes.extend_from_slice(frame.bytes);
         }
         chain.head = Head {
             seq: frame.seq,
@@ -687,6 +725,23 @@ impl Visitor for Index {
     }
 
     fn at_checkpoint(&mut self, _: &Checkpoint) -> Result<(), LedgerError> {
+        // Every tenant's last record before the mark: the head recovery
+        // starts from (records past the mark are checked as visited).
+        for (tenant, record) in std::mem::take(&mut self.unchecked) {
+            if let Err(reason) =
+                super::verify::check_fields(&tenant, record.seq, &record.bytes, &record.prev)
+            {
+                let (id, offset) = segment::unpack(record.position);
+                return Err(LedgerError::BrokenChain {
+                    tenant: tenant.into(),
+                    seq: record.seq,
+                    path: self.dir.join(segment::segment_name(id)),
+                    offset: u64::from(offset),
+                    reason,
+                });
+            }
+        }
+        self.fields_checked = true;
         self.heads_at_checkpoint = self
             .chains
             .iter()
