@@ -536,6 +536,29 @@ pub fn scan_dir(
     }
 }
 
+/// Whether `dir` holds a file ledger: its lock (made by the first open,
+/// so an empty ledger a start created counts), a segment, a checkpoint,
+/// an anchor, its Merkle tree or an unfinished copy's mark. A folder with
+/// none of them (an empty one, or another program's) is not a ledger.
+pub fn is_ledger_dir(dir: impl AsRef<Path>) -> Result<bool, LedgerError> {
+    let dir = dir.as_ref();
+    const MARKS: [&str; 5] = [
+        super::file::LOCK_FILE,
+        CHECKPOINT_FILE,
+        super::file::ANCHOR_FILE,
+        super::file::TREE_DIR,
+        super::file::COPYING_FILE,
+    ];
+    for entry in fs_err::read_dir(dir).map_err(super::io_err(dir))? {
+        let name = entry.map_err(super::io_err(dir))?.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if MARKS.contains(&name) || segment::parse_segment_name(name).is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// The checkpoint stored in a ledger directory, read-only: its record count
 /// and blob, for a replay up to its mark (such as
 /// [`crate::registry::replay_checkpoint`]) that runs beside [`verify_dir_with`].

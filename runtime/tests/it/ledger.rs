@@ -16,6 +16,7 @@ use serde_json::json;
 
 mod archive;
 mod checkpoint;
+mod cli;
 mod index;
 pub(crate) mod postgres;
 mod postgres_retention;
