@@ -220,7 +220,24 @@ pub fn command(sku: &'static Sku) -> clap::Command {
         "{}: a ggen-generated governor service for SKU `{}`.",
         sku.name, sku.id
     );
-    Cli::command().name(name).version(version).about(about)
+    // The shared `--ledger` help speaks for the commands that write; the
+    // read-only ones refuse a missing folder.
+    let read_only = |command: clap::Command| {
+        command.mut_arg("ledger", |arg| {
+            arg.help("The ledger directory (read-only: it must exist)")
+        })
+    };
+    Cli::command()
+        .name(name)
+        .version(version)
+        .about(about)
+        .mut_subcommand("ledger", |ledger| {
+            ["verify", "checkpoint", "prove", "consistency", "show"]
+                .into_iter()
+                .fold(ledger, |ledger, name| {
+                    ledger.mut_subcommand(name, read_only)
+                })
+        })
 }
 
 /// Parses the process arguments and runs the command.
@@ -334,10 +351,15 @@ pub fn run<P: PolicyPack>(
             .map_err(Failure::rejected)
             .and_then(|(from, to)| copy(&from, &to)),
     };
-    result.unwrap_or_else(|failure| {
-        eprintln!("error: {}", failure.message);
-        ExitCode::from(failure.code)
-    })
+    result.unwrap_or_else(|failure| report(&mut io::stderr(), &failure))
+}
+
+/// Writes `failure` to `err` and returns its exit code. A stderr that
+/// cannot be written (a closed pipe: `… 2>&1 | head -c5`) does not change
+/// the exit code, and never panics as `eprintln!` would.
+fn report(err: &mut dyn io::Write, failure: &Failure) -> ExitCode {
+    let _ = writeln!(err, "error: {}", failure.message);
+    ExitCode::from(failure.code)
 }
 
 /// The archive at `url`, if one is given.
@@ -591,13 +613,10 @@ fn verify(
     location: &Location,
     archive: Option<&str>,
 ) -> Result<ExitCode, Failure> {
+    if let Location::Dir(dir) = location {
+        ledger_dir(dir)?;
+    }
     let (text, ok) = match (location, archive) {
-        (Location::Dir(dir), _) if !dir.is_dir() => {
-            return Err(Failure::rejected(format!(
-                "no ledger at `{}`",
-                dir.display()
-            )));
-        }
         (Location::Dir(dir), Some(url)) => {
             let archive = crate::archive::Archive::open(url)
                 .map_err(|e| Failure::rejected(error_chain(&e)))?;
@@ -652,7 +671,26 @@ pub fn verify_report(
             anchor.segment, anchor.records
         ));
     }
+    leftovers_note(dir, &mut text)?;
     Ok((text, ok))
+}
+
+/// Names the segment files older than the anchor left in `dir`: not part
+/// of the log, so neither verified nor shown (the next open removes them).
+fn leftovers_note(dir: &Path, text: &mut String) -> Result<(), LedgerError> {
+    let leftovers = crate::ledger::inspect::leftovers(dir)?;
+    if !leftovers.is_empty() {
+        let names: Vec<String> = leftovers
+            .iter()
+            .map(|path| format!("`{}`", path.display()))
+            .collect();
+        let _ = writeln!(
+            text,
+            "note: {} older than the anchor's first local segment: not part of the log (left by an interrupted retention cut, or planted), not verified nor shown; the next start removes it",
+            names.join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// `ledger verify --archive`: the archived segments and the local log of
@@ -673,6 +711,8 @@ fn verify_archived(
         |options| file::verify_with_archive(dir, options, &mut verify_fetch),
     )
     .map_err(|e| ledger_failure(&e))?;
+    let mut text = text;
+    leftovers_note(dir, &mut text).map_err(|e| ledger_failure(&e))?;
     emit(&text)?;
     Ok(verdict(ok))
 }
@@ -835,14 +875,28 @@ fn report_text(
     (out, ok)
 }
 
-fn show(location: &Location, tenant: Option<&str>) -> Result<ExitCode, Failure> {
-    if let Location::Dir(dir) = location
-        && !dir.is_dir()
-    {
+/// Refuses (exit 1) a folder that is missing or holds no ledger (see
+/// [`crate::ledger::inspect::is_ledger_dir`]): reading it would report
+/// `0 receipts`, as if an empty ledger were there.
+fn ledger_dir(dir: &Path) -> Result<(), Failure> {
+    if !dir.is_dir() {
         return Err(Failure::rejected(format!(
             "no ledger at `{}`",
             dir.display()
         )));
+    }
+    if !crate::ledger::inspect::is_ledger_dir(dir).map_err(|e| ledger_failure(&e))? {
+        return Err(Failure::rejected(format!(
+            "`{}` is not a ledger folder: it holds no LOCK, segment, CHECKPOINT or ANCHOR",
+            dir.display()
+        )));
+    }
+    Ok(())
+}
+
+fn show(location: &Location, tenant: Option<&str>) -> Result<ExitCode, Failure> {
+    if let Location::Dir(dir) = location {
+        ledger_dir(dir)?;
     }
     let tenant = tenant
         .map(TenantId::new)
@@ -960,4 +1014,25 @@ pub fn policy_table(sku: &Sku) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A stderr that fails (a closed pipe) keeps the failure's exit code.
+    #[test]
+    fn a_closed_stderr_keeps_the_exit_code_without_a_panic() {
+        struct Closed;
+        impl io::Write for Closed {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::ErrorKind::BrokenPipe.into())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Err(io::ErrorKind::BrokenPipe.into())
+            }
+        }
+        let code = report(&mut Closed, &Failure::rejected("no ledger at `/nonexist`"));
+        assert_eq!(code, ExitCode::from(1));
+    }
 }

@@ -43,81 +43,175 @@ pub type Archived<'a> = dyn FnMut(u32) -> Result<Option<Vec<u8>>, LedgerError> +
 
 /// Visits every record of a ledger whose oldest segments were archived,
 /// from genesis: the archived segments before the anchor (`archived`
-/// fetches each; a missing one is an error), then the local log.
+/// fetches each; a missing one is an error), then the local log, every
+/// chain checked as [`verify_with_archive`] checks it (a record that does
+/// not link stops the scan with [`LedgerError::BrokenChain`]).
 pub fn scan_with_archive(
     dir: impl AsRef<Path>,
     archived: &mut Archived<'_>,
     visit: &mut dyn FnMut(&Record) -> Result<(), LedgerError>,
 ) -> Result<(), LedgerError> {
     let dir = dir.as_ref();
-    if let Some(anchor) = super::file::read_anchor(dir)? {
-        for id in 1..anchor.segment {
-            let name = segment::segment_name(id);
-            let bytes = archived(id)?.ok_or_else(|| LedgerError::Corrupt {
-                path: dir.join(&name),
-                offset: 0,
-                reason: "archived segment missing from the archive".to_owned(),
-            })?;
-            visit_archived(&dir.join(&name).to_string_lossy(), &bytes, visit)?;
-        }
-        // Leftovers of an interrupted cut are not visited twice.
-        let ids: Vec<u32> = list_segments(dir)?
-            .into_iter()
-            .filter(|&id| id >= anchor.segment)
-            .collect();
-        let span = Span {
-            records: anchor.records,
-            ..Span::all(&ids)
-        };
-        scan(dir, span, None, &mut Records(visit))?;
-        return Ok(());
+    let Some(anchor) = super::file::read_anchor(dir)? else {
+        return scan_dir(dir, visit);
+    };
+    let mut verifier = Verifier::new();
+    for id in 1..anchor.segment {
+        let name = segment::segment_name(id);
+        let bytes = archived(id)?.ok_or_else(|| LedgerError::Corrupt {
+            path: dir.join(&name),
+            offset: 0,
+            reason: "archived segment missing from the archive".to_owned(),
+        })?;
+        visit_archived_checked(&mut verifier, &dir.join(&name), &bytes, visit)?;
     }
-    scan_dir(dir, visit)
+    scan_checked(
+        dir,
+        &anchor_ids(dir, &anchor)?,
+        anchor.records,
+        verifier,
+        visit,
+    )
+}
+
+/// The local segments an anchor keeps (those from its first local segment
+/// on), refusing a log that does not start there; segments before it are
+/// not part of the log (see [`leftovers`]).
+fn anchor_ids(dir: &Path, anchor: &super::file::Anchor) -> Result<Vec<u32>, LedgerError> {
+    let ids: Vec<u32> = list_segments(dir)?
+        .into_iter()
+        .filter(|&id| id >= anchor.segment)
+        .collect();
+    if let Some(&first) = ids.first()
+        && first != anchor.segment
+    {
+        return Err(LedgerError::Corrupt {
+            path: dir.join(segment::segment_name(anchor.segment)),
+            offset: 0,
+            reason: format!(
+                "the anchor says the local log starts at segment {}, but it starts at {first}",
+                anchor.segment
+            ),
+        });
+    }
+    Ok(ids)
+}
+
+/// The segments in `dir` older than its anchor's first local one: not part
+/// of the log (left by a retention cut interrupted after its anchor, which
+/// the next open removes, or planted), so neither verified nor visited.
+/// Empty without an anchor.
+pub fn leftovers(dir: impl AsRef<Path>) -> Result<Vec<std::path::PathBuf>, LedgerError> {
+    let dir = dir.as_ref();
+    let Some(anchor) = super::file::read_anchor(dir)? else {
+        return Ok(Vec::new());
+    };
+    let mut ids: Vec<u32> = Vec::new();
+    for entry in fs_err::read_dir(dir).map_err(super::io_err(dir))? {
+        let entry = entry.map_err(super::io_err(dir))?;
+        if let Some(id) = entry
+            .file_name()
+            .to_str()
+            .and_then(segment::parse_segment_name)
+            .filter(|&id| id < anchor.segment)
+        {
+            ids.push(id);
+        }
+    }
+    ids.sort_unstable();
+    Ok(ids
+        .into_iter()
+        .map(|id| dir.join(segment::segment_name(id)))
+        .collect())
 }
 
 /// Visits every record of the local log in append order, read-only, and
-/// verifies each chain as it goes: from genesis, or from the anchor's heads
-/// when the oldest segments were archived (their records are not visited).
-/// A record that does not link stops the scan with
-/// [`LedgerError::BrokenChain`]; damage stops it as [`scan_dir`] does.
+/// verifies each chain as it goes, as [`verify_dir`] does: from genesis, or
+/// from the anchor's heads when the oldest segments were archived (their
+/// records are not visited, nor are segments older than the anchor left in
+/// the folder: see [`leftovers`]). A record that does not link, or whose
+/// own `tenant`, `seq` or `prev` contradict its frame, stops the scan with
+/// [`LedgerError::BrokenChain`] before it is visited; damage stops it as
+/// [`scan_dir`] does.
 pub fn scan_local(
     dir: impl AsRef<Path>,
     visit: &mut dyn FnMut(&Record) -> Result<(), LedgerError>,
 ) -> Result<(), LedgerError> {
-    let dir = dir.as_ref();
-    let anchor = super::file::read_anchor(dir)?;
-    let (mut verifier, ids, span_records) = match &anchor {
-        Some(anchor) => {
-            let ids: Vec<u32> = list_segments(dir)?
-                .into_iter()
-                .filter(|&id| id >= anchor.segment)
-                .collect();
-            (
-                Verifier::starting_at(&anchor.heads),
-                ids,
-                Some(anchor.records),
-            )
-        }
-        None => (Verifier::new(), list_segments(dir)?, None),
+    scan_dir(dir, visit)
+}
+
+/// [`scan_local`] from `verifier`'s heads over segments `ids`, after `records` records.
+fn scan_checked(
+    dir: &Path,
+    ids: &[u32],
+    records: u64,
+    verifier: Verifier,
+    visit: &mut dyn FnMut(&Record) -> Result<(), LedgerError>,
+) -> Result<(), LedgerError> {
+    let span = Span {
+        records,
+        ..Span::all(ids)
     };
-    let mut checked = |record: &Record| {
-        verifier.feed(record);
+    scan(dir, span, None, &mut Checked { verifier, visit })?;
+    Ok(())
+}
+
+/// A scan visitor that checks every chain (as verify does) before handing
+/// a record on, and fails at the first damage.
+struct Checked<'a, 'v> {
+    verifier: Verifier,
+    visit: &'a mut (dyn FnMut(&Record) -> Result<(), LedgerError> + 'v),
+}
+
+impl Visitor for Checked<'_, '_> {
+    fn record(&mut self, path: &Path, position: u64, frame: Frame<'_>) -> Result<(), LedgerError> {
+        self.verifier
+            .feed_parts(frame.tenant, frame.seq, &frame.hash, frame.bytes);
+        if let Some(bad) = self.verifier.first_bad() {
+            return Err(LedgerError::BrokenChain {
+                tenant: bad.tenant.clone(),
+                seq: bad.seq,
+                path: path.to_owned(),
+                offset: u64::from(segment::unpack(position).1),
+                reason: bad.reason.clone(),
+            });
+        }
+        (self.visit)(&frame.record())
+    }
+
+    fn damaged(&mut self, damage: &Damage<'_>) -> Result<AfterDamage, LedgerError> {
+        Records(&mut *self.visit).damaged(damage)
+    }
+}
+
+/// [`visit_archived`], each chain checked by `verifier` (fed before):
+/// a record that does not link is [`LedgerError::BrokenChain`].
+pub fn visit_archived_checked(
+    verifier: &mut Verifier,
+    path: &Path,
+    bytes: &[u8],
+    visit: &mut dyn FnMut(&Record) -> Result<(), LedgerError>,
+) -> Result<(), LedgerError> {
+    let tail = segment::walk(bytes, 0, false, |offset, frame| {
+        verifier.feed_parts(frame.tenant, frame.seq, &frame.hash, frame.bytes);
         if let Some(bad) = verifier.first_bad() {
             return Err(LedgerError::BrokenChain {
                 tenant: bad.tenant.clone(),
                 seq: bad.seq,
-                path: dir.to_owned(),
-                offset: 0,
-                reason: bad.reason.clone(),
+                path: path.to_owned(),
+                offset: offset as u64,
+                reason: format!("archived copy: {}", bad.reason),
             });
         }
-        visit(record)
-    };
-    let mut span = Span::all(&ids);
-    if let Some(records) = span_records {
-        span.records = records;
+        visit(&frame.record())
+    })?;
+    if let segment::Tail::Damaged { offset, reason, .. } = tail {
+        return Err(LedgerError::Corrupt {
+            path: path.to_owned(),
+            offset: offset as u64,
+            reason: format!("archived copy: {reason}"),
+        });
     }
-    scan(dir, span, None, &mut Records(&mut checked))?;
     Ok(())
 }
 
@@ -326,6 +420,23 @@ fn verify_from(
             ),
         );
     }
+    // The tree's leaves are appended only once their records are durable:
+    // a synced size past the log's end means durable receipts are gone.
+    if end.is_none()
+        && !scanned.stopped
+        && let Some(synced) = super::file::synced_size(dir)
+        && synced > scanned.records
+    {
+        replay.verifier.bad(
+            String::new(),
+            0,
+            format!(
+                "`{}` says {synced} receipts were durable when the Merkle tree was synced, but the log holds {}: receipts were lost (the log cut short, or restored from an older copy)",
+                dir.join(super::file::TREE_DIR).join("SYNCED").display(),
+                scanned.records
+            ),
+        );
+    }
     // Last, so it is the first bad only when everything else verifies
     // (which is how `ledger copy` checks its copy before unmarking it).
     if dir.join(super::file::COPYING_FILE).exists() {
@@ -391,7 +502,7 @@ impl Visitor for Replay<'_, '_> {
 }
 
 /// The (tenant, seq) a damaged frame header claims, when the tenant is a valid id.
-fn claimed(buf: &[u8]) -> (String, u64) {
+pub(super) fn claimed(buf: &[u8]) -> (String, u64) {
     segment::peek(buf)
         .and_then(|header| {
             let tenant = std::str::from_utf8(header.tenant?).ok()?;
@@ -401,18 +512,51 @@ fn claimed(buf: &[u8]) -> (String, u64) {
         .unwrap_or_default()
 }
 
-/// Visits every intact record of a ledger directory in append order,
-/// read-only and without the lock. Stops at the first damaged frame with
-/// [`LedgerError::Corrupt`] naming the file and offset (a torn final record
-/// of a crashed writer included: `open` would truncate it).
+/// Visits every record of the local log of a ledger directory in append
+/// order, read-only and without the lock, exactly what [`verify_dir`]
+/// checks, checked as it does (see [`scan_local`]). Stops at the first
+/// damaged frame with [`LedgerError::Corrupt`] naming the file and offset
+/// (a torn final record of a crashed writer included: `open` would
+/// truncate it), at the first record that does not link with
+/// [`LedgerError::BrokenChain`].
 pub fn scan_dir(
     dir: impl AsRef<Path>,
     visit: &mut dyn FnMut(&Record) -> Result<(), LedgerError>,
 ) -> Result<(), LedgerError> {
     let dir = dir.as_ref();
-    let ids = list_segments(dir)?;
-    scan(dir, Span::all(&ids), None, &mut Records(visit))?;
-    Ok(())
+    match super::file::read_anchor(dir)? {
+        Some(anchor) => scan_checked(
+            dir,
+            &anchor_ids(dir, &anchor)?,
+            anchor.records,
+            Verifier::starting_at(&anchor.heads),
+            visit,
+        ),
+        None => scan_checked(dir, &list_segments(dir)?, 0, Verifier::new(), visit),
+    }
+}
+
+/// Whether `dir` holds a file ledger: its lock (made by the first open,
+/// so an empty ledger a start created counts), a segment, a checkpoint,
+/// an anchor, its Merkle tree or an unfinished copy's mark. A folder with
+/// none of them (an empty one, or another program's) is not a ledger.
+pub fn is_ledger_dir(dir: impl AsRef<Path>) -> Result<bool, LedgerError> {
+    let dir = dir.as_ref();
+    const MARKS: [&str; 5] = [
+        super::file::LOCK_FILE,
+        CHECKPOINT_FILE,
+        super::file::ANCHOR_FILE,
+        super::file::TREE_DIR,
+        super::file::COPYING_FILE,
+    ];
+    for entry in fs_err::read_dir(dir).map_err(super::io_err(dir))? {
+        let name = entry.map_err(super::io_err(dir))?.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if MARKS.contains(&name) || segment::parse_segment_name(name).is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// The checkpoint stored in a ledger directory, read-only: its record count

@@ -238,7 +238,12 @@ pub(crate) fn scan(
                 visitor.at_checkpoint(ck)?;
             }
             visitor.record(&path, position, frame)?;
-            *records += 1;
+            // Counted from an anchor's `records`, which a crafted file may set anywhere.
+            *records = records.checked_add(1).ok_or_else(|| LedgerError::Corrupt {
+                path: path.clone(),
+                offset: offset as u64,
+                reason: "the log counts more records than a ledger can hold (the anchor's `records` is wrong)".to_owned(),
+            })?;
             Ok(())
         })?;
         let (frames_end, file_len) = match tail {

@@ -161,12 +161,28 @@ fn check(
     last: u64,
     prev: &Hash,
 ) -> Result<(), String> {
-    if seq != last + 1 {
-        return Err(format!("expected seq `{}`, found seq `{seq}`", last + 1));
+    let Some(next) = last.checked_add(1) else {
+        return Err(format!(
+            "found seq `{seq}` after seq `{last}`, the largest a chain can hold"
+        ));
+    };
+    if seq != next {
+        return Err(format!("expected seq `{next}`, found seq `{seq}`"));
     }
     if chain_hash(prev, bytes) != *hash {
         return Err("stored hash does not match SHA-256(prev ‖ bytes)".to_owned());
     }
+    check_fields(tenant, seq, bytes, prev)
+}
+
+/// Checks the chain fields inside a receipt's bytes against where it is
+/// stored: `tenant`'s record `seq`, after the record whose hash is `prev`.
+pub(crate) fn check_fields(
+    tenant: &str,
+    seq: u64,
+    bytes: &[u8],
+    prev: &Hash,
+) -> Result<(), String> {
     let fields: ChainFields<'_> = serde_json::from_slice(bytes)
         .map_err(|e| format!("receipt bytes lack valid `tenant`, `seq`, `prev`: {e}"))?;
     if fields.tenant != tenant {

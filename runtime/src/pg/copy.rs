@@ -54,6 +54,12 @@ pub enum CopyError {
     /// No source there.
     #[error("no ledger at `{0}`")]
     NoSource(String),
+    /// The destination folder is inside the source's.
+    #[error("`{0}` is inside the source ledger's folder: copy to a folder of its own")]
+    InsideSource(String),
+    /// The destination folder holds files, but no ledger.
+    #[error("`{0}` holds files but no ledger: copy into a new or empty folder")]
+    NotALedger(String),
     /// The source and the destination are one ledger.
     #[error("`{0}` is both the source and the destination")]
     SameLedger(String),
@@ -112,6 +118,9 @@ pub fn copy(from: &Location, to: &Location) -> Result<Copied, CopyError> {
             Source::Database(Box::new(ledger))
         }
     };
+    if let (Location::Dir(source), Location::Dir(dir)) = (from, to) {
+        check_destination_dir(source, dir, &to.display())?;
+    }
     let destination = match to {
         Location::Dir(dir) => Destination::Dir(FileLedger::open(dir, FileOptions::default())?, dir),
         Location::Database(url) => {
@@ -138,6 +147,33 @@ pub fn copy(from: &Location, to: &Location) -> Result<Copied, CopyError> {
     })?;
     destination.mark(None)?;
     Ok(copied)
+}
+
+/// Refuses a destination folder inside the source's (the copy would land
+/// in the ledger it reads), and one that holds files but no ledger
+/// (another program's folder, whose files a ledger must not mix with).
+fn check_destination_dir(source: &Path, dir: &Path, name: &str) -> Result<(), CopyError> {
+    let canonical = |path: &Path| fs_err::canonicalize(path).ok();
+    // The destination may not exist yet: its nearest existing ancestor says where it lands.
+    let landing = dir.ancestors().find_map(canonical);
+    if let (Some(source), Some(landing)) = (canonical(source), landing)
+        && landing.starts_with(&source)
+    {
+        return Err(CopyError::InsideSource(name.to_owned()));
+    }
+    if dir.is_dir()
+        && fs_err::read_dir(dir)
+            .map_err(|source| LedgerError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?
+            .next()
+            .is_some()
+        && !crate::ledger::inspect::is_ledger_dir(dir)?
+    {
+        return Err(CopyError::NotALedger(name.to_owned()));
+    }
+    Ok(())
 }
 
 /// The destination, open for writing.

@@ -25,7 +25,7 @@
 //! - [`copy`]: moving every receipt between a file ledger and a database.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr as _;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
@@ -650,6 +650,7 @@ impl PgLedger {
         let Some(anchor) = self.anchor()? else {
             return self.checked_stream(0, Verifier::new(), visit);
         };
+        let mut verifier = Verifier::new();
         for partition in self.partitions()? {
             if partition.id >= anchor.partition {
                 break;
@@ -662,9 +663,16 @@ impl PgLedger {
                     format!("archived partition `{name}` is missing from the archive"),
                 )
             })?;
-            crate::ledger::inspect::visit_archived(&name, &bytes, visit)?;
+            crate::ledger::inspect::visit_archived_checked(
+                &mut verifier,
+                Path::new(&name),
+                &bytes,
+                visit,
+            )?;
         }
-        self.checked_stream(anchor.records, Verifier::starting_at(&anchor.heads), visit)
+        // The local chains continue from where the archived ones ended
+        // (checked), not from the anchor's word for it.
+        self.checked_stream(anchor.records, verifier, visit)
     }
 
     fn verify_from(

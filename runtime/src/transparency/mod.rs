@@ -113,7 +113,8 @@ impl<'a> From<&'a Location> for Source<'a> {
 }
 
 /// Every record of the ledger `source` names, in append order, the
-/// archived ones first (read-only).
+/// archived ones first (read-only), each chain checked: the first receipt
+/// that does not link (or an unfinished copy) is an error.
 fn scan(
     source: Source<'_>,
     visit: &mut dyn FnMut(&Record) -> Result<(), LedgerError>,
@@ -124,6 +125,18 @@ fn scan(
             source: std::io::Error::other(crate::report::error_chain(&e)),
         })
     };
+    // An unfinished copy holds only part of its source: signing or
+    // proving it would commit to a history that is not the ledger's
+    // (serve and replay refuse it too).
+    if let Location::Dir(dir) = source.location
+        && dir.join(file::COPYING_FILE).exists()
+    {
+        return Err(TransparencyError::Ledger(LedgerError::IncompleteCopy {
+            ledger: dir.display().to_string(),
+        }));
+    }
+    // Every chain is checked as the scan goes (as `ledger verify` does):
+    // a receipt that does not link is refused, never signed or proved.
     match (source.location, source.archive) {
         (Location::Dir(dir), None) => file::scan_dir(dir, visit),
         (Location::Dir(dir), Some(archive)) => {

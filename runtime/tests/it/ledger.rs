@@ -9,13 +9,14 @@ use ggen_runtime::canonical;
 use ggen_runtime::ledger::file::{FileLedger, FileOptions, verify_dir};
 use ggen_runtime::ledger::memory::MemoryLedger;
 use ggen_runtime::ledger::{
-    Entry, GENESIS, Head, Ledger, LedgerError, Record, Recovered, chain_hash,
+    Entry, GENESIS, Hash, Head, Ledger, LedgerError, Record, Recovered, chain_hash,
 };
 use ggen_runtime::tenant::TenantId;
 use serde_json::json;
 
 mod archive;
 mod checkpoint;
+mod cli;
 mod index;
 pub(crate) mod postgres;
 mod postgres_retention;
@@ -112,6 +113,27 @@ fn frames_in(buf: &[u8]) -> Vec<(usize, usize, String, u64)> {
         at += total;
     }
     out
+}
+
+/// Rewrites the receipt of the frame at `at` (`len` bytes) in `buf`:
+/// `from` replaced by `to` (of the same length), the frame's CRC recomputed,
+/// and with `prev` also its header hash (SHA-256(prev ‖ bytes)): what anyone
+/// who can write the ledger folder can do.
+fn forge_frame(buf: &mut [u8], at: usize, len: usize, from: &str, to: &str, prev: Option<Hash>) {
+    assert_eq!(from.len(), to.len());
+    let frame = &mut buf[at..at + len];
+    let body = FRAME_HEADER + usize::from(frame[52]);
+    let found = frame[body..]
+        .windows(from.len())
+        .position(|w| w == from.as_bytes())
+        .expect("text to forge not in the receipt");
+    frame[body + found..body + found + to.len()].copy_from_slice(to.as_bytes());
+    if let Some(prev) = prev {
+        let hash = chain_hash(&prev, &frame[body..]);
+        frame[20..52].copy_from_slice(&hash);
+    }
+    let crc = crc32c::crc32c(&frame[8..]);
+    frame[4..8].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// A file ledger in a temp dir with `per_tenant` receipts for each of `tenants`, interleaved.
@@ -317,14 +339,21 @@ fn flipping_any_byte_is_detected() {
             "flip at {at} not reported by verify_dir"
         );
         match FileLedger::open(dir.path(), fast_options()) {
-            Err(LedgerError::Corrupt { offset, .. }) => assert!(at < last && offset as usize <= at),
+            Err(LedgerError::Corrupt { offset, .. }) if at < last => {
+                assert!(offset as usize <= at);
+            }
+            // The final record looks like a torn write, but the tree was
+            // synced with it: acknowledged, so refused and left as it is.
+            Err(LedgerError::Corrupt { offset, reason, .. }) => {
+                assert!(at < end && offset as usize == last, "flip at {at}");
+                assert!(reason.contains("acknowledged"), "{reason}");
+                assert_eq!(fs_err::read(&path).unwrap(), bytes, "flip at {at}");
+            }
             Err(err) => panic!("unexpected error for flip at {at}: {err}"),
-            // Only the final record can look like a torn write.
-            // (A flip past the last frame is garbage after the end: cut too.)
+            // A flip past the last frame is garbage after the end: cut.
             Ok(ledger) => {
-                assert!(at >= last, "open accepted a flip at {at}");
-                let cut = if at < end { last } else { end };
-                assert_eq!(ledger.repair().map(|r| r.offset as usize), Some(cut));
+                assert!(at >= end, "open accepted a flip at {at}");
+                assert_eq!(ledger.repair().map(|r| r.offset as usize), Some(end));
             }
         }
     }
@@ -420,6 +449,9 @@ fn torn_tail_at_every_offset_is_truncated_and_the_chain_continues() {
     let seg = &segments(original.path())[0];
     let (last_at, last_len, last_tenant, last_seq) = frames(seg).last().cloned().unwrap();
     let t = tenant(&last_tenant);
+    // A crash tears only a record that was never durable, so never in the
+    // Merkle tree either: the tree synced when the ledger closed goes.
+    fs_err::remove_dir_all(original.path().join("tree")).unwrap();
     for cut in last_at + 1..last_at + last_len {
         let dir = copy_dir(original.path());
         let path = dir.path().join(seg.file_name().unwrap());
@@ -463,6 +495,108 @@ fn torn_tail_at_every_offset_is_truncated_and_the_chain_continues() {
         append_next(&ledger, &t, "after the tear");
         drop(ledger);
         assert_eq!(verify_dir(dir.path()).unwrap().receipts, 6, "cut at {cut}");
+    }
+}
+
+/// A damaged last record that durable evidence covers (the checkpoint's
+/// mark, or the tree's synced size) was acknowledged: open refuses it and
+/// changes nothing, instead of cutting it as a torn write; verify says
+/// receipts were lost when the log is shorter than the synced tree.
+#[test]
+fn a_damaged_acknowledged_last_record_is_refused_not_cut() {
+    let original = populated(&["acme", "beta"], 3);
+    let seg = &segments(original.path())[0];
+    let (last_at, last_len, ..) = frames(seg).last().cloned().unwrap();
+    let damaged = |dir: &Path| {
+        let path = dir.join(seg.file_name().unwrap());
+        let mut bytes = fs_err::read(&path).unwrap();
+        bytes[last_at + last_len - 2] ^= 0x20;
+        fs_err::write(&path, &bytes).unwrap();
+        bytes
+    };
+    // The tree synced with all six (the ledger closed cleanly).
+    let synced = copy_dir(original.path());
+    // The checkpoint covering all six, and no tree.
+    let checkpointed = copy_dir(original.path());
+    fs_err::remove_dir_all(checkpointed.path().join("tree")).unwrap();
+    {
+        let options = FileOptions {
+            tree: false,
+            ..fast_options()
+        };
+        let ledger = FileLedger::open(checkpointed.path(), options).unwrap();
+        ledger.checkpoint(ledger.mark().unwrap(), b"six").unwrap();
+    }
+    for (dir, evidence) in [(&synced, "SYNCED"), (&checkpointed, "CHECKPOINT")] {
+        let bytes = damaged(dir.path());
+        let err = FileLedger::open(dir.path(), fast_options()).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("acknowledged") && text.contains(evidence) && text.contains("beta"),
+            "{text}"
+        );
+        let path = dir.path().join(seg.file_name().unwrap());
+        assert_eq!(
+            fs_err::read(&path).unwrap(),
+            bytes,
+            "{evidence}: the segment was changed"
+        );
+    }
+    // Cut short at a frame boundary: the chains link, the tree says six.
+    let cut = copy_dir(original.path());
+    let path = cut.path().join(seg.file_name().unwrap());
+    let file = fs_err::OpenOptions::new().write(true).open(&path).unwrap();
+    file.set_len(last_at as u64).unwrap();
+    drop(file);
+    let bad = verify_dir(cut.path()).unwrap().first_bad.unwrap();
+    assert!(
+        bad.reason.contains("says 6 receipts were durable") && bad.reason.contains("holds 5"),
+        "{}",
+        bad.reason
+    );
+}
+
+/// A receipt whose own `prev` no longer names its predecessor, its header
+/// hash recomputed so the header chain links: verify reports it, so open
+/// refuses to extend it, past the checkpoint's mark (replayed) and as the
+/// head of a tenant whose last receipt is before the mark.
+#[test]
+fn open_checks_the_fields_of_the_receipts_it_replays_and_extends() {
+    for checkpointed in [false, true] {
+        let dir = populated(&["acme", "beta"], 3);
+        if checkpointed {
+            let ledger = FileLedger::open(dir.path(), fast_options()).unwrap();
+            ledger.checkpoint(ledger.mark().unwrap(), b"all").unwrap();
+        }
+        let seg = &segments(dir.path())[0];
+        let mut bytes = fs_err::read(seg).unwrap();
+        let all = frames(seg);
+        let (at, len, ..) = all[4].clone();
+        assert_eq!((all[4].2.as_str(), all[4].3), ("acme", 3));
+        let prev: Hash = bytes[all[2].0 + 20..all[2].0 + 52].try_into().unwrap();
+        let text = hex::encode(prev);
+        let other = format!(
+            "{}{}",
+            if text.starts_with('0') { "1" } else { "0" },
+            &text[1..]
+        );
+        forge_frame(&mut bytes, at, len, &text, &other, Some(prev));
+        fs_err::write(seg, &bytes).unwrap();
+        let bad = verify_dir(dir.path()).unwrap().first_bad.unwrap();
+        assert_eq!((bad.tenant.as_str(), bad.seq), ("acme", 3));
+        match FileLedger::open(dir.path(), fast_options()) {
+            Err(LedgerError::BrokenChain {
+                tenant,
+                seq,
+                reason,
+                ..
+            }) => {
+                assert_eq!((tenant.as_str(), seq), ("acme", 3), "{reason}");
+                assert!(reason.contains("receipt names prev"), "{reason}");
+            }
+            Err(other) => panic!("checkpointed {checkpointed}: {other}"),
+            Ok(_) => panic!("checkpointed {checkpointed}: open extends a chain verify reports"),
+        }
     }
 }
 

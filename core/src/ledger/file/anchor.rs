@@ -29,6 +29,9 @@ use crate::tenant::TenantId;
 /// The anchor's file name in a ledger directory.
 pub const ANCHOR_FILE: &str = "ANCHOR";
 const MAGIC: [u8; 8] = *b"GGENANC1";
+/// The most records (and so the largest seq) an anchor may count: what a
+/// PostgreSQL ledger's `bigint` positions hold, far past any log.
+const MAX_COUNT: u64 = i64::MAX as u64;
 
 /// Where the local log starts (see the module docs).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,8 +105,22 @@ impl Anchor {
         if stored.v != 1 || stored.segment == 0 {
             return Err("anchor file of an unknown version".to_owned());
         }
+        // Counts no log reaches (a crafted file) would overflow what is
+        // counted on from them.
+        if stored.records > MAX_COUNT {
+            return Err(format!(
+                "anchor file: `records` {} is more than a ledger can hold",
+                stored.records
+            ));
+        }
         let mut heads = BTreeMap::new();
         for (tenant, (seq, hash)) in stored.heads {
+            if seq > MAX_COUNT || seq > stored.records {
+                return Err(format!(
+                    "anchor file: tenant `{tenant}`'s head seq {seq} is more than the {} records before the anchor",
+                    stored.records
+                ));
+            }
             let tenant = TenantId::new(&tenant).map_err(|e| format!("anchor file: {e}"))?;
             let hash = hex::decode(&hash)
                 .ok()
@@ -182,4 +199,41 @@ pub(super) fn advance(
         heads,
         checkpoint,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::file::{FileLedger, FileOptions, verify_dir};
+
+    /// An anchor whose counts are crafted past any log (`records` or a head
+    /// seq at `u64::MAX`) is refused with a clear error by verify and open,
+    /// never an overflow.
+    #[test]
+    fn an_anchor_counting_past_any_log_is_refused_not_overflowed() {
+        let head = |seq| Head { seq, hash: [7; 32] };
+        let cases = [
+            (u64::MAX, BTreeMap::new(), "more than a ledger can hold"),
+            (
+                10,
+                BTreeMap::from([(TenantId::new("a").unwrap(), head(u64::MAX))]),
+                "tenant `a`'s head seq",
+            ),
+        ];
+        for (records, heads, reason) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            drop(FileLedger::open(dir.path(), FileOptions::default()).unwrap());
+            let anchor = Anchor {
+                segment: 1,
+                records,
+                heads,
+                checkpoint: Vec::new(),
+            };
+            write_anchor(dir.path(), &anchor).unwrap();
+            let bad = verify_dir(dir.path()).unwrap().first_bad.unwrap();
+            assert!(bad.reason.contains(reason), "{}", bad.reason);
+            let refused = FileLedger::open(dir.path(), FileOptions::default()).unwrap_err();
+            assert!(refused.to_string().contains(reason), "{refused}");
+        }
+    }
 }

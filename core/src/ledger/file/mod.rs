@@ -47,6 +47,7 @@ pub use anchor::{ANCHOR_FILE, Anchor, read_anchor};
 
 pub use super::segment::CHECKPOINT_FILE;
 use index::{Chain, Indexes};
+pub(crate) use tree::synced_size;
 pub use tree::{FileTree, TREE_DIR};
 use writer::Writer;
 
@@ -363,8 +364,16 @@ fn scan_log(
         heads_at_checkpoint: BTreeMap::new(),
         repair: None,
         fill: None,
+        visited: 0,
+        fields_checked: checkpoint.is_none(),
+        unchecked: HashMap::new(),
+        durable: Durable {
+            checkpoint: checkpoint.as_ref().map(|c| (c.records, c.position)),
+            synced: tree.as_ref().map(|(_, trusted)| *trusted),
+        },
     };
     let first = anchor.as_ref().map_or(0, |a| a.records);
+    index.visited = first;
     let mut kept = None;
     if let Some((tree, trusted)) = tree {
         index.fill = tree::Fill::new(Arc::clone(&tree), trusted, first)?;
@@ -582,6 +591,62 @@ struct Index {
     repair: Option<Repair>,
     /// The Merkle tree's side of the scan.
     fill: Option<tree::Fill>,
+    /// Records visited, counting those before the local log (archived).
+    visited: u64,
+    /// Whether each record's own `tenant`, `seq` and `prev` are checked as
+    /// it is visited: past the checkpoint's mark (recovery replays those
+    /// records), or everywhere without a checkpoint. Before the mark only
+    /// each tenant's last record is, at the mark (see `unchecked`): the
+    /// head a start extends must say what verify says of it, and parsing
+    /// every receipt would cost a large ledger's restart too much.
+    fields_checked: bool,
+    /// Per tenant, its last record before the checkpoint's mark so far:
+    /// where it is, its predecessor's hash, and its bytes.
+    unchecked: HashMap<Box<str>, Unchecked>,
+    /// What survived a crash says of how many records were durable.
+    durable: Durable,
+}
+
+/// A record whose own fields open checks later (see `Index::unchecked`).
+#[derive(Debug, Default)]
+struct Unchecked {
+    position: u64,
+    seq: u64,
+    prev: Hash,
+    bytes: Vec<u8>,
+}
+
+/// Durable evidence of how many records the log held: a torn tail is cut
+/// only past all of it (a record it covers was acknowledged).
+#[derive(Debug, Clone, Copy)]
+struct Durable {
+    /// The stored checkpoint's record count and packed position (written
+    /// after those records were durable).
+    checkpoint: Option<(u64, u64)>,
+    /// The tree's synced size (`tree/SYNCED`, trusted: its leaves are
+    /// appended only once their records are durable).
+    synced: Option<u64>,
+}
+
+impl Durable {
+    /// What says the record of index `record`, at packed `position`, was
+    /// durable, if anything.
+    fn covering(&self, record: u64, position: u64) -> Option<String> {
+        if let Some((records, _)) = self
+            .checkpoint
+            .filter(|&(n, at)| n > record || at > position)
+        {
+            return Some(format!(
+                "the checkpoint (`{CHECKPOINT_FILE}`) covers {records} records"
+            ));
+        }
+        if let Some(size) = self.synced.filter(|&n| n > record) {
+            return Some(format!(
+                "the Merkle tree (`{TREE_DIR}/SYNCED`) was synced with {size} leaves"
+            ));
+        }
+        None
+    }
 }
 
 impl Index {
@@ -619,13 +684,30 @@ impl Visitor for Index {
                 self.chains.entry(tenant).or_default()
             }
         };
-        if frame.seq != chain.head.seq + 1 {
-            return Err(broken(format!("expected seq `{}`", chain.head.seq + 1)));
+        let Some(next) = chain.head.seq.checked_add(1) else {
+            return Err(broken("its chain's seq is at its largest".to_owned()));
+        };
+        if frame.seq != next {
+            return Err(broken(format!("expected seq `{next}`")));
         }
         if chain_hash(&chain.head.hash, frame.bytes) != frame.hash {
             return Err(broken(
                 "stored hash does not match SHA-256(prev ‖ bytes)".to_owned(),
             ));
+        }
+        if self.fields_checked {
+            super::verify::check_fields(frame.tenant, frame.seq, frame.bytes, &chain.head.hash)
+                .map_err(broken)?;
+        } else {
+            let slot = match self.unchecked.get_mut(frame.tenant) {
+                Some(slot) => slot,
+                None => self.unchecked.entry(Box::from(frame.tenant)).or_default(),
+            };
+            slot.position = position;
+            slot.seq = frame.seq;
+            slot.prev = chain.head.hash;
+            slot.bytes.clear();
+            slot.bytes.extend_from_slice(frame.bytes);
         }
         chain.head = Head {
             seq: frame.seq,
@@ -638,10 +720,28 @@ impl Visitor for Index {
         if let Some(fill) = &mut self.fill {
             fill.record(position, frame.bytes);
         }
+        self.visited += 1;
         Ok(())
     }
 
     fn at_checkpoint(&mut self, _: &Checkpoint) -> Result<(), LedgerError> {
+        // Every tenant's last record before the mark: the head recovery
+        // starts from (records past the mark are checked as visited).
+        for (tenant, record) in std::mem::take(&mut self.unchecked) {
+            if let Err(reason) =
+                super::verify::check_fields(&tenant, record.seq, &record.bytes, &record.prev)
+            {
+                let (id, offset) = segment::unpack(record.position);
+                return Err(LedgerError::BrokenChain {
+                    tenant: tenant.into(),
+                    seq: record.seq,
+                    path: self.dir.join(segment::segment_name(id)),
+                    offset: u64::from(offset),
+                    reason,
+                });
+            }
+        }
+        self.fields_checked = true;
         self.heads_at_checkpoint = self
             .chains
             .iter()
@@ -656,6 +756,27 @@ impl Visitor for Index {
                 path: damage.path.to_path_buf(),
                 offset: damage.offset,
                 reason: format!("{}, followed by more data", damage.reason),
+            });
+        }
+        // A torn final record was never acknowledged, unless durable
+        // evidence says the log held it: then it is an acknowledged
+        // receipt damaged, and cutting it would destroy the evidence.
+        let id = damage
+            .path
+            .file_name()
+            .and_then(|name| segment::parse_segment_name(&name.to_string_lossy()))
+            .unwrap_or(self.segment);
+        let at = segment::pack(id, damage.offset as u32);
+        if let Some(evidence) = self.durable.covering(self.visited, at) {
+            let (tenant, seq) = super::inspect::claimed(damage.bytes);
+            return Err(LedgerError::Corrupt {
+                path: damage.path.to_path_buf(),
+                offset: damage.offset,
+                reason: format!(
+                    "the last record (receipt {}, header naming tenant `{tenant}` seq {seq}) is damaged ({}), but {evidence}: it was acknowledged, not torn by a crash. Nothing was changed: restore this segment from a backup or the archive (`ledger verify` names what verifies); to give the receipt up for good instead, move `{CHECKPOINT_FILE}` and `{TREE_DIR}` aside and start again",
+                    self.visited + 1,
+                    damage.reason
+                ),
             });
         }
         // A torn final record was never acknowledged: drop it.

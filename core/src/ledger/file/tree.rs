@@ -254,12 +254,12 @@ impl FileTree {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let punched = punch(&self.positions, pruned / PAGE * PAGE * 8).and_then(|()| {
-            levels
-                .iter()
-                .enumerate()
-                .try_for_each(|(level, file)| punch(file, kept_from(level, pruned) * 32))
-        });
+        let punched =
+            punch(&self.positions, (pruned / PAGE * PAGE).saturating_mul(8)).and_then(|()| {
+                levels.iter().enumerate().try_for_each(|(level, file)| {
+                    punch(file, kept_from(level, pruned).saturating_mul(32))
+                })
+            });
         if let Err(error) = punched
             && !self.unpunched.swap(true, Ordering::AcqRel)
         {
@@ -277,7 +277,13 @@ impl FileTree {
             }
             file.set_len(len).map_err(|e| format!("{name}: {e}"))
         };
-        cut(&self.positions, size * 8, POSITIONS_FILE)?;
+        // A size no file can hold (crafted) is a tree to rebuild, not an overflow.
+        let past = || format!("its size `{size}` is past any tree's");
+        cut(
+            &self.positions,
+            size.checked_mul(8).ok_or_else(past)?,
+            POSITIONS_FILE,
+        )?;
         let height = if size == 0 {
             0
         } else {
@@ -286,7 +292,8 @@ impl FileTree {
         let mut levels = Vec::with_capacity(height);
         for level in 0..height {
             let file = open_rw(&self.dir, &level_name(level)).map_err(|e| e.to_string())?;
-            cut(&file, (size >> level) * 32, &level_name(level))?;
+            let len = (size >> level).checked_mul(32).ok_or_else(past)?;
+            cut(&file, len, &level_name(level))?;
             levels.push(Arc::new(file));
         }
         // Taller levels left by a larger tree hold nothing now.
@@ -558,6 +565,17 @@ impl Nodes for FileTree {
 }
 
 /// `SYNCED`'s size and root; the empty tree when there is none.
+/// The size `tree/SYNCED` in the ledger folder `ledger` names: how many
+/// records were durable when the tree was last synced (`None`: no tree,
+/// or an unreadable file, which open rebuilds from the log).
+pub(crate) fn synced_size(ledger: &Path) -> Option<u64> {
+    let dir = ledger.join(TREE_DIR);
+    if !dir.join(SYNCED_FILE).exists() {
+        return None;
+    }
+    read_synced(&dir).ok().map(|(size, _)| size)
+}
+
 fn read_synced(dir: &Path) -> Result<(u64, Hash), LedgerError> {
     let path = dir.join(SYNCED_FILE);
     let text = match fs_err::read_to_string(&path) {
@@ -853,6 +871,33 @@ mod tests {
         }
         ledger.flush().unwrap();
         out
+    }
+
+    /// A `SYNCED` naming a size no file can hold (`u64::MAX`, 2^61) is a
+    /// tree to rebuild from the log, never an overflow (nor, wrapped, a
+    /// `positions` cut to nothing); verify says receipts were lost.
+    #[test]
+    fn a_synced_size_past_any_tree_is_rebuilt_not_overflowed() {
+        for size in [u64::MAX, 1 << 61] {
+            let dir = tempfile::tempdir().unwrap();
+            let records = {
+                let ledger = FileLedger::open(dir.path(), FileOptions::default()).unwrap();
+                append(&ledger, 5, "s")
+            };
+            let synced = dir.path().join(TREE_DIR).join(SYNCED_FILE);
+            fs_err::write(
+                &synced,
+                format!("{SYNCED_HEADER}\n{size}\n{}\n", hex::encode([1u8; 32])),
+            )
+            .unwrap();
+            let bad = crate::ledger::file::verify_dir(dir.path())
+                .unwrap()
+                .first_bad
+                .unwrap();
+            assert!(bad.reason.contains("receipts were lost"), "{}", bad.reason);
+            let ledger = FileLedger::open(dir.path(), FileOptions::default()).unwrap();
+            assert_same(&ledger, &records);
+        }
     }
 
     fn memory(records: &[(TenantId, u64, Vec<u8>)]) -> MemoryTree {

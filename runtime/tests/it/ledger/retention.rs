@@ -182,3 +182,44 @@ fn an_altered_or_missing_anchor_is_refused() {
     fs_err::write(dir.path().join(ANCHOR_FILE), &clean).unwrap();
     assert!(FileLedger::open(dir.path(), small()).is_ok());
 }
+
+/// A segment older than the anchor (left by a cut interrupted after its
+/// anchor, here with a receipt forged and its CRC recomputed) is not part
+/// of the log: `ledger show`'s scan visits exactly the receipts verify
+/// checks, and the leftover is named, not shown.
+#[test]
+fn a_segment_older_than_the_anchor_is_neither_verified_nor_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    filled(dir.path());
+    let first = {
+        let ledger = FileLedger::open(dir.path(), small()).unwrap();
+        let first = ledger.segments().unwrap().0[0];
+        assert!(ledger.cut_anchor_only(first).unwrap());
+        first
+    };
+    let leftover = dir.path().join(format!("{first:010}.seg"));
+    let mut bytes = fs_err::read(&leftover).unwrap();
+    let (at, len, ..) = frames_in(&bytes)[0].clone();
+    forge_frame(&mut bytes, at, len, "120.5", "999.5", None);
+    fs_err::write(&leftover, &bytes).unwrap();
+
+    let report = verify_dir(dir.path()).unwrap();
+    assert_eq!(report.first_bad, None);
+    let mut shown = 0;
+    ggen_runtime::ledger::file::scan_dir(dir.path(), &mut |record| {
+        assert!(
+            !std::str::from_utf8(&record.bytes)
+                .unwrap()
+                .contains("999.5"),
+            "a receipt of the leftover segment was shown"
+        );
+        shown += 1;
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(shown, report.receipts);
+    assert_eq!(
+        ggen_runtime::ledger::inspect::leftovers(dir.path()).unwrap(),
+        [leftover]
+    );
+}

@@ -12,7 +12,9 @@ use ggen_runtime::note::NoteSigner;
 use ggen_runtime::store::Location;
 use ggen_runtime::transparency;
 
-use super::{append_next, copy_dir, fast_options, frames, populated, segments, tenant};
+use super::{
+    append_next, copy_dir, fast_options, forge_frame, frames, populated, segments, tenant,
+};
 use crate::governor::sku::OPEN;
 
 const ORIGIN: &str = "governor.test/ledger";
@@ -111,7 +113,11 @@ fn a_truncated_tail_without_its_checkpoint_file_is_caught() {
     file.set_len(cut as u64).unwrap();
     drop(file);
     let _ = fs_err::remove_file(s.ledger.path().join(CHECKPOINT_FILE));
-    // The chains alone say nothing is wrong...
+    // The Merkle tree, synced with 10 leaves, says receipts were lost...
+    let bad = verify_dir(s.ledger.path()).unwrap().first_bad.unwrap();
+    assert!(bad.reason.contains("receipts were lost"), "{}", bad.reason);
+    // ...the chains alone, once it is removed too, say nothing is wrong...
+    fs_err::remove_dir_all(s.ledger.path().join("tree")).unwrap();
     assert_eq!(verify_dir(s.ledger.path()).unwrap().first_bad, None);
     // ...the published checkpoints do.
     let err = check(s.ledger.path(), s.published.path(), &s.signer).unwrap_err();
@@ -143,6 +149,8 @@ fn a_deleted_tenant_is_caught() {
     kept.resize(bytes.len(), 0);
     fs_err::write(seg, kept).unwrap();
     let _ = fs_err::remove_file(s.ledger.path().join(CHECKPOINT_FILE));
+    // (The Merkle tree would say receipts were lost: removed too.)
+    fs_err::remove_dir_all(s.ledger.path().join("tree")).unwrap();
     assert_eq!(verify_dir(s.ledger.path()).unwrap().first_bad, None);
     let err = check(s.ledger.path(), s.published.path(), &s.signer).unwrap_err();
     assert!(err.contains("00000008.checkpoint"), "{err}");
@@ -270,8 +278,8 @@ fn nothing_to_check_against_and_a_ledger_not_from_genesis_are_errors() {
     fs_err::write(s.published.path().join("README"), "notes\n").unwrap();
     assert!(check(s.ledger.path(), s.published.path(), &s.signer).is_err());
     fs_err::remove_file(s.published.path().join("README")).unwrap();
-    // The oldest frames gone (as after archiving, or deleted): refused
-    // before any checkpoint is compared.
+    // The oldest frames gone without an anchor (deleted): the chain does
+    // not start at genesis, refused before any checkpoint is compared.
     let seg = &segments(s.ledger.path())[0];
     let bytes = fs_err::read(seg).unwrap();
     let first = frames(seg)[0].1;
@@ -281,7 +289,7 @@ fn nothing_to_check_against_and_a_ledger_not_from_genesis_are_errors() {
     let _ = fs_err::remove_file(s.ledger.path().join(CHECKPOINT_FILE));
     let err = check(s.ledger.path(), s.published.path(), &s.signer).unwrap_err();
     assert!(
-        err.contains("does not start at its genesis") && err.contains("`acme` begins at receipt 2"),
+        err.contains("tenant `acme` breaks at seq `2`") && err.contains("expected seq `1`"),
         "{err}"
     );
 }
@@ -364,4 +372,83 @@ fn replay_publishes_a_checkpoint_at_its_end() {
         cli(&ledger, &published, &work.path().join("key.pub")),
         ExitCode::SUCCESS
     );
+}
+
+/// The frame of `tenant`'s receipt `seq` in the ledger's only segment, and
+/// the header hash of its previous receipt.
+fn frame_of(dir: &Path, name: &str, seq: u64) -> (usize, usize, [u8; 32]) {
+    let seg = &segments(dir)[0];
+    let bytes = fs_err::read(seg).unwrap();
+    let all = frames(seg);
+    let (at, len, ..) = *all
+        .iter()
+        .find(|(_, _, t, s)| t == name && *s == seq)
+        .unwrap();
+    let prev = all
+        .iter()
+        .find(|(_, _, t, s)| t == name && *s + 1 == seq)
+        .map_or([0; 32], |(at, ..)| {
+            bytes[at + 20..at + 52].try_into().unwrap()
+        });
+    (at, len, prev)
+}
+
+/// A receipt forged in place (its CRC recomputed; or its JSON `prev`
+/// changed and its header hash recomputed) fails verify, so it is never
+/// signed or proved: checkpoint, prove and consistency refuse the ledger
+/// naming the tenant and seq; so they do an unfinished copy.
+#[test]
+fn a_ledger_that_fails_verify_is_never_signed_or_proved() {
+    let s = setup();
+    let signer = &s.signer;
+    let location = |dir: &Path| Location::Dir(dir.to_path_buf());
+    let refusals = |dir: &Path| {
+        let error = |e: transparency::TransparencyError| ggen_runtime::report::error_chain(&e);
+        [
+            transparency::checkpoint(&location(dir), signer)
+                .map(|_| ())
+                .map_err(error),
+            transparency::prove(&location(dir), &tenant("beta"), 1, None)
+                .map(|_| ())
+                .map_err(error),
+            transparency::consistency(&location(dir), 1, 2)
+                .map(|_| ())
+                .map_err(error),
+        ]
+    };
+    for (what, prev) in [("body", false), ("prev", true)] {
+        let forged = copy_dir(s.ledger.path());
+        let seg = &segments(forged.path())[0];
+        let mut bytes = fs_err::read(seg).unwrap();
+        let (at, len, before) = frame_of(forged.path(), "acme", 6);
+        if prev {
+            // The receipt's own `prev` no longer names its predecessor,
+            // while the header chain links.
+            let text = hex::encode(before);
+            let mut other = text.clone().into_bytes();
+            other[0] = if other[0] == b'0' { b'1' } else { b'0' };
+            let other = String::from_utf8(other).unwrap();
+            forge_frame(&mut bytes, at, len, &text, &other, Some(before));
+        } else {
+            forge_frame(&mut bytes, at, len, "120.5", "999.5", None);
+        }
+        fs_err::write(seg, &bytes).unwrap();
+        assert!(verify_dir(forged.path()).unwrap().first_bad.is_some());
+        for refused in refusals(forged.path()) {
+            let err = refused.expect_err(what);
+            assert!(
+                err.contains("tenant `acme`") && err.contains("seq `6`"),
+                "{what}: {err}"
+            );
+        }
+    }
+    // An unfinished copy: refused, as serve and replay refuse it.
+    let copying = copy_dir(s.ledger.path());
+    fs_err::write(copying.path().join("COPYING"), "elsewhere").unwrap();
+    for refused in refusals(copying.path()) {
+        let err = refused.unwrap_err();
+        assert!(err.contains("unfinished copy"), "{err}");
+    }
+    // The untouched ledger is still signed and proved.
+    assert!(refusals(s.ledger.path()).iter().all(Result::is_ok));
 }
