@@ -115,6 +115,18 @@ pub enum EntitlementEvent {
 }
 
 impl EntitlementEvent {
+    /// Whether a `plan` the event carries is the plan in force, so the
+    /// tenant's profile follows it. Not for `plan_change_requested` (its
+    /// plan only waits: the old one holds until `plan_changed`) nor for
+    /// `plan_change_cancelled` (the old plan holds); either's plan is
+    /// recorded in the receipt, never acted on.
+    pub const fn puts_plan_in_force(self) -> bool {
+        !matches!(
+            self,
+            EntitlementEvent::PlanChangeRequested | EntitlementEvent::PlanChangeCancelled
+        )
+    }
+
     /// Every event, in lifecycle order.
     pub const ALL: [EntitlementEvent; 11] = [
         EntitlementEvent::Created,

@@ -540,7 +540,7 @@ impl Registry {
                         decided.transition = Some((from, to));
                         Some(Event::Entitlement {
                             active,
-                            profile: *plan,
+                            profile: plan.filter(|_| event.puts_plan_in_force()),
                         })
                     }
                     Err(err) => {

@@ -422,7 +422,9 @@ impl Model {
         };
         self.ent = ent;
         self.ent_seen |= event != "noted";
-        if let Some(plan) = plan
+        // A requested plan only waits; a cancelled request keeps the old.
+        let in_force = !matches!(event, "plan_change_requested" | "plan_change_cancelled");
+        if let Some(plan) = plan.filter(|_| in_force)
             && plan != self.profile
         {
             self.profile = plan;

@@ -206,6 +206,46 @@ async fn a_reset_leaves_a_tenant_without_its_required_entitlement_refused() {
     service.assert_verifies();
 }
 
+/// A plan change's plan holds from `plan_changed`, not from its request,
+/// and a cancelled request leaves the old plan's profile.
+#[tokio::test]
+async fn a_requested_plan_waits_for_plan_changed() {
+    let service = Service::memory(&GUARD);
+    let events = [
+        (
+            r#"{"tenant":"acme","event":"created","id":"p-1","plan":"standard"}"#,
+            "standard",
+        ),
+        (
+            r#"{"tenant":"acme","event":"approved","id":"p-2"}"#,
+            "standard",
+        ),
+        (
+            r#"{"tenant":"acme","event":"plan_change_requested","id":"p-3","plan":"enterprise"}"#,
+            "standard",
+        ),
+        (
+            r#"{"tenant":"acme","event":"plan_change_cancelled","id":"p-4","plan":"enterprise"}"#,
+            "standard",
+        ),
+        (
+            r#"{"tenant":"acme","event":"plan_change_requested","id":"p-5","plan":"enterprise"}"#,
+            "standard",
+        ),
+        (
+            r#"{"tenant":"acme","event":"plan_changed","id":"p-6","plan":"enterprise"}"#,
+            "enterprise",
+        ),
+    ];
+    for (event, profile) in events {
+        let reply = service.send(marketplace(event)).await;
+        assert_eq!(reply.status, 204, "{event}: {reply:?}");
+        let view = service.send(get("/v1/tenants/acme")).await;
+        assert_eq!(view.json["profile"], profile, "after {event}");
+    }
+    service.assert_verifies();
+}
+
 #[tokio::test]
 async fn marketplace_events_walk_the_entitlement_and_refuse_invalid_ones_with_409() {
     let service = Service::memory(&GUARD);
