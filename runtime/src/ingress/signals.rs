@@ -83,9 +83,14 @@ pub(crate) fn parse_tenant(text: &str) -> Result<TenantId, IngressError> {
     TenantId::new(text).map_err(|e| IngressError::bad(e.to_string()))
 }
 
-/// Validates a dedupe id's length.
+/// Validates a dedupe id's length: not empty (every later input with the
+/// same empty id would be dropped as its duplicate), at most
+/// [`MAX_ID_BYTES`].
 pub(crate) fn check_id(id: Option<&str>) -> Result<(), IngressError> {
     match id {
+        Some("") => Err(IngressError::bad(
+            "`id` is empty: leave it out, or send an id that names this input".to_owned(),
+        )),
         Some(id) if id.len() > MAX_ID_BYTES => Err(IngressError::bad(format!(
             "`id` is `{}` bytes long; at most `{MAX_ID_BYTES}` allowed",
             id.len()

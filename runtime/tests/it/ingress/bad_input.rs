@@ -103,6 +103,10 @@ fn corpus() -> Vec<Case> {
         case("publish time past the year 9999", pubsub(json!({"message":{"data":b64(br#"{"signal":"load","value":1}"#),"attributes":{"tenant_id":"a"},"messageId":"1","publishTime":"9999-12-31T23:59:59-23:59"}}).to_string()), 400, "bad_request"),
         case("marketplace time past the year 9999", marketplace(r#"{"tenant":"a","event":"created","id":"1","at":"9999-12-31T23:59:59-23:59"}"#), 400, "bad_request"),
         case("long id", signals(signal("a", 1.0, &"i".repeat(300))), 400, "bad_request"),
+        // An empty id would make every later input with it a duplicate.
+        case("empty id", signals(signal("a", 1.0, "")), 400, "bad_request"),
+        case("empty pubsub message id", pubsub(json!({"message":{"data":b64(br#"{"signal":"load","value":1}"#),"attributes":{"tenant_id":"a"},"messageId":""}}).to_string()), 400, "bad_request"),
+        case("empty marketplace event id", marketplace(r#"{"tenant":"a","event":"created","id":""}"#), 400, "bad_request"),
         case("unknown signal", signals(r#"{"tenant":"r1","signal":"nope","value":1}"#), 400, "rejected"),
         case("below min", signals(signal("r2", -5.0, "x")), 400, "rejected"),
         case("above max", signals(signal("r3", 1e9, "x")), 400, "rejected"),
