@@ -290,6 +290,16 @@ pub enum ReceiptError {
         /// Seq the ledger stored it under.
         stored_seq: u64,
     },
+    /// The receipt was written by another SKU: the wrong ledger.
+    #[error(
+        "receipt was written by sku `{found}`, this governor is sku `{expected}`: the wrong ledger"
+    )]
+    OtherSku {
+        /// The receipt's `sku`.
+        found: String,
+        /// This SKU's id.
+        expected: &'static str,
+    },
 }
 
 /// The idempotency key of a dispatched action: the tenant, the seq of the
@@ -872,6 +882,8 @@ pub struct Parsed {
 #[derive(Debug, Deserialize)]
 struct StoredDoc<'a> {
     #[serde(borrow)]
+    sku: Cow<'a, str>,
+    #[serde(borrow)]
     tenant: Cow<'a, str>,
     seq: u64,
     kind: Kind,
@@ -885,6 +897,13 @@ struct StoredDoc<'a> {
 /// Parses stored receipt bytes back into what they carry.
 pub fn parse(pack: &dyn PolicyPack, bytes: &[u8]) -> Result<Parsed, ReceiptError> {
     let doc: StoredDoc<'_> = serde_json::from_slice(bytes).map_err(ReceiptError::Json)?;
+    let expected = pack.sku().id;
+    if doc.sku != expected {
+        return Err(ReceiptError::OtherSku {
+            found: doc.sku.into_owned(),
+            expected,
+        });
+    }
     let kind = doc.kind;
     let missing = |field: &'static str| ReceiptError::MissingField {
         kind: kind.as_str(),

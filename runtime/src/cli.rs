@@ -813,6 +813,7 @@ fn verify_text(
         let options = VerifyOptions {
             cancel: None,
             checkpoint: Some(&judge),
+            sku: Some(pack.sku().id),
         };
         let report = verify(&options)?;
         Ok(report_text(report, replay.map(|thread| thread.join())))

@@ -360,7 +360,7 @@ fn verify_from(
     };
     let verifier = match (&anchor, archived) {
         (Some(anchor), Some(archived)) => {
-            let mut verifier = Verifier::new();
+            let mut verifier = Verifier::new().expecting(options);
             if !verify_archived(&mut verifier, anchor, archived)? {
                 return Ok(verifier.report());
             }
@@ -369,6 +369,7 @@ fn verify_from(
         (Some(anchor), None) => Verifier::starting_at(&anchor.heads),
         (None, _) => Verifier::new(),
     };
+    let verifier = verifier.expecting(options);
     let mut replay = Replay { verifier, options };
     let ids = match list_segments(dir) {
         Ok(ids) => ids,

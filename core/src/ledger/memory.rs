@@ -185,7 +185,7 @@ impl Ledger for MemoryLedger {
             let state = self.lock();
             (state.log.clone(), state.checkpoint.clone())
         };
-        let mut verifier = Verifier::new();
+        let mut verifier = Verifier::new().expecting(options);
         for (i, record) in log.iter().enumerate() {
             if let Some((blob, _)) = checkpoint.as_ref().filter(|(_, at)| *at == i) {
                 verifier.at_mark(options, i as u64, blob);

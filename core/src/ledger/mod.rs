@@ -200,6 +200,9 @@ pub struct VerifyOptions<'a> {
     pub cancel: Option<&'a AtomicBool>,
     /// Judges the stored checkpoint against every chain's head at its mark.
     pub checkpoint: Option<CheckpointJudge<'a>>,
+    /// The SKU every receipt must name (`sku`): a ledger another SKU wrote
+    /// is the wrong ledger, however sound its chains.
+    pub sku: Option<&'a str>,
 }
 
 impl std::fmt::Debug for VerifyOptions<'_> {
@@ -207,6 +210,7 @@ impl std::fmt::Debug for VerifyOptions<'_> {
         f.debug_struct("VerifyOptions")
             .field("cancel", &self.cancel)
             .field("checkpoint", &self.checkpoint.is_some())
+            .field("sku", &self.sku)
             .finish()
     }
 }

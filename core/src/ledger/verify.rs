@@ -20,6 +20,8 @@ struct ChainFields<'a> {
     seq: u64,
     #[serde(borrow)]
     prev: Cow<'a, str>,
+    #[serde(borrow, default)]
+    sku: Option<Cow<'a, str>>,
 }
 
 /// Replays records in append order and remembers the first bad one.
@@ -30,6 +32,8 @@ pub struct Verifier {
     receipts: u64,
     first_bad: Option<BadRecord>,
     checkpoint: Option<CheckpointProblem>,
+    /// The SKU every receipt must name, when one is expected.
+    sku: Option<Box<str>>,
 }
 
 impl Verifier {
@@ -49,6 +53,13 @@ impl Verifier {
                 .collect(),
             ..Verifier::default()
         }
+    }
+
+    /// Expects every receipt fed from now on to name `sku` (when `Some`):
+    /// see [`VerifyOptions::sku`].
+    pub fn expecting(mut self, options: &VerifyOptions<'_>) -> Verifier {
+        self.sku = options.sku.map(Box::from);
+        self
     }
 
     /// Checks one record against its tenant's chain so far.
@@ -73,7 +84,7 @@ impl Verifier {
         };
         // A broken chain reports its first bad record only.
         let Some((last, prev)) = *slot else { return };
-        match check(tenant, seq, hash, bytes, last, &prev) {
+        match check(tenant, seq, hash, bytes, last, &prev, self.sku.as_deref()) {
             Ok(()) => *slot = Some((seq, *hash)),
             Err(reason) => {
                 *slot = None;
@@ -160,6 +171,7 @@ fn check(
     bytes: &[u8],
     last: u64,
     prev: &Hash,
+    sku: Option<&str>,
 ) -> Result<(), String> {
     let Some(next) = last.checked_add(1) else {
         return Err(format!(
@@ -172,19 +184,31 @@ fn check(
     if chain_hash(prev, bytes) != *hash {
         return Err("stored hash does not match SHA-256(prev ‖ bytes)".to_owned());
     }
-    check_fields(tenant, seq, bytes, prev)
+    check_fields(tenant, seq, bytes, prev, sku)
 }
 
 /// Checks the chain fields inside a receipt's bytes against where it is
-/// stored: `tenant`'s record `seq`, after the record whose hash is `prev`.
+/// stored: `tenant`'s record `seq`, after the record whose hash is `prev`;
+/// and, when `sku` is given, that the receipt names that SKU.
 pub(crate) fn check_fields(
     tenant: &str,
     seq: u64,
     bytes: &[u8],
     prev: &Hash,
+    sku: Option<&str>,
 ) -> Result<(), String> {
     let fields: ChainFields<'_> = serde_json::from_slice(bytes)
         .map_err(|e| format!("receipt bytes lack valid `tenant`, `seq`, `prev`: {e}"))?;
+    if let Some(expected) = sku
+        && fields.sku.as_deref() != Some(expected)
+    {
+        return Err(match fields.sku {
+            Some(found) => format!(
+                "receipt was written by sku `{found}`, this governor is sku `{expected}`: the wrong ledger"
+            ),
+            None => format!("receipt names no sku, this governor is sku `{expected}`"),
+        });
+    }
     if fields.tenant != tenant {
         return Err(format!(
             "receipt names tenant `{}`, stored under `{tenant}`",

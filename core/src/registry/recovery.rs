@@ -272,6 +272,7 @@ impl Registry {
         self.ledger.verify_with(&VerifyOptions {
             cancel,
             checkpoint: Some(&judge),
+            sku: Some(pack.sku().id),
         })
     }
 
@@ -318,6 +319,13 @@ impl Registry {
             return Ok(());
         }
         match self.step_record(record, stats) {
+            // Not one tenant's damage: the wrong ledger. Refused whole.
+            Err(
+                error @ RegistryError::Receipt {
+                    source: ReceiptError::OtherSku { .. },
+                    ..
+                },
+            ) => Err(error),
             Err(error @ (RegistryError::Receipt { .. } | RegistryError::Gap { .. })) => {
                 let reason = error_chain(&error);
                 tracing::warn!(

@@ -36,6 +36,8 @@ fn tenant(name: &str) -> TenantId {
 fn receipt(t: &TenantId, head: Head, note: &str) -> Vec<u8> {
     canonical::to_vec(&json!({
         "v": 1,
+        // The SKU of the test packs `ledger verify` runs with.
+        "sku": "test_guard",
         "tenant": t,
         "seq": head.seq + 1,
         "kind": "signal",
@@ -907,7 +909,7 @@ fn canonical_receipts_are_stable_bytes() {
     assert_eq!(
         text,
         format!(
-            "{{\"decision\":{{\"level\":\"warn\",\"note\":\"n\",\"value\":\"120.5\"}},\"kind\":\"signal\",\"prev\":\"{}\",\"seq\":1,\"tenant\":\"acme\",\"v\":1}}",
+            "{{\"decision\":{{\"level\":\"warn\",\"note\":\"n\",\"value\":\"120.5\"}},\"kind\":\"signal\",\"prev\":\"{}\",\"seq\":1,\"sku\":\"test_guard\",\"tenant\":\"acme\",\"v\":1}}",
             "0".repeat(64)
         )
     );

@@ -696,8 +696,14 @@ impl Visitor for Index {
             ));
         }
         if self.fields_checked {
-            super::verify::check_fields(frame.tenant, frame.seq, frame.bytes, &chain.head.hash)
-                .map_err(broken)?;
+            super::verify::check_fields(
+                frame.tenant,
+                frame.seq,
+                frame.bytes,
+                &chain.head.hash,
+                None,
+            )
+            .map_err(broken)?;
         } else {
             let slot = match self.unchecked.get_mut(frame.tenant) {
                 Some(slot) => slot,
@@ -729,7 +735,7 @@ impl Visitor for Index {
         // starts from (records past the mark are checked as visited).
         for (tenant, record) in std::mem::take(&mut self.unchecked) {
             if let Err(reason) =
-                super::verify::check_fields(&tenant, record.seq, &record.bytes, &record.prev)
+                super::verify::check_fields(&tenant, record.seq, &record.bytes, &record.prev, None)
             {
                 let (id, offset) = segment::unpack(record.position);
                 return Err(LedgerError::BrokenChain {

@@ -12,7 +12,7 @@ use ggen_runtime::registry::{Registry, RegistryError};
 use ggen_runtime::tenant::TenantId;
 use serde_json::{Value, json};
 
-use super::sku::{AVAIL, LOAD, OPEN};
+use super::sku::{AVAIL, ENTITLED, LOAD, OPEN};
 
 const T0: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
 
@@ -444,7 +444,7 @@ fn a_tenant_whose_receipts_cannot_be_replayed_is_quarantined_alone() {
     // then more of `b` and `a`.
     let head = ledger.head(&tenant("b"));
     let bad = serde_json::to_vec(&json!({
-        "v": 1, "tenant": "b", "seq": head.seq + 1, "kind": "signal",
+        "v": 1, "sku": "test_guard", "tenant": "b", "seq": head.seq + 1, "kind": "signal",
         "at": "2026-01-01T00:01:00Z", "to": "warning",
         "event": { "signal": "nope", "value": "1" },
         "prev": hex::encode(head.hash),
@@ -453,7 +453,7 @@ fn a_tenant_whose_receipts_cannot_be_replayed_is_quarantined_alone() {
     append_raw(&*ledger, "b", bad);
     let head = ledger.head(&tenant("b"));
     let next = serde_json::to_vec(&json!({
-        "v": 1, "tenant": "b", "seq": head.seq + 1, "kind": "signal",
+        "v": 1, "sku": "test_guard", "tenant": "b", "seq": head.seq + 1, "kind": "signal",
         "at": "2026-01-01T00:01:01Z", "to": "warning",
         "event": { "signal": "load", "value": "1" },
         "prev": hex::encode(head.hash),
@@ -740,4 +740,35 @@ fn ledger_verify_replays_the_log_to_catch_a_rewritten_state() {
         );
         assert!(lines[1].contains(what), "{what}: {text}");
     }
+}
+
+/// A ledger another SKU wrote is the wrong ledger, however sound its
+/// chains: `ledger verify` says so, and recovery refuses it whole rather
+/// than serving (or quarantining) tenants on receipts it never decided.
+#[test]
+fn a_ledger_another_sku_wrote_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let ledger = Arc::new(FileLedger::open(dir.path(), fast()).unwrap());
+        populate(ledger);
+    }
+    // Without its checkpoint (whose SKU recovery already checks), only the
+    // receipts say whose ledger it is.
+    fs_err::remove_file(dir.path().join(ggen_runtime::ledger::file::CHECKPOINT_FILE)).unwrap();
+    let (text, ok) = ggen_runtime::cli::verify_report(&OPEN, dir.path()).unwrap();
+    assert!(ok, "{text}");
+    let (text, ok) = ggen_runtime::cli::verify_report(&ENTITLED, dir.path()).unwrap();
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains(
+            "receipt was written by sku `test_guard`, this governor is sku `test_guard_paid`"
+        ),
+        "{text}"
+    );
+    let ledger = Arc::new(FileLedger::open(dir.path(), fast()).unwrap());
+    let error = Registry::new(&ENTITLED, ledger).recover().unwrap_err();
+    assert!(
+        error.to_string().contains("tenant") && format!("{:?}", error).contains("OtherSku"),
+        "{error:?}"
+    );
 }

@@ -270,6 +270,7 @@ fn verification_stops_at_the_next_record_once_cancelled() {
         let options = VerifyOptions {
             cancel: Some(&cancel),
             checkpoint: None,
+            sku: None,
         };
         let err = ledger.verify_with(&options).unwrap_err();
         assert!(
@@ -287,6 +288,7 @@ fn verification_stops_at_the_next_record_once_cancelled() {
         let options = VerifyOptions {
             cancel: Some(&cancel),
             checkpoint: Some(&judge),
+            sku: None,
         };
         let err = ledger.verify_with(&options).unwrap_err();
         assert!(
@@ -304,6 +306,7 @@ fn verification_stops_at_the_next_record_once_cancelled() {
             .verify_with(&VerifyOptions {
                 cancel: None,
                 checkpoint: Some(&judge),
+                sku: None,
             })
             .unwrap();
         assert_eq!((report.receipts, report.first_bad), (10, None));
