@@ -235,6 +235,20 @@ impl Default for Entitlement {
 }
 
 impl Entitlement {
+    /// The first part in which `self` and `other` differ (`None`: equal),
+    /// to name it in a report.
+    pub fn difference(&self, other: &Entitlement) -> Option<&'static str> {
+        if self.state != other.state {
+            Some("state")
+        } else if self.seen != other.seen {
+            Some("first-event flag (`seen`)")
+        } else if self.follows != other.follows {
+            Some("followed Marketplace entitlement")
+        } else {
+            None
+        }
+    }
+
     /// A tenant no marketplace event was heard of: pending.
     pub const fn new() -> Entitlement {
         Entitlement {

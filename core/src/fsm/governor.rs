@@ -70,6 +70,26 @@ impl Governor {
         &self.applied
     }
 
+    /// The first part in which `self` and `other` differ (`None`: equal),
+    /// to name it in a report.
+    pub fn difference(&self, other: &Governor) -> Option<&'static str> {
+        if self.state != other.state {
+            Some("state")
+        } else if self.profile != other.profile {
+            Some("profile")
+        } else if self.entitled != other.entitled {
+            Some("entitlement flag")
+        } else if self.policy != other.policy {
+            Some("policy memory (rule streaks, recovery count, cooldowns, budget)")
+        } else if self.flight_seq != other.flight_seq || self.flight != other.flight {
+            Some("in-flight actions")
+        } else if self.applied != other.applied {
+            Some("applied actions")
+        } else {
+            None
+        }
+    }
+
     /// The policy memory (read-only).
     pub fn policy(&self) -> &PolicyMemory {
         &self.policy

@@ -608,7 +608,11 @@ pub fn replay_checkpoint(
             return Ok(Err(CheckpointMismatch::tenant(
                 tenant,
                 format!(
-                    "its governor (state `{}`) is not what its receipts replay to (state `{}`)",
+                    "its governor's {} is not what its receipts replay to (state `{}` there, `{}` replayed)",
+                    state
+                        .governor
+                        .difference(&truth.governor)
+                        .unwrap_or("state"),
                     state.governor.state().name(),
                     truth.governor.state().name()
                 ),
@@ -636,7 +640,11 @@ pub fn replay_checkpoint(
             return Ok(Err(CheckpointMismatch::tenant(
                 tenant,
                 format!(
-                    "its entitlement `{}` is not what its receipts replay to (`{}`)",
+                    "its entitlement's {} is not what its receipts replay to (`{}` there, `{}` replayed)",
+                    state
+                        .entitlement
+                        .difference(&truth.entitlement)
+                        .unwrap_or("state"),
                     state.entitlement.state().as_str(),
                     truth.entitlement.state().as_str()
                 ),

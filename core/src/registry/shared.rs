@@ -574,12 +574,22 @@ pub fn replay_states(
                 ))
             }
             Ok(stored) if stored.state.governor != truth.governor => Some(format!(
-                "its stored governor (state `{}`) is not what its receipts replay to (state `{}`)",
+                "its stored governor's {} is not what its receipts replay to (state `{}` stored, `{}` replayed)",
+                stored
+                    .state
+                    .governor
+                    .difference(&truth.governor)
+                    .unwrap_or("state"),
                 stored.state.governor.state().name(),
                 truth.governor.state().name()
             )),
             Ok(stored) if stored.state.entitlement != truth.entitlement => Some(format!(
-                "its stored entitlement `{}` is not what its receipts replay to (`{}`)",
+                "its stored entitlement's {} is not what its receipts replay to (`{}` stored, `{}` replayed)",
+                stored
+                    .state
+                    .entitlement
+                    .difference(&truth.entitlement)
+                    .unwrap_or("state"),
                 stored.state.entitlement.state().as_str(),
                 truth.entitlement.state().as_str()
             )),

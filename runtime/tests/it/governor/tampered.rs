@@ -684,15 +684,24 @@ fn ledger_verify_replays_the_log_to_catch_a_rewritten_state() {
         bytes.push(0);
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
     };
-    let edits: [(&str, Edit); 3] = [
+    // What was rewritten, and the part the report must name.
+    let edits: [(&str, Edit); 4] = [
         (
-            "entitlement",
+            "entitlement's state",
             Box::new(|blob| {
                 entry(blob, "c")["entitlement"]["state"] = "cancelled".into();
             }),
         ),
+        // A part the state name does not show: the report must name it.
         (
-            "governor",
+            "entitlement's first-event flag",
+            Box::new(|blob| {
+                let seen = entry(blob, "c")["entitlement"]["seen"].as_bool() == Some(true);
+                entry(blob, "c")["entitlement"]["seen"] = (!seen).into();
+            }),
+        ),
+        (
+            "governor's state",
             Box::new(|blob| entry(blob, "c")["governor"]["state"] = "refusing".into()),
         ),
         (
