@@ -140,6 +140,8 @@ impl BuildError {
     pub fn exit_code(&self) -> u8 {
         match self {
             BuildError::Init(error) => error.exit_code(),
+            BuildError::Plan(error) => error.exit_code(),
+            BuildError::Write(error) => error.exit_code(),
             BuildError::Invalid(_)
             | BuildError::DuplicateId { .. }
             | BuildError::OutsideRoot { .. }
@@ -157,8 +159,6 @@ impl BuildError {
             | BuildError::Lower { .. }
             | BuildError::Render(_)
             | BuildError::Format { .. }
-            | BuildError::Plan(_)
-            | BuildError::Write(_)
             | BuildError::Bundle(_)
             | BuildError::Verify(_)
             | BuildError::Test(_)
@@ -503,7 +503,7 @@ impl BuildReport {
     }
 }
 
-/// Folders under `out` that hold a ggen manifest, by name.
+/// Folders under `out` that hold a ggen manifest, by name (links to folders are not listed).
 fn existing_crates(out: &Path) -> Result<Vec<String>, BuildError> {
     let entries = match fs_err::read_dir(out) {
         Ok(entries) => entries,
@@ -523,7 +523,9 @@ fn existing_crates(out: &Path) -> Result<Vec<String>, BuildError> {
             path: load::display_path(out),
             source,
         })?;
-        if entry.path().join(manifest::FILE_NAME).is_file() {
+        // A link is never a crate of ggen's (it writes none): not followed.
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if is_dir && entry.path().join(manifest::FILE_NAME).is_file() {
             names.push(entry.file_name().to_string_lossy().into_owned());
         }
     }
