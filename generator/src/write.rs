@@ -206,7 +206,7 @@ pub fn apply(plans: &[CratePlan], out_root: &Path) -> Result<Applied, WriteError
                     staged.push(stage(&target, text.as_bytes(), manifest)?);
                 }
                 Op::Delete => deletes.push(target),
-                Op::Unchanged | Op::Refuse | Op::Keep => {}
+                Op::Unchanged | Op::Refuse | Op::Keep | Op::Unowned => {}
             }
         }
     }
