@@ -212,7 +212,7 @@ pub enum Command {
         /// ggen-runtime from crates.io, by version.
         #[arg(long, value_name = "DIR")]
         runtime_path: Option<PathBuf>,
-        /// Overwrite files init writes (never an existing Cargo.toml or .gitignore).
+        /// Overwrite files init writes (never an existing Cargo.toml or .gitignore, nor through a link).
         #[arg(long)]
         force: bool,
     },
