@@ -27,6 +27,19 @@ pub enum PlanError {
     /// The previous manifest names a file outside its crate folder.
     #[error(transparent)]
     Manifest(#[from] ManifestError),
+    /// The folder's manifest is another SKU's (a crate folder copied or
+    /// renamed by hand): ggen neither updates nor prunes it.
+    #[error(
+        "`{manifest}` is the manifest of sku `{claims}`, not of `{folder}`: ggen does not update or prune a crate folder named for another sku (rename the folder to `{claims}`, or move it out of the output folder)"
+    )]
+    Foreign {
+        /// The manifest's path.
+        manifest: String,
+        /// The `sku.id` it records.
+        claims: String,
+        /// The folder's name (the SKU id the folder stands for).
+        folder: String,
+    },
 }
 
 impl PlanError {
@@ -34,7 +47,7 @@ impl PlanError {
     pub const fn exit_code(&self) -> u8 {
         match self {
             PlanError::Owned(e) => e.exit_code(),
-            PlanError::Manifest(_) => 1,
+            PlanError::Manifest(_) | PlanError::Foreign { .. } => 1,
         }
     }
 }
@@ -221,6 +234,15 @@ pub fn plan_crate(
     force: bool,
 ) -> Result<CratePlan, PlanError> {
     let previous = previous_manifest(path)?;
+    if let Some(claims) = previous.as_ref().map(|m| &m.sku.id)
+        && claims != id
+    {
+        return Err(PlanError::Foreign {
+            manifest: format!("{dir}/{}", manifest::FILE_NAME),
+            claims: claims.clone(),
+            folder: id.to_owned(),
+        });
+    }
     let empty = BTreeMap::new();
     let produced = produced.unwrap_or(&empty);
     let mut changes = Vec::new();
@@ -496,6 +518,26 @@ mod tests {
                 (manifest::FILE_NAME.to_owned(), Op::Delete),
             ]
         );
+    }
+
+    #[test]
+    fn a_folder_whose_manifest_is_another_skus_is_left_alone() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let old = [("a.rs", "a\n")];
+        fs_err::write(dir.path().join("a.rs"), "a\n").expect("write");
+        // `manifest_of` records sku `a`: this is the folder `b`.
+        fs_err::write(dir.path().join(manifest::FILE_NAME), manifest_of(&old)).expect("write");
+        for produced in [None, Some(&produced(&[("a.rs", "new\n")]))] {
+            let error = plan_crate("b", "out/b", dir.path(), produced, false).expect_err("foreign");
+            assert!(matches!(error, PlanError::Foreign { .. }), "{error}");
+            assert_eq!(error.exit_code(), 1);
+            assert!(
+                error.to_string().starts_with(
+                    "`out/b/ggen-manifest.json` is the manifest of sku `a`, not of `b`"
+                ),
+                "{error}"
+            );
+        }
     }
 
     #[test]

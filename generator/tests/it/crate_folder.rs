@@ -212,3 +212,46 @@ fn files_ggen_does_not_own_in_a_crate_folder_fail_the_check() {
     }
     ggen(dir, &["build", "--check"], 0);
 }
+
+/// Copies the folder `from` to `to`, recursively.
+fn copy_dir(from: &Path, to: &Path) {
+    fs_err::create_dir_all(to).expect("mkdir");
+    for entry in fs_err::read_dir(from).expect("list") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            fs_err::copy(entry.path(), target).expect("copy");
+        }
+    }
+}
+
+#[test]
+fn a_copied_crate_folder_is_not_pruned() {
+    let p = project();
+    let dir = p.path();
+    ggen(dir, &["build"], 0);
+    let fork = dir.join("generated/my_fork");
+    copy_dir(&dir.join("generated/cost_guard"), &fork);
+    let files = fs_err::read_dir(fork.join("src")).expect("list").count();
+    for args in [
+        &["build"][..],
+        &["build", "--check"],
+        &["build", "--dry-run"],
+    ] {
+        let (_, stderr) = ggen(dir, args, 1);
+        assert!(
+            stderr.contains(
+                "`generated/my_fork/ggen-manifest.json` is the manifest of sku `cost_guard`, not of `my_fork`"
+            ),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert_eq!(
+        fs_err::read_dir(fork.join("src")).expect("list").count(),
+        files,
+        "nothing deleted"
+    );
+    assert!(fork.join("ggen-manifest.json").is_file());
+}
