@@ -224,7 +224,7 @@ impl Project {
                 .spec_files(&self.root)
                 .map_err(|d| BuildError::Invalid(vec![d]))
         } else {
-            Ok(specs.to_vec())
+            Ok(config::distinct_files(specs))
         }
     }
 
@@ -308,22 +308,30 @@ pub struct Generated {
     pub files: BTreeMap<String, String>,
 }
 
-/// Validates every spec; `Ok` with the checked sources, or every diagnostic of every spec.
+/// Validates every spec (a file named twice once) and that no two share a
+/// `sku.id`; `Ok` with the checked sources, or every diagnostic of every spec.
 pub fn validate(paths: &[PathBuf]) -> Result<Vec<Source>, BuildError> {
     let mut sources = Vec::new();
+    let mut ids = Vec::new();
     let mut problems = Vec::new();
-    for path in paths {
-        let file = load::display_path(path);
+    for path in config::distinct_files(paths) {
+        let file = load::display_path(&path);
         if let Some(problem) = name_problem(&file, &file) {
             problems.push(problem);
             continue;
         }
-        match validate::check_file(path) {
-            Ok((source, _)) => sources.push(source),
+        match validate::check_file(&path) {
+            Ok((source, checked)) => {
+                sources.push(source);
+                ids.push(checked.sku.id.clone());
+            }
             Err(ValidateError::Invalid(found)) => problems.extend(found),
             Err(internal) => return Err(BuildError::Validate(internal)),
         }
     }
+    problems.extend(validate::duplicate_ids(
+        sources.iter().zip(ids.iter().map(String::as_str)),
+    ));
     if problems.is_empty() {
         Ok(sources)
     } else {
@@ -334,11 +342,18 @@ pub fn validate(paths: &[PathBuf]) -> Result<Vec<Source>, BuildError> {
 /// Runs load → validate → lower for one spec file; `spec_path` is its
 /// project-relative name for output.
 pub fn model(path: &Path, spec_path: &str) -> Result<Model, BuildError> {
+    Ok(model_of(path, spec_path)?.1)
+}
+
+/// [`model`] with the spec's source.
+fn model_of(path: &Path, spec_path: &str) -> Result<(Source, Model), BuildError> {
     let (source, checked) = validate::check_file(path)?;
-    model::lower(&checked, spec_path, &source.sha256).map_err(|source| BuildError::Lower {
-        spec: spec_path.to_owned(),
-        source,
-    })
+    let model =
+        model::lower(&checked, spec_path, &source.sha256).map_err(|source| BuildError::Lower {
+            spec: spec_path.to_owned(),
+            source,
+        })?;
+    Ok((source, model))
 }
 
 /// Renders and formats `model` with `templates` and the package `settings`
@@ -908,9 +923,12 @@ pub fn test(paths: &[PathBuf], required: bool) -> Result<TestReport, BuildError>
     let mut ready = Vec::new();
     let mut report = TestReport::default();
     let mut seen = std::collections::BTreeSet::new();
+    let mut ids: Vec<(Source, String)> = Vec::new();
     for path in paths {
-        // A spec named twice (or with its scenario file) runs once.
-        if !seen.insert(scenario::spec_path(path).unwrap_or_else(|| path.clone())) {
+        // A spec named twice (or with its scenario file, or by another
+        // path to the same file) runs once.
+        let spec = scenario::spec_path(path).unwrap_or_else(|| path.clone());
+        if !seen.insert(fs_err::canonicalize(&spec).unwrap_or(spec)) {
             continue;
         }
         let spec = if scenario::is_scenario_file(path) {
@@ -920,8 +938,11 @@ pub fn test(paths: &[PathBuf], required: bool) -> Result<TestReport, BuildError>
         };
         let file = scenario::scenario_path(&spec);
         let shown = load::display_path(&spec);
-        let model = match model(&spec, &shown) {
-            Ok(model) => model,
+        let model = match model_of(&spec, &shown) {
+            Ok((source, model)) => {
+                ids.push((source, model.id.clone()));
+                model
+            }
             Err(BuildError::Invalid(found)) => {
                 problems.extend(found);
                 continue;
@@ -961,6 +982,9 @@ pub fn test(paths: &[PathBuf], required: bool) -> Result<TestReport, BuildError>
             scenarios: Vec::new(),
         });
     }
+    problems.extend(validate::duplicate_ids(
+        ids.iter().map(|(source, id)| (source, id.as_str())),
+    ));
     if !problems.is_empty() {
         return Err(BuildError::Invalid(problems));
     }
