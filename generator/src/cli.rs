@@ -151,6 +151,11 @@ pub enum Command {
         /// Gate: exit 1 if the new spec dispatches more than PCT percent more actions.
         #[arg(long, value_name = "PCT")]
         max_action_increase: Option<f64>,
+        /// Accept up to N recorded inputs that cannot be read (not JSON,
+        /// not UTF-8, not a replay line); past N the backtest exits 1
+        /// naming the first. Default 0.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        max_unreadable: u64,
     },
     /// Print a JSON Schema.
     Schema {
@@ -693,6 +698,7 @@ fn execute(cli: &Cli, out: &mut Stdout) -> Result<u8, BuildError> {
             max_new_refusals,
             max_new_interventions,
             max_action_increase,
+            max_unreadable,
         } => {
             let recorded = match (signals, ledger, database_url) {
                 (Some(file), ..) => Recorded::Signals(file.clone()),
@@ -720,6 +726,7 @@ fn execute(cli: &Cli, out: &mut Stdout) -> Result<u8, BuildError> {
                 max_new_refusals: *max_new_refusals,
                 max_new_interventions: *max_new_interventions,
                 max_action_increase: *max_action_increase,
+                max_unreadable: *max_unreadable,
             };
             let report = pipeline::backtest(old, new, &recorded, settle, &gates)?;
             print_backtest(out, cli.format, &report);

@@ -148,7 +148,11 @@ impl BuildError {
             | BuildError::Refused(_)
             | BuildError::NoConfig { .. }
             | BuildError::Git { .. }
-            | BuildError::Backtest(BacktestError::Recorded(_) | BacktestError::NoInputs { .. })
+            | BuildError::Backtest(
+                BacktestError::Recorded(_)
+                | BacktestError::NoInputs { .. }
+                | BacktestError::Unreadable { .. },
+            )
             | BuildError::Cargo(_)
             | BuildError::Bundle(BundleError::Epoch(_) | BundleError::SpecChanged { .. })
             | BuildError::Verify(VerifyError::Cargo { .. } | VerifyError::NoWorkspace { .. })

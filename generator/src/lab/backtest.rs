@@ -50,6 +50,10 @@ pub struct Gates {
     pub max_new_interventions: Option<u64>,
     /// Percent more actions the new spec may dispatch in total.
     pub max_action_increase: Option<f64>,
+    /// Recorded inputs that may be unreadable (not JSON, not UTF-8, not a
+    /// replay line) before the run fails; 0 by default: a recording that
+    /// cannot be read is no evidence that a change is safe.
+    pub max_unreadable: u64,
 }
 
 /// What happened to tenants under one spec.
@@ -196,6 +200,26 @@ pub enum BacktestError {
         /// The cause.
         #[source]
         source: Box<SimError>,
+    },
+    /// More recorded inputs could not be read than `--max-unreadable` allows.
+    #[error(
+        "{count} of {inputs} recorded input(s) from {recorded} cannot be read (allowed: {allowed}); the first, {unit} {input}: {message}"
+    )]
+    Unreadable {
+        /// Where the inputs came from.
+        recorded: String,
+        /// What one input is called (`line`, `receipt`).
+        unit: &'static str,
+        /// The first unreadable input's number.
+        input: usize,
+        /// Why it cannot be read (a JSON error names its column).
+        message: String,
+        /// How many could not be read.
+        count: u64,
+        /// How many were read in all.
+        inputs: usize,
+        /// How many were allowed.
+        allowed: u64,
     },
     /// Not one recorded input could be replayed: there is nothing to judge
     /// a change by (an empty file, a folder that is not a ledger).
@@ -442,6 +466,8 @@ pub fn run(
     let mut to: Option<Timestamp> = None;
     let mut divergences: HashMap<TenantId, Divergence> = HashMap::new();
     let mut failure = None;
+    let mut unreadable = 0u64;
+    let mut first_unreadable = None;
     recorded::each(recorded, &mut |number, line| {
         if failure.is_some() {
             return;
@@ -449,7 +475,11 @@ pub fn run(
         inputs += 1;
         let mut problems = Vec::new();
         match line {
-            Err(message) => problems.push(message),
+            Err(message) => {
+                unreadable += 1;
+                first_unreadable.get_or_insert_with(|| (number, message.clone()));
+                problems.push(message);
+            }
             Ok(line) => {
                 let at = line.at();
                 from = Some(from.map_or(at, |f| f.min(at)));
@@ -503,6 +533,19 @@ pub fn run(
     })?;
     if let Some(error) = failure {
         return Err(error);
+    }
+    if unreadable > gates.max_unreadable
+        && let Some((input, message)) = first_unreadable
+    {
+        return Err(BacktestError::Unreadable {
+            recorded: recorded.describe(),
+            unit: recorded.unit(),
+            input,
+            message,
+            count: unreadable,
+            inputs,
+            allowed: gates.max_unreadable,
+        });
     }
     if replayed == 0 {
         return Err(BacktestError::NoInputs {
