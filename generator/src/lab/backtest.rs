@@ -13,7 +13,6 @@ use std::sync::Arc;
 use ggen_runtime_core::clock::Timestamp;
 use ggen_runtime_core::fsm::State;
 use ggen_runtime_core::receipt::Input;
-use ggen_runtime_core::registry::RegistryError;
 use ggen_runtime_core::replay::{self, Line};
 use ggen_runtime_core::sku::PolicyPack;
 use ggen_runtime_core::tenant::TenantId;
@@ -352,11 +351,7 @@ impl Run {
         let outcome = match result {
             Ok(_) => Ok(()),
             // One tenant's refusal is a bad input; the others go on.
-            Err(SimError::Registry(
-                e @ (RegistryError::TooManyTenants { .. }
-                | RegistryError::DedupeFull { .. }
-                | RegistryError::Quarantined { .. }),
-            )) => Err(e.to_string()),
+            Err(SimError::Registry(e)) if super::refuses_input(&e) => Err(e.to_string()),
             Err(source) => {
                 return Err(BacktestError::Registry {
                     input: number,
@@ -675,4 +670,44 @@ pub fn run(
         gates: report_gates,
         warnings,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use ggen_runtime_core::registry::DedupeOptions;
+
+    use super::*;
+
+    /// The service-wide dedupe limit (2,000,000 ids by default; 2 here)
+    /// refuses the input past it, with the reason, instead of ending the
+    /// backtest as an internal error.
+    #[test]
+    fn the_services_dedupe_limit_refuses_an_input_not_the_run() {
+        let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("../specs/cost_guard.json");
+        let model = crate::pipeline::model(&spec, "specs/cost_guard.json").expect("valid");
+        let pack = crate::pack::interpreted(&model);
+        let mut run = Run::new(pack, Settle::Succeed);
+        let dedupe = DedupeOptions {
+            max_total: 2,
+            ..DedupeOptions::default()
+        };
+        run.sim = Sim::with_dedupe(pack, Arc::new(Discard::default()), Settle::Succeed, dedupe);
+        let outcomes: Vec<Result<(), String>> = (1..=3)
+            .map(|i| {
+                let text = format!(
+                    r#"{{"tenant":"t{i}","signal":"spend_rate","value":1,"id":"e{i}","at":"2026-11-01T00:0{i}:00Z"}}"#
+                );
+                let line = replay::parse_line(i, &text).expect("a replay line");
+                run.feed(i, &line).expect("a refusal is not a fault")
+            })
+            .collect();
+        assert_eq!(outcomes[..2], [Ok(()), Ok(())]);
+        let refused = outcomes[2].as_ref().expect_err("the third id is refused");
+        assert!(
+            refused.contains("the service holds `2` event ids in all"),
+            "{refused}"
+        );
+    }
 }
