@@ -457,6 +457,13 @@ pub fn check(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io("read", path)(e)),
     };
+    // A folder (or a fifo, a device) where a bundle file belongs is the
+    // folder's content at fault, not ggen: a verdict, not an I/O failure.
+    for (path, shown) in [(&tar_path, &tar_shown), (&json_path, &json_shown)] {
+        if fs_err::metadata(path).is_ok_and(|m| !m.is_file()) {
+            return tampered(format!("`{shown}` is not a regular file"));
+        }
+    }
     let (Some(tarball), Some(outer_file)) = (open(&tar_path)?, open(&json_path)?) else {
         return Ok(Verdict::Missing(format!(
             "`{tar_shown}` or `{json_shown}` is missing"

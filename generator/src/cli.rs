@@ -1,6 +1,8 @@
 //! The `ggen` command line: parse arguments, call one library function per
 //! command, print the result and map it to an exit code (0 ok, 1 invalid
-//! input or drift, 2 internal error). The only module that prints.
+//! input or drift, 2 internal error; clap's own usage errors, such as an
+//! unknown option or a missing required one, also exit 2, clap's
+//! convention). The only module that prints.
 //!
 //! Standard output goes through `Stdout`: a reader that goes away
 //! (`ggen build --dry-run | head`) ends the output quietly and the exit code
@@ -707,16 +709,16 @@ fn execute(cli: &Cli, out: &mut Stdout) -> Result<u8, BuildError> {
                 (None, None, None) => match std::env::var("GOVERNOR_DATABASE_URL") {
                     Ok(url) if !url.is_empty() => Recorded::Database(url),
                     _ => {
-                        eprintln!(
-                            "error: name the recorded inputs: --signals FILE, --ledger DIR or --database-url URL (or GOVERNOR_DATABASE_URL)"
-                        );
-                        return Ok(2);
+                        return Err(BuildError::Usage(
+                            "name the recorded inputs: --signals FILE, --ledger DIR or --database-url URL (or GOVERNOR_DATABASE_URL)".to_owned(),
+                        ));
                     }
                 },
             };
             if max_action_increase.is_some_and(|pct| !pct.is_finite() || pct < 0.0) {
-                eprintln!("error: --max-action-increase takes a percentage of 0 or more");
-                return Ok(2);
+                return Err(BuildError::Usage(
+                    "--max-action-increase takes a finite percentage of 0 or more".to_owned(),
+                ));
             }
             let settle = match actions {
                 SettleArg::Succeed => Settle::Succeed,

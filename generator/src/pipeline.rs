@@ -122,6 +122,10 @@ pub enum BuildError {
     /// A backtest could not run to its end.
     #[error(transparent)]
     Backtest(#[from] BacktestError),
+    /// Arguments clap accepts but the command cannot use (no recorded
+    /// inputs named, a percentage that is not a finite number ≥ 0).
+    #[error("{0}")]
+    Usage(String),
     /// Other file system failures.
     #[error("cannot {action} `{path}`")]
     Io {
@@ -147,6 +151,7 @@ impl BuildError {
             | BuildError::OutsideRoot { .. }
             | BuildError::Refused(_)
             | BuildError::NoConfig { .. }
+            | BuildError::Usage(_)
             | BuildError::Git { .. }
             | BuildError::Backtest(
                 BacktestError::Recorded(_)

@@ -496,16 +496,37 @@ fn inputs_one_spec_cannot_take_are_counted_and_named() {
         text.contains("warning: the specs are different SKUs (`cost_guard`, `queue_valve`)"),
         "{text}"
     );
-    // No recorded inputs named: a usage error.
+    // No recorded inputs named, or a percentage that is none: rejected
+    // input (exit 1), not an internal error.
     let (_, stderr) = ggen(
         dir,
         &["backtest", "--old", &cost_guard(), "--new", "new.json"],
-        2,
+        1,
     );
     assert!(
         stderr.contains("--signals FILE, --ledger DIR or --database-url URL"),
         "{stderr}"
     );
+    for pct in ["NaN", "inf", "-1"] {
+        let (_, stderr) = ggen(
+            dir,
+            &[
+                "backtest",
+                "--old",
+                &cost_guard(),
+                "--new",
+                "new.json",
+                "--signals",
+                "signals.jsonl",
+                &format!("--max-action-increase={pct}"),
+            ],
+            1,
+        );
+        assert!(
+            stderr.contains("error: --max-action-increase takes a finite percentage"),
+            "{pct}: {stderr}"
+        );
+    }
 }
 
 #[test]

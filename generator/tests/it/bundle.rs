@@ -405,6 +405,25 @@ fn check_catches_a_changed_spec_a_tampered_bundle_and_a_missing_one() {
     fs_err::remove_file(out.join("zz-extra.tar.gz")).expect("remove");
     expect(&root, &["bundle", "--check", dir], &[], 0);
 
+    // A folder where a bundle file belongs: a verdict (exit 1), not an
+    // internal error.
+    for file in ["cost_guard-1.2.0.tar.gz", "cost_guard-1.2.0.bundle.json"] {
+        let path = out.join(file);
+        let kept = fs_err::read(&path).expect("read");
+        fs_err::remove_file(&path).expect("remove");
+        fs_err::create_dir(&path).expect("mkdir");
+        let (stdout, _) = expect(&root, &["bundle", "--check", dir], &[], 1);
+        assert!(
+            stdout.contains(&format!(
+                "tampered: cost_guard-1.2.0: `{dir}/{file}` is not a regular file"
+            )),
+            "{stdout}"
+        );
+        fs_err::remove_dir(&path).expect("rmdir");
+        fs_err::write(&path, kept).expect("restore");
+    }
+    expect(&root, &["bundle", "--check", dir], &[], 0);
+
     // Gone.
     fs_err::remove_file(out.join("cost_guard-1.2.0.bundle.json")).expect("remove");
     let (stdout, _) = expect(&root, &["bundle", "--check", dir], &[], 1);
