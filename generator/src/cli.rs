@@ -1003,6 +1003,8 @@ fn print_bundles(out: &mut Stdout, format: Format, report: &BundleReport) -> u8 
                     let (status, detail) = verdict(v);
                     doc["status"] = json!(status);
                     doc["detail"] = json!(detail);
+                    // `--check` never rebuilds a binary (it is not reproducible).
+                    doc["binary_rebuilt"] = json!(false);
                 }
                 doc
             })
@@ -1024,7 +1026,14 @@ fn print_bundles(out: &mut Stdout, format: Format, report: &BundleReport) -> u8 
             if let Some(v) = &o.verdict {
                 let (status, detail) = verdict(v);
                 let sep = if detail.is_empty() { "" } else { ": " };
-                let _ = writeln!(out, "{status}: {}{sep}{detail}", o.name);
+                // A binary is recorded by hash, never rebuilt: say so, so
+                // `same` is not read as "the binary is what the spec gives".
+                let note = if o.binary && *v == Verdict::Same {
+                    " (its binary is not rebuilt: only the sources, manifests and the binary's recorded hash were compared)"
+                } else {
+                    ""
+                };
+                let _ = writeln!(out, "{status}: {}{sep}{detail}{note}", o.name);
             }
         }
         for name in &report.extra {

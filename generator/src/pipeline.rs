@@ -731,7 +731,8 @@ pub struct BundleOutcome {
     pub verdict: Option<Verdict>,
     /// Whether the crate was built and tested first.
     pub verified: bool,
-    /// Whether the release binary is inside.
+    /// Whether the release binary is inside (written, or found by a
+    /// check, which compares its recorded hash but does not rebuild it).
     pub binary: bool,
 }
 
@@ -768,13 +769,20 @@ pub fn bundle(
             progress(i, total, &g.model.id, BundleStep::Checking);
             let name = format!("{}-{}", g.model.id, g.model.version);
             let binary_name = format!("{}{}", g.model.crate_name, std::env::consts::EXE_SUFFIX);
-            let verdict = bundle::check(
+            let checked = bundle::check(
                 |epoch, binary| Bundle::new(g, &spec_file(g), binary, epoch),
                 &name,
                 &binary_name,
                 &options.dir,
             )?;
-            outcomes.push(outcome(g, name, None, Some(verdict), false, false));
+            outcomes.push(outcome(
+                g,
+                name,
+                None,
+                Some(checked.verdict),
+                false,
+                checked.binary,
+            ));
         }
         progress(total, total, "", BundleStep::Done);
         // Without explicit specs, the folder should hold these bundles and nothing else.
