@@ -437,15 +437,42 @@ pub enum Verdict {
 /// Largest binary `--check` reads back to rebuild a bundle with it.
 const MAX_BINARY: u64 = 1 << 30;
 
+/// What [`check`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Whether the bundle carries a binary (`bin/<crate>`, listed in its
+    /// manifest). A binary is not reproducible, so `--check` does not
+    /// rebuild it: [`Verdict::Same`] then says the sources, manifests and
+    /// the binary's recorded hash agree, not that the binary is what the
+    /// sources compile to.
+    pub binary: bool,
+}
+
 /// Compares, byte for byte, the bundle `name` in `dir` with the one
 /// `expected_for(epoch, binary)` makes: at the epoch the found bundle
 /// records, with the binary it holds (only as `bin/<binary_name>`, and
-/// only if its manifest lists it there).
+/// only if its manifest lists it there; see [`Checked::binary`]).
 pub fn check(
     expected_for: impl Fn(u64, Option<Binary>) -> Result<Bundle, BundleError>,
     name: &str,
     binary_name: &str,
     dir: &Path,
+) -> Result<Checked, BundleError> {
+    let mut binary = false;
+    let verdict = compare(expected_for, name, binary_name, dir, &mut binary)?;
+    Ok(Checked { verdict, binary })
+}
+
+/// [`check`]'s comparison; sets `carries` once the bundle's manifest is
+/// known to list a binary.
+fn compare(
+    expected_for: impl Fn(u64, Option<Binary>) -> Result<Bundle, BundleError>,
+    name: &str,
+    binary_name: &str,
+    dir: &Path,
+    carries: &mut bool,
 ) -> Result<Verdict, BundleError> {
     let tar_path = dir.join(format!("{name}.tar.gz"));
     let json_path = dir.join(format!("{name}.bundle.json"));
@@ -457,6 +484,13 @@ pub fn check(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io("read", path)(e)),
     };
+    // A folder (or a fifo, a device) where a bundle file belongs is the
+    // folder's content at fault, not ggen: a verdict, not an I/O failure.
+    for (path, shown) in [(&tar_path, &tar_shown), (&json_path, &json_shown)] {
+        if fs_err::metadata(path).is_ok_and(|m| !m.is_file()) {
+            return tampered(format!("`{shown}` is not a regular file"));
+        }
+    }
     let (Some(tarball), Some(outer_file)) = (open(&tar_path)?, open(&json_path)?) else {
         return Ok(Verdict::Missing(format!(
             "`{tar_shown}` or `{json_shown}` is missing"
@@ -488,6 +522,7 @@ pub fn check(
             ));
         }
     };
+    *carries = binary.is_some();
     if let Some(object) = outer.as_object_mut() {
         object.remove("bundle");
     }

@@ -1,6 +1,8 @@
 //! The `ggen` command line: parse arguments, call one library function per
 //! command, print the result and map it to an exit code (0 ok, 1 invalid
-//! input or drift, 2 internal error). The only module that prints.
+//! input or drift, 2 internal error; clap's own usage errors, such as an
+//! unknown option or a missing required one, also exit 2, clap's
+//! convention). The only module that prints.
 //!
 //! Standard output goes through `Stdout`: a reader that goes away
 //! (`ggen build --dry-run | head`) ends the output quietly and the exit code
@@ -151,6 +153,11 @@ pub enum Command {
         /// Gate: exit 1 if the new spec dispatches more than PCT percent more actions.
         #[arg(long, value_name = "PCT")]
         max_action_increase: Option<f64>,
+        /// Accept up to N recorded inputs that cannot be read (not JSON,
+        /// not UTF-8, not a replay line); past N the backtest exits 1
+        /// naming the first. Default 0.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        max_unreadable: u64,
     },
     /// Print a JSON Schema.
     Schema {
@@ -212,7 +219,7 @@ pub enum Command {
         /// ggen-runtime from crates.io, by version.
         #[arg(long, value_name = "DIR")]
         runtime_path: Option<PathBuf>,
-        /// Overwrite files init writes (never an existing Cargo.toml or .gitignore).
+        /// Overwrite files init writes (never an existing Cargo.toml or .gitignore, nor through a link).
         #[arg(long)]
         force: bool,
     },
@@ -693,6 +700,7 @@ fn execute(cli: &Cli, out: &mut Stdout) -> Result<u8, BuildError> {
             max_new_refusals,
             max_new_interventions,
             max_action_increase,
+            max_unreadable,
         } => {
             let recorded = match (signals, ledger, database_url) {
                 (Some(file), ..) => Recorded::Signals(file.clone()),
@@ -701,16 +709,16 @@ fn execute(cli: &Cli, out: &mut Stdout) -> Result<u8, BuildError> {
                 (None, None, None) => match std::env::var("GOVERNOR_DATABASE_URL") {
                     Ok(url) if !url.is_empty() => Recorded::Database(url),
                     _ => {
-                        eprintln!(
-                            "error: name the recorded inputs: --signals FILE, --ledger DIR or --database-url URL (or GOVERNOR_DATABASE_URL)"
-                        );
-                        return Ok(2);
+                        return Err(BuildError::Usage(
+                            "name the recorded inputs: --signals FILE, --ledger DIR or --database-url URL (or GOVERNOR_DATABASE_URL)".to_owned(),
+                        ));
                     }
                 },
             };
             if max_action_increase.is_some_and(|pct| !pct.is_finite() || pct < 0.0) {
-                eprintln!("error: --max-action-increase takes a percentage of 0 or more");
-                return Ok(2);
+                return Err(BuildError::Usage(
+                    "--max-action-increase takes a finite percentage of 0 or more".to_owned(),
+                ));
             }
             let settle = match actions {
                 SettleArg::Succeed => Settle::Succeed,
@@ -720,6 +728,7 @@ fn execute(cli: &Cli, out: &mut Stdout) -> Result<u8, BuildError> {
                 max_new_refusals: *max_new_refusals,
                 max_new_interventions: *max_new_interventions,
                 max_action_increase: *max_action_increase,
+                max_unreadable: *max_unreadable,
             };
             let report = pipeline::backtest(old, new, &recorded, settle, &gates)?;
             print_backtest(out, cli.format, &report);
@@ -994,6 +1003,8 @@ fn print_bundles(out: &mut Stdout, format: Format, report: &BundleReport) -> u8 
                     let (status, detail) = verdict(v);
                     doc["status"] = json!(status);
                     doc["detail"] = json!(detail);
+                    // `--check` never rebuilds a binary (it is not reproducible).
+                    doc["binary_rebuilt"] = json!(false);
                 }
                 doc
             })
@@ -1015,7 +1026,14 @@ fn print_bundles(out: &mut Stdout, format: Format, report: &BundleReport) -> u8 
             if let Some(v) = &o.verdict {
                 let (status, detail) = verdict(v);
                 let sep = if detail.is_empty() { "" } else { ": " };
-                let _ = writeln!(out, "{status}: {}{sep}{detail}", o.name);
+                // A binary is recorded by hash, never rebuilt: say so, so
+                // `same` is not read as "the binary is what the spec gives".
+                let note = if o.binary && *v == Verdict::Same {
+                    " (its binary is not rebuilt: only the sources, manifests and the binary's recorded hash were compared)"
+                } else {
+                    ""
+                };
+                let _ = writeln!(out, "{status}: {}{sep}{detail}{note}", o.name);
             }
         }
         for name in &report.extra {

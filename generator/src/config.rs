@@ -18,7 +18,7 @@
 //! Without `runtime`, generated crates inherit `ggen-runtime` from the cargo
 //! workspace (`ggen-runtime.workspace = true`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -414,7 +414,8 @@ fn runtime(raw: RawRuntime) -> Option<Runtime> {
 
 impl Config {
     /// The spec files the globs name under `root` (the folder of `ggen.toml`),
-    /// sorted and deduplicated, each as `root.join(relative path)`.
+    /// sorted and deduplicated by file (not by path text), each as
+    /// `root.join(relative path)`.
     ///
     /// A pattern with wildcards may match nothing; a plain path must exist.
     pub fn spec_files(&self, root: &Path) -> Result<Vec<PathBuf>, Diagnostic> {
@@ -455,8 +456,35 @@ impl Config {
                 return Err(fail(ConfigError::MissingSpec(pattern.clone())));
             }
         }
-        Ok(files.into_iter().collect())
+        // One file reached by several paths (a link, a link loop under
+        // `specs/**`) is one spec: the shortest path names it.
+        let mut by_file: BTreeMap<PathBuf, PathBuf> = BTreeMap::new();
+        for path in files {
+            let key = fs_err::canonicalize(&path).unwrap_or_else(|_| path.clone());
+            let depth = |p: &Path| p.components().count();
+            match by_file.get(&key) {
+                Some(kept) if depth(kept) <= depth(&path) => {}
+                _ => {
+                    by_file.insert(key, path);
+                }
+            }
+        }
+        let mut files: Vec<PathBuf> = by_file.into_values().collect();
+        files.sort();
+        Ok(files)
     }
+}
+
+/// `paths` with every file named a second time (by the same or another
+/// path, or through a link) left out, in the order given. A path that
+/// cannot be resolved is kept as given (reading it reports the problem).
+pub fn distinct_files(paths: &[PathBuf]) -> Vec<PathBuf> {
+    let mut seen = BTreeSet::new();
+    paths
+        .iter()
+        .filter(|path| seen.insert(fs_err::canonicalize(path).unwrap_or_else(|_| (*path).clone())))
+        .cloned()
+        .collect()
 }
 
 #[cfg(test)]
@@ -653,6 +681,35 @@ mod tests {
                 PathBuf::from("specs/b.json"),
             ]
         );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_file_reached_by_several_paths_is_listed_once() {
+        let root = tempfile::tempdir().unwrap();
+        touch(&root.path().join("specs/a.json"));
+        touch(&root.path().join("specs/z.json"));
+        // A loop (`specs/loop/loop/…/a.json`) and a second name for a file.
+        std::os::unix::fs::symlink(".", root.path().join("specs/loop")).unwrap();
+        std::os::unix::fs::symlink("a.json", root.path().join("specs/b.json")).unwrap();
+        let files = config(&["specs/**/*.json", "./specs/a.json"])
+            .spec_files(root.path())
+            .unwrap();
+        let relative: Vec<_> = files
+            .iter()
+            .map(|f| f.strip_prefix(root.path()).unwrap().to_path_buf())
+            .collect();
+        assert_eq!(
+            relative,
+            [PathBuf::from("specs/a.json"), PathBuf::from("specs/z.json")]
+        );
+        let named = [
+            root.path().join("specs/z.json"),
+            root.path().join("specs/./z.json"),
+            root.path().join("specs/loop/loop/z.json"),
+            root.path().join("specs/gone.json"),
+        ];
+        assert_eq!(distinct_files(&named), [named[0].clone(), named[3].clone()]);
     }
 
     #[test]

@@ -7,12 +7,14 @@
 //! it has none. In a folder that has a `ggen.toml` it adds the spec (and any
 //! missing schema file) only. It never edits a file it did not write: an
 //! existing `Cargo.toml` or `.gitignore` gets instructions instead, and
-//! other existing files are refused unless `force`.
+//! other existing files are refused unless `force`. "Existing" does not
+//! follow links: a dangling link is an existing file, and a link is never
+//! written through, even with `force`.
 //!
 //! JSON has no comments, so the starter explains itself through its
 //! `description` fields; `docs/spec.md` documents every key.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
@@ -33,6 +35,10 @@ pub enum InitError {
     /// Files `init` would write exist already (paths as displayed).
     #[error("{} {}; not overwriting without `--force`", .0.join(", "), if .0.len() == 1 { "already exists" } else { "already exist" })]
     Exists(Vec<String>),
+    /// Paths `init` would write are symbolic links (as displayed): refused
+    /// even with `--force`, since writing would follow the link.
+    #[error("{} {} a symbolic link; init does not write through links (remove {}, or write the file by hand)", .0.join(", "), if .0.len() == 1 { "is" } else { "are" }, if .0.len() == 1 { "it" } else { "them" })]
+    Link(Vec<String>),
     /// `--runtime-path` for a project whose ggen.toml exists already.
     #[error(
         "`{0}` exists already: set `runtime = {{ path = \"…\" }}` in it instead of passing `--runtime-path`"
@@ -47,7 +53,10 @@ impl InitError {
     /// The process exit code: 1 for refused input, 2 for I/O failures.
     pub fn exit_code(&self) -> u8 {
         match self {
-            InitError::BadId(_) | InitError::Exists(_) | InitError::RuntimeForExisting(_) => 1,
+            InitError::BadId(_)
+            | InitError::Exists(_)
+            | InitError::Link(_)
+            | InitError::RuntimeForExisting(_) => 1,
             InitError::Io(_) => 2,
         }
     }
@@ -64,7 +73,7 @@ pub struct InitOptions {
     /// given (so, like every path in ggen.toml, relative to `root`); without
     /// it a new project takes `ggen-runtime` by version from crates.io.
     pub runtime_path: Option<PathBuf>,
-    /// Overwrite files `init` writes (never `Cargo.toml` or `.gitignore`).
+    /// Overwrite files `init` writes (never `Cargo.toml`, `.gitignore` or a link).
     pub force: bool,
 }
 
@@ -100,12 +109,38 @@ out_dir = \"generated\"
 runtime = {runtime}
 ";
 
+/// Whether anything is at `path`, links not followed: a dangling link is
+/// something (writing there would create its target), and so is a path
+/// that cannot be looked at (it is never written over).
+fn present(path: &Path) -> bool {
+    match fs_err::symlink_metadata(path) {
+        Ok(_) => true,
+        Err(e) => e.kind() != std::io::ErrorKind::NotFound,
+    }
+}
+
+/// Whether `path` is a symbolic link.
+fn is_link(path: &Path) -> bool {
+    fs_err::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+}
+
+/// Whether a `.gitignore`'s bytes ignore cargo's `target` folder (read as
+/// bytes: a `.gitignore` need not be UTF-8).
+fn ignores_target(bytes: &[u8]) -> bool {
+    bytes.split(|&b| b == b'\n').any(|line| {
+        matches!(
+            line.trim_ascii(),
+            b"/target" | b"target" | b"target/" | b"/target/"
+        )
+    })
+}
+
 /// Makes a project in `options.root`, or adds a spec to the one there.
 pub fn init(options: &InitOptions) -> Result<Initialized, InitError> {
     let spec_text = starter_spec(&options.id)?;
     let root = &options.root;
     let config_path = root.join(config::FILE_NAME);
-    let new_project = !config_path.exists();
+    let new_project = !present(&config_path);
     if !new_project && options.runtime_path.is_some() {
         return Err(InitError::RuntimeForExisting(display_path(&config_path)));
     }
@@ -144,14 +179,23 @@ pub fn init(options: &InitOptions) -> Result<Initialized, InitError> {
         files.push((rel.to_owned(), text.to_owned(), new_project));
     }
 
-    let exists = |rel: &str| root.join(rel).exists();
+    let exists = |rel: &str| present(&root.join(rel));
+    let shown = |rel: &str| format!("`{}`", display_path(&root.join(rel)));
     let refused: Vec<String> = files
         .iter()
         .filter(|(rel, _, refuse)| *refuse && exists(rel))
-        .map(|(rel, _, _)| format!("`{}`", display_path(&root.join(rel))))
+        .map(|(rel, _, _)| shown(rel))
         .collect();
     if !refused.is_empty() && !options.force {
         return Err(InitError::Exists(refused));
+    }
+    let links: Vec<String> = files
+        .iter()
+        .filter(|(rel, _, refuse)| *refuse && is_link(&root.join(rel)))
+        .map(|(rel, _, _)| shown(rel))
+        .collect();
+    if !links.is_empty() {
+        return Err(InitError::Link(links));
     }
     files.retain(|(rel, _, refuse)| *refuse || !exists(rel));
 
@@ -159,7 +203,7 @@ pub fn init(options: &InitOptions) -> Result<Initialized, InitError> {
     let cargo_toml = root.join("Cargo.toml");
     let gitignore = root.join(".gitignore");
     if new_project {
-        if cargo_toml.exists() {
+        if present(&cargo_toml) {
             next_steps.push(format!(
                 "make the generated crates members of your cargo workspace: add `\"generated/*\"` to `members` under `[workspace]` in `{}` (a package manifest needs a `[workspace]` table with `members = [\".\", \"generated/*\"]`)",
                 display_path(&cargo_toml)
@@ -167,16 +211,21 @@ pub fn init(options: &InitOptions) -> Result<Initialized, InitError> {
         } else {
             files.push(("Cargo.toml".to_owned(), WORKSPACE.to_owned(), false));
         }
-        match fs_err::read_to_string(&gitignore) {
-            Ok(text) => {
-                if !text
-                    .lines()
-                    .any(|l| matches!(l.trim(), "/target" | "target" | "target/" | "/target/"))
-                {
+        if !present(&gitignore) {
+            files.push((".gitignore".to_owned(), "/target\n".to_owned(), false));
+        } else {
+            // Never rewritten: checked as bytes, or left alone if unreadable.
+            match fs_err::read(&gitignore) {
+                Ok(bytes) if ignores_target(&bytes) => {}
+                Ok(_) => {
                     next_steps.push(format!("add `/target` to `{}`", display_path(&gitignore)));
                 }
+                Err(e) => next_steps.push(format!(
+                    "`{}` could not be read ({}): left alone; make sure it ignores `/target`",
+                    display_path(&gitignore),
+                    e.kind()
+                )),
             }
-            Err(_) => files.push((".gitignore".to_owned(), "/target\n".to_owned(), false)),
         }
     } else if let Ok(config) = config::load(&config_path) {
         // Matched against the globs, not the disk: the spec is not written yet.
@@ -202,7 +251,18 @@ pub fn init(options: &InitOptions) -> Result<Initialized, InitError> {
         if let Some(dir) = path.parent() {
             fs_err::create_dir_all(dir).map_err(InitError::Io)?;
         }
-        fs_err::write(&path, text).map_err(InitError::Io)?;
+        if present(&path) {
+            // Only a regular file refused above and forced: replaced in place.
+            fs_err::write(&path, text).map_err(InitError::Io)?;
+        } else {
+            // `create_new` fails on anything that appeared since, a dangling link included.
+            let mut file = fs_err::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .map_err(InitError::Io)?;
+            std::io::Write::write_all(&mut file, text.as_bytes()).map_err(InitError::Io)?;
+        }
         written.push(display_path(&path));
     }
 
@@ -361,7 +421,6 @@ fn display_name(id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::Path;
 
     use crate::load::Source;
     use crate::validate;
@@ -472,6 +531,70 @@ mod tests {
             "{done:?}"
         );
         assert!(done.next_steps[1].contains("add `/target` to"), "{done:?}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn dangling_links_are_existing_files_never_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("project");
+        let outside = dir.path().join("outside");
+        fs_err::create_dir_all(root.join("specs")).unwrap();
+        fs_err::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(outside.join("Cargo.toml"), root.join("Cargo.toml")).unwrap();
+        std::os::unix::fs::symlink(outside.join("spec.json"), root.join("specs/my_guard.json"))
+            .unwrap();
+        let error = init(&options(&root, None)).unwrap_err();
+        assert!(
+            matches!(&error, InitError::Exists(f) if f.len() == 1),
+            "{error}"
+        );
+        // Forced: a link is still refused, and nothing is written.
+        let forced = InitOptions {
+            force: true,
+            ..options(&root, None)
+        };
+        let error = init(&forced).unwrap_err();
+        assert_eq!(error.exit_code(), 1);
+        assert!(
+            error.to_string().ends_with(
+                "my_guard.json` is a symbolic link; init does not write through links (remove it, or write the file by hand)"
+            ),
+            "{error}"
+        );
+        assert!(!root.join("ggen.toml").exists());
+        // Without the spec link, the project is made; the Cargo.toml link
+        // counts as the user's Cargo.toml.
+        fs_err::remove_file(root.join("specs/my_guard.json")).unwrap();
+        let done = init(&options(&root, None)).unwrap();
+        assert!(
+            done.next_steps[0].contains("add `\"generated/*\"` to `members`"),
+            "{done:?}"
+        );
+        assert_eq!(
+            fs_err::read_dir(&outside).unwrap().count(),
+            0,
+            "nothing written outside"
+        );
+    }
+
+    #[test]
+    fn a_gitignore_that_is_not_utf8_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let bytes = b"# caf\xe9\n*.log\n".to_vec();
+        fs_err::write(root.join(".gitignore"), &bytes).unwrap();
+        let done = init(&options(root, None)).unwrap();
+        assert_eq!(fs_err::read(root.join(".gitignore")).unwrap(), bytes);
+        assert!(
+            done.next_steps
+                .iter()
+                .any(|s| s.starts_with("add `/target` to")),
+            "{done:?}"
+        );
+        assert!(!done.written.iter().any(|w| w.ends_with(".gitignore")));
+        // One that ignores target, in any encoding, needs nothing.
+        assert!(ignores_target(b"\xff\xfe\n/target\r\n"));
     }
 
     #[test]

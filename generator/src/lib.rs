@@ -15,6 +15,7 @@
 //! - [`format`](mod@format): syn + prettyplease, `@generated` headers.
 //! - [`digest`]: the SHA-256 hex digests ggen records.
 //! - [`manifest`]: the `ggen-manifest.json` of a generated crate.
+//! - [`owned`]: paths inside a crate folder, checked (no links, no `..`) and read bounded.
 //! - [`plan`]: in-memory output vs disk vs previous manifest; diffs.
 //! - [`write`](mod@write): atomic writes of changed files only.
 //! - [`workspace`]: cargo workspace membership check.
@@ -39,6 +40,7 @@ pub mod load;
 pub mod manifest;
 pub mod model;
 pub mod names;
+pub mod owned;
 pub mod pack;
 pub mod pipeline;
 pub mod plan;

@@ -12,6 +12,7 @@ use thiserror::Error;
 
 use crate::canonical;
 use crate::model::Model;
+use crate::owned;
 use crate::render::TemplateSet;
 
 /// File name of the manifest inside a crate folder.
@@ -31,6 +32,21 @@ pub enum ManifestError {
         /// Why it does not parse.
         #[source]
         source: serde_json::Error,
+    },
+    /// A file entry names a path outside the crate folder (absolute, with
+    /// `..`, …): refused, never read or deleted.
+    #[error(
+        "`{path}`: {pointer}: `{entry}` {problem}; a ggen manifest only names files inside its crate folder (restore the manifest ggen wrote)"
+    )]
+    UnsafePath {
+        /// The manifest's path.
+        path: String,
+        /// JSON pointer of the entry (`/files/3/path`).
+        pointer: String,
+        /// The path as written (escaped for display).
+        entry: String,
+        /// What is wrong with it.
+        problem: &'static str,
     },
 }
 
@@ -189,12 +205,26 @@ impl Manifest {
         canonical::to_string_pretty(&value)
     }
 
-    /// Parses a manifest read from `path` (named in the error).
+    /// Parses a manifest read from `path` (named in the error); every file
+    /// entry must name a path inside the crate folder
+    /// ([`owned::path_problem`]).
     pub fn parse(path: &str, text: &str) -> Result<Manifest, ManifestError> {
-        serde_json::from_str(text).map_err(|source| ManifestError::Parse {
-            path: path.to_owned(),
-            source,
-        })
+        let manifest: Manifest =
+            serde_json::from_str(text).map_err(|source| ManifestError::Parse {
+                path: path.to_owned(),
+                source,
+            })?;
+        for (i, file) in manifest.files.iter().enumerate() {
+            if let Some(problem) = owned::path_problem(&file.path) {
+                return Err(ManifestError::UnsafePath {
+                    path: path.to_owned(),
+                    pointer: format!("/files/{i}/path"),
+                    entry: file.path.escape_debug().to_string(),
+                    problem,
+                });
+            }
+        }
+        Ok(manifest)
     }
 
     /// The entry for `path`, if the manifest owns it.
@@ -243,5 +273,40 @@ mod tests {
         );
         assert_ne!(old, text);
         assert_eq!(Manifest::parse("m", &old).expect("parses").runtime, None);
+    }
+
+    #[test]
+    fn entries_outside_the_crate_folder_are_refused() {
+        let mut manifest = Manifest::parse(
+            "m",
+            r#"{"files": [], "generator": {"name": "ggen", "version": "0"},
+                "sku": {"id": "a", "version": "1.0.0"},
+                "spec": {"path": "specs/a.json", "sha256": ""},
+                "templates": {"sha256": "", "overrides": []}}"#,
+        )
+        .expect("parses");
+        for bad in [
+            "/etc/passwd",
+            "../../.env",
+            "src/../../x",
+            "..\\x",
+            "/dev/zero",
+        ] {
+            manifest.files = vec![
+                FileEntry::of("Cargo.toml", b""),
+                FileEntry::of(bad, b"secret"),
+            ];
+            let error =
+                Manifest::parse("out/a/ggen-manifest.json", &manifest.to_json()).expect_err(bad);
+            let text = error.to_string();
+            assert!(
+                matches!(error, ManifestError::UnsafePath { .. }),
+                "{bad}: {text}"
+            );
+            assert!(
+                text.starts_with("`out/a/ggen-manifest.json`: /files/1/path: `"),
+                "{text}"
+            );
+        }
     }
 }

@@ -122,6 +122,10 @@ pub enum BuildError {
     /// A backtest could not run to its end.
     #[error(transparent)]
     Backtest(#[from] BacktestError),
+    /// Arguments clap accepts but the command cannot use (no recorded
+    /// inputs named, a percentage that is not a finite number ≥ 0).
+    #[error("{0}")]
+    Usage(String),
     /// Other file system failures.
     #[error("cannot {action} `{path}`")]
     Io {
@@ -140,13 +144,20 @@ impl BuildError {
     pub fn exit_code(&self) -> u8 {
         match self {
             BuildError::Init(error) => error.exit_code(),
+            BuildError::Plan(error) => error.exit_code(),
+            BuildError::Write(error) => error.exit_code(),
             BuildError::Invalid(_)
             | BuildError::DuplicateId { .. }
             | BuildError::OutsideRoot { .. }
             | BuildError::Refused(_)
             | BuildError::NoConfig { .. }
+            | BuildError::Usage(_)
             | BuildError::Git { .. }
-            | BuildError::Backtest(BacktestError::Recorded(_) | BacktestError::NoInputs { .. })
+            | BuildError::Backtest(
+                BacktestError::Recorded(_)
+                | BacktestError::NoInputs { .. }
+                | BacktestError::Unreadable { .. },
+            )
             | BuildError::Cargo(_)
             | BuildError::Bundle(BundleError::Epoch(_) | BundleError::SpecChanged { .. })
             | BuildError::Verify(VerifyError::Cargo { .. } | VerifyError::NoWorkspace { .. })
@@ -157,8 +168,6 @@ impl BuildError {
             | BuildError::Lower { .. }
             | BuildError::Render(_)
             | BuildError::Format { .. }
-            | BuildError::Plan(_)
-            | BuildError::Write(_)
             | BuildError::Bundle(_)
             | BuildError::Verify(_)
             | BuildError::Test(_)
@@ -224,7 +233,7 @@ impl Project {
                 .spec_files(&self.root)
                 .map_err(|d| BuildError::Invalid(vec![d]))
         } else {
-            Ok(specs.to_vec())
+            Ok(config::distinct_files(specs))
         }
     }
 
@@ -308,22 +317,30 @@ pub struct Generated {
     pub files: BTreeMap<String, String>,
 }
 
-/// Validates every spec; `Ok` with the checked sources, or every diagnostic of every spec.
+/// Validates every spec (a file named twice once) and that no two share a
+/// `sku.id`; `Ok` with the checked sources, or every diagnostic of every spec.
 pub fn validate(paths: &[PathBuf]) -> Result<Vec<Source>, BuildError> {
     let mut sources = Vec::new();
+    let mut ids = Vec::new();
     let mut problems = Vec::new();
-    for path in paths {
-        let file = load::display_path(path);
+    for path in config::distinct_files(paths) {
+        let file = load::display_path(&path);
         if let Some(problem) = name_problem(&file, &file) {
             problems.push(problem);
             continue;
         }
-        match validate::check_file(path) {
-            Ok((source, _)) => sources.push(source),
+        match validate::check_file(&path) {
+            Ok((source, checked)) => {
+                sources.push(source);
+                ids.push(checked.sku.id.clone());
+            }
             Err(ValidateError::Invalid(found)) => problems.extend(found),
             Err(internal) => return Err(BuildError::Validate(internal)),
         }
     }
+    problems.extend(validate::duplicate_ids(
+        sources.iter().zip(ids.iter().map(String::as_str)),
+    ));
     if problems.is_empty() {
         Ok(sources)
     } else {
@@ -334,11 +351,18 @@ pub fn validate(paths: &[PathBuf]) -> Result<Vec<Source>, BuildError> {
 /// Runs load → validate → lower for one spec file; `spec_path` is its
 /// project-relative name for output.
 pub fn model(path: &Path, spec_path: &str) -> Result<Model, BuildError> {
+    Ok(model_of(path, spec_path)?.1)
+}
+
+/// [`model`] with the spec's source.
+fn model_of(path: &Path, spec_path: &str) -> Result<(Source, Model), BuildError> {
     let (source, checked) = validate::check_file(path)?;
-    model::lower(&checked, spec_path, &source.sha256).map_err(|source| BuildError::Lower {
-        spec: spec_path.to_owned(),
-        source,
-    })
+    let model =
+        model::lower(&checked, spec_path, &source.sha256).map_err(|source| BuildError::Lower {
+            spec: spec_path.to_owned(),
+            source,
+        })?;
+    Ok((source, model))
 }
 
 /// Renders and formats `model` with `templates` and the package `settings`
@@ -503,7 +527,7 @@ impl BuildReport {
     }
 }
 
-/// Folders under `out` that hold a ggen manifest, by name.
+/// Folders under `out` that hold a ggen manifest, by name (links to folders are not listed).
 fn existing_crates(out: &Path) -> Result<Vec<String>, BuildError> {
     let entries = match fs_err::read_dir(out) {
         Ok(entries) => entries,
@@ -523,7 +547,9 @@ fn existing_crates(out: &Path) -> Result<Vec<String>, BuildError> {
             path: load::display_path(out),
             source,
         })?;
-        if entry.path().join(manifest::FILE_NAME).is_file() {
+        // A link is never a crate of ggen's (it writes none): not followed.
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if is_dir && entry.path().join(manifest::FILE_NAME).is_file() {
             names.push(entry.file_name().to_string_lossy().into_owned());
         }
     }
@@ -585,6 +611,12 @@ pub fn build(project: &Project, options: &BuildOptions) -> Result<BuildReport, B
             if change.op == Op::Keep {
                 report.warnings.push(format!(
                     "kept `{}/{}`: no longer generated, but edited by hand",
+                    plan.dir, change.path
+                ));
+            }
+            if change.op == Op::Unowned && options.mode == Mode::Write {
+                report.warnings.push(format!(
+                    "`{}/{}` is not generated by ggen: `build --check` fails until it is moved out of the crate folder",
                     plan.dir, change.path
                 ));
             }
@@ -699,7 +731,8 @@ pub struct BundleOutcome {
     pub verdict: Option<Verdict>,
     /// Whether the crate was built and tested first.
     pub verified: bool,
-    /// Whether the release binary is inside.
+    /// Whether the release binary is inside (written, or found by a
+    /// check, which compares its recorded hash but does not rebuild it).
     pub binary: bool,
 }
 
@@ -736,13 +769,20 @@ pub fn bundle(
             progress(i, total, &g.model.id, BundleStep::Checking);
             let name = format!("{}-{}", g.model.id, g.model.version);
             let binary_name = format!("{}{}", g.model.crate_name, std::env::consts::EXE_SUFFIX);
-            let verdict = bundle::check(
+            let checked = bundle::check(
                 |epoch, binary| Bundle::new(g, &spec_file(g), binary, epoch),
                 &name,
                 &binary_name,
                 &options.dir,
             )?;
-            outcomes.push(outcome(g, name, None, Some(verdict), false, false));
+            outcomes.push(outcome(
+                g,
+                name,
+                None,
+                Some(checked.verdict),
+                false,
+                checked.binary,
+            ));
         }
         progress(total, total, "", BundleStep::Done);
         // Without explicit specs, the folder should hold these bundles and nothing else.
@@ -900,9 +940,12 @@ pub fn test(paths: &[PathBuf], required: bool) -> Result<TestReport, BuildError>
     let mut ready = Vec::new();
     let mut report = TestReport::default();
     let mut seen = std::collections::BTreeSet::new();
+    let mut ids: Vec<(Source, String)> = Vec::new();
     for path in paths {
-        // A spec named twice (or with its scenario file) runs once.
-        if !seen.insert(scenario::spec_path(path).unwrap_or_else(|| path.clone())) {
+        // A spec named twice (or with its scenario file, or by another
+        // path to the same file) runs once.
+        let spec = scenario::spec_path(path).unwrap_or_else(|| path.clone());
+        if !seen.insert(fs_err::canonicalize(&spec).unwrap_or(spec)) {
             continue;
         }
         let spec = if scenario::is_scenario_file(path) {
@@ -912,8 +955,11 @@ pub fn test(paths: &[PathBuf], required: bool) -> Result<TestReport, BuildError>
         };
         let file = scenario::scenario_path(&spec);
         let shown = load::display_path(&spec);
-        let model = match model(&spec, &shown) {
-            Ok(model) => model,
+        let model = match model_of(&spec, &shown) {
+            Ok((source, model)) => {
+                ids.push((source, model.id.clone()));
+                model
+            }
             Err(BuildError::Invalid(found)) => {
                 problems.extend(found);
                 continue;
@@ -953,6 +999,9 @@ pub fn test(paths: &[PathBuf], required: bool) -> Result<TestReport, BuildError>
             scenarios: Vec::new(),
         });
     }
+    problems.extend(validate::duplicate_ids(
+        ids.iter().map(|(source, id)| (source, id.as_str())),
+    ));
     if !problems.is_empty() {
         return Err(BuildError::Invalid(problems));
     }

@@ -8,27 +8,48 @@
 //! edited stale file is kept and reported). The manifest itself is always
 //! ggen's to rewrite.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use thiserror::Error;
 
 use crate::digest;
-use crate::manifest::{self, Manifest};
+use crate::manifest::{self, Manifest, ManifestError};
+use crate::owned::{self, Contents, OwnedError};
 
 /// Why the disk could not be compared.
 #[derive(Debug, Error)]
 pub enum PlanError {
-    /// A file or folder could not be read.
-    #[error("cannot read `{path}`")]
-    Read {
-        /// The path that could not be read.
-        path: String,
-        /// The I/O failure.
-        #[source]
-        source: std::io::Error,
+    /// A path in the crate folder is a link, a misplaced folder or file, or unreadable.
+    #[error(transparent)]
+    Owned(#[from] OwnedError),
+    /// The previous manifest names a file outside its crate folder.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// The folder's manifest is another SKU's (a crate folder copied or
+    /// renamed by hand): ggen neither updates nor prunes it.
+    #[error(
+        "`{manifest}` is the manifest of sku `{claims}`, not of `{folder}`: ggen does not update or prune a crate folder named for another sku (rename the folder to `{claims}`, or move it out of the output folder)"
+    )]
+    Foreign {
+        /// The manifest's path.
+        manifest: String,
+        /// The `sku.id` it records.
+        claims: String,
+        /// The folder's name (the SKU id the folder stands for).
+        folder: String,
     },
+}
+
+impl PlanError {
+    /// 1 for what is on disk (rejected input), 2 for a failing file system.
+    pub const fn exit_code(&self) -> u8 {
+        match self {
+            PlanError::Owned(e) => e.exit_code(),
+            PlanError::Manifest(_) | PlanError::Foreign { .. } => 1,
+        }
+    }
 }
 
 /// What happens to one file.
@@ -49,6 +70,10 @@ pub enum Op {
     Overwrite,
     /// Owned, no longer produced, but edited by hand: kept and reported.
     Keep,
+    /// In the crate folder of a produced crate, but neither produced nor
+    /// owned (a hand-added `build.rs`, `src/bin/x.rs`, …): left alone, but
+    /// drift, since cargo or a review would take it for generated code.
+    Unowned,
 }
 
 impl Op {
@@ -62,6 +87,7 @@ impl Op {
             Op::Refuse => "refuse",
             Op::Overwrite => "overwrite",
             Op::Keep => "keep",
+            Op::Unowned => "unowned",
         }
     }
 
@@ -87,6 +113,11 @@ pub struct Change {
     pub sha256_before: Option<String>,
     /// SHA-256 of the produced bytes, if the build produces the file.
     pub sha256_after: Option<String>,
+    /// The size of the file on disk when it is larger than
+    /// [`owned::MAX_READ`]: then it was not read (no hash, no bytes) and is
+    /// never taken as ggen's own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unread_size: Option<u64>,
     /// The bytes on disk (for diffs and deletion checks).
     #[serde(skip)]
     pub before: Option<Vec<u8>>,
@@ -121,27 +152,75 @@ impl CratePlan {
     }
 }
 
-fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, PlanError> {
-    match fs_err::read(path) {
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(PlanError::Read {
-            path: path.display().to_string(),
-            source,
-        }),
-    }
+/// A file of the crate folder `dir`: its bytes (`None` when absent) and,
+/// when too large to read, its size.
+fn read_owned(dir: &Path, name: &str) -> Result<(Option<Vec<u8>>, Option<u64>), PlanError> {
+    Ok(match owned::read(dir, name)? {
+        Contents::Absent => (None, None),
+        Contents::Bytes(bytes) => (Some(bytes), None),
+        Contents::TooLarge(size) => (None, Some(size)),
+    })
 }
 
 /// The previous manifest of a crate folder, if it has a readable one.
 ///
-/// An unreadable or foreign manifest counts as none: nothing is then owned,
-/// so every differing file is refused rather than silently replaced.
+/// A manifest that is not valid JSON of a manifest, or too large, counts as
+/// none: nothing is then owned, so every differing file is refused rather
+/// than silently replaced. One that parses but names a file outside its
+/// folder is an error: it was edited to make ggen read or delete elsewhere.
 pub fn previous_manifest(dir: &Path) -> Result<Option<Manifest>, PlanError> {
-    let path = dir.join(manifest::FILE_NAME);
-    Ok(read_optional(&path)?.and_then(|bytes| {
-        let text = String::from_utf8(bytes).ok()?;
-        Manifest::parse(&path.display().to_string(), &text).ok()
-    }))
+    let (Some(bytes), _) = read_owned(dir, manifest::FILE_NAME)? else {
+        return Ok(None);
+    };
+    let Ok(text) = String::from_utf8(bytes) else {
+        return Ok(None);
+    };
+    let shown = dir
+        .join(manifest::FILE_NAME)
+        .to_string_lossy()
+        .replace(std::path::MAIN_SEPARATOR, "/");
+    match Manifest::parse(&shown, &text) {
+        Ok(manifest) => Ok(Some(manifest)),
+        Err(ManifestError::Parse { .. }) => Ok(None),
+        Err(unsafe_path) => Err(unsafe_path.into()),
+    }
+}
+
+/// What may be in a crate folder besides ggen's files: cargo's output of a
+/// crate built on its own (outside a workspace), never compiled.
+const BESIDE: [&str; 2] = ["target", "Cargo.lock"];
+
+/// Every file (or link, or special file) below the crate folder `dir`
+/// that is not in `known` nor [`BESIDE`], `/`-separated and sorted. Links
+/// are listed, not followed.
+fn unowned_files(dir: &Path, known: &BTreeSet<&str>) -> Result<Vec<String>, PlanError> {
+    let mut found = Vec::new();
+    let mut pending = vec![(dir.to_owned(), String::new())];
+    while let Some((folder, prefix)) = pending.pop() {
+        let list = |source| OwnedError::Io {
+            path: folder.to_string_lossy().into_owned(),
+            source,
+        };
+        let entries = match fs_err::read_dir(&folder) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(list(e).into()),
+        };
+        for entry in entries {
+            let entry = entry.map_err(list)?;
+            let name = format!("{prefix}{}", entry.file_name().to_string_lossy());
+            if prefix.is_empty() && BESIDE.contains(&name.as_str()) {
+                continue;
+            }
+            if entry.file_type().map_err(list)?.is_dir() {
+                pending.push((entry.path(), format!("{name}/")));
+            } else if !known.contains(name.as_str()) && name != manifest::FILE_NAME {
+                found.push(name);
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
 }
 
 /// Plans one crate folder. `produced` maps paths inside the folder to their
@@ -155,6 +234,15 @@ pub fn plan_crate(
     force: bool,
 ) -> Result<CratePlan, PlanError> {
     let previous = previous_manifest(path)?;
+    if let Some(claims) = previous.as_ref().map(|m| &m.sku.id)
+        && claims != id
+    {
+        return Err(PlanError::Foreign {
+            manifest: format!("{dir}/{}", manifest::FILE_NAME),
+            claims: claims.clone(),
+            folder: id.to_owned(),
+        });
+    }
     let empty = BTreeMap::new();
     let produced = produced.unwrap_or(&empty);
     let mut changes = Vec::new();
@@ -163,10 +251,18 @@ pub fn plan_crate(
         if name == manifest::FILE_NAME {
             continue;
         }
-        let before = read_optional(&path.join(name))?;
+        let (before, unread_size) = read_owned(path, name)?;
         let after_sha = digest::sha256_hex(text.as_bytes());
         let before_sha = before.as_deref().map(digest::sha256_hex);
         let op = match &before_sha {
+            // Too large to read: not what ggen wrote.
+            None if unread_size.is_some() => {
+                if force {
+                    Op::Overwrite
+                } else {
+                    Op::Refuse
+                }
+            }
             None => Op::Create,
             Some(sha) if *sha == after_sha => Op::Unchanged,
             Some(sha) => {
@@ -186,6 +282,7 @@ pub fn plan_crate(
             op,
             sha256_before: before_sha,
             sha256_after: Some(after_sha),
+            unread_size,
             before,
             after: Some(text.clone()),
         });
@@ -197,11 +294,12 @@ pub fn plan_crate(
             if produced.contains_key(&entry.path) {
                 continue;
             }
-            let Some(before) = read_optional(&path.join(&entry.path))? else {
+            let (before, unread_size) = read_owned(path, &entry.path)?;
+            if before.is_none() && unread_size.is_none() {
                 continue;
-            };
-            let sha = digest::sha256_hex(&before);
-            let op = if sha == entry.sha256 {
+            }
+            let sha = before.as_deref().map(digest::sha256_hex);
+            let op = if sha.as_deref() == Some(entry.sha256.as_str()) {
                 Op::Delete
             } else {
                 kept = true;
@@ -210,9 +308,28 @@ pub fn plan_crate(
             changes.push(Change {
                 path: entry.path.clone(),
                 op,
-                sha256_before: Some(sha),
+                sha256_before: sha,
                 sha256_after: None,
-                before: Some(before),
+                unread_size,
+                before,
+                after: None,
+            });
+        }
+    }
+
+    if !produced.is_empty() {
+        let mut known: BTreeSet<&str> = produced.keys().map(String::as_str).collect();
+        if let Some(previous) = &previous {
+            known.extend(previous.files.iter().map(|f| f.path.as_str()));
+        }
+        for name in unowned_files(path, &known)? {
+            changes.push(Change {
+                path: name,
+                op: Op::Unowned,
+                sha256_before: None,
+                sha256_after: None,
+                unread_size: None,
+                before: None,
                 after: None,
             });
         }
@@ -220,12 +337,13 @@ pub fn plan_crate(
 
     // The manifest goes last: applied last, it only ever describes files
     // that are already in place.
-    let manifest_before = read_optional(&path.join(manifest::FILE_NAME))?;
+    let (manifest_before, manifest_unread) = read_owned(path, manifest::FILE_NAME)?;
     let manifest_before_sha = manifest_before.as_deref().map(digest::sha256_hex);
     match produced.get(manifest::FILE_NAME) {
         Some(text) => {
             let after_sha = digest::sha256_hex(text.as_bytes());
             let op = match &manifest_before_sha {
+                None if manifest_unread.is_some() => Op::Update,
                 None => Op::Create,
                 Some(sha) if *sha == after_sha => Op::Unchanged,
                 Some(_) => Op::Update,
@@ -235,17 +353,19 @@ pub fn plan_crate(
                 op,
                 sha256_before: manifest_before_sha,
                 sha256_after: Some(after_sha),
+                unread_size: manifest_unread,
                 before: manifest_before,
                 after: Some(text.clone()),
             });
         }
-        None if manifest_before.is_some() => {
+        None if manifest_before.is_some() || manifest_unread.is_some() => {
             // A stale folder keeps its manifest while it still owns edited files.
             changes.push(Change {
                 path: manifest::FILE_NAME.to_owned(),
                 op: if kept { Op::Keep } else { Op::Delete },
                 sha256_before: manifest_before_sha,
                 sha256_after: None,
+                unread_size: manifest_unread,
                 before: manifest_before,
                 after: None,
             });
@@ -273,6 +393,17 @@ pub fn diff(plan: &CratePlan, change: &Change) -> String {
         .unwrap_or_default();
     let after = change.after.as_deref().unwrap_or_default();
     let name = format!("{}/{}", plan.dir, change.path);
+    if change.op == Op::Unowned {
+        return format!(
+            "Only in {}: {} (not generated by ggen: move it out of the crate folder)\n",
+            plan.dir, change.path
+        );
+    }
+    if let Some(size) = change.unread_size {
+        return format!(
+            "Files a/{name} and b/{name} differ (the file on disk is {size} bytes: not read)\n"
+        );
+    }
     let old = if change.before.is_some() {
         format!("a/{name}")
     } else {
@@ -387,6 +518,26 @@ mod tests {
                 (manifest::FILE_NAME.to_owned(), Op::Delete),
             ]
         );
+    }
+
+    #[test]
+    fn a_folder_whose_manifest_is_another_skus_is_left_alone() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let old = [("a.rs", "a\n")];
+        fs_err::write(dir.path().join("a.rs"), "a\n").expect("write");
+        // `manifest_of` records sku `a`: this is the folder `b`.
+        fs_err::write(dir.path().join(manifest::FILE_NAME), manifest_of(&old)).expect("write");
+        for produced in [None, Some(&produced(&[("a.rs", "new\n")]))] {
+            let error = plan_crate("b", "out/b", dir.path(), produced, false).expect_err("foreign");
+            assert!(matches!(error, PlanError::Foreign { .. }), "{error}");
+            assert_eq!(error.exit_code(), 1);
+            assert!(
+                error.to_string().starts_with(
+                    "`out/b/ggen-manifest.json` is the manifest of sku `a`, not of `b`"
+                ),
+                "{error}"
+            );
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
+use crate::owned::{self, OwnedError};
 use crate::plan::{CratePlan, Op};
 
 /// Why a plan could not be applied.
@@ -26,6 +27,20 @@ pub enum WriteError {
         #[source]
         source: std::io::Error,
     },
+    /// A path to write or delete is reached through a link, or is not
+    /// what the plan saw (a folder where a file goes, …).
+    #[error(transparent)]
+    Owned(#[from] OwnedError),
+}
+
+impl WriteError {
+    /// 1 for what is on disk (rejected input), 2 for a failing file system.
+    pub const fn exit_code(&self) -> u8 {
+        match self {
+            WriteError::Owned(e) => e.exit_code(),
+            WriteError::Io { .. } => 2,
+        }
+    }
 }
 
 /// What applying a plan did.
@@ -74,7 +89,9 @@ fn sync_dir(dir: &Path) -> Result<(), WriteError> {
     handle.sync_all().map_err(io("sync", dir))
 }
 
-/// Removes `dir` and its parents up to (not including) `stop` while they are empty.
+/// Removes `dir` and its parents up to (not including) `stop` while they
+/// are empty. `dir` lies below `stop` by construction (a checked path of
+/// plain names, no link on the way, joined to the crate folder).
 fn prune_empty(mut dir: &Path, stop: &Path) {
     while dir != stop && dir.starts_with(stop) {
         // Failing means "not empty" (or gone): either way, stop climbing.
@@ -166,7 +183,22 @@ pub fn apply(plans: &[CratePlan], out_root: &Path) -> Result<Applied, WriteError
     let mut deletes = Vec::new();
     for plan in plans {
         for change in &plan.changes {
-            let target = plan.path.join(&change.path);
+            if !matches!(
+                change.op,
+                Op::Create | Op::Update | Op::Overwrite | Op::Delete
+            ) {
+                continue;
+            }
+            // Checked again here, not only when planning: a write or a
+            // delete never goes through a link or leaves the crate folder.
+            if let Some(problem) = owned::path_problem(&change.path) {
+                return Err(OwnedError::Outside {
+                    path: format!("{}/{}", plan.dir, change.path),
+                    problem,
+                }
+                .into());
+            }
+            let (target, _) = owned::locate(&plan.path, &change.path)?;
             match change.op {
                 Op::Create | Op::Update | Op::Overwrite => {
                     let text = change.after.as_deref().unwrap_or_default();
@@ -174,7 +206,7 @@ pub fn apply(plans: &[CratePlan], out_root: &Path) -> Result<Applied, WriteError
                     staged.push(stage(&target, text.as_bytes(), manifest)?);
                 }
                 Op::Delete => deletes.push(target),
-                Op::Unchanged | Op::Refuse | Op::Keep => {}
+                Op::Unchanged | Op::Refuse | Op::Keep | Op::Unowned => {}
             }
         }
     }

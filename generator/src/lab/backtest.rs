@@ -13,7 +13,6 @@ use std::sync::Arc;
 use ggen_runtime_core::clock::Timestamp;
 use ggen_runtime_core::fsm::State;
 use ggen_runtime_core::receipt::Input;
-use ggen_runtime_core::registry::RegistryError;
 use ggen_runtime_core::replay::{self, Line};
 use ggen_runtime_core::sku::PolicyPack;
 use ggen_runtime_core::tenant::TenantId;
@@ -50,6 +49,10 @@ pub struct Gates {
     pub max_new_interventions: Option<u64>,
     /// Percent more actions the new spec may dispatch in total.
     pub max_action_increase: Option<f64>,
+    /// Recorded inputs that may be unreadable (not JSON, not UTF-8, not a
+    /// replay line) before the run fails; 0 by default: a recording that
+    /// cannot be read is no evidence that a change is safe.
+    pub max_unreadable: u64,
 }
 
 /// What happened to tenants under one spec.
@@ -197,6 +200,26 @@ pub enum BacktestError {
         #[source]
         source: Box<SimError>,
     },
+    /// More recorded inputs could not be read than `--max-unreadable` allows.
+    #[error(
+        "{count} of {inputs} recorded input(s) from {recorded} cannot be read (allowed: {allowed}); the first, {unit} {input}: {message}"
+    )]
+    Unreadable {
+        /// Where the inputs came from.
+        recorded: String,
+        /// What one input is called (`line`, `receipt`).
+        unit: &'static str,
+        /// The first unreadable input's number.
+        input: usize,
+        /// Why it cannot be read (a JSON error names its column).
+        message: String,
+        /// How many could not be read.
+        count: u64,
+        /// How many were read in all.
+        inputs: usize,
+        /// How many were allowed.
+        allowed: u64,
+    },
     /// Not one recorded input could be replayed: there is nothing to judge
     /// a change by (an empty file, a folder that is not a ledger).
     #[error("no input from {recorded} could be replayed ({inputs} read)")]
@@ -328,11 +351,7 @@ impl Run {
         let outcome = match result {
             Ok(_) => Ok(()),
             // One tenant's refusal is a bad input; the others go on.
-            Err(SimError::Registry(
-                e @ (RegistryError::TooManyTenants { .. }
-                | RegistryError::DedupeFull { .. }
-                | RegistryError::Quarantined { .. }),
-            )) => Err(e.to_string()),
+            Err(SimError::Registry(e)) if super::refuses_input(&e) => Err(e.to_string()),
             Err(source) => {
                 return Err(BacktestError::Registry {
                     input: number,
@@ -442,6 +461,8 @@ pub fn run(
     let mut to: Option<Timestamp> = None;
     let mut divergences: HashMap<TenantId, Divergence> = HashMap::new();
     let mut failure = None;
+    let mut unreadable = 0u64;
+    let mut first_unreadable = None;
     recorded::each(recorded, &mut |number, line| {
         if failure.is_some() {
             return;
@@ -449,7 +470,11 @@ pub fn run(
         inputs += 1;
         let mut problems = Vec::new();
         match line {
-            Err(message) => problems.push(message),
+            Err(message) => {
+                unreadable += 1;
+                first_unreadable.get_or_insert_with(|| (number, message.clone()));
+                problems.push(message);
+            }
             Ok(line) => {
                 let at = line.at();
                 from = Some(from.map_or(at, |f| f.min(at)));
@@ -503,6 +528,19 @@ pub fn run(
     })?;
     if let Some(error) = failure {
         return Err(error);
+    }
+    if unreadable > gates.max_unreadable
+        && let Some((input, message)) = first_unreadable
+    {
+        return Err(BacktestError::Unreadable {
+            recorded: recorded.describe(),
+            unit: recorded.unit(),
+            input,
+            message,
+            count: unreadable,
+            inputs,
+            allowed: gates.max_unreadable,
+        });
     }
     if replayed == 0 {
         return Err(BacktestError::NoInputs {
@@ -632,4 +670,44 @@ pub fn run(
         gates: report_gates,
         warnings,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use ggen_runtime_core::registry::DedupeOptions;
+
+    use super::*;
+
+    /// The service-wide dedupe limit (2,000,000 ids by default; 2 here)
+    /// refuses the input past it, with the reason, instead of ending the
+    /// backtest as an internal error.
+    #[test]
+    fn the_services_dedupe_limit_refuses_an_input_not_the_run() {
+        let spec = Path::new(env!("CARGO_MANIFEST_DIR")).join("../specs/cost_guard.json");
+        let model = crate::pipeline::model(&spec, "specs/cost_guard.json").expect("valid");
+        let pack = crate::pack::interpreted(&model);
+        let mut run = Run::new(pack, Settle::Succeed);
+        let dedupe = DedupeOptions {
+            max_total: 2,
+            ..DedupeOptions::default()
+        };
+        run.sim = Sim::with_dedupe(pack, Arc::new(Discard::default()), Settle::Succeed, dedupe);
+        let outcomes: Vec<Result<(), String>> = (1..=3)
+            .map(|i| {
+                let text = format!(
+                    r#"{{"tenant":"t{i}","signal":"spend_rate","value":1,"id":"e{i}","at":"2026-11-01T00:0{i}:00Z"}}"#
+                );
+                let line = replay::parse_line(i, &text).expect("a replay line");
+                run.feed(i, &line).expect("a refusal is not a fault")
+            })
+            .collect();
+        assert_eq!(outcomes[..2], [Ok(()), Ok(())]);
+        let refused = outcomes[2].as_ref().expect_err("the third id is refused");
+        assert!(
+            refused.contains("the service holds `2` event ids in all"),
+            "{refused}"
+        );
+    }
 }

@@ -22,7 +22,7 @@ use ggen_runtime_core::ledger::{
     VerifyReport,
 };
 use ggen_runtime_core::receipt::Input;
-use ggen_runtime_core::registry::{Applied, Dispatch, Registry, RegistryError};
+use ggen_runtime_core::registry::{Applied, DedupeOptions, Dispatch, Registry, RegistryError};
 use ggen_runtime_core::sku::{ActionId, PolicyPack};
 use ggen_runtime_core::tenant::TenantId;
 use serde::{Deserialize, Serialize};
@@ -96,11 +96,37 @@ impl std::fmt::Debug for Sim {
     }
 }
 
+/// Whether a registry error refuses one input, as the service refuses it
+/// (429 and the like: a tenant past `max_tenants`, a full dedupe window,
+/// the service-wide dedupe limit, a quarantined tenant), rather than a
+/// fault of the simulation: the backtest and scenarios count it against
+/// the input and go on, as `replay` does.
+pub fn refuses_input(error: &RegistryError) -> bool {
+    matches!(
+        error,
+        RegistryError::TooManyTenants { .. }
+            | RegistryError::DedupeFull { .. }
+            | RegistryError::DedupeTotalFull { .. }
+            | RegistryError::Quarantined { .. }
+    )
+}
+
 impl Sim {
     /// A simulation of `pack` writing to `ledger`.
     pub fn new(pack: &'static dyn PolicyPack, ledger: Arc<dyn Ledger>, settle: Settle) -> Sim {
+        Sim::with_dedupe(pack, ledger, settle, DedupeOptions::default())
+    }
+
+    /// [`Sim::new`] remembering event ids as `dedupe` says (the service's
+    /// `--dedupe-window`, `--dedupe-capacity` and `--dedupe-max-ids`).
+    pub fn with_dedupe(
+        pack: &'static dyn PolicyPack,
+        ledger: Arc<dyn Ledger>,
+        settle: Settle,
+        dedupe: DedupeOptions,
+    ) -> Sim {
         Sim {
-            registry: Registry::new(pack, ledger),
+            registry: Registry::with_dedupe(pack, ledger, dedupe),
             settle,
             schedule: BTreeSet::new(),
             due: HashMap::new(),

@@ -867,11 +867,9 @@ fn run_one(
     // A refusal is the scenario's failure; anything else is internal.
     let refusal = |input: usize, error: SimError| match error {
         SimError::Timers { .. } => Ok(Refusal::Timers(error.to_string())),
-        SimError::Registry(
-            e @ (RegistryError::TooManyTenants { .. }
-            | RegistryError::DedupeFull { .. }
-            | RegistryError::Quarantined { .. }),
-        ) => Ok(Refusal::Input(crate::diagnostic::error_chain(&e))),
+        SimError::Registry(e) if super::refuses_input(&e) => {
+            Ok(Refusal::Input(crate::diagnostic::error_chain(&e)))
+        }
         SimError::Registry(source) => Err(RunError::Registry {
             scenario: scenario.name.clone(),
             input,

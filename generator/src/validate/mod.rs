@@ -169,6 +169,31 @@ pub fn check_file(path: &std::path::Path) -> Result<(Source, Checked), ValidateE
     Ok((source, spec))
 }
 
+/// Specs that share a `sku.id` with an earlier one, located at their
+/// `/sku/id`: two specs with one id would generate one crate folder.
+/// `specs` pairs each spec's source with its id, in the order given.
+pub fn duplicate_ids<'a>(
+    specs: impl IntoIterator<Item = (&'a Source, &'a str)>,
+) -> Vec<Diagnostic> {
+    let mut first: std::collections::BTreeMap<&str, &str> = std::collections::BTreeMap::new();
+    let mut found = Vec::new();
+    for (source, id) in specs {
+        match first.get(id) {
+            Some(earlier) => found.push(at(
+                source,
+                "/sku/id",
+                format!(
+                    "sku id `{id}` is also the id of `{earlier}`: each spec needs its own id (its crate is generated into a folder named after it)"
+                ),
+            )),
+            None => {
+                first.insert(id, &source.path);
+            }
+        }
+    }
+    found
+}
+
 /// A diagnostic at `pointer` in `source`.
 pub(crate) fn at(source: &Source, pointer: &str, message: impl Into<String>) -> Diagnostic {
     let (line, column) = load::position(source, pointer);

@@ -460,6 +460,8 @@ fn inputs_one_spec_cannot_take_are_counted_and_named() {
             "new.json",
             "--signals",
             "signals.jsonl",
+            "--max-unreadable",
+            "1",
         ],
         0,
     );
@@ -485,6 +487,8 @@ fn inputs_one_spec_cannot_take_are_counted_and_named() {
             &other,
             "--signals",
             "signals.jsonl",
+            "--max-unreadable",
+            "1",
         ],
         0,
     );
@@ -492,16 +496,37 @@ fn inputs_one_spec_cannot_take_are_counted_and_named() {
         text.contains("warning: the specs are different SKUs (`cost_guard`, `queue_valve`)"),
         "{text}"
     );
-    // No recorded inputs named: a usage error.
+    // No recorded inputs named, or a percentage that is none: rejected
+    // input (exit 1), not an internal error.
     let (_, stderr) = ggen(
         dir,
         &["backtest", "--old", &cost_guard(), "--new", "new.json"],
-        2,
+        1,
     );
     assert!(
         stderr.contains("--signals FILE, --ledger DIR or --database-url URL"),
         "{stderr}"
     );
+    for pct in ["NaN", "inf", "-1"] {
+        let (_, stderr) = ggen(
+            dir,
+            &[
+                "backtest",
+                "--old",
+                &cost_guard(),
+                "--new",
+                "new.json",
+                "--signals",
+                "signals.jsonl",
+                &format!("--max-action-increase={pct}"),
+            ],
+            1,
+        );
+        assert!(
+            stderr.contains("error: --max-action-increase takes a finite percentage"),
+            "{pct}: {stderr}"
+        );
+    }
 }
 
 #[test]
@@ -564,7 +589,7 @@ fn a_source_with_nothing_to_replay_is_an_error_not_a_pass() {
         (
             "--signals",
             "garbage.jsonl",
-            "no input from signals `garbage.jsonl` could be replayed (2 read)",
+            "2 of 2 recorded input(s) from signals `garbage.jsonl` cannot be read (allowed: 0); the first, line 1: ",
         ),
         (
             "--ledger",
@@ -615,4 +640,53 @@ fn a_revision_cannot_smuggle_options_into_git() {
         "{stderr}"
     );
     assert!(!target.exists());
+}
+
+#[test]
+fn a_recording_with_unreadable_lines_fails_unless_allowed() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let dir = temp.path();
+    // One good line, then a thousand truncated ones: no evidence at all.
+    let mut text = String::from(
+        r#"{"tenant":"a","signal":"spend_rate","value":1,"at":"2026-11-01T00:01:00Z"}"#,
+    );
+    text.push('\n');
+    for _ in 0..1000 {
+        text.push_str("{\"tenant\":\"a\",\"signal\":\"spend_ra\n");
+    }
+    fs_err::write(dir.join("cut.jsonl"), text).expect("signals");
+    let args = |allowed: &'static str| {
+        let mut args = vec![
+            "backtest".to_owned(),
+            "--old".to_owned(),
+            cost_guard(),
+            "--new".to_owned(),
+            cost_guard(),
+            "--signals".to_owned(),
+            "cut.jsonl".to_owned(),
+            "--max-new-refusals".to_owned(),
+            "0".to_owned(),
+        ];
+        if !allowed.is_empty() {
+            args.extend(["--max-unreadable".to_owned(), allowed.to_owned()]);
+        }
+        args
+    };
+    let run = |allowed, code| {
+        let args = args(allowed);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        ggen(dir, &args, code)
+    };
+    let (stdout, stderr) = run("", 1);
+    assert_eq!(stdout, "");
+    assert!(
+        stderr.starts_with(
+            "error: 1000 of 1001 recorded input(s) from signals `cut.jsonl` cannot be read (allowed: 0); the first, line 2: invalid replay line: "
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains("line 1 column"), "{stderr}");
+    run("999", 1);
+    let (stdout, _) = run("1000", 0);
+    assert!(stdout.contains("gate --max-new-refusals 0: ok"), "{stdout}");
 }

@@ -405,6 +405,25 @@ fn check_catches_a_changed_spec_a_tampered_bundle_and_a_missing_one() {
     fs_err::remove_file(out.join("zz-extra.tar.gz")).expect("remove");
     expect(&root, &["bundle", "--check", dir], &[], 0);
 
+    // A folder where a bundle file belongs: a verdict (exit 1), not an
+    // internal error.
+    for file in ["cost_guard-1.2.0.tar.gz", "cost_guard-1.2.0.bundle.json"] {
+        let path = out.join(file);
+        let kept = fs_err::read(&path).expect("read");
+        fs_err::remove_file(&path).expect("remove");
+        fs_err::create_dir(&path).expect("mkdir");
+        let (stdout, _) = expect(&root, &["bundle", "--check", dir], &[], 1);
+        assert!(
+            stdout.contains(&format!(
+                "tampered: cost_guard-1.2.0: `{dir}/{file}` is not a regular file"
+            )),
+            "{stdout}"
+        );
+        fs_err::remove_dir(&path).expect("rmdir");
+        fs_err::write(&path, kept).expect("restore");
+    }
+    expect(&root, &["bundle", "--check", dir], &[], 0);
+
     // Gone.
     fs_err::remove_file(out.join("cost_guard-1.2.0.bundle.json")).expect("remove");
     let (stdout, _) = expect(&root, &["bundle", "--check", dir], &[], 1);
@@ -448,6 +467,55 @@ fn bad_input_leaves_no_partial_bundle() {
     // Neither --out nor --check.
     let (_, stderr) = expect(&root, &["bundle"], &[], 2);
     assert!(stderr.contains("--out"), "{stderr}");
+}
+
+/// A bundle that carries a binary is checked by the binary's recorded
+/// hash only (a binary is not reproducible): `--check` says it is there
+/// and that it was not rebuilt, instead of a bare `same` and `"binary":
+/// false`.
+#[test]
+fn check_says_a_bundled_binary_is_there_and_not_rebuilt() {
+    let (_t, root) = copy_project();
+    let project = ggen::pipeline::Project::open(&root.join("ggen.toml")).expect("project");
+    let spec = root.join("specs/queue_valve.json");
+    let generated =
+        ggen::pipeline::generate_all(&project, std::slice::from_ref(&spec), 1).expect("generated");
+    let binary = ggen::bundle::Binary {
+        name: format!("queue-valve-governor{}", std::env::consts::EXE_SUFFIX),
+        bytes: b"anything at all: --check cannot rebuild a binary".to_vec(),
+    };
+    let canonical = fs_err::canonicalize(&spec).expect("spec");
+    ggen::bundle::Bundle::new(&generated[0], &canonical, Some(binary), 315_532_800)
+        .expect("bundle")
+        .write(&root.join("dist"))
+        .expect("written");
+    let (stdout, _) = expect(
+        &root,
+        &["bundle", "specs/queue_valve.json", "--check", "dist"],
+        &[],
+        0,
+    );
+    assert_eq!(
+        stdout,
+        "same: queue_valve-1.0.0 (its binary is not rebuilt: only the sources, manifests and the binary's recorded hash were compared)\n"
+    );
+    let (json, _) = expect(
+        &root,
+        &[
+            "--format",
+            "json",
+            "bundle",
+            "specs/queue_valve.json",
+            "--check",
+            "dist",
+        ],
+        &[],
+        0,
+    );
+    let doc: serde_json::Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(doc["bundles"][0]["status"], "same");
+    assert_eq!(doc["bundles"][0]["binary"], true);
+    assert_eq!(doc["bundles"][0]["binary_rebuilt"], false);
 }
 
 #[test]
@@ -499,7 +567,10 @@ fn verify_tests_the_crate_and_with_binary_adds_it_by_hash() {
         &[],
         0,
     );
-    assert_eq!(stdout, "same: queue_valve-1.0.0\n");
+    assert!(
+        stdout.starts_with("same: queue_valve-1.0.0 (its binary is not rebuilt"),
+        "{stdout}"
+    );
     repack(
         out.path(),
         "queue_valve-1.0.0",

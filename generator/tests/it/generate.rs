@@ -195,6 +195,27 @@ description = "Throttles and pauses workloads whose spend runs away."
 edition = "2024"
 rust-version = "{}"
 publish = false
+build = false
+autolib = false
+autobins = false
+autoexamples = false
+autotests = false
+autobenches = false
+
+[lib]
+path = "src/lib.rs"
+
+[[bin]]
+name = "cost-guard-governor"
+path = "src/main.rs"
+
+[[test]]
+name = "cli"
+path = "tests/cli.rs"
+
+[[test]]
+name = "policy"
+path = "tests/policy.rs"
 
 [dependencies]
 ggen-runtime = {{ path = "../../../ggen/runtime" }}

@@ -5,6 +5,7 @@ mod audit;
 mod backtest;
 mod bundle;
 mod cli;
+mod crate_folder;
 mod determinism;
 mod explain;
 mod fuzz;

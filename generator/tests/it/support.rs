@@ -25,3 +25,23 @@ pub fn ggen(dir: &Path, args: &[&str], code: i32) -> (String, String) {
     );
     (stdout, stderr)
 }
+
+/// A temp project holding `specs/cost_guard.json` and
+/// `specs/queue_valve.json`, writing into `generated/`.
+pub fn project() -> tempfile::TempDir {
+    let temp = tempfile::tempdir().expect("temp dir");
+    fs_err::create_dir_all(temp.path().join("specs")).expect("specs folder");
+    for spec in ["cost_guard.json", "queue_valve.json"] {
+        fs_err::copy(
+            repo().join("specs").join(spec),
+            temp.path().join("specs").join(spec),
+        )
+        .expect("copy spec");
+    }
+    fs_err::write(
+        temp.path().join("ggen.toml"),
+        "version = 1\nspecs = [\"specs/*.json\"]\nout_dir = \"generated\"\n",
+    )
+    .expect("config");
+    temp
+}

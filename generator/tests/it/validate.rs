@@ -210,3 +210,37 @@ fn the_published_schema_pins_spec_version_1() {
         );
     }
 }
+
+/// Two specs with one `sku.id` (they would generate one crate folder) fail
+/// `validate` and `test`, located at the second one's `/sku/id`; a spec
+/// named twice, by another path, is one spec.
+#[test]
+fn duplicate_sku_ids_are_located_and_a_file_named_twice_is_one_spec() {
+    use crate::support::{ggen, project};
+    let p = project();
+    let dir = p.path();
+    ggen(
+        dir,
+        &[
+            "validate",
+            "specs/cost_guard.json",
+            "./specs/cost_guard.json",
+        ],
+        0,
+    );
+    fs_err::copy(
+        dir.join("specs/cost_guard.json"),
+        dir.join("specs/copy.json"),
+    )
+    .expect("copy");
+    for args in [&["validate"][..], &["test"]] {
+        let (_, stderr) = ggen(dir, args, 1);
+        let line = stderr
+            .lines()
+            .find(|l| l.contains("sku id `cost_guard` is also the id of"))
+            .unwrap_or_else(|| panic!("{args:?}: {stderr}"));
+        assert!(line.starts_with("specs/cost_guard.json:"), "{line}");
+        assert!(line.contains(": /sku/id: "), "{line}");
+        assert!(line.contains("`specs/copy.json`"), "{line}");
+    }
+}
