@@ -440,6 +440,8 @@ fn an_unusable_key_file_is_refused_naming_the_file_and_the_problem() {
     );
     let shown = Tokens::from_key_file(&path).unwrap_err().to_string();
     assert!(shown.contains("`http://192.0.2.1:8080`"), "{shown}");
+    // The key file's own (random) path may hold any of these letters.
+    let shown = shown.replace(&path.display().to_string(), "");
     for hidden in ["pw", "/token", "x=1"] {
         assert!(!shown.contains(hidden), "{shown}");
     }
