@@ -347,6 +347,14 @@ fn verify_from(
     options: &VerifyOptions<'_>,
     archived: Option<&mut Archived<'_>>,
 ) -> Result<VerifyReport, LedgerError> {
+    // Read before anything of the log: beside a running service a tree
+    // synced later (a checkpoint) would count records the listing below
+    // never saw. Records durable then are all in the log listed after.
+    let synced = if end.is_none() {
+        super::file::synced_size(dir)
+    } else {
+        None
+    };
     // Chains continue from the anchor's heads (the archived segments
     // before it are `ledger verify --archive`'s).
     let anchor = match super::file::read_anchor(dir) {
@@ -423,9 +431,8 @@ fn verify_from(
     }
     // The tree's leaves are appended only once their records are durable:
     // a synced size past the log's end means durable receipts are gone.
-    if end.is_none()
-        && !scanned.stopped
-        && let Some(synced) = super::file::synced_size(dir)
+    if !scanned.stopped
+        && let Some(synced) = synced
         && synced > scanned.records
     {
         replay.verifier.bad(
@@ -484,7 +491,7 @@ impl Visitor for Replay<'_, '_> {
     fn damaged(&mut self, damage: &Damage<'_>) -> Result<AfterDamage, LedgerError> {
         let (tenant, seq) = claimed(damage.bytes);
         let what = if damage.torn {
-            "torn or damaged final record (open would truncate it)"
+            "torn or damaged final record (open cuts it if no durable mark covers it, and otherwise refuses to start)"
         } else {
             "corrupt frame"
         };

@@ -556,6 +556,19 @@ fn a_damaged_acknowledged_last_record_is_refused_not_cut() {
         "{}",
         bad.reason
     );
+    // Open refuses it too and changes nothing: building the tree again
+    // from the shorter log would erase the only evidence of the loss.
+    let _ = fs_err::remove_file(cut.path().join(ggen_runtime::ledger::file::CHECKPOINT_FILE));
+    let synced = cut.path().join("tree").join("SYNCED");
+    let before = fs_err::read(&synced).unwrap();
+    let err = FileLedger::open(cut.path(), fast_options()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("acknowledged receipts are missing"),
+        "{err}"
+    );
+    assert_eq!(fs_err::read(&synced).unwrap(), before);
+    assert_eq!(fs_err::metadata(&path).unwrap().len(), last_at as u64);
 }
 
 /// A receipt whose own `prev` no longer names its predecessor, its header

@@ -365,6 +365,7 @@ fn scan_log(
         repair: None,
         fill: None,
         visited: 0,
+        archived: anchor.is_some(),
         fields_checked: checkpoint.is_none(),
         unchecked: HashMap::new(),
         durable: Durable {
@@ -390,7 +391,21 @@ fn scan_log(
     let tree = match index.fill.take().map(tree::Fill::finish) {
         None => None,
         Some(Ok(tree)) => Some(tree),
-        Some(Err(why)) => {
+        // The tree's leaves are appended only once their records are
+        // durable: a log that matches them but ends before the synced size
+        // lost acknowledged receipts. Refused, nothing changed (building
+        // the tree again would erase the only evidence).
+        Some(Err(tree::NotTheLogs::Short { synced, records })) => {
+            return Err(LedgerError::Corrupt {
+                path: dir.join(TREE_DIR).join(tree::SYNCED_FILE),
+                offset: 0,
+                reason: format!(
+                    "the Merkle tree was synced when {synced} receipts were durable, and its leaves match the log's, but the log holds only {records}: acknowledged receipts are missing (the log cut short, or restored from an older copy than its tree). Nothing was changed: restore the ledger folder from a copy that holds them; to go on without them, {}",
+                    give_up(first > 0)
+                ),
+            });
+        }
+        Some(Err(tree::NotTheLogs::Mismatch(why))) => {
             let tree = kept
                 .take()
                 .unwrap_or_else(|| unreachable!("a fill has a tree"));
@@ -408,6 +423,18 @@ fn scan_log(
         anchor,
         tree,
     })
+}
+
+/// How an operator gives up receipts the durable evidence says the log
+/// held: what to move aside, and what that costs (`archived`: the log's
+/// first receipts were archived, so the tree cannot be built again).
+fn give_up(archived: bool) -> String {
+    let cost = if archived {
+        "the ledger then keeps no Merkle tree (its first receipts are archived): no transparency checkpoints or proofs from it again"
+    } else {
+        "the tree is built again from the log, and signed checkpoints published before no longer extend"
+    };
+    format!("move `{CHECKPOINT_FILE}` and `{TREE_DIR}` aside and start again ({cost})")
 }
 
 /// Open's part when the stored tree is not this log's (`why`): builds it
@@ -441,10 +468,10 @@ fn rebuild_tree(
         }
     }
     scan::scan(dir, Span::all(ids), None, &mut Rebuild(&mut fill))?;
-    let tree = fill.finish().map_err(|reason| LedgerError::Corrupt {
+    let tree = fill.finish().map_err(|problem| LedgerError::Corrupt {
         path: dir.join(TREE_DIR),
         offset: 0,
-        reason,
+        reason: problem.to_string(),
     })?;
     Ok(Some(tree))
 }
@@ -593,6 +620,9 @@ struct Index {
     fill: Option<tree::Fill>,
     /// Records visited, counting those before the local log (archived).
     visited: u64,
+    /// Whether the log's first receipts were archived (a tree of it
+    /// cannot be built again).
+    archived: bool,
     /// Whether each record's own `tenant`, `seq` and `prev` are checked as
     /// it is visited: past the checkpoint's mark (recovery replays those
     /// records), or everywhere without a checkpoint. Before the mark only
@@ -779,9 +809,10 @@ impl Visitor for Index {
                 path: damage.path.to_path_buf(),
                 offset: damage.offset,
                 reason: format!(
-                    "the last record (receipt {}, header naming tenant `{tenant}` seq {seq}) is damaged ({}), but {evidence}: it was acknowledged, not torn by a crash. Nothing was changed: restore this segment from a backup or the archive (`ledger verify` names what verifies); to give the receipt up for good instead, move `{CHECKPOINT_FILE}` and `{TREE_DIR}` aside and start again",
+                    "the last record (receipt {}, header naming tenant `{tenant}` seq {seq}) is damaged ({}), but {evidence}: it was acknowledged, not torn by a crash. Nothing was changed: restore this segment from a backup (the last segment is never archived; `ledger verify` names what verifies); to give the receipt up for good instead, {}",
                     self.visited + 1,
-                    damage.reason
+                    damage.reason,
+                    give_up(self.archived)
                 ),
             });
         }

@@ -41,7 +41,7 @@ use crate::merkle::{Frontier, Hash, Nodes, ProofError, empty_root};
 /// The tree's directory inside the ledger directory.
 pub const TREE_DIR: &str = "tree";
 /// The file naming the size and root the level files are synced up to.
-const SYNCED_FILE: &str = "SYNCED";
+pub(crate) const SYNCED_FILE: &str = "SYNCED";
 const POSITIONS_FILE: &str = "positions";
 const SYNCED_HEADER: &str = "ggen-tree 1";
 
@@ -564,7 +564,6 @@ impl Nodes for FileTree {
     }
 }
 
-/// `SYNCED`'s size and root; the empty tree when there is none.
 /// The size `tree/SYNCED` in the ledger folder `ledger` names: how many
 /// records were durable when the tree was last synced (`None`: no tree,
 /// or an unreadable file, which open rebuilds from the log).
@@ -576,6 +575,7 @@ pub(crate) fn synced_size(ledger: &Path) -> Option<u64> {
     read_synced(&dir).ok().map(|(size, _)| size)
 }
 
+/// `SYNCED`'s size and root; the empty tree when there is none.
 fn read_synced(dir: &Path) -> Result<(u64, Hash), LedgerError> {
     let path = dir.join(SYNCED_FILE);
     let text = match fs_err::read_to_string(&path) {
@@ -709,9 +709,8 @@ impl Fill {
         }
     }
 
-    /// After the scan: the tree, or why it must be built again from the
-    /// whole log.
-    pub(super) fn finish(mut self) -> Result<Arc<FileTree>, String> {
+    /// After the scan: the tree, or why it is not the log's.
+    pub(super) fn finish(mut self) -> Result<Arc<FileTree>, NotTheLogs> {
         self.send();
         self.sender = None;
         let tree = self
@@ -722,15 +721,35 @@ impl Fill {
                     .join()
                     .unwrap_or_else(|_| Err("its worker panicked".to_owned()))
             })
-            .unwrap_or_else(|| Err("no worker".to_owned()))?;
+            .unwrap_or_else(|| Err("no worker".to_owned()))
+            .map_err(NotTheLogs::Mismatch)?;
         if self.next < self.trusted {
-            return Err(format!(
-                "it holds {} leaves, the log only {} records",
-                self.trusted, self.next
-            ));
+            return Err(NotTheLogs::Short {
+                synced: self.trusted,
+                records: self.next,
+            });
         }
         Ok(tree)
     }
+}
+
+/// Why a stored tree is not its log's, found by [`Fill::finish`].
+#[derive(Debug, thiserror::Error)]
+pub(super) enum NotTheLogs {
+    /// A leaf differs from its record's hash (another log's tree, or
+    /// damage): the tree is built again from the log.
+    #[error("{0}")]
+    Mismatch(String),
+    /// Every leaf matches its record, but the tree was synced with more
+    /// records durable than the log holds: acknowledged receipts are
+    /// missing from the log.
+    #[error("it holds {synced} leaves, the log only {records} records")]
+    Short {
+        /// The synced size.
+        synced: u64,
+        /// The records the log holds.
+        records: u64,
+    },
 }
 
 /// The fill's worker: hashes every record of `batches` (the first of index
