@@ -21,23 +21,7 @@ BIN="$CARGO_TARGET_DIR/release/cost-guard-governor"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
-# Mostly calm readings with periodic spikes, so some tenants warn, intervene
-# (dispatching through the log adapter) and recover.
-python3 - "$N" "$T" >"$work/signals.jsonl" <<'PY'
-import sys
-n, t = int(sys.argv[1]), int(sys.argv[2])
-out = sys.stdout
-# cost_guard requires an active entitlement before signals are acted upon.
-for tenant in range(t):
-    out.write('{"tenant":"t%d","entitlement":"approved","at":"2026-01-01T00:00:00Z"}\n' % tenant)
-for i in range(n):
-    tenant = i % t
-    step = i // t
-    value = 120.5 if step % 50 in (10, 11, 12) else 10 + (i * 7919) % 30
-    secs = step
-    out.write('{"tenant":"t%d","signal":"spend_rate","value":%s,"at":"2026-01-01T%02d:%02d:%02dZ","id":"m-%d"}\n'
-              % (tenant, value, (secs // 3600) % 24, (secs // 60) % 60, secs % 60, i))
-PY
+bench/replay-signals.py "$N" "$T" >"$work/signals.jsonl"
 
 now() { date +%s%N; }
 secs() { awk -v ns="$1" 'BEGIN { printf "%.3f", ns / 1e9 }'; }

@@ -15,20 +15,7 @@ T="${4:-1000}"
 ROUNDS="${ROUNDS:-4}"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
-python3 - "$N" "$T" >"$work/signals.jsonl" <<'PY'
-import sys
-n, t = int(sys.argv[1]), int(sys.argv[2])
-out = sys.stdout
-for tenant in range(t):
-    out.write('{"tenant":"t%d","entitlement":"approved","at":"2026-01-01T00:00:00Z"}\n' % tenant)
-for i in range(n):
-    tenant = i % t
-    step = i // t
-    value = 120.5 if step % 50 in (10, 11, 12) else 10 + (i * 7919) % 30
-    secs = step
-    out.write('{"tenant":"t%d","signal":"spend_rate","value":%s,"at":"2026-01-01T%02d:%02d:%02dZ","id":"m-%d"}\n'
-              % (tenant, value, (secs // 3600) % 24, (secs // 60) % 60, secs % 60, i))
-PY
+"$(dirname "$0")/replay-signals.py" "$N" "$T" >"$work/signals.jsonl"
 "$OLD" replay --signals "$work/signals.jsonl" --ledger "$work/ledger" >/dev/null
 echo '{"tenant":"t0","signal":"spend_rate","value":1,"at":"2026-01-02T00:00:00Z"}' >"$work/one.jsonl"
 seconds() {

@@ -639,6 +639,14 @@ mod tests {
         assert!(errors[0].starts_with("ggen.toml:"), "{errors:?}");
     }
 
+    /// `files` as paths from `root`.
+    fn below(root: &Path, files: &[PathBuf]) -> Vec<PathBuf> {
+        files
+            .iter()
+            .map(|f| f.strip_prefix(root).unwrap().to_path_buf())
+            .collect()
+    }
+
     fn touch(path: &Path) {
         fs_err::create_dir_all(path.parent().unwrap()).unwrap();
         fs_err::write(path, "{}").unwrap();
@@ -669,10 +677,7 @@ mod tests {
         let files = config(&["specs/*.json", "more/c.json", "specs/a.json", "none/*.json"])
             .spec_files(root.path())
             .unwrap();
-        let relative: Vec<_> = files
-            .iter()
-            .map(|f| f.strip_prefix(root.path()).unwrap().to_path_buf())
-            .collect();
+        let relative = below(root.path(), &files);
         assert_eq!(
             relative,
             [
@@ -695,10 +700,7 @@ mod tests {
         let files = config(&["specs/**/*.json", "./specs/a.json"])
             .spec_files(root.path())
             .unwrap();
-        let relative: Vec<_> = files
-            .iter()
-            .map(|f| f.strip_prefix(root.path()).unwrap().to_path_buf())
-            .collect();
+        let relative = below(root.path(), &files);
         assert_eq!(
             relative,
             [PathBuf::from("specs/a.json"), PathBuf::from("specs/z.json")]

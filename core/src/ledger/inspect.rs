@@ -374,10 +374,9 @@ fn verify_from(
             }
             verifier
         }
-        (Some(anchor), None) => Verifier::starting_at(&anchor.heads),
-        (None, _) => Verifier::new(),
+        (Some(anchor), None) => Verifier::starting_at(&anchor.heads).expecting(options),
+        (None, _) => Verifier::new().expecting(options),
     };
-    let verifier = verifier.expecting(options);
     let mut replay = Replay { verifier, options };
     let ids = match list_segments(dir) {
         Ok(ids) => ids,

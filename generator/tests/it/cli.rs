@@ -2,32 +2,11 @@
 //! `--check`, `--dry-run`, `--force`), schema, explain and init, on a
 //! project in a temp folder.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use assert_cmd::cargo::cargo_bin_cmd;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// A temp project holding `specs/cost_guard.json` and `specs/queue_valve.json`.
-fn project() -> tempfile::TempDir {
-    let temp = tempfile::tempdir().expect("temp dir");
-    fs_err::create_dir_all(temp.path().join("specs")).expect("specs folder");
-    for spec in ["cost_guard.json", "queue_valve.json"] {
-        fs_err::copy(
-            repo().join("specs").join(spec),
-            temp.path().join("specs").join(spec),
-        )
-        .expect("copy spec");
-    }
-    fs_err::write(
-        temp.path().join("ggen.toml"),
-        "version = 1\nspecs = [\"specs/*.json\"]\nout_dir = \"generated\"\n",
-    )
-    .expect("config");
-    temp
-}
+use super::support::{project, repo};
 
 /// Runs `ggen ARGS` in `dir`: exit code, stdout, stderr.
 fn ggen(dir: &Path, args: &[&str]) -> (i32, String, String) {

@@ -698,7 +698,7 @@ impl PgLedger {
         // continue from the anchor's heads, or from the archived
         // partitions, verified first, when they are given.
         let anchor = partitions::read_anchor(&mut client, &self.shared.target)?;
-        let (verifier, before) = match (&anchor, archived) {
+        let (mut verifier, before) = match (&anchor, archived) {
             (Some(anchor), Some(archived)) => {
                 let mut verifier = Verifier::new().expecting(options);
                 if !self.verify_archived(&mut client, &mut verifier, anchor, archived)? {
@@ -706,10 +706,12 @@ impl PgLedger {
                 }
                 (verifier, 0)
             }
-            (Some(anchor), None) => (Verifier::starting_at(&anchor.heads), anchor.records),
-            (None, _) => (Verifier::new(), 0),
+            (Some(anchor), None) => (
+                Verifier::starting_at(&anchor.heads).expecting(options),
+                anchor.records,
+            ),
+            (None, _) => (Verifier::new().expecting(options), 0),
         };
-        let mut verifier = verifier.expecting(options);
         let judge_at_mark = |verifier: &mut Verifier| {
             if let Some((records, blob)) = &checkpoint
                 && before + verifier.receipts() == *records

@@ -87,6 +87,26 @@ async fn stderr_lands_in_the_detail() {
     );
 }
 
+/// The process id a script wrote to `file`.
+fn pid_in(file: &std::path::Path) -> u32 {
+    fs_err::read_to_string(file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Whether process `pid` is gone within two seconds.
+async fn gone_within_2s(pid: u32) -> bool {
+    for _ in 0..200 {
+        if process_gone(pid) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
 fn process_gone(pid: u32) -> bool {
     match fs_err::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
@@ -111,19 +131,8 @@ async fn a_command_past_its_timeout_is_killed() {
         "{}",
         report.detail
     );
-    let pid: u32 = fs_err::read_to_string(&pidfile)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let mut gone = false;
-    for _ in 0..200 {
-        if process_gone(pid) {
-            gone = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let pid = pid_in(&pidfile);
+    let gone = gone_within_2s(pid).await;
     assert!(gone, "process {pid} still running after the timeout");
 }
 
@@ -311,18 +320,7 @@ async fn a_command_past_its_timeout_is_killed_with_what_it_forked() {
     let report = run(params, 300, 0).await;
     assert!(!report.ok);
     assert!(report.detail.contains("timed out"), "{}", report.detail);
-    let pid: u32 = fs_err::read_to_string(&pidfile)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    let mut gone = false;
-    for _ in 0..200 {
-        if process_gone(pid) {
-            gone = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let pid = pid_in(&pidfile);
+    let gone = gone_within_2s(pid).await;
     assert!(gone, "forked process {pid} still running after the timeout");
 }

@@ -1,6 +1,6 @@
 //! The dispatcher end to end through a registry: dispatch once, storm guard
 //! and cooldown, undo on recovery, intervention timeout, stale results,
-//! queue limit, drain, log-only mode.
+//! queue limit, drain, log-only mode, an action and its undo in order.
 
 use std::time::Duration;
 
@@ -9,6 +9,7 @@ use ggen_runtime::fsm::State;
 use ggen_runtime::receipt::{IdempotencyKey, Input};
 use ggen_runtime::registry::Dispatch;
 use ggen_runtime::sku::ActionId;
+use ggen_runtime::tenant::TenantId;
 
 use super::harness::{Harness, at, tenant};
 use super::pack::webhook_pack;
@@ -283,24 +284,45 @@ fn called(target: &Target) -> Vec<String> {
         .collect()
 }
 
+/// A target that answers its first request 500 after `ms`, the others 200.
+async fn first_slow_failure(ms: u64) -> Target {
+    Target::start(move |n| {
+        if n == 0 {
+            Reply::After(ms, 500)
+        } else {
+            Reply::Status(200)
+        }
+    })
+    .await
+}
+
+/// A harness whose `throttle` (undone by `unthrottle`) calls `target`,
+/// tried up to 4 times.
+fn throttling(target: &Target) -> Harness {
+    Harness::new(
+        webhook_pack("{}".into(), 2000, 3, 0),
+        Some(&target.url),
+        None,
+    )
+}
+
+/// The dispatch of action `action` (0: throttle, 1: unthrottle) for
+/// `tenant`, decided at `seq`.
+fn dispatch(h: &Harness, tenant: &TenantId, seq: u64, action: u16, undo: bool) -> Dispatch {
+    let sku = h.registry.pack().sku();
+    Dispatch {
+        key: IdempotencyKey::new(sku, tenant.clone(), seq, ActionId(action)),
+        undo,
+    }
+}
+
 #[tokio::test]
 async fn an_undo_waits_for_the_action_it_undoes_and_stops_its_retries() {
     // The throttle's first attempt is slow and fails: without an order
     // between the two, its retry would land after the unthrottle and
     // leave the tenant throttled while the governor says `stable`.
-    let target = Target::start(|n| {
-        if n == 0 {
-            Reply::After(300, 500)
-        } else {
-            Reply::Status(200)
-        }
-    })
-    .await;
-    let h = Harness::new(
-        webhook_pack("{}".into(), 2000, 3, 0),
-        Some(&target.url),
-        None,
-    );
+    let target = first_slow_failure(300).await;
+    let h = throttling(&target);
     let t = tenant("acme");
     assert_eq!(h.signal(&t, 120.0, 0).state.name(), "intervening");
     hits_reach(&target, 1).await;
@@ -336,31 +358,18 @@ async fn an_undo_waits_for_the_action_it_undoes_and_stops_its_retries() {
 #[tokio::test]
 async fn an_action_and_its_undo_run_in_the_order_they_were_decided() {
     // The first throttle's attempt is slow and fails.
-    let target = Target::start(|n| {
-        if n == 0 {
-            Reply::After(200, 500)
-        } else {
-            Reply::Status(200)
-        }
-    })
-    .await;
-    let h = Harness::new(
-        webhook_pack("{}".into(), 2000, 3, 0),
-        Some(&target.url),
-        None,
-    );
+    let target = first_slow_failure(200).await;
+    let h = throttling(&target);
     let t = tenant("acme");
-    let sku = h.registry.pack().sku();
-    let dispatch = |seq: u64, action: u16, undo: bool| Dispatch {
-        key: IdempotencyKey::new(sku, t.clone(), seq, ActionId(action)),
-        undo,
-    };
     // Throttle (3), its undo (6), throttle again (9): the undo waits for
     // the first throttle, then the second stops it before it runs.
-    h.dispatcher.spawn(&h.registry, dispatch(3, 0, false));
+    h.dispatcher
+        .spawn(&h.registry, dispatch(&h, &t, 3, 0, false));
     hits_reach(&target, 1).await;
-    h.dispatcher.spawn(&h.registry, dispatch(6, 1, true));
-    h.dispatcher.spawn(&h.registry, dispatch(9, 0, false));
+    h.dispatcher
+        .spawn(&h.registry, dispatch(&h, &t, 6, 1, true));
+    h.dispatcher
+        .spawn(&h.registry, dispatch(&h, &t, 9, 0, false));
     h.settle().await;
     assert_eq!(called(&target), ["throttle", "throttle"]);
     let hits = target.hits();
@@ -370,14 +379,12 @@ async fn an_action_and_its_undo_run_in_the_order_they_were_decided() {
     // wake either way round): an undo decided later is already there,
     // so the earlier throttle does not run at all.
     let u = tenant("other");
-    let dispatch = |seq: u64, action: u16, undo: bool| Dispatch {
-        key: IdempotencyKey::new(sku, u.clone(), seq, ActionId(action)),
-        undo,
-    };
     let slow = Target::start(|_| Reply::After(100, 200)).await;
-    let h = Harness::new(webhook_pack("{}".into(), 2000, 3, 0), Some(&slow.url), None);
-    h.dispatcher.spawn(&h.registry, dispatch(6, 1, true));
-    h.dispatcher.spawn(&h.registry, dispatch(3, 0, false));
+    let h = throttling(&slow);
+    h.dispatcher
+        .spawn(&h.registry, dispatch(&h, &u, 6, 1, true));
+    h.dispatcher
+        .spawn(&h.registry, dispatch(&h, &u, 3, 0, false));
     h.settle().await;
     assert_eq!(called(&slow), ["unthrottle"]);
     let details: Vec<String> = h
