@@ -525,7 +525,7 @@ struct TransitionDoc {
 }
 
 #[derive(Debug, Serialize)]
-struct DecisionDoc {
+struct DecisionDoc<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     block: Option<BlockDoc>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -556,11 +556,11 @@ struct DecisionDoc {
     #[serde(skip_serializing_if = "Option::is_none")]
     threshold: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    value: Option<String>,
+    value: Option<&'a str>,
 }
 
-impl DecisionDoc {
-    fn new(reason: &'static str, level: Level) -> DecisionDoc {
+impl<'a> DecisionDoc<'a> {
+    fn new(reason: &'static str, level: Level) -> DecisionDoc<'a> {
         DecisionDoc {
             reason,
             level: level.as_str(),
@@ -581,12 +581,13 @@ impl DecisionDoc {
         }
     }
 
-    fn fill(&mut self, sku: &Sku, decision: &Decision, to: State, value: Option<f64>) {
+    /// `value`: the signal's value in decimal, if the input was a signal.
+    fn fill(&mut self, sku: &Sku, decision: &Decision, to: State, value: Option<&'a str>) {
         self.recovery_needed = Some(decision.recovery_needed);
         if let Some(ev) = decision.evaluation {
             self.signal_level = Some(ev.level.as_str());
             self.raw_level = Some(ev.raw.as_str());
-            self.value = value.map(decimal);
+            self.value = value;
             self.threshold = ev.threshold.map(decimal);
             self.clear = Some(ev.clear);
             self.recovery = Some(ev.recovery);
@@ -641,11 +642,11 @@ struct ReceiptDoc<'a> {
     action: Option<ActionDoc>,
     actions: Vec<ActionDoc>,
     at: Timestamp,
-    decision: DecisionDoc,
+    decision: DecisionDoc<'a>,
     event: EventDoc<'a>,
     from: &'static str,
     kind: Kind,
-    prev: String,
+    prev: &'a str,
     seq: u64,
     sku: &'static str,
     spec_sha256: &'static str,
@@ -654,13 +655,14 @@ struct ReceiptDoc<'a> {
     v: u32,
 }
 
-/// Lowercase hex of a hash (the hot path; `hex::encode` goes through an iterator of chars).
-fn lower_hex(bytes: &[u8; 32]) -> String {
+/// Lowercase hex of a hash, on the stack (the hot path; `hex::encode`
+/// goes through an iterator of chars into a new string).
+fn lower_hex(bytes: &[u8; 32]) -> [u8; 64] {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(64);
-    for &b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    let mut out = [0; 64];
+    for (pair, &b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0xf)];
     }
     out
 }
@@ -701,6 +703,14 @@ impl Receipt<'_> {
 
     /// The canonical bytes that go on the ledger.
     pub fn encode(&self, sku: &'static Sku) -> Result<Vec<u8>, ReceiptError> {
+        // A signal's value goes in twice (the event's and the decision's).
+        let signal_value = match self.body {
+            Body::Input {
+                input: Input::Signal { value, .. },
+                ..
+            } => Some(decimal(*value)),
+            _ => None,
+        };
         let mut event = EventDoc::default();
         let mut decision;
         let mut action = None;
@@ -713,21 +723,19 @@ impl Receipt<'_> {
             } => {
                 let reason = step.map_or(self.kind().as_str(), |d| d.reason.as_str());
                 decision = DecisionDoc::new(reason, self.level);
-                let mut value = None;
                 match input {
                     Input::Signal {
                         signal,
-                        value: v,
                         id,
                         observed,
                         via,
+                        ..
                     } => {
                         event.id = id.as_deref().map(Cow::Borrowed);
                         event.observed_at = *observed;
                         event.via = via.receipt_name().map(Cow::Borrowed);
                         event.signal = Some(Cow::Borrowed(sku.signal(*signal).name));
-                        event.value = Some(Cow::Owned(decimal(*v)));
-                        value = Some(*v);
+                        event.value = signal_value.as_deref().map(Cow::Borrowed);
                     }
                     Input::Entitlement {
                         event: e,
@@ -788,7 +796,7 @@ impl Receipt<'_> {
                     }
                 }
                 if let Some(step) = step {
-                    decision.fill(sku, step, self.to, value);
+                    decision.fill(sku, step, self.to, signal_value.as_deref());
                 }
                 decision.entitlement = entitlement.map(|(from, to)| TransitionDoc {
                     from: from.as_str(),
@@ -822,6 +830,7 @@ impl Receipt<'_> {
                 });
             }
         }
+        let prev = lower_hex(self.prev);
         let doc = ReceiptDoc {
             v: VERSION,
             tenant: self.tenant.as_str(),
@@ -844,9 +853,13 @@ impl Receipt<'_> {
                 })
                 .collect(),
             action,
-            prev: lower_hex(self.prev),
+            // Hex digits are ASCII: this never falls back.
+            prev: std::str::from_utf8(&prev).unwrap_or_default(),
         };
-        canonical::to_vec(&doc).map_err(ReceiptError::Canonical)
+        // Most receipts are 500–900 bytes: one allocation, no regrowth.
+        let mut out = Vec::with_capacity(1024);
+        canonical::append(&doc, &mut out).map_err(ReceiptError::Canonical)?;
+        Ok(out)
     }
 }
 
@@ -1116,8 +1129,8 @@ mod tests {
         for (i, b) in bytes.iter_mut().enumerate() {
             *b = (i as u8).wrapping_mul(37).wrapping_add(5);
         }
-        assert_eq!(lower_hex(&bytes), hex::encode(bytes));
-        assert_eq!(lower_hex(&[0; 32]), "0".repeat(64));
+        assert_eq!(lower_hex(&bytes), hex::encode(bytes).as_bytes());
+        assert_eq!(lower_hex(&[0; 32]), [b'0'; 64]);
     }
 
     #[test]

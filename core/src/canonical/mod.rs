@@ -78,9 +78,17 @@ impl ser::Error for CanonicalError {
 /// Serializes `value` to RFC 8785 canonical JSON bytes.
 pub fn to_vec<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CanonicalError> {
     let mut out = Vec::with_capacity(512);
-    let mut ser = Canonicalizer::new(&mut out);
-    value.serialize(&mut ser)?;
+    append(value, &mut out)?;
     Ok(out)
+}
+
+/// Appends the RFC 8785 canonical JSON of `value` to `out` (sized by the
+/// caller when it knows better than [`to_vec`]'s guess).
+///
+/// On error, `out` may hold a partial value.
+pub fn append<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
+    let mut ser = Canonicalizer::new(out);
+    value.serialize(&mut ser)
 }
 
 /// Appends the canonical form of `value` to `out`.

@@ -144,6 +144,8 @@ impl SyncPoint {
         let mut wakers = Vec::new();
         let blocked = {
             let mut inner = self.lock();
+            // Room for every waiter at once: a publish often wakes dozens.
+            wakers.reserve_exact(inner.waiters.len());
             update(&mut inner.progress);
             inner.take_ready(&mut wakers);
             self.durable

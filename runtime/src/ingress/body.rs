@@ -5,7 +5,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderMap, StatusCode, header};
-use serde::de::DeserializeOwned;
+use serde::Deserialize;
 
 use super::error::IngressError;
 use super::state::AppState;
@@ -82,7 +82,8 @@ pub(crate) fn bytes(
 }
 
 /// Parses JSON (serde_json's recursion limit turns hostile nesting into a 400).
-pub(crate) fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, IngressError> {
+/// `T` may borrow strings from `bytes`.
+pub(crate) fn parse<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, IngressError> {
     Ok(serde_json::from_slice(bytes)?)
 }
 

@@ -84,7 +84,7 @@ fn decode_data(data: &str) -> Result<Data, IngressError> {
 }
 
 /// Turns an envelope into a reading.
-fn reading(state: &AppState, envelope: Envelope) -> Result<Reading, IngressError> {
+fn reading(state: &AppState, envelope: Envelope) -> Result<Reading<'static>, IngressError> {
     let message = envelope.message;
     let id = message
         .message_id_camel
@@ -109,9 +109,9 @@ fn reading(state: &AppState, envelope: Envelope) -> Result<Reading, IngressError
     Ok(Reading {
         tenant,
         observed: signals::parse_at(data.at.as_deref())?.or(published),
-        signal: data.signal,
+        signal: data.signal.into(),
         value: data.value,
-        id: Some(id),
+        id: Some(id.into()),
         // The messageId lives in Pub/Sub's own id space: no id sent on
         // `/v1/signals` can stand for it.
         via: crate::receipt::Via::PubSub,

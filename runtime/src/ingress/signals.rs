@@ -12,6 +12,7 @@
 //! `{"status":400,"error":…,"detail":…}`); a batch is refused as a whole only
 //! when the body itself is bad or the ledger fails.
 
+use std::borrow::Cow;
 use std::time::Instant;
 
 use axum::extract::State;
@@ -32,30 +33,35 @@ use crate::tenant::TenantId;
 /// Longest accepted dedupe id, in bytes.
 pub const MAX_ID_BYTES: usize = 256;
 
-/// One signal as `POST /v1/signals` takes it.
+/// One signal as `POST /v1/signals` takes it (its strings borrowed from
+/// the body unless they hold escapes).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SignalBody {
-    tenant: String,
-    signal: String,
+struct SignalBody<'a> {
+    #[serde(borrow)]
+    tenant: Cow<'a, str>,
+    #[serde(borrow)]
+    signal: Cow<'a, str>,
     value: serde_json::Value,
-    at: Option<String>,
-    id: Option<String>,
+    #[serde(borrow)]
+    at: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    id: Option<Cow<'a, str>>,
 }
 
 /// A signal whose tenant, time and id are valid, from either route.
 #[derive(Debug)]
-pub(crate) struct Reading {
+pub(crate) struct Reading<'a> {
     /// The tenant.
     pub(crate) tenant: TenantId,
     /// The signal name as sent.
-    pub(crate) signal: String,
+    pub(crate) signal: Cow<'a, str>,
     /// The value as sent (checked here).
     pub(crate) value: serde_json::Value,
     /// When the sender says it was measured (recorded, never decided on).
     pub(crate) observed: Option<Timestamp>,
     /// Dedupe id.
-    pub(crate) id: Option<String>,
+    pub(crate) id: Option<Cow<'a, str>>,
     /// The door it came in by (ids are deduplicated per door).
     pub(crate) via: Via,
 }
@@ -100,7 +106,7 @@ pub(crate) fn check_id(id: Option<&str>) -> Result<(), IngressError> {
 }
 
 /// Applies one reading (appending its receipt); does not wait for durability.
-pub(crate) fn apply(state: &AppState, reading: Reading) -> Result<Pending, IngressError> {
+pub(crate) fn apply(state: &AppState, reading: Reading<'_>) -> Result<Pending, IngressError> {
     let started = Instant::now();
     let registry = &state.registry;
     let classified = reading::classify(
@@ -156,7 +162,7 @@ pub(crate) async fn finish(state: &AppState, pending: Pending) -> Result<(), Ing
 }
 
 /// Turns one `/v1/signals` item into a reading.
-fn reading(item: SignalBody) -> Result<Reading, IngressError> {
+fn reading(item: SignalBody<'_>) -> Result<Reading<'_>, IngressError> {
     check_id(item.id.as_deref())?;
     Ok(Reading {
         tenant: parse_tenant(&item.tenant)?,
@@ -188,7 +194,7 @@ pub(crate) async fn post(
             // Apply everything first so the whole batch shares one sync.
             let mut pending = Vec::with_capacity(items.len());
             for item in items {
-                let item = serde_json::from_value(item).map_err(IngressError::from);
+                let item = SignalBody::deserialize(&item).map_err(IngressError::from);
                 pending.push(item.and_then(reading).and_then(|r| apply(&state, r)));
             }
             let mut results = Vec::with_capacity(pending.len());
