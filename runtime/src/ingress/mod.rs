@@ -134,7 +134,7 @@ pub const ROUTES: [&str; 15] = [
 ///
 /// Each route is one service per method: its handler with the state, then
 /// (inside out) admission (`shed`), the body limit and the counting of its
-/// answers (`observe`), composed by [`Compose`] rather than added with
+/// answers (`observe`), composed by `Compose` rather than added with
 /// `Router::layer` or `route_layer`. Axum boxes a route again for each such
 /// layer, and a request clones every box below the one it enters: three
 /// layers that way cost each request 13 allocations more.
