@@ -865,6 +865,7 @@ fn print_report(out: &mut Stdout, format: Format, report: &BuildReport) {
             "mode": match report.mode { Mode::Write => "write", Mode::Check => "check", Mode::DryRun => "dry_run" },
             "drift": drift,
             "crates": report.plans,
+            "foreign": report.foreign,
             "warnings": report.warnings,
             "diff": if report.mode == Mode::Check { report.diffs() } else { String::new() },
         });
@@ -886,10 +887,21 @@ fn print_report(out: &mut Stdout, format: Format, report: &BuildReport) {
                         );
                     }
                 }
-                let _ = writeln!(
-                    err,
-                    "error: generated files are out of date; run `ggen build`"
-                );
+                for path in &report.foreign {
+                    let _ = writeln!(err, "stale: {path} (not written by ggen)");
+                }
+                if report.plans.iter().any(crate::plan::CratePlan::has_drift) {
+                    let _ = writeln!(
+                        err,
+                        "error: generated files are out of date; run `ggen build`"
+                    );
+                }
+                if !report.foreign.is_empty() {
+                    let _ = writeln!(
+                        err,
+                        "error: the output folder holds what ggen did not write; move it out (`ggen build` leaves it alone)"
+                    );
+                }
             } else {
                 let _ = writeln!(err, "{} crate(s) up to date", report.plans.len());
             }
@@ -912,6 +924,13 @@ fn print_report(out: &mut Stdout, format: Format, report: &BuildReport) {
                         hash(&change.sha256_after),
                     );
                 }
+            }
+            for path in &report.foreign {
+                let _ = writeln!(
+                    out,
+                    "{:<9} {path}  (not written by ggen: left alone)",
+                    "foreign"
+                );
             }
         }
         Mode::Write => {

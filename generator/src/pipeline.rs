@@ -507,12 +507,16 @@ pub struct BuildReport {
     pub applied: Option<Applied>,
     /// Non-fatal problems, e.g. workspace membership.
     pub warnings: Vec<String>,
+    /// Entries of the output folder ggen neither wrote nor produces (a
+    /// folder without a manifest, a file), as `out/name`; listed when the
+    /// whole project is built. Left alone, but `--check` fails on them.
+    pub foreign: Vec<String>,
 }
 
 impl BuildReport {
     /// Whether the disk differs from what the specs produce.
     pub fn has_drift(&self) -> bool {
-        self.plans.iter().any(CratePlan::has_drift)
+        self.plans.iter().any(CratePlan::has_drift) || !self.foreign.is_empty()
     }
 
     /// Unified diffs of every drifting file, in plan order.
@@ -527,11 +531,13 @@ impl BuildReport {
     }
 }
 
-/// Folders under `out` that hold a ggen manifest, by name (links to folders are not listed).
-fn existing_crates(out: &Path) -> Result<Vec<String>, BuildError> {
+/// The entries of `out`, sorted: folders that hold a ggen manifest (crates
+/// ggen wrote), and everything else but hidden names (`.gitignore`).
+/// Links are never taken for crates (ggen writes none).
+fn existing_entries(out: &Path) -> Result<(Vec<String>, Vec<String>), BuildError> {
     let entries = match fs_err::read_dir(out) {
         Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
         Err(source) => {
             return Err(BuildError::Io {
                 action: "list",
@@ -540,21 +546,25 @@ fn existing_crates(out: &Path) -> Result<Vec<String>, BuildError> {
             });
         }
     };
-    let mut names = Vec::new();
+    let (mut crates, mut others) = (Vec::new(), Vec::new());
     for entry in entries {
         let entry = entry.map_err(|source| BuildError::Io {
             action: "list",
             path: load::display_path(out),
             source,
         })?;
+        let name = entry.file_name().to_string_lossy().into_owned();
         // A link is never a crate of ggen's (it writes none): not followed.
         let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
         if is_dir && entry.path().join(manifest::FILE_NAME).is_file() {
-            names.push(entry.file_name().to_string_lossy().into_owned());
+            crates.push(name);
+        } else if !name.starts_with('.') {
+            others.push(name);
         }
     }
-    names.sort();
-    Ok(names)
+    crates.sort();
+    others.sort();
+    Ok((crates, others))
 }
 
 /// `ggen build`: generate, plan against the disk, then write, check or report.
@@ -586,18 +596,27 @@ pub fn build(project: &Project, options: &BuildOptions) -> Result<BuildReport, B
             options.force,
         )?);
     }
+    let mut foreign = Vec::new();
     if options.specs.is_empty() {
-        for name in existing_crates(&out)? {
-            if !generated.iter().any(|g| g.model.id == name) {
-                plans.push(plan::plan_crate(
-                    &name,
-                    &format!("{out_display}/{name}"),
-                    &out.join(&name),
-                    None,
-                    options.force,
-                )?);
-            }
+        let produced = |name: &str| generated.iter().any(|g| g.model.id == name);
+        let (crates, others) = existing_entries(&out)?;
+        for name in crates.iter().filter(|name| !produced(name)) {
+            plans.push(plan::plan_crate(
+                name,
+                &format!("{out_display}/{name}"),
+                &out.join(name),
+                None,
+                options.force,
+            )?);
         }
+        // A produced crate's folder without a manifest (written by hand, or
+        // by a build that stopped before its manifest) is planned above.
+        foreign.extend(
+            others
+                .iter()
+                .filter(|name| !produced(name))
+                .map(|name| format!("{out_display}/{name}")),
+        );
     }
 
     let mut report = BuildReport {
@@ -605,7 +624,16 @@ pub fn build(project: &Project, options: &BuildOptions) -> Result<BuildReport, B
         plans,
         applied: None,
         warnings: Vec::new(),
+        foreign,
     };
+    if options.mode == Mode::Write {
+        for path in &report.foreign {
+            report.warnings.push(format!(
+                "`{path}` is not a crate ggen wrote (no `{}`): ggen leaves it alone, but `build --check` fails until it is moved out of the output folder",
+                manifest::FILE_NAME
+            ));
+        }
+    }
     for plan in &report.plans {
         for change in &plan.changes {
             if change.op == Op::Keep {

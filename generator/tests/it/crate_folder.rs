@@ -255,3 +255,59 @@ fn a_copied_crate_folder_is_not_pruned() {
     );
     assert!(fork.join("ggen-manifest.json").is_file());
 }
+
+#[test]
+fn what_ggen_did_not_write_in_the_output_folder_fails_the_check() {
+    let p = project();
+    let dir = p.path();
+    ggen(dir, &["build"], 0);
+    // A folder without a manifest (cargo's `generated/*` members glob
+    // would fail on it), a file, and a hidden file beside the crates.
+    let out = dir.join("generated");
+    fs_err::create_dir_all(out.join("old_sku/src")).expect("mkdir");
+    fs_err::write(out.join("old_sku/src/lib.rs"), "").expect("write");
+    fs_err::write(out.join("NOTES.md"), "hand-written\n").expect("write");
+    fs_err::write(out.join(".gitignore"), "target\n").expect("write");
+
+    let (_, stderr) = ggen(dir, &["build", "--check"], 1);
+    for path in ["generated/old_sku", "generated/NOTES.md"] {
+        assert!(
+            stderr.contains(&format!("stale: {path} (not written by ggen)")),
+            "{path}: {stderr}"
+        );
+    }
+    assert!(!stderr.contains(".gitignore"), "{stderr}");
+    assert!(!stderr.contains("run `ggen build`"), "{stderr}");
+    let (stdout, _) = ggen(dir, &["--format", "json", "build", "--check"], 1);
+    let doc: serde_json::Value = serde_json::from_str(&stdout).expect("json");
+    assert_eq!(
+        doc["foreign"],
+        serde_json::json!(["generated/NOTES.md", "generated/old_sku"])
+    );
+    assert_eq!(doc["ok"], false);
+    let (stdout, _) = ggen(dir, &["build", "--dry-run"], 0);
+    assert!(stdout.contains("foreign   generated/old_sku"), "{stdout}");
+
+    // `build` leaves them alone and says why the check fails.
+    let (_, stderr) = ggen(dir, &["build"], 0);
+    assert!(
+        stderr.contains("`generated/old_sku` is not a crate ggen wrote"),
+        "{stderr}"
+    );
+    assert!(out.join("old_sku/src/lib.rs").is_file());
+    assert!(out.join("NOTES.md").is_file());
+
+    // A spec's own folder is never foreign, even before its manifest is
+    // written: it is planned as that spec's crate.
+    fs_err::remove_file(out.join("cost_guard/ggen-manifest.json")).expect("remove");
+    let (_, stderr) = ggen(dir, &["build", "--check"], 1);
+    assert!(
+        !stderr.contains("generated/cost_guard (not written"),
+        "{stderr}"
+    );
+
+    fs_err::remove_dir_all(out.join("old_sku")).expect("remove");
+    fs_err::remove_file(out.join("NOTES.md")).expect("remove");
+    ggen(dir, &["build", "--force"], 0);
+    ggen(dir, &["build", "--check"], 0);
+}
