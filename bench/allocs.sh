@@ -18,32 +18,18 @@ THREADS=1
 PORT="${PORT:-18091}"
 cd "$(dirname "$0")/.."
 work="$(mktemp -d)"
-gov_pid=
-cleanup() {
-  if [ -n "$gov_pid" ]; then kill "$gov_pid" 2>/dev/null || true; fi
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
+group="ggen_allocs_$$"
+trap 'stop_governor; perf probe -q -d "$group:*" 2>/dev/null || true; rm -rf "$work"' EXIT
 export GOVERNOR_AUTH_TOKEN=bench-token
 
 for bin in "$@"; do
   bin="$(realpath "$bin")"
-  group="ggen_allocs_$$"
-  perf probe -q -d "$group:*" 2>/dev/null || true
   for fn in mi_malloc_aligned mi_zalloc_aligned mi_realloc_aligned; do
     perf probe -q -x "$bin" --add "$group:${fn}_$$=$fn"
   done
-  rm -rf "$work/ledger"
-  GOVERNOR_MARKETPLACE_SECRET=bench RUST_LOG=warn "$bin" serve --listen "127.0.0.1:$PORT" \
-    --ledger "$work/ledger" --actions log --no-pubsub >/dev/null 2>"$work/governor.log" &
-  gov_pid=$!
-  if ! (wait_port "$PORT"); then
-    cat "$work/governor.log" >&2
-    exit 2
-  fi
+  start_governor "$bin" "$PORT"
   wrk -t1 -c"$CONNECTIONS" -d1s -s "$work/signals.lua" "http://127.0.0.1:$PORT" >/dev/null
   seconds="${DURATION%s}"
   if [ "$STACKS" = 1 ]; then
@@ -56,9 +42,7 @@ for bin in "$@"; do
   requests="$(wrk -t1 -c"$CONNECTIONS" -d"$DURATION" -s "$work/signals.lua" "http://127.0.0.1:$PORT" |
     awk '/requests in/ { print $1 }')"
   wait "$perf_pid"
-  kill "$gov_pid"
-  wait "$gov_pid" || true
-  gov_pid=
+  stop_governor
   perf probe -q -d "$group:*"
   if [ "$STACKS" = 1 ]; then
     # The innermost frame of the project's or its dependencies' code above
@@ -74,11 +58,9 @@ for bin in "$@"; do
         site == "" && $2 !~ skip { site = substr(substr($0, index($0, $2)), 1, 110) }
         END { for (s in count) printf "%6.2f %s\n", count[s] / n, s }' |
       sort -rn | head -30
-  fi
-  if [ "$STACKS" != 1 ]; then
+    echo "$bin: $requests signals (sites above, allocations per signal)"
+  else
     awk -F, -v n="$requests" -v bin="$bin" '$3 ~ /ggen_allocs/ { s += $1 }
       END { printf "%s: %d signals, %.1f allocations per signal\n", bin, n, s / n }' "$work/perf.out"
-  else
-    echo "$bin: $requests signals (sites above, allocations per signal)"
   fi
 done

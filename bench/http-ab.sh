@@ -25,32 +25,17 @@ if ! command -v wrk >/dev/null; then
   apt-get install -y wrk >/dev/null
 fi
 work="$(mktemp -d)"
-gov_pid=
-cleanup() {
-  if [ -n "$gov_pid" ]; then kill "$gov_pid" 2>/dev/null || true; fi
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
+trap 'stop_governor; rm -rf "$work"' EXIT
 export GOVERNOR_AUTH_TOKEN=bench-token
 
 # run BIN: one run on a fresh ledger; prints "rps p50 p99 non2xx requests cpu_us".
 run() {
-  rm -rf "$work/ledger"
-  GOVERNOR_MARKETPLACE_SECRET=bench RUST_LOG=warn "$1" serve --listen "127.0.0.1:$PORT" \
-    --ledger "$work/ledger" --actions log --no-pubsub >/dev/null 2>"$work/governor.log" &
-  gov_pid=$!
-  if ! (wait_port "$PORT"); then
-    cat "$work/governor.log" >&2
-    exit 2
-  fi
+  start_governor "$1" "$PORT"
   wrk -t"$THREADS" -c"$CONNECTIONS" -d2s -s "$work/signals.lua" "http://127.0.0.1:$PORT" >/dev/null
   load_cpu "$gov_pid" "$PORT" "$CONNECTIONS"
-  kill "$gov_pid"
-  wait "$gov_pid" || true
-  gov_pid=
+  stop_governor
 }
 
 ratios="$work/ratios"
@@ -70,8 +55,5 @@ for pair in $(seq "$PAIRS"); do
   awk -v a="$new_rps" -v b="$old_rps" -v c="$new_cpu" -v d="$old_cpu" \
     'BEGIN { printf "%.3f %.3f\n", a / b, c / d }' >>"$ratios"
 done
-median() {
-  sort -n | awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'
-}
 echo "new/old signals/s by pair: $(cut -d' ' -f1 "$ratios" | paste -sd' ')  median $(cut -d' ' -f1 "$ratios" | median)"
 echo "new/old CPU per request:   $(cut -d' ' -f2 "$ratios" | paste -sd' ')  median $(cut -d' ' -f2 "$ratios" | median)"

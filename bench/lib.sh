@@ -146,6 +146,29 @@ load_cpu() {
   echo "$out $(awk -v ms="${ms:-0}" -v n="${out##* }" 'BEGIN { printf "%.2f", (n > 0 ? 1000 * ms / n : 0) }')"
 }
 
+# start_governor BIN PORT: BIN (a cost-guard governor) serving on PORT
+# over a fresh ledger in $work/ledger, actions through the log adapter, no
+# Pub/Sub; its pid in gov_pid. Exits with its log if it never answers.
+start_governor() {
+  rm -rf "$work/ledger"
+  GOVERNOR_MARKETPLACE_SECRET=bench RUST_LOG=warn "$1" serve --listen "127.0.0.1:$2" \
+    --ledger "$work/ledger" --actions log --no-pubsub >/dev/null 2>"$work/governor.log" &
+  gov_pid=$!
+  if ! (wait_port "$2"); then
+    cat "$work/governor.log" >&2
+    exit 2
+  fi
+}
+
+# stop_governor: stops the governor start_governor started, if any.
+stop_governor() {
+  if [ -n "${gov_pid:-}" ]; then
+    kill "$gov_pid" 2>/dev/null || true
+    wait "$gov_pid" 2>/dev/null || true
+  fi
+  gov_pid=
+}
+
 # median: the median of the numbers on stdin.
 median() {
   sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'

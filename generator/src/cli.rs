@@ -890,7 +890,7 @@ fn print_report(out: &mut Stdout, format: Format, report: &BuildReport) {
                 for path in &report.foreign {
                     let _ = writeln!(err, "stale: {path} (not written by ggen)");
                 }
-                if report.plans.iter().any(crate::plan::CratePlan::has_drift) {
+                if report.crates_drift() {
                     let _ = writeln!(
                         err,
                         "error: generated files are out of date; run `ggen build`"

@@ -516,7 +516,13 @@ pub struct BuildReport {
 impl BuildReport {
     /// Whether the disk differs from what the specs produce.
     pub fn has_drift(&self) -> bool {
-        self.plans.iter().any(CratePlan::has_drift) || !self.foreign.is_empty()
+        self.crates_drift() || !self.foreign.is_empty()
+    }
+
+    /// Whether a crate folder differs from what its spec produces (or a
+    /// stale one is left): what `ggen build` would change.
+    pub fn crates_drift(&self) -> bool {
+        self.plans.iter().any(CratePlan::has_drift)
     }
 
     /// Unified diffs of every drifting file, in plan order.
