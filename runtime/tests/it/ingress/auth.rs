@@ -68,6 +68,26 @@ async fn every_route_refuses_missing_and_wrong_credentials() {
 }
 
 #[tokio::test]
+async fn head_on_a_guarded_route_is_refused_like_get() {
+    // Each route is composed per method: HEAD, which axum answers with the
+    // GET service, must meet the same admission.
+    let service = Service::memory(&GUARD);
+    for (method, path, _) in routes() {
+        if method != "GET" {
+            continue;
+        }
+        let head = service
+            .send(request("HEAD", path, None, Body::empty()))
+            .await;
+        assert_eq!(head.status, 401, "HEAD {path}: {head:?}");
+        let with_token = service
+            .send(request("HEAD", path, Some(TOKEN), Body::empty()))
+            .await;
+        assert_ne!(with_token.status, 401, "HEAD {path}: {with_token:?}");
+    }
+}
+
+#[tokio::test]
 async fn resets_need_the_admin_token_and_marketplace_events_a_valid_hmac() {
     let service = Service::memory(&GUARD);
     let reply = service

@@ -25,6 +25,24 @@ async fn a_signal_is_receipted_and_acknowledged_with_204() {
 }
 
 #[tokio::test]
+async fn escaped_strings_in_a_signal_are_read_as_their_text() {
+    // The body's strings are borrowed unless they hold escapes: both kinds
+    // name the same tenant, signal and id.
+    let service = Service::memory(&GUARD);
+    let escaped = r#"{"tenant":"ac\u006de","signal":"lo\u0061d","value":60,"id":"m\u002d1"}"#;
+    for body in [escaped.to_owned(), signal("acme", 60.0, "m-1")] {
+        let reply = service.send(post("/v1/signals", body)).await;
+        assert_eq!(reply.status, 204, "{reply:?}");
+    }
+    // One receipt: the plain signal was the escaped one's duplicate.
+    let receipts = service.receipts("acme");
+    assert_eq!(receipts.len(), 1, "{receipts:?}");
+    assert_eq!(receipts[0]["event"]["signal"], "load");
+    assert_eq!(receipts[0]["event"]["id"], "m-1");
+    service.assert_verifies();
+}
+
+#[tokio::test]
 async fn a_batch_answers_per_item() {
     let service = Service::memory(&GUARD);
     let body = json!([
