@@ -172,6 +172,15 @@ impl fmt::Display for Timestamp {
     }
 }
 
+impl crate::canonical::direct::Canon for Timestamp {
+    fn put(&self, out: &mut Vec<u8>) -> Result<(), crate::canonical::CanonicalError> {
+        match self.rfc3339() {
+            Some(text) => text.as_str().put(out),
+            None => self.to_string().put(out),
+        }
+    }
+}
+
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self.rfc3339() {

@@ -16,6 +16,7 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
+use crate::canonical::direct::{Canon, object};
 use crate::canonical::{self, CanonicalError};
 use crate::clock::Timestamp;
 use crate::entitlement::{EntitlementError, EntitlementEvent, EntitlementState};
@@ -362,6 +363,56 @@ pub fn decimal(value: f64) -> String {
     value.to_string()
 }
 
+/// [`decimal`] on the stack when it fits, as nearly every reading and
+/// threshold does (`f64` `Display` writes no exponent, so a huge or tiny
+/// value can run to hundreds of digits: those go on the heap).
+enum Decimal {
+    Short { digits: [u8; 32], len: u8 },
+    Long(String),
+}
+
+impl Decimal {
+    fn of(value: f64) -> Decimal {
+        use std::io::Write;
+        let mut digits = [0; 32];
+        let mut rest = &mut digits[..];
+        if write!(rest, "{value}").is_ok() {
+            let len = (32 - rest.len()) as u8;
+            return Decimal::Short { digits, len };
+        }
+        Decimal::Long(decimal(value))
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            // `Display` wrote UTF-8 (ASCII): this never falls back.
+            Decimal::Short { digits, len } => {
+                std::str::from_utf8(&digits[..usize::from(*len)]).unwrap_or_default()
+            }
+            Decimal::Long(text) => text,
+        }
+    }
+}
+
+impl std::fmt::Debug for Decimal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.as_str().fmt(f)
+    }
+}
+
+impl Canon for Decimal {
+    fn put(&self, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
+        self.as_str().put(out)
+    }
+}
+
+#[cfg(debug_assertions)]
+impl Serialize for Decimal {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
 /// What a receipt records beyond its header.
 #[derive(Debug, Clone, Copy)]
 pub enum Body<'a> {
@@ -420,7 +471,8 @@ pub struct Receipt<'a> {
 // The fields of every `*Doc` struct are declared in canonical (sorted) order,
 // so the canonical writer streams them without reordering.
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
+#[cfg_attr(debug_assertions, derive(Serialize))]
 struct EventDoc<'a> {
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     access: Option<Cow<'a, str>>,
@@ -467,7 +519,8 @@ struct EventDoc<'a> {
 }
 
 /// `event.marketplace`: a notification's facts, or a Procurement call's target.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
+#[cfg_attr(debug_assertions, derive(Serialize))]
 struct MarketplaceDoc<'a> {
     #[serde(borrow, default, skip_serializing_if = "Option::is_none")]
     account: Option<Cow<'a, str>>,
@@ -505,57 +558,60 @@ impl<'a> MarketplaceDoc<'a> {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
+#[cfg_attr(debug_assertions, derive(Serialize))]
 struct BlockDoc {
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(debug_assertions, serde(skip_serializing_if = "Option::is_none"))]
     action: Option<&'static str>,
     kind: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(debug_assertions, serde(skip_serializing_if = "Option::is_none"))]
     max: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(debug_assertions, serde(skip_serializing_if = "Option::is_none"))]
     until: Option<Timestamp>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(debug_assertions, serde(skip_serializing_if = "Option::is_none"))]
     used: Option<u32>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
+#[cfg_attr(debug_assertions, derive(Serialize))]
 struct TransitionDoc {
     from: &'static str,
     to: &'static str,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
+#[cfg_attr(debug_assertions, derive(Serialize))]
 struct DecisionDoc<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(debug_assertions, serde(skip_serializing_if = "Option::is_none"))]
     block: Option<BlockDoc>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(debug_assertions, serde(skip_serializing_if = "Option::is_none"))]
     clear: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(debug_assertions, serde(skip_serializing_if = "Option::is_none"))]
     deadline: Option<Timestamp>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(debug_assertions, serde(skip_serializing_if = "Option::is_none"))]
     dwell: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(debug_assertions, serde(skip_serializing_if = "Option::is_none"))]
     entitlement: Option<TransitionDoc>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(debug_assertions, serde(skip_serializing_if = "Option::is_none"))]
     error: Option<String>,
     /// The tenant's level after the step (worst rule).
     level: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(debug_assertions, serde(skip_serializing_if = "Option::is_none"))]
     raw_level: Option<&'static str>,
     reason: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(debug_assertions, serde(skip_serializing_if = "Option::is_none"))]
     recovery: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(debug_assertions, serde(skip_serializing_if = "Option::is_none"))]
     recovery_needed: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(debug_assertions, serde(skip_serializing_if = "Option::is_none"))]
     rule: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(debug_assertions, serde(skip_serializing_if = "Option::is_none"))]
     signal_level: Option<&'static str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(debug_assertions, serde(skip_serializing_if = "Option::is_none"))]
     streak: Option<u16>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    threshold: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(debug_assertions, serde(skip_serializing_if = "Option::is_none"))]
+    threshold: Option<Decimal>,
+    #[cfg_attr(debug_assertions, serde(skip_serializing_if = "Option::is_none"))]
     value: Option<&'a str>,
 }
 
@@ -588,7 +644,7 @@ impl<'a> DecisionDoc<'a> {
             self.signal_level = Some(ev.level.as_str());
             self.raw_level = Some(ev.raw.as_str());
             self.value = value;
-            self.threshold = ev.threshold.map(decimal);
+            self.threshold = ev.threshold.map(Decimal::of);
             self.clear = Some(ev.clear);
             self.recovery = Some(ev.recovery);
             if let Some(rule) = ev.rule {
@@ -628,17 +684,19 @@ impl<'a> DecisionDoc<'a> {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
+#[cfg_attr(debug_assertions, derive(Serialize))]
 struct ActionDoc {
     idempotency_key: String,
     name: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(debug_assertions, serde(skip_serializing_if = "Option::is_none"))]
     undo: Option<bool>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug)]
+#[cfg_attr(debug_assertions, derive(Serialize))]
 struct ReceiptDoc<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(debug_assertions, serde(skip_serializing_if = "Option::is_none"))]
     action: Option<ActionDoc>,
     actions: Vec<ActionDoc>,
     at: Timestamp,
@@ -653,6 +711,62 @@ struct ReceiptDoc<'a> {
     tenant: &'a str,
     to: &'static str,
     v: u32,
+}
+
+// How the documents are written (`canonical::direct`): their members as
+// declared above; the macro checks at compile time that they are in order.
+
+impl Canon for Kind {
+    fn put(&self, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
+        self.as_str().put(out)
+    }
+}
+
+impl Canon for EventDoc<'_> {
+    fn put(&self, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
+        object!(out, self; access, action, call, decision_seq, detail, digest, due,
+            entitlement, id, idempotency_key, input, marketplace, observed_at, ok, plan,
+            reason, signal, timer, token, value, via)
+    }
+}
+
+impl Canon for MarketplaceDoc<'_> {
+    fn put(&self, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
+        object!(out, self; account, entitlement, event_type, plan, state)
+    }
+}
+
+impl Canon for BlockDoc {
+    fn put(&self, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
+        object!(out, self; action, kind, max, until, used)
+    }
+}
+
+impl Canon for TransitionDoc {
+    fn put(&self, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
+        object!(out, self; from, to)
+    }
+}
+
+impl Canon for DecisionDoc<'_> {
+    fn put(&self, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
+        object!(out, self; block, clear, deadline, dwell, entitlement, error, level,
+            raw_level, reason, recovery, recovery_needed, rule, signal_level, streak,
+            threshold, value)
+    }
+}
+
+impl Canon for ActionDoc {
+    fn put(&self, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
+        object!(out, self; idempotency_key, name, undo)
+    }
+}
+
+impl Canon for ReceiptDoc<'_> {
+    fn put(&self, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
+        object!(out, self; action, actions, at, decision, event, from, kind, prev, seq, sku,
+            spec_sha256, tenant, to, v)
+    }
 }
 
 /// Lowercase hex of a hash, on the stack (the hot path).
@@ -704,7 +818,7 @@ impl Receipt<'_> {
             Body::Input {
                 input: Input::Signal { value, .. },
                 ..
-            } => Some(decimal(*value)),
+            } => Some(Decimal::of(*value)),
             _ => None,
         };
         let mut event = EventDoc::default();
@@ -731,7 +845,7 @@ impl Receipt<'_> {
                         event.observed_at = *observed;
                         event.via = via.receipt_name().map(Cow::Borrowed);
                         event.signal = Some(Cow::Borrowed(sku.signal(*signal).name));
-                        event.value = signal_value.as_deref().map(Cow::Borrowed);
+                        event.value = signal_value.as_ref().map(|v| Cow::Borrowed(v.as_str()));
                     }
                     Input::Entitlement {
                         event: e,
@@ -792,7 +906,12 @@ impl Receipt<'_> {
                     }
                 }
                 if let Some(step) = step {
-                    decision.fill(sku, step, self.to, signal_value.as_deref());
+                    decision.fill(
+                        sku,
+                        step,
+                        self.to,
+                        signal_value.as_ref().map(Decimal::as_str),
+                    );
                 }
                 decision.entitlement = entitlement.map(|(from, to)| TransitionDoc {
                     from: from.as_str(),
@@ -854,7 +973,16 @@ impl Receipt<'_> {
         };
         // Most receipts are 500–900 bytes: one allocation, no regrowth.
         let mut out = Vec::with_capacity(1024);
-        canonical::append(&doc, &mut out).map_err(ReceiptError::Canonical)?;
+        doc.put(&mut out).map_err(ReceiptError::Canonical)?;
+        // Debug builds (every test of every crate) check each receipt
+        // against the generic serializer; the documents derive `Serialize`
+        // there only.
+        #[cfg(debug_assertions)]
+        assert_eq!(
+            canonical::to_vec(&doc).map_err(ReceiptError::Canonical)?,
+            out,
+            "the receipt's writer and the canonical serializer disagree"
+        );
         Ok(out)
     }
 }
@@ -1135,6 +1263,23 @@ mod tests {
             assert_eq!(decimal(v).parse::<f64>().unwrap(), v);
         }
         assert_eq!(decimal(100.0), "100");
+        for v in [
+            120.5,
+            0.1,
+            1e21,
+            -3.0,
+            5e-324,
+            f64::MAX,
+            1e31,
+            1e32,
+            -1e30,
+            0.0,
+            -0.0,
+        ] {
+            assert_eq!(Decimal::of(v).as_str(), decimal(v), "{v}");
+        }
+        assert!(matches!(Decimal::of(5e-324), Decimal::Long(_)));
+        assert!(matches!(Decimal::of(-1.5), Decimal::Short { .. }));
     }
 
     #[test]

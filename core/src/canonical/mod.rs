@@ -18,6 +18,11 @@
 //! order and an object is reordered in place only when its names are not
 //! already sorted.
 //!
+//! The receipt's documents skip the serializer: `direct.rs` writes structs
+//! whose member names are known ahead straight into the output, in an
+//! order checked at compile time (debug builds compare each receipt with
+//! [`to_vec`]'s bytes).
+//!
 //! This file holds the public API and the [`serde_json::Value`] writer; the
 //! serde serializer is in `serializer.rs`, map keys in `key.rs`.
 
@@ -25,6 +30,7 @@ use std::cmp::Ordering;
 
 use serde::ser::{self, Serialize};
 
+pub(crate) mod direct;
 mod key;
 mod serializer;
 
