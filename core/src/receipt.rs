@@ -1183,52 +1183,54 @@ pub fn parse(pack: &dyn PolicyPack, bytes: &[u8]) -> Result<Parsed, ReceiptError
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sku::{ActionDef, Adapter, TablePack};
+
+    static ACTIONS: [ActionDef; 2] = [
+        ActionDef {
+            name: "throttle",
+            adapter: Adapter::Log,
+            undo: None,
+            params: "{}",
+            timeout_ms: 1,
+            retries: 0,
+        },
+        ActionDef {
+            name: "pause",
+            adapter: Adapter::Log,
+            undo: None,
+            params: "{}",
+            timeout_ms: 1,
+            retries: 0,
+        },
+    ];
+    /// A SKU with two actions and nothing else.
+    static SKU: Sku = Sku {
+        id: "keys",
+        name: "Keys",
+        version: "1.0.0",
+        spec_sha256: "00",
+        tenant_attribute: "tenant_id",
+        max_tenants: 1,
+        signals: &[],
+        actions: &ACTIONS,
+        profiles: &[],
+        default_profile: ProfileId(0),
+        governor: crate::sku::GovernorTiming {
+            intervention_timeout_s: 1,
+            recovery_evaluations: 1,
+            degraded_retry_s: 1,
+        },
+        entitlement_required: false,
+        marketplace: None,
+        ingress: crate::sku::IngressDef {
+            pubsub_audience: None,
+            max_body_bytes: 1,
+        },
+    };
+    static PACK: TablePack = TablePack(&SKU);
 
     #[test]
     fn idempotency_keys_round_trip_through_their_text_only_at_the_wire() {
-        use crate::sku::{ActionDef, Adapter, TablePack};
-        static ACTIONS: [ActionDef; 2] = [
-            ActionDef {
-                name: "throttle",
-                adapter: Adapter::Log,
-                undo: None,
-                params: "{}",
-                timeout_ms: 1,
-                retries: 0,
-            },
-            ActionDef {
-                name: "pause",
-                adapter: Adapter::Log,
-                undo: None,
-                params: "{}",
-                timeout_ms: 1,
-                retries: 0,
-            },
-        ];
-        static SKU: Sku = Sku {
-            id: "keys",
-            name: "Keys",
-            version: "1.0.0",
-            spec_sha256: "00",
-            tenant_attribute: "tenant_id",
-            max_tenants: 1,
-            signals: &[],
-            actions: &ACTIONS,
-            profiles: &[],
-            default_profile: ProfileId(0),
-            governor: crate::sku::GovernorTiming {
-                intervention_timeout_s: 1,
-                recovery_evaluations: 1,
-                degraded_retry_s: 1,
-            },
-            entitlement_required: false,
-            marketplace: None,
-            ingress: crate::sku::IngressDef {
-                pubsub_audience: None,
-                max_body_bytes: 1,
-            },
-        };
-        static PACK: TablePack = TablePack(&SKU);
         let tenant = TenantId::new("acme.eu-1").unwrap();
         let key = IdempotencyKey::new(&SKU, tenant, 42, ActionId(1));
         assert_eq!(key.to_string(), "acme.eu-1:42:pause");
@@ -1244,6 +1246,70 @@ mod tests {
             ":1:throttle",
         ] {
             assert_eq!(IdempotencyKey::parse(&PACK, bad), None, "{bad}");
+        }
+    }
+
+    /// Strings a tenant or operator controls reach receipts as they were
+    /// sent: the straight writer escapes them as the generic serializer
+    /// does (`encode` compares the two in debug builds), and they read
+    /// back unchanged.
+    #[test]
+    fn hostile_strings_are_written_as_the_serializer_writes_them() {
+        use crate::fsm::State;
+        use crate::policy::Level;
+        let hostile =
+            "quote \" back\\slash \u{0} nul \u{1f} unit\n\r\t\u{8}\u{c} é 😀 \u{2028} </script>";
+        let tenant = TenantId::new("acme").unwrap();
+        let inputs = [
+            Input::Reset {
+                reason: hostile.to_owned(),
+            },
+            Input::Rejected {
+                reason: hostile.to_owned(),
+                event: serde_json::json!({
+                    hostile: hostile,
+                    "z": [1, "é", {"b": null, "a": true, "\u{e000}": 1, "😀": 2}],
+                    "id": "x",
+                }),
+            },
+            Input::Access {
+                change: AccessChange::Issue,
+                token: "00112233445566ff".to_owned(),
+                digest: Some(hostile.to_owned()),
+            },
+            Input::ActionResult {
+                key: IdempotencyKey::new(&SKU, tenant.clone(), 3, ActionId(0)),
+                ok: false,
+                detail: Some(hostile.to_owned()),
+            },
+        ];
+        for input in &inputs {
+            let receipt = Receipt {
+                tenant: &tenant,
+                seq: 4,
+                at: crate::clock::Timestamp(1_700_000_000_123),
+                prev: &[7; 32],
+                from: State::Stable,
+                to: State::Stable,
+                level: Level::Normal,
+                actions: &[],
+                body: Body::Input {
+                    input,
+                    decision: None,
+                    entitlement: None,
+                    refused: None,
+                },
+            };
+            let bytes = receipt.encode(&SKU).unwrap();
+            let text = std::str::from_utf8(&bytes).unwrap();
+            // Only `"`, `\` and control characters are escaped (RFC 8785).
+            let escaped = concat!(
+                r#"quote \" back\\slash \u0000 nul \u001f unit\n\r\t\b\f "#,
+                "é 😀 \u{2028} </script>"
+            );
+            assert!(text.contains(escaped), "{text}");
+            let parsed = parse(&PACK, &bytes).unwrap();
+            assert_eq!(parsed.carried, Carried::Input(input.clone()), "{text}");
         }
     }
 
