@@ -169,6 +169,32 @@ stop_governor() {
   gov_pid=
 }
 
+# start_target BIN|strict PORT: start_governor BIN PORT, or the strict
+# baseline example of bench/http.sh (built first) on PORT; the server's
+# pid in target_pid either way. stop_target stops it.
+strict_pid=
+start_target() {
+  if [ "$1" = strict ]; then
+    cargo build --release --locked -p ggen-runtime --example strict --quiet
+    "${CARGO_TARGET_DIR:-target}/release/examples/strict" "127.0.0.1:$2" >/dev/null 2>&1 &
+    strict_pid=$!
+    target_pid=$strict_pid
+    wait_port "$2"
+  else
+    start_governor "$(realpath "$1")" "$2"
+    target_pid=$gov_pid
+  fi
+}
+
+stop_target() {
+  stop_governor
+  if [ -n "$strict_pid" ]; then
+    kill "$strict_pid" 2>/dev/null || true
+    wait "$strict_pid" 2>/dev/null || true
+  fi
+  strict_pid=
+}
+
 # median: the median of the numbers on stdin.
 median() {
   sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'

@@ -26,20 +26,11 @@ fi
 work="$(mktemp -d)"
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
-strict_pid=
-trap 'stop_governor; [ -n "$strict_pid" ] && kill "$strict_pid" 2>/dev/null; rm -rf "$work"' EXIT
+trap 'stop_target; rm -rf "$work"' EXIT
 export GOVERNOR_AUTH_TOKEN=bench-token
 
-if [ "$TARGET" = strict ]; then
-  cargo build --release --locked -p ggen-runtime --example strict --quiet
-  "$CARGO_TARGET_DIR/release/examples/strict" "127.0.0.1:$PORT" >/dev/null 2>&1 &
-  strict_pid=$!
-  pid=$strict_pid
-  sleep 0.5
-else
-  start_governor "$(realpath "$TARGET")" "$PORT"
-  pid=$gov_pid
-fi
+start_target "$TARGET" "$PORT"
+pid=$target_pid
 wrk -t"$THREADS" -c"$CONNECTIONS" -d2s -s "$work/signals.lua" "http://127.0.0.1:$PORT" >/dev/null
 perf record -F 999 --call-graph dwarf,16384 -o "$work/perf.data" -p "$pid" -- sleep "$SECONDS_RECORDED" \
   >/dev/null 2>&1 &

@@ -290,6 +290,71 @@ async fn the_header_read_timeout_closes_slow_and_idle_connections() {
     task.await.unwrap().unwrap();
 }
 
+/// The header-read timeout bounds the whole head, not the gaps between its
+/// bytes: a head trickled in a byte at a time is closed, however steadily
+/// it trickles.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_trickled_byte_by_byte_is_closed_at_the_header_read_timeout() {
+    let server = Server::start(Options {
+        header_read_timeout: Duration::from_millis(300),
+        ..options()
+    })
+    .await;
+    let stream = raw(server.addr, b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: ").await;
+    let (mut reader, mut writer) = stream.into_split();
+    // A byte every 50 ms, for at most PATIENCE, or until the server closes.
+    let trickle = tokio::spawn(async move {
+        let steps = PATIENCE.as_millis() / 50;
+        for _ in 0..steps {
+            if writer.write_all(b"a").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let mut answer = Vec::new();
+    let closed = tokio::time::timeout(PATIENCE, reader.read_to_end(&mut answer)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "the trickling connection was not closed: {closed:?}"
+    );
+    assert!(
+        answer.is_empty(),
+        "answered: {}",
+        String::from_utf8_lossy(&answer)
+    );
+    trickle.abort();
+    let (_, task) = server.stop();
+    task.await.unwrap().unwrap();
+}
+
+/// The header-read timeout bounds a connection between requests, not a
+/// request being served (admission's request timeout does): a body that
+/// takes several times as long to arrive is served, and the connection
+/// then gets a whole timeout for its next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_served_past_the_header_read_timeout_keeps_its_connection() {
+    let server = Server::start(Options {
+        header_read_timeout: Duration::from_millis(200),
+        ..options()
+    })
+    .await;
+    let mut client = Connection::open(server.addr).await.unwrap();
+    let body = signal("slow", 1.0, "slow-1");
+    // Five pauses of 200 ms: the body takes about five timeouts.
+    let (status, answer) = client
+        .request_slowly("/v1/signals", TOKEN, &body, 5, Duration::from_millis(200))
+        .await
+        .unwrap();
+    assert!((200..300).contains(&status), "{status}: {answer}");
+    // At once, on the same connection: its last progress was the answer.
+    let (status, _) = client.request("GET", "/healthz", None, "").await.unwrap();
+    assert_eq!(status, 200);
+    let (service, task) = server.stop();
+    task.await.unwrap().unwrap();
+    assert_eq!(service.receipts_of("slow", "signal").len(), 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_connection_cap_new_connections_wait_for_a_free_one() {
     let server = Server::start(Options {

@@ -2,6 +2,7 @@
 //! against a real socket (no client library needed).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -56,6 +57,37 @@ impl Connection {
         let stream = self.stream.get_mut();
         stream.write_all(head.as_bytes()).await?;
         stream.write_all(body.as_bytes()).await?;
+        self.response().await
+    }
+
+    /// Sends one request with `token`, its body in `pieces` parts with
+    /// `pause` before each; returns the status and the body.
+    pub async fn request_slowly(
+        &mut self,
+        path: &str,
+        token: &str,
+        body: &str,
+        pieces: usize,
+        pause: Duration,
+    ) -> std::io::Result<(u16, String)> {
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\nAuthorization: Bearer {token}\r\n\r\n",
+            body.len()
+        );
+        let stream = self.stream.get_mut();
+        stream.write_all(head.as_bytes()).await?;
+        for piece in body
+            .as_bytes()
+            .chunks(body.len().div_ceil(pieces.max(1)).max(1))
+        {
+            tokio::time::sleep(pause).await;
+            stream.write_all(piece).await?;
+        }
+        self.response().await
+    }
+
+    /// Reads one response: its status and its body.
+    async fn response(&mut self) -> std::io::Result<(u16, String)> {
         let mut line = String::new();
         if self.stream.read_line(&mut line).await? == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());

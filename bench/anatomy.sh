@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# What a request costs besides CPU time in the server's own code: per
+# thread group, context switches and the system calls that park, wake and
+# move bytes, per request; the machine's idle, iowait and steal shares while the
+# load runs; and, for a governor, the ledger writer's `fdatasync`s (how
+# many per second, how many requests each covers, their latency). One
+# server, the calm mix of bench/http.sh, after 2 s of warm-up.
+#
+#   bench/anatomy.sh BIN|strict     (CONNECTIONS=128 DURATION=4 THREADS=2)
+#
+# BIN: a cost-guard governor (served as bench/lib.sh's start_governor
+# does); `strict`: the strict baseline example of bench/http.sh. Needs
+# perf with permission to trace the server (syscall tracepoints).
+set -euo pipefail
+TARGET="$1"
+CONNECTIONS="${CONNECTIONS:-128}"
+SECONDS_TRACED="${DURATION:-4}"
+THREADS="${THREADS:-2}"
+PORT="${PORT:-18096}"
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+if ! command -v wrk >/dev/null; then
+  apt-get install -y wrk >/dev/null
+fi
+work="$(mktemp -d)"
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
+trap 'stop_target; rm -rf "$work"' EXIT
+export GOVERNOR_AUTH_TOKEN=bench-token
+
+start_target "$TARGET" "$PORT"
+pid=$target_pid
+wrk -t"$THREADS" -c"$CONNECTIONS" -d2s -s "$work/signals.lua" "http://127.0.0.1:$PORT" >/dev/null
+
+events=task-clock,context-switches
+for call in futex epoll_wait recvfrom writev pwrite64 fdatasync; do
+  events="$events,syscalls:sys_enter_$call"
+done
+perf stat --per-thread -e "$events" -x, -o "$work/stat" -p "$pid" -- sleep "$SECONDS_TRACED" &
+stat_pid=$!
+perf record -q -e syscalls:sys_enter_fdatasync,syscalls:sys_exit_fdatasync -o "$work/syncs" \
+  -p "$pid" -- sleep "$SECONDS_TRACED" >/dev/null 2>&1 &
+record_pid=$!
+before=$(head -1 /proc/stat)
+out="$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${SECONDS_TRACED}s" -s "$work/signals.lua" "http://127.0.0.1:$PORT")"
+after=$(head -1 /proc/stat)
+wait "$stat_pid" "$record_pid"
+requests=$(awk '/requests in/ { print $1 }' <<<"$out")
+rate=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
+echo "$TARGET: $requests requests in ${SECONDS_TRACED} s ($rate/s), $CONNECTIONS connections"
+# The machine, from /proc/stat's first line (user nice system idle iowait
+# irq softirq steal ...).
+awk -v a="$before" -v b="$after" 'BEGIN {
+  split(a, x); split(b, y); t = 0
+  for (i = 2; i <= 11; i++) t += y[i] - x[i]
+  printf "machine: idle %.1f%%, iowait %.1f%%, stolen by the host %.1f%%\n",
+    100 * (y[5] - x[5]) / t, 100 * (y[6] - x[6]) / t, 100 * (y[9] - x[9]) / t }'
+# Per thread group (the thread name's first word), each counter per request.
+echo "per request, by thread group:"
+awk -F, -v n="$requests" '$1 !~ /^#/ && NF > 3 {
+    split($1, name, "-"); group = name[1]; event = $4
+    sub(/^syscalls:sys_enter_/, "", event)
+    v[group " " event] += $2; seen[group] = 1 }
+  END {
+    split("context-switches futex epoll_wait recvfrom writev pwrite64 fdatasync", order, " ")
+    for (g in seen) {
+      if (v[g " task-clock"] == 0) continue
+      line = sprintf("  %-10s CPU %5.2f µs", g, 1000 * v[g " task-clock"] / n)
+      for (i = 1; i <= 7; i++) line = line sprintf("  %s %.3f", order[i], v[g " " order[i]] / n)
+      print line
+    } }' "$work/stat" | sort
+# The writer's syncs: each enter paired with the next exit of its thread.
+perf script -i "$work/syncs" -F tid,time,event 2>/dev/null | awk -v n="$requests" -v s="$SECONDS_TRACED" '
+  { t = $2; sub(/:$/, "", t) }
+  $3 ~ /enter/ { start[$1] = t; next }
+  ($1 in start) { d[++k] = (t - start[$1]) * 1e6; sum += d[k]; delete start[$1] }
+  END {
+    if (k == 0) { print "fdatasync: none"; exit }
+    # Insertion sort is enough for a few thousand syncs.
+    for (i = 2; i <= k; i++) { x = d[i]; j = i - 1; while (j > 0 && d[j] > x) { d[j + 1] = d[j]; j-- } d[j + 1] = x }
+    printf "fdatasync: %.0f/s, %.1f requests each, latency mean %.0f µs, p50 %.0f, p90 %.0f, p99 %.0f, max %.0f\n",
+      k / s, n / k, sum / k, d[int(k * 0.5) + 1], d[int(k * 0.9) + 1], d[int(k * 0.99) + 1], d[k] }'
