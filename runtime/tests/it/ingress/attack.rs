@@ -335,15 +335,15 @@ async fn a_head_trickled_byte_by_byte_is_closed_at_the_header_read_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_served_past_the_header_read_timeout_keeps_its_connection() {
     let server = Server::start(Options {
-        header_read_timeout: Duration::from_millis(200),
+        header_read_timeout: Duration::from_millis(500),
         ..options()
     })
     .await;
     let mut client = Connection::open(server.addr).await.unwrap();
     let body = signal("slow", 1.0, "slow-1");
-    // Five pauses of 200 ms: the body takes about five timeouts.
+    // Five pauses of 300 ms: the body takes three timeouts.
     let (status, answer) = client
-        .request_slowly("/v1/signals", TOKEN, &body, 5, Duration::from_millis(200))
+        .request_slowly("/v1/signals", TOKEN, &body, 5, Duration::from_millis(300))
         .await
         .unwrap();
     assert!((200..300).contains(&status), "{status}: {answer}");
