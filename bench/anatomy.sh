@@ -4,9 +4,11 @@
 # move bytes, per request; the machine's idle, iowait and steal shares while the
 # load runs; and, for a governor, the ledger writer's `fdatasync`s (how
 # many per second, how many requests each covers, their latency). One
-# server, the calm mix of bench/http.sh, after 2 s of warm-up.
+# server, a load mix of bench/http.sh (MIX=calm, or heavy: a governor's
+# 100 tenants entitled first, actions through the log adapter), after 2 s
+# of warm-up.
 #
-#   bench/anatomy.sh BIN|strict     (CONNECTIONS=128 DURATION=4 THREADS=2)
+#   bench/anatomy.sh BIN|strict     (CONNECTIONS=128 DURATION=4 THREADS=2 MIX=calm)
 #
 # BIN: a cost-guard governor (served as bench/lib.sh's start_governor
 # does); `strict`: the strict baseline example of bench/http.sh. Needs
@@ -17,6 +19,11 @@ CONNECTIONS="${CONNECTIONS:-128}"
 SECONDS_TRACED="${DURATION:-4}"
 THREADS="${THREADS:-2}"
 PORT="${PORT:-18096}"
+MIX="${MIX:-calm}"
+case "$MIX" in
+  calm | heavy) ;;
+  *) echo "MIX is \`$MIX\`: expected calm or heavy" >&2; exit 2 ;;
+esac
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 if ! command -v wrk >/dev/null; then
@@ -30,7 +37,13 @@ export GOVERNOR_AUTH_TOKEN=bench-token
 
 start_target "$TARGET" "$PORT"
 pid=$target_pid
-wrk -t"$THREADS" -c"$CONNECTIONS" -d2s -s "$work/signals.lua" "http://127.0.0.1:$PORT" >/dev/null
+script="$work/signals.lua"
+if [ "$MIX" = heavy ]; then
+  script="$work/heavy.lua"
+  # start_governor's marketplace secret.
+  [ "$TARGET" = strict ] || entitle "$PORT" bench 0 $((HEAVY_TENANTS - 1))
+fi
+wrk -t"$THREADS" -c"$CONNECTIONS" -d2s -s "$script" "http://127.0.0.1:$PORT" >/dev/null
 
 events=task-clock,context-switches
 for call in futex epoll_wait recvfrom writev pwrite64 fdatasync; do
@@ -42,12 +55,12 @@ perf record -q -e syscalls:sys_enter_fdatasync,syscalls:sys_exit_fdatasync -o "$
   -p "$pid" -- sleep "$SECONDS_TRACED" >/dev/null 2>&1 &
 record_pid=$!
 before=$(head -1 /proc/stat)
-out="$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${SECONDS_TRACED}s" -s "$work/signals.lua" "http://127.0.0.1:$PORT")"
+out="$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"${SECONDS_TRACED}s" -s "$script" "http://127.0.0.1:$PORT")"
 after=$(head -1 /proc/stat)
 wait "$stat_pid" "$record_pid"
 requests=$(awk '/requests in/ { print $1 }' <<<"$out")
 rate=$(awk '/^Requests\/sec:/ { print $2 }' <<<"$out")
-echo "$TARGET: $requests requests in ${SECONDS_TRACED} s ($rate/s), $CONNECTIONS connections"
+echo "$TARGET: $requests requests in ${SECONDS_TRACED} s ($rate/s), $CONNECTIONS connections, $MIX mix"
 # The machine, from /proc/stat's first line (user nice system idle iowait
 # irq softirq steal ...).
 awk -v a="$before" -v b="$after" 'BEGIN {
