@@ -26,9 +26,6 @@ case "$MIX" in
 esac
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
-if ! command -v wrk >/dev/null; then
-  apt-get install -y wrk >/dev/null
-fi
 work="$(mktemp -d)"
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
@@ -82,14 +79,15 @@ awk -F, -v n="$requests" '$1 !~ /^#/ && NF > 3 {
       for (i = 1; i <= 7; i++) line = line sprintf("  %s %.3f", order[i], v[g " " order[i]] / n)
       print line
     } }' "$work/stat" | sort
-# The writer's syncs: each enter paired with the next exit of its thread.
-perf script -i "$work/syncs" -F tid,time,event 2>/dev/null | awk -v n="$requests" -v s="$SECONDS_TRACED" '
+# The writer's syncs: each enter paired with the next exit of its thread,
+# their latencies (µs) sorted, then summarised.
+perf script -i "$work/syncs" -F tid,time,event 2>/dev/null | awk '
   { t = $2; sub(/:$/, "", t) }
   $3 ~ /enter/ { start[$1] = t; next }
-  ($1 in start) { d[++k] = (t - start[$1]) * 1e6; sum += d[k]; delete start[$1] }
+  ($1 in start) { printf "%.1f\n", (t - start[$1]) * 1e6; delete start[$1] }' |
+  sort -g | awk -v n="$requests" -v s="$SECONDS_TRACED" '
+  { d[NR] = $1; sum += $1 }
   END {
-    if (k == 0) { print "fdatasync: none"; exit }
-    # Insertion sort is enough for a few thousand syncs.
-    for (i = 2; i <= k; i++) { x = d[i]; j = i - 1; while (j > 0 && d[j] > x) { d[j + 1] = d[j]; j-- } d[j + 1] = x }
+    if (NR == 0) { print "fdatasync: none"; exit }
     printf "fdatasync: %.0f/s, %.1f requests each, latency mean %.0f µs, p50 %.0f, p90 %.0f, p99 %.0f, max %.0f\n",
-      k / s, n / k, sum / k, d[int(k * 0.5) + 1], d[int(k * 0.9) + 1], d[int(k * 0.99) + 1], d[k] }'
+      NR / s, n / NR, sum / NR, d[int(NR * 0.5) + 1], d[int(NR * 0.9) + 1], d[int(NR * 0.99) + 1], d[NR] }'

@@ -1,14 +1,11 @@
 # shellcheck shell=bash
 # Shared by the benchmarks that drive a release cost-guard-governor over
 # HTTP (sourced from the project root, after CARGO_TARGET_DIR, THREADS and
-# DURATION are set): wrk, the release binary (`BIN`), a work folder
+# DURATION are set): the release binary (`BIN`), a work folder
 # removed on exit with every process in `pids` (and whatever a
 # `cleanup_extra` function the sourcing script defines stops), and
-# bench/lib.sh's helpers.
+# bench/lib.sh's helpers (wrk among them).
 
-if ! command -v wrk >/dev/null; then
-  apt-get install -y wrk >/dev/null
-fi
 cargo build --release --locked -p cost-guard-governor --quiet
 # shellcheck disable=SC2034 # read by the sourcing script
 BIN="$CARGO_TARGET_DIR/release"

@@ -21,9 +21,6 @@ DURATION="${DURATION:-5s}"
 THREADS="${THREADS:-2}"
 PORT="${PORT:-18090}"
 cd "$(dirname "$0")/.."
-if ! command -v wrk >/dev/null; then
-  apt-get install -y wrk >/dev/null
-fi
 work="$(mktemp -d)"
 # shellcheck source=bench/lib.sh
 source bench/lib.sh

@@ -81,9 +81,6 @@ case "$ACTIONS" in
   live | log) ;;
   *) echo "ACTIONS is \`$ACTIONS\`: expected live or log" >&2; exit 2 ;;
 esac
-if ! command -v wrk >/dev/null; then
-  apt-get install -y wrk >/dev/null
-fi
 if ! command -v perf >/dev/null; then
   echo "perf is needed to measure CPU per request" >&2
   exit 2

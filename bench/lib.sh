@@ -1,9 +1,16 @@
 # shellcheck shell=bash
-# Shared by bench/http.sh and bench/pg.sh (sourced, after `work`,
-# `THREADS` and `DURATION` are set): the wrk scripts of authenticated
-# signals (the calm mix, signals.lua, and the decision-heavy mix,
-# heavy.lua), entitling tenants through signed marketplace events, and the
-# helpers that run wrk (optionally under `perf stat`) and summarise rounds.
+# Shared by the benchmarks that load a server with wrk (sourced from the
+# project root, after `work`, `THREADS` and `DURATION` are set; through
+# bench/governor.sh for the PostgreSQL ones): wrk itself (installed when
+# missing), the wrk scripts of authenticated signals (the calm mix,
+# signals.lua, and the decision-heavy mix, heavy.lua), entitling tenants
+# through signed marketplace events, starting and stopping the server
+# under test, and the helpers that run wrk (optionally under `perf stat`)
+# and summarise rounds.
+
+if ! command -v wrk >/dev/null; then
+  apt-get install -y wrk >/dev/null
+fi
 
 # Varied tenants (t0..t999 per wrk thread), values below `warn` so the load
 # is steady-state decisions, every request authenticated.

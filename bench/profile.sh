@@ -20,9 +20,6 @@ THREADS="${THREADS:-2}"
 PORT="${PORT:-18095}"
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
-if ! command -v wrk >/dev/null; then
-  apt-get install -y wrk >/dev/null
-fi
 work="$(mktemp -d)"
 # shellcheck source=bench/lib.sh
 source bench/lib.sh

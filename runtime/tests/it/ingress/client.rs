@@ -46,16 +46,10 @@ impl Connection {
         headers: &[(&str, &str)],
         body: &str,
     ) -> std::io::Result<(u16, String)> {
-        let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        );
-        for (name, value) in headers {
-            head.push_str(&format!("{name}: {value}\r\n"));
-        }
-        head.push_str("\r\n");
         let stream = self.stream.get_mut();
-        stream.write_all(head.as_bytes()).await?;
+        stream
+            .write_all(head(method, path, headers, body.len()).as_bytes())
+            .await?;
         stream.write_all(body.as_bytes()).await?;
         self.response().await
     }
@@ -70,10 +64,8 @@ impl Connection {
         pieces: usize,
         pause: Duration,
     ) -> std::io::Result<(u16, String)> {
-        let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\nAuthorization: Bearer {token}\r\n\r\n",
-            body.len()
-        );
+        let bearer = format!("Bearer {token}");
+        let head = head("POST", path, &[("Authorization", &bearer)], body.len());
         let stream = self.stream.get_mut();
         stream.write_all(head.as_bytes()).await?;
         for piece in body
@@ -117,4 +109,16 @@ impl Connection {
         self.stream.read_exact(&mut body).await?;
         Ok((status, String::from_utf8_lossy(&body).into_owned()))
     }
+}
+
+/// A request's head: a JSON body of `length` bytes, and `headers`.
+fn head(method: &str, path: &str, headers: &[(&str, &str)], length: usize) -> String {
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n"
+    );
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    head
 }
