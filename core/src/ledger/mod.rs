@@ -509,6 +509,73 @@ pub trait SharedLedger: Send + Sync {
         key: [u8; 16],
         since_ms: i64,
     ) -> Result<bool, LedgerError>;
+    /// Takes, for one attempt, the turn `turn.pair` of `turn.tenant`'s
+    /// actions, which a dispatch and its counterparts (the action it
+    /// undoes, or the undo of the action it repeats) share across every
+    /// process on the ledger, so that one's attempt never overlaps the
+    /// other's. Never waits: [`TurnTaken::Busy`] while another process
+    /// holds the turn. Once taken, a counterpart decided after `turn.seq`
+    /// whose dispatch took the turn before refuses it
+    /// ([`TurnTaken::Superseded`]); otherwise the dispatch is recorded,
+    /// so that its earlier counterparts make no further attempt.
+    fn take_action_turn(&self, turn: &ActionTurn) -> Result<TurnTaken, LedgerError>;
+}
+
+/// A dispatch asking for its turn ([`SharedLedger::take_action_turn`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ActionTurn {
+    /// Whose action it is.
+    pub tenant: TenantId,
+    /// The turn it shares with its counterparts: the undo action's name.
+    pub pair: &'static str,
+    /// The action dispatched.
+    pub action: &'static str,
+    /// Whether it is an undo.
+    pub undo: bool,
+    /// The seq of the receipt that decided it.
+    pub seq: u64,
+    /// Its counterparts' action names (dispatched the other way round).
+    pub counterparts: Vec<&'static str>,
+}
+
+/// What [`SharedLedger::take_action_turn`] found.
+#[derive(Debug)]
+pub enum TurnTaken {
+    /// The turn is held until this is dropped.
+    Held(HeldTurn),
+    /// Another process holds it (an attempt under way there).
+    Busy,
+    /// A counterpart decided later took it first: no attempt.
+    Superseded {
+        /// The counterpart's action.
+        action: String,
+        /// The seq of the receipt that decided it.
+        seq: u64,
+    },
+}
+
+/// A held action turn ([`TurnTaken::Held`]); dropping it gives it back.
+pub struct HeldTurn(Option<Box<dyn FnOnce() + Send>>);
+
+impl HeldTurn {
+    /// A turn that `release` gives back.
+    pub fn new(release: impl FnOnce() + Send + 'static) -> HeldTurn {
+        HeldTurn(Some(Box::new(release)))
+    }
+}
+
+impl Drop for HeldTurn {
+    fn drop(&mut self) {
+        if let Some(release) = self.0.take() {
+            release();
+        }
+    }
+}
+
+impl std::fmt::Debug for HeldTurn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HeldTurn")
+    }
 }
 
 /// A tenant's chain held for one decision ([`SharedLedger::lock_tenant`]).

@@ -23,6 +23,7 @@ use tokio::time::MissedTickBehavior;
 use super::command::CommandActuator;
 use super::lanes::{self, Lanes, Turn};
 use super::log::LogActuator;
+use super::turns;
 use super::webhook::{WebhookActuator, WebhookConfig};
 use super::{ActionCall, Actuator, ActuatorError, Backoff, Report, perform_until};
 use crate::clock::Timestamp;
@@ -455,7 +456,7 @@ impl Inner {
     /// `stop` says why).
     async fn run(
         &self,
-        registry: &Registry,
+        registry: &Arc<Registry>,
         dispatch: &Dispatch,
         at: Timestamp,
         stop: &mut watch::Receiver<lanes::StopReason>,
@@ -476,11 +477,13 @@ impl Inner {
         };
         // The semaphore is never closed, so acquiring only waits.
         let _permit = self.permits.clone().acquire_owned().await.ok();
+        let turn = turns::Turn::of(registry, dispatch);
         perform_until(
             self.actuators.get(adapter).as_ref(),
             &call,
             self.options.backoff,
             stop,
+            turn.as_ref(),
         )
         .await
     }

@@ -13,8 +13,8 @@
 //! side by side as before.
 //!
 //! This orders the actions one process runs; on a shared ledger the undo
-//! may be decided on another replica than the action (see
-//! `docs/decisions.md`).
+//! may be decided on another replica than the action, and
+//! [`turns`](super::turns) keeps the same order across replicas.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

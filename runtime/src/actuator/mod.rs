@@ -38,6 +38,7 @@ pub mod command;
 mod dispatcher;
 mod lanes;
 pub mod log;
+mod turns;
 pub mod webhook;
 
 pub use dispatcher::{
@@ -263,16 +264,33 @@ pub struct Report {
 pub async fn perform(actuator: &dyn Actuator, call: &ActionCall, backoff: Backoff) -> Report {
     // The sender is dropped at once: nothing ever stops these attempts.
     let (_, mut never) = tokio::sync::watch::channel(None);
-    perform_until(actuator, call, backoff, &mut never).await
+    perform_until(actuator, call, backoff, &mut never, None).await
+}
+
+/// The report of a dispatch stopped (or superseded) for `why` after `made`
+/// of its `attempts`.
+fn stopped_report(why: &str, made: u32, attempts: u32) -> Report {
+    Report {
+        ok: false,
+        attempts: made,
+        detail: if made == 0 {
+            format!("{why}: not run")
+        } else {
+            format!("{why}: not tried again after attempt {made}/{attempts}")
+        },
+    }
 }
 
 /// [`perform`], making no further attempt once `stop` holds a reason (an
-/// attempt under way runs to its end: the target may already act on it).
+/// attempt under way runs to its end: the target may already act on it),
+/// each attempt made in `turn` when the dispatch has one (replicas on a
+/// shared ledger).
 pub(crate) async fn perform_until(
     actuator: &dyn Actuator,
     call: &ActionCall,
     backoff: Backoff,
     stop: &mut tokio::sync::watch::Receiver<lanes::StopReason>,
+    turn: Option<&turns::Turn>,
 ) -> Report {
     let attempts = call.action.retries.saturating_add(1);
     let mut rng = Jitter::for_key(&call.idempotency_key);
@@ -280,20 +298,38 @@ pub(crate) async fn perform_until(
     let mut attempt = 1;
     loop {
         if let Some(why) = stop.borrow().clone() {
-            let made = attempt - 1;
-            return Report {
-                ok: false,
-                attempts: made,
-                detail: if made == 0 {
-                    format!("{why}: not run")
-                } else {
-                    format!("{why}: not tried again after attempt {made}/{attempts}")
-                },
-            };
+            return stopped_report(&why, attempt - 1, attempts);
         }
-        let outcome = tokio::time::timeout(timeout, actuator.attempt(call, attempt))
-            .await
-            .unwrap_or(Outcome::TimedOut);
+        let held = match turn {
+            None => None,
+            Some(turn) => match turn.take(stop).await {
+                turns::Taken::Held(held) => Some(Ok(held)),
+                turns::Taken::Superseded(why) => {
+                    return stopped_report(&why, attempt - 1, attempts);
+                }
+                // Reported at the top of the loop.
+                turns::Taken::Stopped => continue,
+                turns::Taken::Failed(detail) => Some(Err(detail)),
+            },
+        };
+        let attempt_now = || async {
+            tokio::time::timeout(timeout, actuator.attempt(call, attempt))
+                .await
+                .unwrap_or(Outcome::TimedOut)
+        };
+        let outcome = match held {
+            None => attempt_now().await,
+            Some(Ok(held)) => {
+                let outcome = attempt_now().await;
+                // Given back before the backoff: a counterpart may go.
+                drop(held);
+                outcome
+            }
+            Some(Err(detail)) => Outcome::Failed {
+                detail,
+                retryable: true,
+            },
+        };
         let (detail, retryable) = match outcome {
             Outcome::Ok { detail } => {
                 return Report {

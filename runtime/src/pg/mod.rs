@@ -48,6 +48,7 @@ pub mod retention;
 mod schema;
 pub mod shared;
 pub mod tree;
+mod turns;
 mod writer;
 
 pub use partitions::{Anchor, DEFAULT_PARTITION_RECEIPTS, Partition};

@@ -171,6 +171,23 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     );
     ",
     ),
+    (
+        6,
+        "action turns: the latest dispatch of each tenant's action each way round",
+        "
+    -- The seq of the latest decision whose dispatch of `action` (an undo,
+    -- or not) took its turn: a dispatch whose counterpart decided later is
+    -- here makes no attempt, so an action and its undo decided on
+    -- different replicas never overtake each other.
+    CREATE TABLE ggen_action_turns (
+        tenant text    NOT NULL,
+        action text    NOT NULL,
+        undo   boolean NOT NULL,
+        seq    bigint  NOT NULL CHECK (seq > 0),
+        PRIMARY KEY (tenant, action, undo)
+    );
+    ",
+    ),
 ];
 
 /// The newest schema version this build knows.

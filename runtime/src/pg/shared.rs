@@ -38,9 +38,9 @@ use sha2::{Digest, Sha256};
 
 use super::{PgLedger, PgOptions, column, connect, database, partitions, position};
 use crate::ledger::{
-    Appended, Decision, Entry, FailOnPanic, GENESIS, Hash, Head, Ledger, LedgerError, LockedTenant,
-    Mark, Progress, Record, Recovered, Redecide, Rejection, Retaken, SharedLedger, Stored,
-    SyncPoint, Ticket, Verdict, VerifyOptions, VerifyReport, chain_hash,
+    ActionTurn, Appended, Decision, Entry, FailOnPanic, GENESIS, Hash, Head, Ledger, LedgerError,
+    LockedTenant, Mark, Progress, Record, Recovered, Redecide, Rejection, Retaken, SharedLedger,
+    Stored, SyncPoint, Ticket, TurnTaken, Verdict, VerifyOptions, VerifyReport, chain_hash,
 };
 use crate::tenant::TenantId;
 
@@ -57,7 +57,7 @@ const LOCK_HOLD: Duration = Duration::from_secs(10);
 /// assume whatever the server's default, and a server-side bound on a
 /// transaction left open by a vanished replica (its locks, tenants' and the
 /// receipt counter's, would otherwise stall every other replica).
-const WRITING_SESSION: &str = "SET synchronous_commit = on;
+pub(super) const WRITING_SESSION: &str = "SET synchronous_commit = on;
      SET default_transaction_isolation = 'read committed';
      SET idle_in_transaction_session_timeout = '20s'";
 /// How many times a batch the server aborted for a deadlock or a lock
@@ -133,6 +133,8 @@ pub struct SharedPgLedger {
     locks: Option<mpsc::Sender<Job>>,
     /// The reader and locker threads.
     readers: Vec<JoinHandle<()>>,
+    /// The action turns this process holds.
+    turns: super::turns::Turns,
     writer: Option<JoinHandle<()>>,
 }
 
@@ -263,7 +265,7 @@ fn tenant_key(oid: i64, tenant: &TenantId) -> i64 {
 
 /// An advisory-lock key for `name` in the schema `oid`: the first 8 bytes
 /// of SHA-256(oid ‖ name).
-fn lock_key(oid: i64, name: &[u8]) -> i64 {
+pub(super) fn lock_key(oid: i64, name: &[u8]) -> i64 {
     let mut hasher = Sha256::new();
     hasher.update(oid.to_be_bytes());
     hasher.update(name);
@@ -411,6 +413,11 @@ impl SharedPgLedger {
                 source,
             })?;
         let tree = super::tree::PgTree::new(url, &target);
+        let turns =
+            super::turns::Turns::start(url, &target, oid).map_err(|source| LedgerError::Io {
+                path: PathBuf::from(&target),
+                source,
+            })?;
         Ok(SharedPgLedger {
             inner,
             reads,
@@ -419,6 +426,7 @@ impl SharedPgLedger {
             jobs: Some(jobs),
             locks: Some(locks),
             readers,
+            turns,
             writer: Some(writer),
         })
     }
@@ -576,6 +584,10 @@ impl SharedLedger for SharedPgLedger {
                 .and_then(|row| row.try_get(0))
                 .map_err(database(&target, "looking up an event id"))
         })
+    }
+
+    fn take_action_turn(&self, turn: &ActionTurn) -> Result<TurnTaken, LedgerError> {
+        self.turns.take(turn)
     }
 
     fn lock_tenant(&self, tenant: &TenantId) -> Result<Box<dyn LockedTenant>, LedgerError> {

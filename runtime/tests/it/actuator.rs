@@ -6,5 +6,6 @@ mod dispatcher;
 mod harness;
 mod pack;
 mod replay;
+mod replicas;
 mod target;
 mod webhook;

@@ -265,7 +265,7 @@ async fn many_tenants_run_concurrently_within_the_permit_bound() {
 }
 
 /// Waits until `target` has `n` requests (a few seconds at most).
-async fn hits_reach(target: &Target, n: usize) {
+pub(super) async fn hits_reach(target: &Target, n: usize) {
     for _ in 0..500 {
         if target.hits().len() >= n {
             return;
@@ -276,7 +276,7 @@ async fn hits_reach(target: &Target, n: usize) {
 }
 
 /// The actions named by the target's requests, in arrival order.
-fn called(target: &Target) -> Vec<String> {
+pub(super) fn called(target: &Target) -> Vec<String> {
     target
         .hits()
         .iter()
@@ -285,7 +285,7 @@ fn called(target: &Target) -> Vec<String> {
 }
 
 /// A target that answers its first request 500 after `ms`, the others 200.
-async fn first_slow_failure(ms: u64) -> Target {
+pub(super) async fn first_slow_failure(ms: u64) -> Target {
     Target::start(move |n| {
         if n == 0 {
             Reply::After(ms, 500)

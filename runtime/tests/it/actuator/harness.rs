@@ -54,20 +54,7 @@ impl Harness {
         let ledger = Arc::new(MemoryLedger::new());
         let registry = Arc::new(Registry::new(pack, ledger.clone()));
         let clock = Clock::manual(at(0));
-        let actuators = Actuators::new(WebhookConfig {
-            default_url: url.map(str::to_owned),
-            secret: secret.map(<[u8]>::to_vec),
-        })
-        .unwrap();
-        let dispatcher = Dispatcher::new(
-            tokio::runtime::Handle::current(),
-            actuators,
-            DispatcherOptions {
-                backoff: FAST,
-                clock: clock.clone(),
-                ..options
-            },
-        );
+        let dispatcher = dispatcher(url, secret, &clock, options);
         Harness {
             ledger,
             registry,
@@ -122,6 +109,30 @@ impl Harness {
             .filter(|r| r["kind"] == kind)
             .collect()
     }
+}
+
+/// A dispatcher on the test's runtime with [`FAST`] backoff and `clock`,
+/// its webhooks going to `url`, signed with `secret`.
+pub fn dispatcher(
+    url: Option<&str>,
+    secret: Option<&[u8]>,
+    clock: &Clock,
+    options: DispatcherOptions,
+) -> Dispatcher {
+    let actuators = Actuators::new(WebhookConfig {
+        default_url: url.map(str::to_owned),
+        secret: secret.map(<[u8]>::to_vec),
+    })
+    .unwrap();
+    Dispatcher::new(
+        tokio::runtime::Handle::current(),
+        actuators,
+        DispatcherOptions {
+            backoff: FAST,
+            clock: clock.clone(),
+            ..options
+        },
+    )
 }
 
 pub fn tenant(name: &str) -> TenantId {

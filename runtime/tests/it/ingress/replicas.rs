@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use ggen_runtime::clock::Timestamp;
 use ggen_runtime::entitlement::EntitlementEvent;
-use ggen_runtime::ledger::{Ledger, LedgerError, Rejection, SharedLedger};
+use ggen_runtime::ledger::{ActionTurn, Ledger, LedgerError, Rejection, SharedLedger, TurnTaken};
 use ggen_runtime::pg::shared::SharedPgLedger;
 use ggen_runtime::pg::{PgLedger, PgOptions};
 use ggen_runtime::receipt::{Input, Via};
@@ -565,4 +565,101 @@ fn a_duplicate_found_when_taken_again_answers_with_the_committed_tenant() {
     decide(&one, &t, load(3.0, "after"), at(3));
     assert_eq!(receipts(&url, &t).len(), 3);
     verifies(&url);
+}
+
+/// `acme`'s `throttle` (or its undo `unthrottle`) decided at `seq`, asking
+/// for its turn.
+fn throttle_turn(undo: bool, seq: u64) -> ActionTurn {
+    let (action, counterpart) = if undo {
+        ("unthrottle", "throttle")
+    } else {
+        ("throttle", "unthrottle")
+    };
+    ActionTurn {
+        tenant: tenant("acme"),
+        pair: "unthrottle",
+        action,
+        undo,
+        seq,
+        counterparts: vec![counterpart],
+    }
+}
+
+#[test]
+fn an_action_turn_is_held_by_one_replica_at_a_time_and_a_dead_one_gives_it_back() {
+    let Some(url) = fresh_schema() else { return };
+    // B's sessions are told apart from every other test's by their name.
+    let b_name = format!("turns-{}", url.rsplit("%3D").next().unwrap());
+    let (a, b, c) = (
+        SharedPgLedger::open(&url, PgOptions::default()).unwrap(),
+        SharedPgLedger::open(
+            &format!("{url}&application_name={b_name}"),
+            PgOptions::default(),
+        )
+        .unwrap(),
+        SharedPgLedger::open(&url, PgOptions::default()).unwrap(),
+    );
+    let TurnTaken::Held(throttling) = a.take_action_turn(&throttle_turn(false, 3)).unwrap() else {
+        panic!("a free turn was not taken");
+    };
+    // Another tenant's turn is its own.
+    let other = ActionTurn {
+        tenant: tenant("globex"),
+        ..throttle_turn(true, 4)
+    };
+    assert!(matches!(
+        b.take_action_turn(&other).unwrap(),
+        TurnTaken::Held(_)
+    ));
+    // The undo decided at 5 waits for the throttle's attempt, but is
+    // recorded: the throttle decided at 3 makes no further attempt.
+    assert!(matches!(
+        b.take_action_turn(&throttle_turn(true, 5)).unwrap(),
+        TurnTaken::Busy
+    ));
+    drop(throttling);
+    match a.take_action_turn(&throttle_turn(false, 3)).unwrap() {
+        TurnTaken::Superseded { action, seq } => {
+            assert_eq!((action.as_str(), seq), ("unthrottle", 5))
+        }
+        other => panic!("the throttle was not superseded: {other:?}"),
+    }
+    let TurnTaken::Held(_undoing) = b.take_action_turn(&throttle_turn(true, 5)).unwrap() else {
+        panic!("the turn given back was not taken");
+    };
+    // A throttle decided later is not held back by the undo's record,
+    // only by its attempt; the replica attempting it dies (its session
+    // ends) and its turn is free again.
+    assert!(matches!(
+        c.take_action_turn(&throttle_turn(false, 9)).unwrap(),
+        TurnTaken::Busy
+    ));
+    let mut admin = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+    let killed = admin
+        .execute(
+            "SELECT pg_terminate_backend(l.pid)
+             FROM pg_locks l JOIN pg_stat_activity s ON s.pid = l.pid
+             WHERE l.locktype = 'advisory' AND l.mode = 'ExclusiveLock' AND l.granted
+               AND s.application_name = $1",
+            &[&b_name],
+        )
+        .unwrap();
+    assert_eq!(killed, 1, "one of B's sessions holds a turn");
+    let taken =
+        (0..100).find_map(
+            |_| match c.take_action_turn(&throttle_turn(false, 9)).unwrap() {
+                TurnTaken::Held(held) => Some(held),
+                TurnTaken::Busy => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    None
+                }
+                superseded @ TurnTaken::Superseded { .. } => panic!("{superseded:?}"),
+            },
+        );
+    assert!(taken.is_some(), "the dead session's turn stayed held");
+    // And an undo decided before that throttle never runs after it.
+    assert!(matches!(
+        b.take_action_turn(&throttle_turn(true, 5)).unwrap(),
+        TurnTaken::Superseded { seq: 9, .. }
+    ));
 }

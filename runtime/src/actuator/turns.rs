@@ -1,0 +1,133 @@
+//! An action and its undo decided on different replicas never overtake
+//! each other either.
+//!
+//! [`lanes`](super::lanes) orders the dispatches of one process. On a
+//! shared ledger, each attempt of an action that has counterparts first
+//! takes its turn in the database ([`SharedLedger::take_action_turn`]):
+//! it waits while another replica's counterpart attempt is under way, and
+//! makes no attempt once a counterpart decided later has taken the turn.
+//!
+//! [`SharedLedger::take_action_turn`]: crate::ledger::SharedLedger::take_action_turn
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::lanes::{self, StopReason};
+use crate::ledger::{ActionTurn, HeldTurn, TurnTaken};
+use crate::registry::{Dispatch, Registry};
+
+/// How often a turn held elsewhere is asked for again.
+const POLL: Duration = Duration::from_millis(20);
+/// How much longer than the pair's longest attempt a turn is waited for.
+const WAIT_MARGIN: Duration = Duration::from_secs(1);
+
+/// A dispatch's turn on a shared ledger.
+#[derive(Debug)]
+pub(crate) struct Turn {
+    registry: Arc<Registry>,
+    ask: ActionTurn,
+    /// Longest wait while the turn is held elsewhere: one attempt of the
+    /// slowest action of the pair, and a margin.
+    wait: Duration,
+}
+
+/// What waiting for a turn came to.
+#[derive(Debug)]
+pub(crate) enum Taken {
+    /// Held until dropped: make the attempt.
+    Held(HeldTurn),
+    /// A counterpart decided later took the turn: no attempt, ever.
+    Superseded(String),
+    /// The dispatch was told to stop while it waited.
+    Stopped,
+    /// No turn (the database failed, or the turn stayed held elsewhere):
+    /// counts as a failed attempt, which may be tried again.
+    Failed(String),
+}
+
+impl Turn {
+    /// The turn of `dispatch`, if `registry`'s ledger is shared and the
+    /// action has counterparts (an undo, or actions it undoes).
+    pub(crate) fn of(registry: &Arc<Registry>, dispatch: &Dispatch) -> Option<Turn> {
+        registry.ledger().shared()?;
+        let sku = registry.pack().sku();
+        let action = sku.action(dispatch.key.action);
+        let (pair, counterparts): (_, Vec<_>) = if dispatch.undo {
+            let undone = sku
+                .actions
+                .iter()
+                .filter(|a| a.undo == Some(dispatch.key.action));
+            (action, undone.collect())
+        } else {
+            let undo = sku.action(action.undo?);
+            (undo, vec![undo])
+        };
+        let slowest = counterparts
+            .iter()
+            .map(|a| a.timeout_ms)
+            .chain([action.timeout_ms])
+            .max()
+            .unwrap_or_default();
+        Some(Turn {
+            registry: Arc::clone(registry),
+            ask: ActionTurn {
+                tenant: dispatch.key.tenant.clone(),
+                pair: pair.name,
+                action: action.name,
+                undo: dispatch.undo,
+                seq: dispatch.key.seq,
+                counterparts: counterparts.iter().map(|a| a.name).collect(),
+            },
+            wait: Duration::from_millis(u64::from(slowest)) + WAIT_MARGIN,
+        })
+    }
+
+    /// Waits for the turn, at most [`Turn::wait`], or until `stop`.
+    pub(crate) async fn take(&self, stop: &mut watch::Receiver<StopReason>) -> Taken {
+        let deadline = tokio::time::Instant::now() + self.wait;
+        loop {
+            let (registry, ask) = (Arc::clone(&self.registry), self.ask.clone());
+            let taken = tokio::task::spawn_blocking(move || {
+                registry
+                    .ledger()
+                    .shared()
+                    .map(|shared| shared.take_action_turn(&ask))
+            })
+            .await;
+            match taken {
+                Ok(Some(Ok(TurnTaken::Held(held)))) => return Taken::Held(held),
+                Ok(Some(Ok(TurnTaken::Superseded { action, seq }))) => {
+                    let what = if self.ask.undo { "action" } else { "undo" };
+                    return Taken::Superseded(format!(
+                        "superseded by the {what} `{action}` decided at seq {seq}"
+                    ));
+                }
+                Ok(Some(Ok(TurnTaken::Busy))) => {}
+                Ok(Some(Err(error))) => {
+                    return Taken::Failed(format!(
+                        "not tried: the shared ledger could not give its turn: {}",
+                        crate::report::error_chain(&error)
+                    ));
+                }
+                // The ledger is built once: it stays shared. A panic in
+                // the blocking task is a failed attempt too.
+                Ok(None) | Err(_) => {
+                    return Taken::Failed("not tried: taking its turn failed".to_owned());
+                }
+            }
+            if tokio::time::Instant::now() + POLL > deadline {
+                return Taken::Failed(format!(
+                    "not tried: a counterpart's attempt on another replica held the turn of `{}` for {} ms",
+                    self.ask.pair,
+                    self.wait.as_millis()
+                ));
+            }
+            tokio::select! {
+                () = tokio::time::sleep(POLL) => {}
+                () = lanes::stopped(stop) => return Taken::Stopped,
+            }
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! An action and its undo decided on two replicas sharing one PostgreSQL
+//! ledger, each replica with its own dispatcher: their attempts never
+//! overlap, and neither lands after a counterpart decided later.
+
+use std::sync::Arc;
+
+use ggen_runtime::actuator::{Clock, Dispatcher, DispatcherOptions};
+use ggen_runtime::fsm::State;
+use ggen_runtime::ledger::Ledger;
+use ggen_runtime::pg::shared::SharedPgLedger;
+use ggen_runtime::pg::{PgLedger, PgOptions};
+use ggen_runtime::receipt::{Input, Via};
+use ggen_runtime::registry::{Applied, Registry};
+use ggen_runtime::tenant::TenantId;
+use serde_json::Value;
+
+use super::dispatcher::{called, first_slow_failure, hits_reach};
+use super::harness::{at, dispatcher, tenant};
+use super::pack::{LOAD, webhook_pack};
+use super::target::{Reply, Target};
+use crate::ledger::postgres::fresh_schema;
+
+/// One replica: a registry on its own connection to the shared schema,
+/// and a dispatcher calling `target` (`throttle`, undone by
+/// `unthrottle`, tried up to 4 times, 2 s per attempt).
+struct Replica {
+    registry: Arc<Registry>,
+    dispatcher: Dispatcher,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        // Its ledger's synchronous clients close on this thread.
+        let registry = std::mem::replace(&mut self.registry, placeholder());
+        tokio::task::block_in_place(|| drop(registry));
+    }
+}
+
+/// A registry on a memory ledger, standing in for a dropped replica's.
+fn placeholder() -> Arc<Registry> {
+    let ledger = Arc::new(ggen_runtime::ledger::memory::MemoryLedger::new());
+    Arc::new(Registry::new(webhook_pack("{}".into(), 2000, 3, 0), ledger))
+}
+
+impl Replica {
+    fn new(url: &str, target: &Target) -> Replica {
+        // The synchronous client runs a runtime of its own.
+        let ledger =
+            tokio::task::block_in_place(|| SharedPgLedger::open(url, PgOptions::default()))
+                .unwrap();
+        let registry = Arc::new(Registry::new(
+            webhook_pack("{}".into(), 2000, 3, 0),
+            Arc::new(ledger),
+        ));
+        registry.attach();
+        let dispatcher = dispatcher(
+            Some(&target.url),
+            None,
+            &Clock::manual(at(0)),
+            DispatcherOptions::default(),
+        );
+        Replica {
+            registry,
+            dispatcher,
+        }
+    }
+
+    /// Decides `input` for `tenant` at `at(secs)` until committed (taken
+    /// again on the other replica's commits), without running its actions.
+    fn decide(&self, tenant: &TenantId, input: Input, secs: i64) -> Applied {
+        let mut applied = self.registry.apply(tenant, input, at(secs)).unwrap();
+        let Some(ticket) = applied.ticket.take() else {
+            return applied;
+        };
+        ticket.clone().wait().unwrap();
+        Registry::retaken(&ticket).unwrap_or(applied)
+    }
+
+    /// Runs the actions `applied` dispatched.
+    fn run(&self, applied: &Applied) {
+        self.dispatcher
+            .spawn_all(&self.registry, applied.dispatches.clone());
+    }
+
+    async fn settle(&self) {
+        self.dispatcher
+            .drain(std::time::Duration::from_secs(20))
+            .await
+            .unwrap();
+    }
+}
+
+fn breach() -> Input {
+    Input::Signal {
+        signal: LOAD,
+        value: 120.0,
+        id: None,
+        observed: None,
+        via: Via::Api,
+    }
+}
+
+fn reset() -> Input {
+    Input::Reset {
+        reason: "operator".to_owned(),
+    }
+}
+
+/// The details of `tenant`'s action results, in seq order.
+fn results(url: &str, tenant: &TenantId) -> Vec<(bool, String)> {
+    // The synchronous client runs a runtime of its own.
+    let records = tokio::task::block_in_place(|| {
+        PgLedger::open_read_only(url)
+            .unwrap()
+            .read(tenant, 0, usize::MAX)
+            .unwrap()
+    });
+    records
+        .iter()
+        .map(|r| serde_json::from_slice::<Value>(&r.bytes).unwrap())
+        .filter(|r| r["kind"] == "action_result")
+        .map(|r| {
+            let event = &r["event"];
+            (
+                event["ok"] == true,
+                event["detail"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undo_decided_on_the_other_replica_waits_for_the_action_and_stops_its_retries() {
+    let Some(url) = tokio::task::block_in_place(fresh_schema) else {
+        return;
+    };
+    // The throttle's first attempt is slow and fails: unordered, the
+    // unthrottle would land during it and the throttle's retry after it,
+    // leaving the workload throttled while the governor says `stable`.
+    // (Slow enough that B decides and asks for its turn meanwhile, even
+    // on a loaded machine.)
+    let target = first_slow_failure(1500).await;
+    let (a, b) = (Replica::new(&url, &target), Replica::new(&url, &target));
+    let t = tenant("acme");
+    let throttle = a.decide(&t, breach(), 0);
+    assert_eq!(throttle.state.name(), "intervening");
+    a.run(&throttle);
+    hits_reach(&target, 1).await;
+    // The operator's reset reaches B, which undoes what A applied.
+    let undo = b.decide(&t, reset(), 1);
+    assert_eq!(undo.state, State::Stable);
+    assert_eq!(undo.dispatches.len(), 1, "the unthrottle");
+    b.run(&undo);
+    a.settle().await;
+    b.settle().await;
+
+    assert_eq!(called(&target), ["throttle", "unthrottle"]);
+    let hits = target.hits();
+    assert!(
+        hits[1].at >= hits[0].answered.unwrap(),
+        "the unthrottle was sent while the throttle's attempt was under way"
+    );
+    // The two results are recorded in either order (both replicas record
+    // as their dispatch ends): the throttle's failed, the unthrottle's ok.
+    let seq = undo.dispatches[0].key.seq;
+    let superseded = format!(
+        "superseded by the undo `unthrottle` decided at seq {seq}: not tried again after attempt 1/4"
+    );
+    let mut results = results(&url, &t);
+    results.sort();
+    assert_eq!(results.len(), 2, "{results:?}");
+    assert_eq!(results[0], (false, superseded));
+    assert!(results[1].0, "{:?}", results[1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_action_whose_undo_already_ran_on_the_other_replica_does_not_run() {
+    let Some(url) = tokio::task::block_in_place(fresh_schema) else {
+        return;
+    };
+    let target = Target::start(|_| Reply::Status(200)).await;
+    let (a, b) = (Replica::new(&url, &target), Replica::new(&url, &target));
+    let t = tenant("acme");
+    // A decides the throttle but its dispatch is late (its durability
+    // wait woke after B's); B's reset undoes it, and B's unthrottle runs.
+    let throttle = a.decide(&t, breach(), 0);
+    let undo = b.decide(&t, reset(), 1);
+    b.run(&undo);
+    b.settle().await;
+    a.run(&throttle);
+    a.settle().await;
+
+    assert_eq!(called(&target), ["unthrottle"]);
+    let seq = undo.dispatches[0].key.seq;
+    let details: Vec<String> = results(&url, &t).into_iter().map(|(_, d)| d).collect();
+    assert!(
+        details.contains(&format!(
+            "superseded by the undo `unthrottle` decided at seq {seq}: not run"
+        )),
+        "{details:?}"
+    );
+
+    // A throttle decided after the undo is not held back by it.
+    let again = a.decide(&t, breach(), 2);
+    assert_eq!(again.dispatches.len(), 1);
+    a.run(&again);
+    a.settle().await;
+    assert_eq!(called(&target), ["unthrottle", "throttle"]);
+}
