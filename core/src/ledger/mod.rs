@@ -515,10 +515,12 @@ pub trait SharedLedger: Send + Sync {
     /// process on the ledger, so that one's attempt never overlaps the
     /// other's. Never waits: [`TurnTaken::Busy`] while another process
     /// holds the turn. Once taken, a counterpart decided after `turn.seq`
-    /// whose dispatch took the turn before refuses it
-    /// ([`TurnTaken::Superseded`]); otherwise the dispatch is recorded,
-    /// so that its earlier counterparts make no further attempt.
-    fn take_action_turn(&self, turn: &ActionTurn) -> Result<TurnTaken, LedgerError>;
+    /// whose dispatch asked before refuses it ([`TurnTaken::Superseded`]);
+    /// otherwise the dispatch is recorded (unless `recorded`: an earlier
+    /// ask of it did, busy or not), so that its earlier counterparts make
+    /// no further attempt.
+    fn take_action_turn(&self, turn: &ActionTurn, recorded: bool)
+    -> Result<TurnTaken, LedgerError>;
 }
 
 /// A dispatch asking for its turn ([`SharedLedger::take_action_turn`]).

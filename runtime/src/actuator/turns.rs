@@ -10,6 +10,7 @@
 //! [`SharedLedger::take_action_turn`]: crate::ledger::SharedLedger::take_action_turn
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -20,7 +21,8 @@ use crate::registry::{Dispatch, Registry};
 
 /// How often a turn held elsewhere is asked for again.
 const POLL: Duration = Duration::from_millis(20);
-/// How much longer than the pair's longest attempt a turn is waited for.
+/// How much longer than the longest attempt of the actions sharing a turn
+/// it is waited for.
 const WAIT_MARGIN: Duration = Duration::from_secs(1);
 
 /// A dispatch's turn on a shared ledger.
@@ -28,8 +30,11 @@ const WAIT_MARGIN: Duration = Duration::from_secs(1);
 pub(crate) struct Turn {
     registry: Arc<Registry>,
     ask: ActionTurn,
-    /// Longest wait while the turn is held elsewhere: one attempt of the
-    /// slowest action of the pair, and a margin.
+    /// Set once an ask recorded the dispatch (later asks only check).
+    recorded: AtomicBool,
+    /// Longest wait while the turn is held elsewhere (or the database
+    /// fails), per attempt: one attempt of the slowest action sharing the
+    /// turn, and a margin.
     wait: Duration,
 }
 
@@ -38,11 +43,11 @@ pub(crate) struct Turn {
 pub(crate) enum Taken {
     /// Held until dropped: make the attempt.
     Held(HeldTurn),
-    /// A counterpart decided later took the turn: no attempt, ever.
+    /// A counterpart decided later asked first: no attempt, ever.
     Superseded(String),
     /// The dispatch was told to stop while it waited.
     Stopped,
-    /// No turn (the database failed, or the turn stayed held elsewhere):
+    /// No turn (it stayed held elsewhere, or the database kept failing):
     /// counts as a failed attempt, which may be tried again.
     Failed(String),
 }
@@ -54,32 +59,40 @@ impl Turn {
         registry.ledger().shared()?;
         let sku = registry.pack().sku();
         let action = sku.action(dispatch.key.action);
-        let (pair, counterparts): (_, Vec<_>) = if dispatch.undo {
-            let undone = sku
-                .actions
-                .iter()
-                .filter(|a| a.undo == Some(dispatch.key.action));
-            (action, undone.collect())
+        // The undo names the turn; every action it undoes shares it.
+        let pair = if dispatch.undo {
+            dispatch.key.action
         } else {
-            let undo = sku.action(action.undo?);
-            (undo, vec![undo])
+            action.undo?
         };
-        let slowest = counterparts
+        let undone: Vec<_> = sku
+            .actions
+            .iter()
+            .filter(|a| a.undo == Some(pair))
+            .collect();
+        let undo = sku.action(pair);
+        let counterparts = if dispatch.undo {
+            undone.iter().map(|a| a.name).collect()
+        } else {
+            vec![undo.name]
+        };
+        let slowest = undone
             .iter()
             .map(|a| a.timeout_ms)
-            .chain([action.timeout_ms])
+            .chain([undo.timeout_ms])
             .max()
             .unwrap_or_default();
         Some(Turn {
             registry: Arc::clone(registry),
             ask: ActionTurn {
                 tenant: dispatch.key.tenant.clone(),
-                pair: pair.name,
+                pair: undo.name,
                 action: action.name,
                 undo: dispatch.undo,
                 seq: dispatch.key.seq,
-                counterparts: counterparts.iter().map(|a| a.name).collect(),
+                counterparts,
             },
+            recorded: AtomicBool::new(false),
             wait: Duration::from_millis(u64::from(slowest)) + WAIT_MARGIN,
         })
     }
@@ -89,38 +102,48 @@ impl Turn {
         let deadline = tokio::time::Instant::now() + self.wait;
         loop {
             let (registry, ask) = (Arc::clone(&self.registry), self.ask.clone());
+            let recorded = self.recorded.load(Ordering::Acquire);
             let taken = tokio::task::spawn_blocking(move || {
                 registry
                     .ledger()
                     .shared()
-                    .map(|shared| shared.take_action_turn(&ask))
+                    .map(|shared| shared.take_action_turn(&ask, recorded))
             })
             .await;
-            match taken {
-                Ok(Some(Ok(TurnTaken::Held(held)))) => return Taken::Held(held),
-                Ok(Some(Ok(TurnTaken::Superseded { action, seq }))) => {
-                    let what = if self.ask.undo { "action" } else { "undo" };
-                    return Taken::Superseded(format!(
-                        "superseded by the {what} `{action}` decided at seq {seq}"
-                    ));
+            let why_not = match taken {
+                Ok(Some(Ok(taken))) => {
+                    self.recorded.store(true, Ordering::Release);
+                    match taken {
+                        // A stop that came while it asked: no attempt.
+                        TurnTaken::Held(_) if stop.borrow().is_some() => return Taken::Stopped,
+                        TurnTaken::Held(held) => return Taken::Held(held),
+                        TurnTaken::Superseded { action, seq } => {
+                            let what = if self.ask.undo { "action" } else { "undo" };
+                            return Taken::Superseded(format!(
+                                "superseded by the {what} `{action}` decided at seq {seq}"
+                            ));
+                        }
+                        TurnTaken::Busy => format!(
+                            "a counterpart's attempt on another replica held the turn of `{}`",
+                            self.ask.pair
+                        ),
+                    }
                 }
-                Ok(Some(Ok(TurnTaken::Busy))) => {}
-                Ok(Some(Err(error))) => {
-                    return Taken::Failed(format!(
-                        "not tried: the shared ledger could not give its turn: {}",
-                        crate::report::error_chain(&error)
-                    ));
-                }
+                // Tried again until the deadline, as a turn held elsewhere.
+                Ok(Some(Err(error))) => format!(
+                    "the shared ledger could not give the turn of `{}`: {}",
+                    self.ask.pair,
+                    crate::report::error_chain(&error)
+                ),
                 // The ledger is built once: it stays shared. A panic in
                 // the blocking task is a failed attempt too.
                 Ok(None) | Err(_) => {
                     return Taken::Failed("not tried: taking its turn failed".to_owned());
                 }
-            }
+            };
             if tokio::time::Instant::now() + POLL > deadline {
                 return Taken::Failed(format!(
-                    "not tried: a counterpart's attempt on another replica held the turn of `{}` for {} ms",
-                    self.ask.pair,
+                    "not tried: {why_not} for {} ms",
                     self.wait.as_millis()
                 ));
             }

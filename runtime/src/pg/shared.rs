@@ -586,8 +586,12 @@ impl SharedLedger for SharedPgLedger {
         })
     }
 
-    fn take_action_turn(&self, turn: &ActionTurn) -> Result<TurnTaken, LedgerError> {
-        self.turns.take(turn)
+    fn take_action_turn(
+        &self,
+        turn: &ActionTurn,
+        recorded: bool,
+    ) -> Result<TurnTaken, LedgerError> {
+        self.turns.take(turn, recorded)
     }
 
     fn lock_tenant(&self, tenant: &TenantId) -> Result<Box<dyn LockedTenant>, LedgerError> {

@@ -7,13 +7,15 @@
 //! - a *turn* is a session-level advisory lock, one per tenant and undo
 //!   action (an action and its undo share it), held by one replica's
 //!   connection for one attempt and given back after it. A replica that
-//!   dies gives it back with its session;
+//!   dies gives it back with its session (a dead machine's session within
+//!   about half a minute: the session's TCP keepalives);
 //! - `ggen_action_turns` holds the seq of the latest dispatch of each
-//!   tenant's action each way round (an action, or an undo) that took its
-//!   turn. A dispatch taking the turn after a counterpart decided later
-//!   makes no attempt; otherwise its own seq is recorded (committed
-//!   before its attempt starts), which stops its earlier counterparts'
-//!   further attempts.
+//!   tenant's action each way round (an action, or an undo) that asked
+//!   for its turn, recorded (committed) at its first ask, before any
+//!   attempt, even while the turn is held elsewhere: that stops its
+//!   earlier counterparts' further attempts. A dispatch that finds a
+//!   counterpart decided later recorded, with the turn held, makes no
+//!   attempt.
 //!
 //! A counterpart decided later whose dispatch has not taken the turn yet
 //! comes after the attempt under way, which is the order the decisions
@@ -23,7 +25,9 @@
 //! and answers without waiting on the server (`pg_try_advisory_lock`), so
 //! a turn held elsewhere never blocks another tenant's.
 
+use std::collections::VecDeque;
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use postgres::Client;
 use postgres::types::Type;
@@ -43,25 +47,53 @@ const TAKE: &str = "
         INSERT INTO ggen_action_turns (tenant, action, undo, seq)
         SELECT $1, $2, $3, $4 WHERE NOT EXISTS (SELECT 1 FROM later)
         ON CONFLICT (tenant, action, undo)
-        DO UPDATE SET seq = greatest(ggen_action_turns.seq, excluded.seq)
+        DO UPDATE SET seq = excluded.seq WHERE ggen_action_turns.seq < excluded.seq
     )
     SELECT action, seq FROM later";
+
+/// [`TAKE`] for a dispatch already recorded: only the counterpart decided
+/// later, if any. `$1` tenant, `$2` undo, `$3` counterparts, `$4` seq.
+const CHECK: &str = "
+    SELECT action, seq FROM ggen_action_turns
+    WHERE tenant = $1 AND undo = NOT $2 AND action = ANY($3) AND seq > $4
+    ORDER BY seq DESC LIMIT 1";
+
+/// The turns session: the writers' settings, and keepalives short enough
+/// that the server ends the session of a replica whose machine died (and
+/// gives back its turns) within about half a minute instead of the
+/// system's two hours.
+const SESSION: &str = "SET tcp_keepalives_idle = 10;
+     SET tcp_keepalives_interval = 5;
+     SET tcp_keepalives_count = 3;
+     SET tcp_user_timeout = 30000";
+
+/// How long a failed connection attempt answers every ask at once with
+/// its error, instead of each ask waiting for a connection attempt of its
+/// own.
+const DOWN_FOR: Duration = Duration::from_secs(1);
+
+/// Longest an ask waits for the thread's answer.
+const ANSWER_WITHIN: Duration = Duration::from_secs(15);
 
 /// What the turns thread is asked.
 enum Job {
     Take {
         turn: ActionTurn,
+        recorded: bool,
         reply: mpsc::SyncSender<Result<Reply, LedgerError>>,
     },
     /// Gives back `key`, taken on the connection numbered `session`.
-    Release { key: (i32, i32), session: u64 },
+    Release { key: Key, session: u64 },
 }
+
+/// A turn's advisory-lock key (the two-key space).
+type Key = (i32, i32);
 
 /// What the turns thread answers a [`Job::Take`].
 enum Reply {
     /// Taken on the connection numbered `session`.
     Held {
-        key: (i32, i32),
+        key: Key,
         session: u64,
     },
     Busy,
@@ -84,10 +116,18 @@ impl Turns {
     /// Starts the thread; it connects when first asked.
     pub(super) fn start(url: &str, target: &str, oid: i64) -> std::io::Result<Turns> {
         let (jobs, queue) = mpsc::channel::<Job>();
-        let (url, owner) = (url.to_owned(), target.to_owned());
+        let mut thread = Thread {
+            url: url.to_owned(),
+            target: target.to_owned(),
+            oid,
+            client: None,
+            session: 0,
+            stuck: Vec::new(),
+            down: None,
+        };
         std::thread::Builder::new()
             .name("ledger-pg-turns".to_owned())
-            .spawn(move || run(&url, &owner, oid, &queue))?;
+            .spawn(move || thread.run(&queue))?;
         Ok(Turns {
             jobs,
             target: target.to_owned(),
@@ -95,23 +135,28 @@ impl Turns {
     }
 
     /// [`SharedLedger::take_action_turn`](crate::ledger::SharedLedger::take_action_turn).
-    pub(super) fn take(&self, turn: &ActionTurn) -> Result<TurnTaken, LedgerError> {
+    pub(super) fn take(&self, turn: &ActionTurn, recorded: bool) -> Result<TurnTaken, LedgerError> {
         let (reply, answer) = mpsc::sync_channel(1);
         let job = Job::Take {
             turn: turn.clone(),
+            recorded,
             reply,
         };
         let answer = match self.jobs.send(job) {
-            Ok(()) => answer.recv().ok(),
-            Err(_) => None,
+            // A turn taken after this gave up is given back by the thread.
+            Ok(()) => answer
+                .recv_timeout(ANSWER_WITHIN)
+                .map_err(|error| match error {
+                    mpsc::RecvTimeoutError::Timeout => "no answer from the action turns' thread",
+                    mpsc::RecvTimeoutError::Disconnected => "the action turns' thread has ended",
+                }),
+            Err(_) => Err("the action turns' thread has ended"),
         };
-        let answer = answer.unwrap_or_else(|| {
-            Err(LedgerError::Database {
-                target: self.target.clone(),
-                what: "the action turns' thread has ended".to_owned(),
-                source: None,
-            })
-        })?;
+        let answer = answer.map_err(|what| LedgerError::Database {
+            target: self.target.clone(),
+            what: what.to_owned(),
+            source: None,
+        })??;
         Ok(match answer {
             Reply::Held { key, session } => {
                 let jobs = self.jobs.clone();
@@ -127,7 +172,7 @@ impl Turns {
 
 /// The two 32-bit halves of the lock key of `turn` in the schema `oid`
 /// (the two-key space, apart from the tenant locks' single keys).
-fn key(oid: i64, turn: &ActionTurn) -> (i32, i32) {
+fn key(oid: i64, turn: &ActionTurn) -> Key {
     let mut name = Vec::with_capacity(turn.tenant.as_str().len() + turn.pair.len() + 20);
     name.extend_from_slice(b"\0ggen-action-turn\0");
     name.extend_from_slice(turn.tenant.as_str().as_bytes());
@@ -140,128 +185,217 @@ fn key(oid: i64, turn: &ActionTurn) -> (i32, i32) {
     )
 }
 
-/// The thread: one connection, numbered by `session` (a lost connection
-/// gave back every turn it held, so those turns' releases are dropped),
-/// jobs in order.
-fn run(url: &str, target: &str, oid: i64, queue: &mpsc::Receiver<Job>) {
-    let mut client: Option<Client> = None;
-    let mut session = 0_u64;
-    for job in queue {
-        match job {
-            Job::Release {
-                key,
-                session: taken,
-            } => {
-                let current = client.as_mut().filter(|c| !c.is_closed());
-                if let Some(client) = current.filter(|_| taken == session) {
-                    let unlocked =
-                        client.execute("SELECT pg_advisory_unlock($1, $2)", &[&key.0, &key.1]);
-                    if let Err(error) = unlocked {
-                        tracing::warn!(target = %target, %error, "giving back an action turn failed");
-                    }
-                }
-            }
-            Job::Take { turn, reply } => {
-                // A connection found lost by the first try is made again
-                // for a second (what it held is given back already).
-                let mut answer = None;
-                for _ in 0..2 {
-                    if client.as_ref().is_none_or(Client::is_closed) {
-                        match session_for_turns(url, target) {
-                            Ok(connected) => {
-                                client = Some(connected);
-                                session += 1;
-                            }
-                            Err(error) => {
-                                answer = Some(Err(error));
-                                break;
-                            }
+/// The turns thread's connection and what it remembers.
+struct Thread {
+    url: String,
+    target: String,
+    oid: i64,
+    client: Option<Client>,
+    /// Counts connections: a lost one gave back every turn it held, so
+    /// the releases of those turns are dropped.
+    session: u64,
+    /// Turns of this session whose give-back failed, tried again before
+    /// every job (a turn left held would stall the other replicas).
+    stuck: Vec<Key>,
+    /// Until when a failed connection attempt answers for the next ones.
+    down: Option<(Instant, LedgerError)>,
+}
+
+impl Thread {
+    /// Runs jobs until every sender is gone, give-backs first.
+    fn run(&mut self, queue: &mpsc::Receiver<Job>) {
+        let mut jobs = VecDeque::new();
+        while let Ok(job) = queue.recv() {
+            jobs.push_back(job);
+            jobs.extend(queue.try_iter());
+            jobs.make_contiguous()
+                .sort_by_key(|job| matches!(job, Job::Take { .. }));
+            while let Some(job) = jobs.pop_front() {
+                self.unstick();
+                match job {
+                    Job::Release { key, session } if session == self.session => self.unlock(key),
+                    // Its connection is gone, and the turn with it.
+                    Job::Release { .. } => {}
+                    Job::Take {
+                        turn,
+                        recorded,
+                        reply,
+                    } => {
+                        let answer = self.take(&turn, recorded);
+                        if let Err(mpsc::SendError(Ok(Reply::Held { key, .. }))) =
+                            reply.send(answer)
+                        {
+                            // The asker gave up waiting: nobody holds it.
+                            self.unlock(key);
                         }
                     }
-                    let Some(open) = client.as_mut() else { break };
-                    answer = Some(take(open, target, &turn, key(oid, &turn), session));
-                    if !open.is_closed() {
-                        break;
-                    }
-                }
-                if let Some(answer) = answer {
-                    let _ = reply.send(answer);
                 }
             }
         }
     }
-}
 
-/// A new session for the turns thread.
-fn session_for_turns(url: &str, target: &str) -> Result<Client, LedgerError> {
-    let mut client = connect(url, target)?;
-    client
-        .batch_execute(super::shared::WRITING_SESSION)
-        .map_err(database(target, "setting up the action turns' session"))?;
-    Ok(client)
-}
+    /// The open connection, made again if it was lost.
+    fn connection(&mut self) -> Result<&mut Client, LedgerError> {
+        if self.client.as_ref().is_none_or(Client::is_closed) {
+            self.client = None;
+            self.stuck.clear();
+            if let Some((until, error)) = &self.down
+                && Instant::now() < *until
+            {
+                return Err(LedgerError::Database {
+                    target: self.target.clone(),
+                    what: format!("cannot connect for action turns: {error}"),
+                    source: None,
+                });
+            }
+            let connected = connect(&self.url, &self.target).and_then(|mut client| {
+                client
+                    .batch_execute(super::shared::WRITING_SESSION)
+                    .and_then(|()| client.batch_execute(SESSION))
+                    .map_err(database(
+                        &self.target,
+                        "setting up the action turns' session",
+                    ))?;
+                Ok(client)
+            });
+            match connected {
+                Ok(client) => {
+                    self.down = None;
+                    self.session += 1;
+                    self.client = Some(client);
+                }
+                Err(error) => {
+                    let what = crate::report::error_chain(&error);
+                    self.down = Some((
+                        Instant::now() + DOWN_FOR,
+                        LedgerError::Database {
+                            target: self.target.clone(),
+                            what,
+                            source: None,
+                        },
+                    ));
+                    return Err(error);
+                }
+            }
+        }
+        self.client.as_mut().ok_or_else(|| LedgerError::Database {
+            target: self.target.clone(),
+            what: "no connection for action turns".to_owned(),
+            source: None,
+        })
+    }
 
-/// Tries `key`, then records `turn` or finds the counterpart that
-/// supersedes it (giving the turn back if it was taken). Recorded while
-/// the turn is held elsewhere too: the earlier counterpart holding it
-/// then makes no further attempt, as one process's lanes have it; only
-/// the check that lets an attempt go needs the turn held.
-fn take(
-    client: &mut Client,
-    target: &str,
-    turn: &ActionTurn,
-    key: (i32, i32),
-    session: u64,
-) -> Result<Reply, LedgerError> {
-    let failed = || database(target, "taking an action's turn");
-    let held: bool = client
-        .query_one("SELECT pg_try_advisory_lock($1, $2)", &[&key.0, &key.1])
-        .map_err(failed())?
-        .get(0);
-    let unlock = |client: &mut Client| {
-        if held {
-            client.execute("SELECT pg_advisory_unlock($1, $2)", &[&key.0, &key.1])?;
+    /// Gives back `key` (this session's); kept to try again if that fails.
+    fn unlock(&mut self, key: Key) {
+        let Some(client) = self.client.as_mut().filter(|c| !c.is_closed()) else {
+            return;
+        };
+        match client.query_one("SELECT pg_advisory_unlock($1, $2)", &[&key.0, &key.1]) {
+            Ok(row) if row.get::<_, bool>(0) => {}
+            Ok(_) => {
+                tracing::warn!(target = %self.target, "an action turn given back was not held")
+            }
+            Err(error) => {
+                tracing::warn!(target = %self.target, %error, "giving back an action turn failed: tried again");
+                if !self.stuck.contains(&key) {
+                    self.stuck.push(key);
+                }
+            }
         }
-        Ok(())
-    };
-    let seq = i64::try_from(turn.seq).map_err(|_| LedgerError::Database {
-        target: target.to_owned(),
-        what: format!("seq {} is past the database's range", turn.seq),
-        source: None,
-    });
-    let later = seq.and_then(|seq| {
-        client
-            .query_typed_opt(
-                TAKE,
-                &[
-                    (&turn.tenant.as_str(), Type::TEXT),
-                    (&turn.action, Type::TEXT),
-                    (&turn.undo, Type::BOOL),
-                    (&seq, Type::INT8),
-                    (&turn.counterparts, Type::TEXT_ARRAY),
-                ],
-            )
-            .map_err(failed())
-    });
-    let later = match later {
-        Ok(later) => later,
-        Err(error) => {
-            let _ = unlock(client);
-            return Err(error);
+    }
+
+    /// Tries again the give-backs that failed.
+    fn unstick(&mut self) {
+        for key in std::mem::take(&mut self.stuck) {
+            self.unlock(key);
         }
-    };
-    let Some(row) = later else {
-        return Ok(if held {
-            Reply::Held { key, session }
-        } else {
-            Reply::Busy
-        });
-    };
-    unlock(client).map_err(failed())?;
-    let action: String = row.get(0);
-    let seq: i64 = row.get(1);
-    Ok(Reply::Superseded {
-        action,
-        seq: u64::try_from(seq).unwrap_or_default(),
-    })
+    }
+
+    /// Asks for `turn`; a connection found lost is made again once (what
+    /// it held is given back already).
+    fn take(&mut self, turn: &ActionTurn, recorded: bool) -> Result<Reply, LedgerError> {
+        let key = key(self.oid, turn);
+        let mut answer = self.take_once(turn, recorded, key);
+        if answer.is_err() && self.client.as_ref().is_some_and(Client::is_closed) {
+            answer = self.take_once(turn, recorded, key);
+        }
+        answer
+    }
+
+    /// Tries `key`, then records `turn` (unless `recorded`) or finds the
+    /// counterpart that supersedes it, giving the turn back if it was
+    /// taken. Recorded while the turn is held elsewhere too: the earlier
+    /// counterpart holding it then makes no further attempt, as one
+    /// process's lanes have it; only the check that lets an attempt go
+    /// needs the turn held.
+    fn take_once(
+        &mut self,
+        turn: &ActionTurn,
+        recorded: bool,
+        key: Key,
+    ) -> Result<Reply, LedgerError> {
+        let target = self.target.clone();
+        let client = self.connection()?;
+        let failed = || database(&target, "taking an action's turn");
+        let held: bool = client
+            .query_one("SELECT pg_try_advisory_lock($1, $2)", &[&key.0, &key.1])
+            .map_err(failed())?
+            .get(0);
+        if recorded && !held {
+            return Ok(Reply::Busy);
+        }
+        let later = i64::try_from(turn.seq)
+            .map_err(|_| LedgerError::Database {
+                target: target.clone(),
+                what: format!("seq {} is past the database's range", turn.seq),
+                source: None,
+            })
+            .and_then(|seq| {
+                let tenant = turn.tenant.as_str();
+                if recorded {
+                    client.query_typed_opt(
+                        CHECK,
+                        &[
+                            (&tenant, Type::TEXT),
+                            (&turn.undo, Type::BOOL),
+                            (&turn.counterparts, Type::TEXT_ARRAY),
+                            (&seq, Type::INT8),
+                        ],
+                    )
+                } else {
+                    client.query_typed_opt(
+                        TAKE,
+                        &[
+                            (&tenant, Type::TEXT),
+                            (&turn.action, Type::TEXT),
+                            (&turn.undo, Type::BOOL),
+                            (&seq, Type::INT8),
+                            (&turn.counterparts, Type::TEXT_ARRAY),
+                        ],
+                    )
+                }
+                .map_err(failed())
+            });
+        let reply = match later {
+            Ok(None) if held => Reply::Held {
+                key,
+                session: self.session,
+            },
+            Ok(None) => Reply::Busy,
+            Ok(Some(row)) => Reply::Superseded {
+                action: row.get(0),
+                seq: u64::try_from(row.get::<_, i64>(1)).unwrap_or_default(),
+            },
+            Err(error) => {
+                if held {
+                    self.unlock(key);
+                }
+                return Err(error);
+            }
+        };
+        if held && !matches!(reply, Reply::Held { .. }) {
+            self.unlock(key);
+        }
+        Ok(reply)
+    }
 }

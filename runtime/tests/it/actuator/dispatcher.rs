@@ -285,7 +285,7 @@ pub(super) fn called(target: &Target) -> Vec<String> {
 }
 
 /// A target that answers its first request 500 after `ms`, the others 200.
-pub(super) async fn first_slow_failure(ms: u64) -> Target {
+async fn first_slow_failure(ms: u64) -> Target {
     Target::start(move |n| {
         if n == 0 {
             Reply::After(ms, 500)

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use ggen_runtime::actuator::{Clock, Dispatcher, DispatcherOptions};
 use ggen_runtime::fsm::State;
-use ggen_runtime::ledger::Ledger;
+use ggen_runtime::ledger::{ActionTurn, Ledger, TurnTaken};
 use ggen_runtime::pg::shared::SharedPgLedger;
 use ggen_runtime::pg::{PgLedger, PgOptions};
 use ggen_runtime::receipt::{Input, Via};
@@ -14,7 +14,7 @@ use ggen_runtime::registry::{Applied, Registry};
 use ggen_runtime::tenant::TenantId;
 use serde_json::Value;
 
-use super::dispatcher::{called, first_slow_failure, hits_reach};
+use super::dispatcher::{called, hits_reach};
 use super::harness::{at, dispatcher, tenant};
 use super::pack::{LOAD, webhook_pack};
 use super::target::{Reply, Target};
@@ -22,7 +22,7 @@ use crate::ledger::postgres::fresh_schema;
 
 /// One replica: a registry on its own connection to the shared schema,
 /// and a dispatcher calling `target` (`throttle`, undone by
-/// `unthrottle`, tried up to 4 times, 2 s per attempt).
+/// `unthrottle`, tried up to 4 times, `timeout_ms` per attempt).
 struct Replica {
     registry: Arc<Registry>,
     dispatcher: Dispatcher,
@@ -44,12 +44,16 @@ fn placeholder() -> Arc<Registry> {
 
 impl Replica {
     fn new(url: &str, target: &Target) -> Replica {
+        Replica::with_timeout(url, target, 10_000)
+    }
+
+    fn with_timeout(url: &str, target: &Target, timeout_ms: u32) -> Replica {
         // The synchronous client runs a runtime of its own.
         let ledger =
             tokio::task::block_in_place(|| SharedPgLedger::open(url, PgOptions::default()))
                 .unwrap();
         let registry = Arc::new(Registry::new(
-            webhook_pack("{}".into(), 2000, 3, 0),
+            webhook_pack("{}".into(), timeout_ms, 3, 0),
             Arc::new(ledger),
         ));
         registry.attach();
@@ -129,17 +133,47 @@ fn results(url: &str, tenant: &TenantId) -> Vec<(bool, String)> {
         .collect()
 }
 
+/// Waits until `tenant`'s dispatch of `action` decided at `seq` asked for
+/// its turn (its row in `ggen_action_turns`).
+fn recorded(url: &str, tenant: &TenantId, action: &str, seq: u64) {
+    let seq = i64::try_from(seq).unwrap();
+    // The synchronous client runs a runtime of its own.
+    let found = tokio::task::block_in_place(|| {
+        let mut client = ::postgres::Client::connect(url, ::postgres::NoTls).unwrap();
+        (0..1000).any(|_| {
+            let row = client
+                .query_opt(
+                    "SELECT 1 FROM ggen_action_turns WHERE tenant = $1 AND action = $2 AND seq = $3",
+                    &[&tenant.as_str(), &action, &seq],
+                )
+                .unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            row.is_some()
+        })
+    });
+    assert!(
+        found,
+        "the dispatch of {action} decided at seq {seq} never asked for its turn"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_undo_decided_on_the_other_replica_waits_for_the_action_and_stops_its_retries() {
     let Some(url) = tokio::task::block_in_place(fresh_schema) else {
         return;
     };
-    // The throttle's first attempt is slow and fails: unordered, the
-    // unthrottle would land during it and the throttle's retry after it,
-    // leaving the workload throttled while the governor says `stable`.
-    // (Slow enough that B decides and asks for its turn meanwhile, even
-    // on a loaded machine.)
-    let target = first_slow_failure(1500).await;
+    // The throttle's first attempt fails, answered only once B's
+    // unthrottle asked for its turn: unordered, the unthrottle would land
+    // during it and the throttle's retry after it, leaving the workload
+    // throttled while the governor says `stable`.
+    let target = Target::start(|n| {
+        if n == 0 {
+            Reply::WhenOpen(500)
+        } else {
+            Reply::Status(200)
+        }
+    })
+    .await;
     let (a, b) = (Replica::new(&url, &target), Replica::new(&url, &target));
     let t = tenant("acme");
     let throttle = a.decide(&t, breach(), 0);
@@ -151,6 +185,9 @@ async fn an_undo_decided_on_the_other_replica_waits_for_the_action_and_stops_its
     assert_eq!(undo.state, State::Stable);
     assert_eq!(undo.dispatches.len(), 1, "the unthrottle");
     b.run(&undo);
+    let seq = undo.dispatches[0].key.seq;
+    recorded(&url, &t, "unthrottle", seq);
+    target.open();
     a.settle().await;
     b.settle().await;
 
@@ -162,7 +199,6 @@ async fn an_undo_decided_on_the_other_replica_waits_for_the_action_and_stops_its
     );
     // The two results are recorded in either order (both replicas record
     // as their dispatch ends): the throttle's failed, the unthrottle's ok.
-    let seq = undo.dispatches[0].key.seq;
     let superseded = format!(
         "superseded by the undo `unthrottle` decided at seq {seq}: not tried again after attempt 1/4"
     );
@@ -206,4 +242,48 @@ async fn an_action_whose_undo_already_ran_on_the_other_replica_does_not_run() {
     a.run(&again);
     a.settle().await;
     assert_eq!(called(&target), ["unthrottle", "throttle"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undo_whose_turn_stays_held_elsewhere_fails_its_attempts_without_making_them() {
+    let Some(url) = tokio::task::block_in_place(fresh_schema) else {
+        return;
+    };
+    let target = Target::start(|_| Reply::Status(200)).await;
+    // 100 ms per attempt: a turn is waited for 1.1 s per attempt.
+    let (a, b) = (
+        Replica::with_timeout(&url, &target, 100),
+        Replica::with_timeout(&url, &target, 100),
+    );
+    let t = tenant("acme");
+    let throttle = a.decide(&t, breach(), 0);
+    // A's throttle holds the turn (an attempt that never ends, as a stuck
+    // replica's would) while B's unthrottle is tried.
+    let ask = ActionTurn {
+        tenant: t.clone(),
+        pair: "unthrottle",
+        action: "throttle",
+        undo: false,
+        seq: throttle.dispatches[0].key.seq,
+        counterparts: vec!["unthrottle"],
+    };
+    let shared = a.registry.ledger().shared().unwrap();
+    let held = match tokio::task::block_in_place(|| shared.take_action_turn(&ask, false)) {
+        Ok(TurnTaken::Held(held)) => held,
+        other => panic!("{other:?}"),
+    };
+    let undo = b.decide(&t, reset(), 1);
+    b.run(&undo);
+    b.settle().await;
+    drop(held);
+
+    assert!(called(&target).is_empty(), "{:?}", called(&target));
+    let results = results(&url, &t);
+    assert_eq!(
+        results,
+        [(
+            false,
+            "not tried: a counterpart's attempt on another replica held the turn of `unthrottle` for 1100 ms (attempt 4/4)".to_owned()
+        )]
+    );
 }

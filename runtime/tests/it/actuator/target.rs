@@ -9,6 +9,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// How the target answers request number `n` (0-based).
@@ -18,6 +19,8 @@ pub enum Reply {
     Status(u16),
     /// Answer with this status after this many milliseconds.
     After(u64, u16),
+    /// Answer with this status once the target is opened ([`Target::open`]).
+    WhenOpen(u16),
     /// Never answer.
     Hang,
 }
@@ -51,6 +54,7 @@ type Script = Arc<dyn Fn(usize) -> Reply + Send + Sync>;
 struct Shared {
     hits: Arc<Mutex<Vec<Hit>>>,
     script: Script,
+    open: watch::Receiver<bool>,
 }
 
 /// A running target; stops when dropped.
@@ -58,6 +62,7 @@ pub struct Target {
     /// `http://127.0.0.1:PORT/hook`.
     pub url: String,
     hits: Arc<Mutex<Vec<Hit>>>,
+    open: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
 
@@ -84,6 +89,11 @@ async fn handle(State(shared): State<Shared>, headers: HeaderMap, body: Bytes) -
             tokio::time::sleep(Duration::from_millis(ms)).await;
             code
         }
+        Reply::WhenOpen(code) => {
+            let mut open = shared.open.clone();
+            let _ = open.wait_for(|open| *open).await;
+            code
+        }
         Reply::Hang => std::future::pending().await,
     };
     shared.hits.lock().unwrap()[n].answered = Some(Instant::now());
@@ -96,9 +106,11 @@ impl Target {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(Mutex::new(Vec::new()));
+        let (open, opened) = watch::channel(false);
         let shared = Shared {
             hits: hits.clone(),
             script: Arc::new(script),
+            open: opened,
         };
         let app = Router::new().fallback(handle).with_state(shared);
         let task = tokio::spawn(async move {
@@ -107,8 +119,14 @@ impl Target {
         Target {
             url: format!("http://{addr}/hook"),
             hits,
+            open,
             task,
         }
+    }
+
+    /// Lets the requests held by [`Reply::WhenOpen`] be answered.
+    pub fn open(&self) {
+        self.open.send_replace(true);
     }
 
     /// Answers `status` to everything.

@@ -599,7 +599,9 @@ fn an_action_turn_is_held_by_one_replica_at_a_time_and_a_dead_one_gives_it_back(
         .unwrap(),
         SharedPgLedger::open(&url, PgOptions::default()).unwrap(),
     );
-    let TurnTaken::Held(throttling) = a.take_action_turn(&throttle_turn(false, 3)).unwrap() else {
+    let take =
+        |ledger: &SharedPgLedger, turn: ActionTurn| ledger.take_action_turn(&turn, false).unwrap();
+    let TurnTaken::Held(throttling) = take(&a, throttle_turn(false, 3)) else {
         panic!("a free turn was not taken");
     };
     // Another tenant's turn is its own.
@@ -607,33 +609,29 @@ fn an_action_turn_is_held_by_one_replica_at_a_time_and_a_dead_one_gives_it_back(
         tenant: tenant("globex"),
         ..throttle_turn(true, 4)
     };
-    assert!(matches!(
-        b.take_action_turn(&other).unwrap(),
-        TurnTaken::Held(_)
-    ));
+    assert!(matches!(take(&b, other), TurnTaken::Held(_)));
     // The undo decided at 5 waits for the throttle's attempt, but is
     // recorded: the throttle decided at 3 makes no further attempt.
+    assert!(matches!(take(&b, throttle_turn(true, 5)), TurnTaken::Busy));
     assert!(matches!(
-        b.take_action_turn(&throttle_turn(true, 5)).unwrap(),
+        b.take_action_turn(&throttle_turn(true, 5), true).unwrap(),
         TurnTaken::Busy
     ));
     drop(throttling);
-    match a.take_action_turn(&throttle_turn(false, 3)).unwrap() {
+    match a.take_action_turn(&throttle_turn(false, 3), true).unwrap() {
         TurnTaken::Superseded { action, seq } => {
             assert_eq!((action.as_str(), seq), ("unthrottle", 5))
         }
         other => panic!("the throttle was not superseded: {other:?}"),
     }
-    let TurnTaken::Held(_undoing) = b.take_action_turn(&throttle_turn(true, 5)).unwrap() else {
+    let TurnTaken::Held(undoing) = b.take_action_turn(&throttle_turn(true, 5), true).unwrap()
+    else {
         panic!("the turn given back was not taken");
     };
     // A throttle decided later is not held back by the undo's record,
     // only by its attempt; the replica attempting it dies (its session
     // ends) and its turn is free again.
-    assert!(matches!(
-        c.take_action_turn(&throttle_turn(false, 9)).unwrap(),
-        TurnTaken::Busy
-    ));
+    assert!(matches!(take(&c, throttle_turn(false, 9)), TurnTaken::Busy));
     let mut admin = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
     let killed = admin
         .execute(
@@ -647,7 +645,7 @@ fn an_action_turn_is_held_by_one_replica_at_a_time_and_a_dead_one_gives_it_back(
     assert_eq!(killed, 1, "one of B's sessions holds a turn");
     let taken =
         (0..100).find_map(
-            |_| match c.take_action_turn(&throttle_turn(false, 9)).unwrap() {
+            |_| match c.take_action_turn(&throttle_turn(false, 9), true).unwrap() {
                 TurnTaken::Held(held) => Some(held),
                 TurnTaken::Busy => {
                     std::thread::sleep(std::time::Duration::from_millis(20));
@@ -657,9 +655,30 @@ fn an_action_turn_is_held_by_one_replica_at_a_time_and_a_dead_one_gives_it_back(
             },
         );
     assert!(taken.is_some(), "the dead session's turn stayed held");
-    // And an undo decided before that throttle never runs after it.
+    drop(taken);
+    // B, connected again, holds the turn for an undo decided later; the
+    // give-back of the turn its dead session held must not free it.
+    let TurnTaken::Held(_again) = take(&b, throttle_turn(true, 10)) else {
+        panic!("B could not take the turn on its new session");
+    };
+    drop(undoing);
+    // (The give-back is sent to B's thread: let it run.)
+    assert!(matches!(take(&b, other_tenant_turn()), TurnTaken::Held(_)));
     assert!(matches!(
-        b.take_action_turn(&throttle_turn(true, 5)).unwrap(),
-        TurnTaken::Superseded { seq: 9, .. }
+        take(&c, throttle_turn(false, 11)),
+        TurnTaken::Busy
     ));
+    // And an undo decided before a recorded throttle never runs after it.
+    assert!(matches!(
+        take(&b, throttle_turn(true, 8)),
+        TurnTaken::Superseded { seq: 11, .. }
+    ));
+}
+
+/// A turn of another tenant than `acme`.
+fn other_tenant_turn() -> ActionTurn {
+    ActionTurn {
+        tenant: tenant("initech"),
+        ..throttle_turn(true, 1)
+    }
 }
