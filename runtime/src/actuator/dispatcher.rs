@@ -477,7 +477,11 @@ impl Inner {
         };
         // The semaphore is never closed, so acquiring only waits.
         let _permit = self.permits.clone().acquire_owned().await.ok();
-        let turn = turns::Turn::of(registry, dispatch);
+        // Log-only, no action reaches anything: nothing to order.
+        let turn = match self.options.mode {
+            ActuatorMode::Live => turns::Turn::of(registry, dispatch),
+            ActuatorMode::LogOnly => None,
+        };
         perform_until(
             self.actuators.get(adapter).as_ref(),
             &call,

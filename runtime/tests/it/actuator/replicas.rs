@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use ggen_runtime::actuator::{Clock, Dispatcher, DispatcherOptions};
+use ggen_runtime::actuator::{ActuatorMode, Clock, Dispatcher, DispatcherOptions};
 use ggen_runtime::fsm::State;
 use ggen_runtime::ledger::{ActionTurn, Ledger, TurnTaken};
 use ggen_runtime::pg::shared::SharedPgLedger;
@@ -44,10 +44,10 @@ fn placeholder() -> Arc<Registry> {
 
 impl Replica {
     fn new(url: &str, target: &Target) -> Replica {
-        Replica::with_timeout(url, target, 10_000)
+        Replica::with(url, target, 10_000, ActuatorMode::Live)
     }
 
-    fn with_timeout(url: &str, target: &Target, timeout_ms: u32) -> Replica {
+    fn with(url: &str, target: &Target, timeout_ms: u32, mode: ActuatorMode) -> Replica {
         // The synchronous client runs a runtime of its own.
         let ledger =
             tokio::task::block_in_place(|| SharedPgLedger::open(url, PgOptions::default()))
@@ -61,7 +61,10 @@ impl Replica {
             Some(&target.url),
             None,
             &Clock::manual(at(0)),
-            DispatcherOptions::default(),
+            DispatcherOptions {
+                mode,
+                ..DispatcherOptions::default()
+            },
         );
         Replica {
             registry,
@@ -244,21 +247,12 @@ async fn an_action_whose_undo_already_ran_on_the_other_replica_does_not_run() {
     assert_eq!(called(&target), ["unthrottle", "throttle"]);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_undo_whose_turn_stays_held_elsewhere_fails_its_attempts_without_making_them() {
-    let Some(url) = tokio::task::block_in_place(fresh_schema) else {
-        return;
-    };
-    let target = Target::start(|_| Reply::Status(200)).await;
-    // 100 ms per attempt: a turn is waited for 1.1 s per attempt.
-    let (a, b) = (
-        Replica::with_timeout(&url, &target, 100),
-        Replica::with_timeout(&url, &target, 100),
-    );
+/// `acme`'s throttle decided on `a`, its turn held there (an attempt
+/// that never ends, as a stuck replica's would); the undo decided on `b`
+/// and run there. The turn is given back once `b` settled.
+async fn undo_while_the_throttle_holds_the_turn(a: &Replica, b: &Replica) {
     let t = tenant("acme");
     let throttle = a.decide(&t, breach(), 0);
-    // A's throttle holds the turn (an attempt that never ends, as a stuck
-    // replica's would) while B's unthrottle is tried.
     let ask = ActionTurn {
         tenant: t.clone(),
         pair: "unthrottle",
@@ -276,14 +270,44 @@ async fn an_undo_whose_turn_stays_held_elsewhere_fails_its_attempts_without_maki
     b.run(&undo);
     b.settle().await;
     drop(held);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undo_whose_turn_stays_held_elsewhere_fails_its_attempts_without_making_them() {
+    let Some(url) = tokio::task::block_in_place(fresh_schema) else {
+        return;
+    };
+    let target = Target::start(|_| Reply::Status(200)).await;
+    // 100 ms per attempt: a turn is waited for 1.1 s per attempt.
+    let (a, b) = (
+        Replica::with(&url, &target, 100, ActuatorMode::Live),
+        Replica::with(&url, &target, 100, ActuatorMode::Live),
+    );
+    undo_while_the_throttle_holds_the_turn(&a, &b).await;
 
     assert!(called(&target).is_empty(), "{:?}", called(&target));
-    let results = results(&url, &t);
     assert_eq!(
-        results,
+        results(&url, &tenant("acme")),
         [(
             false,
             "not tried: a counterpart's attempt on another replica held the turn of `unthrottle` for 1100 ms (attempt 4/4)".to_owned()
         )]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_only_actions_take_no_turns() {
+    let Some(url) = tokio::task::block_in_place(fresh_schema) else {
+        return;
+    };
+    let target = Target::start(|_| Reply::Status(200)).await;
+    let (a, b) = (
+        Replica::with(&url, &target, 100, ActuatorMode::Live),
+        Replica::with(&url, &target, 100, ActuatorMode::LogOnly),
+    );
+    undo_while_the_throttle_holds_the_turn(&a, &b).await;
+
+    let results = results(&url, &tenant("acme"));
+    assert_eq!(results.len(), 1, "{results:?}");
+    assert!(results[0].0, "{results:?}");
 }
