@@ -72,6 +72,9 @@ const SESSION: &str = "SET tcp_keepalives_idle = 10;
 /// own.
 const DOWN_FOR: Duration = Duration::from_secs(1);
 
+/// How often give-backs that failed are tried again while no job comes.
+const UNSTICK_EVERY: Duration = Duration::from_millis(100);
+
 /// Longest an ask waits for the thread's answer.
 const ANSWER_WITHIN: Duration = Duration::from_secs(15);
 
@@ -84,6 +87,10 @@ enum Job {
     },
     /// Gives back `key`, taken on the connection numbered `session`.
     Release { key: Key, session: u64 },
+    /// The answer channel of a [`Job::Take`] whose asker stopped waiting
+    /// (after the take, in queue order): a turn answered there is given
+    /// back.
+    Abandoned(mpsc::Receiver<Result<Reply, LedgerError>>),
 }
 
 /// A turn's advisory-lock key (the two-key space).
@@ -143,13 +150,17 @@ impl Turns {
             reply,
         };
         let answer = match self.jobs.send(job) {
-            // A turn taken after this gave up is given back by the thread.
-            Ok(()) => answer
-                .recv_timeout(ANSWER_WITHIN)
-                .map_err(|error| match error {
-                    mpsc::RecvTimeoutError::Timeout => "no answer from the action turns' thread",
-                    mpsc::RecvTimeoutError::Disconnected => "the action turns' thread has ended",
-                }),
+            Ok(()) => match answer.recv_timeout(ANSWER_WITHIN) {
+                Ok(answer) => Ok(answer),
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    // A turn answered from now on is given back by the thread.
+                    let _ = self.jobs.send(Job::Abandoned(answer));
+                    Err("no answer from the action turns' thread")
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    Err("the action turns' thread has ended")
+                }
+            },
             Err(_) => Err("the action turns' thread has ended"),
         };
         let answer = answer.map_err(|what| LedgerError::Database {
@@ -202,17 +213,41 @@ struct Thread {
 }
 
 impl Thread {
-    /// Runs jobs until every sender is gone, give-backs first.
+    /// Runs jobs until every sender is gone, give-backs first (the rest
+    /// in queue order); failed give-backs are tried again every
+    /// [`UNSTICK_EVERY`] while no job comes.
     fn run(&mut self, queue: &mpsc::Receiver<Job>) {
         let mut jobs = VecDeque::new();
-        while let Ok(job) = queue.recv() {
+        loop {
+            let job = if self.stuck.is_empty() {
+                queue
+                    .recv()
+                    .map_err(|_| mpsc::RecvTimeoutError::Disconnected)
+            } else {
+                queue.recv_timeout(UNSTICK_EVERY)
+            };
+            let job = match job {
+                Ok(job) => job,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    self.unstick();
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            };
             jobs.push_back(job);
             jobs.extend(queue.try_iter());
             jobs.make_contiguous()
-                .sort_by_key(|job| matches!(job, Job::Take { .. }));
+                .sort_by_key(|job| !matches!(job, Job::Release { .. }));
             while let Some(job) = jobs.pop_front() {
                 self.unstick();
                 match job {
+                    Job::Abandoned(answer) => {
+                        if let Ok(Ok(Reply::Held { key, session })) = answer.try_recv()
+                            && session == self.session
+                        {
+                            self.unlock(key);
+                        }
+                    }
                     Job::Release { key, session } if session == self.session => self.unlock(key),
                     // Its connection is gone, and the turn with it.
                     Job::Release { .. } => {}
@@ -297,9 +332,8 @@ impl Thread {
             }
             Err(error) => {
                 tracing::warn!(target = %self.target, %error, "giving back an action turn failed: tried again");
-                if !self.stuck.contains(&key) {
-                    self.stuck.push(key);
-                }
+                // Each take counts: a key taken twice is given back twice.
+                self.stuck.push(key);
             }
         }
     }

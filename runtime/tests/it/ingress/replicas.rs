@@ -644,7 +644,7 @@ fn an_action_turn_is_held_by_one_replica_at_a_time_and_a_dead_one_gives_it_back(
         .unwrap();
     assert_eq!(killed, 1, "one of B's sessions holds a turn");
     let taken =
-        (0..100).find_map(
+        (0..500).find_map(
             |_| match c.take_action_turn(&throttle_turn(false, 9), true).unwrap() {
                 TurnTaken::Held(held) => Some(held),
                 TurnTaken::Busy => {
@@ -656,6 +656,8 @@ fn an_action_turn_is_held_by_one_replica_at_a_time_and_a_dead_one_gives_it_back(
         );
     assert!(taken.is_some(), "the dead session's turn stayed held");
     drop(taken);
+    // (The give-back is sent to C's thread: let it run.)
+    assert!(matches!(take(&c, other_tenant_turn()), TurnTaken::Held(_)));
     // B, connected again, holds the turn for an undo decided later; the
     // give-back of the turn its dead session held must not free it.
     let TurnTaken::Held(_again) = take(&b, throttle_turn(true, 10)) else {
