@@ -2,8 +2,8 @@
 //! their results back to the registry.
 //!
 //! [`Dispatcher::spawn`] never blocks: it starts a task on the tokio runtime
-//! that waits for one of `concurrency` permits, runs the action through
-//! [`perform`] (bounded attempts, each bounded in time), then applies the
+//! that runs the action through [`perform`] (bounded attempts, each bounded
+//! in time and holding one of `concurrency` permits), then applies the
 //! `action_result` to the registry and spawns whatever that returns (the
 //! `undo` actions on recovery). Past `max_queued` actions queued or running,
 //! a new dispatch is failed at once (`actuator queue full`) so the tenant
@@ -116,7 +116,8 @@ impl Actuators {
 pub struct DispatcherOptions {
     /// Live adapters or log only.
     pub mode: ActuatorMode,
-    /// Actions running at once.
+    /// Attempts running at once (a retry's backoff, or a wait for its turn
+    /// on a shared ledger, holds no permit).
     pub concurrency: usize,
     /// Actions queued or running past which new dispatches fail at once.
     pub max_queued: usize,
@@ -475,8 +476,6 @@ impl Inner {
             ActuatorMode::Live => call.action.adapter,
             ActuatorMode::LogOnly => Adapter::Log,
         };
-        // The semaphore is never closed, so acquiring only waits.
-        let _permit = self.permits.clone().acquire_owned().await.ok();
         // Log-only, no action reaches anything: nothing to order.
         let turn = match self.options.mode {
             ActuatorMode::Live => turns::Turn::of(registry, dispatch),
@@ -488,6 +487,7 @@ impl Inner {
             self.options.backoff,
             stop,
             turn.as_ref(),
+            Some(&self.permits),
         )
         .await
     }

@@ -264,7 +264,7 @@ pub struct Report {
 pub async fn perform(actuator: &dyn Actuator, call: &ActionCall, backoff: Backoff) -> Report {
     // The sender is dropped at once: nothing ever stops these attempts.
     let (_, mut never) = tokio::sync::watch::channel(None);
-    perform_until(actuator, call, backoff, &mut never, None).await
+    perform_until(actuator, call, backoff, &mut never, None, None).await
 }
 
 /// The report of a dispatch stopped (or superseded) for `why` after `made`
@@ -284,13 +284,15 @@ fn stopped_report(why: &str, made: u32, attempts: u32) -> Report {
 /// [`perform`], making no further attempt once `stop` holds a reason (an
 /// attempt under way runs to its end: the target may already act on it),
 /// each attempt made in `turn` when the dispatch has one (replicas on a
-/// shared ledger).
+/// shared ledger) and holding one of `permits`, if given (only while it
+/// runs: not while it waits for its turn or sleeps its backoff).
 pub(crate) async fn perform_until(
     actuator: &dyn Actuator,
     call: &ActionCall,
     backoff: Backoff,
     stop: &mut tokio::sync::watch::Receiver<lanes::StopReason>,
     turn: Option<&turns::Turn>,
+    permits: Option<&std::sync::Arc<tokio::sync::Semaphore>>,
 ) -> Report {
     let attempts = call.action.retries.saturating_add(1);
     let mut rng = Jitter::for_key(&call.idempotency_key);
@@ -313,6 +315,11 @@ pub(crate) async fn perform_until(
             },
         };
         let attempt_now = || async {
+            // The semaphore is never closed, so acquiring only waits.
+            let _permit = match permits {
+                Some(permits) => std::sync::Arc::clone(permits).acquire_owned().await.ok(),
+                None => None,
+            };
             tokio::time::timeout(timeout, actuator.attempt(call, attempt))
                 .await
                 .unwrap_or(Outcome::TimedOut)

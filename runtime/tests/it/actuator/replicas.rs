@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use ggen_runtime::actuator::{ActuatorMode, Clock, Dispatcher, DispatcherOptions};
 use ggen_runtime::fsm::State;
-use ggen_runtime::ledger::{ActionTurn, Ledger, TurnTaken};
+use ggen_runtime::ledger::{ActionTurn, HeldTurn, Ledger, TurnTaken};
 use ggen_runtime::pg::shared::SharedPgLedger;
 use ggen_runtime::pg::{PgLedger, PgOptions};
 use ggen_runtime::receipt::{Input, Via};
@@ -28,11 +28,36 @@ struct Replica {
     dispatcher: Dispatcher,
 }
 
+/// How a replica's dispatcher runs.
+struct Options {
+    mode: ActuatorMode,
+    concurrency: usize,
+}
+
+impl From<ActuatorMode> for Options {
+    fn from(mode: ActuatorMode) -> Options {
+        Options {
+            mode,
+            concurrency: DispatcherOptions::default().concurrency,
+        }
+    }
+}
+
 impl Drop for Replica {
     fn drop(&mut self) {
-        // Its ledger's synchronous clients close on this thread.
+        // Its ledger's synchronous clients close on this thread, once the
+        // dispatcher's tasks (which end just after `drain` sees them done)
+        // have let go of it.
         let registry = std::mem::replace(&mut self.registry, placeholder());
-        tokio::task::block_in_place(|| drop(registry));
+        tokio::task::block_in_place(|| {
+            for _ in 0..500 {
+                if Arc::strong_count(&registry) == 1 {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            drop(registry);
+        });
     }
 }
 
@@ -44,10 +69,10 @@ fn placeholder() -> Arc<Registry> {
 
 impl Replica {
     fn new(url: &str, target: &Target) -> Replica {
-        Replica::with(url, target, 10_000, ActuatorMode::Live)
+        Replica::with(url, target, 10_000, ActuatorMode::Live.into())
     }
 
-    fn with(url: &str, target: &Target, timeout_ms: u32, mode: ActuatorMode) -> Replica {
+    fn with(url: &str, target: &Target, timeout_ms: u32, options: Options) -> Replica {
         // The synchronous client runs a runtime of its own.
         let ledger =
             tokio::task::block_in_place(|| SharedPgLedger::open(url, PgOptions::default()))
@@ -62,7 +87,8 @@ impl Replica {
             None,
             &Clock::manual(at(0)),
             DispatcherOptions {
-                mode,
+                mode: options.mode,
+                concurrency: options.concurrency,
                 ..DispatcherOptions::default()
             },
         );
@@ -251,10 +277,19 @@ async fn an_action_whose_undo_already_ran_on_the_other_replica_does_not_run() {
 /// that never ends, as a stuck replica's would); the undo decided on `b`
 /// and run there. The turn is given back once `b` settled.
 async fn undo_while_the_throttle_holds_the_turn(a: &Replica, b: &Replica) {
+    let held = hold_throttle_turn(a);
+    let undo = b.decide(&tenant("acme"), reset(), 1);
+    b.run(&undo);
+    b.settle().await;
+    drop(held);
+}
+
+/// `acme`'s throttle decided on `a`, its turn taken there and held.
+fn hold_throttle_turn(a: &Replica) -> HeldTurn {
     let t = tenant("acme");
     let throttle = a.decide(&t, breach(), 0);
     let ask = ActionTurn {
-        tenant: t.clone(),
+        tenant: t,
         pair: "unthrottle",
         action: "throttle",
         undo: false,
@@ -262,14 +297,10 @@ async fn undo_while_the_throttle_holds_the_turn(a: &Replica, b: &Replica) {
         counterparts: vec!["unthrottle"],
     };
     let shared = a.registry.ledger().shared().unwrap();
-    let held = match tokio::task::block_in_place(|| shared.take_action_turn(&ask, false)) {
+    match tokio::task::block_in_place(|| shared.take_action_turn(&ask, false)) {
         Ok(TurnTaken::Held(held)) => held,
         other => panic!("{other:?}"),
-    };
-    let undo = b.decide(&t, reset(), 1);
-    b.run(&undo);
-    b.settle().await;
-    drop(held);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -280,8 +311,8 @@ async fn an_undo_whose_turn_stays_held_elsewhere_fails_its_attempts_without_maki
     let target = Target::start(|_| Reply::Status(200)).await;
     // 100 ms per attempt: a turn is waited for 1.1 s per attempt.
     let (a, b) = (
-        Replica::with(&url, &target, 100, ActuatorMode::Live),
-        Replica::with(&url, &target, 100, ActuatorMode::Live),
+        Replica::with(&url, &target, 100, ActuatorMode::Live.into()),
+        Replica::with(&url, &target, 100, ActuatorMode::Live.into()),
     );
     undo_while_the_throttle_holds_the_turn(&a, &b).await;
 
@@ -302,12 +333,43 @@ async fn log_only_actions_take_no_turns() {
     };
     let target = Target::start(|_| Reply::Status(200)).await;
     let (a, b) = (
-        Replica::with(&url, &target, 100, ActuatorMode::Live),
-        Replica::with(&url, &target, 100, ActuatorMode::LogOnly),
+        Replica::with(&url, &target, 100, ActuatorMode::Live.into()),
+        Replica::with(&url, &target, 100, ActuatorMode::LogOnly.into()),
     );
     undo_while_the_throttle_holds_the_turn(&a, &b).await;
 
     let results = results(&url, &tenant("acme"));
     assert_eq!(results.len(), 1, "{results:?}");
     assert!(results[0].0, "{results:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dispatch_waiting_for_its_turn_holds_no_permit() {
+    let Some(url) = tokio::task::block_in_place(fresh_schema) else {
+        return;
+    };
+    let target = Target::start(|_| Reply::Status(200)).await;
+    // B runs one attempt at a time; its unthrottle for `acme` waits for
+    // the turn A holds (3 s per attempt, 4 attempts).
+    let one = Options {
+        mode: ActuatorMode::Live,
+        concurrency: 1,
+    };
+    let (a, b) = (
+        Replica::with(&url, &target, 2000, ActuatorMode::Live.into()),
+        Replica::with(&url, &target, 2000, one),
+    );
+    let held = hold_throttle_turn(&a);
+    let t = tenant("acme");
+    let undo = b.decide(&t, reset(), 1);
+    b.run(&undo);
+    recorded(&url, &t, "unthrottle", undo.dispatches[0].key.seq);
+    // Meanwhile another tenant's throttle on B runs at once.
+    let other = b.decide(&tenant("globex"), breach(), 2);
+    b.run(&other);
+    hits_reach(&target, 1).await;
+    assert_eq!(called(&target), ["throttle"]);
+    drop(held);
+    b.settle().await;
+    assert_eq!(called(&target), ["throttle", "unthrottle"]);
 }
