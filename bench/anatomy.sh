@@ -40,7 +40,7 @@ if [ "$MIX" = heavy ]; then
   # start_governor's marketplace secret.
   [ "$TARGET" = strict ] || entitle "$PORT" bench 0 $((HEAVY_TENANTS - 1))
 fi
-wrk -t"$THREADS" -c"$CONNECTIONS" -d2s -s "$script" "http://127.0.0.1:$PORT" >/dev/null
+warm_up "$PORT" "$CONNECTIONS" "$script"
 
 events=task-clock,context-switches
 for call in futex epoll_wait recvfrom writev pwrite64 fdatasync; do

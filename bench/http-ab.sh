@@ -30,7 +30,7 @@ export GOVERNOR_AUTH_TOKEN=bench-token
 # run BIN: one run on a fresh ledger; prints "rps p50 p99 non2xx requests cpu_us".
 run() {
   start_governor "$1" "$PORT"
-  wrk -t"$THREADS" -c"$CONNECTIONS" -d2s -s "$work/signals.lua" "http://127.0.0.1:$PORT" >/dev/null
+  warm_up "$PORT" "$CONNECTIONS" "$work/signals.lua"
   load_cpu "$gov_pid" "$PORT" "$CONNECTIONS"
   stop_governor
 }

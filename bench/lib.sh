@@ -136,6 +136,12 @@ load() {
   echo "${rps:-0} $(to_ms "${p50:-?}") $(to_ms "${p99:-?}") ${errors:-0} ${requests:-0}"
 }
 
+# warm_up PORT CONNECTIONS SCRIPT: 2 s of wrk (THREADS threads) running
+# SCRIPT, its output dropped, before a measured load.
+warm_up() {
+  wrk -t"$THREADS" -c"$2" -d2s -s "$3" "http://127.0.0.1:$1" >/dev/null
+}
+
 # load_cpu PID PORT CONNECTIONS [SCRIPT]: `load` (THREADS threads) while
 # `perf stat` counts the task-clock of process PID (all its threads) over
 # DURATION; prints load's five fields, then PID's CPU time per completed

@@ -28,7 +28,7 @@ export GOVERNOR_AUTH_TOKEN=bench-token
 
 start_target "$TARGET" "$PORT"
 pid=$target_pid
-wrk -t"$THREADS" -c"$CONNECTIONS" -d2s -s "$work/signals.lua" "http://127.0.0.1:$PORT" >/dev/null
+warm_up "$PORT" "$CONNECTIONS" "$work/signals.lua"
 perf record -F 999 --call-graph dwarf,16384 -o "$work/perf.data" -p "$pid" -- sleep "$SECONDS_RECORDED" \
   >/dev/null 2>&1 &
 perf_pid=$!

@@ -90,7 +90,7 @@ impl Drop for Place {
 }
 
 /// Whether `a` and `b` are an action and its undo (either way round).
-fn counterparts(sku: &Sku, a: (ActionId, bool), b: (ActionId, bool)) -> bool {
+pub(super) fn counterparts(sku: &Sku, a: (ActionId, bool), b: (ActionId, bool)) -> bool {
     match (a, b) {
         ((done, false), (undo, true)) | ((undo, true), (done, false)) => {
             sku.action(done).undo == Some(undo)
@@ -102,11 +102,14 @@ fn counterparts(sku: &Sku, a: (ActionId, bool), b: (ActionId, bool)) -> bool {
 /// How the dispatch of `(action, undo)` decided at `seq` names itself to
 /// those it stops or supersedes.
 fn reason(sku: &Sku, (action, undo): (ActionId, bool), seq: u64) -> String {
+    superseded_by(sku.action(action).name, undo, seq)
+}
+
+/// Why a dispatch stops: the dispatch of `action` (an undo, or not)
+/// decided at `seq` superseded it (in this process, or on another replica).
+pub(super) fn superseded_by(action: &str, undo: bool, seq: u64) -> String {
     let what = if undo { "undo" } else { "action" };
-    format!(
-        "superseded by the {what} `{}` decided at seq {seq}",
-        sku.action(action).name
-    )
+    format!("superseded by the {what} `{action}` decided at seq {seq}")
 }
 
 impl Lanes {

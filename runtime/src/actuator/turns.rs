@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use super::lanes::{self, StopReason};
 use crate::ledger::{ActionTurn, HeldTurn, TurnTaken};
 use crate::registry::{Dispatch, Registry};
+use crate::sku::ActionId;
 
 /// How often a turn held elsewhere is asked for again.
 const POLL: Duration = Duration::from_millis(20);
@@ -54,43 +55,39 @@ pub(crate) enum Taken {
 
 impl Turn {
     /// The turn of `dispatch`, if `registry`'s ledger is shared and the
-    /// action has counterparts (an undo, or actions it undoes).
+    /// action has counterparts (an undo, or actions it undoes), as
+    /// [`lanes::counterparts`] has them.
     pub(crate) fn of(registry: &Arc<Registry>, dispatch: &Dispatch) -> Option<Turn> {
         registry.ledger().shared()?;
         let sku = registry.pack().sku();
-        let action = sku.action(dispatch.key.action);
+        let action = dispatch.key.action;
         // The undo names the turn; every action it undoes shares it.
         let pair = if dispatch.undo {
-            dispatch.key.action
+            action
         } else {
-            action.undo?
+            sku.action(action).undo?
         };
-        let undone: Vec<_> = sku
-            .actions
-            .iter()
-            .filter(|a| a.undo == Some(pair))
-            .collect();
-        let undo = sku.action(pair);
-        let counterparts = if dispatch.undo {
-            undone.iter().map(|a| a.name).collect()
-        } else {
-            vec![undo.name]
+        let ids = (0..sku.actions.len()).filter_map(|i| u16::try_from(i).ok().map(ActionId));
+        let counterparts_of = move |me: (ActionId, bool)| {
+            ids.clone()
+                .filter(move |&id| lanes::counterparts(sku, me, (id, !me.1)))
         };
-        let slowest = undone
-            .iter()
-            .map(|a| a.timeout_ms)
-            .chain([undo.timeout_ms])
+        let slowest = counterparts_of((pair, true))
+            .chain([pair])
+            .map(|id| sku.action(id).timeout_ms)
             .max()
             .unwrap_or_default();
         Some(Turn {
             registry: Arc::clone(registry),
             ask: ActionTurn {
                 tenant: dispatch.key.tenant.clone(),
-                pair: undo.name,
-                action: action.name,
+                pair: sku.action(pair).name,
+                action: sku.action(action).name,
                 undo: dispatch.undo,
                 seq: dispatch.key.seq,
-                counterparts,
+                counterparts: counterparts_of((action, dispatch.undo))
+                    .map(|id| sku.action(id).name)
+                    .collect(),
             },
             recorded: AtomicBool::new(false),
             wait: Duration::from_millis(u64::from(slowest)) + WAIT_MARGIN,
@@ -118,9 +115,10 @@ impl Turn {
                         TurnTaken::Held(_) if stop.borrow().is_some() => return Taken::Stopped,
                         TurnTaken::Held(held) => return Taken::Held(held),
                         TurnTaken::Superseded { action, seq } => {
-                            let what = if self.ask.undo { "action" } else { "undo" };
-                            return Taken::Superseded(format!(
-                                "superseded by the {what} `{action}` decided at seq {seq}"
+                            return Taken::Superseded(lanes::superseded_by(
+                                &action,
+                                !self.ask.undo,
+                                seq,
                             ));
                         }
                         TurnTaken::Busy => format!(

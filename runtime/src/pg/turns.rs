@@ -30,33 +30,37 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use postgres::Client;
-use postgres::types::Type;
+use postgres::types::{ToSql, Type};
 
 use super::{connect, database};
 use crate::ledger::{ActionTurn, HeldTurn, LedgerError, TurnTaken};
 
-/// Records the dispatch unless a counterpart decided later is recorded;
-/// answers that counterpart (no row: recorded). `$1` tenant, `$2` action,
-/// `$3` undo, `$4` seq, `$5` the counterparts' names.
-const TAKE: &str = "
-    WITH later AS (
-        SELECT action, seq FROM ggen_action_turns
-        WHERE tenant = $1 AND undo = NOT $3 AND action = ANY($5) AND seq > $4
-        ORDER BY seq DESC LIMIT 1
-    ), mine AS (
+/// The counterpart decided latest after the dispatch, if any: `$1`
+/// tenant, `$2` undo, `$3` the counterparts' names, `$4` seq.
+macro_rules! later {
+    () => {
+        "SELECT action, seq FROM ggen_action_turns
+         WHERE tenant = $1 AND undo = NOT $2 AND action = ANY($3) AND seq > $4
+         ORDER BY seq DESC LIMIT 1"
+    };
+}
+
+/// For a dispatch already recorded: only the counterpart decided later.
+const CHECK: &str = later!();
+
+/// Records the dispatch (`$5`: its action) unless a counterpart decided
+/// later is recorded, and answers that counterpart (no row: recorded).
+const TAKE: &str = concat!(
+    "WITH later AS (",
+    later!(),
+    "), mine AS (
         INSERT INTO ggen_action_turns (tenant, action, undo, seq)
-        SELECT $1, $2, $3, $4 WHERE NOT EXISTS (SELECT 1 FROM later)
+        SELECT $1, $5, $2, $4 WHERE NOT EXISTS (SELECT 1 FROM later)
         ON CONFLICT (tenant, action, undo)
         DO UPDATE SET seq = excluded.seq WHERE ggen_action_turns.seq < excluded.seq
     )
-    SELECT action, seq FROM later";
-
-/// [`TAKE`] for a dispatch already recorded: only the counterpart decided
-/// later, if any. `$1` tenant, `$2` undo, `$3` counterparts, `$4` seq.
-const CHECK: &str = "
-    SELECT action, seq FROM ggen_action_turns
-    WHERE tenant = $1 AND undo = NOT $2 AND action = ANY($3) AND seq > $4
-    ORDER BY seq DESC LIMIT 1";
+    SELECT action, seq FROM later"
+);
 
 /// The turns session: the writers' settings, and keepalives short enough
 /// that the server ends the session of a replica whose machine died (and
@@ -163,11 +167,7 @@ impl Turns {
             },
             Err(_) => Err("the action turns' thread has ended"),
         };
-        let answer = answer.map_err(|what| LedgerError::Database {
-            target: self.target.clone(),
-            what: what.to_owned(),
-            source: None,
-        })??;
+        let answer = answer.map_err(|what| failure(&self.target, what))??;
         Ok(match answer {
             Reply::Held { key, session } => {
                 let jobs = self.jobs.clone();
@@ -178,6 +178,15 @@ impl Turns {
             Reply::Busy => TurnTaken::Busy,
             Reply::Superseded { action, seq } => TurnTaken::Superseded { action, seq },
         })
+    }
+}
+
+/// A database failure with no error of the driver's behind it.
+fn failure(target: &str, what: impl Into<String>) -> LedgerError {
+    LedgerError::Database {
+        target: target.to_owned(),
+        what: what.into(),
+        source: None,
     }
 }
 
@@ -208,8 +217,9 @@ struct Thread {
     /// Turns of this session whose give-back failed, tried again before
     /// every job (a turn left held would stall the other replicas).
     stuck: Vec<Key>,
-    /// Until when a failed connection attempt answers for the next ones.
-    down: Option<(Instant, LedgerError)>,
+    /// Until when a failed connection attempt answers for the next ones,
+    /// and its error.
+    down: Option<(Instant, String)>,
 }
 
 impl Thread {
@@ -277,11 +287,10 @@ impl Thread {
             if let Some((until, error)) = &self.down
                 && Instant::now() < *until
             {
-                return Err(LedgerError::Database {
-                    target: self.target.clone(),
-                    what: format!("cannot connect for action turns: {error}"),
-                    source: None,
-                });
+                return Err(failure(
+                    &self.target,
+                    format!("cannot connect for action turns: {error}"),
+                ));
             }
             let connected = connect(&self.url, &self.target).and_then(|mut client| {
                 client
@@ -301,23 +310,14 @@ impl Thread {
                 }
                 Err(error) => {
                     let what = crate::report::error_chain(&error);
-                    self.down = Some((
-                        Instant::now() + DOWN_FOR,
-                        LedgerError::Database {
-                            target: self.target.clone(),
-                            what,
-                            source: None,
-                        },
-                    ));
+                    self.down = Some((Instant::now() + DOWN_FOR, what));
                     return Err(error);
                 }
             }
         }
-        self.client.as_mut().ok_or_else(|| LedgerError::Database {
-            target: self.target.clone(),
-            what: "no connection for action turns".to_owned(),
-            source: None,
-        })
+        self.client
+            .as_mut()
+            .ok_or_else(|| failure(&self.target, "no connection for action turns"))
     }
 
     /// Gives back `key` (this session's); kept to try again if that fails.
@@ -379,36 +379,27 @@ impl Thread {
             return Ok(Reply::Busy);
         }
         let later = i64::try_from(turn.seq)
-            .map_err(|_| LedgerError::Database {
-                target: target.clone(),
-                what: format!("seq {} is past the database's range", turn.seq),
-                source: None,
+            .map_err(|_| {
+                failure(
+                    &target,
+                    format!("seq {} is past the database's range", turn.seq),
+                )
             })
             .and_then(|seq| {
                 let tenant = turn.tenant.as_str();
-                if recorded {
-                    client.query_typed_opt(
-                        CHECK,
-                        &[
-                            (&tenant, Type::TEXT),
-                            (&turn.undo, Type::BOOL),
-                            (&turn.counterparts, Type::TEXT_ARRAY),
-                            (&seq, Type::INT8),
-                        ],
-                    )
+                let params: [(&(dyn ToSql + Sync), Type); 5] = [
+                    (&tenant, Type::TEXT),
+                    (&turn.undo, Type::BOOL),
+                    (&turn.counterparts, Type::TEXT_ARRAY),
+                    (&seq, Type::INT8),
+                    (&turn.action, Type::TEXT),
+                ];
+                let (sql, params) = if recorded {
+                    (CHECK, &params[..4])
                 } else {
-                    client.query_typed_opt(
-                        TAKE,
-                        &[
-                            (&tenant, Type::TEXT),
-                            (&turn.action, Type::TEXT),
-                            (&turn.undo, Type::BOOL),
-                            (&seq, Type::INT8),
-                            (&turn.counterparts, Type::TEXT_ARRAY),
-                        ],
-                    )
-                }
-                .map_err(failed())
+                    (TAKE, &params[..])
+                };
+                client.query_typed_opt(sql, params).map_err(failed())
             });
         let reply = match later {
             Ok(None) if held => Reply::Held {

@@ -21,7 +21,7 @@ mod index;
 pub(crate) mod postgres;
 mod postgres_retention;
 mod postgres_tree;
-mod postgres_turns;
+pub(crate) mod postgres_turns;
 mod proptests;
 mod retention;
 mod transparency;

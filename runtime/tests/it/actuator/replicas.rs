@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use ggen_runtime::actuator::{ActuatorMode, Clock, Dispatcher, DispatcherOptions};
 use ggen_runtime::fsm::State;
-use ggen_runtime::ledger::{ActionTurn, HeldTurn, Ledger, TurnTaken};
+use ggen_runtime::ledger::{HeldTurn, Ledger, TurnTaken};
 use ggen_runtime::pg::shared::SharedPgLedger;
 use ggen_runtime::pg::{PgLedger, PgOptions};
 use ggen_runtime::receipt::{Input, Via};
@@ -19,6 +19,7 @@ use super::harness::{at, dispatcher, tenant};
 use super::pack::{LOAD, webhook_pack};
 use super::target::{Reply, Target};
 use crate::ledger::postgres::fresh_schema;
+use crate::ledger::postgres_turns::throttle_turn;
 
 /// One replica: a registry on its own connection to the shared schema,
 /// and a dispatcher calling `target` (`throttle`, undone by
@@ -26,21 +27,6 @@ use crate::ledger::postgres::fresh_schema;
 struct Replica {
     registry: Arc<Registry>,
     dispatcher: Dispatcher,
-}
-
-/// How a replica's dispatcher runs.
-struct Options {
-    mode: ActuatorMode,
-    concurrency: usize,
-}
-
-impl From<ActuatorMode> for Options {
-    fn from(mode: ActuatorMode) -> Options {
-        Options {
-            mode,
-            concurrency: DispatcherOptions::default().concurrency,
-        }
-    }
 }
 
 impl Drop for Replica {
@@ -69,10 +55,10 @@ fn placeholder() -> Arc<Registry> {
 
 impl Replica {
     fn new(url: &str, target: &Target) -> Replica {
-        Replica::with(url, target, 10_000, ActuatorMode::Live.into())
+        Replica::with(url, target, 10_000, DispatcherOptions::default())
     }
 
-    fn with(url: &str, target: &Target, timeout_ms: u32, options: Options) -> Replica {
+    fn with(url: &str, target: &Target, timeout_ms: u32, options: DispatcherOptions) -> Replica {
         // The synchronous client runs a runtime of its own.
         let ledger =
             tokio::task::block_in_place(|| SharedPgLedger::open(url, PgOptions::default()))
@@ -82,16 +68,7 @@ impl Replica {
             Arc::new(ledger),
         ));
         registry.attach();
-        let dispatcher = dispatcher(
-            Some(&target.url),
-            None,
-            &Clock::manual(at(0)),
-            DispatcherOptions {
-                mode: options.mode,
-                concurrency: options.concurrency,
-                ..DispatcherOptions::default()
-            },
-        );
+        let dispatcher = dispatcher(Some(&target.url), None, &Clock::manual(at(0)), options);
         Replica {
             registry,
             dispatcher,
@@ -243,7 +220,7 @@ async fn an_action_whose_undo_already_ran_on_the_other_replica_does_not_run() {
     let Some(url) = tokio::task::block_in_place(fresh_schema) else {
         return;
     };
-    let target = Target::start(|_| Reply::Status(200)).await;
+    let target = Target::always(200).await;
     let (a, b) = (Replica::new(&url, &target), Replica::new(&url, &target));
     let t = tenant("acme");
     // A decides the throttle but its dispatch is late (its durability
@@ -288,14 +265,7 @@ async fn undo_while_the_throttle_holds_the_turn(a: &Replica, b: &Replica) {
 fn hold_throttle_turn(a: &Replica) -> HeldTurn {
     let t = tenant("acme");
     let throttle = a.decide(&t, breach(), 0);
-    let ask = ActionTurn {
-        tenant: t,
-        pair: "unthrottle",
-        action: "throttle",
-        undo: false,
-        seq: throttle.dispatches[0].key.seq,
-        counterparts: vec!["unthrottle"],
-    };
+    let ask = throttle_turn(&t, false, throttle.dispatches[0].key.seq);
     let shared = a.registry.ledger().shared().unwrap();
     match tokio::task::block_in_place(|| shared.take_action_turn(&ask, false)) {
         Ok(TurnTaken::Held(held)) => held,
@@ -308,11 +278,11 @@ async fn an_undo_whose_turn_stays_held_elsewhere_fails_its_attempts_without_maki
     let Some(url) = tokio::task::block_in_place(fresh_schema) else {
         return;
     };
-    let target = Target::start(|_| Reply::Status(200)).await;
+    let target = Target::always(200).await;
     // 100 ms per attempt: a turn is waited for 1.1 s per attempt.
     let (a, b) = (
-        Replica::with(&url, &target, 100, ActuatorMode::Live.into()),
-        Replica::with(&url, &target, 100, ActuatorMode::Live.into()),
+        Replica::with(&url, &target, 100, DispatcherOptions::default()),
+        Replica::with(&url, &target, 100, DispatcherOptions::default()),
     );
     undo_while_the_throttle_holds_the_turn(&a, &b).await;
 
@@ -331,10 +301,18 @@ async fn log_only_actions_take_no_turns() {
     let Some(url) = tokio::task::block_in_place(fresh_schema) else {
         return;
     };
-    let target = Target::start(|_| Reply::Status(200)).await;
+    let target = Target::always(200).await;
     let (a, b) = (
-        Replica::with(&url, &target, 100, ActuatorMode::Live.into()),
-        Replica::with(&url, &target, 100, ActuatorMode::LogOnly.into()),
+        Replica::with(&url, &target, 100, DispatcherOptions::default()),
+        Replica::with(
+            &url,
+            &target,
+            100,
+            DispatcherOptions {
+                mode: ActuatorMode::LogOnly,
+                ..DispatcherOptions::default()
+            },
+        ),
     );
     undo_while_the_throttle_holds_the_turn(&a, &b).await;
 
@@ -348,15 +326,15 @@ async fn a_dispatch_waiting_for_its_turn_holds_no_permit() {
     let Some(url) = tokio::task::block_in_place(fresh_schema) else {
         return;
     };
-    let target = Target::start(|_| Reply::Status(200)).await;
+    let target = Target::always(200).await;
     // B runs one attempt at a time; its unthrottle for `acme` waits for
     // the turn A holds (3 s per attempt, 4 attempts).
-    let one = Options {
-        mode: ActuatorMode::Live,
+    let one = DispatcherOptions {
         concurrency: 1,
+        ..DispatcherOptions::default()
     };
     let (a, b) = (
-        Replica::with(&url, &target, 2000, ActuatorMode::Live.into()),
+        Replica::with(&url, &target, 2000, DispatcherOptions::default()),
         Replica::with(&url, &target, 2000, one),
     );
     let held = hold_throttle_turn(&a);

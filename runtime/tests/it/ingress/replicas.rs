@@ -570,19 +570,7 @@ fn a_duplicate_found_when_taken_again_answers_with_the_committed_tenant() {
 /// `acme`'s `throttle` (or its undo `unthrottle`) decided at `seq`, asking
 /// for its turn.
 fn throttle_turn(undo: bool, seq: u64) -> ActionTurn {
-    let (action, counterpart) = if undo {
-        ("unthrottle", "throttle")
-    } else {
-        ("throttle", "unthrottle")
-    };
-    ActionTurn {
-        tenant: tenant("acme"),
-        pair: "unthrottle",
-        action,
-        undo,
-        seq,
-        counterparts: vec![counterpart],
-    }
+    crate::ledger::postgres_turns::throttle_turn(&tenant("acme"), undo, seq)
 }
 
 #[test]
@@ -605,10 +593,7 @@ fn an_action_turn_is_held_by_one_replica_at_a_time_and_a_dead_one_gives_it_back(
         panic!("a free turn was not taken");
     };
     // Another tenant's turn is its own.
-    let other = ActionTurn {
-        tenant: tenant("globex"),
-        ..throttle_turn(true, 4)
-    };
+    let other = crate::ledger::postgres_turns::throttle_turn(&tenant("globex"), true, 4);
     assert!(matches!(take(&b, other), TurnTaken::Held(_)));
     // The undo decided at 5 waits for the throttle's attempt, but is
     // recorded: the throttle decided at 3 makes no further attempt.
@@ -679,8 +664,5 @@ fn an_action_turn_is_held_by_one_replica_at_a_time_and_a_dead_one_gives_it_back(
 
 /// A turn of another tenant than `acme`.
 fn other_tenant_turn() -> ActionTurn {
-    ActionTurn {
-        tenant: tenant("initech"),
-        ..throttle_turn(true, 1)
-    }
+    crate::ledger::postgres_turns::throttle_turn(&tenant("initech"), true, 1)
 }

@@ -27,8 +27,9 @@ fn replicas() -> Option<&'static [SharedPgLedger; 2]> {
         .as_ref()
 }
 
-/// `tenant`'s `throttle` (or its undo `unthrottle`) decided at `seq`.
-fn turn(tenant: &TenantId, undo: bool, seq: u64) -> ActionTurn {
+/// `tenant`'s `throttle` (or its undo `unthrottle`) decided at `seq`,
+/// asking for its turn.
+pub(crate) fn throttle_turn(tenant: &TenantId, undo: bool, seq: u64) -> ActionTurn {
     let (action, counterpart) = if undo {
         ("unthrottle", "throttle")
     } else {
@@ -132,7 +133,7 @@ proptest! {
                     } else {
                         Expected::Held
                     };
-                    let answer = replicas[replica].take_action_turn(&turn(&tenant, undo, seq), recorded).unwrap();
+                    let answer = replicas[replica].take_action_turn(&throttle_turn(&tenant, undo, seq), recorded).unwrap();
                     let got = match &answer {
                         TurnTaken::Held(_) => Expected::Held,
                         TurnTaken::Busy => Expected::Busy,
@@ -170,7 +171,7 @@ proptest! {
                     // The give-back runs on the replica's thread before its
                     // next ask: one ask (another tenant's) settles it.
                     let other = TenantId::new("settle").unwrap();
-                    let _ = replicas[d.replica].take_action_turn(&turn(&other, false, 1), true).unwrap();
+                    let _ = replicas[d.replica].take_action_turn(&throttle_turn(&other, false, 1), true).unwrap();
                 }
             }
         }
