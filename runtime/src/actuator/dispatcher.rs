@@ -298,7 +298,8 @@ impl Dispatcher {
         }
     }
 
-    /// Waits until no action is queued or running, at most `timeout`.
+    /// Waits until no action is queued or running, at most `timeout`;
+    /// once it returns `Ok`, no task of this dispatcher holds a registry.
     pub async fn drain(&self, timeout: Duration) -> Result<(), ActuatorError> {
         let mut pending = self.inner.pending.subscribe();
         match tokio::time::timeout(timeout, pending.wait_for(|n| *n == 0)).await {
@@ -392,6 +393,9 @@ impl Inner {
                     "the ledger failed before the deciding receipt was durable: actions not run"
                 ),
             }
+            // The registry goes before the pending count does: once
+            // `drain` returns, no dispatch task holds it.
+            drop(registry);
             drop(guard);
         });
     }
@@ -449,6 +453,9 @@ impl Inner {
                 },
             };
             inner.record(&registry, dispatch, report, false);
+            // The registry goes before the pending count does: once
+            // `drain` returns, no dispatch task holds it.
+            drop(registry);
             drop(guard);
         });
     }
@@ -551,6 +558,9 @@ impl Inner {
                 );
                 break;
             }
+            // The registry goes before the pending count does: once
+            // `drain` returns, no dispatch task holds it.
+            drop(registry);
             drop(guard);
         });
     }

@@ -399,3 +399,21 @@ async fn an_action_and_its_undo_run_in_the_order_they_were_decided() {
         "{details:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_drained_no_dispatch_task_holds_the_registry() {
+    // A failed attempt and its retry, then the result recorded: every kind
+    // of dispatch task has run and ended when `drain` returns.
+    let target = first_slow_failure(20).await;
+    let h = throttling(&target);
+    for i in 0..20 {
+        h.signal(&tenant(&format!("t{i}")), 120.0, 0);
+    }
+    h.settle().await;
+    assert_eq!(target.hits().len(), 21);
+    assert_eq!(
+        std::sync::Arc::strong_count(&h.registry),
+        1,
+        "a dispatch task still holds the registry after drain"
+    );
+}

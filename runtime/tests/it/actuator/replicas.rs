@@ -31,19 +31,10 @@ struct Replica {
 
 impl Drop for Replica {
     fn drop(&mut self) {
-        // Its ledger's synchronous clients close on this thread, once the
-        // dispatcher's tasks (which end just after `drain` sees them done)
-        // have let go of it.
+        // Its ledger's synchronous clients close on this thread (the
+        // dispatcher's tasks let go of the registry before `drain` returns).
         let registry = std::mem::replace(&mut self.registry, placeholder());
-        tokio::task::block_in_place(|| {
-            for _ in 0..500 {
-                if Arc::strong_count(&registry) == 1 {
-                    break;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            drop(registry);
-        });
+        tokio::task::block_in_place(|| drop(registry));
     }
 }
 
