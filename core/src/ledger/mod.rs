@@ -397,6 +397,10 @@ pub enum Rejection {
     /// The input's event id is already in the tenant's chain (inside the
     /// dedupe window), recorded by another writer.
     Duplicate,
+    /// The decision starts a tenant's chain, and the ledger already holds
+    /// the chains of [`Decision::max_tenants`] tenants (whichever replicas
+    /// started them).
+    TenantLimit,
 }
 
 impl std::fmt::Display for Rejection {
@@ -407,6 +411,9 @@ impl std::fmt::Display for Rejection {
             }
             Rejection::Duplicate => {
                 "another replica already recorded this event id for the tenant"
+            }
+            Rejection::TenantLimit => {
+                "the ledger already holds the SKU's `max_tenants` tenants: a new tenant is refused"
             }
         })
     }
@@ -434,6 +441,10 @@ pub struct Decision {
     /// under the tenant's lock when another writer overtook it (`None`:
     /// refuse it instead, e.g. a timer).
     pub redo: Option<Redo>,
+    /// The SKU's `max_tenants`: a decision that starts the tenant's chain
+    /// is refused ([`Rejection::TenantLimit`]) when the ledger already holds
+    /// that many chains, so the bound holds for all replicas together.
+    pub max_tenants: u32,
 }
 
 /// The input of a [`Decision`] and its decision time.

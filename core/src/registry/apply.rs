@@ -253,10 +253,15 @@ impl Registry {
                 (n < limit).then_some(n + 1)
             })
             .map(|_| ())
-            .map_err(|_| RegistryError::TooManyTenants {
-                max,
-                tenant: tenant.clone(),
-            })
+            .map_err(|_| self.tenant_limit(tenant))
+    }
+
+    /// The refusal of `tenant`, new past `max_tenants`.
+    pub(super) fn tenant_limit(&self, tenant: &TenantId) -> RegistryError {
+        RegistryError::TooManyTenants {
+            max: self.pack.sku().max_tenants,
+            tenant: tenant.clone(),
+        }
     }
 
     /// Appends `receipt` (and nothing else); updates the head and `applied`.

@@ -127,8 +127,9 @@ impl Registry {
     /// After a shared ledger refused the decision an [`Applied`] of load
     /// `epoch` reported (its ticket's [`Rejection`]): forgets that load and
     /// takes the decision again under the tenant's lock, on its latest
-    /// committed state (so it cannot be overtaken again), or, for a
-    /// duplicate event id, reports the input as a duplicate.
+    /// committed state (so it cannot be overtaken again); for a duplicate
+    /// event id, reports the input as a duplicate; for a new tenant the
+    /// ledger had no room for, refuses it ([`RegistryError::TooManyTenants`]).
     pub fn apply_again(
         &self,
         tenant: &TenantId,
@@ -142,6 +143,7 @@ impl Registry {
             return self.apply(tenant, input, at);
         };
         match why {
+            Rejection::TenantLimit => Err(self.tenant_limit(tenant)),
             Rejection::Overtaken => self.apply_locked(shared, tenant, input, at),
             Rejection::Duplicate => {
                 // The cache may hold a decision never written (one taken
@@ -233,6 +235,7 @@ impl Registry {
             ids: applied.id.iter().map(|seen| (seen.key, seen.at)).collect(),
             window_ms: i64::try_from(self.dedupe.window.as_millis()).unwrap_or(i64::MAX),
             redo,
+            max_tenants: sku.max_tenants,
         })
     }
 
@@ -281,6 +284,9 @@ impl Registry {
                 return match error {
                     RegistryError::Ledger(LedgerError::Rejected(Rejection::Duplicate)) => {
                         self.apply_again(tenant, input, at, Rejection::Duplicate, 0)
+                    }
+                    RegistryError::Ledger(LedgerError::Rejected(Rejection::TenantLimit)) => {
+                        Err(self.tenant_limit(tenant))
                     }
                     other => Err(other),
                 };

@@ -797,6 +797,24 @@ impl PgLedger {
                     "the chain has no recorded head (its head row was deleted)".to_owned(),
                 );
             }
+            if !verifier.has_bad()
+                && let Some(counted) = self.tenant_count(&mut client)?
+                && counted != rows.len() as i64
+            {
+                let found = if counted < 0 {
+                    "has no row".to_owned()
+                } else {
+                    format!("counts {counted} tenants with a chain")
+                };
+                verifier.bad(
+                    String::new(),
+                    0,
+                    format!(
+                        "`ggen_tenant_count` {found} where the heads are {} (it was altered): `max_tenants` no longer holds across replicas",
+                        rows.len()
+                    ),
+                );
+            }
         }
         // Last, as for a directory: the first bad only when all else verifies.
         if copy_in_progress(&mut client, &self.shared.target)? {
@@ -807,6 +825,28 @@ impl PgLedger {
             );
         }
         Ok(verifier.report())
+    }
+
+    /// The number of tenants with a chain as `ggen_tenant_count` keeps it
+    /// (`None` before schema version 7; `-1` for a deleted row).
+    fn tenant_count(
+        &self,
+        client: &mut impl postgres::GenericClient,
+    ) -> Result<Option<i64>, LedgerError> {
+        let err = || database(&self.shared.target, "reading the tenant count");
+        let exists: bool = client
+            .query_one("SELECT to_regclass('ggen_tenant_count') IS NOT NULL", &[])
+            .and_then(|row| row.try_get(0))
+            .map_err(err())?;
+        if !exists {
+            return Ok(None);
+        }
+        let row = client
+            .query_opt("SELECT tenants FROM ggen_tenant_count", &[])
+            .map_err(err())?;
+        row.map_or(Ok(-1), |row| row.try_get(0))
+            .map(Some)
+            .map_err(err())
     }
 
     /// Feeds the archived partitions before `anchor` to `verifier`, each

@@ -188,6 +188,38 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     );
     ",
     ),
+    (
+        7,
+        "the number of tenants with a chain, for max_tenants across replicas",
+        "
+    -- How many tenants have a chain (rows of ggen_heads), kept by
+    -- triggers whoever changes the rows. A replica about to start a
+    -- tenant's chain reads it under the receipt counter's row lock (which
+    -- every statement inserting heads holds until its commit), so the
+    -- SKU's max_tenants bounds the tenants of all replicas together.
+    CREATE TABLE ggen_tenant_count (
+        singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+        tenants   bigint  NOT NULL CHECK (tenants >= 0)
+    );
+    CREATE FUNCTION ggen_count_tenants() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP = 'TRUNCATE' THEN
+            EXECUTE format('UPDATE %I.ggen_tenant_count SET tenants = 0', TG_TABLE_SCHEMA);
+        ELSE
+            EXECUTE format('UPDATE %I.ggen_tenant_count SET tenants = tenants + $1', TG_TABLE_SCHEMA)
+                USING CASE TG_OP WHEN 'INSERT' THEN 1 ELSE -1 END;
+        END IF;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER ggen_heads_counted AFTER INSERT OR DELETE ON ggen_heads
+        FOR EACH ROW EXECUTE FUNCTION ggen_count_tenants();
+    CREATE TRIGGER ggen_heads_emptied AFTER TRUNCATE ON ggen_heads
+        FOR EACH STATEMENT EXECUTE FUNCTION ggen_count_tenants();
+    -- Counted once the trigger is in place: creating it waited for the
+    -- transactions inserting heads, and holds off new ones until commit.
+    INSERT INTO ggen_tenant_count (tenants) SELECT count(*) FROM ggen_heads;
+    ",
+    ),
 ];
 
 /// The newest schema version this build knows.

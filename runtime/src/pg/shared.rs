@@ -1232,6 +1232,44 @@ impl Writer {
     }
 }
 
+/// Whether the ledger has room for one more tenant's chain under `max`;
+/// counts it in `tenants` if so. The first call of a transaction takes the
+/// receipt counter's row lock, held to its commit: every statement that
+/// inserts heads (and so raises `ggen_tenant_count`, by its trigger) holds
+/// that lock until it commits, so the count read after it stays exact
+/// while this transaction runs, whichever replicas start tenants.
+fn admit(
+    client: &mut impl GenericClient,
+    tenants: &mut Option<i64>,
+    max: u32,
+) -> Result<bool, postgres::Error> {
+    let count = match tenants {
+        Some(count) => count,
+        None => {
+            // Two statements: the second's snapshot is taken once the lock
+            // is held, after the commits it waited for. No count row (it
+            // was deleted) admits no one.
+            let mut count = i64::MAX;
+            for message in client.simple_query(
+                "SELECT records FROM ggen_log FOR UPDATE; SELECT tenants FROM ggen_tenant_count",
+            )? {
+                if let postgres::SimpleQueryMessage::Row(row) = message
+                    && row.columns()[0].name() == "tenants"
+                {
+                    count = row.get(0).and_then(|n| n.parse().ok()).unwrap_or(i64::MAX);
+                }
+            }
+            tenants.insert(count)
+        }
+    };
+    if *count < i64::from(max) {
+        *count += 1;
+        Ok(true)
+    } else {
+        Ok(false)
+    }
+}
+
 /// Waits until the transaction `txid` (of a session that was lost) has
 /// ended as a new snapshot sees it, for up to twice [`super::RESUME_FOR`]
 /// from `started`. `txid_status` alone is not enough: a `COMMIT` waiting
@@ -1486,10 +1524,18 @@ fn write_batch(
             }
         }
     }
+    // How many tenants have a chain, counting those this batch starts:
+    // read when the batch first starts one.
+    let mut tenants: Option<i64> = None;
     for (index, p) in batch.iter().enumerate() {
         let d = &p.decision;
         let name = d.tenant.as_str();
         let head = heads.get(name).copied().unwrap_or(Head::EMPTY);
+        // A decision that starts the tenant's chain needs room under
+        // `max_tenants` (checked once it would otherwise be written).
+        let mut room = |client: &mut _| -> Result<bool, postgres::Error> {
+            Ok(head.seq > 0 || admit(client, &mut tenants, d.max_tenants)?)
+        };
         let first = &d.entries[0];
         let duplicate = |d: &Decision| {
             d.ids
@@ -1500,6 +1546,7 @@ fn write_batch(
         let mut chosen: Option<(&Decision, &[Hash])> = None;
         let outcome = match (overtaken, taker, &d.redo) {
             (false, ..) if duplicate(d) => Outcome::Rejected(Rejection::Duplicate),
+            (false, ..) if !room(client)? => Outcome::Rejected(Rejection::TenantLimit),
             (false, ..) => {
                 chosen = Some((d, &p.hashes[..]));
                 choices.push(Choice::Original(index));
@@ -1535,6 +1582,9 @@ fn write_batch(
                         match chained(&decision, "") {
                             Ok(_) if extends && duplicate(&decision) => {
                                 Outcome::Rejected(Rejection::Duplicate)
+                            }
+                            Ok(_) if extends && !room(client)? => {
+                                Outcome::Rejected(Rejection::TenantLimit)
                             }
                             Ok(hashes) if extends => {
                                 retaken.push((decision, hashes));

@@ -265,6 +265,45 @@ async fn tenants_past_max_tenants_are_refused_with_403() {
     assert_eq!(service.assert_verifies().receipts, 3);
 }
 
+#[test]
+fn tenants_past_max_tenants_of_all_replicas_together_are_refused_with_403() {
+    use ggen_runtime::pg::PgOptions;
+    use ggen_runtime::pg::shared::SharedPgLedger;
+    // The synchronous client is opened and dropped off the runtime.
+    let Some(url) = crate::ledger::postgres::fresh_schema() else {
+        return;
+    };
+    // Two replicas of `max_tenants` 2 on one schema, one tenant each.
+    let replica = || {
+        let ledger = SharedPgLedger::open(&url, PgOptions::default()).unwrap();
+        let options = ggen_runtime::ingress::Options::default();
+        Service::over(
+            &TINY,
+            Arc::new(ledger),
+            super::harness::full_auth(),
+            options,
+        )
+    };
+    let (a, b) = (replica(), replica());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        for (replica, tenant) in [(&a, "one"), (&b, "two")] {
+            let reply = replica
+                .send(post("/v1/signals", signal(tenant, 1.0, "x")))
+                .await;
+            assert_eq!(reply.status, 204, "{reply:?}");
+        }
+        let reply = a.send(post("/v1/signals", signal("three", 1.0, "x"))).await;
+        reply.assert_error(403, "tenant_limit");
+        // Known tenants still work, on either replica.
+        let reply = a.send(post("/v1/signals", signal("two", 2.0, "y"))).await;
+        assert_eq!(reply.status, 204, "{reply:?}");
+    });
+}
+
 /// A file ledger whose every sync sleeps `delay` first.
 fn slow_sync(delay: Duration) -> FileOptions {
     FileOptions {

@@ -12,12 +12,12 @@ use ggen_runtime::ledger::{ActionTurn, Ledger, LedgerError, Rejection, SharedLed
 use ggen_runtime::pg::shared::SharedPgLedger;
 use ggen_runtime::pg::{PgLedger, PgOptions};
 use ggen_runtime::receipt::{Input, Via};
-use ggen_runtime::registry::{Applied, DECISION_ATTEMPTS, Registry, TIMER_LEASE_MS};
-use ggen_runtime::sku::SignalId;
+use ggen_runtime::registry::{Applied, DECISION_ATTEMPTS, Registry, RegistryError, TIMER_LEASE_MS};
+use ggen_runtime::sku::{SignalId, TablePack};
 use ggen_runtime::tenant::TenantId;
 use serde_json::Value;
 
-use super::sku::GUARD;
+use super::sku::{GUARD, TINY};
 use crate::ledger::postgres::fresh_schema;
 
 /// The intervention timeout of [`GUARD`], in ms.
@@ -26,7 +26,13 @@ const TIMEOUT_MS: i64 = 120_000;
 /// A replica as `serve` runs one: overtaken decisions are taken again
 /// in its ledger's writer.
 fn replica(url: &str) -> Arc<Registry> {
-    let registry = unattached(url);
+    replica_of(&GUARD, url)
+}
+
+/// A replica of `pack` as `serve` runs one.
+fn replica_of(pack: &'static TablePack, url: &str) -> Arc<Registry> {
+    let ledger = SharedPgLedger::open(url, PgOptions::default()).unwrap();
+    let registry = Arc::new(Registry::new(pack, Arc::new(ledger)));
     registry.attach();
     registry
 }
@@ -58,20 +64,28 @@ fn load(value: f64, id: &str) -> Input {
 /// Decides `input` as the service does: waits until committed, and takes
 /// the decision again while another replica's overtakes it.
 fn decide(registry: &Registry, tenant: &TenantId, input: Input, now: Timestamp) -> Applied {
-    let mut applied = registry.apply(tenant, input.clone(), now).unwrap();
+    try_decide(registry, tenant, input, now).unwrap()
+}
+
+/// [`decide`], with the registry's refusal.
+fn try_decide(
+    registry: &Registry,
+    tenant: &TenantId,
+    input: Input,
+    now: Timestamp,
+) -> Result<Applied, RegistryError> {
+    let mut applied = registry.apply(tenant, input.clone(), now)?;
     for _ in 0..DECISION_ATTEMPTS {
         let ticket = applied.ticket.take();
         match ticket.clone().map(|ticket| ticket.wait()) {
             None | Some(Ok(())) => {
-                return ticket
+                return Ok(ticket
                     .as_ref()
                     .and_then(Registry::retaken)
-                    .unwrap_or(applied);
+                    .unwrap_or(applied));
             }
             Some(Err(LedgerError::Rejected(why))) => {
-                applied = registry
-                    .apply_again(tenant, input.clone(), now, why, applied.epoch)
-                    .unwrap();
+                applied = registry.apply_again(tenant, input.clone(), now, why, applied.epoch)?;
             }
             Some(Err(error)) => panic!("{error}"),
         }
@@ -107,8 +121,76 @@ fn receipts(url: &str, tenant: &TenantId) -> Vec<Value> {
 /// `ledger verify` passes: chains, heads, and every stored tenant state
 /// against what its receipts replay to.
 fn verifies(url: &str) {
-    let (text, ok) = ggen_runtime::cli::verify_database_report(&GUARD, url, None).unwrap();
+    verifies_as(&GUARD, url);
+}
+
+/// [`verifies`], for a ledger of `pack`.
+fn verifies_as(pack: &'static TablePack, url: &str) {
+    let (text, ok) = ggen_runtime::cli::verify_database_report(pack, url, None).unwrap();
     assert!(ok, "{text}");
+}
+
+/// How many tenants have a chain, by the heads and by `ggen_tenant_count`.
+fn tenants_stored(url: &str) -> (i64, i64) {
+    let mut client = ::postgres::Client::connect(url, ::postgres::NoTls).unwrap();
+    let row = client
+        .query_one(
+            "SELECT (SELECT count(*) FROM ggen_heads), (SELECT tenants FROM ggen_tenant_count)",
+            &[],
+        )
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+#[test]
+fn max_tenants_bounds_the_tenants_of_all_replicas_together() {
+    let Some(url) = fresh_schema() else { return };
+    // `max_tenants` 2; each replica would hold 2.
+    let (a, b) = (replica_of(&TINY, &url), replica_of(&TINY, &url));
+    try_decide(&a, &tenant("one"), load(1.0, "s1"), at(0)).unwrap();
+    try_decide(&b, &tenant("two"), load(1.0, "s2"), at(0)).unwrap();
+    for (replica, name) in [(&a, "three"), (&b, "four")] {
+        let refused = try_decide(replica, &tenant(name), load(1.0, "s3"), at(10)).unwrap_err();
+        assert!(
+            matches!(&refused, RegistryError::TooManyTenants { max: 2, tenant } if tenant.as_str() == name),
+            "{refused}"
+        );
+    }
+    // A tenant the ledger has is served by either replica; the refused
+    // ones left no trace, and the next new one is refused again.
+    try_decide(&a, &tenant("two"), load(2.0, "s4"), at(20)).unwrap();
+    try_decide(&b, &tenant("one"), load(2.0, "s5"), at(20)).unwrap();
+    assert!(a.view(&tenant("three")).is_none());
+    assert!(try_decide(&a, &tenant("five"), load(1.0, "s6"), at(30)).is_err());
+    assert_eq!(tenants_stored(&url), (2, 2));
+    verifies_as(&TINY, &url);
+}
+
+#[test]
+fn replicas_starting_new_tenants_at_once_start_at_most_max_tenants() {
+    let Some(url) = fresh_schema() else { return };
+    let replicas = [replica_of(&TINY, &url), replica_of(&TINY, &url)];
+    let barrier = std::sync::Barrier::new(16);
+    let started: Vec<bool> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..16)
+            .map(|i| {
+                let (replicas, barrier) = (&replicas, &barrier);
+                s.spawn(move || {
+                    barrier.wait();
+                    let name = tenant(&format!("new{i}"));
+                    match try_decide(&replicas[i % 2], &name, load(1.0, "s"), at(0)) {
+                        Ok(_) => true,
+                        Err(RegistryError::TooManyTenants { .. }) => false,
+                        Err(other) => panic!("{other}"),
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(started.iter().filter(|s| **s).count(), 2, "{started:?}");
+    assert_eq!(tenants_stored(&url), (2, 2));
+    verifies_as(&TINY, &url);
 }
 
 #[test]

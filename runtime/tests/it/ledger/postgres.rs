@@ -184,7 +184,7 @@ fn concurrent_first_starts_migrate_once() {
         .iter()
         .map(|row| row.get(0))
         .collect();
-    assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
+    assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7]);
     // Reopening applies nothing and keeps the data.
     let ledger = open(&url);
     append_next(&ledger, &tenant("acme"), "after");
@@ -209,6 +209,77 @@ fn a_newer_schema_is_refused() {
     );
     let err = PgLedger::open_read_only(&url).unwrap_err();
     assert!(err.to_string().contains("version 99"), "{err}");
+}
+
+/// `ggen_tenant_count` as stored.
+fn tenant_count(url: &str) -> i64 {
+    client(url)
+        .query_one("SELECT tenants FROM ggen_tenant_count", &[])
+        .unwrap()
+        .get(0)
+}
+
+#[test]
+fn the_tenant_count_follows_the_heads_is_counted_at_upgrade_and_checked_by_verify() {
+    let Some(url) = fresh_schema() else { return };
+    let ledger = open(&url);
+    for (t, receipts) in [("acme", 3), ("beta", 1), ("gamma", 2)] {
+        for i in 0..receipts {
+            append_next(&ledger, &tenant(t), &format!("r{i}"));
+        }
+    }
+    ledger.flush().unwrap();
+    // Counted by the trigger: once per tenant, not per receipt.
+    assert_eq!(tenant_count(&url), 3);
+    drop(ledger);
+    // A schema at version 6 with tenants: the upgrade counts them.
+    client(&url)
+        .batch_execute(
+            "DROP TRIGGER ggen_heads_counted ON ggen_heads;
+             DROP TRIGGER ggen_heads_emptied ON ggen_heads;
+             DROP FUNCTION ggen_count_tenants();
+             DROP TABLE ggen_tenant_count;
+             DELETE FROM ggen_schema_migrations WHERE version = 7",
+        )
+        .unwrap();
+    let ledger = open(&url);
+    assert_eq!(tenant_count(&url), 3);
+    append_next(&ledger, &tenant("delta"), "new");
+    ledger.flush().unwrap();
+    assert_eq!(tenant_count(&url), 4);
+    assert_eq!(ledger.verify().unwrap().first_bad, None);
+    // Heads deleted or truncated by hand are counted out (`verify` reports
+    // the chains that lost them); rolled back here.
+    let mut other = client(&url);
+    let mut tx = other.transaction().unwrap();
+    let mut counted_after = |sql: &str| -> i64 {
+        tx.batch_execute(sql).unwrap();
+        tx.query_one("SELECT tenants FROM ggen_tenant_count", &[])
+            .unwrap()
+            .get(0)
+    };
+    assert_eq!(
+        counted_after("DELETE FROM ggen_heads WHERE tenant = 'delta'"),
+        3
+    );
+    assert_eq!(counted_after("TRUNCATE ggen_heads"), 0);
+    tx.rollback().unwrap();
+    assert_eq!(tenant_count(&url), 4);
+    // An altered count is reported, and a deleted one.
+    client(&url)
+        .batch_execute("UPDATE ggen_tenant_count SET tenants = 9")
+        .unwrap();
+    let bad = ledger.verify().unwrap().first_bad.unwrap();
+    assert!(
+        bad.reason
+            .contains("counts 9 tenants with a chain where the heads are 4"),
+        "{bad:?}"
+    );
+    client(&url)
+        .batch_execute("DELETE FROM ggen_tenant_count")
+        .unwrap();
+    let bad = ledger.verify().unwrap().first_bad.unwrap();
+    assert!(bad.reason.contains("has no row"), "{bad:?}");
 }
 
 #[test]
@@ -916,6 +987,7 @@ fn decision_after(t: &TenantId, head: Head, note: &str) -> Decision {
             },
             at: ggen_runtime::clock::Timestamp::now(),
         }),
+        max_tenants: u32::MAX,
     }
 }
 
