@@ -529,7 +529,8 @@ pub trait SharedLedger: Send + Sync {
     /// whose dispatch asked before refuses it ([`TurnTaken::Superseded`]);
     /// otherwise the dispatch is recorded (unless `recorded`: an earlier
     /// ask of it did, busy or not), so that its earlier counterparts make
-    /// no further attempt.
+    /// no further attempt. A counterpart's turn taken less than its
+    /// `attempt_ms` ago and not given back is still held (busy).
     fn take_action_turn(&self, turn: &ActionTurn, recorded: bool)
     -> Result<TurnTaken, LedgerError>;
 }
@@ -549,6 +550,12 @@ pub struct ActionTurn {
     pub seq: u64,
     /// Its counterparts' action names (dispatched the other way round).
     pub counterparts: Vec<&'static str>,
+    /// The longest one attempt of it may take, in ms (its action's timeout
+    /// and a margin). A turn taken for it keeps the counterparts out that
+    /// long by the ledger's clock even when its holder is gone before
+    /// giving it back (a process killed, a database session lost): a
+    /// request already sent may still land.
+    pub attempt_ms: u32,
 }
 
 /// What [`SharedLedger::take_action_turn`] found.

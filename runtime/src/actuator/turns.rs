@@ -22,9 +22,12 @@ use crate::sku::ActionId;
 
 /// How often a turn held elsewhere is asked for again.
 const POLL: Duration = Duration::from_millis(20);
-/// How much longer than the longest attempt of the actions sharing a turn
-/// it is waited for.
-const WAIT_MARGIN: Duration = Duration::from_secs(1);
+/// How much longer than an attempt's timeout the attempt may last (the
+/// time to start it, and to hear that it ended), in ms: a turn is waited
+/// for that much longer than the slowest attempt of the actions sharing
+/// it, and a turn whose holder is gone stays taken that much longer than
+/// its attempt's timeout.
+const MARGIN_MS: u32 = 1_000;
 
 /// A dispatch's turn on a shared ledger.
 #[derive(Debug)]
@@ -88,9 +91,10 @@ impl Turn {
                 counterparts: counterparts_of((action, dispatch.undo))
                     .map(|id| sku.action(id).name)
                     .collect(),
+                attempt_ms: sku.action(action).timeout_ms.saturating_add(MARGIN_MS),
             },
             recorded: AtomicBool::new(false),
-            wait: Duration::from_millis(u64::from(slowest)) + WAIT_MARGIN,
+            wait: Duration::from_millis(u64::from(slowest) + u64::from(MARGIN_MS)),
         })
     }
 

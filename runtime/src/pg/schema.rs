@@ -220,6 +220,19 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     INSERT INTO ggen_tenant_count (tenants) SELECT count(*) FROM ggen_heads;
     ",
     ),
+    (
+        8,
+        "how long an attempt that took its action's turn may last",
+        "
+    -- Until when (microseconds since the epoch, by the database's clock)
+    -- an attempt of the row's action that took its turn may be under way:
+    -- set when the turn is taken, cleared when it is given back. A
+    -- counterpart's turn is not taken while it lies ahead, so an attempt
+    -- whose holder vanished before giving the turn back (its session lost
+    -- to a database restart, its process killed) is still waited for.
+    ALTER TABLE ggen_action_turns ADD COLUMN attempt_until bigint;
+    ",
+    ),
 ];
 
 /// The newest schema version this build knows.

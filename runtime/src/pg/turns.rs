@@ -62,6 +62,39 @@ const TAKE: &str = concat!(
     SELECT action, seq FROM later"
 );
 
+/// The database's clock, in microseconds since the epoch.
+macro_rules! now_us {
+    () => {
+        "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint"
+    };
+}
+
+/// With the turn held and no counterpart decided later recorded: busy
+/// while a counterpart's attempt may still be under way (its holder gone
+/// without giving the turn back), or else marks the dispatch's attempt
+/// under way for `$6` ms and answers until when (no row: busy). `$1`
+/// tenant, `$2` undo, `$3` the counterparts' names, `$4` action, `$5` seq.
+const START: &str = concat!(
+    "WITH busy AS (
+        SELECT 1 FROM ggen_action_turns
+        WHERE tenant = $1 AND undo = NOT $2 AND action = ANY($3) AND attempt_until > ",
+    now_us!(),
+    "), stamp AS (SELECT ",
+    now_us!(),
+    " + $6 * 1000 AS until), mine AS (
+        INSERT INTO ggen_action_turns AS t (tenant, action, undo, seq, attempt_until)
+        SELECT $1, $4, $2, $5, stamp.until FROM stamp WHERE NOT EXISTS (SELECT 1 FROM busy)
+        ON CONFLICT (tenant, action, undo)
+        DO UPDATE SET attempt_until = GREATEST(t.attempt_until, excluded.attempt_until)
+    )
+    SELECT until FROM stamp WHERE NOT EXISTS (SELECT 1 FROM busy)"
+);
+
+/// Ends the attempt `$4` marked (a later one of the same action, from
+/// another replica, keeps its own mark): `$1` tenant, `$2` action, `$3` undo.
+const END: &str = "UPDATE ggen_action_turns SET attempt_until = NULL
+     WHERE tenant = $1 AND action = $2 AND undo = $3 AND attempt_until = $4";
+
 /// The turns session: the writers' settings, and keepalives short enough
 /// that the server ends the session of a replica whose machine died (and
 /// gives back its turns) within about half a minute instead of the
@@ -89,8 +122,13 @@ enum Job {
         recorded: bool,
         reply: mpsc::SyncSender<Result<Reply, LedgerError>>,
     },
-    /// Gives back `key`, taken on the connection numbered `session`.
-    Release { key: Key, session: u64 },
+    /// Gives back `key`, taken on the connection numbered `session`, and
+    /// ends the attempt's mark.
+    Release {
+        key: Key,
+        session: u64,
+        attempt: Attempt,
+    },
     /// The answer channel of a [`Job::Take`] whose asker stopped waiting
     /// (after the take, in queue order): a turn answered there is given
     /// back.
@@ -100,12 +138,23 @@ enum Job {
 /// A turn's advisory-lock key (the two-key space).
 type Key = (i32, i32);
 
+/// An attempt marked under way in `ggen_action_turns`, until `until`
+/// (µs since the epoch, by the database's clock).
+#[derive(Clone, Debug)]
+struct Attempt {
+    tenant: String,
+    action: &'static str,
+    undo: bool,
+    until: i64,
+}
+
 /// What the turns thread answers a [`Job::Take`].
 enum Reply {
-    /// Taken on the connection numbered `session`.
+    /// Taken on the connection numbered `session`, its attempt marked.
     Held {
         key: Key,
         session: u64,
+        attempt: Attempt,
     },
     Busy,
     Superseded {
@@ -169,10 +218,18 @@ impl Turns {
         };
         let answer = answer.map_err(|what| failure(&self.target, what))??;
         Ok(match answer {
-            Reply::Held { key, session } => {
+            Reply::Held {
+                key,
+                session,
+                attempt,
+            } => {
                 let jobs = self.jobs.clone();
                 TurnTaken::Held(HeldTurn::new(move || {
-                    let _ = jobs.send(Job::Release { key, session });
+                    let _ = jobs.send(Job::Release {
+                        key,
+                        session,
+                        attempt,
+                    });
                 }))
             }
             Reply::Busy => TurnTaken::Busy,
@@ -252,26 +309,34 @@ impl Thread {
                 self.unstick();
                 match job {
                     Job::Abandoned(answer) => {
-                        if let Ok(Ok(Reply::Held { key, session })) = answer.try_recv()
-                            && session == self.session
+                        if let Ok(Ok(Reply::Held {
+                            key,
+                            session,
+                            attempt,
+                        })) = answer.try_recv()
                         {
-                            self.unlock(key);
+                            self.give_back(key, session, &attempt);
                         }
                     }
-                    Job::Release { key, session } if session == self.session => self.unlock(key),
-                    // Its connection is gone, and the turn with it.
-                    Job::Release { .. } => {}
+                    Job::Release {
+                        key,
+                        session,
+                        attempt,
+                    } => self.give_back(key, session, &attempt),
                     Job::Take {
                         turn,
                         recorded,
                         reply,
                     } => {
                         let answer = self.take(&turn, recorded);
-                        if let Err(mpsc::SendError(Ok(Reply::Held { key, .. }))) =
-                            reply.send(answer)
+                        if let Err(mpsc::SendError(Ok(Reply::Held {
+                            key,
+                            session,
+                            attempt,
+                        }))) = reply.send(answer)
                         {
-                            // The asker gave up waiting: nobody holds it.
-                            self.unlock(key);
+                            // The asker gave up waiting: nobody attempts.
+                            self.give_back(key, session, &attempt);
                         }
                     }
                 }
@@ -320,6 +385,42 @@ impl Thread {
             .ok_or_else(|| failure(&self.target, "no connection for action turns"))
     }
 
+    /// Ends `attempt`'s mark (on a new connection if this one is found
+    /// lost), then gives back `key` if the connection numbered `session`
+    /// still holds it (a lost one gave it back). An end that fails leaves
+    /// the mark to run out.
+    fn give_back(&mut self, key: Key, session: u64, attempt: &Attempt) {
+        let mut ended = self.end(attempt);
+        if ended.is_err() && self.client.as_ref().is_some_and(Client::is_closed) {
+            ended = self.end(attempt);
+        }
+        if let Err(error) = ended {
+            let error = crate::report::error_chain(&error);
+            tracing::warn!(target = %self.target, %error, "ending an action's attempt failed: its counterparts wait until it runs out");
+        }
+        if session == self.session {
+            self.unlock(key);
+        }
+    }
+
+    /// Clears `attempt`'s mark ([`END`]).
+    fn end(&mut self, attempt: &Attempt) -> Result<(), LedgerError> {
+        let target = self.target.clone();
+        let client = self.connection()?;
+        client
+            .query_typed(
+                END,
+                &[
+                    (&attempt.tenant, Type::TEXT),
+                    (&attempt.action, Type::TEXT),
+                    (&attempt.undo, Type::BOOL),
+                    (&attempt.until, Type::INT8),
+                ],
+            )
+            .map(drop)
+            .map_err(database(&target, "ending an action's attempt"))
+    }
+
     /// Gives back `key` (this session's); kept to try again if that fails.
     fn unlock(&mut self, key: Key) {
         let Some(client) = self.client.as_mut().filter(|c| !c.is_closed()) else {
@@ -354,6 +455,36 @@ impl Thread {
             answer = self.take_once(turn, recorded, key);
         }
         answer
+    }
+
+    /// Marks `turn`'s attempt under way, on the connection holding its
+    /// turn: `None` while a counterpart's attempt may still be ([`START`]).
+    fn start(&mut self, turn: &ActionTurn) -> Result<Option<Attempt>, LedgerError> {
+        let failed = database(&self.target, "starting an action's attempt");
+        let client = self
+            .client
+            .as_mut()
+            .ok_or_else(|| failure(&self.target, "the action turns' connection was lost"))?;
+        let seq = i64::try_from(turn.seq).unwrap_or(i64::MAX);
+        let row = client
+            .query_typed_opt(
+                START,
+                &[
+                    (&turn.tenant.as_str(), Type::TEXT),
+                    (&turn.undo, Type::BOOL),
+                    (&turn.counterparts, Type::TEXT_ARRAY),
+                    (&turn.action, Type::TEXT),
+                    (&seq, Type::INT8),
+                    (&i64::from(turn.attempt_ms), Type::INT8),
+                ],
+            )
+            .map_err(failed)?;
+        Ok(row.map(|row| Attempt {
+            tenant: turn.tenant.as_str().to_owned(),
+            action: turn.action,
+            undo: turn.undo,
+            until: row.get(0),
+        }))
     }
 
     /// Tries `key`, then records `turn` (unless `recorded`) or finds the
@@ -402,15 +533,24 @@ impl Thread {
                 client.query_typed_opt(sql, params).map_err(failed())
             });
         let reply = match later {
-            Ok(None) if held => Reply::Held {
-                key,
-                session: self.session,
-            },
-            Ok(None) => Reply::Busy,
             Ok(Some(row)) => Reply::Superseded {
                 action: row.get(0),
                 seq: u64::try_from(row.get::<_, i64>(1)).unwrap_or_default(),
             },
+            Ok(None) if held => match self.start(turn) {
+                Ok(Some(attempt)) => Reply::Held {
+                    key,
+                    session: self.session,
+                    attempt,
+                },
+                // A counterpart's attempt may still be under way.
+                Ok(None) => Reply::Busy,
+                Err(error) => {
+                    self.unlock(key);
+                    return Err(error);
+                }
+            },
+            Ok(None) => Reply::Busy,
             Err(error) => {
                 if held {
                     self.unlock(key);

@@ -154,6 +154,30 @@ fn recorded(url: &str, tenant: &TenantId, action: &str, seq: u64) {
     );
 }
 
+/// A target answering its first request `status` once opened, every
+/// later one 200 at once.
+async fn first_held_open(status: u16) -> Target {
+    Target::start(move |n| {
+        if n == 0 {
+            Reply::WhenOpen(status)
+        } else {
+            Reply::Status(200)
+        }
+    })
+    .await
+}
+
+/// `target` was called for the throttle, then for the unthrottle, sent
+/// once the throttle's attempt was answered.
+fn throttle_answered_before_the_unthrottle_went(target: &Target) {
+    assert_eq!(called(target), ["throttle", "unthrottle"]);
+    let hits = target.hits();
+    assert!(
+        hits[1].at >= hits[0].answered.unwrap(),
+        "the unthrottle was sent while the throttle's attempt was under way"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_undo_decided_on_the_other_replica_waits_for_the_action_and_stops_its_retries() {
     let Some(url) = tokio::task::block_in_place(fresh_schema) else {
@@ -163,14 +187,7 @@ async fn an_undo_decided_on_the_other_replica_waits_for_the_action_and_stops_its
     // unthrottle asked for its turn: unordered, the unthrottle would land
     // during it and the throttle's retry after it, leaving the workload
     // throttled while the governor says `stable`.
-    let target = Target::start(|n| {
-        if n == 0 {
-            Reply::WhenOpen(500)
-        } else {
-            Reply::Status(200)
-        }
-    })
-    .await;
+    let target = first_held_open(500).await;
     let (a, b) = (Replica::new(&url, &target), Replica::new(&url, &target));
     let t = tenant("acme");
     let throttle = a.decide(&t, breach(), 0);
@@ -188,12 +205,7 @@ async fn an_undo_decided_on_the_other_replica_waits_for_the_action_and_stops_its
     a.settle().await;
     b.settle().await;
 
-    assert_eq!(called(&target), ["throttle", "unthrottle"]);
-    let hits = target.hits();
-    assert!(
-        hits[1].at >= hits[0].answered.unwrap(),
-        "the unthrottle was sent while the throttle's attempt was under way"
-    );
+    throttle_answered_before_the_unthrottle_went(&target);
     // The two results are recorded in either order (both replicas record
     // as their dispatch ends): the throttle's failed, the unthrottle's ok.
     let superseded = format!(
@@ -204,6 +216,50 @@ async fn an_undo_decided_on_the_other_replica_waits_for_the_action_and_stops_its
     assert_eq!(results.len(), 2, "{results:?}");
     assert_eq!(results[0], (false, superseded));
     assert!(results[1].0, "{:?}", results[1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_whose_turn_went_with_a_lost_session_still_keeps_its_undo_out() {
+    let Some(url) = tokio::task::block_in_place(fresh_schema) else {
+        return;
+    };
+    // The throttle's attempt is answered only when the gate opens; the
+    // database session holding its turn is ended meanwhile (a database
+    // restart, a failover), which gives the turn's lock back.
+    let target = first_held_open(200).await;
+    let a_name = format!("turns-{}", url.rsplit("%3D").next().unwrap());
+    let a_url = format!("{url}&application_name={a_name}");
+    let (a, b) = (Replica::new(&a_url, &target), Replica::new(&url, &target));
+    let t = tenant("acme");
+    let throttle = a.decide(&t, breach(), 0);
+    a.run(&throttle);
+    hits_reach(&target, 1).await;
+    let killed = tokio::task::block_in_place(|| {
+        let mut admin = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+        admin
+            .execute(
+                "SELECT pg_terminate_backend(l.pid)
+                 FROM pg_locks l JOIN pg_stat_activity s ON s.pid = l.pid
+                 WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND l.mode = 'ExclusiveLock'
+                   AND l.granted
+                   AND s.application_name = $1",
+                &[&a_name],
+            )
+            .unwrap()
+    });
+    assert_eq!(killed, 1, "A's session holding the turn");
+    // The reset reaches B; its unthrottle must not go while the throttle's
+    // request may still land.
+    let undo = b.decide(&t, reset(), 1);
+    b.run(&undo);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    target.open();
+    a.settle().await;
+    b.settle().await;
+
+    throttle_answered_before_the_unthrottle_went(&target);
+    let results = results(&url, &t);
+    assert!(results.iter().all(|(ok, _)| *ok), "{results:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

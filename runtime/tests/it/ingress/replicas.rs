@@ -691,13 +691,19 @@ fn an_action_turn_is_held_by_one_replica_at_a_time_and_a_dead_one_gives_it_back(
         }
         other => panic!("the throttle was not superseded: {other:?}"),
     }
-    let TurnTaken::Held(undoing) = b.take_action_turn(&throttle_turn(true, 5), true).unwrap()
-    else {
+    // The undo's attempt may last 1.5 s.
+    let undo_5 = ActionTurn {
+        attempt_ms: 1_500,
+        ..throttle_turn(true, 5)
+    };
+    let TurnTaken::Held(undoing) = b.take_action_turn(&undo_5, true).unwrap() else {
         panic!("the turn given back was not taken");
     };
+    let taken_at = std::time::Instant::now();
     // A throttle decided later is not held back by the undo's record,
     // only by its attempt; the replica attempting it dies (its session
-    // ends) and its turn is free again.
+    // ends), and its turn is free again once the attempt's 1.5 s are up
+    // (a request it sent may still land until then).
     assert!(matches!(take(&c, throttle_turn(false, 9)), TurnTaken::Busy));
     let mut admin = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
     let killed = admin
@@ -722,6 +728,11 @@ fn an_action_turn_is_held_by_one_replica_at_a_time_and_a_dead_one_gives_it_back(
             },
         );
     assert!(taken.is_some(), "the dead session's turn stayed held");
+    assert!(
+        // (Less the time between the database's stamp and `taken_at`.)
+        taken_at.elapsed() >= std::time::Duration::from_millis(1_400),
+        "the dead session's turn was taken while its attempt may have been under way"
+    );
     drop(taken);
     // (The give-back is sent to C's thread: let it run.)
     assert!(matches!(take(&c, other_tenant_turn()), TurnTaken::Held(_)));

@@ -28,7 +28,8 @@ fn replicas() -> Option<&'static [SharedPgLedger; 2]> {
 }
 
 /// `tenant`'s `throttle` (or its undo `unthrottle`) decided at `seq`,
-/// asking for its turn.
+/// asking for its turn; an attempt may last a minute (a turn whose holder
+/// is gone stays taken that long).
 pub(crate) fn throttle_turn(tenant: &TenantId, undo: bool, seq: u64) -> ActionTurn {
     let (action, counterpart) = if undo {
         ("unthrottle", "throttle")
@@ -42,6 +43,7 @@ pub(crate) fn throttle_turn(tenant: &TenantId, undo: bool, seq: u64) -> ActionTu
         undo,
         seq,
         counterparts: vec![counterpart],
+        attempt_ms: 60_000,
     }
 }
 
