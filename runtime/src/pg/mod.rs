@@ -835,7 +835,10 @@ impl PgLedger {
     ) -> Result<Option<i64>, LedgerError> {
         let err = || database(&self.shared.target, "reading the tenant count");
         let exists: bool = client
-            .query_one("SELECT to_regclass('ggen_tenant_count') IS NOT NULL", &[])
+            .query_one(
+                "SELECT to_regclass(format('%I.ggen_tenant_count', current_schema())) IS NOT NULL",
+                &[],
+            )
             .and_then(|row| row.try_get(0))
             .map_err(err())?;
         if !exists {

@@ -197,6 +197,10 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     -- tenant's chain reads it under the receipt counter's row lock (which
     -- every statement inserting heads holds until its commit), so the
     -- SKU's max_tenants bounds the tenants of all replicas together.
+    -- Replicas' sessions (ggen.counts_tenants set) add the tenants they
+    -- start in the statement that starts them: one update per statement,
+    -- where the row trigger makes one per tenant, each slower than the
+    -- last within a transaction.
     CREATE TABLE ggen_tenant_count (
         singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
         tenants   bigint  NOT NULL CHECK (tenants >= 0)
@@ -212,7 +216,9 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         RETURN NULL;
     END $$;
     CREATE TRIGGER ggen_heads_counted AFTER INSERT OR DELETE ON ggen_heads
-        FOR EACH ROW EXECUTE FUNCTION ggen_count_tenants();
+        FOR EACH ROW
+        WHEN (current_setting('ggen.counts_tenants', true) IS DISTINCT FROM 'on')
+        EXECUTE FUNCTION ggen_count_tenants();
     CREATE TRIGGER ggen_heads_emptied AFTER TRUNCATE ON ggen_heads
         FOR EACH STATEMENT EXECUTE FUNCTION ggen_count_tenants();
     -- Counted once the trigger is in place: creating it waited for the
@@ -262,8 +268,13 @@ fn query(what: &'static str) -> impl FnOnce(postgres::Error) -> SchemaError {
 /// Brings the schema in the connection's `search_path` to [`LATEST`];
 /// returns the versions it applied (none when it was current).
 pub(crate) fn migrate(client: &mut Client) -> Result<Vec<i32>, SchemaError> {
+    // Read committed whatever the server's default: a migration's later
+    // statements see what committed while its earlier ones waited (7
+    // counts the heads once its trigger's lock waited out their writers).
     let mut tx = client
-        .transaction()
+        .build_transaction()
+        .isolation_level(postgres::IsolationLevel::ReadCommitted)
+        .start()
         .map_err(query("starting the migration transaction"))?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .map_err(query("taking the migration lock"))?;

@@ -54,12 +54,16 @@ const LOCKERS: usize = 2;
 /// Longest a locked tenant waits for its decision before letting go.
 const LOCK_HOLD: Duration = Duration::from_secs(10);
 /// Every writing session: durable commits, the isolation the checks
-/// assume whatever the server's default, and a server-side bound on a
+/// assume whatever the server's default, a server-side bound on a
 /// transaction left open by a vanished replica (its locks, tenants' and the
-/// receipt counter's, would otherwise stall every other replica).
+/// receipt counter's, would otherwise stall every other replica), and
+/// `ggen.counts_tenants`: the session adds the tenants it starts to
+/// `ggen_tenant_count` itself, once per statement, where the count's
+/// trigger (which skips such sessions) would update it once per tenant.
 pub(super) const WRITING_SESSION: &str = "SET synchronous_commit = on;
      SET default_transaction_isolation = 'read committed';
-     SET idle_in_transaction_session_timeout = '20s'";
+     SET idle_in_transaction_session_timeout = '20s';
+     SET ggen.counts_tenants = on";
 /// How many times a batch the server aborted for a deadlock or a lock
 /// conflict (with another replica's pruning, say) is tried again.
 const BATCH_TRIES: u32 = 5;
@@ -1524,9 +1528,11 @@ fn write_batch(
             }
         }
     }
-    // How many tenants have a chain, counting those this batch starts:
+    // How many tenants have a chain, counting those this batch may start:
     // read when the batch first starts one.
     let mut tenants: Option<i64> = None;
+    // The tenants whose chains this batch starts (see `WRITING_SESSION`).
+    let mut started = 0i64;
     for (index, p) in batch.iter().enumerate() {
         let d = &p.decision;
         let name = d.tenant.as_str();
@@ -1547,6 +1553,8 @@ fn write_batch(
         let outcome = match (overtaken, taker, &d.redo) {
             (false, ..) if duplicate(d) => Outcome::Rejected(Rejection::Duplicate),
             (false, ..) if !room(client)? => Outcome::Rejected(Rejection::TenantLimit),
+            // Before the registry takes it again (and caches the result).
+            (true, Some(_), Some(_)) if !room(client)? => Outcome::Rejected(Rejection::TenantLimit),
             (false, ..) => {
                 chosen = Some((d, &p.hashes[..]));
                 choices.push(Choice::Original(index));
@@ -1583,9 +1591,6 @@ fn write_batch(
                             Ok(_) if extends && duplicate(&decision) => {
                                 Outcome::Rejected(Rejection::Duplicate)
                             }
-                            Ok(_) if extends && !room(client)? => {
-                                Outcome::Rejected(Rejection::TenantLimit)
-                            }
                             Ok(hashes) if extends => {
                                 retaken.push((decision, hashes));
                                 choices.push(Choice::Retaken(retaken.len() - 1));
@@ -1607,6 +1612,9 @@ fn write_batch(
             (true, ..) => Outcome::Rejected(Rejection::Overtaken),
         };
         if let Some((decision, hashes)) = chosen {
+            if head.seq == 0 {
+                started += 1;
+            }
             let last = decision.entries.len() - 1;
             heads.insert(
                 name.to_owned(),
@@ -1692,6 +1700,8 @@ fn write_batch(
              INSERT INTO ggen_event_ids (tenant, key, at)
              SELECT * FROM unnest($12::text[], $13::bytea[], $14::bigint[])
              ON CONFLICT (tenant, key) DO UPDATE SET at = excluded.at
+         ), counted AS (
+             UPDATE ggen_tenant_count SET tenants = tenants + $16 WHERE $16 > 0
          )
          INSERT INTO ggen_heads (tenant, seq, position, hash, state, state_seq, due_at)
          SELECT u.t, u.s, log.base + u.o, u.h, u.st, u.s, u.d
@@ -1717,6 +1727,7 @@ fn write_batch(
             (&i_key, Type::BYTEA_ARRAY),
             (&i_at, Type::INT8_ARRAY),
             (&position(count as u64), Type::INT8),
+            (&started, Type::INT8),
         ],
     )?;
     let written = accepted

@@ -302,6 +302,13 @@ fn tenants_past_max_tenants_of_all_replicas_together_are_refused_with_403() {
         let reply = a.send(post("/v1/signals", signal("two", 2.0, "y"))).await;
         assert_eq!(reply.status, 204, "{reply:?}");
     });
+    // Nothing of the refused tenant was written.
+    let (text, ok) = ggen_runtime::cli::verify_database_report(&TINY, &url, None).unwrap();
+    assert!(ok, "{text}");
+    assert!(
+        text.starts_with("ok: 3 receipts in 2 tenant chains"),
+        "{text}"
+    );
 }
 
 /// A file ledger whose every sync sleeps `delay` first.

@@ -161,7 +161,53 @@ fn max_tenants_bounds_the_tenants_of_all_replicas_together() {
     try_decide(&a, &tenant("two"), load(2.0, "s4"), at(20)).unwrap();
     try_decide(&b, &tenant("one"), load(2.0, "s5"), at(20)).unwrap();
     assert!(a.view(&tenant("three")).is_none());
-    assert!(try_decide(&a, &tenant("five"), load(1.0, "s6"), at(30)).is_err());
+    assert!(matches!(
+        try_decide(&a, &tenant("five"), load(1.0, "s6"), at(30)),
+        Err(RegistryError::TooManyTenants { .. })
+    ));
+    assert_eq!(tenants_stored(&url), (2, 2));
+    verifies_as(&TINY, &url);
+}
+
+#[test]
+fn a_new_tenant_refused_after_being_taken_again_leaves_nothing_behind() {
+    let Some(url) = fresh_schema() else { return };
+    // Taken again in the writer (`replica_of`), or under the tenant's lock
+    // (a replica without a taker hands the overtaken decision back).
+    let attached = replica_of(&TINY, &url);
+    let unattached = {
+        let ledger = SharedPgLedger::open(&url, PgOptions::default()).unwrap();
+        Arc::new(Registry::new(&TINY, Arc::new(ledger)))
+    };
+    let b = replica_of(&TINY, &url);
+    try_decide(&b, &tenant("one"), load(1.0, "s1"), at(0)).unwrap();
+    try_decide(&b, &tenant("two"), load(1.0, "s2"), at(0)).unwrap();
+    for a in [&attached, &unattached] {
+        // Two inputs for a new tenant, the second decided on the first's
+        // state before the ledger answered: refused, the second is taken
+        // again (it extends a chain the ledger does not have).
+        let three = tenant("three");
+        let inputs = [load(1.0, "x1"), load(2.0, "x2")];
+        let applied = inputs
+            .iter()
+            .map(|input| a.apply(&three, input.clone(), at(10)).unwrap())
+            .collect::<Vec<_>>();
+        for (applied, input) in applied.into_iter().zip(inputs) {
+            let refused = match applied.ticket.unwrap().wait() {
+                Err(LedgerError::Rejected(why)) => a
+                    .apply_again(&three, input, at(10), why, applied.epoch)
+                    .unwrap_err(),
+                other => panic!("{other:?}"),
+            };
+            assert!(
+                matches!(refused, RegistryError::TooManyTenants { .. }),
+                "{refused}"
+            );
+        }
+        assert!(a.view(&three).is_none(), "the refused tenant is cached");
+        let held: usize = a.states_count().iter().map(|(_, n)| n).sum();
+        assert_eq!(held, 0, "the refused tenant is counted");
+    }
     assert_eq!(tenants_stored(&url), (2, 2));
     verifies_as(&TINY, &url);
 }

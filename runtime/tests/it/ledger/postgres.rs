@@ -211,6 +211,20 @@ fn a_newer_schema_is_refused() {
     assert!(err.to_string().contains("version 99"), "{err}");
 }
 
+/// Undoes migrations 8 and 7: the schema as a version-6 governor left it.
+fn back_to_schema_6(url: &str) {
+    client(url)
+        .batch_execute(
+            "DROP TRIGGER ggen_heads_counted ON ggen_heads;
+             DROP TRIGGER ggen_heads_emptied ON ggen_heads;
+             DROP FUNCTION ggen_count_tenants();
+             DROP TABLE ggen_tenant_count;
+             ALTER TABLE ggen_action_turns DROP COLUMN attempt_until;
+             DELETE FROM ggen_schema_migrations WHERE version >= 7",
+        )
+        .unwrap();
+}
+
 /// `ggen_tenant_count` as stored.
 fn tenant_count(url: &str) -> i64 {
     client(url)
@@ -233,16 +247,7 @@ fn the_tenant_count_follows_the_heads_is_counted_at_upgrade_and_checked_by_verif
     assert_eq!(tenant_count(&url), 3);
     drop(ledger);
     // A schema at version 6 with tenants: the upgrade counts them.
-    client(&url)
-        .batch_execute(
-            "DROP TRIGGER ggen_heads_counted ON ggen_heads;
-             DROP TRIGGER ggen_heads_emptied ON ggen_heads;
-             DROP FUNCTION ggen_count_tenants();
-             DROP TABLE ggen_tenant_count;
-             ALTER TABLE ggen_action_turns DROP COLUMN attempt_until;
-             DELETE FROM ggen_schema_migrations WHERE version >= 7",
-        )
-        .unwrap();
+    back_to_schema_6(&url);
     let ledger = open(&url);
     assert_eq!(tenant_count(&url), 3);
     append_next(&ledger, &tenant("delta"), "new");
@@ -281,6 +286,30 @@ fn the_tenant_count_follows_the_heads_is_counted_at_upgrade_and_checked_by_verif
         .unwrap();
     let bad = ledger.verify().unwrap().first_bad.unwrap();
     assert!(bad.reason.contains("has no row"), "{bad:?}");
+}
+
+#[test]
+fn a_schema_before_the_tenant_count_verifies_read_only_whatever_else_is_on_the_path() {
+    let Some(url) = fresh_schema() else { return };
+    let ledger = open(&url);
+    for t in ["acme", "beta"] {
+        append_next(&ledger, &tenant(t), "r0");
+    }
+    drop(ledger);
+    back_to_schema_6(&url);
+    // Another schema later on the path has a count of its own.
+    let other = format!("{}_other", url.rsplit("%3D").next().unwrap());
+    client(&url)
+        .batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS {other} CASCADE; CREATE SCHEMA {other};
+             CREATE TABLE {other}.ggen_tenant_count (tenants bigint);
+             INSERT INTO {other}.ggen_tenant_count VALUES (7)"
+        ))
+        .unwrap();
+    for url in [url.clone(), format!("{url}%2C{other}")] {
+        let report = PgLedger::open_read_only(&url).unwrap().verify().unwrap();
+        assert_eq!((report.receipts, report.first_bad), (2, None), "{url}");
+    }
 }
 
 #[test]
