@@ -561,9 +561,10 @@ pub struct ActionTurn {
 /// What [`SharedLedger::take_action_turn`] found.
 #[derive(Debug)]
 pub enum TurnTaken {
-    /// The turn is held until this is dropped.
+    /// The turn is held until this is finished or dropped.
     Held(HeldTurn),
-    /// Another process holds it (an attempt under way there).
+    /// Another process holds it, or a counterpart's attempt may still be
+    /// under way (its holder gone before the attempt's `attempt_ms` were up).
     Busy,
     /// A counterpart decided later took it first: no attempt.
     Superseded {
@@ -574,20 +575,33 @@ pub enum TurnTaken {
     },
 }
 
-/// A held action turn ([`TurnTaken::Held`]); dropping it gives it back.
-pub struct HeldTurn(Option<Box<dyn FnOnce() + Send>>);
+/// A held action turn ([`TurnTaken::Held`]). [`HeldTurn::finish`] gives
+/// it back once its attempt has ended; dropped without that (the attempt
+/// abandoned while it may still be under way, e.g. at shutdown), it is
+/// given back too, but its counterparts still wait until the attempt's
+/// [`ActionTurn::attempt_ms`] are up.
+pub struct HeldTurn(Option<Box<dyn FnOnce(bool) + Send>>);
 
 impl HeldTurn {
-    /// A turn that `release` gives back.
-    pub fn new(release: impl FnOnce() + Send + 'static) -> HeldTurn {
+    /// A turn that `release` gives back: with `true` once its attempt
+    /// ended, with `false` when dropped before.
+    pub fn new(release: impl FnOnce(bool) + Send + 'static) -> HeldTurn {
         HeldTurn(Some(Box::new(release)))
+    }
+
+    /// Gives the turn back: its attempt has ended (answered, failed or
+    /// timed out), so its counterparts may go at once.
+    pub fn finish(mut self) {
+        if let Some(release) = self.0.take() {
+            release(true);
+        }
     }
 }
 
 impl Drop for HeldTurn {
     fn drop(&mut self) {
         if let Some(release) = self.0.take() {
-            release();
+            release(false);
         }
     }
 }

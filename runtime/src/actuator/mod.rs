@@ -285,7 +285,7 @@ fn stopped_report(why: &str, made: u32, attempts: u32) -> Report {
 /// attempt under way runs to its end: the target may already act on it),
 /// each attempt made in `turn` when the dispatch has one (replicas on a
 /// shared ledger) and holding one of `permits`, if given (only while it
-/// runs: not while it waits for its turn or sleeps its backoff).
+/// asks for its turn and runs: not between asks or in its backoff).
 pub(crate) async fn perform_until(
     actuator: &dyn Actuator,
     call: &ActionCall,
@@ -302,39 +302,38 @@ pub(crate) async fn perform_until(
         if let Some(why) = stop.borrow().clone() {
             return stopped_report(&why, attempt - 1, attempts);
         }
-        let held = match turn {
-            None => None,
-            Some(turn) => match turn.take(stop).await {
-                turns::Taken::Held(held) => Some(Ok(held)),
+        let attempt_now = || async {
+            tokio::time::timeout(timeout, actuator.attempt(call, attempt))
+                .await
+                .unwrap_or(Outcome::TimedOut)
+        };
+        let outcome = match turn {
+            None => {
+                // The semaphore is never closed, so acquiring only waits.
+                let _permit = match permits {
+                    Some(permits) => std::sync::Arc::clone(permits).acquire_owned().await.ok(),
+                    None => None,
+                };
+                attempt_now().await
+            }
+            Some(turn) => match turn.take(stop, permits).await {
+                turns::Taken::Held(held, _permit) => {
+                    let outcome = attempt_now().await;
+                    // Given back before the backoff: a counterpart may go.
+                    // (Dropped with the attempt, it keeps them out until
+                    // the attempt's time is up.)
+                    held.finish();
+                    outcome
+                }
                 turns::Taken::Superseded(why) => {
                     return stopped_report(&why, attempt - 1, attempts);
                 }
                 // Reported at the top of the loop.
                 turns::Taken::Stopped => continue,
-                turns::Taken::Failed(detail) => Some(Err(detail)),
-            },
-        };
-        let attempt_now = || async {
-            // The semaphore is never closed, so acquiring only waits.
-            let _permit = match permits {
-                Some(permits) => std::sync::Arc::clone(permits).acquire_owned().await.ok(),
-                None => None,
-            };
-            tokio::time::timeout(timeout, actuator.attempt(call, attempt))
-                .await
-                .unwrap_or(Outcome::TimedOut)
-        };
-        let outcome = match held {
-            None => attempt_now().await,
-            Some(Ok(held)) => {
-                let outcome = attempt_now().await;
-                // Given back before the backoff: a counterpart may go.
-                drop(held);
-                outcome
-            }
-            Some(Err(detail)) => Outcome::Failed {
-                detail,
-                retryable: true,
+                turns::Taken::Failed(detail) => Outcome::Failed {
+                    detail,
+                    retryable: true,
+                },
             },
         };
         let (detail, retryable) = match outcome {

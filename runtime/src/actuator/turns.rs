@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use super::lanes::{self, StopReason};
 use crate::ledger::{ActionTurn, HeldTurn, TurnTaken};
@@ -22,12 +22,14 @@ use crate::sku::ActionId;
 
 /// How often a turn held elsewhere is asked for again.
 const POLL: Duration = Duration::from_millis(20);
-/// How much longer than an attempt's timeout the attempt may last (the
-/// time to start it, and to hear that it ended), in ms: a turn is waited
-/// for that much longer than the slowest attempt of the actions sharing
-/// it, and a turn whose holder is gone stays taken that much longer than
-/// its attempt's timeout.
-const MARGIN_MS: u32 = 1_000;
+/// How much longer than its timeout an attempt's turn stays taken when its
+/// holder is gone before giving it back (the time to send the request
+/// once the turn is taken, and to hear that it ended), in ms.
+const MARK_MARGIN_MS: u32 = 500;
+/// How much longer than the slowest attempt of the actions sharing a turn
+/// it is waited for, in ms: past [`MARK_MARGIN_MS`], so that a waiter that
+/// asked as the holder took the turn still finds its mark run out.
+const WAIT_MARGIN_MS: u32 = 1_000;
 
 /// A dispatch's turn on a shared ledger.
 #[derive(Debug)]
@@ -45,8 +47,9 @@ pub(crate) struct Turn {
 /// What waiting for a turn came to.
 #[derive(Debug)]
 pub(crate) enum Taken {
-    /// Held until dropped: make the attempt.
-    Held(HeldTurn),
+    /// Held (until finished or dropped), with the dispatcher's permit if
+    /// it has them: make the attempt.
+    Held(HeldTurn, Option<OwnedSemaphorePermit>),
     /// A counterpart decided later asked first: no attempt, ever.
     Superseded(String),
     /// The dispatch was told to stop while it waited.
@@ -91,17 +94,29 @@ impl Turn {
                 counterparts: counterparts_of((action, dispatch.undo))
                     .map(|id| sku.action(id).name)
                     .collect(),
-                attempt_ms: sku.action(action).timeout_ms.saturating_add(MARGIN_MS),
+                attempt_ms: sku.action(action).timeout_ms.saturating_add(MARK_MARGIN_MS),
             },
             recorded: AtomicBool::new(false),
-            wait: Duration::from_millis(u64::from(slowest) + u64::from(MARGIN_MS)),
+            wait: Duration::from_millis(u64::from(slowest) + u64::from(WAIT_MARGIN_MS)),
         })
     }
 
-    /// Waits for the turn, at most [`Turn::wait`], or until `stop`.
-    pub(crate) async fn take(&self, stop: &mut watch::Receiver<StopReason>) -> Taken {
+    /// Waits for the turn, at most [`Turn::wait`], or until `stop`. Each
+    /// ask holds one of `permits` (if given), kept with a turn taken: the
+    /// attempt's mark starts when its turn is taken, so the attempt must
+    /// not wait for a permit after that.
+    pub(crate) async fn take(
+        &self,
+        stop: &mut watch::Receiver<StopReason>,
+        permits: Option<&Arc<Semaphore>>,
+    ) -> Taken {
         let deadline = tokio::time::Instant::now() + self.wait;
         loop {
+            // The semaphore is never closed, so acquiring only waits.
+            let permit = match permits {
+                Some(permits) => Arc::clone(permits).acquire_owned().await.ok(),
+                None => None,
+            };
             let (registry, ask) = (Arc::clone(&self.registry), self.ask.clone());
             let recorded = self.recorded.load(Ordering::Acquire);
             let taken = tokio::task::spawn_blocking(move || {
@@ -117,7 +132,7 @@ impl Turn {
                     match taken {
                         // A stop that came while it asked: no attempt.
                         TurnTaken::Held(_) if stop.borrow().is_some() => return Taken::Stopped,
-                        TurnTaken::Held(held) => return Taken::Held(held),
+                        TurnTaken::Held(held) => return Taken::Held(held, permit),
                         TurnTaken::Superseded { action, seq } => {
                             return Taken::Superseded(lanes::superseded_by(
                                 &action,
@@ -143,6 +158,7 @@ impl Turn {
                     return Taken::Failed("not tried: taking its turn failed".to_owned());
                 }
             };
+            drop(permit);
             if tokio::time::Instant::now() + POLL > deadline {
                 return Taken::Failed(format!(
                     "not tried: {why_not} for {} ms",

@@ -232,7 +232,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "
     -- Until when (microseconds since the epoch, by the database's clock)
     -- an attempt of the row's action that took its turn may be under way:
-    -- set when the turn is taken, cleared when it is given back. A
+    -- set when the turn is taken, cleared once the attempt ended. A
     -- counterpart's turn is not taken while it lies ahead, so an attempt
     -- whose holder vanished before giving the turn back (its session lost
     -- to a database restart, its process killed) is still waited for.

@@ -9,6 +9,11 @@
 //!   connection for one attempt and given back after it. A replica that
 //!   dies gives it back with its session (a dead machine's session within
 //!   about half a minute: the session's TCP keepalives);
+//! - taking it also marks the attempt under way (`attempt_until`, by the
+//!   database's clock, for the attempt's longest time), and a counterpart
+//!   is busy while such a mark lies ahead, so an attempt whose holder is
+//!   gone (its session lost, its process killed) while its request may
+//!   still land is still waited for. An attempt that ended clears its mark;
 //! - `ggen_action_turns` holds the seq of the latest dispatch of each
 //!   tenant's action each way round (an action, or an undo) that asked
 //!   for its turn, recorded (committed) at its first ask, before any
@@ -72,14 +77,20 @@ macro_rules! now_us {
 /// With the turn held and no counterpart decided later recorded: busy
 /// while a counterpart's attempt may still be under way (its holder gone
 /// without giving the turn back), or else marks the dispatch's attempt
-/// under way for `$6` ms and answers until when (no row: busy). `$1`
-/// tenant, `$2` undo, `$3` the counterparts' names, `$4` action, `$5` seq.
+/// under way for `$6` ms and answers until when, and whether another
+/// attempt of the same action was marked under way already (no row:
+/// busy). `$1` tenant, `$2` undo, `$3` the counterparts' names, `$4`
+/// action, `$5` seq.
 const START: &str = concat!(
     "WITH busy AS (
         SELECT 1 FROM ggen_action_turns
         WHERE tenant = $1 AND undo = NOT $2 AND action = ANY($3) AND attempt_until > ",
     now_us!(),
-    "), stamp AS (SELECT ",
+    "), prior AS (
+        SELECT attempt_until > ",
+    now_us!(),
+    " AS live FROM ggen_action_turns WHERE tenant = $1 AND action = $4 AND undo = $2
+    ), stamp AS (SELECT ",
     now_us!(),
     " + $6 * 1000 AS until), mine AS (
         INSERT INTO ggen_action_turns AS t (tenant, action, undo, seq, attempt_until)
@@ -87,17 +98,18 @@ const START: &str = concat!(
         ON CONFLICT (tenant, action, undo)
         DO UPDATE SET attempt_until = GREATEST(t.attempt_until, excluded.attempt_until)
     )
-    SELECT until FROM stamp WHERE NOT EXISTS (SELECT 1 FROM busy)"
+    SELECT until, coalesce((SELECT live FROM prior), false)
+    FROM stamp WHERE NOT EXISTS (SELECT 1 FROM busy)"
 );
 
-/// Ends the attempt `$4` marked (a later one of the same action, from
-/// another replica, keeps its own mark): `$1` tenant, `$2` action, `$3` undo.
+/// Ends the attempt `$4` marked (a later one of the same action keeps its
+/// own mark): `$1` tenant, `$2` action, `$3` undo.
 const END: &str = "UPDATE ggen_action_turns SET attempt_until = NULL
      WHERE tenant = $1 AND action = $2 AND undo = $3 AND attempt_until = $4";
 
 /// The turns session: the writers' settings, and keepalives short enough
 /// that the server ends the session of a replica whose machine died (and
-/// gives back its turns) within about half a minute instead of the
+/// gives back its locks) within about half a minute instead of the
 /// system's two hours.
 const SESSION: &str = "SET tcp_keepalives_idle = 10;
      SET tcp_keepalives_interval = 5;
@@ -123,11 +135,12 @@ enum Job {
         reply: mpsc::SyncSender<Result<Reply, LedgerError>>,
     },
     /// Gives back `key`, taken on the connection numbered `session`, and
-    /// ends the attempt's mark.
+    /// ends the attempt's mark if the attempt `ended`.
     Release {
         key: Key,
         session: u64,
         attempt: Attempt,
+        ended: bool,
     },
     /// The answer channel of a [`Job::Take`] whose asker stopped waiting
     /// (after the take, in queue order): a turn answered there is given
@@ -146,6 +159,10 @@ struct Attempt {
     action: &'static str,
     undo: bool,
     until: i64,
+    /// Another attempt of the same action (one mark per action and
+    /// direction) was marked under way when this one started: its end
+    /// leaves the mark to run out, which still covers the other.
+    shared: bool,
 }
 
 /// What the turns thread answers a [`Job::Take`].
@@ -224,11 +241,12 @@ impl Turns {
                 attempt,
             } => {
                 let jobs = self.jobs.clone();
-                TurnTaken::Held(HeldTurn::new(move || {
+                TurnTaken::Held(HeldTurn::new(move |ended| {
                     let _ = jobs.send(Job::Release {
                         key,
                         session,
                         attempt,
+                        ended,
                     });
                 }))
             }
@@ -268,8 +286,8 @@ struct Thread {
     target: String,
     oid: i64,
     client: Option<Client>,
-    /// Counts connections: a lost one gave back every turn it held, so
-    /// the releases of those turns are dropped.
+    /// Counts connections: a lost one gave back every lock it held, so
+    /// the unlocks of those turns are dropped (their marks still end).
     session: u64,
     /// Turns of this session whose give-back failed, tried again before
     /// every job (a turn left held would stall the other replicas).
@@ -315,14 +333,16 @@ impl Thread {
                             attempt,
                         })) = answer.try_recv()
                         {
-                            self.give_back(key, session, &attempt);
+                            // No attempt was made under it.
+                            self.give_back(key, session, &attempt, true);
                         }
                     }
                     Job::Release {
                         key,
                         session,
                         attempt,
-                    } => self.give_back(key, session, &attempt),
+                        ended,
+                    } => self.give_back(key, session, &attempt, ended),
                     Job::Take {
                         turn,
                         recorded,
@@ -336,7 +356,7 @@ impl Thread {
                         }))) = reply.send(answer)
                         {
                             // The asker gave up waiting: nobody attempts.
-                            self.give_back(key, session, &attempt);
+                            self.give_back(key, session, &attempt, true);
                         }
                     }
                 }
@@ -385,18 +405,20 @@ impl Thread {
             .ok_or_else(|| failure(&self.target, "no connection for action turns"))
     }
 
-    /// Ends `attempt`'s mark (on a new connection if this one is found
-    /// lost), then gives back `key` if the connection numbered `session`
-    /// still holds it (a lost one gave it back). An end that fails leaves
-    /// the mark to run out.
-    fn give_back(&mut self, key: Key, session: u64, attempt: &Attempt) {
-        let mut ended = self.end(attempt);
-        if ended.is_err() && self.client.as_ref().is_some_and(Client::is_closed) {
-            ended = self.end(attempt);
-        }
-        if let Err(error) = ended {
-            let error = crate::report::error_chain(&error);
-            tracing::warn!(target = %self.target, %error, "ending an action's attempt failed: its counterparts wait until it runs out");
+    /// Ends `attempt`'s mark if the attempt `ended` and its mark is its
+    /// own (on a new connection if this one is found lost), then gives
+    /// back `key` if the connection numbered `session` still holds it (a
+    /// lost one gave it back). A mark not ended runs out.
+    fn give_back(&mut self, key: Key, session: u64, attempt: &Attempt, ended: bool) {
+        if ended && !attempt.shared {
+            let mut cleared = self.end(attempt);
+            if cleared.is_err() && self.client.as_ref().is_some_and(Client::is_closed) {
+                cleared = self.end(attempt);
+            }
+            if let Err(error) = cleared {
+                let error = crate::report::error_chain(&error);
+                tracing::warn!(target = %self.target, %error, "ending an action's attempt failed: its counterparts wait until it runs out");
+            }
         }
         if session == self.session {
             self.unlock(key);
@@ -484,6 +506,7 @@ impl Thread {
             action: turn.action,
             undo: turn.undo,
             until: row.get(0),
+            shared: row.get(1),
         }))
     }
 

@@ -252,7 +252,8 @@ async fn an_attempt_whose_turn_went_with_a_lost_session_still_keeps_its_undo_out
     // request may still land.
     let undo = b.decide(&t, reset(), 1);
     b.run(&undo);
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    recorded(&url, &t, "unthrottle", undo.dispatches[0].key.seq);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     target.open();
     a.settle().await;
     b.settle().await;
@@ -260,6 +261,18 @@ async fn an_attempt_whose_turn_went_with_a_lost_session_still_keeps_its_undo_out
     throttle_answered_before_the_unthrottle_went(&target);
     let results = results(&url, &t);
     assert!(results.iter().all(|(ok, _)| *ok), "{results:?}");
+    // A's give-back ended its attempt's mark, on a new connection.
+    let marked: i64 = tokio::task::block_in_place(|| {
+        let mut client = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+        client
+            .query_one(
+                "SELECT count(*) FROM ggen_action_turns WHERE attempt_until IS NOT NULL",
+                &[],
+            )
+            .unwrap()
+            .get(0)
+    });
+    assert_eq!(marked, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -305,7 +318,7 @@ async fn undo_while_the_throttle_holds_the_turn(a: &Replica, b: &Replica) {
     let undo = b.decide(&tenant("acme"), reset(), 1);
     b.run(&undo);
     b.settle().await;
-    drop(held);
+    held.finish();
 }
 
 /// `acme`'s throttle decided on `a`, its turn taken there and held.
@@ -394,7 +407,7 @@ async fn a_dispatch_waiting_for_its_turn_holds_no_permit() {
     b.run(&other);
     hits_reach(&target, 1).await;
     assert_eq!(called(&target), ["throttle"]);
-    drop(held);
+    held.finish();
     b.settle().await;
     assert_eq!(called(&target), ["throttle", "unthrottle"]);
 }

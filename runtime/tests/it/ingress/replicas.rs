@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use ggen_runtime::clock::Timestamp;
 use ggen_runtime::entitlement::EntitlementEvent;
-use ggen_runtime::ledger::{ActionTurn, Ledger, LedgerError, Rejection, SharedLedger, TurnTaken};
+use ggen_runtime::ledger::{
+    ActionTurn, HeldTurn, Ledger, LedgerError, Rejection, SharedLedger, TurnTaken,
+};
 use ggen_runtime::pg::shared::SharedPgLedger;
 use ggen_runtime::pg::{PgLedger, PgOptions};
 use ggen_runtime::receipt::{Input, Via};
@@ -730,7 +732,7 @@ fn an_action_turn_is_held_by_one_replica_at_a_time_and_a_dead_one_gives_it_back(
         b.take_action_turn(&throttle_turn(true, 5), true).unwrap(),
         TurnTaken::Busy
     ));
-    drop(throttling);
+    throttling.finish();
     match a.take_action_turn(&throttle_turn(false, 3), true).unwrap() {
         TurnTaken::Superseded { action, seq } => {
             assert_eq!((action.as_str(), seq), ("unthrottle", 5))
@@ -742,10 +744,10 @@ fn an_action_turn_is_held_by_one_replica_at_a_time_and_a_dead_one_gives_it_back(
         attempt_ms: 1_500,
         ..throttle_turn(true, 5)
     };
+    let taken_at = std::time::Instant::now();
     let TurnTaken::Held(undoing) = b.take_action_turn(&undo_5, true).unwrap() else {
         panic!("the turn given back was not taken");
     };
-    let taken_at = std::time::Instant::now();
     // A throttle decided later is not held back by the undo's record,
     // only by its attempt; the replica attempting it dies (its session
     // ends), and its turn is free again once the attempt's 1.5 s are up
@@ -775,11 +777,10 @@ fn an_action_turn_is_held_by_one_replica_at_a_time_and_a_dead_one_gives_it_back(
         );
     assert!(taken.is_some(), "the dead session's turn stayed held");
     assert!(
-        // (Less the time between the database's stamp and `taken_at`.)
-        taken_at.elapsed() >= std::time::Duration::from_millis(1_400),
+        taken_at.elapsed() >= std::time::Duration::from_millis(1_500),
         "the dead session's turn was taken while its attempt may have been under way"
     );
-    drop(taken);
+    taken.unwrap().finish();
     // (The give-back is sent to C's thread: let it run.)
     assert!(matches!(take(&c, other_tenant_turn()), TurnTaken::Held(_)));
     // B, connected again, holds the turn for an undo decided later; the
@@ -787,7 +788,7 @@ fn an_action_turn_is_held_by_one_replica_at_a_time_and_a_dead_one_gives_it_back(
     let TurnTaken::Held(_again) = take(&b, throttle_turn(true, 10)) else {
         panic!("B could not take the turn on its new session");
     };
-    drop(undoing);
+    undoing.finish();
     // (The give-back is sent to B's thread: let it run.)
     assert!(matches!(take(&b, other_tenant_turn()), TurnTaken::Held(_)));
     assert!(matches!(
@@ -799,6 +800,108 @@ fn an_action_turn_is_held_by_one_replica_at_a_time_and_a_dead_one_gives_it_back(
         take(&b, throttle_turn(true, 8)),
         TurnTaken::Superseded { seq: 11, .. }
     ));
+}
+
+/// Polls `ask` on `ledger` until its turn is taken (10 s at most).
+fn taken_eventually(ledger: &SharedPgLedger, ask: &ActionTurn) -> HeldTurn {
+    for _ in 0..500 {
+        match ledger.take_action_turn(ask, true).unwrap() {
+            TurnTaken::Held(held) => return held,
+            TurnTaken::Busy => std::thread::sleep(std::time::Duration::from_millis(20)),
+            superseded @ TurnTaken::Superseded { .. } => panic!("{superseded:?}"),
+        }
+    }
+    panic!("the turn stayed taken");
+}
+
+#[test]
+fn a_turn_given_back_before_its_attempt_ended_keeps_the_counterparts_out_until_its_time_is_up() {
+    let Some(url) = fresh_schema() else { return };
+    let (a, b) = (
+        SharedPgLedger::open(&url, PgOptions::default()).unwrap(),
+        SharedPgLedger::open(&url, PgOptions::default()).unwrap(),
+    );
+    // Attempts of 1 s at most.
+    let turn = |undo, seq| ActionTurn {
+        attempt_ms: 1_000,
+        ..throttle_turn(undo, seq)
+    };
+    let settle = |ledger: &SharedPgLedger| {
+        // The give-back runs on the ledger's turns thread before its next ask.
+        let _ = ledger
+            .take_action_turn(&other_tenant_turn(), false)
+            .unwrap();
+    };
+    // An attempt that ended: its counterpart goes at once.
+    let TurnTaken::Held(held) = a.take_action_turn(&turn(false, 1), false).unwrap() else {
+        panic!("a free turn was not taken");
+    };
+    held.finish();
+    settle(&a);
+    let TurnTaken::Held(held) = b.take_action_turn(&turn(true, 2), false).unwrap() else {
+        panic!("the turn of an ended attempt was not free");
+    };
+    held.finish();
+    settle(&b);
+    // An attempt abandoned under way (dropped at shutdown): its request
+    // may still land, so the counterpart waits for its 1 s.
+    let started = std::time::Instant::now();
+    let TurnTaken::Held(held) = a.take_action_turn(&turn(false, 3), false).unwrap() else {
+        panic!("a free turn was not taken");
+    };
+    drop(held);
+    settle(&a);
+    assert!(matches!(
+        b.take_action_turn(&turn(true, 4), false).unwrap(),
+        TurnTaken::Busy
+    ));
+    taken_eventually(&b, &turn(true, 4)).finish();
+    assert!(started.elapsed() >= std::time::Duration::from_millis(1_000));
+}
+
+#[test]
+fn an_attempt_ending_beside_another_of_the_same_action_leaves_the_other_covered() {
+    let Some(url) = fresh_schema() else { return };
+    let a_name = format!("turns-{}", url.rsplit("%3D").next().unwrap());
+    let (a, b) = (
+        SharedPgLedger::open(
+            &format!("{url}&application_name={a_name}"),
+            PgOptions::default(),
+        )
+        .unwrap(),
+        SharedPgLedger::open(&url, PgOptions::default()).unwrap(),
+    );
+    let turn = |undo, seq| ActionTurn {
+        attempt_ms: 1_500,
+        ..throttle_turn(undo, seq)
+    };
+    // Two throttles of one tenant attempted side by side on A (not
+    // counterparts: one process's lanes let them); the later one ends
+    // first, then A's session is lost with the earlier one under way.
+    let started = std::time::Instant::now();
+    let TurnTaken::Held(earlier) = a.take_action_turn(&turn(false, 5), false).unwrap() else {
+        panic!("a free turn was not taken");
+    };
+    let TurnTaken::Held(later) = a.take_action_turn(&turn(false, 9), false).unwrap() else {
+        panic!("the same session's second attempt was refused");
+    };
+    later.finish();
+    let _ = a.take_action_turn(&other_tenant_turn(), false).unwrap();
+    let mut admin = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+    let killed = admin
+        .execute(
+            "SELECT pg_terminate_backend(l.pid)
+             FROM pg_locks l JOIN pg_stat_activity s ON s.pid = l.pid
+             WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND l.mode = 'ExclusiveLock'
+               AND l.granted AND s.application_name = $1",
+            &[&a_name],
+        )
+        .unwrap();
+    assert_eq!(killed, 1, "A's session holding the turns");
+    // The earlier throttle's request may still land: the undo waits.
+    taken_eventually(&b, &turn(true, 11)).finish();
+    assert!(started.elapsed() >= std::time::Duration::from_millis(1_500));
+    drop(earlier);
 }
 
 /// A turn of another tenant than `acme`.

@@ -100,6 +100,10 @@ proptest! {
         let mut recorded_max = [0_u64; 2];
         // Attempts in the order they started: (seq, undo).
         let mut attempts: Vec<(u64, bool)> = Vec::new();
+        // Each way round (index: undo): whether two attempts overlapped,
+        // which leaves their mark to run out (a minute: the rest of the
+        // case), keeping the counterparts out.
+        let mut lingering = [false; 2];
         let mut next_seq = 1;
         for op in ops {
             match op {
@@ -125,12 +129,13 @@ proptest! {
                         continue;
                     }
                     let elsewhere = holders(false).count() > 0;
+                    let overlapping = holders(true).any(|d| d.undo == undo);
                     let later = recorded_max[usize::from(!undo)];
                     let expected = if recorded && elsewhere {
                         Expected::Busy
                     } else if later > seq {
                         Expected::Superseded(later)
-                    } else if elsewhere {
+                    } else if elsewhere || lingering[usize::from(!undo)] {
                         Expected::Busy
                     } else {
                         Expected::Held
@@ -156,6 +161,9 @@ proptest! {
                                 "attempt of {seq} ({undo}) after {attempts:?}"
                             );
                             attempts.push((seq, undo));
+                            if overlapping {
+                                lingering[usize::from(undo)] = true;
+                            }
                             d.held = Some(held);
                         }
                         TurnTaken::Superseded { .. } => d.ended = true,
@@ -168,7 +176,9 @@ proptest! {
                         continue;
                     }
                     let d = &mut dispatches[holding[pick.index(holding.len())]];
-                    drop(d.held.take());
+                    if let Some(held) = d.held.take() {
+                        held.finish();
+                    }
                     d.ended = !again;
                     // The give-back runs on the replica's thread before its
                     // next ask: one ask (another tenant's) settles it.
@@ -179,8 +189,8 @@ proptest! {
         }
         // Held turns go back before the next case's tenant needs nothing
         // of them (each case's tenant is its own).
-        for d in &mut dispatches {
-            drop(d.held.take());
+        for held in dispatches.iter_mut().filter_map(|d| d.held.take()) {
+            held.finish();
         }
     }
 }
