@@ -281,6 +281,14 @@ fn stopped_report(why: &str, made: u32, attempts: u32) -> Report {
     }
 }
 
+/// One of `permits`, if given.
+async fn permit(
+    permits: Option<&std::sync::Arc<tokio::sync::Semaphore>>,
+) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    // The semaphore is never closed, so acquiring only waits.
+    std::sync::Arc::clone(permits?).acquire_owned().await.ok()
+}
+
 /// [`perform`], making no further attempt once `stop` holds a reason (an
 /// attempt under way runs to its end: the target may already act on it),
 /// each attempt made in `turn` when the dispatch has one (replicas on a
@@ -309,11 +317,7 @@ pub(crate) async fn perform_until(
         };
         let outcome = match turn {
             None => {
-                // The semaphore is never closed, so acquiring only waits.
-                let _permit = match permits {
-                    Some(permits) => std::sync::Arc::clone(permits).acquire_owned().await.ok(),
-                    None => None,
-                };
+                let _permit = permit(permits).await;
                 attempt_now().await
             }
             Some(turn) => match turn.take(stop, permits).await {

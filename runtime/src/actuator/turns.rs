@@ -112,11 +112,7 @@ impl Turn {
     ) -> Taken {
         let deadline = tokio::time::Instant::now() + self.wait;
         loop {
-            // The semaphore is never closed, so acquiring only waits.
-            let permit = match permits {
-                Some(permits) => Arc::clone(permits).acquire_owned().await.ok(),
-                None => None,
-            };
+            let permit = super::permit(permits).await;
             let (registry, ask) = (Arc::clone(&self.registry), self.ask.clone());
             let recorded = self.recorded.load(Ordering::Acquire);
             let taken = tokio::task::spawn_blocking(move || {

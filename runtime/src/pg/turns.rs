@@ -410,15 +410,12 @@ impl Thread {
     /// back `key` if the connection numbered `session` still holds it (a
     /// lost one gave it back). A mark not ended runs out.
     fn give_back(&mut self, key: Key, session: u64, attempt: &Attempt, ended: bool) {
-        if ended && !attempt.shared {
-            let mut cleared = self.end(attempt);
-            if cleared.is_err() && self.client.as_ref().is_some_and(Client::is_closed) {
-                cleared = self.end(attempt);
-            }
-            if let Err(error) = cleared {
-                let error = crate::report::error_chain(&error);
-                tracing::warn!(target = %self.target, %error, "ending an action's attempt failed: its counterparts wait until it runs out");
-            }
+        if ended
+            && !attempt.shared
+            && let Err(error) = self.retried(|thread| thread.end(attempt))
+        {
+            let error = crate::report::error_chain(&error);
+            tracing::warn!(target = %self.target, %error, "ending an action's attempt failed: its counterparts wait until it runs out");
         }
         if session == self.session {
             self.unlock(key);
@@ -472,22 +469,30 @@ impl Thread {
     /// it held is given back already).
     fn take(&mut self, turn: &ActionTurn, recorded: bool) -> Result<Reply, LedgerError> {
         let key = key(self.oid, turn);
-        let mut answer = self.take_once(turn, recorded, key);
+        self.retried(|thread| thread.take_once(turn, recorded, key))
+    }
+
+    /// `op`, made once more (on a new connection) if it failed on a
+    /// connection it found lost, whose locks were given back with it.
+    fn retried<T>(
+        &mut self,
+        mut op: impl FnMut(&mut Self) -> Result<T, LedgerError>,
+    ) -> Result<T, LedgerError> {
+        let answer = op(self);
         if answer.is_err() && self.client.as_ref().is_some_and(Client::is_closed) {
-            answer = self.take_once(turn, recorded, key);
+            return op(self);
         }
         answer
     }
 
     /// Marks `turn`'s attempt under way, on the connection holding its
     /// turn: `None` while a counterpart's attempt may still be ([`START`]).
-    fn start(&mut self, turn: &ActionTurn) -> Result<Option<Attempt>, LedgerError> {
+    fn start(&mut self, turn: &ActionTurn, seq: i64) -> Result<Option<Attempt>, LedgerError> {
         let failed = database(&self.target, "starting an action's attempt");
         let client = self
             .client
             .as_mut()
             .ok_or_else(|| failure(&self.target, "the action turns' connection was lost"))?;
-        let seq = i64::try_from(turn.seq).unwrap_or(i64::MAX);
         let row = client
             .query_typed_opt(
                 START,
@@ -523,6 +528,12 @@ impl Thread {
         key: Key,
     ) -> Result<Reply, LedgerError> {
         let target = self.target.clone();
+        let seq = i64::try_from(turn.seq).map_err(|_| {
+            failure(
+                &target,
+                format!("seq {} is past the database's range", turn.seq),
+            )
+        })?;
         let client = self.connection()?;
         let failed = || database(&target, "taking an action's turn");
         let held: bool = client
@@ -532,35 +543,26 @@ impl Thread {
         if recorded && !held {
             return Ok(Reply::Busy);
         }
-        let later = i64::try_from(turn.seq)
-            .map_err(|_| {
-                failure(
-                    &target,
-                    format!("seq {} is past the database's range", turn.seq),
-                )
-            })
-            .and_then(|seq| {
-                let tenant = turn.tenant.as_str();
-                let params: [(&(dyn ToSql + Sync), Type); 5] = [
-                    (&tenant, Type::TEXT),
-                    (&turn.undo, Type::BOOL),
-                    (&turn.counterparts, Type::TEXT_ARRAY),
-                    (&seq, Type::INT8),
-                    (&turn.action, Type::TEXT),
-                ];
-                let (sql, params) = if recorded {
-                    (CHECK, &params[..4])
-                } else {
-                    (TAKE, &params[..])
-                };
-                client.query_typed_opt(sql, params).map_err(failed())
-            });
+        let tenant = turn.tenant.as_str();
+        let params: [(&(dyn ToSql + Sync), Type); 5] = [
+            (&tenant, Type::TEXT),
+            (&turn.undo, Type::BOOL),
+            (&turn.counterparts, Type::TEXT_ARRAY),
+            (&seq, Type::INT8),
+            (&turn.action, Type::TEXT),
+        ];
+        let (sql, params) = if recorded {
+            (CHECK, &params[..4])
+        } else {
+            (TAKE, &params[..])
+        };
+        let later = client.query_typed_opt(sql, params).map_err(failed());
         let reply = match later {
             Ok(Some(row)) => Reply::Superseded {
                 action: row.get(0),
                 seq: u64::try_from(row.get::<_, i64>(1)).unwrap_or_default(),
             },
-            Ok(None) if held => match self.start(turn) {
+            Ok(None) if held => match self.start(turn, seq) {
                 Ok(Some(attempt)) => Reply::Held {
                     key,
                     session: self.session,

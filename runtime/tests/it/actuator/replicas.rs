@@ -19,7 +19,7 @@ use super::harness::{at, dispatcher, tenant};
 use super::pack::{LOAD, webhook_pack};
 use super::target::{Reply, Target};
 use crate::ledger::postgres::fresh_schema;
-use crate::ledger::postgres_turns::throttle_turn;
+use crate::ledger::postgres_turns::{end_turn_sessions, named, throttle_turn};
 
 /// One replica: a registry on its own connection to the shared schema,
 /// and a dispatcher calling `target` (`throttle`, undone by
@@ -227,26 +227,13 @@ async fn an_attempt_whose_turn_went_with_a_lost_session_still_keeps_its_undo_out
     // database session holding its turn is ended meanwhile (a database
     // restart, a failover), which gives the turn's lock back.
     let target = first_held_open(200).await;
-    let a_name = format!("turns-{}", url.rsplit("%3D").next().unwrap());
-    let a_url = format!("{url}&application_name={a_name}");
+    let (a_url, a_name) = named(&url);
     let (a, b) = (Replica::new(&a_url, &target), Replica::new(&url, &target));
     let t = tenant("acme");
     let throttle = a.decide(&t, breach(), 0);
     a.run(&throttle);
     hits_reach(&target, 1).await;
-    let killed = tokio::task::block_in_place(|| {
-        let mut admin = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
-        admin
-            .execute(
-                "SELECT pg_terminate_backend(l.pid)
-                 FROM pg_locks l JOIN pg_stat_activity s ON s.pid = l.pid
-                 WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND l.mode = 'ExclusiveLock'
-                   AND l.granted
-                   AND s.application_name = $1",
-                &[&a_name],
-            )
-            .unwrap()
-    });
+    let killed = tokio::task::block_in_place(|| end_turn_sessions(&url, &a_name));
     assert_eq!(killed, 1, "A's session holding the turn");
     // The reset reaches B; its unthrottle must not go while the throttle's
     // request may still land.

@@ -21,6 +21,7 @@ use serde_json::Value;
 
 use super::sku::{GUARD, TINY};
 use crate::ledger::postgres::fresh_schema;
+use crate::ledger::postgres_turns::{end_turn_sessions, named};
 
 /// The intervention timeout of [`GUARD`], in ms.
 const TIMEOUT_MS: i64 = 120_000;
@@ -707,14 +708,10 @@ fn throttle_turn(undo: bool, seq: u64) -> ActionTurn {
 fn an_action_turn_is_held_by_one_replica_at_a_time_and_a_dead_one_gives_it_back() {
     let Some(url) = fresh_schema() else { return };
     // B's sessions are told apart from every other test's by their name.
-    let b_name = format!("turns-{}", url.rsplit("%3D").next().unwrap());
+    let (b_url, b_name) = named(&url);
     let (a, b, c) = (
         SharedPgLedger::open(&url, PgOptions::default()).unwrap(),
-        SharedPgLedger::open(
-            &format!("{url}&application_name={b_name}"),
-            PgOptions::default(),
-        )
-        .unwrap(),
+        SharedPgLedger::open(&b_url, PgOptions::default()).unwrap(),
         SharedPgLedger::open(&url, PgOptions::default()).unwrap(),
     );
     let take =
@@ -753,17 +750,11 @@ fn an_action_turn_is_held_by_one_replica_at_a_time_and_a_dead_one_gives_it_back(
     // ends), and its turn is free again once the attempt's 1.5 s are up
     // (a request it sent may still land until then).
     assert!(matches!(take(&c, throttle_turn(false, 9)), TurnTaken::Busy));
-    let mut admin = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
-    let killed = admin
-        .execute(
-            "SELECT pg_terminate_backend(l.pid)
-             FROM pg_locks l JOIN pg_stat_activity s ON s.pid = l.pid
-             WHERE l.locktype = 'advisory' AND l.mode = 'ExclusiveLock' AND l.granted
-               AND s.application_name = $1",
-            &[&b_name],
-        )
-        .unwrap();
-    assert_eq!(killed, 1, "one of B's sessions holds a turn");
+    assert_eq!(
+        end_turn_sessions(&url, &b_name),
+        1,
+        "one of B's sessions holds a turn"
+    );
     let taken =
         (0..500).find_map(
             |_| match c.take_action_turn(&throttle_turn(false, 9), true).unwrap() {
@@ -802,6 +793,14 @@ fn an_action_turn_is_held_by_one_replica_at_a_time_and_a_dead_one_gives_it_back(
     ));
 }
 
+/// Waits until `ledger`'s turns thread ran the give-backs sent to it (it
+/// runs them before its next ask: another tenant's).
+fn given_back(ledger: &SharedPgLedger) {
+    let _ = ledger
+        .take_action_turn(&other_tenant_turn(), false)
+        .unwrap();
+}
+
 /// Polls `ask` on `ledger` until its turn is taken (10 s at most).
 fn taken_eventually(ledger: &SharedPgLedger, ask: &ActionTurn) -> HeldTurn {
     for _ in 0..500 {
@@ -826,23 +825,17 @@ fn a_turn_given_back_before_its_attempt_ended_keeps_the_counterparts_out_until_i
         attempt_ms: 1_000,
         ..throttle_turn(undo, seq)
     };
-    let settle = |ledger: &SharedPgLedger| {
-        // The give-back runs on the ledger's turns thread before its next ask.
-        let _ = ledger
-            .take_action_turn(&other_tenant_turn(), false)
-            .unwrap();
-    };
     // An attempt that ended: its counterpart goes at once.
     let TurnTaken::Held(held) = a.take_action_turn(&turn(false, 1), false).unwrap() else {
         panic!("a free turn was not taken");
     };
     held.finish();
-    settle(&a);
+    given_back(&a);
     let TurnTaken::Held(held) = b.take_action_turn(&turn(true, 2), false).unwrap() else {
         panic!("the turn of an ended attempt was not free");
     };
     held.finish();
-    settle(&b);
+    given_back(&b);
     // An attempt abandoned under way (dropped at shutdown): its request
     // may still land, so the counterpart waits for its 1 s.
     let started = std::time::Instant::now();
@@ -850,7 +843,7 @@ fn a_turn_given_back_before_its_attempt_ended_keeps_the_counterparts_out_until_i
         panic!("a free turn was not taken");
     };
     drop(held);
-    settle(&a);
+    given_back(&a);
     assert!(matches!(
         b.take_action_turn(&turn(true, 4), false).unwrap(),
         TurnTaken::Busy
@@ -862,13 +855,9 @@ fn a_turn_given_back_before_its_attempt_ended_keeps_the_counterparts_out_until_i
 #[test]
 fn an_attempt_ending_beside_another_of_the_same_action_leaves_the_other_covered() {
     let Some(url) = fresh_schema() else { return };
-    let a_name = format!("turns-{}", url.rsplit("%3D").next().unwrap());
+    let (a_url, a_name) = named(&url);
     let (a, b) = (
-        SharedPgLedger::open(
-            &format!("{url}&application_name={a_name}"),
-            PgOptions::default(),
-        )
-        .unwrap(),
+        SharedPgLedger::open(&a_url, PgOptions::default()).unwrap(),
         SharedPgLedger::open(&url, PgOptions::default()).unwrap(),
     );
     let turn = |undo, seq| ActionTurn {
@@ -886,18 +875,12 @@ fn an_attempt_ending_beside_another_of_the_same_action_leaves_the_other_covered(
         panic!("the same session's second attempt was refused");
     };
     later.finish();
-    let _ = a.take_action_turn(&other_tenant_turn(), false).unwrap();
-    let mut admin = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
-    let killed = admin
-        .execute(
-            "SELECT pg_terminate_backend(l.pid)
-             FROM pg_locks l JOIN pg_stat_activity s ON s.pid = l.pid
-             WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND l.mode = 'ExclusiveLock'
-               AND l.granted AND s.application_name = $1",
-            &[&a_name],
-        )
-        .unwrap();
-    assert_eq!(killed, 1, "A's session holding the turns");
+    given_back(&a);
+    assert_eq!(
+        end_turn_sessions(&url, &a_name),
+        1,
+        "A's session holding the turns"
+    );
     // The earlier throttle's request may still land: the undo waits.
     taken_eventually(&b, &turn(true, 11)).finish();
     assert!(started.elapsed() >= std::time::Duration::from_millis(1_500));

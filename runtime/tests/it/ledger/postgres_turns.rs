@@ -27,6 +27,27 @@ fn replicas() -> Option<&'static [SharedPgLedger; 2]> {
         .as_ref()
 }
 
+/// `url` naming its sessions for [`end_turn_sessions`], and that name.
+pub(crate) fn named(url: &str) -> (String, String) {
+    let name = format!("turns-{}", url.rsplit("%3D").next().unwrap());
+    (format!("{url}&application_name={name}"), name)
+}
+
+/// Ends the sessions named `name` (see [`named`]) that hold an action
+/// turn, as a database restart would; how many it ended.
+pub(crate) fn end_turn_sessions(url: &str, name: &str) -> u64 {
+    let mut admin = ::postgres::Client::connect(url, ::postgres::NoTls).unwrap();
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(l.pid)
+             FROM pg_locks l JOIN pg_stat_activity s ON s.pid = l.pid
+             WHERE l.locktype = 'advisory' AND l.objsubid = 2 AND l.mode = 'ExclusiveLock'
+               AND l.granted AND s.application_name = $1",
+            &[&name],
+        )
+        .unwrap()
+}
+
 /// `tenant`'s `throttle` (or its undo `unthrottle`) decided at `seq`,
 /// asking for its turn; an attempt may last a minute (a turn whose holder
 /// is gone stays taken that long).
