@@ -8,7 +8,7 @@
 # 100 tenants entitled first, actions through the log adapter), after 2 s
 # of warm-up.
 #
-#   bench/anatomy.sh BIN|strict     (CONNECTIONS=128 DURATION=4 THREADS=2 MIX=calm)
+#   bench/anatomy.sh BIN|strict|durable     (CONNECTIONS=128 DURATION=4 THREADS=2 MIX=calm)
 #
 # BIN: a cost-guard governor (served as bench/lib.sh's start_governor
 # does); `strict`: the strict baseline example of bench/http.sh. Needs

@@ -13,6 +13,12 @@
 # - strict: runtime/examples/strict.rs answers 204 without reading the
 #   body, the physical ceiling of an HTTP ingest on this stack: the
 #   reference of the ratios;
+# - durable: runtime/examples/durable.rs reads the body, appends it to a
+#   file and answers 204 once a group commit (the file ledger's 200 µs
+#   delay, one `fdatasync` for all the requests gathered) made it durable,
+#   and does nothing else: the ceiling of an ingest that acknowledges only
+#   durable input, as the governor must. governor/durable is what the
+#   governor's own work costs; durable/strict is what durability costs;
 # - bare: runtime/examples/bare.rs parses the body as JSON, then 204: the
 #   older, looser baseline, kept for continuity with earlier runs.
 #
@@ -40,7 +46,7 @@
 # adapter: recorded, no side effects).
 #
 # This machine's speed drifts by ±15% over minutes, so the targets are
-# measured alternately (governor, strict, bare, governor, ...) for ROUNDS
+# measured alternately (governor, strict, durable, bare, governor, ...) for ROUNDS
 # rounds at every connection count, and each figure is the median of its
 # rounds. While wrk runs, `perf stat -e task-clock -p PID` counts the
 # target's CPU time over the same DURATION; divided by the requests wrk
@@ -53,7 +59,7 @@
 # count (`gov/this`); then each
 # target's peak rate over the connection counts at which its median p99
 # stayed within 10 ms and the governor's peak against each baseline's
-# peak; then the mix's `ledger verify`.
+# peak (and durable's against strict's); then the mix's `ledger verify`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
@@ -68,6 +74,7 @@ GOV_PORT="${GOV_PORT:-18080}"
 BARE_PORT="${BARE_PORT:-18081}"
 STRICT_PORT="${STRICT_PORT:-18082}"
 RECV_PORT="${RECV_PORT:-18083}"
+DURABLE_PORT="${DURABLE_PORT:-18084}"
 P99_LIMIT_MS=10
 MARKETPLACE_SECRET=bench-marketplace-secret
 
@@ -86,7 +93,8 @@ if ! command -v perf >/dev/null; then
   exit 2
 fi
 cargo build --release --locked -p cost-guard-governor --quiet
-cargo build --release --locked -p ggen-runtime --example bare --example strict --example idle_tenants --quiet
+cargo build --release --locked -p ggen-runtime --example bare --example strict --example durable \
+  --example idle_tenants --quiet
 BIN="$CARGO_TARGET_DIR/release"
 
 work="$(mktemp -d)"
@@ -108,6 +116,10 @@ pids+=("$strict_pid")
 "$BIN/examples/bare" "127.0.0.1:$BARE_PORT" 2>/dev/null &
 bare_pid=$!
 pids+=("$bare_pid")
+mkdir "$work/durable"
+"$BIN/examples/durable" "127.0.0.1:$DURABLE_PORT" "$work/durable" 2>/dev/null &
+durable_pid=$!
+pids+=("$durable_pid")
 gov_env=(GOVERNOR_AUTH_TOKEN=bench-token GOVERNOR_MARKETPLACE_SECRET="$MARKETPLACE_SECRET" RUST_LOG=warn)
 if [ "$ACTIONS" = live ]; then
   "$BIN/examples/strict" "127.0.0.1:$RECV_PORT" 2>/dev/null &
@@ -120,6 +132,7 @@ if [ "$ACTIONS" = live ]; then
 fi
 wait_port "$STRICT_PORT"
 wait_port "$BARE_PORT"
+wait_port "$DURABLE_PORT"
 
 api() {
   curl -s -H "Authorization: Bearer bench-token" "http://127.0.0.1:$GOV_PORT$1"
@@ -181,6 +194,7 @@ for mix in $MIXES; do
     for _ in $(seq "$ROUNDS"); do
       load_cpu "$gov_pid" "$GOV_PORT" "$c" "$script" >>"$work/$mix/governor.$c"
       load_cpu "$strict_pid" "$STRICT_PORT" "$c" "$script" >>"$work/$mix/strict.$c"
+      load_cpu "$durable_pid" "$DURABLE_PORT" "$c" "$script" >>"$work/$mix/durable.$c"
       load_cpu "$bare_pid" "$BARE_PORT" "$c" "$script" >>"$work/$mix/bare.$c"
     done
   done
@@ -204,21 +218,26 @@ for mix in $MIXES; do
   printf '%-6s %-9s %12s %9s %9s %8s %11s %9s\n' conns target "signals/s" "p50 ms" "p99 ms" non-2xx "cpu us/req" "gov/this"
   gov_peak=0
   strict_peak=0
+  durable_peak=0
   bare_peak=0
   for c in $CONNECTIONS; do
     g="$(summary "$mix/governor" "$c")"
     s="$(summary "$mix/strict" "$c")"
+    d="$(summary "$mix/durable" "$c")"
     b="$(summary "$mix/bare" "$c")"
     row "$c" governor "$g" "$(cpu_summary "$mix/governor" "$c")" ""
     row "$c" strict "$s" "$(cpu_summary "$mix/strict" "$c")" "$(percent "${g%% *}" "${s%% *}")"
+    row "$c" durable "$d" "$(cpu_summary "$mix/durable" "$c")" "$(percent "${g%% *}" "${d%% *}")"
     row "$c" bare "$b" "$(cpu_summary "$mix/bare" "$c")" "$(percent "${g%% *}" "${b%% *}")"
     gov_peak=$(best "$gov_peak" "$g")
     strict_peak=$(best "$strict_peak" "$s")
+    durable_peak=$(best "$durable_peak" "$d")
     bare_peak=$(best "$bare_peak" "$b")
   done
   # A target with no connection count within the p99 limit has no peak: 0, ratio n/a.
-  printf 'peak (p99 <= %d ms): governor %.0f signals/s, strict %.0f req/s, bare %.0f req/s: %s of the strict peak (%s of the bare one)\n' \
-    "$P99_LIMIT_MS" "$gov_peak" "$strict_peak" "$bare_peak" "$(percent "$gov_peak" "$strict_peak")" "$(percent "$gov_peak" "$bare_peak")"
+  printf 'peak (p99 <= %d ms): governor %.0f signals/s, strict %.0f req/s, durable %.0f req/s, bare %.0f req/s: %s of the strict peak (%s of the durable one, %s of the bare one); durable %s of strict\n' \
+    "$P99_LIMIT_MS" "$gov_peak" "$strict_peak" "$durable_peak" "$bare_peak" "$(percent "$gov_peak" "$strict_peak")" \
+    "$(percent "$gov_peak" "$durable_peak")" "$(percent "$gov_peak" "$bare_peak")" "$(percent "$durable_peak" "$strict_peak")"
   echo "ledger     $receipts"
   if [ "$mix" = heavy ]; then
     echo "decisions  $(by_label governor_decisions_total level <<<"$metrics")"

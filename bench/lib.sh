@@ -182,14 +182,15 @@ stop_governor() {
   gov_pid=
 }
 
-# start_target BIN|strict PORT: start_governor BIN PORT, or the strict
-# baseline example of bench/http.sh (built first) on PORT; the server's
-# pid in target_pid either way. stop_target stops it.
+# start_target BIN|strict|durable PORT: start_governor BIN PORT, or one of
+# the baseline examples of bench/http.sh (built first) on PORT (durable's
+# file in $work); the server's pid in target_pid either way. stop_target
+# stops it.
 strict_pid=
 start_target() {
-  if [ "$1" = strict ]; then
-    cargo build --release --locked -p ggen-runtime --example strict --quiet
-    "${CARGO_TARGET_DIR:-target}/release/examples/strict" "127.0.0.1:$2" >/dev/null 2>&1 &
+  if [ "$1" = strict ] || [ "$1" = durable ]; then
+    cargo build --release --locked -p ggen-runtime --example "$1" --quiet
+    "${CARGO_TARGET_DIR:-target}/release/examples/$1" "127.0.0.1:$2" "$work" >/dev/null 2>&1 &
     strict_pid=$!
     target_pid=$strict_pid
     wait_port "$2"

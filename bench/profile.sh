@@ -7,7 +7,7 @@
 # request. The profiler slows the server: compare parts and servers within
 # one run, not with bench/http.sh's rates.
 #
-#   bench/profile.sh BIN|strict     (CONNECTIONS=128 DURATION=4 THREADS=2)
+#   bench/profile.sh BIN|strict|durable     (CONNECTIONS=128 DURATION=4 THREADS=2)
 #
 # BIN: a cost-guard governor (served as bench/lib.sh's start_governor
 # does); `strict`: the strict baseline example of bench/http.sh. Needs

@@ -5,7 +5,8 @@
 # scripts/postgres, synchronous_commit on); server, governors and wrk
 # share this machine's cores.
 #
-#   bench/replicas.sh   (DURATION=5s ROUNDS=3 CONNECTIONS="64 128 256")
+#   bench/replicas.sh   (DURATION=5s ROUNDS=3 CONNECTIONS="64 128 256"
+#                        TENANTS=shared)
 #
 # At every connection count C, alternately for ROUNDS rounds: "one" is
 # one wrk (2 threads, C connections) on replica A alone; "two" is two wrk
@@ -15,6 +16,11 @@
 # each over the counts against the other (issue 11's target: two at least
 # as fast as one). Then it checks the ledger: `ledger verify` (no fork, no
 # gap), and every acknowledged signal is a receipt (0 lost).
+#
+# TENANTS=disjoint is the same run without contention, as a bound: "one"
+# loads t0..t199, and in "two" A gets t0..t99 and B t100..t199, so the
+# replicas never touch each other's tenants. They still share the
+# receipt counter (one gapless log) and the machine's cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
@@ -27,8 +33,21 @@ B_PORT="${B_PORT:-18093}"
 
 # shellcheck source=bench/postgres.sh
 source bench/postgres.sh
-# The same load on 100 tenants, so the replicas contend for every tenant.
-sed 's/n % 1000/n % 100/' "$work/signals.lua" >"$work/hundred.lua"
+TENANTS="${TENANTS:-shared}"
+case "$TENANTS" in
+  shared)
+    # The same load on 100 tenants, so the replicas contend for every tenant.
+    sed 's/n % 1000/n % 100/' "$work/signals.lua" >"$work/hundred.lua"
+    cp "$work/hundred.lua" "$work/one.lua"
+    cp "$work/hundred.lua" "$work/b.lua"
+    ;;
+  disjoint)
+    sed 's/n % 1000/n % 100/' "$work/signals.lua" >"$work/hundred.lua"
+    sed 's/n % 1000/n % 200/' "$work/signals.lua" >"$work/one.lua"
+    sed 's/n % 1000/100 + n % 100/' "$work/signals.lua" >"$work/b.lua"
+    ;;
+  *) echo "TENANTS is \`$TENANTS\`: expected shared or disjoint" >&2; exit 2 ;;
+esac
 
 for port in "$A_PORT" "$B_PORT"; do
   GOVERNOR_AUTH_TOKEN=bench-token GOVERNOR_DATABASE_URL="$url" RUST_LOG=warn "$BIN/cost-guard-governor" serve \
@@ -40,10 +59,10 @@ done
 for c in $CONNECTIONS; do
   half=$((c / 2))
   for _ in $(seq "$ROUNDS"); do
-    load "$A_PORT" "$c" 2 "$work/hundred.lua" >>"$work/one.$c"
+    load "$A_PORT" "$c" 2 "$work/one.lua" >>"$work/one.$c"
     load "$A_PORT" "$half" 1 "$work/hundred.lua" >"$work/a" &
     a=$!
-    load "$B_PORT" "$half" 1 "$work/hundred.lua" >"$work/b"
+    load "$B_PORT" "$half" 1 "$work/b.lua" >"$work/b"
     wait "$a"
     # Sum of the two: rps, the worse p50/p99, errors and requests summed.
     paste -d' ' "$work/a" "$work/b" |
