@@ -22,6 +22,28 @@ use crate::tenant::TenantId;
 
 /// How long a database ledger's size is reused (`governor_ledger_bytes`).
 const STORED_SAMPLE_FOR: std::time::Duration = std::time::Duration::from_secs(30);
+/// Longest a scrape waits for a new size; past it, it answers with the
+/// last one while the reading goes on (a stalled database must not stall
+/// `/metrics`).
+const STORED_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The last size of a database ledger's tables.
+#[derive(Debug, Default)]
+struct StoredSample {
+    /// When it was read (`None`: never).
+    at: Option<std::time::Instant>,
+    bytes: Option<u64>,
+    /// A reading is under way.
+    reading: bool,
+}
+
+impl StoredSample {
+    fn of(sample: &Mutex<StoredSample>) -> std::sync::MutexGuard<'_, StoredSample> {
+        sample
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
 /// How waiting for a decision's receipts ended, when not durable.
 #[derive(Debug)]
 pub(crate) enum Settled {
@@ -145,7 +167,9 @@ pub struct Inner {
     pub(crate) transparency: Option<Arc<crate::transparency::publish::Publisher>>,
     disk: Disk,
     /// The last size of a database ledger's tables, and when it was read.
-    stored: tokio::sync::Mutex<Option<(std::time::Instant, Option<u64>)>>,
+    stored: Arc<Mutex<StoredSample>>,
+    /// Told when a reading of the size ends.
+    stored_read: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -208,7 +232,8 @@ impl AppState {
             marketplace: options.marketplace,
             transparency: options.transparency,
             disk: Disk::new(options.min_free),
-            stored: tokio::sync::Mutex::new(None),
+            stored: Arc::default(),
+            stored_read: Arc::default(),
         }))
     }
 
@@ -281,27 +306,41 @@ impl AppState {
     }
 
     /// The bytes a database ledger's tables hold, read at most every
-    /// `STORED_SAMPLE_FOR` (off the async threads); `None` for a file
-    /// ledger or when the database cannot say (logged).
+    /// `STORED_SAMPLE_FOR` (off the async threads, one reading at a time);
+    /// `None` for a file ledger or when the database cannot say (logged).
+    /// A reading that takes longer than `STORED_WAIT` is not waited for:
+    /// the last size is answered meanwhile.
     pub async fn stored_bytes(&self) -> Option<u64> {
-        let mut sample = self.0.stored.lock().await;
-        if let Some((at, bytes)) = *sample
-            && at.elapsed() < STORED_SAMPLE_FOR
+        let read = self.0.stored_read.notified();
         {
-            return bytes;
-        }
-        let ledger = std::sync::Arc::clone(self.0.registry.ledger());
-        let read = tokio::task::spawn_blocking(move || ledger.stored_bytes()).await;
-        let bytes = match read {
-            Ok(Some(Ok(bytes))) => Some(bytes),
-            Ok(Some(Err(error))) => {
-                tracing::warn!(error = %crate::report::error_chain(&error), "sizing the ledger's tables failed");
-                None
+            let mut sample = StoredSample::of(&self.0.stored);
+            if sample.at.is_some_and(|at| at.elapsed() < STORED_SAMPLE_FOR) {
+                return sample.bytes;
             }
-            Ok(None) | Err(_) => None,
-        };
-        *sample = Some((std::time::Instant::now(), bytes));
-        bytes
+            if !sample.reading {
+                sample.reading = true;
+                let ledger = Arc::clone(self.0.registry.ledger());
+                let (stored, told) = (Arc::clone(&self.0.stored), Arc::clone(&self.0.stored_read));
+                tokio::task::spawn_blocking(move || {
+                    let bytes = match ledger.stored_bytes() {
+                        Some(Ok(bytes)) => Some(bytes),
+                        Some(Err(error)) => {
+                            tracing::warn!(error = %crate::report::error_chain(&error), "sizing the ledger's tables failed");
+                            None
+                        }
+                        None => None,
+                    };
+                    *StoredSample::of(&stored) = StoredSample {
+                        at: Some(std::time::Instant::now()),
+                        bytes,
+                        reading: false,
+                    };
+                    told.notify_waiters();
+                });
+            }
+        }
+        let _ = tokio::time::timeout(STORED_WAIT, read).await;
+        StoredSample::of(&self.0.stored).bytes
     }
 
     /// The ledger's disk (for a ledger on a local file system), sampled at

@@ -78,6 +78,11 @@ pub struct PgOptions {
     /// Positions per partition of the receipts table (what retention
     /// archives and drops at a time).
     pub partition_receipts: u64,
+    /// Replicas: longest a request waits for the database to load a
+    /// tenant, to lock one, or to answer any other read on its behalf
+    /// before it gives up (answered 503); the sessions doing that work
+    /// have a `statement_timeout` a second longer (default 10 s).
+    pub answer_within: std::time::Duration,
 }
 
 impl Default for PgOptions {
@@ -85,6 +90,7 @@ impl Default for PgOptions {
         PgOptions {
             max_batch: 4096,
             partition_receipts: DEFAULT_PARTITION_RECEIPTS,
+            answer_within: std::time::Duration::from_secs(10),
         }
     }
 }

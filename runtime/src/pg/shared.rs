@@ -53,6 +53,9 @@ const READERS: usize = 4;
 const LOCKERS: usize = 2;
 /// Longest a locked tenant waits for its decision before letting go.
 const LOCK_HOLD: Duration = Duration::from_secs(10);
+/// How much longer than a caller waits (`PgOptions::answer_within`) the
+/// server lets the statements of reader and locker threads run.
+const STATEMENT_MARGIN: Duration = Duration::from_secs(1);
 /// Every writing session: durable commits, the isolation the checks
 /// assume whatever the server's default, a server-side bound on a
 /// transaction left open by a vanished replica (its locks, tenants' and the
@@ -135,6 +138,8 @@ pub struct SharedPgLedger {
     jobs: Option<mpsc::Sender<Job>>,
     /// Locked decisions for the locker threads (likewise).
     locks: Option<mpsc::Sender<Job>>,
+    /// Longest a caller waits for a reader or a locker (`PgOptions`).
+    answer_within: Duration,
     /// The reader and locker threads.
     readers: Vec<JoinHandle<()>>,
     /// The action turns this process holds.
@@ -147,14 +152,14 @@ type Job = Box<dyn FnOnce(&mut Client) + Send>;
 
 /// A reader thread: connects, then runs queries as they come (connecting
 /// again when its connection was lost: the queries are idempotent).
-fn reader(url: String, target: String, setup: &'static str, jobs: Arc<Mutex<mpsc::Receiver<Job>>>) {
+fn reader(url: String, target: String, setup: String, jobs: Arc<Mutex<mpsc::Receiver<Job>>>) {
     let mut client: Option<Client> = None;
     loop {
         let job = jobs.lock().unwrap_or_else(PoisonError::into_inner).recv();
         let Ok(job) = job else { return };
         if client.as_ref().is_none_or(Client::is_closed) {
             let connected = connect(&url, &target).and_then(|mut c| {
-                c.batch_execute(setup)
+                c.batch_execute(&setup)
                     .map_err(database(&target, "setting up a connection"))?;
                 Ok(c)
             });
@@ -398,13 +403,33 @@ impl SharedPgLedger {
         let queue = Arc::new(Mutex::new(queue));
         let (locks, locked) = mpsc::channel::<Job>();
         let locked = Arc::new(Mutex::new(locked));
+        // Requests wait for these threads at most `answer_within`; their
+        // statements are bounded on the server too, a second later, so one
+        // stuck behind a lock frees its thread for the next request.
+        let bounded = format!(
+            "SET statement_timeout = {};",
+            (options.answer_within + STATEMENT_MARGIN).as_millis()
+        );
+        // Named, so `pg_stat_activity` tells an operator whose they are.
         let pools = [
-            ("read", READERS, "", &queue),
-            ("lock", LOCKERS, WRITING_SESSION, &locked),
+            (
+                "read",
+                READERS,
+                format!("SET application_name = 'ggen-read';\n{bounded}"),
+                &queue,
+            ),
+            (
+                "lock",
+                LOCKERS,
+                format!("SET application_name = 'ggen-lock';\n{bounded}\n{WRITING_SESSION}"),
+                &locked,
+            ),
         ];
         let readers = pools
             .into_iter()
-            .flat_map(|(name, n, setup, queue)| (0..n).map(move |i| (name, i, setup, queue)))
+            .flat_map(|(name, n, setup, queue)| {
+                (0..n).map(move |i| (name, i, setup.clone(), queue))
+            })
             .map(|(name, i, setup, queue)| {
                 let (url, target, queue) = (url.to_owned(), target.clone(), Arc::clone(queue));
                 std::thread::Builder::new()
@@ -429,6 +454,7 @@ impl SharedPgLedger {
             oid,
             jobs: Some(jobs),
             locks: Some(locks),
+            answer_within: options.answer_within,
             readers,
             turns,
             writer: Some(writer),
@@ -445,12 +471,8 @@ impl SharedPgLedger {
         &self,
         query: impl FnOnce(&mut Client) -> Result<T, LedgerError> + Send + 'static,
     ) -> Result<T, LedgerError> {
-        on_reader(self.jobs.as_ref(), query).unwrap_or_else(|| {
-            Err(LedgerError::Database {
-                target: self.inner.target.clone(),
-                what: "cannot connect to read".to_owned(),
-                source: None,
-            })
+        on_reader(self.jobs.as_ref(), self.answer_within, query).unwrap_or_else(|unanswered| {
+            Err(unanswered.error(&self.inner.target, "read", self.answer_within))
         })
     }
 
@@ -679,22 +701,23 @@ impl SharedLedger for SharedPgLedger {
             .locks
             .as_ref()
             .is_some_and(|locks| locks.send(job).is_ok());
-        let stored = match sent.then(|| stored_rx.recv().ok()).flatten() {
-            Some(stored) => stored?,
-            None => {
-                return Err(LedgerError::Database {
-                    target: self.inner.target.clone(),
-                    what: "cannot connect to lock a tenant".to_owned(),
-                    source: None,
-                });
-            }
+        // Given up on, the job finds no one to hand the tenant to and
+        // rolls its transaction back.
+        let stored = if sent {
+            off_runtime(|| stored_rx.recv_timeout(self.answer_within)).map_err(Unanswered::from)
+        } else {
+            Err(Unanswered::NoThread)
         };
+        let stored = stored.map_err(|unanswered| {
+            unanswered.error(&self.inner.target, "lock a tenant", self.answer_within)
+        })??;
         Ok(Box::new(Locked {
             stored,
             decision: decision_tx,
             done: done_rx,
             target: self.inner.target.clone(),
             reads: self.jobs.clone(),
+            answer_within: self.answer_within,
         }))
     }
 }
@@ -712,18 +735,70 @@ enum LockedEnd {
     },
 }
 
+/// Why a caller got no answer from a reader or locker thread.
+#[derive(Debug)]
+enum Unanswered {
+    /// No thread took the job, or it was dropped unanswered (the ledger is
+    /// closing, or the thread could not connect).
+    NoThread,
+    /// No answer within the caller's wait (a stalled server).
+    Late,
+}
+
+impl From<mpsc::RecvTimeoutError> for Unanswered {
+    fn from(error: mpsc::RecvTimeoutError) -> Unanswered {
+        match error {
+            mpsc::RecvTimeoutError::Timeout => Unanswered::Late,
+            mpsc::RecvTimeoutError::Disconnected => Unanswered::NoThread,
+        }
+    }
+}
+
+impl Unanswered {
+    /// The ledger error of a caller that waited `within` to `what` on `target`.
+    fn error(self, target: &str, what: &str, within: Duration) -> LedgerError {
+        LedgerError::Database {
+            target: target.to_owned(),
+            what: match self {
+                Unanswered::NoThread => format!("cannot connect to {what}"),
+                Unanswered::Late => {
+                    format!("the database did not answer within {within:?} to {what}")
+                }
+            },
+            source: None,
+        }
+    }
+}
+
+/// Waits on the calling thread with `wait`. On a worker of a multi-thread
+/// tokio runtime (a request's), the worker's other tasks are handed to
+/// another thread first, so a slow database holds up only the requests
+/// waiting for it, never the service's other routes.
+fn off_runtime<T>(wait: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(wait)
+        }
+        _ => wait(),
+    }
+}
+
 /// Runs `query` on a reader thread's connection (`jobs`) and waits for its
-/// answer; `None` when no reader took it (the ledger is closing).
+/// answer, at most `within`.
 fn on_reader<T: Send + 'static>(
     jobs: Option<&mpsc::Sender<Job>>,
+    within: Duration,
     query: impl FnOnce(&mut Client) -> T + Send + 'static,
-) -> Option<T> {
+) -> Result<T, Unanswered> {
     let (tx, rx) = mpsc::sync_channel(1);
     let job: Job = Box::new(move |client| {
         let _ = tx.send(query(client));
     });
-    let sent = jobs.is_some_and(|jobs| jobs.send(job).is_ok());
-    if sent { rx.recv().ok() } else { None }
+    if jobs.is_none_or(|jobs| jobs.send(job).is_err()) {
+        return Err(Unanswered::NoThread);
+    }
+    off_runtime(|| rx.recv_timeout(within)).map_err(Unanswered::from)
 }
 
 /// A tenant held by a locker thread's open transaction.
@@ -734,6 +809,7 @@ struct Locked {
     target: String,
     /// The reader threads' queue, to settle a commit whose answer was lost.
     reads: Option<mpsc::Sender<Job>>,
+    answer_within: Duration,
 }
 
 impl LockedTenant for Locked {
@@ -748,7 +824,9 @@ impl LockedTenant for Locked {
             source: None,
         };
         self.decision.send(decision).map_err(|_| lost())?;
-        match self.done.recv().map_err(|_| lost())? {
+        // Not bounded: the decision may be committing; the locker's
+        // statements are bounded on the server (`statement_timeout`).
+        match off_runtime(|| self.done.recv()).map_err(|_| lost())? {
             LockedEnd::Known(outcome) => outcome,
             LockedEnd::Unknown {
                 error,
@@ -758,11 +836,11 @@ impl LockedTenant for Locked {
                 // Answered as the server has it: a lost answer to a
                 // `COMMIT` that went through is a success (refused, the
                 // caller would take the input again on top of it).
-                let stored = on_reader(self.reads.as_ref(), move |client| {
+                let stored = on_reader(self.reads.as_ref(), self.answer_within, move |client| {
                     ended(client, txid, Instant::now()).and_then(|()| any_stored(client, &written))
                 });
                 match stored {
-                    Some(Ok(true)) => Ok(()),
+                    Ok(Ok(true)) => Ok(()),
                     _ => Err(error),
                 }
             }

@@ -21,5 +21,6 @@ mod replays;
 mod replicas;
 mod routes;
 mod sku;
+mod stalled;
 mod storm;
 mod transparency;

@@ -1,0 +1,202 @@
+//! A replica whose database stops answering (a table locked by someone
+//! else, a stalled server), over real sockets and a real PostgreSQL: only
+//! the requests that need the database wait, each at most the ledger's
+//! `answer_within`, then get a 503 with a JSON body; the probes and
+//! `/metrics` keep answering meanwhile, and the database cancels the
+//! statements left behind.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use ggen_runtime::ingress::{Options, serve};
+use ggen_runtime::pg::PgOptions;
+use ggen_runtime::pg::shared::SharedPgLedger;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use super::client::Connection;
+use super::harness::{Service, TOKEN, full_auth, signal};
+use super::sku::GUARD;
+
+/// Bound on every wait for something that must happen (never a timing claim).
+const PATIENCE: Duration = Duration::from_secs(20);
+/// How long a request waits for the database in these tests.
+const ANSWER_WITHIN: Duration = Duration::from_secs(2);
+
+/// Sends one request on a new connection; the status and the body.
+async fn send(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+    let mut connection = Connection::open(addr).await.unwrap();
+    tokio::time::timeout(
+        PATIENCE,
+        connection.request(method, path, Some(TOKEN), body),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{method} {path}: no answer within {PATIENCE:?}"))
+    .unwrap()
+}
+
+/// Holds `ACCESS EXCLUSIVE` on `table` in its own session (a thread: the
+/// synchronous client stays off the runtime) until the returned sender is
+/// dropped; returns once the lock is held. The second value reports how
+/// many of the ledger's reader sessions wait on a lock, asked for with `()`.
+fn lock_table(url: &str, table: &str) -> (mpsc::Sender<()>, mpsc::Receiver<i64>) {
+    let (held_tx, held_rx) = mpsc::channel::<()>();
+    let (ask_tx, ask_rx) = mpsc::channel::<()>();
+    let (waiting_tx, waiting_rx) = mpsc::channel::<i64>();
+    let (url, table) = (url.to_owned(), table.to_owned());
+    std::thread::spawn(move || {
+        let mut client = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+        let mut tx = client.transaction().unwrap();
+        tx.batch_execute(&format!("LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+            .unwrap();
+        held_tx.send(()).unwrap();
+        // Each ask: how many reader sessions wait on a lock (ours).
+        while ask_rx.recv().is_ok() {
+            // Activity is read once per transaction unless cleared.
+            tx.batch_execute("SELECT pg_stat_clear_snapshot()").unwrap();
+            let waiting: i64 = tx
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity
+                     WHERE wait_event_type = 'Lock' AND application_name = 'ggen-read'
+                       AND datname = current_database()",
+                    &[],
+                )
+                .unwrap()
+                .get(0);
+            if waiting_tx.send(waiting).is_err() {
+                break;
+            }
+        }
+        tx.commit().unwrap();
+    });
+    held_rx.recv().unwrap();
+    (ask_tx, waiting_rx)
+}
+
+#[test]
+fn a_locked_table_holds_up_only_the_requests_that_need_it_each_for_a_bounded_time() {
+    let Some(url) = crate::ledger::postgres::fresh_schema() else {
+        return;
+    };
+    let ledger = SharedPgLedger::open(
+        &url,
+        PgOptions {
+            answer_within: ANSWER_WITHIN,
+            ..PgOptions::default()
+        },
+    )
+    .unwrap();
+    // Two workers, as `serve` has on this machine's two cores.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let service = runtime.block_on(async {
+        Service::over(&GUARD, Arc::new(ledger), full_auth(), Options::default())
+    });
+    let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = runtime.spawn(serve(listener, service.state.clone(), async move {
+        let _ = stopped.await;
+    }));
+    let post = |tenant: &str, id: &str| {
+        let body = signal(tenant, 1.0, id);
+        async move { send(addr, "POST", "/v1/signals", &body).await }
+    };
+
+    let (status, body) = runtime.block_on(post("known", "k1"));
+    assert_eq!(status, 204, "{body}");
+
+    // Someone else locks the heads: loading a new tenant waits on it.
+    let (ask, waiting) = lock_table(&url, "ggen_heads");
+    // More requests for new tenants than the runtime has workers.
+    let stuck: Vec<JoinHandle<(u16, String)>> = (0..3)
+        .map(|i| runtime.spawn(post(&format!("new{i}"), "n")))
+        .collect();
+    runtime.block_on(async {
+        // The requests reach the database (their loads wait on the lock).
+        let waits = tokio::time::timeout(PATIENCE, async {
+            loop {
+                ask.send(()).unwrap();
+                if waiting.recv().unwrap() >= 3 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        waits.await.expect("the new tenants' loads never reached the lock");
+        // Meanwhile the service answers what does not need the database,
+        // before any of the held-up requests is answered.
+        let (status, body) = send(addr, "GET", "/healthz", "").await;
+        assert_eq!(status, 200, "{body}");
+        let (status, body) = send(addr, "GET", "/metrics", "").await;
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            stuck.iter().all(|request| !request.is_finished()),
+            "a request that needs the database was answered while the lock was still held, before the probes"
+        );
+    });
+    // Each held-up request gives up after `answer_within`: a 503 with a
+    // JSON body that says why, the lock still held.
+    for request in stuck {
+        let (status, body) = runtime.block_on(request).unwrap();
+        assert_eq!(status, 503, "{body}");
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["error"], "unavailable", "{body}");
+        assert!(
+            body["detail"]
+                .as_str()
+                .unwrap()
+                .contains("the database did not answer within 2s"),
+            "{body}"
+        );
+    }
+    // The server cancels the statements they left behind (a second
+    // later), so the reader threads are free again, the lock still held.
+    runtime.block_on(async {
+        let cancelled = tokio::time::timeout(PATIENCE, async {
+            loop {
+                ask.send(()).unwrap();
+                if waiting.recv().unwrap() == 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        cancelled
+            .await
+            .expect("the abandoned loads still wait on the lock: no statement timeout");
+    });
+    drop(ask);
+    // Once the lock is let go, new tenants are served again, and nothing
+    // of the refused requests was written.
+    runtime.block_on(async {
+        let served = tokio::time::timeout(PATIENCE, async {
+            loop {
+                let (status, body) = post("after", "a1").await;
+                match status {
+                    204 => break,
+                    503 => tokio::time::sleep(Duration::from_millis(50)).await,
+                    _ => panic!("{status} {body}"),
+                }
+            }
+        });
+        served
+            .await
+            .expect("a new tenant was not served after the lock went");
+    });
+    let _ = stop.send(());
+    runtime.block_on(server).unwrap().unwrap();
+    drop(runtime);
+    drop(service);
+    let (text, ok) = ggen_runtime::cli::verify_database_report(&GUARD, &url, None).unwrap();
+    assert!(ok, "{text}");
+    assert!(
+        text.starts_with("ok: 2 receipts in 2 tenant chains"),
+        "{text}"
+    );
+}
