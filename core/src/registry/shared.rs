@@ -462,10 +462,12 @@ impl Registry {
             .get_mut(tenant)
             .expect("`cached` returns the shard holding the tenant");
         if t.governor.due().is_none_or(|due| now < due) {
-            // The ledger's record of the timer was stale: set it right.
-            let due = t.governor.due().map(Timestamp::as_millis);
+            // The ledger's record of the timer was stale: set it right
+            // (after letting the shard go: the write waits for a server).
+            let (seq, due) = (t.head.seq, t.governor.due().map(Timestamp::as_millis));
+            drop(shard);
             shared
-                .store_due(tenant, t.head.seq, due)
+                .store_due(tenant, seq, due)
                 .map_err(RegistryError::Ledger)?;
             return Ok(None);
         }

@@ -537,8 +537,10 @@ impl Inner {
                     Err(LedgerError::Rejected(why)) if attempts < DECISION_ATTEMPTS => {
                         attempts += 1;
                         let now = inner.options.clock.now();
-                        match registry.apply_again(&tenant, input.clone(), now, why, applied.epoch)
-                        {
+                        let again = crate::pg::shared::patiently(|| {
+                            registry.apply_again(&tenant, input.clone(), now, why, applied.epoch)
+                        });
+                        match again {
                             Ok(again) => {
                                 applied = again;
                                 continue;
@@ -625,7 +627,11 @@ impl Inner {
             ok: report.ok,
             detail: Some(report.detail),
         };
-        match registry.apply(&tenant, input.clone(), self.options.clock.now()) {
+        // No one sends an action's result again: it waits for a slow database.
+        let applied = crate::pg::shared::patiently(|| {
+            registry.apply(&tenant, input.clone(), self.options.clock.now())
+        });
+        match applied {
             Ok(applied) if applied.ticket.is_some() && registry.ledger().shared().is_some() => {
                 Inner::settle_result(self, registry, tenant, input, applied);
             }

@@ -37,6 +37,19 @@ struct StoredSample {
     reading: bool,
 }
 
+/// A reading of the tables' size under way: ends it when dropped.
+struct Reading {
+    stored: Arc<Mutex<StoredSample>>,
+    told: Arc<tokio::sync::Notify>,
+}
+
+impl Drop for Reading {
+    fn drop(&mut self) {
+        StoredSample::of(&self.stored).reading = false;
+        self.told.notify_waiters();
+    }
+}
+
 impl StoredSample {
     fn of(sample: &Mutex<StoredSample>) -> std::sync::MutexGuard<'_, StoredSample> {
         sample
@@ -320,22 +333,25 @@ impl AppState {
             if !sample.reading {
                 sample.reading = true;
                 let ledger = Arc::clone(self.0.registry.ledger());
-                let (stored, told) = (Arc::clone(&self.0.stored), Arc::clone(&self.0.stored_read));
+                // Ends the reading however it ends (dropped unrun at
+                // shutdown, or panicking), so the next scrape starts one.
+                let reading = Reading {
+                    stored: Arc::clone(&self.0.stored),
+                    told: Arc::clone(&self.0.stored_read),
+                };
                 tokio::task::spawn_blocking(move || {
                     let bytes = match ledger.stored_bytes() {
                         Some(Ok(bytes)) => Some(bytes),
                         Some(Err(error)) => {
                             tracing::warn!(error = %crate::report::error_chain(&error), "sizing the ledger's tables failed");
-                            None
+                            // The last size is shown until one is read.
+                            return;
                         }
                         None => None,
                     };
-                    *StoredSample::of(&stored) = StoredSample {
-                        at: Some(std::time::Instant::now()),
-                        bytes,
-                        reading: false,
-                    };
-                    told.notify_waiters();
+                    let mut sample = StoredSample::of(&reading.stored);
+                    sample.at = Some(std::time::Instant::now());
+                    sample.bytes = bytes;
                 });
             }
         }

@@ -28,6 +28,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -138,8 +139,8 @@ pub struct SharedPgLedger {
     jobs: Option<mpsc::Sender<Job>>,
     /// Locked decisions for the locker threads (likewise).
     locks: Option<mpsc::Sender<Job>>,
-    /// Longest a caller waits for a reader or a locker (`PgOptions`).
-    answer_within: Duration,
+    /// How callers wait for readers and lockers (`PgOptions::answer_within`).
+    waits: Waits,
     /// The reader and locker threads.
     readers: Vec<JoinHandle<()>>,
     /// The action turns this process holds.
@@ -408,7 +409,11 @@ impl SharedPgLedger {
         // stuck behind a lock frees its thread for the next request.
         let bounded = format!(
             "SET statement_timeout = {};",
-            (options.answer_within + STATEMENT_MARGIN).as_millis()
+            options
+                .answer_within
+                .saturating_add(STATEMENT_MARGIN)
+                .as_millis()
+                .min(i32::MAX as u128)
         );
         // Named, so `pg_stat_activity` tells an operator whose they are.
         let pools = [
@@ -454,7 +459,11 @@ impl SharedPgLedger {
             oid,
             jobs: Some(jobs),
             locks: Some(locks),
-            answer_within: options.answer_within,
+            waits: Waits {
+                within: options.answer_within,
+                waiting: AtomicUsize::new(0),
+                bounded: Arc::from(bounded),
+            },
             readers,
             turns,
             writer: Some(writer),
@@ -471,8 +480,8 @@ impl SharedPgLedger {
         &self,
         query: impl FnOnce(&mut Client) -> Result<T, LedgerError> + Send + 'static,
     ) -> Result<T, LedgerError> {
-        on_reader(self.jobs.as_ref(), self.answer_within, query).unwrap_or_else(|unanswered| {
-            Err(unanswered.error(&self.inner.target, "read", self.answer_within))
+        on_reader(self.jobs.as_ref(), Some(&self.waits), query).unwrap_or_else(|unanswered| {
+            Err(unanswered.error(&self.inner.target, "read", self.waits.within))
         })
     }
 
@@ -625,7 +634,12 @@ impl SharedLedger for SharedPgLedger {
         let (decision_tx, decision_rx) = mpsc::sync_channel::<Decision>(1);
         let (done_tx, done_rx) = mpsc::sync_channel::<LockedEnd>(1);
         let (name, target, oid) = (tenant.clone(), self.inner.target.clone(), self.oid);
-        let job: Job = Box::new(move |client| {
+        let given_up = Arc::new(AtomicBool::new(false));
+        let skip = Arc::clone(&given_up);
+        let job = self.waits.job(move |client| {
+            if skip.load(Ordering::Acquire) {
+                return;
+            }
             let failed = |what: &'static str| database(&target, what);
             let mut tx = match client.transaction() {
                 Ok(tx) => tx,
@@ -701,15 +715,15 @@ impl SharedLedger for SharedPgLedger {
             .locks
             .as_ref()
             .is_some_and(|locks| locks.send(job).is_ok());
-        // Given up on, the job finds no one to hand the tenant to and
-        // rolls its transaction back.
+        // Given up on, the job is skipped, or finds no one to hand the
+        // tenant to and rolls its transaction back.
         let stored = if sent {
-            off_runtime(|| stored_rx.recv_timeout(self.answer_within)).map_err(Unanswered::from)
+            self.waits.wait(&stored_rx, &given_up)
         } else {
             Err(Unanswered::NoThread)
         };
         let stored = stored.map_err(|unanswered| {
-            unanswered.error(&self.inner.target, "lock a tenant", self.answer_within)
+            unanswered.error(&self.inner.target, "lock a tenant", self.waits.within)
         })??;
         Ok(Box::new(Locked {
             stored,
@@ -717,7 +731,6 @@ impl SharedLedger for SharedPgLedger {
             done: done_rx,
             target: self.inner.target.clone(),
             reads: self.jobs.clone(),
-            answer_within: self.answer_within,
         }))
     }
 }
@@ -743,6 +756,8 @@ enum Unanswered {
     NoThread,
     /// No answer within the caller's wait (a stalled server).
     Late,
+    /// [`MAX_WAITING`] callers wait already: turned away at once.
+    Crowded,
 }
 
 impl From<mpsc::RecvTimeoutError> for Unanswered {
@@ -764,9 +779,92 @@ impl Unanswered {
                 Unanswered::Late => {
                     format!("the database did not answer within {within:?} to {what}")
                 }
+                Unanswered::Crowded => format!(
+                    "{MAX_WAITING} requests already wait for the database; not waiting to {what}"
+                ),
             },
             source: None,
         }
+    }
+}
+
+/// Most requests waiting for the database at once on one replica; more
+/// are answered at once with an error (a 503). Each waits on a thread of
+/// its own (the async worker's other tasks move to another), and tokio's
+/// blocking threads, which carry both, are bounded too.
+pub const MAX_WAITING: usize = 64;
+
+thread_local! {
+    /// Set by [`patiently`].
+    static PATIENT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `work` as a caller that waits for the database however long it
+/// takes and is never turned away: for what must not be lost to a slow
+/// database (an action's result, which no one sends again). A request
+/// waits at most `PgOptions::answer_within`.
+pub fn patiently<T>(work: impl FnOnce() -> T) -> T {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            PATIENT.set(self.0);
+        }
+    }
+    let _restore = Restore(PATIENT.replace(true));
+    work()
+}
+
+/// How long callers wait for reader and locker threads, and how many do.
+#[derive(Debug)]
+struct Waits {
+    within: Duration,
+    waiting: AtomicUsize,
+    /// The statement that bounds the threads' sessions (set at connect).
+    bounded: Arc<str>,
+}
+
+impl Waits {
+    /// `body` as a job for a reader or locker thread. For a patient caller
+    /// (see [`patiently`]) the session's `statement_timeout` is lifted
+    /// while it runs, since that caller waits however long it takes.
+    fn job(&self, body: impl FnOnce(&mut Client) + Send + 'static) -> Job {
+        if !PATIENT.get() {
+            return Box::new(body);
+        }
+        let bounded = Arc::clone(&self.bounded);
+        Box::new(move |client| {
+            let lifted = client.batch_execute("SET statement_timeout = 0").is_ok();
+            body(client);
+            if lifted {
+                let _ = client.batch_execute(&bounded);
+            }
+        })
+    }
+
+    /// Waits for `answer` (see [`Waits`] and [`patiently`]); sets
+    /// `given_up` when it stops waiting without one, so a job not yet
+    /// started is skipped.
+    fn wait<T>(&self, answer: &mpsc::Receiver<T>, given_up: &AtomicBool) -> Result<T, Unanswered> {
+        if PATIENT.get() {
+            return off_runtime(|| answer.recv()).map_err(|_| Unanswered::NoThread);
+        }
+        struct Counted<'a>(&'a AtomicUsize);
+        impl Drop for Counted<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        let before = self.waiting.fetch_add(1, Ordering::AcqRel);
+        let _counted = Counted(&self.waiting);
+        let answered = if before >= MAX_WAITING {
+            Err(Unanswered::Crowded)
+        } else {
+            off_runtime(|| answer.recv_timeout(self.within)).map_err(Unanswered::from)
+        };
+        if answered.is_err() {
+            given_up.store(true, Ordering::Release);
+        }
+        answered
     }
 }
 
@@ -785,20 +883,31 @@ fn off_runtime<T>(wait: impl FnOnce() -> T) -> T {
 }
 
 /// Runs `query` on a reader thread's connection (`jobs`) and waits for its
-/// answer, at most `within`.
+/// answer: as `waits` bounds it, or however long it takes (`None`).
 fn on_reader<T: Send + 'static>(
     jobs: Option<&mpsc::Sender<Job>>,
-    within: Duration,
+    waits: Option<&Waits>,
     query: impl FnOnce(&mut Client) -> T + Send + 'static,
 ) -> Result<T, Unanswered> {
     let (tx, rx) = mpsc::sync_channel(1);
-    let job: Job = Box::new(move |client| {
-        let _ = tx.send(query(client));
-    });
+    let given_up = Arc::new(AtomicBool::new(false));
+    let skip = Arc::clone(&given_up);
+    let body = move |client: &mut Client| {
+        if !skip.load(Ordering::Acquire) {
+            let _ = tx.send(query(client));
+        }
+    };
+    let job = match waits {
+        Some(waits) => waits.job(body),
+        None => Box::new(body),
+    };
     if jobs.is_none_or(|jobs| jobs.send(job).is_err()) {
         return Err(Unanswered::NoThread);
     }
-    off_runtime(|| rx.recv_timeout(within)).map_err(Unanswered::from)
+    match waits {
+        Some(waits) => waits.wait(&rx, &given_up),
+        None => off_runtime(|| rx.recv()).map_err(|_| Unanswered::NoThread),
+    }
 }
 
 /// A tenant held by a locker thread's open transaction.
@@ -809,7 +918,6 @@ struct Locked {
     target: String,
     /// The reader threads' queue, to settle a commit whose answer was lost.
     reads: Option<mpsc::Sender<Job>>,
-    answer_within: Duration,
 }
 
 impl LockedTenant for Locked {
@@ -836,7 +944,9 @@ impl LockedTenant for Locked {
                 // Answered as the server has it: a lost answer to a
                 // `COMMIT` that went through is a success (refused, the
                 // caller would take the input again on top of it).
-                let stored = on_reader(self.reads.as_ref(), self.answer_within, move |client| {
+                // However long it takes (`ended` waits out a reconnection):
+                // answered too early, a retry would record the input twice.
+                let stored = on_reader(self.reads.as_ref(), None, move |client| {
                     ended(client, txid, Instant::now()).and_then(|()| any_stored(client, &written))
                 });
                 match stored {
