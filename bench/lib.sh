@@ -9,7 +9,7 @@
 # and summarise rounds.
 
 if ! command -v wrk >/dev/null; then
-  apt-get install -y wrk >/dev/null
+  apt-get -o DPkg::Lock::Timeout=600 install -y wrk >/dev/null
 fi
 
 # Varied tenants (t0..t999 per wrk thread), values below `warn` so the load

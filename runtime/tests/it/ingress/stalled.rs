@@ -193,7 +193,7 @@ fn a_locked_table_holds_up_only_the_requests_that_need_it_each_for_a_bounded_tim
         });
         cancelled
             .await
-            .expect("the abandoned loads still wait on the lock: no statement timeout");
+            .expect("loads still wait on the lock: one their caller left is not cancelled (no statement timeout), or a queued one still runs");
     });
     drop(ask);
     // Once the lock is let go, new tenants are served again, and nothing
