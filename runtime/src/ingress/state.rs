@@ -27,7 +27,15 @@ const STORED_SAMPLE_FOR: std::time::Duration = std::time::Duration::from_secs(30
 /// `/metrics`).
 const STORED_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// The last size of a database ledger's tables.
+/// The last size of a database ledger's tables, and who waits for the
+/// next.
+#[derive(Debug, Default)]
+struct StoredSize {
+    sample: Mutex<StoredSample>,
+    /// Told when a reading ends.
+    read: tokio::sync::Notify,
+}
+
 #[derive(Debug, Default)]
 struct StoredSample {
     /// When it was read (`None`: never).
@@ -37,24 +45,21 @@ struct StoredSample {
     reading: bool,
 }
 
-/// A reading of the tables' size under way: ends it when dropped.
-struct Reading {
-    stored: Arc<Mutex<StoredSample>>,
-    told: Arc<tokio::sync::Notify>,
-}
-
-impl Drop for Reading {
-    fn drop(&mut self) {
-        StoredSample::of(&self.stored).reading = false;
-        self.told.notify_waiters();
+impl StoredSize {
+    fn sample(&self) -> std::sync::MutexGuard<'_, StoredSample> {
+        self.sample
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
-impl StoredSample {
-    fn of(sample: &Mutex<StoredSample>) -> std::sync::MutexGuard<'_, StoredSample> {
-        sample
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+/// A reading of the tables' size under way: ends it when dropped.
+struct Reading(Arc<StoredSize>);
+
+impl Drop for Reading {
+    fn drop(&mut self) {
+        self.0.sample().reading = false;
+        self.0.read.notify_waiters();
     }
 }
 /// How waiting for a decision's receipts ended, when not durable.
@@ -180,9 +185,7 @@ pub struct Inner {
     pub(crate) transparency: Option<Arc<crate::transparency::publish::Publisher>>,
     disk: Disk,
     /// The last size of a database ledger's tables, and when it was read.
-    stored: Arc<Mutex<StoredSample>>,
-    /// Told when a reading of the size ends.
-    stored_read: Arc<tokio::sync::Notify>,
+    stored: Arc<StoredSize>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -246,7 +249,6 @@ impl AppState {
             transparency: options.transparency,
             disk: Disk::new(options.min_free),
             stored: Arc::default(),
-            stored_read: Arc::default(),
         }))
     }
 
@@ -324,9 +326,9 @@ impl AppState {
     /// A reading that takes longer than `STORED_WAIT` is not waited for:
     /// the last size is answered meanwhile.
     pub async fn stored_bytes(&self) -> Option<u64> {
-        let read = self.0.stored_read.notified();
+        let read = self.0.stored.read.notified();
         {
-            let mut sample = StoredSample::of(&self.0.stored);
+            let mut sample = self.0.stored.sample();
             if sample.at.is_some_and(|at| at.elapsed() < STORED_SAMPLE_FOR) {
                 return sample.bytes;
             }
@@ -335,10 +337,7 @@ impl AppState {
                 let ledger = Arc::clone(self.0.registry.ledger());
                 // Ends the reading however it ends (dropped unrun at
                 // shutdown, or panicking), so the next scrape starts one.
-                let reading = Reading {
-                    stored: Arc::clone(&self.0.stored),
-                    told: Arc::clone(&self.0.stored_read),
-                };
+                let reading = Reading(Arc::clone(&self.0.stored));
                 tokio::task::spawn_blocking(move || {
                     let bytes = match ledger.stored_bytes() {
                         Some(Ok(bytes)) => Some(bytes),
@@ -349,14 +348,14 @@ impl AppState {
                         }
                         None => None,
                     };
-                    let mut sample = StoredSample::of(&reading.stored);
+                    let mut sample = reading.0.sample();
                     sample.at = Some(std::time::Instant::now());
                     sample.bytes = bytes;
                 });
             }
         }
         let _ = tokio::time::timeout(STORED_WAIT, read).await;
-        StoredSample::of(&self.0.stored).bytes
+        self.0.stored.sample().bytes
     }
 
     /// The ledger's disk (for a ledger on a local file system), sampled at

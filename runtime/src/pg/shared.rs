@@ -634,12 +634,7 @@ impl SharedLedger for SharedPgLedger {
         let (decision_tx, decision_rx) = mpsc::sync_channel::<Decision>(1);
         let (done_tx, done_rx) = mpsc::sync_channel::<LockedEnd>(1);
         let (name, target, oid) = (tenant.clone(), self.inner.target.clone(), self.oid);
-        let given_up = Arc::new(AtomicBool::new(false));
-        let skip = Arc::clone(&given_up);
-        let job = self.waits.job(move |client| {
-            if skip.load(Ordering::Acquire) {
-                return;
-            }
+        let (job, given_up) = self.waits.job(move |client| {
             let failed = |what: &'static str| database(&target, what);
             let mut tx = match client.transaction() {
                 Ok(tx) => tx,
@@ -711,20 +706,13 @@ impl SharedLedger for SharedPgLedger {
             };
             let _ = done_tx.send(outcome);
         });
-        let sent = self
-            .locks
-            .as_ref()
-            .is_some_and(|locks| locks.send(job).is_ok());
         // Given up on, the job is skipped, or finds no one to hand the
         // tenant to and rolls its transaction back.
-        let stored = if sent {
-            self.waits.wait(&stored_rx, &given_up)
-        } else {
-            Err(Unanswered::NoThread)
-        };
-        let stored = stored.map_err(|unanswered| {
-            unanswered.error(&self.inner.target, "lock a tenant", self.waits.within)
-        })??;
+        let stored = hand(self.locks.as_ref(), job)
+            .and_then(|()| self.waits.wait(&stored_rx, &given_up))
+            .map_err(|unanswered| {
+                unanswered.error(&self.inner.target, "lock a tenant", self.waits.within)
+            })??;
         Ok(Box::new(Locked {
             stored,
             decision: decision_tx,
@@ -824,21 +812,31 @@ struct Waits {
 }
 
 impl Waits {
-    /// `body` as a job for a reader or locker thread. For a patient caller
-    /// (see [`patiently`]) the session's `statement_timeout` is lifted
-    /// while it runs, since that caller waits however long it takes.
-    fn job(&self, body: impl FnOnce(&mut Client) + Send + 'static) -> Job {
-        if !PATIENT.get() {
-            return Box::new(body);
-        }
-        let bounded = Arc::clone(&self.bounded);
-        Box::new(move |client| {
-            let lifted = client.batch_execute("SET statement_timeout = 0").is_ok();
-            body(client);
-            if lifted {
-                let _ = client.batch_execute(&bounded);
+    /// `body` as a job for a reader or locker thread, with the flag its
+    /// caller's [`Waits::wait`] sets on giving up: a job not started by
+    /// then is skipped. For a patient caller (see [`patiently`]) the
+    /// session's `statement_timeout` is lifted while it runs, since that
+    /// caller waits however long it takes.
+    fn job(&self, body: impl FnOnce(&mut Client) + Send + 'static) -> (Job, Arc<AtomicBool>) {
+        let given_up = Arc::new(AtomicBool::new(false));
+        let skip = Arc::clone(&given_up);
+        let bounded = PATIENT.get().then(|| Arc::clone(&self.bounded));
+        let job: Job = Box::new(move |client| {
+            if skip.load(Ordering::Acquire) {
+                return;
             }
-        })
+            match bounded {
+                None => body(client),
+                Some(bounded) => {
+                    let lifted = client.batch_execute("SET statement_timeout = 0").is_ok();
+                    body(client);
+                    if lifted {
+                        let _ = client.batch_execute(&bounded);
+                    }
+                }
+            }
+        });
+        (job, given_up)
     }
 
     /// Waits for `answer` (see [`Waits`] and [`patiently`]); sets
@@ -846,7 +844,7 @@ impl Waits {
     /// started is skipped.
     fn wait<T>(&self, answer: &mpsc::Receiver<T>, given_up: &AtomicBool) -> Result<T, Unanswered> {
         if PATIENT.get() {
-            return off_runtime(|| answer.recv()).map_err(|_| Unanswered::NoThread);
+            return wait_out(answer);
         }
         struct Counted<'a>(&'a AtomicUsize);
         impl Drop for Counted<'_> {
@@ -882,6 +880,19 @@ fn off_runtime<T>(wait: impl FnOnce() -> T) -> T {
     }
 }
 
+/// Hands `job` to the threads taking from `queue` (`None`: closed).
+fn hand(queue: Option<&mpsc::Sender<Job>>, job: Job) -> Result<(), Unanswered> {
+    match queue {
+        Some(queue) if queue.send(job).is_ok() => Ok(()),
+        _ => Err(Unanswered::NoThread),
+    }
+}
+
+/// Waits for `answer` however long it takes (off the async workers).
+fn wait_out<T>(answer: &mpsc::Receiver<T>) -> Result<T, Unanswered> {
+    off_runtime(|| answer.recv()).map_err(|_| Unanswered::NoThread)
+}
+
 /// Runs `query` on a reader thread's connection (`jobs`) and waits for its
 /// answer: as `waits` bounds it, or however long it takes (`None`).
 fn on_reader<T: Send + 'static>(
@@ -890,23 +901,19 @@ fn on_reader<T: Send + 'static>(
     query: impl FnOnce(&mut Client) -> T + Send + 'static,
 ) -> Result<T, Unanswered> {
     let (tx, rx) = mpsc::sync_channel(1);
-    let given_up = Arc::new(AtomicBool::new(false));
-    let skip = Arc::clone(&given_up);
     let body = move |client: &mut Client| {
-        if !skip.load(Ordering::Acquire) {
-            let _ = tx.send(query(client));
-        }
+        let _ = tx.send(query(client));
     };
-    let job = match waits {
-        Some(waits) => waits.job(body),
-        None => Box::new(body),
-    };
-    if jobs.is_none_or(|jobs| jobs.send(job).is_err()) {
-        return Err(Unanswered::NoThread);
-    }
     match waits {
-        Some(waits) => waits.wait(&rx, &given_up),
-        None => off_runtime(|| rx.recv()).map_err(|_| Unanswered::NoThread),
+        Some(waits) => {
+            let (job, given_up) = waits.job(body);
+            hand(jobs, job)?;
+            waits.wait(&rx, &given_up)
+        }
+        None => {
+            hand(jobs, Box::new(body))?;
+            wait_out(&rx)
+        }
     }
 }
 

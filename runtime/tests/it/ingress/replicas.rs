@@ -704,6 +704,14 @@ fn throttle_turn(undo: bool, seq: u64) -> ActionTurn {
     crate::ledger::postgres_turns::throttle_turn(&tenant("acme"), undo, seq)
 }
 
+/// [`throttle_turn`]s whose attempts last `attempt_ms` at most.
+fn throttle_turns_of(attempt_ms: u32) -> impl Fn(bool, u64) -> ActionTurn {
+    move |undo, seq| ActionTurn {
+        attempt_ms,
+        ..throttle_turn(undo, seq)
+    }
+}
+
 #[test]
 fn an_action_turn_is_held_by_one_replica_at_a_time_and_a_dead_one_gives_it_back() {
     let Some(url) = fresh_schema() else { return };
@@ -737,10 +745,7 @@ fn an_action_turn_is_held_by_one_replica_at_a_time_and_a_dead_one_gives_it_back(
         other => panic!("the throttle was not superseded: {other:?}"),
     }
     // The undo's attempt may last 1.5 s.
-    let undo_5 = ActionTurn {
-        attempt_ms: 1_500,
-        ..throttle_turn(true, 5)
-    };
+    let undo_5 = throttle_turns_of(1_500)(true, 5);
     let taken_at = std::time::Instant::now();
     let TurnTaken::Held(undoing) = b.take_action_turn(&undo_5, true).unwrap() else {
         panic!("the turn given back was not taken");
@@ -821,10 +826,7 @@ fn a_turn_given_back_before_its_attempt_ended_keeps_the_counterparts_out_until_i
         SharedPgLedger::open(&url, PgOptions::default()).unwrap(),
     );
     // Attempts of 1 s at most.
-    let turn = |undo, seq| ActionTurn {
-        attempt_ms: 1_000,
-        ..throttle_turn(undo, seq)
-    };
+    let turn = throttle_turns_of(1_000);
     // An attempt that ended: its counterpart goes at once.
     let TurnTaken::Held(held) = a.take_action_turn(&turn(false, 1), false).unwrap() else {
         panic!("a free turn was not taken");
@@ -860,10 +862,7 @@ fn an_attempt_ending_beside_another_of_the_same_action_leaves_the_other_covered(
         SharedPgLedger::open(&a_url, PgOptions::default()).unwrap(),
         SharedPgLedger::open(&url, PgOptions::default()).unwrap(),
     );
-    let turn = |undo, seq| ActionTurn {
-        attempt_ms: 1_500,
-        ..throttle_turn(undo, seq)
-    };
+    let turn = throttle_turns_of(1_500);
     // Two throttles of one tenant attempted side by side on A (not
     // counterparts: one process's lanes let them); the later one ends
     // first, then A's session is lost with the earlier one under way.

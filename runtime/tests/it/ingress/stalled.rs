@@ -38,6 +38,15 @@ async fn send(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, S
     .unwrap()
 }
 
+/// A replica's ledger on `url` whose requests wait at most `within`.
+fn answering_within(url: &str, within: Duration) -> SharedPgLedger {
+    let options = PgOptions {
+        answer_within: within,
+        ..PgOptions::default()
+    };
+    SharedPgLedger::open(url, options).unwrap()
+}
+
 /// Holds `ACCESS EXCLUSIVE` on `table` in its own session (a thread: the
 /// synchronous client stays off the runtime) until the returned sender is
 /// dropped; returns once the lock is held. The second value reports how
@@ -82,14 +91,7 @@ fn a_locked_table_holds_up_only_the_requests_that_need_it_each_for_a_bounded_tim
     let Some(url) = crate::ledger::postgres::fresh_schema() else {
         return;
     };
-    let ledger = SharedPgLedger::open(
-        &url,
-        PgOptions {
-            answer_within: ANSWER_WITHIN,
-            ..PgOptions::default()
-        },
-    )
-    .unwrap();
+    let ledger = answering_within(&url, ANSWER_WITHIN);
     // Two workers, as `serve` has on this machine's two cores.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -231,14 +233,7 @@ fn a_patient_caller_waits_out_a_locked_table_where_a_request_gives_up() {
     let Some(url) = crate::ledger::postgres::fresh_schema() else {
         return;
     };
-    let ledger = SharedPgLedger::open(
-        &url,
-        PgOptions {
-            answer_within: Duration::from_secs(1),
-            ..PgOptions::default()
-        },
-    )
-    .unwrap();
+    let ledger = answering_within(&url, Duration::from_secs(1));
     let tenant = TenantId::new("t").unwrap();
     let (ask, _waiting) = lock_table(&url, "ggen_heads");
     let error = ledger.load(&tenant).unwrap_err().to_string();
