@@ -21,6 +21,11 @@
 # loads t0..t199, and in "two" A gets t0..t99 and B t100..t199, so the
 # replicas never touch each other's tenants. They still share the
 # receipt counter (one gapless log) and the machine's cores.
+#
+# TENANTS=separate bounds any design of replicas on this machine: the
+# loads of disjoint, but B writes to a database of its own, so the two
+# share nothing but the PostgreSQL server and the cores (two independent
+# governors, not replicas).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}"
@@ -41,16 +46,27 @@ case "$TENANTS" in
     cp "$work/hundred.lua" "$work/one.lua"
     cp "$work/hundred.lua" "$work/b.lua"
     ;;
-  disjoint)
+  disjoint | separate)
     sed 's/n % 1000/n % 100/' "$work/signals.lua" >"$work/hundred.lua"
     sed 's/n % 1000/n % 200/' "$work/signals.lua" >"$work/one.lua"
     sed 's/n % 1000/100 + n % 100/' "$work/signals.lua" >"$work/b.lua"
     ;;
-  *) echo "TENANTS is \`$TENANTS\`: expected shared or disjoint" >&2; exit 2 ;;
+  *) echo "TENANTS is \`$TENANTS\`: expected shared, disjoint or separate" >&2; exit 2 ;;
 esac
 
-for port in "$A_PORT" "$B_PORT"; do
-  GOVERNOR_AUTH_TOKEN=bench-token GOVERNOR_DATABASE_URL="$url" RUST_LOG=warn "$BIN/cost-guard-governor" serve \
+urls=("$url")
+if [ "$TENANTS" = separate ]; then
+  b_url="${url%/*}/ggen_b"
+  psql="$(cat "$work/pg/bindir")/psql"
+  [ -x "$psql" ] || psql="$(command -v psql)"
+  "$psql" -X -q "$url" -v ON_ERROR_STOP=1 -c 'CREATE DATABASE ggen_b'
+  urls+=("$b_url")
+else
+  b_url="$url"
+fi
+for target in "$A_PORT $url" "$B_PORT $b_url"; do
+  read -r port db <<<"$target"
+  GOVERNOR_AUTH_TOKEN=bench-token GOVERNOR_DATABASE_URL="$db" RUST_LOG=warn "$BIN/cost-guard-governor" serve \
     --listen "127.0.0.1:$port" --actions log --no-pubsub 2>>"$work/governors.log" &
   pids+=($!)
   wait_port "$port"
@@ -87,10 +103,15 @@ done
 awk -v a="$best_two" -v b="$best_one" \
   'BEGIN { printf "best: two replicas %.0f signals/s, one %.0f: %.0f%% (target: at least 100%%)\n", a, b, (b > 0 ? 100 * a / b : 0) }'
 
-receipts=$("$BIN/cost-guard-governor" ledger show --database-url "$url" | grep -c '"kind":"signal"')
+receipts=0
+for db in "${urls[@]}"; do
+  receipts=$((receipts + $("$BIN/cost-guard-governor" ledger show --database-url "$db" | grep -c '"kind":"signal"')))
+done
 echo "acknowledged signals (2xx): $acked; signal receipts: $receipts"
 if [ "$receipts" -lt "$acked" ]; then
   echo "LOST: $((acked - receipts)) acknowledged signals are not in the ledger" >&2
   exit 1
 fi
-echo "postgres ledger: $("$BIN/cost-guard-governor" ledger verify --database-url "$url")"
+for db in "${urls[@]}"; do
+  echo "postgres ledger: $("$BIN/cost-guard-governor" ledger verify --database-url "$db")"
+done

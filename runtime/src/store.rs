@@ -103,6 +103,7 @@ impl Location {
             Location::Database(url) => {
                 let options = PgOptions {
                     partition_receipts: options.partition_receipts,
+                    answer_within: options.database_timeout,
                     ..PgOptions::default()
                 };
                 match writers {
@@ -114,14 +115,17 @@ impl Location {
     }
 }
 
-/// The sizes a ledger is opened with (`serve --segment-size`,
-/// `--partition-receipts`).
+/// The sizes and bounds a ledger is opened with (`serve --segment-size`,
+/// `--partition-receipts`, `--database-timeout`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OpenOptions {
     /// A file ledger's segment size in bytes.
     pub segment_bytes: u64,
     /// A PostgreSQL ledger's positions per partition.
     pub partition_receipts: u64,
+    /// Replicas on PostgreSQL: longest a request waits for the database
+    /// on its behalf (`PgOptions::answer_within`).
+    pub database_timeout: std::time::Duration,
 }
 
 impl Default for OpenOptions {
@@ -129,6 +133,7 @@ impl Default for OpenOptions {
         OpenOptions {
             segment_bytes: FileOptions::default().segment_bytes,
             partition_receipts: crate::pg::DEFAULT_PARTITION_RECEIPTS,
+            database_timeout: PgOptions::default().answer_within,
         }
     }
 }

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 
 use super::auth::{Auth, JwksSource, MarketplaceFlags, SIGNATURE_TOLERANCE_SECS};
-use super::state::{AppState, Options};
+use super::state::{AppState, Options, REQUEST_TIMEOUT};
 use crate::actuator::{ActuatorError, ActuatorMode, Actuators, Dispatcher, DispatcherOptions};
 use crate::ledger::LedgerError;
 pub use crate::logging::{LogFormat, init as init_logging};
@@ -174,6 +174,13 @@ pub struct ServeArgs {
     /// the unit retention archives and removes.
     #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = segment_size)]
     pub segment_size: u64,
+    /// Replicas on PostgreSQL: seconds a request waits for the database to
+    /// load its tenant, lock it or read on its behalf before it is answered
+    /// 503 `unavailable`; the database sessions doing that work cancel a
+    /// statement a second later. Below the request timeout (30 s).
+    #[arg(long, value_name = "SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..REQUEST_TIMEOUT.as_secs()))]
+    pub database_timeout: u64,
     /// How long event ids (Pub/Sub `messageId`, signal and marketplace
     /// `id`) are remembered to drop redeliveries, in seconds of the server's
     /// clock; at least twice the marketplace signature tolerance (600).
@@ -640,6 +647,17 @@ pub fn check(pack: &'static dyn PolicyPack, args: &ServeArgs) -> Result<String, 
 }
 
 /// The checkpoint publisher `args` ask for.
+impl ServeArgs {
+    /// The sizes and bounds its flags give the ledger.
+    pub fn open_options(&self) -> crate::store::OpenOptions {
+        crate::store::OpenOptions {
+            segment_bytes: self.segment_size,
+            partition_receipts: self.partition_receipts,
+            database_timeout: Duration::from_secs(self.database_timeout),
+        }
+    }
+}
+
 fn publisher(args: &ServeArgs) -> Result<Option<Arc<Publisher>>, ServeError> {
     args.transparency
         .publisher(std::env::var(crate::transparency::publish::KEY_ENV).ok())
@@ -696,10 +714,7 @@ pub fn run_until(
     let ledger = location
         .open_with(
             crate::store::Writers::Shared,
-            crate::store::OpenOptions {
-                segment_bytes: args.segment_size,
-                partition_receipts: args.partition_receipts,
-            },
+            args.open_options(),
             &mut |warning| tracing::warn!("{warning}"),
         )
         .map_err(ServeError::Ledger)?;

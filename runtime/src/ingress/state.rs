@@ -77,6 +77,10 @@ pub const SIGNED_IN_FLIGHT: usize = 16;
 /// bytes, so a forger cannot make the service read more than this.
 pub const MARKETPLACE_MAX_BODY: usize = 16 * 1024;
 
+/// Longest a request may hold an in-flight slot unless
+/// [`Options::request_timeout`] says otherwise (`serve` keeps it).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Tunables of the ingress.
 #[derive(Clone)]
 pub struct Options {
@@ -119,7 +123,7 @@ impl Default for Options {
         Options {
             max_in_flight: 1024,
             max_batch: 1000,
-            request_timeout: Duration::from_secs(30),
+            request_timeout: REQUEST_TIMEOUT,
             max_connections: 4096,
             header_read_timeout: Duration::from_secs(10),
             shutdown_timeout: Duration::from_secs(30),

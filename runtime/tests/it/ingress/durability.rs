@@ -164,6 +164,7 @@ fn governor_child() {
             .map_or(ggen_runtime::pg::DEFAULT_PARTITION_RECEIPTS, |n| {
                 n.parse().unwrap()
             }),
+        database_timeout: 10,
         segment_size: std::env::var(CHILD_SEGMENT)
             .ok()
             .map_or(64 << 20, |n| n.parse().unwrap()),

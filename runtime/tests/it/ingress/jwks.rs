@@ -268,6 +268,7 @@ fn serve_with_jwks(url: &str, ledger: &std::path::Path) -> service::ServeError {
         archive: None,
         archive_every: 60,
         partition_receipts: ggen_runtime::pg::DEFAULT_PARTITION_RECEIPTS,
+        database_timeout: 10,
         segment_size: 64 << 20,
         max_connections: 64,
         header_read_timeout: 10,

@@ -254,3 +254,65 @@ fn a_patient_caller_waits_out_a_locked_table_where_a_request_gives_up() {
     assert_eq!(stored.unwrap().head.seq, 0);
     release.join().unwrap();
 }
+
+/// `serve`'s flags as the command line gives them.
+#[derive(Debug, clap::Parser)]
+struct Cli {
+    #[command(flatten)]
+    serve: ggen_runtime::ingress::service::ServeArgs,
+}
+
+#[test]
+fn database_timeout_sets_how_long_a_request_waits_and_stays_below_the_request_timeout() {
+    use clap::Parser as _;
+    let argv = |extra: &[&str]| {
+        let mut argv = vec!["governor", "--listen", "127.0.0.1:0", "--database-url"];
+        argv.push("postgres://ggen@127.0.0.1:1/none");
+        argv.extend_from_slice(extra);
+        Cli::try_parse_from(argv)
+    };
+    // A wait as long as the request's own bound (or none) is refused.
+    for refused in ["0", "30", "-1", "ten"] {
+        let flag = format!("--database-timeout={refused}");
+        let error = argv(&[&flag]).unwrap_err().to_string();
+        assert!(error.contains("--database-timeout"), "{refused}: {error}");
+    }
+    let default = argv(&[]).unwrap().serve.open_options();
+    assert_eq!(default.database_timeout, PgOptions::default().answer_within);
+
+    let Some(url) = crate::ledger::postgres::fresh_schema() else {
+        return;
+    };
+    let args = Cli::try_parse_from([
+        "governor",
+        "--listen",
+        "127.0.0.1:0",
+        "--database-url",
+        &url,
+        "--database-timeout",
+        "1",
+    ])
+    .unwrap()
+    .serve;
+    let ledger = args
+        .store
+        .location()
+        .unwrap()
+        .open_with(
+            ggen_runtime::store::Writers::Shared,
+            args.open_options(),
+            &mut |warning| panic!("{warning}"),
+        )
+        .unwrap();
+    let shared = ledger.shared().expect("a database ledger is shared");
+    let (ask, _waiting) = lock_table(&url, "ggen_heads");
+    let error = shared
+        .load(&TenantId::new("t").unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("the database did not answer within 1s"),
+        "{error}"
+    );
+    drop(ask);
+}
