@@ -206,4 +206,8 @@ impl Ledger for MemoryLedger {
     fn flush(&self) -> Result<(), LedgerError> {
         Ok(())
     }
+
+    fn flushed(&self) -> Option<Ticket> {
+        Some(Ticket::ready())
+    }
 }

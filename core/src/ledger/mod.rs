@@ -686,6 +686,13 @@ pub trait Ledger: Send + Sync + 'static {
     fn verify_with(&self, options: &VerifyOptions<'_>) -> Result<VerifyReport, LedgerError>;
     /// Waits until everything appended so far is durable.
     fn flush(&self) -> Result<(), LedgerError>;
+    /// A ticket that resolves once everything appended so far is durable:
+    /// [`Ledger::flush`] for a caller that awaits rather than blocks a
+    /// thread, however long the writer is held up (`None`: only `flush`
+    /// can tell).
+    fn flushed(&self) -> Option<Ticket> {
+        None
+    }
     /// The shared-ledger interface, when other processes append too.
     fn shared(&self) -> Option<&dyn SharedLedger> {
         None

@@ -537,7 +537,7 @@ impl Inner {
                     Err(LedgerError::Rejected(why)) if attempts < DECISION_ATTEMPTS => {
                         attempts += 1;
                         let now = inner.options.clock.now();
-                        let again = crate::pg::shared::patiently(|| {
+                        let again = crate::pg::shared::patiently_again(|| {
                             registry.apply_again(&tenant, input.clone(), now, why, applied.epoch)
                         });
                         match again {
@@ -627,8 +627,9 @@ impl Inner {
             ok: report.ok,
             detail: Some(report.detail),
         };
-        // No one sends an action's result again: it waits for a slow database.
-        let applied = crate::pg::shared::patiently(|| {
+        // No one sends an action's result again: it waits for a slow
+        // database, and for one that cannot be reached for a while.
+        let applied = crate::pg::shared::patiently_again(|| {
             registry.apply(&tenant, input.clone(), self.options.clock.now())
         });
         match applied {

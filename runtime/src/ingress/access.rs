@@ -27,7 +27,7 @@ use subtle::ConstantTimeEq as _;
 use super::error::{AuthReason, IngressError};
 use super::path::Params;
 use super::signals;
-use super::state::AppState;
+use super::state::{AppState, Slots};
 use super::tenants::unknown;
 use crate::receipt::{AccessChange, Input};
 use crate::tenant::TenantId;
@@ -136,16 +136,23 @@ impl FromRequestParts<AppState> for Reader {
 /// Before a read takes a slot: the whole read-token check when this
 /// process alone writes the ledger (every tenant's tokens are in memory,
 /// so it costs nothing), so a forged token never holds a slot; with
-/// replicas, only the token's shape (the `Reader` checks it against the
-/// tenant's latest state, which takes a database query).
+/// replicas, only the token's shape, and the read takes one of the
+/// [`UNVERIFIED_READS_IN_FLIGHT`](super::state::UNVERIFIED_READS_IN_FLIGHT)
+/// slots (the `Reader` checks it against the tenant's latest state, which
+/// takes a database query).
 /// A request it checked fully carries the [`Reader`] for the route's
 /// extractor, which then checks nothing again.
 pub(crate) fn admit(
     state: &AppState,
     request: &mut axum::extract::Request,
-) -> Result<(), IngressError> {
+) -> Result<Slots, IngressError> {
     if state.registry().ledger().shared().is_some() {
-        return Ok(());
+        return Ok(
+            match presented(state, request.headers(), request.uri().path())? {
+                None => Slots::General,
+                Some(_) => Slots::UnverifiedRead,
+            },
+        );
     }
     let reader = match presented(state, request.headers(), request.uri().path())? {
         None => Reader,
@@ -154,7 +161,7 @@ pub(crate) fn admit(
         }
     };
     request.extensions_mut().insert(reader);
-    Ok(())
+    Ok(Slots::General)
 }
 
 fn refused() -> IngressError {

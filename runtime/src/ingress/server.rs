@@ -24,6 +24,19 @@ use tokio::task::JoinSet;
 /// (such as `EMFILE`: out of file descriptors).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
+/// The largest request head (start line and headers) a connection may
+/// send; a larger one is answered 431 and the connection closed. A Google
+/// OIDC token is about 1 KiB, and hyper's default (the buffer's ~400 KiB)
+/// would let each connection that never finishes its headers hold that
+/// much memory until `--header-read-timeout`.
+pub(crate) const MAX_HEAD_BYTES: usize = 16 * 1024;
+
+/// The most a connection buffers, reading or writing (a body is read
+/// through it in pieces): what a connection that never finishes its head
+/// can make the process hold, so `--max-connections` × this bounds it
+/// (64 MiB at the default 4096).
+pub(crate) const MAX_BUFFER_BYTES: usize = 16 * 1024;
+
 /// Limits of one [`run`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
@@ -50,7 +63,9 @@ pub(crate) async fn run(
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+        .header_read_timeout(limits.header_read_timeout)
+        .max_header_size(MAX_HEAD_BYTES)
+        .max_buf_size(MAX_BUFFER_BYTES);
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {

@@ -148,7 +148,8 @@ pub struct ServeArgs {
     /// (0: never; `GET /v1/ledger/verify` runs one on demand). A problem
     /// found is logged at ERROR and counted in
     /// `governor_ledger_verify_failures_total`, which an alert watches.
-    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    #[arg(long, value_name = "SECONDS", default_value_t = 0,
+          value_parser = clap::value_parser!(u64).range(0..=MAX_TIMEOUT_SECS))]
     pub verify_every: u64,
     /// Keep this much of the ledger locally: an age (`7d`, `12h`) or a size
     /// (`20GiB`). Older closed segments (a PostgreSQL ledger: full

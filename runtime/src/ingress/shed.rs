@@ -23,7 +23,7 @@ use tower::{Layer, Service};
 
 use super::auth::Guard;
 use super::error::{AuthReason, IngressError};
-use super::state::AppState;
+use super::state::{AppState, Slots};
 
 /// Wraps a service in [`Shed`].
 #[derive(Clone, Debug)]
@@ -92,20 +92,24 @@ where
                 .auth
                 .admit(self.guard, request.headers(), self.audience)
         };
-        // A read token is checked here when that needs no database query.
+        // Marketplace events and notifications have slots of their own,
+        // and so do read tokens only the database can check. A read token
+        // is checked here when that needs no database query.
         let admitted = admitted.and_then(|()| match self.guard {
             Guard::TenantRead => super::access::admit(&self.state, &mut request),
-            _ => Ok(()),
+            Guard::Marketplace | Guard::MarketplacePush => Ok(Slots::Signed),
+            _ => Ok(Slots::General),
         });
-        if let Err(refusal) = admitted {
-            // Dropping the request drops its unread body.
-            return ShedFuture::Refused {
-                response: std::future::ready(Ok(refusal.into_response())),
-            };
-        }
-        // Marketplace events and notifications have slots of their own.
-        let signed = matches!(self.guard, Guard::Marketplace | Guard::MarketplacePush);
-        match self.state.admit_request(signed) {
+        let slots = match admitted {
+            Ok(slots) => slots,
+            Err(refusal) => {
+                // Dropping the request drops its unread body.
+                return ShedFuture::Refused {
+                    response: std::future::ready(Ok(refusal.into_response())),
+                };
+            }
+        };
+        match self.state.admit_request(slots) {
             Ok(permit) => ShedFuture::Admitted {
                 inner: tokio::time::timeout(self.state.request_timeout, self.inner.call(request)),
                 _permit: permit,

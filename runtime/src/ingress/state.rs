@@ -73,6 +73,23 @@ pub(crate) enum Settled {
 
 /// Marketplace events handled at once (their own slots, see [`AppState`]).
 pub const SIGNED_IN_FLIGHT: usize = 16;
+/// Tenant reads with a read token that only the database can check (on a
+/// replica) handled at once: their own slots, so forged tokens can take
+/// neither the slots of signals nor more than this many database reads.
+pub const UNVERIFIED_READS_IN_FLIGHT: usize = 8;
+
+/// Which in-flight slots a request takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Slots {
+    /// The `--max-in-flight` slots: every authenticated request.
+    General,
+    /// [`SIGNED_IN_FLIGHT`]: marketplace events, whose signature needs
+    /// the body.
+    Signed,
+    /// [`UNVERIFIED_READS_IN_FLIGHT`]: a read token on a replica, checked
+    /// by the route against the tenant's state in the database.
+    UnverifiedRead,
+}
 /// The largest marketplace event body: an entitlement event is a few dozen
 /// bytes, so a forger cannot make the service read more than this.
 pub const MARKETPLACE_MAX_BODY: usize = 16 * 1024;
@@ -178,6 +195,8 @@ pub struct Inner {
     /// forger holds a slot until the body is read; these slots are apart
     /// from the ones signals use.
     signed_limiter: Arc<Semaphore>,
+    /// Slots of reads whose token only the database can check.
+    unverified_limiter: Arc<Semaphore>,
     /// Held while `GET /v1/ledger/verify` runs: one at a time.
     verifying: Arc<Semaphore>,
     /// Why the ledger stopped, once it has.
@@ -244,6 +263,7 @@ impl AppState {
             max_in_flight,
             limiter: Arc::new(Semaphore::new(max_in_flight)),
             signed_limiter: Arc::new(Semaphore::new(SIGNED_IN_FLIGHT)),
+            unverified_limiter: Arc::new(Semaphore::new(UNVERIFIED_READS_IN_FLIGHT)),
             verifying: Arc::new(Semaphore::new(1)),
             failed: Mutex::new(None),
             failed_flag: AtomicBool::new(false),
@@ -368,14 +388,13 @@ impl AppState {
         self.0.disk.status(self.0.registry.ledger().as_ref())
     }
 
-    /// Takes an in-flight slot, or refuses (503) when all are taken;
-    /// `signed` requests (marketplace events) take one of their own
-    /// [`SIGNED_IN_FLIGHT`] slots instead.
-    pub(crate) fn admit_request(&self, signed: bool) -> Result<OwnedSemaphorePermit, IngressError> {
-        let (limiter, limit) = if signed {
-            (&self.0.signed_limiter, SIGNED_IN_FLIGHT)
-        } else {
-            (&self.0.limiter, self.0.max_in_flight)
+    /// Takes an in-flight slot of the kind `slots` names, or refuses (503)
+    /// when all of that kind are taken.
+    pub(crate) fn admit_request(&self, slots: Slots) -> Result<OwnedSemaphorePermit, IngressError> {
+        let (limiter, limit) = match slots {
+            Slots::General => (&self.0.limiter, self.0.max_in_flight),
+            Slots::Signed => (&self.0.signed_limiter, SIGNED_IN_FLIGHT),
+            Slots::UnverifiedRead => (&self.0.unverified_limiter, UNVERIFIED_READS_IN_FLIGHT),
         };
         Arc::clone(limiter).try_acquire_owned().map_err(|_| {
             self.0.metrics.shed();
@@ -559,7 +578,16 @@ impl AppState {
             }
             // A duplicate appends nothing, but the original may still be on
             // its way to disk: acknowledge only once everything is durable.
+            // Awaited, not waited for on a thread: duplicates arriving
+            // while the writer is held up (a locked table) must not use up
+            // the blocking threads the rest of the service needs.
             None => {
+                if let Some(flushed) = self.0.registry.ledger().flushed() {
+                    return flushed
+                        .durable()
+                        .await
+                        .map_err(|e| Settled::Failed(self.ledger_failed(&e)));
+                }
                 let registry = Arc::clone(&self.0.registry);
                 tokio::task::spawn_blocking(move || registry.ledger().flush())
                     .await

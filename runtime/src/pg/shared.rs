@@ -65,9 +65,16 @@ const STATEMENT_MARGIN: Duration = Duration::from_secs(1);
 /// `ggen_tenant_count` itself, once per statement, where the count's
 /// trigger (which skips such sessions) would update it once per tenant.
 pub(super) const WRITING_SESSION: &str = "SET synchronous_commit = on;
+     SET standard_conforming_strings = on;
      SET default_transaction_isolation = 'read committed';
      SET idle_in_transaction_session_timeout = '20s';
      SET ggen.counts_tenants = on";
+/// The writer's statements wait for tenants' locks (a locker may hold one
+/// for `answer_within` and a decision) and for the receipt counter: a
+/// `statement_timeout` set on the role, the database or the URL would
+/// cancel them and stop the ledger. Its waiters are bounded by the
+/// request timeout instead.
+const WRITER_UNBOUNDED: &str = "SET statement_timeout = 0";
 /// How many times a batch the server aborted for a deadlock or a lock
 /// conflict (with another replica's pruning, say) is tried again.
 const BATCH_TRIES: u32 = 5;
@@ -338,6 +345,7 @@ impl SharedPgLedger {
         })?;
         client
             .batch_execute(WRITING_SESSION)
+            .and_then(|()| client.batch_execute(WRITER_UNBOUNDED))
             .map_err(database(&target, "setting up the writer's session"))?;
         let reads = PgLedger::open_read_only(url)?;
         let records = super::log_end(&mut *reads.reader()?, &target)?;
@@ -739,9 +747,10 @@ enum LockedEnd {
 /// Why a caller got no answer from a reader or locker thread.
 #[derive(Debug)]
 enum Unanswered {
-    /// No thread took the job, or it was dropped unanswered (the ledger is
-    /// closing, or the thread could not connect).
+    /// The job was dropped unanswered (its thread could not connect).
     NoThread,
+    /// No thread takes jobs any more: the ledger is closing.
+    Closed,
     /// No answer within the caller's wait (a stalled server).
     Late,
     /// [`MAX_WAITING`] callers wait already: turned away at once.
@@ -763,7 +772,7 @@ impl Unanswered {
         LedgerError::Database {
             target: target.to_owned(),
             what: match self {
-                Unanswered::NoThread => format!("cannot connect to {what}"),
+                Unanswered::NoThread | Unanswered::Closed => format!("cannot connect to {what}"),
                 Unanswered::Late => {
                     format!("the database did not answer within {within:?} to {what}")
                 }
@@ -800,6 +809,35 @@ pub fn patiently<T>(work: impl FnOnce() -> T) -> T {
     }
     let _restore = Restore(PATIENT.replace(true));
     work()
+}
+
+/// How long [`patiently_again`] keeps trying while the database cannot be
+/// reached: longer than a managed database's usual failover.
+pub const PATIENT_RETRY_FOR: Duration = Duration::from_secs(120);
+
+/// [`patiently`], and again while the database cannot be reached: a
+/// connection lost to a restart or a failover fails the first query on
+/// it, and a thread that cannot connect drops its query. `work` is run
+/// again after a growing pause (up to 2 s) while it fails with a database
+/// error, for up to [`PATIENT_RETRY_FOR`]. For work that may be done
+/// twice: an action's result applied twice is recorded the second time as
+/// a stale result that moves nothing.
+pub fn patiently_again<T>(
+    mut work: impl FnMut() -> Result<T, crate::registry::RegistryError>,
+) -> Result<T, crate::registry::RegistryError> {
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match patiently(&mut work) {
+            Err(crate::registry::RegistryError::Ledger(LedgerError::Database { .. }))
+                if started.elapsed() < PATIENT_RETRY_FOR =>
+            {
+                off_runtime(|| std::thread::sleep(pause));
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+            done => return done,
+        }
+    }
 }
 
 /// How long callers wait for reader and locker threads, and how many do.
@@ -884,7 +922,7 @@ fn off_runtime<T>(wait: impl FnOnce() -> T) -> T {
 fn hand(queue: Option<&mpsc::Sender<Job>>, job: Job) -> Result<(), Unanswered> {
     match queue {
         Some(queue) if queue.send(job).is_ok() => Ok(()),
-        _ => Err(Unanswered::NoThread),
+        _ => Err(Unanswered::Closed),
     }
 }
 
@@ -913,6 +951,43 @@ fn on_reader<T: Send + 'static>(
         None => {
             hand(jobs, Box::new(body))?;
             wait_out(&rx)
+        }
+    }
+}
+
+/// Whether a locked decision whose `COMMIT` answer was lost is stored:
+/// asked of the readers until one answers, however long that takes up to
+/// [`super::RESUME_FOR`] of failures. A connection lost under the locker
+/// was often lost under the readers too (a restart, a failover): a reader
+/// fails its next query on the dead connection and connects again for
+/// the one after, so the question is asked again, with a growing pause.
+/// `None`: no answer (the caller is answered with the original error).
+fn settle(
+    reads: Option<&mpsc::Sender<Job>>,
+    txid: Option<i64>,
+    written: Vec<Written>,
+) -> Option<bool> {
+    let written = Arc::new(written);
+    let started = Instant::now();
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let asked = Arc::clone(&written);
+        let answer = on_reader(reads, None, move |client| {
+            ended(client, txid, Instant::now()).and_then(|()| any_stored(client, &asked))
+        });
+        match answer {
+            Ok(Ok(stored)) => return Some(stored),
+            // The ledger is closing: no reader will answer.
+            Err(Unanswered::Closed) => return None,
+            Ok(Err(why)) if started.elapsed() >= super::RESUME_FOR => {
+                tracing::error!(error = %why, "the outcome of a locked decision's commit is unknown");
+                return None;
+            }
+            _ if started.elapsed() >= super::RESUME_FOR => return None,
+            _ => {
+                off_runtime(|| std::thread::sleep(pause));
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
         }
     }
 }
@@ -951,14 +1026,9 @@ impl LockedTenant for Locked {
                 // Answered as the server has it: a lost answer to a
                 // `COMMIT` that went through is a success (refused, the
                 // caller would take the input again on top of it).
-                // However long it takes (`ended` waits out a reconnection):
-                // answered too early, a retry would record the input twice.
-                let stored = on_reader(self.reads.as_ref(), None, move |client| {
-                    ended(client, txid, Instant::now()).and_then(|()| any_stored(client, &written))
-                });
-                match stored {
-                    Ok(Ok(true)) => Ok(()),
-                    _ => Err(error),
+                match settle(self.reads.as_ref(), txid, written) {
+                    Some(true) => Ok(()),
+                    Some(false) | None => Err(error),
                 }
             }
         }
@@ -1046,6 +1116,11 @@ impl Ledger for SharedPgLedger {
     fn flush(&self) -> Result<(), LedgerError> {
         let queued = self.inner.lock().queued;
         self.inner.sync.wait_until(|p| p.records >= queued)
+    }
+
+    fn flushed(&self) -> Option<Ticket> {
+        let queued = self.inner.lock().queued;
+        Some(Ticket::pending(queued, Arc::clone(&self.inner.sync)))
     }
 
     fn shared(&self) -> Option<&dyn SharedLedger> {
@@ -1389,6 +1464,7 @@ impl Writer {
         let query = super::failed;
         client
             .batch_execute(WRITING_SESSION)
+            .and_then(|()| client.batch_execute(WRITER_UNBOUNDED))
             .map_err(query("setting up the writer's session"))?;
         // The interrupted transaction may still be running in its old
         // session (holding its tenants' locks): wait until it ended.

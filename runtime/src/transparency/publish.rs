@@ -46,10 +46,12 @@ impl FromStr for Sink {
             return Ok(Sink::Stdout);
         }
         if text.starts_with("http://") || text.starts_with("https://") {
-            let url = reqwest::Url::parse(text).map_err(|e| format!("`{text}`: {e}"))?;
+            // Named redacted: the URL may carry a credential.
+            let named = crate::actuator::webhook::redacted(text);
+            let url = reqwest::Url::parse(text).map_err(|e| format!("`{named}`: {e}"))?;
             if !crate::actuator::webhook::secure_url(&url, &[]) {
                 return Err(format!(
-                    "`{text}`: checkpoints go to `https://` URLs (plain `http://` to loopback only)"
+                    "`{named}`: checkpoints go to `https://` URLs (plain `http://` to loopback only)"
                 ));
             }
             return Ok(Sink::Webhook(text.to_owned()));
@@ -346,7 +348,9 @@ async fn deliver(sink: &Sink, published: &Published) -> Result<(), String> {
                 .body(published.note.clone())
                 .send()
                 .await
-                .map_err(|e| crate::report::error_chain(&e))?;
+                // The URL may carry a credential (userinfo, a query token):
+                // the sink's Display names it, redacted, beside the error.
+                .map_err(|e| crate::report::error_chain(&e.without_url()))?;
             if !response.status().is_success() {
                 return Err(format!("answered {}", response.status()));
             }
@@ -532,6 +536,35 @@ mod tests {
         let plain = "http://audit.example/x".parse::<Sink>().unwrap_err();
         assert!(plain.contains("loopback"), "{plain}");
         assert!("".parse::<Sink>().is_err());
+        // A refused URL is named without its credentials.
+        let refused = "http://user:pw@audit.example/x?token=S3CRET"
+            .parse::<Sink>()
+            .unwrap_err();
+        assert!(refused.contains("audit.example"), "{refused}");
+        assert!(
+            !refused.contains("pw") && !refused.contains("S3CRET"),
+            "{refused}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_delivery_never_names_the_sink_s_credentials() {
+        // A port nothing listens on: the POST fails to connect.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let sink: Sink = format!("http://user:pw@127.0.0.1:{port}/ingest?token=S3CRET")
+            .parse()
+            .unwrap();
+        let error = deliver(&sink, &published(1, 1)).await.unwrap_err();
+        let logged = format!("{sink}: {error}");
+        assert!(logged.contains(&format!("127.0.0.1:{port}")), "{logged}");
+        assert!(
+            !logged.contains("S3CRET") && !logged.contains("pw@"),
+            "{logged}"
+        );
     }
 
     fn published(size: u64, root: u8) -> Published {

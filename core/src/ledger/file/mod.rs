@@ -1530,6 +1530,18 @@ impl Ledger for FileLedger {
         self.flush_position().map(|_| ())
     }
 
+    fn flushed(&self) -> Option<Ticket> {
+        let state = lock(&self.shared.state);
+        // A failed ledger: `flush` says so at once.
+        if state.failed.is_some() {
+            return None;
+        }
+        Some(Ticket::pending(
+            state.records,
+            Arc::clone(&self.shared.sync),
+        ))
+    }
+
     fn as_file(&self) -> Option<&FileLedger> {
         Some(self)
     }

@@ -426,8 +426,15 @@ impl Oidc {
             reason: AuthReason::OidcRejected,
             detail,
         };
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|e| denied(format!("bearer token is not a jwt: {e}")))?;
+        // The parser's error quotes the forged header's text: cut and
+        // escaped, since it reaches the answer and the refusal's log line.
+        let header = jsonwebtoken::decode_header(token).map_err(|e| {
+            let shown: String = e.to_string().chars().take(128).collect();
+            denied(format!(
+                "bearer token is not a jwt: {}",
+                shown.escape_debug()
+            ))
+        })?;
         // RFC 7515 §4.1.11: extensions listed as critical must be
         // understood, and this service understands none.
         if header.crit.is_some() {

@@ -290,6 +290,53 @@ async fn the_header_read_timeout_closes_slow_and_idle_connections() {
     task.await.unwrap().unwrap();
 }
 
+/// A head larger than 16 KiB is answered 431 and its connection closed
+/// as soon as that much arrived, however long the header-read timeout: a
+/// connection that never finishes its head holds at most that much of the
+/// server's memory. A head just under it is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_past_16_kib_is_refused_at_once_not_buffered() {
+    let server = Server::start(options()).await;
+    // 20 KiB of one header, never finished (no blank line).
+    let mut huge = format!(
+        "GET /healthz HTTP/1.1\r\nHost: t\r\nX-Pad: {}",
+        "a".repeat(20 * 1024)
+    );
+    let mut stream = raw(server.addr, huge.as_bytes()).await;
+    let status = tokio::time::timeout(PATIENCE, status_of(&mut stream)).await;
+    assert_eq!(
+        status,
+        Ok(Some(431)),
+        "a 20 KiB head was not refused before the header timeout"
+    );
+    assert_eq!(
+        tokio::time::timeout(PATIENCE, closed(&mut stream)).await,
+        Ok(true)
+    );
+    // Many small headers adding up past the bound, also unfinished.
+    huge = String::from("GET /healthz HTTP/1.1\r\nHost: t\r\n");
+    for i in 0..90 {
+        huge.push_str(&format!("X-{i}: {}\r\n", "b".repeat(200)));
+    }
+    let mut stream = raw(server.addr, huge.as_bytes()).await;
+    let status = tokio::time::timeout(PATIENCE, status_of(&mut stream)).await;
+    assert_eq!(
+        status,
+        Ok(Some(431)),
+        "90 headers of 200 bytes were not refused"
+    );
+    // A 12 KiB head (a large token, say) is served.
+    let big = format!(
+        "GET /healthz HTTP/1.1\r\nHost: t\r\nX-Pad: {}\r\n\r\n",
+        "c".repeat(12 * 1024)
+    );
+    let mut stream = raw(server.addr, big.as_bytes()).await;
+    let status = tokio::time::timeout(PATIENCE, status_of(&mut stream)).await;
+    assert_eq!(status, Ok(Some(200)));
+    let (_, task) = server.stop();
+    task.await.unwrap().unwrap();
+}
+
 /// The header-read timeout bounds the whole head, not the gaps between its
 /// bytes: a head trickled in a byte at a time is closed, however steadily
 /// it trickles.

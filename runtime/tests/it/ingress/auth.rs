@@ -613,6 +613,18 @@ fn oidc_email_must_be_one_of_the_allowed_service_accounts() {
     );
     // A token without `kid` is checked against the only key.
     assert!(oidc.verify(&token("oidc_key.pem", None, &good())).is_ok());
+    // A forged header's text is quoted cut and escaped: no line breaks for
+    // the refusal's log line, no 100 KB echoed into the answer.
+    use base64::Engine as _;
+    let forged_alg = format!("RS256\nforged log line {}", "x".repeat(100_000));
+    let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(json!({ "alg": forged_alg }).to_string());
+    let error = oidc
+        .verify(&format!("{header}.e30.c2ln"))
+        .unwrap_err()
+        .to_string();
+    assert!(error.starts_with("bearer token is not a jwt"), "{error}");
+    assert!(!error.contains('\n') && error.len() < 400, "{error}");
     // No verifier without an allowed email.
     let error = Oidc::from_file(&fixture("jwks.json"), AUDIENCE, Vec::new()).unwrap_err();
     assert!(matches!(error, AuthError::NoOidcEmail), "{error:?}");

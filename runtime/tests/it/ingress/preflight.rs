@@ -460,3 +460,23 @@ fn marketplace_settings_are_checked_before_anything_opens() {
     );
     assert!(text.contains("marketplace-oidc"), "{text}");
 }
+
+#[test]
+fn background_intervals_are_bounded_like_every_other_timer_flag() {
+    let parse = |flag: &str| {
+        Cli::try_parse_from(["governor", "--listen", "127.0.0.1:0", "--ledger", "l", flag])
+    };
+    // A day at most, as every other timer flag (`u64::MAX` seconds would
+    // overflow the timer's clock).
+    assert_eq!(
+        parse("--verify-every=86400").unwrap().serve.verify_every,
+        86_400
+    );
+    for refused in [
+        "--verify-every=86401",
+        "--verify-every=18446744073709551615",
+    ] {
+        let error = parse(refused).unwrap_err().to_string();
+        assert!(error.contains("--verify-every"), "{refused}: {error}");
+    }
+}

@@ -890,3 +890,37 @@ fn an_attempt_ending_beside_another_of_the_same_action_leaves_the_other_covered(
 fn other_tenant_turn() -> ActionTurn {
     crate::ledger::postgres_turns::throttle_turn(&tenant("initech"), true, 1)
 }
+
+#[test]
+fn the_writer_sets_its_own_session_whatever_the_url_or_role_says() {
+    let Some(url) = fresh_schema() else {
+        return;
+    };
+    // Settings a role, a database or the URL may carry: backslashes as
+    // escapes in string literals, and every statement bounded to 200 ms.
+    let strict =
+        format!("{url}%20-c%20standard_conforming_strings%3Doff%20-c%20statement_timeout%3D200");
+    let a = replica(&strict);
+    let t = tenant("t");
+    // The writer's statement spells hashes and ids as `'\x…'` literals.
+    decide(&a, &t, load(1.0, "a"), at(1_000));
+    // Someone holds the receipt counter well past 200 ms: the writer's
+    // update waits for it rather than being cancelled (which would stop
+    // the ledger).
+    let mut other = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+    let mut tx = other.transaction().unwrap();
+    tx.batch_execute("LOCK TABLE ggen_log IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let decided = std::thread::spawn({
+        let a = Arc::clone(&a);
+        move || decide(&a, &tenant("t"), load(2.0, "b"), at(2_000)).last_seq
+    });
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    tx.commit().unwrap();
+    assert_eq!(decided.join().unwrap(), 2);
+    assert_eq!(
+        a.ledger().check_writable().map_err(|e| e.to_string()),
+        Ok(())
+    );
+    verifies(&url);
+}

@@ -38,6 +38,55 @@ async fn send(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, S
     .unwrap()
 }
 
+/// tokio's default number of blocking threads.
+const BLOCKING_THREADS: usize = 512;
+
+/// A replica serving over loopback on a runtime of two workers, as
+/// `serve` has on this machine's two cores.
+struct Replica {
+    runtime: tokio::runtime::Runtime,
+    service: Service,
+    addr: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
+impl Replica {
+    /// Serves `ledger` with `options` on a runtime of `blocking` blocking threads.
+    fn start(ledger: SharedPgLedger, options: Options, blocking: usize) -> Replica {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .max_blocking_threads(blocking)
+            .enable_all()
+            .build()
+            .unwrap();
+        let service = runtime
+            .block_on(async { Service::over(&GUARD, Arc::new(ledger), full_auth(), options) });
+        let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = runtime.spawn(serve(listener, service.state.clone(), async move {
+            let _ = stopped.await;
+        }));
+        Replica {
+            runtime,
+            service,
+            addr,
+            stop,
+            server,
+        }
+    }
+
+    /// Stops serving, then drops the ledger off the runtime's threads
+    /// (its synchronous client cannot be dropped on them).
+    fn stop(self) {
+        let _ = self.stop.send(());
+        self.runtime.block_on(self.server).unwrap().unwrap();
+        drop(self.runtime);
+        drop(self.service);
+    }
+}
+
 /// A replica's ledger on `url` whose requests wait at most `within`.
 fn answering_within(url: &str, within: Duration) -> SharedPgLedger {
     let options = PgOptions {
@@ -92,21 +141,8 @@ fn a_locked_table_holds_up_only_the_requests_that_need_it_each_for_a_bounded_tim
         return;
     };
     let ledger = answering_within(&url, ANSWER_WITHIN);
-    // Two workers, as `serve` has on this machine's two cores.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let service = runtime.block_on(async {
-        Service::over(&GUARD, Arc::new(ledger), full_auth(), Options::default())
-    });
-    let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = runtime.spawn(serve(listener, service.state.clone(), async move {
-        let _ = stopped.await;
-    }));
+    let replica = Replica::start(ledger, Options::default(), BLOCKING_THREADS);
+    let (runtime, addr) = (&replica.runtime, replica.addr);
     let post = |tenant: &str, id: &str| {
         let body = signal(tenant, 1.0, id);
         async move { send(addr, "POST", "/v1/signals", &body).await }
@@ -215,10 +251,7 @@ fn a_locked_table_holds_up_only_the_requests_that_need_it_each_for_a_bounded_tim
             .await
             .expect("a new tenant was not served after the lock went");
     });
-    let _ = stop.send(());
-    runtime.block_on(server).unwrap().unwrap();
-    drop(runtime);
-    drop(service);
+    replica.stop();
     let (text, ok) = ggen_runtime::cli::verify_database_report(&GUARD, &url, None).unwrap();
     assert!(ok, "{text}");
     assert!(
@@ -315,4 +348,160 @@ fn database_timeout_sets_how_long_a_request_waits_and_stays_below_the_request_ti
         "{error}"
     );
     drop(ask);
+}
+
+/// On a replica a read token can only be checked against the database. A
+/// flood of forged ones takes its own few slots, never the slots that
+/// signals and the API take, and at most that many database reads.
+#[test]
+fn forged_read_tokens_on_a_replica_take_only_their_own_slots() {
+    use ggen_runtime::ingress::state::UNVERIFIED_READS_IN_FLIGHT;
+    let Some(url) = crate::ledger::postgres::fresh_schema() else {
+        return;
+    };
+    // Longer than the test holds the lock: the checks wait it out.
+    let ledger = answering_within(&url, PATIENCE);
+    let options = Options {
+        max_in_flight: 4,
+        ..Options::default()
+    };
+    let replica = Replica::start(ledger, options, BLOCKING_THREADS);
+    let (runtime, addr) = (&replica.runtime, replica.addr);
+    let body = signal("known", 1.0, "k1");
+    let (status, body) = runtime.block_on(send(addr, "POST", "/v1/signals", &body));
+    assert_eq!(status, 204, "{body}");
+
+    // The tenant's state cannot be read while the heads are locked.
+    let (ask, _waiting) = lock_table(&url, "ggen_heads");
+    let forged = format!("ggt_{}", "ab".repeat(40));
+    let extra = 4;
+    let reads: Vec<JoinHandle<(u16, String)>> = (0..UNVERIFIED_READS_IN_FLIGHT + extra)
+        .map(|_| {
+            let forged = forged.clone();
+            runtime.spawn(async move {
+                let mut connection = Connection::open(addr).await.unwrap();
+                let request =
+                    connection.request("GET", "/v1/tenants/known/receipts", Some(&forged), "");
+                tokio::time::timeout(PATIENCE, request)
+                    .await
+                    .expect("a forged read was never answered")
+                    .unwrap()
+            })
+        })
+        .collect();
+    runtime.block_on(async {
+        // Those past the read slots are turned away at once; the others
+        // wait for the database.
+        let turned_away = tokio::time::timeout(PATIENCE, async {
+            while reads.iter().filter(|read| read.is_finished()).count() < extra {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        turned_away.await.expect("no forged read was turned away");
+        // The general slots are all free: a request that needs no
+        // database (a malformed signal) is served its 400, not a 503.
+        let (status, body) = send(addr, "POST", "/v1/signals", "{").await;
+        assert_eq!(status, 400, "{body}");
+    });
+    drop(ask);
+    let (mut refused, mut overloaded) = (0, 0);
+    for read in reads {
+        let (status, body) = runtime.block_on(read).unwrap();
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        match status {
+            401 => refused += 1,
+            503 => {
+                assert_eq!(body["error"], "overloaded", "{body}");
+                let limit = format!("limit `{UNVERIFIED_READS_IN_FLIGHT}`");
+                assert!(body["detail"].as_str().unwrap().contains(&limit), "{body}");
+                overloaded += 1;
+            }
+            _ => panic!("{status} {body}"),
+        }
+    }
+    assert_eq!((refused, overloaded), (UNVERIFIED_READS_IN_FLIGHT, extra));
+    replica.stop();
+}
+
+/// Duplicates acknowledged once everything before them is durable wait
+/// for a writer held up by a lock without holding a thread each: the
+/// blocking threads stay free for the work that needs them (here, the
+/// check of a read token).
+#[test]
+fn duplicates_waiting_for_a_held_up_writer_hold_no_thread() {
+    let Some(url) = crate::ledger::postgres::fresh_schema() else {
+        return;
+    };
+    let ledger = answering_within(&url, PATIENCE);
+    // As few blocking threads as duplicates would take with a thread each.
+    let replica = Replica::start(ledger, Options::default(), 2);
+    let (runtime, addr) = (&replica.runtime, replica.addr);
+    let post = |id: &str| {
+        let body = signal("known", 1.0, id);
+        async move { send(addr, "POST", "/v1/signals", &body).await }
+    };
+    let (status, body) = runtime.block_on(post("d"));
+    assert_eq!(status, 204, "{body}");
+
+    // The writer cannot commit while the receipt counter is locked.
+    let (ask, _waiting) = lock_table(&url, "ggen_log");
+    let held = runtime.spawn(post("n"));
+    // Its decision is queued once the writer waits for the lock: from then
+    // on a duplicate is acknowledged only after it commits.
+    let writer_waits = {
+        let url = url.clone();
+        std::thread::spawn(move || {
+            let mut client = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+            let waiting = |client: &mut ::postgres::Client| -> i64 {
+                client
+                    .query_one(
+                        "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'ggen_log'::regclass",
+                        &[],
+                    )
+                    .unwrap()
+                    .get(0)
+            };
+            let started = std::time::Instant::now();
+            while waiting(&mut client) == 0 {
+                assert!(
+                    started.elapsed() < PATIENCE,
+                    "the writer never waited for the lock"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    writer_waits.join().unwrap();
+    let duplicates: Vec<JoinHandle<(u16, String)>> =
+        (0..6).map(|_| runtime.spawn(post("d"))).collect();
+    runtime.block_on(async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            !held.is_finished(),
+            "a signal was acknowledged while the writer was held up"
+        );
+        assert!(
+            duplicates.iter().all(|d| !d.is_finished()),
+            "a duplicate was acknowledged while the writer was held up"
+        );
+        // A read token's check runs on a blocking thread: answered while
+        // the duplicates still wait.
+        let forged = format!("ggt_{}", "ab".repeat(40));
+        let mut connection = Connection::open(addr).await.unwrap();
+        let read = connection.request("GET", "/v1/tenants/known/receipts", Some(&forged), "");
+        let (status, body) = tokio::time::timeout(PATIENCE, read)
+            .await
+            .expect("the read waited for the duplicates' threads")
+            .unwrap();
+        assert_eq!(status, 401, "{body}");
+        assert!(duplicates.iter().all(|d| !d.is_finished()));
+    });
+    drop(ask);
+    let (status, body) = runtime.block_on(held).unwrap();
+    assert_eq!(status, 204, "{body}");
+    for duplicate in duplicates {
+        let (status, body) = runtime.block_on(duplicate).unwrap();
+        assert!(status == 200 || status == 204, "{status} {body}");
+    }
+    replica.stop();
 }

@@ -1090,11 +1090,33 @@ impl Redecide for RetakingTaker {
 /// A TCP proxy in front of the test server. Once armed, it cuts the first
 /// connection that sends a `COMMIT` after writing receipts (a writer's):
 /// the `COMMIT` reaches the server, but its answer never reaches the
-/// client. Every other byte passes through.
+/// client. Every other byte passes through. Armed with [`CommitCutter::arm_restart`],
+/// it then cuts every other open connection too, as a server restart or a
+/// failover would; new connections go through as before.
 struct CommitCutter {
     port: u16,
     armed: Arc<AtomicBool>,
     cuts: Arc<AtomicUsize>,
+    relays: Relays,
+}
+
+/// The client side of every connection relayed so far, and whether an
+/// armed cut takes them all.
+#[derive(Clone, Default)]
+struct Relays {
+    clients: Arc<std::sync::Mutex<Vec<TcpStream>>>,
+    all: Arc<AtomicBool>,
+}
+
+impl Relays {
+    /// Cuts every connection relayed so far when the cut takes them all.
+    fn cut_if_all(&self) {
+        if self.all.swap(false, Ordering::SeqCst) {
+            for client in self.clients.lock().unwrap().drain(..) {
+                let _ = client.shutdown(Shutdown::Both);
+            }
+        }
+    }
 }
 
 impl CommitCutter {
@@ -1106,14 +1128,27 @@ impl CommitCutter {
             port: listener.local_addr().unwrap().port(),
             armed: Arc::default(),
             cuts: Arc::default(),
+            relays: Relays::default(),
         };
         let (armed, cuts) = (Arc::clone(&cutter.armed), Arc::clone(&cutter.cuts));
+        let relays = cutter.relays.clone();
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let (Ok(client), Ok(server)) = (client, TcpStream::connect(&upstream)) else {
                     return;
                 };
-                relay(client, server, Arc::clone(&armed), Arc::clone(&cuts));
+                relays
+                    .clients
+                    .lock()
+                    .unwrap()
+                    .push(client.try_clone().unwrap());
+                relay(
+                    client,
+                    server,
+                    Arc::clone(&armed),
+                    Arc::clone(&cuts),
+                    relays.clone(),
+                );
             }
         });
         cutter
@@ -1126,6 +1161,18 @@ impl CommitCutter {
 
     fn arm(&self) {
         self.armed.store(true, Ordering::SeqCst);
+    }
+
+    /// [`CommitCutter::arm`], and the cut takes every open connection.
+    fn arm_restart(&self) {
+        self.relays.all.store(true, Ordering::SeqCst);
+        self.arm();
+    }
+
+    /// Cuts every open connection now, as a server restart would.
+    fn restart(&self) {
+        self.relays.all.store(true, Ordering::SeqCst);
+        self.relays.cut_if_all();
     }
 
     /// Connections cut so far.
@@ -1141,7 +1188,13 @@ fn authority(url: &str) -> &str {
 }
 
 /// Relays one connection both ways (see [`CommitCutter`]).
-fn relay(client: TcpStream, server: TcpStream, armed: Arc<AtomicBool>, cuts: Arc<AtomicUsize>) {
+fn relay(
+    client: TcpStream,
+    server: TcpStream,
+    armed: Arc<AtomicBool>,
+    cuts: Arc<AtomicUsize>,
+    relays: Relays,
+) {
     // Set once the armed `COMMIT` went to the server: its answer is dropped.
     let hold = Arc::new(AtomicBool::new(false));
     let (mut from_server, mut to_client) =
@@ -1151,7 +1204,6 @@ fn relay(client: TcpStream, server: TcpStream, armed: Arc<AtomicBool>, cuts: Arc
         let mut buf = vec![0; 1 << 16];
         while let Ok(n @ 1..) = from_server.read(&mut buf) {
             if holding.load(Ordering::SeqCst) {
-                cuts.fetch_add(1, Ordering::SeqCst);
                 break;
             }
             if to_client.write_all(&buf[..n]).is_err() {
@@ -1179,11 +1231,16 @@ fn relay(client: TcpStream, server: TcpStream, armed: Arc<AtomicBool>, cuts: Arc
                     && (first..=seen.len() - marker.len()).any(|at| seen[at..].starts_with(marker))
             };
             writer |= has(b"UPDATE ggen_log");
-            if writer && has(b"COMMIT\0") && armed.swap(false, Ordering::SeqCst) {
+            let cut = writer && has(b"COMMIT\0") && armed.swap(false, Ordering::SeqCst);
+            if cut {
                 hold.store(true, Ordering::SeqCst);
+                cuts.fetch_add(1, Ordering::SeqCst);
             }
             if to_server.write_all(&buf[..n]).is_err() {
                 break;
+            }
+            if cut {
+                relays.cut_if_all();
             }
         }
         let _ = to_server.shutdown(Shutdown::Both);
@@ -1257,6 +1314,86 @@ fn a_decision_under_a_lock_whose_commit_answer_is_lost_is_reported_as_written() 
     // take the input again on top of it.
     committed.unwrap();
     assert_eq!(ledger.load(&t).unwrap().head.seq, 1);
+    drop(ledger);
+    let report = PgLedger::open_read_only(&url).unwrap().verify().unwrap();
+    assert_eq!((report.receipts, report.first_bad), (1, None));
+}
+
+/// Makes every reader thread of `ledger` (on the schema of `url`) hold a
+/// connection: four loads held together by a lock on the heads, so each
+/// takes a reader of its own.
+fn connect_every_reader(url: &str, ledger: &Arc<ggen_runtime::pg::shared::SharedPgLedger>) {
+    let mut other = client(url);
+    let mut held = other.transaction().unwrap();
+    held.batch_execute("LOCK TABLE ggen_heads IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let loads: Vec<_> = (0..4)
+        .map(|i| {
+            let ledger = Arc::clone(ledger);
+            std::thread::spawn(move || ledger.load(&tenant(&format!("r{i}"))).unwrap())
+        })
+        .collect();
+    let waiting = || {
+        client(url)
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'ggen-read' AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    while waiting() < 4 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    held.commit().unwrap();
+    for load in loads {
+        assert_eq!(load.join().unwrap().head.seq, 0);
+    }
+}
+
+/// A caller that must not lose its work (an action's result) rides out a
+/// restart of the server: every reader fails once on its dead
+/// connection, where a request gets its error at once.
+#[test]
+fn a_patient_caller_rides_out_every_connection_lost_at_once() {
+    use ggen_runtime::pg::shared::{SharedPgLedger, patiently_again};
+    use ggen_runtime::registry::RegistryError;
+    let Some(url) = fresh_schema() else { return };
+    let cutter = CommitCutter::start(&url);
+    let ledger = Arc::new(SharedPgLedger::open(&cutter.url(&url), PgOptions::default()).unwrap());
+    connect_every_reader(&url, &ledger);
+    cutter.restart();
+    let t = tenant("acme");
+    let error = ledger.load(&t).unwrap_err().to_string();
+    assert!(error.ends_with("loading a tenant"), "{error}");
+    let stored = patiently_again(|| ledger.load(&t).map_err(RegistryError::Ledger)).unwrap();
+    assert_eq!(stored.head.seq, 0);
+}
+
+/// As above, when the connection went with all the others (a restart, a
+/// failover): every reader first fails on its dead connection, and the
+/// question is asked again until a reader connected anew answers it.
+#[test]
+fn a_locked_commit_whose_answer_went_with_every_connection_is_reported_as_written() {
+    use ggen_runtime::pg::shared::SharedPgLedger;
+    let Some(url) = fresh_schema() else { return };
+    let cutter = CommitCutter::start(&url);
+    let ledger = Arc::new(SharedPgLedger::open(&cutter.url(&url), PgOptions::default()).unwrap());
+    connect_every_reader(&url, &ledger);
+    let t = tenant("acme");
+    let locked = ledger.lock_tenant(&t).unwrap();
+    let head = locked.stored().head;
+    cutter.arm_restart();
+    let committed = locked.commit(decision_after(&t, head, "under the lock"));
+    assert_eq!(cutter.cuts(), 1, "no connection was cut after its COMMIT");
+    committed.unwrap();
+    // (A reader not asked yet still fails once on its dead connection.)
+    let stored = ggen_runtime::pg::shared::patiently_again(|| {
+        ledger
+            .load(&t)
+            .map_err(ggen_runtime::registry::RegistryError::Ledger)
+    });
+    assert_eq!(stored.unwrap().head.seq, 1);
     drop(ledger);
     let report = PgLedger::open_read_only(&url).unwrap().verify().unwrap();
     assert_eq!((report.receipts, report.first_bad), (1, None));
