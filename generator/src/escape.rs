@@ -115,9 +115,10 @@ pub fn quoted(s: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\t' => out.push_str("\\t"),
             '\r' => out.push_str("\\r"),
-            // YAML also treats U+0085 as a line break: escape every hazard.
-            // Every hazard is in the Basic Multilingual Plane: `\uXXXX` suffices.
-            c if is_hazard(c) || c == '\u{85}' => {
+            // YAML also treats U+0085 as a line break, and refuses U+FFFE
+            // and U+FFFF unescaped: escape every hazard. Every hazard is
+            // in the Basic Multilingual Plane: `\uXXXX` suffices.
+            c if is_hazard(c) || matches!(c, '\u{85}' | '\u{FFFE}' | '\u{FFFF}') => {
                 let _ = write!(out, "\\u{:04X}", u32::from(c));
             }
             c => out.push(c),
@@ -185,8 +186,10 @@ mod tests {
 
     #[test]
     fn quoted_strings_are_valid_json() {
-        let s = "tab\t \"q\" \u{2028} \u{1F600} \u{7}";
+        let s = "tab\t \"q\" \u{2028} \u{1F600} \u{7} \u{FFFE}\u{FFFF}";
         let v: String = serde_json::from_str(&quoted(s)).expect("valid json");
         assert_eq!(v, s);
+        // Characters YAML does not allow unescaped are escaped.
+        assert_eq!(quoted("\u{FFFE}\u{FFFF}"), "\"\\uFFFE\\uFFFF\"");
     }
 }

@@ -48,6 +48,21 @@ pub enum ManifestError {
         /// What is wrong with it.
         problem: &'static str,
     },
+    /// Two file entries name the same path: ggen never writes such a
+    /// manifest, and each would be read (and deleted) again.
+    #[error(
+        "`{path}`: {pointer}: `{entry}` is listed twice (first at {first}); restore the manifest ggen wrote"
+    )]
+    DuplicatePath {
+        /// The manifest's path.
+        path: String,
+        /// JSON pointer of the second entry.
+        pointer: String,
+        /// JSON pointer of the first.
+        first: String,
+        /// The path as written (escaped for display).
+        entry: String,
+    },
 }
 
 /// What produced a generated crate and which files it owns.
@@ -214,6 +229,7 @@ impl Manifest {
                 path: path.to_owned(),
                 source,
             })?;
+        let mut seen = std::collections::BTreeMap::new();
         for (i, file) in manifest.files.iter().enumerate() {
             if let Some(problem) = owned::path_problem(&file.path) {
                 return Err(ManifestError::UnsafePath {
@@ -221,6 +237,14 @@ impl Manifest {
                     pointer: format!("/files/{i}/path"),
                     entry: file.path.escape_debug().to_string(),
                     problem,
+                });
+            }
+            if let Some(first) = seen.insert(file.path.as_str(), i) {
+                return Err(ManifestError::DuplicatePath {
+                    path: path.to_owned(),
+                    pointer: format!("/files/{i}/path"),
+                    first: format!("/files/{first}/path"),
+                    entry: file.path.escape_debug().to_string(),
                 });
             }
         }
@@ -308,5 +332,18 @@ mod tests {
                 "{text}"
             );
         }
+        // The same file twice (a manifest edited to make ggen read one
+        // large file over and over).
+        manifest.files = vec![
+            FileEntry::of("Cargo.toml", b""),
+            FileEntry::of("src/lib.rs", b"x"),
+            FileEntry::of("src/lib.rs", b"x"),
+        ];
+        let error = Manifest::parse("out/a/ggen-manifest.json", &manifest.to_json())
+            .expect_err("a path listed twice");
+        assert_eq!(
+            error.to_string(),
+            "`out/a/ggen-manifest.json`: /files/2/path: `src/lib.rs` is listed twice (first at /files/1/path); restore the manifest ggen wrote"
+        );
     }
 }

@@ -62,14 +62,17 @@ pub fn collision(a: &str, b: &str) -> Option<String> {
     if a == b {
         return None;
     }
-    [
-        (type_ident(a), type_ident(b)),
-        (const_ident(a), const_ident(b)),
-        (value_ident(a), value_ident(b)),
-    ]
-    .into_iter()
-    .find(|(x, y)| x == y)
-    .map(|(x, _)| x)
+    forms(a)
+        .into_iter()
+        .zip(forms(b))
+        .find(|(x, y)| x == y)
+        .map(|(x, _)| x)
+}
+
+/// The identifiers `name` becomes, in the order [`collision`] compares
+/// them: type, const, value.
+pub fn forms(name: &str) -> [String; 3] {
+    [type_ident(name), const_ident(name), value_ident(name)]
 }
 
 /// Prefixes `_` when a converted name is empty or starts with a digit

@@ -538,7 +538,8 @@ impl BuildReport {
 }
 
 /// The entries of `out`, sorted: folders that hold a ggen manifest (crates
-/// ggen wrote), and everything else but hidden names (`.gitignore`).
+/// ggen wrote), and everything else but hidden files (`.gitignore`). A
+/// hidden folder counts: cargo's `generated/*` member glob matches it.
 /// Links are never taken for crates (ggen writes none).
 fn existing_entries(out: &Path) -> Result<(Vec<String>, Vec<String>), BuildError> {
     let entries = match fs_err::read_dir(out) {
@@ -562,9 +563,10 @@ fn existing_entries(out: &Path) -> Result<(Vec<String>, Vec<String>), BuildError
         let name = entry.file_name().to_string_lossy().into_owned();
         // A link is never a crate of ggen's (it writes none): not followed.
         let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        let is_file = entry.file_type().is_ok_and(|t| t.is_file());
         if is_dir && entry.path().join(manifest::FILE_NAME).is_file() {
             crates.push(name);
-        } else if !name.starts_with('.') {
+        } else if !(name.starts_with('.') && is_file) {
             others.push(name);
         }
     }

@@ -595,7 +595,8 @@ impl SkuView {
                 description: escape::quoted(&escape::doc_line(&model.description, &model.name)),
             },
             yaml: SkuYaml {
-                version: escape::quoted(&model.version),
+                // A label value: `+` is not allowed there (as in the tag).
+                version: escape::quoted(&model.image_tag()),
                 description: escape::quoted(&model.description),
                 image_ref: escape::quoted(&format!("{}:{}", model.deploy.image, model.image_tag())),
                 cpu: escape::quoted(&model.deploy.cpu),

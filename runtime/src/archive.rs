@@ -71,6 +71,18 @@ pub enum ArchiveError {
         /// The segment.
         segment: u32,
     },
+    /// The archive already holds another segment under this one's name
+    /// (a ledger started afresh, or two ledgers sharing a prefix): it is
+    /// never overwritten, since it may be the only copy of its history.
+    #[error(
+        "archive `{url}` already holds a different segment {segment}: not overwritten (is another ledger archiving to this prefix, or was this ledger started afresh?)"
+    )]
+    Occupied {
+        /// The archive.
+        url: String,
+        /// The segment.
+        segment: u32,
+    },
     /// The ledger failed.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
@@ -441,7 +453,18 @@ impl Archive {
     /// Stores the segment file `path` as segment `id`, streamed a MiB at
     /// a time, and reads it back: `Ok` only once the archived copy is
     /// durable and equal to the file.
+    /// A copy already there is kept: used as it is when equal to the file
+    /// (an earlier round stopped after storing it), refused when not.
     pub async fn put_verified(&self, id: u32, path: &std::path::Path) -> Result<(), ArchiveError> {
+        if let Some(stored) = self.digest(id).await? {
+            if stored != file_digest(path).await? {
+                return Err(ArchiveError::Occupied {
+                    url: self.url.clone(),
+                    segment: id,
+                });
+            }
+            return self.check_durable(id, stored).await;
+        }
         let digest = self.upload(id, path).await?;
         self.check_durable(id, digest).await
     }
@@ -535,6 +558,27 @@ impl Archive {
             store: "archive",
             source: Box::new(error),
         })
+    }
+}
+
+/// The SHA-256 of the file at `path`, read a MiB at a time.
+async fn file_digest(path: &std::path::Path) -> Result<[u8; 32], ArchiveError> {
+    use tokio::io::AsyncReadExt as _;
+    let io = |source: std::io::Error| {
+        ArchiveError::Ledger(LedgerError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let mut file = tokio::fs::File::open(path).await.map_err(io)?;
+    let mut hasher = Sha256::new();
+    let mut chunk = vec![0u8; UPLOAD_PART];
+    loop {
+        let n = file.read(&mut chunk).await.map_err(io)?;
+        if n == 0 {
+            return Ok(hasher.finalize().into());
+        }
+        hasher.update(&chunk[..n]);
     }
 }
 

@@ -312,12 +312,16 @@ fn describe(error: &ValidationError<'_>, schema: Option<&Value>) -> Vec<(String,
         }
         ValidationErrorKind::Pattern { pattern } => pattern_message(instance, pattern),
         ValidationErrorKind::PropertyNames { error: inner } => {
-            let key = plain(inner.instance());
             let message = match inner.kind() {
                 ValidationErrorKind::Pattern { pattern } => {
                     pattern_message(inner.instance(), pattern)
                 }
-                _ => format!("invalid key `{key}`"),
+                _ => format!("invalid key `{}`", plain(inner.instance())),
+            };
+            // The pointer names the key whole (the message may cut it).
+            let key = match inner.instance().as_ref() {
+                Value::String(key) => key.clone(),
+                other => plain(other),
             };
             return vec![(join_pointer(&pointer, &key), message)];
         }
@@ -474,14 +478,25 @@ fn lowercase_first(text: &str) -> String {
     }
 }
 
+/// The longest word (and candidate) [`closest`] compares: a longer name is
+/// no typo of a name anyone wrote, and the distance costs the product of
+/// the lengths.
+const MAX_TYPO_CHARS: usize = 64;
+
 /// The candidate closest to `word` by edit distance, if it is close enough
 /// to be a likely typo.
 pub(crate) fn closest<'a>(
     word: &str,
     candidates: impl Iterator<Item = &'a str>,
 ) -> Option<&'a str> {
-    let limit = (word.chars().count() / 3).max(1);
+    let chars = word.chars().count();
+    if chars > MAX_TYPO_CHARS {
+        return None;
+    }
+    let limit = (chars / 3).max(1);
     candidates
+        // A length further off than the limit is further off in edits too.
+        .filter(|c| c.len() <= 4 * MAX_TYPO_CHARS && c.chars().count().abs_diff(chars) <= limit)
         .map(|c| (edit_distance(word, c), c))
         .filter(|(d, _)| *d <= limit)
         .min()

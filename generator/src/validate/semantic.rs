@@ -171,6 +171,26 @@ pub enum Violation {
         /// How many the spec has.
         count: usize,
     },
+    /// A version too long to label Kubernetes objects with.
+    #[error(
+        "a version of `{len}` characters: it labels the Kubernetes objects (`app.kubernetes.io/version`), which allow at most `{MAX_VERSION_CHARS}`"
+    )]
+    VersionTooLong {
+        /// Its length.
+        len: usize,
+    },
+    /// More profile × signal pairs than a generated crate should hold: it
+    /// has a threshold table (and a test) for every pair.
+    #[error(
+        "`{profiles}` profiles × `{signals}` signals make `{}` threshold tables (at most `{MAX_PAIRS}`): the generated crate holds one per pair",
+        profiles * signals
+    )]
+    TooManyPairs {
+        /// How many profiles the spec has.
+        profiles: usize,
+        /// How many signals.
+        signals: usize,
+    },
     /// A `command` action's `params.env` is not a list of variable names the
     /// runtime would pass on (the runtime's own check, run at build time).
     #[error("{message}")]
@@ -245,6 +265,11 @@ pub enum Violation {
 
 /// Most signals, actions or profiles one spec may have: their ids are `u16`.
 const MAX_ENTRIES: usize = u16::MAX as usize + 1;
+/// The longest `sku.version`: a Kubernetes label value's bound.
+const MAX_VERSION_CHARS: usize = 63;
+/// Most profile × signal pairs (generated threshold tables) one spec may
+/// have: far past any real governor, short of a crate rustc cannot take.
+const MAX_PAIRS: usize = 65_536;
 
 /// Every semantic violation in `value`, located in `source`.
 pub fn check(source: &Source, value: &Value) -> Vec<Diagnostic> {
@@ -253,12 +278,49 @@ pub fn check(source: &Source, value: &Value) -> Vec<Diagnostic> {
         found: Vec::new(),
     };
     checker.spec_version(value);
+    checker.version(value);
     let signals = checker.signals(value);
     let actions = checker.actions(value);
     checker.policy(value, &signals, &actions);
     checker.marketplace(value);
     checker.deploy(value);
     checker.found
+}
+
+/// The Rust identifiers the names seen so far of one kind become, each
+/// with the first name that took it: a collision is found by lookup, not
+/// by comparing every pair (65,536 names are allowed).
+#[derive(Default)]
+struct Idents {
+    /// By form (type, const, value), as [`names::collision`] orders them:
+    /// the identifier, the index and the name that took it first.
+    taken: [BTreeMap<String, (usize, String)>; 3],
+    seen: usize,
+}
+
+impl Idents {
+    /// The earliest name `name` collides with and the identifier they
+    /// share (the first form that matches, as [`names::collision`]
+    /// reports it); then records `name`'s identifiers where still free.
+    fn take(&mut self, name: &str) -> Option<(String, String)> {
+        let forms = names::forms(name);
+        let earliest = forms
+            .iter()
+            .zip(&self.taken)
+            .filter_map(|(ident, taken)| taken.get(ident))
+            .filter(|(_, other)| other != name)
+            .min_by_key(|(at, _)| *at)
+            .map(|(_, other)| other.clone());
+        let hit =
+            earliest.and_then(|other| names::collision(&other, name).map(|ident| (other, ident)));
+        for (ident, taken) in forms.into_iter().zip(&mut self.taken) {
+            taken
+                .entry(ident)
+                .or_insert_with(|| (self.seen, name.to_owned()));
+        }
+        self.seen += 1;
+        hit
+    }
 }
 
 /// A declared signal: which direction it runs, and the readings it accepts.
@@ -284,6 +346,19 @@ impl Checker<'_> {
             pointer,
             violation,
         ));
+    }
+
+    /// `sku.version` labels Kubernetes objects and tags the image: a label
+    /// value has at most 63 characters.
+    fn version(&mut self, value: &Value) {
+        if let Some(version) = value.pointer("/sku/version").and_then(Value::as_str)
+            && version.len() > MAX_VERSION_CHARS
+        {
+            self.report(
+                "/sku/version",
+                Violation::VersionTooLong { len: version.len() },
+            );
+        }
     }
 
     fn spec_version(&mut self, value: &Value) {
@@ -430,6 +505,9 @@ impl Checker<'_> {
         };
         self.count(&format!("/{key}"), key, items.len());
         let mut entries: Vec<(String, String, &Map<String, Value>)> = Vec::new();
+        // Where each name was first seen, and the identifiers taken.
+        let mut first: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut idents = Idents::default();
         for (i, item) in items.iter().enumerate() {
             let pointer = format!("/{key}/{i}");
             let Some(entry) = item.as_object() else {
@@ -438,8 +516,8 @@ impl Checker<'_> {
             let Some(name) = entry.get("name").and_then(Value::as_str) else {
                 continue;
             };
-            if let Some((_, first, _)) = entries.iter().find(|(n, _, _)| n == name) {
-                let first = format!("{first}/name");
+            if let Some(&at) = first.get(name) {
+                let first = format!("{}/name", entries[at].1);
                 self.report(
                     &format!("{pointer}/name"),
                     Violation::DuplicateName {
@@ -450,31 +528,17 @@ impl Checker<'_> {
                 );
                 continue;
             }
-            self.collisions(
-                kind,
-                name,
-                entries.iter().map(|(n, _, _)| n.as_str()),
-                &format!("{pointer}/name"),
-            );
+            self.collisions(kind, name, &mut idents, &format!("{pointer}/name"));
+            first.insert(name, entries.len());
             entries.push((name.to_owned(), pointer, entry));
         }
         entries
     }
 
-    /// Reports `name` if it collides with an earlier name as a Rust identifier.
-    fn collisions<'n>(
-        &mut self,
-        kind: &'static str,
-        name: &str,
-        earlier: impl Iterator<Item = &'n str>,
-        pointer: &str,
-    ) {
-        let hit = earlier
-            .filter_map(|other| {
-                names::collision(other, name).map(|ident| (other.to_owned(), ident))
-            })
-            .next();
-        if let Some((first, ident)) = hit {
+    /// Reports `name` if it collides with an earlier name (in `idents`) as
+    /// a Rust identifier, then takes its identifiers.
+    fn collisions(&mut self, kind: &'static str, name: &str, idents: &mut Idents, pointer: &str) {
+        if let Some((first, ident)) = idents.take(name) {
             self.report(
                 pointer,
                 Violation::IdentCollision {
@@ -502,7 +566,7 @@ impl Checker<'_> {
             pointer,
             Violation::Unknown {
                 kind,
-                name: name.to_owned(),
+                name: plain(&Value::String(name.to_owned())),
                 hint,
             },
         );
@@ -574,11 +638,19 @@ impl Checker<'_> {
             return;
         };
         self.count("/policy/profiles", "profiles", profiles.len());
-        let mut seen: Vec<&str> = Vec::new();
+        if profiles.len().saturating_mul(signals.len()) > MAX_PAIRS {
+            self.report(
+                "/policy/profiles",
+                Violation::TooManyPairs {
+                    profiles: profiles.len(),
+                    signals: signals.len(),
+                },
+            );
+        }
+        let mut idents = Idents::default();
         for (name, profile) in profiles {
             let pointer = join_pointer("/policy/profiles", name);
-            self.collisions("profile", name, seen.iter().copied(), &pointer);
-            seen.push(name);
+            self.collisions("profile", name, &mut idents, &pointer);
             let Some(profile) = profile.as_object() else {
                 continue;
             };

@@ -262,15 +262,18 @@ fn what_ggen_did_not_write_in_the_output_folder_fails_the_check() {
     let dir = p.path();
     ggen(dir, &["build"], 0);
     // A folder without a manifest (cargo's `generated/*` members glob
-    // would fail on it), a file, and a hidden file beside the crates.
+    // would fail on it), a file, a hidden file beside the crates, and a
+    // hidden crate (the glob matches it too: cargo would build it).
     let out = dir.join("generated");
     fs_err::create_dir_all(out.join("old_sku/src")).expect("mkdir");
     fs_err::write(out.join("old_sku/src/lib.rs"), "").expect("write");
     fs_err::write(out.join("NOTES.md"), "hand-written\n").expect("write");
     fs_err::write(out.join(".gitignore"), "target\n").expect("write");
+    fs_err::create_dir_all(out.join(".x")).expect("mkdir");
+    fs_err::write(out.join(".x/Cargo.toml"), "[package]\nname = \"x\"\n").expect("write");
 
     let (_, stderr) = ggen(dir, &["build", "--check"], 1);
-    for path in ["generated/old_sku", "generated/NOTES.md"] {
+    for path in ["generated/old_sku", "generated/NOTES.md", "generated/.x"] {
         assert!(
             stderr.contains(&format!("stale: {path} (not written by ggen)")),
             "{path}: {stderr}"
@@ -282,7 +285,7 @@ fn what_ggen_did_not_write_in_the_output_folder_fails_the_check() {
     let doc: serde_json::Value = serde_json::from_str(&stdout).expect("json");
     assert_eq!(
         doc["foreign"],
-        serde_json::json!(["generated/NOTES.md", "generated/old_sku"])
+        serde_json::json!(["generated/.x", "generated/NOTES.md", "generated/old_sku"])
     );
     assert_eq!(doc["ok"], false);
     let (stdout, _) = ggen(dir, &["build", "--dry-run"], 0);
@@ -308,6 +311,7 @@ fn what_ggen_did_not_write_in_the_output_folder_fails_the_check() {
 
     fs_err::remove_dir_all(out.join("old_sku")).expect("remove");
     fs_err::remove_file(out.join("NOTES.md")).expect("remove");
+    fs_err::remove_dir_all(out.join(".x")).expect("remove");
     ggen(dir, &["build", "--force"], 0);
     ggen(dir, &["build", "--check"], 0);
 }

@@ -244,3 +244,143 @@ fn duplicate_sku_ids_are_located_and_a_file_named_twice_is_one_spec() {
         assert!(line.contains("`specs/copy.json`"), "{line}");
     }
 }
+
+/// The repository's cost_guard spec as a value, to be made invalid.
+fn cost_guard() -> serde_json::Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../specs/cost_guard.json");
+    serde_json::from_str(&fs_err::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The violations of `spec`, checked as `name`.
+fn violations_of(name: &str, spec: &serde_json::Value) -> Vec<Diagnostic> {
+    let source = load::Source::from_text(name, serde_json::to_string_pretty(spec).unwrap());
+    rejected(validate::check(&source))
+}
+
+#[test]
+fn specs_too_large_to_generate_are_refused_cheaply() {
+    // Every profile has a threshold table (and a test) for every signal:
+    // 300 × 300 would be 90,000 of them.
+    let mut spec = cost_guard();
+    let signals: Vec<_> = (0..300)
+        .map(|i| serde_json::json!({ "name": format!("s{i:04}"), "unit": "" }))
+        .collect();
+    spec["signals"] = serde_json::Value::Array(signals);
+    let profiles: serde_json::Map<_, _> = (0..300)
+        .map(|i| (format!("p{i:04}"), serde_json::json!({})))
+        .collect();
+    spec["policy"]["profiles"] = serde_json::Value::Object(profiles);
+    spec["policy"]["default_profile"] = serde_json::json!("p0000");
+    let all = violations_of("big.json", &spec);
+    let pairs = all
+        .iter()
+        .find(|d| {
+            matches!(
+                d.cause_as::<Violation>(),
+                Some(Violation::TooManyPairs { .. })
+            )
+        })
+        .unwrap_or_else(|| panic!("{all:#?}"));
+    assert_eq!(pairs.pointer, "/policy/profiles");
+    assert!(
+        pairs.to_string().ends_with(
+            "`300` profiles × `300` signals make `90000` threshold tables (at most `65536`): the generated crate holds one per pair"
+        ),
+        "{pairs}"
+    );
+
+    // 20,000 signals: collisions are found by lookup (comparing every pair
+    // took minutes), and the earliest name is the one reported.
+    let mut spec = cost_guard();
+    let mut signals: Vec<_> = (0..20_000)
+        .map(|i| serde_json::json!({ "name": format!("s{i:05}"), "unit": "" }))
+        .collect();
+    signals.push(serde_json::json!({ "name": "S00007", "unit": "" }));
+    spec["signals"] = serde_json::Value::Array(signals);
+    let all = violations_of("many.json", &spec);
+    let collision = all
+        .iter()
+        .find(|d| {
+            matches!(
+                d.cause_as::<Violation>(),
+                Some(Violation::IdentCollision { .. })
+            )
+        })
+        .unwrap_or_else(|| panic!("{all:#?}"));
+    assert_eq!(collision.pointer, "/signals/20000/name");
+    assert!(
+        collision
+            .to_string()
+            .contains("names `s00007` and `S00007` both become"),
+        "{collision}"
+    );
+
+    // A reference to a megabyte-long unknown name: no quadratic "did you
+    // mean", and the name is quoted cut.
+    let mut spec = cost_guard();
+    let long = "b".repeat(1_000_000);
+    spec["signals"][0]["name"] = serde_json::json!("a".repeat(1_000_000));
+    spec["policy"]["profiles"]["standard"]["rules"][0]["signal"] = serde_json::json!(long);
+    let all = violations_of("long.json", &spec);
+    let unknown = all
+        .iter()
+        .find(|d| d.pointer == "/policy/profiles/standard/rules/0/signal")
+        .unwrap_or_else(|| panic!("{all:#?}"));
+    assert!(
+        matches!(
+            unknown.cause_as::<Violation>(),
+            Some(Violation::Unknown { kind: "signal", .. })
+        ),
+        "{unknown}"
+    );
+    assert!(
+        unknown.to_string().len() < 300,
+        "{}",
+        unknown.to_string().len()
+    );
+}
+
+#[test]
+fn a_version_must_fit_a_kubernetes_label() {
+    let mut spec = cost_guard();
+    spec["sku"]["version"] = serde_json::json!(format!("1.0.0-{}", "a".repeat(58)));
+    let all = violations_of("v.json", &spec);
+    let [found] = all.as_slice() else {
+        panic!("{all:#?}")
+    };
+    assert_eq!(found.pointer, "/sku/version");
+    assert!(
+        matches!(
+            found.cause_as::<Violation>(),
+            Some(Violation::VersionTooLong { len: 64 })
+        ),
+        "{found}"
+    );
+    spec["sku"]["version"] = serde_json::json!(format!("1.0.0-{}", "a".repeat(57)));
+    let source = load::Source::from_text("v.json", serde_json::to_string(&spec).unwrap());
+    assert!(validate::check(&source).is_ok());
+}
+
+#[test]
+fn a_long_bad_key_is_located_by_its_whole_name() {
+    let mut spec = cost_guard();
+    let key = format!("Bad{}", "x".repeat(70));
+    let profile = spec["policy"]["profiles"]["standard"].clone();
+    spec["policy"]["profiles"][&key] = profile;
+    let all = violations_of("k.json", &spec);
+    let found = all
+        .iter()
+        .find(|d| d.pointer.starts_with("/policy/profiles/Bad"))
+        .unwrap_or_else(|| panic!("{all:#?}"));
+    assert_eq!(found.pointer, format!("/policy/profiles/{key}"));
+    let source = load::Source::from_text("k.json", serde_json::to_string_pretty(&spec).unwrap());
+    assert_eq!(
+        load::position(&source, &found.pointer),
+        (found.line, found.column)
+    );
+    assert_ne!(
+        load::position(&source, "/policy/profiles"),
+        (found.line, found.column),
+        "located at the parent"
+    );
+}

@@ -311,17 +311,21 @@ fn drop_cut_segments(dir: &Path, anchor: &Anchor) -> Result<Vec<u32>, LedgerErro
         sync_dir(dir)?;
     }
     let ids = list_segments(dir)?;
-    if ids.first().is_some_and(|&first| first != anchor.segment) {
-        return Err(LedgerError::Corrupt {
-            path: dir.join(segment::segment_name(anchor.segment)),
-            offset: 0,
-            reason: format!(
-                "the anchor says the local log starts at segment {}, but it starts at {}",
-                anchor.segment, ids[0]
-            ),
-        });
-    }
-    Ok(ids)
+    // A cut keeps the segment it starts at: with none left, a writer would
+    // start again at segment 1, which the next open removes as cut.
+    let found = match ids.first() {
+        Some(&first) if first == anchor.segment => return Ok(ids),
+        Some(first) => format!("it starts at {first}"),
+        None => "no segment is left".to_owned(),
+    };
+    Err(LedgerError::Corrupt {
+        path: dir.join(segment::segment_name(anchor.segment)),
+        offset: 0,
+        reason: format!(
+            "the anchor says the local log starts at segment {}, but {found}",
+            anchor.segment
+        ),
+    })
 }
 
 /// Open, step 2: scans every segment, rebuilding the chains and cutting a

@@ -332,3 +332,71 @@ fn checkpoints_published_before_and_after_archiving_verify_with_the_archive() {
     let proof = serde_json::to_string(&proof).unwrap();
     verify_receipt(&receipt, &proof, &note, &signer.verifier().to_text()).unwrap();
 }
+
+#[test]
+fn an_anchor_without_its_segments_is_refused_not_written_past() {
+    let (_work, dir, _archive_dir, archive) = places();
+    {
+        let (ledger, registry) = open(&dir);
+        load(&registry, 0, 200);
+        let cut = keep_8_kib(&runtime(), &ledger, &archive);
+        assert!(cut >= 3, "{cut}");
+    }
+    // Every local segment gone, and the checkpoint and the tree, whose
+    // checks would otherwise notice.
+    fs_err::remove_dir_all(dir.join("tree")).unwrap();
+    for entry in fs_err::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.ends_with(".seg") || name.ends_with(".idx") || name == "CHECKPOINT" {
+            fs_err::remove_file(&path).unwrap();
+        }
+    }
+    let Err(error) = FileLedger::open(&dir, small()).map(drop) else {
+        panic!("a ledger whose anchor's segments are gone was opened");
+    };
+    let error = error.to_string();
+    assert!(error.contains("no segment is left"), "{error}");
+    // Nothing was started in their place.
+    assert!(
+        fs_err::read_dir(&dir).unwrap().all(|e| !e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".seg"))
+    );
+}
+
+#[test]
+fn an_archived_segment_is_never_overwritten_by_another_ledger_s() {
+    let (work, dir, archive_dir, archive) = places();
+    {
+        let (ledger, registry) = open(&dir);
+        load(&registry, 0, 200);
+        assert!(keep_8_kib(&runtime(), &ledger, &archive) >= 3);
+    }
+    let first = archive_dir.join("0000000001.seg");
+    let kept = fs_err::read(&first).unwrap();
+    // Another ledger (or this one started afresh) archiving to the same
+    // place: its segment 1 is another history.
+    let other = work.path().join("other");
+    let (ledger, registry) = open(&other);
+    load(&registry, 1_000, 200);
+    let error = runtime()
+        .block_on(archive::archive_due(
+            &ledger,
+            &archive,
+            Retain::Bytes(8 << 10),
+            SystemTime::now(),
+        ))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("already holds a different segment 1"),
+        "{error}"
+    );
+    assert_eq!(fs_err::read(&first).unwrap(), kept);
+    // Its segment stays local, the first ledger's archive still verifies.
+    assert!(other.join("0000000001.seg").is_file());
+    assert_eq!(verify_all(&dir, &archive).first_bad, None);
+}
