@@ -91,9 +91,15 @@ fn dependency(runtime: &Runtime, root: &Path, crate_parent: &Path) -> String {
             escape::quoted(rev)
         ),
         Runtime::Path(path) => {
+            // A parent above the root (`--out ../x`) cannot be climbed out
+            // of lexically: seen through the folders it names, as an
+            // absolute one is.
+            let above_root = crate_parent.components().next() == Some(Component::ParentDir);
             let path = if path.is_absolute() {
                 path.to_string_lossy().replace('\\', "/")
-            } else if crate_parent.is_absolute() {
+            } else if crate_parent.is_absolute() || above_root {
+                let crate_parent =
+                    std::path::absolute(root.join(crate_parent)).unwrap_or(root.join(crate_parent));
                 let runtime = std::path::absolute(root.join(path)).unwrap_or(root.join(path));
                 relative(&crate_parent.join("crate"), &runtime)
             } else {
@@ -354,6 +360,16 @@ mod tests {
             "{ path = \"../../../../ggen/runtime\" }"
         );
         assert_eq!(dep("./generated/x", "generated"), "{ path = \"../x\" }");
+        // A crate folder above the project root (`--out ../x`): the climb
+        // back goes through the project's own folder name.
+        assert_eq!(
+            dependency(
+                &Runtime::Path(PathBuf::from("runtime")),
+                Path::new("/work/proj"),
+                Path::new("../x"),
+            ),
+            "{ path = \"../../proj/runtime\" }"
+        );
         assert_eq!(
             dep("/opt/ggen/runtime", "generated"),
             "{ path = \"/opt/ggen/runtime\" }"

@@ -435,7 +435,7 @@ impl Archive {
 
     /// The SHA-256 of segment `id`'s archived copy, read as a stream
     /// (`None`: not archived).
-    async fn digest(&self, id: u32) -> Result<Option<[u8; 32]>, ArchiveError> {
+    pub(crate) async fn digest(&self, id: u32) -> Result<Option<[u8; 32]>, ArchiveError> {
         use futures_util::StreamExt as _;
         let got = match self.store.get(&object(id)).await {
             Ok(got) => got,
@@ -508,7 +508,11 @@ impl Archive {
 
     /// Reads segment `id`'s archived copy back and compares its SHA-256
     /// with `digest`; syncs it in a local directory.
-    async fn check_durable(&self, id: u32, digest: [u8; 32]) -> Result<(), ArchiveError> {
+    pub(crate) async fn check_durable(
+        &self,
+        id: u32,
+        digest: [u8; 32],
+    ) -> Result<(), ArchiveError> {
         if self.digest(id).await? != Some(digest) {
             return Err(ArchiveError::Mismatch {
                 url: self.url.clone(),

@@ -980,3 +980,38 @@ fn an_unreadable_checkpoint_is_set_aside_and_the_whole_log_replayed() {
         .unwrap();
     assert_eq!(blob.as_deref(), Some(&b"fresh"[..]));
 }
+
+/// A link planted in the ledger's folder (by whoever else can write it)
+/// is never written through: not a segment whose "torn tail" open would
+/// cut, nor a temporary it would create.
+#[test]
+fn links_planted_in_the_ledger_folder_are_never_written_through() {
+    let original = populated(&["acme"], 2);
+    let seg = segments(original.path())[0].clone();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let victim = elsewhere.path().join("victim");
+    fs_err::write(&victim, "precious, and no ledger frame").unwrap();
+
+    // The last segment replaced by a link to the victim: its bytes read as
+    // a torn tail, which open would cut to length 0.
+    let dir = copy_dir(original.path());
+    fs_err::remove_dir_all(dir.path().join("tree")).unwrap();
+    let path = dir.path().join(seg.file_name().unwrap());
+    fs_err::remove_file(&path).unwrap();
+    std::os::unix::fs::symlink(&victim, &path).unwrap();
+    assert!(FileLedger::open(dir.path(), fast_options()).is_err());
+    assert_eq!(
+        fs_err::read_to_string(&victim).unwrap(),
+        "precious, and no ledger frame"
+    );
+
+    // A link where the next checkpoint's temporary goes.
+    let dir = copy_dir(original.path());
+    std::os::unix::fs::symlink(&victim, dir.path().join("CHECKPOINT.tmp")).unwrap();
+    let ledger = FileLedger::open(dir.path(), fast_options()).unwrap();
+    assert!(ledger.checkpoint(ledger.mark().unwrap(), b"state").is_err());
+    assert_eq!(
+        fs_err::read_to_string(&victim).unwrap(),
+        "precious, and no ledger frame"
+    );
+}

@@ -440,7 +440,9 @@ impl Indexes {
 fn write(dir: &Path, index: &SegmentIndex) -> io::Result<()> {
     let path = dir.join(index_name(index.segment));
     let tmp = dir.join(format!("{}.tmp", index_name(index.segment)));
-    let written = fs_err::write(&tmp, index.encoded()).and_then(|()| fs_err::rename(&tmp, &path));
+    let written = super::create_no_link(&tmp)
+        .and_then(|mut file| io::Write::write_all(&mut file, index.encoded()))
+        .and_then(|()| fs_err::rename(&tmp, &path));
     if written.is_err() {
         // A full disk keeps no half-written temporary.
         let _ = fs_err::remove_file(&tmp);

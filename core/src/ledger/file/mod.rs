@@ -212,12 +212,31 @@ fn sync_dir(dir: &Path) -> Result<(), LedgerError> {
         .map_err(io_err(dir))
 }
 
+/// `options` refusing to open a symbolic link (`O_NOFOLLOW`): no file the
+/// ledger writes is a link, and one planted in its folder by someone else
+/// must not make it truncate or write the file it points to.
+pub(crate) fn no_links(options: &mut fs_err::OpenOptions) -> &mut fs_err::OpenOptions {
+    use fs_err::os::unix::fs::OpenOptionsExt as _;
+    options.custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+}
+
+/// Creates (or truncates) `path` for writing, refusing a link there.
+pub(crate) fn create_no_link(path: &Path) -> io::Result<fs_err::File> {
+    no_links(
+        fs_err::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true),
+    )
+    .open(path)
+}
+
 /// Replaces `dir/name` with `bytes`, durably: a synced temporary renamed
 /// over it, then the directory synced. A failed write (a full disk) leaves
 /// no temporary behind.
 fn replace_durably(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), LedgerError> {
     let tmp = dir.join(format!("{name}.tmp"));
-    let written = fs_err::File::create(&tmp).and_then(|mut file| {
+    let written = create_no_link(&tmp).and_then(|mut file| {
         io::Write::write_all(&mut file, bytes)?;
         file.sync_all()
     });
@@ -252,12 +271,14 @@ fn remove_segment_files(dir: &Path, id: u32) -> Result<bool, LedgerError> {
 fn lock_dir(dir: &Path) -> Result<fs_err::File, LedgerError> {
     fs_err::create_dir_all(dir).map_err(io_err(dir))?;
     let lock_path = dir.join(LOCK_FILE);
-    let lock_file = fs_err::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(io_err(&lock_path))?;
+    let lock_file = no_links(
+        fs_err::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true),
+    )
+    .open(&lock_path)
+    .map_err(io_err(&lock_path))?;
     // A lock held by another process is refused, after a short grace: a
     // process that forked while it had this ledger open holds a copy of the
     // closed descriptor (and so the lock) until its child execs.
@@ -526,9 +547,7 @@ fn start_writer(
     let current = match last {
         Some(last) => {
             let path = dir.join(segment::segment_name(last.id));
-            let file = fs_err::OpenOptions::new()
-                .read(true)
-                .write(true)
+            let file = no_links(fs_err::OpenOptions::new().read(true).write(true))
                 .open(&path)
                 .map_err(io_err(&path))?;
             // What the scan found may be in the page cache only (a process
@@ -822,8 +841,7 @@ impl Visitor for Index {
         }
         // A torn final record was never acknowledged: drop it.
         let path = damage.path;
-        let file = fs_err::OpenOptions::new()
-            .write(true)
+        let file = no_links(fs_err::OpenOptions::new().write(true))
             .open(path)
             .map_err(io_err(path))?;
         file.set_len(damage.offset).map_err(io_err(path))?;

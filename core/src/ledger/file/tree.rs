@@ -66,14 +66,16 @@ pub(crate) const WRITE_AT: usize = 8 << 10;
 /// caller's to cut).
 fn open_rw(dir: &Path, name: &str) -> Result<File, LedgerError> {
     let path = dir.join(name);
-    fs_err::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map(|file| file.into_parts().0)
-        .map_err(io_err(&path))
+    super::no_links(
+        fs_err::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false),
+    )
+    .open(&path)
+    .map(|file| file.into_parts().0)
+    .map_err(io_err(&path))
 }
 
 /// `path` to read (errors name it).
@@ -467,12 +469,16 @@ impl FileTree {
             let bytes = &mut b.pending[level];
             if levels.len() <= level {
                 let path = self.dir.join(level_name(level));
-                let file = std::fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .open(&path)?;
+                let file = super::no_links(
+                    fs_err::OpenOptions::new()
+                        .read(true)
+                        .write(true)
+                        .create(true)
+                        .truncate(true),
+                )
+                .open(&path)?
+                .into_parts()
+                .0;
                 levels.push(Arc::new(file));
             }
             levels[level].write_all_at(bytes, at)?;

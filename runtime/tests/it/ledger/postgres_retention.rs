@@ -367,3 +367,35 @@ fn replicas_archive_what_every_tenant_state_is_past_and_keep_serving() {
     let refused = PgLedger::open(&url, options()).unwrap_err().to_string();
     assert!(refused.contains("with replicas"), "{refused}");
 }
+
+#[test]
+fn an_archived_partition_is_never_overwritten_by_another_ledger_s() {
+    let Some(url) = fresh_schema() else { return };
+    let (_work, _dir, archive_dir, archive) = places();
+    // Another history already archived under the first partition's name.
+    let first = archive_dir.join("0000000001.seg");
+    fs_err::create_dir_all(&archive_dir).unwrap();
+    fs_err::write(&first, b"another ledger's segment 1").unwrap();
+    let (_ledger, registry) = single(&url);
+    load(&registry, 0, 100);
+    let error = retention(&url, &archive, Recovery::Checkpoint)
+        .round(SystemTime::now(), None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("already holds a different segment 1"),
+        "{error}"
+    );
+    assert_eq!(fs_err::read(&first).unwrap(), b"another ledger's segment 1");
+    // Nothing was cut: every receipt is still in the database.
+    let ledger = PgLedger::open_read_only(&url).unwrap();
+    assert_eq!(ledger.verify().unwrap().first_bad, None);
+    let mut receipts = 0;
+    ledger
+        .scan(&mut |_| {
+            receipts += 1;
+            Ok(())
+        })
+        .unwrap();
+    assert!(receipts >= 100, "{receipts}");
+}
