@@ -220,10 +220,12 @@ pub(crate) fn no_links(options: &mut fs_err::OpenOptions) -> &mut fs_err::OpenOp
     options.custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
 }
 
-/// Creates (or truncates) `path` for writing, refusing a link there.
+/// Creates (or truncates) `path` for reading and writing, refusing a link
+/// there.
 pub(crate) fn create_no_link(path: &Path) -> io::Result<fs_err::File> {
     no_links(
         fs_err::OpenOptions::new()
+            .read(true)
             .write(true)
             .create(true)
             .truncate(true),

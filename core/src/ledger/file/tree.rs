@@ -469,16 +469,7 @@ impl FileTree {
             let bytes = &mut b.pending[level];
             if levels.len() <= level {
                 let path = self.dir.join(level_name(level));
-                let file = super::no_links(
-                    fs_err::OpenOptions::new()
-                        .read(true)
-                        .write(true)
-                        .create(true)
-                        .truncate(true),
-                )
-                .open(&path)?
-                .into_parts()
-                .0;
+                let file = super::create_no_link(&path)?.into_parts().0;
                 levels.push(Arc::new(file));
             }
             levels[level].write_all_at(bytes, at)?;

@@ -218,15 +218,7 @@ impl Writer {
                 // Only an earlier attempt of this batch (on a full disk) can
                 // have created a segment past the current one: open read it
                 // otherwise. What it holds is written again.
-                let file = super::no_links(
-                    fs_err::OpenOptions::new()
-                        .read(true)
-                        .write(true)
-                        .create(true)
-                        .truncate(true),
-                )
-                .open(&path)
-                .map_err(|e| (path.clone(), e))?;
+                let file = super::create_no_link(&path).map_err(|e| (path.clone(), e))?;
                 fs_err::File::open(&self.shared.dir)
                     .and_then(|d| d.sync_all())
                     .map_err(|e| (self.shared.dir.clone(), e))?;
