@@ -562,8 +562,9 @@ fn existing_entries(out: &Path) -> Result<(Vec<String>, Vec<String>), BuildError
         })?;
         let name = entry.file_name().to_string_lossy().into_owned();
         // A link is never a crate of ggen's (it writes none): not followed.
-        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
-        let is_file = entry.file_type().is_ok_and(|t| t.is_file());
+        let kind = entry.file_type().ok();
+        let is_dir = kind.is_some_and(|t| t.is_dir());
+        let is_file = kind.is_some_and(|t| t.is_file());
         if is_dir && entry.path().join(manifest::FILE_NAME).is_file() {
             crates.push(name);
         } else if !(name.starts_with('.') && is_file) {

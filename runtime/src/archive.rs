@@ -435,7 +435,7 @@ impl Archive {
 
     /// The SHA-256 of segment `id`'s archived copy, read as a stream
     /// (`None`: not archived).
-    pub(crate) async fn digest(&self, id: u32) -> Result<Option<[u8; 32]>, ArchiveError> {
+    async fn digest(&self, id: u32) -> Result<Option<[u8; 32]>, ArchiveError> {
         use futures_util::StreamExt as _;
         let got = match self.store.get(&object(id)).await {
             Ok(got) => got,
@@ -452,73 +452,79 @@ impl Archive {
 
     /// Stores the segment file `path` as segment `id`, streamed a MiB at
     /// a time, and reads it back: `Ok` only once the archived copy is
-    /// durable and equal to the file.
-    /// A copy already there is kept: used as it is when equal to the file
-    /// (an earlier round stopped after storing it), refused when not.
+    /// durable and equal to the file (see [`Archive::begin`] for a copy
+    /// already there).
     pub async fn put_verified(&self, id: u32, path: &std::path::Path) -> Result<(), ArchiveError> {
-        if let Some(stored) = self.digest(id).await? {
-            if stored != file_digest(path).await? {
-                return Err(ArchiveError::Occupied {
-                    url: self.url.clone(),
-                    segment: id,
-                });
-            }
-            return self.check_durable(id, stored).await;
-        }
-        let digest = self.upload(id, path).await?;
-        self.check_durable(id, digest).await
+        let upload = self.upload(id, path).await?;
+        self.finish_verified(upload).await.map(drop)
     }
 
     /// Starts storing segment `id` from bytes written to the [`Upload`] in
-    /// order (finished by [`Archive::finish_verified`]).
-    pub fn begin(&self, id: u32) -> Upload {
-        Upload {
+    /// order (finished by [`Archive::finish_verified`]). A copy already
+    /// there is never overwritten: the bytes are then only hashed, and the
+    /// copy is used as it is when equal to them (an earlier round stopped
+    /// after storing it), refused when not.
+    pub async fn begin(&self, id: u32) -> Result<Upload, ArchiveError> {
+        let into = match self.digest(id).await? {
+            Some(stored) => Destination::Compare(stored),
             // At most two parts in flight (1 MiB, 5 MiB to a bucket):
             // archiving must not add a segment's size to the governor's memory.
-            writer: object_store::buffered::BufWriter::with_capacity(
-                Arc::clone(&self.store),
-                object(id),
-                self.part,
-            )
-            .with_max_concurrency(2),
+            None => Destination::Store(
+                object_store::buffered::BufWriter::with_capacity(
+                    Arc::clone(&self.store),
+                    object(id),
+                    self.part,
+                )
+                .with_max_concurrency(2),
+            ),
+        };
+        Ok(Upload {
+            into,
             hasher: Sha256::new(),
             id,
-        }
+        })
     }
 
     /// Completes `upload` and reads the copy back: `Ok` with its SHA-256
     /// only once the archived copy is durable and equal to what was written.
     pub async fn finish_verified(&self, upload: Upload) -> Result<[u8; 32], ArchiveError> {
-        let id = upload.id;
+        let (id, stored) = (upload.id, matches!(upload.into, Destination::Store(_)));
         let digest = self.finish(upload).await?;
-        self.check_durable(id, digest).await?;
-        Ok(digest)
-    }
-
-    /// Completes `upload` (the object appears whole, or not at all);
-    /// returns the SHA-256 of what was written. Not read back.
-    pub async fn finish(&self, upload: Upload) -> Result<[u8; 32], ArchiveError> {
-        use tokio::io::AsyncWriteExt as _;
-        let Upload {
-            mut writer, hasher, ..
-        } = upload;
-        writer.shutdown().await.map_err(|e| self.stream_error(e))?;
-        Ok(hasher.finalize().into())
-    }
-
-    /// Reads segment `id`'s archived copy back and compares its SHA-256
-    /// with `digest`; syncs it in a local directory.
-    pub(crate) async fn check_durable(
-        &self,
-        id: u32,
-        digest: [u8; 32],
-    ) -> Result<(), ArchiveError> {
-        if self.digest(id).await? != Some(digest) {
+        // A copy that was there is equal already (`finish` compared it).
+        if stored && self.digest(id).await? != Some(digest) {
             return Err(ArchiveError::Mismatch {
                 url: self.url.clone(),
                 segment: id,
             });
         }
+        self.sync_local(id).await?;
+        Ok(digest)
+    }
+
+    /// Completes `upload` (the object appears whole, or not at all; a copy
+    /// that was there is compared with what was written); returns the
+    /// SHA-256 of what was written. Not read back.
+    pub async fn finish(&self, upload: Upload) -> Result<[u8; 32], ArchiveError> {
+        use tokio::io::AsyncWriteExt as _;
+        let Upload { into, hasher, id } = upload;
+        let digest: [u8; 32] = hasher.finalize().into();
+        match into {
+            Destination::Store(mut writer) => {
+                writer.shutdown().await.map_err(|e| self.stream_error(e))?
+            }
+            Destination::Compare(stored) if stored != digest => {
+                return Err(ArchiveError::Occupied {
+                    url: self.url.clone(),
+                    segment: id,
+                });
+            }
+            Destination::Compare(_) => {}
+        }
+        Ok(digest)
+    }
+
+    /// Syncs segment `id`'s archived copy in a local directory.
+    async fn sync_local(&self, id: u32) -> Result<(), ArchiveError> {
         if let Some(dir) = &self.local {
             // The local store renames a temporary into place but does not sync.
             let path = dir.join(format!("{id:010}.seg"));
@@ -533,9 +539,9 @@ impl Archive {
         Ok(())
     }
 
-    /// Streams the file `path` into the store as segment `id`, a MiB at a
-    /// time; returns the SHA-256 of what it read.
-    async fn upload(&self, id: u32, path: &std::path::Path) -> Result<[u8; 32], ArchiveError> {
+    /// Streams the file `path` into an [`Upload`] of segment `id`, a MiB at
+    /// a time.
+    async fn upload(&self, id: u32, path: &std::path::Path) -> Result<Upload, ArchiveError> {
         use tokio::io::AsyncReadExt as _;
         let io = |source: std::io::Error| {
             ArchiveError::Ledger(LedgerError::Io {
@@ -544,16 +550,15 @@ impl Archive {
             })
         };
         let mut file = tokio::fs::File::open(path).await.map_err(io)?;
-        let mut upload = self.begin(id);
+        let mut upload = self.begin(id).await?;
         let mut chunk = vec![0u8; UPLOAD_PART];
         loop {
             let n = file.read(&mut chunk).await.map_err(io)?;
             if n == 0 {
-                break;
+                return Ok(upload);
             }
             upload.write(self, &chunk[..n]).await?;
         }
-        self.finish(upload).await
     }
 
     /// An I/O error of a stream into the store.
@@ -565,32 +570,19 @@ impl Archive {
     }
 }
 
-/// The SHA-256 of the file at `path`, read a MiB at a time.
-async fn file_digest(path: &std::path::Path) -> Result<[u8; 32], ArchiveError> {
-    use tokio::io::AsyncReadExt as _;
-    let io = |source: std::io::Error| {
-        ArchiveError::Ledger(LedgerError::Io {
-            path: path.to_path_buf(),
-            source,
-        })
-    };
-    let mut file = tokio::fs::File::open(path).await.map_err(io)?;
-    let mut hasher = Sha256::new();
-    let mut chunk = vec![0u8; UPLOAD_PART];
-    loop {
-        let n = file.read(&mut chunk).await.map_err(io)?;
-        if n == 0 {
-            return Ok(hasher.finalize().into());
-        }
-        hasher.update(&chunk[..n]);
-    }
-}
-
 /// An archived copy being written (see [`Archive::begin`]).
 pub struct Upload {
-    writer: object_store::buffered::BufWriter,
+    into: Destination,
     hasher: Sha256,
     id: u32,
+}
+
+/// Where an [`Upload`]'s bytes go.
+enum Destination {
+    /// Into the store.
+    Store(object_store::buffered::BufWriter),
+    /// Nowhere: a copy is there already, with this SHA-256, to compare.
+    Compare([u8; 32]),
 }
 
 impl std::fmt::Debug for Upload {
@@ -606,10 +598,13 @@ impl Upload {
     pub async fn write(&mut self, archive: &Archive, bytes: &[u8]) -> Result<(), ArchiveError> {
         use tokio::io::AsyncWriteExt as _;
         self.hasher.update(bytes);
-        self.writer
-            .write_all(bytes)
-            .await
-            .map_err(|e| archive.stream_error(e))
+        match &mut self.into {
+            Destination::Store(writer) => writer
+                .write_all(bytes)
+                .await
+                .map_err(|e| archive.stream_error(e)),
+            Destination::Compare(_) => Ok(()),
+        }
     }
 }
 
@@ -635,7 +630,8 @@ pub async fn archive_segment(
 ) -> Result<bool, ArchiveError> {
     let path = file_of(ledger.as_ref())?.segment_path(id);
     if stop == Some(Step::Uploaded) {
-        archive.upload(id, &path).await?;
+        let upload = archive.upload(id, &path).await?;
+        archive.finish(upload).await?;
         return Ok(false);
     }
     archive.put_verified(id, &path).await?;

@@ -203,11 +203,7 @@ impl Ledger for MemoryLedger {
         Ok(verifier.report())
     }
 
-    fn flush(&self) -> Result<(), LedgerError> {
-        Ok(())
-    }
-
-    fn flushed(&self) -> Option<Ticket> {
-        Some(Ticket::ready())
+    fn flushed(&self) -> Ticket {
+        Ticket::ready()
     }
 }

@@ -684,14 +684,13 @@ pub trait Ledger: Send + Sync + 'static {
     /// [`Ledger::verify`], cancellable, and judging the stored checkpoint
     /// (see [`VerifyOptions`]).
     fn verify_with(&self, options: &VerifyOptions<'_>) -> Result<VerifyReport, LedgerError>;
+    /// A ticket that resolves once everything appended so far is durable,
+    /// for a caller that awaits rather than blocks a thread however long
+    /// the writer is held up (see [`Ledger::flush`]).
+    fn flushed(&self) -> Ticket;
     /// Waits until everything appended so far is durable.
-    fn flush(&self) -> Result<(), LedgerError>;
-    /// A ticket that resolves once everything appended so far is durable:
-    /// [`Ledger::flush`] for a caller that awaits rather than blocks a
-    /// thread, however long the writer is held up (`None`: only `flush`
-    /// can tell).
-    fn flushed(&self) -> Option<Ticket> {
-        None
+    fn flush(&self) -> Result<(), LedgerError> {
+        self.flushed().wait()
     }
     /// The shared-ledger interface, when other processes append too.
     fn shared(&self) -> Option<&dyn SharedLedger> {

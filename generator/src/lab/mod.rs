@@ -346,7 +346,7 @@ impl Ledger for Discard {
         Ok(VerifyReport::default())
     }
 
-    fn flush(&self) -> Result<(), LedgerError> {
-        Ok(())
+    fn flushed(&self) -> ggen_runtime_core::ledger::Ticket {
+        ggen_runtime_core::ledger::Ticket::ready()
     }
 }

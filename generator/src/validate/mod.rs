@@ -426,16 +426,18 @@ fn pattern_message(instance: &Value, pattern: &str) -> String {
 
 /// A value as text: strings without quotes, long text shortened.
 pub(crate) fn plain(value: &Value) -> String {
-    let text = match value {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
+    match value {
+        Value::String(s) => cut(s),
+        other => cut(&other.to_string()),
+    }
+}
+
+/// `text`, cut to 60 characters and `…` when longer.
+pub(crate) fn cut(text: &str) -> String {
     const MAX: usize = 60;
-    if text.chars().count() > MAX {
-        let cut: String = text.chars().take(MAX).collect();
-        format!("{cut}…")
-    } else {
-        text
+    match text.char_indices().nth(MAX) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
     }
 }
 

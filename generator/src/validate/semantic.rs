@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{Map, Value};
 use thiserror::Error;
 
-use super::{SPEC_VERSION, closest, plain};
+use super::{SPEC_VERSION, closest, cut, plain};
 use crate::diagnostic::{Diagnostic, join_pointer};
 use crate::load::{self, Source};
 use crate::names;
@@ -566,7 +566,7 @@ impl Checker<'_> {
             pointer,
             Violation::Unknown {
                 kind,
-                name: plain(&Value::String(name.to_owned())),
+                name: cut(name),
                 hint,
             },
         );

@@ -257,30 +257,33 @@ fn violations_of(name: &str, spec: &serde_json::Value) -> Vec<Diagnostic> {
     rejected(validate::check(&source))
 }
 
+/// A `signals` list of unitless signals with these names.
+fn signals_named(names: impl Iterator<Item = String>) -> serde_json::Value {
+    names
+        .map(|name| serde_json::json!({ "name": name, "unit": "" }))
+        .collect()
+}
+
+/// The first of `all` whose violation `is` the one looked for.
+fn found(all: &[Diagnostic], is: impl Fn(&Violation) -> bool) -> &Diagnostic {
+    all.iter()
+        .find(|d| d.cause_as::<Violation>().is_some_and(&is))
+        .unwrap_or_else(|| panic!("{all:#?}"))
+}
+
 #[test]
 fn specs_too_large_to_generate_are_refused_cheaply() {
     // Every profile has a threshold table (and a test) for every signal:
     // 300 × 300 would be 90,000 of them.
     let mut spec = cost_guard();
-    let signals: Vec<_> = (0..300)
-        .map(|i| serde_json::json!({ "name": format!("s{i:04}"), "unit": "" }))
-        .collect();
-    spec["signals"] = serde_json::Value::Array(signals);
+    spec["signals"] = signals_named((0..300).map(|i| format!("s{i:04}")));
     let profiles: serde_json::Map<_, _> = (0..300)
         .map(|i| (format!("p{i:04}"), serde_json::json!({})))
         .collect();
     spec["policy"]["profiles"] = serde_json::Value::Object(profiles);
     spec["policy"]["default_profile"] = serde_json::json!("p0000");
     let all = violations_of("big.json", &spec);
-    let pairs = all
-        .iter()
-        .find(|d| {
-            matches!(
-                d.cause_as::<Violation>(),
-                Some(Violation::TooManyPairs { .. })
-            )
-        })
-        .unwrap_or_else(|| panic!("{all:#?}"));
+    let pairs = found(&all, |v| matches!(v, Violation::TooManyPairs { .. }));
     assert_eq!(pairs.pointer, "/policy/profiles");
     assert!(
         pairs.to_string().ends_with(
@@ -292,21 +295,10 @@ fn specs_too_large_to_generate_are_refused_cheaply() {
     // 20,000 signals: collisions are found by lookup (comparing every pair
     // took minutes), and the earliest name is the one reported.
     let mut spec = cost_guard();
-    let mut signals: Vec<_> = (0..20_000)
-        .map(|i| serde_json::json!({ "name": format!("s{i:05}"), "unit": "" }))
-        .collect();
-    signals.push(serde_json::json!({ "name": "S00007", "unit": "" }));
-    spec["signals"] = serde_json::Value::Array(signals);
+    let names = (0..20_000).map(|i| format!("s{i:05}"));
+    spec["signals"] = signals_named(names.chain(["S00007".to_owned()]));
     let all = violations_of("many.json", &spec);
-    let collision = all
-        .iter()
-        .find(|d| {
-            matches!(
-                d.cause_as::<Violation>(),
-                Some(Violation::IdentCollision { .. })
-            )
-        })
-        .unwrap_or_else(|| panic!("{all:#?}"));
+    let collision = found(&all, |v| matches!(v, Violation::IdentCollision { .. }));
     assert_eq!(collision.pointer, "/signals/20000/name");
     assert!(
         collision

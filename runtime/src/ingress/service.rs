@@ -647,7 +647,6 @@ pub fn check(pack: &'static dyn PolicyPack, args: &ServeArgs) -> Result<String, 
     Ok(text)
 }
 
-/// The checkpoint publisher `args` ask for.
 impl ServeArgs {
     /// The sizes and bounds its flags give the ledger.
     pub fn open_options(&self) -> crate::store::OpenOptions {
@@ -659,6 +658,7 @@ impl ServeArgs {
     }
 }
 
+/// The checkpoint publisher `args` ask for.
 fn publisher(args: &ServeArgs) -> Result<Option<Arc<Publisher>>, ServeError> {
     args.transparency
         .publisher(std::env::var(crate::transparency::publish::KEY_ENV).ok())

@@ -581,19 +581,14 @@ impl AppState {
             // Awaited, not waited for on a thread: duplicates arriving
             // while the writer is held up (a locked table) must not use up
             // the blocking threads the rest of the service needs.
-            None => {
-                if let Some(flushed) = self.0.registry.ledger().flushed() {
-                    return flushed
-                        .durable()
-                        .await
-                        .map_err(|e| Settled::Failed(self.ledger_failed(&e)));
-                }
-                let registry = Arc::clone(&self.0.registry);
-                tokio::task::spawn_blocking(move || registry.ledger().flush())
-                    .await
-                    .map_err(|e| Settled::Failed(e.into()))?
-                    .map_err(|e| Settled::Failed(self.ledger_failed(&e)))
-            }
+            None => self
+                .0
+                .registry
+                .ledger()
+                .flushed()
+                .durable()
+                .await
+                .map_err(|e| Settled::Failed(self.ledger_failed(&e))),
         }
     }
 

@@ -224,21 +224,65 @@ fn connect(url: &str, target: &str) -> Result<Client, LedgerError> {
 /// the ledger stops (a failover of a managed database takes tens of seconds).
 const RESUME_FOR: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// Pauses between tries of something a lost database fails: 100 ms, then
+/// twice as long each time up to 2 s, for as long as `within` has not
+/// passed since the first try.
+struct Retry {
+    started: std::time::Instant,
+    within: std::time::Duration,
+    pause: std::time::Duration,
+}
+
+impl Retry {
+    fn within(within: std::time::Duration) -> Retry {
+        Retry {
+            started: std::time::Instant::now(),
+            within,
+            pause: std::time::Duration::from_millis(100),
+        }
+    }
+
+    /// Pauses before the next try (off the async workers); `false`, at
+    /// once, when `within` has passed.
+    fn again(&mut self) -> bool {
+        if self.started.elapsed() >= self.within {
+            return false;
+        }
+        off_runtime(|| std::thread::sleep(self.pause));
+        self.pause = (self.pause * 2).min(std::time::Duration::from_secs(2));
+        true
+    }
+}
+
+/// Waits on the calling thread with `wait`. On a worker of a multi-thread
+/// tokio runtime (a request's), the worker's other tasks are handed to
+/// another thread first, so a slow database holds up only the requests
+/// waiting for it, never the service's other routes.
+fn off_runtime<T>(wait: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(wait)
+        }
+        _ => wait(),
+    }
+}
+
 /// A writer's way back after its connection was lost: connects again
 /// (backing off, for up to [`RESUME_FOR`]) and takes the writer lock in
 /// `mode`; the error is the last failure's chain.
 fn reconnect(url: &str, target: &str, mode: LockMode) -> Result<Client, String> {
-    let started = std::time::Instant::now();
-    let mut pause = std::time::Duration::from_millis(100);
+    let mut retry = Retry::within(RESUME_FOR);
     let mut client = loop {
         match connect(url, target) {
             Ok(client) => break client,
-            Err(error) if started.elapsed() < RESUME_FOR => {
-                tracing::warn!(target = %target, error = %crate::report::error_chain(&error), "ledger connection: retrying");
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(std::time::Duration::from_secs(2));
+            Err(error) => {
+                let error = crate::report::error_chain(&error);
+                if !retry.again() {
+                    return Err(error);
+                }
+                tracing::warn!(target = %target, error = %error, "ledger connection: retrying");
             }
-            Err(error) => return Err(crate::report::error_chain(&error)),
         }
     };
     take_writer_lock(&mut client, target, mode)
@@ -1355,9 +1399,9 @@ impl Ledger for PgLedger {
         self.verify_from(options, None)
     }
 
-    fn flush(&self) -> Result<(), LedgerError> {
-        let target = self.shared.lock().records;
-        self.shared.sync.wait_until(|p| p.records >= target)
+    fn flushed(&self) -> Ticket {
+        let records = self.shared.lock().records;
+        Ticket::pending(records, Arc::clone(&self.shared.sync))
     }
 }
 

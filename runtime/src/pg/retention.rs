@@ -31,7 +31,6 @@ use super::{column, connect, database, position, row_position, row_record};
 use crate::archive::{Archive, ArchiveError, Retain, Step};
 use crate::ledger::{Head, LedgerError, encode_frame};
 use crate::tenant::TenantId;
-use sha2::{Digest as _, Sha256};
 
 /// Bytes of frames gathered before they go to the archive.
 const CHUNK: usize = 1 << 20;
@@ -251,14 +250,7 @@ impl Archiver<'_> {
         let bad =
             |why: String| super::altered(target, format!("partition {}: {why}", partition.id));
         let id = u32::try_from(partition.id).map_err(|_| bad("its id is negative".to_owned()))?;
-        // A copy already there (an earlier round stopped after storing
-        // it, or another ledger's) is never overwritten: the partition is
-        // only hashed, then compared with it.
-        let stored = self.runtime.block_on(self.archive.digest(id))?;
-        let mut upload = match stored {
-            None => Ok(self.archive.begin(id)),
-            Some(_) => Err(Sha256::new()),
-        };
+        let mut upload = self.runtime.block_on(self.archive.begin(id))?;
         let mut chunk = Vec::with_capacity(CHUNK + 4096);
         let mut heads: BTreeMap<TenantId, Head> = BTreeMap::new();
         let mut expected = partition.first;
@@ -297,10 +289,7 @@ impl Archiver<'_> {
             );
             expected += 1;
             if chunk.len() >= CHUNK {
-                match &mut upload {
-                    Ok(upload) => self.runtime.block_on(upload.write(self.archive, &chunk))?,
-                    Err(hasher) => hasher.update(&chunk),
-                }
+                self.runtime.block_on(upload.write(self.archive, &chunk))?;
                 chunk.clear();
             }
         }
@@ -313,31 +302,15 @@ impl Archiver<'_> {
             ))
             .into());
         }
-        let digest = match upload {
-            Err(mut hasher) => {
-                hasher.update(&chunk);
-                let digest: [u8; 32] = hasher.finalize().into();
-                if stored != Some(digest) {
-                    return Err(ArchiveError::Occupied {
-                        url: self.archive.url().to_owned(),
-                        segment: id,
-                    });
-                }
-                self.runtime
-                    .block_on(self.archive.check_durable(id, digest))?;
-                digest
-            }
-            Ok(mut upload) => {
-                self.runtime.block_on(upload.write(self.archive, &chunk))?;
-                if stop == Some(Step::Uploaded) {
-                    // Stored, never read back: a crash before the check.
-                    self.runtime.block_on(self.archive.finish(upload))?;
-                    return Ok(false);
-                }
-                self.runtime
-                    .block_on(self.archive.finish_verified(upload))?
-            }
-        };
+        self.runtime.block_on(upload.write(self.archive, &chunk))?;
+        if stop == Some(Step::Uploaded) {
+            // Stored, never read back: a crash before the check.
+            self.runtime.block_on(self.archive.finish(upload))?;
+            return Ok(false);
+        }
+        let digest = self
+            .runtime
+            .block_on(self.archive.finish_verified(upload))?;
         if stop == Some(Step::Verified)
             || !record_cut(self.client, target, partition, &heads, &digest)?
         {

@@ -37,7 +37,9 @@ use postgres::types::Type;
 use postgres::{Client, GenericClient};
 use sha2::{Digest, Sha256};
 
-use super::{PgLedger, PgOptions, column, connect, database, partitions, position};
+use super::{
+    PgLedger, PgOptions, Retry, column, connect, database, off_runtime, partitions, position,
+};
 use crate::ledger::{
     ActionTurn, Appended, Decision, Entry, FailOnPanic, GENESIS, Hash, Head, Ledger, LedgerError,
     LockedTenant, Mark, Progress, Record, Recovered, Redecide, Rejection, Retaken, SharedLedger,
@@ -69,12 +71,20 @@ pub(super) const WRITING_SESSION: &str = "SET synchronous_commit = on;
      SET default_transaction_isolation = 'read committed';
      SET idle_in_transaction_session_timeout = '20s';
      SET ggen.counts_tenants = on";
-/// The writer's statements wait for tenants' locks (a locker may hold one
-/// for `answer_within` and a decision) and for the receipt counter: a
-/// `statement_timeout` set on the role, the database or the URL would
+/// Lifts a session's `statement_timeout` (the writer's, and a patient
+/// caller's while its job runs).
+const UNBOUNDED: &str = "SET statement_timeout = 0";
+
+/// Sets up the writer's session: [`WRITING_SESSION`], and no
+/// `statement_timeout`. Its statements wait for tenants' locks (a locker
+/// may hold one for `answer_within` and a decision) and for the receipt
+/// counter: a timeout set on the role, the database or the URL would
 /// cancel them and stop the ledger. Its waiters are bounded by the
 /// request timeout instead.
-const WRITER_UNBOUNDED: &str = "SET statement_timeout = 0";
+fn writer_session(client: &mut Client) -> Result<(), postgres::Error> {
+    client.batch_execute(WRITING_SESSION)?;
+    client.batch_execute(UNBOUNDED)
+}
 /// How many times a batch the server aborted for a deadlock or a lock
 /// conflict (with another replica's pruning, say) is tried again.
 const BATCH_TRIES: u32 = 5;
@@ -343,9 +353,7 @@ impl SharedPgLedger {
             what: "migrating the ledger schema failed".to_owned(),
             source: Some(Box::new(source)),
         })?;
-        client
-            .batch_execute(WRITING_SESSION)
-            .and_then(|()| client.batch_execute(WRITER_UNBOUNDED))
+        writer_session(&mut client)
             .map_err(database(&target, "setting up the writer's session"))?;
         let reads = PgLedger::open_read_only(url)?;
         let records = super::log_end(&mut *reads.reader()?, &target)?;
@@ -825,17 +833,17 @@ pub const PATIENT_RETRY_FOR: Duration = Duration::from_secs(120);
 pub fn patiently_again<T>(
     mut work: impl FnMut() -> Result<T, crate::registry::RegistryError>,
 ) -> Result<T, crate::registry::RegistryError> {
-    let started = Instant::now();
-    let mut pause = Duration::from_millis(100);
+    let mut retry = Retry::within(PATIENT_RETRY_FOR);
     loop {
-        match patiently(&mut work) {
-            Err(crate::registry::RegistryError::Ledger(LedgerError::Database { .. }))
-                if started.elapsed() < PATIENT_RETRY_FOR =>
-            {
-                off_runtime(|| std::thread::sleep(pause));
-                pause = (pause * 2).min(Duration::from_secs(2));
-            }
-            done => return done,
+        let done = patiently(&mut work);
+        let unreachable = matches!(
+            done,
+            Err(crate::registry::RegistryError::Ledger(
+                LedgerError::Database { .. }
+            ))
+        );
+        if !unreachable || !retry.again() {
+            return done;
         }
     }
 }
@@ -866,7 +874,7 @@ impl Waits {
             match bounded {
                 None => body(client),
                 Some(bounded) => {
-                    let lifted = client.batch_execute("SET statement_timeout = 0").is_ok();
+                    let lifted = client.batch_execute(UNBOUNDED).is_ok();
                     body(client);
                     if lifted {
                         let _ = client.batch_execute(&bounded);
@@ -901,20 +909,6 @@ impl Waits {
             given_up.store(true, Ordering::Release);
         }
         answered
-    }
-}
-
-/// Waits on the calling thread with `wait`. On a worker of a multi-thread
-/// tokio runtime (a request's), the worker's other tasks are handed to
-/// another thread first, so a slow database holds up only the requests
-/// waiting for it, never the service's other routes.
-fn off_runtime<T>(wait: impl FnOnce() -> T) -> T {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current() {
-        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(wait)
-        }
-        _ => wait(),
     }
 }
 
@@ -968,26 +962,22 @@ fn settle(
     written: Vec<Written>,
 ) -> Option<bool> {
     let written = Arc::new(written);
-    let started = Instant::now();
-    let mut pause = Duration::from_millis(50);
+    let mut retry = Retry::within(super::RESUME_FOR);
     loop {
         let asked = Arc::clone(&written);
         let answer = on_reader(reads, None, move |client| {
             ended(client, txid, Instant::now()).and_then(|()| any_stored(client, &asked))
         });
-        match answer {
+        let why = match answer {
             Ok(Ok(stored)) => return Some(stored),
             // The ledger is closing: no reader will answer.
             Err(Unanswered::Closed) => return None,
-            Ok(Err(why)) if started.elapsed() >= super::RESUME_FOR => {
-                tracing::error!(error = %why, "the outcome of a locked decision's commit is unknown");
-                return None;
-            }
-            _ if started.elapsed() >= super::RESUME_FOR => return None,
-            _ => {
-                off_runtime(|| std::thread::sleep(pause));
-                pause = (pause * 2).min(Duration::from_secs(1));
-            }
+            Ok(Err(why)) => why,
+            Err(_) => "no reader could connect".to_owned(),
+        };
+        if !retry.again() {
+            tracing::error!(error = %why, "the outcome of a locked decision's commit is unknown");
+            return None;
         }
     }
 }
@@ -1113,14 +1103,9 @@ impl Ledger for SharedPgLedger {
         self.reads.verify_with(options)
     }
 
-    fn flush(&self) -> Result<(), LedgerError> {
+    fn flushed(&self) -> Ticket {
         let queued = self.inner.lock().queued;
-        self.inner.sync.wait_until(|p| p.records >= queued)
-    }
-
-    fn flushed(&self) -> Option<Ticket> {
-        let queued = self.inner.lock().queued;
-        Some(Ticket::pending(queued, Arc::clone(&self.inner.sync)))
+        Ticket::pending(queued, Arc::clone(&self.inner.sync))
     }
 
     fn shared(&self) -> Option<&dyn SharedLedger> {
@@ -1462,10 +1447,7 @@ impl Writer {
         let started = Instant::now();
         let mut client = super::reconnect(&self.url, &target, super::LockMode::Shared)?;
         let query = super::failed;
-        client
-            .batch_execute(WRITING_SESSION)
-            .and_then(|()| client.batch_execute(WRITER_UNBOUNDED))
-            .map_err(query("setting up the writer's session"))?;
+        writer_session(&mut client).map_err(query("setting up the writer's session"))?;
         // The interrupted transaction may still be running in its old
         // session (holding its tenants' locks): wait until it ended.
         ended(&mut client, self.txid, started)?;

@@ -1554,16 +1554,16 @@ impl Ledger for FileLedger {
         self.flush_position().map(|_| ())
     }
 
-    fn flushed(&self) -> Option<Ticket> {
+    fn flushed(&self) -> Ticket {
         let state = lock(&self.shared.state);
-        // A failed ledger: `flush` says so at once.
-        if state.failed.is_some() {
-            return None;
-        }
-        Some(Ticket::pending(
-            state.records,
-            Arc::clone(&self.shared.sync),
-        ))
+        // A failed ledger says so at once, as `flush` does: a ticket no
+        // record can satisfy gets the failure published with it.
+        let records = if state.failed.is_some() {
+            u64::MAX
+        } else {
+            state.records
+        };
+        Ticket::pending(records, Arc::clone(&self.shared.sync))
     }
 
     fn as_file(&self) -> Option<&FileLedger> {

@@ -297,13 +297,15 @@ async fn the_header_read_timeout_closes_slow_and_idle_connections() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_head_past_16_kib_is_refused_at_once_not_buffered() {
     let server = Server::start(options()).await;
+    // `head` on a new connection: the stream, and the status answered.
+    let send = |head: String| async move {
+        let mut stream = raw(server.addr, head.as_bytes()).await;
+        let status = tokio::time::timeout(PATIENCE, status_of(&mut stream)).await;
+        (stream, status)
+    };
+    let start = "GET /healthz HTTP/1.1\r\nHost: t\r\n";
     // 20 KiB of one header, never finished (no blank line).
-    let mut huge = format!(
-        "GET /healthz HTTP/1.1\r\nHost: t\r\nX-Pad: {}",
-        "a".repeat(20 * 1024)
-    );
-    let mut stream = raw(server.addr, huge.as_bytes()).await;
-    let status = tokio::time::timeout(PATIENCE, status_of(&mut stream)).await;
+    let (mut stream, status) = send(format!("{start}X-Pad: {}", "a".repeat(20 * 1024))).await;
     assert_eq!(
         status,
         Ok(Some(431)),
@@ -314,24 +316,17 @@ async fn a_head_past_16_kib_is_refused_at_once_not_buffered() {
         Ok(true)
     );
     // Many small headers adding up past the bound, also unfinished.
-    huge = String::from("GET /healthz HTTP/1.1\r\nHost: t\r\n");
-    for i in 0..90 {
-        huge.push_str(&format!("X-{i}: {}\r\n", "b".repeat(200)));
-    }
-    let mut stream = raw(server.addr, huge.as_bytes()).await;
-    let status = tokio::time::timeout(PATIENCE, status_of(&mut stream)).await;
+    let many: String = (0..90)
+        .map(|i| format!("X-{i}: {}\r\n", "b".repeat(200)))
+        .collect();
+    let (_, status) = send(format!("{start}{many}")).await;
     assert_eq!(
         status,
         Ok(Some(431)),
         "90 headers of 200 bytes were not refused"
     );
     // A 12 KiB head (a large token, say) is served.
-    let big = format!(
-        "GET /healthz HTTP/1.1\r\nHost: t\r\nX-Pad: {}\r\n\r\n",
-        "c".repeat(12 * 1024)
-    );
-    let mut stream = raw(server.addr, big.as_bytes()).await;
-    let status = tokio::time::timeout(PATIENCE, status_of(&mut stream)).await;
+    let (_, status) = send(format!("{start}X-Pad: {}\r\n\r\n", "c".repeat(12 * 1024))).await;
     assert_eq!(status, Ok(Some(200)));
     let (_, task) = server.stop();
     task.await.unwrap().unwrap();

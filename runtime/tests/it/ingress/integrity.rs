@@ -180,8 +180,8 @@ impl Ledger for StallingVerify {
         }
         self.inner.verify_with(options)
     }
-    fn flush(&self) -> Result<(), LedgerError> {
-        self.inner.flush()
+    fn flushed(&self) -> ggen_runtime::ledger::Ticket {
+        self.inner.flushed()
     }
 }
 

@@ -122,6 +122,15 @@ fn keep_8_kib(rt: &tokio::runtime::Runtime, ledger: &Arc<dyn Ledger>, archive: &
     .unwrap()
 }
 
+/// A ledger at `dir` of 200 signals, of which retention archived and cut
+/// at least three segments.
+fn archive_200(dir: &Path, archive: &Archive) {
+    let (ledger, registry) = open(dir);
+    load(&registry, 0, 200);
+    let cut = keep_8_kib(&runtime(), &ledger, archive);
+    assert!(cut >= 3, "{cut}");
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -191,12 +200,7 @@ fn a_long_run_interrupted_at_every_step_of_archiving_loses_nothing() {
 #[test]
 fn a_damaged_or_missing_archived_segment_is_reported() {
     let (_work, dir, archive_dir, archive) = places();
-    {
-        let (ledger, registry) = open(&dir);
-        load(&registry, 0, 200);
-        let cut = keep_8_kib(&runtime(), &ledger, &archive);
-        assert!(cut >= 3, "{cut}");
-    }
+    archive_200(&dir, &archive);
     assert_eq!(verify_all(&dir, &archive).first_bad, None);
     let second = archive_dir.join("0000000002.seg");
     let clean = fs_err::read(&second).unwrap();
@@ -336,12 +340,7 @@ fn checkpoints_published_before_and_after_archiving_verify_with_the_archive() {
 #[test]
 fn an_anchor_without_its_segments_is_refused_not_written_past() {
     let (_work, dir, _archive_dir, archive) = places();
-    {
-        let (ledger, registry) = open(&dir);
-        load(&registry, 0, 200);
-        let cut = keep_8_kib(&runtime(), &ledger, &archive);
-        assert!(cut >= 3, "{cut}");
-    }
+    archive_200(&dir, &archive);
     // Every local segment gone, and the checkpoint and the tree, whose
     // checks would otherwise notice.
     fs_err::remove_dir_all(dir.join("tree")).unwrap();
@@ -370,11 +369,7 @@ fn an_anchor_without_its_segments_is_refused_not_written_past() {
 #[test]
 fn an_archived_segment_is_never_overwritten_by_another_ledger_s() {
     let (work, dir, archive_dir, archive) = places();
-    {
-        let (ledger, registry) = open(&dir);
-        load(&registry, 0, 200);
-        assert!(keep_8_kib(&runtime(), &ledger, &archive) >= 3);
-    }
+    archive_200(&dir, &archive);
     let first = archive_dir.join("0000000001.seg");
     let kept = fs_err::read(&first).unwrap();
     // Another ledger (or this one started afresh) archiving to the same

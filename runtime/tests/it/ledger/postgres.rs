@@ -1351,23 +1351,39 @@ fn connect_every_reader(url: &str, ledger: &Arc<ggen_runtime::pg::shared::Shared
     }
 }
 
+/// A replica's ledger on the schema of `url` through a [`CommitCutter`],
+/// every reader connected.
+fn cut_replica(url: &str) -> (CommitCutter, Arc<ggen_runtime::pg::shared::SharedPgLedger>) {
+    let cutter = CommitCutter::start(url);
+    let ledger =
+        ggen_runtime::pg::shared::SharedPgLedger::open(&cutter.url(url), PgOptions::default());
+    let ledger = Arc::new(ledger.unwrap());
+    connect_every_reader(url, &ledger);
+    (cutter, ledger)
+}
+
+/// `t` as stored, loaded as a caller that rides out lost connections.
+fn patient_load(ledger: &ggen_runtime::pg::shared::SharedPgLedger, t: &TenantId) -> Stored {
+    ggen_runtime::pg::shared::patiently_again(|| {
+        ledger
+            .load(t)
+            .map_err(ggen_runtime::registry::RegistryError::Ledger)
+    })
+    .unwrap()
+}
+
 /// A caller that must not lose its work (an action's result) rides out a
 /// restart of the server: every reader fails once on its dead
 /// connection, where a request gets its error at once.
 #[test]
 fn a_patient_caller_rides_out_every_connection_lost_at_once() {
-    use ggen_runtime::pg::shared::{SharedPgLedger, patiently_again};
-    use ggen_runtime::registry::RegistryError;
     let Some(url) = fresh_schema() else { return };
-    let cutter = CommitCutter::start(&url);
-    let ledger = Arc::new(SharedPgLedger::open(&cutter.url(&url), PgOptions::default()).unwrap());
-    connect_every_reader(&url, &ledger);
+    let (cutter, ledger) = cut_replica(&url);
     cutter.restart();
     let t = tenant("acme");
     let error = ledger.load(&t).unwrap_err().to_string();
     assert!(error.ends_with("loading a tenant"), "{error}");
-    let stored = patiently_again(|| ledger.load(&t).map_err(RegistryError::Ledger)).unwrap();
-    assert_eq!(stored.head.seq, 0);
+    assert_eq!(patient_load(&ledger, &t).head.seq, 0);
 }
 
 /// As above, when the connection went with all the others (a restart, a
@@ -1375,11 +1391,8 @@ fn a_patient_caller_rides_out_every_connection_lost_at_once() {
 /// question is asked again until a reader connected anew answers it.
 #[test]
 fn a_locked_commit_whose_answer_went_with_every_connection_is_reported_as_written() {
-    use ggen_runtime::pg::shared::SharedPgLedger;
     let Some(url) = fresh_schema() else { return };
-    let cutter = CommitCutter::start(&url);
-    let ledger = Arc::new(SharedPgLedger::open(&cutter.url(&url), PgOptions::default()).unwrap());
-    connect_every_reader(&url, &ledger);
+    let (cutter, ledger) = cut_replica(&url);
     let t = tenant("acme");
     let locked = ledger.lock_tenant(&t).unwrap();
     let head = locked.stored().head;
@@ -1388,12 +1401,7 @@ fn a_locked_commit_whose_answer_went_with_every_connection_is_reported_as_writte
     assert_eq!(cutter.cuts(), 1, "no connection was cut after its COMMIT");
     committed.unwrap();
     // (A reader not asked yet still fails once on its dead connection.)
-    let stored = ggen_runtime::pg::shared::patiently_again(|| {
-        ledger
-            .load(&t)
-            .map_err(ggen_runtime::registry::RegistryError::Ledger)
-    });
-    assert_eq!(stored.unwrap().head.seq, 1);
+    assert_eq!(patient_load(&ledger, &t).head.seq, 1);
     drop(ledger);
     let report = PgLedger::open_read_only(&url).unwrap().verify().unwrap();
     assert_eq!((report.receipts, report.first_bad), (1, None));
